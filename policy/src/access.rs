@@ -1,0 +1,222 @@
+//! What one role may do with each table: the compiled form of a policy that the statement rewriter and
+//! the audit log read. This is the contract between the policy model (which produces it) and the
+//! rewriter (which consumes it); it holds no parsing and no SQL generation.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+/// A table as PostgreSQL names it: schema and name, both as stored in the catalog (case preserved).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TableName {
+    pub schema: String,
+    pub name: String,
+}
+
+impl TableName {
+    pub fn new(schema: impl Into<String>, name: impl Into<String>) -> Self {
+        Self { schema: schema.into(), name: name.into() }
+    }
+}
+
+impl fmt::Display for TableName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.schema, self.name)
+    }
+}
+
+/// GDPR category of a personal column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Category {
+    Identifying,
+    Contact,
+    NationalIdentifier,
+    Location,
+    Financial,
+    FreeText,
+    ConsentRecord,
+    /// Special category, GDPR Art. 9 (health, religion, ...).
+    SpecialCategory,
+    /// Criminal convictions and offences, GDPR Art. 10.
+    Criminal,
+}
+
+impl Category {
+    /// The name used in the policy file and the access log, e.g. `national_identifier`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Category::Identifying => "identifying",
+            Category::Contact => "contact",
+            Category::NationalIdentifier => "national_identifier",
+            Category::Location => "location",
+            Category::Financial => "financial",
+            Category::FreeText => "free_text",
+            Category::ConsentRecord => "consent_record",
+            Category::SpecialCategory => "special_category",
+            Category::Criminal => "criminal",
+        }
+    }
+
+    pub fn all() -> &'static [Category] {
+        &[
+            Category::Identifying,
+            Category::Contact,
+            Category::NationalIdentifier,
+            Category::Location,
+            Category::Financial,
+            Category::FreeText,
+            Category::ConsentRecord,
+            Category::SpecialCategory,
+            Category::Criminal,
+        ]
+    }
+
+    pub fn parse(name: &str) -> Option<Category> {
+        Category::all().iter().copied().find(|c| c.as_str() == name)
+    }
+}
+
+/// What a role sees of one column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// The plain value.
+    Show,
+    /// The column does not exist for the role.
+    Drop,
+    /// The column is present and always NULL.
+    Null,
+    /// Always this value; the string is a SQL literal of the column's type (validated by the policy).
+    Constant(String),
+    /// `m***@example.it`.
+    MaskEmail,
+    /// Every character but the last n replaced by `*`.
+    MaskLast(u32),
+    /// Every character but the first n replaced by `*`.
+    MaskFirst(u32),
+    /// First letter and a dot.
+    MaskInitial,
+    /// The first `prefix` characters, then `padding`, then the last `suffix` characters.
+    Partial { prefix: u32, padding: String, suffix: u32 },
+    /// Salted hash (hex text); not joinable across installations.
+    Hash,
+    /// Keyed deterministic pseudonym (hex text): equal inputs give equal outputs in every table.
+    Pseudonym,
+    /// A date or timestamp truncated to 1 January of its year.
+    Year,
+    /// A date or timestamp truncated to the first day of its month.
+    Month,
+    /// A number rounded down to a multiple of the width.
+    Bucket(u64),
+}
+
+impl Action {
+    /// Whether the role reads the stored value unchanged (and so may filter, sort and write on it).
+    pub fn is_show(&self) -> bool {
+        matches!(self, Action::Show)
+    }
+}
+
+/// Which writes a role may make to a table (through its view, so the row filter's check option holds).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Writes {
+    pub insert: bool,
+    pub update: bool,
+    pub delete: bool,
+}
+
+/// One column of a table as a role has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnAccess {
+    pub name: String,
+    /// `None` when the column holds no personal data.
+    pub category: Option<Category>,
+    pub action: Action,
+    /// Whether the role may set this column in INSERT and UPDATE (only `Show` columns ever are).
+    pub writable: bool,
+}
+
+/// What a role may do with one table the policy names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TableAccess {
+    /// The table does not exist for the role.
+    Denied {
+        /// The categories of the table's personal columns, for the access log.
+        categories: BTreeSet<Category>,
+    },
+    /// The role reads (and maybe writes) the table through its view `view_schema.view`.
+    View(ViewAccess),
+}
+
+/// A table that a role reaches through its view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViewAccess {
+    /// Name of the view inside the role's view schema (the table's own name).
+    pub view: String,
+    /// Every column of the table in table order, dropped ones included (with `Action::Drop`).
+    pub columns: Vec<ColumnAccess>,
+    /// Whether a row filter applies (rows may be hidden).
+    pub filtered: bool,
+    pub writes: Writes,
+}
+
+impl ViewAccess {
+    pub fn column(&self, name: &str) -> Option<&ColumnAccess> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+}
+
+/// What happens to a table the policy does not name, for a restricted role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UnlistedTables {
+    #[default]
+    Deny,
+    /// The role reads and writes it as the base table (its login is granted it by `policy apply`).
+    Pass,
+}
+
+/// Everything the rewriter needs to know about one role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleAccess {
+    pub role: String,
+    /// A role such as `dpo` that keeps full rights and gets no views: statements pass unchanged.
+    pub unrestricted: bool,
+    /// The schema holding this role's views, e.g. `maschera_sales`.
+    pub view_schema: String,
+    /// Tables the policy names.
+    pub tables: BTreeMap<TableName, TableAccess>,
+    pub unlisted: UnlistedTables,
+    /// User-defined functions the policy allows this role to call (qualified `schema.name`).
+    pub allowed_functions: BTreeSet<String>,
+}
+
+/// One column as the live database has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogColumn {
+    pub name: String,
+    /// PostgreSQL's type name as `format_type` prints it, e.g. `bigint`, `text`, `numeric(12,2)`.
+    pub data_type: String,
+}
+
+/// The user tables (and views) of the live database, read by the proxy at start and on reload.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Catalog {
+    pub tables: BTreeMap<TableName, Vec<CatalogColumn>>,
+    /// The schemas an unqualified name is looked up in, in order (normally `["public"]`).
+    pub search_path: Vec<String>,
+}
+
+impl Catalog {
+    /// Resolves a possibly unqualified table name the way PostgreSQL would with `search_path`.
+    pub fn resolve(&self, schema: Option<&str>, name: &str) -> Option<TableName> {
+        match schema {
+            Some(schema) => {
+                let key = TableName::new(schema, name);
+                self.tables.contains_key(&key).then_some(key)
+            }
+            None => self
+                .search_path
+                .iter()
+                .map(|schema| TableName::new(schema.as_str(), name))
+                .find(|key| self.tables.contains_key(key)),
+        }
+    }
+}

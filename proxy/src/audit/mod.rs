@@ -1,0 +1,1 @@
+//! (placeholder: the access log; replace)

@@ -1,0 +1,39 @@
+//! The command line: one subcommand per job, each handled by the module that owns it.
+//! Not for: any logic beyond dispatching; each subcommand's arguments live beside its code.
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(name = "maschera", version, about = "GDPR PostgreSQL proxy: masks, row filters and an access log")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Manage the proxy's users file (SCRAM verifiers only, never passwords).
+    User(crate::user_cmd::UserArgs),
+    /// Validate, apply and explain a policy file.
+    Policy(crate::policy_cmd::PolicyArgs),
+    /// Verify, search and report on the access log.
+    Audit(crate::audit_cmd::AuditArgs),
+}
+
+/// Entry point of the binary: parses the arguments, runs the subcommand, and maps errors to exit status 1.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::User(args) => crate::user_cmd::run(args),
+        Command::Policy(args) => crate::policy_cmd::run(args),
+        Command::Audit(args) => crate::audit_cmd::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

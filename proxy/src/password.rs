@@ -1,0 +1,1 @@
+//! (placeholder, owned by a work stream; replace this line)

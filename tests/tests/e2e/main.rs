@@ -1,0 +1,4 @@
+//! All end-to-end tests, in one binary so they build once and run in parallel under nextest.
+//! Each work area owns one module.
+
+mod harness;
