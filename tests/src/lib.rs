@@ -3,14 +3,19 @@
 //! helpers to reach it. Not for: assertions about Maschera itself; those live in `tests/tests/`.
 
 pub mod pg;
+pub mod proxy;
 
 pub use pg::{PgServer, PgServerOptions, SUPERUSER, connect, free_port, pg_bin_dir};
+pub use proxy::{Proxy, ProxyOptions, TEST_PASSWORD, TEST_USER};
 
 /// Path of the `maschera` binary built for the tests (same code as the real one). Cargo builds the
 /// package's binary before its integration tests, next to the `deps/` folder holding the test binary.
 pub fn maschera_bin() -> std::path::PathBuf {
     let exe = std::env::current_exe().expect("the test binary has a path");
-    let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>/deps");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps");
     profile_dir.join("maschera-under-test")
 }
 
