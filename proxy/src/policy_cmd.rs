@@ -4,6 +4,7 @@ use std::process::ExitCode;
 #[derive(clap::Args, Debug)]
 pub struct PolicyArgs {}
 
+
 pub fn run(_args: PolicyArgs) -> anyhow::Result<ExitCode> {
     anyhow::bail!("not built yet")
 }

@@ -12,10 +12,7 @@ pub use proxy::{Proxy, ProxyOptions, TEST_PASSWORD, TEST_USER};
 /// package's binary before its integration tests, next to the `deps/` folder holding the test binary.
 pub fn maschera_bin() -> std::path::PathBuf {
     let exe = std::env::current_exe().expect("the test binary has a path");
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>/deps");
+    let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>/deps");
     profile_dir.join("maschera-under-test")
 }
 

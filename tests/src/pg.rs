@@ -21,10 +21,7 @@ pub struct PgServerOptions {
 
 impl Default for PgServerOptions {
     fn default() -> Self {
-        Self {
-            host_auth: "scram-sha-256".into(),
-            settings: Vec::new(),
-        }
+        Self { host_auth: "scram-sha-256".into(), settings: Vec::new() }
     }
 }
 
@@ -52,12 +49,7 @@ pub fn pg_bin_dir() -> Result<PathBuf> {
         }
     }
     let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|entries| {
-            entries
-                .filter_map(|e| e.ok())
-                .map(|e| e.path().join("bin"))
-                .collect()
-        })
+        .map(|entries| entries.filter_map(|e| e.ok()).map(|e| e.path().join("bin")).collect())
         .unwrap_or_default();
     versions.sort();
     if let Some(dir) = versions.into_iter().rev().find(|d| has_server(d)) {
@@ -73,10 +65,7 @@ pub fn pg_bin_dir() -> Result<PathBuf> {
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
 }
 
 fn running_as_root() -> bool {
@@ -101,14 +90,7 @@ impl PgServer {
         if as_postgres_user {
             chown_to_postgres(dir.path())?;
         }
-        let mut server = Self {
-            dir,
-            data,
-            bin,
-            port: 0,
-            password,
-            as_postgres_user,
-        };
+        let mut server = Self { dir, data, bin, port: 0, password, as_postgres_user };
         server.run(
             "initdb",
             &[
@@ -144,10 +126,7 @@ impl PgServer {
         if options.host_auth == "md5" {
             // initdb stored a SCRAM verifier; md5 authentication needs an md5 one.
             server.start_on_free_port()?;
-            server.execute(&format!(
-                "ALTER USER {SUPERUSER} PASSWORD '{}'",
-                server.password
-            ))?;
+            server.execute(&format!("ALTER USER {SUPERUSER} PASSWORD '{}'", server.password))?;
             return Ok(server);
         }
         server.start_on_free_port()?;
@@ -162,18 +141,7 @@ impl PgServer {
             let opts = format!("-p {} -k {}", self.port, path_str(self.dir.path())?);
             match self.run(
                 "pg_ctl",
-                &[
-                    "-D",
-                    path_str(&self.data)?,
-                    "-l",
-                    path_str(&log)?,
-                    "-o",
-                    &opts,
-                    "-w",
-                    "-t",
-                    "60",
-                    "start",
-                ],
+                &["-D", path_str(&self.data)?, "-l", path_str(&log)?, "-o", &opts, "-w", "-t", "60", "start"],
             ) {
                 Ok(()) => return self.wait_ready(),
                 Err(err) => {
@@ -206,11 +174,7 @@ impl PgServer {
         } else {
             Command::new(&exe)
         };
-        let out = cmd
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .with_context(|| format!("running {program}"))?;
+        let out = cmd.args(args).stdin(Stdio::null()).output().with_context(|| format!("running {program}"))?;
         if !out.status.success() {
             bail!(
                 "{program} failed: {}{}",
@@ -246,10 +210,7 @@ impl PgServer {
 
     /// A URI for the superuser to database `db`.
     pub fn uri(&self, db: &str) -> String {
-        format!(
-            "postgres://{SUPERUSER}:{}@127.0.0.1:{}/{db}",
-            self.password, self.port
-        )
+        format!("postgres://{SUPERUSER}:{}@127.0.0.1:{}/{db}", self.password, self.port)
     }
 
     /// A URI for an arbitrary user.
@@ -279,8 +240,7 @@ impl PgServer {
 
     /// Creates a database owned by the superuser.
     pub fn create_database(&self, name: &str) -> Result<()> {
-        self.execute(&format!("CREATE DATABASE \"{name}\""))
-            .map(|_| ())
+        self.execute(&format!("CREATE DATABASE \"{name}\"")).map(|_| ())
     }
 
     /// Creates database `db` with the reference CRM schema of `examples/crm/schema.sql`.
@@ -314,15 +274,11 @@ impl Drop for PgServer {
 }
 
 fn path_str(path: &Path) -> Result<&str> {
-    path.to_str()
-        .ok_or_else(|| anyhow!("path {} is not UTF-8", path.display()))
+    path.to_str().ok_or_else(|| anyhow!("path {} is not UTF-8", path.display()))
 }
 
 fn chown_to_postgres(path: &Path) -> Result<()> {
-    let status = Command::new("chown")
-        .args(["-R", "postgres:postgres"])
-        .arg(path)
-        .status()?;
+    let status = Command::new("chown").args(["-R", "postgres:postgres"]).arg(path).status()?;
     if !status.success() {
         bail!("chown postgres {} failed", path.display());
     }
