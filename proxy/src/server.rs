@@ -107,10 +107,9 @@ pub async fn run(proxy: Arc<Proxy>) -> Result<()> {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((tcp, addr)) => {
-                    let slot = slots.clone().try_acquire_owned().ok();
                     let id = proxy.next_session.fetch_add(1, Ordering::Relaxed);
                     let span = info_span!("session", id);
-                    sessions.spawn(handle(proxy.clone(), tcp, addr, slot, shutdown_rx.clone()).instrument(span));
+                    sessions.spawn(handle(proxy.clone(), tcp, addr, slots.clone(), shutdown_rx.clone()).instrument(span));
                 }
                 Err(err) => {
                     // Out of file descriptors and the like: wait a moment instead of spinning.
@@ -148,19 +147,16 @@ async fn handle(
     proxy: Arc<Proxy>,
     tcp: TcpStream,
     addr: SocketAddr,
-    slot: Option<OwnedSemaphorePermit>,
+    slots: Arc<Semaphore>,
     shutdown: watch::Receiver<bool>,
 ) {
     metrics::counter!("maschera_connections_total").increment(1);
     if let Err(err) = tcp.set_nodelay(true) {
         debug!(error = %err, "TCP_NODELAY");
     }
-    let opened = tokio::time::timeout(
-        proxy.config.auth_timeout(),
-        open(&proxy, tcp, addr, slot.is_some()),
-    )
-    .await;
-    let (client, user_role) = match opened {
+    let opened =
+        tokio::time::timeout(proxy.config.auth_timeout(), open(&proxy, tcp, addr, &slots)).await;
+    let (client, user_role, _slot) = match opened {
         Err(_) => {
             metrics::counter!("maschera_refusals_total", "reason" => "auth_timeout").increment(1);
             debug!("authentication timed out");
@@ -173,19 +169,19 @@ async fn handle(
         Ok(Ok(None)) => return,
         Ok(Ok(Some(opened))) => opened,
     };
-    let Some(_slot) = slot else { return };
     if let Err(err) = serve(&proxy, client, &user_role, shutdown).await {
         info!(error = %err, "session ended with an error");
     }
 }
 
-/// Startup and authentication. `None` when the connection was a cancel request or was refused.
+/// Startup and authentication. `None` when the connection was a cancel request or was refused;
+/// otherwise the client, its role and its connection slot.
 async fn open(
     proxy: &Proxy,
     tcp: TcpStream,
     addr: SocketAddr,
-    has_slot: bool,
-) -> Result<Option<(Startup, String)>> {
+    slots: &Arc<Semaphore>,
+) -> Result<Option<(Startup, String, OwnedSemaphorePermit)>> {
     let mut client = match startup::negotiate(tcp, &proxy.tls).await? {
         Opening::Cancel(key) => {
             if let Some(upstream_key) = proxy.cancels.lookup(key) {
@@ -198,7 +194,8 @@ async fn open(
         }
         Opening::Session(startup) => startup,
     };
-    if !has_slot {
+    // A slot is taken once the client asks for a session (probes and cancels do not count).
+    let Ok(slot) = slots.clone().try_acquire_owned() else {
         metrics::counter!("maschera_refusals_total", "reason" => "max_connections").increment(1);
         let message = format!(
             "sorry, too many clients already: the proxy serves at most {} connections",
@@ -209,7 +206,7 @@ async fn open(
             .write_all(&frame::error_response(Severity::Fatal, "53300", &message))
             .await?;
         return Ok(None);
-    }
+    };
     let user_name = client.param("user").unwrap_or_default().to_owned();
     let user = match client_auth::authenticate(
         &mut client.stream,
@@ -226,7 +223,7 @@ async fn open(
             return Ok(None);
         }
     };
-    Ok(Some((client, user.role)))
+    Ok(Some((client, user.role, slot)))
 }
 
 /// Logs in upstream, greets the client like PostgreSQL would, and relays.

@@ -160,8 +160,8 @@ impl UpstreamTarget {
         startup.extend(params.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         frontend::startup_message(startup, &mut out)?;
         stream.write_all(&out).await?;
-        authenticate(&mut stream, login).await?;
         let mut buf = BytesMut::new();
+        authenticate(&mut stream, &mut buf, login).await?;
         let mut greeting = BytesMut::new();
         let mut key = None;
         loop {
@@ -234,12 +234,15 @@ fn refused(body: &[u8]) -> UpstreamError {
 }
 
 /// Answers the server's authentication requests until AuthenticationOk.
-async fn authenticate(stream: &mut BoxStream, login: &Login) -> Result<(), UpstreamError> {
-    let mut buf = BytesMut::new();
+async fn authenticate(
+    stream: &mut BoxStream,
+    buf: &mut BytesMut,
+    login: &Login,
+) -> Result<(), UpstreamError> {
     let mut scram: Option<ScramSha256> = None;
     let password = || login.password.as_deref().ok_or(UpstreamError::NoPassword);
     loop {
-        let frame = next(stream, &mut buf).await?;
+        let frame = next(stream, buf).await?;
         let body = frame::body(&frame);
         if frame[0] == b'E' {
             return Err(refused(body));
