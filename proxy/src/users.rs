@@ -13,7 +13,7 @@
 //! leaves the file readable by its owner only (mode 0600).
 
 use crate::scram::Verifier;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -62,18 +62,18 @@ pub enum UsersError {
 #[error("{0}")]
 pub struct InvalidUser(pub String);
 
-#[derive(Debug, Serialize, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct UsersFile {
     #[serde(default)]
     users: BTreeMap<String, UserEntry>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct UserEntry {
     role: String,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default)]
     attributes: BTreeMap<String, String>,
     verifier: String,
 }
@@ -153,24 +153,24 @@ impl UserStore {
         self.users.remove(name)
     }
 
-    /// The file's text: a header comment, then one table per user.
+    /// The file's text: a header comment, then one table per user with its attributes inline.
     pub fn to_toml(&self) -> String {
-        let file = UsersFile {
-            users: self
-                .users
-                .values()
-                .map(|user| {
-                    let entry = UserEntry {
-                        role: user.role.clone(),
-                        attributes: user.attributes.clone(),
-                        verifier: user.verifier.to_text(),
-                    };
-                    (user.name.clone(), entry)
-                })
-                .collect(),
-        };
-        let body = toml::to_string(&file).expect("a users file always serializes");
-        format!("{HEADER}{body}")
+        let mut text = HEADER.to_string();
+        for user in self.users.values() {
+            let attributes: Vec<String> = user
+                .attributes
+                .iter()
+                .map(|(key, value)| format!("{} = {}", toml_key(key), toml_string(value)))
+                .collect();
+            text.push_str(&format!("\n[users.{}]\n", toml_key(&user.name)));
+            text.push_str(&format!("role = {}\n", toml_string(&user.role)));
+            if !attributes.is_empty() {
+                text.push_str(&format!("attributes = {{ {} }}\n", attributes.join(", ")));
+            }
+            let verifier = user.verifier.to_text();
+            text.push_str(&format!("verifier = {}\n", toml_string(&verifier)));
+        }
+        text
     }
 
     /// Writes the file atomically: a temporary file (mode 0600) in the same folder, fsync, rename over
@@ -195,6 +195,35 @@ impl UserStore {
         std::fs::File::open(folder)
             .and_then(|dir| dir.sync_all())
             .map_err(io)
+    }
+}
+
+/// A one-line TOML basic string: `"` and `\` escaped, control characters as `\uXXXX`.
+fn toml_string(text: &str) -> String {
+    let mut quoted = String::with_capacity(text.len() + 2);
+    quoted.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => quoted.push_str("\\\""),
+            '\\' => quoted.push_str("\\\\"),
+            c if c.is_control() => quoted.push_str(&format!("\\u{:04X}", c as u32)),
+            c => quoted.push(c),
+        }
+    }
+    quoted.push('"');
+    quoted
+}
+
+/// A TOML key: bare when it may be, quoted otherwise.
+fn toml_key(key: &str) -> String {
+    let bare = !key.is_empty()
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if bare {
+        key.to_string()
+    } else {
+        toml_string(key)
     }
 }
 
@@ -274,9 +303,10 @@ mod tests {
         let path = dir.path().join("users.toml");
         let mut store = UserStore::default();
         store.insert(user("sam", "sales")).unwrap();
-        store
-            .insert(user("o'brien \"the\" user", "analyst"))
-            .unwrap();
+        let mut tricky = user("o'brien \"the\" user\u{e9}", "analyst");
+        let note = "a \"quoted\"\\ value, = {x}\n\u{1}'''";
+        tricky.attributes.insert("note".into(), note.into());
+        store.insert(tricky).unwrap();
         store.save(&path).unwrap();
 
         let text = std::fs::read_to_string(&path).unwrap();
