@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod audit_cmd;
+pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod embedded_pg;
