@@ -21,14 +21,20 @@ pub async fn load(
     search_path: &[String],
 ) -> Result<Catalog, tokio_postgres::Error> {
     let rows = client.query(CATALOG_QUERY, &[]).await?;
-    let mut catalog = Catalog { search_path: search_path.to_vec(), ..Catalog::default() };
+    let mut catalog = Catalog {
+        search_path: search_path.to_vec(),
+        ..Catalog::default()
+    };
     for row in rows {
         let table = TableName::new(row.get::<_, String>(0), row.get::<_, String>(1));
         catalog
             .tables
             .entry(table)
             .or_default()
-            .push(CatalogColumn { name: row.get(2), data_type: row.get(3) });
+            .push(CatalogColumn {
+                name: row.get(2),
+                data_type: row.get(3),
+            });
     }
     Ok(catalog)
 }

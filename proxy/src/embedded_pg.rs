@@ -68,10 +68,10 @@ pub fn pg_bin_dir() -> Result<PathBuf> {
     if let Some(dir) = versions.into_iter().rev().find(|d| has_server(d)) {
         return Ok(dir);
     }
-    if let Some(path) = std::env::var_os("PATH") {
-        if let Some(dir) = std::env::split_paths(&path).find(|d| has_server(d)) {
-            return Ok(dir);
-        }
+    if let Some(dir) = std::env::var_os("PATH")
+        .and_then(|path| std::env::split_paths(&path).find(|d| has_server(d)))
+    {
+        return Ok(dir);
     }
     bail!("no PostgreSQL server binaries found; install them with `apt-get install postgresql`")
 }
