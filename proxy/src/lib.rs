@@ -1,23 +1,25 @@
 //! Maschera: a PostgreSQL wire-protocol proxy that enforces a GDPR policy and records every access to
 //! personal data. See `DESIGN.md` in the shared notes and the README for the big picture.
 
-pub mod cli;
-pub mod config;
-pub mod metrics;
-pub mod password;
-pub mod lockout;
-pub mod scram;
-pub mod users;
-pub mod user_cmd;
-pub mod policy_cmd;
 pub mod audit;
 pub mod audit_cmd;
 pub mod cancel;
+pub mod catalog;
+pub mod cli;
 pub mod client_auth;
+pub mod config;
+pub mod embedded_pg;
 pub mod frame;
+pub mod lockout;
+pub mod metrics;
+pub mod password;
+pub mod policy_cmd;
+pub mod scram;
 pub mod serve_cmd;
 pub mod server;
 pub mod session;
 pub mod startup;
 pub mod tls;
 pub mod upstream;
+pub mod user_cmd;
+pub mod users;
