@@ -5,6 +5,7 @@
 
 use crate::frame::{self, FrameError, Severity};
 use crate::lockout::Lockout;
+use crate::metrics as m;
 use crate::scram::{ScramError, ScramServer};
 use crate::tls::BoxStream;
 use crate::users::{User, UserStore};
@@ -49,22 +50,25 @@ pub async fn authenticate(
     lockout: &Lockout,
 ) -> Result<User, AuthError> {
     if lockout.check(user_name, addr).is_err() {
-        metrics::counter!("maschera_auth_total", "result" => "locked").increment(1);
+        metrics::counter!(m::REFUSALS_TOTAL, m::LABEL_SQLSTATE => "28000").increment(1);
         return Err(refuse(stream, AuthError::LockedOut, user_name).await);
     }
     let user = users.get(user_name);
     match exchange(stream, user_name, user).await {
         Ok(()) => {
             lockout.record_success(user_name, addr);
-            metrics::counter!("maschera_auth_total", "result" => "ok").increment(1);
             // `exchange` only succeeds against a real verifier, so the user exists.
             user.cloned().ok_or(AuthError::Failed)
         }
         Err(err) => {
             if matches!(err, AuthError::Failed) {
-                metrics::counter!("maschera_auth_total", "result" => "failed").increment(1);
+                metrics::counter!(m::LOGIN_FAILURES_TOTAL).increment(1);
                 if let Some(lock) = lockout.record_failure(user_name, addr) {
-                    tracing::warn!(%addr, retry_after_s = lock.retry_after.as_secs(), "login locked after repeated failures");
+                    metrics::counter!(m::LOCKOUTS_TOTAL).increment(1);
+                    tracing::warn!(
+                        retry_after_s = lock.retry_after.as_secs(),
+                        "login locked after repeated failures"
+                    );
                 }
             }
             Err(refuse(stream, err, user_name).await)

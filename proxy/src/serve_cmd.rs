@@ -4,6 +4,7 @@
 use crate::config::{Config, LogFormat};
 use crate::server::{self, Proxy};
 use anyhow::{Context, Result};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -28,6 +29,26 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         .context("starting the async runtime")?;
     runtime.block_on(async {
         let proxy = Arc::new(Proxy::new(config)?);
+        if let Some(metrics) = &proxy.config().metrics {
+            let addr: SocketAddr = metrics.listen.parse().with_context(|| {
+                format!("[metrics] listen = {:?} is not an address", metrics.listen)
+            })?;
+            let handle = crate::metrics::install();
+            let upstream = proxy.upstream();
+            let probe = move || {
+                let upstream = upstream.clone();
+                async move { upstream.probe().await }
+            };
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listening for metrics on {addr}"))?;
+            tracing::info!(%addr, "serving /metrics and /health");
+            tokio::spawn(async move {
+                if let Err(err) = crate::metrics::serve_listener(listener, handle, probe).await {
+                    tracing::error!(error = %err, "metrics endpoint stopped");
+                }
+            });
+        }
         server::run(proxy).await
     })?;
     Ok(ExitCode::SUCCESS)

@@ -8,6 +8,7 @@ use crate::client_auth;
 use crate::config::Config;
 use crate::frame::{self, Severity};
 use crate::lockout::{Lockout, LockoutSettings};
+use crate::metrics as m;
 use crate::session::{self, MetricsObserver, PassThrough, RelaySettings, SessionEnd};
 use crate::startup::{self, ClientTlsSetup, Opening, Startup};
 use crate::tls;
@@ -150,7 +151,19 @@ async fn handle(
     slots: Arc<Semaphore>,
     shutdown: watch::Receiver<bool>,
 ) {
-    metrics::counter!("maschera_connections_total").increment(1);
+    metrics::counter!(m::CONNECTIONS_TOTAL).increment(1);
+    metrics::gauge!(m::CONNECTIONS_ACTIVE).increment(1.0);
+    handle_connection(proxy, tcp, addr, slots, shutdown).await;
+    metrics::gauge!(m::CONNECTIONS_ACTIVE).decrement(1.0);
+}
+
+async fn handle_connection(
+    proxy: Arc<Proxy>,
+    tcp: TcpStream,
+    addr: SocketAddr,
+    slots: Arc<Semaphore>,
+    shutdown: watch::Receiver<bool>,
+) {
     if let Err(err) = tcp.set_nodelay(true) {
         debug!(error = %err, "TCP_NODELAY");
     }
@@ -158,7 +171,6 @@ async fn handle(
         tokio::time::timeout(proxy.config.auth_timeout(), open(&proxy, tcp, addr, &slots)).await;
     let (client, user_role, _slot) = match opened {
         Err(_) => {
-            metrics::counter!("maschera_refusals_total", "reason" => "auth_timeout").increment(1);
             debug!("authentication timed out");
             return;
         }
@@ -196,7 +208,7 @@ async fn open(
     };
     // A slot is taken once the client asks for a session (probes and cancels do not count).
     let Ok(slot) = slots.clone().try_acquire_owned() else {
-        metrics::counter!("maschera_refusals_total", "reason" => "max_connections").increment(1);
+        metrics::counter!(m::REFUSALS_TOTAL, m::LABEL_SQLSTATE => "53300").increment(1);
         let message = format!(
             "sorry, too many clients already: the proxy serves at most {} connections",
             proxy.config.limits.max_connections
@@ -261,7 +273,6 @@ async fn serve(
     greeting.extend_from_slice(&frame::ready_for_query(upstream.status));
     client.stream.write_all(&greeting).await?;
     info!(role, encrypted = client.encrypted, "session started");
-    metrics::gauge!("maschera_sessions_active").increment(1.0);
     let settings = RelaySettings {
         max_frame: proxy.config.limits.max_frame_bytes,
         shutdown,
@@ -275,7 +286,6 @@ async fn serve(
         settings,
     )
     .await;
-    metrics::gauge!("maschera_sessions_active").decrement(1.0);
     drop(registration);
     match ended {
         Ok(end) => {

@@ -11,6 +11,7 @@
 //! Not for: startup, authentication or connecting upstream (see `server`), or policy decisions.
 
 use crate::frame::{self, FrameError, POSTGRES_MAX_FRAME, Severity};
+use crate::metrics as m;
 use crate::tls::BoxStream;
 use bytes::{Buf, Bytes, BytesMut};
 use std::collections::VecDeque;
@@ -72,7 +73,7 @@ impl SessionObserver for MetricsObserver {
     fn on_server_event(&mut self, event: ServerEvent<'_>) {
         match event {
             ServerEvent::CommandComplete { .. } => {
-                metrics::counter!("maschera_statements_total").increment(1)
+                metrics::counter!(m::STATEMENTS_TOTAL).increment(1)
             }
             ServerEvent::Error { .. } => {
                 metrics::counter!("maschera_statement_errors_total").increment(1)
@@ -293,14 +294,14 @@ impl ClientToServer<'_> {
             self.shared.cycles_sent.fetch_add(cycles, Ordering::SeqCst);
         }
         self.server.write_all(bytes).await?;
-        metrics::counter!("maschera_bytes_total", "direction" => "client_to_server")
+        metrics::counter!(m::BYTES_TOTAL, m::LABEL_DIRECTION => m::DIRECTION_CLIENT_TO_UPSTREAM)
             .increment(bytes.len() as u64);
         Ok(())
     }
 
     /// Answers a refused message in step with the protocol.
     async fn refuse(&mut self, tag: u8, code: &str, message: &str) -> Result<(), SessionError> {
-        metrics::counter!("maschera_refusals_total").increment(1);
+        metrics::counter!(m::REFUSALS_TOTAL, m::LABEL_SQLSTATE => code.to_owned()).increment(1);
         let error = frame::error_response(Severity::Error, code, message);
         match tag {
             b'Q' | b'F' => self.send_injection(Injection {
@@ -504,7 +505,7 @@ impl ServerToClient<'_> {
             .unwrap_or_else(|p| p.into_inner())
             .pop_front();
         if let Some(started) = started {
-            metrics::histogram!("maschera_statement_duration_seconds")
+            metrics::histogram!(m::STATEMENT_DURATION_SECONDS)
                 .record(started.elapsed().as_secs_f64());
         }
     }
@@ -512,7 +513,7 @@ impl ServerToClient<'_> {
     async fn send(&mut self, bytes: &[u8]) -> Result<(), SessionError> {
         if !bytes.is_empty() {
             self.client.write_all(bytes).await?;
-            metrics::counter!("maschera_bytes_total", "direction" => "server_to_client")
+            metrics::counter!(m::BYTES_TOTAL, m::LABEL_DIRECTION => m::DIRECTION_UPSTREAM_TO_CLIENT)
                 .increment(bytes.len() as u64);
         }
         Ok(())

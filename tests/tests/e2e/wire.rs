@@ -645,7 +645,10 @@ async fn connection_limit_answers_53300_and_silent_clients_time_out() {
         Some(&SqlState::TOO_MANY_CONNECTIONS),
         "{refused}"
     );
-    let message = refused.as_db_error().map(|e| e.message()).unwrap_or_default();
+    let message = refused
+        .as_db_error()
+        .map(|e| e.message())
+        .unwrap_or_default();
     assert!(message.contains("too many"), "{message}");
     assert_eq!(
         first
@@ -705,5 +708,123 @@ async fn sigterm_lets_the_running_statement_finish_then_exits_cleanly() {
     assert!(
         status.0.expect("the proxy exits").success(),
         "exit status 0"
+    );
+}
+
+async fn http_get(port: u16, path: &str) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("metrics endpoint");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response
+}
+
+#[tokio::test]
+async fn metrics_count_sessions_statements_and_bytes_and_health_follows_upstream() {
+    let pg = PgServer::start().unwrap();
+    let proxy = Proxy::start(
+        &pg,
+        ProxyOptions {
+            metrics: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let port = proxy.metrics_port().unwrap();
+    let client = maschera_tests::connect(&proxy.uri("postgres"))
+        .await
+        .unwrap();
+    client.simple_query("select 1; select 2").await.unwrap();
+    let _ = connect_error(&proxy.uri_as(TEST_USER, "wrong password", "postgres")).await;
+
+    let metrics = http_get(port, "/metrics").await;
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    for expected in [
+        "maschera_connections_total",
+        "maschera_connections_active 1",
+        "maschera_statements_total",
+        "maschera_login_failures_total 1",
+        "maschera_bytes_total{direction=\"client_to_upstream\"}",
+        "maschera_bytes_total{direction=\"upstream_to_client\"}",
+        "maschera_statement_duration_seconds_bucket",
+    ] {
+        assert!(
+            metrics.contains(expected),
+            "/metrics lacks {expected}: {metrics}"
+        );
+    }
+    let health = http_get(port, "/health").await;
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    drop(client);
+    drop(pg);
+    let health = http_get(port, "/health").await;
+    assert!(
+        health.starts_with("HTTP/1.1 503"),
+        "health tells the upstream is gone: {health}"
+    );
+}
+
+#[tokio::test]
+async fn notifications_notices_and_large_objects_pass_through() {
+    let (pg, proxy) = start();
+    let uri = proxy.uri("postgres");
+    let out = client_program(
+        &pg,
+        "psql",
+        &[
+            &uri,
+            "-X",
+            "-c",
+            "LISTEN news",
+            "-c",
+            "NOTIFY news, 'hello'",
+            "-c",
+            "DO $$ BEGIN RAISE NOTICE 'careful'; END $$",
+        ],
+        &[],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout.contains("notification \"news\" with payload \"hello\""),
+        "NotificationResponse: {stdout}"
+    );
+    assert!(
+        stderr.contains("NOTICE:  careful"),
+        "NoticeResponse: {stderr}"
+    );
+
+    // \lo_import and \lo_export use the FunctionCall message.
+    let dir = tempfile::tempdir().unwrap();
+    let original = dir.path().join("blob.bin");
+    let blob: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(&original, &blob).unwrap();
+    let import = format!("\\lo_import '{}'", original.display());
+    let imported = psql_ok(
+        &pg,
+        &uri,
+        &[
+            "-c",
+            &import,
+            "-c",
+            "select max(oid) from pg_largeobject_metadata",
+        ],
+    );
+    let oid = imported.trim().to_owned();
+    assert!(oid.parse::<u32>().is_ok(), "an OID: {imported}");
+    let exported = dir.path().join("copy.bin");
+    psql_ok(
+        &pg,
+        &uri,
+        &["-c", &format!("\\lo_export {oid} '{}'", exported.display())],
+    );
+    assert_eq!(
+        std::fs::read(&exported).unwrap(),
+        blob,
+        "large object round trip"
     );
 }
