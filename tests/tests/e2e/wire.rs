@@ -828,3 +828,174 @@ async fn notifications_notices_and_large_objects_pass_through() {
         "large object round trip"
     );
 }
+
+/// A policy for the seam test: refuses any Query or Parse whose text mentions `forbidden`.
+struct RefuseForbidden;
+
+impl maschera::session::FrontendPolicy for RefuseForbidden {
+    fn on_client_message(&mut self, tag: u8, frame: &[u8]) -> maschera::session::Decision {
+        let mentions = frame.windows(9).any(|w| w == b"forbidden");
+        if matches!(tag, b'Q' | b'P') && mentions {
+            maschera::session::Decision::Refuse {
+                code: "42501".into(),
+                message: "refused by the test policy".into(),
+            }
+        } else {
+            maschera::session::Decision::Forward
+        }
+    }
+}
+
+/// Records the command tags and SQLSTATEs the relay reports.
+struct Recorder(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl maschera::session::SessionObserver for Recorder {
+    fn on_server_event(&mut self, event: maschera::session::ServerEvent<'_>) {
+        use maschera::session::ServerEvent;
+        let text = match event {
+            ServerEvent::CommandComplete { tag } => tag.to_owned(),
+            ServerEvent::Error { sqlstate } => format!("error {sqlstate}"),
+            ServerEvent::Ready { status } => format!("ready {}", status as char),
+        };
+        self.0.lock().unwrap().push(text);
+    }
+}
+
+#[tokio::test]
+async fn policy_seam_refuses_in_simple_and_extended_protocol_and_the_session_goes_on() {
+    use maschera::config::{UpstreamConfig, UpstreamTlsMode};
+    use maschera::session::{RelaySettings, relay};
+    use maschera::startup::{ClientTlsSetup, Opening, negotiate};
+    use maschera::upstream::{Login, UpstreamTarget};
+
+    let pg = PgServer::start().unwrap();
+    let config = UpstreamConfig {
+        host: "127.0.0.1".into(),
+        port: pg.port(),
+        database: "postgres".into(),
+        tls: UpstreamTlsMode::Off,
+        ca_file: None,
+        user: SUPERUSER.into(),
+        password: Some(pg.password().into()),
+        password_env: None,
+        connect_timeout_seconds: 10,
+    };
+    let target = UpstreamTarget::new(&config).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let recorder = Recorder(events.clone());
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let tls = ClientTlsSetup {
+            mode: maschera::config::ClientTlsMode::Off,
+            acceptor: None,
+        };
+        let Ok(Opening::Session(mut client)) = negotiate(tcp, &tls).await else {
+            panic!("a session")
+        };
+        let upstream = target
+            .connect(
+                &Login {
+                    user: SUPERUSER.into(),
+                    password: Some(config.password.clone().unwrap()),
+                },
+                &[],
+            )
+            .await
+            .unwrap();
+        // Trust the test client: AuthenticationOk, then the upstream's greeting, a key, ReadyForQuery.
+        let mut greeting = BytesMut::from(&b"R\0\0\0\x08\0\0\0\0"[..]);
+        greeting.extend_from_slice(&upstream.greeting);
+        greeting.extend_from_slice(b"K\0\0\0\x0c\0\0\0\x01\0\0\0\x02");
+        greeting.extend_from_slice(&maschera::frame::ready_for_query(upstream.status));
+        client.stream.write_all(&greeting).await.unwrap();
+        let (_stop, shutdown) = tokio::sync::watch::channel(false);
+        let settings = RelaySettings {
+            max_frame: 1 << 20,
+            shutdown,
+        };
+        let mut recorder = recorder;
+        relay(
+            client.stream,
+            upstream.stream,
+            upstream.status,
+            &mut RefuseForbidden,
+            &mut recorder,
+            settings,
+        )
+        .await
+    });
+
+    let client =
+        maschera_tests::connect(&format!("postgres://{SUPERUSER}@127.0.0.1:{port}/postgres"))
+            .await
+            .unwrap();
+    let refused = client.simple_query("select 'forbidden'").await.unwrap_err();
+    assert_eq!(refused.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE));
+    assert_eq!(
+        refused.as_db_error().unwrap().message(),
+        "refused by the test policy"
+    );
+    let rows = client.query("select $1::int4 + 1", &[&1i32]).await.unwrap();
+    assert_eq!(
+        rows[0].get::<_, i32>(0),
+        2,
+        "the session goes on after a simple-protocol refusal"
+    );
+
+    let refused = client
+        .query("select 'forbidden', $1::int4", &[&1i32])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        Some(&SqlState::INSUFFICIENT_PRIVILEGE),
+        "{refused}"
+    );
+    let statement = client.prepare("select $1::text").await.unwrap();
+    let (a, b, c) = tokio::join!(
+        client.query_one(&statement, &[&"before"]),
+        client.query_one("select 'forbidden'::text", &[]),
+        client.query_one(&statement, &[&"after"]),
+    );
+    assert_eq!(a.unwrap().get::<_, String>(0), "before");
+    assert_eq!(
+        b.unwrap_err().code(),
+        Some(&SqlState::INSUFFICIENT_PRIVILEGE)
+    );
+    assert_eq!(
+        c.unwrap().get::<_, String>(0),
+        "after",
+        "pipelined answers stay in order"
+    );
+
+    client
+        .batch_execute("begin; create temp table t (x int); insert into t values (1)")
+        .await
+        .unwrap();
+    assert_eq!(
+        client
+            .query_one("select count(*) from t", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0),
+        1
+    );
+    client.batch_execute("commit").await.unwrap();
+    drop(client);
+    server
+        .await
+        .unwrap()
+        .expect("the relay ends cleanly when the client leaves");
+    let events = events.lock().unwrap().clone();
+    assert!(
+        events.contains(&"SELECT 1".to_owned()),
+        "observer sees CommandComplete tags: {events:?}"
+    );
+    assert!(events.contains(&"INSERT 0 1".to_owned()), "{events:?}");
+    assert!(
+        events.iter().any(|e| e == "ready T"),
+        "observer sees the transaction status: {events:?}"
+    );
+}
