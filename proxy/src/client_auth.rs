@@ -3,7 +3,7 @@
 //! updated after each attempt. A wrong password and an unknown user get the same FATAL 28P01.
 //! Not for: the SCRAM arithmetic (see `scram`), the users file (`users`) or lockout bookkeeping (`lockout`).
 
-use crate::frame::{self, FrameError, Severity};
+use crate::frame::{self, FrameError};
 use crate::lockout::Lockout;
 use crate::metrics as m;
 use crate::scram::{ScramError, ScramServer};
@@ -155,10 +155,7 @@ async fn refuse(stream: &mut BoxStream, err: AuthError, user_name: &str) -> Auth
         AuthError::Protocol(why) => ("08P01", why.clone()),
         AuthError::Io(_) => return err,
     };
-    let _ = stream
-        .write_all(&frame::error_response(Severity::Fatal, code, &message))
-        .await;
-    let _ = stream.flush().await;
+    frame::send_fatal(stream, code, &message).await;
     err
 }
 

@@ -6,7 +6,7 @@
 use crate::cancel::{CancelRegistry, Registration};
 use crate::client_auth;
 use crate::config::Config;
-use crate::frame::{self, Severity};
+use crate::frame;
 use crate::lockout::{Lockout, LockoutSettings};
 use crate::metrics as m;
 use crate::session::{self, MetricsObserver, PassThrough, RelaySettings, SessionEnd};
@@ -213,10 +213,7 @@ async fn open(
             "sorry, too many clients already: the proxy serves at most {} connections",
             proxy.config.limits.max_connections
         );
-        client
-            .stream
-            .write_all(&frame::error_response(Severity::Fatal, "53300", &message))
-            .await?;
+        frame::send_fatal(&mut client.stream, "53300", &message).await;
         return Ok(None);
     };
     let user_name = client.param("user").unwrap_or_default().to_owned();
@@ -256,10 +253,7 @@ async fn serve(
         Err(err) => {
             warn!(error = %err, "upstream login failed");
             let message = "could not connect to the database server behind the proxy";
-            client
-                .stream
-                .write_all(&frame::error_response(Severity::Fatal, "08006", message))
-                .await?;
+            frame::send_fatal(&mut client.stream, "08006", message).await;
             return Ok(());
         }
     };

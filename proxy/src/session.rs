@@ -176,9 +176,7 @@ pub async fn relay(
     };
     if let Err(SessionError::ClientProtocol(err)) = &result {
         let message = format!("invalid frontend message: {err}");
-        let _ = client_write
-            .write_all(&frame::error_response(Severity::Fatal, "08P01", &message))
-            .await;
+        frame::send_fatal(&mut client_write, "08P01", &message).await;
     }
     let _ = client_write.shutdown().await;
     result
@@ -378,9 +376,7 @@ impl ServerToClient<'_> {
         loop {
             if shutting_down && self.idle() {
                 let message = "terminating connection due to administrator command";
-                self.client
-                    .write_all(&frame::error_response(Severity::Fatal, "57P01", message))
-                    .await?;
+                frame::send_fatal(self.client, "57P01", message).await;
                 return Ok(SessionEnd::Shutdown);
             }
             tokio::select! {

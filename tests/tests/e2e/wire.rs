@@ -16,8 +16,13 @@ use tokio::net::TcpStream;
 use tokio_postgres::error::SqlState;
 
 fn start() -> (PgServer, Proxy) {
+    start_with(ProxyOptions::default())
+}
+
+/// A private PostgreSQL and the proxy in front of it, configured by `options`.
+fn start_with(options: ProxyOptions) -> (PgServer, Proxy) {
     let pg = PgServer::start().expect("start PostgreSQL");
-    let proxy = Proxy::start(&pg, ProxyOptions::default()).expect("start the proxy");
+    let proxy = Proxy::start(&pg, options).expect("start the proxy");
     (pg, proxy)
 }
 
@@ -271,17 +276,12 @@ fn tls_lines(dir: &Path) -> (String, std::path::PathBuf) {
 
 #[tokio::test]
 async fn tls_required_serves_sslmode_require_and_verify_full_and_refuses_plaintext() {
-    let pg = PgServer::start().unwrap();
     let certs = tempfile::tempdir().unwrap();
     let (tls, ca) = tls_lines(certs.path());
-    let proxy = Proxy::start(
-        &pg,
-        ProxyOptions {
-            tls,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let (pg, proxy) = start_with(ProxyOptions {
+        tls,
+        ..Default::default()
+    });
     let base = format!(
         "host=localhost port={} user={TEST_USER} password='{TEST_PASSWORD}' dbname=postgres",
         proxy.port()
@@ -323,17 +323,12 @@ async fn tls_required_serves_sslmode_require_and_verify_full_and_refuses_plainte
 
 #[tokio::test]
 async fn direct_tls_is_welcome_and_bytes_before_the_handshake_are_refused() {
-    let pg = PgServer::start().unwrap();
     let certs = tempfile::tempdir().unwrap();
     let (tls, ca) = tls_lines(certs.path());
-    let proxy = Proxy::start(
-        &pg,
-        ProxyOptions {
-            tls: tls.replace("required", "optional"),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let (_pg, proxy) = start_with(ProxyOptions {
+        tls: tls.replace("required", "optional"),
+        ..Default::default()
+    });
 
     // Direct TLS (PostgreSQL 17 style): TLS ClientHello first, ALPN "postgresql", then the startup.
     let mut roots = rustls::RootCertStore::empty();
@@ -402,16 +397,11 @@ async fn connect_error(uri: &str) -> tokio_postgres::Error {
 
 #[tokio::test]
 async fn wrong_password_and_unknown_user_look_the_same_and_lockout_follows() {
-    let pg = PgServer::start().unwrap();
     let auth = "max_failures = 3\nfailure_window_seconds = 600\nlockout_seconds = 600".to_owned();
-    let proxy = Proxy::start(
-        &pg,
-        ProxyOptions {
-            auth,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let (_pg, proxy) = start_with(ProxyOptions {
+        auth,
+        ..Default::default()
+    });
 
     let unknown = connect_error(&proxy.uri_as("nobody", "whatever password", "postgres")).await;
     let wrong = connect_error(&proxy.uri_as(TEST_USER, "wrong password", "postgres")).await;
@@ -481,16 +471,11 @@ async fn raw_login(port: u16) -> TcpStream {
 
 #[tokio::test]
 async fn garbage_and_oversized_frames_get_08p01_while_others_keep_working() {
-    let pg = PgServer::start().unwrap();
     let limits = "max_frame_bytes = 1048576".to_owned();
-    let proxy = Proxy::start(
-        &pg,
-        ProxyOptions {
-            limits,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let (_pg, proxy) = start_with(ProxyOptions {
+        limits,
+        ..Default::default()
+    });
     let bystander = maschera_tests::connect(&proxy.uri("postgres"))
         .await
         .unwrap();
@@ -629,13 +614,12 @@ async fn upstream_tls_require_and_verify_full() {
 
 #[tokio::test]
 async fn connection_limit_answers_53300_and_silent_clients_time_out() {
-    let pg = PgServer::start().unwrap();
     let options = ProxyOptions {
         limits: "max_connections = 1".into(),
         auth: "timeout_seconds = 1".into(),
         ..Default::default()
     };
-    let proxy = Proxy::start(&pg, options).unwrap();
+    let (_pg, proxy) = start_with(options);
     let first = maschera_tests::connect(&proxy.uri("postgres"))
         .await
         .unwrap();
@@ -672,8 +656,7 @@ async fn connection_limit_answers_53300_and_silent_clients_time_out() {
 
 #[tokio::test]
 async fn sigterm_lets_the_running_statement_finish_then_exits_cleanly() {
-    let pg = PgServer::start().unwrap();
-    let mut proxy = Proxy::start(&pg, ProxyOptions::default()).unwrap();
+    let (_pg, mut proxy) = start_with(ProxyOptions::default());
     let busy = maschera_tests::connect(&proxy.uri("postgres"))
         .await
         .unwrap();
@@ -724,15 +707,10 @@ async fn http_get(port: u16, path: &str) -> String {
 
 #[tokio::test]
 async fn metrics_count_sessions_statements_and_bytes_and_health_follows_upstream() {
-    let pg = PgServer::start().unwrap();
-    let proxy = Proxy::start(
-        &pg,
-        ProxyOptions {
-            metrics: true,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let (pg, proxy) = start_with(ProxyOptions {
+        metrics: true,
+        ..Default::default()
+    });
     let port = proxy.metrics_port().unwrap();
     let client = maschera_tests::connect(&proxy.uri("postgres"))
         .await
