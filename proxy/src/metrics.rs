@@ -5,13 +5,15 @@
 //!
 //! Metric names (use these constants so that names stay consistent):
 //! - `maschera_connections_total` (counter): client connections accepted.
-//! - `maschera_connections_active` (gauge): client connections open now.
-//! - `maschera_statements_total` (counter): statements forwarded upstream.
-//! - `maschera_refusals_total` (counter): statements refused by the proxy (label `sqlstate`).
-//! - `maschera_bytes_total` (counter, label `direction` = `client_to_upstream` | `upstream_to_client`).
-//! - `maschera_statement_duration_seconds` (histogram): from a statement's arrival to its completion.
-//! - `maschera_login_failures_total` (counter): failed authentications (wrong password, unknown user).
+//! - `maschera_sessions_active` (gauge): client sessions open now.
+//! - `maschera_auth_total` (counter, label `result` = `ok` | `failed` | `locked`): authentications.
 //! - `maschera_lockouts_total` (counter): locks started by the lockout (user or address).
+//! - `maschera_statements_total` (counter): statements forwarded upstream.
+//! - `maschera_statement_errors_total` (counter): statements that ended in an ErrorResponse.
+//! - `maschera_refusals_total` (counter, optional label `reason`): requests refused by the proxy.
+//! - `maschera_cancels_total` (counter): CancelRequests forwarded.
+//! - `maschera_bytes_total` (counter, label `direction` = `client_to_server` | `server_to_client`).
+//! - `maschera_statement_duration_seconds` (histogram): from a statement's arrival to its completion.
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::future::Future;
@@ -23,20 +25,27 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 pub const CONNECTIONS_TOTAL: &str = "maschera_connections_total";
-pub const CONNECTIONS_ACTIVE: &str = "maschera_connections_active";
+pub const SESSIONS_ACTIVE: &str = "maschera_sessions_active";
+pub const AUTH_TOTAL: &str = "maschera_auth_total";
+pub const LOCKOUTS_TOTAL: &str = "maschera_lockouts_total";
 pub const STATEMENTS_TOTAL: &str = "maschera_statements_total";
+pub const STATEMENT_ERRORS_TOTAL: &str = "maschera_statement_errors_total";
 pub const REFUSALS_TOTAL: &str = "maschera_refusals_total";
+pub const CANCELS_TOTAL: &str = "maschera_cancels_total";
 pub const BYTES_TOTAL: &str = "maschera_bytes_total";
 pub const STATEMENT_DURATION_SECONDS: &str = "maschera_statement_duration_seconds";
-pub const LOGIN_FAILURES_TOTAL: &str = "maschera_login_failures_total";
-pub const LOCKOUTS_TOTAL: &str = "maschera_lockouts_total";
 
-/// Label of [`REFUSALS_TOTAL`]: the SQLSTATE sent to the client.
-pub const LABEL_SQLSTATE: &str = "sqlstate";
+/// Label of [`AUTH_TOTAL`], with the three values below.
+pub const LABEL_RESULT: &str = "result";
+pub const RESULT_OK: &str = "ok";
+pub const RESULT_FAILED: &str = "failed";
+pub const RESULT_LOCKED: &str = "locked";
+/// Label of [`REFUSALS_TOTAL`]: a short reason such as `auth_timeout` or `max_connections`.
+pub const LABEL_REASON: &str = "reason";
 /// Label of [`BYTES_TOTAL`], with the two values below.
 pub const LABEL_DIRECTION: &str = "direction";
-pub const DIRECTION_CLIENT_TO_UPSTREAM: &str = "client_to_upstream";
-pub const DIRECTION_UPSTREAM_TO_CLIENT: &str = "upstream_to_client";
+pub const DIRECTION_CLIENT_TO_SERVER: &str = "client_to_server";
+pub const DIRECTION_SERVER_TO_CLIENT: &str = "server_to_client";
 
 /// Histogram buckets (seconds) for every latency histogram: 0.5 ms to 30 s.
 pub const LATENCY_BUCKETS: &[f64] = &[
@@ -89,17 +98,22 @@ pub fn install() -> PrometheusHandle {
 fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_counter!(CONNECTIONS_TOTAL, "Client connections accepted");
-    describe_gauge!(CONNECTIONS_ACTIVE, "Client connections open now");
+    describe_gauge!(SESSIONS_ACTIVE, "Client sessions open now");
+    describe_counter!(
+        AUTH_TOTAL,
+        "Authentications, by result (ok, failed, locked)"
+    );
+    describe_counter!(LOCKOUTS_TOTAL, "Locks started after too many failed logins");
     describe_counter!(STATEMENTS_TOTAL, "Statements forwarded upstream");
-    describe_counter!(REFUSALS_TOTAL, "Statements refused by the proxy");
+    describe_counter!(STATEMENT_ERRORS_TOTAL, "Statements that ended in an error");
+    describe_counter!(REFUSALS_TOTAL, "Requests refused by the proxy");
+    describe_counter!(CANCELS_TOTAL, "Cancel requests forwarded");
     describe_counter!(BYTES_TOTAL, Unit::Bytes, "Bytes relayed, by direction");
     describe_histogram!(
         STATEMENT_DURATION_SECONDS,
         Unit::Seconds,
         "Time from a statement's arrival to its completion"
     );
-    describe_counter!(LOGIN_FAILURES_TOTAL, "Failed authentications");
-    describe_counter!(LOCKOUTS_TOTAL, "Locks started after too many failed logins");
 }
 
 /// Binds `addr` and serves `/metrics` and `/health` until the task is dropped. `health_probe` tells
@@ -286,8 +300,7 @@ mod tests {
     async fn serves_metrics_health_and_404() {
         let handle = install();
         metrics::counter!(CONNECTIONS_TOTAL).increment(3);
-        metrics::counter!(BYTES_TOTAL, LABEL_DIRECTION => DIRECTION_UPSTREAM_TO_CLIENT)
-            .increment(10);
+        metrics::counter!(BYTES_TOTAL, LABEL_DIRECTION => DIRECTION_SERVER_TO_CLIENT).increment(10);
         metrics::histogram!(STATEMENT_DURATION_SECONDS).record(0.003);
 
         let upstream_up = Arc::new(AtomicBool::new(true));
@@ -306,7 +319,7 @@ mod tests {
             "{metrics}"
         );
         assert!(
-            metrics.contains(r#"maschera_bytes_total{direction="upstream_to_client"} 10"#),
+            metrics.contains(r#"maschera_bytes_total{direction="server_to_client"} 10"#),
             "{metrics}"
         );
         assert!(

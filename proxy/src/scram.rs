@@ -223,13 +223,22 @@ impl ScramServer {
         verifier: Option<&Verifier>,
         client_first: &[u8],
     ) -> Result<(ScramServer, Vec<u8>), ScramError> {
+        let mut server_nonce = [0u8; SERVER_NONCE_LEN];
+        rand::rng().fill_bytes(&mut server_nonce);
+        Self::start_with_nonce(user, verifier, client_first, server_nonce)
+    }
+
+    fn start_with_nonce(
+        user: &str,
+        verifier: Option<&Verifier>,
+        client_first: &[u8],
+        server_nonce: [u8; SERVER_NONCE_LEN],
+    ) -> Result<(ScramServer, Vec<u8>), ScramError> {
         let message = message_text(client_first)?;
         let (gs2_header, bare) = split_gs2_header(message)?;
         let client_nonce = client_nonce(bare)?;
 
-        let mut raw = [0u8; SERVER_NONCE_LEN];
-        rand::rng().fill_bytes(&mut raw);
-        let nonce = format!("{client_nonce}{}", B64.encode(raw));
+        let nonce = format!("{client_nonce}{}", B64.encode(server_nonce));
         let (verifier, user_exists) = match verifier {
             Some(v) => (v.clone(), true),
             None => (Verifier::fake_for(user), false),
@@ -521,6 +530,44 @@ mod tests {
                 "{:?} must be a protocol error",
                 String::from_utf8_lossy(case)
             );
+        }
+    }
+
+    /// Every truncation and every single-byte change of a real client's messages gives an error, never a panic.
+    #[test]
+    fn damaged_messages_never_panic_nor_pass() {
+        let verifier = Verifier::from_password("pw", 1);
+        let mut client = ScramSha256::new(b"pw", ChannelBinding::unsupported());
+        let first = client.message().to_vec();
+        let start = || ScramServer::start_with_nonce("alice", Some(&verifier), &first, [7; 18]);
+        let (server, server_first) = start().unwrap();
+        client.update(&server_first).unwrap();
+        let last = client.message().to_vec();
+        assert!(
+            server.finish(&last).is_ok(),
+            "the undamaged exchange passes"
+        );
+
+        let variants = |message: &[u8]| {
+            let mut all: Vec<Vec<u8>> = (0..message.len()).map(|n| message[..n].to_vec()).collect();
+            for i in 0..message.len() {
+                for byte in [b',', b'=', 0, 0xff, message[i] ^ 1] {
+                    let mut changed = message.to_vec();
+                    changed[i] = byte;
+                    if changed != message {
+                        all.push(changed);
+                    }
+                }
+            }
+            all
+        };
+        for damaged in variants(&first) {
+            let _ = ScramServer::start("alice", Some(&verifier), &damaged);
+        }
+        for damaged in variants(&last) {
+            let (server, _) = start().unwrap();
+            let result = server.finish(&damaged);
+            assert!(result.is_err(), "{:?}", String::from_utf8_lossy(&damaged));
         }
     }
 

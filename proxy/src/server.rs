@@ -152,18 +152,6 @@ async fn handle(
     shutdown: watch::Receiver<bool>,
 ) {
     metrics::counter!(m::CONNECTIONS_TOTAL).increment(1);
-    metrics::gauge!(m::CONNECTIONS_ACTIVE).increment(1.0);
-    handle_connection(proxy, tcp, addr, slots, shutdown).await;
-    metrics::gauge!(m::CONNECTIONS_ACTIVE).decrement(1.0);
-}
-
-async fn handle_connection(
-    proxy: Arc<Proxy>,
-    tcp: TcpStream,
-    addr: SocketAddr,
-    slots: Arc<Semaphore>,
-    shutdown: watch::Receiver<bool>,
-) {
     if let Err(err) = tcp.set_nodelay(true) {
         debug!(error = %err, "TCP_NODELAY");
     }
@@ -171,6 +159,7 @@ async fn handle_connection(
         tokio::time::timeout(proxy.config.auth_timeout(), open(&proxy, tcp, addr, &slots)).await;
     let (client, user_role, _slot) = match opened {
         Err(_) => {
+            metrics::counter!(m::REFUSALS_TOTAL, m::LABEL_REASON => "auth_timeout").increment(1);
             debug!("authentication timed out");
             return;
         }
@@ -197,7 +186,7 @@ async fn open(
     let mut client = match startup::negotiate(tcp, &proxy.tls).await? {
         Opening::Cancel(key) => {
             if let Some(upstream_key) = proxy.cancels.lookup(key) {
-                metrics::counter!("maschera_cancels_total").increment(1);
+                metrics::counter!(m::CANCELS_TOTAL).increment(1);
                 if let Err(err) = proxy.upstream.cancel(upstream_key).await {
                     warn!(error = %err, "forwarding a cancel request failed");
                 }
@@ -208,7 +197,7 @@ async fn open(
     };
     // A slot is taken once the client asks for a session (probes and cancels do not count).
     let Ok(slot) = slots.clone().try_acquire_owned() else {
-        metrics::counter!(m::REFUSALS_TOTAL, m::LABEL_SQLSTATE => "53300").increment(1);
+        metrics::counter!(m::REFUSALS_TOTAL, m::LABEL_REASON => "max_connections").increment(1);
         let message = format!(
             "sorry, too many clients already: the proxy serves at most {} connections",
             proxy.config.limits.max_connections
@@ -271,6 +260,7 @@ async fn serve(
         max_frame: proxy.config.limits.max_frame_bytes,
         shutdown,
     };
+    metrics::gauge!(m::SESSIONS_ACTIVE).increment(1.0);
     let ended = session::relay(
         client.stream,
         upstream.stream,
@@ -280,6 +270,7 @@ async fn serve(
         settings,
     )
     .await;
+    metrics::gauge!(m::SESSIONS_ACTIVE).decrement(1.0);
     drop(registration);
     match ended {
         Ok(end) => {

@@ -75,9 +75,7 @@ impl SessionObserver for MetricsObserver {
             ServerEvent::CommandComplete { .. } => {
                 metrics::counter!(m::STATEMENTS_TOTAL).increment(1)
             }
-            ServerEvent::Error { .. } => {
-                metrics::counter!("maschera_statement_errors_total").increment(1)
-            }
+            ServerEvent::Error { .. } => metrics::counter!(m::STATEMENT_ERRORS_TOTAL).increment(1),
             ServerEvent::Ready { .. } => {}
         }
     }
@@ -292,14 +290,14 @@ impl ClientToServer<'_> {
             self.shared.cycles_sent.fetch_add(cycles, Ordering::SeqCst);
         }
         self.server.write_all(bytes).await?;
-        metrics::counter!(m::BYTES_TOTAL, m::LABEL_DIRECTION => m::DIRECTION_CLIENT_TO_UPSTREAM)
+        metrics::counter!(m::BYTES_TOTAL, m::LABEL_DIRECTION => m::DIRECTION_CLIENT_TO_SERVER)
             .increment(bytes.len() as u64);
         Ok(())
     }
 
     /// Answers a refused message in step with the protocol.
     async fn refuse(&mut self, tag: u8, code: &str, message: &str) -> Result<(), SessionError> {
-        metrics::counter!(m::REFUSALS_TOTAL, m::LABEL_SQLSTATE => code.to_owned()).increment(1);
+        metrics::counter!(m::REFUSALS_TOTAL, m::LABEL_REASON => "policy").increment(1);
         let error = frame::error_response(Severity::Error, code, message);
         match tag {
             b'Q' | b'F' => self.send_injection(Injection {
@@ -509,7 +507,7 @@ impl ServerToClient<'_> {
     async fn send(&mut self, bytes: &[u8]) -> Result<(), SessionError> {
         if !bytes.is_empty() {
             self.client.write_all(bytes).await?;
-            metrics::counter!(m::BYTES_TOTAL, m::LABEL_DIRECTION => m::DIRECTION_UPSTREAM_TO_CLIENT)
+            metrics::counter!(m::BYTES_TOTAL, m::LABEL_DIRECTION => m::DIRECTION_SERVER_TO_CLIENT)
                 .increment(bytes.len() as u64);
         }
         Ok(())

@@ -3,4 +3,5 @@
 
 mod catalog;
 mod harness;
+mod users;
 mod wire;

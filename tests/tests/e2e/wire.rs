@@ -722,11 +722,11 @@ async fn metrics_count_sessions_statements_and_bytes_and_health_follows_upstream
     assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
     for expected in [
         "maschera_connections_total",
-        "maschera_connections_active 1",
+        "maschera_sessions_active 1",
         "maschera_statements_total",
-        "maschera_login_failures_total 1",
-        "maschera_bytes_total{direction=\"client_to_upstream\"}",
-        "maschera_bytes_total{direction=\"upstream_to_client\"}",
+        "maschera_auth_total{result=\"failed\"} 1",
+        "maschera_bytes_total{direction=\"client_to_server\"}",
+        "maschera_bytes_total{direction=\"server_to_client\"}",
         "maschera_statement_duration_seconds_bucket",
     ] {
         assert!(
