@@ -13,7 +13,7 @@ use crate::session::{self, MetricsObserver, PassThrough, RelaySettings, SessionE
 use crate::startup::{self, ClientTlsSetup, Opening, Startup};
 use crate::tls;
 use crate::upstream::{Login, UpstreamTarget};
-use crate::users::UserStore;
+use crate::users::{User, UserStore};
 use anyhow::{Context, Result};
 use pgwire::messages::startup::BackendKeyData;
 use pgwire::messages::startup::SecretKey;
@@ -157,7 +157,7 @@ async fn handle(
     }
     let opened =
         tokio::time::timeout(proxy.config.auth_timeout(), open(&proxy, tcp, addr, &slots)).await;
-    let (client, user_role, _slot) = match opened {
+    let (client, user, _slot) = match opened {
         Err(_) => {
             metrics::counter!(m::REFUSALS_TOTAL, m::LABEL_REASON => "auth_timeout").increment(1);
             debug!("authentication timed out");
@@ -170,19 +170,19 @@ async fn handle(
         Ok(Ok(None)) => return,
         Ok(Ok(Some(opened))) => opened,
     };
-    if let Err(err) = serve(&proxy, client, &user_role, shutdown).await {
+    if let Err(err) = serve(&proxy, client, &user, shutdown).await {
         info!(error = %err, "session ended with an error");
     }
 }
 
 /// Startup and authentication. `None` when the connection was a cancel request or was refused;
-/// otherwise the client, its role and its connection slot.
+/// otherwise the client, the authenticated user and its connection slot.
 async fn open(
     proxy: &Proxy,
     tcp: TcpStream,
     addr: SocketAddr,
     slots: &Arc<Semaphore>,
-) -> Result<Option<(Startup, String, OwnedSemaphorePermit)>> {
+) -> Result<Option<(Startup, User, OwnedSemaphorePermit)>> {
     let mut client = match startup::negotiate(tcp, &proxy.tls).await? {
         Opening::Cancel(key) => {
             if let Some(upstream_key) = proxy.cancels.lookup(key) {
@@ -221,14 +221,15 @@ async fn open(
             return Ok(None);
         }
     };
-    Ok(Some((client, user.role, slot)))
+    Ok(Some((client, user, slot)))
 }
 
-/// Logs in upstream, greets the client like PostgreSQL would, and relays.
+/// Logs in upstream, greets the client like PostgreSQL would, and relays. The policy and observer
+/// of the session are where `user` (role, attributes) will matter; for now everything passes through.
 async fn serve(
     proxy: &Proxy,
     mut client: Startup,
-    role: &str,
+    user: &User,
     shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
     let params: Vec<(String, String)> = client
@@ -255,7 +256,7 @@ async fn serve(
     )));
     greeting.extend_from_slice(&frame::ready_for_query(upstream.status));
     client.stream.write_all(&greeting).await?;
-    info!(role, encrypted = client.encrypted, "session started");
+    info!(role = %user.role, encrypted = client.encrypted, "session started");
     let settings = RelaySettings {
         max_frame: proxy.config.limits.max_frame_bytes,
         shutdown,
