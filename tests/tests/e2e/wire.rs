@@ -961,6 +961,41 @@ async fn policy_seam_refuses_in_simple_and_extended_protocol_and_the_session_goe
         1
     );
     client.batch_execute("commit").await.unwrap();
+
+    // A refusal inside a transaction block aborts it, as any PostgreSQL error would.
+    client
+        .batch_execute("begin; insert into t values (2)")
+        .await
+        .unwrap();
+    let refused = client.query("select 'forbidden'", &[]).await.unwrap_err();
+    assert_eq!(refused.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE));
+    let aborted = client.query("select 1", &[]).await.unwrap_err();
+    assert_eq!(
+        aborted.code(),
+        Some(&SqlState::IN_FAILED_SQL_TRANSACTION),
+        "{aborted}"
+    );
+    client.batch_execute("commit").await.unwrap();
+    let count: i64 = client
+        .query_one("select count(*) from t", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 1, "the aborted transaction's insert was rolled back");
+    // A refused Query message is refused whole, so BEGIN goes in a message of its own here.
+    client.batch_execute("begin").await.unwrap();
+    let refused = client
+        .batch_execute("select 'forbidden'")
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE));
+    let aborted = client.simple_query("select 1").await.unwrap_err();
+    assert_eq!(
+        aborted.code(),
+        Some(&SqlState::IN_FAILED_SQL_TRANSACTION),
+        "{aborted}"
+    );
+    client.batch_execute("rollback").await.unwrap();
     drop(client);
     server
         .await
@@ -972,6 +1007,10 @@ async fn policy_seam_refuses_in_simple_and_extended_protocol_and_the_session_goe
         "observer sees CommandComplete tags: {events:?}"
     );
     assert!(events.contains(&"INSERT 0 1".to_owned()), "{events:?}");
+    assert!(
+        events.iter().any(|e| e == "error 42501") && events.iter().any(|e| e == "ready E"),
+        "observer sees the refusal and the aborted transaction: {events:?}"
+    );
     assert!(
         events.iter().any(|e| e == "ready T"),
         "observer sees the transaction status: {events:?}"
