@@ -1016,3 +1016,54 @@ async fn policy_seam_refuses_in_simple_and_extended_protocol_and_the_session_goe
         "observer sees the transaction status: {events:?}"
     );
 }
+
+#[tokio::test]
+async fn json_logs_are_one_object_per_line_without_user_names() {
+    let (_pg, proxy) = start_with(ProxyOptions {
+        log: "format = \"json\"".into(),
+        ..Default::default()
+    });
+    let client = maschera_tests::connect(&proxy.uri("postgres"))
+        .await
+        .unwrap();
+    client.simple_query("select 1").await.unwrap();
+    let _ = connect_error(&proxy.uri_as("mallory", "wrong password", "postgres")).await;
+    drop(client);
+    let log = proxy.log();
+    assert!(log.contains("session started"), "{log}");
+    for line in log.lines().filter(|l| !l.trim().is_empty()) {
+        let value: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(
+            value.get("level").is_some() && value.get("fields").is_some(),
+            "{line}"
+        );
+    }
+    assert!(
+        !log.contains(TEST_USER) && !log.contains("mallory"),
+        "no user names in the log: {log}"
+    );
+}
+
+#[test]
+fn serve_refuses_a_configuration_with_an_unknown_key_and_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("maschera.toml");
+    std::fs::write(
+        &config,
+        "listen = \"127.0.0.1:0\"\n[upstream]\nhost = \"127.0.0.1\"\ndatabase = \"crm\"\nuser = \"x\"\n\
+         [users]\nfile = \"users.toml\"\n[limits]\nmax_connection = 5\n",
+    )
+    .unwrap();
+    let out = Command::new(maschera_tests::maschera_bin())
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("unknown field `max_connection`"),
+        "{stderr}"
+    );
+}
