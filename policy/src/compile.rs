@@ -38,7 +38,7 @@ impl Policy {
 
     /// Checks the policy against a live catalog. Errors: tables or columns the database lacks, actions that
     /// do not fit the live type, declared types that differ from the live ones. Warnings (drift that is not
-    /// wrong): live columns of policy tables that the policy does not classify.
+    /// wrong in itself): tables of the database that the policy does not name.
     pub fn check_against(&self, catalog: &Catalog) -> Vec<Diagnostic> {
         let mut out = Vec::new();
         for table in self.tables.values() {
@@ -87,20 +87,22 @@ impl Policy {
                     }
                 }
             }
-            if table.personal.is_none() {
-                for column in live.iter().filter(|c| !table.columns.contains_key(&c.name)) {
-                    let mut warning = self.error_at(
-                        &table.span,
-                        format!(
-                            "column `{}.{}` is not classified: roles with a rule for the table see it unmasked",
-                            table.name, column.name
-                        ),
-                        Some(format!("if it holds personal data, declare `{} = \"<category>\"`", column.name)),
-                    );
-                    warning.severity = crate::diagnostics::Severity::Warning;
-                    out.push(warning);
-                }
-            }
+        }
+        for name in self.unlisted_tables(catalog) {
+            let span = self.tables.values().next().map(|t| t.span.clone()).unwrap_or(0..0);
+            let mut note = self.error_at(
+                &span,
+                format!(
+                    "table `{name}` is not in the policy: {} for restricted roles (settings.unlisted_tables)",
+                    match self.settings.unlisted_tables {
+                        UnlistedTables::Deny => "denied",
+                        UnlistedTables::Pass => "passed through unmasked",
+                    }
+                ),
+                Some(format!("declare it under [tables.{}] if it holds personal data", name.name)),
+            );
+            note.severity = crate::diagnostics::Severity::Warning;
+            out.push(note);
         }
         out
     }

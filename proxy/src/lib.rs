@@ -10,5 +10,7 @@ pub mod scram;
 pub mod users;
 pub mod user_cmd;
 pub mod policy_cmd;
+pub mod policy_apply;
+pub mod credentials;
 pub mod audit;
 pub mod audit_cmd;

@@ -1,10 +1,285 @@
-//! (placeholder subcommand, owned by a work stream; replace)
+//! `maschera policy check | apply | explain`: validate a policy file, install it into PostgreSQL as views,
+//! logins and grants, and show what a statement becomes for a role. Not for: the policy's meaning (the
+//! policy crate) or database I/O details (see `policy_apply`).
+
+use crate::credentials::{Credentials, Login, generate_password};
+use crate::policy_apply::{self, Secrets};
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use policy::access::{Catalog, RoleAccess, TableAccess, TableName};
+use policy::action::action_text;
+use policy::apply_sql::{ApplyOptions, apply_steps};
+use policy::{Diagnostics, Policy};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-#[derive(clap::Args, Debug)]
-pub struct PolicyArgs {}
+#[derive(Args, Debug)]
+pub struct PolicyArgs {
+    #[command(subcommand)]
+    pub command: PolicyCommand,
+}
 
+#[derive(Subcommand, Debug)]
+pub enum PolicyCommand {
+    /// Validate a policy file (and, with --upstream, against the live database); exit status 1 on errors.
+    Check {
+        file: PathBuf,
+        /// PostgreSQL URI of the database the policy is for: tables, columns and types must match it.
+        #[arg(long, env = "MASCHERA_UPSTREAM")]
+        upstream: Option<String>,
+    },
+    /// Install the policy into the database in one transaction: per restricted role a login and a schema
+    /// of security-barrier views; removes what the policy no longer names.
+    Apply {
+        file: PathBuf,
+        /// PostgreSQL URI with rights to create roles, schemas and views (the tables' owner or a superuser).
+        #[arg(long, env = "MASCHERA_UPSTREAM")]
+        upstream: String,
+        /// Print the SQL instead of running it (keys and passwords are not shown).
+        #[arg(long)]
+        dry_run: bool,
+        /// Where the logins' passwords are kept (TOML, mode 0600); existing passwords are reused.
+        #[arg(long, default_value = "maschera-logins.toml")]
+        credentials: PathBuf,
+        /// Give every login a new password.
+        #[arg(long)]
+        rotate: bool,
+        /// Name of the environment variable holding the pseudonym key (at least 16 characters). Without
+        /// it, MASCHERA_PSEUDONYM_KEY if set, else the key stored in the database (generated once).
+        #[arg(long)]
+        key_env: Option<String>,
+    },
+    /// Print what a statement becomes for a role, or why it is refused.
+    Explain {
+        file: PathBuf,
+        /// The policy role, e.g. `sales`.
+        #[arg(long)]
+        role: String,
+        /// PostgreSQL URI to read the live catalog from (else the catalog the policy declares).
+        #[arg(long, env = "MASCHERA_UPSTREAM")]
+        upstream: Option<String>,
+        /// The SQL statement.
+        sql: String,
+    },
+}
 
-pub fn run(_args: PolicyArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not built yet")
+pub fn run(args: PolicyArgs) -> Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        match args.command {
+            PolicyCommand::Check { file, upstream } => check(&file, upstream.as_deref()).await,
+            PolicyCommand::Apply { file, upstream, dry_run, credentials, rotate, key_env } => {
+                apply(&file, &upstream, dry_run, &credentials, rotate, key_env.as_deref()).await
+            }
+            PolicyCommand::Explain { file, role, upstream, sql } => explain(&file, &role, upstream.as_deref(), &sql).await,
+        }
+    })
+}
+
+/// Reads and parses a policy file; `Err(ExitCode)` after printing its diagnostics.
+pub fn load_policy(path: &Path) -> Result<std::result::Result<Policy, Diagnostics>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading policy file {}", path.display()))?;
+    Ok(Policy::parse(&path.display().to_string(), &text))
+}
+
+/// Prints diagnostics to stderr; returns whether any is an error.
+fn report(diagnostics: &[policy::Diagnostic]) -> bool {
+    for d in diagnostics {
+        eprintln!("{d}");
+    }
+    diagnostics.iter().any(|d| d.is_error())
+}
+
+async fn check_live(policy: &Policy, client: &tokio_postgres::Client, catalog: &Catalog) -> Result<bool> {
+    let mut diagnostics = policy.check_against(catalog);
+    diagnostics.extend(policy_apply::check_filters(client, policy, catalog).await?);
+    Ok(report(&diagnostics))
+}
+
+async fn check(file: &Path, upstream: Option<&str>) -> Result<ExitCode> {
+    let policy = match load_policy(file)? {
+        Ok(policy) => policy,
+        Err(diagnostics) => {
+            report(&diagnostics.0);
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    if let Some(url) = upstream {
+        let client = policy_apply::connect(url).await?;
+        let catalog = policy_apply::read_catalog(&client).await?;
+        if check_live(&policy, &client, &catalog).await? {
+            return Ok(ExitCode::FAILURE);
+        }
+    }
+    println!(
+        "{}: ok ({} roles, {} tables{})",
+        file.display(),
+        policy.roles.len(),
+        policy.tables.len(),
+        if upstream.is_some() { ", matches the database" } else { "" }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The pseudonym key to install: `Some` when configured (it replaces the stored one).
+fn configured_key(key_env: Option<&str>) -> Result<Option<Vec<u8>>> {
+    let var = key_env.unwrap_or("MASCHERA_PSEUDONYM_KEY");
+    match std::env::var(var) {
+        Ok(key) if key.len() >= 16 => Ok(Some(key.into_bytes())),
+        Ok(_) => bail!("the pseudonym key in {var} is shorter than 16 characters"),
+        Err(_) if key_env.is_some() => bail!("environment variable {var} (from --key-env) is not set"),
+        Err(_) => Ok(None),
+    }
+}
+
+fn random_key() -> Vec<u8> {
+    use rand::RngCore;
+    let mut key = vec![0u8; 32];
+    rand::rng().fill_bytes(&mut key);
+    key
+}
+
+async fn apply(
+    file: &Path,
+    upstream: &str,
+    dry_run: bool,
+    credentials_path: &Path,
+    rotate: bool,
+    key_env: Option<&str>,
+) -> Result<ExitCode> {
+    let policy = match load_policy(file)? {
+        Ok(policy) => policy,
+        Err(diagnostics) => {
+            report(&diagnostics.0);
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let key = configured_key(key_env)?;
+    let mut client = policy_apply::connect(upstream).await?;
+    let live = policy_apply::read_live_state(&client).await?;
+    if check_live(&policy, &client, &live.catalog).await? {
+        return Ok(ExitCode::FAILURE);
+    }
+    let access = match policy.compile(&live.catalog) {
+        Ok(access) => access,
+        Err(diagnostics) => {
+            report(&diagnostics.0);
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let mut credentials = Credentials::load(credentials_path)?;
+    let mut options = ApplyOptions { pseudonym_key_configured: key.is_some(), ..Default::default() };
+    let mut passwords = BTreeMap::new();
+    credentials.logins.retain(|role, _| policy.restricted_roles().any(|r| &r.name == role));
+    for role in policy.restricted_roles() {
+        let login = role.login();
+        let kept = credentials.login(&role.name).filter(|l| l.user == login && !rotate).cloned();
+        let password = match kept {
+            Some(existing) => existing.password,
+            None => {
+                options.set_password.insert(login.clone());
+                generate_password()
+            }
+        };
+        passwords.insert(login.clone(), password.clone());
+        credentials.logins.insert(role.name.clone(), Login { user: login, password });
+    }
+    let steps = apply_steps(&policy, &access, &live, &options).map_err(anyhow::Error::msg)?;
+    if dry_run {
+        println!("BEGIN;");
+        for step in &steps {
+            println!("{};", step.display());
+        }
+        println!("COMMIT;");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let secrets = Secrets { pseudonym_key: key.unwrap_or_else(random_key), hash_salt: random_key(), passwords };
+    policy_apply::run_steps(&mut client, &steps, &secrets).await?;
+    credentials.save(credentials_path).with_context(|| {
+        format!(
+            "the policy is applied but the credentials file could not be written; run again with --rotate ({})",
+            credentials_path.display()
+        )
+    })?;
+    let restricted: Vec<&str> = policy.restricted_roles().map(|r| r.name.as_str()).collect();
+    println!(
+        "applied {}: {} statements, logins for {}; credentials in {}",
+        file.display(),
+        steps.len(),
+        restricted.join(", "),
+        credentials_path.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn explain(file: &Path, role: &str, upstream: Option<&str>, sql: &str) -> Result<ExitCode> {
+    let policy = match load_policy(file)? {
+        Ok(policy) => policy,
+        Err(diagnostics) => {
+            report(&diagnostics.0);
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let catalog = match upstream {
+        Some(url) => policy_apply::read_catalog(&policy_apply::connect(url).await?).await?,
+        None => policy.derived_catalog(),
+    };
+    let Some(access) = policy.role_access_by_name(role, &catalog) else {
+        let roles: Vec<&str> = policy.roles.keys().map(String::as_str).collect();
+        bail!("the policy has no role `{role}` ({})", policy::diagnostics::suggest(role, &roles, "roles"));
+    };
+    print!("{}", explain_text(&access, &catalog, sql));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What `explain` prints: the role's access to each table the statement names.
+pub fn explain_text(access: &RoleAccess, catalog: &Catalog, sql: &str) -> String {
+    let mut out = String::new();
+    if access.unrestricted {
+        out.push_str(&format!("role `{}` is unrestricted: the statement runs unchanged\n{sql}\n", access.role));
+        return out;
+    }
+    let dialect = sqlparser::dialect::PostgreSqlDialect {};
+    let statements = match sqlparser::parser::Parser::parse_sql(&dialect, sql) {
+        Ok(statements) => statements,
+        Err(err) => {
+            out.push_str(&format!("refused (0A000): the statement does not parse: {err}\n"));
+            return out;
+        }
+    };
+    let mut tables: Vec<TableName> = Vec::new();
+    let _ = sqlparser::ast::visit_relations(&statements, |name| {
+        let parts: Vec<String> = name.0.iter().map(|p| p.to_string().trim_matches('"').to_string()).collect();
+        let resolved = match parts.as_slice() {
+            [table] => catalog.resolve(None, table),
+            [schema, table] => catalog.resolve(Some(schema), table),
+            _ => None,
+        };
+        if let Some(t) = resolved {
+            if !tables.contains(&t) {
+                tables.push(t);
+            }
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+    out.push_str("the statement rewriter (policy::rewrite) is not merged yet; the role's access to the tables named:\n");
+    for table in &tables {
+        match access.tables.get(table) {
+            None => out.push_str(&format!("  {table}: not in the policy ({:?} for restricted roles)\n", access.unlisted)),
+            Some(TableAccess::Denied { .. }) => out.push_str(&format!("  {table}: denied\n")),
+            Some(TableAccess::View(view)) => {
+                out.push_str(&format!(
+                    "  {table} -> {}.{}{}\n",
+                    access.view_schema,
+                    view.view,
+                    if view.filtered { " (row filter)" } else { "" }
+                ));
+                for column in &view.columns {
+                    out.push_str(&format!("    {}: {}\n", column.name, action_text(&column.action)));
+                }
+            }
+        }
+    }
+    out
 }

@@ -1,0 +1,171 @@
+//! The database side of `maschera policy`: reads the live catalog and the objects Maschera manages, asks
+//! PostgreSQL whether each row filter is valid, and runs the apply steps in one transaction with the
+//! secrets bound (never in the SQL text). Not for: deciding what to create (the policy crate's
+//! `apply_sql` does) or the command line (see `policy_cmd`).
+
+use anyhow::{Context, Result, bail};
+use policy::Diagnostic;
+use policy::access::{Catalog, CatalogColumn, TableName};
+use policy::apply_sql::{LiveState, MANAGED_MARK, PASSWORD_MARKER, Secret, Step, quote_literal};
+use policy::model::{OBJECT_PREFIX, Policy};
+use std::collections::BTreeMap;
+use tokio_postgres::Client;
+
+/// Connects to the upstream database (no TLS) and drives the connection in the background.
+pub async fn connect(url: &str) -> Result<Client> {
+    let (client, connection) =
+        tokio_postgres::connect(url, tokio_postgres::NoTls).await.context("connecting to the upstream database")?;
+    tokio::spawn(async move {
+        if let Err(err) = connection.await {
+            tracing::warn!(%err, "upstream connection ended");
+        }
+    });
+    Ok(client)
+}
+
+/// The user tables and views of the database (Maschera's own `maschera_*` schemas left out), with their
+/// columns in order and their types as `format_type` prints them, and the session's search path.
+pub async fn read_catalog(client: &Client) -> Result<Catalog> {
+    let rows = client
+        .query(
+            "SELECT n.nspname::text, c.relname::text, a.attname::text, format_type(a.atttypid, a.atttypmod)
+               FROM pg_class c
+               JOIN pg_namespace n ON n.oid = c.relnamespace
+               JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+              WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')
+                AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+                AND n.nspname NOT LIKE 'pg\\_%'
+                AND n.nspname NOT LIKE 'maschera\\_%'
+              ORDER BY 1, 2, a.attnum",
+            &[],
+        )
+        .await
+        .context("reading the catalog")?;
+    let mut tables: BTreeMap<TableName, Vec<CatalogColumn>> = BTreeMap::new();
+    for row in rows {
+        tables
+            .entry(TableName::new(row.get::<_, String>(0), row.get::<_, String>(1)))
+            .or_default()
+            .push(CatalogColumn { name: row.get(2), data_type: row.get(3) });
+    }
+    let search_path: Vec<String> =
+        client.query_one("SELECT current_schemas(false)::text[]", &[]).await.context("reading search_path")?.get(0);
+    Ok(Catalog { tables, search_path })
+}
+
+/// The catalog plus the sequences column defaults use and the `maschera_*` logins and schemas.
+pub async fn read_live_state(client: &Client) -> Result<LiveState> {
+    let catalog = read_catalog(client).await?;
+    let mut sequences: BTreeMap<TableName, Vec<TableName>> = BTreeMap::new();
+    let rows = client
+        .query(
+            "SELECT DISTINCT tn.nspname::text, t.relname::text, sn.nspname::text, s.relname::text
+               FROM pg_attrdef d
+               JOIN pg_depend dep ON dep.classid = 'pg_attrdef'::regclass AND dep.objid = d.oid
+                                 AND dep.refclassid = 'pg_class'::regclass
+               JOIN pg_class s ON s.oid = dep.refobjid AND s.relkind = 'S'
+               JOIN pg_namespace sn ON sn.oid = s.relnamespace
+               JOIN pg_class t ON t.oid = d.adrelid
+               JOIN pg_namespace tn ON tn.oid = t.relnamespace
+              ORDER BY 1, 2, 3, 4",
+            &[],
+        )
+        .await
+        .context("reading the sequences of column defaults")?;
+    for row in rows {
+        sequences
+            .entry(TableName::new(row.get::<_, String>(0), row.get::<_, String>(1)))
+            .or_default()
+            .push(TableName::new(row.get::<_, String>(2), row.get::<_, String>(3)));
+    }
+    let marked = |rows: Vec<tokio_postgres::Row>| -> BTreeMap<String, bool> {
+        rows.into_iter()
+            .map(|r| {
+                let comment: Option<String> = r.get(1);
+                (r.get(0), comment.is_some_and(|c| c.starts_with(MANAGED_MARK)))
+            })
+            .collect()
+    };
+    let pattern = format!("{}%", OBJECT_PREFIX.replace('_', "\\_"));
+    let logins = marked(
+        client
+            .query(
+                "SELECT rolname::text, shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname LIKE $1",
+                &[&pattern],
+            )
+            .await
+            .context("reading existing logins")?,
+    );
+    let schemas = marked(
+        client
+            .query(
+                "SELECT nspname::text, obj_description(oid, 'pg_namespace') FROM pg_namespace WHERE nspname LIKE $1",
+                &[&pattern],
+            )
+            .await
+            .context("reading existing schemas")?,
+    );
+    Ok(LiveState { catalog, sequences, logins, schemas })
+}
+
+/// Asks PostgreSQL whether each compiled row filter is valid on its table (`EXPLAIN`, nothing runs), and
+/// turns each refusal into a diagnostic at the filter's line.
+pub async fn check_filters(client: &Client, policy: &Policy, catalog: &Catalog) -> Result<Vec<Diagnostic>> {
+    let mut out = Vec::new();
+    for role in policy.roles.values() {
+        for rule in role.rules.values() {
+            let (Some(filter), Some(table)) = (&rule.filter, policy.tables.get(&rule.table)) else { continue };
+            if !catalog.tables.contains_key(&table.name) {
+                continue;
+            }
+            let sql = format!(
+                "EXPLAIN SELECT 1 FROM {}.{} WHERE ({})",
+                policy::apply_sql::quote_ident(&table.name.schema),
+                policy::apply_sql::quote_ident(&table.name.name),
+                filter.sql
+            );
+            if let Err(err) = client.batch_execute(&sql).await {
+                let reason = err.as_db_error().map(|e| e.message().to_string()).unwrap_or_else(|| err.to_string());
+                out.push(policy.error_at(
+                    &rule.span,
+                    format!("row filter of role `{}` on `{}` is refused by PostgreSQL: {reason}", role.name, table.key),
+                    Some("the filter must be a boolean expression over the table's columns".into()),
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The secrets the apply steps need.
+pub struct Secrets {
+    pub pseudonym_key: Vec<u8>,
+    pub hash_salt: Vec<u8>,
+    /// Passwords by login name.
+    pub passwords: BTreeMap<String, String>,
+}
+
+/// Runs the steps in one transaction; on any error nothing is changed.
+pub async fn run_steps(client: &mut Client, steps: &[Step], secrets: &Secrets) -> Result<()> {
+    let tx = client.transaction().await?;
+    for step in steps {
+        let result = match &step.secret {
+            None => tx.batch_execute(&step.sql).await,
+            Some(Secret::PseudonymKey) => tx.execute(&step.sql, &[&secrets.pseudonym_key]).await.map(|_| ()),
+            Some(Secret::HashSalt) => tx.execute(&step.sql, &[&secrets.hash_salt]).await.map(|_| ()),
+            Some(Secret::LoginPassword(login)) => {
+                let Some(password) = secrets.passwords.get(login) else {
+                    bail!("no password prepared for login {login}");
+                };
+                let verifier = postgres_protocol::password::scram_sha_256(password.as_bytes());
+                tx.batch_execute(&step.sql.replace(PASSWORD_MARKER, &quote_literal(&verifier))).await
+            }
+        };
+        if let Err(err) = result {
+            let reason = err.as_db_error().map(|e| e.message().to_string()).unwrap_or_else(|| err.to_string());
+            bail!("policy apply failed, nothing was changed: {reason}\n  in: {}", step.display());
+        }
+    }
+    tx.commit().await.context("committing the policy")?;
+    Ok(())
+}
