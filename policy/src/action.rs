@@ -57,7 +57,9 @@ fn valid_actions() -> String {
 pub fn parse_action(text: &str) -> Result<Action, ActionError> {
     let text = text.trim();
     let (name, args) = match text.find('(') {
-        Some(open) if text.ends_with(')') => (text[..open].trim(), Some(&text[open + 1..text.len() - 1])),
+        Some(open) if text.ends_with(')') => {
+            (text[..open].trim(), Some(&text[open + 1..text.len() - 1]))
+        }
         Some(_) => {
             return Err(ActionError {
                 message: format!("action `{text}` has an unclosed parenthesis"),
@@ -87,14 +89,19 @@ pub fn parse_action(text: &str) -> Result<Action, ActionError> {
         "pseudonym" => no_args(Action::Pseudonym),
         "year" => no_args(Action::Year),
         "month" => no_args(Action::Month),
-        "mask.last" => {
-            Ok(Action::MaskLast(count(args.ok_or_else(|| needs("mask.last(<n>)"))?, "mask.last(<n>)")?))
-        }
-        "mask.first" => {
-            Ok(Action::MaskFirst(count(args.ok_or_else(|| needs("mask.first(<n>)"))?, "mask.first(<n>)")?))
-        }
+        "mask.last" => Ok(Action::MaskLast(count(
+            args.ok_or_else(|| needs("mask.last(<n>)"))?,
+            "mask.last(<n>)",
+        )?)),
+        "mask.first" => Ok(Action::MaskFirst(count(
+            args.ok_or_else(|| needs("mask.first(<n>)"))?,
+            "mask.first(<n>)",
+        )?)),
         "bucket" => {
-            let width = count(args.ok_or_else(|| needs("bucket(<width>)"))?, "bucket(<width>)")?;
+            let width = count(
+                args.ok_or_else(|| needs("bucket(<width>)"))?,
+                "bucket(<width>)",
+            )?;
             if width == 0 {
                 return Err(ActionError {
                     message: "bucket width must be at least 1".into(),
@@ -103,16 +110,22 @@ pub fn parse_action(text: &str) -> Result<Action, ActionError> {
             }
             Ok(Action::Bucket(u64::from(width)))
         }
-        "partial" => partial(args.ok_or_else(|| needs("partial(<prefix>, '<padding>', <suffix>)"))?),
+        "partial" => {
+            partial(args.ok_or_else(|| needs("partial(<prefix>, '<padding>', <suffix>)"))?)
+        }
         "constant" => constant(args.ok_or_else(|| needs("constant(<literal>)"))?),
         "deny" => Err(ActionError {
             message: "`deny` applies to a whole table, not to a column".into(),
-            help: "write `deny = true` in the role's rule for the table, or `drop` for the column".into(),
+            help: "write `deny = true` in the role's rule for the table, or `drop` for the column"
+                .into(),
         }),
         other => {
             let help = match crate::diagnostics::did_you_mean(other, ACTION_NAMES.iter().copied()) {
                 Some(close) => {
-                    let syntax = ACTION_SYNTAX.iter().find(|s| s.split('(').next() == Some(close)).unwrap_or(&close);
+                    let syntax = ACTION_SYNTAX
+                        .iter()
+                        .find(|s| s.split('(').next() == Some(close))
+                        .unwrap_or(&close);
                     let written = match args {
                         Some(a) if syntax.contains('(') => format!("{close}({a})"),
                         _ => syntax.to_string(),
@@ -121,7 +134,10 @@ pub fn parse_action(text: &str) -> Result<Action, ActionError> {
                 }
                 None => valid_actions(),
             };
-            Err(ActionError { message: format!("unknown action `{text}`"), help })
+            Err(ActionError {
+                message: format!("unknown action `{text}`"),
+                help,
+            })
         }
     }
 }
@@ -134,42 +150,68 @@ fn count(arg: &str, syntax: &str) -> Result<u32, ActionError> {
 }
 
 fn partial(args: &str) -> Result<Action, ActionError> {
-    let syntax_help = || "write `partial(<prefix>, '<padding>', <suffix>)`, e.g. `partial(2, '***', 2)`".to_string();
+    let syntax_help = || {
+        "write `partial(<prefix>, '<padding>', <suffix>)`, e.g. `partial(2, '***', 2)`".to_string()
+    };
     let first_comma = args.find(',');
     let last_comma = args.rfind(',');
     let (Some(first), Some(last)) = (first_comma, last_comma) else {
-        return Err(ActionError { message: "partial needs three arguments".into(), help: syntax_help() });
+        return Err(ActionError {
+            message: "partial needs three arguments".into(),
+            help: syntax_help(),
+        });
     };
     if first == last {
-        return Err(ActionError { message: "partial needs three arguments".into(), help: syntax_help() });
+        return Err(ActionError {
+            message: "partial needs three arguments".into(),
+            help: syntax_help(),
+        });
     }
     let prefix = count(&args[..first], "partial(<prefix>, '<padding>', <suffix>)")?;
-    let suffix = count(&args[last + 1..], "partial(<prefix>, '<padding>', <suffix>)")?;
+    let suffix = count(
+        &args[last + 1..],
+        "partial(<prefix>, '<padding>', <suffix>)",
+    )?;
     let padding = args[first + 1..last].trim();
-    let inner = padding.strip_prefix('\'').and_then(|p| p.strip_suffix('\''));
+    let inner = padding
+        .strip_prefix('\'')
+        .and_then(|p| p.strip_suffix('\''));
     match inner {
-        Some(inner) if !inner.contains('\'') => Ok(Action::Partial { prefix, padding: inner.to_string(), suffix }),
+        Some(inner) if !inner.contains('\'') => Ok(Action::Partial {
+            prefix,
+            padding: inner.to_string(),
+            suffix,
+        }),
         _ => Err(ActionError {
-            message: format!("padding {padding} must be a single-quoted string without quotes inside"),
+            message: format!(
+                "padding {padding} must be a single-quoted string without quotes inside"
+            ),
             help: syntax_help(),
         }),
     }
 }
 
 fn constant(literal: &str) -> Result<Action, ActionError> {
-    let bad = || ActionError {
+    let bad = || {
+        ActionError {
         message: format!("`{}` is not a SQL literal", literal.trim()),
         help: "write a string such as constant('n/a'), a number such as constant(0), or constant(true)".into(),
+    }
     };
     let dialect = PostgreSqlDialect {};
-    let mut parser = Parser::new(&dialect).try_with_sql(literal).map_err(|_| bad())?;
+    let mut parser = Parser::new(&dialect)
+        .try_with_sql(literal)
+        .map_err(|_| bad())?;
     let expr = parser.parse_expr().map_err(|_| bad())?;
     if parser.peek_token().token != Token::EOF {
         return Err(bad());
     }
     let is_literal = match &expr {
         Expr::Value(_) => true,
-        Expr::UnaryOp { op: UnaryOperator::Minus, expr } => matches!(**expr, Expr::Value(_)),
+        Expr::UnaryOp {
+            op: UnaryOperator::Minus,
+            expr,
+        } => matches!(**expr, Expr::Value(_)),
         _ => false,
     };
     if !is_literal {
@@ -189,7 +231,11 @@ pub fn action_text(action: &Action) -> String {
         Action::MaskLast(n) => format!("mask.last({n})"),
         Action::MaskFirst(n) => format!("mask.first({n})"),
         Action::MaskInitial => "mask.initial".into(),
-        Action::Partial { prefix, padding, suffix } => format!("partial({prefix}, '{padding}', {suffix})"),
+        Action::Partial {
+            prefix,
+            padding,
+            suffix,
+        } => format!("partial({prefix}, '{padding}', {suffix})"),
         Action::Hash => "hash".into(),
         Action::Pseudonym => "pseudonym".into(),
         Action::Year => "year".into(),
@@ -215,19 +261,25 @@ pub const UNKNOWN_TYPE: &str = "unknown";
 
 pub fn type_family(data_type: &str) -> TypeFamily {
     let t = data_type.trim().to_ascii_lowercase();
-    let base = t.split('(').next().unwrap_or("").trim().trim_end_matches("[]");
+    let base = t
+        .split('(')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .trim_end_matches("[]");
     if t.ends_with("[]") {
         return TypeFamily::Other;
     }
     match base {
         "" | UNKNOWN_TYPE => TypeFamily::Unknown,
-        "text" | "character varying" | "varchar" | "character" | "char" | "bpchar" | "citext" | "name" => {
-            TypeFamily::Text
-        }
+        "text" | "character varying" | "varchar" | "character" | "char" | "bpchar" | "citext"
+        | "name" => TypeFamily::Text,
         "date" => TypeFamily::Date,
         b if b.starts_with("timestamp") => TypeFamily::Timestamp,
-        "smallint" | "integer" | "int" | "bigint" | "int2" | "int4" | "int8" | "numeric" | "decimal" | "real"
-        | "double precision" | "float4" | "float8" | "money" => TypeFamily::Number,
+        "smallint" | "integer" | "int" | "bigint" | "int2" | "int4" | "int8" | "numeric"
+        | "decimal" | "real" | "double precision" | "float4" | "float8" | "money" => {
+            TypeFamily::Number
+        }
         _ => TypeFamily::Other,
     }
 }
@@ -239,19 +291,31 @@ pub fn check_fits(action: &Action, data_type: &str) -> Result<(), String> {
         return Ok(());
     }
     let (fits, needs) = match action {
-        Action::MaskEmail | Action::MaskLast(_) | Action::MaskFirst(_) | Action::MaskInitial | Action::Partial { .. } => {
-            (family == TypeFamily::Text, "a text column (text, varchar, char)")
-        }
-        Action::Year | Action::Month => {
-            (matches!(family, TypeFamily::Date | TypeFamily::Timestamp), "a date or timestamp column")
-        }
-        Action::Bucket(_) => (family == TypeFamily::Number, "a numeric column (integer, bigint, numeric, ...)"),
+        Action::MaskEmail
+        | Action::MaskLast(_)
+        | Action::MaskFirst(_)
+        | Action::MaskInitial
+        | Action::Partial { .. } => (
+            family == TypeFamily::Text,
+            "a text column (text, varchar, char)",
+        ),
+        Action::Year | Action::Month => (
+            matches!(family, TypeFamily::Date | TypeFamily::Timestamp),
+            "a date or timestamp column",
+        ),
+        Action::Bucket(_) => (
+            family == TypeFamily::Number,
+            "a numeric column (integer, bigint, numeric, ...)",
+        ),
         _ => (true, ""),
     };
     if fits {
         Ok(())
     } else {
-        Err(format!("`{}` needs {needs}, but the column is `{data_type}`", action_text(action)))
+        Err(format!(
+            "`{}` needs {needs}, but the column is `{data_type}`",
+            action_text(action)
+        ))
     }
 }
 
@@ -282,14 +346,25 @@ mod tests {
             let action = parse_action(text).unwrap_or_else(|e| panic!("{text}: {e:?}"));
             assert_eq!(action_text(&action), text);
         }
-        assert_eq!(parse_action("partial(2, '', 0)"), Ok(Action::Partial { prefix: 2, padding: "".into(), suffix: 0 }));
+        assert_eq!(
+            parse_action("partial(2, '', 0)"),
+            Ok(Action::Partial {
+                prefix: 2,
+                padding: "".into(),
+                suffix: 0
+            })
+        );
     }
 
     #[test]
     fn a_misspelt_action_suggests_the_right_one_and_lists_all() {
         let err = parse_action("mask.lst(4)").unwrap_err();
         assert_eq!(err.message, "unknown action `mask.lst(4)`");
-        assert!(err.help.starts_with("did you mean `mask.last(4)`?"), "{}", err.help);
+        assert!(
+            err.help.starts_with("did you mean `mask.last(4)`?"),
+            "{}",
+            err.help
+        );
         assert!(err.help.contains("pseudonym"));
         let err = parse_action("pseudonim").unwrap_err();
         assert!(err.help.starts_with("did you mean `pseudonym`?"));
@@ -297,24 +372,62 @@ mod tests {
 
     #[test]
     fn malformed_arguments_are_refused_with_the_syntax() {
-        assert!(parse_action("mask.last").unwrap_err().help.contains("mask.last(<n>)"));
-        assert!(parse_action("mask.last(x)").unwrap_err().message.contains("not a whole number"));
-        assert!(parse_action("mask.last(4").unwrap_err().message.contains("unclosed"));
-        assert!(parse_action("show(1)").unwrap_err().message.contains("takes no arguments"));
+        assert!(
+            parse_action("mask.last")
+                .unwrap_err()
+                .help
+                .contains("mask.last(<n>)")
+        );
+        assert!(
+            parse_action("mask.last(x)")
+                .unwrap_err()
+                .message
+                .contains("not a whole number")
+        );
+        assert!(
+            parse_action("mask.last(4")
+                .unwrap_err()
+                .message
+                .contains("unclosed")
+        );
+        assert!(
+            parse_action("show(1)")
+                .unwrap_err()
+                .message
+                .contains("takes no arguments")
+        );
         assert!(parse_action("bucket(0)").is_err());
         assert!(parse_action("partial(1, 2)").is_err());
         assert!(parse_action("partial(1, x, 2)").is_err());
-        assert!(parse_action("constant(now())").unwrap_err().message.contains("not a SQL literal"));
+        assert!(
+            parse_action("constant(now())")
+                .unwrap_err()
+                .message
+                .contains("not a SQL literal")
+        );
         assert!(parse_action("constant('a'); drop table x").is_err());
-        assert!(parse_action("deny").unwrap_err().help.contains("deny = true"));
+        assert!(
+            parse_action("deny")
+                .unwrap_err()
+                .help
+                .contains("deny = true")
+        );
     }
 
     #[test]
     fn actions_are_checked_against_the_column_type() {
         assert!(check_fits(&Action::MaskEmail, "text").is_ok());
         assert!(check_fits(&Action::MaskLast(4), "character(16)").is_ok());
-        assert!(check_fits(&Action::MaskEmail, "date").unwrap_err().contains("needs a text column"));
-        assert!(check_fits(&Action::Year, "text").unwrap_err().contains("date or timestamp"));
+        assert!(
+            check_fits(&Action::MaskEmail, "date")
+                .unwrap_err()
+                .contains("needs a text column")
+        );
+        assert!(
+            check_fits(&Action::Year, "text")
+                .unwrap_err()
+                .contains("date or timestamp")
+        );
         assert!(check_fits(&Action::Year, "timestamp with time zone").is_ok());
         assert!(check_fits(&Action::Bucket(10), "numeric(12,2)").is_ok());
         assert!(check_fits(&Action::Bucket(10), "text").is_err());

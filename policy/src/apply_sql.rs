@@ -4,7 +4,9 @@
 //! passwords) never enter the text: steps carry a marker that the executor binds or fills in.
 //! Not for: running it (the proxy's `policy_apply` does, in one transaction).
 
-use crate::access::{Action, Catalog, ColumnAccess, RoleAccess, TableAccess, TableName, UnlistedTables, ViewAccess};
+use crate::access::{
+    Action, Catalog, ColumnAccess, RoleAccess, TableAccess, TableName, UnlistedTables, ViewAccess,
+};
 use crate::model::{OBJECT_PREFIX, PRIVATE_SCHEMA, Policy, Role};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -46,7 +48,10 @@ pub struct Step {
 
 impl Step {
     fn plain(sql: impl Into<String>) -> Self {
-        Self { sql: sql.into(), secret: None }
+        Self {
+            sql: sql.into(),
+            secret: None,
+        }
     }
 
     /// The statement as `--dry-run` prints it: secrets replaced by a placeholder.
@@ -55,9 +60,10 @@ impl Step {
             None => self.sql.clone(),
             Some(Secret::PseudonymKey) => self.sql.replace("$1", "'<pseudonym key, not shown>'"),
             Some(Secret::HashSalt) => self.sql.replace("$1", "'<hash salt, not shown>'"),
-            Some(Secret::LoginPassword(_)) => {
-                self.sql.replace(PASSWORD_MARKER, "'<generated, written to the credentials file>'")
-            }
+            Some(Secret::LoginPassword(_)) => self.sql.replace(
+                PASSWORD_MARKER,
+                "'<generated, written to the credentials file>'",
+            ),
         }
     }
 }
@@ -90,7 +96,12 @@ fn key_read(name: &str) -> String {
 }
 
 /// The SQL expression a view uses for a column under `action`; `None` for `Drop`.
-pub fn column_expression(table: &TableName, column: &str, data_type: &str, action: &Action) -> Option<String> {
+pub fn column_expression(
+    table: &TableName,
+    column: &str,
+    data_type: &str,
+    action: &Action,
+) -> Option<String> {
     let c = quote_ident(column);
     let text = format!("{c}::text");
     let expr = match action {
@@ -102,10 +113,18 @@ pub fn column_expression(table: &TableName, column: &str, data_type: &str, actio
             "CASE WHEN {c} IS NULL THEN NULL WHEN strpos({text}, '@') > 1 \
              THEN left({text}, 1) || '***' || substr({text}, strpos({text}, '@')) ELSE '***' END"
         ),
-        Action::MaskLast(n) => format!("repeat('*', greatest(length({text}) - {n}, 0)) || right({text}, {n})"),
-        Action::MaskFirst(n) => format!("left({text}, {n}) || repeat('*', greatest(length({text}) - {n}, 0))"),
+        Action::MaskLast(n) => {
+            format!("repeat('*', greatest(length({text}) - {n}, 0)) || right({text}, {n})")
+        }
+        Action::MaskFirst(n) => {
+            format!("left({text}, {n}) || repeat('*', greatest(length({text}) - {n}, 0))")
+        }
         Action::MaskInitial => format!("left({text}, 1) || '.'"),
-        Action::Partial { prefix, padding, suffix } => {
+        Action::Partial {
+            prefix,
+            padding,
+            suffix,
+        } => {
             let pad = quote_literal(padding);
             format!(
                 "CASE WHEN {c} IS NULL THEN NULL WHEN length({text}) > {} \
@@ -115,12 +134,20 @@ pub fn column_expression(table: &TableName, column: &str, data_type: &str, actio
         }
         Action::Hash => {
             let scope = quote_literal(&format!("{}.{}.{}:", table.schema, table.name, column));
-            format!("encode(sha256({} || convert_to({scope} || {text}, 'UTF8')), 'hex')", key_read("hash"))
+            format!(
+                "encode(sha256({} || convert_to({scope} || {text}, 'UTF8')), 'hex')",
+                key_read("hash")
+            )
         }
-        Action::Pseudonym => format!("encode(sha256({} || convert_to({text}, 'UTF8')), 'hex')", key_read("pseudonym")),
+        Action::Pseudonym => format!(
+            "encode(sha256({} || convert_to({text}, 'UTF8')), 'hex')",
+            key_read("pseudonym")
+        ),
         Action::Year => format!("CAST(date_trunc('year', {c}) AS {data_type})"),
         Action::Month => format!("CAST(date_trunc('month', {c}) AS {data_type})"),
-        Action::Bucket(width) => format!("CAST(floor({c}::numeric / {width}) * {width} AS {data_type})"),
+        Action::Bucket(width) => {
+            format!("CAST(floor({c}::numeric / {width}) * {width} AS {data_type})")
+        }
     };
     Some(format!("{expr} AS {c}"))
 }
@@ -137,32 +164,67 @@ pub fn view_steps(
     let types: BTreeMap<&str, &str> = catalog
         .tables
         .get(table)
-        .map(|cols| cols.iter().map(|c| (c.name.as_str(), c.data_type.as_str())).collect())
+        .map(|cols| {
+            cols.iter()
+                .map(|c| (c.name.as_str(), c.data_type.as_str()))
+                .collect()
+        })
         .unwrap_or_default();
     let select: Vec<String> = access
         .columns
         .iter()
-        .filter_map(|c| column_expression(table, &c.name, types.get(c.name.as_str()).copied().unwrap_or("text"), &c.action))
+        .filter_map(|c| {
+            column_expression(
+                table,
+                &c.name,
+                types.get(c.name.as_str()).copied().unwrap_or("text"),
+                &c.action,
+            )
+        })
         .collect();
     let view = format!("{}.{}", quote_ident(login), quote_ident(&access.view));
     let writes_through_filter = filter.is_some() && (access.writes.insert || access.writes.update);
-    let options = if writes_through_filter { "security_barrier = true, check_option = cascaded" } else { "security_barrier = true" };
-    let mut sql = format!("CREATE VIEW {view} WITH ({options}) AS SELECT {} FROM {}", select.join(", "), qualified(table));
+    let options = if writes_through_filter {
+        "security_barrier = true, check_option = cascaded"
+    } else {
+        "security_barrier = true"
+    };
+    let mut sql = format!(
+        "CREATE VIEW {view} WITH ({options}) AS SELECT {} FROM {}",
+        select.join(", "),
+        qualified(table)
+    );
     if let Some(filter) = filter {
         sql.push_str(&format!(" WHERE ({filter})"));
     }
     let who = quote_ident(login);
-    let mut steps = vec![Step::plain(sql), Step::plain(format!("GRANT SELECT ON {view} TO {who}"))];
-    let writable: Vec<String> =
-        access.columns.iter().filter(|c: &&ColumnAccess| c.writable).map(|c| quote_ident(&c.name)).collect();
+    let mut steps = vec![
+        Step::plain(sql),
+        Step::plain(format!("GRANT SELECT ON {view} TO {who}")),
+    ];
+    let writable: Vec<String> = access
+        .columns
+        .iter()
+        .filter(|c: &&ColumnAccess| c.writable)
+        .map(|c| quote_ident(&c.name))
+        .collect();
     if access.writes.insert && !writable.is_empty() {
-        steps.push(Step::plain(format!("GRANT INSERT ({}) ON {view} TO {who}", writable.join(", "))));
+        steps.push(Step::plain(format!(
+            "GRANT INSERT ({}) ON {view} TO {who}",
+            writable.join(", ")
+        )));
         for sequence in sequences {
-            steps.push(Step::plain(format!("GRANT USAGE ON SEQUENCE {} TO {who}", qualified(sequence))));
+            steps.push(Step::plain(format!(
+                "GRANT USAGE ON SEQUENCE {} TO {who}",
+                qualified(sequence)
+            )));
         }
     }
     if access.writes.update && !writable.is_empty() {
-        steps.push(Step::plain(format!("GRANT UPDATE ({}) ON {view} TO {who}", writable.join(", "))));
+        steps.push(Step::plain(format!(
+            "GRANT UPDATE ({}) ON {view} TO {who}",
+            writable.join(", ")
+        )));
     }
     if access.writes.delete {
         steps.push(Step::plain(format!("GRANT DELETE ON {view} TO {who}")));
@@ -186,7 +248,10 @@ pub fn apply_steps(
         }
     }
     let search_path: Vec<String> = schemas.iter().map(|s| quote_ident(s)).collect();
-    steps.push(Step::plain(format!("SET LOCAL search_path TO pg_catalog, {}", search_path.join(", "))));
+    steps.push(Step::plain(format!(
+        "SET LOCAL search_path TO pg_catalog, {}",
+        search_path.join(", ")
+    )));
     steps.extend(private_key_steps(options));
 
     let wanted: BTreeSet<String> = policy.restricted_roles().map(Role::login).collect();
@@ -197,17 +262,31 @@ pub fn apply_steps(
             ));
         }
     }
-    let stale = |name: &String, managed: bool| managed && !wanted.contains(name) && name != PRIVATE_SCHEMA;
-    for (schema, _) in live.schemas.iter().filter(|(s, managed)| stale(s, **managed)) {
-        steps.push(Step::plain(format!("DROP SCHEMA IF EXISTS {} CASCADE", quote_ident(schema))));
+    let stale =
+        |name: &String, managed: bool| managed && !wanted.contains(name) && name != PRIVATE_SCHEMA;
+    for (schema, _) in live
+        .schemas
+        .iter()
+        .filter(|(s, managed)| stale(s, **managed))
+    {
+        steps.push(Step::plain(format!(
+            "DROP SCHEMA IF EXISTS {} CASCADE",
+            quote_ident(schema)
+        )));
     }
-    for (login, _) in live.logins.iter().filter(|(l, managed)| stale(l, **managed)) {
+    for (login, _) in live
+        .logins
+        .iter()
+        .filter(|(l, managed)| stale(l, **managed))
+    {
         let who = quote_ident(login);
         steps.push(Step::plain(format!("DROP OWNED BY {who}")));
         steps.push(Step::plain(format!("DROP ROLE {who}")));
     }
     for role in policy.restricted_roles() {
-        let Some(role_access) = access.get(&role.name) else { continue };
+        let Some(role_access) = access.get(&role.name) else {
+            continue;
+        };
         steps.extend(login_steps(role, live, options));
         steps.extend(role_schema_steps(policy, role, role_access, live, &schemas));
     }
@@ -218,7 +297,9 @@ fn private_key_steps(options: &ApplyOptions) -> Vec<Step> {
     let keep = "ON CONFLICT (name) DO NOTHING";
     let replace = "ON CONFLICT (name) DO UPDATE SET key = EXCLUDED.key";
     let insert = |name: &str, conflict: &str, secret: Secret| Step {
-        sql: format!("INSERT INTO {PRIVATE_SCHEMA}.keys (name, key) VALUES ('{name}', $1) {conflict}"),
+        sql: format!(
+            "INSERT INTO {PRIVATE_SCHEMA}.keys (name, key) VALUES ('{name}', $1) {conflict}"
+        ),
         secret: Some(secret),
     };
     vec![
@@ -227,9 +308,19 @@ fn private_key_steps(options: &ApplyOptions) -> Vec<Step> {
         Step::plain(format!(
             "COMMENT ON SCHEMA {PRIVATE_SCHEMA} IS '{MANAGED_MARK} pseudonym key and hash salt, readable by the owner only'"
         )),
-        Step::plain(format!("CREATE TABLE IF NOT EXISTS {PRIVATE_SCHEMA}.keys (name text PRIMARY KEY, key bytea NOT NULL)")),
+        Step::plain(format!(
+            "CREATE TABLE IF NOT EXISTS {PRIVATE_SCHEMA}.keys (name text PRIMARY KEY, key bytea NOT NULL)"
+        )),
         Step::plain(format!("REVOKE ALL ON {PRIVATE_SCHEMA}.keys FROM PUBLIC")),
-        insert("pseudonym", if options.pseudonym_key_configured { replace } else { keep }, Secret::PseudonymKey),
+        insert(
+            "pseudonym",
+            if options.pseudonym_key_configured {
+                replace
+            } else {
+                keep
+            },
+            Secret::PseudonymKey,
+        ),
         insert("hash", keep, Secret::HashSalt),
     ]
 }
@@ -238,22 +329,36 @@ fn login_steps(role: &Role, live: &LiveState, options: &ApplyOptions) -> Vec<Ste
     let login = role.login();
     let who = quote_ident(&login);
     let mut steps = Vec::new();
-    let attributes = "LOGIN NOINHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS";
-    let with_password = |sql: String| Step { sql, secret: Some(Secret::LoginPassword(login.clone())) };
+    let attributes =
+        "LOGIN NOINHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS";
+    let with_password = |sql: String| Step {
+        sql,
+        secret: Some(Secret::LoginPassword(login.clone())),
+    };
     if !live.logins.contains_key(&login) {
-        steps.push(with_password(format!("CREATE ROLE {who} {attributes} PASSWORD {PASSWORD_MARKER}")));
+        steps.push(with_password(format!(
+            "CREATE ROLE {who} {attributes} PASSWORD {PASSWORD_MARKER}"
+        )));
     } else {
         steps.push(Step::plain(format!("ALTER ROLE {who} {attributes}")));
         if options.set_password.contains(&login) {
-            steps.push(with_password(format!("ALTER ROLE {who} PASSWORD {PASSWORD_MARKER}")));
+            steps.push(with_password(format!(
+                "ALTER ROLE {who} PASSWORD {PASSWORD_MARKER}"
+            )));
         }
     }
     let about = role.description.as_deref().unwrap_or("");
     steps.push(Step::plain(format!(
         "COMMENT ON ROLE {who} IS {}",
-        quote_literal(&format!("{MANAGED_MARK} login of policy role {} {about}", role.name).trim_end().to_string())
+        quote_literal(
+            &format!("{MANAGED_MARK} login of policy role {} {about}", role.name)
+                .trim_end()
+                .to_string()
+        )
     )));
-    steps.push(Step::plain(format!("ALTER ROLE {who} SET search_path TO {who}")));
+    steps.push(Step::plain(format!(
+        "ALTER ROLE {who} SET search_path TO {who}"
+    )));
     steps
 }
 
@@ -270,35 +375,59 @@ fn role_schema_steps(
     // Nothing direct on base tables: whatever was granted before goes, then only what the policy gives.
     for schema in schemas {
         let s = quote_ident(schema);
-        steps.push(Step::plain(format!("REVOKE ALL ON ALL TABLES IN SCHEMA {s} FROM {who}")));
-        steps.push(Step::plain(format!("REVOKE ALL ON ALL SEQUENCES IN SCHEMA {s} FROM {who}")));
+        steps.push(Step::plain(format!(
+            "REVOKE ALL ON ALL TABLES IN SCHEMA {s} FROM {who}"
+        )));
+        steps.push(Step::plain(format!(
+            "REVOKE ALL ON ALL SEQUENCES IN SCHEMA {s} FROM {who}"
+        )));
     }
     steps.push(Step::plain(format!("DROP SCHEMA IF EXISTS {who} CASCADE")));
     steps.push(Step::plain(format!("CREATE SCHEMA {who}")));
     steps.push(Step::plain(format!(
         "COMMENT ON SCHEMA {who} IS {}",
-        quote_literal(&format!("{MANAGED_MARK} views of policy role {}", role.name))
+        quote_literal(&format!(
+            "{MANAGED_MARK} views of policy role {}",
+            role.name
+        ))
     )));
-    steps.push(Step::plain(format!("REVOKE ALL ON SCHEMA {who} FROM PUBLIC")));
+    steps.push(Step::plain(format!(
+        "REVOKE ALL ON SCHEMA {who} FROM PUBLIC"
+    )));
     steps.push(Step::plain(format!("GRANT USAGE ON SCHEMA {who} TO {who}")));
     for (name, table_access) in &access.tables {
-        let TableAccess::View(view) = table_access else { continue };
+        let TableAccess::View(view) = table_access else {
+            continue;
+        };
         let filter = policy
             .table_by_name(name)
             .and_then(|t| role.rules.get(&t.key))
             .and_then(|r| r.filter.as_ref())
             .map(|f| f.sql.as_str());
         let sequences = live.sequences.get(name).map(Vec::as_slice).unwrap_or(&[]);
-        steps.extend(view_steps(&login, name, view, filter, &live.catalog, sequences));
+        steps.extend(view_steps(
+            &login,
+            name,
+            view,
+            filter,
+            &live.catalog,
+            sequences,
+        ));
     }
     if access.unlisted == UnlistedTables::Pass {
         for name in policy.unlisted_tables(&live.catalog) {
             if name.schema.starts_with(OBJECT_PREFIX) {
                 continue;
             }
-            steps.push(Step::plain(format!("GRANT SELECT, INSERT, UPDATE, DELETE ON {} TO {who}", qualified(name))));
+            steps.push(Step::plain(format!(
+                "GRANT SELECT, INSERT, UPDATE, DELETE ON {} TO {who}",
+                qualified(name)
+            )));
             for sequence in live.sequences.get(name).map(Vec::as_slice).unwrap_or(&[]) {
-                steps.push(Step::plain(format!("GRANT USAGE ON SEQUENCE {} TO {who}", qualified(sequence))));
+                steps.push(Step::plain(format!(
+                    "GRANT USAGE ON SEQUENCE {} TO {who}",
+                    qualified(sequence)
+                )));
             }
         }
     }

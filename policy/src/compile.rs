@@ -4,7 +4,8 @@
 //! reports drift. Not for: SQL (see `view_sql`) or parsing (see `model`).
 
 use crate::access::{
-    Action, Catalog, CatalogColumn, ColumnAccess, RoleAccess, TableAccess, TableName, UnlistedTables, ViewAccess, Writes,
+    Action, Catalog, CatalogColumn, ColumnAccess, RoleAccess, TableAccess, TableName,
+    UnlistedTables, ViewAccess, Writes,
 };
 use crate::action::{UNKNOWN_TYPE, check_fits};
 use crate::diagnostics::{Diagnostic, Diagnostics, suggest};
@@ -22,7 +23,10 @@ impl Policy {
                 .iter()
                 .map(|(name, c)| CatalogColumn {
                     name: name.clone(),
-                    data_type: c.data_type.clone().unwrap_or_else(|| UNKNOWN_TYPE.to_string()),
+                    data_type: c
+                        .data_type
+                        .clone()
+                        .unwrap_or_else(|| UNKNOWN_TYPE.to_string()),
                 })
                 .collect();
             tables.insert(table.name.clone(), columns);
@@ -33,7 +37,10 @@ impl Policy {
                 search_path.push(table.name.schema.clone());
             }
         }
-        Catalog { tables, search_path }
+        Catalog {
+            tables,
+            search_path,
+        }
     }
 
     /// Checks the policy against a live catalog. Errors: tables or columns the database lacks, actions that
@@ -52,10 +59,17 @@ impl Policy {
                 ));
                 continue;
             };
-            let live_type = |column: &str| live.iter().find(|c| c.name == column).map(|c| c.data_type.as_str());
+            let live_type = |column: &str| {
+                live.iter()
+                    .find(|c| c.name == column)
+                    .map(|c| c.data_type.as_str())
+            };
             let live_names: Vec<&str> = live.iter().map(|c| c.name.as_str()).collect();
             let missing = |column: &str| {
-                format!("column `{column}` does not exist in table `{}` of the database", table.name)
+                format!(
+                    "column `{column}` does not exist in table `{}` of the database",
+                    table.name
+                )
             };
             for (name, declared) in &table.columns {
                 match (live_type(name), &declared.data_type) {
@@ -67,29 +81,46 @@ impl Policy {
                     (Some(live), Some(ty)) if !same_type(live, ty) => out.push(self.error_at(
                         &declared.span,
                         format!("column `{name}` is declared `{ty}` but the database has `{live}`"),
-                        Some(format!("write type = \"{live}\", or remove the type to use the database's")),
+                        Some(format!(
+                            "write type = \"{live}\", or remove the type to use the database's"
+                        )),
                     )),
                     _ => {}
                 }
             }
             for role in self.roles.values() {
-                let Some(rule) = role.rules.get(&table.key) else { continue };
+                let Some(rule) = role.rules.get(&table.key) else {
+                    continue;
+                };
                 for (column, span) in rule.mentioned_columns() {
                     if live_type(column).is_none() && !table.columns.contains_key(column) {
-                        out.push(self.error_at(span, missing(column), Some(suggest(column, &live_names, "columns"))));
+                        out.push(self.error_at(
+                            span,
+                            missing(column),
+                            Some(suggest(column, &live_names, "columns")),
+                        ));
                     }
                 }
                 for (column, (action, span)) in &rule.actions {
                     if let Some(ty) = live_type(column) {
                         if let Err(message) = check_fits(action, ty) {
-                            out.push(self.error_at(span, message, Some("choose an action for the column's type".into())));
+                            out.push(self.error_at(
+                                span,
+                                message,
+                                Some("choose an action for the column's type".into()),
+                            ));
                         }
                     }
                 }
             }
         }
         for name in self.unlisted_tables(catalog) {
-            let span = self.tables.values().next().map(|t| t.span.clone()).unwrap_or(0..0);
+            let span = self
+                .tables
+                .values()
+                .next()
+                .map(|t| t.span.clone())
+                .unwrap_or(0..0);
             let mut note = self.error_at(
                 &span,
                 format!(
@@ -109,26 +140,44 @@ impl Policy {
 
     /// Compiles every role against `catalog`; fails with the errors of [`Policy::check_against`].
     pub fn compile(&self, catalog: &Catalog) -> Result<BTreeMap<String, RoleAccess>, Diagnostics> {
-        let errors: Vec<Diagnostic> = self.check_against(catalog).into_iter().filter(|d| d.is_error()).collect();
+        let errors: Vec<Diagnostic> = self
+            .check_against(catalog)
+            .into_iter()
+            .filter(|d| d.is_error())
+            .collect();
         if !errors.is_empty() {
             return Err(Diagnostics(errors));
         }
-        Ok(self.roles.values().map(|role| (role.name.clone(), self.role_access(role, catalog))).collect())
+        Ok(self
+            .roles
+            .values()
+            .map(|role| (role.name.clone(), self.role_access(role, catalog)))
+            .collect())
     }
 
     /// What `role` may do, given `catalog`. Tables the catalog lacks are left out (see `check_against`).
     pub fn role_access(&self, role: &Role, catalog: &Catalog) -> RoleAccess {
         let mut tables = BTreeMap::new();
         for table in self.tables.values() {
-            let Some(live) = catalog.tables.get(&table.name) else { continue };
+            let Some(live) = catalog.tables.get(&table.name) else {
+                continue;
+            };
             tables.insert(table.name.clone(), table_access(role, table, live));
         }
         RoleAccess {
             role: role.name.clone(),
             unrestricted: role.unrestricted,
-            view_schema: if role.unrestricted { String::new() } else { role.login() },
+            view_schema: if role.unrestricted {
+                String::new()
+            } else {
+                role.login()
+            },
             tables,
-            unlisted: if role.unrestricted { UnlistedTables::Pass } else { self.settings.unlisted_tables },
+            unlisted: if role.unrestricted {
+                UnlistedTables::Pass
+            } else {
+                self.settings.unlisted_tables
+            },
             allowed_functions: role.functions.iter().cloned().collect(),
         }
     }
@@ -140,22 +189,46 @@ impl Policy {
 
     /// The tables of `catalog` that the policy does not name (they follow `settings.unlisted_tables`).
     pub fn unlisted_tables<'c>(&self, catalog: &'c Catalog) -> Vec<&'c TableName> {
-        catalog.tables.keys().filter(|name| self.table_by_name(name).is_none()).collect()
+        catalog
+            .tables
+            .keys()
+            .filter(|name| self.table_by_name(name).is_none())
+            .collect()
     }
 }
 
 fn table_access(role: &Role, table: &Table, live: &[CatalogColumn]) -> TableAccess {
-    let categories = || -> BTreeSet<_> { live.iter().filter_map(|c| table.category(&c.name)).collect() };
+    let categories = || -> BTreeSet<_> {
+        live.iter()
+            .filter_map(|c| table.category(&c.name))
+            .collect()
+    };
     if role.unrestricted {
         let columns = live
             .iter()
-            .map(|c| ColumnAccess { name: c.name.clone(), category: table.category(&c.name), action: Action::Show, writable: true })
+            .map(|c| ColumnAccess {
+                name: c.name.clone(),
+                category: table.category(&c.name),
+                action: Action::Show,
+                writable: true,
+            })
             .collect();
-        let writes = Writes { insert: true, update: true, delete: true };
-        return TableAccess::View(ViewAccess { view: table.name.name.clone(), columns, filtered: false, writes });
+        let writes = Writes {
+            insert: true,
+            update: true,
+            delete: true,
+        };
+        return TableAccess::View(ViewAccess {
+            view: table.name.name.clone(),
+            columns,
+            filtered: false,
+            writes,
+        });
     }
     let Some(rule) = role.rules.get(&table.key).filter(|r| !r.deny) else {
-        return TableAccess::Denied { categories: categories() };
+        return TableAccess::Denied {
+            categories: categories(),
+        };
     };
     let may_set = rule.writes.insert || rule.writes.update;
     let columns = live
@@ -164,7 +237,12 @@ fn table_access(role: &Role, table: &Table, live: &[CatalogColumn]) -> TableAcce
             let category = table.category(&c.name);
             let action = rule.action_for(&c.name, category);
             let writable = may_set && action.is_show();
-            ColumnAccess { name: c.name.clone(), category, action, writable }
+            ColumnAccess {
+                name: c.name.clone(),
+                category,
+                action,
+                writable,
+            }
         })
         .collect();
     TableAccess::View(ViewAccess {
@@ -198,7 +276,11 @@ fn same_type(live: &str, declared: &str) -> bool {
             Some(i) => (t[..i].trim().to_string(), t[i..].to_string()),
             None => (t.clone(), String::new()),
         };
-        let base = aliases.iter().find(|(a, _)| *a == base).map(|(_, b)| b.to_string()).unwrap_or(base);
+        let base = aliases
+            .iter()
+            .find(|(a, _)| *a == base)
+            .map(|(_, b)| b.to_string())
+            .unwrap_or(base);
         format!("{base}{rest}")
     }
     canonical(live) == canonical(declared)

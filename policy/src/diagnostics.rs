@@ -37,7 +37,11 @@ impl fmt::Display for Diagnostic {
             Severity::Error => "error",
             Severity::Warning => "warning",
         };
-        write!(f, "{}:{}:{}: {level}: {}", self.file, self.line, self.column, self.message)?;
+        write!(
+            f,
+            "{}:{}:{}: {level}: {}",
+            self.file, self.line, self.column, self.message
+        )?;
         if let Some(help) = &self.help {
             write!(f, "\n  help: {help}")?;
         }
@@ -83,7 +87,12 @@ impl<'a> Source<'a> {
         (line, column)
     }
 
-    pub fn error(&self, span: Range<usize>, message: impl Into<String>, help: Option<String>) -> Diagnostic {
+    pub fn error(
+        &self,
+        span: Range<usize>,
+        message: impl Into<String>,
+        help: Option<String>,
+    ) -> Diagnostic {
         let (line, column) = self.line_column(span.start);
         Diagnostic {
             file: self.file.to_string(),
@@ -97,7 +106,10 @@ impl<'a> Source<'a> {
 }
 
 /// The closest candidate to `word` if it is close enough to be a likely typo.
-pub fn did_you_mean<'c>(word: &str, candidates: impl IntoIterator<Item = &'c str>) -> Option<&'c str> {
+pub fn did_you_mean<'c>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'c str>,
+) -> Option<&'c str> {
     let limit = (word.chars().count() / 3).max(1) + 1;
     candidates
         .into_iter()
@@ -109,7 +121,11 @@ pub fn did_you_mean<'c>(word: &str, candidates: impl IntoIterator<Item = &'c str
 
 /// A help text: "did you mean `x`?" when one is close, then the valid values.
 pub fn suggest(word: &str, candidates: &[&str], what: &str) -> String {
-    let list = candidates.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ");
+    let list = candidates
+        .iter()
+        .map(|c| format!("`{c}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
     match did_you_mean(word, candidates.iter().copied()) {
         Some(close) => format!("did you mean `{close}`? valid {what}: {list}"),
         None if candidates.is_empty() => format!("no {what} are defined"),
@@ -146,7 +162,10 @@ mod tests {
 
     #[test]
     fn suggestions_pick_the_closest_valid_value() {
-        assert_eq!(did_you_mean("mask.lst", ["mask.last", "mask.first", "show"]), Some("mask.last"));
+        assert_eq!(
+            did_you_mean("mask.lst", ["mask.last", "mask.first", "show"]),
+            Some("mask.last")
+        );
         assert_eq!(did_you_mean("zzzzzz", ["show", "drop"]), None);
         assert!(suggest("shw", &["show", "drop"], "actions").starts_with("did you mean `show`?"));
     }

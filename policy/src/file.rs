@@ -83,7 +83,10 @@ impl<'de> Deserialize<'de> for ColumnFile {
             }
             fn visit_str<E: de::Error>(self, value: &str) -> Result<ColumnFile, E> {
                 // The span of a bare string is the span of the whole value, which `Spanned<ColumnFile>` keeps.
-                Ok(ColumnFile { category: Some(Spanned::new(0..0, value.to_string())), data_type: None })
+                Ok(ColumnFile {
+                    category: Some(Spanned::new(0..0, value.to_string())),
+                    data_type: None,
+                })
             }
             fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<ColumnFile, M::Error> {
                 let mut column = ColumnFile::default();
@@ -91,7 +94,9 @@ impl<'de> Deserialize<'de> for ColumnFile {
                     match key.as_str() {
                         "category" => column.category = Some(map.next_value()?),
                         "type" => column.data_type = Some(map.next_value()?),
-                        other => return Err(de::Error::unknown_field(other, &["category", "type"])),
+                        other => {
+                            return Err(de::Error::unknown_field(other, &["category", "type"]));
+                        }
                     }
                 }
                 Ok(column)

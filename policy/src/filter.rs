@@ -5,7 +5,8 @@
 //! (PostgreSQL does that when `policy apply` creates the view, `policy check --upstream` asks it).
 
 use sqlparser::ast::{
-    Expr, FunctionArg, FunctionArgExpr, FunctionArguments, ObjectNamePart, Spanned, Value, visit_expressions_mut,
+    Expr, FunctionArg, FunctionArgExpr, FunctionArguments, ObjectNamePart, Spanned, Value,
+    visit_expressions_mut,
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
@@ -38,12 +39,19 @@ pub fn attribute_setting(namespace: &str, name: &str) -> String {
 
 /// The SQL expression that reads attribute `name` (NULL when the session does not have it).
 pub fn attribute_read_sql(namespace: &str, name: &str) -> String {
-    format!("NULLIF(current_setting('{}', true), '')", attribute_setting(namespace, name))
+    format!(
+        "NULLIF(current_setting('{}', true), '')",
+        attribute_setting(namespace, name)
+    )
 }
 
 /// Parses `text` as a boolean SQL expression and replaces each `attr('name')` with a read of the
 /// setting; `declared` are the attributes the role declares.
-pub fn compile_filter(text: &str, namespace: &str, declared: &[String]) -> Result<CompiledFilter, FilterError> {
+pub fn compile_filter(
+    text: &str,
+    namespace: &str,
+    declared: &[String],
+) -> Result<CompiledFilter, FilterError> {
     let dialect = PostgreSqlDialect {};
     let mut expr = Parser::new(&dialect)
         .try_with_sql(text)
@@ -73,7 +81,9 @@ pub fn compile_filter(text: &str, namespace: &str, declared: &[String]) -> Resul
     let mut attributes = BTreeSet::new();
     let mut failure = None;
     let _ = visit_expressions_mut(&mut expr, |e| {
-        let Expr::Function(function) = &*e else { return ControlFlow::Continue(()) };
+        let Expr::Function(function) = &*e else {
+            return ControlFlow::Continue(());
+        };
         let is_attr = matches!(function.name.0.as_slice(),
             [ObjectNamePart::Identifier(ident)] if ident.value.eq_ignore_ascii_case("attr"));
         if !is_attr {
@@ -87,13 +97,15 @@ pub fn compile_filter(text: &str, namespace: &str, declared: &[String]) -> Resul
             column: location.column.max(1) as usize,
         };
         let name = match &function.args {
-            FunctionArguments::List(list) if list.args.len() == 1 && list.clauses.is_empty() => match &list.args[0] {
-                FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(v))) => match &v.value {
-                    Value::SingleQuotedString(name) => Some(name.clone()),
+            FunctionArguments::List(list) if list.args.len() == 1 && list.clauses.is_empty() => {
+                match &list.args[0] {
+                    FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(v))) => match &v.value {
+                        Value::SingleQuotedString(name) => Some(name.clone()),
+                        _ => None,
+                    },
                     _ => None,
-                },
-                _ => None,
-            },
+                }
+            }
             _ => None,
         };
         let Some(name) = name else {
@@ -117,7 +129,10 @@ pub fn compile_filter(text: &str, namespace: &str, declared: &[String]) -> Resul
         match parse_read(namespace, &name) {
             Some(read) => *e = read,
             None => {
-                failure = Some(fail(format!("attribute name `{name}` is not valid"), "use letters, digits and _".into()));
+                failure = Some(fail(
+                    format!("attribute name `{name}` is not valid"),
+                    "use letters, digits and _".into(),
+                ));
                 return ControlFlow::Break(());
             }
         }
@@ -127,7 +142,10 @@ pub fn compile_filter(text: &str, namespace: &str, declared: &[String]) -> Resul
     if let Some(failure) = failure {
         return Err(failure);
     }
-    Ok(CompiledFilter { sql: expr.to_string(), attributes })
+    Ok(CompiledFilter {
+        sql: expr.to_string(),
+        attributes,
+    })
 }
 
 fn parse_read(namespace: &str, name: &str) -> Option<Expr> {
@@ -135,7 +153,11 @@ fn parse_read(namespace: &str, name: &str) -> Option<Expr> {
         return None;
     }
     let dialect = PostgreSqlDialect {};
-    Parser::new(&dialect).try_with_sql(&attribute_read_sql(namespace, name)).ok()?.parse_expr().ok()
+    Parser::new(&dialect)
+        .try_with_sql(&attribute_read_sql(namespace, name))
+        .ok()?
+        .parse_expr()
+        .ok()
 }
 
 /// Splits sqlparser's " at Line: 3, Column: 7" suffix off a message.
@@ -163,7 +185,10 @@ mod tests {
     #[test]
     fn attributes_compile_to_setting_reads() {
         let f = compile_filter("region = attr('region')", "maschera", &declared()).unwrap();
-        assert_eq!(f.sql, "region = NULLIF(current_setting('maschera.region', true), '')");
+        assert_eq!(
+            f.sql,
+            "region = NULLIF(current_setting('maschera.region', true), '')"
+        );
         assert_eq!(f.attributes.into_iter().collect::<Vec<_>>(), ["region"]);
     }
 
@@ -184,7 +209,11 @@ mod tests {
     #[test]
     fn a_filter_that_does_not_parse_says_where() {
         let err = compile_filter("region = = 'north'", "maschera", &declared()).unwrap_err();
-        assert!(err.message.starts_with("row filter does not parse"), "{}", err.message);
+        assert!(
+            err.message.starts_with("row filter does not parse"),
+            "{}",
+            err.message
+        );
         assert_eq!((err.line, err.column), (1, 10));
         let err = compile_filter("true; DROP TABLE contacts", "maschera", &declared()).unwrap_err();
         assert_eq!((err.line, err.column), (1, 5));

@@ -79,7 +79,10 @@ pub struct Table {
 impl Table {
     /// The category of a column: its own, else the table's.
     pub fn category(&self, column: &str) -> Option<Category> {
-        self.columns.get(column).and_then(|c| c.category).or(self.personal)
+        self.columns
+            .get(column)
+            .and_then(|c| c.category)
+            .or(self.personal)
     }
 }
 
@@ -123,7 +126,10 @@ impl Rule {
 
     /// Every column name the rule mentions, with where.
     pub fn mentioned_columns(&self) -> impl Iterator<Item = (&str, &Span)> {
-        self.show.iter().map(|(c, s)| (c.as_str(), s)).chain(self.actions.iter().map(|(c, (_, s))| (c.as_str(), s)))
+        self.show
+            .iter()
+            .map(|(c, s)| (c.as_str(), s))
+            .chain(self.actions.iter().map(|(c, (_, s))| (c.as_str(), s)))
     }
 }
 
@@ -143,24 +149,45 @@ impl Policy {
     /// Parses and validates a policy file; `file` is the name used in diagnostics.
     pub fn parse(file: &str, text: &str) -> Result<Policy, Diagnostics> {
         let source = Source::new(file, text);
-        let raw: PolicyFile = toml::from_str(text).map_err(|err| Diagnostics(vec![toml_error(&source, &err)]))?;
-        let mut v = Validator { source: &source, errors: Vec::new() };
+        let raw: PolicyFile =
+            toml::from_str(text).map_err(|err| Diagnostics(vec![toml_error(&source, &err)]))?;
+        let mut v = Validator {
+            source: &source,
+            errors: Vec::new(),
+        };
         let settings = v.settings(&raw);
-        let tables: BTreeMap<String, Table> =
-            raw.tables.iter().filter_map(|(key, table)| v.table(key, table).map(|t| (t.key.clone(), t))).collect();
+        let tables: BTreeMap<String, Table> = raw
+            .tables
+            .iter()
+            .filter_map(|(key, table)| v.table(key, table).map(|t| (t.key.clone(), t)))
+            .collect();
         let roles = raw
             .roles
             .iter()
-            .filter_map(|(key, role)| v.role(key, role, &tables, &settings).map(|r| (r.name.clone(), r)))
+            .filter_map(|(key, role)| {
+                v.role(key, role, &tables, &settings)
+                    .map(|r| (r.name.clone(), r))
+            })
             .collect();
         if !v.errors.is_empty() {
             return Err(Diagnostics(v.errors));
         }
-        Ok(Policy { file: file.to_string(), text: text.to_string(), settings, roles, tables })
+        Ok(Policy {
+            file: file.to_string(),
+            text: text.to_string(),
+            settings,
+            roles,
+            tables,
+        })
     }
 
     /// A diagnostic at a span of this policy's file.
-    pub fn error_at(&self, span: &Span, message: impl Into<String>, help: Option<String>) -> Diagnostic {
+    pub fn error_at(
+        &self,
+        span: &Span,
+        message: impl Into<String>,
+        help: Option<String>,
+    ) -> Diagnostic {
         Source::new(&self.file, &self.text).error(span.clone(), message, help)
     }
 
@@ -181,7 +208,11 @@ fn toml_error(source: &Source, err: &toml::de::Error) -> Diagnostic {
     if let Some(rest) = message.strip_prefix("unknown field `") {
         if let Some((field, expected)) = rest.split_once('`') {
             let valid: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
-            return source.error(span, format!("unknown key `{field}`"), Some(suggest(field, &valid, "keys")));
+            return source.error(
+                span,
+                format!("unknown key `{field}`"),
+                Some(suggest(field, &valid, "keys")),
+            );
         }
     }
     source.error(span, format!("not a valid policy file: {message}"), None)
@@ -194,12 +225,18 @@ struct Validator<'a> {
 
 impl Validator<'_> {
     fn error(&mut self, span: Span, message: impl Into<String>, help: impl Into<Option<String>>) {
-        self.errors.push(self.source.error(span, message, help.into()));
+        self.errors
+            .push(self.source.error(span, message, help.into()));
     }
 
     fn settings(&mut self, raw: &PolicyFile) -> Settings {
-        let mut settings = Settings { unlisted_tables: UnlistedTables::Deny, attribute_namespace: "maschera".into() };
-        let Some(file) = &raw.settings else { return settings };
+        let mut settings = Settings {
+            unlisted_tables: UnlistedTables::Deny,
+            attribute_namespace: "maschera".into(),
+        };
+        let Some(file) = &raw.settings else {
+            return settings;
+        };
         if let Some(value) = &file.unlisted_tables {
             match value.get_ref().as_str() {
                 "deny" => settings.unlisted_tables = UnlistedTables::Deny,
@@ -217,7 +254,10 @@ impl Validator<'_> {
             } else {
                 self.error(
                     ns.span(),
-                    format!("attribute namespace `{}` is not a plain identifier", ns.get_ref()),
+                    format!(
+                        "attribute namespace `{}` is not a plain identifier",
+                        ns.get_ref()
+                    ),
                     "use lower-case letters, digits and _, e.g. `maschera`".to_string(),
                 );
             }
@@ -228,7 +268,11 @@ impl Validator<'_> {
     fn category(&mut self, value: &str, span: Span) -> Option<Category> {
         let category = Category::parse(value);
         if category.is_none() {
-            self.error(span, format!("unknown category `{value}`"), suggest(value, &category_names(), "categories"));
+            self.error(
+                span,
+                format!("unknown category `{value}`"),
+                suggest(value, &category_names(), "categories"),
+            );
         }
         category
     }
@@ -246,19 +290,39 @@ impl Validator<'_> {
             }
             (Some((schema, name)), None) => TableName::new(schema, name),
             (None, schema) => TableName::new(
-                schema.as_ref().map(|s| s.get_ref().clone()).unwrap_or_else(|| "public".into()),
+                schema
+                    .as_ref()
+                    .map(|s| s.get_ref().clone())
+                    .unwrap_or_else(|| "public".into()),
                 key.get_ref().clone(),
             ),
         };
         if name.schema.starts_with(OBJECT_PREFIX) {
-            self.error(key.span(), format!("schema `{}` is reserved for Maschera's own objects", name.schema), None);
+            self.error(
+                key.span(),
+                format!(
+                    "schema `{}` is reserved for Maschera's own objects",
+                    name.schema
+                ),
+                None,
+            );
         }
-        let personal = t.personal.as_ref().and_then(|p| self.category(p.get_ref(), p.span()));
+        let personal = t
+            .personal
+            .as_ref()
+            .and_then(|p| self.category(p.get_ref(), p.span()));
         let mut columns = BTreeMap::new();
         for (column, declared) in &t.columns {
-            let ColumnFile { category, data_type } = declared.get_ref();
+            let ColumnFile {
+                category,
+                data_type,
+            } = declared.get_ref();
             let category = category.as_ref().and_then(|c| {
-                let span = if c.span() == (0..0) { declared.span() } else { c.span() };
+                let span = if c.span() == (0..0) {
+                    declared.span()
+                } else {
+                    c.span()
+                };
                 self.category(c.get_ref(), span)
             });
             if declared.get_ref().category.is_none() && data_type.is_none() {
@@ -270,7 +334,11 @@ impl Validator<'_> {
             }
             if let Some(ty) = data_type {
                 if ty.get_ref().trim().is_empty() {
-                    self.error(ty.span(), "empty column type", "write a PostgreSQL type such as `date`".to_string());
+                    self.error(
+                        ty.span(),
+                        "empty column type",
+                        "write a PostgreSQL type such as `date`".to_string(),
+                    );
                 }
             }
             columns.insert(
@@ -282,7 +350,13 @@ impl Validator<'_> {
                 },
             );
         }
-        Some(Table { key: key.get_ref().clone(), name, personal, columns, span: key.span() })
+        Some(Table {
+            key: key.get_ref().clone(),
+            name,
+            personal,
+            columns,
+            span: key.span(),
+        })
     }
 
     fn role(
@@ -298,13 +372,22 @@ impl Validator<'_> {
             self.error(
                 key.span(),
                 format!("role name `{name}` is not a plain identifier of at most 54 characters"),
-                "use lower-case letters, digits and _ (it becomes the login `maschera_<role>`)".to_string(),
+                "use lower-case letters, digits and _ (it becomes the login `maschera_<role>`)"
+                    .to_string(),
             );
         }
         if name == "private" {
-            self.error(key.span(), "role name `private` is reserved (schema maschera_private)", None);
+            self.error(
+                key.span(),
+                "role name `private` is reserved (schema maschera_private)",
+                None,
+            );
         }
-        let unrestricted = r.unrestricted.as_ref().map(|u| *u.get_ref()).unwrap_or(false);
+        let unrestricted = r
+            .unrestricted
+            .as_ref()
+            .map(|u| *u.get_ref())
+            .unwrap_or(false);
         if unrestricted {
             if let Some((table, _)) = r.tables.iter().next() {
                 self.error(
@@ -318,9 +401,17 @@ impl Validator<'_> {
         for attribute in &r.attributes {
             let a = attribute.get_ref();
             if !is_identifier(a) {
-                self.error(attribute.span(), format!("attribute `{a}` is not a plain identifier"), None);
+                self.error(
+                    attribute.span(),
+                    format!("attribute `{a}` is not a plain identifier"),
+                    None,
+                );
             } else if attributes.contains(a) {
-                self.error(attribute.span(), format!("attribute `{a}` is listed twice"), None);
+                self.error(
+                    attribute.span(),
+                    format!("attribute `{a}` is listed twice"),
+                    None,
+                );
             } else {
                 attributes.push(a.clone());
             }
@@ -339,8 +430,15 @@ impl Validator<'_> {
                 let known: Vec<&str> = tables.keys().map(String::as_str).collect();
                 self.error(
                     table_key.span(),
-                    format!("role `{name}` has a rule for table `{}`, which [tables] does not declare", table_key.get_ref()),
-                    format!("declare it under [tables.{}]; {}", table_key.get_ref(), suggest(table_key.get_ref(), &known, "tables")),
+                    format!(
+                        "role `{name}` has a rule for table `{}`, which [tables] does not declare",
+                        table_key.get_ref()
+                    ),
+                    format!(
+                        "declare it under [tables.{}]; {}",
+                        table_key.get_ref(),
+                        suggest(table_key.get_ref(), &known, "tables")
+                    ),
                 );
                 continue;
             };
@@ -380,14 +478,29 @@ impl Validator<'_> {
         false
     }
 
-    fn rule(&mut self, table: &Table, rule: &Spanned<RuleFile>, attributes: &[String], settings: &Settings) -> Option<Rule> {
+    fn rule(
+        &mut self,
+        table: &Table,
+        rule: &Spanned<RuleFile>,
+        attributes: &[String],
+        settings: &Settings,
+    ) -> Option<Rule> {
         let r = rule.get_ref();
         let deny = r.deny.as_ref().map(|d| *d.get_ref()).unwrap_or(false);
-        if deny && (!r.show.is_empty() || !r.columns.is_empty() || r.filter.is_some() || !r.writes.is_empty()) {
+        if deny
+            && (!r.show.is_empty()
+                || !r.columns.is_empty()
+                || r.filter.is_some()
+                || !r.writes.is_empty())
+        {
             self.error(
                 rule.span(),
-                format!("the rule for `{}` denies the table and also gives columns, a filter or writes", table.key),
-                "a denied table takes no other settings: remove them or remove `deny = true`".to_string(),
+                format!(
+                    "the rule for `{}` denies the table and also gives columns, a filter or writes",
+                    table.key
+                ),
+                "a denied table takes no other settings: remove them or remove `deny = true`"
+                    .to_string(),
             );
         }
         let mut show_all = false;
@@ -407,15 +520,28 @@ impl Validator<'_> {
             if show.iter().any(|(c, _)| c == column.get_ref()) {
                 self.error(
                     column.span(),
-                    format!("column `{}` is both in `show` and in `columns`", column.get_ref()),
-                    "keep one: `show` for the plain value, `columns` for another action".to_string(),
+                    format!(
+                        "column `{}` is both in `show` and in `columns`",
+                        column.get_ref()
+                    ),
+                    "keep one: `show` for the plain value, `columns` for another action"
+                        .to_string(),
                 );
             }
             match parse_action(action.get_ref()) {
                 Ok(parsed) => {
-                    let declared = table.columns.get(column.get_ref()).and_then(|c| c.data_type.as_deref());
-                    if let Err(message) = check_fits(&parsed, declared.unwrap_or(crate::action::UNKNOWN_TYPE)) {
-                        self.error(action.span(), message, "choose an action for the column's type".to_string());
+                    let declared = table
+                        .columns
+                        .get(column.get_ref())
+                        .and_then(|c| c.data_type.as_deref());
+                    if let Err(message) =
+                        check_fits(&parsed, declared.unwrap_or(crate::action::UNKNOWN_TYPE))
+                    {
+                        self.error(
+                            action.span(),
+                            message,
+                            "choose an action for the column's type".to_string(),
+                        );
                     }
                     actions.insert(column.get_ref().clone(), (parsed, action.span()));
                 }
@@ -426,7 +552,13 @@ impl Validator<'_> {
             match compile_filter(f.get_ref(), &settings.attribute_namespace, attributes) {
                 Ok(compiled) => Some(compiled),
                 Err(err) => {
-                    let at = position_in_string(self.source.text, f.span(), f.get_ref(), err.line, err.column);
+                    let at = position_in_string(
+                        self.source.text,
+                        f.span(),
+                        f.get_ref(),
+                        err.line,
+                        err.column,
+                    );
                     self.error(at..at, err.message, err.help);
                     None
                 }
@@ -445,7 +577,16 @@ impl Validator<'_> {
                 ),
             }
         }
-        Some(Rule { table: table.key.clone(), deny, show_all, show, actions, filter, writes, span: rule.span() })
+        Some(Rule {
+            table: table.key.clone(),
+            deny,
+            show_all,
+            show,
+            actions,
+            filter,
+            writes,
+            span: rule.span(),
+        })
     }
 }
 
@@ -453,7 +594,11 @@ impl Validator<'_> {
 /// without escapes (so offsets match); otherwise the start of the value.
 fn position_in_string(text: &str, span: Span, value: &str, line: usize, column: usize) -> usize {
     let raw = text.get(span.clone()).unwrap_or("");
-    let quote = if raw.starts_with("\"\"\"") || raw.starts_with("'''") { 3 } else { 1 };
+    let quote = if raw.starts_with("\"\"\"") || raw.starts_with("'''") {
+        3
+    } else {
+        1
+    };
     if raw.len() < 2 * quote {
         return span.start;
     }
@@ -471,7 +616,11 @@ fn position_in_string(text: &str, span: Span, value: &str, line: usize, column: 
     let mut offset = 0;
     for (i, l) in value.split('\n').enumerate() {
         if i + 1 == line {
-            let col: usize = l.chars().take(column.saturating_sub(1)).map(char::len_utf8).sum();
+            let col: usize = l
+                .chars()
+                .take(column.saturating_sub(1))
+                .map(char::len_utf8)
+                .sum();
             return start + offset + col;
         }
         offset += l.len() + 1;

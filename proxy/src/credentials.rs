@@ -35,9 +35,12 @@ impl Credentials {
     /// Reads the file; a missing file is an empty set of logins.
     pub fn load(path: &Path) -> Result<Credentials> {
         match std::fs::read_to_string(path) {
-            Ok(text) => toml::from_str(&text).with_context(|| format!("reading credentials file {}", path.display())),
+            Ok(text) => toml::from_str(&text)
+                .with_context(|| format!("reading credentials file {}", path.display())),
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(Credentials::default()),
-            Err(err) => Err(err).with_context(|| format!("reading credentials file {}", path.display())),
+            Err(err) => {
+                Err(err).with_context(|| format!("reading credentials file {}", path.display()))
+            }
         }
     }
 
@@ -52,7 +55,10 @@ impl Credentials {
             "# Logins of the policy roles, written by `maschera policy apply`. Keep secret (mode 0600).\n{}",
             toml::to_string(self)?
         );
-        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         let mut file = tempfile::Builder::new()
             .prefix(".credentials-")
             .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
@@ -60,7 +66,8 @@ impl Credentials {
             .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
         file.write_all(text.as_bytes())?;
         file.as_file().sync_all()?;
-        file.persist(path).with_context(|| format!("writing credentials file {}", path.display()))?;
+        file.persist(path)
+            .with_context(|| format!("writing credentials file {}", path.display()))?;
         Ok(())
     }
 }
@@ -69,7 +76,9 @@ impl Credentials {
 pub fn generate_password() -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::rng();
-    (0..32).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
+    (0..32)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
 }
 
 #[cfg(test)]
@@ -83,12 +92,22 @@ mod tests {
         let path = dir.path().join("logins.toml");
         assert_eq!(Credentials::load(&path).unwrap(), Credentials::default());
         let mut creds = Credentials::default();
-        creds.logins.insert("sales".into(), Login { user: "maschera_sales".into(), password: generate_password() });
+        creds.logins.insert(
+            "sales".into(),
+            Login {
+                user: "maschera_sales".into(),
+                password: generate_password(),
+            },
+        );
         creds.save(&path).unwrap();
         assert_eq!(Credentials::load(&path).unwrap(), creds);
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        assert!(std::fs::read_to_string(&path).unwrap().contains("[logins.sales]"));
+        assert!(
+            std::fs::read_to_string(&path)
+                .unwrap()
+                .contains("[logins.sales]")
+        );
     }
 
     #[test]

@@ -13,8 +13,9 @@ use tokio_postgres::Client;
 
 /// Connects to the upstream database (no TLS) and drives the connection in the background.
 pub async fn connect(url: &str) -> Result<Client> {
-    let (client, connection) =
-        tokio_postgres::connect(url, tokio_postgres::NoTls).await.context("connecting to the upstream database")?;
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .context("connecting to the upstream database")?;
     tokio::spawn(async move {
         if let Err(err) = connection.await {
             tracing::warn!(%err, "upstream connection ended");
@@ -44,13 +45,25 @@ pub async fn read_catalog(client: &Client) -> Result<Catalog> {
     let mut tables: BTreeMap<TableName, Vec<CatalogColumn>> = BTreeMap::new();
     for row in rows {
         tables
-            .entry(TableName::new(row.get::<_, String>(0), row.get::<_, String>(1)))
+            .entry(TableName::new(
+                row.get::<_, String>(0),
+                row.get::<_, String>(1),
+            ))
             .or_default()
-            .push(CatalogColumn { name: row.get(2), data_type: row.get(3) });
+            .push(CatalogColumn {
+                name: row.get(2),
+                data_type: row.get(3),
+            });
     }
-    let search_path: Vec<String> =
-        client.query_one("SELECT current_schemas(false)::text[]", &[]).await.context("reading search_path")?.get(0);
-    Ok(Catalog { tables, search_path })
+    let search_path: Vec<String> = client
+        .query_one("SELECT current_schemas(false)::text[]", &[])
+        .await
+        .context("reading search_path")?
+        .get(0);
+    Ok(Catalog {
+        tables,
+        search_path,
+    })
 }
 
 /// The catalog plus the sequences column defaults use and the `maschera_*` logins and schemas.
@@ -74,15 +87,24 @@ pub async fn read_live_state(client: &Client) -> Result<LiveState> {
         .context("reading the sequences of column defaults")?;
     for row in rows {
         sequences
-            .entry(TableName::new(row.get::<_, String>(0), row.get::<_, String>(1)))
+            .entry(TableName::new(
+                row.get::<_, String>(0),
+                row.get::<_, String>(1),
+            ))
             .or_default()
-            .push(TableName::new(row.get::<_, String>(2), row.get::<_, String>(3)));
+            .push(TableName::new(
+                row.get::<_, String>(2),
+                row.get::<_, String>(3),
+            ));
     }
     let marked = |rows: Vec<tokio_postgres::Row>| -> BTreeMap<String, bool> {
         rows.into_iter()
             .map(|r| {
                 let comment: Option<String> = r.get(1);
-                (r.get(0), comment.is_some_and(|c| c.starts_with(MANAGED_MARK)))
+                (
+                    r.get(0),
+                    comment.is_some_and(|c| c.starts_with(MANAGED_MARK)),
+                )
             })
             .collect()
     };
@@ -105,16 +127,27 @@ pub async fn read_live_state(client: &Client) -> Result<LiveState> {
             .await
             .context("reading existing schemas")?,
     );
-    Ok(LiveState { catalog, sequences, logins, schemas })
+    Ok(LiveState {
+        catalog,
+        sequences,
+        logins,
+        schemas,
+    })
 }
 
 /// Asks PostgreSQL whether each compiled row filter is valid on its table (`EXPLAIN`, nothing runs), and
 /// turns each refusal into a diagnostic at the filter's line.
-pub async fn check_filters(client: &Client, policy: &Policy, catalog: &Catalog) -> Result<Vec<Diagnostic>> {
+pub async fn check_filters(
+    client: &Client,
+    policy: &Policy,
+    catalog: &Catalog,
+) -> Result<Vec<Diagnostic>> {
     let mut out = Vec::new();
     for role in policy.roles.values() {
         for rule in role.rules.values() {
-            let (Some(filter), Some(table)) = (&rule.filter, policy.tables.get(&rule.table)) else { continue };
+            let (Some(filter), Some(table)) = (&rule.filter, policy.tables.get(&rule.table)) else {
+                continue;
+            };
             if !catalog.tables.contains_key(&table.name) {
                 continue;
             }
@@ -125,10 +158,16 @@ pub async fn check_filters(client: &Client, policy: &Policy, catalog: &Catalog) 
                 filter.sql
             );
             if let Err(err) = client.batch_execute(&sql).await {
-                let reason = err.as_db_error().map(|e| e.message().to_string()).unwrap_or_else(|| err.to_string());
+                let reason = err
+                    .as_db_error()
+                    .map(|e| e.message().to_string())
+                    .unwrap_or_else(|| err.to_string());
                 out.push(policy.error_at(
                     &rule.span,
-                    format!("row filter of role `{}` on `{}` is refused by PostgreSQL: {reason}", role.name, table.key),
+                    format!(
+                        "row filter of role `{}` on `{}` is refused by PostgreSQL: {reason}",
+                        role.name, table.key
+                    ),
                     Some("the filter must be a boolean expression over the table's columns".into()),
                 ));
             }
@@ -151,19 +190,32 @@ pub async fn run_steps(client: &mut Client, steps: &[Step], secrets: &Secrets) -
     for step in steps {
         let result = match &step.secret {
             None => tx.batch_execute(&step.sql).await,
-            Some(Secret::PseudonymKey) => tx.execute(&step.sql, &[&secrets.pseudonym_key]).await.map(|_| ()),
-            Some(Secret::HashSalt) => tx.execute(&step.sql, &[&secrets.hash_salt]).await.map(|_| ()),
+            Some(Secret::PseudonymKey) => tx
+                .execute(&step.sql, &[&secrets.pseudonym_key])
+                .await
+                .map(|_| ()),
+            Some(Secret::HashSalt) => tx
+                .execute(&step.sql, &[&secrets.hash_salt])
+                .await
+                .map(|_| ()),
             Some(Secret::LoginPassword(login)) => {
                 let Some(password) = secrets.passwords.get(login) else {
                     bail!("no password prepared for login {login}");
                 };
                 let verifier = postgres_protocol::password::scram_sha_256(password.as_bytes());
-                tx.batch_execute(&step.sql.replace(PASSWORD_MARKER, &quote_literal(&verifier))).await
+                tx.batch_execute(&step.sql.replace(PASSWORD_MARKER, &quote_literal(&verifier)))
+                    .await
             }
         };
         if let Err(err) = result {
-            let reason = err.as_db_error().map(|e| e.message().to_string()).unwrap_or_else(|| err.to_string());
-            bail!("policy apply failed, nothing was changed: {reason}\n  in: {}", step.display());
+            let reason = err
+                .as_db_error()
+                .map(|e| e.message().to_string())
+                .unwrap_or_else(|| err.to_string());
+            bail!(
+                "policy apply failed, nothing was changed: {reason}\n  in: {}",
+                step.display()
+            );
         }
     }
     tx.commit().await.context("committing the policy")?;

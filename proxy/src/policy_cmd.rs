@@ -65,21 +65,44 @@ pub enum PolicyCommand {
 }
 
 pub fn run(args: PolicyArgs) -> Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async {
         match args.command {
             PolicyCommand::Check { file, upstream } => check(&file, upstream.as_deref()).await,
-            PolicyCommand::Apply { file, upstream, dry_run, credentials, rotate, key_env } => {
-                apply(&file, &upstream, dry_run, &credentials, rotate, key_env.as_deref()).await
+            PolicyCommand::Apply {
+                file,
+                upstream,
+                dry_run,
+                credentials,
+                rotate,
+                key_env,
+            } => {
+                apply(
+                    &file,
+                    &upstream,
+                    dry_run,
+                    &credentials,
+                    rotate,
+                    key_env.as_deref(),
+                )
+                .await
             }
-            PolicyCommand::Explain { file, role, upstream, sql } => explain(&file, &role, upstream.as_deref(), &sql).await,
+            PolicyCommand::Explain {
+                file,
+                role,
+                upstream,
+                sql,
+            } => explain(&file, &role, upstream.as_deref(), &sql).await,
         }
     })
 }
 
 /// Reads and parses a policy file; `Err(ExitCode)` after printing its diagnostics.
 pub fn load_policy(path: &Path) -> Result<std::result::Result<Policy, Diagnostics>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading policy file {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading policy file {}", path.display()))?;
     Ok(Policy::parse(&path.display().to_string(), &text))
 }
 
@@ -91,7 +114,11 @@ fn report(diagnostics: &[policy::Diagnostic]) -> bool {
     diagnostics.iter().any(|d| d.is_error())
 }
 
-async fn check_live(policy: &Policy, client: &tokio_postgres::Client, catalog: &Catalog) -> Result<bool> {
+async fn check_live(
+    policy: &Policy,
+    client: &tokio_postgres::Client,
+    catalog: &Catalog,
+) -> Result<bool> {
     let mut diagnostics = policy.check_against(catalog);
     diagnostics.extend(policy_apply::check_filters(client, policy, catalog).await?);
     Ok(report(&diagnostics))
@@ -117,7 +144,11 @@ async fn check(file: &Path, upstream: Option<&str>) -> Result<ExitCode> {
         file.display(),
         policy.roles.len(),
         policy.tables.len(),
-        if upstream.is_some() { ", matches the database" } else { "" }
+        if upstream.is_some() {
+            ", matches the database"
+        } else {
+            ""
+        }
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -128,7 +159,9 @@ fn configured_key(key_env: Option<&str>) -> Result<Option<Vec<u8>>> {
     match std::env::var(var) {
         Ok(key) if key.len() >= 16 => Ok(Some(key.into_bytes())),
         Ok(_) => bail!("the pseudonym key in {var} is shorter than 16 characters"),
-        Err(_) if key_env.is_some() => bail!("environment variable {var} (from --key-env) is not set"),
+        Err(_) if key_env.is_some() => {
+            bail!("environment variable {var} (from --key-env) is not set")
+        }
         Err(_) => Ok(None),
     }
 }
@@ -169,12 +202,20 @@ async fn apply(
         }
     };
     let mut credentials = Credentials::load(credentials_path)?;
-    let mut options = ApplyOptions { pseudonym_key_configured: key.is_some(), ..Default::default() };
+    let mut options = ApplyOptions {
+        pseudonym_key_configured: key.is_some(),
+        ..Default::default()
+    };
     let mut passwords = BTreeMap::new();
-    credentials.logins.retain(|role, _| policy.restricted_roles().any(|r| &r.name == role));
+    credentials
+        .logins
+        .retain(|role, _| policy.restricted_roles().any(|r| &r.name == role));
     for role in policy.restricted_roles() {
         let login = role.login();
-        let kept = credentials.login(&role.name).filter(|l| l.user == login && !rotate).cloned();
+        let kept = credentials
+            .login(&role.name)
+            .filter(|l| l.user == login && !rotate)
+            .cloned();
         let password = match kept {
             Some(existing) => existing.password,
             None => {
@@ -183,7 +224,13 @@ async fn apply(
             }
         };
         passwords.insert(login.clone(), password.clone());
-        credentials.logins.insert(role.name.clone(), Login { user: login, password });
+        credentials.logins.insert(
+            role.name.clone(),
+            Login {
+                user: login,
+                password,
+            },
+        );
     }
     let steps = apply_steps(&policy, &access, &live, &options).map_err(anyhow::Error::msg)?;
     if dry_run {
@@ -194,7 +241,11 @@ async fn apply(
         println!("COMMIT;");
         return Ok(ExitCode::SUCCESS);
     }
-    let secrets = Secrets { pseudonym_key: key.unwrap_or_else(random_key), hash_salt: random_key(), passwords };
+    let secrets = Secrets {
+        pseudonym_key: key.unwrap_or_else(random_key),
+        hash_salt: random_key(),
+        passwords,
+    };
     policy_apply::run_steps(&mut client, &steps, &secrets).await?;
     credentials.save(credentials_path).with_context(|| {
         format!(
@@ -227,7 +278,10 @@ async fn explain(file: &Path, role: &str, upstream: Option<&str>, sql: &str) -> 
     };
     let Some(access) = policy.role_access_by_name(role, &catalog) else {
         let roles: Vec<&str> = policy.roles.keys().map(String::as_str).collect();
-        bail!("the policy has no role `{role}` ({})", policy::diagnostics::suggest(role, &roles, "roles"));
+        bail!(
+            "the policy has no role `{role}` ({})",
+            policy::diagnostics::suggest(role, &roles, "roles")
+        );
     };
     print!("{}", explain_text(&access, &catalog, sql));
     Ok(ExitCode::SUCCESS)
@@ -237,20 +291,29 @@ async fn explain(file: &Path, role: &str, upstream: Option<&str>, sql: &str) -> 
 pub fn explain_text(access: &RoleAccess, catalog: &Catalog, sql: &str) -> String {
     let mut out = String::new();
     if access.unrestricted {
-        out.push_str(&format!("role `{}` is unrestricted: the statement runs unchanged\n{sql}\n", access.role));
+        out.push_str(&format!(
+            "role `{}` is unrestricted: the statement runs unchanged\n{sql}\n",
+            access.role
+        ));
         return out;
     }
     let dialect = sqlparser::dialect::PostgreSqlDialect {};
     let statements = match sqlparser::parser::Parser::parse_sql(&dialect, sql) {
         Ok(statements) => statements,
         Err(err) => {
-            out.push_str(&format!("refused (0A000): the statement does not parse: {err}\n"));
+            out.push_str(&format!(
+                "refused (0A000): the statement does not parse: {err}\n"
+            ));
             return out;
         }
     };
     let mut tables: Vec<TableName> = Vec::new();
     let _ = sqlparser::ast::visit_relations(&statements, |name| {
-        let parts: Vec<String> = name.0.iter().map(|p| p.to_string().trim_matches('"').to_string()).collect();
+        let parts: Vec<String> = name
+            .0
+            .iter()
+            .map(|p| p.to_string().trim_matches('"').to_string())
+            .collect();
         let resolved = match parts.as_slice() {
             [table] => catalog.resolve(None, table),
             [schema, table] => catalog.resolve(Some(schema), table),
@@ -266,7 +329,10 @@ pub fn explain_text(access: &RoleAccess, catalog: &Catalog, sql: &str) -> String
     out.push_str("the statement rewriter (policy::rewrite) is not merged yet; the role's access to the tables named:\n");
     for table in &tables {
         match access.tables.get(table) {
-            None => out.push_str(&format!("  {table}: not in the policy ({:?} for restricted roles)\n", access.unlisted)),
+            None => out.push_str(&format!(
+                "  {table}: not in the policy ({:?} for restricted roles)\n",
+                access.unlisted
+            )),
             Some(TableAccess::Denied { .. }) => out.push_str(&format!("  {table}: denied\n")),
             Some(TableAccess::View(view)) => {
                 out.push_str(&format!(
@@ -276,7 +342,11 @@ pub fn explain_text(access: &RoleAccess, catalog: &Catalog, sql: &str) -> String
                     if view.filtered { " (row filter)" } else { "" }
                 ));
                 for column in &view.columns {
-                    out.push_str(&format!("    {}: {}\n", column.name, action_text(&column.action)));
+                    out.push_str(&format!(
+                        "    {}: {}\n",
+                        column.name,
+                        action_text(&column.action)
+                    ));
                 }
             }
         }
