@@ -351,9 +351,7 @@ fn login_steps(role: &Role, live: &LiveState, options: &ApplyOptions) -> Vec<Ste
     steps.push(Step::plain(format!(
         "COMMENT ON ROLE {who} IS {}",
         quote_literal(
-            &format!("{MANAGED_MARK} login of policy role {} {about}", role.name)
-                .trim_end()
-                .to_string()
+            format!("{MANAGED_MARK} login of policy role {} {about}", role.name).trim_end()
         )
     )));
     steps.push(Step::plain(format!(

@@ -102,14 +102,14 @@ impl Policy {
                     }
                 }
                 for (column, (action, span)) in &rule.actions {
-                    if let Some(ty) = live_type(column) {
-                        if let Err(message) = check_fits(action, ty) {
-                            out.push(self.error_at(
-                                span,
-                                message,
-                                Some("choose an action for the column's type".into()),
-                            ));
-                        }
+                    if let Some(ty) = live_type(column)
+                        && let Err(message) = check_fits(action, ty)
+                    {
+                        out.push(self.error_at(
+                            span,
+                            message,
+                            Some("choose an action for the column's type".into()),
+                        ));
                     }
                 }
             }

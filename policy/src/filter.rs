@@ -115,7 +115,7 @@ pub fn compile_filter(
             ));
             return ControlFlow::Break(());
         };
-        if !declared.iter().any(|d| *d == name) {
+        if !declared.contains(&name) {
             let names: Vec<&str> = declared.iter().map(String::as_str).collect();
             failure = Some(fail(
                 format!("attribute `{name}` is not declared by the role"),

@@ -205,15 +205,15 @@ impl Policy {
 fn toml_error(source: &Source, err: &toml::de::Error) -> Diagnostic {
     let span = err.span().unwrap_or(0..0);
     let message = err.message().trim().to_string();
-    if let Some(rest) = message.strip_prefix("unknown field `") {
-        if let Some((field, expected)) = rest.split_once('`') {
-            let valid: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
-            return source.error(
-                span,
-                format!("unknown key `{field}`"),
-                Some(suggest(field, &valid, "keys")),
-            );
-        }
+    if let Some(rest) = message.strip_prefix("unknown field `")
+        && let Some((field, expected)) = rest.split_once('`')
+    {
+        let valid: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+        return source.error(
+            span,
+            format!("unknown key `{field}`"),
+            Some(suggest(field, &valid, "keys")),
+        );
     }
     source.error(span, format!("not a valid policy file: {message}"), None)
 }
@@ -332,14 +332,14 @@ impl Validator<'_> {
                     "write `col = \"<category>\"`, or `col = { category = \"...\", type = \"...\" }`".to_string(),
                 );
             }
-            if let Some(ty) = data_type {
-                if ty.get_ref().trim().is_empty() {
-                    self.error(
-                        ty.span(),
-                        "empty column type",
-                        "write a PostgreSQL type such as `date`".to_string(),
-                    );
-                }
+            if let Some(ty) = data_type
+                && ty.get_ref().trim().is_empty()
+            {
+                self.error(
+                    ty.span(),
+                    "empty column type",
+                    "write a PostgreSQL type such as `date`".to_string(),
+                );
             }
             columns.insert(
                 column.get_ref().clone(),
@@ -388,14 +388,14 @@ impl Validator<'_> {
             .as_ref()
             .map(|u| *u.get_ref())
             .unwrap_or(false);
-        if unrestricted {
-            if let Some((table, _)) = r.tables.iter().next() {
-                self.error(
-                    table.span(),
-                    format!("role `{name}` is unrestricted and gets no views, so it takes no table rules"),
-                    "remove `unrestricted = true` or the role's table rules".to_string(),
-                );
-            }
+        if unrestricted && let Some((table, _)) = r.tables.iter().next() {
+            self.error(
+                table.span(),
+                format!(
+                    "role `{name}` is unrestricted and gets no views, so it takes no table rules"
+                ),
+                "remove `unrestricted = true` or the role's table rules".to_string(),
+            );
         }
         let mut attributes: Vec<String> = Vec::new();
         for attribute in &r.attributes {
@@ -604,11 +604,11 @@ fn position_in_string(text: &str, span: Span, value: &str, line: usize, column: 
     }
     let mut inner = &raw[quote..raw.len() - quote];
     let mut start = span.start + quote;
-    if quote == 3 {
-        if let Some(rest) = inner.strip_prefix('\n') {
-            inner = rest;
-            start += 1;
-        }
+    if quote == 3
+        && let Some(rest) = inner.strip_prefix('\n')
+    {
+        inner = rest;
+        start += 1;
     }
     if inner != value {
         return span.start;

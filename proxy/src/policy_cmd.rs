@@ -319,10 +319,10 @@ pub fn explain_text(access: &RoleAccess, catalog: &Catalog, sql: &str) -> String
             [schema, table] => catalog.resolve(Some(schema), table),
             _ => None,
         };
-        if let Some(t) = resolved {
-            if !tables.contains(&t) {
-                tables.push(t);
-            }
+        if let Some(t) = resolved
+            && !tables.contains(&t)
+        {
+            tables.push(t);
         }
         std::ops::ControlFlow::<()>::Continue(())
     });
