@@ -2,3 +2,4 @@
 //! its compilation to PostgreSQL objects, and the statement rewriter. Pure functions: no I/O, no async.
 
 pub mod access;
+pub mod rewrite;

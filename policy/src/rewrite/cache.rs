@@ -1,0 +1,3 @@
+//! placeholder
+pub struct RewriteCache;
+pub struct CacheStats;

@@ -1,0 +1,1 @@
+//! Unit tests of the rewriter over the reference CRM fixture.
