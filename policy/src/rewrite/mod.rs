@@ -29,6 +29,8 @@ mod system;
 #[cfg(test)]
 mod tests;
 
+use std::sync::Arc;
+
 use sqlparser::ast::{Statement, Visit, Visitor};
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
@@ -90,8 +92,9 @@ pub struct RewrittenStatement {
     /// The SQL to send upstream: re-serialized from the rewritten syntax tree.
     pub sql: String,
     pub kind: StatementKind,
-    /// The tables touched, with columns, categories and actions, for the access log.
-    pub tables: Vec<TableUse>,
+    /// The tables touched, with columns, categories and actions, for the access log (shared with
+    /// the cache: cloning is cheap).
+    pub tables: Arc<[TableUse]>,
     /// Whether the statement returns rows (SELECT, RETURNING, EXPLAIN, SHOW, FETCH, COPY TO; for
     /// EXECUTE, look at the PREPARE).
     pub returns_rows: bool,
@@ -202,7 +205,7 @@ fn rewrite_statement(
     Ok(RewrittenStatement {
         sql,
         kind: outcome.kind,
-        tables: analyzer.log.into_tables(),
+        tables: analyzer.log.into_tables().into(),
         returns_rows: outcome.returns_rows,
         effect: outcome.effect,
         literal_independent: !analyzer.value_sensitive,
