@@ -9,6 +9,7 @@ pub mod diagnostics;
 mod file;
 pub mod filter;
 pub mod model;
+pub mod rewrite;
 
 pub use diagnostics::{Diagnostic, Diagnostics};
 pub use model::Policy;
