@@ -5,7 +5,7 @@
 
 use anyhow::{Context, Result, bail};
 use policy::Diagnostic;
-use policy::access::{Catalog, CatalogColumn, TableName};
+use policy::access::{Catalog, TableName};
 use policy::apply_sql::{LiveState, MANAGED_MARK, PASSWORD_MARKER, Secret, Step, quote_literal};
 use policy::model::{OBJECT_PREFIX, Policy};
 use std::collections::BTreeMap;
@@ -24,46 +24,21 @@ pub async fn connect(url: &str) -> Result<Client> {
     Ok(client)
 }
 
-/// The user tables and views of the database (Maschera's own `maschera_*` schemas left out), with their
-/// columns in order and their types as `format_type` prints them, and the session's search path.
+/// The user tables and views of the database (read by `crate::catalog`), without Maschera's own
+/// `maschera_*` schemas, and with the session's search path.
 pub async fn read_catalog(client: &Client) -> Result<Catalog> {
-    let rows = client
-        .query(
-            "SELECT n.nspname::text, c.relname::text, a.attname::text, format_type(a.atttypid, a.atttypmod)
-               FROM pg_class c
-               JOIN pg_namespace n ON n.oid = c.relnamespace
-               JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-              WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')
-                AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-                AND n.nspname NOT LIKE 'pg\\_%'
-                AND n.nspname NOT LIKE 'maschera\\_%'
-              ORDER BY 1, 2, a.attnum",
-            &[],
-        )
-        .await
-        .context("reading the catalog")?;
-    let mut tables: BTreeMap<TableName, Vec<CatalogColumn>> = BTreeMap::new();
-    for row in rows {
-        tables
-            .entry(TableName::new(
-                row.get::<_, String>(0),
-                row.get::<_, String>(1),
-            ))
-            .or_default()
-            .push(CatalogColumn {
-                name: row.get(2),
-                data_type: row.get(3),
-            });
-    }
     let search_path: Vec<String> = client
         .query_one("SELECT current_schemas(false)::text[]", &[])
         .await
         .context("reading search_path")?
         .get(0);
-    Ok(Catalog {
-        tables,
-        search_path,
-    })
+    let mut catalog = crate::catalog::load(client, &search_path)
+        .await
+        .context("reading the catalog")?;
+    catalog
+        .tables
+        .retain(|name, _| !name.schema.starts_with(OBJECT_PREFIX));
+    Ok(catalog)
 }
 
 /// The catalog plus the sequences column defaults use and the `maschera_*` logins and schemas.

@@ -6,9 +6,9 @@ use crate::credentials::{Credentials, Login, generate_password};
 use crate::policy_apply::{self, Secrets};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use policy::access::{Catalog, RoleAccess, TableAccess, TableName};
-use policy::action::action_text;
+use policy::access::{Catalog, RoleAccess};
 use policy::apply_sql::{ApplyOptions, apply_steps};
+use policy::rewrite::{Rewritten, TableRoute, TableUse, rewrite};
 use policy::{Diagnostics, Policy};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -283,73 +283,74 @@ async fn explain(file: &Path, role: &str, upstream: Option<&str>, sql: &str) -> 
             policy::diagnostics::suggest(role, &roles, "roles")
         );
     };
-    print!("{}", explain_text(&access, &catalog, sql));
-    Ok(ExitCode::SUCCESS)
+    match explain_text(&access, &catalog, sql) {
+        Ok(text) => {
+            print!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(refusal) => {
+            print!("{refusal}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }
 
-/// What `explain` prints: the role's access to each table the statement names.
-pub fn explain_text(access: &RoleAccess, catalog: &Catalog, sql: &str) -> String {
-    let mut out = String::new();
-    if access.unrestricted {
-        out.push_str(&format!(
-            "role `{}` is unrestricted: the statement runs unchanged\n{sql}\n",
+/// What `explain` prints: the statement as it goes upstream for the role, or why it is refused
+/// (`Err` holds the refusal text).
+pub fn explain_text(
+    access: &RoleAccess,
+    catalog: &Catalog,
+    sql: &str,
+) -> std::result::Result<String, String> {
+    match rewrite(sql, access, catalog) {
+        Ok(Rewritten::Unchanged) => Ok(format!(
+            "-- role `{}` is unrestricted: the statement runs unchanged\n{sql}\n",
             access.role
-        ));
-        return out;
-    }
-    let dialect = sqlparser::dialect::PostgreSqlDialect {};
-    let statements = match sqlparser::parser::Parser::parse_sql(&dialect, sql) {
-        Ok(statements) => statements,
-        Err(err) => {
-            out.push_str(&format!(
-                "refused (0A000): the statement does not parse: {err}\n"
-            ));
-            return out;
-        }
-    };
-    let mut tables: Vec<TableName> = Vec::new();
-    let _ = sqlparser::ast::visit_relations(&statements, |name| {
-        let parts: Vec<String> = name
-            .0
-            .iter()
-            .map(|p| p.to_string().trim_matches('"').to_string())
-            .collect();
-        let resolved = match parts.as_slice() {
-            [table] => catalog.resolve(None, table),
-            [schema, table] => catalog.resolve(Some(schema), table),
-            _ => None,
-        };
-        if let Some(t) = resolved
-            && !tables.contains(&t)
-        {
-            tables.push(t);
-        }
-        std::ops::ControlFlow::<()>::Continue(())
-    });
-    out.push_str("the statement rewriter (policy::rewrite) is not merged yet; the role's access to the tables named:\n");
-    for table in &tables {
-        match access.tables.get(table) {
-            None => out.push_str(&format!(
-                "  {table}: not in the policy ({:?} for restricted roles)\n",
-                access.unlisted
-            )),
-            Some(TableAccess::Denied { .. }) => out.push_str(&format!("  {table}: denied\n")),
-            Some(TableAccess::View(view)) => {
-                out.push_str(&format!(
-                    "  {table} -> {}.{}{}\n",
-                    access.view_schema,
-                    view.view,
-                    if view.filtered { " (row filter)" } else { "" }
-                ));
-                for column in &view.columns {
-                    out.push_str(&format!(
-                        "    {}: {}\n",
-                        column.name,
-                        action_text(&column.action)
-                    ));
+        )),
+        Ok(Rewritten::Statements(statements)) => {
+            let mut out = String::new();
+            for statement in &statements {
+                for table in statement.tables.iter() {
+                    out.push_str(&format!("-- {}\n", describe_use(table)));
                 }
+                out.push_str(&statement.sql);
+                out.push_str(";\n");
             }
+            Ok(out)
         }
+        Err(refusal) => Err(format!(
+            "refused ({}): {}\n",
+            refusal.sqlstate.code(),
+            refusal.message
+        )),
     }
-    out
+}
+
+/// One line about how a statement uses a table: route, row filter, columns with category and action.
+fn describe_use(table: &TableUse) -> String {
+    let route = match &table.route {
+        TableRoute::View(view) => format!("through view {view}"),
+        TableRoute::BaseTable => "as the base table (unlisted)".into(),
+        TableRoute::SystemCatalog => "system catalog".into(),
+        TableRoute::Denied => "denied".into(),
+        TableRoute::Unrestricted => "unrestricted".into(),
+    };
+    let filter = if table.filtered {
+        ", row filter applies"
+    } else {
+        ""
+    };
+    let columns: Vec<String> = table
+        .columns
+        .iter()
+        .map(|(name, c)| match c.category {
+            Some(category) => format!("{name} ({}, {})", category.as_str(), c.action.as_str()),
+            None => format!("{name} ({})", c.action.as_str()),
+        })
+        .collect();
+    format!(
+        "{} {route}{filter}; columns: {}",
+        table.table,
+        columns.join(", ")
+    )
 }
