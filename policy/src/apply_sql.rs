@@ -431,3 +431,293 @@ fn role_schema_steps(
     }
     steps
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::access::{CatalogColumn, Writes};
+
+    fn t() -> TableName {
+        TableName::new("public", "contacts")
+    }
+
+    fn expr(column: &str, data_type: &str, action: Action) -> String {
+        column_expression(&t(), column, data_type, &action).expect("not dropped")
+    }
+
+    #[test]
+    fn every_action_has_its_sql() {
+        assert_eq!(
+            column_expression(&t(), "email", "text", &Action::Drop),
+            None
+        );
+        assert_eq!(expr("email", "text", Action::Show), "\"email\"");
+        assert_eq!(
+            expr("email", "text", Action::Null),
+            "NULL::text AS \"email\""
+        );
+        assert_eq!(
+            expr("n", "integer", Action::Constant("0".into())),
+            "CAST(0 AS integer) AS \"n\""
+        );
+        assert_eq!(
+            expr("email", "text", Action::MaskEmail),
+            "CASE WHEN \"email\" IS NULL THEN NULL WHEN strpos(\"email\"::text, '@') > 1 THEN left(\"email\"::text, 1) \
+             || '***' || substr(\"email\"::text, strpos(\"email\"::text, '@')) ELSE '***' END AS \"email\""
+        );
+        assert_eq!(
+            expr("tax_code", "character(16)", Action::MaskLast(4)),
+            "repeat('*', greatest(length(\"tax_code\"::text) - 4, 0)) || right(\"tax_code\"::text, 4) AS \"tax_code\""
+        );
+        assert_eq!(
+            expr("phone", "text", Action::MaskFirst(2)),
+            "left(\"phone\"::text, 2) || repeat('*', greatest(length(\"phone\"::text) - 2, 0)) AS \"phone\""
+        );
+        assert_eq!(
+            expr("last_name", "text", Action::MaskInitial),
+            "left(\"last_name\"::text, 1) || '.' AS \"last_name\""
+        );
+        assert_eq!(
+            expr(
+                "iban",
+                "text",
+                Action::Partial {
+                    prefix: 2,
+                    padding: "x'x".into(),
+                    suffix: 3
+                }
+            ),
+            "CASE WHEN \"iban\" IS NULL THEN NULL WHEN length(\"iban\"::text) > 5 THEN left(\"iban\"::text, 2) || 'x''x' \
+             || right(\"iban\"::text, 3) ELSE 'x''x' END AS \"iban\""
+        );
+        assert_eq!(
+            expr("email", "text", Action::Hash),
+            "encode(sha256((SELECT key FROM maschera_private.keys WHERE name = 'hash') || \
+             convert_to('public.contacts.email:' || \"email\"::text, 'UTF8')), 'hex') AS \"email\""
+        );
+        assert_eq!(
+            expr("id", "bigint", Action::Pseudonym),
+            "encode(sha256((SELECT key FROM maschera_private.keys WHERE name = 'pseudonym') || \
+             convert_to(\"id\"::text, 'UTF8')), 'hex') AS \"id\""
+        );
+        assert_eq!(
+            expr("born", "date", Action::Year),
+            "CAST(date_trunc('year', \"born\") AS date) AS \"born\""
+        );
+        assert_eq!(
+            expr("at", "timestamp with time zone", Action::Month),
+            "CAST(date_trunc('month', \"at\") AS timestamp with time zone) AS \"at\""
+        );
+        assert_eq!(
+            expr("amount", "numeric(12,2)", Action::Bucket(1000)),
+            "CAST(floor(\"amount\"::numeric / 1000) * 1000 AS numeric(12,2)) AS \"amount\""
+        );
+        assert_eq!(expr("we\"ird", "text", Action::Show), "\"we\"\"ird\"");
+    }
+
+    fn catalog() -> Catalog {
+        let col = |name: &str, ty: &str| CatalogColumn {
+            name: name.into(),
+            data_type: ty.into(),
+        };
+        let mut tables = BTreeMap::new();
+        tables.insert(
+            t(),
+            vec![
+                col("id", "bigint"),
+                col("email", "text"),
+                col("region", "text"),
+            ],
+        );
+        Catalog {
+            tables,
+            search_path: vec!["public".into()],
+        }
+    }
+
+    fn view_access(writes: Writes) -> ViewAccess {
+        let column = |name: &str, action: Action| ColumnAccess {
+            name: name.into(),
+            category: None,
+            writable: action.is_show() && (writes.insert || writes.update),
+            action,
+        };
+        ViewAccess {
+            view: "contacts".into(),
+            columns: vec![
+                column("id", Action::Show),
+                column("email", Action::MaskEmail),
+                column("region", Action::Drop),
+            ],
+            filtered: true,
+            writes,
+        }
+    }
+
+    #[test]
+    fn a_view_grants_exactly_the_allowed_writes_on_shown_columns() {
+        let writes = Writes {
+            insert: true,
+            update: false,
+            delete: true,
+        };
+        let seq = [TableName::new("public", "contacts_id_seq")];
+        let steps = view_steps(
+            "maschera_sales",
+            &t(),
+            &view_access(writes),
+            Some("region = 'x'"),
+            &catalog(),
+            &seq,
+        );
+        let sql: Vec<&str> = steps.iter().map(|s| s.sql.as_str()).collect();
+        assert!(sql[0].starts_with(
+            "CREATE VIEW \"maschera_sales\".\"contacts\" WITH (security_barrier = true, check_option = cascaded) AS SELECT \"id\", CASE"
+        ));
+        assert!(
+            sql[0].ends_with("FROM \"public\".\"contacts\" WHERE (region = 'x')"),
+            "{}",
+            sql[0]
+        );
+        assert!(
+            !sql[0].contains("\"region\""),
+            "dropped columns are not in the view"
+        );
+        assert_eq!(
+            &sql[1..],
+            [
+                "GRANT SELECT ON \"maschera_sales\".\"contacts\" TO \"maschera_sales\"",
+                "GRANT INSERT (\"id\") ON \"maschera_sales\".\"contacts\" TO \"maschera_sales\"",
+                "GRANT USAGE ON SEQUENCE \"public\".\"contacts_id_seq\" TO \"maschera_sales\"",
+                "GRANT DELETE ON \"maschera_sales\".\"contacts\" TO \"maschera_sales\"",
+            ]
+        );
+        let read_only = view_steps(
+            "maschera_x",
+            &t(),
+            &view_access(Writes::default()),
+            None,
+            &catalog(),
+            &seq,
+        );
+        assert_eq!(read_only.len(), 2);
+        assert!(
+            read_only[0]
+                .sql
+                .contains("WITH (security_barrier = true) AS")
+        );
+    }
+
+    const POLICY: &str = "[tables.contacts.columns]\nemail = \"contact\"\n[roles.sales.tables.contacts]\n\
+                          columns = { email = \"pseudonym\" }\n[roles.dpo]\nunrestricted = true\n";
+
+    fn plan(live: &LiveState, options: &ApplyOptions) -> Result<Vec<Step>, String> {
+        let policy = Policy::parse("p.toml", POLICY).unwrap();
+        let access = policy.compile(&live.catalog).unwrap();
+        apply_steps(&policy, &access, live, options)
+    }
+
+    #[test]
+    fn apply_creates_logins_and_removes_only_what_it_made() {
+        let mut live = LiveState {
+            catalog: catalog(),
+            ..Default::default()
+        };
+        live.logins.insert("maschera_old".into(), true);
+        live.logins.insert("maschera_admin".into(), false);
+        live.schemas.insert("maschera_old".into(), true);
+        live.schemas.insert("maschera_private".into(), true);
+        let steps = plan(&live, &ApplyOptions::default()).unwrap();
+        let sql: Vec<String> = steps.iter().map(Step::display).collect();
+        assert_eq!(sql[0], "SET LOCAL search_path TO pg_catalog, \"public\"");
+        for expected in [
+            "DROP SCHEMA IF EXISTS \"maschera_old\" CASCADE",
+            "DROP OWNED BY \"maschera_old\"",
+            "DROP ROLE \"maschera_old\"",
+            "CREATE ROLE \"maschera_sales\" LOGIN NOINHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS \
+             PASSWORD '<generated, written to the credentials file>'",
+            "ALTER ROLE \"maschera_sales\" SET search_path TO \"maschera_sales\"",
+            "REVOKE ALL ON ALL TABLES IN SCHEMA \"public\" FROM \"maschera_sales\"",
+            "INSERT INTO maschera_private.keys (name, key) VALUES ('pseudonym', '<pseudonym key, not shown>') \
+             ON CONFLICT (name) DO NOTHING",
+        ] {
+            assert!(
+                sql.contains(&expected.to_string()),
+                "missing {expected}\n{sql:#?}"
+            );
+        }
+        assert!(
+            !sql.iter().any(|s| s.contains("maschera_admin")),
+            "a login maschera did not make is left alone"
+        );
+        assert!(
+            !sql.iter()
+                .any(|s| s.contains("DROP SCHEMA IF EXISTS maschera_private"))
+        );
+        assert!(
+            !sql.iter().any(|s| s.contains("maschera_dpo")),
+            "unrestricted roles get no login"
+        );
+        let keys = steps
+            .iter()
+            .filter(|s| s.secret == Some(Secret::PseudonymKey))
+            .collect::<Vec<_>>();
+        assert_eq!(keys.len(), 1);
+        assert!(
+            keys[0].sql.contains("VALUES ('pseudonym', $1)"),
+            "the key is bound, never in the text"
+        );
+    }
+
+    #[test]
+    fn reapply_keeps_passwords_unless_asked_and_a_configured_key_replaces_the_stored_one() {
+        let mut live = LiveState {
+            catalog: catalog(),
+            ..Default::default()
+        };
+        live.logins.insert("maschera_sales".into(), true);
+        live.schemas.insert("maschera_sales".into(), true);
+        let steps = plan(&live, &ApplyOptions::default()).unwrap();
+        assert!(
+            !steps
+                .iter()
+                .any(|s| matches!(s.secret, Some(Secret::LoginPassword(_)))),
+            "no password change"
+        );
+        assert!(steps.iter().any(|s| {
+            s.sql
+                .starts_with("ALTER ROLE \"maschera_sales\" LOGIN NOINHERIT")
+        }));
+        let options = ApplyOptions {
+            pseudonym_key_configured: true,
+            set_password: ["maschera_sales".to_string()].into(),
+        };
+        let steps = plan(&live, &options).unwrap();
+        let password = steps
+            .iter()
+            .find(|s| s.secret == Some(Secret::LoginPassword("maschera_sales".into())))
+            .unwrap();
+        assert_eq!(
+            password.sql,
+            format!("ALTER ROLE \"maschera_sales\" PASSWORD {PASSWORD_MARKER}")
+        );
+        assert!(steps.iter().any(|s| {
+            s.sql
+                .contains("ON CONFLICT (name) DO UPDATE SET key = EXCLUDED.key")
+        }));
+    }
+
+    #[test]
+    fn apply_never_takes_over_an_object_it_did_not_make() {
+        let mut live = LiveState {
+            catalog: catalog(),
+            ..Default::default()
+        };
+        live.logins.insert("maschera_sales".into(), false);
+        let err = plan(&live, &ApplyOptions::default()).unwrap_err();
+        assert!(
+            err.contains("`maschera_sales` already exists and was not created by maschera"),
+            "{err}"
+        );
+    }
+}

@@ -289,6 +289,220 @@ fn same_type(live: &str, declared: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::access::{Category, ColumnAccess};
+
+    const POLICY: &str = r#"
+[tables.contacts.columns]
+id = "identifying"
+email = "contact"
+tax_code = "national_identifier"
+diagnosis = "special_category"
+
+[tables.health]
+personal = "special_category"
+
+[roles.dpo]
+unrestricted = true
+
+[roles.sales]
+attributes = ["region"]
+[roles.sales.tables.contacts]
+show = ["*"]
+columns = { tax_code = "mask.last(4)" }
+filter = "region = attr('region')"
+writes = ["insert", "update"]
+
+[roles.doctor.tables.contacts]
+show = ["id", "diagnosis"]
+[roles.doctor.tables.health]
+show = ["condition"]
+"#;
+
+    fn catalog() -> Catalog {
+        let col = |name: &str, ty: &str| CatalogColumn {
+            name: name.into(),
+            data_type: ty.into(),
+        };
+        let mut tables = BTreeMap::new();
+        tables.insert(
+            TableName::new("public", "contacts"),
+            vec![
+                col("id", "bigint"),
+                col("email", "text"),
+                col("tax_code", "character(16)"),
+                col("diagnosis", "text"),
+                col("region", "text"),
+            ],
+        );
+        tables.insert(
+            TableName::new("public", "health"),
+            vec![col("id", "bigint"), col("condition", "text")],
+        );
+        tables.insert(TableName::new("public", "audit"), vec![col("id", "bigint")]);
+        Catalog {
+            tables,
+            search_path: vec!["public".into()],
+        }
+    }
+
+    fn view(access: &RoleAccess, table: &str) -> ViewAccess {
+        match &access.tables[&TableName::new("public", table)] {
+            TableAccess::View(view) => view.clone(),
+            other => panic!("{table}: {other:?}"),
+        }
+    }
+
+    fn actions(view: &ViewAccess) -> Vec<(String, Action, bool)> {
+        view.columns
+            .iter()
+            .map(|c: &ColumnAccess| (c.name.clone(), c.action.clone(), c.writable))
+            .collect()
+    }
+
+    #[test]
+    fn privacy_by_default_drops_unmentioned_personal_columns_and_art9_data() {
+        let policy = Policy::parse("p.toml", POLICY).unwrap();
+        let access = policy.compile(&catalog()).unwrap();
+        let sales = &access["sales"];
+        assert_eq!(sales.view_schema, "maschera_sales");
+        assert_eq!(sales.unlisted, UnlistedTables::Deny);
+        let contacts = view(sales, "contacts");
+        assert!(contacts.filtered);
+        assert_eq!(
+            actions(&contacts),
+            [
+                ("id".into(), Action::Show, true),
+                ("email".into(), Action::Show, true),
+                ("tax_code".into(), Action::MaskLast(4), false),
+                ("diagnosis".into(), Action::Drop, false),
+                ("region".into(), Action::Show, true),
+            ],
+            "`*` shows personal columns but never Art. 9 ones; masked columns are not writable"
+        );
+        assert_eq!(
+            contacts.column("email").unwrap().category,
+            Some(Category::Contact)
+        );
+        assert_eq!(contacts.column("region").unwrap().category, None);
+        assert_eq!(
+            sales.tables[&TableName::new("public", "health")],
+            TableAccess::Denied {
+                categories: [Category::SpecialCategory].into()
+            },
+            "no rule: denied"
+        );
+        assert!(
+            !sales
+                .tables
+                .contains_key(&TableName::new("public", "audit")),
+            "unlisted tables follow `unlisted`"
+        );
+
+        let doctor = &access["doctor"];
+        assert_eq!(
+            actions(&view(doctor, "contacts")),
+            [
+                ("id".into(), Action::Show, false),
+                ("email".into(), Action::Drop, false),
+                ("tax_code".into(), Action::Drop, false),
+                ("diagnosis".into(), Action::Show, false),
+                ("region".into(), Action::Show, false),
+            ],
+            "explicitly named Art. 9 columns are shown; unmentioned personal columns dropped"
+        );
+        assert_eq!(
+            actions(&view(doctor, "health")),
+            [
+                ("id".into(), Action::Drop, false),
+                ("condition".into(), Action::Show, false)
+            ]
+        );
+        assert!(!view(doctor, "contacts").filtered);
+    }
+
+    #[test]
+    fn an_unrestricted_role_sees_everything_with_categories_for_the_log() {
+        let policy = Policy::parse("p.toml", POLICY).unwrap();
+        let dpo = policy.role_access_by_name("dpo", &catalog()).unwrap();
+        assert!(dpo.unrestricted);
+        assert_eq!(dpo.unlisted, UnlistedTables::Pass);
+        let contacts = view(&dpo, "contacts");
+        assert!(
+            contacts
+                .columns
+                .iter()
+                .all(|c| c.action == Action::Show && c.writable)
+        );
+        assert_eq!(
+            contacts.column("diagnosis").unwrap().category,
+            Some(Category::SpecialCategory)
+        );
+    }
+
+    #[test]
+    fn the_policy_is_checked_against_the_live_catalog() {
+        let text = "[tables.contacts.columns]\nemial = \"contact\"\nid = { category = \"identifying\", type = \"text\" }\n\
+                    tax_code = \"national_identifier\"\n[tables.gone]\n[roles.s.tables.contacts]\ncolumns = { tax_code = \"year\" }\n";
+        let policy = Policy::parse("p.toml", text).unwrap();
+        let diagnostics = policy.check_against(&catalog());
+        let errors: Vec<String> = diagnostics
+            .iter()
+            .filter(|d| d.is_error())
+            .map(|d| d.to_string())
+            .collect();
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with("p.toml:2:1: error: column `emial` does not exist")),
+            "{errors:?}"
+        );
+        assert!(
+            errors.iter().any(|e| e.starts_with(
+                "p.toml:3:1: error: column `id` is declared `text` but the database has `bigint`"
+            )),
+            "{errors:?}"
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with("p.toml:5:9: error: table `public.gone` does not exist")),
+            "{errors:?}"
+        );
+        assert!(
+            errors.iter().any(|e| e.contains(
+                "`year` needs a date or timestamp column, but the column is `character(16)`"
+            )),
+            "{errors:?}"
+        );
+        assert!(diagnostics.iter().any(|d| !d.is_error() && d.message.contains("`public.audit` is not in the policy")));
+        assert!(policy.compile(&catalog()).is_err());
+    }
+
+    #[test]
+    fn the_derived_catalog_holds_declared_columns_and_types() {
+        let policy = Policy::parse(
+            "p.toml",
+            "[tables.t.columns]\nd = { type = \"date\" }\ne = \"contact\"\n",
+        )
+        .unwrap();
+        let catalog = policy.derived_catalog();
+        let columns = &catalog.tables[&TableName::new("public", "t")];
+        assert_eq!(
+            columns[0],
+            CatalogColumn {
+                name: "d".into(),
+                data_type: "date".into()
+            }
+        );
+        assert_eq!(
+            columns[1],
+            CatalogColumn {
+                name: "e".into(),
+                data_type: UNKNOWN_TYPE.into()
+            }
+        );
+        assert_eq!(catalog.search_path, ["public"]);
+    }
 
     #[test]
     fn type_names_compare_through_aliases() {

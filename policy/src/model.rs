@@ -627,3 +627,6 @@ fn position_in_string(text: &str, span: Span, value: &str, line: usize, column: 
     }
     span.start
 }
+
+#[cfg(test)]
+mod tests;
