@@ -1010,3 +1010,40 @@ async fn policy_check_names_file_line_and_column_and_what_would_be_right() {
         "the reference policy matches the reference schema: {stdout_or_err}"
     );
 }
+
+#[tokio::test]
+async fn policy_explain_prints_the_rewritten_statement_or_the_refusal() {
+    let pg = PgServer::start().expect("start PostgreSQL");
+    pg.create_crm_schema(DB).expect("CRM schema");
+    let explain = |role: &str, sql: &str| {
+        let out = Command::new(maschera_bin())
+            .args(["policy", "explain"])
+            .arg(examples_dir().join("crm/policy.toml"))
+            .args(["--role", role, "--upstream", &pg.uri(DB), sql])
+            .output()
+            .expect("run maschera");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (ok, out) = explain("support", "SELECT email FROM contacts WHERE id = 1");
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("SELECT email FROM \"maschera_support\".\"contacts\" WHERE id = 1;"),
+        "{out}"
+    );
+    assert!(out.contains("email (contact, masked)"), "{out}");
+    let (ok, out) = explain("support", "SELECT * FROM deals");
+    assert!(!ok);
+    assert!(
+        out.starts_with("refused (42501):") && out.contains("deals"),
+        "{out}"
+    );
+    let (ok, out) = explain("dpo", "SELECT * FROM health_records");
+    assert!(ok);
+    assert!(
+        out.contains("unrestricted") && out.contains("SELECT * FROM health_records"),
+        "{out}"
+    );
+}
