@@ -435,7 +435,7 @@ fn role_schema_steps(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::access::{CatalogColumn, Writes};
+    use crate::access::Writes;
 
     fn t() -> TableName {
         TableName::new("public", "contacts")
@@ -516,23 +516,10 @@ mod tests {
     }
 
     fn catalog() -> Catalog {
-        let col = |name: &str, ty: &str| CatalogColumn {
-            name: name.into(),
-            data_type: ty.into(),
-        };
-        let mut tables = BTreeMap::new();
-        tables.insert(
-            t(),
-            vec![
-                col("id", "bigint"),
-                col("email", "text"),
-                col("region", "text"),
-            ],
-        );
-        Catalog {
-            tables,
-            search_path: vec!["public".into()],
-        }
+        crate::compile::catalog_of(&[(
+            "contacts",
+            &[("id", "bigint"), ("email", "text"), ("region", "text")],
+        )])
     }
 
     fn view_access(writes: Writes) -> ViewAccess {

@@ -286,6 +286,25 @@ fn same_type(live: &str, declared: &str) -> bool {
     canonical(live) == canonical(declared)
 }
 
+/// A catalog of `public` tables for unit tests: `(table, [(column, type)])`.
+#[cfg(test)]
+pub(crate) fn catalog_of(tables: &[(&str, &[(&str, &str)])]) -> Catalog {
+    let tables = tables
+        .iter()
+        .map(|(table, columns)| {
+            let columns = columns.iter().map(|(name, ty)| CatalogColumn {
+                name: name.to_string(),
+                data_type: ty.to_string(),
+            });
+            (TableName::new("public", *table), columns.collect())
+        })
+        .collect();
+    Catalog {
+        tables,
+        search_path: vec!["public".into()],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -319,30 +338,20 @@ show = ["condition"]
 "#;
 
     fn catalog() -> Catalog {
-        let col = |name: &str, ty: &str| CatalogColumn {
-            name: name.into(),
-            data_type: ty.into(),
-        };
-        let mut tables = BTreeMap::new();
-        tables.insert(
-            TableName::new("public", "contacts"),
-            vec![
-                col("id", "bigint"),
-                col("email", "text"),
-                col("tax_code", "character(16)"),
-                col("diagnosis", "text"),
-                col("region", "text"),
-            ],
-        );
-        tables.insert(
-            TableName::new("public", "health"),
-            vec![col("id", "bigint"), col("condition", "text")],
-        );
-        tables.insert(TableName::new("public", "audit"), vec![col("id", "bigint")]);
-        Catalog {
-            tables,
-            search_path: vec!["public".into()],
-        }
+        catalog_of(&[
+            (
+                "contacts",
+                &[
+                    ("id", "bigint"),
+                    ("email", "text"),
+                    ("tax_code", "character(16)"),
+                    ("diagnosis", "text"),
+                    ("region", "text"),
+                ],
+            ),
+            ("health", &[("id", "bigint"), ("condition", "text")]),
+            ("audit", &[("id", "bigint")]),
+        ])
     }
 
     fn view(access: &RoleAccess, table: &str) -> ViewAccess {

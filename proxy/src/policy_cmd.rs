@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 use policy::access::{Catalog, RoleAccess};
 use policy::apply_sql::{ApplyOptions, apply_steps};
 use policy::rewrite::{Rewritten, TableRoute, TableUse, rewrite};
-use policy::{Diagnostics, Policy};
+use policy::Policy;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -99,11 +99,17 @@ pub fn run(args: PolicyArgs) -> Result<ExitCode> {
     })
 }
 
-/// Reads and parses a policy file; `Err(ExitCode)` after printing its diagnostics.
-pub fn load_policy(path: &Path) -> Result<std::result::Result<Policy, Diagnostics>> {
+/// Reads and parses a policy file; `None` after printing its errors.
+pub fn load_policy(path: &Path) -> Result<Option<Policy>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading policy file {}", path.display()))?;
-    Ok(Policy::parse(&path.display().to_string(), &text))
+    match Policy::parse(&path.display().to_string(), &text) {
+        Ok(policy) => Ok(Some(policy)),
+        Err(diagnostics) => {
+            report(&diagnostics.0);
+            Ok(None)
+        }
+    }
 }
 
 /// Prints diagnostics to stderr; returns whether any is an error.
@@ -125,12 +131,8 @@ async fn check_live(
 }
 
 async fn check(file: &Path, upstream: Option<&str>) -> Result<ExitCode> {
-    let policy = match load_policy(file)? {
-        Ok(policy) => policy,
-        Err(diagnostics) => {
-            report(&diagnostics.0);
-            return Ok(ExitCode::FAILURE);
-        }
+    let Some(policy) = load_policy(file)? else {
+        return Ok(ExitCode::FAILURE);
     };
     if let Some(url) = upstream {
         let client = policy_apply::connect(url).await?;
@@ -181,12 +183,8 @@ async fn apply(
     rotate: bool,
     key_env: Option<&str>,
 ) -> Result<ExitCode> {
-    let policy = match load_policy(file)? {
-        Ok(policy) => policy,
-        Err(diagnostics) => {
-            report(&diagnostics.0);
-            return Ok(ExitCode::FAILURE);
-        }
+    let Some(policy) = load_policy(file)? else {
+        return Ok(ExitCode::FAILURE);
     };
     let key = configured_key(key_env)?;
     let mut client = policy_apply::connect(upstream).await?;
@@ -265,12 +263,8 @@ async fn apply(
 }
 
 async fn explain(file: &Path, role: &str, upstream: Option<&str>, sql: &str) -> Result<ExitCode> {
-    let policy = match load_policy(file)? {
-        Ok(policy) => policy,
-        Err(diagnostics) => {
-            report(&diagnostics.0);
-            return Ok(ExitCode::FAILURE);
-        }
+    let Some(policy) = load_policy(file)? else {
+        return Ok(ExitCode::FAILURE);
     };
     let catalog = match upstream {
         Some(url) => policy_apply::read_catalog(&policy_apply::connect(url).await?).await?,
