@@ -337,3 +337,12 @@ fn the_reference_crm_policy_is_valid() {
             .all(|r| r.description.is_some() && r.purpose.is_some() && r.lawful_basis.is_some())
     );
 }
+
+#[test]
+fn the_readme_example_is_valid() {
+    let readme = include_str!("../../README.md");
+    let start = readme.find("```toml\n").expect("a toml example") + "```toml\n".len();
+    let end = start + readme[start..].find("```").expect("end of the example");
+    let policy = Policy::parse("README.md", &readme[start..end]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(policy.roles["sales"].rules["contacts"].actions["tax_code"].0, Action::MaskLast(4));
+}
