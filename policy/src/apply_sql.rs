@@ -240,18 +240,8 @@ pub fn apply_steps(
     live: &LiveState,
     options: &ApplyOptions,
 ) -> Result<Vec<Step>, String> {
-    let mut steps = Vec::new();
-    let mut schemas: Vec<String> = vec!["public".into()];
-    for table in live.catalog.tables.keys() {
-        if !schemas.contains(&table.schema) {
-            schemas.push(table.schema.clone());
-        }
-    }
-    let search_path: Vec<String> = schemas.iter().map(|s| quote_ident(s)).collect();
-    steps.push(Step::plain(format!(
-        "SET LOCAL search_path TO pg_catalog, {}",
-        search_path.join(", ")
-    )));
+    let schemas = table_schemas(&live.catalog);
+    let mut steps = vec![search_path_step(&schemas)];
     steps.extend(private_key_steps(options));
 
     let wanted: BTreeSet<String> = policy.restricted_roles().map(Role::login).collect();
@@ -291,6 +281,57 @@ pub fn apply_steps(
         steps.extend(role_schema_steps(policy, role, role_access, live, &schemas));
     }
     Ok(steps)
+}
+
+/// The schemas of the catalog's tables, `public` first.
+fn table_schemas(catalog: &Catalog) -> Vec<String> {
+    let mut schemas: Vec<String> = vec!["public".into()];
+    for table in catalog.tables.keys() {
+        if !schemas.contains(&table.schema) {
+            schemas.push(table.schema.clone());
+        }
+    }
+    schemas
+}
+
+/// Row filters name tables unqualified: they resolve in the tables' schemas, never in a caller's.
+fn search_path_step(schemas: &[String]) -> Step {
+    let search_path: Vec<String> = schemas.iter().map(|s| quote_ident(s)).collect();
+    Step::plain(format!(
+        "SET LOCAL search_path TO pg_catalog, {}",
+        search_path.join(", ")
+    ))
+}
+
+/// Drops every restricted role's views (run before a schema change that views depend on, such as
+/// `ALTER TABLE ... DROP COLUMN`, in the same transaction; then [`recreate_views_steps`]).
+pub fn drop_views_steps(policy: &Policy) -> Vec<Step> {
+    policy
+        .restricted_roles()
+        .map(|role| {
+            Step::plain(format!(
+                "DROP SCHEMA IF EXISTS {} CASCADE",
+                quote_ident(&role.login())
+            ))
+        })
+        .collect()
+}
+
+/// Recreates every restricted role's views and grants from the current catalog (after a schema change;
+/// the logins and the key table already exist).
+pub fn recreate_views_steps(
+    policy: &Policy,
+    access: &BTreeMap<String, RoleAccess>,
+    live: &LiveState,
+) -> Vec<Step> {
+    let schemas = table_schemas(&live.catalog);
+    let mut steps = vec![search_path_step(&schemas)];
+    for role in policy.restricted_roles() {
+        if let Some(role_access) = access.get(&role.name) {
+            steps.extend(role_schema_steps(policy, role, role_access, live, &schemas));
+        }
+    }
+    steps
 }
 
 fn private_key_steps(options: &ApplyOptions) -> Vec<Step> {
@@ -692,6 +733,31 @@ mod tests {
             s.sql
                 .contains("ON CONFLICT (name) DO UPDATE SET key = EXCLUDED.key")
         }));
+    }
+
+    #[test]
+    fn views_can_be_dropped_and_recreated_around_a_schema_change() {
+        let policy = Policy::parse("p.toml", POLICY).unwrap();
+        let live = LiveState {
+            catalog: catalog(),
+            ..Default::default()
+        };
+        let access = policy.compile(&live.catalog).unwrap();
+        let drop: Vec<String> = drop_views_steps(&policy)
+            .iter()
+            .map(Step::display)
+            .collect();
+        assert_eq!(drop, ["DROP SCHEMA IF EXISTS \"maschera_sales\" CASCADE"]);
+        let create = recreate_views_steps(&policy, &access, &live);
+        assert!(create.iter().all(|s| s.secret.is_none()));
+        assert!(create.iter().any(|s| {
+            s.sql
+                .starts_with("CREATE VIEW \"maschera_sales\".\"contacts\"")
+        }));
+        assert!(
+            !create.iter().any(|s| s.sql.contains("ROLE")),
+            "logins are left as they are"
+        );
     }
 
     #[test]

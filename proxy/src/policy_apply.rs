@@ -1,14 +1,19 @@
 //! The database side of `maschera policy`: reads the live catalog and the objects Maschera manages, asks
-//! PostgreSQL whether each row filter is valid, and runs the apply steps in one transaction with the
-//! secrets bound (never in the SQL text). Not for: deciding what to create (the policy crate's
+//! PostgreSQL whether each row filter is valid, and applies a policy (`apply_policy`): the apply steps in
+//! one transaction with the secrets bound (never in the SQL text), then the credentials file. Not for: deciding what to create (the policy crate's
 //! `apply_sql` does) or the command line (see `policy_cmd`).
 
+use crate::credentials::{Credentials, Login, generate_password};
 use anyhow::{Context, Result, bail};
 use policy::Diagnostic;
 use policy::access::{Catalog, TableName};
-use policy::apply_sql::{LiveState, MANAGED_MARK, PASSWORD_MARKER, Secret, Step, quote_literal};
+use policy::apply_sql::{
+    ApplyOptions, LiveState, MANAGED_MARK, PASSWORD_MARKER, Secret, Step, apply_steps,
+    quote_literal,
+};
 use policy::model::{OBJECT_PREFIX, Policy};
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use tokio_postgres::Client;
 
 /// Connects to the upstream database (no TLS) and drives the connection in the background.
@@ -151,16 +156,140 @@ pub async fn check_filters(
     Ok(out)
 }
 
+/// Every problem of the policy against the live database: `Policy::check_against` and the row filters.
+pub async fn check_live(
+    client: &Client,
+    policy: &Policy,
+    catalog: &Catalog,
+) -> Result<Vec<Diagnostic>> {
+    let mut diagnostics = policy.check_against(catalog);
+    diagnostics.extend(check_filters(client, policy, catalog).await?);
+    Ok(diagnostics)
+}
+
+/// What `apply_policy` should do.
+#[derive(Debug, Clone)]
+pub struct ApplyRequest {
+    /// The credentials file: read for passwords to keep, written after the commit.
+    pub credentials: PathBuf,
+    /// Give every login a new password.
+    pub rotate: bool,
+    /// A configured pseudonym key (replaces the stored one); `None` keeps the stored key or makes one.
+    pub pseudonym_key: Option<Vec<u8>>,
+    /// Only return the statements (secrets replaced by placeholders); change nothing.
+    pub dry_run: bool,
+}
+
+/// What `apply_policy` did.
+#[derive(Debug)]
+pub enum ApplyOutcome {
+    /// The policy does not fit the database; nothing was changed.
+    Invalid(Vec<Diagnostic>),
+    DryRun {
+        statements: Vec<String>,
+        warnings: Vec<Diagnostic>,
+    },
+    Applied {
+        statements: usize,
+        warnings: Vec<Diagnostic>,
+        credentials: Credentials,
+    },
+}
+
+/// `maschera policy apply` as a library call (the demo uses it too): checks the policy against the live
+/// database, compiles it, runs the apply steps in one transaction and writes the credentials file.
+pub async fn apply_policy(
+    client: &mut Client,
+    policy: &Policy,
+    request: &ApplyRequest,
+) -> Result<ApplyOutcome> {
+    let live = read_live_state(client).await?;
+    let (errors, warnings): (Vec<Diagnostic>, Vec<Diagnostic>) =
+        check_live(client, policy, &live.catalog)
+            .await?
+            .into_iter()
+            .partition(Diagnostic::is_error);
+    if !errors.is_empty() {
+        return Ok(ApplyOutcome::Invalid(errors));
+    }
+    let access = match policy.compile(&live.catalog) {
+        Ok(access) => access,
+        Err(diagnostics) => return Ok(ApplyOutcome::Invalid(diagnostics.0)),
+    };
+    let mut credentials = Credentials::load(&request.credentials)?;
+    let mut options = ApplyOptions {
+        pseudonym_key_configured: request.pseudonym_key.is_some(),
+        ..Default::default()
+    };
+    credentials
+        .logins
+        .retain(|role, _| policy.restricted_roles().any(|r| &r.name == role));
+    let mut passwords = BTreeMap::new();
+    for role in policy.restricted_roles() {
+        let login = role.login();
+        let kept = credentials
+            .login(&role.name)
+            .filter(|l| l.user == login && !request.rotate)
+            .cloned();
+        let password = match kept {
+            Some(existing) => existing.password,
+            None => {
+                options.set_password.insert(login.clone());
+                generate_password()
+            }
+        };
+        passwords.insert(login.clone(), password.clone());
+        credentials.logins.insert(
+            role.name.clone(),
+            Login {
+                user: login,
+                password,
+            },
+        );
+    }
+    let steps = apply_steps(policy, &access, &live, &options).map_err(anyhow::Error::msg)?;
+    if request.dry_run {
+        return Ok(ApplyOutcome::DryRun {
+            statements: steps.iter().map(Step::display).collect(),
+            warnings,
+        });
+    }
+    let secrets = Secrets {
+        pseudonym_key: request.pseudonym_key.clone().unwrap_or_else(random_key),
+        hash_salt: random_key(),
+        passwords,
+    };
+    run_steps(client, &steps, &secrets).await?;
+    credentials.save(&request.credentials).with_context(|| {
+        format!(
+            "the policy is applied but the credentials file {} could not be written; apply again with --rotate",
+            request.credentials.display()
+        )
+    })?;
+    Ok(ApplyOutcome::Applied {
+        statements: steps.len(),
+        warnings,
+        credentials,
+    })
+}
+
+fn random_key() -> Vec<u8> {
+    use rand::RngCore;
+    let mut key = vec![0u8; 32];
+    rand::rng().fill_bytes(&mut key);
+    key
+}
+
 /// The secrets the apply steps need.
-pub struct Secrets {
-    pub pseudonym_key: Vec<u8>,
-    pub hash_salt: Vec<u8>,
+struct Secrets {
+    pseudonym_key: Vec<u8>,
+    hash_salt: Vec<u8>,
     /// Passwords by login name.
-    pub passwords: BTreeMap<String, String>,
+    passwords: BTreeMap<String, String>,
 }
 
 /// Runs the steps in one transaction; on any error nothing is changed.
-pub async fn run_steps(client: &mut Client, steps: &[Step], secrets: &Secrets) -> Result<()> {
+async fn run_steps(client: &mut Client, steps: &[Step], secrets: &Secrets) -> Result<()> {
     let tx = client.transaction().await?;
     for step in steps {
         let result = match &step.secret {

@@ -2,15 +2,12 @@
 //! logins and grants, and show what a statement becomes for a role. Not for: the policy's meaning (the
 //! policy crate) or database I/O details (see `policy_apply`).
 
-use crate::credentials::{Credentials, Login, generate_password};
-use crate::policy_apply::{self, Secrets};
+use crate::policy_apply::{self, ApplyOutcome, ApplyRequest};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use policy::access::{Catalog, RoleAccess};
-use policy::apply_sql::{ApplyOptions, apply_steps};
-use policy::rewrite::{Rewritten, TableRoute, TableUse, rewrite};
 use policy::Policy;
-use std::collections::BTreeMap;
+use policy::access::{Catalog, RoleAccess};
+use policy::rewrite::{Rewritten, TableRoute, TableUse, rewrite};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -120,16 +117,6 @@ fn report(diagnostics: &[policy::Diagnostic]) -> bool {
     diagnostics.iter().any(|d| d.is_error())
 }
 
-async fn check_live(
-    policy: &Policy,
-    client: &tokio_postgres::Client,
-    catalog: &Catalog,
-) -> Result<bool> {
-    let mut diagnostics = policy.check_against(catalog);
-    diagnostics.extend(policy_apply::check_filters(client, policy, catalog).await?);
-    Ok(report(&diagnostics))
-}
-
 async fn check(file: &Path, upstream: Option<&str>) -> Result<ExitCode> {
     let Some(policy) = load_policy(file)? else {
         return Ok(ExitCode::FAILURE);
@@ -137,7 +124,7 @@ async fn check(file: &Path, upstream: Option<&str>) -> Result<ExitCode> {
     if let Some(url) = upstream {
         let client = policy_apply::connect(url).await?;
         let catalog = policy_apply::read_catalog(&client).await?;
-        if check_live(&policy, &client, &catalog).await? {
+        if report(&policy_apply::check_live(&client, &policy, &catalog).await?) {
             return Ok(ExitCode::FAILURE);
         }
     }
@@ -168,13 +155,6 @@ fn configured_key(key_env: Option<&str>) -> Result<Option<Vec<u8>>> {
     }
 }
 
-fn random_key() -> Vec<u8> {
-    use rand::RngCore;
-    let mut key = vec![0u8; 32];
-    rand::rng().fill_bytes(&mut key);
-    key
-}
-
 async fn apply(
     file: &Path,
     upstream: &str,
@@ -186,80 +166,47 @@ async fn apply(
     let Some(policy) = load_policy(file)? else {
         return Ok(ExitCode::FAILURE);
     };
-    let key = configured_key(key_env)?;
+    let request = ApplyRequest {
+        credentials: credentials_path.to_path_buf(),
+        rotate,
+        pseudonym_key: configured_key(key_env)?,
+        dry_run,
+    };
     let mut client = policy_apply::connect(upstream).await?;
-    let live = policy_apply::read_live_state(&client).await?;
-    if check_live(&policy, &client, &live.catalog).await? {
-        return Ok(ExitCode::FAILURE);
-    }
-    let access = match policy.compile(&live.catalog) {
-        Ok(access) => access,
-        Err(diagnostics) => {
-            report(&diagnostics.0);
-            return Ok(ExitCode::FAILURE);
+    match policy_apply::apply_policy(&mut client, &policy, &request).await? {
+        ApplyOutcome::Invalid(diagnostics) => {
+            report(&diagnostics);
+            Ok(ExitCode::FAILURE)
         }
-    };
-    let mut credentials = Credentials::load(credentials_path)?;
-    let mut options = ApplyOptions {
-        pseudonym_key_configured: key.is_some(),
-        ..Default::default()
-    };
-    let mut passwords = BTreeMap::new();
-    credentials
-        .logins
-        .retain(|role, _| policy.restricted_roles().any(|r| &r.name == role));
-    for role in policy.restricted_roles() {
-        let login = role.login();
-        let kept = credentials
-            .login(&role.name)
-            .filter(|l| l.user == login && !rotate)
-            .cloned();
-        let password = match kept {
-            Some(existing) => existing.password,
-            None => {
-                options.set_password.insert(login.clone());
-                generate_password()
+        ApplyOutcome::DryRun {
+            statements,
+            warnings,
+        } => {
+            report(&warnings);
+            println!("BEGIN;");
+            for statement in statements {
+                println!("{statement};");
             }
-        };
-        passwords.insert(login.clone(), password.clone());
-        credentials.logins.insert(
-            role.name.clone(),
-            Login {
-                user: login,
-                password,
-            },
-        );
-    }
-    let steps = apply_steps(&policy, &access, &live, &options).map_err(anyhow::Error::msg)?;
-    if dry_run {
-        println!("BEGIN;");
-        for step in &steps {
-            println!("{};", step.display());
+            println!("COMMIT;");
+            Ok(ExitCode::SUCCESS)
         }
-        println!("COMMIT;");
-        return Ok(ExitCode::SUCCESS);
+        ApplyOutcome::Applied {
+            statements,
+            warnings,
+            ..
+        } => {
+            report(&warnings);
+            let restricted: Vec<&str> =
+                policy.restricted_roles().map(|r| r.name.as_str()).collect();
+            println!(
+                "applied {}: {statements} statements, logins for {}; credentials in {}",
+                file.display(),
+                restricted.join(", "),
+                credentials_path.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
     }
-    let secrets = Secrets {
-        pseudonym_key: key.unwrap_or_else(random_key),
-        hash_salt: random_key(),
-        passwords,
-    };
-    policy_apply::run_steps(&mut client, &steps, &secrets).await?;
-    credentials.save(credentials_path).with_context(|| {
-        format!(
-            "the policy is applied but the credentials file could not be written; run again with --rotate ({})",
-            credentials_path.display()
-        )
-    })?;
-    let restricted: Vec<&str> = policy.restricted_roles().map(|r| r.name.as_str()).collect();
-    println!(
-        "applied {}: {} statements, logins for {}; credentials in {}",
-        file.display(),
-        steps.len(),
-        restricted.join(", "),
-        credentials_path.display()
-    );
-    Ok(ExitCode::SUCCESS)
 }
 
 async fn explain(file: &Path, role: &str, upstream: Option<&str>, sql: &str) -> Result<ExitCode> {
