@@ -1047,3 +1047,89 @@ async fn policy_explain_prints_the_rewritten_statement_or_the_refusal() {
         "{out}"
     );
 }
+
+/// The actions the reference matrix does not use, on a real PostgreSQL: their exact output, and NULL
+/// staying NULL.
+const PROBE_POLICY: &str = r#"
+[tables.contacts.columns]
+first_name = "identifying"
+last_name = "identifying"
+email = "contact"
+phone = "contact"
+tax_code = "national_identifier"
+street_address = "location"
+birth_date = "identifying"
+
+[tables.deals.columns]
+amount = "financial"
+created_at = { type = "timestamp with time zone" }
+
+[roles.probe.tables.contacts]
+columns = { first_name = "null", last_name = "constant('n/a')", email = "hash", phone = "mask.first(3)", tax_code = "partial(2, '...', 2)", street_address = "mask.last(2)", birth_date = "month" }
+
+[roles.probe.tables.deals]
+columns = { amount = "bucket(1000)", created_at = "year" }
+"#;
+
+#[tokio::test]
+async fn the_other_actions_give_their_exact_output_on_postgresql() {
+    let pg = PgServer::start().expect("start PostgreSQL");
+    pg.create_crm_schema(DB).expect("CRM schema");
+    pg.psql(DB, &["-c", DATA]).expect("CRM data");
+    pg.psql(DB, &["-c", "UPDATE contacts SET tax_code = NULL, street_address = NULL, birth_date = NULL WHERE id = 3"])
+        .expect("NULLs");
+    let crm = Crm {
+        policy: pg.dir().join("probe.toml"),
+        credentials: pg.dir().join("logins.toml"),
+        pg,
+    };
+    std::fs::write(&crm.policy, PROBE_POLICY).unwrap();
+    let out = crm.apply(&crm.policy, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let probe = crm.connect("probe", None).await;
+    let row = "SELECT concat_ws('|', id, coalesce(first_name, 'NULL'), last_name, phone, tax_code, street_address, \
+               birth_date) FROM contacts WHERE id = 1";
+    assert_eq!(
+        one(&probe, row).await,
+        "1|NULL|n/a|+39************|RS...5X|******** 1|1980-05-01"
+    );
+    let nulls = "SELECT concat_ws('|', tax_code IS NULL, street_address IS NULL, birth_date IS NULL) FROM contacts WHERE id = 3";
+    assert_eq!(one(&probe, nulls).await, "t|t|t");
+    let admin = crm.pg.connect(DB).await.unwrap();
+    let expected_hash = one(
+        &admin,
+        "SELECT encode(sha256(key || convert_to('public.contacts.email:mario.rossi@example.it', 'UTF8')), 'hex') \
+         FROM maschera_private.keys WHERE name = 'hash'",
+    )
+    .await;
+    assert_eq!(
+        one(&probe, "SELECT email FROM contacts WHERE id = 1").await,
+        expected_hash
+    );
+    assert_eq!(expected_hash.len(), 64);
+    assert_eq!(
+        one(&probe, "SELECT amount::text FROM deals WHERE id = 2").await,
+        "2000.00"
+    );
+    assert_eq!(
+        one(&probe, "SELECT amount::text FROM deals WHERE id = 3").await,
+        "0.00"
+    );
+    assert_eq!(
+        one(&probe, "SELECT created_at::text FROM deals WHERE id = 1").await,
+        one(
+            &admin,
+            "SELECT date_trunc('year', created_at)::text FROM deals WHERE id = 1"
+        )
+        .await
+    );
+    assert_eq!(
+        refused(&probe, "SELECT * FROM consents").await,
+        "42P01",
+        "tables without a rule are denied"
+    );
+}
