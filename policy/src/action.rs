@@ -330,6 +330,8 @@ mod tests {
             "drop",
             "null",
             "constant('n/a')",
+            "constant('it''s')",
+            "constant(true)",
             "constant(0)",
             "constant(-1.5)",
             "mask.email",
