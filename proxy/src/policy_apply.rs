@@ -107,7 +107,13 @@ pub async fn read_live_state(client: &Client) -> Result<LiveState> {
             .await
             .context("reading existing schemas")?,
     );
+    let database: String = client
+        .query_one("SELECT current_database()::text", &[])
+        .await
+        .context("reading the database name")?
+        .get(0);
     Ok(LiveState {
+        database,
         catalog,
         sequences,
         logins,
