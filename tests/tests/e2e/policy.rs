@@ -1133,3 +1133,64 @@ async fn the_other_actions_give_their_exact_output_on_postgresql() {
         "tables without a rule are denied"
     );
 }
+
+#[tokio::test]
+async fn views_are_recompiled_around_a_schema_change_in_one_transaction() {
+    let crm = Crm::start();
+    let admin = crm.pg.connect(DB).await.expect("superuser");
+    let ddl = "ALTER TABLE contacts DROP COLUMN last_activity_at";
+    assert_eq!(
+        refused(&admin, ddl).await,
+        "2BP01",
+        "PostgreSQL refuses while views depend on the column"
+    );
+
+    let text_policy = std::fs::read_to_string(&crm.policy).unwrap();
+    let policy = policy::Policy::parse("policy.toml", &text_policy).unwrap();
+    admin.batch_execute("BEGIN").await.unwrap();
+    for step in policy::apply_sql::drop_views_steps(&policy) {
+        admin.batch_execute(&step.sql).await.unwrap();
+    }
+    admin
+        .batch_execute(ddl)
+        .await
+        .expect("the DDL runs once the views are gone");
+    let live = maschera::policy_apply::read_live_state(&admin)
+        .await
+        .unwrap();
+    let access = policy.compile(&live.catalog).unwrap();
+    for step in policy::apply_sql::recreate_views_steps(&policy, &access, &live) {
+        assert!(step.secret.is_none());
+        admin
+            .batch_execute(&step.sql)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e:?}", step.sql));
+    }
+    admin.batch_execute("COMMIT").await.unwrap();
+
+    let support = crm.connect("support", None).await;
+    assert_eq!(
+        columns(&support, "support", "contacts").await,
+        without(
+            ALL_CONTACT_COLUMNS,
+            &[
+                "birth_date",
+                "tax_code",
+                "street_address",
+                "last_activity_at"
+            ]
+        )
+    );
+    assert_eq!(
+        one(&support, "SELECT email FROM contacts WHERE id = 1").await,
+        "m***@example.it"
+    );
+    let sam = crm.connect("sales", Some("north")).await;
+    assert_eq!(ids(&sam, "consents").await, [1]);
+    sam.execute(
+        "INSERT INTO deals (contact_id, amount, stage) VALUES (1, 5, 'open')",
+        &[],
+    )
+    .await
+    .expect("grants are back");
+}
