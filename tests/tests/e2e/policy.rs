@@ -975,8 +975,10 @@ async fn policy_check_names_file_line_and_column_and_what_would_be_right() {
 
     // Against the live database: a column that does not exist, a mask that does not fit the type,
     // a filter PostgreSQL refuses.
-    let live = "[tables.contacts.columns]\nemial = \"contact\"\nbirth_date = \"identifying\"\n\n\
-                [roles.sales.tables.contacts]\ncolumns = { birth_date = \"mask.email\" }\nfilter = \"regoin = 'north'\"\n";
+    let live = "[tables.contacts.columns]\nemial = \"contact\"\nbirth_date = \"identifying\"\n\
+                last_activity_at = \"identifying\"\n\n[roles.sales.tables.contacts]\n\
+                columns = { birth_date = \"mask.email\", last_activity_at = \"constant('never')\" }\n\
+                filter = \"regoin = 'north'\"\n";
     let (ok, stderr) = check(live, dir.path(), None);
     assert!(ok, "valid without a database: {stderr}");
     let (ok, stderr) = check(live, dir.path(), Some(&pg.uri(DB)));
@@ -989,16 +991,22 @@ async fn policy_check_names_file_line_and_column_and_what_would_be_right() {
     );
     assert!(stderr.contains("did you mean `email`?"), "{stderr}");
     assert!(
-        stderr.contains(&format!("{file}:6:26: error: `mask.email` needs a text column (text, varchar, char), but the column is `date`")),
+        stderr.contains(&format!("{file}:7:26: error: `mask.email` needs a text column (text, varchar, char), but the column is `date`")),
         "{stderr}"
     );
     assert!(
         stderr.contains(&format!(
-            "{file}:5:1: error: row filter of role `sales` on `contacts` is refused"
+            "{file}:8:10: error: row filter of role `sales` on `contacts` is refused"
         )),
         "{stderr}"
     );
     assert!(stderr.contains("regoin"), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{file}:7:59: error: constant 'never' does not fit column `last_activity_at` (`timestamp with time zone`)"
+        )),
+        "{stderr}"
+    );
 
     let (ok, stdout_or_err) = check(
         &std::fs::read_to_string(examples_dir().join("crm/policy.toml")).unwrap(),
