@@ -928,6 +928,31 @@ async fn dry_run_prints_the_sql_without_secrets_and_changes_nothing() {
         .await
         .is_empty()
     );
+
+    // A same-named login that apply did not make stops it before anything changes.
+    admin
+        .batch_execute("CREATE ROLE maschera_support LOGIN")
+        .await
+        .unwrap();
+    let crm = Crm {
+        policy: examples_dir().join("crm/policy.toml"),
+        credentials: pg.dir().join("logins.toml"),
+        pg,
+    };
+    let out = crm.apply(&crm.policy, &[]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("`maschera_support` already exists and was not created by maschera"),
+        "{stderr}"
+    );
+    let schemas = text(
+        &admin,
+        "SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'maschera%'",
+    )
+    .await;
+    assert!(schemas.is_empty(), "nothing changed: {schemas:?}");
+    assert!(!crm.credentials.exists());
 }
 
 fn check(policy_text: &str, dir: &Path, upstream: Option<&str>) -> (bool, String) {
