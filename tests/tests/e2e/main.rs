@@ -3,5 +3,6 @@
 
 mod catalog;
 mod harness;
+mod policy;
 mod users;
 mod wire;
