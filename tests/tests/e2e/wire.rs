@@ -1067,3 +1067,53 @@ fn serve_refuses_a_configuration_with_an_unknown_key_and_names_it() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn a_client_that_vanishes_mid_statement_gets_its_statement_cancelled() {
+    let (pg, proxy) = start();
+    let (client, connection) =
+        tokio_postgres::connect(&proxy.uri("postgres"), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    let connection = tokio::spawn(connection);
+    let sleeper = tokio::spawn(async move {
+        client
+            .simple_query("select pg_sleep(60) /* vanishing */")
+            .await
+    });
+    let direct = pg.connect("postgres").await.unwrap();
+    let running = "select count(*) from pg_stat_activity where query like '%vanishing%' and pid <> pg_backend_pid()";
+    let mut seen = false;
+    for _ in 0..100 {
+        if direct
+            .query_one(running, &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+            == 1
+        {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(seen, "the statement runs upstream");
+    connection.abort();
+    sleeper.abort();
+    let active = "select count(*) from pg_stat_activity where query like '%vanishing%' and state = 'active' and pid <> pg_backend_pid()";
+    let mut gone = false;
+    for _ in 0..150 {
+        if direct
+            .query_one(active, &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+            == 0
+        {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gone, "the abandoned pg_sleep(60) was cancelled");
+}
