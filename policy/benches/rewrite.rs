@@ -16,16 +16,27 @@ use policy::rewrite::{RewriteCache, fixture, rewrite};
 fn catalog() -> Catalog {
     let mut catalog = fixture::catalog();
     for (table, columns) in [
-        ("pgbench_accounts", &["aid", "bid", "abalance", "filler"][..]),
+        (
+            "pgbench_accounts",
+            &["aid", "bid", "abalance", "filler"][..],
+        ),
         ("pgbench_branches", &["bid", "bbalance", "filler"][..]),
         ("pgbench_tellers", &["tid", "bid", "tbalance", "filler"][..]),
-        ("pgbench_history", &["tid", "bid", "aid", "delta", "mtime", "filler"][..]),
+        (
+            "pgbench_history",
+            &["tid", "bid", "aid", "delta", "mtime", "filler"][..],
+        ),
     ] {
         let columns = columns
             .iter()
-            .map(|name| CatalogColumn { name: name.to_string(), data_type: "integer".to_string() })
+            .map(|name| CatalogColumn {
+                name: name.to_string(),
+                data_type: "integer".to_string(),
+            })
             .collect();
-        catalog.tables.insert(TableName::new("public", table), columns);
+        catalog
+            .tables
+            .insert(TableName::new("public", table), columns);
     }
     catalog
 }
@@ -48,8 +59,10 @@ fn median(mut samples: Vec<Duration>) -> Duration {
 /// Median over statements of each statement's median time, uncached and cached.
 fn corpus_summary() {
     let catalog = catalog();
-    let mut statements: Vec<(RoleAccess, String)> =
-        fixture::CORPUS.iter().map(|(r, sql)| (role(r), sql.to_string())).collect();
+    let mut statements: Vec<(RoleAccess, String)> = fixture::CORPUS
+        .iter()
+        .map(|(r, sql)| (role(r), sql.to_string()))
+        .collect();
     statements.push((role("sales"), pgbench_select(1)));
     let cache = RewriteCache::new(10_000);
     let (mut uncached, mut cached) = (Vec::new(), Vec::new());
@@ -65,7 +78,11 @@ fn corpus_summary() {
         let mut runs = Vec::new();
         for _ in 0..200 {
             let start = Instant::now();
-            black_box(cache.rewrite(black_box(sql), role, &catalog).expect("corpus statement accepted"));
+            black_box(
+                cache
+                    .rewrite(black_box(sql), role, &catalog)
+                    .expect("corpus statement accepted"),
+            );
             runs.push(start.elapsed());
         }
         cached.push(median(runs));

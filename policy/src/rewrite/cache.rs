@@ -283,8 +283,16 @@ mod tests {
                 assert_eq!(cache.rewrite(sql, &role, &catalog), full, "{sql}");
             }
             let bumped = sql.replace('7', "8").replace("'open'", "'won'");
-            assert_eq!(cache.rewrite(&bumped, &role, &catalog), rewrite(&bumped, &role, &catalog), "{bumped}");
+            assert_eq!(
+                cache.rewrite(&bumped, &role, &catalog),
+                rewrite(&bumped, &role, &catalog),
+                "{bumped}"
+            );
         }
-        assert!(cache.stats().hits as usize > fixture::CORPUS.len(), "{:?}", cache.stats());
+        assert!(
+            cache.stats().hits as usize > fixture::CORPUS.len(),
+            "{:?}",
+            cache.stats()
+        );
     }
 }

@@ -13,7 +13,7 @@ use sqlparser::parser::Parser;
 use super::analyzer::Analyzer;
 use super::refusal::Refusal;
 use super::report::TableOperation;
-use super::scope::{ItemKind, Scope, fold, fold_name};
+use super::scope::{ItemKind, Scope, fold, fold_name, plain_table};
 use super::settings;
 use super::{SessionEffect, StatementKind};
 
@@ -106,6 +106,10 @@ impl<'a> Analyzer<'a> {
                 describe_alias,
                 ..
             } => {
+                // EXPLAIN option values decide whether it runs the statement: never cached by shape.
+                if options.is_some() {
+                    self.value_sensitive = true;
+                }
                 let analyze_option = options.iter().flatten().any(|o| {
                     fold(&o.name) == "analyze"
                         && o.arg.as_ref().is_none_or(|arg| {
@@ -394,20 +398,5 @@ impl<'a> Analyzer<'a> {
             }
         }
         Ok(Outcome::new(StatementKind::Copy, true))
-    }
-}
-
-fn plain_table(name: sqlparser::ast::ObjectName) -> TableFactor {
-    TableFactor::Table {
-        name,
-        alias: None,
-        args: None,
-        with_hints: Vec::new(),
-        version: None,
-        with_ordinality: false,
-        partitions: Vec::new(),
-        json_path: None,
-        sample: None,
-        index_hints: Vec::new(),
     }
 }
