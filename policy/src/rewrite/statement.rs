@@ -111,7 +111,7 @@ impl<'a> Analyzer<'a> {
                     self.value_sensitive = true;
                 }
                 let analyze_option = options.iter().flatten().any(|o| {
-                    fold(&o.name) == "analyze"
+                    matches!(fold(&o.name).as_str(), "analyze" | "analyse")
                         && o.arg.as_ref().is_none_or(|arg| {
                             !matches!(
                                 setting_value(arg).to_ascii_lowercase().as_str(),
