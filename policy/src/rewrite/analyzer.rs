@@ -60,13 +60,14 @@ impl<'a> Analyzer<'a> {
         }
         match schema {
             Some("pg_catalog") => {
-                return self.system(relation, system::pg_catalog(relation), "pg_catalog");
+                return self.system(relation, system::pg_catalog(relation), "pg_catalog", op);
             }
             Some("information_schema") => {
                 return self.system(
                     relation,
                     system::information_schema(relation),
                     "information_schema",
+                    op,
                 );
             }
             Some(s) if system::is_forbidden_schema(s) => {
@@ -75,7 +76,7 @@ impl<'a> Analyzer<'a> {
                 )));
             }
             None if system::is_pg_catalog_name(relation) => {
-                return self.system(relation, system::pg_catalog(relation), "pg_catalog");
+                return self.system(relation, system::pg_catalog(relation), "pg_catalog", op);
             }
             _ => {}
         }
@@ -128,7 +129,14 @@ impl<'a> Analyzer<'a> {
         relation: &str,
         decision: SystemRelation,
         schema: &str,
+        op: TableOperation,
     ) -> Result<Resolved<'a>, Refusal> {
+        let route = match decision {
+            SystemRelation::Allowed => TableRoute::SystemCatalog,
+            SystemRelation::Denied => TableRoute::Denied,
+        };
+        self.log
+            .operation(&TableName::new(schema, relation), route, false, op);
         match decision {
             SystemRelation::Allowed => Ok(Resolved::Relation(ItemKind::System)),
             SystemRelation::Denied => Err(Refusal::denied(format!(

@@ -378,6 +378,12 @@ fn system_catalogs_for_describing_pass() {
         "support",
         "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = 'public'",
     );
+    let statements = accepted("support", "SELECT relname FROM pg_class");
+    assert_eq!(
+        statements[0].tables[0].table,
+        TableName::new("pg_catalog", "pg_class")
+    );
+    assert_eq!(statements[0].tables[0].route, TableRoute::SystemCatalog);
     let statements = accepted("support", "SELECT 'public.contacts'::regclass");
     assert!(!statements[0].literal_independent);
 }
