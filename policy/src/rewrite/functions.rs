@@ -310,6 +310,9 @@ const ALLOWED: &[&str] = &[
     "pg_get_constraintdef",
     "pg_get_indexdef",
     "pg_get_userbyid",
+    "pg_get_triggerdef",
+    "pg_get_ruledef",
+    "pg_get_partkeydef",
     "pg_table_is_visible",
     "pg_type_is_visible",
     "pg_function_is_visible",
@@ -330,6 +333,7 @@ const ALLOWED: &[&str] = &[
 /// `current_setting('maschera.region')`): the literal matters, so such a statement shape is never
 /// cached with its literals lifted out.
 const NAME_ARGUMENT: &[&str] = &[
+    "pg_get_viewdef",
     "current_setting",
     "nextval",
     "currval",

@@ -378,6 +378,11 @@ fn system_catalogs_for_describing_pass() {
         "support",
         "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = 'public'",
     );
+    let statements = accepted(
+        "support",
+        "SELECT pg_catalog.pg_get_viewdef('maschera_support.contacts'::regclass, true)",
+    );
+    assert!(!statements[0].literal_independent);
     let statements = accepted("support", "SELECT relname FROM pg_class");
     assert_eq!(
         statements[0].tables[0].table,
