@@ -23,6 +23,8 @@ pub(crate) struct Analyzer<'a> {
     pub log: UseLog,
     /// Set when a literal's value matters to the decision: the statement shape is not cacheable.
     pub value_sensitive: bool,
+    /// Current nesting of expressions being checked (bounded by `expr::MAX_EXPR_DEPTH`).
+    pub expr_depth: usize,
 }
 
 impl<'a> Analyzer<'a> {
@@ -32,6 +34,7 @@ impl<'a> Analyzer<'a> {
             catalog,
             log: UseLog::default(),
             value_sensitive: false,
+            expr_depth: 0,
         }
     }
 

@@ -1029,3 +1029,27 @@ fn refusals_record_the_tables_they_touched() {
     let names: Vec<String> = refusal.tables.iter().map(|t| t.table.to_string()).collect();
     assert_eq!(names, ["public.contacts", "public.consents"]);
 }
+
+#[test]
+fn very_deep_expressions_are_refused_without_exhausting_a_small_stack() {
+    let sql = format!("SELECT 1{}", "+1".repeat(5000));
+    let worker = std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(move || {
+            let refusal = run("sales", &sql).unwrap_err();
+            let tables = inspect(&sql, &fixture::role("dpo"), &fixture::catalog());
+            (refusal, tables)
+        })
+        .expect("spawn");
+    let (refusal, tables) = worker.join().expect("no stack overflow");
+    assert_eq!(refusal.sqlstate, SqlState::FeatureNotSupported);
+    assert!(refusal.message.contains("nested"), "{}", refusal.message);
+    assert!(tables.is_empty());
+    accepted(
+        "sales",
+        &format!(
+            "SELECT id FROM contacts WHERE id = 0{}",
+            " OR id = 1".repeat(150)
+        ),
+    );
+}
