@@ -349,6 +349,8 @@ fn session_statements_pass_and_discard_all_is_reported() {
         "SET client_encoding = 'UTF8'",
         "SET standard_conforming_strings = on",
         "SET SESSION statement_timeout = 1000",
+        "SET search_path TO public",
+        "SET search_path = 'public'",
         "RESET TimeZone",
         "SHOW TimeZone",
         "BEGIN ISOLATION LEVEL SERIALIZABLE",
@@ -700,6 +702,7 @@ fn ddl_and_privileged_statements_are_refused() {
         ("SET \"maschera.region\" TO 'south'", "maschera.region"),
         ("RESET maschera.region", "maschera.region"),
         ("SET search_path TO pg_temp, public", "search_path"),
+        ("SET search_path TO public, pg_catalog", "search_path"),
         (
             "SET work_mem_unknown_setting = 1",
             "work_mem_unknown_setting",
