@@ -46,3 +46,5 @@ pub enum AuditError {
         source: std::io::Error,
     },
 }
+#[cfg(test)]
+mod tests;

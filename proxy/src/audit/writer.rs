@@ -103,7 +103,10 @@ impl AuditLog {
         let (done, answer) = oneshot::channel();
         self.shared
             .tx
-            .send(Command::Record { event: Box::new(event), done })
+            .send(Command::Record {
+                event: Box::new(event),
+                done,
+            })
             .map_err(|_| AuditError::Closed)?;
         answer.await.map_err(|_| AuditError::Closed)?
     }
@@ -605,8 +608,12 @@ impl Writer {
     }
 
     fn seal_for_shutdown(&mut self) -> Result<(), AuditError> {
-        let result = self
-            .prepare_file()
+        // No rotation here: the shutdown checkpoint closes the current file.
+        let result = match self.current {
+            None => self.transaction(|w| w.open_file()),
+            Some(_) => Ok(()),
+        };
+        let result = result
             .and_then(|()| self.transaction(|w| w.append_checkpoint(CheckpointReason::Shutdown)));
         let result =
             result.and_then(|()| self.current.as_ref().map_or(Ok(()), |f| f.file.sync_all()));
