@@ -101,6 +101,17 @@ fn maschera(args: &[&str]) -> Output {
         .expect("run maschera")
 }
 
+/// Runs `maschera` and returns its standard output, failing the test if it did not succeed.
+fn maschera_ok(args: &[&str]) -> String {
+    let out = maschera(args);
+    assert!(
+        out.status.success(),
+        "maschera {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout(&out)
+}
+
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
@@ -136,6 +147,17 @@ fn statement(
     event
 }
 
+fn anna_reads_masked_email(rows: u64) -> Event {
+    statement(
+        "anna",
+        "10.1.1.1:5000",
+        "email",
+        Category::Contact,
+        ColumnAction::Masked,
+        rows,
+    )
+}
+
 #[tokio::test]
 async fn auditors_verify_search_and_report_on_a_written_log() {
     let setup = Setup::new("");
@@ -144,16 +166,7 @@ async fn auditors_verify_search_and_report_on_a_written_log() {
     login.user = Some("anna".into());
     login.client = Some("10.1.1.1:5000".into());
     log.record(login).await.unwrap();
-    log.record(statement(
-        "anna",
-        "10.1.1.1:5000",
-        "email",
-        Category::Contact,
-        ColumnAction::Masked,
-        3,
-    ))
-    .await
-    .unwrap();
+    log.record(anna_reads_masked_email(3)).await.unwrap();
     log.record(statement(
         "anna",
         "10.1.1.1:5000",
@@ -222,7 +235,7 @@ async fn auditors_verify_search_and_report_on_a_written_log() {
     // search: a table, JSON lines, filters.
     let config = setup.config_path();
     let config = config.to_str().unwrap();
-    let out = maschera(&[
+    let text = maschera_ok(&[
         "audit",
         "search",
         "--config",
@@ -232,12 +245,6 @@ async fn auditors_verify_search_and_report_on_a_written_log() {
         "--category",
         "contact",
     ]);
-    let text = stdout(&out);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     assert!(
         text.contains("public.customers(email:contact:masked)") && text.contains("1 records"),
         "{text}"
@@ -262,11 +269,9 @@ async fn auditors_verify_search_and_report_on_a_written_log() {
         lines[0]["statement"], "SELECT email FROM customers WHERE id = $1",
         "literals never reach the log"
     );
-    let out = maschera(&[
-        "audit",
-        "search",
-        "--config",
-        config,
+    let search =
+        |args: &[&str]| maschera(&[&["audit", "search", "--config", config], args].concat());
+    let out = search(&[
         "--table",
         "customers",
         "--column",
@@ -277,27 +282,13 @@ async fn auditors_verify_search_and_report_on_a_written_log() {
         "2999-12-31",
     ]);
     assert!(stdout(&out).contains("2 records"), "{}", stdout(&out));
-    let out = maschera(&[
-        "audit",
-        "search",
-        "--config",
-        config,
-        "--from",
-        "2999-01-01",
-    ]);
+    let out = search(&["--from", "2999-01-01"]);
     assert!(stdout(&out).contains("0 records"), "{}", stdout(&out));
-    let out = maschera(&[
-        "audit",
-        "search",
-        "--config",
-        config,
-        "--category",
-        "gossip",
-    ]);
+    let out = search(&["--category", "gossip"]);
     assert!(!out.status.success(), "an unknown category is an error");
 
     // report: Markdown for the DPO.
-    let out = maschera(&[
+    let md = maschera_ok(&[
         "audit",
         "report",
         "--config",
@@ -309,12 +300,6 @@ async fn auditors_verify_search_and_report_on_a_written_log() {
         "--to",
         "2999-12-31",
     ]);
-    let md = stdout(&out);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     assert!(md.starts_with("# Access report for user `anna`"), "{md}");
     assert!(
         md.contains("| public.customers | contact | email | masked | 1 | 3 |"),
@@ -474,18 +459,7 @@ async fn the_postgres_sink_copies_records_into_a_central_table() {
     let log = AuditLog::open(&setup.config()).unwrap();
     let mut seqs = Vec::new();
     for rows in 0..5 {
-        seqs.push(
-            log.record(statement(
-                "anna",
-                "10.1.1.1:5000",
-                "email",
-                Category::Contact,
-                ColumnAction::Masked,
-                rows,
-            ))
-            .await
-            .unwrap(),
-        );
+        seqs.push(log.record(anna_reads_masked_email(rows)).await.unwrap());
     }
     let client = pg.connect("audit").await.unwrap();
     let mut found = 0;

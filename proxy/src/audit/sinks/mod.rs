@@ -30,6 +30,26 @@ struct Sink {
     skipped: u64,
 }
 
+impl Sink {
+    /// Starts a sink's task, fed through a bounded queue.
+    fn spawn<F>(
+        runtime: &tokio::runtime::Handle,
+        name: &'static str,
+        task: impl FnOnce(mpsc::Receiver<Arc<Sealed>>) -> F,
+    ) -> Sink
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        runtime.spawn(task(rx));
+        Sink {
+            name,
+            tx,
+            skipped: 0,
+        }
+    }
+}
+
 /// The configured sinks, fed by the writer thread.
 pub struct SinkSet {
     sinks: Vec<Sink>,
@@ -46,23 +66,15 @@ impl SinkSet {
             .map_err(|_| AuditError::Config("the audit sinks need a tokio runtime".into()))?;
         if let Some(url) = &config.postgres_sink {
             let target = postgres::Target::new(url, &config.postgres_table)?;
-            let (tx, rx) = mpsc::channel(QUEUE);
-            runtime.spawn(postgres::run(target, rx));
-            sinks.push(Sink {
-                name: "postgres",
-                tx,
-                skipped: 0,
-            });
+            sinks.push(Sink::spawn(&runtime, "postgres", |rx| {
+                postgres::run(target, rx)
+            }));
         }
         if let Some(address) = &config.syslog {
             let target = syslog::Target::parse(address)?;
-            let (tx, rx) = mpsc::channel(QUEUE);
-            runtime.spawn(syslog::run(target, rx));
-            sinks.push(Sink {
-                name: "syslog",
-                tx,
-                skipped: 0,
-            });
+            sinks.push(Sink::spawn(&runtime, "syslog", |rx| {
+                syslog::run(target, rx)
+            }));
         }
         Ok(SinkSet { sinks })
     }
