@@ -514,3 +514,51 @@ async fn records_reach_a_syslog_collector_over_udp() {
     );
     log.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn one_writer_per_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = open(&config(dir.path())).unwrap();
+    let err = open(&config(dir.path()))
+        .err()
+        .expect("a second writer is refused");
+    assert!(err.to_string().contains("in use"), "{err}");
+    first.shutdown().await.unwrap();
+    drop(first);
+    let again = open(&config(dir.path())).expect("free again after shutdown");
+    again.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn periodic_checkpoints_are_written_while_idle() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.checkpoint_seconds = 1;
+    let log = open(&cfg).unwrap();
+    log.record(statement("anna", 1)).await.unwrap();
+    let file = only_file(dir.path());
+    let mut sealed = false;
+    for _ in 0..200 {
+        if std::fs::read_to_string(&file)
+            .unwrap()
+            .contains(r#""reason":"periodic""#)
+        {
+            sealed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(sealed, "a periodic checkpoint seals the idle log");
+    let report = check_dir(dir.path());
+    assert!(
+        matches!(
+            report.verdict,
+            Verdict::Unsealed {
+                unsealed_records: 0,
+                ..
+            }
+        ),
+        "everything up to the periodic checkpoint is sealed: {report:?}"
+    );
+    log.shutdown().await.unwrap();
+}

@@ -139,6 +139,14 @@ impl AuditLog {
     }
 }
 
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog")
+            .field("healthy", &self.is_healthy())
+            .finish()
+    }
+}
+
 /// The chain's position: what the next record chains to, and with which key.
 struct ChainState {
     key: ChainKey,
@@ -168,6 +176,8 @@ struct OpenFile {
 
 struct Writer {
     dir: PathBuf,
+    /// Held (flock) for the writer's life: one writer per folder.
+    _lock: File,
     instance: String,
     durability: Durability,
     batch_interval: Duration,
@@ -235,6 +245,29 @@ fn find_tail(dir: &Path) -> Result<Option<Tail>, AuditError> {
     Ok(None)
 }
 
+/// Takes the folder's lock file so that no second process (or log) writes the same chain.
+fn lock_dir(dir: &Path) -> Result<File, AuditError> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join(".lock");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| AuditError::Io {
+            path: path.clone(),
+            source: e,
+        })?;
+    // SAFETY: flock on a descriptor we own; released when the file is closed.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(AuditError::Config(format!(
+            "{} is in use by another access log writer",
+            dir.display()
+        )));
+    }
+    Ok(file)
+}
+
 fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
@@ -253,6 +286,7 @@ impl Writer {
             path: config.dir.clone(),
             source: e,
         })?;
+        let lock = lock_dir(&config.dir)?;
         let tail = find_tail(&config.dir)?;
         let mut nonce = [0u8; 16];
         rand::rng().fill_bytes(&mut nonce);
@@ -260,6 +294,7 @@ impl Writer {
         let seconds = |s: u64| Duration::from_secs(s.max(1));
         Ok(Writer {
             dir: config.dir.clone(),
+            _lock: lock,
             instance: config.instance_name(),
             durability: config.durability,
             batch_interval: Duration::from_millis(config.batch_interval_ms.max(1)),
