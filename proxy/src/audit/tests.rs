@@ -472,9 +472,7 @@ fn opening_a_log_where_no_folder_can_be_made_fails() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("file");
     std::fs::write(&file, "").unwrap();
-    let err = open(&config(&file.join("log")))
-        .err()
-        .expect("cannot open under a regular file");
+    let err = open(&config(&file.join("log"))).expect_err("cannot open under a regular file");
     assert!(matches!(err, AuditError::Io { .. }), "{err}");
 }
 
@@ -519,9 +517,7 @@ async fn records_reach_a_syslog_collector_over_udp() {
 async fn one_writer_per_folder() {
     let dir = tempfile::tempdir().unwrap();
     let first = open(&config(dir.path())).unwrap();
-    let err = open(&config(dir.path()))
-        .err()
-        .expect("a second writer is refused");
+    let err = open(&config(dir.path())).expect_err("a second writer is refused");
     assert!(err.to_string().contains("in use"), "{err}");
     first.shutdown().await.unwrap();
     drop(first);
