@@ -2,10 +2,11 @@
 //! Not for: writing the log (the proxy does, through `audit::AuditLog`).
 
 use crate::audit::config::{AuditConfig, PUBLIC_KEY_ENV};
-use crate::audit::keys::{self, KeySource};
+use crate::audit::keys::{self, ChainSecret, KeySource};
 use crate::audit::search::{self, Entry, Filter};
 use crate::audit::verify::{self, Verdict};
 use anyhow::{Context, Result, bail};
+use ed25519_dalek::VerifyingKey;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -76,6 +77,16 @@ struct VerifyArgs {
     files: Vec<PathBuf>,
     #[command(flatten)]
     log: LogArgs,
+    #[command(flatten)]
+    keys: KeyArgs,
+    /// Accept a set whose first file links an earlier file that is not given (e.g. removed by retention).
+    #[arg(long)]
+    partial: bool,
+}
+
+/// The auditor's keys: the chain secret and the checkpoints' public key.
+#[derive(clap::Args, Debug)]
+struct KeyArgs {
     /// File holding the chain secret (hex); default: the config's source, else MASCHERA_AUDIT_KEY.
     #[arg(long)]
     key_file: Option<PathBuf>,
@@ -83,9 +94,41 @@ struct VerifyArgs {
     /// MASCHERA_AUDIT_PUBLIC_KEY, else derived from the config's signing key.
     #[arg(long)]
     public_key: Option<PathBuf>,
-    /// Accept a set whose first file links an earlier file that is not given (e.g. removed by retention).
-    #[arg(long)]
-    partial: bool,
+}
+
+impl KeyArgs {
+    fn load(&self, config: Option<&AuditConfig>) -> Result<(ChainSecret, VerifyingKey)> {
+        let file_source = |what, file| KeySource {
+            what,
+            file: Some(file),
+            env: None,
+        };
+        let secret_source = match (&self.key_file, config) {
+            (Some(file), _) => file_source("audit chain secret", file),
+            (None, Some(c)) => c.chain_secret_source(),
+            (None, None) => KeySource {
+                what: "audit chain secret",
+                file: None,
+                env: Some("MASCHERA_AUDIT_KEY"),
+            },
+        };
+        let secret = keys::chain_secret(&secret_source)?;
+        let public = match (&self.public_key, config) {
+            (Some(file), _) => keys::verifying_key(&file_source("audit public key", file))?,
+            (None, Some(c)) => match keys::verifying_key(&c.public_key_source())? {
+                Some(k) => Some(k),
+                None => Some(keys::signing_key(&c.signing_key_source())?.verifying_key()),
+            },
+            (None, None) => keys::verifying_key(&KeySource {
+                what: "audit public key",
+                file: None,
+                env: Some(PUBLIC_KEY_ENV),
+            })?,
+        };
+        let public = public
+            .context("no public key: pass --public-key FILE or set MASCHERA_AUDIT_PUBLIC_KEY")?;
+        Ok((secret, public))
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -167,6 +210,8 @@ struct ReportArgs {
     /// End of the period: RFC 3339 or YYYY-MM-DD (whole day included).
     #[arg(long)]
     to: Option<String>,
+    #[command(flatten)]
+    keys: KeyArgs,
     /// Write the report to this file instead of standard output.
     #[arg(long, short)]
     output: Option<PathBuf>,
@@ -219,45 +264,22 @@ fn write_key(path: &Path, hex: &str, secret: bool) -> Result<()> {
 fn verify_cmd(args: VerifyArgs) -> Result<ExitCode> {
     let config = args.log.config()?;
     let paths = args.log.paths(&args.files, config.as_ref())?;
-    let default_secret = KeySource {
-        what: "audit chain secret",
-        file: None,
-        env: Some("MASCHERA_AUDIT_KEY"),
-    };
-    let secret_source = match (&args.key_file, &config) {
-        (Some(file), _) => KeySource {
-            what: "audit chain secret",
-            file: Some(file),
-            env: None,
-        },
-        (None, Some(c)) => c.chain_secret_source(),
-        (None, None) => default_secret,
-    };
-    let secret = keys::chain_secret(&secret_source)?;
-    let public = match (&args.public_key, &config) {
-        (Some(file), _) => keys::verifying_key(&KeySource {
-            what: "audit public key",
-            file: Some(file),
-            env: None,
-        })?,
-        (None, Some(c)) => match keys::verifying_key(&c.public_key_source())? {
-            Some(k) => Some(k),
-            None => Some(keys::signing_key(&c.signing_key_source())?.verifying_key()),
-        },
-        (None, None) => keys::verifying_key(&KeySource {
-            what: "audit public key",
-            file: None,
-            env: Some(PUBLIC_KEY_ENV),
-        })?,
-    };
-    let public =
-        public.context("no public key: pass --public-key FILE or set MASCHERA_AUDIT_PUBLIC_KEY")?;
+    let (secret, public) = args.keys.load(config.as_ref())?;
     let report = verify::verify(&paths, &secret, &public, args.partial)?;
     for note in &report.notes {
         println!("note: {note}");
     }
     match &report.verdict {
-        Verdict::Whole => println!(
+        Verdict::Broken(b) => println!("BROKEN at {b}"),
+        _ => println!("{}", verdict_text(&report)),
+    }
+    Ok(ExitCode::from(report.exit_code()))
+}
+
+/// One sentence on a whole or unsealed log.
+fn verdict_text(report: &verify::Report) -> String {
+    match &report.verdict {
+        Verdict::Whole => format!(
             "whole: {} records in {} files, last seq {}, sealed by a shutdown checkpoint",
             report.records,
             report.files,
@@ -267,24 +289,21 @@ fn verify_cmd(args: VerifyArgs) -> Result<ExitCode> {
             last_checkpoint_seq,
             unsealed_records,
             torn,
-        } => {
-            println!(
-                "unsealed tail: {} records in {} files check, but {unsealed_records} records after the last checkpoint{} are not sealed{} (the proxy is running or stopped uncleanly, or the tail was cut)",
-                report.records,
-                report.files,
-                last_checkpoint_seq
-                    .map(|s| format!(" (seq {s})"))
-                    .unwrap_or_default(),
-                if *torn {
-                    ", followed by a partial line"
-                } else {
-                    ""
-                }
-            );
-        }
-        Verdict::Broken(b) => println!("BROKEN at {b}"),
+        } => format!(
+            "unsealed tail: {} records in {} files check, but {unsealed_records} records after the last checkpoint{} are not sealed{} (the proxy is running or stopped uncleanly, or the tail was cut)",
+            report.records,
+            report.files,
+            last_checkpoint_seq
+                .map(|s| format!(" (seq {s})"))
+                .unwrap_or_default(),
+            if *torn {
+                ", followed by a partial line"
+            } else {
+                ""
+            }
+        ),
+        Verdict::Broken(b) => format!("BROKEN at {b}"),
     }
-    Ok(ExitCode::from(report.exit_code()))
 }
 
 fn collect(log: &LogArgs, filter: &Filter) -> Result<Vec<Entry>> {
@@ -325,6 +344,14 @@ fn report_cmd(args: ReportArgs) -> Result<ExitCode> {
     }
     .filter()?;
     let entries = collect(&args.log, &filter)?;
+    let config = args.log.config()?;
+    let verification = match args.keys.load(config.as_ref()) {
+        Ok((secret, public)) => {
+            let paths = args.log.paths(&[], config.as_ref())?;
+            verdict_text(&verify::verify(&paths, &secret, &public, true)?)
+        }
+        Err(e) => format!("not checked ({e:#}); run `maschera audit verify` on the same files"),
+    };
     let generated = time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
@@ -333,9 +360,7 @@ fn report_cmd(args: ReportArgs) -> Result<ExitCode> {
         from: args.from.as_deref(),
         to: args.to.as_deref(),
         generated: &generated,
-        verification: Some(
-            "not part of this report; run `maschera audit verify` on the same files",
-        ),
+        verification: &verification,
     };
     let markdown = crate::audit::report::markdown(&scope, &entries);
     match args.output {

@@ -14,7 +14,8 @@ pub struct Scope<'a> {
     pub from: Option<&'a str>,
     pub to: Option<&'a str>,
     pub generated: &'a str,
-    pub verification: Option<&'a str>,
+    /// What `verify` said about the files the report read.
+    pub verification: &'a str,
 }
 
 #[derive(Default)]
@@ -122,9 +123,7 @@ pub fn markdown(scope: &Scope<'_>, entries: &[Entry]) -> String {
         scope.to.unwrap_or("the end of the log"),
         scope.generated
     );
-    if let Some(v) = scope.verification {
-        let _ = writeln!(md, "- Log verification: {v}");
-    }
+    let _ = writeln!(md, "- Log verification: {}", scope.verification);
     let _ = writeln!(md, "\n## Summary\n");
     let _ = writeln!(
         md,

@@ -301,6 +301,7 @@ async fn auditors_verify_search_and_report_on_a_written_log() {
         "2999-12-31",
     ]);
     assert!(md.starts_with("# Access report for user `anna`"), "{md}");
+    assert!(md.contains("- Log verification: whole: 8 records"), "{md}");
     assert!(
         md.contains("| public.customers | contact | email | masked | 1 | 3 |"),
         "{md}"
