@@ -78,12 +78,7 @@ impl Setup {
 
     fn log_seqs(&self) -> Vec<u64> {
         let mut seqs = Vec::new();
-        let mut files: Vec<PathBuf> = std::fs::read_dir(self.log_dir())
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        files.sort();
-        for file in files {
+        for file in maschera::audit::files::list_dir(&self.log_dir()).unwrap() {
             for line in std::fs::read_to_string(file).unwrap().lines() {
                 if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
                     seqs.push(v["seq"].as_u64().unwrap());
@@ -322,12 +317,9 @@ async fn auditors_verify_search_and_report_on_a_written_log() {
     assert!(!md.contains("bert"), "{md}");
 
     // tampering: one changed number is found, with file, line and seq.
-    let file = std::fs::read_dir(setup.log_dir())
+    let file = maschera::audit::files::list_dir(&setup.log_dir())
         .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+        .remove(0);
     let text = std::fs::read_to_string(&file)
         .unwrap()
         .replacen("\"rows\":3", "\"rows\":1", 1);
