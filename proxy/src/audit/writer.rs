@@ -380,10 +380,9 @@ impl Writer {
             .is_some_and(|t| now >= t + self.batch_interval)
         {
             let result = self.current.as_ref().map_or(Ok(()), |f| f.file.sync_data());
+            // On failure, retry one interval later (not in a tight loop).
+            self.unsynced_since = result.is_err().then_some(now);
             self.set_health(result.is_ok(), "fsync", result.err());
-            if self.is_healthy() {
-                self.unsynced_since = None;
-            }
         }
         let periodic = self
             .checkpoint_every
@@ -392,12 +391,12 @@ impl Writer {
             let result = self.prepare_file().and_then(|()| {
                 self.transaction(|w| w.append_checkpoint(CheckpointReason::Periodic))
             });
+            if result.is_err() {
+                // Retry one period later (not in a tight loop); records may restore health sooner.
+                self.last_checkpoint = now;
+            }
             self.finish(result, Vec::new());
         }
-    }
-
-    fn is_healthy(&self) -> bool {
-        self.healthy.load(Ordering::SeqCst)
     }
 
     fn set_health(&self, ok: bool, what: &str, error: Option<std::io::Error>) {
