@@ -363,6 +363,11 @@ async fn callers_cannot_write_the_logs_own_records() {
             Err(AuditError::ReservedKind(_))
         ));
     }
+    let receipt = log.submit(statement("anna", 1));
+    assert!(
+        receipt.durable().await.is_ok(),
+        "submit queues at once, durable waits"
+    );
     log.shutdown().await.unwrap();
     assert!(matches!(
         log.record(statement("anna", 1)).await,

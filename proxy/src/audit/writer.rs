@@ -97,18 +97,21 @@ impl AuditLog {
     /// Appends one event; returns its sequence number once it is durable (see the module doc).
     /// An error means the event is not in the log: the caller must not answer as if it were.
     pub async fn record(&self, event: Event) -> Result<u64, AuditError> {
+        self.submit(event).durable().await
+    }
+
+    /// Queues one event at once and returns a receipt to await its durability later, so that a
+    /// session can overlap the log's fsync with work of its own (e.g. the upstream query).
+    pub fn submit(&self, event: Event) -> Receipt {
         if event.kind.is_reserved() {
-            return Err(AuditError::ReservedKind(event.kind.as_str()));
+            return Receipt(Err(AuditError::ReservedKind(event.kind.as_str())));
         }
         let (done, answer) = oneshot::channel();
-        self.shared
-            .tx
-            .send(Command::Record {
-                event: Box::new(event),
-                done,
-            })
-            .map_err(|_| AuditError::Closed)?;
-        answer.await.map_err(|_| AuditError::Closed)?
+        let sent = self.shared.tx.send(Command::Record {
+            event: Box::new(event),
+            done,
+        });
+        Receipt(sent.map(|()| answer).map_err(|_| AuditError::Closed))
     }
 
     /// Whether the last attempt to write succeeded. When false, refuse statements that touch personal data.
@@ -144,6 +147,17 @@ impl std::fmt::Debug for AuditLog {
         f.debug_struct("AuditLog")
             .field("healthy", &self.is_healthy())
             .finish()
+    }
+}
+
+/// An event queued by [`AuditLog::submit`].
+#[must_use = "a record counts only once `durable` returned Ok"]
+pub struct Receipt(Result<oneshot::Receiver<Result<u64, AuditError>>, AuditError>);
+
+impl Receipt {
+    /// Waits until the event is durable; returns its sequence number, or why it is not in the log.
+    pub async fn durable(self) -> Result<u64, AuditError> {
+        self.0?.await.map_err(|_| AuditError::Closed)?
     }
 }
 
