@@ -68,7 +68,10 @@ impl Filter {
         {
             return false;
         }
-        if self.from.is_some_and(|from| entry.time.is_none_or(|t| t < from)) {
+        if self
+            .from
+            .is_some_and(|from| entry.time.is_none_or(|t| t < from))
+        {
             return false;
         }
         if self.to.is_some_and(|to| entry.time.is_none_or(|t| t >= to)) {
