@@ -7,7 +7,7 @@
 //! see `normalize`), refusals carry the proxy's own message, errors only their SQLSTATE.
 //! Readers tolerate fields they do not know, so later versions may add fields (e.g. `subjects`).
 
-use policy::access::{Category, TableName};
+use policy::access::{Action, Category, TableName};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// What happened. `Checkpoint` and `FileStart` are written by the log itself, never by callers.
@@ -72,6 +72,17 @@ pub enum ColumnAction {
 }
 
 impl ColumnAction {
+    /// What a role's policy action means for the log: the plain value is `shown`, a column the role
+    /// does not have is `dropped`, every other action (masks, pseudonyms, NULL, constants, buckets...)
+    /// is `masked`.
+    pub fn from_policy(action: &Action) -> Self {
+        match action {
+            Action::Show => ColumnAction::Shown,
+            Action::Drop => ColumnAction::Dropped,
+            _ => ColumnAction::Masked,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             ColumnAction::Shown => "shown",
@@ -349,6 +360,27 @@ mod tests {
         );
         let back: Record = serde_json::from_str(&json).unwrap();
         assert_eq!(back, record);
+    }
+
+    #[test]
+    fn policy_actions_map_to_what_the_log_says() {
+        assert_eq!(
+            ColumnAction::from_policy(&Action::Show),
+            ColumnAction::Shown
+        );
+        assert_eq!(
+            ColumnAction::from_policy(&Action::Drop),
+            ColumnAction::Dropped
+        );
+        for masked in [
+            Action::Null,
+            Action::MaskEmail,
+            Action::Pseudonym,
+            Action::Bucket(10),
+            Action::Year,
+        ] {
+            assert_eq!(ColumnAction::from_policy(&masked), ColumnAction::Masked);
+        }
     }
 
     #[test]

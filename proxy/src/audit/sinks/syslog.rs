@@ -148,22 +148,56 @@ mod tests {
     use super::*;
     use crate::audit::record::{Event, Record};
 
-    #[test]
-    fn messages_follow_rfc_5424() {
-        let mut event = Event::new(EventKind::LoginFailed);
-        event.user = Some("anna".into());
+    fn sealed(seq: u64, time: &str, instance: &str, event: Event) -> Sealed {
         let record = Record {
-            seq: 9,
-            time: "2026-01-01T00:00:00Z".into(),
-            instance: "proxy a\"]".into(),
+            seq,
+            time: time.into(),
+            instance: instance.into(),
             event,
             link: None,
             checkpoint: None,
         };
-        let message = format_message(&Sealed {
+        Sealed {
             record,
-            line: "{\"seq\":9}".into(),
-        });
+            line: format!("{{\"seq\":{seq}}}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn tcp_messages_are_octet_counted() {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = Target::parse(&format!("tcp://{}", listener.local_addr().unwrap())).unwrap();
+        let (tx, rx) = mpsc::channel(4);
+        let task = tokio::spawn(run(target, rx));
+        for seq in [1, 2] {
+            tx.send(Arc::new(sealed(
+                seq,
+                "t",
+                "i",
+                Event::new(EventKind::Statement),
+            )))
+            .await
+            .unwrap();
+        }
+        drop(tx);
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut received = String::new();
+        socket.read_to_string(&mut received).await.unwrap();
+        task.await.unwrap();
+        let first = format_message(&sealed(1, "t", "i", Event::new(EventKind::Statement)));
+        assert!(
+            received.starts_with(&format!("{} {first}", first.len())),
+            "{received}"
+        );
+        assert!(received.ends_with("{\"seq\":2}"), "{received}");
+    }
+
+    #[test]
+    fn messages_follow_rfc_5424() {
+        let mut event = Event::new(EventKind::LoginFailed);
+        event.user = Some("anna".into());
+        let message = format_message(&sealed(9, "2026-01-01T00:00:00Z", "proxy a\"]", event));
         let expected_start = "<108>1 2026-01-01T00:00:00Z proxya\"] maschera ";
         assert!(message.starts_with(expected_start), "{message}");
         assert!(
