@@ -4,6 +4,8 @@
 //!
 //! Usage: audit-writer --config FILE [--tasks N] [--count N (per task; 0 = until killed)]
 //!        [--fsize-limit BYTES (a file size limit, as a full disk)] [--bench]
+//!        [--work-us N (a simulated upstream query per statement)] [--overlap (submit the record before
+//!        the query, await its durability after, instead of recording after the query)]
 //! With `--bench` nothing is printed per record; the last line is `records <n> seconds <s> per_second <r>`.
 //! Exit status: 0 all recorded, 3 the log refused a record (`error ...` and `healthy false` printed).
 
@@ -21,6 +23,8 @@ struct Args {
     count: u64,
     fsize_limit: Option<u64>,
     bench: bool,
+    work_us: u64,
+    overlap: bool,
 }
 
 fn args() -> Result<Args, String> {
@@ -30,6 +34,8 @@ fn args() -> Result<Args, String> {
         count: 0,
         fsize_limit: None,
         bench: false,
+        work_us: 0,
+        overlap: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -42,6 +48,8 @@ fn args() -> Result<Args, String> {
                 out.fsize_limit = Some(value()?.parse().map_err(|_| "--fsize-limit: a number")?)
             }
             "--bench" => out.bench = true,
+            "--overlap" => out.overlap = true,
+            "--work-us" => out.work_us = value()?.parse().map_err(|_| "--work-us: a number")?,
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -93,6 +101,12 @@ fn event(task: usize, n: u64) -> Event {
     event
 }
 
+async fn simulated_query(work: std::time::Duration) {
+    if !work.is_zero() {
+        tokio::time::sleep(work).await;
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = match args() {
@@ -123,11 +137,20 @@ async fn main() -> ExitCode {
     let mut tasks = Vec::new();
     for task in 0..args.tasks {
         let log = log.clone();
-        let (count, bench) = (args.count, args.bench);
+        let (count, bench, overlap) = (args.count, args.bench, args.overlap);
+        let work = std::time::Duration::from_micros(args.work_us);
         tasks.push(tokio::spawn(async move {
             let mut n = 0u64;
             while count == 0 || n < count {
-                match log.record(event(task, n)).await {
+                let acked = if overlap {
+                    let receipt = log.submit(event(task, n));
+                    simulated_query(work).await;
+                    receipt.durable().await
+                } else {
+                    simulated_query(work).await;
+                    log.record(event(task, n)).await
+                };
+                match acked {
                     Ok(seq) if !bench => println!("acked {seq}"),
                     Ok(_) => {}
                     Err(e) => {
