@@ -6,6 +6,7 @@
 //!        [--fsize-limit BYTES (a file size limit, as a full disk)] [--bench]
 //!        [--work-us N (a simulated upstream query per statement)] [--overlap (submit the record before
 //!        the query, await its durability after, instead of recording after the query)]
+//!        [--no-log (only the simulated queries: the baseline)]
 //! With `--bench` nothing is printed per record; the last line is `records <n> seconds <s> per_second <r>`.
 //! Exit status: 0 all recorded, 3 the log refused a record (`error ...` and `healthy false` printed).
 
@@ -25,6 +26,7 @@ struct Args {
     bench: bool,
     work_us: u64,
     overlap: bool,
+    no_log: bool,
 }
 
 fn args() -> Result<Args, String> {
@@ -36,6 +38,7 @@ fn args() -> Result<Args, String> {
         bench: false,
         work_us: 0,
         overlap: false,
+        no_log: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -49,6 +52,7 @@ fn args() -> Result<Args, String> {
             }
             "--bench" => out.bench = true,
             "--overlap" => out.overlap = true,
+            "--no-log" => out.no_log = true,
             "--work-us" => out.work_us = value()?.parse().map_err(|_| "--work-us: a number")?,
             other => return Err(format!("unknown argument {other}")),
         }
@@ -137,12 +141,15 @@ async fn main() -> ExitCode {
     let mut tasks = Vec::new();
     for task in 0..args.tasks {
         let log = log.clone();
-        let (count, bench, overlap) = (args.count, args.bench, args.overlap);
+        let (count, bench, overlap, no_log) = (args.count, args.bench, args.overlap, args.no_log);
         let work = std::time::Duration::from_micros(args.work_us);
         tasks.push(tokio::spawn(async move {
             let mut n = 0u64;
             while count == 0 || n < count {
-                let acked = if overlap {
+                let acked = if no_log {
+                    simulated_query(work).await;
+                    Ok(0)
+                } else if overlap {
                     let receipt = log.submit(event(task, n));
                     simulated_query(work).await;
                     receipt.durable().await
