@@ -4,3 +4,5 @@
 mod audit;
 mod catalog;
 mod harness;
+mod policy;
+mod users;
