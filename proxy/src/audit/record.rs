@@ -7,7 +7,8 @@
 //! see `normalize`), refusals carry the proxy's own message, errors only their SQLSTATE.
 //! Readers tolerate fields they do not know, so later versions may add fields (e.g. `subjects`).
 
-use policy::access::{Action, Category, TableName};
+use policy::access::{Category, TableName};
+use policy::rewrite::{TableOperation, TableRoute, TableUse};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// What happened. `Checkpoint` and `FileStart` are written by the log itself, never by callers.
@@ -72,17 +73,6 @@ pub enum ColumnAction {
 }
 
 impl ColumnAction {
-    /// What a role's policy action means for the log: the plain value is `shown`, a column the role
-    /// does not have is `dropped`, every other action (masks, pseudonyms, NULL, constants, buckets...)
-    /// is `masked`.
-    pub fn from_policy(action: &Action) -> Self {
-        match action {
-            Action::Show => ColumnAction::Shown,
-            Action::Drop => ColumnAction::Dropped,
-            _ => ColumnAction::Masked,
-        }
-    }
-
     pub fn as_str(self) -> &'static str {
         match self {
             ColumnAction::Shown => "shown",
@@ -118,6 +108,78 @@ pub struct TableTouched {
     /// Whether the role's row filter limited the rows.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub row_filtered: bool,
+    /// How the statement used the table: `read`, `insert`, `update`, `delete`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub operations: Vec<String>,
+    /// Categories of personal data involved: of the columns, or of the whole table when it was denied.
+    #[serde(
+        default,
+        with = "categories_serde",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub categories: Vec<Category>,
+}
+
+impl TableTouched {
+    /// A table with nothing recorded yet.
+    pub fn new(table: TableName) -> Self {
+        Self {
+            table,
+            columns: Vec::new(),
+            row_filtered: false,
+            operations: Vec::new(),
+            categories: Vec::new(),
+        }
+    }
+
+    /// What the policy rewriter reports about a table a statement used (`RewrittenStatement::tables`,
+    /// `Refusal::tables`). Columns of a table the role does not have are recorded as `denied`.
+    pub fn from_use(table_use: &TableUse) -> Self {
+        let denied = table_use.route == TableRoute::Denied;
+        let columns = table_use
+            .columns
+            .iter()
+            .map(|(name, column)| ColumnTouched {
+                name: name.clone(),
+                category: column.category,
+                action: if denied {
+                    ColumnAction::Denied
+                } else {
+                    ColumnAction::from(column.action)
+                },
+            })
+            .collect();
+        let operations = table_use
+            .operations
+            .iter()
+            .map(|op| {
+                match op {
+                    TableOperation::Read => "read",
+                    TableOperation::Insert => "insert",
+                    TableOperation::Update => "update",
+                    TableOperation::Delete => "delete",
+                }
+                .to_string()
+            })
+            .collect();
+        Self {
+            table: table_use.table.clone(),
+            columns,
+            row_filtered: table_use.filtered,
+            operations,
+            categories: table_use.categories.iter().copied().collect(),
+        }
+    }
+}
+
+impl From<policy::rewrite::ColumnAction> for ColumnAction {
+    fn from(action: policy::rewrite::ColumnAction) -> Self {
+        match action {
+            policy::rewrite::ColumnAction::Shown => ColumnAction::Shown,
+            policy::rewrite::ColumnAction::Masked => ColumnAction::Masked,
+            policy::rewrite::ColumnAction::Dropped => ColumnAction::Dropped,
+        }
+    }
 }
 
 /// How a statement (or a login, a reload...) ended.
@@ -289,6 +351,19 @@ mod category_serde {
     }
 }
 
+mod categories_serde {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(value: &[Category], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(value.iter().map(|c| c.as_str()))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Category>, D::Error> {
+        let names: Vec<String> = Vec::deserialize(d)?;
+        Ok(names.iter().filter_map(|n| Category::parse(n)).collect())
+    }
+}
+
 mod table_serde {
     use super::*;
 
@@ -328,6 +403,8 @@ mod tests {
                 action: ColumnAction::Masked,
             }],
             row_filtered: true,
+            operations: vec!["read".into()],
+            categories: vec![Category::Contact],
         }];
         e.rows = Some(3);
         e.outcome = Outcome::Refused {
@@ -363,24 +440,53 @@ mod tests {
     }
 
     #[test]
-    fn policy_actions_map_to_what_the_log_says() {
+    fn the_rewriters_table_uses_become_tables_touched() {
+        use policy::rewrite::{ColumnUse, fixture, rewrite};
+        let rewritten = rewrite(
+            "SELECT email FROM contacts",
+            &fixture::role("support"),
+            &fixture::catalog(),
+        )
+        .unwrap();
+        let touched: Vec<TableTouched> = rewritten.statements()[0]
+            .tables
+            .iter()
+            .map(TableTouched::from_use)
+            .collect();
+        assert_eq!(touched.len(), 1, "{touched:?}");
+        assert_eq!(touched[0].table, TableName::new("public", "contacts"));
+        assert_eq!(touched[0].operations, vec!["read".to_string()]);
+        let email = touched[0]
+            .columns
+            .iter()
+            .find(|c| c.name == "email")
+            .expect("email recorded");
+        assert_eq!(email.category, Some(Category::Contact));
+        assert!(touched[0].categories.contains(&Category::Contact));
+
+        let denied = TableUse {
+            table: TableName::new("public", "notes"),
+            route: TableRoute::Denied,
+            operations: vec![TableOperation::Read],
+            filtered: false,
+            columns: [(
+                "body".to_string(),
+                ColumnUse {
+                    category: Some(Category::FreeText),
+                    action: policy::rewrite::ColumnAction::Shown,
+                },
+            )]
+            .into(),
+            categories: [Category::FreeText].into(),
+        };
+        let touched = TableTouched::from_use(&denied);
         assert_eq!(
-            ColumnAction::from_policy(&Action::Show),
-            ColumnAction::Shown
+            touched.columns[0].action,
+            ColumnAction::Denied,
+            "a denied table's columns are denied"
         );
-        assert_eq!(
-            ColumnAction::from_policy(&Action::Drop),
-            ColumnAction::Dropped
-        );
-        for masked in [
-            Action::Null,
-            Action::MaskEmail,
-            Action::Pseudonym,
-            Action::Bucket(10),
-            Action::Year,
-        ] {
-            assert_eq!(ColumnAction::from_policy(&masked), ColumnAction::Masked);
-        }
+        let json = serde_json::to_string(&touched).unwrap();
+        assert!(json.contains(r#""categories":["free_text"]"#), "{json}");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 use crate::audit::AuditError;
 use crate::audit::files;
 use crate::audit::record::Record;
+use policy::access::Category;
 use std::path::PathBuf;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -80,20 +81,21 @@ impl Filter {
         if self.table.is_none() && self.column.is_none() && self.category.is_none() {
             return true;
         }
+        let category_is =
+            |k: &Category| self.category.as_ref().is_none_or(|want| k.as_str() == want);
         e.tables.iter().any(|t| {
             let table_ok = self
                 .table
                 .as_ref()
                 .is_none_or(|want| *want == t.table.to_string() || *want == t.table.name);
+            let column_ok = t.columns.iter().any(|c| {
+                self.column.as_ref().is_none_or(|want| *want == c.name)
+                    && (self.category.is_none() || c.category.as_ref().is_some_and(category_is))
+            });
+            // A denied table may name no column: its categories still match `--category`.
+            let categories_ok = self.column.is_none() && t.categories.iter().any(category_is);
             table_ok
-                && (self.column.is_none() && self.category.is_none()
-                    || t.columns.iter().any(|c| {
-                        self.column.as_ref().is_none_or(|want| *want == c.name)
-                            && self
-                                .category
-                                .as_ref()
-                                .is_none_or(|want| c.category.is_some_and(|k| k.as_str() == want))
-                    }))
+                && (self.column.is_none() && self.category.is_none() || column_ok || categories_ok)
         })
     }
 }
@@ -142,7 +144,12 @@ pub fn tables_summary(record: &Record) -> String {
                     None => format!("{}:{}", c.name, c.action.as_str()),
                 })
                 .collect();
-            format!("{}({})", t.table, columns.join(","))
+            if columns.is_empty() && !t.categories.is_empty() {
+                let categories: Vec<&str> = t.categories.iter().map(|c| c.as_str()).collect();
+                format!("{}[{}]", t.table, categories.join(","))
+            } else {
+                format!("{}({})", t.table, columns.join(","))
+            }
         })
         .collect::<Vec<_>>()
         .join(" ")
@@ -196,4 +203,95 @@ pub fn table(entries: &[Entry]) -> String {
         push_row(row.iter().map(String::as_str).collect());
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::record::{ColumnAction, ColumnTouched, Event, EventKind, TableTouched};
+    use policy::access::TableName;
+
+    fn entry(tables: Vec<TableTouched>) -> Entry {
+        let mut event = Event::new(EventKind::Statement);
+        event.user = Some("anna".into());
+        event.tables = tables;
+        let record = Record {
+            seq: 1,
+            time: "2026-03-01T10:00:00Z".into(),
+            instance: "i".into(),
+            event,
+            link: None,
+            checkpoint: None,
+        };
+        let time = OffsetDateTime::parse(&record.time, &Rfc3339).ok();
+        Entry {
+            record,
+            line: String::new(),
+            time,
+        }
+    }
+
+    #[test]
+    fn filters_match_columns_categories_and_time() {
+        let mut customers = TableTouched::new(TableName::new("public", "customers"));
+        customers.columns = vec![ColumnTouched {
+            name: "email".into(),
+            category: Some(Category::Contact),
+            action: ColumnAction::Masked,
+        }];
+        let mut denied = TableTouched::new(TableName::new("public", "health"));
+        denied.categories = vec![Category::SpecialCategory];
+        let e = entry(vec![customers, denied]);
+        let filter = |f: Filter| f.matches(&e);
+        assert!(filter(Filter {
+            category: Some("contact".into()),
+            ..Filter::default()
+        }));
+        assert!(
+            filter(Filter {
+                category: Some("special_category".into()),
+                ..Filter::default()
+            }),
+            "a denied table's categories"
+        );
+        assert!(!filter(Filter {
+            category: Some("financial".into()),
+            ..Filter::default()
+        }));
+        assert!(filter(Filter {
+            table: Some("public.customers".into()),
+            column: Some("email".into()),
+            ..Filter::default()
+        }));
+        assert!(!filter(Filter {
+            table: Some("health".into()),
+            column: Some("email".into()),
+            ..Filter::default()
+        }));
+        assert!(!filter(Filter {
+            user: Some("bert".into()),
+            ..Filter::default()
+        }));
+        let day = |d: &str, end| Some(parse_time(d, end).unwrap());
+        assert!(filter(Filter {
+            from: day("2026-03-01", false),
+            to: day("2026-03-01", true),
+            ..Filter::default()
+        }));
+        assert!(!filter(Filter {
+            from: day("2026-03-02", false),
+            ..Filter::default()
+        }));
+        assert!(
+            !filter(Filter {
+                to: day("2026-03-01T10:00:00Z", false),
+                ..Filter::default()
+            }),
+            "--to is exclusive"
+        );
+        assert_eq!(
+            tables_summary(&e.record),
+            "public.customers(email:contact:masked) public.health[special_category]"
+        );
+    }
 }

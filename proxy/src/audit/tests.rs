@@ -44,6 +44,8 @@ fn statement(user: &str, n: u64) -> Event {
             action: ColumnAction::Masked,
         }],
         row_filtered: false,
+        operations: vec!["read".into()],
+        categories: Vec::new(),
     }];
     event.rows = Some(n);
     event.duration_us = Some(100 + n);

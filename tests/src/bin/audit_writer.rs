@@ -99,6 +99,8 @@ fn event(task: usize, n: u64) -> Event {
             },
         ],
         row_filtered: true,
+        operations: vec!["read".into()],
+        categories: Vec::new(),
     }];
     event.rows = Some(n % 5);
     event.duration_us = Some(250);

@@ -136,6 +136,8 @@ fn statement(
             action,
         }],
         row_filtered: false,
+        operations: vec!["read".into()],
+        categories: Vec::new(),
     }];
     event.rows = Some(rows);
     event.duration_us = Some(800);
