@@ -12,3 +12,5 @@ pub mod user_cmd;
 pub mod policy_cmd;
 pub mod audit;
 pub mod audit_cmd;
+pub mod crm;
+pub mod discover;
