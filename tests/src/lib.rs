@@ -2,6 +2,7 @@
 //! run as the unprivileged `postgres` user when the tests run as root, stopped and removed on drop), and
 //! helpers to reach it. Not for: assertions about Maschera itself; those live in `tests/tests/`.
 
+pub mod crm;
 pub mod pg;
 
 pub use pg::{PgServer, PgServerOptions, SUPERUSER, connect, free_port, pg_bin_dir};

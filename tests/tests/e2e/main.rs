@@ -2,3 +2,4 @@
 //! Each work area owns one module.
 
 mod harness;
+mod crm;
