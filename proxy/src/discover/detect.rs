@@ -149,16 +149,19 @@ pub fn is_street_address(value: &str) -> bool {
         .filter(|w| !w.is_empty())
         .map(|w| w.trim_end_matches('.').to_lowercase())
         .collect();
-    if words.len() < 2 || words.len() > 12 {
+    if words.len() < 2 || words.len() > 8 {
         return false;
     }
-    let street = words.iter().any(|w| STREET_WORDS.contains(&w.as_str()));
-    let number = words.iter().any(|w| {
+    let is_number = |w: &String| {
         w.len() <= 5
             && w.starts_with(|c: char| c.is_ascii_digit())
             && w.chars().filter(char::is_ascii_digit).count() <= 4
-    });
-    street && number
+    };
+    let is_street = |w: &String| STREET_WORDS.contains(&w.as_str());
+    // The address is the whole value: it opens with the street word (`Via Roma 1`) or the house
+    // number (`12 Rue de Rivoli`, `221B Baker Street`).
+    (is_street(&words[0]) && words[1..].iter().any(is_number))
+        || (is_number(&words[0]) && words[1..].iter().any(is_street))
 }
 
 /// A dotted IPv4 address.
