@@ -14,7 +14,10 @@ pub struct TableName {
 
 impl TableName {
     pub fn new(schema: impl Into<String>, name: impl Into<String>) -> Self {
-        Self { schema: schema.into(), name: name.into() }
+        Self {
+            schema: schema.into(),
+            name: name.into(),
+        }
     }
 }
 
@@ -95,7 +98,11 @@ pub enum Action {
     /// First letter and a dot.
     MaskInitial,
     /// The first `prefix` characters, then `padding`, then the last `suffix` characters.
-    Partial { prefix: u32, padding: String, suffix: u32 },
+    Partial {
+        prefix: u32,
+        padding: String,
+        suffix: u32,
+    },
     /// Salted hash (hex text); not joinable across installations.
     Hash,
     /// Keyed deterministic pseudonym (hex text): equal inputs give equal outputs in every table.

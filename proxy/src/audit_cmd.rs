@@ -4,7 +4,6 @@ use std::process::ExitCode;
 #[derive(clap::Args, Debug)]
 pub struct AuditArgs {}
 
-
 pub fn run(_args: AuditArgs) -> anyhow::Result<ExitCode> {
     anyhow::bail!("not built yet")
 }

@@ -5,7 +5,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
-#[command(name = "maschera", version, about = "GDPR PostgreSQL proxy: masks, row filters and an access log")]
+#[command(
+    name = "maschera",
+    version,
+    about = "GDPR PostgreSQL proxy: masks, row filters and an access log"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

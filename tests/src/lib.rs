@@ -1,17 +1,21 @@
-//! The end-to-end test harness: a private PostgreSQL per test (initdb in a temporary folder, a free port,
-//! run as the unprivileged `postgres` user when the tests run as root, stopped and removed on drop), and
-//! helpers to reach it. Not for: assertions about Maschera itself; those live in `tests/tests/`.
+//! The end-to-end test harness: a private PostgreSQL per test (`maschera::embedded_pg`, the same code
+//! `maschera demo` uses), the binary under test, and the examples folder. Not for: assertions about
+//! Maschera itself; those live in `tests/tests/`.
 
 pub mod crm;
-pub mod pg;
-
-pub use pg::{PgServer, PgServerOptions, SUPERUSER, connect, free_port, pg_bin_dir};
+pub use maschera::embedded_pg as pg;
+pub use maschera::embedded_pg::{
+    PgServer, PgServerOptions, SUPERUSER, connect, free_port, pg_bin_dir,
+};
 
 /// Path of the `maschera` binary built for the tests (same code as the real one). Cargo builds the
 /// package's binary before its integration tests, next to the `deps/` folder holding the test binary.
 pub fn maschera_bin() -> std::path::PathBuf {
     let exe = std::env::current_exe().expect("the test binary has a path");
-    let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>/deps");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps");
     profile_dir.join("maschera-under-test")
 }
 

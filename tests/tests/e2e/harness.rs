@@ -8,7 +8,10 @@ async fn private_postgres_starts_answers_and_is_removed() {
     pg.create_crm_schema("crm").expect("create the CRM schema");
     let client = pg.connect("crm").await.expect("connect");
     let row = client
-        .query_one("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'", &[])
+        .query_one(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'",
+            &[],
+        )
         .await
         .unwrap();
     assert_eq!(row.get::<_, i64>(0), 7, "the seven CRM tables exist");

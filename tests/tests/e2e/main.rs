@@ -1,5 +1,8 @@
 //! All end-to-end tests, in one binary so they build once and run in parallel under nextest.
 //! Each work area owns one module.
 
+mod catalog;
 mod harness;
 mod crm;
+mod policy;
+mod users;

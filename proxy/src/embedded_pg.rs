@@ -1,11 +1,16 @@
-//! A private PostgreSQL server for one test: started from the machine's server binaries, reachable over
-//! TCP on 127.0.0.1 with a superuser password (SCRAM), stopped and deleted when dropped.
+//! A private PostgreSQL server: started from the machine's own server binaries in a temporary folder,
+//! reachable over TCP on 127.0.0.1 with a superuser password (SCRAM), run as the unprivileged `postgres`
+//! user when we are root, stopped and deleted when dropped. Used by `maschera demo` and by the tests.
+//! Not for: production databases (fsync is off).
 
 use anyhow::{Context, Result, anyhow, bail};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// The reference CRM schema, built into the binary so that it works from any folder.
+pub const CRM_SCHEMA: &str = include_str!("../../examples/crm/schema.sql");
 
 /// The superuser the harness creates; its password is [`PgServer::password`].
 pub const SUPERUSER: &str = "postgres";
@@ -21,7 +26,10 @@ pub struct PgServerOptions {
 
 impl Default for PgServerOptions {
     fn default() -> Self {
-        Self { host_auth: "scram-sha-256".into(), settings: Vec::new() }
+        Self {
+            host_auth: "scram-sha-256".into(),
+            settings: Vec::new(),
+        }
     }
 }
 
@@ -49,23 +57,31 @@ pub fn pg_bin_dir() -> Result<PathBuf> {
         }
     }
     let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|entries| entries.filter_map(|e| e.ok()).map(|e| e.path().join("bin")).collect())
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .map(|e| e.path().join("bin"))
+                .collect()
+        })
         .unwrap_or_default();
     versions.sort();
     if let Some(dir) = versions.into_iter().rev().find(|d| has_server(d)) {
         return Ok(dir);
     }
-    if let Some(path) = std::env::var_os("PATH") {
-        if let Some(dir) = std::env::split_paths(&path).find(|d| has_server(d)) {
-            return Ok(dir);
-        }
+    if let Some(dir) = std::env::var_os("PATH")
+        .and_then(|path| std::env::split_paths(&path).find(|d| has_server(d)))
+    {
+        return Ok(dir);
     }
     bail!("no PostgreSQL server binaries found; install them with `apt-get install postgresql`")
 }
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
 }
 
 fn running_as_root() -> bool {
@@ -90,7 +106,14 @@ impl PgServer {
         if as_postgres_user {
             chown_to_postgres(dir.path())?;
         }
-        let mut server = Self { dir, data, bin, port: 0, password, as_postgres_user };
+        let mut server = Self {
+            dir,
+            data,
+            bin,
+            port: 0,
+            password,
+            as_postgres_user,
+        };
         server.run(
             "initdb",
             &[
@@ -126,7 +149,10 @@ impl PgServer {
         if options.host_auth == "md5" {
             // initdb stored a SCRAM verifier; md5 authentication needs an md5 one.
             server.start_on_free_port()?;
-            server.execute(&format!("ALTER USER {SUPERUSER} PASSWORD '{}'", server.password))?;
+            server.execute(&format!(
+                "ALTER USER {SUPERUSER} PASSWORD '{}'",
+                server.password
+            ))?;
             return Ok(server);
         }
         server.start_on_free_port()?;
@@ -141,7 +167,18 @@ impl PgServer {
             let opts = format!("-p {} -k {}", self.port, path_str(self.dir.path())?);
             match self.run(
                 "pg_ctl",
-                &["-D", path_str(&self.data)?, "-l", path_str(&log)?, "-o", &opts, "-w", "-t", "60", "start"],
+                &[
+                    "-D",
+                    path_str(&self.data)?,
+                    "-l",
+                    path_str(&log)?,
+                    "-o",
+                    &opts,
+                    "-w",
+                    "-t",
+                    "60",
+                    "start",
+                ],
             ) {
                 Ok(()) => return self.wait_ready(),
                 Err(err) => {
@@ -174,7 +211,11 @@ impl PgServer {
         } else {
             Command::new(&exe)
         };
-        let out = cmd.args(args).stdin(Stdio::null()).output().with_context(|| format!("running {program}"))?;
+        let out = cmd
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("running {program}"))?;
         if !out.status.success() {
             bail!(
                 "{program} failed: {}{}",
@@ -210,7 +251,10 @@ impl PgServer {
 
     /// A URI for the superuser to database `db`.
     pub fn uri(&self, db: &str) -> String {
-        format!("postgres://{SUPERUSER}:{}@127.0.0.1:{}/{db}", self.password, self.port)
+        format!(
+            "postgres://{SUPERUSER}:{}@127.0.0.1:{}/{db}",
+            self.password, self.port
+        )
     }
 
     /// A URI for an arbitrary user.
@@ -240,14 +284,14 @@ impl PgServer {
 
     /// Creates a database owned by the superuser.
     pub fn create_database(&self, name: &str) -> Result<()> {
-        self.execute(&format!("CREATE DATABASE \"{name}\"")).map(|_| ())
+        self.execute(&format!("CREATE DATABASE \"{name}\""))
+            .map(|_| ())
     }
 
     /// Creates database `db` with the reference CRM schema of `examples/crm/schema.sql`.
     pub fn create_crm_schema(&self, db: &str) -> Result<()> {
         self.create_database(db)?;
-        let schema = crate::examples_dir().join("crm/schema.sql");
-        self.psql(db, &["-f", path_str(&schema)?]).map(|_| ())
+        self.psql(db, &["-c", CRM_SCHEMA]).map(|_| ())
     }
 
     /// A tokio-postgres client as the superuser to `db` (the connection task is spawned).
@@ -274,11 +318,15 @@ impl Drop for PgServer {
 }
 
 fn path_str(path: &Path) -> Result<&str> {
-    path.to_str().ok_or_else(|| anyhow!("path {} is not UTF-8", path.display()))
+    path.to_str()
+        .ok_or_else(|| anyhow!("path {} is not UTF-8", path.display()))
 }
 
 fn chown_to_postgres(path: &Path) -> Result<()> {
-    let status = Command::new("chown").args(["-R", "postgres:postgres"]).arg(path).status()?;
+    let status = Command::new("chown")
+        .args(["-R", "postgres:postgres"])
+        .arg(path)
+        .status()?;
     if !status.success() {
         bail!("chown postgres {} failed", path.display());
     }
