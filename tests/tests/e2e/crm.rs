@@ -37,10 +37,9 @@ async fn same_seed_gives_identical_tables_and_another_seed_differs() {
     let pg = PgServer::start().expect("start PostgreSQL");
     let first = load_crm(&pg, "first", 2000, 7).await.expect("load first");
     let second = load_crm(&pg, "second", 2000, 7).await.expect("load second");
-    let other = load_crm(&pg, "other", 2000, 8)
-        .await
-        .expect("load other seed");
+    let other = load_crm(&pg, "other", 2000, 8).await.expect("load other seed");
     assert_eq!(first, second, "same row counts");
+    assert_ne!(first, other, "another seed gives other row counts");
     let a = checksums(&pg.connect("first").await.unwrap()).await;
     let b = checksums(&pg.connect("second").await.unwrap()).await;
     let c = checksums(&pg.connect("other").await.unwrap()).await;

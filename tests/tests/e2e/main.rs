@@ -4,5 +4,6 @@
 mod catalog;
 mod harness;
 mod crm;
+mod discover;
 mod policy;
 mod users;
