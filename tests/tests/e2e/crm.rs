@@ -37,7 +37,9 @@ async fn same_seed_gives_identical_tables_and_another_seed_differs() {
     let pg = PgServer::start().expect("start PostgreSQL");
     let first = load_crm(&pg, "first", 2000, 7).await.expect("load first");
     let second = load_crm(&pg, "second", 2000, 7).await.expect("load second");
-    let other = load_crm(&pg, "other", 2000, 8).await.expect("load other seed");
+    let other = load_crm(&pg, "other", 2000, 8)
+        .await
+        .expect("load other seed");
     assert_eq!(first, second, "same row counts");
     assert_ne!(first, other, "another seed gives other row counts");
     let a = checksums(&pg.connect("first").await.unwrap()).await;
@@ -263,4 +265,30 @@ async fn crm_load_command_fills_a_database() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[tokio::test]
+async fn loads_into_an_existing_schema_that_other_tables_refer_to() {
+    let pg = PgServer::start().expect("start PostgreSQL");
+    pg.create_crm_schema("crm").unwrap();
+    pg.psql("crm", &["-c", "CREATE TABLE invoices (id int PRIMARY KEY, contact_id bigint REFERENCES contacts (id))"])
+        .unwrap();
+    let client = pg.connect("crm").await.unwrap();
+    let options = maschera::crm::CrmOptions {
+        contacts: 300,
+        seed: 5,
+        create_schema: false,
+    };
+    maschera::crm::load(&client, &options)
+        .await
+        .expect("load into the existing tables");
+    load_crm(&pg, "fresh", 300, 5).await.unwrap();
+    let fresh = checksums(&pg.connect("fresh").await.unwrap()).await;
+    assert_eq!(
+        checksums(&client).await,
+        fresh,
+        "the same data as a load that creates the schema"
+    );
+    let refs = scalar_f64(&client, "SELECT count(*)::float8 FROM pg_constraint WHERE conrelid = 'invoices'::regclass AND contype = 'f'").await;
+    assert_eq!(refs, 1.0, "the other table's foreign key is untouched");
 }
