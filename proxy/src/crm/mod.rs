@@ -131,7 +131,8 @@ async fn truncate_for_freeze(client: &Client) -> Result<bool, CrmError> {
     }
 }
 
-fn table_names() -> Vec<&'static str> {
+/// The CRM's tables, parents first.
+pub fn table_names() -> Vec<&'static str> {
     tables::TABLES.iter().map(|t| t.name).collect()
 }
 
