@@ -26,6 +26,8 @@ pub struct LiveState {
     pub logins: BTreeMap<String, bool>,
     /// Existing schemas whose name starts with `maschera_`, and whether `policy apply` made them.
     pub schemas: BTreeMap<String, bool>,
+    /// The database the policy is applied to (its logins get CONNECT on it).
+    pub database: String,
 }
 
 /// A secret a step needs; the executor supplies it (bound as `$1`, or put in place of [`PASSWORD_MARKER`]).
@@ -398,6 +400,12 @@ fn login_steps(role: &Role, live: &LiveState, options: &ApplyOptions) -> Vec<Ste
     steps.push(Step::plain(format!(
         "ALTER ROLE {who} SET search_path TO {who}"
     )));
+    if !live.database.is_empty() {
+        steps.push(Step::plain(format!(
+            "GRANT CONNECT ON DATABASE {} TO {who}",
+            quote_ident(&live.database)
+        )));
+    }
     steps
 }
 
@@ -651,6 +659,7 @@ mod tests {
             catalog: catalog(),
             ..Default::default()
         };
+        live.database = "crm".into();
         live.logins.insert("maschera_old".into(), true);
         live.logins.insert("maschera_admin".into(), false);
         live.schemas.insert("maschera_old".into(), true);
@@ -665,6 +674,7 @@ mod tests {
             "CREATE ROLE \"maschera_sales\" LOGIN NOINHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS \
              PASSWORD '<generated, written to the credentials file>'",
             "ALTER ROLE \"maschera_sales\" SET search_path TO \"maschera_sales\"",
+            "GRANT CONNECT ON DATABASE \"crm\" TO \"maschera_sales\"",
             "REVOKE ALL ON ALL TABLES IN SCHEMA \"public\" FROM \"maschera_sales\"",
             "INSERT INTO maschera_private.keys (name, key) VALUES ('pseudonym', '<pseudonym key, not shown>') \
              ON CONFLICT (name) DO NOTHING",

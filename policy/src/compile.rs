@@ -115,12 +115,8 @@ impl Policy {
             }
         }
         for name in self.unlisted_tables(catalog) {
-            let span = self
-                .tables
-                .values()
-                .next()
-                .map(|t| t.span.clone())
-                .unwrap_or(0..0);
+            // The table is not in the file: the warning points at its start.
+            let span = 0..0;
             let mut note = self.error_at(
                 &span,
                 format!(

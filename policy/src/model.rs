@@ -103,6 +103,8 @@ pub struct Rule {
     pub show: Vec<(String, Span)>,
     pub actions: BTreeMap<String, (Action, Span)>,
     pub filter: Option<CompiledFilter>,
+    /// Where the filter is written (empty when there is none).
+    pub filter_span: Span,
     pub writes: Writes,
     pub span: Span,
 }
@@ -584,6 +586,7 @@ impl Validator<'_> {
             show,
             actions,
             filter,
+            filter_span: r.filter.as_ref().map(|f| f.span()).unwrap_or(0..0),
             writes,
             span: rule.span(),
         })

@@ -6,9 +6,9 @@
 use crate::credentials::{Credentials, Login, generate_password};
 use anyhow::{Context, Result, bail};
 use policy::Diagnostic;
-use policy::access::{Catalog, TableName};
+use policy::access::{Action, Catalog, TableName};
 use policy::apply_sql::{
-    ApplyOptions, LiveState, MANAGED_MARK, PASSWORD_MARKER, Secret, Step, apply_steps,
+    ApplyOptions, LiveState, MANAGED_MARK, PASSWORD_MARKER, Secret, Step, apply_steps, quote_ident,
     quote_literal,
 };
 use policy::model::{OBJECT_PREFIX, Policy};
@@ -107,7 +107,13 @@ pub async fn read_live_state(client: &Client) -> Result<LiveState> {
             .await
             .context("reading existing schemas")?,
     );
+    let database: String = client
+        .query_one("SELECT current_database()::text", &[])
+        .await
+        .context("reading the database name")?
+        .get(0);
     Ok(LiveState {
+        database,
         catalog,
         sequences,
         logins,
@@ -115,8 +121,19 @@ pub async fn read_live_state(client: &Client) -> Result<LiveState> {
     })
 }
 
-/// Asks PostgreSQL whether each compiled row filter is valid on its table (`EXPLAIN`, nothing runs), and
-/// turns each refusal into a diagnostic at the filter's line.
+/// Why PostgreSQL refuses `sql`, if it does. Only for statements that change nothing (EXPLAIN, SELECT).
+async fn refusal(client: &Client, sql: &str) -> Option<String> {
+    let err = client.batch_execute(sql).await.err()?;
+    Some(
+        err.as_db_error()
+            .map(|e| e.message().to_string())
+            .unwrap_or_else(|| err.to_string()),
+    )
+}
+
+/// Asks PostgreSQL whether each compiled row filter is valid on its table (`EXPLAIN`, nothing runs) and
+/// whether each `constant(...)` converts to its column's type; each refusal becomes a diagnostic at the
+/// filter or the action in the file.
 pub async fn check_filters(
     client: &Client,
     policy: &Policy,
@@ -125,31 +142,48 @@ pub async fn check_filters(
     let mut out = Vec::new();
     for role in policy.roles.values() {
         for rule in role.rules.values() {
-            let (Some(filter), Some(table)) = (&rule.filter, policy.tables.get(&rule.table)) else {
+            let Some(table) = policy.tables.get(&rule.table) else {
                 continue;
             };
-            if !catalog.tables.contains_key(&table.name) {
+            let Some(columns) = catalog.tables.get(&table.name) else {
                 continue;
+            };
+            if let Some(filter) = &rule.filter {
+                let sql = format!(
+                    "EXPLAIN SELECT 1 FROM {}.{} WHERE ({})",
+                    quote_ident(&table.name.schema),
+                    quote_ident(&table.name.name),
+                    filter.sql
+                );
+                if let Some(reason) = refusal(client, &sql).await {
+                    out.push(policy.error_at(
+                        &rule.filter_span,
+                        format!("row filter of role `{}` on `{}` is refused by PostgreSQL: {reason}", role.name, table.key),
+                        Some("the filter must be a boolean expression over the table's columns".into()),
+                    ));
+                }
             }
-            let sql = format!(
-                "EXPLAIN SELECT 1 FROM {}.{} WHERE ({})",
-                policy::apply_sql::quote_ident(&table.name.schema),
-                policy::apply_sql::quote_ident(&table.name.name),
-                filter.sql
-            );
-            if let Err(err) = client.batch_execute(&sql).await {
-                let reason = err
-                    .as_db_error()
-                    .map(|e| e.message().to_string())
-                    .unwrap_or_else(|| err.to_string());
-                out.push(policy.error_at(
-                    &rule.span,
-                    format!(
-                        "row filter of role `{}` on `{}` is refused by PostgreSQL: {reason}",
-                        role.name, table.key
-                    ),
-                    Some("the filter must be a boolean expression over the table's columns".into()),
-                ));
+            for (column, (action, span)) in &rule.actions {
+                let (Action::Constant(literal), Some(live)) =
+                    (action, columns.iter().find(|c| &c.name == column))
+                else {
+                    continue;
+                };
+                if let Some(reason) = refusal(
+                    client,
+                    &format!("SELECT CAST({literal} AS {})", live.data_type),
+                )
+                .await
+                {
+                    out.push(policy.error_at(
+                        span,
+                        format!(
+                            "constant {literal} does not fit column `{column}` (`{}`): {reason}",
+                            live.data_type
+                        ),
+                        Some(format!("write a literal of type {}", live.data_type)),
+                    ));
+                }
             }
         }
     }

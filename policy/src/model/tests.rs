@@ -344,5 +344,8 @@ fn the_readme_example_is_valid() {
     let start = readme.find("```toml\n").expect("a toml example") + "```toml\n".len();
     let end = start + readme[start..].find("```").expect("end of the example");
     let policy = Policy::parse("README.md", &readme[start..end]).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(policy.roles["sales"].rules["contacts"].actions["tax_code"].0, Action::MaskLast(4));
+    assert_eq!(
+        policy.roles["sales"].rules["contacts"].actions["tax_code"].0,
+        Action::MaskLast(4)
+    );
 }

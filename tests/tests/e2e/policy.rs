@@ -928,6 +928,31 @@ async fn dry_run_prints_the_sql_without_secrets_and_changes_nothing() {
         .await
         .is_empty()
     );
+
+    // A same-named login that apply did not make stops it before anything changes.
+    admin
+        .batch_execute("CREATE ROLE maschera_support LOGIN")
+        .await
+        .unwrap();
+    let crm = Crm {
+        policy: examples_dir().join("crm/policy.toml"),
+        credentials: pg.dir().join("logins.toml"),
+        pg,
+    };
+    let out = crm.apply(&crm.policy, &[]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("`maschera_support` already exists and was not created by maschera"),
+        "{stderr}"
+    );
+    let schemas = text(
+        &admin,
+        "SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'maschera%'",
+    )
+    .await;
+    assert!(schemas.is_empty(), "nothing changed: {schemas:?}");
+    assert!(!crm.credentials.exists());
 }
 
 fn check(policy_text: &str, dir: &Path, upstream: Option<&str>) -> (bool, String) {
@@ -975,8 +1000,10 @@ async fn policy_check_names_file_line_and_column_and_what_would_be_right() {
 
     // Against the live database: a column that does not exist, a mask that does not fit the type,
     // a filter PostgreSQL refuses.
-    let live = "[tables.contacts.columns]\nemial = \"contact\"\nbirth_date = \"identifying\"\n\n\
-                [roles.sales.tables.contacts]\ncolumns = { birth_date = \"mask.email\" }\nfilter = \"regoin = 'north'\"\n";
+    let live = "[tables.contacts.columns]\nemial = \"contact\"\nbirth_date = \"identifying\"\n\
+                last_activity_at = \"identifying\"\n\n[roles.sales.tables.contacts]\n\
+                columns = { birth_date = \"mask.email\", last_activity_at = \"constant('never')\" }\n\
+                filter = \"regoin = 'north'\"\n";
     let (ok, stderr) = check(live, dir.path(), None);
     assert!(ok, "valid without a database: {stderr}");
     let (ok, stderr) = check(live, dir.path(), Some(&pg.uri(DB)));
@@ -989,16 +1016,22 @@ async fn policy_check_names_file_line_and_column_and_what_would_be_right() {
     );
     assert!(stderr.contains("did you mean `email`?"), "{stderr}");
     assert!(
-        stderr.contains(&format!("{file}:6:26: error: `mask.email` needs a text column (text, varchar, char), but the column is `date`")),
+        stderr.contains(&format!("{file}:7:26: error: `mask.email` needs a text column (text, varchar, char), but the column is `date`")),
         "{stderr}"
     );
     assert!(
         stderr.contains(&format!(
-            "{file}:5:1: error: row filter of role `sales` on `contacts` is refused"
+            "{file}:8:10: error: row filter of role `sales` on `contacts` is refused"
         )),
         "{stderr}"
     );
     assert!(stderr.contains("regoin"), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{file}:7:59: error: constant 'never' does not fit column `last_activity_at` (`timestamp with time zone`)"
+        )),
+        "{stderr}"
+    );
 
     let (ok, stdout_or_err) = check(
         &std::fs::read_to_string(examples_dir().join("crm/policy.toml")).unwrap(),
@@ -1132,4 +1165,65 @@ async fn the_other_actions_give_their_exact_output_on_postgresql() {
         "42P01",
         "tables without a rule are denied"
     );
+}
+
+#[tokio::test]
+async fn views_are_recompiled_around_a_schema_change_in_one_transaction() {
+    let crm = Crm::start();
+    let admin = crm.pg.connect(DB).await.expect("superuser");
+    let ddl = "ALTER TABLE contacts DROP COLUMN last_activity_at";
+    assert_eq!(
+        refused(&admin, ddl).await,
+        "2BP01",
+        "PostgreSQL refuses while views depend on the column"
+    );
+
+    let text_policy = std::fs::read_to_string(&crm.policy).unwrap();
+    let policy = policy::Policy::parse("policy.toml", &text_policy).unwrap();
+    admin.batch_execute("BEGIN").await.unwrap();
+    for step in policy::apply_sql::drop_views_steps(&policy) {
+        admin.batch_execute(&step.sql).await.unwrap();
+    }
+    admin
+        .batch_execute(ddl)
+        .await
+        .expect("the DDL runs once the views are gone");
+    let live = maschera::policy_apply::read_live_state(&admin)
+        .await
+        .unwrap();
+    let access = policy.compile(&live.catalog).unwrap();
+    for step in policy::apply_sql::recreate_views_steps(&policy, &access, &live) {
+        assert!(step.secret.is_none());
+        admin
+            .batch_execute(&step.sql)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e:?}", step.sql));
+    }
+    admin.batch_execute("COMMIT").await.unwrap();
+
+    let support = crm.connect("support", None).await;
+    assert_eq!(
+        columns(&support, "support", "contacts").await,
+        without(
+            ALL_CONTACT_COLUMNS,
+            &[
+                "birth_date",
+                "tax_code",
+                "street_address",
+                "last_activity_at"
+            ]
+        )
+    );
+    assert_eq!(
+        one(&support, "SELECT email FROM contacts WHERE id = 1").await,
+        "m***@example.it"
+    );
+    let sam = crm.connect("sales", Some("north")).await;
+    assert_eq!(ids(&sam, "consents").await, [1]);
+    sam.execute(
+        "INSERT INTO deals (contact_id, amount, stage) VALUES (1, 5, 'open')",
+        &[],
+    )
+    .await
+    .expect("grants are back");
 }
