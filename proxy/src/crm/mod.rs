@@ -241,9 +241,7 @@ pub fn run(args: CrmArgs) -> anyhow::Result<ExitCode> {
     let CrmCommand::Load(args) = args.command;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
-        let (client, connection) =
-            tokio_postgres::connect(&args.upstream, tokio_postgres::NoTls).await?;
-        let connection = tokio::spawn(connection);
+        let client = crate::policy_apply::connect(&args.upstream).await?;
         let options = CrmOptions {
             contacts: args.contacts,
             seed: args.seed,
@@ -259,8 +257,6 @@ pub fn run(args: CrmArgs) -> anyhow::Result<ExitCode> {
             stats.total(),
             started.elapsed().as_secs_f64()
         );
-        drop(client);
-        let _ = connection.await;
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -186,3 +186,24 @@ async fn the_printed_skeleton_passes_policy_check() {
         String::from_utf8_lossy(&check.stderr)
     );
 }
+
+#[tokio::test]
+async fn an_empty_or_missing_schema_is_an_error() {
+    let pg = PgServer::start().expect("start PostgreSQL");
+    let out = std::process::Command::new(maschera_bin())
+        .args([
+            "discover",
+            "--upstream",
+            &pg.uri("postgres"),
+            "--schema",
+            "nowhere",
+        ])
+        .output()
+        .expect("run maschera discover");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("schema \"nowhere\" has no tables"),
+        "{stderr}"
+    );
+}
