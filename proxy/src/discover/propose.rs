@@ -75,7 +75,7 @@ impl TableProposal {
 fn kind_category(kind: Kind) -> Category {
     match kind {
         Kind::Email | Kind::Phone => Category::Contact,
-        Kind::CodiceFiscale | Kind::SpanishDni => Category::NationalIdentifier,
+        Kind::CodiceFiscale | Kind::SpanishDni | Kind::FrenchNir => Category::NationalIdentifier,
         Kind::Iban => Category::Financial,
         Kind::StreetAddress => Category::Location,
         Kind::IpAddress => Category::Identifying,
