@@ -349,6 +349,8 @@ fn session_statements_pass_and_discard_all_is_reported() {
         "SET client_encoding = 'UTF8'",
         "SET standard_conforming_strings = on",
         "SET SESSION statement_timeout = 1000",
+        "SET search_path TO public",
+        "SET search_path = 'public'",
         "RESET TimeZone",
         "SHOW TimeZone",
         "BEGIN ISOLATION LEVEL SERIALIZABLE",
@@ -378,6 +380,17 @@ fn system_catalogs_for_describing_pass() {
         "support",
         "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = 'public'",
     );
+    let statements = accepted(
+        "support",
+        "SELECT pg_catalog.pg_get_viewdef('maschera_support.contacts'::regclass, true)",
+    );
+    assert!(!statements[0].literal_independent);
+    let statements = accepted("support", "SELECT relname FROM pg_class");
+    assert_eq!(
+        statements[0].tables[0].table,
+        TableName::new("pg_catalog", "pg_class")
+    );
+    assert_eq!(statements[0].tables[0].route, TableRoute::SystemCatalog);
     let statements = accepted("support", "SELECT 'public.contacts'::regclass");
     assert!(!statements[0].literal_independent);
 }
@@ -666,6 +679,14 @@ fn ddl_and_privileged_statements_are_refused() {
             "EXPLAIN (ANALYZE true) SELECT * FROM contacts",
             "EXPLAIN ANALYZE",
         ),
+        (
+            "EXPLAIN (ANALYSE) SELECT * FROM contacts",
+            "EXPLAIN ANALYZE",
+        ),
+        (
+            "EXPLAIN (FORMAT JSON, ANALYZE on) SELECT * FROM contacts",
+            "EXPLAIN ANALYZE",
+        ),
         ("COPY contacts TO '/tmp/contacts.csv'", "file or program"),
         ("COPY contacts TO PROGRAM 'cat > /tmp/x'", "file or program"),
         ("COPY contacts FROM '/etc/passwd'", "file or program"),
@@ -681,6 +702,7 @@ fn ddl_and_privileged_statements_are_refused() {
         ("SET \"maschera.region\" TO 'south'", "maschera.region"),
         ("RESET maschera.region", "maschera.region"),
         ("SET search_path TO pg_temp, public", "search_path"),
+        ("SET search_path TO public, pg_catalog", "search_path"),
         (
             "SET work_mem_unknown_setting = 1",
             "work_mem_unknown_setting",
@@ -811,6 +833,10 @@ fn unparsable_text_is_refused_without_echoing_literals() {
         "SELECT * FROM contacts WHERE id BETWEEN SYMMETRIC 1 AND 2",
         "MOVE FORWARD 5 IN c",
         "DO $$ BEGIN PERFORM 1; END $$",
+        "EXPLAIN ANALYSE SELECT * FROM contacts",
+        "SELECT id FROM contacts FOR NO KEY UPDATE",
+        "SELECT * FROM ROWS FROM (generate_series(1, 2))",
+        "TABLE contacts",
         "SELECT 'secret-literal-4711",
     ] {
         refused(
@@ -947,6 +973,19 @@ fn comments_dollar_quotes_and_backslashes_are_read_as_postgresql_reads_them() {
     );
     // ... but does in E'...', where the rest is one string.
     accepted("marketing", "SELECT E'a\\', phone FROM contacts'");
+    // ARRAY(subquery) and ROW(...) are syntax, not functions: their contents are checked.
+    refused(
+        "marketing",
+        "SELECT ARRAY(SELECT phone FROM contacts)",
+        SqlState::InsufficientPrivilege,
+        "column phone",
+    );
+    refused(
+        "marketing",
+        "SELECT ROW(id, phone) FROM contacts",
+        SqlState::InsufficientPrivilege,
+        "column phone",
+    );
     // Quoted identifiers keep their case: "Phone" is not phone.
     accepted(
         "marketing",
@@ -992,4 +1031,91 @@ fn refusals_record_the_tables_they_touched() {
     );
     let names: Vec<String> = refusal.tables.iter().map(|t| t.table.to_string()).collect();
     assert_eq!(names, ["public.contacts", "public.consents"]);
+}
+
+#[test]
+fn very_deep_expressions_are_refused_without_exhausting_a_small_stack() {
+    let sql = format!("SELECT 1{}", "+1".repeat(5000));
+    let worker = std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(move || {
+            let refusal = run("sales", &sql).unwrap_err();
+            let tables = inspect(&sql, &fixture::role("dpo"), &fixture::catalog());
+            (refusal, tables)
+        })
+        .expect("spawn");
+    let (refusal, tables) = worker.join().expect("no stack overflow");
+    assert_eq!(refusal.sqlstate, SqlState::FeatureNotSupported);
+    assert!(refusal.message.contains("nested"), "{}", refusal.message);
+    assert!(tables.is_empty());
+    accepted(
+        "sales",
+        &format!(
+            "SELECT id FROM contacts WHERE id = 0{}",
+            " OR id = 1".repeat(150)
+        ),
+    );
+}
+
+/// The hand-written fixture and the policy compiler's output for `examples/crm/policy.toml` must
+/// describe the same matrix: otherwise one of them is wrong, and the rewriter's tests would prove
+/// things about a policy nobody ships.
+#[test]
+fn the_fixture_matches_the_compiled_reference_policy() {
+    let text = include_str!("../../../examples/crm/policy.toml");
+    let policy = crate::Policy::parse("policy.toml", text).expect("reference policy parses");
+    let compiled = policy
+        .compile(&fixture::catalog())
+        .expect("reference policy compiles");
+    for name in fixture::ROLES {
+        let hand = fixture::role(name);
+        let real = compiled
+            .get(*name)
+            .unwrap_or_else(|| panic!("role {name} compiled"));
+        assert_eq!(real.unrestricted, hand.unrestricted, "{name}");
+        if hand.unrestricted {
+            continue;
+        }
+        for (table, access) in &hand.tables {
+            let real_access = real
+                .tables
+                .get(table)
+                .unwrap_or_else(|| panic!("{name}: {table} compiled"));
+            match (access, real_access) {
+                (
+                    crate::access::TableAccess::Denied { .. },
+                    crate::access::TableAccess::Denied { .. },
+                ) => {}
+                (
+                    crate::access::TableAccess::View(hand_view),
+                    crate::access::TableAccess::View(real_view),
+                ) => {
+                    assert_eq!(
+                        real_view.writes, hand_view.writes,
+                        "{name}: writes of {table}"
+                    );
+                    assert_eq!(
+                        real_view.filtered, hand_view.filtered,
+                        "{name}: filter of {table}"
+                    );
+                    for column in &hand_view.columns {
+                        let real_column = real_view
+                            .column(&column.name)
+                            .unwrap_or_else(|| panic!("{name}: {table}.{}", column.name));
+                        assert_eq!(
+                            real_column.action, column.action,
+                            "{name}: {table}.{}",
+                            column.name
+                        );
+                        assert_eq!(
+                            real_column.writable, column.writable,
+                            "{name}: writable {table}.{}",
+                            column.name
+                        );
+                    }
+                }
+                (hand, real) => panic!("{name}: {table}: fixture {hand:?} but compiled {real:?}"),
+            }
+        }
+    }
 }
