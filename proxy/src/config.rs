@@ -36,9 +36,9 @@ pub struct Config {
     /// The policy file (read by the enforcement work; optional until then).
     #[serde(default)]
     pub policy: Option<FileSection>,
-    /// The access log (written by the audit work; optional until then).
+    /// The access log: see `proxy/src/audit/README.md` (off when the section is absent).
     #[serde(default)]
-    pub audit: Option<FileSection>,
+    pub audit: Option<crate::audit::AuditConfig>,
 }
 
 /// `[tls]`: TLS towards clients.
@@ -194,7 +194,7 @@ pub enum LogFormat {
     Json,
 }
 
-/// A section that names one file (`[policy]`, `[audit]`).
+/// A section that names one file (`[policy]`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileSection {
@@ -261,7 +261,13 @@ impl Config {
             resolve(&mut policy.file);
         }
         if let Some(audit) = &mut self.audit {
-            resolve(&mut audit.file);
+            resolve(&mut audit.dir);
+            let key_files = [
+                &mut audit.key_file,
+                &mut audit.signing_key_file,
+                &mut audit.public_key_file,
+            ];
+            key_files.into_iter().flatten().for_each(resolve);
         }
     }
 
@@ -339,6 +345,21 @@ file = "users.toml"
         assert_eq!(config.tls.mode, ClientTlsMode::Off);
         assert_eq!(config.users.file, PathBuf::from("/etc/maschera/users.toml"));
         assert_eq!(config.limits.max_frame_bytes, 16 * 1024 * 1024);
+    }
+
+    #[test]
+    fn audit_section_is_the_audit_modules_own_with_resolved_paths() {
+        let text = format!("{MINIMAL}\n[audit]\ndir = \"log\"\nkey_file = \"keys/chain\"\n");
+        let config = Config::parse(&text, Path::new("/etc/maschera")).unwrap();
+        let audit = config.audit.unwrap();
+        assert_eq!(audit.dir, PathBuf::from("/etc/maschera/log"));
+        assert_eq!(
+            audit.key_file,
+            Some(PathBuf::from("/etc/maschera/keys/chain"))
+        );
+        let typo = format!("{MINIMAL}\n[audit]\ndir = \"log\"\ndurabilty = \"sync\"\n");
+        let err = Config::parse(&typo, Path::new("/")).unwrap_err();
+        assert!(format!("{err:#}").contains("durabilty"), "{err:#}");
     }
 
     #[test]
