@@ -1082,38 +1082,25 @@ async fn a_client_that_vanishes_mid_statement_gets_its_statement_cancelled() {
             .await
     });
     let direct = pg.connect("postgres").await.unwrap();
-    let running = "select count(*) from pg_stat_activity where query like '%vanishing%' and pid <> pg_backend_pid()";
-    let mut seen = false;
-    for _ in 0..100 {
-        if direct
-            .query_one(running, &[])
-            .await
-            .unwrap()
-            .get::<_, i64>(0)
-            == 1
-        {
-            seen = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(seen, "the statement runs upstream");
+    let vanishing = "select count(*) from pg_stat_activity where query like '%vanishing%' \
+                     and state = 'active' and pid <> pg_backend_pid()";
+    assert!(
+        count_becomes(&direct, vanishing, 1).await,
+        "the statement runs upstream"
+    );
     connection.abort();
     sleeper.abort();
-    let active = "select count(*) from pg_stat_activity where query like '%vanishing%' and state = 'active' and pid <> pg_backend_pid()";
-    let mut gone = false;
+    let gone = count_becomes(&direct, vanishing, 0).await;
+    assert!(gone, "the abandoned pg_sleep(60) was cancelled");
+}
+
+/// Whether the count `sql` returns reaches `expected` within 15 seconds (polled).
+async fn count_becomes(client: &tokio_postgres::Client, sql: &str, expected: i64) -> bool {
     for _ in 0..150 {
-        if direct
-            .query_one(active, &[])
-            .await
-            .unwrap()
-            .get::<_, i64>(0)
-            == 0
-        {
-            gone = true;
-            break;
+        if client.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) == expected {
+            return true;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(gone, "the abandoned pg_sleep(60) was cancelled");
+    false
 }
