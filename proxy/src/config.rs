@@ -119,7 +119,7 @@ pub struct AuthConfig {
     #[serde(default = "default_auth_timeout")]
     pub timeout_seconds: u64,
     /// Failed logins allowed per user and per client address within `failure_window_seconds` before
-    /// further attempts are refused. Default 5.
+    /// further attempts are refused; 0 turns the protection off. Default 5.
     #[serde(default = "default_max_failures")]
     pub max_failures: u32,
     /// Window in which failures are counted, in seconds. Default 300.
