@@ -51,6 +51,18 @@ pub struct TableFile {
     pub personal: Option<Spanned<String>>,
     #[serde(default)]
     pub columns: BTreeMap<Key, Spanned<ColumnFile>>,
+    pub retention: Option<Spanned<RetentionFile>>,
+}
+
+/// `[tables.<t>.retention]`: how long rows are kept and what happens to them afterwards.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionFile {
+    pub column: Spanned<String>,
+    pub period: Spanned<String>,
+    pub action: Option<Spanned<String>>,
+    #[serde(default)]
+    pub masks: BTreeMap<Key, Spanned<String>>,
 }
 
 /// A column declaration: `email = "contact"` or `birth_date = { category = "identifying", type = "date" }`.

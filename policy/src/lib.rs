@@ -9,6 +9,8 @@ pub mod diagnostics;
 mod file;
 pub mod filter;
 pub mod model;
+pub mod register;
+pub mod retention;
 pub mod rewrite;
 
 pub use diagnostics::{Diagnostic, Diagnostics};

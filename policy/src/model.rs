@@ -73,6 +73,8 @@ pub struct Table {
     /// A category for every column of the table (e.g. `special_category` for health records).
     pub personal: Option<Category>,
     pub columns: BTreeMap<String, DeclaredColumn>,
+    /// How long rows are kept (`[tables.<t>.retention]`), if the file says.
+    pub retention: Option<crate::retention::Retention>,
     pub span: Span,
 }
 
@@ -352,11 +354,21 @@ impl Validator<'_> {
                 },
             );
         }
+        let retention = t.retention.as_ref().and_then(|r| {
+            crate::retention::parse_retention(r.get_ref(), &columns)
+                .map_err(|errors| {
+                    for e in errors {
+                        self.error(e.span, e.message, e.help);
+                    }
+                })
+                .ok()
+        });
         Some(Table {
             key: key.get_ref().clone(),
             name,
             personal,
             columns,
+            retention,
             span: key.span(),
         })
     }

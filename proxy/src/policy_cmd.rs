@@ -47,6 +47,13 @@ pub enum PolicyCommand {
         #[arg(long)]
         key_env: Option<String>,
     },
+    /// Print the register of processing activities (GDPR Art. 30) the policy describes.
+    Register {
+        file: PathBuf,
+        /// Output format: `md` (Markdown) or `csv`.
+        #[arg(long, default_value = "md", value_parser = ["md", "csv"])]
+        format: String,
+    },
     /// Print what a statement becomes for a role, or why it is refused.
     Explain {
         file: PathBuf,
@@ -86,6 +93,7 @@ pub fn run(args: PolicyArgs) -> Result<ExitCode> {
                 )
                 .await
             }
+            PolicyCommand::Register { file, format } => register(&file, &format),
             PolicyCommand::Explain {
                 file,
                 role,
@@ -207,6 +215,18 @@ async fn apply(
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn register(file: &Path, format: &str) -> Result<ExitCode> {
+    let Some(policy) = load_policy(file)? else {
+        return Ok(ExitCode::FAILURE);
+    };
+    let register = policy::register::register(&policy);
+    match format {
+        "csv" => print!("{}", register.to_csv()),
+        _ => print!("{}", register.to_markdown()),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn explain(file: &Path, role: &str, upstream: Option<&str>, sql: &str) -> Result<ExitCode> {

@@ -4,6 +4,7 @@
 mod audit;
 mod catalog;
 mod harness;
+mod lifecycle;
 mod crm;
 mod discover;
 mod policy;

@@ -1,0 +1,193 @@
+//! Storage limitation (GDPR Art. 5.1.e): the retention rule a table declares — which timestamp column
+//! dates a row, how long the row is kept, and what happens when the period has passed (the row is
+//! deleted, or named columns are replaced by their masks). Pure parsing and validation; not for running
+//! it (see `maschera retention run`).
+
+use crate::access::Action;
+use crate::action::{check_fits, parse_action};
+use crate::file::RetentionFile;
+use crate::model::{DeclaredColumn, Span};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// A validated retention rule of one table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retention {
+    /// The timestamp (or date) column that dates a row.
+    pub column: String,
+    pub period: Period,
+    pub action: RetentionAction,
+}
+
+/// What happens to a row once it is older than the period.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RetentionAction {
+    /// The row is deleted (with its dependants, children first).
+    Delete,
+    /// The named columns are replaced by their masks; the row stays.
+    Mask(BTreeMap<String, Action>),
+}
+
+/// A retention period: a count of days, weeks, months or years.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Period {
+    pub count: u32,
+    pub unit: PeriodUnit,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeriodUnit {
+    Days,
+    Weeks,
+    Months,
+    Years,
+}
+
+impl Period {
+    /// Parses `5 years`, `18 months`, `30 days`, `1 week` (singular or plural, case-insensitive).
+    pub fn parse(text: &str) -> Result<Period, String> {
+        let mut words = text.split_whitespace();
+        let (Some(count), Some(unit), None) = (words.next(), words.next(), words.next()) else {
+            return Err(format!("`{text}` is not a period such as `5 years`"));
+        };
+        let count: u32 = count
+            .parse()
+            .ok()
+            .filter(|c| *c > 0)
+            .ok_or_else(|| format!("`{count}` is not a positive whole number"))?;
+        let unit = match unit.to_ascii_lowercase().trim_end_matches('s') {
+            "day" => PeriodUnit::Days,
+            "week" => PeriodUnit::Weeks,
+            "month" => PeriodUnit::Months,
+            "year" => PeriodUnit::Years,
+            other => return Err(format!("unknown period unit `{other}`")),
+        };
+        Ok(Period { count, unit })
+    }
+
+    /// The period as a PostgreSQL interval literal, e.g. `5 years` (no quotes).
+    pub fn interval(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl fmt::Display for Period {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let unit = match self.unit {
+            PeriodUnit::Days => "day",
+            PeriodUnit::Weeks => "week",
+            PeriodUnit::Months => "month",
+            PeriodUnit::Years => "year",
+        };
+        let plural = if self.count == 1 { "" } else { "s" };
+        write!(f, "{} {unit}{plural}", self.count)
+    }
+}
+
+/// A problem in a retention rule: where, what, and a hint.
+pub(crate) struct RetentionError {
+    pub span: Span,
+    pub message: String,
+    pub help: Option<String>,
+}
+
+fn error(span: Span, message: impl Into<String>, help: Option<&str>) -> RetentionError {
+    RetentionError {
+        span,
+        message: message.into(),
+        help: help.map(str::to_string),
+    }
+}
+
+/// Validates a table's `retention` section against the table's declared columns.
+pub(crate) fn parse_retention(
+    file: &RetentionFile,
+    columns: &BTreeMap<String, DeclaredColumn>,
+) -> Result<Retention, Vec<RetentionError>> {
+    let mut errors = Vec::new();
+    let period = Period::parse(file.period.get_ref())
+        .map_err(|m| {
+            errors.push(error(
+                file.period.span(),
+                m,
+                Some("write a count and a unit: days, weeks, months or years, e.g. `5 years`"),
+            ))
+        })
+        .ok();
+    let mut masks = BTreeMap::new();
+    for (column, text) in &file.masks {
+        match parse_action(text.get_ref()) {
+            Ok(action) => {
+                let declared = columns
+                    .get(column.get_ref())
+                    .and_then(|c| c.data_type.as_deref())
+                    .unwrap_or(crate::action::UNKNOWN_TYPE);
+                if let Err(m) = check_fits(&action, declared) {
+                    errors.push(error(text.span(), m, None));
+                }
+                if matches!(action, Action::Drop) {
+                    errors.push(error(
+                        text.span(),
+                        "`drop` cannot replace a stored value",
+                        Some("use `null` or a mask"),
+                    ));
+                }
+                masks.insert(column.get_ref().clone(), action);
+            }
+            Err(e) => errors.push(error(text.span(), e.message, Some(&e.help))),
+        }
+    }
+    let action = match file.action.as_ref().map(|a| a.get_ref().as_str()) {
+        None | Some("delete") if masks.is_empty() => Some(RetentionAction::Delete),
+        None | Some("delete") => {
+            errors.push(error(
+                file.column.span(),
+                "a retention rule that deletes rows takes no `masks`",
+                Some("write `action = \"mask\"` to keep the rows with masked columns"),
+            ));
+            None
+        }
+        Some("mask") if masks.is_empty() => {
+            errors.push(error(
+                file.column.span(),
+                "`action = \"mask\"` needs `masks = { column = \"<action>\" }`",
+                None,
+            ));
+            None
+        }
+        Some("mask") => Some(RetentionAction::Mask(masks)),
+        Some(other) => {
+            let span = file.action.as_ref().map(|a| a.span()).unwrap_or(0..0);
+            errors.push(error(
+                span,
+                format!("unknown retention action `{other}`"),
+                Some("valid actions: delete, mask"),
+            ));
+            None
+        }
+    };
+    match (period, action) {
+        (Some(period), Some(action)) if errors.is_empty() => Ok(Retention {
+            column: file.column.get_ref().clone(),
+            period,
+            action,
+        }),
+        _ => Err(errors),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn periods_parse_and_print_as_intervals() {
+        assert_eq!(Period::parse("5 years").unwrap().interval(), "5 years");
+        assert_eq!(Period::parse("1 Month").unwrap().interval(), "1 month");
+        assert_eq!(Period::parse("30 days").unwrap().interval(), "30 days");
+        assert!(Period::parse("five years").is_err());
+        assert!(Period::parse("0 days").is_err());
+        assert!(Period::parse("3 fortnights").is_err());
+        assert!(Period::parse("3").is_err());
+    }
+}
