@@ -29,6 +29,8 @@ pub enum Command {
     Crm(crate::crm::CrmArgs),
     /// Find columns that look personal and propose a policy skeleton for them.
     Discover(crate::discover::DiscoverArgs),
+    /// Write schema and data as one role sees them (masked, filtered), loadable with `psql -f`.
+    Dump(crate::dump::DumpArgs),
 }
 
 /// Entry point of the binary: parses the arguments, runs the subcommand, and maps errors to exit status 1.
@@ -41,6 +43,7 @@ pub fn main() -> ExitCode {
         Command::Audit(args) => crate::audit_cmd::run(args),
         Command::Crm(args) => crate::crm::run(args),
         Command::Discover(args) => crate::discover::run(args),
+        Command::Dump(args) => crate::dump::run(args),
     };
     match result {
         Ok(code) => code,

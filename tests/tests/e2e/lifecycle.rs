@@ -2,9 +2,13 @@
 //! CRM: the register of processing (`policy register`), the anonymised dump (`dump`), erasure on request
 //! (`forget`) and retention (`retention run`).
 
-use maschera_tests::{examples_dir, maschera_bin};
+use maschera_tests::crm::load_crm;
+use maschera_tests::{PgServer, examples_dir, maschera_bin};
 use std::collections::BTreeSet;
 use std::process::{Command, Output};
+use tokio_postgres::Client;
+
+const DB: &str = "crm";
 
 const ROLES: &[&str] = &["analyst", "dpo", "marketing", "sales", "support"];
 
@@ -97,4 +101,156 @@ fn register_csv_parses_with_every_role_and_category() {
         .expect("support sees contacts.email");
     assert_eq!(support_email[8], "mask.email");
     assert!(support_email[11].contains("TLS"));
+}
+
+/// The reference CRM generated with `contacts` contacts and the reference policy applied.
+async fn crm_with_policy(contacts: u64) -> (PgServer, Client) {
+    let pg = PgServer::start().expect("start PostgreSQL");
+    load_crm(&pg, DB, contacts, 1).await.expect("load CRM");
+    let credentials = pg.dir().join("logins.toml");
+    maschera(&[
+        "policy",
+        "apply",
+        &reference_policy(),
+        "--upstream",
+        &pg.uri(DB),
+        "--credentials",
+        &credentials.display().to_string(),
+    ]);
+    let client = pg.connect(DB).await.expect("connect");
+    (pg, client)
+}
+
+/// Row count and md5 of the sorted row texts of `relation`, as the session currently sees it.
+async fn fingerprint(client: &Client, relation: &str) -> (i64, String) {
+    let row = client
+        .query_one(
+            &format!(
+                "SELECT count(*), coalesce(md5(string_agg(t::text, E'\\n' ORDER BY t::text)), '')
+                 FROM {relation} t"
+            ),
+            &[],
+        )
+        .await
+        .expect("fingerprint");
+    (row.get(0), row.get(1))
+}
+
+async fn dumped_tables(client: &Client) -> Vec<String> {
+    client
+        .query(
+            "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' ORDER BY 1",
+            &[],
+        )
+        .await
+        .expect("tables")
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// Dumps `role` (with `attrs`), loads the dump into a fresh database, and checks every table against
+/// the role's view row for row; returns the dumped tables.
+async fn dump_matches_view(
+    pg: &PgServer,
+    source: &Client,
+    role: &str,
+    attrs: &[(&str, &str)],
+) -> Vec<String> {
+    let mut args: Vec<String> = ["dump", &reference_policy(), "--upstream", &pg.uri(DB)]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.extend(["--role".to_string(), role.to_string()]);
+    for (name, value) in attrs {
+        args.extend(["--attr".to_string(), format!("{name}={value}")]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = maschera(&args);
+    let file = pg.dir().join(format!("dump-{role}.sql"));
+    std::fs::write(&file, &out.stdout).expect("write dump");
+    let target = format!("copy_{role}");
+    pg.create_database(&target).expect("target database");
+    pg.psql(
+        &target,
+        &[
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-q",
+            "-f",
+            &file.display().to_string(),
+        ],
+    )
+    .expect("psql -f loads the dump");
+    let copy = pg.connect(&target).await.expect("connect copy");
+    let tables = dumped_tables(&copy).await;
+    source
+        .batch_execute(&format!("RESET ROLE; SET ROLE maschera_{role}"))
+        .await
+        .expect("set role");
+    for (name, value) in attrs {
+        source
+            .execute(
+                "SELECT set_config($1, $2, false)",
+                &[&format!("maschera.{name}"), value],
+            )
+            .await
+            .expect("attribute");
+    }
+    for table in &tables {
+        let expected = fingerprint(source, &format!("maschera_{role}.{table}")).await;
+        let got = fingerprint(&copy, &format!("public.{table}")).await;
+        assert_eq!(got, expected, "{role}: table {table} differs from the view");
+        assert!(expected.0 > 0, "{role}: table {table} is empty");
+    }
+    source.batch_execute("RESET ROLE").await.expect("reset");
+    tables
+}
+
+#[tokio::test]
+async fn dump_loads_and_matches_each_roles_view_row_for_row() {
+    let (pg, source) = crm_with_policy(2000).await;
+    let support = dump_matches_view(&pg, &source, "support", &[]).await;
+    assert_eq!(
+        support,
+        ["consents", "contacts", "interactions", "tickets"],
+        "support: deals and Art. 9/10 tables are denied"
+    );
+    let copy = pg.connect("copy_support").await.expect("connect");
+    let plain: i64 = copy
+        .query_one(
+            "SELECT count(*) FROM contacts WHERE email NOT LIKE '%***%'",
+            &[],
+        )
+        .await
+        .expect("emails")
+        .get(0);
+    assert_eq!(plain, 0, "every email in the support dump is masked");
+
+    let sales = dump_matches_view(&pg, &source, "sales", &[("region", "north")]).await;
+    assert_eq!(
+        sales,
+        ["consents", "contacts", "deals", "interactions", "tickets"]
+    );
+    let copy = pg.connect("copy_sales").await.expect("connect");
+    let (north, total): (i64, i64) = {
+        let n = copy
+            .query_one("SELECT count(*) FROM contacts", &[])
+            .await
+            .expect("count")
+            .get(0);
+        let t = source
+            .query_one("SELECT count(*) FROM contacts", &[])
+            .await
+            .expect("count")
+            .get(0);
+        (n, t)
+    };
+    let in_region: i64 = source
+        .query_one("SELECT count(*) FROM contacts WHERE region = 'north'", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(north, in_region, "sales north dumps the north only");
+    assert!(north < total);
 }
