@@ -31,6 +31,8 @@ pub enum Command {
     Discover(crate::discover::DiscoverArgs),
     /// Write schema and data as one role sees them (masked, filtered), loadable with `psql -f`.
     Dump(crate::dump::DumpArgs),
+    /// Erase one data subject and every row that refers to it, in one transaction (GDPR Art. 17).
+    Forget(crate::lifecycle::forget::ForgetArgs),
 }
 
 /// Entry point of the binary: parses the arguments, runs the subcommand, and maps errors to exit status 1.
@@ -44,6 +46,7 @@ pub fn main() -> ExitCode {
         Command::Crm(args) => crate::crm::run(args),
         Command::Discover(args) => crate::discover::run(args),
         Command::Dump(args) => crate::dump::run(args),
+        Command::Forget(args) => crate::lifecycle::forget::run(args),
     };
     match result {
         Ok(code) => code,

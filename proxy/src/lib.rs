@@ -28,3 +28,4 @@ pub mod users;
 pub mod crm;
 pub mod discover;
 pub mod dump;
+pub mod lifecycle;

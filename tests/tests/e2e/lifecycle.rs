@@ -254,3 +254,118 @@ async fn dump_loads_and_matches_each_roles_view_row_for_row() {
     assert_eq!(north, in_region, "sales north dumps the north only");
     assert!(north < total);
 }
+
+const CRM_TABLES: &[&str] = &[
+    "consents",
+    "contacts",
+    "deals",
+    "health_records",
+    "interactions",
+    "judicial_records",
+    "tickets",
+];
+
+/// The column of a CRM table that names the contact.
+fn subject_column(table: &str) -> &'static str {
+    match table {
+        "contacts" => "id",
+        _ => "contact_id",
+    }
+}
+
+/// Per CRM table: the fingerprint of the rows not about contact `id`, and how many rows are about it.
+async fn fingerprints_apart_from(client: &Client, id: i64) -> Vec<((i64, String), i64)> {
+    let mut all = Vec::new();
+    for table in CRM_TABLES {
+        let column = subject_column(table);
+        let others = fingerprint(
+            client,
+            &format!("(SELECT * FROM {table} WHERE {column} <> {id})"),
+        )
+        .await;
+        let about: i64 = client
+            .query_one(
+                &format!("SELECT count(*) FROM {table} WHERE {column} = $1"),
+                &[&id],
+            )
+            .await
+            .expect("count")
+            .get(0);
+        all.push((others, about));
+    }
+    all
+}
+
+#[tokio::test]
+async fn forget_erases_the_subject_everywhere_and_nothing_else() {
+    let pg = PgServer::start().expect("start PostgreSQL");
+    load_crm(&pg, DB, 2000, 1).await.expect("load CRM");
+    let client = pg.connect(DB).await.expect("connect");
+    let subject = client
+        .query_one(
+            "SELECT id, email FROM contacts c
+             WHERE EXISTS (SELECT FROM judicial_records j WHERE j.contact_id = c.id)
+               AND EXISTS (SELECT FROM interactions i WHERE i.contact_id = c.id)
+               AND EXISTS (SELECT FROM consents s WHERE s.contact_id = c.id)
+             ORDER BY id LIMIT 1",
+            &[],
+        )
+        .await
+        .expect("a contact with records in several tables");
+    let (id, email): (i64, String) = (subject.get(0), subject.get(1));
+    let before = fingerprints_apart_from(&client, id).await;
+    let condition = format!("email = '{email}'");
+    let forget = |extra: &[&str]| {
+        let mut args = vec![
+            "forget".to_string(),
+            reference_policy(),
+            "--upstream".into(),
+            pg.uri(DB),
+            "--table".into(),
+            "contacts".into(),
+            "--where".into(),
+            condition.clone(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        String::from_utf8(maschera(&args).stdout).expect("utf-8")
+    };
+
+    let plan = forget(&["--dry-run"]);
+    assert!(!plan.contains(&email), "the plan shows no value: {plan}");
+    for table in ["contacts", "consents", "interactions", "judicial_records"] {
+        let line = plan
+            .lines()
+            .find(|l| l.starts_with(&format!("public.{table} ")))
+            .unwrap_or_else(|| panic!("{table} in the plan: {plan}"));
+        assert!(!line.contains(" 0 rows"), "{line}");
+    }
+    assert_eq!(
+        fingerprints_apart_from(&client, id).await,
+        before,
+        "dry run changes nothing"
+    );
+
+    forget(&[]);
+    let after = fingerprints_apart_from(&client, id).await;
+    for ((table, (others_before, _)), (others_after, about_after)) in
+        CRM_TABLES.iter().zip(&before).zip(&after)
+    {
+        assert_eq!(*about_after, 0, "{table}: a row of the subject remains");
+        assert_eq!(others_after, others_before, "{table}: other rows changed");
+    }
+
+    let again = Command::new(maschera_bin())
+        .args(["forget", &reference_policy(), "--upstream", &pg.uri(DB)])
+        .args(["--table", "contacts", "--where", &condition])
+        .output()
+        .expect("run");
+    assert!(!again.status.success(), "no subject left to forget");
+    let refused = Command::new(maschera_bin())
+        .args(["forget", &reference_policy(), "--upstream", &pg.uri(DB)])
+        .args(["--table", "contacts", "--where", "true; DROP TABLE deals"])
+        .output()
+        .expect("run");
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("one condition"));
+}
