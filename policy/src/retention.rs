@@ -125,11 +125,11 @@ pub(crate) fn parse_retention(
                 if let Err(m) = check_fits(&action, declared) {
                     errors.push(error(text.span(), m, None));
                 }
-                if matches!(action, Action::Drop) {
+                if matches!(action, Action::Drop | Action::Hash | Action::Pseudonym) {
                     errors.push(error(
                         text.span(),
-                        "`drop` cannot replace a stored value",
-                        Some("use `null` or a mask"),
+                        "retention masks replace the stored value once: `drop`, `hash` and `pseudonym` cannot",
+                        Some("use `null`, `constant(...)`, a `mask.*`, `partial`, `year`, `month` or `bucket`"),
                     ));
                 }
                 masks.insert(column.get_ref().clone(), action);

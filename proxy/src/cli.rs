@@ -33,6 +33,8 @@ pub enum Command {
     Dump(crate::dump::DumpArgs),
     /// Erase one data subject and every row that refers to it, in one transaction (GDPR Art. 17).
     Forget(crate::lifecycle::forget::ForgetArgs),
+    /// Apply the policy's retention rules: delete or mask rows older than their period, in batches.
+    Retention(crate::lifecycle::retention::RetentionArgs),
 }
 
 /// Entry point of the binary: parses the arguments, runs the subcommand, and maps errors to exit status 1.
@@ -47,6 +49,7 @@ pub fn main() -> ExitCode {
         Command::Discover(args) => crate::discover::run(args),
         Command::Dump(args) => crate::dump::run(args),
         Command::Forget(args) => crate::lifecycle::forget::run(args),
+        Command::Retention(args) => crate::lifecycle::retention::run(args),
     };
     match result {
         Ok(code) => code,

@@ -369,3 +369,148 @@ async fn forget_erases_the_subject_everywhere_and_nothing_else() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("one condition"));
 }
+
+/// The reference policy with retention rules: contacts five years after creation (deleted with their
+/// dependants), interaction notes two years after the interaction (masked to NULL).
+const RETENTION: &str = r#"
+[tables.contacts.retention]
+column = "created_at"
+period = "5 years"
+
+[tables.interactions.retention]
+column = "occurred_at"
+period = "2 years"
+action = "mask"
+masks = { notes = "null" }
+"#;
+
+#[tokio::test]
+async fn retention_deletes_expired_rows_with_their_dependants_and_masks_old_notes() {
+    let pg = PgServer::start().expect("start PostgreSQL");
+    load_crm(&pg, DB, 2000, 1).await.expect("load CRM");
+    let client = pg.connect(DB).await.expect("connect");
+    client
+        .batch_execute(
+            "UPDATE contacts SET created_at = CASE WHEN id % 10 = 0 THEN now() - interval '6 years'
+                                                   ELSE now() - interval '4 years' END;
+             UPDATE interactions SET occurred_at = CASE WHEN id % 4 = 0 THEN now() - interval '3 years'
+                                                        ELSE now() - interval '1 month' END;",
+        )
+        .await
+        .expect("date the rows");
+    let policy = pg.dir().join("retention.toml");
+    let text = std::fs::read_to_string(reference_policy()).expect("policy") + RETENTION;
+    std::fs::write(&policy, text).expect("write policy");
+    let policy = policy.display().to_string();
+
+    let kept = "contact_id % 10 <> 0";
+    let mut before = Vec::new();
+    for table in CRM_TABLES {
+        let column = subject_column(table);
+        let relation = match *table {
+            "interactions" => format!(
+                "(SELECT id, contact_id, channel, occurred_at, CASE WHEN id % 4 = 0 THEN NULL ELSE notes END
+                  FROM interactions WHERE {kept})"
+            ),
+            _ => format!("(SELECT * FROM {table} WHERE {column} % 10 <> 0)"),
+        };
+        before.push((relation.clone(), fingerprint(&client, &relation).await));
+    }
+    let all_before: Vec<(i64, String)> = {
+        let mut v = Vec::new();
+        for table in CRM_TABLES {
+            v.push(fingerprint(&client, table).await);
+        }
+        v
+    };
+    let expired: i64 = client
+        .query_one("SELECT count(*) FROM contacts WHERE id % 10 = 0", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert!(expired > 0);
+
+    let dry = maschera(&[
+        "retention",
+        "run",
+        &policy,
+        "--upstream",
+        &pg.uri(DB),
+        "--dry-run",
+    ]);
+    let dry = String::from_utf8(dry.stdout).expect("utf-8");
+    let dry_contacts = dry
+        .lines()
+        .find(|l| l.trim_start().starts_with("public.contacts"))
+        .expect("contacts in the dry-run report");
+    assert!(
+        dry_contacts.contains(&format!(" {expired} rows would delete")),
+        "{dry}"
+    );
+    assert!(dry.contains("public.judicial_records"), "{dry}");
+    for (table, fp) in CRM_TABLES.iter().zip(&all_before) {
+        assert_eq!(
+            &fingerprint(&client, table).await,
+            fp,
+            "dry run changed {table}"
+        );
+    }
+
+    let out = maschera(&[
+        "retention",
+        "run",
+        &policy,
+        "--upstream",
+        &pg.uri(DB),
+        "--batch",
+        "37",
+    ]);
+    let report = String::from_utf8(out.stdout).expect("utf-8");
+    let contacts_line = report
+        .lines()
+        .find(|l| l.trim_start().starts_with("public.contacts"))
+        .expect("contacts in the report");
+    assert!(
+        contacts_line.contains(&format!(" {expired} rows deleted")),
+        "{report}"
+    );
+    for (table, (relation, fp)) in CRM_TABLES.iter().zip(&before) {
+        let column = subject_column(table);
+        let left: i64 = client
+            .query_one(
+                &format!("SELECT count(*) FROM {table} WHERE {column} % 10 = 0"),
+                &[],
+            )
+            .await
+            .expect("count")
+            .get(0);
+        assert_eq!(left, 0, "{table}: rows of expired contacts remain");
+        let after_relation = match *table {
+            "interactions" => {
+                "(SELECT id, contact_id, channel, occurred_at, notes FROM interactions)".to_string()
+            }
+            _ => table.to_string(),
+        };
+        assert_eq!(
+            &fingerprint(&client, &after_relation).await,
+            fp,
+            "{table}: rows within their period changed ({relation})"
+        );
+    }
+    let old_notes: i64 = client
+        .query_one(
+            "SELECT count(*) FROM interactions WHERE occurred_at < now() - interval '2 years' AND notes IS NOT NULL",
+            &[],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(old_notes, 0);
+
+    let again = maschera(&["retention", "run", &policy, "--upstream", &pg.uri(DB)]);
+    let again = String::from_utf8(again.stdout).expect("utf-8");
+    assert!(
+        again.contains(" 0 rows deleted") && again.contains(" 0 rows masked"),
+        "{again}"
+    );
+}
