@@ -5,10 +5,13 @@
 //! the subject is ever printed. Not for: bulk deletion (it refuses a WHERE matching more than one row).
 
 use super::foreign_keys::{Reached, dependants, read_foreign_keys, resolve_table};
+use crate::audit::EventKind;
 use crate::policy_apply;
 use crate::policy_cmd::load_policy;
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use clap::Args;
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
 use sqlparser::ast::{Expr, visit_expressions};
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
@@ -34,6 +37,12 @@ pub struct ForgetArgs {
     /// Print the plan (tables, rows, action) and change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    #[command(flatten)]
+    pub audit: super::AuditArgs,
+    /// Environment variable holding the key of the subject digest recorded in the access log
+    /// (HMAC-SHA256 of the table and the subject's primary key).
+    #[arg(long, default_value = "MASCHERA_AUDIT_KEY")]
+    pub key_env: String,
 }
 
 /// What happens to one table.
@@ -52,6 +61,19 @@ pub fn run(args: ForgetArgs) -> Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
         let condition = parse_condition(&args.condition)?;
+        let log = match args.dry_run {
+            true => None,
+            false => args.audit.open()?,
+        };
+        let digest_key = match &log {
+            Some(_) => Some(std::env::var(&args.key_env).with_context(|| {
+                format!(
+                    "{} (the key of the subject digest) is not set",
+                    args.key_env
+                )
+            })?),
+            None => None,
+        };
         let client = policy_apply::connect(&args.upstream).await?;
         client.batch_execute("BEGIN").await?;
         let plan = plan(&client, &args.table, &condition).await?;
@@ -71,6 +93,10 @@ pub fn run(args: ForgetArgs) -> Result<ExitCode> {
             println!("dry run: nothing changed");
             return Ok(ExitCode::SUCCESS);
         }
+        let subject = match &digest_key {
+            Some(key) => Some(subject_digest(&client, &plan[plan.len() - 1], key).await?),
+            None => None,
+        };
         for step in &plan {
             let deleted = client
                 .execute(
@@ -91,8 +117,57 @@ pub fn run(args: ForgetArgs) -> Result<ExitCode> {
         }
         client.batch_execute("COMMIT").await?;
         println!("the data subject is erased");
+        let detail: Vec<String> = plan
+            .iter()
+            .map(|s| format!("{}: {} deleted", s.reached.table.display, s.rows))
+            .collect();
+        let rows = plan.iter().map(|s| s.rows as u64).sum();
+        super::record(
+            log,
+            EventKind::Erasure,
+            rows,
+            detail.join("; "),
+            subject.map(|d| vec![d]),
+        )
+        .await?;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// HMAC-SHA256 (hex) of `schema.table:` and the subject row's primary key as text (the whole row's
+/// key columns in order; the row itself when the table has no primary key), so that whoever holds the
+/// key can later prove which subject was erased, and nobody else can tell.
+async fn subject_digest(client: &Client, subject: &PlannedStep, key: &str) -> Result<String> {
+    let table = &subject.reached.table;
+    let key_columns: Vec<String> = client
+        .query(
+            "SELECT quote_ident(a.attname) FROM pg_index i
+             JOIN unnest(i.indkey) WITH ORDINALITY k(n, o) ON true
+             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.n
+             WHERE i.indrelid = $1 AND i.indisprimary ORDER BY k.o",
+            &[&table.oid],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let value = match key_columns.is_empty() {
+        true => "t".to_string(),
+        false => format!("ROW({})", key_columns.join(", ")),
+    };
+    let text: String = client
+        .query_one(
+            &format!(
+                "SELECT ({value})::text FROM {} t WHERE {}",
+                table.sql, subject.reached.predicate
+            ),
+            &[],
+        )
+        .await?
+        .get(0);
+    let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes()).context("digest key")?;
+    mac.update(format!("{}:{text}", table.display).as_bytes());
+    Ok(hex::encode(mac.finalize().into_bytes()))
 }
 
 /// Parses the WHERE text: exactly one expression, no subquery, nothing after it (so no second statement).

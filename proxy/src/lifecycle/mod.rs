@@ -5,3 +5,55 @@
 pub mod foreign_keys;
 pub mod forget;
 pub mod retention;
+
+use crate::audit::{AuditConfig, AuditLog, Event, EventKind};
+use anyhow::{Context, Result};
+use std::path::PathBuf;
+
+/// Where a lifecycle command records what it did: the `[audit]` section of a proxy configuration file.
+#[derive(clap::Args, Debug)]
+pub struct AuditArgs {
+    /// Proxy configuration file whose `[audit]` section names the access log; the event is recorded
+    /// there (the log folder takes one writer at a time: run it where the proxy's log is not open, or
+    /// give a folder of its own).
+    #[arg(long)]
+    pub audit_config: Option<PathBuf>,
+}
+
+impl AuditArgs {
+    /// Opens the access log if one is configured (before any change, so a log that cannot be written
+    /// stops the command early).
+    pub fn open(&self) -> Result<Option<AuditLog>> {
+        let Some(path) = &self.audit_config else {
+            return Ok(None);
+        };
+        let config = AuditConfig::from_proxy_config(path)
+            .with_context(|| format!("reading [audit] from {}", path.display()))?;
+        Ok(Some(
+            AuditLog::open(&config).context("opening the access log")?,
+        ))
+    }
+}
+
+/// Records one lifecycle event (no values: tables, counts and digests only) and closes the log.
+pub async fn record(
+    log: Option<AuditLog>,
+    kind: EventKind,
+    rows: u64,
+    detail: String,
+    subjects: Option<Vec<String>>,
+) -> Result<()> {
+    let Some(log) = log else {
+        return Ok(());
+    };
+    let mut event = Event::new(kind);
+    event.rows = Some(rows);
+    event.detail = Some(detail);
+    event.subjects = subjects;
+    event.user = std::env::var("USER").ok();
+    log.record(event)
+        .await
+        .context("recording in the access log")?;
+    log.shutdown().await.context("closing the access log")?;
+    Ok(())
+}

@@ -6,6 +6,7 @@
 //! systemd timer) or the policy's syntax (see `policy::retention`).
 
 use super::foreign_keys::{ForeignKey, LiveTable, dependants, read_foreign_keys, resolve_table};
+use crate::audit::EventKind;
 use crate::policy_apply;
 use crate::policy_cmd::load_policy;
 use anyhow::{Result, bail};
@@ -39,6 +40,8 @@ pub enum RetentionCommand {
         /// Rows of the expired table handled per transaction (their dependants go in the same one).
         #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
         batch: u32,
+        #[command(flatten)]
+        audit: super::AuditArgs,
     },
 }
 
@@ -48,6 +51,7 @@ pub fn run(args: RetentionArgs) -> Result<ExitCode> {
         upstream,
         dry_run,
         batch,
+        audit,
     } = args.command;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -56,9 +60,15 @@ pub fn run(args: RetentionArgs) -> Result<ExitCode> {
         let Some(policy) = load_policy(&file)? else {
             return Ok(ExitCode::FAILURE);
         };
+        let log = match dry_run {
+            true => None,
+            false => audit.open()?,
+        };
         let client = policy_apply::connect(&upstream).await?;
         let keys = read_foreign_keys(&client).await?;
         let mut any = false;
+        let mut summary = Vec::new();
+        let mut total = 0;
         for table in policy.tables.values() {
             let Some(retention) = &table.retention else {
                 continue;
@@ -88,7 +98,19 @@ pub fn run(args: RetentionArgs) -> Result<ExitCode> {
                 }
             };
             print_report(table, retention, &report, dry_run);
+            for (name, rows) in &report {
+                total += rows;
+                summary.push(format!("{name}: {rows} {}", action_word(retention)));
+            }
         }
+        super::record(
+            log,
+            EventKind::RetentionRun,
+            total,
+            summary.join("; "),
+            None,
+        )
+        .await?;
         if !any {
             println!("the policy declares no retention rule");
         }
@@ -112,6 +134,13 @@ fn print_report(table: &Table, retention: &Retention, report: &Report, dry_run: 
     );
     for (name, rows) in report {
         println!("  {name:<32} {rows:>10} {what} {verb}");
+    }
+}
+
+fn action_word(retention: &Retention) -> &'static str {
+    match retention.action {
+        RetentionAction::Delete => "deleted",
+        RetentionAction::Mask(_) => "masked",
     }
 }
 

@@ -13,9 +13,14 @@ const DB: &str = "crm";
 const ROLES: &[&str] = &["analyst", "dpo", "marketing", "sales", "support"];
 
 fn maschera(args: &[&str]) -> Output {
+    maschera_with_env(args, &[])
+}
+
+fn maschera_with_env(args: &[&str], env: &[(String, String)]) -> Output {
     let out = Command::new(maschera_bin())
         .args(args)
         .env("MASCHERA_PSEUDONYM_KEY", "lifecycle-test-key-0123456789")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .output()
         .expect("run maschera");
     assert!(
@@ -346,7 +351,51 @@ async fn forget_erases_the_subject_everywhere_and_nothing_else() {
         "dry run changes nothing"
     );
 
-    forget(&[]);
+    // The real erasure, recorded in an access log of its own.
+    let keys: Vec<(String, String)> = String::from_utf8(maschera(&["audit", "keygen"]).stdout)
+        .expect("utf-8")
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let config = pg.dir().join("maschera.toml");
+    std::fs::write(&config, "[audit]\ndir = \"audit\"\n").expect("config");
+    let args = vec![
+        "forget".to_string(),
+        reference_policy(),
+        "--upstream".into(),
+        pg.uri(DB),
+        "--table".into(),
+        "contacts".into(),
+        "--where".into(),
+        condition.clone(),
+        "--audit-config".into(),
+        config.display().to_string(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    maschera_with_env(&args, &keys);
+    let mut log = String::new();
+    for entry in std::fs::read_dir(pg.dir().join("audit")).expect("audit folder") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "jsonl") {
+            log.push_str(&std::fs::read_to_string(path).expect("read log"));
+        }
+    }
+    let erasure: serde_json::Value = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|r| r["event"] == "erasure")
+        .expect("an erasure event");
+    let digest = erasure["subjects"][0].as_str().expect("subject digest");
+    assert_eq!(digest.len(), 64);
+    assert!(!log.contains(&email) && !log.contains(&format!("\"{id}\"")));
+    assert!(
+        erasure["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("public.contacts: 1 deleted")),
+        "{erasure}"
+    );
+
     let after = fingerprints_apart_from(&client, id).await;
     for ((table, (others_before, _)), (others_after, about_after)) in
         CRM_TABLES.iter().zip(&before).zip(&after)
