@@ -52,6 +52,19 @@ pub struct TableFile {
     #[serde(default)]
     pub columns: BTreeMap<Key, Spanned<ColumnFile>>,
     pub retention: Option<Spanned<RetentionFile>>,
+    pub erasure: Option<Spanned<ErasureFile>>,
+}
+
+/// `[tables.<t>.erasure]`: how `maschera forget` treats the table's rows of a data subject.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErasureFile {
+    /// Keep the rows (a legal obligation) with these columns replaced by their masks.
+    #[serde(default)]
+    pub keep: BTreeMap<Key, Spanned<String>>,
+    /// Columns that refer to another table's column without a foreign key: `col = "table.column"`.
+    #[serde(default)]
+    pub links: BTreeMap<Key, Spanned<String>>,
 }
 
 /// `[tables.<t>.retention]`: how long rows are kept and what happens to them afterwards.

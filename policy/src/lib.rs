@@ -6,6 +6,7 @@ pub mod action;
 pub mod apply_sql;
 pub mod compile;
 pub mod diagnostics;
+pub mod erasure;
 mod file;
 pub mod filter;
 pub mod model;

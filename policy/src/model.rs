@@ -75,6 +75,8 @@ pub struct Table {
     pub columns: BTreeMap<String, DeclaredColumn>,
     /// How long rows are kept (`[tables.<t>.retention]`), if the file says.
     pub retention: Option<crate::retention::Retention>,
+    /// How `forget` treats the table (`[tables.<t>.erasure]`): kept columns and links.
+    pub erasure: crate::erasure::Erasure,
     pub span: Span,
 }
 
@@ -363,12 +365,26 @@ impl Validator<'_> {
                 })
                 .ok()
         });
+        let erasure = t
+            .erasure
+            .as_ref()
+            .and_then(|e| {
+                crate::erasure::parse_erasure(e.get_ref(), &columns)
+                    .map_err(|errors| {
+                        for e in errors {
+                            self.error(e.span, e.message, e.help);
+                        }
+                    })
+                    .ok()
+            })
+            .unwrap_or_default();
         Some(Table {
             key: key.get_ref().clone(),
             name,
             personal,
             columns,
             retention,
+            erasure,
             span: key.span(),
         })
     }

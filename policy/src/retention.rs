@@ -114,29 +114,7 @@ pub(crate) fn parse_retention(
             ))
         })
         .ok();
-    let mut masks = BTreeMap::new();
-    for (column, text) in &file.masks {
-        match parse_action(text.get_ref()) {
-            Ok(action) => {
-                let declared = columns
-                    .get(column.get_ref())
-                    .and_then(|c| c.data_type.as_deref())
-                    .unwrap_or(crate::action::UNKNOWN_TYPE);
-                if let Err(m) = check_fits(&action, declared) {
-                    errors.push(error(text.span(), m, None));
-                }
-                if matches!(action, Action::Drop | Action::Hash | Action::Pseudonym) {
-                    errors.push(error(
-                        text.span(),
-                        "retention masks replace the stored value once: `drop`, `hash` and `pseudonym` cannot",
-                        Some("use `null`, `constant(...)`, a `mask.*`, `partial`, `year`, `month` or `bucket`"),
-                    ));
-                }
-                masks.insert(column.get_ref().clone(), action);
-            }
-            Err(e) => errors.push(error(text.span(), e.message, Some(&e.help))),
-        }
-    }
+    let masks = parse_masks(&file.masks, columns, &mut errors);
     let action = match file.action.as_ref().map(|a| a.get_ref().as_str()) {
         None | Some("delete") if masks.is_empty() => Some(RetentionAction::Delete),
         None | Some("delete") => {
@@ -174,6 +152,38 @@ pub(crate) fn parse_retention(
         }),
         _ => Err(errors),
     }
+}
+
+/// Parses `column = "<action>"` masks that replace stored values once (so only idempotent actions).
+pub(crate) fn parse_masks(
+    masks: &BTreeMap<crate::file::Key, serde_spanned::Spanned<String>>,
+    columns: &BTreeMap<String, DeclaredColumn>,
+    errors: &mut Vec<RetentionError>,
+) -> BTreeMap<String, Action> {
+    let mut parsed = BTreeMap::new();
+    for (column, text) in masks {
+        match parse_action(text.get_ref()) {
+            Ok(action) => {
+                let declared = columns
+                    .get(column.get_ref())
+                    .and_then(|c| c.data_type.as_deref())
+                    .unwrap_or(crate::action::UNKNOWN_TYPE);
+                if let Err(m) = check_fits(&action, declared) {
+                    errors.push(error(text.span(), m, None));
+                }
+                if matches!(action, Action::Drop | Action::Hash | Action::Pseudonym) {
+                    errors.push(error(
+                        text.span(),
+                        "retention masks replace the stored value once: `drop`, `hash` and `pseudonym` cannot",
+                        Some("use `null`, `constant(...)`, a `mask.*`, `partial`, `year`, `month` or `bucket`"),
+                    ));
+                }
+                parsed.insert(column.get_ref().clone(), action);
+            }
+            Err(e) => errors.push(error(text.span(), e.message, Some(&e.help))),
+        }
+    }
+    parsed
 }
 
 #[cfg(test)]

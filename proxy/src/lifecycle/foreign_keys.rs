@@ -94,8 +94,14 @@ pub async fn read_foreign_keys(client: &Client) -> Result<Vec<ForeignKey>> {
 
 /// The starting table and every table that refers to its rows selected by `predicate`, recursively,
 /// ordered so that every table comes after all the tables that refer to it (children first): deleting
-/// in this order never breaks a foreign key.
-pub fn dependants(start: &LiveTable, predicate: &str, keys: &[ForeignKey]) -> Vec<Reached> {
+/// in this order never breaks a foreign key. The walk does not go on from tables for which `leaf` is
+/// true (rows kept, not deleted).
+pub fn dependants(
+    start: &LiveTable,
+    predicate: &str,
+    keys: &[ForeignKey],
+    leaf: &dyn Fn(u32) -> bool,
+) -> Vec<Reached> {
     let mut reached: Vec<Reached> = vec![Reached {
         table: start.clone(),
         predicate: predicate.to_string(),
@@ -104,7 +110,7 @@ pub fn dependants(start: &LiveTable, predicate: &str, keys: &[ForeignKey]) -> Ve
     let mut frontier = vec![0usize];
     while let Some(index) = frontier.pop() {
         let parent = reached[index].clone();
-        if parent.depth >= MAX_DEPTH {
+        if parent.depth >= MAX_DEPTH || (parent.depth > 0 && leaf(parent.table.oid)) {
             continue;
         }
         for key in keys.iter().filter(|k| k.parent.oid == parent.table.oid) {

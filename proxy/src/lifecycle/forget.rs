@@ -4,18 +4,23 @@
 //! transaction. `--dry-run` prints the plan (tables, row counts, action) and changes nothing. No value of
 //! the subject is ever printed. Not for: bulk deletion (it refuses a WHERE matching more than one row).
 
-use super::foreign_keys::{Reached, dependants, read_foreign_keys, resolve_table};
+use super::foreign_keys::{ForeignKey, Reached, dependants, read_foreign_keys, resolve_table};
+use super::mask_assignments;
 use crate::audit::EventKind;
 use crate::policy_apply;
 use crate::policy_cmd::load_policy;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use hmac::{Hmac, KeyInit, Mac};
+use policy::Policy;
+use policy::access::TableName;
+use policy::apply_sql::quote_ident;
 use sha2::Sha256;
 use sqlparser::ast::{Expr, visit_expressions};
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 use sqlparser::tokenizer::Token;
+use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -50,6 +55,8 @@ pub struct ForgetArgs {
 pub struct PlannedStep {
     pub reached: Reached,
     pub rows: i64,
+    /// `col = mask, ...` when the policy keeps the rows (anonymised) instead of deleting them.
+    pub keep: Option<String>,
 }
 
 pub fn run(args: ForgetArgs) -> Result<ExitCode> {
@@ -57,9 +64,9 @@ pub fn run(args: ForgetArgs) -> Result<ExitCode> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        if load_policy(&args.file)?.is_none() {
+        let Some(policy) = load_policy(&args.file)? else {
             return Ok(ExitCode::FAILURE);
-        }
+        };
         let condition = parse_condition(&args.condition)?;
         let log = match args.dry_run {
             true => None,
@@ -76,13 +83,14 @@ pub fn run(args: ForgetArgs) -> Result<ExitCode> {
         };
         let client = policy_apply::connect(&args.upstream).await?;
         client.batch_execute("BEGIN").await?;
-        let plan = plan(&client, &args.table, &condition).await?;
-        let verb = if args.dry_run {
-            "would delete"
-        } else {
-            "deleted"
-        };
+        let plan = plan(&client, &policy, &args.table, &condition).await?;
         for step in &plan {
+            let verb = match (args.dry_run, step.keep.is_some()) {
+                (true, false) => "would delete",
+                (true, true) => "would anonymise (kept)",
+                (false, false) => "deleted",
+                (false, true) => "anonymised (kept)",
+            };
             println!(
                 "{:<32} {:>8} rows {verb}",
                 step.reached.table.display, step.rows
@@ -98,15 +106,17 @@ pub fn run(args: ForgetArgs) -> Result<ExitCode> {
             None => None,
         };
         for step in &plan {
-            let deleted = client
-                .execute(
-                    &format!(
-                        "DELETE FROM {} WHERE {}",
-                        step.reached.table.sql, step.reached.predicate
-                    ),
-                    &[],
-                )
-                .await?;
+            let statement = match &step.keep {
+                None => format!(
+                    "DELETE FROM {} WHERE {}",
+                    step.reached.table.sql, step.reached.predicate
+                ),
+                Some(set) => format!(
+                    "UPDATE {} SET {set} WHERE {}",
+                    step.reached.table.sql, step.reached.predicate
+                ),
+            };
+            let deleted = client.execute(&statement, &[]).await?;
             if deleted as i64 != step.rows {
                 bail!(
                     "{}: {deleted} rows instead of the {} planned; nothing changed",
@@ -119,7 +129,14 @@ pub fn run(args: ForgetArgs) -> Result<ExitCode> {
         println!("the data subject is erased");
         let detail: Vec<String> = plan
             .iter()
-            .map(|s| format!("{}: {} deleted", s.reached.table.display, s.rows))
+            .map(|s| {
+                let verb = if s.keep.is_some() {
+                    "anonymised"
+                } else {
+                    "deleted"
+                };
+                format!("{}: {} {verb}", s.reached.table.display, s.rows)
+            })
             .collect();
         let rows = plan.iter().map(|s| s.rows as u64).sum();
         super::record(
@@ -132,6 +149,10 @@ pub fn run(args: ForgetArgs) -> Result<ExitCode> {
         .await?;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+fn qualified(name: &TableName) -> String {
+    format!("{}.{}", quote_ident(&name.schema), quote_ident(&name.name))
 }
 
 /// HMAC-SHA256 (hex) of `schema.table:` and the subject row's primary key as text (the whole row's
@@ -192,7 +213,12 @@ pub fn parse_condition(text: &str) -> Result<String> {
 
 /// The tables and row counts an erasure touches, children first; refuses unless the condition selects
 /// exactly one row of `table`.
-pub async fn plan(client: &Client, table: &str, condition: &str) -> Result<Vec<PlannedStep>> {
+pub async fn plan(
+    client: &Client,
+    policy: &Policy,
+    table: &str,
+    condition: &str,
+) -> Result<Vec<PlannedStep>> {
     let start = resolve_table(client, table).await?;
     let subject: i64 = client
         .query_one(
@@ -207,9 +233,36 @@ pub async fn plan(client: &Client, table: &str, condition: &str) -> Result<Vec<P
             start.display
         );
     }
-    let keys = read_foreign_keys(client).await?;
+    let mut keys = read_foreign_keys(client).await?;
+    let mut kept = BTreeMap::new();
+    for declared in policy.tables.values() {
+        let live = resolve_table(client, &qualified(&declared.name)).await?;
+        for link in &declared.erasure.links {
+            let Some(target) = policy.tables.get(&link.target_table) else {
+                bail!(
+                    "{}: link `{}` names table `{}`, which the policy does not declare",
+                    declared.key,
+                    link.column,
+                    link.target_table
+                );
+            };
+            keys.push(ForeignKey {
+                child: live.clone(),
+                child_columns: vec![link.column.clone()],
+                parent: resolve_table(client, &qualified(&target.name)).await?,
+                parent_columns: vec![link.target_column.clone()],
+            });
+        }
+        if !declared.erasure.keep.is_empty() {
+            let set = mask_assignments(client, declared, &live, &declared.erasure.keep).await?;
+            let set: Vec<String> = set.iter().map(|(c, e)| format!("{c} = {e}")).collect();
+            let columns: Vec<String> = declared.erasure.keep.keys().cloned().collect();
+            kept.insert(live.oid, (set.join(", "), columns));
+        }
+    }
     let mut steps = Vec::new();
-    for reached in dependants(&start, condition, &keys) {
+    for reached in dependants(&start, condition, &keys, &|oid| kept.contains_key(&oid)) {
+        let keep = kept.get(&reached.table.oid).map(|(set, _)| set.clone());
         let rows: i64 = client
             .query_one(
                 &format!(
@@ -220,7 +273,28 @@ pub async fn plan(client: &Client, table: &str, condition: &str) -> Result<Vec<P
             )
             .await?
             .get(0);
-        steps.push(PlannedStep { reached, rows });
+        steps.push(PlannedStep {
+            reached,
+            rows,
+            keep,
+        });
+    }
+    // A kept row must stop referring to rows that are deleted, or the delete would cascade to it or fail.
+    for (oid, (_, masked)) in &kept {
+        for key in keys.iter().filter(|k| k.child.oid == *oid) {
+            let parent_deleted = steps
+                .iter()
+                .any(|s| s.reached.table.oid == key.parent.oid && s.keep.is_none());
+            if parent_deleted && !key.child_columns.iter().all(|c| masked.contains(c)) {
+                bail!(
+                    "{} keeps the subject's rows but its columns ({}) still refer to {}, whose rows are deleted: \
+                     add them to its `erasure.keep` (e.g. `= \"null\"`)",
+                    key.child.display,
+                    key.child_columns.join(", "),
+                    key.parent.display
+                );
+            }
+        }
     }
     Ok(steps)
 }

@@ -7,8 +7,12 @@ pub mod forget;
 pub mod retention;
 
 use crate::audit::{AuditConfig, AuditLog, Event, EventKind};
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
+use policy::apply_sql::{column_expression, quote_ident};
+use policy::model::Table;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
+use tokio_postgres::Client;
 
 /// Where a lifecycle command records what it did: the `[audit]` section of a proxy configuration file.
 #[derive(clap::Args, Debug)]
@@ -56,4 +60,37 @@ pub async fn record(
         .context("recording in the access log")?;
     log.shutdown().await.context("closing the access log")?;
     Ok(())
+}
+
+/// `column = <mask expression>` per masked column, with the live column types.
+pub async fn mask_assignments(
+    client: &Client,
+    table: &Table,
+    live: &foreign_keys::LiveTable,
+    masks: &BTreeMap<String, policy::access::Action>,
+) -> Result<Vec<(String, String)>> {
+    let mut assignments = Vec::new();
+    for (column, action) in masks {
+        let row = client
+            .query_opt(
+                "SELECT format_type(atttypid, atttypmod) FROM pg_attribute
+                 WHERE attrelid = $1 AND attname = $2 AND attnum > 0 AND NOT attisdropped",
+                &[&live.oid, column],
+            )
+            .await?;
+        let Some(row) = row else {
+            bail!("{}: no column `{column}` to mask", live.display);
+        };
+        let data_type: String = row.get(0);
+        let Some(expression) = column_expression(&table.name, column, &data_type, action) else {
+            bail!("{}: `{column}` has no mask", live.display);
+        };
+        let alias = format!(" AS {}", quote_ident(column));
+        let expression = expression
+            .strip_suffix(&alias)
+            .unwrap_or(&expression)
+            .to_string();
+        assignments.push((quote_ident(column), expression));
+    }
+    Ok(assignments)
 }

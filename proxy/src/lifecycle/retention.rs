@@ -6,15 +6,15 @@
 //! systemd timer) or the policy's syntax (see `policy::retention`).
 
 use super::foreign_keys::{ForeignKey, LiveTable, dependants, read_foreign_keys, resolve_table};
+use super::mask_assignments;
 use crate::audit::EventKind;
 use crate::policy_apply;
 use crate::policy_cmd::load_policy;
-use anyhow::{Result, bail};
+use anyhow::Result;
 use clap::{Args, Subcommand};
-use policy::apply_sql::{column_expression, quote_ident, quote_literal};
+use policy::apply_sql::{quote_ident, quote_literal};
 use policy::model::Table;
 use policy::retention::{Retention, RetentionAction};
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use tokio_postgres::Client;
@@ -191,7 +191,7 @@ async fn delete_expired(
 ) -> Result<Report> {
     let mut report = Report::new();
     if dry_run {
-        for reached in dependants(table, expired, keys) {
+        for reached in dependants(table, expired, keys, &|_| false) {
             let rows: i64 = client
                 .query_one(
                     &format!(
@@ -212,7 +212,7 @@ async fn delete_expired(
             client.batch_execute("COMMIT").await?;
             break;
         };
-        for reached in dependants(table, &rows, keys) {
+        for reached in dependants(table, &rows, keys, &|_| false) {
             let deleted = client
                 .execute(
                     &format!(
@@ -230,39 +230,6 @@ async fn delete_expired(
         add(&mut report, &table.display, 0);
     }
     Ok(report)
-}
-
-/// `column = <mask expression>` per masked column, with the live column types.
-async fn mask_assignments(
-    client: &Client,
-    table: &Table,
-    live: &LiveTable,
-    masks: &BTreeMap<String, policy::access::Action>,
-) -> Result<Vec<(String, String)>> {
-    let mut assignments = Vec::new();
-    for (column, action) in masks {
-        let row = client
-            .query_opt(
-                "SELECT format_type(atttypid, atttypmod) FROM pg_attribute
-                 WHERE attrelid = $1 AND attname = $2 AND attnum > 0 AND NOT attisdropped",
-                &[&live.oid, column],
-            )
-            .await?;
-        let Some(row) = row else {
-            bail!("{}: no column `{column}` to mask", live.display);
-        };
-        let data_type: String = row.get(0);
-        let Some(expression) = column_expression(&table.name, column, &data_type, action) else {
-            bail!("{}: `{column}` has no mask", live.display);
-        };
-        let alias = format!(" AS {}", quote_ident(column));
-        let expression = expression
-            .strip_suffix(&alias)
-            .unwrap_or(&expression)
-            .to_string();
-        assignments.push((quote_ident(column), expression));
-    }
-    Ok(assignments)
 }
 
 async fn mask_expired(

@@ -563,3 +563,75 @@ async fn retention_deletes_expired_rows_with_their_dependants_and_masks_old_note
         "{again}"
     );
 }
+
+/// Invoices kept for a legal obligation (anonymised, unlinked) and a mail log linked by address only.
+const ERASURE_TABLES: &str = "
+CREATE TABLE invoices (id bigint PRIMARY KEY, contact_id bigint REFERENCES contacts (id),
+                       customer_name text, amount numeric(12, 2) NOT NULL);
+CREATE TABLE mail_log (id bigint PRIMARY KEY, recipient text NOT NULL, sent_at timestamptz NOT NULL);
+INSERT INTO invoices SELECT id, id, first_name || ' ' || last_name, 100 FROM contacts WHERE id <= 50;
+INSERT INTO mail_log SELECT id, email, now() FROM contacts WHERE id <= 50;
+";
+
+const ERASURE_POLICY: &str = r#"
+[tables.invoices.columns]
+contact_id = { category = "identifying", type = "bigint" }
+customer_name = { category = "identifying", type = "text" }
+[tables.invoices.erasure]
+keep = { contact_id = "null", customer_name = "constant('erased')" }
+
+[tables.mail_log.columns]
+recipient = { category = "contact", type = "text" }
+[tables.mail_log.erasure]
+links = { recipient = "contacts.email" }
+"#;
+
+#[tokio::test]
+async fn forget_keeps_what_the_policy_keeps_anonymised_and_follows_declared_links() {
+    let pg = PgServer::start().expect("start PostgreSQL");
+    load_crm(&pg, DB, 200, 1).await.expect("load CRM");
+    let client = pg.connect(DB).await.expect("connect");
+    client.batch_execute(ERASURE_TABLES).await.expect("tables");
+    let policy = pg.dir().join("erasure.toml");
+    let text = std::fs::read_to_string(reference_policy()).expect("policy") + ERASURE_POLICY;
+    std::fs::write(&policy, text).expect("write policy");
+    let others = "(SELECT * FROM invoices WHERE id <> 7)";
+    let invoices_before = fingerprint(&client, others).await;
+    let mail_before = fingerprint(&client, "(SELECT * FROM mail_log WHERE id <> 7)").await;
+    let out = maschera(&[
+        "forget",
+        &policy.display().to_string(),
+        "--upstream",
+        &pg.uri(DB),
+        "--table",
+        "contacts",
+        "--where",
+        "id = 7",
+    ]);
+    let report = String::from_utf8(out.stdout).expect("utf-8");
+    assert!(
+        report.contains("public.invoices") && report.contains("anonymised (kept)"),
+        "{report}"
+    );
+    let invoice = client
+        .query_one(
+            "SELECT contact_id, customer_name, amount::text FROM invoices WHERE id = 7",
+            &[],
+        )
+        .await
+        .expect("the invoice is kept");
+    assert_eq!(invoice.get::<_, Option<i64>>(0), None);
+    assert_eq!(invoice.get::<_, String>(1), "erased");
+    assert_eq!(invoice.get::<_, String>(2), "100.00");
+    let mails: i64 = client
+        .query_one("SELECT count(*) FROM mail_log WHERE id = 7", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(mails, 0, "the linked mail log row is deleted");
+    assert_eq!(fingerprint(&client, others).await, invoices_before);
+    assert_eq!(
+        fingerprint(&client, "(SELECT * FROM mail_log WHERE id <> 7)").await,
+        mail_before
+    );
+}
