@@ -66,6 +66,11 @@ fn register_markdown_lists_every_role_and_category() {
         "{text}"
     );
     assert!(text.contains("row filters (consents, contacts"), "{text}");
+    assert!(
+        text.contains("- interactions: 2 years after occurred_at, then masked (notes null)"),
+        "{text}"
+    );
+    assert!(text.contains("- contacts: not set"), "{text}");
 }
 
 #[test]
@@ -419,18 +424,12 @@ async fn forget_erases_the_subject_everywhere_and_nothing_else() {
     assert!(String::from_utf8_lossy(&refused.stderr).contains("one condition"));
 }
 
-/// The reference policy with retention rules: contacts five years after creation (deleted with their
-/// dependants), interaction notes two years after the interaction (masked to NULL).
+/// Added to the reference policy (which masks interaction notes after two years and deletes tickets
+/// after five): contacts are deleted with their dependants five years after creation.
 const RETENTION: &str = r#"
 [tables.contacts.retention]
 column = "created_at"
 period = "5 years"
-
-[tables.interactions.retention]
-column = "occurred_at"
-period = "2 years"
-action = "mask"
-masks = { notes = "null" }
 "#;
 
 #[tokio::test]
@@ -443,7 +442,8 @@ async fn retention_deletes_expired_rows_with_their_dependants_and_masks_old_note
             "UPDATE contacts SET created_at = CASE WHEN id % 10 = 0 THEN now() - interval '6 years'
                                                    ELSE now() - interval '4 years' END;
              UPDATE interactions SET occurred_at = CASE WHEN id % 4 = 0 THEN now() - interval '3 years'
-                                                        ELSE now() - interval '1 month' END;",
+                                                        ELSE now() - interval '1 month' END;
+             UPDATE tickets SET created_at = now() - interval '1 year';",
         )
         .await
         .expect("date the rows");
