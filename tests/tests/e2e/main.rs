@@ -2,6 +2,7 @@
 //! Each work area owns one module.
 
 mod catalog;
+mod enforce;
 mod harness;
 mod policy;
 mod users;
