@@ -3,12 +3,15 @@
 
 pub mod audit;
 pub mod audit_cmd;
+pub mod audit_trail;
 pub mod cancel;
 pub mod catalog;
 pub mod cli;
 pub mod client_auth;
 pub mod config;
 pub mod credentials;
+pub mod crm;
+pub mod discover;
 pub mod embedded_pg;
 pub mod enforce;
 pub mod frame;
@@ -27,5 +30,3 @@ pub mod tls;
 pub mod upstream;
 pub mod user_cmd;
 pub mod users;
-pub mod crm;
-pub mod discover;
