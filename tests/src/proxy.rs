@@ -40,6 +40,8 @@ pub struct ProxyOptions {
     pub metrics: bool,
     /// Lines of `[policy]` (empty: no policy).
     pub policy: String,
+    /// Lines of `[audit]` (empty: no access log).
+    pub audit: String,
     /// A users file to serve instead of one written from `users` (e.g. made by `maschera user add`).
     pub users_file: Option<PathBuf>,
 }
@@ -58,6 +60,7 @@ impl Default for ProxyOptions {
             log: String::new(),
             metrics: false,
             policy: String::new(),
+            audit: String::new(),
             users_file: None,
         }
     }
@@ -243,6 +246,7 @@ fn config_text(
         ("limits", &options.limits),
         ("log", &options.log),
         ("policy", &options.policy),
+        ("audit", &options.audit),
     ] {
         if !lines.is_empty() {
             text.push_str(&format!("\n[{table}]\n{lines}\n"));

@@ -68,6 +68,11 @@ struct Enforced {
 
 impl Enforced {
     fn start() -> Enforced {
+        Self::start_with(|_| String::new())
+    }
+
+    /// Starts with the `[audit]` lines `audit(folder)` gives (the folder holds the policy files).
+    fn start_with(audit: impl FnOnce(&Path) -> String) -> Enforced {
         let pg = PgServer::start().expect("start PostgreSQL");
         pg.create_crm_schema(DB).expect("CRM schema");
         pg.psql(DB, &["-c", ROWS]).expect("CRM rows");
@@ -100,6 +105,7 @@ impl Enforced {
                 policy.display().to_string(),
                 credentials.display().to_string()
             ),
+            audit: audit(&dir),
             ..ProxyOptions::default()
         };
         let proxy = Proxy::start(&pg, options).expect("start the proxy");
@@ -1064,4 +1070,89 @@ fn the_proxy_refuses_to_start_with_an_invalid_policy() {
     };
     assert!(err.contains("policy"), "{err}");
     assert!(err.contains("emial"), "{err}");
+}
+
+#[tokio::test]
+async fn statements_of_restricted_roles_leave_access_log_records_without_values() {
+    let crm = Enforced::start_with(|dir| {
+        let out = Command::new(maschera_bin())
+            .args(["audit", "keygen", "--out"])
+            .arg(dir.join("keys"))
+            .output()
+            .expect("audit keygen");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let path = |name: &str| format!("{:?}", dir.join(name).display().to_string());
+        format!(
+            "dir = {}\ninstance = \"enforce\"\nkey_file = {}\nsigning_key_file = {}",
+            path("audit-log"),
+            path("keys/audit.key"),
+            path("keys/audit-signing.key"),
+        )
+    });
+    let sam = crm.connect("sam").await;
+    sam.simple("SELECT email, tax_code FROM contacts WHERE email <> 'ottavio.brambilla@posta.it'")
+        .await
+        .ok();
+    sam.simple("SELECT * FROM health_records").await.refused();
+    let rows = sam
+        .client
+        .query("SELECT first_name FROM contacts WHERE id = $1", &[&1i64])
+        .await
+        .expect("extended query");
+    assert_eq!(rows.len(), 1);
+    let log_dir = crm.pg.dir().join("audit-log");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let records = loop {
+        let mut records = Vec::new();
+        for entry in std::fs::read_dir(&log_dir).into_iter().flatten().flatten() {
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            records.extend(
+                text.lines()
+                    .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()),
+            );
+        }
+        let statements: Vec<_> = records
+            .into_iter()
+            .filter(|r| r["event"] == "statement")
+            .collect();
+        if statements.len() >= 3 || Instant::now() > deadline {
+            break statements;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let text = serde_json::to_string(&records).unwrap();
+    assert_eq!(records.len(), 3, "{text}");
+    assert_clean("access log", "", &text, &crm.hidden("sales").await);
+    assert!(
+        !text.contains("ottavio.brambilla"),
+        "literal in the log: {text}"
+    );
+    let read = &records[0];
+    assert_eq!(read["role"], "sales", "{read}");
+    assert_eq!(read["user"], "sam", "{read}");
+    assert_eq!(read["rows"], 1, "{read}");
+    assert_eq!(read["outcome"]["result"], "ok", "{read}");
+    let tables = read["tables"].to_string();
+    assert!(
+        tables.contains("contacts") && tables.contains("tax_code"),
+        "{read}"
+    );
+    assert!(
+        tables.contains("masked") && tables.contains("national_identifier"),
+        "{read}"
+    );
+    let refused = &records[1];
+    assert_eq!(refused["outcome"]["result"], "refused", "{refused}");
+    assert_eq!(refused["outcome"]["sqlstate"], "42501", "{refused}");
+    assert!(
+        refused["tables"].to_string().contains("health_records"),
+        "{refused}"
+    );
+    let extended = &records[2];
+    assert_eq!(extended["rows"], 1, "{extended}");
+    assert_eq!(extended["statement_kind"], "select", "{extended}");
 }
