@@ -963,6 +963,10 @@ async fn psql_sees_the_masked_matrix_and_copy_out_is_masked() {
     assert_eq!(out.lines().count(), 2, "{out}");
     assert!(out.contains("************205K"), "{out}");
     assert_clean("psql COPY TO", "", &out, &hidden);
+    let (ok, out, err) = crm.psql("tom", "\\d contacts");
+    assert!(ok, "psql \\d contacts: {err}");
+    assert!(out.contains("last_name"), "{out}");
+    assert!(!out.contains("birth_date"), "{out}");
     let (ok, _, err) = crm.psql("sam", "SELECT * FROM health_records");
     assert!(!ok);
     assert!(err.contains("health_records"), "{err}");
@@ -1155,4 +1159,68 @@ async fn statements_of_restricted_roles_leave_access_log_records_without_values(
     let extended = &records[2];
     assert_eq!(extended["rows"], 1, "{extended}");
     assert_eq!(extended["statement_kind"], "select", "{extended}");
+}
+
+/// Sends `message` on a raw session and returns the ErrorResponse fields it gets before ReadyForQuery.
+async fn raw_error(stream: &mut tokio::net::TcpStream, message: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream.write_all(message).await.expect("send");
+    let mut error = String::new();
+    loop {
+        let tag = stream.read_u8().await.expect("message type");
+        let len = stream.read_i32().await.expect("message length") as usize;
+        let mut body = vec![0u8; len - 4];
+        stream.read_exact(&mut body).await.expect("message body");
+        match tag {
+            b'E' => error = String::from_utf8_lossy(&body).replace('\0', " "),
+            b'Z' => return error,
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn function_calls_and_non_utf8_statements_are_refused() {
+    use bytes::BytesMut;
+    use postgres_protocol::message::frontend;
+    let crm = Enforced::start();
+    let mut raw =
+        maschera_tests::proxy::raw_login(crm.proxy.port(), "sam", &password("sam"), DB).await;
+    // FunctionCall of lo_open (oid 952) with two int arguments.
+    let mut call = BytesMut::new();
+    call.extend_from_slice(b"F");
+    let body: Vec<u8> = [
+        &952u32.to_be_bytes()[..],
+        &1i16.to_be_bytes(),
+        &1i16.to_be_bytes(),
+        &2i16.to_be_bytes(),
+        &4i32.to_be_bytes(),
+        &1i32.to_be_bytes(),
+        &4i32.to_be_bytes(),
+        &0x20000i32.to_be_bytes(),
+        &1i16.to_be_bytes(),
+    ]
+    .concat();
+    call.extend_from_slice(&(body.len() as i32 + 4).to_be_bytes());
+    call.extend_from_slice(&body);
+    let error = raw_error(&mut raw, &call).await;
+    assert!(
+        error.contains("0A000") && error.contains("function call"),
+        "{error}"
+    );
+    // A Query whose text is not UTF-8.
+    let mut query = BytesMut::new();
+    let text = b"SELECT '\xff\xfe' FROM contacts\0";
+    query.extend_from_slice(b"Q");
+    query.extend_from_slice(&(text.len() as i32 + 4).to_be_bytes());
+    query.extend_from_slice(text);
+    let error = raw_error(&mut raw, &query).await;
+    assert!(
+        error.contains("0A000") && error.contains("UTF-8"),
+        "{error}"
+    );
+    // The session goes on.
+    let mut ok = BytesMut::new();
+    frontend::query("SELECT count(*) FROM contacts", &mut ok).unwrap();
+    assert_eq!(raw_error(&mut raw, &ok).await, "");
 }
