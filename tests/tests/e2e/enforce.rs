@@ -661,9 +661,15 @@ const BYPASSES: &[(&str, &str, Expect, bool)] = &[
     ),
     (
         "sam",
-        "SET search_path = public",
+        "SET search_path = pg_temp, public",
         Expect::Error("42501"),
         true,
+    ),
+    (
+        "sam",
+        "SET search_path = public; SELECT * FROM contacts; SELECT * FROM public.contacts",
+        Expect::Rows,
+        false,
     ),
     ("sam", "SELECT * FROM public.contacts", Expect::Rows, true),
     ("sam", "SELECT * FROM \"contacts\"", Expect::Rows, true),
