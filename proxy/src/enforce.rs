@@ -336,6 +336,8 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(ok.len(), 2);
+        let err = restricted_params(&params(&[("client_encoding", "LATIN1")])).unwrap_err();
+        assert_eq!(err.code, "0A000");
         for (name, value) in [
             ("options", "-c search_path=evil"),
             ("maschera.region", "south"),

@@ -92,6 +92,16 @@ impl Proxy {
                 .await
                 .context("loading the policy")?;
             let handle = Arc::new(handle);
+            let state = handle.current();
+            let unknown: std::collections::BTreeSet<&str> = self
+                .users
+                .users()
+                .map(|u| u.role.as_str())
+                .filter(|role| state.role(role).is_none())
+                .collect();
+            if !unknown.is_empty() {
+                warn!(roles = ?unknown, "users with these roles cannot log in: the policy does not name them");
+            }
             handle.clone().watch()?;
             self.policy = Some(handle);
         }

@@ -946,6 +946,10 @@ async fn unknown_role_is_refused_at_login() {
         .expect("login of a user with an unknown role");
     assert_eq!(err.code().map(|c| c.code()), Some("28000"), "{err:?}");
     assert!(format!("{err:?}").contains("intern"), "{err:?}");
+    assert!(
+        crm.proxy.log().contains("cannot log in"),
+        "the proxy warns at start about users whose role the policy does not name"
+    );
     // The proxy is still serving the others.
     let sam = crm.connect("sam").await;
     assert_eq!(sam.simple("SELECT 1").await.column(0), ["1"]);
