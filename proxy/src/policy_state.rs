@@ -7,6 +7,7 @@
 //! Not for: deciding about statements or logins (see `enforce`), or writing the policy into the
 //! database (see `policy_apply`).
 
+use crate::audit::{AuditLog, Event, EventKind, Outcome};
 use crate::config::{PolicyConfig, UpstreamConfig};
 use crate::credentials::Credentials;
 use anyhow::{Context, Result, bail};
@@ -126,8 +127,9 @@ impl PolicyHandle {
         Ok(())
     }
 
-    /// Reloads on SIGHUP and, every `poll_seconds`, when the policy or credentials file changed.
-    pub fn watch(self: Arc<Self>) -> Result<()> {
+    /// Reloads on SIGHUP and, every `poll_seconds`, when the policy or credentials file changed;
+    /// each attempt is recorded in `audit` (outcome and reason, never the file's content).
+    pub fn watch(self: Arc<Self>, audit: Option<Arc<AuditLog>>) -> Result<()> {
         let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
             .context("installing the SIGHUP handler")?;
         let poll = Duration::from_secs(self.config.poll_seconds);
@@ -145,11 +147,19 @@ impl PolicyHandle {
                     }
                 };
                 seen = self.stamps();
+                let mut event = Event::new(EventKind::PolicyReload);
+                event.detail = Some(format!("{reason}: {}", self.config.file.display()));
                 match self.reload().await {
                     Ok(()) => info!(reason, "policy reloaded"),
                     Err(err) => {
-                        warn!(reason, error = %format!("{err:#}"), "policy reload failed; keeping the previous policy")
+                        warn!(reason, error = %format!("{err:#}"), "policy reload failed; keeping the previous policy");
+                        event.outcome = Outcome::Error {
+                            sqlstate: "F0000".into(),
+                        };
                     }
+                }
+                if let Some(log) = &audit {
+                    drop(log.submit(event));
                 }
             }
         });

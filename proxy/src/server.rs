@@ -85,7 +85,8 @@ impl Proxy {
         })
     }
 
-    /// Loads and compiles the configured `[policy]` (if any) and watches it for reloads.
+    /// Loads and compiles the configured `[policy]` (if any) and watches it for reloads (recorded in
+    /// the access log when [`Proxy::with_audit`] came first).
     pub async fn with_policy(mut self) -> Result<Proxy> {
         if let Some(config) = &self.config.policy {
             let handle = crate::policy_state::PolicyHandle::load(config, &self.config.upstream)
@@ -102,7 +103,7 @@ impl Proxy {
             if !unknown.is_empty() {
                 warn!(roles = ?unknown, "users with these roles cannot log in: the policy does not name them");
             }
-            handle.clone().watch()?;
+            handle.clone().watch(self.audit.clone())?;
             self.policy = Some(handle);
         }
         Ok(self)

@@ -1119,25 +1119,7 @@ async fn statements_of_restricted_roles_leave_access_log_records_without_values(
         .expect("extended query");
     assert_eq!(rows.len(), 1);
     let log_dir = crm.pg.dir().join("audit-log");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let records = loop {
-        let mut records = Vec::new();
-        for entry in std::fs::read_dir(&log_dir).into_iter().flatten().flatten() {
-            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
-            records.extend(
-                text.lines()
-                    .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()),
-            );
-        }
-        let statements: Vec<_> = records
-            .into_iter()
-            .filter(|r| r["event"] == "statement")
-            .collect();
-        if statements.len() >= 3 || Instant::now() > deadline {
-            break statements;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let records = access_log(&log_dir, "statement", 3);
     let text = serde_json::to_string(&records).unwrap();
     assert_eq!(records.len(), 3, "{text}");
     assert_clean("access log", "", &text, &crm.hidden("sales").await);
@@ -1169,6 +1151,31 @@ async fn statements_of_restricted_roles_leave_access_log_records_without_values(
     let extended = &records[2];
     assert_eq!(extended["rows"], 1, "{extended}");
     assert_eq!(extended["statement_kind"], "select", "{extended}");
+    // A policy reload is recorded too.
+    let text = std::fs::read_to_string(&crm.policy).unwrap();
+    std::fs::write(&crm.policy, format!("{text}\n# reviewed\n")).unwrap();
+    let reloads = access_log(&log_dir, "policy_reload", 1);
+    assert_eq!(reloads[0]["outcome"]["result"], "ok", "{}", reloads[0]);
+}
+
+/// The records of `kind` in the access log folder, waiting until there are at least `count`.
+fn access_log(dir: &Path, kind: &str, count: usize) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut records = Vec::new();
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            records.extend(
+                text.lines()
+                    .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                    .filter(|r| r["event"] == kind),
+            );
+        }
+        if records.len() >= count || Instant::now() > deadline {
+            return records;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Sends `message` on a raw session and returns the ErrorResponse fields it gets before ReadyForQuery.
