@@ -815,6 +815,103 @@ const BYPASSES: &[(&str, &str, Expect, bool)] = &[
         true,
     ),
     (
+        "sam",
+        "SELECT * FROM pg_catalog.pg_statistic",
+        Expect::Error("42501"),
+        true,
+    ),
+    (
+        "sam",
+        "SELECT table_to_xml('contacts', true, true, '')",
+        Expect::Error("42501"),
+        true,
+    ),
+    (
+        "sam",
+        "SELECT ts_stat('SELECT to_tsvector(email) FROM public.contacts')",
+        Expect::Error("42501"),
+        true,
+    ),
+    (
+        "sam",
+        "SELECT lo_import('/etc/passwd')",
+        Expect::Error("42501"),
+        true,
+    ),
+    (
+        "sam",
+        "SELECT pg_cancel_backend(1)",
+        Expect::Error("42501"),
+        true,
+    ),
+    (
+        "sam",
+        "SELECT (SELECT string_agg(email || tax_code, ',') FROM public.contacts)",
+        Expect::Rows,
+        true,
+    ),
+    (
+        "sam",
+        "SELECT * FROM contacts c WHERE c = c",
+        Expect::Anything,
+        true,
+    ),
+    ("sam", "TABLE contacts", Expect::Anything, true),
+    (
+        "sam",
+        "VALUES ((SELECT max(tax_code) FROM contacts))",
+        Expect::Rows,
+        true,
+    ),
+    (
+        "sam",
+        "SELECT * FROM contacts WHERE id = 2",
+        Expect::Rows,
+        true,
+    ),
+    (
+        "sam",
+        "UPDATE contacts SET city = city WHERE id = 2 RETURNING *",
+        Expect::Rows,
+        true,
+    ),
+    (
+        "sam",
+        "WITH gone AS (DELETE FROM public.contacts WHERE region = 'south' RETURNING *) SELECT * FROM gone",
+        Expect::Anything,
+        true,
+    ),
+    (
+        "sam",
+        "SELECT * FROM pg_views WHERE viewname = 'contacts'",
+        Expect::Anything,
+        true,
+    ),
+    (
+        "sam",
+        "SELECT email FROM contacts WHERE region = 'south' OR true",
+        Expect::Rows,
+        true,
+    ),
+    (
+        "sam",
+        "SELECT first_name FROM contacts ORDER BY (tax_code = 'SPSRSL88B54F839Q')",
+        Expect::Rows,
+        true,
+    ),
+    (
+        "mia",
+        "WITH x AS (INSERT INTO consents (id, contact_id, purpose, granted_at) VALUES (70, 3, 'marketing', now()) RETURNING id) SELECT * FROM x",
+        Expect::Error("42501"),
+        true,
+    ),
+    (
+        "mia",
+        "SELECT c.first_name FROM contacts c JOIN public.consents k ON k.contact_id = c.id",
+        Expect::Rows,
+        true,
+    ),
+    (
         "tom",
         "SELECT id FROM contacts WHERE email LIKE 'otta%'",
         Expect::Rows,
@@ -973,6 +1070,12 @@ async fn psql_sees_the_masked_matrix_and_copy_out_is_masked() {
     assert_eq!(out.lines().count(), 2, "{out}");
     assert!(out.contains("************205K"), "{out}");
     assert_clean("psql COPY TO", "", &out, &hidden);
+    let (ok, out, err) = crm.psql(
+        "sam",
+        "COPY (SELECT tax_code, email FROM public.contacts) TO STDOUT",
+    );
+    assert!(ok, "{err}");
+    assert_clean("psql COPY (SELECT) TO", "", &out, &hidden);
     let (ok, out, err) = crm.psql("tom", "\\d contacts");
     assert!(ok, "psql \\d contacts: {err}");
     assert!(out.contains("last_name"), "{out}");
@@ -1240,4 +1343,35 @@ async fn function_calls_and_non_utf8_statements_are_refused() {
     let mut ok = BytesMut::new();
     frontend::query("SELECT count(*) FROM contacts", &mut ok).unwrap();
     assert_eq!(raw_error(&mut raw, &ok).await, "");
+}
+
+#[tokio::test]
+async fn psycopg_sees_masks_and_refusals() {
+    let crm = Enforced::start();
+    let script = r#"
+import sys, psycopg
+with psycopg.connect(sys.argv[1]) as conn:
+    row = conn.execute("select last_name, email from contacts where id = %s", [1]).fetchone()
+    assert row == ("B.", "o***@posta.it"), row
+    try:
+        conn.execute("select birth_date from contacts")
+        raise SystemExit("birth_date was not refused")
+    except psycopg.errors.InsufficientPrivilege as e:
+        assert "birth_date" in str(e), str(e)
+    conn.rollback()
+    with psycopg.ClientCursor(conn) as cur:
+        cur.execute("select count(*) from contacts where email = %s", ["ottavio.brambilla@posta.it"])
+        assert cur.fetchone()[0] == 0
+print("psycopg ok")
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script, &crm.uri("tom")])
+        .output()
+        .expect("python3 with psycopg");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("psycopg ok"),
+        "psycopg: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
