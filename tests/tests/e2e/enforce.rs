@@ -414,6 +414,32 @@ async fn dpo_gets_everything_unchanged_including_ddl() {
     }
     let count = dora.simple("SELECT count(*) FROM contacts").await;
     assert_eq!(count.ok()[0][0], "4");
+    // A table the policy does not name is denied to restricted roles (unlisted_tables = "deny"),
+    // before and after the proxy rereads the catalog.
+    dora.simple("CREATE TABLE side_notes (id int, note text); INSERT INTO side_notes VALUES (1, 'private memo')")
+        .await
+        .ok();
+    let sam = crm.connect("sam").await;
+    let (code, message) = sam
+        .simple("SELECT * FROM side_notes")
+        .await
+        .refused()
+        .to_owned_pair();
+    assert_eq!(code, "42501");
+    assert!(message.contains("side_notes"), "{message}");
+    crm.proxy.signal(libc::SIGHUP);
+    crm.wait_for_log("policy reloaded", 1);
+    let sam = crm.connect("sam").await;
+    let (code, message) = sam
+        .extended("SELECT * FROM side_notes")
+        .await
+        .refused()
+        .to_owned_pair();
+    assert_eq!(code, "42501");
+    assert!(
+        message.contains("side_notes") && !message.contains("private memo"),
+        "{message}"
+    );
 }
 
 #[tokio::test]
@@ -1069,6 +1095,13 @@ async fn psql_sees_the_masked_matrix_and_copy_out_is_masked() {
     assert!(ok, "{err}");
     assert_eq!(out.lines().count(), 2, "{out}");
     assert!(out.contains("************205K"), "{out}");
+    let first: Vec<&str> = out.lines().next().unwrap_or_default().split('\t').collect();
+    assert_eq!(
+        first.len(),
+        12,
+        "every column of the view, in table order: {out}"
+    );
+    assert_eq!(&first[..3], ["1", "Ottavio", "Brambilla"], "{out}");
     assert_clean("psql COPY TO", "", &out, &hidden);
     let (ok, out, err) = crm.psql(
         "sam",
