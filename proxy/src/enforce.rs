@@ -14,7 +14,8 @@
 use crate::audit::AuditLog;
 use crate::audit_trail::{AuditObserver, SessionIdentity, Trail};
 use crate::frame;
-use crate::policy_state::PolicyState;
+use crate::policy_state::{PolicyHandle, PolicyState};
+use crate::schema_change::unrestricted_session;
 use crate::session::{Decision, FrontendPolicy, MetricsObserver, PassThrough, SessionObserver};
 use crate::upstream::Login;
 use crate::users::User;
@@ -62,13 +63,14 @@ const PROTOCOL_PARAMS: &[&str] = &["user", "database", "replication"];
 /// unrestricted role gets (the proxy's own login, the client's forwarded parameters); `audit` is the
 /// access log the statements of restricted roles are recorded in.
 pub fn session_setup(
-    state: &Arc<PolicyState>,
+    handle: &Arc<PolicyHandle>,
     audit: Option<&Arc<AuditLog>>,
     user: &User,
     client_params: &[(String, String)],
     default_login: &Login,
     default_params: Vec<(String, String)>,
 ) -> Result<SessionSetup, LoginRefusal> {
+    let state = &handle.current();
     let Some(role) = state.role(&user.role) else {
         return Err(LoginRefusal {
             code: "28000",
@@ -79,10 +81,13 @@ pub fn session_setup(
         });
     };
     if role.unrestricted {
-        return Ok(SessionSetup::pass_through(
-            default_login.clone(),
-            default_params,
-        ));
+        let (frontend, observer) = unrestricted_session(handle, state.clone(), role);
+        return Ok(SessionSetup {
+            login: default_login.clone(),
+            params: default_params,
+            frontend: Box::new(frontend),
+            observer: Box::new(observer),
+        });
     }
     let login = state.login(&role.role).ok_or_else(|| LoginRefusal {
         code: "28000",

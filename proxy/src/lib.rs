@@ -21,6 +21,7 @@ pub mod password;
 pub mod policy_apply;
 pub mod policy_cmd;
 pub mod policy_state;
+pub mod schema_change;
 pub mod scram;
 pub mod serve_cmd;
 pub mod server;

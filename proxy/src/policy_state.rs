@@ -166,6 +166,35 @@ impl PolicyHandle {
         Ok(())
     }
 
+    /// After a schema change: drops and recreates every restricted role's views and grants from the
+    /// live catalog in one transaction on an admin connection, then reloads the policy.
+    pub async fn recreate_views(&self) -> Result<()> {
+        let state = self.current();
+        let policy = &state.policy;
+        let (client, connection) = admin_connect(&self.upstream).await?;
+        client.batch_execute("BEGIN").await?;
+        for step in policy::apply_sql::drop_views_steps(policy) {
+            client.batch_execute(&step.sql).await?;
+        }
+        let live = crate::policy_apply::read_live_state(&client).await?;
+        let access = policy.compile(&live.catalog).map_err(|diagnostics| {
+            anyhow::anyhow!("the policy does not fit the changed schema:\n{diagnostics}")
+        })?;
+        for step in policy::apply_sql::recreate_views_steps(policy, &access, &live) {
+            if step.secret.is_some() {
+                bail!("recreating the views needs a secret; run `maschera policy apply`");
+            }
+            client
+                .batch_execute(&step.sql)
+                .await
+                .context("recreating the views")?;
+        }
+        client.batch_execute("COMMIT").await?;
+        drop(client);
+        let _ = connection.await;
+        self.reload().await
+    }
+
     fn stamps(&self) -> [Option<SystemTime>; 2] {
         [
             modified(&self.config.file),
@@ -190,26 +219,36 @@ async fn load_state(config: &PolicyConfig, upstream: &UpstreamConfig) -> Result<
 
 /// Reads the catalog over a short-lived connection as the proxy's own `[upstream]` login.
 async fn read_live_catalog(upstream: &UpstreamConfig) -> Result<Catalog> {
+    let (client, connection) = admin_connect(upstream).await?;
+    let catalog = crate::policy_apply::read_catalog(&client).await;
+    drop(client);
+    let _ = connection.await;
+    catalog
+}
+
+/// A connection as the proxy's own `[upstream]` login, and the task driving it.
+async fn admin_connect(
+    upstream: &UpstreamConfig,
+) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>)> {
     let login = upstream.login()?;
     let mut pg = tokio_postgres::Config::new();
     pg.host(&upstream.host)
         .port(upstream.port)
         .dbname(&upstream.database)
         .user(&login.user)
-        .application_name("maschera catalog")
+        .application_name("maschera")
         .connect_timeout(upstream.connect_timeout());
     if let Some(password) = &login.password {
         pg.password(password);
     }
     let (client, connection) = pg.connect(tokio_postgres::NoTls).await.with_context(|| {
         format!(
-            "connecting to {}:{} as {} to read the catalog",
+            "connecting to {}:{} as {}",
             upstream.host, upstream.port, login.user
         )
     })?;
-    let connection = tokio::spawn(connection);
-    let catalog = crate::policy_apply::read_catalog(&client).await;
-    drop(client);
-    let _ = connection.await;
-    catalog
+    let connection = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok((client, connection))
 }

@@ -286,9 +286,8 @@ async fn serve(
         .collect();
     let setup = match &proxy.policy {
         Some(policy) => {
-            let state = policy.current();
             let audit = proxy.audit.as_ref();
-            enforce::session_setup(&state, audit, user, &client.params, &proxy.login, params)
+            enforce::session_setup(policy, audit, user, &client.params, &proxy.login, params)
         }
         None => Ok(SessionSetup::pass_through(proxy.login.clone(), params)),
     };

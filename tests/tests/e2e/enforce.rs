@@ -1408,3 +1408,41 @@ print("psycopg ok")
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test]
+async fn dpo_schema_changes_on_policy_tables_rebuild_the_views() {
+    let crm = Enforced::start();
+    let dora = crm.connect("dora").await;
+    dora.simple("ALTER TABLE contacts DROP COLUMN last_activity_at")
+        .await
+        .ok();
+    crm.wait_for_log("views recompiled after a schema change", 1);
+    dora.simple("BEGIN; ALTER TABLE contacts ALTER COLUMN city TYPE varchar(80); COMMIT")
+        .await
+        .ok();
+    crm.wait_for_log("views recompiled after a schema change", 2);
+    let tom = crm.connect("tom").await;
+    let row = tom
+        .extended("SELECT email, city FROM contacts WHERE id = 1")
+        .await;
+    assert_eq!(row.ok()[0], ["o***@posta.it", "Milano"]);
+    let gone = tom.simple("SELECT last_activity_at FROM contacts").await;
+    assert!(gone.error.is_some(), "{gone:?}");
+    let sam = crm.connect("sam").await;
+    sam.simple("INSERT INTO deals (id, contact_id, amount, stage) VALUES (9, 1, 5, 'open')")
+        .await
+        .ok();
+    // A failing change leaves the views in place.
+    let failed = dora
+        .simple("ALTER TABLE contacts ALTER COLUMN city TYPE int")
+        .await;
+    assert!(failed.error.is_some());
+    // (the proxy rebuilds after any ALTER of a policy table, failed or not)
+    crm.wait_for_log("views recompiled after a schema change", 3);
+    assert_eq!(
+        tom.simple("SELECT city FROM contacts WHERE id = 1")
+            .await
+            .column(0),
+        ["Milano"]
+    );
+}
