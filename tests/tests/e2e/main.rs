@@ -3,6 +3,7 @@
 
 mod audit;
 mod catalog;
+mod compat;
 mod enforce;
 mod harness;
 mod crm;

@@ -1,0 +1,84 @@
+//! The reference CRM behind the proxy, the way a CRM developer meets it: a private PostgreSQL with the
+//! CRM filled by the real generator, `examples/crm/policy.toml` applied by `maschera policy apply`, the
+//! demo users `dora` (dpo) and `sam` (sales, region north) in a users file, and `maschera serve`
+//! enforcing the policy. For tests that drive client libraries against it. Not for: assertions.
+
+use crate::{PgServer, Proxy, ProxyOptions, crm::load_crm, examples_dir, maschera_bin};
+use anyhow::{Context, Result, bail};
+use maschera::scram::Verifier;
+use maschera::users::{User, UserStore};
+use std::process::Command;
+
+/// The CRM database.
+pub const CRM_DB: &str = "crm";
+
+/// The demo users it serves: (name, role, attributes).
+pub const CRM_USERS: &[(&str, &str, &[(&str, &str)])] = &[
+    ("dora", "dpo", &[]),
+    ("sam", "sales", &[("region", "north")]),
+];
+
+/// The password of a demo user.
+pub fn crm_password(user: &str) -> String {
+    format!("Crm-{user}-p4ss#Wq8!zR")
+}
+
+/// PostgreSQL with the CRM and the proxy enforcing the reference policy in front of it.
+pub struct CrmProxy {
+    pub pg: PgServer,
+    pub proxy: Proxy,
+}
+
+impl CrmProxy {
+    /// Starts everything with `contacts` generated contacts (seed 1).
+    pub async fn start(contacts: u64) -> Result<CrmProxy> {
+        let pg = PgServer::start()?;
+        load_crm(&pg, CRM_DB, contacts, 1).await?;
+        let dir = pg.dir().to_path_buf();
+        let policy = dir.join("policy.toml");
+        std::fs::copy(examples_dir().join("crm/policy.toml"), &policy)?;
+        let credentials = dir.join("logins.toml");
+        let out = Command::new(maschera_bin())
+            .args(["policy", "apply"])
+            .arg(&policy)
+            .args(["--upstream", &pg.uri(CRM_DB), "--credentials"])
+            .arg(&credentials)
+            .env("MASCHERA_PSEUDONYM_KEY", "crm-proxy-test-pseudonym-key")
+            .output()
+            .context("run maschera policy apply")?;
+        if !out.status.success() {
+            bail!("policy apply: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let users = dir.join("users.toml");
+        let mut store = UserStore::default();
+        for (name, role, attributes) in CRM_USERS {
+            store.insert(User {
+                name: (*name).to_owned(),
+                role: (*role).to_owned(),
+                attributes: attributes
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+                verifier: Verifier::from_password(&crm_password(name), 4096),
+            })?;
+        }
+        store.save(&users)?;
+        let options = ProxyOptions {
+            database: CRM_DB.into(),
+            users_file: Some(users),
+            policy: format!(
+                "file = {:?}\ncredentials = {:?}",
+                policy.display().to_string(),
+                credentials.display().to_string()
+            ),
+            ..ProxyOptions::default()
+        };
+        let proxy = Proxy::start(&pg, options)?;
+        Ok(CrmProxy { pg, proxy })
+    }
+
+    /// A connection URI through the proxy as a demo user.
+    pub fn uri(&self, user: &str) -> String {
+        self.proxy.uri_as(user, &crm_password(user), CRM_DB)
+    }
+}
