@@ -114,7 +114,7 @@ def update():
 def update_full_save():
     """save() without update_fields writes every field back, the masked ones included."""
     contact = Contact.objects.get(id=BASE_ID)
-    contact.city = "Parma"
+    contact.city = "Genova"
     contact.save()
 
 
