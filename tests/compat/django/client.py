@@ -46,7 +46,7 @@ def migrate():
 
 
 def introspect():
-    tables = sorted(connection.introspection.table_names())
+    tables = sorted(connection.introspection.table_names(include_views=True))
     with connection.cursor() as cur:
         columns = [c.name for c in connection.introspection.get_table_description(cur, "contacts")]
     return f"tables={','.join(t for t in tables if not t.startswith(('auth_', 'django_')))} contacts={','.join(columns)}"

@@ -98,6 +98,21 @@ fn check(what: &str, outcomes: &BTreeMap<String, (String, String)>, expected: &[
     assert!(failures.is_empty(), "{what}:\n{}", failures.join("\n"));
 }
 
+/// Asserts that the proxy refused no statement as unparseable (SQLSTATE 0A000): every statement the
+/// clients sent was understood by the parser. The refusal reasons are in the proxy's debug log.
+fn assert_parser_understood_everything(env: &CrmProxy) {
+    let log = env.proxy.log();
+    let unsupported: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("statement refused") && line.contains("0A000"))
+        .collect();
+    assert!(
+        unsupported.is_empty(),
+        "statements refused as not supported:\n{}",
+        unsupported.join("\n")
+    );
+}
+
 fn start() -> CrmProxy {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -161,6 +176,7 @@ fn psql_describe_commands_show_each_user_its_own_relations() {
     );
     let (_, dora) = psql(&env, "dora", r"\dt");
     assert!(dora.contains("health_records"), "dora's \\dt: {dora}");
+    assert_parser_understood_everything(&env);
 }
 
 fn python(script: &str, env: &CrmProxy, user: &str) -> Command {
@@ -233,6 +249,7 @@ fn sqlalchemy_core_orm_and_server_side_cursors() {
             ("reflect_health_records", Pass("absent")),
         ],
     );
+    assert_parser_understood_everything(&env);
 }
 
 #[test]
@@ -286,6 +303,7 @@ fn node_postgres_plain_and_prepared_statements() {
             ("select_health_records", Refused("42501")),
         ],
     );
+    assert_parser_understood_everything(&env);
 }
 
 /// The pgjdbc jar of Debian's `libpostgresql-jdbc-java`.
@@ -354,6 +372,7 @@ fn pgjdbc_metadata_prepared_batch_and_streaming() {
             ("after_refusal", Pass("n=")),
         ],
     );
+    assert_parser_understood_everything(&env);
 }
 
 #[test]
@@ -410,4 +429,5 @@ fn django_orm_over_the_crm_models() {
             ("health_records", Refused("42501")),
         ],
     );
+    assert_parser_understood_everything(&env);
 }
