@@ -12,8 +12,15 @@ use std::process::Command;
 /// The CRM database.
 pub const CRM_DB: &str = "crm";
 
-/// The demo users it serves: (name, role, attributes).
-pub const CRM_USERS: &[(&str, &str, &[(&str, &str)])] = &[
+/// A demo user: (name, role, attributes as (name, value)).
+pub type CrmUser = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+);
+
+/// The demo users it serves.
+pub const CRM_USERS: &[CrmUser] = &[
     ("dora", "dpo", &[]),
     ("sam", "sales", &[("region", "north")]),
 ];
