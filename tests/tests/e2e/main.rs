@@ -3,10 +3,10 @@
 
 mod audit;
 mod catalog;
-mod enforce;
-mod harness;
 mod crm;
 mod discover;
+mod enforce;
+mod harness;
 mod policy;
 mod users;
 mod wire;
