@@ -3,9 +3,9 @@
 
 mod audit;
 mod catalog;
-mod harness;
 mod crm;
 mod discover;
+mod harness;
 mod policy;
 mod users;
 mod wire;
