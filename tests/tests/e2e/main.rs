@@ -4,10 +4,10 @@
 mod audit;
 mod catalog;
 mod compat;
-mod enforce;
-mod harness;
 mod crm;
 mod discover;
+mod enforce;
+mod harness;
 mod policy;
 mod users;
 mod wire;
