@@ -60,6 +60,7 @@ fn run_client(mut command: Command, what: &str) -> BTreeMap<String, (String, Str
         status.is_some_and(|s| s.success()) && stdout.lines().any(|l| l == "done"),
         "{what} did not finish ({status:?}):\n{stdout}\n---- stderr ----\n{stderr}"
     );
+    eprintln!("---- {what} ----\n{stdout}");
     stdout
         .lines()
         .filter_map(|line| {
