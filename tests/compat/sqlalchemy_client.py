@@ -159,6 +159,15 @@ def stream_results():
         return f"streamed={n}"
 
 
+def prepared_repeat():
+    """psycopg prepares a statement on the server from its 5th execution (prepare_threshold)."""
+    with engine.connect() as conn:
+        stmt = sa.select(Contact.__table__.c.email).where(Contact.__table__.c.id == sa.bindparam("id"))
+        found = sum(1 for i in range(1, 11) if conn.execute(stmt, {"id": i}).first() is not None)
+        prepared = conn.execute(sa.text("select count(*) from pg_prepared_statements")).scalar_one()
+        return f"found={found} server_prepared={prepared > 0}"
+
+
 def yield_per():
     with Session() as s:
         n = 0
@@ -256,6 +265,7 @@ OPERATIONS = [
     ("aggregates", aggregates),
     ("stream_results", stream_results),
     ("yield_per", yield_per),
+    ("prepared_repeat", prepared_repeat),
     ("create_full_model", create_full_model),
     ("create", create),
     ("update", update),

@@ -67,6 +67,12 @@ def paginate():
     return f"page=2 of {page.paginator.num_pages} first={page.object_list[0].id}"
 
 
+def iterate():
+    """QuerySet.iterator() reads through a server-side (named) cursor in chunks."""
+    n = sum(1 for _ in Contact.objects.order_by("id").only("id", "city").iterator(chunk_size=30))
+    return f"iterated={n}"
+
+
 def related():
     deal = Deal.objects.select_related("contact").order_by("id").first()
     interactions = Contact.objects.prefetch_related("interactions").order_by("id")[:5]
@@ -167,6 +173,7 @@ OPERATIONS = [
     ("list", list_contacts),
     ("filter", filter_contacts),
     ("paginate", paginate),
+    ("iterate", iterate),
     ("related", related),
     ("aggregates", aggregates),
     ("create_full_model", create_full_model),

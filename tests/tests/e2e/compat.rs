@@ -197,6 +197,7 @@ fn sqlalchemy_core_orm_and_server_side_cursors() {
         ("orm_filter", Pass("count=")),
         ("orm_paginate", Pass("first=")),
         ("orm_relationship", Pass("deals=")),
+        ("prepared_repeat", Pass("server_prepared=True")),
         ("aggregates", Pass("stages=")),
         ("create", Pass("email=compat")),
         ("update", Pass("city=Genova")),
@@ -389,6 +390,7 @@ fn django_orm_over_the_crm_models() {
     let shared: &[(&str, Expect)] = &[
         ("filter", Pass("count=")),
         ("paginate", Pass("page=2 of ")),
+        ("iterate", Pass("iterated=")),
         ("related", Pass("deal_contact_region=")),
         ("aggregates", Pass("stages=")),
         ("create", Pass("deals=1")),
