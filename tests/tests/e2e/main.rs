@@ -4,3 +4,4 @@
 mod catalog;
 mod harness;
 mod users;
+mod wire;
