@@ -35,8 +35,8 @@ def parse_args(argv):
         "writes BENCHMARKS.md (or bench/results/smoke.md with --smoke).",
     )
     p.add_argument("--smoke", action="store_true",
-                   help="a few seconds per case, for CI: 1 round of 1 s, small data; writes "
-                   "bench/results/smoke.md and smoke.json instead of BENCHMARKS.md")
+                   help="a few seconds per case, for CI: debug build, 1 round of 1 s, small data; "
+                   "writes bench/results/smoke.md and smoke.json instead of BENCHMARKS.md")
     p.add_argument("--rounds", type=int, help="interleaved rounds (default 3; smoke 1)")
     p.add_argument("--seconds", type=int, help="seconds per pgbench run (default 10; smoke 1)")
     p.add_argument("--clients", default="1,8", help="pgbench client counts (default 1,8)")
@@ -143,8 +143,9 @@ def main(argv):
         for tool, package in (("psql", "postgresql-client"), ("pgbench", "postgresql-contrib")):
             find_tool(tool, package)
         bench.pgbouncer_bin = find_tool("pgbouncer", "pgbouncer")
-        bench.log("building maschera (cargo build --release -p maschera)")
-        bench.binary = build_maschera(REPO)
+        build = "cargo build -p maschera" if opts.smoke else "cargo build --release -p maschera"
+        bench.log(f"building maschera ({build})")
+        bench.binary = build_maschera(REPO, release=not opts.smoke)
         bench.log("starting PostgreSQL")
         pg = bench.pg = PostgreSQL()
         started.append(pg)

@@ -105,7 +105,8 @@ def render(res, opts, command):
         f"- PostgreSQL {f['postgres']} (private instance, `fsync = off`, `synchronous_commit = off`, "
         "`full_page_writes = off`, `max_connections = 1200`, `shared_buffers = 128MB`), "
         f"{f['pgbouncer']} (session pool mode, SCRAM auth_file, pool size 20), "
-        "maschera release build (`RUST_LOG=warn`, role `dpo` for the pgbench cases). "
+        f"maschera {'debug (smoke)' if opts.smoke else 'release'} build (`RUST_LOG=warn`, "
+        "role `dpo` for the pgbench cases). "
         "All on 127.0.0.1 over TCP, no TLS.",
         f"- {opts.rounds} rounds × {opts.seconds} s per pgbench run, clients "
         f"{', '.join(str(c) for c in opts.clients)} (`-j` = min(clients, 2)); pgbench scale "

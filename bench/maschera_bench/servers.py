@@ -185,15 +185,14 @@ class Pgbouncer:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def build_maschera(repo):
-    """`cargo build --release -p maschera`; returns the binary's path."""
+def build_maschera(repo, release=True):
+    """`cargo build [--release] -p maschera`; returns the binary's path."""
     target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(repo, "target")
-    proc = subprocess.run(
-        ["cargo", "build", "--release", "-p", "maschera"], cwd=repo, capture_output=True, text=True
-    )
+    args = ["cargo", "build", *(["--release"] if release else []), "-p", "maschera"]
+    proc = subprocess.run(args, cwd=repo, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise BenchError(f"cargo build --release -p maschera failed:\n{proc.stderr[-4000:]}")
-    return os.path.join(target, "release", "maschera")
+        raise BenchError(f"{' '.join(args)} failed:\n{proc.stderr[-4000:]}")
+    return os.path.join(target, "release" if release else "debug", "maschera")
 
 
 class Maschera:
