@@ -3,7 +3,7 @@
 //! updated after each attempt. A wrong password and an unknown user get the same FATAL 28P01.
 //! Not for: the SCRAM arithmetic (see `scram`), the users file (`users`) or lockout bookkeeping (`lockout`).
 
-use crate::frame::{self, FrameError, Severity};
+use crate::frame::{self, FrameError};
 use crate::lockout::Lockout;
 use crate::metrics as m;
 use crate::scram::{ScramError, ScramServer};
@@ -50,19 +50,20 @@ pub async fn authenticate(
     lockout: &Lockout,
 ) -> Result<User, AuthError> {
     if lockout.check(user_name, addr).is_err() {
-        metrics::counter!(m::REFUSALS_TOTAL, m::LABEL_SQLSTATE => "28000").increment(1);
+        metrics::counter!(m::AUTH_TOTAL, m::LABEL_RESULT => m::RESULT_LOCKED).increment(1);
         return Err(refuse(stream, AuthError::LockedOut, user_name).await);
     }
     let user = users.get(user_name);
     match exchange(stream, user_name, user).await {
         Ok(()) => {
             lockout.record_success(user_name, addr);
+            metrics::counter!(m::AUTH_TOTAL, m::LABEL_RESULT => m::RESULT_OK).increment(1);
             // `exchange` only succeeds against a real verifier, so the user exists.
             user.cloned().ok_or(AuthError::Failed)
         }
         Err(err) => {
             if matches!(err, AuthError::Failed) {
-                metrics::counter!(m::LOGIN_FAILURES_TOTAL).increment(1);
+                metrics::counter!(m::AUTH_TOTAL, m::LABEL_RESULT => m::RESULT_FAILED).increment(1);
                 if let Some(lock) = lockout.record_failure(user_name, addr) {
                     metrics::counter!(m::LOCKOUTS_TOTAL).increment(1);
                     tracing::warn!(
@@ -155,10 +156,7 @@ async fn refuse(stream: &mut BoxStream, err: AuthError, user_name: &str) -> Auth
         AuthError::Protocol(why) => ("08P01", why.clone()),
         AuthError::Io(_) => return err,
     };
-    let _ = stream
-        .write_all(&frame::error_response(Severity::Fatal, code, &message))
-        .await;
-    let _ = stream.flush().await;
+    frame::send_fatal(stream, code, &message).await;
     err
 }
 

@@ -9,7 +9,7 @@ use bytes::{Bytes, BytesMut};
 use pgwire::messages::Message;
 use pgwire::messages::response::{ErrorResponse, ReadyForQuery, TransactionStatus};
 use thiserror::Error;
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Bytes of a frame header: type byte and length.
 pub const HEADER_LEN: usize = 5;
@@ -118,6 +118,14 @@ pub fn error_response(severity: Severity, code: &str, message: &str) -> BytesMut
         (b'M', message.to_owned()),
     ];
     encode(&ErrorResponse::new(fields))
+}
+
+/// Sends a FATAL ErrorResponse, best effort: the connection closes next either way.
+pub async fn send_fatal<W: AsyncWrite + Unpin + ?Sized>(stream: &mut W, code: &str, message: &str) {
+    let _ = stream
+        .write_all(&error_response(Severity::Fatal, code, message))
+        .await;
+    let _ = stream.flush().await;
 }
 
 /// A ReadyForQuery frame with the given transaction status byte (`I`, `T` or `E`).

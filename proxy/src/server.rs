@@ -6,14 +6,14 @@
 use crate::cancel::{CancelRegistry, Registration};
 use crate::client_auth;
 use crate::config::Config;
-use crate::frame::{self, Severity};
+use crate::frame;
 use crate::lockout::{Lockout, LockoutSettings};
 use crate::metrics as m;
 use crate::session::{self, MetricsObserver, PassThrough, RelaySettings, SessionEnd};
 use crate::startup::{self, ClientTlsSetup, Opening, Startup};
 use crate::tls;
 use crate::upstream::{Login, UpstreamTarget};
-use crate::users::UserStore;
+use crate::users::{User, UserStore};
 use anyhow::{Context, Result};
 use pgwire::messages::startup::BackendKeyData;
 use pgwire::messages::startup::SecretKey;
@@ -152,25 +152,14 @@ async fn handle(
     shutdown: watch::Receiver<bool>,
 ) {
     metrics::counter!(m::CONNECTIONS_TOTAL).increment(1);
-    metrics::gauge!(m::CONNECTIONS_ACTIVE).increment(1.0);
-    handle_connection(proxy, tcp, addr, slots, shutdown).await;
-    metrics::gauge!(m::CONNECTIONS_ACTIVE).decrement(1.0);
-}
-
-async fn handle_connection(
-    proxy: Arc<Proxy>,
-    tcp: TcpStream,
-    addr: SocketAddr,
-    slots: Arc<Semaphore>,
-    shutdown: watch::Receiver<bool>,
-) {
     if let Err(err) = tcp.set_nodelay(true) {
         debug!(error = %err, "TCP_NODELAY");
     }
     let opened =
         tokio::time::timeout(proxy.config.auth_timeout(), open(&proxy, tcp, addr, &slots)).await;
-    let (client, user_role, _slot) = match opened {
+    let (client, user, _slot) = match opened {
         Err(_) => {
+            metrics::counter!(m::REFUSALS_TOTAL, m::LABEL_REASON => "auth_timeout").increment(1);
             debug!("authentication timed out");
             return;
         }
@@ -181,23 +170,23 @@ async fn handle_connection(
         Ok(Ok(None)) => return,
         Ok(Ok(Some(opened))) => opened,
     };
-    if let Err(err) = serve(&proxy, client, &user_role, shutdown).await {
+    if let Err(err) = serve(&proxy, client, &user, shutdown).await {
         info!(error = %err, "session ended with an error");
     }
 }
 
 /// Startup and authentication. `None` when the connection was a cancel request or was refused;
-/// otherwise the client, its role and its connection slot.
+/// otherwise the client, the authenticated user and its connection slot.
 async fn open(
     proxy: &Proxy,
     tcp: TcpStream,
     addr: SocketAddr,
     slots: &Arc<Semaphore>,
-) -> Result<Option<(Startup, String, OwnedSemaphorePermit)>> {
+) -> Result<Option<(Startup, User, OwnedSemaphorePermit)>> {
     let mut client = match startup::negotiate(tcp, &proxy.tls).await? {
         Opening::Cancel(key) => {
             if let Some(upstream_key) = proxy.cancels.lookup(key) {
-                metrics::counter!("maschera_cancels_total").increment(1);
+                metrics::counter!(m::CANCELS_TOTAL).increment(1);
                 if let Err(err) = proxy.upstream.cancel(upstream_key).await {
                     warn!(error = %err, "forwarding a cancel request failed");
                 }
@@ -208,15 +197,12 @@ async fn open(
     };
     // A slot is taken once the client asks for a session (probes and cancels do not count).
     let Ok(slot) = slots.clone().try_acquire_owned() else {
-        metrics::counter!(m::REFUSALS_TOTAL, m::LABEL_SQLSTATE => "53300").increment(1);
+        metrics::counter!(m::REFUSALS_TOTAL, m::LABEL_REASON => "max_connections").increment(1);
         let message = format!(
             "sorry, too many clients already: the proxy serves at most {} connections",
             proxy.config.limits.max_connections
         );
-        client
-            .stream
-            .write_all(&frame::error_response(Severity::Fatal, "53300", &message))
-            .await?;
+        frame::send_fatal(&mut client.stream, "53300", &message).await;
         return Ok(None);
     };
     let user_name = client.param("user").unwrap_or_default().to_owned();
@@ -235,14 +221,15 @@ async fn open(
             return Ok(None);
         }
     };
-    Ok(Some((client, user.role, slot)))
+    Ok(Some((client, user, slot)))
 }
 
-/// Logs in upstream, greets the client like PostgreSQL would, and relays.
+/// Logs in upstream, greets the client like PostgreSQL would, and relays. The policy and observer
+/// of the session are where `user` (role, attributes) will matter; for now everything passes through.
 async fn serve(
     proxy: &Proxy,
     mut client: Startup,
-    role: &str,
+    user: &User,
     shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
     let params: Vec<(String, String)> = client
@@ -256,10 +243,7 @@ async fn serve(
         Err(err) => {
             warn!(error = %err, "upstream login failed");
             let message = "could not connect to the database server behind the proxy";
-            client
-                .stream
-                .write_all(&frame::error_response(Severity::Fatal, "08006", message))
-                .await?;
+            frame::send_fatal(&mut client.stream, "08006", message).await;
             return Ok(());
         }
     };
@@ -272,11 +256,12 @@ async fn serve(
     )));
     greeting.extend_from_slice(&frame::ready_for_query(upstream.status));
     client.stream.write_all(&greeting).await?;
-    info!(role, encrypted = client.encrypted, "session started");
+    info!(role = %user.role, encrypted = client.encrypted, "session started");
     let settings = RelaySettings {
         max_frame: proxy.config.limits.max_frame_bytes,
         shutdown,
     };
+    metrics::gauge!(m::SESSIONS_ACTIVE).increment(1.0);
     let ended = session::relay(
         client.stream,
         upstream.stream,
@@ -286,6 +271,7 @@ async fn serve(
         settings,
     )
     .await;
+    metrics::gauge!(m::SESSIONS_ACTIVE).decrement(1.0);
     drop(registration);
     match ended {
         Ok(end) => {

@@ -2,11 +2,16 @@
 //! their headers only and forwarded in runs (one write per batch of whole frames), never decoded and
 //! re-encoded. Two seams for later work:
 //! - every client message that can run or feed a statement (`Q P B D E C S H F d c f`) passes through
-//!   a [`FrontendPolicy`], which may forward it, replace its bytes, or refuse it with an ErrorResponse
-//!   (the relay then keeps the protocol in step: ReadyForQuery for a refused Query; for an extended
-//!   protocol message it skips the client's messages until Sync and answers that Sync itself);
+//!   a [`FrontendPolicy`], which may forward it, replace its bytes, or refuse it with an ErrorResponse;
 //! - every CommandComplete, ErrorResponse and ReadyForQuery coming back is shown to a [`SessionObserver`]
 //!   (statement outcomes, row counts, transaction status) for the access log.
+//!
+//! A refusal keeps PostgreSQL's own semantics: the refused message is replaced by one that fails
+//! upstream right away with a unique marker in its error (a Query or a named Parse of the marker text,
+//! or a CopyFail carrying it). PostgreSQL then does what it does for any error: aborts the transaction
+//! block or the implicit transaction, skips extended-protocol messages until Sync, answers with
+//! ReadyForQuery. The relay swaps that one marked ErrorResponse for the refusal, so answers stay in
+//! order under pipelining and the transaction status the client sees is PostgreSQL's.
 //!
 //! Not for: startup, authentication or connecting upstream (see `server`), or policy decisions.
 
@@ -14,13 +19,14 @@ use crate::frame::{self, FrameError, POSTGRES_MAX_FRAME, Severity};
 use crate::metrics as m;
 use crate::tls::BoxStream;
 use bytes::{Buf, Bytes, BytesMut};
+use postgres_protocol::message::frontend;
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 /// What the relay does with one client message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,9 +81,7 @@ impl SessionObserver for MetricsObserver {
             ServerEvent::CommandComplete { .. } => {
                 metrics::counter!(m::STATEMENTS_TOTAL).increment(1)
             }
-            ServerEvent::Error { .. } => {
-                metrics::counter!("maschera_statement_errors_total").increment(1)
-            }
+            ServerEvent::Error { .. } => metrics::counter!(m::STATEMENT_ERRORS_TOTAL).increment(1),
             ServerEvent::Ready { .. } => {}
         }
     }
@@ -113,16 +117,14 @@ pub enum SessionError {
     Io(#[from] std::io::Error),
 }
 
-/// Something the relay itself sends to the client, in order with PostgreSQL's answers.
+/// A refusal waiting for its marked ErrorResponse to come back.
 #[derive(Debug)]
-struct Injection {
-    /// Number of ReadyForQuery messages that must have reached the client first.
-    after_ready: u64,
-    bytes: BytesMut,
-    /// Append a ReadyForQuery with the current transaction status.
-    with_ready: bool,
-    /// Instead of appending, replace ReadyForQuery number `after_ready + 1` with `bytes`.
-    replaces_ready: bool,
+struct Refusal {
+    marker: String,
+    error: BytesMut,
+    /// Once this many ReadyForQuery messages have passed, the marked error can no longer come
+    /// (PostgreSQL answered something else, e.g. "current transaction is aborted").
+    expires_after_ready: u64,
 }
 
 /// State both directions share.
@@ -132,6 +134,15 @@ struct Shared {
     cycles_sent: AtomicU64,
     /// When each outstanding cycle was sent (for the latency histogram).
     started: Mutex<VecDeque<Instant>>,
+    /// Refusals whose marked error has not come back yet.
+    refusals: Mutex<Vec<Refusal>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The guarded values stay consistent across a panic (single pushes and removals).
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Relays between `client` and `upstream` until one side ends. Errors in client messages are
@@ -147,24 +158,21 @@ pub async fn relay(
     let (mut client_read, mut client_write) = tokio::io::split(client);
     let (mut server_read, mut server_write) = tokio::io::split(upstream);
     let shared = Shared::default();
-    let (inject_tx, inject_rx) = mpsc::unbounded_channel();
     let result = {
         let mut up = ClientToServer {
             client: &mut client_read,
             server: &mut server_write,
             policy,
             shared: &shared,
-            inject: inject_tx,
             max_frame: settings.max_frame,
-            skipping_to_sync: false,
+            marker_prefix: format!("maschera_refused_{:016x}_", rand::random::<u64>()),
+            refusals_made: 0,
         };
         let mut down = ServerToClient {
             server: &mut server_read,
             client: &mut client_write,
             observer,
             shared: &shared,
-            injections: inject_rx,
-            pending: VecDeque::new(),
             ready_seen: 0,
             status: initial_status,
             shutdown: settings.shutdown.clone(),
@@ -176,9 +184,7 @@ pub async fn relay(
     };
     if let Err(SessionError::ClientProtocol(err)) = &result {
         let message = format!("invalid frontend message: {err}");
-        let _ = client_write
-            .write_all(&frame::error_response(Severity::Fatal, "08P01", &message))
-            .await;
+        frame::send_fatal(&mut client_write, "08P01", &message).await;
     }
     let _ = client_write.shutdown().await;
     result
@@ -189,10 +195,10 @@ struct ClientToServer<'a> {
     server: &'a mut WriteHalf<BoxStream>,
     policy: &'a mut dyn FrontendPolicy,
     shared: &'a Shared,
-    inject: mpsc::UnboundedSender<Injection>,
     max_frame: usize,
-    /// After refusing an extended-protocol message: drop client messages until Sync.
-    skipping_to_sync: bool,
+    /// Random per session, so a client cannot forge the marker of a refusal.
+    marker_prefix: String,
+    refusals_made: u64,
 }
 
 impl ClientToServer<'_> {
@@ -222,48 +228,25 @@ impl ClientToServer<'_> {
                 break;
             }
             let frame = &buf[run..run + header.len];
-            let decision = if self.skipping_to_sync {
-                None
-            } else if POLICY_TAGS.contains(&header.tag) {
-                Some(self.policy.on_client_message(header.tag, frame))
+            let decision = if POLICY_TAGS.contains(&header.tag) {
+                self.policy.on_client_message(header.tag, frame)
             } else {
-                Some(Decision::Forward)
+                Decision::Forward
             };
-            match decision {
-                Some(Decision::Forward) => {
+            let replacement = match decision {
+                Decision::Forward => {
                     run += header.len;
                     cycles += u64::from(ends_cycle(header.tag));
                     terminated |= header.tag == b'X';
+                    continue;
                 }
-                Some(Decision::Replace(bytes)) => {
-                    self.flush(buf, run, cycles).await?;
-                    buf.advance(header.len);
-                    (run, cycles) = (0, 0);
-                    let replaced_cycles = count_cycles(&bytes);
-                    self.write(&bytes, replaced_cycles).await?;
-                }
-                Some(Decision::Refuse { code, message }) => {
-                    self.flush(buf, run, cycles).await?;
-                    buf.advance(header.len);
-                    (run, cycles) = (0, 0);
-                    self.refuse(header.tag, &code, &message).await?;
-                }
-                None => {
-                    // Skipping after a refusal: the client's Sync is answered by the relay.
-                    self.flush(buf, run, cycles).await?;
-                    buf.advance(header.len);
-                    (run, cycles) = (0, 0);
-                    if header.tag == b'S' {
-                        self.skipping_to_sync = false;
-                        self.send_injection(Injection {
-                            after_ready: self.shared.cycles_sent.load(Ordering::SeqCst),
-                            bytes: BytesMut::new(),
-                            with_ready: true,
-                            replaces_ready: false,
-                        });
-                    }
-                }
-            }
+                Decision::Replace(bytes) => BytesMut::from(&bytes[..]),
+                Decision::Refuse { code, message } => self.refusal(header.tag, &code, &message),
+            };
+            self.flush(buf, run, cycles).await?;
+            buf.advance(header.len);
+            (run, cycles) = (0, 0);
+            self.write(&replacement, count_cycles(&replacement)).await?;
         }
         self.flush(buf, run, cycles).await?;
         Ok(terminated)
@@ -285,62 +268,39 @@ impl ClientToServer<'_> {
     async fn write(&mut self, bytes: &[u8], cycles: u64) -> Result<(), SessionError> {
         if cycles > 0 {
             let now = Instant::now();
-            let mut started = self
-                .shared
-                .started
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            started.extend(std::iter::repeat_n(now, cycles as usize));
+            lock(&self.shared.started).extend(std::iter::repeat_n(now, cycles as usize));
             self.shared.cycles_sent.fetch_add(cycles, Ordering::SeqCst);
         }
         self.server.write_all(bytes).await?;
-        metrics::counter!(m::BYTES_TOTAL, m::LABEL_DIRECTION => m::DIRECTION_CLIENT_TO_UPSTREAM)
+        metrics::counter!(m::BYTES_TOTAL, m::LABEL_DIRECTION => m::DIRECTION_CLIENT_TO_SERVER)
             .increment(bytes.len() as u64);
         Ok(())
     }
 
-    /// Answers a refused message in step with the protocol.
-    async fn refuse(&mut self, tag: u8, code: &str, message: &str) -> Result<(), SessionError> {
-        metrics::counter!(m::REFUSALS_TOTAL, m::LABEL_SQLSTATE => code.to_owned()).increment(1);
-        let error = frame::error_response(Severity::Error, code, message);
-        match tag {
-            b'Q' | b'F' => self.send_injection(Injection {
-                after_ready: self.shared.cycles_sent.load(Ordering::SeqCst),
-                bytes: error,
-                with_ready: true,
-                replaces_ready: false,
-            }),
-            _ => {
-                // Extended protocol: a Sync makes PostgreSQL answer what came before the refused
-                // message; its ReadyForQuery is replaced by the error, and the client's own Sync is
-                // answered by the relay.
-                // The injection is queued before the Sync is sent, so it is there when the answer comes.
-                self.send_injection(Injection {
-                    after_ready: self.shared.cycles_sent.load(Ordering::SeqCst),
-                    bytes: error,
-                    with_ready: false,
-                    replaces_ready: true,
-                });
-                let mut sync = BytesMut::new();
-                postgres_protocol::message::frontend::sync(&mut sync);
-                self.write(&sync, 1).await?;
-                self.skipping_to_sync = tag != b'S';
-                if tag == b'S' {
-                    self.send_injection(Injection {
-                        after_ready: self.shared.cycles_sent.load(Ordering::SeqCst),
-                        bytes: BytesMut::new(),
-                        with_ready: true,
-                        replaces_ready: false,
-                    });
-                }
-            }
+    /// Registers a refusal and returns the message that makes PostgreSQL fail with its marker.
+    fn refusal(&mut self, tag: u8, code: &str, message: &str) -> BytesMut {
+        metrics::counter!(m::REFUSALS_TOTAL, m::LABEL_REASON => "policy").increment(1);
+        self.refusals_made += 1;
+        let marker = format!("{}{}", self.marker_prefix, self.refusals_made);
+        let mut failing = BytesMut::new();
+        // Encoding cannot fail: the marker has no NUL byte and is short.
+        let _ = match tag {
+            b'Q' | b'F' => frontend::query(&marker, &mut failing),
+            b'd' | b'c' | b'f' => frontend::copy_fail(&marker, &mut failing),
+            _ => frontend::parse(&marker, &marker, std::iter::empty(), &mut failing),
+        };
+        if tag == b'S' {
+            frontend::sync(&mut failing);
         }
-        Ok(())
-    }
-
-    fn send_injection(&self, injection: Injection) {
-        // The receiver lives as long as the session; if it is gone the session is ending anyway.
-        let _ = self.inject.send(injection);
+        let refusal = Refusal {
+            marker,
+            error: frame::error_response(Severity::Error, code, message),
+            // The marked error comes before the ReadyForQuery of the current or the next cycle.
+            expires_after_ready: self.shared.cycles_sent.load(Ordering::SeqCst) + 2,
+        };
+        // Registered before the failing message is sent, so it is there when the answer comes.
+        lock(&self.shared.refusals).push(refusal);
+        failing
     }
 }
 
@@ -364,8 +324,6 @@ struct ServerToClient<'a> {
     client: &'a mut WriteHalf<BoxStream>,
     observer: &'a mut dyn SessionObserver,
     shared: &'a Shared,
-    injections: mpsc::UnboundedReceiver<Injection>,
-    pending: VecDeque<Injection>,
     ready_seen: u64,
     status: u8,
     shutdown: watch::Receiver<bool>,
@@ -378,20 +336,10 @@ impl ServerToClient<'_> {
         loop {
             if shutting_down && self.idle() {
                 let message = "terminating connection due to administrator command";
-                self.client
-                    .write_all(&frame::error_response(Severity::Fatal, "57P01", message))
-                    .await?;
+                frame::send_fatal(self.client, "57P01", message).await;
                 return Ok(SessionEnd::Shutdown);
             }
             tokio::select! {
-                injection = self.injections.recv() => {
-                    if let Some(injection) = injection {
-                        self.pending.push_back(injection);
-                        let mut out = BytesMut::new();
-                        self.take_due(&mut out);
-                        self.send(&out).await?;
-                    }
-                }
                 read = self.server.read_buf(&mut buf) => {
                     if read? == 0 {
                         return Ok(SessionEnd::ServerClosed);
@@ -411,9 +359,8 @@ impl ServerToClient<'_> {
     }
 
     async fn process(&mut self, buf: &mut BytesMut) -> Result<(), SessionError> {
-        while let Ok(injection) = self.injections.try_recv() {
-            self.pending.push_back(injection);
-        }
+        // `run` whole frames at the front of `buf` go out unchanged; `out` collects what comes
+        // before a swapped error.
         let mut out = BytesMut::new();
         let mut run = 0;
         while let Some(header) = frame::peek_header(&buf[run..], POSTGRES_MAX_FRAME)
@@ -432,6 +379,16 @@ impl ServerToClient<'_> {
                         .on_server_event(ServerEvent::CommandComplete { tag });
                 }
                 b'E' => {
+                    if let Some(refusal) = self.take_refusal(body) {
+                        self.observer.on_server_event(ServerEvent::Error {
+                            sqlstate: frame::sqlstate(frame::body(&refusal)).unwrap_or_default(),
+                        });
+                        out.extend_from_slice(&buf[..run]);
+                        out.extend_from_slice(&refusal);
+                        buf.advance(run + header.len);
+                        run = 0;
+                        continue;
+                    }
                     let sqlstate = frame::sqlstate(body).unwrap_or_default();
                     self.observer
                         .on_server_event(ServerEvent::Error { sqlstate });
@@ -443,29 +400,7 @@ impl ServerToClient<'_> {
                     });
                     self.record_latency();
                     self.ready_seen += 1;
-                    if self.pending.is_empty() {
-                        run += header.len;
-                        continue;
-                    }
-                    // Everything up to this ReadyForQuery goes out before anything injected after it.
-                    out.extend_from_slice(&buf[..run]);
-                    buf.advance(run);
-                    run = 0;
-                    if let Some(pos) = self
-                        .pending
-                        .iter()
-                        .position(|i| i.replaces_ready && i.after_ready + 1 == self.ready_seen)
-                    {
-                        if let Some(injection) = self.pending.remove(pos) {
-                            out.extend_from_slice(&injection.bytes);
-                        }
-                        buf.advance(header.len);
-                    } else {
-                        out.extend_from_slice(&buf[..header.len]);
-                        buf.advance(header.len);
-                    }
-                    self.take_due(&mut out);
-                    continue;
+                    self.expire_refusals();
                 }
                 _ => {}
             }
@@ -481,29 +416,32 @@ impl ServerToClient<'_> {
         Ok(())
     }
 
-    /// Moves the injections whose turn has come into `out`.
-    fn take_due(&mut self, out: &mut BytesMut) {
-        while let Some(pos) = self
-            .pending
-            .iter()
-            .position(|i| !i.replaces_ready && i.after_ready <= self.ready_seen)
-        {
-            if let Some(injection) = self.pending.remove(pos) {
-                out.extend_from_slice(&injection.bytes);
-                if injection.with_ready {
-                    out.extend_from_slice(&frame::ready_for_query(self.status));
-                }
-            }
+    /// The refusal whose marker this ErrorResponse carries, if any.
+    fn take_refusal(&self, body: &[u8]) -> Option<BytesMut> {
+        let mut refusals = lock(&self.shared.refusals);
+        if refusals.is_empty() {
+            return None;
+        }
+        let message = frame::error_fields(body)
+            .find(|(code, _)| *code == b'M')
+            .map(|(_, m)| m)?;
+        let found = refusals.iter().position(|r| {
+            message
+                .windows(r.marker.len())
+                .any(|w| w == r.marker.as_bytes())
+        })?;
+        Some(refusals.swap_remove(found).error)
+    }
+
+    fn expire_refusals(&self) {
+        let mut refusals = lock(&self.shared.refusals);
+        if !refusals.is_empty() {
+            refusals.retain(|r| r.expires_after_ready > self.ready_seen);
         }
     }
 
     fn record_latency(&self) {
-        let started = self
-            .shared
-            .started
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pop_front();
+        let started = lock(&self.shared.started).pop_front();
         if let Some(started) = started {
             metrics::histogram!(m::STATEMENT_DURATION_SECONDS)
                 .record(started.elapsed().as_secs_f64());
@@ -513,7 +451,7 @@ impl ServerToClient<'_> {
     async fn send(&mut self, bytes: &[u8]) -> Result<(), SessionError> {
         if !bytes.is_empty() {
             self.client.write_all(bytes).await?;
-            metrics::counter!(m::BYTES_TOTAL, m::LABEL_DIRECTION => m::DIRECTION_UPSTREAM_TO_CLIENT)
+            metrics::counter!(m::BYTES_TOTAL, m::LABEL_DIRECTION => m::DIRECTION_SERVER_TO_CLIENT)
                 .increment(bytes.len() as u64);
         }
         Ok(())

@@ -7,7 +7,7 @@
 
 use crate::cancel::CancelKey;
 use crate::config::ClientTlsMode;
-use crate::frame::{self, Severity};
+use crate::frame;
 use crate::tls::{ALPN_POSTGRESQL, BoxStream};
 use pgwire::messages::startup::NegotiateProtocolVersion;
 use std::os::fd::AsRawFd;
@@ -281,10 +281,7 @@ async fn report<S: tokio::io::AsyncWrite + Unpin>(
     err: StartupError,
 ) -> StartupError {
     if let StartupError::Refused { code, message } = &err {
-        let _ = stream
-            .write_all(&frame::error_response(Severity::Fatal, code, message))
-            .await;
-        let _ = stream.flush().await;
+        frame::send_fatal(stream, code, message).await;
     }
     err
 }

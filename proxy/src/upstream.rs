@@ -281,22 +281,11 @@ async fn authenticate(
                 scram = Some(exchange);
             }
             11 => {
-                let exchange = scram
-                    .as_mut()
-                    .ok_or_else(|| UpstreamError::Protocol("SASL out of order".into()))?;
-                exchange
-                    .update(data)
-                    .map_err(|e| UpstreamError::Protocol(e.to_string()))?;
+                let exchange = in_progress(&mut scram)?;
+                exchange.update(data).map_err(sasl_error)?;
                 frontend::sasl_response(exchange.message(), &mut out)?;
             }
-            12 => {
-                let exchange = scram
-                    .as_mut()
-                    .ok_or_else(|| UpstreamError::Protocol("SASL out of order".into()))?;
-                exchange
-                    .finish(data)
-                    .map_err(|e| UpstreamError::Protocol(e.to_string()))?;
-            }
+            12 => in_progress(&mut scram)?.finish(data).map_err(sasl_error)?,
             other => {
                 return Err(UpstreamError::Protocol(format!(
                     "unsupported authentication method {other}"
@@ -307,4 +296,14 @@ async fn authenticate(
             stream.write_all(&out).await?;
         }
     }
+}
+
+fn in_progress(scram: &mut Option<ScramSha256>) -> Result<&mut ScramSha256, UpstreamError> {
+    scram
+        .as_mut()
+        .ok_or_else(|| UpstreamError::Protocol("SASL message out of order".into()))
+}
+
+fn sasl_error(err: std::io::Error) -> UpstreamError {
+    UpstreamError::Protocol(format!("SCRAM with PostgreSQL failed: {err}"))
 }

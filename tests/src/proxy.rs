@@ -34,6 +34,8 @@ pub struct ProxyOptions {
     pub auth: String,
     /// Lines of `[limits]`.
     pub limits: String,
+    /// Lines of `[log]`.
+    pub log: String,
     /// Serve `[metrics]` on a free port.
     pub metrics: bool,
 }
@@ -49,6 +51,7 @@ impl Default for ProxyOptions {
             tls: String::new(),
             auth: String::new(),
             limits: String::new(),
+            log: String::new(),
             metrics: false,
         }
     }
@@ -229,6 +232,7 @@ fn config_text(
         ("tls", &options.tls),
         ("auth", &options.auth),
         ("limits", &options.limits),
+        ("log", &options.log),
     ] {
         if !lines.is_empty() {
             text.push_str(&format!("\n[{table}]\n{lines}\n"));

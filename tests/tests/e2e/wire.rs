@@ -16,8 +16,13 @@ use tokio::net::TcpStream;
 use tokio_postgres::error::SqlState;
 
 fn start() -> (PgServer, Proxy) {
+    start_with(ProxyOptions::default())
+}
+
+/// A private PostgreSQL and the proxy in front of it, configured by `options`.
+fn start_with(options: ProxyOptions) -> (PgServer, Proxy) {
     let pg = PgServer::start().expect("start PostgreSQL");
-    let proxy = Proxy::start(&pg, ProxyOptions::default()).expect("start the proxy");
+    let proxy = Proxy::start(&pg, options).expect("start the proxy");
     (pg, proxy)
 }
 
@@ -271,17 +276,12 @@ fn tls_lines(dir: &Path) -> (String, std::path::PathBuf) {
 
 #[tokio::test]
 async fn tls_required_serves_sslmode_require_and_verify_full_and_refuses_plaintext() {
-    let pg = PgServer::start().unwrap();
     let certs = tempfile::tempdir().unwrap();
     let (tls, ca) = tls_lines(certs.path());
-    let proxy = Proxy::start(
-        &pg,
-        ProxyOptions {
-            tls,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let (pg, proxy) = start_with(ProxyOptions {
+        tls,
+        ..Default::default()
+    });
     let base = format!(
         "host=localhost port={} user={TEST_USER} password='{TEST_PASSWORD}' dbname=postgres",
         proxy.port()
@@ -323,17 +323,12 @@ async fn tls_required_serves_sslmode_require_and_verify_full_and_refuses_plainte
 
 #[tokio::test]
 async fn direct_tls_is_welcome_and_bytes_before_the_handshake_are_refused() {
-    let pg = PgServer::start().unwrap();
     let certs = tempfile::tempdir().unwrap();
     let (tls, ca) = tls_lines(certs.path());
-    let proxy = Proxy::start(
-        &pg,
-        ProxyOptions {
-            tls: tls.replace("required", "optional"),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let (_pg, proxy) = start_with(ProxyOptions {
+        tls: tls.replace("required", "optional"),
+        ..Default::default()
+    });
 
     // Direct TLS (PostgreSQL 17 style): TLS ClientHello first, ALPN "postgresql", then the startup.
     let mut roots = rustls::RootCertStore::empty();
@@ -402,16 +397,11 @@ async fn connect_error(uri: &str) -> tokio_postgres::Error {
 
 #[tokio::test]
 async fn wrong_password_and_unknown_user_look_the_same_and_lockout_follows() {
-    let pg = PgServer::start().unwrap();
     let auth = "max_failures = 3\nfailure_window_seconds = 600\nlockout_seconds = 600".to_owned();
-    let proxy = Proxy::start(
-        &pg,
-        ProxyOptions {
-            auth,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let (_pg, proxy) = start_with(ProxyOptions {
+        auth,
+        ..Default::default()
+    });
 
     let unknown = connect_error(&proxy.uri_as("nobody", "whatever password", "postgres")).await;
     let wrong = connect_error(&proxy.uri_as(TEST_USER, "wrong password", "postgres")).await;
@@ -481,16 +471,11 @@ async fn raw_login(port: u16) -> TcpStream {
 
 #[tokio::test]
 async fn garbage_and_oversized_frames_get_08p01_while_others_keep_working() {
-    let pg = PgServer::start().unwrap();
     let limits = "max_frame_bytes = 1048576".to_owned();
-    let proxy = Proxy::start(
-        &pg,
-        ProxyOptions {
-            limits,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let (_pg, proxy) = start_with(ProxyOptions {
+        limits,
+        ..Default::default()
+    });
     let bystander = maschera_tests::connect(&proxy.uri("postgres"))
         .await
         .unwrap();
@@ -629,13 +614,12 @@ async fn upstream_tls_require_and_verify_full() {
 
 #[tokio::test]
 async fn connection_limit_answers_53300_and_silent_clients_time_out() {
-    let pg = PgServer::start().unwrap();
     let options = ProxyOptions {
         limits: "max_connections = 1".into(),
         auth: "timeout_seconds = 1".into(),
         ..Default::default()
     };
-    let proxy = Proxy::start(&pg, options).unwrap();
+    let (_pg, proxy) = start_with(options);
     let first = maschera_tests::connect(&proxy.uri("postgres"))
         .await
         .unwrap();
@@ -672,8 +656,7 @@ async fn connection_limit_answers_53300_and_silent_clients_time_out() {
 
 #[tokio::test]
 async fn sigterm_lets_the_running_statement_finish_then_exits_cleanly() {
-    let pg = PgServer::start().unwrap();
-    let mut proxy = Proxy::start(&pg, ProxyOptions::default()).unwrap();
+    let (_pg, mut proxy) = start_with(ProxyOptions::default());
     let busy = maschera_tests::connect(&proxy.uri("postgres"))
         .await
         .unwrap();
@@ -724,15 +707,10 @@ async fn http_get(port: u16, path: &str) -> String {
 
 #[tokio::test]
 async fn metrics_count_sessions_statements_and_bytes_and_health_follows_upstream() {
-    let pg = PgServer::start().unwrap();
-    let proxy = Proxy::start(
-        &pg,
-        ProxyOptions {
-            metrics: true,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let (pg, proxy) = start_with(ProxyOptions {
+        metrics: true,
+        ..Default::default()
+    });
     let port = proxy.metrics_port().unwrap();
     let client = maschera_tests::connect(&proxy.uri("postgres"))
         .await
@@ -744,11 +722,11 @@ async fn metrics_count_sessions_statements_and_bytes_and_health_follows_upstream
     assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
     for expected in [
         "maschera_connections_total",
-        "maschera_connections_active 1",
+        "maschera_sessions_active 1",
         "maschera_statements_total",
-        "maschera_login_failures_total 1",
-        "maschera_bytes_total{direction=\"client_to_upstream\"}",
-        "maschera_bytes_total{direction=\"upstream_to_client\"}",
+        "maschera_auth_total{result=\"failed\"} 1",
+        "maschera_bytes_total{direction=\"client_to_server\"}",
+        "maschera_bytes_total{direction=\"server_to_client\"}",
         "maschera_statement_duration_seconds_bucket",
     ] {
         assert!(
@@ -983,6 +961,41 @@ async fn policy_seam_refuses_in_simple_and_extended_protocol_and_the_session_goe
         1
     );
     client.batch_execute("commit").await.unwrap();
+
+    // A refusal inside a transaction block aborts it, as any PostgreSQL error would.
+    client
+        .batch_execute("begin; insert into t values (2)")
+        .await
+        .unwrap();
+    let refused = client.query("select 'forbidden'", &[]).await.unwrap_err();
+    assert_eq!(refused.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE));
+    let aborted = client.query("select 1", &[]).await.unwrap_err();
+    assert_eq!(
+        aborted.code(),
+        Some(&SqlState::IN_FAILED_SQL_TRANSACTION),
+        "{aborted}"
+    );
+    client.batch_execute("commit").await.unwrap();
+    let count: i64 = client
+        .query_one("select count(*) from t", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 1, "the aborted transaction's insert was rolled back");
+    // A refused Query message is refused whole, so BEGIN goes in a message of its own here.
+    client.batch_execute("begin").await.unwrap();
+    let refused = client
+        .batch_execute("select 'forbidden'")
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE));
+    let aborted = client.simple_query("select 1").await.unwrap_err();
+    assert_eq!(
+        aborted.code(),
+        Some(&SqlState::IN_FAILED_SQL_TRANSACTION),
+        "{aborted}"
+    );
+    client.batch_execute("rollback").await.unwrap();
     drop(client);
     server
         .await
@@ -995,7 +1008,62 @@ async fn policy_seam_refuses_in_simple_and_extended_protocol_and_the_session_goe
     );
     assert!(events.contains(&"INSERT 0 1".to_owned()), "{events:?}");
     assert!(
+        events.iter().any(|e| e == "error 42501") && events.iter().any(|e| e == "ready E"),
+        "observer sees the refusal and the aborted transaction: {events:?}"
+    );
+    assert!(
         events.iter().any(|e| e == "ready T"),
         "observer sees the transaction status: {events:?}"
+    );
+}
+
+#[tokio::test]
+async fn json_logs_are_one_object_per_line_without_user_names() {
+    let (_pg, proxy) = start_with(ProxyOptions {
+        log: "format = \"json\"".into(),
+        ..Default::default()
+    });
+    let client = maschera_tests::connect(&proxy.uri("postgres"))
+        .await
+        .unwrap();
+    client.simple_query("select 1").await.unwrap();
+    let _ = connect_error(&proxy.uri_as("mallory", "wrong password", "postgres")).await;
+    drop(client);
+    let log = proxy.log();
+    assert!(log.contains("session started"), "{log}");
+    for line in log.lines().filter(|l| !l.trim().is_empty()) {
+        let value: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(
+            value.get("level").is_some() && value.get("fields").is_some(),
+            "{line}"
+        );
+    }
+    assert!(
+        !log.contains(TEST_USER) && !log.contains("mallory"),
+        "no user names in the log: {log}"
+    );
+}
+
+#[test]
+fn serve_refuses_a_configuration_with_an_unknown_key_and_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("maschera.toml");
+    std::fs::write(
+        &config,
+        "listen = \"127.0.0.1:0\"\n[upstream]\nhost = \"127.0.0.1\"\ndatabase = \"crm\"\nuser = \"x\"\n\
+         [users]\nfile = \"users.toml\"\n[limits]\nmax_connection = 5\n",
+    )
+    .unwrap();
+    let out = Command::new(maschera_tests::maschera_bin())
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("unknown field `max_connection`"),
+        "{stderr}"
     );
 }
