@@ -43,7 +43,7 @@ def select_only(bench, targets):
                     r = pgbench(
                         t,
                         ["-S", "-M", mode, "-c", str(clients), "-j", str(min(clients, 2)),
-                         "-T", str(o.seconds)],
+                         *bench.run_length()],
                     )
                     add = bench.results.add
                     add(1, figure, "TPS", t.name, round_no, r["tps"])
@@ -146,7 +146,7 @@ def crm_workload(bench, setup):
                 r = pgbench(
                     t,
                     ["-M", "extended", "-c", str(clients), "-j", str(min(clients, 2)),
-                     "-T", str(o.seconds), "-f", os.path.join(CRM_SCRIPTS, script), *variables],
+                     *bench.run_length(), "-f", os.path.join(CRM_SCRIPTS, script), *variables],
                     extra_env=extra,
                 )
                 bench.results.add(2, figure, "TPS", t.name, round_no, r["tps"])
@@ -302,7 +302,7 @@ def access_log(bench, crm):
             for t in (Target("maschera, access log off", plain.login, plain.pid), sam):
                 bench.log(f"[6] round {round_no}: point lookup via {t.name}")
                 r = pgbench(t, ["-M", "extended", "-c", str(max(o.clients)), "-j", "2",
-                                "-T", str(o.seconds), "-f", script, *variables])
+                                *bench.run_length(), "-f", script, *variables])
                 bench.results.add(6, "point lookup of a contact as sam", "TPS", t.name, round_no,
                                   r["tps"])
     finally:

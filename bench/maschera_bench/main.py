@@ -24,6 +24,7 @@ PROXY_USER = ("bench", "Bench-proxy-password-4c1e-osprey", "dpo", {})
 
 SMOKE = dict(rounds=1, seconds=1, scale=1, rows=100_000, stream_repeat=1, idle_clients=50,
              contacts=1000)
+SMOKE_TRANSACTIONS = 200
 FULL = dict(rounds=3, seconds=10, scale=10, rows=1_000_000, stream_repeat=3, idle_clients=1000,
             contacts=10_000)
 
@@ -35,10 +36,11 @@ def parse_args(argv):
         "writes BENCHMARKS.md (or bench/results/smoke.md with --smoke).",
     )
     p.add_argument("--smoke", action="store_true",
-                   help="a few seconds per case, for CI: debug build, 1 round of 1 s, small data; "
+                   help="a few seconds per case, for CI: debug build, 1 round of 200 transactions per "
+                   "client, small data; "
                    "writes bench/results/smoke.md and smoke.json instead of BENCHMARKS.md")
     p.add_argument("--rounds", type=int, help="interleaved rounds (default 3; smoke 1)")
-    p.add_argument("--seconds", type=int, help="seconds per pgbench run (default 10; smoke 1)")
+    p.add_argument("--seconds", type=int, help="seconds per pgbench run (default 10)")
     p.add_argument("--clients", default="1,8", help="pgbench client counts (default 1,8)")
     p.add_argument("--scale", type=int, help="pgbench -i scale (default 10; smoke 1)")
     p.add_argument("--rows", type=int, help="rows streamed in case 3 (default 1000000)")
@@ -54,6 +56,8 @@ def parse_args(argv):
     for key, value in defaults.items():
         if getattr(opts, key) is None:
             setattr(opts, key, value)
+    opts.run_length = (f"{SMOKE_TRANSACTIONS} transactions per client" if opts.smoke
+                       else f"{opts.seconds} s")
     opts.clients = [int(c) for c in opts.clients.split(",")]
     opts.cases = {int(c) for c in opts.cases.split(",")}
     results_dir = os.path.join(cases.HERE, "results")
@@ -100,6 +104,14 @@ class Bench:
         self.started = time.monotonic()
         self.workdir = tempfile.mkdtemp(prefix="maschera-bench-")
         self.proxy_user = PROXY_USER
+
+    def run_length(self):
+        """pgbench arguments for how long each run lasts: `-T seconds`, or in smoke mode a fixed
+        number of transactions per client, so that slow logins (debug build) cannot leave a run
+        without transactions."""
+        if self.opts.smoke:
+            return ["-t", str(SMOKE_TRANSACTIONS)]
+        return ["-T", str(self.opts.seconds)]
 
     def log(self, message):
         elapsed = time.monotonic() - self.started

@@ -108,7 +108,7 @@ def render(res, opts, command):
         f"maschera {'debug (smoke)' if opts.smoke else 'release'} build (`RUST_LOG=warn`, "
         "role `dpo` for the pgbench cases). "
         "All on 127.0.0.1 over TCP, no TLS.",
-        f"- {opts.rounds} rounds × {opts.seconds} s per pgbench run, clients "
+        f"- {opts.rounds} rounds × {opts.run_length} per pgbench run, clients "
         f"{', '.join(str(c) for c in opts.clients)} (`-j` = min(clients, 2)); pgbench scale "
         f"{opts.scale}; {opts.rows:,} rows streamed ({opts.stream_repeat} times per round); "
         f"{opts.idle_clients:,} idle clients.",
