@@ -2,3 +2,14 @@
 //! its compilation to PostgreSQL objects, and the statement rewriter. Pure functions: no I/O, no async.
 
 pub mod access;
+pub mod action;
+pub mod apply_sql;
+pub mod compile;
+pub mod diagnostics;
+mod file;
+pub mod filter;
+pub mod model;
+pub mod rewrite;
+
+pub use diagnostics::{Diagnostic, Diagnostics};
+pub use model::Policy;

@@ -1,9 +1,297 @@
-//! (placeholder subcommand, owned by a work stream; replace)
+//! `maschera policy check | apply | explain`: validate a policy file, install it into PostgreSQL as views,
+//! logins and grants, and show what a statement becomes for a role. Not for: the policy's meaning (the
+//! policy crate) or database I/O details (see `policy_apply`).
+
+use crate::policy_apply::{self, ApplyOutcome, ApplyRequest};
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use policy::Policy;
+use policy::access::{Catalog, RoleAccess};
+use policy::rewrite::{Rewritten, TableRoute, TableUse, rewrite};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-#[derive(clap::Args, Debug)]
-pub struct PolicyArgs {}
+#[derive(Args, Debug)]
+pub struct PolicyArgs {
+    #[command(subcommand)]
+    pub command: PolicyCommand,
+}
 
-pub fn run(_args: PolicyArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not built yet")
+#[derive(Subcommand, Debug)]
+pub enum PolicyCommand {
+    /// Validate a policy file (and, with --upstream, against the live database); exit status 1 on errors.
+    Check {
+        file: PathBuf,
+        /// PostgreSQL URI of the database the policy is for: tables, columns and types must match it.
+        #[arg(long, env = "MASCHERA_UPSTREAM")]
+        upstream: Option<String>,
+    },
+    /// Install the policy into the database in one transaction: per restricted role a login and a schema
+    /// of security-barrier views; removes what the policy no longer names.
+    Apply {
+        file: PathBuf,
+        /// PostgreSQL URI with rights to create roles, schemas and views (the tables' owner or a superuser).
+        #[arg(long, env = "MASCHERA_UPSTREAM")]
+        upstream: String,
+        /// Print the SQL instead of running it (keys and passwords are not shown).
+        #[arg(long)]
+        dry_run: bool,
+        /// Where the logins' passwords are kept (TOML, mode 0600); existing passwords are reused.
+        #[arg(long, default_value = "maschera-logins.toml")]
+        credentials: PathBuf,
+        /// Give every login a new password.
+        #[arg(long)]
+        rotate: bool,
+        /// Name of the environment variable holding the pseudonym key (at least 16 characters). Without
+        /// it, MASCHERA_PSEUDONYM_KEY if set, else the key stored in the database (generated once).
+        #[arg(long)]
+        key_env: Option<String>,
+    },
+    /// Print what a statement becomes for a role, or why it is refused.
+    Explain {
+        file: PathBuf,
+        /// The policy role, e.g. `sales`.
+        #[arg(long)]
+        role: String,
+        /// PostgreSQL URI to read the live catalog from (else the catalog the policy declares).
+        #[arg(long, env = "MASCHERA_UPSTREAM")]
+        upstream: Option<String>,
+        /// The SQL statement.
+        sql: String,
+    },
+}
+
+pub fn run(args: PolicyArgs) -> Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        match args.command {
+            PolicyCommand::Check { file, upstream } => check(&file, upstream.as_deref()).await,
+            PolicyCommand::Apply {
+                file,
+                upstream,
+                dry_run,
+                credentials,
+                rotate,
+                key_env,
+            } => {
+                apply(
+                    &file,
+                    &upstream,
+                    dry_run,
+                    &credentials,
+                    rotate,
+                    key_env.as_deref(),
+                )
+                .await
+            }
+            PolicyCommand::Explain {
+                file,
+                role,
+                upstream,
+                sql,
+            } => explain(&file, &role, upstream.as_deref(), &sql).await,
+        }
+    })
+}
+
+/// Reads and parses a policy file; `None` after printing its errors.
+pub fn load_policy(path: &Path) -> Result<Option<Policy>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading policy file {}", path.display()))?;
+    match Policy::parse(&path.display().to_string(), &text) {
+        Ok(policy) => Ok(Some(policy)),
+        Err(diagnostics) => {
+            report(&diagnostics.0);
+            Ok(None)
+        }
+    }
+}
+
+/// Prints diagnostics to stderr; returns whether any is an error.
+fn report(diagnostics: &[policy::Diagnostic]) -> bool {
+    for d in diagnostics {
+        eprintln!("{d}");
+    }
+    diagnostics.iter().any(|d| d.is_error())
+}
+
+async fn check(file: &Path, upstream: Option<&str>) -> Result<ExitCode> {
+    let Some(policy) = load_policy(file)? else {
+        return Ok(ExitCode::FAILURE);
+    };
+    if let Some(url) = upstream {
+        let client = policy_apply::connect(url).await?;
+        let catalog = policy_apply::read_catalog(&client).await?;
+        if report(&policy_apply::check_live(&client, &policy, &catalog).await?) {
+            return Ok(ExitCode::FAILURE);
+        }
+    }
+    println!(
+        "{}: ok ({} roles, {} tables{})",
+        file.display(),
+        policy.roles.len(),
+        policy.tables.len(),
+        if upstream.is_some() {
+            ", matches the database"
+        } else {
+            ""
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The pseudonym key to install: `Some` when configured (it replaces the stored one).
+fn configured_key(key_env: Option<&str>) -> Result<Option<Vec<u8>>> {
+    let var = key_env.unwrap_or("MASCHERA_PSEUDONYM_KEY");
+    match std::env::var(var) {
+        Ok(key) if key.len() >= 16 => Ok(Some(key.into_bytes())),
+        Ok(_) => bail!("the pseudonym key in {var} is shorter than 16 characters"),
+        Err(_) if key_env.is_some() => {
+            bail!("environment variable {var} (from --key-env) is not set")
+        }
+        Err(_) => Ok(None),
+    }
+}
+
+async fn apply(
+    file: &Path,
+    upstream: &str,
+    dry_run: bool,
+    credentials_path: &Path,
+    rotate: bool,
+    key_env: Option<&str>,
+) -> Result<ExitCode> {
+    let Some(policy) = load_policy(file)? else {
+        return Ok(ExitCode::FAILURE);
+    };
+    let request = ApplyRequest {
+        credentials: credentials_path.to_path_buf(),
+        rotate,
+        pseudonym_key: configured_key(key_env)?,
+        dry_run,
+    };
+    let mut client = policy_apply::connect(upstream).await?;
+    match policy_apply::apply_policy(&mut client, &policy, &request).await? {
+        ApplyOutcome::Invalid(diagnostics) => {
+            report(&diagnostics);
+            Ok(ExitCode::FAILURE)
+        }
+        ApplyOutcome::DryRun {
+            statements,
+            warnings,
+        } => {
+            report(&warnings);
+            println!("BEGIN;");
+            for statement in statements {
+                println!("{statement};");
+            }
+            println!("COMMIT;");
+            Ok(ExitCode::SUCCESS)
+        }
+        ApplyOutcome::Applied {
+            statements,
+            warnings,
+            ..
+        } => {
+            report(&warnings);
+            let restricted: Vec<&str> =
+                policy.restricted_roles().map(|r| r.name.as_str()).collect();
+            println!(
+                "applied {}: {statements} statements, logins for {}; credentials in {}",
+                file.display(),
+                restricted.join(", "),
+                credentials_path.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn explain(file: &Path, role: &str, upstream: Option<&str>, sql: &str) -> Result<ExitCode> {
+    let Some(policy) = load_policy(file)? else {
+        return Ok(ExitCode::FAILURE);
+    };
+    let catalog = match upstream {
+        Some(url) => policy_apply::read_catalog(&policy_apply::connect(url).await?).await?,
+        None => policy.derived_catalog(),
+    };
+    let Some(access) = policy.role_access_by_name(role, &catalog) else {
+        let roles: Vec<&str> = policy.roles.keys().map(String::as_str).collect();
+        bail!(
+            "the policy has no role `{role}` ({})",
+            policy::diagnostics::suggest(role, &roles, "roles")
+        );
+    };
+    match explain_text(&access, &catalog, sql) {
+        Ok(text) => {
+            print!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(refusal) => {
+            print!("{refusal}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// What `explain` prints: the statement as it goes upstream for the role, or why it is refused
+/// (`Err` holds the refusal text).
+pub fn explain_text(
+    access: &RoleAccess,
+    catalog: &Catalog,
+    sql: &str,
+) -> std::result::Result<String, String> {
+    match rewrite(sql, access, catalog) {
+        Ok(Rewritten::Unchanged) => Ok(format!(
+            "-- role `{}` is unrestricted: the statement runs unchanged\n{sql}\n",
+            access.role
+        )),
+        Ok(Rewritten::Statements(statements)) => {
+            let mut out = String::new();
+            for statement in &statements {
+                for table in statement.tables.iter() {
+                    out.push_str(&format!("-- {}\n", describe_use(table)));
+                }
+                out.push_str(&statement.sql);
+                out.push_str(";\n");
+            }
+            Ok(out)
+        }
+        Err(refusal) => Err(format!(
+            "refused ({}): {}\n",
+            refusal.sqlstate.code(),
+            refusal.message
+        )),
+    }
+}
+
+/// One line about how a statement uses a table: route, row filter, columns with category and action.
+fn describe_use(table: &TableUse) -> String {
+    let route = match &table.route {
+        TableRoute::View(view) => format!("through view {view}"),
+        TableRoute::BaseTable => "as the base table (unlisted)".into(),
+        TableRoute::SystemCatalog => "system catalog".into(),
+        TableRoute::Denied => "denied".into(),
+        TableRoute::Unrestricted => "unrestricted".into(),
+    };
+    let filter = if table.filtered {
+        ", row filter applies"
+    } else {
+        ""
+    };
+    let columns: Vec<String> = table
+        .columns
+        .iter()
+        .map(|(name, c)| match c.category {
+            Some(category) => format!("{name} ({}, {})", category.as_str(), c.action.as_str()),
+            None => format!("{name} ({})", c.action.as_str()),
+        })
+        .collect();
+    format!(
+        "{} {route}{filter}; columns: {}",
+        table.table,
+        columns.join(", ")
+    )
 }

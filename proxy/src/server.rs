@@ -267,7 +267,7 @@ async fn serve(
         upstream.stream,
         upstream.status,
         &mut PassThrough,
-        &mut MetricsObserver,
+        &mut MetricsObserver::default(),
         settings,
     )
     .await;

@@ -1,0 +1,786 @@
+//! The SQL that `maschera policy apply` runs, as pure functions of the policy, the compiled role access and
+//! the state of the live database: the key table, one login and one schema of `security_barrier` views per
+//! restricted role, the grants, and the removal of what the policy no longer names. Secrets (keys, login
+//! passwords) never enter the text: steps carry a marker that the executor binds or fills in.
+//! Not for: running it (the proxy's `policy_apply` does, in one transaction).
+
+use crate::access::{
+    Action, Catalog, ColumnAccess, RoleAccess, TableAccess, TableName, UnlistedTables, ViewAccess,
+};
+use crate::model::{OBJECT_PREFIX, PRIVATE_SCHEMA, Policy, Role};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Comments on logins and schemas that `policy apply` manages start with this; only such objects are
+/// ever altered or dropped.
+pub const MANAGED_MARK: &str = "maschera policy:";
+/// The marker in a step's SQL where the executor puts the login's password (as a SCRAM verifier literal).
+pub const PASSWORD_MARKER: &str = "{password}";
+
+/// What the database already has, as far as `policy apply` cares.
+#[derive(Debug, Clone, Default)]
+pub struct LiveState {
+    pub catalog: Catalog,
+    /// Sequences that each table's column defaults call (`nextval`), needed for inserts.
+    pub sequences: BTreeMap<TableName, Vec<TableName>>,
+    /// Existing roles whose name starts with `maschera_`, and whether `policy apply` made them (comment).
+    pub logins: BTreeMap<String, bool>,
+    /// Existing schemas whose name starts with `maschera_`, and whether `policy apply` made them.
+    pub schemas: BTreeMap<String, bool>,
+    /// The database the policy is applied to (its logins get CONNECT on it).
+    pub database: String,
+}
+
+/// A secret a step needs; the executor supplies it (bound as `$1`, or put in place of [`PASSWORD_MARKER`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Secret {
+    /// `$1` is the pseudonym key (bytea).
+    PseudonymKey,
+    /// `$1` is the hash salt (bytea).
+    HashSalt,
+    /// [`PASSWORD_MARKER`] is the password of this login.
+    LoginPassword(String),
+}
+
+/// One statement of the apply transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub sql: String,
+    pub secret: Option<Secret>,
+}
+
+impl Step {
+    fn plain(sql: impl Into<String>) -> Self {
+        Self {
+            sql: sql.into(),
+            secret: None,
+        }
+    }
+
+    /// The statement as `--dry-run` prints it: secrets replaced by a placeholder.
+    pub fn display(&self) -> String {
+        match &self.secret {
+            None => self.sql.clone(),
+            Some(Secret::PseudonymKey) => self.sql.replace("$1", "'<pseudonym key, not shown>'"),
+            Some(Secret::HashSalt) => self.sql.replace("$1", "'<hash salt, not shown>'"),
+            Some(Secret::LoginPassword(_)) => self.sql.replace(
+                PASSWORD_MARKER,
+                "'<generated, written to the credentials file>'",
+            ),
+        }
+    }
+}
+
+/// How keys and passwords are handled on this run.
+#[derive(Debug, Clone, Default)]
+pub struct ApplyOptions {
+    /// The pseudonym key comes from the configuration: replace the stored one (else keep it, or create one).
+    pub pseudonym_key_configured: bool,
+    /// Logins whose password must be (re)set: new logins, `--rotate`, or ones the credentials file lacks.
+    pub set_password: BTreeSet<String>,
+}
+
+/// Quotes an identifier for SQL (`"name"`).
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Quotes a string literal for SQL (`'text'`), with standard-conforming strings.
+pub fn quote_literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+fn qualified(name: &TableName) -> String {
+    format!("{}.{}", quote_ident(&name.schema), quote_ident(&name.name))
+}
+
+fn key_read(name: &str) -> String {
+    format!("(SELECT key FROM {PRIVATE_SCHEMA}.keys WHERE name = '{name}')")
+}
+
+/// The SQL expression a view uses for a column under `action`; `None` for `Drop`.
+pub fn column_expression(
+    table: &TableName,
+    column: &str,
+    data_type: &str,
+    action: &Action,
+) -> Option<String> {
+    let c = quote_ident(column);
+    let text = format!("{c}::text");
+    let expr = match action {
+        Action::Drop => return None,
+        Action::Show => return Some(c),
+        Action::Null => format!("NULL::{data_type}"),
+        Action::Constant(literal) => format!("CAST({literal} AS {data_type})"),
+        Action::MaskEmail => format!(
+            "CASE WHEN {c} IS NULL THEN NULL WHEN strpos({text}, '@') > 1 \
+             THEN left({text}, 1) || '***' || substr({text}, strpos({text}, '@')) ELSE '***' END"
+        ),
+        Action::MaskLast(n) => {
+            format!("repeat('*', greatest(length({text}) - {n}, 0)) || right({text}, {n})")
+        }
+        Action::MaskFirst(n) => {
+            format!("left({text}, {n}) || repeat('*', greatest(length({text}) - {n}, 0))")
+        }
+        Action::MaskInitial => format!("left({text}, 1) || '.'"),
+        Action::Partial {
+            prefix,
+            padding,
+            suffix,
+        } => {
+            let pad = quote_literal(padding);
+            format!(
+                "CASE WHEN {c} IS NULL THEN NULL WHEN length({text}) > {} \
+                 THEN left({text}, {prefix}) || {pad} || right({text}, {suffix}) ELSE {pad} END",
+                prefix + suffix
+            )
+        }
+        Action::Hash => {
+            let scope = quote_literal(&format!("{}.{}.{}:", table.schema, table.name, column));
+            format!(
+                "encode(sha256({} || convert_to({scope} || {text}, 'UTF8')), 'hex')",
+                key_read("hash")
+            )
+        }
+        Action::Pseudonym => format!(
+            "encode(sha256({} || convert_to({text}, 'UTF8')), 'hex')",
+            key_read("pseudonym")
+        ),
+        Action::Year => format!("CAST(date_trunc('year', {c}) AS {data_type})"),
+        Action::Month => format!("CAST(date_trunc('month', {c}) AS {data_type})"),
+        Action::Bucket(width) => {
+            format!("CAST(floor({c}::numeric / {width}) * {width} AS {data_type})")
+        }
+    };
+    Some(format!("{expr} AS {c}"))
+}
+
+/// `CREATE VIEW` and its grants for one table of one restricted role.
+pub fn view_steps(
+    login: &str,
+    table: &TableName,
+    access: &ViewAccess,
+    filter: Option<&str>,
+    catalog: &Catalog,
+    sequences: &[TableName],
+) -> Vec<Step> {
+    let types: BTreeMap<&str, &str> = catalog
+        .tables
+        .get(table)
+        .map(|cols| {
+            cols.iter()
+                .map(|c| (c.name.as_str(), c.data_type.as_str()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let select: Vec<String> = access
+        .columns
+        .iter()
+        .filter_map(|c| {
+            column_expression(
+                table,
+                &c.name,
+                types.get(c.name.as_str()).copied().unwrap_or("text"),
+                &c.action,
+            )
+        })
+        .collect();
+    let view = format!("{}.{}", quote_ident(login), quote_ident(&access.view));
+    let writes_through_filter = filter.is_some() && (access.writes.insert || access.writes.update);
+    let options = if writes_through_filter {
+        "security_barrier = true, check_option = cascaded"
+    } else {
+        "security_barrier = true"
+    };
+    let mut sql = format!(
+        "CREATE VIEW {view} WITH ({options}) AS SELECT {} FROM {}",
+        select.join(", "),
+        qualified(table)
+    );
+    if let Some(filter) = filter {
+        sql.push_str(&format!(" WHERE ({filter})"));
+    }
+    let who = quote_ident(login);
+    let mut steps = vec![
+        Step::plain(sql),
+        Step::plain(format!("GRANT SELECT ON {view} TO {who}")),
+    ];
+    let writable: Vec<String> = access
+        .columns
+        .iter()
+        .filter(|c: &&ColumnAccess| c.writable)
+        .map(|c| quote_ident(&c.name))
+        .collect();
+    if access.writes.insert && !writable.is_empty() {
+        steps.push(Step::plain(format!(
+            "GRANT INSERT ({}) ON {view} TO {who}",
+            writable.join(", ")
+        )));
+        for sequence in sequences {
+            steps.push(Step::plain(format!(
+                "GRANT USAGE ON SEQUENCE {} TO {who}",
+                qualified(sequence)
+            )));
+        }
+    }
+    if access.writes.update && !writable.is_empty() {
+        steps.push(Step::plain(format!(
+            "GRANT UPDATE ({}) ON {view} TO {who}",
+            writable.join(", ")
+        )));
+    }
+    if access.writes.delete {
+        steps.push(Step::plain(format!("GRANT DELETE ON {view} TO {who}")));
+    }
+    steps
+}
+
+/// Every statement of `policy apply`, in order, to run in one transaction. Fails when an object the
+/// policy needs exists but was not made by `policy apply` (it is never taken over).
+pub fn apply_steps(
+    policy: &Policy,
+    access: &BTreeMap<String, RoleAccess>,
+    live: &LiveState,
+    options: &ApplyOptions,
+) -> Result<Vec<Step>, String> {
+    let schemas = table_schemas(&live.catalog);
+    let mut steps = vec![search_path_step(&schemas)];
+    steps.extend(private_key_steps(options));
+
+    let wanted: BTreeSet<String> = policy.restricted_roles().map(Role::login).collect();
+    for (login, managed) in live.logins.iter().chain(live.schemas.iter()) {
+        if wanted.contains(login) && !managed {
+            return Err(format!(
+                "`{login}` already exists and was not created by maschera policy apply; rename or drop it"
+            ));
+        }
+    }
+    let stale =
+        |name: &String, managed: bool| managed && !wanted.contains(name) && name != PRIVATE_SCHEMA;
+    for (schema, _) in live
+        .schemas
+        .iter()
+        .filter(|(s, managed)| stale(s, **managed))
+    {
+        steps.push(Step::plain(format!(
+            "DROP SCHEMA IF EXISTS {} CASCADE",
+            quote_ident(schema)
+        )));
+    }
+    for (login, _) in live
+        .logins
+        .iter()
+        .filter(|(l, managed)| stale(l, **managed))
+    {
+        let who = quote_ident(login);
+        steps.push(Step::plain(format!("DROP OWNED BY {who}")));
+        steps.push(Step::plain(format!("DROP ROLE {who}")));
+    }
+    for role in policy.restricted_roles() {
+        let Some(role_access) = access.get(&role.name) else {
+            continue;
+        };
+        steps.extend(login_steps(role, live, options));
+        steps.extend(role_schema_steps(policy, role, role_access, live, &schemas));
+    }
+    Ok(steps)
+}
+
+/// The schemas of the catalog's tables, `public` first.
+fn table_schemas(catalog: &Catalog) -> Vec<String> {
+    let mut schemas: Vec<String> = vec!["public".into()];
+    for table in catalog.tables.keys() {
+        if !schemas.contains(&table.schema) {
+            schemas.push(table.schema.clone());
+        }
+    }
+    schemas
+}
+
+/// Row filters name tables unqualified: they resolve in the tables' schemas, never in a caller's.
+fn search_path_step(schemas: &[String]) -> Step {
+    let search_path: Vec<String> = schemas.iter().map(|s| quote_ident(s)).collect();
+    Step::plain(format!(
+        "SET LOCAL search_path TO pg_catalog, {}",
+        search_path.join(", ")
+    ))
+}
+
+/// Drops every restricted role's views (run before a schema change that views depend on, such as
+/// `ALTER TABLE ... DROP COLUMN`, in the same transaction; then [`recreate_views_steps`]).
+pub fn drop_views_steps(policy: &Policy) -> Vec<Step> {
+    policy
+        .restricted_roles()
+        .map(|role| {
+            Step::plain(format!(
+                "DROP SCHEMA IF EXISTS {} CASCADE",
+                quote_ident(&role.login())
+            ))
+        })
+        .collect()
+}
+
+/// Recreates every restricted role's views and grants from the current catalog (after a schema change;
+/// the logins and the key table already exist).
+pub fn recreate_views_steps(
+    policy: &Policy,
+    access: &BTreeMap<String, RoleAccess>,
+    live: &LiveState,
+) -> Vec<Step> {
+    let schemas = table_schemas(&live.catalog);
+    let mut steps = vec![search_path_step(&schemas)];
+    for role in policy.restricted_roles() {
+        if let Some(role_access) = access.get(&role.name) {
+            steps.extend(role_schema_steps(policy, role, role_access, live, &schemas));
+        }
+    }
+    steps
+}
+
+fn private_key_steps(options: &ApplyOptions) -> Vec<Step> {
+    let keep = "ON CONFLICT (name) DO NOTHING";
+    let replace = "ON CONFLICT (name) DO UPDATE SET key = EXCLUDED.key";
+    let insert = |name: &str, conflict: &str, secret: Secret| Step {
+        sql: format!(
+            "INSERT INTO {PRIVATE_SCHEMA}.keys (name, key) VALUES ('{name}', $1) {conflict}"
+        ),
+        secret: Some(secret),
+    };
+    vec![
+        Step::plain(format!("CREATE SCHEMA IF NOT EXISTS {PRIVATE_SCHEMA}")),
+        Step::plain(format!("REVOKE ALL ON SCHEMA {PRIVATE_SCHEMA} FROM PUBLIC")),
+        Step::plain(format!(
+            "COMMENT ON SCHEMA {PRIVATE_SCHEMA} IS '{MANAGED_MARK} pseudonym key and hash salt, readable by the owner only'"
+        )),
+        Step::plain(format!(
+            "CREATE TABLE IF NOT EXISTS {PRIVATE_SCHEMA}.keys (name text PRIMARY KEY, key bytea NOT NULL)"
+        )),
+        Step::plain(format!("REVOKE ALL ON {PRIVATE_SCHEMA}.keys FROM PUBLIC")),
+        insert(
+            "pseudonym",
+            if options.pseudonym_key_configured {
+                replace
+            } else {
+                keep
+            },
+            Secret::PseudonymKey,
+        ),
+        insert("hash", keep, Secret::HashSalt),
+    ]
+}
+
+fn login_steps(role: &Role, live: &LiveState, options: &ApplyOptions) -> Vec<Step> {
+    let login = role.login();
+    let who = quote_ident(&login);
+    let mut steps = Vec::new();
+    let attributes =
+        "LOGIN NOINHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS";
+    let with_password = |sql: String| Step {
+        sql,
+        secret: Some(Secret::LoginPassword(login.clone())),
+    };
+    if !live.logins.contains_key(&login) {
+        steps.push(with_password(format!(
+            "CREATE ROLE {who} {attributes} PASSWORD {PASSWORD_MARKER}"
+        )));
+    } else {
+        steps.push(Step::plain(format!("ALTER ROLE {who} {attributes}")));
+        if options.set_password.contains(&login) {
+            steps.push(with_password(format!(
+                "ALTER ROLE {who} PASSWORD {PASSWORD_MARKER}"
+            )));
+        }
+    }
+    let about = role.description.as_deref().unwrap_or("");
+    steps.push(Step::plain(format!(
+        "COMMENT ON ROLE {who} IS {}",
+        quote_literal(
+            format!("{MANAGED_MARK} login of policy role {} {about}", role.name).trim_end()
+        )
+    )));
+    steps.push(Step::plain(format!(
+        "ALTER ROLE {who} SET search_path TO {who}"
+    )));
+    if !live.database.is_empty() {
+        steps.push(Step::plain(format!(
+            "GRANT CONNECT ON DATABASE {} TO {who}",
+            quote_ident(&live.database)
+        )));
+    }
+    steps
+}
+
+fn role_schema_steps(
+    policy: &Policy,
+    role: &Role,
+    access: &RoleAccess,
+    live: &LiveState,
+    schemas: &[String],
+) -> Vec<Step> {
+    let login = role.login();
+    let who = quote_ident(&login);
+    let mut steps = Vec::new();
+    // Nothing direct on base tables: whatever was granted before goes, then only what the policy gives.
+    for schema in schemas {
+        let s = quote_ident(schema);
+        steps.push(Step::plain(format!(
+            "REVOKE ALL ON ALL TABLES IN SCHEMA {s} FROM {who}"
+        )));
+        steps.push(Step::plain(format!(
+            "REVOKE ALL ON ALL SEQUENCES IN SCHEMA {s} FROM {who}"
+        )));
+    }
+    steps.push(Step::plain(format!("DROP SCHEMA IF EXISTS {who} CASCADE")));
+    steps.push(Step::plain(format!("CREATE SCHEMA {who}")));
+    steps.push(Step::plain(format!(
+        "COMMENT ON SCHEMA {who} IS {}",
+        quote_literal(&format!(
+            "{MANAGED_MARK} views of policy role {}",
+            role.name
+        ))
+    )));
+    steps.push(Step::plain(format!(
+        "REVOKE ALL ON SCHEMA {who} FROM PUBLIC"
+    )));
+    steps.push(Step::plain(format!("GRANT USAGE ON SCHEMA {who} TO {who}")));
+    for (name, table_access) in &access.tables {
+        let TableAccess::View(view) = table_access else {
+            continue;
+        };
+        let filter = policy
+            .table_by_name(name)
+            .and_then(|t| role.rules.get(&t.key))
+            .and_then(|r| r.filter.as_ref())
+            .map(|f| f.sql.as_str());
+        let sequences = live.sequences.get(name).map(Vec::as_slice).unwrap_or(&[]);
+        steps.extend(view_steps(
+            &login,
+            name,
+            view,
+            filter,
+            &live.catalog,
+            sequences,
+        ));
+    }
+    if access.unlisted == UnlistedTables::Pass {
+        for name in policy.unlisted_tables(&live.catalog) {
+            if name.schema.starts_with(OBJECT_PREFIX) {
+                continue;
+            }
+            steps.push(Step::plain(format!(
+                "GRANT SELECT, INSERT, UPDATE, DELETE ON {} TO {who}",
+                qualified(name)
+            )));
+            for sequence in live.sequences.get(name).map(Vec::as_slice).unwrap_or(&[]) {
+                steps.push(Step::plain(format!(
+                    "GRANT USAGE ON SEQUENCE {} TO {who}",
+                    qualified(sequence)
+                )));
+            }
+        }
+    }
+    steps
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::access::Writes;
+
+    fn t() -> TableName {
+        TableName::new("public", "contacts")
+    }
+
+    fn expr(column: &str, data_type: &str, action: Action) -> String {
+        column_expression(&t(), column, data_type, &action).expect("not dropped")
+    }
+
+    #[test]
+    fn every_action_has_its_sql() {
+        assert_eq!(
+            column_expression(&t(), "email", "text", &Action::Drop),
+            None
+        );
+        assert_eq!(expr("email", "text", Action::Show), "\"email\"");
+        assert_eq!(
+            expr("email", "text", Action::Null),
+            "NULL::text AS \"email\""
+        );
+        assert_eq!(
+            expr("n", "integer", Action::Constant("0".into())),
+            "CAST(0 AS integer) AS \"n\""
+        );
+        assert_eq!(
+            expr("email", "text", Action::MaskEmail),
+            "CASE WHEN \"email\" IS NULL THEN NULL WHEN strpos(\"email\"::text, '@') > 1 THEN left(\"email\"::text, 1) \
+             || '***' || substr(\"email\"::text, strpos(\"email\"::text, '@')) ELSE '***' END AS \"email\""
+        );
+        assert_eq!(
+            expr("tax_code", "character(16)", Action::MaskLast(4)),
+            "repeat('*', greatest(length(\"tax_code\"::text) - 4, 0)) || right(\"tax_code\"::text, 4) AS \"tax_code\""
+        );
+        assert_eq!(
+            expr("phone", "text", Action::MaskFirst(2)),
+            "left(\"phone\"::text, 2) || repeat('*', greatest(length(\"phone\"::text) - 2, 0)) AS \"phone\""
+        );
+        assert_eq!(
+            expr("last_name", "text", Action::MaskInitial),
+            "left(\"last_name\"::text, 1) || '.' AS \"last_name\""
+        );
+        assert_eq!(
+            expr(
+                "iban",
+                "text",
+                Action::Partial {
+                    prefix: 2,
+                    padding: "x'x".into(),
+                    suffix: 3
+                }
+            ),
+            "CASE WHEN \"iban\" IS NULL THEN NULL WHEN length(\"iban\"::text) > 5 THEN left(\"iban\"::text, 2) || 'x''x' \
+             || right(\"iban\"::text, 3) ELSE 'x''x' END AS \"iban\""
+        );
+        assert_eq!(
+            expr("email", "text", Action::Hash),
+            "encode(sha256((SELECT key FROM maschera_private.keys WHERE name = 'hash') || \
+             convert_to('public.contacts.email:' || \"email\"::text, 'UTF8')), 'hex') AS \"email\""
+        );
+        assert_eq!(
+            expr("id", "bigint", Action::Pseudonym),
+            "encode(sha256((SELECT key FROM maschera_private.keys WHERE name = 'pseudonym') || \
+             convert_to(\"id\"::text, 'UTF8')), 'hex') AS \"id\""
+        );
+        assert_eq!(
+            expr("born", "date", Action::Year),
+            "CAST(date_trunc('year', \"born\") AS date) AS \"born\""
+        );
+        assert_eq!(
+            expr("at", "timestamp with time zone", Action::Month),
+            "CAST(date_trunc('month', \"at\") AS timestamp with time zone) AS \"at\""
+        );
+        assert_eq!(
+            expr("amount", "numeric(12,2)", Action::Bucket(1000)),
+            "CAST(floor(\"amount\"::numeric / 1000) * 1000 AS numeric(12,2)) AS \"amount\""
+        );
+        assert_eq!(expr("we\"ird", "text", Action::Show), "\"we\"\"ird\"");
+    }
+
+    fn catalog() -> Catalog {
+        crate::compile::catalog_of(&[(
+            "contacts",
+            &[("id", "bigint"), ("email", "text"), ("region", "text")],
+        )])
+    }
+
+    fn view_access(writes: Writes) -> ViewAccess {
+        let column = |name: &str, action: Action| ColumnAccess {
+            name: name.into(),
+            category: None,
+            writable: action.is_show() && (writes.insert || writes.update),
+            action,
+        };
+        ViewAccess {
+            view: "contacts".into(),
+            columns: vec![
+                column("id", Action::Show),
+                column("email", Action::MaskEmail),
+                column("region", Action::Drop),
+            ],
+            filtered: true,
+            writes,
+        }
+    }
+
+    #[test]
+    fn a_view_grants_exactly_the_allowed_writes_on_shown_columns() {
+        let writes = Writes {
+            insert: true,
+            update: false,
+            delete: true,
+        };
+        let seq = [TableName::new("public", "contacts_id_seq")];
+        let steps = view_steps(
+            "maschera_sales",
+            &t(),
+            &view_access(writes),
+            Some("region = 'x'"),
+            &catalog(),
+            &seq,
+        );
+        let sql: Vec<&str> = steps.iter().map(|s| s.sql.as_str()).collect();
+        assert!(sql[0].starts_with(
+            "CREATE VIEW \"maschera_sales\".\"contacts\" WITH (security_barrier = true, check_option = cascaded) AS SELECT \"id\", CASE"
+        ));
+        assert!(
+            sql[0].ends_with("FROM \"public\".\"contacts\" WHERE (region = 'x')"),
+            "{}",
+            sql[0]
+        );
+        assert!(
+            !sql[0].contains("\"region\""),
+            "dropped columns are not in the view"
+        );
+        assert_eq!(
+            &sql[1..],
+            [
+                "GRANT SELECT ON \"maschera_sales\".\"contacts\" TO \"maschera_sales\"",
+                "GRANT INSERT (\"id\") ON \"maschera_sales\".\"contacts\" TO \"maschera_sales\"",
+                "GRANT USAGE ON SEQUENCE \"public\".\"contacts_id_seq\" TO \"maschera_sales\"",
+                "GRANT DELETE ON \"maschera_sales\".\"contacts\" TO \"maschera_sales\"",
+            ]
+        );
+        let read_only = view_steps(
+            "maschera_x",
+            &t(),
+            &view_access(Writes::default()),
+            None,
+            &catalog(),
+            &seq,
+        );
+        assert_eq!(read_only.len(), 2);
+        assert!(
+            read_only[0]
+                .sql
+                .contains("WITH (security_barrier = true) AS")
+        );
+    }
+
+    const POLICY: &str = "[tables.contacts.columns]\nemail = \"contact\"\n[roles.sales.tables.contacts]\n\
+                          columns = { email = \"pseudonym\" }\n[roles.dpo]\nunrestricted = true\n";
+
+    fn plan(live: &LiveState, options: &ApplyOptions) -> Result<Vec<Step>, String> {
+        let policy = Policy::parse("p.toml", POLICY).unwrap();
+        let access = policy.compile(&live.catalog).unwrap();
+        apply_steps(&policy, &access, live, options)
+    }
+
+    #[test]
+    fn apply_creates_logins_and_removes_only_what_it_made() {
+        let mut live = LiveState {
+            catalog: catalog(),
+            ..Default::default()
+        };
+        live.database = "crm".into();
+        live.logins.insert("maschera_old".into(), true);
+        live.logins.insert("maschera_admin".into(), false);
+        live.schemas.insert("maschera_old".into(), true);
+        live.schemas.insert("maschera_private".into(), true);
+        let steps = plan(&live, &ApplyOptions::default()).unwrap();
+        let sql: Vec<String> = steps.iter().map(Step::display).collect();
+        assert_eq!(sql[0], "SET LOCAL search_path TO pg_catalog, \"public\"");
+        for expected in [
+            "DROP SCHEMA IF EXISTS \"maschera_old\" CASCADE",
+            "DROP OWNED BY \"maschera_old\"",
+            "DROP ROLE \"maschera_old\"",
+            "CREATE ROLE \"maschera_sales\" LOGIN NOINHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS \
+             PASSWORD '<generated, written to the credentials file>'",
+            "ALTER ROLE \"maschera_sales\" SET search_path TO \"maschera_sales\"",
+            "GRANT CONNECT ON DATABASE \"crm\" TO \"maschera_sales\"",
+            "REVOKE ALL ON ALL TABLES IN SCHEMA \"public\" FROM \"maschera_sales\"",
+            "INSERT INTO maschera_private.keys (name, key) VALUES ('pseudonym', '<pseudonym key, not shown>') \
+             ON CONFLICT (name) DO NOTHING",
+        ] {
+            assert!(
+                sql.contains(&expected.to_string()),
+                "missing {expected}\n{sql:#?}"
+            );
+        }
+        assert!(
+            !sql.iter().any(|s| s.contains("maschera_admin")),
+            "a login maschera did not make is left alone"
+        );
+        assert!(
+            !sql.iter()
+                .any(|s| s.contains("DROP SCHEMA IF EXISTS maschera_private"))
+        );
+        assert!(
+            !sql.iter().any(|s| s.contains("maschera_dpo")),
+            "unrestricted roles get no login"
+        );
+        let keys = steps
+            .iter()
+            .filter(|s| s.secret == Some(Secret::PseudonymKey))
+            .collect::<Vec<_>>();
+        assert_eq!(keys.len(), 1);
+        assert!(
+            keys[0].sql.contains("VALUES ('pseudonym', $1)"),
+            "the key is bound, never in the text"
+        );
+    }
+
+    #[test]
+    fn reapply_keeps_passwords_unless_asked_and_a_configured_key_replaces_the_stored_one() {
+        let mut live = LiveState {
+            catalog: catalog(),
+            ..Default::default()
+        };
+        live.logins.insert("maschera_sales".into(), true);
+        live.schemas.insert("maschera_sales".into(), true);
+        let steps = plan(&live, &ApplyOptions::default()).unwrap();
+        assert!(
+            !steps
+                .iter()
+                .any(|s| matches!(s.secret, Some(Secret::LoginPassword(_)))),
+            "no password change"
+        );
+        assert!(steps.iter().any(|s| {
+            s.sql
+                .starts_with("ALTER ROLE \"maschera_sales\" LOGIN NOINHERIT")
+        }));
+        let options = ApplyOptions {
+            pseudonym_key_configured: true,
+            set_password: ["maschera_sales".to_string()].into(),
+        };
+        let steps = plan(&live, &options).unwrap();
+        let password = steps
+            .iter()
+            .find(|s| s.secret == Some(Secret::LoginPassword("maschera_sales".into())))
+            .unwrap();
+        assert_eq!(
+            password.sql,
+            format!("ALTER ROLE \"maschera_sales\" PASSWORD {PASSWORD_MARKER}")
+        );
+        assert!(steps.iter().any(|s| {
+            s.sql
+                .contains("ON CONFLICT (name) DO UPDATE SET key = EXCLUDED.key")
+        }));
+    }
+
+    #[test]
+    fn views_can_be_dropped_and_recreated_around_a_schema_change() {
+        let policy = Policy::parse("p.toml", POLICY).unwrap();
+        let live = LiveState {
+            catalog: catalog(),
+            ..Default::default()
+        };
+        let access = policy.compile(&live.catalog).unwrap();
+        let drop: Vec<String> = drop_views_steps(&policy)
+            .iter()
+            .map(Step::display)
+            .collect();
+        assert_eq!(drop, ["DROP SCHEMA IF EXISTS \"maschera_sales\" CASCADE"]);
+        let create = recreate_views_steps(&policy, &access, &live);
+        assert!(create.iter().all(|s| s.secret.is_none()));
+        assert!(create.iter().any(|s| {
+            s.sql
+                .starts_with("CREATE VIEW \"maschera_sales\".\"contacts\"")
+        }));
+        assert!(
+            !create.iter().any(|s| s.sql.contains("ROLE")),
+            "logins are left as they are"
+        );
+    }
+
+    #[test]
+    fn apply_never_takes_over_an_object_it_did_not_make() {
+        let mut live = LiveState {
+            catalog: catalog(),
+            ..Default::default()
+        };
+        live.logins.insert("maschera_sales".into(), false);
+        let err = plan(&live, &ApplyOptions::default()).unwrap_err();
+        assert!(
+            err.contains("`maschera_sales` already exists and was not created by maschera"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,107 @@
+//! The policy file as TOML deserializes it: every value keeps its byte span so that validation can say
+//! where a problem is. Not for: meaning (see `model`), which these raw structures do not check.
+
+use serde::Deserialize;
+use serde::de::{self, MapAccess, Visitor};
+use serde_spanned::Spanned;
+use std::collections::BTreeMap;
+use std::fmt;
+
+pub type Key = Spanned<String>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyFile {
+    #[serde(default)]
+    pub settings: Option<SettingsFile>,
+    #[serde(default)]
+    pub roles: BTreeMap<Key, Spanned<RoleFile>>,
+    #[serde(default)]
+    pub tables: BTreeMap<Key, Spanned<TableFile>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsFile {
+    pub unlisted_tables: Option<Spanned<String>>,
+    pub attribute_namespace: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleFile {
+    pub description: Option<Spanned<String>>,
+    pub purpose: Option<Spanned<String>>,
+    pub lawful_basis: Option<Spanned<String>>,
+    #[serde(default)]
+    pub recipients: Vec<Spanned<String>>,
+    pub unrestricted: Option<Spanned<bool>>,
+    #[serde(default)]
+    pub attributes: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub functions: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub tables: BTreeMap<Key, Spanned<RuleFile>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableFile {
+    pub schema: Option<Spanned<String>>,
+    pub personal: Option<Spanned<String>>,
+    #[serde(default)]
+    pub columns: BTreeMap<Key, Spanned<ColumnFile>>,
+}
+
+/// A column declaration: `email = "contact"` or `birth_date = { category = "identifying", type = "date" }`.
+#[derive(Debug, Default)]
+pub struct ColumnFile {
+    pub category: Option<Spanned<String>>,
+    pub data_type: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleFile {
+    #[serde(default)]
+    pub show: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub columns: BTreeMap<Key, Spanned<String>>,
+    pub filter: Option<Spanned<String>>,
+    #[serde(default)]
+    pub writes: Vec<Spanned<String>>,
+    pub deny: Option<Spanned<bool>>,
+}
+
+impl<'de> Deserialize<'de> for ColumnFile {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ColumnVisitor;
+        impl<'de> Visitor<'de> for ColumnVisitor {
+            type Value = ColumnFile;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a category such as \"contact\", or a table { category = \"...\", type = \"...\" }")
+            }
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<ColumnFile, E> {
+                // The span of a bare string is the span of the whole value, which `Spanned<ColumnFile>` keeps.
+                Ok(ColumnFile {
+                    category: Some(Spanned::new(0..0, value.to_string())),
+                    data_type: None,
+                })
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<ColumnFile, M::Error> {
+                let mut column = ColumnFile::default();
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "category" => column.category = Some(map.next_value()?),
+                        "type" => column.data_type = Some(map.next_value()?),
+                        other => {
+                            return Err(de::Error::unknown_field(other, &["category", "type"]));
+                        }
+                    }
+                }
+                Ok(column)
+            }
+        }
+        deserializer.deserialize_any(ColumnVisitor)
+    }
+}

@@ -1,0 +1,635 @@
+//! The policy as DBAs mean it, validated: settings, roles (who, why, on which lawful basis), tables and
+//! their personal columns, and each role's rule per table. `Policy::parse` turns the TOML text into this
+//! model and reports every problem with file, line and column. Not for: the live database (see `compile`
+//! for checks against a catalog) or SQL generation (see `view_sql`).
+
+use crate::access::{Action, Category, TableName, UnlistedTables, Writes};
+use crate::action::{check_fits, parse_action};
+use crate::diagnostics::{Diagnostic, Diagnostics, Source, suggest};
+use crate::file::{ColumnFile, PolicyFile, RoleFile, RuleFile, TableFile};
+use crate::filter::{CompiledFilter, compile_filter};
+use serde_spanned::Spanned;
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+pub type Span = Range<usize>;
+
+/// The prefix of every database object `policy apply` manages (view schemas, logins, the key schema).
+pub const OBJECT_PREFIX: &str = "maschera_";
+/// The schema holding the pseudonym key and hash salt (readable by its owner only).
+pub const PRIVATE_SCHEMA: &str = "maschera_private";
+const MAX_IDENTIFIER: usize = 63;
+
+/// A validated policy file.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub file: String,
+    pub text: String,
+    pub settings: Settings,
+    pub roles: BTreeMap<String, Role>,
+    /// Tables by the key the file uses (`contacts` or `crm.contacts`).
+    pub tables: BTreeMap<String, Table>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub unlisted_tables: UnlistedTables,
+    /// Attributes are the settings `<namespace>.<attribute>`; default `maschera`.
+    pub attribute_namespace: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Role {
+    pub name: String,
+    pub description: Option<String>,
+    pub purpose: Option<String>,
+    pub lawful_basis: Option<String>,
+    pub recipients: Vec<String>,
+    pub unrestricted: bool,
+    pub attributes: Vec<String>,
+    /// User-defined functions the role may call, qualified `schema.name`.
+    pub functions: Vec<String>,
+    /// Rules by table key.
+    pub rules: BTreeMap<String, Rule>,
+    pub span: Span,
+}
+
+impl Role {
+    /// The login and the view schema `policy apply` creates for this role, e.g. `maschera_sales`.
+    pub fn login(&self) -> String {
+        login_name(&self.name)
+    }
+}
+
+/// The login (and view schema) name of role `role`.
+pub fn login_name(role: &str) -> String {
+    format!("{OBJECT_PREFIX}{role}")
+}
+
+#[derive(Debug, Clone)]
+pub struct Table {
+    pub key: String,
+    pub name: TableName,
+    /// A category for every column of the table (e.g. `special_category` for health records).
+    pub personal: Option<Category>,
+    pub columns: BTreeMap<String, DeclaredColumn>,
+    pub span: Span,
+}
+
+impl Table {
+    /// The category of a column: its own, else the table's.
+    pub fn category(&self, column: &str) -> Option<Category> {
+        self.columns
+            .get(column)
+            .and_then(|c| c.category)
+            .or(self.personal)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct DeclaredColumn {
+    pub category: Option<Category>,
+    pub data_type: Option<String>,
+    pub span: Span,
+}
+
+/// What one role may do with one table.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub table: String,
+    pub deny: bool,
+    /// `show = ["*"]`: every column not of Art. 9/10 category is shown unless `columns` says otherwise.
+    pub show_all: bool,
+    pub show: Vec<(String, Span)>,
+    pub actions: BTreeMap<String, (Action, Span)>,
+    pub filter: Option<CompiledFilter>,
+    /// Where the filter is written (empty when there is none).
+    pub filter_span: Span,
+    pub writes: Writes,
+    pub span: Span,
+}
+
+impl Rule {
+    /// The action this rule gives a column of the given category, applying privacy by default.
+    pub fn action_for(&self, column: &str, category: Option<Category>) -> Action {
+        if let Some((action, _)) = self.actions.get(column) {
+            return action.clone();
+        }
+        if self.show.iter().any(|(c, _)| c == column) {
+            return Action::Show;
+        }
+        match category {
+            None => Action::Show,
+            Some(Category::SpecialCategory | Category::Criminal) => Action::Drop,
+            Some(_) if self.show_all => Action::Show,
+            Some(_) => Action::Drop,
+        }
+    }
+
+    /// Every column name the rule mentions, with where.
+    pub fn mentioned_columns(&self) -> impl Iterator<Item = (&str, &Span)> {
+        self.show
+            .iter()
+            .map(|(c, s)| (c.as_str(), s))
+            .chain(self.actions.iter().map(|(c, (_, s))| (c.as_str(), s)))
+    }
+}
+
+/// Whether `name` is a plain lower-case SQL identifier (letters, digits, `_`, not starting with a digit).
+pub fn is_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && name.len() <= MAX_IDENTIFIER
+}
+
+fn category_names() -> Vec<&'static str> {
+    Category::all().iter().map(|c| c.as_str()).collect()
+}
+
+impl Policy {
+    /// Parses and validates a policy file; `file` is the name used in diagnostics.
+    pub fn parse(file: &str, text: &str) -> Result<Policy, Diagnostics> {
+        let source = Source::new(file, text);
+        let raw: PolicyFile =
+            toml::from_str(text).map_err(|err| Diagnostics(vec![toml_error(&source, &err)]))?;
+        let mut v = Validator {
+            source: &source,
+            errors: Vec::new(),
+        };
+        let settings = v.settings(&raw);
+        let tables: BTreeMap<String, Table> = raw
+            .tables
+            .iter()
+            .filter_map(|(key, table)| v.table(key, table).map(|t| (t.key.clone(), t)))
+            .collect();
+        let roles = raw
+            .roles
+            .iter()
+            .filter_map(|(key, role)| {
+                v.role(key, role, &tables, &settings)
+                    .map(|r| (r.name.clone(), r))
+            })
+            .collect();
+        if !v.errors.is_empty() {
+            return Err(Diagnostics(v.errors));
+        }
+        Ok(Policy {
+            file: file.to_string(),
+            text: text.to_string(),
+            settings,
+            roles,
+            tables,
+        })
+    }
+
+    /// A diagnostic at a span of this policy's file.
+    pub fn error_at(
+        &self,
+        span: &Span,
+        message: impl Into<String>,
+        help: Option<String>,
+    ) -> Diagnostic {
+        Source::new(&self.file, &self.text).error(span.clone(), message, help)
+    }
+
+    /// The roles that get views and a login (every role not `unrestricted`).
+    pub fn restricted_roles(&self) -> impl Iterator<Item = &Role> {
+        self.roles.values().filter(|r| !r.unrestricted)
+    }
+
+    /// The table a rule or a catalog name refers to.
+    pub fn table_by_name(&self, name: &TableName) -> Option<&Table> {
+        self.tables.values().find(|t| &t.name == name)
+    }
+}
+
+fn toml_error(source: &Source, err: &toml::de::Error) -> Diagnostic {
+    let span = err.span().unwrap_or(0..0);
+    let message = err.message().trim().to_string();
+    if let Some(rest) = message.strip_prefix("unknown field `")
+        && let Some((field, expected)) = rest.split_once('`')
+    {
+        let valid: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+        return source.error(
+            span,
+            format!("unknown key `{field}`"),
+            Some(suggest(field, &valid, "keys")),
+        );
+    }
+    source.error(span, format!("not a valid policy file: {message}"), None)
+}
+
+struct Validator<'a> {
+    source: &'a Source<'a>,
+    errors: Vec<Diagnostic>,
+}
+
+impl Validator<'_> {
+    fn error(&mut self, span: Span, message: impl Into<String>, help: impl Into<Option<String>>) {
+        self.errors
+            .push(self.source.error(span, message, help.into()));
+    }
+
+    fn settings(&mut self, raw: &PolicyFile) -> Settings {
+        let mut settings = Settings {
+            unlisted_tables: UnlistedTables::Deny,
+            attribute_namespace: "maschera".into(),
+        };
+        let Some(file) = &raw.settings else {
+            return settings;
+        };
+        if let Some(value) = &file.unlisted_tables {
+            match value.get_ref().as_str() {
+                "deny" => settings.unlisted_tables = UnlistedTables::Deny,
+                "pass" => settings.unlisted_tables = UnlistedTables::Pass,
+                other => self.error(
+                    value.span(),
+                    format!("unknown value `{other}` for unlisted_tables"),
+                    suggest(other, &["deny", "pass"], "values"),
+                ),
+            }
+        }
+        if let Some(ns) = &file.attribute_namespace {
+            if is_identifier(ns.get_ref()) {
+                settings.attribute_namespace = ns.get_ref().clone();
+            } else {
+                self.error(
+                    ns.span(),
+                    format!(
+                        "attribute namespace `{}` is not a plain identifier",
+                        ns.get_ref()
+                    ),
+                    "use lower-case letters, digits and _, e.g. `maschera`".to_string(),
+                );
+            }
+        }
+        settings
+    }
+
+    fn category(&mut self, value: &str, span: Span) -> Option<Category> {
+        let category = Category::parse(value);
+        if category.is_none() {
+            self.error(
+                span,
+                format!("unknown category `{value}`"),
+                suggest(value, &category_names(), "categories"),
+            );
+        }
+        category
+    }
+
+    fn table(&mut self, key: &Spanned<String>, table: &Spanned<TableFile>) -> Option<Table> {
+        let t = table.get_ref();
+        let name = match (key.get_ref().split_once('.'), &t.schema) {
+            (Some(_), Some(schema)) => {
+                self.error(
+                    schema.span(),
+                    format!("table `{}` already names its schema", key.get_ref()),
+                    "remove `schema`, or write the table key without the schema".to_string(),
+                );
+                return None;
+            }
+            (Some((schema, name)), None) => TableName::new(schema, name),
+            (None, schema) => TableName::new(
+                schema
+                    .as_ref()
+                    .map(|s| s.get_ref().clone())
+                    .unwrap_or_else(|| "public".into()),
+                key.get_ref().clone(),
+            ),
+        };
+        if name.schema.starts_with(OBJECT_PREFIX) {
+            self.error(
+                key.span(),
+                format!(
+                    "schema `{}` is reserved for Maschera's own objects",
+                    name.schema
+                ),
+                None,
+            );
+        }
+        let personal = t
+            .personal
+            .as_ref()
+            .and_then(|p| self.category(p.get_ref(), p.span()));
+        let mut columns = BTreeMap::new();
+        for (column, declared) in &t.columns {
+            let ColumnFile {
+                category,
+                data_type,
+            } = declared.get_ref();
+            let category = category.as_ref().and_then(|c| {
+                let span = if c.span() == (0..0) {
+                    declared.span()
+                } else {
+                    c.span()
+                };
+                self.category(c.get_ref(), span)
+            });
+            if declared.get_ref().category.is_none() && data_type.is_none() {
+                self.error(
+                    declared.span(),
+                    format!("column `{}` declares neither a category nor a type", column.get_ref()),
+                    "write `col = \"<category>\"`, or `col = { category = \"...\", type = \"...\" }`".to_string(),
+                );
+            }
+            if let Some(ty) = data_type
+                && ty.get_ref().trim().is_empty()
+            {
+                self.error(
+                    ty.span(),
+                    "empty column type",
+                    "write a PostgreSQL type such as `date`".to_string(),
+                );
+            }
+            columns.insert(
+                column.get_ref().clone(),
+                DeclaredColumn {
+                    category,
+                    data_type: data_type.as_ref().map(|t| t.get_ref().trim().to_string()),
+                    span: column.span(),
+                },
+            );
+        }
+        Some(Table {
+            key: key.get_ref().clone(),
+            name,
+            personal,
+            columns,
+            span: key.span(),
+        })
+    }
+
+    fn role(
+        &mut self,
+        key: &Spanned<String>,
+        role: &Spanned<RoleFile>,
+        tables: &BTreeMap<String, Table>,
+        settings: &Settings,
+    ) -> Option<Role> {
+        let r = role.get_ref();
+        let name = key.get_ref().clone();
+        if !is_identifier(&name) || name.len() > MAX_IDENTIFIER - OBJECT_PREFIX.len() {
+            self.error(
+                key.span(),
+                format!("role name `{name}` is not a plain identifier of at most 54 characters"),
+                "use lower-case letters, digits and _ (it becomes the login `maschera_<role>`)"
+                    .to_string(),
+            );
+        }
+        if name == "private" {
+            self.error(
+                key.span(),
+                "role name `private` is reserved (schema maschera_private)",
+                None,
+            );
+        }
+        let unrestricted = r
+            .unrestricted
+            .as_ref()
+            .map(|u| *u.get_ref())
+            .unwrap_or(false);
+        if unrestricted && let Some((table, _)) = r.tables.iter().next() {
+            self.error(
+                table.span(),
+                format!(
+                    "role `{name}` is unrestricted and gets no views, so it takes no table rules"
+                ),
+                "remove `unrestricted = true` or the role's table rules".to_string(),
+            );
+        }
+        let mut attributes: Vec<String> = Vec::new();
+        for attribute in &r.attributes {
+            let a = attribute.get_ref();
+            if !is_identifier(a) {
+                self.error(
+                    attribute.span(),
+                    format!("attribute `{a}` is not a plain identifier"),
+                    None,
+                );
+            } else if attributes.contains(a) {
+                self.error(
+                    attribute.span(),
+                    format!("attribute `{a}` is listed twice"),
+                    None,
+                );
+            } else {
+                attributes.push(a.clone());
+            }
+        }
+        let functions = r
+            .functions
+            .iter()
+            .map(|f| match f.get_ref().contains('.') {
+                true => f.get_ref().clone(),
+                false => format!("public.{}", f.get_ref()),
+            })
+            .collect();
+        let mut rules = BTreeMap::new();
+        for (table_key, rule) in &r.tables {
+            let Some(table) = tables.get(table_key.get_ref()) else {
+                let known: Vec<&str> = tables.keys().map(String::as_str).collect();
+                self.error(
+                    table_key.span(),
+                    format!(
+                        "role `{name}` has a rule for table `{}`, which [tables] does not declare",
+                        table_key.get_ref()
+                    ),
+                    format!(
+                        "declare it under [tables.{}]; {}",
+                        table_key.get_ref(),
+                        suggest(table_key.get_ref(), &known, "tables")
+                    ),
+                );
+                continue;
+            };
+            if let Some(rule) = self.rule(table, rule, &attributes, settings) {
+                rules.insert(table.key.clone(), rule);
+            }
+        }
+        Some(Role {
+            name,
+            description: r.description.as_ref().map(|s| s.get_ref().clone()),
+            purpose: r.purpose.as_ref().map(|s| s.get_ref().clone()),
+            lawful_basis: r.lawful_basis.as_ref().map(|s| s.get_ref().clone()),
+            recipients: r.recipients.iter().map(|s| s.get_ref().clone()).collect(),
+            unrestricted,
+            attributes,
+            functions,
+            rules,
+            span: key.span(),
+        })
+    }
+
+    /// Checks that a rule names a column the table declares (any name passes for whole-table categories,
+    /// whose columns need not be listed; `policy check --upstream` checks those against the database).
+    fn known_column(&mut self, table: &Table, column: &str, span: &Span) -> bool {
+        if table.columns.contains_key(column) || table.personal.is_some() {
+            return true;
+        }
+        let known: Vec<&str> = table.columns.keys().map(String::as_str).collect();
+        self.error(
+            span.clone(),
+            format!("column `{column}` is not declared in [tables.{}.columns]", table.key),
+            format!(
+                "{}; declare a non-personal column as `{column} = {{ type = \"...\" }}` to name it in a rule",
+                suggest(column, &known, "columns")
+            ),
+        );
+        false
+    }
+
+    fn rule(
+        &mut self,
+        table: &Table,
+        rule: &Spanned<RuleFile>,
+        attributes: &[String],
+        settings: &Settings,
+    ) -> Option<Rule> {
+        let r = rule.get_ref();
+        let deny = r.deny.as_ref().map(|d| *d.get_ref()).unwrap_or(false);
+        if deny
+            && (!r.show.is_empty()
+                || !r.columns.is_empty()
+                || r.filter.is_some()
+                || !r.writes.is_empty())
+        {
+            self.error(
+                rule.span(),
+                format!(
+                    "the rule for `{}` denies the table and also gives columns, a filter or writes",
+                    table.key
+                ),
+                "a denied table takes no other settings: remove them or remove `deny = true`"
+                    .to_string(),
+            );
+        }
+        let mut show_all = false;
+        let mut show = Vec::new();
+        for column in &r.show {
+            if column.get_ref() == "*" {
+                show_all = true;
+            } else if self.known_column(table, column.get_ref(), &column.span()) {
+                show.push((column.get_ref().clone(), column.span()));
+            }
+        }
+        let mut actions = BTreeMap::new();
+        for (column, action) in &r.columns {
+            if !self.known_column(table, column.get_ref(), &column.span()) {
+                continue;
+            }
+            if show.iter().any(|(c, _)| c == column.get_ref()) {
+                self.error(
+                    column.span(),
+                    format!(
+                        "column `{}` is both in `show` and in `columns`",
+                        column.get_ref()
+                    ),
+                    "keep one: `show` for the plain value, `columns` for another action"
+                        .to_string(),
+                );
+            }
+            match parse_action(action.get_ref()) {
+                Ok(parsed) => {
+                    let declared = table
+                        .columns
+                        .get(column.get_ref())
+                        .and_then(|c| c.data_type.as_deref());
+                    if let Err(message) =
+                        check_fits(&parsed, declared.unwrap_or(crate::action::UNKNOWN_TYPE))
+                    {
+                        self.error(
+                            action.span(),
+                            message,
+                            "choose an action for the column's type".to_string(),
+                        );
+                    }
+                    actions.insert(column.get_ref().clone(), (parsed, action.span()));
+                }
+                Err(err) => self.error(action.span(), err.message, err.help),
+            }
+        }
+        let filter = r.filter.as_ref().and_then(|f| {
+            match compile_filter(f.get_ref(), &settings.attribute_namespace, attributes) {
+                Ok(compiled) => Some(compiled),
+                Err(err) => {
+                    let at = position_in_string(
+                        self.source.text,
+                        f.span(),
+                        f.get_ref(),
+                        err.line,
+                        err.column,
+                    );
+                    self.error(at..at, err.message, err.help);
+                    None
+                }
+            }
+        });
+        let mut writes = Writes::default();
+        for write in &r.writes {
+            match write.get_ref().as_str() {
+                "insert" => writes.insert = true,
+                "update" => writes.update = true,
+                "delete" => writes.delete = true,
+                other => self.error(
+                    write.span(),
+                    format!("unknown write `{other}`"),
+                    suggest(other, &["insert", "update", "delete"], "writes"),
+                ),
+            }
+        }
+        Some(Rule {
+            table: table.key.clone(),
+            deny,
+            show_all,
+            show,
+            actions,
+            filter,
+            filter_span: r.filter.as_ref().map(|f| f.span()).unwrap_or(0..0),
+            writes,
+            span: rule.span(),
+        })
+    }
+}
+
+/// The byte offset in the file of (line, column) inside a TOML string value, when the string is written
+/// without escapes (so offsets match); otherwise the start of the value.
+fn position_in_string(text: &str, span: Span, value: &str, line: usize, column: usize) -> usize {
+    let raw = text.get(span.clone()).unwrap_or("");
+    let quote = if raw.starts_with("\"\"\"") || raw.starts_with("'''") {
+        3
+    } else {
+        1
+    };
+    if raw.len() < 2 * quote {
+        return span.start;
+    }
+    let mut inner = &raw[quote..raw.len() - quote];
+    let mut start = span.start + quote;
+    if quote == 3
+        && let Some(rest) = inner.strip_prefix('\n')
+    {
+        inner = rest;
+        start += 1;
+    }
+    if inner != value {
+        return span.start;
+    }
+    let mut offset = 0;
+    for (i, l) in value.split('\n').enumerate() {
+        if i + 1 == line {
+            let col: usize = l
+                .chars()
+                .take(column.saturating_sub(1))
+                .map(char::len_utf8)
+                .sum();
+            return start + offset + col;
+        }
+        offset += l.len() + 1;
+    }
+    span.start
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,329 @@
+//! INSERT, UPDATE and DELETE for a restricted role: the target is mapped to the role's view (so the
+//! row filter's check option holds), writes need the policy's permission, and only `writable`
+//! columns may be set. Reads inside them (WHERE, FROM/USING, RETURNING, ON CONFLICT) follow the
+//! usual scope rules. Not for COPY (see `statement.rs`).
+
+use sqlparser::ast::{
+    Assignment, AssignmentTarget, ConflictTarget, Delete, FromTable, Insert, OnConflictAction,
+    OnInsert, SetExpr, Statement, TableObject, Update, UpdateTableFromKind,
+};
+
+use super::analyzer::Analyzer;
+use super::refusal::Refusal;
+use super::report::TableOperation;
+use super::scope::{Item, ItemKind, Scope, fold, fold_name, plain_table};
+use crate::access::Action;
+
+impl<'a> Analyzer<'a> {
+    /// A data-modifying statement, at top level or inside a CTE.
+    pub(crate) fn dml(
+        &mut self,
+        statement: &mut Statement,
+        parent: Option<&Scope<'_, 'a>>,
+    ) -> Result<(), Refusal> {
+        match statement {
+            Statement::Insert(insert) => self.insert(insert, parent),
+            Statement::Update(update) => self.update(update, parent),
+            Statement::Delete(delete) => self.delete(delete, parent),
+            _ => Err(Refusal::unsupported(
+                "statement not supported in this position",
+            )),
+        }
+    }
+
+    fn insert(
+        &mut self,
+        insert: &mut Insert,
+        parent: Option<&Scope<'_, 'a>>,
+    ) -> Result<(), Refusal> {
+        if insert.or.is_some()
+            || insert.ignore
+            || insert.overwrite
+            || !insert.assignments.is_empty()
+            || insert.partitioned.is_some()
+            || !insert.after_columns.is_empty()
+            || insert.output.is_some()
+            || insert.replace_into
+            || insert.priority.is_some()
+            || insert.insert_alias.is_some()
+            || insert.settings.is_some()
+            || insert.format_clause.is_some()
+            || insert.multi_table_insert_type.is_some()
+        {
+            return Err(Refusal::unsupported(
+                "INSERT form not supported by PostgreSQL",
+            ));
+        }
+        let TableObject::TableName(name) = &mut insert.table else {
+            return Err(Refusal::unsupported(
+                "INSERT INTO a table function is not supported",
+            ));
+        };
+        let level = Scope::new(parent);
+        let mut factor = plain_table(name.clone());
+        let mut target = self.table_reference(&mut factor, &level, TableOperation::Insert)?;
+        if let sqlparser::ast::TableFactor::Table {
+            name: rewritten,
+            alias,
+            ..
+        } = factor
+        {
+            *name = rewritten;
+            if let Some(alias) = &insert.table_alias {
+                target.name = fold(&alias.alias);
+                target.schema = None;
+            } else if let Some(alias) = alias {
+                insert.table_alias = Some(sqlparser::ast::TableAliasWithoutColumns {
+                    explicit: true,
+                    alias: alias.name,
+                });
+            }
+        }
+        self.require_write(&target, TableOperation::Insert)?;
+
+        let columns: Vec<String> = if insert.columns.is_empty() {
+            let width = match insert.source.as_deref() {
+                Some(query) => match query.body.as_ref() {
+                    SetExpr::Values(values) => values.rows.iter().map(|row| row.len()).max(),
+                    _ => None,
+                },
+                None => Some(0),
+            };
+            let visible = target.visible_columns().unwrap_or_default();
+            let width = width.unwrap_or(visible.len());
+            visible.into_iter().take(width).collect()
+        } else {
+            let mut names = Vec::new();
+            for column in &insert.columns {
+                names.push(fold_name(column)?.last().cloned().unwrap_or_default());
+            }
+            names
+        };
+        for column in &columns {
+            self.writable_column(&target, column)?;
+        }
+        if let Some(source) = &mut insert.source {
+            self.query(source, parent)?;
+        }
+        if let Some(on) = &mut insert.on {
+            let OnInsert::OnConflict(conflict) = on else {
+                return Err(Refusal::unsupported(
+                    "ON DUPLICATE KEY is not supported by PostgreSQL",
+                ));
+            };
+            let mut conflict_level = Scope::new(parent);
+            conflict_level.items.push(target.clone());
+            if let Some(ConflictTarget::Columns(columns)) = &conflict.conflict_target {
+                for column in columns {
+                    self.unqualified_column(&fold(column), &conflict_level)?;
+                }
+            }
+            if let OnConflictAction::DoUpdate(update) = &mut conflict.action {
+                self.require_write(&target, TableOperation::Update)?;
+                self.log_operation(&target, TableOperation::Update);
+                let mut excluded = target.clone();
+                excluded.name = "excluded".to_string();
+                excluded.schema = None;
+                conflict_level.items.push(excluded);
+                self.assignments(&mut update.assignments, &target, &conflict_level)?;
+                if let Some(selection) = &mut update.selection {
+                    self.check_exprs(selection, &conflict_level)?;
+                }
+            }
+        }
+        if let Some(returning) = &mut insert.returning {
+            let mut returning_level = Scope::new(parent);
+            returning_level.items.push(target);
+            self.wildcards(returning, &returning_level)?;
+            self.check_exprs(returning, &returning_level)?;
+        }
+        Ok(())
+    }
+
+    fn update(
+        &mut self,
+        update: &mut Update,
+        parent: Option<&Scope<'_, 'a>>,
+    ) -> Result<(), Refusal> {
+        if update.or.is_some()
+            || !update.order_by.is_empty()
+            || update.limit.is_some()
+            || update.output.is_some()
+        {
+            return Err(Refusal::unsupported(
+                "UPDATE form not supported by PostgreSQL",
+            ));
+        }
+        if !update.table.joins.is_empty() {
+            return Err(Refusal::unsupported(
+                "UPDATE of a join is not supported by PostgreSQL",
+            ));
+        }
+        let mut level = Scope::new(parent);
+        let target =
+            self.table_reference(&mut update.table.relation, &level, TableOperation::Update)?;
+        self.require_write(&target, TableOperation::Update)?;
+        level.items.push(target.clone());
+        if let Some(UpdateTableFromKind::BeforeSet(from) | UpdateTableFromKind::AfterSet(from)) =
+            &mut update.from
+        {
+            for item in from.iter_mut() {
+                self.table_with_joins(item, &mut level)?;
+            }
+        }
+        self.assignments(&mut update.assignments, &target, &level)?;
+        self.where_and_returning(
+            update.selection.as_mut(),
+            update.returning.as_deref_mut(),
+            &level,
+        )
+    }
+
+    fn delete(
+        &mut self,
+        delete: &mut Delete,
+        parent: Option<&Scope<'_, 'a>>,
+    ) -> Result<(), Refusal> {
+        if !delete.tables.is_empty()
+            || !delete.order_by.is_empty()
+            || delete.limit.is_some()
+            || delete.output.is_some()
+        {
+            return Err(Refusal::unsupported(
+                "DELETE form not supported by PostgreSQL",
+            ));
+        }
+        let (FromTable::WithFromKeyword(from) | FromTable::WithoutKeyword(from)) = &mut delete.from;
+        let [target_item] = from.as_mut_slice() else {
+            return Err(Refusal::unsupported(
+                "DELETE from several tables is not supported by PostgreSQL",
+            ));
+        };
+        if !target_item.joins.is_empty() {
+            return Err(Refusal::unsupported(
+                "DELETE from a join is not supported by PostgreSQL",
+            ));
+        }
+        let mut level = Scope::new(parent);
+        let target =
+            self.table_reference(&mut target_item.relation, &level, TableOperation::Delete)?;
+        self.require_write(&target, TableOperation::Delete)?;
+        level.items.push(target);
+        if let Some(using) = &mut delete.using {
+            for item in using.iter_mut() {
+                self.table_with_joins(item, &mut level)?;
+            }
+        }
+        self.where_and_returning(
+            delete.selection.as_mut(),
+            delete.returning.as_deref_mut(),
+            &level,
+        )
+    }
+
+    /// The WHERE and RETURNING clauses of UPDATE and DELETE, in the statement's scope.
+    fn where_and_returning(
+        &mut self,
+        selection: Option<&mut sqlparser::ast::Expr>,
+        returning: Option<&mut [sqlparser::ast::SelectItem]>,
+        level: &Scope<'_, 'a>,
+    ) -> Result<(), Refusal> {
+        if let Some(selection) = selection {
+            self.check_exprs(selection, level)?;
+        }
+        if let Some(returning) = returning {
+            self.wildcards(returning, level)?;
+            for item in returning.iter_mut() {
+                self.check_exprs(item, level)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn assignments(
+        &mut self,
+        assignments: &mut [Assignment],
+        target: &Item<'a>,
+        level: &Scope<'_, 'a>,
+    ) -> Result<(), Refusal> {
+        for assignment in assignments.iter_mut() {
+            let names = match &assignment.target {
+                AssignmentTarget::ColumnName(name) => vec![name],
+                AssignmentTarget::Tuple(names) => names.iter().collect(),
+            };
+            for name in names {
+                let column = fold_name(name)?.last().cloned().unwrap_or_default();
+                self.writable_column(target, &column)?;
+            }
+            self.check_exprs(&mut assignment.value, level)?;
+        }
+        Ok(())
+    }
+
+    /// Refuses a write the policy does not allow on the target.
+    fn require_write(&mut self, target: &Item<'a>, op: TableOperation) -> Result<(), Refusal> {
+        let verb = match op {
+            TableOperation::Insert => "insert into",
+            TableOperation::Update => "update",
+            TableOperation::Delete => "delete from",
+            TableOperation::Read => return Ok(()),
+        };
+        match &target.kind {
+            ItemKind::View { table, access } => {
+                let allowed = match op {
+                    TableOperation::Insert => access.writes.insert,
+                    TableOperation::Update => access.writes.update,
+                    TableOperation::Delete => access.writes.delete,
+                    TableOperation::Read => true,
+                };
+                if allowed {
+                    Ok(())
+                } else {
+                    Err(Refusal::denied(format!(
+                        "permission denied for table {table}: role {} may not {verb} it",
+                        self.role.role
+                    )))
+                }
+            }
+            ItemKind::Base { .. } => Ok(()),
+            ItemKind::System => Err(Refusal::denied(format!(
+                "permission denied: may not {verb} a system catalog"
+            ))),
+            ItemKind::Derived { .. } => Err(Refusal::unsupported(format!(
+                "cannot {verb} a CTE or subquery"
+            ))),
+        }
+    }
+
+    fn log_operation(&mut self, target: &Item<'a>, op: TableOperation) {
+        if let ItemKind::View { table, access } = &target.kind {
+            let view =
+                crate::access::TableName::new(self.role.view_schema.as_str(), access.view.as_str());
+            self.log.operation(
+                table,
+                super::report::TableRoute::View(view),
+                access.filtered,
+                op,
+            );
+        }
+    }
+
+    /// Refuses setting a column the role does not see plainly or may not write.
+    fn writable_column(&mut self, target: &Item<'a>, column: &str) -> Result<(), Refusal> {
+        let ItemKind::View { table, access } = &target.kind else {
+            return Ok(());
+        };
+        match access.column(column) {
+            Some(col) if col.action == Action::Drop => Err(Self::dropped_column(table, column)),
+            Some(col) if !col.writable || !col.action.is_show() => Err(Refusal::denied(format!(
+                "permission denied for column {column} of table {table}: role {} may not write it",
+                self.role.role
+            ))),
+            Some(col) => {
+                self.log.column(table, column, col.category, &col.action);
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,311 @@
+//! The statement rewriter: for a restricted role, every statement is parsed with sqlparser, every
+//! table reference resolved against the live catalog and mapped to the role's view, everything the
+//! role may not do refused, and the statement re-serialized from the syntax tree (never the client's
+//! text). Unrestricted roles pass unchanged. Pure: no I/O, no async; the proxy calls it per
+//! statement and caches through [`RewriteCache`].
+//!
+//! Not for: the wire protocol, keeping prepared statements or cursors per session (the proxy does,
+//! guided by [`SessionEffect`]), or compiling the views (the policy compiler does).
+//!
+//! Entry points: [`rewrite`] for a simple-query text (several statements), [`rewrite_prepared`] for
+//! the one statement of a Parse message (with `$n` parameters), [`inspect`] for the audit record of
+//! an unrestricted role, and [`RewriteCache`] in front of both.
+
+mod analyzer;
+mod cache;
+mod dml;
+mod expr;
+pub mod fixture;
+mod functions;
+mod query;
+mod refusal;
+mod report;
+mod scope;
+mod settings;
+mod shape;
+mod statement;
+mod system;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+
+use sqlparser::ast::{Statement, Visit, Visitor};
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
+
+pub use cache::{CacheStats, RewriteCache};
+pub use refusal::{Refusal, SqlState};
+pub use report::{ColumnAction, ColumnUse, TableOperation, TableRoute, TableUse};
+pub use settings::{RESERVED_NAMESPACE, check_startup_parameter};
+
+use crate::access::{Catalog, RoleAccess, TableAccess};
+use analyzer::Analyzer;
+
+/// What kind of statement this is, for the proxy's protocol handling and the access log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StatementKind {
+    Select,
+    Insert,
+    Update,
+    Delete,
+    Copy,
+    Explain,
+    Set,
+    Show,
+    Transaction,
+    Prepare,
+    Execute,
+    Deallocate,
+    /// DECLARE, FETCH, CLOSE.
+    Cursor,
+    Discard,
+    /// LISTEN, UNLISTEN, NOTIFY.
+    Notify,
+}
+
+/// A session-level consequence the proxy must act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionEffect {
+    /// `DISCARD ALL` passed upstream: it resets every setting, including the caller's attributes in
+    /// the reserved namespace. The proxy must set the attributes again before the next statement.
+    SessionReset,
+    /// `PREPARE name AS ...` (inner statement already rewritten): the proxy remembers what
+    /// `EXECUTE name` will be (its kind, whether it returns rows, and this statement's tables).
+    Prepare {
+        name: String,
+        kind: StatementKind,
+        returns_rows: bool,
+    },
+    /// `EXECUTE name`: the proxy takes the tables and row shape from the matching PREPARE.
+    Execute { name: String },
+    /// `DEALLOCATE name` (`all` for `DEALLOCATE ALL`).
+    Deallocate { name: String },
+    /// `DECLARE name CURSOR FOR ...`.
+    DeclareCursor { names: Vec<String> },
+}
+
+/// One statement as it goes upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RewrittenStatement {
+    /// The SQL to send upstream: re-serialized from the rewritten syntax tree.
+    pub sql: String,
+    pub kind: StatementKind,
+    /// The tables touched, with columns, categories and actions, for the access log (shared with
+    /// the cache: cloning is cheap).
+    pub tables: Arc<[TableUse]>,
+    /// Whether the statement returns rows (SELECT, RETURNING, EXPLAIN, SHOW, FETCH, COPY TO; for
+    /// EXECUTE, look at the PREPARE).
+    pub returns_rows: bool,
+    pub effect: Option<SessionEffect>,
+    /// Whether no literal's value influenced the decision (so the shape may be cached).
+    pub(crate) literal_independent: bool,
+}
+
+/// The result of rewriting a statement text for a role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rewritten {
+    /// The role is unrestricted: forward the client's text unchanged (use [`inspect`] for the
+    /// access log when it is wanted).
+    Unchanged,
+    /// Forward these statements, in order. Empty for an empty query string.
+    Statements(Vec<RewrittenStatement>),
+}
+
+impl Rewritten {
+    /// The statements (empty for [`Rewritten::Unchanged`]).
+    pub fn statements(&self) -> &[RewrittenStatement] {
+        match self {
+            Rewritten::Unchanged => &[],
+            Rewritten::Statements(statements) => statements,
+        }
+    }
+
+    /// The text to forward for a simple query: the statements joined by `;`, or `original` when
+    /// unchanged.
+    pub fn sql<'t>(&'t self, original: &'t str) -> std::borrow::Cow<'t, str> {
+        match self {
+            Rewritten::Unchanged => std::borrow::Cow::Borrowed(original),
+            Rewritten::Statements(statements) => std::borrow::Cow::Owned(
+                statements
+                    .iter()
+                    .map(|s| s.sql.as_str())
+                    .collect::<Vec<_>>()
+                    .join(";\n"),
+            ),
+        }
+    }
+}
+
+fn parse(sql: &str) -> Result<Vec<Statement>, Refusal> {
+    Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(|e| Refusal::unparsable(&e.to_string()))
+}
+
+/// Rewrites a simple-query text (one or more statements) for `role`.
+///
+/// All statements are analysed before any is forwarded: if one is refused, the whole text is
+/// refused (nothing runs), and the refusal says which statement (`statement_index`).
+pub fn rewrite(sql: &str, role: &RoleAccess, catalog: &Catalog) -> Result<Rewritten, Refusal> {
+    if role.unrestricted {
+        return Ok(Rewritten::Unchanged);
+    }
+    let statements = parse(sql)?;
+    let mut out = Vec::with_capacity(statements.len());
+    for (index, statement) in statements.into_iter().enumerate() {
+        let rewritten = rewrite_statement(statement, role, catalog).map_err(|mut refusal| {
+            refusal.statement_index = index;
+            refusal
+        })?;
+        out.push(rewritten);
+    }
+    Ok(Rewritten::Statements(out))
+}
+
+/// Rewrites the single statement of an extended-protocol Parse message (it may hold `$n`
+/// parameters). An empty statement gives no statements; several statements are refused, as
+/// PostgreSQL does.
+pub fn rewrite_prepared(
+    sql: &str,
+    role: &RoleAccess,
+    catalog: &Catalog,
+) -> Result<Rewritten, Refusal> {
+    if role.unrestricted {
+        return Ok(Rewritten::Unchanged);
+    }
+    let mut statements = parse(sql)?;
+    if statements.len() > 1 {
+        return Err(Refusal::unsupported(
+            "cannot insert multiple commands into a prepared statement",
+        ));
+    }
+    match statements.pop() {
+        None => Ok(Rewritten::Statements(Vec::new())),
+        Some(statement) => Ok(Rewritten::Statements(vec![rewrite_statement(
+            statement, role, catalog,
+        )?])),
+    }
+}
+
+fn rewrite_statement(
+    mut statement: Statement,
+    role: &RoleAccess,
+    catalog: &Catalog,
+) -> Result<RewrittenStatement, Refusal> {
+    let mut analyzer = Analyzer::new(role, catalog);
+    let outcome = match analyzer.statement(&mut statement) {
+        Ok(outcome) => outcome,
+        Err(mut refusal) => {
+            refusal.tables = analyzer.log.into_tables();
+            return Err(refusal);
+        }
+    };
+    let sql = statement.to_string();
+    verify_round_trip(&sql, &statement)?;
+    Ok(RewrittenStatement {
+        sql,
+        kind: outcome.kind,
+        tables: analyzer.log.into_tables().into(),
+        returns_rows: outcome.returns_rows,
+        effect: outcome.effect,
+        literal_independent: !analyzer.value_sensitive,
+    })
+}
+
+/// The rewritten text must parse back to exactly the tree that was analysed: a serializer quirk
+/// (an unescaped quote, a lost keyword) must never let PostgreSQL read something else.
+fn verify_round_trip(sql: &str, statement: &Statement) -> Result<(), Refusal> {
+    let faithful = match Parser::parse_sql(&PostgreSqlDialect {}, sql) {
+        Ok(reparsed) => reparsed.len() == 1 && &reparsed[0] == statement,
+        Err(_) => false,
+    };
+    if faithful {
+        Ok(())
+    } else {
+        Err(Refusal::unsupported(
+            "statement not supported by the Maschera parser: it does not re-serialize faithfully",
+        ))
+    }
+}
+
+/// For an unrestricted role's statement, the policy tables it names (for the access log), without
+/// rewriting anything. Cheap but approximate: a CTE named like a table counts as the table.
+/// Unparsable text gives an empty list (the statement still runs: the role is unrestricted).
+pub fn inspect(sql: &str, role: &RoleAccess, catalog: &Catalog) -> Vec<TableUse> {
+    struct Relations<'c> {
+        catalog: &'c Catalog,
+        found: Vec<crate::access::TableName>,
+        depth: usize,
+    }
+    impl Visitor for Relations<'_> {
+        type Break = ();
+        fn pre_visit_expr(&mut self, _expr: &sqlparser::ast::Expr) -> std::ops::ControlFlow<()> {
+            self.depth += 1;
+            if self.depth > expr::MAX_EXPR_DEPTH {
+                return std::ops::ControlFlow::Break(());
+            }
+            std::ops::ControlFlow::Continue(())
+        }
+        fn post_visit_expr(&mut self, _expr: &sqlparser::ast::Expr) -> std::ops::ControlFlow<()> {
+            self.depth -= 1;
+            std::ops::ControlFlow::Continue(())
+        }
+        fn pre_visit_relation(
+            &mut self,
+            relation: &sqlparser::ast::ObjectName,
+        ) -> std::ops::ControlFlow<()> {
+            if let Ok(parts) = scope::fold_name(relation) {
+                let table = match parts.as_slice() {
+                    [name] => self.catalog.resolve(None, name),
+                    [schema, name] => self.catalog.resolve(Some(schema), name),
+                    _ => None,
+                };
+                if let Some(table) = table.filter(|t| !self.found.contains(t)) {
+                    self.found.push(table);
+                }
+            }
+            std::ops::ControlFlow::Continue(())
+        }
+    }
+    let Ok(statements) = Parser::parse_sql(&PostgreSqlDialect {}, sql) else {
+        return Vec::new();
+    };
+    let mut relations = Relations {
+        catalog,
+        found: Vec::new(),
+        depth: 0,
+    };
+    for statement in &statements {
+        if statement.visit(&mut relations).is_break() {
+            relations.depth = 0;
+        }
+        if let Statement::Copy {
+            source: sqlparser::ast::CopySource::Table { table_name, .. },
+            ..
+        } = statement
+        {
+            let _ = relations.pre_visit_relation(table_name);
+        }
+    }
+    relations
+        .found
+        .into_iter()
+        .map(|table| {
+            let categories = match role.tables.get(&table) {
+                Some(TableAccess::Denied { categories }) => categories.clone(),
+                Some(TableAccess::View(view)) => {
+                    view.columns.iter().filter_map(|c| c.category).collect()
+                }
+                None => Default::default(),
+            };
+            TableUse {
+                table,
+                route: TableRoute::Unrestricted,
+                operations: Vec::new(),
+                filtered: false,
+                columns: Default::default(),
+                categories,
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,402 @@
+//! Decides per statement type what a restricted role may run: queries and DML are analysed and
+//! rewritten, COPY is turned into `COPY (SELECT ...) TO STDOUT` over the view, EXPLAIN / PREPARE /
+//! DECLARE rewrite their inner statement, settings go through `settings.rs`, transaction and cursor
+//! control pass, and DDL, maintenance and anything unknown are refused.
+
+use sqlparser::ast::{
+    CopySource, CopyTarget, DeclareType, DiscardObject, Expr, Reset, Set, Statement, TableFactor,
+    Value,
+};
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
+
+use super::analyzer::Analyzer;
+use super::refusal::Refusal;
+use super::report::TableOperation;
+use super::scope::{ItemKind, Scope, fold, fold_name, plain_table};
+use super::settings;
+use super::{SessionEffect, StatementKind};
+
+/// What the analysis of one statement concluded, besides its rewritten tree.
+pub(crate) struct Outcome {
+    pub kind: StatementKind,
+    pub returns_rows: bool,
+    pub effect: Option<SessionEffect>,
+}
+
+impl Outcome {
+    fn new(kind: StatementKind, returns_rows: bool) -> Self {
+        Self {
+            kind,
+            returns_rows,
+            effect: None,
+        }
+    }
+}
+
+/// Statement keywords that define or change objects or privileges.
+const DDL: &[&str] = &[
+    "CREATE", "ALTER", "DROP", "GRANT", "REVOKE", "COMMENT", "TRUNCATE", "RENAME", "SECURITY",
+];
+/// Statement keywords for maintenance and procedures, refused for restricted roles.
+const PRIVILEGED: &[&str] = &[
+    "CALL", "VACUUM", "ANALYZE", "LOCK", "CLUSTER", "REINDEX", "REFRESH", "LOAD", "KILL",
+];
+
+/// The leading keywords of a statement (`CREATE TABLE`), never its identifiers or literals.
+fn statement_keywords(statement: &Statement) -> String {
+    let text = statement.to_string();
+    let words: Vec<&str> = text
+        .split_whitespace()
+        .take(4)
+        .take_while(|w| !w.is_empty() && w.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
+        .collect();
+    if words.is_empty() {
+        "this statement".to_string()
+    } else {
+        words.join(" ")
+    }
+}
+
+/// The value of a `SET` argument as PostgreSQL would take it, for the settings check.
+fn setting_value(expr: &Expr) -> String {
+    match expr {
+        Expr::Value(v) => match &v.value {
+            Value::SingleQuotedString(s)
+            | Value::DollarQuotedString(sqlparser::ast::DollarQuotedString { value: s, .. }) => {
+                s.clone()
+            }
+            Value::Number(n, _) => n.clone(),
+            Value::Boolean(b) => b.to_string(),
+            other => other.to_string(),
+        },
+        Expr::Identifier(ident) => fold(ident),
+        other => other.to_string(),
+    }
+}
+
+impl<'a> Analyzer<'a> {
+    /// Analyses one top-level statement, rewriting it in place.
+    pub(crate) fn statement(&mut self, statement: &mut Statement) -> Result<Outcome, Refusal> {
+        match statement {
+            Statement::Query(query) => {
+                self.query(query, None)?;
+                Ok(Outcome::new(StatementKind::Select, true))
+            }
+            Statement::Insert(insert) => {
+                let returns_rows = insert.returning.is_some();
+                self.dml(statement, None)?;
+                Ok(Outcome::new(StatementKind::Insert, returns_rows))
+            }
+            Statement::Update(update) => {
+                let returns_rows = update.returning.is_some();
+                self.dml(statement, None)?;
+                Ok(Outcome::new(StatementKind::Update, returns_rows))
+            }
+            Statement::Delete(delete) => {
+                let returns_rows = delete.returning.is_some();
+                self.dml(statement, None)?;
+                Ok(Outcome::new(StatementKind::Delete, returns_rows))
+            }
+            Statement::Copy { .. } => self.copy(statement),
+            Statement::Explain {
+                analyze,
+                options,
+                statement: inner,
+                describe_alias,
+                ..
+            } => {
+                // EXPLAIN option values decide whether it runs the statement: never cached by shape.
+                if options.is_some() {
+                    self.value_sensitive = true;
+                }
+                let analyze_option = options.iter().flatten().any(|o| {
+                    matches!(fold(&o.name).as_str(), "analyze" | "analyse")
+                        && o.arg.as_ref().is_none_or(|arg| {
+                            !matches!(
+                                setting_value(arg).to_ascii_lowercase().as_str(),
+                                "false" | "off" | "0"
+                            )
+                        })
+                });
+                if *analyze || analyze_option {
+                    return Err(Refusal::denied(
+                        "permission denied: EXPLAIN ANALYZE counts rows the role's filter removed",
+                    ));
+                }
+                if !matches!(describe_alias, sqlparser::ast::DescribeAlias::Explain) {
+                    return Err(Refusal::unsupported(
+                        "DESCRIBE is not supported by PostgreSQL",
+                    ));
+                }
+                self.explainable(inner)?;
+                Ok(Outcome::new(StatementKind::Explain, true))
+            }
+            Statement::Prepare {
+                name,
+                statement: inner,
+                ..
+            } => {
+                let inner_outcome = self.explainable(inner)?;
+                let mut outcome = Outcome::new(StatementKind::Prepare, false);
+                outcome.effect = Some(SessionEffect::Prepare {
+                    name: fold(name),
+                    kind: inner_outcome.kind,
+                    returns_rows: inner_outcome.returns_rows,
+                });
+                Ok(outcome)
+            }
+            Statement::Execute {
+                name: Some(name),
+                parameters,
+                immediate: false,
+                into,
+                using,
+                ..
+            } if into.is_empty() && using.is_empty() => {
+                let name = fold_name(name)?.join(".");
+                self.check_exprs(parameters, &Scope::new(None))?;
+                let mut outcome = Outcome::new(StatementKind::Execute, true);
+                outcome.effect = Some(SessionEffect::Execute { name });
+                Ok(outcome)
+            }
+            Statement::Deallocate { name, .. } => {
+                let mut outcome = Outcome::new(StatementKind::Deallocate, false);
+                outcome.effect = Some(SessionEffect::Deallocate { name: fold(name) });
+                Ok(outcome)
+            }
+            Statement::Declare { stmts } => {
+                let mut names = Vec::new();
+                for declare in stmts.iter_mut() {
+                    let (Some(DeclareType::Cursor), Some(query)) =
+                        (&declare.declare_type, &mut declare.for_query)
+                    else {
+                        return Err(Refusal::unsupported(
+                            "DECLARE other than a cursor is not supported",
+                        ));
+                    };
+                    self.query(query, None)?;
+                    names.extend(declare.names.iter().map(fold));
+                }
+                let mut outcome = Outcome::new(StatementKind::Cursor, false);
+                outcome.effect = Some(SessionEffect::DeclareCursor { names });
+                Ok(outcome)
+            }
+            Statement::Fetch { into: None, .. } => Ok(Outcome::new(StatementKind::Cursor, true)),
+            Statement::Close { .. } => Ok(Outcome::new(StatementKind::Cursor, false)),
+            Statement::StartTransaction {
+                statements,
+                exception: None,
+                ..
+            } if statements.is_empty() => Ok(Outcome::new(StatementKind::Transaction, false)),
+            Statement::Commit { .. }
+            | Statement::Rollback { .. }
+            | Statement::Savepoint { .. }
+            | Statement::ReleaseSavepoint { .. } => {
+                Ok(Outcome::new(StatementKind::Transaction, false))
+            }
+            Statement::Set(set) => self.set(set),
+            Statement::Reset(reset) => {
+                self.value_sensitive = true;
+                match &reset.reset {
+                    Reset::ALL => Err(Refusal::denied(
+                        "permission denied: RESET ALL would reset the session attributes Maschera set; reset settings one by one",
+                    )),
+                    Reset::SessionAuthorization => Err(Refusal::denied(
+                        "permission denied: RESET SESSION AUTHORIZATION is not allowed",
+                    )),
+                    Reset::ConfigurationParameter(name) => {
+                        settings::check_reset(&fold_name(name)?.join("."))?;
+                        Ok(Outcome::new(StatementKind::Set, false))
+                    }
+                }
+            }
+            Statement::ShowVariable { .. } => Ok(Outcome::new(StatementKind::Show, true)),
+            Statement::Discard { object_type } => {
+                let mut outcome = Outcome::new(StatementKind::Discard, false);
+                if matches!(object_type, DiscardObject::ALL) {
+                    outcome.effect = Some(SessionEffect::SessionReset);
+                }
+                Ok(outcome)
+            }
+            Statement::LISTEN { .. } | Statement::UNLISTEN { .. } | Statement::NOTIFY { .. } => {
+                Ok(Outcome::new(StatementKind::Notify, false))
+            }
+            other => {
+                let keywords = statement_keywords(other);
+                let first = keywords.split(' ').next().unwrap_or("");
+                if DDL.contains(&first) {
+                    Err(Refusal::denied(format!(
+                        "permission denied: {keywords} is DDL, not allowed for role {}",
+                        self.role.role
+                    )))
+                } else if PRIVILEGED.contains(&first) {
+                    Err(Refusal::denied(format!(
+                        "permission denied: {keywords} is not allowed for role {}",
+                        self.role.role
+                    )))
+                } else {
+                    Err(Refusal::unsupported(format!(
+                        "{keywords} is not supported for restricted roles"
+                    )))
+                }
+            }
+        }
+    }
+
+    /// The statements EXPLAIN and PREPARE may wrap.
+    fn explainable(&mut self, inner: &mut Statement) -> Result<Outcome, Refusal> {
+        match inner {
+            Statement::Query(_)
+            | Statement::Insert(_)
+            | Statement::Update(_)
+            | Statement::Delete(_) => self.statement(inner),
+            _ => Err(Refusal::unsupported(
+                "only SELECT, INSERT, UPDATE and DELETE can be explained or prepared",
+            )),
+        }
+    }
+
+    fn set(&mut self, set: &mut Set) -> Result<Outcome, Refusal> {
+        self.value_sensitive = true;
+        match set {
+            Set::SingleAssignment {
+                variable,
+                values,
+                hivevar: false,
+                ..
+            } => {
+                let name = fold_name(variable)?.join(".");
+                let values: Vec<String> = values.iter().map(setting_value).collect();
+                settings::check_set(&name, &values)?;
+            }
+            Set::SetTimeZone { .. } => settings::check_set("timezone", &[])?,
+            Set::SetNames { charset_name, .. } => {
+                settings::check_set("client_encoding", &[fold(charset_name)])?
+            }
+            Set::SetNamesDefault {} => {}
+            Set::SetTransaction { .. } => {
+                return Ok(Outcome::new(StatementKind::Transaction, false));
+            }
+            Set::SetRole { .. } => {
+                return Err(Refusal::denied(
+                    "permission denied: SET ROLE is not allowed through Maschera",
+                ));
+            }
+            Set::SetSessionAuthorization(_) => {
+                return Err(Refusal::denied(
+                    "permission denied: SET SESSION AUTHORIZATION is not allowed through Maschera",
+                ));
+            }
+            _ => {
+                return Err(Refusal::unsupported(
+                    "this form of SET is not supported by PostgreSQL",
+                ));
+            }
+        }
+        Ok(Outcome::new(StatementKind::Set, false))
+    }
+
+    fn copy(&mut self, statement: &mut Statement) -> Result<Outcome, Refusal> {
+        self.value_sensitive = true;
+        let Statement::Copy {
+            source,
+            to,
+            target,
+            values,
+            ..
+        } = statement
+        else {
+            return Err(Refusal::unsupported("not a COPY"));
+        };
+        if !values.is_empty() {
+            return Err(Refusal::unsupported(
+                "COPY with inline data is not supported",
+            ));
+        }
+        match target {
+            CopyTarget::Stdin | CopyTarget::Stdout => {}
+            CopyTarget::File { .. } | CopyTarget::Program { .. } => {
+                return Err(Refusal::denied(
+                    "permission denied: COPY to or from a file or program",
+                ));
+            }
+        }
+        let level = Scope::new(None);
+        if !*to {
+            let CopySource::Table { table_name, .. } = source else {
+                return Err(Refusal::unsupported("COPY (query) FROM is not valid"));
+            };
+            let mut factor = plain_table(table_name.clone());
+            let item = self.table_reference(&mut factor, &level, TableOperation::Insert)?;
+            return match item.kind {
+                ItemKind::Base { .. } => {
+                    if let TableFactor::Table { name, .. } = factor {
+                        *table_name = name;
+                    }
+                    Ok(Outcome::new(StatementKind::Copy, false))
+                }
+                ItemKind::View { table, .. } => Err(Refusal::unsupported(format!(
+                    "COPY FROM STDIN into table {table} is not supported for role {}: use INSERT, which the view's row filter checks",
+                    self.role.role
+                ))),
+                _ => Err(Refusal::denied(
+                    "permission denied: COPY FROM into this relation",
+                )),
+            };
+        }
+        match source {
+            CopySource::Query(query) => {
+                self.query(query, None)?;
+            }
+            CopySource::Table {
+                table_name,
+                columns,
+            } => {
+                let mut factor = plain_table(table_name.clone());
+                let item = self.table_reference(&mut factor, &level, TableOperation::Read)?;
+                let mut select_level = Scope::new(None);
+                select_level.items.push(item.clone());
+                let names: Vec<String> = if columns.is_empty() {
+                    self.log_whole_row(&item);
+                    item.visible_columns().unwrap_or_default()
+                } else {
+                    let names: Vec<String> = columns.iter().map(fold).collect();
+                    for name in &names {
+                        self.unqualified_column(name, &select_level)?;
+                    }
+                    names
+                };
+                let TableFactor::Table { name, .. } = factor else {
+                    return Err(Refusal::unsupported("COPY source"));
+                };
+                match item.kind {
+                    ItemKind::View { .. } => {
+                        let list: Vec<String> = names
+                            .iter()
+                            .map(|n| super::scope::quoted(n).to_string())
+                            .collect();
+                        let select = format!("SELECT {} FROM {name}", list.join(", "));
+                        let mut parsed = Parser::parse_sql(&PostgreSqlDialect {}, &select)
+                            .map_err(|_| {
+                                Refusal::unsupported("COPY of this table cannot be rewritten")
+                            })?;
+                        let Some(Statement::Query(query)) = parsed.pop() else {
+                            return Err(Refusal::unsupported(
+                                "COPY of this table cannot be rewritten",
+                            ));
+                        };
+                        *source = CopySource::Query(query);
+                    }
+                    ItemKind::Base { .. } => *table_name = name,
+                    _ => {
+                        return Err(Refusal::denied(
+                            "permission denied: COPY of a system relation",
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(Outcome::new(StatementKind::Copy, true))
+    }
+}

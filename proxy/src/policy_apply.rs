@@ -1,0 +1,361 @@
+//! The database side of `maschera policy`: reads the live catalog and the objects Maschera manages, asks
+//! PostgreSQL whether each row filter is valid, and applies a policy (`apply_policy`): the apply steps in
+//! one transaction with the secrets bound (never in the SQL text), then the credentials file. Not for: deciding what to create (the policy crate's
+//! `apply_sql` does) or the command line (see `policy_cmd`).
+
+use crate::credentials::{Credentials, Login, generate_password};
+use anyhow::{Context, Result, bail};
+use policy::Diagnostic;
+use policy::access::{Action, Catalog, TableName};
+use policy::apply_sql::{
+    ApplyOptions, LiveState, MANAGED_MARK, PASSWORD_MARKER, Secret, Step, apply_steps, quote_ident,
+    quote_literal,
+};
+use policy::model::{OBJECT_PREFIX, Policy};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use tokio_postgres::Client;
+
+/// Connects to the upstream database (no TLS) and drives the connection in the background.
+pub async fn connect(url: &str) -> Result<Client> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .context("connecting to the upstream database")?;
+    tokio::spawn(async move {
+        if let Err(err) = connection.await {
+            tracing::warn!(%err, "upstream connection ended");
+        }
+    });
+    Ok(client)
+}
+
+/// The user tables and views of the database (read by `crate::catalog`), without Maschera's own
+/// `maschera_*` schemas, and with the session's search path.
+pub async fn read_catalog(client: &Client) -> Result<Catalog> {
+    let search_path: Vec<String> = client
+        .query_one("SELECT current_schemas(false)::text[]", &[])
+        .await
+        .context("reading search_path")?
+        .get(0);
+    let mut catalog = crate::catalog::load(client, &search_path)
+        .await
+        .context("reading the catalog")?;
+    catalog
+        .tables
+        .retain(|name, _| !name.schema.starts_with(OBJECT_PREFIX));
+    Ok(catalog)
+}
+
+/// The catalog plus the sequences column defaults use and the `maschera_*` logins and schemas.
+pub async fn read_live_state(client: &Client) -> Result<LiveState> {
+    let catalog = read_catalog(client).await?;
+    let mut sequences: BTreeMap<TableName, Vec<TableName>> = BTreeMap::new();
+    let rows = client
+        .query(
+            "SELECT DISTINCT tn.nspname::text, t.relname::text, sn.nspname::text, s.relname::text
+               FROM pg_attrdef d
+               JOIN pg_depend dep ON dep.classid = 'pg_attrdef'::regclass AND dep.objid = d.oid
+                                 AND dep.refclassid = 'pg_class'::regclass
+               JOIN pg_class s ON s.oid = dep.refobjid AND s.relkind = 'S'
+               JOIN pg_namespace sn ON sn.oid = s.relnamespace
+               JOIN pg_class t ON t.oid = d.adrelid
+               JOIN pg_namespace tn ON tn.oid = t.relnamespace
+              ORDER BY 1, 2, 3, 4",
+            &[],
+        )
+        .await
+        .context("reading the sequences of column defaults")?;
+    for row in rows {
+        sequences
+            .entry(TableName::new(
+                row.get::<_, String>(0),
+                row.get::<_, String>(1),
+            ))
+            .or_default()
+            .push(TableName::new(
+                row.get::<_, String>(2),
+                row.get::<_, String>(3),
+            ));
+    }
+    let marked = |rows: Vec<tokio_postgres::Row>| -> BTreeMap<String, bool> {
+        rows.into_iter()
+            .map(|r| {
+                let comment: Option<String> = r.get(1);
+                (
+                    r.get(0),
+                    comment.is_some_and(|c| c.starts_with(MANAGED_MARK)),
+                )
+            })
+            .collect()
+    };
+    let pattern = format!("{}%", OBJECT_PREFIX.replace('_', "\\_"));
+    let logins = marked(
+        client
+            .query(
+                "SELECT rolname::text, shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname LIKE $1",
+                &[&pattern],
+            )
+            .await
+            .context("reading existing logins")?,
+    );
+    let schemas = marked(
+        client
+            .query(
+                "SELECT nspname::text, obj_description(oid, 'pg_namespace') FROM pg_namespace WHERE nspname LIKE $1",
+                &[&pattern],
+            )
+            .await
+            .context("reading existing schemas")?,
+    );
+    let database: String = client
+        .query_one("SELECT current_database()::text", &[])
+        .await
+        .context("reading the database name")?
+        .get(0);
+    Ok(LiveState {
+        database,
+        catalog,
+        sequences,
+        logins,
+        schemas,
+    })
+}
+
+/// Why PostgreSQL refuses `sql`, if it does. Only for statements that change nothing (EXPLAIN, SELECT).
+async fn refusal(client: &Client, sql: &str) -> Option<String> {
+    let err = client.batch_execute(sql).await.err()?;
+    Some(
+        err.as_db_error()
+            .map(|e| e.message().to_string())
+            .unwrap_or_else(|| err.to_string()),
+    )
+}
+
+/// Asks PostgreSQL whether each compiled row filter is valid on its table (`EXPLAIN`, nothing runs) and
+/// whether each `constant(...)` converts to its column's type; each refusal becomes a diagnostic at the
+/// filter or the action in the file.
+pub async fn check_filters(
+    client: &Client,
+    policy: &Policy,
+    catalog: &Catalog,
+) -> Result<Vec<Diagnostic>> {
+    let mut out = Vec::new();
+    for role in policy.roles.values() {
+        for rule in role.rules.values() {
+            let Some(table) = policy.tables.get(&rule.table) else {
+                continue;
+            };
+            let Some(columns) = catalog.tables.get(&table.name) else {
+                continue;
+            };
+            if let Some(filter) = &rule.filter {
+                let sql = format!(
+                    "EXPLAIN SELECT 1 FROM {}.{} WHERE ({})",
+                    quote_ident(&table.name.schema),
+                    quote_ident(&table.name.name),
+                    filter.sql
+                );
+                if let Some(reason) = refusal(client, &sql).await {
+                    out.push(policy.error_at(
+                        &rule.filter_span,
+                        format!("row filter of role `{}` on `{}` is refused by PostgreSQL: {reason}", role.name, table.key),
+                        Some("the filter must be a boolean expression over the table's columns".into()),
+                    ));
+                }
+            }
+            for (column, (action, span)) in &rule.actions {
+                let (Action::Constant(literal), Some(live)) =
+                    (action, columns.iter().find(|c| &c.name == column))
+                else {
+                    continue;
+                };
+                if let Some(reason) = refusal(
+                    client,
+                    &format!("SELECT CAST({literal} AS {})", live.data_type),
+                )
+                .await
+                {
+                    out.push(policy.error_at(
+                        span,
+                        format!(
+                            "constant {literal} does not fit column `{column}` (`{}`): {reason}",
+                            live.data_type
+                        ),
+                        Some(format!("write a literal of type {}", live.data_type)),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Every problem of the policy against the live database: `Policy::check_against` and the row filters.
+pub async fn check_live(
+    client: &Client,
+    policy: &Policy,
+    catalog: &Catalog,
+) -> Result<Vec<Diagnostic>> {
+    let mut diagnostics = policy.check_against(catalog);
+    diagnostics.extend(check_filters(client, policy, catalog).await?);
+    Ok(diagnostics)
+}
+
+/// What `apply_policy` should do.
+#[derive(Debug, Clone)]
+pub struct ApplyRequest {
+    /// The credentials file: read for passwords to keep, written after the commit.
+    pub credentials: PathBuf,
+    /// Give every login a new password.
+    pub rotate: bool,
+    /// A configured pseudonym key (replaces the stored one); `None` keeps the stored key or makes one.
+    pub pseudonym_key: Option<Vec<u8>>,
+    /// Only return the statements (secrets replaced by placeholders); change nothing.
+    pub dry_run: bool,
+}
+
+/// What `apply_policy` did.
+#[derive(Debug)]
+pub enum ApplyOutcome {
+    /// The policy does not fit the database; nothing was changed.
+    Invalid(Vec<Diagnostic>),
+    DryRun {
+        statements: Vec<String>,
+        warnings: Vec<Diagnostic>,
+    },
+    Applied {
+        statements: usize,
+        warnings: Vec<Diagnostic>,
+        credentials: Credentials,
+    },
+}
+
+/// `maschera policy apply` as a library call (the demo uses it too): checks the policy against the live
+/// database, compiles it, runs the apply steps in one transaction and writes the credentials file.
+pub async fn apply_policy(
+    client: &mut Client,
+    policy: &Policy,
+    request: &ApplyRequest,
+) -> Result<ApplyOutcome> {
+    let live = read_live_state(client).await?;
+    let (errors, warnings): (Vec<Diagnostic>, Vec<Diagnostic>) =
+        check_live(client, policy, &live.catalog)
+            .await?
+            .into_iter()
+            .partition(Diagnostic::is_error);
+    if !errors.is_empty() {
+        return Ok(ApplyOutcome::Invalid(errors));
+    }
+    let access = match policy.compile(&live.catalog) {
+        Ok(access) => access,
+        Err(diagnostics) => return Ok(ApplyOutcome::Invalid(diagnostics.0)),
+    };
+    let mut credentials = Credentials::load(&request.credentials)?;
+    let mut options = ApplyOptions {
+        pseudonym_key_configured: request.pseudonym_key.is_some(),
+        ..Default::default()
+    };
+    credentials
+        .logins
+        .retain(|role, _| policy.restricted_roles().any(|r| &r.name == role));
+    let mut passwords = BTreeMap::new();
+    for role in policy.restricted_roles() {
+        let login = role.login();
+        let kept = credentials
+            .login(&role.name)
+            .filter(|l| l.user == login && !request.rotate)
+            .cloned();
+        let password = match kept {
+            Some(existing) => existing.password,
+            None => {
+                options.set_password.insert(login.clone());
+                generate_password()
+            }
+        };
+        passwords.insert(login.clone(), password.clone());
+        credentials.logins.insert(
+            role.name.clone(),
+            Login {
+                user: login,
+                password,
+            },
+        );
+    }
+    let steps = apply_steps(policy, &access, &live, &options).map_err(anyhow::Error::msg)?;
+    if request.dry_run {
+        return Ok(ApplyOutcome::DryRun {
+            statements: steps.iter().map(Step::display).collect(),
+            warnings,
+        });
+    }
+    let secrets = Secrets {
+        pseudonym_key: request.pseudonym_key.clone().unwrap_or_else(random_key),
+        hash_salt: random_key(),
+        passwords,
+    };
+    run_steps(client, &steps, &secrets).await?;
+    credentials.save(&request.credentials).with_context(|| {
+        format!(
+            "the policy is applied but the credentials file {} could not be written; apply again with --rotate",
+            request.credentials.display()
+        )
+    })?;
+    Ok(ApplyOutcome::Applied {
+        statements: steps.len(),
+        warnings,
+        credentials,
+    })
+}
+
+fn random_key() -> Vec<u8> {
+    use rand::RngCore;
+    let mut key = vec![0u8; 32];
+    rand::rng().fill_bytes(&mut key);
+    key
+}
+
+/// The secrets the apply steps need.
+struct Secrets {
+    pseudonym_key: Vec<u8>,
+    hash_salt: Vec<u8>,
+    /// Passwords by login name.
+    passwords: BTreeMap<String, String>,
+}
+
+/// Runs the steps in one transaction; on any error nothing is changed.
+async fn run_steps(client: &mut Client, steps: &[Step], secrets: &Secrets) -> Result<()> {
+    let tx = client.transaction().await?;
+    for step in steps {
+        let result = match &step.secret {
+            None => tx.batch_execute(&step.sql).await,
+            Some(Secret::PseudonymKey) => tx
+                .execute(&step.sql, &[&secrets.pseudonym_key])
+                .await
+                .map(|_| ()),
+            Some(Secret::HashSalt) => tx
+                .execute(&step.sql, &[&secrets.hash_salt])
+                .await
+                .map(|_| ()),
+            Some(Secret::LoginPassword(login)) => {
+                let Some(password) = secrets.passwords.get(login) else {
+                    bail!("no password prepared for login {login}");
+                };
+                let verifier = postgres_protocol::password::scram_sha_256(password.as_bytes());
+                tx.batch_execute(&step.sql.replace(PASSWORD_MARKER, &quote_literal(&verifier)))
+                    .await
+            }
+        };
+        if let Err(err) = result {
+            let reason = err
+                .as_db_error()
+                .map(|e| e.message().to_string())
+                .unwrap_or_else(|| err.to_string());
+            bail!(
+                "policy apply failed, nothing was changed: {reason}\n  in: {}",
+                step.display()
+            );
+        }
+    }
+    tx.commit().await.context("committing the policy")?;
+    Ok(())
+}
