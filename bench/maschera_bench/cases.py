@@ -261,6 +261,16 @@ def rewriter(bench):
         low, mid, high = (float(m.group(i)) * _UNITS[m.group(i + 1)] for i in (2, 4, 6))
         bench.results.add(5, name, "µs per statement", "rewriter", 1, mid)
         bench.results.note(5, f"`{name}`: {mid:.3f} µs (criterion 95% interval {low:.3f}–{high:.3f} µs)")
+    summary = re.search(
+        r"corpus of (\d+) statements: sqlparser parse alone median ([\d.]+) µs.*?"
+        r"uncached rewrite median ([\d.]+) µs \(slowest ([\d.]+) µs\), cached median ([\d.]+) µs", out)
+    if summary:
+        n = summary.group(1)
+        for label, group in (("parse alone (sqlparser, baseline)", 2), ("uncached rewrite", 3),
+                             ("cached rewrite", 5)):
+            bench.results.add(5, f"corpus of {n} statements: {label}", "median µs per statement",
+                              "rewriter", 1, float(summary.group(group)))
+        bench.results.note(5, f"slowest corpus statement uncached: {summary.group(4)} µs")
     if not bench.results.figures(5):
         raise BenchError(f"cargo bench printed no criterion timings:\n{out[-2000:]}")
 
