@@ -1,6 +1,12 @@
 """Writes BENCHMARKS.md from the results of one run: machine facts, one table per case with the
 median [min–max] over rounds for each target, the ratio to the case's baseline (round by round), and
-the issue's targets marked met or missed. Not for: measuring."""
+the issue's targets marked met or missed; then the profile notes of bench/profile-notes.md.
+Not for: measuring."""
+
+import os
+
+PROFILE_NOTES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                             "profile-notes.md")
 
 CASES = {
     1: ("pgbench -S (pgbench tables, no personal data)", "direct"),
@@ -133,4 +139,7 @@ def render(res, opts, command):
             out.append(f"- {line}")
         if res.notes.get(case):
             out.append("")
+    if not opts.smoke and os.path.exists(PROFILE_NOTES):
+        with open(PROFILE_NOTES) as notes:
+            out += [notes.read().strip(), ""]
     return "\n".join(out) + "\n"
