@@ -15,9 +15,9 @@ import tempfile
 import time
 
 from . import cases, report
-from .procs import BenchError, find_tool, run
+from .procs import find_tool, run
 from .results import Results
-from .servers import Login, Maschera, Pgbouncer, PostgreSQL, build_maschera
+from .servers import Login, Maschera, Pgbouncer, PostgreSQL, build_maschera, run_guarded
 
 REPO = os.path.dirname(cases.HERE)
 PROXY_USER = ("bench", "Bench-proxy-password-4c1e-osprey", "dpo", {})
@@ -150,8 +150,8 @@ def main(argv):
     need = 2 * opts.idle_clients + 512
     if soft < need:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(max(need, soft), hard), hard))
-    started = []
-    try:
+
+    def body(started):
         for tool, package in (("psql", "postgresql-client"), ("pgbench", "postgresql-contrib")):
             find_tool(tool, package)
         bench.pgbouncer_bin = find_tool("pgbouncer", "pgbouncer")
@@ -177,13 +177,12 @@ def main(argv):
                          proxy.pid),
         ]
         run_cases(bench, targets)
-    except BenchError as err:
-        print(f"bench/run: FAILED: {err}", file=sys.stderr)
-        return 1
-    finally:
-        for server in reversed(started):
-            server.stop()
-        shutil.rmtree(bench.workdir, ignore_errors=True)
+        return 0
+
+    status = run_guarded("bench/run", body)
+    shutil.rmtree(bench.workdir, ignore_errors=True)
+    if status != 0:
+        return status
     os.makedirs(os.path.dirname(opts.json), exist_ok=True)
     bench.results.save(opts.json)
     command = "bench/run " + " ".join(argv) if argv else "bench/run"

@@ -6,12 +6,11 @@ and prints the hottest symbols, and (2) counts the proxy's system calls per tran
 import argparse
 import os
 import subprocess
-import sys
 import tempfile
 
 from .main import PROXY_USER, REPO
 from .procs import BenchError, find_tool, run
-from .servers import Login, Maschera, PostgreSQL, build_maschera
+from .servers import Login, Maschera, PostgreSQL, build_maschera, run_guarded
 
 
 def parse_args(argv):
@@ -76,8 +75,8 @@ def main(argv):
     o = parse_args(argv)
     out = o.out or tempfile.mkdtemp(prefix="maschera-profile-")
     os.makedirs(out, exist_ok=True)
-    started = []
-    try:
+
+    def body(started):
         find_tool("perf", "linux-perf")
         find_tool("strace", "strace")
         binary = build_maschera(REPO)
@@ -91,10 +90,6 @@ def main(argv):
         sample(o, proxy, login, out)
         syscalls(o, proxy, login, out)
         print(f"\nperf.data and full reports in {out}")
-    except BenchError as err:
-        print(f"bench/profile: FAILED: {err}", file=sys.stderr)
-        return 1
-    finally:
-        for server in reversed(started):
-            server.stop()
-    return 0
+        return 0
+
+    return run_guarded("bench/profile", body)

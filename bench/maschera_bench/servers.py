@@ -8,6 +8,7 @@ import glob
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 
 from .procs import (
@@ -48,6 +49,31 @@ def write_private(path, text):
         f.write(text)
     os.chmod(path, 0o600)
     chown_to_postgres(path)
+
+
+def stop_process(proc, folder):
+    """Terminates a server process we started (killed after 10 s) and removes its folder."""
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def run_guarded(program, body):
+    """Runs body(started): servers it appends to `started` are stopped afterwards, in reverse order,
+    whatever happens; a BenchError is printed and gives exit status 1."""
+    started = []
+    try:
+        return body(started)
+    except BenchError as err:
+        print(f"{program}: FAILED: {err}", file=sys.stderr)
+        return 1
+    finally:
+        for server in reversed(started):
+            server.stop()
 
 
 class Login:
@@ -176,13 +202,7 @@ class Pgbouncer:
         return text
 
     def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        stop_process(self.proc, self.dir)
 
 
 def build_maschera(repo, release=True):
@@ -242,10 +262,4 @@ class Maschera:
             return ""
 
     def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        stop_process(self.proc, self.dir)
