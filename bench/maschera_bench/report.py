@@ -126,6 +126,9 @@ def render(res, opts, command):
     ]
     for case, (title, baseline) in CASES.items():
         out += [f"## {case}. {title}", ""]
+        if case not in opts.cases:
+            out += ["Not run in this invocation (`--cases`).", ""]
+            continue
         if case in res.skipped:
             out += [f"Skipped — {res.skipped[case]}", ""]
             continue
