@@ -49,6 +49,9 @@ def parse_args(argv):
     p.add_argument("--idle-clients", type=int, help="idle clients of case 4 (default 1000; smoke 50)")
     p.add_argument("--contacts", type=int, help="CRM contacts for case 2 (default 10000)")
     p.add_argument("--cases", default="1,2,3,4,5,6", help="which cases to run (default all)")
+    p.add_argument("--report-only", action="store_true",
+                   help="measure nothing: write the report again from the --json results (give the "
+                   "options of that run so that the set-up is described right)")
     p.add_argument("--output", help="the Markdown report (default BENCHMARKS.md at the repository root)")
     p.add_argument("--json", help="raw results (default bench/results/latest.json)")
     opts = p.parse_args(argv)
@@ -143,8 +146,17 @@ def run_cases(bench, targets):
         cases.rewriter(bench)
 
 
+def write_report(results, opts, argv):
+    command = " ".join(["bench/run", *(a for a in argv if a != "--report-only")])
+    with open(opts.output, "w") as f:
+        f.write(report.render(results, opts, command))
+
+
 def main(argv):
     opts = parse_args(argv)
+    if opts.report_only:
+        write_report(Results.load(opts.json), opts, argv)
+        return 0
     bench = Bench(opts)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     need = 2 * opts.idle_clients + 512
@@ -185,9 +197,7 @@ def main(argv):
         return status
     os.makedirs(os.path.dirname(opts.json), exist_ok=True)
     bench.results.save(opts.json)
-    command = "bench/run " + " ".join(argv) if argv else "bench/run"
-    with open(opts.output, "w") as f:
-        f.write(report.render(bench.results, opts, command.strip()))
+    write_report(bench.results, opts, argv)
     for case, reason in sorted(bench.results.skipped.items()):
         bench.log(f"case {case} skipped: {reason}")
     bench.log(f"wrote {opts.output} and {opts.json}")

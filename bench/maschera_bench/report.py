@@ -41,7 +41,7 @@ def _target_rule(case, figure, metric, max_clients):
                 lambda res: res.ratio(case, figure, metric, "maschera", "direct").median <= 1.05)
     if case == 4 and metric == "KiB per client":
         return "maschera ≤ 8 KiB", lambda res: res.summary(case, figure, metric, "maschera").median <= 8
-    if case == 5:
+    if case == 5 and figure.startswith("corpus"):
         if "uncached" in figure.lower():
             return "< 20 µs uncached", lambda res: res.summary(case, figure, metric, "rewriter").median < 20
         if "cached" in figure.lower():

@@ -68,6 +68,16 @@ class Results:
         ratios = [mine[r] / base[r] for r in mine if r in base and base[r]]
         return Summary(ratios) if ratios else None
 
+    @classmethod
+    def load(cls, path):
+        with open(path) as f:
+            data = json.load(f)
+        results = cls(data["facts"])
+        results.values = data["values"]
+        results.skipped = {int(k): v for k, v in data["skipped"].items()}
+        results.notes = {int(k): v for k, v in data["notes"].items()}
+        return results
+
     def save(self, path):
         with open(path, "w") as f:
             json.dump(
