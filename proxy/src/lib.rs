@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod audit_cmd;
+pub mod audit_trail;
 pub mod cancel;
 pub mod catalog;
 pub mod cli;
@@ -12,12 +13,15 @@ pub mod credentials;
 pub mod crm;
 pub mod discover;
 pub mod embedded_pg;
+pub mod enforce;
 pub mod frame;
 pub mod lockout;
 pub mod metrics;
 pub mod password;
 pub mod policy_apply;
 pub mod policy_cmd;
+pub mod policy_state;
+pub mod schema_change;
 pub mod scram;
 pub mod serve_cmd;
 pub mod server;

@@ -5,6 +5,7 @@ mod audit;
 mod catalog;
 mod crm;
 mod discover;
+mod enforce;
 mod harness;
 mod policy;
 mod users;
