@@ -17,6 +17,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Run the proxy.
+    Serve(crate::serve_cmd::ServeArgs),
     /// Manage the proxy's users file (SCRAM verifiers only, never passwords).
     User(crate::user_cmd::UserArgs),
     /// Validate, apply and explain a policy file.
@@ -29,6 +31,7 @@ pub enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Serve(args) => crate::serve_cmd::run(args),
         Command::User(args) => crate::user_cmd::run(args),
         Command::Policy(args) => crate::policy_cmd::run(args),
         Command::Audit(args) => crate::audit_cmd::run(args),

@@ -5,3 +5,4 @@ mod catalog;
 mod harness;
 mod policy;
 mod users;
+mod wire;
