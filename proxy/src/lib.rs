@@ -25,3 +25,5 @@ pub mod tls;
 pub mod upstream;
 pub mod user_cmd;
 pub mod users;
+pub mod crm;
+pub mod discover;

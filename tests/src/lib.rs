@@ -2,6 +2,7 @@
 //! `maschera demo` uses), the binary under test, and the examples folder. Not for: assertions about
 //! Maschera itself; those live in `tests/tests/`.
 
+pub mod crm;
 pub use maschera::embedded_pg as pg;
 pub use maschera::embedded_pg::{
     PgServer, PgServerOptions, SUPERUSER, connect, free_port, pg_bin_dir,

@@ -3,6 +3,8 @@
 
 mod catalog;
 mod harness;
+mod crm;
+mod discover;
 mod policy;
 mod users;
 mod wire;
