@@ -27,3 +27,4 @@ pub mod user_cmd;
 pub mod users;
 pub mod crm;
 pub mod discover;
+pub mod demo;

@@ -4,6 +4,7 @@
 mod catalog;
 mod harness;
 mod crm;
+mod demo;
 mod discover;
 mod policy;
 mod users;

@@ -1,0 +1,286 @@
+//! `maschera demo --json` as a newcomer runs it: the one JSON line, every demo user logging in through
+//! the proxy (plain and `sslmode=require`), the reference CRM behind it, and a clean stop on SIGTERM and
+//! SIGINT (exit 0, no PostgreSQL left running, the temporary folder removed).
+
+use maschera_tests::{free_port, maschera_bin, pg_bin_dir};
+use serde::Deserialize;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+const CONTACTS: i64 = 500;
+/// Generous: the demo is ready in seconds, but the test machine is shared.
+const READY_LIMIT: Duration = Duration::from_secs(180);
+const EXIT_LIMIT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Facts {
+    proxy: String,
+    upstream: String,
+    audit_log: PathBuf,
+    users: Vec<UserFacts>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserFacts {
+    user: String,
+    role: String,
+    password: String,
+    uri: String,
+}
+
+/// A running `maschera demo --json`; killed (and its folder checked) if a test fails half-way.
+struct Demo {
+    child: Child,
+    port: u16,
+    facts: Facts,
+    stderr: PathBuf,
+    _stderr_dir: tempfile::TempDir,
+}
+
+impl Demo {
+    fn start() -> Demo {
+        let port = free_port();
+        let stderr_dir = tempfile::tempdir().unwrap();
+        let stderr = stderr_dir.path().join("demo.log");
+        let mut child = Command::new(maschera_bin())
+            .args(["demo", "--json", "--contacts", &CONTACTS.to_string()])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            // Runs from an unrelated folder: the CRM and the policy are built into the binary.
+            .current_dir(stderr_dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .expect("spawn maschera demo");
+        let stdout = child.stdout.take().unwrap();
+        let (lines_tx, lines_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                if lines_tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let line = match lines_rx.recv_timeout(READY_LIMIT) {
+            Ok(line) => line.unwrap(),
+            Err(err) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "no JSON line from maschera demo ({err}); stderr:\n{}",
+                    std::fs::read_to_string(&stderr).unwrap_or_default()
+                );
+            }
+        };
+        let facts: Facts = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("not the JSON line ({e}): {line}"));
+        // Exactly one line: nothing else arrives on standard output while it serves.
+        assert!(
+            lines_rx.recv_timeout(Duration::from_millis(300)).is_err(),
+            "more than one line on standard output"
+        );
+        Demo {
+            child,
+            port,
+            facts,
+            stderr,
+            _stderr_dir: stderr_dir,
+        }
+    }
+
+    /// The temporary folder: the one holding the access log (and PostgreSQL's data).
+    fn dir(&self) -> &Path {
+        self.facts.audit_log.parent().unwrap()
+    }
+
+    fn user(&self, name: &str) -> &UserFacts {
+        self.facts
+            .users
+            .iter()
+            .find(|u| u.user == name)
+            .unwrap_or_else(|| panic!("no user {name} in {:?}", self.facts.users))
+    }
+
+    fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on the pid of our own child process.
+        unsafe {
+            libc::kill(self.child.id() as i32, signal);
+        }
+    }
+
+    fn wait_exit(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + EXIT_LIMIT;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("maschera demo still running {EXIT_LIMIT:?} after the signal");
+    }
+
+    /// Sends `signal` and checks the clean stop: exit 0, no process started from the folder, folder gone.
+    fn stop_with(mut self, signal: i32) {
+        let dir = self.dir().to_path_buf();
+        assert!(dir.is_dir(), "{} exists while serving", dir.display());
+        assert!(
+            !processes_naming(&dir).is_empty(),
+            "PostgreSQL runs from {} while serving",
+            dir.display()
+        );
+        self.signal(signal);
+        let status = self.wait_exit();
+        let log = std::fs::read_to_string(&self.stderr).unwrap_or_default();
+        assert!(status.success(), "exit status {status}; stderr:\n{log}");
+        assert_eq!(
+            processes_naming(&dir),
+            Vec::<String>::new(),
+            "processes still running from {}",
+            dir.display()
+        );
+        assert!(!dir.exists(), "{} is still on disk", dir.display());
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            self.signal(libc::SIGTERM);
+            let deadline = Instant::now() + EXIT_LIMIT;
+            while Instant::now() < deadline && self.child.try_wait().ok().flatten().is_none() {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "---- maschera demo stderr ----\n{}\n---- end ----",
+                std::fs::read_to_string(&self.stderr).unwrap_or_default()
+            );
+        }
+    }
+}
+
+/// Command lines of running processes that mention `dir`.
+fn processes_naming(dir: &Path) -> Vec<String> {
+    let needle = dir.to_string_lossy().into_owned();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if !entry
+            .file_name()
+            .to_string_lossy()
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+        {
+            continue;
+        }
+        let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&raw).replace('\0', " ");
+        if cmdline.contains(&needle) {
+            found.push(cmdline);
+        }
+    }
+    found
+}
+
+async fn connect(uri: &str) -> tokio_postgres::Client {
+    maschera_tests::connect(uri)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to {uri}: {e}"))
+}
+
+async fn count(client: &tokio_postgres::Client, table: &str) -> i64 {
+    client
+        .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+        .await
+        .unwrap_or_else(|e| panic!("counting {table}: {e}"))
+        .get(0)
+}
+
+/// psql with `sslmode=require` (the certificate is self-signed, so not verified).
+fn psql_over_tls(uri: &str, sql: &str) -> String {
+    let out = Command::new(pg_bin_dir().unwrap().join("psql"))
+        .arg(format!("{uri}?sslmode=require"))
+        .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run psql");
+    assert!(
+        out.status.success(),
+        "psql over TLS: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[tokio::test]
+async fn demo_json_line_serves_every_user_and_sigterm_leaves_nothing() {
+    let demo = Demo::start();
+    let facts = &demo.facts;
+    assert_eq!(
+        facts.proxy,
+        format!("postgres://127.0.0.1:{}/crm", demo.port)
+    );
+    let roles: Vec<(&str, &str)> = facts
+        .users
+        .iter()
+        .map(|u| (u.user.as_str(), u.role.as_str()))
+        .collect();
+    assert_eq!(
+        roles,
+        [
+            ("dora", "dpo"),
+            ("sam", "sales"),
+            ("sara", "sales"),
+            ("mia", "marketing"),
+            ("tom", "support"),
+            ("ana", "analyst"),
+        ]
+    );
+    for user in &facts.users {
+        assert!(user.password.len() >= 20, "weak password for {}", user.user);
+        assert_eq!(
+            user.uri,
+            format!(
+                "postgres://{}:{}@127.0.0.1:{}/crm",
+                user.user, user.password, demo.port
+            )
+        );
+        let client = connect(&user.uri).await;
+        let one: i32 = client.query_one("SELECT 1", &[]).await.unwrap().get(0);
+        assert_eq!(one, 1, "{} through the proxy", user.user);
+    }
+    let dora = connect(&demo.user("dora").uri).await;
+    assert_eq!(count(&dora, "contacts").await, CONTACTS);
+    let upstream = connect(&facts.upstream).await;
+    assert_eq!(count(&upstream, "contacts").await, CONTACTS);
+    assert!(count(&upstream, "consents").await > CONTACTS);
+
+    let conninfo = psql_over_tls(&demo.user("sam").uri, "\\conninfo");
+    assert!(
+        conninfo.contains("as user \"sam\"") && conninfo.contains("SSL connection"),
+        "{conninfo}"
+    );
+    let over_tls = psql_over_tls(&demo.user("dora").uri, "SELECT count(*) FROM contacts");
+    assert_eq!(over_tls, CONTACTS.to_string());
+    drop((dora, upstream));
+    demo.stop_with(libc::SIGTERM);
+}
+
+#[tokio::test]
+async fn demo_stops_cleanly_on_sigint_with_a_client_connected() {
+    let demo = Demo::start();
+    let client = connect(&demo.user("tom").uri).await;
+    let one: i32 = client.query_one("SELECT 1", &[]).await.unwrap().get(0);
+    assert_eq!(one, 1);
+    // The idle session stays open across the signal: the demo closes it and still stops cleanly.
+    demo.stop_with(libc::SIGINT);
+    assert!(client.query_one("SELECT 1", &[]).await.is_err());
+}
