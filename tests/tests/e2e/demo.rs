@@ -284,3 +284,26 @@ async fn demo_stops_cleanly_on_sigint_with_a_client_connected() {
     demo.stop_with(libc::SIGINT);
     assert!(client.query_one("SELECT 1", &[]).await.is_err());
 }
+
+#[test]
+fn example_configuration_is_accepted_by_the_proxy() {
+    let path = maschera_tests::examples_dir().join("maschera.toml");
+    let config = maschera::config::Config::load(&path)
+        .unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+    assert_eq!(config.listen, "0.0.0.0:6432");
+    assert_eq!(config.upstream.database, "crm");
+    // Every line is a key, a section or a comment: nothing is left unexplained.
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut previous = "";
+    for line in text.lines() {
+        let line = line.trim();
+        if !line.is_empty() && !line.starts_with('#') && !line.starts_with('[') {
+            assert!(
+                previous.starts_with('#'),
+                "no comment above `{line}` in {}",
+                path.display()
+            );
+        }
+        previous = line;
+    }
+}
