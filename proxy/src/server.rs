@@ -6,10 +6,11 @@
 use crate::cancel::{CancelRegistry, Registration};
 use crate::client_auth;
 use crate::config::Config;
+use crate::enforce::{self, SessionSetup};
 use crate::frame;
 use crate::lockout::{Lockout, LockoutSettings};
 use crate::metrics as m;
-use crate::session::{self, MetricsObserver, PassThrough, RelaySettings, SessionEnd};
+use crate::session::{self, MetricsObserver, RelaySettings, SessionEnd};
 use crate::startup::{self, ClientTlsSetup, Opening, Startup};
 use crate::tls;
 use crate::upstream::{Login, UpstreamTarget};
@@ -48,6 +49,7 @@ pub struct Proxy {
     lockout: Lockout,
     cancels: Arc<CancelRegistry>,
     next_session: AtomicU64,
+    policy: Option<Arc<crate::policy_state::PolicyHandle>>,
 }
 
 impl Proxy {
@@ -76,8 +78,22 @@ impl Proxy {
             lockout,
             cancels: Arc::new(CancelRegistry::default()),
             next_session: AtomicU64::new(1),
+            policy: None,
             config,
         })
+    }
+
+    /// Loads and compiles the configured `[policy]` (if any) and watches it for reloads.
+    pub async fn with_policy(mut self) -> Result<Proxy> {
+        if let Some(config) = &self.config.policy {
+            let handle = crate::policy_state::PolicyHandle::load(config, &self.config.upstream)
+                .await
+                .context("loading the policy")?;
+            let handle = Arc::new(handle);
+            handle.clone().watch()?;
+            self.policy = Some(handle);
+        }
+        Ok(self)
     }
 
     pub fn config(&self) -> &Config {
@@ -238,7 +254,22 @@ async fn serve(
         .filter(|(k, _)| FORWARDED_PARAMS.contains(&k.to_ascii_lowercase().as_str()))
         .cloned()
         .collect();
-    let upstream = match proxy.upstream.connect(&proxy.login, &params).await {
+    let setup = match &proxy.policy {
+        Some(policy) => {
+            let state = policy.current();
+            enforce::session_setup(&state, user, &client.params, &proxy.login, params)
+        }
+        None => Ok(SessionSetup::pass_through(proxy.login.clone(), params)),
+    };
+    let mut setup = match setup {
+        Ok(setup) => setup,
+        Err(refusal) => {
+            info!(role = %user.role, code = refusal.code, reason = %refusal.message, "login refused by the policy");
+            frame::send_fatal(&mut client.stream, refusal.code, &refusal.message).await;
+            return Ok(());
+        }
+    };
+    let upstream = match proxy.upstream.connect(&setup.login, &setup.params).await {
         Ok(upstream) => upstream,
         Err(err) => {
             warn!(error = %err, "upstream login failed");
@@ -266,7 +297,7 @@ async fn serve(
         client.stream,
         upstream.stream,
         upstream.status,
-        &mut PassThrough,
+        setup.frontend.as_mut(),
         &mut MetricsObserver,
         settings,
     )

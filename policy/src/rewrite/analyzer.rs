@@ -6,22 +6,15 @@ use sqlparser::ast::ObjectName;
 
 use super::refusal::Refusal;
 use super::report::{TableOperation, TableRoute, UseLog};
-use super::scope::{CteName, Scope, fold_name, quoted};
+use super::scope::{CteName, ItemKind, Scope, fold_name, quoted};
 use super::system::{self, SystemRelation};
 use crate::access::{Catalog, RoleAccess, TableAccess, TableName, UnlistedTables, ViewAccess};
 
-/// What a table name in a FROM clause or DML target refers to.
+/// What a table name in a FROM clause or DML target refers to: a CTE, or a relation (a policy
+/// view, an unlisted base table or a system relation).
 pub(crate) enum Resolved<'a> {
     Cte(CteName),
-    System,
-    View {
-        table: TableName,
-        access: &'a ViewAccess,
-    },
-    Base {
-        table: TableName,
-        columns: Vec<String>,
-    },
+    Relation(ItemKind<'a>),
 }
 
 pub(crate) struct Analyzer<'a> {
@@ -109,7 +102,7 @@ impl<'a> Analyzer<'a> {
                 let view = TableName::new(self.role.view_schema.as_str(), access.view.as_str());
                 self.log
                     .operation(&table, TableRoute::View(view), access.filtered, op);
-                Ok(Resolved::View { table, access })
+                Ok(Resolved::Relation(ItemKind::View { table, access }))
             }
             None => match self.role.unlisted {
                 UnlistedTables::Deny => Err(Refusal::denied(format!(
@@ -124,7 +117,7 @@ impl<'a> Analyzer<'a> {
                         .get(&table)
                         .map(|cols| cols.iter().map(|c| c.name.clone()).collect())
                         .unwrap_or_default();
-                    Ok(Resolved::Base { table, columns })
+                    Ok(Resolved::Relation(ItemKind::Base { table, columns }))
                 }
             },
         }
@@ -137,7 +130,7 @@ impl<'a> Analyzer<'a> {
         schema: &str,
     ) -> Result<Resolved<'a>, Refusal> {
         match decision {
-            SystemRelation::Allowed => Ok(Resolved::System),
+            SystemRelation::Allowed => Ok(Resolved::Relation(ItemKind::System)),
             SystemRelation::Denied => Err(Refusal::denied(format!(
                 "permission denied for relation {schema}.{relation}: it exposes values or other sessions"
             ))),

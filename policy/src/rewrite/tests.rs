@@ -666,6 +666,14 @@ fn ddl_and_privileged_statements_are_refused() {
             "EXPLAIN (ANALYZE true) SELECT * FROM contacts",
             "EXPLAIN ANALYZE",
         ),
+        (
+            "EXPLAIN (ANALYSE) SELECT * FROM contacts",
+            "EXPLAIN ANALYZE",
+        ),
+        (
+            "EXPLAIN (FORMAT JSON, ANALYZE on) SELECT * FROM contacts",
+            "EXPLAIN ANALYZE",
+        ),
         ("COPY contacts TO '/tmp/contacts.csv'", "file or program"),
         ("COPY contacts TO PROGRAM 'cat > /tmp/x'", "file or program"),
         ("COPY contacts FROM '/etc/passwd'", "file or program"),
@@ -811,6 +819,10 @@ fn unparsable_text_is_refused_without_echoing_literals() {
         "SELECT * FROM contacts WHERE id BETWEEN SYMMETRIC 1 AND 2",
         "MOVE FORWARD 5 IN c",
         "DO $$ BEGIN PERFORM 1; END $$",
+        "EXPLAIN ANALYSE SELECT * FROM contacts",
+        "SELECT id FROM contacts FOR NO KEY UPDATE",
+        "SELECT * FROM ROWS FROM (generate_series(1, 2))",
+        "TABLE contacts",
         "SELECT 'secret-literal-4711",
     ] {
         refused(
@@ -947,6 +959,19 @@ fn comments_dollar_quotes_and_backslashes_are_read_as_postgresql_reads_them() {
     );
     // ... but does in E'...', where the rest is one string.
     accepted("marketing", "SELECT E'a\\', phone FROM contacts'");
+    // ARRAY(subquery) and ROW(...) are syntax, not functions: their contents are checked.
+    refused(
+        "marketing",
+        "SELECT ARRAY(SELECT phone FROM contacts)",
+        SqlState::InsufficientPrivilege,
+        "column phone",
+    );
+    refused(
+        "marketing",
+        "SELECT ROW(id, phone) FROM contacts",
+        SqlState::InsufficientPrivilege,
+        "column phone",
+    );
     // Quoted identifiers keep their case: "Phone" is not phone.
     accepted(
         "marketing",
