@@ -92,7 +92,7 @@ async fn demo(args: DemoArgs) -> Result<()> {
             return Ok(());
         }
     };
-    let proxy = Arc::new(Proxy::new(demo.config.clone())?);
+    let proxy = Arc::new(Proxy::new(demo.config.clone())?.with_policy().await?);
     let shutdown_limit = proxy.config().shutdown_timeout() + Duration::from_secs(2);
     let mut server = tokio::spawn(server::run(proxy));
     tokio::select! {

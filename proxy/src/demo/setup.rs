@@ -263,6 +263,7 @@ shutdown_timeout_seconds = 5
 
 [policy]
 file = "{POLICY_FILE}"
+credentials = "{CREDENTIALS_FILE}"
 
 [audit]
 file = "{AUDIT_FILE}"

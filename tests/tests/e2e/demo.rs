@@ -270,8 +270,170 @@ async fn demo_json_line_serves_every_user_and_sigterm_leaves_nothing() {
     );
     let over_tls = psql_over_tls(&demo.user("dora").uri, "SELECT count(*) FROM contacts");
     assert_eq!(over_tls, CONTACTS.to_string());
+    check_one_query_of_the_matrix_per_user(&demo, &upstream).await;
     drop((dora, upstream));
     demo.stop_with(libc::SIGTERM);
+}
+
+/// A contact of the north region with an active marketing consent, as PostgreSQL holds it.
+struct Sample {
+    id: i64,
+    created_at: String,
+    last_name: String,
+    email: String,
+    tax_code: String,
+    birth_year: String,
+}
+
+async fn sample_contact(upstream: &tokio_postgres::Client) -> Sample {
+    let row = upstream
+        .query_one(
+            "SELECT c.id, c.created_at::text, c.last_name, c.email, c.tax_code::text, \
+                    extract(year FROM c.birth_date)::text \
+             FROM contacts c WHERE c.region = 'north' AND EXISTS (SELECT 1 FROM consents k \
+               WHERE k.contact_id = c.id AND k.purpose = 'marketing' AND k.withdrawn_at IS NULL) \
+             ORDER BY c.id LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    Sample {
+        id: row.get(0),
+        created_at: row.get(1),
+        last_name: row.get(2),
+        email: row.get(3),
+        tax_code: row.get(4),
+        birth_year: row.get(5),
+    }
+}
+
+async fn scalar(uri: &str, sql: &str) -> i64 {
+    let client = connect(uri).await;
+    client
+        .query_one(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql} via {uri}: {e}"))
+        .get(0)
+}
+
+/// What each demo user sees, as `crm-reference.md` says, checked against the data upstream.
+async fn check_one_query_of_the_matrix_per_user(demo: &Demo, upstream: &tokio_postgres::Client) {
+    let sample = sample_contact(upstream).await;
+    let upstream_count = |sql: &'static str| async move {
+        upstream.query_one(sql, &[]).await.unwrap().get::<_, i64>(0)
+    };
+
+    // dora (dpo): the special-category table, whole.
+    let health = upstream_count("SELECT count(*) FROM health_records").await;
+    assert!(health > 0);
+    assert_eq!(
+        scalar(
+            &demo.user("dora").uri,
+            "SELECT count(*) FROM health_records"
+        )
+        .await,
+        health
+    );
+
+    // sam (sales, north): his region only; tax code masked but its last 4, birth date cut to the year.
+    let north = upstream_count("SELECT count(*) FROM contacts WHERE region = 'north'").await;
+    let sam = connect(&demo.user("sam").uri).await;
+    let count: i64 = sam
+        .query_one("SELECT count(*) FROM contacts", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, north);
+    let row = sam
+        .query_one(
+            &format!(
+                "SELECT tax_code::text, birth_date::text FROM contacts WHERE id = {}",
+                sample.id
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    let last4 = &sample.tax_code[sample.tax_code.len() - 4..];
+    assert_eq!(
+        row.get::<_, String>(0),
+        format!("{}{last4}", "*".repeat(12))
+    );
+    assert_eq!(
+        row.get::<_, String>(1),
+        format!("{}-01-01", sample.birth_year)
+    );
+
+    // sara (sales, south): the north contact does not exist for her.
+    let sara = connect(&demo.user("sara").uri).await;
+    let rows = sara
+        .query(
+            &format!("SELECT id FROM contacts WHERE id = {}", sample.id),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(rows.is_empty(), "sara sees a north contact");
+
+    // mia (marketing): only contacts with an active marketing consent; no phone column.
+    let consenting = upstream_count(
+        "SELECT count(*) FROM contacts c WHERE EXISTS (SELECT 1 FROM consents k \
+         WHERE k.contact_id = c.id AND k.purpose = 'marketing' AND k.withdrawn_at IS NULL)",
+    )
+    .await;
+    let mia = &demo.user("mia").uri;
+    assert_eq!(
+        scalar(mia, "SELECT count(*) FROM contacts").await,
+        consenting
+    );
+    let no_phone = connect(mia)
+        .await
+        .query("SELECT phone FROM contacts LIMIT 1", &[])
+        .await;
+    assert!(no_phone.is_err(), "mia reads phone numbers");
+
+    // tom (support): last name as an initial, e-mail masked; deals refused with 42501.
+    let tom = connect(&demo.user("tom").uri).await;
+    let row = tom
+        .query_one(
+            &format!(
+                "SELECT last_name, email FROM contacts WHERE id = {}",
+                sample.id
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    let initial = sample.last_name.chars().next().unwrap();
+    assert_eq!(row.get::<_, String>(0), format!("{initial}."));
+    let (local, domain) = sample.email.split_once('@').unwrap();
+    let first = local.chars().next().unwrap();
+    assert_eq!(row.get::<_, String>(1), format!("{first}***@{domain}"));
+    let refused = tom.query("SELECT * FROM deals", &[]).await.unwrap_err();
+    assert_eq!(
+        refused.code(),
+        Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+        "{refused}"
+    );
+
+    // ana (analyst): the same contact, found by a column she sees, has a pseudonym for an id.
+    let ana = connect(&demo.user("ana").uri).await;
+    let row = ana
+        .query_one(
+            &format!(
+                "SELECT id::text FROM contacts WHERE created_at = '{}'",
+                sample.created_at
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    let pseudonym: String = row.get(0);
+    assert!(
+        pseudonym.len() >= 16 && pseudonym.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{pseudonym}"
+    );
+    assert_ne!(pseudonym, sample.id.to_string());
 }
 
 #[tokio::test]
