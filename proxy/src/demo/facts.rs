@@ -92,9 +92,10 @@ impl Facts {
             self.sample_created_at
         );
         text.push_str(&format!(
-            "\nThe same contact, three roles (run it as each):\n  {query}\n\
+            "\nThe same contact as each role (run it as each user):\n  {query}\n\
              \x20 sam  (sales, north)  sees it whole, with the birth date cut to the year and the tax code masked;\n\
              \x20 sara (sales, south)  does not see it at all (row filter on her region);\n\
+             \x20 mia  (marketing)     sees it (it has an active marketing consent) without phone, tax code or address;\n\
              \x20 tom  (support)       sees the last name as an initial, a masked e-mail and phone, no birth date;\n\
              \x20 ana  (analyst)       sees a pseudonym for the id and no name or contact details.\n\
              Also try, as tom: SELECT * FROM deals;  (refused: support may not see deals)\n\

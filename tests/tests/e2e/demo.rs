@@ -46,16 +46,7 @@ impl Demo {
         let port = free_port();
         let stderr_dir = tempfile::tempdir().unwrap();
         let stderr = stderr_dir.path().join("demo.log");
-        let mut child = Command::new(maschera_bin())
-            .args(["demo", "--json", "--contacts", &CONTACTS.to_string()])
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            // Runs from an unrelated folder: the CRM and the policy are built into the binary.
-            .current_dir(stderr_dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&stderr).unwrap())
-            .spawn()
-            .expect("spawn maschera demo");
+        let mut child = spawn_demo(CONTACTS as u64, port, &stderr);
         let stdout = child.stdout.take().unwrap();
         let (lines_tx, lines_rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -105,24 +96,6 @@ impl Demo {
             .unwrap_or_else(|| panic!("no user {name} in {:?}", self.facts.users))
     }
 
-    fn signal(&self, signal: i32) {
-        // SAFETY: kill(2) on the pid of our own child process.
-        unsafe {
-            libc::kill(self.child.id() as i32, signal);
-        }
-    }
-
-    fn wait_exit(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + EXIT_LIMIT;
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("maschera demo still running {EXIT_LIMIT:?} after the signal");
-    }
-
     /// Sends `signal` and checks the clean stop: exit 0, no process started from the folder, folder gone.
     fn stop_with(mut self, signal: i32) {
         let dir = self.dir().to_path_buf();
@@ -132,8 +105,8 @@ impl Demo {
             "PostgreSQL runs from {} while serving",
             dir.display()
         );
-        self.signal(signal);
-        let status = self.wait_exit();
+        send(&self.child, signal);
+        let status = wait_exit(&mut self.child);
         let log = std::fs::read_to_string(&self.stderr).unwrap_or_default();
         assert!(status.success(), "exit status {status}; stderr:\n{log}");
         assert_eq!(
@@ -149,7 +122,7 @@ impl Demo {
 impl Drop for Demo {
     fn drop(&mut self) {
         if self.child.try_wait().ok().flatten().is_none() {
-            self.signal(libc::SIGTERM);
+            send(&self.child, libc::SIGTERM);
             let deadline = Instant::now() + EXIT_LIMIT;
             while Instant::now() < deadline && self.child.try_wait().ok().flatten().is_none() {
                 std::thread::sleep(Duration::from_millis(50));
@@ -164,6 +137,40 @@ impl Drop for Demo {
             );
         }
     }
+}
+
+/// Spawns `maschera demo --json` from an unrelated folder (the CRM and the policy are built into the
+/// binary), standard error to `stderr`.
+fn spawn_demo(contacts: u64, port: u16, stderr: &Path) -> Child {
+    Command::new(maschera_bin())
+        .args(["demo", "--json", "--contacts", &contacts.to_string()])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .current_dir(stderr.parent().unwrap())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(stderr).unwrap())
+        .spawn()
+        .expect("spawn maschera demo")
+}
+
+fn send(child: &Child, signal: i32) {
+    // SAFETY: kill(2) on the pid of our own child process.
+    unsafe {
+        libc::kill(child.id() as i32, signal);
+    }
+}
+
+/// Waits for the exit after a signal; kills the demo and fails if it takes too long.
+fn wait_exit(child: &mut Child) -> ExitStatus {
+    let deadline = Instant::now() + EXIT_LIMIT;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    panic!("maschera demo still running {EXIT_LIMIT:?} after the signal");
 }
 
 /// Command lines of running processes that mention `dir`.
@@ -468,4 +475,39 @@ fn example_configuration_is_accepted_by_the_proxy() {
         }
         previous = line;
     }
+}
+
+#[test]
+fn sigterm_during_set_up_stops_postgres_and_removes_the_folder() {
+    let scratch = tempfile::tempdir().unwrap();
+    let stderr = scratch.path().join("demo.log");
+    // Big enough that the load is still running when the signal arrives.
+    let mut child = spawn_demo(300_000, free_port(), &stderr);
+    let deadline = Instant::now() + READY_LIMIT;
+    let log = loop {
+        let log = std::fs::read_to_string(&stderr).unwrap_or_default();
+        if log.contains("loading the reference CRM") {
+            break log;
+        }
+        assert!(
+            Instant::now() < deadline && child.try_wait().unwrap().is_none(),
+            "the demo never started loading:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let dir = log
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix("dir="))
+        .map(PathBuf::from)
+        .unwrap_or_else(|| panic!("no dir= in the log:\n{log}"));
+    assert!(dir.is_dir());
+    send(&child, libc::SIGTERM);
+    let status = wait_exit(&mut child);
+    let log = std::fs::read_to_string(&stderr).unwrap_or_default();
+    assert!(status.success(), "exit status {status}:\n{log}");
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut stdout).unwrap();
+    assert_eq!(stdout, "", "no JSON line when stopped before it was ready");
+    assert_eq!(processes_naming(&dir), Vec::<String>::new());
+    assert!(!dir.exists(), "{} is still on disk", dir.display());
 }
