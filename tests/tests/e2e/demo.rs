@@ -315,12 +315,14 @@ async fn sample_contact(upstream: &tokio_postgres::Client) -> Sample {
 }
 
 async fn scalar(uri: &str, sql: &str) -> i64 {
-    let client = connect(uri).await;
+    one_row(&connect(uri).await, sql).await.get(0)
+}
+
+async fn one_row(client: &tokio_postgres::Client, sql: &str) -> tokio_postgres::Row {
     client
         .query_one(sql, &[])
         .await
-        .unwrap_or_else(|e| panic!("{sql} via {uri}: {e}"))
-        .get(0)
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
 /// What each demo user sees, as `crm-reference.md` says, checked against the data upstream.
@@ -345,22 +347,16 @@ async fn check_one_query_of_the_matrix_per_user(demo: &Demo, upstream: &tokio_po
     // sam (sales, north): his region only; tax code masked but its last 4, birth date cut to the year.
     let north = upstream_count("SELECT count(*) FROM contacts WHERE region = 'north'").await;
     let sam = connect(&demo.user("sam").uri).await;
-    let count: i64 = sam
-        .query_one("SELECT count(*) FROM contacts", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let count: i64 = one_row(&sam, "SELECT count(*) FROM contacts").await.get(0);
     assert_eq!(count, north);
-    let row = sam
-        .query_one(
-            &format!(
-                "SELECT tax_code::text, birth_date::text FROM contacts WHERE id = {}",
-                sample.id
-            ),
-            &[],
-        )
-        .await
-        .unwrap();
+    let row = one_row(
+        &sam,
+        &format!(
+            "SELECT tax_code::text, birth_date::text FROM contacts WHERE id = {}",
+            sample.id
+        ),
+    )
+    .await;
     let last4 = &sample.tax_code[sample.tax_code.len() - 4..];
     assert_eq!(
         row.get::<_, String>(0),
@@ -401,16 +397,14 @@ async fn check_one_query_of_the_matrix_per_user(demo: &Demo, upstream: &tokio_po
 
     // tom (support): last name as an initial, e-mail masked; deals refused with 42501.
     let tom = connect(&demo.user("tom").uri).await;
-    let row = tom
-        .query_one(
-            &format!(
-                "SELECT last_name, email FROM contacts WHERE id = {}",
-                sample.id
-            ),
-            &[],
-        )
-        .await
-        .unwrap();
+    let row = one_row(
+        &tom,
+        &format!(
+            "SELECT last_name, email FROM contacts WHERE id = {}",
+            sample.id
+        ),
+    )
+    .await;
     let initial = sample.last_name.chars().next().unwrap();
     assert_eq!(row.get::<_, String>(0), format!("{initial}."));
     let (local, domain) = sample.email.split_once('@').unwrap();
@@ -425,16 +419,14 @@ async fn check_one_query_of_the_matrix_per_user(demo: &Demo, upstream: &tokio_po
 
     // ana (analyst): the same contact, found by a column she sees, has a pseudonym for an id.
     let ana = connect(&demo.user("ana").uri).await;
-    let row = ana
-        .query_one(
-            &format!(
-                "SELECT id::text FROM contacts WHERE created_at = '{}'",
-                sample.created_at
-            ),
-            &[],
-        )
-        .await
-        .unwrap();
+    let row = one_row(
+        &ana,
+        &format!(
+            "SELECT id::text FROM contacts WHERE created_at = '{}'",
+            sample.created_at
+        ),
+    )
+    .await;
     let pseudonym: String = row.get(0);
     assert!(
         pseudonym.len() >= 16 && pseudonym.bytes().all(|b| b.is_ascii_hexdigit()),
