@@ -42,7 +42,14 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(demo(args))?;
+    let demo = runtime.block_on(demo(args))?;
+    // The runtime goes first, with the proxy's background tasks (the policy watcher would otherwise
+    // see the folder go and try to reload).
+    drop(runtime);
+    if let Some(demo) = demo {
+        info!("stopping PostgreSQL and removing {}", demo.dir().display());
+        drop(demo);
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -80,7 +87,9 @@ impl StopSignals {
     }
 }
 
-async fn demo(args: DemoArgs) -> Result<()> {
+/// Sets up, serves until a signal, and hands back what must be removed (`None` when a signal came
+/// during set-up, which already removed it).
+async fn demo(args: DemoArgs) -> Result<Option<setup::Demo>> {
     let started = Instant::now();
     let mut stop = StopSignals::install()?;
     let listen = concrete_listen_address(args.listen)?;
@@ -90,7 +99,7 @@ async fn demo(args: DemoArgs) -> Result<()> {
         demo = setup::set_up(listen, args.contacts) => demo?,
         _ = stop.received() => {
             info!("stopped during set-up");
-            return Ok(());
+            return Ok(None);
         }
     };
     let proxy = Arc::new(Proxy::new(demo.config.clone())?.with_policy().await?);
@@ -100,7 +109,7 @@ async fn demo(args: DemoArgs) -> Result<()> {
         ready = wait_accepting(listen, &mut server) => ready?,
         _ = stop.received() => {
             finish(server, shutdown_limit).await;
-            return Ok(());
+            return Ok(Some(demo));
         }
     }
     info!(
@@ -117,19 +126,16 @@ async fn demo(args: DemoArgs) -> Result<()> {
         ended = &mut server => ended.context("the proxy task failed")??,
         _ = stop.received() => finish(server, shutdown_limit).await,
     }
-    info!("stopping PostgreSQL and removing {}", demo.dir().display());
-    drop(demo);
-    Ok(())
+    Ok(Some(demo))
 }
 
-/// The address to listen on, with port 0 replaced by a free port so that the one printed is the one
-/// in use.
+/// The address to listen on, checked to be free (so that the readiness probe cannot reach another
+/// server), with port 0 replaced by a free port so that the one printed is the one in use.
 fn concrete_listen_address(mut addr: SocketAddr) -> Result<SocketAddr> {
-    if addr.port() == 0 {
-        let probe = std::net::TcpListener::bind(addr)
-            .with_context(|| format!("finding a free port on {}", addr.ip()))?;
-        addr.set_port(probe.local_addr()?.port());
-    }
+    let probe = std::net::TcpListener::bind(addr).with_context(|| {
+        format!("cannot listen on {addr}; choose another address with --listen")
+    })?;
+    addr.set_port(probe.local_addr()?.port());
     Ok(addr)
 }
 
