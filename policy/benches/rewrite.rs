@@ -2,8 +2,8 @@
 //! re-parse check) and cached (shape lexer, lookup, refill), over the CRM/ORM corpus of
 //! `policy::rewrite::fixture::CORPUS` and pgbench's select-only statement.
 //!
-//! `cargo bench -p maschera-policy --bench rewrite` prints a corpus summary (median per statement)
-//! before criterion's own figures.
+//! `cargo bench -p maschera-policy --bench rewrite` prints a corpus summary (median per statement,
+//! with sqlparser's parse alone as the baseline of the same run) before criterion's own figures.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, criterion_group, criterion_main};
 use policy::access::{Catalog, CatalogColumn, RoleAccess, TableName, UnlistedTables};
 use policy::rewrite::{RewriteCache, fixture, rewrite};
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
 
 /// The CRM catalog plus pgbench's tables, which the roles pass as unlisted base tables.
 fn catalog() -> Catalog {
@@ -65,8 +67,18 @@ fn corpus_summary() {
         .collect();
     statements.push((role("sales"), pgbench_select(1)));
     let cache = RewriteCache::new(10_000);
-    let (mut uncached, mut cached) = (Vec::new(), Vec::new());
+    let (mut parsed, mut uncached, mut cached) = (Vec::new(), Vec::new(), Vec::new());
     for (role, sql) in &statements {
+        let mut runs = Vec::new();
+        for _ in 0..200 {
+            let start = Instant::now();
+            black_box(
+                Parser::parse_sql(&PostgreSqlDialect {}, black_box(sql))
+                    .expect("corpus statement parses"),
+            );
+            runs.push(start.elapsed());
+        }
+        parsed.push(median(runs));
         let mut runs = Vec::new();
         for _ in 0..200 {
             let start = Instant::now();
@@ -89,8 +101,10 @@ fn corpus_summary() {
     }
     let slowest = uncached.iter().max().copied().unwrap_or_default();
     println!(
-        "corpus of {} statements: uncached median {:.1} µs (slowest {:.1} µs), cached median {:.2} µs; cache {:?}",
+        "corpus of {} statements: sqlparser parse alone median {:.1} µs (baseline); \
+         uncached rewrite median {:.1} µs (slowest {:.1} µs), cached median {:.2} µs; cache {:?}",
         statements.len(),
+        median(parsed).as_secs_f64() * 1e6,
         median(uncached).as_secs_f64() * 1e6,
         slowest.as_secs_f64() * 1e6,
         median(cached).as_secs_f64() * 1e6,

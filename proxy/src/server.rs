@@ -298,7 +298,7 @@ async fn serve(
         upstream.stream,
         upstream.status,
         setup.frontend.as_mut(),
-        &mut MetricsObserver,
+        &mut MetricsObserver::default(),
         settings,
     )
     .await;

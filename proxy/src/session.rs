@@ -72,16 +72,26 @@ pub trait SessionObserver: Send {
 }
 
 /// Counts statements and errors in the metrics.
-#[derive(Debug, Default)]
-pub struct MetricsObserver;
+#[derive(Debug)]
+pub struct MetricsObserver {
+    statements: metrics::Counter,
+    errors: metrics::Counter,
+}
+
+impl Default for MetricsObserver {
+    fn default() -> Self {
+        Self {
+            statements: metrics::counter!(m::STATEMENTS_TOTAL),
+            errors: metrics::counter!(m::STATEMENT_ERRORS_TOTAL),
+        }
+    }
+}
 
 impl SessionObserver for MetricsObserver {
     fn on_server_event(&mut self, event: ServerEvent<'_>) {
         match event {
-            ServerEvent::CommandComplete { .. } => {
-                metrics::counter!(m::STATEMENTS_TOTAL).increment(1)
-            }
-            ServerEvent::Error { .. } => metrics::counter!(m::STATEMENT_ERRORS_TOTAL).increment(1),
+            ServerEvent::CommandComplete { .. } => self.statements.increment(1),
+            ServerEvent::Error { .. } => self.errors.increment(1),
             ServerEvent::Ready { .. } => {}
         }
     }
@@ -167,6 +177,7 @@ pub async fn relay(
             max_frame: settings.max_frame,
             marker_prefix: format!("maschera_refused_{:016x}_", rand::random::<u64>()),
             refusals_made: 0,
+            bytes_sent: metrics::counter!(m::BYTES_TOTAL, m::LABEL_DIRECTION => m::DIRECTION_CLIENT_TO_SERVER),
         };
         let mut down = ServerToClient {
             server: &mut server_read,
@@ -176,6 +187,8 @@ pub async fn relay(
             ready_seen: 0,
             status: initial_status,
             shutdown: settings.shutdown.clone(),
+            bytes_sent: metrics::counter!(m::BYTES_TOTAL, m::LABEL_DIRECTION => m::DIRECTION_SERVER_TO_CLIENT),
+            latency: metrics::histogram!(m::STATEMENT_DURATION_SECONDS),
         };
         tokio::select! {
             r = up.run() => r,
@@ -199,6 +212,8 @@ struct ClientToServer<'a> {
     /// Random per session, so a client cannot forge the marker of a refusal.
     marker_prefix: String,
     refusals_made: u64,
+    /// Resolved once per session: the hot path only adds to it.
+    bytes_sent: metrics::Counter,
 }
 
 impl ClientToServer<'_> {
@@ -272,8 +287,7 @@ impl ClientToServer<'_> {
             self.shared.cycles_sent.fetch_add(cycles, Ordering::SeqCst);
         }
         self.server.write_all(bytes).await?;
-        metrics::counter!(m::BYTES_TOTAL, m::LABEL_DIRECTION => m::DIRECTION_CLIENT_TO_SERVER)
-            .increment(bytes.len() as u64);
+        self.bytes_sent.increment(bytes.len() as u64);
         Ok(())
     }
 
@@ -327,6 +341,8 @@ struct ServerToClient<'a> {
     ready_seen: u64,
     status: u8,
     shutdown: watch::Receiver<bool>,
+    bytes_sent: metrics::Counter,
+    latency: metrics::Histogram,
 }
 
 impl ServerToClient<'_> {
@@ -443,16 +459,14 @@ impl ServerToClient<'_> {
     fn record_latency(&self) {
         let started = lock(&self.shared.started).pop_front();
         if let Some(started) = started {
-            metrics::histogram!(m::STATEMENT_DURATION_SECONDS)
-                .record(started.elapsed().as_secs_f64());
+            self.latency.record(started.elapsed().as_secs_f64());
         }
     }
 
     async fn send(&mut self, bytes: &[u8]) -> Result<(), SessionError> {
         if !bytes.is_empty() {
             self.client.write_all(bytes).await?;
-            metrics::counter!(m::BYTES_TOTAL, m::LABEL_DIRECTION => m::DIRECTION_SERVER_TO_CLIENT)
-                .increment(bytes.len() as u64);
+            self.bytes_sent.increment(bytes.len() as u64);
         }
         Ok(())
     }

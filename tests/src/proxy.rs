@@ -38,6 +38,10 @@ pub struct ProxyOptions {
     pub log: String,
     /// Serve `[metrics]` on a free port.
     pub metrics: bool,
+    /// Lines of `[policy]` (empty: no policy).
+    pub policy: String,
+    /// A users file to serve instead of one written from `users` (e.g. made by `maschera user add`).
+    pub users_file: Option<PathBuf>,
 }
 
 impl Default for ProxyOptions {
@@ -53,6 +57,8 @@ impl Default for ProxyOptions {
             limits: String::new(),
             log: String::new(),
             metrics: false,
+            policy: String::new(),
+            users_file: None,
         }
     }
 }
@@ -72,7 +78,10 @@ impl Proxy {
         let dir = tempfile::Builder::new()
             .prefix("maschera-proxy-")
             .tempdir()?;
-        write_users(&dir.path().join("users.toml"), &options.users)?;
+        match &options.users_file {
+            Some(file) => std::fs::copy(file, dir.path().join("users.toml")).map(|_| ())?,
+            None => write_users(&dir.path().join("users.toml"), &options.users)?,
+        }
         let log_path = dir.path().join("maschera.log");
         let mut last_error = anyhow::anyhow!("proxy did not start");
         for _ in 0..3 {
@@ -233,6 +242,7 @@ fn config_text(
         ("auth", &options.auth),
         ("limits", &options.limits),
         ("log", &options.log),
+        ("policy", &options.policy),
     ] {
         if !lines.is_empty() {
             text.push_str(&format!("\n[{table}]\n{lines}\n"));

@@ -23,6 +23,8 @@ pub(crate) struct Analyzer<'a> {
     pub log: UseLog,
     /// Set when a literal's value matters to the decision: the statement shape is not cacheable.
     pub value_sensitive: bool,
+    /// Current nesting of expressions being checked (bounded by `expr::MAX_EXPR_DEPTH`).
+    pub expr_depth: usize,
 }
 
 impl<'a> Analyzer<'a> {
@@ -32,6 +34,7 @@ impl<'a> Analyzer<'a> {
             catalog,
             log: UseLog::default(),
             value_sensitive: false,
+            expr_depth: 0,
         }
     }
 
@@ -60,13 +63,14 @@ impl<'a> Analyzer<'a> {
         }
         match schema {
             Some("pg_catalog") => {
-                return self.system(relation, system::pg_catalog(relation), "pg_catalog");
+                return self.system(relation, system::pg_catalog(relation), "pg_catalog", op);
             }
             Some("information_schema") => {
                 return self.system(
                     relation,
                     system::information_schema(relation),
                     "information_schema",
+                    op,
                 );
             }
             Some(s) if system::is_forbidden_schema(s) => {
@@ -75,7 +79,7 @@ impl<'a> Analyzer<'a> {
                 )));
             }
             None if system::is_pg_catalog_name(relation) => {
-                return self.system(relation, system::pg_catalog(relation), "pg_catalog");
+                return self.system(relation, system::pg_catalog(relation), "pg_catalog", op);
             }
             _ => {}
         }
@@ -128,7 +132,14 @@ impl<'a> Analyzer<'a> {
         relation: &str,
         decision: SystemRelation,
         schema: &str,
+        op: TableOperation,
     ) -> Result<Resolved<'a>, Refusal> {
+        let route = match decision {
+            SystemRelation::Allowed => TableRoute::SystemCatalog,
+            SystemRelation::Denied => TableRoute::Denied,
+        };
+        self.log
+            .operation(&TableName::new(schema, relation), route, false, op);
         match decision {
             SystemRelation::Allowed => Ok(Resolved::Relation(ItemKind::System)),
             SystemRelation::Denied => Err(Refusal::denied(format!(

@@ -65,7 +65,8 @@ pub enum CrmError {
     Postgres(#[from] tokio_postgres::Error),
 }
 
-/// The primary keys, unique constraints, foreign keys and plain indexes of the given tables, as
+/// The primary keys, unique constraints, foreign keys (theirs, and other tables' that refer to them)
+/// and plain indexes of the given tables, as
 /// `(drop, create)` statements in creation order (keys before the foreign keys that need them). The load
 /// drops them (in reverse order) and creates them again after COPY: building an index from sorted data
 /// and checking a foreign key with one join is several times faster than doing both row by row, and the
@@ -77,7 +78,8 @@ const DEFERRED_CONSTRAINTS_AND_INDEXES: &str = "\
                format('ALTER TABLE %s ADD CONSTRAINT %I %s', conrelid::regclass, conname, \
                       pg_get_constraintdef(oid)) AS create_sql, conname::text AS name \
         FROM pg_constraint \
-        WHERE contype IN ('p', 'u', 'f') AND conrelid::regclass::text = ANY($1) \
+        WHERE (contype IN ('p', 'u', 'f') AND conrelid::regclass::text = ANY($1)) \
+           OR (contype = 'f' AND confrelid::regclass::text = ANY($1)) \
         UNION ALL \
         SELECT 3, format('DROP INDEX %s', indexrelid::regclass), pg_get_indexdef(indexrelid), \
                indexrelid::regclass::text \
@@ -110,7 +112,27 @@ pub async fn load(client: &Client, options: &CrmOptions) -> Result<CrmStats, Crm
     }
 }
 
-fn table_names() -> Vec<&'static str> {
+/// Empties the (already empty) tables in this transaction, which lets COPY write frozen rows
+/// (`COPY ... FREEZE`): no later pass rewrites every page to mark it visible. Another table that refers
+/// to ours makes TRUNCATE fail; then the load goes on without FREEZE.
+async fn truncate_for_freeze(client: &Client) -> Result<bool, CrmError> {
+    client.batch_execute("SAVEPOINT maschera_truncate").await?;
+    let truncate = format!("TRUNCATE {}", table_names().join(", "));
+    if client.batch_execute(&truncate).await.is_ok() {
+        client
+            .batch_execute("RELEASE SAVEPOINT maschera_truncate")
+            .await?;
+        Ok(true)
+    } else {
+        client
+            .batch_execute("ROLLBACK TO SAVEPOINT maschera_truncate")
+            .await?;
+        Ok(false)
+    }
+}
+
+/// The CRM's tables, parents first.
+pub fn table_names() -> Vec<&'static str> {
     tables::TABLES.iter().map(|t| t.name).collect()
 }
 
@@ -124,6 +146,11 @@ async fn load_in_transaction(client: &Client, options: &CrmOptions) -> Result<Cr
             return Err(CrmError::NotEmpty(table.name));
         }
     }
+    // Sorts for the index builds and the foreign-key checks stay in memory.
+    client
+        .batch_execute("SET LOCAL maintenance_work_mem = '256MB'; SET LOCAL work_mem = '256MB'")
+        .await?;
+    let freeze = truncate_for_freeze(client).await?;
     let deferred = client
         .query(DEFERRED_CONSTRAINTS_AND_INDEXES, &[&table_names()])
         .await?;
@@ -132,7 +159,7 @@ async fn load_in_transaction(client: &Client, options: &CrmOptions) -> Result<Cr
     }
     let mut stats = CrmStats::default();
     for table in tables::TABLES {
-        let rows = copy_table(client, table, options).await?;
+        let rows = copy_table(client, table, options, freeze).await?;
         stats.rows.push((table.name, rows));
     }
     for statement in &deferred {
@@ -156,8 +183,10 @@ async fn copy_table(
     client: &Client,
     table: &tables::Table,
     options: &CrmOptions,
+    freeze: bool,
 ) -> Result<u64, CrmError> {
-    let sql = format!("COPY {} ({}) FROM STDIN", table.name, table.columns);
+    let freeze = if freeze { " WITH (FREEZE)" } else { "" };
+    let sql = format!("COPY {} ({}) FROM STDIN{freeze}", table.name, table.columns);
     let sink = client.copy_in::<_, Bytes>(&sql).await?;
     let mut sink = std::pin::pin!(sink);
     let mut buffer = String::with_capacity(CHUNK + 4096);
@@ -212,9 +241,7 @@ pub fn run(args: CrmArgs) -> anyhow::Result<ExitCode> {
     let CrmCommand::Load(args) = args.command;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
-        let (client, connection) =
-            tokio_postgres::connect(&args.upstream, tokio_postgres::NoTls).await?;
-        let connection = tokio::spawn(connection);
+        let client = crate::policy_apply::connect(&args.upstream).await?;
         let options = CrmOptions {
             contacts: args.contacts,
             seed: args.seed,
@@ -230,8 +257,6 @@ pub fn run(args: CrmArgs) -> anyhow::Result<ExitCode> {
             stats.total(),
             started.elapsed().as_secs_f64()
         );
-        drop(client);
-        let _ = connection.await;
         Ok(ExitCode::SUCCESS)
     })
 }

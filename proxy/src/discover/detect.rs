@@ -4,7 +4,7 @@
 //! conservative: ids, amounts, status words and timestamps must not match. Not for: column names
 //! (see `names`) or deciding the category of a column (see `propose`).
 
-use super::national_id::{is_codice_fiscale, is_iban, is_spanish_dni};
+use super::national_id::{is_codice_fiscale, is_french_nir, is_iban, is_spanish_dni};
 
 /// What a value was recognised as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -13,6 +13,7 @@ pub enum Kind {
     Phone,
     CodiceFiscale,
     SpanishDni,
+    FrenchNir,
     Iban,
     StreetAddress,
     IpAddress,
@@ -21,17 +22,6 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 8] = [
-        Kind::Email,
-        Kind::Phone,
-        Kind::CodiceFiscale,
-        Kind::SpanishDni,
-        Kind::Iban,
-        Kind::StreetAddress,
-        Kind::IpAddress,
-        Kind::FreeText,
-    ];
-
     /// How the output names the matches, e.g. "e-mail addresses".
     pub fn label(self) -> &'static str {
         match self {
@@ -39,6 +29,7 @@ impl Kind {
             Kind::Phone => "phone numbers",
             Kind::CodiceFiscale => "codici fiscali",
             Kind::SpanishDni => "Spanish DNI/NIE",
+            Kind::FrenchNir => "French NIR numbers",
             Kind::Iban => "IBANs",
             Kind::StreetAddress => "street addresses",
             Kind::IpAddress => "IP addresses",
@@ -197,6 +188,8 @@ pub fn classify_value(value: &str) -> Option<Kind> {
         Some(Kind::SpanishDni)
     } else if is_iban(v) {
         Some(Kind::Iban)
+    } else if is_french_nir(v) {
+        Some(Kind::FrenchNir)
     } else if is_phone(v) {
         Some(Kind::Phone)
     } else if is_ipv4(v) {
@@ -232,6 +225,8 @@ pub fn kinds_inside(text: &str) -> Vec<Kind> {
             add(Kind::Iban);
         } else if is_spanish_dni(token) {
             add(Kind::SpanishDni);
+        } else if is_french_nir(token) {
+            add(Kind::FrenchNir);
         } else if is_ipv4(token) {
             add(Kind::IpAddress);
         }
@@ -424,6 +419,10 @@ mod tests {
             Some(Kind::Iban)
         );
         assert_eq!(classify_value("12345678Z"), Some(Kind::SpanishDni));
+        assert_eq!(
+            classify_value("2 55 08 14 168 025 38"),
+            Some(Kind::FrenchNir)
+        );
         assert_eq!(classify_value("192.168.1.20"), Some(Kind::IpAddress));
         assert_eq!(classify_value("300.1.1.1"), None);
     }

@@ -52,12 +52,13 @@ pub fn run(args: DiscoverArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(args.sample > 0, "--sample must be at least 1");
     let runtime = tokio::runtime::Runtime::new()?;
     let text = runtime.block_on(async {
-        let (client, connection) =
-            tokio_postgres::connect(&args.upstream, tokio_postgres::NoTls).await?;
-        let connection = tokio::spawn(connection);
+        let client = crate::policy_apply::connect(&args.upstream).await?;
         let proposals = discover(&client, &args.schema, args.sample).await?;
-        drop(client);
-        let _ = connection.await;
+        anyhow::ensure!(
+            !proposals.is_empty(),
+            "schema {:?} has no tables (or does not exist)",
+            args.schema
+        );
         anyhow::Ok(propose::render(&proposals, args.sample))
     })?;
     match &args.output {

@@ -103,6 +103,30 @@ pub fn is_spanish_dni(value: &str) -> bool {
     LETTERS[(number % 23) as usize] == v[8]
 }
 
+/// A French NIR (numéro de sécurité sociale, spaces allowed): sex 1 or 2, year, month (01-12, or 20 and
+/// above for unknown), department (digits, or `2A`/`2B` for Corsica), commune and order numbers, and a
+/// two-digit key equal to 97 minus the 13-digit number modulo 97.
+pub fn is_french_nir(value: &str) -> bool {
+    let compact: String = value.trim().chars().filter(|c| *c != ' ').collect();
+    if compact.len() != 15 || !matches!(compact.as_bytes()[0], b'1' | b'2') {
+        return false;
+    }
+    let number = match &compact[5..7] {
+        "2A" | "2B" => format!(
+            "{}{}{}",
+            &compact[..5],
+            if &compact[5..7] == "2A" { "19" } else { "18" },
+            &compact[7..13]
+        ),
+        _ => compact[..13].to_string(),
+    };
+    let month: u32 = compact[3..5].parse().unwrap_or(0);
+    let (Ok(body), Ok(key)) = (number.parse::<u64>(), compact[13..].parse::<u64>()) else {
+        return false;
+    };
+    number.len() == 13 && month >= 1 && (month <= 12 || month >= 20) && key == 97 - body % 97
+}
+
 /// An IBAN (spaces allowed between groups): two letters, two check digits, 11 to 30 alphanumerics, and
 /// the ISO 7064 mod-97 check equal to 1.
 pub fn is_iban(value: &str) -> bool {
@@ -163,6 +187,18 @@ mod tests {
         assert!(!is_spanish_dni("12345678A"));
         assert!(is_spanish_dni("X1234567L"));
         assert!(!is_spanish_dni("ABCDEFGHI"));
+    }
+
+    #[test]
+    fn french_nir() {
+        assert!(is_french_nir("2 55 08 14 168 025 38"));
+        assert!(is_french_nir("255081416802538"));
+        assert!(!is_french_nir("255081416802539"), "wrong key");
+        assert!(!is_french_nir("355081416802538"), "sex digit 3");
+        assert!(
+            !is_french_nir("123456789012345"),
+            "month 45 and a wrong key"
+        );
     }
 
     #[test]

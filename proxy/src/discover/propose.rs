@@ -75,7 +75,7 @@ impl TableProposal {
 fn kind_category(kind: Kind) -> Category {
     match kind {
         Kind::Email | Kind::Phone => Category::Contact,
-        Kind::CodiceFiscale | Kind::SpanishDni => Category::NationalIdentifier,
+        Kind::CodiceFiscale | Kind::SpanishDni | Kind::FrenchNir => Category::NationalIdentifier,
         Kind::Iban => Category::Financial,
         Kind::StreetAddress => Category::Location,
         Kind::IpAddress => Category::Identifying,
@@ -83,12 +83,11 @@ fn kind_category(kind: Kind) -> Category {
     }
 }
 
+/// Types whose values the content detectors read: text of any kind, documents, network addresses.
 fn is_text_type(type_name: &str) -> bool {
-    type_name == "text"
-        || type_name == "citext"
+    ["text", "citext", "name", "json", "jsonb", "xml", "inet"].contains(&type_name)
         || type_name.starts_with("character")
         || type_name.starts_with("varchar")
-        || type_name == "name"
 }
 
 /// `YYYY-MM-DD` to days since 1970-01-01.
@@ -121,12 +120,14 @@ fn content_finding(column: &ColumnSample, today: i64) -> Option<(Category, Strin
     let mut whole: BTreeMap<Kind, usize> = BTreeMap::new();
     let mut inside: BTreeMap<Kind, usize> = BTreeMap::new();
     for value in &column.values {
-        if let Some(kind) = detect::classify_value(value) {
+        let kind = detect::classify_value(value);
+        if let Some(kind) = kind {
             *whole.entry(kind).or_default() += 1;
-            if kind == Kind::FreeText {
-                for quoted in detect::kinds_inside(value) {
-                    *inside.entry(quoted).or_default() += 1;
-                }
+        }
+        // Text that is not one identifier as a whole may still quote some (a note, a JSON document).
+        if matches!(kind, None | Some(Kind::FreeText)) {
+            for quoted in detect::kinds_inside(value) {
+                *inside.entry(quoted).or_default() += 1;
             }
         }
     }
@@ -134,11 +135,8 @@ fn content_finding(column: &ColumnSample, today: i64) -> Option<(Category, Strin
         .iter()
         .map(|(k, n)| format!("{n} quote {}", k.label()))
         .collect();
-    let (kind, matches) = whole
-        .iter()
-        .max_by_key(|(_, n)| **n)
-        .map(|(k, n)| (*k, *n))?;
-    if matches * 2 >= total {
+    let dominant = whole.iter().max_by_key(|(_, n)| **n).map(|(k, n)| (*k, *n));
+    if let Some((kind, matches)) = dominant.filter(|(_, matches)| matches * 2 >= total) {
         let mut evidence = format!("{matches}/{total} sampled values are {}", kind.label());
         if !quoted.is_empty() {
             let _ = write!(evidence, " ({})", quoted.join(", "));
@@ -187,14 +185,19 @@ fn column_findings(table: &TableSample, today: i64) -> Vec<Finding> {
     findings
 }
 
-/// A table of people: it holds a strong identifying, contact or national-identifier column.
+/// A table of people: it holds a strong contact or national-identifier column, or a column named like
+/// a person's name or birth date (an IP address identifies a device, not the rows of a table of people).
 fn holds_people(findings: &[Finding]) -> bool {
     findings.iter().any(|f| {
         f.strength == Strength::Strong
-            && matches!(
-                f.category,
-                Category::Identifying | Category::Contact | Category::NationalIdentifier
-            )
+            && match f.category {
+                Category::Contact | Category::NationalIdentifier => true,
+                Category::Identifying => {
+                    names::column_hint(&f.column) == Some((Category::Identifying, Strength::Strong))
+                        && !names::words(&f.column).iter().any(|w| w == "ip")
+                }
+                _ => false,
+            }
     })
 }
 
@@ -225,7 +228,12 @@ pub fn propose(tables: Vec<TableSample>, today: i64) -> Vec<TableProposal> {
     for proposal in proposals.iter_mut().filter(|p| p.whole.is_none()) {
         let mut keys: Vec<(String, String)> = Vec::new();
         if people.contains(&proposal.sample.name) {
-            for column in &proposal.sample.primary_key {
+            for column in proposal
+                .sample
+                .primary_key
+                .iter()
+                .filter(|k| proposal.sample.columns.iter().any(|c| &c.name == *k))
+            {
                 keys.push((column.clone(), "key of a table of people".into()));
             }
         }
@@ -506,6 +514,37 @@ mod tests {
             proposal.findings[0].evidence[0].contains("1 quote e-mail addresses"),
             "{:?}",
             proposal.findings
+        );
+    }
+
+    #[test]
+    fn documents_that_hold_contact_data() {
+        let events = table(
+            "events",
+            vec![
+                column(
+                    "payload",
+                    "jsonb",
+                    &[r#"{"to": "a.b@example.it"}"#, r#"{"n": 1}"#, r#"{"n": 2}"#],
+                ),
+                column(
+                    "meta",
+                    "jsonb",
+                    &[
+                        r#"{"n": 1, "status": "ok"}"#,
+                        r#"{"ts": "2024-01-31 10:11:12+00"}"#,
+                    ],
+                ),
+                column("client", "inet", &["192.168.1.20", "10.0.0.7"]),
+            ],
+        );
+        let proposal = &propose(vec![events], 20_000)[0];
+        assert_eq!(
+            categories(proposal),
+            vec![
+                ("payload".into(), Category::FreeText, Strength::Strong),
+                ("client".into(), Category::Identifying, Strength::Strong),
+            ]
         );
     }
 

@@ -91,23 +91,26 @@ async fn finds_every_personal_column_of_the_reference_crm() {
 }
 
 #[tokio::test]
-async fn content_alone_finds_badly_named_columns() {
+async fn content_alone_finds_badly_named_columns_in_any_schema() {
     let pg = PgServer::start().expect("start PostgreSQL");
     pg.create_database("shop").unwrap();
     pg.psql(
         "shop",
-        &["-c", "CREATE TABLE customers (id int PRIMARY KEY, c1 text, c2 text, c3 text, c4 date, c5 text, c6 text, \
-                 status text, total numeric(10,2), created timestamptz);\
-          INSERT INTO customers SELECT i, 'user' || i || '@example.org', '+39 347 ' || (1000000 + i), \
+        &["-c", "CREATE SCHEMA shop;\
+          CREATE TABLE shop.customers (id int PRIMARY KEY, c1 text, c2 text, c3 text, c4 date, c5 text, \
+                 c6 text, c7 jsonb, \"Odd Name\" text, status text, total numeric(10,2), created timestamptz);\
+          INSERT INTO shop.customers SELECT i, 'user' || i || '@example.org', '+39 347 ' || (1000000 + i), \
                  'IT60X0542811101000000123456', DATE '1950-01-01' + (i * 211) % 18000, \
-                 'Piazza Garibaldi ' || i, 'ok', 'open', i * 3.5, now() - i * interval '1 day' \
+                 'Piazza Garibaldi ' || i, 'ok', \
+                 CASE WHEN i % 10 = 0 THEN jsonb_build_object('note', 'call +39 333 1234567') END, \
+                 '2 55 08 14 168 025 38', 'open', i * 3.5, now() - i * interval '1 day' \
           FROM generate_series(1, 300) AS i;\
-          CREATE TABLE products (sku text PRIMARY KEY, price numeric, stock int, updated timestamptz);\
-          INSERT INTO products SELECT 'SKU-' || i, i * 1.5, i, now() FROM generate_series(1, 50) AS i"],
+          CREATE TABLE shop.products (sku text PRIMARY KEY, price numeric, stock int, updated timestamptz);\
+          INSERT INTO shop.products SELECT 'SKU-' || i, i * 1.5, i, now() FROM generate_series(1, 50) AS i"],
     )
     .expect("create tables");
     let client = pg.connect("shop").await.unwrap();
-    let proposals = maschera::discover::discover(&client, "public", 100)
+    let proposals = maschera::discover::discover(&client, "shop", 100)
         .await
         .expect("discover");
     let customers = proposals
@@ -116,7 +119,7 @@ async fn content_alone_finds_badly_named_columns() {
         .unwrap();
     assert_eq!(
         customers.personal_columns(),
-        ["id", "c1", "c2", "c3", "c4", "c5"],
+        ["id", "c1", "c2", "c3", "c4", "c5", "c7", "Odd Name"],
         "{:?}",
         customers.findings
     );
@@ -129,6 +132,38 @@ async fn content_alone_finds_badly_named_columns() {
         "{:?}",
         products.findings
     );
+    // The skeleton names the schema and quotes odd names so that policy check accepts it.
+    let file = pg.dir().join("shop.toml");
+    let out = std::process::Command::new(maschera_bin())
+        .args([
+            "discover",
+            "--upstream",
+            &pg.uri("shop"),
+            "--schema",
+            "shop",
+            "-o",
+        ])
+        .arg(&file)
+        .output()
+        .expect("run maschera discover");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let check = std::process::Command::new(maschera_bin())
+        .args(["policy", "check"])
+        .arg(&file)
+        .args(["--upstream", &pg.uri("shop")])
+        .output()
+        .expect("run maschera policy check");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        check.status.success(),
+        "{}\n{text}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(text.contains("schema = \"shop\""), "{text}");
 }
 
 #[tokio::test]
@@ -184,5 +219,26 @@ async fn the_printed_skeleton_passes_policy_check() {
         "policy check refused the proposal:\n{}{}\n{text}",
         String::from_utf8_lossy(&check.stdout),
         String::from_utf8_lossy(&check.stderr)
+    );
+}
+
+#[tokio::test]
+async fn an_empty_or_missing_schema_is_an_error() {
+    let pg = PgServer::start().expect("start PostgreSQL");
+    let out = std::process::Command::new(maschera_bin())
+        .args([
+            "discover",
+            "--upstream",
+            &pg.uri("postgres"),
+            "--schema",
+            "nowhere",
+        ])
+        .output()
+        .expect("run maschera discover");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("schema \"nowhere\" has no tables"),
+        "{stderr}"
     );
 }

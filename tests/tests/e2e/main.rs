@@ -1,7 +1,9 @@
 //! All end-to-end tests, in one binary so they build once and run in parallel under nextest.
 //! Each work area owns one module.
 
+mod audit;
 mod catalog;
+mod enforce;
 mod harness;
 mod crm;
 mod demo;

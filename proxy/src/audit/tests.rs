@@ -1,0 +1,567 @@
+//! The access log end to end inside the library: logs written by the real writer, then checked by
+//! `verify` as they are and after each kind of tampering; restarts, rotation, concurrency, write failures.
+
+use super::config::{AuditConfig, Durability};
+use super::keys::ChainSecret;
+use super::record::{ColumnAction, ColumnTouched, Event, EventKind, Outcome, TableTouched};
+use super::verify::{Report, Verdict, verify};
+use super::{AuditError, AuditLog, files};
+use ed25519_dalek::SigningKey;
+use policy::access::{Category, TableName};
+use std::path::{Path, PathBuf};
+
+const SECRET: [u8; 32] = [1; 32];
+const SIGNING: [u8; 32] = [2; 32];
+
+fn config(dir: &Path) -> AuditConfig {
+    let mut config = AuditConfig::new(dir);
+    config.instance = Some("test".into());
+    config.checkpoint_seconds = 0;
+    config.checkpoint_records = 0;
+    config
+}
+
+fn open(config: &AuditConfig) -> Result<AuditLog, AuditError> {
+    AuditLog::open_with_keys(
+        config,
+        ChainSecret::from_bytes(SECRET.to_vec()),
+        SigningKey::from_bytes(&SIGNING),
+    )
+}
+
+fn statement(user: &str, n: u64) -> Event {
+    let mut event = Event::new(EventKind::Statement);
+    event.user = Some(user.into());
+    event.role = Some("support".into());
+    event.client = Some("10.0.0.5:50000".into());
+    event.statement_kind = Some("select".into());
+    event.statement = Some("SELECT email FROM customers WHERE id = $1".into());
+    event.tables = vec![TableTouched {
+        table: TableName::new("public", "customers"),
+        columns: vec![ColumnTouched {
+            name: "email".into(),
+            category: Some(Category::Contact),
+            action: ColumnAction::Masked,
+        }],
+        row_filtered: false,
+        operations: vec!["read".into()],
+        categories: Vec::new(),
+    }];
+    event.rows = Some(n);
+    event.duration_us = Some(100 + n);
+    event
+}
+
+async fn write(config: &AuditConfig, count: u64) -> Vec<u64> {
+    let log = open(config).expect("open the log");
+    let mut seqs = Vec::new();
+    for n in 0..count {
+        seqs.push(log.record(statement("anna", n)).await.expect("record"));
+    }
+    log.shutdown().await.expect("shutdown");
+    seqs
+}
+
+fn check(paths: &[PathBuf]) -> Report {
+    let public = SigningKey::from_bytes(&SIGNING).verifying_key();
+    verify(
+        paths,
+        &ChainSecret::from_bytes(SECRET.to_vec()),
+        &public,
+        false,
+    )
+    .expect("verify runs")
+}
+
+fn check_dir(dir: &Path) -> Report {
+    check(&[dir.to_path_buf()])
+}
+
+fn only_file(dir: &Path) -> PathBuf {
+    let files = files::list_dir(dir).unwrap();
+    assert_eq!(files.len(), 1, "{files:?}");
+    files[0].clone()
+}
+
+fn edit_lines(path: &Path, edit: impl FnOnce(&mut Vec<String>)) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    edit(&mut lines);
+    std::fs::write(
+        path,
+        lines.iter().map(|l| format!("{l}\n")).collect::<String>(),
+    )
+    .unwrap();
+}
+
+fn broken(report: &Report) -> &super::verify::Break {
+    match &report.verdict {
+        Verdict::Broken(b) => b,
+        other => panic!("expected a broken chain, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_written_log_verifies_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let seqs = write(&config(dir.path()), 10).await;
+    assert_eq!(seqs, (2..12).collect::<Vec<_>>(), "seq 1 is the file start");
+    let report = check_dir(dir.path());
+    assert_eq!(report.verdict, Verdict::Whole, "{report:?}");
+    assert_eq!(report.exit_code(), 0);
+    assert_eq!(report.records, 12, "file start + 10 + shutdown checkpoint");
+    let text = std::fs::read_to_string(only_file(dir.path())).unwrap();
+    assert!(
+        text.contains(r#""category":"contact","action":"masked""#),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .last()
+            .unwrap()
+            .contains(r#""reason":"shutdown""#)
+    );
+}
+
+#[tokio::test]
+async fn modifying_a_field_breaks_the_chain_at_that_line() {
+    let dir = tempfile::tempdir().unwrap();
+    write(&config(dir.path()), 5).await;
+    let file = only_file(dir.path());
+    edit_lines(&file, |lines| {
+        lines[3] = lines[3].replace(r#""rows":2"#, r#""rows":0"#)
+    });
+    let report = check_dir(dir.path());
+    let b = broken(&report);
+    assert_eq!((b.line, b.seq), (4, Some(4)), "{b}");
+    assert!(b.why.contains("MAC"), "{b}");
+    assert_eq!(report.exit_code(), 1);
+}
+
+#[tokio::test]
+async fn deleting_inserting_and_swapping_lines_are_caught() {
+    let dir = tempfile::tempdir().unwrap();
+    write(&config(dir.path()), 6).await;
+    let file = only_file(dir.path());
+    let original = std::fs::read_to_string(&file).unwrap();
+
+    edit_lines(&file, |lines| {
+        lines.remove(2);
+    });
+    let b = broken(&check_dir(dir.path())).clone();
+    assert_eq!(b.line, 3);
+    assert!(b.why.contains("missing"), "deletion: {b}");
+
+    std::fs::write(&file, &original).unwrap();
+    edit_lines(&file, |lines| {
+        let copy = lines[2].clone();
+        lines.insert(3, copy);
+    });
+    let b = broken(&check_dir(dir.path())).clone();
+    assert_eq!(b.line, 4);
+    assert!(b.why.contains("inserted"), "insertion: {b}");
+
+    std::fs::write(&file, &original).unwrap();
+    edit_lines(&file, |lines| lines.swap(2, 3));
+    let b = broken(&check_dir(dir.path())).clone();
+    assert_eq!(b.line, 3, "swap: {b}");
+
+    std::fs::write(&file, &original).unwrap();
+    edit_lines(&file, |lines| {
+        // A record forged with a correct-looking seq and a made-up MAC.
+        let forged = lines[2].replace(r#""user":"anna""#, r#""user":"eve""#);
+        lines[2] = forged;
+    });
+    assert!(broken(&check_dir(dir.path())).why.contains("MAC"));
+}
+
+#[tokio::test]
+async fn truncating_the_tail_or_removing_the_last_checkpoint_leaves_an_unsealed_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.checkpoint_records = 3;
+    write(&cfg, 10).await;
+    let file = only_file(dir.path());
+    let original = std::fs::read_to_string(&file).unwrap();
+
+    edit_lines(&file, |lines| {
+        lines.pop();
+    });
+    let report = check_dir(dir.path());
+    assert_eq!(report.exit_code(), 2, "{report:?}");
+    assert!(
+        matches!(report.verdict, Verdict::Unsealed { unsealed_records, .. } if unsealed_records > 0)
+    );
+
+    std::fs::write(&file, &original).unwrap();
+    edit_lines(&file, |lines| {
+        let last_periodic = lines
+            .iter()
+            .rposition(|l| l.contains(r#""reason":"periodic""#))
+            .unwrap();
+        lines.truncate(last_periodic + 1);
+    });
+    let report = check_dir(dir.path());
+    assert!(
+        matches!(
+            report.verdict,
+            Verdict::Unsealed {
+                unsealed_records: 0,
+                last_checkpoint_seq: Some(_),
+                ..
+            }
+        ),
+        "cut right after a periodic checkpoint: {report:?}"
+    );
+
+    std::fs::write(&file, format!("{original}{{\"seq\":")).unwrap();
+    let report = check_dir(dir.path());
+    assert!(
+        matches!(report.verdict, Verdict::Unsealed { torn: true, .. }),
+        "{report:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_forged_checkpoint_signature_is_caught() {
+    let dir = tempfile::tempdir().unwrap();
+    write(&config(dir.path()), 2).await;
+    let other = SigningKey::from_bytes(&[9; 32]).verifying_key();
+    let report = verify(
+        &[dir.path().to_path_buf()],
+        &ChainSecret::from_bytes(SECRET.to_vec()),
+        &other,
+        false,
+    )
+    .unwrap();
+    assert!(broken(&report).why.contains("signature"), "{report:?}");
+    let report = verify(
+        &[dir.path().to_path_buf()],
+        &ChainSecret::from_bytes(vec![7; 32]),
+        &other,
+        false,
+    )
+    .unwrap();
+    assert!(
+        broken(&report).why.contains("MAC"),
+        "a wrong secret: {report:?}"
+    );
+}
+
+#[tokio::test]
+async fn rotation_keeps_the_chain_and_changes_to_the_set_are_caught() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.rotate_bytes = 2_000;
+    let seqs = write(&cfg, 40).await;
+    let list = files::list_dir(dir.path()).unwrap();
+    assert!(list.len() >= 3, "{list:?}");
+    let report = check_dir(dir.path());
+    assert_eq!(report.verdict, Verdict::Whole, "{report:?}");
+    assert_eq!(report.last_seq, Some(seqs.last().unwrap() + 1));
+    let backup = tempfile::tempdir().unwrap();
+    let restore = || {
+        for f in files::list_dir(dir.path()).unwrap() {
+            std::fs::remove_file(f).unwrap();
+        }
+        for f in files::list_dir(backup.path()).unwrap() {
+            std::fs::copy(&f, dir.path().join(f.file_name().unwrap())).unwrap();
+        }
+    };
+    for f in &list {
+        std::fs::copy(f, backup.path().join(f.file_name().unwrap())).unwrap();
+    }
+
+    edit_lines(&list[1], |lines| {
+        lines[2] = lines[2].replace(r#""user":"anna""#, r#""user":"bert""#)
+    });
+    let b = broken(&check_dir(dir.path())).clone();
+    assert_eq!(
+        b.file,
+        files::base_name(&list[1]),
+        "change in a middle file: {b}"
+    );
+
+    restore();
+    std::fs::remove_file(&list[1]).unwrap();
+    let b = broken(&check_dir(dir.path())).clone();
+    assert!(b.why.contains("missing"), "a middle file deleted: {b}");
+
+    restore();
+    std::fs::remove_file(list.last().unwrap()).unwrap();
+    let b = broken(&check_dir(dir.path())).clone();
+    assert!(
+        b.why.contains("rotation checkpoint"),
+        "the last file deleted: {b}"
+    );
+
+    restore();
+    edit_lines(&list[0], |lines| {
+        lines.pop();
+    });
+    let b = broken(&check_dir(dir.path())).clone();
+    assert_eq!(
+        b.file,
+        files::base_name(&list[1]),
+        "the rotation checkpoint of a middle file removed: {b}"
+    );
+
+    restore();
+    let (a, c) = (&list[0], &list[1]);
+    let tmp = dir.path().join("tmp");
+    std::fs::rename(a, &tmp).unwrap();
+    std::fs::rename(c, a).unwrap();
+    std::fs::rename(&tmp, c).unwrap();
+    assert_eq!(check_dir(dir.path()).exit_code(), 1, "two files swapped");
+
+    restore();
+    let partial = check(&list[1..]);
+    assert!(broken(&partial).why.contains("--partial"), "{partial:?}");
+    let public = SigningKey::from_bytes(&SIGNING).verifying_key();
+    let partial = verify(
+        &list[1..],
+        &ChainSecret::from_bytes(SECRET.to_vec()),
+        &public,
+        true,
+    )
+    .unwrap();
+    assert_eq!(partial.verdict, Verdict::Whole, "{partial:?}");
+}
+
+#[tokio::test]
+async fn a_restart_continues_the_chain_even_after_an_unclean_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let first = write(&cfg, 3).await;
+    // An unclean stop: the shutdown checkpoint never made it.
+    edit_lines(&only_file(dir.path()), |lines| {
+        lines.pop();
+    });
+    let second = write(&cfg, 3).await;
+    assert_eq!(
+        second[0],
+        first.last().unwrap() + 2,
+        "seq continues after the restart's file start"
+    );
+    let report = check_dir(dir.path());
+    assert_eq!(report.verdict, Verdict::Whole, "{report:?}");
+    assert!(
+        report.notes.iter().any(|n| n.contains("uncleanly")),
+        "{:?}",
+        report.notes
+    );
+    let third = write(&cfg, 1).await;
+    assert!(third[0] > second[2]);
+    assert_eq!(check_dir(dir.path()).verdict, Verdict::Whole);
+}
+
+#[tokio::test]
+async fn callers_cannot_write_the_logs_own_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(&config(dir.path())).unwrap();
+    for kind in [EventKind::Checkpoint, EventKind::FileStart] {
+        assert!(matches!(
+            log.record(Event::new(kind)).await,
+            Err(AuditError::ReservedKind(_))
+        ));
+    }
+    let receipt = log.submit(statement("anna", 1));
+    assert!(
+        receipt.durable().await.is_ok(),
+        "submit queues at once, durable waits"
+    );
+    log.shutdown().await.unwrap();
+    assert!(matches!(
+        log.record(statement("anna", 1)).await,
+        Err(AuditError::Closed)
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_records_are_all_durable_in_sequence_order() {
+    for durability in [Durability::Sync, Durability::Batch] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(dir.path());
+        cfg.durability = durability;
+        cfg.checkpoint_records = 50;
+        cfg.rotate_bytes = 50_000;
+        let log = open(&cfg).unwrap();
+        let mut tasks = Vec::new();
+        for task in 0..32 {
+            let log = log.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut acked = Vec::new();
+                for n in 0..25 {
+                    acked.push(
+                        log.record(statement(&format!("user{task}"), n))
+                            .await
+                            .unwrap(),
+                    );
+                }
+                acked
+            }));
+        }
+        let mut acked = Vec::new();
+        for t in tasks {
+            acked.extend(t.await.unwrap());
+        }
+        log.shutdown().await.unwrap();
+        let mut in_files = Vec::new();
+        for file in files::list_dir(dir.path()).unwrap() {
+            for line in std::fs::read_to_string(file).unwrap().lines() {
+                let value: serde_json::Value = serde_json::from_str(line).unwrap();
+                in_files.push(value["seq"].as_u64().unwrap());
+            }
+        }
+        assert!(
+            in_files.windows(2).all(|w| w[1] == w[0] + 1),
+            "{durability:?}: contiguous seqs in file order"
+        );
+        acked.sort();
+        acked.dedup();
+        assert_eq!(acked.len(), 32 * 25);
+        assert!(
+            acked.iter().all(|s| in_files.binary_search(s).is_ok()),
+            "every acknowledged record is in the files"
+        );
+        assert_eq!(
+            check_dir(dir.path()).verdict,
+            Verdict::Whole,
+            "{durability:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_unwritable_log_refuses_records_and_recovers_without_gaps() {
+    let dir = tempfile::tempdir().unwrap();
+    let log_dir = dir.path().join("log");
+    let mut cfg = config(&log_dir);
+    cfg.rotate_bytes = 1; // every group starts a new file: each needs the folder
+    let log = open(&cfg).unwrap();
+    log.record(statement("anna", 1)).await.unwrap();
+    assert!(log.is_healthy());
+
+    // The folder disappears (a regular file takes its place): no new file can be created.
+    let moved = dir.path().join("moved");
+    std::fs::rename(&log_dir, &moved).unwrap();
+    std::fs::write(&log_dir, "not a folder").unwrap();
+    let err = log.record(statement("lost", 2)).await.unwrap_err();
+    assert!(matches!(err, AuditError::Unwritable(_)), "{err}");
+    assert!(!log.is_healthy());
+    assert!(
+        log.record(statement("lost", 3)).await.is_err(),
+        "still refused"
+    );
+
+    std::fs::remove_file(&log_dir).unwrap();
+    std::fs::rename(&moved, &log_dir).unwrap();
+    log.record(statement("bert", 4)).await.unwrap();
+    assert!(log.is_healthy(), "healthy again once a write succeeds");
+    log.shutdown().await.unwrap();
+
+    let report = check_dir(&log_dir);
+    assert_eq!(report.verdict, Verdict::Whole, "{report:?}");
+    let all: String = files::list_dir(&log_dir)
+        .unwrap()
+        .iter()
+        .map(|f| std::fs::read_to_string(f).unwrap())
+        .collect();
+    assert!(all.contains(r#""user":"anna""#) && all.contains(r#""user":"bert""#));
+    assert!(
+        !all.contains(r#""user":"lost""#),
+        "refused records are not in the log"
+    );
+}
+
+#[test]
+fn opening_a_log_where_no_folder_can_be_made_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("file");
+    std::fs::write(&file, "").unwrap();
+    let err = open(&config(&file.join("log"))).expect_err("cannot open under a regular file");
+    assert!(matches!(err, AuditError::Io { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn records_reach_a_syslog_collector_over_udp() {
+    let collector = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.syslog = Some(format!("udp://{}", collector.local_addr().unwrap()));
+    let log = open(&cfg).unwrap();
+    let mut refused = statement("anna", 0);
+    refused.outcome = Outcome::Refused {
+        sqlstate: "42501".into(),
+        message: Some("column ssn is not visible".into()),
+    };
+    log.record(refused).await.unwrap();
+    let mut buf = vec![0u8; 65536];
+    let mut messages = Vec::new();
+    while !messages
+        .iter()
+        .any(|m: &String| m.contains("\"user\":\"anna\""))
+    {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(10), collector.recv(&mut buf))
+            .await
+            .expect("a datagram arrives")
+            .unwrap();
+        messages.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    let message = messages.last().unwrap();
+    assert!(
+        message.starts_with("<108>1 "),
+        "log audit facility, warning severity: {message}"
+    );
+    assert!(
+        message.contains(" test maschera ") && message.contains(" statement [maschera@32473 seq="),
+        "{message}"
+    );
+    log.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn one_writer_per_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = open(&config(dir.path())).unwrap();
+    let err = open(&config(dir.path())).expect_err("a second writer is refused");
+    assert!(err.to_string().contains("in use"), "{err}");
+    first.shutdown().await.unwrap();
+    drop(first);
+    let again = open(&config(dir.path())).expect("free again after shutdown");
+    again.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn periodic_checkpoints_are_written_while_idle() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.checkpoint_seconds = 1;
+    let log = open(&cfg).unwrap();
+    log.record(statement("anna", 1)).await.unwrap();
+    let file = only_file(dir.path());
+    let mut sealed = false;
+    for _ in 0..200 {
+        if std::fs::read_to_string(&file)
+            .unwrap()
+            .contains(r#""reason":"periodic""#)
+        {
+            sealed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(sealed, "a periodic checkpoint seals the idle log");
+    let report = check_dir(dir.path());
+    assert!(
+        matches!(
+            report.verdict,
+            Verdict::Unsealed {
+                unsealed_records: 0,
+                ..
+            }
+        ),
+        "everything up to the periodic checkpoint is sealed: {report:?}"
+    );
+    log.shutdown().await.unwrap();
+}

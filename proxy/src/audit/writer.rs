@@ -1,0 +1,682 @@
+//! The access log's writer: one thread that appends sealed records to the current file with group commit
+//! (many sessions' records, one write, one fsync, then all their answers), rotates files by size and age
+//! keeping the chain, writes signed checkpoints, and reports whether it can still write.
+//! Not for: deciding what to record (the session does) or reading the log (see `verify`, `search`).
+//!
+//! Durability: with `sync`, `AuditLog::record` returns once its record is on stable storage; with `batch`,
+//! once it is written to the file, which is fsynced every `batch_interval_ms`. When a write or fsync fails,
+//! the records of that group get an error (nothing is acknowledged that is not written), the file is cut
+//! back to its last durable length, and `is_healthy()` turns false until a write succeeds again.
+
+use crate::audit::AuditError;
+use crate::audit::chain::{self, ChainKey, GENESIS, Mac32};
+use crate::audit::config::{AuditConfig, Durability};
+use crate::audit::files;
+use crate::audit::keys::{self, ChainSecret};
+use crate::audit::record::{Checkpoint, CheckpointReason, Event, EventKind, FileLink, Record};
+use crate::audit::sinks::{Sealed, SinkSet};
+use ed25519_dalek::SigningKey;
+use rand::RngCore;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// Most records committed by one write and fsync.
+const MAX_GROUP: usize = 4096;
+
+/// A handle on the access log; cheap to clone, one per session. The log seals itself with a shutdown
+/// checkpoint when [`AuditLog::shutdown`] is called or the last handle is dropped.
+#[derive(Clone)]
+pub struct AuditLog {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    tx: mpsc::Sender<Command>,
+    healthy: Arc<AtomicBool>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+enum Command {
+    Record {
+        event: Box<Event>,
+        done: oneshot::Sender<Result<u64, AuditError>>,
+    },
+    Shutdown {
+        done: oneshot::Sender<Result<(), AuditError>>,
+    },
+}
+
+impl AuditLog {
+    /// Opens the log described by `config`, reading its keys from the configured files or environment.
+    /// Must run inside a tokio runtime when a PostgreSQL or syslog sink is configured.
+    pub fn open(config: &AuditConfig) -> Result<AuditLog, AuditError> {
+        let secret = keys::chain_secret(&config.chain_secret_source())?;
+        let signing = keys::signing_key(&config.signing_key_source())?;
+        Self::open_with_keys(config, secret, signing)
+    }
+
+    /// Opens the log with keys the caller already holds. A new file starts, linked to the last record
+    /// of the folder's newest file; the secret is erased once the epoch's first key is derived.
+    pub fn open_with_keys(
+        config: &AuditConfig,
+        secret: ChainSecret,
+        signing: SigningKey,
+    ) -> Result<AuditLog, AuditError> {
+        let sinks = SinkSet::start(config)?;
+        let healthy = Arc::new(AtomicBool::new(true));
+        let mut writer = Writer::new(config, &secret, signing, sinks, healthy.clone())?;
+        drop(secret);
+        writer
+            .transaction(|w| w.open_file())
+            .map_err(|e| AuditError::Io {
+                path: config.dir.clone(),
+                source: e,
+            })?;
+        let (tx, rx) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| AuditError::Io {
+                path: config.dir.clone(),
+                source: e,
+            })?;
+        Ok(AuditLog {
+            shared: Arc::new(Shared {
+                tx,
+                healthy,
+                thread: Mutex::new(Some(thread)),
+            }),
+        })
+    }
+
+    /// Appends one event; returns its sequence number once it is durable (see the module doc).
+    /// An error means the event is not in the log: the caller must not answer as if it were.
+    pub async fn record(&self, event: Event) -> Result<u64, AuditError> {
+        self.submit(event).durable().await
+    }
+
+    /// Queues one event at once and returns a receipt to await its durability later, so that a
+    /// session can overlap the log's fsync with work of its own (e.g. the upstream query).
+    pub fn submit(&self, event: Event) -> Receipt {
+        if event.kind.is_reserved() {
+            return Receipt(Err(AuditError::ReservedKind(event.kind.as_str())));
+        }
+        let (done, answer) = oneshot::channel();
+        let sent = self.shared.tx.send(Command::Record {
+            event: Box::new(event),
+            done,
+        });
+        Receipt(sent.map(|()| answer).map_err(|_| AuditError::Closed))
+    }
+
+    /// Whether the last attempt to write succeeded. When false, refuse statements that touch personal data.
+    pub fn is_healthy(&self) -> bool {
+        self.shared.healthy.load(Ordering::SeqCst)
+    }
+
+    /// Writes the records still queued, then a signed shutdown checkpoint, and stops the writer.
+    /// Later `record` calls fail with [`AuditError::Closed`].
+    pub async fn shutdown(&self) -> Result<(), AuditError> {
+        let (done, answer) = oneshot::channel();
+        self.shared
+            .tx
+            .send(Command::Shutdown { done })
+            .map_err(|_| AuditError::Closed)?;
+        let result = answer.await.map_err(|_| AuditError::Closed)?;
+        let thread = self
+            .shared
+            .thread
+            .lock()
+            .map(|mut t| t.take())
+            .unwrap_or(None);
+        if let Some(thread) = thread {
+            // The thread has answered and only returns now; joining takes no time.
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+        result
+    }
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog")
+            .field("healthy", &self.is_healthy())
+            .finish()
+    }
+}
+
+/// An event queued by [`AuditLog::submit`].
+#[must_use = "a record counts only once `durable` returned Ok"]
+pub struct Receipt(Result<oneshot::Receiver<Result<u64, AuditError>>, AuditError>);
+
+impl Receipt {
+    /// Waits until the event is durable; returns its sequence number, or why it is not in the log.
+    pub async fn durable(self) -> Result<u64, AuditError> {
+        self.0?.await.map_err(|_| AuditError::Closed)?
+    }
+}
+
+/// The chain's position: what the next record chains to, and with which key.
+struct ChainState {
+    key: ChainKey,
+    prev_mac: Mac32,
+    next_seq: u64,
+}
+
+impl ChainState {
+    fn snapshot(&self) -> ChainState {
+        ChainState {
+            key: self.key.snapshot(),
+            prev_mac: self.prev_mac,
+            next_seq: self.next_seq,
+        }
+    }
+}
+
+/// The file being appended to.
+struct OpenFile {
+    file: File,
+    name: String,
+    /// Length up to which the file is known good (written; and fsynced with `sync`).
+    len: u64,
+    opened: Instant,
+    records: u64,
+}
+
+struct Writer {
+    dir: PathBuf,
+    /// Held (flock) for the writer's life: one writer per folder.
+    _lock: File,
+    instance: String,
+    durability: Durability,
+    batch_interval: Duration,
+    rotate_bytes: u64,
+    rotate_age: Duration,
+    checkpoint_every: Option<Duration>,
+    checkpoint_records: u64,
+    signing: SigningKey,
+    chain: ChainState,
+    epoch_nonce: String,
+    epoch_seq: u64,
+    /// The file being written, `None` after a rotation whose new file could not be created yet.
+    current: Option<OpenFile>,
+    /// The last file that was closed (or found at start), to link from the next one.
+    prev_file: Option<String>,
+    since_checkpoint: u64,
+    last_checkpoint: Instant,
+    unsynced_since: Option<Instant>,
+    healthy: Arc<AtomicBool>,
+    sinks: SinkSet,
+    /// Lines built but not yet written.
+    pending: String,
+    /// Records of `pending`, for the sinks once durable.
+    pending_records: Vec<Sealed>,
+}
+
+/// Where the chain stood at the end of the folder's newest file.
+struct Tail {
+    file: String,
+    last_seq: u64,
+    last_mac: Mac32,
+}
+
+fn find_tail(dir: &Path) -> Result<Option<Tail>, AuditError> {
+    for path in files::list_dir(dir)?.iter().rev() {
+        let lines = files::read_lines(path)?;
+        let Some(last) = lines.complete.last() else {
+            // Created by a crash before its first record was durable: keep it aside, as evidence.
+            let aside = path.with_extension("jsonl.empty");
+            std::fs::rename(path, &aside).map_err(|e| AuditError::Io {
+                path: path.clone(),
+                source: e,
+            })?;
+            tracing::warn!(file = %aside.display(), "audit log file without a complete record set aside");
+            continue;
+        };
+        let unreadable = || {
+            AuditError::Config(format!(
+                "the last record of {} is unreadable; run `maschera audit verify` and move the file aside",
+                path.display()
+            ))
+        };
+        let (body, mac) = chain::unseal(last).ok_or_else(unreadable)?;
+        #[derive(serde::Deserialize)]
+        struct Seq {
+            seq: u64,
+        }
+        let seq: Seq = serde_json::from_str(&body).map_err(|_| unreadable())?;
+        return Ok(Some(Tail {
+            file: files::base_name(path),
+            last_seq: seq.seq,
+            last_mac: mac,
+        }));
+    }
+    Ok(None)
+}
+
+/// Takes the folder's lock file so that no second process (or log) writes the same chain.
+fn lock_dir(dir: &Path) -> Result<File, AuditError> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join(".lock");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| AuditError::Io {
+            path: path.clone(),
+            source: e,
+        })?;
+    // SAFETY: flock on a descriptor we own; released when the file is closed.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(AuditError::Config(format!(
+            "{} is in use by another access log writer",
+            dir.display()
+        )));
+    }
+    Ok(file)
+}
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
+}
+
+impl Writer {
+    fn new(
+        config: &AuditConfig,
+        secret: &ChainSecret,
+        signing: SigningKey,
+        sinks: SinkSet,
+        healthy: Arc<AtomicBool>,
+    ) -> Result<Writer, AuditError> {
+        std::fs::create_dir_all(&config.dir).map_err(|e| AuditError::Io {
+            path: config.dir.clone(),
+            source: e,
+        })?;
+        let lock = lock_dir(&config.dir)?;
+        let tail = find_tail(&config.dir)?;
+        let mut nonce = [0u8; 16];
+        rand::rng().fill_bytes(&mut nonce);
+        let next_seq = tail.as_ref().map_or(1, |t| t.last_seq + 1);
+        let seconds = |s: u64| Duration::from_secs(s.max(1));
+        Ok(Writer {
+            dir: config.dir.clone(),
+            _lock: lock,
+            instance: config.instance_name(),
+            durability: config.durability,
+            batch_interval: Duration::from_millis(config.batch_interval_ms.max(1)),
+            rotate_bytes: config.rotate_bytes.max(1),
+            rotate_age: seconds(config.rotate_seconds),
+            checkpoint_every: (config.checkpoint_seconds > 0)
+                .then(|| seconds(config.checkpoint_seconds)),
+            checkpoint_records: config.checkpoint_records,
+            signing,
+            chain: ChainState {
+                key: ChainKey::epoch(secret.bytes(), &nonce),
+                prev_mac: tail.as_ref().map_or(GENESIS, |t| t.last_mac),
+                next_seq,
+            },
+            epoch_nonce: hex::encode(nonce),
+            epoch_seq: next_seq,
+            current: None,
+            prev_file: tail.map(|t| t.file),
+            since_checkpoint: 0,
+            last_checkpoint: Instant::now(),
+            unsynced_since: None,
+            healthy,
+            sinks,
+            pending: String::new(),
+            pending_records: Vec::new(),
+        })
+    }
+
+    fn run(mut self, rx: mpsc::Receiver<Command>) {
+        let mut shutdown_answer = None;
+        while shutdown_answer.is_none() {
+            let first = match self.next_deadline() {
+                Some(deadline) => {
+                    match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                        Ok(cmd) => Some(cmd),
+                        Err(mpsc::RecvTimeoutError::Timeout) => None,
+                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                    }
+                }
+                None => match rx.recv() {
+                    Ok(cmd) => Some(cmd),
+                    Err(_) => break,
+                },
+            };
+            let mut group = Vec::new();
+            for cmd in first
+                .into_iter()
+                .chain(std::iter::from_fn(|| rx.try_recv().ok()).take(MAX_GROUP))
+            {
+                match cmd {
+                    Command::Record { event, done } => group.push((*event, done)),
+                    Command::Shutdown { done } => {
+                        shutdown_answer = Some(done);
+                        break;
+                    }
+                }
+            }
+            if !group.is_empty() {
+                self.commit(group);
+            }
+            self.on_timers();
+        }
+        let result = self.seal_for_shutdown();
+        if let Some(done) = shutdown_answer {
+            let _ = done.send(result);
+        }
+    }
+
+    /// When the writer must wake without a record: periodic checkpoint, batch fsync.
+    fn next_deadline(&self) -> Option<Instant> {
+        let checkpoint = self
+            .checkpoint_every
+            .filter(|_| self.since_checkpoint > 0)
+            .map(|d| self.last_checkpoint + d);
+        let sync = self.unsynced_since.map(|t| t + self.batch_interval);
+        checkpoint.into_iter().chain(sync).min()
+    }
+
+    fn on_timers(&mut self) {
+        let now = Instant::now();
+        if self
+            .unsynced_since
+            .is_some_and(|t| now >= t + self.batch_interval)
+        {
+            let result = self.current.as_ref().map_or(Ok(()), |f| f.file.sync_data());
+            // On failure, retry one interval later (not in a tight loop).
+            self.unsynced_since = result.is_err().then_some(now);
+            self.set_health(result.is_ok(), "fsync", result.err());
+        }
+        let periodic = self
+            .checkpoint_every
+            .is_some_and(|d| now >= self.last_checkpoint + d);
+        if periodic && self.since_checkpoint > 0 {
+            let result = self.prepare_file().and_then(|()| {
+                self.transaction(|w| w.append_checkpoint(CheckpointReason::Periodic))
+            });
+            if result.is_err() {
+                // Retry one period later (not in a tight loop); records may restore health sooner.
+                self.last_checkpoint = now;
+            }
+            self.finish(result, Vec::new());
+        }
+    }
+
+    fn set_health(&self, ok: bool, what: &str, error: Option<std::io::Error>) {
+        let was = self.healthy.swap(ok, Ordering::SeqCst);
+        match (was, ok, error) {
+            (_, false, Some(e)) => {
+                tracing::error!(dir = %self.dir.display(), error = %e, "audit log {what} failed")
+            }
+            (false, true, _) => {
+                tracing::info!(dir = %self.dir.display(), "audit log writable again")
+            }
+            _ => {}
+        }
+    }
+
+    /// Appends a group of events with one write (and one fsync with `sync`), then answers each.
+    fn commit(&mut self, group: Vec<(Event, oneshot::Sender<Result<u64, AuditError>>)>) {
+        if let Err(e) = self.prepare_file() {
+            let answers = group.into_iter().map(|(_, done)| (0, done)).collect();
+            return self.finish(Err(e), answers);
+        }
+        let mut answers = Vec::with_capacity(group.len());
+        let result = self.transaction(|w| {
+            for (event, done) in group {
+                let seq = w.append(event, None, None);
+                answers.push((seq, done));
+            }
+            if w.checkpoint_records > 0 && w.since_checkpoint >= w.checkpoint_records {
+                w.append_checkpoint(CheckpointReason::Periodic)?;
+            }
+            Ok(())
+        });
+        self.finish(result, answers);
+    }
+
+    /// Makes sure a file is open for the next records: rotates when the current one is due (a signed
+    /// rotation checkpoint closes it), and creates the next file when none is open.
+    fn prepare_file(&mut self) -> std::io::Result<()> {
+        let due = self.current.as_ref().is_some_and(|f| {
+            f.records > 1 && (f.len >= self.rotate_bytes || f.opened.elapsed() >= self.rotate_age)
+        });
+        if due {
+            self.transaction(|w| w.append_checkpoint(CheckpointReason::Rotation))?;
+            if let Some(closing) = self.current.take() {
+                if self.unsynced_since.take().is_some()
+                    && let Err(e) = closing.file.sync_data()
+                {
+                    self.current = Some(closing);
+                    return Err(e);
+                }
+                self.prev_file = Some(closing.name);
+            }
+        }
+        if self.current.is_none() {
+            self.transaction(|w| w.open_file())?;
+        }
+        Ok(())
+    }
+
+    fn finish(
+        &mut self,
+        result: std::io::Result<()>,
+        answers: Vec<(u64, oneshot::Sender<Result<u64, AuditError>>)>,
+    ) {
+        match result {
+            Ok(()) => {
+                self.set_health(true, "write", None);
+                for (seq, done) in answers {
+                    let _ = done.send(Ok(seq));
+                }
+                self.sinks.send(std::mem::take(&mut self.pending_records));
+            }
+            Err(e) => {
+                let message = e.to_string();
+                self.set_health(false, "write", Some(e));
+                for (_, done) in answers {
+                    let _ = done.send(Err(AuditError::Unwritable(message.clone())));
+                }
+            }
+        }
+    }
+
+    /// Runs `body` (which appends lines to `pending`), then writes them; on any error the chain and the
+    /// file go back to where they were, so that the log holds no record that was not acknowledged.
+    fn transaction(
+        &mut self,
+        body: impl FnOnce(&mut Writer) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        let chain = self.chain.snapshot();
+        let file_state = self
+            .current
+            .as_ref()
+            .map(|f| (f.name.clone(), f.len, f.records));
+        let since_checkpoint = self.since_checkpoint;
+        let result = body(self).and_then(|()| self.write_pending());
+        if result.is_err() {
+            self.pending.clear();
+            self.pending_records.clear();
+            self.chain = chain;
+            self.since_checkpoint = since_checkpoint;
+            self.cut_back(file_state);
+        }
+        result
+    }
+
+    /// Undoes a failed write: cuts the current file back to its good length, or drops a file created
+    /// during the failed transaction.
+    fn cut_back(&mut self, before: Option<(String, u64, u64)>) {
+        let Some(current) = self.current.as_mut() else {
+            return;
+        };
+        match before {
+            Some((name, len, records)) if name == current.name => {
+                current.records = records;
+                if let Err(e) = current.file.set_len(len) {
+                    tracing::error!(file = %current.name, error = %e, "cannot cut a failed write back; starting a new file");
+                    let name = current.name.clone();
+                    self.current = None;
+                    self.prev_file = Some(name);
+                } else {
+                    current.len = len;
+                }
+            }
+            _ => {
+                // The file was created in this transaction: remove it so the next attempt can recreate it.
+                let name = current.name.clone();
+                self.current = None;
+                let _ = std::fs::remove_file(self.dir.join(&name));
+            }
+        }
+    }
+
+    fn write_pending(&mut self) -> std::io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let current = self
+            .current
+            .as_mut()
+            .ok_or_else(|| std::io::Error::other("no open log file"))?;
+        current.file.write_all(self.pending.as_bytes())?;
+        match self.durability {
+            Durability::Sync => current.file.sync_data()?,
+            Durability::Batch => {
+                self.unsynced_since.get_or_insert_with(Instant::now);
+            }
+        }
+        current.len += self.pending.len() as u64;
+        self.pending.clear();
+        Ok(())
+    }
+
+    /// Builds one sealed line into `pending`; returns its sequence number.
+    fn append(
+        &mut self,
+        event: Event,
+        link: Option<FileLink>,
+        checkpoint: Option<Checkpoint>,
+    ) -> u64 {
+        let seq = self.chain.next_seq;
+        let record = Record {
+            seq,
+            time: now_rfc3339(),
+            instance: self.instance.clone(),
+            event,
+            link,
+            checkpoint,
+        };
+        // Records hold only strings, numbers and lists: serializing them cannot fail.
+        let body = serde_json::to_string(&record).unwrap_or_else(|_| format!("{{\"seq\":{seq}}}"));
+        let mac = self.chain.key.mac(&self.chain.prev_mac, body.as_bytes());
+        self.chain.key.advance();
+        self.chain.prev_mac = mac;
+        self.chain.next_seq += 1;
+        self.since_checkpoint += 1;
+        if let Some(current) = self.current.as_mut() {
+            current.records += 1;
+        }
+        let line = chain::seal(&body, &mac);
+        self.pending.push_str(&line);
+        self.pending.push('\n');
+        if self.sinks.is_active() {
+            self.pending_records.push(Sealed { record, line });
+        }
+        seq
+    }
+
+    fn append_checkpoint(&mut self, reason: CheckpointReason) -> std::io::Result<()> {
+        let current = self
+            .current
+            .as_ref()
+            .ok_or_else(|| std::io::Error::other("no open log file"))?;
+        let seq = self.chain.next_seq;
+        let message = chain::checkpoint_message(
+            seq,
+            &self.chain.prev_mac,
+            &current.name,
+            current.records,
+            &self.instance,
+        );
+        let checkpoint = Checkpoint {
+            reason,
+            head: hex::encode(self.chain.prev_mac),
+            file: current.name.clone(),
+            records_in_file: current.records,
+            signature: chain::sign(&self.signing, &message),
+        };
+        self.append(Event::new(EventKind::Checkpoint), None, Some(checkpoint));
+        self.since_checkpoint = 0;
+        self.last_checkpoint = Instant::now();
+        Ok(())
+    }
+
+    /// Creates the next file and makes its first record (the link to the previous file) durable.
+    fn open_file(&mut self) -> std::io::Result<()> {
+        let name = files::file_name(self.chain.next_seq);
+        let file = OpenOptions::new()
+            .append(true)
+            .create_new(true)
+            .open(self.dir.join(&name))?;
+        self.current = Some(OpenFile {
+            file,
+            name,
+            len: 0,
+            opened: Instant::now(),
+            records: 0,
+        });
+        let link = FileLink {
+            prev_file: self.prev_file.clone(),
+            prev_mac: self
+                .prev_file
+                .as_ref()
+                .map(|_| hex::encode(self.chain.prev_mac)),
+            epoch_nonce: self.epoch_nonce.clone(),
+            epoch_seq: self.epoch_seq,
+        };
+        self.append(Event::new(EventKind::FileStart), Some(link), None);
+        self.write_pending()?;
+        if let Some(current) = &self.current {
+            current.file.sync_all()?;
+        }
+        File::open(&self.dir)?.sync_all()
+    }
+
+    fn seal_for_shutdown(&mut self) -> Result<(), AuditError> {
+        // No rotation here: the shutdown checkpoint closes the current file.
+        let result = match self.current {
+            None => self.transaction(|w| w.open_file()),
+            Some(_) => Ok(()),
+        };
+        let result = result
+            .and_then(|()| self.transaction(|w| w.append_checkpoint(CheckpointReason::Shutdown)));
+        let result =
+            result.and_then(|()| self.current.as_ref().map_or(Ok(()), |f| f.file.sync_all()));
+        self.finish_shutdown(result)
+    }
+
+    fn finish_shutdown(&mut self, result: std::io::Result<()>) -> Result<(), AuditError> {
+        let ok = result.is_ok();
+        let message = result.as_ref().err().map(|e| e.to_string());
+        self.set_health(ok, "shutdown checkpoint", result.err());
+        self.sinks.send(std::mem::take(&mut self.pending_records));
+        self.sinks.close();
+        match message {
+            None => Ok(()),
+            Some(m) => Err(AuditError::Unwritable(m)),
+        }
+    }
+}
