@@ -331,6 +331,28 @@ mod tests {
     }
 
     #[test]
+    fn odd_text_never_panics() {
+        for value in [
+            "",
+            " ",
+            "é",
+            "+",
+            "@",
+            "€€€€€€€€€€€€€€€",
+            "2 55 08 é4 168 025 3",
+            "Via 1",
+            "x@é.it",
+            "ñ@ñ",
+            "00",
+            "IT€0",
+        ] {
+            let _ = classify_value(value);
+            let _ = kinds_inside(value);
+        }
+        let _ = kinds_inside(&"àè +39 ".repeat(200));
+    }
+
+    #[test]
     fn emails() {
         for ok in [
             "mario.rossi.12@example.it",

@@ -108,7 +108,10 @@ pub fn is_spanish_dni(value: &str) -> bool {
 /// two-digit key equal to 97 minus the 13-digit number modulo 97.
 pub fn is_french_nir(value: &str) -> bool {
     let compact: String = value.trim().chars().filter(|c| *c != ' ').collect();
-    if compact.len() != 15 || !matches!(compact.as_bytes()[0], b'1' | b'2') {
+    if compact.len() != 15
+        || !compact.bytes().all(|b| b.is_ascii_alphanumeric())
+        || !matches!(compact.as_bytes()[0], b'1' | b'2')
+    {
         return false;
     }
     let number = match &compact[5..7] {
