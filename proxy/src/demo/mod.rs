@@ -25,7 +25,8 @@ pub struct DemoArgs {
     #[arg(long, default_value = "127.0.0.1:6432")]
     pub listen: SocketAddr,
     /// Number of generated contacts in the CRM (the other tables scale with it).
-    #[arg(long, default_value_t = crate::crm::DEFAULT_CONTACTS)]
+    #[arg(long, default_value_t = crate::crm::DEFAULT_CONTACTS,
+          value_parser = clap::value_parser!(u64).range(1..=crate::crm::MAX_CONTACTS))]
     pub contacts: u64,
     /// Print one line of JSON (proxy, upstream, audit_log, users) once the proxy accepts connections,
     /// instead of the text for a person.
