@@ -7,6 +7,7 @@ use serde::Deserialize;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 const CONTACTS: i64 = 500;
@@ -46,16 +47,8 @@ impl Demo {
         let port = free_port();
         let stderr_dir = tempfile::tempdir().unwrap();
         let stderr = stderr_dir.path().join("demo.log");
-        let mut child = spawn_demo(CONTACTS as u64, port, &stderr);
-        let stdout = child.stdout.take().unwrap();
-        let (lines_tx, lines_rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                if lines_tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let mut child = spawn_demo(&["--json"], CONTACTS as u64, port, &stderr);
+        let lines_rx = stdout_lines(&mut child);
         let line = match lines_rx.recv_timeout(READY_LIMIT) {
             Ok(line) => line.unwrap(),
             Err(err) => {
@@ -139,11 +132,13 @@ impl Drop for Demo {
     }
 }
 
-/// Spawns `maschera demo --json` from an unrelated folder (the CRM and the policy are built into the
-/// binary), standard error to `stderr`.
-fn spawn_demo(contacts: u64, port: u16, stderr: &Path) -> Child {
+/// Spawns `maschera demo` with `extra` arguments from an unrelated folder (the CRM and the policy are
+/// built into the binary), standard error to `stderr`.
+fn spawn_demo(extra: &[&str], contacts: u64, port: u16, stderr: &Path) -> Child {
     Command::new(maschera_bin())
-        .args(["demo", "--json", "--contacts", &contacts.to_string()])
+        .arg("demo")
+        .args(extra)
+        .args(["--contacts", &contacts.to_string()])
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .current_dir(stderr.parent().unwrap())
         .stdin(Stdio::null())
@@ -151,6 +146,20 @@ fn spawn_demo(contacts: u64, port: u16, stderr: &Path) -> Child {
         .stderr(std::fs::File::create(stderr).unwrap())
         .spawn()
         .expect("spawn maschera demo")
+}
+
+/// The lines of the child's standard output, as they come.
+fn stdout_lines(child: &mut Child) -> Receiver<std::io::Result<String>> {
+    let stdout = child.stdout.take().unwrap();
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    lines_rx
 }
 
 fn send(child: &Child, signal: i32) {
@@ -474,7 +483,7 @@ fn sigterm_during_set_up_stops_postgres_and_removes_the_folder() {
     let scratch = tempfile::tempdir().unwrap();
     let stderr = scratch.path().join("demo.log");
     // Big enough that the load is still running when the signal arrives.
-    let mut child = spawn_demo(300_000, free_port(), &stderr);
+    let mut child = spawn_demo(&["--json"], 300_000, free_port(), &stderr);
     let deadline = Instant::now() + READY_LIMIT;
     let log = loop {
         let log = std::fs::read_to_string(&stderr).unwrap_or_default();
@@ -502,4 +511,57 @@ fn sigterm_during_set_up_stops_postgres_and_removes_the_folder() {
     assert_eq!(stdout, "", "no JSON line when stopped before it was ready");
     assert_eq!(processes_naming(&dir), Vec::<String>::new());
     assert!(!dir.exists(), "{} is still on disk", dir.display());
+}
+
+#[tokio::test]
+async fn without_json_it_prints_psql_lines_and_a_query_that_shows_each_role() {
+    let scratch = tempfile::tempdir().unwrap();
+    let stderr = scratch.path().join("demo.log");
+    let mut child = spawn_demo(&[], CONTACTS as u64, free_port(), &stderr);
+    let lines = stdout_lines(&mut child);
+    let mut text = Vec::new();
+    while !text
+        .last()
+        .is_some_and(|l: &String| l.starts_with("Stop with Ctrl-C"))
+    {
+        match lines.recv_timeout(READY_LIMIT) {
+            Ok(line) => text.push(line.unwrap()),
+            Err(err) => {
+                let _ = child.kill();
+                panic!(
+                    "the text ended early ({err}):\n{}\nstderr:\n{}",
+                    text.join("\n"),
+                    std::fs::read_to_string(&stderr).unwrap_or_default()
+                );
+            }
+        }
+    }
+    let uri_of = |user: &str| {
+        text.iter()
+            .find(|l| l.trim_start().starts_with(&format!("{user} ")) && l.contains("psql '"))
+            .and_then(|l| l.split('\'').nth(1))
+            .unwrap_or_else(|| panic!("no psql line for {user}:\n{}", text.join("\n")))
+            .to_owned()
+    };
+    let query = text
+        .iter()
+        .map(|l| l.trim())
+        .find(|l| l.starts_with("SELECT * FROM contacts WHERE"))
+        .unwrap_or_else(|| panic!("no query to try:\n{}", text.join("\n")))
+        .to_owned();
+    // What the text promises: sam, tom, ana and mia see the contact, sara does not.
+    for (user, rows) in [("sam", 1), ("sara", 0), ("mia", 1), ("tom", 1), ("ana", 1)] {
+        let client = connect(&uri_of(user)).await;
+        let found = client
+            .simple_query(&query)
+            .await
+            .unwrap_or_else(|e| panic!("{query} as {user}: {e}"))
+            .into_iter()
+            .filter(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_)))
+            .count();
+        assert_eq!(found, rows, "{query} as {user}");
+    }
+    send(&child, libc::SIGTERM);
+    let status = wait_exit(&mut child);
+    assert!(status.success(), "exit status {status}");
 }
