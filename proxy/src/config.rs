@@ -36,9 +36,9 @@ pub struct Config {
     /// The policy the proxy enforces (without it every user gets the database unchanged).
     #[serde(default)]
     pub policy: Option<PolicyConfig>,
-    /// The access log (written by the audit work; optional until then).
+    /// The access log (see `audit::AuditConfig`); statements of restricted roles are recorded in it.
     #[serde(default)]
-    pub audit: Option<FileSection>,
+    pub audit: Option<crate::audit::AuditConfig>,
 }
 
 /// `[tls]`: TLS towards clients.
@@ -209,14 +209,6 @@ pub struct PolicyConfig {
     pub poll_seconds: u64,
 }
 
-/// A section that names one file (`[audit]`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileSection {
-    /// Path of the file.
-    pub file: PathBuf,
-}
-
 fn default_policy_poll() -> u64 {
     2
 }
@@ -280,7 +272,10 @@ impl Config {
             resolve(&mut policy.credentials);
         }
         if let Some(audit) = &mut self.audit {
-            resolve(&mut audit.file);
+            resolve(&mut audit.dir);
+            audit.key_file.iter_mut().for_each(resolve);
+            audit.signing_key_file.iter_mut().for_each(resolve);
+            audit.public_key_file.iter_mut().for_each(resolve);
         }
     }
 

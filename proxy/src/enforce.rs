@@ -11,9 +11,12 @@
 //! Not for: the relay mechanics (see `session`), the rewriting itself (see `policy::rewrite`) or
 //! loading the policy (see `policy_state`).
 
+use crate::audit::AuditLog;
+use crate::audit_trail::{AuditObserver, SessionIdentity, Trail};
 use crate::frame;
-use crate::policy_state::PolicyState;
-use crate::session::{Decision, FrontendPolicy, PassThrough};
+use crate::policy_state::{PolicyHandle, PolicyState};
+use crate::schema_change::unrestricted_session;
+use crate::session::{Decision, FrontendPolicy, MetricsObserver, PassThrough, SessionObserver};
 use crate::upstream::Login;
 use crate::users::User;
 use bytes::{BufMut, Bytes, BytesMut};
@@ -30,6 +33,8 @@ pub struct SessionSetup {
     pub params: Vec<(String, String)>,
     /// What happens to each client message.
     pub frontend: Box<dyn FrontendPolicy>,
+    /// What sees PostgreSQL's answers (metrics, and the access log for restricted roles).
+    pub observer: Box<dyn SessionObserver>,
 }
 
 impl SessionSetup {
@@ -39,6 +44,7 @@ impl SessionSetup {
             login,
             params,
             frontend: Box::new(PassThrough),
+            observer: Box::new(MetricsObserver::default()),
         }
     }
 }
@@ -54,14 +60,17 @@ pub struct LoginRefusal {
 const PROTOCOL_PARAMS: &[&str] = &["user", "database", "replication"];
 
 /// Decides how `user` is served under `state`. `default_login` and `default_params` are what an
-/// unrestricted role gets (the proxy's own login, the client's forwarded parameters).
+/// unrestricted role gets (the proxy's own login, the client's forwarded parameters); `audit` is the
+/// access log the statements of restricted roles are recorded in.
 pub fn session_setup(
-    state: &Arc<PolicyState>,
+    handle: &Arc<PolicyHandle>,
+    audit: Option<&Arc<AuditLog>>,
     user: &User,
     client_params: &[(String, String)],
     default_login: &Login,
     default_params: Vec<(String, String)>,
 ) -> Result<SessionSetup, LoginRefusal> {
+    let state = &handle.current();
     let Some(role) = state.role(&user.role) else {
         return Err(LoginRefusal {
             code: "28000",
@@ -72,10 +81,13 @@ pub fn session_setup(
         });
     };
     if role.unrestricted {
-        return Ok(SessionSetup::pass_through(
-            default_login.clone(),
-            default_params,
-        ));
+        let (frontend, observer) = unrestricted_session(handle, state.clone(), role);
+        return Ok(SessionSetup {
+            login: default_login.clone(),
+            params: default_params,
+            frontend: Box::new(frontend),
+            observer: Box::new(observer),
+        });
     }
     let login = state.login(&role.role).ok_or_else(|| LoginRefusal {
         code: "28000",
@@ -94,13 +106,28 @@ pub fn session_setup(
             ));
         }
     }
+    let trail = audit.map(|log| {
+        Trail::new(
+            log.clone(),
+            SessionIdentity {
+                user: user.name.clone(),
+                role: role.role.clone(),
+            },
+        )
+    });
+    let observer: Box<dyn SessionObserver> = match &trail {
+        Some(trail) => Box::new(AuditObserver::new(trail.clone())),
+        None => Box::new(MetricsObserver::default()),
+    };
     Ok(SessionSetup {
         login,
         params,
         frontend: Box::new(RestrictedFrontend {
             state: state.clone(),
             role,
+            trail,
         }),
+        observer,
     })
 }
 
@@ -130,24 +157,39 @@ fn restricted_params(
 pub struct RestrictedFrontend {
     state: Arc<PolicyState>,
     role: Arc<RoleAccess>,
+    trail: Option<Arc<Trail>>,
 }
 
 impl FrontendPolicy for RestrictedFrontend {
     fn on_client_message(&mut self, tag: u8, frame: &[u8]) -> Decision {
+        let body = frame::body(frame);
         let decision = match tag {
-            b'Q' => self.query(frame::body(frame)),
-            b'P' => self.parse(frame::body(frame)),
+            b'Q' => self.query(body),
+            b'P' => self.parse(body),
             b'F' => Err(unsupported(
                 "function call messages (fast path) are not supported through Maschera",
             )),
             // Bind, Describe, Execute, Close, Sync, Flush and COPY data act on statements that
-            // went through Query or Parse.
-            _ => return Decision::Forward,
+            // went through Query or Parse; the access log follows them.
+            _ => {
+                if let Some(trail) = &self.trail {
+                    match tag {
+                        b'B' => trail.bind(body),
+                        b'E' => trail.execute(body),
+                        b'S' => trail.sync(),
+                        _ => {}
+                    }
+                }
+                return Decision::Forward;
+            }
         };
         decision.unwrap_or_else(|refusal| {
             metrics::counter!("maschera_statements_refused_total", "sqlstate" => refusal.sqlstate.code())
                 .increment(1);
             debug!(sqlstate = refusal.sqlstate.code(), reason = %refusal.message, "statement refused");
+            if let Some(trail) = &self.trail {
+                trail.refused(tag, &refusal, statement_text(tag, body));
+            }
             Decision::Refuse {
                 code: refusal.sqlstate.code().to_owned(),
                 message: refusal.message,
@@ -168,7 +210,11 @@ impl RestrictedFrontend {
             .state
             .cache
             .rewrite(sql, &self.role, &self.state.catalog)?;
-        Ok(Decision::Replace(query_frame(&rewritten.sql(sql))?))
+        let frame = query_frame(&rewritten.sql(sql))?;
+        if let Some(trail) = &self.trail {
+            trail.query(rewritten.statements());
+        }
+        Ok(Decision::Replace(frame))
     }
 
     /// Parse: the one statement rewritten, statement name and parameter types kept as sent.
@@ -180,12 +226,22 @@ impl RestrictedFrontend {
             self.state
                 .cache
                 .rewrite_prepared(sql, &self.role, &self.state.catalog)?;
-        Ok(Decision::Replace(parse_frame(
-            name,
-            &rewritten.sql(sql),
-            types,
-        )?))
+        let frame = parse_frame(name, &rewritten.sql(sql), types)?;
+        if let Some(trail) = &self.trail {
+            trail.parse(name, rewritten.statements());
+        }
+        Ok(Decision::Replace(frame))
     }
+}
+
+/// The statement text of a Query or Parse body, for the access log of a refusal.
+fn statement_text(tag: u8, body: &[u8]) -> Option<&str> {
+    let text = match tag {
+        b'Q' => frame::cstr(body)?.0,
+        b'P' => frame::cstr(frame::cstr(body)?.1)?.0,
+        _ => return None,
+    };
+    std::str::from_utf8(text).ok()
 }
 
 fn utf8(text: &[u8]) -> Result<&str, Refusal> {
@@ -285,6 +341,8 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(ok.len(), 2);
+        let err = restricted_params(&params(&[("client_encoding", "LATIN1")])).unwrap_err();
+        assert_eq!(err.code, "0A000");
         for (name, value) in [
             ("options", "-c search_path=evil"),
             ("maschera.region", "south"),

@@ -7,6 +7,7 @@
 //! Not for: deciding about statements or logins (see `enforce`), or writing the policy into the
 //! database (see `policy_apply`).
 
+use crate::audit::{AuditLog, Event, EventKind, Outcome};
 use crate::config::{PolicyConfig, UpstreamConfig};
 use crate::credentials::Credentials;
 use anyhow::{Context, Result, bail};
@@ -126,8 +127,9 @@ impl PolicyHandle {
         Ok(())
     }
 
-    /// Reloads on SIGHUP and, every `poll_seconds`, when the policy or credentials file changed.
-    pub fn watch(self: Arc<Self>) -> Result<()> {
+    /// Reloads on SIGHUP and, every `poll_seconds`, when the policy or credentials file changed;
+    /// each attempt is recorded in `audit` (outcome and reason, never the file's content).
+    pub fn watch(self: Arc<Self>, audit: Option<Arc<AuditLog>>) -> Result<()> {
         let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
             .context("installing the SIGHUP handler")?;
         let poll = Duration::from_secs(self.config.poll_seconds);
@@ -145,15 +147,52 @@ impl PolicyHandle {
                     }
                 };
                 seen = self.stamps();
+                let mut event = Event::new(EventKind::PolicyReload);
+                event.detail = Some(format!("{reason}: {}", self.config.file.display()));
                 match self.reload().await {
                     Ok(()) => info!(reason, "policy reloaded"),
                     Err(err) => {
-                        warn!(reason, error = %format!("{err:#}"), "policy reload failed; keeping the previous policy")
+                        warn!(reason, error = %format!("{err:#}"), "policy reload failed; keeping the previous policy");
+                        event.outcome = Outcome::Error {
+                            sqlstate: "F0000".into(),
+                        };
                     }
+                }
+                if let Some(log) = &audit {
+                    drop(log.submit(event));
                 }
             }
         });
         Ok(())
+    }
+
+    /// After a schema change: drops and recreates every restricted role's views and grants from the
+    /// live catalog in one transaction on an admin connection, then reloads the policy.
+    pub async fn recreate_views(&self) -> Result<()> {
+        let state = self.current();
+        let policy = &state.policy;
+        let (client, connection) = admin_connect(&self.upstream).await?;
+        client.batch_execute("BEGIN").await?;
+        for step in policy::apply_sql::drop_views_steps(policy) {
+            client.batch_execute(&step.sql).await?;
+        }
+        let live = crate::policy_apply::read_live_state(&client).await?;
+        let access = policy.compile(&live.catalog).map_err(|diagnostics| {
+            anyhow::anyhow!("the policy does not fit the changed schema:\n{diagnostics}")
+        })?;
+        for step in policy::apply_sql::recreate_views_steps(policy, &access, &live) {
+            if step.secret.is_some() {
+                bail!("recreating the views needs a secret; run `maschera policy apply`");
+            }
+            client
+                .batch_execute(&step.sql)
+                .await
+                .context("recreating the views")?;
+        }
+        client.batch_execute("COMMIT").await?;
+        drop(client);
+        let _ = connection.await;
+        self.reload().await
     }
 
     fn stamps(&self) -> [Option<SystemTime>; 2] {
@@ -180,26 +219,36 @@ async fn load_state(config: &PolicyConfig, upstream: &UpstreamConfig) -> Result<
 
 /// Reads the catalog over a short-lived connection as the proxy's own `[upstream]` login.
 async fn read_live_catalog(upstream: &UpstreamConfig) -> Result<Catalog> {
+    let (client, connection) = admin_connect(upstream).await?;
+    let catalog = crate::policy_apply::read_catalog(&client).await;
+    drop(client);
+    let _ = connection.await;
+    catalog
+}
+
+/// A connection as the proxy's own `[upstream]` login, and the task driving it.
+async fn admin_connect(
+    upstream: &UpstreamConfig,
+) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>)> {
     let login = upstream.login()?;
     let mut pg = tokio_postgres::Config::new();
     pg.host(&upstream.host)
         .port(upstream.port)
         .dbname(&upstream.database)
         .user(&login.user)
-        .application_name("maschera catalog")
+        .application_name("maschera")
         .connect_timeout(upstream.connect_timeout());
     if let Some(password) = &login.password {
         pg.password(password);
     }
     let (client, connection) = pg.connect(tokio_postgres::NoTls).await.with_context(|| {
         format!(
-            "connecting to {}:{} as {} to read the catalog",
+            "connecting to {}:{} as {}",
             upstream.host, upstream.port, login.user
         )
     })?;
-    let connection = tokio::spawn(connection);
-    let catalog = crate::policy_apply::read_catalog(&client).await;
-    drop(client);
-    let _ = connection.await;
-    catalog
+    let connection = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok((client, connection))
 }

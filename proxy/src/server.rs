@@ -10,7 +10,7 @@ use crate::enforce::{self, SessionSetup};
 use crate::frame;
 use crate::lockout::{Lockout, LockoutSettings};
 use crate::metrics as m;
-use crate::session::{self, MetricsObserver, RelaySettings, SessionEnd};
+use crate::session::{self, RelaySettings, SessionEnd};
 use crate::startup::{self, ClientTlsSetup, Opening, Startup};
 use crate::tls;
 use crate::upstream::{Login, UpstreamTarget};
@@ -50,6 +50,7 @@ pub struct Proxy {
     cancels: Arc<CancelRegistry>,
     next_session: AtomicU64,
     policy: Option<Arc<crate::policy_state::PolicyHandle>>,
+    audit: Option<Arc<crate::audit::AuditLog>>,
 }
 
 impl Proxy {
@@ -79,21 +80,50 @@ impl Proxy {
             cancels: Arc::new(CancelRegistry::default()),
             next_session: AtomicU64::new(1),
             policy: None,
+            audit: None,
             config,
         })
     }
 
-    /// Loads and compiles the configured `[policy]` (if any) and watches it for reloads.
+    /// Loads and compiles the configured `[policy]` (if any) and watches it for reloads (recorded in
+    /// the access log when [`Proxy::with_audit`] came first).
     pub async fn with_policy(mut self) -> Result<Proxy> {
         if let Some(config) = &self.config.policy {
             let handle = crate::policy_state::PolicyHandle::load(config, &self.config.upstream)
                 .await
                 .context("loading the policy")?;
             let handle = Arc::new(handle);
-            handle.clone().watch()?;
+            let state = handle.current();
+            let unknown: std::collections::BTreeSet<&str> = self
+                .users
+                .users()
+                .map(|u| u.role.as_str())
+                .filter(|role| state.role(role).is_none())
+                .collect();
+            if !unknown.is_empty() {
+                warn!(roles = ?unknown, "users with these roles cannot log in: the policy does not name them");
+            }
+            handle.clone().watch(self.audit.clone())?;
             self.policy = Some(handle);
         }
         Ok(self)
+    }
+
+    /// Opens the configured `[audit]` access log (if any).
+    pub fn with_audit(mut self) -> Result<Proxy> {
+        if let Some(config) = &self.config.audit {
+            let log = crate::audit::AuditLog::open(config).context("opening the access log")?;
+            self.audit = Some(Arc::new(log));
+        }
+        Ok(self)
+    }
+
+    /// Writes the access log's shutdown checkpoint.
+    pub async fn close_audit(&self) -> Result<()> {
+        if let Some(log) = &self.audit {
+            log.shutdown().await.context("closing the access log")?;
+        }
+        Ok(())
     }
 
     pub fn config(&self) -> &Config {
@@ -256,8 +286,8 @@ async fn serve(
         .collect();
     let setup = match &proxy.policy {
         Some(policy) => {
-            let state = policy.current();
-            enforce::session_setup(&state, user, &client.params, &proxy.login, params)
+            let audit = proxy.audit.as_ref();
+            enforce::session_setup(policy, audit, user, &client.params, &proxy.login, params)
         }
         None => Ok(SessionSetup::pass_through(proxy.login.clone(), params)),
     };
@@ -298,7 +328,7 @@ async fn serve(
         upstream.stream,
         upstream.status,
         setup.frontend.as_mut(),
-        &mut MetricsObserver::default(),
+        setup.observer.as_mut(),
         settings,
     )
     .await;

@@ -187,7 +187,8 @@ fn filtered(role: &str, table: &str) -> bool {
             table,
             "contacts" | "consents" | "deals" | "interactions" | "tickets"
         ),
-        "marketing" => table == "contacts",
+        // Consents and interactions only of the contacts marketing may see.
+        "marketing" => matches!(table, "contacts" | "consents" | "interactions"),
         _ => false,
     }
 }

@@ -268,7 +268,12 @@ impl<'a> Analyzer<'a> {
             } => {
                 let name = fold_name(variable)?.join(".");
                 let values: Vec<String> = values.iter().map(setting_value).collect();
-                settings::check_set(&name, &values)?;
+                // ORMs set the search_path they were configured with; setting it to exactly the
+                // catalog's path changes nothing (pg_catalog stays implicitly first).
+                let same_search_path = name == "search_path" && values == self.catalog.search_path;
+                if !same_search_path {
+                    settings::check_set(&name, &values)?;
+                }
             }
             Set::SetTimeZone { .. } => settings::check_set("timezone", &[])?,
             Set::SetNames { charset_name, .. } => {

@@ -349,6 +349,8 @@ fn session_statements_pass_and_discard_all_is_reported() {
         "SET client_encoding = 'UTF8'",
         "SET standard_conforming_strings = on",
         "SET SESSION statement_timeout = 1000",
+        "SET search_path TO public",
+        "SET search_path = 'public'",
         "RESET TimeZone",
         "SHOW TimeZone",
         "BEGIN ISOLATION LEVEL SERIALIZABLE",
@@ -700,6 +702,7 @@ fn ddl_and_privileged_statements_are_refused() {
         ("SET \"maschera.region\" TO 'south'", "maschera.region"),
         ("RESET maschera.region", "maschera.region"),
         ("SET search_path TO pg_temp, public", "search_path"),
+        ("SET search_path TO public, pg_catalog", "search_path"),
         (
             "SET work_mem_unknown_setting = 1",
             "work_mem_unknown_setting",
@@ -1052,4 +1055,67 @@ fn very_deep_expressions_are_refused_without_exhausting_a_small_stack() {
             " OR id = 1".repeat(150)
         ),
     );
+}
+
+/// The hand-written fixture and the policy compiler's output for `examples/crm/policy.toml` must
+/// describe the same matrix: otherwise one of them is wrong, and the rewriter's tests would prove
+/// things about a policy nobody ships.
+#[test]
+fn the_fixture_matches_the_compiled_reference_policy() {
+    let text = include_str!("../../../examples/crm/policy.toml");
+    let policy = crate::Policy::parse("policy.toml", text).expect("reference policy parses");
+    let compiled = policy
+        .compile(&fixture::catalog())
+        .expect("reference policy compiles");
+    for name in fixture::ROLES {
+        let hand = fixture::role(name);
+        let real = compiled
+            .get(*name)
+            .unwrap_or_else(|| panic!("role {name} compiled"));
+        assert_eq!(real.unrestricted, hand.unrestricted, "{name}");
+        if hand.unrestricted {
+            continue;
+        }
+        for (table, access) in &hand.tables {
+            let real_access = real
+                .tables
+                .get(table)
+                .unwrap_or_else(|| panic!("{name}: {table} compiled"));
+            match (access, real_access) {
+                (
+                    crate::access::TableAccess::Denied { .. },
+                    crate::access::TableAccess::Denied { .. },
+                ) => {}
+                (
+                    crate::access::TableAccess::View(hand_view),
+                    crate::access::TableAccess::View(real_view),
+                ) => {
+                    assert_eq!(
+                        real_view.writes, hand_view.writes,
+                        "{name}: writes of {table}"
+                    );
+                    assert_eq!(
+                        real_view.filtered, hand_view.filtered,
+                        "{name}: filter of {table}"
+                    );
+                    for column in &hand_view.columns {
+                        let real_column = real_view
+                            .column(&column.name)
+                            .unwrap_or_else(|| panic!("{name}: {table}.{}", column.name));
+                        assert_eq!(
+                            real_column.action, column.action,
+                            "{name}: {table}.{}",
+                            column.name
+                        );
+                        assert_eq!(
+                            real_column.writable, column.writable,
+                            "{name}: writable {table}.{}",
+                            column.name
+                        );
+                    }
+                }
+                (hand, real) => panic!("{name}: {table}: fixture {hand:?} but compiled {real:?}"),
+            }
+        }
+    }
 }

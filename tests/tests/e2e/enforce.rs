@@ -68,6 +68,11 @@ struct Enforced {
 
 impl Enforced {
     fn start() -> Enforced {
+        Self::start_with(|_| String::new())
+    }
+
+    /// Starts with the `[audit]` lines `audit(folder)` gives (the folder holds the policy files).
+    fn start_with(audit: impl FnOnce(&Path) -> String) -> Enforced {
         let pg = PgServer::start().expect("start PostgreSQL");
         pg.create_crm_schema(DB).expect("CRM schema");
         pg.psql(DB, &["-c", ROWS]).expect("CRM rows");
@@ -100,6 +105,7 @@ impl Enforced {
                 policy.display().to_string(),
                 credentials.display().to_string()
             ),
+            audit: audit(&dir),
             ..ProxyOptions::default()
         };
         let proxy = Proxy::start(&pg, options).expect("start the proxy");
@@ -408,6 +414,32 @@ async fn dpo_gets_everything_unchanged_including_ddl() {
     }
     let count = dora.simple("SELECT count(*) FROM contacts").await;
     assert_eq!(count.ok()[0][0], "4");
+    // A table the policy does not name is denied to restricted roles (unlisted_tables = "deny"),
+    // before and after the proxy rereads the catalog.
+    dora.simple("CREATE TABLE side_notes (id int, note text); INSERT INTO side_notes VALUES (1, 'private memo')")
+        .await
+        .ok();
+    let sam = crm.connect("sam").await;
+    let (code, message) = sam
+        .simple("SELECT * FROM side_notes")
+        .await
+        .refused()
+        .to_owned_pair();
+    assert_eq!(code, "42501");
+    assert!(message.contains("side_notes"), "{message}");
+    crm.proxy.signal(libc::SIGHUP);
+    crm.wait_for_log("policy reloaded", 1);
+    let sam = crm.connect("sam").await;
+    let (code, message) = sam
+        .extended("SELECT * FROM side_notes")
+        .await
+        .refused()
+        .to_owned_pair();
+    assert_eq!(code, "42501");
+    assert!(
+        message.contains("side_notes") && !message.contains("private memo"),
+        "{message}"
+    );
 }
 
 #[tokio::test]
@@ -655,9 +687,15 @@ const BYPASSES: &[(&str, &str, Expect, bool)] = &[
     ),
     (
         "sam",
-        "SET search_path = public",
+        "SET search_path = pg_temp, public",
         Expect::Error("42501"),
         true,
+    ),
+    (
+        "sam",
+        "SET search_path = public; SELECT * FROM contacts; SELECT * FROM public.contacts",
+        Expect::Rows,
+        false,
     ),
     ("sam", "SELECT * FROM public.contacts", Expect::Rows, true),
     ("sam", "SELECT * FROM \"contacts\"", Expect::Rows, true),
@@ -803,6 +841,103 @@ const BYPASSES: &[(&str, &str, Expect, bool)] = &[
         true,
     ),
     (
+        "sam",
+        "SELECT * FROM pg_catalog.pg_statistic",
+        Expect::Error("42501"),
+        true,
+    ),
+    (
+        "sam",
+        "SELECT table_to_xml('contacts', true, true, '')",
+        Expect::Error("42501"),
+        true,
+    ),
+    (
+        "sam",
+        "SELECT ts_stat('SELECT to_tsvector(email) FROM public.contacts')",
+        Expect::Error("42501"),
+        true,
+    ),
+    (
+        "sam",
+        "SELECT lo_import('/etc/passwd')",
+        Expect::Error("42501"),
+        true,
+    ),
+    (
+        "sam",
+        "SELECT pg_cancel_backend(1)",
+        Expect::Error("42501"),
+        true,
+    ),
+    (
+        "sam",
+        "SELECT (SELECT string_agg(email || tax_code, ',') FROM public.contacts)",
+        Expect::Rows,
+        true,
+    ),
+    (
+        "sam",
+        "SELECT * FROM contacts c WHERE c = c",
+        Expect::Anything,
+        true,
+    ),
+    ("sam", "TABLE contacts", Expect::Anything, true),
+    (
+        "sam",
+        "VALUES ((SELECT max(tax_code) FROM contacts))",
+        Expect::Rows,
+        true,
+    ),
+    (
+        "sam",
+        "SELECT * FROM contacts WHERE id = 2",
+        Expect::Rows,
+        true,
+    ),
+    (
+        "sam",
+        "UPDATE contacts SET city = city WHERE id = 2 RETURNING *",
+        Expect::Rows,
+        true,
+    ),
+    (
+        "sam",
+        "WITH gone AS (DELETE FROM public.contacts WHERE region = 'south' RETURNING *) SELECT * FROM gone",
+        Expect::Anything,
+        true,
+    ),
+    (
+        "sam",
+        "SELECT * FROM pg_views WHERE viewname = 'contacts'",
+        Expect::Anything,
+        true,
+    ),
+    (
+        "sam",
+        "SELECT email FROM contacts WHERE region = 'south' OR true",
+        Expect::Rows,
+        true,
+    ),
+    (
+        "sam",
+        "SELECT first_name FROM contacts ORDER BY (tax_code = 'SPSRSL88B54F839Q')",
+        Expect::Rows,
+        true,
+    ),
+    (
+        "mia",
+        "WITH x AS (INSERT INTO consents (id, contact_id, purpose, granted_at) VALUES (70, 3, 'marketing', now()) RETURNING id) SELECT * FROM x",
+        Expect::Error("42501"),
+        true,
+    ),
+    (
+        "mia",
+        "SELECT c.first_name FROM contacts c JOIN public.consents k ON k.contact_id = c.id",
+        Expect::Rows,
+        true,
+    ),
+    (
         "tom",
         "SELECT id FROM contacts WHERE email LIKE 'otta%'",
         Expect::Rows,
@@ -934,6 +1069,10 @@ async fn unknown_role_is_refused_at_login() {
         .expect("login of a user with an unknown role");
     assert_eq!(err.code().map(|c| c.code()), Some("28000"), "{err:?}");
     assert!(format!("{err:?}").contains("intern"), "{err:?}");
+    assert!(
+        crm.proxy.log().contains("cannot log in"),
+        "the proxy warns at start about users whose role the policy does not name"
+    );
     // The proxy is still serving the others.
     let sam = crm.connect("sam").await;
     assert_eq!(sam.simple("SELECT 1").await.column(0), ["1"]);
@@ -956,7 +1095,24 @@ async fn psql_sees_the_masked_matrix_and_copy_out_is_masked() {
     assert!(ok, "{err}");
     assert_eq!(out.lines().count(), 2, "{out}");
     assert!(out.contains("************205K"), "{out}");
+    let first: Vec<&str> = out.lines().next().unwrap_or_default().split('\t').collect();
+    assert_eq!(
+        first.len(),
+        12,
+        "every column of the view, in table order: {out}"
+    );
+    assert_eq!(&first[..3], ["1", "Ottavio", "Brambilla"], "{out}");
     assert_clean("psql COPY TO", "", &out, &hidden);
+    let (ok, out, err) = crm.psql(
+        "sam",
+        "COPY (SELECT tax_code, email FROM public.contacts) TO STDOUT",
+    );
+    assert!(ok, "{err}");
+    assert_clean("psql COPY (SELECT) TO", "", &out, &hidden);
+    let (ok, out, err) = crm.psql("tom", "\\d contacts");
+    assert!(ok, "psql \\d contacts: {err}");
+    assert!(out.contains("last_name"), "{out}");
+    assert!(!out.contains("birth_date"), "{out}");
     let (ok, _, err) = crm.psql("sam", "SELECT * FROM health_records");
     assert!(!ok);
     assert!(err.contains("health_records"), "{err}");
@@ -1064,4 +1220,229 @@ fn the_proxy_refuses_to_start_with_an_invalid_policy() {
     };
     assert!(err.contains("policy"), "{err}");
     assert!(err.contains("emial"), "{err}");
+}
+
+#[tokio::test]
+async fn statements_of_restricted_roles_leave_access_log_records_without_values() {
+    let crm = Enforced::start_with(|dir| {
+        let out = Command::new(maschera_bin())
+            .args(["audit", "keygen", "--out"])
+            .arg(dir.join("keys"))
+            .output()
+            .expect("audit keygen");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let path = |name: &str| format!("{:?}", dir.join(name).display().to_string());
+        format!(
+            "dir = {}\ninstance = \"enforce\"\nkey_file = {}\nsigning_key_file = {}",
+            path("audit-log"),
+            path("keys/audit.key"),
+            path("keys/audit-signing.key"),
+        )
+    });
+    let sam = crm.connect("sam").await;
+    sam.simple("SELECT email, tax_code FROM contacts WHERE email <> 'ottavio.brambilla@posta.it'")
+        .await
+        .ok();
+    sam.simple("SELECT * FROM health_records").await.refused();
+    let rows = sam
+        .client
+        .query("SELECT first_name FROM contacts WHERE id = $1", &[&1i64])
+        .await
+        .expect("extended query");
+    assert_eq!(rows.len(), 1);
+    let log_dir = crm.pg.dir().join("audit-log");
+    let records = access_log(&log_dir, "statement", 3);
+    let text = serde_json::to_string(&records).unwrap();
+    assert_eq!(records.len(), 3, "{text}");
+    assert_clean("access log", "", &text, &crm.hidden("sales").await);
+    assert!(
+        !text.contains("ottavio.brambilla"),
+        "literal in the log: {text}"
+    );
+    let read = &records[0];
+    assert_eq!(read["role"], "sales", "{read}");
+    assert_eq!(read["user"], "sam", "{read}");
+    assert_eq!(read["rows"], 1, "{read}");
+    assert_eq!(read["outcome"]["result"], "ok", "{read}");
+    let tables = read["tables"].to_string();
+    assert!(
+        tables.contains("contacts") && tables.contains("tax_code"),
+        "{read}"
+    );
+    assert!(
+        tables.contains("masked") && tables.contains("national_identifier"),
+        "{read}"
+    );
+    let refused = &records[1];
+    assert_eq!(refused["outcome"]["result"], "refused", "{refused}");
+    assert_eq!(refused["outcome"]["sqlstate"], "42501", "{refused}");
+    assert!(
+        refused["tables"].to_string().contains("health_records"),
+        "{refused}"
+    );
+    let extended = &records[2];
+    assert_eq!(extended["rows"], 1, "{extended}");
+    assert_eq!(extended["statement_kind"], "select", "{extended}");
+    // A policy reload is recorded too.
+    let text = std::fs::read_to_string(&crm.policy).unwrap();
+    std::fs::write(&crm.policy, format!("{text}\n# reviewed\n")).unwrap();
+    let reloads = access_log(&log_dir, "policy_reload", 1);
+    assert_eq!(reloads[0]["outcome"]["result"], "ok", "{}", reloads[0]);
+}
+
+/// The records of `kind` in the access log folder, waiting until there are at least `count`.
+fn access_log(dir: &Path, kind: &str, count: usize) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut records = Vec::new();
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            records.extend(
+                text.lines()
+                    .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                    .filter(|r| r["event"] == kind),
+            );
+        }
+        if records.len() >= count || Instant::now() > deadline {
+            return records;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Sends `message` on a raw session and returns the ErrorResponse fields it gets before ReadyForQuery.
+async fn raw_error(stream: &mut tokio::net::TcpStream, message: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream.write_all(message).await.expect("send");
+    let mut error = String::new();
+    loop {
+        let tag = stream.read_u8().await.expect("message type");
+        let len = stream.read_i32().await.expect("message length") as usize;
+        let mut body = vec![0u8; len - 4];
+        stream.read_exact(&mut body).await.expect("message body");
+        match tag {
+            b'E' => error = String::from_utf8_lossy(&body).replace('\0', " "),
+            b'Z' => return error,
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn function_calls_and_non_utf8_statements_are_refused() {
+    use bytes::BytesMut;
+    use postgres_protocol::message::frontend;
+    let crm = Enforced::start();
+    let mut raw =
+        maschera_tests::proxy::raw_login(crm.proxy.port(), "sam", &password("sam"), DB).await;
+    // FunctionCall of lo_open (oid 952) with two int arguments.
+    let mut call = BytesMut::new();
+    call.extend_from_slice(b"F");
+    let body: Vec<u8> = [
+        &952u32.to_be_bytes()[..],
+        &1i16.to_be_bytes(),
+        &1i16.to_be_bytes(),
+        &2i16.to_be_bytes(),
+        &4i32.to_be_bytes(),
+        &1i32.to_be_bytes(),
+        &4i32.to_be_bytes(),
+        &0x20000i32.to_be_bytes(),
+        &1i16.to_be_bytes(),
+    ]
+    .concat();
+    call.extend_from_slice(&(body.len() as i32 + 4).to_be_bytes());
+    call.extend_from_slice(&body);
+    let error = raw_error(&mut raw, &call).await;
+    assert!(
+        error.contains("0A000") && error.contains("function call"),
+        "{error}"
+    );
+    // A Query whose text is not UTF-8.
+    let mut query = BytesMut::new();
+    let text = b"SELECT '\xff\xfe' FROM contacts\0";
+    query.extend_from_slice(b"Q");
+    query.extend_from_slice(&(text.len() as i32 + 4).to_be_bytes());
+    query.extend_from_slice(text);
+    let error = raw_error(&mut raw, &query).await;
+    assert!(
+        error.contains("0A000") && error.contains("UTF-8"),
+        "{error}"
+    );
+    // The session goes on.
+    let mut ok = BytesMut::new();
+    frontend::query("SELECT count(*) FROM contacts", &mut ok).unwrap();
+    assert_eq!(raw_error(&mut raw, &ok).await, "");
+}
+
+#[tokio::test]
+async fn psycopg_sees_masks_and_refusals() {
+    let crm = Enforced::start();
+    let script = r#"
+import sys, psycopg
+with psycopg.connect(sys.argv[1]) as conn:
+    row = conn.execute("select last_name, email from contacts where id = %s", [1]).fetchone()
+    assert row == ("B.", "o***@posta.it"), row
+    try:
+        conn.execute("select birth_date from contacts")
+        raise SystemExit("birth_date was not refused")
+    except psycopg.errors.InsufficientPrivilege as e:
+        assert "birth_date" in str(e), str(e)
+    conn.rollback()
+    with psycopg.ClientCursor(conn) as cur:
+        cur.execute("select count(*) from contacts where email = %s", ["ottavio.brambilla@posta.it"])
+        assert cur.fetchone()[0] == 0
+print("psycopg ok")
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script, &crm.uri("tom")])
+        .output()
+        .expect("python3 with psycopg");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("psycopg ok"),
+        "psycopg: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn dpo_schema_changes_on_policy_tables_rebuild_the_views() {
+    let crm = Enforced::start();
+    let dora = crm.connect("dora").await;
+    dora.simple("ALTER TABLE contacts DROP COLUMN last_activity_at")
+        .await
+        .ok();
+    crm.wait_for_log("views recompiled after a schema change", 1);
+    dora.simple("BEGIN; ALTER TABLE contacts ALTER COLUMN city TYPE varchar(80); COMMIT")
+        .await
+        .ok();
+    crm.wait_for_log("views recompiled after a schema change", 2);
+    let tom = crm.connect("tom").await;
+    let row = tom
+        .extended("SELECT email, city FROM contacts WHERE id = 1")
+        .await;
+    assert_eq!(row.ok()[0], ["o***@posta.it", "Milano"]);
+    let gone = tom.simple("SELECT last_activity_at FROM contacts").await;
+    assert!(gone.error.is_some(), "{gone:?}");
+    let sam = crm.connect("sam").await;
+    sam.simple("INSERT INTO deals (id, contact_id, amount, stage) VALUES (9, 1, 5, 'open')")
+        .await
+        .ok();
+    // A failing change leaves the views in place.
+    let failed = dora
+        .simple("ALTER TABLE contacts ALTER COLUMN city TYPE int")
+        .await;
+    assert!(failed.error.is_some());
+    // (the proxy rebuilds after any ALTER of a policy table, failed or not)
+    crm.wait_for_log("views recompiled after a schema change", 3);
+    assert_eq!(
+        tom.simple("SELECT city FROM contacts WHERE id = 1")
+            .await
+            .column(0),
+        ["Milano"]
+    );
 }
