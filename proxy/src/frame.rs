@@ -175,14 +175,14 @@ mod tests {
 
     #[test]
     fn splits_whole_frames_and_waits_for_partial_ones() {
-        let mut buf = BytesMut::from(&b"Z\0\0\0\x05IQ\0\0\0\x09sel"[..]);
+        let mut buf = BytesMut::from(&b"Z\0\0\0\x05IQ\0\0\0\x0bsel"[..]);
         let frame = split_frame(&mut buf, 100).unwrap().unwrap();
         assert_eq!(&frame[..], b"Z\0\0\0\x05I");
         assert!(split_frame(&mut buf, 100).unwrap().is_none());
         buf.extend_from_slice(b"ect\0");
         assert_eq!(
             &split_frame(&mut buf, 100).unwrap().unwrap()[..],
-            b"Q\0\0\0\x09select\0"
+            b"Q\0\0\0\x0bselect\0"
         );
     }
 

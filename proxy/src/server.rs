@@ -308,7 +308,8 @@ async fn serve(
             return Ok(());
         }
     };
-    let registration: Registration = proxy.cancels.register(upstream.key);
+    let upstream_key = upstream.key;
+    let registration: Registration = proxy.cancels.register(upstream_key);
     let key = registration.client_key();
     let mut greeting = upstream.greeting;
     greeting.extend_from_slice(&frame::encode(&BackendKeyData::new(
@@ -337,6 +338,12 @@ async fn serve(
     match ended {
         Ok(end) => {
             debug!(?end, "session ended");
+            if end == SessionEnd::ClientLeftBusy {
+                // Stop the work nobody waits for any more.
+                if let Err(err) = proxy.upstream.cancel(upstream_key).await {
+                    debug!(error = %err, "cancelling the abandoned statement failed");
+                }
+            }
             if end == SessionEnd::ServerClosed {
                 info!("PostgreSQL closed the session");
             }

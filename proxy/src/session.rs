@@ -113,6 +113,8 @@ pub struct RelaySettings {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionEnd {
     ClientClosed,
+    /// The client went away while PostgreSQL was still working for it (worth a cancel).
+    ClientLeftBusy,
     ServerClosed,
     Shutdown,
 }
@@ -190,9 +192,14 @@ pub async fn relay(
             bytes_sent: metrics::counter!(m::BYTES_TOTAL, m::LABEL_DIRECTION => m::DIRECTION_SERVER_TO_CLIENT),
             latency: metrics::histogram!(m::STATEMENT_DURATION_SECONDS),
         };
-        tokio::select! {
+        let ended = tokio::select! {
             r = up.run() => r,
             r = down.run() => r,
+        };
+        let busy = down.ready_seen < shared.cycles_sent.load(Ordering::SeqCst);
+        match ended {
+            Ok(SessionEnd::ClientClosed) if busy => Ok(SessionEnd::ClientLeftBusy),
+            other => other,
         }
     };
     if let Err(SessionError::ClientProtocol(err)) = &result {

@@ -242,3 +242,39 @@ async fn an_empty_or_missing_schema_is_an_error() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn a_table_it_may_not_read_is_reported_not_fatal() {
+    let pg = PgServer::start().expect("start PostgreSQL");
+    pg.create_database("app").unwrap();
+    pg.psql(
+        "app",
+        &[
+            "-c",
+            "CREATE TABLE people (id int PRIMARY KEY, email text);\
+          INSERT INTO people VALUES (1, 'a@example.org'), (2, 'b@example.org');\
+          CREATE TABLE secret (id int PRIMARY KEY, phone text);\
+          CREATE USER reader PASSWORD 'reader-pw'; GRANT SELECT ON people TO reader",
+        ],
+    )
+    .unwrap();
+    let out = std::process::Command::new(maschera_bin())
+        .args([
+            "discover",
+            "--upstream",
+            &pg.uri_as("reader", "reader-pw", "app"),
+        ])
+        .output()
+        .expect("run maschera discover");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("email = { category = \"contact\""), "{text}");
+    assert!(
+        text.contains("# [tables.secret]: not sampled (permission denied for table secret)"),
+        "{text}"
+    );
+}

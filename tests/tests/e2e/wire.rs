@@ -1040,3 +1040,40 @@ fn serve_refuses_a_configuration_with_an_unknown_key_and_names_it() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn a_client_that_vanishes_mid_statement_gets_its_statement_cancelled() {
+    let (pg, proxy) = start();
+    let (client, connection) =
+        tokio_postgres::connect(&proxy.uri("postgres"), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    let connection = tokio::spawn(connection);
+    let sleeper = tokio::spawn(async move {
+        client
+            .simple_query("select pg_sleep(60) /* vanishing */")
+            .await
+    });
+    let direct = pg.connect("postgres").await.unwrap();
+    let vanishing = "select count(*) from pg_stat_activity where query like '%vanishing%' \
+                     and state = 'active' and pid <> pg_backend_pid()";
+    assert!(
+        count_becomes(&direct, vanishing, 1).await,
+        "the statement runs upstream"
+    );
+    connection.abort();
+    sleeper.abort();
+    let gone = count_becomes(&direct, vanishing, 0).await;
+    assert!(gone, "the abandoned pg_sleep(60) was cancelled");
+}
+
+/// Whether the count `sql` returns reaches `expected` within 15 seconds (polled).
+async fn count_becomes(client: &tokio_postgres::Client, sql: &str, expected: i64) -> bool {
+    for _ in 0..150 {
+        if client.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) == expected {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
