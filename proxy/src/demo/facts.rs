@@ -102,9 +102,9 @@ impl Facts {
              and as dora, the DPO, any table, including health_records.\n\n\
              The superuser, straight to PostgreSQL (bypasses Maschera): psql '{upstream}'\n\
              The proxy's configuration: {config}\n\
-             The access log: {audit}\n\
-             \x20 check it:  maschera audit verify --log {audit}\n\
-             \x20 search it: maschera audit search --log {audit} --user sam\n\n\
+             The access log (one JSON line per access to personal data or refusal): {audit}\n\
+             \x20 search it: maschera audit search --config {config} --user sam\n\
+             \x20 check it:  maschera audit verify --config {config}  (exit 2 while it runs: the newest records wait for the next checkpoint)\n\n\
              Stop with Ctrl-C: PostgreSQL stops and the temporary folder is removed.",
             upstream = self.upstream,
             config = self.config_file.display(),

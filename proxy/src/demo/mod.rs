@@ -103,13 +103,19 @@ async fn demo(args: DemoArgs) -> Result<Option<setup::Demo>> {
             return Ok(None);
         }
     };
-    let proxy = Arc::new(Proxy::new(demo.config.clone())?.with_policy().await?);
+    let proxy = Arc::new(
+        Proxy::new(demo.config.clone())?
+            .with_audit()?
+            .with_policy()
+            .await?,
+    );
     let shutdown_limit = proxy.config().shutdown_timeout() + Duration::from_secs(2);
-    let mut server = tokio::spawn(server::run(proxy));
+    let mut server = tokio::spawn(server::run(proxy.clone()));
     tokio::select! {
         ready = wait_accepting(listen, &mut server) => ready?,
         _ = stop.received() => {
             finish(server, shutdown_limit).await;
+            proxy.close_audit().await?;
             return Ok(Some(demo));
         }
     }
@@ -127,6 +133,8 @@ async fn demo(args: DemoArgs) -> Result<Option<setup::Demo>> {
         ended = &mut server => ended.context("the proxy task failed")??,
         _ = stop.received() => finish(server, shutdown_limit).await,
     }
+    // The shutdown checkpoint: the log is sealed and `audit verify` says so.
+    proxy.close_audit().await?;
     Ok(Some(demo))
 }
 

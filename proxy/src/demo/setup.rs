@@ -70,7 +70,10 @@ const CREDENTIALS_FILE: &str = "credentials.toml";
 const POLICY_FILE: &str = "policy.toml";
 const CERT_FILE: &str = "tls-cert.pem";
 const KEY_FILE: &str = "tls-key.pem";
-const AUDIT_FILE: &str = "access.log";
+const AUDIT_DIR: &str = "audit";
+const AUDIT_KEY: &str = "audit.key";
+const AUDIT_SIGNING_KEY: &str = "audit-signing.key";
+const AUDIT_PUBLIC_KEY: &str = "audit-public.key";
 
 /// Everything the demo set up. Dropping it stops PostgreSQL and removes the temporary folder.
 pub struct Demo {
@@ -90,8 +93,9 @@ impl Demo {
         self.pg.dir()
     }
 
+    /// The access log's folder (files `audit-<first seq>.jsonl`).
     pub fn audit_log(&self) -> PathBuf {
-        self.dir().join(AUDIT_FILE)
+        self.dir().join(AUDIT_DIR)
     }
 
     pub fn config_file(&self) -> PathBuf {
@@ -128,6 +132,7 @@ pub async fn set_up(listen: SocketAddr, contacts: u64) -> Result<Demo> {
     let sample_created_at = sample_contact(&client).await?;
     let passwords = write_users(&dir)?;
     write_certificate(&dir)?;
+    write_audit_keys(&dir)?;
     let config_file = dir.join(CONFIG_FILE);
     write_private(&config_file, &config_text(listen, &pg))?;
     let config = Config::load(&config_file)?;
@@ -222,6 +227,14 @@ fn write_certificate(dir: &Path) -> Result<()> {
     write_private(&dir.join(KEY_FILE), &certified.signing_key.serialize_pem())
 }
 
+/// The access log's chain secret, checkpoint signing key and public verification key.
+fn write_audit_keys(dir: &Path) -> Result<()> {
+    let (secret, signing, public) = crate::audit::keys::generate();
+    write_private(&dir.join(AUDIT_KEY), &format!("{secret}\n"))?;
+    write_private(&dir.join(AUDIT_SIGNING_KEY), &format!("{signing}\n"))?;
+    write_private(&dir.join(AUDIT_PUBLIC_KEY), &format!("{public}\n"))
+}
+
 /// Writes a file readable by its owner only.
 fn write_private(path: &Path, text: &str) -> Result<()> {
     use std::io::Write;
@@ -266,7 +279,11 @@ file = "{POLICY_FILE}"
 credentials = "{CREDENTIALS_FILE}"
 
 [audit]
-file = "{AUDIT_FILE}"
+dir = "{AUDIT_DIR}"
+instance = "demo"
+key_file = "{AUDIT_KEY}"
+signing_key_file = "{AUDIT_SIGNING_KEY}"
+public_key_file = "{AUDIT_PUBLIC_KEY}"
 "#,
         host = pg.host(),
         port = pg.port(),

@@ -287,8 +287,24 @@ async fn demo_json_line_serves_every_user_and_sigterm_leaves_nothing() {
     let over_tls = psql_over_tls(&demo.user("dora").uri, "SELECT count(*) FROM contacts");
     assert_eq!(over_tls, CONTACTS.to_string());
     check_one_query_of_the_matrix_per_user(&demo, &upstream).await;
+    check_the_access_log_names_the_refusal(&demo.facts.audit_log);
     drop((dora, upstream));
     demo.stop_with(libc::SIGTERM);
+}
+
+/// tom's refused `SELECT * FROM deals` is in the access log the demo named, without any value.
+fn check_the_access_log_names_the_refusal(audit_log: &Path) {
+    let mut records = String::new();
+    for entry in std::fs::read_dir(audit_log).unwrap().flatten() {
+        if entry.path().extension().is_some_and(|e| e == "jsonl") {
+            records.push_str(&std::fs::read_to_string(entry.path()).unwrap());
+        }
+    }
+    let refusal = records
+        .lines()
+        .find(|l| l.contains(r#""user":"tom""#) && l.contains("deals") && l.contains("refused"))
+        .unwrap_or_else(|| panic!("no refusal of tom on deals in the access log:\n{records}"));
+    assert!(refusal.contains("42501"), "{refusal}");
 }
 
 /// A contact of the north region with an active marketing consent, as PostgreSQL holds it.
