@@ -36,7 +36,8 @@ pub struct Config {
     /// The policy the proxy enforces (without it every user gets the database unchanged).
     #[serde(default)]
     pub policy: Option<PolicyConfig>,
-    /// The access log (see `audit::AuditConfig`); statements of restricted roles are recorded in it.
+    /// The access log: see `proxy/src/audit/README.md` (off when the section is absent); statements
+    /// of restricted roles and policy reloads are recorded in it.
     #[serde(default)]
     pub audit: Option<crate::audit::AuditConfig>,
 }
@@ -119,7 +120,7 @@ pub struct AuthConfig {
     #[serde(default = "default_auth_timeout")]
     pub timeout_seconds: u64,
     /// Failed logins allowed per user and per client address within `failure_window_seconds` before
-    /// further attempts are refused. Default 5.
+    /// further attempts are refused; 0 turns the protection off. Default 5.
     #[serde(default = "default_max_failures")]
     pub max_failures: u32,
     /// Window in which failures are counted, in seconds. Default 300.
@@ -273,9 +274,12 @@ impl Config {
         }
         if let Some(audit) = &mut self.audit {
             resolve(&mut audit.dir);
-            audit.key_file.iter_mut().for_each(resolve);
-            audit.signing_key_file.iter_mut().for_each(resolve);
-            audit.public_key_file.iter_mut().for_each(resolve);
+            let key_files = [
+                &mut audit.key_file,
+                &mut audit.signing_key_file,
+                &mut audit.public_key_file,
+            ];
+            key_files.into_iter().flatten().for_each(resolve);
         }
     }
 
@@ -353,6 +357,21 @@ file = "users.toml"
         assert_eq!(config.tls.mode, ClientTlsMode::Off);
         assert_eq!(config.users.file, PathBuf::from("/etc/maschera/users.toml"));
         assert_eq!(config.limits.max_frame_bytes, 16 * 1024 * 1024);
+    }
+
+    #[test]
+    fn audit_section_is_the_audit_modules_own_with_resolved_paths() {
+        let text = format!("{MINIMAL}\n[audit]\ndir = \"log\"\nkey_file = \"keys/chain\"\n");
+        let config = Config::parse(&text, Path::new("/etc/maschera")).unwrap();
+        let audit = config.audit.unwrap();
+        assert_eq!(audit.dir, PathBuf::from("/etc/maschera/log"));
+        assert_eq!(
+            audit.key_file,
+            Some(PathBuf::from("/etc/maschera/keys/chain"))
+        );
+        let typo = format!("{MINIMAL}\n[audit]\ndir = \"log\"\ndurabilty = \"sync\"\n");
+        let err = Config::parse(&typo, Path::new("/")).unwrap_err();
+        assert!(format!("{err:#}").contains("durabilty"), "{err:#}");
     }
 
     #[test]

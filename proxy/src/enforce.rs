@@ -184,8 +184,6 @@ impl FrontendPolicy for RestrictedFrontend {
             }
         };
         decision.unwrap_or_else(|refusal| {
-            metrics::counter!("maschera_statements_refused_total", "sqlstate" => refusal.sqlstate.code())
-                .increment(1);
             debug!(sqlstate = refusal.sqlstate.code(), reason = %refusal.message, "statement refused");
             if let Some(trail) = &self.trail {
                 trail.refused(tag, &refusal, statement_text(tag, body));

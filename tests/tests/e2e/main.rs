@@ -3,11 +3,11 @@
 
 mod audit;
 mod catalog;
-mod enforce;
-mod harness;
 mod crm;
 mod demo;
 mod discover;
+mod enforce;
+mod harness;
 mod policy;
 mod users;
 mod wire;
