@@ -17,21 +17,30 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Run the proxy.
+    Serve(crate::serve_cmd::ServeArgs),
     /// Manage the proxy's users file (SCRAM verifiers only, never passwords).
     User(crate::user_cmd::UserArgs),
     /// Validate, apply and explain a policy file.
     Policy(crate::policy_cmd::PolicyArgs),
     /// Verify, search and report on the access log.
     Audit(crate::audit_cmd::AuditArgs),
+    /// The reference CRM: `crm load` creates and fills it with deterministic data.
+    Crm(crate::crm::CrmArgs),
+    /// Find columns that look personal and propose a policy skeleton for them.
+    Discover(crate::discover::DiscoverArgs),
 }
 
 /// Entry point of the binary: parses the arguments, runs the subcommand, and maps errors to exit status 1.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Serve(args) => crate::serve_cmd::run(args),
         Command::User(args) => crate::user_cmd::run(args),
         Command::Policy(args) => crate::policy_cmd::run(args),
         Command::Audit(args) => crate::audit_cmd::run(args),
+        Command::Crm(args) => crate::crm::run(args),
+        Command::Discover(args) => crate::discover::run(args),
     };
     match result {
         Ok(code) => code,

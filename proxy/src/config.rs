@@ -1,1 +1,357 @@
-//! (placeholder, owned by a work stream; replace this line)
+//! The proxy's configuration file (TOML): what `maschera serve --config FILE` reads.
+//! Every option is documented on its field; unknown keys are errors that name the key, and relative
+//! paths are relative to the folder of the configuration file.
+//! Not for: acting on the options (each module reads the section it needs).
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address the proxy listens on for PostgreSQL clients, e.g. `"0.0.0.0:6432"`.
+    pub listen: String,
+    /// TLS towards clients.
+    #[serde(default)]
+    pub tls: ClientTls,
+    /// The PostgreSQL server the proxy forwards to.
+    pub upstream: UpstreamConfig,
+    /// The proxy's own users (SCRAM verifiers, roles, attributes).
+    pub users: UsersConfig,
+    /// Client authentication: time limit and lockout after failed attempts.
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// Connection and message limits, shutdown.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Prometheus metrics and health endpoint (off when the section is absent).
+    #[serde(default)]
+    pub metrics: Option<MetricsConfig>,
+    /// Operational logs.
+    #[serde(default)]
+    pub log: LogConfig,
+    /// The policy file (read by the enforcement work; optional until then).
+    #[serde(default)]
+    pub policy: Option<FileSection>,
+    /// The access log (written by the audit work; optional until then).
+    #[serde(default)]
+    pub audit: Option<FileSection>,
+}
+
+/// `[tls]`: TLS towards clients.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientTls {
+    /// `"required"`: plaintext clients are refused (SQLSTATE 28000); `"optional"`: clients choose;
+    /// `"off"`: SSLRequest is answered `N` and direct TLS is refused. Default `"off"`.
+    #[serde(default)]
+    pub mode: ClientTlsMode,
+    /// PEM file with the certificate chain (leaf first). Required unless `mode = "off"`.
+    pub cert: Option<PathBuf>,
+    /// PEM file with the private key (PKCS#8, PKCS#1 or SEC1). Required unless `mode = "off"`.
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientTlsMode {
+    Required,
+    Optional,
+    #[default]
+    Off,
+}
+
+/// `[upstream]`: the PostgreSQL server and the login the proxy uses there.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Host name or IP address of PostgreSQL.
+    pub host: String,
+    /// Port of PostgreSQL. Default 5432.
+    #[serde(default = "default_pg_port")]
+    pub port: u16,
+    /// Database every client is connected to (the client's own `database` is ignored).
+    pub database: String,
+    /// `"off"`, `"prefer"` (TLS without certificate check if the server offers it), `"require"` (TLS
+    /// without certificate check) or `"verify-full"` (TLS, certificate chain and host name checked
+    /// against `ca_file` or the system roots). Default `"prefer"`.
+    #[serde(default)]
+    pub tls: UpstreamTlsMode,
+    /// PEM file with the CA certificates trusted for `verify-full` (default: the system roots).
+    pub ca_file: Option<PathBuf>,
+    /// The login the proxy uses upstream.
+    pub user: String,
+    /// Its password, written in the file (prefer `password_env`).
+    pub password: Option<String>,
+    /// Name of an environment variable holding the password.
+    pub password_env: Option<String>,
+    /// Time limit for connecting and logging in upstream, in seconds. Default 10.
+    #[serde(default = "default_upstream_timeout")]
+    pub connect_timeout_seconds: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpstreamTlsMode {
+    Off,
+    #[default]
+    Prefer,
+    Require,
+    VerifyFull,
+}
+
+/// `[users]`: the proxy's users file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsersConfig {
+    /// TOML file written by `maschera user add`.
+    pub file: PathBuf,
+}
+
+/// `[auth]`: client authentication.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Seconds a client has from connecting to being authenticated; then it is dropped. Default 10.
+    #[serde(default = "default_auth_timeout")]
+    pub timeout_seconds: u64,
+    /// Failed logins allowed per user and per client address within `failure_window_seconds` before
+    /// further attempts are refused. Default 5.
+    #[serde(default = "default_max_failures")]
+    pub max_failures: u32,
+    /// Window in which failures are counted, in seconds. Default 300.
+    #[serde(default = "default_failure_window")]
+    pub failure_window_seconds: u64,
+    /// How long a user or address stays locked, in seconds. Default 300.
+    #[serde(default = "default_lockout")]
+    pub lockout_seconds: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            timeout_seconds: default_auth_timeout(),
+            max_failures: default_max_failures(),
+            failure_window_seconds: default_failure_window(),
+            lockout_seconds: default_lockout(),
+        }
+    }
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Client connections served at once; more are refused with SQLSTATE 53300. Default 1000.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Largest message a client may send, in bytes (a bigger one gets SQLSTATE 08P01 and the
+    /// connection closes). COPY sends data in many small messages, so this bounds single
+    /// statements and parameter sets. Default 16777216 (16 MiB).
+    #[serde(default = "default_max_frame")]
+    pub max_frame_bytes: usize,
+    /// On SIGTERM/SIGINT, seconds running sessions get to finish before the proxy exits. Default 30.
+    #[serde(default = "default_shutdown_timeout")]
+    pub shutdown_timeout_seconds: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: default_max_connections(),
+            max_frame_bytes: default_max_frame(),
+            shutdown_timeout_seconds: default_shutdown_timeout(),
+        }
+    }
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address of the HTTP endpoint serving `/metrics` (Prometheus) and `/health`, e.g. `"127.0.0.1:9187"`.
+    pub listen: String,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `"text"` or `"json"` (one object per line). Default `"text"`; `--log-format` overrides it.
+    /// The level comes from `RUST_LOG` (default `info`).
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// A section that names one file (`[policy]`, `[audit]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSection {
+    /// Path of the file.
+    pub file: PathBuf,
+}
+
+fn default_pg_port() -> u16 {
+    5432
+}
+fn default_upstream_timeout() -> u64 {
+    10
+}
+fn default_auth_timeout() -> u64 {
+    10
+}
+fn default_max_failures() -> u32 {
+    5
+}
+fn default_failure_window() -> u64 {
+    300
+}
+fn default_lockout() -> u64 {
+    300
+}
+fn default_max_connections() -> usize {
+    1000
+}
+fn default_max_frame() -> usize {
+    16 * 1024 * 1024
+}
+fn default_shutdown_timeout() -> u64 {
+    30
+}
+
+impl Config {
+    /// Reads, checks and resolves a configuration file.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading configuration {}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::parse(&text, base).with_context(|| format!("in configuration {}", path.display()))
+    }
+
+    /// Parses configuration text; relative paths are resolved against `base`.
+    pub fn parse(text: &str, base: &Path) -> Result<Config> {
+        let mut config: Config = toml::from_str(text)?;
+        config.resolve_paths(base);
+        config.check()?;
+        Ok(config)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        self.tls.cert.iter_mut().for_each(resolve);
+        self.tls.key.iter_mut().for_each(resolve);
+        self.upstream.ca_file.iter_mut().for_each(resolve);
+        resolve(&mut self.users.file);
+        if let Some(policy) = &mut self.policy {
+            resolve(&mut policy.file);
+        }
+        if let Some(audit) = &mut self.audit {
+            resolve(&mut audit.file);
+        }
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.tls.mode != ClientTlsMode::Off
+            && (self.tls.cert.is_none() || self.tls.key.is_none())
+        {
+            bail!(
+                "[tls] mode = {:?} needs both `cert` and `key`",
+                self.tls.mode
+            );
+        }
+        if self.upstream.password.is_some() && self.upstream.password_env.is_some() {
+            bail!("[upstream] give either `password` or `password_env`, not both");
+        }
+        if self.limits.max_connections == 0 {
+            bail!("[limits] max_connections must be at least 1");
+        }
+        if self.limits.max_frame_bytes < 1024 {
+            bail!("[limits] max_frame_bytes must be at least 1024");
+        }
+        Ok(())
+    }
+
+    pub fn auth_timeout(&self) -> Duration {
+        Duration::from_secs(self.auth.timeout_seconds)
+    }
+
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.limits.shutdown_timeout_seconds)
+    }
+}
+
+impl UpstreamConfig {
+    /// The configured login, with the password read from the file or the environment.
+    pub fn login(&self) -> Result<crate::upstream::Login> {
+        let password = match (&self.password, &self.password_env) {
+            (Some(p), _) => Some(p.clone()),
+            (None, Some(var)) => Some(std::env::var(var).with_context(|| {
+                format!("[upstream] password_env names `{var}`, which is not set")
+            })?),
+            (None, None) => None,
+        };
+        Ok(crate::upstream::Login {
+            user: self.user.clone(),
+            password,
+        })
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_secs(self.connect_timeout_seconds)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+listen = "127.0.0.1:6432"
+[upstream]
+host = "127.0.0.1"
+database = "crm"
+user = "maschera"
+password = "secret"
+[users]
+file = "users.toml"
+"#;
+
+    #[test]
+    fn minimal_file_gets_defaults_and_resolved_paths() {
+        let config = Config::parse(MINIMAL, Path::new("/etc/maschera")).unwrap();
+        assert_eq!(config.upstream.port, 5432);
+        assert_eq!(config.upstream.tls, UpstreamTlsMode::Prefer);
+        assert_eq!(config.tls.mode, ClientTlsMode::Off);
+        assert_eq!(config.users.file, PathBuf::from("/etc/maschera/users.toml"));
+        assert_eq!(config.limits.max_frame_bytes, 16 * 1024 * 1024);
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_it() {
+        let text = format!("{MINIMAL}\n[limits]\nmax_conections = 3\n");
+        let err = Config::parse(&text, Path::new("/")).unwrap_err();
+        assert!(format!("{err:#}").contains("max_conections"), "{err:#}");
+    }
+
+    #[test]
+    fn tls_without_certificate_is_refused() {
+        let text = format!("{MINIMAL}\n[tls]\nmode = \"required\"\n");
+        let err = Config::parse(&text, Path::new("/")).unwrap_err();
+        assert!(format!("{err:#}").contains("cert"), "{err:#}");
+    }
+}

@@ -3,16 +3,27 @@
 
 pub mod audit;
 pub mod audit_cmd;
+pub mod cancel;
 pub mod catalog;
 pub mod cli;
+pub mod client_auth;
 pub mod config;
 pub mod credentials;
 pub mod embedded_pg;
+pub mod frame;
 pub mod lockout;
 pub mod metrics;
 pub mod password;
 pub mod policy_apply;
 pub mod policy_cmd;
 pub mod scram;
+pub mod serve_cmd;
+pub mod server;
+pub mod session;
+pub mod startup;
+pub mod tls;
+pub mod upstream;
 pub mod user_cmd;
 pub mod users;
+pub mod crm;
+pub mod discover;

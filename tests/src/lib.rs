@@ -2,10 +2,13 @@
 //! `maschera demo` uses), the binary under test, and the examples folder. Not for: assertions about
 //! Maschera itself; those live in `tests/tests/`.
 
+pub mod crm;
 pub use maschera::embedded_pg as pg;
 pub use maschera::embedded_pg::{
     PgServer, PgServerOptions, SUPERUSER, connect, free_port, pg_bin_dir,
 };
+pub mod proxy;
+pub use proxy::{Proxy, ProxyOptions, TEST_PASSWORD, TEST_USER};
 
 /// Path of the `maschera` binary built for the tests (same code as the real one). Cargo builds the
 /// package's binary before its integration tests, next to the `deps/` folder holding the test binary.

@@ -6,22 +6,15 @@ use sqlparser::ast::ObjectName;
 
 use super::refusal::Refusal;
 use super::report::{TableOperation, TableRoute, UseLog};
-use super::scope::{CteName, Scope, fold_name, quoted};
+use super::scope::{CteName, ItemKind, Scope, fold_name, quoted};
 use super::system::{self, SystemRelation};
 use crate::access::{Catalog, RoleAccess, TableAccess, TableName, UnlistedTables, ViewAccess};
 
-/// What a table name in a FROM clause or DML target refers to.
+/// What a table name in a FROM clause or DML target refers to: a CTE, or a relation (a policy
+/// view, an unlisted base table or a system relation).
 pub(crate) enum Resolved<'a> {
     Cte(CteName),
-    System,
-    View {
-        table: TableName,
-        access: &'a ViewAccess,
-    },
-    Base {
-        table: TableName,
-        columns: Vec<String>,
-    },
+    Relation(ItemKind<'a>),
 }
 
 pub(crate) struct Analyzer<'a> {
@@ -30,6 +23,8 @@ pub(crate) struct Analyzer<'a> {
     pub log: UseLog,
     /// Set when a literal's value matters to the decision: the statement shape is not cacheable.
     pub value_sensitive: bool,
+    /// Current nesting of expressions being checked (bounded by `expr::MAX_EXPR_DEPTH`).
+    pub expr_depth: usize,
 }
 
 impl<'a> Analyzer<'a> {
@@ -39,6 +34,7 @@ impl<'a> Analyzer<'a> {
             catalog,
             log: UseLog::default(),
             value_sensitive: false,
+            expr_depth: 0,
         }
     }
 
@@ -67,13 +63,14 @@ impl<'a> Analyzer<'a> {
         }
         match schema {
             Some("pg_catalog") => {
-                return self.system(relation, system::pg_catalog(relation), "pg_catalog");
+                return self.system(relation, system::pg_catalog(relation), "pg_catalog", op);
             }
             Some("information_schema") => {
                 return self.system(
                     relation,
                     system::information_schema(relation),
                     "information_schema",
+                    op,
                 );
             }
             Some(s) if system::is_forbidden_schema(s) => {
@@ -82,7 +79,7 @@ impl<'a> Analyzer<'a> {
                 )));
             }
             None if system::is_pg_catalog_name(relation) => {
-                return self.system(relation, system::pg_catalog(relation), "pg_catalog");
+                return self.system(relation, system::pg_catalog(relation), "pg_catalog", op);
             }
             _ => {}
         }
@@ -109,7 +106,7 @@ impl<'a> Analyzer<'a> {
                 let view = TableName::new(self.role.view_schema.as_str(), access.view.as_str());
                 self.log
                     .operation(&table, TableRoute::View(view), access.filtered, op);
-                Ok(Resolved::View { table, access })
+                Ok(Resolved::Relation(ItemKind::View { table, access }))
             }
             None => match self.role.unlisted {
                 UnlistedTables::Deny => Err(Refusal::denied(format!(
@@ -124,7 +121,7 @@ impl<'a> Analyzer<'a> {
                         .get(&table)
                         .map(|cols| cols.iter().map(|c| c.name.clone()).collect())
                         .unwrap_or_default();
-                    Ok(Resolved::Base { table, columns })
+                    Ok(Resolved::Relation(ItemKind::Base { table, columns }))
                 }
             },
         }
@@ -135,9 +132,16 @@ impl<'a> Analyzer<'a> {
         relation: &str,
         decision: SystemRelation,
         schema: &str,
+        op: TableOperation,
     ) -> Result<Resolved<'a>, Refusal> {
+        let route = match decision {
+            SystemRelation::Allowed => TableRoute::SystemCatalog,
+            SystemRelation::Denied => TableRoute::Denied,
+        };
+        self.log
+            .operation(&TableName::new(schema, relation), route, false, op);
         match decision {
-            SystemRelation::Allowed => Ok(Resolved::System),
+            SystemRelation::Allowed => Ok(Resolved::Relation(ItemKind::System)),
             SystemRelation::Denied => Err(Refusal::denied(format!(
                 "permission denied for relation {schema}.{relation}: it exposes values or other sessions"
             ))),

@@ -270,4 +270,29 @@ mod tests {
         );
         assert_eq!(cache.stats().hits, 1);
     }
+
+    #[test]
+    fn the_corpus_gives_the_same_result_cached_and_uncached() {
+        let cache = RewriteCache::new(1000);
+        let catalog = fixture::catalog();
+        for (role, sql) in fixture::CORPUS {
+            let role = fixture::role(role);
+            let full = rewrite(sql, &role, &catalog);
+            assert!(full.is_ok(), "{sql}: {full:?}");
+            for _ in 0..2 {
+                assert_eq!(cache.rewrite(sql, &role, &catalog), full, "{sql}");
+            }
+            let bumped = sql.replace('7', "8").replace("'open'", "'won'");
+            assert_eq!(
+                cache.rewrite(&bumped, &role, &catalog),
+                rewrite(&bumped, &role, &catalog),
+                "{bumped}"
+            );
+        }
+        assert!(
+            cache.stats().hits as usize > fixture::CORPUS.len(),
+            "{:?}",
+            cache.stats()
+        );
+    }
 }

@@ -11,7 +11,7 @@ use sqlparser::ast::{
 use super::analyzer::Analyzer;
 use super::refusal::Refusal;
 use super::report::TableOperation;
-use super::scope::{Item, ItemKind, Scope, fold, fold_name};
+use super::scope::{Item, ItemKind, Scope, fold, fold_name, plain_table};
 use crate::access::Action;
 
 impl<'a> Analyzer<'a> {
@@ -60,18 +60,7 @@ impl<'a> Analyzer<'a> {
             ));
         };
         let level = Scope::new(parent);
-        let mut factor = sqlparser::ast::TableFactor::Table {
-            name: name.clone(),
-            alias: None,
-            args: None,
-            with_hints: Vec::new(),
-            version: None,
-            with_ordinality: false,
-            partitions: Vec::new(),
-            json_path: None,
-            sample: None,
-            index_hints: Vec::new(),
-        };
+        let mut factor = plain_table(name.clone());
         let mut target = self.table_reference(&mut factor, &level, TableOperation::Insert)?;
         if let sqlparser::ast::TableFactor::Table {
             name: rewritten,
@@ -183,14 +172,11 @@ impl<'a> Analyzer<'a> {
             }
         }
         self.assignments(&mut update.assignments, &target, &level)?;
-        if let Some(selection) = &mut update.selection {
-            self.check_exprs(selection, &level)?;
-        }
-        if let Some(returning) = &mut update.returning {
-            self.wildcards(returning, &level)?;
-            self.check_exprs(returning, &level)?;
-        }
-        Ok(())
+        self.where_and_returning(
+            update.selection.as_mut(),
+            update.returning.as_deref_mut(),
+            &level,
+        )
     }
 
     fn delete(
@@ -228,12 +214,28 @@ impl<'a> Analyzer<'a> {
                 self.table_with_joins(item, &mut level)?;
             }
         }
-        if let Some(selection) = &mut delete.selection {
-            self.check_exprs(selection, &level)?;
+        self.where_and_returning(
+            delete.selection.as_mut(),
+            delete.returning.as_deref_mut(),
+            &level,
+        )
+    }
+
+    /// The WHERE and RETURNING clauses of UPDATE and DELETE, in the statement's scope.
+    fn where_and_returning(
+        &mut self,
+        selection: Option<&mut sqlparser::ast::Expr>,
+        returning: Option<&mut [sqlparser::ast::SelectItem]>,
+        level: &Scope<'_, 'a>,
+    ) -> Result<(), Refusal> {
+        if let Some(selection) = selection {
+            self.check_exprs(selection, level)?;
         }
-        if let Some(returning) = &mut delete.returning {
-            self.wildcards(returning, &level)?;
-            self.check_exprs(returning, &level)?;
+        if let Some(returning) = returning {
+            self.wildcards(returning, level)?;
+            for item in returning.iter_mut() {
+                self.check_exprs(item, level)?;
+            }
         }
         Ok(())
     }

@@ -62,11 +62,34 @@ impl<'a> VisitorMut for ExprCheck<'_, 'a, '_, '_> {
         if self.depth > 0 {
             return ControlFlow::Continue(());
         }
+        self.analyzer.expr_depth += 1;
+        if self.analyzer.expr_depth > MAX_EXPR_DEPTH {
+            return ControlFlow::Break(too_deep());
+        }
         match self.analyzer.expr(expr, self.scope) {
             Ok(()) => ControlFlow::Continue(()),
             Err(refusal) => ControlFlow::Break(refusal),
         }
     }
+
+    fn post_visit_expr(&mut self, _expr: &mut Expr) -> ControlFlow<Refusal> {
+        if self.depth == 0 {
+            self.analyzer.expr_depth -= 1;
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// The deepest expression tree analysed. sqlparser builds chains such as `a + b + c ...` or
+/// `x OR y OR ...` iteratively, so its own recursion limit does not bound them, while every
+/// walk over the tree (this analysis, comparison, serialization) recurses: beyond this depth the
+/// statement is refused instead of risking the stack of a 2 MiB async worker thread.
+pub(crate) const MAX_EXPR_DEPTH: usize = 400;
+
+pub(crate) fn too_deep() -> Refusal {
+    Refusal::unsupported(format!(
+        "statement not supported by the Maschera parser: expressions nested more than {MAX_EXPR_DEPTH} levels deep"
+    ))
 }
 
 /// Types whose input function looks an object up by name: the literal matters.

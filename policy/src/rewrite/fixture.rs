@@ -241,3 +241,86 @@ pub fn role(name: &str) -> RoleAccess {
         allowed_functions: BTreeSet::new(),
     }
 }
+
+/// Statements a CRM, its ORM and psql send, each with the role that sends it; all accepted. For
+/// the rewriter's benchmark and the cache's consistency test.
+pub const CORPUS: &[(&str, &str)] = &[
+    (
+        "sales",
+        "SELECT id, first_name, last_name, email FROM contacts WHERE id = 42",
+    ),
+    (
+        "sales",
+        "SELECT * FROM contacts WHERE region = 'north' ORDER BY last_activity_at DESC LIMIT 50 OFFSET 100",
+    ),
+    (
+        "sales",
+        "SELECT c.id, c.first_name, c.last_name, d.amount, d.stage FROM contacts c JOIN deals d ON d.contact_id = c.id \
+         WHERE d.stage = 'open' AND d.amount > 1000.50 ORDER BY d.amount DESC LIMIT 20",
+    ),
+    (
+        "sales",
+        "SELECT \"contacts\".\"id\", \"contacts\".\"email\" FROM \"contacts\" WHERE (\"contacts\".\"city\" = 'Torino' \
+         AND \"contacts\".\"created_at\" >= '2024-01-01T00:00:00+00:00'::timestamptz) ORDER BY \"contacts\".\"id\" ASC LIMIT 21",
+    ),
+    (
+        "sales",
+        "SELECT count(*) AS \"__count\" FROM \"contacts\" WHERE \"contacts\".\"region\" = 'north'",
+    ),
+    (
+        "sales",
+        "UPDATE contacts SET last_activity_at = now(), city = 'Milano' WHERE id = 7",
+    ),
+    (
+        "sales",
+        "INSERT INTO interactions (contact_id, channel, notes, occurred_at) VALUES (7, 'call', 'called back', now()) RETURNING id",
+    ),
+    (
+        "sales",
+        "DELETE FROM deals WHERE id = 99 AND stage = 'lost'",
+    ),
+    (
+        "marketing",
+        "SELECT c.id, c.email FROM contacts c WHERE EXISTS (SELECT 1 FROM consents k WHERE k.contact_id = c.id \
+         AND k.purpose = 'newsletter' AND k.withdrawn_at IS NULL) LIMIT 500",
+    ),
+    (
+        "support",
+        "SELECT t.id, t.subject, t.status, c.first_name, c.last_name FROM tickets t JOIN contacts c ON c.id = t.contact_id WHERE t.status = 'open'",
+    ),
+    (
+        "support",
+        "UPDATE tickets SET status = 'closed' WHERE id = 12 RETURNING id, status",
+    ),
+    (
+        "support",
+        "INSERT INTO consents (contact_id, purpose, granted_at, source) VALUES (3, 'profiling', now(), 'phone')",
+    ),
+    (
+        "analyst",
+        "SELECT region, date_trunc('month', created_at) AS month, count(*) FROM contacts GROUP BY 1, 2 ORDER BY 1, 2",
+    ),
+    (
+        "analyst",
+        "WITH recent AS (SELECT contact_id, count(*) AS n FROM interactions WHERE occurred_at > now() - interval '30 days' \
+         GROUP BY contact_id) SELECT c.region, avg(r.n) FROM recent r JOIN contacts c ON c.id = r.contact_id GROUP BY c.region",
+    ),
+    (
+        "analyst",
+        "SELECT stage, sum(amount), percentile_cont(0.5) WITHIN GROUP (ORDER BY amount) FROM deals GROUP BY stage",
+    ),
+    (
+        "support",
+        "SELECT c.relname, n.nspname FROM pg_catalog.pg_class c LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         WHERE c.relkind IN ('r', 'v', 'm') AND n.nspname !~ '^pg_' AND pg_catalog.pg_table_is_visible(c.oid) ORDER BY 1, 2",
+    ),
+    (
+        "support",
+        "SELECT column_name, data_type, is_nullable FROM information_schema.columns WHERE table_schema = 'public' \
+         AND table_name = 'tickets' ORDER BY ordinal_position",
+    ),
+    ("sales", "BEGIN"),
+    ("sales", "COMMIT"),
+    ("sales", "SET application_name = 'crm-web'"),
+    ("sales", "SHOW TimeZone"),
+];

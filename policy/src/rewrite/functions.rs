@@ -2,6 +2,9 @@
 //! neither run SQL text nor reach files, other sessions or other servers, plus the user-defined
 //! functions the policy names. Everything else is refused. Not for operators or casts.
 
+use std::collections::HashSet;
+use std::sync::OnceLock;
+
 use crate::access::RoleAccess;
 
 /// Built-ins that run SQL text, read files, reach other servers or sessions, or change settings.
@@ -84,6 +87,10 @@ const ALLOWED: &[&str] = &[
     "first_value",
     "last_value",
     "nth_value",
+    // syntax sqlparser reads as calls: ARRAY(subquery), ROW(...), GROUPING(...)
+    "array",
+    "row",
+    "grouping",
     // conditionals
     "coalesce",
     "nullif",
@@ -291,7 +298,6 @@ const ALLOWED: &[&str] = &[
     "current_catalog",
     "version",
     "pg_backend_pid",
-    "current_setting",
     "txid_current",
     "pg_current_xact_id",
     "pg_postmaster_start_time",
@@ -304,43 +310,30 @@ const ALLOWED: &[&str] = &[
     "pg_get_constraintdef",
     "pg_get_indexdef",
     "pg_get_userbyid",
-    "pg_get_serial_sequence",
+    "pg_get_triggerdef",
+    "pg_get_ruledef",
+    "pg_get_partkeydef",
     "pg_table_is_visible",
     "pg_type_is_visible",
     "pg_function_is_visible",
-    "obj_description",
-    "col_description",
-    "shobj_description",
     "pg_encoding_to_char",
     "pg_get_function_arguments",
     "pg_get_function_result",
     "pg_get_function_identity_arguments",
-    "has_table_privilege",
-    "has_schema_privilege",
-    "has_column_privilege",
-    "has_database_privilege",
-    "has_sequence_privilege",
-    "has_function_privilege",
-    "pg_has_role",
-    "to_regclass",
-    "to_regtype",
-    "to_regproc",
-    "to_regnamespace",
     "array_to_string",
     "pg_get_keywords",
     "pg_typeof",
     "pg_collation_for",
     "pg_column_size",
     // sequences the role's views use for new ids
-    "nextval",
-    "currval",
     "lastval",
 ];
 
-/// Built-ins whose arguments name database objects in strings (`nextval('contacts_id_seq')`,
+/// Built-ins also allowed, whose arguments name database objects in strings (`nextval('contacts_id_seq')`,
 /// `current_setting('maschera.region')`): the literal matters, so such a statement shape is never
 /// cached with its literals lifted out.
 const NAME_ARGUMENT: &[&str] = &[
+    "pg_get_viewdef",
     "current_setting",
     "nextval",
     "currval",
@@ -385,22 +378,29 @@ pub(crate) fn check(
     if builtin_scope && is_denied(name) {
         return FunctionCheck::Dangerous;
     }
-    let allowed_by_policy = match schema {
-        Some(schema) => role.allowed_functions.contains(&format!("{schema}.{name}")),
-        None => search_path
-            .iter()
-            .any(|s| role.allowed_functions.contains(&format!("{s}.{name}"))),
-    };
+    let allowed_by_policy = !role.allowed_functions.is_empty()
+        && match schema {
+            Some(schema) => role.allowed_functions.contains(&format!("{schema}.{name}")),
+            None => search_path
+                .iter()
+                .any(|s| role.allowed_functions.contains(&format!("{s}.{name}"))),
+        };
     if allowed_by_policy {
         return FunctionCheck::Allowed;
     }
-    if builtin_scope && ALLOWED.contains(&name) {
-        if NAME_ARGUMENT.contains(&name) {
-            return FunctionCheck::AllowedValueSensitive;
-        }
+    if builtin_scope && allowed().contains(name) {
         return FunctionCheck::Allowed;
     }
+    if builtin_scope && NAME_ARGUMENT.contains(&name) {
+        return FunctionCheck::AllowedValueSensitive;
+    }
     FunctionCheck::Unknown
+}
+
+/// [`ALLOWED`] as a set: the list is long and checked for every call in every statement.
+fn allowed() -> &'static HashSet<&'static str> {
+    static SET: OnceLock<HashSet<&'static str>> = OnceLock::new();
+    SET.get_or_init(|| ALLOWED.iter().copied().collect())
 }
 
 fn is_denied(name: &str) -> bool {

@@ -235,9 +235,21 @@ pub fn inspect(sql: &str, role: &RoleAccess, catalog: &Catalog) -> Vec<TableUse>
     struct Relations<'c> {
         catalog: &'c Catalog,
         found: Vec<crate::access::TableName>,
+        depth: usize,
     }
     impl Visitor for Relations<'_> {
         type Break = ();
+        fn pre_visit_expr(&mut self, _expr: &sqlparser::ast::Expr) -> std::ops::ControlFlow<()> {
+            self.depth += 1;
+            if self.depth > expr::MAX_EXPR_DEPTH {
+                return std::ops::ControlFlow::Break(());
+            }
+            std::ops::ControlFlow::Continue(())
+        }
+        fn post_visit_expr(&mut self, _expr: &sqlparser::ast::Expr) -> std::ops::ControlFlow<()> {
+            self.depth -= 1;
+            std::ops::ControlFlow::Continue(())
+        }
         fn pre_visit_relation(
             &mut self,
             relation: &sqlparser::ast::ObjectName,
@@ -261,9 +273,12 @@ pub fn inspect(sql: &str, role: &RoleAccess, catalog: &Catalog) -> Vec<TableUse>
     let mut relations = Relations {
         catalog,
         found: Vec::new(),
+        depth: 0,
     };
     for statement in &statements {
-        let _ = statement.visit(&mut relations);
+        if statement.visit(&mut relations).is_break() {
+            relations.depth = 0;
+        }
         if let Statement::Copy {
             source: sqlparser::ast::CopySource::Table { table_name, .. },
             ..

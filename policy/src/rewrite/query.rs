@@ -345,12 +345,12 @@ impl<'a> Analyzer<'a> {
                     columns: alias_columns.or(cte.columns),
                 },
             },
-            Resolved::System => Item {
+            Resolved::Relation(kind @ (ItemKind::System | ItemKind::Derived { .. })) => Item {
                 name: alias_name.unwrap_or(relation),
                 schema: None,
-                kind: ItemKind::System,
+                kind,
             },
-            Resolved::View { table, access } => {
+            Resolved::Relation(ItemKind::View { table, access }) => {
                 *name = self.view_name(access);
                 if alias.is_none() && access.view != table.name {
                     *alias = Some(TableAlias {
@@ -367,7 +367,7 @@ impl<'a> Analyzer<'a> {
                     kind: ItemKind::View { table, access },
                 }
             }
-            Resolved::Base { table, columns } => {
+            Resolved::Relation(ItemKind::Base { table, columns }) => {
                 *name = Self::base_name(&table);
                 let schema = alias_name.is_none().then(|| table.schema.clone());
                 Item {

@@ -1,7 +1,7 @@
 //! Name scopes of one statement: which FROM items and CTEs a name can refer to at each query level,
 //! with PostgreSQL's identifier folding. Not for deciding what a role may see (the analyzer does).
 
-use sqlparser::ast::{Ident, ObjectName, ObjectNamePart};
+use sqlparser::ast::{Ident, ObjectName, ObjectNamePart, TableFactor};
 
 use super::refusal::Refusal;
 use crate::access::{TableName, ViewAccess};
@@ -32,6 +32,22 @@ pub(crate) fn fold_name(name: &ObjectName) -> Result<Vec<String>, Refusal> {
 /// A quoted identifier: safe for any name the catalog holds.
 pub(crate) fn quoted(name: &str) -> Ident {
     Ident::with_quote('"', name)
+}
+
+/// A plain `FROM name` item (no alias, no arguments), for DML targets and COPY sources.
+pub(crate) fn plain_table(name: ObjectName) -> TableFactor {
+    TableFactor::Table {
+        name,
+        alias: None,
+        args: None,
+        with_hints: Vec::new(),
+        version: None,
+        with_ordinality: false,
+        partitions: Vec::new(),
+        json_path: None,
+        sample: None,
+        index_hints: Vec::new(),
+    }
 }
 
 /// What a FROM item is.

@@ -13,7 +13,7 @@ use sqlparser::parser::Parser;
 use super::analyzer::Analyzer;
 use super::refusal::Refusal;
 use super::report::TableOperation;
-use super::scope::{ItemKind, Scope, fold, fold_name};
+use super::scope::{ItemKind, Scope, fold, fold_name, plain_table};
 use super::settings;
 use super::{SessionEffect, StatementKind};
 
@@ -106,8 +106,12 @@ impl<'a> Analyzer<'a> {
                 describe_alias,
                 ..
             } => {
+                // EXPLAIN option values decide whether it runs the statement: never cached by shape.
+                if options.is_some() {
+                    self.value_sensitive = true;
+                }
                 let analyze_option = options.iter().flatten().any(|o| {
-                    fold(&o.name) == "analyze"
+                    matches!(fold(&o.name).as_str(), "analyze" | "analyse")
                         && o.arg.as_ref().is_none_or(|arg| {
                             !matches!(
                                 setting_value(arg).to_ascii_lowercase().as_str(),
@@ -394,20 +398,5 @@ impl<'a> Analyzer<'a> {
             }
         }
         Ok(Outcome::new(StatementKind::Copy, true))
-    }
-}
-
-fn plain_table(name: sqlparser::ast::ObjectName) -> TableFactor {
-    TableFactor::Table {
-        name,
-        alias: None,
-        args: None,
-        with_hints: Vec::new(),
-        version: None,
-        with_ordinality: false,
-        partitions: Vec::new(),
-        json_path: None,
-        sample: None,
-        index_hints: Vec::new(),
     }
 }

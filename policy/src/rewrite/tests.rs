@@ -378,6 +378,17 @@ fn system_catalogs_for_describing_pass() {
         "support",
         "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = 'public'",
     );
+    let statements = accepted(
+        "support",
+        "SELECT pg_catalog.pg_get_viewdef('maschera_support.contacts'::regclass, true)",
+    );
+    assert!(!statements[0].literal_independent);
+    let statements = accepted("support", "SELECT relname FROM pg_class");
+    assert_eq!(
+        statements[0].tables[0].table,
+        TableName::new("pg_catalog", "pg_class")
+    );
+    assert_eq!(statements[0].tables[0].route, TableRoute::SystemCatalog);
     let statements = accepted("support", "SELECT 'public.contacts'::regclass");
     assert!(!statements[0].literal_independent);
 }
@@ -666,6 +677,14 @@ fn ddl_and_privileged_statements_are_refused() {
             "EXPLAIN (ANALYZE true) SELECT * FROM contacts",
             "EXPLAIN ANALYZE",
         ),
+        (
+            "EXPLAIN (ANALYSE) SELECT * FROM contacts",
+            "EXPLAIN ANALYZE",
+        ),
+        (
+            "EXPLAIN (FORMAT JSON, ANALYZE on) SELECT * FROM contacts",
+            "EXPLAIN ANALYZE",
+        ),
         ("COPY contacts TO '/tmp/contacts.csv'", "file or program"),
         ("COPY contacts TO PROGRAM 'cat > /tmp/x'", "file or program"),
         ("COPY contacts FROM '/etc/passwd'", "file or program"),
@@ -811,6 +830,10 @@ fn unparsable_text_is_refused_without_echoing_literals() {
         "SELECT * FROM contacts WHERE id BETWEEN SYMMETRIC 1 AND 2",
         "MOVE FORWARD 5 IN c",
         "DO $$ BEGIN PERFORM 1; END $$",
+        "EXPLAIN ANALYSE SELECT * FROM contacts",
+        "SELECT id FROM contacts FOR NO KEY UPDATE",
+        "SELECT * FROM ROWS FROM (generate_series(1, 2))",
+        "TABLE contacts",
         "SELECT 'secret-literal-4711",
     ] {
         refused(
@@ -947,6 +970,19 @@ fn comments_dollar_quotes_and_backslashes_are_read_as_postgresql_reads_them() {
     );
     // ... but does in E'...', where the rest is one string.
     accepted("marketing", "SELECT E'a\\', phone FROM contacts'");
+    // ARRAY(subquery) and ROW(...) are syntax, not functions: their contents are checked.
+    refused(
+        "marketing",
+        "SELECT ARRAY(SELECT phone FROM contacts)",
+        SqlState::InsufficientPrivilege,
+        "column phone",
+    );
+    refused(
+        "marketing",
+        "SELECT ROW(id, phone) FROM contacts",
+        SqlState::InsufficientPrivilege,
+        "column phone",
+    );
     // Quoted identifiers keep their case: "Phone" is not phone.
     accepted(
         "marketing",
@@ -992,4 +1028,28 @@ fn refusals_record_the_tables_they_touched() {
     );
     let names: Vec<String> = refusal.tables.iter().map(|t| t.table.to_string()).collect();
     assert_eq!(names, ["public.contacts", "public.consents"]);
+}
+
+#[test]
+fn very_deep_expressions_are_refused_without_exhausting_a_small_stack() {
+    let sql = format!("SELECT 1{}", "+1".repeat(5000));
+    let worker = std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(move || {
+            let refusal = run("sales", &sql).unwrap_err();
+            let tables = inspect(&sql, &fixture::role("dpo"), &fixture::catalog());
+            (refusal, tables)
+        })
+        .expect("spawn");
+    let (refusal, tables) = worker.join().expect("no stack overflow");
+    assert_eq!(refusal.sqlstate, SqlState::FeatureNotSupported);
+    assert!(refusal.message.contains("nested"), "{}", refusal.message);
+    assert!(tables.is_empty());
+    accepted(
+        "sales",
+        &format!(
+            "SELECT id FROM contacts WHERE id = 0{}",
+            " OR id = 1".repeat(150)
+        ),
+    );
 }

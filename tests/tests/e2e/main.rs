@@ -4,5 +4,8 @@
 mod audit;
 mod catalog;
 mod harness;
+mod crm;
+mod discover;
 mod policy;
 mod users;
+mod wire;

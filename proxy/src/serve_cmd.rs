@@ -1,0 +1,67 @@
+//! `maschera serve --config FILE [--log-format text|json]`: sets up logging, loads the configuration
+//! and runs the proxy until SIGTERM/SIGINT. Not for: the proxy itself (see `server`).
+
+use crate::config::{Config, LogFormat};
+use crate::server::{self, Proxy};
+use anyhow::{Context, Result};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use tracing_subscriber::EnvFilter;
+
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// The configuration file (TOML).
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Log format on standard error; overrides `[log] format`.
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+pub fn run(args: ServeArgs) -> Result<ExitCode> {
+    let config = Config::load(&args.config)?;
+    init_tracing(args.log_format.unwrap_or(config.log.format));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let proxy = Arc::new(Proxy::new(config)?);
+        if let Some(metrics) = &proxy.config().metrics {
+            let addr: SocketAddr = metrics.listen.parse().with_context(|| {
+                format!("[metrics] listen = {:?} is not an address", metrics.listen)
+            })?;
+            let handle = crate::metrics::install();
+            let upstream = proxy.upstream();
+            let probe = move || {
+                let upstream = upstream.clone();
+                async move { upstream.probe().await }
+            };
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listening for metrics on {addr}"))?;
+            tracing::info!(%addr, "serving /metrics and /health");
+            tokio::spawn(async move {
+                if let Err(err) = crate::metrics::serve_listener(listener, handle, probe).await {
+                    tracing::error!(error = %err, "metrics endpoint stopped");
+                }
+            });
+        }
+        server::run(proxy).await
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Operational logs on standard error; the level comes from `RUST_LOG` (default `info`).
+fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}

@@ -1,0 +1,286 @@
+//! The listener: accepts client connections, enforces the connection limit, runs each connection
+//! through startup, authentication, the upstream login and the relay, and shuts down gracefully on
+//! SIGTERM/SIGINT (stop accepting, close idle sessions, give busy ones the shutdown timeout).
+//! Not for: the protocol details of any phase (see `startup`, `client_auth`, `upstream`, `session`).
+
+use crate::cancel::{CancelRegistry, Registration};
+use crate::client_auth;
+use crate::config::Config;
+use crate::frame;
+use crate::lockout::{Lockout, LockoutSettings};
+use crate::metrics as m;
+use crate::session::{self, MetricsObserver, PassThrough, RelaySettings, SessionEnd};
+use crate::startup::{self, ClientTlsSetup, Opening, Startup};
+use crate::tls;
+use crate::upstream::{Login, UpstreamTarget};
+use crate::users::{User, UserStore};
+use anyhow::{Context, Result};
+use pgwire::messages::startup::BackendKeyData;
+use pgwire::messages::startup::SecretKey;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+/// Startup parameters passed on to PostgreSQL; the rest (and `user`/`database`) are the proxy's to set.
+const FORWARDED_PARAMS: &[&str] = &[
+    "application_name",
+    "client_encoding",
+    "datestyle",
+    "timezone",
+    "extra_float_digits",
+    "options",
+];
+
+/// Everything a connection needs, shared by all of them.
+pub struct Proxy {
+    config: Config,
+    tls: ClientTlsSetup,
+    upstream: Arc<UpstreamTarget>,
+    login: Login,
+    users: UserStore,
+    lockout: Lockout,
+    cancels: Arc<CancelRegistry>,
+    next_session: AtomicU64,
+}
+
+impl Proxy {
+    /// Checks and loads everything the configuration names (TLS files, users file, upstream login).
+    pub fn new(config: Config) -> Result<Proxy> {
+        let acceptor = match (&config.tls.cert, &config.tls.key) {
+            (Some(cert), Some(key)) if config.tls.mode != crate::config::ClientTlsMode::Off => {
+                Some(TlsAcceptor::from(tls::server_config(cert, key)?))
+            }
+            _ => None,
+        };
+        let users = UserStore::load(&config.users.file)?;
+        let lockout = Lockout::new(LockoutSettings {
+            max_failures: config.auth.max_failures,
+            window: Duration::from_secs(config.auth.failure_window_seconds),
+            cooldown: Duration::from_secs(config.auth.lockout_seconds),
+        });
+        Ok(Proxy {
+            tls: ClientTlsSetup {
+                mode: config.tls.mode,
+                acceptor,
+            },
+            upstream: Arc::new(UpstreamTarget::new(&config.upstream)?),
+            login: config.upstream.login()?,
+            users,
+            lockout,
+            cancels: Arc::new(CancelRegistry::default()),
+            next_session: AtomicU64::new(1),
+            config,
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The upstream target (for the health endpoint).
+    pub fn upstream(&self) -> Arc<UpstreamTarget> {
+        self.upstream.clone()
+    }
+}
+
+/// Listens on the configured address until SIGTERM or SIGINT, then shuts down gracefully.
+pub async fn run(proxy: Arc<Proxy>) -> Result<()> {
+    let listener = TcpListener::bind(&proxy.config.listen)
+        .await
+        .with_context(|| format!("listening on {}", proxy.config.listen))?;
+    let limits = &proxy.config.limits;
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let mut sessions = JoinSet::new();
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .context("installing the SIGINT handler")?;
+    info!(addr = %listener.local_addr()?, "accepting PostgreSQL clients");
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, addr)) => {
+                    let id = proxy.next_session.fetch_add(1, Ordering::Relaxed);
+                    let span = info_span!("session", id);
+                    sessions.spawn(handle(proxy.clone(), tcp, addr, slots.clone(), shutdown_rx.clone()).instrument(span));
+                }
+                Err(err) => {
+                    // Out of file descriptors and the like: wait a moment instead of spinning.
+                    warn!(error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+        }
+    }
+    drop(listener);
+    let _ = shutdown_tx.send(true);
+    info!(
+        sessions = sessions.len(),
+        "shutting down: no new connections, waiting for running sessions"
+    );
+    let drained = tokio::time::timeout(proxy.config.shutdown_timeout(), async {
+        while sessions.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        warn!(
+            sessions = sessions.len(),
+            "shutdown timeout reached; closing the remaining sessions"
+        );
+        sessions.abort_all();
+    }
+    info!("stopped");
+    Ok(())
+}
+
+async fn handle(
+    proxy: Arc<Proxy>,
+    tcp: TcpStream,
+    addr: SocketAddr,
+    slots: Arc<Semaphore>,
+    shutdown: watch::Receiver<bool>,
+) {
+    metrics::counter!(m::CONNECTIONS_TOTAL).increment(1);
+    if let Err(err) = tcp.set_nodelay(true) {
+        debug!(error = %err, "TCP_NODELAY");
+    }
+    let opened =
+        tokio::time::timeout(proxy.config.auth_timeout(), open(&proxy, tcp, addr, &slots)).await;
+    let (client, user, _slot) = match opened {
+        Err(_) => {
+            metrics::counter!(m::REFUSALS_TOTAL, m::LABEL_REASON => "auth_timeout").increment(1);
+            debug!("authentication timed out");
+            return;
+        }
+        Ok(Err(err)) => {
+            debug!(error = %err, "connection ended before a session started");
+            return;
+        }
+        Ok(Ok(None)) => return,
+        Ok(Ok(Some(opened))) => opened,
+    };
+    if let Err(err) = serve(&proxy, client, &user, shutdown).await {
+        info!(error = %err, "session ended with an error");
+    }
+}
+
+/// Startup and authentication. `None` when the connection was a cancel request or was refused;
+/// otherwise the client, the authenticated user and its connection slot.
+async fn open(
+    proxy: &Proxy,
+    tcp: TcpStream,
+    addr: SocketAddr,
+    slots: &Arc<Semaphore>,
+) -> Result<Option<(Startup, User, OwnedSemaphorePermit)>> {
+    let mut client = match startup::negotiate(tcp, &proxy.tls).await? {
+        Opening::Cancel(key) => {
+            if let Some(upstream_key) = proxy.cancels.lookup(key) {
+                metrics::counter!(m::CANCELS_TOTAL).increment(1);
+                if let Err(err) = proxy.upstream.cancel(upstream_key).await {
+                    warn!(error = %err, "forwarding a cancel request failed");
+                }
+            }
+            return Ok(None);
+        }
+        Opening::Session(startup) => startup,
+    };
+    // A slot is taken once the client asks for a session (probes and cancels do not count).
+    let Ok(slot) = slots.clone().try_acquire_owned() else {
+        metrics::counter!(m::REFUSALS_TOTAL, m::LABEL_REASON => "max_connections").increment(1);
+        let message = format!(
+            "sorry, too many clients already: the proxy serves at most {} connections",
+            proxy.config.limits.max_connections
+        );
+        frame::send_fatal(&mut client.stream, "53300", &message).await;
+        return Ok(None);
+    };
+    let user_name = client.param("user").unwrap_or_default().to_owned();
+    let user = match client_auth::authenticate(
+        &mut client.stream,
+        &user_name,
+        addr.ip(),
+        &proxy.users,
+        &proxy.lockout,
+    )
+    .await
+    {
+        Ok(user) => user,
+        Err(err) => {
+            debug!(error = %err, "authentication failed");
+            return Ok(None);
+        }
+    };
+    Ok(Some((client, user, slot)))
+}
+
+/// Logs in upstream, greets the client like PostgreSQL would, and relays. The policy and observer
+/// of the session are where `user` (role, attributes) will matter; for now everything passes through.
+async fn serve(
+    proxy: &Proxy,
+    mut client: Startup,
+    user: &User,
+    shutdown: watch::Receiver<bool>,
+) -> Result<()> {
+    let params: Vec<(String, String)> = client
+        .params
+        .iter()
+        .filter(|(k, _)| FORWARDED_PARAMS.contains(&k.to_ascii_lowercase().as_str()))
+        .cloned()
+        .collect();
+    let upstream = match proxy.upstream.connect(&proxy.login, &params).await {
+        Ok(upstream) => upstream,
+        Err(err) => {
+            warn!(error = %err, "upstream login failed");
+            let message = "could not connect to the database server behind the proxy";
+            frame::send_fatal(&mut client.stream, "08006", message).await;
+            return Ok(());
+        }
+    };
+    let registration: Registration = proxy.cancels.register(upstream.key);
+    let key = registration.client_key();
+    let mut greeting = upstream.greeting;
+    greeting.extend_from_slice(&frame::encode(&BackendKeyData::new(
+        key.pid,
+        SecretKey::I32(key.secret),
+    )));
+    greeting.extend_from_slice(&frame::ready_for_query(upstream.status));
+    client.stream.write_all(&greeting).await?;
+    info!(role = %user.role, encrypted = client.encrypted, "session started");
+    let settings = RelaySettings {
+        max_frame: proxy.config.limits.max_frame_bytes,
+        shutdown,
+    };
+    metrics::gauge!(m::SESSIONS_ACTIVE).increment(1.0);
+    let ended = session::relay(
+        client.stream,
+        upstream.stream,
+        upstream.status,
+        &mut PassThrough,
+        &mut MetricsObserver::default(),
+        settings,
+    )
+    .await;
+    metrics::gauge!(m::SESSIONS_ACTIVE).decrement(1.0);
+    drop(registration);
+    match ended {
+        Ok(end) => {
+            debug!(?end, "session ended");
+            if end == SessionEnd::ServerClosed {
+                info!("PostgreSQL closed the session");
+            }
+            Ok(())
+        }
+        Err(err) => Err(err.into()),
+    }
+}
