@@ -31,3 +31,4 @@ pub mod tls;
 pub mod upstream;
 pub mod user_cmd;
 pub mod users;
+pub mod demo;

@@ -4,6 +4,7 @@
 mod audit;
 mod catalog;
 mod crm;
+mod demo;
 mod discover;
 mod enforce;
 mod harness;
