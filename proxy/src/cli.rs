@@ -29,6 +29,9 @@ pub enum Command {
     Crm(crate::crm::CrmArgs),
     /// Find columns that look personal and propose a policy skeleton for them.
     Discover(crate::discover::DiscoverArgs),
+    /// Everything on this machine with no set-up: a private PostgreSQL with the reference CRM, its
+    /// policy and demo users, behind the proxy, until Ctrl-C.
+    Demo(crate::demo::DemoArgs),
 }
 
 /// Entry point of the binary: parses the arguments, runs the subcommand, and maps errors to exit status 1.
@@ -41,6 +44,7 @@ pub fn main() -> ExitCode {
         Command::Audit(args) => crate::audit_cmd::run(args),
         Command::Crm(args) => crate::crm::run(args),
         Command::Discover(args) => crate::discover::run(args),
+        Command::Demo(args) => crate::demo::run(args),
     };
     match result {
         Ok(code) => code,

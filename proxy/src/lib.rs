@@ -11,6 +11,7 @@ pub mod client_auth;
 pub mod config;
 pub mod credentials;
 pub mod crm;
+pub mod demo;
 pub mod discover;
 pub mod embedded_pg;
 pub mod enforce;
