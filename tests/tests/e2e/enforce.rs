@@ -5,7 +5,8 @@
 //! a direct admin connection) in any row, notice or error. Also: login rules, startup parameters,
 //! hot reload, and a proxy that refuses to start on an invalid policy.
 
-use maschera_tests::{PgServer, Proxy, ProxyOptions, examples_dir, maschera_bin};
+use maschera_tests::crm_proxy::apply_reference_policy;
+use maschera_tests::{PgServer, Proxy, ProxyOptions, maschera_bin};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -76,23 +77,9 @@ impl Enforced {
         let pg = PgServer::start().expect("start PostgreSQL");
         pg.create_crm_schema(DB).expect("CRM schema");
         pg.psql(DB, &["-c", ROWS]).expect("CRM rows");
+        let applied = apply_reference_policy(&pg, DB, "enforce-test-pseudonym-key-42")
+            .expect("maschera policy apply");
         let dir = pg.dir().to_path_buf();
-        let policy = dir.join("policy.toml");
-        std::fs::copy(examples_dir().join("crm/policy.toml"), &policy).expect("copy policy");
-        let credentials = dir.join("logins.toml");
-        let out = Command::new(maschera_bin())
-            .args(["policy", "apply"])
-            .arg(&policy)
-            .args(["--upstream", &pg.uri(DB), "--credentials"])
-            .arg(&credentials)
-            .env("MASCHERA_PSEUDONYM_KEY", "enforce-test-pseudonym-key-42")
-            .output()
-            .expect("run maschera policy apply");
-        assert!(
-            out.status.success(),
-            "policy apply: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
         let users = dir.join("users.toml");
         for (name, role, attributes) in USERS {
             add_user(&users, name, role, attributes);
@@ -100,16 +87,16 @@ impl Enforced {
         let options = ProxyOptions {
             database: DB.into(),
             users_file: Some(users),
-            policy: format!(
-                "file = {:?}\ncredentials = {:?}\npoll_seconds = 1",
-                policy.display().to_string(),
-                credentials.display().to_string()
-            ),
+            policy: applied.proxy_section(Some(1)),
             audit: audit(&dir),
             ..ProxyOptions::default()
         };
         let proxy = Proxy::start(&pg, options).expect("start the proxy");
-        Enforced { pg, proxy, policy }
+        Enforced {
+            pg,
+            proxy,
+            policy: applied.policy,
+        }
     }
 
     fn uri(&self, user: &str) -> String {
