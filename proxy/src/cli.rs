@@ -29,6 +29,9 @@ pub enum Command {
     Crm(crate::crm::CrmArgs),
     /// Find columns that look personal and propose a policy skeleton for them.
     Discover(crate::discover::DiscoverArgs),
+    /// Everything on this machine with no set-up: a private PostgreSQL with the reference CRM, its
+    /// policy and demo users, behind the proxy, until Ctrl-C.
+    Demo(crate::demo::DemoArgs),
     /// Write schema and data as one role sees them (masked, filtered), loadable with `psql -f`.
     Dump(crate::dump::DumpArgs),
     /// Erase one data subject and every row that refers to it, in one transaction (GDPR Art. 17).
@@ -47,6 +50,7 @@ pub fn main() -> ExitCode {
         Command::Audit(args) => crate::audit_cmd::run(args),
         Command::Crm(args) => crate::crm::run(args),
         Command::Discover(args) => crate::discover::run(args),
+        Command::Demo(args) => crate::demo::run(args),
         Command::Dump(args) => crate::dump::run(args),
         Command::Forget(args) => crate::lifecycle::forget::run(args),
         Command::Retention(args) => crate::lifecycle::retention::run(args),

@@ -33,10 +33,11 @@ pub struct Config {
     /// Operational logs.
     #[serde(default)]
     pub log: LogConfig,
-    /// The policy file (read by the enforcement work; optional until then).
+    /// The policy the proxy enforces (without it every user gets the database unchanged).
     #[serde(default)]
-    pub policy: Option<FileSection>,
-    /// The access log: see `proxy/src/audit/README.md` (off when the section is absent).
+    pub policy: Option<PolicyConfig>,
+    /// The access log: see `proxy/src/audit/README.md` (off when the section is absent); statements
+    /// of restricted roles and policy reloads are recorded in it.
     #[serde(default)]
     pub audit: Option<crate::audit::AuditConfig>,
 }
@@ -194,14 +195,24 @@ pub enum LogFormat {
     Json,
 }
 
-/// A section that names one file (`[policy]`).
+/// `[policy]`: the policy enforced on every session (see `enforce` and `policy_state`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileSection {
-    /// Path of the file.
+pub struct PolicyConfig {
+    /// The policy file (TOML, see policy/README.md). Reloaded on SIGHUP and when it changes.
     pub file: PathBuf,
+    /// The logins file `maschera policy apply --credentials FILE` wrote (the upstream login of each
+    /// restricted role). Reloaded with the policy.
+    pub credentials: PathBuf,
+    /// How often the proxy looks whether the policy or credentials file changed, in seconds; 0 turns
+    /// the polling off (SIGHUP still reloads). Default 2.
+    #[serde(default = "default_policy_poll")]
+    pub poll_seconds: u64,
 }
 
+fn default_policy_poll() -> u64 {
+    2
+}
 fn default_pg_port() -> u16 {
     5432
 }
@@ -259,6 +270,7 @@ impl Config {
         resolve(&mut self.users.file);
         if let Some(policy) = &mut self.policy {
             resolve(&mut policy.file);
+            resolve(&mut policy.credentials);
         }
         if let Some(audit) = &mut self.audit {
             resolve(&mut audit.dir);

@@ -28,7 +28,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
-        let proxy = Arc::new(Proxy::new(config)?);
+        let proxy = Arc::new(Proxy::new(config)?.with_audit()?.with_policy().await?);
         if let Some(metrics) = &proxy.config().metrics {
             let addr: SocketAddr = metrics.listen.parse().with_context(|| {
                 format!("[metrics] listen = {:?} is not an address", metrics.listen)
@@ -49,7 +49,8 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
                 }
             });
         }
-        server::run(proxy).await
+        server::run(proxy.clone()).await?;
+        proxy.close_audit().await
     })?;
     Ok(ExitCode::SUCCESS)
 }

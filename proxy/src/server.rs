@@ -6,10 +6,11 @@
 use crate::cancel::{CancelRegistry, Registration};
 use crate::client_auth;
 use crate::config::Config;
+use crate::enforce::{self, SessionSetup};
 use crate::frame;
 use crate::lockout::{Lockout, LockoutSettings};
 use crate::metrics as m;
-use crate::session::{self, MetricsObserver, PassThrough, RelaySettings, SessionEnd};
+use crate::session::{self, RelaySettings, SessionEnd};
 use crate::startup::{self, ClientTlsSetup, Opening, Startup};
 use crate::tls;
 use crate::upstream::{Login, UpstreamTarget};
@@ -48,6 +49,8 @@ pub struct Proxy {
     lockout: Lockout,
     cancels: Arc<CancelRegistry>,
     next_session: AtomicU64,
+    policy: Option<Arc<crate::policy_state::PolicyHandle>>,
+    audit: Option<Arc<crate::audit::AuditLog>>,
 }
 
 impl Proxy {
@@ -76,8 +79,51 @@ impl Proxy {
             lockout,
             cancels: Arc::new(CancelRegistry::default()),
             next_session: AtomicU64::new(1),
+            policy: None,
+            audit: None,
             config,
         })
+    }
+
+    /// Loads and compiles the configured `[policy]` (if any) and watches it for reloads (recorded in
+    /// the access log when [`Proxy::with_audit`] came first).
+    pub async fn with_policy(mut self) -> Result<Proxy> {
+        if let Some(config) = &self.config.policy {
+            let handle = crate::policy_state::PolicyHandle::load(config, &self.config.upstream)
+                .await
+                .context("loading the policy")?;
+            let handle = Arc::new(handle);
+            let state = handle.current();
+            let unknown: std::collections::BTreeSet<&str> = self
+                .users
+                .users()
+                .map(|u| u.role.as_str())
+                .filter(|role| state.role(role).is_none())
+                .collect();
+            if !unknown.is_empty() {
+                warn!(roles = ?unknown, "users with these roles cannot log in: the policy does not name them");
+            }
+            handle.clone().watch(self.audit.clone())?;
+            self.policy = Some(handle);
+        }
+        Ok(self)
+    }
+
+    /// Opens the configured `[audit]` access log (if any).
+    pub fn with_audit(mut self) -> Result<Proxy> {
+        if let Some(config) = &self.config.audit {
+            let log = crate::audit::AuditLog::open(config).context("opening the access log")?;
+            self.audit = Some(Arc::new(log));
+        }
+        Ok(self)
+    }
+
+    /// Writes the access log's shutdown checkpoint.
+    pub async fn close_audit(&self) -> Result<()> {
+        if let Some(log) = &self.audit {
+            log.shutdown().await.context("closing the access log")?;
+        }
+        Ok(())
     }
 
     pub fn config(&self) -> &Config {
@@ -238,7 +284,22 @@ async fn serve(
         .filter(|(k, _)| FORWARDED_PARAMS.contains(&k.to_ascii_lowercase().as_str()))
         .cloned()
         .collect();
-    let upstream = match proxy.upstream.connect(&proxy.login, &params).await {
+    let setup = match &proxy.policy {
+        Some(policy) => {
+            let audit = proxy.audit.as_ref();
+            enforce::session_setup(policy, audit, user, &client.params, &proxy.login, params)
+        }
+        None => Ok(SessionSetup::pass_through(proxy.login.clone(), params)),
+    };
+    let mut setup = match setup {
+        Ok(setup) => setup,
+        Err(refusal) => {
+            info!(role = %user.role, code = refusal.code, reason = %refusal.message, "login refused by the policy");
+            frame::send_fatal(&mut client.stream, refusal.code, &refusal.message).await;
+            return Ok(());
+        }
+    };
+    let upstream = match proxy.upstream.connect(&setup.login, &setup.params).await {
         Ok(upstream) => upstream,
         Err(err) => {
             warn!(error = %err, "upstream login failed");
@@ -267,8 +328,8 @@ async fn serve(
         client.stream,
         upstream.stream,
         upstream.status,
-        &mut PassThrough,
-        &mut MetricsObserver::default(),
+        setup.frontend.as_mut(),
+        setup.observer.as_mut(),
         settings,
     )
     .await;

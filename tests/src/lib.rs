@@ -3,6 +3,7 @@
 //! Maschera itself; those live in `tests/tests/`.
 
 pub mod crm;
+pub mod crm_proxy;
 pub use maschera::embedded_pg as pg;
 pub use maschera::embedded_pg::{
     PgServer, PgServerOptions, SUPERUSER, connect, free_port, pg_bin_dir,

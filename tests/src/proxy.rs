@@ -38,6 +38,12 @@ pub struct ProxyOptions {
     pub log: String,
     /// Serve `[metrics]` on a free port.
     pub metrics: bool,
+    /// Lines of `[policy]` (empty: no policy).
+    pub policy: String,
+    /// Lines of `[audit]` (empty: no access log).
+    pub audit: String,
+    /// A users file to serve instead of one written from `users` (e.g. made by `maschera user add`).
+    pub users_file: Option<PathBuf>,
 }
 
 impl Default for ProxyOptions {
@@ -53,6 +59,9 @@ impl Default for ProxyOptions {
             limits: String::new(),
             log: String::new(),
             metrics: false,
+            policy: String::new(),
+            audit: String::new(),
+            users_file: None,
         }
     }
 }
@@ -72,7 +81,10 @@ impl Proxy {
         let dir = tempfile::Builder::new()
             .prefix("maschera-proxy-")
             .tempdir()?;
-        write_users(&dir.path().join("users.toml"), &options.users)?;
+        match &options.users_file {
+            Some(file) => std::fs::copy(file, dir.path().join("users.toml")).map(|_| ())?,
+            None => write_users(&dir.path().join("users.toml"), &options.users)?,
+        }
         let log_path = dir.path().join("maschera.log");
         let mut last_error = anyhow::anyhow!("proxy did not start");
         for _ in 0..3 {
@@ -233,6 +245,8 @@ fn config_text(
         ("auth", &options.auth),
         ("limits", &options.limits),
         ("log", &options.log),
+        ("policy", &options.policy),
+        ("audit", &options.audit),
     ] {
         if !lines.is_empty() {
             text.push_str(&format!("\n[{table}]\n{lines}\n"));
@@ -282,4 +296,47 @@ pub fn write_test_certificates(dir: &Path) -> Result<(PathBuf, PathBuf, PathBuf)
     std::fs::write(&paths.1, cert.pem())?;
     std::fs::write(&paths.2, key.serialize_pem())?;
     Ok(paths)
+}
+
+/// Logs in through the proxy by hand (startup message, SCRAM with postgres-protocol) and reads up to
+/// the first ReadyForQuery, for tests that send raw protocol messages. Panics if the login fails.
+pub async fn raw_login(
+    port: u16,
+    user: &str,
+    password: &str,
+    database: &str,
+) -> tokio::net::TcpStream {
+    use bytes::{Buf, BytesMut};
+    use postgres_protocol::authentication::sasl::{ChannelBinding, SCRAM_SHA_256, ScramSha256};
+    use postgres_protocol::message::frontend;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect to the proxy");
+    let mut out = BytesMut::new();
+    frontend::startup_message([("user", user), ("database", database)], &mut out)
+        .expect("startup message");
+    stream.write_all(&out).await.expect("send startup");
+    let mut scram = ScramSha256::new(password.as_bytes(), ChannelBinding::unsupported());
+    loop {
+        let tag = stream.read_u8().await.expect("message type");
+        let len = stream.read_i32().await.expect("message length") as usize;
+        let mut body = vec![0u8; len - 4];
+        stream.read_exact(&mut body).await.expect("message body");
+        let mut out = BytesMut::new();
+        let code = body.get(..4).map(|mut b| b.get_i32()).unwrap_or(-1);
+        match (tag, code) {
+            (b'R', 10) => frontend::sasl_initial_response(SCRAM_SHA_256, scram.message(), &mut out)
+                .expect("SASL initial response"),
+            (b'R', 11) => {
+                scram.update(&body[4..]).expect("SCRAM server first");
+                frontend::sasl_response(scram.message(), &mut out).expect("SASL response");
+            }
+            (b'R', 12) => scram.finish(&body[4..]).expect("SCRAM server final"),
+            (b'Z', _) => return stream,
+            (b'E', _) => panic!("login failed: {}", String::from_utf8_lossy(&body)),
+            _ => {}
+        }
+        stream.write_all(&out).await.expect("send");
+    }
 }

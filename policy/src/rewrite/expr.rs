@@ -126,6 +126,10 @@ impl<'a> Analyzer<'a> {
                 }
                 Ok(())
             }
+            Expr::Function(function) if self.harmless_set_config(function) => {
+                self.value_sensitive = true;
+                Ok(())
+            }
             Expr::Function(function) => self.function(&function.name),
             Expr::BinaryOp {
                 op: BinaryOperator::PGCustomBinaryOperator(parts),
@@ -157,6 +161,32 @@ impl<'a> Analyzer<'a> {
             }
             _ => Ok(()),
         }
+    }
+
+    /// `set_config('name', value, is_local)` whose first argument is a literal naming a setting
+    /// a restricted role may `SET` (Django sets `TimeZone` this way on connect). Any other
+    /// `set_config` is refused as a dangerous function (it could rewrite the `maschera.*` attributes).
+    fn harmless_set_config(&self, function: &sqlparser::ast::Function) -> bool {
+        use sqlparser::ast::{FunctionArg, FunctionArgExpr, FunctionArguments, Value};
+        let Ok(parts) = fold_name(&function.name) else {
+            return false;
+        };
+        let is_set_config = match parts.as_slice() {
+            [name] => name == "set_config",
+            [schema, name] => schema == "pg_catalog" && name == "set_config",
+            _ => false,
+        };
+        let FunctionArguments::List(list) = &function.args else {
+            return false;
+        };
+        let setting = match list.args.first() {
+            Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(v)))) => match &v.value {
+                Value::SingleQuotedString(name) => name,
+                _ => return false,
+            },
+            _ => return false,
+        };
+        is_set_config && list.args.len() == 3 && super::settings::check_set(setting, &[]).is_ok()
     }
 
     /// Checks a call of `name` against the allow-list and the policy.

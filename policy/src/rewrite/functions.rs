@@ -316,6 +316,16 @@ const ALLOWED: &[&str] = &[
     "pg_table_is_visible",
     "pg_type_is_visible",
     "pg_function_is_visible",
+    "pg_collation_is_visible",
+    "pg_operator_is_visible",
+    "pg_opclass_is_visible",
+    "pg_opfamily_is_visible",
+    "pg_conversion_is_visible",
+    "pg_statistics_obj_is_visible",
+    "pg_ts_config_is_visible",
+    "pg_ts_dict_is_visible",
+    "pg_ts_parser_is_visible",
+    "pg_ts_template_is_visible",
     "pg_encoding_to_char",
     "pg_get_function_arguments",
     "pg_get_function_result",
@@ -354,6 +364,10 @@ const NAME_ARGUMENT: &[&str] = &[
     "shobj_description",
 ];
 
+/// `information_schema` helpers that drivers call directly (pgjdbc's `getPrimaryKeys` expands
+/// `pg_index.indkey` with `_pg_expandarray`): they compute on their arguments only, like `unnest`.
+const INFORMATION_SCHEMA_HELPERS: &[&str] = &["_pg_expandarray"];
+
 /// The decision for one function call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum FunctionCheck {
@@ -389,6 +403,9 @@ pub(crate) fn check(
         return FunctionCheck::Allowed;
     }
     if builtin_scope && allowed().contains(name) {
+        return FunctionCheck::Allowed;
+    }
+    if schema == Some("information_schema") && INFORMATION_SCHEMA_HELPERS.contains(&name) {
         return FunctionCheck::Allowed;
     }
     if builtin_scope && NAME_ARGUMENT.contains(&name) {
@@ -441,6 +458,25 @@ mod tests {
         assert_eq!(
             check(None, "nextval", &role, &path),
             FunctionCheck::AllowedValueSensitive
+        );
+    }
+
+    #[test]
+    fn driver_catalog_helpers_pass() {
+        let role = fixture::role("sales");
+        let path = vec!["public".to_string()];
+        // SQLAlchemy's get_columns and pgjdbc's getPrimaryKeys.
+        assert_eq!(
+            check(Some("pg_catalog"), "pg_collation_is_visible", &role, &path),
+            FunctionCheck::Allowed
+        );
+        assert_eq!(
+            check(Some("information_schema"), "_pg_expandarray", &role, &path),
+            FunctionCheck::Allowed
+        );
+        assert_eq!(
+            check(Some("public"), "_pg_expandarray", &role, &path),
+            FunctionCheck::Unknown
         );
     }
 

@@ -369,6 +369,25 @@ fn session_statements_pass_and_discard_all_is_reported() {
 }
 
 #[test]
+fn set_config_of_a_harmless_setting_passes() {
+    // Django on connect, with psycopg's server-side binding.
+    accepted("sales", "SELECT set_config('TimeZone', $1, false)");
+    accepted(
+        "sales",
+        "SELECT pg_catalog.set_config('statement_timeout', '5s', true)",
+    );
+    for sql in [
+        "SELECT set_config('maschera.region', $1, false)",
+        "SELECT set_config('search_path', 'public', false)",
+        "SELECT set_config('role', 'postgres', false)",
+        "SELECT set_config(current_setting('x'), 'south', false)",
+        "SELECT set_config('client_encoding', $1, false)",
+    ] {
+        refused("sales", sql, SqlState::InsufficientPrivilege, "set_config");
+    }
+}
+
+#[test]
 fn system_catalogs_for_describing_pass() {
     accepted(
         "support",

@@ -209,6 +209,14 @@ impl Outcome {
         }
     }
 
+    /// The outcome of a statement the rewriter refused (its SQLSTATE and its value-free message).
+    pub fn refused(refusal: &policy::rewrite::Refusal) -> Self {
+        Outcome::Refused {
+            sqlstate: refusal.sqlstate.code().to_string(),
+            message: Some(refusal.message.clone()),
+        }
+    }
+
     pub fn sqlstate(&self) -> Option<&str> {
         match self {
             Outcome::Ok => None,
@@ -480,6 +488,15 @@ mod tests {
             categories: [Category::FreeText].into(),
         };
         let touched = TableTouched::from_use(&denied);
+        let refusal = rewrite(
+            "SELECT * FROM no_such_table_here",
+            &fixture::role("support"),
+            &fixture::catalog(),
+        )
+        .expect_err("refused");
+        assert!(
+            matches!(Outcome::refused(&refusal), Outcome::Refused { ref sqlstate, message: Some(_) } if sqlstate.len() == 5)
+        );
         assert_eq!(
             touched.columns[0].action,
             ColumnAction::Denied,

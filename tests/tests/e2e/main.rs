@@ -3,10 +3,13 @@
 
 mod audit;
 mod catalog;
+mod compat;
+mod crm;
+mod demo;
+mod discover;
+mod enforce;
 mod harness;
 mod lifecycle;
-mod crm;
-mod discover;
 mod policy;
 mod users;
 mod wire;

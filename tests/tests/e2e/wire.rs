@@ -1,12 +1,11 @@
 //! The proxy core with real clients: psql, pgbench, tokio-postgres and psycopg through `maschera serve`
 //! in front of a private PostgreSQL; TLS on both sides, SCRAM login, lockout, cancel, limits, shutdown.
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use maschera_tests::proxy::write_test_certificates;
 use maschera_tests::{
     PgServer, PgServerOptions, Proxy, ProxyOptions, SUPERUSER, TEST_PASSWORD, TEST_USER,
 };
-use postgres_protocol::authentication::sasl::{ChannelBinding, SCRAM_SHA_256, ScramSha256};
 use postgres_protocol::message::frontend;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -438,35 +437,9 @@ async fn wrong_password_and_unknown_user_look_the_same_and_lockout_follows() {
     assert!(text(&locked).contains("temporarily blocked"), "{locked}");
 }
 
-/// Logs in through the proxy by hand (SCRAM with postgres-protocol) and reads up to ReadyForQuery.
+/// Logs in through the proxy by hand as the test user (see the harness's `raw_login`).
 async fn raw_login(port: u16) -> TcpStream {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    let mut out = BytesMut::new();
-    frontend::startup_message([("user", TEST_USER), ("database", "postgres")], &mut out).unwrap();
-    stream.write_all(&out).await.unwrap();
-    let mut scram = ScramSha256::new(TEST_PASSWORD.as_bytes(), ChannelBinding::unsupported());
-    loop {
-        let tag = stream.read_u8().await.unwrap();
-        let len = stream.read_i32().await.unwrap() as usize;
-        let mut body = vec![0u8; len - 4];
-        stream.read_exact(&mut body).await.unwrap();
-        let mut out = BytesMut::new();
-        let code = body.get(..4).map(|mut b| b.get_i32()).unwrap_or(-1);
-        match (tag, code) {
-            (b'R', 10) => {
-                frontend::sasl_initial_response(SCRAM_SHA_256, scram.message(), &mut out).unwrap()
-            }
-            (b'R', 11) => {
-                scram.update(&body[4..]).unwrap();
-                frontend::sasl_response(scram.message(), &mut out).unwrap();
-            }
-            (b'R', 12) => scram.finish(&body[4..]).unwrap(),
-            (b'Z', _) => return stream,
-            (b'E', _) => panic!("login failed: {}", String::from_utf8_lossy(&body)),
-            _ => {}
-        }
-        stream.write_all(&out).await.unwrap();
-    }
+    maschera_tests::proxy::raw_login(port, TEST_USER, TEST_PASSWORD, "postgres").await
 }
 
 #[tokio::test]

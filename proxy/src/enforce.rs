@@ -1,0 +1,356 @@
+//! Enforcement of the policy on one session: which upstream login and startup parameters a user's
+//! role gets ([`session_setup`]), and, for restricted roles, the [`FrontendPolicy`] that rewrites or
+//! refuses every statement before it reaches PostgreSQL ([`RestrictedFrontend`]).
+//!
+//! - Unrestricted role (e.g. `dpo`): the proxy's own `[upstream]` login, statements pass unchanged.
+//! - Restricted role: the role's login from the credentials file; the user's attributes travel as
+//!   startup parameters `<namespace>.<attr>` (so `RESET`/`DISCARD ALL` fall back to them); client
+//!   startup parameters outside the rewriter's harmless list refuse the login; Query and Parse
+//!   messages carry the rewritten SQL (re-serialized from the syntax tree), FunctionCall is refused.
+//!
+//! Not for: the relay mechanics (see `session`), the rewriting itself (see `policy::rewrite`) or
+//! loading the policy (see `policy_state`).
+
+use crate::audit::AuditLog;
+use crate::audit_trail::{AuditObserver, SessionIdentity, Trail};
+use crate::frame;
+use crate::policy_state::{PolicyHandle, PolicyState};
+use crate::schema_change::unrestricted_session;
+use crate::session::{Decision, FrontendPolicy, MetricsObserver, PassThrough, SessionObserver};
+use crate::upstream::Login;
+use crate::users::User;
+use bytes::{BufMut, Bytes, BytesMut};
+use policy::access::RoleAccess;
+use policy::rewrite::{Refusal, Rewritten, check_startup_parameter};
+use std::sync::Arc;
+use tracing::debug;
+
+/// How one authenticated session is served.
+pub struct SessionSetup {
+    /// The upstream login.
+    pub login: Login,
+    /// Startup parameters sent upstream.
+    pub params: Vec<(String, String)>,
+    /// What happens to each client message.
+    pub frontend: Box<dyn FrontendPolicy>,
+    /// What sees PostgreSQL's answers (metrics, and the access log for restricted roles).
+    pub observer: Box<dyn SessionObserver>,
+}
+
+impl SessionSetup {
+    /// Everything passes: no policy configured, or an unrestricted role.
+    pub fn pass_through(login: Login, params: Vec<(String, String)>) -> SessionSetup {
+        SessionSetup {
+            login,
+            params,
+            frontend: Box::new(PassThrough),
+            observer: Box::new(MetricsObserver::default()),
+        }
+    }
+}
+
+/// Why a login is refused (sent as FATAL; the connection closes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginRefusal {
+    pub code: &'static str,
+    pub message: String,
+}
+
+/// Startup parameters that are the protocol's own (the proxy sets `user` and `database` itself).
+const PROTOCOL_PARAMS: &[&str] = &["user", "database", "replication"];
+
+/// Decides how `user` is served under `state`. `default_login` and `default_params` are what an
+/// unrestricted role gets (the proxy's own login, the client's forwarded parameters); `audit` is the
+/// access log the statements of restricted roles are recorded in.
+pub fn session_setup(
+    handle: &Arc<PolicyHandle>,
+    audit: Option<&Arc<AuditLog>>,
+    user: &User,
+    client_params: &[(String, String)],
+    default_login: &Login,
+    default_params: Vec<(String, String)>,
+) -> Result<SessionSetup, LoginRefusal> {
+    let state = &handle.current();
+    let Some(role) = state.role(&user.role) else {
+        return Err(LoginRefusal {
+            code: "28000",
+            message: format!(
+                "the role {:?} of this user is not a role of the policy: ask the administrator to fix the users file",
+                user.role
+            ),
+        });
+    };
+    if role.unrestricted {
+        let (frontend, observer) = unrestricted_session(handle, state.clone(), role);
+        return Ok(SessionSetup {
+            login: default_login.clone(),
+            params: default_params,
+            frontend: Box::new(frontend),
+            observer: Box::new(observer),
+        });
+    }
+    let login = state.login(&role.role).ok_or_else(|| LoginRefusal {
+        code: "28000",
+        message: format!(
+            "no upstream login for role {:?}: run `maschera policy apply` and reload",
+            role.role
+        ),
+    })?;
+    let mut params = restricted_params(client_params)?;
+    let namespace = &state.policy.settings.attribute_namespace;
+    for attribute in state.role_attributes(&role.role) {
+        if let Some(value) = user.attributes.get(attribute) {
+            params.push((
+                policy::filter::attribute_setting(namespace, attribute),
+                value.clone(),
+            ));
+        }
+    }
+    let trail = audit.map(|log| {
+        Trail::new(
+            log.clone(),
+            SessionIdentity {
+                user: user.name.clone(),
+                role: role.role.clone(),
+            },
+        )
+    });
+    let observer: Box<dyn SessionObserver> = match &trail {
+        Some(trail) => Box::new(AuditObserver::new(trail.clone())),
+        None => Box::new(MetricsObserver::default()),
+    };
+    Ok(SessionSetup {
+        login,
+        params,
+        frontend: Box::new(RestrictedFrontend {
+            state: state.clone(),
+            role,
+            trail,
+        }),
+        observer,
+    })
+}
+
+/// The client's startup parameters a restricted role may pass on; any other refuses the login.
+fn restricted_params(
+    client_params: &[(String, String)],
+) -> Result<Vec<(String, String)>, LoginRefusal> {
+    let mut out = Vec::new();
+    for (name, value) in client_params {
+        let lower = name.to_ascii_lowercase();
+        if PROTOCOL_PARAMS.contains(&lower.as_str()) {
+            continue;
+        }
+        if lower == "options" && value.trim().is_empty() {
+            continue;
+        }
+        check_startup_parameter(name, value).map_err(|refusal| LoginRefusal {
+            code: refusal.sqlstate.code(),
+            message: refusal.message,
+        })?;
+        out.push((name.clone(), value.clone()));
+    }
+    Ok(out)
+}
+
+/// Rewrites or refuses every statement of a restricted role.
+pub struct RestrictedFrontend {
+    state: Arc<PolicyState>,
+    role: Arc<RoleAccess>,
+    trail: Option<Arc<Trail>>,
+}
+
+impl FrontendPolicy for RestrictedFrontend {
+    fn on_client_message(&mut self, tag: u8, frame: &[u8]) -> Decision {
+        let body = frame::body(frame);
+        let decision = match tag {
+            b'Q' => self.query(body),
+            b'P' => self.parse(body),
+            b'F' => Err(unsupported(
+                "function call messages (fast path) are not supported through Maschera",
+            )),
+            // Bind, Describe, Execute, Close, Sync, Flush and COPY data act on statements that
+            // went through Query or Parse; the access log follows them.
+            _ => {
+                if let Some(trail) = &self.trail {
+                    match tag {
+                        b'B' => trail.bind(body),
+                        b'E' => trail.execute(body),
+                        b'S' => trail.sync(),
+                        _ => {}
+                    }
+                }
+                return Decision::Forward;
+            }
+        };
+        decision.unwrap_or_else(|refusal| {
+            debug!(sqlstate = refusal.sqlstate.code(), reason = %refusal.message, "statement refused");
+            if let Some(trail) = &self.trail {
+                trail.refused(tag, &refusal, statement_text(tag, body));
+            }
+            Decision::Refuse {
+                code: refusal.sqlstate.code().to_owned(),
+                message: refusal.message,
+            }
+        })
+    }
+}
+
+impl RestrictedFrontend {
+    /// Query: the whole text rewritten, or refused as a whole.
+    fn query(&self, body: &[u8]) -> Result<Decision, Refusal> {
+        let (text, rest) = frame::cstr(body).ok_or_else(malformed)?;
+        if !rest.is_empty() {
+            return Err(malformed());
+        }
+        let sql = utf8(text)?;
+        let rewritten = self
+            .state
+            .cache
+            .rewrite(sql, &self.role, &self.state.catalog)?;
+        let frame = query_frame(&rewritten.sql(sql))?;
+        if let Some(trail) = &self.trail {
+            trail.query(rewritten.statements());
+        }
+        Ok(Decision::Replace(frame))
+    }
+
+    /// Parse: the one statement rewritten, statement name and parameter types kept as sent.
+    fn parse(&self, body: &[u8]) -> Result<Decision, Refusal> {
+        let (name, rest) = frame::cstr(body).ok_or_else(malformed)?;
+        let (text, types) = frame::cstr(rest).ok_or_else(malformed)?;
+        let sql = utf8(text)?;
+        let rewritten: Rewritten =
+            self.state
+                .cache
+                .rewrite_prepared(sql, &self.role, &self.state.catalog)?;
+        let frame = parse_frame(name, &rewritten.sql(sql), types)?;
+        if let Some(trail) = &self.trail {
+            trail.parse(name, rewritten.statements());
+        }
+        Ok(Decision::Replace(frame))
+    }
+}
+
+/// The statement text of a Query or Parse body, for the access log of a refusal.
+fn statement_text(tag: u8, body: &[u8]) -> Option<&str> {
+    let text = match tag {
+        b'Q' => frame::cstr(body)?.0,
+        b'P' => frame::cstr(frame::cstr(body)?.1)?.0,
+        _ => return None,
+    };
+    std::str::from_utf8(text).ok()
+}
+
+fn utf8(text: &[u8]) -> Result<&str, Refusal> {
+    std::str::from_utf8(text)
+        .map_err(|_| unsupported("statement text is not valid UTF-8: Maschera requires UTF-8"))
+}
+
+fn malformed() -> Refusal {
+    unsupported("malformed message: statement text without its terminator")
+}
+
+fn unsupported(message: &str) -> Refusal {
+    Refusal {
+        sqlstate: policy::rewrite::SqlState::FeatureNotSupported,
+        message: message.to_owned(),
+        tables: Vec::new(),
+        statement_index: 0,
+    }
+}
+
+/// A Query message carrying `sql`.
+fn query_frame(sql: &str) -> Result<Bytes, Refusal> {
+    message(b'Q', &[no_nul(sql)?, b"\0"])
+}
+
+/// A Parse message: `name` and the raw parameter-type section (`types`: count and OIDs) as the
+/// client sent them, with `sql` as the statement text.
+fn parse_frame(name: &[u8], sql: &str, types: &[u8]) -> Result<Bytes, Refusal> {
+    message(b'P', &[name, b"\0", no_nul(sql)?, b"\0", types])
+}
+
+/// The rewritten SQL comes from the syntax tree, so a NUL inside it would be a serializer bug:
+/// refused, never truncated.
+fn no_nul(sql: &str) -> Result<&[u8], Refusal> {
+    if sql.contains('\0') {
+        return Err(unsupported(
+            "the rewritten statement contains a NUL byte and cannot be sent",
+        ));
+    }
+    Ok(sql.as_bytes())
+}
+
+/// One frontend message: tag, length (counting itself), then the parts.
+fn message(tag: u8, parts: &[&[u8]]) -> Result<Bytes, Refusal> {
+    let len = 4 + parts.iter().map(|p| p.len()).sum::<usize>();
+    let len = i32::try_from(len).map_err(|_| unsupported("statement too long"))?;
+    let mut out = BytesMut::with_capacity(len as usize + 1);
+    out.put_u8(tag);
+    out.put_i32(len);
+    for part in parts {
+        out.put_slice(part);
+    }
+    Ok(out.freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_frame_has_the_length_and_terminator_postgres_expects() {
+        let frame = query_frame("SELECT 1").unwrap();
+        let mut expected = BytesMut::new();
+        postgres_protocol::message::frontend::query("SELECT 1", &mut expected).unwrap();
+        assert_eq!(&frame[..], &expected[..]);
+    }
+
+    #[test]
+    fn parse_frame_keeps_name_and_parameter_types() {
+        let mut expected = BytesMut::new();
+        postgres_protocol::message::frontend::parse("s1", "SELECT $1", [23u32, 25], &mut expected)
+            .unwrap();
+        let (name, rest) = frame::cstr(frame::body(&expected)).unwrap();
+        let (_, types) = frame::cstr(rest).unwrap();
+        let frame = parse_frame(name, "SELECT $1", types).unwrap();
+        assert_eq!(&frame[..], &expected[..]);
+    }
+
+    #[test]
+    fn a_nul_inside_the_statement_is_refused() {
+        assert!(query_frame("SELECT '\0'").is_err());
+        assert!(parse_frame(b"", "SELECT '\0'", &[0, 0]).is_err());
+    }
+
+    #[test]
+    fn harmful_startup_parameters_refuse_the_login() {
+        let params = |list: &[(&str, &str)]| -> Vec<(String, String)> {
+            list.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let ok = restricted_params(&params(&[
+            ("user", "sam"),
+            ("database", "crm"),
+            ("application_name", "psql"),
+            ("client_encoding", "UTF8"),
+        ]))
+        .unwrap();
+        assert_eq!(ok.len(), 2);
+        let err = restricted_params(&params(&[("client_encoding", "LATIN1")])).unwrap_err();
+        assert_eq!(err.code, "0A000");
+        for (name, value) in [
+            ("options", "-c search_path=evil"),
+            ("maschera.region", "south"),
+            ("search_path", "evil"),
+            ("role", "postgres"),
+            ("session_authorization", "postgres"),
+        ] {
+            let err = restricted_params(&params(&[(name, value)])).unwrap_err();
+            assert!(matches!(err.code, "42501" | "0A000"), "{name}: {err:?}");
+            assert!(err.message.contains(name), "{name}: {}", err.message);
+        }
+    }
+}

@@ -1,0 +1,254 @@
+//! The policy the proxy enforces, as loaded: the parsed policy file, the live catalog it was compiled
+//! against, one compiled `RoleAccess` per role, the upstream logins of the restricted roles and a
+//! rewrite cache. A [`PolicyHandle`] holds the current [`PolicyState`] and swaps it atomically on
+//! reload (SIGHUP or a change of the policy or credentials file); sessions keep the state they
+//! started with. An invalid new policy keeps the old one.
+//!
+//! Not for: deciding about statements or logins (see `enforce`), or writing the policy into the
+//! database (see `policy_apply`).
+
+use crate::audit::{AuditLog, Event, EventKind, Outcome};
+use crate::config::{PolicyConfig, UpstreamConfig};
+use crate::credentials::Credentials;
+use anyhow::{Context, Result, bail};
+use arc_swap::ArcSwap;
+use policy::Policy;
+use policy::access::{Catalog, RoleAccess};
+use policy::rewrite::RewriteCache;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tracing::{info, warn};
+
+/// Statement shapes the rewrite cache keeps per loaded policy (all roles together).
+const CACHE_CAPACITY: usize = 10_000;
+
+/// One loaded, compiled policy. Immutable: a reload builds a new one.
+pub struct PolicyState {
+    pub policy: Policy,
+    pub catalog: Catalog,
+    roles: BTreeMap<String, Arc<RoleAccess>>,
+    credentials: Credentials,
+    pub cache: RewriteCache,
+}
+
+impl PolicyState {
+    /// Compiles `policy` against `catalog` and checks that every restricted role has a login.
+    pub fn build(
+        policy: Policy,
+        catalog: Catalog,
+        credentials: Credentials,
+    ) -> Result<PolicyState> {
+        let compiled = policy.compile(&catalog).map_err(|diagnostics| {
+            anyhow::anyhow!("the policy does not fit the database:\n{diagnostics}")
+        })?;
+        for role in policy.restricted_roles() {
+            if credentials.login(&role.name).is_none() {
+                bail!(
+                    "the credentials file has no login for role {:?}: run `maschera policy apply` with --credentials pointing at it",
+                    role.name
+                );
+            }
+        }
+        Ok(PolicyState {
+            roles: compiled
+                .into_iter()
+                .map(|(name, access)| (name, Arc::new(access)))
+                .collect(),
+            policy,
+            catalog,
+            credentials,
+            cache: RewriteCache::new(CACHE_CAPACITY),
+        })
+    }
+
+    /// The compiled access of role `name`, if the policy has it.
+    pub fn role(&self, name: &str) -> Option<Arc<RoleAccess>> {
+        self.roles.get(name).cloned()
+    }
+
+    /// The attribute names role `name` declares (empty for unknown roles).
+    pub fn role_attributes(&self, name: &str) -> &[String] {
+        self.policy
+            .roles
+            .get(name)
+            .map(|r| r.attributes.as_slice())
+            .unwrap_or_default()
+    }
+
+    /// The upstream login of a restricted role.
+    pub fn login(&self, role: &str) -> Option<crate::upstream::Login> {
+        self.credentials
+            .login(role)
+            .map(|login| crate::upstream::Login {
+                user: login.user.clone(),
+                password: Some(login.password.clone()),
+            })
+    }
+}
+
+/// The current policy, swapped atomically on reload.
+pub struct PolicyHandle {
+    current: ArcSwap<PolicyState>,
+    config: PolicyConfig,
+    upstream: UpstreamConfig,
+}
+
+impl PolicyHandle {
+    /// Loads and compiles the configured policy against the live catalog; an error says why the
+    /// proxy cannot start.
+    pub async fn load(config: &PolicyConfig, upstream: &UpstreamConfig) -> Result<PolicyHandle> {
+        let state = load_state(config, upstream).await?;
+        info!(
+            file = %config.file.display(),
+            roles = state.roles.len(),
+            tables = state.catalog.tables.len(),
+            "policy loaded"
+        );
+        Ok(PolicyHandle {
+            current: ArcSwap::from_pointee(state),
+            config: config.clone(),
+            upstream: upstream.clone(),
+        })
+    }
+
+    /// The policy new sessions get.
+    pub fn current(&self) -> Arc<PolicyState> {
+        self.current.load_full()
+    }
+
+    /// Loads the files and the catalog again; on success new sessions get the new policy, on
+    /// failure the old one stays and the error says why.
+    pub async fn reload(&self) -> Result<()> {
+        let state = load_state(&self.config, &self.upstream).await?;
+        self.current.store(Arc::new(state));
+        metrics::counter!("maschera_policy_reloads_total").increment(1);
+        Ok(())
+    }
+
+    /// Reloads on SIGHUP and, every `poll_seconds`, when the policy or credentials file changed;
+    /// each attempt is recorded in `audit` (outcome and reason, never the file's content).
+    pub fn watch(self: Arc<Self>, audit: Option<Arc<AuditLog>>) -> Result<()> {
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("installing the SIGHUP handler")?;
+        let poll = Duration::from_secs(self.config.poll_seconds);
+        tokio::spawn(async move {
+            let mut seen = self.stamps();
+            loop {
+                let reason = tokio::select! {
+                    _ = hangup.recv() => "SIGHUP",
+                    _ = tokio::time::sleep(poll), if !poll.is_zero() => {
+                        let now = self.stamps();
+                        if now == seen {
+                            continue;
+                        }
+                        "file changed"
+                    }
+                };
+                seen = self.stamps();
+                let mut event = Event::new(EventKind::PolicyReload);
+                event.detail = Some(format!("{reason}: {}", self.config.file.display()));
+                match self.reload().await {
+                    Ok(()) => info!(reason, "policy reloaded"),
+                    Err(err) => {
+                        warn!(reason, error = %format!("{err:#}"), "policy reload failed; keeping the previous policy");
+                        event.outcome = Outcome::Error {
+                            sqlstate: "F0000".into(),
+                        };
+                    }
+                }
+                if let Some(log) = &audit {
+                    drop(log.submit(event));
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// After a schema change: drops and recreates every restricted role's views and grants from the
+    /// live catalog in one transaction on an admin connection, then reloads the policy.
+    pub async fn recreate_views(&self) -> Result<()> {
+        let state = self.current();
+        let policy = &state.policy;
+        let (client, connection) = admin_connect(&self.upstream).await?;
+        client.batch_execute("BEGIN").await?;
+        for step in policy::apply_sql::drop_views_steps(policy) {
+            client.batch_execute(&step.sql).await?;
+        }
+        let live = crate::policy_apply::read_live_state(&client).await?;
+        let access = policy.compile(&live.catalog).map_err(|diagnostics| {
+            anyhow::anyhow!("the policy does not fit the changed schema:\n{diagnostics}")
+        })?;
+        for step in policy::apply_sql::recreate_views_steps(policy, &access, &live) {
+            if step.secret.is_some() {
+                bail!("recreating the views needs a secret; run `maschera policy apply`");
+            }
+            client
+                .batch_execute(&step.sql)
+                .await
+                .context("recreating the views")?;
+        }
+        client.batch_execute("COMMIT").await?;
+        drop(client);
+        let _ = connection.await;
+        self.reload().await
+    }
+
+    fn stamps(&self) -> [Option<SystemTime>; 2] {
+        [
+            modified(&self.config.file),
+            modified(&self.config.credentials),
+        ]
+    }
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+async fn load_state(config: &PolicyConfig, upstream: &UpstreamConfig) -> Result<PolicyState> {
+    let text = std::fs::read_to_string(&config.file)
+        .with_context(|| format!("reading policy file {}", config.file.display()))?;
+    let policy = Policy::parse(&config.file.display().to_string(), &text)
+        .map_err(|diagnostics| anyhow::anyhow!("invalid policy file:\n{diagnostics}"))?;
+    let credentials = Credentials::load(&config.credentials)?;
+    let catalog = read_live_catalog(upstream).await?;
+    PolicyState::build(policy, catalog, credentials)
+}
+
+/// Reads the catalog over a short-lived connection as the proxy's own `[upstream]` login.
+async fn read_live_catalog(upstream: &UpstreamConfig) -> Result<Catalog> {
+    let (client, connection) = admin_connect(upstream).await?;
+    let catalog = crate::policy_apply::read_catalog(&client).await;
+    drop(client);
+    let _ = connection.await;
+    catalog
+}
+
+/// A connection as the proxy's own `[upstream]` login, and the task driving it.
+async fn admin_connect(
+    upstream: &UpstreamConfig,
+) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>)> {
+    let login = upstream.login()?;
+    let mut pg = tokio_postgres::Config::new();
+    pg.host(&upstream.host)
+        .port(upstream.port)
+        .dbname(&upstream.database)
+        .user(&login.user)
+        .application_name("maschera")
+        .connect_timeout(upstream.connect_timeout());
+    if let Some(password) = &login.password {
+        pg.password(password);
+    }
+    let (client, connection) = pg.connect(tokio_postgres::NoTls).await.with_context(|| {
+        format!(
+            "connecting to {}:{} as {}",
+            upstream.host, upstream.port, login.user
+        )
+    })?;
+    let connection = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok((client, connection))
+}

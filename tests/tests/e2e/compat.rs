@@ -1,0 +1,436 @@
+//! Real client libraries and ORMs through the proxy enforcing the reference policy: psql's describe
+//! commands, SQLAlchemy 2 + psycopg 3, node-postgres, pgjdbc and Django, each as `dora` (dpo,
+//! unrestricted) and `sam` (sales, region north). The client scripts live in `tests/compat/` and print
+//! one `op<TAB>outcome<TAB>detail` line per operation; these tests hold what each user must get
+//! (pass, or refused with a given SQLSTATE) and fail on any `broken` line (a client crash).
+//! COMPATIBILITY.md is the table of these expectations.
+
+use maschera_tests::crm_proxy::{CRM_DB, CrmProxy, crm_password};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Contacts the generator writes: enough for pages and streaming in batches.
+const CONTACTS: u64 = 200;
+
+/// How long one client run may take on a loaded machine (a JVM compiling its source included).
+const CLIENT_LIMIT: Duration = Duration::from_secs(300);
+
+/// What a user must get for one operation.
+#[derive(Debug, Clone, Copy)]
+enum Expect {
+    /// Succeeds, and its detail contains this text.
+    Pass(&'static str),
+    /// Refused by the database with this SQLSTATE.
+    Refused(&'static str),
+}
+use Expect::{Pass, Refused};
+
+fn compat_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("compat")
+}
+
+/// Runs a client to completion (killed after [`CLIENT_LIMIT`]) and returns its outcome lines by
+/// operation. Panics, with its output, if it did not finish by printing `done`.
+fn run_client(mut command: Command, what: &str) -> BTreeMap<String, (String, String)> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (out_path, err_path) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out_path).expect("stdout file"))
+        .stderr(std::fs::File::create(&err_path).expect("stderr file"))
+        .spawn()
+        .unwrap_or_else(|err| panic!("{what} could not start: {err}"));
+    let deadline = Instant::now() + CLIENT_LIMIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the client") {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let stdout = std::fs::read_to_string(&out_path).unwrap_or_default();
+    let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
+    assert!(
+        status.is_some_and(|s| s.success()) && stdout.lines().any(|l| l == "done"),
+        "{what} did not finish ({status:?}):\n{stdout}\n---- stderr ----\n{stderr}"
+    );
+    eprintln!("---- {what} ----\n{stdout}");
+    stdout
+        .lines()
+        .filter_map(|line| {
+            let mut parts = line.splitn(3, '\t');
+            let op = parts.next()?;
+            let outcome = parts.next()?;
+            Some((
+                op.to_owned(),
+                (outcome.to_owned(), parts.next().unwrap_or("").to_owned()),
+            ))
+        })
+        .collect()
+}
+
+/// Checks every expected operation and that no operation ended `broken`.
+fn check(what: &str, outcomes: &BTreeMap<String, (String, String)>, expected: &[(&str, Expect)]) {
+    let mut failures = Vec::new();
+    for (op, (outcome, detail)) in outcomes {
+        if outcome == "broken" {
+            failures.push(format!("{op}: broken: {detail}"));
+        }
+    }
+    for (op, expect) in expected {
+        let Some((outcome, detail)) = outcomes.get(*op) else {
+            failures.push(format!("{op}: not run"));
+            continue;
+        };
+        let ok = match expect {
+            Pass(text) => outcome == "pass" && detail.contains(text),
+            Refused(state) => outcome == "refused" && detail.starts_with(state),
+        };
+        if !ok {
+            failures.push(format!("{op}: expected {expect:?}, got {outcome} {detail}"));
+        }
+    }
+    assert!(failures.is_empty(), "{what}:\n{}", failures.join("\n"));
+}
+
+/// Asserts that the proxy refused no statement as unparseable (SQLSTATE 0A000): every statement the
+/// clients sent was understood by the parser. The refusal reasons are in the proxy's debug log.
+fn assert_parser_understood_everything(env: &CrmProxy) {
+    let log = env.proxy.log();
+    let unsupported: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("statement refused") && line.contains("0A000"))
+        .collect();
+    assert!(
+        unsupported.is_empty(),
+        "statements refused as not supported:\n{}",
+        unsupported.join("\n")
+    );
+}
+
+fn start() -> CrmProxy {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(CrmProxy::start(CONTACTS))
+        .expect("CRM behind the proxy")
+}
+
+/// psql through the proxy: (success, stdout + stderr).
+fn psql(env: &CrmProxy, user: &str, command: &str) -> (bool, String) {
+    let out = Command::new(env.pg.bin_dir().join("psql"))
+        .arg(env.uri(user))
+        .args(["-X", "-v", "ON_ERROR_STOP=1", "-c", command])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run psql");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn psql_describe_commands_show_each_user_its_own_relations() {
+    let env = start();
+    for user in ["dora", "sam"] {
+        for command in [r"\d", r"\dt", r"\d+ contacts", r"\dn", r"\du"] {
+            let (ok, out) = psql(&env, user, command);
+            assert!(ok, "{user} {command}: {out}");
+        }
+    }
+    let (_, dora) = psql(&env, "dora", r"\d+ contacts");
+    assert!(
+        dora.contains(r#"Table "public.contacts""#) && dora.contains("character(16)"),
+        "dora describes the base table: {dora}"
+    );
+    let (_, sam) = psql(&env, "sam", r"\d+ contacts");
+    assert!(
+        sam.contains(r#"View "maschera_sales.contacts""#)
+            && !sam.contains("character(16)")
+            && sam.contains("tax_code"),
+        "sam describes its view (tax_code masked to text): {sam}"
+    );
+    let (_, sam) = psql(&env, "sam", r"\d");
+    for table in ["contacts", "consents", "deals", "interactions", "tickets"] {
+        assert!(sam.contains(table), "sam's \\d lists {table}: {sam}");
+    }
+    assert!(
+        !sam.contains("health_records") && !sam.contains("public |"),
+        "sam's \\d shows only its views: {sam}"
+    );
+    let (_, sam) = psql(&env, "sam", r"\dt");
+    assert!(
+        sam.contains("Did not find any relations"),
+        "sam has views, not tables: {sam}"
+    );
+    let (_, dora) = psql(&env, "dora", r"\dt");
+    assert!(dora.contains("health_records"), "dora's \\dt: {dora}");
+    assert_parser_understood_everything(&env);
+}
+
+fn python(script: &str, env: &CrmProxy, user: &str) -> Command {
+    let mut command = Command::new("python3");
+    command
+        .current_dir(compat_dir())
+        .arg(script)
+        .args([&env.uri(user), user]);
+    command
+}
+
+#[test]
+fn sqlalchemy_core_orm_and_server_side_cursors() {
+    let env = start();
+    let shared: &[(&str, Expect)] = &[
+        ("connect", Pass("")),
+        ("orm_filter", Pass("count=")),
+        ("orm_paginate", Pass("first=")),
+        ("orm_relationship", Pass("deals=")),
+        ("prepared_repeat", Pass("server_prepared=True")),
+        ("aggregates", Pass("stages=")),
+        ("create", Pass("email=compat")),
+        ("update", Pass("city=Genova")),
+        ("rollback", Pass("city=Genova stage=won")),
+        ("delete", Pass("gone=True")),
+    ];
+    let dora = run_client(
+        python("sqlalchemy_client.py", &env, "dora"),
+        "SQLAlchemy as dora",
+    );
+    check("SQLAlchemy as dora", &dora, shared);
+    check(
+        "SQLAlchemy as dora",
+        &dora,
+        &[
+            ("core_select", Pass("rows=5")),
+            ("reflect", Pass("health_records")),
+            ("orm_list", Pass("'centre', 'north', 'south'")),
+            ("stream_results", Pass("streamed=200")),
+            ("yield_per", Pass("yielded=")),
+            ("create_full_model", Pass("")),
+            ("update_masked_column", Pass("")),
+            ("insert_other_region", Pass("")),
+            ("write_consents", Pass("")),
+            ("select_health_records", Pass("n=")),
+            ("reflect_health_records", Pass("rows=")),
+        ],
+    );
+    let sam = run_client(
+        python("sqlalchemy_client.py", &env, "sam"),
+        "SQLAlchemy as sam",
+    );
+    check("SQLAlchemy as sam", &sam, shared);
+    check(
+        "SQLAlchemy as sam",
+        &sam,
+        &[
+            ("core_select", Pass("tax_codes=['****")),
+            (
+                "reflect",
+                Pass("tables=consents,contacts,deals,interactions,tickets contacts=id,first_name"),
+            ),
+            ("orm_list", Pass("regions=['north']")),
+            ("stream_results", Pass("streamed=")),
+            ("yield_per", Pass("yielded=")),
+            ("create_full_model", Refused("42501")),
+            ("update_masked_column", Refused("42501")),
+            ("insert_other_region", Refused("44000")),
+            ("write_consents", Refused("42501")),
+            ("select_health_records", Refused("42501")),
+            ("reflect_health_records", Pass("absent")),
+        ],
+    );
+    assert_parser_understood_everything(&env);
+}
+
+#[test]
+fn node_postgres_plain_and_prepared_statements() {
+    let env = start();
+    let node_dir = compat_dir().join("node");
+    assert!(
+        node_dir.join("node_modules/pg").is_dir(),
+        "node-postgres is not installed: run `npm install` in {}",
+        node_dir.display()
+    );
+    let node = |user: &str| {
+        let mut command = Command::new("node");
+        command
+            .current_dir(&node_dir)
+            .arg("client.js")
+            .args([&env.uri(user), user]);
+        command
+    };
+    let shared: &[(&str, Expect)] = &[
+        ("connect", Pass("")),
+        ("plain_select", Pass("rows=5")),
+        ("parameterised", Pass("n=")),
+        ("join_aggregate", Pass("stages=")),
+        ("rows_mode_array", Pass("rows=3")),
+        ("transaction_write", Pass("city=Genova")),
+        ("savepoint_rollback", Pass("stage=open")),
+        ("delete", Pass("deleted=1")),
+        ("after_refusal", Pass("rows=1")),
+    ];
+    let dora = run_client(node("dora"), "node-postgres as dora");
+    check("node-postgres as dora", &dora, shared);
+    check(
+        "node-postgres as dora",
+        &dora,
+        &[
+            ("named_prepared", Pass("rows=8")),
+            ("insert_other_region", Pass("")),
+            ("select_health_records", Pass("n=")),
+        ],
+    );
+    let sam = run_client(node("sam"), "node-postgres as sam");
+    check("node-postgres as sam", &sam, shared);
+    check(
+        "node-postgres as sam",
+        &sam,
+        &[
+            ("plain_select", Pass("tax=****")),
+            ("named_prepared", Pass("rows=")),
+            ("insert_other_region", Refused("44000")),
+            ("select_health_records", Refused("42501")),
+        ],
+    );
+    assert_parser_understood_everything(&env);
+}
+
+/// The pgjdbc jar of Debian's `libpostgresql-jdbc-java`.
+const PGJDBC_JAR: &str = "/usr/share/java/postgresql.jar";
+
+#[test]
+fn pgjdbc_metadata_prepared_batch_and_streaming() {
+    let env = start();
+    assert!(
+        Path::new(PGJDBC_JAR).is_file(),
+        "pgjdbc is not installed: apt-get install libpostgresql-jdbc-java"
+    );
+    let url = format!("jdbc:postgresql://127.0.0.1:{}/{CRM_DB}", env.proxy.port());
+    let java = |user: &str| {
+        let mut command = Command::new("java");
+        command
+            .current_dir(compat_dir().join("java"))
+            .args(["-Xshare:auto", "-XX:TieredStopAtLevel=1", "-cp", PGJDBC_JAR])
+            .arg("JdbcClient.java")
+            .args([&url, user, &crm_password(user)]);
+        command
+    };
+    let shared: &[(&str, Expect)] = &[
+        ("connect", Pass("PostgreSQL")),
+        ("metadata_tables", Pass("contacts")),
+        ("prepared_past_threshold", Pass("server_prepared=true")),
+        ("aggregates", Pass("stages=")),
+        ("batch_insert", Pass("batched=20")),
+        ("streaming_fetch_size", Pass("streamed=")),
+        ("update_delete", Pass("updated=20 deleted=20")),
+    ];
+    let dora = run_client(java("dora"), "pgjdbc as dora");
+    check("pgjdbc as dora", &dora, shared);
+    check(
+        "pgjdbc as dora",
+        &dora,
+        &[
+            ("current_schema", Pass("schema=public")),
+            (
+                "metadata_tables",
+                Pass("tables=consents,contacts,deals,health_records"),
+            ),
+            ("metadata_columns", Pass("tax_code:bpchar")),
+            ("metadata_primary_keys", Pass("pk=public.id")),
+            ("prepared_past_threshold", Pass("rows=10")),
+            ("insert_other_region", Pass("")),
+            ("select_health_records", Pass("n=")),
+            ("after_refusal", Pass("n=200")),
+        ],
+    );
+    let sam = run_client(java("sam"), "pgjdbc as sam");
+    check("pgjdbc as sam", &sam, shared);
+    check(
+        "pgjdbc as sam",
+        &sam,
+        &[
+            ("current_schema", Pass("schema=maschera_sales")),
+            (
+                "metadata_tables",
+                Pass("tables=consents,contacts,deals,interactions,tickets "),
+            ),
+            ("metadata_columns", Pass("tax_code:text")),
+            ("metadata_primary_keys", Pass("pk=")),
+            ("insert_other_region", Refused("44000")),
+            ("select_health_records", Refused("42501")),
+            ("after_refusal", Pass("n=")),
+        ],
+    );
+    assert_parser_understood_everything(&env);
+}
+
+#[test]
+fn django_orm_over_the_crm_models() {
+    let env = start();
+    let django = |user: &str, migrate: bool| {
+        let mut command = python("django/client.py", &env, user);
+        if migrate {
+            command.arg("--migrate");
+        }
+        command
+    };
+    let shared: &[(&str, Expect)] = &[
+        ("filter", Pass("count=")),
+        ("paginate", Pass("page=2 of ")),
+        ("iterate", Pass("iterated=")),
+        ("related", Pass("deal_contact_region=")),
+        ("aggregates", Pass("stages=")),
+        ("create", Pass("deals=1")),
+        ("update", Pass("city=Genova stage=won")),
+        ("transactions", Pass("city=Genova stage=won")),
+        ("select_for_update", Pass("locked=1")),
+        ("delete", Pass("gone=True")),
+        ("after_refusal", Pass("n=")),
+    ];
+    let dora = run_client(django("dora", true), "Django as dora");
+    check("Django as dora", &dora, shared);
+    check(
+        "Django as dora",
+        &dora,
+        &[
+            ("migrate", Pass("groups=1")),
+            ("introspect", Pass("health_records")),
+            ("list", Pass("'centre', 'north', 'south'")),
+            ("create_full_model", Pass("")),
+            ("update_full_save", Pass("")),
+            ("update_other_region", Pass("updated=1")),
+            ("health_records", Pass("n=")),
+        ],
+    );
+    let sam = run_client(django("sam", false), "Django as sam");
+    check("Django as sam", &sam, shared);
+    check(
+        "Django as sam",
+        &sam,
+        &[
+            (
+                "introspect",
+                Pass("tables=consents,contacts,deals,interactions,tickets contacts=id,"),
+            ),
+            ("list", Pass("regions=['north'] tax=****")),
+            ("create_full_model", Refused("42501")),
+            ("update_full_save", Refused("42501")),
+            ("update_other_region", Refused("44000")),
+            ("health_records", Refused("42501")),
+        ],
+    );
+    assert_parser_understood_everything(&env);
+}
