@@ -19,7 +19,11 @@ fuzz_target!(|data: &[u8]| {
     let public = SigningKey::from_bytes(&[9u8; 32]).verifying_key();
     for partial in [false, true] {
         if let Ok(report) = verify(std::slice::from_ref(&path), &secret, &public, partial) {
-            assert_ne!(report.verdict, Verdict::Whole, "random bytes verified as whole");
+            assert_ne!(
+                report.verdict,
+                Verdict::Whole,
+                "random bytes verified as whole"
+            );
         }
     }
 });

@@ -6,6 +6,7 @@ mod catalog;
 mod harness;
 mod crm;
 mod discover;
+mod faults;
 mod policy;
 mod users;
 mod wire;
