@@ -9,7 +9,7 @@ use maschera_tests::proxy::write_test_certificates;
 use maschera_tests::{PgServer, Proxy, ProxyOptions, TEST_USER};
 use postgres_protocol::message::frontend;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -76,6 +76,24 @@ impl Tally {
     }
 }
 
+/// Statements run by the load so far, across workers.
+static STATEMENTS: AtomicU64 = AtomicU64::new(0);
+
+/// Waits until the load has run `more` statements beyond `from` (bounded).
+async fn wait_for_statements(more: u64) {
+    let target = STATEMENTS.load(Ordering::Relaxed) + more;
+    let waited = tokio::time::timeout(BOUND, async {
+        while STATEMENTS.load(Ordering::Relaxed) < target {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(
+        waited.is_ok(),
+        "the load did not get going within {BOUND:?}"
+    );
+}
+
 /// `clients` workers that connect through the proxy and run a short statement in a loop until
 /// `stop`, reconnecting after an error (with a pause); every error is classified against `expected`.
 fn load(
@@ -110,6 +128,7 @@ fn load(
                         Ok(row) => {
                             assert_eq!(row.get::<_, i64>(0), 200);
                             tally.statements += 1;
+                            STATEMENTS.fetch_add(1, Ordering::Relaxed);
                         }
                         Err(err) => {
                             tally.record(&err, expected);
@@ -163,7 +182,7 @@ async fn upstream_restart_under_load_gives_clean_errors_and_sessions_resume() {
     let uri = proxy.uri("postgres");
     let stop = Arc::new(AtomicBool::new(false));
     let workers = load(&uri, 16, &stop, UPSTREAM_GONE);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    wait_for_statements(200).await;
 
     let server = pg.clone();
     blocking(move || server.stop()).await.expect("pg_ctl stop");
@@ -191,7 +210,7 @@ async fn upstream_restart_under_load_gives_clean_errors_and_sessions_resume() {
             .get::<_, i32>(0),
         7
     );
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    wait_for_statements(100).await;
     let tally = finish(&stop, workers).await;
     println!("upstream restart under load: {tally:?}");
     assert!(
@@ -420,7 +439,7 @@ async fn sigterm_under_load_drains_and_exits_within_the_timeout() {
     let uri = proxy.uri("postgres");
     let stop = Arc::new(AtomicBool::new(false));
     let workers = load(&uri, 16, &stop, &[SqlState::ADMIN_SHUTDOWN]);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    wait_for_statements(200).await;
     proxy.signal(libc::SIGTERM);
     let (status, _proxy) = blocking(move || {
         let status = proxy.wait_exit(BOUND);
@@ -431,11 +450,11 @@ async fn sigterm_under_load_drains_and_exits_within_the_timeout() {
     assert!(status.success(), "exit status {status}");
     let tally = finish(&stop, workers).await;
     println!("SIGTERM under load: {tally:?}");
-    // After the exit, reconnect attempts fail with connection refused: not a SQLSTATE, not closed.
+    // After the exit, reconnect attempts find no listener: "error connecting to server".
     let unexpected: Vec<_> = tally
         .unclean
         .iter()
-        .filter(|e| !e.contains("Connection refused") && !e.contains("error connecting"))
+        .filter(|e| !e.starts_with("error connecting to server"))
         .collect();
     assert!(unexpected.is_empty(), "unclean errors: {unexpected:?}");
     assert!(tally.statements > 0);
