@@ -459,3 +459,114 @@ async fn sigterm_under_load_drains_and_exits_within_the_timeout() {
     assert!(unexpected.is_empty(), "unclean errors: {unexpected:?}");
     assert!(tally.statements > 0);
 }
+
+/// Resident memory of a process in KiB, from `/proc/<pid>/status`.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Many clients held through the proxy at once, each running a mix of statements (simple and
+/// extended protocol, a refused one), for a while: no unexpected error, every refusal the expected
+/// one, and the proxy's memory at the end within a generous bound of its memory once all clients
+/// are in. `MASCHERA_LOAD_CLIENTS` (default 100) and `MASCHERA_LOAD_SECONDS` (default 20) scale it;
+/// `tests/load/run` runs 1,000 clients for 60 seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_many_clients_without_errors_and_with_flat_memory() {
+    let clients = env_number("MASCHERA_LOAD_CLIENTS", 100);
+    let seconds = env_number("MASCHERA_LOAD_SECONDS", 20);
+    let pg = PgServer::start_with(maschera_tests::PgServerOptions {
+        settings: vec![format!("max_connections = {}", clients + 50)],
+        ..Default::default()
+    })
+    .expect("start PostgreSQL");
+    let proxy = Proxy::start(
+        &pg,
+        ProxyOptions {
+            limits: format!("max_connections = {}", clients + 10),
+            auth: "timeout_seconds = 120".into(),
+            ..Default::default()
+        },
+    )
+    .expect("start the proxy");
+    let uri = proxy.uri("postgres");
+    let start_rss = rss_kib(proxy.pid());
+
+    let mut sessions = Vec::new();
+    let mut connecting = JoinSet::new();
+    for _ in 0..clients {
+        let uri = uri.clone();
+        connecting.spawn(async move { maschera_tests::connect(&uri).await });
+    }
+    while let Some(client) = connecting.join_next().await {
+        sessions.push(client.unwrap().expect("every client gets a session"));
+    }
+    let held_rss = rss_kib(proxy.pid());
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut workers = JoinSet::new();
+    for (i, client) in sessions.into_iter().enumerate() {
+        let stop = stop.clone();
+        workers.spawn(async move {
+            let statement = client
+                .prepare("select $1::int + 1, repeat('x', 100)")
+                .await?;
+            let mut done = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let row = client.query_one(&statement, &[&(i as i32)]).await?;
+                assert_eq!(row.get::<_, i32>(0), i as i32 + 1);
+                client
+                    .simple_query("select count(*) from pg_class; select now()")
+                    .await?;
+                let refused = client
+                    .simple_query("select * from no_such_table")
+                    .await
+                    .expect_err("an unknown table is an error");
+                assert_eq!(
+                    refused.code(),
+                    Some(&SqlState::UNDEFINED_TABLE),
+                    "{refused}"
+                );
+                done += 3;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Ok::<_, tokio_postgres::Error>(done)
+        });
+    }
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let loaded_rss = rss_kib(proxy.pid());
+    stop.store(true, Ordering::Relaxed);
+    let results = tokio::time::timeout(BOUND, workers.join_all())
+        .await
+        .expect("workers finish");
+    let mut statements = 0;
+    let mut errors = Vec::new();
+    for result in results {
+        match result {
+            Ok(done) => statements += done,
+            Err(err) => errors.push(err.to_string()),
+        }
+    }
+    println!(
+        "load: {clients} clients for {seconds} s: {statements} statements, {} errors; proxy RSS \
+         {start_rss} KiB at start, {held_rss} KiB with all clients in, {loaded_rss} KiB at the end",
+        errors.len()
+    );
+    assert!(errors.is_empty(), "unexpected errors: {errors:?}");
+    assert!(statements > clients, "the load ran");
+    assert!(
+        loaded_rss <= held_rss * 2 + 32 * 1024,
+        "proxy memory grew from {held_rss} KiB to {loaded_rss} KiB"
+    );
+}
