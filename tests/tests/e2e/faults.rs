@@ -394,15 +394,16 @@ async fn garbage_in_the_tls_handshake_is_dropped_and_others_keep_working() {
     // A truncated ClientHello record header claiming a huge body.
     let truncated_hello = [0x16u8, 0x03, 0x01, 0xff, 0xff, 0x01, 0x00];
 
-    let mut attempts: Vec<Vec<Vec<u8>>> = Vec::new();
-    // Direct TLS: a record header byte, then noise.
-    attempts.push(vec![[&[0x16u8][..], &garbage].concat()]);
-    // SSLRequest answered `S`, then noise instead of a ClientHello.
-    attempts.push(vec![ssl_request.to_vec(), garbage.clone()]);
-    // SSLRequest, then a ClientHello cut short and the connection left open.
-    attempts.push(vec![ssl_request.to_vec(), truncated_hello.to_vec()]);
-    // Direct TLS with a truncated ClientHello.
-    attempts.push(vec![truncated_hello.to_vec()]);
+    let attempts: Vec<Vec<Vec<u8>>> = vec![
+        // Direct TLS: a record header byte, then noise.
+        vec![[&[0x16u8][..], &garbage].concat()],
+        // SSLRequest answered `S`, then noise instead of a ClientHello.
+        vec![ssl_request.to_vec(), garbage.clone()],
+        // SSLRequest, then a ClientHello cut short and the connection left open.
+        vec![ssl_request.to_vec(), truncated_hello.to_vec()],
+        // Direct TLS with a truncated ClientHello.
+        vec![truncated_hello.to_vec()],
+    ];
     for (i, writes) in attempts.into_iter().enumerate() {
         let mut tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
         for (n, bytes) in writes.iter().enumerate() {
