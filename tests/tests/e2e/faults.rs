@@ -545,7 +545,9 @@ async fn load_many_clients_without_errors_and_with_flat_memory() {
             Ok::<_, tokio_postgres::Error>(done)
         });
     }
-    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    tokio::time::sleep(Duration::from_secs(seconds / 2)).await;
+    let warm_rss = rss_kib(proxy.pid());
+    tokio::time::sleep(Duration::from_secs(seconds - seconds / 2)).await;
     let loaded_rss = rss_kib(proxy.pid());
     stop.store(true, Ordering::Relaxed);
     let results = tokio::time::timeout(BOUND, workers.join_all())
@@ -561,7 +563,8 @@ async fn load_many_clients_without_errors_and_with_flat_memory() {
     }
     println!(
         "load: {clients} clients for {seconds} s: {statements} statements, {} errors; proxy RSS \
-         {start_rss} KiB at start, {held_rss} KiB with all clients in, {loaded_rss} KiB at the end",
+         {start_rss} KiB at start, {held_rss} KiB with all clients in, {warm_rss} KiB at half time, \
+         {loaded_rss} KiB at the end",
         errors.len()
     );
     assert!(errors.is_empty(), "unexpected errors: {errors:?}");
@@ -569,5 +572,9 @@ async fn load_many_clients_without_errors_and_with_flat_memory() {
     assert!(
         loaded_rss <= held_rss * 2 + 32 * 1024,
         "proxy memory grew from {held_rss} KiB to {loaded_rss} KiB"
+    );
+    assert!(
+        loaded_rss <= warm_rss + warm_rss / 4 + 16 * 1024,
+        "proxy memory kept growing in the second half: {warm_rss} KiB to {loaded_rss} KiB"
     );
 }
