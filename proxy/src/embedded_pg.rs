@@ -226,6 +226,40 @@ impl PgServer {
         Ok(())
     }
 
+    /// Stops the server (fast shutdown: open sessions are terminated) and keeps its data folder and
+    /// port, for fault tests; [`PgServer::start_again`] brings it back.
+    pub fn stop(&self) -> Result<()> {
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                path_str(&self.data)?,
+                "-m",
+                "fast",
+                "-w",
+                "-t",
+                "60",
+                "stop",
+            ],
+        )
+    }
+
+    /// Starts a server stopped by [`PgServer::stop`] again, on the same port, and waits until it
+    /// answers queries.
+    pub fn start_again(&self) -> Result<()> {
+        let log = self.dir.path().join("server.log");
+        let opts = format!("-p {} -k {}", self.port, path_str(self.dir.path())?);
+        let data = path_str(&self.data)?;
+        let log = path_str(&log)?;
+        self.run(
+            "pg_ctl",
+            &[
+                "-D", data, "-l", log, "-o", &opts, "-w", "-t", "60", "start",
+            ],
+        )?;
+        self.wait_ready()
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }

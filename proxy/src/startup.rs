@@ -243,8 +243,9 @@ async fn finish(
     }))
 }
 
-/// Startup parameters: pairs of null-terminated strings ending with an empty name.
-fn parse_params(mut body: &[u8]) -> Option<Vec<(String, String)>> {
+/// Startup parameters: pairs of null-terminated strings ending with an empty name. Public for the
+/// fuzz target (`fuzz/fuzz_targets/startup.rs`); `None` when the body is malformed.
+pub fn parse_params(mut body: &[u8]) -> Option<Vec<(String, String)>> {
     let mut params = Vec::new();
     loop {
         let (name, rest) = frame::cstr(body)?;

@@ -160,6 +160,11 @@ impl Proxy {
         std::fs::read_to_string(self.dir.path().join("maschera.log")).unwrap_or_default()
     }
 
+    /// Process id of the proxy (e.g. to read its memory from `/proc/<pid>/status`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends a signal (e.g. `libc::SIGTERM`) to the proxy.
     pub fn signal(&self, signal: i32) {
         // SAFETY: kill(2) on the pid of our own child process.

@@ -8,6 +8,7 @@ mod crm;
 mod demo;
 mod discover;
 mod enforce;
+mod faults;
 mod harness;
 mod lifecycle;
 mod policy;
