@@ -38,6 +38,15 @@ pub struct Reached {
 /// Deepest dependency chains followed (a guard against cyclic keys).
 const MAX_DEPTH: usize = 16;
 
+/// How many rows of its table a reached step's predicate selects.
+pub async fn count_rows(client: &Client, reached: &Reached) -> Result<i64> {
+    let sql = format!(
+        "SELECT count(*) FROM {} WHERE {}",
+        reached.table.sql, reached.predicate
+    );
+    Ok(client.query_one(&sql, &[]).await?.get(0))
+}
+
 /// Finds a table by (possibly schema-qualified) name, as `search_path` resolves it.
 pub async fn resolve_table(client: &Client, name: &str) -> Result<LiveTable> {
     let row = client

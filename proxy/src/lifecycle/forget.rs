@@ -4,7 +4,9 @@
 //! transaction. `--dry-run` prints the plan (tables, row counts, action) and changes nothing. No value of
 //! the subject is ever printed. Not for: bulk deletion (it refuses a WHERE matching more than one row).
 
-use super::foreign_keys::{ForeignKey, Reached, dependants, read_foreign_keys, resolve_table};
+use super::foreign_keys::{
+    ForeignKey, Reached, count_rows, dependants, read_foreign_keys, resolve_table,
+};
 use super::mask_assignments;
 use crate::audit::EventKind;
 use crate::policy_apply;
@@ -263,16 +265,7 @@ pub async fn plan(
     let mut steps = Vec::new();
     for reached in dependants(&start, condition, &keys, &|oid| kept.contains_key(&oid)) {
         let keep = kept.get(&reached.table.oid).map(|(set, _)| set.clone());
-        let rows: i64 = client
-            .query_one(
-                &format!(
-                    "SELECT count(*) FROM {} WHERE {}",
-                    reached.table.sql, reached.predicate
-                ),
-                &[],
-            )
-            .await?
-            .get(0);
+        let rows = count_rows(client, &reached).await?;
         steps.push(PlannedStep {
             reached,
             rows,

@@ -5,7 +5,9 @@
 //! table what it did, or with `--dry-run` what it would do. Not for: scheduling (run it from cron or a
 //! systemd timer) or the policy's syntax (see `policy::retention`).
 
-use super::foreign_keys::{ForeignKey, LiveTable, dependants, read_foreign_keys, resolve_table};
+use super::foreign_keys::{
+    ForeignKey, LiveTable, count_rows, dependants, read_foreign_keys, resolve_table,
+};
 use super::mask_assignments;
 use crate::audit::EventKind;
 use crate::policy_apply;
@@ -192,16 +194,7 @@ async fn delete_expired(
     let mut report = Report::new();
     if dry_run {
         for reached in dependants(table, expired, keys, &|_| false) {
-            let rows: i64 = client
-                .query_one(
-                    &format!(
-                        "SELECT count(*) FROM {} WHERE {}",
-                        reached.table.sql, reached.predicate
-                    ),
-                    &[],
-                )
-                .await?
-                .get(0);
+            let rows = count_rows(client, &reached).await?;
             add(&mut report, &reached.table.display, rows as u64);
         }
         return Ok(report);
