@@ -63,3 +63,14 @@ pub fn main() -> ExitCode {
         }
     }
 }
+
+/// Runs the async work of a one-shot subcommand (policy, dump, forget, retention) on a
+/// single-threaded runtime.
+pub fn block_on(
+    work: impl std::future::Future<Output = anyhow::Result<ExitCode>>,
+) -> anyhow::Result<ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(work)
+}

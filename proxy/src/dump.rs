@@ -32,10 +32,7 @@ pub struct DumpArgs {
 }
 
 pub fn run(args: DumpArgs) -> Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
+    crate::cli::block_on(async {
         let Some(policy) = load_policy(&args.file)? else {
             return Ok(ExitCode::FAILURE);
         };

@@ -69,10 +69,7 @@ pub enum PolicyCommand {
 }
 
 pub fn run(args: PolicyArgs) -> Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
+    crate::cli::block_on(async {
         match args.command {
             PolicyCommand::Check { file, upstream } => check(&file, upstream.as_deref()).await,
             PolicyCommand::Apply {

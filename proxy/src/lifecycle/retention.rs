@@ -55,10 +55,7 @@ pub fn run(args: RetentionArgs) -> Result<ExitCode> {
         batch,
         audit,
     } = args.command;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
+    crate::cli::block_on(async {
         let Some(policy) = load_policy(&file)? else {
             return Ok(ExitCode::FAILURE);
         };
