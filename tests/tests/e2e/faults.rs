@@ -4,10 +4,15 @@
 //! Each test asserts what a client sees (clean errors, service resuming, nothing hanging) with
 //! generous upper bounds only. Not for: the protocol details of one session (see `wire`).
 
+mod crm_work;
+
 use bytes::BytesMut;
+use crm_work::Work;
+use maschera_tests::crm_proxy::{CrmProxy, CrmSetup, CrmUser};
 use maschera_tests::proxy::write_test_certificates;
 use maschera_tests::{PgServer, Proxy, ProxyOptions, TEST_USER};
 use postgres_protocol::message::frontend;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -478,103 +483,130 @@ fn env_number(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// Many clients held through the proxy at once, each running a mix of statements (simple and
-/// extended protocol, a refused one), for a while: no unexpected error, every refusal the expected
-/// one, and the proxy's memory at the end within a generous bound of its memory once all clients
-/// are in. `MASCHERA_LOAD_CLIENTS` (default 100) and `MASCHERA_LOAD_SECONDS` (default 20) scale it;
+/// The demo users of the reference CRM (all six roles' users).
+fn demo_users() -> Vec<CrmUser> {
+    maschera::demo::DEMO_USERS
+        .iter()
+        .map(|user| (user.name, user.role, user.attributes))
+        .collect()
+}
+
+/// `[audit]` lines for an access log in `dir`, with keys made by `maschera audit keygen`.
+fn access_log_in(dir: &Path) -> String {
+    let out = std::process::Command::new(maschera_tests::maschera_bin())
+        .args(["audit", "keygen", "--out"])
+        .arg(dir.join("keys"))
+        .output()
+        .expect("audit keygen");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = |name: &str| format!("{:?}", dir.join(name).display().to_string());
+    format!(
+        "dir = {}\ninstance = \"load\"\nkey_file = {}\nsigning_key_file = {}",
+        path("audit-log"),
+        path("keys/audit.key"),
+        path("keys/audit-signing.key"),
+    )
+}
+
+/// Contacts of the CRM the load and reload tests run against.
+const CONTACTS: u64 = 2000;
+
+/// Many clients held through the proxy at once, spread over every demo user of the reference CRM
+/// (so over every role's upstream login), each running its role's mixed work (`crm_work`: simple
+/// and extended protocol, reads, a write, an expected refusal) with the access log on, for a
+/// while: no unexpected error or wrong row, every refusal the expected one, and the proxy's memory
+/// bounded. `MASCHERA_LOAD_CLIENTS` (default 100) and `MASCHERA_LOAD_SECONDS` (default 20) scale it;
 /// `tests/load/run` runs 1,000 clients for 60 seconds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_many_clients_without_errors_and_with_flat_memory() {
     let clients = env_number("MASCHERA_LOAD_CLIENTS", 100);
     let seconds = env_number("MASCHERA_LOAD_SECONDS", 20);
-    let pg = PgServer::start_with(maschera_tests::PgServerOptions {
-        settings: vec![format!("max_connections = {}", clients + 50)],
+    let logs = tempfile::tempdir().unwrap();
+    let mut setup = CrmSetup::new(CONTACTS);
+    setup.users = demo_users();
+    setup.pg.settings = vec![format!("max_connections = {}", clients + 50)];
+    setup.proxy = ProxyOptions {
+        limits: format!("max_connections = {}", clients + 10),
+        auth: "timeout_seconds = 120".into(),
+        audit: access_log_in(logs.path()),
         ..Default::default()
-    })
-    .expect("start PostgreSQL");
-    let proxy = Proxy::start(
-        &pg,
-        ProxyOptions {
-            limits: format!("max_connections = {}", clients + 10),
-            auth: "timeout_seconds = 120".into(),
-            ..Default::default()
-        },
-    )
-    .expect("start the proxy");
-    let uri = proxy.uri("postgres");
-    let start_rss = rss_kib(proxy.pid());
+    };
+    let crm = CrmProxy::start_with(setup).await.expect("start the CRM");
+    let pid = crm.proxy.pid();
+    let start_rss = rss_kib(pid);
 
-    let mut sessions = Vec::new();
+    let users = demo_users();
     let mut connecting = JoinSet::new();
-    for _ in 0..clients {
-        let uri = uri.clone();
-        connecting.spawn(async move { maschera_tests::connect(&uri).await });
+    for i in 0..clients {
+        let user = users[i as usize % users.len()].0;
+        let uri = crm.uri(user);
+        connecting.spawn(async move { (user, maschera_tests::connect(&uri).await) });
     }
-    while let Some(client) = connecting.join_next().await {
-        sessions.push(client.unwrap().expect("every client gets a session"));
+    let mut sessions = Vec::new();
+    while let Some(joined) = connecting.join_next().await {
+        let (user, client) = joined.unwrap();
+        sessions.push((user, client.expect("every client gets a session")));
     }
-    let held_rss = rss_kib(proxy.pid());
+    let held_rss = rss_kib(pid);
 
     let stop = Arc::new(AtomicBool::new(false));
     let mut workers = JoinSet::new();
-    for (i, client) in sessions.into_iter().enumerate() {
+    for (i, (user, client)) in sessions.into_iter().enumerate() {
         let stop = stop.clone();
         workers.spawn(async move {
-            let statement = client
-                .prepare("select $1::int + 1, repeat('x', 100)")
-                .await?;
-            let mut done = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let row = client.query_one(&statement, &[&(i as i32)]).await?;
-                assert_eq!(row.get::<_, i32>(0), i as i32 + 1);
-                client
-                    .simple_query("select count(*) from pg_class; select now()")
-                    .await?;
-                let refused = client
-                    .simple_query("select * from no_such_table")
-                    .await
-                    .expect_err("an unknown table is an error");
-                assert_eq!(
-                    refused.code(),
-                    Some(&SqlState::UNDEFINED_TABLE),
-                    "{refused}"
-                );
-                done += 3;
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Ok::<_, tokio_postgres::Error>(done)
+            let mut work = Work::default();
+            let pause = Duration::from_millis(20);
+            crm_work::run(
+                &client, user, CONTACTS, i as u64, None, pause, &stop, &mut work,
+            )
+            .await;
+            work
         });
     }
-    tokio::time::sleep(Duration::from_secs(seconds / 2)).await;
-    let warm_rss = rss_kib(proxy.pid());
-    tokio::time::sleep(Duration::from_secs(seconds - seconds / 2)).await;
-    let loaded_rss = rss_kib(proxy.pid());
-    stop.store(true, Ordering::Relaxed);
-    let results = tokio::time::timeout(BOUND, workers.join_all())
-        .await
-        .expect("workers finish");
-    let mut statements = 0;
-    let mut errors = Vec::new();
-    for result in results {
-        match result {
-            Ok(done) => statements += done,
-            Err(err) => errors.push(err.to_string()),
-        }
+    // RSS every tenth of the run.
+    let mut samples = Vec::new();
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(seconds * 100)).await;
+        samples.push(rss_kib(pid));
     }
+    stop.store(true, Ordering::Relaxed);
+    let mut work = Work::default();
+    let joined = tokio::time::timeout(BOUND, async {
+        while let Some(done) = workers.join_next().await {
+            work.add(done.expect("load worker"));
+        }
+    })
+    .await;
+    assert!(joined.is_ok(), "load workers hang after {BOUND:?}");
+    let half_rss = samples[4];
+    let end_rss = samples[9];
     println!(
-        "load: {clients} clients for {seconds} s: {statements} statements, {} errors; proxy RSS \
-         {start_rss} KiB at start, {held_rss} KiB with all clients in, {warm_rss} KiB at half time, \
-         {loaded_rss} KiB at the end",
-        errors.len()
-    );
-    assert!(errors.is_empty(), "unexpected errors: {errors:?}");
-    assert!(statements > clients, "the load ran");
-    assert!(
-        loaded_rss <= held_rss * 2 + 32 * 1024,
-        "proxy memory grew from {held_rss} KiB to {loaded_rss} KiB"
+        "load: {clients} clients over {} demo users for {seconds} s: {} statements ({} expected \
+         refusals), {} unexpected; proxy RSS {start_rss} KiB at start, {held_rss} KiB with all \
+         clients in, {half_rss} KiB at half time, {end_rss} KiB at the end; every tenth: {samples:?} KiB",
+        users.len(),
+        work.statements,
+        work.refusals,
+        work.unexpected_count,
     );
     assert!(
-        loaded_rss <= warm_rss + warm_rss / 4 + 16 * 1024,
-        "proxy memory kept growing in the second half: {warm_rss} KiB to {loaded_rss} KiB"
+        work.unexpected.is_empty(),
+        "{} unexpected outcomes, first ones: {:#?}",
+        work.unexpected_count,
+        work.unexpected
+    );
+    assert!(work.statements > clients, "the load ran");
+    assert!(work.refusals > 0, "the expected refusals happened");
+    assert!(
+        end_rss <= held_rss * 2 + 32 * 1024,
+        "proxy memory grew from {held_rss} KiB to {end_rss} KiB"
+    );
+    assert!(
+        end_rss <= half_rss + half_rss / 4 + 16 * 1024,
+        "proxy memory kept growing in the second half: {half_rss} KiB to {end_rss} KiB"
     );
 }
