@@ -54,8 +54,11 @@ pub struct CrmSetup {
     pub pg: PgServerOptions,
     /// The proxy's options; `database`, `users_file` and `policy` are filled in.
     pub proxy: ProxyOptions,
-    /// `[policy] poll_seconds` (None: reload on SIGHUP only).
+    /// `[policy] poll_seconds` (None: the proxy's default).
     pub poll_seconds: Option<u64>,
+    /// SCRAM iterations of the users' verifiers (the clients' cost of a login; the proxy's is the
+    /// same at any count).
+    pub scram_iterations: u32,
 }
 
 impl CrmSetup {
@@ -67,6 +70,7 @@ impl CrmSetup {
             pg: PgServerOptions::default(),
             proxy: ProxyOptions::default(),
             poll_seconds: None,
+            scram_iterations: 4096,
         }
     }
 }
@@ -93,7 +97,7 @@ impl CrmProxy {
                     .iter()
                     .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                     .collect(),
-                verifier: Verifier::from_password(&crm_password(name), 4096),
+                verifier: Verifier::from_password(&crm_password(name), setup.scram_iterations),
             })?;
         }
         store.save(&users)?;

@@ -8,7 +8,9 @@ mod crm_work;
 
 use bytes::BytesMut;
 use crm_work::Work;
-use maschera_tests::crm_proxy::{CrmProxy, CrmSetup, CrmUser};
+use maschera_tests::crm_proxy::{
+    CRM_DB, CRM_PSEUDONYM_KEY, CrmProxy, CrmSetup, CrmUser, apply_policy,
+};
 use maschera_tests::proxy::write_test_certificates;
 use maschera_tests::{PgServer, Proxy, ProxyOptions, TEST_USER};
 use postgres_protocol::message::frontend;
@@ -466,6 +468,174 @@ async fn sigterm_under_load_drains_and_exits_within_the_timeout() {
     assert!(tally.statements > 0);
 }
 
+/// Waits until the proxy's log holds `needle` at least `count` times (bounded).
+async fn wait_for_log(proxy: &Proxy, needle: &str, count: usize) {
+    let deadline = tokio::time::Instant::now() + BOUND;
+    while proxy.log().matches(needle).count() < count {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no {needle:?} in the proxy's log within {BOUND:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `clients` workers over the demo users that connect through the proxy, run three rounds of
+/// their role's CRM work, disconnect and start again, until `stop`.
+fn crm_load(crm: &CrmProxy, clients: usize, stop: &Arc<AtomicBool>) -> JoinSet<Work> {
+    let users = demo_users();
+    let mut set = JoinSet::new();
+    for i in 0..clients {
+        let user = users[i % users.len()].0;
+        let uri = crm.uri(user);
+        let stop = stop.clone();
+        set.spawn(async move {
+            let mut work = Work::default();
+            let mut seed = i as u64;
+            while !stop.load(Ordering::Relaxed) {
+                match maschera_tests::connect(&uri).await {
+                    Ok(client) => {
+                        let pause = Duration::from_millis(10);
+                        crm_work::run(
+                            &client,
+                            user,
+                            CONTACTS,
+                            seed,
+                            Some(3),
+                            pause,
+                            &stop,
+                            &mut work,
+                        )
+                        .await;
+                    }
+                    Err(err) => work.add(Work {
+                        unexpected: vec![format!("{user}: connect: {err:#}")],
+                        unexpected_count: 1,
+                        ..Work::default()
+                    }),
+                }
+                seed += 3;
+            }
+            work
+        });
+    }
+    set
+}
+
+/// Stops CRM workers and sums their work; panics if a worker does not finish in time.
+async fn finish_work(stop: &AtomicBool, mut set: JoinSet<Work>) -> Work {
+    stop.store(true, Ordering::Relaxed);
+    let mut work = Work::default();
+    let joined = tokio::time::timeout(BOUND, async {
+        while let Some(done) = set.join_next().await {
+            work.add(done.expect("load worker"));
+        }
+    })
+    .await;
+    assert!(joined.is_ok(), "load workers hang after {BOUND:?}");
+    work
+}
+
+/// No error but the expected refusals, no wrong rows, and the refusals did happen.
+fn assert_only_expected(work: &Work) {
+    assert!(
+        work.unexpected.is_empty(),
+        "{} unexpected outcomes, first ones: {:#?}",
+        work.unexpected_count,
+        work.unexpected
+    );
+    assert!(work.refusals > 0, "the expected refusals happened");
+}
+
+/// Support's first name and email of contact 1 through a new session as `tom`; the email is
+/// `None` when the proxy refuses it (42501 naming the column).
+async fn support_view_of_contact_1(crm: &CrmProxy) -> (String, Option<String>) {
+    let tom = maschera_tests::connect(&crm.uri("tom")).await.expect("tom");
+    let first_name: String = tom
+        .query_one("SELECT first_name FROM contacts WHERE id = 1", &[])
+        .await
+        .expect("support reads first names")
+        .get(0);
+    let email = match tom
+        .query_one("SELECT email FROM contacts WHERE id = 1", &[])
+        .await
+    {
+        Ok(row) => Some(row.get(0)),
+        Err(err) => {
+            assert_eq!(err.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE), "{err}");
+            let message = err.as_db_error().map(|e| e.message()).unwrap_or_default();
+            assert!(message.contains("email"), "{message}");
+            None
+        }
+    };
+    (first_name, email)
+}
+
+/// The policy changes while clients of every role work: support's `first_name` goes from shown
+/// to masked and its `email` from masked to dropped (`maschera policy apply` of the edited file,
+/// then SIGHUP). Sessions started after the reload see the new policy; then an invalid policy
+/// file and SIGHUP keep that policy, and the proxy logs why. The clients see no error but their
+/// expected refusals throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_reload_under_load_reaches_new_sessions_and_an_invalid_file_keeps_the_policy() {
+    let mut setup = crm_setup();
+    setup.poll_seconds = Some(0);
+    let crm = CrmProxy::start_with(setup).await.expect("start the CRM");
+    let admin = crm.pg.connect(CRM_DB).await.expect("admin connection");
+    let (first_name, email): (String, String) = admin
+        .query_one("SELECT first_name, email FROM contacts WHERE id = 1", &[])
+        .await
+        .map(|row| (row.get(0), row.get(1)))
+        .expect("contact 1");
+    let (seen, seen_email) = support_view_of_contact_1(&crm).await;
+    assert_eq!(seen, first_name);
+    let seen_email = seen_email.expect("support sees a masked email");
+    assert!(
+        seen_email.contains("***") && seen_email != email,
+        "{seen_email}"
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers = crm_load(&crm, 18, &stop);
+    wait_for_statements(300).await;
+
+    let policy = &crm.applied.policy;
+    let text = std::fs::read_to_string(policy).unwrap();
+    let edited = text.replace(
+        "[roles.support.tables.contacts]\nshow = [\"id\", \"first_name\"]\n\
+         columns = { last_name = \"mask.initial\", email = \"mask.email\",",
+        "[roles.support.tables.contacts]\nshow = [\"id\"]\n\
+         columns = { first_name = \"mask.initial\", last_name = \"mask.initial\", email = \"drop\",",
+    );
+    assert_ne!(
+        edited, text,
+        "the support rule of the reference policy moved"
+    );
+    std::fs::write(policy, edited).unwrap();
+    let (pg, applied) = (&crm.pg, &crm.applied);
+    apply_policy(pg, CRM_DB, applied, CRM_PSEUDONYM_KEY).expect("policy apply under load");
+    crm.proxy.signal(libc::SIGHUP);
+    wait_for_log(&crm.proxy, "policy reloaded", 1).await;
+    wait_for_statements(300).await;
+    let initial = format!("{}.", first_name.chars().next().unwrap());
+    assert_eq!(
+        support_view_of_contact_1(&crm).await,
+        (initial.clone(), None)
+    );
+
+    std::fs::write(policy, "[roles.sales\n").unwrap();
+    crm.proxy.signal(libc::SIGHUP);
+    wait_for_log(&crm.proxy, "policy reload failed", 1).await;
+    let log = crm.proxy.log();
+    assert!(log.contains("invalid policy file"), "the log says why");
+    wait_for_statements(300).await;
+    assert_eq!(support_view_of_contact_1(&crm).await, (initial, None));
+
+    let work = finish_work(&stop, workers).await;
+    println!("policy reload under load: {work:?}");
+    assert_only_expected(&work);
+}
+
 /// Resident memory of a process in KiB, from `/proc/<pid>/status`.
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
@@ -515,6 +685,17 @@ fn access_log_in(dir: &Path) -> String {
 /// Contacts of the CRM the load and reload tests run against.
 const CONTACTS: u64 = 2000;
 
+/// The CRM of the load and reload tests: every demo user, verifiers of 64 SCRAM iterations (a
+/// client's PBKDF2 in the debug build would otherwise dominate a connection storm; the proxy's
+/// side of SCRAM costs the same at any count), the proxy logging at `info`.
+fn crm_setup() -> CrmSetup {
+    let mut setup = CrmSetup::new(CONTACTS);
+    setup.users = demo_users();
+    setup.scram_iterations = 64;
+    setup.proxy.log_level = "info".into();
+    setup
+}
+
 /// Many clients held through the proxy at once, spread over every demo user of the reference CRM
 /// (so over every role's upstream login), each running its role's mixed work (`crm_work`: simple
 /// and extended protocol, reads, a write, an expected refusal) with the access log on, for a
@@ -526,30 +707,31 @@ async fn load_many_clients_without_errors_and_with_flat_memory() {
     let clients = env_number("MASCHERA_LOAD_CLIENTS", 100);
     let seconds = env_number("MASCHERA_LOAD_SECONDS", 20);
     let logs = tempfile::tempdir().unwrap();
-    let mut setup = CrmSetup::new(CONTACTS);
-    setup.users = demo_users();
+    let mut setup = crm_setup();
     setup.pg.settings = vec![format!("max_connections = {}", clients + 50)];
     setup.proxy = ProxyOptions {
         limits: format!("max_connections = {}", clients + 10),
         auth: "timeout_seconds = 120".into(),
         audit: access_log_in(logs.path()),
-        ..Default::default()
+        ..setup.proxy
     };
     let crm = CrmProxy::start_with(setup).await.expect("start the CRM");
     let pid = crm.proxy.pid();
     let start_rss = rss_kib(pid);
 
+    // Clients connect 32 at a time (a storm of 1,000 logins would meet the login timeout on a
+    // loaded machine); every one is held until the end.
     let users = demo_users();
     let mut connecting = JoinSet::new();
+    let mut sessions = Vec::new();
     for i in 0..clients {
         let user = users[i as usize % users.len()].0;
         let uri = crm.uri(user);
         connecting.spawn(async move { (user, maschera_tests::connect(&uri).await) });
-    }
-    let mut sessions = Vec::new();
-    while let Some(joined) = connecting.join_next().await {
-        let (user, client) = joined.unwrap();
-        sessions.push((user, client.expect("every client gets a session")));
+        while connecting.len() >= 32 || (i + 1 == clients && !connecting.is_empty()) {
+            let (user, client) = connecting.join_next().await.unwrap().unwrap();
+            sessions.push((user, client.expect("every client gets a session")));
+        }
     }
     let held_rss = rss_kib(pid);
 
@@ -573,15 +755,7 @@ async fn load_many_clients_without_errors_and_with_flat_memory() {
         tokio::time::sleep(Duration::from_millis(seconds * 100)).await;
         samples.push(rss_kib(pid));
     }
-    stop.store(true, Ordering::Relaxed);
-    let mut work = Work::default();
-    let joined = tokio::time::timeout(BOUND, async {
-        while let Some(done) = workers.join_next().await {
-            work.add(done.expect("load worker"));
-        }
-    })
-    .await;
-    assert!(joined.is_ok(), "load workers hang after {BOUND:?}");
+    let work = finish_work(&stop, workers).await;
     let half_rss = samples[4];
     let end_rss = samples[9];
     println!(
@@ -593,14 +767,8 @@ async fn load_many_clients_without_errors_and_with_flat_memory() {
         work.refusals,
         work.unexpected_count,
     );
-    assert!(
-        work.unexpected.is_empty(),
-        "{} unexpected outcomes, first ones: {:#?}",
-        work.unexpected_count,
-        work.unexpected
-    );
+    assert_only_expected(&work);
     assert!(work.statements > clients, "the load ran");
-    assert!(work.refusals > 0, "the expected refusals happened");
     assert!(
         end_rss <= held_rss * 2 + 32 * 1024,
         "proxy memory grew from {held_rss} KiB to {end_rss} KiB"
