@@ -27,6 +27,8 @@ pub struct UnrestrictedFrontend {
     state: Arc<PolicyState>,
     role: Arc<RoleAccess>,
     changed: Arc<AtomicBool>,
+    /// The access log's view of the session's statements (see `audit_trail`).
+    audit: Option<crate::audit_trail::UnrestrictedAudit>,
 }
 
 /// Counts metrics and, after a schema change, starts the recompilation once the session is idle.
@@ -48,6 +50,7 @@ pub fn unrestricted_session(
             state,
             role,
             changed: changed.clone(),
+            audit: None,
         },
         SchemaChangeObserver {
             metrics: MetricsObserver::default(),
@@ -59,6 +62,14 @@ pub fn unrestricted_session(
 
 impl FrontendPolicy for UnrestrictedFrontend {
     fn on_client_message(&mut self, tag: u8, frame: &[u8]) -> Decision {
+        if let Some(audit) = &self.audit
+            && let Err(refusal) = audit.on_client_message(tag, frame)
+        {
+            return Decision::Refuse {
+                code: refusal.sqlstate.code().to_owned(),
+                message: refusal.message,
+            };
+        }
         if tag != b'Q' {
             return Decision::Forward;
         }
@@ -93,6 +104,12 @@ impl FrontendPolicy for UnrestrictedFrontend {
 }
 
 impl UnrestrictedFrontend {
+    /// Records the session's statements that touch policy tables in the access log.
+    pub fn with_audit(mut self, audit: crate::audit_trail::UnrestrictedAudit) -> Self {
+        self.audit = Some(audit);
+        self
+    }
+
     fn alters_a_policy_table(&self, sql: &str) -> bool {
         let Ok(statements) = Parser::parse_sql(&PostgreSqlDialect {}, sql) else {
             return false;
