@@ -81,7 +81,7 @@ pub fn session_setup(
         });
     };
     if role.unrestricted {
-        let (frontend, observer) = unrestricted_session(handle, state.clone(), role);
+        let (frontend, observer) = unrestricted_session(handle);
         return Ok(SessionSetup {
             login: default_login.clone(),
             params: default_params,
