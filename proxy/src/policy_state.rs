@@ -227,7 +227,7 @@ async fn read_live_catalog(upstream: &UpstreamConfig) -> Result<Catalog> {
 }
 
 /// A connection as the proxy's own `[upstream]` login, and the task driving it.
-async fn admin_connect(
+pub(crate) async fn admin_connect(
     upstream: &UpstreamConfig,
 ) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>)> {
     let login = upstream.login()?;
