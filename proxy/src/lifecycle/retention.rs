@@ -79,7 +79,7 @@ pub fn run(args: RetentionArgs) -> Result<ExitCode> {
 
 /// Session-level advisory lock key held by a retention run (the ASCII of "mascret"), so that runs
 /// of several proxies, or of a proxy and the command line, never overlap.
-const RUN_LOCK: i64 = 0x6d61_7363_7265_74;
+const RUN_LOCK: i64 = 0x006d_6173_6372_6574;
 
 /// What one retention rule did (or would do): rows per table, the expired table first.
 pub struct RuleReport {

@@ -761,7 +761,7 @@ async fn wait_for<T, F: std::future::Future<Output = Option<T>>>(
 }
 
 /// The advisory lock a retention run holds (see `lifecycle::retention`).
-const RETENTION_RUN_LOCK: i64 = 0x6d61_7363_7265_74;
+const RETENTION_RUN_LOCK: i64 = 0x006d_6173_6372_6574;
 
 #[tokio::test]
 async fn serve_runs_retention_on_schedule_records_it_and_survives_a_failed_run() {
