@@ -85,7 +85,7 @@ pub fn session_setup(
         Trail::new(log.clone(), SessionIdentity { role, ..who })
     });
     if role.unrestricted {
-        let (frontend, observer) = unrestricted_session(handle, state.clone(), role.clone());
+        let (frontend, observer) = unrestricted_session(handle);
         let (frontend, observer): (_, Box<dyn SessionObserver>) = match trail {
             Some(trail) => (
                 frontend.with_audit(UnrestrictedAudit::new(trail.clone(), role, state.clone())),

@@ -131,6 +131,11 @@ impl Proxy {
         &self.config
     }
 
+    /// The access log, if configured (for the retention schedule).
+    pub fn audit(&self) -> Option<Arc<crate::audit::AuditLog>> {
+        self.audit.clone()
+    }
+
     /// The upstream target (for the health endpoint).
     pub fn upstream(&self) -> Arc<UpstreamTarget> {
         self.upstream.clone()

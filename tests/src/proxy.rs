@@ -42,6 +42,8 @@ pub struct ProxyOptions {
     pub policy: String,
     /// Lines of `[audit]` (empty: no access log).
     pub audit: String,
+    /// Lines of `[retention]` (empty: no scheduled retention).
+    pub retention: String,
     /// A users file to serve instead of one written from `users` (e.g. made by `maschera user add`).
     pub users_file: Option<PathBuf>,
     /// `RUST_LOG` of the proxy (default `debug`; load tests use `info`).
@@ -63,6 +65,7 @@ impl Default for ProxyOptions {
             metrics: false,
             policy: String::new(),
             audit: String::new(),
+            retention: String::new(),
             users_file: None,
             log_level: "debug".into(),
         }
@@ -255,6 +258,7 @@ fn config_text(
         ("log", &options.log),
         ("policy", &options.policy),
         ("audit", &options.audit),
+        ("retention", &options.retention),
     ] {
         if !lines.is_empty() {
             text.push_str(&format!("\n[{table}]\n{lines}\n"));
