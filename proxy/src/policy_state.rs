@@ -293,7 +293,7 @@ async fn read_live_state(upstream: &UpstreamTarget) -> Result<LiveState> {
 
 /// A connection as the proxy's own `[upstream]` login over the same transport as the sessions
 /// (TLS off, prefer, require or verify-full), and the task driving it.
-async fn admin_connect(
+pub(crate) async fn admin_connect(
     upstream: &UpstreamTarget,
 ) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>)> {
     let config = upstream.config();

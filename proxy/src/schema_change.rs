@@ -41,6 +41,8 @@ use tracing::{info, warn};
 pub struct UnrestrictedFrontend {
     handle: Arc<PolicyHandle>,
     tracking: Arc<Mutex<Tracking>>,
+    /// The access log's view of the session's statements (see `audit_trail`).
+    audit: Option<crate::audit_trail::UnrestrictedAudit>,
 }
 
 /// Counts metrics, follows the fate of the session's schema changes and, after one, starts the
@@ -124,6 +126,7 @@ pub fn unrestricted_session(
         UnrestrictedFrontend {
             handle: handle.clone(),
             tracking: tracking.clone(),
+            audit: None,
         },
         SchemaChangeObserver {
             metrics: MetricsObserver::default(),
@@ -141,6 +144,14 @@ struct Wrapping {
 
 impl FrontendPolicy for UnrestrictedFrontend {
     fn on_client_message(&mut self, tag: u8, frame: &[u8]) -> Decision {
+        if let Some(audit) = &self.audit
+            && let Err(refusal) = audit.on_client_message(tag, frame)
+        {
+            return Decision::Refuse {
+                code: refusal.sqlstate.code().to_owned(),
+                message: refusal.message,
+            };
+        }
         let body = frame::body(frame);
         let replaced = match tag {
             b'Q' => self.query(body),
@@ -160,6 +171,12 @@ impl FrontendPolicy for UnrestrictedFrontend {
 }
 
 impl UnrestrictedFrontend {
+    /// Records the session's statements that touch policy tables in the access log.
+    pub fn with_audit(mut self, audit: crate::audit_trail::UnrestrictedAudit) -> Self {
+        self.audit = Some(audit);
+        self
+    }
+
     /// Query: `drops; <text>; recreation` as one multi-statement Query.
     fn query(&self, body: &[u8]) -> Option<Bytes> {
         let (text, _) = frame::cstr(body)?;
