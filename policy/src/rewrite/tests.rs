@@ -1248,6 +1248,11 @@ fn known_parser_gaps_fail_closed() {
         "SELECT 1 FROM contacts GROUP BY DISTINCT city",
     ];
     for sql in gaps {
-        refused("sales", sql, SqlState::FeatureNotSupported, "Maschera parser");
+        refused(
+            "sales",
+            sql,
+            SqlState::FeatureNotSupported,
+            "Maschera parser",
+        );
     }
 }
