@@ -518,9 +518,11 @@ mod tests {
         let loaded = catalog();
         let mut changed = catalog();
         changed.tables.clear();
-        let mut tracking = Tracking::default();
         // Explicit transaction, committed.
-        tracking.in_transaction = Some(changed.clone());
+        let mut tracking = Tracking {
+            in_transaction: Some(changed.clone()),
+            ..Tracking::default()
+        };
         tracking.on_event(ServerEvent::Ready { status: b'T' });
         assert_eq!(tracking.current(&loaded), changed);
         tracking.on_event(ServerEvent::CommandComplete { tag: "COMMIT" });
