@@ -812,7 +812,46 @@ async fn the_proxy_records_logins_statements_of_every_role_refusals_errors_and_r
         "the chain checks while the proxy runs: {}",
         stdout(&out)
     );
-    drop(crm);
+
+    // A clean stop seals the log; `policy apply --audit-config` then records the apply in it.
+    let mut crm = crm;
+    crm.proxy.signal(libc::SIGTERM);
+    assert!(
+        crm.proxy
+            .wait_exit(std::time::Duration::from_secs(30))
+            .unwrap()
+            .success()
+    );
+    let credentials = crm.pg.dir().join("logins.toml");
+    let upstream = crm.pg.uri("crm");
+    maschera_ok(&[
+        "policy",
+        "apply",
+        crm.policy.to_str().unwrap(),
+        "--upstream",
+        &upstream,
+        "--credentials",
+        credentials.to_str().unwrap(),
+        "--audit-config",
+        setup.config_path().to_str().unwrap(),
+    ]);
+    let applies: Vec<_> = records(&log)
+        .into_iter()
+        .filter(|r| r["event"] == "policy_apply")
+        .collect();
+    assert_eq!(applies.len(), 1, "{applies:?}");
+    let detail = applies[0]["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("policy.toml") && detail.contains("sales"),
+        "{detail}"
+    );
+    let out = setup.verify();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "proxy and apply wrote one whole chain: {}",
+        stdout(&out)
+    );
 }
 
 #[tokio::test]
