@@ -43,21 +43,8 @@ impl CrmProxy {
         let pg = PgServer::start()?;
         load_crm(&pg, CRM_DB, contacts, 1).await?;
         let applied = apply_reference_policy(&pg, CRM_DB, "crm-proxy-test-pseudonym-key")?;
-        let dir = pg.dir().to_path_buf();
-        let users = dir.join("users.toml");
-        let mut store = UserStore::default();
-        for (name, role, attributes) in CRM_USERS {
-            store.insert(User {
-                name: (*name).to_owned(),
-                role: (*role).to_owned(),
-                attributes: attributes
-                    .iter()
-                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                    .collect(),
-                verifier: Verifier::from_password(&crm_password(name), 4096),
-            })?;
-        }
-        store.save(&users)?;
+        let users = pg.dir().join("users.toml");
+        write_crm_users(&users)?;
         let options = ProxyOptions {
             database: CRM_DB.into(),
             users_file: Some(users),
@@ -72,6 +59,24 @@ impl CrmProxy {
     pub fn uri(&self, user: &str) -> String {
         self.proxy.uri_as(user, &crm_password(user), CRM_DB)
     }
+}
+
+/// Writes the users file of [`CRM_USERS`] (with [`crm_password`]) to `path`.
+pub fn write_crm_users(path: &std::path::Path) -> Result<()> {
+    let mut store = UserStore::default();
+    for (name, role, attributes) in CRM_USERS {
+        store.insert(User {
+            name: (*name).to_owned(),
+            role: (*role).to_owned(),
+            attributes: attributes
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            verifier: Verifier::from_password(&crm_password(name), 4096),
+        })?;
+    }
+    store.save(path)?;
+    Ok(())
 }
 
 /// The reference policy as `maschera policy apply` installed it: the files the proxy's `[policy]` reads.
