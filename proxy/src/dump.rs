@@ -27,7 +27,8 @@ use tokio_postgres::Client;
 pub struct DumpArgs {
     /// The policy file (already installed with `maschera policy apply`).
     pub file: PathBuf,
-    /// PostgreSQL URI of an account that may `SET ROLE` to the role's login (its owner or a superuser).
+    /// PostgreSQL URI of an account that may `SET ROLE` to the role's login and read the tables and
+    /// the pseudonym key (the owner that ran `policy apply`, or a superuser).
     #[arg(long, env = "MASCHERA_UPSTREAM")]
     pub upstream: String,
     /// The policy role whose view of the data is dumped, e.g. `support`.
