@@ -70,7 +70,7 @@ fn schedule_retention(proxy: &Proxy) -> Result<()> {
     crate::lifecycle::schedule::Schedule {
         config: retention.clone(),
         policy,
-        upstream: config.upstream.clone(),
+        upstream: proxy.upstream(),
         audit: proxy.audit(),
     }
     .spawn()

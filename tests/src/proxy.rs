@@ -46,6 +46,8 @@ pub struct ProxyOptions {
     pub retention: String,
     /// A users file to serve instead of one written from `users` (e.g. made by `maschera user add`).
     pub users_file: Option<PathBuf>,
+    /// `RUST_LOG` of the proxy (default `debug`; load tests use `info`).
+    pub log_level: String,
 }
 
 impl Default for ProxyOptions {
@@ -65,6 +67,7 @@ impl Default for ProxyOptions {
             audit: String::new(),
             retention: String::new(),
             users_file: None,
+            log_level: "debug".into(),
         }
     }
 }
@@ -100,7 +103,7 @@ impl Proxy {
             let mut child = Command::new(crate::maschera_bin())
                 .args(["serve", "--config"])
                 .arg(dir.path().join("maschera.toml"))
-                .env("RUST_LOG", "debug")
+                .env("RUST_LOG", &options.log_level)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(std::fs::File::create(&log_path)?)

@@ -8,7 +8,8 @@
 
 use super::retention::{self, RuleReport};
 use crate::audit::{AuditLog, Event, EventKind, Outcome};
-use crate::config::{RetentionConfig, UpstreamConfig};
+use crate::config::RetentionConfig;
+use crate::upstream::UpstreamTarget;
 use anyhow::{Context, Result, anyhow};
 use policy::model::Policy;
 use std::path::PathBuf;
@@ -21,7 +22,7 @@ pub struct Schedule {
     pub config: RetentionConfig,
     /// The policy file holding the retention rules.
     pub policy: PathBuf,
-    pub upstream: UpstreamConfig,
+    pub upstream: Arc<UpstreamTarget>,
     pub audit: Option<Arc<AuditLog>>,
 }
 
@@ -51,7 +52,7 @@ impl Schedule {
     /// One run: applied, logged and recorded; an error is reported, never returned.
     async fn run_once(&self) {
         let mut event = Event::new(EventKind::RetentionRun);
-        event.user = Some(self.upstream.user.clone());
+        event.user = Some(self.upstream.config().user.clone());
         match self.apply().await {
             Ok(reports) => {
                 let (total, summary) = retention::summarize(&reports);
