@@ -26,3 +26,27 @@ pub fn maschera_bin() -> std::path::PathBuf {
 pub fn examples_dir() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
 }
+
+/// Makes fresh access-log keys with `maschera audit keygen --out <dir>/keys` and returns the body of an
+/// `[audit]` section (without its header) that writes to `<dir>/audit` with them, as `instance`.
+pub fn access_log_section(dir: &std::path::Path, instance: &str) -> String {
+    let keys = dir.join("keys");
+    let out = std::process::Command::new(maschera_bin())
+        .args(["audit", "keygen", "--out"])
+        .arg(&keys)
+        .output()
+        .expect("run maschera audit keygen");
+    assert!(
+        out.status.success(),
+        "audit keygen: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = |p: std::path::PathBuf| format!("{:?}", p.display().to_string());
+    format!(
+        "dir = {}\ninstance = \"{instance}\"\nkey_file = {}\nsigning_key_file = {}\npublic_key_file = {}\n",
+        path(dir.join("audit")),
+        path(keys.join("audit.key")),
+        path(keys.join("audit-signing.key")),
+        path(keys.join("audit-public.key")),
+    )
+}

@@ -1222,25 +1222,7 @@ fn the_proxy_refuses_to_start_with_an_invalid_policy() {
 
 #[tokio::test]
 async fn statements_of_restricted_roles_leave_access_log_records_without_values() {
-    let crm = Enforced::start_with(|dir| {
-        let out = Command::new(maschera_bin())
-            .args(["audit", "keygen", "--out"])
-            .arg(dir.join("keys"))
-            .output()
-            .expect("audit keygen");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let path = |name: &str| format!("{:?}", dir.join(name).display().to_string());
-        format!(
-            "dir = {}\ninstance = \"enforce\"\nkey_file = {}\nsigning_key_file = {}",
-            path("audit-log"),
-            path("keys/audit.key"),
-            path("keys/audit-signing.key"),
-        )
-    });
+    let crm = Enforced::start_with(|dir| maschera_tests::access_log_section(dir, "enforce"));
     let sam = crm.connect("sam").await;
     sam.simple("SELECT email, tax_code FROM contacts WHERE email <> 'ottavio.brambilla@posta.it'")
         .await
@@ -1252,7 +1234,7 @@ async fn statements_of_restricted_roles_leave_access_log_records_without_values(
         .await
         .expect("extended query");
     assert_eq!(rows.len(), 1);
-    let log_dir = crm.pg.dir().join("audit-log");
+    let log_dir = crm.pg.dir().join("audit");
     let records = access_log(&log_dir, "statement", 3);
     let text = serde_json::to_string(&records).unwrap();
     assert_eq!(records.len(), 3, "{text}");

@@ -14,7 +14,6 @@ use maschera_tests::crm_proxy::{
 use maschera_tests::proxy::write_test_certificates;
 use maschera_tests::{PgServer, Proxy, ProxyOptions, TEST_USER};
 use postgres_protocol::message::frontend;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -663,27 +662,6 @@ fn demo_users() -> Vec<CrmUser> {
         .collect()
 }
 
-/// `[audit]` lines for an access log in `dir`, with keys made by `maschera audit keygen`.
-fn access_log_in(dir: &Path) -> String {
-    let out = std::process::Command::new(maschera_tests::maschera_bin())
-        .args(["audit", "keygen", "--out"])
-        .arg(dir.join("keys"))
-        .output()
-        .expect("audit keygen");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let path = |name: &str| format!("{:?}", dir.join(name).display().to_string());
-    format!(
-        "dir = {}\ninstance = \"load\"\nkey_file = {}\nsigning_key_file = {}",
-        path("audit-log"),
-        path("keys/audit.key"),
-        path("keys/audit-signing.key"),
-    )
-}
-
 /// What the relay buffers of one session may hold resident, in KiB (see the load test), with slack.
 const RELAY_BUFFERS_KIB: u64 = 96;
 
@@ -718,7 +696,7 @@ async fn load_many_clients_without_errors_and_with_flat_memory() {
         limits: format!("max_connections = {}", clients + 10),
         auth: "timeout_seconds = 120".into(),
         upstream_extra: "connect_timeout_seconds = 120".into(),
-        audit: access_log_in(logs.path()),
+        audit: maschera_tests::access_log_section(logs.path(), "load"),
         ..setup.proxy
     };
     let crm = CrmProxy::start_with(setup).await.expect("start the CRM");

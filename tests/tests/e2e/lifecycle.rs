@@ -569,7 +569,7 @@ async fn retention_deletes_expired_rows_with_their_dependants_and_masks_old_note
         );
     }
 
-    let audit_config = audit_setup(pg.dir());
+    let (audit_config, _) = audit_setup(pg.dir());
     let out = maschera(&[
         "retention",
         "run",
@@ -738,26 +738,13 @@ async fn forget_keeps_what_the_policy_keeps_anonymised_and_follows_declared_link
     );
 }
 
-/// Fresh access-log keys (`maschera audit keygen --out`) in `dir/keys` and a configuration file whose
-/// `[audit]` section writes to `dir/audit`; returns the configuration's path.
-fn audit_setup(dir: &Path) -> PathBuf {
-    let keys = dir.join("keys");
-    maschera(&["audit", "keygen", "--out", &keys.display().to_string()]);
+/// Fresh access-log keys in `dir/keys` and a configuration file whose `[audit]` section writes to
+/// `dir/audit`; returns the configuration's path and the section's body.
+fn audit_setup(dir: &Path) -> (PathBuf, String) {
+    let section = maschera_tests::access_log_section(dir, "lifecycle");
     let config = dir.join("audit.toml");
-    std::fs::write(&config, audit_section(dir)).expect("config");
-    config
-}
-
-/// The body of an `[audit]` section (with its header) using the keys of [`audit_setup`].
-fn audit_section(dir: &Path) -> String {
-    let keys = dir.join("keys");
-    format!(
-        "[audit]\ndir = {:?}\nkey_file = {:?}\nsigning_key_file = {:?}\npublic_key_file = {:?}\n",
-        dir.join("audit").display().to_string(),
-        keys.join("audit.key").display().to_string(),
-        keys.join("audit-signing.key").display().to_string(),
-        keys.join("audit-public.key").display().to_string(),
-    )
+    std::fs::write(&config, format!("[audit]\n{section}")).expect("config");
+    (config, section)
 }
 
 /// `maschera audit verify --config FILE` passes (exit 0: whole and sealed).
@@ -818,17 +805,13 @@ async fn serve_runs_retention_on_schedule_records_it_and_survives_a_failed_run()
     let policy = pg.dir().join("retention.toml");
     let text = std::fs::read_to_string(reference_policy()).expect("policy") + RETENTION;
     std::fs::write(&policy, text).expect("write policy");
-    let audit_config = audit_setup(pg.dir());
+    let (audit_config, section) = audit_setup(pg.dir());
     let audit_dir = pg.dir().join("audit");
-    let section = audit_section(pg.dir());
     let mut proxy = Proxy::start(
         &pg,
         ProxyOptions {
             database: DB.into(),
-            audit: section
-                .strip_prefix("[audit]\n")
-                .expect("section")
-                .to_string(),
+            audit: section,
             retention: format!(
                 "interval_seconds = 1\nbatch = 7\npolicy = {:?}",
                 policy.display().to_string()
