@@ -51,8 +51,11 @@ impl Workers {
         let ended = Arc::new(Notify::new());
         let mut workers = Vec::with_capacity(count);
         for index in 0..count {
+            // Sessions need sockets and timers only: without the signal and process drivers a
+            // worker does less each time it wakes up.
             let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
+                .enable_io()
+                .enable_time()
                 .build()?;
             let (commands, inbox) = mpsc::unbounded_channel();
             let sessions = Arc::new(AtomicUsize::new(0));
