@@ -154,15 +154,14 @@ pub fn column_expression(
     Some(format!("{expr} AS {c}"))
 }
 
-/// `CREATE VIEW` and its grants for one table of one restricted role.
-pub fn view_steps(
-    login: &str,
+/// The `SELECT` a role's view of `table` is made of: the column expressions, then the row filter
+/// (names in the filter resolve under [`search_path_step`]). `maschera dump` runs it too.
+pub fn view_select(
     table: &TableName,
     access: &ViewAccess,
     filter: Option<&str>,
     catalog: &Catalog,
-    sequences: &[TableName],
-) -> Vec<Step> {
+) -> String {
     let types: BTreeMap<&str, &str> = catalog
         .tables
         .get(table)
@@ -184,6 +183,31 @@ pub fn view_steps(
             )
         })
         .collect();
+    let mut sql = format!("SELECT {} FROM {}", select.join(", "), qualified(table));
+    if let Some(filter) = filter {
+        sql.push_str(&format!(" WHERE ({filter})"));
+    }
+    sql
+}
+
+/// The SQL of the row filter `role` has on `table`, if any.
+pub fn role_filter<'p>(policy: &Policy, role: &'p Role, table: &TableName) -> Option<&'p str> {
+    policy
+        .table_by_name(table)
+        .and_then(|t| role.rules.get(&t.key))
+        .and_then(|r| r.filter.as_ref())
+        .map(|f| f.sql.as_str())
+}
+
+/// `CREATE VIEW` and its grants for one table of one restricted role.
+pub fn view_steps(
+    login: &str,
+    table: &TableName,
+    access: &ViewAccess,
+    filter: Option<&str>,
+    catalog: &Catalog,
+    sequences: &[TableName],
+) -> Vec<Step> {
     let view = format!("{}.{}", quote_ident(login), quote_ident(&access.view));
     let writes_through_filter = filter.is_some() && (access.writes.insert || access.writes.update);
     let options = if writes_through_filter {
@@ -191,14 +215,10 @@ pub fn view_steps(
     } else {
         "security_barrier = true"
     };
-    let mut sql = format!(
-        "CREATE VIEW {view} WITH ({options}) AS SELECT {} FROM {}",
-        select.join(", "),
-        qualified(table)
+    let sql = format!(
+        "CREATE VIEW {view} WITH ({options}) AS {}",
+        view_select(table, access, filter, catalog)
     );
-    if let Some(filter) = filter {
-        sql.push_str(&format!(" WHERE ({filter})"));
-    }
     let who = quote_ident(login);
     let mut steps = vec![
         Step::plain(sql),
@@ -286,7 +306,7 @@ pub fn apply_steps(
 }
 
 /// The schemas of the catalog's tables, `public` first.
-fn table_schemas(catalog: &Catalog) -> Vec<String> {
+pub fn table_schemas(catalog: &Catalog) -> Vec<String> {
     let mut schemas: Vec<String> = vec!["public".into()];
     for table in catalog.tables.keys() {
         if !schemas.contains(&table.schema) {
@@ -297,7 +317,7 @@ fn table_schemas(catalog: &Catalog) -> Vec<String> {
 }
 
 /// Row filters name tables unqualified: they resolve in the tables' schemas, never in a caller's.
-fn search_path_step(schemas: &[String]) -> Step {
+pub fn search_path_step(schemas: &[String]) -> Step {
     let search_path: Vec<String> = schemas.iter().map(|s| quote_ident(s)).collect();
     Step::plain(format!(
         "SET LOCAL search_path TO pg_catalog, {}",
@@ -446,11 +466,7 @@ fn role_schema_steps(
         let TableAccess::View(view) = table_access else {
             continue;
         };
-        let filter = policy
-            .table_by_name(name)
-            .and_then(|t| role.rules.get(&t.key))
-            .and_then(|r| r.filter.as_ref())
-            .map(|f| f.sql.as_str());
+        let filter = role_filter(policy, role, name);
         let sequences = live.sequences.get(name).map(Vec::as_slice).unwrap_or(&[]);
         steps.extend(view_steps(
             &login,

@@ -1,25 +1,88 @@
-//! The access-log side of an enforced session: one statement event per statement of a restricted
-//! role that touches a policy table (tables, columns, categories, actions from the rewriter; rows
-//! and outcome from PostgreSQL's answer), and one per refused statement. The session's
-//! `RestrictedFrontend` tells the [`Trail`] what it sent; the [`AuditObserver`] matches PostgreSQL's
-//! CommandComplete/ErrorResponse to it in order and submits the event.
+//! The access-log side of one session: one statement event per statement that touches a policy
+//! table (for restricted roles: tables, columns, categories and actions from the rewriter; for
+//! unrestricted roles: the policy tables and their categories, found by inspecting the statement
+//! without rewriting it), one per refused statement, with rows and outcome from PostgreSQL's answer.
+//! The session's frontend tells the [`Trail`] what it sent; the [`AuditObserver`] matches
+//! PostgreSQL's CommandComplete/ErrorResponse to it in order, submits the event and hands the relay
+//! the receipts to await before the client sees those completions (durability, see `session::Hold`).
 //!
-//! Not for: writing the log (see `audit`) or deciding about statements (see `enforce`). Events are
-//! queued (`AuditLog::submit`), not awaited before the answer is forwarded: the relay's observer
-//! is synchronous.
+//! While the log reports itself unwritable, statements that touch a policy table are refused before
+//! they reach PostgreSQL; a record that fails after the statement ran withholds its completion and
+//! closes the session, so no client sees a completion whose record is not in the log.
+//!
+//! Not for: writing the log (see `audit`) or deciding about statements (see `enforce`).
 
-use crate::audit::{AuditLog, Event, EventKind, Outcome, TableTouched, normalize};
+use crate::audit::{AuditLog, Event, EventKind, Outcome, Receipt, TableTouched, normalize};
+use crate::client_auth::AuthError;
 use crate::frame;
-use crate::session::{MetricsObserver, ServerEvent, SessionObserver};
-use policy::rewrite::{Refusal, RewrittenStatement};
+use crate::policy_state::PolicyState;
+use crate::session::{Hold, ServerEvent, SessionObserver, Withheld};
+use crate::users::User;
+use policy::access::RoleAccess;
+use policy::rewrite::{Refusal, RewrittenStatement, SqlState};
+use sqlparser::ast::Statement;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 /// Who the session is, copied into every event.
 #[derive(Debug, Clone, Default)]
 pub struct SessionIdentity {
+    /// The proxy's session number.
+    pub session: String,
+    /// Client address as `ip:port`.
+    pub client: String,
     pub user: String,
     pub role: String,
+    pub database: String,
+    pub application_name: Option<String>,
+}
+
+impl SessionIdentity {
+    /// An event of `kind` carrying who, from where, in which database.
+    pub fn event(&self, kind: EventKind) -> Event {
+        let mut event = Event::new(kind);
+        event.session = Some(self.session.clone());
+        event.client = Some(self.client.clone());
+        event.user = Some(self.user.clone());
+        event.role = (!self.role.is_empty()).then(|| self.role.clone());
+        event.database = Some(self.database.clone());
+        event.application_name = self.application_name.clone();
+        event
+    }
+}
+
+/// The access log's events for one login attempt: `login_ok`, or `login_failed` with the reason (never
+/// the password) and, when this failure started a lockout, `lockout`. A client that went away during
+/// authentication (as psql does before asking for a password) leaves no event.
+pub fn login_events(who: &SessionIdentity, result: &Result<User, AuthError>) -> Vec<Event> {
+    let failed = |sqlstate: &str, reason: String| {
+        let mut event = who.event(EventKind::LoginFailed);
+        event.outcome = Outcome::Error {
+            sqlstate: sqlstate.to_owned(),
+        };
+        event.detail = Some(reason);
+        event
+    };
+    match result {
+        Ok(user) => {
+            let mut event = who.event(EventKind::LoginOk);
+            event.role = Some(user.role.clone());
+            vec![event]
+        }
+        Err(AuthError::Io(_)) => Vec::new(),
+        Err(AuthError::Failed) => vec![failed("28P01", AuthError::Failed.to_string())],
+        Err(AuthError::FailedLocking(lock)) => {
+            let mut lockout = who.event(EventKind::Lockout);
+            lockout.detail = Some(format!(
+                "too many failed logins: further logins of this user or from this address are blocked for {}s",
+                lock.retry_after.as_secs()
+            ));
+            vec![failed("28P01", AuthError::Failed.to_string()), lockout]
+        }
+        Err(err @ AuthError::LockedOut) => vec![failed("28000", err.to_string())],
+        Err(err @ AuthError::Protocol(_)) => vec![failed("08P01", err.to_string())],
+    }
 }
 
 /// What the log says about one statement sent upstream.
@@ -33,7 +96,7 @@ struct Sent {
 /// A statement waiting for its answer.
 enum Pending {
     /// Recorded when its CommandComplete or ErrorResponse comes (`None`: not logged).
-    Statement(Option<Arc<Sent>>),
+    Statement(Option<(Arc<Sent>, Instant)>),
     /// Already recorded as refused; its (swapped) error answer is skipped.
     Refused,
 }
@@ -45,10 +108,13 @@ struct State {
     cycles: VecDeque<VecDeque<Pending>>,
     /// Extended-protocol messages not yet closed by a Sync.
     open: VecDeque<Pending>,
-    /// Prepared statements by name, as rewritten at Parse.
+    /// Prepared statements by name, as sent at Parse.
     prepared: HashMap<Vec<u8>, Option<Arc<Sent>>>,
     /// Portals by name, pointing at their statement.
     portals: HashMap<Vec<u8>, Option<Arc<Sent>>>,
+    /// Submitted records the client's next answers wait for; `true`: the answer must not be
+    /// forwarded without it (an access), `false`: best effort (a refusal).
+    receipts: Vec<(Receipt, bool)>,
 }
 
 /// The statements of one session on their way to the access log.
@@ -71,28 +137,53 @@ impl Trail {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A simple Query was sent with these statements.
-    pub fn query(&self, statements: &[RewrittenStatement]) {
-        let mut state = self.state();
-        for statement in statements {
-            state.open.push_back(Pending::Statement(sent(statement)));
-        }
-        state.close_cycle();
+    /// A simple Query is about to be sent with these statements; refused while the log is unwritable
+    /// and one of them touches a policy table.
+    pub fn query(&self, statements: &[RewrittenStatement]) -> Result<(), Refusal> {
+        self.query_sent(statements.iter().map(sent))
     }
 
-    /// A Sync was sent: the extended messages before it form one cycle.
-    pub fn sync(&self) {
-        self.state().close_cycle();
+    fn query_sent(&self, sent: impl Iterator<Item = Option<Arc<Sent>>>) -> Result<(), Refusal> {
+        let now = Instant::now();
+        let pending: VecDeque<Pending> = sent
+            .map(|s| Pending::Statement(s.map(|s| (s, now))))
+            .collect();
+        if pending
+            .iter()
+            .any(|p| matches!(p, Pending::Statement(Some(_))))
+        {
+            self.writable()?;
+        }
+        let mut state = self.state();
+        state.open.extend(pending);
+        state.close_cycle();
+        Ok(())
+    }
+
+    /// Follows a message (`body` as sent) that acts on statements already parsed: Bind, Execute and
+    /// Sync; the others change nothing. Refused like [`Trail::execute`].
+    pub fn follow(&self, tag: u8, body: &[u8]) -> Result<(), Refusal> {
+        match tag {
+            b'B' => self.bind(body),
+            b'E' => return self.execute(body),
+            // A Sync was sent: the extended messages before it form one cycle.
+            b'S' => self.state().close_cycle(),
+            _ => {}
+        }
+        Ok(())
     }
 
     /// A Parse was sent: remember the statement under its name.
     pub fn parse(&self, name: &[u8], statements: &[RewrittenStatement]) {
-        let sent = statements.first().and_then(sent);
+        self.parse_sent(name, statements.first().and_then(sent));
+    }
+
+    fn parse_sent(&self, name: &[u8], sent: Option<Arc<Sent>>) {
         self.state().prepared.insert(name.to_vec(), sent);
     }
 
-    /// A Bind (`body` as sent): the portal runs the named statement.
-    pub fn bind(&self, body: &[u8]) {
+    /// A Bind: the portal runs the named statement.
+    fn bind(&self, body: &[u8]) {
         let Some((portal, rest)) = frame::cstr(body) else {
             return;
         };
@@ -104,27 +195,32 @@ impl Trail {
         state.portals.insert(portal.to_vec(), sent);
     }
 
-    /// An Execute (`body` as sent): its portal's statement answers next.
-    pub fn execute(&self, body: &[u8]) {
+    /// An Execute is about to be sent: its portal's statement answers next. Refused while the log is
+    /// unwritable and the statement touches a policy table.
+    fn execute(&self, body: &[u8]) -> Result<(), Refusal> {
         let Some((portal, _)) = frame::cstr(body) else {
-            return;
+            return Ok(());
         };
         let mut state = self.state();
         let sent = state.portals.get(portal).cloned().flatten();
-        state.open.push_back(Pending::Statement(sent));
+        if sent.is_some() && !self.log.is_healthy() {
+            return Err(unwritable());
+        }
+        state
+            .open
+            .push_back(Pending::Statement(sent.map(|s| (s, Instant::now()))));
+        Ok(())
     }
 
     /// A message (`tag`) was refused: recorded now, its error answer skipped later.
     pub fn refused(&self, tag: u8, refusal: &Refusal, sql: Option<&str>) {
-        let mut event = self.event();
+        let mut event = self.who.event(EventKind::Statement);
         event.statement = sql.and_then(normalize);
         event.tables = refusal.tables.iter().map(TableTouched::from_use).collect();
-        event.outcome = Outcome::Refused {
-            sqlstate: refusal.sqlstate.code().to_owned(),
-            message: Some(refusal.message.clone()),
-        };
-        self.submit(event);
+        event.outcome = Outcome::refused(refusal);
+        let receipt = self.log.submit(event);
         let mut state = self.state();
+        state.receipts.push((receipt, false));
         state.open.push_back(Pending::Refused);
         // The relay replaces a refused Query or FunctionCall by a failing Query: a cycle of its own.
         if matches!(tag, b'Q' | b'F') {
@@ -132,38 +228,72 @@ impl Trail {
         }
     }
 
-    fn event(&self) -> Event {
-        let mut event = Event::new(EventKind::Statement);
-        event.user = Some(self.who.user.clone());
-        event.role = Some(self.who.role.clone());
-        event
-    }
-
-    fn submit(&self, event: Event) {
-        // Queued; a write failure turns the log unhealthy and is reported by the log itself.
-        drop(self.log.submit(event));
+    fn writable(&self) -> Result<(), Refusal> {
+        if self.log.is_healthy() {
+            Ok(())
+        } else {
+            Err(unwritable())
+        }
     }
 
     fn answered(&self, outcome: Outcome, rows: Option<u64>) {
-        let next = {
-            let mut state = self.state();
-            let state = &mut *state;
-            state
-                .cycles
-                .front_mut()
-                .unwrap_or(&mut state.open)
-                .pop_front()
-        };
-        let Some(Pending::Statement(Some(sent))) = next else {
+        let mut state = self.state();
+        let state = &mut *state;
+        let next = state
+            .cycles
+            .front_mut()
+            .unwrap_or(&mut state.open)
+            .pop_front();
+        let Some(Pending::Statement(Some((sent, started)))) = next else {
             return;
         };
-        let mut event = self.event();
+        let mut event = self.who.event(EventKind::Statement);
         event.statement_kind = Some(sent.kind.clone());
         event.statement = sent.statement.clone();
         event.tables = sent.tables.clone();
         event.rows = rows;
         event.outcome = outcome;
-        self.submit(event);
+        event.duration_us = Some(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
+        state.receipts.push((self.log.submit(event), true));
+    }
+
+    /// The receipts the answers seen so far wait for, as one future (`None` when there are none).
+    fn hold(&self) -> Option<Hold> {
+        let receipts = std::mem::take(&mut self.state().receipts);
+        if receipts.is_empty() {
+            return None;
+        }
+        Some(Box::pin(async move {
+            for (receipt, required) in receipts {
+                match receipt.durable().await {
+                    Ok(_) => {}
+                    Err(err) if required => {
+                        return Err(Withheld {
+                            code: "58030",
+                            message: format!(
+                                "{err}: the statement ran but its access record is not in the log, so its \
+                                 answer is withheld and the session closed"
+                            ),
+                        });
+                    }
+                    Err(_) => {}
+                }
+            }
+            Ok(())
+        }))
+    }
+}
+
+/// The refusal of a statement that touches personal data while the log cannot be written.
+fn unwritable() -> Refusal {
+    Refusal {
+        sqlstate: SqlState::InsufficientPrivilege,
+        message:
+            "the access log cannot be written: statements that touch personal data are refused \
+                  until it can (see the proxy's log)"
+                .to_owned(),
+        tables: Vec::new(),
+        statement_index: 0,
     }
 }
 
@@ -196,24 +326,177 @@ fn sent(statement: &RewrittenStatement) -> Option<Arc<Sent>> {
     }))
 }
 
-/// Counts metrics and completes the session's [`Trail`].
+/// Finds the policy tables an unrestricted role's statements name, for its [`Trail`]. Statements
+/// that do not mention a policy table's name (a substring test, no parsing) cost only that test.
+pub struct Inspector {
+    role: Arc<RoleAccess>,
+    state: Arc<PolicyState>,
+    /// The policy tables' names, lower case.
+    names: Vec<String>,
+}
+
+impl Inspector {
+    pub fn new(role: Arc<RoleAccess>, state: Arc<PolicyState>) -> Inspector {
+        let mut names: Vec<String> = role
+            .tables
+            .keys()
+            .map(|t| t.name.to_ascii_lowercase())
+            .collect();
+        names.dedup();
+        Inspector { role, state, names }
+    }
+
+    fn may_touch(&self, sql: &[u8]) -> bool {
+        may_name_one_of(&self.names, sql)
+    }
+
+    /// What each statement of `sql` touches (`None`: no policy table). Text that does not parse
+    /// counts as one statement, logged without tables when it mentions a policy table.
+    fn statements(&self, sql: &str) -> Vec<Option<Arc<Sent>>> {
+        if !self.may_touch(sql.as_bytes()) {
+            return vec![None];
+        }
+        let dialect = sqlparser::dialect::PostgreSqlDialect {};
+        let Ok(statements) = sqlparser::parser::Parser::parse_sql(&dialect, sql) else {
+            return vec![Some(Arc::new(Sent {
+                kind: "unparsed".into(),
+                statement: normalize(sql),
+                tables: Vec::new(),
+            }))];
+        };
+        statements
+            .iter()
+            .map(|statement| {
+                let text = statement.to_string();
+                let tables: Vec<TableTouched> =
+                    policy::rewrite::inspect(&text, &self.role, &self.state.catalog)
+                        .iter()
+                        .filter(|used| self.role.tables.contains_key(&used.table))
+                        .map(TableTouched::from_use)
+                        .collect();
+                (!tables.is_empty()).then(|| {
+                    Arc::new(Sent {
+                        kind: statement_kind(statement).into(),
+                        statement: normalize(&text),
+                        tables,
+                    })
+                })
+            })
+            .collect()
+    }
+}
+
+/// Whether `sql` may name one of `names` (lower case): one of them as a whole word, or a
+/// Unicode-escaped identifier (`U&"..."`) that could spell one.
+fn may_name_one_of(names: &[String], sql: &[u8]) -> bool {
+    let word = |b: &u8| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'$';
+    let escaped = sql.windows(3).any(|w| w.eq_ignore_ascii_case(b"u&\""));
+    escaped
+        || names.iter().any(|name| {
+            let name = name.as_bytes();
+            sql.windows(name.len()).enumerate().any(|(at, w)| {
+                w.eq_ignore_ascii_case(name)
+                    && !at.checked_sub(1).and_then(|i| sql.get(i)).is_some_and(word)
+                    && !sql.get(at + name.len()).is_some_and(word)
+            })
+        })
+}
+
+fn statement_kind(statement: &Statement) -> &'static str {
+    match statement {
+        Statement::Query(_) => "select",
+        Statement::Insert(_) => "insert",
+        Statement::Update { .. } => "update",
+        Statement::Delete(_) => "delete",
+        Statement::Copy { .. } => "copy",
+        Statement::Explain { .. } => "explain",
+        Statement::Merge { .. } => "merge",
+        Statement::Declare { .. } => "cursor",
+        Statement::Prepare { .. } => "prepare",
+        Statement::CreateTable(_) | Statement::CreateView { .. } => "create",
+        Statement::AlterTable { .. } => "alter",
+        Statement::Drop { .. } => "drop",
+        Statement::Truncate { .. } => "truncate",
+        _ => "other",
+    }
+}
+
+impl Trail {
+    /// An unrestricted role's simple Query is about to be sent (see [`Trail::query`]).
+    pub fn unrestricted_query(&self, inspector: &Inspector, sql: &str) -> Result<(), Refusal> {
+        if !inspector.may_touch(sql.as_bytes()) {
+            // The fast path: one statement or several, none is logged.
+            let mut state = self.state();
+            state.open.push_back(Pending::Statement(None));
+            state.close_cycle();
+            return Ok(());
+        }
+        self.query_sent(inspector.statements(sql).into_iter())
+    }
+
+    /// An unrestricted role's Parse was sent (see [`Trail::parse`]).
+    pub fn unrestricted_parse(&self, inspector: &Inspector, name: &[u8], sql: &str) {
+        let sent = inspector.statements(sql).into_iter().next().flatten();
+        self.parse_sent(name, sent);
+    }
+}
+
+/// The access log of an unrestricted session: its trail and what finds the policy tables.
+pub struct UnrestrictedAudit {
+    trail: Arc<Trail>,
+    inspector: Inspector,
+}
+
+impl UnrestrictedAudit {
+    /// The frontend side for `trail`; pair it with an [`AuditObserver`] on the same trail.
+    pub fn new(trail: Arc<Trail>, role: Arc<RoleAccess>, state: Arc<PolicyState>) -> Self {
+        UnrestrictedAudit {
+            trail,
+            inspector: Inspector::new(role, state),
+        }
+    }
+
+    /// Follows one client message (`frame`, tag included) about to be forwarded unchanged; an error is
+    /// a refusal (already recorded) the session must send instead.
+    pub fn on_client_message(&self, tag: u8, frame: &[u8]) -> Result<(), Refusal> {
+        let body = frame::body(frame);
+        let text = |body| frame::cstr(body).and_then(|(t, _)| std::str::from_utf8(t).ok());
+        let followed = match tag {
+            b'Q' => match text(body) {
+                Some(sql) => self.trail.unrestricted_query(&self.inspector, sql),
+                None => self.trail.query_sent(std::iter::once(None)),
+            },
+            b'P' => {
+                if let Some((name, rest)) = frame::cstr(body) {
+                    let sql = text(rest).unwrap_or_default();
+                    self.trail.unrestricted_parse(&self.inspector, name, sql);
+                }
+                Ok(())
+            }
+            _ => self.trail.follow(tag, body),
+        };
+        followed.inspect_err(|refusal| {
+            let sql = matches!(tag, b'Q').then(|| text(body)).flatten();
+            self.trail.refused(tag, refusal, sql);
+        })
+    }
+}
+
+/// Passes every event to the session's other observer and completes the session's [`Trail`].
 pub struct AuditObserver {
-    metrics: MetricsObserver,
+    inner: Box<dyn SessionObserver>,
     trail: Arc<Trail>,
 }
 
 impl AuditObserver {
-    pub fn new(trail: Arc<Trail>) -> AuditObserver {
-        AuditObserver {
-            metrics: MetricsObserver::default(),
-            trail,
-        }
+    pub fn new(trail: Arc<Trail>, inner: Box<dyn SessionObserver>) -> AuditObserver {
+        AuditObserver { inner, trail }
     }
 }
 
 impl SessionObserver for AuditObserver {
     fn on_server_event(&mut self, event: ServerEvent<'_>) {
-        self.metrics.on_server_event(event);
+        self.inner.on_server_event(event);
         match event {
             ServerEvent::CommandComplete { tag } => {
                 let rows = tag.rsplit(' ').next().and_then(|n| n.parse().ok());
@@ -227,6 +510,36 @@ impl SessionObserver for AuditObserver {
             ),
             // After ReadyForQuery nothing of the cycle is still running (an error skipped the rest).
             ServerEvent::Ready { .. } => self.trail.state().end_cycle(),
+        }
+    }
+
+    fn hold(&mut self) -> Option<Hold> {
+        self.trail.hold()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_whole_policy_table_names_take_the_slow_path() {
+        let names = ["contacts".to_string()];
+        for sql in [
+            "SELECT * FROM contacts",
+            "select * from public.CONTACTS where id = 1",
+            "SELECT 1 FROM \"contacts\"",
+            "SELECT * FROM U&\"cont\\0061cts\"",
+        ] {
+            assert!(may_name_one_of(&names, sql.as_bytes()), "{sql}");
+        }
+        for sql in [
+            "SELECT abalance FROM pgbench_accounts WHERE aid = $1",
+            "SELECT * FROM contacts_archive",
+            "SELECT mycontacts FROM t",
+            "SELECT 1",
+        ] {
+            assert!(!may_name_one_of(&names, sql.as_bytes()), "{sql}");
         }
     }
 }

@@ -4,7 +4,7 @@
 //! Not for: the SCRAM arithmetic (see `scram`), the users file (`users`) or lockout bookkeeping (`lockout`).
 
 use crate::frame::{self, FrameError};
-use crate::lockout::Lockout;
+use crate::lockout::{LockedOut, Lockout};
 use crate::metrics as m;
 use crate::scram::{ScramError, ScramServer};
 use crate::tls::BoxStream;
@@ -23,6 +23,9 @@ const MECHANISM: &str = "SCRAM-SHA-256";
 pub enum AuthError {
     #[error("wrong password or unknown user")]
     Failed,
+    /// A failure that started a lockout of the user or the address.
+    #[error("wrong password or unknown user; further attempts are blocked for {}s", .0.retry_after.as_secs())]
+    FailedLocking(LockedOut),
     #[error("login temporarily blocked after too many failures")]
     LockedOut,
     #[error("authentication protocol violation: {0}")]
@@ -61,7 +64,7 @@ pub async fn authenticate(
             // `exchange` only succeeds against a real verifier, so the user exists.
             user.cloned().ok_or(AuthError::Failed)
         }
-        Err(err) => {
+        Err(mut err) => {
             if matches!(err, AuthError::Failed) {
                 metrics::counter!(m::AUTH_TOTAL, m::LABEL_RESULT => m::RESULT_FAILED).increment(1);
                 if let Some(lock) = lockout.record_failure(user_name, addr) {
@@ -70,6 +73,7 @@ pub async fn authenticate(
                         retry_after_s = lock.retry_after.as_secs(),
                         "login locked after repeated failures"
                     );
+                    err = AuthError::FailedLocking(lock);
                 }
             }
             Err(refuse(stream, err, user_name).await)
@@ -146,7 +150,7 @@ fn sasl_initial_response(body: &[u8]) -> Result<&[u8], AuthError> {
 /// Tells the client why it is not logged in, and returns the error.
 async fn refuse(stream: &mut BoxStream, err: AuthError, user_name: &str) -> AuthError {
     let (code, message) = match &err {
-        AuthError::Failed => ("28P01", format!("password authentication failed for user \"{user_name}\"")),
+        AuthError::Failed | AuthError::FailedLocking(_) => ("28P01", format!("password authentication failed for user \"{user_name}\"")),
         AuthError::LockedOut => (
             "28000",
             "too many failed login attempts: further attempts for this user or from this address are \

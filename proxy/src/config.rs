@@ -40,6 +40,9 @@ pub struct Config {
     /// of restricted roles and policy reloads are recorded in it.
     #[serde(default)]
     pub audit: Option<crate::audit::AuditConfig>,
+    /// Retention on a schedule (off when the section is absent).
+    #[serde(default)]
+    pub retention: Option<RetentionConfig>,
 }
 
 /// `[tls]`: TLS towards clients.
@@ -214,6 +217,49 @@ pub struct PolicyConfig {
     pub poll_seconds: u64,
 }
 
+/// `[retention]`: the proxy applies the policy's retention rules on a schedule, as `maschera retention
+/// run` does, over the `[upstream]` login (which must be allowed to delete and update the tables: the
+/// owner account that also recreates the views after a schema change).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Seconds between runs. Default 86400 (daily).
+    #[serde(default = "default_retention_interval")]
+    pub interval_seconds: u64,
+    /// Time of day (UTC, `"HH:MM"`) of the first run, e.g. `"03:00"`; the runs then follow every
+    /// `interval_seconds`. Without it the first run is one interval after the proxy starts.
+    pub at: Option<String>,
+    /// The policy file with the retention rules, read again at every run. Default: `[policy] file`.
+    pub policy: Option<PathBuf>,
+    /// Rows of an expired table handled per transaction (their dependants go in the same one).
+    /// Default 1000.
+    #[serde(default = "default_retention_batch")]
+    pub batch: u32,
+}
+
+impl RetentionConfig {
+    /// Seconds after midnight UTC of `at`, if given.
+    pub fn at_seconds(&self) -> Result<Option<u64>> {
+        let Some(at) = &self.at else {
+            return Ok(None);
+        };
+        let parsed = at
+            .split_once(':')
+            .and_then(|(h, m)| Some((h.parse::<u64>().ok()?, m.parse::<u64>().ok()?)))
+            .filter(|&(h, m)| h < 24 && m < 60);
+        match parsed {
+            Some((h, m)) => Ok(Some(h * 3600 + m * 60)),
+            None => bail!("[retention] at = {at:?} is not a time of day HH:MM (UTC)"),
+        }
+    }
+}
+
+fn default_retention_interval() -> u64 {
+    86400
+}
+fn default_retention_batch() -> u32 {
+    1000
+}
 fn default_policy_poll() -> u64 {
     2
 }
@@ -276,6 +322,9 @@ impl Config {
             resolve(&mut policy.file);
             resolve(&mut policy.credentials);
         }
+        if let Some(retention) = &mut self.retention {
+            retention.policy.iter_mut().for_each(resolve);
+        }
         if let Some(audit) = &mut self.audit {
             resolve(&mut audit.dir);
             let key_files = [
@@ -304,6 +353,17 @@ impl Config {
         }
         if self.limits.max_frame_bytes < 1024 {
             bail!("[limits] max_frame_bytes must be at least 1024");
+        }
+        if let Some(retention) = &self.retention {
+            if retention.interval_seconds == 0 || retention.batch == 0 {
+                bail!("[retention] interval_seconds and batch must be at least 1");
+            }
+            if retention.policy.is_none() && self.policy.is_none() {
+                bail!(
+                    "[retention] needs `policy` (the policy file) when there is no [policy] section"
+                );
+            }
+            retention.at_seconds()?;
         }
         Ok(())
     }
@@ -383,6 +443,34 @@ file = "users.toml"
         let text = format!("{MINIMAL}\n[limits]\nmax_conections = 3\n");
         let err = Config::parse(&text, Path::new("/")).unwrap_err();
         assert!(format!("{err:#}").contains("max_conections"), "{err:#}");
+    }
+
+    #[test]
+    fn retention_section_defaults_resolves_and_checks() {
+        let text = format!("{MINIMAL}\n[retention]\npolicy = \"policy.toml\"\nat = \"03:30\"\n");
+        let retention = Config::parse(&text, Path::new("/etc/maschera"))
+            .unwrap()
+            .retention
+            .unwrap();
+        assert_eq!(retention.interval_seconds, 86400);
+        assert_eq!(retention.batch, 1000);
+        assert_eq!(retention.at_seconds().unwrap(), Some(3 * 3600 + 30 * 60));
+        assert_eq!(
+            retention.policy,
+            Some(PathBuf::from("/etc/maschera/policy.toml"))
+        );
+        for (bad, names) in [
+            ("at = \"25:00\"", "HH:MM"),
+            ("interval_seconds = 0", "interval_seconds"),
+            ("every = 3", "every"),
+        ] {
+            let text = format!("{MINIMAL}\n[retention]\npolicy = \"p.toml\"\n{bad}\n");
+            let err = Config::parse(&text, Path::new("/")).unwrap_err();
+            assert!(format!("{err:#}").contains(names), "{bad}: {err:#}");
+        }
+        let no_policy = format!("{MINIMAL}\n[retention]\n");
+        let err = Config::parse(&no_policy, Path::new("/")).unwrap_err();
+        assert!(format!("{err:#}").contains("policy"), "{err:#}");
     }
 
     #[test]

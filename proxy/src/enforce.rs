@@ -12,7 +12,7 @@
 //! loading the policy (see `policy_state`).
 
 use crate::audit::AuditLog;
-use crate::audit_trail::{AuditObserver, SessionIdentity, Trail};
+use crate::audit_trail::{AuditObserver, SessionIdentity, Trail, UnrestrictedAudit};
 use crate::frame;
 use crate::policy_state::{PolicyHandle, PolicyState};
 use crate::schema_change::unrestricted_session;
@@ -61,10 +61,10 @@ const PROTOCOL_PARAMS: &[&str] = &["user", "database", "replication"];
 
 /// Decides how `user` is served under `state`. `default_login` and `default_params` are what an
 /// unrestricted role gets (the proxy's own login, the client's forwarded parameters); `audit` is the
-/// access log the statements of restricted roles are recorded in.
+/// access log the session's statements are recorded in, and who the session is (its role set here).
 pub fn session_setup(
     handle: &Arc<PolicyHandle>,
-    audit: Option<&Arc<AuditLog>>,
+    audit: Option<(&Arc<AuditLog>, SessionIdentity)>,
     user: &User,
     client_params: &[(String, String)],
     default_login: &Login,
@@ -80,13 +80,24 @@ pub fn session_setup(
             ),
         });
     };
+    let trail = audit.map(|(log, who)| {
+        let role = role.role.clone();
+        Trail::new(log.clone(), SessionIdentity { role, ..who })
+    });
     if role.unrestricted {
-        let (frontend, observer) = unrestricted_session(handle, state.clone(), role);
+        let (frontend, observer) = unrestricted_session(handle);
+        let (frontend, observer): (_, Box<dyn SessionObserver>) = match trail {
+            Some(trail) => (
+                frontend.with_audit(UnrestrictedAudit::new(trail.clone(), role, state.clone())),
+                Box::new(AuditObserver::new(trail, Box::new(observer))),
+            ),
+            None => (frontend, Box::new(observer)),
+        };
         return Ok(SessionSetup {
             login: default_login.clone(),
             params: default_params,
             frontend: Box::new(frontend),
-            observer: Box::new(observer),
+            observer,
         });
     }
     let login = state.login(&role.role).ok_or_else(|| LoginRefusal {
@@ -106,17 +117,11 @@ pub fn session_setup(
             ));
         }
     }
-    let trail = audit.map(|log| {
-        Trail::new(
-            log.clone(),
-            SessionIdentity {
-                user: user.name.clone(),
-                role: role.role.clone(),
-            },
-        )
-    });
     let observer: Box<dyn SessionObserver> = match &trail {
-        Some(trail) => Box::new(AuditObserver::new(trail.clone())),
+        Some(trail) => Box::new(AuditObserver::new(
+            trail.clone(),
+            Box::new(MetricsObserver::default()),
+        )),
         None => Box::new(MetricsObserver::default()),
     };
     Ok(SessionSetup {
@@ -171,17 +176,10 @@ impl FrontendPolicy for RestrictedFrontend {
             )),
             // Bind, Describe, Execute, Close, Sync, Flush and COPY data act on statements that
             // went through Query or Parse; the access log follows them.
-            _ => {
-                if let Some(trail) = &self.trail {
-                    match tag {
-                        b'B' => trail.bind(body),
-                        b'E' => trail.execute(body),
-                        b'S' => trail.sync(),
-                        _ => {}
-                    }
-                }
-                return Decision::Forward;
-            }
+            _ => match &self.trail {
+                Some(trail) => trail.follow(tag, body).map(|()| Decision::Forward),
+                None => Ok(Decision::Forward),
+            },
         };
         decision.unwrap_or_else(|refusal| {
             debug!(sqlstate = refusal.sqlstate.code(), reason = %refusal.message, "statement refused");
@@ -210,7 +208,7 @@ impl RestrictedFrontend {
             .rewrite(sql, &self.role, &self.state.catalog)?;
         let frame = query_frame(&rewritten.sql(sql))?;
         if let Some(trail) = &self.trail {
-            trail.query(rewritten.statements());
+            trail.query(rewritten.statements())?;
         }
         Ok(Decision::Replace(frame))
     }

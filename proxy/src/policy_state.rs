@@ -2,7 +2,11 @@
 //! against, one compiled `RoleAccess` per role, the upstream logins of the restricted roles and a
 //! rewrite cache. A [`PolicyHandle`] holds the current [`PolicyState`] and swaps it atomically on
 //! reload (SIGHUP or a change of the policy or credentials file); sessions keep the state they
-//! started with. An invalid new policy keeps the old one.
+//! started with. An invalid new policy keeps the old one. After a schema change the policy is
+//! compiled against the changed catalog tolerating drift (a column the policy names but the
+//! database no longer has is simply absent from the views); the drift is logged and
+//! `maschera policy check --upstream` reports it. Its connections to PostgreSQL (catalog, view
+//! rebuild) use the `[upstream]` TLS settings like the sessions.
 //!
 //! Not for: deciding about statements or logins (see `enforce`), or writing the policy into the
 //! database (see `policy_apply`).
@@ -10,10 +14,12 @@
 use crate::audit::{AuditLog, Event, EventKind, Outcome};
 use crate::config::{PolicyConfig, UpstreamConfig};
 use crate::credentials::Credentials;
+use crate::upstream::UpstreamTarget;
 use anyhow::{Context, Result, bail};
 use arc_swap::ArcSwap;
 use policy::Policy;
-use policy::access::{Catalog, RoleAccess};
+use policy::access::{Catalog, RoleAccess, TableName};
+use policy::apply_sql::LiveState;
 use policy::rewrite::RewriteCache;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -28,21 +34,70 @@ const CACHE_CAPACITY: usize = 10_000;
 pub struct PolicyState {
     pub policy: Policy,
     pub catalog: Catalog,
+    /// The sequences each table's column defaults use (granted with inserts through a view).
+    pub sequences: BTreeMap<TableName, Vec<TableName>>,
     roles: BTreeMap<String, Arc<RoleAccess>>,
     credentials: Credentials,
     pub cache: RewriteCache,
 }
 
+/// Whether a policy that no longer fits the catalog is refused (start, reload of the files) or
+/// compiled as far as the catalog allows (after a schema change).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Drift {
+    Refuse,
+    Tolerate,
+}
+
+/// Compiles every role of `policy` against `catalog` even where they no longer fit (a table or
+/// column the policy names is missing, a type changed): what is missing is left out of the
+/// access, so the views and the rewriter fail closed on it. Returns the drift as messages.
+pub fn compile_tolerating_drift(
+    policy: &Policy,
+    catalog: &Catalog,
+) -> (BTreeMap<String, RoleAccess>, Vec<String>) {
+    let access = policy
+        .roles
+        .values()
+        .map(|role| (role.name.clone(), policy.role_access(role, catalog)))
+        .collect();
+    let drift = policy
+        .check_against(catalog)
+        .into_iter()
+        .filter(|d| d.is_error())
+        .map(|d| d.message)
+        .collect();
+    (access, drift)
+}
+
 impl PolicyState {
-    /// Compiles `policy` against `catalog` and checks that every restricted role has a login.
-    pub fn build(
+    /// Compiles `policy` against the live database and checks that every restricted role has a
+    /// login; a policy that does not fit the database is refused.
+    pub fn build(policy: Policy, live: LiveState, credentials: Credentials) -> Result<PolicyState> {
+        Self::build_with(policy, live, credentials, Drift::Refuse)
+    }
+
+    fn build_with(
         policy: Policy,
-        catalog: Catalog,
+        live: LiveState,
         credentials: Credentials,
+        drift: Drift,
     ) -> Result<PolicyState> {
-        let compiled = policy.compile(&catalog).map_err(|diagnostics| {
-            anyhow::anyhow!("the policy does not fit the database:\n{diagnostics}")
-        })?;
+        let compiled = match drift {
+            Drift::Refuse => policy.compile(&live.catalog).map_err(|diagnostics| {
+                anyhow::anyhow!("the policy does not fit the database:\n{diagnostics}")
+            })?,
+            Drift::Tolerate => {
+                let (compiled, drift) = compile_tolerating_drift(&policy, &live.catalog);
+                if !drift.is_empty() {
+                    warn!(
+                        drift = %drift.join("; "),
+                        "the policy no longer fits the changed schema: what it names and the database lacks is left out of the views; fix the policy and run `maschera policy apply`"
+                    );
+                }
+                compiled
+            }
+        };
         for role in policy.restricted_roles() {
             if credentials.login(&role.name).is_none() {
                 bail!(
@@ -57,7 +112,8 @@ impl PolicyState {
                 .map(|(name, access)| (name, Arc::new(access)))
                 .collect(),
             policy,
-            catalog,
+            catalog: live.catalog,
+            sequences: live.sequences,
             credentials,
             cache: RewriteCache::new(CACHE_CAPACITY),
         })
@@ -92,14 +148,15 @@ impl PolicyState {
 pub struct PolicyHandle {
     current: ArcSwap<PolicyState>,
     config: PolicyConfig,
-    upstream: UpstreamConfig,
+    upstream: UpstreamTarget,
 }
 
 impl PolicyHandle {
     /// Loads and compiles the configured policy against the live catalog; an error says why the
     /// proxy cannot start.
     pub async fn load(config: &PolicyConfig, upstream: &UpstreamConfig) -> Result<PolicyHandle> {
-        let state = load_state(config, upstream).await?;
+        let upstream = UpstreamTarget::new(upstream)?;
+        let state = load_state(config, &upstream, Drift::Refuse).await?;
         info!(
             file = %config.file.display(),
             roles = state.roles.len(),
@@ -109,7 +166,7 @@ impl PolicyHandle {
         Ok(PolicyHandle {
             current: ArcSwap::from_pointee(state),
             config: config.clone(),
-            upstream: upstream.clone(),
+            upstream,
         })
     }
 
@@ -121,7 +178,11 @@ impl PolicyHandle {
     /// Loads the files and the catalog again; on success new sessions get the new policy, on
     /// failure the old one stays and the error says why.
     pub async fn reload(&self) -> Result<()> {
-        let state = load_state(&self.config, &self.upstream).await?;
+        self.reload_with(Drift::Refuse).await
+    }
+
+    async fn reload_with(&self, drift: Drift) -> Result<()> {
+        let state = load_state(&self.config, &self.upstream, drift).await?;
         self.current.store(Arc::new(state));
         metrics::counter!("maschera_policy_reloads_total").increment(1);
         Ok(())
@@ -167,7 +228,8 @@ impl PolicyHandle {
     }
 
     /// After a schema change: drops and recreates every restricted role's views and grants from the
-    /// live catalog in one transaction on an admin connection, then reloads the policy.
+    /// live catalog in one transaction on an admin connection, then reloads the policy. The policy
+    /// is compiled tolerating drift: what it names and the database lacks is left out.
     pub async fn recreate_views(&self) -> Result<()> {
         let state = self.current();
         let policy = &state.policy;
@@ -177,9 +239,7 @@ impl PolicyHandle {
             client.batch_execute(&step.sql).await?;
         }
         let live = crate::policy_apply::read_live_state(&client).await?;
-        let access = policy.compile(&live.catalog).map_err(|diagnostics| {
-            anyhow::anyhow!("the policy does not fit the changed schema:\n{diagnostics}")
-        })?;
+        let (access, _) = compile_tolerating_drift(policy, &live.catalog);
         for step in policy::apply_sql::recreate_views_steps(policy, &access, &live) {
             if step.secret.is_some() {
                 bail!("recreating the views needs a secret; run `maschera policy apply`");
@@ -192,7 +252,7 @@ impl PolicyHandle {
         client.batch_execute("COMMIT").await?;
         drop(client);
         let _ = connection.await;
-        self.reload().await
+        self.reload_with(Drift::Tolerate).await
     }
 
     fn stamps(&self) -> [Option<SystemTime>; 2] {
@@ -207,46 +267,60 @@ fn modified(path: &Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
-async fn load_state(config: &PolicyConfig, upstream: &UpstreamConfig) -> Result<PolicyState> {
+async fn load_state(
+    config: &PolicyConfig,
+    upstream: &UpstreamTarget,
+    drift: Drift,
+) -> Result<PolicyState> {
     let text = std::fs::read_to_string(&config.file)
         .with_context(|| format!("reading policy file {}", config.file.display()))?;
     let policy = Policy::parse(&config.file.display().to_string(), &text)
         .map_err(|diagnostics| anyhow::anyhow!("invalid policy file:\n{diagnostics}"))?;
     let credentials = Credentials::load(&config.credentials)?;
-    let catalog = read_live_catalog(upstream).await?;
-    PolicyState::build(policy, catalog, credentials)
+    let live = read_live_state(upstream).await?;
+    PolicyState::build_with(policy, live, credentials, drift)
 }
 
-/// Reads the catalog over a short-lived connection as the proxy's own `[upstream]` login.
-async fn read_live_catalog(upstream: &UpstreamConfig) -> Result<Catalog> {
+/// Reads the catalog and the column defaults' sequences over a short-lived connection as the
+/// proxy's own `[upstream]` login.
+async fn read_live_state(upstream: &UpstreamTarget) -> Result<LiveState> {
     let (client, connection) = admin_connect(upstream).await?;
-    let catalog = crate::policy_apply::read_catalog(&client).await;
+    let live = crate::policy_apply::read_live_state(&client).await;
     drop(client);
     let _ = connection.await;
-    catalog
+    live
 }
 
-/// A connection as the proxy's own `[upstream]` login, and the task driving it.
-async fn admin_connect(
-    upstream: &UpstreamConfig,
+/// A connection as the proxy's own `[upstream]` login over the same transport as the sessions
+/// (TLS off, prefer, require or verify-full), and the task driving it.
+pub(crate) async fn admin_connect(
+    upstream: &UpstreamTarget,
 ) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>)> {
-    let login = upstream.login()?;
+    let config = upstream.config();
+    let login = config.login()?;
     let mut pg = tokio_postgres::Config::new();
-    pg.host(&upstream.host)
-        .port(upstream.port)
-        .dbname(&upstream.database)
+    pg.dbname(&config.database)
         .user(&login.user)
         .application_name("maschera")
-        .connect_timeout(upstream.connect_timeout());
+        // The transport below is already encrypted as configured.
+        .ssl_mode(tokio_postgres::config::SslMode::Disable);
     if let Some(password) = &login.password {
         pg.password(password);
     }
-    let (client, connection) = pg.connect(tokio_postgres::NoTls).await.with_context(|| {
-        format!(
-            "connecting to {}:{} as {}",
-            upstream.host, upstream.port, login.user
-        )
-    })?;
+    let connect = async {
+        let stream = upstream.open_transport().await?;
+        anyhow::Ok(pg.connect_raw(stream, tokio_postgres::NoTls).await?)
+    };
+    let (client, connection) = tokio::time::timeout(config.connect_timeout(), connect)
+        .await
+        .map_err(|_| anyhow::anyhow!("PostgreSQL did not answer in time"))
+        .and_then(|connected| connected)
+        .with_context(|| {
+            format!(
+                "connecting to {}:{} as {}",
+                config.host, config.port, login.user
+            )
+        })?;
     let connection = tokio::spawn(async move {
         let _ = connection.await;
     });

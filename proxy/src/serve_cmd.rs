@@ -49,10 +49,31 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
                 }
             });
         }
+        schedule_retention(&proxy)?;
         server::run(proxy.clone()).await?;
         proxy.close_audit().await
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Starts the `[retention]` schedule, if configured.
+fn schedule_retention(proxy: &Proxy) -> Result<()> {
+    let config = proxy.config();
+    let Some(retention) = &config.retention else {
+        return Ok(());
+    };
+    let policy = retention
+        .policy
+        .clone()
+        .or_else(|| config.policy.as_ref().map(|p| p.file.clone()))
+        .context("[retention] needs a policy file")?;
+    crate::lifecycle::schedule::Schedule {
+        config: retention.clone(),
+        policy,
+        upstream: proxy.upstream(),
+        audit: proxy.audit(),
+    }
+    .spawn()
 }
 
 /// Operational logs on standard error; the level comes from `RUST_LOG` (default `info`).

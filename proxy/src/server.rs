@@ -3,6 +3,7 @@
 //! SIGTERM/SIGINT (stop accepting, close idle sessions, give busy ones the shutdown timeout).
 //! Not for: the protocol details of any phase (see `startup`, `client_auth`, `upstream`, `session`).
 
+use crate::audit_trail::{self, SessionIdentity};
 use crate::cancel::{CancelRegistry, Registration};
 use crate::client_auth;
 use crate::config::Config;
@@ -130,6 +131,11 @@ impl Proxy {
         &self.config
     }
 
+    /// The access log, if configured (for the retention schedule).
+    pub fn audit(&self) -> Option<Arc<crate::audit::AuditLog>> {
+        self.audit.clone()
+    }
+
     /// The upstream target (for the health endpoint).
     pub fn upstream(&self) -> Arc<UpstreamTarget> {
         self.upstream.clone()
@@ -149,7 +155,14 @@ pub async fn run(proxy: Arc<Proxy>) -> Result<()> {
         Arc::new(move |tcp, addr| {
             let id = proxy.next_session.fetch_add(1, Ordering::Relaxed);
             let span = info_span!("session", id);
-            let session = handle(proxy.clone(), tcp, addr, slots.clone(), shutdown_rx.clone());
+            let session = handle(
+                proxy.clone(),
+                tcp,
+                addr,
+                id,
+                slots.clone(),
+                shutdown_rx.clone(),
+            );
             Box::pin(session.instrument(span))
         })
     };
@@ -196,6 +209,7 @@ async fn handle(
     proxy: Arc<Proxy>,
     tcp: TcpStream,
     addr: SocketAddr,
+    id: u64,
     slots: Arc<Semaphore>,
     shutdown: watch::Receiver<bool>,
 ) {
@@ -203,9 +217,12 @@ async fn handle(
     if let Err(err) = tcp.set_nodelay(true) {
         debug!(error = %err, "TCP_NODELAY");
     }
-    let opened =
-        tokio::time::timeout(proxy.config.auth_timeout(), open(&proxy, tcp, addr, &slots)).await;
-    let (client, user, _slot) = match opened {
+    let opened = tokio::time::timeout(
+        proxy.config.auth_timeout(),
+        open(&proxy, tcp, addr, id, &slots),
+    )
+    .await;
+    let (client, user, who, _slot) = match opened {
         Err(_) => {
             metrics::counter!(m::REFUSALS_TOTAL, m::LABEL_REASON => "auth_timeout").increment(1);
             debug!("authentication timed out");
@@ -218,19 +235,21 @@ async fn handle(
         Ok(Ok(None)) => return,
         Ok(Ok(Some(opened))) => opened,
     };
-    if let Err(err) = serve(&proxy, client, &user, shutdown).await {
+    if let Err(err) = serve(&proxy, client, &user, who, shutdown).await {
         info!(error = %err, "session ended with an error");
     }
 }
 
-/// Startup and authentication. `None` when the connection was a cancel request or was refused;
-/// otherwise the client, the authenticated user and its connection slot.
+/// Startup and authentication (recorded in the access log). `None` when the connection was a cancel
+/// request or was refused; otherwise the client, the authenticated user, who the session is for the
+/// access log and its connection slot.
 async fn open(
     proxy: &Proxy,
     tcp: TcpStream,
     addr: SocketAddr,
+    id: u64,
     slots: &Arc<Semaphore>,
-) -> Result<Option<(Startup, User, OwnedSemaphorePermit)>> {
+) -> Result<Option<(Startup, User, SessionIdentity, OwnedSemaphorePermit)>> {
     let mut client = match startup::negotiate(tcp, &proxy.tls).await? {
         Opening::Cancel(key) => {
             if let Some(upstream_key) = proxy.cancels.lookup(key) {
@@ -254,22 +273,38 @@ async fn open(
         return Ok(None);
     };
     let user_name = client.param("user").unwrap_or_default().to_owned();
-    let user = match client_auth::authenticate(
+    let mut who = SessionIdentity {
+        session: id.to_string(),
+        client: addr.to_string(),
+        user: user_name.clone(),
+        role: String::new(),
+        database: proxy.config.upstream.database.clone(),
+        application_name: client.param("application_name").map(str::to_owned),
+    };
+    let authenticated = client_auth::authenticate(
         &mut client.stream,
         &user_name,
         addr.ip(),
         &proxy.users,
         &proxy.lockout,
     )
-    .await
-    {
+    .await;
+    if let Some(log) = &proxy.audit {
+        // Queued, not awaited: the session's statement records come later in the same queue, so
+        // once one of them is durable, so is the login.
+        for event in audit_trail::login_events(&who, &authenticated) {
+            drop(log.submit(event));
+        }
+    }
+    let user = match authenticated {
         Ok(user) => user,
         Err(err) => {
             debug!(error = %err, "authentication failed");
             return Ok(None);
         }
     };
-    Ok(Some((client, user, slot)))
+    who.role = user.role.clone();
+    Ok(Some((client, user, who, slot)))
 }
 
 /// Logs in upstream, greets the client like PostgreSQL would, and relays. The policy and observer
@@ -278,6 +313,7 @@ async fn serve(
     proxy: &Proxy,
     mut client: Startup,
     user: &User,
+    who: SessionIdentity,
     shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
     let params: Vec<(String, String)> = client
@@ -288,7 +324,7 @@ async fn serve(
         .collect();
     let setup = match &proxy.policy {
         Some(policy) => {
-            let audit = proxy.audit.as_ref();
+            let audit = proxy.audit.as_ref().map(|log| (log, who));
             enforce::session_setup(policy, audit, user, &client.params, &proxy.login, params)
         }
         None => Ok(SessionSetup::pass_through(proxy.login.clone(), params)),

@@ -4,7 +4,9 @@
 //! - every client message that can run or feed a statement (`Q P B D E C S H F d c f`) passes through
 //!   a [`FrontendPolicy`], which may forward it, replace its bytes, or refuse it with an ErrorResponse;
 //! - every CommandComplete, ErrorResponse and ReadyForQuery coming back is shown to a [`SessionObserver`]
-//!   (statement outcomes, row counts, transaction status) for the access log.
+//!   (statement outcomes, row counts, transaction status) for the access log; before the relay writes
+//!   frames that held a CommandComplete or ErrorResponse, it awaits the observer's [`Hold`] (the access
+//!   log's records made durable), so a client never sees a completion whose record could still be lost.
 //!
 //! A refusal keeps PostgreSQL's own semantics: the refused message is replaced by one that fails
 //! upstream right away with a unique marker in its error (a Query or a named Parse of the marker text,
@@ -22,6 +24,8 @@ use crate::tls::BoxStream;
 use bytes::{Buf, Bytes, BytesMut};
 use postgres_protocol::message::frontend;
 use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -67,9 +71,26 @@ pub enum ServerEvent<'a> {
     Ready { status: u8 },
 }
 
+/// What the client must not see before it completes; an error ends the session with that FATAL.
+pub type Hold = Pin<Box<dyn Future<Output = Result<(), Withheld>> + Send>>;
+
+/// Why an answer was withheld from the client (sent as FATAL; the session closes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Withheld {
+    pub code: &'static str,
+    pub message: String,
+}
+
 /// Sees how statements end (for the access log).
 pub trait SessionObserver: Send {
     fn on_server_event(&mut self, event: ServerEvent<'_>);
+
+    /// Called once the frames of a read are observed and before they are written to the client, when
+    /// they held a CommandComplete or ErrorResponse: what must complete first (e.g. the access log's
+    /// records of those statements made durable). `None` (the default): nothing waits.
+    fn hold(&mut self) -> Option<Hold> {
+        None
+    }
 }
 
 /// Counts statements and errors in the metrics.
@@ -126,6 +147,8 @@ pub enum SessionError {
     ClientProtocol(FrameError),
     #[error("PostgreSQL sent an invalid message: {0}")]
     ServerProtocol(FrameError),
+    #[error("answer withheld: {}", .0.message)]
+    Withheld(Withheld),
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
@@ -217,9 +240,15 @@ pub async fn relay(
             other => other,
         }
     };
-    if let Err(SessionError::ClientProtocol(err)) = &result {
-        let message = format!("invalid frontend message: {err}");
-        frame::send_fatal(&mut client_write, "08P01", &message).await;
+    match &result {
+        Err(SessionError::ClientProtocol(err)) => {
+            let message = format!("invalid frontend message: {err}");
+            frame::send_fatal(&mut client_write, "08P01", &message).await;
+        }
+        Err(SessionError::Withheld(withheld)) => {
+            frame::send_fatal(&mut client_write, withheld.code, &withheld.message).await;
+        }
+        _ => {}
     }
     let _ = client_write.shutdown().await;
     result
@@ -460,6 +489,7 @@ impl ServerToClient<'_> {
         // before a swapped error.
         let mut out = BytesMut::new();
         let mut run = 0;
+        let mut completions = false;
         while let Some(header) = frame::peek_header(&buf[run..], POSTGRES_MAX_FRAME)
             .map_err(SessionError::ServerProtocol)?
         {
@@ -467,6 +497,7 @@ impl ServerToClient<'_> {
                 break;
             }
             let body = frame::body(&buf[run..run + header.len]);
+            completions |= matches!(header.tag, b'C' | b'E');
             match header.tag {
                 b'C' => {
                     let tag = frame::cstr(body).map(|(t, _)| t).unwrap_or_default();
@@ -501,6 +532,9 @@ impl ServerToClient<'_> {
                 _ => {}
             }
             run += header.len;
+        }
+        if completions && let Some(hold) = self.observer.hold() {
+            hold.await.map_err(SessionError::Withheld)?;
         }
         if out.is_empty() {
             self.send(&buf[..run]).await?;

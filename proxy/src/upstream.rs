@@ -94,7 +94,12 @@ impl UpstreamTarget {
         &self.config
     }
 
-    /// Opens a transport to PostgreSQL: TCP, then TLS as configured.
+    /// Opens a transport to PostgreSQL: TCP, then TLS as configured (also for the proxy's own
+    /// catalog connection, which logs in with tokio-postgres over it).
+    pub async fn open_transport(&self) -> Result<BoxStream, UpstreamError> {
+        self.open().await
+    }
+
     async fn open(&self) -> Result<BoxStream, UpstreamError> {
         let tcp = TcpStream::connect((self.config.host.as_str(), self.config.port)).await?;
         tcp.set_nodelay(true)?;

@@ -3,7 +3,9 @@
 //! demo users `dora` (dpo) and `sam` (sales, region north) in a users file, and `maschera serve`
 //! enforcing the policy. For tests that drive client libraries against it. Not for: assertions.
 
-use crate::{PgServer, Proxy, ProxyOptions, crm::load_crm, examples_dir, maschera_bin};
+use crate::{
+    PgServer, PgServerOptions, Proxy, ProxyOptions, crm::load_crm, examples_dir, maschera_bin,
+};
 use anyhow::{Context, Result, bail};
 use maschera::scram::Verifier;
 use maschera::users::{User, UserStore};
@@ -20,7 +22,10 @@ pub type CrmUser = (
     &'static [(&'static str, &'static str)],
 );
 
-/// The demo users it serves.
+/// The pseudonym key the policy is applied with.
+pub const CRM_PSEUDONYM_KEY: &str = "crm-proxy-test-pseudonym-key";
+
+/// The demo users it serves by default.
 pub const CRM_USERS: &[CrmUser] = &[
     ("dora", "dpo", &[]),
     ("sam", "sales", &[("region", "north")]),
@@ -35,18 +40,56 @@ pub fn crm_password(user: &str) -> String {
 pub struct CrmProxy {
     pub pg: PgServer,
     pub proxy: Proxy,
+    /// The policy files the proxy serves (tests may edit the policy and reload).
+    pub applied: AppliedPolicy,
+}
+
+/// What [`CrmProxy::start_with`] sets up beyond the CRM and the reference policy.
+pub struct CrmSetup {
+    /// Generated contacts (seed 1).
+    pub contacts: u64,
+    /// The proxy's users.
+    pub users: Vec<CrmUser>,
+    /// How PostgreSQL starts (e.g. `max_connections`).
+    pub pg: PgServerOptions,
+    /// The proxy's options; `database`, `users_file` and `policy` are filled in.
+    pub proxy: ProxyOptions,
+    /// `[policy] poll_seconds` (None: the proxy's default).
+    pub poll_seconds: Option<u64>,
+    /// SCRAM iterations of the users' verifiers (the clients' cost of a login; the proxy's is the
+    /// same at any count).
+    pub scram_iterations: u32,
+}
+
+impl CrmSetup {
+    /// [`CRM_USERS`], default servers, no polling.
+    pub fn new(contacts: u64) -> CrmSetup {
+        CrmSetup {
+            contacts,
+            users: CRM_USERS.to_vec(),
+            pg: PgServerOptions::default(),
+            proxy: ProxyOptions::default(),
+            poll_seconds: None,
+            scram_iterations: 4096,
+        }
+    }
 }
 
 impl CrmProxy {
     /// Starts everything with `contacts` generated contacts (seed 1).
     pub async fn start(contacts: u64) -> Result<CrmProxy> {
-        let pg = PgServer::start()?;
-        load_crm(&pg, CRM_DB, contacts, 1).await?;
-        let applied = apply_reference_policy(&pg, CRM_DB, "crm-proxy-test-pseudonym-key")?;
+        Self::start_with(CrmSetup::new(contacts)).await
+    }
+
+    /// Starts everything as `setup` says.
+    pub async fn start_with(setup: CrmSetup) -> Result<CrmProxy> {
+        let pg = PgServer::start_with(setup.pg)?;
+        load_crm(&pg, CRM_DB, setup.contacts, 1).await?;
+        let applied = apply_reference_policy(&pg, CRM_DB, CRM_PSEUDONYM_KEY)?;
         let dir = pg.dir().to_path_buf();
         let users = dir.join("users.toml");
         let mut store = UserStore::default();
-        for (name, role, attributes) in CRM_USERS {
+        for (name, role, attributes) in setup.users {
             store.insert(User {
                 name: (*name).to_owned(),
                 role: (*role).to_owned(),
@@ -54,18 +97,18 @@ impl CrmProxy {
                     .iter()
                     .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                     .collect(),
-                verifier: Verifier::from_password(&crm_password(name), 4096),
+                verifier: Verifier::from_password(&crm_password(name), setup.scram_iterations),
             })?;
         }
         store.save(&users)?;
         let options = ProxyOptions {
             database: CRM_DB.into(),
             users_file: Some(users),
-            policy: applied.proxy_section(None),
-            ..ProxyOptions::default()
+            policy: applied.proxy_section(setup.poll_seconds),
+            ..setup.proxy
         };
         let proxy = Proxy::start(&pg, options)?;
-        Ok(CrmProxy { pg, proxy })
+        Ok(CrmProxy { pg, proxy, applied })
     }
 
     /// A connection URI through the proxy as a demo user.
@@ -105,22 +148,33 @@ pub fn apply_reference_policy(
     pseudonym_key: &str,
 ) -> Result<AppliedPolicy> {
     let dir = pg.dir();
-    let policy = dir.join("policy.toml");
-    std::fs::copy(examples_dir().join("crm/policy.toml"), &policy)?;
-    let credentials = dir.join("logins.toml");
+    let applied = AppliedPolicy {
+        policy: dir.join("policy.toml"),
+        credentials: dir.join("logins.toml"),
+    };
+    std::fs::copy(examples_dir().join("crm/policy.toml"), &applied.policy)?;
+    apply_policy(pg, db, &applied, pseudonym_key)?;
+    Ok(applied)
+}
+
+/// Applies the policy file of `applied` (as it is now) to `db` with `maschera policy apply`,
+/// keeping the logins its credentials file holds.
+pub fn apply_policy(
+    pg: &PgServer,
+    db: &str,
+    applied: &AppliedPolicy,
+    pseudonym_key: &str,
+) -> Result<()> {
     let out = Command::new(maschera_bin())
         .args(["policy", "apply"])
-        .arg(&policy)
+        .arg(&applied.policy)
         .args(["--upstream", &pg.uri(db), "--credentials"])
-        .arg(&credentials)
+        .arg(&applied.credentials)
         .env("MASCHERA_PSEUDONYM_KEY", pseudonym_key)
         .output()
         .context("run maschera policy apply")?;
     if !out.status.success() {
         bail!("policy apply: {}", String::from_utf8_lossy(&out.stderr));
     }
-    Ok(AppliedPolicy {
-        policy,
-        credentials,
-    })
+    Ok(())
 }

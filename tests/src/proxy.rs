@@ -42,8 +42,12 @@ pub struct ProxyOptions {
     pub policy: String,
     /// Lines of `[audit]` (empty: no access log).
     pub audit: String,
+    /// Lines of `[retention]` (empty: no scheduled retention).
+    pub retention: String,
     /// A users file to serve instead of one written from `users` (e.g. made by `maschera user add`).
     pub users_file: Option<PathBuf>,
+    /// `RUST_LOG` of the proxy (default `debug`; load tests use `info`).
+    pub log_level: String,
 }
 
 impl Default for ProxyOptions {
@@ -61,7 +65,9 @@ impl Default for ProxyOptions {
             metrics: false,
             policy: String::new(),
             audit: String::new(),
+            retention: String::new(),
             users_file: None,
+            log_level: "debug".into(),
         }
     }
 }
@@ -97,7 +103,7 @@ impl Proxy {
             let mut child = Command::new(crate::maschera_bin())
                 .args(["serve", "--config"])
                 .arg(dir.path().join("maschera.toml"))
-                .env("RUST_LOG", "debug")
+                .env("RUST_LOG", &options.log_level)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(std::fs::File::create(&log_path)?)
@@ -264,6 +270,7 @@ fn config_text(
         ("log", &options.log),
         ("policy", &options.policy),
         ("audit", &options.audit),
+        ("retention", &options.retention),
     ] {
         if !lines.is_empty() {
             text.push_str(&format!("\n[{table}]\n{lines}\n"));

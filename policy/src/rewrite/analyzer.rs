@@ -9,6 +9,7 @@ use super::report::{TableOperation, TableRoute, UseLog};
 use super::scope::{CteName, ItemKind, Scope, fold_name, quoted};
 use super::system::{self, SystemRelation};
 use crate::access::{Catalog, RoleAccess, TableAccess, TableName, UnlistedTables, ViewAccess};
+use crate::model::OBJECT_PREFIX;
 
 /// What a table name in a FROM clause or DML target refers to: a CTE, or a relation (a policy
 /// view, an unlisted base table or a system relation).
@@ -83,7 +84,20 @@ impl<'a> Analyzer<'a> {
             }
             _ => {}
         }
-        let Some(table) = self.catalog.resolve(schema, relation) else {
+        let found = match schema {
+            // The role's own view schema, named explicitly: the same view an unqualified name
+            // maps to.
+            Some(s) if !self.role.view_schema.is_empty() && s == self.role.view_schema => {
+                Some(self.own_view(relation)?)
+            }
+            Some(s) if s.starts_with(OBJECT_PREFIX) => {
+                return Err(Refusal::denied(format!(
+                    "permission denied for relation {s}.{relation}: schema {s} holds Maschera's own objects (another role's views or the keys)"
+                )));
+            }
+            _ => self.catalog.resolve(schema, relation),
+        };
+        let Some(table) = found else {
             let shown = match schema {
                 Some(s) => format!("{s}.{relation}"),
                 None => relation.to_string(),
@@ -146,6 +160,23 @@ impl<'a> Analyzer<'a> {
                 "permission denied for relation {schema}.{relation}: it exposes values or other sessions"
             ))),
         }
+    }
+
+    /// The table whose view in the role's own schema is called `view`.
+    fn own_view(&self, view: &str) -> Result<TableName, Refusal> {
+        self.role
+            .tables
+            .iter()
+            .find_map(|(table, access)| match access {
+                TableAccess::View(access) if access.view == view => Some(table.clone()),
+                _ => None,
+            })
+            .ok_or_else(|| {
+                Refusal::denied(format!(
+                    "permission denied for relation {}.{view}: not a view of role {}",
+                    self.role.view_schema, self.role.role
+                ))
+            })
     }
 
     /// The name a view-mapped reference is rewritten to.

@@ -138,8 +138,20 @@ impl Rewritten {
     }
 }
 
-fn parse(sql: &str) -> Result<Vec<Statement>, Refusal> {
-    Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(|e| Refusal::unparsable(&e.to_string()))
+fn parse(sql: &str, role: &RoleAccess) -> Result<Vec<Statement>, Refusal> {
+    Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(|e| {
+        match statement::do_block_index(sql) {
+            Some(index) => {
+                let mut refusal = Refusal::denied(format!(
+                    "permission denied: DO blocks (anonymous code blocks) run procedural code, not allowed for role {}",
+                    role.role
+                ));
+                refusal.statement_index = index;
+                refusal
+            }
+            None => Refusal::unparsable(&e.to_string()),
+        }
+    })
 }
 
 /// Rewrites a simple-query text (one or more statements) for `role`.
@@ -150,7 +162,7 @@ pub fn rewrite(sql: &str, role: &RoleAccess, catalog: &Catalog) -> Result<Rewrit
     if role.unrestricted {
         return Ok(Rewritten::Unchanged);
     }
-    let statements = parse(sql)?;
+    let statements = parse(sql, role)?;
     let mut out = Vec::with_capacity(statements.len());
     for (index, statement) in statements.into_iter().enumerate() {
         let rewritten = rewrite_statement(statement, role, catalog).map_err(|mut refusal| {
@@ -173,7 +185,7 @@ pub fn rewrite_prepared(
     if role.unrestricted {
         return Ok(Rewritten::Unchanged);
     }
-    let mut statements = parse(sql)?;
+    let mut statements = parse(sql, role)?;
     if statements.len() > 1 {
         return Err(Refusal::unsupported(
             "cannot insert multiple commands into a prepared statement",

@@ -75,6 +75,62 @@ fn setting_value(expr: &Expr) -> String {
     }
 }
 
+/// The index of the first statement of `sql` that starts with the keyword `DO` (after
+/// whitespace and comments), which sqlparser cannot parse: such text is refused as a DO block
+/// rather than as unparsable. `None` when there is none or the text does not even tokenize.
+pub(crate) fn do_block_index(sql: &str) -> Option<usize> {
+    use sqlparser::tokenizer::{Token, Tokenizer};
+    let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize().ok()?;
+    let mut index = 0;
+    let mut at_start = true;
+    for token in tokens {
+        match token {
+            Token::Whitespace(_) => {}
+            Token::SemiColon => {
+                if !at_start {
+                    index += 1;
+                }
+                at_start = true;
+            }
+            Token::Word(word) if at_start => {
+                if word.quote_style.is_none() && word.value.eq_ignore_ascii_case("do") {
+                    return Some(index);
+                }
+                at_start = false;
+            }
+            _ => at_start = false,
+        }
+    }
+    None
+}
+
+/// `SHOW` forms whose words are PostgreSQL's own grammar, not a setting name.
+const SHOW_PHRASES: &[&[&str]] = &[
+    &["time", "zone"],
+    &["transaction", "isolation", "level"],
+    &["session", "authorization"],
+];
+
+/// Makes `SHOW name` serialize as PostgreSQL reads it. sqlparser keeps only the words of a
+/// `SHOW` (`SHOW maschera.region` and `SHOW maschera region` give the same tree) and writes them
+/// separated by spaces, which PostgreSQL rejects for a dotted name: several words that are not one
+/// of PostgreSQL's phrases become one quoted, dotted setting name (`SHOW "maschera.region"`).
+/// Reading a setting needs no check: the role's own login's privileges apply, and the caller may
+/// read its own attributes (it cannot change them).
+fn show_variable(variable: &mut Vec<sqlparser::ast::Ident>) {
+    if variable.len() < 2 {
+        return;
+    }
+    let words: Vec<String> = variable.iter().map(fold).collect();
+    let phrase = variable.iter().all(|w| w.quote_style.is_none())
+        && SHOW_PHRASES
+            .iter()
+            .any(|p| p.len() == words.len() && p.iter().zip(&words).all(|(a, b)| a == b));
+    if !phrase {
+        *variable = vec![super::scope::quoted(&words.join("."))];
+    }
+}
+
 impl<'a> Analyzer<'a> {
     /// Analyses one top-level statement, rewriting it in place.
     pub(crate) fn statement(&mut self, statement: &mut Statement) -> Result<Outcome, Refusal> {
@@ -211,7 +267,10 @@ impl<'a> Analyzer<'a> {
                     }
                 }
             }
-            Statement::ShowVariable { .. } => Ok(Outcome::new(StatementKind::Show, true)),
+            Statement::ShowVariable { variable } => {
+                show_variable(variable);
+                Ok(Outcome::new(StatementKind::Show, true))
+            }
             Statement::Discard { object_type } => {
                 let mut outcome = Outcome::new(StatementKind::Discard, false);
                 if matches!(object_type, DiscardObject::ALL) {

@@ -851,7 +851,6 @@ fn unparsable_text_is_refused_without_echoing_literals() {
         "SELECT id FROM contacts WHERE first_name = 'secret-literal-4711' AND",
         "SELECT * FROM contacts WHERE id BETWEEN SYMMETRIC 1 AND 2",
         "MOVE FORWARD 5 IN c",
-        "DO $$ BEGIN PERFORM 1; END $$",
         "EXPLAIN ANALYSE SELECT * FROM contacts",
         "SELECT id FROM contacts FOR NO KEY UPDATE",
         "SELECT * FROM ROWS FROM (generate_series(1, 2))",
@@ -864,6 +863,89 @@ fn unparsable_text_is_refused_without_echoing_literals() {
             SqlState::FeatureNotSupported,
             "Maschera parser",
         );
+    }
+}
+
+#[test]
+fn do_blocks_are_refused_as_such_wherever_they_start() {
+    for (sql, index) in [
+        ("DO $$ BEGIN PERFORM 1; END $$", 0),
+        (
+            "  /* c */ -- line\n do LANGUAGE plpgsql $x$ BEGIN END $x$",
+            0,
+        ),
+        ("SELECT 1; Do 'BEGIN END'", 1),
+    ] {
+        let refusal = refused("sales", sql, SqlState::InsufficientPrivilege, "DO blocks");
+        assert_eq!(refusal.statement_index, index, "{sql}");
+    }
+    // A column or string called do is not a DO block.
+    refused(
+        "sales",
+        "SELECT 'do' FROM contacts WHERE",
+        SqlState::FeatureNotSupported,
+        "Maschera parser",
+    );
+}
+
+#[test]
+fn show_serializes_the_way_postgresql_reads_it() {
+    for (sql, sent) in [
+        ("SHOW maschera.region", "SHOW \"maschera.region\""),
+        ("show Maschera.Region", "SHOW \"maschera.region\""),
+        ("SHOW TimeZone", "SHOW TimeZone"),
+        ("SHOW TIME ZONE", "SHOW TIME ZONE"),
+        (
+            "SHOW TRANSACTION ISOLATION LEVEL",
+            "SHOW TRANSACTION ISOLATION LEVEL",
+        ),
+        ("SHOW ALL", "SHOW ALL"),
+    ] {
+        assert_eq!(accepted_sql("sales", sql), sent, "{sql}");
+    }
+}
+
+#[test]
+fn the_roles_own_view_schema_may_be_named_and_no_other() {
+    let plain = accepted_sql("sales", "SELECT first_name FROM contacts WHERE id = 1");
+    for sql in [
+        "SELECT first_name FROM maschera_sales.contacts WHERE id = 1",
+        "SELECT first_name FROM \"maschera_sales\".\"contacts\" WHERE id = 1",
+        "SELECT first_name FROM MASCHERA_SALES.Contacts WHERE id = 1",
+    ] {
+        assert_eq!(accepted_sql("sales", sql), plain, "{sql}");
+    }
+    accepted_sql(
+        "sales",
+        "UPDATE maschera_sales.deals SET stage = 'won' WHERE id = 1",
+    );
+    refused(
+        "sales",
+        "SELECT * FROM maschera_sales.health_records",
+        SqlState::InsufficientPrivilege,
+        "maschera_sales.health_records",
+    );
+    refused(
+        "sales",
+        "SELECT * FROM maschera_sales.nothing",
+        SqlState::InsufficientPrivilege,
+        "maschera_sales.nothing",
+    );
+    for (sql, names) in [
+        (
+            "SELECT * FROM maschera_support.contacts",
+            "maschera_support.contacts",
+        ),
+        (
+            "SELECT * FROM maschera_private.keys",
+            "maschera_private.keys",
+        ),
+        (
+            "SELECT * FROM \"maschera_Sales\".contacts",
+            "maschera_Sales.contacts",
+        ),
+    ] {
+        refused("sales", sql, SqlState::InsufficientPrivilege, names);
     }
 }
 

@@ -5,6 +5,7 @@
 pub mod foreign_keys;
 pub mod forget;
 pub mod retention;
+pub mod schedule;
 
 use crate::audit::{AuditConfig, AuditLog, Event, EventKind};
 use anyhow::{Context, Result, bail};

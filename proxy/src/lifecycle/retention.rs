@@ -2,8 +2,8 @@
 //! Art. 5.1.e). For every table whose policy declares `retention`, the rows older than the period are
 //! deleted with their dependants (children first, following the foreign keys) or have the named columns
 //! replaced by their masks, in batches of N rows per transaction so no lock is held long. Reports per
-//! table what it did, or with `--dry-run` what it would do. Not for: scheduling (run it from cron or a
-//! systemd timer) or the policy's syntax (see `policy::retention`).
+//! table what it did, or with `--dry-run` what it would do. `maschera serve` runs the same [`apply`] on
+//! a schedule (see `lifecycle::schedule`). Not for: the policy's syntax (see `policy::retention`).
 
 use super::foreign_keys::{
     ForeignKey, LiveTable, count_rows, dependants, read_foreign_keys, resolve_table,
@@ -12,10 +12,10 @@ use super::mask_assignments;
 use crate::audit::EventKind;
 use crate::policy_apply;
 use crate::policy_cmd::load_policy;
-use anyhow::Result;
+use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
 use policy::apply_sql::{quote_ident, quote_literal};
-use policy::model::Table;
+use policy::model::Policy;
 use policy::retention::{Retention, RetentionAction};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -64,77 +64,137 @@ pub fn run(args: RetentionArgs) -> Result<ExitCode> {
             false => audit.open()?,
         };
         let client = policy_apply::connect(&upstream).await?;
-        let keys = read_foreign_keys(&client).await?;
-        let mut any = false;
-        let mut summary = Vec::new();
-        let mut total = 0;
-        for table in policy.tables.values() {
-            let Some(retention) = &table.retention else {
-                continue;
-            };
-            any = true;
-            let live = resolve_table(
-                &client,
-                &format!(
-                    "{}.{}",
-                    quote_ident(&table.name.schema),
-                    quote_ident(&table.name.name)
-                ),
-            )
-            .await?;
-            let expired = format!(
-                "{} < now() - interval {}",
-                quote_ident(&retention.column),
-                quote_literal(&retention.period.interval())
-            );
-            let report = match &retention.action {
-                RetentionAction::Delete => {
-                    delete_expired(&client, &live, &expired, &keys, dry_run, batch).await?
-                }
-                RetentionAction::Mask(masks) => {
-                    let assignments = mask_assignments(&client, table, &live, masks).await?;
-                    mask_expired(&client, &live, &expired, &assignments, dry_run, batch).await?
-                }
-            };
-            print_report(table, retention, &report, dry_run);
-            for (name, rows) in &report {
-                total += rows;
-                summary.push(format!("{name}: {rows} {}", action_word(retention)));
-            }
+        let reports = apply(&client, &policy, dry_run, batch).await?;
+        for report in &reports {
+            report.print(dry_run);
         }
-        super::record(
-            log,
-            EventKind::RetentionRun,
-            total,
-            summary.join("; "),
-            None,
-        )
-        .await?;
-        if !any {
+        if reports.is_empty() {
             println!("the policy declares no retention rule");
         }
+        let (total, summary) = summarize(&reports);
+        super::record(log, EventKind::RetentionRun, total, summary, None).await?;
         Ok(ExitCode::SUCCESS)
     })
 }
 
-/// Rows affected per table (display name), in the order they were handled.
-type Report = Vec<(String, u64)>;
+/// Session-level advisory lock key held by a retention run (the ASCII of "mascret"), so that runs
+/// of several proxies, or of a proxy and the command line, never overlap.
+const RUN_LOCK: i64 = 0x006d_6173_6372_6574;
 
-fn print_report(table: &Table, retention: &Retention, report: &Report, dry_run: bool) {
-    let (verb, what) = match (&retention.action, dry_run) {
-        (RetentionAction::Delete, false) => ("deleted", "rows"),
-        (RetentionAction::Delete, true) => ("would delete", "rows"),
-        (RetentionAction::Mask(_), false) => ("masked", "rows"),
-        (RetentionAction::Mask(_), true) => ("would mask", "rows"),
-    };
-    println!(
-        "{}: older than {} by {}",
-        table.key, retention.period, retention.column
-    );
-    for (name, rows) in report {
-        println!("  {name:<32} {rows:>10} {what} {verb}");
+/// What one retention rule did (or would do): rows per table, the expired table first.
+pub struct RuleReport {
+    /// The policy's table key, e.g. `contacts`.
+    pub table: String,
+    pub retention: Retention,
+    pub rows: Report,
+}
+
+impl RuleReport {
+    fn print(&self, dry_run: bool) {
+        let verb = match dry_run {
+            false => action_word(&self.retention),
+            true => match self.retention.action {
+                RetentionAction::Delete => "would delete",
+                RetentionAction::Mask(_) => "would mask",
+            },
+        };
+        println!(
+            "{}: older than {} by {}",
+            self.table, self.retention.period, self.retention.column
+        );
+        for (name, rows) in &self.rows {
+            println!("  {name:<32} {rows:>10} rows {verb}");
+        }
     }
 }
+
+/// The total of rows and a one-line summary without values (`public.contacts: 3 deleted; ...`), for
+/// the access log and the operational log.
+pub fn summarize(reports: &[RuleReport]) -> (u64, String) {
+    let mut total = 0;
+    let mut parts = Vec::new();
+    for report in reports {
+        for (name, rows) in &report.rows {
+            total += rows;
+            parts.push(format!("{name}: {rows} {}", action_word(&report.retention)));
+        }
+    }
+    (total, parts.join("; "))
+}
+
+/// Applies every retention rule of `policy` over `client` (an account that may delete and update
+/// the tables), or with `dry_run` counts what it would do. Holds an advisory lock for the whole run:
+/// if another run holds it, fails saying so.
+pub async fn apply(
+    client: &Client,
+    policy: &Policy,
+    dry_run: bool,
+    batch: u32,
+) -> Result<Vec<RuleReport>> {
+    let locked: bool = client
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&RUN_LOCK])
+        .await?
+        .get(0);
+    if !locked {
+        bail!("another retention run is in progress (advisory lock {RUN_LOCK} is held)");
+    }
+    let reports = apply_rules(client, policy, dry_run, batch).await;
+    if reports.is_err() {
+        // A failed statement may leave the batch's transaction open.
+        let _ = client.batch_execute("ROLLBACK").await;
+    }
+    client
+        .execute("SELECT pg_advisory_unlock($1)", &[&RUN_LOCK])
+        .await?;
+    reports
+}
+
+async fn apply_rules(
+    client: &Client,
+    policy: &Policy,
+    dry_run: bool,
+    batch: u32,
+) -> Result<Vec<RuleReport>> {
+    let keys = read_foreign_keys(client).await?;
+    let mut reports = Vec::new();
+    for table in policy.tables.values() {
+        let Some(retention) = &table.retention else {
+            continue;
+        };
+        let live = resolve_table(
+            client,
+            &format!(
+                "{}.{}",
+                quote_ident(&table.name.schema),
+                quote_ident(&table.name.name)
+            ),
+        )
+        .await?;
+        let expired = format!(
+            "{} < now() - interval {}",
+            quote_ident(&retention.column),
+            quote_literal(&retention.period.interval())
+        );
+        let rows = match &retention.action {
+            RetentionAction::Delete => {
+                delete_expired(client, &live, &expired, &keys, dry_run, batch).await?
+            }
+            RetentionAction::Mask(masks) => {
+                let assignments = mask_assignments(client, table, &live, masks).await?;
+                mask_expired(client, &live, &expired, &assignments, dry_run, batch).await?
+            }
+        };
+        reports.push(RuleReport {
+            table: table.key.clone(),
+            retention: retention.clone(),
+            rows,
+        });
+    }
+    Ok(reports)
+}
+
+/// Rows affected per table (display name), in the order they were handled.
+pub type Report = Vec<(String, u64)>;
 
 fn action_word(retention: &Retention) -> &'static str {
     match retention.action {

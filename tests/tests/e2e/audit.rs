@@ -12,6 +12,7 @@ use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
 
 /// A folder with fresh keys (made by `maschera audit keygen`) and a proxy config whose `[audit]`
 /// section points at them and at `log/`.
@@ -497,4 +498,552 @@ async fn the_postgres_sink_copies_records_into_a_central_table() {
         Path::new(&setup.log_dir()).is_dir(),
         "the file stays the source of truth"
     );
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Through the proxy: the reference CRM and policy, `maschera serve` with the access log on.
+// ---------------------------------------------------------------------------------------------------
+
+/// The reference CRM behind `maschera serve` with `[audit]` writing to `log_dir` with the keys of
+/// `setup`; users `dora` (dpo) and `sam` (sales, north).
+struct AuditedCrm {
+    pg: PgServer,
+    proxy: maschera_tests::Proxy,
+    policy: PathBuf,
+    options: maschera_tests::ProxyOptions,
+}
+
+impl AuditedCrm {
+    async fn start(setup: &Setup, log_dir: &Path, auth: &str) -> AuditedCrm {
+        use maschera_tests::crm_proxy::{CRM_DB, CRM_USERS, apply_reference_policy, crm_password};
+        let pg = PgServer::start().expect("start PostgreSQL");
+        maschera_tests::crm::load_crm(&pg, CRM_DB, 200, 1)
+            .await
+            .expect("load the CRM");
+        let applied = apply_reference_policy(&pg, CRM_DB, "audit-test-pseudonym-key").unwrap();
+        let mut store = maschera::users::UserStore::default();
+        for (name, role, attributes) in CRM_USERS {
+            store
+                .insert(maschera::users::User {
+                    name: (*name).to_owned(),
+                    role: (*role).to_owned(),
+                    attributes: attributes
+                        .iter()
+                        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                        .collect(),
+                    verifier: maschera::scram::Verifier::from_password(&crm_password(name), 4096),
+                })
+                .unwrap();
+        }
+        let users = pg.dir().join("users.toml");
+        store.save(&users).unwrap();
+        let options = maschera_tests::ProxyOptions {
+            database: CRM_DB.into(),
+            users_file: Some(users),
+            policy: applied.proxy_section(Some(1)),
+            auth: auth.into(),
+            audit: format!(
+                "dir = {:?}\ninstance = \"e2e-proxy\"\nkey_file = {:?}\nsigning_key_file = {:?}\ncheckpoint_seconds = 1",
+                log_dir.display().to_string(),
+                setup.key("audit.key"),
+                setup.key("audit-signing.key"),
+            ),
+            ..maschera_tests::ProxyOptions::default()
+        };
+        let proxy = maschera_tests::Proxy::start(&pg, options.clone()).expect("start the proxy");
+        AuditedCrm {
+            pg,
+            proxy,
+            policy: applied.policy,
+            options,
+        }
+    }
+
+    fn uri(&self, user: &str, application: &str) -> String {
+        let password = maschera_tests::crm_proxy::crm_password(user);
+        format!(
+            "{}?application_name={application}",
+            self.proxy.uri_as(user, &password, "crm")
+        )
+    }
+
+    async fn connect(&self, user: &str, application: &str) -> tokio_postgres::Client {
+        let (client, connection) =
+            tokio_postgres::connect(&self.uri(user, application), tokio_postgres::NoTls)
+                .await
+                .unwrap_or_else(|e| panic!("{user} connects: {e}"));
+        tokio::spawn(connection);
+        client
+    }
+}
+
+/// Every record of the log folder, in file order.
+fn records(dir: &Path) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    for file in maschera::audit::files::list_dir(dir).unwrap_or_default() {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        out.extend(text.lines().filter_map(|l| serde_json::from_str(l).ok()));
+    }
+    out
+}
+
+/// The records matching `pick`, waiting up to 30 s for at least `count` of them.
+fn wait_records(
+    dir: &Path,
+    count: usize,
+    pick: impl Fn(&serde_json::Value) -> bool,
+) -> Vec<serde_json::Value> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let found: Vec<_> = records(dir).into_iter().filter(|r| pick(r)).collect();
+        if found.len() >= count || std::time::Instant::now() > deadline {
+            return found;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+fn app(record: &serde_json::Value) -> &str {
+    record["application_name"].as_str().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn the_proxy_records_logins_statements_of_every_role_refusals_errors_and_reloads() {
+    let setup = Setup::new("");
+    let log = setup.log_dir();
+    let crm = AuditedCrm::start(&setup, &log, "max_failures = 2").await;
+
+    // Statements of a restricted role: an answered read, a refusal, an error, an extended query.
+    let sam = crm.connect("sam", "kinds-sam").await;
+    let rows = sam
+        .simple_query("SELECT email, tax_code FROM contacts WHERE email <> 'somebody@posta.it'")
+        .await
+        .unwrap();
+    let read_rows = rows
+        .iter()
+        .filter(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_)))
+        .count() as u64;
+    let err = sam
+        .simple_query("SELECT * FROM health_records")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "42501");
+    let err = sam
+        .simple_query("SELECT id / 0 FROM contacts")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "22012");
+    let one = sam
+        .query("SELECT first_name FROM contacts WHERE id = $1", &[&1i64])
+        .await
+        .unwrap();
+    assert_eq!(one.len(), 1);
+    sam.simple_query("SELECT 1").await.unwrap();
+
+    // Statements of the unrestricted role: on a policy table (simple and extended), and not.
+    let dora = crm.connect("dora", "kinds-dora").await;
+    let all = dora
+        .simple_query("SELECT id, tax_code FROM public.contacts WHERE id <= 5")
+        .await
+        .unwrap();
+    assert!(!all.is_empty());
+    dora.execute(
+        "UPDATE interactions SET channel = channel WHERE id = (SELECT min(id) FROM interactions)",
+        &[],
+    )
+    .await
+    .unwrap();
+    dora.simple_query("SELECT count(*) FROM pg_class")
+        .await
+        .unwrap();
+    dora.simple_query("SELECT 'contacts' AS word")
+        .await
+        .unwrap();
+
+    // A wrong password, then a lockout (max_failures = 2) of a user name.
+    let wrong = format!(
+        "postgres://sam:not-the-password@127.0.0.1:{}/crm",
+        crm.proxy.port()
+    );
+    for _ in 0..2 {
+        let err = tokio_postgres::connect(&wrong, tokio_postgres::NoTls)
+            .await
+            .err()
+            .expect("a wrong password is refused");
+        assert!(
+            err.to_string().contains("28P01") || err.code().is_some(),
+            "{err}"
+        );
+    }
+
+    // A policy reload.
+    let text = std::fs::read_to_string(&crm.policy).unwrap();
+    std::fs::write(&crm.policy, format!("{text}\n# reviewed\n")).unwrap();
+
+    let reloads = wait_records(&log, 1, |r| r["event"] == "policy_reload");
+    assert_eq!(reloads.len(), 1, "one reload recorded");
+    assert_eq!(reloads[0]["outcome"]["result"], "ok", "{}", reloads[0]);
+
+    // Everything is in the log before the clients saw the answers; read it now.
+    let all_records = records(&log);
+    let text = serde_json::to_string(&all_records).unwrap();
+    assert!(
+        !text.contains("somebody@posta.it"),
+        "a literal reached the log"
+    );
+    assert!(
+        !text.contains("not-the-password"),
+        "a password reached the log"
+    );
+    assert!(!text.contains(&maschera_tests::crm_proxy::crm_password("sam")));
+
+    let logins: Vec<_> = all_records
+        .iter()
+        .filter(|r| r["event"] == "login_ok")
+        .collect();
+    let sam_login = logins
+        .iter()
+        .find(|r| r["user"] == "sam" && app(r) == "kinds-sam")
+        .expect("sam's login");
+    assert_eq!(sam_login["role"], "sales");
+    assert_eq!(sam_login["database"], "crm");
+    assert!(
+        sam_login["client"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
+    assert!(
+        logins
+            .iter()
+            .any(|r| r["user"] == "dora" && r["role"] == "dpo")
+    );
+    let failed: Vec<_> = all_records
+        .iter()
+        .filter(|r| r["event"] == "login_failed")
+        .collect();
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    assert!(failed.iter().all(|r| r["user"] == "sam"
+        && r["outcome"]["sqlstate"] == "28P01"
+        && r["detail"].as_str().unwrap().contains("wrong password")));
+    let lockouts: Vec<_> = all_records
+        .iter()
+        .filter(|r| r["event"] == "lockout")
+        .collect();
+    assert_eq!(lockouts.len(), 1, "the second failure locks: {lockouts:?}");
+    assert_eq!(lockouts[0]["user"], "sam");
+    assert!(lockouts[0]["detail"].as_str().unwrap().contains("blocked"));
+
+    let statements = |application: &str| -> Vec<&serde_json::Value> {
+        all_records
+            .iter()
+            .filter(|r| r["event"] == "statement" && app(r) == application)
+            .collect()
+    };
+    let sam_statements = statements("kinds-sam");
+    assert_eq!(
+        sam_statements.len(),
+        4,
+        "read, refusal, error, extended read; SELECT 1 touches no policy table: {sam_statements:#?}"
+    );
+    let read = sam_statements[0];
+    assert_eq!(read["user"], "sam");
+    assert_eq!(read["role"], "sales");
+    assert_eq!(read["database"], "crm");
+    assert_eq!(read["session"], sam_login["session"]);
+    assert_eq!(read["client"], sam_login["client"]);
+    assert_eq!(read["statement_kind"], "select");
+    assert_eq!(read["rows"], read_rows, "{read}");
+    assert_eq!(read["outcome"]["result"], "ok");
+    assert!(read["duration_us"].as_u64().is_some(), "{read}");
+    assert!(
+        read["statement"].as_str().unwrap().contains("$1"),
+        "normalized: {read}"
+    );
+    let columns = read["tables"][0]["columns"].to_string();
+    assert!(
+        columns.contains(r#""name":"tax_code""#) && columns.contains("masked"),
+        "{read}"
+    );
+    assert!(
+        read["tables"][0]["row_filtered"] == true,
+        "sam sees his region only: {read}"
+    );
+    let refused = sam_statements[1];
+    assert_eq!(refused["outcome"]["result"], "refused");
+    assert_eq!(refused["outcome"]["sqlstate"], "42501");
+    assert!(
+        refused["tables"].to_string().contains("health_records"),
+        "{refused}"
+    );
+    let error = sam_statements[2];
+    assert_eq!(error["outcome"]["result"], "error");
+    assert_eq!(error["outcome"]["sqlstate"], "22012");
+    let extended = sam_statements[3];
+    assert_eq!(extended["rows"], 1);
+    assert_eq!(extended["outcome"]["result"], "ok");
+
+    let dora_statements = statements("kinds-dora");
+    assert_eq!(
+        dora_statements.len(),
+        2,
+        "the read of contacts and the update of interactions; pg_class and a string literal are not \
+         policy tables: {dora_statements:#?}"
+    );
+    let dora_read = dora_statements[0];
+    assert_eq!(dora_read["role"], "dpo");
+    assert_eq!(dora_read["statement_kind"], "select");
+    assert_eq!(dora_read["rows"], 5);
+    let tables = dora_read["tables"].to_string();
+    assert!(
+        tables.contains(r#""name":"contacts""#) && tables.contains("national_identifier"),
+        "{dora_read}"
+    );
+    let dora_write = dora_statements[1];
+    assert_eq!(dora_write["statement_kind"], "update");
+    assert_eq!(dora_write["rows"], 1);
+    assert!(dora_write["tables"].to_string().contains("interactions"));
+
+    drop(sam);
+    drop(dora);
+    let out = setup.verify();
+    assert!(
+        matches!(out.status.code(), Some(0 | 2)),
+        "the chain checks while the proxy runs: {}",
+        stdout(&out)
+    );
+    drop(crm);
+}
+
+#[tokio::test]
+async fn sigkill_under_load_through_the_proxy_keeps_every_completed_statement() {
+    let setup = Setup::new("");
+    let log = setup.log_dir();
+    let mut crm = AuditedCrm::start(&setup, &log, "").await;
+    let completed = Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::new()));
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let user = if i % 4 == 3 { "dora" } else { "sam" };
+        let application = format!("load-{i}");
+        let client = crm.connect(user, &application).await;
+        let completed = completed.clone();
+        tasks.push(tokio::spawn(async move {
+            for n in 0u64.. {
+                let result = if n % 2 == 0 {
+                    client
+                        .query(
+                            "SELECT first_name, email FROM contacts WHERE id = $1",
+                            &[&(n as i64 % 50 + 1)],
+                        )
+                        .await
+                        .map(|_| ())
+                } else {
+                    client
+                        .simple_query("SELECT count(*) FROM interactions")
+                        .await
+                        .map(|_| ())
+                };
+                if result.is_err() {
+                    return;
+                }
+                // The completion arrived: its record must be in the log whatever happens next.
+                *completed
+                    .lock()
+                    .unwrap()
+                    .entry(application.clone())
+                    .or_insert(0u64) += 1;
+            }
+        }));
+    }
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let completed = completed.lock().unwrap();
+        let total: u64 = completed.values().sum();
+        if total >= 400 && completed.len() == 8 && completed.values().all(|n| *n >= 10) {
+            break;
+        }
+    }
+    crm.proxy.signal(libc::SIGKILL);
+    crm.proxy
+        .wait_exit(std::time::Duration::from_secs(10))
+        .unwrap();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let completed = completed.lock().unwrap().clone();
+    assert_eq!(completed.len(), 8, "every client completed statements");
+
+    let in_log = records(&log);
+    for (application, done) in &completed {
+        let recorded = in_log
+            .iter()
+            .filter(|r| r["event"] == "statement" && app(r) == application)
+            .filter(|r| r["outcome"]["result"] == "ok")
+            .count() as u64;
+        assert!(
+            recorded >= *done,
+            "{application}: {done} statements completed, {recorded} recorded"
+        );
+    }
+    // The documented contract after a crash: everything checks, records follow the last checkpoint.
+    let out = setup.verify();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "an unsealed tail, not a broken chain: {}{}",
+        stdout(&out),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout(&out).contains("unsealed tail"), "{}", stdout(&out));
+
+    // A new proxy on the same folder links the crashed file; a clean stop seals the log.
+    let mut again = maschera_tests::Proxy::start(&crm.pg, crm.options.clone()).unwrap();
+    again.signal(libc::SIGTERM);
+    assert!(
+        again
+            .wait_exit(std::time::Duration::from_secs(30))
+            .unwrap()
+            .success()
+    );
+    let out = setup.verify();
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("stopped uncleanly"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+/// A tmpfs of `kib` KiB mounted on a fresh folder (the tests run as root), unmounted on drop.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(kib: u64) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={kib}k"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("run mount");
+        assert!(status.success(), "mounting a small tmpfs needs root");
+        SmallDisk { dir }
+    }
+
+    /// Fills the disk with a file; returns its path.
+    fn fill(&self) -> PathBuf {
+        use std::io::Write;
+        let path = self.dir.path().join("filler");
+        let mut file = std::fs::File::create(&path).unwrap();
+        let block = vec![0u8; 4096];
+        while file.write_all(&block).is_ok() {}
+        let _ = file.sync_all();
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_under_the_proxy_refuses_personal_data_and_recovers() {
+    let setup = Setup::new("");
+    let disk = SmallDisk::mount(512);
+    let log = disk.dir.path().join("log");
+    let crm = AuditedCrm::start(&setup, &log, "").await;
+    let sam = crm.connect("sam", "disk-sam").await;
+    sam.simple_query("SELECT email FROM contacts WHERE id = 1")
+        .await
+        .unwrap();
+    // Past the periodic checkpoint (checkpoint_seconds = 1), so that the next write is a statement's.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let filler = disk.fill();
+
+    // The log file's last page may still hold a few records; then a statement runs, but its record
+    // cannot be written: the answer is withheld and the session ends.
+    let mut answered_before = 0;
+    let err = loop {
+        match sam
+            .simple_query("SELECT email FROM contacts WHERE id = 1")
+            .await
+        {
+            Ok(_) => answered_before += 1,
+            Err(err) => break err,
+        }
+        assert!(answered_before < 100, "the disk never filled");
+    };
+    assert_eq!(err.code().map(|c| c.code()), Some("58030"), "{err:?}");
+    assert!(
+        err.as_db_error()
+            .unwrap()
+            .message()
+            .contains("access log cannot be written"),
+        "{err:?}"
+    );
+    assert!(
+        sam.simple_query("SELECT 1").await.is_err(),
+        "the session is closed"
+    );
+
+    // While the log is unwritable, statements on personal data are refused for every role; others run.
+    let sam = crm.connect("sam", "disk-sam-2").await;
+    let dora = crm.connect("dora", "disk-dora").await;
+    for (who, client) in [("sam", &sam), ("dora", &dora)] {
+        let err = client
+            .simple_query("SELECT email FROM contacts WHERE id = 1")
+            .await
+            .unwrap_err();
+        assert_eq!(err.code().unwrap().code(), "42501", "{who}: {err:?}");
+        assert!(
+            err.as_db_error()
+                .unwrap()
+                .message()
+                .contains("access log cannot be written"),
+            "{who}: {err:?}"
+        );
+        client.simple_query("SELECT 1").await.unwrap();
+    }
+    let err = sam
+        .query("SELECT first_name FROM contacts WHERE id = $1", &[&1i64])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "42501", "extended: {err:?}");
+
+    // Space again: the next record written makes the log healthy, and statements run again.
+    std::fs::remove_file(filler).unwrap();
+    let mut answered = false;
+    for _ in 0..20 {
+        if sam
+            .simple_query("SELECT email FROM contacts WHERE id = 1")
+            .await
+            .is_ok()
+        {
+            answered = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(answered, "the proxy recovers once the log can be written");
+    let answered: Vec<_> = records(&log)
+        .into_iter()
+        .filter(|r| r["event"] == "statement" && r["outcome"]["result"] == "ok")
+        .collect();
+    assert_eq!(
+        answered.iter().filter(|r| app(r) == "disk-sam").count(),
+        1 + answered_before,
+        "every statement answered before the disk filled is recorded, the withheld one is not"
+    );
+    assert!(
+        answered.iter().any(|r| app(r) == "disk-sam-2"),
+        "the statement answered after recovery is recorded"
+    );
+    assert!(
+        !answered.iter().any(|r| app(r) == "disk-dora"),
+        "nothing of dora's was answered"
+    );
+    drop(crm);
 }

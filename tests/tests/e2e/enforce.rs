@@ -75,6 +75,16 @@ impl Enforced {
     /// Starts with the `[audit]` lines `audit(folder)` gives (the folder holds the policy files).
     fn start_with(audit: impl FnOnce(&Path) -> String) -> Enforced {
         let pg = PgServer::start().expect("start PostgreSQL");
+        Self::start_on(pg, |_| {}, |dir, options| options.audit = audit(dir))
+    }
+
+    /// Starts on `pg`: loads the CRM and applies the policy, calls `prepare(pg)` (e.g. to tighten
+    /// `pg_hba.conf`), then starts the proxy with the options `configure` adjusts.
+    fn start_on(
+        pg: PgServer,
+        prepare: impl FnOnce(&PgServer),
+        configure: impl FnOnce(&Path, &mut ProxyOptions),
+    ) -> Enforced {
         pg.create_crm_schema(DB).expect("CRM schema");
         pg.psql(DB, &["-c", ROWS]).expect("CRM rows");
         let applied = apply_reference_policy(&pg, DB, "enforce-test-pseudonym-key-42")
@@ -84,13 +94,14 @@ impl Enforced {
         for (name, role, attributes) in USERS {
             add_user(&users, name, role, attributes);
         }
-        let options = ProxyOptions {
+        let mut options = ProxyOptions {
             database: DB.into(),
             users_file: Some(users),
             policy: applied.proxy_section(Some(1)),
-            audit: audit(&dir),
             ..ProxyOptions::default()
         };
+        configure(&dir, &mut options);
+        prepare(&pg);
         let proxy = Proxy::start(&pg, options).expect("start the proxy");
         Enforced {
             pg,
@@ -1432,4 +1443,226 @@ async fn dpo_schema_changes_on_policy_tables_rebuild_the_views() {
             .column(0),
         ["Milano"]
     );
+}
+
+/// `name:type` of each column of `role`'s view of `table`, read by an unrestricted session.
+async fn view_columns(dpo: &Session, role: &str, table: &str) -> Vec<String> {
+    dpo.simple(&format!(
+        "SELECT column_name || ':' || data_type FROM information_schema.columns \
+         WHERE table_schema = 'maschera_{role}' AND table_name = '{table}' ORDER BY ordinal_position"
+    ))
+    .await
+    .column(0)
+}
+
+#[tokio::test]
+async fn dpo_schema_changes_recompile_the_views_inside_the_transaction() {
+    let crm = Enforced::start();
+    let dora = crm.connect("dora").await;
+    let before = view_columns(&dora, "support", "contacts").await;
+    for column in ["city:text", "last_activity_at:timestamp with time zone"] {
+        assert!(before.contains(&column.to_string()), "{before:?}");
+    }
+    dora.simple("BEGIN").await.ok();
+    // Simple protocol, then a Parse of the DDL (extended protocol).
+    dora.simple("ALTER TABLE contacts DROP COLUMN last_activity_at")
+        .await
+        .ok();
+    dora.extended("ALTER TABLE contacts ALTER COLUMN city TYPE varchar(80)")
+        .await
+        .ok();
+    for role in ["support", "sales", "marketing"] {
+        let inside = view_columns(&dora, role, "contacts").await;
+        assert!(
+            inside.contains(&"city:character varying".to_string())
+                && !inside.iter().any(|c| c.starts_with("last_activity_at")),
+            "views of {role} inside the transaction: {inside:?}"
+        );
+    }
+    dora.simple("COMMIT").await.ok();
+    crm.wait_for_log("views recompiled after a schema change", 1);
+    let tom = crm.connect("tom").await;
+    let row = tom
+        .extended("SELECT email, city FROM contacts WHERE id = 1")
+        .await;
+    assert_eq!(row.ok()[0], ["o***@posta.it", "Milano"]);
+    assert!(
+        tom.simple("SELECT last_activity_at FROM contacts")
+            .await
+            .error
+            .is_some()
+    );
+    let sam = crm.connect("sam").await;
+    let rows = sam
+        .simple("SELECT first_name, city FROM contacts ORDER BY id")
+        .await;
+    assert_eq!(rows.ok(), &[["Ottavio", "Milano"], ["Ettore", "Bergamo"]]);
+
+    // Rolled back: the old views are back, with the column.
+    let before = view_columns(&dora, "support", "contacts").await;
+    dora.simple("BEGIN").await.ok();
+    dora.simple("ALTER TABLE contacts DROP COLUMN city")
+        .await
+        .ok();
+    let inside = view_columns(&dora, "support", "contacts").await;
+    assert!(
+        !inside.iter().any(|c| c.starts_with("city:")) && inside.len() + 1 == before.len(),
+        "{inside:?}"
+    );
+    dora.simple("ROLLBACK").await.ok();
+    assert_eq!(view_columns(&dora, "support", "contacts").await, before);
+    crm.wait_for_log("views recompiled after a schema change", 2);
+    assert_eq!(view_columns(&dora, "support", "contacts").await, before);
+    let tom = crm.connect("tom").await;
+    assert_eq!(
+        tom.simple("SELECT city FROM contacts WHERE id = 1")
+            .await
+            .column(0),
+        ["Milano"]
+    );
+}
+
+#[tokio::test]
+async fn dropping_a_column_the_policy_names_fails_closed_and_is_reported_as_drift() {
+    let crm = Enforced::start();
+    let dora = crm.connect("dora").await;
+    dora.simple("ALTER TABLE contacts DROP COLUMN tax_code")
+        .await
+        .ok();
+    crm.wait_for_log("views recompiled after a schema change", 1);
+    let sales = view_columns(&dora, "sales", "contacts").await;
+    assert!(
+        sales.contains(&"first_name:text".to_string())
+            && !sales.iter().any(|c| c.starts_with("tax_code")),
+        "{sales:?}"
+    );
+    let sam = crm.connect("sam").await;
+    let rows = sam
+        .extended("SELECT first_name FROM contacts ORDER BY id")
+        .await;
+    assert_eq!(rows.column(0), ["Ottavio", "Ettore"]);
+    let gone = sam.simple("SELECT tax_code FROM contacts").await;
+    let (_, message) = gone.refused();
+    assert!(
+        message.contains("tax_code") && !message.contains("BRMTTV"),
+        "{message}"
+    );
+    let out = Command::new(maschera_bin())
+        .args(["policy", "check"])
+        .arg(&crm.policy)
+        .args(["--upstream", &crm.pg.uri(DB)])
+        .output()
+        .expect("run maschera policy check");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{report}");
+    assert!(
+        report.contains("column `tax_code` does not exist"),
+        "{report}"
+    );
+}
+
+#[tokio::test]
+async fn do_blocks_show_and_the_roles_own_view_schema() {
+    let crm = Enforced::start();
+    let sam = crm.connect("sam").await;
+    for extended in [false, true] {
+        let (code, message) = sam
+            .run(extended, "/* x */ DO $$ BEGIN PERFORM 1; END $$")
+            .await
+            .refused()
+            .to_owned_pair();
+        assert_eq!(code, "42501", "{message}");
+        assert!(message.contains("DO blocks"), "{message}");
+        assert_eq!(
+            sam.run(extended, "SHOW maschera.region").await.column(0),
+            ["north"]
+        );
+        assert_eq!(
+            sam.run(
+                extended,
+                "SELECT first_name FROM maschera_sales.contacts ORDER BY id"
+            )
+            .await
+            .column(0),
+            ["Ottavio", "Ettore"]
+        );
+        for (sql, object) in [
+            (
+                "SELECT * FROM maschera_support.contacts",
+                "maschera_support.contacts",
+            ),
+            (
+                "SELECT * FROM maschera_private.keys",
+                "maschera_private.keys",
+            ),
+            (
+                "SELECT * FROM maschera_sales.health_records",
+                "maschera_sales.health_records",
+            ),
+        ] {
+            let (code, message) = sam.run(extended, sql).await.refused().to_owned_pair();
+            assert_eq!(code, "42501", "{sql}: {message}");
+            assert!(message.contains(object), "{sql}: {message}");
+        }
+    }
+    let sara = crm.connect("sara").await;
+    assert_eq!(
+        sara.simple("SHOW maschera.region").await.column(0),
+        ["south"]
+    );
+    let (ok, out, err) = crm.psql("sam", "SHOW maschera.region");
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "north");
+}
+
+#[tokio::test]
+async fn the_catalog_connection_uses_the_upstream_tls_settings() {
+    let certs = tempfile::Builder::new()
+        .prefix("maschera-pg-certs-")
+        .tempdir()
+        .unwrap();
+    let (_, cert, key) = maschera_tests::proxy::write_test_certificates(certs.path()).unwrap();
+    if unsafe { libc::geteuid() } == 0 {
+        let status = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(certs.path())
+            .status()
+            .expect("chown");
+        assert!(status.success());
+    }
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let pg = PgServer::start_with(maschera_tests::PgServerOptions {
+        settings: vec![
+            "ssl = on".to_owned(),
+            format!("ssl_cert_file = '{}'", cert.display()),
+            format!("ssl_key_file = '{}'", key.display()),
+        ],
+        ..Default::default()
+    })
+    .expect("start PostgreSQL with TLS");
+    // Once the CRM and the policy are in place, PostgreSQL accepts TCP logins over TLS only.
+    let only_tls = |pg: &PgServer| {
+        let hba = pg.dir().join("data").join("pg_hba.conf");
+        let old = std::fs::read_to_string(&hba).expect("pg_hba.conf");
+        std::fs::write(&hba, format!("hostnossl all all all reject\n{old}")).unwrap();
+        pg.execute("SELECT pg_reload_conf()").expect("reload");
+    };
+    let crm = Enforced::start_on(pg, only_tls, |_, options| {
+        options.upstream_tls = "require".into()
+    });
+    let sam = crm.connect("sam").await;
+    let row = sam
+        .simple("SELECT first_name, tax_code FROM contacts WHERE id = 1")
+        .await;
+    assert_eq!(row.ok()[0], ["Ottavio", "************205K"]);
+    // A schema change is rebuilt over the same kind of connection.
+    let dora = crm.connect("dora").await;
+    dora.simple("ALTER TABLE contacts DROP COLUMN last_activity_at")
+        .await
+        .ok();
+    crm.wait_for_log("views recompiled after a schema change", 1);
 }

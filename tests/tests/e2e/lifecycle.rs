@@ -1,11 +1,13 @@
 //! The data lifecycle commands run by the real binary against a real PostgreSQL holding the reference
 //! CRM: the register of processing (`policy register`), the anonymised dump (`dump`), erasure on request
-//! (`forget`) and retention (`retention run`).
+//! (`forget`) and retention (`retention run`, and on a schedule inside `maschera serve`).
 
 use maschera_tests::crm::load_crm;
-use maschera_tests::{PgServer, examples_dir, maschera_bin};
+use maschera_tests::{PgServer, Proxy, ProxyOptions, examples_dir, maschera_bin};
 use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 use tokio_postgres::Client;
 
 const DB: &str = "crm";
@@ -263,6 +265,29 @@ async fn dump_loads_and_matches_each_roles_view_row_for_row() {
         .get(0);
     assert_eq!(north, in_region, "sales north dumps the north only");
     assert!(north < total);
+
+    // The pseudonymising role: the dump computes the pseudonyms itself; they equal the view's, so
+    // the same contact keeps the same pseudonym in every table.
+    let analyst = dump_matches_view(&pg, &source, "analyst", &[]).await;
+    assert_eq!(
+        analyst,
+        ["consents", "contacts", "deals", "interactions", "tickets"]
+    );
+    let copy = pg.connect("copy_analyst").await.expect("connect");
+    let joined: i64 = copy
+        .query_one(
+            "SELECT count(*) FROM deals d JOIN contacts c ON c.id = d.contact_id",
+            &[],
+        )
+        .await
+        .expect("join on pseudonyms")
+        .get(0);
+    let deals: i64 = source
+        .query_one("SELECT count(*) FROM deals", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(joined, deals, "every deal joins its contact by pseudonym");
 }
 
 const CRM_TABLES: &[&str] = &[
@@ -505,6 +530,7 @@ async fn retention_deletes_expired_rows_with_their_dependants_and_masks_old_note
         );
     }
 
+    let audit_config = audit_setup(pg.dir());
     let out = maschera(&[
         "retention",
         "run",
@@ -513,8 +539,45 @@ async fn retention_deletes_expired_rows_with_their_dependants_and_masks_old_note
         &pg.uri(DB),
         "--batch",
         "37",
+        "--audit-config",
+        &audit_config.display().to_string(),
     ]);
     let report = String::from_utf8(out.stdout).expect("utf-8");
+    let runs: Vec<serde_json::Value> = audit_records(&pg.dir().join("audit"))
+        .into_iter()
+        .filter(|r| r["event"] == "retention_run")
+        .collect();
+    assert_eq!(runs.len(), 1, "one retention_run record: {runs:?}");
+    let detail = runs[0]["detail"].as_str().expect("detail");
+    // The interactions rule comes after the contacts rule, whose deletions include interactions.
+    let masked_notes = report
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with("public.interactions"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .expect("interactions in the report");
+    for part in [
+        format!("public.contacts: {expired} deleted"),
+        format!("public.interactions: {masked_notes} masked"),
+        "public.judicial_records: ".to_string(),
+    ] {
+        assert!(detail.contains(&part), "{part} in {detail}");
+    }
+    assert_eq!(
+        runs[0]["rows"].as_u64(),
+        Some(
+            detail
+                .split("; ")
+                .map(|p| p
+                    .split(' ')
+                    .nth(1)
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .expect("count"))
+                .sum()
+        ),
+        "rows is the total of the per-table counts"
+    );
+    audit_verify(&audit_config);
     let contacts_line = report
         .lines()
         .find(|l| l.trim_start().starts_with("public.contacts"))
@@ -634,4 +697,206 @@ async fn forget_keeps_what_the_policy_keeps_anonymised_and_follows_declared_link
         fingerprint(&client, "(SELECT * FROM mail_log WHERE id <> 7)").await,
         mail_before
     );
+}
+
+/// Fresh access-log keys (`maschera audit keygen --out`) in `dir/keys` and a configuration file whose
+/// `[audit]` section writes to `dir/audit`; returns the configuration's path.
+fn audit_setup(dir: &Path) -> PathBuf {
+    let keys = dir.join("keys");
+    maschera(&["audit", "keygen", "--out", &keys.display().to_string()]);
+    let config = dir.join("audit.toml");
+    std::fs::write(&config, audit_section(dir)).expect("config");
+    config
+}
+
+/// The body of an `[audit]` section (with its header) using the keys of [`audit_setup`].
+fn audit_section(dir: &Path) -> String {
+    let keys = dir.join("keys");
+    format!(
+        "[audit]\ndir = {:?}\nkey_file = {:?}\nsigning_key_file = {:?}\npublic_key_file = {:?}\n",
+        dir.join("audit").display().to_string(),
+        keys.join("audit.key").display().to_string(),
+        keys.join("audit-signing.key").display().to_string(),
+        keys.join("audit-public.key").display().to_string(),
+    )
+}
+
+/// `maschera audit verify --config FILE` passes (exit 0: whole and sealed).
+fn audit_verify(config: &Path) {
+    let out = maschera(&["audit", "verify", "--config", &config.display().to_string()]);
+    assert!(out.status.success());
+}
+
+/// Every record of the access log in `dir`.
+fn audit_records(dir: &Path) -> Vec<serde_json::Value> {
+    let mut records = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return records;
+    };
+    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    paths.sort();
+    for path in paths {
+        if path.extension().is_some_and(|e| e == "jsonl") {
+            let text = std::fs::read_to_string(path).expect("read log");
+            records.extend(text.lines().filter_map(|l| serde_json::from_str(l).ok()));
+        }
+    }
+    records
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, for at most `limit`.
+async fn wait_for<T, F: std::future::Future<Output = Option<T>>>(
+    limit: Duration,
+    what: &str,
+    mut check: impl FnMut() -> F,
+) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(found) = check().await {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "waited {limit:?} for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The advisory lock a retention run holds (see `lifecycle::retention`).
+const RETENTION_RUN_LOCK: i64 = 0x006d_6173_6372_6574;
+
+#[tokio::test]
+async fn serve_runs_retention_on_schedule_records_it_and_survives_a_failed_run() {
+    let pg = PgServer::start().expect("start PostgreSQL");
+    load_crm(&pg, DB, 300, 1).await.expect("load CRM");
+    let client = pg.connect(DB).await.expect("connect");
+    client
+        .batch_execute(
+            "UPDATE contacts SET created_at = now() - interval '1 year';
+             UPDATE interactions SET occurred_at = now() - interval '1 month';
+             UPDATE tickets SET created_at = now() - interval '1 year';",
+        )
+        .await
+        .expect("date the rows");
+    let policy = pg.dir().join("retention.toml");
+    let text = std::fs::read_to_string(reference_policy()).expect("policy") + RETENTION;
+    std::fs::write(&policy, text).expect("write policy");
+    let audit_config = audit_setup(pg.dir());
+    let audit_dir = pg.dir().join("audit");
+    let section = audit_section(pg.dir());
+    let mut proxy = Proxy::start(
+        &pg,
+        ProxyOptions {
+            database: DB.into(),
+            audit: section
+                .strip_prefix("[audit]\n")
+                .expect("section")
+                .to_string(),
+            retention: format!(
+                "interval_seconds = 1\nbatch = 7\npolicy = {:?}",
+                policy.display().to_string()
+            ),
+            ..ProxyOptions::default()
+        },
+    )
+    .expect("start the proxy");
+
+    // A run that cannot take the lock fails, is recorded, and the proxy keeps serving.
+    let holder = pg.connect(DB).await.expect("connect");
+    holder
+        .execute("SELECT pg_advisory_lock($1)", &[&RETENTION_RUN_LOCK])
+        .await
+        .expect("hold the retention lock");
+    let through_proxy = maschera_tests::connect(&proxy.uri(DB))
+        .await
+        .expect("connect through the proxy");
+    through_proxy
+        .batch_execute(
+            "UPDATE contacts SET created_at = now() - interval '6 years' WHERE id % 10 = 0",
+        )
+        .await
+        .expect("expire a tenth of the contacts");
+    let kept_before = fingerprint(&client, "(SELECT * FROM contacts WHERE id % 10 <> 0)").await;
+    let expired: i64 = client
+        .query_one("SELECT count(*) FROM contacts WHERE id % 10 = 0", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert!(expired > 0);
+    let failed = wait_for(
+        Duration::from_secs(60),
+        "a failed retention_run record",
+        || {
+            let records = audit_records(&audit_dir);
+            async move {
+                records.into_iter().find(|r| {
+                    r["event"] == "retention_run"
+                        && r["detail"]
+                            .as_str()
+                            .is_some_and(|d| d.contains("another retention run is in progress"))
+                })
+            }
+        },
+    )
+    .await;
+    assert_eq!(failed["outcome"]["result"], "error", "{failed}");
+    let left: i64 = client
+        .query_one("SELECT count(*) FROM contacts WHERE id % 10 = 0", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(left, expired, "no run while another holds the lock");
+    let one: i32 = through_proxy
+        .query_one("SELECT 1", &[])
+        .await
+        .expect("the proxy still serves")
+        .get(0);
+    assert_eq!(one, 1);
+
+    // Once the lock is free, the next slot deletes the expired contacts with their dependants.
+    holder
+        .execute("SELECT pg_advisory_unlock($1)", &[&RETENTION_RUN_LOCK])
+        .await
+        .expect("release the lock");
+    let wanted = format!("public.contacts: {expired} deleted");
+    let done = wait_for(
+        Duration::from_secs(60),
+        "a successful retention_run record",
+        || {
+            let records = audit_records(&audit_dir);
+            let wanted = wanted.clone();
+            async move {
+                records.into_iter().find(|r| {
+                    r["event"] == "retention_run"
+                        && r["detail"].as_str().is_some_and(|d| d.contains(&wanted))
+                })
+            }
+        },
+    )
+    .await;
+    assert_eq!(done["outcome"]["result"], "ok", "{done}");
+    for table in CRM_TABLES {
+        let column = subject_column(table);
+        let left: i64 = client
+            .query_one(
+                &format!("SELECT count(*) FROM {table} WHERE {column} % 10 = 0"),
+                &[],
+            )
+            .await
+            .expect("count")
+            .get(0);
+        assert_eq!(left, 0, "{table}: rows of expired contacts remain");
+    }
+    assert_eq!(
+        fingerprint(&client, "(SELECT * FROM contacts WHERE id % 10 <> 0)").await,
+        kept_before,
+        "contacts within their period are untouched"
+    );
+    let log = proxy.log();
+    assert!(log.contains("scheduled retention run finished"), "{log}");
+    assert!(log.contains("scheduled retention run failed"), "{log}");
+
+    proxy.signal(libc::SIGTERM);
+    proxy
+        .wait_exit(Duration::from_secs(30))
+        .expect("the proxy stops");
+    audit_verify(&audit_config);
 }
