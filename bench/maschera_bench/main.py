@@ -54,6 +54,7 @@ def parse_args(argv):
     p.add_argument("--compare", metavar="BINARY",
                    help="another maschera binary (e.g. a build of an earlier commit) measured as the "
                    "extra target `maschera (compare)` in cases 1, 3 and 4, interleaved with the others")
+    p.add_argument("--note", help="a sentence about the conditions of the run, written into the report")
     p.add_argument("--report-only", action="store_true",
                    help="measure nothing: write the report again from the --json results (give the "
                    "options of that run so that the set-up is described right)")
