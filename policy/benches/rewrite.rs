@@ -3,7 +3,9 @@
 //! `policy::rewrite::fixture::CORPUS` and pgbench's select-only statement.
 //!
 //! `cargo bench -p maschera-policy --bench rewrite` prints a corpus summary (median per statement,
-//! with sqlparser's parse alone as the baseline of the same run) before criterion's own figures.
+//! with sqlparser's parse alone as the baseline of the same run, and the round trip alone: parse,
+//! serialize, parse again and compare, the floor of a verified rewrite) before criterion's own
+//! figures.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -67,7 +69,8 @@ fn corpus_summary() {
         .collect();
     statements.push((role("sales"), pgbench_select(1)));
     let cache = RewriteCache::new(10_000);
-    let (mut parsed, mut uncached, mut cached) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut parsed, mut round_trip, mut uncached, mut cached) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (role, sql) in &statements {
         let mut runs = Vec::new();
         for _ in 0..200 {
@@ -79,6 +82,18 @@ fn corpus_summary() {
             runs.push(start.elapsed());
         }
         parsed.push(median(runs));
+        let mut runs = Vec::new();
+        for _ in 0..200 {
+            let start = Instant::now();
+            let tree = Parser::parse_sql(&PostgreSqlDialect {}, black_box(sql))
+                .expect("corpus statement parses");
+            let text = tree[0].to_string();
+            let again =
+                Parser::parse_sql(&PostgreSqlDialect {}, &text).expect("serialized text parses");
+            black_box(again == tree);
+            runs.push(start.elapsed());
+        }
+        round_trip.push(median(runs));
         let mut runs = Vec::new();
         for _ in 0..200 {
             let start = Instant::now();
@@ -102,9 +117,11 @@ fn corpus_summary() {
     let slowest = uncached.iter().max().copied().unwrap_or_default();
     println!(
         "corpus of {} statements: sqlparser parse alone median {:.1} µs (baseline); \
+         round trip alone (parse, serialize, re-parse, compare) median {:.1} µs; \
          uncached rewrite median {:.1} µs (slowest {:.1} µs), cached median {:.2} µs; cache {:?}",
         statements.len(),
         median(parsed).as_secs_f64() * 1e6,
+        median(round_trip).as_secs_f64() * 1e6,
         median(uncached).as_secs_f64() * 1e6,
         slowest.as_secs_f64() * 1e6,
         median(cached).as_secs_f64() * 1e6,

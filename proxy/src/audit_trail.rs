@@ -115,7 +115,16 @@ struct State {
     /// Submitted records the client's next answers wait for; `true`: the answer must not be
     /// forwarded without it (an access), `false`: best effort (a refusal).
     receipts: Vec<(Receipt, bool)>,
+    /// What the log says about each statement text seen lately (see [`Trail::described`]).
+    known: HashMap<Box<str>, Described>,
 }
+
+/// The log's description of the statements of one text.
+type Described = Arc<[Option<Arc<Sent>>]>;
+
+/// Statement texts whose description a session keeps (normalizing and inspecting cost far more than
+/// a lookup; applications repeat a few texts with parameters).
+const KNOWN_TEXTS: usize = 64;
 
 /// The statements of one session on their way to the access log.
 pub struct Trail {
@@ -140,7 +149,35 @@ impl Trail {
     /// A simple Query is about to be sent with these statements; refused while the log is unwritable
     /// and one of them touches a policy table.
     pub fn query(&self, statements: &[RewrittenStatement]) -> Result<(), Refusal> {
-        self.query_sent(statements.iter().map(sent))
+        let described: Vec<_> = statements.iter().map(|s| self.sent(s)).collect();
+        self.query_sent(described.into_iter())
+    }
+
+    /// [`sent`], worked out once per session and statement text.
+    fn sent(&self, statement: &RewrittenStatement) -> Option<Arc<Sent>> {
+        self.described(&statement.sql, || vec![sent(statement)])
+            .first()
+            .cloned()
+            .flatten()
+    }
+
+    /// The description of the statements of `text` (as sent upstream): from the session's cache, or
+    /// `describe`d now and kept. Within a session the same text always touches the same tables.
+    fn described(
+        &self,
+        text: &str,
+        describe: impl FnOnce() -> Vec<Option<Arc<Sent>>>,
+    ) -> Described {
+        if let Some(found) = self.state().known.get(text) {
+            return found.clone();
+        }
+        let described: Described = describe().into();
+        let mut state = self.state();
+        if state.known.len() >= KNOWN_TEXTS {
+            state.known.clear();
+        }
+        state.known.insert(text.into(), described.clone());
+        described
     }
 
     fn query_sent(&self, sent: impl Iterator<Item = Option<Arc<Sent>>>) -> Result<(), Refusal> {
@@ -175,7 +212,7 @@ impl Trail {
 
     /// A Parse was sent: remember the statement under its name.
     pub fn parse(&self, name: &[u8], statements: &[RewrittenStatement]) {
-        self.parse_sent(name, statements.first().and_then(sent));
+        self.parse_sent(name, statements.first().and_then(|s| self.sent(s)));
     }
 
     fn parse_sent(&self, name: &[u8], sent: Option<Arc<Sent>>) {
@@ -431,12 +468,20 @@ impl Trail {
             state.close_cycle();
             return Ok(());
         }
-        self.query_sent(inspector.statements(sql).into_iter())
+        let described = self.described(sql, || inspector.statements(sql));
+        self.query_sent(described.iter().cloned())
     }
 
     /// An unrestricted role's Parse was sent (see [`Trail::parse`]).
     pub fn unrestricted_parse(&self, inspector: &Inspector, name: &[u8], sql: &str) {
-        let sent = inspector.statements(sql).into_iter().next().flatten();
+        let sent = match inspector.may_touch(sql.as_bytes()) {
+            true => self
+                .described(sql, || inspector.statements(sql))
+                .first()
+                .cloned()
+                .flatten(),
+            false => None,
+        };
         self.parse_sent(name, sent);
     }
 }

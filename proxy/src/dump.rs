@@ -27,7 +27,8 @@ use tokio_postgres::Client;
 pub struct DumpArgs {
     /// The policy file (already installed with `maschera policy apply`).
     pub file: PathBuf,
-    /// PostgreSQL URI of an account that may `SET ROLE` to the role's login (its owner or a superuser).
+    /// PostgreSQL URI of an account that may `SET ROLE` to the role's login and read the tables and
+    /// the pseudonym key (the owner that ran `policy apply`, or a superuser).
     #[arg(long, env = "MASCHERA_UPSTREAM")]
     pub upstream: String,
     /// The policy role whose view of the data is dumped, e.g. `support`.
@@ -87,7 +88,8 @@ fn parse_attributes(role: &Role, given: &[String]) -> Result<Vec<(String, String
         .collect()
 }
 
-/// Writes the role's schema and data to `out`, in one read-only snapshot, as the role's login.
+/// Writes the role's schema and data to `out`, in one snapshot, as the role's login (the dump changes
+/// nothing; it creates and drops a temporary view to compare the installed views with the policy).
 pub async fn dump_role(
     client: &Client,
     policy: &Policy,
@@ -97,7 +99,7 @@ pub async fn dump_role(
 ) -> Result<()> {
     let login = role.login();
     client
-        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
         .await?;
     let pseudonymised = PseudonymisedTables::read(client, policy, role).await?;
     client
@@ -203,10 +205,14 @@ struct PseudonymisedTables {
 
 impl PseudonymisedTables {
     /// Compiles the policy against the live catalog and reads the pseudonym key (as the dump's own
-    /// account); sets the search path the views' row filters were made under.
+    /// account); sets the search path the views' row filters were made under. A view that is not
+    /// what the policy file makes of it (a policy edited since `policy apply`) is left to PostgreSQL.
     async fn read(client: &Client, policy: &Policy, role: &Role) -> Result<PseudonymisedTables> {
         let mut tables = BTreeMap::new();
         let catalog = policy_apply::read_catalog(client).await?;
+        client
+            .batch_execute(&search_path_step(&table_schemas(&catalog)).sql)
+            .await?;
         let Ok(mut access) = policy.compile(&catalog) else {
             // The views were made by `policy apply`; without a compiled policy they alone are read.
             return Ok(PseudonymisedTables {
@@ -227,6 +233,17 @@ impl PseudonymisedTables {
             if !view.columns.iter().any(|c| c.action == Action::Pseudonym) {
                 continue;
             }
+            let filter = role_filter(policy, role, name);
+            let installed = view_select(name, view, filter, &catalog);
+            if !installed_as(client, &role.login(), &view.view, &installed).await? {
+                eprintln!(
+                    "warning: view {}.{} differs from the policy file (run `maschera policy apply`); \
+                     it is dumped as installed, with its pseudonyms computed by PostgreSQL",
+                    role.login(),
+                    view.view
+                );
+                continue;
+            }
             let mut stored = view.clone();
             let mut pseudonymise = Vec::new();
             let mut output = Vec::new();
@@ -241,7 +258,6 @@ impl PseudonymisedTables {
                 }
                 output.push(column.name.clone());
             }
-            let filter = role_filter(policy, role, name);
             let select = view_select(name, &stored, filter, &catalog);
             tables.insert(view.view.clone(), (select, output, pseudonymise));
         }
@@ -259,9 +275,6 @@ impl PseudonymisedTables {
             .await
             .context("reading the pseudonym key (has `policy apply` run?)")?
             .get(0);
-        client
-            .batch_execute(&search_path_step(&table_schemas(&catalog)).sql)
-            .await?;
         Ok(PseudonymisedTables { tables, key })
     }
 
@@ -278,6 +291,36 @@ impl PseudonymisedTables {
         }
         Some((select, Pseudonymiser::new(&self.key, pseudonymise.clone())))
     }
+}
+
+/// Whether the installed view `login.view` is the one `select` makes: both deparsed by PostgreSQL
+/// (a temporary view of `select`, dropped again; any error means no).
+async fn installed_as(client: &Client, login: &str, view: &str, select: &str) -> Result<bool> {
+    client
+        .batch_execute("SAVEPOINT maschera_dump_check")
+        .await?;
+    let compared = async {
+        client
+            .batch_execute(&format!("CREATE TEMP VIEW maschera_dump_check AS {select}"))
+            .await?;
+        let same: bool = client
+            .query_one(
+                "SELECT pg_get_viewdef('pg_temp.maschera_dump_check'::regclass)
+                        = pg_get_viewdef($1::text::regclass)",
+                &[&format!("{}.{}", quote_ident(login), quote_ident(view))],
+            )
+            .await?
+            .get(0);
+        Ok::<bool, tokio_postgres::Error>(same)
+    }
+    .await;
+    // Rolling back to the savepoint drops the temporary view and clears any error.
+    client
+        .batch_execute(
+            "ROLLBACK TO SAVEPOINT maschera_dump_check; RELEASE SAVEPOINT maschera_dump_check",
+        )
+        .await?;
+    Ok(compared.unwrap_or(false))
 }
 
 /// Rewrites rows of `COPY ... TO STDOUT` (text format) replacing the flagged fields by their

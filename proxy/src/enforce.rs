@@ -281,7 +281,7 @@ fn no_nul(sql: &str) -> Result<&[u8], Refusal> {
 }
 
 /// One frontend message: tag, length (counting itself), then the parts.
-fn message(tag: u8, parts: &[&[u8]]) -> Result<Bytes, Refusal> {
+pub(crate) fn message(tag: u8, parts: &[&[u8]]) -> Result<Bytes, Refusal> {
     let len = 4 + parts.iter().map(|p| p.len()).sum::<usize>();
     let len = i32::try_from(len).map_err(|_| unsupported("statement too long"))?;
     let mut out = BytesMut::with_capacity(len as usize + 1);

@@ -46,6 +46,8 @@ pub enum PolicyCommand {
         /// it, MASCHERA_PSEUDONYM_KEY if set, else the key stored in the database (generated once).
         #[arg(long)]
         key_env: Option<String>,
+        #[command(flatten)]
+        audit: crate::lifecycle::AuditArgs,
     },
     /// Print the register of processing activities (GDPR Art. 30) the policy describes.
     Register {
@@ -79,7 +81,10 @@ pub fn run(args: PolicyArgs) -> Result<ExitCode> {
                 credentials,
                 rotate,
                 key_env,
+                audit,
             } => {
+                // Opened before any change, so that a log that cannot be written stops the apply.
+                let log = if dry_run { None } else { audit.open()? };
                 apply(
                     &file,
                     &upstream,
@@ -87,6 +92,7 @@ pub fn run(args: PolicyArgs) -> Result<ExitCode> {
                     &credentials,
                     rotate,
                     key_env.as_deref(),
+                    log,
                 )
                 .await
             }
@@ -167,6 +173,7 @@ async fn apply(
     credentials_path: &Path,
     rotate: bool,
     key_env: Option<&str>,
+    log: Option<crate::audit::AuditLog>,
 ) -> Result<ExitCode> {
     let Some(policy) = load_policy(file)? else {
         return Ok(ExitCode::FAILURE);
@@ -203,12 +210,14 @@ async fn apply(
             report(&warnings);
             let restricted: Vec<&str> =
                 policy.restricted_roles().map(|r| r.name.as_str()).collect();
-            println!(
-                "applied {}: {statements} statements, logins for {}; credentials in {}",
+            let summary = format!(
+                "applied {}: {statements} statements, logins for {}",
                 file.display(),
                 restricted.join(", "),
-                credentials_path.display()
             );
+            println!("{summary}; credentials in {}", credentials_path.display());
+            let kind = crate::audit::EventKind::PolicyApply;
+            crate::lifecycle::record(log, kind, statements as u64, summary, None).await?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -22,10 +22,11 @@
 //! `alter` are parsed. Not for: restricted roles (see `enforce`), the view SQL (see
 //! `policy::apply_sql`).
 
+use crate::enforce::message;
 use crate::frame;
 use crate::policy_state::{PolicyHandle, PolicyState, compile_tolerating_drift};
 use crate::session::{Decision, FrontendPolicy, MetricsObserver, ServerEvent, SessionObserver};
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use policy::access::{Catalog, CatalogColumn, TableName};
 use policy::apply_sql::LiveState;
 use sqlparser::ast::{
@@ -191,7 +192,7 @@ impl UnrestrictedFrontend {
         // A line break ends a trailing `--` comment of the client's text.
         out.push_str("\n;\n");
         out.push_str(&wrapping.after.join(";\n"));
-        message(b'Q', &[out.as_bytes(), b"\0"])
+        message(b'Q', &[out.as_bytes(), b"\0"]).ok()
     }
 
     /// Parse: the one statement becomes a DO block running drops, the statement and recreation.
@@ -208,7 +209,7 @@ impl UnrestrictedFrontend {
             .chain(wrapping.after.iter().map(String::as_str))
             .collect();
         let block = do_block(&steps);
-        message(b'P', &[name, b"\0", block.as_bytes(), b"\0", types])
+        message(b'P', &[name, b"\0", block.as_bytes(), b"\0", types]).ok()
     }
 
     /// The text, if it may be a schema change (cheap test first: most statements never mention
@@ -227,13 +228,7 @@ impl UnrestrictedFrontend {
         let policy = &state.policy;
         let mut tracking = lock(&self.tracking);
         let catalog = tracking.current(&state.catalog);
-        let alters: Vec<&AlterTable> = statements
-            .iter()
-            .filter_map(|statement| match statement {
-                Statement::AlterTable(alter) => Some(alter),
-                _ => None,
-            })
-            .collect();
+        let alters = alter_tables(&statements);
         let touches_policy = alters.iter().any(|alter| {
             table_of(&catalog, alter).is_some_and(|table| policy.table_by_name(&table).is_some())
         });
@@ -304,6 +299,17 @@ impl SessionObserver for SchemaChangeObserver {
             });
         }
     }
+}
+
+/// The `ALTER TABLE` statements among `statements`, in order.
+fn alter_tables(statements: &[Statement]) -> Vec<&AlterTable> {
+    statements
+        .iter()
+        .filter_map(|statement| match statement {
+            Statement::AlterTable(alter) => Some(alter),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The catalog table an `ALTER TABLE` names, resolved like PostgreSQL (case folding, search path).
@@ -438,19 +444,6 @@ fn do_block(steps: &[&str]) -> String {
     block
 }
 
-/// One frontend message: tag, length (counting itself), then the parts.
-fn message(tag: u8, parts: &[&[u8]]) -> Option<Bytes> {
-    let len = 4 + parts.iter().map(|p| p.len()).sum::<usize>();
-    let len = i32::try_from(len).ok()?;
-    let mut out = BytesMut::with_capacity(len as usize + 1);
-    out.put_u8(tag);
-    out.put_i32(len);
-    for part in parts {
-        out.put_slice(part);
-    }
-    Some(out.freeze())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -477,14 +470,7 @@ mod tests {
 
     fn after(sql: &str) -> Option<Vec<(String, String)>> {
         let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).unwrap();
-        let alters: Vec<&AlterTable> = statements
-            .iter()
-            .filter_map(|s| match s {
-                Statement::AlterTable(a) => Some(a),
-                _ => None,
-            })
-            .collect();
-        let changed = changed_catalog(&catalog(), &alters)?;
+        let changed = changed_catalog(&catalog(), &alter_tables(&statements))?;
         Some(
             changed.tables[&TableName::new("public", "contacts")]
                 .iter()
@@ -525,6 +511,38 @@ mod tests {
             ]))
         );
         assert_eq!(after("ALTER TABLE contacts RENAME TO people"), None);
+    }
+
+    #[test]
+    fn tracking_follows_commit_rollback_and_failed_implicit_transactions() {
+        let loaded = catalog();
+        let mut changed = catalog();
+        changed.tables.clear();
+        // Explicit transaction, committed.
+        let mut tracking = Tracking {
+            in_transaction: Some(changed.clone()),
+            ..Tracking::default()
+        };
+        tracking.on_event(ServerEvent::Ready { status: b'T' });
+        assert_eq!(tracking.current(&loaded), changed);
+        tracking.on_event(ServerEvent::CommandComplete { tag: "COMMIT" });
+        tracking.on_event(ServerEvent::Ready { status: b'I' });
+        assert_eq!(tracking.committed.as_ref(), Some(&changed));
+        // Rolled back: the committed catalog stays.
+        tracking.committed = None;
+        tracking.in_transaction = Some(changed.clone());
+        tracking.on_event(ServerEvent::CommandComplete { tag: "ROLLBACK" });
+        tracking.on_event(ServerEvent::Ready { status: b'I' });
+        assert_eq!(tracking.current(&loaded), loaded);
+        // An implicit transaction that failed rolls back; one that did not commits.
+        tracking.in_transaction = Some(changed.clone());
+        tracking.on_event(ServerEvent::Error { sqlstate: "42703" });
+        tracking.on_event(ServerEvent::Ready { status: b'I' });
+        assert_eq!(tracking.current(&loaded), loaded);
+        tracking.in_transaction = Some(changed.clone());
+        tracking.on_event(ServerEvent::CommandComplete { tag: "ALTER TABLE" });
+        tracking.on_event(ServerEvent::Ready { status: b'I' });
+        assert_eq!(tracking.current(&loaded), changed);
     }
 
     #[test]

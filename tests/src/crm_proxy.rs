@@ -88,19 +88,7 @@ impl CrmProxy {
         let applied = apply_reference_policy(&pg, CRM_DB, CRM_PSEUDONYM_KEY)?;
         let dir = pg.dir().to_path_buf();
         let users = dir.join("users.toml");
-        let mut store = UserStore::default();
-        for (name, role, attributes) in setup.users {
-            store.insert(User {
-                name: (*name).to_owned(),
-                role: (*role).to_owned(),
-                attributes: attributes
-                    .iter()
-                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                    .collect(),
-                verifier: Verifier::from_password(&crm_password(name), setup.scram_iterations),
-            })?;
-        }
-        store.save(&users)?;
+        write_crm_users(&users, &setup.users, setup.scram_iterations)?;
         let options = ProxyOptions {
             database: CRM_DB.into(),
             users_file: Some(users),
@@ -115,6 +103,28 @@ impl CrmProxy {
     pub fn uri(&self, user: &str) -> String {
         self.proxy.uri_as(user, &crm_password(user), CRM_DB)
     }
+}
+
+/// Writes the users file of [`CRM_USERS`] (with [`crm_password`]) to `path`.
+pub fn write_crm_users(
+    path: &std::path::Path,
+    users: &[CrmUser],
+    scram_iterations: u32,
+) -> Result<()> {
+    let mut store = UserStore::default();
+    for (name, role, attributes) in users {
+        store.insert(User {
+            name: (*name).to_owned(),
+            role: (*role).to_owned(),
+            attributes: attributes
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            verifier: Verifier::from_password(&crm_password(name), scram_iterations),
+        })?;
+    }
+    store.save(path)?;
+    Ok(())
 }
 
 /// The reference policy as `maschera policy apply` installed it: the files the proxy's `[policy]` reads.

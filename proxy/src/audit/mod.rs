@@ -2,10 +2,10 @@
 //! refused statement, logins, lockouts and policy changes (GDPR Art. 30, 32, 33).
 //! Not for: deciding what a statement touches (the policy rewriter does) or operational logs (tracing).
 //!
-//! The session builds an [`Event`] (statement already normalized with [`normalize`]) and awaits
-//! [`AuditLog::record`] before it forwards the statement's completion; when the log cannot be written,
-//! `record` fails and [`AuditLog::is_healthy`] turns false, and the session refuses statements that touch
-//! personal data. Auditors use [`verify`], [`search`] and [`report`] (the `maschera audit` commands).
+//! The session builds an [`Event`] (statement already normalized with [`normalize`]), queues it with
+//! [`AuditLog::submit`] and awaits the [`Receipt`] before it forwards the statement's completion (see
+//! `audit_trail`); when the log cannot be written, the receipt fails and [`AuditLog::is_healthy`] turns
+//! false, and the session refuses statements that touch personal data. Auditors use [`verify`], [`search`] and [`report`] (the `maschera audit` commands).
 
 pub mod chain;
 pub mod config;

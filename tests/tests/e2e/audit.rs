@@ -77,6 +77,20 @@ impl Setup {
         ])
     }
 
+    /// Runs [`Setup::verify`] and checks its exit status and that its output says `says`.
+    fn assert_verify(&self, status: i32, says: &str) {
+        let out = self.verify();
+        let text = format!("{}{}", stdout(&out), String::from_utf8_lossy(&out.stderr));
+        assert_eq!(out.status.code(), Some(status), "{text}");
+        assert!(text.contains(says), "{text}");
+    }
+
+    /// What a crash leaves (the documented contract): every record checks, records follow the last
+    /// checkpoint, exit status 2.
+    fn assert_unsealed_tail(&self) {
+        self.assert_verify(2, "unsealed tail");
+    }
+
     fn log_seqs(&self) -> Vec<u64> {
         let mut seqs = Vec::new();
         for file in maschera::audit::files::list_dir(&self.log_dir()).unwrap() {
@@ -209,19 +223,7 @@ async fn auditors_verify_search_and_report_on_a_written_log() {
     log.shutdown().await.unwrap();
 
     // verify: with the auditor's keys, and with the proxy's configuration.
-    let out = setup.verify();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        stdout(&out).contains("whole: 8 records in 1 files"),
-        "{}",
-        stdout(&out)
-    );
+    setup.assert_verify(0, "whole: 8 records in 1 files");
     let out = maschera(&[
         "audit",
         "verify",
@@ -380,14 +382,7 @@ fn sigkill_under_load_loses_no_acknowledged_record() {
         missing.is_empty(),
         "acknowledged but not in the log: {missing:?}"
     );
-    let out = setup.verify();
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "an unsealed tail, not a broken chain: {}",
-        stdout(&out)
-    );
-    assert!(stdout(&out).contains("unsealed tail"), "{}", stdout(&out));
+    setup.assert_unsealed_tail();
 
     // The next start links the crashed file; a clean stop seals the whole log.
     let status = writer(&setup, &["--tasks", "1", "--count", "3"])
@@ -395,13 +390,7 @@ fn sigkill_under_load_loses_no_acknowledged_record() {
         .status()
         .unwrap();
     assert!(status.success());
-    let out = setup.verify();
-    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
-    assert!(
-        stdout(&out).contains("stopped uncleanly"),
-        "{}",
-        stdout(&out)
-    );
+    setup.assert_verify(0, "stopped uncleanly");
 }
 
 #[test]
@@ -515,28 +504,16 @@ struct AuditedCrm {
 
 impl AuditedCrm {
     async fn start(setup: &Setup, log_dir: &Path, auth: &str) -> AuditedCrm {
-        use maschera_tests::crm_proxy::{CRM_DB, CRM_USERS, apply_reference_policy, crm_password};
+        use maschera_tests::crm_proxy::{
+            CRM_DB, CRM_USERS, apply_reference_policy, write_crm_users,
+        };
         let pg = PgServer::start().expect("start PostgreSQL");
         maschera_tests::crm::load_crm(&pg, CRM_DB, 200, 1)
             .await
             .expect("load the CRM");
         let applied = apply_reference_policy(&pg, CRM_DB, "audit-test-pseudonym-key").unwrap();
-        let mut store = maschera::users::UserStore::default();
-        for (name, role, attributes) in CRM_USERS {
-            store
-                .insert(maschera::users::User {
-                    name: (*name).to_owned(),
-                    role: (*role).to_owned(),
-                    attributes: attributes
-                        .iter()
-                        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                        .collect(),
-                    verifier: maschera::scram::Verifier::from_password(&crm_password(name), 4096),
-                })
-                .unwrap();
-        }
         let users = pg.dir().join("users.toml");
-        store.save(&users).unwrap();
+        write_crm_users(&users, CRM_USERS, 4096).unwrap();
         let options = maschera_tests::ProxyOptions {
             database: CRM_DB.into(),
             users_file: Some(users),
@@ -812,7 +789,46 @@ async fn the_proxy_records_logins_statements_of_every_role_refusals_errors_and_r
         "the chain checks while the proxy runs: {}",
         stdout(&out)
     );
-    drop(crm);
+
+    // A clean stop seals the log; `policy apply --audit-config` then records the apply in it.
+    let mut crm = crm;
+    crm.proxy.signal(libc::SIGTERM);
+    assert!(
+        crm.proxy
+            .wait_exit(std::time::Duration::from_secs(30))
+            .unwrap()
+            .success()
+    );
+    let credentials = crm.pg.dir().join("logins.toml");
+    let upstream = crm.pg.uri("crm");
+    maschera_ok(&[
+        "policy",
+        "apply",
+        crm.policy.to_str().unwrap(),
+        "--upstream",
+        &upstream,
+        "--credentials",
+        credentials.to_str().unwrap(),
+        "--audit-config",
+        setup.config_path().to_str().unwrap(),
+    ]);
+    let applies: Vec<_> = records(&log)
+        .into_iter()
+        .filter(|r| r["event"] == "policy_apply")
+        .collect();
+    assert_eq!(applies.len(), 1, "{applies:?}");
+    let detail = applies[0]["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("policy.toml") && detail.contains("sales"),
+        "{detail}"
+    );
+    let out = setup.verify();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "proxy and apply wrote one whole chain: {}",
+        stdout(&out)
+    );
 }
 
 #[tokio::test]
@@ -886,15 +902,7 @@ async fn sigkill_under_load_through_the_proxy_keeps_every_completed_statement() 
         );
     }
     // The documented contract after a crash: everything checks, records follow the last checkpoint.
-    let out = setup.verify();
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "an unsealed tail, not a broken chain: {}{}",
-        stdout(&out),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(stdout(&out).contains("unsealed tail"), "{}", stdout(&out));
+    setup.assert_unsealed_tail();
 
     // A new proxy on the same folder links the crashed file; a clean stop seals the log.
     let mut again = maschera_tests::Proxy::start(&crm.pg, crm.options.clone()).unwrap();
@@ -905,13 +913,7 @@ async fn sigkill_under_load_through_the_proxy_keeps_every_completed_statement() 
             .unwrap()
             .success()
     );
-    let out = setup.verify();
-    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
-    assert!(
-        stdout(&out).contains("stopped uncleanly"),
-        "{}",
-        stdout(&out)
-    );
+    setup.assert_verify(0, "stopped uncleanly");
 }
 
 /// A tmpfs of `kib` KiB mounted on a fresh folder (the tests run as root), unmounted on drop.

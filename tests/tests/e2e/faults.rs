@@ -757,9 +757,11 @@ async fn load_many_clients_without_errors_and_with_flat_memory() {
     }
     // RSS every tenth of the run.
     let mut samples = Vec::new();
+    let mut progress = Vec::new();
     for _ in 0..10 {
         tokio::time::sleep(Duration::from_millis(seconds * 100)).await;
         samples.push(rss_kib(pid));
+        progress.push(STATEMENTS.load(Ordering::Relaxed));
     }
     let work = finish_work(&stop, workers).await;
     let half_rss = samples[4];
@@ -767,7 +769,7 @@ async fn load_many_clients_without_errors_and_with_flat_memory() {
     println!(
         "load: {clients} clients over {} demo users for {seconds} s: {} statements ({} expected \
          refusals), {} unexpected; proxy RSS {start_rss} KiB at start, {held_rss} KiB with all \
-         clients in, {half_rss} KiB at half time, {end_rss} KiB at the end; every tenth: {samples:?} KiB",
+         clients in, {half_rss} KiB at half time, {end_rss} KiB at the end; every tenth: {samples:?} KiB after {progress:?} statements",
         users.len(),
         work.statements,
         work.refusals,

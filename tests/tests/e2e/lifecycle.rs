@@ -169,7 +169,26 @@ async fn dump_matches_view(
     role: &str,
     attrs: &[(&str, &str)],
 ) -> Vec<String> {
-    let mut args: Vec<String> = ["dump", &reference_policy(), "--upstream", &pg.uri(DB)]
+    let (tables, stderr) =
+        dump_with_policy_matches_view(pg, source, &reference_policy(), role, role, attrs).await;
+    assert!(
+        !stderr.contains("differs"),
+        "the installed views are the reference policy's: {stderr}"
+    );
+    tables
+}
+
+/// [`dump_matches_view`] with the policy file `policy`, loaded into database `copy_<copy>`; returns
+/// the dumped tables and what the dump wrote on standard error.
+async fn dump_with_policy_matches_view(
+    pg: &PgServer,
+    source: &Client,
+    policy: &str,
+    role: &str,
+    copy: &str,
+    attrs: &[(&str, &str)],
+) -> (Vec<String>, String) {
+    let mut args: Vec<String> = ["dump", policy, "--upstream", &pg.uri(DB)]
         .iter()
         .map(|s| s.to_string())
         .collect();
@@ -179,9 +198,9 @@ async fn dump_matches_view(
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = maschera(&args);
-    let file = pg.dir().join(format!("dump-{role}.sql"));
+    let file = pg.dir().join(format!("dump-{copy}.sql"));
     std::fs::write(&file, &out.stdout).expect("write dump");
-    let target = format!("copy_{role}");
+    let target = format!("copy_{copy}");
     pg.create_database(&target).expect("target database");
     pg.psql(
         &target,
@@ -216,7 +235,7 @@ async fn dump_matches_view(
         assert!(expected.0 > 0, "{role}: table {table} is empty");
     }
     source.batch_execute("RESET ROLE").await.expect("reset");
-    tables
+    (tables, String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 #[tokio::test]
@@ -288,6 +307,26 @@ async fn dump_loads_and_matches_each_roles_view_row_for_row() {
         .expect("count")
         .get(0);
     assert_eq!(joined, deals, "every deal joins its contact by pseudonym");
+
+    // A policy file edited since `policy apply` (analysts limited to the north): the dump still
+    // writes what the installed views show, not what the file says.
+    let edited = pg.dir().join("edited.toml");
+    let text = std::fs::read_to_string(reference_policy())
+        .expect("policy")
+        .replace(
+            "[roles.analyst.tables.contacts]\n",
+            "[roles.analyst.tables.contacts]\nfilter = \"region = 'north'\"\n",
+        );
+    assert!(text.contains("filter = \"region = 'north'\""));
+    std::fs::write(&edited, text).expect("write policy");
+    let edited = edited.display().to_string();
+    let (_, stderr) =
+        dump_with_policy_matches_view(&pg, &source, &edited, "analyst", "analyst_edited", &[])
+            .await;
+    assert!(
+        stderr.contains("view maschera_analyst.contacts differs from the policy file"),
+        "{stderr}"
+    );
 }
 
 const CRM_TABLES: &[&str] = &[
