@@ -221,11 +221,14 @@ def idle_memory(bench):
             ("pgbouncer", lambda: Pgbouncer(bench.pgbouncer_bin, bench.pg, [owner], ["bench"])),
             ("maschera", lambda: Maschera(bench.binary, owner, [bench.proxy_user])),
         ]
+        if o.compare:
+            starters.append(("maschera (compare)",
+                             lambda: Maschera(o.compare, owner, [bench.proxy_user])))
         for name, start in starters:
             bench.log(f"[4] round {round_no}: {o.idle_clients} idle clients via {name}")
             proxy = start()
             try:
-                user = bench.proxy_user if name == "maschera" else (owner.user, owner.password)
+                user = bench.proxy_user if name.startswith("maschera") else (owner.user, owner.password)
                 login = Login(proxy.port, user[0], user[1], "bench")
                 per_client, before, after = _hold_idle_clients(proxy, login, o.idle_clients)
             finally:

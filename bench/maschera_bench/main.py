@@ -21,6 +21,7 @@ from .servers import Login, Maschera, Pgbouncer, PostgreSQL, build_maschera, run
 
 REPO = os.path.dirname(cases.HERE)
 PROXY_USER = ("bench", "Bench-proxy-password-4c1e-osprey", "dpo", {})
+COMPARED = "maschera (compare)"
 
 SMOKE = dict(rounds=1, seconds=1, scale=1, rows=100_000, stream_repeat=1, idle_clients=50,
              contacts=1000)
@@ -49,6 +50,11 @@ def parse_args(argv):
     p.add_argument("--idle-clients", type=int, help="idle clients of case 4 (default 1000; smoke 50)")
     p.add_argument("--contacts", type=int, help="CRM contacts for case 2 (default 10000)")
     p.add_argument("--cases", default="1,2,3,4,5,6", help="which cases to run (default all)")
+    p.add_argument("--binary", help="the maschera binary to measure (default: build it with cargo)")
+    p.add_argument("--compare", metavar="BINARY",
+                   help="another maschera binary (e.g. a build of an earlier commit) measured as the "
+                   "extra target `maschera (compare)` in cases 1, 3 and 4, interleaved with the others")
+    p.add_argument("--note", help="a sentence about the conditions of the run, written into the report")
     p.add_argument("--report-only", action="store_true",
                    help="measure nothing: write the report again from the --json results (give the "
                    "options of that run so that the set-up is described right)")
@@ -168,8 +174,9 @@ def main(argv):
             find_tool(tool, package)
         bench.pgbouncer_bin = find_tool("pgbouncer", "pgbouncer")
         build = "cargo build -p maschera" if opts.smoke else "cargo build --release -p maschera"
-        bench.log(f"building maschera ({build})")
-        bench.binary = build_maschera(REPO, release=not opts.smoke)
+        if not opts.binary:
+            bench.log(f"building maschera ({build})")
+        bench.binary = opts.binary or build_maschera(REPO, release=not opts.smoke)
         bench.log("starting PostgreSQL")
         pg = bench.pg = PostgreSQL()
         started.append(pg)
@@ -188,6 +195,11 @@ def main(argv):
             cases.Target("maschera", Login(proxy.port, PROXY_USER[0], PROXY_USER[1], "bench"),
                          proxy.pid),
         ]
+        if opts.compare:
+            other = Maschera(opts.compare, owner, [PROXY_USER])
+            started.append(other)
+            targets.append(cases.Target(
+                COMPARED, Login(other.port, PROXY_USER[0], PROXY_USER[1], "bench"), other.pid))
         run_cases(bench, targets)
         return 0
 

@@ -111,13 +111,19 @@ def render(res, opts, command):
         f"- PostgreSQL {f['postgres']} (private instance, `fsync = off`, `synchronous_commit = off`, "
         "`full_page_writes = off`, `max_connections = 1200`, `shared_buffers = 128MB`), "
         f"{f['pgbouncer']} (session pool mode, SCRAM auth_file, pool size 20), "
-        f"maschera {'debug (smoke)' if opts.smoke else 'release'} build (`RUST_LOG=warn`, "
-        "role `dpo` for the pgbench cases). "
+        f"maschera {'debug (smoke)' if opts.smoke else 'release'} build (`RUST_LOG=warn`). "
+        "Cases 1, 3 and 4 measure the relay alone (user of role `dpo`, no policy: the pgbench tables "
+        "hold no personal data); case 2 runs the proxy with the reference policy "
+        "(`examples/crm/policy.toml`, applied with `maschera policy apply`; the run checks that sam "
+        "sees masked tax codes before measuring). "
         "All on 127.0.0.1 over TCP, no TLS.",
         f"- {opts.rounds} rounds × {opts.run_length} per pgbench run, clients "
         f"{', '.join(str(c) for c in opts.clients)} (`-j` = min(clients, 2)); pgbench scale "
         f"{opts.scale}; {opts.rows:,} rows streamed ({opts.stream_repeat} times per round); "
         f"{opts.idle_clients:,} idle clients.",
+        *([f"- `maschera (compare)`: the binary `{opts.compare}` (`--compare`), measured in the same "
+           "rounds as the others."] if getattr(opts, "compare", None) else []),
+        *([f"- Note: {opts.note}"] if getattr(opts, "note", None) else []),
         "- Cells: median [min–max] over rounds. Ratios are computed round by round against the "
         "baseline measured just before, then summarised the same way (for TPS higher is better; for "
         "seconds and latency lower is better). Proxy CPU per transaction is the proxy process's "

@@ -160,6 +160,9 @@ pub struct Limits {
     /// On SIGTERM/SIGINT, seconds running sessions get to finish before the proxy exits. Default 30.
     #[serde(default = "default_shutdown_timeout")]
     pub shutdown_timeout_seconds: u64,
+    /// Threads serving sessions, each session staying on one of them. Default 0: one per core.
+    #[serde(default)]
+    pub worker_threads: usize,
 }
 
 impl Default for Limits {
@@ -168,6 +171,7 @@ impl Default for Limits {
             max_connections: default_max_connections(),
             max_frame_bytes: default_max_frame(),
             shutdown_timeout_seconds: default_shutdown_timeout(),
+            worker_threads: 0,
         }
     }
 }

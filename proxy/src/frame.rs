@@ -53,6 +53,15 @@ pub fn peek_header(buf: &[u8], max: usize) -> Result<Option<Header>, FrameError>
     Ok(Some(Header { tag: head[0], len }))
 }
 
+/// How many bytes the frame at the start of `buf` still lacks: 0 when it is whole, when its header
+/// is not complete yet, or when the header is invalid (the caller reports that when it splits).
+pub fn missing(buf: &[u8]) -> usize {
+    match peek_header(buf, POSTGRES_MAX_FRAME) {
+        Ok(Some(header)) => header.len.saturating_sub(buf.len()),
+        _ => 0,
+    }
+}
+
 /// Takes one whole frame off the front of `buf`, if it is complete.
 pub fn split_frame(buf: &mut BytesMut, max: usize) -> Result<Option<Bytes>, FrameError> {
     match peek_header(buf, max)? {

@@ -16,6 +16,7 @@ use crate::startup::{self, ClientTlsSetup, Opening, Startup};
 use crate::tls;
 use crate::upstream::{Login, UpstreamTarget};
 use crate::users::{User, UserStore};
+use crate::workers::{self, Workers};
 use anyhow::{Context, Result};
 use pgwire::messages::startup::BackendKeyData;
 use pgwire::messages::startup::SecretKey;
@@ -26,7 +27,6 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
-use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tracing::{Instrument, debug, info, info_span, warn};
 
@@ -150,7 +150,23 @@ pub async fn run(proxy: Arc<Proxy>) -> Result<()> {
     let limits = &proxy.config.limits;
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let mut sessions = JoinSet::new();
+    let handler: workers::Handler = {
+        let proxy = proxy.clone();
+        Arc::new(move |tcp, addr| {
+            let id = proxy.next_session.fetch_add(1, Ordering::Relaxed);
+            let span = info_span!("session", id);
+            let session = handle(
+                proxy.clone(),
+                tcp,
+                addr,
+                id,
+                slots.clone(),
+                shutdown_rx.clone(),
+            );
+            Box::pin(session.instrument(span))
+        })
+    };
+    let workers = Workers::start(limits.worker_threads, handler).context("starting the workers")?;
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
     let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
@@ -159,18 +175,13 @@ pub async fn run(proxy: Arc<Proxy>) -> Result<()> {
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((tcp, addr)) => {
-                    let id = proxy.next_session.fetch_add(1, Ordering::Relaxed);
-                    let span = info_span!("session", id);
-                    sessions.spawn(handle(proxy.clone(), tcp, addr, id, slots.clone(), shutdown_rx.clone()).instrument(span));
-                }
+                Ok((tcp, addr)) => workers.dispatch(tcp, addr),
                 Err(err) => {
                     // Out of file descriptors and the like: wait a moment instead of spinning.
                     warn!(error = %err, "accept failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             },
-            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
         }
@@ -178,20 +189,18 @@ pub async fn run(proxy: Arc<Proxy>) -> Result<()> {
     drop(listener);
     let _ = shutdown_tx.send(true);
     info!(
-        sessions = sessions.len(),
+        sessions = workers.active(),
         "shutting down: no new connections, waiting for running sessions"
     );
-    let drained = tokio::time::timeout(proxy.config.shutdown_timeout(), async {
-        while sessions.join_next().await.is_some() {}
-    })
-    .await;
+    let drained = tokio::time::timeout(proxy.config.shutdown_timeout(), workers.idle()).await;
     if drained.is_err() {
         warn!(
-            sessions = sessions.len(),
+            sessions = workers.active(),
             "shutdown timeout reached; closing the remaining sessions"
         );
-        sessions.abort_all();
+        workers.abort();
     }
+    workers.join().await;
     info!("stopped");
     Ok(())
 }

@@ -19,6 +19,7 @@
 
 use crate::frame::{self, FrameError, POSTGRES_MAX_FRAME, Severity};
 use crate::metrics as m;
+use crate::relay_buffer::{self, READ_CHUNK};
 use crate::tls::BoxStream;
 use bytes::{Buf, Bytes, BytesMut};
 use postgres_protocol::message::frontend;
@@ -29,7 +30,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 use thiserror::Error;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::watch;
 
 /// What the relay does with one client message.
@@ -160,15 +161,29 @@ struct Refusal {
     /// Once this many ReadyForQuery messages have passed, the marked error can no longer come
     /// (PostgreSQL answered something else, e.g. "current transaction is aborted").
     expires_after_ready: u64,
+    /// The cycle (count of Query/Sync/FunctionCall messages before it) the refused message was in.
+    cycle: u64,
+    /// Whether it was an extended-protocol message (after which PostgreSQL skips to Sync).
+    extended: bool,
 }
+
+/// Extended-protocol messages: after an error in one of them PostgreSQL skips every message up
+/// to the next Sync.
+const EXTENDED_TAGS: &[u8] = b"PBDECH";
+
+/// Outstanding cycles whose start time is kept for the latency histogram; a client pipelining
+/// more without reading its results does not make the relay keep more (their latency is not
+/// recorded).
+const MAX_TIMED_CYCLES: usize = 1024;
 
 /// State both directions share.
 #[derive(Default)]
 struct Shared {
     /// Query/Sync/FunctionCall messages sent upstream: each gets exactly one ReadyForQuery.
     cycles_sent: AtomicU64,
-    /// When each outstanding cycle was sent (for the latency histogram).
-    started: Mutex<VecDeque<Instant>>,
+    /// When each outstanding cycle (by number) was sent, for the latency histogram; at most
+    /// [`MAX_TIMED_CYCLES`] of them.
+    started: Mutex<VecDeque<(u64, Instant)>>,
     /// Refusals whose marked error has not come back yet.
     refusals: Mutex<Vec<Refusal>>,
 }
@@ -254,9 +269,12 @@ struct ClientToServer<'a> {
 
 impl ClientToServer<'_> {
     async fn run(&mut self) -> Result<SessionEnd, SessionError> {
-        let mut buf = BytesMut::with_capacity(16 * 1024);
+        // Empty while the session waits: see `relay_buffer`. A frame is buffered whole (the policy
+        // sees whole messages), so a client holds at most `max_frame` bytes here.
+        let mut buf = BytesMut::new();
         loop {
-            if self.client.read_buf(&mut buf).await? == 0 {
+            let missing = frame::missing(&buf);
+            if relay_buffer::read_more(self.client, &mut buf, missing).await? == 0 {
                 return Ok(SessionEnd::ClientClosed);
             }
             if self.process(&mut buf).await? {
@@ -275,7 +293,6 @@ impl ClientToServer<'_> {
             frame::peek_header(&buf[run..], self.max_frame).map_err(SessionError::ClientProtocol)?
         {
             if buf.len() - run < header.len {
-                buf.reserve(header.len - (buf.len() - run));
                 break;
             }
             let frame = &buf[run..run + header.len];
@@ -292,7 +309,9 @@ impl ClientToServer<'_> {
                     continue;
                 }
                 Decision::Replace(bytes) => BytesMut::from(&bytes[..]),
-                Decision::Refuse { code, message } => self.refusal(header.tag, &code, &message),
+                Decision::Refuse { code, message } => {
+                    self.refusal(header.tag, &code, &message, cycles)
+                }
             };
             self.flush(buf, run, cycles).await?;
             buf.advance(header.len);
@@ -318,9 +337,11 @@ impl ClientToServer<'_> {
 
     async fn write(&mut self, bytes: &[u8], cycles: u64) -> Result<(), SessionError> {
         if cycles > 0 {
+            let first = self.shared.cycles_sent.fetch_add(cycles, Ordering::SeqCst);
+            let mut started = lock(&self.shared.started);
+            let room = MAX_TIMED_CYCLES.saturating_sub(started.len());
             let now = Instant::now();
-            lock(&self.shared.started).extend(std::iter::repeat_n(now, cycles as usize));
-            self.shared.cycles_sent.fetch_add(cycles, Ordering::SeqCst);
+            started.extend((first..first + cycles).take(room).map(|cycle| (cycle, now)));
         }
         self.server.write_all(bytes).await?;
         self.bytes_sent.increment(bytes.len() as u64);
@@ -328,8 +349,21 @@ impl ClientToServer<'_> {
     }
 
     /// Registers a refusal and returns the message that makes PostgreSQL fail with its marker.
-    fn refusal(&mut self, tag: u8, code: &str, message: &str) -> BytesMut {
+    /// `unsent_cycles` are the cycles of the messages before it that are not written yet.
+    /// A refused extended-protocol message in a cycle that already holds one is dropped: PostgreSQL
+    /// skips everything after the first error up to Sync, so the client sees the same answers, and
+    /// a pipeline that never syncs cannot pile up refusals.
+    fn refusal(&mut self, tag: u8, code: &str, message: &str, unsent_cycles: u64) -> BytesMut {
         metrics::counter!(m::REFUSALS_TOTAL, m::LABEL_REASON => "policy").increment(1);
+        let cycle = self.shared.cycles_sent.load(Ordering::SeqCst) + unsent_cycles;
+        let extended = EXTENDED_TAGS.contains(&tag);
+        if extended
+            && lock(&self.shared.refusals)
+                .iter()
+                .any(|r| r.extended && r.cycle == cycle)
+        {
+            return BytesMut::new();
+        }
         self.refusals_made += 1;
         let marker = format!("{}{}", self.marker_prefix, self.refusals_made);
         let mut failing = BytesMut::new();
@@ -346,7 +380,9 @@ impl ClientToServer<'_> {
             marker,
             error: frame::error_response(Severity::Error, code, message),
             // The marked error comes before the ReadyForQuery of the current or the next cycle.
-            expires_after_ready: self.shared.cycles_sent.load(Ordering::SeqCst) + 2,
+            expires_after_ready: cycle + 2,
+            cycle,
+            extended,
         };
         // Registered before the failing message is sent, so it is there when the answer comes.
         lock(&self.shared.refusals).push(refusal);
@@ -369,6 +405,10 @@ fn count_cycles(bytes: &[u8]) -> u64 {
     cycles
 }
 
+/// Server message types whose body [`ServerToClient::process`] reads: these are always buffered
+/// whole; any other frame larger than a read is streamed through.
+const INSPECTED_SERVER_TAGS: &[u8] = b"CEZ";
+
 struct ServerToClient<'a> {
     server: &'a mut ReadHalf<BoxStream>,
     client: &'a mut WriteHalf<BoxStream>,
@@ -383,7 +423,10 @@ struct ServerToClient<'a> {
 
 impl ServerToClient<'_> {
     async fn run(&mut self) -> Result<SessionEnd, SessionError> {
-        let mut buf = BytesMut::with_capacity(64 * 1024);
+        // Empty while the session waits: see `relay_buffer`.
+        let mut buf = BytesMut::new();
+        // Bytes of a large frame still to pass through unchanged (see `stream_large_frame`).
+        let mut streaming = 0;
         let mut shutting_down = *self.shutdown.borrow();
         loop {
             if shutting_down && self.idle() {
@@ -391,18 +434,49 @@ impl ServerToClient<'_> {
                 frame::send_fatal(self.client, "57P01", message).await;
                 return Ok(SessionEnd::Shutdown);
             }
+            let missing = frame::missing(&buf);
             tokio::select! {
-                read = self.server.read_buf(&mut buf) => {
+                read = relay_buffer::read_more(self.server, &mut buf, missing) => {
                     if read? == 0 {
                         return Ok(SessionEnd::ServerClosed);
                     }
+                    if streaming > 0 {
+                        let through = streaming.min(buf.len());
+                        self.send(&buf[..through]).await?;
+                        buf.advance(through);
+                        streaming -= through;
+                        if buf.is_empty() {
+                            continue;
+                        }
+                    }
                     self.process(&mut buf).await?;
+                    streaming = self.stream_large_frame(&mut buf).await?;
                 }
                 changed = self.shutdown.changed(), if !shutting_down => {
                     shutting_down = changed.is_err() || *self.shutdown.borrow();
                 }
             }
         }
+    }
+
+    /// Starts passing a large frame through unchanged when the partial frame left at the front
+    /// of `buf` is larger than a read and of a type the relay does not look into (a huge DataRow
+    /// or CopyData): what has come of it is sent now, and the returned number of bytes still to
+    /// come is sent as it arrives, so a row of any size costs the session at most one read of
+    /// memory. Frames the relay inspects are buffered whole.
+    async fn stream_large_frame(&mut self, buf: &mut BytesMut) -> Result<usize, SessionError> {
+        let Some(header) =
+            frame::peek_header(buf, POSTGRES_MAX_FRAME).map_err(SessionError::ServerProtocol)?
+        else {
+            return Ok(0);
+        };
+        if header.len <= READ_CHUNK || INSPECTED_SERVER_TAGS.contains(&header.tag) {
+            return Ok(0);
+        }
+        let through = buf.len();
+        self.send(buf).await?;
+        buf.clear();
+        Ok(header.len - through)
     }
 
     /// No statement outstanding and no transaction open.
@@ -420,7 +494,6 @@ impl ServerToClient<'_> {
             .map_err(SessionError::ServerProtocol)?
         {
             if buf.len() - run < header.len {
-                buf.reserve(header.len - (buf.len() - run));
                 break;
             }
             let body = frame::body(&buf[run..run + header.len]);
@@ -498,9 +571,15 @@ impl ServerToClient<'_> {
     }
 
     fn record_latency(&self) {
-        let started = lock(&self.shared.started).pop_front();
-        if let Some(started) = started {
-            self.latency.record(started.elapsed().as_secs_f64());
+        let mut started = lock(&self.shared.started);
+        while let Some(&(cycle, at)) = started.front() {
+            if cycle > self.ready_seen {
+                break;
+            }
+            started.pop_front();
+            if cycle == self.ready_seen {
+                self.latency.record(at.elapsed().as_secs_f64());
+            }
         }
     }
 

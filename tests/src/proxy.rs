@@ -171,6 +171,18 @@ impl Proxy {
         self.child.id()
     }
 
+    /// A memory figure of the proxy process in KiB from `/proc/<pid>/status`: `"VmRSS"` (resident
+    /// now) or `"VmHWM"` (the peak resident size so far).
+    pub fn memory_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("the proxy's /proc status");
+        status
+            .lines()
+            .filter_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+            .find_map(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("{field} in /proc status"))
+    }
+
     /// Sends a signal (e.g. `libc::SIGTERM`) to the proxy.
     pub fn signal(&self, signal: i32) {
         // SAFETY: kill(2) on the pid of our own child process.

@@ -11,6 +11,7 @@ mod enforce;
 mod faults;
 mod harness;
 mod lifecycle;
+mod limits;
 mod policy;
 mod users;
 mod wire;
