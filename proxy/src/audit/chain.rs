@@ -80,13 +80,24 @@ pub fn erase(bytes: &mut [u8]) {
 
 /// The line for a serialized record (a JSON object) and its MAC.
 pub fn seal(body: &str, mac: &Mac32) -> String {
-    debug_assert!(body.ends_with('}') && body.len() > 2);
     let mut line = String::with_capacity(body.len() + 76);
-    line.push_str(&body[..body.len() - 1]);
-    line.push_str(MAC_SUFFIX_PREFIX);
-    line.push_str(&hex::encode(mac));
-    line.push_str("\"}");
+    seal_into(&mut line, body, mac);
     line
+}
+
+/// Appends the line for `body` and its MAC to `out` (what [`seal`] returns, without allocating).
+pub fn seal_into(out: &mut String, body: &str, mac: &Mac32) {
+    debug_assert!(body.ends_with('}') && body.len() > 2);
+    out.push_str(&body[..body.len() - 1]);
+    out.push_str(MAC_SUFFIX_PREFIX);
+    let mut hex_mac = [0u8; 64];
+    // 64 bytes hold the hex of 32 bytes, and hex digits are ASCII: neither step can fail.
+    if hex::encode_to_slice(mac, &mut hex_mac).is_ok()
+        && let Ok(hex_mac) = std::str::from_utf8(&hex_mac)
+    {
+        out.push_str(hex_mac);
+    }
+    out.push_str("\"}");
 }
 
 /// Splits a line (without its newline) into the record's JSON as it was MACed, and the MAC.

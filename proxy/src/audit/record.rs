@@ -375,16 +375,23 @@ mod categories_serde {
 mod table_serde {
     use super::*;
 
-    #[derive(Serialize, Deserialize)]
+    #[derive(Deserialize)]
     struct Table {
         schema: String,
         name: String,
     }
 
+    /// What [`Table`] reads, written without copying the names.
+    #[derive(Serialize)]
+    struct TableRef<'a> {
+        schema: &'a str,
+        name: &'a str,
+    }
+
     pub fn serialize<S: Serializer>(value: &TableName, s: S) -> Result<S::Ok, S::Error> {
-        Table {
-            schema: value.schema.clone(),
-            name: value.name.clone(),
+        TableRef {
+            schema: &value.schema,
+            name: &value.name,
         }
         .serialize(s)
     }

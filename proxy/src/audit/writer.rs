@@ -216,6 +216,8 @@ struct Writer {
     pending: String,
     /// Records of `pending`, for the sinks once durable.
     pending_records: Vec<Sealed>,
+    /// The JSON of the record being sealed (kept to reuse its allocation).
+    body: Vec<u8>,
 }
 
 /// Where the chain stood at the end of the folder's newest file.
@@ -334,6 +336,7 @@ impl Writer {
             sinks,
             pending: String::new(),
             pending_records: Vec::new(),
+            body: Vec::new(),
         })
     }
 
@@ -580,8 +583,18 @@ impl Writer {
             checkpoint,
         };
         // Records hold only strings, numbers and lists: serializing them cannot fail.
-        let body = serde_json::to_string(&record).unwrap_or_else(|_| format!("{{\"seq\":{seq}}}"));
-        let mac = self.chain.key.mac(&self.chain.prev_mac, body.as_bytes());
+        let mut body = std::mem::take(&mut self.body);
+        body.clear();
+        if serde_json::to_writer(&mut body, &record).is_err() {
+            body.clear();
+            body.extend_from_slice(format!("{{\"seq\":{seq}}}").as_bytes());
+        }
+        // serde_json writes UTF-8 only.
+        let body_text = std::str::from_utf8(&body).unwrap_or("{}");
+        let mac = self
+            .chain
+            .key
+            .mac(&self.chain.prev_mac, body_text.as_bytes());
         self.chain.key.advance();
         self.chain.prev_mac = mac;
         self.chain.next_seq += 1;
@@ -589,12 +602,14 @@ impl Writer {
         if let Some(current) = self.current.as_mut() {
             current.records += 1;
         }
-        let line = chain::seal(&body, &mac);
-        self.pending.push_str(&line);
-        self.pending.push('\n');
+        let start = self.pending.len();
+        chain::seal_into(&mut self.pending, body_text, &mac);
         if self.sinks.is_active() {
+            let line = self.pending[start..].to_owned();
             self.pending_records.push(Sealed { record, line });
         }
+        self.pending.push('\n');
+        self.body = body;
         seq
     }
 
