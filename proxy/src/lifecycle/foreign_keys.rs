@@ -38,12 +38,9 @@ pub struct Reached {
 /// Deepest dependency chains followed (a guard against cyclic keys).
 const MAX_DEPTH: usize = 16;
 
-/// How many rows of its table a reached step's predicate selects.
-pub async fn count_rows(client: &Client, reached: &Reached) -> Result<i64> {
-    let sql = format!(
-        "SELECT count(*) FROM {} WHERE {}",
-        reached.table.sql, reached.predicate
-    );
+/// How many rows of `table` the predicate selects.
+pub async fn count_rows(client: &Client, table: &LiveTable, predicate: &str) -> Result<i64> {
+    let sql = format!("SELECT count(*) FROM {} WHERE {predicate}", table.sql);
     Ok(client.query_one(&sql, &[]).await?.get(0))
 }
 

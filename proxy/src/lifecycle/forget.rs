@@ -219,13 +219,7 @@ pub async fn plan(
     condition: &str,
 ) -> Result<Vec<PlannedStep>> {
     let start = resolve_table(client, table).await?;
-    let subject: i64 = client
-        .query_one(
-            &format!("SELECT count(*) FROM {} WHERE {condition}", start.sql),
-            &[],
-        )
-        .await?
-        .get(0);
+    let subject = count_rows(client, &start, condition).await?;
     if subject != 1 {
         bail!(
             "the condition selects {subject} rows of {}; it must select exactly one data subject",
@@ -262,7 +256,7 @@ pub async fn plan(
     let mut steps = Vec::new();
     for reached in dependants(&start, condition, &keys, &|oid| kept.contains_key(&oid)) {
         let keep = kept.get(&reached.table.oid).map(|(set, _)| set.clone());
-        let rows = count_rows(client, &reached).await?;
+        let rows = count_rows(client, &reached.table, &reached.predicate).await?;
         steps.push(PlannedStep {
             reached,
             rows,

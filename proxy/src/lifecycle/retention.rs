@@ -251,7 +251,7 @@ async fn delete_expired(
     let mut report = Report::new();
     if dry_run {
         for reached in dependants(table, expired, keys, &|_| false) {
-            let rows = count_rows(client, &reached).await?;
+            let rows = count_rows(client, &reached.table, &reached.predicate).await?;
             add(&mut report, &reached.table.display, rows as u64);
         }
         return Ok(report);
@@ -302,13 +302,7 @@ async fn mask_expired(
     let mut report = Report::new();
     add(&mut report, &table.display, 0);
     if dry_run {
-        let rows: i64 = client
-            .query_one(
-                &format!("SELECT count(*) FROM {} WHERE {pending}", table.sql),
-                &[],
-            )
-            .await?
-            .get(0);
+        let rows = count_rows(client, table, &pending).await?;
         add(&mut report, &table.display, rows as u64);
         return Ok(report);
     }
