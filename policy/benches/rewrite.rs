@@ -69,6 +69,7 @@ fn corpus_summary() {
         .collect();
     statements.push((role("sales"), pgbench_select(1)));
     let cache = RewriteCache::new(10_000);
+    let mut tokenized = Vec::new();
     let (mut parsed, mut round_trip, mut uncached, mut cached) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (role, sql) in &statements {
@@ -82,6 +83,17 @@ fn corpus_summary() {
             runs.push(start.elapsed());
         }
         parsed.push(median(runs));
+        let mut runs = Vec::new();
+        for _ in 0..200 {
+            let start = Instant::now();
+            black_box(
+                sqlparser::tokenizer::Tokenizer::new(&PostgreSqlDialect {}, black_box(sql))
+                    .tokenize_with_location()
+                    .expect("corpus statement tokenizes"),
+            );
+            runs.push(start.elapsed());
+        }
+        tokenized.push(median(runs));
         let mut runs = Vec::new();
         for _ in 0..200 {
             let start = Instant::now();
@@ -116,11 +128,12 @@ fn corpus_summary() {
     }
     let slowest = uncached.iter().max().copied().unwrap_or_default();
     println!(
-        "corpus of {} statements: sqlparser parse alone median {:.1} µs (baseline); \
+        "corpus of {} statements: sqlparser parse alone median {:.1} µs (baseline; tokenizer alone {:.1} µs); \
          round trip alone (parse, serialize, re-parse, compare) median {:.1} µs; \
          uncached rewrite median {:.1} µs (slowest {:.1} µs), cached median {:.2} µs; cache {:?}",
         statements.len(),
         median(parsed).as_secs_f64() * 1e6,
+        median(tokenized).as_secs_f64() * 1e6,
         median(round_trip).as_secs_f64() * 1e6,
         median(uncached).as_secs_f64() * 1e6,
         slowest.as_secs_f64() * 1e6,
