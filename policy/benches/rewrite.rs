@@ -5,7 +5,7 @@
 //! `cargo bench -p maschera-policy --bench rewrite` prints a corpus summary (median per statement,
 //! with sqlparser's parse alone as the baseline of the same run, and the round trip alone: parse,
 //! serialize, parse again and compare, the floor of a verified rewrite) before criterion's own
-//! figures.
+//! figures. With `REWRITE_BENCH_EACH=1` it also prints each statement's uncached median.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -127,6 +127,11 @@ fn corpus_summary() {
         cached.push(median(runs));
     }
     let slowest = uncached.iter().max().copied().unwrap_or_default();
+    if std::env::var_os("REWRITE_BENCH_EACH").is_some() {
+        for ((_, sql), time) in statements.iter().zip(&uncached) {
+            println!("{:8.1} µs  {sql}", time.as_secs_f64() * 1e6);
+        }
+    }
     println!(
         "corpus of {} statements: sqlparser parse alone median {:.1} µs (baseline; tokenizer alone {:.1} µs); \
          round trip alone (parse, serialize, re-parse, compare) median {:.1} µs; \

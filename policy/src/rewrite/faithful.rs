@@ -3,10 +3,10 @@
 //! else. Not for deciding what a role may do (the analyzer does) or for producing the text (the
 //! sqlparser serializer does).
 //!
-//! Two ways to the same conclusion, "sqlparser reads the upstream text `S` back as the analysed tree
-//! `A'`"; anything that passes neither is refused with 0A000:
+//! Three ways to the same conclusion, "sqlparser reads the upstream text `S` back as the analysed
+//! tree `A'`"; anything that passes none is refused with 0A000:
 //!
-//! 1. **Token check** (cheap, tried first): tokenize `S` with sqlparser's tokenizer (no parser) and
+//! 1. **Token check** (a few microseconds): tokenize `S` with sqlparser's tokenizer (no parser) and
 //!    compare its tokens, one by one, with the client's own tokens `T` with the rewriter's name edits
 //!    applied. The tree `A` was parsed from `T`, and `A'` is `A` with exactly those edits, because
 //!    every change the analyzer makes to a tree goes through [`Edits`]: a table name replaced by
@@ -28,10 +28,25 @@
 //!      alias, deciding by the tokens that follow, so it reads `S` as `A` with the same edits: `A'`.
 //!
 //!    Spelling differences (`select` written in lower case, `!=`, `timestamptz`, a comment) make
-//!    the tokens differ and fall back to the full check, never the other way. Debug builds (tests,
-//!    the fuzz target) run the full check as well whenever the token check accepts and assert that
-//!    it accepts too.
-//! 2. **Full check**: parse `S` again with sqlparser and compare the trees.
+//!    the tokens differ and fall back to the full check, never the other way.
+//! 2. **Text check** (cheaper still, tried before the token check, and only a shortcut to its
+//!    conclusion): `S` is byte for byte the client's text (without surrounding whitespace and
+//!    `;`) with each edited name's text replaced by the new name as the serializer writes it
+//!    (plus ` AS "table"`), which must begin and end with `"` and tokenize, on its own, as the
+//!    edit's identifiers. Every edited name must stand between delimiters: whitespace, `(` or `,`
+//!    before it, whitespace, `)`, `,`, `;` or the end after it. sqlparser's tokenizer scans left to
+//!    right, taking the longest token; its look-ahead past a token only follows fixed patterns
+//!    (`e+` and digits of an exponent, `U&'`, `->`, `._`, `\r\n`), none of which runs through
+//!    those delimiters, and it remembers only the previous token, which matters only when the next
+//!    character is a `.` or a digit. So the tokens before an edited
+//!    name end at the delimiter in both texts, the new name's tokens end at its closing quote (the
+//!    next character is a delimiter, not a second `"`), and from the delimiter after it the text
+//!    and the tokens are the same again: the tokens of `S` are the client's tokens with the edits
+//!    applied, which is what the token check compares.
+//! 3. **Full check**: parse `S` again with sqlparser and compare the trees.
+//!
+//! Debug builds (tests, the fuzz target) run the slower checks as well whenever a faster one
+//! accepts and assert that they accept too.
 
 use sqlparser::ast::{Ident, ObjectName, ObjectNamePart, Statement};
 use sqlparser::dialect::PostgreSqlDialect;
@@ -60,12 +75,15 @@ pub(crate) struct Edits {
 
 /// The client's tokens of a one-statement text, without whitespace and the surrounding `;`, when
 /// the token check may use them.
-pub(crate) struct ClientTokens(Vec<TokenWithSpan>);
+pub(crate) struct ClientTokens<'t> {
+    text: &'t str,
+    tokens: Vec<TokenWithSpan>,
+}
 
-impl ClientTokens {
+impl<'t> ClientTokens<'t> {
     /// `None` when the text holds a token the check must not skip over (a comment, `:`, `@`) or
     /// more than one statement.
-    pub(crate) fn new(tokens: &[TokenWithSpan]) -> Option<Self> {
+    pub(crate) fn new(text: &'t str, tokens: &[TokenWithSpan]) -> Option<Self> {
         let mut significant = Vec::with_capacity(tokens.len());
         for token in tokens {
             match &token.token {
@@ -87,7 +105,10 @@ impl ClientTokens {
         if significant.iter().any(|t| t.token == Token::SemiColon) {
             return None;
         }
-        Some(Self(significant))
+        Some(Self {
+            text,
+            tokens: significant,
+        })
     }
 }
 
@@ -95,18 +116,25 @@ impl ClientTokens {
 pub(crate) fn verify(
     sql: &str,
     statement: &Statement,
-    client: Option<&ClientTokens>,
+    client: Option<&ClientTokens<'_>>,
     edits: &Edits,
 ) -> Result<(), Refusal> {
-    let token_check = !edits.other
-        && !matches!(statement, Statement::Copy { .. })
-        && client.is_some_and(|client| same_tokens(&client.0, &edits.names, sql));
-    if token_check {
-        debug_assert!(
-            reparses_to(sql, statement),
-            "token check accepted a text that does not parse back: {sql}"
-        );
-        return Ok(());
+    let client = client.filter(|_| !edits.other && !matches!(statement, Statement::Copy { .. }));
+    if let Some(client) = client {
+        if same_text(client, &edits.names, sql) {
+            debug_assert!(
+                same_tokens(&client.tokens, &edits.names, sql) && reparses_to(sql, statement),
+                "text check accepted a text that does not tokenize or parse back: {sql}"
+            );
+            return Ok(());
+        }
+        if same_tokens(&client.tokens, &edits.names, sql) {
+            debug_assert!(
+                reparses_to(sql, statement),
+                "token check accepted a text that does not parse back: {sql}"
+            );
+            return Ok(());
+        }
     }
     if reparses_to(sql, statement) {
         Ok(())
@@ -125,14 +153,117 @@ fn reparses_to(sql: &str, statement: &Statement) -> bool {
     }
 }
 
-/// Whether the tokens of `sql` are the client's tokens with `edits` applied.
-fn same_tokens(client: &[TokenWithSpan], edits: &[NameEdit], sql: &str) -> bool {
-    let Ok(tokens) = Tokenizer::new(&PostgreSqlDialect {}, sql)
-        .with_unescape(true)
-        .tokenize_with_location()
+/// Whether `sql` is the client's text itself (without the surrounding whitespace and `;`) with
+/// each edited name's text replaced by the new name's, which gives the tokens [`same_tokens`]
+/// requires without tokenizing `sql` (see the module doc).
+fn same_text(client: &ClientTokens<'_>, edits: &[NameEdit], sql: &str) -> bool {
+    let text = client.text;
+    let (Some(first), Some(last)) = (client.tokens.first(), client.tokens.last()) else {
+        return false;
+    };
+    let (Some(start), Some(end)) = (offset(text, first.span.start), offset(text, last.span.end))
     else {
         return false;
     };
+    if text[start..].starts_with(|c: char| c == '.' || c.is_ascii_digit()) {
+        return false;
+    }
+    let mut sites = Vec::with_capacity(edits.len());
+    for edit in edits {
+        let Some(site) = edit_site(text, edit) else {
+            return false;
+        };
+        sites.push(site);
+    }
+    sites.sort_unstable_by_key(|site| site.0);
+    let mut rest = sql;
+    let mut at = start;
+    for (site_start, site_end, edit) in sites {
+        if site_start < at || site_end > end {
+            return false;
+        }
+        let Some(after) = rest.strip_prefix(&text[at..site_start]) else {
+            return false;
+        };
+        let Some(after) = strip_replacement(after, edit) else {
+            return false;
+        };
+        rest = after;
+        at = site_end;
+    }
+    rest == &text[at..end]
+}
+
+/// The byte range of an edited name in the client's text, when it stands between delimiters that
+/// end any token: whitespace, `(` or `,` before it; whitespace, `)`, `,`, `;` or the end after it.
+fn edit_site<'e>(text: &str, edit: &'e NameEdit) -> Option<(usize, usize, &'e NameEdit)> {
+    let ObjectNamePart::Identifier(first) = edit.original.0.first()? else {
+        return None;
+    };
+    let ObjectNamePart::Identifier(last) = edit.original.0.last()? else {
+        return None;
+    };
+    let start = offset(text, first.span.start)?;
+    let end = offset(text, last.span.end)?;
+    let before = text[..start].chars().next_back()?;
+    let after = text[end..].chars().next();
+    let delimited = matches!(before, ' ' | '\t' | '\n' | '(' | ',')
+        && matches!(
+            after,
+            None | Some(' ' | '\t' | '\n' | '\r' | ')' | ',' | ';')
+        );
+    (start < end && delimited).then_some((start, end, edit))
+}
+
+/// `text` after the edit's replacement (and added alias) as the serializer writes them, if it
+/// starts with them and they begin and end with a quote and tokenize as the edit's identifiers.
+fn strip_replacement<'s>(text: &'s str, edit: &NameEdit) -> Option<&'s str> {
+    let mut written = edit.replacement.to_string();
+    if let Some(alias) = &edit.alias {
+        written.push_str(" AS ");
+        written.push_str(&alias.to_string());
+    }
+    if !(written.starts_with('"') && written.ends_with('"')) {
+        return None;
+    }
+    let rest = text.strip_prefix(written.as_str())?;
+    let mut tokens = Vec::with_capacity(8);
+    Tokenizer::new(&PostgreSqlDialect {}, &written)
+        .with_unescape(true)
+        .tokenize_with_location_into_buf(&mut tokens)
+        .ok()?;
+    let mut tokens = tokens
+        .iter()
+        .map(|t| &t.token)
+        .filter(|t| **t != Token::Whitespace(Whitespace::Space));
+    (replacement_follows(&mut tokens, edit) && tokens.next().is_none()).then_some(rest)
+}
+
+/// The byte offset of a tokenizer location (1-based line and column in characters; lines end at
+/// `\n`) in `text`.
+fn offset(text: &str, at: sqlparser::tokenizer::Location) -> Option<usize> {
+    let mut line_start = 0;
+    for _ in 1..at.line {
+        line_start += text[line_start..].find('\n')? + 1;
+    }
+    let column = usize::try_from(at.column).ok()?.checked_sub(1)?;
+    let line = &text[line_start..];
+    match line.char_indices().nth(column) {
+        Some((i, _)) => Some(line_start + i),
+        None => (line.chars().count() == column).then_some(text.len()),
+    }
+}
+
+/// Whether the tokens of `sql` are the client's tokens with `edits` applied.
+fn same_tokens(client: &[TokenWithSpan], edits: &[NameEdit], sql: &str) -> bool {
+    let mut tokens = Vec::with_capacity(client.len() * 2 + 16);
+    if Tokenizer::new(&PostgreSqlDialect {}, sql)
+        .with_unescape(true)
+        .tokenize_with_location_into_buf(&mut tokens)
+        .is_err()
+    {
+        return false;
+    }
     let mut serialized = tokens.iter().map(|t| &t.token).filter(|t| {
         !matches!(
             t,
@@ -229,14 +360,14 @@ mod tests {
 
     /// A statement as the rewriter prepares it: the rewritten tree, its serialization, the client's
     /// tokens and the edits.
-    struct Prepared {
+    struct Prepared<'t> {
         sql: String,
         statement: Statement,
-        client: Option<ClientTokens>,
+        client: Option<ClientTokens<'t>>,
         edits: Edits,
     }
 
-    fn prepare(role: &str, sql: &str) -> Prepared {
+    fn prepare<'t>(role: &str, sql: &'t str) -> Prepared<'t> {
         let role = fixture::role(role);
         let catalog = fixture::catalog();
         let (mut statements, client) = parse(sql, &role).expect("parses");
@@ -252,13 +383,21 @@ mod tests {
         }
     }
 
-    impl Prepared {
+    impl Prepared<'_> {
+        fn text_check(&self, sql: &str) -> bool {
+            !self.edits.other
+                && self
+                    .client
+                    .as_ref()
+                    .is_some_and(|c| same_text(c, &self.edits.names, sql))
+        }
+
         fn token_check(&self, sql: &str) -> bool {
             !self.edits.other
                 && self
                     .client
                     .as_ref()
-                    .is_some_and(|c| same_tokens(&c.0, &self.edits.names, sql))
+                    .is_some_and(|c| same_tokens(&c.tokens, &self.edits.names, sql))
         }
     }
 
@@ -270,6 +409,9 @@ mod tests {
             if prepared.token_check(&prepared.sql) {
                 passed += 1;
                 assert!(reparses_to(&prepared.sql, &prepared.statement), "{sql}");
+                assert!(prepared.text_check(&prepared.sql), "{sql}");
+            } else {
+                assert!(!prepared.text_check(&prepared.sql), "{sql}");
             }
         }
         // Only SHOW (its variable is rewritten) and the two statements with a keyword in lower
@@ -302,11 +444,8 @@ mod tests {
         ] {
             let prepared = prepare(role, sql);
             assert!(!prepared.edits.names.is_empty(), "{sql}");
-            assert!(
-                prepared.token_check(&prepared.sql),
-                "{sql} -> {}",
-                prepared.sql
-            );
+            assert!(prepared.token_check(&prepared.sql), "{sql}");
+            assert!(prepared.text_check(&prepared.sql), "{sql}");
         }
     }
 
@@ -410,6 +549,7 @@ mod tests {
                 reparses_to(&prepared.sql, &prepared.statement),
                 "{client}: the real serialization is faithful"
             );
+            assert!(!prepared.text_check(wrong), "{client} -> {wrong}");
             assert!(!prepared.token_check(wrong), "{client} -> {wrong}");
             assert!(
                 !reparses_to(wrong, &prepared.statement),
@@ -427,5 +567,26 @@ mod tests {
                 crate::rewrite::SqlState::FeatureNotSupported
             );
         }
+    }
+
+    #[test]
+    fn names_glued_to_other_tokens_skip_the_text_check() {
+        for sql in [
+            "SELECT * FROM contacts\"c\" WHERE id = 1",
+            "SELECT * FROM\"contacts\" WHERE id = 1",
+            "SELECT c.city FROM contacts AS c,deals WHERE c.id = 1",
+        ] {
+            let prepared = prepare("sales", sql);
+            let written = prepared.sql.clone();
+            assert!(reparses_to(&written, &prepared.statement), "{sql}");
+            assert!(!prepared.text_check(&written), "{sql} -> {written}");
+        }
+        // Between delimiters, on several lines, with non-ASCII text before the name.
+        let sql = "SELECT 'é' AS \"ü\",\n  city\nFROM\n  contacts\nWHERE (id = 1)";
+        let prepared = prepare("sales", sql);
+        let written = sql.replace("contacts", "\"maschera_sales\".\"contacts\"");
+        assert!(prepared.text_check(&written), "{written}");
+        assert!(prepared.token_check(&written), "{written}");
+        assert!(!prepared.text_check(&written.replace("  city", " city")));
     }
 }

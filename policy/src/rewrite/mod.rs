@@ -31,6 +31,7 @@ mod system;
 #[cfg(test)]
 mod tests;
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 use sqlparser::ast::{Statement, Visit, Visitor};
@@ -144,14 +145,19 @@ impl Rewritten {
 
 /// Parses `sql`, keeping the client's tokens for the re-serialization check when the text is
 /// one statement.
-fn parse(sql: &str, role: &RoleAccess) -> Result<(Vec<Statement>, Option<ClientTokens>), Refusal> {
+fn parse<'t>(
+    sql: &'t str,
+    role: &RoleAccess,
+) -> Result<(Vec<Statement>, Option<ClientTokens<'t>>), Refusal> {
     let dialect = PostgreSqlDialect {};
+    // About one token per four bytes of SQL: sized once instead of grown.
+    let mut tokens = Vec::with_capacity(sql.len() / 4 + 8);
     let parsed = Tokenizer::new(&dialect, sql)
         .with_unescape(true)
-        .tokenize_with_location()
+        .tokenize_with_location_into_buf(&mut tokens)
         .map_err(ParserError::from)
-        .and_then(|tokens| {
-            let client = ClientTokens::new(&tokens);
+        .and_then(|()| {
+            let client = ClientTokens::new(sql, &tokens);
             Parser::new(&dialect)
                 .with_tokens_with_locations(tokens)
                 .parse_statements()
@@ -182,12 +188,11 @@ pub fn rewrite(sql: &str, role: &RoleAccess, catalog: &Catalog) -> Result<Rewrit
     let client = client.filter(|_| statements.len() == 1);
     let mut out = Vec::with_capacity(statements.len());
     for (index, statement) in statements.into_iter().enumerate() {
-        let rewritten = rewrite_statement(statement, role, catalog, client.as_ref()).map_err(
-            |mut refusal| {
+        let rewritten = rewrite_statement(statement, role, catalog, client.as_ref(), sql.len())
+            .map_err(|mut refusal| {
                 refusal.statement_index = index;
                 refusal
-            },
-        )?;
+            })?;
         out.push(rewritten);
     }
     Ok(Rewritten::Statements(out))
@@ -217,16 +222,19 @@ pub fn rewrite_prepared(
             role,
             catalog,
             client.as_ref(),
+            sql.len(),
         )?])),
     }
 }
 
-/// `client`: the client's tokens when the text held only this statement.
+/// `client`: the client's tokens when the text held only this statement; `text_len`: the length of
+/// the client's text (to size the output).
 fn rewrite_statement(
     mut statement: Statement,
     role: &RoleAccess,
     catalog: &Catalog,
-    client: Option<&ClientTokens>,
+    client: Option<&ClientTokens<'_>>,
+    text_len: usize,
 ) -> Result<RewrittenStatement, Refusal> {
     let mut analyzer = Analyzer::new(role, catalog);
     let outcome = match analyzer.statement(&mut statement) {
@@ -236,7 +244,12 @@ fn rewrite_statement(
             return Err(refusal);
         }
     };
-    let sql = statement.to_string();
+    let mut sql = String::with_capacity(text_len + 64);
+    write!(sql, "{statement}").map_err(|_| {
+        Refusal::unsupported(
+            "statement not supported by the Maschera parser: it cannot be serialized",
+        )
+    })?;
     faithful::verify(&sql, &statement, client, &analyzer.edits)?;
     Ok(RewrittenStatement {
         sql,
