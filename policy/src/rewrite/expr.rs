@@ -124,6 +124,7 @@ impl<'a> Analyzer<'a> {
                 let parts: Vec<Cow<'_, str>> = idents.iter().map(folded).collect();
                 if let Some(shortened) = self.qualified_column(&parts, scope)? {
                     *idents = idents.split_off(idents.len() - shortened);
+                    self.edits.other = true;
                 }
                 Ok(())
             }

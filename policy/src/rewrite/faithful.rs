@@ -11,7 +11,8 @@
 //!    applied. The tree `A` was parsed from `T`, and `A'` is `A` with exactly those edits, because
 //!    every change the analyzer makes to a tree goes through [`Edits`]: a table name replaced by
 //!    the role's view or the schema-qualified base table ([`NameEdit`], with `AS "table"` added when
-//!    the name had no alias), or some other change, which turns this check off. Why equal tokens
+//!    the name had no alias), or some other change (SHOW's variable, COPY's source, a
+//!    `schema.table.column` shortened to `table.column`), which turns this check off. Why equal tokens
 //!    give an equal tree:
 //!    - sqlparser's parser sees only the token sequence (tokens compare by value: a string's
 //!      unescaped content, an identifier's text and quote style, a keyword's spelling, so `E'..'`,
@@ -69,7 +70,8 @@ pub(crate) struct NameEdit {
 #[derive(Debug, Default)]
 pub(crate) struct Edits {
     pub names: Vec<NameEdit>,
-    /// A change other than a [`NameEdit`] (SHOW's variable, COPY's source): only the full check.
+    /// A change other than a [`NameEdit`] (SHOW's variable, COPY's source, a shortened column
+    /// reference): only the full check.
     pub other: bool,
 }
 
@@ -462,6 +464,9 @@ mod tests {
         let (_, client) = parse("SELECT 1; SELECT 2", &fixture::role("sales")).expect("parses");
         assert!(client.is_none());
         assert!(prepare("sales", "SHOW TimeZone").edits.other);
+        let shortened = prepare("sales", "SELECT public.contacts.city FROM public.contacts");
+        assert!(shortened.edits.other);
+        assert!(reparses_to(&shortened.sql, &shortened.statement));
         assert!(
             prepare("sales", "COPY (SELECT city FROM contacts) TO STDOUT")
                 .edits
