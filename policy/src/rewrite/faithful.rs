@@ -52,7 +52,7 @@
 use sqlparser::ast::{Ident, ObjectName, ObjectNamePart, Statement};
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
-use sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer, Whitespace};
+use sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer, TokenizerError, Whitespace};
 
 use super::refusal::Refusal;
 
@@ -122,23 +122,29 @@ pub(crate) fn verify(
     edits: &Edits,
 ) -> Result<(), Refusal> {
     let client = client.filter(|_| !edits.other && !matches!(statement, Statement::Copy { .. }));
-    if let Some(client) = client {
-        if same_text(client, &edits.names, sql) {
+    let faithful = match client {
+        Some(client) if same_text(client, &edits.names, sql) => {
             debug_assert!(
-                same_tokens(&client.tokens, &edits.names, sql) && reparses_to(sql, statement),
+                token_check(client, &edits.names, sql) && reparses_to(sql, statement),
                 "text check accepted a text that does not tokenize or parse back: {sql}"
             );
-            return Ok(());
+            true
         }
-        if same_tokens(&client.tokens, &edits.names, sql) {
-            debug_assert!(
-                reparses_to(sql, statement),
-                "token check accepted a text that does not parse back: {sql}"
-            );
-            return Ok(());
-        }
-    }
-    if reparses_to(sql, statement) {
+        // The tokens of `sql` serve the token check and, if it fails, the full check.
+        Some(client) => match tokenize(sql, client.tokens.len() * 2 + 16) {
+            Ok(tokens) if same_tokens(&client.tokens, &edits.names, &tokens) => {
+                debug_assert!(
+                    reparses_to(sql, statement),
+                    "token check accepted a text that does not parse back: {sql}"
+                );
+                true
+            }
+            Ok(tokens) => parses_to(tokens, statement),
+            Err(_) => false,
+        },
+        None => reparses_to(sql, statement),
+    };
+    if faithful {
         Ok(())
     } else {
         Err(Refusal::unsupported(
@@ -147,12 +153,35 @@ pub(crate) fn verify(
     }
 }
 
+/// sqlparser's tokens of `sql`, as its parser reads them (escapes resolved).
+fn tokenize(sql: &str, capacity: usize) -> Result<Vec<TokenWithSpan>, TokenizerError> {
+    let mut tokens = Vec::with_capacity(capacity);
+    Tokenizer::new(&PostgreSqlDialect {}, sql)
+        .with_unescape(true)
+        .tokenize_with_location_into_buf(&mut tokens)
+        .map(|()| tokens)
+}
+
 /// The full check: `sql` parses to exactly one statement, equal to `statement`.
 fn reparses_to(sql: &str, statement: &Statement) -> bool {
-    match Parser::parse_sql(&PostgreSqlDialect {}, sql) {
+    tokenize(sql, sql.len() / 2).is_ok_and(|tokens| parses_to(tokens, statement))
+}
+
+/// The full check on tokens already made.
+fn parses_to(tokens: Vec<TokenWithSpan>, statement: &Statement) -> bool {
+    match Parser::new(&PostgreSqlDialect {})
+        .with_tokens_with_locations(tokens)
+        .parse_statements()
+    {
         Ok(reparsed) => reparsed.len() == 1 && &reparsed[0] == statement,
         Err(_) => false,
     }
+}
+
+/// The token check on a text.
+fn token_check(client: &ClientTokens<'_>, edits: &[NameEdit], sql: &str) -> bool {
+    tokenize(sql, client.tokens.len() * 2 + 16)
+        .is_ok_and(|tokens| same_tokens(&client.tokens, edits, &tokens))
 }
 
 /// Whether `sql` is the client's text itself (without the surrounding whitespace and `;`) with
@@ -229,11 +258,7 @@ fn strip_replacement<'s>(text: &'s str, edit: &NameEdit) -> Option<&'s str> {
         return None;
     }
     let rest = text.strip_prefix(written.as_str())?;
-    let mut tokens = Vec::with_capacity(8);
-    Tokenizer::new(&PostgreSqlDialect {}, &written)
-        .with_unescape(true)
-        .tokenize_with_location_into_buf(&mut tokens)
-        .ok()?;
+    let tokens = tokenize(&written, 8).ok()?;
     let mut tokens = tokens
         .iter()
         .map(|t| &t.token)
@@ -256,16 +281,8 @@ fn offset(text: &str, at: sqlparser::tokenizer::Location) -> Option<usize> {
     }
 }
 
-/// Whether the tokens of `sql` are the client's tokens with `edits` applied.
-fn same_tokens(client: &[TokenWithSpan], edits: &[NameEdit], sql: &str) -> bool {
-    let mut tokens = Vec::with_capacity(client.len() * 2 + 16);
-    if Tokenizer::new(&PostgreSqlDialect {}, sql)
-        .with_unescape(true)
-        .tokenize_with_location_into_buf(&mut tokens)
-        .is_err()
-    {
-        return false;
-    }
+/// Whether `tokens` (of the serialized text) are the client's tokens with `edits` applied.
+fn same_tokens(client: &[TokenWithSpan], edits: &[NameEdit], tokens: &[TokenWithSpan]) -> bool {
     let mut serialized = tokens.iter().map(|t| &t.token).filter(|t| {
         !matches!(
             t,
@@ -399,7 +416,7 @@ mod tests {
                 && self
                     .client
                     .as_ref()
-                    .is_some_and(|c| same_tokens(&c.tokens, &self.edits.names, sql))
+                    .is_some_and(|c| token_check(c, &self.edits.names, sql))
         }
     }
 
