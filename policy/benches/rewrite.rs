@@ -5,7 +5,7 @@
 //! `cargo bench -p maschera-policy --bench rewrite` prints a corpus summary (median per statement,
 //! with sqlparser's parse alone as the baseline of the same run, and the round trip alone: parse,
 //! serialize, parse again and compare, the floor of a verified rewrite) before criterion's own
-//! figures.
+//! figures. With `REWRITE_BENCH_EACH=1` it also prints each statement's uncached median.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -69,6 +69,7 @@ fn corpus_summary() {
         .collect();
     statements.push((role("sales"), pgbench_select(1)));
     let cache = RewriteCache::new(10_000);
+    let mut tokenized = Vec::new();
     let (mut parsed, mut round_trip, mut uncached, mut cached) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (role, sql) in &statements {
@@ -82,6 +83,17 @@ fn corpus_summary() {
             runs.push(start.elapsed());
         }
         parsed.push(median(runs));
+        let mut runs = Vec::new();
+        for _ in 0..200 {
+            let start = Instant::now();
+            black_box(
+                sqlparser::tokenizer::Tokenizer::new(&PostgreSqlDialect {}, black_box(sql))
+                    .tokenize_with_location()
+                    .expect("corpus statement tokenizes"),
+            );
+            runs.push(start.elapsed());
+        }
+        tokenized.push(median(runs));
         let mut runs = Vec::new();
         for _ in 0..200 {
             let start = Instant::now();
@@ -115,12 +127,18 @@ fn corpus_summary() {
         cached.push(median(runs));
     }
     let slowest = uncached.iter().max().copied().unwrap_or_default();
+    if std::env::var_os("REWRITE_BENCH_EACH").is_some() {
+        for ((_, sql), time) in statements.iter().zip(&uncached) {
+            println!("{:8.1} µs  {sql}", time.as_secs_f64() * 1e6);
+        }
+    }
     println!(
-        "corpus of {} statements: sqlparser parse alone median {:.1} µs (baseline); \
+        "corpus of {} statements: sqlparser parse alone median {:.1} µs (baseline; tokenizer alone {:.1} µs); \
          round trip alone (parse, serialize, re-parse, compare) median {:.1} µs; \
          uncached rewrite median {:.1} µs (slowest {:.1} µs), cached median {:.2} µs; cache {:?}",
         statements.len(),
         median(parsed).as_secs_f64() * 1e6,
+        median(tokenized).as_secs_f64() * 1e6,
         median(round_trip).as_secs_f64() * 1e6,
         median(uncached).as_secs_f64() * 1e6,
         slowest.as_secs_f64() * 1e6,

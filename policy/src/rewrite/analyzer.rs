@@ -4,6 +4,7 @@
 
 use sqlparser::ast::ObjectName;
 
+use super::faithful::{Edits, NameEdit};
 use super::refusal::Refusal;
 use super::report::{TableOperation, TableRoute, UseLog};
 use super::scope::{CteName, ItemKind, Scope, fold_name, quoted};
@@ -26,6 +27,8 @@ pub(crate) struct Analyzer<'a> {
     pub value_sensitive: bool,
     /// Current nesting of expressions being checked (bounded by `expr::MAX_EXPR_DEPTH`).
     pub expr_depth: usize,
+    /// Every change made to the tree (for the re-serialization check in `faithful.rs`).
+    pub edits: Edits,
 }
 
 impl<'a> Analyzer<'a> {
@@ -36,6 +39,7 @@ impl<'a> Analyzer<'a> {
             log: UseLog::default(),
             value_sensitive: false,
             expr_depth: 0,
+            edits: Edits::default(),
         }
     }
 
@@ -182,6 +186,22 @@ impl<'a> Analyzer<'a> {
     /// The name a view-mapped reference is rewritten to.
     pub(crate) fn view_name(&self, access: &ViewAccess) -> ObjectName {
         ObjectName::from(vec![quoted(&self.role.view_schema), quoted(&access.view)])
+    }
+
+    /// Replaces a table name in the tree, recording the edit (with the alias added after it, if
+    /// any) for the re-serialization check.
+    pub(crate) fn rename(
+        &mut self,
+        name: &mut ObjectName,
+        replacement: ObjectName,
+        alias: Option<sqlparser::ast::Ident>,
+    ) {
+        let original = std::mem::replace(name, replacement.clone());
+        self.edits.names.push(NameEdit {
+            original,
+            replacement,
+            alias,
+        });
     }
 
     /// The schema-qualified name of an unlisted base table (the upstream search_path may differ).

@@ -68,6 +68,7 @@ impl<'a> Analyzer<'a> {
             ..
         } = factor
         {
+            // The edit `table_reference` recorded for the copy of this name.
             *name = rewritten;
             if let Some(alias) = &insert.table_alias {
                 target.name = fold(&alias.alias);

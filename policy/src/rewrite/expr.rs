@@ -2,6 +2,7 @@
 //! referenced columns logged, `schema.table.column` rewritten to the view), function calls (allow-list),
 //! custom operators, and subqueries, which get their own query level. Not for FROM clauses.
 
+use std::borrow::Cow;
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
@@ -11,7 +12,7 @@ use sqlparser::ast::{
 use super::analyzer::Analyzer;
 use super::functions::{self, FunctionCheck};
 use super::refusal::Refusal;
-use super::scope::{Item, ItemKind, Scope, fold, fold_name};
+use super::scope::{Item, ItemKind, Scope, fold_name, folded};
 use crate::access::{Action, TableName};
 
 /// Visits the expressions of one node at depth 0 of its scope; a subquery found there is analysed
@@ -118,11 +119,12 @@ impl<'a> Analyzer<'a> {
 
     fn expr(&mut self, expr: &mut Expr, scope: &Scope<'_, 'a>) -> Result<(), Refusal> {
         match expr {
-            Expr::Identifier(ident) => self.unqualified_column(&fold(ident), scope),
+            Expr::Identifier(ident) => self.unqualified_column(&folded(ident), scope),
             Expr::CompoundIdentifier(idents) => {
-                let parts: Vec<String> = idents.iter().map(fold).collect();
+                let parts: Vec<Cow<'_, str>> = idents.iter().map(folded).collect();
                 if let Some(shortened) = self.qualified_column(&parts, scope)? {
                     *idents = idents.split_off(idents.len() - shortened);
+                    self.edits.other = true;
                 }
                 Ok(())
             }
@@ -244,14 +246,14 @@ impl<'a> Analyzer<'a> {
     /// prefix must be shortened to the table's reference name (the table now is a view elsewhere).
     fn qualified_column(
         &mut self,
-        parts: &[String],
+        parts: &[Cow<'_, str>],
         scope: &Scope<'_, 'a>,
     ) -> Result<Option<usize>, Refusal> {
         if let [schema, table, column, ..] = parts {
             let by_schema = scope
                 .levels()
                 .flat_map(|level| level.items.iter())
-                .find(|i| &i.name == table && i.schema.as_deref() == Some(schema.as_str()));
+                .find(|i| i.name == *table && i.schema.as_deref() == Some(schema.as_ref()));
             if let Some(item) = by_schema {
                 self.item_column(item, column)?;
                 return Ok(Some(parts.len() - 1));

@@ -1,8 +1,9 @@
 //! The statement rewriter: for a restricted role, every statement is parsed with sqlparser, every
 //! table reference resolved against the live catalog and mapped to the role's view, everything the
 //! role may not do refused, and the statement re-serialized from the syntax tree (never the client's
-//! text). Unrestricted roles pass unchanged. Pure: no I/O, no async; the proxy calls it per
-//! statement and caches through [`RewriteCache`].
+//! text), which must provably read back as the analysed tree (`faithful.rs`). Unrestricted roles
+//! pass unchanged. Pure: no I/O, no async; the proxy calls it per statement and caches through
+//! [`RewriteCache`].
 //!
 //! Not for: the wire protocol, keeping prepared statements or cursors per session (the proxy does,
 //! guided by [`SessionEffect`]), or compiling the views (the policy compiler does).
@@ -15,6 +16,7 @@ mod analyzer;
 mod cache;
 mod dml;
 mod expr;
+mod faithful;
 pub mod fixture;
 mod functions;
 mod query;
@@ -29,11 +31,13 @@ mod system;
 #[cfg(test)]
 mod tests;
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 use sqlparser::ast::{Statement, Visit, Visitor};
 use sqlparser::dialect::PostgreSqlDialect;
-use sqlparser::parser::Parser;
+use sqlparser::parser::{Parser, ParserError};
+use sqlparser::tokenizer::Tokenizer;
 
 pub use cache::{CacheStats, RewriteCache};
 pub use refusal::{Refusal, SqlState};
@@ -42,6 +46,7 @@ pub use settings::{RESERVED_NAMESPACE, check_startup_parameter};
 
 use crate::access::{Catalog, RoleAccess, TableAccess};
 use analyzer::Analyzer;
+use faithful::ClientTokens;
 
 /// What kind of statement this is, for the proxy's protocol handling and the access log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -138,19 +143,36 @@ impl Rewritten {
     }
 }
 
-fn parse(sql: &str, role: &RoleAccess) -> Result<Vec<Statement>, Refusal> {
-    Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(|e| {
-        match statement::do_block_index(sql) {
-            Some(index) => {
-                let mut refusal = Refusal::denied(format!(
-                    "permission denied: DO blocks (anonymous code blocks) run procedural code, not allowed for role {}",
-                    role.role
-                ));
-                refusal.statement_index = index;
-                refusal
-            }
-            None => Refusal::unparsable(&e.to_string()),
+/// Parses `sql`, keeping the client's tokens for the re-serialization check when the text is
+/// one statement.
+fn parse<'t>(
+    sql: &'t str,
+    role: &RoleAccess,
+) -> Result<(Vec<Statement>, Option<ClientTokens<'t>>), Refusal> {
+    let dialect = PostgreSqlDialect {};
+    // About one token per four bytes of SQL: sized once instead of grown.
+    let mut tokens = Vec::with_capacity(sql.len() / 4 + 8);
+    let parsed = Tokenizer::new(&dialect, sql)
+        .with_unescape(true)
+        .tokenize_with_location_into_buf(&mut tokens)
+        .map_err(ParserError::from)
+        .and_then(|()| {
+            let client = ClientTokens::new(sql, &tokens);
+            Parser::new(&dialect)
+                .with_tokens_with_locations(tokens)
+                .parse_statements()
+                .map(|statements| (statements, client))
+        });
+    parsed.map_err(|e| match statement::do_block_index(sql) {
+        Some(index) => {
+            let mut refusal = Refusal::denied(format!(
+                "permission denied: DO blocks (anonymous code blocks) run procedural code, not allowed for role {}",
+                role.role
+            ));
+            refusal.statement_index = index;
+            refusal
         }
+        None => Refusal::unparsable(&e.to_string()),
     })
 }
 
@@ -162,13 +184,15 @@ pub fn rewrite(sql: &str, role: &RoleAccess, catalog: &Catalog) -> Result<Rewrit
     if role.unrestricted {
         return Ok(Rewritten::Unchanged);
     }
-    let statements = parse(sql, role)?;
+    let (statements, client) = parse(sql, role)?;
+    let client = client.filter(|_| statements.len() == 1);
     let mut out = Vec::with_capacity(statements.len());
     for (index, statement) in statements.into_iter().enumerate() {
-        let rewritten = rewrite_statement(statement, role, catalog).map_err(|mut refusal| {
-            refusal.statement_index = index;
-            refusal
-        })?;
+        let rewritten = rewrite_statement(statement, role, catalog, client.as_ref(), sql.len())
+            .map_err(|mut refusal| {
+                refusal.statement_index = index;
+                refusal
+            })?;
         out.push(rewritten);
     }
     Ok(Rewritten::Statements(out))
@@ -185,7 +209,7 @@ pub fn rewrite_prepared(
     if role.unrestricted {
         return Ok(Rewritten::Unchanged);
     }
-    let mut statements = parse(sql, role)?;
+    let (mut statements, client) = parse(sql, role)?;
     if statements.len() > 1 {
         return Err(Refusal::unsupported(
             "cannot insert multiple commands into a prepared statement",
@@ -194,15 +218,23 @@ pub fn rewrite_prepared(
     match statements.pop() {
         None => Ok(Rewritten::Statements(Vec::new())),
         Some(statement) => Ok(Rewritten::Statements(vec![rewrite_statement(
-            statement, role, catalog,
+            statement,
+            role,
+            catalog,
+            client.as_ref(),
+            sql.len(),
         )?])),
     }
 }
 
+/// `client`: the client's tokens when the text held only this statement; `text_len`: the length of
+/// the client's text (to size the output).
 fn rewrite_statement(
     mut statement: Statement,
     role: &RoleAccess,
     catalog: &Catalog,
+    client: Option<&ClientTokens<'_>>,
+    text_len: usize,
 ) -> Result<RewrittenStatement, Refusal> {
     let mut analyzer = Analyzer::new(role, catalog);
     let outcome = match analyzer.statement(&mut statement) {
@@ -212,8 +244,13 @@ fn rewrite_statement(
             return Err(refusal);
         }
     };
-    let sql = statement.to_string();
-    verify_round_trip(&sql, &statement)?;
+    let mut sql = String::with_capacity(text_len + 64);
+    write!(sql, "{statement}").map_err(|_| {
+        Refusal::unsupported(
+            "statement not supported by the Maschera parser: it cannot be serialized",
+        )
+    })?;
+    faithful::verify(&sql, &statement, client, &analyzer.edits)?;
     Ok(RewrittenStatement {
         sql,
         kind: outcome.kind,
@@ -222,22 +259,6 @@ fn rewrite_statement(
         effect: outcome.effect,
         literal_independent: !analyzer.value_sensitive,
     })
-}
-
-/// The rewritten text must parse back to exactly the tree that was analysed: a serializer quirk
-/// (an unescaped quote, a lost keyword) must never let PostgreSQL read something else.
-fn verify_round_trip(sql: &str, statement: &Statement) -> Result<(), Refusal> {
-    let faithful = match Parser::parse_sql(&PostgreSqlDialect {}, sql) {
-        Ok(reparsed) => reparsed.len() == 1 && &reparsed[0] == statement,
-        Err(_) => false,
-    };
-    if faithful {
-        Ok(())
-    } else {
-        Err(Refusal::unsupported(
-            "statement not supported by the Maschera parser: it does not re-serialize faithfully",
-        ))
-    }
 }
 
 /// For an unrestricted role's statement, the policy tables it names (for the access log), without

@@ -351,15 +351,17 @@ impl<'a> Analyzer<'a> {
                 kind,
             },
             Resolved::Relation(ItemKind::View { table, access }) => {
-                *name = self.view_name(access);
-                if alias.is_none() && access.view != table.name {
+                let added_alias =
+                    (alias.is_none() && access.view != table.name).then(|| quoted(&table.name));
+                if let Some(added) = &added_alias {
                     *alias = Some(TableAlias {
                         explicit: true,
-                        name: quoted(&table.name),
+                        name: added.clone(),
                         columns: Vec::new(),
                         at: None,
                     });
                 }
+                self.rename(name, self.view_name(access), added_alias);
                 let schema = alias_name.is_none().then(|| table.schema.clone());
                 Item {
                     name: alias_name.unwrap_or_else(|| table.name.clone()),
@@ -368,7 +370,7 @@ impl<'a> Analyzer<'a> {
                 }
             }
             Resolved::Relation(ItemKind::Base { table, columns }) => {
-                *name = Self::base_name(&table);
+                self.rename(name, Self::base_name(&table), None);
                 let schema = alias_name.is_none().then(|| table.schema.clone());
                 Item {
                     name: alias_name.unwrap_or_else(|| table.name.clone()),

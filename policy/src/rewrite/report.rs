@@ -140,10 +140,15 @@ impl UseLog {
     ) {
         if let Some(entry) = self.tables.iter_mut().find(|t| &t.table == table) {
             entry.categories.extend(category);
-            entry.columns.entry(name.to_string()).or_insert(ColumnUse {
-                category,
-                action: ColumnAction::of(action),
-            });
+            if !entry.columns.contains_key(name) {
+                entry.columns.insert(
+                    name.to_string(),
+                    ColumnUse {
+                        category,
+                        action: ColumnAction::of(action),
+                    },
+                );
+            }
         }
     }
 

@@ -16,6 +16,15 @@ pub(crate) fn fold(ident: &Ident) -> String {
     }
 }
 
+/// [`fold`] without a copy when the identifier is already folded (the common case).
+pub(crate) fn folded(ident: &Ident) -> std::borrow::Cow<'_, str> {
+    if ident.quote_style.is_some() || !ident.value.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Borrowed(&ident.value)
+    } else {
+        std::borrow::Cow::Owned(ident.value.to_ascii_lowercase())
+    }
+}
+
 /// The folded parts of a name; names built from function calls (a dialect extension) are refused.
 pub(crate) fn fold_name(name: &ObjectName) -> Result<Vec<String>, Refusal> {
     name.0

@@ -268,6 +268,7 @@ impl<'a> Analyzer<'a> {
                 }
             }
             Statement::ShowVariable { variable } => {
+                self.edits.other = true;
                 show_variable(variable);
                 Ok(Outcome::new(StatementKind::Show, true))
             }
@@ -363,6 +364,7 @@ impl<'a> Analyzer<'a> {
 
     fn copy(&mut self, statement: &mut Statement) -> Result<Outcome, Refusal> {
         self.value_sensitive = true;
+        self.edits.other = true;
         let Statement::Copy {
             source,
             to,
