@@ -54,6 +54,9 @@ def parse_args(argv):
     p.add_argument("--compare", metavar="BINARY",
                    help="another maschera binary (e.g. a build of an earlier commit) measured as the "
                    "extra target `maschera (compare)` in cases 1, 3 and 4, interleaved with the others")
+    p.add_argument("--upstream", choices=("tcp", "unix"), default="tcp",
+                   help="how pgbouncer and Maschera both reach PostgreSQL: TCP on 127.0.0.1 (default) "
+                   "or PostgreSQL's Unix-domain socket; clients always connect over TCP")
     p.add_argument("--note", help="a sentence about the conditions of the run, written into the report")
     p.add_argument("--report-only", action="store_true",
                    help="measure nothing: write the report again from the --json results (give the "
@@ -181,12 +184,14 @@ def main(argv):
         pg = bench.pg = PostgreSQL()
         started.append(pg)
         owner = bench.owner = pg.create_owner("bench", "bench-" + os.urandom(6).hex(), "bench")
-        bench.results = Results(machine_facts(pg, bench.pgbouncer_bin))
+        bench.upstream_host = pg.upstream_host(opts.upstream)
+        bench.results = Results(dict(machine_facts(pg, bench.pgbouncer_bin), upstream=opts.upstream))
         bench.log(f"pgbench -i -s {opts.scale}")
         run(["pgbench", "-i", "-q", "-s", str(opts.scale)], env=owner.env())
-        bouncer = Pgbouncer(bench.pgbouncer_bin, pg, [owner], ["bench", "crm"])
+        bouncer = Pgbouncer(bench.pgbouncer_bin, pg, [owner], ["bench", "crm"],
+                            upstream_host=bench.upstream_host)
         started.append(bouncer)
-        proxy = Maschera(bench.binary, owner, [PROXY_USER])
+        proxy = Maschera(bench.binary, owner, [PROXY_USER], upstream_host=bench.upstream_host)
         started.append(proxy)
         targets = [
             cases.Target("direct", owner),
@@ -196,7 +201,7 @@ def main(argv):
                          proxy.pid),
         ]
         if opts.compare:
-            other = Maschera(opts.compare, owner, [PROXY_USER])
+            other = Maschera(opts.compare, owner, [PROXY_USER], upstream_host=bench.upstream_host)
             started.append(other)
             targets.append(cases.Target(
                 COMPARED, Login(other.port, PROXY_USER[0], PROXY_USER[1], "bench"), other.pid))

@@ -116,7 +116,9 @@ def render(res, opts, command):
         "hold no personal data); case 2 runs the proxy with the reference policy "
         "(`examples/crm/policy.toml`, applied with `maschera policy apply`; the run checks that sam "
         "sees masked tax codes before measuring). "
-        "All on 127.0.0.1 over TCP, no TLS.",
+        "Clients connect over TCP on 127.0.0.1, no TLS; pgbouncer and Maschera reach PostgreSQL "
+        + ("over its Unix-domain socket (`--upstream unix`; case 6 stays on TCP)."
+           if f.get("upstream") == "unix" else "over TCP on 127.0.0.1 (`--upstream tcp`)."),
         f"- {opts.rounds} rounds × {opts.run_length} per pgbench run, clients "
         f"{', '.join(str(c) for c in opts.clients)} (`-j` = min(clients, 2)); pgbench scale "
         f"{opts.scale}; {opts.rows:,} rows streamed ({opts.stream_repeat} times per round); "
