@@ -222,12 +222,12 @@ def idle_memory(bench):
             ("pgbouncer", lambda: Pgbouncer(bench.pgbouncer_bin, bench.pg, [owner], ["bench"],
                                             upstream_host=bench.upstream_host)),
             ("maschera", lambda: Maschera(bench.binary, owner, [bench.proxy_user],
-                                          upstream_host=bench.upstream_host)),
+                                          **bench.proxy_options)),
         ]
         if o.compare:
             starters.append(("maschera (compare)",
                              lambda: Maschera(o.compare, owner, [bench.proxy_user],
-                                              upstream_host=bench.upstream_host)))
+                                              **bench.proxy_options)))
         for name, start in starters:
             bench.log(f"[4] round {round_no}: {o.idle_clients} idle clients via {name}")
             proxy = start()

@@ -225,10 +225,11 @@ class Maschera:
     """`maschera serve` in front of `upstream` (a Login), with proxy users (name, password, role,
     attributes) added through `maschera user add --password-stdin`. `extra` is appended to the
     configuration (e.g. `[policy]` or `[audit]` sections). `upstream_host` is `[upstream] host`:
-    127.0.0.1, or PostgreSQL's socket directory."""
+    127.0.0.1, or PostgreSQL's socket directory; `worker_threads` is `[limits] worker_threads`
+    (None: the proxy's default, one per core)."""
 
     def __init__(self, binary, upstream, users, extra="", max_connections=1200,
-                 upstream_host="127.0.0.1"):
+                 upstream_host="127.0.0.1", worker_threads=None):
         self.binary = binary
         self.dir = tempfile.mkdtemp(prefix="maschera-bench-proxy-")
         users_file = os.path.join(self.dir, "users.toml")
@@ -245,7 +246,9 @@ class Maschera:
                 f'listen = "127.0.0.1:{self.port}"\n\n[upstream]\nhost = "{upstream_host}"\n'
                 f'port = {upstream.port}\ndatabase = "{upstream.database}"\nuser = "{upstream.user}"\n'
                 f'password = "{upstream.password}"\ntls = "off"\n\n[users]\nfile = "users.toml"\n\n'
-                f"[limits]\nmax_connections = {max_connections}\n{extra}"
+                f"[limits]\nmax_connections = {max_connections}\n"
+                + (f"worker_threads = {worker_threads}\n" if worker_threads else "")
+                + extra
             )
         self.log_path = os.path.join(self.dir, "maschera.log")
         self.proc = subprocess.Popen(
