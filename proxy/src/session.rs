@@ -350,6 +350,17 @@ fn poll_write_some(
     Poll::Ready(Ok(written))
 }
 
+/// Reads more of the frames arriving on `stream` into `buf` (see [`relay_buffer::poll_read_more`]),
+/// with room reserved for what the partial frame at the front still lacks.
+fn poll_read_frames(
+    cx: &mut Context<'_>,
+    stream: &mut BoxStream,
+    buf: &mut BytesMut,
+) -> Poll<std::io::Result<usize>> {
+    let missing = frame::missing(buf);
+    relay_buffer::poll_read_more(cx, stream, buf, missing)
+}
+
 /// What the client→server direction still has to write, in order.
 enum Chunk {
     /// This many bytes at the front of the read buffer, unchanged.
@@ -413,14 +424,7 @@ impl ClientToServer<'_> {
             if self.terminated {
                 return Poll::Ready(Ok(SessionEnd::ClientClosed));
             }
-            let missing = frame::missing(&self.buf);
-            if ready!(relay_buffer::poll_read_more(
-                cx,
-                client,
-                &mut self.buf,
-                missing
-            ))? == 0
-            {
+            if ready!(poll_read_frames(cx, client, &mut self.buf))? == 0 {
                 return Poll::Ready(Ok(SessionEnd::ClientClosed));
             }
             self.process(cycles)?;
@@ -590,14 +594,7 @@ impl ServerToClient<'_> {
             if shutting_down && self.status == b'I' && !cycles.busy() {
                 return Poll::Ready(Ok(SessionEnd::Shutdown));
             }
-            let missing = frame::missing(&self.buf);
-            if ready!(relay_buffer::poll_read_more(
-                cx,
-                server,
-                &mut self.buf,
-                missing
-            ))? == 0
-            {
+            if ready!(poll_read_frames(cx, server, &mut self.buf))? == 0 {
                 return Poll::Ready(Ok(SessionEnd::ServerClosed));
             }
             let mut start = 0;
