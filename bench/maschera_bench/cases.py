@@ -95,7 +95,8 @@ def crm_setup(bench):
     for extra in (f'\n[policy]\nfile = "{POLICY}"\ncredentials = "{creds}"\n',
                   f'\n[policy]\nfile = "{POLICY}"\n'):
         try:
-            maschera = Maschera(binary, su_login(pg, "crm"), [SAM], extra)
+            maschera = Maschera(binary, su_login(pg, "crm"), [SAM], extra,
+                                upstream_host=bench.upstream_host)
             break
         except BenchError as err:
             last = str(err).splitlines()[0]
@@ -218,12 +219,15 @@ def idle_memory(bench):
     owner = bench.owner
     for round_no in range(1, o.rounds + 1):
         starters = [
-            ("pgbouncer", lambda: Pgbouncer(bench.pgbouncer_bin, bench.pg, [owner], ["bench"])),
-            ("maschera", lambda: Maschera(bench.binary, owner, [bench.proxy_user])),
+            ("pgbouncer", lambda: Pgbouncer(bench.pgbouncer_bin, bench.pg, [owner], ["bench"],
+                                            upstream_host=bench.upstream_host)),
+            ("maschera", lambda: Maschera(bench.binary, owner, [bench.proxy_user],
+                                          **bench.proxy_options)),
         ]
         if o.compare:
             starters.append(("maschera (compare)",
-                             lambda: Maschera(o.compare, owner, [bench.proxy_user])))
+                             lambda: Maschera(o.compare, owner, [bench.proxy_user],
+                                              **bench.proxy_options)))
         for name, start in starters:
             bench.log(f"[4] round {round_no}: {o.idle_clients} idle clients via {name}")
             proxy = start()

@@ -54,6 +54,12 @@ def parse_args(argv):
     p.add_argument("--compare", metavar="BINARY",
                    help="another maschera binary (e.g. a build of an earlier commit) measured as the "
                    "extra target `maschera (compare)` in cases 1, 3 and 4, interleaved with the others")
+    p.add_argument("--upstream", choices=("tcp", "unix"), default="tcp",
+                   help="how pgbouncer and Maschera both reach PostgreSQL: TCP on 127.0.0.1 (default) "
+                   "or PostgreSQL's Unix-domain socket; clients always connect over TCP")
+    p.add_argument("--worker-threads", type=int,
+                   help="`[limits] worker_threads` of the Maschera targets of cases 1, 3 and 4 "
+                   "(default: the proxy's default, one per core)")
     p.add_argument("--note", help="a sentence about the conditions of the run, written into the report")
     p.add_argument("--report-only", action="store_true",
                    help="measure nothing: write the report again from the --json results (give the "
@@ -181,12 +187,17 @@ def main(argv):
         pg = bench.pg = PostgreSQL()
         started.append(pg)
         owner = bench.owner = pg.create_owner("bench", "bench-" + os.urandom(6).hex(), "bench")
-        bench.results = Results(machine_facts(pg, bench.pgbouncer_bin))
+        bench.upstream_host = pg.upstream_host(opts.upstream)
+        bench.proxy_options = dict(upstream_host=bench.upstream_host,
+                                   worker_threads=opts.worker_threads)
+        bench.results = Results(dict(machine_facts(pg, bench.pgbouncer_bin), upstream=opts.upstream,
+                                     worker_threads=opts.worker_threads))
         bench.log(f"pgbench -i -s {opts.scale}")
         run(["pgbench", "-i", "-q", "-s", str(opts.scale)], env=owner.env())
-        bouncer = Pgbouncer(bench.pgbouncer_bin, pg, [owner], ["bench", "crm"])
+        bouncer = Pgbouncer(bench.pgbouncer_bin, pg, [owner], ["bench", "crm"],
+                            upstream_host=bench.upstream_host)
         started.append(bouncer)
-        proxy = Maschera(bench.binary, owner, [PROXY_USER])
+        proxy = Maschera(bench.binary, owner, [PROXY_USER], **bench.proxy_options)
         started.append(proxy)
         targets = [
             cases.Target("direct", owner),
@@ -196,7 +207,7 @@ def main(argv):
                          proxy.pid),
         ]
         if opts.compare:
-            other = Maschera(opts.compare, owner, [PROXY_USER])
+            other = Maschera(opts.compare, owner, [PROXY_USER], **bench.proxy_options)
             started.append(other)
             targets.append(cases.Target(
                 COMPARED, Login(other.port, PROXY_USER[0], PROXY_USER[1], "bench"), other.pid))

@@ -21,6 +21,11 @@ def parse_args(argv):
     p.add_argument("--transactions", type=int, default=2000,
                    help="transactions per client under strace (default 2000)")
     p.add_argument("--top", type=int, default=40, help="symbols to print (default 40)")
+    p.add_argument("--binary", help="the maschera binary to profile (default: cargo build --release)")
+    p.add_argument("--upstream", choices=("tcp", "unix"), default="tcp",
+                   help="how Maschera reaches PostgreSQL: TCP on 127.0.0.1 (default) or its socket")
+    p.add_argument("--worker-threads", type=int,
+                   help="`[limits] worker_threads` of the proxy (default: one per core)")
     p.add_argument("--out", help="folder for perf.data and the reports (default: a temporary one)")
     return p.parse_args(argv)
 
@@ -79,12 +84,13 @@ def main(argv):
     def body(started):
         find_tool("perf", "linux-perf")
         find_tool("strace", "strace")
-        binary = build_maschera(REPO)
+        binary = o.binary or build_maschera(REPO)
         pg = PostgreSQL()
         started.append(pg)
         owner = pg.create_owner("bench", "bench-" + os.urandom(6).hex(), "bench")
         run(["pgbench", "-i", "-q", "-s", "1"], env=owner.env())
-        proxy = Maschera(binary, owner, [PROXY_USER])
+        proxy = Maschera(binary, owner, [PROXY_USER], upstream_host=pg.upstream_host(o.upstream),
+                         worker_threads=o.worker_threads)
         started.append(proxy)
         login = Login(proxy.port, PROXY_USER[0], PROXY_USER[1], "bench")
         sample(o, proxy, login, out)

@@ -111,12 +111,17 @@ def render(res, opts, command):
         f"- PostgreSQL {f['postgres']} (private instance, `fsync = off`, `synchronous_commit = off`, "
         "`full_page_writes = off`, `max_connections = 1200`, `shared_buffers = 128MB`), "
         f"{f['pgbouncer']} (session pool mode, SCRAM auth_file, pool size 20), "
-        f"maschera {'debug (smoke)' if opts.smoke else 'release'} build (`RUST_LOG=warn`). "
+        f"maschera {'debug (smoke)' if opts.smoke else 'release'} build (`RUST_LOG=warn`"
+        + (f", `worker_threads = {f['worker_threads']}`" if f.get("worker_threads") else
+           ", one worker thread per core")
+        + "). "
         "Cases 1, 3 and 4 measure the relay alone (user of role `dpo`, no policy: the pgbench tables "
         "hold no personal data); case 2 runs the proxy with the reference policy "
         "(`examples/crm/policy.toml`, applied with `maschera policy apply`; the run checks that sam "
         "sees masked tax codes before measuring). "
-        "All on 127.0.0.1 over TCP, no TLS.",
+        "Clients connect over TCP on 127.0.0.1, no TLS; pgbouncer and Maschera reach PostgreSQL "
+        + ("over its Unix-domain socket (`--upstream unix`; case 6 stays on TCP)."
+           if f.get("upstream") == "unix" else "over TCP on 127.0.0.1 (`--upstream tcp`)."),
         f"- {opts.rounds} rounds × {opts.run_length} per pgbench run, clients "
         f"{', '.join(str(c) for c in opts.clients)} (`-j` = min(clients, 2)); pgbench scale "
         f"{opts.scale}; {opts.rows:,} rows streamed ({opts.stream_repeat} times per round); "

@@ -1,6 +1,8 @@
 """The three things the benchmark compares, each started privately on a free port of 127.0.0.1:
-a PostgreSQL (initdb in a temporary folder, fsync off), pgbouncer (session pool, SCRAM secret in an
-auth_file) and Maschera (`maschera serve` with a users file made by `maschera user add`).
+a PostgreSQL (initdb in a temporary folder, fsync off, also listening on a Unix-domain socket in that
+folder), pgbouncer (session pool, SCRAM secret in an auth_file) and Maschera (`maschera serve` with a
+users file made by `maschera user add`); both proxies reach PostgreSQL the same way, over TCP or over
+its socket (`upstream_host` below).
 Each has `.port`, `.pid` (the process whose CPU and memory we read, None for PostgreSQL) and `.stop()`.
 Not for: running workloads (see pgbench.py, cases.py)."""
 
@@ -141,6 +143,10 @@ class PostgreSQL:
         self.superuser = Login(self.port, SUPERUSER, self.password, "postgres")
         self.version = self.superuser.psql("SHOW server_version")
 
+    def upstream_host(self, kind):
+        """What a proxy puts as PostgreSQL's host: 127.0.0.1 (`tcp`) or the socket directory (`unix`)."""
+        return self.dir if kind == "unix" else "127.0.0.1"
+
     def create_owner(self, user, password, database):
         """A login owning a new database; returns its Login."""
         su = self.superuser
@@ -164,12 +170,12 @@ class Pgbouncer:
     """pgbouncer in session mode in front of `pg`; clients authenticate with the SCRAM secrets of
     the logins in `logins` (auth_file), which pgbouncer then reuses towards PostgreSQL."""
 
-    def __init__(self, binary, pg, logins, databases, pool_size=20):
+    def __init__(self, binary, pg, logins, databases, pool_size=20, upstream_host="127.0.0.1"):
         self.dir = private_dir("maschera-bench-pgbouncer-")
         self.port = free_port()
         auth = "".join(f'"{l.user}" "{pg.scram_secret(l.user)}"\n' for l in logins)
         write_private(os.path.join(self.dir, "users.txt"), auth)
-        dbs = "".join(f"{d} = host=127.0.0.1 port={pg.port} dbname={d}\n" for d in databases)
+        dbs = "".join(f"{d} = host={upstream_host} port={pg.port} dbname={d}\n" for d in databases)
         write_private(
             os.path.join(self.dir, "pgbouncer.ini"),
             f"[databases]\n{dbs}\n[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {self.port}\n"
@@ -218,9 +224,12 @@ def build_maschera(repo, release=True):
 class Maschera:
     """`maschera serve` in front of `upstream` (a Login), with proxy users (name, password, role,
     attributes) added through `maschera user add --password-stdin`. `extra` is appended to the
-    configuration (e.g. `[policy]` or `[audit]` sections)."""
+    configuration (e.g. `[policy]` or `[audit]` sections). `upstream_host` is `[upstream] host`:
+    127.0.0.1, or PostgreSQL's socket directory; `worker_threads` is `[limits] worker_threads`
+    (None: the proxy's default, one per core)."""
 
-    def __init__(self, binary, upstream, users, extra="", max_connections=1200):
+    def __init__(self, binary, upstream, users, extra="", max_connections=1200,
+                 upstream_host="127.0.0.1", worker_threads=None):
         self.binary = binary
         self.dir = tempfile.mkdtemp(prefix="maschera-bench-proxy-")
         users_file = os.path.join(self.dir, "users.toml")
@@ -234,10 +243,12 @@ class Maschera:
         self.config = os.path.join(self.dir, "maschera.toml")
         with open(self.config, "w") as f:
             f.write(
-                f'listen = "127.0.0.1:{self.port}"\n\n[upstream]\nhost = "127.0.0.1"\n'
+                f'listen = "127.0.0.1:{self.port}"\n\n[upstream]\nhost = "{upstream_host}"\n'
                 f'port = {upstream.port}\ndatabase = "{upstream.database}"\nuser = "{upstream.user}"\n'
                 f'password = "{upstream.password}"\ntls = "off"\n\n[users]\nfile = "users.toml"\n\n'
-                f"[limits]\nmax_connections = {max_connections}\n{extra}"
+                f"[limits]\nmax_connections = {max_connections}\n"
+                + (f"worker_threads = {worker_threads}\n" if worker_threads else "")
+                + extra
             )
         self.log_path = os.path.join(self.dir, "maschera.log")
         self.proc = subprocess.Popen(

@@ -72,7 +72,8 @@ pub enum ClientTlsMode {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
-    /// Host name or IP address of PostgreSQL.
+    /// Host name or IP address of PostgreSQL, or (starting with `/`) the directory of its
+    /// Unix-domain socket `<host>/.s.PGSQL.<port>`, as in libpq; TLS is not used on a socket.
     pub host: String,
     /// Port of PostgreSQL. Default 5432.
     #[serde(default = "default_pg_port")]

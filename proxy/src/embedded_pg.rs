@@ -268,6 +268,11 @@ impl PgServer {
         "127.0.0.1"
     }
 
+    /// The directory of the server's Unix-domain socket (`<dir>/.s.PGSQL.<port>`).
+    pub fn socket_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
     /// The superuser's password.
     pub fn password(&self) -> &str {
         &self.password

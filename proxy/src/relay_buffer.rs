@@ -7,10 +7,10 @@
 
 use bytes::BytesMut;
 use std::cell::RefCell;
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
 use std::io;
-use std::pin::Pin;
-use std::task::{Poll, ready};
+use std::pin::{Pin, pin};
+use std::task::{Context, Poll, ready};
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 
 /// Most bytes a read into an empty buffer takes in (the size of the per-thread scratch area), and
@@ -35,22 +35,34 @@ pub async fn read_more<R>(reader: &mut R, buf: &mut BytesMut, missing: usize) ->
 where
     R: AsyncRead + Unpin + ?Sized,
 {
+    poll_fn(|cx| poll_read_more(cx, reader, buf, missing)).await
+}
+
+/// [`read_more`] as a poll function, for the relay's hand-written poll loop: `Pending` means
+/// nothing was read and the waker of `cx` is registered with `reader`.
+pub fn poll_read_more<R>(
+    cx: &mut Context<'_>,
+    reader: &mut R,
+    buf: &mut BytesMut,
+    missing: usize,
+) -> Poll<io::Result<usize>>
+where
+    R: AsyncRead + Unpin + ?Sized,
+{
     if !buf.is_empty() {
         buf.reserve(missing.max(MIN_SPARE));
-        return reader.read_buf(buf).await;
+        // `read_buf` reads into the spare capacity; its future holds no state between polls.
+        return pin!(reader.read_buf(buf)).poll(cx);
     }
     if buf.capacity() > 0 {
         *buf = BytesMut::new();
     }
-    poll_fn(|cx| {
-        SCRATCH.with_borrow_mut(|scratch| {
-            let mut read = ReadBuf::new(scratch);
-            ready!(Pin::new(&mut *reader).poll_read(cx, &mut read))?;
-            buf.extend_from_slice(read.filled());
-            Poll::Ready(Ok(read.filled().len()))
-        })
+    SCRATCH.with_borrow_mut(|scratch| {
+        let mut read = ReadBuf::new(scratch);
+        ready!(Pin::new(&mut *reader).poll_read(cx, &mut read))?;
+        buf.extend_from_slice(read.filled());
+        Poll::Ready(Ok(read.filled().len()))
     })
-    .await
 }
 
 #[cfg(test)]

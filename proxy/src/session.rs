@@ -24,13 +24,12 @@ use crate::tls::BoxStream;
 use bytes::{Buf, Bytes, BytesMut};
 use postgres_protocol::message::frontend;
 use std::collections::VecDeque;
-use std::future::Future;
+use std::future::{Future, poll_fn};
 use std::pin::Pin;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::Instant;
 use thiserror::Error;
-use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
 /// What the relay does with one client message.
@@ -176,27 +175,50 @@ const EXTENDED_TAGS: &[u8] = b"PBDECH";
 /// recorded).
 const MAX_TIMED_CYCLES: usize = 1024;
 
-/// State both directions share.
+/// What the relay knows about the statement cycles in flight; both directions run in one task,
+/// so this is plain state, not shared behind locks.
 #[derive(Default)]
-struct Shared {
-    /// Query/Sync/FunctionCall messages sent upstream: each gets exactly one ReadyForQuery.
-    cycles_sent: AtomicU64,
+struct Cycles {
+    /// Query/Sync/FunctionCall messages sent (or queued) upstream: each gets exactly one
+    /// ReadyForQuery.
+    sent: u64,
+    /// ReadyForQuery messages seen from PostgreSQL.
+    ready_seen: u64,
     /// When each outstanding cycle (by number) was sent, for the latency histogram; at most
     /// [`MAX_TIMED_CYCLES`] of them.
-    started: Mutex<VecDeque<(u64, Instant)>>,
+    started: VecDeque<(u64, Instant)>,
     /// Refusals whose marked error has not come back yet.
-    refusals: Mutex<Vec<Refusal>>,
+    refusals: Vec<Refusal>,
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // The guarded values stay consistent across a panic (single pushes and removals).
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+impl Cycles {
+    /// Counts `count` more cycles sent upstream now.
+    fn send(&mut self, count: u64) {
+        if count == 0 {
+            return;
+        }
+        let first = self.sent;
+        self.sent += count;
+        let room = MAX_TIMED_CYCLES.saturating_sub(self.started.len());
+        let now = Instant::now();
+        self.started
+            .extend((first..first + count).take(room).map(|cycle| (cycle, now)));
+    }
+
+    /// Whether a statement is still outstanding.
+    fn busy(&self) -> bool {
+        self.ready_seen < self.sent
+    }
 }
 
 /// Relays between `client` and `upstream` until one side ends. Errors in client messages are
 /// reported to the client as FATAL 08P01.
+///
+/// One task serves both directions with a hand-written poll loop over the two unsplit streams
+/// (no `split` locks, no `select!` re-arming): each wake-up polls the client→server direction, then
+/// the server→client direction, each as far as it gets without waiting. Each direction writes
+/// everything it read before it reads again, so a client that does not read its results stops
+/// the relay from reading upstream.
 pub async fn relay(
     client: BoxStream,
     upstream: BoxStream,
@@ -205,60 +227,159 @@ pub async fn relay(
     observer: &mut dyn SessionObserver,
     settings: RelaySettings,
 ) -> Result<SessionEnd, SessionError> {
-    let (mut client_read, mut client_write) = tokio::io::split(client);
-    let (mut server_read, mut server_write) = tokio::io::split(upstream);
-    let shared = Shared::default();
-    let result = {
-        let mut up = ClientToServer {
-            client: &mut client_read,
-            server: &mut server_write,
-            policy,
-            shared: &shared,
-            max_frame: settings.max_frame,
-            marker_prefix: format!("maschera_refused_{:016x}_", rand::random::<u64>()),
-            refusals_made: 0,
-            bytes_sent: metrics::counter!(m::BYTES_TOTAL, m::LABEL_DIRECTION => m::DIRECTION_CLIENT_TO_SERVER),
-        };
-        let mut down = ServerToClient {
-            server: &mut server_read,
-            client: &mut client_write,
-            observer,
-            shared: &shared,
-            ready_seen: 0,
-            status: initial_status,
-            shutdown: settings.shutdown.clone(),
-            bytes_sent: metrics::counter!(m::BYTES_TOTAL, m::LABEL_DIRECTION => m::DIRECTION_SERVER_TO_CLIENT),
-            latency: metrics::histogram!(m::STATEMENT_DURATION_SECONDS),
-        };
-        let ended = tokio::select! {
-            r = up.run() => r,
-            r = down.run() => r,
-        };
-        let busy = down.ready_seen < shared.cycles_sent.load(Ordering::SeqCst);
-        match ended {
-            Ok(SessionEnd::ClientClosed) if busy => Ok(SessionEnd::ClientLeftBusy),
-            other => other,
+    let mut client = client;
+    let mut server = upstream;
+    let mut shutdown = ShutdownSignal::new(settings.shutdown);
+    let mut cycles = Cycles::default();
+    let mut up = ClientToServer {
+        policy,
+        buf: BytesMut::new(),
+        queue: VecDeque::new(),
+        terminated: false,
+        max_frame: settings.max_frame,
+        marker_prefix: format!("maschera_refused_{:016x}_", rand::random::<u64>()),
+        refusals_made: 0,
+        bytes_sent: metrics::counter!(m::BYTES_TOTAL, m::LABEL_DIRECTION => m::DIRECTION_CLIENT_TO_SERVER),
+    };
+    let mut down = ServerToClient {
+        observer,
+        buf: BytesMut::new(),
+        streaming: 0,
+        hold: None,
+        out: BytesMut::new(),
+        input: 0,
+        status: initial_status,
+        bytes_sent: metrics::counter!(m::BYTES_TOTAL, m::LABEL_DIRECTION => m::DIRECTION_SERVER_TO_CLIENT),
+        latency: metrics::histogram!(m::STATEMENT_DURATION_SECONDS),
+    };
+    let ended = poll_fn(|cx| {
+        let shutting_down = shutdown.poll(cx);
+        if let Poll::Ready(end) = up.poll(cx, &mut client, &mut server, &mut cycles) {
+            return Poll::Ready(end);
         }
+        down.poll(cx, &mut server, &mut client, &mut cycles, shutting_down)
+    })
+    .await;
+    let result = match ended {
+        Ok(SessionEnd::ClientClosed) if cycles.busy() => Ok(SessionEnd::ClientLeftBusy),
+        other => other,
     };
     match &result {
+        Ok(SessionEnd::Shutdown) => {
+            let message = "terminating connection due to administrator command";
+            frame::send_fatal(&mut client, "57P01", message).await;
+        }
         Err(SessionError::ClientProtocol(err)) => {
             let message = format!("invalid frontend message: {err}");
-            frame::send_fatal(&mut client_write, "08P01", &message).await;
+            frame::send_fatal(&mut client, "08P01", &message).await;
         }
         Err(SessionError::Withheld(withheld)) => {
-            frame::send_fatal(&mut client_write, withheld.code, &withheld.message).await;
+            frame::send_fatal(&mut client, withheld.code, &withheld.message).await;
         }
         _ => {}
     }
-    let _ = client_write.shutdown().await;
+    let _ = client.shutdown().await;
     result
 }
 
+/// The proxy's shutdown signal as seen by one session: a wait registered once, polled again only
+/// when the signal changed or the session is polled with another waker, so that the relay's
+/// wake-ups do not pay for it.
+struct ShutdownSignal {
+    receiver: watch::Receiver<bool>,
+    /// Completes once the proxy shuts down (or the sender is gone); `None` once it has.
+    wait: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    /// The waker the wait was last polled with.
+    registered: Option<Waker>,
+}
+
+impl ShutdownSignal {
+    fn new(receiver: watch::Receiver<bool>) -> Self {
+        let mut waiting = receiver.clone();
+        let already = *waiting.borrow_and_update();
+        let wait = (!already).then(|| {
+            Box::pin(async move {
+                while waiting.changed().await.is_ok() {
+                    if *waiting.borrow() {
+                        return;
+                    }
+                }
+            }) as Pin<Box<dyn Future<Output = ()> + Send>>
+        });
+        Self {
+            receiver,
+            wait,
+            registered: None,
+        }
+    }
+
+    /// Whether the proxy is shutting down.
+    fn poll(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(wait) = &mut self.wait else {
+            return true;
+        };
+        let same_waker = self
+            .registered
+            .as_ref()
+            .is_some_and(|waker| waker.will_wake(cx.waker()));
+        if same_waker && matches!(self.receiver.has_changed(), Ok(false)) {
+            return false;
+        }
+        self.receiver.mark_unchanged();
+        if wait.as_mut().poll(cx).is_ready() {
+            self.wait = None;
+            return true;
+        }
+        self.registered = Some(cx.waker().clone());
+        false
+    }
+}
+
+/// Writes as much of `bytes` as `stream` takes now; `Ready(Ok(n))` with `n > 0`.
+fn poll_write_some(
+    cx: &mut Context<'_>,
+    stream: &mut BoxStream,
+    bytes: &[u8],
+) -> Poll<Result<usize, SessionError>> {
+    let written = ready!(Pin::new(stream).poll_write(cx, bytes))?;
+    if written == 0 {
+        return Poll::Ready(Err(
+            std::io::Error::from(std::io::ErrorKind::WriteZero).into()
+        ));
+    }
+    Poll::Ready(Ok(written))
+}
+
+/// Reads more of the frames arriving on `stream` into `buf` (see [`relay_buffer::poll_read_more`]),
+/// with room reserved for what the partial frame at the front still lacks.
+fn poll_read_frames(
+    cx: &mut Context<'_>,
+    stream: &mut BoxStream,
+    buf: &mut BytesMut,
+) -> Poll<std::io::Result<usize>> {
+    let missing = frame::missing(buf);
+    relay_buffer::poll_read_more(cx, stream, buf, missing)
+}
+
+/// What the client→server direction still has to write, in order.
+enum Chunk {
+    /// This many bytes at the front of the read buffer, unchanged.
+    Input(usize),
+    /// This many bytes at the front of the read buffer are dropped (a refused or replaced message).
+    Skip(usize),
+    /// Bytes the relay made (a replacement or the failing message of a refusal).
+    Made(BytesMut),
+}
+
 struct ClientToServer<'a> {
-    client: &'a mut ReadHalf<BoxStream>,
-    server: &'a mut WriteHalf<BoxStream>,
     policy: &'a mut dyn FrontendPolicy,
-    shared: &'a Shared,
+    /// Empty while the session waits: see `relay_buffer`. A frame is buffered whole (the policy
+    /// sees whole messages), so a client holds at most `max_frame` bytes here.
+    buf: BytesMut,
+    /// What the frames read so far became; written before the next read.
+    queue: VecDeque<Chunk>,
+    /// A Terminate was queued: the session ends once the queue is written.
+    terminated: bool,
     max_frame: usize,
     /// Random per session, so a client cannot forge the marker of a refusal.
     marker_prefix: String,
@@ -268,97 +389,115 @@ struct ClientToServer<'a> {
 }
 
 impl ClientToServer<'_> {
-    async fn run(&mut self) -> Result<SessionEnd, SessionError> {
-        // Empty while the session waits: see `relay_buffer`. A frame is buffered whole (the policy
-        // sees whole messages), so a client holds at most `max_frame` bytes here.
-        let mut buf = BytesMut::new();
+    /// Writes what is queued, then reads and decides about the next frames, as far as it gets.
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+        client: &mut BoxStream,
+        server: &mut BoxStream,
+        cycles: &mut Cycles,
+    ) -> Poll<Result<SessionEnd, SessionError>> {
         loop {
-            let missing = frame::missing(&buf);
-            if relay_buffer::read_more(self.client, &mut buf, missing).await? == 0 {
-                return Ok(SessionEnd::ClientClosed);
+            while let Some(chunk) = self.queue.front_mut() {
+                match chunk {
+                    Chunk::Input(len) => {
+                        let written = ready!(poll_write_some(cx, server, &self.buf[..*len]))?;
+                        self.bytes_sent.increment(written as u64);
+                        self.buf.advance(written);
+                        *len -= written;
+                        if *len > 0 {
+                            continue;
+                        }
+                    }
+                    Chunk::Skip(len) => self.buf.advance(*len),
+                    Chunk::Made(bytes) => {
+                        let written = ready!(poll_write_some(cx, server, bytes))?;
+                        self.bytes_sent.increment(written as u64);
+                        bytes.advance(written);
+                        if !bytes.is_empty() {
+                            continue;
+                        }
+                    }
+                }
+                self.queue.pop_front();
             }
-            if self.process(&mut buf).await? {
-                return Ok(SessionEnd::ClientClosed);
+            if self.terminated {
+                return Poll::Ready(Ok(SessionEnd::ClientClosed));
             }
+            if ready!(poll_read_frames(cx, client, &mut self.buf))? == 0 {
+                return Poll::Ready(Ok(SessionEnd::ClientClosed));
+            }
+            self.process(cycles)?;
         }
     }
 
-    /// Handles the whole frames in `buf`; returns `true` after Terminate.
-    async fn process(&mut self, buf: &mut BytesMut) -> Result<bool, SessionError> {
-        // `run` is the length of the prefix of `buf` that is forwarded unchanged in one write.
-        let mut run = 0;
-        let mut cycles = 0;
-        let mut terminated = false;
-        while let Some(header) =
-            frame::peek_header(&buf[run..], self.max_frame).map_err(SessionError::ClientProtocol)?
+    /// Decides about the whole frames in `buf` and queues what goes upstream.
+    fn process(&mut self, cycles: &mut Cycles) -> Result<(), SessionError> {
+        // `start..end` are frames forwarded unchanged in one write; `run_cycles` the cycles in them.
+        let (mut start, mut end, mut run_cycles) = (0, 0, 0);
+        while let Some(header) = frame::peek_header(&self.buf[end..], self.max_frame)
+            .map_err(SessionError::ClientProtocol)?
         {
-            if buf.len() - run < header.len {
+            if self.buf.len() - end < header.len || self.terminated {
                 break;
             }
-            let frame = &buf[run..run + header.len];
+            let frame = &self.buf[end..end + header.len];
             let decision = if POLICY_TAGS.contains(&header.tag) {
                 self.policy.on_client_message(header.tag, frame)
             } else {
                 Decision::Forward
             };
-            let replacement = match decision {
+            let made = match decision {
                 Decision::Forward => {
-                    run += header.len;
-                    cycles += u64::from(ends_cycle(header.tag));
-                    terminated |= header.tag == b'X';
+                    end += header.len;
+                    run_cycles += u64::from(ends_cycle(header.tag));
+                    self.terminated |= header.tag == b'X';
                     continue;
                 }
                 Decision::Replace(bytes) => BytesMut::from(&bytes[..]),
                 Decision::Refuse { code, message } => {
-                    self.refusal(header.tag, &code, &message, cycles)
+                    self.refusal(cycles, header.tag, &code, &message, run_cycles)
                 }
             };
-            self.flush(buf, run, cycles).await?;
-            buf.advance(header.len);
-            (run, cycles) = (0, 0);
-            self.write(&replacement, count_cycles(&replacement)).await?;
+            self.queue_input(cycles, end - start, run_cycles);
+            self.queue.push_back(Chunk::Skip(header.len));
+            end += header.len;
+            (start, run_cycles) = (end, 0);
+            if !made.is_empty() {
+                cycles.send(count_cycles(&made));
+                self.queue.push_back(Chunk::Made(made));
+            }
         }
-        self.flush(buf, run, cycles).await?;
-        Ok(terminated)
-    }
-
-    async fn flush(
-        &mut self,
-        buf: &mut BytesMut,
-        run: usize,
-        cycles: u64,
-    ) -> Result<(), SessionError> {
-        if run > 0 {
-            self.write(&buf[..run], cycles).await?;
-            buf.advance(run);
-        }
+        self.queue_input(cycles, end - start, run_cycles);
         Ok(())
     }
 
-    async fn write(&mut self, bytes: &[u8], cycles: u64) -> Result<(), SessionError> {
-        if cycles > 0 {
-            let first = self.shared.cycles_sent.fetch_add(cycles, Ordering::SeqCst);
-            let mut started = lock(&self.shared.started);
-            let room = MAX_TIMED_CYCLES.saturating_sub(started.len());
-            let now = Instant::now();
-            started.extend((first..first + cycles).take(room).map(|cycle| (cycle, now)));
+    fn queue_input(&mut self, cycles: &mut Cycles, len: usize, run_cycles: u64) {
+        if len > 0 {
+            cycles.send(run_cycles);
+            self.queue.push_back(Chunk::Input(len));
         }
-        self.server.write_all(bytes).await?;
-        self.bytes_sent.increment(bytes.len() as u64);
-        Ok(())
     }
 
     /// Registers a refusal and returns the message that makes PostgreSQL fail with its marker.
-    /// `unsent_cycles` are the cycles of the messages before it that are not written yet.
+    /// `unsent_cycles` are the cycles of the messages before it that are not queued yet.
     /// A refused extended-protocol message in a cycle that already holds one is dropped: PostgreSQL
     /// skips everything after the first error up to Sync, so the client sees the same answers, and
     /// a pipeline that never syncs cannot pile up refusals.
-    fn refusal(&mut self, tag: u8, code: &str, message: &str, unsent_cycles: u64) -> BytesMut {
+    fn refusal(
+        &mut self,
+        cycles: &mut Cycles,
+        tag: u8,
+        code: &str,
+        message: &str,
+        unsent_cycles: u64,
+    ) -> BytesMut {
         metrics::counter!(m::REFUSALS_TOTAL, m::LABEL_REASON => "policy").increment(1);
-        let cycle = self.shared.cycles_sent.load(Ordering::SeqCst) + unsent_cycles;
+        let cycle = cycles.sent + unsent_cycles;
         let extended = EXTENDED_TAGS.contains(&tag);
         if extended
-            && lock(&self.shared.refusals)
+            && cycles
+                .refusals
                 .iter()
                 .any(|r| r.extended && r.cycle == cycle)
         {
@@ -376,16 +515,15 @@ impl ClientToServer<'_> {
         if tag == b'S' {
             frontend::sync(&mut failing);
         }
-        let refusal = Refusal {
+        // Registered before the failing message is sent, so it is there when the answer comes.
+        cycles.refusals.push(Refusal {
             marker,
             error: frame::error_response(Severity::Error, code, message),
             // The marked error comes before the ReadyForQuery of the current or the next cycle.
             expires_after_ready: cycle + 2,
             cycle,
             extended,
-        };
-        // Registered before the failing message is sent, so it is there when the answer comes.
-        lock(&self.shared.refusals).push(refusal);
+        });
         failing
     }
 }
@@ -410,93 +548,104 @@ fn count_cycles(bytes: &[u8]) -> u64 {
 const INSPECTED_SERVER_TAGS: &[u8] = b"CEZ";
 
 struct ServerToClient<'a> {
-    server: &'a mut ReadHalf<BoxStream>,
-    client: &'a mut WriteHalf<BoxStream>,
     observer: &'a mut dyn SessionObserver,
-    shared: &'a Shared,
-    ready_seen: u64,
+    /// Empty while the session waits: see `relay_buffer`.
+    buf: BytesMut,
+    /// Bytes of a large frame still to pass through unchanged (see `stream_large_frame`).
+    streaming: usize,
+    /// What must complete before the frames read so far are written (see [`SessionObserver::hold`]).
+    hold: Option<Hold>,
+    /// Frames to write first (those around a swapped error), then `input` bytes at the front of `buf`.
+    out: BytesMut,
+    input: usize,
     status: u8,
-    shutdown: watch::Receiver<bool>,
     bytes_sent: metrics::Counter,
     latency: metrics::Histogram,
 }
 
 impl ServerToClient<'_> {
-    async fn run(&mut self) -> Result<SessionEnd, SessionError> {
-        // Empty while the session waits: see `relay_buffer`.
-        let mut buf = BytesMut::new();
-        // Bytes of a large frame still to pass through unchanged (see `stream_large_frame`).
-        let mut streaming = 0;
-        let mut shutting_down = *self.shutdown.borrow();
+    /// Waits for the hold, writes what is pending, then reads and observes the next frames, as far
+    /// as it gets.
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+        server: &mut BoxStream,
+        client: &mut BoxStream,
+        cycles: &mut Cycles,
+        shutting_down: bool,
+    ) -> Poll<Result<SessionEnd, SessionError>> {
         loop {
-            if shutting_down && self.idle() {
-                let message = "terminating connection due to administrator command";
-                frame::send_fatal(self.client, "57P01", message).await;
-                return Ok(SessionEnd::Shutdown);
+            if let Some(hold) = &mut self.hold {
+                ready!(hold.as_mut().poll(cx)).map_err(SessionError::Withheld)?;
+                self.hold = None;
             }
-            let missing = frame::missing(&buf);
-            tokio::select! {
-                read = relay_buffer::read_more(self.server, &mut buf, missing) => {
-                    if read? == 0 {
-                        return Ok(SessionEnd::ServerClosed);
-                    }
-                    if streaming > 0 {
-                        let through = streaming.min(buf.len());
-                        self.send(&buf[..through]).await?;
-                        buf.advance(through);
-                        streaming -= through;
-                        if buf.is_empty() {
-                            continue;
-                        }
-                    }
-                    self.process(&mut buf).await?;
-                    streaming = self.stream_large_frame(&mut buf).await?;
-                }
-                changed = self.shutdown.changed(), if !shutting_down => {
-                    shutting_down = changed.is_err() || *self.shutdown.borrow();
+            while !self.out.is_empty() {
+                let written = ready!(poll_write_some(cx, client, &self.out))?;
+                self.bytes_sent.increment(written as u64);
+                self.out.advance(written);
+            }
+            while self.input > 0 {
+                let written = ready!(poll_write_some(cx, client, &self.buf[..self.input]))?;
+                self.bytes_sent.increment(written as u64);
+                self.buf.advance(written);
+                self.input -= written;
+            }
+            // No statement outstanding and no transaction open.
+            if shutting_down && self.status == b'I' && !cycles.busy() {
+                return Poll::Ready(Ok(SessionEnd::Shutdown));
+            }
+            if ready!(poll_read_frames(cx, server, &mut self.buf))? == 0 {
+                return Poll::Ready(Ok(SessionEnd::ServerClosed));
+            }
+            let mut start = 0;
+            if self.streaming > 0 {
+                start = self.streaming.min(self.buf.len());
+                self.streaming -= start;
+                if start == self.buf.len() {
+                    self.input = start;
+                    continue;
                 }
             }
+            self.process(cycles, start)?;
+            self.stream_large_frame()?;
         }
     }
 
-    /// Starts passing a large frame through unchanged when the partial frame left at the front
-    /// of `buf` is larger than a read and of a type the relay does not look into (a huge DataRow
-    /// or CopyData): what has come of it is sent now, and the returned number of bytes still to
-    /// come is sent as it arrives, so a row of any size costs the session at most one read of
+    /// Starts passing a large frame through unchanged when the partial frame left after the
+    /// pending bytes is larger than a read and of a type the relay does not look into (a huge
+    /// DataRow or CopyData): what has come of it is sent now, and the bytes still to come are sent
+    /// as they arrive (`streaming`), so a row of any size costs the session at most one read of
     /// memory. Frames the relay inspects are buffered whole.
-    async fn stream_large_frame(&mut self, buf: &mut BytesMut) -> Result<usize, SessionError> {
-        let Some(header) =
-            frame::peek_header(buf, POSTGRES_MAX_FRAME).map_err(SessionError::ServerProtocol)?
+    fn stream_large_frame(&mut self) -> Result<(), SessionError> {
+        let Some(header) = frame::peek_header(&self.buf[self.input..], POSTGRES_MAX_FRAME)
+            .map_err(SessionError::ServerProtocol)?
         else {
-            return Ok(0);
+            return Ok(());
         };
         if header.len <= READ_CHUNK || INSPECTED_SERVER_TAGS.contains(&header.tag) {
-            return Ok(0);
+            return Ok(());
         }
-        let through = buf.len();
-        self.send(buf).await?;
-        buf.clear();
-        Ok(header.len - through)
+        let through = self.buf.len() - self.input;
+        self.input = self.buf.len();
+        self.streaming = header.len - through;
+        Ok(())
     }
 
-    /// No statement outstanding and no transaction open.
-    fn idle(&self) -> bool {
-        self.status == b'I' && self.ready_seen >= self.shared.cycles_sent.load(Ordering::SeqCst)
-    }
-
-    async fn process(&mut self, buf: &mut BytesMut) -> Result<(), SessionError> {
-        // `run` whole frames at the front of `buf` go out unchanged; `out` collects what comes
-        // before a swapped error.
+    /// Observes the whole frames in `buf` from `start` (the bytes before it pass through
+    /// unchanged), swaps marked errors for their refusals, and sets what is to be written.
+    fn process(&mut self, cycles: &mut Cycles, start: usize) -> Result<(), SessionError> {
+        // `run` bytes at the front of `buf` go out unchanged; `out` collects what comes before a
+        // swapped error.
         let mut out = BytesMut::new();
-        let mut run = 0;
+        let mut run = start;
         let mut completions = false;
-        while let Some(header) = frame::peek_header(&buf[run..], POSTGRES_MAX_FRAME)
+        while let Some(header) = frame::peek_header(&self.buf[run..], POSTGRES_MAX_FRAME)
             .map_err(SessionError::ServerProtocol)?
         {
-            if buf.len() - run < header.len {
+            if self.buf.len() - run < header.len {
                 break;
             }
-            let body = frame::body(&buf[run..run + header.len]);
+            let body = frame::body(&self.buf[run..run + header.len]);
             completions |= matches!(header.tag, b'C' | b'E');
             match header.tag {
                 b'C' => {
@@ -506,13 +655,13 @@ impl ServerToClient<'_> {
                         .on_server_event(ServerEvent::CommandComplete { tag });
                 }
                 b'E' => {
-                    if let Some(refusal) = self.take_refusal(body) {
+                    if let Some(refusal) = take_refusal(&mut cycles.refusals, body) {
                         self.observer.on_server_event(ServerEvent::Error {
                             sqlstate: frame::sqlstate(frame::body(&refusal)).unwrap_or_default(),
                         });
-                        out.extend_from_slice(&buf[..run]);
+                        out.extend_from_slice(&self.buf[..run]);
                         out.extend_from_slice(&refusal);
-                        buf.advance(run + header.len);
+                        self.buf.advance(run + header.len);
                         run = 0;
                         continue;
                     }
@@ -525,69 +674,58 @@ impl ServerToClient<'_> {
                     self.observer.on_server_event(ServerEvent::Ready {
                         status: self.status,
                     });
-                    self.record_latency();
-                    self.ready_seen += 1;
-                    self.expire_refusals();
+                    self.record_latency(cycles);
+                    cycles.ready_seen += 1;
+                    let ready_seen = cycles.ready_seen;
+                    if !cycles.refusals.is_empty() {
+                        cycles
+                            .refusals
+                            .retain(|r| r.expires_after_ready > ready_seen);
+                    }
                 }
                 _ => {}
             }
             run += header.len;
         }
-        if completions && let Some(hold) = self.observer.hold() {
-            hold.await.map_err(SessionError::Withheld)?;
+        if completions {
+            self.hold = self.observer.hold();
         }
         if out.is_empty() {
-            self.send(&buf[..run]).await?;
+            self.input = run;
         } else {
-            out.extend_from_slice(&buf[..run]);
-            self.send(&out).await?;
+            out.extend_from_slice(&self.buf[..run]);
+            self.buf.advance(run);
+            self.out = out;
+            self.input = 0;
         }
-        buf.advance(run);
         Ok(())
     }
 
-    /// The refusal whose marker this ErrorResponse carries, if any.
-    fn take_refusal(&self, body: &[u8]) -> Option<BytesMut> {
-        let mut refusals = lock(&self.shared.refusals);
-        if refusals.is_empty() {
-            return None;
-        }
-        let message = frame::error_fields(body)
-            .find(|(code, _)| *code == b'M')
-            .map(|(_, m)| m)?;
-        let found = refusals.iter().position(|r| {
-            message
-                .windows(r.marker.len())
-                .any(|w| w == r.marker.as_bytes())
-        })?;
-        Some(refusals.swap_remove(found).error)
-    }
-
-    fn expire_refusals(&self) {
-        let mut refusals = lock(&self.shared.refusals);
-        if !refusals.is_empty() {
-            refusals.retain(|r| r.expires_after_ready > self.ready_seen);
-        }
-    }
-
-    fn record_latency(&self) {
-        let mut started = lock(&self.shared.started);
-        while let Some(&(cycle, at)) = started.front() {
-            if cycle > self.ready_seen {
+    fn record_latency(&self, cycles: &mut Cycles) {
+        while let Some(&(cycle, at)) = cycles.started.front() {
+            if cycle > cycles.ready_seen {
                 break;
             }
-            started.pop_front();
-            if cycle == self.ready_seen {
+            cycles.started.pop_front();
+            if cycle == cycles.ready_seen {
                 self.latency.record(at.elapsed().as_secs_f64());
             }
         }
     }
+}
 
-    async fn send(&mut self, bytes: &[u8]) -> Result<(), SessionError> {
-        if !bytes.is_empty() {
-            self.client.write_all(bytes).await?;
-            self.bytes_sent.increment(bytes.len() as u64);
-        }
-        Ok(())
+/// The refusal whose marker this ErrorResponse carries, if any.
+fn take_refusal(refusals: &mut Vec<Refusal>, body: &[u8]) -> Option<BytesMut> {
+    if refusals.is_empty() {
+        return None;
     }
+    let message = frame::error_fields(body)
+        .find(|(code, _)| *code == b'M')
+        .map(|(_, m)| m)?;
+    let found = refusals.iter().position(|r| {
+        message
+            .windows(r.marker.len())
+            .any(|w| w == r.marker.as_bytes())
+    })?;
+    Some(refusals.swap_remove(found).error)
 }

@@ -1,5 +1,6 @@
-//! The proxy as a PostgreSQL client: opens a connection to the configured server (TLS off, prefer,
-//! require or verify-full), logs in as a given login (SCRAM-SHA-256, md5, cleartext or trust) and
+//! The proxy as a PostgreSQL client: opens a connection to the configured server (TCP with TLS off,
+//! prefer, require or verify-full, or a Unix-domain socket when `host` is a socket directory, as in
+//! libpq), logs in as a given login (SCRAM-SHA-256, md5, cleartext or trust) and
 //! collects what the server says before its first ReadyForQuery (ParameterStatus, BackendKeyData).
 //! Also sends CancelRequests to that server. Frontend messages and the client side of SCRAM come from
 //! `postgres-protocol`. Not for: relaying a session (see `session`) or choosing the login.
@@ -13,10 +14,11 @@ use postgres_protocol::authentication::md5_hash;
 use postgres_protocol::authentication::sasl::{ChannelBinding, SCRAM_SHA_256, ScramSha256};
 use postgres_protocol::message::frontend;
 use rustls::ClientConfig;
+use std::path::PathBuf;
 use std::sync::Arc;
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
 use tokio_rustls::TlsConnector;
 
 /// A PostgreSQL login: user name and password (none for `trust`).
@@ -78,8 +80,36 @@ pub struct Upstream {
     pub status: u8,
 }
 
+/// The socket of PostgreSQL when `config.host` is a directory (an absolute path, as in libpq):
+/// `<host>/.s.PGSQL.<port>`.
+pub fn socket_path(config: &UpstreamConfig) -> Option<PathBuf> {
+    config
+        .host
+        .starts_with('/')
+        .then(|| PathBuf::from(&config.host).join(format!(".s.PGSQL.{}", config.port)))
+}
+
 impl UpstreamTarget {
+    /// Fails when the TLS settings cannot be used: an unreadable `ca_file`, a host that is no TLS
+    /// server name, or `require`/`verify-full` with a socket directory (PostgreSQL does not speak
+    /// TLS on a Unix-domain socket; `prefer` then means plain, as in libpq).
     pub fn new(config: &UpstreamConfig) -> anyhow::Result<UpstreamTarget> {
+        if socket_path(config).is_some() {
+            if matches!(
+                config.tls,
+                UpstreamTlsMode::Require | UpstreamTlsMode::VerifyFull
+            ) {
+                anyhow::bail!(
+                    "[upstream] host `{}` is a Unix-domain socket directory, where PostgreSQL does \
+                     not use TLS: set tls = \"off\" (or \"prefer\"), or give a host name for TLS",
+                    config.host
+                );
+            }
+            return Ok(UpstreamTarget {
+                config: config.clone(),
+                tls: None,
+            });
+        }
         let tls = tls::upstream_config(config.tls, config.ca_file.as_deref())?;
         if tls.is_some() {
             tls::server_name(&config.host)?;
@@ -94,13 +124,16 @@ impl UpstreamTarget {
         &self.config
     }
 
-    /// Opens a transport to PostgreSQL: TCP, then TLS as configured (also for the proxy's own
+    /// Opens a transport to PostgreSQL: the Unix-domain socket, or TCP then TLS as configured (also for the proxy's own
     /// catalog connection, which logs in with tokio-postgres over it).
     pub async fn open_transport(&self) -> Result<BoxStream, UpstreamError> {
         self.open().await
     }
 
     async fn open(&self) -> Result<BoxStream, UpstreamError> {
+        if let Some(path) = socket_path(&self.config) {
+            return Ok(Box::new(UnixStream::connect(path).await?));
+        }
         let tcp = TcpStream::connect((self.config.host.as_str(), self.config.port)).await?;
         tcp.set_nodelay(true)?;
         let Some(tls) = &self.tls else {

@@ -28,6 +28,9 @@ pub struct ProxyOptions {
     pub upstream_tls: String,
     /// Extra lines for `[upstream]` (e.g. `ca_file = ...`).
     pub upstream_extra: String,
+    /// Reach PostgreSQL over its Unix-domain socket (`[upstream] host` = the server's socket
+    /// directory) instead of TCP.
+    pub upstream_socket: bool,
     /// Lines of `[tls]` (empty: TLS off).
     pub tls: String,
     /// Lines of `[auth]`.
@@ -58,6 +61,7 @@ impl Default for ProxyOptions {
             database: "postgres".into(),
             upstream_tls: "off".into(),
             upstream_extra: String::new(),
+            upstream_socket: false,
             tls: String::new(),
             auth: String::new(),
             limits: String::new(),
@@ -255,8 +259,12 @@ fn config_text(
         .upstream_login
         .clone()
         .unwrap_or_else(|| (SUPERUSER.to_owned(), pg.password().to_owned()));
+    let host = match options.upstream_socket {
+        true => pg.socket_dir().display().to_string(),
+        false => pg.host().to_owned(),
+    };
     let mut text = format!(
-        "listen = \"127.0.0.1:{port}\"\n\n[upstream]\nhost = \"127.0.0.1\"\nport = {}\ndatabase = \"{}\"\n\
+        "listen = \"127.0.0.1:{port}\"\n\n[upstream]\nhost = {host:?}\nport = {}\ndatabase = \"{}\"\n\
          user = \"{user}\"\npassword = \"{password}\"\ntls = \"{}\"\n{}\n\n[users]\nfile = \"users.toml\"\n",
         pg.port(),
         options.database,

@@ -214,6 +214,12 @@ async fn tokio_postgres_prepared_pipelined_binary_and_cancelled() {
         1
     );
 
+    cancel_a_long_statement(client).await;
+}
+
+/// Runs `select pg_sleep(30)` on `client`, cancels it through the client's cancel token (a
+/// CancelRequest to the proxy) and checks that the client sees 57014.
+async fn cancel_a_long_statement(client: tokio_postgres::Client) {
     let token = client.cancel_token();
     let sleeper = tokio::spawn(async move { client.simple_query("select pg_sleep(30)").await });
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -1076,4 +1082,70 @@ async fn count_becomes(client: &tokio_postgres::Client, sql: &str, expected: i64
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     false
+}
+
+/// `[upstream] host` = a socket directory: sessions of both kinds of role, the proxy's own catalog
+/// connection (the policy is compiled against the catalog read over it) and cancel requests all
+/// reach PostgreSQL over its Unix-domain socket.
+#[tokio::test]
+async fn a_socket_directory_upstream_serves_sessions_the_policy_and_cancels() {
+    use maschera_tests::crm_proxy::{CrmProxy, CrmSetup};
+    let mut setup = CrmSetup::new(200);
+    setup.proxy = ProxyOptions {
+        upstream_socket: true,
+        ..Default::default()
+    };
+    let crm = CrmProxy::start_with(setup)
+        .await
+        .expect("the proxy starts with its upstream on the socket");
+
+    let dora = maschera_tests::connect(&crm.uri("dora"))
+        .await
+        .expect("dora connects");
+    let row = dora
+        .query_one(
+            "select inet_server_addr() is null, count(*) from contacts",
+            &[],
+        )
+        .await
+        .expect("dora reads the base table");
+    assert!(
+        row.get::<_, bool>(0),
+        "PostgreSQL sees the session on its Unix-domain socket, not TCP"
+    );
+    let all: i64 = row.get(1);
+
+    let sam = maschera_tests::connect(&crm.uri("sam"))
+        .await
+        .expect("sam connects");
+    let regions = sam
+        .query("select distinct region::text from contacts", &[])
+        .await
+        .expect("sam reads his view");
+    let regions: Vec<String> = regions.iter().map(|r| r.get(0)).collect();
+    assert_eq!(regions, ["north"], "sam's row filter holds over the socket");
+    let seen: i64 = sam
+        .query_one("select count(*) from contacts", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(0 < seen && seen < all, "sam sees {seen} of {all} contacts");
+
+    cancel_a_long_statement(dora).await;
+
+    // TLS cannot be had on a socket: a configuration that requires it does not start.
+    let refused = Proxy::start(
+        &crm.pg,
+        ProxyOptions {
+            upstream_socket: true,
+            upstream_tls: "require".into(),
+            ..Default::default()
+        },
+    )
+    .err()
+    .expect("tls = require with a socket directory is refused");
+    assert!(
+        format!("{refused:#}").contains("Unix-domain socket directory"),
+        "the error says why: {refused:#}"
+    );
 }
