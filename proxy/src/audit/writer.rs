@@ -20,7 +20,7 @@ use rand::RngCore;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -42,10 +42,7 @@ struct Shared {
 }
 
 enum Command {
-    Record {
-        event: Box<Event>,
-        done: oneshot::Sender<Result<u64, AuditError>>,
-    },
+    Record(Queued),
     Shutdown {
         done: oneshot::Sender<Result<(), AuditError>>,
     },
@@ -103,15 +100,33 @@ impl AuditLog {
     /// Queues one event at once and returns a receipt to await its durability later, so that a
     /// session can overlap the log's fsync with work of its own (e.g. the upstream query).
     pub fn submit(&self, event: Event) -> Receipt {
+        self.queue(event, None)
+    }
+
+    /// Queues a follow-up of the record `of` was given for (e.g. a statement's `outcome` record): the
+    /// writer sets its `statement_seq` to that record's sequence number. Nobody waits for a follow-up,
+    /// so with `sync` it shares the next fsync instead of taking one of its own: its receipt is
+    /// answered once it is written. It is dropped (its receipt fails) when the record it follows did
+    /// not make it into the log.
+    pub fn submit_follow_up(&self, event: Event, of: &Receipt) -> Receipt {
+        self.queue(event, Some(of.seq.clone()))
+    }
+
+    fn queue(&self, event: Event, follows: Option<Arc<AtomicU64>>) -> Receipt {
+        let seq = Arc::new(AtomicU64::new(0));
         if event.kind.is_reserved() {
-            return Receipt(Err(AuditError::ReservedKind(event.kind.as_str())));
+            let answer = Err(AuditError::ReservedKind(event.kind.as_str()));
+            return Receipt { answer, seq };
         }
         let (done, answer) = oneshot::channel();
-        let sent = self.shared.tx.send(Command::Record {
+        let sent = self.shared.tx.send(Command::Record(Queued {
             event: Box::new(event),
             done,
-        });
-        Receipt(sent.map(|()| answer).map_err(|_| AuditError::Closed))
+            seq: seq.clone(),
+            follows,
+        }));
+        let answer = sent.map(|()| answer).map_err(|_| AuditError::Closed);
+        Receipt { answer, seq }
     }
 
     /// Whether the last attempt to write succeeded. When false, refuse statements that touch personal data.
@@ -152,13 +167,26 @@ impl std::fmt::Debug for AuditLog {
 
 /// An event queued by [`AuditLog::submit`].
 #[must_use = "a record counts only once `durable` returned Ok"]
-pub struct Receipt(Result<oneshot::Receiver<Result<u64, AuditError>>, AuditError>);
+pub struct Receipt {
+    answer: Result<oneshot::Receiver<Result<u64, AuditError>>, AuditError>,
+    seq: Arc<AtomicU64>,
+}
 
 impl Receipt {
     /// Waits until the event is durable; returns its sequence number, or why it is not in the log.
     pub async fn durable(self) -> Result<u64, AuditError> {
-        self.0?.await.map_err(|_| AuditError::Closed)?
+        self.answer?.await.map_err(|_| AuditError::Closed)?
     }
+}
+
+/// One event on its way into the log.
+struct Queued {
+    event: Box<Event>,
+    done: oneshot::Sender<Result<u64, AuditError>>,
+    /// Set to the record's sequence number once it is appended (0 while it is not in the file).
+    seq: Arc<AtomicU64>,
+    /// For a follow-up: the record it completes, whose sequence number goes into `statement_seq`.
+    follows: Option<Arc<AtomicU64>>,
 }
 
 /// The chain's position: what the next record chains to, and with which key.
@@ -188,6 +216,13 @@ struct OpenFile {
     records: u64,
 }
 
+/// A record's sequence number, who waits for it, and where its number is published.
+type Answer = (
+    u64,
+    oneshot::Sender<Result<u64, AuditError>>,
+    Arc<AtomicU64>,
+);
+
 struct Writer {
     dir: PathBuf,
     /// Held (flock) for the writer's life: one writer per folder.
@@ -210,6 +245,9 @@ struct Writer {
     since_checkpoint: u64,
     last_checkpoint: Instant,
     unsynced_since: Option<Instant>,
+    /// The transaction being written holds only follow-ups: with `sync`, leave its fsync to the next
+    /// group (or the batch timer).
+    defer_sync: bool,
     healthy: Arc<AtomicBool>,
     sinks: SinkSet,
     /// Lines built but not yet written.
@@ -332,6 +370,7 @@ impl Writer {
             since_checkpoint: 0,
             last_checkpoint: Instant::now(),
             unsynced_since: None,
+            defer_sync: false,
             healthy,
             sinks,
             pending: String::new(),
@@ -362,7 +401,7 @@ impl Writer {
                 .chain(std::iter::from_fn(|| rx.try_recv().ok()).take(MAX_GROUP))
             {
                 match cmd {
-                    Command::Record { event, done } => group.push((*event, done)),
+                    Command::Record(queued) => group.push(queued),
                     Command::Shutdown { done } => {
                         shutdown_answer = Some(done);
                         break;
@@ -429,18 +468,33 @@ impl Writer {
         }
     }
 
-    /// Appends a group of events with one write (and one fsync with `sync`), then answers each.
-    fn commit(&mut self, group: Vec<(Event, oneshot::Sender<Result<u64, AuditError>>)>) {
+    /// Appends a group of events with one write (and, with `sync`, one fsync unless the group holds
+    /// only follow-ups, which the next fsync covers), then answers each.
+    fn commit(&mut self, group: Vec<Queued>) {
         if let Err(e) = self.prepare_file() {
-            let answers = group.into_iter().map(|(_, done)| (0, done)).collect();
+            let answers = group.into_iter().map(|q| (0, q.done, q.seq)).collect();
             return self.finish(Err(e), answers);
         }
         let mut answers = Vec::with_capacity(group.len());
+        let awaited = group.iter().any(|q| q.follows.is_none());
         let result = self.transaction(|w| {
-            for (event, done) in group {
+            for queued in group {
+                let mut event = *queued.event;
+                if let Some(follows) = &queued.follows {
+                    match follows.load(Ordering::SeqCst) {
+                        0 => {
+                            let why = "the record it follows is not in the log".to_owned();
+                            let _ = queued.done.send(Err(AuditError::Unwritable(why)));
+                            continue;
+                        }
+                        seq => event.statement_seq = Some(seq),
+                    }
+                }
                 let seq = w.append(event, None, None);
-                answers.push((seq, done));
+                queued.seq.store(seq, Ordering::SeqCst);
+                answers.push((seq, queued.done, queued.seq));
             }
+            w.defer_sync = !awaited;
             if w.checkpoint_records > 0 && w.since_checkpoint >= w.checkpoint_records {
                 w.append_checkpoint(CheckpointReason::Periodic)?;
             }
@@ -473,15 +527,11 @@ impl Writer {
         Ok(())
     }
 
-    fn finish(
-        &mut self,
-        result: std::io::Result<()>,
-        answers: Vec<(u64, oneshot::Sender<Result<u64, AuditError>>)>,
-    ) {
+    fn finish(&mut self, result: std::io::Result<()>, answers: Vec<Answer>) {
         match result {
             Ok(()) => {
                 self.set_health(true, "write", None);
-                for (seq, done) in answers {
+                for (seq, done, _) in answers {
                     let _ = done.send(Ok(seq));
                 }
                 self.sinks.send(std::mem::take(&mut self.pending_records));
@@ -489,7 +539,9 @@ impl Writer {
             Err(e) => {
                 let message = e.to_string();
                 self.set_health(false, "write", Some(e));
-                for (_, done) in answers {
+                for (_, done, appended) in answers {
+                    // Cut back out of the file: its follow-ups must not point at its number.
+                    appended.store(0, Ordering::SeqCst);
                     let _ = done.send(Err(AuditError::Unwritable(message.clone())));
                 }
             }
@@ -509,6 +561,7 @@ impl Writer {
             .map(|f| (f.name.clone(), f.len, f.records));
         let since_checkpoint = self.since_checkpoint;
         let result = body(self).and_then(|()| self.write_pending());
+        self.defer_sync = false;
         if result.is_err() {
             self.pending.clear();
             self.pending_records.clear();
@@ -556,8 +609,11 @@ impl Writer {
             .ok_or_else(|| std::io::Error::other("no open log file"))?;
         current.file.write_all(self.pending.as_bytes())?;
         match self.durability {
-            Durability::Sync => current.file.sync_data()?,
-            Durability::Batch => {
+            Durability::Sync if !self.defer_sync => {
+                current.file.sync_data()?;
+                self.unsynced_since = None;
+            }
+            _ => {
                 self.unsynced_since.get_or_insert_with(Instant::now);
             }
         }
