@@ -53,7 +53,8 @@ def parse_args(argv):
     p.add_argument("--binary", help="the maschera binary to measure (default: build it with cargo)")
     p.add_argument("--compare", metavar="BINARY",
                    help="another maschera binary (e.g. a build of an earlier commit) measured as the "
-                   "extra target `maschera (compare)` in cases 1, 3 and 4, interleaved with the others")
+                   "extra target `maschera (compare)` in cases 1, 3 and 4 (in case 6: `access log sync (compare)`), "
+                   "interleaved with the others")
     p.add_argument("--note", help="a sentence about the conditions of the run, written into the report")
     p.add_argument("--report-only", action="store_true",
                    help="measure nothing: write the report again from the --json results (give the "
