@@ -37,6 +37,7 @@ pub struct AuditLog {
 
 struct Shared {
     tx: mpsc::Sender<Command>,
+    wake: Arc<Wake>,
     healthy: Arc<AtomicBool>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
@@ -75,16 +76,20 @@ impl AuditLog {
                 source: e,
             })?;
         let (tx, rx) = mpsc::channel();
+        let wake = Arc::new(Wake::default());
+        let writer_wake = wake.clone();
         let thread = std::thread::Builder::new()
             .name("audit-writer".into())
-            .spawn(move || writer.run(rx))
+            .spawn(move || writer.run(rx, &writer_wake))
             .map_err(|e| AuditError::Io {
                 path: config.dir.clone(),
                 source: e,
             })?;
+        let _ = wake.writer.set(thread.thread().clone());
         Ok(AuditLog {
             shared: Arc::new(Shared {
                 tx,
+                wake,
                 healthy,
                 thread: Mutex::new(Some(thread)),
             }),
@@ -114,9 +119,10 @@ impl AuditLog {
 
     fn queue(&self, event: Event, follows: Option<Arc<AtomicU64>>) -> Receipt {
         let seq = Arc::new(AtomicU64::new(0));
+        let wake = self.shared.wake.clone();
         if event.kind.is_reserved() {
             let answer = Err(AuditError::ReservedKind(event.kind.as_str()));
-            return Receipt { answer, seq };
+            return Receipt { answer, seq, wake };
         }
         let (done, answer) = oneshot::channel();
         let sent = self.shared.tx.send(Command::Record(Queued {
@@ -126,7 +132,7 @@ impl AuditLog {
             follows,
         }));
         let answer = sent.map(|()| answer).map_err(|_| AuditError::Closed);
-        Receipt { answer, seq }
+        Receipt { answer, seq, wake }
     }
 
     /// Whether the last attempt to write succeeded. When false, refuse statements that touch personal data.
@@ -170,12 +176,36 @@ impl std::fmt::Debug for AuditLog {
 pub struct Receipt {
     answer: Result<oneshot::Receiver<Result<u64, AuditError>>, AuditError>,
     seq: Arc<AtomicU64>,
+    wake: Arc<Wake>,
 }
 
 impl Receipt {
     /// Waits until the event is durable; returns its sequence number, or why it is not in the log.
+    /// Costs nothing when it already is; otherwise the writer commits what it gathered at once.
     pub async fn durable(self) -> Result<u64, AuditError> {
-        self.answer?.await.map_err(|_| AuditError::Closed)?
+        let mut answer = self.answer?;
+        match answer.try_recv() {
+            Ok(result) => return result,
+            Err(oneshot::error::TryRecvError::Closed) => return Err(AuditError::Closed),
+            Err(oneshot::error::TryRecvError::Empty) => self.wake.nudge(),
+        }
+        answer.await.map_err(|_| AuditError::Closed)?
+    }
+}
+
+/// How a caller that starts waiting for a record makes the writer stop gathering and commit now.
+#[derive(Default)]
+struct Wake {
+    waiting: AtomicBool,
+    writer: std::sync::OnceLock<std::thread::Thread>,
+}
+
+impl Wake {
+    fn nudge(&self) {
+        self.waiting.store(true, Ordering::SeqCst);
+        if let Some(writer) = self.writer.get() {
+            writer.unpark();
+        }
     }
 }
 
@@ -230,6 +260,7 @@ struct Writer {
     instance: String,
     durability: Durability,
     batch_interval: Duration,
+    group_commit: Duration,
     rotate_bytes: u64,
     rotate_age: Duration,
     checkpoint_every: Option<Duration>,
@@ -352,6 +383,7 @@ impl Writer {
             instance: config.instance_name(),
             durability: config.durability,
             batch_interval: Duration::from_millis(config.batch_interval_ms.max(1)),
+            group_commit: Duration::from_micros(config.group_commit_us),
             rotate_bytes: config.rotate_bytes.max(1),
             rotate_age: seconds(config.rotate_seconds),
             checkpoint_every: (config.checkpoint_seconds > 0)
@@ -379,7 +411,7 @@ impl Writer {
         })
     }
 
-    fn run(mut self, rx: mpsc::Receiver<Command>) {
+    fn run(mut self, rx: mpsc::Receiver<Command>, wake: &Wake) {
         let mut shutdown_answer = None;
         while shutdown_answer.is_none() {
             let first = match self.next_deadline() {
@@ -396,17 +428,8 @@ impl Writer {
                 },
             };
             let mut group = Vec::new();
-            for cmd in first
-                .into_iter()
-                .chain(std::iter::from_fn(|| rx.try_recv().ok()).take(MAX_GROUP))
-            {
-                match cmd {
-                    Command::Record(queued) => group.push(queued),
-                    Command::Shutdown { done } => {
-                        shutdown_answer = Some(done);
-                        break;
-                    }
-                }
+            if let Some(first) = first {
+                shutdown_answer = self.gather(first, &rx, wake, &mut group);
             }
             if !group.is_empty() {
                 self.commit(group);
@@ -416,6 +439,36 @@ impl Writer {
         let result = self.seal_for_shutdown();
         if let Some(done) = shutdown_answer {
             let _ = done.send(result);
+        }
+    }
+
+    /// Collects the records that arrive within `group_commit` of `first` (stopping early when a
+    /// caller starts waiting, the group is full or the log shuts down); returns the shutdown's answer.
+    fn gather(
+        &self,
+        first: Command,
+        rx: &mpsc::Receiver<Command>,
+        wake: &Wake,
+        group: &mut Vec<Queued>,
+    ) -> Option<oneshot::Sender<Result<(), AuditError>>> {
+        let until = Instant::now() + self.group_commit;
+        let mut next = Some(first);
+        loop {
+            while let Some(cmd) = next.take().or_else(|| rx.try_recv().ok()) {
+                match cmd {
+                    Command::Record(queued) => group.push(queued),
+                    Command::Shutdown { done } => return Some(done),
+                }
+                if group.len() >= MAX_GROUP {
+                    return None;
+                }
+            }
+            let now = Instant::now();
+            if now >= until || wake.waiting.swap(false, Ordering::SeqCst) {
+                return None;
+            }
+            // Woken early by a caller that waits (see `Wake`); records only queue meanwhile.
+            std::thread::park_timeout(until - now);
         }
     }
 
