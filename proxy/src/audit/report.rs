@@ -131,9 +131,13 @@ pub fn markdown(scope: &Scope<'_>, entries: &[Entry]) -> String {
     let _ = writeln!(md, "\n## Summary\n");
     let _ = writeln!(
         md,
-        "- Statements: {} ({ok} answered, {} refused, {errors} failed, {unknown} with no outcome recorded)",
+        "- Statements: {} ({ok} answered, {} refused, {errors} failed{})",
         ok + refused.len() as u64 + errors + unknown,
-        refused.len()
+        refused.len(),
+        match unknown {
+            0 => String::new(),
+            n => format!(", {n} with no outcome recorded"),
+        }
     );
     let _ = writeln!(
         md,

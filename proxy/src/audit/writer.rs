@@ -28,6 +28,10 @@ use tokio::sync::oneshot;
 /// Most records committed by one write and fsync.
 const MAX_GROUP: usize = 4096;
 
+/// Room the current file must be able to grow by before a log that failed counts as healthy again:
+/// a small record that fits in the space a failed write left does not mean the disk has room.
+const HEADROOM: i64 = 64 * 1024;
+
 /// A handle on the access log; cheap to clone, one per session. The log seals itself with a shutdown
 /// checkpoint when [`AuditLog::shutdown`] is called or the last handle is dropped.
 #[derive(Clone)]
@@ -491,7 +495,8 @@ impl Writer {
             let result = self.current.as_ref().map_or(Ok(()), |f| f.file.sync_data());
             // On failure, retry one interval later (not in a tight loop).
             self.unsynced_since = result.is_err().then_some(now);
-            self.set_health(result.is_ok(), "fsync", result.err());
+            let healthy = result.is_ok() && self.still_healthy();
+            self.set_health(healthy, "fsync", result.err());
         }
         let periodic = self
             .checkpoint_every
@@ -583,7 +588,8 @@ impl Writer {
     fn finish(&mut self, result: std::io::Result<()>, answers: Vec<Answer>) {
         match result {
             Ok(()) => {
-                self.set_health(true, "write", None);
+                let healthy = self.still_healthy();
+                self.set_health(healthy, "write", None);
                 for (seq, done, _) in answers {
                     let _ = done.send(Ok(seq));
                 }
@@ -599,6 +605,31 @@ impl Writer {
                 }
             }
         }
+    }
+
+    /// After a successful write: healthy, or recovered once the file has room again.
+    fn still_healthy(&self) -> bool {
+        self.healthy.load(Ordering::SeqCst) || self.has_headroom()
+    }
+
+    /// Whether the current file can grow by [`HEADROOM`] (space reserved past its end, its length
+    /// unchanged; file systems without `fallocate` are taken at their word).
+    fn has_headroom(&self) -> bool {
+        use std::os::fd::AsRawFd;
+        let Some(current) = &self.current else {
+            return false;
+        };
+        let end = i64::try_from(current.len).unwrap_or(i64::MAX);
+        // SAFETY: fallocate on a descriptor we own; KEEP_SIZE leaves the file's length as it is.
+        let reserved = unsafe {
+            libc::fallocate(
+                current.file.as_raw_fd(),
+                libc::FALLOC_FL_KEEP_SIZE,
+                end,
+                HEADROOM,
+            )
+        };
+        reserved == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EOPNOTSUPP)
     }
 
     /// Runs `body` (which appends lines to `pending`), then writes them; on any error the chain and the
