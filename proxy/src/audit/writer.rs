@@ -191,6 +191,8 @@ impl Receipt {
         match answer.try_recv() {
             Ok(result) => return result,
             Err(oneshot::error::TryRecvError::Closed) => return Err(AuditError::Closed),
+            // Appended already (its group is being written): nothing to hurry.
+            Err(oneshot::error::TryRecvError::Empty) if self.seq.load(Ordering::SeqCst) != 0 => {}
             Err(oneshot::error::TryRecvError::Empty) => self.wake.nudge(),
         }
         answer.await.map_err(|_| AuditError::Closed)?
