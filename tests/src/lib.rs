@@ -27,20 +27,46 @@ pub fn examples_dir() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
 }
 
+/// Runs `maschera` with `args` and returns what it printed and how it ended.
+pub fn run_maschera<I, S>(args: I) -> std::process::Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    std::process::Command::new(maschera_bin())
+        .args(args)
+        .output()
+        .expect("run maschera")
+}
+
+/// Runs `maschera` with `args`, asserts that it succeeded (showing its stderr otherwise) and returns
+/// its standard output.
+pub fn run_maschera_ok<I, S>(args: I) -> String
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let args: Vec<std::ffi::OsString> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+    let out = run_maschera(&args);
+    assert!(
+        out.status.success(),
+        "maschera {args:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Makes fresh access-log keys with `maschera audit keygen --out <dir>/keys` and returns the body of an
 /// `[audit]` section (without its header) that writes to `<dir>/audit` with them, as `instance`.
 pub fn access_log_section(dir: &std::path::Path, instance: &str) -> String {
     let keys = dir.join("keys");
-    let out = std::process::Command::new(maschera_bin())
-        .args(["audit", "keygen", "--out"])
-        .arg(&keys)
-        .output()
-        .expect("run maschera audit keygen");
-    assert!(
-        out.status.success(),
-        "audit keygen: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_maschera_ok([
+        std::ffi::OsStr::new("audit"),
+        "keygen".as_ref(),
+        "--out".as_ref(),
+        keys.as_os_str(),
+    ]);
     let path = |p: std::path::PathBuf| format!("{:?}", p.display().to_string());
     format!(
         "dir = {}\ninstance = \"{instance}\"\nkey_file = {}\nsigning_key_file = {}\npublic_key_file = {}\n",

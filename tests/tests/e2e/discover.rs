@@ -2,7 +2,7 @@
 //! found with the right category, false positives stay few, and the printed skeleton passes
 //! `maschera policy check` against the live database.
 
-use maschera_tests::{PgServer, crm::load_crm, maschera_bin};
+use maschera_tests::{PgServer, crm::load_crm, run_maschera, run_maschera_ok};
 use std::collections::BTreeSet;
 
 /// "Personal data in this policy" of the reference CRM (crm-reference.md).
@@ -134,35 +134,19 @@ async fn content_alone_finds_badly_named_columns_in_any_schema() {
     );
     // The skeleton names the schema and quotes odd names so that policy check accepts it.
     let file = pg.dir().join("shop.toml");
-    let out = std::process::Command::new(maschera_bin())
-        .args([
-            "discover",
-            "--upstream",
-            &pg.uri("shop"),
-            "--schema",
-            "shop",
-            "-o",
-        ])
-        .arg(&file)
-        .output()
-        .expect("run maschera discover");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let check = std::process::Command::new(maschera_bin())
-        .args(["policy", "check"])
-        .arg(&file)
-        .args(["--upstream", &pg.uri("shop")])
-        .output()
-        .expect("run maschera policy check");
+    let file_arg = file.display().to_string();
+    let uri = pg.uri("shop");
+    run_maschera_ok([
+        "discover",
+        "--upstream",
+        &uri,
+        "--schema",
+        "shop",
+        "-o",
+        &file_arg,
+    ]);
     let text = std::fs::read_to_string(&file).unwrap();
-    assert!(
-        check.status.success(),
-        "{}\n{text}",
-        String::from_utf8_lossy(&check.stderr)
-    );
+    run_maschera_ok(["policy", "check", &file_arg, "--upstream", &uri]);
     assert!(text.contains("schema = \"shop\""), "{text}");
 }
 
@@ -179,23 +163,17 @@ async fn the_printed_skeleton_passes_policy_check() {
     )
     .unwrap();
     let file = pg.dir().join("discovered.toml");
-    let out = std::process::Command::new(maschera_bin())
-        .args([
-            "discover",
-            "--upstream",
-            &pg.uri("crm"),
-            "--sample",
-            "500",
-            "--output",
-        ])
-        .arg(&file)
-        .output()
-        .expect("run maschera discover");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let file_arg = file.display().to_string();
+    let uri = pg.uri("crm");
+    run_maschera_ok([
+        "discover",
+        "--upstream",
+        &uri,
+        "--sample",
+        "500",
+        "--output",
+        &file_arg,
+    ]);
     let text = std::fs::read_to_string(&file).unwrap();
     assert!(
         text.contains("email = { category = \"contact\", type = \"text\" }"),
@@ -208,33 +186,19 @@ async fn the_printed_skeleton_passes_policy_check() {
         .psql("crm", &["-c", "SELECT email FROM contacts WHERE id = 1"])
         .unwrap();
     assert!(!text.contains(email.trim()), "the proposal quotes a value");
-    let check = std::process::Command::new(maschera_bin())
-        .args(["policy", "check"])
-        .arg(&file)
-        .args(["--upstream", &pg.uri("crm")])
-        .output()
-        .expect("run maschera policy check");
-    assert!(
-        check.status.success(),
-        "policy check refused the proposal:\n{}{}\n{text}",
-        String::from_utf8_lossy(&check.stdout),
-        String::from_utf8_lossy(&check.stderr)
-    );
+    run_maschera_ok(["policy", "check", &file_arg, "--upstream", &uri]);
 }
 
 #[tokio::test]
 async fn an_empty_or_missing_schema_is_an_error() {
     let pg = PgServer::start().expect("start PostgreSQL");
-    let out = std::process::Command::new(maschera_bin())
-        .args([
-            "discover",
-            "--upstream",
-            &pg.uri("postgres"),
-            "--schema",
-            "nowhere",
-        ])
-        .output()
-        .expect("run maschera discover");
+    let out = run_maschera([
+        "discover",
+        "--upstream",
+        &pg.uri("postgres"),
+        "--schema",
+        "nowhere",
+    ]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -258,20 +222,11 @@ async fn a_table_it_may_not_read_is_reported_not_fatal() {
         ],
     )
     .unwrap();
-    let out = std::process::Command::new(maschera_bin())
-        .args([
-            "discover",
-            "--upstream",
-            &pg.uri_as("reader", "reader-pw", "app"),
-        ])
-        .output()
-        .expect("run maschera discover");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = run_maschera_ok([
+        "discover",
+        "--upstream",
+        &pg.uri_as("reader", "reader-pw", "app"),
+    ]);
     assert!(text.contains("email = { category = \"contact\""), "{text}");
     assert!(
         text.contains("# [tables.secret]: not sampled (permission denied for table secret)"),

@@ -347,6 +347,19 @@ fn subject_column(table: &str) -> &'static str {
     }
 }
 
+/// How many rows of `table` are about the contacts the retention tests expire (every tenth id).
+async fn rows_of_expired_contacts(client: &Client, table: &str) -> i64 {
+    let column = subject_column(table);
+    client
+        .query_one(
+            &format!("SELECT count(*) FROM {table} WHERE {column} % 10 = 0"),
+            &[],
+        )
+        .await
+        .expect("count")
+        .get(0)
+}
+
 /// Per CRM table: the fingerprint of the rows not about contact `id`, and how many rows are about it.
 async fn fingerprints_apart_from(client: &Client, id: i64) -> Vec<((i64, String), i64)> {
     let mut all = Vec::new();
@@ -536,11 +549,7 @@ async fn retention_deletes_expired_rows_with_their_dependants_and_masks_old_note
         }
         v
     };
-    let expired: i64 = client
-        .query_one("SELECT count(*) FROM contacts WHERE id % 10 = 0", &[])
-        .await
-        .expect("count")
-        .get(0);
+    let expired = rows_of_expired_contacts(&client, "contacts").await;
     assert!(expired > 0);
 
     let dry = maschera(&[
@@ -626,15 +635,7 @@ async fn retention_deletes_expired_rows_with_their_dependants_and_masks_old_note
         "{report}"
     );
     for (table, (relation, fp)) in CRM_TABLES.iter().zip(&before) {
-        let column = subject_column(table);
-        let left: i64 = client
-            .query_one(
-                &format!("SELECT count(*) FROM {table} WHERE {column} % 10 = 0"),
-                &[],
-            )
-            .await
-            .expect("count")
-            .get(0);
+        let left = rows_of_expired_contacts(&client, table).await;
         assert_eq!(left, 0, "{table}: rows of expired contacts remain");
         let after_relation = match *table {
             "interactions" => {
@@ -837,11 +838,7 @@ async fn serve_runs_retention_on_schedule_records_it_and_survives_a_failed_run()
         .await
         .expect("expire a tenth of the contacts");
     let kept_before = fingerprint(&client, "(SELECT * FROM contacts WHERE id % 10 <> 0)").await;
-    let expired: i64 = client
-        .query_one("SELECT count(*) FROM contacts WHERE id % 10 = 0", &[])
-        .await
-        .expect("count")
-        .get(0);
+    let expired = rows_of_expired_contacts(&client, "contacts").await;
     assert!(expired > 0);
     let failed = wait_for(
         Duration::from_secs(60),
@@ -860,11 +857,7 @@ async fn serve_runs_retention_on_schedule_records_it_and_survives_a_failed_run()
     )
     .await;
     assert_eq!(failed["outcome"]["result"], "error", "{failed}");
-    let left: i64 = client
-        .query_one("SELECT count(*) FROM contacts WHERE id % 10 = 0", &[])
-        .await
-        .expect("count")
-        .get(0);
+    let left = rows_of_expired_contacts(&client, "contacts").await;
     assert_eq!(left, expired, "no run while another holds the lock");
     let one: i32 = through_proxy
         .query_one("SELECT 1", &[])
@@ -896,15 +889,7 @@ async fn serve_runs_retention_on_schedule_records_it_and_survives_a_failed_run()
     .await;
     assert_eq!(done["outcome"]["result"], "ok", "{done}");
     for table in CRM_TABLES {
-        let column = subject_column(table);
-        let left: i64 = client
-            .query_one(
-                &format!("SELECT count(*) FROM {table} WHERE {column} % 10 = 0"),
-                &[],
-            )
-            .await
-            .expect("count")
-            .get(0);
+        let left = rows_of_expired_contacts(&client, table).await;
         assert_eq!(left, 0, "{table}: rows of expired contacts remain");
     }
     assert_eq!(
