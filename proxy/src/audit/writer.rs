@@ -282,6 +282,9 @@ struct Writer {
     since_checkpoint: u64,
     last_checkpoint: Instant,
     unsynced_since: Option<Instant>,
+    /// Follow-ups held back for the next group (see [`Writer::to_commit`]), and since when.
+    held: Vec<Queued>,
+    held_since: Option<Instant>,
     /// The transaction being written holds only follow-ups: with `sync`, leave its fsync to the next
     /// group (or the batch timer).
     defer_sync: bool,
@@ -409,6 +412,8 @@ impl Writer {
             last_checkpoint: Instant::now(),
             unsynced_since: None,
             defer_sync: false,
+            held: Vec::new(),
+            held_since: None,
             healthy,
             sinks,
             pending: String::new(),
@@ -437,15 +442,42 @@ impl Writer {
             if let Some(first) = first {
                 shutdown_answer = self.gather(first, &rx, wake, &mut group);
             }
+            let due = shutdown_answer.is_some()
+                || self
+                    .held_since
+                    .is_some_and(|t| t.elapsed() >= self.batch_interval);
+            let group = self.to_commit(group, due);
             if !group.is_empty() {
                 self.commit(group);
             }
             self.on_timers();
         }
+        let held = self.to_commit(Vec::new(), true);
+        if !held.is_empty() {
+            self.commit(held);
+        }
         let result = self.seal_for_shutdown();
         if let Some(done) = shutdown_answer {
             let _ = done.send(result);
         }
+    }
+
+    /// What to commit of `group` now. With `sync`, a group of follow-ups only is held back and goes
+    /// with the next group (or after `batch_interval_ms`, or when `due`): nobody waits for it, and it
+    /// saves a write. Held records come first, in the order they were queued.
+    fn to_commit(&mut self, group: Vec<Queued>, due: bool) -> Vec<Queued> {
+        let awaited = group.iter().any(|q| q.follows.is_none());
+        if !awaited && !due && self.durability == Durability::Sync && self.held.len() < MAX_GROUP {
+            if !group.is_empty() {
+                self.held_since.get_or_insert_with(Instant::now);
+                self.held.extend(group);
+            }
+            return Vec::new();
+        }
+        self.held_since = None;
+        let mut all = std::mem::take(&mut self.held);
+        all.extend(group);
+        all
     }
 
     /// Collects the records that arrive within `group_commit` of `first` (stopping early when a
@@ -485,7 +517,8 @@ impl Writer {
             .filter(|_| self.since_checkpoint > 0)
             .map(|d| self.last_checkpoint + d);
         let sync = self.unsynced_since.map(|t| t + self.batch_interval);
-        checkpoint.into_iter().chain(sync).min()
+        let held = self.held_since.map(|t| t + self.batch_interval);
+        checkpoint.into_iter().chain(sync).chain(held).min()
     }
 
     fn on_timers(&mut self) {

@@ -613,6 +613,21 @@ fn joined(records: &[serde_json::Value]) -> Vec<serde_json::Value> {
     statements
 }
 
+/// [`joined`] statements of the log folder, waiting up to 30 s until `done` says they are complete.
+fn wait_statements(
+    dir: &Path,
+    done: impl Fn(&[serde_json::Value]) -> bool,
+) -> Vec<serde_json::Value> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let statements = joined(&records(dir));
+        if done(&statements) || std::time::Instant::now() > deadline {
+            return statements;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 fn app(record: &serde_json::Value) -> &str {
     record["application_name"].as_str().unwrap_or_default()
 }
@@ -1160,7 +1175,10 @@ async fn a_full_disk_under_the_proxy_refuses_personal_data_and_recovers() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert!(answered, "the proxy recovers once the log can be written");
-    let statements = joined(&records(&log));
+    // Its outcome record is not awaited: it follows within `batch_interval_ms`.
+    let recovered =
+        |r: &serde_json::Value| app(r) == "disk-sam-2" && r["outcome"]["result"] == "ok";
+    let statements = wait_statements(&log, |all| all.iter().any(recovered));
     let sent = statements
         .iter()
         .filter(|r| app(r) == "disk-sam" && r["outcome"]["result"] != "refused")
