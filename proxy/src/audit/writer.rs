@@ -282,7 +282,7 @@ struct Writer {
     since_checkpoint: u64,
     last_checkpoint: Instant,
     unsynced_since: Option<Instant>,
-    /// Follow-ups held back for the next group (see [`Writer::to_commit`]), and since when.
+    /// Follow-ups held back for the next group (see [`Writer::ready_group`]), and since when.
     held: Vec<Queued>,
     held_since: Option<Instant>,
     /// The transaction being written holds only follow-ups: with `sync`, leave its fsync to the next
@@ -446,13 +446,13 @@ impl Writer {
                 || self
                     .held_since
                     .is_some_and(|t| t.elapsed() >= self.batch_interval);
-            let group = self.to_commit(group, due);
+            let group = self.ready_group(group, due);
             if !group.is_empty() {
                 self.commit(group);
             }
             self.on_timers();
         }
-        let held = self.to_commit(Vec::new(), true);
+        let held = self.ready_group(Vec::new(), true);
         if !held.is_empty() {
             self.commit(held);
         }
@@ -465,7 +465,7 @@ impl Writer {
     /// What to commit of `group` now. With `sync`, a group of follow-ups only is held back and goes
     /// with the next group (or after `batch_interval_ms`, or when `due`): nobody waits for it, and it
     /// saves a write. Held records come first, in the order they were queued.
-    fn to_commit(&mut self, group: Vec<Queued>, due: bool) -> Vec<Queued> {
+    fn ready_group(&mut self, group: Vec<Queued>, due: bool) -> Vec<Queued> {
         let awaited = group.iter().any(|q| q.follows.is_none());
         if !awaited && !due && self.durability == Durability::Sync && self.held.len() < MAX_GROUP {
             if !group.is_empty() {
