@@ -6,6 +6,7 @@ Not for: starting the shared servers or writing the report."""
 
 import os
 import re
+import statistics
 import subprocess
 import time
 import tomllib
@@ -291,18 +292,21 @@ DORA = ("dora", "Dora-bench-password-3c9e-heron", "dpo", {})
 AUDIT_MODES = ("off", "sync", "batch")
 
 
-def _audited_proxy(bench, creds, mode):
-    """A Maschera enforcing the CRM policy for sam and dora, with the access log `mode` (off, sync or
-    batch) in a folder of its own with fresh keys (`maschera audit keygen`)."""
+def _audited_proxy(bench, creds, mode, binary=None):
+    """A Maschera (`binary`, default the one measured) enforcing the CRM policy for sam and dora, with
+    the access log `mode` (off, sync or batch) in a folder of its own with fresh keys (`maschera
+    audit keygen`)."""
+    binary = binary or bench.binary
     extra = f'\n[policy]\nfile = "{POLICY}"\ncredentials = "{creds}"\n'
     log_dir = None
     if mode != "off":
-        keys = os.path.join(bench.workdir, f"audit-keys-{mode}")
-        run([bench.binary, "audit", "keygen", "--out", keys])
-        log_dir = os.path.join(bench.workdir, f"audit-log-{mode}")
+        folder = mode if binary == bench.binary else f"{mode}-compare"
+        keys = os.path.join(bench.workdir, f"audit-keys-{folder}")
+        run([binary, "audit", "keygen", "--out", keys])
+        log_dir = os.path.join(bench.workdir, f"audit-log-{folder}")
         extra += (f'\n[audit]\ndir = "{log_dir}"\ndurability = "{mode}"\n'
                   f'key_file = "{keys}/audit.key"\nsigning_key_file = "{keys}/audit-signing.key"\n')
-    return Maschera(bench.binary, su_login(bench.pg, "crm"), [SAM, DORA], extra), log_dir
+    return Maschera(binary, su_login(bench.pg, "crm"), [SAM, DORA], extra), log_dir
 
 
 def _log_records(log_dir):
@@ -314,20 +318,42 @@ def _log_records(log_dir):
     return total
 
 
+def _fdatasync_us(folder, count=50):
+    """Median time of fdatasync after appending a 400-byte line to a file in `folder`: what one group
+    commit of the access log costs on this disk at this moment."""
+    path = os.path.join(folder, "fdatasync-probe")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    times = []
+    try:
+        for _ in range(count):
+            os.write(fd, b"x" * 399 + b"\n")
+            start = time.perf_counter()
+            os.fdatasync(fd)
+            times.append((time.perf_counter() - start) * 1e6)
+    finally:
+        os.close(fd)
+        os.unlink(path)
+    return statistics.median(times)
+
+
 def access_log(bench, crm):
     """Workloads where every statement is audited (the CRM point lookup and page of the region as
     sam, the point lookup as dora, role dpo), through three proxies in the same interleaved rounds:
-    the access log off, durability = "sync" and "batch". The target: sync costs at most 15% of the
-    TPS with the log off."""
+    the access log off, durability = "sync" and "batch" (and, with `--compare`, that binary with
+    "sync", as mode `sync (compare)`). The target: sync costs at most 15% of the TPS with the log
+    off."""
     if isinstance(crm, str):
         bench.results.skip(6, f"needs the CRM workload of case 2, which is {crm}")
         return
     creds = os.path.join(bench.pg.dir, "logins.toml")
     proxies = {}
     try:
-        for mode in AUDIT_MODES:
+        modes = [(m, m, None) for m in AUDIT_MODES]
+        if bench.opts.compare:
+            modes.append(("sync (compare)", "sync", bench.opts.compare))
+        for mode, durability, binary in modes:
             try:
-                proxies[mode] = _audited_proxy(bench, creds, mode)
+                proxies[mode] = _audited_proxy(bench, creds, durability, binary)
             except BenchError as err:
                 bench.results.skip(6, f"maschera serve does not start with the access log {mode}: "
                                       f"{str(err).splitlines()[0]}")
@@ -350,6 +376,7 @@ def access_log(bench, crm):
         ]
         clients = max(o.clients)
         records_before = {m: _log_records(d) for m, (_, d) in proxies.items() if d}
+        fsyncs = []
         for round_no in range(1, o.rounds + 1):
             for figure, user, script in workloads:
                 for mode, (proxy, _) in proxies.items():
@@ -363,17 +390,20 @@ def access_log(bench, crm):
                     bench.results.add(6, figure, "latency ms", t.name, round_no, r["latency_ms"])
                     bench.results.add(6, figure, "proxy CPU µs/tx", t.name, round_no,
                                       r.get("cpu_us_per_tx"))
+                fsyncs.append(_fdatasync_us(bench.workdir))
+        bench.results.note(6, "fdatasync of a 400-byte append on this disk, median of 50 after each "
+                              "workload: " + ", ".join(f"{us:,.0f} µs" for us in fsyncs))
         for mode, before in records_before.items():
             written = _log_records(proxies[mode][1]) - before
             bench.results.note(6, f"access log {mode}: {written:,} records written during the run")
         for figure, _, _ in workloads:
-            for mode in ("sync", "batch"):
+            for mode in [m for m in proxies if m != "off"]:
                 ratio = bench.results.ratio(6, figure, "TPS", f"maschera, access log {mode}",
                                             "maschera, access log off")
                 if ratio is None:
                     continue
                 verdict = ""
-                if mode == "sync":
+                if mode.startswith("sync"):
                     verdict = " (target ≥ 0.85: " + ("met" if ratio.median >= 0.85 else "missed") + ")"
                 bench.results.note(6, f"{figure}: TPS with the log {mode} / log off = "
                                       f"{ratio.median:.2f} [{ratio.min:.2f}–{ratio.max:.2f}]{verdict}")

@@ -53,7 +53,8 @@ def parse_args(argv):
     p.add_argument("--binary", help="the maschera binary to measure (default: build it with cargo)")
     p.add_argument("--compare", metavar="BINARY",
                    help="another maschera binary (e.g. a build of an earlier commit) measured as the "
-                   "extra target `maschera (compare)` in cases 1, 3 and 4, interleaved with the others")
+                   "extra target `maschera (compare)` in cases 1, 3 and 4 (in case 6: `access log sync (compare)`), "
+                   "interleaved with the others")
     p.add_argument("--upstream", choices=("tcp", "unix"), default="tcp",
                    help="how pgbouncer and Maschera both reach PostgreSQL: TCP on 127.0.0.1 (default) "
                    "or PostgreSQL's Unix-domain socket; clients always connect over TCP")

@@ -145,7 +145,8 @@ struct FilterArgs {
     /// e.g. `contact`, `national_identifier`, `special_category`.
     #[arg(long)]
     category: Option<String>,
-    #[arg(long, value_parser = ["ok", "refused", "error"])]
+    /// How the statement ended (`unknown`: sent, but no outcome recorded).
+    #[arg(long, value_parser = ["ok", "refused", "error", "unknown"])]
     outcome: Option<String>,
     /// Start of the period: RFC 3339 or YYYY-MM-DD (inclusive).
     #[arg(long)]
@@ -193,7 +194,8 @@ struct SearchArgs {
     log: LogArgs,
     #[command(flatten)]
     filter: FilterArgs,
-    /// Print the matching records as JSON lines (as stored) instead of a table.
+    /// Print the matching records as JSON lines (as stored, a statement's `outcome` record after it)
+    /// instead of a table.
     #[arg(long)]
     json: bool,
 }
@@ -323,6 +325,9 @@ fn search_cmd(args: SearchArgs) -> Result<ExitCode> {
     if args.json {
         for entry in &entries {
             writeln!(out, "{}", entry.line)?;
+            if let Some(follow_up) = &entry.follow_up {
+                writeln!(out, "{follow_up}")?;
+            }
         }
     } else {
         write!(out, "{}", search::table(&entries))?;

@@ -1,10 +1,12 @@
-//! The access-log side of one session: one statement event per statement that touches a policy
-//! table (for restricted roles: tables, columns, categories and actions from the rewriter; for
-//! unrestricted roles: the policy tables and their categories, found by inspecting the statement
-//! without rewriting it), one per refused statement, with rows and outcome from PostgreSQL's answer.
-//! The session's frontend tells the [`Trail`] what it sent; the [`AuditObserver`] matches
-//! PostgreSQL's CommandComplete/ErrorResponse to it in order, submits the event and hands the relay
-//! the receipts to await before the client sees those completions (durability, see `session::Hold`).
+//! The access-log side of one session. Each statement that touches a policy table gets two records:
+//! its access record (who, statement, tables, columns, categories and actions: for restricted roles
+//! from the rewriter, for unrestricted roles the policy tables and their categories found by inspecting
+//! the statement without rewriting it), submitted when the frontend decides to send the statement
+//! upstream, so that its fsync overlaps the query; and a follow-up `outcome` record (rows, outcome,
+//! duration) submitted when PostgreSQL's CommandComplete/ErrorResponse for it arrives, not awaited.
+//! The [`AuditObserver`] matches those answers to the statements in order and hands the relay the
+//! access records' receipts to await before the client sees those completions (durability, see
+//! `session::Hold`); normally they are durable by then. A refused statement gets one record.
 //!
 //! While the log reports itself unwritable, statements that touch a policy table are refused before
 //! they reach PostgreSQL; a record that fails after the statement ran withholds its completion and
@@ -93,10 +95,16 @@ struct Sent {
     tables: Vec<TableTouched>,
 }
 
+/// A statement sent upstream whose access record is submitted.
+struct Access {
+    receipt: Receipt,
+    sent_at: Instant,
+}
+
 /// A statement waiting for its answer.
 enum Pending {
-    /// Recorded when its CommandComplete or ErrorResponse comes (`None`: not logged).
-    Statement(Option<(Arc<Sent>, Instant)>),
+    /// Its outcome is recorded when its CommandComplete or ErrorResponse comes (`None`: not logged).
+    Statement(Option<Access>),
     /// Already recorded as refused; its (swapped) error answer is skipped.
     Refused,
 }
@@ -117,6 +125,8 @@ struct State {
     receipts: Vec<(Receipt, bool)>,
     /// What the log says about each statement text seen lately (see [`Trail::described`]).
     known: HashMap<Box<str>, Described>,
+    /// The SQLSTATE of the last error of the cycle being answered.
+    cycle_error: Option<String>,
 }
 
 /// The log's description of the statements of one text.
@@ -181,16 +191,14 @@ impl Trail {
     }
 
     fn query_sent(&self, sent: impl Iterator<Item = Option<Arc<Sent>>>) -> Result<(), Refusal> {
-        let now = Instant::now();
-        let pending: VecDeque<Pending> = sent
-            .map(|s| Pending::Statement(s.map(|s| (s, now))))
-            .collect();
-        if pending
-            .iter()
-            .any(|p| matches!(p, Pending::Statement(Some(_))))
-        {
+        let sent: Vec<Option<Arc<Sent>>> = sent.collect();
+        if sent.iter().any(Option::is_some) {
             self.writable()?;
         }
+        let pending: VecDeque<Pending> = sent
+            .iter()
+            .map(|s| Pending::Statement(s.as_deref().map(|s| self.access(s))))
+            .collect();
         let mut state = self.state();
         state.open.extend(pending);
         state.close_cycle();
@@ -238,15 +246,40 @@ impl Trail {
         let Some((portal, _)) = frame::cstr(body) else {
             return Ok(());
         };
-        let mut state = self.state();
-        let sent = state.portals.get(portal).cloned().flatten();
-        if sent.is_some() && !self.log.is_healthy() {
-            return Err(unwritable());
+        let sent = self.state().portals.get(portal).cloned().flatten();
+        if sent.is_some() {
+            self.writable()?;
         }
-        state
-            .open
-            .push_back(Pending::Statement(sent.map(|s| (s, Instant::now()))));
+        let access = sent.as_deref().map(|s| self.access(s));
+        self.state().open.push_back(Pending::Statement(access));
         Ok(())
+    }
+
+    /// Submits the access record of a statement about to be sent upstream.
+    fn access(&self, sent: &Sent) -> Access {
+        let mut event = self.who.event(EventKind::Statement);
+        event.statement_kind = Some(sent.kind.clone());
+        event.statement = sent.statement.clone();
+        event.tables = sent.tables.clone();
+        event.outcome = Outcome::Unknown;
+        Access {
+            receipt: self.log.submit(event),
+            sent_at: Instant::now(),
+        }
+    }
+
+    /// Submits the `outcome` record of a statement whose access record is `access`.
+    fn outcome(&self, access: &Access, outcome: Outcome, rows: Option<u64>, detail: Option<&str>) {
+        let mut event = Event::new(EventKind::Outcome);
+        event.session = Some(self.who.session.clone());
+        event.user = Some(self.who.user.clone());
+        event.rows = rows;
+        event.outcome = outcome;
+        event.duration_us =
+            Some(u64::try_from(access.sent_at.elapsed().as_micros()).unwrap_or(u64::MAX));
+        event.detail = detail.map(str::to_owned);
+        // Not awaited: the access record is what the answer waits for.
+        let _ = self.log.submit_follow_up(event, &access.receipt);
     }
 
     /// A message (`tag`) was refused: recorded now, its error answer skipped later.
@@ -276,22 +309,37 @@ impl Trail {
     fn answered(&self, outcome: Outcome, rows: Option<u64>) {
         let mut state = self.state();
         let state = &mut *state;
+        if let Some(sqlstate) = outcome.sqlstate() {
+            state.cycle_error = Some(sqlstate.to_owned());
+        }
         let next = state
             .cycles
             .front_mut()
             .unwrap_or(&mut state.open)
             .pop_front();
-        let Some(Pending::Statement(Some((sent, started)))) = next else {
+        let Some(Pending::Statement(Some(access))) = next else {
             return;
         };
-        let mut event = self.who.event(EventKind::Statement);
-        event.statement_kind = Some(sent.kind.clone());
-        event.statement = sent.statement.clone();
-        event.tables = sent.tables.clone();
-        event.rows = rows;
-        event.outcome = outcome;
-        event.duration_us = Some(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
-        state.receipts.push((self.log.submit(event), true));
+        self.outcome(&access, outcome, rows, None);
+        state.receipts.push((access.receipt, true));
+    }
+
+    /// A ReadyForQuery: the cycle is over. Its statements still pending were sent but never run
+    /// (PostgreSQL skips the rest of a Query or of the messages up to Sync after an error).
+    fn ready(&self) {
+        let mut state = self.state();
+        let skipped = state.end_cycle();
+        let sqlstate = state.cycle_error.take().unwrap_or_default();
+        drop(state);
+        for pending in skipped {
+            if let Pending::Statement(Some(access)) = pending {
+                let outcome = Outcome::Error {
+                    sqlstate: sqlstate.clone(),
+                };
+                let why = "not run: an earlier statement of the same request failed";
+                self.outcome(&access, outcome, None, Some(why));
+            }
+        }
     }
 
     /// The receipts the answers seen so far wait for, as one future (`None` when there are none).
@@ -340,10 +388,11 @@ impl State {
         self.cycles.push_back(cycle);
     }
 
-    fn end_cycle(&mut self) {
-        if self.cycles.pop_front().is_none() {
-            self.open.clear();
-        }
+    /// Ends the oldest cycle; returns what of it got no answer.
+    fn end_cycle(&mut self) -> VecDeque<Pending> {
+        self.cycles
+            .pop_front()
+            .unwrap_or_else(|| std::mem::take(&mut self.open))
     }
 }
 
@@ -554,7 +603,7 @@ impl SessionObserver for AuditObserver {
                 None,
             ),
             // After ReadyForQuery nothing of the cycle is still running (an error skipped the rest).
-            ServerEvent::Ready { .. } => self.trail.state().end_cycle(),
+            ServerEvent::Ready { .. } => self.trail.ready(),
         }
     }
 

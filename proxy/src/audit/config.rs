@@ -29,6 +29,10 @@ pub struct AuditConfig {
     /// With `durability = "batch"`: how often the file is fsynced.
     #[serde(default = "defaults::batch_interval_ms")]
     pub batch_interval_ms: u64,
+    /// How long the writer gathers records into one group (one write, one fsync with `sync`) while
+    /// no caller waits for one of them; a caller that starts waiting has the group written at once.
+    #[serde(default = "defaults::group_commit_us")]
+    pub group_commit_us: u64,
     /// Start a new file when the current one reaches this size.
     #[serde(default = "defaults::rotate_bytes")]
     pub rotate_bytes: u64,
@@ -66,6 +70,10 @@ mod defaults {
     pub fn batch_interval_ms() -> u64 {
         200
     }
+
+    pub fn group_commit_us() -> u64 {
+        500
+    }
     pub fn rotate_bytes() -> u64 {
         64 * 1024 * 1024
     }
@@ -99,6 +107,7 @@ impl AuditConfig {
             dir: dir.into(),
             durability: Durability::default(),
             batch_interval_ms: defaults::batch_interval_ms(),
+            group_commit_us: defaults::group_commit_us(),
             rotate_bytes: defaults::rotate_bytes(),
             rotate_seconds: defaults::rotate_seconds(),
             checkpoint_seconds: defaults::checkpoint_seconds(),

@@ -23,6 +23,8 @@ pub enum EventKind {
     PolicyApply,
     RetentionRun,
     Erasure,
+    /// How a statement recorded earlier (`statement_seq`) ended: rows, outcome, duration.
+    Outcome,
     Checkpoint,
     FileStart,
     /// A kind written by a later version of Maschera.
@@ -49,6 +51,7 @@ impl EventKind {
             EventKind::PolicyApply => "policy_apply",
             EventKind::RetentionRun => "retention_run",
             EventKind::Erasure => "erasure",
+            EventKind::Outcome => "outcome",
             EventKind::Checkpoint => "checkpoint",
             EventKind::FileStart => "file_start",
             EventKind::Unknown => "unknown",
@@ -197,6 +200,9 @@ pub enum Outcome {
     Error {
         sqlstate: String,
     },
+    /// Not known when the record was written: a statement's access record, written when the statement
+    /// was sent, says `unknown`; its `outcome` record (when there is one) tells how it ended.
+    Unknown,
 }
 
 impl Outcome {
@@ -206,6 +212,7 @@ impl Outcome {
             Outcome::Ok => "ok",
             Outcome::Refused { .. } => "refused",
             Outcome::Error { .. } => "error",
+            Outcome::Unknown => "unknown",
         }
     }
 
@@ -219,7 +226,7 @@ impl Outcome {
 
     pub fn sqlstate(&self) -> Option<&str> {
         match self {
-            Outcome::Ok => None,
+            Outcome::Ok | Outcome::Unknown => None,
             Outcome::Refused { sqlstate, .. } | Outcome::Error { sqlstate } => Some(sqlstate),
         }
     }
@@ -258,6 +265,9 @@ pub struct Event {
     pub outcome: Outcome,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_us: Option<u64>,
+    /// In an `outcome` record: the sequence number of the statement record it completes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statement_seq: Option<u64>,
     /// Keys of the data subjects the access returned (reserved for a later version).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subjects: Option<Vec<String>>,
@@ -283,6 +293,7 @@ impl Event {
             rows: None,
             outcome: Outcome::Ok,
             duration_us: None,
+            statement_seq: None,
             subjects: None,
             detail: None,
         }

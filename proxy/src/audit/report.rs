@@ -53,6 +53,9 @@ pub fn markdown(scope: &Scope<'_>, entries: &[Entry]) -> String {
     let mut roles = BTreeSet::new();
     let mut refused = Vec::new();
     let (mut ok, mut errors, mut rows_total) = (0u64, 0u64, 0u64);
+    // Sent to PostgreSQL, but no outcome record (e.g. the proxy crashed before writing it): counted
+    // as accesses, without rows.
+    let mut unknown = 0u64;
     let (mut logins_ok, mut logins_failed, mut lockouts) = (0u64, 0u64, 0u64);
     for entry in entries {
         let e = &entry.record.event;
@@ -84,6 +87,7 @@ pub fn markdown(scope: &Scope<'_>, entries: &[Entry]) -> String {
                 continue;
             }
             Outcome::Ok => ok += 1,
+            Outcome::Unknown => unknown += 1,
         }
         rows_total += e.rows.unwrap_or(0);
         for table in &e.tables {
@@ -127,14 +131,25 @@ pub fn markdown(scope: &Scope<'_>, entries: &[Entry]) -> String {
     let _ = writeln!(md, "\n## Summary\n");
     let _ = writeln!(
         md,
-        "- Statements: {} ({ok} answered, {} refused, {errors} failed)",
-        ok + refused.len() as u64 + errors,
-        refused.len()
+        "- Statements: {} ({ok} answered, {} refused, {errors} failed{})",
+        ok + refused.len() as u64 + errors + unknown,
+        refused.len(),
+        match unknown {
+            0 => String::new(),
+            n => format!(", {n} with no outcome recorded"),
+        }
     );
     let _ = writeln!(
         md,
         "- Rows returned or affected by answered statements: {rows_total}"
     );
+    if unknown > 0 {
+        let _ = writeln!(
+            md,
+            "- {unknown} statements were sent to PostgreSQL but have no outcome recorded (e.g. the \
+             proxy stopped before writing it): they count below as accesses, their rows are unknown"
+        );
+    }
     let _ = writeln!(
         md,
         "- Logins: {logins_ok} succeeded, {logins_failed} failed; lockouts: {lockouts}"

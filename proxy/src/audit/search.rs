@@ -1,11 +1,14 @@
 //! Finding records for auditors: reads the log files (tolerating fields and kinds it does not know),
-//! filters by user, role, table, column, category, outcome and time, and shows the matches as a table.
+//! joins each statement's access record with its `outcome` record (rows, outcome, duration; a statement
+//! without one reads as outcome `unknown`), filters by user, role, table, column, category, outcome and
+//! time, and shows the matches as a table.
 //! Not for: proving the log whole (see `verify`); search trusts what it reads.
 
 use crate::audit::AuditError;
 use crate::audit::files;
-use crate::audit::record::Record;
+use crate::audit::record::{EventKind, Record};
 use policy::access::Category;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -20,7 +23,7 @@ pub struct Filter {
     pub column: Option<String>,
     /// A category name, e.g. `contact`.
     pub category: Option<String>,
-    /// `ok`, `refused` or `error`.
+    /// `ok`, `refused`, `error` or `unknown`.
     pub outcome: Option<String>,
     /// Records at or after this time.
     pub from: Option<OffsetDateTime>,
@@ -28,11 +31,14 @@ pub struct Filter {
     pub to: Option<OffsetDateTime>,
 }
 
-/// A record as read, with its original line.
+/// A record as read, with its original line; a statement's record carries the rows, outcome,
+/// duration (and detail) of its `outcome` record when there is one.
 #[derive(Debug, Clone)]
 pub struct Entry {
     pub record: Record,
     pub line: String,
+    /// The line of the statement's `outcome` record, as stored.
+    pub follow_up: Option<String>,
     pub time: Option<OffsetDateTime>,
 }
 
@@ -101,32 +107,66 @@ impl Filter {
 }
 
 /// Reads every record of the files (folders expanded) in order, calling `visit` for those the filter
-/// matches. Checkpoints and file starts are skipped. Returns the number of unreadable lines.
+/// matches, each statement joined with its `outcome` record. Checkpoints, file starts and `outcome`
+/// records themselves are skipped. Returns the number of unreadable lines.
 pub fn scan(
     paths: &[PathBuf],
     filter: &Filter,
     mut visit: impl FnMut(Entry),
 ) -> Result<u64, AuditError> {
+    let files = files::expand(paths)?;
+    let mut follow_ups = follow_ups(&files)?;
     let mut unreadable = 0;
-    for path in files::expand(paths)? {
-        let lines = files::read_lines(&path)?;
+    for path in &files {
+        let lines = files::read_lines(path)?;
         unreadable += u64::from(lines.torn.is_some());
         for line in lines.complete {
-            let Ok(record) = serde_json::from_str::<Record>(&line) else {
+            let Ok(mut record) = serde_json::from_str::<Record>(&line) else {
                 unreadable += 1;
                 continue;
             };
-            if record.event.kind.is_reserved() {
+            if record.event.kind.is_reserved() || record.event.kind == EventKind::Outcome {
                 continue;
             }
+            let follow_up = follow_ups.remove(&record.seq).map(|(outcome, line)| {
+                let event = &mut record.event;
+                event.rows = outcome.event.rows;
+                event.outcome = outcome.event.outcome;
+                event.duration_us = outcome.event.duration_us;
+                event.detail = event.detail.take().or(outcome.event.detail);
+                line
+            });
             let time = OffsetDateTime::parse(&record.time, &Rfc3339).ok();
-            let entry = Entry { record, line, time };
+            let entry = Entry {
+                record,
+                line,
+                follow_up,
+                time,
+            };
             if filter.matches(&entry) {
                 visit(entry);
             }
         }
     }
     Ok(unreadable)
+}
+
+/// The `outcome` records of the files by the sequence number of the statement they complete.
+fn follow_ups(files: &[PathBuf]) -> Result<HashMap<u64, (Record, String)>, AuditError> {
+    let mut found = HashMap::new();
+    for path in files {
+        for line in files::read_lines(path)?.complete {
+            // Only lines that may be `outcome` records are parsed.
+            if line.contains(r#""event":"outcome""#)
+                && let Ok(record) = serde_json::from_str::<Record>(&line)
+                && record.event.kind == EventKind::Outcome
+                && let Some(of) = record.event.statement_seq
+            {
+                found.insert(of, (record, line));
+            }
+        }
+    }
+    Ok(found)
 }
 
 /// Tables and columns of a record as `schema.table(column:category:action, ...)`.
@@ -227,6 +267,7 @@ mod tests {
         Entry {
             record,
             line: String::new(),
+            follow_up: None,
             time,
         }
     }

@@ -565,3 +565,113 @@ async fn periodic_checkpoints_are_written_while_idle() {
     );
     log.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_follow_up_points_at_its_record_and_search_joins_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(&config(dir.path())).unwrap();
+    let access = |n| {
+        let mut event = statement("anna", n);
+        (event.rows, event.duration_us, event.outcome) = (None, None, Outcome::Unknown);
+        log.submit(event)
+    };
+    let outcome = |rows, outcome| {
+        let mut event = Event::new(EventKind::Outcome);
+        event.user = Some("anna".into());
+        (event.rows, event.outcome, event.duration_us) = (Some(rows), outcome, Some(7));
+        event
+    };
+    let answered = access(1);
+    let follow_up = log.submit_follow_up(outcome(3, Outcome::Ok), &answered);
+    let failed = access(2);
+    let error = Outcome::Error {
+        sqlstate: "22012".into(),
+    };
+    let _ = log.submit_follow_up(outcome(0, error.clone()), &failed);
+    // A statement whose outcome never came (a crash): its access record alone.
+    let unanswered = access(3);
+    let seq = answered.durable().await.unwrap();
+    let failed_seq = failed.durable().await.unwrap();
+    let unanswered_seq = unanswered.durable().await.unwrap();
+    assert!(follow_up.durable().await.unwrap() > seq);
+    log.shutdown().await.unwrap();
+    assert_eq!(check_dir(dir.path()).verdict, Verdict::Whole);
+
+    let text = std::fs::read_to_string(only_file(dir.path())).unwrap();
+    let outcomes: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|r: &serde_json::Value| r["event"] == "outcome")
+        .collect();
+    assert_eq!(outcomes.len(), 2, "{text}");
+    assert_eq!(outcomes[0]["statement_seq"], seq);
+    assert_eq!(outcomes[0]["rows"], 3);
+    assert_eq!(outcomes[1]["statement_seq"], failed_seq);
+
+    let mut entries = Vec::new();
+    let filter = super::search::Filter::default();
+    super::search::scan(&[dir.path().to_path_buf()], &filter, |e| entries.push(e)).unwrap();
+    let joined: Vec<(u64, Option<u64>, &str)> = entries
+        .iter()
+        .map(|e| {
+            let event = &e.record.event;
+            (e.record.seq, event.rows, event.outcome.as_str())
+        })
+        .collect();
+    assert_eq!(
+        joined,
+        vec![
+            (seq, Some(3), "ok"),
+            (failed_seq, Some(0), "error"),
+            (unanswered_seq, None, "unknown")
+        ],
+        "one entry per statement, outcome records joined in"
+    );
+    assert!(entries[0].follow_up.is_some() && entries[2].follow_up.is_none());
+    let errors = super::search::Filter {
+        outcome: Some("error".into()),
+        ..Default::default()
+    };
+    let mut found = 0;
+    super::search::scan(&[dir.path().to_path_buf()], &errors, |_| found += 1).unwrap();
+    assert_eq!(found, 1, "the outcome filter sees the joined outcome");
+}
+
+#[tokio::test]
+async fn a_follow_up_of_a_record_that_failed_is_not_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let log_dir = dir.path().join("log");
+    let mut cfg = config(&log_dir);
+    cfg.rotate_bytes = 1; // every group starts a new file: each needs the folder
+    let log = open(&cfg).unwrap();
+    log.record(statement("anna", 1)).await.unwrap();
+    let moved = dir.path().join("moved");
+    std::fs::rename(&log_dir, &moved).unwrap();
+    std::fs::write(&log_dir, "not a folder").unwrap();
+    let lost = log.submit(statement("lost", 2));
+    let lost_follow_up = log.submit_follow_up(Event::new(EventKind::Outcome), &lost);
+    assert!(lost.durable().await.is_err());
+    assert!(lost_follow_up.durable().await.is_err());
+    std::fs::remove_file(&log_dir).unwrap();
+    std::fs::rename(&moved, &log_dir).unwrap();
+    // The numbers of the failed records are given to later ones; no follow-up points at them.
+    let kept = log.submit(statement("bert", 3));
+    let late_follow_up = log.submit_follow_up(Event::new(EventKind::Outcome), &kept);
+    let kept_seq = kept.durable().await.unwrap();
+    late_follow_up.durable().await.unwrap();
+    log.shutdown().await.unwrap();
+    assert_eq!(check_dir(&log_dir).verdict, Verdict::Whole);
+    let outcomes: Vec<serde_json::Value> = files::list_dir(&log_dir)
+        .unwrap()
+        .iter()
+        .flat_map(|f| {
+            let text = std::fs::read_to_string(f).unwrap();
+            text.lines()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+                .collect::<Vec<_>>()
+        })
+        .filter(|r| r["event"] == "outcome")
+        .collect();
+    assert_eq!(outcomes.len(), 1, "{outcomes:?}");
+    assert_eq!(outcomes[0]["statement_seq"], kept_seq);
+}

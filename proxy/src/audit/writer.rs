@@ -20,13 +20,17 @@ use rand::RngCore;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 /// Most records committed by one write and fsync.
 const MAX_GROUP: usize = 4096;
+
+/// Room the current file must be able to grow by before a log that failed counts as healthy again:
+/// a small record that fits in the space a failed write left does not mean the disk has room.
+const HEADROOM: i64 = 64 * 1024;
 
 /// A handle on the access log; cheap to clone, one per session. The log seals itself with a shutdown
 /// checkpoint when [`AuditLog::shutdown`] is called or the last handle is dropped.
@@ -37,15 +41,13 @@ pub struct AuditLog {
 
 struct Shared {
     tx: mpsc::Sender<Command>,
+    wake: Arc<Wake>,
     healthy: Arc<AtomicBool>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 enum Command {
-    Record {
-        event: Box<Event>,
-        done: oneshot::Sender<Result<u64, AuditError>>,
-    },
+    Record(Queued),
     Shutdown {
         done: oneshot::Sender<Result<(), AuditError>>,
     },
@@ -78,16 +80,20 @@ impl AuditLog {
                 source: e,
             })?;
         let (tx, rx) = mpsc::channel();
+        let wake = Arc::new(Wake::default());
+        let writer_wake = wake.clone();
         let thread = std::thread::Builder::new()
             .name("audit-writer".into())
-            .spawn(move || writer.run(rx))
+            .spawn(move || writer.run(rx, &writer_wake))
             .map_err(|e| AuditError::Io {
                 path: config.dir.clone(),
                 source: e,
             })?;
+        let _ = wake.writer.set(thread.thread().clone());
         Ok(AuditLog {
             shared: Arc::new(Shared {
                 tx,
+                wake,
                 healthy,
                 thread: Mutex::new(Some(thread)),
             }),
@@ -103,15 +109,34 @@ impl AuditLog {
     /// Queues one event at once and returns a receipt to await its durability later, so that a
     /// session can overlap the log's fsync with work of its own (e.g. the upstream query).
     pub fn submit(&self, event: Event) -> Receipt {
+        self.queue(event, None)
+    }
+
+    /// Queues a follow-up of the record `of` was given for (e.g. a statement's `outcome` record): the
+    /// writer sets its `statement_seq` to that record's sequence number. Nobody waits for a follow-up,
+    /// so with `sync` it shares the next fsync instead of taking one of its own: its receipt is
+    /// answered once it is written. It is dropped (its receipt fails) when the record it follows did
+    /// not make it into the log.
+    pub fn submit_follow_up(&self, event: Event, of: &Receipt) -> Receipt {
+        self.queue(event, Some(of.seq.clone()))
+    }
+
+    fn queue(&self, event: Event, follows: Option<Arc<AtomicU64>>) -> Receipt {
+        let seq = Arc::new(AtomicU64::new(0));
+        let wake = self.shared.wake.clone();
         if event.kind.is_reserved() {
-            return Receipt(Err(AuditError::ReservedKind(event.kind.as_str())));
+            let answer = Err(AuditError::ReservedKind(event.kind.as_str()));
+            return Receipt { answer, seq, wake };
         }
         let (done, answer) = oneshot::channel();
-        let sent = self.shared.tx.send(Command::Record {
+        let sent = self.shared.tx.send(Command::Record(Queued {
             event: Box::new(event),
             done,
-        });
-        Receipt(sent.map(|()| answer).map_err(|_| AuditError::Closed))
+            seq: seq.clone(),
+            follows,
+        }));
+        let answer = sent.map(|()| answer).map_err(|_| AuditError::Closed);
+        Receipt { answer, seq, wake }
     }
 
     /// Whether the last attempt to write succeeded. When false, refuse statements that touch personal data.
@@ -152,13 +177,52 @@ impl std::fmt::Debug for AuditLog {
 
 /// An event queued by [`AuditLog::submit`].
 #[must_use = "a record counts only once `durable` returned Ok"]
-pub struct Receipt(Result<oneshot::Receiver<Result<u64, AuditError>>, AuditError>);
+pub struct Receipt {
+    answer: Result<oneshot::Receiver<Result<u64, AuditError>>, AuditError>,
+    seq: Arc<AtomicU64>,
+    wake: Arc<Wake>,
+}
 
 impl Receipt {
     /// Waits until the event is durable; returns its sequence number, or why it is not in the log.
+    /// Costs nothing when it already is; otherwise the writer commits what it gathered at once.
     pub async fn durable(self) -> Result<u64, AuditError> {
-        self.0?.await.map_err(|_| AuditError::Closed)?
+        let mut answer = self.answer?;
+        match answer.try_recv() {
+            Ok(result) => return result,
+            Err(oneshot::error::TryRecvError::Closed) => return Err(AuditError::Closed),
+            // Appended already (its group is being written): nothing to hurry.
+            Err(oneshot::error::TryRecvError::Empty) if self.seq.load(Ordering::SeqCst) != 0 => {}
+            Err(oneshot::error::TryRecvError::Empty) => self.wake.nudge(),
+        }
+        answer.await.map_err(|_| AuditError::Closed)?
     }
+}
+
+/// How a caller that starts waiting for a record makes the writer stop gathering and commit now.
+#[derive(Default)]
+struct Wake {
+    waiting: AtomicBool,
+    writer: std::sync::OnceLock<std::thread::Thread>,
+}
+
+impl Wake {
+    fn nudge(&self) {
+        self.waiting.store(true, Ordering::SeqCst);
+        if let Some(writer) = self.writer.get() {
+            writer.unpark();
+        }
+    }
+}
+
+/// One event on its way into the log.
+struct Queued {
+    event: Box<Event>,
+    done: oneshot::Sender<Result<u64, AuditError>>,
+    /// Set to the record's sequence number once it is appended (0 while it is not in the file).
+    seq: Arc<AtomicU64>,
+    /// For a follow-up: the record it completes, whose sequence number goes into `statement_seq`.
+    follows: Option<Arc<AtomicU64>>,
 }
 
 /// The chain's position: what the next record chains to, and with which key.
@@ -188,6 +252,13 @@ struct OpenFile {
     records: u64,
 }
 
+/// A record's sequence number, who waits for it, and where its number is published.
+type Answer = (
+    u64,
+    oneshot::Sender<Result<u64, AuditError>>,
+    Arc<AtomicU64>,
+);
+
 struct Writer {
     dir: PathBuf,
     /// Held (flock) for the writer's life: one writer per folder.
@@ -195,6 +266,7 @@ struct Writer {
     instance: String,
     durability: Durability,
     batch_interval: Duration,
+    group_commit: Duration,
     rotate_bytes: u64,
     rotate_age: Duration,
     checkpoint_every: Option<Duration>,
@@ -210,6 +282,12 @@ struct Writer {
     since_checkpoint: u64,
     last_checkpoint: Instant,
     unsynced_since: Option<Instant>,
+    /// Follow-ups held back for the next group (see [`Writer::ready_group`]), and since when.
+    held: Vec<Queued>,
+    held_since: Option<Instant>,
+    /// The transaction being written holds only follow-ups: with `sync`, leave its fsync to the next
+    /// group (or the batch timer).
+    defer_sync: bool,
     healthy: Arc<AtomicBool>,
     sinks: SinkSet,
     /// Lines built but not yet written.
@@ -314,6 +392,7 @@ impl Writer {
             instance: config.instance_name(),
             durability: config.durability,
             batch_interval: Duration::from_millis(config.batch_interval_ms.max(1)),
+            group_commit: Duration::from_micros(config.group_commit_us),
             rotate_bytes: config.rotate_bytes.max(1),
             rotate_age: seconds(config.rotate_seconds),
             checkpoint_every: (config.checkpoint_seconds > 0)
@@ -332,6 +411,9 @@ impl Writer {
             since_checkpoint: 0,
             last_checkpoint: Instant::now(),
             unsynced_since: None,
+            defer_sync: false,
+            held: Vec::new(),
+            held_since: None,
             healthy,
             sinks,
             pending: String::new(),
@@ -340,7 +422,7 @@ impl Writer {
         })
     }
 
-    fn run(mut self, rx: mpsc::Receiver<Command>) {
+    fn run(mut self, rx: mpsc::Receiver<Command>, wake: &Wake) {
         let mut shutdown_answer = None;
         while shutdown_answer.is_none() {
             let first = match self.next_deadline() {
@@ -357,26 +439,74 @@ impl Writer {
                 },
             };
             let mut group = Vec::new();
-            for cmd in first
-                .into_iter()
-                .chain(std::iter::from_fn(|| rx.try_recv().ok()).take(MAX_GROUP))
-            {
-                match cmd {
-                    Command::Record { event, done } => group.push((*event, done)),
-                    Command::Shutdown { done } => {
-                        shutdown_answer = Some(done);
-                        break;
-                    }
-                }
+            if let Some(first) = first {
+                shutdown_answer = self.gather(first, &rx, wake, &mut group);
             }
+            let due = shutdown_answer.is_some()
+                || self
+                    .held_since
+                    .is_some_and(|t| t.elapsed() >= self.batch_interval);
+            let group = self.ready_group(group, due);
             if !group.is_empty() {
                 self.commit(group);
             }
             self.on_timers();
         }
+        let held = self.ready_group(Vec::new(), true);
+        if !held.is_empty() {
+            self.commit(held);
+        }
         let result = self.seal_for_shutdown();
         if let Some(done) = shutdown_answer {
             let _ = done.send(result);
+        }
+    }
+
+    /// What to commit of `group` now. With `sync`, a group of follow-ups only is held back and goes
+    /// with the next group (or after `batch_interval_ms`, or when `due`): nobody waits for it, and it
+    /// saves a write. Held records come first, in the order they were queued.
+    fn ready_group(&mut self, group: Vec<Queued>, due: bool) -> Vec<Queued> {
+        let awaited = group.iter().any(|q| q.follows.is_none());
+        if !awaited && !due && self.durability == Durability::Sync && self.held.len() < MAX_GROUP {
+            if !group.is_empty() {
+                self.held_since.get_or_insert_with(Instant::now);
+                self.held.extend(group);
+            }
+            return Vec::new();
+        }
+        self.held_since = None;
+        let mut all = std::mem::take(&mut self.held);
+        all.extend(group);
+        all
+    }
+
+    /// Collects the records that arrive within `group_commit` of `first` (stopping early when a
+    /// caller starts waiting, the group is full or the log shuts down); returns the shutdown's answer.
+    fn gather(
+        &self,
+        first: Command,
+        rx: &mpsc::Receiver<Command>,
+        wake: &Wake,
+        group: &mut Vec<Queued>,
+    ) -> Option<oneshot::Sender<Result<(), AuditError>>> {
+        let until = Instant::now() + self.group_commit;
+        let mut next = Some(first);
+        loop {
+            while let Some(cmd) = next.take().or_else(|| rx.try_recv().ok()) {
+                match cmd {
+                    Command::Record(queued) => group.push(queued),
+                    Command::Shutdown { done } => return Some(done),
+                }
+                if group.len() >= MAX_GROUP {
+                    return None;
+                }
+            }
+            let now = Instant::now();
+            if now >= until || wake.waiting.swap(false, Ordering::SeqCst) {
+                return None;
+            }
+            // Woken early by a caller that waits (see `Wake`); records only queue meanwhile.
+            std::thread::park_timeout(until - now);
         }
     }
 
@@ -387,7 +517,8 @@ impl Writer {
             .filter(|_| self.since_checkpoint > 0)
             .map(|d| self.last_checkpoint + d);
         let sync = self.unsynced_since.map(|t| t + self.batch_interval);
-        checkpoint.into_iter().chain(sync).min()
+        let held = self.held_since.map(|t| t + self.batch_interval);
+        checkpoint.into_iter().chain(sync).chain(held).min()
     }
 
     fn on_timers(&mut self) {
@@ -399,7 +530,8 @@ impl Writer {
             let result = self.current.as_ref().map_or(Ok(()), |f| f.file.sync_data());
             // On failure, retry one interval later (not in a tight loop).
             self.unsynced_since = result.is_err().then_some(now);
-            self.set_health(result.is_ok(), "fsync", result.err());
+            let healthy = result.is_ok() && self.still_healthy();
+            self.set_health(healthy, "fsync", result.err());
         }
         let periodic = self
             .checkpoint_every
@@ -429,18 +561,33 @@ impl Writer {
         }
     }
 
-    /// Appends a group of events with one write (and one fsync with `sync`), then answers each.
-    fn commit(&mut self, group: Vec<(Event, oneshot::Sender<Result<u64, AuditError>>)>) {
+    /// Appends a group of events with one write (and, with `sync`, one fsync unless the group holds
+    /// only follow-ups, which the next fsync covers), then answers each.
+    fn commit(&mut self, group: Vec<Queued>) {
         if let Err(e) = self.prepare_file() {
-            let answers = group.into_iter().map(|(_, done)| (0, done)).collect();
+            let answers = group.into_iter().map(|q| (0, q.done, q.seq)).collect();
             return self.finish(Err(e), answers);
         }
         let mut answers = Vec::with_capacity(group.len());
+        let awaited = group.iter().any(|q| q.follows.is_none());
         let result = self.transaction(|w| {
-            for (event, done) in group {
+            for queued in group {
+                let mut event = *queued.event;
+                if let Some(follows) = &queued.follows {
+                    match follows.load(Ordering::SeqCst) {
+                        0 => {
+                            let why = "the record it follows is not in the log".to_owned();
+                            let _ = queued.done.send(Err(AuditError::Unwritable(why)));
+                            continue;
+                        }
+                        seq => event.statement_seq = Some(seq),
+                    }
+                }
                 let seq = w.append(event, None, None);
-                answers.push((seq, done));
+                queued.seq.store(seq, Ordering::SeqCst);
+                answers.push((seq, queued.done, queued.seq));
             }
+            w.defer_sync = !awaited;
             if w.checkpoint_records > 0 && w.since_checkpoint >= w.checkpoint_records {
                 w.append_checkpoint(CheckpointReason::Periodic)?;
             }
@@ -473,15 +620,12 @@ impl Writer {
         Ok(())
     }
 
-    fn finish(
-        &mut self,
-        result: std::io::Result<()>,
-        answers: Vec<(u64, oneshot::Sender<Result<u64, AuditError>>)>,
-    ) {
+    fn finish(&mut self, result: std::io::Result<()>, answers: Vec<Answer>) {
         match result {
             Ok(()) => {
-                self.set_health(true, "write", None);
-                for (seq, done) in answers {
+                let healthy = self.still_healthy();
+                self.set_health(healthy, "write", None);
+                for (seq, done, _) in answers {
                     let _ = done.send(Ok(seq));
                 }
                 self.sinks.send(std::mem::take(&mut self.pending_records));
@@ -489,11 +633,38 @@ impl Writer {
             Err(e) => {
                 let message = e.to_string();
                 self.set_health(false, "write", Some(e));
-                for (_, done) in answers {
+                for (_, done, appended) in answers {
+                    // Cut back out of the file: its follow-ups must not point at its number.
+                    appended.store(0, Ordering::SeqCst);
                     let _ = done.send(Err(AuditError::Unwritable(message.clone())));
                 }
             }
         }
+    }
+
+    /// After a successful write: healthy, or recovered once the file has room again.
+    fn still_healthy(&self) -> bool {
+        self.healthy.load(Ordering::SeqCst) || self.has_headroom()
+    }
+
+    /// Whether the current file can grow by [`HEADROOM`] (space reserved past its end, its length
+    /// unchanged; file systems without `fallocate` are taken at their word).
+    fn has_headroom(&self) -> bool {
+        use std::os::fd::AsRawFd;
+        let Some(current) = &self.current else {
+            return false;
+        };
+        let end = i64::try_from(current.len).unwrap_or(i64::MAX);
+        // SAFETY: fallocate on a descriptor we own; KEEP_SIZE leaves the file's length as it is.
+        let reserved = unsafe {
+            libc::fallocate(
+                current.file.as_raw_fd(),
+                libc::FALLOC_FL_KEEP_SIZE,
+                end,
+                HEADROOM,
+            )
+        };
+        reserved == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EOPNOTSUPP)
     }
 
     /// Runs `body` (which appends lines to `pending`), then writes them; on any error the chain and the
@@ -509,6 +680,7 @@ impl Writer {
             .map(|f| (f.name.clone(), f.len, f.records));
         let since_checkpoint = self.since_checkpoint;
         let result = body(self).and_then(|()| self.write_pending());
+        self.defer_sync = false;
         if result.is_err() {
             self.pending.clear();
             self.pending_records.clear();
@@ -556,8 +728,11 @@ impl Writer {
             .ok_or_else(|| std::io::Error::other("no open log file"))?;
         current.file.write_all(self.pending.as_bytes())?;
         match self.durability {
-            Durability::Sync => current.file.sync_data()?,
-            Durability::Batch => {
+            Durability::Sync if !self.defer_sync => {
+                current.file.sync_data()?;
+                self.unsynced_since = None;
+            }
+            _ => {
                 self.unsynced_since.get_or_insert_with(Instant::now);
             }
         }

@@ -580,6 +580,54 @@ fn wait_records(
     }
 }
 
+/// The statement records of `records` with the rows, outcome, duration and detail of their `outcome`
+/// record merged in (as `maschera audit search` joins them), in log order. Checks on the way that each
+/// `outcome` record follows the statement record it names, of the same session, and is its only one.
+fn joined(records: &[serde_json::Value]) -> Vec<serde_json::Value> {
+    let mut statements: Vec<serde_json::Value> = Vec::new();
+    let mut by_seq = std::collections::HashMap::new();
+    for record in records {
+        if record["event"] == "statement" {
+            by_seq.insert(record["seq"].as_u64().unwrap(), statements.len());
+            statements.push(record.clone());
+        } else if record["event"] == "outcome" {
+            let of = record["statement_seq"]
+                .as_u64()
+                .expect("an outcome names its statement");
+            let at = *by_seq
+                .get(&of)
+                .unwrap_or_else(|| panic!("{record} follows no earlier statement record"));
+            let statement = &mut statements[at];
+            assert_eq!(
+                statement["outcome"]["result"], "unknown",
+                "one outcome per statement sent: {record} for {statement}"
+            );
+            assert_eq!(statement["session"], record["session"], "{record}");
+            for key in ["rows", "outcome", "duration_us", "detail"] {
+                if !record[key].is_null() {
+                    statement[key] = record[key].clone();
+                }
+            }
+        }
+    }
+    statements
+}
+
+/// [`joined`] statements of the log folder, waiting up to 30 s until `done` says they are complete.
+fn wait_statements(
+    dir: &Path,
+    done: impl Fn(&[serde_json::Value]) -> bool,
+) -> Vec<serde_json::Value> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let statements = joined(&records(dir));
+        if done(&statements) || std::time::Instant::now() > deadline {
+            return statements;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 fn app(record: &serde_json::Value) -> &str {
     record["application_name"].as_str().unwrap_or_default()
 }
@@ -616,6 +664,13 @@ async fn the_proxy_records_logins_statements_of_every_role_refusals_errors_and_r
         .unwrap();
     assert_eq!(one.len(), 1);
     sam.simple_query("SELECT 1").await.unwrap();
+    // Two statements in one Query: the first fails, so PostgreSQL never runs the second.
+    let batch = crm.connect("sam", "kinds-sam-batch").await;
+    let err = batch
+        .simple_query("SELECT id / 0 FROM contacts; SELECT email FROM contacts")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "22012");
 
     // Statements of the unrestricted role: on a policy table (simple and extended), and not.
     let dora = crm.connect("dora", "kinds-dora").await;
@@ -711,10 +766,11 @@ async fn the_proxy_records_logins_statements_of_every_role_refusals_errors_and_r
     assert_eq!(lockouts[0]["user"], "sam");
     assert!(lockouts[0]["detail"].as_str().unwrap().contains("blocked"));
 
+    let all_statements = joined(&all_records);
     let statements = |application: &str| -> Vec<&serde_json::Value> {
-        all_records
+        all_statements
             .iter()
-            .filter(|r| r["event"] == "statement" && app(r) == application)
+            .filter(|r| app(r) == application)
             .collect()
     };
     let sam_statements = statements("kinds-sam");
@@ -746,6 +802,25 @@ async fn the_proxy_records_logins_statements_of_every_role_refusals_errors_and_r
         read["tables"][0]["row_filtered"] == true,
         "sam sees his region only: {read}"
     );
+    // As stored: the access record, written when the statement was sent, knows no outcome; its
+    // `outcome` record, after it in the chain, holds rows, outcome and duration.
+    let stored = |seq: &serde_json::Value| all_records.iter().find(|r| r["seq"] == *seq).unwrap();
+    let access = stored(&read["seq"]);
+    assert_eq!(access["outcome"]["result"], "unknown", "{access}");
+    assert!(
+        access["rows"].is_null() && access["duration_us"].is_null(),
+        "{access}"
+    );
+    let follow_up = all_records
+        .iter()
+        .find(|r| r["event"] == "outcome" && r["statement_seq"] == read["seq"])
+        .expect("the read's outcome record");
+    assert!(
+        follow_up["seq"].as_u64() > read["seq"].as_u64(),
+        "{follow_up}"
+    );
+    assert_eq!(follow_up["user"], "sam");
+    assert!(follow_up["statement"].is_null() && follow_up["tables"].is_null());
     let refused = sam_statements[1];
     assert_eq!(refused["outcome"]["result"], "refused");
     assert_eq!(refused["outcome"]["sqlstate"], "42501");
@@ -759,6 +834,21 @@ async fn the_proxy_records_logins_statements_of_every_role_refusals_errors_and_r
     let extended = sam_statements[3];
     assert_eq!(extended["rows"], 1);
     assert_eq!(extended["outcome"]["result"], "ok");
+    // A refusal never reached PostgreSQL: one record, no follow-up.
+    assert!(
+        !all_records
+            .iter()
+            .any(|r| r["event"] == "outcome" && r["statement_seq"] == refused["seq"])
+    );
+    let batch_statements = statements("kinds-sam-batch");
+    assert_eq!(batch_statements.len(), 2, "{batch_statements:#?}");
+    assert_eq!(batch_statements[0]["outcome"]["sqlstate"], "22012");
+    let skipped = batch_statements[1];
+    assert_eq!(skipped["outcome"]["result"], "error", "{skipped}");
+    assert!(
+        skipped["detail"].as_str().unwrap().contains("not run"),
+        "{skipped}"
+    );
 
     let dora_statements = statements("kinds-dora");
     assert_eq!(
@@ -782,6 +872,7 @@ async fn the_proxy_records_logins_statements_of_every_role_refusals_errors_and_r
     assert!(dora_write["tables"].to_string().contains("interactions"));
 
     drop(sam);
+    drop(batch);
     drop(dora);
     let out = setup.verify();
     assert!(
@@ -829,6 +920,46 @@ async fn the_proxy_records_logins_statements_of_every_role_refusals_errors_and_r
         "proxy and apply wrote one whole chain: {}",
         stdout(&out)
     );
+
+    // The auditors' commands join each statement with its outcome record.
+    let config = setup.config_path();
+    let config = config.to_str().unwrap();
+    let lines: Vec<serde_json::Value> = maschera_ok(&[
+        "audit", "search", "--config", config, "--user", "sam", "--json",
+    ])
+    .lines()
+    .map(|l| serde_json::from_str(l).unwrap())
+    .collect();
+    let found = joined(&lines);
+    let sam_all: Vec<_> = all_statements
+        .iter()
+        .filter(|r| r["user"] == "sam")
+        .collect();
+    assert_eq!(found.len(), sam_all.len(), "{lines:#?}");
+    for (found, expected) in found.iter().zip(&sam_all) {
+        assert_eq!(
+            found, *expected,
+            "search --json prints both records of a statement"
+        );
+    }
+    let table = maschera_ok(&[
+        "audit",
+        "search",
+        "--config",
+        config,
+        "--user",
+        "sam",
+        "--outcome",
+        "error",
+    ]);
+    assert_eq!(table.matches("statement").count(), 3, "{table}");
+    assert_eq!(table.matches("error 22012").count(), 3, "{table}");
+    let report = maschera_ok(&["audit", "report", "--config", config, "--user", "sam"]);
+    assert!(
+        report.contains("Statements: 6 (2 answered, 1 refused, 3 failed)"),
+        "{report}"
+    );
+    assert!(report.contains("Log verification: whole"), "{report}");
 }
 
 #[tokio::test]
@@ -889,16 +1020,23 @@ async fn sigkill_under_load_through_the_proxy_keeps_every_completed_statement() 
     let completed = completed.lock().unwrap().clone();
     assert_eq!(completed.len(), 8, "every client completed statements");
 
-    let in_log = records(&log);
+    let in_log = joined(&records(&log));
     for (application, done) in &completed {
-        let recorded = in_log
-            .iter()
-            .filter(|r| r["event"] == "statement" && app(r) == application)
-            .filter(|r| r["outcome"]["result"] == "ok")
-            .count() as u64;
+        let recorded: Vec<_> = in_log.iter().filter(|r| app(r) == application).collect();
         assert!(
-            recorded >= *done,
-            "{application}: {done} statements completed, {recorded} recorded"
+            recorded.len() as u64 >= *done,
+            "{application}: {done} statements completed, {} recorded",
+            recorded.len()
+        );
+        // A statement's outcome record is queued before the client sees its completion, so before
+        // the client's next access record: only the last statement of a client can lack it.
+        let (last, answered) = recorded.split_last().unwrap();
+        for record in answered {
+            assert_eq!(record["outcome"]["result"], "ok", "{application}: {record}");
+        }
+        assert!(
+            matches!(last["outcome"]["result"].as_str(), Some("ok" | "unknown")),
+            "{last}"
         );
     }
     // The documented contract after a crash: everything checks, records follow the last checkpoint.
@@ -965,8 +1103,10 @@ async fn a_full_disk_under_the_proxy_refuses_personal_data_and_recovers() {
     tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
     let filler = disk.fill();
 
-    // The log file's last page may still hold a few records; then a statement runs, but its record
-    // cannot be written: the answer is withheld and the session ends.
+    // The log file's last page may still hold a few records. Then either a statement is sent but
+    // its access record cannot be written: the answer is withheld and the session ends (58030); or
+    // the outcome record of an answered statement was the first that could not be written, and the
+    // next statement is refused before it is sent (42501).
     let mut answered_before = 0;
     let err = loop {
         match sam
@@ -978,7 +1118,11 @@ async fn a_full_disk_under_the_proxy_refuses_personal_data_and_recovers() {
         }
         assert!(answered_before < 100, "the disk never filled");
     };
-    assert_eq!(err.code().map(|c| c.code()), Some("58030"), "{err:?}");
+    let withheld = err.code().map(|c| c.code()) == Some("58030");
+    assert!(
+        withheld || err.code().map(|c| c.code()) == Some("42501"),
+        "{err:?}"
+    );
     assert!(
         err.as_db_error()
             .unwrap()
@@ -986,9 +1130,10 @@ async fn a_full_disk_under_the_proxy_refuses_personal_data_and_recovers() {
             .contains("access log cannot be written"),
         "{err:?}"
     );
-    assert!(
+    assert_eq!(
         sam.simple_query("SELECT 1").await.is_err(),
-        "the session is closed"
+        withheld,
+        "the session is closed after a withheld answer, not after a refusal"
     );
 
     // While the log is unwritable, statements on personal data are refused for every role; others run.
@@ -1030,15 +1175,23 @@ async fn a_full_disk_under_the_proxy_refuses_personal_data_and_recovers() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert!(answered, "the proxy recovers once the log can be written");
-    let answered: Vec<_> = records(&log)
-        .into_iter()
-        .filter(|r| r["event"] == "statement" && r["outcome"]["result"] == "ok")
-        .collect();
+    // Its outcome record is not awaited: it follows within `batch_interval_ms`.
+    let recovered =
+        |r: &serde_json::Value| app(r) == "disk-sam-2" && r["outcome"]["result"] == "ok";
+    let statements = wait_statements(&log, |all| all.iter().any(recovered));
+    let sent = statements
+        .iter()
+        .filter(|r| app(r) == "disk-sam" && r["outcome"]["result"] != "refused")
+        .count();
     assert_eq!(
-        answered.iter().filter(|r| app(r) == "disk-sam").count(),
+        sent,
         1 + answered_before,
-        "every statement answered before the disk filled is recorded, the withheld one is not"
+        "every statement answered before the disk filled has its access record, the withheld one not"
     );
+    let answered: Vec<_> = statements
+        .iter()
+        .filter(|r| r["outcome"]["result"] == "ok")
+        .collect();
     assert!(
         answered.iter().any(|r| app(r) == "disk-sam-2"),
         "the statement answered after recovery is recorded"

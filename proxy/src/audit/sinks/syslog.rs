@@ -59,7 +59,7 @@ fn sd_value(text: &str) -> String {
 /// One RFC 5424 message (without transport framing).
 pub fn format_message(sealed: &Sealed) -> String {
     let record = &sealed.record;
-    let warning = !matches!(record.event.outcome, Outcome::Ok)
+    let warning = !matches!(record.event.outcome, Outcome::Ok | Outcome::Unknown)
         || matches!(
             record.event.kind,
             EventKind::LoginFailed | EventKind::Lockout
