@@ -248,14 +248,11 @@ async fn dump_loads_and_matches_each_roles_view_row_for_row() {
         "support: deals and Art. 9/10 tables are denied"
     );
     let copy = pg.connect("copy_support").await.expect("connect");
-    let plain: i64 = copy
-        .query_one(
-            "SELECT count(*) FROM contacts WHERE email NOT LIKE '%***%'",
-            &[],
-        )
-        .await
-        .expect("emails")
-        .get(0);
+    let plain = count(
+        &copy,
+        "SELECT count(*) FROM contacts WHERE email NOT LIKE '%***%'",
+    )
+    .await;
     assert_eq!(plain, 0, "every email in the support dump is masked");
 
     let sales = dump_matches_view(&pg, &source, "sales", &[("region", "north")]).await;
@@ -264,24 +261,13 @@ async fn dump_loads_and_matches_each_roles_view_row_for_row() {
         ["consents", "contacts", "deals", "interactions", "tickets"]
     );
     let copy = pg.connect("copy_sales").await.expect("connect");
-    let (north, total): (i64, i64) = {
-        let n = copy
-            .query_one("SELECT count(*) FROM contacts", &[])
-            .await
-            .expect("count")
-            .get(0);
-        let t = source
-            .query_one("SELECT count(*) FROM contacts", &[])
-            .await
-            .expect("count")
-            .get(0);
-        (n, t)
-    };
-    let in_region: i64 = source
-        .query_one("SELECT count(*) FROM contacts WHERE region = 'north'", &[])
-        .await
-        .expect("count")
-        .get(0);
+    let north = count(&copy, "SELECT count(*) FROM contacts").await;
+    let total = count(&source, "SELECT count(*) FROM contacts").await;
+    let in_region = count(
+        &source,
+        "SELECT count(*) FROM contacts WHERE region = 'north'",
+    )
+    .await;
     assert_eq!(north, in_region, "sales north dumps the north only");
     assert!(north < total);
 
@@ -293,19 +279,12 @@ async fn dump_loads_and_matches_each_roles_view_row_for_row() {
         ["consents", "contacts", "deals", "interactions", "tickets"]
     );
     let copy = pg.connect("copy_analyst").await.expect("connect");
-    let joined: i64 = copy
-        .query_one(
-            "SELECT count(*) FROM deals d JOIN contacts c ON c.id = d.contact_id",
-            &[],
-        )
-        .await
-        .expect("join on pseudonyms")
-        .get(0);
-    let deals: i64 = source
-        .query_one("SELECT count(*) FROM deals", &[])
-        .await
-        .expect("count")
-        .get(0);
+    let joined = count(
+        &copy,
+        "SELECT count(*) FROM deals d JOIN contacts c ON c.id = d.contact_id",
+    )
+    .await;
+    let deals = count(&source, "SELECT count(*) FROM deals").await;
     assert_eq!(joined, deals, "every deal joins its contact by pseudonym");
 
     // A policy file edited since `policy apply` (analysts limited to the north): the dump still
@@ -339,6 +318,15 @@ const CRM_TABLES: &[&str] = &[
     "tickets",
 ];
 
+/// The single number `sql` (a `SELECT count(*) ...`) returns.
+async fn count(client: &Client, sql: &str) -> i64 {
+    client
+        .query_one(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .get(0)
+}
+
 /// The column of a CRM table that names the contact.
 fn subject_column(table: &str) -> &'static str {
     match table {
@@ -350,14 +338,11 @@ fn subject_column(table: &str) -> &'static str {
 /// How many rows of `table` are about the contacts the retention tests expire (every tenth id).
 async fn rows_of_expired_contacts(client: &Client, table: &str) -> i64 {
     let column = subject_column(table);
-    client
-        .query_one(
-            &format!("SELECT count(*) FROM {table} WHERE {column} % 10 = 0"),
-            &[],
-        )
-        .await
-        .expect("count")
-        .get(0)
+    count(
+        client,
+        &format!("SELECT count(*) FROM {table} WHERE {column} % 10 = 0"),
+    )
+    .await
 }
 
 /// Per CRM table: the fingerprint of the rows not about contact `id`, and how many rows are about it.
@@ -649,14 +634,7 @@ async fn retention_deletes_expired_rows_with_their_dependants_and_masks_old_note
             "{table}: rows within their period changed ({relation})"
         );
     }
-    let old_notes: i64 = client
-        .query_one(
-            "SELECT count(*) FROM interactions WHERE occurred_at < now() - interval '2 years' AND notes IS NOT NULL",
-            &[],
-        )
-        .await
-        .expect("count")
-        .get(0);
+    let old_notes = count(&client, "SELECT count(*) FROM interactions WHERE occurred_at < now() - interval '2 years' AND notes IS NOT NULL").await;
     assert_eq!(old_notes, 0);
 
     let again = maschera(&["retention", "run", &policy, "--upstream", &pg.uri(DB)]);
@@ -726,11 +704,7 @@ async fn forget_keeps_what_the_policy_keeps_anonymised_and_follows_declared_link
     assert_eq!(invoice.get::<_, Option<i64>>(0), None);
     assert_eq!(invoice.get::<_, String>(1), "erased");
     assert_eq!(invoice.get::<_, String>(2), "100.00");
-    let mails: i64 = client
-        .query_one("SELECT count(*) FROM mail_log WHERE id = 7", &[])
-        .await
-        .expect("count")
-        .get(0);
+    let mails = count(&client, "SELECT count(*) FROM mail_log WHERE id = 7").await;
     assert_eq!(mails, 0, "the linked mail log row is deleted");
     assert_eq!(fingerprint(&client, others).await, invoices_before);
     assert_eq!(
