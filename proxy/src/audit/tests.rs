@@ -432,20 +432,55 @@ async fn concurrent_records_are_all_durable_in_sequence_order() {
     }
 }
 
+/// A log in a folder that can be taken away (a regular file takes its place, so no new file can be
+/// created) and given back. Every group starts a new file, so each needs the folder. One record
+/// (user `anna`) is written before anything is taken away.
+struct VanishingFolder {
+    log_dir: PathBuf,
+    moved: PathBuf,
+}
+
+impl VanishingFolder {
+    async fn open(dir: &Path) -> (VanishingFolder, AuditLog) {
+        let log_dir = dir.join("log");
+        let mut cfg = config(&log_dir);
+        cfg.rotate_bytes = 1;
+        let log = open(&cfg).unwrap();
+        log.record(statement("anna", 1)).await.unwrap();
+        let moved = dir.join("moved");
+        (VanishingFolder { log_dir, moved }, log)
+    }
+
+    fn take_away(&self) {
+        std::fs::rename(&self.log_dir, &self.moved).unwrap();
+        std::fs::write(&self.log_dir, "not a folder").unwrap();
+    }
+
+    fn give_back(&self) {
+        std::fs::remove_file(&self.log_dir).unwrap();
+        std::fs::rename(&self.moved, &self.log_dir).unwrap();
+    }
+
+    /// Every line of every file of the log.
+    fn lines(&self) -> Vec<String> {
+        files::list_dir(&self.log_dir)
+            .unwrap()
+            .iter()
+            .flat_map(|f| {
+                let text = std::fs::read_to_string(f).unwrap();
+                text.lines().map(str::to_string).collect::<Vec<_>>()
+            })
+            .collect()
+    }
+}
+
 #[tokio::test]
 async fn an_unwritable_log_refuses_records_and_recovers_without_gaps() {
     let dir = tempfile::tempdir().unwrap();
-    let log_dir = dir.path().join("log");
-    let mut cfg = config(&log_dir);
-    cfg.rotate_bytes = 1; // every group starts a new file: each needs the folder
-    let log = open(&cfg).unwrap();
-    log.record(statement("anna", 1)).await.unwrap();
+    let (folder, log) = VanishingFolder::open(dir.path()).await;
     assert!(log.is_healthy());
 
-    // The folder disappears (a regular file takes its place): no new file can be created.
-    let moved = dir.path().join("moved");
-    std::fs::rename(&log_dir, &moved).unwrap();
-    std::fs::write(&log_dir, "not a folder").unwrap();
+    folder.take_away();
     let err = log.record(statement("lost", 2)).await.unwrap_err();
     assert!(matches!(err, AuditError::Unwritable(_)), "{err}");
     assert!(!log.is_healthy());
@@ -454,19 +489,14 @@ async fn an_unwritable_log_refuses_records_and_recovers_without_gaps() {
         "still refused"
     );
 
-    std::fs::remove_file(&log_dir).unwrap();
-    std::fs::rename(&moved, &log_dir).unwrap();
+    folder.give_back();
     log.record(statement("bert", 4)).await.unwrap();
     assert!(log.is_healthy(), "healthy again once a write succeeds");
     log.shutdown().await.unwrap();
 
-    let report = check_dir(&log_dir);
+    let report = check_dir(&folder.log_dir);
     assert_eq!(report.verdict, Verdict::Whole, "{report:?}");
-    let all: String = files::list_dir(&log_dir)
-        .unwrap()
-        .iter()
-        .map(|f| std::fs::read_to_string(f).unwrap())
-        .collect();
+    let all: String = folder.lines().concat();
     assert!(all.contains(r#""user":"anna""#) && all.contains(r#""user":"bert""#));
     assert!(
         !all.contains(r#""user":"lost""#),
@@ -640,36 +670,24 @@ async fn a_follow_up_points_at_its_record_and_search_joins_them() {
 #[tokio::test]
 async fn a_follow_up_of_a_record_that_failed_is_not_written() {
     let dir = tempfile::tempdir().unwrap();
-    let log_dir = dir.path().join("log");
-    let mut cfg = config(&log_dir);
-    cfg.rotate_bytes = 1; // every group starts a new file: each needs the folder
-    let log = open(&cfg).unwrap();
-    log.record(statement("anna", 1)).await.unwrap();
-    let moved = dir.path().join("moved");
-    std::fs::rename(&log_dir, &moved).unwrap();
-    std::fs::write(&log_dir, "not a folder").unwrap();
+    let (folder, log) = VanishingFolder::open(dir.path()).await;
+    folder.take_away();
     let lost = log.submit(statement("lost", 2));
     let lost_follow_up = log.submit_follow_up(Event::new(EventKind::Outcome), &lost);
     assert!(lost.durable().await.is_err());
     assert!(lost_follow_up.durable().await.is_err());
-    std::fs::remove_file(&log_dir).unwrap();
-    std::fs::rename(&moved, &log_dir).unwrap();
+    folder.give_back();
     // The numbers of the failed records are given to later ones; no follow-up points at them.
     let kept = log.submit(statement("bert", 3));
     let late_follow_up = log.submit_follow_up(Event::new(EventKind::Outcome), &kept);
     let kept_seq = kept.durable().await.unwrap();
     late_follow_up.durable().await.unwrap();
     log.shutdown().await.unwrap();
-    assert_eq!(check_dir(&log_dir).verdict, Verdict::Whole);
-    let outcomes: Vec<serde_json::Value> = files::list_dir(&log_dir)
-        .unwrap()
+    assert_eq!(check_dir(&folder.log_dir).verdict, Verdict::Whole);
+    let outcomes: Vec<serde_json::Value> = folder
+        .lines()
         .iter()
-        .flat_map(|f| {
-            let text = std::fs::read_to_string(f).unwrap();
-            text.lines()
-                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-                .collect::<Vec<_>>()
-        })
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
         .filter(|r| r["event"] == "outcome")
         .collect();
     assert_eq!(outcomes.len(), 1, "{outcomes:?}");
