@@ -332,6 +332,16 @@ pub fn write_test_certificates(dir: &Path) -> Result<(PathBuf, PathBuf, PathBuf)
 
 /// Logs in through the proxy by hand (startup message, SCRAM with postgres-protocol) and reads up to
 /// the first ReadyForQuery, for tests that send raw protocol messages. Panics if the login fails.
+/// Reads one backend message from a raw session: its type byte and its body.
+pub async fn read_message(stream: &mut tokio::net::TcpStream) -> (u8, Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    let tag = stream.read_u8().await.expect("message type");
+    let len = stream.read_i32().await.expect("message length") as usize;
+    let mut body = vec![0u8; len - 4];
+    stream.read_exact(&mut body).await.expect("message body");
+    (tag, body)
+}
+
 pub async fn raw_login(
     port: u16,
     user: &str,
@@ -341,7 +351,7 @@ pub async fn raw_login(
     use bytes::{Buf, BytesMut};
     use postgres_protocol::authentication::sasl::{ChannelBinding, SCRAM_SHA_256, ScramSha256};
     use postgres_protocol::message::frontend;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .expect("connect to the proxy");
@@ -351,10 +361,7 @@ pub async fn raw_login(
     stream.write_all(&out).await.expect("send startup");
     let mut scram = ScramSha256::new(password.as_bytes(), ChannelBinding::unsupported());
     loop {
-        let tag = stream.read_u8().await.expect("message type");
-        let len = stream.read_i32().await.expect("message length") as usize;
-        let mut body = vec![0u8; len - 4];
-        stream.read_exact(&mut body).await.expect("message body");
+        let (tag, body) = read_message(&mut stream).await;
         let mut out = BytesMut::new();
         let code = body.get(..4).map(|mut b| b.get_i32()).unwrap_or(-1);
         match (tag, code) {

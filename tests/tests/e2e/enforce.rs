@@ -1307,14 +1307,11 @@ fn access_log(dir: &Path, kind: &str, count: usize) -> Vec<serde_json::Value> {
 
 /// Sends `message` on a raw session and returns the ErrorResponse fields it gets before ReadyForQuery.
 async fn raw_error(stream: &mut tokio::net::TcpStream, message: &[u8]) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     stream.write_all(message).await.expect("send");
     let mut error = String::new();
     loop {
-        let tag = stream.read_u8().await.expect("message type");
-        let len = stream.read_i32().await.expect("message length") as usize;
-        let mut body = vec![0u8; len - 4];
-        stream.read_exact(&mut body).await.expect("message body");
+        let (tag, body) = maschera_tests::proxy::read_message(stream).await;
         match tag {
             b'E' => error = String::from_utf8_lossy(&body).replace('\0', " "),
             b'Z' => return error,

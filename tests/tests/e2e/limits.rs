@@ -8,11 +8,11 @@
 
 use bytes::BytesMut;
 use maschera_tests::crm_proxy::{CRM_DB, CrmProxy, crm_password};
-use maschera_tests::proxy::raw_login;
+use maschera_tests::proxy::{raw_login, read_message};
 use maschera_tests::{PgServer, Proxy, ProxyOptions};
 use postgres_protocol::message::frontend;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 /// How much the proxy's peak memory may grow over its memory before the test's traffic.
@@ -37,10 +37,7 @@ fn assert_peak_within_bound(proxy: &Proxy, before_kib: u64, what: &str) {
 async fn read_to_ready(stream: &mut TcpStream) -> Vec<String> {
     let mut errors = Vec::new();
     loop {
-        let tag = stream.read_u8().await.expect("message type");
-        let len = stream.read_i32().await.expect("message length") as usize;
-        let mut body = vec![0u8; len - 4];
-        stream.read_exact(&mut body).await.expect("message body");
+        let (tag, body) = read_message(stream).await;
         match tag {
             b'E' => errors.push(
                 body.split(|&b| b == 0)
