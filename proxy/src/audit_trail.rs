@@ -14,7 +14,9 @@
 //!
 //! Not for: writing the log (see `audit`) or deciding about statements (see `enforce`).
 
-use crate::audit::{AuditLog, Event, EventKind, Outcome, Receipt, TableTouched, normalize};
+use crate::audit::{
+    AuditLog, Event, EventKind, Outcome, PreparedEvent, Receipt, TableTouched, What, Who, normalize,
+};
 use crate::client_auth::AuthError;
 use crate::frame;
 use crate::policy_state::PolicyState;
@@ -87,14 +89,6 @@ pub fn login_events(who: &SessionIdentity, result: &Result<User, AuthError>) -> 
     }
 }
 
-/// What the log says about one statement sent upstream.
-#[derive(Debug)]
-struct Sent {
-    kind: String,
-    statement: Option<String>,
-    tables: Vec<TableTouched>,
-}
-
 /// A statement sent upstream whose access record is submitted.
 struct Access {
     receipt: Receipt,
@@ -117,9 +111,9 @@ struct State {
     /// Extended-protocol messages not yet closed by a Sync.
     open: VecDeque<Pending>,
     /// Prepared statements by name, as sent at Parse.
-    prepared: HashMap<Vec<u8>, Option<Arc<Sent>>>,
+    prepared: HashMap<Vec<u8>, Option<Arc<What>>>,
     /// Portals by name, pointing at their statement.
-    portals: HashMap<Vec<u8>, Option<Arc<Sent>>>,
+    portals: HashMap<Vec<u8>, Option<Arc<What>>>,
     /// Submitted records the client's next answers wait for; `true`: the answer must not be
     /// forwarded without it (an access), `false`: best effort (a refusal).
     receipts: Vec<(Receipt, bool)>,
@@ -130,7 +124,7 @@ struct State {
 }
 
 /// The log's description of the statements of one text.
-type Described = Arc<[Option<Arc<Sent>>]>;
+type Described = Arc<[Option<Arc<What>>]>;
 
 /// Statement texts whose description a session keeps (normalizing and inspecting cost far more than
 /// a lookup; applications repeat a few texts with parameters).
@@ -139,15 +133,22 @@ const KNOWN_TEXTS: usize = 64;
 /// The statements of one session on their way to the access log.
 pub struct Trail {
     log: Arc<AuditLog>,
-    who: SessionIdentity,
+    /// Who the session is, in its statement records ...
+    who: Arc<Who>,
+    /// ... and in their `outcome` records (session and user).
+    who_briefly: Arc<Who>,
     state: Mutex<State>,
 }
 
 impl Trail {
     pub fn new(log: Arc<AuditLog>, who: SessionIdentity) -> Arc<Trail> {
+        let mut briefly = Event::new(EventKind::Outcome);
+        briefly.session = Some(who.session.clone());
+        briefly.user = Some(who.user.clone());
         Arc::new(Trail {
             log,
-            who,
+            who: Who::new(&who.event(EventKind::Statement)),
+            who_briefly: Who::new(&briefly),
             state: Mutex::new(State::default()),
         })
     }
@@ -164,7 +165,7 @@ impl Trail {
     }
 
     /// [`sent`], worked out once per session and statement text.
-    fn sent(&self, statement: &RewrittenStatement) -> Option<Arc<Sent>> {
+    fn sent(&self, statement: &RewrittenStatement) -> Option<Arc<What>> {
         self.described(&statement.sql, || vec![sent(statement)])
             .first()
             .cloned()
@@ -176,7 +177,7 @@ impl Trail {
     fn described(
         &self,
         text: &str,
-        describe: impl FnOnce() -> Vec<Option<Arc<Sent>>>,
+        describe: impl FnOnce() -> Vec<Option<Arc<What>>>,
     ) -> Described {
         if let Some(found) = self.state().known.get(text) {
             return found.clone();
@@ -190,14 +191,14 @@ impl Trail {
         described
     }
 
-    fn query_sent(&self, sent: impl Iterator<Item = Option<Arc<Sent>>>) -> Result<(), Refusal> {
-        let sent: Vec<Option<Arc<Sent>>> = sent.collect();
+    fn query_sent(&self, sent: impl Iterator<Item = Option<Arc<What>>>) -> Result<(), Refusal> {
+        let sent: Vec<Option<Arc<What>>> = sent.collect();
         if sent.iter().any(Option::is_some) {
             self.writable()?;
         }
         let pending: VecDeque<Pending> = sent
             .iter()
-            .map(|s| Pending::Statement(s.as_deref().map(|s| self.access(s))))
+            .map(|s| Pending::Statement(s.as_ref().map(|s| self.access(s))))
             .collect();
         let mut state = self.state();
         state.open.extend(pending);
@@ -223,7 +224,7 @@ impl Trail {
         self.parse_sent(name, statements.first().and_then(|s| self.sent(s)));
     }
 
-    fn parse_sent(&self, name: &[u8], sent: Option<Arc<Sent>>) {
+    fn parse_sent(&self, name: &[u8], sent: Option<Arc<What>>) {
         self.state().prepared.insert(name.to_vec(), sent);
     }
 
@@ -250,17 +251,15 @@ impl Trail {
         if sent.is_some() {
             self.writable()?;
         }
-        let access = sent.as_deref().map(|s| self.access(s));
+        let access = sent.as_ref().map(|s| self.access(s));
         self.state().open.push_back(Pending::Statement(access));
         Ok(())
     }
 
     /// Submits the access record of a statement about to be sent upstream.
-    fn access(&self, sent: &Sent) -> Access {
-        let mut event = self.who.event(EventKind::Statement);
-        event.statement_kind = Some(sent.kind.clone());
-        event.statement = sent.statement.clone();
-        event.tables = sent.tables.clone();
+    fn access(&self, sent: &Arc<What>) -> Access {
+        let mut event = PreparedEvent::new(EventKind::Statement, &self.who);
+        event.what = Some(sent.clone());
         event.outcome = Outcome::Unknown;
         Access {
             receipt: self.log.submit(event),
@@ -270,9 +269,7 @@ impl Trail {
 
     /// Submits the `outcome` record of a statement whose access record is `access`.
     fn outcome(&self, access: &Access, outcome: Outcome, rows: Option<u64>, detail: Option<&str>) {
-        let mut event = Event::new(EventKind::Outcome);
-        event.session = Some(self.who.session.clone());
-        event.user = Some(self.who.user.clone());
+        let mut event = PreparedEvent::new(EventKind::Outcome, &self.who_briefly);
         event.rows = rows;
         event.outcome = outcome;
         event.duration_us =
@@ -284,9 +281,9 @@ impl Trail {
 
     /// A message (`tag`) was refused: recorded now, its error answer skipped later.
     pub fn refused(&self, tag: u8, refusal: &Refusal, sql: Option<&str>) {
-        let mut event = self.who.event(EventKind::Statement);
-        event.statement = sql.and_then(normalize);
-        event.tables = refusal.tables.iter().map(TableTouched::from_use).collect();
+        let mut event = PreparedEvent::new(EventKind::Statement, &self.who);
+        let tables = refusal.tables.iter().map(TableTouched::from_use).collect();
+        event.what = Some(What::new(None, sql.and_then(normalize), tables));
         event.outcome = Outcome::refused(refusal);
         let receipt = self.log.submit(event);
         let mut state = self.state();
@@ -397,19 +394,19 @@ impl State {
 }
 
 /// Only statements that touch a policy table are logged.
-fn sent(statement: &RewrittenStatement) -> Option<Arc<Sent>> {
+fn sent(statement: &RewrittenStatement) -> Option<Arc<What>> {
     if statement.tables.is_empty() {
         return None;
     }
-    Some(Arc::new(Sent {
-        kind: format!("{:?}", statement.kind).to_ascii_lowercase(),
-        statement: normalize(&statement.sql),
-        tables: statement
+    Some(What::new(
+        Some(format!("{:?}", statement.kind).to_ascii_lowercase()),
+        normalize(&statement.sql),
+        statement
             .tables
             .iter()
             .map(TableTouched::from_use)
             .collect(),
-    }))
+    ))
 }
 
 /// Finds the policy tables an unrestricted role's statements name, for its [`Trail`]. Statements
@@ -438,17 +435,17 @@ impl Inspector {
 
     /// What each statement of `sql` touches (`None`: no policy table). Text that does not parse
     /// counts as one statement, logged without tables when it mentions a policy table.
-    fn statements(&self, sql: &str) -> Vec<Option<Arc<Sent>>> {
+    fn statements(&self, sql: &str) -> Vec<Option<Arc<What>>> {
         if !self.may_touch(sql.as_bytes()) {
             return vec![None];
         }
         let dialect = sqlparser::dialect::PostgreSqlDialect {};
         let Ok(statements) = sqlparser::parser::Parser::parse_sql(&dialect, sql) else {
-            return vec![Some(Arc::new(Sent {
-                kind: "unparsed".into(),
-                statement: normalize(sql),
-                tables: Vec::new(),
-            }))];
+            return vec![Some(What::new(
+                Some("unparsed".into()),
+                normalize(sql),
+                Vec::new(),
+            ))];
         };
         statements
             .iter()
@@ -461,11 +458,11 @@ impl Inspector {
                         .map(TableTouched::from_use)
                         .collect();
                 (!tables.is_empty()).then(|| {
-                    Arc::new(Sent {
-                        kind: statement_kind(statement).into(),
-                        statement: normalize(&text),
+                    What::new(
+                        Some(statement_kind(statement).into()),
+                        normalize(&text),
                         tables,
-                    })
+                    )
                 })
             })
             .collect()
@@ -615,6 +612,139 @@ impl SessionObserver for AuditObserver {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::keys::ChainSecret;
+    use crate::audit::{AuditConfig, Durability, chain, files};
+    use policy::rewrite::{fixture, rewrite};
+
+    struct Quiet;
+
+    impl SessionObserver for Quiet {
+        fn on_server_event(&mut self, _event: ServerEvent<'_>) {}
+    }
+
+    /// The statement records a session's trail writes, as JSON objects without the envelope (`seq`,
+    /// `time`, `instance`) and the MAC.
+    fn statement_records(dir: &std::path::Path) -> Vec<serde_json::Value> {
+        let mut records = Vec::new();
+        for path in files::list_dir(dir).expect("log files") {
+            for line in files::read_lines(&path).expect("read").complete {
+                let (body, _) = chain::unseal(&line).expect("sealed line");
+                let mut value: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+                let object = value.as_object_mut().expect("an object");
+                if matches!(object["event"].as_str(), Some("statement" | "outcome")) {
+                    for envelope in ["seq", "time", "instance"] {
+                        object.remove(envelope).expect("envelope field");
+                    }
+                    records.push(value);
+                }
+            }
+        }
+        records
+    }
+
+    /// The records the trail writes say what the plain events it used to build (every field copied
+    /// from the session's identity and the statement's description) say: same members, same values,
+    /// for answered, failed, skipped and refused statements, with and without application_name.
+    #[tokio::test]
+    async fn the_trail_writes_what_its_plain_events_said() {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let mut config = AuditConfig::new(dir.path());
+        config.instance = Some("proxy \"a\"".into());
+        config.durability = Durability::Batch;
+        let log = AuditLog::open_with_keys(
+            &config,
+            ChainSecret::from_bytes(vec![1; 32]),
+            ed25519_dalek::SigningKey::from_bytes(&[2; 32]),
+        )
+        .expect("open the log");
+        let log = Arc::new(log);
+        let role = fixture::role("sales");
+        let catalog = fixture::catalog();
+        let sql = "SELECT email, phone FROM contacts WHERE id = 1; \
+                   UPDATE deals SET amount = 2 WHERE id = 3; SELECT id FROM contacts";
+        let rewritten = rewrite(sql, &role, &catalog).expect("rewritten");
+        let refused_sql = "SELECT condition FROM health_records WHERE id = 7";
+        let refusal = rewrite(refused_sql, &role, &catalog).expect_err("refused");
+        let mut expected = Vec::new();
+        for application_name in [Some("crm-web \u{e8}".to_string()), None] {
+            let who = SessionIdentity {
+                session: "17".into(),
+                client: "10.0.0.1:5000".into(),
+                user: "sam".into(),
+                role: "sales".into(),
+                database: "crm".into(),
+                application_name,
+            };
+            let trail = Trail::new(log.clone(), who.clone());
+            let mut observer = AuditObserver::new(trail.clone(), Box::new(Quiet));
+            trail.query(rewritten.statements()).expect("log writable");
+            observer.on_server_event(ServerEvent::CommandComplete { tag: "SELECT 1" });
+            observer.on_server_event(ServerEvent::Error { sqlstate: "57014" });
+            observer.on_server_event(ServerEvent::Ready { status: b'I' });
+            observer
+                .hold()
+                .expect("records to wait for")
+                .await
+                .expect("durable");
+            trail.refused(b'Q', &refusal, Some(refused_sql));
+
+            // What the trail built before its records were prepared.
+            for statement in rewritten.statements() {
+                let mut event = who.event(EventKind::Statement);
+                event.statement_kind = Some(format!("{:?}", statement.kind).to_ascii_lowercase());
+                event.statement = normalize(&statement.sql);
+                event.tables = statement
+                    .tables
+                    .iter()
+                    .map(TableTouched::from_use)
+                    .collect();
+                event.outcome = Outcome::Unknown;
+                expected.push(event);
+            }
+            let outcome = |rows, outcome, detail: Option<&str>| {
+                let mut event = Event::new(EventKind::Outcome);
+                event.session = Some(who.session.clone());
+                event.user = Some(who.user.clone());
+                event.rows = rows;
+                event.outcome = outcome;
+                event.detail = detail.map(str::to_owned);
+                event
+            };
+            let failed = || Outcome::Error {
+                sqlstate: "57014".into(),
+            };
+            expected.push(outcome(Some(1), Outcome::Ok, None));
+            expected.push(outcome(None, failed(), None));
+            let skipped = "not run: an earlier statement of the same request failed";
+            expected.push(outcome(None, failed(), Some(skipped)));
+            let mut refused = who.event(EventKind::Statement);
+            refused.statement = normalize(refused_sql);
+            refused.tables = refusal.tables.iter().map(TableTouched::from_use).collect();
+            refused.outcome = Outcome::refused(&refusal);
+            expected.push(refused);
+        }
+        log.shutdown().await.expect("shutdown");
+
+        let written = statement_records(dir.path());
+        assert_eq!(written.len(), expected.len(), "{written:#?}");
+        let mut access_seqs = Vec::new();
+        for (written, mut event) in written.into_iter().zip(expected) {
+            // Measured or numbered by the writer: taken from what was written.
+            let number = |field: &str| written.get(field).and_then(serde_json::Value::as_u64);
+            if event.kind == EventKind::Outcome {
+                event.duration_us = Some(number("duration_us").expect("a duration"));
+                event.statement_seq = Some(number("statement_seq").expect("its statement"));
+                access_seqs.push(event.statement_seq);
+            }
+            let event = serde_json::to_value(&event).expect("serialized");
+            assert_eq!(written, event);
+        }
+        assert_eq!(access_seqs.len(), 6);
+        assert!(
+            access_seqs.windows(2).all(|w| w[0] != w[1]),
+            "{access_seqs:?}"
+        );
+    }
 
     #[test]
     fn only_whole_policy_table_names_take_the_slow_path() {

@@ -2,16 +2,19 @@
 //! refused statement, logins, lockouts and policy changes (GDPR Art. 30, 32, 33).
 //! Not for: deciding what a statement touches (the policy rewriter does) or operational logs (tracing).
 //!
-//! The session builds an [`Event`] (statement already normalized with [`normalize`]), queues it with
+//! The session builds an [`Event`] (statement already normalized with [`normalize`]; a statement's
+//! records as a [`PreparedEvent`] of parts rendered once per session and statement), queues it with
 //! [`AuditLog::submit`] and awaits the [`Receipt`] before it forwards the statement's completion (see
 //! `audit_trail`); when the log cannot be written, the receipt fails and [`AuditLog::is_healthy`] turns
 //! false, and the session refuses statements that touch personal data. Auditors use [`verify`], [`search`] and [`report`] (the `maschera audit` commands).
 
 pub mod chain;
+mod clock;
 pub mod config;
 pub mod files;
 pub mod keys;
 pub mod normalize;
+pub mod prepared;
 pub mod record;
 pub mod report;
 pub mod search;
@@ -21,6 +24,7 @@ mod writer;
 
 pub use config::{AuditConfig, Durability};
 pub use normalize::normalize;
+pub use prepared::{Entry, PreparedEvent, What, Who};
 pub use record::{ColumnAction, ColumnTouched, Event, EventKind, Outcome, Record, TableTouched};
 pub use writer::{AuditLog, Receipt};
 

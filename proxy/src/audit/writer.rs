@@ -10,9 +10,11 @@
 
 use crate::audit::AuditError;
 use crate::audit::chain::{self, ChainKey, GENESIS, Mac32};
+use crate::audit::clock::Clock;
 use crate::audit::config::{AuditConfig, Durability};
 use crate::audit::files;
 use crate::audit::keys::{self, ChainSecret};
+use crate::audit::prepared::Entry;
 use crate::audit::record::{Checkpoint, CheckpointReason, Event, EventKind, FileLink, Record};
 use crate::audit::sinks::{Sealed, SinkSet};
 use ed25519_dalek::SigningKey;
@@ -100,16 +102,17 @@ impl AuditLog {
         })
     }
 
-    /// Appends one event; returns its sequence number once it is durable (see the module doc).
+    /// Appends one event ([`Event`] or [`PreparedEvent`](crate::audit::PreparedEvent)); returns its
+    /// sequence number once it is durable (see the module doc).
     /// An error means the event is not in the log: the caller must not answer as if it were.
-    pub async fn record(&self, event: Event) -> Result<u64, AuditError> {
+    pub async fn record(&self, event: impl Into<Entry>) -> Result<u64, AuditError> {
         self.submit(event).durable().await
     }
 
     /// Queues one event at once and returns a receipt to await its durability later, so that a
     /// session can overlap the log's fsync with work of its own (e.g. the upstream query).
-    pub fn submit(&self, event: Event) -> Receipt {
-        self.queue(event, None)
+    pub fn submit(&self, event: impl Into<Entry>) -> Receipt {
+        self.queue(event.into(), None)
     }
 
     /// Queues a follow-up of the record `of` was given for (e.g. a statement's `outcome` record): the
@@ -117,20 +120,20 @@ impl AuditLog {
     /// so with `sync` it shares the next fsync instead of taking one of its own: its receipt is
     /// answered once it is written. It is dropped (its receipt fails) when the record it follows did
     /// not make it into the log.
-    pub fn submit_follow_up(&self, event: Event, of: &Receipt) -> Receipt {
-        self.queue(event, Some(of.seq.clone()))
+    pub fn submit_follow_up(&self, event: impl Into<Entry>, of: &Receipt) -> Receipt {
+        self.queue(event.into(), Some(of.seq.clone()))
     }
 
-    fn queue(&self, event: Event, follows: Option<Arc<AtomicU64>>) -> Receipt {
+    fn queue(&self, event: Entry, follows: Option<Arc<AtomicU64>>) -> Receipt {
         let seq = Arc::new(AtomicU64::new(0));
         let wake = self.shared.wake.clone();
-        if event.kind.is_reserved() {
-            let answer = Err(AuditError::ReservedKind(event.kind.as_str()));
+        if event.kind().is_reserved() {
+            let answer = Err(AuditError::ReservedKind(event.kind().as_str()));
             return Receipt { answer, seq, wake };
         }
         let (done, answer) = oneshot::channel();
         let sent = self.shared.tx.send(Command::Record(Queued {
-            event: Box::new(event),
+            event,
             done,
             seq: seq.clone(),
             follows,
@@ -217,7 +220,7 @@ impl Wake {
 
 /// One event on its way into the log.
 struct Queued {
-    event: Box<Event>,
+    event: Entry,
     done: oneshot::Sender<Result<u64, AuditError>>,
     /// Set to the record's sequence number once it is appended (0 while it is not in the file).
     seq: Arc<AtomicU64>,
@@ -264,6 +267,9 @@ struct Writer {
     /// Held (flock) for the writer's life: one writer per folder.
     _lock: File,
     instance: String,
+    /// `instance` as a JSON string.
+    instance_json: String,
+    clock: Clock,
     durability: Durability,
     batch_interval: Duration,
     group_commit: Duration,
@@ -362,12 +368,6 @@ fn lock_dir(dir: &Path) -> Result<File, AuditError> {
     Ok(file)
 }
 
-fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
-}
-
 impl Writer {
     fn new(
         config: &AuditConfig,
@@ -386,10 +386,13 @@ impl Writer {
         rand::rng().fill_bytes(&mut nonce);
         let next_seq = tail.as_ref().map_or(1, |t| t.last_seq + 1);
         let seconds = |s: u64| Duration::from_secs(s.max(1));
+        let instance = config.instance_name();
         Ok(Writer {
             dir: config.dir.clone(),
             _lock: lock,
-            instance: config.instance_name(),
+            instance_json: serde_json::to_string(&instance).unwrap_or_else(|_| "\"\"".into()),
+            instance,
+            clock: Clock::default(),
             durability: config.durability,
             batch_interval: Duration::from_millis(config.batch_interval_ms.max(1)),
             group_commit: Duration::from_micros(config.group_commit_us),
@@ -572,7 +575,7 @@ impl Writer {
         let awaited = group.iter().any(|q| q.follows.is_none());
         let result = self.transaction(|w| {
             for queued in group {
-                let mut event = *queued.event;
+                let mut event = queued.event;
                 if let Some(follows) = &queued.follows {
                     match follows.load(Ordering::SeqCst) {
                         0 => {
@@ -580,7 +583,7 @@ impl Writer {
                             let _ = queued.done.send(Err(AuditError::Unwritable(why)));
                             continue;
                         }
-                        seq => event.statement_seq = Some(seq),
+                        seq => event.set_statement_seq(seq),
                     }
                 }
                 let seq = w.append(event, None, None);
@@ -744,27 +747,56 @@ impl Writer {
     /// Builds one sealed line into `pending`; returns its sequence number.
     fn append(
         &mut self,
-        event: Event,
+        event: impl Into<Entry>,
         link: Option<FileLink>,
         checkpoint: Option<Checkpoint>,
     ) -> u64 {
         let seq = self.chain.next_seq;
-        let record = Record {
-            seq,
-            time: now_rfc3339(),
-            instance: self.instance.clone(),
-            event,
-            link,
-            checkpoint,
-        };
-        // Records hold only strings, numbers and lists: serializing them cannot fail.
+        let time = self.clock.now();
         let mut body = std::mem::take(&mut self.body);
         body.clear();
-        if serde_json::to_writer(&mut body, &record).is_err() {
-            body.clear();
-            body.extend_from_slice(format!("{{\"seq\":{seq}}}").as_bytes());
-        }
-        // serde_json writes UTF-8 only.
+        // The record's fields, for the sinks (a prepared event's only when a sink wants them).
+        let record = match event.into() {
+            Entry::Plain(event) => {
+                let record = Record {
+                    seq,
+                    time: time.to_owned(),
+                    instance: self.instance.clone(),
+                    event: *event,
+                    link,
+                    checkpoint,
+                };
+                // Records hold only strings, numbers and lists: serializing them cannot fail.
+                if serde_json::to_writer(&mut body, &record).is_err() {
+                    body.clear();
+                    body.extend_from_slice(format!("{{\"seq\":{seq}}}").as_bytes());
+                }
+                Some(record)
+            }
+            // What serde writes for its `Record` (envelope, then the event's members), its parts
+            // rendered already; it never has a link or a checkpoint.
+            Entry::Prepared(event) => {
+                body.extend_from_slice(br#"{"seq":"#);
+                // Writing into a Vec cannot fail.
+                let _ = write!(body, "{seq}");
+                body.extend_from_slice(br#","time":""#);
+                body.extend_from_slice(time.as_bytes());
+                body.extend_from_slice(br#"","instance":"#);
+                body.extend_from_slice(self.instance_json.as_bytes());
+                body.push(b',');
+                event.write_members(&mut body);
+                body.push(b'}');
+                self.sinks.is_active().then(|| Record {
+                    seq,
+                    time: time.to_owned(),
+                    instance: self.instance.clone(),
+                    event: event.to_event(),
+                    link,
+                    checkpoint,
+                })
+            }
+        };
+        // Both paths write UTF-8 only.
         let body_text = std::str::from_utf8(&body).unwrap_or("{}");
         let mac = self
             .chain
@@ -779,7 +811,9 @@ impl Writer {
         }
         let start = self.pending.len();
         chain::seal_into(&mut self.pending, body_text, &mac);
-        if self.sinks.is_active() {
+        if self.sinks.is_active()
+            && let Some(record) = record
+        {
             let line = self.pending[start..].to_owned();
             self.pending_records.push(Sealed { record, line });
         }
