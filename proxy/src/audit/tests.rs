@@ -693,3 +693,98 @@ async fn a_follow_up_of_a_record_that_failed_is_not_written() {
     assert_eq!(outcomes.len(), 1, "{outcomes:?}");
     assert_eq!(outcomes[0]["statement_seq"], kept_seq);
 }
+
+/// A prepared event is written as the plain event with the same fields: after the envelope (`seq`
+/// and `time`, which differ) the two lines are the same bytes up to the MAC, the log verifies whole,
+/// and a sink gets the prepared record's fields and line.
+#[tokio::test]
+async fn prepared_records_are_written_as_their_plain_events() {
+    use super::prepared::{PreparedEvent, What, Who};
+    let collector = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.instance = Some("proxy \"a\" \u{e8}".into());
+    cfg.syslog = Some(format!("udp://{}", collector.local_addr().unwrap()));
+    let log = open(&cfg).unwrap();
+    let plain = statement("anna", 0);
+    let mut session = plain.clone();
+    session.session = Some("9".into());
+    session.application_name = Some("crm-web".into());
+    let who = Who::new(&session);
+    let what = What::new(
+        plain.statement_kind.clone(),
+        plain.statement.clone(),
+        plain.tables.clone(),
+    );
+    let mut access = PreparedEvent::new(EventKind::Statement, &who);
+    access.what = Some(what.clone());
+    access.outcome = Outcome::Refused {
+        sqlstate: "42501".into(),
+        message: Some("column \"ssn\" is not visible".into()),
+    };
+    let mut outcome = PreparedEvent::new(EventKind::Outcome, &Who::new(&session));
+    outcome.rows = Some(4);
+    outcome.duration_us = Some(250);
+    outcome.detail = Some("a\tb".into());
+
+    let plain_access = log.submit(access.to_event());
+    let prepared_access = log.submit(access.clone());
+    let plain_seq = log.submit_follow_up(outcome.to_event(), &plain_access);
+    let prepared_seq = log.submit_follow_up(outcome.clone(), &prepared_access);
+    let (first, second) = (
+        plain_access.durable().await,
+        prepared_access.durable().await,
+    );
+    assert_eq!(first.unwrap() + 1, second.unwrap());
+    plain_seq.durable().await.unwrap();
+    let prepared_seq = prepared_seq.durable().await.unwrap();
+    log.shutdown().await.unwrap();
+
+    let lines = files::read_lines(&only_file(dir.path())).unwrap().complete;
+    let bodies: Vec<String> = lines[1..5]
+        .iter()
+        .map(|line| super::chain::unseal(line).expect("sealed").0)
+        .collect();
+    // Without the envelope, and without the number of the record an outcome follows.
+    let after_envelope = |body: &str| {
+        let rest = &body[body.find(",\"instance\":").unwrap()..];
+        match rest.split_once("\"statement_seq\":") {
+            Some((head, tail)) => format!("{head}{}", tail.trim_start_matches(char::is_numeric)),
+            None => rest.to_owned(),
+        }
+    };
+    for pair in bodies.chunks(2) {
+        assert_eq!(after_envelope(&pair[0]), after_envelope(&pair[1]));
+        let value = |body: &str| {
+            let mut value: serde_json::Value = serde_json::from_str(body).unwrap();
+            let object = value.as_object_mut().unwrap();
+            object.remove("seq").unwrap();
+            object.remove("time").unwrap();
+            object.remove("statement_seq");
+            value
+        };
+        assert_eq!(value(&pair[0]), value(&pair[1]));
+    }
+    assert!(
+        bodies[1].contains("\"instance\":\"proxy \\\"a\\\" \u{e8}\""),
+        "{}",
+        bodies[1]
+    );
+    assert!(bodies[3].contains("\"statement_seq\":"), "{}", bodies[3]);
+    assert_eq!(check_dir(dir.path()).verdict, Verdict::Whole);
+
+    let mut buf = vec![0u8; 65536];
+    let marker = format!("seq=\"{}\"", prepared_seq - 2);
+    loop {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(10), collector.recv(&mut buf))
+            .await
+            .expect("a datagram arrives")
+            .unwrap();
+        let message = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if message.contains(&marker) {
+            assert!(message.starts_with("<108>1 "), "a refusal: {message}");
+            assert!(message.ends_with(&lines[2]), "{message}");
+            break;
+        }
+    }
+}
