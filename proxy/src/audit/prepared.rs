@@ -7,7 +7,6 @@
 //! Not for: events that happen once (logins, reloads: plain [`Event`]s) or sealing (see `writer`).
 
 use crate::audit::record::{Event, EventKind, Outcome, TableTouched};
-use std::io::Write;
 use std::sync::Arc;
 
 /// The end of an event rendered with outcome `ok` and no later field, cut off to keep its members.
@@ -27,14 +26,19 @@ impl Who {
     /// The identity members of `event` (its other fields are ignored).
     pub fn new(event: &Event) -> Arc<Who> {
         let mut fields = Event::new(EventKind::Statement);
-        fields.session = event.session.clone();
-        fields.client = event.client.clone();
-        fields.user = event.user.clone();
-        fields.role = event.role.clone();
-        fields.database = event.database.clone();
-        fields.application_name = event.application_name.clone();
+        Who::copy(event, &mut fields);
         let json = members(&fields);
         Arc::new(Who { fields, json })
+    }
+
+    /// Copies the identity members of `from` into `to`.
+    fn copy(from: &Event, to: &mut Event) {
+        to.session = from.session.clone();
+        to.client = from.client.clone();
+        to.user = from.user.clone();
+        to.role = from.role.clone();
+        to.database = from.database.clone();
+        to.application_name = from.application_name.clone();
     }
 }
 
@@ -108,14 +112,8 @@ impl PreparedEvent {
 
     /// The same event as a plain [`Event`] (copies every part).
     pub fn to_event(&self) -> Event {
-        let who = &self.who.fields;
         let mut event = Event::new(self.kind);
-        event.session = who.session.clone();
-        event.client = who.client.clone();
-        event.user = who.user.clone();
-        event.role = who.role.clone();
-        event.database = who.database.clone();
-        event.application_name = who.application_name.clone();
+        Who::copy(&self.who.fields, &mut event);
         if let Some(what) = &self.what {
             event.statement_kind = what.fields.statement_kind.clone();
             event.statement = what.fields.statement.clone();
@@ -141,7 +139,7 @@ impl PreparedEvent {
         }
         // Writing into a Vec cannot fail, nor can serializing strings and plain enums.
         if let Some(rows) = self.rows {
-            let _ = write!(out, r#","rows":{rows}"#);
+            member(out, br#","rows":"#, rows);
         }
         out.extend_from_slice(br#","outcome":"#);
         match self.outcome {
@@ -152,16 +150,23 @@ impl PreparedEvent {
             }
         }
         if let Some(duration) = self.duration_us {
-            let _ = write!(out, r#","duration_us":{duration}"#);
+            member(out, br#","duration_us":"#, duration);
         }
         if let Some(seq) = self.statement_seq {
-            let _ = write!(out, r#","statement_seq":{seq}"#);
+            member(out, br#","statement_seq":"#, seq);
         }
         if let Some(detail) = &self.detail {
             out.extend_from_slice(br#","detail":"#);
             let _ = serde_json::to_writer(&mut *out, detail);
         }
     }
+}
+
+/// Appends `name` (`,"name":`) and `number`.
+pub(crate) fn member(out: &mut Vec<u8>, name: &[u8], number: u64) {
+    out.extend_from_slice(name);
+    // serde_json writes integers without the formatting machinery; into a Vec it cannot fail.
+    let _ = serde_json::to_writer(out, &number);
 }
 
 /// What the log is given to record: a plain event, or one made of prepared parts.

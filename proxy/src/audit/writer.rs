@@ -14,7 +14,7 @@ use crate::audit::clock::Clock;
 use crate::audit::config::{AuditConfig, Durability};
 use crate::audit::files;
 use crate::audit::keys::{self, ChainSecret};
-use crate::audit::prepared::Entry;
+use crate::audit::prepared::{self, Entry};
 use crate::audit::record::{Checkpoint, CheckpointReason, Event, EventKind, FileLink, Record};
 use crate::audit::sinks::{Sealed, SinkSet};
 use ed25519_dalek::SigningKey;
@@ -776,9 +776,7 @@ impl Writer {
             // What serde writes for its `Record` (envelope, then the event's members), its parts
             // rendered already; it never has a link or a checkpoint.
             Entry::Prepared(event) => {
-                body.extend_from_slice(br#"{"seq":"#);
-                // Writing into a Vec cannot fail.
-                let _ = write!(body, "{seq}");
+                prepared::member(&mut body, br#"{"seq":"#, seq);
                 body.extend_from_slice(br#","time":""#);
                 body.extend_from_slice(time.as_bytes());
                 body.extend_from_slice(br#"","instance":"#);
