@@ -71,13 +71,34 @@ impl What {
 /// after it), as serde writes them for an [`Event`].
 fn members(fields: &Event) -> Box<str> {
     debug_assert!(fields.outcome == Outcome::Ok && fields.rows.is_none());
-    let json = serde_json::to_string(fields).unwrap_or_default();
-    let start = format!(r#"{{"event":"{}""#, fields.kind.as_str());
     // Events hold only strings, numbers and lists, and serde writes their members in field order.
-    json.strip_prefix(start.as_str())
+    let json = serde_json::to_string(fields).unwrap_or_default();
+    members_of(&json, fields.kind)
+}
+
+/// The members of an event's `json` but `event` and `outcome`, each preceded by a comma.
+fn members_of(json: &str, kind: EventKind) -> Box<str> {
+    let start = format!(r#"{{"event":"{}""#, kind.as_str());
+    if let Some(members) = json
+        .strip_prefix(start.as_str())
         .and_then(|rest| rest.strip_suffix(OUTCOME_OK_END))
-        .unwrap_or_default()
-        .into()
+    {
+        return members.into();
+    }
+    // Only if `Event` stopped writing `outcome` last (the tests here would say so): every member
+    // still, in another order, which readers do not depend on.
+    let mut members = String::new();
+    if let Ok(serde_json::Value::Object(object)) = serde_json::from_str(json) {
+        for (name, value) in object {
+            if name != "event" && name != "outcome" {
+                members.push(',');
+                members.push_str(&serde_json::Value::String(name).to_string());
+                members.push(':');
+                members.push_str(&value.to_string());
+            }
+        }
+    }
+    members.into()
 }
 
 /// An event made of shared parts and its own small fields; what [`Event`] says, cheaper to queue
@@ -354,6 +375,19 @@ mod tests {
             plain.detail = detail.map(str::to_owned);
             assert_same(&prepared, &plain);
         }
+    }
+
+    #[test]
+    fn members_are_kept_whatever_the_order_serde_writes() {
+        let json =
+            r#"{"event":"statement","outcome":{"result":"ok"},"session":"1","tables":[{"a":2}]}"#;
+        let members = members_of(json, EventKind::Statement);
+        assert_eq!(&*members, r#","session":"1","tables":[{"a":2}]"#);
+        let json = r#"{"event":"statement","session":"1","outcome":{"result":"ok"}}"#;
+        assert_eq!(
+            &*members_of(json, EventKind::Statement),
+            r#","session":"1""#
+        );
     }
 
     #[test]
