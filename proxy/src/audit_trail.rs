@@ -1,9 +1,11 @@
-//! The access-log side of one session. Each statement that touches a policy table gets two records:
-//! its access record (who, statement, tables, columns, categories and actions: for restricted roles
-//! from the rewriter, for unrestricted roles the policy tables and their categories found by inspecting
-//! the statement without rewriting it), submitted when the frontend decides to send the statement
-//! upstream, so that its fsync overlaps the query; and a follow-up `outcome` record (rows, outcome,
-//! duration) submitted when PostgreSQL's CommandComplete/ErrorResponse for it arrives, not awaited.
+//! The access-log side of one session. Each statement that touches a policy table gets an access
+//! record (who, statement, tables, columns, categories and actions: for restricted roles from the
+//! rewriter, for unrestricted roles the policy tables and their categories found by inspecting the
+//! statement without rewriting it), submitted when the frontend decides to send the statement
+//! upstream, so that its fsync overlaps the query. How it ended (rows, outcome, duration) is known
+//! when PostgreSQL's CommandComplete/ErrorResponse for it arrives: it goes into the access record
+//! itself while the writer has not taken that yet (the usual case), else into a follow-up `outcome`
+//! record, not awaited (see `AuditLog::complete`).
 //! The [`AuditObserver`] matches those answers to the statements in order and hands the relay the
 //! access records' receipts to await before the client sees those completions (durability, see
 //! `session::Hold`); normally they are durable by then. A refused statement gets one record.
@@ -14,7 +16,9 @@
 //!
 //! Not for: writing the log (see `audit`) or deciding about statements (see `enforce`).
 
-use crate::audit::{AuditLog, Event, EventKind, Outcome, Receipt, TableTouched, normalize};
+use crate::audit::{
+    AuditLog, Completion, Event, EventKind, Outcome, Receipt, TableTouched, normalize,
+};
 use crate::client_auth::AuthError;
 use crate::frame;
 use crate::policy_state::PolicyState;
@@ -268,18 +272,26 @@ impl Trail {
         }
     }
 
-    /// Submits the `outcome` record of a statement whose access record is `access`.
+    /// Records how the statement of `access` ended: in its access record while that is still
+    /// queued, else as its `outcome` record (not awaited: the access record is what the answer
+    /// waits for).
     fn outcome(&self, access: &Access, outcome: Outcome, rows: Option<u64>, detail: Option<&str>) {
-        let mut event = Event::new(EventKind::Outcome);
-        event.session = Some(self.who.session.clone());
-        event.user = Some(self.who.user.clone());
-        event.rows = rows;
-        event.outcome = outcome;
-        event.duration_us =
-            Some(u64::try_from(access.sent_at.elapsed().as_micros()).unwrap_or(u64::MAX));
-        event.detail = detail.map(str::to_owned);
-        // Not awaited: the access record is what the answer waits for.
-        let _ = self.log.submit_follow_up(event, &access.receipt);
+        let completion = Completion {
+            outcome,
+            rows,
+            duration_us: Some(
+                u64::try_from(access.sent_at.elapsed().as_micros()).unwrap_or(u64::MAX),
+            ),
+            detail: detail.map(str::to_owned),
+        };
+        self.log
+            .complete(&access.receipt, completion, |completion| {
+                let mut event = Event::new(EventKind::Outcome);
+                event.session = Some(self.who.session.clone());
+                event.user = Some(self.who.user.clone());
+                completion.apply(&mut event);
+                event
+            });
     }
 
     /// A message (`tag`) was refused: recorded now, its error answer skipped later.

@@ -22,7 +22,7 @@ mod writer;
 pub use config::{AuditConfig, Durability};
 pub use normalize::normalize;
 pub use record::{ColumnAction, ColumnTouched, Event, EventKind, Outcome, Record, TableTouched};
-pub use writer::{AuditLog, Receipt};
+pub use writer::{AuditLog, Completion, Receipt};
 
 use std::path::PathBuf;
 
