@@ -289,23 +289,28 @@ def rewriter(bench):
 
 
 DORA = ("dora", "Dora-bench-password-3c9e-heron", "dpo", {})
-AUDIT_MODES = ("off", "sync", "batch")
 
 
 def _audited_proxy(bench, creds, mode, binary=None):
     """A Maschera (`binary`, default the one measured) enforcing the CRM policy for sam and dora, with
-    the access log `mode` (off, sync or batch) in a folder of its own with fresh keys (`maschera
-    audit keygen`)."""
+    the access log `mode` (`off`, or a durability with optional `:key=value` settings of `[audit]`)
+    in a folder of its own with fresh keys (`maschera audit keygen`)."""
     binary = binary or bench.binary
     extra = f'\n[policy]\nfile = "{POLICY}"\ncredentials = "{creds}"\n'
     log_dir = None
     if mode != "off":
-        folder = mode if binary == bench.binary else f"{mode}-compare"
+        durability, *settings = mode.split(":")
+        folder = re.sub(r"[^A-Za-z0-9_-]+", "-", mode)
+        if binary != bench.binary:
+            folder += "-compare"
         keys = os.path.join(bench.workdir, f"audit-keys-{folder}")
         run([binary, "audit", "keygen", "--out", keys])
         log_dir = os.path.join(bench.workdir, f"audit-log-{folder}")
-        extra += (f'\n[audit]\ndir = "{log_dir}"\ndurability = "{mode}"\n'
+        extra += (f'\n[audit]\ndir = "{log_dir}"\ndurability = "{durability}"\n'
                   f'key_file = "{keys}/audit.key"\nsigning_key_file = "{keys}/audit-signing.key"\n')
+        for setting in settings:
+            key, _, value = setting.partition("=")
+            extra += f"{key} = {value}\n"
     return Maschera(binary, su_login(bench.pg, "crm"), [SAM, DORA], extra), log_dir
 
 
@@ -348,7 +353,7 @@ def access_log(bench, crm):
     creds = os.path.join(bench.pg.dir, "logins.toml")
     proxies = {}
     try:
-        modes = [(m, m, None) for m in AUDIT_MODES]
+        modes = [(m, m, None) for m in bench.opts.audit_modes.split(",")]
         if bench.opts.compare:
             modes.append(("sync (compare)", "sync", bench.opts.compare))
         for mode, durability, binary in modes:
@@ -403,7 +408,7 @@ def access_log(bench, crm):
                 if ratio is None:
                     continue
                 verdict = ""
-                if mode.startswith("sync"):
+                if mode.split(":")[0].startswith("sync"):
                     verdict = " (target ≥ 0.85: " + ("met" if ratio.median >= 0.85 else "missed") + ")"
                 bench.results.note(6, f"{figure}: TPS with the log {mode} / log off = "
                                       f"{ratio.median:.2f} [{ratio.min:.2f}–{ratio.max:.2f}]{verdict}")

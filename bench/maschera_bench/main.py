@@ -61,6 +61,10 @@ def parse_args(argv):
     p.add_argument("--worker-threads", type=int,
                    help="`[limits] worker_threads` of the Maschera targets of cases 1, 3 and 4 "
                    "(default: the proxy's default, one per core)")
+    p.add_argument("--audit-modes", default="off,sync,batch",
+                   help="the access-log targets of case 6, comma-separated: `off`, or a durability "
+                   "(`sync`, `batch`) optionally followed by `[audit]` settings as `:key=value` "
+                   "(e.g. `sync:group_commit_us=0`) (default off,sync,batch)")
     p.add_argument("--note", help="a sentence about the conditions of the run, written into the report")
     p.add_argument("--report-only", action="store_true",
                    help="measure nothing: write the report again from the --json results (give the "

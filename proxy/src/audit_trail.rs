@@ -1,9 +1,11 @@
-//! The access-log side of one session. Each statement that touches a policy table gets two records:
-//! its access record (who, statement, tables, columns, categories and actions: for restricted roles
-//! from the rewriter, for unrestricted roles the policy tables and their categories found by inspecting
-//! the statement without rewriting it), submitted when the frontend decides to send the statement
-//! upstream, so that its fsync overlaps the query; and a follow-up `outcome` record (rows, outcome,
-//! duration) submitted when PostgreSQL's CommandComplete/ErrorResponse for it arrives, not awaited.
+//! The access-log side of one session. Each statement that touches a policy table gets an access
+//! record (who, statement, tables, columns, categories and actions: for restricted roles from the
+//! rewriter, for unrestricted roles the policy tables and their categories found by inspecting the
+//! statement without rewriting it), submitted when the frontend decides to send the statement
+//! upstream, so that its fsync overlaps the query. How it ended (rows, outcome, duration) is known
+//! when PostgreSQL's CommandComplete/ErrorResponse for it arrives: it goes into the access record
+//! itself while the writer has not taken that yet (the usual case), else into a follow-up `outcome`
+//! record, not awaited (see `AuditLog::complete`).
 //! The [`AuditObserver`] matches those answers to the statements in order and hands the relay the
 //! access records' receipts to await before the client sees those completions (durability, see
 //! `session::Hold`); normally they are durable by then. A refused statement gets one record.
@@ -15,7 +17,8 @@
 //! Not for: writing the log (see `audit`) or deciding about statements (see `enforce`).
 
 use crate::audit::{
-    AuditLog, Event, EventKind, Outcome, PreparedEvent, Receipt, TableTouched, What, Who, normalize,
+    AuditLog, Completion, Event, EventKind, Outcome, PreparedEvent, Receipt, TableTouched, What,
+    Who, normalize,
 };
 use crate::client_auth::AuthError;
 use crate::frame;
@@ -267,16 +270,24 @@ impl Trail {
         }
     }
 
-    /// Submits the `outcome` record of a statement whose access record is `access`.
+    /// Records how the statement of `access` ended: in its access record while that is still
+    /// queued, else as its `outcome` record (not awaited: the access record is what the answer
+    /// waits for).
     fn outcome(&self, access: &Access, outcome: Outcome, rows: Option<u64>, detail: Option<&str>) {
-        let mut event = PreparedEvent::new(EventKind::Outcome, &self.who_briefly);
-        event.rows = rows;
-        event.outcome = outcome;
-        event.duration_us =
-            Some(u64::try_from(access.sent_at.elapsed().as_micros()).unwrap_or(u64::MAX));
-        event.detail = detail.map(str::to_owned);
-        // Not awaited: the access record is what the answer waits for.
-        let _ = self.log.submit_follow_up(event, &access.receipt);
+        let completion = Completion {
+            outcome,
+            rows,
+            duration_us: Some(
+                u64::try_from(access.sent_at.elapsed().as_micros()).unwrap_or(u64::MAX),
+            ),
+            detail: detail.map(str::to_owned),
+        };
+        self.log
+            .complete(&access.receipt, completion, |completion| {
+                let mut event = PreparedEvent::new(EventKind::Outcome, &self.who_briefly);
+                event.complete(completion);
+                event
+            });
     }
 
     /// A message (`tag`) was refused: recorded now, its error answer skipped later.
@@ -644,13 +655,17 @@ mod tests {
 
     /// The records the trail writes say what the plain events it used to build (every field copied
     /// from the session's identity and the statement's description) say: same members, same values,
-    /// for answered, failed, skipped and refused statements, with and without application_name.
+    /// for answered, failed, skipped and refused statements, with and without application_name, with
+    /// the completions in the access records (the writer had not taken them yet) and as `outcome`
+    /// follow-ups (it had).
     #[tokio::test]
     async fn the_trail_writes_what_its_plain_events_said() {
         let dir = tempfile::tempdir().expect("temporary folder");
         let mut config = AuditConfig::new(dir.path());
         config.instance = Some("proxy \"a\"".into());
         config.durability = Durability::Batch;
+        // The writer gathers until someone waits: what it takes is up to the test.
+        config.group_commit_us = 5_000_000;
         let log = AuditLog::open_with_keys(
             &config,
             ChainSecret::from_bytes(vec![1; 32]),
@@ -665,8 +680,19 @@ mod tests {
         let rewritten = rewrite(sql, &role, &catalog).expect("rewritten");
         let refused_sql = "SELECT condition FROM health_records WHERE id = 7";
         let refusal = rewrite(refused_sql, &role, &catalog).expect_err("refused");
+        let failed = || Outcome::Error {
+            sqlstate: "57014".into(),
+        };
+        let skipped = "not run: an earlier statement of the same request failed";
+        let completions = [
+            (Some(1), Outcome::Ok, None),
+            (None, failed(), None),
+            (None, failed(), Some(skipped)),
+        ];
         let mut expected = Vec::new();
-        for application_name in [Some("crm-web \u{e8}".to_string()), None] {
+        for (application_name, follow_ups) in
+            [(Some("crm-web \u{e8}".to_string()), false), (None, true)]
+        {
             let who = SessionIdentity {
                 session: "17".into(),
                 client: "10.0.0.1:5000".into(),
@@ -678,6 +704,11 @@ mod tests {
             let trail = Trail::new(log.clone(), who.clone());
             let mut observer = AuditObserver::new(trail.clone(), Box::new(Quiet));
             trail.query(rewritten.statements()).expect("log writable");
+            if follow_ups {
+                // Waiting for a later record has the writer take the access records now.
+                let flush = who.event(EventKind::LoginOk);
+                log.record(flush).await.expect("written");
+            }
             observer.on_server_event(ServerEvent::CommandComplete { tag: "SELECT 1" });
             observer.on_server_event(ServerEvent::Error { sqlstate: "57014" });
             observer.on_server_event(ServerEvent::Ready { status: b'I' });
@@ -687,9 +718,13 @@ mod tests {
                 .await
                 .expect("durable");
             trail.refused(b'Q', &refusal, Some(refused_sql));
+            // Written before the next session starts (and before the shutdown).
+            let refused = observer.hold().expect("the refusal's record");
+            refused.await.expect("written");
 
             // What the trail built before its records were prepared.
-            for statement in rewritten.statements() {
+            let statements = rewritten.statements().iter().zip(&completions);
+            for (statement, (rows, outcome, detail)) in statements {
                 let mut event = who.event(EventKind::Statement);
                 event.statement_kind = Some(format!("{:?}", statement.kind).to_ascii_lowercase());
                 event.statement = normalize(&statement.sql);
@@ -699,24 +734,22 @@ mod tests {
                     .map(TableTouched::from_use)
                     .collect();
                 event.outcome = Outcome::Unknown;
+                if !follow_ups {
+                    event.rows = *rows;
+                    event.outcome = outcome.clone();
+                    event.detail = detail.map(str::to_owned);
+                }
                 expected.push(event);
             }
-            let outcome = |rows, outcome, detail: Option<&str>| {
+            for (rows, outcome, detail) in completions.iter().filter(|_| follow_ups) {
                 let mut event = Event::new(EventKind::Outcome);
                 event.session = Some(who.session.clone());
                 event.user = Some(who.user.clone());
-                event.rows = rows;
-                event.outcome = outcome;
+                event.rows = *rows;
+                event.outcome = outcome.clone();
                 event.detail = detail.map(str::to_owned);
-                event
-            };
-            let failed = || Outcome::Error {
-                sqlstate: "57014".into(),
-            };
-            expected.push(outcome(Some(1), Outcome::Ok, None));
-            expected.push(outcome(None, failed(), None));
-            let skipped = "not run: an earlier statement of the same request failed";
-            expected.push(outcome(None, failed(), Some(skipped)));
+                expected.push(event);
+            }
             let mut refused = who.event(EventKind::Statement);
             refused.statement = normalize(refused_sql);
             refused.tables = refusal.tables.iter().map(TableTouched::from_use).collect();
@@ -732,14 +765,16 @@ mod tests {
             // Measured or numbered by the writer: taken from what was written.
             let number = |field: &str| written.get(field).and_then(serde_json::Value::as_u64);
             if event.kind == EventKind::Outcome {
-                event.duration_us = Some(number("duration_us").expect("a duration"));
                 event.statement_seq = Some(number("statement_seq").expect("its statement"));
                 access_seqs.push(event.statement_seq);
+            }
+            if event.outcome != Outcome::Unknown && event.outcome.sqlstate() != Some("42501") {
+                event.duration_us = Some(number("duration_us").expect("a duration"));
             }
             let event = serde_json::to_value(&event).expect("serialized");
             assert_eq!(written, event);
         }
-        assert_eq!(access_seqs.len(), 6);
+        assert_eq!(access_seqs.len(), 3);
         assert!(
             access_seqs.windows(2).all(|w| w[0] != w[1]),
             "{access_seqs:?}"

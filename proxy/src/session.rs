@@ -469,7 +469,34 @@ impl ClientToServer<'_> {
             }
         }
         self.queue_input(cycles, end - start, run_cycles);
+        self.coalesce();
         Ok(())
+    }
+
+    /// Joins what the frames read so far became (frames passed through around a replaced or
+    /// refused one) into one piece, so that it goes upstream in one write: PostgreSQL then reads
+    /// and wakes once per batch, not once per piece. Called on a fresh queue (`poll` writes the
+    /// queue out before it reads again).
+    fn coalesce(&mut self) {
+        if self.queue.len() < 2 {
+            return;
+        }
+        let mut joined = BytesMut::new();
+        let mut consumed = 0;
+        for chunk in self.queue.drain(..) {
+            match chunk {
+                Chunk::Input(len) => {
+                    joined.extend_from_slice(&self.buf[consumed..consumed + len]);
+                    consumed += len;
+                }
+                Chunk::Skip(len) => consumed += len,
+                Chunk::Made(bytes) => joined.extend_from_slice(&bytes),
+            }
+        }
+        self.buf.advance(consumed);
+        if !joined.is_empty() {
+            self.queue.push_back(Chunk::Made(joined));
+        }
     }
 
     fn queue_input(&mut self, cycles: &mut Cycles, len: usize, run_cycles: u64) {

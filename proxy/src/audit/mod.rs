@@ -26,7 +26,7 @@ pub use config::{AuditConfig, Durability};
 pub use normalize::normalize;
 pub use prepared::{Entry, PreparedEvent, What, Who};
 pub use record::{ColumnAction, ColumnTouched, Event, EventKind, Outcome, Record, TableTouched};
-pub use writer::{AuditLog, Receipt};
+pub use writer::{AuditLog, Completion, Receipt};
 
 use std::path::PathBuf;
 

@@ -6,6 +6,7 @@
 //! members, same order), so every reader reads it the same way.
 //! Not for: events that happen once (logins, reloads: plain [`Event`]s) or sealing (see `writer`).
 
+use crate::audit::Completion;
 use crate::audit::record::{Event, EventKind, Outcome, TableTouched};
 use std::sync::Arc;
 
@@ -131,6 +132,16 @@ impl PreparedEvent {
         }
     }
 
+    /// Writes how the statement ended into the event, as [`Completion::apply`] does into an [`Event`].
+    pub fn complete(&mut self, completion: Completion) {
+        self.outcome = completion.outcome;
+        self.rows = completion.rows;
+        self.duration_us = completion.duration_us;
+        if completion.detail.is_some() {
+            self.detail = completion.detail;
+        }
+    }
+
     /// The same event as a plain [`Event`] (copies every part).
     pub fn to_event(&self) -> Event {
         let mut event = Event::new(self.kind);
@@ -202,6 +213,14 @@ impl Entry {
         match self {
             Entry::Plain(event) => event.kind,
             Entry::Prepared(event) => event.kind,
+        }
+    }
+
+    /// How the statement ended, written into the record (see [`AuditLog::complete`](crate::audit::AuditLog::complete)).
+    pub(crate) fn complete(&mut self, completion: Completion) {
+        match self {
+            Entry::Plain(event) => completion.apply(event),
+            Entry::Prepared(event) => event.complete(completion),
         }
     }
 

@@ -788,3 +788,57 @@ async fn prepared_records_are_written_as_their_plain_events() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_completion_goes_into_its_queued_record_or_else_into_a_follow_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    // Gathers long enough that the first completion comes before the writer takes the record.
+    config.group_commit_us = 200_000;
+    let log = open(&config).unwrap();
+    let access = |n| {
+        let mut event = statement("anna", n);
+        (event.rows, event.duration_us, event.outcome) = (None, None, Outcome::Unknown);
+        log.submit(event)
+    };
+    let completion = |rows| super::Completion {
+        outcome: Outcome::Ok,
+        rows: Some(rows),
+        duration_us: Some(9),
+        detail: None,
+    };
+    let follow_up = |c: super::Completion| {
+        let mut event = Event::new(EventKind::Outcome);
+        event.user = Some("anna".into());
+        c.apply(&mut event);
+        event
+    };
+    let queued = access(1);
+    log.complete(&queued, completion(4), follow_up);
+    let queued_seq = queued.durable().await.unwrap();
+    // Written already (a later record's wait committed the group): its completion becomes an
+    // `outcome` record.
+    let written = access(2);
+    log.record(statement("bert", 3)).await.unwrap();
+    log.complete(&written, completion(5), follow_up);
+    let written_seq = written.durable().await.unwrap();
+    log.shutdown().await.unwrap();
+    assert_eq!(check_dir(dir.path()).verdict, Verdict::Whole);
+
+    let text = std::fs::read_to_string(only_file(dir.path())).unwrap();
+    let records: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|r: &serde_json::Value| r["event"] != "checkpoint" && r["event"] != "file_start")
+        .collect();
+    assert_eq!(records.len(), 4, "{text}");
+    assert_eq!(records[0]["seq"], queued_seq);
+    assert_eq!(records[0]["rows"], 4);
+    assert_eq!(records[0]["outcome"]["result"], "ok");
+    assert_eq!(records[0]["duration_us"], 9);
+    assert_eq!(records[1]["seq"], written_seq);
+    assert_eq!(records[1]["outcome"]["result"], "unknown");
+    assert_eq!(records[3]["event"], "outcome");
+    assert_eq!(records[3]["statement_seq"], written_seq);
+    assert_eq!(records[3]["rows"], 5);
+}

@@ -15,7 +15,9 @@ use crate::audit::config::{AuditConfig, Durability};
 use crate::audit::files;
 use crate::audit::keys::{self, ChainSecret};
 use crate::audit::prepared::{self, Entry};
-use crate::audit::record::{Checkpoint, CheckpointReason, Event, EventKind, FileLink, Record};
+use crate::audit::record::{
+    Checkpoint, CheckpointReason, Event, EventKind, FileLink, Outcome, Record,
+};
 use crate::audit::sinks::{Sealed, SinkSet};
 use ed25519_dalek::SigningKey;
 use rand::RngCore;
@@ -121,25 +123,52 @@ impl AuditLog {
     /// answered once it is written. It is dropped (its receipt fails) when the record it follows did
     /// not make it into the log.
     pub fn submit_follow_up(&self, event: impl Into<Entry>, of: &Receipt) -> Receipt {
-        self.queue(event.into(), Some(of.seq.clone()))
+        self.queue(event.into(), Some(of.state.clone()))
     }
 
-    fn queue(&self, event: Entry, follows: Option<Arc<AtomicU64>>) -> Receipt {
-        let seq = Arc::new(AtomicU64::new(0));
+    /// Records how the statement of the record `of` was given for ended. While the writer has not
+    /// taken that record yet (the usual case: it gathers records until a session waits for one),
+    /// the completion is written into the record itself, one line instead of two; otherwise it is
+    /// queued as the record's follow-up, the event `follow_up` builds from it (nobody waits for it).
+    pub fn complete<E: Into<Entry>>(
+        &self,
+        of: &Receipt,
+        completion: Completion,
+        follow_up: impl FnOnce(Completion) -> E,
+    ) {
+        let mut slot = of.state.lock_slot();
+        if matches!(*slot, Slot::Open) {
+            *slot = Slot::Completed(completion);
+            return;
+        }
+        drop(slot);
+        let _ = self.submit_follow_up(follow_up(completion), of);
+    }
+
+    fn queue(&self, event: Entry, follows: Option<Arc<RecordState>>) -> Receipt {
+        let state = Arc::new(RecordState::default());
         let wake = self.shared.wake.clone();
         if event.kind().is_reserved() {
             let answer = Err(AuditError::ReservedKind(event.kind().as_str()));
-            return Receipt { answer, seq, wake };
+            return Receipt {
+                answer,
+                state,
+                wake,
+            };
         }
         let (done, answer) = oneshot::channel();
         let sent = self.shared.tx.send(Command::Record(Queued {
             event,
             done,
-            seq: seq.clone(),
+            state: state.clone(),
             follows,
         }));
         let answer = sent.map(|()| answer).map_err(|_| AuditError::Closed);
-        Receipt { answer, seq, wake }
+        Receipt {
+            answer,
+            state,
+            wake,
+        }
     }
 
     /// Whether the last attempt to write succeeded. When false, refuse statements that touch personal data.
@@ -182,7 +211,7 @@ impl std::fmt::Debug for AuditLog {
 #[must_use = "a record counts only once `durable` returned Ok"]
 pub struct Receipt {
     answer: Result<oneshot::Receiver<Result<u64, AuditError>>, AuditError>,
-    seq: Arc<AtomicU64>,
+    state: Arc<RecordState>,
     wake: Arc<Wake>,
 }
 
@@ -195,7 +224,7 @@ impl Receipt {
             Ok(result) => return result,
             Err(oneshot::error::TryRecvError::Closed) => return Err(AuditError::Closed),
             // Appended already (its group is being written): nothing to hurry.
-            Err(oneshot::error::TryRecvError::Empty) if self.seq.load(Ordering::SeqCst) != 0 => {}
+            Err(oneshot::error::TryRecvError::Empty) if self.state.appended() => {}
             Err(oneshot::error::TryRecvError::Empty) => self.wake.nudge(),
         }
         answer.await.map_err(|_| AuditError::Closed)?
@@ -218,14 +247,73 @@ impl Wake {
     }
 }
 
+/// How a statement ended: its outcome, rows and duration (and a note without personal values).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    pub outcome: Outcome,
+    pub rows: Option<u64>,
+    pub duration_us: Option<u64>,
+    pub detail: Option<String>,
+}
+
+impl Completion {
+    /// Writes the completion into `event` (a statement record or its `outcome` follow-up).
+    pub fn apply(self, event: &mut Event) {
+        event.outcome = self.outcome;
+        event.rows = self.rows;
+        event.duration_us = self.duration_us;
+        if self.detail.is_some() {
+            event.detail = self.detail;
+        }
+    }
+}
+
+/// What the session and the writer share about one queued record.
+#[derive(Default)]
+struct RecordState {
+    /// The record's sequence number once it is appended (0 while it is not in the file).
+    seq: AtomicU64,
+    /// Whether its completion can still be written into it (see [`AuditLog::complete`]).
+    slot: Mutex<Slot>,
+}
+
+impl RecordState {
+    fn appended(&self) -> bool {
+        self.seq.load(Ordering::SeqCst) != 0
+    }
+
+    fn lock_slot(&self) -> std::sync::MutexGuard<'_, Slot> {
+        self.slot.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The writer takes the record: the completion given so far goes into it; a later one becomes
+    /// a follow-up.
+    fn take(&self, event: &mut Entry) {
+        if let Slot::Completed(completion) = std::mem::replace(&mut *self.lock_slot(), Slot::Taken)
+        {
+            event.complete(completion);
+        }
+    }
+}
+
+#[derive(Default)]
+enum Slot {
+    /// Queued, not taken by the writer yet.
+    #[default]
+    Open,
+    /// Its completion came before the writer took it.
+    Completed(Completion),
+    /// Being written or written: its completion is a follow-up.
+    Taken,
+}
+
 /// One event on its way into the log.
 struct Queued {
     event: Entry,
     done: oneshot::Sender<Result<u64, AuditError>>,
-    /// Set to the record's sequence number once it is appended (0 while it is not in the file).
-    seq: Arc<AtomicU64>,
+    state: Arc<RecordState>,
     /// For a follow-up: the record it completes, whose sequence number goes into `statement_seq`.
-    follows: Option<Arc<AtomicU64>>,
+    follows: Option<Arc<RecordState>>,
 }
 
 /// The chain's position: what the next record chains to, and with which key.
@@ -259,7 +347,7 @@ struct OpenFile {
 type Answer = (
     u64,
     oneshot::Sender<Result<u64, AuditError>>,
-    Arc<AtomicU64>,
+    Arc<RecordState>,
 );
 
 struct Writer {
@@ -568,7 +656,7 @@ impl Writer {
     /// only follow-ups, which the next fsync covers), then answers each.
     fn commit(&mut self, group: Vec<Queued>) {
         if let Err(e) = self.prepare_file() {
-            let answers = group.into_iter().map(|q| (0, q.done, q.seq)).collect();
+            let answers = group.into_iter().map(|q| (0, q.done, q.state)).collect();
             return self.finish(Err(e), answers);
         }
         let mut answers = Vec::with_capacity(group.len());
@@ -576,8 +664,9 @@ impl Writer {
         let result = self.transaction(|w| {
             for queued in group {
                 let mut event = queued.event;
+                queued.state.take(&mut event);
                 if let Some(follows) = &queued.follows {
-                    match follows.load(Ordering::SeqCst) {
+                    match follows.seq.load(Ordering::SeqCst) {
                         0 => {
                             let why = "the record it follows is not in the log".to_owned();
                             let _ = queued.done.send(Err(AuditError::Unwritable(why)));
@@ -587,8 +676,8 @@ impl Writer {
                     }
                 }
                 let seq = w.append(event, None, None);
-                queued.seq.store(seq, Ordering::SeqCst);
-                answers.push((seq, queued.done, queued.seq));
+                queued.state.seq.store(seq, Ordering::SeqCst);
+                answers.push((seq, queued.done, queued.state));
             }
             w.defer_sync = !awaited;
             if w.checkpoint_records > 0 && w.since_checkpoint >= w.checkpoint_records {
@@ -638,7 +727,7 @@ impl Writer {
                 self.set_health(false, "write", Some(e));
                 for (_, done, appended) in answers {
                     // Cut back out of the file: its follow-ups must not point at its number.
-                    appended.store(0, Ordering::SeqCst);
+                    appended.seq.store(0, Ordering::SeqCst);
                     let _ = done.send(Err(AuditError::Unwritable(message.clone())));
                 }
             }

@@ -1243,16 +1243,9 @@ async fn statements_of_restricted_roles_leave_access_log_records_without_values(
         !text.contains("ottavio.brambilla"),
         "literal in the log: {text}"
     );
-    // A statement sent upstream has its access record, then an `outcome` record with rows and
-    // outcome (the refusal, never sent, has one record only).
-    let outcomes = access_log(&log_dir, "outcome", 2);
-    let outcome_of = |record: &serde_json::Value| {
-        outcomes
-            .iter()
-            .find(|o| o["statement_seq"] == record["seq"])
-            .cloned()
-            .unwrap_or_else(|| panic!("no outcome record for {record}"))
-    };
+    // How a statement sent upstream ended is in its access record or in an `outcome` record
+    // naming it (the refusal, never sent, has one record only).
+    let outcome_of = |record: &serde_json::Value| completion_of(&log_dir, record);
     let read = &records[0];
     assert_eq!(read["role"], "sales", "{read}");
     assert_eq!(read["user"], "sam", "{read}");
@@ -1283,6 +1276,26 @@ async fn statements_of_restricted_roles_leave_access_log_records_without_values(
     std::fs::write(&crm.policy, format!("{text}\n# reviewed\n")).unwrap();
     let reloads = access_log(&log_dir, "policy_reload", 1);
     assert_eq!(reloads[0]["outcome"]["result"], "ok", "{}", reloads[0]);
+}
+
+/// Rows, outcome and duration of a statement sent upstream: its access record when the writer took
+/// that after PostgreSQL answered, else the `outcome` record that names it (waited for).
+fn completion_of(dir: &Path, record: &serde_json::Value) -> serde_json::Value {
+    if record["outcome"]["result"] != "unknown" {
+        return record.clone();
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let follow_ups = access_log(dir, "outcome", 0);
+        if let Some(found) = follow_ups
+            .into_iter()
+            .find(|o| o["statement_seq"] == record["seq"])
+        {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "no outcome for {record}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// The records of `kind` in the access log folder, waiting until there are at least `count`.
