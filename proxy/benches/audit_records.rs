@@ -1,4 +1,5 @@
-//! What one audited statement costs the access log: its access record and its `outcome` record, built
+//! What one audited statement costs the access log: its access record and its completion (in that
+//! record while the writer has not taken it, else an `outcome` record), built
 //! by the session's real `Trail` (as a CRM point lookup of 8 sessions builds them), queued, serialized,
 //! sealed and written by the real writer (`durability = "batch"`, no fsync during the run), then awaited.
 //! Not for: fsync latency (that is the disk's; see `bench/run`) or pass/fail checks.
@@ -36,7 +37,20 @@ fn cpu_time() -> Duration {
     tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
-async fn round(dir: &std::path::Path) -> (f64, f64) {
+/// Lines of the log's files: statement records, outcome records, and the log's own few.
+fn lines(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .expect("log folder")
+        .filter_map(Result::ok)
+        .filter(|entry| entry.path().extension().is_some_and(|e| e == "jsonl"))
+        .map(|entry| {
+            let text = std::fs::read(entry.path()).expect("log file");
+            text.iter().filter(|&&b| b == b'\n').count()
+        })
+        .sum()
+}
+
+async fn round(dir: &std::path::Path) -> (f64, f64, f64) {
     let mut config = AuditConfig::new(dir);
     config.instance = Some("bench-proxy".into());
     config.durability = Durability::Batch;
@@ -90,10 +104,10 @@ async fn round(dir: &std::path::Path) -> (f64, f64) {
         hold.await.expect("durable");
     }
     let per = |d: Duration| d.as_secs_f64() * 1e6 / STATEMENTS as f64;
-    let result = (per(wall.elapsed()), per(cpu_time() - cpu));
+    let (wall, cpu) = (per(wall.elapsed()), per(cpu_time() - cpu));
     drop(sessions);
     log.shutdown().await.expect("shutdown");
-    result
+    (wall, cpu, lines(dir) as f64 / STATEMENTS as f64)
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -109,8 +123,10 @@ fn main() {
     let (mut walls, mut cpus) = (Vec::new(), Vec::new());
     for n in 0..ROUNDS {
         let dir = tempfile::tempdir().expect("temporary folder");
-        let (wall, cpu) = runtime.block_on(round(dir.path()));
-        println!("round {n}: {wall:.2} µs wall, {cpu:.2} µs CPU per statement (2 records)");
+        let (wall, cpu, lines) = runtime.block_on(round(dir.path()));
+        println!(
+            "round {n}: {wall:.2} µs wall, {cpu:.2} µs CPU per statement ({lines:.2} lines each)"
+        );
         walls.push(wall);
         cpus.push(cpu);
     }
