@@ -163,8 +163,7 @@ impl Trail {
     /// A simple Query is about to be sent with these statements; refused while the log is unwritable
     /// and one of them touches a policy table.
     pub fn query(&self, statements: &[RewrittenStatement]) -> Result<(), Refusal> {
-        let described: Vec<_> = statements.iter().map(|s| self.sent(s)).collect();
-        self.query_sent(described.into_iter())
+        self.query_sent(statements.iter().map(|s| self.sent(s)))
     }
 
     /// [`sent`], worked out once per session and statement text.
@@ -199,11 +198,11 @@ impl Trail {
         if sent.iter().any(Option::is_some) {
             self.writable()?;
         }
-        let pending: VecDeque<Pending> = sent
-            .iter()
-            .map(|s| Pending::Statement(s.as_ref().map(|s| self.access(s))))
-            .collect();
         let mut state = self.state();
+        // Submitting takes no lock of the session's: the access records queue in statement order.
+        let pending = sent
+            .iter()
+            .map(|s| Pending::Statement(s.as_ref().map(|s| self.access(s))));
         state.open.extend(pending);
         state.close_cycle();
         Ok(())
