@@ -9,6 +9,9 @@
 //! The [`AuditObserver`] matches those answers to the statements in order and hands the relay the
 //! access records' receipts to await before the client sees those completions (durability, see
 //! `session::Hold`); normally they are durable by then. A refused statement gets one record.
+//! Records are [`PreparedEvent`]s: the session's identity is rendered to JSON once ([`Who`]) and
+//! each statement text's description once, when it is first described ([`What`]), so a record
+//! copies no string on its way to the log.
 //!
 //! While the log reports itself unwritable, statements that touch a policy table are refused before
 //! they reach PostgreSQL; a record that fails after the statement ran withholds its completion and
