@@ -2,7 +2,7 @@
 //! refused statement, logins, lockouts and policy changes (GDPR Art. 30, 32, 33).
 //! Not for: deciding what a statement touches (the policy rewriter does) or operational logs (tracing).
 //!
-//! The session builds an [`Event`] (statement already normalized with [`normalize`]; a statement's
+//! The session builds an [`Event`] (statement already normalized with [`normalize()`]; a statement's
 //! records as a [`PreparedEvent`] of parts rendered once per session and statement), queues it with
 //! [`AuditLog::submit`] and awaits the [`Receipt`] before it forwards the statement's completion (see
 //! `audit_trail`); when the log cannot be written, the receipt fails and [`AuditLog::is_healthy`] turns
