@@ -65,12 +65,18 @@ pub struct Lines {
     pub torn: Option<String>,
 }
 
-/// Reads a whole file as lines.
+/// Reads a whole file as lines. NUL bytes at its end are space the writer reserved ahead of its
+/// records (records never hold a NUL byte: JSON escapes it), not content.
 pub fn read_lines(path: &Path) -> Result<Lines, AuditError> {
-    let bytes = std::fs::read(path).map_err(|e| AuditError::Io {
+    let mut bytes = std::fs::read(path).map_err(|e| AuditError::Io {
         path: path.to_path_buf(),
         source: e,
     })?;
+    let content = bytes
+        .iter()
+        .rposition(|&b| b != 0)
+        .map_or(0, |last| last + 1);
+    bytes.truncate(content);
     let text = String::from_utf8_lossy(&bytes);
     let mut complete: Vec<String> = text.split('\n').map(str::to_string).collect();
     let last = complete.pop().unwrap_or_default();
@@ -111,5 +117,20 @@ mod tests {
         assert_eq!(lines.torn.as_deref(), Some("c"));
         std::fs::write(&path, "a\n").unwrap();
         assert!(read_lines(&path).unwrap().torn.is_none());
+    }
+
+    #[test]
+    fn reserved_space_at_the_end_is_not_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"a\nb\n\0\0\0\0").unwrap();
+        let lines = read_lines(&path).unwrap();
+        assert_eq!(lines.complete, vec!["a", "b"]);
+        assert!(lines.torn.is_none());
+        // A write a crash cut short inside the reserved space is a torn line.
+        std::fs::write(&path, b"a\nb\0\0").unwrap();
+        let lines = read_lines(&path).unwrap();
+        assert_eq!(lines.complete, vec!["a"]);
+        assert_eq!(lines.torn.as_deref(), Some("b"));
     }
 }

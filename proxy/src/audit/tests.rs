@@ -842,3 +842,28 @@ async fn a_completion_goes_into_its_queued_record_or_else_into_a_follow_up() {
     assert_eq!(records[3]["statement_seq"], written_seq);
     assert_eq!(records[3]["rows"], 5);
 }
+
+#[tokio::test]
+async fn the_open_file_reserves_space_ahead_that_readers_skip_and_closing_cuts_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(&config(dir.path())).unwrap();
+    for n in 0..3 {
+        log.record(statement("anna", n)).await.unwrap();
+    }
+    let path = only_file(dir.path());
+    let live = std::fs::read(&path).unwrap();
+    assert!(
+        live.len() >= 1 << 20,
+        "reserved ahead: {} bytes",
+        live.len()
+    );
+    assert_eq!(live.last(), Some(&0));
+    // Verifying the live file (as after a crash): its records are whole, only unsealed.
+    let report = check(std::slice::from_ref(&path));
+    assert_eq!(report.records, 4, "file start and three statements");
+    log.shutdown().await.unwrap();
+    let closed = std::fs::read(&path).unwrap();
+    assert_eq!(closed.last(), Some(&b'\n'), "cut off at the last record");
+    assert!(!closed.contains(&0));
+    assert_eq!(check_dir(dir.path()).verdict, Verdict::Whole);
+}
