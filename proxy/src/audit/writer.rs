@@ -187,6 +187,8 @@ impl AuditLog {
             .tx
             .send(Command::Shutdown { done })
             .map_err(|_| AuditError::Closed)?;
+        // A writer gathering a group stops at once instead of after `group_commit_us`.
+        self.shared.wake.nudge();
         let result = answer.await.map_err(|_| AuditError::Closed)?;
         let thread = self
             .shared
