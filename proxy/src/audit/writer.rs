@@ -346,6 +346,8 @@ struct OpenFile {
     len: u64,
     /// The file's size on disk: `len` plus the space reserved ahead (see [`PREALLOCATE`]).
     allocated: u64,
+    /// After a reservation failed, the length before which none is tried again.
+    retry_reserve_at: u64,
     opened: Instant,
     records: u64,
 }
@@ -358,7 +360,7 @@ impl OpenFile {
     /// file system without `fallocate`, size limit) writes simply extend the file.
     fn reserve(&mut self, need: u64) {
         use std::os::fd::AsRawFd;
-        if self.len + need <= self.allocated {
+        if self.len + need <= self.allocated || self.len < self.retry_reserve_at {
             return;
         }
         let (Ok(offset), Ok(length)) = (
@@ -370,6 +372,8 @@ impl OpenFile {
         // SAFETY: fallocate on a descriptor we own; mode 0 grows the file over zeroed space.
         if unsafe { libc::fallocate(self.file.as_raw_fd(), 0, offset, length) } == 0 {
             self.allocated = (offset + length) as u64;
+        } else {
+            self.retry_reserve_at = self.len + PREALLOCATE;
         }
     }
 
@@ -994,6 +998,7 @@ impl Writer {
             name,
             len: 0,
             allocated: 0,
+            retry_reserve_at: 0,
             opened: Instant::now(),
             records: 0,
         });
