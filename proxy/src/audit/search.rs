@@ -1,6 +1,7 @@
 //! Finding records for auditors: reads the log files (tolerating fields and kinds it does not know),
-//! joins each statement's access record with its `outcome` record (rows, outcome, duration; a statement
-//! without one reads as outcome `unknown`), filters by user, role, table, column, category, outcome and
+//! joins each statement's access record with its `outcome` record when it has one (rows, outcome,
+//! duration; usually they are in the access record itself; a statement with neither reads as outcome
+//! `unknown`), filters by user, role, table, column, category, outcome and
 //! time, and shows the matches as a table.
 //! Not for: proving the log whole (see `verify`); search trusts what it reads.
 
