@@ -134,12 +134,12 @@ impl PreparedEvent {
 
     /// Writes how the statement ended into the event, as [`Completion::apply`] does into an [`Event`].
     pub fn complete(&mut self, completion: Completion) {
-        self.outcome = completion.outcome;
-        self.rows = completion.rows;
-        self.duration_us = completion.duration_us;
-        if completion.detail.is_some() {
-            self.detail = completion.detail;
-        }
+        completion.fill(
+            &mut self.outcome,
+            &mut self.rows,
+            &mut self.duration_us,
+            &mut self.detail,
+        );
     }
 
     /// The same event as a plain [`Event`] (copies every part).

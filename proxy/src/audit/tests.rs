@@ -52,6 +52,27 @@ fn statement(user: &str, n: u64) -> Event {
     event
 }
 
+/// A statement's access record as sent: no rows, duration or outcome yet.
+fn unanswered(user: &str, n: u64) -> Event {
+    let mut event = statement(user, n);
+    (event.rows, event.duration_us, event.outcome) = (None, None, Outcome::Unknown);
+    event
+}
+
+/// The lines of the folder's only file, as JSON, with `keep` saying which.
+fn json_records(
+    dir: &Path,
+    keep: impl Fn(&serde_json::Value) -> bool,
+) -> (String, Vec<serde_json::Value>) {
+    let text = std::fs::read_to_string(only_file(dir)).unwrap();
+    let records = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|r| keep(r))
+        .collect();
+    (text, records)
+}
+
 async fn write(config: &AuditConfig, count: u64) -> Vec<u64> {
     let log = open(config).expect("open the log");
     let mut seqs = Vec::new();
@@ -600,11 +621,7 @@ async fn periodic_checkpoints_are_written_while_idle() {
 async fn a_follow_up_points_at_its_record_and_search_joins_them() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(&config(dir.path())).unwrap();
-    let access = |n| {
-        let mut event = statement("anna", n);
-        (event.rows, event.duration_us, event.outcome) = (None, None, Outcome::Unknown);
-        log.submit(event)
-    };
+    let access = |n| log.submit(unanswered("anna", n));
     let outcome = |rows, outcome| {
         let mut event = Event::new(EventKind::Outcome);
         event.user = Some("anna".into());
@@ -627,12 +644,7 @@ async fn a_follow_up_points_at_its_record_and_search_joins_them() {
     log.shutdown().await.unwrap();
     assert_eq!(check_dir(dir.path()).verdict, Verdict::Whole);
 
-    let text = std::fs::read_to_string(only_file(dir.path())).unwrap();
-    let outcomes: Vec<serde_json::Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .filter(|r: &serde_json::Value| r["event"] == "outcome")
-        .collect();
+    let (text, outcomes) = json_records(dir.path(), |r| r["event"] == "outcome");
     assert_eq!(outcomes.len(), 2, "{text}");
     assert_eq!(outcomes[0]["statement_seq"], seq);
     assert_eq!(outcomes[0]["rows"], 3);
@@ -796,11 +808,7 @@ async fn a_completion_goes_into_its_queued_record_or_else_into_a_follow_up() {
     // Gathers long enough that the first completion comes before the writer takes the record.
     config.group_commit_us = 200_000;
     let log = open(&config).unwrap();
-    let access = |n| {
-        let mut event = statement("anna", n);
-        (event.rows, event.duration_us, event.outcome) = (None, None, Outcome::Unknown);
-        log.submit(event)
-    };
+    let access = |n| log.submit(unanswered("anna", n));
     let completion = |rows| super::Completion {
         outcome: Outcome::Ok,
         rows: Some(rows),
@@ -825,12 +833,9 @@ async fn a_completion_goes_into_its_queued_record_or_else_into_a_follow_up() {
     log.shutdown().await.unwrap();
     assert_eq!(check_dir(dir.path()).verdict, Verdict::Whole);
 
-    let text = std::fs::read_to_string(only_file(dir.path())).unwrap();
-    let records: Vec<serde_json::Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .filter(|r: &serde_json::Value| r["event"] != "checkpoint" && r["event"] != "file_start")
-        .collect();
+    let (text, records) = json_records(dir.path(), |r| {
+        r["event"] != "checkpoint" && r["event"] != "file_start"
+    });
     assert_eq!(records.len(), 4, "{text}");
     assert_eq!(records[0]["seq"], queued_seq);
     assert_eq!(records[0]["rows"], 4);

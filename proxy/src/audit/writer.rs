@@ -264,11 +264,28 @@ pub struct Completion {
 impl Completion {
     /// Writes the completion into `event` (a statement record or its `outcome` follow-up).
     pub fn apply(self, event: &mut Event) {
-        event.outcome = self.outcome;
-        event.rows = self.rows;
-        event.duration_us = self.duration_us;
+        self.fill(
+            &mut event.outcome,
+            &mut event.rows,
+            &mut event.duration_us,
+            &mut event.detail,
+        );
+    }
+
+    /// Writes the completion into a record's fields; a detail already there stays unless the
+    /// completion brings one.
+    pub(crate) fn fill(
+        self,
+        outcome: &mut Outcome,
+        rows: &mut Option<u64>,
+        duration_us: &mut Option<u64>,
+        detail: &mut Option<String>,
+    ) {
+        *outcome = self.outcome;
+        *rows = self.rows;
+        *duration_us = self.duration_us;
         if self.detail.is_some() {
-            event.detail = self.detail;
+            *detail = self.detail;
         }
     }
 }
