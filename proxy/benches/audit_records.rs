@@ -55,7 +55,6 @@ async fn round(dir: &std::path::Path) -> (f64, f64, f64) {
     config.instance = Some("bench-proxy".into());
     config.durability = Durability::Batch;
     config.batch_interval_ms = 3_600_000;
-    config.group_commit_us = 0;
     let log = Arc::new(
         AuditLog::open_with_keys(
             &config,

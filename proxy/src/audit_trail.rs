@@ -666,8 +666,6 @@ mod tests {
         let mut config = AuditConfig::new(dir.path());
         config.instance = Some("proxy \"a\"".into());
         config.durability = Durability::Batch;
-        // The writer gathers until someone waits: what it takes is up to the test.
-        config.group_commit_us = 5_000_000;
         let log = AuditLog::open_with_keys(
             &config,
             ChainSecret::from_bytes(vec![1; 32]),

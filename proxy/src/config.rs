@@ -434,6 +434,13 @@ file = "users.toml"
             audit.key_file,
             Some(PathBuf::from("/etc/maschera/keys/chain"))
         );
+        // A setting that is no longer used still loads (the log warns when it opens).
+        let older = format!("{MINIMAL}\n[audit]\ndir = \"log\"\ngroup_commit_us = 500\n");
+        let older = Config::parse(&older, Path::new("/"))
+            .unwrap()
+            .audit
+            .unwrap();
+        assert_eq!(older.group_commit_us, Some(500));
         let typo = format!("{MINIMAL}\n[audit]\ndir = \"log\"\ndurabilty = \"sync\"\n");
         let err = Config::parse(&typo, Path::new("/")).unwrap_err();
         assert!(format!("{err:#}").contains("durabilty"), "{err:#}");

@@ -29,10 +29,10 @@ pub struct AuditConfig {
     /// With `durability = "batch"`: how often the file is fsynced.
     #[serde(default = "defaults::batch_interval_ms")]
     pub batch_interval_ms: u64,
-    /// How long the writer gathers records into one group (one write, one fsync with `sync`) while
-    /// no caller waits for one of them; a caller that starts waiting has the group written at once.
-    #[serde(default = "defaults::group_commit_us")]
-    pub group_commit_us: u64,
+    /// No longer used (a warning says so): a group is committed when a session waits for one of its
+    /// records, else after `batch_interval_ms`. Accepted so that older configurations still load.
+    #[serde(default)]
+    pub group_commit_us: Option<u64>,
     /// Start a new file when the current one reaches this size.
     #[serde(default = "defaults::rotate_bytes")]
     pub rotate_bytes: u64,
@@ -71,9 +71,6 @@ mod defaults {
         200
     }
 
-    pub fn group_commit_us() -> u64 {
-        500
-    }
     pub fn rotate_bytes() -> u64 {
         64 * 1024 * 1024
     }
@@ -107,7 +104,7 @@ impl AuditConfig {
             dir: dir.into(),
             durability: Durability::default(),
             batch_interval_ms: defaults::batch_interval_ms(),
-            group_commit_us: defaults::group_commit_us(),
+            group_commit_us: None,
             rotate_bytes: defaults::rotate_bytes(),
             rotate_seconds: defaults::rotate_seconds(),
             checkpoint_seconds: defaults::checkpoint_seconds(),

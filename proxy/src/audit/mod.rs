@@ -12,6 +12,7 @@ pub mod chain;
 mod clock;
 pub mod config;
 pub mod files;
+mod group_commit;
 pub mod keys;
 pub mod normalize;
 pub mod prepared;
@@ -23,10 +24,10 @@ pub mod verify;
 mod writer;
 
 pub use config::{AuditConfig, Durability};
+pub use group_commit::{AuditLog, Completion, Receipt};
 pub use normalize::normalize;
 pub use prepared::{Entry, PreparedEvent, What, Who};
 pub use record::{ColumnAction, ColumnTouched, Event, EventKind, Outcome, Record, TableTouched};
-pub use writer::{AuditLog, Completion, Receipt};
 
 use std::path::PathBuf;
 

@@ -804,9 +804,7 @@ async fn prepared_records_are_written_as_their_plain_events() {
 #[tokio::test]
 async fn a_completion_goes_into_its_queued_record_or_else_into_a_follow_up() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = config(dir.path());
-    // Gathers long enough that the first completion comes before the writer takes the record.
-    config.group_commit_us = 200_000;
+    let config = config(dir.path());
     let log = open(&config).unwrap();
     let access = |n| log.submit(unanswered("anna", n));
     let completion = |rows| super::Completion {

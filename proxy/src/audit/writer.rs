@@ -1,6 +1,7 @@
-//! The access log's writer: one thread that appends sealed records to the current file with group commit
-//! (many sessions' records, one write, one fsync, then all their answers), rotates files by size and age
-//! keeping the chain, writes signed checkpoints, and reports whether it can still write.
+//! The access log's writer: appends a group of sealed records to the current file (one write and, with
+//! `sync`, one fsync, then all their answers), rotates files by size and age keeping the chain, writes
+//! signed checkpoints, and reports whether it can still write. Whoever commits a group uses it (see
+//! `group_commit`: the session that waits, or the clock thread).
 //! Not for: deciding what to record (the session does) or reading the log (see `verify`, `search`).
 //!
 //! Durability: with `sync`, `AuditLog::record` returns once its record is on stable storage; with `batch`,
@@ -13,330 +14,26 @@ use crate::audit::chain::{self, ChainKey, GENESIS, Mac32};
 use crate::audit::clock::Clock;
 use crate::audit::config::{AuditConfig, Durability};
 use crate::audit::files;
-use crate::audit::keys::{self, ChainSecret};
+use crate::audit::group_commit::{Queued, RecordState};
+use crate::audit::keys::ChainSecret;
 use crate::audit::prepared::{self, Entry};
-use crate::audit::record::{
-    Checkpoint, CheckpointReason, Event, EventKind, FileLink, Outcome, Record,
-};
+use crate::audit::record::{Checkpoint, CheckpointReason, Event, EventKind, FileLink, Record};
 use crate::audit::sinks::{Sealed, SinkSet};
 use ed25519_dalek::SigningKey;
 use rand::RngCore;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use tokio::sync::oneshot;
 
 /// How much space the current file reserves ahead of its records at a time (see [`OpenFile::reserve`]).
 const PREALLOCATE: u64 = 1 << 20;
 
-/// Most records committed by one write and fsync.
-const MAX_GROUP: usize = 4096;
-
 /// Room the current file must be able to grow by before a log that failed counts as healthy again:
 /// a small record that fits in the space a failed write left does not mean the disk has room.
 const HEADROOM: i64 = 64 * 1024;
-
-/// A handle on the access log; cheap to clone, one per session. The log seals itself with a shutdown
-/// checkpoint when [`AuditLog::shutdown`] is called or the last handle is dropped.
-#[derive(Clone)]
-pub struct AuditLog {
-    shared: Arc<Shared>,
-}
-
-struct Shared {
-    tx: mpsc::Sender<Command>,
-    wake: Arc<Wake>,
-    healthy: Arc<AtomicBool>,
-    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
-}
-
-enum Command {
-    Record(Queued),
-    Shutdown {
-        done: oneshot::Sender<Result<(), AuditError>>,
-    },
-}
-
-impl AuditLog {
-    /// Opens the log described by `config`, reading its keys from the configured files or environment.
-    /// Must run inside a tokio runtime when a PostgreSQL or syslog sink is configured.
-    pub fn open(config: &AuditConfig) -> Result<AuditLog, AuditError> {
-        let secret = keys::chain_secret(&config.chain_secret_source())?;
-        let signing = keys::signing_key(&config.signing_key_source())?;
-        Self::open_with_keys(config, secret, signing)
-    }
-
-    /// Opens the log with keys the caller already holds. A new file starts, linked to the last record
-    /// of the folder's newest file; the secret is erased once the epoch's first key is derived.
-    pub fn open_with_keys(
-        config: &AuditConfig,
-        secret: ChainSecret,
-        signing: SigningKey,
-    ) -> Result<AuditLog, AuditError> {
-        let sinks = SinkSet::start(config)?;
-        let healthy = Arc::new(AtomicBool::new(true));
-        let mut writer = Writer::new(config, &secret, signing, sinks, healthy.clone())?;
-        drop(secret);
-        writer
-            .transaction(|w| w.open_file())
-            .map_err(|e| AuditError::Io {
-                path: config.dir.clone(),
-                source: e,
-            })?;
-        let (tx, rx) = mpsc::channel();
-        let wake = Arc::new(Wake::default());
-        let writer_wake = wake.clone();
-        let thread = std::thread::Builder::new()
-            .name("audit-writer".into())
-            .spawn(move || writer.run(rx, &writer_wake))
-            .map_err(|e| AuditError::Io {
-                path: config.dir.clone(),
-                source: e,
-            })?;
-        let _ = wake.writer.set(thread.thread().clone());
-        Ok(AuditLog {
-            shared: Arc::new(Shared {
-                tx,
-                wake,
-                healthy,
-                thread: Mutex::new(Some(thread)),
-            }),
-        })
-    }
-
-    /// Appends one event ([`Event`] or [`PreparedEvent`](crate::audit::PreparedEvent)); returns its
-    /// sequence number once it is durable (see the module doc).
-    /// An error means the event is not in the log: the caller must not answer as if it were.
-    pub async fn record(&self, event: impl Into<Entry>) -> Result<u64, AuditError> {
-        self.submit(event).durable().await
-    }
-
-    /// Queues one event at once and returns a receipt to await its durability later, so that a
-    /// session can overlap the log's fsync with work of its own (e.g. the upstream query).
-    pub fn submit(&self, event: impl Into<Entry>) -> Receipt {
-        self.queue(event.into(), None)
-    }
-
-    /// Queues a follow-up of the record `of` was given for (e.g. a statement's `outcome` record): the
-    /// writer sets its `statement_seq` to that record's sequence number. Nobody waits for a follow-up,
-    /// so with `sync` it shares the next fsync instead of taking one of its own: its receipt is
-    /// answered once it is written. It is dropped (its receipt fails) when the record it follows did
-    /// not make it into the log.
-    pub fn submit_follow_up(&self, event: impl Into<Entry>, of: &Receipt) -> Receipt {
-        self.queue(event.into(), Some(of.state.clone()))
-    }
-
-    /// Records how the statement of the record `of` was given for ended. While the writer has not
-    /// taken that record yet (the usual case: it gathers records until a session waits for one),
-    /// the completion is written into the record itself, one line instead of two; otherwise it is
-    /// queued as the record's follow-up, the event `follow_up` builds from it (nobody waits for it).
-    pub fn complete<E: Into<Entry>>(
-        &self,
-        of: &Receipt,
-        completion: Completion,
-        follow_up: impl FnOnce(Completion) -> E,
-    ) {
-        let mut slot = of.state.lock_slot();
-        if matches!(*slot, Slot::Open) {
-            *slot = Slot::Completed(completion);
-            return;
-        }
-        drop(slot);
-        let _ = self.submit_follow_up(follow_up(completion), of);
-    }
-
-    fn queue(&self, event: Entry, follows: Option<Arc<RecordState>>) -> Receipt {
-        let state = Arc::new(RecordState::default());
-        let wake = self.shared.wake.clone();
-        if event.kind().is_reserved() {
-            let answer = Err(AuditError::ReservedKind(event.kind().as_str()));
-            return Receipt {
-                answer,
-                state,
-                wake,
-            };
-        }
-        let (done, answer) = oneshot::channel();
-        let sent = self.shared.tx.send(Command::Record(Queued {
-            event,
-            done,
-            state: state.clone(),
-            follows,
-        }));
-        let answer = sent.map(|()| answer).map_err(|_| AuditError::Closed);
-        Receipt {
-            answer,
-            state,
-            wake,
-        }
-    }
-
-    /// Whether the last attempt to write succeeded. When false, refuse statements that touch personal data.
-    pub fn is_healthy(&self) -> bool {
-        self.shared.healthy.load(Ordering::SeqCst)
-    }
-
-    /// Writes the records still queued, then a signed shutdown checkpoint, and stops the writer.
-    /// Later `record` calls fail with [`AuditError::Closed`].
-    pub async fn shutdown(&self) -> Result<(), AuditError> {
-        let (done, answer) = oneshot::channel();
-        self.shared
-            .tx
-            .send(Command::Shutdown { done })
-            .map_err(|_| AuditError::Closed)?;
-        // A writer gathering a group stops at once instead of after `group_commit_us`.
-        self.shared.wake.nudge();
-        let result = answer.await.map_err(|_| AuditError::Closed)?;
-        let thread = self
-            .shared
-            .thread
-            .lock()
-            .map(|mut t| t.take())
-            .unwrap_or(None);
-        if let Some(thread) = thread {
-            // The thread has answered and only returns now; joining takes no time.
-            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
-        }
-        result
-    }
-}
-
-impl std::fmt::Debug for AuditLog {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AuditLog")
-            .field("healthy", &self.is_healthy())
-            .finish()
-    }
-}
-
-/// An event queued by [`AuditLog::submit`].
-#[must_use = "a record counts only once `durable` returned Ok"]
-pub struct Receipt {
-    answer: Result<oneshot::Receiver<Result<u64, AuditError>>, AuditError>,
-    state: Arc<RecordState>,
-    wake: Arc<Wake>,
-}
-
-impl Receipt {
-    /// Waits until the event is durable; returns its sequence number, or why it is not in the log.
-    /// Costs nothing when it already is; otherwise the writer commits what it gathered at once.
-    pub async fn durable(self) -> Result<u64, AuditError> {
-        let mut answer = self.answer?;
-        match answer.try_recv() {
-            Ok(result) => return result,
-            Err(oneshot::error::TryRecvError::Closed) => return Err(AuditError::Closed),
-            // Appended already (its group is being written): nothing to hurry.
-            Err(oneshot::error::TryRecvError::Empty) if self.state.appended() => {}
-            Err(oneshot::error::TryRecvError::Empty) => self.wake.nudge(),
-        }
-        answer.await.map_err(|_| AuditError::Closed)?
-    }
-}
-
-/// How a caller that starts waiting for a record makes the writer stop gathering and commit now.
-#[derive(Default)]
-struct Wake {
-    waiting: AtomicBool,
-    writer: std::sync::OnceLock<std::thread::Thread>,
-}
-
-impl Wake {
-    fn nudge(&self) {
-        self.waiting.store(true, Ordering::SeqCst);
-        if let Some(writer) = self.writer.get() {
-            writer.unpark();
-        }
-    }
-}
-
-/// How a statement ended: its outcome, rows and duration (and a note without personal values).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Completion {
-    pub outcome: Outcome,
-    pub rows: Option<u64>,
-    pub duration_us: Option<u64>,
-    pub detail: Option<String>,
-}
-
-impl Completion {
-    /// Writes the completion into `event` (a statement record or its `outcome` follow-up).
-    pub fn apply(self, event: &mut Event) {
-        self.fill(
-            &mut event.outcome,
-            &mut event.rows,
-            &mut event.duration_us,
-            &mut event.detail,
-        );
-    }
-
-    /// Writes the completion into a record's fields; a detail already there stays unless the
-    /// completion brings one.
-    pub(crate) fn fill(
-        self,
-        outcome: &mut Outcome,
-        rows: &mut Option<u64>,
-        duration_us: &mut Option<u64>,
-        detail: &mut Option<String>,
-    ) {
-        *outcome = self.outcome;
-        *rows = self.rows;
-        *duration_us = self.duration_us;
-        if self.detail.is_some() {
-            *detail = self.detail;
-        }
-    }
-}
-
-/// What the session and the writer share about one queued record.
-#[derive(Default)]
-struct RecordState {
-    /// The record's sequence number once it is appended (0 while it is not in the file).
-    seq: AtomicU64,
-    /// Whether its completion can still be written into it (see [`AuditLog::complete`]).
-    slot: Mutex<Slot>,
-}
-
-impl RecordState {
-    fn appended(&self) -> bool {
-        self.seq.load(Ordering::SeqCst) != 0
-    }
-
-    fn lock_slot(&self) -> std::sync::MutexGuard<'_, Slot> {
-        self.slot.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The writer takes the record: the completion given so far goes into it; a later one becomes
-    /// a follow-up.
-    fn take(&self, event: &mut Entry) {
-        if let Slot::Completed(completion) = std::mem::replace(&mut *self.lock_slot(), Slot::Taken)
-        {
-            event.complete(completion);
-        }
-    }
-}
-
-#[derive(Default)]
-enum Slot {
-    /// Queued, not taken by the writer yet.
-    #[default]
-    Open,
-    /// Its completion came before the writer took it.
-    Completed(Completion),
-    /// Being written or written: its completion is a follow-up.
-    Taken,
-}
-
-/// One event on its way into the log.
-struct Queued {
-    event: Entry,
-    done: oneshot::Sender<Result<u64, AuditError>>,
-    state: Arc<RecordState>,
-    /// For a follow-up: the record it completes, whose sequence number goes into `statement_seq`.
-    follows: Option<Arc<RecordState>>,
-}
 
 /// The chain's position: what the next record chains to, and with which key.
 struct ChainState {
@@ -408,14 +105,10 @@ impl OpenFile {
     }
 }
 
-/// A record's sequence number, who waits for it, and where its number is published.
-type Answer = (
-    u64,
-    oneshot::Sender<Result<u64, AuditError>>,
-    Arc<RecordState>,
-);
+/// A record's sequence number and where it is answered.
+type Answer = (u64, Arc<RecordState>);
 
-struct Writer {
+pub(super) struct Writer {
     dir: PathBuf,
     /// Held (flock) for the writer's life: one writer per folder.
     _lock: File,
@@ -425,7 +118,6 @@ struct Writer {
     clock: Clock,
     durability: Durability,
     batch_interval: Duration,
-    group_commit: Duration,
     rotate_bytes: u64,
     rotate_age: Duration,
     checkpoint_every: Option<Duration>,
@@ -441,9 +133,6 @@ struct Writer {
     since_checkpoint: u64,
     last_checkpoint: Instant,
     unsynced_since: Option<Instant>,
-    /// Follow-ups held back for the next group (see [`Writer::ready_group`]), and since when.
-    held: Vec<Queued>,
-    held_since: Option<Instant>,
     /// The transaction being written holds only follow-ups: with `sync`, leave its fsync to the next
     /// group (or the batch timer).
     defer_sync: bool,
@@ -522,7 +211,8 @@ fn lock_dir(dir: &Path) -> Result<File, AuditError> {
 }
 
 impl Writer {
-    fn new(
+    /// Takes the folder's lock, finds where its chain stands and starts a new file linked to it.
+    pub(super) fn open(
         config: &AuditConfig,
         secret: &ChainSecret,
         signing: SigningKey,
@@ -540,7 +230,7 @@ impl Writer {
         let next_seq = tail.as_ref().map_or(1, |t| t.last_seq + 1);
         let seconds = |s: u64| Duration::from_secs(s.max(1));
         let instance = config.instance_name();
-        Ok(Writer {
+        let mut writer = Writer {
             dir: config.dir.clone(),
             _lock: lock,
             instance_json: serde_json::to_string(&instance).unwrap_or_else(|_| "\"\"".into()),
@@ -548,7 +238,6 @@ impl Writer {
             clock: Clock::default(),
             durability: config.durability,
             batch_interval: Duration::from_millis(config.batch_interval_ms.max(1)),
-            group_commit: Duration::from_micros(config.group_commit_us),
             rotate_bytes: config.rotate_bytes.max(1),
             rotate_age: seconds(config.rotate_seconds),
             checkpoint_every: (config.checkpoint_seconds > 0)
@@ -568,116 +257,32 @@ impl Writer {
             last_checkpoint: Instant::now(),
             unsynced_since: None,
             defer_sync: false,
-            held: Vec::new(),
-            held_since: None,
             healthy,
             sinks,
             pending: String::new(),
             pending_records: Vec::new(),
             body: Vec::new(),
-        })
+        };
+        writer
+            .transaction(|w| w.open_file())
+            .map_err(|e| AuditError::Io {
+                path: config.dir.clone(),
+                source: e,
+            })?;
+        Ok(writer)
     }
 
-    fn run(mut self, rx: mpsc::Receiver<Command>, wake: &Wake) {
-        let mut shutdown_answer = None;
-        while shutdown_answer.is_none() {
-            let first = match self.next_deadline() {
-                Some(deadline) => {
-                    match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                        Ok(cmd) => Some(cmd),
-                        Err(mpsc::RecvTimeoutError::Timeout) => None,
-                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                    }
-                }
-                None => match rx.recv() {
-                    Ok(cmd) => Some(cmd),
-                    Err(_) => break,
-                },
-            };
-            let mut group = Vec::new();
-            if let Some(first) = first {
-                shutdown_answer = self.gather(first, &rx, wake, &mut group);
-            }
-            let due = shutdown_answer.is_some()
-                || self
-                    .held_since
-                    .is_some_and(|t| t.elapsed() >= self.batch_interval);
-            let group = self.ready_group(group, due);
-            if !group.is_empty() {
-                self.commit(group);
-            }
-            self.on_timers();
-        }
-        let held = self.ready_group(Vec::new(), true);
-        if !held.is_empty() {
-            self.commit(held);
-        }
-        let result = self.seal_for_shutdown();
-        if let Some(done) = shutdown_answer {
-            let _ = done.send(result);
-        }
-    }
-
-    /// What to commit of `group` now. With `sync`, a group of follow-ups only is held back and goes
-    /// with the next group (or after `batch_interval_ms`, or when `due`): nobody waits for it, and it
-    /// saves a write. Held records come first, in the order they were queued.
-    fn ready_group(&mut self, group: Vec<Queued>, due: bool) -> Vec<Queued> {
-        let awaited = group.iter().any(|q| q.follows.is_none());
-        if !awaited && !due && self.durability == Durability::Sync && self.held.len() < MAX_GROUP {
-            if !group.is_empty() {
-                self.held_since.get_or_insert_with(Instant::now);
-                self.held.extend(group);
-            }
-            return Vec::new();
-        }
-        self.held_since = None;
-        let mut all = std::mem::take(&mut self.held);
-        all.extend(group);
-        all
-    }
-
-    /// Collects the records that arrive within `group_commit` of `first` (stopping early when a
-    /// caller starts waiting, the group is full or the log shuts down); returns the shutdown's answer.
-    fn gather(
-        &self,
-        first: Command,
-        rx: &mpsc::Receiver<Command>,
-        wake: &Wake,
-        group: &mut Vec<Queued>,
-    ) -> Option<oneshot::Sender<Result<(), AuditError>>> {
-        let until = Instant::now() + self.group_commit;
-        let mut next = Some(first);
-        loop {
-            while let Some(cmd) = next.take().or_else(|| rx.try_recv().ok()) {
-                match cmd {
-                    Command::Record(queued) => group.push(queued),
-                    Command::Shutdown { done } => return Some(done),
-                }
-                if group.len() >= MAX_GROUP {
-                    return None;
-                }
-            }
-            let now = Instant::now();
-            if now >= until || wake.waiting.swap(false, Ordering::SeqCst) {
-                return None;
-            }
-            // Woken early by a caller that waits (see `Wake`); records only queue meanwhile.
-            std::thread::park_timeout(until - now);
-        }
-    }
-
-    /// When the writer must wake without a record: periodic checkpoint, batch fsync.
-    fn next_deadline(&self) -> Option<Instant> {
+    /// When the writer must act without a record: periodic checkpoint, batch fsync.
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
         let checkpoint = self
             .checkpoint_every
             .filter(|_| self.since_checkpoint > 0)
             .map(|d| self.last_checkpoint + d);
         let sync = self.unsynced_since.map(|t| t + self.batch_interval);
-        let held = self.held_since.map(|t| t + self.batch_interval);
-        checkpoint.into_iter().chain(sync).chain(held).min()
+        checkpoint.into_iter().chain(sync).min()
     }
 
-    fn on_timers(&mut self) {
+    pub(super) fn on_timers(&mut self) {
         let now = Instant::now();
         if self
             .unsynced_since
@@ -719,9 +324,9 @@ impl Writer {
 
     /// Appends a group of events with one write (and, with `sync`, one fsync unless the group holds
     /// only follow-ups, which the next fsync covers), then answers each.
-    fn commit(&mut self, group: Vec<Queued>) {
+    pub(super) fn commit(&mut self, group: Vec<Queued>) {
         if let Err(e) = self.prepare_file() {
-            let answers = group.into_iter().map(|q| (0, q.done, q.state)).collect();
+            let answers = group.into_iter().map(|q| (0, q.state)).collect();
             return self.finish(Err(e), answers);
         }
         let mut answers = Vec::with_capacity(group.len());
@@ -734,7 +339,7 @@ impl Writer {
                     match follows.seq.load(Ordering::SeqCst) {
                         0 => {
                             let why = "the record it follows is not in the log".to_owned();
-                            let _ = queued.done.send(Err(AuditError::Unwritable(why)));
+                            queued.state.answer(Err(AuditError::Unwritable(why)));
                             continue;
                         }
                         seq => event.set_statement_seq(seq),
@@ -742,7 +347,7 @@ impl Writer {
                 }
                 let seq = w.append(event, None, None);
                 queued.state.seq.store(seq, Ordering::SeqCst);
-                answers.push((seq, queued.done, queued.state));
+                answers.push((seq, queued.state));
             }
             w.defer_sync = !awaited;
             if w.checkpoint_records > 0 && w.since_checkpoint >= w.checkpoint_records {
@@ -781,18 +386,18 @@ impl Writer {
             Ok(()) => {
                 let healthy = self.still_healthy();
                 self.set_health(healthy, "write", None);
-                for (seq, done, _) in answers {
-                    let _ = done.send(Ok(seq));
+                for (seq, state) in answers {
+                    state.answer(Ok(seq));
                 }
                 self.sinks.send(std::mem::take(&mut self.pending_records));
             }
             Err(e) => {
                 let message = e.to_string();
                 self.set_health(false, "write", Some(e));
-                for (_, done, appended) in answers {
+                for (_, state) in answers {
                     // Cut back out of the file: its follow-ups must not point at its number.
-                    appended.seq.store(0, Ordering::SeqCst);
-                    let _ = done.send(Err(AuditError::Unwritable(message.clone())));
+                    state.seq.store(0, Ordering::SeqCst);
+                    state.answer(Err(AuditError::Unwritable(message.clone())));
                 }
             }
         }
@@ -1036,7 +641,7 @@ impl Writer {
         File::open(&self.dir)?.sync_all()
     }
 
-    fn seal_for_shutdown(&mut self) -> Result<(), AuditError> {
+    pub(super) fn seal_for_shutdown(&mut self) -> Result<(), AuditError> {
         // No rotation here: the shutdown checkpoint closes the current file.
         let result = match self.current {
             None => self.transaction(|w| w.open_file()),
