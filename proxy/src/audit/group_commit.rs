@@ -262,15 +262,16 @@ impl Shared {
     /// Commits a group taken by [`Shared::lead`], then runs `also` with the writer (timers, sealing),
     /// and lets the next leader in.
     fn commit(&self, group: Vec<Queued>, also: impl FnOnce(&mut Writer)) {
-        {
-            let mut writer = self.lock_writer();
-            if !group.is_empty() {
-                writer.commit(group);
-            }
-            also(&mut writer);
+        let _leading = Leading(self);
+        let mut writer = self.lock_writer();
+        if !group.is_empty() {
+            writer.commit(group);
         }
-        self.lock_queue().committing = false;
-        self.committed.notify_waiters();
+        also(&mut writer);
+    }
+
+    fn is_closed(&self) -> bool {
+        matches!(self.lock_queue().state, LogState::Closed)
     }
 
     /// Has the writer thread commit the queue now.
@@ -337,6 +338,10 @@ impl Shared {
     fn seal(&self) {
         loop {
             let Some(group) = self.lead() else {
+                if self.is_closed() {
+                    // Closed by a commit that failed (see `Leading`).
+                    return;
+                }
                 std::thread::park_timeout(Duration::from_millis(1));
                 continue;
             };
@@ -354,6 +359,37 @@ impl Shared {
             }
             self.commit(group, |_| {});
         }
+    }
+}
+
+/// Held while committing: lets the next leader in when the commit ends. A commit that panicked left
+/// the chain in an unknown state, so then the log closes instead: nothing more is written, every
+/// record still waiting fails and the log reports itself unhealthy (statements that touch personal
+/// data are refused), rather than sessions waiting for ever.
+struct Leading<'a>(&'a Shared);
+
+impl Drop for Leading<'_> {
+    fn drop(&mut self) {
+        let log = self.0;
+        let mut queue = log.lock_queue();
+        queue.committing = false;
+        if std::thread::panicking() {
+            log.healthy.store(false, Ordering::SeqCst);
+            tracing::error!("the access log's writer failed; the log is closed");
+            let why = "the access log's writer failed (see the proxy's log)";
+            for queued in queue.records.drain(..) {
+                queued
+                    .state
+                    .answer(Err(AuditError::Unwritable(why.to_owned())));
+            }
+            if let LogState::Closing(Some(done)) =
+                std::mem::replace(&mut queue.state, LogState::Closed)
+            {
+                let _ = done.send(Err(AuditError::Unwritable(why.to_owned())));
+            }
+        }
+        drop(queue);
+        log.committed.notify_waiters();
     }
 }
 
@@ -377,6 +413,10 @@ impl Receipt {
             notified.as_mut().enable();
             if let Some(answer) = self.state.answered() {
                 return answer;
+            }
+            // Only after a failed commit: a sealed log answered every record it took.
+            if self.log.is_closed() {
+                return Err(AuditError::Closed);
             }
             if !self.log.commit_inline {
                 self.log.nudge();

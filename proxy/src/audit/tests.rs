@@ -870,3 +870,40 @@ async fn the_open_file_reserves_space_ahead_that_readers_skip_and_closing_cuts_o
     assert!(!closed.contains(&0));
     assert_eq!(check_dir(dir.path()).verdict, Verdict::Whole);
 }
+
+/// A commit that panics (a bug) must not leave sessions waiting for ever or let later records into a
+/// chain in an unknown state: the record fails, the log closes and reports itself unhealthy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_that_panics_closes_the_log_instead_of_hanging() {
+    use super::writer::tests_hook::PANIC_IN_NEXT_COMMIT;
+    use std::sync::atomic::Ordering;
+    for durability in [Durability::Sync, Durability::Batch] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(dir.path());
+        cfg.durability = durability;
+        let log = open(&cfg).unwrap();
+        log.record(statement("anna", 1)).await.unwrap();
+        PANIC_IN_NEXT_COMMIT.store(true, Ordering::SeqCst);
+        // With `batch` the task commits (and panics) itself; with `sync` the writer thread does.
+        let waiting = tokio::spawn({
+            let log = log.clone();
+            async move { log.record(statement("bert", 2)).await }
+        });
+        let answer = tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
+            .await
+            .expect("an answer, not a hang");
+        match answer {
+            Ok(result) => assert!(result.is_err(), "{durability:?}: {result:?}"),
+            Err(join) => assert!(join.is_panic(), "{durability:?}"),
+        }
+        assert!(!log.is_healthy(), "{durability:?}");
+        assert!(matches!(
+            log.record(statement("carl", 3)).await,
+            Err(AuditError::Closed)
+        ));
+        assert!(log.shutdown().await.is_err(), "{durability:?}");
+        // What was written before the failure is still a readable, chained log.
+        let report = check_dir(dir.path());
+        assert!(report.records >= 2, "{durability:?}: {}", report.records);
+    }
+}

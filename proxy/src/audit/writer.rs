@@ -325,6 +325,10 @@ impl Writer {
     /// Appends a group of events with one write (and, with `sync`, one fsync unless the group holds
     /// only follow-ups, which the next fsync covers), then answers each.
     pub(super) fn commit(&mut self, group: Vec<Queued>) {
+        #[cfg(test)]
+        if tests_hook::PANIC_IN_NEXT_COMMIT.swap(false, Ordering::SeqCst) {
+            panic!("a commit panics (test)");
+        }
         if let Err(e) = self.prepare_file() {
             let answers = group.into_iter().map(|q| (0, q.state)).collect();
             return self.finish(Err(e), answers);
@@ -664,4 +668,11 @@ impl Writer {
             Some(m) => Err(AuditError::Unwritable(m)),
         }
     }
+}
+
+/// Lets a test make the next commit panic, to see the log fail closed.
+#[cfg(test)]
+pub(super) mod tests_hook {
+    pub static PANIC_IN_NEXT_COMMIT: std::sync::atomic::AtomicBool =
+        std::sync::atomic::AtomicBool::new(false);
 }
