@@ -305,25 +305,29 @@ impl Shared {
     /// timers (batch fsync, periodic checkpoint) and, once the log closes, seals it.
     fn run_writer_thread(&self) {
         loop {
-            let closing = !matches!(self.lock_queue().state, LogState::Open);
-            if closing {
-                break;
-            }
-            let now = Instant::now();
-            let oldest = self.lock_queue().oldest;
-            let deadline = [
-                self.lock_writer().next_deadline(),
-                oldest.map(|t| t + self.batch_interval),
-                Some(now + self.batch_interval),
-            ]
-            .into_iter()
-            .flatten()
-            .min()
-            .unwrap_or(now);
-            let nudged = self.nudged.swap(false, Ordering::SeqCst);
-            if deadline > now && !nudged {
-                std::thread::park_timeout(deadline - now);
-                continue;
+            let oldest = {
+                let queue = self.lock_queue();
+                if !matches!(queue.state, LogState::Open) {
+                    break;
+                }
+                queue.oldest
+            };
+            // A waiting session: commit now, without looking at the timers first.
+            if !self.nudged.swap(false, Ordering::SeqCst) {
+                let now = Instant::now();
+                let deadline = [
+                    self.lock_writer().next_deadline(),
+                    oldest.map(|t| t + self.batch_interval),
+                    Some(now + self.batch_interval),
+                ]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(now);
+                if deadline > now {
+                    std::thread::park_timeout(deadline - now);
+                    continue;
+                }
             }
             match self.lead() {
                 Some(group) => self.commit(group, |writer| writer.on_timers()),
