@@ -311,7 +311,8 @@ def _audited_proxy(bench, creds, mode, binary=None):
         for setting in settings:
             key, _, value = setting.partition("=")
             extra += f"{key} = {value}\n"
-    return Maschera(binary, su_login(bench.pg, "crm"), [SAM, DORA], extra), log_dir
+    return (Maschera(binary, su_login(bench.pg, "crm"), [SAM, DORA], extra,
+                     upstream_host=bench.upstream_host), log_dir)
 
 
 def _log_records(log_dir):

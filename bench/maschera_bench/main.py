@@ -55,12 +55,13 @@ def parse_args(argv):
                    help="another maschera binary (e.g. a build of an earlier commit) measured as the "
                    "extra target `maschera (compare)` in cases 1, 3 and 4 (in case 6: `access log sync (compare)`), "
                    "interleaved with the others")
-    p.add_argument("--upstream", choices=("tcp", "unix"), default="tcp",
-                   help="how pgbouncer and Maschera both reach PostgreSQL: TCP on 127.0.0.1 (default) "
-                   "or PostgreSQL's Unix-domain socket; clients always connect over TCP")
+    p.add_argument("--upstream", choices=("tcp", "unix"), default="unix",
+                   help="how pgbouncer and Maschera both reach PostgreSQL: its Unix-domain socket "
+                   "(default: the proxy next to the database) or TCP on 127.0.0.1; clients always "
+                   "connect over TCP")
     p.add_argument("--worker-threads", type=int,
                    help="`[limits] worker_threads` of the Maschera targets of cases 1, 3 and 4 "
-                   "(default: the proxy's default, one per core)")
+                   "(default: the proxy's default, half the cores and at least one)")
     p.add_argument("--audit-modes", default="off,sync,batch",
                    help="the access-log targets of case 6, comma-separated: `off`, or a durability "
                    "(`sync`, `batch`) optionally followed by `[audit]` settings as `:key=value` "

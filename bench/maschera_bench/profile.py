@@ -22,10 +22,10 @@ def parse_args(argv):
                    help="transactions per client under strace (default 2000)")
     p.add_argument("--top", type=int, default=40, help="symbols to print (default 40)")
     p.add_argument("--binary", help="the maschera binary to profile (default: cargo build --release)")
-    p.add_argument("--upstream", choices=("tcp", "unix"), default="tcp",
-                   help="how Maschera reaches PostgreSQL: TCP on 127.0.0.1 (default) or its socket")
+    p.add_argument("--upstream", choices=("tcp", "unix"), default="unix",
+                   help="how Maschera reaches PostgreSQL: its socket (default) or TCP on 127.0.0.1")
     p.add_argument("--worker-threads", type=int,
-                   help="`[limits] worker_threads` of the proxy (default: one per core)")
+                   help="`[limits] worker_threads` of the proxy (default: the proxy's default)")
     p.add_argument("--out", help="folder for perf.data and the reports (default: a temporary one)")
     return p.parse_args(argv)
 

@@ -104,8 +104,8 @@ def render(res, opts, command):
         "## Machine and set-up",
         "",
         f"- CPU: {f['cpu']} ({f['cores']} cores), {f['memory']}; kernel {f['kernel']}",
-        f"- load average when the run started: {f['load']} — this machine is shared with other work "
-        "(up to six builds and test runs), so every figure is noisy; the ratios are more reliable than "
+        f"- load average when the run started: {f['load']}. This is a small virtual machine whose host "
+        "is shared, so every figure is noisy; the ratios are more reliable than "
         "the absolute numbers because the targets run back to back within each round "
         "(direct, pgbouncer, maschera, direct, ...).",
         f"- PostgreSQL {f['postgres']} (private instance, `fsync = off`, `synchronous_commit = off`, "
@@ -113,14 +113,15 @@ def render(res, opts, command):
         f"{f['pgbouncer']} (session pool mode, SCRAM auth_file, pool size 20), "
         f"maschera {'debug (smoke)' if opts.smoke else 'release'} build (`RUST_LOG=warn`"
         + (f", `worker_threads = {f['worker_threads']}`" if f.get("worker_threads") else
-           ", one worker thread per core")
+           ", the default worker threads: half the cores, at least one")
         + "). "
         "Cases 1, 3 and 4 measure the relay alone (user of role `dpo`, no policy: the pgbench tables "
         "hold no personal data); case 2 runs the proxy with the reference policy "
         "(`examples/crm/policy.toml`, applied with `maschera policy apply`; the run checks that sam "
         "sees masked tax codes before measuring). "
         "Clients connect over TCP on 127.0.0.1, no TLS; pgbouncer and Maschera reach PostgreSQL "
-        + ("over its Unix-domain socket (`--upstream unix`; case 6 stays on TCP)."
+        + ("over its Unix-domain socket (`--upstream unix`, the default: the proxy next to the "
+           "database)."
            if f.get("upstream") == "unix" else "over TCP on 127.0.0.1 (`--upstream tcp`)."),
         f"- {opts.rounds} rounds × {opts.run_length} per pgbench run, clients "
         f"{', '.join(str(c) for c in opts.clients)} (`-j` = min(clients, 2)); pgbench scale "

@@ -161,7 +161,8 @@ pub struct Limits {
     /// On SIGTERM/SIGINT, seconds running sessions get to finish before the proxy exits. Default 30.
     #[serde(default = "default_shutdown_timeout")]
     pub shutdown_timeout_seconds: u64,
-    /// Threads serving sessions, each session staying on one of them. Default 0: one per core.
+    /// Threads serving sessions, each session staying on one of them. Default 0: half the cores,
+    /// at least one.
     #[serde(default)]
     pub worker_threads: usize,
 }

@@ -1,4 +1,4 @@
-//! The session workers: a few threads (one per core by default), each running its own
+//! The session workers: a few threads (half the cores by default), each running its own
 //! single-threaded tokio runtime. The listener hands each accepted connection to the worker with
 //! the fewest sessions, and the session stays on that thread for its whole life: both directions
 //! of the relay, their I/O readiness and their wake-ups never cross threads. (A multi-threaded
@@ -42,10 +42,10 @@ pub struct Workers {
 }
 
 impl Workers {
-    /// Starts `count` workers (at least one; 0 means one per available core).
+    /// Starts `count` workers (at least one; 0 means [`default_count`]).
     pub fn start(count: usize, handler: Handler) -> std::io::Result<Workers> {
         let count = match count {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            0 => default_count(std::thread::available_parallelism().map_or(1, |n| n.get())),
             n => n,
         };
         let ended = Arc::new(Notify::new());
@@ -147,6 +147,14 @@ impl Workers {
     }
 }
 
+/// Workers started when none are configured: half the cores, at least one. The proxy usually
+/// shares its host with PostgreSQL or the application, and one worker already relays tens of
+/// thousands of statements a second. On 2 cores shared with PostgreSQL, one worker spent a fifth
+/// to a quarter less CPU per transaction than two, at the same throughput (bench/profile-notes.md).
+pub fn default_count(cores: usize) -> usize {
+    (cores / 2).max(1)
+}
+
 /// Counts a worker's sessions; each session holds a [`SessionCount`] until it ends.
 #[derive(Clone)]
 struct SessionTracker {
@@ -192,5 +200,18 @@ async fn serve(
             },
             Some(_) = running.join_next(), if !running.is_empty() => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::default_count;
+
+    #[test]
+    fn the_default_is_half_the_cores_and_at_least_one() {
+        assert_eq!(default_count(1), 1);
+        assert_eq!(default_count(2), 1);
+        assert_eq!(default_count(3), 1);
+        assert_eq!(default_count(8), 4);
     }
 }

@@ -693,7 +693,9 @@ async fn load_many_clients_without_errors_and_with_flat_memory() {
     let mut setup = crm_setup();
     setup.pg.settings = vec![format!("max_connections = {}", clients + 50)];
     setup.proxy = ProxyOptions {
-        limits: format!("max_connections = {}", clients + 10),
+        // Several workers (the default on small machines is one), so that sessions on different
+        // threads share the access log and the listener spreads connections over them.
+        limits: format!("max_connections = {}\nworker_threads = 3", clients + 10),
         auth: "timeout_seconds = 120".into(),
         upstream_extra: "connect_timeout_seconds = 120".into(),
         audit: maschera_tests::access_log_section(logs.path(), "load"),
