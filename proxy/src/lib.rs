@@ -30,6 +30,7 @@ pub mod scram;
 pub mod serve_cmd;
 pub mod server;
 pub mod session;
+pub mod socket_upstream;
 pub mod startup;
 pub mod tls;
 pub mod upstream;

@@ -8,6 +8,7 @@
 use crate::cancel::CancelKey;
 use crate::config::{UpstreamConfig, UpstreamTlsMode};
 use crate::frame::{self, FrameError, POSTGRES_MAX_FRAME};
+use crate::socket_upstream::SocketUpstream;
 use crate::tls::{self, BoxStream};
 use bytes::{Buf, BytesMut};
 use postgres_protocol::authentication::md5_hash;
@@ -18,7 +19,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpStream, UnixStream};
+use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 /// A PostgreSQL login: user name and password (none for `trust`).
@@ -132,7 +133,7 @@ impl UpstreamTarget {
 
     async fn open(&self) -> Result<BoxStream, UpstreamError> {
         if let Some(path) = socket_path(&self.config) {
-            return Ok(Box::new(UnixStream::connect(path).await?));
+            return Ok(Box::new(SocketUpstream::connect(&path).await?));
         }
         let tcp = TcpStream::connect((self.config.host.as_str(), self.config.port)).await?;
         tcp.set_nodelay(true)?;
