@@ -197,7 +197,7 @@ def main(argv):
         bench.proxy_options = dict(upstream_host=bench.upstream_host,
                                    worker_threads=opts.worker_threads)
         bench.results = Results(dict(machine_facts(pg, bench.pgbouncer_bin), upstream=opts.upstream,
-                                     worker_threads=opts.worker_threads))
+                                     worker_threads=opts.worker_threads, note=opts.note))
         bench.log(f"pgbench -i -s {opts.scale}")
         run(["pgbench", "-i", "-q", "-s", str(opts.scale)], env=owner.env())
         bouncer = Pgbouncer(bench.pgbouncer_bin, pg, [owner], ["bench", "crm"],

@@ -129,7 +129,8 @@ def render(res, opts, command):
         f"{opts.idle_clients:,} idle clients.",
         *([f"- `maschera (compare)`: the binary `{opts.compare}` (`--compare`), measured in the same "
            "rounds as the others."] if getattr(opts, "compare", None) else []),
-        *([f"- Note: {opts.note}"] if getattr(opts, "note", None) else []),
+        # The run's note is kept with its results, so that `--report-only` writes it again.
+        *([f"- Note: {note}"] if (note := getattr(opts, "note", None) or f.get("note")) else []),
         "- Cells: median [min–max] over rounds. Ratios are computed round by round against the "
         "baseline measured just before, then summarised the same way (for TPS higher is better; for "
         "seconds and latency lower is better). Proxy CPU per transaction is the proxy process's "

@@ -45,7 +45,7 @@ impl SocketUpstream {
 
     /// Registers the socket again with write interest added (an `AsyncFd`'s interest is fixed
     /// when it is registered). Bytes already waiting to be read are reported again by the new
-    /// registration, so no wake-up is lost.
+    /// registration; a task waiting to read must poll again to wait on it (see `poll_write`).
     fn watch_writes(&mut self) -> io::Result<()> {
         let registered = self.fd.take().ok_or_else(not_registered)?;
         self.fd = Some(register(
@@ -122,7 +122,12 @@ impl AsyncWrite for SocketUpstream {
         loop {
             if !this.watching_writes {
                 match this.fd()?.get_ref().write(data) {
-                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => this.watch_writes()?,
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                        this.watch_writes()?;
+                        // A read waiting on the old registration lost its waker with it: the
+                        // task is polled again, so that it waits on the new one.
+                        cx.waker().wake_by_ref();
+                    }
                     Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                     result => return Poll::Ready(result),
                 }
@@ -210,5 +215,50 @@ mod tests {
         let mut got = [0u8; 5];
         ours.read_exact(&mut got).await.unwrap();
         assert_eq!(&got, b"later");
+    }
+
+    #[tokio::test]
+    async fn a_read_waiting_when_a_write_blocks_is_still_woken() {
+        let (mut ours, mut theirs, _dir) = pair().await;
+        let peer = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            // Writes, and never reads what the proxy sent.
+            theirs.write_all(b"hello").await.unwrap();
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            drop(theirs);
+        });
+        // One task waits to read and writes until the write must wait, as the relay does. (A task
+        // of its own: a timeout around the future itself would poll it again at the deadline.)
+        let reader = tokio::spawn(async move {
+            let big = vec![7u8; 8 * 1024 * 1024];
+            let mut written = 0;
+            let mut got = [0u8; 5];
+            let n = std::future::poll_fn(|cx| {
+                let mut buf = ReadBuf::new(&mut got);
+                if let Poll::Ready(result) = Pin::new(&mut ours).poll_read(cx, &mut buf) {
+                    result.unwrap();
+                    return Poll::Ready(buf.filled().len());
+                }
+                while written < big.len() {
+                    match Pin::new(&mut ours).poll_write(cx, &big[written..]) {
+                        Poll::Ready(result) => written += result.unwrap(),
+                        Poll::Pending => break,
+                    }
+                }
+                Poll::Pending
+            })
+            .await;
+            (got[..n].to_vec(), ours.watching_writes)
+        });
+        let (got, watching_writes) = tokio::time::timeout(Duration::from_secs(5), reader)
+            .await
+            .expect("the read was woken after the socket was registered again")
+            .unwrap();
+        assert!(
+            !got.is_empty() && got[..] == b"hello"[..got.len()],
+            "{got:?}"
+        );
+        assert!(watching_writes, "the write had to wait");
+        peer.abort();
     }
 }

@@ -310,49 +310,28 @@ async fn rotation_keeps_the_chain_and_changes_to_the_set_are_caught() {
 
     // The newest file removed looks like a crash between closing a file and starting the next
     // (as a truncation after a checkpoint does): never whole, and the report says why.
-    restore();
-    std::fs::remove_file(list.last().unwrap()).unwrap();
-    let report = check_dir(dir.path());
-    assert!(
-        matches!(
+    let assert_crash_remnant = |note: &str| {
+        let report = check_dir(dir.path());
+        let unsealed = matches!(
             report.verdict,
             Verdict::Unsealed {
                 unsealed_records: 0,
                 ..
             }
-        ),
-        "the last file deleted: {:?}",
-        report.verdict
-    );
-    assert!(
-        report
-            .notes
-            .iter()
-            .any(|n| n.contains("rotation checkpoint and no file follows")),
-        "{:?}",
-        report.notes
-    );
+        );
+        assert!(
+            unsealed && report.notes.iter().any(|n| n.contains(note)),
+            "{report:?}"
+        );
+    };
+    restore();
+    std::fs::remove_file(list.last().unwrap()).unwrap();
+    assert_crash_remnant("rotation checkpoint and no file follows");
 
     // A crash between creating the next file and writing its first record leaves it empty.
     restore();
     std::fs::write(list.last().unwrap(), b"").unwrap();
-    let report = check_dir(dir.path());
-    assert!(
-        matches!(
-            report.verdict,
-            Verdict::Unsealed {
-                unsealed_records: 0,
-                ..
-            }
-        ),
-        "the last file emptied: {:?}",
-        report.verdict
-    );
-    assert!(
-        report.notes.iter().any(|n| n.contains("is empty")),
-        "{:?}",
-        report.notes
-    );
+    assert_crash_remnant("is empty");
 
     // An empty file before the last one is no crash remnant.
     restore();
