@@ -226,7 +226,7 @@ class Maschera:
     attributes) added through `maschera user add --password-stdin`. `extra` is appended to the
     configuration (e.g. `[policy]` or `[audit]` sections). `upstream_host` is `[upstream] host`:
     127.0.0.1, or PostgreSQL's socket directory; `worker_threads` is `[limits] worker_threads`
-    (None: the proxy's default, one per core)."""
+    (None: the proxy's default, half the cores and at least one)."""
 
     def __init__(self, binary, upstream, users, extra="", max_connections=1200,
                  upstream_host="127.0.0.1", worker_threads=None):
