@@ -1131,6 +1131,22 @@ async fn a_socket_directory_upstream_serves_sessions_the_policy_and_cancels() {
         .get(0);
     assert!(0 < seen && seen < all, "sam sees {seen} of {all} contacts");
 
+    // A message far larger than the socket's buffer: the proxy's write to PostgreSQL has to wait
+    // (the socket is then registered for writing too), and the session goes on as before.
+    let big = "x".repeat(12 * 1024 * 1024);
+    let length: i32 = dora
+        .query_one("select length($1::text)", &[&big])
+        .await
+        .expect("a 12 MiB parameter goes through the socket")
+        .get(0);
+    assert_eq!(length as usize, big.len());
+    let again: i64 = dora
+        .query_one("select count(*) from contacts", &[])
+        .await
+        .expect("the session goes on after the large write")
+        .get(0);
+    assert_eq!(again, all);
+
     cancel_a_long_statement(dora).await;
 
     // TLS cannot be had on a socket: a configuration that requires it does not start.
