@@ -6,6 +6,7 @@ use crate::audit::AuditError;
 use crate::audit::keys::KeySource;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// When a record counts as written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -98,6 +99,11 @@ mod defaults {
 pub const PUBLIC_KEY_ENV: &str = "MASCHERA_AUDIT_PUBLIC_KEY";
 
 impl AuditConfig {
+    /// `batch_interval_ms` as a duration (at least 1 ms).
+    pub fn batch_interval(&self) -> Duration {
+        Duration::from_millis(self.batch_interval_ms.max(1))
+    }
+
     /// A configuration with every default, writing to `dir`.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         Self {

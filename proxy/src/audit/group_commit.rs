@@ -115,7 +115,7 @@ impl AuditLog {
             writer_thread: OnceLock::new(),
             nudged: AtomicBool::new(false),
             commit_inline: config.durability == Durability::Batch,
-            batch_interval: Duration::from_millis(config.batch_interval_ms.max(1)),
+            batch_interval: config.batch_interval(),
         });
         let writer_log = log.clone();
         let thread = std::thread::Builder::new()
@@ -194,6 +194,12 @@ impl AuditLog {
         }
         drop(queue);
         Receipt { state, log }
+    }
+
+    /// Makes the next commit of this log panic (a test of failing closed).
+    #[cfg(test)]
+    pub(super) fn panic_in_next_commit(&self) {
+        self.handle.log.lock_writer().panic_in_next_commit = true;
     }
 
     /// Whether the last attempt to write succeeded. When false, refuse statements that touch personal data.

@@ -901,15 +901,13 @@ async fn the_open_file_reserves_space_ahead_that_readers_skip_and_closing_cuts_o
 /// chain in an unknown state: the record fails, the log closes and reports itself unhealthy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_that_panics_closes_the_log_instead_of_hanging() {
-    use super::writer::tests_hook::PANIC_IN_NEXT_COMMIT;
-    use std::sync::atomic::Ordering;
     for durability in [Durability::Sync, Durability::Batch] {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = config(dir.path());
         cfg.durability = durability;
         let log = open(&cfg).unwrap();
         log.record(statement("anna", 1)).await.unwrap();
-        PANIC_IN_NEXT_COMMIT.store(true, Ordering::SeqCst);
+        log.panic_in_next_commit();
         // With `batch` the task commits (and panics) itself; with `sync` the writer thread does.
         let waiting = tokio::spawn({
             let log = log.clone();

@@ -1,7 +1,7 @@
 //! The access log's writer: appends a group of sealed records to the current file (one write and, with
 //! `sync`, one fsync, then all their answers), rotates files by size and age keeping the chain, writes
 //! signed checkpoints, and reports whether it can still write. Whoever commits a group uses it (see
-//! `group_commit`: the session that waits, or the clock thread).
+//! `group_commit`: the session that waits, or the log's writer thread).
 //! Not for: deciding what to record (the session does) or reading the log (see `verify`, `search`).
 //!
 //! Durability: with `sync`, `AuditLog::record` returns once its record is on stable storage; with `batch`,
@@ -142,6 +142,9 @@ pub(super) struct Writer {
     pending: String,
     /// Records of `pending`, for the sinks once durable.
     pending_records: Vec<Sealed>,
+    /// Set by a test to make the next commit panic, to see the log fail closed.
+    #[cfg(test)]
+    pub(super) panic_in_next_commit: bool,
     /// The JSON of the record being sealed (kept to reuse its allocation).
     body: Vec<u8>,
 }
@@ -237,7 +240,7 @@ impl Writer {
             instance,
             clock: Clock::default(),
             durability: config.durability,
-            batch_interval: Duration::from_millis(config.batch_interval_ms.max(1)),
+            batch_interval: config.batch_interval(),
             rotate_bytes: config.rotate_bytes.max(1),
             rotate_age: seconds(config.rotate_seconds),
             checkpoint_every: (config.checkpoint_seconds > 0)
@@ -262,6 +265,8 @@ impl Writer {
             pending: String::new(),
             pending_records: Vec::new(),
             body: Vec::new(),
+            #[cfg(test)]
+            panic_in_next_commit: false,
         };
         writer
             .transaction(|w| w.open_file())
@@ -326,7 +331,7 @@ impl Writer {
     /// only follow-ups, which the next fsync covers), then answers each.
     pub(super) fn commit(&mut self, group: Vec<Queued>) {
         #[cfg(test)]
-        if tests_hook::PANIC_IN_NEXT_COMMIT.swap(false, Ordering::SeqCst) {
+        if std::mem::take(&mut self.panic_in_next_commit) {
             panic!("a commit panics (test)");
         }
         if let Err(e) = self.prepare_file() {
@@ -668,11 +673,4 @@ impl Writer {
             Some(m) => Err(AuditError::Unwritable(m)),
         }
     }
-}
-
-/// Lets a test make the next commit panic, to see the log fail closed.
-#[cfg(test)]
-pub(super) mod tests_hook {
-    pub static PANIC_IN_NEXT_COMMIT: std::sync::atomic::AtomicBool =
-        std::sync::atomic::AtomicBool::new(false);
 }
