@@ -7,7 +7,7 @@
 use crate::access::{
     Action, Catalog, ColumnAccess, RoleAccess, TableAccess, TableName, UnlistedTables, ViewAccess,
 };
-use crate::model::{OBJECT_PREFIX, PRIVATE_SCHEMA, Policy, Role};
+use crate::model::{OBJECT_PREFIX, PRIVATE_SCHEMA, Policy, Role, prefixed_login};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Comments on logins and schemas that `policy apply` manages start with this; only such objects are
@@ -22,12 +22,40 @@ pub struct LiveState {
     pub catalog: Catalog,
     /// Sequences that each table's column defaults call (`nextval`), needed for inserts.
     pub sequences: BTreeMap<TableName, Vec<TableName>>,
-    /// Existing roles whose name starts with `maschera_`, and whether `policy apply` made them (comment).
+    /// Existing roles whose name starts with the login prefix, and whether `policy apply` made them
+    /// for this database (comment, see [`login_managed_here`]).
     pub logins: BTreeMap<String, bool>,
     /// Existing schemas whose name starts with `maschera_`, and whether `policy apply` made them.
     pub schemas: BTreeMap<String, bool>,
     /// The database the policy is applied to (its logins get CONNECT on it).
     pub database: String,
+    /// The prefix of the policy's logins in this database (empty: `maschera_`). Logins are
+    /// cluster-wide, so each served database of one cluster has its own.
+    pub login_prefix: String,
+}
+
+impl LiveState {
+    /// The login of `role` in this database.
+    pub fn login(&self, role: &Role) -> String {
+        prefixed_login(&self.login_prefix, &role.name)
+    }
+}
+
+/// The start of the comment `policy apply` puts on a login it makes for `database`.
+fn login_comment_head(database: &str) -> String {
+    format!("{MANAGED_MARK} database {}:", quote_ident(database))
+}
+
+/// Whether a login with this comment was made by `policy apply` for `database`: its comment names
+/// that database, or it is a login of an earlier version whose comment names none (it is then
+/// taken as this database's, and named in it on this apply). A login another database's apply made
+/// is never altered or dropped.
+pub fn login_managed_here(comment: &str, database: &str) -> bool {
+    let Some(rest) = comment.strip_prefix(MANAGED_MARK) else {
+        return false;
+    };
+    comment.starts_with(&login_comment_head(database))
+        || !rest.trim_start().starts_with("database ")
 }
 
 /// A secret a step needs; the executor supplies it (bound as `$1`, or put in place of [`PASSWORD_MARKER`]).
@@ -199,8 +227,10 @@ pub fn role_filter<'p>(policy: &Policy, role: &'p Role, table: &TableName) -> Op
         .map(|f| f.sql.as_str())
 }
 
-/// `CREATE VIEW` and its grants for one table of one restricted role.
+/// `CREATE VIEW` (in the role's view schema `schema`) and its grants to the role's `login` for one
+/// table of one restricted role.
 pub fn view_steps(
+    schema: &str,
     login: &str,
     table: &TableName,
     access: &ViewAccess,
@@ -208,7 +238,7 @@ pub fn view_steps(
     catalog: &Catalog,
     sequences: &[TableName],
 ) -> Vec<Step> {
-    let view = format!("{}.{}", quote_ident(login), quote_ident(&access.view));
+    let view = format!("{}.{}", quote_ident(schema), quote_ident(&access.view));
     let writes_through_filter = filter.is_some() && (access.writes.insert || access.writes.update);
     let options = if writes_through_filter {
         "security_barrier = true, check_option = cascaded"
@@ -266,20 +296,30 @@ pub fn apply_steps(
     let mut steps = vec![search_path_step(&schemas)];
     steps.extend(private_key_steps(options));
 
-    let wanted: BTreeSet<String> = policy.restricted_roles().map(Role::login).collect();
-    for (login, managed) in live.logins.iter().chain(live.schemas.iter()) {
-        if wanted.contains(login) && !managed {
-            return Err(format!(
-                "`{login}` already exists and was not created by maschera policy apply; rename or drop it"
-            ));
-        }
+    let wanted_logins: BTreeSet<String> =
+        policy.restricted_roles().map(|r| live.login(r)).collect();
+    let wanted_schemas: BTreeSet<String> = policy.restricted_roles().map(Role::login).collect();
+    let taken = |wanted: &BTreeSet<String>, objects: &BTreeMap<String, bool>| {
+        objects
+            .iter()
+            .find(|(name, managed)| wanted.contains(*name) && !**managed)
+            .map(|(name, _)| name.clone())
+    };
+    let taken = taken(&wanted_logins, &live.logins).or(taken(&wanted_schemas, &live.schemas));
+    if let Some(name) = taken {
+        return Err(format!(
+            "`{name}` already exists and was not created by maschera policy apply for database `{}`; \
+             rename or drop it, or give this database another --login-prefix",
+            live.database
+        ));
     }
-    let stale =
-        |name: &String, managed: bool| managed && !wanted.contains(name) && name != PRIVATE_SCHEMA;
+    let stale = |wanted: &BTreeSet<String>, name: &String, managed: bool| {
+        managed && !wanted.contains(name) && name != PRIVATE_SCHEMA
+    };
     for (schema, _) in live
         .schemas
         .iter()
-        .filter(|(s, managed)| stale(s, **managed))
+        .filter(|(s, managed)| stale(&wanted_schemas, s, **managed))
     {
         steps.push(Step::plain(format!(
             "DROP SCHEMA IF EXISTS {} CASCADE",
@@ -289,7 +329,7 @@ pub fn apply_steps(
     for (login, _) in live
         .logins
         .iter()
-        .filter(|(l, managed)| stale(l, **managed))
+        .filter(|(l, managed)| stale(&wanted_logins, l, **managed))
     {
         let who = quote_ident(login);
         steps.push(Step::plain(format!("DROP OWNED BY {who}")));
@@ -389,7 +429,7 @@ fn private_key_steps(options: &ApplyOptions) -> Vec<Step> {
 }
 
 fn login_steps(role: &Role, live: &LiveState, options: &ApplyOptions) -> Vec<Step> {
-    let login = role.login();
+    let login = live.login(role);
     let who = quote_ident(&login);
     let mut steps = Vec::new();
     let attributes =
@@ -414,11 +454,17 @@ fn login_steps(role: &Role, live: &LiveState, options: &ApplyOptions) -> Vec<Ste
     steps.push(Step::plain(format!(
         "COMMENT ON ROLE {who} IS {}",
         quote_literal(
-            format!("{MANAGED_MARK} login of policy role {} {about}", role.name).trim_end()
+            format!(
+                "{} login of policy role {} {about}",
+                login_comment_head(&live.database),
+                role.name
+            )
+            .trim_end()
         )
     )));
     steps.push(Step::plain(format!(
-        "ALTER ROLE {who} SET search_path TO {who}"
+        "ALTER ROLE {who} SET search_path TO {}",
+        quote_ident(&role.login())
     )));
     if !live.database.is_empty() {
         steps.push(Step::plain(format!(
@@ -436,8 +482,9 @@ fn role_schema_steps(
     live: &LiveState,
     schemas: &[String],
 ) -> Vec<Step> {
-    let login = role.login();
+    let login = live.login(role);
     let who = quote_ident(&login);
+    let own = quote_ident(&role.login());
     let mut steps = Vec::new();
     // Nothing direct on base tables: whatever was granted before goes, then only what the policy gives.
     for schema in schemas {
@@ -449,19 +496,19 @@ fn role_schema_steps(
             "REVOKE ALL ON ALL SEQUENCES IN SCHEMA {s} FROM {who}"
         )));
     }
-    steps.push(Step::plain(format!("DROP SCHEMA IF EXISTS {who} CASCADE")));
-    steps.push(Step::plain(format!("CREATE SCHEMA {who}")));
+    steps.push(Step::plain(format!("DROP SCHEMA IF EXISTS {own} CASCADE")));
+    steps.push(Step::plain(format!("CREATE SCHEMA {own}")));
     steps.push(Step::plain(format!(
-        "COMMENT ON SCHEMA {who} IS {}",
+        "COMMENT ON SCHEMA {own} IS {}",
         quote_literal(&format!(
             "{MANAGED_MARK} views of policy role {}",
             role.name
         ))
     )));
     steps.push(Step::plain(format!(
-        "REVOKE ALL ON SCHEMA {who} FROM PUBLIC"
+        "REVOKE ALL ON SCHEMA {own} FROM PUBLIC"
     )));
-    steps.push(Step::plain(format!("GRANT USAGE ON SCHEMA {who} TO {who}")));
+    steps.push(Step::plain(format!("GRANT USAGE ON SCHEMA {own} TO {who}")));
     for (name, table_access) in &access.tables {
         let TableAccess::View(view) = table_access else {
             continue;
@@ -469,6 +516,7 @@ fn role_schema_steps(
         let filter = role_filter(policy, role, name);
         let sequences = live.sequences.get(name).map(Vec::as_slice).unwrap_or(&[]);
         steps.extend(view_steps(
+            &role.login(),
             &login,
             name,
             view,
@@ -616,6 +664,7 @@ mod tests {
         let seq = [TableName::new("public", "contacts_id_seq")];
         let steps = view_steps(
             "maschera_sales",
+            "maschera_sales",
             &t(),
             &view_access(writes),
             Some("region = 'x'"),
@@ -645,6 +694,7 @@ mod tests {
             ]
         );
         let read_only = view_steps(
+            "maschera_x",
             "maschera_x",
             &t(),
             &view_access(Writes::default()),
@@ -798,5 +848,61 @@ mod tests {
             err.contains("`maschera_sales` already exists and was not created by maschera"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_login_prefix_names_the_logins_and_leaves_other_databases_logins_alone() {
+        let mut live = LiveState {
+            catalog: catalog(),
+            database: "crm2".into(),
+            login_prefix: "maschera_crm2_".into(),
+            ..Default::default()
+        };
+        // Read by prefix `maschera_crm2_`; one of them was made for another database.
+        live.logins.insert("maschera_crm2_old".into(), true);
+        live.logins.insert("maschera_crm2_other".into(), false);
+        live.schemas.insert("maschera_sales".into(), true);
+        let sql: Vec<String> = plan(&live, &ApplyOptions::default())
+            .unwrap()
+            .iter()
+            .map(Step::display)
+            .collect();
+        for expected in [
+            "DROP ROLE \"maschera_crm2_old\"",
+            "COMMENT ON ROLE \"maschera_crm2_sales\" IS 'maschera policy: database \"crm2\": login of policy role sales'",
+            "ALTER ROLE \"maschera_crm2_sales\" SET search_path TO \"maschera_sales\"",
+            "GRANT CONNECT ON DATABASE \"crm2\" TO \"maschera_crm2_sales\"",
+            "CREATE SCHEMA \"maschera_sales\"",
+            "GRANT USAGE ON SCHEMA \"maschera_sales\" TO \"maschera_crm2_sales\"",
+            "GRANT SELECT ON \"maschera_sales\".\"contacts\" TO \"maschera_crm2_sales\"",
+        ] {
+            assert!(
+                sql.contains(&expected.to_string()),
+                "missing {expected}\n{sql:#?}"
+            );
+        }
+        assert!(
+            sql.iter()
+                .any(|s| s.starts_with("CREATE ROLE \"maschera_crm2_sales\""))
+        );
+        assert!(!sql.iter().any(|s| s.contains("maschera_crm2_other")));
+        assert!(
+            !sql.iter()
+                .any(|s| s.contains("DROP SCHEMA IF EXISTS \"maschera_sales\" CASCADE\""))
+        );
+    }
+
+    #[test]
+    fn a_login_belongs_to_the_database_its_comment_names() {
+        let ours = "maschera policy: database \"crm\": login of policy role sales";
+        assert!(login_managed_here(ours, "crm"));
+        assert!(!login_managed_here(ours, "crm2"));
+        assert!(!login_managed_here(ours, "cr"));
+        // Made by an earlier version (no database named): this database's, named on this apply.
+        assert!(login_managed_here(
+            "maschera policy: login of policy role sales",
+            "crm2"
+        ));
+        assert!(!login_managed_here("made by hand", "crm"));
     }
 }

@@ -66,6 +66,16 @@ pub fn login_name(role: &str) -> String {
     format!("{OBJECT_PREFIX}{role}")
 }
 
+/// The login of role `role` under a login prefix (`maschera policy apply --login-prefix`, one per
+/// served database since logins are cluster-wide); an empty prefix is the default `maschera_`. The
+/// view schema keeps the name [`login_name`] (schemas belong to one database).
+pub fn prefixed_login(prefix: &str, role: &str) -> String {
+    match prefix {
+        "" => login_name(role),
+        prefix => format!("{prefix}{role}"),
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Table {
     pub key: String,

@@ -5,6 +5,7 @@
 
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -33,9 +34,14 @@ pub struct Config {
     /// Operational logs.
     #[serde(default)]
     pub log: LogConfig,
-    /// The policy the proxy enforces (without it every user gets the database unchanged).
+    /// The policy the proxy enforces in `[upstream] database` (without it and without
+    /// `[databases.<name>]` every user gets the databases unchanged).
     #[serde(default)]
     pub policy: Option<PolicyConfig>,
+    /// More served databases, each with its own policy, credentials and login prefix (see
+    /// `routing`). `[upstream] database` with `[policy]` is the first entry.
+    #[serde(default)]
+    pub databases: BTreeMap<String, DatabaseConfig>,
     /// The access log: see `proxy/src/audit/README.md` (off when the section is absent); statements
     /// of restricted roles and policy reloads are recorded in it.
     #[serde(default)]
@@ -78,8 +84,15 @@ pub struct UpstreamConfig {
     /// Port of PostgreSQL. Default 5432.
     #[serde(default = "default_pg_port")]
     pub port: u16,
-    /// Database every client is connected to (the client's own `database` is ignored).
+    /// The default database: the one `[policy]` is for, and the one the proxy's own connections use
+    /// (health probe, `[retention]`). Sessions go to the database the client names (see `databases`).
     pub database: String,
+    /// The databases clients may name besides the served ones (`database` and `[databases.<name>]`,
+    /// always allowed): names, `"*"` for any, or `"prefix*"` (e.g. `"test_*"`). Default: none, so
+    /// any other name is refused with SQLSTATE 3D000 before the proxy connects upstream. Restricted
+    /// roles only ever reach a served database whose policy names them.
+    #[serde(default)]
+    pub databases: Vec<String>,
     /// `"off"`, `"prefer"` (TLS without certificate check if the server offers it), `"require"` (TLS
     /// without certificate check) or `"verify-full"` (TLS, certificate chain and host name checked
     /// against `ca_file` or the system roots). Default `"prefer"`.
@@ -217,6 +230,27 @@ pub struct PolicyConfig {
     /// the polling off (SIGHUP still reloads). Default 2.
     #[serde(default = "default_policy_poll")]
     pub poll_seconds: u64,
+    /// The prefix `maschera policy apply --login-prefix` gave the role logins; default `maschera_`.
+    #[serde(default)]
+    pub login_prefix: String,
+}
+
+/// `[databases.<name>]`: another database the proxy serves with its own policy. PostgreSQL roles are
+/// shared by the databases of a cluster, so each served database of one cluster needs its own
+/// `login_prefix` (and `maschera policy apply --login-prefix` with the same value).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// The policy file.
+    pub policy: PathBuf,
+    /// The logins file `maschera policy apply --credentials FILE` wrote for this database.
+    pub credentials: PathBuf,
+    /// The prefix of the role logins, e.g. `"maschera_crm2_"`; default `maschera_`.
+    #[serde(default)]
+    pub login_prefix: String,
+    /// As `[policy] poll_seconds`. Default 2.
+    #[serde(default = "default_policy_poll")]
+    pub poll_seconds: u64,
 }
 
 /// `[retention]`: the proxy applies the policy's retention rules on a schedule, as `maschera retention
@@ -324,6 +358,10 @@ impl Config {
             resolve(&mut policy.file);
             resolve(&mut policy.credentials);
         }
+        for database in self.databases.values_mut() {
+            resolve(&mut database.policy);
+            resolve(&mut database.credentials);
+        }
         if let Some(retention) = &mut self.retention {
             retention.policy.iter_mut().for_each(resolve);
         }
@@ -356,6 +394,7 @@ impl Config {
         if self.limits.max_frame_bytes < 1024 {
             bail!("[limits] max_frame_bytes must be at least 1024");
         }
+        self.check_databases()?;
         if let Some(retention) = &self.retention {
             if retention.interval_seconds == 0 || retention.batch == 0 {
                 bail!("[retention] interval_seconds and batch must be at least 1");
@@ -366,6 +405,62 @@ impl Config {
                 );
             }
             retention.at_seconds()?;
+        }
+        Ok(())
+    }
+
+    /// The served databases, each with its policy: `[upstream] database` with `[policy]`, then
+    /// `[databases.<name>]`.
+    pub fn served_databases(&self) -> Vec<(String, PolicyConfig)> {
+        let default = self
+            .policy
+            .iter()
+            .map(|policy| (self.upstream.database.clone(), policy.clone()));
+        let more = self.databases.iter().map(|(name, db)| {
+            let policy = PolicyConfig {
+                file: db.policy.clone(),
+                credentials: db.credentials.clone(),
+                poll_seconds: db.poll_seconds,
+                login_prefix: db.login_prefix.clone(),
+            };
+            (name.clone(), policy)
+        });
+        default.chain(more).collect()
+    }
+
+    fn check_databases(&self) -> Result<()> {
+        if self.policy.is_some() && self.databases.contains_key(&self.upstream.database) {
+            bail!(
+                "database {:?} has a policy twice: in [policy] (for [upstream] database) and in [databases.{}]; keep one",
+                self.upstream.database,
+                self.upstream.database
+            );
+        }
+        let mut prefixes: BTreeMap<&str, &str> = BTreeMap::new();
+        let served = self.served_databases();
+        for (name, policy) in &served {
+            if name.is_empty() {
+                bail!("[databases] a database name is empty");
+            }
+            let prefix = match policy.login_prefix.as_str() {
+                "" => policy::model::OBJECT_PREFIX,
+                prefix => prefix,
+            };
+            if let Some(other) = prefixes.insert(prefix, name) {
+                bail!(
+                    "databases {other:?} and {name:?} have the same login prefix {prefix:?}: PostgreSQL \
+                     roles are shared by all databases of a cluster, so give each its own `login_prefix` \
+                     (and apply its policy with the same --login-prefix)"
+                );
+            }
+        }
+        if let Some(bad) = self
+            .upstream
+            .databases
+            .iter()
+            .find(|p| p.is_empty() || p.strip_suffix('*').unwrap_or(p).contains('*'))
+        {
+            bail!("[upstream] databases: {bad:?} is not a database name, \"*\" or \"prefix*\"");
         }
         Ok(())
     }

@@ -25,6 +25,7 @@ pub mod policy_apply;
 pub mod policy_cmd;
 pub mod policy_state;
 pub mod relay_buffer;
+pub mod routing;
 pub mod schema_change;
 pub mod scram;
 pub mod serve_cmd;

@@ -8,8 +8,8 @@ use anyhow::{Context, Result, bail};
 use policy::Diagnostic;
 use policy::access::{Action, Catalog, TableName};
 use policy::apply_sql::{
-    ApplyOptions, LiveState, MANAGED_MARK, PASSWORD_MARKER, Secret, Step, apply_steps, quote_ident,
-    quote_literal,
+    ApplyOptions, LiveState, MANAGED_MARK, PASSWORD_MARKER, Secret, Step, apply_steps,
+    login_managed_here, quote_ident, quote_literal,
 };
 use policy::model::{OBJECT_PREFIX, Policy};
 use std::collections::BTreeMap;
@@ -48,6 +48,12 @@ pub async fn read_catalog(client: &Client) -> Result<Catalog> {
 
 /// The catalog plus the sequences column defaults use and the `maschera_*` logins and schemas.
 pub async fn read_live_state(client: &Client) -> Result<LiveState> {
+    read_live_state_for(client, "").await
+}
+
+/// [`read_live_state`] for the logins of `login_prefix` (empty: `maschera_`): the logins whose name
+/// starts with it, each marked managed only when `policy apply` made it for this database.
+pub async fn read_live_state_for(client: &Client, login_prefix: &str) -> Result<LiveState> {
     let catalog = read_catalog(client).await?;
     let mut sequences: BTreeMap<TableName, Vec<TableName>> = BTreeMap::new();
     let rows = client
@@ -77,27 +83,38 @@ pub async fn read_live_state(client: &Client) -> Result<LiveState> {
                 row.get::<_, String>(3),
             ));
     }
-    let marked = |rows: Vec<tokio_postgres::Row>| -> BTreeMap<String, bool> {
+    let database: String = client
+        .query_one("SELECT current_database()::text", &[])
+        .await
+        .context("reading the database name")?
+        .get(0);
+    let marked = |rows: Vec<tokio_postgres::Row>, managed: &dyn Fn(&str) -> bool| {
         rows.into_iter()
             .map(|r| {
                 let comment: Option<String> = r.get(1);
-                (
-                    r.get(0),
-                    comment.is_some_and(|c| c.starts_with(MANAGED_MARK)),
-                )
+                (r.get(0), comment.is_some_and(|c| managed(&c)))
             })
-            .collect()
+            .collect::<BTreeMap<String, bool>>()
     };
-    let pattern = format!("{}%", OBJECT_PREFIX.replace('_', "\\_"));
+    let like = |prefix: &str| {
+        let escaped = prefix.replace('\\', "\\\\").replace('%', "\\%");
+        format!("{}%", escaped.replace('_', "\\_"))
+    };
+    let prefix = match login_prefix {
+        "" => OBJECT_PREFIX,
+        prefix => prefix,
+    };
     let logins = marked(
         client
             .query(
                 "SELECT rolname::text, shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname LIKE $1",
-                &[&pattern],
+                &[&like(prefix)],
             )
             .await
             .context("reading existing logins")?,
+        &|comment| login_managed_here(comment, &database),
     );
+    let pattern = like(OBJECT_PREFIX);
     let schemas = marked(
         client
             .query(
@@ -106,13 +123,10 @@ pub async fn read_live_state(client: &Client) -> Result<LiveState> {
             )
             .await
             .context("reading existing schemas")?,
+        &|comment| comment.starts_with(MANAGED_MARK),
     );
-    let database: String = client
-        .query_one("SELECT current_database()::text", &[])
-        .await
-        .context("reading the database name")?
-        .get(0);
     Ok(LiveState {
+        login_prefix: login_prefix.to_owned(),
         database,
         catalog,
         sequences,
@@ -214,6 +228,30 @@ pub struct ApplyRequest {
     pub dry_run: bool,
 }
 
+/// A login prefix must make plain identifiers (lower-case letters, digits, `_`, not starting with a
+/// digit) short enough for every role of `policy` (PostgreSQL cuts names at 63 bytes).
+pub fn check_login_prefix(prefix: &str, policy: &Policy) -> Result<()> {
+    let plain = prefix
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && !prefix.starts_with(|c: char| c.is_ascii_digit());
+    if !plain {
+        bail!(
+            "login prefix {prefix:?} must be lower-case letters, digits and _ (not starting with a digit)"
+        );
+    }
+    if let Some(role) = policy
+        .restricted_roles()
+        .find(|r| prefix.len() + r.name.len() > 63)
+    {
+        bail!(
+            "login prefix {prefix:?} makes the login of role `{}` longer than PostgreSQL's 63 bytes",
+            role.name
+        );
+    }
+    Ok(())
+}
+
 /// What `apply_policy` did.
 #[derive(Debug)]
 pub enum ApplyOutcome {
@@ -237,7 +275,19 @@ pub async fn apply_policy(
     policy: &Policy,
     request: &ApplyRequest,
 ) -> Result<ApplyOutcome> {
-    let live = read_live_state(client).await?;
+    apply_policy_for(client, policy, request, "").await
+}
+
+/// [`apply_policy`] with the role logins named `<login_prefix><role>` (empty: `maschera_<role>`),
+/// for a database that shares its PostgreSQL cluster with another one Maschera serves.
+pub async fn apply_policy_for(
+    client: &mut Client,
+    policy: &Policy,
+    request: &ApplyRequest,
+    login_prefix: &str,
+) -> Result<ApplyOutcome> {
+    check_login_prefix(login_prefix, policy)?;
+    let live = read_live_state_for(client, login_prefix).await?;
     let (errors, warnings): (Vec<Diagnostic>, Vec<Diagnostic>) =
         check_live(client, policy, &live.catalog)
             .await?
@@ -260,7 +310,7 @@ pub async fn apply_policy(
         .retain(|role, _| policy.restricted_roles().any(|r| &r.name == role));
     let mut passwords = BTreeMap::new();
     for role in policy.restricted_roles() {
-        let login = role.login();
+        let login = live.login(role);
         let kept = credentials
             .login(&role.name)
             .filter(|l| l.user == login && !request.rotate)

@@ -42,6 +42,11 @@ pub enum PolicyCommand {
         /// Give every login a new password.
         #[arg(long)]
         rotate: bool,
+        /// Prefix of the role logins (default `maschera_`: `maschera_<role>`). Logins are shared by
+        /// all databases of a PostgreSQL cluster: give each database served from one cluster its
+        /// own prefix, e.g. `maschera_crm2_`, and the same as `login_prefix` in its `[databases.<name>]`.
+        #[arg(long, default_value = "")]
+        login_prefix: String,
         /// Name of the environment variable holding the pseudonym key (at least 16 characters). Without
         /// it, MASCHERA_PSEUDONYM_KEY if set, else the key stored in the database (generated once).
         #[arg(long)]
@@ -80,21 +85,19 @@ pub fn run(args: PolicyArgs) -> Result<ExitCode> {
                 dry_run,
                 credentials,
                 rotate,
+                login_prefix,
                 key_env,
                 audit,
             } => {
                 // Opened before any change, so that a log that cannot be written stops the apply.
                 let log = if dry_run { None } else { audit.open()? };
-                apply(
-                    &file,
-                    &upstream,
-                    dry_run,
-                    &credentials,
+                let request = ApplyRequest {
+                    credentials,
                     rotate,
-                    key_env.as_deref(),
-                    log,
-                )
-                .await
+                    pseudonym_key: configured_key(key_env.as_deref())?,
+                    dry_run,
+                };
+                apply(&file, &upstream, &request, &login_prefix, log).await
             }
             PolicyCommand::Register { file, format } => register(&file, &format),
             PolicyCommand::Explain {
@@ -169,23 +172,16 @@ fn configured_key(key_env: Option<&str>) -> Result<Option<Vec<u8>>> {
 async fn apply(
     file: &Path,
     upstream: &str,
-    dry_run: bool,
-    credentials_path: &Path,
-    rotate: bool,
-    key_env: Option<&str>,
+    request: &ApplyRequest,
+    login_prefix: &str,
     log: Option<crate::audit::AuditLog>,
 ) -> Result<ExitCode> {
     let Some(policy) = load_policy(file)? else {
         return Ok(ExitCode::FAILURE);
     };
-    let request = ApplyRequest {
-        credentials: credentials_path.to_path_buf(),
-        rotate,
-        pseudonym_key: configured_key(key_env)?,
-        dry_run,
-    };
+    let credentials_path = &request.credentials;
     let mut client = policy_apply::connect(upstream).await?;
-    match policy_apply::apply_policy(&mut client, &policy, &request).await? {
+    match policy_apply::apply_policy_for(&mut client, &policy, request, login_prefix).await? {
         ApplyOutcome::Invalid(diagnostics) => {
             report(&diagnostics);
             Ok(ExitCode::FAILURE)

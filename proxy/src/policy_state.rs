@@ -36,6 +36,8 @@ pub struct PolicyState {
     pub catalog: Catalog,
     /// The sequences each table's column defaults use (granted with inserts through a view).
     pub sequences: BTreeMap<TableName, Vec<TableName>>,
+    /// The prefix of this database's role logins (empty: `maschera_`).
+    pub login_prefix: String,
     roles: BTreeMap<String, Arc<RoleAccess>>,
     credentials: Credentials,
     pub cache: RewriteCache,
@@ -99,10 +101,19 @@ impl PolicyState {
             }
         };
         for role in policy.restricted_roles() {
-            if credentials.login(&role.name).is_none() {
+            let Some(login) = credentials.login(&role.name) else {
                 bail!(
                     "the credentials file has no login for role {:?}: run `maschera policy apply` with --credentials pointing at it",
                     role.name
+                );
+            };
+            if login.user != live.login(role) {
+                bail!(
+                    "the credentials file gives role {:?} the login {:?}, but this database's login prefix makes it {:?}: \
+                     apply the policy with the same --login-prefix as the configuration's `login_prefix`",
+                    role.name,
+                    login.user,
+                    live.login(role)
                 );
             }
         }
@@ -112,6 +123,7 @@ impl PolicyState {
                 .map(|(name, access)| (name, Arc::new(access)))
                 .collect(),
             policy,
+            login_prefix: live.login_prefix,
             catalog: live.catalog,
             sequences: live.sequences,
             credentials,
@@ -158,6 +170,7 @@ impl PolicyHandle {
         let upstream = UpstreamTarget::new(upstream)?;
         let state = load_state(config, &upstream, Drift::Refuse).await?;
         info!(
+            database = %upstream.config().database,
             file = %config.file.display(),
             roles = state.roles.len(),
             tables = state.catalog.tables.len(),
@@ -238,7 +251,8 @@ impl PolicyHandle {
         for step in policy::apply_sql::drop_views_steps(policy) {
             client.batch_execute(&step.sql).await?;
         }
-        let live = crate::policy_apply::read_live_state(&client).await?;
+        let live =
+            crate::policy_apply::read_live_state_for(&client, &self.config.login_prefix).await?;
         let (access, _) = compile_tolerating_drift(policy, &live.catalog);
         for step in policy::apply_sql::recreate_views_steps(policy, &access, &live) {
             if step.secret.is_some() {
@@ -277,15 +291,15 @@ async fn load_state(
     let policy = Policy::parse(&config.file.display().to_string(), &text)
         .map_err(|diagnostics| anyhow::anyhow!("invalid policy file:\n{diagnostics}"))?;
     let credentials = Credentials::load(&config.credentials)?;
-    let live = read_live_state(upstream).await?;
+    let live = read_live_state(upstream, &config.login_prefix).await?;
     PolicyState::build_with(policy, live, credentials, drift)
 }
 
 /// Reads the catalog and the column defaults' sequences over a short-lived connection as the
 /// proxy's own `[upstream]` login.
-async fn read_live_state(upstream: &UpstreamTarget) -> Result<LiveState> {
+async fn read_live_state(upstream: &UpstreamTarget, login_prefix: &str) -> Result<LiveState> {
     let (client, connection) = admin_connect(upstream).await?;
-    let live = crate::policy_apply::read_live_state(&client).await;
+    let live = crate::policy_apply::read_live_state_for(&client, login_prefix).await;
     drop(client);
     let _ = connection.await;
     live

@@ -263,6 +263,7 @@ fn recreation(state: &PolicyState, catalog: Catalog) -> Vec<String> {
     let live = LiveState {
         catalog,
         sequences: state.sequences.clone(),
+        login_prefix: state.login_prefix.clone(),
         ..LiveState::default()
     };
     let steps = policy::apply_sql::recreate_views_steps(policy, &access, &live);

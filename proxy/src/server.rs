@@ -11,10 +11,11 @@ use crate::enforce::{self, SessionSetup};
 use crate::frame;
 use crate::lockout::{Lockout, LockoutSettings};
 use crate::metrics as m;
+use crate::routing::Route;
 use crate::session::{self, RelaySettings, SessionEnd};
 use crate::startup::{self, ClientTlsSetup, Opening, Startup};
 use crate::tls;
-use crate::upstream::{Login, UpstreamTarget};
+use crate::upstream::{Login, UpstreamError, UpstreamTarget};
 use crate::users::{User, UserStore};
 use crate::workers::{self, Workers};
 use anyhow::{Context, Result};
@@ -50,7 +51,7 @@ pub struct Proxy {
     lockout: Lockout,
     cancels: Arc<CancelRegistry>,
     next_session: AtomicU64,
-    policy: Option<Arc<crate::policy_state::PolicyHandle>>,
+    routing: crate::routing::Routing,
     audit: Option<Arc<crate::audit::AuditLog>>,
 }
 
@@ -80,20 +81,19 @@ impl Proxy {
             lockout,
             cancels: Arc::new(CancelRegistry::default()),
             next_session: AtomicU64::new(1),
-            policy: None,
+            routing: crate::routing::Routing::default(),
             audit: None,
             config,
         })
     }
 
-    /// Loads and compiles the configured `[policy]` (if any) and watches it for reloads (recorded in
-    /// the access log when [`Proxy::with_audit`] came first).
+    /// Loads and compiles the policy of each served database (`[policy]`, `[databases.<name>]`) and
+    /// watches them for reloads (recorded in the access log when [`Proxy::with_audit`] came first).
     pub async fn with_policy(mut self) -> Result<Proxy> {
-        if let Some(config) = &self.config.policy {
-            let handle = crate::policy_state::PolicyHandle::load(config, &self.config.upstream)
-                .await
-                .context("loading the policy")?;
-            let handle = Arc::new(handle);
+        self.routing = crate::routing::Routing::load(&self.config)
+            .await
+            .context("loading the policy")?;
+        for (database, handle) in self.routing.served() {
             let state = handle.current();
             let unknown: std::collections::BTreeSet<&str> = self
                 .users
@@ -102,10 +102,9 @@ impl Proxy {
                 .filter(|role| state.role(role).is_none())
                 .collect();
             if !unknown.is_empty() {
-                warn!(roles = ?unknown, "users with these roles cannot log in: the policy does not name them");
+                warn!(database, roles = ?unknown, "users with these roles cannot log in to this database: its policy does not name them");
             }
             handle.clone().watch(self.audit.clone())?;
-            self.policy = Some(handle);
         }
         Ok(self)
     }
@@ -273,12 +272,13 @@ async fn open(
         return Ok(None);
     };
     let user_name = client.param("user").unwrap_or_default().to_owned();
+    let database = crate::routing::requested_database(&client.params, &user_name).to_owned();
     let mut who = SessionIdentity {
         session: id.to_string(),
         client: addr.to_string(),
         user: user_name.clone(),
         role: String::new(),
-        database: proxy.config.upstream.database.clone(),
+        database,
         application_name: client.param("application_name").map(str::to_owned),
     };
     let authenticated = client_auth::authenticate(
@@ -322,12 +322,14 @@ async fn serve(
         .filter(|(k, _)| FORWARDED_PARAMS.contains(&k.to_ascii_lowercase().as_str()))
         .cloned()
         .collect();
-    let setup = match &proxy.policy {
-        Some(policy) => {
+    let database = who.database.clone();
+    let setup = match proxy.routing.route(&database, &user.role) {
+        Ok(Route::Served(policy)) => {
             let audit = proxy.audit.as_ref().map(|log| (log, who));
-            enforce::session_setup(policy, audit, user, &client.params, &proxy.login, params)
+            enforce::session_setup(&policy, audit, user, &client.params, &proxy.login, params)
         }
-        None => Ok(SessionSetup::pass_through(proxy.login.clone(), params)),
+        Ok(Route::PassThrough) => Ok(SessionSetup::pass_through(proxy.login.clone(), params)),
+        Err(refusal) => Err(refusal),
     };
     let mut setup = match setup {
         Ok(setup) => setup,
@@ -337,8 +339,17 @@ async fn serve(
             return Ok(());
         }
     };
-    let upstream = match proxy.upstream.connect(&setup.login, &setup.params).await {
+    let connected = proxy
+        .upstream
+        .connect_to(&setup.login, &database, &setup.params)
+        .await;
+    let upstream = match connected {
         Ok(upstream) => upstream,
+        Err(UpstreamError::Refused { code, message }) if code == "3D000" => {
+            // PostgreSQL's own answer for a database that does not exist (its name is the client's).
+            frame::send_fatal(&mut client.stream, "3D000", &message).await;
+            return Ok(());
+        }
         Err(err) => {
             warn!(error = %err, "upstream login failed");
             let message = "could not connect to the database server behind the proxy";

@@ -177,9 +177,19 @@ impl UpstreamTarget {
         login: &Login,
         params: &[(String, String)],
     ) -> Result<Upstream, UpstreamError> {
+        self.connect_to(login, &self.config.database, params).await
+    }
+
+    /// [`UpstreamTarget::connect`] to `database` (the one the client named).
+    pub async fn connect_to(
+        &self,
+        login: &Login,
+        database: &str,
+        params: &[(String, String)],
+    ) -> Result<Upstream, UpstreamError> {
         tokio::time::timeout(
             self.config.connect_timeout(),
-            self.connect_now(login, params),
+            self.connect_now(login, database, params),
         )
         .await
         .map_err(|_| UpstreamError::Timeout)?
@@ -188,14 +198,13 @@ impl UpstreamTarget {
     async fn connect_now(
         &self,
         login: &Login,
+        database: &str,
         params: &[(String, String)],
     ) -> Result<Upstream, UpstreamError> {
         let mut stream = self.open().await?;
         let mut out = BytesMut::new();
-        let mut startup: Vec<(&str, &str)> = vec![
-            ("user", login.user.as_str()),
-            ("database", self.config.database.as_str()),
-        ];
+        let mut startup: Vec<(&str, &str)> =
+            vec![("user", login.user.as_str()), ("database", database)];
         startup.extend(params.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         frontend::startup_message(startup, &mut out)?;
         stream.write_all(&out).await?;

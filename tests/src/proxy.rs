@@ -51,6 +51,8 @@ pub struct ProxyOptions {
     pub users_file: Option<PathBuf>,
     /// `RUST_LOG` of the proxy (default `debug`; load tests use `info`).
     pub log_level: String,
+    /// Further top-level tables, verbatim (e.g. `[databases.crm2]` sections).
+    pub sections: String,
 }
 
 impl Default for ProxyOptions {
@@ -72,6 +74,7 @@ impl Default for ProxyOptions {
             retention: String::new(),
             users_file: None,
             log_level: "debug".into(),
+            sections: String::new(),
         }
     }
 }
@@ -289,6 +292,7 @@ fn config_text(
             "\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n"
         ));
     }
+    text.push_str(&options.sections);
     text
 }
 

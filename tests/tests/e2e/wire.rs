@@ -830,6 +830,7 @@ async fn policy_seam_refuses_in_simple_and_extended_protocol_and_the_session_goe
         host: "127.0.0.1".into(),
         port: pg.port(),
         database: "postgres".into(),
+        databases: Vec::new(),
         tls: UpstreamTlsMode::Off,
         ca_file: None,
         user: SUPERUSER.into(),
