@@ -37,6 +37,9 @@ pub struct DumpArgs {
     /// An attribute of the role's row filters, `name=value` (repeatable), e.g. `--attr region=north`.
     #[arg(long = "attr", value_name = "NAME=VALUE")]
     pub attributes: Vec<String>,
+    /// The prefix `maschera policy apply --login-prefix` gave the role logins (default `maschera_`).
+    #[arg(long, default_value = "")]
+    pub login_prefix: String,
 }
 
 pub fn run(args: DumpArgs) -> Result<ExitCode> {
@@ -62,7 +65,8 @@ pub fn run(args: DumpArgs) -> Result<ExitCode> {
         let client = policy_apply::connect(&args.upstream).await?;
         let stdout = std::io::stdout();
         let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
-        dump_role(&client, &policy, role, &attributes, &mut out).await?;
+        let login = policy::model::prefixed_login(&args.login_prefix, &role.name);
+        dump_role(&client, &policy, role, &login, &attributes, &mut out).await?;
         out.flush()?;
         Ok(ExitCode::SUCCESS)
     })
@@ -94,16 +98,16 @@ pub async fn dump_role(
     client: &Client,
     policy: &Policy,
     role: &Role,
+    login: &str,
     attributes: &[(String, String)],
     out: &mut impl Write,
 ) -> Result<()> {
-    let login = role.login();
     client
         .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
         .await?;
     let pseudonymised = PseudonymisedTables::read(client, policy, role).await?;
     client
-        .batch_execute(&format!("SET LOCAL ROLE {}", quote_ident(&login)))
+        .batch_execute(&format!("SET LOCAL ROLE {}", quote_ident(login)))
         .await
         .with_context(|| format!("SET ROLE {login} (has `policy apply` run?)"))?;
     for (name, value) in attributes {
@@ -171,7 +175,7 @@ pub async fn dump_role(
                     out.write_all(&row)?;
                 }
                 client
-                    .batch_execute(&format!("SET LOCAL ROLE {}", quote_ident(&login)))
+                    .batch_execute(&format!("SET LOCAL ROLE {}", quote_ident(login)))
                     .await?;
             }
             None => {

@@ -327,6 +327,28 @@ fn two_databases_with_two_policies_and_login_prefixes_in_one_cluster() {
         );
         check("after re-applying crm2").await;
 
+        // A schema change in crm2 by its unrestricted user rebuilds crm2's views for crm2's logins.
+        let dora = connect_as(&proxy, "dora", "crm2").await.unwrap();
+        dora.batch_execute("BEGIN; ALTER TABLE contacts ADD COLUMN nickname text")
+            .await
+            .unwrap();
+        let granted: bool = dora
+            .query_one(
+                "SELECT has_table_privilege('maschera_crm2_sales', 'maschera_sales.contacts', 'SELECT')",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(
+            granted,
+            "the views recompiled in the transaction are crm2's logins'"
+        );
+        dora.batch_execute("COMMIT").await.unwrap();
+        check("after a schema change in crm2").await;
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        check("after the views of crm2 were rebuilt").await;
+
         // The access log says which database each session was in.
         let log: PathBuf = audit_dir.join("audit");
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
