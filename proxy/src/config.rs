@@ -583,4 +583,53 @@ file = "users.toml"
         let err = Config::parse(&text, Path::new("/")).unwrap_err();
         assert!(format!("{err:#}").contains("cert"), "{err:#}");
     }
+
+    #[test]
+    fn served_databases_are_the_default_policy_and_the_databases_sections() {
+        let minimal = MINIMAL.replace(
+            "database = \"crm\"",
+            "database = \"crm\"\ndatabases = [\"postgres\", \"test_*\"]",
+        );
+        let text = format!(
+            "{minimal}[policy]\nfile = \"p.toml\"\ncredentials = \"l.toml\"\n\
+             [databases.crm2]\npolicy = \"p2.toml\"\ncredentials = \"l2.toml\"\nlogin_prefix = \"maschera_crm2_\"\n"
+        );
+        let config = Config::parse(&text, Path::new("/etc/maschera")).unwrap();
+        assert_eq!(config.upstream.databases, ["postgres", "test_*"]);
+        let served = config.served_databases();
+        let names: Vec<&str> = served.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["crm", "crm2"]);
+        assert_eq!(served[1].1.file, Path::new("/etc/maschera/p2.toml"));
+        assert_eq!(served[1].1.credentials, Path::new("/etc/maschera/l2.toml"));
+        assert_eq!(served[1].1.login_prefix, "maschera_crm2_");
+        assert_eq!(served[1].1.poll_seconds, 2);
+        // Today's files: one served database, no other allowed.
+        let config = Config::parse(MINIMAL, Path::new("/")).unwrap();
+        assert!(config.served_databases().is_empty() && config.upstream.databases.is_empty());
+    }
+
+    #[test]
+    fn two_served_databases_need_two_login_prefixes() {
+        let section = |name: &str, prefix: &str| {
+            format!("[databases.{name}]\npolicy = \"p.toml\"\ncredentials = \"l.toml\"\n{prefix}")
+        };
+        let text = format!(
+            "{MINIMAL}[policy]\nfile = \"p.toml\"\ncredentials = \"l.toml\"\n{}",
+            section("crm2", "")
+        );
+        let err = format!("{:#}", Config::parse(&text, Path::new("/")).unwrap_err());
+        assert!(err.contains("same login prefix \"maschera_\""), "{err}");
+        let text = format!(
+            "{MINIMAL}[policy]\nfile = \"p.toml\"\ncredentials = \"l.toml\"\n{}",
+            section("crm", "login_prefix = \"m2_\"")
+        );
+        let err = format!("{:#}", Config::parse(&text, Path::new("/")).unwrap_err());
+        assert!(err.contains("has a policy twice"), "{err}");
+        let text = MINIMAL.replace(
+            "database = \"crm\"",
+            "database = \"crm\"\ndatabases = [\"a*b\"]",
+        );
+        let err = format!("{:#}", Config::parse(&text, Path::new("/")).unwrap_err());
+        assert!(err.contains("\"a*b\" is not a database name"), "{err}");
+    }
 }
