@@ -92,7 +92,8 @@ fn parse_attributes(role: &Role, given: &[String]) -> Result<Vec<(String, String
         .collect()
 }
 
-/// Writes the role's schema and data to `out`, in one snapshot, as the role's login (the dump changes
+/// Writes the role's schema and data to `out`, in one snapshot, as the role's `login` (its views are in
+/// the schema `maschera_<role>` whatever the login's prefix; the dump changes
 /// nothing; it creates and drops a temporary view to compare the installed views with the policy).
 pub async fn dump_role(
     client: &Client,
@@ -126,7 +127,7 @@ pub async fn dump_role(
             "SELECT c.oid, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
              WHERE n.nspname = $1 AND c.relkind = 'v' AND has_table_privilege(c.oid, 'SELECT')
              ORDER BY c.relname",
-            &[&login],
+            &[&role.login()],
         )
         .await?;
     writeln!(
@@ -182,7 +183,7 @@ pub async fn dump_role(
                 let copy = format!(
                     "COPY (SELECT {} FROM {}.{table}) TO STDOUT",
                     names.join(", "),
-                    quote_ident(&login)
+                    quote_ident(&role.login())
                 );
                 let stream = client.copy_out(&copy).await?;
                 futures_util::pin_mut!(stream);

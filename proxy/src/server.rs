@@ -329,7 +329,10 @@ async fn serve(
             enforce::session_setup(&policy, audit, user, &client.params, &proxy.login, params)
         }
         Ok(Route::PassThrough) => Ok(SessionSetup::pass_through(proxy.login.clone(), params)),
-        Err(refusal) => Err(refusal),
+        Err(refusal) => {
+            metrics::counter!(m::REFUSALS_TOTAL, m::LABEL_REASON => "database").increment(1);
+            Err(refusal)
+        }
     };
     let mut setup = match setup {
         Ok(setup) => setup,

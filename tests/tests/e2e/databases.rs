@@ -349,6 +349,25 @@ fn two_databases_with_two_policies_and_login_prefixes_in_one_cluster() {
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         check("after the views of crm2 were rebuilt").await;
 
+        // An anonymised copy of crm2 as sales sees it, through crm2's login.
+        let dump = Command::new(maschera_bin())
+            .arg("dump")
+            .arg(&crm2.policy)
+            .args(["--upstream", &pg.uri("crm2"), "--role", "sales"])
+            .args(["--attr", "region=north", "--login-prefix", CRM2_PREFIX])
+            .output()
+            .expect("maschera dump");
+        let dumped = String::from_utf8_lossy(&dump.stdout);
+        assert!(
+            dump.status.success(),
+            "{}",
+            String::from_utf8_lossy(&dump.stderr)
+        );
+        assert!(
+            dumped.contains("COPY ") && dumped.contains("***@"),
+            "crm2's dump for sales has masked e-mail addresses"
+        );
+
         // The access log says which database each session was in.
         let log: PathBuf = audit_dir.join("audit");
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
