@@ -76,3 +76,13 @@ pub fn access_log_section(dir: &std::path::Path, instance: &str) -> String {
         path(keys.join("audit-public.key")),
     )
 }
+
+/// Every record of an access-log folder, in file order.
+pub fn access_log_records(dir: &std::path::Path) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    for file in maschera::audit::files::list_dir(dir).unwrap_or_default() {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        out.extend(text.lines().filter_map(|l| serde_json::from_str(l).ok()));
+    }
+    out
+}

@@ -1,24 +1,15 @@
-"""Settings of the database-routing test project: one database through Maschera, from the environment."""
+"""Settings of the database-routing test project: the compatibility suite's Django settings (one database
+through Maschera, from the environment), with this project's `probe` app in place of the CRM models."""
 
 import os
+import runpy
+
+_compat = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "django", "settings.py"))
+globals().update({name: value for name, value in _compat.items() if name.isupper()})
 
 SECRET_KEY = "routing-test-not-secret"
-DEBUG = False
-USE_TZ = True
 INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.auth",
     "probe",
 ]
-DATABASES = {
-    "default": {
-        "ENGINE": "django.db.backends.postgresql",
-        "HOST": os.environ["MASCHERA_DB_HOST"],
-        "PORT": os.environ["MASCHERA_DB_PORT"],
-        "USER": os.environ["MASCHERA_DB_USER"],
-        "PASSWORD": os.environ["MASCHERA_DB_PASSWORD"],
-        "NAME": os.environ["MASCHERA_DB_NAME"],
-        "OPTIONS": {"connect_timeout": 30},
-    }
-}
-DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

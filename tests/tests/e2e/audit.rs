@@ -554,15 +554,7 @@ impl AuditedCrm {
     }
 }
 
-/// Every record of the log folder, in file order.
-fn records(dir: &Path) -> Vec<serde_json::Value> {
-    let mut out = Vec::new();
-    for file in maschera::audit::files::list_dir(dir).unwrap_or_default() {
-        let text = std::fs::read_to_string(file).unwrap_or_default();
-        out.extend(text.lines().filter_map(|l| serde_json::from_str(l).ok()));
-    }
-    out
-}
+use maschera_tests::access_log_records as records;
 
 /// The records matching `pick`, waiting up to 30 s for at least `count` of them.
 fn wait_records(

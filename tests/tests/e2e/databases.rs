@@ -10,7 +10,9 @@ use maschera_tests::crm_proxy::{
     AppliedPolicy, CRM_DB, CRM_PSEUDONYM_KEY, CrmProxy, CrmSetup, apply_policy,
     apply_reference_policy, crm_password, write_crm_users,
 };
-use maschera_tests::{PgServer, Proxy, ProxyOptions, access_log_section, maschera_bin};
+use maschera_tests::{
+    PgServer, Proxy, ProxyOptions, access_log_records, access_log_section, maschera_bin,
+};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -47,6 +49,14 @@ async fn connect_as(
     let (client, connection) = tokio_postgres::connect(&uri, tokio_postgres::NoTls).await?;
     tokio::spawn(connection);
     Ok(client)
+}
+
+/// Standard output of a finished command, once asserted that it succeeded (its output is in the panic).
+fn stdout_of(out: std::process::Output, what: &str) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{what} failed:\n{stdout}{stderr}");
+    stdout
 }
 
 async fn current_database(client: &tokio_postgres::Client) -> String {
@@ -98,13 +108,7 @@ fn clients_get_the_database_they_name() {
             .stdin(Stdio::null())
             .output()
             .expect("psql");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{stdout}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert_eq!(stdout.trim(), "other");
+        assert_eq!(stdout_of(out, "psql -d other").trim(), "other");
 
         // CREATE DATABASE / DROP DATABASE on the unrestricted session's own connection.
         let admin = connect_as(&crm.proxy, "dora", "postgres").await.unwrap();
@@ -218,15 +222,6 @@ async fn first_email(proxy: &Proxy, db: &str) -> String {
         .await
         .unwrap_or_else(|e| panic!("sam reads contacts in {db}: {e}"))
         .get(0)
-}
-
-fn records(dir: &Path) -> Vec<serde_json::Value> {
-    let mut out = Vec::new();
-    for file in maschera::audit::files::list_dir(dir).unwrap_or_default() {
-        let text = std::fs::read_to_string(file).unwrap_or_default();
-        out.extend(text.lines().filter_map(|l| serde_json::from_str(l).ok()));
-    }
-    out
 }
 
 #[test]
@@ -357,12 +352,7 @@ fn two_databases_with_two_policies_and_login_prefixes_in_one_cluster() {
             .args(["--attr", "region=north", "--login-prefix", CRM2_PREFIX])
             .output()
             .expect("maschera dump");
-        let dumped = String::from_utf8_lossy(&dump.stdout);
-        assert!(
-            dump.status.success(),
-            "{}",
-            String::from_utf8_lossy(&dump.stderr)
-        );
+        let dumped = stdout_of(dump, "maschera dump");
         assert!(
             dumped.contains("COPY ") && dumped.contains("***@"),
             "crm2's dump for sales has masked e-mail addresses"
@@ -372,7 +362,7 @@ fn two_databases_with_two_policies_and_login_prefixes_in_one_cluster() {
         let log: PathBuf = audit_dir.join("audit");
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         let found = loop {
-            let all = records(&log);
+            let all = access_log_records(&log);
             let in_crm2 = all
                 .iter()
                 .filter(|r| r["user"] == "sam" && r["database"] == "crm2")
@@ -425,12 +415,7 @@ fn a_django_test_run_uses_its_test_database_and_leaves_the_real_one_untouched() 
         let crm = start_routing().await;
         // The project's tables in the real database, with rows of their own.
         let migrated = manage(&crm.proxy, "dora", CRM_DB, &["migrate", "--noinput"]);
-        assert!(
-            migrated.status.success(),
-            "migrate: {}{}",
-            String::from_utf8_lossy(&migrated.stdout),
-            String::from_utf8_lossy(&migrated.stderr)
-        );
+        stdout_of(migrated, "manage.py migrate");
         crm.pg
             .psql(
                 CRM_DB,
