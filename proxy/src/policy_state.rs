@@ -223,10 +223,12 @@ impl PolicyHandle {
                 seen = self.stamps();
                 let mut event = Event::new(EventKind::PolicyReload);
                 event.detail = Some(format!("{reason}: {}", self.config.file.display()));
+                let database = &self.upstream.config().database;
+                event.database = Some(database.clone());
                 match self.reload().await {
-                    Ok(()) => info!(reason, "policy reloaded"),
+                    Ok(()) => info!(reason, database, "policy reloaded"),
                     Err(err) => {
-                        warn!(reason, error = %format!("{err:#}"), "policy reload failed; keeping the previous policy");
+                        warn!(reason, database, error = %format!("{err:#}"), "policy reload failed; keeping the previous policy");
                         event.outcome = Outcome::Error {
                             sqlstate: "F0000".into(),
                         };

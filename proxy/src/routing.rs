@@ -71,8 +71,8 @@ impl Routing {
             return Err(LoginRefusal {
                 code: "3D000",
                 message: format!(
-                    "database \"{database}\" is not served by this proxy: its configuration allows \
-                     other databases in [upstream] databases"
+                    "database \"{database}\" is not served by this proxy: the proxy's configuration \
+                     must list it in [upstream] databases or give it a [databases.{database}] section"
                 ),
             });
         }
