@@ -409,3 +409,29 @@ async fn run_steps(client: &mut Client, steps: &[Step], secrets: &Secrets) -> Re
     tx.commit().await.context("committing the policy")?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_login_prefix_makes_plain_identifiers_that_fit() {
+        let role = "a".repeat(40);
+        let text = format!(
+            "[tables.contacts.columns]\nemail = \"contact\"\n[roles.{role}.tables.contacts]\nshow = [\"email\"]\n"
+        );
+        let policy = Policy::parse("p.toml", &text).unwrap();
+        assert!(check_login_prefix("", &policy).is_ok());
+        assert!(check_login_prefix("maschera_crm2_", &policy).is_ok());
+        for bad in ["Maschera_", "crm-2_", "2crm_", "crm2\"_", "crm 2_"] {
+            let err = check_login_prefix(bad, &policy).unwrap_err().to_string();
+            assert!(
+                err.contains("lower-case letters, digits and _"),
+                "{bad}: {err}"
+            );
+        }
+        let long = "p".repeat(24);
+        let err = check_login_prefix(&long, &policy).unwrap_err().to_string();
+        assert!(err.contains("longer than PostgreSQL's 63 bytes"), "{err}");
+    }
+}
