@@ -7,7 +7,7 @@
 //!
 //! Defaults (see `[limits]` in `config`): a user may hold half and a role three quarters of the
 //! sessions PostgreSQL accepts from ordinary logins (`max_connections` minus
-//! `superuser_reserved_connections`, read once at start; 100 when it cannot be read), so that other
+//! `superuser_reserved_connections`, read at start; 100 until it can be read), so that other
 //! users and roles keep room; the statement rate is not limited unless configured.
 //! Not for: the proxy-wide connection limit (`[limits] max_connections`, in `server`), failed logins
 //! (see `lockout`) or the size of one message's work.
@@ -18,7 +18,7 @@ use crate::upstream::UpstreamTarget;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 /// SQLSTATE `too_many_connections`, for sessions and statement rates alike.
@@ -26,6 +26,9 @@ pub const TOO_MANY: &str = "53300";
 
 /// PostgreSQL's own default `max_connections`, assumed when the server's cannot be read.
 const ASSUMED_UPSTREAM_SLOTS: usize = 100;
+
+/// How often an unreachable PostgreSQL is asked again for its `max_connections`.
+const RETRY_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Session and statement limits of the whole proxy, shared by every connection.
 pub struct Admission {
@@ -82,32 +85,33 @@ impl Admission {
     }
 
     /// Reads how many sessions PostgreSQL accepts from ordinary logins, for the automatic limits
-    /// (only when one of them is automatic). On failure the assumed 100 stay, with a warning.
-    pub async fn read_upstream_slots(&self, upstream: &UpstreamTarget) {
-        if self.inner.configured_per_user.is_some() && self.inner.configured_per_role.is_some() {
+    /// (only when one of them is automatic). When PostgreSQL cannot be reached, the assumed 100 hold
+    /// (with a warning) and a background task tries again every [`RETRY_INTERVAL`] until it succeeds.
+    pub async fn read_upstream_slots(&self, upstream: &Arc<UpstreamTarget>) {
+        let inner = &self.inner;
+        if inner.configured_per_user.is_some() && inner.configured_per_role.is_some() {
             return;
         }
-        match upstream_slots(upstream).await {
-            Ok(slots) => self.set_upstream_slots(slots),
-            Err(err) => warn!(
+        if let Err(err) = inner.read_upstream_slots(upstream).await {
+            warn!(
                 error = %format!("{err:#}"),
                 assumed = ASSUMED_UPSTREAM_SLOTS,
-                "could not read PostgreSQL's max_connections for the automatic session limits"
-            ),
+                "could not read PostgreSQL's max_connections for the automatic session limits; trying again in the background"
+            );
+            let (inner, upstream) = (inner.clone(), upstream.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(RETRY_INTERVAL).await;
+                    if inner.read_upstream_slots(&upstream).await.is_ok() {
+                        break;
+                    }
+                }
+            });
         }
-        info!(
-            per_user = self.per_user(),
-            per_role = self.per_role(),
-            "sessions allowed per user and per role (0: no limit)"
-        );
     }
 
     fn set_upstream_slots(&self, slots: usize) {
-        let inner = &self.inner;
-        let per_user = inner.configured_per_user.unwrap_or((slots / 2).max(1));
-        let per_role = inner.configured_per_role.unwrap_or((slots * 3 / 4).max(1));
-        inner.per_user.store(per_user, Ordering::Relaxed);
-        inner.per_role.store(per_role, Ordering::Relaxed);
+        self.inner.set_upstream_slots(slots);
     }
 
     pub fn per_user(&self) -> usize {
@@ -163,6 +167,27 @@ impl Admission {
             user: admitted.user.clone(),
             frontend,
         })
+    }
+}
+
+impl Inner {
+    async fn read_upstream_slots(&self, upstream: &UpstreamTarget) -> anyhow::Result<()> {
+        let slots = upstream_slots(upstream).await?;
+        self.set_upstream_slots(slots);
+        info!(
+            upstream_slots = slots,
+            per_user = self.per_user.load(Ordering::Relaxed),
+            per_role = self.per_role.load(Ordering::Relaxed),
+            "sessions allowed per user and per role (0: no limit)"
+        );
+        Ok(())
+    }
+
+    fn set_upstream_slots(&self, slots: usize) {
+        let per_user = self.configured_per_user.unwrap_or((slots / 2).max(1));
+        let per_role = self.configured_per_role.unwrap_or((slots * 3 / 4).max(1));
+        self.per_user.store(per_user, Ordering::Relaxed);
+        self.per_role.store(per_role, Ordering::Relaxed);
     }
 }
 

@@ -5,12 +5,12 @@
 //! outlive it (SIGKILL).
 
 use crate::demo::{Demo, processes_naming, send};
+use crate::wire::http_get;
 use maschera_tests::crm_proxy::{CrmProxy, CrmSetup};
 use maschera_tests::{PgServer, PgServerOptions, Proxy, ProxyOptions};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_postgres::Client;
 
 const PASSWORD: &str = "ops-test-Passw0rd!x";
@@ -39,6 +39,26 @@ async fn login(proxy: &Proxy, name: &str) -> Result<Client, tokio_postgres::Erro
     Ok(client)
 }
 
+/// The proxy in front of `pg` with `users` (all with [`PASSWORD`]) and these `[limits]` lines.
+fn proxy_with(pg: &PgServer, users: &[(&str, &str)], limits: &str) -> Proxy {
+    let users = users.iter().map(|(name, role)| user(name, role)).collect();
+    let options = ProxyOptions {
+        users,
+        limits: limits.into(),
+        ..ProxyOptions::default()
+    };
+    Proxy::start(pg, options).unwrap()
+}
+
+/// `count` sessions of `name`, each of which must log in.
+async fn logins(proxy: &Proxy, name: &str, count: usize) -> Vec<Client> {
+    let mut sessions = Vec::new();
+    for _ in 0..count {
+        sessions.push(login(proxy, name).await.unwrap());
+    }
+    sessions
+}
+
 async fn refused_login(proxy: &Proxy, name: &str) -> (String, String) {
     match login(proxy, name).await {
         Ok(_) => panic!("{name} logged in beyond the limit"),
@@ -61,33 +81,17 @@ fn upstream_sessions(pg: &PgServer) -> i64 {
 #[tokio::test]
 async fn sessions_beyond_the_limits_of_a_user_or_a_role_get_53300_before_postgres_is_asked() {
     let pg = PgServer::start().unwrap();
-    let proxy = Proxy::start(
-        &pg,
-        ProxyOptions {
-            users: vec![
-                user("alice", "sales"),
-                user("bob", "sales"),
-                user("dora", "dpo"),
-            ],
-            limits: "max_sessions_per_user = 3\nmax_sessions_per_role = 5".into(),
-            ..ProxyOptions::default()
-        },
-    )
-    .unwrap();
-    let mut alice = Vec::new();
-    for _ in 0..3 {
-        alice.push(login(&proxy, "alice").await.unwrap());
-    }
+    let users = [("alice", "sales"), ("bob", "sales"), ("dora", "dpo")];
+    let limits = "max_sessions_per_user = 3\nmax_sessions_per_role = 5";
+    let proxy = proxy_with(&pg, &users, limits);
+    let mut alice = logins(&proxy, "alice", 3).await;
     let (code, message) = refused_login(&proxy, "alice").await;
     assert_eq!(code, "53300");
     assert_eq!(
         message,
         "too many connections for user \"alice\" (limit 3, [limits] max_sessions_per_user)"
     );
-    let bob = [
-        login(&proxy, "bob").await.unwrap(),
-        login(&proxy, "bob").await.unwrap(),
-    ];
+    let bob = logins(&proxy, "bob", 2).await;
     let (code, message) = refused_login(&proxy, "bob").await;
     assert_eq!(code, "53300");
     assert_eq!(
@@ -125,41 +129,22 @@ async fn by_default_one_user_gets_half_of_postgres_and_others_keep_room() {
         ..PgServerOptions::default()
     })
     .unwrap();
-    let proxy = Proxy::start(
-        &pg,
-        ProxyOptions {
-            users: vec![user("alice", "sales"), user("dora", "dpo")],
-            ..ProxyOptions::default()
-        },
-    )
-    .unwrap();
-    let mut held = Vec::new();
-    for _ in 0..8 {
-        held.push(login(&proxy, "alice").await.unwrap());
-    }
+    let proxy = proxy_with(&pg, &[("alice", "sales"), ("dora", "dpo")], "");
+    let _alice = logins(&proxy, "alice", 8).await;
     let (code, message) = refused_login(&proxy, "alice").await;
     assert_eq!(code, "53300");
     assert!(
         message.contains("(limit 8, [limits] max_sessions_per_user)"),
         "{message}"
     );
-    for _ in 0..4 {
-        held.push(login(&proxy, "dora").await.unwrap());
-    }
+    let _dora = logins(&proxy, "dora", 4).await;
 }
 
 #[tokio::test]
 async fn statements_beyond_the_rate_of_a_user_get_53300_and_the_session_goes_on() {
     let pg = PgServer::start().unwrap();
-    let proxy = Proxy::start(
-        &pg,
-        ProxyOptions {
-            users: vec![user("alice", "sales")],
-            limits: "max_statements_per_second_per_user = 3".into(),
-            ..ProxyOptions::default()
-        },
-    )
-    .unwrap();
+    let limits = "max_statements_per_second_per_user = 3";
+    let proxy = proxy_with(&pg, &[("alice", "sales")], limits);
     let client = login(&proxy, "alice").await.unwrap();
     let mut refused = None;
     for _ in 0..10 {
@@ -237,17 +222,6 @@ async fn trace_logs_hold_no_statement_text_or_literal_of_any_role() {
         "literals in the log:\n{}",
         leaks.join("\n")
     );
-}
-
-async fn http_get(port: u16, path: &str) -> String {
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .expect("metrics endpoint");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    response
 }
 
 #[tokio::test]

@@ -673,7 +673,7 @@ async fn sigterm_lets_the_running_statement_finish_then_exits_cleanly() {
     );
 }
 
-async fn http_get(port: u16, path: &str) -> String {
+pub(crate) async fn http_get(port: u16, path: &str) -> String {
     let mut stream = TcpStream::connect(("127.0.0.1", port))
         .await
         .expect("metrics endpoint");
