@@ -15,7 +15,7 @@
 use crate::config::Limits;
 use crate::session::{Decision, FrontendPolicy};
 use crate::upstream::UpstreamTarget;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -40,6 +40,8 @@ struct Inner {
     per_user: AtomicUsize,
     per_role: AtomicUsize,
     configured_per_user: Option<usize>,
+    /// `[limits.user_max_sessions]`: users with a limit of their own.
+    user_max_sessions: BTreeMap<String, usize>,
     configured_per_role: Option<usize>,
     statements_per_second: u32,
     held: Mutex<Held>,
@@ -75,6 +77,7 @@ impl Admission {
             per_user: AtomicUsize::new(0),
             per_role: AtomicUsize::new(0),
             configured_per_user: limits.max_sessions_per_user,
+            user_max_sessions: limits.user_max_sessions.clone(),
             configured_per_role: limits.max_sessions_per_role,
             statements_per_second: limits.max_statements_per_second_per_user,
             held: Mutex::new(Held::default()),
@@ -124,12 +127,16 @@ impl Admission {
 
     /// Takes a place for a session of `user` with `role`, or says which limit it exceeds.
     pub fn admit(&self, user: &str, role: &str) -> Result<Admitted, Refused> {
-        let (per_user, per_role) = (self.per_user(), self.per_role());
+        let (per_user, user_option) = match self.inner.user_max_sessions.get(user) {
+            Some(&own) => (own, "user_max_sessions"),
+            None => (self.per_user(), "max_sessions_per_user"),
+        };
+        let per_role = self.per_role();
         let mut held = self.inner.held.lock().unwrap_or_else(|e| e.into_inner());
         let user_count = held.users.get(user).copied().unwrap_or(0);
         let role_count = held.roles.get(role).copied().unwrap_or(0);
         let exceeded = if per_user > 0 && user_count >= per_user {
-            Some(("user", user, per_user, "max_sessions_per_user"))
+            Some(("user", user, per_user, user_option))
         } else if per_role > 0 && role_count >= per_role {
             Some(("role", role, per_role, "max_sessions_per_role"))
         } else {
@@ -319,6 +326,26 @@ mod tests {
         assert!(admission.admit("dora", "dpo").is_ok());
         drop(a);
         assert!(admission.admit("sara", "sales").is_ok());
+    }
+
+    #[test]
+    fn a_user_with_a_limit_of_its_own_gets_it() {
+        let mut limits = limits(Some(1), Some(0));
+        limits.user_max_sessions.insert("etl".into(), 3);
+        let admission = Admission::new(&limits);
+        let held: Vec<_> = (0..3).map(|_| admission.admit("etl", "sales")).collect();
+        assert!(held.iter().all(Result::is_ok));
+        let refused = admission.admit("etl", "sales").err().unwrap();
+        assert_eq!(refused.reason, "user_max_sessions");
+        assert!(
+            refused
+                .message
+                .ends_with("(limit 3, [limits] user_max_sessions)"),
+            "{}",
+            refused.message
+        );
+        let _sam = admission.admit("sam", "sales").unwrap();
+        assert!(admission.admit("sam", "sales").is_err());
     }
 
     #[test]
