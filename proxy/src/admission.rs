@@ -203,10 +203,8 @@ impl Drop for Admitted {
         let mut held = self.inner.held.lock().unwrap_or_else(|e| e.into_inner());
         release(&mut held.users, &self.user);
         release(&mut held.roles, &self.role);
-        if !held.users.contains_key(&self.user) {
-            // The user's last session: its bucket goes too (a new one starts full).
-            held.buckets.remove(&self.user);
-        }
+        // The user's bucket stays (one per user of the users file), so that logging in again does
+        // not refill it.
     }
 }
 
@@ -280,9 +278,9 @@ impl FrontendPolicy for RateLimited {
             if !allowed {
                 return Decision::Refuse {
                     code: TOO_MANY.to_owned(),
+                    // No user name: the refusal's reason goes to the operational log.
                     message: format!(
-                        "too many statements per second for user {:?} (limit {limit}, [limits] max_statements_per_second_per_user)",
-                        self.user
+                        "too many statements per second for this user (limit {limit}, [limits] max_statements_per_second_per_user)"
                     ),
                 };
             }

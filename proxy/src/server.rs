@@ -159,7 +159,7 @@ pub async fn run(proxy: Arc<Proxy>) -> Result<()> {
         let proxy = proxy.clone();
         Arc::new(move |tcp, addr| {
             let id = proxy.next_session.fetch_add(1, Ordering::Relaxed);
-            let span = info_span!("session", id, user = Empty, role = Empty);
+            let span = info_span!("session", id, role = Empty);
             let session = handle(
                 proxy.clone(),
                 tcp,
@@ -321,14 +321,17 @@ async fn serve(
     who: SessionIdentity,
     shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
-    tracing::Span::current()
-        .record("user", user.name.as_str())
-        .record("role", user.role.as_str());
+    // The role, not the user's name: the access log tells who the session (by its id) was.
+    tracing::Span::current().record("role", user.role.as_str());
     let admitted = match proxy.admission.admit(&user.name, &user.role) {
         Ok(admitted) => admitted,
         Err(refused) => {
             metrics::counter!(m::REFUSALS_TOTAL, m::LABEL_REASON => refused.reason).increment(1);
-            info!(role = %user.role, code = refused.code, reason = %refused.message, "login refused by a session limit");
+            info!(
+                code = refused.code,
+                limit = refused.reason,
+                "login refused by a session limit"
+            );
             frame::send_fatal(&mut client.stream, refused.code, &refused.message).await;
             return Ok(());
         }

@@ -11,7 +11,8 @@
 //! A refusal keeps PostgreSQL's own semantics: the refused message is replaced by one that fails
 //! upstream right away with the refusal's SQLSTATE and message and a unique marker in its error (see
 //! `refusal_marker`); each refusal is logged at info (SQLSTATE and reason, in the session's span
-//! naming user and role) and counted by role and SQLSTATE. PostgreSQL then does what it does for any error: aborts the transaction
+//! with its id and role; the access log names the user of a session id) and counted by role and
+//! SQLSTATE. PostgreSQL then does what it does for any error: aborts the transaction
 //! block or the implicit transaction, skips extended-protocol messages until Sync, answers with
 //! ReadyForQuery. The relay swaps that one marked ErrorResponse for the refusal, so answers stay in
 //! order under pipelining and the transaction status the client sees is PostgreSQL's.
