@@ -247,6 +247,8 @@ class Maschera:
                 f'port = {upstream.port}\ndatabase = "{upstream.database}"\nuser = "{upstream.user}"\n'
                 f'password = "{upstream.password}"\ntls = "off"\n\n[users]\nfile = "users.toml"\n\n'
                 f"[limits]\nmax_connections = {max_connections}\n"
+                # Case 4 holds 1,000 sessions of one user: no per-user or per-role session limit.
+                "max_sessions_per_user = 0\nmax_sessions_per_role = 0\n"
                 + (f"worker_threads = {worker_threads}\n" if worker_threads else "")
                 + extra
             )

@@ -178,6 +178,21 @@ pub struct Limits {
     /// at least one.
     #[serde(default)]
     pub worker_threads: usize,
+    /// Sessions one user may hold at once; more are refused at login with SQLSTATE 53300, before
+    /// PostgreSQL is asked. 0: no limit. Default: half of the sessions PostgreSQL accepts from
+    /// ordinary logins (`max_connections - superuser_reserved_connections`, read at start).
+    pub max_sessions_per_user: Option<usize>,
+    /// Per-user exceptions to `max_sessions_per_user` (`[limits.user_max_sessions]`, user name =
+    /// sessions, 0: no limit), e.g. for an application's service login.
+    #[serde(default)]
+    pub user_max_sessions: std::collections::BTreeMap<String, usize>,
+    /// Sessions all users of one role may hold at once (53300 beyond). 0: no limit. Default: three
+    /// quarters of the sessions PostgreSQL accepts from ordinary logins.
+    pub max_sessions_per_role: Option<usize>,
+    /// Statements (Query and Parse messages) one user may start per second, over all its sessions,
+    /// with bursts up to the same number; more are refused with SQLSTATE 53300. Default 0: no limit.
+    #[serde(default)]
+    pub max_statements_per_second_per_user: u32,
 }
 
 impl Default for Limits {
@@ -187,6 +202,10 @@ impl Default for Limits {
             max_frame_bytes: default_max_frame(),
             shutdown_timeout_seconds: default_shutdown_timeout(),
             worker_threads: 0,
+            max_sessions_per_user: None,
+            user_max_sessions: Default::default(),
+            max_sessions_per_role: None,
+            max_statements_per_second_per_user: 0,
         }
     }
 }

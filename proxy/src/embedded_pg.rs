@@ -1,6 +1,12 @@
 //! A private PostgreSQL server: started from the machine's own server binaries in a temporary folder,
 //! reachable over TCP on 127.0.0.1 with a superuser password (SCRAM), run as the unprivileged `postgres`
 //! user when we are root, stopped and deleted when dropped. Used by `maschera demo` and by the tests.
+//!
+//! The folder (data, Unix-domain socket, the superuser's password file) is readable by its owner
+//! only: mode 0700, the password file written 0600 from the start. A guardian process outlives us to
+//! stop the server and remove the folder if we die without dropping it (a crash, an abort, SIGKILL):
+//! it waits for the end of a pipe whose writing end only this process holds, which the kernel closes
+//! however the process ends.
 //! Not for: production databases (fsync is off).
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -41,6 +47,7 @@ pub struct PgServer {
     port: u16,
     password: String,
     as_postgres_user: bool,
+    guardian: Option<Guardian>,
 }
 
 /// Finds the PostgreSQL server binaries: `PG_BIN_DIR`, then `pg_config --bindir`, then
@@ -99,10 +106,12 @@ impl PgServer {
         let bin = pg_bin_dir()?;
         let as_postgres_user = running_as_root();
         let dir = tempfile::Builder::new().prefix("maschera-pg-").tempdir()?;
+        owner_only(dir.path(), 0o700)?;
+        let guardian = Guardian::spawn(dir.path())?;
         let data = dir.path().join("data");
         let password: String = format!("pw-{:x}", rand_u64());
         let pwfile = dir.path().join("pwfile");
-        std::fs::write(&pwfile, &password)?;
+        write_private(&pwfile, &password)?;
         if as_postgres_user {
             chown_to_postgres(dir.path())?;
         }
@@ -113,6 +122,7 @@ impl PgServer {
             port: 0,
             password,
             as_postgres_user,
+            guardian: Some(guardian),
         };
         server.run(
             "initdb",
@@ -353,12 +363,93 @@ impl Drop for PgServer {
         if let Ok(data) = path_str(&self.data) {
             let _ = self.run("pg_ctl", &["-D", data, "-m", "immediate", "-w", "stop"]);
         }
+        if let Some(guardian) = self.guardian.take() {
+            guardian.release();
+        }
+    }
+}
+
+/// The process that stops the server and removes its folder once the pipe to it closes: when
+/// [`PgServer`] is dropped (then there is nothing left to do) or when this process ends in any other
+/// way. It runs in a process group of its own, so that a Ctrl-C meant for us does not end it first.
+struct Guardian {
+    child: std::process::Child,
+    pipe: std::os::fd::OwnedFd,
+}
+
+/// The guardian's script: `$1` the data folder, `$2` the folder to remove.
+const GUARDIAN_SCRIPT: &str = r#"
+while read -r _; do :; done
+pid=$(head -n 1 "$1/postmaster.pid" 2>/dev/null)
+case "$pid" in
+  ''|*[!0-9]*) ;;
+  *)
+    kill -QUIT "$pid" 2>/dev/null
+    i=0
+    while kill -0 "$pid" 2>/dev/null && [ "$i" -lt 50 ]; do sleep 0.1; i=$((i+1)); done
+    kill -KILL "$pid" 2>/dev/null
+    ;;
+esac
+rm -rf "$2"
+"#;
+
+impl Guardian {
+    fn spawn(dir: &Path) -> Result<Guardian> {
+        use std::os::fd::{FromRawFd, OwnedFd};
+        use std::os::unix::process::CommandExt;
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 writes two new descriptors into `fds`; both are close-on-exec, so no other
+        // child inherits the writing end.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            return Err(std::io::Error::last_os_error()).context("creating the guardian's pipe");
+        }
+        // SAFETY: both descriptors were just created and are owned by nobody else.
+        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let data = dir.join("data");
+        let child = Command::new("sh")
+            .args(["-c", GUARDIAN_SCRIPT, "maschera-pg-guardian"])
+            .arg(&data)
+            .arg(dir)
+            .stdin(Stdio::from(read))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .context("starting the guardian of the private PostgreSQL")?;
+        Ok(Guardian { child, pipe: write })
+    }
+
+    /// Closes the pipe (the guardian then does its work) and waits for the guardian to finish.
+    fn release(mut self) {
+        drop(self.pipe);
+        let _ = self.child.wait();
     }
 }
 
 fn path_str(path: &Path) -> Result<&str> {
     path.to_str()
         .ok_or_else(|| anyhow!("path {} is not UTF-8", path.display()))
+}
+
+/// Sets `path`'s mode (before anything is written into a folder, so there is no window).
+fn owner_only(path: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("setting the mode of {}", path.display()))
+}
+
+/// Writes a new file, created with mode 0600 (readable by its owner only from the start).
+pub fn write_private(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(text.as_bytes())?;
+    Ok(())
 }
 
 fn chown_to_postgres(path: &Path) -> Result<()> {

@@ -1,6 +1,7 @@
 //! Maschera: a PostgreSQL wire-protocol proxy that enforces a GDPR policy and records every access to
 //! personal data. See `DESIGN.md` in the shared notes and the README for the big picture.
 
+pub mod admission;
 pub mod audit;
 pub mod audit_cmd;
 pub mod audit_trail;
@@ -19,11 +20,13 @@ pub mod enforce;
 pub mod frame;
 pub mod lifecycle;
 pub mod lockout;
+pub mod log_cap;
 pub mod metrics;
 pub mod password;
 pub mod policy_apply;
 pub mod policy_cmd;
 pub mod policy_state;
+pub mod refusal_marker;
 pub mod relay_buffer;
 pub mod routing;
 pub mod schema_change;

@@ -10,7 +10,8 @@
 //! - `maschera_lockouts_total` (counter): locks started by the lockout (user or address).
 //! - `maschera_statements_total` (counter): statements forwarded upstream.
 //! - `maschera_statement_errors_total` (counter): statements that ended in an ErrorResponse.
-//! - `maschera_refusals_total` (counter, optional label `reason`): requests refused by the proxy.
+//! - `maschera_refusals_total` (counter, label `reason`; refused statements also `role` and
+//!   `sqlstate`): requests refused by the proxy.
 //! - `maschera_cancels_total` (counter): CancelRequests forwarded.
 //! - `maschera_bytes_total` (counter, label `direction` = `client_to_server` | `server_to_client`).
 //! - `maschera_statement_duration_seconds` (histogram): from a statement's arrival to its completion.
@@ -42,6 +43,12 @@ pub const RESULT_FAILED: &str = "failed";
 pub const RESULT_LOCKED: &str = "locked";
 /// Label of [`REFUSALS_TOTAL`]: a short reason such as `auth_timeout` or `max_connections`.
 pub const LABEL_REASON: &str = "reason";
+/// [`LABEL_REASON`] of a refused statement (with [`LABEL_ROLE`] and [`LABEL_SQLSTATE`]).
+pub const REASON_STATEMENT: &str = "statement";
+/// The role of the session a statement was refused in.
+pub const LABEL_ROLE: &str = "role";
+/// The SQLSTATE a statement was refused with.
+pub const LABEL_SQLSTATE: &str = "sqlstate";
 /// Label of [`BYTES_TOTAL`], with the two values below.
 pub const LABEL_DIRECTION: &str = "direction";
 pub const DIRECTION_CLIENT_TO_SERVER: &str = "client_to_server";

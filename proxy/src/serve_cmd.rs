@@ -9,6 +9,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
@@ -83,8 +85,13 @@ fn init_tracing(format: LogFormat) {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
+    // Dependencies are capped at warnings whatever RUST_LOG says (see `log_cap`).
     let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.finish().with(crate::log_cap::layer()).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .finish()
+            .with(crate::log_cap::layer())
+            .try_init(),
     };
 }

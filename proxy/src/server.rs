@@ -3,6 +3,7 @@
 //! SIGTERM/SIGINT (stop accepting, close idle sessions, give busy ones the shutdown timeout).
 //! Not for: the protocol details of any phase (see `startup`, `client_auth`, `upstream`, `session`).
 
+use crate::admission::Admission;
 use crate::audit_trail::{self, SessionIdentity};
 use crate::cancel::{CancelRegistry, Registration};
 use crate::client_auth;
@@ -29,6 +30,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
+use tracing::field::Empty;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 /// Startup parameters passed on to PostgreSQL; the rest (and `user`/`database`) are the proxy's to set.
@@ -53,6 +55,7 @@ pub struct Proxy {
     next_session: AtomicU64,
     routing: crate::routing::Routing,
     audit: Option<Arc<crate::audit::AuditLog>>,
+    admission: Admission,
 }
 
 impl Proxy {
@@ -83,6 +86,7 @@ impl Proxy {
             next_session: AtomicU64::new(1),
             routing: crate::routing::Routing::default(),
             audit: None,
+            admission: Admission::new(&config.limits),
             config,
         })
     }
@@ -147,13 +151,14 @@ pub async fn run(proxy: Arc<Proxy>) -> Result<()> {
         .await
         .with_context(|| format!("listening on {}", proxy.config.listen))?;
     let limits = &proxy.config.limits;
+    proxy.admission.read_upstream_slots(&proxy.upstream).await;
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let handler: workers::Handler = {
         let proxy = proxy.clone();
         Arc::new(move |tcp, addr| {
             let id = proxy.next_session.fetch_add(1, Ordering::Relaxed);
-            let span = info_span!("session", id);
+            let span = info_span!("session", id, role = Empty);
             let session = handle(
                 proxy.clone(),
                 tcp,
@@ -316,6 +321,21 @@ async fn serve(
     who: SessionIdentity,
     shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
+    // The role, not the user's name: the access log tells who the session (by its id) was.
+    tracing::Span::current().record("role", user.role.as_str());
+    let admitted = match proxy.admission.admit(&user.name, &user.role) {
+        Ok(admitted) => admitted,
+        Err(refused) => {
+            metrics::counter!(m::REFUSALS_TOTAL, m::LABEL_REASON => refused.reason).increment(1);
+            info!(
+                code = refused.code,
+                limit = refused.reason,
+                "login refused by a session limit"
+            );
+            frame::send_fatal(&mut client.stream, refused.code, &refused.message).await;
+            return Ok(());
+        }
+    };
     let params: Vec<(String, String)> = client
         .params
         .iter()
@@ -335,7 +355,10 @@ async fn serve(
         }
     };
     let mut setup = match setup {
-        Ok(setup) => setup,
+        Ok(setup) => SessionSetup {
+            frontend: proxy.admission.limit_rate(&admitted, setup.frontend),
+            ..setup
+        },
         Err(refusal) => {
             info!(role = %user.role, code = refusal.code, reason = %refusal.message, "login refused by the policy");
             frame::send_fatal(&mut client.stream, refusal.code, &refusal.message).await;
@@ -374,6 +397,7 @@ async fn serve(
     let settings = RelaySettings {
         max_frame: proxy.config.limits.max_frame_bytes,
         shutdown,
+        role: user.role.clone(),
     };
     metrics::gauge!(m::SESSIONS_ACTIVE).increment(1.0);
     let ended = session::relay(

@@ -9,8 +9,10 @@
 //!   log's records made durable), so a client never sees a completion whose record could still be lost.
 //!
 //! A refusal keeps PostgreSQL's own semantics: the refused message is replaced by one that fails
-//! upstream right away with a unique marker in its error (a Query or a named Parse of the marker text,
-//! or a CopyFail carrying it). PostgreSQL then does what it does for any error: aborts the transaction
+//! upstream right away with the refusal's SQLSTATE and message and a unique marker in its error (see
+//! `refusal_marker`); each refusal is logged at info (SQLSTATE and reason, in the session's span
+//! with its id and role; the access log names the user of a session id) and counted by role and
+//! SQLSTATE. PostgreSQL then does what it does for any error: aborts the transaction
 //! block or the implicit transaction, skips extended-protocol messages until Sync, answers with
 //! ReadyForQuery. The relay swaps that one marked ErrorResponse for the refusal, so answers stay in
 //! order under pipelining and the transaction status the client sees is PostgreSQL's.
@@ -19,10 +21,10 @@
 
 use crate::frame::{self, FrameError, POSTGRES_MAX_FRAME, Severity};
 use crate::metrics as m;
+use crate::refusal_marker;
 use crate::relay_buffer::{self, READ_CHUNK};
 use crate::tls::BoxStream;
 use bytes::{Buf, Bytes, BytesMut};
-use postgres_protocol::message::frontend;
 use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
@@ -31,6 +33,7 @@ use std::time::Instant;
 use thiserror::Error;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
+use tracing::info;
 
 /// What the relay does with one client message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,6 +131,8 @@ pub struct RelaySettings {
     pub max_frame: usize,
     /// Becomes `true` when the proxy shuts down: idle sessions are then closed with 57P01.
     pub shutdown: watch::Receiver<bool>,
+    /// The session's role, the label of its refusals in the metrics.
+    pub role: String,
 }
 
 /// How a session ended without error.
@@ -237,7 +242,8 @@ pub async fn relay(
         queue: VecDeque::new(),
         terminated: false,
         max_frame: settings.max_frame,
-        marker_prefix: format!("maschera_refused_{:016x}_", rand::random::<u64>()),
+        marker_prefix: format!("{}{:016x}_", refusal_marker::PREFIX, rand::random::<u64>()),
+        role: settings.role,
         refusals_made: 0,
         bytes_sent: metrics::counter!(m::BYTES_TOTAL, m::LABEL_DIRECTION => m::DIRECTION_CLIENT_TO_SERVER),
     };
@@ -383,6 +389,8 @@ struct ClientToServer<'a> {
     max_frame: usize,
     /// Random per session, so a client cannot forge the marker of a refusal.
     marker_prefix: String,
+    /// The session's role, for the refusal metric.
+    role: String,
     refusals_made: u64,
     /// Resolved once per session: the hot path only adds to it.
     bytes_sent: metrics::Counter,
@@ -519,7 +527,10 @@ impl ClientToServer<'_> {
         message: &str,
         unsent_cycles: u64,
     ) -> BytesMut {
-        metrics::counter!(m::REFUSALS_TOTAL, m::LABEL_REASON => "policy").increment(1);
+        info!(sqlstate = code, reason = message, "statement refused");
+        metrics::counter!(m::REFUSALS_TOTAL, m::LABEL_REASON => m::REASON_STATEMENT,
+            m::LABEL_ROLE => self.role.clone(), m::LABEL_SQLSTATE => code.to_owned())
+        .increment(1);
         let cycle = cycles.sent + unsent_cycles;
         let extended = EXTENDED_TAGS.contains(&tag);
         if extended
@@ -532,16 +543,7 @@ impl ClientToServer<'_> {
         }
         self.refusals_made += 1;
         let marker = format!("{}{}", self.marker_prefix, self.refusals_made);
-        let mut failing = BytesMut::new();
-        // Encoding cannot fail: the marker has no NUL byte and is short.
-        let _ = match tag {
-            b'Q' | b'F' => frontend::query(&marker, &mut failing),
-            b'd' | b'c' | b'f' => frontend::copy_fail(&marker, &mut failing),
-            _ => frontend::parse(&marker, &marker, std::iter::empty(), &mut failing),
-        };
-        if tag == b'S' {
-            frontend::sync(&mut failing);
-        }
+        let failing = refusal_marker::failing_message(tag, &marker, code, message);
         // Registered before the failing message is sent, so it is there when the answer comes.
         cycles.refusals.push(Refusal {
             marker,
@@ -746,13 +748,8 @@ fn take_refusal(refusals: &mut Vec<Refusal>, body: &[u8]) -> Option<BytesMut> {
     if refusals.is_empty() {
         return None;
     }
-    let message = frame::error_fields(body)
-        .find(|(code, _)| *code == b'M')
-        .map(|(_, m)| m)?;
-    let found = refusals.iter().position(|r| {
-        message
-            .windows(r.marker.len())
-            .any(|w| w == r.marker.as_bytes())
-    })?;
+    let found = refusals
+        .iter()
+        .position(|r| refusal_marker::carries(body, &r.marker))?;
     Some(refusals.swap_remove(found).error)
 }

@@ -5,7 +5,7 @@
 use crate::config::Config;
 use crate::credentials::generate_password;
 use crate::crm::{self, CrmOptions};
-use crate::embedded_pg::PgServer;
+use crate::embedded_pg::{PgServer, PgServerOptions, write_private};
 use crate::policy_apply::{ApplyOutcome, ApplyRequest, apply_policy};
 use crate::scram::{DEFAULT_ITERATIONS, Verifier};
 use crate::users::{User, UserStore};
@@ -20,6 +20,10 @@ pub const POLICY: &str = include_str!("../../../examples/crm/policy.toml");
 
 /// Database the demo creates and the proxy serves.
 pub const DATABASE: &str = "crm";
+
+/// The private PostgreSQL's `max_connections`: the proxy's default `[limits]` then let one user hold
+/// half of them (see `admission`).
+const PG_MAX_CONNECTIONS: u32 = 1000;
 
 /// A demo user of the reference CRM.
 #[derive(Debug, Clone, Copy)]
@@ -106,7 +110,12 @@ impl Demo {
 /// Sets everything up; on error whatever was started is stopped and removed.
 pub async fn set_up(listen: SocketAddr, contacts: u64) -> Result<Demo> {
     info!("starting a private PostgreSQL");
-    let pg = tokio::task::spawn_blocking(PgServer::start)
+    // Room for a few hundred sessions of one demo user beside everybody else's (see `[limits]`).
+    let options = PgServerOptions {
+        settings: vec![format!("max_connections = {PG_MAX_CONNECTIONS}")],
+        ..PgServerOptions::default()
+    };
+    let pg = tokio::task::spawn_blocking(move || PgServer::start_with(options))
         .await
         .context("starting PostgreSQL")??;
     info!(dir = %pg.dir().display(), port = pg.port(), "PostgreSQL is up");
@@ -233,20 +242,6 @@ fn write_audit_keys(dir: &Path) -> Result<()> {
     write_private(&dir.join(AUDIT_KEY), &format!("{secret}\n"))?;
     write_private(&dir.join(AUDIT_SIGNING_KEY), &format!("{signing}\n"))?;
     write_private(&dir.join(AUDIT_PUBLIC_KEY), &format!("{public}\n"))
-}
-
-/// Writes a file readable by its owner only.
-fn write_private(path: &Path, text: &str) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    file.write_all(text.as_bytes())?;
-    Ok(())
 }
 
 /// The proxy's configuration: the same file `maschera serve --config` reads.

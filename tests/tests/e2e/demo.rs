@@ -17,33 +17,33 @@ const EXIT_LIMIT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Facts {
-    proxy: String,
-    upstream: String,
-    audit_log: PathBuf,
-    users: Vec<UserFacts>,
+pub(crate) struct Facts {
+    pub(crate) proxy: String,
+    pub(crate) upstream: String,
+    pub(crate) audit_log: PathBuf,
+    pub(crate) users: Vec<UserFacts>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct UserFacts {
-    user: String,
-    role: String,
-    password: String,
-    uri: String,
+pub(crate) struct UserFacts {
+    pub(crate) user: String,
+    pub(crate) role: String,
+    pub(crate) password: String,
+    pub(crate) uri: String,
 }
 
 /// A running `maschera demo --json`; killed (and its folder checked) if a test fails half-way.
-struct Demo {
-    child: Child,
+pub(crate) struct Demo {
+    pub(crate) child: Child,
     port: u16,
-    facts: Facts,
+    pub(crate) facts: Facts,
     stderr: PathBuf,
     _stderr_dir: tempfile::TempDir,
 }
 
 impl Demo {
-    fn start() -> Demo {
+    pub(crate) fn start() -> Demo {
         let port = free_port();
         let stderr_dir = tempfile::tempdir().unwrap();
         let stderr = stderr_dir.path().join("demo.log");
@@ -77,11 +77,11 @@ impl Demo {
     }
 
     /// The temporary folder: the one holding the access log (and PostgreSQL's data).
-    fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         self.facts.audit_log.parent().unwrap()
     }
 
-    fn user(&self, name: &str) -> &UserFacts {
+    pub(crate) fn user(&self, name: &str) -> &UserFacts {
         self.facts
             .users
             .iter()
@@ -162,7 +162,7 @@ fn stdout_lines(child: &mut Child) -> Receiver<std::io::Result<String>> {
     lines_rx
 }
 
-fn send(child: &Child, signal: i32) {
+pub(crate) fn send(child: &Child, signal: i32) {
     // SAFETY: kill(2) on the pid of our own child process.
     unsafe {
         libc::kill(child.id() as i32, signal);
@@ -183,7 +183,7 @@ fn wait_exit(child: &mut Child) -> ExitStatus {
 }
 
 /// Command lines of running processes that mention `dir`.
-fn processes_naming(dir: &Path) -> Vec<String> {
+pub(crate) fn processes_naming(dir: &Path) -> Vec<String> {
     let needle = dir.to_string_lossy().into_owned();
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {

@@ -13,6 +13,7 @@ mod faults;
 mod harness;
 mod lifecycle;
 mod limits;
+mod ops;
 mod policy;
 mod users;
 mod wire;

@@ -673,7 +673,7 @@ async fn sigterm_lets_the_running_statement_finish_then_exits_cleanly() {
     );
 }
 
-async fn http_get(port: u16, path: &str) -> String {
+pub(crate) async fn http_get(port: u16, path: &str) -> String {
     let mut stream = TcpStream::connect(("127.0.0.1", port))
         .await
         .expect("metrics endpoint");
@@ -872,6 +872,7 @@ async fn policy_seam_refuses_in_simple_and_extended_protocol_and_the_session_goe
         let settings = RelaySettings {
             max_frame: 1 << 20,
             shutdown,
+            role: String::new(),
         };
         let mut recorder = recorder;
         relay(
