@@ -72,7 +72,10 @@ fn register_markdown_lists_every_role_and_category() {
         text.contains("- interactions: 2 years after occurred_at, then masked (notes null)"),
         "{text}"
     );
-    assert!(text.contains("- contacts: not set"), "{text}");
+    assert!(
+        text.contains("- contacts: 10 years after the last contract"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -100,19 +103,19 @@ fn register_csv_parses_with_every_role_and_category() {
     let rows: Vec<Vec<String>> = serde_json::from_slice(&parsed.stdout).expect("json");
     assert_eq!(rows[0][0], "role");
     assert!(
-        rows.iter().all(|r| r.len() == 12),
-        "every row has 12 fields"
+        rows.iter().all(|r| r.len() == 16),
+        "every row has 16 fields"
     );
     let roles: BTreeSet<&str> = rows[1..].iter().map(|r| r[0].as_str()).collect();
     assert_eq!(roles, ROLES.iter().copied().collect());
-    let categories: BTreeSet<String> = rows[1..].iter().map(|r| r[7].clone()).collect();
+    let categories: BTreeSet<String> = rows[1..].iter().map(|r| r[10].clone()).collect();
     assert_eq!(categories, all_categories());
     let support_email = rows
         .iter()
-        .find(|r| r[0] == "support" && r[5] == "contacts" && r[6] == "email")
+        .find(|r| r[0] == "support" && r[8] == "contacts" && r[9] == "email")
         .expect("support sees contacts.email");
-    assert_eq!(support_email[8], "mask.email");
-    assert!(support_email[11].contains("TLS"));
+    assert_eq!(support_email[11], "mask.email");
+    assert!(support_email[15].contains("TLS"));
 }
 
 /// The reference CRM generated with `contacts` contacts and the reference policy applied.
