@@ -543,7 +543,8 @@ fn md_cell(text: &str) -> String {
     text.replace('|', "\\|").replace('\n', " ")
 }
 
-fn csv_field(text: &str) -> String {
+/// One CSV field (RFC 4180): quoted when it holds a comma, a quote or a line break.
+pub fn csv_field(text: &str) -> String {
     match text.contains([',', '"', '\n', '\r']) {
         true => format!("\"{}\"", text.replace('"', "\"\"")),
         false => text.to_string(),

@@ -69,7 +69,7 @@ fn register_markdown_lists_every_role_and_category() {
     );
     assert!(text.contains("row filters (consents, contacts"), "{text}");
     assert!(
-        text.contains("- interactions: 2 years after occurred_at, then masked (notes null)"),
+        text.contains("enforced: 2 years after occurred_at, then masked (notes null)"),
         "{text}"
     );
     assert!(

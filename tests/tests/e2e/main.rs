@@ -7,6 +7,7 @@ mod compat;
 mod crm;
 mod demo;
 mod discover;
+mod dpo;
 mod enforce;
 mod faults;
 mod harness;
