@@ -10,7 +10,7 @@
 
 use super::foreign_keys::{LiveTable, count_rows, dependants};
 use super::forget::parse_condition;
-use super::subject::{digest_key, find_subject, subject_digest};
+use super::subject::{Selection, digest_key, find_subject, subject_digest};
 use super::who_saw::{self, Access};
 use crate::audit::search::parse_time;
 use crate::audit::{AuditConfig, Event, EventKind, TableTouched};
@@ -23,7 +23,7 @@ use policy::access::{Category, TableName};
 use policy::model::Table;
 use policy::register::{Register, csv_field, retention_text};
 use serde_json::{Value, json};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -46,26 +46,13 @@ pub enum SubjectCommand {
 
 #[derive(Args, Debug)]
 pub struct ExportArgs {
-    /// The policy file.
-    pub file: PathBuf,
-    /// PostgreSQL URI of an account that may read every table concerned (the owner or a superuser).
-    #[arg(long, env = "MASCHERA_UPSTREAM")]
-    pub upstream: String,
-    /// The table holding the data subject, e.g. `contacts`.
-    #[arg(long)]
-    pub table: String,
-    /// One SQL boolean expression over that table's columns selecting exactly the subject's row.
-    #[arg(long = "where", value_name = "CONDITION")]
-    pub condition: String,
+    #[command(flatten)]
+    pub subject: Selection,
     /// `json` (structured, for Art. 20) or `csv` (one line per value).
     #[arg(long, default_value = "json", value_parser = ["json", "csv"])]
     pub format: String,
     #[command(flatten)]
     pub audit: super::AuditArgs,
-    /// Environment variable holding the key of the subject digest recorded in the access log
-    /// (HMAC-SHA256 of the table and the subject's primary key; the same key as `forget`'s).
-    #[arg(long, default_value = "MASCHERA_AUDIT_KEY")]
-    pub key_env: String,
     /// Access log files or folders to read "who saw it" from (default: the folder of --audit-config).
     #[arg(long = "access-log")]
     pub access_log: Vec<PathBuf>,
@@ -103,10 +90,10 @@ pub fn run(args: SubjectArgs) -> Result<ExitCode> {
 
 fn export(args: ExportArgs) -> Result<ExitCode> {
     crate::cli::block_on(async {
-        let Some(policy) = load_policy(&args.file)? else {
+        let Some(policy) = load_policy(&args.subject.file)? else {
             return Ok(ExitCode::FAILURE);
         };
-        let condition = parse_condition(&args.condition)?;
+        let condition = parse_condition(&args.subject.condition)?;
         let from = args
             .from
             .as_deref()
@@ -121,7 +108,7 @@ fn export(args: ExportArgs) -> Result<ExitCode> {
         let log = args.audit.open()?;
         let digest_key = log
             .as_ref()
-            .map(|_| digest_key(&args.key_env))
+            .map(|_| digest_key(&args.subject.key_env))
             .transpose()?;
         let log_paths = match (&args.access_log, &args.audit.audit_config) {
             (paths, _) if !paths.is_empty() => paths.clone(),
@@ -129,11 +116,11 @@ fn export(args: ExportArgs) -> Result<ExitCode> {
             (_, None) => Vec::new(),
         };
 
-        let client = policy_apply::connect(&args.upstream).await?;
+        let client = policy_apply::connect(&args.subject.upstream).await?;
         client
             .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .await?;
-        let subject = find_subject(&client, &policy, &args.table, &condition).await?;
+        let subject = find_subject(&client, &policy, &args.subject.table, &condition).await?;
         let mut held = Vec::new();
         // `dependants` orders children first; the export starts with the subject's own row.
         for reached in dependants(&subject.table, &condition, &subject.keys, &|_| false)
@@ -425,6 +412,8 @@ impl Export<'_> {
         for held in self.held {
             let table = declared(self.policy, &held.live);
             let retention = table.map(|t| self.retention(t)).unwrap_or_default();
+            // Per column, computed once: a subject may have many rows of the same columns.
+            let mut processing: HashMap<String, [String; 4]> = HashMap::new();
             stream(
                 client,
                 &format!(
@@ -436,21 +425,25 @@ impl Export<'_> {
                 |row| {
                     let column: String = row.get(1);
                     let value: Option<String> = row.get(2);
-                    let (category, purposes, bases, recipients) = match table {
-                        Some(t) => self.column_processing(t, &column),
-                        None => Default::default(),
-                    };
+                    let [category, purposes, bases, recipients] = processing
+                        .entry(column.clone())
+                        .or_insert_with(|| match table {
+                            Some(t) => self.column_processing(t, &column),
+                            None => Default::default(),
+                        });
+                    let n: String = row.get(0);
+                    let value = value.unwrap_or_default();
                     let fields = [
-                        "data".to_string(),
-                        held.live.display.clone(),
-                        row.get(0),
-                        column,
+                        "data",
+                        &held.live.display,
+                        &n,
+                        &column,
                         category,
-                        value.unwrap_or_default(),
+                        &value,
                         purposes,
                         bases,
                         recipients,
-                        retention.clone(),
+                        &retention,
                     ];
                     csv_line(out, &fields)
                 },
@@ -459,20 +452,22 @@ impl Export<'_> {
         }
         for a in who.accesses.iter().flatten() {
             let categories: Vec<&str> = a.categories.iter().map(String::as_str).collect();
+            let summary = format!(
+                "role {} user {}: {} statements from {} to {}",
+                a.role, a.user, a.statements, a.first, a.last
+            );
+            let categories = categories.join("; ");
             let fields = [
-                "access".to_string(),
-                a.table.clone(),
-                String::new(),
-                String::new(),
-                categories.join("; "),
-                format!(
-                    "role {} user {}: {} statements from {} to {}",
-                    a.role, a.user, a.statements, a.first, a.last
-                ),
-                String::new(),
-                String::new(),
-                String::new(),
-                String::new(),
+                "access",
+                &a.table,
+                "",
+                "",
+                &categories,
+                &summary,
+                "",
+                "",
+                "",
+                "",
             ];
             csv_line(out, &fields)?;
         }
@@ -481,7 +476,7 @@ impl Export<'_> {
 
     /// For one column: its category, and `role: text` lists of purposes, lawful bases and recipients
     /// of the roles that see it.
-    fn column_processing(&self, table: &Table, column: &str) -> (String, String, String, String) {
+    fn column_processing(&self, table: &Table, column: &str) -> [String; 4] {
         let Some(category) = table.category(column) else {
             return Default::default();
         };
@@ -504,7 +499,7 @@ impl Export<'_> {
                 .collect::<Vec<_>>()
                 .join("; ")
         };
-        (
+        [
             category.as_str().to_string(),
             each(&|e| e.purpose.clone()),
             each(&|e| e.lawful_basis.clone()),
@@ -515,7 +510,7 @@ impl Export<'_> {
                     .collect::<Vec<_>>()
                     .join(", ")
             }),
-        )
+        ]
     }
 }
 
@@ -554,8 +549,13 @@ async fn stream(
     Ok(())
 }
 
-fn csv_line(out: &mut impl Write, fields: &[String]) -> Result<()> {
-    let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
-    write!(out, "{}\r\n", line.join(","))?;
+fn csv_line(out: &mut impl Write, fields: &[&str]) -> Result<()> {
+    for (i, field) in fields.iter().enumerate() {
+        if i > 0 {
+            out.write_all(b",")?;
+        }
+        out.write_all(csv_field(field).as_bytes())?;
+    }
+    out.write_all(b"\r\n")?;
     Ok(())
 }

@@ -6,7 +6,7 @@
 
 use super::foreign_keys::{Reached, count_rows, dependants, resolve_table};
 use super::mask_assignments;
-use super::subject::{Subject, digest_key, find_subject, qualified, subject_digest};
+use super::subject::{Selection, Subject, digest_key, find_subject, qualified, subject_digest};
 use crate::audit::EventKind;
 use crate::policy_apply;
 use crate::policy_cmd::load_policy;
@@ -19,32 +19,18 @@ use sqlparser::parser::Parser;
 use sqlparser::tokenizer::Token;
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use tokio_postgres::Client;
 
 #[derive(Args, Debug)]
 pub struct ForgetArgs {
-    /// The policy file.
-    pub file: PathBuf,
-    /// PostgreSQL URI of an account that may delete from every table concerned (the owner or a superuser).
-    #[arg(long, env = "MASCHERA_UPSTREAM")]
-    pub upstream: String,
-    /// The table holding the data subject, e.g. `contacts`.
-    #[arg(long)]
-    pub table: String,
-    /// One SQL boolean expression over that table's columns selecting exactly the subject's row.
-    #[arg(long = "where", value_name = "CONDITION")]
-    pub condition: String,
+    #[command(flatten)]
+    pub subject: Selection,
     /// Print the plan (tables, rows, action) and change nothing.
     #[arg(long)]
     pub dry_run: bool,
     #[command(flatten)]
     pub audit: super::AuditArgs,
-    /// Environment variable holding the key of the subject digest recorded in the access log
-    /// (HMAC-SHA256 of the table and the subject's primary key).
-    #[arg(long, default_value = "MASCHERA_AUDIT_KEY")]
-    pub key_env: String,
 }
 
 /// What happens to one table.
@@ -58,21 +44,21 @@ pub struct PlannedStep {
 
 pub fn run(args: ForgetArgs) -> Result<ExitCode> {
     crate::cli::block_on(async {
-        let Some(policy) = load_policy(&args.file)? else {
+        let Some(policy) = load_policy(&args.subject.file)? else {
             return Ok(ExitCode::FAILURE);
         };
-        let condition = parse_condition(&args.condition)?;
+        let condition = parse_condition(&args.subject.condition)?;
         let log = match args.dry_run {
             true => None,
             false => args.audit.open()?,
         };
         let digest_key = match &log {
-            Some(_) => Some(digest_key(&args.key_env)?),
+            Some(_) => Some(digest_key(&args.subject.key_env)?),
             None => None,
         };
-        let client = policy_apply::connect(&args.upstream).await?;
+        let client = policy_apply::connect(&args.subject.upstream).await?;
         client.batch_execute("BEGIN").await?;
-        let plan = plan(&client, &policy, &args.table, &condition).await?;
+        let plan = plan(&client, &policy, &args.subject.table, &condition).await?;
         for step in &plan {
             let verb = match (args.dry_run, step.keep.is_some()) {
                 (true, false) => "would delete",

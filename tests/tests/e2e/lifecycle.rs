@@ -81,26 +81,7 @@ fn register_markdown_lists_every_role_and_category() {
 #[test]
 fn register_csv_parses_with_every_role_and_category() {
     let out = maschera(&["policy", "register", &reference_policy(), "--format", "csv"]);
-    // Python's csv module is an independent RFC 4180 reader.
-    let mut python = Command::new("python3")
-        .args([
-            "-c",
-            "import csv,sys,json; print(json.dumps(list(csv.reader(sys.stdin))))",
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("python3");
-    use std::io::Write;
-    python
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(&out.stdout)
-        .expect("write csv");
-    let parsed = python.wait_with_output().expect("python3 output");
-    assert!(parsed.status.success());
-    let rows: Vec<Vec<String>> = serde_json::from_slice(&parsed.stdout).expect("json");
+    let rows = maschera_tests::parse_csv(&String::from_utf8(out.stdout).expect("utf-8"));
     assert_eq!(rows[0][0], "role");
     assert!(
         rows.iter().all(|r| r.len() == 16),
