@@ -11,7 +11,7 @@
 use super::foreign_keys::{LiveTable, count_rows, dependants};
 use super::forget::parse_condition;
 use super::subject::{Selection, digest_key, find_subject, subject_digest};
-use super::who_saw::{self, Access};
+use super::who_saw;
 use crate::audit::search::parse_time;
 use crate::audit::{AuditConfig, Event, EventKind, TableTouched};
 use crate::policy_apply;
@@ -74,10 +74,9 @@ struct Held {
     rows: i64,
 }
 
-/// What the export says about the access log.
+/// What the export says about the access log: `None` when no log was given.
 struct WhoSawIt {
-    accesses: Option<Vec<Access>>,
-    unreadable: u64,
+    found: Option<who_saw::Found>,
     from: Option<String>,
     to: Option<String>,
 }
@@ -140,24 +139,18 @@ fn export(args: ExportArgs) -> Result<ExitCode> {
             Some(key) => Some(subject_digest(&client, &subject.table, &condition, key).await?),
             None => None,
         };
-        let who = match log_paths.is_empty() {
-            true => WhoSawIt {
-                accesses: None,
-                unreadable: 0,
-                from: args.from.clone(),
-                to: args.to.clone(),
-            },
-            false => {
-                let tables: BTreeSet<String> =
-                    held.iter().map(|h| h.live.display.clone()).collect();
-                let (accesses, unreadable) = who_saw::accesses(&log_paths, from, to, &tables)?;
-                WhoSawIt {
-                    accesses: Some(accesses),
-                    unreadable,
-                    from: args.from.clone(),
-                    to: args.to.clone(),
+        let who = WhoSawIt {
+            found: match log_paths.is_empty() {
+                true => None,
+                false => {
+                    let tables: BTreeSet<String> =
+                        held.iter().map(|h| h.live.display.clone()).collect();
+                    let digest = digest.as_deref();
+                    Some(who_saw::accesses(&log_paths, from, to, &tables, digest)?)
                 }
-            }
+            },
+            from: args.from.clone(),
+            to: args.to.clone(),
         };
         let categories = subject_categories(&client, &policy, &subject.table, &condition).await?;
         let register = policy::register::register(&policy);
@@ -386,13 +379,14 @@ impl Export<'_> {
             .await?;
             write!(out, "\n]}}")?;
         }
-        let who_saw_it = match &who.accesses {
-            Some(accesses) => json!({
+        let who_saw_it = match &who.found {
+            Some(found) => json!({
                 "from": who.from,
                 "to": who.to,
                 "note": who_saw::NOTE,
-                "unreadable_log_lines": who.unreadable,
-                "accesses": accesses,
+                "unreadable_log_lines": found.unreadable,
+                "accesses": found.accesses,
+                "earlier_requests": found.requests,
             }),
             None => json!({
                 "note": "no access log was given (--audit-config or --access-log): who read this data is not reported",
@@ -450,7 +444,10 @@ impl Export<'_> {
             )
             .await?;
         }
-        for a in who.accesses.iter().flatten() {
+        let Some(found) = &who.found else {
+            return Ok(());
+        };
+        for a in &found.accesses {
             let categories: Vec<&str> = a.categories.iter().map(String::as_str).collect();
             let summary = format!(
                 "role {} user {}: {} statements from {} to {}",
@@ -470,6 +467,10 @@ impl Export<'_> {
                 "",
             ];
             csv_line(out, &fields)?;
+        }
+        for r in &found.requests {
+            let summary = format!("{} by {} at {}", r.event, r.user, r.time);
+            csv_line(out, &["request", "", "", "", "", &summary, "", "", "", ""])?;
         }
         Ok(())
     }

@@ -31,23 +31,53 @@ pub struct Access {
     pub last: String,
 }
 
-/// Every reader of `tables` (`schema.name`) in the log files or folders `paths`, in `[from, to)`;
-/// with the number of unreadable lines met.
+/// An earlier `subject export` or `forget` of the same subject (same keyed digest).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Request {
+    pub time: String,
+    /// `subject_export` or `erasure`.
+    pub event: String,
+    pub user: String,
+}
+
+/// What the log says about the subject's tables and the subject.
+#[derive(Debug, Default)]
+pub struct Found {
+    pub accesses: Vec<Access>,
+    /// Earlier requests about the subject (only when its digest is known).
+    pub requests: Vec<Request>,
+    pub unreadable: u64,
+}
+
+/// Every reader of `tables` (`schema.name`) in the log files or folders `paths`, in `[from, to)`,
+/// and the earlier requests about the subject whose digest is `digest`.
 pub fn accesses(
     paths: &[PathBuf],
     from: Option<OffsetDateTime>,
     to: Option<OffsetDateTime>,
     tables: &BTreeSet<String>,
-) -> Result<(Vec<Access>, u64)> {
+    digest: Option<&str>,
+) -> Result<Found> {
     let filter = Filter {
         from,
         to,
         ..Filter::default()
     };
     let mut found: BTreeMap<(String, String, String), Access> = BTreeMap::new();
+    let mut requests = Vec::new();
     let unreadable = scan(paths, &filter, |entry| {
         let record = &entry.record;
         let event = &record.event;
+        let about_subject = |d: &str| event.subjects.iter().flatten().any(|s| s == d);
+        if matches!(event.kind, EventKind::SubjectExport | EventKind::Erasure)
+            && digest.is_some_and(about_subject)
+        {
+            requests.push(Request {
+                time: record.time.clone(),
+                event: event.kind.as_str().to_string(),
+                user: event.user.clone().unwrap_or_else(|| "-".into()),
+            });
+        }
         if event.kind != EventKind::Statement || event.outcome.as_str() == "refused" {
             return;
         }
@@ -84,5 +114,9 @@ pub fn accesses(
         }
     })
     .context("reading the access log")?;
-    Ok((found.into_values().collect(), unreadable))
+    Ok(Found {
+        accesses: found.into_values().collect(),
+        requests,
+        unreadable,
+    })
 }

@@ -418,6 +418,17 @@ async fn export_of_a_contact_holds_all_their_data_and_nothing_of_another() {
         rows.iter()
             .any(|r| r[0] == "access" && r[5].contains("user sam"))
     );
+    assert_eq!(who["earlier_requests"], serde_json::json!([]));
+    let earlier: Vec<&Vec<String>> = rows.iter().filter(|r| r[0] == "request").collect();
+    assert_eq!(
+        earlier.len(),
+        1,
+        "the JSON export, found by the subject's digest"
+    );
+    assert!(
+        earlier[0][5].starts_with("subject_export by"),
+        "{earlier:?}"
+    );
 
     // The access log records both exports: digest, tables, counts, and no value.
     let records = log_records(&dir.path().join("audit"));
