@@ -461,7 +461,20 @@ async fn export_of_a_contact_holds_all_their_data_and_nothing_of_another() {
     assert_eq!(logged, expected.keys().cloned().collect());
     let log_text: String = records.iter().map(|r| r.to_string()).collect();
     assert!(!log_text.contains(&email), "no value in the access log");
-    let verify = maschera(&["audit", "verify", "--config", &config.display().to_string()]);
+    let config_arg = config.display().to_string();
+    let search = maschera_ok(&[
+        "audit",
+        "search",
+        "--config",
+        &config_arg,
+        "--category",
+        "special_category",
+    ]);
+    assert!(
+        search.contains("subject_export") && search.contains("public.health_records"),
+        "an auditor finds the export of Art. 9 data: {search}"
+    );
+    let verify = maschera(&["audit", "verify", "--config", &config_arg]);
     assert!(
         verify.status.success(),
         "{}",
