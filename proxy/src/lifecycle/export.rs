@@ -13,7 +13,7 @@ use super::forget::parse_condition;
 use super::subject::{Selection, digest_key, find_subject, subject_digest};
 use super::who_saw;
 use crate::audit::search::parse_time;
-use crate::audit::{AuditConfig, Event, EventKind, TableTouched};
+use crate::audit::{AuditConfig, Event, EventKind, Outcome, TableTouched};
 use crate::policy_apply;
 use crate::policy_cmd::load_policy;
 use anyhow::{Context, Result};
@@ -161,38 +161,53 @@ fn export(args: ExportArgs) -> Result<ExitCode> {
             register: &register,
             held: &held,
         };
-        match args.format.as_str() {
-            "csv" => export.csv(&client, &mut out, &who).await?,
+        let written = match args.format.as_str() {
+            "csv" => export.csv(&client, &mut out, &who).await,
             _ => {
                 export
                     .json(&client, &mut out, &subject.table, &categories, &who)
-                    .await?
+                    .await
             }
-        }
-        out.flush().context("writing the export")?;
+        };
+        let written = written.and_then(|()| out.flush().context("writing the export"));
         drop(out);
-        client.batch_execute("COMMIT").await?;
 
         let rows: i64 = held.iter().map(|h| h.rows).sum();
         let detail: Vec<String> = held
             .iter()
             .map(|h| format!("{}: {}", h.live.display, h.rows))
             .collect();
-        eprintln!(
-            "exported {rows} rows from {} tables ({})",
-            held.len(),
-            detail.join("; ")
-        );
+        // Recorded even when writing failed part way: some of the data may have been written out.
         if let Some(log) = log {
             let mut event = Event::new(EventKind::SubjectExport);
             event.rows = Some(rows as u64);
             event.detail = Some(format!("{} export: {}", args.format, detail.join("; ")));
             event.subjects = digest.map(|d| vec![d]);
             event.tables = held.iter().map(|h| touched(&policy, h)).collect();
+            if let Err(err) = &written {
+                event.outcome = Outcome::Error {
+                    sqlstate: sqlstate_of(err),
+                };
+            }
             super::record_event(log, event).await?;
         }
+        written?;
+        client.batch_execute("COMMIT").await?;
+        eprintln!(
+            "exported {rows} rows from {} tables ({})",
+            held.len(),
+            detail.join("; ")
+        );
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// The SQLSTATE of a failed export: PostgreSQL's, else 58030 (an I/O error writing the output).
+fn sqlstate_of(err: &anyhow::Error) -> String {
+    err.chain()
+        .find_map(|e| e.downcast_ref::<tokio_postgres::Error>())
+        .and_then(|e| e.code())
+        .map_or_else(|| "58030".to_string(), |c| c.code().to_string())
 }
 
 /// The table in the access record: its name and the categories of personal data it holds.

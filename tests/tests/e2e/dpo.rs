@@ -483,7 +483,7 @@ async fn export_of_a_contact_holds_all_their_data_and_nothing_of_another() {
 }
 
 #[tokio::test]
-async fn export_refuses_a_subject_matched_by_no_row_or_by_several() {
+async fn export_refuses_a_subject_matched_by_no_row_or_by_several_and_records_a_failed_write() {
     let pg = PgServer::start().expect("start PostgreSQL");
     load_crm(&pg, CRM_DB, 300, 1).await.expect("load CRM");
     let section = access_log_section(pg.dir(), "dpo");
@@ -537,4 +537,33 @@ async fn export_refuses_a_subject_matched_by_no_row_or_by_several() {
         !records.iter().any(|r| r["event"] == "subject_export"),
         "a refused export is not recorded as one"
     );
+
+    // An export that fails while writing (a full disk) is still recorded, with outcome error.
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full");
+    let out = Command::new(maschera_bin())
+        .args(["subject", "export", &policy, "--upstream", &upstream])
+        .args([
+            "--table",
+            "contacts",
+            "--where",
+            "id = 1",
+            "--audit-config",
+            &config,
+        ])
+        .env("MASCHERA_AUDIT_KEY", DIGEST_KEY)
+        .stdout(full)
+        .output()
+        .expect("run maschera");
+    assert!(!out.status.success(), "writing to a full disk fails");
+    let records = log_records(&pg.dir().join("audit"));
+    let failed: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["event"] == "subject_export")
+        .collect();
+    assert_eq!(failed.len(), 1, "the failed export is recorded");
+    assert_eq!(failed[0]["outcome"]["result"], "error", "{}", failed[0]);
+    assert_eq!(failed[0]["outcome"]["sqlstate"], "58030", "{}", failed[0]);
 }
