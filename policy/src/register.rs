@@ -140,6 +140,17 @@ fn installed_measures(policy: &Policy) -> BTreeMap<String, Vec<String>> {
         ..LiveState::default()
     };
     let steps = apply_steps(policy, &access, &live, &ApplyOptions::default()).unwrap_or_default();
+    let base_tables: Vec<String> = policy
+        .tables
+        .values()
+        .map(|t| {
+            format!(
+                "{}.{}",
+                quote_ident(&t.name.schema),
+                quote_ident(&t.name.name)
+            )
+        })
+        .collect();
     let mut found = BTreeMap::new();
     for role in policy.restricted_roles() {
         let login = role.login();
@@ -152,9 +163,27 @@ fn installed_measures(policy: &Policy) -> BTreeMap<String, Vec<String>> {
         let any = |needle: &str| sql.iter().any(|s| s.contains(needle));
         let mut measures = Vec::new();
         if any("CREATE ROLE") {
+            let limits: Vec<&str> = [
+                ("NOSUPERUSER", "not a superuser"),
+                ("NOBYPASSRLS", "cannot bypass row-level security"),
+                ("NOCREATEROLE", "cannot create roles"),
+            ]
+            .into_iter()
+            .filter(|(keyword, _)| any(keyword))
+            .map(|(_, text)| text)
+            .collect();
             measures.push(format!(
-                "a database login of its own ({login}: no superuser, no BYPASSRLS, no rights on the tables themselves)"
+                "a database login of its own ({login}: {})",
+                limits.join(", ")
             ));
+        }
+        let on_base_table = sql.iter().any(|s| {
+            s.starts_with("GRANT")
+                && !s.contains("SEQUENCE")
+                && base_tables.iter().any(|t| s.contains(&format!(" ON {t} ")))
+        });
+        if !on_base_table {
+            measures.push("no privilege on the base tables: only on its own relations".into());
         }
         let views = sql.iter().filter(|s| s.starts_with("CREATE VIEW")).count();
         if views > 0 {
@@ -178,7 +207,7 @@ fn installed_measures(policy: &Policy) -> BTreeMap<String, Vec<String>> {
         }
         if any(&format!("{PRIVATE_SCHEMA}.keys")) {
             measures.push(format!(
-                "pseudonym key kept in {PRIVATE_SCHEMA}, readable by the owner only"
+                "pseudonym key kept in {PRIVATE_SCHEMA}, which the login cannot read"
             ));
         }
         found.insert(role.name.clone(), measures);
