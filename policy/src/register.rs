@@ -631,6 +631,14 @@ columns = { email = "mask.email", id = "pseudonym" }
             support
                 .measures
                 .iter()
+                .any(|m| m.starts_with("no privilege on the base tables")),
+            "{:?}",
+            support.measures
+        );
+        assert!(
+            support
+                .measures
+                .iter()
                 .any(|m| m.starts_with("pseudonymisation"))
         );
         assert!(
