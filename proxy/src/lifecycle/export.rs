@@ -420,9 +420,11 @@ impl Export<'_> {
         )?;
         for held in self.held {
             let table = declared(self.policy, &held.live);
-            let retention = table.map(|t| self.retention(t)).unwrap_or_default();
-            // Per column, computed once: a subject may have many rows of the same columns.
-            let mut processing: HashMap<String, [String; 4]> = HashMap::new();
+            let table_field = csv_field(&held.live.display);
+            let retention = csv_field(&table.map(|t| self.retention(t)).unwrap_or_default());
+            // Per column, computed and quoted once: a subject may have many rows of the same
+            // columns. The line is `data,table,row,column,` + category + `,value,` + the rest.
+            let mut processing: HashMap<String, (String, String)> = HashMap::new();
             stream(
                 client,
                 &format!(
@@ -432,29 +434,26 @@ impl Export<'_> {
                     held.live.sql, held.predicate
                 ),
                 |row| {
-                    let column: String = row.get(1);
-                    let value: Option<String> = row.get(2);
-                    let [category, purposes, bases, recipients] = processing
-                        .entry(column.clone())
-                        .or_insert_with(|| match table {
-                            Some(t) => self.column_processing(t, &column),
+                    let column: &str = row.get(1);
+                    let value: Option<&str> = row.get(2);
+                    let n: &str = row.get(0);
+                    let (head, tail) = processing.entry(column.to_string()).or_insert_with(|| {
+                        let [category, purposes, bases, recipients] = match table {
+                            Some(t) => self.column_processing(t, column),
                             None => Default::default(),
-                        });
-                    let n: String = row.get(0);
-                    let value = value.unwrap_or_default();
-                    let fields = [
-                        "data",
-                        &held.live.display,
-                        &n,
-                        &column,
-                        category,
-                        &value,
-                        purposes,
-                        bases,
-                        recipients,
-                        &retention,
-                    ];
-                    csv_line(out, &fields)
+                        };
+                        let head = format!("{},{}", csv_field(column), csv_field(&category));
+                        let tail = [purposes, bases, recipients]
+                            .iter()
+                            .map(|f| csv_field(f))
+                            .chain([retention.clone()])
+                            .collect::<Vec<_>>()
+                            .join(",");
+                        (head, tail)
+                    });
+                    let value = csv_field(value.unwrap_or_default());
+                    write!(out, "data,{table_field},{n},{head},{value},{tail}\r\n")?;
+                    Ok(())
                 },
             )
             .await?;
