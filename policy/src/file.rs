@@ -18,6 +18,14 @@ pub struct PolicyFile {
     pub roles: BTreeMap<Key, Spanned<RoleFile>>,
     #[serde(default)]
     pub tables: BTreeMap<Key, Spanned<TableFile>>,
+    /// The Art. 30 declarations (see `controller`).
+    pub controller: Option<Spanned<crate::controller::ControllerFile>>,
+    #[serde(default)]
+    pub data_subjects: BTreeMap<Key, Spanned<crate::controller::SubjectsFile>>,
+    #[serde(default)]
+    pub recipients: BTreeMap<Key, Spanned<crate::controller::RecipientFile>>,
+    #[serde(default)]
+    pub retention_periods: BTreeMap<Key, Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -128,5 +136,17 @@ impl<'de> Deserialize<'de> for ColumnFile {
             }
         }
         deserializer.deserialize_any(ColumnVisitor)
+    }
+}
+
+impl PolicyFile {
+    /// The sections `controller::validate` reads.
+    pub(crate) fn record_keeping_sections(&self) -> crate::controller::Sections<'_> {
+        crate::controller::Sections {
+            controller: self.controller.as_ref(),
+            data_subjects: &self.data_subjects,
+            recipients: &self.recipients,
+            retention_periods: &self.retention_periods,
+        }
     }
 }

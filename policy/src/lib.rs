@@ -5,6 +5,7 @@ pub mod access;
 pub mod action;
 pub mod apply_sql;
 pub mod compile;
+pub mod controller;
 pub mod diagnostics;
 pub mod erasure;
 mod file;

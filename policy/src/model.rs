@@ -29,6 +29,8 @@ pub struct Policy {
     pub roles: BTreeMap<String, Role>,
     /// Tables by the key the file uses (`contacts` or `crm.contacts`).
     pub tables: BTreeMap<String, Table>,
+    /// Controller, categories of data subjects, recipients, stated retention (GDPR Art. 30).
+    pub record_keeping: crate::controller::RecordKeeping,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,6 +179,12 @@ impl Policy {
             .iter()
             .filter_map(|(key, table)| v.table(key, table).map(|t| (t.key.clone(), t)))
             .collect();
+        let record_keeping = crate::controller::validate(
+            raw.record_keeping_sections(),
+            &tables,
+            &source,
+            &mut v.errors,
+        );
         let roles = raw
             .roles
             .iter()
@@ -194,6 +202,7 @@ impl Policy {
             settings,
             roles,
             tables,
+            record_keeping,
         })
     }
 

@@ -36,6 +36,8 @@ pub enum Command {
     Dump(crate::dump::DumpArgs),
     /// Erase one data subject and every row that refers to it, in one transaction (GDPR Art. 17).
     Forget(crate::lifecycle::forget::ForgetArgs),
+    /// A data subject's rights: `subject export` writes everything held about one person (GDPR Art. 15, 20).
+    Subject(crate::lifecycle::export::SubjectArgs),
     /// Apply the policy's retention rules: delete or mask rows older than their period, in batches.
     Retention(crate::lifecycle::retention::RetentionArgs),
 }
@@ -54,6 +56,7 @@ pub fn main() -> ExitCode {
         Command::Dump(args) => crate::dump::run(args),
         Command::Forget(args) => crate::lifecycle::forget::run(args),
         Command::Retention(args) => crate::lifecycle::retention::run(args),
+        Command::Subject(args) => crate::lifecycle::export::run(args),
     };
     match result {
         Ok(code) => code,

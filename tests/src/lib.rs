@@ -86,3 +86,26 @@ pub fn access_log_records(dir: &std::path::Path) -> Vec<serde_json::Value> {
     }
     out
 }
+
+/// Parses CSV text with Python's csv module (an independent RFC 4180 reader) into rows of fields.
+pub fn parse_csv(text: &str) -> Vec<Vec<String>> {
+    use std::io::Write;
+    let mut python = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import csv,sys,json; print(json.dumps(list(csv.reader(sys.stdin))))",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    python
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write csv");
+    let parsed = python.wait_with_output().expect("python3 output");
+    assert!(parsed.status.success(), "python3 could not parse the CSV");
+    serde_json::from_slice(&parsed.stdout).expect("json")
+}

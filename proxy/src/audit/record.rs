@@ -23,6 +23,8 @@ pub enum EventKind {
     PolicyApply,
     RetentionRun,
     Erasure,
+    /// `maschera subject export`: one data subject's data written out (Art. 15, 20); tables and counts.
+    SubjectExport,
     /// How a statement recorded earlier (`statement_seq`) ended: rows, outcome, duration.
     Outcome,
     Checkpoint,
@@ -51,6 +53,7 @@ impl EventKind {
             EventKind::PolicyApply => "policy_apply",
             EventKind::RetentionRun => "retention_run",
             EventKind::Erasure => "erasure",
+            EventKind::SubjectExport => "subject_export",
             EventKind::Outcome => "outcome",
             EventKind::Checkpoint => "checkpoint",
             EventKind::FileStart => "file_start",

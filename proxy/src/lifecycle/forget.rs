@@ -4,52 +4,33 @@
 //! transaction. `--dry-run` prints the plan (tables, row counts, action) and changes nothing. No value of
 //! the subject is ever printed. Not for: bulk deletion (it refuses a WHERE matching more than one row).
 
-use super::foreign_keys::{
-    ForeignKey, Reached, count_rows, dependants, read_foreign_keys, resolve_table,
-};
+use super::foreign_keys::{Reached, count_rows, dependants, resolve_table};
 use super::mask_assignments;
+use super::subject::{Selection, Subject, digest_key, find_subject, qualified, subject_digest};
 use crate::audit::EventKind;
 use crate::policy_apply;
 use crate::policy_cmd::load_policy;
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::Args;
-use hmac::{Hmac, KeyInit, Mac};
 use policy::Policy;
-use policy::access::TableName;
-use policy::apply_sql::quote_ident;
-use sha2::Sha256;
 use sqlparser::ast::{Expr, visit_expressions};
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 use sqlparser::tokenizer::Token;
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use tokio_postgres::Client;
 
 #[derive(Args, Debug)]
 pub struct ForgetArgs {
-    /// The policy file.
-    pub file: PathBuf,
-    /// PostgreSQL URI of an account that may delete from every table concerned (the owner or a superuser).
-    #[arg(long, env = "MASCHERA_UPSTREAM")]
-    pub upstream: String,
-    /// The table holding the data subject, e.g. `contacts`.
-    #[arg(long)]
-    pub table: String,
-    /// One SQL boolean expression over that table's columns selecting exactly the subject's row.
-    #[arg(long = "where", value_name = "CONDITION")]
-    pub condition: String,
+    #[command(flatten)]
+    pub subject: Selection,
     /// Print the plan (tables, rows, action) and change nothing.
     #[arg(long)]
     pub dry_run: bool,
     #[command(flatten)]
     pub audit: super::AuditArgs,
-    /// Environment variable holding the key of the subject digest recorded in the access log
-    /// (HMAC-SHA256 of the table and the subject's primary key).
-    #[arg(long, default_value = "MASCHERA_AUDIT_KEY")]
-    pub key_env: String,
 }
 
 /// What happens to one table.
@@ -63,26 +44,21 @@ pub struct PlannedStep {
 
 pub fn run(args: ForgetArgs) -> Result<ExitCode> {
     crate::cli::block_on(async {
-        let Some(policy) = load_policy(&args.file)? else {
+        let Some(policy) = load_policy(&args.subject.file)? else {
             return Ok(ExitCode::FAILURE);
         };
-        let condition = parse_condition(&args.condition)?;
+        let condition = parse_condition(&args.subject.condition)?;
         let log = match args.dry_run {
             true => None,
             false => args.audit.open()?,
         };
         let digest_key = match &log {
-            Some(_) => Some(std::env::var(&args.key_env).with_context(|| {
-                format!(
-                    "{} (the key of the subject digest) is not set",
-                    args.key_env
-                )
-            })?),
+            Some(_) => Some(digest_key(&args.subject.key_env)?),
             None => None,
         };
-        let client = policy_apply::connect(&args.upstream).await?;
+        let client = policy_apply::connect(&args.subject.upstream).await?;
         client.batch_execute("BEGIN").await?;
-        let plan = plan(&client, &policy, &args.table, &condition).await?;
+        let plan = plan(&client, &policy, &args.subject.table, &condition).await?;
         for step in &plan {
             let verb = match (args.dry_run, step.keep.is_some()) {
                 (true, false) => "would delete",
@@ -101,7 +77,10 @@ pub fn run(args: ForgetArgs) -> Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         let subject = match &digest_key {
-            Some(key) => Some(subject_digest(&client, &plan[plan.len() - 1], key).await?),
+            Some(key) => {
+                let subject = &plan[plan.len() - 1].reached;
+                Some(subject_digest(&client, &subject.table, &subject.predicate, key).await?)
+            }
             None => None,
         };
         for step in &plan {
@@ -150,46 +129,6 @@ pub fn run(args: ForgetArgs) -> Result<ExitCode> {
     })
 }
 
-fn qualified(name: &TableName) -> String {
-    format!("{}.{}", quote_ident(&name.schema), quote_ident(&name.name))
-}
-
-/// HMAC-SHA256 (hex) of `schema.table:` and the subject row's primary key as text (the whole row's
-/// key columns in order; the row itself when the table has no primary key), so that whoever holds the
-/// key can later prove which subject was erased, and nobody else can tell.
-async fn subject_digest(client: &Client, subject: &PlannedStep, key: &str) -> Result<String> {
-    let table = &subject.reached.table;
-    let key_columns: Vec<String> = client
-        .query(
-            "SELECT quote_ident(a.attname) FROM pg_index i
-             JOIN unnest(i.indkey) WITH ORDINALITY k(n, o) ON true
-             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.n
-             WHERE i.indrelid = $1 AND i.indisprimary ORDER BY k.o",
-            &[&table.oid],
-        )
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    let value = match key_columns.is_empty() {
-        true => "t".to_string(),
-        false => format!("ROW({})", key_columns.join(", ")),
-    };
-    let text: String = client
-        .query_one(
-            &format!(
-                "SELECT ({value})::text FROM {} t WHERE {}",
-                table.sql, subject.reached.predicate
-            ),
-            &[],
-        )
-        .await?
-        .get(0);
-    let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes()).context("digest key")?;
-    mac.update(format!("{}:{text}", table.display).as_bytes());
-    Ok(hex::encode(mac.finalize().into_bytes()))
-}
-
 /// Parses the WHERE text: exactly one expression, no subquery, nothing after it (so no second statement).
 pub fn parse_condition(text: &str) -> Result<String> {
     let dialect = PostgreSqlDialect {};
@@ -218,35 +157,11 @@ pub async fn plan(
     table: &str,
     condition: &str,
 ) -> Result<Vec<PlannedStep>> {
-    let start = resolve_table(client, table).await?;
-    let subject = count_rows(client, &start, condition).await?;
-    if subject != 1 {
-        bail!(
-            "the condition selects {subject} rows of {}; it must select exactly one data subject",
-            start.display
-        );
-    }
-    let mut keys = read_foreign_keys(client).await?;
+    let Subject { table: start, keys } = find_subject(client, policy, table, condition).await?;
     let mut kept = BTreeMap::new();
     for declared in policy.tables.values() {
-        let live = resolve_table(client, &qualified(&declared.name)).await?;
-        for link in &declared.erasure.links {
-            let Some(target) = policy.tables.get(&link.target_table) else {
-                bail!(
-                    "{}: link `{}` names table `{}`, which the policy does not declare",
-                    declared.key,
-                    link.column,
-                    link.target_table
-                );
-            };
-            keys.push(ForeignKey {
-                child: live.clone(),
-                child_columns: vec![link.column.clone()],
-                parent: resolve_table(client, &qualified(&target.name)).await?,
-                parent_columns: vec![link.target_column.clone()],
-            });
-        }
         if !declared.erasure.keep.is_empty() {
+            let live = resolve_table(client, &qualified(&declared.name)).await?;
             let set = mask_assignments(client, declared, &live, &declared.erasure.keep).await?;
             let set: Vec<String> = set.iter().map(|(c, e)| format!("{c} = {e}")).collect();
             let columns: Vec<String> = declared.erasure.keep.keys().cloned().collect();

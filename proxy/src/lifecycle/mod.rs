@@ -2,10 +2,13 @@
 //! (`retention run`), and what they share: the foreign keys of the live database, walked to find a row's
 //! dependants. Not for: reading data as a role (see `dump`) or the policy's meaning (policy crate).
 
+pub mod export;
 pub mod foreign_keys;
 pub mod forget;
 pub mod retention;
 pub mod schedule;
+pub mod subject;
+pub mod who_saw;
 
 use crate::audit::{AuditConfig, AuditLog, Event, EventKind};
 use anyhow::{Context, Result, bail};
@@ -55,6 +58,11 @@ pub async fn record(
     event.rows = Some(rows);
     event.detail = Some(detail);
     event.subjects = subjects;
+    record_event(log, event).await
+}
+
+/// Records `event` as the operating-system user who ran the command, and closes the log.
+pub async fn record_event(log: AuditLog, mut event: Event) -> Result<()> {
     event.user = std::env::var("USER").ok();
     log.record(event)
         .await

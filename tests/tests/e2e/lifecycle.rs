@@ -69,50 +69,34 @@ fn register_markdown_lists_every_role_and_category() {
     );
     assert!(text.contains("row filters (consents, contacts"), "{text}");
     assert!(
-        text.contains("- interactions: 2 years after occurred_at, then masked (notes null)"),
+        text.contains("enforced: 2 years after occurred_at, then masked (notes null)"),
         "{text}"
     );
-    assert!(text.contains("- contacts: not set"), "{text}");
+    assert!(
+        text.contains("- contacts: 10 years after the last contract"),
+        "{text}"
+    );
 }
 
 #[test]
 fn register_csv_parses_with_every_role_and_category() {
     let out = maschera(&["policy", "register", &reference_policy(), "--format", "csv"]);
-    // Python's csv module is an independent RFC 4180 reader.
-    let mut python = Command::new("python3")
-        .args([
-            "-c",
-            "import csv,sys,json; print(json.dumps(list(csv.reader(sys.stdin))))",
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("python3");
-    use std::io::Write;
-    python
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(&out.stdout)
-        .expect("write csv");
-    let parsed = python.wait_with_output().expect("python3 output");
-    assert!(parsed.status.success());
-    let rows: Vec<Vec<String>> = serde_json::from_slice(&parsed.stdout).expect("json");
+    let rows = maschera_tests::parse_csv(&String::from_utf8(out.stdout).expect("utf-8"));
     assert_eq!(rows[0][0], "role");
     assert!(
-        rows.iter().all(|r| r.len() == 12),
-        "every row has 12 fields"
+        rows.iter().all(|r| r.len() == 16),
+        "every row has 16 fields"
     );
     let roles: BTreeSet<&str> = rows[1..].iter().map(|r| r[0].as_str()).collect();
     assert_eq!(roles, ROLES.iter().copied().collect());
-    let categories: BTreeSet<String> = rows[1..].iter().map(|r| r[7].clone()).collect();
+    let categories: BTreeSet<String> = rows[1..].iter().map(|r| r[10].clone()).collect();
     assert_eq!(categories, all_categories());
     let support_email = rows
         .iter()
-        .find(|r| r[0] == "support" && r[5] == "contacts" && r[6] == "email")
+        .find(|r| r[0] == "support" && r[8] == "contacts" && r[9] == "email")
         .expect("support sees contacts.email");
-    assert_eq!(support_email[8], "mask.email");
-    assert!(support_email[11].contains("TLS"));
+    assert_eq!(support_email[11], "mask.email");
+    assert!(support_email[15].contains("TLS"));
 }
 
 /// The reference CRM generated with `contacts` contacts and the reference policy applied.

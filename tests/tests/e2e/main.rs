@@ -8,6 +8,7 @@ mod crm;
 mod databases;
 mod demo;
 mod discover;
+mod dpo;
 mod enforce;
 mod faults;
 mod harness;
