@@ -360,6 +360,7 @@ async fn serve(
     let settings = RelaySettings {
         max_frame: proxy.config.limits.max_frame_bytes,
         shutdown,
+        errors: setup.errors.take(),
     };
     metrics::gauge!(m::SESSIONS_ACTIVE).increment(1.0);
     let ended = session::relay(

@@ -17,6 +17,7 @@
 //!
 //! Not for: startup, authentication or connecting upstream (see `server`), or policy decisions.
 
+use crate::error_scrub::ErrorScrub;
 use crate::frame::{self, FrameError, POSTGRES_MAX_FRAME, Severity};
 use crate::metrics as m;
 use crate::relay_buffer::{self, READ_CHUNK};
@@ -128,6 +129,9 @@ pub struct RelaySettings {
     pub max_frame: usize,
     /// Becomes `true` when the proxy shuts down: idle sessions are then closed with 57P01.
     pub shutdown: watch::Receiver<bool>,
+    /// For a restricted role: what its ErrorResponse and NoticeResponse frames may show
+    /// (see `error_scrub`). `None`: PostgreSQL's errors pass as they are.
+    pub errors: Option<std::sync::Arc<ErrorScrub>>,
 }
 
 /// How a session ended without error.
@@ -243,6 +247,7 @@ pub async fn relay(
     };
     let mut down = ServerToClient {
         observer,
+        errors: settings.errors,
         buf: BytesMut::new(),
         streaming: 0,
         hold: None,
@@ -572,10 +577,12 @@ fn count_cycles(bytes: &[u8]) -> u64 {
 
 /// Server message types whose body [`ServerToClient::process`] reads: these are always buffered
 /// whole; any other frame larger than a read is streamed through.
-const INSPECTED_SERVER_TAGS: &[u8] = b"CEZ";
+const INSPECTED_SERVER_TAGS: &[u8] = b"CEZN";
 
 struct ServerToClient<'a> {
     observer: &'a mut dyn SessionObserver,
+    /// What a restricted role's errors and notices may show; `None` for an unrestricted one.
+    errors: Option<std::sync::Arc<ErrorScrub>>,
     /// Empty while the session waits: see `relay_buffer`.
     buf: BytesMut,
     /// Bytes of a large frame still to pass through unchanged (see `stream_large_frame`).
@@ -674,6 +681,9 @@ impl ServerToClient<'_> {
             }
             let body = frame::body(&self.buf[run..run + header.len]);
             completions |= matches!(header.tag, b'C' | b'E');
+            // A frame to send instead of this one: a refusal for its marked error, or an error or
+            // notice with what the role may not see withheld.
+            let mut replacement = None;
             match header.tag {
                 b'C' => {
                     let tag = frame::cstr(body).map(|(t, _)| t).unwrap_or_default();
@@ -686,16 +696,15 @@ impl ServerToClient<'_> {
                         self.observer.on_server_event(ServerEvent::Error {
                             sqlstate: frame::sqlstate(frame::body(&refusal)).unwrap_or_default(),
                         });
-                        out.extend_from_slice(&self.buf[..run]);
-                        out.extend_from_slice(&refusal);
-                        self.buf.advance(run + header.len);
-                        run = 0;
-                        continue;
+                        replacement = Some(refusal);
+                    } else {
+                        let sqlstate = frame::sqlstate(body).unwrap_or_default();
+                        self.observer
+                            .on_server_event(ServerEvent::Error { sqlstate });
+                        replacement = self.errors.as_ref().and_then(|e| e.scrub(b'E', body));
                     }
-                    let sqlstate = frame::sqlstate(body).unwrap_or_default();
-                    self.observer
-                        .on_server_event(ServerEvent::Error { sqlstate });
                 }
+                b'N' => replacement = self.errors.as_ref().and_then(|e| e.scrub(b'N', body)),
                 b'Z' => {
                     self.status = body.first().copied().unwrap_or(b'I');
                     self.observer.on_server_event(ServerEvent::Ready {
@@ -711,6 +720,13 @@ impl ServerToClient<'_> {
                     }
                 }
                 _ => {}
+            }
+            if let Some(replacement) = replacement {
+                out.extend_from_slice(&self.buf[..run]);
+                out.extend_from_slice(&replacement);
+                self.buf.advance(run + header.len);
+                run = 0;
+                continue;
             }
             run += header.len;
         }

@@ -871,6 +871,7 @@ async fn policy_seam_refuses_in_simple_and_extended_protocol_and_the_session_goe
         let settings = RelaySettings {
             max_frame: 1 << 20,
             shutdown,
+            errors: None,
         };
         let mut recorder = recorder;
         relay(
