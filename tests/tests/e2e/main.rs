@@ -13,5 +13,6 @@ mod harness;
 mod lifecycle;
 mod limits;
 mod policy;
+mod row_oracles;
 mod users;
 mod wire;

@@ -1,0 +1,345 @@
+//! Statements and answers that could read, test or move a row outside a restricted role's row
+//! filter, against the reference CRM through the real proxy (issue 19, items 1, 2, 5 and 6): upserts
+//! in every form are refused in both protocols and change nothing; PostgreSQL's errors (23502,
+//! 23503, 23505, 23514, 44000) keep their SQLSTATE but show no hidden value and no hidden object
+//! name; LISTEN, UNLISTEN, NOTIFY and pg_notify reach only the channels the policy allows.
+//! Not for: the rewriter's decisions one by one (policy's unit tests) or the database lock.
+
+use maschera_tests::crm_proxy::{CRM_DB, CrmProxy};
+use tokio_postgres::{Client, SimpleQueryMessage};
+
+async fn connect(uri: &str) -> Client {
+    let (client, connection) = tokio_postgres::connect(uri, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connect: {e:?}"));
+    tokio::spawn(connection);
+    client
+}
+
+/// Every value of `sql` run directly as the superuser, as text.
+async fn admin_values(crm: &CrmProxy, sql: &str) -> Vec<String> {
+    let admin = crm.pg.connect(CRM_DB).await.expect("admin connection");
+    let mut out = Vec::new();
+    for message in admin.simple_query(sql).await.expect(sql) {
+        if let SimpleQueryMessage::Row(row) = message {
+            out.extend((0..row.len()).filter_map(|i| row.get(i).map(str::to_owned)));
+        }
+    }
+    out
+}
+
+async fn admin_value(crm: &CrmProxy, sql: &str) -> String {
+    admin_values(crm, sql)
+        .await
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| panic!("{sql}: no value"))
+}
+
+/// The error of `sql` (simple or extended protocol): SQLSTATE and every field as the client got it.
+async fn error_of(client: &Client, extended: bool, sql: &str) -> (String, String) {
+    let result = if extended {
+        client.execute(sql, &[]).await.map(|_| ())
+    } else {
+        client.batch_execute(sql).await
+    };
+    let err = result.expect_err(sql);
+    let db = err
+        .as_db_error()
+        .unwrap_or_else(|| panic!("{sql}: not a database error: {err:?}"));
+    (db.code().code().to_owned(), format!("{db:?}"))
+}
+
+#[track_caller]
+fn assert_shows_none(context: &str, shown: &str, hidden: &[String]) {
+    for value in hidden {
+        assert!(
+            !shown.contains(value.as_str()),
+            "{context}: hidden {value:?} appears in {shown}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn upserts_across_the_row_filter_are_refused_and_change_nothing() {
+    let crm = CrmProxy::start(200).await.expect("start the CRM proxy");
+    let south = admin_value(
+        &crm,
+        "SELECT id FROM contacts WHERE region = 'south' ORDER BY id LIMIT 1",
+    )
+    .await;
+    let south_deal = admin_value(
+        &crm,
+        "SELECT d.id FROM deals d JOIN contacts c ON c.id = d.contact_id WHERE c.region = 'south' ORDER BY d.id LIMIT 1",
+    )
+    .await;
+    let south_note = admin_value(
+        &crm,
+        "SELECT i.id FROM interactions i JOIN contacts c ON c.id = i.contact_id WHERE c.region = 'south' ORDER BY i.id LIMIT 1",
+    )
+    .await;
+    let own = admin_value(
+        &crm,
+        "SELECT id FROM contacts WHERE region = 'north' ORDER BY id LIMIT 1",
+    )
+    .await;
+    let snapshot = "SELECT md5(string_agg(t::text, ',' ORDER BY id)) FROM contacts t; \
+                    SELECT md5(string_agg(t::text, ',' ORDER BY id)) FROM deals t; \
+                    SELECT md5(string_agg(t::text, ',' ORDER BY id)) FROM interactions t";
+    let before = admin_values(&crm, snapshot).await;
+    let hidden = admin_values(
+        &crm,
+        &format!("SELECT first_name, last_name, email, phone, street_address FROM contacts WHERE id = {south}"),
+    )
+    .await;
+    let values =
+        format!("({south}, 'x', 'x', 'x-upsert@x.invalid', '+39 000 0000000', 'x', 'north')");
+    let insert = format!(
+        "INSERT INTO contacts (id, first_name, last_name, email, phone, street_address, region) VALUES {values}"
+    );
+    let variants = [
+        (
+            "public.contacts",
+            format!("{insert} ON CONFLICT (id) DO UPDATE SET first_name = contacts.first_name"),
+        ),
+        (
+            "public.contacts",
+            format!("{insert} ON CONFLICT (email) DO UPDATE SET first_name = excluded.first_name"),
+        ),
+        (
+            "public.contacts",
+            format!(
+                "{insert} ON CONFLICT ON CONSTRAINT contacts_pkey DO UPDATE SET first_name = NULL"
+            ),
+        ),
+        (
+            "public.contacts",
+            format!("{insert} ON CONFLICT (id) DO UPDATE SET region = 'west'"),
+        ),
+        (
+            "public.contacts",
+            format!("{insert} ON CONFLICT (id) DO UPDATE SET region = 'north' RETURNING *"),
+        ),
+        (
+            "public.contacts",
+            format!(
+                "{insert} ON CONFLICT (id) DO UPDATE SET first_name = 'y' WHERE contacts.email LIKE '%'"
+            ),
+        ),
+        (
+            "public.contacts",
+            format!(
+                "WITH up AS ({insert} ON CONFLICT (id) DO UPDATE SET first_name = contacts.first_name RETURNING id) SELECT * FROM up"
+            ),
+        ),
+        (
+            "public.deals",
+            format!(
+                "INSERT INTO deals (id, contact_id, amount, stage) VALUES ({south_deal}, {own}, 1, 'new') ON CONFLICT (id) DO UPDATE SET contact_id = excluded.contact_id"
+            ),
+        ),
+        (
+            "public.interactions",
+            format!(
+                "INSERT INTO interactions (id, contact_id, channel, notes) VALUES ({south_note}, {own}, 'call', 'x') ON CONFLICT (id) DO UPDATE SET notes = substr(interactions.notes, 1, 60) || 'x'"
+            ),
+        ),
+    ];
+    let sam = connect(&crm.uri("sam")).await;
+    for extended in [false, true] {
+        for (table, sql) in &variants {
+            let (code, shown) = error_of(&sam, extended, sql).await;
+            assert_eq!(code, "42501", "{sql}: {shown}");
+            assert!(
+                shown.contains(table) && shown.contains("ON CONFLICT DO UPDATE"),
+                "{sql}: {shown}"
+            );
+            assert_shows_none(sql, &shown, &hidden);
+        }
+    }
+    // PREPARE and EXECUTE in the simple protocol.
+    let (code, shown) = error_of(
+        &sam,
+        false,
+        &format!(
+            "PREPARE up AS {insert} ON CONFLICT (id) DO UPDATE SET first_name = contacts.first_name"
+        ),
+    )
+    .await;
+    assert_eq!(code, "42501", "{shown}");
+    // The extended protocol with parameters.
+    let err = sam
+        .execute(
+            "INSERT INTO contacts (id, first_name, email, region) VALUES ($1, 'x', 'p-upsert@x.invalid', 'north') \
+             ON CONFLICT (id) DO UPDATE SET first_name = contacts.first_name",
+            &[&south.parse::<i64>().unwrap()],
+        )
+        .await
+        .expect_err("parameterised upsert refused");
+    assert_eq!(err.code().map(|c| c.code()), Some("42501"), "{err:?}");
+    // DO NOTHING stays allowed: the hidden row is left alone and nothing is shown of it.
+    let done = sam
+        .execute(&format!("{insert} ON CONFLICT (id) DO NOTHING"), &[])
+        .await
+        .expect("ON CONFLICT DO NOTHING passes");
+    assert_eq!(done, 0);
+    assert_eq!(
+        admin_values(&crm, snapshot).await,
+        before,
+        "no upsert changed a row"
+    );
+    // The session goes on.
+    let rows = sam
+        .query("SELECT count(*) FROM contacts", &[])
+        .await
+        .unwrap();
+    assert!(rows[0].get::<_, i64>(0) > 0);
+}
+
+/// Runs `sql` as sam in both protocols (each in a transaction rolled back after) and checks the
+/// error's SQLSTATE and that it shows none of `hidden`; returns what the extended protocol showed.
+async fn scrubbed(
+    sam: &Client,
+    setup: &str,
+    sql: &str,
+    codes: &[&str],
+    hidden: &[String],
+) -> String {
+    let mut last = String::new();
+    for extended in [false, true] {
+        sam.batch_execute(&format!("BEGIN; {setup}"))
+            .await
+            .unwrap_or_else(|e| panic!("{setup}: {e:?}"));
+        let (code, shown) = error_of(sam, extended, sql).await;
+        sam.batch_execute("ROLLBACK").await.unwrap();
+        assert!(codes.contains(&code.as_str()), "{sql}: {code} {shown}");
+        assert_shows_none(sql, &shown, hidden);
+        assert!(!shown.contains("Failing row"), "{sql}: {shown}");
+        last = shown;
+    }
+    last
+}
+
+#[tokio::test]
+async fn errors_keep_their_sqlstate_and_show_no_hidden_value_or_name() {
+    let crm = CrmProxy::start(200).await.expect("start the CRM proxy");
+    // A north contact with a health record, whose other children the test removes upstream so that
+    // the only foreign key left to break on a change of its id is the hidden one (item 5).
+    let target = admin_value(
+        &crm,
+        "SELECT c.id FROM contacts c JOIN health_records h ON h.contact_id = c.id \
+         WHERE c.region = 'north' ORDER BY c.id LIMIT 1",
+    )
+    .await;
+    admin_values(
+        &crm,
+        &format!(
+            "DELETE FROM consents WHERE contact_id = {target}; DELETE FROM tickets WHERE contact_id = {target}; \
+             DELETE FROM judicial_records WHERE contact_id = {target}"
+        ),
+    )
+    .await;
+    let other = admin_value(
+        &crm,
+        &format!("SELECT email FROM contacts WHERE region = 'north' AND id <> {target} ORDER BY id LIMIT 1"),
+    )
+    .await;
+    // What sales sees masked (tax code, birth date) or not at all (health records).
+    let mut hidden = admin_values(
+        &crm,
+        &format!(
+            "SELECT tax_code, birth_date::text FROM contacts WHERE id = {target}; \
+             SELECT condition, notes FROM health_records WHERE contact_id = {target}"
+        ),
+    )
+    .await;
+    hidden.push("health_records".into());
+    hidden.push("health".into());
+
+    // The control: the unrestricted dpo gets PostgreSQL's errors as they are, hidden names included.
+    let dora = connect(&crm.uri("dora")).await;
+    dora.batch_execute(&format!(
+        "BEGIN; DELETE FROM deals WHERE contact_id = {target}; DELETE FROM interactions WHERE contact_id = {target}"
+    ))
+    .await
+    .unwrap();
+    let (code, shown) = error_of(
+        &dora,
+        false,
+        &format!("UPDATE contacts SET id = 9000000 + id WHERE id = {target}"),
+    )
+    .await;
+    dora.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(code, "23503");
+    assert!(shown.contains("health_records_contact_id_fkey"), "{shown}");
+    let (_, shown) = error_of(
+        &dora,
+        false,
+        &format!("UPDATE contacts SET region = 'west' WHERE id = {target}"),
+    )
+    .await;
+    assert!(shown.contains("Failing row"), "{shown}");
+
+    let sam = connect(&crm.uri("sam")).await;
+    // 23503: the foreign key of the hidden health_records.
+    let shown = scrubbed(
+        &sam,
+        &format!(
+            "DELETE FROM deals WHERE contact_id = {target}; DELETE FROM interactions WHERE contact_id = {target}"
+        ),
+        &format!("UPDATE contacts SET id = 9000000 + id WHERE id = {target}"),
+        &["23503"],
+        &hidden,
+    )
+    .await;
+    assert!(
+        shown.contains("foreign key") && shown.contains("withheld by Maschera"),
+        "{shown}"
+    );
+    // 23502: the failing row would show the stored tax code and birth date.
+    let shown = scrubbed(
+        &sam,
+        "",
+        &format!("UPDATE contacts SET first_name = NULL WHERE id = {target}"),
+        &["23502"],
+        &hidden,
+    )
+    .await;
+    assert!(shown.contains("withheld by Maschera"), "{shown}");
+    // 23514: a CHECK constraint.
+    let shown = scrubbed(
+        &sam,
+        "",
+        &format!("UPDATE contacts SET region = 'west' WHERE id = {target}"),
+        &["23514"],
+        &hidden,
+    )
+    .await;
+    assert!(
+        shown.contains("contacts_region_check"),
+        "a visible constraint stays named: {shown}"
+    );
+    // 44000 (42501 once the row filter is a row-level security policy): the check option.
+    scrubbed(
+        &sam,
+        "",
+        &format!("UPDATE contacts SET region = 'south' WHERE id = {target}"),
+        &["44000", "42501"],
+        &hidden,
+    )
+    .await;
+    // 23505: a unique key; the key's DETAIL is withheld, the visible constraint named.
+    let shown = scrubbed(
+        &sam,
+        "",
+        &format!("UPDATE contacts SET email = '{other}' WHERE id = {target}"),
+        &["23505"],
+        &hidden,
+    )
+    .await;
+    assert!(shown.contains("contacts_email_key"), "{shown}");
+    assert!(!shown.contains("Key (email)"), "{shown}");
+    // The session goes on.
+    let rows = sam.query("SELECT 1::int", &[]).await.unwrap();
+    assert_eq!(rows[0].get::<_, i32>(0), 1);
+}
