@@ -300,6 +300,7 @@ mod tests {
             tables,
             unlisted: UnlistedTables::Deny,
             allowed_functions: BTreeSet::new(),
+            channels: BTreeSet::new(),
         };
         ErrorScrub::for_role(&role, &catalog)
     }

@@ -9,6 +9,7 @@ use sqlparser::parser::Parser;
 use super::*;
 use crate::access::TableName;
 
+mod channels;
 mod upsert;
 
 const SECRET: &str = "secret-literal-4711";
@@ -360,8 +361,7 @@ fn session_statements_pass_and_discard_all_is_reported() {
         "RELEASE SAVEPOINT a",
         "ROLLBACK TO SAVEPOINT a",
         "COMMIT",
-        "LISTEN ch",
-        "NOTIFY ch, 'x'",
+        "UNLISTEN *",
         "SELECT current_user, now(), version()",
     ] {
         accepted("sales", sql);
@@ -1115,7 +1115,15 @@ fn unicode_escaped_identifiers_are_forwarded_as_the_proxy_read_them() {
 
 #[test]
 fn notify_payloads_are_serialized_faithfully_or_refused() {
-    match run("sales", "NOTIFY ch, 'it''s; DROP TABLE contacts; --'") {
+    let mut role = fixture::role("sales");
+    role.channels.insert("ch".into());
+    match rewrite(
+        "NOTIFY ch, 'it''s; DROP TABLE contacts; --'",
+        &role,
+        &fixture::catalog(),
+    )
+    .map(|r| r.statements().to_vec())
+    {
         Ok(statements) => {
             let parsed = Parser::parse_sql(&PostgreSqlDialect {}, &statements[0].sql).unwrap();
             assert_eq!(parsed.len(), 1, "{}", statements[0].sql);

@@ -6,7 +6,9 @@
 //! Not for: the rewriter's decisions one by one (policy's unit tests) or the database lock.
 
 use maschera_tests::crm_proxy::{CRM_DB, CrmProxy};
-use tokio_postgres::{Client, SimpleQueryMessage};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_postgres::{AsyncMessage, Client, SimpleQueryMessage};
 
 async fn connect(uri: &str) -> Client {
     let (client, connection) = tokio_postgres::connect(uri, tokio_postgres::NoTls)
@@ -342,4 +344,118 @@ async fn errors_keep_their_sqlstate_and_show_no_hidden_value_or_name() {
     // The session goes on.
     let rows = sam.query("SELECT 1::int", &[]).await.unwrap();
     assert_eq!(rows[0].get::<_, i32>(0), 1);
+}
+
+/// A connection whose notifications arrive on the receiver as (channel, payload).
+async fn listener(uri: &str) -> (Client, mpsc::UnboundedReceiver<(String, String)>) {
+    let (client, mut connection) = tokio_postgres::connect(uri, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connect: {e:?}"));
+    let (sender, receiver) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(Ok(message)) =
+            futures_util::future::poll_fn(|cx| connection.poll_message(cx)).await
+        {
+            if let AsyncMessage::Notification(n) = message {
+                let _ = sender.send((n.channel().to_owned(), n.payload().to_owned()));
+            }
+        }
+    });
+    (client, receiver)
+}
+
+/// The notifications that arrive within a short while (a round trip makes sure pending ones came).
+async fn arrived(
+    client: &Client,
+    receiver: &mut mpsc::UnboundedReceiver<(String, String)>,
+) -> Vec<(String, String)> {
+    client.batch_execute("SELECT 1").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut out = Vec::new();
+    while let Ok(n) = receiver.try_recv() {
+        out.push(n);
+    }
+    out
+}
+
+#[tokio::test]
+async fn listen_and_notify_reach_only_the_channels_the_policy_allows() {
+    let crm = CrmProxy::start(20).await.expect("start the CRM proxy");
+    let (dora, mut dora_hears) = listener(&crm.uri("dora")).await;
+    let (sam, mut sam_hears) = listener(&crm.uri("sam")).await;
+    // None by default: LISTEN, UNLISTEN, NOTIFY and pg_notify are refused naming the channel.
+    for extended in [false, true] {
+        for sql in [
+            "LISTEN crm_events",
+            "UNLISTEN crm_events",
+            "NOTIFY crm_events, 'from sam'",
+            "SELECT pg_notify('crm_events', 'from sam')",
+        ] {
+            let (code, shown) = error_of(&sam, extended, sql).await;
+            assert_eq!(code, "42501", "{sql}: {shown}");
+            assert!(
+                shown.contains("crm_events") || shown.contains("channel"),
+                "{sql}: {shown}"
+            );
+        }
+    }
+    sam.batch_execute("UNLISTEN *")
+        .await
+        .expect("UNLISTEN * passes");
+    // What an unrestricted session notifies does not reach sam.
+    dora.batch_execute("LISTEN crm_events").await.unwrap();
+    dora.batch_execute("NOTIFY crm_events, 'mario.rossi@example.it'")
+        .await
+        .unwrap();
+    assert_eq!(
+        arrived(&dora, &mut dora_hears).await,
+        [("crm_events".to_owned(), "mario.rossi@example.it".to_owned())],
+        "the unrestricted dpo listens and notifies as it likes"
+    );
+    assert!(arrived(&sam, &mut sam_hears).await.is_empty());
+
+    // The policy gives sales one channel: sam may use it, and only it.
+    let text = std::fs::read_to_string(&crm.applied.policy).unwrap();
+    let edited = text.replace(
+        "[roles.sales]\n",
+        "[roles.sales]\nchannels = [\"crm_events\"]\n",
+    );
+    assert_ne!(edited, text, "the sales role of the reference policy moved");
+    std::fs::write(&crm.applied.policy, edited).unwrap();
+    crm.proxy.signal(libc::SIGHUP);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !crm.proxy.log().contains("policy reloaded") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no reload: {}",
+            crm.proxy.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (sam, mut sam_hears) = listener(&crm.uri("sam")).await;
+    sam.batch_execute("LISTEN crm_events")
+        .await
+        .expect("allowed channel");
+    sam.execute("LISTEN Crm_Events", &[])
+        .await
+        .expect("folded like PostgreSQL");
+    let (code, _) = error_of(&sam, false, "LISTEN other_events").await;
+    assert_eq!(code, "42501");
+    dora.batch_execute("NOTIFY crm_events, 'deal 7 won'; NOTIFY other_events, 'secret'")
+        .await
+        .unwrap();
+    assert_eq!(
+        arrived(&sam, &mut sam_hears).await,
+        [("crm_events".to_owned(), "deal 7 won".to_owned())]
+    );
+    sam.execute("SELECT pg_notify('crm_events', 'from sam')", &[])
+        .await
+        .expect("pg_notify on the allowed channel");
+    let heard = arrived(&dora, &mut dora_hears).await;
+    assert!(
+        heard.contains(&("crm_events".to_owned(), "from sam".to_owned())),
+        "{heard:?}"
+    );
+    let (code, _) = error_of(&sam, true, "SELECT pg_notify('other_events', 'x')").await;
+    assert_eq!(code, "42501");
 }
