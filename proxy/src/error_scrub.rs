@@ -12,13 +12,13 @@
 //! - `s` schema, `t` table, `c` column, `d` datatype, `n` constraint pass when they name what the
 //!   role sees (a table of its views, a column it does not see dropped, a constraint of such a table
 //!   whose name holds no hidden name), else they are left out;
-//! - `M` passes unless a name field was left out, it quotes a hidden name, or it may come from
+//! - `M` passes unless a name field was left out, it holds a hidden name, or it may come from
 //!   database code (class `P0`, e.g. P0001 `RAISE`, or a context inside a function): it is then
 //!   replaced by a message that keeps the meaning of the SQLSTATE (23502 not-null, 23503 foreign
 //!   key, 23505 unique, 23514 check, 44000 check option, P0001 raised by a function, ...) and says
 //!   what was withheld;
 //! - `D` and `H` pass only for the classes whose details describe the caller's own statement or
-//!   session (`0A 08 25 26 34 3D 3F 40 42 53 54 55 57`) and quote no hidden name; for every other
+//!   session (`0A 08 25 26 34 3D 3F 40 42 53 54 55 57`) and hold no hidden name; for every other
 //!   class (23 integrity, 44 check option, 22 data, P0 raised, XX internal, and any unknown class)
 //!   they are replaced by a sentence saying they were withheld;
 //! - `W` context is always replaced (it quotes the SQL of functions and the lines of COPY data);
@@ -48,6 +48,9 @@ pub const CONTEXT_WITHHELD: &str =
 const DETAIL_CLASSES: &[&str] = &[
     "0A", "08", "25", "26", "34", "3D", "3F", "40", "42", "53", "54", "55", "57",
 ];
+
+/// The prefix of the schemas `maschera policy apply` creates.
+const OBJECT_PREFIX: &str = "maschera_";
 
 /// Fields that never carry a value or a name.
 const PLAIN_FIELDS: &[u8] = b"SVCPFLR";
@@ -110,6 +113,8 @@ impl ErrorScrub {
                 hidden.insert(table.name.clone());
             }
         }
+        // The schema of the pseudonym keys, which only the views' owner reads.
+        hidden.insert(format!("{OBJECT_PREFIX}private"));
         let seen: BTreeSet<&String> = scrub
             .tables
             .iter()
@@ -161,7 +166,7 @@ impl ErrorScrub {
                 }
                 b'n' => table_seen && !self.names_hidden(&value_text),
                 b'd' => !self.names_hidden(&value_text),
-                b'D' | b'H' => details_pass && !self.quotes_hidden(&value_text),
+                b'D' | b'H' => details_pass && !self.names_hidden(&value_text),
                 _ => false,
             };
             if keep {
@@ -177,9 +182,10 @@ impl ErrorScrub {
                 _ => {}
             }
         }
-        if let Some(message) = out.iter_mut().find(|(c, _)| *c == b'M') {
+        // PostgreSQL sends one message; a malformed frame with several gets each checked.
+        for message in out.iter_mut().filter(|(c, _)| *c == b'M') {
             let text = String::from_utf8_lossy(&message.1);
-            if name_withheld || from_code || self.quotes_hidden(&text) {
+            if name_withheld || from_code || self.names_hidden(&text) {
                 message.1 = generic_message(&sqlstate, from_code).into_bytes().into();
                 changed = true;
             }
@@ -201,18 +207,10 @@ impl ErrorScrub {
         Some(frame)
     }
 
-    /// Whether `name` (an object name, e.g. a constraint's) holds a hidden name.
-    fn names_hidden(&self, name: &str) -> bool {
-        self.hidden.iter().any(|h| name.contains(h.as_str()))
-    }
-
-    /// Whether a double-quoted part of `text` (how PostgreSQL quotes names in messages) holds a
-    /// hidden name.
-    fn quotes_hidden(&self, text: &str) -> bool {
-        text.split('"')
-            .skip(1)
-            .step_by(2)
-            .any(|quoted| self.names_hidden(quoted))
+    /// Whether `text` (a name, e.g. a constraint's, or a message) holds a hidden name anywhere: a
+    /// message is withheld rather than parsed for where PostgreSQL put the names.
+    fn names_hidden(&self, text: &str) -> bool {
+        self.hidden.iter().any(|h| text.contains(h.as_str()))
     }
 }
 
@@ -424,6 +422,81 @@ mod tests {
         assert!(!format!("{f:?}").contains("secret"), "{f:?}");
         assert_eq!(get(&f, b'W'), Some(CONTEXT_WITHHELD));
         assert_eq!(get(&f, b'C'), Some("P0001"));
+    }
+
+    /// Frames of random fields (values drawn from hidden names, visible names, quotes and bytes that
+    /// are not UTF-8): never a panic, a well-formed frame with the same SQLSTATE, and no hidden name
+    /// in any field that may carry one.
+    #[test]
+    fn random_frames_never_show_a_hidden_name() {
+        let s = scrub();
+        let codes = b"SVCMDHWPpqstcdnFLRxZ";
+        let pieces: &[&[u8]] = &[
+            b"health_records",
+            b"health_records_contact_id_fkey",
+            b"phone",
+            b"contacts",
+            b"first_name",
+            b"public",
+            b"maschera_sales",
+            b"maschera_private",
+            b"\"",
+            b"Failing row contains (",
+            b" ",
+            b"\xff\xfe",
+            b"23505",
+            b"P0001",
+            b"PL/pgSQL function",
+        ];
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        for _ in 0..20_000 {
+            let mut body = Vec::new();
+            let mut sqlstate = None;
+            for _ in 0..next(8) {
+                let code = codes[next(codes.len())];
+                let mut value = Vec::new();
+                for _ in 0..next(4) {
+                    value.extend_from_slice(pieces[next(pieces.len())]);
+                }
+                if PLAIN_FIELDS.contains(&code) {
+                    // Plain fields pass unchanged: give them no names.
+                    value.retain(u8::is_ascii_digit);
+                }
+                if code == b'C' && sqlstate.is_none() {
+                    sqlstate = Some(value.clone());
+                }
+                body.push(code);
+                body.extend_from_slice(&value);
+                body.push(0);
+            }
+            body.push(0);
+            let Some(frame) = s.scrub(b'E', &body) else {
+                continue;
+            };
+            let length = u32::from_be_bytes(frame[1..5].try_into().unwrap()) as usize;
+            assert_eq!(length, frame.len() - 1);
+            let out: Vec<(u8, Vec<u8>)> = crate::frame::error_fields(&frame[5..])
+                .map(|(c, v)| (c, v.to_vec()))
+                .collect();
+            let first_c = out.iter().find(|(c, _)| *c == b'C').map(|(_, v)| v.clone());
+            assert_eq!(first_c, sqlstate);
+            for (code, value) in &out {
+                let text = String::from_utf8_lossy(value);
+                for hidden in ["health_records", "phone", "maschera_private"] {
+                    assert!(
+                        !text.contains(hidden),
+                        "field {} shows {hidden}: {text}",
+                        *code as char
+                    );
+                }
+            }
+        }
     }
 
     #[test]
