@@ -63,7 +63,7 @@ fn assert_shows_none(context: &str, shown: &str, hidden: &[String]) {
 }
 
 #[tokio::test]
-async fn upserts_across_the_row_filter_are_refused_and_change_nothing() {
+async fn upserts_and_other_shapes_cannot_read_test_or_move_rows_outside_the_filter() {
     let crm = CrmProxy::start(200).await.expect("start the CRM proxy");
     let south = admin_value(
         &crm,
@@ -185,10 +185,80 @@ async fn upserts_across_the_row_filter_are_refused_and_change_nothing() {
         .await
         .expect("ON CONFLICT DO NOTHING passes");
     assert_eq!(done, 0);
+    // The rest of the class: statements that read, test, lock or change rows through the views
+    // reach none outside the filter (0 rows, nothing changed), in both protocols; MERGE, COPY FROM
+    // and triggers are refused.
+    let outside = [
+        format!(
+            "UPDATE deals SET stage = 'lost' FROM contacts WHERE contacts.id = deals.contact_id AND contacts.id = {south}"
+        ),
+        format!("UPDATE deals SET stage = 'lost' WHERE id = {south_deal} RETURNING *"),
+        format!(
+            "DELETE FROM interactions USING contacts WHERE interactions.contact_id = contacts.id AND contacts.id = {south}"
+        ),
+        format!("DELETE FROM interactions WHERE id = {south_note} RETURNING notes"),
+        format!("SELECT id FROM contacts WHERE id = {south} FOR UPDATE"),
+        format!("SELECT id FROM contacts WHERE id = {south} FOR SHARE"),
+        format!(
+            "INSERT INTO deals (contact_id, amount, stage) SELECT id, 1, 'x' FROM contacts WHERE id = {south} RETURNING *"
+        ),
+        format!(
+            "WITH m AS (UPDATE contacts SET region = 'north' WHERE id = {south} RETURNING *) SELECT * FROM m"
+        ),
+        format!(
+            "WITH g AS (DELETE FROM deals WHERE id = {south_deal} RETURNING *) SELECT * FROM g"
+        ),
+        format!(
+            "UPDATE contacts SET first_name = first_name WHERE id = {south} AND email LIKE '%' RETURNING email"
+        ),
+    ];
+    for extended in [false, true] {
+        for sql in &outside {
+            let shown = if extended {
+                let rows = sam
+                    .query(sql.as_str(), &[])
+                    .await
+                    .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+                assert!(rows.is_empty(), "{sql}: {} rows", rows.len());
+                String::new()
+            } else {
+                let messages = sam
+                    .simple_query(sql)
+                    .await
+                    .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+                for message in &messages {
+                    match message {
+                        SimpleQueryMessage::Row(_) => panic!("{sql}: a row came back"),
+                        SimpleQueryMessage::CommandComplete(n) => assert_eq!(*n, 0, "{sql}"),
+                        _ => {}
+                    }
+                }
+                format!("{messages:?}")
+            };
+            assert_shows_none(sql, &shown, &hidden);
+        }
+    }
+    for (sql, codes) in [
+        (
+            format!(
+                "MERGE INTO contacts c USING (SELECT {south} AS id) s ON c.id = s.id WHEN MATCHED THEN UPDATE SET first_name = 'x'"
+            ),
+            ["0A000", "42501"],
+        ),
+        ("COPY contacts FROM STDIN".to_owned(), ["0A000", "42501"]),
+        (
+            "CREATE TRIGGER t BEFORE UPDATE ON contacts FOR EACH ROW EXECUTE FUNCTION f()"
+                .to_owned(),
+            ["42501", "42501"],
+        ),
+    ] {
+        let (code, shown) = error_of(&sam, false, &sql).await;
+        assert!(codes.contains(&code.as_str()), "{sql}: {code} {shown}");
+    }
     assert_eq!(
         admin_values(&crm, snapshot).await,
         before,
-        "no upsert changed a row"
+        "no statement changed a row outside the filter"
     );
     // The session goes on.
     let rows = sam
