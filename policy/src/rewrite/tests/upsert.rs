@@ -74,18 +74,28 @@ fn upserts_on_a_filtered_table_are_refused_naming_the_table() {
         );
     }
     // The extended protocol's Parse goes through the same analysis.
-    let refusal = rewrite_prepared(
-        "INSERT INTO contacts (id, first_name) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET first_name = $2",
-        &fixture::role("sales"),
-        &fixture::catalog(),
-    )
-    .expect_err("prepared upsert refused");
-    assert_eq!(refusal.sqlstate, SqlState::InsufficientPrivilege);
-    assert!(
-        refusal.message.contains("public.contacts"),
-        "{}",
-        refusal.message
+    denied_naming(
+        rewrite_prepared(
+            "INSERT INTO contacts (id, first_name) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET first_name = $2",
+            &fixture::role("sales"),
+            &fixture::catalog(),
+        ),
+        &["public.contacts"],
     );
+}
+
+/// Asserts that `decision` is a 42501 refusal whose message names each of `names`.
+#[track_caller]
+fn denied_naming(decision: Result<Rewritten, Refusal>, names: &[&str]) {
+    let refusal = decision.expect_err("refused");
+    assert_eq!(refusal.sqlstate, SqlState::InsufficientPrivilege);
+    for name in names {
+        assert!(
+            refusal.message.contains(name),
+            "{name}: {}",
+            refusal.message
+        );
+    }
 }
 
 #[test]
@@ -108,20 +118,15 @@ fn upserts_are_refused_where_any_column_is_not_shown_in_clear() {
         column.action = crate::access::Action::MaskInitial;
         column.writable = false;
     }
-    let refusal = rewrite(
-        "INSERT INTO consents (id, contact_id, purpose, granted_at) VALUES (1, 1, 'marketing', now()) \
-         ON CONFLICT (id) DO UPDATE SET withdrawn_at = now()",
-        &role,
-        &fixture::catalog(),
-    )
-    .expect_err("upsert over a masked column refused");
-    assert_eq!(refusal.sqlstate, SqlState::InsufficientPrivilege);
-    assert!(
-        refusal.message.contains("public.consents"),
-        "{}",
-        refusal.message
+    denied_naming(
+        rewrite(
+            "INSERT INTO consents (id, contact_id, purpose, granted_at) VALUES (1, 1, 'marketing', now()) \
+             ON CONFLICT (id) DO UPDATE SET withdrawn_at = now()",
+            &role,
+            &fixture::catalog(),
+        ),
+        &["public.consents", "in clear"],
     );
-    assert!(refusal.message.contains("in clear"), "{}", refusal.message);
 }
 
 #[test]
@@ -131,8 +136,8 @@ fn on_conflict_do_nothing_stays_allowed() {
         "INSERT INTO contacts (id, first_name) VALUES (7, 'x') ON CONFLICT DO NOTHING",
         "INSERT INTO deals (contact_id, amount, stage) VALUES (1, 1, 'a') ON CONFLICT ON CONSTRAINT deals_pkey DO NOTHING RETURNING id",
     ] {
-        let sql = accepted_sql("sales", sql);
-        assert!(sql.contains("\"maschera_sales\"."), "{sql}");
+        // `accepted` also checks that the statement names no base table, only the views.
+        accepted("sales", sql);
     }
 }
 
@@ -168,14 +173,8 @@ fn other_shapes_that_could_cross_the_filter_reach_only_the_views() {
         "{}",
         refusal.message
     );
-    // COPY FROM into a filtered table is refused (the view's check option would not be the path).
-    refused(
-        "sales",
-        "COPY contacts FROM STDIN",
-        SqlState::FeatureNotSupported,
-        "public.contacts",
-    );
-    // Triggers and rules are DDL.
+    // COPY FROM into a filtered table is refused (`writes_outside_the_policy_are_refused`);
+    // triggers and rules are DDL.
     refused(
         "sales",
         "CREATE TRIGGER t BEFORE UPDATE ON contacts FOR EACH ROW EXECUTE FUNCTION f()",
