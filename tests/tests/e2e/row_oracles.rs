@@ -118,6 +118,13 @@ async fn upserts_and_other_shapes_cannot_read_test_or_move_rows_outside_the_filt
             "public.contacts",
             format!("{insert} ON CONFLICT (id) DO UPDATE SET region = 'west'"),
         ),
+        // A leaky expression: the cast error would print the hidden e-mail.
+        (
+            "public.contacts",
+            format!(
+                "{insert} ON CONFLICT (id) DO UPDATE SET first_name = (contacts.email::int)::text"
+            ),
+        ),
         (
             "public.contacts",
             format!("{insert} ON CONFLICT (id) DO UPDATE SET region = 'north' RETURNING *"),

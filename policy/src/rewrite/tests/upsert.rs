@@ -29,6 +29,11 @@ const UPSERTS: &[(&str, &str)] = &[
     (
         "public.contacts",
         "INSERT INTO contacts (id, first_name) VALUES (7, 'x') \
+         ON CONFLICT (id) DO UPDATE SET first_name = (contacts.email::int)::text",
+    ),
+    (
+        "public.contacts",
+        "INSERT INTO contacts (id, first_name) VALUES (7, 'x') \
          ON CONFLICT (id) DO UPDATE SET region = 'north' RETURNING *",
     ),
     (
