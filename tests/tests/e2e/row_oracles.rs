@@ -408,6 +408,28 @@ async fn errors_keep_their_sqlstate_and_show_no_hidden_value_or_name() {
         }
         assert!(!shown.contains("Key ("), "{sql}: {shown}");
     }
+    // psql as sam: a warning (NoticeResponse) about the caller's own session passes as it is; a
+    // constraint error arrives with its DETAIL withheld.
+    let out = std::process::Command::new(crm.pg.bin_dir().join("psql"))
+        .arg(crm.uri("sam"))
+        .args(["-X", "-c", "COMMIT", "-c"])
+        .arg(format!(
+            "UPDATE contacts SET region = 'west' WHERE id = {target}"
+        ))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run psql");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("WARNING:  there is no transaction in progress"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("ERROR:  new row for relation \"contacts\" violates check constraint")
+            && stderr.contains("DETAIL:  DETAIL withheld by Maschera"),
+        "{stderr}"
+    );
+    assert_shows_none("psql", &stderr, &hidden);
     // The session goes on.
     let rows = sam.query("SELECT 1::int", &[]).await.unwrap();
     assert_eq!(rows[0].get::<_, i32>(0), 1);
