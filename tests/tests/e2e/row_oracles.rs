@@ -430,6 +430,42 @@ async fn errors_keep_their_sqlstate_and_show_no_hidden_value_or_name() {
         "{stderr}"
     );
     assert_shows_none("psql", &stderr, &hidden);
+
+    // Database code: a trigger (installed by the owner) that prints the stored tax code in a NOTICE,
+    // and raises P0001 with it. sam's UPDATE fires both; what sam gets keeps the SQLSTATE and the
+    // severity, and withholds the message and the context.
+    admin_values(
+        &crm,
+        "CREATE FUNCTION leaky_trigger() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+           RAISE NOTICE 'stored tax code %', OLD.tax_code; \
+           IF NEW.first_name = 'boom' THEN RAISE EXCEPTION 'refused for %', OLD.tax_code; END IF; \
+           RETURN NEW; END $$; \
+         CREATE TRIGGER leaky BEFORE UPDATE ON contacts FOR EACH ROW EXECUTE FUNCTION leaky_trigger()",
+    )
+    .await;
+    let out = std::process::Command::new(crm.pg.bin_dir().join("psql"))
+        .arg(crm.uri("sam"))
+        .args(["-X", "-v", "VERBOSITY=verbose", "-c"])
+        .arg(format!(
+            "UPDATE contacts SET first_name = first_name WHERE id = {target}"
+        ))
+        .arg("-c")
+        .arg(format!(
+            "UPDATE contacts SET first_name = 'boom' WHERE id = {target}"
+        ))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run psql");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "NOTICE:  00000: error raised by database code (message withheld by Maschera"
+        ) && stderr
+            .contains("ERROR:  P0001: error raised by database code (message withheld by Maschera")
+            && stderr.contains("CONTEXT:  CONTEXT withheld by Maschera"),
+        "{stderr}"
+    );
+    assert_shows_none("psql with a leaky trigger", &stderr, &hidden);
     // The session goes on.
     let rows = sam.query("SELECT 1::int", &[]).await.unwrap();
     assert_eq!(rows[0].get::<_, i32>(0), 1);
