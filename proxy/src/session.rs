@@ -6,7 +6,10 @@
 //! - every CommandComplete, ErrorResponse and ReadyForQuery coming back is shown to a [`SessionObserver`]
 //!   (statement outcomes, row counts, transaction status) for the access log; before the relay writes
 //!   frames that held a CommandComplete or ErrorResponse, it awaits the observer's [`Hold`] (the access
-//!   log's records made durable), so a client never sees a completion whose record could still be lost.
+//!   log's records made durable), so a client never sees a completion whose record could still be lost;
+//! - for a restricted role, every ErrorResponse and NoticeResponse coming back goes through the
+//!   session's [`ErrorScrub`] (`RelaySettings::errors`), which may re-encode it with fields withheld
+//!   (the only frames ever re-encoded; they are rare, and DataRow still passes as bytes).
 //!
 //! A refusal keeps PostgreSQL's own semantics: the refused message is replaced by one that fails
 //! upstream right away with a unique marker in its error (a Query or a named Parse of the marker text,
