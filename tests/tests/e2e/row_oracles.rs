@@ -52,6 +52,19 @@ async fn error_of(client: &Client, extended: bool, sql: &str) -> (String, String
     (db.code().code().to_owned(), format!("{db:?}"))
 }
 
+/// What psql prints on its standard error (notices and errors) running `args` through the proxy as
+/// `user`.
+fn psql_stderr(crm: &CrmProxy, user: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new(crm.pg.bin_dir().join("psql"))
+        .arg(crm.uri(user))
+        .arg("-X")
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run psql");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 #[track_caller]
 fn assert_shows_none(context: &str, shown: &str, hidden: &[String]) {
     for value in hidden {
@@ -410,16 +423,16 @@ async fn errors_keep_their_sqlstate_and_show_no_hidden_value_or_name() {
     }
     // psql as sam: a warning (NoticeResponse) about the caller's own session passes as it is; a
     // constraint error arrives with its DETAIL withheld.
-    let out = std::process::Command::new(crm.pg.bin_dir().join("psql"))
-        .arg(crm.uri("sam"))
-        .args(["-X", "-c", "COMMIT", "-c"])
-        .arg(format!(
-            "UPDATE contacts SET region = 'west' WHERE id = {target}"
-        ))
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("run psql");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = psql_stderr(
+        &crm,
+        "sam",
+        &[
+            "-c",
+            "COMMIT",
+            "-c",
+            &format!("UPDATE contacts SET region = 'west' WHERE id = {target}"),
+        ],
+    );
     assert!(
         stderr.contains("WARNING:  there is no transaction in progress"),
         "{stderr}"
@@ -443,20 +456,18 @@ async fn errors_keep_their_sqlstate_and_show_no_hidden_value_or_name() {
          CREATE TRIGGER leaky BEFORE UPDATE ON contacts FOR EACH ROW EXECUTE FUNCTION leaky_trigger()",
     )
     .await;
-    let out = std::process::Command::new(crm.pg.bin_dir().join("psql"))
-        .arg(crm.uri("sam"))
-        .args(["-X", "-v", "VERBOSITY=verbose", "-c"])
-        .arg(format!(
-            "UPDATE contacts SET first_name = first_name WHERE id = {target}"
-        ))
-        .arg("-c")
-        .arg(format!(
-            "UPDATE contacts SET first_name = 'boom' WHERE id = {target}"
-        ))
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("run psql");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = psql_stderr(
+        &crm,
+        "sam",
+        &[
+            "-v",
+            "VERBOSITY=verbose",
+            "-c",
+            &format!("UPDATE contacts SET first_name = first_name WHERE id = {target}"),
+            "-c",
+            &format!("UPDATE contacts SET first_name = 'boom' WHERE id = {target}"),
+        ],
+    );
     assert!(
         stderr.contains(
             "NOTICE:  00000: error raised by database code (message withheld by Maschera"
