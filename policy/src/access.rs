@@ -193,6 +193,8 @@ pub struct RoleAccess {
     pub unlisted: UnlistedTables,
     /// User-defined functions the policy allows this role to call (qualified `schema.name`).
     pub allowed_functions: BTreeSet<String>,
+    /// LISTEN/NOTIFY channels the role may use (exact names, as PostgreSQL has them after folding).
+    pub channels: BTreeSet<String>,
 }
 
 /// One column as the live database has it.

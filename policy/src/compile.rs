@@ -175,6 +175,7 @@ impl Policy {
                 self.settings.unlisted_tables
             },
             allowed_functions: role.functions.iter().cloned().collect(),
+            channels: role.channels.iter().cloned().collect(),
         }
     }
 

@@ -48,6 +48,9 @@ pub struct RoleFile {
     pub attributes: Vec<Spanned<String>>,
     #[serde(default)]
     pub functions: Vec<Spanned<String>>,
+    /// LISTEN/NOTIFY channels the role may use.
+    #[serde(default)]
+    pub channels: Vec<Spanned<String>>,
     #[serde(default)]
     pub tables: BTreeMap<Key, Spanned<RuleFile>>,
 }

@@ -51,6 +51,8 @@ pub struct Role {
     pub attributes: Vec<String>,
     /// User-defined functions the role may call, qualified `schema.name`.
     pub functions: Vec<String>,
+    /// LISTEN/NOTIFY channels the role may use (none by default).
+    pub channels: Vec<String>,
     /// Rules by table key.
     pub rules: BTreeMap<String, Rule>,
     pub span: Span,
@@ -473,6 +475,7 @@ impl Validator<'_> {
                 false => format!("public.{}", f.get_ref()),
             })
             .collect();
+        let channels = self.channels(&name, unrestricted, &r.channels);
         let mut rules = BTreeMap::new();
         for (table_key, rule) in &r.tables {
             let Some(table) = tables.get(table_key.get_ref()) else {
@@ -504,9 +507,40 @@ impl Validator<'_> {
             unrestricted,
             attributes,
             functions,
+            channels,
             rules,
             span: key.span(),
         })
+    }
+
+    /// `channels = [...]` of a role: valid channel names, each once; an unrestricted role takes none
+    /// (it may use every channel).
+    fn channels(
+        &mut self,
+        role: &str,
+        unrestricted: bool,
+        listed: &[Spanned<String>],
+    ) -> Vec<String> {
+        let mut channels: Vec<String> = Vec::new();
+        for channel in listed {
+            let c = channel.get_ref();
+            let problem = if unrestricted {
+                Some("an unrestricted role may use every channel: it takes no `channels`")
+            } else if channels.contains(c) {
+                Some("this channel is listed twice")
+            } else {
+                crate::rewrite::channel_name_problem(c)
+            };
+            match problem {
+                Some(problem) => self.error(
+                    channel.span(),
+                    format!("channel `{c}` of role `{role}`: {problem}"),
+                    None,
+                ),
+                None => channels.push(c.clone()),
+            }
+        }
+        channels
     }
 
     /// Checks that a rule names a column the table declares (any name passes for whole-table categories,

@@ -13,6 +13,7 @@
 
 use crate::audit::AuditLog;
 use crate::audit_trail::{AuditObserver, SessionIdentity, Trail, UnrestrictedAudit};
+use crate::error_scrub::ErrorScrub;
 use crate::frame;
 use crate::policy_state::{PolicyHandle, PolicyState};
 use crate::schema_change::unrestricted_session;
@@ -35,6 +36,8 @@ pub struct SessionSetup {
     pub frontend: Box<dyn FrontendPolicy>,
     /// What sees PostgreSQL's answers (metrics, and the access log for restricted roles).
     pub observer: Box<dyn SessionObserver>,
+    /// What a restricted role's errors may show (`None`: PostgreSQL's errors pass as they are).
+    pub errors: Option<Arc<ErrorScrub>>,
 }
 
 impl SessionSetup {
@@ -45,6 +48,7 @@ impl SessionSetup {
             params,
             frontend: Box::new(PassThrough),
             observer: Box::new(MetricsObserver::default()),
+            errors: None,
         }
     }
 }
@@ -98,6 +102,7 @@ pub fn session_setup(
             params: default_params,
             frontend: Box::new(frontend),
             observer,
+            errors: None,
         });
     }
     let login = state.login(&role.role).ok_or_else(|| LoginRefusal {
@@ -127,6 +132,7 @@ pub fn session_setup(
     Ok(SessionSetup {
         login,
         params,
+        errors: Some(Arc::new(ErrorScrub::for_role(&role, &state.catalog))),
         frontend: Box::new(RestrictedFrontend {
             state: state.clone(),
             role,

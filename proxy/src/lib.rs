@@ -17,6 +17,7 @@ pub mod discover;
 pub mod dump;
 pub mod embedded_pg;
 pub mod enforce;
+pub mod error_scrub;
 pub mod frame;
 pub mod lifecycle;
 pub mod lockout;

@@ -398,6 +398,7 @@ async fn serve(
         max_frame: proxy.config.limits.max_frame_bytes,
         shutdown,
         role: user.role.clone(),
+        errors: setup.errors.take(),
     };
     metrics::gauge!(m::SESSIONS_ACTIVE).increment(1.0);
     let ended = session::relay(

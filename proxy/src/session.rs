@@ -6,7 +6,10 @@
 //! - every CommandComplete, ErrorResponse and ReadyForQuery coming back is shown to a [`SessionObserver`]
 //!   (statement outcomes, row counts, transaction status) for the access log; before the relay writes
 //!   frames that held a CommandComplete or ErrorResponse, it awaits the observer's [`Hold`] (the access
-//!   log's records made durable), so a client never sees a completion whose record could still be lost.
+//!   log's records made durable), so a client never sees a completion whose record could still be lost;
+//! - for a restricted role, every ErrorResponse and NoticeResponse coming back goes through the
+//!   session's [`ErrorScrub`] (`RelaySettings::errors`), which may re-encode it with fields withheld
+//!   (the only frames ever re-encoded; they are rare, and DataRow still passes as bytes).
 //!
 //! A refusal keeps PostgreSQL's own semantics: the refused message is replaced by one that fails
 //! upstream right away with the refusal's SQLSTATE and message and a unique marker in its error (see
@@ -19,6 +22,7 @@
 //!
 //! Not for: startup, authentication or connecting upstream (see `server`), or policy decisions.
 
+use crate::error_scrub::ErrorScrub;
 use crate::frame::{self, FrameError, POSTGRES_MAX_FRAME, Severity};
 use crate::metrics as m;
 use crate::refusal_marker;
@@ -133,6 +137,9 @@ pub struct RelaySettings {
     pub shutdown: watch::Receiver<bool>,
     /// The session's role, the label of its refusals in the metrics.
     pub role: String,
+    /// For a restricted role: what its ErrorResponse and NoticeResponse frames may show
+    /// (see `error_scrub`). `None`: PostgreSQL's errors pass as they are.
+    pub errors: Option<std::sync::Arc<ErrorScrub>>,
 }
 
 /// How a session ended without error.
@@ -249,6 +256,7 @@ pub async fn relay(
     };
     let mut down = ServerToClient {
         observer,
+        errors: settings.errors,
         buf: BytesMut::new(),
         streaming: 0,
         hold: None,
@@ -574,10 +582,12 @@ fn count_cycles(bytes: &[u8]) -> u64 {
 
 /// Server message types whose body [`ServerToClient::process`] reads: these are always buffered
 /// whole; any other frame larger than a read is streamed through.
-const INSPECTED_SERVER_TAGS: &[u8] = b"CEZ";
+const INSPECTED_SERVER_TAGS: &[u8] = b"CEZN";
 
 struct ServerToClient<'a> {
     observer: &'a mut dyn SessionObserver,
+    /// What a restricted role's errors and notices may show; `None` for an unrestricted one.
+    errors: Option<std::sync::Arc<ErrorScrub>>,
     /// Empty while the session waits: see `relay_buffer`.
     buf: BytesMut,
     /// Bytes of a large frame still to pass through unchanged (see `stream_large_frame`).
@@ -676,6 +686,9 @@ impl ServerToClient<'_> {
             }
             let body = frame::body(&self.buf[run..run + header.len]);
             completions |= matches!(header.tag, b'C' | b'E');
+            // A frame to send instead of this one: a refusal for its marked error, or an error or
+            // notice with what the role may not see withheld.
+            let mut replacement = None;
             match header.tag {
                 b'C' => {
                     let tag = frame::cstr(body).map(|(t, _)| t).unwrap_or_default();
@@ -688,16 +701,15 @@ impl ServerToClient<'_> {
                         self.observer.on_server_event(ServerEvent::Error {
                             sqlstate: frame::sqlstate(frame::body(&refusal)).unwrap_or_default(),
                         });
-                        out.extend_from_slice(&self.buf[..run]);
-                        out.extend_from_slice(&refusal);
-                        self.buf.advance(run + header.len);
-                        run = 0;
-                        continue;
+                        replacement = Some(refusal);
+                    } else {
+                        let sqlstate = frame::sqlstate(body).unwrap_or_default();
+                        self.observer
+                            .on_server_event(ServerEvent::Error { sqlstate });
+                        replacement = self.errors.as_ref().and_then(|e| e.scrub(b'E', body));
                     }
-                    let sqlstate = frame::sqlstate(body).unwrap_or_default();
-                    self.observer
-                        .on_server_event(ServerEvent::Error { sqlstate });
                 }
+                b'N' => replacement = self.errors.as_ref().and_then(|e| e.scrub(b'N', body)),
                 b'Z' => {
                     self.status = body.first().copied().unwrap_or(b'I');
                     self.observer.on_server_event(ServerEvent::Ready {
@@ -713,6 +725,13 @@ impl ServerToClient<'_> {
                     }
                 }
                 _ => {}
+            }
+            if let Some(replacement) = replacement {
+                out.extend_from_slice(&self.buf[..run]);
+                out.extend_from_slice(&replacement);
+                self.buf.advance(run + header.len);
+                run = 0;
+                continue;
             }
             run += header.len;
         }

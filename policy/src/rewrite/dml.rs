@@ -121,6 +121,7 @@ impl<'a> Analyzer<'a> {
             }
             if let OnConflictAction::DoUpdate(update) = &mut conflict.action {
                 self.require_write(&target, TableOperation::Update)?;
+                self.upsert_allowed(&target)?;
                 self.log_operation(&target, TableOperation::Update);
                 let mut excluded = target.clone();
                 excluded.name = "excluded".to_string();
@@ -294,6 +295,29 @@ impl<'a> Analyzer<'a> {
                 "cannot {verb} a CTE or subquery"
             ))),
         }
+    }
+
+    /// Refuses `ON CONFLICT DO UPDATE` on a target the role sees through a row filter or with any
+    /// column not shown plainly. PostgreSQL checks the *existing* row of an upsert against neither a
+    /// view's WHERE nor its check option, evaluates the `DO UPDATE ... WHERE` on it before any row
+    /// security, and prints the updated row in its errors: the statement reads, tests and moves
+    /// rows the role cannot see. `DO NOTHING` stays allowed (it only tells that a key exists).
+    fn upsert_allowed(&self, target: &Item<'a>) -> Result<(), Refusal> {
+        let ItemKind::View { table, access } = &target.kind else {
+            return Ok(());
+        };
+        let why = if access.filtered {
+            "its row filter"
+        } else if access.columns.iter().any(|c| !c.action.is_show()) {
+            "columns it does not see in clear"
+        } else {
+            return Ok(());
+        };
+        Err(Refusal::denied(format!(
+            "permission denied for table {table}: role {} may not use INSERT ... ON CONFLICT DO UPDATE on it \
+             ({why} would not hold for the existing row); use ON CONFLICT DO NOTHING, or UPDATE",
+            self.role.role
+        )))
     }
 
     fn log_operation(&mut self, target: &Item<'a>, op: TableOperation) {

@@ -132,7 +132,15 @@ impl<'a> Analyzer<'a> {
                 self.value_sensitive = true;
                 Ok(())
             }
-            Expr::Function(function) => self.function(&function.name),
+            Expr::Function(function) => {
+                match super::channels::check_pg_notify(self.role, function) {
+                    Some(decision) => {
+                        self.value_sensitive = true;
+                        decision
+                    }
+                    None => self.function(&function.name),
+                }
+            }
             Expr::BinaryOp {
                 op: BinaryOperator::PGCustomBinaryOperator(parts),
                 ..

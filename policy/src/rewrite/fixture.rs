@@ -240,6 +240,7 @@ pub fn role(name: &str) -> RoleAccess {
         tables,
         unlisted: UnlistedTables::Deny,
         allowed_functions: BTreeSet::new(),
+        channels: BTreeSet::new(),
     }
 }
 

@@ -14,6 +14,7 @@
 
 mod analyzer;
 mod cache;
+mod channels;
 mod dml;
 mod expr;
 mod faithful;
@@ -40,6 +41,7 @@ use sqlparser::parser::{Parser, ParserError};
 use sqlparser::tokenizer::Tokenizer;
 
 pub use cache::{CacheStats, RewriteCache};
+pub use channels::channel_name_problem;
 pub use refusal::{Refusal, SqlState};
 pub use report::{ColumnAction, ColumnUse, TableOperation, TableRoute, TableUse};
 pub use settings::{RESERVED_NAMESPACE, check_startup_parameter};

@@ -279,7 +279,16 @@ impl<'a> Analyzer<'a> {
                 }
                 Ok(outcome)
             }
-            Statement::LISTEN { .. } | Statement::UNLISTEN { .. } | Statement::NOTIFY { .. } => {
+            Statement::LISTEN { channel } => {
+                super::channels::check_statement(self.role, "listen", channel)?;
+                Ok(Outcome::new(StatementKind::Notify, false))
+            }
+            Statement::UNLISTEN { channel } => {
+                super::channels::check_statement(self.role, "unlisten", channel)?;
+                Ok(Outcome::new(StatementKind::Notify, false))
+            }
+            Statement::NOTIFY { channel, .. } => {
+                super::channels::check_statement(self.role, "notify", channel)?;
                 Ok(Outcome::new(StatementKind::Notify, false))
             }
             other => {

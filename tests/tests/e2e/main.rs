@@ -16,5 +16,6 @@ mod lifecycle;
 mod limits;
 mod ops;
 mod policy;
+mod row_oracles;
 mod users;
 mod wire;

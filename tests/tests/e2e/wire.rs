@@ -873,6 +873,7 @@ async fn policy_seam_refuses_in_simple_and_extended_protocol_and_the_session_goe
             max_frame: 1 << 20,
             shutdown,
             role: String::new(),
+            errors: None,
         };
         let mut recorder = recorder;
         relay(
