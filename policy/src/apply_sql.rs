@@ -93,10 +93,6 @@ fn qualified(name: &TableName) -> String {
     format!("{}.{}", quote_ident(&name.schema), quote_ident(&name.name))
 }
 
-fn key_read(name: &str) -> String {
-    format!("(SELECT key FROM {PRIVATE_SCHEMA}.keys WHERE name = '{name}')")
-}
-
 /// The SQL expression a view uses for a column under `action`; `None` for `Drop`.
 pub fn column_expression(
     table: &TableName,
@@ -134,17 +130,12 @@ pub fn column_expression(
                 prefix + suffix
             )
         }
-        Action::Hash => {
-            let scope = quote_literal(&format!("{}.{}.{}:", table.schema, table.name, column));
-            format!(
-                "encode(sha256({} || convert_to({scope} || {text}, 'UTF8')), 'hex')",
-                key_read("hash")
-            )
+        Action::Hash | Action::Pseudonym | Action::TablePseudonym => {
+            let key = crate::pseudonym::key_name(action).unwrap_or("pseudonym");
+            let scope = crate::pseudonym::scope(action, table, column).unwrap_or_default();
+            crate::pseudonym::sql_expression(key, &scope, &text)
         }
-        Action::Pseudonym => format!(
-            "encode(sha256({} || convert_to({text}, 'UTF8')), 'hex')",
-            key_read("pseudonym")
-        ),
+        Action::Redact => crate::redact::sql_expression(&text),
         Action::Year => format!("CAST(date_trunc('year', {c}) AS {data_type})"),
         Action::Month => format!("CAST(date_trunc('month', {c}) AS {data_type})"),
         Action::Bucket(width) => {

@@ -40,6 +40,7 @@ impl Policy {
         Catalog {
             tables,
             search_path,
+            ..Catalog::default()
         }
     }
 
@@ -131,6 +132,7 @@ impl Policy {
             note.severity = crate::diagnostics::Severity::Warning;
             out.push(note);
         }
+        out.extend(crate::cascade::warnings(self, catalog));
         out
     }
 
@@ -175,6 +177,7 @@ impl Policy {
                 self.settings.unlisted_tables
             },
             allowed_functions: role.functions.iter().cloned().collect(),
+            cascading_deletes: self.settings.cascading_deletes,
         }
     }
 
@@ -298,6 +301,7 @@ pub(crate) fn catalog_of(tables: &[(&str, &[(&str, &str)])]) -> Catalog {
     Catalog {
         tables,
         search_path: vec!["public".into()],
+        ..Catalog::default()
     }
 }
 

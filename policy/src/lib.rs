@@ -4,12 +4,15 @@
 pub mod access;
 pub mod action;
 pub mod apply_sql;
+pub mod cascade;
 pub mod compile;
 pub mod diagnostics;
 pub mod erasure;
 mod file;
 pub mod filter;
 pub mod model;
+pub mod pseudonym;
+pub mod redact;
 pub mod register;
 pub mod retention;
 pub mod rewrite;

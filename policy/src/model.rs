@@ -3,7 +3,7 @@
 //! model and reports every problem with file, line and column. Not for: the live database (see `compile`
 //! for checks against a catalog) or SQL generation (see `view_sql`).
 
-use crate::access::{Action, Category, TableName, UnlistedTables, Writes};
+use crate::access::{Action, CascadingDeletes, Category, TableName, UnlistedTables, Writes};
 use crate::action::{check_fits, parse_action};
 use crate::diagnostics::{Diagnostic, Diagnostics, Source, suggest};
 use crate::file::{ColumnFile, PolicyFile, RoleFile, RuleFile, TableFile};
@@ -36,6 +36,8 @@ pub struct Settings {
     pub unlisted_tables: UnlistedTables,
     /// Attributes are the settings `<namespace>.<attribute>`; default `maschera`.
     pub attribute_namespace: String,
+    /// `cascading_deletes = "allow" | "refuse"`; default `allow`.
+    pub cascading_deletes: CascadingDeletes,
 }
 
 #[derive(Debug, Clone)]
@@ -239,6 +241,7 @@ impl Validator<'_> {
         let mut settings = Settings {
             unlisted_tables: UnlistedTables::Deny,
             attribute_namespace: "maschera".into(),
+            cascading_deletes: CascadingDeletes::Allow,
         };
         let Some(file) = &raw.settings else {
             return settings;
@@ -251,6 +254,17 @@ impl Validator<'_> {
                     value.span(),
                     format!("unknown value `{other}` for unlisted_tables"),
                     suggest(other, &["deny", "pass"], "values"),
+                ),
+            }
+        }
+        if let Some(value) = &file.cascading_deletes {
+            match value.get_ref().as_str() {
+                "allow" => settings.cascading_deletes = CascadingDeletes::Allow,
+                "refuse" => settings.cascading_deletes = CascadingDeletes::Refuse,
+                other => self.error(
+                    value.span(),
+                    format!("unknown value `{other}` for cascading_deletes"),
+                    suggest(other, &["allow", "refuse"], "values"),
                 ),
             }
         }
