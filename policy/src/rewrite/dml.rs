@@ -369,7 +369,11 @@ impl<'a> Analyzer<'a> {
                 crate::cascade::key_update_cascades(self.role, self.catalog, table, column),
             ),
         };
-        match found.first() {
+        // A table the role may not see is the one worth naming.
+        let hidden = found
+            .iter()
+            .find(|c| c.reach == crate::cascade::Reach::Hidden);
+        match hidden.or(found.first()) {
             Some(cascade) => Err(Refusal::denied(crate::cascade::refusal_message(
                 &self.role.role,
                 verb,

@@ -13,5 +13,6 @@ mod harness;
 mod lifecycle;
 mod limits;
 mod policy;
+mod redact;
 mod users;
 mod wire;
