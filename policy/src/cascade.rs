@@ -65,19 +65,85 @@ fn may_update(view: Option<&ViewAccess>, columns: &[String]) -> bool {
 }
 
 /// What a cascade of `action` into the referencing table of `fk` means for the role: `Err` with the
-/// reach when it goes past the role, `Ok(true)` when it deletes or rewrites referencing keys further
-/// (follow it), `Ok(false)` when it stops there.
-fn step(role: &RoleAccess, fk: &ForeignKey, action: ForeignKeyAction) -> Result<bool, Reach> {
-    match (action, access(role, &fk.table)) {
-        (ForeignKeyAction::Refuse, _) => Ok(false),
-        (_, Access::Hidden) => Err(Reach::Hidden),
-        (ForeignKeyAction::Cascade, Access::Visible(view)) if !may_delete(view) => {
+/// reach when it goes past the role, `Ok(true)` when it deletes rows or rewrites keys there that
+/// may cascade further (follow it), `Ok(false)` when it stops there. `deleting`: the referenced row
+/// is deleted (else its key changes).
+fn step(
+    role: &RoleAccess,
+    fk: &ForeignKey,
+    action: ForeignKeyAction,
+    deleting: bool,
+) -> Result<bool, Reach> {
+    let view = match (action, access(role, &fk.table)) {
+        (ForeignKeyAction::Refuse, _) => return Ok(false),
+        (_, Access::Hidden) => return Err(Reach::Hidden),
+        (_, Access::Visible(view)) => view,
+    };
+    let cascades = action == ForeignKeyAction::Cascade;
+    if cascades && deleting {
+        return if may_delete(view) {
+            Ok(true)
+        } else {
             Err(Reach::MayNotDelete)
-        }
-        (ForeignKeyAction::Cascade, Access::Visible(_)) => Ok(true),
-        (_, Access::Visible(view)) if !may_update(view, &fk.columns) => Err(Reach::MayNotUpdate),
-        (_, Access::Visible(_)) => Ok(false),
+        };
     }
+    if may_update(view, &fk.columns) {
+        Ok(cascades)
+    } else {
+        Err(Reach::MayNotUpdate)
+    }
+}
+
+/// A row of a table deleted (`None`), or one key column of it changed.
+type Change = (TableName, Option<String>);
+
+/// The cascades past the role that `start` sets off, followed through chains of cascades.
+fn cascades<'c>(role: &RoleAccess, catalog: &'c Catalog, start: Change) -> Vec<Cascade<'c>> {
+    let mut out = Vec::new();
+    if role.unrestricted {
+        return out;
+    }
+    let mut seen = BTreeSet::from([start.clone()]);
+    let mut queue = vec![start];
+    while let Some((parent, key)) = queue.pop() {
+        let referencing = catalog.foreign_keys.iter().filter(|k| {
+            k.referenced == parent
+                && key
+                    .as_ref()
+                    .is_none_or(|c| k.referenced_columns.contains(c))
+        });
+        for fk in referencing {
+            let action = if key.is_none() {
+                fk.on_delete
+            } else {
+                fk.on_update
+            };
+            match step(role, fk, action, key.is_none()) {
+                Err(reach) => out.push(Cascade {
+                    foreign_key: fk,
+                    action,
+                    reach,
+                }),
+                Ok(true) => {
+                    let next: Vec<Change> = match key {
+                        None => vec![(fk.table.clone(), None)],
+                        Some(_) => fk
+                            .columns
+                            .iter()
+                            .map(|c| (fk.table.clone(), Some(c.clone())))
+                            .collect(),
+                    };
+                    for change in next {
+                        if seen.insert(change.clone()) {
+                            queue.push(change);
+                        }
+                    }
+                }
+                Ok(false) => {}
+            }
+        }
+    }
+    out
 }
 
 /// The cascades past the role that deleting rows of `table` sets off (followed through chains of
@@ -87,31 +153,7 @@ pub fn delete_cascades<'c>(
     catalog: &'c Catalog,
     table: &TableName,
 ) -> Vec<Cascade<'c>> {
-    let mut out = Vec::new();
-    if role.unrestricted {
-        return out;
-    }
-    let mut seen = BTreeSet::from([table.clone()]);
-    let mut queue = vec![table.clone()];
-    while let Some(parent) = queue.pop() {
-        for fk in catalog
-            .foreign_keys
-            .iter()
-            .filter(|k| k.referenced == parent)
-        {
-            let action = fk.on_delete;
-            match step(role, fk, action) {
-                Err(reach) => out.push(Cascade {
-                    foreign_key: fk,
-                    action,
-                    reach,
-                }),
-                Ok(true) if seen.insert(fk.table.clone()) => queue.push(fk.table.clone()),
-                Ok(_) => {}
-            }
-        }
-    }
-    out
+    cascades(role, catalog, (table.clone(), None))
 }
 
 /// The cascades past the role that changing `column` of `table` sets off (when a foreign key
@@ -122,37 +164,7 @@ pub fn key_update_cascades<'c>(
     table: &TableName,
     column: &str,
 ) -> Vec<Cascade<'c>> {
-    let mut out = Vec::new();
-    if role.unrestricted {
-        return out;
-    }
-    let mut seen = BTreeSet::from([(table.clone(), column.to_string())]);
-    let mut queue = vec![(table.clone(), column.to_string())];
-    while let Some((parent, key)) = queue.pop() {
-        let referencing = catalog
-            .foreign_keys
-            .iter()
-            .filter(|k| k.referenced == parent && k.referenced_columns.contains(&key));
-        for fk in referencing {
-            let action = fk.on_update;
-            match step(role, fk, action) {
-                Err(reach) => out.push(Cascade {
-                    foreign_key: fk,
-                    action,
-                    reach,
-                }),
-                Ok(_) if action == ForeignKeyAction::Cascade => {
-                    for column in &fk.columns {
-                        if seen.insert((fk.table.clone(), column.clone())) {
-                            queue.push((fk.table.clone(), column.clone()));
-                        }
-                    }
-                }
-                Ok(_) => {}
-            }
-        }
-    }
-    out
+    cascades(role, catalog, (table.clone(), Some(column.to_string())))
 }
 
 fn reach_text(reach: Reach) -> &'static str {
@@ -204,22 +216,54 @@ pub fn warnings(policy: &Policy, catalog: &Catalog) -> Vec<Diagnostic> {
             let TableAccess::View(view) = table_access else {
                 continue;
             };
+            let seen = Seen {
+                policy,
+                access: &access,
+                catalog,
+                table,
+                view,
+            };
             if access.cascading_deletes == crate::access::CascadingDeletes::Allow {
-                out.extend(cascade_warnings(policy, &access, catalog, table, view));
+                out.extend(cascade_warnings(&seen));
             }
-            out.extend(correlation_warnings(policy, &access, catalog, table, view));
+            out.extend(correlation_warnings(&seen));
         }
     }
     out
 }
 
-fn cascade_warnings(
-    policy: &Policy,
-    access: &RoleAccess,
-    catalog: &Catalog,
-    table: &TableName,
-    view: &ViewAccess,
-) -> Vec<Diagnostic> {
+/// One table as a restricted role has it, for the warnings.
+#[derive(Clone, Copy)]
+struct Seen<'a> {
+    policy: &'a Policy,
+    access: &'a RoleAccess,
+    catalog: &'a Catalog,
+    table: &'a TableName,
+    view: &'a ViewAccess,
+}
+
+impl<'a> Seen<'a> {
+    fn parts(
+        &self,
+    ) -> (
+        &'a Policy,
+        &'a RoleAccess,
+        &'a Catalog,
+        &'a TableName,
+        &'a ViewAccess,
+    ) {
+        (
+            self.policy,
+            self.access,
+            self.catalog,
+            self.table,
+            self.view,
+        )
+    }
+}
+
+fn cascade_warnings(seen: &Seen) -> Vec<Diagnostic> {
+    let (policy, access, catalog, table, view) = seen.parts();
     let mut found: Vec<(&str, Cascade)> = Vec::new();
     if view.writes.delete {
         found.extend(
@@ -276,13 +320,8 @@ fn pseudonymised(action: &Action) -> bool {
     )
 }
 
-fn correlation_warnings(
-    policy: &Policy,
-    access: &RoleAccess,
-    catalog: &Catalog,
-    table: &TableName,
-    view: &ViewAccess,
-) -> Vec<Diagnostic> {
+fn correlation_warnings(seen: &Seen) -> Vec<Diagnostic> {
+    let (policy, access, catalog, table, view) = seen.parts();
     let mut out = Vec::new();
     let types = catalog.tables.get(table).map(Vec::as_slice).unwrap_or(&[]);
     let pseudonyms: Vec<&str> = view

@@ -8,9 +8,8 @@ use maschera_tests::crm::load_crm;
 use maschera_tests::crm_proxy::{
     AppliedPolicy, CRM_DB, apply_policy, crm_password, write_crm_users,
 };
-use maschera_tests::{PgServer, Proxy, ProxyOptions, connect, examples_dir, maschera_bin};
+use maschera_tests::{PgServer, Proxy, ProxyOptions, connect, examples_dir, run_maschera};
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Command;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 const KEY: &str = "redact-test-pseudonym-key-0123456789";
@@ -402,18 +401,16 @@ async fn cascading_deletes_are_warned_about_and_refused_when_the_policy_says_so(
     .await;
     // policy check --upstream on the reference policy (cascades allowed) warns, naming the constraint.
     let check = |policy: &std::path::Path| {
-        let out = Command::new(maschera_bin())
-            .args(["policy", "check"])
-            .arg(policy)
-            .args(["--upstream", &crm.pg.uri(CRM_DB)])
-            .output()
-            .expect("run maschera");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stderr).into_owned()
+        let out = run_maschera([
+            "policy".as_ref(),
+            "check".as_ref(),
+            policy.as_os_str(),
+            "--upstream".as_ref(),
+            crm.pg.uri(CRM_DB).as_ref(),
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        stderr
     };
     let warnings = check(&examples_dir().join("crm/policy.toml"));
     assert!(
