@@ -92,4 +92,32 @@ fn cascading_deletes_past_the_role_are_refused_when_the_policy_says_so() {
     run(&sales, &catalog, "DELETE FROM deals WHERE id = 1").expect("nothing references deals");
     run(&sales, &catalog, "UPDATE contacts SET id = 9 WHERE id = 1")
         .expect("ON UPDATE NO ACTION does not cascade");
+    // A key change that cascades into a hidden table is refused like a delete.
+    let mut cascading = catalog.clone();
+    for fk in &mut cascading.foreign_keys {
+        fk.on_update = ForeignKeyAction::Cascade;
+    }
+    let refusal = run(
+        &sales,
+        &cascading,
+        "UPDATE contacts SET id = 9 WHERE id = 1",
+    )
+    .unwrap_err();
+    assert_eq!(refusal.sqlstate, SqlState::InsufficientPrivilege);
+    assert!(
+        refusal
+            .message
+            .contains("may not update it, because the change would cascade")
+            && refusal
+                .message
+                .contains("into table public.health_records, which the role may not see"),
+        "{}",
+        refusal.message
+    );
+    run(
+        &sales,
+        &cascading,
+        "UPDATE contacts SET city = 'Roma' WHERE id = 1",
+    )
+    .expect("a column no key references cascades nowhere");
 }
