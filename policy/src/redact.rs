@@ -14,10 +14,10 @@ struct Pattern {
 }
 
 /// The patterns in the order they apply: e-mail addresses first (their digits are not phones), then
-/// IBANs (grouped by spaces or not), national identifiers (Italian codice fiscale in either case,
-/// US SSN, Spanish DNI/NIE, UK National Insurance number), and last any run of 7 or more digits with
-/// spaces, dashes, dots or slashes between them and an optional `+39`/`0039`/`(+39)` prefix, which is
-/// how phone numbers are written (dates such as `2024-06-01` or `01/06/2024` are left alone; other long
+/// IBANs (grouped by spaces or not, either case), national identifiers (Italian codice fiscale in
+/// either case, US SSN, Spanish DNI/NIE, UK National Insurance number), and last any run of 7 or more
+/// digits with spaces, dashes, dots or slashes between them, an optional `+39`/`0039`/`(+39)` prefix
+/// and an optional area code in parentheses, which is how phone numbers are written (dates such as `2024-06-01` or `01/06/2024` are left alone; other long
 /// numbers, such as order or card numbers, become `[phone]` too).
 const PATTERNS: &[Pattern] = &[
     Pattern {
@@ -28,7 +28,7 @@ const PATTERNS: &[Pattern] = &[
     Pattern {
         regex: r"\m[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\M",
         replacement: "[iban]",
-        flags: "g",
+        flags: "gi",
     },
     Pattern {
         regex: concat!(
@@ -42,7 +42,7 @@ const PATTERNS: &[Pattern] = &[
     },
     Pattern {
         regex: concat!(
-            r"(^|[^[:alnum:]+])(?:\(?(?:\+|00)[0-9]{1,3}\)?[ ./-]?)?",
+            r"(^|[^[:alnum:]+])(?:\(?(?:\+|00)[0-9]{1,3}\)?[ ./-]?)?(?:\([0-9]{1,4}\)[ ./-]?)?",
             r"(?![0-9]{4}-[0-9]{2}-[0-9]{2}(?:[^0-9]|$))",
             r"(?![0-9]{1,2}[./-][0-9]{1,2}[./-][0-9]{2,4}(?:[^0-9]|$))",
             r"[0-9](?:[ ./-]?[0-9]){6,}(?![[:alnum:]])"

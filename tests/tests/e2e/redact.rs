@@ -40,6 +40,14 @@ async fn redaction_replaces_identifiers_inside_text_on_postgresql() {
         ),
         ("iban: IT60X0542811101000000123456.", "iban: [iban]."),
         (
+            "lower case it60x0542811101000000123456 and it60 x054 2811 1010 0000 0123 456",
+            "lower case [iban] and [iban]",
+        ),
+        (
+            "(333) 123-4567, +44 20 7946 0958, +1-202-555-0143, +39 (02) 1234 567",
+            "[phone], [phone], [phone], [phone]",
+        ),
+        (
             "CF RSSMRA80E17F205X and lower rssmra80e17f205x ok",
             "CF [national id] and lower [national id] ok",
         ),
