@@ -49,7 +49,7 @@ pub struct Step {
 }
 
 impl Step {
-    fn plain(sql: impl Into<String>) -> Self {
+    pub(crate) fn plain(sql: impl Into<String>) -> Self {
         Self {
             sql: sql.into(),
             secret: None,
@@ -153,6 +153,16 @@ pub fn view_select(
     filter: Option<&str>,
     catalog: &Catalog,
 ) -> String {
+    let select = select_list(table, access, catalog);
+    let mut sql = format!("SELECT {} FROM {}", select.join(", "), qualified(table));
+    if let Some(filter) = filter {
+        sql.push_str(&format!(" WHERE ({filter})"));
+    }
+    sql
+}
+
+/// The column expressions of a role's view of `table`, each `AS` its column (dropped ones left out).
+pub fn select_list(table: &TableName, access: &ViewAccess, catalog: &Catalog) -> Vec<String> {
     let types: BTreeMap<&str, &str> = catalog
         .tables
         .get(table)
@@ -162,7 +172,7 @@ pub fn view_select(
                 .collect()
         })
         .unwrap_or_default();
-    let select: Vec<String> = access
+    access
         .columns
         .iter()
         .filter_map(|c| {
@@ -173,12 +183,7 @@ pub fn view_select(
                 &c.action,
             )
         })
-        .collect();
-    let mut sql = format!("SELECT {} FROM {}", select.join(", "), qualified(table));
-    if let Some(filter) = filter {
-        sql.push_str(&format!(" WHERE ({filter})"));
-    }
-    sql
+        .collect()
 }
 
 /// The SQL of the row filter `role` has on `table`, if any.
@@ -221,10 +226,11 @@ pub fn view_steps(
         .filter(|c: &&ColumnAccess| c.writable)
         .map(|c| quote_ident(&c.name))
         .collect();
-    if access.writes.insert && !writable.is_empty() {
+    let insertable = crate::redact_insert::insertable(access);
+    if access.writes.insert && !insertable.is_empty() {
         steps.push(Step::plain(format!(
             "GRANT INSERT ({}) ON {view} TO {who}",
-            writable.join(", ")
+            insertable.join(", ")
         )));
         for sequence in sequences {
             steps.push(Step::plain(format!(
@@ -242,6 +248,9 @@ pub fn view_steps(
     if access.writes.delete {
         steps.push(Step::plain(format!("GRANT DELETE ON {view} TO {who}")));
     }
+    steps.extend(crate::redact_insert::steps(
+        login, table, access, filter, catalog,
+    ));
     steps
 }
 

@@ -13,6 +13,7 @@ pub mod filter;
 pub mod model;
 pub mod pseudonym;
 pub mod redact;
+pub mod redact_insert;
 pub mod register;
 pub mod retention;
 pub mod rewrite;

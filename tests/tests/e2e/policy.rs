@@ -683,16 +683,24 @@ async fn write_rules_allow_exactly_what_the_reference_says() {
         refused(&support, "DELETE FROM consents WHERE id = 1").await,
         DENIED
     );
-    // Support reads subject and body redacted. The proxy lets it set them in a new row, but until the
-    // database's write path for masked columns lands (issue 18), the view refuses any write to a
-    // column that is an expression: the database lock fails closed.
+    // Support reads subject and body redacted and may set them in a new row (the view's INSTEAD OF
+    // INSERT trigger stores them as given); the row comes back as support sees it.
+    let returned = one(
+        &support,
+        "INSERT INTO tickets (contact_id, subject, status) VALUES (2, 'Help: call +39 333 0000001', 'open') \
+         RETURNING subject || '|' || status || '|' || (id > 100)::text",
+    )
+    .await;
+    assert_eq!(returned, "Help: call [phone]|open|true");
+    let admin = crm.pg.connect(DB).await.expect("superuser");
     assert_eq!(
-        refused(
-            &support,
-            "INSERT INTO tickets (contact_id, subject, status) VALUES (2, 'Help', 'open')"
+        one(
+            &admin,
+            "SELECT subject || '|' || coalesce(body, 'NULL') FROM tickets WHERE id > 100"
         )
         .await,
-        "0A000"
+        "Help: call +39 333 0000001|NULL",
+        "stored as written, defaults for the rest"
     );
     assert_eq!(
         support

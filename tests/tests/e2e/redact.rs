@@ -278,22 +278,49 @@ async fn support_reads_free_text_redacted_through_the_proxy_and_at_the_database(
         .await
         .expect("status is support's to change");
     assert!(updated <= 1);
-    // A new row may carry text in a redacted column as far as the proxy is concerned; the database's
-    // views cannot store it yet (an expression column is not insertable until the write path of
-    // issue 18 lands), so PostgreSQL refuses it: fail closed, no value echoed.
-    let (code, message) = refusal(
-        &tom,
-        "INSERT INTO interactions (contact_id, channel, notes) VALUES (1, 'call', 'call back on +39 333 0000000')",
-    )
-    .await;
-    assert_eq!(code, "0A000", "{message}");
-    assert!(!message.contains("333"), "{message}");
+    // A new row may carry text in a redacted column: stored as written, read back redacted, through
+    // the proxy and straight at the database.
+    for (client, text) in [
+        (&tom, "through the proxy: call back on +39 333 0000000"),
+        (&login, "at the database: write to new.customer@example.it"),
+    ] {
+        let returned = column(
+            client,
+            &format!(
+                "INSERT INTO interactions (contact_id, channel, notes) VALUES (1, 'call', '{text}') RETURNING notes"
+            ),
+        )
+        .await;
+        assert_eq!(returned.len(), 1);
+        assert!(
+            returned[0].ends_with("[phone]") || returned[0].ends_with("[email]"),
+            "{returned:?}"
+        );
+        assert_eq!(
+            column(
+                &owner,
+                &format!("SELECT count(*) FROM interactions WHERE notes = '{text}'")
+            )
+            .await,
+            ["1"],
+            "stored as written"
+        );
+    }
     tom.execute(
         "INSERT INTO interactions (contact_id, channel) VALUES (1, 'call')",
         &[],
     )
     .await
-    .expect("support inserts an interaction");
+    .expect("support inserts an interaction without notes");
+    let (code, message) = refusal(
+        &login,
+        "UPDATE interactions SET notes = 'x' WHERE contact_id = 1",
+    )
+    .await;
+    assert!(
+        code == "0A000" || code == "42501",
+        "no update of a redacted column at the database: {code} {message}"
+    );
 }
 
 fn is_pseudonym(value: &str) -> bool {
@@ -480,4 +507,56 @@ async fn cascading_deletes_are_warned_about_and_refused_when_the_policy_says_so(
     )
     .await
     .expect("deals cascade nowhere");
+}
+
+#[tokio::test]
+async fn an_insert_setting_a_redacted_column_stays_inside_the_row_filter() {
+    // Sales reads its interactions' notes redacted in this variant of the reference policy.
+    let crm = Redacted::start(|t| {
+        t.replace(
+            "[roles.sales.tables.interactions]\nshow = [\"contact_id\", \"notes\"]",
+            "[roles.sales.tables.interactions]\nshow = [\"contact_id\"]\ncolumns = { notes = \"redact\" }",
+        )
+    })
+    .await;
+    let owner = crm.owner().await;
+    let contact_in = |region: &'static str| {
+        let owner = &owner;
+        async move {
+            column(
+                owner,
+                &format!("SELECT min(id) FROM contacts WHERE region = '{region}'"),
+            )
+            .await
+            .remove(0)
+        }
+    };
+    let (north, south) = (contact_in("north").await, contact_in("south").await);
+    let sam = crm.through_proxy("sam").await;
+    let returned = column(
+        &sam,
+        &format!(
+            "INSERT INTO interactions (contact_id, channel, notes) VALUES ({north}, 'call', 'mail a@b.it') RETURNING notes"
+        ),
+    )
+    .await;
+    assert_eq!(returned, ["mail [email]"]);
+    let (code, message) = refusal(
+        &sam,
+        &format!(
+            "INSERT INTO interactions (contact_id, channel, notes) VALUES ({south}, 'call', 'secret-note-4711')"
+        ),
+    )
+    .await;
+    assert_eq!(code, "44000", "{message}");
+    assert!(!message.contains("secret-note-4711"), "{message}");
+    assert_eq!(
+        column(
+            &owner,
+            "SELECT count(*) FROM interactions WHERE notes IN ('mail a@b.it', 'secret-note-4711')"
+        )
+        .await,
+        ["1"],
+        "only the row inside the filter is stored"
+    );
 }
