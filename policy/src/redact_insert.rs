@@ -1,7 +1,8 @@
 //! Inserts that set a column the role reads redacted, in the database: such a view column is an
 //! expression, which PostgreSQL refuses to write, so `policy apply` gives the view an `INSTEAD OF
 //! INSERT` trigger. Its function (owned by the applying account, `SECURITY DEFINER`) inserts the
-//! columns the caller gave (the others get the table's defaults) into the table, refuses the row
+//! columns the caller gave (the others get the table's defaults; an explicit NULL counts as not
+//! given) into the table, refuses the row
 //! with 44000 when it is outside the role's row filter, and returns the row as the view shows it
 //! (masks applied), for `RETURNING`. The caller's column privileges on the view still decide which
 //! columns it may name. Not for: updates (a redacted column is never changed; the proxy refuses
