@@ -1,13 +1,13 @@
 //! Inserts that set a column the role reads redacted, in the database: such a view column is an
 //! expression, which PostgreSQL refuses to write, so `policy apply` gives the view an `INSTEAD OF
 //! INSERT` trigger. Its function (owned by the applying account, `SECURITY DEFINER`) inserts the
-//! columns the caller gave (the others get the table's defaults; an explicit NULL counts as not
-//! given) into the table, refuses the row
-//! with 44000 when it is outside the role's row filter, and returns the row as the view shows it
-//! (masks applied), for `RETURNING`. The caller's column privileges on the view still decide which
-//! columns it may name. Not for: updates (a redacted column is never changed; the proxy refuses
-//! them and the view has no writable column for them), or masked columns other than `redact`.
-//! Interim: the database write path of the RLS rework replaces it.
+//! columns the caller gave into the table (the others get the table's defaults; an explicit NULL
+//! counts as not given), refuses the row with 44000 when it is outside the role's row filter, and
+//! returns the row as the view shows it (masks applied), for `RETURNING`. The caller's column
+//! privileges on the view still decide which columns it may name. Not for: updates (a redacted
+//! column is never changed; the proxy refuses them and the view has no writable column for them),
+//! or masked columns other than `redact`. Interim: the database write path of the RLS rework
+//! replaces it.
 
 use crate::access::{Action, Catalog, TableName, ViewAccess};
 use crate::apply_sql::{Step, quote_ident, quote_literal, select_list, table_schemas};
