@@ -107,6 +107,11 @@ pub enum Action {
     Hash,
     /// Keyed deterministic pseudonym (hex text): equal inputs give equal outputs in every table.
     Pseudonym,
+    /// Keyed pseudonym scoped by the table as well (`pseudonym.table`): joins to nothing else.
+    TablePseudonym,
+    /// Free text with e-mail addresses, phone numbers, IBANs and national identifiers replaced by
+    /// placeholders (`[email]`, `[phone]`, ...); the rest of the text stays.
+    Redact,
     /// A date or timestamp truncated to 1 January of its year.
     Year,
     /// A date or timestamp truncated to the first day of its month.
@@ -195,6 +200,64 @@ pub struct RoleAccess {
     pub allowed_functions: BTreeSet<String>,
     /// LISTEN/NOTIFY channels the role may use (exact names, as PostgreSQL has them after folding).
     pub channels: BTreeSet<String>,
+    /// Whether a delete or key update whose foreign-key cascade reaches a table the role may not
+    /// see or change is refused (`settings.cascading_deletes`; see `crate::cascade`).
+    pub cascading_deletes: CascadingDeletes,
+}
+
+/// `settings.cascading_deletes`: what happens to a delete (or key update) that would cascade through a
+/// foreign key into rows the role may not see or change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CascadingDeletes {
+    /// PostgreSQL cascades as the schema says (`policy check --upstream` warns).
+    #[default]
+    Allow,
+    /// The proxy refuses the statement (42501, naming the table the cascade would reach).
+    Refuse,
+}
+
+/// What a foreign key does to the referencing rows when the referenced row is deleted or its key
+/// changes (`ON DELETE ...`, `ON UPDATE ...`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForeignKeyAction {
+    /// `NO ACTION` or `RESTRICT`: the statement fails instead.
+    Refuse,
+    Cascade,
+    SetNull,
+    SetDefault,
+}
+
+impl ForeignKeyAction {
+    /// From `pg_constraint.confdeltype` / `confupdtype`.
+    pub fn from_pg(code: &str) -> ForeignKeyAction {
+        match code {
+            "c" => ForeignKeyAction::Cascade,
+            "n" => ForeignKeyAction::SetNull,
+            "d" => ForeignKeyAction::SetDefault,
+            _ => ForeignKeyAction::Refuse,
+        }
+    }
+
+    pub fn as_sql(self) -> &'static str {
+        match self {
+            ForeignKeyAction::Refuse => "NO ACTION",
+            ForeignKeyAction::Cascade => "CASCADE",
+            ForeignKeyAction::SetNull => "SET NULL",
+            ForeignKeyAction::SetDefault => "SET DEFAULT",
+        }
+    }
+}
+
+/// A foreign key of the live database: `table (columns)` references `referenced (referenced_columns)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForeignKey {
+    pub name: String,
+    pub table: TableName,
+    pub columns: Vec<String>,
+    pub referenced: TableName,
+    pub referenced_columns: Vec<String>,
+    pub on_delete: ForeignKeyAction,
+    pub on_update: ForeignKeyAction,
 }
 
 /// One column as the live database has it.
@@ -211,6 +274,8 @@ pub struct Catalog {
     pub tables: BTreeMap<TableName, Vec<CatalogColumn>>,
     /// The schemas an unqualified name is looked up in, in order (normally `["public"]`).
     pub search_path: Vec<String>,
+    /// The foreign keys between these tables (empty for a catalog derived from the policy alone).
+    pub foreign_keys: Vec<ForeignKey>,
 }
 
 impl Catalog {

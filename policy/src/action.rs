@@ -20,6 +20,8 @@ pub const ACTION_SYNTAX: &[&str] = &[
     "partial(<prefix>, '<padding>', <suffix>)",
     "hash",
     "pseudonym",
+    "pseudonym.table",
+    "redact",
     "year",
     "month",
     "bucket(<width>)",
@@ -37,6 +39,8 @@ const ACTION_NAMES: &[&str] = &[
     "partial",
     "hash",
     "pseudonym",
+    "pseudonym.table",
+    "redact",
     "year",
     "month",
     "bucket",
@@ -87,6 +91,8 @@ pub fn parse_action(text: &str) -> Result<Action, ActionError> {
         "mask.initial" => no_args(Action::MaskInitial),
         "hash" => no_args(Action::Hash),
         "pseudonym" => no_args(Action::Pseudonym),
+        "pseudonym.table" => no_args(Action::TablePseudonym),
+        "redact" => no_args(Action::Redact),
         "year" => no_args(Action::Year),
         "month" => no_args(Action::Month),
         "mask.last" => Ok(Action::MaskLast(count(
@@ -238,6 +244,8 @@ pub fn action_text(action: &Action) -> String {
         } => format!("partial({prefix}, '{padding}', {suffix})"),
         Action::Hash => "hash".into(),
         Action::Pseudonym => "pseudonym".into(),
+        Action::TablePseudonym => "pseudonym.table".into(),
+        Action::Redact => "redact".into(),
         Action::Year => "year".into(),
         Action::Month => "month".into(),
         Action::Bucket(width) => format!("bucket({width})"),
@@ -295,7 +303,8 @@ pub fn check_fits(action: &Action, data_type: &str) -> Result<(), String> {
         | Action::MaskLast(_)
         | Action::MaskFirst(_)
         | Action::MaskInitial
-        | Action::Partial { .. } => (
+        | Action::Partial { .. }
+        | Action::Redact => (
             family == TypeFamily::Text,
             "a text column (text, varchar, char)",
         ),
@@ -341,6 +350,8 @@ mod tests {
             "partial(2, '***', 1)",
             "hash",
             "pseudonym",
+            "pseudonym.table",
+            "redact",
             "year",
             "month",
             "bucket(1000)",
@@ -436,5 +447,12 @@ mod tests {
         assert!(check_fits(&Action::Pseudonym, "bigint").is_ok());
         assert!(check_fits(&Action::MaskEmail, UNKNOWN_TYPE).is_ok());
         assert!(check_fits(&Action::MaskEmail, "text[]").is_err());
+        assert!(check_fits(&Action::Redact, "character varying(200)").is_ok());
+        assert!(
+            check_fits(&Action::Redact, "integer")
+                .unwrap_err()
+                .contains("needs a text column")
+        );
+        assert!(check_fits(&Action::TablePseudonym, "bigint").is_ok());
     }
 }

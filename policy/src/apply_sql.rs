@@ -77,7 +77,7 @@ pub struct Step {
 }
 
 impl Step {
-    fn plain(sql: impl Into<String>) -> Self {
+    pub(crate) fn plain(sql: impl Into<String>) -> Self {
         Self {
             sql: sql.into(),
             secret: None,
@@ -121,10 +121,6 @@ fn qualified(name: &TableName) -> String {
     format!("{}.{}", quote_ident(&name.schema), quote_ident(&name.name))
 }
 
-fn key_read(name: &str) -> String {
-    format!("(SELECT key FROM {PRIVATE_SCHEMA}.keys WHERE name = '{name}')")
-}
-
 /// The SQL expression a view uses for a column under `action`; `None` for `Drop`.
 pub fn column_expression(
     table: &TableName,
@@ -162,17 +158,12 @@ pub fn column_expression(
                 prefix + suffix
             )
         }
-        Action::Hash => {
-            let scope = quote_literal(&format!("{}.{}.{}:", table.schema, table.name, column));
-            format!(
-                "encode(sha256({} || convert_to({scope} || {text}, 'UTF8')), 'hex')",
-                key_read("hash")
-            )
+        Action::Hash | Action::Pseudonym | Action::TablePseudonym => {
+            let key = crate::pseudonym::key_name(action).unwrap_or("pseudonym");
+            let scope = crate::pseudonym::scope(action, table, column).unwrap_or_default();
+            crate::pseudonym::sql_expression(key, &scope, &text)
         }
-        Action::Pseudonym => format!(
-            "encode(sha256({} || convert_to({text}, 'UTF8')), 'hex')",
-            key_read("pseudonym")
-        ),
+        Action::Redact => crate::redact::sql_expression(&text),
         Action::Year => format!("CAST(date_trunc('year', {c}) AS {data_type})"),
         Action::Month => format!("CAST(date_trunc('month', {c}) AS {data_type})"),
         Action::Bucket(width) => {
@@ -190,6 +181,16 @@ pub fn view_select(
     filter: Option<&str>,
     catalog: &Catalog,
 ) -> String {
+    let select = select_list(table, access, catalog);
+    let mut sql = format!("SELECT {} FROM {}", select.join(", "), qualified(table));
+    if let Some(filter) = filter {
+        sql.push_str(&format!(" WHERE ({filter})"));
+    }
+    sql
+}
+
+/// The column expressions of a role's view of `table`, each `AS` its column (dropped ones left out).
+pub fn select_list(table: &TableName, access: &ViewAccess, catalog: &Catalog) -> Vec<String> {
     let types: BTreeMap<&str, &str> = catalog
         .tables
         .get(table)
@@ -199,7 +200,7 @@ pub fn view_select(
                 .collect()
         })
         .unwrap_or_default();
-    let select: Vec<String> = access
+    access
         .columns
         .iter()
         .filter_map(|c| {
@@ -210,12 +211,7 @@ pub fn view_select(
                 &c.action,
             )
         })
-        .collect();
-    let mut sql = format!("SELECT {} FROM {}", select.join(", "), qualified(table));
-    if let Some(filter) = filter {
-        sql.push_str(&format!(" WHERE ({filter})"));
-    }
-    sql
+        .collect()
 }
 
 /// The SQL of the row filter `role` has on `table`, if any.
@@ -260,10 +256,11 @@ pub fn view_steps(
         .filter(|c: &&ColumnAccess| c.writable)
         .map(|c| quote_ident(&c.name))
         .collect();
-    if access.writes.insert && !writable.is_empty() {
+    let insertable = crate::redact_insert::insertable(access);
+    if access.writes.insert && !insertable.is_empty() {
         steps.push(Step::plain(format!(
             "GRANT INSERT ({}) ON {view} TO {who}",
-            writable.join(", ")
+            insertable.join(", ")
         )));
         for sequence in sequences {
             steps.push(Step::plain(format!(
@@ -281,6 +278,9 @@ pub fn view_steps(
     if access.writes.delete {
         steps.push(Step::plain(format!("GRANT DELETE ON {view} TO {who}")));
     }
+    steps.extend(crate::redact_insert::steps(
+        login, table, access, filter, catalog,
+    ));
     steps
 }
 

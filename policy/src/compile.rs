@@ -40,6 +40,7 @@ impl Policy {
         Catalog {
             tables,
             search_path,
+            ..Catalog::default()
         }
     }
 
@@ -131,6 +132,7 @@ impl Policy {
             note.severity = crate::diagnostics::Severity::Warning;
             out.push(note);
         }
+        out.extend(crate::cascade::warnings(self, catalog));
         out
     }
 
@@ -176,6 +178,7 @@ impl Policy {
             },
             allowed_functions: role.functions.iter().cloned().collect(),
             channels: role.channels.iter().cloned().collect(),
+            cascading_deletes: self.settings.cascading_deletes,
         }
     }
 
@@ -299,6 +302,7 @@ pub(crate) fn catalog_of(tables: &[(&str, &[(&str, &str)])]) -> Catalog {
     Catalog {
         tables,
         search_path: vec!["public".into()],
+        ..Catalog::default()
     }
 }
 

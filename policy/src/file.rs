@@ -33,6 +33,7 @@ pub struct PolicyFile {
 pub struct SettingsFile {
     pub unlisted_tables: Option<Spanned<String>>,
     pub attribute_namespace: Option<Spanned<String>>,
+    pub cascading_deletes: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

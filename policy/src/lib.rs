@@ -4,6 +4,7 @@
 pub mod access;
 pub mod action;
 pub mod apply_sql;
+pub mod cascade;
 pub mod compile;
 pub mod controller;
 pub mod diagnostics;
@@ -11,6 +12,9 @@ pub mod erasure;
 mod file;
 pub mod filter;
 pub mod model;
+pub mod pseudonym;
+pub mod redact;
+pub mod redact_insert;
 pub mod register;
 pub mod retention;
 pub mod rewrite;

@@ -3,7 +3,7 @@
 //! model and reports every problem with file, line and column. Not for: the live database (see `compile`
 //! for checks against a catalog) or SQL generation (see `view_sql`).
 
-use crate::access::{Action, Category, TableName, UnlistedTables, Writes};
+use crate::access::{Action, CascadingDeletes, Category, TableName, UnlistedTables, Writes};
 use crate::action::{check_fits, parse_action};
 use crate::diagnostics::{Diagnostic, Diagnostics, Source, suggest};
 use crate::file::{ColumnFile, PolicyFile, RoleFile, RuleFile, TableFile};
@@ -38,6 +38,8 @@ pub struct Settings {
     pub unlisted_tables: UnlistedTables,
     /// Attributes are the settings `<namespace>.<attribute>`; default `maschera`.
     pub attribute_namespace: String,
+    /// `cascading_deletes = "allow" | "refuse"`; default `allow`.
+    pub cascading_deletes: CascadingDeletes,
 }
 
 #[derive(Debug, Clone)]
@@ -256,24 +258,55 @@ impl Validator<'_> {
             .push(self.source.error(span, message, help.into()));
     }
 
+    /// The value of a setting that is one of `choices` (by name); an error naming them otherwise.
+    fn choice<T: Copy>(
+        &mut self,
+        value: &Option<Spanned<String>>,
+        setting: &str,
+        choices: &[(&str, T)],
+    ) -> Option<T> {
+        let value = value.as_ref()?;
+        let written = value.get_ref().as_str();
+        let found = choices.iter().find(|(name, _)| *name == written);
+        if found.is_none() {
+            let names: Vec<&str> = choices.iter().map(|(name, _)| *name).collect();
+            self.error(
+                value.span(),
+                format!("unknown value `{written}` for {setting}"),
+                suggest(written, &names, "values"),
+            );
+        }
+        found.map(|(_, v)| *v)
+    }
+
     fn settings(&mut self, raw: &PolicyFile) -> Settings {
         let mut settings = Settings {
             unlisted_tables: UnlistedTables::Deny,
             attribute_namespace: "maschera".into(),
+            cascading_deletes: CascadingDeletes::Allow,
         };
         let Some(file) = &raw.settings else {
             return settings;
         };
-        if let Some(value) = &file.unlisted_tables {
-            match value.get_ref().as_str() {
-                "deny" => settings.unlisted_tables = UnlistedTables::Deny,
-                "pass" => settings.unlisted_tables = UnlistedTables::Pass,
-                other => self.error(
-                    value.span(),
-                    format!("unknown value `{other}` for unlisted_tables"),
-                    suggest(other, &["deny", "pass"], "values"),
-                ),
-            }
+        if let Some(value) = self.choice(
+            &file.unlisted_tables,
+            "unlisted_tables",
+            &[
+                ("deny", UnlistedTables::Deny),
+                ("pass", UnlistedTables::Pass),
+            ],
+        ) {
+            settings.unlisted_tables = value;
+        }
+        if let Some(value) = self.choice(
+            &file.cascading_deletes,
+            "cascading_deletes",
+            &[
+                ("allow", CascadingDeletes::Allow),
+                ("refuse", CascadingDeletes::Refuse),
+            ],
+        ) {
+            settings.cascading_deletes = value;
         }
         if let Some(ns) = &file.attribute_namespace {
             if is_identifier(ns.get_ref()) {

@@ -248,6 +248,7 @@ fn entry(policy: &Policy, role: &Role, installed: Vec<String>) -> Entry {
             ("masking", is_mask as fn(&Action) -> bool),
             ("pseudonymisation", is_pseudonym),
             ("generalisation", is_generalisation),
+            ("redaction of free text", |a: &Action| *a == Action::Redact),
         ] {
             let columns: Vec<String> = personal_data
                 .iter()
@@ -403,7 +404,10 @@ fn is_mask(action: &Action) -> bool {
 }
 
 fn is_pseudonym(action: &Action) -> bool {
-    matches!(action, Action::Pseudonym | Action::Hash)
+    matches!(
+        action,
+        Action::Pseudonym | Action::TablePseudonym | Action::Hash
+    )
 }
 
 fn is_generalisation(action: &Action) -> bool {

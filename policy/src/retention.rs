@@ -171,7 +171,10 @@ pub(crate) fn parse_masks(
                 if let Err(m) = check_fits(&action, declared) {
                     errors.push(error(text.span(), m, None));
                 }
-                if matches!(action, Action::Drop | Action::Hash | Action::Pseudonym) {
+                if matches!(
+                    action,
+                    Action::Drop | Action::Hash | Action::Pseudonym | Action::TablePseudonym
+                ) {
                     errors.push(error(
                         text.span(),
                         "retention masks replace the stored value once: `drop`, `hash` and `pseudonym` cannot",

@@ -1,7 +1,7 @@
-//! Reads the live database's user tables and columns into a `policy::access::Catalog`, the schema the
-//! rewriter resolves table references against. Not for: deciding anything about them.
+//! Reads the live database's user tables, their columns and the foreign keys between them into a
+//! `policy::access::Catalog`, the schema the rewriter resolves table references against. Not for: deciding anything about them.
 
-use policy::access::{Catalog, CatalogColumn, TableName};
+use policy::access::{Catalog, CatalogColumn, ForeignKey, ForeignKeyAction, TableName};
 
 /// Tables, views and partitioned tables outside the system schemas, with their columns in order.
 const CATALOG_QUERY: &str = "\
@@ -13,6 +13,23 @@ WHERE c.relkind IN ('r', 'v', 'm', 'p', 'f')
   AND n.nspname NOT IN ('pg_catalog', 'information_schema')
   AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
 ORDER BY n.nspname, c.relname, a.attnum";
+
+/// Foreign keys between user tables, with their columns in key order and their ON DELETE / ON UPDATE
+/// actions (`pg_constraint.confdeltype`, `confupdtype`).
+const FOREIGN_KEY_QUERY: &str = "\
+SELECT con.conname::text, cn.nspname::text, c.relname::text, rn.nspname::text, r.relname::text,
+       ARRAY(SELECT a.attname::text FROM unnest(con.conkey) WITH ORDINALITY k(n, i)
+             JOIN pg_catalog.pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.n ORDER BY k.i),
+       ARRAY(SELECT a.attname::text FROM unnest(con.confkey) WITH ORDINALITY k(n, i)
+             JOIN pg_catalog.pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.n ORDER BY k.i),
+       con.confdeltype::text, con.confupdtype::text
+FROM pg_catalog.pg_constraint con
+JOIN pg_catalog.pg_class c ON c.oid = con.conrelid
+JOIN pg_catalog.pg_namespace cn ON cn.oid = c.relnamespace
+JOIN pg_catalog.pg_class r ON r.oid = con.confrelid
+JOIN pg_catalog.pg_namespace rn ON rn.oid = r.relnamespace
+WHERE con.contype = 'f' AND cn.nspname NOT IN ('pg_catalog', 'information_schema')
+ORDER BY 2, 3, 1";
 
 /// Reads the catalog over an open connection. `search_path` is the list of schemas an unqualified name
 /// is looked up in for the callers (normally `["public"]`): restricted roles cannot change it.
@@ -35,6 +52,17 @@ pub async fn load(
                 name: row.get(2),
                 data_type: row.get(3),
             });
+    }
+    for row in client.query(FOREIGN_KEY_QUERY, &[]).await? {
+        catalog.foreign_keys.push(ForeignKey {
+            name: row.get(0),
+            table: TableName::new(row.get::<_, String>(1), row.get::<_, String>(2)),
+            referenced: TableName::new(row.get::<_, String>(3), row.get::<_, String>(4)),
+            columns: row.get(5),
+            referenced_columns: row.get(6),
+            on_delete: ForeignKeyAction::from_pg(row.get(7)),
+            on_update: ForeignKeyAction::from_pg(row.get(8)),
+        });
     }
     Ok(catalog)
 }

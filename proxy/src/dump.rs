@@ -4,8 +4,10 @@
 //! the output (never held in memory), all in one read-only snapshot. Tables the role is denied are not
 //! in the dump. A view that pseudonymises a column is read from its table with the view's own SELECT
 //! (same masks, same row filter) but that column as stored, and the pseudonym is computed here while
-//! streaming, the same hex SHA-256 over the key and the value's text that the view computes (PostgreSQL's
-//! `sha256()` per value is what made such dumps slow). The output loads with `psql -f`.
+//! streaming with `policy::pseudonym` (the one definition the views' SQL comes from too: hex SHA-256
+//! over the key, the scope of `pseudonym.table` and the value's text; PostgreSQL's `sha256()` per value
+//! is what made such dumps slow). Redacted free text comes from the views' own expression. The output
+//! loads with `psql -f`.
 //! Not for: backups (use `pg_dump`), constraints or indexes (the copy has plain tables).
 
 use crate::policy_apply;
@@ -16,7 +18,7 @@ use futures_util::StreamExt;
 use policy::access::{Action, TableAccess};
 use policy::apply_sql::{quote_ident, role_filter, search_path_step, table_schemas, view_select};
 use policy::model::{Policy, Role, is_identifier};
-use sha2::{Digest, Sha256};
+use policy::pseudonym::{Keyed, key_name, scope};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
@@ -202,9 +204,9 @@ pub async fn dump_role(
 /// columns as stored and pseudonymised here (hex of SHA-256 over the key and the value's text, as the
 /// views compute it in PostgreSQL, where it is the costly part of a dump).
 struct PseudonymisedTables {
-    /// View name → (the view's SELECT with pseudonymised columns as stored, output columns, which
-    /// of them to pseudonymise).
-    tables: BTreeMap<String, (String, Vec<String>, Vec<bool>)>,
+    /// View name → (the view's SELECT with pseudonymised columns as stored, output columns, the
+    /// pseudonym scope of each, `None` for the columns left as the SELECT gives them).
+    tables: BTreeMap<String, (String, Vec<String>, Vec<Scope>)>,
     key: Vec<u8>,
 }
 
@@ -235,7 +237,7 @@ impl PseudonymisedTables {
             let TableAccess::View(view) = table_access else {
                 continue;
             };
-            if !view.columns.iter().any(|c| c.action == Action::Pseudonym) {
+            if !view.columns.iter().any(|c| keyed(&c.action)) {
                 continue;
             }
             let filter = role_filter(policy, role, name);
@@ -253,13 +255,14 @@ impl PseudonymisedTables {
             let mut pseudonymise = Vec::new();
             let mut output = Vec::new();
             for column in &mut stored.columns {
-                match column.action {
+                match &column.action {
                     Action::Drop => continue,
-                    Action::Pseudonym => {
+                    action if keyed(action) => {
+                        let scope = scope(action, name, &column.name).unwrap_or_default();
                         column.action = Action::Show;
-                        pseudonymise.push(true);
+                        pseudonymise.push(Some(scope.into_bytes()));
                     }
-                    _ => pseudonymise.push(false),
+                    _ => pseudonymise.push(None),
                 }
                 output.push(column.name.clone());
             }
@@ -328,20 +331,26 @@ async fn installed_as(client: &Client, login: &str, view: &str, select: &str) ->
     Ok(compared.unwrap_or(false))
 }
 
+/// The pseudonym scope of a column the dump pseudonymises itself; `None` for the others.
+type Scope = Option<Vec<u8>>;
+
+/// Whether the dump computes this action's value itself (the keyed pseudonyms).
+fn keyed(action: &Action) -> bool {
+    key_name(action) == Some("pseudonym")
+}
+
 /// Rewrites rows of `COPY ... TO STDOUT` (text format) replacing the flagged fields by their
-/// pseudonym: lowercase hex of SHA-256(key || the value's text), `\N` (NULL) left as it is.
+/// pseudonym under their scope (`policy::pseudonym`), `\N` (NULL) left as it is.
 struct Pseudonymiser {
-    keyed: Sha256,
-    fields: Vec<bool>,
+    keyed: Keyed,
+    fields: Vec<Scope>,
     value: Vec<u8>,
 }
 
 impl Pseudonymiser {
-    fn new(key: &[u8], fields: Vec<bool>) -> Pseudonymiser {
-        let mut keyed = Sha256::new();
-        keyed.update(key);
+    fn new(key: &[u8], fields: Vec<Scope>) -> Pseudonymiser {
         Pseudonymiser {
-            keyed,
+            keyed: Keyed::new(key),
             fields,
             value: Vec::new(),
         }
@@ -354,22 +363,17 @@ impl Pseudonymiser {
             if index > 0 {
                 out.push(b'\t');
             }
-            if !self.fields.get(index).copied().unwrap_or(false) || field == b"\\N" {
-                out.extend_from_slice(field);
-                continue;
-            }
-            unescape(field, &mut self.value);
-            let digest = self.keyed.clone().chain_update(&self.value).finalize();
-            for byte in digest {
-                out.push(HEX[usize::from(byte >> 4)]);
-                out.push(HEX[usize::from(byte & 0x0f)]);
+            match self.fields.get(index) {
+                Some(Some(scope)) if field != b"\\N" => {
+                    unescape(field, &mut self.value);
+                    self.keyed.write_hex(scope, &self.value, out);
+                }
+                _ => out.extend_from_slice(field),
             }
         }
         out.push(b'\n');
     }
 }
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// The value of a COPY text field (`\t`, `\n`, `\\`... back to the bytes they stand for).
 fn unescape(field: &[u8], value: &mut Vec<u8>) {
@@ -399,6 +403,7 @@ fn unescape(field: &[u8], value: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::{Digest, Sha256};
 
     fn hex_sha256(key: &[u8], value: &[u8]) -> String {
         Sha256::new()
@@ -412,7 +417,7 @@ mod tests {
 
     #[test]
     fn flagged_fields_become_keyed_hex_sha256_of_their_text() {
-        let mut p = Pseudonymiser::new(b"k", vec![true, false, true]);
+        let mut p = Pseudonymiser::new(b"k", vec![Some(Vec::new()), None, Some(Vec::new())]);
         let mut out = Vec::new();
         p.row(b"42\tAnna\\tB\ta\\\\b\\nc\n", &mut out);
         let expected = format!(
@@ -426,6 +431,13 @@ mod tests {
         assert_eq!(
             String::from_utf8(out).unwrap(),
             format!("\\N\t\\N\t{}\n", hex_sha256(b"k", b"7"))
+        );
+        let mut scoped = Pseudonymiser::new(b"k", vec![Some(b"public.deals:".to_vec()), None]);
+        let mut out = Vec::new();
+        scoped.row(b"7\tx\n", &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            format!("{}\tx\n", hex_sha256(b"k", b"public.deals:7"))
         );
     }
 }

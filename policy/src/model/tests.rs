@@ -38,7 +38,8 @@ fn a_complete_policy_parses_into_the_model() {
         policy.settings,
         Settings {
             unlisted_tables: UnlistedTables::Pass,
-            attribute_namespace: "acme".into()
+            attribute_namespace: "acme".into(),
+            cascading_deletes: crate::access::CascadingDeletes::Allow,
         }
     );
     let sales = &policy.roles["sales"];

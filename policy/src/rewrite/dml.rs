@@ -101,7 +101,7 @@ impl<'a> Analyzer<'a> {
             names
         };
         for column in &columns {
-            self.writable_column(&target, column)?;
+            self.insertable_column(&target, column)?;
         }
         if let Some(source) = &mut insert.source {
             self.query(source, parent)?;
@@ -210,6 +210,7 @@ impl<'a> Analyzer<'a> {
         let target =
             self.table_reference(&mut target_item.relation, &level, TableOperation::Delete)?;
         self.require_write(&target, TableOperation::Delete)?;
+        self.refuse_cascade(&target, None)?;
         level.items.push(target);
         if let Some(using) = &mut delete.using {
             for item in using.iter_mut() {
@@ -256,6 +257,7 @@ impl<'a> Analyzer<'a> {
             for name in names {
                 let column = fold_name(name)?.last().cloned().unwrap_or_default();
                 self.writable_column(target, &column)?;
+                self.refuse_cascade(target, Some(&column))?;
             }
             self.check_exprs(&mut assignment.value, level)?;
         }
@@ -340,6 +342,11 @@ impl<'a> Analyzer<'a> {
         };
         match access.column(column) {
             Some(col) if col.action == Action::Drop => Err(Self::dropped_column(table, column)),
+            Some(col) if col.action == Action::Redact => Err(Refusal::denied(format!(
+                "permission denied for column {column} of table {table}: role {} reads it redacted \
+                 and may not change it",
+                self.role.role
+            ))),
             Some(col) if !col.writable || !col.action.is_show() => Err(Refusal::denied(format!(
                 "permission denied for column {column} of table {table}: role {} may not write it",
                 self.role.role
@@ -348,6 +355,55 @@ impl<'a> Analyzer<'a> {
                 self.log.column(table, column, col.category, &col.action);
                 Ok(())
             }
+            None => Ok(()),
+        }
+    }
+
+    /// A column an INSERT sets: a redacted one may be (a new row's text is the caller's own), if the
+    /// role may insert; otherwise as [`Self::writable_column`].
+    fn insertable_column(&mut self, target: &Item<'a>, column: &str) -> Result<(), Refusal> {
+        if let ItemKind::View { table, access } = &target.kind
+            && access.writes.insert
+            && let Some(col) = access.column(column)
+            && col.action == Action::Redact
+        {
+            self.log.column(table, column, col.category, &col.action);
+            return Ok(());
+        }
+        self.writable_column(target, column)
+    }
+
+    /// With `settings.cascading_deletes = "refuse"`: refuses a delete from the target (`column`
+    /// `None`) or a change of its `column` that foreign keys would cascade into rows the role may
+    /// not see or change.
+    fn refuse_cascade(&self, target: &Item<'a>, column: Option<&str>) -> Result<(), Refusal> {
+        let ItemKind::View { table, .. } = &target.kind else {
+            return Ok(());
+        };
+        if self.role.cascading_deletes != crate::access::CascadingDeletes::Refuse {
+            return Ok(());
+        }
+        let (verb, found) = match column {
+            None => (
+                "delete from",
+                crate::cascade::delete_cascades(self.role, self.catalog, table),
+            ),
+            Some(column) => (
+                "update",
+                crate::cascade::key_update_cascades(self.role, self.catalog, table, column),
+            ),
+        };
+        // A table the role may not see is the one worth naming.
+        let hidden = found
+            .iter()
+            .find(|c| c.reach == crate::cascade::Reach::Hidden);
+        match hidden.or(found.first()) {
+            Some(cascade) => Err(Refusal::denied(crate::cascade::refusal_message(
+                &self.role.role,
+                verb,
+                table,
+                cascade,
+            ))),
             None => Ok(()),
         }
     }

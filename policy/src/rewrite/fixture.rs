@@ -117,6 +117,7 @@ pub fn catalog() -> Catalog {
     Catalog {
         tables,
         search_path: vec!["public".to_string()],
+        ..Catalog::default()
     }
 }
 
@@ -136,6 +137,8 @@ fn action(role: &str, table: &str, column: &str) -> Action {
         ("support", "contacts", "email") => MaskEmail,
         ("support", "contacts", "phone") => MaskLast(3),
         ("support", "contacts", "birth_date" | "tax_code" | "street_address") => Drop,
+        ("support", "interactions", "notes") => Redact,
+        ("support", "tickets", "subject" | "body") => Redact,
         ("analyst", "contacts", "id") => Pseudonym,
         ("analyst", "contacts", "birth_date") => Year,
         ("analyst", "contacts", c)
@@ -144,6 +147,7 @@ fn action(role: &str, table: &str, column: &str) -> Action {
             Drop
         }
         ("analyst", _, "contact_id") => Pseudonym,
+        ("analyst", "consents" | "deals" | "interactions" | "tickets", "id") => TablePseudonym,
         ("analyst", "interactions", "notes") => Drop,
         ("analyst", "tickets", "subject" | "body") => Drop,
         _ => Show,
@@ -241,6 +245,7 @@ pub fn role(name: &str) -> RoleAccess {
         unlisted: UnlistedTables::Deny,
         allowed_functions: BTreeSet::new(),
         channels: BTreeSet::new(),
+        cascading_deletes: Default::default(),
     }
 }
 

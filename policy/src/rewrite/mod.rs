@@ -31,6 +31,8 @@ mod system;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod write_rules_tests;
 
 use std::fmt::Write as _;
 use std::sync::Arc;

@@ -99,6 +99,8 @@ impl Facts {
              \x20 tom  (support)       sees the last name as an initial, a masked e-mail and phone, no birth date;\n\
              \x20 ana  (analyst)       sees a pseudonym for the id and no name or contact details.\n\
              Also try, as tom: SELECT * FROM deals;  (refused: support may not see deals)\n\
+             \x20         as tom: SELECT notes FROM interactions LIMIT 20;  (e-mails and phones in the text read [email], [phone])\n\
+             \x20         as ana: SELECT id, contact_id FROM deals LIMIT 5;  (the deal's id is a pseudonym of its own)\n\
              and as dora, the DPO, any table, including health_records.\n\n\
              The superuser, straight to PostgreSQL (bypasses Maschera): psql '{upstream}'\n\
              The proxy's configuration: {config}\n\

@@ -17,5 +17,6 @@ mod limits;
 mod ops;
 mod policy;
 mod row_oracles;
+mod redact;
 mod users;
 mod wire;
