@@ -299,6 +299,7 @@ mod tests {
             unlisted: UnlistedTables::Deny,
             allowed_functions: BTreeSet::new(),
             channels: BTreeSet::new(),
+            cascading_deletes: Default::default(),
         };
         ErrorScrub::for_role(&role, &catalog)
     }
