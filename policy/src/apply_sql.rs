@@ -279,7 +279,7 @@ pub fn view_steps(
         steps.push(Step::plain(format!("GRANT DELETE ON {view} TO {who}")));
     }
     steps.extend(crate::redact_insert::steps(
-        login, table, access, filter, catalog,
+        schema, table, access, filter, catalog,
     ));
     steps
 }

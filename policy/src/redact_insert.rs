@@ -28,9 +28,9 @@ pub fn insertable(access: &ViewAccess) -> Vec<String> {
         .collect()
 }
 
-/// The trigger function and trigger of `login.view` (empty when not [`needed`]).
+/// The trigger function and trigger of the view in the role's view schema `schema` (empty when not [`needed`]).
 pub fn steps(
-    login: &str,
+    schema: &str,
     table: &TableName,
     access: &ViewAccess,
     filter: Option<&str>,
@@ -44,10 +44,10 @@ pub fn steps(
         quote_ident(&table.schema),
         quote_ident(&table.name)
     );
-    let view = format!("{}.{}", quote_ident(login), quote_ident(&access.view));
+    let view = format!("{}.{}", quote_ident(schema), quote_ident(&access.view));
     let function = format!(
         "{}.{}",
-        quote_ident(login),
+        quote_ident(schema),
         quote_ident(&format!("{}_insert", access.view))
     );
     let search_path: Vec<String> = table_schemas(catalog)

@@ -16,7 +16,7 @@ mod lifecycle;
 mod limits;
 mod ops;
 mod policy;
-mod row_oracles;
 mod redact;
+mod row_oracles;
 mod users;
 mod wire;
