@@ -27,6 +27,9 @@ pub const TOO_MANY: &str = "53300";
 /// PostgreSQL's own default `max_connections`, assumed when the server's cannot be read.
 const ASSUMED_UPSTREAM_SLOTS: usize = 100;
 
+/// How long one reading of PostgreSQL's `max_connections` may take.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How often an unreachable PostgreSQL is asked again for its `max_connections`.
 const RETRY_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -218,18 +221,24 @@ fn release(counts: &mut HashMap<String, usize>, name: &str) {
 }
 
 /// Sessions PostgreSQL accepts from logins without superuser rights.
+/// Bounded by [`READ_TIMEOUT`], so that a PostgreSQL that does not answer cannot hold up the start.
 async fn upstream_slots(upstream: &UpstreamTarget) -> anyhow::Result<usize> {
-    let (client, connection) = crate::policy_state::admin_connect(upstream).await?;
-    let row = client
-        .query_one(
-            "SELECT current_setting('max_connections')::int \
-                    - current_setting('superuser_reserved_connections')::int",
-            &[],
-        )
-        .await?;
-    drop(client);
-    let _ = connection.await;
-    Ok(usize::try_from(row.get::<_, i32>(0)).unwrap_or(0).max(1))
+    let read = async {
+        let (client, connection) = crate::policy_state::admin_connect(upstream).await?;
+        let row = client
+            .query_one(
+                "SELECT current_setting('max_connections')::int \
+                        - current_setting('superuser_reserved_connections')::int",
+                &[],
+            )
+            .await?;
+        drop(client);
+        let _ = connection.await;
+        anyhow::Ok(usize::try_from(row.get::<_, i32>(0)).unwrap_or(0).max(1))
+    };
+    tokio::time::timeout(READ_TIMEOUT, read)
+        .await
+        .map_err(|_| anyhow::anyhow!("PostgreSQL did not answer within {READ_TIMEOUT:?}"))?
 }
 
 /// A token bucket: `capacity` statements at once, refilled at `capacity` per second.

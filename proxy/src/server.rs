@@ -147,11 +147,17 @@ impl Proxy {
 
 /// Listens on the configured address until SIGTERM or SIGINT, then shuts down gracefully.
 pub async fn run(proxy: Arc<Proxy>) -> Result<()> {
+    // Signals first: a SIGTERM that arrives while the proxy is still starting stops it cleanly.
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .context("installing the SIGINT handler")?;
+    let limits = &proxy.config.limits;
+    // Before listening, so that no client is accepted before its session limits are known.
+    proxy.admission.read_upstream_slots(&proxy.upstream).await;
     let listener = TcpListener::bind(&proxy.config.listen)
         .await
         .with_context(|| format!("listening on {}", proxy.config.listen))?;
-    let limits = &proxy.config.limits;
-    proxy.admission.read_upstream_slots(&proxy.upstream).await;
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let handler: workers::Handler = {
@@ -171,10 +177,6 @@ pub async fn run(proxy: Arc<Proxy>) -> Result<()> {
         })
     };
     let workers = Workers::start(limits.worker_threads, handler).context("starting the workers")?;
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
-    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-        .context("installing the SIGINT handler")?;
     info!(addr = %listener.local_addr()?, "accepting PostgreSQL clients");
     loop {
         tokio::select! {
