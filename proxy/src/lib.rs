@@ -20,6 +20,8 @@ pub mod frame;
 pub mod lifecycle;
 pub mod lockout;
 pub mod metrics;
+pub mod offload;
+pub mod parse_pool;
 pub mod password;
 pub mod policy_apply;
 pub mod policy_cmd;

@@ -12,6 +12,7 @@ mod faults;
 mod harness;
 mod lifecycle;
 mod limits;
+mod parse_limits;
 mod policy;
 mod users;
 mod wire;
