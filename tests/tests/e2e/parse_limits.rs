@@ -171,9 +171,10 @@ async fn refusals_name_the_bound_and_the_access_log_user_keeps_working() {
     assert_eq!(rows[0].get::<_, i64>(0), 60);
 }
 
-/// A message within the bounds that takes long to analyse (2,000 statements) keeps a parse
-/// thread busy, not the session threads: another user's `SELECT 1`, sent after it, is answered
-/// before it. (Before the parse threads, the worker thread analysed it and every session waited.)
+/// A message within the bounds that takes long to analyse (4,000 statements) keeps a parse
+/// thread busy, not the session threads: another user's twenty `SELECT 1`, sent after it one after
+/// the other, are answered before it. (Before the parse threads, the worker thread analysed it and
+/// every session waited.)
 #[tokio::test]
 async fn a_long_analysis_does_not_stall_other_sessions() {
     let crm = start().await;
@@ -184,23 +185,33 @@ async fn a_long_analysis_does_not_stall_other_sessions() {
         select_one(&other).await;
         let text = format!(
             "{}SELECT * FROM health_records",
-            "SELECT first_name, city FROM contacts WHERE id = 1 AND city <> 'x';".repeat(2_000)
+            "SELECT first_name, city FROM contacts WHERE id = 1 AND city <> 'x';".repeat(4_000)
         );
         let done = Arc::new(AtomicBool::new(false));
         let heavy_task = {
             let done = done.clone();
             tokio::spawn(async move {
+                let started = std::time::Instant::now();
                 let result = heavy.batch_execute(&text).await;
+                println!(
+                    "{heavy_user}: the heavy message took {:?}",
+                    started.elapsed()
+                );
                 done.store(true, Ordering::SeqCst);
                 (heavy, result)
             })
         };
         // Give the heavy message time to reach the proxy (no timing is asserted).
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        select_one(&other).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Twenty round trips one after the other: had the analysis held the session threads, the
+        // first would wait for it, and the heavy message's answer, which comes right after it,
+        // would arrive before the last.
+        for _ in 0..20 {
+            select_one(&other).await;
+        }
         assert!(
             !done.load(Ordering::SeqCst),
-            "{heavy_user}: the heavy message finished before another session's SELECT 1"
+            "{heavy_user}: the heavy message finished before another session's twenty SELECT 1"
         );
         let (heavy, result) = tokio::time::timeout(STUCK, heavy_task)
             .await
@@ -232,7 +243,7 @@ async fn one_users_many_sessions_do_not_take_every_parse_thread() {
         let done = done.clone();
         let text = format!(
             "{}SELECT 2",
-            "SELECT first_name, city FROM contacts WHERE id = 1 AND city <> 'x';".repeat(2_000)
+            "SELECT first_name, city FROM contacts WHERE id = 1 AND city <> 'x';".repeat(4_000)
         );
         heavy.push(tokio::spawn(async move {
             let result = client.batch_execute(&text).await;
@@ -240,7 +251,7 @@ async fn one_users_many_sessions_do_not_take_every_parse_thread() {
             result
         }));
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
     // Not in the rewrite cache: it needs a parse thread.
     let rows = tokio::time::timeout(
         STUCK,
@@ -250,6 +261,10 @@ async fn one_users_many_sessions_do_not_take_every_parse_thread() {
     .expect("answered")
     .expect("runs");
     assert!(!rows.is_empty());
+    // And twenty round trips more (see `a_long_analysis_does_not_stall_other_sessions`).
+    for _ in 0..20 {
+        select_one(&other).await;
+    }
     assert!(
         !done.load(Ordering::SeqCst),
         "a heavy message finished before the other user's statement"
