@@ -424,6 +424,7 @@ fn sent(statement: &RewrittenStatement) -> Option<Arc<What>> {
 
 /// Finds the policy tables an unrestricted role's statements name, for its [`Trail`]. Statements
 /// that do not mention a policy table's name (a substring test, no parsing) cost only that test.
+#[derive(Clone)]
 pub struct Inspector {
     role: Arc<RoleAccess>,
     state: Arc<PolicyState>,
@@ -452,8 +453,8 @@ impl Inspector {
         if !self.may_touch(sql.as_bytes()) {
             return vec![None];
         }
-        let dialect = sqlparser::dialect::PostgreSqlDialect {};
-        let Ok(statements) = sqlparser::parser::Parser::parse_sql(&dialect, sql) else {
+        // Within the bounds (checked before), on a parse thread.
+        let Ok(statements) = policy::rewrite::limits::parse_bounded(sql) else {
             return vec![Some(What::new(
                 Some("unparsed".into()),
                 normalize(sql),
@@ -518,6 +519,20 @@ fn statement_kind(statement: &Statement) -> &'static str {
 }
 
 impl Trail {
+    /// Whether the description of `sql` must be worked out by parsing it.
+    fn needs_parse(&self, inspector: &Inspector, sql: &[u8]) -> bool {
+        inspector.may_touch(sql)
+            && std::str::from_utf8(sql).is_ok_and(|sql| !self.state().known.contains_key(sql))
+    }
+
+    /// Refuses a text beyond the parser's bounds before it is parsed for its description.
+    fn within_limits(&self, sql: &str) -> Result<(), Refusal> {
+        if self.state().known.contains_key(sql) {
+            return Ok(());
+        }
+        policy::rewrite::limits::check(sql)
+    }
+
     /// An unrestricted role's simple Query is about to be sent (see [`Trail::query`]).
     pub fn unrestricted_query(&self, inspector: &Inspector, sql: &str) -> Result<(), Refusal> {
         if !inspector.may_touch(sql.as_bytes()) {
@@ -527,25 +542,35 @@ impl Trail {
             state.close_cycle();
             return Ok(());
         }
+        self.within_limits(sql)?;
         let described = self.described(sql, || inspector.statements(sql));
         self.query_sent(described.iter().cloned())
     }
 
-    /// An unrestricted role's Parse was sent (see [`Trail::parse`]).
-    pub fn unrestricted_parse(&self, inspector: &Inspector, name: &[u8], sql: &str) {
+    /// An unrestricted role's Parse was sent (see [`Trail::parse`]); refused beyond the parser's
+    /// bounds.
+    pub fn unrestricted_parse(
+        &self,
+        inspector: &Inspector,
+        name: &[u8],
+        sql: &str,
+    ) -> Result<(), Refusal> {
         let sent = match inspector.may_touch(sql.as_bytes()) {
             true => self
-                .described(sql, || inspector.statements(sql))
+                .within_limits(sql)
+                .map(|()| self.described(sql, || inspector.statements(sql)))?
                 .first()
                 .cloned()
                 .flatten(),
             false => None,
         };
         self.parse_sent(name, sent);
+        Ok(())
     }
 }
 
 /// The access log of an unrestricted session: its trail and what finds the policy tables.
+#[derive(Clone)]
 pub struct UnrestrictedAudit {
     trail: Arc<Trail>,
     inspector: Inspector,
@@ -560,6 +585,12 @@ impl UnrestrictedAudit {
         }
     }
 
+    /// Whether following a statement of `text` means parsing it (it may name a policy table and
+    /// the session has not described it yet): then it is followed on a parse thread.
+    pub fn needs_parse(&self, text: &[u8]) -> bool {
+        self.trail.needs_parse(&self.inspector, text)
+    }
+
     /// Follows one client message (`frame`, tag included) about to be forwarded unchanged; an error is
     /// a refusal (already recorded) the session must send instead.
     pub fn on_client_message(&self, tag: u8, frame: &[u8]) -> Result<(), Refusal> {
@@ -570,13 +601,13 @@ impl UnrestrictedAudit {
                 Some(sql) => self.trail.unrestricted_query(&self.inspector, sql),
                 None => self.trail.query_sent(std::iter::once(None)),
             },
-            b'P' => {
-                if let Some((name, rest)) = frame::cstr(body) {
+            b'P' => match frame::cstr(body) {
+                Some((name, rest)) => {
                     let sql = text(rest).unwrap_or_default();
-                    self.trail.unrestricted_parse(&self.inspector, name, sql);
+                    self.trail.unrestricted_parse(&self.inspector, name, sql)
                 }
-                Ok(())
-            }
+                None => Ok(()),
+            },
             _ => self.trail.follow(tag, body),
         };
         followed.inspect_err(|refusal| {

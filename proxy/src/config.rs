@@ -193,6 +193,44 @@ pub struct Limits {
     /// with bursts up to the same number; more are refused with SQLSTATE 53300. Default 0: no limit.
     #[serde(default)]
     pub max_statements_per_second_per_user: u32,
+    /// Bounds on the work one message asks of the parser, checked before it is parsed, for every
+    /// role: beyond them a statement is refused with 54000 (statements, tokens) or 54001 (the rest).
+    /// Statements in one message. Default 10000.
+    #[serde(default = "default_max_statements")]
+    pub max_statements: usize,
+    /// Tokens in one message. Default 1000000.
+    #[serde(default = "default_max_tokens")]
+    pub max_tokens: usize,
+    /// The longest chain of operators in one expression (between commas; big IN lists and bulk
+    /// VALUES are flat). Default 2000.
+    #[serde(default = "default_max_operators")]
+    pub max_operators: usize,
+    /// UNION, EXCEPT and INTERSECT in one statement. Default 500.
+    #[serde(default = "default_max_set_operations")]
+    pub max_set_operations: usize,
+    /// Depth of parentheses in one statement. Default 64.
+    #[serde(default = "default_max_nesting")]
+    pub max_nesting: usize,
+    /// Threads that parse and rewrite statements the rewrite cache does not hold (off the session
+    /// threads). Default 0: as many as cores, at least 2.
+    #[serde(default)]
+    pub parse_threads: usize,
+    /// Parse threads one user's sessions may occupy at once. Default 0: half of them, at least 1.
+    #[serde(default)]
+    pub parse_threads_per_user: usize,
+}
+
+impl Limits {
+    /// The parser bounds of this section.
+    pub fn parse_limits(&self) -> policy::rewrite::limits::Limits {
+        policy::rewrite::limits::Limits {
+            max_statements: self.max_statements,
+            max_tokens: self.max_tokens,
+            max_operators: self.max_operators,
+            max_set_operations: self.max_set_operations,
+            max_nesting: self.max_nesting,
+        }
+    }
 }
 
 impl Default for Limits {
@@ -206,6 +244,13 @@ impl Default for Limits {
             user_max_sessions: Default::default(),
             max_sessions_per_role: None,
             max_statements_per_second_per_user: 0,
+            max_statements: default_max_statements(),
+            max_tokens: default_max_tokens(),
+            max_operators: default_max_operators(),
+            max_set_operations: default_max_set_operations(),
+            max_nesting: default_max_nesting(),
+            parse_threads: 0,
+            parse_threads_per_user: 0,
         }
     }
 }
@@ -342,6 +387,21 @@ fn default_max_connections() -> usize {
 fn default_max_frame() -> usize {
     16 * 1024 * 1024
 }
+fn default_max_statements() -> usize {
+    policy::rewrite::limits::Limits::DEFAULT.max_statements
+}
+fn default_max_tokens() -> usize {
+    policy::rewrite::limits::Limits::DEFAULT.max_tokens
+}
+fn default_max_operators() -> usize {
+    policy::rewrite::limits::Limits::DEFAULT.max_operators
+}
+fn default_max_set_operations() -> usize {
+    policy::rewrite::limits::Limits::DEFAULT.max_set_operations
+}
+fn default_max_nesting() -> usize {
+    policy::rewrite::limits::Limits::DEFAULT.max_nesting
+}
 fn default_shutdown_timeout() -> u64 {
     30
 }
@@ -414,6 +474,9 @@ impl Config {
             bail!("[limits] max_frame_bytes must be at least 1024");
         }
         self.check_databases()?;
+        if let Err(err) = self.limits.parse_limits().validate() {
+            bail!("[limits] {err}");
+        }
         if let Some(retention) = &self.retention {
             if retention.interval_seconds == 0 || retention.batch == 0 {
                 bail!("[retention] interval_seconds and batch must be at least 1");

@@ -15,6 +15,7 @@ use crate::audit::AuditLog;
 use crate::audit_trail::{AuditObserver, SessionIdentity, Trail, UnrestrictedAudit};
 use crate::error_scrub::ErrorScrub;
 use crate::frame;
+use crate::offload::{Decider, Offloaded};
 use crate::policy_state::{PolicyHandle, PolicyState};
 use crate::schema_change::unrestricted_session;
 use crate::session::{Decision, FrontendPolicy, MetricsObserver, PassThrough, SessionObserver};
@@ -100,7 +101,7 @@ pub fn session_setup(
         return Ok(SessionSetup {
             login: default_login.clone(),
             params: default_params,
-            frontend: Box::new(frontend),
+            frontend: Box::new(Offloaded::new(frontend, &user.name)),
             observer,
             errors: None,
         });
@@ -133,11 +134,14 @@ pub fn session_setup(
         login,
         params,
         errors: Some(Arc::new(ErrorScrub::for_role(&role, &state.catalog))),
-        frontend: Box::new(RestrictedFrontend {
-            state: state.clone(),
-            role,
-            trail,
-        }),
+        frontend: Box::new(Offloaded::new(
+            RestrictedFrontend {
+                state: state.clone(),
+                role,
+                trail,
+            },
+            &user.name,
+        )),
         observer,
     })
 }
@@ -164,19 +168,48 @@ fn restricted_params(
     Ok(out)
 }
 
-/// Rewrites or refuses every statement of a restricted role.
+/// Rewrites or refuses every statement of a restricted role: statements the rewrite cache holds on
+/// the session's thread, the others on a parse thread (see `offload`).
+#[derive(Clone)]
 pub struct RestrictedFrontend {
     state: Arc<PolicyState>,
     role: Arc<RoleAccess>,
     trail: Option<Arc<Trail>>,
 }
 
-impl FrontendPolicy for RestrictedFrontend {
-    fn on_client_message(&mut self, tag: u8, frame: &[u8]) -> Decision {
+/// Statement texts longer than this are not looked up in the rewrite cache on the session's thread
+/// (the lookup lexes the whole text): they go to a parse thread at once.
+const QUICK_TEXT: usize = 64 * 1024;
+
+impl Decider for RestrictedFrontend {
+    fn quick(&mut self, tag: u8, frame: &[u8]) -> Option<Decision> {
+        match tag {
+            b'Q' | b'P' if frame.len() > QUICK_TEXT => None,
+            b'Q' | b'P' => self.decide(tag, frame, Lookup::CacheOnly),
+            _ => self.decide(tag, frame, Lookup::Full),
+        }
+    }
+
+    fn full(&mut self, tag: u8, frame: &[u8]) -> Decision {
+        self.decide(tag, frame, Lookup::Full)
+            .unwrap_or(Decision::Forward)
+    }
+}
+
+/// Whether a decision may analyse a statement or only take it from the rewrite cache.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Lookup {
+    CacheOnly,
+    Full,
+}
+
+impl RestrictedFrontend {
+    /// `None` only with [`Lookup::CacheOnly`] when the cache does not hold the statement.
+    fn decide(&self, tag: u8, frame: &[u8], lookup: Lookup) -> Option<Decision> {
         let body = frame::body(frame);
         let decision = match tag {
-            b'Q' => self.query(body),
-            b'P' => self.parse(body),
+            b'Q' => self.query(body, lookup).transpose()?,
+            b'P' => self.parse(body, lookup).transpose()?,
             b'F' => Err(unsupported(
                 "function call messages (fast path) are not supported through Maschera",
             )),
@@ -187,7 +220,7 @@ impl FrontendPolicy for RestrictedFrontend {
                 None => Ok(Decision::Forward),
             },
         };
-        decision.unwrap_or_else(|refusal| {
+        Some(decision.unwrap_or_else(|refusal| {
             debug!(sqlstate = refusal.sqlstate.code(), reason = %refusal.message, "statement refused");
             if let Some(trail) = &self.trail {
                 trail.refused(tag, &refusal, statement_text(tag, body));
@@ -196,43 +229,50 @@ impl FrontendPolicy for RestrictedFrontend {
                 code: refusal.sqlstate.code().to_owned(),
                 message: refusal.message,
             }
-        })
+        }))
     }
-}
 
-impl RestrictedFrontend {
-    /// Query: the whole text rewritten, or refused as a whole.
-    fn query(&self, body: &[u8]) -> Result<Decision, Refusal> {
+    /// Query: the whole text rewritten, or refused as a whole (`Ok(None)`: not in the cache).
+    fn query(&self, body: &[u8], lookup: Lookup) -> Result<Option<Decision>, Refusal> {
         let (text, rest) = frame::cstr(body).ok_or_else(malformed)?;
         if !rest.is_empty() {
             return Err(malformed());
         }
         let sql = utf8(text)?;
-        let rewritten = self
-            .state
-            .cache
-            .rewrite(sql, &self.role, &self.state.catalog)?;
+        let cache = &self.state.cache;
+        let rewritten = match lookup {
+            Lookup::CacheOnly => match cache.rewrite_if_cached(sql, &self.role) {
+                Some(rewritten) => rewritten,
+                None => return Ok(None),
+            },
+            Lookup::Full => cache.rewrite(sql, &self.role, &self.state.catalog)?,
+        };
         let frame = query_frame(&rewritten.sql(sql))?;
         if let Some(trail) = &self.trail {
             trail.query(rewritten.statements())?;
         }
-        Ok(Decision::Replace(frame))
+        Ok(Some(Decision::Replace(frame)))
     }
 
-    /// Parse: the one statement rewritten, statement name and parameter types kept as sent.
-    fn parse(&self, body: &[u8]) -> Result<Decision, Refusal> {
+    /// Parse: the one statement rewritten, statement name and parameter types kept as sent
+    /// (`Ok(None)`: not in the cache).
+    fn parse(&self, body: &[u8], lookup: Lookup) -> Result<Option<Decision>, Refusal> {
         let (name, rest) = frame::cstr(body).ok_or_else(malformed)?;
         let (text, types) = frame::cstr(rest).ok_or_else(malformed)?;
         let sql = utf8(text)?;
-        let rewritten: Rewritten =
-            self.state
-                .cache
-                .rewrite_prepared(sql, &self.role, &self.state.catalog)?;
+        let cache = &self.state.cache;
+        let rewritten: Rewritten = match lookup {
+            Lookup::CacheOnly => match cache.rewrite_prepared_if_cached(sql, &self.role) {
+                Some(rewritten) => rewritten,
+                None => return Ok(None),
+            },
+            Lookup::Full => cache.rewrite_prepared(sql, &self.role, &self.state.catalog)?,
+        };
         let frame = parse_frame(name, &rewritten.sql(sql), types)?;
         if let Some(trail) = &self.trail {
             trail.parse(name, rewritten.statements());
         }
-        Ok(Decision::Replace(frame))
+        Ok(Some(Decision::Replace(frame)))
     }
 }
 

@@ -23,6 +23,8 @@ pub mod lifecycle;
 pub mod lockout;
 pub mod log_cap;
 pub mod metrics;
+pub mod offload;
+pub mod parse_pool;
 pub mod password;
 pub mod policy_apply;
 pub mod policy_cmd;

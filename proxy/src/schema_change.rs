@@ -24,21 +24,22 @@
 
 use crate::enforce::message;
 use crate::frame;
+use crate::offload::Decider;
 use crate::policy_state::{PolicyHandle, PolicyState, compile_tolerating_drift};
-use crate::session::{Decision, FrontendPolicy, MetricsObserver, ServerEvent, SessionObserver};
+use crate::session::{Decision, MetricsObserver, ServerEvent, SessionObserver};
 use bytes::Bytes;
 use policy::access::{Catalog, CatalogColumn, TableName};
 use policy::apply_sql::LiveState;
 use sqlparser::ast::{
     AlterColumnOperation, AlterTable, AlterTableOperation, Ident, ObjectNamePart, Statement,
 };
-use sqlparser::dialect::PostgreSqlDialect;
-use sqlparser::parser::Parser;
 use std::sync::{Arc, Mutex};
 use tracing::{info, warn};
 
 /// Forwards everything; an `ALTER TABLE` of a policy table gets the views dropped before it and
-/// recompiled after it, in the same transaction.
+/// recompiled after it, in the same transaction. Texts to parse (a possible schema change, or one
+/// the access log must inspect) are decided on a parse thread (see `offload`).
+#[derive(Clone)]
 pub struct UnrestrictedFrontend {
     handle: Arc<PolicyHandle>,
     tracking: Arc<Mutex<Tracking>>,
@@ -143,8 +144,29 @@ struct Wrapping {
     after: Vec<String>,
 }
 
-impl FrontendPolicy for UnrestrictedFrontend {
-    fn on_client_message(&mut self, tag: u8, frame: &[u8]) -> Decision {
+impl Decider for UnrestrictedFrontend {
+    fn quick(&mut self, tag: u8, frame: &[u8]) -> Option<Decision> {
+        let text = match tag {
+            b'Q' => frame::cstr(frame::body(frame)).map(|(text, _)| text),
+            b'P' => frame::cstr(frame::body(frame))
+                .and_then(|(_, rest)| frame::cstr(rest))
+                .map(|(text, _)| text),
+            _ => None,
+        };
+        let parses = text.is_some_and(|text| {
+            self.schema_change_text(text).is_some()
+                || self.audit.as_ref().is_some_and(|a| a.needs_parse(text))
+        });
+        (!parses).then(|| self.decide(tag, frame))
+    }
+
+    fn full(&mut self, tag: u8, frame: &[u8]) -> Decision {
+        self.decide(tag, frame)
+    }
+}
+
+impl UnrestrictedFrontend {
+    fn decide(&self, tag: u8, frame: &[u8]) -> Decision {
         if let Some(audit) = &self.audit
             && let Err(refusal) = audit.on_client_message(tag, frame)
         {
@@ -154,6 +176,12 @@ impl FrontendPolicy for UnrestrictedFrontend {
             };
         }
         let body = frame::body(frame);
+        if let Err(refusal) = self.within_limits(tag, body) {
+            return Decision::Refuse {
+                code: refusal.sqlstate.code().to_owned(),
+                message: refusal.message,
+            };
+        }
         let replaced = match tag {
             b'Q' => self.query(body),
             b'P' => self.parse(body),
@@ -212,6 +240,21 @@ impl UnrestrictedFrontend {
         message(b'P', &[name, b"\0", block.as_bytes(), b"\0", types]).ok()
     }
 
+    /// A text that may be a schema change is parsed: refused beyond the parser's bounds.
+    fn within_limits(&self, tag: u8, body: &[u8]) -> Result<(), policy::rewrite::Refusal> {
+        let text = match tag {
+            b'Q' => frame::cstr(body).map(|(text, _)| text),
+            b'P' => frame::cstr(body)
+                .and_then(|(_, rest)| frame::cstr(rest))
+                .map(|(text, _)| text),
+            _ => None,
+        };
+        match text.and_then(|text| self.schema_change_text(text)) {
+            Some(sql) => policy::rewrite::limits::check(sql),
+            None => Ok(()),
+        }
+    }
+
     /// The text, if it may be a schema change (cheap test first: most statements never mention
     /// ALTER).
     fn schema_change_text<'t>(&self, text: &'t [u8]) -> Option<&'t str> {
@@ -223,7 +266,7 @@ impl UnrestrictedFrontend {
 
     /// What to run around `sql`, if it alters a policy table; notes the change.
     fn wrapping(&self, sql: &str) -> Option<Wrapping> {
-        let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
+        let statements = policy::rewrite::limits::parse_bounded(sql).ok()?;
         let state = self.handle.current();
         let policy = &state.policy;
         let mut tracking = lock(&self.tracking);
@@ -448,6 +491,8 @@ fn do_block(steps: &[&str]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sqlparser::dialect::PostgreSqlDialect;
+    use sqlparser::parser::Parser;
 
     fn catalog() -> Catalog {
         let column = |name: &str, data_type: &str| CatalogColumn {

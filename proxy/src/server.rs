@@ -176,6 +176,9 @@ pub async fn run(proxy: Arc<Proxy>) -> Result<()> {
             Box::pin(session.instrument(span))
         })
     };
+    policy::rewrite::limits::set_limits(limits.parse_limits()).map_err(anyhow::Error::msg)?;
+    crate::parse_pool::configure(limits.parse_threads, limits.parse_threads_per_user)
+        .context("starting the parse threads")?;
     let workers = Workers::start(limits.worker_threads, handler).context("starting the workers")?;
     info!(addr = %listener.local_addr()?, "accepting PostgreSQL clients");
     loop {

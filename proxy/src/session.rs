@@ -40,7 +40,6 @@ use tokio::sync::watch;
 use tracing::info;
 
 /// What the relay does with one client message.
-#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     /// Send the message upstream unchanged.
     Forward,
@@ -48,11 +47,30 @@ pub enum Decision {
     Replace(Bytes),
     /// Do not send it; answer the client with an ErrorResponse (severity ERROR) instead.
     Refuse { code: String, message: String },
+    /// The decision takes time and is made off the session's thread (e.g. parsing a statement the
+    /// rewrite cache does not hold): until it completes, the relay reads and decides no further
+    /// client message (their order is kept), while PostgreSQL's answers keep flowing to the client.
+    Pending(PendingDecision),
+}
+
+/// A decision that completes later (see [`Decision::Pending`]).
+pub type PendingDecision = Pin<Box<dyn Future<Output = Decision> + Send>>;
+
+impl std::fmt::Debug for Decision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Decision::Forward => f.write_str("Forward"),
+            Decision::Replace(bytes) => f.debug_tuple("Replace").field(&bytes.len()).finish(),
+            Decision::Refuse { code, .. } => f.debug_struct("Refuse").field("code", code).finish(),
+            Decision::Pending(_) => f.write_str("Pending"),
+        }
+    }
 }
 
 /// Decides about each client message that can run or feed a statement.
 pub trait FrontendPolicy: Send {
-    /// `frame` is the whole message, type byte and length included.
+    /// `frame` is the whole message, type byte and length included. A decision that takes time
+    /// returns [`Decision::Pending`] (with its own copy of what it needs of `frame`).
     fn on_client_message(&mut self, tag: u8, frame: &[u8]) -> Decision;
 }
 
@@ -248,6 +266,7 @@ pub async fn relay(
         buf: BytesMut::new(),
         queue: VecDeque::new(),
         terminated: false,
+        pending: None,
         max_frame: settings.max_frame,
         marker_prefix: format!("{}{:016x}_", refusal_marker::PREFIX, rand::random::<u64>()),
         role: settings.role,
@@ -394,6 +413,9 @@ struct ClientToServer<'a> {
     queue: VecDeque<Chunk>,
     /// A Terminate was queued: the session ends once the queue is written.
     terminated: bool,
+    /// The decision about the frame at the front of `buf` (after the queue), still being made: no
+    /// further frame is read or decided until it completes.
+    pending: Option<PendingDecision>,
     max_frame: usize,
     /// Random per session, so a client cannot forge the marker of a refusal.
     marker_prefix: String,
@@ -440,15 +462,26 @@ impl ClientToServer<'_> {
             if self.terminated {
                 return Poll::Ready(Ok(SessionEnd::ClientClosed));
             }
+            if let Some(pending) = &mut self.pending {
+                let decision = ready!(pending.as_mut().poll(cx));
+                self.pending = None;
+                self.process(cycles, Some(decision))?;
+                continue;
+            }
             if ready!(poll_read_frames(cx, client, &mut self.buf))? == 0 {
                 return Poll::Ready(Ok(SessionEnd::ClientClosed));
             }
-            self.process(cycles)?;
+            self.process(cycles, None)?;
         }
     }
 
-    /// Decides about the whole frames in `buf` and queues what goes upstream.
-    fn process(&mut self, cycles: &mut Cycles) -> Result<(), SessionError> {
+    /// Decides about the whole frames in `buf` and queues what goes upstream, up to a pending
+    /// decision. `decided`: the completed decision about the first frame (which was pending).
+    fn process(
+        &mut self,
+        cycles: &mut Cycles,
+        mut decided: Option<Decision>,
+    ) -> Result<(), SessionError> {
         // `start..end` are frames forwarded unchanged in one write; `run_cycles` the cycles in them.
         let (mut start, mut end, mut run_cycles) = (0, 0, 0);
         while let Some(header) = frame::peek_header(&self.buf[end..], self.max_frame)
@@ -458,10 +491,12 @@ impl ClientToServer<'_> {
                 break;
             }
             let frame = &self.buf[end..end + header.len];
-            let decision = if POLICY_TAGS.contains(&header.tag) {
-                self.policy.on_client_message(header.tag, frame)
-            } else {
-                Decision::Forward
+            let decision = match decided.take() {
+                Some(decision) => decision,
+                None if POLICY_TAGS.contains(&header.tag) => {
+                    self.policy.on_client_message(header.tag, frame)
+                }
+                None => Decision::Forward,
             };
             let made = match decision {
                 Decision::Forward => {
@@ -473,6 +508,10 @@ impl ClientToServer<'_> {
                 Decision::Replace(bytes) => BytesMut::from(&bytes[..]),
                 Decision::Refuse { code, message } => {
                     self.refusal(cycles, header.tag, &code, &message, run_cycles)
+                }
+                Decision::Pending(decision) => {
+                    self.pending = Some(decision);
+                    break;
                 }
             };
             self.queue_input(cycles, end - start, run_cycles);

@@ -80,6 +80,32 @@ impl RewriteCache {
         self.cached(Mode::Prepared, sql, role, catalog, super::rewrite_prepared)
     }
 
+    /// The rewrite of a simple-query text if the cache holds its shape; `None` when it would have
+    /// to be analysed (a miss or an uncacheable text: then call [`RewriteCache::rewrite`]).
+    pub fn rewrite_if_cached(&self, sql: &str, role: &RoleAccess) -> Option<Rewritten> {
+        self.hit(Mode::SimpleQuery, sql, role)
+    }
+
+    /// The rewrite of a Parse statement if the cache holds its shape (see
+    /// [`RewriteCache::rewrite_if_cached`]).
+    pub fn rewrite_prepared_if_cached(&self, sql: &str, role: &RoleAccess) -> Option<Rewritten> {
+        self.hit(Mode::Prepared, sql, role)
+    }
+
+    fn hit(&self, mode: Mode, sql: &str, role: &RoleAccess) -> Option<Rewritten> {
+        if role.unrestricted {
+            return Some(Rewritten::Unchanged);
+        }
+        let shape = shape::lift(sql)?;
+        let entry = self.entries.get(&key(mode, &shape, role))?;
+        let Entry::Templates(statements) = entry.as_ref() else {
+            return None;
+        };
+        let rewritten = fill(statements, &shape.literals)?;
+        self.hits.fetch_add(1, Ordering::Relaxed);
+        Some(rewritten)
+    }
+
     pub fn stats(&self) -> CacheStats {
         CacheStats {
             hits: self.hits.load(Ordering::Relaxed),
@@ -103,14 +129,7 @@ impl RewriteCache {
             self.uncacheable.fetch_add(1, Ordering::Relaxed);
             return full(sql, role, catalog);
         };
-        let mut key = String::with_capacity(role.role.len() + shape.text.len() + 3);
-        key.push_str(&role.role);
-        key.push('\0');
-        key.push(match mode {
-            Mode::SimpleQuery => 'Q',
-            Mode::Prepared => 'P',
-        });
-        key.push_str(&shape.text);
+        let key = key(mode, &shape, role);
         if let Some(entry) = self.entries.get(&key) {
             if let Entry::Templates(statements) = entry.as_ref()
                 && let Some(rewritten) = fill(statements, &shape.literals)
@@ -129,6 +148,19 @@ impl RewriteCache {
         }
         result
     }
+}
+
+/// The cache key of a role's shape.
+fn key(mode: Mode, shape: &Shape<'_>, role: &RoleAccess) -> String {
+    let mut key = String::with_capacity(role.role.len() + shape.text.len() + 3);
+    key.push_str(&role.role);
+    key.push('\0');
+    key.push(match mode {
+        Mode::SimpleQuery => 'Q',
+        Mode::Prepared => 'P',
+    });
+    key.push_str(&shape.text);
+    key
 }
 
 fn fill(statements: &[(Template, RewrittenStatement)], literals: &[&str]) -> Option<Rewritten> {
@@ -202,6 +234,29 @@ mod tests {
                 misses: 1,
                 uncacheable: 0
             }
+        );
+    }
+
+    #[test]
+    fn only_what_the_cache_holds_is_served_without_analysis() {
+        let cache = RewriteCache::new(100);
+        let role = fixture::role("sales");
+        let catalog = fixture::catalog();
+        let sql = "SELECT first_name FROM contacts WHERE id = 1";
+        assert_eq!(cache.rewrite_if_cached(sql, &role), None);
+        assert_eq!(cache.stats(), CacheStats::default());
+        let full = cache.rewrite(sql, &role, &catalog).unwrap();
+        let other = "SELECT first_name FROM contacts WHERE id = 2";
+        assert_eq!(
+            cache.rewrite_if_cached(other, &role),
+            Some(rewrite(other, &role, &catalog).unwrap())
+        );
+        assert_ne!(cache.rewrite_if_cached(sql, &role), None);
+        assert_eq!(cache.rewrite_prepared_if_cached(sql, &role), None);
+        assert!(matches!(full, Rewritten::Statements(_)));
+        assert_eq!(
+            cache.rewrite_if_cached(sql, &fixture::role("dpo")),
+            Some(Rewritten::Unchanged)
         );
     }
 

@@ -88,8 +88,8 @@ impl<'a> VisitorMut for ExprCheck<'_, 'a, '_, '_> {
 pub(crate) const MAX_EXPR_DEPTH: usize = 400;
 
 pub(crate) fn too_deep() -> Refusal {
-    Refusal::unsupported(format!(
-        "statement not supported by the Maschera parser: expressions nested more than {MAX_EXPR_DEPTH} levels deep"
+    Refusal::too_complex(format!(
+        "statement too complex: expressions nested more than {MAX_EXPR_DEPTH} levels deep"
     ))
 }
 

@@ -51,7 +51,6 @@
 
 use sqlparser::ast::{Ident, ObjectName, ObjectNamePart, Statement};
 use sqlparser::dialect::PostgreSqlDialect;
-use sqlparser::parser::Parser;
 use sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer, TokenizerError, Whitespace};
 
 use super::refusal::Refusal;
@@ -169,7 +168,9 @@ fn reparses_to(sql: &str, statement: &Statement) -> bool {
 
 /// The full check on tokens already made.
 fn parses_to(tokens: Vec<TokenWithSpan>, statement: &Statement) -> bool {
-    match Parser::new(&PostgreSqlDialect {})
+    // The recursion limit the statement was parsed with.
+    let dialect = PostgreSqlDialect {};
+    match super::limits::parser(&dialect, &super::limits::limits())
         .with_tokens_with_locations(tokens)
         .parse_statements()
     {

@@ -20,6 +20,7 @@ mod expr;
 mod faithful;
 pub mod fixture;
 mod functions;
+pub mod limits;
 mod query;
 mod refusal;
 mod report;
@@ -39,7 +40,7 @@ use std::sync::Arc;
 
 use sqlparser::ast::{Statement, Visit, Visitor};
 use sqlparser::dialect::PostgreSqlDialect;
-use sqlparser::parser::{Parser, ParserError};
+use sqlparser::parser::ParserError;
 use sqlparser::tokenizer::Tokenizer;
 
 pub use cache::{CacheStats, RewriteCache};
@@ -156,17 +157,22 @@ fn parse<'t>(
     let dialect = PostgreSqlDialect {};
     // About one token per four bytes of SQL: sized once instead of grown.
     let mut tokens = Vec::with_capacity(sql.len() / 4 + 8);
-    let parsed = Tokenizer::new(&dialect, sql)
+    let tokenized = Tokenizer::new(&dialect, sql)
         .with_unescape(true)
         .tokenize_with_location_into_buf(&mut tokens)
-        .map_err(ParserError::from)
-        .and_then(|()| {
-            let client = ClientTokens::new(sql, &tokens);
-            Parser::new(&dialect)
-                .with_tokens_with_locations(tokens)
-                .parse_statements()
-                .map(|statements| (statements, client))
-        });
+        .map_err(ParserError::from);
+    let limits = limits::limits();
+    // The bounds first: no tree is built for a text beyond them.
+    if tokenized.is_ok() {
+        limits::check_tokens(&tokens, &limits)?;
+    }
+    let parsed = tokenized.and_then(|()| {
+        let client = ClientTokens::new(sql, &tokens);
+        limits::parser(&dialect, &limits)
+            .with_tokens_with_locations(tokens)
+            .parse_statements()
+            .map(|statements| (statements, client))
+    });
     parsed.map_err(|e| match statement::do_block_index(sql) {
         Some(index) => {
             let mut refusal = Refusal::denied(format!(
@@ -304,7 +310,7 @@ pub fn inspect(sql: &str, role: &RoleAccess, catalog: &Catalog) -> Vec<TableUse>
             std::ops::ControlFlow::Continue(())
         }
     }
-    let Ok(statements) = Parser::parse_sql(&PostgreSqlDialect {}, sql) else {
+    let Ok(statements) = limits::parse_bounded(sql) else {
         return Vec::new();
     };
     let mut relations = Relations {

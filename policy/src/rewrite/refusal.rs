@@ -16,6 +16,12 @@ pub enum SqlState {
     /// `0A000` feature_not_supported: the proxy cannot prove the statement safe (unparsable, unsupported
     /// syntax, a setting the proxy depends on).
     FeatureNotSupported,
+    /// `54001` statement_too_complex: a statement exceeds a bound of the proxy's `[limits]` (operator
+    /// chain, set operations, nesting) checked before it is parsed.
+    StatementTooComplex,
+    /// `54000` program_limit_exceeded: a message exceeds a bound of the proxy's `[limits]`
+    /// (statements, tokens).
+    ProgramLimitExceeded,
 }
 
 impl SqlState {
@@ -24,6 +30,8 @@ impl SqlState {
         match self {
             SqlState::InsufficientPrivilege => "42501",
             SqlState::FeatureNotSupported => "0A000",
+            SqlState::StatementTooComplex => "54001",
+            SqlState::ProgramLimitExceeded => "54000",
         }
     }
 }
@@ -48,6 +56,14 @@ impl Refusal {
 
     pub(crate) fn unsupported(message: impl Into<String>) -> Self {
         Self::new(SqlState::FeatureNotSupported, message)
+    }
+
+    pub(crate) fn too_complex(message: impl Into<String>) -> Self {
+        Self::new(SqlState::StatementTooComplex, message)
+    }
+
+    pub(crate) fn limit_exceeded(message: impl Into<String>) -> Self {
+        Self::new(SqlState::ProgramLimitExceeded, message)
     }
 
     fn new(sqlstate: SqlState, message: impl Into<String>) -> Self {

@@ -1156,8 +1156,12 @@ fn very_deep_expressions_are_refused_without_exhausting_a_small_stack() {
         })
         .expect("spawn");
     let (refusal, tables) = worker.join().expect("no stack overflow");
-    assert_eq!(refusal.sqlstate, SqlState::FeatureNotSupported);
-    assert!(refusal.message.contains("nested"), "{}", refusal.message);
+    assert_eq!(refusal.sqlstate, SqlState::StatementTooComplex);
+    assert!(
+        refusal.message.contains("too complex"),
+        "{}",
+        refusal.message
+    );
     assert!(tables.is_empty());
     accepted(
         "sales",

@@ -5,6 +5,7 @@
 //! Placeholders continue after the highest `$n` the statement already uses, as `pg_stat_statements`
 //! does. Text the tokenizer rejects is not logged at all: the result is then `None`.
 
+use policy::rewrite::limits::is_literal;
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::tokenizer::{Token, Tokenizer, Whitespace};
 
@@ -49,32 +50,6 @@ pub fn normalize(sql: &str) -> Option<String> {
         out.push_str(&text);
     }
     Some(out)
-}
-
-fn is_literal(token: &Token) -> bool {
-    matches!(
-        token,
-        Token::Number(..)
-            | Token::SingleQuotedString(_)
-            | Token::DoubleQuotedString(_)
-            | Token::TripleSingleQuotedString(_)
-            | Token::TripleDoubleQuotedString(_)
-            | Token::DollarQuotedString(_)
-            | Token::SingleQuotedByteStringLiteral(_)
-            | Token::DoubleQuotedByteStringLiteral(_)
-            | Token::TripleSingleQuotedByteStringLiteral(_)
-            | Token::TripleDoubleQuotedByteStringLiteral(_)
-            | Token::SingleQuotedRawStringLiteral(_)
-            | Token::DoubleQuotedRawStringLiteral(_)
-            | Token::TripleSingleQuotedRawStringLiteral(_)
-            | Token::TripleDoubleQuotedRawStringLiteral(_)
-            | Token::NationalStringLiteral(_)
-            | Token::QuoteDelimitedStringLiteral(_)
-            | Token::NationalQuoteDelimitedStringLiteral(_)
-            | Token::EscapedStringLiteral(_)
-            | Token::UnicodeStringLiteral(_)
-            | Token::HexStringLiteral(_)
-    )
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ mod harness;
 mod lifecycle;
 mod limits;
 mod ops;
+mod parse_limits;
 mod policy;
 mod redact;
 mod row_oracles;

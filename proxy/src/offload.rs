@@ -1,0 +1,54 @@
+//! The session hook for a decision that takes time off the session's thread: a [`Decider`] makes the
+//! cheap decisions at once on the session's thread (a rewrite-cache hit, a message with nothing to
+//! parse) and the others on the parse threads (`parse_pool`), in the user's fair share; the relay
+//! waits for such a decision without reading further client messages ([`Decision::Pending`]).
+//! A session thread then never parses a statement, whatever its size or shape.
+//!
+//! Not for: what is decided (see `enforce` and `schema_change`) or how the relay waits (`session`).
+
+use crate::parse_pool;
+use crate::session::{Decision, FrontendPolicy};
+use std::sync::Arc;
+
+/// Decides about client messages, in two speeds. Cloned for each decision made off the thread (so
+/// keep it a handful of `Arc`s).
+pub trait Decider: Clone + Send + 'static {
+    /// The decision if it is cheap to make now, on the session's thread; `None` when it needs
+    /// parsing.
+    fn quick(&mut self, tag: u8, frame: &[u8]) -> Option<Decision>;
+
+    /// The decision made in full; runs on a parse thread.
+    fn full(&mut self, tag: u8, frame: &[u8]) -> Decision;
+}
+
+/// A [`FrontendPolicy`] whose slow decisions run on the parse threads in `user`'s share.
+pub struct Offloaded<D> {
+    decider: D,
+    user: Arc<str>,
+}
+
+impl<D: Decider> Offloaded<D> {
+    pub fn new(decider: D, user: &str) -> Self {
+        Offloaded {
+            decider,
+            user: Arc::from(user),
+        }
+    }
+}
+
+impl<D: Decider> FrontendPolicy for Offloaded<D> {
+    fn on_client_message(&mut self, tag: u8, frame: &[u8]) -> Decision {
+        if let Some(decision) = self.decider.quick(tag, frame) {
+            return decision;
+        }
+        let mut decider = self.decider.clone();
+        let frame = frame.to_vec();
+        let decided = parse_pool::pool().run(self.user.clone(), move || decider.full(tag, &frame));
+        Decision::Pending(Box::pin(async move {
+            decided.await.unwrap_or_else(|| Decision::Refuse {
+                code: "XX000".into(),
+                message: "internal error while analysing this statement: it was not run".into(),
+            })
+        }))
+    }
+}
