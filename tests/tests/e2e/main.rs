@@ -14,5 +14,6 @@ mod harness;
 mod lifecycle;
 mod limits;
 mod policy;
+mod real_crm;
 mod users;
 mod wire;
