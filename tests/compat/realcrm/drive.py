@@ -108,7 +108,18 @@ def setup():
             phone="+39061234958", birth_date="1984-07-19", company_name="Rossi srl",
             owner=sally, department=department,
         )
-        return f"sally, company {company.id}, one lead"
+        # The admin's history (django_admin_log): one entry of sally's, one of another user's.
+        from django.contrib.admin.models import CHANGE, LogEntry
+        from django.contrib.contenttypes.models import ContentType
+
+        bob = User.objects.create_user("bob", email="bob@example.org", password=SALLY_PASSWORD + "b")
+        for user, name in [(sally, "Acme Trading"), (bob, "Bob's prospect Anna Verdi")]:
+            LogEntry.objects.create(
+                user=user, content_type=ContentType.objects.get_for_model(Company),
+                object_id=str(company.id), object_repr=name, action_flag=CHANGE,
+                change_message="[]",
+            )
+        return f"sally, bob, company {company.id}, one lead, two history entries"
 
     attempt("users_and_rows", users_and_rows)
 
@@ -175,6 +186,14 @@ def restricted():
 
     attempt("contact_search", search)
     attempt("contact_page", lambda: _change_page(client, reverse, "site:crm_contact_change", state["id"], "Bianchi"))
+
+    def history():
+        from django.contrib.admin.models import LogEntry
+
+        entries = LogEntry.objects.select_related("user").order_by("id")
+        return "; ".join(f"{e.user.username}: {e.object_repr}" for e in entries)
+
+    attempt("history", history)
 
     def lead_masked():
         lead = Lead.objects.get(last_name="Rossi")
