@@ -4,6 +4,9 @@
                                 and the CRM user `sally` (a manager); run as an unrestricted user
     drive.py restricted         sally logs in and uses the CRM: its pages, a contact created, edited
                                 and searched, a lead saved; run as a restricted user
+    drive.py leads              the lead as the ORM reads it (restricted: masked)
+    drive.py migrate APP TARGET  Django's migrate to a migration of one app (`zero`, a name, or the
+                                latest with `latest`)
     drive.py suite LABEL...     a named part of the CRM's own test suite (Django's test runner, which
                                 creates and drops test_<db>); one line per test
 
@@ -195,11 +198,7 @@ def restricted():
 
     attempt("history", history)
 
-    def lead_masked():
-        lead = Lead.objects.get(last_name="Rossi")
-        return f"email={lead.email} phone={lead.phone} birth_date={lead.birth_date}"
-
-    attempt("lead_read", lead_masked)
+    attempt("lead_read", lead_read)
 
     def lead_save():
         lead = Lead.objects.get(last_name="Rossi")
@@ -218,6 +217,27 @@ def restricted():
     attempt("lead_save_update_fields", lead_save_own_columns)
     attempt("lead_page", lambda: _change_page(
         client, reverse, "site:crm_lead_change", Lead.objects.get(last_name="Rossi").id, "m***@example.org"))
+
+
+def lead_read():
+    from crm.models import Lead
+
+    lead = Lead.objects.get(last_name="Rossi")
+    return f"email={lead.email} phone={lead.phone} birth_date={lead.birth_date}"
+
+
+def leads():
+    setup_django()
+    attempt("lead_read", lead_read)
+
+
+def migrate_app(app, target):
+    setup_django()
+    from django.core.management import call_command
+
+    args = [app] if target == "latest" else [app, target]
+    attempt(f"migrate:{app}:{target}", lambda: call_command(
+        "migrate", *args, verbosity=0, interactive=False))
 
 
 def _change_page(client, reverse, name, object_id, text):
@@ -269,6 +289,10 @@ def main():
         setup()
     elif step == "restricted":
         restricted()
+    elif step == "leads":
+        leads()
+    elif step == "migrate":
+        migrate_app(*labels)
     elif step == "suite":
         suite(labels)
     else:
