@@ -4,6 +4,7 @@
                                 and the CRM user `sally` (a manager); run as an unrestricted user
     drive.py restricted         sally logs in and uses the CRM: its pages, a contact created, edited
                                 and searched, a lead saved; run as a restricted user
+    drive.py crawl              sally's view of every list page of the CRM (status counts)
     drive.py leads              the lead as the ORM reads it (restricted: masked)
     drive.py migrate APP TARGET  Django's migrate to a migration of one app (`zero`, a name, or the
                                 latest with `latest`)
@@ -219,6 +220,35 @@ def restricted():
         client, reverse, "site:crm_lead_change", Lead.objects.get(last_name="Rossi").id, "m***@example.org"))
 
 
+def crawl(client, reverse):
+    """Every list page of the CRM's own admin site ("site"), as the CRM serves them to the logged-in
+    user: the count of each HTTP status. Pages the CRM itself forbids (403, or a redirect) are counted
+    apart; any other status but 200 fails."""
+    from crm.site.crmadminsite import crm_site
+
+    counts = {}
+    bad = []
+    for model in crm_site._registry:
+        name = f"site:{model._meta.app_label}_{model._meta.model_name}_changelist"
+        response = client.get(reverse(name))
+        code = response.status_code
+        counts[code] = counts.get(code, 0) + 1
+        if code not in (200, 302, 403):
+            bad.append(f"{model._meta.db_table}: HTTP {code}")
+    assert not bad, ", ".join(bad)
+    return " ".join(f"HTTP {code}: {n}" for code, n in sorted(counts.items()))
+
+
+def crawl_only():
+    setup_django()
+    from django.test import Client
+    from django.urls import reverse
+
+    client = Client(HTTP_HOST="localhost")
+    assert client.login(username="sally", password=SALLY_PASSWORD), "login refused"
+    attempt("crawl", lambda: crawl(client, reverse))
+
+
 def lead_read():
     from crm.models import Lead
 
@@ -289,6 +319,8 @@ def main():
         setup()
     elif step == "restricted":
         restricted()
+    elif step == "crawl":
+        crawl_only()
     elif step == "leads":
         leads()
     elif step == "migrate":

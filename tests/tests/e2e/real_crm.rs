@@ -173,6 +173,17 @@ fn django_crm_runs_unchanged_through_maschera_for_each_role() {
     ] {
         passed(&sales, op);
     }
+    // Every list page of the CRM as sally: the same statuses through the proxy as sales as directly.
+    let crawled = drive(&via_proxy(&proxy, "desk"), &["crawl"]);
+    let crawled_directly = drive(&direct(&pg), &["crawl"]);
+    assert_eq!(
+        passed(&crawled, "crawl"),
+        passed(&crawled_directly, "crawl")
+    );
+    assert!(
+        passed(&crawled, "crawl").starts_with("HTTP 200: 3"),
+        "{crawled:?}"
+    );
     // The admin's history: the sales user sees the entries of the CRM user it acts for only.
     assert_eq!(passed(&sales, "history"), "sally: Acme Trading");
     // Leads: contact data masked, the birth date cut to its year, as the ORM reads them.
