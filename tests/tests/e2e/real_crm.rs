@@ -197,6 +197,11 @@ fn django_crm_runs_unchanged_through_maschera_for_each_role() {
         outcome == "refused" && detail.starts_with("42501") && detail.contains("crm_lead"),
         "lead_save: {outcome} {detail}"
     );
+    // The contact's change form posted back works; the lead's, with its masked values, does not.
+    passed(&sales, "contact_page_edit");
+    let (outcome, detail) = &sales["lead_page_edit"];
+    eprintln!("lead_page_edit: {outcome} {detail}");
+    assert_ne!(outcome, "pass", "the masked lead was saved from its page");
     // Saving only the columns shown as stored works; the change form renders the masked values.
     passed(&sales, "lead_save_update_fields");
     passed(&sales, "lead_page");
