@@ -217,6 +217,12 @@ def restricted():
             form = context.get("adminform").form if context.get("adminform") else None
             errors = {field: list(e) for field, e in form.errors.items()} if form is not None else {}
             messages = [str(m) for m in context.get("messages", [])] if context else []
+            for inline in (context.get("inline_admin_formsets") or []) if context else []:
+                formset = inline.formset
+                if formset.errors or formset.non_form_errors():
+                    errors[formset.prefix] = [formset.errors, list(formset.non_form_errors())]
+            if context and context.get("errors"):
+                errors["all"] = [str(e) for e in context["errors"]]
             raise AssertionError(
                 f"the change was not saved; form errors: {errors}; messages: {messages}; "
                 f"redirects: {[url for url, _ in response.redirect_chain]}"
