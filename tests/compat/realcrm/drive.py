@@ -225,7 +225,8 @@ def restricted():
                 errors["all"] = [str(e) for e in context["errors"]]
             raise AssertionError(
                 f"the change was not saved; form errors: {errors}; messages: {messages}; "
-                f"redirects: {[url for url, _ in response.redirect_chain]}"
+                f"redirects: {[url for url, _ in response.redirect_chain]}; "
+                f"errors on the page: {_errors_on_page(response.content.decode())}"
             )
         return "saved"
 
@@ -303,6 +304,16 @@ def migrate_app(app, target):
     args = [app] if target == "latest" else [app, target]
     attempt(f"migrate:{app}:{target}", lambda: call_command(
         "migrate", *args, verbosity=0, interactive=False))
+
+
+def _errors_on_page(html):
+    """The error texts an admin page shows (errornote, errorlist items), tags stripped."""
+    import re
+
+    found = re.findall(r'class="errornote"[^>]*>(.*?)</p>', html, re.S)
+    for block in re.findall(r'<ul class="errorlist[^"]*"[^>]*>(.*?)</ul>', html, re.S):
+        found += re.findall(r"<li>(.*?)</li>", block, re.S)
+    return [" ".join(re.sub(r"<[^>]+>", " ", text).split()) for text in found]
 
 
 def _change_page(client, reverse, name, object_id, text):
