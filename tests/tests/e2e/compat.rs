@@ -33,7 +33,7 @@ fn compat_dir() -> PathBuf {
 
 /// Runs a client to completion (killed after [`CLIENT_LIMIT`]) and returns its outcome lines by
 /// operation. Panics, with its output, if it did not finish by printing `done`.
-fn run_client(mut command: Command, what: &str) -> BTreeMap<String, (String, String)> {
+pub(crate) fn run_client(mut command: Command, what: &str) -> BTreeMap<String, (String, String)> {
     let dir = tempfile::tempdir().expect("temp dir");
     let (out_path, err_path) = (dir.path().join("stdout"), dir.path().join("stderr"));
     let mut child = command

@@ -17,6 +17,7 @@ mod limits;
 mod ops;
 mod parse_limits;
 mod policy;
+mod real_crm;
 mod redact;
 mod row_oracles;
 mod users;

@@ -1,0 +1,19 @@
+"""Django settings of the real CRM (DjangoCRM, django-crm-admin on PyPI) as the e2e test `real_crm` runs
+it: the CRM's own settings, with PostgreSQL through Maschera (or directly) given by the environment
+(MASCHERA_DB_HOST, _PORT, _USER, _PASSWORD, _NAME). Nothing else of the CRM is changed."""
+
+import os
+
+from webcrm.settings import *  # noqa: F401,F403  (the CRM's settings, unchanged)
+
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.postgresql",
+        "HOST": os.environ["MASCHERA_DB_HOST"],
+        "PORT": os.environ["MASCHERA_DB_PORT"],
+        "USER": os.environ["MASCHERA_DB_USER"],
+        "PASSWORD": os.environ.get("MASCHERA_DB_PASSWORD", ""),
+        "NAME": os.environ["MASCHERA_DB_NAME"],
+        "OPTIONS": {"connect_timeout": 30},
+    }
+}
