@@ -507,6 +507,23 @@ sales = "none"
     }
 
     #[test]
+    fn source_and_automated_decision_errors_point_at_their_line() {
+        // The second line of the appended text: the key or value at fault, not the section.
+        let line = BASE.lines().count() + 2;
+        for (bad, says) in [
+            ("[sources]\ncontact = \"web form\"\n", "table `contact`"),
+            ("[automated_decisions]\nsales = \"\"\n", "is empty"),
+            ("[automated_decisions]\nsale = \"none\"\n", "role `sale`"),
+        ] {
+            let err = Policy::parse("p.toml", &format!("{BASE}{bad}"))
+                .expect_err(bad)
+                .to_string();
+            assert!(err.starts_with(&format!("p.toml:{line}:")), "{bad}: {err}");
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn wrong_declarations_are_errors_with_a_place() {
         for (bad, says) in [
             (
