@@ -2,7 +2,9 @@
 //! need beyond the access rules: the controller, its representative and data protection officer
 //! (`[controller]`), the categories of data subjects and the tables (and rows) that hold them
 //! (`[data_subjects.<name>]`), the recipients with their category and any transfer to a third country
-//! (`[recipients."<name>"]`), and each table's retention period in words (`[retention_periods]`).
+//! (`[recipients."<name>"]`), each table's retention period in words (`[retention_periods]`), and for
+//! the subject's access request the source of each table's data (`[sources]`, Art. 15(1)(g)) and each
+//! role's automated decision-making (`[automated_decisions]`, Art. 15(1)(h), Art. 22).
 //! Parsed and validated here; `gaps` lists the Art. 30 items a policy leaves out (warnings, not errors).
 //! Not for: access decisions (see `compile`), enforced retention (see `retention`), rendering (see
 //! `register`).
@@ -66,6 +68,10 @@ pub struct RecordKeeping {
     pub recipients: BTreeMap<String, Recipient>,
     /// Per table key, the retention period in words.
     pub retention_periods: BTreeMap<String, String>,
+    /// Per table key, where its personal data comes from (Art. 14(2)(f), 15(1)(g)).
+    pub sources: BTreeMap<String, String>,
+    /// Per role name, `none` or the automated decision-making it does and its logic (Art. 15(1)(h)).
+    pub automated_decisions: BTreeMap<String, String>,
 }
 
 /// Art. 30(1)(a): who is responsible.
@@ -121,6 +127,10 @@ pub(crate) struct Sections<'f> {
     pub data_subjects: &'f BTreeMap<Key, Spanned<SubjectsFile>>,
     pub recipients: &'f BTreeMap<Key, Spanned<RecipientFile>>,
     pub retention_periods: &'f BTreeMap<Key, Spanned<String>>,
+    pub sources: &'f BTreeMap<Key, Spanned<String>>,
+    pub automated_decisions: &'f BTreeMap<Key, Spanned<String>>,
+    /// The role names declared under [roles].
+    pub roles: Vec<&'f str>,
 }
 
 /// Validates the sections against the declared tables; errors go to `errors`.
@@ -250,11 +260,41 @@ pub(crate) fn validate(
             retention_periods.insert(table.get_ref().clone(), period.get_ref().clone());
         }
     }
+    let stated = |errors: &mut Vec<Diagnostic>, text: &Spanned<String>, what: &str| {
+        let ok = !text.get_ref().trim().is_empty();
+        if !ok {
+            error(errors, text.span(), format!("{what} is empty"), None);
+        }
+        ok
+    };
+    let mut sources = BTreeMap::new();
+    for (table, source) in sections.sources {
+        if table_known(errors, table) && stated(errors, source, "the source") {
+            sources.insert(table.get_ref().clone(), source.get_ref().trim().to_string());
+        }
+    }
+    let mut automated_decisions = BTreeMap::new();
+    for (role, text) in sections.automated_decisions {
+        if !sections.roles.contains(&role.get_ref().as_str()) {
+            error(
+                errors,
+                role.span(),
+                format!("role `{}` is not declared under [roles]", role.get_ref()),
+                Some(suggest(role.get_ref(), &sections.roles, "roles")),
+            );
+            continue;
+        }
+        if stated(errors, text, "the automated decision-making statement") {
+            automated_decisions.insert(role.get_ref().clone(), text.get_ref().trim().to_string());
+        }
+    }
     RecordKeeping {
         controller,
         data_subjects,
         recipients,
         retention_periods,
+        sources,
+        automated_decisions,
     }
 }
 
@@ -360,6 +400,30 @@ pub fn gaps(policy: &Policy) -> Vec<Diagnostic> {
             );
         }
     }
+    for table in policy.tables.values().filter(|t| is_personal(t)) {
+        if !keeping.sources.contains_key(&table.key) {
+            warn(
+                table.span.clone(),
+                format!(
+                    "Art. 15(1)(g): table `{}` holds personal data and declares no source",
+                    table.key
+                ),
+                "add a line in [sources], e.g. `contacts = \"the data subject (web form)\"`",
+            );
+        }
+    }
+    for role in policy.roles.values() {
+        if !keeping.automated_decisions.contains_key(&role.name) {
+            warn(
+                role.span.clone(),
+                format!(
+                    "Art. 15(1)(h): role `{}` states no automated decision-making (not even `none`)",
+                    role.name
+                ),
+                "add a line in [automated_decisions]: `none`, or the decision, its logic and its consequences",
+            );
+        }
+    }
     found
 }
 
@@ -393,6 +457,11 @@ transfer = { country = "United States", safeguard = "SCC, Art. 46(2)(c)" }
 [retention_periods]
 contacts = "10 years after the last contract"
 deals = "10 years"
+[sources]
+contacts = "the data subject"
+deals = "the data subject; the sales team"
+[automated_decisions]
+sales = "none"
 "#;
 
     #[test]
@@ -402,6 +471,8 @@ deals = "10 years"
         let k = &policy.record_keeping;
         assert_eq!(k.controller.as_ref().unwrap().name, "Example S.r.l.");
         assert_eq!(k.data_subjects[0].tables, vec!["contacts", "deals"]);
+        assert_eq!(k.sources["deals"], "the data subject; the sales team");
+        assert_eq!(k.automated_decisions["sales"], "none");
         assert!(k.data_subjects[0].conditions["contacts"].contains("SELECT"));
         assert_eq!(
             k.recipients["Mailer"].transfer.as_ref().unwrap().country,
@@ -415,6 +486,14 @@ deals = "10 years"
         let messages: Vec<String> = gaps(&policy).into_iter().map(|d| d.message).collect();
         assert!(messages.iter().any(|m| m.contains("no [controller]")));
         assert!(messages.iter().any(|m| m.contains("recipient `Mailer`")));
+        assert!(messages.iter().any(|m| {
+            m.contains("15(1)(g): table `deals` holds personal data and declares no source")
+        }));
+        assert!(
+            messages
+                .iter()
+                .any(|m| m.contains("15(1)(h): role `sales` states no automated"))
+        );
         assert!(
             messages
                 .iter()
@@ -425,6 +504,23 @@ deals = "10 years"
                 .iter()
                 .any(|m| m.contains("`deals` holds personal data of no declared category"))
         );
+    }
+
+    #[test]
+    fn source_and_automated_decision_errors_point_at_their_line() {
+        // The second line of the appended text: the key or value at fault, not the section.
+        let line = BASE.lines().count() + 2;
+        for (bad, says) in [
+            ("[sources]\ncontact = \"web form\"\n", "table `contact`"),
+            ("[automated_decisions]\nsales = \"\"\n", "is empty"),
+            ("[automated_decisions]\nsale = \"none\"\n", "role `sale`"),
+        ] {
+            let err = Policy::parse("p.toml", &format!("{BASE}{bad}"))
+                .expect_err(bad)
+                .to_string();
+            assert!(err.starts_with(&format!("p.toml:{line}:")), "{bad}: {err}");
+            assert!(err.contains(says), "{bad}: {err}");
+        }
     }
 
     #[test]
@@ -447,6 +543,15 @@ deals = "10 years"
                 "nothing after it",
             ),
             ("[retention_periods]\nnope = \"1 year\"\n", "`nope`"),
+            (
+                "[sources]\ncontact = \"web form\"\n",
+                "table `contact` is not declared",
+            ),
+            ("[sources]\ncontacts = \" \"\n", "the source is empty"),
+            (
+                "[automated_decisions]\nsale = \"none\"\n",
+                "role `sale` is not declared",
+            ),
         ] {
             let err = Policy::parse("p.toml", &format!("{BASE}{bad}")).expect_err(bad);
             assert!(err.to_string().contains(says), "{bad}: {err}");

@@ -26,6 +26,10 @@ pub struct PolicyFile {
     pub recipients: BTreeMap<Key, Spanned<crate::controller::RecipientFile>>,
     #[serde(default)]
     pub retention_periods: BTreeMap<Key, Spanned<String>>,
+    #[serde(default)]
+    pub sources: BTreeMap<Key, Spanned<String>>,
+    #[serde(default)]
+    pub automated_decisions: BTreeMap<Key, Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -151,6 +155,9 @@ impl PolicyFile {
             data_subjects: &self.data_subjects,
             recipients: &self.recipients,
             retention_periods: &self.retention_periods,
+            sources: &self.sources,
+            automated_decisions: &self.automated_decisions,
+            roles: self.roles.keys().map(|k| k.get_ref().as_str()).collect(),
         }
     }
 }

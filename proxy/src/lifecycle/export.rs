@@ -2,8 +2,10 @@
 //! subject's access request (GDPR Art. 15) and portability (Art. 20) in one command. The subject is found
 //! the way `forget` finds them (exactly one row, then every row that refers to it through foreign keys
 //! and declared links); everything held about them is written to standard output, Art. 9/10 tables
-//! included, with per table and category the purposes, lawful bases, recipients, transfers and retention
-//! the policy declares, and "who saw it" from the access log. Rows are read through a cursor a batch at
+//! included, with per table and category the purposes, lawful bases, recipients, transfers, retention,
+//! source and automated decision-making the policy declares (Art. 15(1)(a)-(h)), and "who saw it" from
+//! the access log. Every personal table that could hold the subject is listed, with 0 rows when it holds
+//! nothing of them, so the person also learns what is not held. Rows are read through a cursor a batch at
 //! a time, so a subject with many rows does not fill the memory. The export is recorded in the access
 //! log (the subject's keyed digest, tables and counts, never a value). Not for: changing anything (it
 //! reads in one read-only snapshot), or bulk export (it refuses a WHERE matching more than one row).
@@ -127,7 +129,9 @@ fn export(args: ExportArgs) -> Result<ExitCode> {
             .rev()
         {
             let rows = count_rows(&client, &reached.table, &reached.predicate).await?;
-            if rows > 0 {
+            let personal =
+                declared(&policy, &reached.table).is_some_and(policy::controller::is_personal);
+            if rows > 0 || personal {
                 held.push(Held {
                     live: reached.table,
                     predicate: reached.predicate,
@@ -143,8 +147,11 @@ fn export(args: ExportArgs) -> Result<ExitCode> {
             found: match log_paths.is_empty() {
                 true => None,
                 false => {
-                    let tables: BTreeSet<String> =
-                        held.iter().map(|h| h.live.display.clone()).collect();
+                    let tables: BTreeSet<String> = held
+                        .iter()
+                        .filter(|h| h.rows > 0)
+                        .map(|h| h.live.display.clone())
+                        .collect();
                     let digest = digest.as_deref();
                     Some(who_saw::accesses(&log_paths, from, to, &tables, digest)?)
                 }
@@ -183,7 +190,11 @@ fn export(args: ExportArgs) -> Result<ExitCode> {
             event.rows = Some(rows as u64);
             event.detail = Some(format!("{} export: {}", args.format, detail.join("; ")));
             event.subjects = digest.map(|d| vec![d]);
-            event.tables = held.iter().map(|h| touched(&policy, h)).collect();
+            event.tables = held
+                .iter()
+                .filter(|h| h.rows > 0)
+                .map(|h| touched(&policy, h))
+                .collect();
             if let Err(err) = &written {
                 event.outcome = Outcome::Error {
                     sqlstate: sqlstate_of(err),
@@ -195,7 +206,7 @@ fn export(args: ExportArgs) -> Result<ExitCode> {
         client.batch_execute("COMMIT").await?;
         eprintln!(
             "exported {rows} rows from {} tables ({})",
-            held.len(),
+            held.iter().filter(|h| h.rows > 0).count(),
             detail.join("; ")
         );
         Ok(ExitCode::SUCCESS)
@@ -280,7 +291,8 @@ struct Export<'a> {
 
 impl Export<'_> {
     /// Per category of personal data in `table`: its columns and, per role that processes it, the
-    /// purpose, lawful basis, recipients, transfers and what the role sees (Art. 15(1)(a)-(c)).
+    /// purpose, lawful basis, recipients, transfers, automated decision-making and what the role sees
+    /// (Art. 15(1)(a)-(c), (h)).
     fn categories(&self, table: &Table) -> Value {
         let categories: Vec<Value> = categories_of(table)
             .into_iter()
@@ -312,6 +324,7 @@ impl Export<'_> {
                                 "lawful_basis": e.lawful_basis,
                                 "recipients": e.recipients,
                                 "transfers": e.transfers,
+                                "automated_decisions": self.automated_decisions(&e.role),
                                 "as_seen": seen,
                             })
                         })
@@ -334,6 +347,26 @@ impl Export<'_> {
             .split_once(": ")
             .map(|(_, text)| text.to_string())
             .unwrap_or_default()
+    }
+
+    /// Where a table's data comes from (Art. 15(1)(g)).
+    fn source(&self, table: &Table) -> String {
+        self.policy
+            .record_keeping
+            .sources
+            .get(&table.key)
+            .cloned()
+            .unwrap_or_else(|| "not declared in the policy".into())
+    }
+
+    /// A role's automated decision-making, profiling included (Art. 15(1)(h)).
+    fn automated_decisions(&self, role: &str) -> String {
+        self.policy
+            .record_keeping
+            .automated_decisions
+            .get(role)
+            .cloned()
+            .unwrap_or_else(|| "not declared in the policy".into())
     }
 
     /// The JSON document: request, controller, tables (with the rows streamed), who saw it.
@@ -363,10 +396,12 @@ impl Export<'_> {
                 Some(table) => json!({
                     "categories": self.categories(table),
                     "retention": self.retention(table),
+                    "source": self.source(table),
                 }),
                 None => json!({
                     "categories": [],
                     "retention": "not declared in the policy",
+                    "source": "not declared in the policy",
                     "note": "this table is not declared in the policy: no purpose, lawful basis or recipient is recorded for it",
                 }),
             };
@@ -411,17 +446,49 @@ impl Export<'_> {
         Ok(())
     }
 
-    /// CSV (RFC 4180): one line per stored value (`data`), with the purposes, lawful bases, recipients
-    /// and retention of its column; then one line per reader from the access log (`access`).
+    /// CSV (RFC 4180): per table one `table` line (its categories, row count, retention and source:
+    /// 0 rows says what is not held), then one line per stored value (`data`), with the purposes, lawful
+    /// bases, recipients, retention, source and automated decision-making of its column; then one line
+    /// per reader from the access log (`access`).
     async fn csv(&self, client: &Client, out: &mut impl Write, who: &WhoSawIt) -> Result<()> {
         write!(
             out,
-            "record,table,row,column,category,value,purposes,lawful_bases,recipients,retention\r\n"
+            "record,table,row,column,category,value,purposes,lawful_bases,recipients,retention,source,automated_decisions\r\n"
         )?;
         for held in self.held {
             let table = declared(self.policy, &held.live);
             let table_field = csv_field(&held.live.display);
-            let retention = csv_field(&table.map(|t| self.retention(t)).unwrap_or_default());
+            let retention = table.map(|t| self.retention(t)).unwrap_or_default();
+            let source = table.map(|t| self.source(t)).unwrap_or_default();
+            let categories = table
+                .map(|t| {
+                    categories_of(t)
+                        .iter()
+                        .map(|c| c.as_str())
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default()
+                .join("; ");
+            let rows = format!("{} rows", held.rows);
+            csv_line(
+                out,
+                &[
+                    "table",
+                    &held.live.display,
+                    "",
+                    "",
+                    &categories,
+                    &rows,
+                    "",
+                    "",
+                    "",
+                    &retention,
+                    &source,
+                    "",
+                ],
+            )?;
+            let retention = csv_field(&retention);
+            let source = csv_field(&source);
             // Per column, computed and quoted once: a subject may have many rows of the same
             // columns. The line is `data,table,row,column,` + category + `,value,` + the rest.
             let mut processing: HashMap<String, (String, String)> = HashMap::new();
@@ -438,7 +505,7 @@ impl Export<'_> {
                     let value: Option<&str> = row.get(2);
                     let n: &str = row.get(0);
                     let (head, tail) = processing.entry(column.to_string()).or_insert_with(|| {
-                        let [category, purposes, bases, recipients] = match table {
+                        let [category, purposes, bases, recipients, automated] = match table {
                             Some(t) => self.column_processing(t, column),
                             None => Default::default(),
                         };
@@ -446,7 +513,7 @@ impl Export<'_> {
                         let tail = [purposes, bases, recipients]
                             .iter()
                             .map(|f| csv_field(f))
-                            .chain([retention.clone()])
+                            .chain([retention.clone(), source.clone(), csv_field(&automated)])
                             .collect::<Vec<_>>()
                             .join(",");
                         (head, tail)
@@ -479,19 +546,24 @@ impl Export<'_> {
                 "",
                 "",
                 "",
+                "",
+                "",
             ];
             csv_line(out, &fields)?;
         }
         for r in &found.requests {
             let summary = format!("{} by {} at {}", r.event, r.user, r.time);
-            csv_line(out, &["request", "", "", "", "", &summary, "", "", "", ""])?;
+            let mut fields = [""; 12];
+            fields[0] = "request";
+            fields[5] = &summary;
+            csv_line(out, &fields)?;
         }
         Ok(())
     }
 
-    /// For one column: its category, and `role: text` lists of purposes, lawful bases and recipients
-    /// of the roles that see it.
-    fn column_processing(&self, table: &Table, column: &str) -> [String; 4] {
+    /// For one column: its category, and `role: text` lists of purposes, lawful bases, recipients and
+    /// automated decision-making of the roles that see it.
+    fn column_processing(&self, table: &Table, column: &str) -> [String; 5] {
         let Some(category) = table.category(column) else {
             return Default::default();
         };
@@ -525,6 +597,7 @@ impl Export<'_> {
                     .collect::<Vec<_>>()
                     .join(", ")
             }),
+            each(&|e| self.automated_decisions(&e.role)),
         ]
     }
 }

@@ -154,6 +154,8 @@ fn register_of_the_reference_policy_holds_every_art30_item() {
         "warning: Art. 30(1)(c): table `contacts` holds personal data of no declared category",
         "warning: Art. 30(1)(d): recipient `Mailing service provider`",
         "warning: Art. 30(1)(f): table `contacts` holds personal data and has no retention period",
+        "warning: Art. 15(1)(g): table `judicial_records` holds personal data and declares no source",
+        "warning: Art. 15(1)(h): role `marketing` states no automated decision-making",
     ] {
         assert!(warnings.contains(gap), "{gap}: {warnings}");
     }
@@ -197,7 +199,7 @@ async fn full_contact(client: &Client) -> (i64, String) {
     (row.get(0), row.get(1))
 }
 
-/// Rows per table (`public.<t>`) the subject has, counted directly.
+/// Rows per table (`public.<t>`) that could hold the subject, counted directly (0 included).
 async fn rows_of(client: &Client, id: i64) -> BTreeMap<String, i64> {
     let mut rows = BTreeMap::from([("public.contacts".to_string(), 1)]);
     // Every table with a `contact_id`, from the catalog (not from the code under test).
@@ -219,9 +221,7 @@ async fn rows_of(client: &Client, id: i64) -> BTreeMap<String, i64> {
             .await
             .expect("count")
             .get(0);
-        if n > 0 {
-            rows.insert(format!("public.{table}"), n);
-        }
+        rows.insert(format!("public.{table}"), n);
     }
     rows
 }
@@ -250,6 +250,11 @@ async fn export_of_a_contact_holds_all_their_data_and_nothing_of_another() {
     let (mut crm, config) = crm_with_access_log(dir.path()).await;
     let owner = crm.pg.connect(CRM_DB).await.expect("connect");
     let (id, email) = full_contact(&owner).await;
+    // Nothing of them in judicial_records: the export must still list it, with 0 rows.
+    owner
+        .execute("DELETE FROM judicial_records WHERE contact_id = $1", &[&id])
+        .await
+        .expect("no judicial record");
     let other: String = owner
         .query_one(
             "SELECT email FROM contacts WHERE id <> $1 ORDER BY id LIMIT 1",
@@ -259,6 +264,12 @@ async fn export_of_a_contact_holds_all_their_data_and_nothing_of_another() {
         .expect("another contact")
         .get(0);
     let expected = rows_of(&owner, id).await;
+    assert_eq!(expected.get("public.judicial_records"), Some(&0));
+    let held: BTreeMap<String, i64> = expected
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(t, n)| (t.clone(), *n))
+        .collect();
 
     // Reads through the proxy that "who saw it" must report: sam (sales) reads contacts and deals.
     let sam = maschera_tests::connect(&crm.uri("sam"))
@@ -313,7 +324,7 @@ async fn export_of_a_contact_holds_all_their_data_and_nothing_of_another() {
         .collect();
     assert_eq!(
         found, expected,
-        "every table holding the subject, with its rows"
+        "every personal table that could hold the subject, with its rows (0 included)"
     );
     for t in tables {
         let name = t["table"].as_str().unwrap();
@@ -331,7 +342,18 @@ async fn export_of_a_contact_holds_all_their_data_and_nothing_of_another() {
             );
         }
         assert!(!t["retention"].as_str().unwrap().is_empty(), "{name}");
+        // Art. 15(1)(g): where the data comes from, as the reference policy declares it.
+        let source = t["source"].as_str().unwrap();
+        assert!(!source.contains("not declared"), "{name}: {source}");
     }
+    let source_of = |name: &str| {
+        tables.iter().find(|t| t["table"] == name).unwrap()["source"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert!(source_of("public.contacts").contains("list brokers"));
+    assert!(source_of("public.judicial_records").contains("public registers"));
     assert_eq!(tables[0]["data"][0]["email"], email.as_str());
     // What is done with each category: contact data of contacts goes to sales for its purpose.
     let contacts = &tables[0];
@@ -354,6 +376,20 @@ async fn export_of_a_contact_holds_all_their_data_and_nothing_of_another() {
             .contains("customer relationships")
     );
     assert!(sales["lawful_basis"].as_str().unwrap().contains("6(1)(b)"));
+    // Art. 15(1)(h): each role's automated decision-making, profiling included.
+    assert_eq!(sales["automated_decisions"], "none");
+    let marketing = contact_category["processing"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["role"] == "marketing")
+        .expect("marketing processes contact data");
+    assert!(
+        marketing["automated_decisions"]
+            .as_str()
+            .unwrap()
+            .contains("lead scoring (profiling)")
+    );
     // Art. 9 data: held and exported, and only the DPO processes it.
     let health = tables
         .iter()
@@ -399,7 +435,19 @@ async fn export_of_a_contact_holds_all_their_data_and_nothing_of_another() {
     let csv = export("csv");
     let rows = maschera_tests::parse_csv(&csv);
     assert_eq!(rows[0][0], "record");
-    assert!(rows.iter().all(|r| r.len() == 10));
+    assert!(rows.iter().all(|r| r.len() == 12));
+    assert_eq!(rows[0][10], "source");
+    assert_eq!(rows[0][11], "automated_decisions");
+    let table_lines: BTreeMap<&str, &str> = rows
+        .iter()
+        .filter(|r| r[0] == "table")
+        .map(|r| (r[1].as_str(), r[5].as_str()))
+        .collect();
+    assert_eq!(table_lines["public.judicial_records"], "0 rows");
+    assert_eq!(
+        table_lines.keys().copied().collect::<BTreeSet<_>>(),
+        expected.keys().map(String::as_str).collect()
+    );
     let email_line = rows
         .iter()
         .find(|r| r[0] == "data" && r[1] == "public.contacts" && r[3] == "email")
@@ -407,12 +455,14 @@ async fn export_of_a_contact_holds_all_their_data_and_nothing_of_another() {
     assert_eq!(email_line[4], "contact");
     assert_eq!(email_line[5], email);
     assert!(email_line[6].contains("sales: Manage customer relationships"));
+    assert!(email_line[10].contains("list brokers"));
+    assert!(email_line[11].contains("marketing: lead scoring (profiling)"));
     let data_tables: BTreeSet<&str> = rows
         .iter()
         .filter(|r| r[0] == "data")
         .map(|r| r[1].as_str())
         .collect();
-    assert_eq!(data_tables, expected.keys().map(String::as_str).collect());
+    assert_eq!(data_tables, held.keys().map(String::as_str).collect());
     assert!(!csv.contains(&other));
     assert!(
         rows.iter()
@@ -446,7 +496,7 @@ async fn export_of_a_contact_holds_all_their_data_and_nothing_of_another() {
         exports[1]["subjects"][0], digest,
         "the same subject, the same digest"
     );
-    let total: i64 = expected.values().sum();
+    let total: i64 = held.values().sum();
     assert_eq!(record["rows"].as_i64(), Some(total));
     let detail = record["detail"].as_str().unwrap();
     for (table, n) in &expected {
@@ -458,7 +508,7 @@ async fn export_of_a_contact_holds_all_their_data_and_nothing_of_another() {
         .iter()
         .map(|t| format!("{}.{}", t["table"]["schema"], t["table"]["name"]).replace('"', ""))
         .collect();
-    assert_eq!(logged, expected.keys().cloned().collect());
+    assert_eq!(logged, held.keys().cloned().collect());
     let log_text: String = records.iter().map(|r| r.to_string()).collect();
     assert!(!log_text.contains(&email), "no value in the access log");
     let config_arg = config.display().to_string();
