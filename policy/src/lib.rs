@@ -5,6 +5,7 @@ pub mod access;
 pub mod action;
 pub mod apply_sql;
 pub mod compile;
+pub mod db_lock;
 pub mod diagnostics;
 pub mod erasure;
 mod file;

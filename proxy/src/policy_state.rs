@@ -36,6 +36,8 @@ pub struct PolicyState {
     pub catalog: Catalog,
     /// The sequences each table's column defaults use (granted with inserts through a view).
     pub sequences: BTreeMap<TableName, Vec<TableName>>,
+    /// Each table's primary key columns (the write triggers of the views find rows by them).
+    pub primary_keys: BTreeMap<TableName, Vec<String>>,
     roles: BTreeMap<String, Arc<RoleAccess>>,
     credentials: Credentials,
     pub cache: RewriteCache,
@@ -114,6 +116,7 @@ impl PolicyState {
             policy,
             catalog: live.catalog,
             sequences: live.sequences,
+            primary_keys: live.primary_keys,
             credentials,
             cache: RewriteCache::new(CACHE_CAPACITY),
         })

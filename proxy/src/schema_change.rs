@@ -263,6 +263,7 @@ fn recreation(state: &PolicyState, catalog: Catalog) -> Vec<String> {
     let live = LiveState {
         catalog,
         sequences: state.sequences.clone(),
+        primary_keys: state.primary_keys.clone(),
         ..LiveState::default()
     };
     let steps = policy::apply_sql::recreate_views_steps(policy, &access, &live);

@@ -5,6 +5,7 @@ mod audit;
 mod catalog;
 mod compat;
 mod crm;
+mod dblock;
 mod demo;
 mod discover;
 mod enforce;
