@@ -256,13 +256,15 @@ pub fn apply_steps(
         steps.push(Step::plain(format!("DROP OWNED BY {who}")));
         steps.push(Step::plain(format!("DROP ROLE {who}")));
     }
+    // Views first, then tables: a restricted session locks its view before the table under it, so
+    // taking the locks in the same order cannot deadlock with it.
+    steps.extend(drop_views_steps(policy));
     for role in policy.restricted_roles() {
         if access.contains_key(&role.name) {
             steps.extend(login_steps(role, live, options));
             steps.extend(owner_role_steps(role, live));
         }
     }
-    steps.extend(db_lock::drop_row_security_steps());
     steps.extend(compiled_objects_steps(policy, access, live, &schemas));
     Ok(steps)
 }

@@ -190,6 +190,46 @@ fn guard(login: &str, table: &TableName) -> String {
     )
 }
 
+/// What a sealed view's comment starts with.
+const SEAL_MARK: &str = "maschera policy: view definition ";
+
+/// The seal of a view: the comment records the md5 of its definition and, for a filtered view, the
+/// fingerprint its guard compares with, so that [`intact_sql`] tells a view replaced or left behind by
+/// a direct migration (or by an earlier version of Maschera) from the one `policy apply` made.
+fn seal_step(login: &str, view: &str, table: &TableName, filtered: bool) -> Step {
+    let view = quote_literal(&format!("{}.{}", quote_ident(login), quote_ident(view)));
+    let guard = if filtered {
+        format!(" || ' guard ' || ({})", fingerprint_sql(login, table))
+    } else {
+        String::new()
+    };
+    Step::plain(format!(
+        "DO $maschera_do$ BEGIN EXECUTE pg_catalog.format('COMMENT ON VIEW %s IS %L', {view}, {} \
+         || pg_catalog.md5(pg_catalog.pg_get_viewdef({view}::pg_catalog.regclass)){guard}); END $maschera_do$",
+        quote_literal(SEAL_MARK)
+    ))
+}
+
+/// A query of one boolean: whether `login`'s view `view` of `table` is the one `policy apply` made and the
+/// table's protection is as it left it (the view exists, belongs to the owner role, its definition is
+/// unchanged and, when filtered, the guard's fingerprint still matches). Run it with the search path
+/// `policy apply` used (the tables' schemas), since view definitions print names relative to it.
+pub fn intact_sql(login: &str, view: &str, table: &TableName, filtered: bool) -> String {
+    let guard = if filtered {
+        format!(" || ' guard ' || ({})", fingerprint_sql(login, table))
+    } else {
+        String::new()
+    };
+    format!(
+        "SELECT COALESCE((SELECT c.relowner = (SELECT o.oid FROM pg_catalog.pg_roles o WHERE o.rolname = {}) \
+         AND pg_catalog.obj_description(c.oid, 'pg_class') = {} || pg_catalog.md5(pg_catalog.pg_get_viewdef(c.oid)){guard} \
+         FROM pg_catalog.pg_class c WHERE c.oid = pg_catalog.to_regclass({})), false)",
+        quote_literal(&owner_role(login)),
+        quote_literal(SEAL_MARK),
+        quote_literal(&format!("{}.{}", quote_ident(login), quote_ident(view)))
+    )
+}
+
 /// Everything one restricted role needs for one table: the view (owned by the owner role, guarded when
 /// filtered), its column defaults, grants to the owner role and the login, and the write triggers.
 pub struct ViewPlan<'a> {
@@ -264,6 +304,12 @@ impl ViewPlan<'_> {
             vec![Step::plain(select)]
         };
         steps.push(Step::plain(format!("ALTER VIEW {view} OWNER TO {owner}")));
+        steps.push(seal_step(
+            self.login,
+            &self.access.view,
+            self.table,
+            self.filtered,
+        ));
         // The owner role reads the whole table (masks are computed over raw values) and writes what the
         // login may write; the login holds privileges on the view only.
         steps.push(Step::plain(format!("GRANT SELECT ON {table} TO {owner}")));

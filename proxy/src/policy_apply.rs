@@ -358,7 +358,8 @@ const LOCK_ATTEMPTS: u32 = 5;
 
 /// Runs the steps in one transaction; on any error nothing is changed. Locks are taken with a
 /// `lock_timeout` (a long query of the application holding a table must not queue every other session
-/// behind the apply's AccessExclusiveLock); on a lock timeout the whole transaction is tried again.
+/// behind the apply's AccessExclusiveLock); on a lock timeout or a deadlock the whole transaction is
+/// tried again.
 async fn run_steps(client: &mut Client, steps: &[Step], secrets: &Secrets) -> Result<()> {
     let mut attempt = 1;
     loop {
@@ -429,7 +430,9 @@ async fn run_steps_once(
                 step.display()
             );
             return Err(
-                if err.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) {
+                if err.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE)
+                    || err.code() == Some(&tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED)
+                {
                     StepError::LockTimeout(failure)
                 } else {
                     StepError::Other(failure)

@@ -138,6 +138,25 @@ async fn check(file: &Path, upstream: Option<&str>) -> Result<ExitCode> {
         if report(&policy_apply::check_live(&client, &policy, &catalog).await?) {
             return Ok(ExitCode::FAILURE);
         }
+        let mut failed = false;
+        for (role, objects) in
+            crate::compiled_objects::incomplete_roles(&client, &policy, &catalog).await?
+        {
+            if crate::compiled_objects::is_applied(&client, &policy, &role).await? {
+                failed = true;
+                eprintln!(
+                    "error: {}",
+                    crate::compiled_objects::incomplete_message(&role, &objects)
+                );
+            } else {
+                eprintln!(
+                    "note: policy role {role} is not applied to this database yet: run `maschera policy apply`"
+                );
+            }
+        }
+        if failed {
+            return Ok(ExitCode::FAILURE);
+        }
     }
     println!(
         "{}: ok ({} roles, {} tables{})",

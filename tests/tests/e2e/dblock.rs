@@ -418,3 +418,72 @@ async fn writes_follow_the_matrix_in_the_database() {
         "t"
     );
 }
+
+/// Waits until the proxy's log holds `needle` `count` times.
+fn wait_for_log(proxy: &maschera_tests::Proxy, needle: &str, count: usize) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while proxy.log().matches(needle).count() < count {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {needle:?} in the proxy log"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[tokio::test]
+async fn the_proxy_and_policy_check_refuse_a_role_whose_objects_are_incomplete() {
+    use maschera_tests::crm_proxy::{CRM_DB, CRM_PSEUDONYM_KEY, CrmProxy, apply_policy};
+    let crm = CrmProxy::start(300).await.expect("CRM behind the proxy");
+    let count = |uri: String| async move {
+        let (client, connection) = tokio_postgres::connect(&uri, tokio_postgres::NoTls).await?;
+        tokio::spawn(connection);
+        let row = client
+            .query_one("SELECT count(*) FROM contacts", &[])
+            .await?;
+        Ok::<i64, tokio_postgres::Error>(row.get(0))
+    };
+    let north = count(crm.uri("sam")).await.expect("sam before");
+    assert!(north > 0);
+    let check = || {
+        std::process::Command::new(maschera_tests::maschera_bin())
+            .args(["policy", "check"])
+            .arg(&crm.applied.policy)
+            .args(["--upstream", &crm.pg.uri(CRM_DB)])
+            .output()
+            .expect("policy check")
+    };
+    assert!(check().status.success());
+
+    // A direct migration drops the sales policy on contacts.
+    crm.pg
+        .psql(CRM_DB, &["-c", "DROP POLICY maschera_sales ON contacts"])
+        .expect("drop policy");
+    let out = check();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("policy role sales are incomplete")
+            && stderr.contains("maschera_sales.contacts")
+            && !stderr.contains("maschera_marketing"),
+        "{stderr}"
+    );
+    crm.proxy.signal(libc::SIGHUP);
+    wait_for_log(&crm.proxy, "policy reloaded", 1);
+    let err = count(crm.uri("sam")).await.expect_err("sam is refused");
+    let db = err.as_db_error().expect("an ErrorResponse");
+    assert_eq!(db.code().code(), "42501");
+    assert!(
+        db.message().contains("maschera policy apply"),
+        "{}",
+        db.message()
+    );
+    assert!(count(crm.uri("dora")).await.expect("dora still served") > 0);
+
+    // One apply makes the role whole again.
+    apply_policy(&crm.pg, CRM_DB, &crm.applied, CRM_PSEUDONYM_KEY).expect("re-apply");
+    crm.proxy.signal(libc::SIGHUP);
+    wait_for_log(&crm.proxy, "policy reloaded", 2);
+    assert_eq!(count(crm.uri("sam")).await.expect("sam after"), north);
+    assert!(check().status.success());
+}
