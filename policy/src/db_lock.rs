@@ -323,35 +323,29 @@ impl ViewPlan<'_> {
             .map(|c| quote_ident(&c.name))
             .collect();
         let triggers = self.needs_triggers();
-        if writes.insert && !writable.is_empty() {
+        for (allowed, privilege) in [(writes.insert, "INSERT"), (writes.update, "UPDATE")] {
+            if !allowed || writable.is_empty() {
+                continue;
+            }
+            let columns = writable.join(", ");
             steps.push(Step::plain(format!(
-                "GRANT INSERT ({}) ON {table} TO {owner}",
-                writable.join(", ")
+                "GRANT {privilege} ({columns}) ON {table} TO {owner}"
             )));
             // With triggers every view column may be named (the trigger refuses what is not allowed):
-            // an ORM inserts every mapped column.
+            // an ORM writes every mapped column.
             steps.push(Step::plain(if triggers {
-                format!("GRANT INSERT ON {view} TO {who}")
+                format!("GRANT {privilege} ON {view} TO {who}")
             } else {
-                format!("GRANT INSERT ({}) ON {view} TO {who}", writable.join(", "))
+                format!("GRANT {privilege} ({columns}) ON {view} TO {who}")
             }));
-            for sequence in self.sequences {
-                steps.push(Step::plain(format!(
-                    "GRANT USAGE ON SEQUENCE {} TO {who}, {owner}",
-                    qualified(sequence)
-                )));
+            if privilege == "INSERT" {
+                for sequence in self.sequences {
+                    steps.push(Step::plain(format!(
+                        "GRANT USAGE ON SEQUENCE {} TO {who}, {owner}",
+                        qualified(sequence)
+                    )));
+                }
             }
-        }
-        if writes.update && !writable.is_empty() {
-            steps.push(Step::plain(format!(
-                "GRANT UPDATE ({}) ON {table} TO {owner}",
-                writable.join(", ")
-            )));
-            steps.push(Step::plain(if triggers {
-                format!("GRANT UPDATE ON {view} TO {who}")
-            } else {
-                format!("GRANT UPDATE ({}) ON {view} TO {who}", writable.join(", "))
-            }));
         }
         if writes.delete {
             steps.push(Step::plain(format!("GRANT DELETE ON {table} TO {owner}")));
