@@ -336,6 +336,8 @@ fn compiled_objects_steps(
         }
     }
     steps.push(search_path_step(schemas));
+    let logins: Vec<String> = roles.iter().map(|(role, _)| role.login()).collect();
+    steps.extend(db_lock::intact_function_steps(&logins));
     for (role, role_access) in &roles {
         steps.extend(role_schema_steps(policy, role, role_access, live, schemas));
     }
@@ -684,7 +686,7 @@ mod tests {
         );
         assert!(!sql[0].contains("security_barrier"), "flattenable");
         assert!(
-            sql[0].contains("FROM \"public\".\"contacts\" WHERE ((SELECT c.relrowsecurity::text"),
+            sql[0].contains("FROM \"public\".\"contacts\" WHERE maschera_private.intact(%1$s)"),
             "{}",
             sql[0]
         );

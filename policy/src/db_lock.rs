@@ -15,11 +15,13 @@
 //!   who applies (the table owner or a superuser, to whom row-level security does not apply), so that a
 //!   filter reading its own table, or a table whose filter reads back, does not recurse;
 //! - the role's views are **not** `security_barrier`: they hold the masking expressions only and are
-//!   flattened into the caller's query. A filtered table's view carries a **guard**, a one-time filter that
-//!   compares a fingerprint of the table's protection (row-level security enabled, the role's policy as it
-//!   was created, the owner role neither superuser nor BYPASSRLS nor table owner) with the one taken at
-//!   apply time: if a direct migration drops the policy, disables row-level security or widens the owner role,
-//!   the view returns no rows and its writes are refused;
+//!   flattened into the caller's query. A filtered table's view carries a **guard**, a one-time filter
+//!   that calls [`INTACT_FUNCTION`] with the ids taken at apply time: row-level security still on, the
+//!   role's policy still the row version the apply created, the owner role not the table's owner. If a
+//!   direct migration drops or alters the policy or disables row-level security, the view returns no rows
+//!   and its writes are refused. Each view's comment seals its definition and a fuller fingerprint (also:
+//!   the owner role neither superuser nor BYPASSRLS), which the proxy and `policy check --upstream` compare
+//!   ([`intact_sql`]);
 //! - writes through a filtered view, or a view with any column not shown, go through **INSTEAD OF
 //!   triggers** (the one compiled write path): inside the filter (the policy's `WITH CHECK` and `USING`),
 //!   only shown columns, a masked value written back unchanged keeps the stored one, NULL on insert for a
@@ -52,14 +54,14 @@ fn qualified(name: &TableName) -> String {
     format!("{}.{}", quote_ident(&name.schema), quote_ident(&name.name))
 }
 
-/// `DO` block that runs `template` through `format()`, with `%1$L` standing for the value of `value_sql`
-/// computed at apply time (e.g. a fingerprint of objects created by the steps before).
+/// `DO` block that runs `template` through `format()`, with `{value}` standing for the text of
+/// `value_sql` computed at apply time (SQL made of object ids of the steps before: digits only).
 fn formatted(template: &str, value_sql: &str) -> Step {
     let mut tag = String::from("maschera_do");
     while template.contains(&tag) || value_sql.contains(&tag) {
         tag.push('_');
     }
-    let escaped = template.replace('%', "%%").replace("{value}", "%1$L");
+    let escaped = template.replace('%', "%%").replace("{value}", "%1$s");
     Step {
         sql: format!(
             "DO ${tag}$ BEGIN EXECUTE pg_catalog.format({}, ({value_sql})); END ${tag}$",
@@ -181,13 +183,56 @@ pub fn fingerprint_sql(login: &str, table: &TableName) -> String {
     )
 }
 
-/// The guard of a filtered view: true while the fingerprint is the one taken at apply time (`{value}` is
-/// filled in by [`formatted`]).
-fn guard(login: &str, table: &TableName) -> String {
+/// The function the guards call: whether row-level security is on for table `tab` (which `owner` does not
+/// own) and policy `pol` is still the row version `version` the apply created. PL/pgSQL keeps its plans for
+/// the session, so a guard costs one call and two catalog index lookups per statement.
+pub const INTACT_FUNCTION: &str = "maschera_private.intact";
+
+/// Creates [`INTACT_FUNCTION`] (callable by the logins, whose views call it; it reads only catalogs).
+pub fn intact_function_steps(logins: &[String]) -> Vec<Step> {
+    let mut steps = vec![
+        Step::plain(format!(
+            "CREATE OR REPLACE FUNCTION {INTACT_FUNCTION}(tab oid, pol oid, version xid, owner oid) \
+             RETURNS boolean LANGUAGE plpgsql STABLE PARALLEL SAFE AS $maschera_body$ BEGIN \
+             RETURN EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = tab AND c.relrowsecurity \
+             AND c.relowner OPERATOR(pg_catalog.<>) owner) \
+             AND EXISTS (SELECT 1 FROM pg_catalog.pg_policy p WHERE p.oid = pol \
+             AND p.xmin OPERATOR(pg_catalog.=) version); END $maschera_body$"
+        )),
+        Step::plain(format!(
+            "REVOKE ALL ON FUNCTION {INTACT_FUNCTION}(oid, oid, xid, oid) FROM PUBLIC"
+        )),
+    ];
+    for login in logins {
+        let who = quote_ident(login);
+        steps.push(Step::plain(format!(
+            "GRANT USAGE ON SCHEMA {} TO {who}",
+            crate::model::PRIVATE_SCHEMA
+        )));
+        steps.push(Step::plain(format!(
+            "GRANT EXECUTE ON FUNCTION {INTACT_FUNCTION}(oid, oid, xid, oid) TO {who}, {}",
+            quote_ident(&owner_role(login))
+        )));
+    }
+    steps
+}
+
+/// The arguments of a guard's call, as SQL computed at apply time (after the policy exists).
+fn guard_arguments_sql(login: &str, table: &TableName) -> String {
     format!(
-        "({}) IS NOT DISTINCT FROM {{value}}",
-        fingerprint_sql(login, table)
+        "SELECT c.oid::text || ', ' || p.oid::text || ', ''' || p.xmin::text || '''::xid, ' || r.oid::text \
+         FROM pg_catalog.pg_class c, pg_catalog.pg_policy p, pg_catalog.pg_roles r \
+         WHERE c.oid = {}::pg_catalog.regclass AND p.polrelid = c.oid AND p.polname = {} AND r.rolname = {}",
+        quote_literal(&qualified(table)),
+        quote_literal(login),
+        quote_literal(&owner_role(login))
     )
+}
+
+/// The guard of a filtered view or write trigger (`{value}` is filled in by [`formatted`] with
+/// [`guard_arguments_sql`]).
+fn guard() -> String {
+    format!("{INTACT_FUNCTION}({{value}})")
 }
 
 /// What a sealed view's comment starts with.
@@ -297,8 +342,8 @@ impl ViewPlan<'_> {
         );
         let mut steps = if self.filtered {
             vec![formatted(
-                &format!("{select} WHERE ({})", guard(self.login, self.table)),
-                &fingerprint_sql(self.login, self.table),
+                &format!("{select} WHERE {}", guard()),
+                &guard_arguments_sql(self.login, self.table),
             )]
         } else {
             vec![Step::plain(select)]
@@ -413,7 +458,7 @@ impl ViewPlan<'_> {
         if self.filtered {
             body.push_str(&format!(
                 "IF NOT ({}) THEN {} END IF;\n",
-                guard(self.login, self.table),
+                guard(),
                 refuse(format!(
                     "the database objects of policy role {role_name} on \"{name}\" are incomplete (a policy or row-level security was changed outside maschera): run maschera policy apply"
                 ))
@@ -514,7 +559,7 @@ impl ViewPlan<'_> {
              SET search_path = pg_catalog AS ${tag}${body}${tag}$"
         );
         let create = if self.filtered {
-            formatted(&create, &fingerprint_sql(self.login, self.table))
+            formatted(&create, &guard_arguments_sql(self.login, self.table))
         } else {
             Step::plain(create)
         };
@@ -684,10 +729,10 @@ mod tests {
 
     #[test]
     fn the_guard_is_filled_in_at_apply_time_and_percent_signs_survive_format() {
-        let step = formatted("SELECT '50%' WHERE x = {value}", "SELECT 'h'");
+        let step = formatted("SELECT '50%' WHERE f({value})", "SELECT '1, 2'");
         assert_eq!(
             step.sql,
-            "DO $maschera_do$ BEGIN EXECUTE pg_catalog.format('SELECT ''50%%'' WHERE x = %1$L', (SELECT 'h')); END $maschera_do$"
+            "DO $maschera_do$ BEGIN EXECUTE pg_catalog.format('SELECT ''50%%'' WHERE f(%1$s)', (SELECT '1, 2')); END $maschera_do$"
         );
     }
 }

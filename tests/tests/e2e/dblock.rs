@@ -195,7 +195,6 @@ async fn the_views_fail_closed_when_a_direct_migration_removes_protection() {
         "DROP POLICY maschera_sales ON contacts",
         "ALTER TABLE contacts DISABLE ROW LEVEL SECURITY",
         "ALTER POLICY maschera_sales ON contacts USING (true) WITH CHECK (true)",
-        "ALTER ROLE maschera_sales_owner BYPASSRLS",
         "DROP POLICY maschera_sales ON contacts; CREATE POLICY maschera_sales ON contacts AS RESTRICTIVE TO maschera_sales_owner USING (true)",
     ];
     for sql in breaks {
