@@ -485,4 +485,12 @@ async fn the_proxy_and_policy_check_refuse_a_role_whose_objects_are_incomplete()
     wait_for_log(&crm.proxy, "policy reloaded", 2);
     assert_eq!(count(crm.uri("sam")).await.expect("sam after"), north);
     assert!(check().status.success());
+
+    // An owner role given BYPASSRLS (a superuser's doing) is caught by the check too; apply resets it.
+    crm.pg
+        .psql(CRM_DB, &["-c", "ALTER ROLE maschera_sales_owner BYPASSRLS"])
+        .expect("bypassrls");
+    assert!(!check().status.success());
+    apply_policy(&crm.pg, CRM_DB, &crm.applied, CRM_PSEUDONYM_KEY).expect("re-apply");
+    assert!(check().status.success());
 }
