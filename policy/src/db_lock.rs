@@ -549,7 +549,18 @@ impl ViewPlan<'_> {
             )));
             body.push('\n');
         }
-        body.push_str("END IF;\nEND");
+        body.push_str("END IF;\n");
+        if !self.filtered {
+            // Without row-level security on the table PostgreSQL would print the whole stored row in a
+            // constraint error's DETAIL ("Failing row contains ..."), masked columns' raw values
+            // included. (Under row-level security it leaves the DETAIL out itself.)
+            body.push_str(
+                "EXCEPTION WHEN integrity_constraint_violation THEN RAISE EXCEPTION USING \
+                 ERRCODE = SQLSTATE, MESSAGE = SQLERRM, DETAIL = 'maschera withheld the row: it holds values \
+                 this role does not see';\n",
+            );
+        }
+        body.push_str("END");
         let mut tag = String::from("maschera_body");
         while body.contains(&tag) {
             tag.push('_');

@@ -494,3 +494,66 @@ async fn the_proxy_and_policy_check_refuse_a_role_whose_objects_are_incomplete()
     apply_policy(&crm.pg, CRM_DB, &crm.applied, CRM_PSEUDONYM_KEY).expect("re-apply");
     assert!(check().status.success());
 }
+
+#[tokio::test]
+async fn a_constraint_error_of_a_write_through_masks_withholds_the_stored_row() {
+    let crm = Crm::start();
+    // A policy without row filters (so no row-level security on contacts, under which PostgreSQL would
+    // leave the DETAIL out itself): a clerk updates contacts it sees partly masked.
+    let policy = crm.pg.dir().join("clerk.toml");
+    std::fs::write(
+        &policy,
+        "[tables.contacts.columns]\nid = \"identifying\"\nfirst_name = \"identifying\"\nlast_name = \"identifying\"\nemail = \"contact\"\n\
+         [roles.clerk.tables.contacts]\nshow = [\"id\", \"first_name\"]\n\
+         columns = { last_name = \"mask.initial\", email = \"mask.email\" }\nwrites = [\"update\"]\n",
+    )
+    .expect("write policy");
+    let out = crm.apply(&policy, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let owner = crm.pg.psql(
+        DB,
+        &[
+            "-Atc",
+            "SELECT relrowsecurity FROM pg_class WHERE oid = 'public.contacts'::regclass",
+        ],
+    );
+    assert_eq!(
+        owner.expect("owner").trim(),
+        "f",
+        "apply switched its row-level security off again"
+    );
+    let clerk = crm.connect("clerk", None).await;
+    let err = clerk
+        .batch_execute("UPDATE contacts SET first_name = NULL WHERE id = 1")
+        .await
+        .expect_err("NOT NULL");
+    let db = err.as_db_error().expect("db error");
+    assert_eq!(db.code().code(), "23502");
+    let said = format!("{db:?}");
+    for hidden in [
+        "Rossi",
+        "mario.rossi@example.it",
+        "1234567",
+        "RSSMRA80E17F205X",
+    ] {
+        assert!(!said.contains(hidden), "{said}");
+    }
+    assert!(said.contains("maschera withheld the row"), "{said}");
+    // A write-back of the masked values with a change of a shown column works.
+    clerk
+        .batch_execute("UPDATE contacts SET first_name = 'Marione', last_name = 'R.', email = 'm***@example.it' WHERE id = 1")
+        .await
+        .expect("write-back");
+    assert_eq!(
+        one(
+            &clerk,
+            "SELECT first_name || ' ' || last_name FROM contacts WHERE id = 1"
+        )
+        .await,
+        "Marione R."
+    );
+}
