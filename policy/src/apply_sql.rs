@@ -1,7 +1,8 @@
 //! The SQL that `maschera policy apply` runs, as pure functions of the policy, the compiled role access and
-//! the state of the live database: the key table, one login and one schema of `security_barrier` views per
-//! restricted role, the grants, and the removal of what the policy no longer names. Secrets (keys, login
-//! passwords) never enter the text: steps carry a marker that the executor binds or fills in.
+//! the state of the live database: the key table, one login, one owner role and one schema of views per
+//! restricted role (their objects: `db_lock`), the grants, and the removal of what the policy no longer
+//! names. Secrets (keys, login passwords) never enter the text: steps carry a marker that the executor
+//! binds or fills in.
 //! Not for: running it (the proxy's `policy_apply` does, in one transaction).
 
 use crate::access::{

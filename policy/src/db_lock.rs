@@ -492,6 +492,12 @@ impl ViewPlan<'_> {
             )
         };
         let name = &self.access.view;
+        let not_allowed = |verb: &str| {
+            format!(
+                "{}\n",
+                refuse(format!("policy role {role_name} may not {verb} \"{name}\""))
+            )
+        };
         let mut body = String::from("BEGIN\n");
         if self.filtered {
             body.push_str(&format!(
@@ -546,10 +552,7 @@ impl ViewPlan<'_> {
                 values.join(", ")
             ));
         } else {
-            body.push_str(&refuse(format!(
-                "policy role {role_name} may not insert into \"{name}\""
-            )));
-            body.push('\n');
+            body.push_str(&not_allowed("insert into"));
         }
         // UPDATE
         body.push_str("ELSIF TG_OP = 'UPDATE' THEN\n");
@@ -574,10 +577,7 @@ impl ViewPlan<'_> {
                 sets.join(", ")
             ));
         } else {
-            body.push_str(&refuse(format!(
-                "policy role {role_name} may not update \"{name}\""
-            )));
-            body.push('\n');
+            body.push_str(&not_allowed("update"));
         }
         // DELETE
         body.push_str("ELSE\n");
@@ -586,10 +586,7 @@ impl ViewPlan<'_> {
                 "DELETE FROM {table} AS t WHERE {key_match};\nIF NOT FOUND THEN RETURN NULL; END IF;\nRETURN OLD;\n"
             ));
         } else {
-            body.push_str(&refuse(format!(
-                "policy role {role_name} may not delete from \"{name}\""
-            )));
-            body.push('\n');
+            body.push_str(&not_allowed("delete from"));
         }
         body.push_str("END IF;\n");
         if !self.filtered {

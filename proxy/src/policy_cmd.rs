@@ -29,8 +29,9 @@ pub enum PolicyCommand {
         #[arg(long, default_value = "")]
         login_prefix: String,
     },
-    /// Install the policy into the database in one transaction: per restricted role a login and a schema
-    /// of security-barrier views; removes what the policy no longer names.
+    /// Install the policy into the database in one transaction: per restricted role a login, an owner
+    /// role, a schema of views, its row filters as row-level security and the write triggers; removes
+    /// what the policy no longer names.
     Apply {
         file: PathBuf,
         /// PostgreSQL URI with rights to create roles, schemas and views (the tables' owner or a superuser).
