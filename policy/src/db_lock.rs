@@ -243,19 +243,25 @@ fn guard() -> String {
 /// What a sealed view's comment starts with.
 const SEAL_MARK: &str = "maschera policy: view definition ";
 
-/// The seal of a view: the comment records the md5 of its definition and, for a filtered view, the
-/// fingerprint its guard compares with, so that [`intact_sql`] tells a view replaced or left behind by
-/// a direct migration (or by an earlier version of Maschera) from the one `policy apply` made.
-fn seal_step(schema: &str, login: &str, view: &str, table: &TableName, filtered: bool) -> Step {
-    let view = quote_literal(&format!("{}.{}", quote_ident(schema), quote_ident(view)));
-    let guard = if filtered {
+/// The part of a seal after the view's md5: for a filtered view, the fingerprint its guard compares
+/// with (SQL text appended to the seal's expression).
+fn sealed_guard(schema: &str, login: &str, table: &TableName, filtered: bool) -> String {
+    if filtered {
         format!(
             " || ' guard ' || ({})",
             fingerprint_sql(schema, login, table)
         )
     } else {
         String::new()
-    };
+    }
+}
+
+/// The seal of a view: the comment records the md5 of its definition and, for a filtered view, the
+/// fingerprint its guard compares with, so that [`intact_sql`] tells a view replaced or left behind by
+/// a direct migration (or by an earlier version of Maschera) from the one `policy apply` made.
+fn seal_step(schema: &str, login: &str, view: &str, table: &TableName, filtered: bool) -> Step {
+    let view = quote_literal(&format!("{}.{}", quote_ident(schema), quote_ident(view)));
+    let guard = sealed_guard(schema, login, table, filtered);
     Step::plain(format!(
         "DO $maschera_do$ BEGIN EXECUTE pg_catalog.format('COMMENT ON VIEW %s IS %L', {view}, {} \
          || pg_catalog.md5(pg_catalog.pg_get_viewdef({view}::pg_catalog.regclass)){guard}); END $maschera_do$",
@@ -263,10 +269,10 @@ fn seal_step(schema: &str, login: &str, view: &str, table: &TableName, filtered:
     ))
 }
 
-/// A query of one boolean: whether the view `view` of `table` in view schema `schema`, whose owner role
-/// is `login`'s, is the one `policy apply` made and the
-/// table's protection is as it left it (the view exists, belongs to the owner role, its definition is
-/// unchanged and, when filtered, the guard's fingerprint still matches). Run it with the search path
+/// A query of one boolean: whether the view `view` of `table` in view schema `schema`, whose owner
+/// role is `login`'s, is the one `policy apply` made and the table's protection is as it left it (the
+/// view exists, belongs to the owner role, its definition is unchanged and, when filtered, the guard's
+/// fingerprint still matches). Run it with the search path
 /// `policy apply` used (the tables' schemas), since view definitions print names relative to it.
 pub fn intact_sql(
     schema: &str,
@@ -275,14 +281,7 @@ pub fn intact_sql(
     table: &TableName,
     filtered: bool,
 ) -> String {
-    let guard = if filtered {
-        format!(
-            " || ' guard ' || ({})",
-            fingerprint_sql(schema, login, table)
-        )
-    } else {
-        String::new()
-    };
+    let guard = sealed_guard(schema, login, table, filtered);
     format!(
         "SELECT COALESCE((SELECT c.relowner = (SELECT o.oid FROM pg_catalog.pg_roles o WHERE o.rolname = {}) \
          AND pg_catalog.obj_description(c.oid, 'pg_class') = {} || pg_catalog.md5(pg_catalog.pg_get_viewdef(c.oid)){guard} \
@@ -492,6 +491,16 @@ impl ViewPlan<'_> {
             )
         };
         let name = &self.access.view;
+        // Refuses the write when `condition` holds for column `c`, saying what the role may do instead.
+        let column_check = |c: &ColumnAccess, condition: String, instead: &str| {
+            format!(
+                "IF {condition} THEN {} END IF;\n",
+                refuse(format!(
+                    "column \"{}\" of \"{name}\" is not writable for policy role {role_name}: {instead}",
+                    c.name
+                ))
+            )
+        };
         let not_allowed = |verb: &str| {
             format!(
                 "{}\n",
@@ -532,13 +541,10 @@ impl ViewPlan<'_> {
                 .iter()
                 .filter(|c| !insertable.iter().any(|i| i.name == c.name))
             {
-                body.push_str(&format!(
-                    "IF NEW.{0} IS NOT NULL THEN {1} END IF;\n",
-                    quote_ident(&c.name),
-                    refuse(format!(
-                        "column \"{}\" of \"{name}\" is not writable for policy role {role_name}: leave it out or write NULL (the table's default is stored)",
-                        c.name
-                    ))
+                body.push_str(&column_check(
+                    c,
+                    format!("NEW.{} IS NOT NULL", quote_ident(&c.name)),
+                    "leave it out or write NULL (the table's default is stored)",
                 ));
             }
             let columns: Vec<String> = insertable.iter().map(|c| quote_ident(&c.name)).collect();
@@ -558,13 +564,10 @@ impl ViewPlan<'_> {
         body.push_str("ELSIF TG_OP = 'UPDATE' THEN\n");
         if writes.update && !writable.is_empty() && key_shown {
             for c in &not_writable {
-                body.push_str(&format!(
-                    "IF NEW.{0} IS DISTINCT FROM OLD.{0} THEN {1} END IF;\n",
-                    quote_ident(&c.name),
-                    refuse(format!(
-                        "column \"{}\" of \"{name}\" is not writable for policy role {role_name}: only the value as the role reads it, written back unchanged, is accepted (the stored value is kept)",
-                        c.name
-                    ))
+                body.push_str(&column_check(
+                    c,
+                    format!("NEW.{0} IS DISTINCT FROM OLD.{0}", quote_ident(&c.name)),
+                    "only the value as the role reads it, written back unchanged, is accepted (the stored value is kept)",
                 ));
             }
             let sets: Vec<String> = writable
