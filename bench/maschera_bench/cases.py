@@ -57,11 +57,17 @@ def select_only(bench, targets):
 # ---------------------------------------------------------------------------------------------
 
 CRM_SCRIPTS_RUN = [
-    ("point lookup of a contact", "point_lookup.sql"),
-    ("page of 50 contacts of the region", "region_page.sql"),
-    ("insert of an interaction", "insert_interaction.sql"),
+    # (figure, script, role): the owner runs `<script>.owner.sql` where it exists (its natural query on
+    # the base tables, the CRM without protection), else the same script.
+    ("point lookup of a contact", "point_lookup.sql", "sales"),
+    ("page of 50 contacts of the region", "region_page.sql", "sales"),
+    ("page of 50 interactions of the region", "interactions_page.sql", "sales"),
+    ("insert of an interaction", "insert_interaction.sql", "sales"),
+    ("contacts of the region with their deals (join, aggregate)", "region_deals.sql", "sales"),
+    ("marketing's page of 50 contacts (consent filter)", "marketing_page.sql", "marketing"),
 ]
 SAM = ("sam", "Sam-bench-password-7f3a-kestrel", "sales", {"region": "north"})
+MIA = ("mia", "Mia-bench-password-2b9d-heron", "marketing", {})
 POLICY = os.path.join(os.path.dirname(HERE), "examples", "crm", "policy.toml")
 
 
@@ -70,33 +76,36 @@ def _has_subcommand(binary, *words):
     return proc.returncode == 0
 
 
-def crm_setup(bench):
-    """Loads the CRM, applies the policy and starts a Maschera enforcing it. Returns
-    (targets, variables, maschera) or a reason why the CRM cases cannot run yet."""
+def crm_setup(bench, contacts=None):
+    """Loads the CRM (`contacts` contacts, default --contacts' last size), applies the policy and starts a
+    Maschera enforcing it. Returns (targets, variables, maschera) or a reason why the CRM cases cannot
+    run yet. targets maps each role (sales, marketing) to its three targets."""
+    contacts = contacts or bench.opts.contacts[-1]
     binary, pg = bench.binary, bench.pg
     if not _has_subcommand(binary, "crm", "load"):
         return "not available yet: `maschera crm load` (the CRM data generator, branch crm) has not landed"
     if not _has_subcommand(binary, "policy", "apply"):
         return "not available yet: `maschera policy apply` (branch policy) has not landed"
     su = pg.superuser
+    su.psql("DROP DATABASE IF EXISTS crm")
     su.psql(f"CREATE DATABASE crm OWNER {bench.owner.user}")
     owner = Login(pg.port, bench.owner.user, bench.owner.password, "crm")
     owner_uri = f"postgres://{owner.user}:{owner.password}@127.0.0.1:{pg.port}/crm"
     super_uri = f"postgres://{su.user}:{su.password}@127.0.0.1:{pg.port}/crm"
     try:
-        run([binary, "crm", "load", "--upstream", owner_uri, "--contacts", str(bench.opts.contacts)],
+        run([binary, "crm", "load", "--upstream", owner_uri, "--contacts", str(contacts)],
             timeout=1800)
         creds = os.path.join(pg.dir, "logins.toml")
         run([binary, "policy", "apply", POLICY, "--upstream", super_uri, "--credentials", creds])
     except BenchError as err:
         return f"not available yet: setting up the CRM failed: {str(err).splitlines()[0]}"
     with open(creds, "rb") as f:
-        sales = tomllib.load(f)["logins"]["sales"]
+        logins = tomllib.load(f)["logins"]
     maschera = None
     for extra in (f'\n[policy]\nfile = "{POLICY}"\ncredentials = "{creds}"\n',
                   f'\n[policy]\nfile = "{POLICY}"\n'):
         try:
-            maschera = Maschera(binary, su_login(pg, "crm"), [SAM], extra,
+            maschera = Maschera(binary, su_login(pg, "crm"), [SAM, MIA], extra,
                                 upstream_host=bench.upstream_host)
             break
         except BenchError as err:
@@ -119,12 +128,17 @@ def crm_setup(bench):
     facts = owner.psql(
         "SELECT max(id), min(id) FILTER (WHERE region = 'north') FROM contacts").split("|")
     variables = ["-D", f"max_id={facts[0]}", "-D", f"first_north={facts[1]}"]
-    sales_login = Login(pg.port, sales["user"], sales["password"], "crm")
-    targets = [
-        Target("sales login direct", sales_login),
-        Target("owner direct", owner),
-        Target("maschera as sam", sam, maschera.pid),
-    ]
+    owner.psql("ANALYZE")
+    mia = Login(maschera.port, MIA[0], MIA[1], "crm")
+    targets = {
+        role: [
+            Target("owner direct", owner),
+            Target("role login direct",
+                   Login(pg.port, logins[role]["user"], logins[role]["password"], "crm")),
+            Target("maschera", user, maschera.pid),
+        ]
+        for role, user in (("sales", sam), ("marketing", mia))
+    }
     return targets, variables, maschera
 
 
@@ -136,23 +150,31 @@ def su_login(pg, database):
 SALES_SESSION = {"PGOPTIONS": "-c maschera.region=north"}
 
 
-def crm_workload(bench, setup):
+def crm_workload(bench, setup, contacts):
+    """Each script in interleaved rounds: the owner's natural query on the base tables (the baseline),
+    the role's login straight on PostgreSQL, and Maschera as the role's user."""
     targets, variables, _ = setup
     o = bench.opts
     clients = max(o.clients)
+    size = f"{contacts:,} contacts"
     for round_no in range(1, o.rounds + 1):
-        for figure, script in CRM_SCRIPTS_RUN:
-            for t in targets:
-                bench.log(f"[2] round {round_no}: {figure} via {t.name}")
-                extra = SALES_SESSION if t.name == "sales login direct" else None
+        for figure, script, role in CRM_SCRIPTS_RUN:
+            for t in targets[role]:
+                bench.log(f"[2] {size}, round {round_no}: {figure} via {t.name}")
+                path = os.path.join(CRM_SCRIPTS, script)
+                owner_path = path.replace(".sql", ".owner.sql")
+                if t.name == "owner direct" and os.path.exists(owner_path):
+                    path = owner_path
+                extra = SALES_SESSION if (t.name, role) == ("role login direct", "sales") else None
                 r = pgbench(
                     t,
                     ["-M", "extended", "-c", str(clients), "-j", str(min(clients, 2)),
-                     *bench.run_length(), "-f", os.path.join(CRM_SCRIPTS, script), *variables],
+                     *bench.run_length(), "-f", path, *variables],
                     extra_env=extra,
                 )
-                bench.results.add(2, figure, "TPS", t.name, round_no, r["tps"])
-                bench.results.add(2, figure, "latency ms", t.name, round_no, r["latency_ms"])
+                name = f"{figure}, {size}"
+                bench.results.add(2, name, "TPS", t.name, round_no, r["tps"])
+                bench.results.add(2, name, "latency ms", t.name, round_no, r["latency_ms"])
 
 
 # ---------------------------------------------------------------------------------------------

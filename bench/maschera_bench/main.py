@@ -24,10 +24,10 @@ PROXY_USER = ("bench", "Bench-proxy-password-4c1e-osprey", "dpo", {})
 COMPARED = "maschera (compare)"
 
 SMOKE = dict(rounds=1, seconds=1, scale=1, rows=100_000, stream_repeat=1, idle_clients=50,
-             contacts=1000)
+             contacts="1000")
 SMOKE_TRANSACTIONS = 200
 FULL = dict(rounds=3, seconds=10, scale=10, rows=1_000_000, stream_repeat=3, idle_clients=1000,
-            contacts=10_000)
+            contacts="10000,200000")
 
 
 def parse_args(argv):
@@ -48,7 +48,8 @@ def parse_args(argv):
     p.add_argument("--stream-repeat", type=int,
                    help="statements of case 3 per target and round (default 3; smoke 1)")
     p.add_argument("--idle-clients", type=int, help="idle clients of case 4 (default 1000; smoke 50)")
-    p.add_argument("--contacts", type=int, help="CRM contacts for case 2 (default 10000)")
+    p.add_argument("--contacts", help="CRM contacts for case 2, comma-separated sizes, each run in turn "
+                   "(default 10000,200000; smoke 1000)")
     p.add_argument("--cases", default="1,2,3,4,5,6", help="which cases to run (default all)")
     p.add_argument("--binary", help="the maschera binary to measure (default: build it with cargo)")
     p.add_argument("--compare", metavar="BINARY",
@@ -80,6 +81,7 @@ def parse_args(argv):
     opts.run_length = (f"{SMOKE_TRANSACTIONS} transactions per client" if opts.smoke
                        else f"{opts.seconds} s")
     opts.clients = [int(c) for c in opts.clients.split(",")]
+    opts.contacts = [int(c) for c in str(opts.contacts).split(",")]
     opts.cases = {int(c) for c in opts.cases.split(",")}
     results_dir = os.path.join(cases.HERE, "results")
     name = "smoke" if opts.smoke else "latest"
@@ -148,18 +150,22 @@ def run_cases(bench, targets):
     if 4 in want:
         cases.idle_memory(bench)
     if want & {2, 6}:
-        bench.log("[2] setting up the CRM")
-        crm = cases.crm_setup(bench)
-        try:
-            if isinstance(crm, str):
-                bench.results.skip(2, crm)
-            elif 2 in want:
-                cases.crm_workload(bench, crm)
-            if 6 in want:
-                cases.access_log(bench, crm)
-        finally:
-            if not isinstance(crm, str):
-                crm[2].stop()
+        # Case 2 at each size; case 6 at the last one.
+        sizes = bench.opts.contacts if 2 in want else bench.opts.contacts[-1:]
+        for i, contacts in enumerate(sizes):
+            bench.log(f"[2] setting up the CRM, {contacts:,} contacts")
+            crm = cases.crm_setup(bench, contacts)
+            try:
+                if isinstance(crm, str):
+                    bench.results.skip(2, crm)
+                    break
+                if 2 in want:
+                    cases.crm_workload(bench, crm, contacts)
+                if 6 in want and i == len(sizes) - 1:
+                    cases.access_log(bench, crm)
+            finally:
+                if not isinstance(crm, str):
+                    crm[2].stop()
     if 5 in want:
         cases.rewriter(bench)
 

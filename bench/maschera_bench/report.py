@@ -10,7 +10,8 @@ PROFILE_NOTES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__f
 
 CASES = {
     1: ("pgbench -S (pgbench tables, no personal data)", "direct"),
-    2: ("CRM workload as sam (role sales)", "sales login direct"),
+    2: ("CRM workload: the role's login and Maschera against the owner (the unprotected CRM)",
+        "owner direct"),
     3: ("Streaming rows", "direct"),
     4: ("Memory per idle client", None),
     5: ("The rewriter alone (criterion)", None),
@@ -33,9 +34,20 @@ def _target_rule(case, figure, metric, max_clients):
     if case == 1 and metric == "proxy CPU µs/tx":
         return "maschera ≤ 20 µs", lambda res: res.summary(case, figure, metric, "maschera").median <= 20
     if case == 2 and metric == "TPS":
-        return ("maschera ≥ 0.80 of the sales login",
-                lambda res: res.ratio(case, figure, metric, "maschera as sam",
-                                      "sales login direct").median >= 0.80)
+        # Issue 18: the role's login at >= 0.85 of the owner for the point lookup and the pages, >= 0.6
+        # for the insert and the join; Maschera >= 0.6 / 0.7 / 0.5 (point / page / insert).
+        heavy = figure.startswith(("insert", "contacts of the region"))
+        login_min = 0.6 if heavy else 0.85
+        proxy_min = {"point": 0.6, "insert": 0.5}.get(figure.split()[0], 0.7)
+        if figure.startswith("contacts of the region"):
+            proxy_min = None
+
+        def check(res):
+            login = res.ratio(case, figure, metric, "role login direct", "owner direct")
+            proxy = res.ratio(case, figure, metric, "maschera", "owner direct")
+            return login.median >= login_min and (proxy_min is None or proxy.median >= proxy_min)
+        text = f"login ≥ {login_min} of owner" + (f", maschera ≥ {proxy_min}" if proxy_min else "")
+        return text, check
     if case == 3:
         return ("maschera within 5% of direct",
                 lambda res: res.ratio(case, figure, metric, "maschera", "direct").median <= 1.05)

@@ -1,6 +1,7 @@
 //! Row filters: the SQL boolean expression a role's rule gives for a table, with `attr('name')` standing for
 //! the caller's attribute. Parses it (so a broken filter is caught by `policy check`) and compiles each
-//! `attr('x')` into `NULLIF(current_setting('<namespace>.x', true), '')`, so a caller without the
+//! `attr('x')` into `(SELECT NULLIF(current_setting('<namespace>.x', true), ''))` (a subquery, so that
+//! PostgreSQL evaluates it once per statement as an initplan), so a caller without the
 //! attribute compares with NULL and sees no rows. Not for: resolving the tables and columns it names
 //! (PostgreSQL does that when `policy apply` creates the view, `policy check --upstream` asks it).
 
@@ -40,7 +41,7 @@ pub fn attribute_setting(namespace: &str, name: &str) -> String {
 /// The SQL expression that reads attribute `name` (NULL when the session does not have it).
 pub fn attribute_read_sql(namespace: &str, name: &str) -> String {
     format!(
-        "NULLIF(current_setting('{}', true), '')",
+        "(SELECT NULLIF(current_setting('{}', true), ''))",
         attribute_setting(namespace, name)
     )
 }
@@ -187,7 +188,7 @@ mod tests {
         let f = compile_filter("region = attr('region')", "maschera", &declared()).unwrap();
         assert_eq!(
             f.sql,
-            "region = NULLIF(current_setting('maschera.region', true), '')"
+            "region = (SELECT NULLIF(current_setting('maschera.region', true), ''))"
         );
         assert_eq!(f.attributes.into_iter().collect::<Vec<_>>(), ["region"]);
     }
@@ -202,7 +203,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             f.sql,
-            "contact_id IN (SELECT id FROM contacts WHERE region = NULLIF(current_setting('acme.region', true), ''))"
+            "contact_id IN (SELECT id FROM contacts WHERE region = (SELECT NULLIF(current_setting('acme.region', true), '')))"
         );
     }
 

@@ -185,22 +185,51 @@ fn installed_measures(policy: &Policy) -> BTreeMap<String, Vec<String>> {
         if !on_base_table {
             measures.push("no privilege on the base tables: only on its own relations".into());
         }
-        let views = sql.iter().filter(|s| s.starts_with("CREATE VIEW")).count();
+        // Filtered views are created by a DO block that fills in their guard: count both forms.
+        let view_head = format!("CREATE VIEW {who}.");
+        let views = sql.iter().filter(|s| s.contains(&view_head)).count();
         if views > 0 {
             let kind = match any("security_barrier") {
                 true => "security-barrier views",
                 false => "views",
             };
+            let owner = quote_ident(&crate::db_lock::owner_role(&login));
+            let owned = steps.iter().any(|s| {
+                s.sql.starts_with("ALTER VIEW") && s.sql.ends_with(&format!("OWNER TO {owner}"))
+            });
+            let owned_by = if owned {
+                format!(
+                    ", owned by the role {} that cannot log in",
+                    crate::db_lock::owner_role(&login)
+                )
+            } else {
+                String::new()
+            };
             measures.push(format!(
-                "reads only through {views} {kind} in schema {login}, which apply its masks and row filters"
+                "reads only through {views} {kind} in schema {login}{owned_by}, which apply its masks"
             ));
         }
-        if any("ROW LEVEL SECURITY") || any("CREATE POLICY") {
+        if any("CREATE POLICY") {
+            measures.push(
+                "its row filters are row-level-security policies on the base tables (restrictive, for its \
+                 owner role only); a guard in each filtered view returns no rows and refuses writes if they \
+                 are changed or removed outside maschera"
+                    .into(),
+            );
+        } else if any("ROW LEVEL SECURITY") {
             measures.push("row-level security policies on the base tables".into());
         }
         if any("check_option") || any("WITH CHECK") {
             measures
                 .push("a row it writes must satisfy its row filter (checked by PostgreSQL)".into());
+        }
+        if any("CREATE TRIGGER") {
+            measures.push(
+                "writes go through INSTEAD OF triggers: only columns it sees in clear (and redacted text in \
+                 new rows); a masked value written back unchanged keeps the stored value, any other is \
+                 refused; no upserts"
+                    .into(),
+            );
         }
         if any("GRANT INSERT (") || any("GRANT UPDATE (") {
             measures.push("column-level write grants (only the columns it sees in clear)".into());
@@ -624,7 +653,7 @@ columns = { email = "mask.email", id = "pseudonym" }
         );
         assert!(support.retention[0].contains("5 years after created_at"));
         for wanted in [
-            "views in schema maschera_support",
+            "views in schema maschera_support, owned by the role maschera_support_owner",
             "no privilege on the base tables",
             "pseudonymisation",
             "tables denied (health)",

@@ -85,6 +85,12 @@ pub fn session_setup(
             ),
         });
     };
+    if let Some(objects) = state.incomplete.get(&user.role) {
+        return Err(LoginRefusal {
+            code: "42501",
+            message: crate::compiled_objects::incomplete_message(&user.role, objects),
+        });
+    }
     let trail = audit.map(|(log, who)| {
         let role = role.role.clone();
         Trail::new(log.clone(), SessionIdentity { role, ..who })

@@ -9,6 +9,7 @@ pub mod cancel;
 pub mod catalog;
 pub mod cli;
 pub mod client_auth;
+pub mod compiled_objects;
 pub mod config;
 pub mod credentials;
 pub mod crm;

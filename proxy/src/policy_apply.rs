@@ -83,6 +83,7 @@ pub async fn read_live_state_for(client: &Client, login_prefix: &str) -> Result<
                 row.get::<_, String>(3),
             ));
     }
+    let primary_keys = read_primary_keys(client).await?;
     let database: String = client
         .query_one("SELECT current_database()::text", &[])
         .await
@@ -130,9 +131,38 @@ pub async fn read_live_state_for(client: &Client, login_prefix: &str) -> Result<
         database,
         catalog,
         sequences,
+        primary_keys,
         logins,
         schemas,
     })
+}
+
+/// Each table's primary key columns, in key order.
+async fn read_primary_keys(client: &Client) -> Result<BTreeMap<TableName, Vec<String>>> {
+    let rows = client
+        .query(
+            "SELECT n.nspname::text, c.relname::text, a.attname::text
+               FROM pg_index i
+               JOIN pg_class c ON c.oid = i.indrelid
+               JOIN pg_namespace n ON n.oid = c.relnamespace
+               CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, position)
+               JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
+              WHERE i.indisprimary
+              ORDER BY 1, 2, k.position",
+            &[],
+        )
+        .await
+        .context("reading primary keys")?;
+    let mut keys: BTreeMap<TableName, Vec<String>> = BTreeMap::new();
+    for row in rows {
+        keys.entry(TableName::new(
+            row.get::<_, String>(0),
+            row.get::<_, String>(1),
+        ))
+        .or_default()
+        .push(row.get(2));
+    }
+    Ok(keys)
 }
 
 /// Why PostgreSQL refuses `sql`, if it does. Only for statements that change nothing (EXPLAIN, SELECT).
@@ -372,9 +402,52 @@ struct Secrets {
     passwords: BTreeMap<String, String>,
 }
 
-/// Runs the steps in one transaction; on any error nothing is changed.
+/// How long one apply waits for a table lock before it gives up and tries again, and how often.
+const LOCK_TIMEOUT: &str = "3s";
+const LOCK_ATTEMPTS: u32 = 5;
+
+/// Runs the steps in one transaction; on any error nothing is changed. Locks are taken with a
+/// `lock_timeout` (a long query of the application holding a table must not queue every other session
+/// behind the apply's AccessExclusiveLock); on a lock timeout or a deadlock the whole transaction is
+/// tried again.
 async fn run_steps(client: &mut Client, steps: &[Step], secrets: &Secrets) -> Result<()> {
+    let mut attempt = 1;
+    loop {
+        match run_steps_once(client, steps, secrets).await {
+            Err(StepError::LockTimeout(_)) if attempt < LOCK_ATTEMPTS => {
+                tracing::warn!(
+                    attempt,
+                    "policy apply: a table lock was not granted in time; trying again"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(500 * u64::from(attempt)))
+                    .await;
+                attempt += 1;
+            }
+            Err(StepError::LockTimeout(err) | StepError::Other(err)) => return Err(err),
+            Ok(()) => return Ok(()),
+        }
+    }
+}
+
+enum StepError {
+    LockTimeout(anyhow::Error),
+    Other(anyhow::Error),
+}
+
+impl From<tokio_postgres::Error> for StepError {
+    fn from(err: tokio_postgres::Error) -> Self {
+        StepError::Other(err.into())
+    }
+}
+
+async fn run_steps_once(
+    client: &mut Client,
+    steps: &[Step],
+    secrets: &Secrets,
+) -> Result<(), StepError> {
     let tx = client.transaction().await?;
+    tx.batch_execute(&format!("SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
+        .await?;
     for step in steps {
         let result = match &step.secret {
             None => tx.batch_execute(&step.sql).await,
@@ -388,7 +461,9 @@ async fn run_steps(client: &mut Client, steps: &[Step], secrets: &Secrets) -> Re
                 .map(|_| ()),
             Some(Secret::LoginPassword(login)) => {
                 let Some(password) = secrets.passwords.get(login) else {
-                    bail!("no password prepared for login {login}");
+                    return Err(StepError::Other(anyhow::anyhow!(
+                        "no password prepared for login {login}"
+                    )));
                 };
                 let verifier = postgres_protocol::password::scram_sha_256(password.as_bytes());
                 tx.batch_execute(&step.sql.replace(PASSWORD_MARKER, &quote_literal(&verifier)))
@@ -400,13 +475,24 @@ async fn run_steps(client: &mut Client, steps: &[Step], secrets: &Secrets) -> Re
                 .as_db_error()
                 .map(|e| e.message().to_string())
                 .unwrap_or_else(|| err.to_string());
-            bail!(
+            let failure = anyhow::anyhow!(
                 "policy apply failed, nothing was changed: {reason}\n  in: {}",
                 step.display()
             );
+            return Err(
+                if err.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE)
+                    || err.code() == Some(&tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED)
+                {
+                    StepError::LockTimeout(failure)
+                } else {
+                    StepError::Other(failure)
+                },
+            );
         }
     }
-    tx.commit().await.context("committing the policy")?;
+    tx.commit()
+        .await
+        .map_err(|e| StepError::Other(anyhow::Error::new(e).context("committing the policy")))?;
     Ok(())
 }
 

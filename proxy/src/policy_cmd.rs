@@ -25,9 +25,13 @@ pub enum PolicyCommand {
         /// PostgreSQL URI of the database the policy is for: tables, columns and types must match it.
         #[arg(long, env = "MASCHERA_UPSTREAM")]
         upstream: Option<String>,
+        /// With --upstream: the prefix of the role logins the policy was applied with (see `apply`).
+        #[arg(long, default_value = "")]
+        login_prefix: String,
     },
-    /// Install the policy into the database in one transaction: per restricted role a login and a schema
-    /// of security-barrier views; removes what the policy no longer names.
+    /// Install the policy into the database in one transaction: per restricted role a login, an owner
+    /// role, a schema of views, its row filters as row-level security and the write triggers; removes
+    /// what the policy no longer names.
     Apply {
         file: PathBuf,
         /// PostgreSQL URI with rights to create roles, schemas and views (the tables' owner or a superuser).
@@ -78,7 +82,11 @@ pub enum PolicyCommand {
 pub fn run(args: PolicyArgs) -> Result<ExitCode> {
     crate::cli::block_on(async {
         match args.command {
-            PolicyCommand::Check { file, upstream } => check(&file, upstream.as_deref()).await,
+            PolicyCommand::Check {
+                file,
+                upstream,
+                login_prefix,
+            } => check(&file, upstream.as_deref(), &login_prefix).await,
             PolicyCommand::Apply {
                 file,
                 upstream,
@@ -131,7 +139,7 @@ fn report(diagnostics: &[policy::Diagnostic]) -> bool {
     diagnostics.iter().any(|d| d.is_error())
 }
 
-async fn check(file: &Path, upstream: Option<&str>) -> Result<ExitCode> {
+async fn check(file: &Path, upstream: Option<&str>, login_prefix: &str) -> Result<ExitCode> {
     let Some(policy) = load_policy(file)? else {
         return Ok(ExitCode::FAILURE);
     };
@@ -141,6 +149,26 @@ async fn check(file: &Path, upstream: Option<&str>) -> Result<ExitCode> {
         let client = policy_apply::connect(url).await?;
         let catalog = policy_apply::read_catalog(&client).await?;
         if report(&policy_apply::check_live(&client, &policy, &catalog).await?) {
+            return Ok(ExitCode::FAILURE);
+        }
+        let mut failed = false;
+        let live = policy_apply::read_live_state_for(&client, login_prefix).await?;
+        for (role, objects) in
+            crate::compiled_objects::incomplete_roles(&client, &policy, &live).await?
+        {
+            if crate::compiled_objects::is_applied(&client, &policy, &role).await? {
+                failed = true;
+                eprintln!(
+                    "error: {}",
+                    crate::compiled_objects::incomplete_message(&role, &objects)
+                );
+            } else {
+                eprintln!(
+                    "note: policy role {role} is not applied to this database yet: run `maschera policy apply`"
+                );
+            }
+        }
+        if failed {
             return Ok(ExitCode::FAILURE);
         }
     }

@@ -38,6 +38,11 @@ pub struct PolicyState {
     pub sequences: BTreeMap<TableName, Vec<TableName>>,
     /// The prefix of this database's role logins (empty: `maschera_`).
     pub login_prefix: String,
+    /// Each table's primary key columns (the write triggers of the views find rows by them).
+    pub primary_keys: BTreeMap<TableName, Vec<String>>,
+    /// Restricted roles whose database objects are not as `policy apply` left them, with the objects:
+    /// their users are refused (see `compiled_objects`).
+    pub incomplete: BTreeMap<String, Vec<String>>,
     roles: BTreeMap<String, Arc<RoleAccess>>,
     credentials: Credentials,
     pub cache: RewriteCache,
@@ -126,6 +131,8 @@ impl PolicyState {
             login_prefix: live.login_prefix,
             catalog: live.catalog,
             sequences: live.sequences,
+            primary_keys: live.primary_keys,
+            incomplete: BTreeMap::new(),
             credentials,
             cache: RewriteCache::new(CACHE_CAPACITY),
         })
@@ -293,18 +300,36 @@ async fn load_state(
     let policy = Policy::parse(&config.file.display().to_string(), &text)
         .map_err(|diagnostics| anyhow::anyhow!("invalid policy file:\n{diagnostics}"))?;
     let credentials = Credentials::load(&config.credentials)?;
-    let live = read_live_state(upstream, &config.login_prefix).await?;
-    PolicyState::build_with(policy, live, credentials, drift)
+    let (live, incomplete) = read_live_state(upstream, &policy, &config.login_prefix).await?;
+    let mut state = PolicyState::build_with(policy, live, credentials, drift)?;
+    for (role, objects) in &incomplete {
+        warn!(
+            role,
+            "{}; its users are refused",
+            crate::compiled_objects::incomplete_message(role, objects)
+        );
+    }
+    state.incomplete = incomplete;
+    Ok(state)
 }
 
 /// Reads the catalog and the column defaults' sequences over a short-lived connection as the
 /// proxy's own `[upstream]` login.
-async fn read_live_state(upstream: &UpstreamTarget, login_prefix: &str) -> Result<LiveState> {
+/// Also checks that each restricted role's compiled objects are whole.
+async fn read_live_state(
+    upstream: &UpstreamTarget,
+    policy: &Policy,
+    login_prefix: &str,
+) -> Result<(LiveState, BTreeMap<String, Vec<String>>)> {
     let (client, connection) = admin_connect(upstream).await?;
     let live = crate::policy_apply::read_live_state_for(&client, login_prefix).await;
+    let incomplete = match &live {
+        Ok(live) => crate::compiled_objects::incomplete_roles(&client, policy, live).await,
+        Err(_) => Ok(BTreeMap::new()),
+    };
     drop(client);
     let _ = connection.await;
-    live
+    Ok((live?, incomplete?))
 }
 
 /// A connection as the proxy's own `[upstream]` login over the same transport as the sessions

@@ -307,6 +307,7 @@ fn recreation(state: &PolicyState, catalog: Catalog) -> Vec<String> {
         catalog,
         sequences: state.sequences.clone(),
         login_prefix: state.login_prefix.clone(),
+        primary_keys: state.primary_keys.clone(),
         ..LiveState::default()
     };
     let steps = policy::apply_sql::recreate_views_steps(policy, &access, &live);

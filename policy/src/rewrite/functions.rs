@@ -313,6 +313,7 @@ const ALLOWED: &[&str] = &[
     "pg_get_triggerdef",
     "pg_get_ruledef",
     "pg_get_partkeydef",
+    "pg_partition_ancestors",
     "pg_table_is_visible",
     "pg_type_is_visible",
     "pg_function_is_visible",

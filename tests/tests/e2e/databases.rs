@@ -259,10 +259,14 @@ fn two_databases_with_two_policies_and_login_prefixes_in_one_cluster() {
         let (ok, stderr) = apply_with_prefix(&pg, "crm2", &crm2, CRM2_PREFIX);
         assert!(ok, "{stderr}");
         let both = logins(&pg);
+        // The owner roles of the views follow the logins' prefix: one per database.
         for login in [
             "maschera_sales",
+            "maschera_sales_owner",
             "maschera_crm2_sales",
+            "maschera_crm2_sales_owner",
             "maschera_crm2_support",
+            "maschera_crm2_support_owner",
         ] {
             assert!(both.contains(&login.to_string()), "{login} in {both:?}");
         }

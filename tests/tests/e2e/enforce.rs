@@ -586,8 +586,8 @@ async fn writes_follow_the_write_rules() {
         .refused()
         .to_owned_pair();
     assert_eq!(
-        code, "44000",
-        "a row outside the filter is refused by the check option"
+        code, "42501",
+        "a row outside the filter is refused by the table's row-level security"
     );
     let (code, message) = sam
         .simple("UPDATE contacts SET tax_code = 'XXXXXXXXXXXXXXXX' WHERE id = 1")

@@ -6,6 +6,7 @@ mod catalog;
 mod compat;
 mod crm;
 mod databases;
+mod dblock;
 mod demo;
 mod discover;
 mod dpo;

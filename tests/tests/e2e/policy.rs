@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use tokio_postgres::Client;
 
-const DB: &str = "crm";
+pub(crate) const DB: &str = "crm";
 const KEY: &str = "test-pseudonym-key-0123456789";
 
 /// A handful of hand-chosen rows: contacts 1 and 3 in the north, 2 in the south, 4 in the centre;
@@ -40,14 +40,14 @@ INSERT INTO judicial_records (id, contact_id, offence, sentence_date) VALUES (1,
 ";
 
 /// A private PostgreSQL with the CRM, the data above and the reference policy applied.
-struct Crm {
-    pg: PgServer,
-    policy: PathBuf,
+pub(crate) struct Crm {
+    pub(crate) pg: PgServer,
+    pub(crate) policy: PathBuf,
     credentials: PathBuf,
 }
 
 impl Crm {
-    fn start() -> Crm {
+    pub(crate) fn start() -> Crm {
         let pg = PgServer::start().expect("start PostgreSQL");
         pg.create_crm_schema(DB).expect("CRM schema");
         pg.psql(DB, &["-c", DATA]).expect("CRM data");
@@ -66,7 +66,7 @@ impl Crm {
         crm
     }
 
-    fn apply(&self, policy: &Path, extra: &[&str]) -> Output {
+    pub(crate) fn apply(&self, policy: &Path, extra: &[&str]) -> Output {
         Command::new(maschera_bin())
             .args(["policy", "apply"])
             .arg(policy)
@@ -78,7 +78,7 @@ impl Crm {
             .expect("run maschera")
     }
 
-    fn password(&self, role: &str) -> String {
+    pub(crate) fn password(&self, role: &str) -> String {
         let credentials =
             maschera::credentials::Credentials::load(&self.credentials).expect("credentials file");
         let login = credentials
@@ -89,7 +89,7 @@ impl Crm {
     }
 
     /// Connects directly to PostgreSQL as the role's login, with `maschera.region` set at startup.
-    async fn connect(&self, role: &str, region: Option<&str>) -> Client {
+    pub(crate) async fn connect(&self, role: &str, region: Option<&str>) -> Client {
         let mut config: tokio_postgres::Config = self
             .pg
             .uri_as(&format!("maschera_{role}"), &self.password(role), DB)
@@ -109,7 +109,7 @@ impl Crm {
     }
 }
 
-async fn text(client: &Client, sql: &str) -> Vec<Option<String>> {
+pub(crate) async fn text(client: &Client, sql: &str) -> Vec<Option<String>> {
     client
         .query(sql, &[])
         .await
@@ -119,13 +119,13 @@ async fn text(client: &Client, sql: &str) -> Vec<Option<String>> {
         .collect()
 }
 
-async fn one(client: &Client, sql: &str) -> String {
+pub(crate) async fn one(client: &Client, sql: &str) -> String {
     let rows = text(client, sql).await;
     assert_eq!(rows.len(), 1, "{sql}: {rows:?}");
     rows[0].clone().unwrap_or_else(|| "NULL".into())
 }
 
-async fn ids(client: &Client, table: &str) -> Vec<i64> {
+pub(crate) async fn ids(client: &Client, table: &str) -> Vec<i64> {
     client
         .query(&format!("SELECT id FROM {table} ORDER BY id"), &[])
         .await
@@ -150,7 +150,7 @@ async fn columns(client: &Client, role: &str, table: &str) -> Vec<String> {
 }
 
 /// The SQLSTATE of a failing statement (panics if it succeeds).
-async fn refused(client: &Client, sql: &str) -> String {
+pub(crate) async fn refused(client: &Client, sql: &str) -> String {
     match client.batch_execute(sql).await {
         Ok(()) => panic!("expected `{sql}` to fail"),
         Err(err) => err
@@ -546,9 +546,11 @@ async fn denied_tables_and_base_tables_are_out_of_reach() {
 async fn write_rules_allow_exactly_what_the_reference_says() {
     let crm = Crm::start();
     const DENIED: &str = "42501";
-    const CHECK_OPTION: &str = "44000";
+    // A row outside the filter is refused by the table's row-level security (WITH CHECK).
+    const CHECK_OPTION: &str = "42501";
     // PostgreSQL refuses writes to a masked (computed) view column before it checks privileges.
-    const NOT_UPDATABLE: &str = "0A000";
+    // A masked column written with another value than the role reads: refused by the view's write trigger.
+    const NOT_UPDATABLE: &str = "42501";
 
     let sam = crm.connect("sales", Some("north")).await;
     let inserted = sam
@@ -803,7 +805,7 @@ async fn point_lookups_through_the_views_use_the_primary_key() {
             plan.contains("Index Scan using contacts_pkey"),
             "{role}: {plan}"
         );
-        assert!(!plan.contains("Seq Scan"), "{role}: {plan}");
+        assert!(!plan.contains("Seq Scan on contacts"), "{role}: {plan}");
     }
 }
 
@@ -827,7 +829,13 @@ async fn reapply_changes_nothing_and_a_removed_role_loses_its_login() {
         ] {
             all.extend(text(&admin, sql).await.into_iter().flatten());
         }
-        all
+        // A guard names the oid and row version of the policy it checks, which a re-apply renews.
+        all.iter()
+            .map(|line| match line.find("maschera_private.intact(") {
+                Some(at) => line[..at].to_string(),
+                None => line.clone(),
+            })
+            .collect::<Vec<_>>()
     };
     let before = snapshot().await;
     let credentials_before = std::fs::read_to_string(&crm.credentials).unwrap();
@@ -881,7 +889,14 @@ async fn reapply_changes_nothing_and_a_removed_role_loses_its_login() {
     let roles: Vec<String> = roles.into_iter().flatten().collect();
     assert_eq!(
         roles,
-        ["maschera_analyst", "maschera_sales", "maschera_support"]
+        [
+            "maschera_analyst",
+            "maschera_analyst_owner",
+            "maschera_sales",
+            "maschera_sales_owner",
+            "maschera_support",
+            "maschera_support_owner"
+        ]
     );
     let schemas = text(
         &admin,
@@ -893,6 +908,7 @@ async fn reapply_changes_nothing_and_a_removed_role_loses_its_login() {
         schemas,
         [
             "maschera_analyst",
+            "maschera_lookup",
             "maschera_private",
             "maschera_sales",
             "maschera_support"
@@ -938,10 +954,13 @@ async fn dry_run_prints_the_sql_without_secrets_and_changes_nothing() {
     );
     let sql = String::from_utf8_lossy(&out.stdout);
     assert!(sql.starts_with("BEGIN;\n") && sql.trim_end().ends_with("COMMIT;"));
+    assert!(
+        sql.contains("pg_catalog.format('CREATE VIEW \"maschera_sales\".\"contacts\" AS SELECT")
+    );
     assert!(sql.contains(
-        "CREATE VIEW \"maschera_sales\".\"contacts\" WITH (security_barrier = true, check_option = cascaded) AS SELECT"
+        "CREATE POLICY \"maschera_sales\" ON \"public\".\"contacts\" AS RESTRICTIVE FOR ALL TO \"maschera_sales_owner\" \
+         USING (region = (SELECT NULLIF(current_setting('maschera.region', true), '')))"
     ));
-    assert!(sql.contains("WHERE (region = NULLIF(current_setting('maschera.region', true), ''))"));
     assert!(sql.contains("GRANT DELETE ON \"maschera_sales\".\"contacts\" TO \"maschera_sales\""));
     assert!(!sql.contains(KEY), "the key is not printed");
     assert!(

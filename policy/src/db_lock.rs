@@ -1,0 +1,794 @@
+//! The objects of the database lock, as SQL: what `policy apply` compiles so that a role's login, connected
+//! straight to PostgreSQL, gets exactly its cells of the policy and plans like the owner's query.
+//!
+//! The shape, per restricted role `r` with view schema `maschera_r` and login `<login prefix>r` (default
+//! `maschera_r`):
+//! - a NOLOGIN **owner role** `<login>_owner` (it follows the login prefix, so that the applies of two
+//!   databases of one cluster never share one) that owns the role's views and write triggers and holds the
+//!   privileges on the base tables (the login holds privileges on the views only);
+//! - each **row filter as a restrictive row-level-security policy** `maschera_r` (named after the view
+//!   schema) on the base table, for the
+//!   owner role only, beside one permissive `maschera_allow_all` policy for every other role, so that the
+//!   security qual sits on the base relation (indexes, `LIMIT`, index probes per row) and the caller's
+//!   predicates that are not leakproof run after it;
+//! - a filter `x IN (SELECT k FROM t WHERE ...)` becomes a correlated probe (`COALESCE((SELECT true FROM t
+//!   WHERE t.k = x AND ... LIMIT 1), false)`): PostgreSQL never pulls subqueries of a policy up into joins,
+//!   and an `IN` would be planned as a hashed subplan over the whole region;
+//! - tables named in filters are read through plain views of the schema `maschera_lookup`, owned by the user
+//!   who applies (the table owner or a superuser, to whom row-level security does not apply), so that a
+//!   filter reading its own table, or a table whose filter reads back, does not recurse;
+//! - the role's views are **not** `security_barrier`: they hold the masking expressions only and are
+//!   flattened into the caller's query. A filtered table's view carries a **guard**, a one-time filter
+//!   that calls [`INTACT_FUNCTION`] with the ids taken at apply time: row-level security still on, the
+//!   role's policy still the row version the apply created, the owner role not the table's owner. If a
+//!   direct migration drops or alters the policy or disables row-level security, the view returns no rows
+//!   and its writes are refused. Each view's comment seals its definition and a fuller fingerprint (also:
+//!   the owner role neither superuser nor BYPASSRLS), which the proxy and `policy check --upstream` compare
+//!   ([`intact_sql`]);
+//! - writes through a filtered view, or a view with any column not shown, go through **INSTEAD OF
+//!   triggers** (the one compiled write path): inside the filter (the policy's `WITH CHECK` and `USING`),
+//!   only shown columns (and, on insert only, `redact` columns: new rows may set them), a masked value
+//!   written back unchanged keeps the stored one, NULL on insert for a
+//!   column not shown stores the default; such views refuse `INSERT ... ON CONFLICT (...)` (42P10), so an
+//!   upsert can neither read nor change a row outside the filter.
+//!
+//! Not for: logins, keys and the removal of stale objects (`apply_sql`), nor running anything.
+
+use crate::access::{Action, Catalog, ColumnAccess, TableName, ViewAccess};
+use crate::apply_sql::{Step, column_expression, quote_ident, quote_literal};
+use sqlparser::ast::{
+    BinaryOperator, Expr, GroupByExpr, Ident, ObjectNamePart, SelectItem, SetExpr, TableFactor,
+};
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
+
+/// The schema of the plain views that row filters read their tables through.
+pub const LOOKUP_SCHEMA: &str = "maschera_lookup";
+/// The permissive policy that leaves every role other than the owner roles as it was.
+pub const ALLOW_ALL_POLICY: &str = "maschera_allow_all";
+/// The alias of the probed table in a correlated filter.
+const PROBE_ALIAS: &str = "maschera_probe";
+
+/// The NOLOGIN role that owns `login`'s views and triggers.
+pub fn owner_role(login: &str) -> String {
+    format!("{login}_owner")
+}
+
+fn qualified(name: &TableName) -> String {
+    format!("{}.{}", quote_ident(&name.schema), quote_ident(&name.name))
+}
+
+/// `DO` block that runs `template` through `format()`, with `{value}` standing for the text of
+/// `value_sql` computed at apply time (SQL made of object ids of the steps before: digits only).
+fn formatted(template: &str, value_sql: &str) -> Step {
+    let mut tag = String::from("maschera_do");
+    while template.contains(&tag) || value_sql.contains(&tag) {
+        tag.push('_');
+    }
+    let escaped = template.replace('%', "%%").replace("{value}", "%1$s");
+    Step {
+        sql: format!(
+            "DO ${tag}$ BEGIN EXECUTE pg_catalog.format({}, ({value_sql})); END ${tag}$",
+            quote_literal(&escaped)
+        ),
+        secret: None,
+    }
+}
+
+/// Drops every `maschera_*` row-level-security policy and the lookup schema, and switches row-level
+/// security off again on tables where only Maschera's policies used it (run before a schema change or a
+/// re-apply; [`lookup_steps`] and [`row_security_steps`] create what the policy needs).
+pub fn drop_row_security_steps() -> Vec<Step> {
+    vec![
+        Step::plain(format!(
+            "DO $maschera_do$ DECLARE p record; BEGIN \
+             FOR p IN SELECT polname, polrelid FROM pg_catalog.pg_policy WHERE polname LIKE 'maschera\\_%' LOOP \
+             EXECUTE pg_catalog.format('DROP POLICY %I ON %s', p.polname, p.polrelid::pg_catalog.regclass); END LOOP; \
+             FOR p IN SELECT c.oid FROM pg_catalog.pg_class c WHERE c.relrowsecurity \
+             AND pg_catalog.obj_description(c.oid, 'pg_class') IS NOT DISTINCT FROM {} \
+             AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_policy q WHERE q.polrelid = c.oid) LOOP \
+             EXECUTE pg_catalog.format('ALTER TABLE %s DISABLE ROW LEVEL SECURITY', p.oid::pg_catalog.regclass); \
+             EXECUTE pg_catalog.format('COMMENT ON TABLE %s IS NULL', p.oid::pg_catalog.regclass); END LOOP; END $maschera_do$",
+            quote_literal(RLS_COMMENT)
+        )),
+        Step::plain(format!("DROP SCHEMA IF EXISTS {LOOKUP_SCHEMA} CASCADE")),
+    ]
+}
+
+/// The comment `policy apply` puts on a table whose row-level security it switched on (only then is it
+/// switched off again). A table with a comment of its own keeps it, and its row-level security.
+const RLS_COMMENT: &str =
+    "maschera policy: row-level security enabled for the policy's row filters";
+
+/// The lookup schema: one plain view per table the filters may read (the first one the search path finds
+/// for each name, as PostgreSQL would resolve it), readable by the owner roles only.
+pub fn lookup_steps(catalog: &Catalog, schemas: &[String], owners: &[String]) -> Vec<Step> {
+    let mut steps = vec![
+        Step::plain(format!("CREATE SCHEMA {LOOKUP_SCHEMA}")),
+        Step::plain(format!(
+            "COMMENT ON SCHEMA {LOOKUP_SCHEMA} IS 'maschera policy: tables as row filters read them, for the owner roles only'"
+        )),
+        Step::plain(format!("REVOKE ALL ON SCHEMA {LOOKUP_SCHEMA} FROM PUBLIC")),
+    ];
+    let mut seen = std::collections::BTreeSet::new();
+    for schema in schemas {
+        for name in catalog.tables.keys().filter(|t| &t.schema == schema) {
+            if !seen.insert(name.name.clone()) {
+                continue;
+            }
+            let view = format!("{LOOKUP_SCHEMA}.{}", quote_ident(&name.name));
+            steps.push(Step::plain(format!(
+                "CREATE VIEW {view} AS SELECT * FROM {}",
+                qualified(name)
+            )));
+            for owner in owners {
+                steps.push(Step::plain(format!(
+                    "GRANT SELECT ON {view} TO {}",
+                    quote_ident(owner)
+                )));
+            }
+        }
+    }
+    for owner in owners {
+        steps.push(Step::plain(format!(
+            "GRANT USAGE ON SCHEMA {LOOKUP_SCHEMA} TO {}",
+            quote_ident(owner)
+        )));
+    }
+    steps
+}
+
+/// Row-level security on `table` with the allow-all policy (idempotent: run after
+/// [`drop_row_security_steps`]). Takes an AccessExclusiveLock on the table.
+pub fn enable_row_security_steps(table: &TableName) -> Vec<Step> {
+    let t = qualified(table);
+    vec![
+        Step::plain(format!(
+            "DO $maschera_do$ BEGIN IF NOT (SELECT relrowsecurity FROM pg_catalog.pg_class WHERE oid = {}::pg_catalog.regclass) THEN \
+             ALTER TABLE {t} ENABLE ROW LEVEL SECURITY; \
+             IF pg_catalog.obj_description({}::pg_catalog.regclass, 'pg_class') IS NULL THEN COMMENT ON TABLE {t} IS {}; END IF; \
+             END IF; END $maschera_do$",
+            quote_literal(&t),
+            quote_literal(&t),
+            quote_literal(RLS_COMMENT)
+        )),
+        Step::plain(format!(
+            "CREATE POLICY {ALLOW_ALL_POLICY} ON {t} AS PERMISSIVE FOR ALL TO PUBLIC USING (true) WITH CHECK (true)"
+        )),
+    ]
+}
+
+/// The restrictive policy that is the row filter on `table` of the role whose view schema is `schema`
+/// (the policy is named after it) and whose login is `login` (names in `filter` resolve under the
+/// search path the apply sets: the lookup schema first).
+pub fn filter_policy_step(schema: &str, login: &str, table: &TableName, filter: &str) -> Step {
+    let filter = probe_filter(filter, table);
+    Step::plain(format!(
+        "CREATE POLICY {} ON {} AS RESTRICTIVE FOR ALL TO {} USING ({filter}) WITH CHECK ({filter})",
+        quote_ident(schema),
+        qualified(table),
+        quote_ident(&owner_role(login))
+    ))
+}
+
+/// The fingerprint of `table`'s protection for the role with view schema `schema` and login `login`, as a scalar subquery (text): row-level security
+/// on, the owner role neither the table's owner nor superuser nor BYPASSRLS, and the identity and row
+/// version of the role's policy (a dropped and recreated policy has another oid; `ALTER POLICY` writes a
+/// new row version). Cheap: three catalog index or small-table lookups, once per statement.
+pub fn fingerprint_sql(schema: &str, login: &str, table: &TableName) -> String {
+    format!(
+        "SELECT c.relrowsecurity::text || (c.relowner = r.oid)::text || r.rolsuper::text \
+         || r.rolbypassrls::text || COALESCE((SELECT p.oid::text || '.' || p.xmin::text \
+         FROM pg_catalog.pg_policy p WHERE p.polrelid = c.oid AND p.polname = {}), '') \
+         FROM pg_catalog.pg_class c, pg_catalog.pg_roles r \
+         WHERE c.oid = {}::pg_catalog.regclass AND r.rolname = {}",
+        quote_literal(schema),
+        quote_literal(&qualified(table)),
+        quote_literal(&owner_role(login))
+    )
+}
+
+/// The function the guards call: whether row-level security is on for table `tab` (which `owner` does not
+/// own) and policy `pol` is still the row version `version` the apply created. PL/pgSQL keeps its plans for
+/// the session, so a guard costs one call and two catalog index lookups per statement.
+pub const INTACT_FUNCTION: &str = "maschera_private.intact";
+
+/// Creates [`INTACT_FUNCTION`] (callable by the logins, whose views call it; it reads only catalogs).
+pub fn intact_function_steps(logins: &[String]) -> Vec<Step> {
+    let mut steps = vec![
+        Step::plain(format!(
+            "CREATE OR REPLACE FUNCTION {INTACT_FUNCTION}(tab oid, pol oid, version xid, owner oid) \
+             RETURNS boolean LANGUAGE plpgsql STABLE PARALLEL SAFE AS $maschera_body$ BEGIN \
+             RETURN EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = tab AND c.relrowsecurity \
+             AND c.relowner OPERATOR(pg_catalog.<>) owner) \
+             AND EXISTS (SELECT 1 FROM pg_catalog.pg_policy p WHERE p.oid = pol \
+             AND p.xmin OPERATOR(pg_catalog.=) version); END $maschera_body$"
+        )),
+        Step::plain(format!(
+            "REVOKE ALL ON FUNCTION {INTACT_FUNCTION}(oid, oid, xid, oid) FROM PUBLIC"
+        )),
+    ];
+    for login in logins {
+        let who = quote_ident(login);
+        steps.push(Step::plain(format!(
+            "GRANT USAGE ON SCHEMA {} TO {who}",
+            crate::model::PRIVATE_SCHEMA
+        )));
+        steps.push(Step::plain(format!(
+            "GRANT EXECUTE ON FUNCTION {INTACT_FUNCTION}(oid, oid, xid, oid) TO {who}, {}",
+            quote_ident(&owner_role(login))
+        )));
+    }
+    steps
+}
+
+/// The arguments of a guard's call, as SQL computed at apply time (after the policy exists).
+fn guard_arguments_sql(schema: &str, login: &str, table: &TableName) -> String {
+    format!(
+        "SELECT c.oid::text || ', ' || p.oid::text || ', ''' || p.xmin::text || '''::xid, ' || r.oid::text \
+         FROM pg_catalog.pg_class c, pg_catalog.pg_policy p, pg_catalog.pg_roles r \
+         WHERE c.oid = {}::pg_catalog.regclass AND p.polrelid = c.oid AND p.polname = {} AND r.rolname = {}",
+        quote_literal(&qualified(table)),
+        quote_literal(schema),
+        quote_literal(&owner_role(login))
+    )
+}
+
+/// The guard of a filtered view or write trigger (`{value}` is filled in by [`formatted`] with
+/// [`guard_arguments_sql`]).
+fn guard() -> String {
+    format!("{INTACT_FUNCTION}({{value}})")
+}
+
+/// What a sealed view's comment starts with.
+const SEAL_MARK: &str = "maschera policy: view definition ";
+
+/// The part of a seal after the view's md5: for a filtered view, the fingerprint its guard compares
+/// with (SQL text appended to the seal's expression).
+fn sealed_guard(schema: &str, login: &str, table: &TableName, filtered: bool) -> String {
+    if filtered {
+        format!(
+            " || ' guard ' || ({})",
+            fingerprint_sql(schema, login, table)
+        )
+    } else {
+        String::new()
+    }
+}
+
+/// The seal of a view: the comment records the md5 of its definition and, for a filtered view, the
+/// fingerprint its guard compares with, so that [`intact_sql`] tells a view replaced or left behind by
+/// a direct migration (or by an earlier version of Maschera) from the one `policy apply` made.
+fn seal_step(schema: &str, login: &str, view: &str, table: &TableName, filtered: bool) -> Step {
+    let view = quote_literal(&format!("{}.{}", quote_ident(schema), quote_ident(view)));
+    let guard = sealed_guard(schema, login, table, filtered);
+    Step::plain(format!(
+        "DO $maschera_do$ BEGIN EXECUTE pg_catalog.format('COMMENT ON VIEW %s IS %L', {view}, {} \
+         || pg_catalog.md5(pg_catalog.pg_get_viewdef({view}::pg_catalog.regclass)){guard}); END $maschera_do$",
+        quote_literal(SEAL_MARK)
+    ))
+}
+
+/// A query of one boolean: whether the view `view` of `table` in view schema `schema`, whose owner
+/// role is `login`'s, is the one `policy apply` made and the table's protection is as it left it (the
+/// view exists, belongs to the owner role, its definition is unchanged and, when filtered, the guard's
+/// fingerprint still matches). Run it with the search path
+/// `policy apply` used (the tables' schemas), since view definitions print names relative to it.
+pub fn intact_sql(
+    schema: &str,
+    login: &str,
+    view: &str,
+    table: &TableName,
+    filtered: bool,
+) -> String {
+    let guard = sealed_guard(schema, login, table, filtered);
+    format!(
+        "SELECT COALESCE((SELECT c.relowner = (SELECT o.oid FROM pg_catalog.pg_roles o WHERE o.rolname = {}) \
+         AND pg_catalog.obj_description(c.oid, 'pg_class') = {} || pg_catalog.md5(pg_catalog.pg_get_viewdef(c.oid)){guard} \
+         FROM pg_catalog.pg_class c WHERE c.oid = pg_catalog.to_regclass({})), false)",
+        quote_literal(&owner_role(login)),
+        quote_literal(SEAL_MARK),
+        quote_literal(&format!("{}.{}", quote_ident(schema), quote_ident(view)))
+    )
+}
+
+/// Everything one restricted role needs for one table: the view (owned by the owner role, guarded when
+/// filtered), its column defaults, grants to the owner role and the login, and the write triggers.
+pub struct ViewPlan<'a> {
+    /// The role's view schema (`maschera_<role>`): its views, trigger functions and policy name.
+    pub schema: &'a str,
+    /// The role's login (`<login prefix><role>`); its owner role is `<login>_owner`.
+    pub login: &'a str,
+    pub table: &'a TableName,
+    pub access: &'a ViewAccess,
+    pub filtered: bool,
+    pub catalog: &'a Catalog,
+    pub sequences: &'a [TableName],
+    /// The table's primary key columns (updates and deletes through triggers find the row by them).
+    pub primary_key: &'a [String],
+}
+
+impl ViewPlan<'_> {
+    fn view(&self) -> String {
+        format!(
+            "{}.{}",
+            quote_ident(self.schema),
+            quote_ident(&self.access.view)
+        )
+    }
+
+    fn data_type(&self, column: &str) -> &str {
+        self.catalog
+            .tables
+            .get(self.table)
+            .and_then(|cols| cols.iter().find(|c| c.name == column))
+            .map(|c| c.data_type.as_str())
+            .unwrap_or("text")
+    }
+
+    /// The view's select list over the base table's columns (as `RETURNING` uses it too).
+    fn select_list(&self) -> Vec<String> {
+        self.access
+            .columns
+            .iter()
+            .filter_map(|c| {
+                column_expression(self.table, &c.name, self.data_type(&c.name), &c.action)
+            })
+            .collect()
+    }
+
+    fn shown(&self) -> impl Iterator<Item = &ColumnAccess> {
+        self.access
+            .columns
+            .iter()
+            .filter(|c| !matches!(c.action, Action::Drop))
+    }
+
+    /// The columns an insert stores: the writable ones and, when the role inserts, the `redact` ones
+    /// (new rows may set them; an update writes one back only unchanged).
+    fn insertable(&self) -> Vec<&ColumnAccess> {
+        self.access
+            .columns
+            .iter()
+            .filter(|c| c.writable || (self.access.writes.insert && c.action == Action::Redact))
+            .collect()
+    }
+
+    /// Whether writes go through triggers: the view is filtered or hides or masks a column.
+    fn needs_triggers(&self) -> bool {
+        let writes = self.access.writes;
+        (writes.insert || writes.update || writes.delete)
+            && (self.filtered || self.access.columns.iter().any(|c| !c.action.is_show()))
+    }
+
+    pub fn steps(&self) -> Vec<Step> {
+        let view = self.view();
+        let owner = quote_ident(&owner_role(self.login));
+        let who = quote_ident(self.login);
+        let table = qualified(self.table);
+        let select = format!(
+            "CREATE VIEW {view} AS SELECT {} FROM {table}",
+            self.select_list().join(", ")
+        );
+        let mut steps = if self.filtered {
+            vec![formatted(
+                &format!("{select} WHERE {}", guard()),
+                &guard_arguments_sql(self.schema, self.login, self.table),
+            )]
+        } else {
+            vec![Step::plain(select)]
+        };
+        steps.push(Step::plain(format!("ALTER VIEW {view} OWNER TO {owner}")));
+        steps.push(seal_step(
+            self.schema,
+            self.login,
+            &self.access.view,
+            self.table,
+            self.filtered,
+        ));
+        // The owner role reads the whole table (masks are computed over raw values) and writes what the
+        // login may write; the login holds privileges on the view only.
+        steps.push(Step::plain(format!("GRANT SELECT ON {table} TO {owner}")));
+        steps.push(Step::plain(format!("GRANT SELECT ON {view} TO {who}")));
+        let writes = self.access.writes;
+        let writable: Vec<String> = self
+            .access
+            .columns
+            .iter()
+            .filter(|c| c.writable)
+            .map(|c| quote_ident(&c.name))
+            .collect();
+        let insertable: Vec<String> = self
+            .insertable()
+            .iter()
+            .map(|c| quote_ident(&c.name))
+            .collect();
+        let triggers = self.needs_triggers();
+        for (allowed, privilege, columns) in [
+            (writes.insert, "INSERT", &insertable),
+            (writes.update, "UPDATE", &writable),
+        ] {
+            if !allowed || columns.is_empty() {
+                continue;
+            }
+            let columns = columns.join(", ");
+            steps.push(Step::plain(format!(
+                "GRANT {privilege} ({columns}) ON {table} TO {owner}"
+            )));
+            // With triggers every view column may be named (the trigger refuses what is not allowed):
+            // an ORM writes every mapped column.
+            steps.push(Step::plain(if triggers {
+                format!("GRANT {privilege} ON {view} TO {who}")
+            } else {
+                format!("GRANT {privilege} ({columns}) ON {view} TO {who}")
+            }));
+            if privilege == "INSERT" {
+                for sequence in self.sequences {
+                    steps.push(Step::plain(format!(
+                        "GRANT USAGE ON SEQUENCE {} TO {who}, {owner}",
+                        qualified(sequence)
+                    )));
+                }
+            }
+        }
+        if writes.delete {
+            steps.push(Step::plain(format!("GRANT DELETE ON {table} TO {owner}")));
+            steps.push(Step::plain(format!("GRANT DELETE ON {view} TO {who}")));
+        }
+        if writes.insert {
+            steps.push(self.defaults_step());
+        }
+        if triggers {
+            steps.extend(self.trigger_steps());
+        }
+        steps
+    }
+
+    /// The base table's column defaults on the view's shown columns, so that a column left out of an
+    /// insert gets the table's default also when a trigger does the insert.
+    fn defaults_step(&self) -> Step {
+        let shown: Vec<String> = self
+            .insertable()
+            .iter()
+            .map(|c| quote_literal(&c.name))
+            .collect();
+        let names = if shown.is_empty() {
+            "ARRAY[]::text[]".to_string()
+        } else {
+            format!("ARRAY[{}]", shown.join(", "))
+        };
+        Step::plain(format!(
+            "DO $maschera_do$ DECLARE d record; BEGIN FOR d IN SELECT a.attname, \
+             pg_catalog.pg_get_expr(ad.adbin, ad.adrelid) AS expr FROM pg_catalog.pg_attrdef ad \
+             JOIN pg_catalog.pg_attribute a ON a.attrelid = ad.adrelid AND a.attnum = ad.adnum \
+             WHERE ad.adrelid = {}::pg_catalog.regclass AND a.attname::text = ANY ({names}) LOOP \
+             EXECUTE pg_catalog.format('ALTER VIEW %s ALTER COLUMN %I SET DEFAULT %s', {}, d.attname, d.expr); \
+             END LOOP; END $maschera_do$",
+            quote_literal(&qualified(self.table)),
+            quote_literal(&self.view()),
+        ))
+    }
+
+    /// The INSTEAD OF trigger and its function (SECURITY DEFINER, owned by the owner role, so the base
+    /// table's row-level security and column privileges apply to what it does).
+    fn trigger_steps(&self) -> Vec<Step> {
+        let writes = self.access.writes;
+        let role_name = self
+            .schema
+            .strip_prefix(crate::model::OBJECT_PREFIX)
+            .unwrap_or(self.schema);
+        let function = format!(
+            "{}.{}",
+            quote_ident(self.schema),
+            quote_ident(&format!("maschera_write_{}", self.access.view))
+        );
+        let table = qualified(self.table);
+        let returning = self.select_list().join(", ");
+        let refuse = |message: String| {
+            format!(
+                "RAISE EXCEPTION USING ERRCODE = '42501', MESSAGE = {};",
+                quote_literal(&message)
+            )
+        };
+        let name = &self.access.view;
+        // Refuses the write when `condition` holds for column `c`, saying what the role may do instead.
+        let column_check = |c: &ColumnAccess, condition: String, instead: &str| {
+            format!(
+                "IF {condition} THEN {} END IF;\n",
+                refuse(format!(
+                    "column \"{}\" of \"{name}\" is not writable for policy role {role_name}: {instead}",
+                    c.name
+                ))
+            )
+        };
+        let not_allowed = |verb: &str| {
+            format!(
+                "{}\n",
+                refuse(format!("policy role {role_name} may not {verb} \"{name}\""))
+            )
+        };
+        let mut body = String::from("BEGIN\n");
+        if self.filtered {
+            body.push_str(&format!(
+                "IF NOT ({}) THEN {} END IF;\n",
+                guard(),
+                refuse(format!(
+                    "the database objects of policy role {role_name} on \"{name}\" are incomplete (a policy or row-level security was changed outside maschera): run maschera policy apply"
+                ))
+            ));
+        }
+        let row_key: Vec<&String> = self.primary_key.iter().collect();
+        let key_shown = !row_key.is_empty()
+            && row_key.iter().all(|k| {
+                self.access
+                    .columns
+                    .iter()
+                    .any(|c| &c.name == *k && c.action.is_show())
+            });
+        let key_match = row_key
+            .iter()
+            .map(|k| format!("t.{0} = OLD.{0}", quote_ident(k)))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        let writable: Vec<&ColumnAccess> =
+            self.access.columns.iter().filter(|c| c.writable).collect();
+        let not_writable: Vec<&ColumnAccess> = self.shown().filter(|c| !c.writable).collect();
+        let insertable = self.insertable();
+        // INSERT
+        body.push_str("IF TG_OP = 'INSERT' THEN\n");
+        if writes.insert && !insertable.is_empty() {
+            for c in not_writable
+                .iter()
+                .filter(|c| !insertable.iter().any(|i| i.name == c.name))
+            {
+                body.push_str(&column_check(
+                    c,
+                    format!("NEW.{} IS NOT NULL", quote_ident(&c.name)),
+                    "leave it out or write NULL (the table's default is stored)",
+                ));
+            }
+            let columns: Vec<String> = insertable.iter().map(|c| quote_ident(&c.name)).collect();
+            let values: Vec<String> = insertable
+                .iter()
+                .map(|c| format!("NEW.{}", quote_ident(&c.name)))
+                .collect();
+            body.push_str(&format!(
+                "INSERT INTO {table} AS t ({}) VALUES ({}) RETURNING {returning} INTO NEW;\nRETURN NEW;\n",
+                columns.join(", "),
+                values.join(", ")
+            ));
+        } else {
+            body.push_str(&not_allowed("insert into"));
+        }
+        // UPDATE
+        body.push_str("ELSIF TG_OP = 'UPDATE' THEN\n");
+        if writes.update && !writable.is_empty() && key_shown {
+            for c in &not_writable {
+                body.push_str(&column_check(
+                    c,
+                    format!("NEW.{0} IS DISTINCT FROM OLD.{0}", quote_ident(&c.name)),
+                    "only the value as the role reads it, written back unchanged, is accepted (the stored value is kept)",
+                ));
+            }
+            let sets: Vec<String> = writable
+                .iter()
+                .map(|c| format!("{0} = NEW.{0}", quote_ident(&c.name)))
+                .collect();
+            body.push_str(&format!(
+                "UPDATE {table} AS t SET {} WHERE {key_match} RETURNING {returning} INTO NEW;\n\
+                 IF NOT FOUND THEN RETURN NULL; END IF;\nRETURN NEW;\n",
+                sets.join(", ")
+            ));
+        } else {
+            body.push_str(&not_allowed("update"));
+        }
+        // DELETE
+        body.push_str("ELSE\n");
+        if writes.delete && key_shown {
+            body.push_str(&format!(
+                "DELETE FROM {table} AS t WHERE {key_match};\nIF NOT FOUND THEN RETURN NULL; END IF;\nRETURN OLD;\n"
+            ));
+        } else {
+            body.push_str(&not_allowed("delete from"));
+        }
+        body.push_str("END IF;\n");
+        if !self.filtered {
+            // Without row-level security on the table PostgreSQL would print the whole stored row in a
+            // constraint error's DETAIL ("Failing row contains ..."), masked columns' raw values
+            // included. (Under row-level security it leaves the DETAIL out itself.)
+            body.push_str(
+                "EXCEPTION WHEN integrity_constraint_violation THEN RAISE EXCEPTION USING \
+                 ERRCODE = SQLSTATE, MESSAGE = SQLERRM, DETAIL = 'maschera withheld the row: it holds values \
+                 this role does not see';\n",
+            );
+        }
+        body.push_str("END");
+        let mut tag = String::from("maschera_body");
+        while body.contains(&tag) {
+            tag.push('_');
+        }
+        let create = format!(
+            "CREATE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER \
+             SET search_path = pg_catalog AS ${tag}${body}${tag}$"
+        );
+        let create = if self.filtered {
+            formatted(
+                &create,
+                &guard_arguments_sql(self.schema, self.login, self.table),
+            )
+        } else {
+            Step::plain(create)
+        };
+        let events: Vec<&str> = [
+            (writes.insert, "INSERT"),
+            (writes.update, "UPDATE"),
+            (writes.delete, "DELETE"),
+        ]
+        .into_iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, event)| event)
+        .collect();
+        vec![
+            create,
+            Step::plain(format!(
+                "ALTER FUNCTION {function}() OWNER TO {}",
+                quote_ident(&owner_role(self.login))
+            )),
+            Step::plain(format!("REVOKE ALL ON FUNCTION {function}() FROM PUBLIC")),
+            Step::plain(format!(
+                "CREATE TRIGGER maschera_write INSTEAD OF {} ON {} FOR EACH ROW EXECUTE FUNCTION {function}()",
+                events.join(" OR "),
+                self.view()
+            )),
+        ]
+    }
+}
+
+/// Rewrites each `x IN (SELECT k FROM t WHERE cond)` of a filter (at the top level or under AND) into a
+/// correlated probe of one row, `COALESCE((SELECT true FROM t AS maschera_probe WHERE maschera_probe.k =
+/// <table>.x AND (cond) LIMIT 1), false)`, which PostgreSQL runs as an index probe per row where an `IN`
+/// in a policy would be a hashed subplan over every row of `t` it selects. Anything else is left as it is.
+pub fn probe_filter(filter: &str, table: &TableName) -> String {
+    let Ok(mut expr) = Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(filter)
+        .and_then(|mut p| p.parse_expr())
+    else {
+        return filter.to_string();
+    };
+    rewrite_probes(&mut expr, table);
+    expr.to_string()
+}
+
+fn rewrite_probes(expr: &mut Expr, table: &TableName) {
+    match expr {
+        Expr::BinaryOp {
+            left,
+            op: BinaryOperator::And,
+            right,
+        } => {
+            rewrite_probes(left, table);
+            rewrite_probes(right, table);
+        }
+        Expr::Nested(inner) => rewrite_probes(inner, table),
+        Expr::InSubquery {
+            expr: outer,
+            subquery,
+            negated: false,
+        } => {
+            if let Some(probe) = probe_of(outer, subquery, table) {
+                *expr = probe;
+            }
+        }
+        _ => {}
+    }
+}
+
+fn probe_of(outer: &Expr, subquery: &sqlparser::ast::Query, table: &TableName) -> Option<Expr> {
+    let Expr::Identifier(outer_column) = outer else {
+        return None;
+    };
+    if subquery.with.is_some()
+        || subquery.order_by.is_some()
+        || subquery.limit_clause.is_some()
+        || subquery.fetch.is_some()
+    {
+        return None;
+    }
+    let SetExpr::Select(select) = subquery.body.as_ref() else {
+        return None;
+    };
+    if select.distinct.is_some()
+        || select.having.is_some()
+        || !matches!(&select.group_by, GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty())
+        || select.from.len() != 1
+        || !select.from[0].joins.is_empty()
+        || select.projection.len() != 1
+    {
+        return None;
+    }
+    let SelectItem::UnnamedExpr(Expr::Identifier(key)) = &select.projection[0] else {
+        return None;
+    };
+    let TableFactor::Table {
+        name, alias: None, ..
+    } = &select.from[0].relation
+    else {
+        return None;
+    };
+    let inner_name = match name.0.last()? {
+        ObjectNamePart::Identifier(ident) => ident.value.clone(),
+        _ => return None,
+    };
+    let selection = select.selection.as_ref().map(|s| s.to_string());
+    // With the probe aliased, `t.col` inside the selection would name the outer table: keep such filters.
+    if selection
+        .as_deref()
+        .is_some_and(|s| s.contains(&format!("{inner_name}.")))
+    {
+        return None;
+    }
+    let outer_ref = format!(
+        "{}.{}",
+        quote_ident(&table.name),
+        Ident::with_quote('"', outer_column.value.clone())
+    );
+    let condition = match selection {
+        Some(s) => format!(" AND ({s})"),
+        None => String::new(),
+    };
+    let probe = format!(
+        "COALESCE((SELECT true FROM {name} AS {PROBE_ALIAS} WHERE {PROBE_ALIAS}.{key} = {outer_ref}{condition} LIMIT 1), false)"
+    );
+    Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(&probe)
+        .and_then(|mut p| p.parse_expr())
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(name: &str) -> TableName {
+        TableName::new("public", name)
+    }
+
+    #[test]
+    fn in_subqueries_become_correlated_probes_of_one_row() {
+        assert_eq!(
+            probe_filter(
+                "contact_id IN (SELECT id FROM contacts WHERE region = (SELECT 'x'))",
+                &t("interactions")
+            ),
+            "COALESCE((SELECT true FROM contacts AS maschera_probe WHERE maschera_probe.id = \
+             \"interactions\".\"contact_id\" AND (region = (SELECT 'x')) LIMIT 1), false)"
+        );
+        assert_eq!(
+            probe_filter(
+                "contact_id IN (SELECT contact_id FROM consents WHERE purpose = 'm') AND x = 1",
+                &t("consents")
+            ),
+            "COALESCE((SELECT true FROM consents AS maschera_probe WHERE maschera_probe.contact_id = \
+             \"consents\".\"contact_id\" AND (purpose = 'm') LIMIT 1), false) AND x = 1"
+        );
+        for kept in [
+            "region = 'north'",
+            "contact_id NOT IN (SELECT id FROM contacts)",
+            "contact_id IN (SELECT id FROM contacts c JOIN x ON true)",
+            "contact_id IN (SELECT DISTINCT id FROM contacts)",
+            "contact_id IN (SELECT id FROM consents WHERE consents.purpose = 'm')",
+            "a OR contact_id IN (SELECT id FROM contacts)",
+        ] {
+            assert_eq!(probe_filter(kept, &t("consents")), kept);
+        }
+    }
+
+    #[test]
+    fn the_guard_is_filled_in_at_apply_time_and_percent_signs_survive_format() {
+        let step = formatted("SELECT '50%' WHERE f({value})", "SELECT '1, 2'");
+        assert_eq!(
+            step.sql,
+            "DO $maschera_do$ BEGIN EXECUTE pg_catalog.format('SELECT ''50%%'' WHERE f(%1$s)', (SELECT '1, 2')); END $maschera_do$"
+        );
+    }
+}
