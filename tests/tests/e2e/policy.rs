@@ -868,7 +868,8 @@ async fn reapply_changes_nothing_and_a_removed_role_loses_its_login() {
         if line.starts_with('[') {
             skipping = line.starts_with("[roles.marketing");
         }
-        if !skipping {
+        // The role's statement on automated decisions (Art. 15(1)(h)) goes with it.
+        if !skipping && !line.starts_with("marketing = ") {
             kept.push_str(line);
             kept.push('\n');
         }
