@@ -445,7 +445,8 @@ impl ViewPlan<'_> {
     }
 
     /// The base table's column defaults on the view's shown columns, so that a column left out of an
-    /// insert gets the table's default also when a trigger does the insert.
+    /// insert gets the table's default also when a trigger does the insert. An identity column's
+    /// default is the `nextval` of its sequence (it has no `pg_attrdef` entry; Django's ids are such).
     fn defaults_step(&self) -> Step {
         let shown: Vec<String> = self
             .insertable()
@@ -459,9 +460,13 @@ impl ViewPlan<'_> {
         };
         Step::plain(format!(
             "DO $maschera_do$ DECLARE d record; BEGIN FOR d IN SELECT a.attname, \
-             pg_catalog.pg_get_expr(ad.adbin, ad.adrelid) AS expr FROM pg_catalog.pg_attrdef ad \
-             JOIN pg_catalog.pg_attribute a ON a.attrelid = ad.adrelid AND a.attnum = ad.adnum \
-             WHERE ad.adrelid = {}::pg_catalog.regclass AND a.attname::text = ANY ({names}) LOOP \
+             CASE WHEN a.attidentity <> '' THEN pg_catalog.format('pg_catalog.nextval(%L::pg_catalog.regclass)', \
+             pg_catalog.pg_get_serial_sequence(a.attrelid::pg_catalog.regclass::text, a.attname)) \
+             ELSE pg_catalog.pg_get_expr(ad.adbin, ad.adrelid) END AS expr \
+             FROM pg_catalog.pg_attribute a LEFT JOIN pg_catalog.pg_attrdef ad \
+             ON a.attrelid = ad.adrelid AND a.attnum = ad.adnum \
+             WHERE a.attrelid = {}::pg_catalog.regclass AND a.attname::text = ANY ({names}) \
+             AND (ad.adbin IS NOT NULL OR a.attidentity <> '') LOOP \
              EXECUTE pg_catalog.format('ALTER VIEW %s ALTER COLUMN %I SET DEFAULT %s', {}, d.attname, d.expr); \
              END LOOP; END $maschera_do$",
             quote_literal(&qualified(self.table)),

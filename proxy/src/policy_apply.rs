@@ -46,7 +46,7 @@ pub async fn read_catalog(client: &Client) -> Result<Catalog> {
     Ok(catalog)
 }
 
-/// The catalog plus the sequences column defaults use and the `maschera_*` logins and schemas.
+/// The catalog plus the sequences column defaults use (identity columns' included) and the `maschera_*` logins and schemas.
 pub async fn read_live_state(client: &Client) -> Result<LiveState> {
     read_live_state_for(client, "").await
 }
@@ -66,6 +66,15 @@ pub async fn read_live_state_for(client: &Client, login_prefix: &str) -> Result<
                JOIN pg_namespace sn ON sn.oid = s.relnamespace
                JOIN pg_class t ON t.oid = d.adrelid
                JOIN pg_namespace tn ON tn.oid = t.relnamespace
+             UNION
+             SELECT tn.nspname::text, t.relname::text, sn.nspname::text, s.relname::text
+               FROM pg_depend dep
+               JOIN pg_class s ON s.oid = dep.objid AND s.relkind = 'S'
+               JOIN pg_namespace sn ON sn.oid = s.relnamespace
+               JOIN pg_class t ON t.oid = dep.refobjid
+               JOIN pg_namespace tn ON tn.oid = t.relnamespace
+              WHERE dep.classid = 'pg_class'::regclass AND dep.refclassid = 'pg_class'::regclass
+                AND dep.deptype = 'i'
               ORDER BY 1, 2, 3, 4",
             &[],
         )
