@@ -140,7 +140,7 @@ pub fn column_expression(
         Action::Null => format!("NULL::{data_type}"),
         Action::Constant(literal) => format!("CAST({literal} AS {data_type})"),
         Action::MaskEmail => format!(
-            "CASE WHEN {c} IS NULL THEN NULL WHEN strpos({text}, '@') > 1 \
+            "CASE WHEN {c} IS NULL THEN NULL WHEN {text} = '' THEN '' WHEN strpos({text}, '@') > 1 \
              THEN left({text}, 1) || '***' || substr({text}, strpos({text}, '@')) ELSE '***' END"
         ),
         Action::MaskLast(n) => {
@@ -624,7 +624,7 @@ mod tests {
         );
         assert_eq!(
             expr("email", "text", Action::MaskEmail),
-            "CASE WHEN \"email\" IS NULL THEN NULL WHEN strpos(\"email\"::text, '@') > 1 THEN left(\"email\"::text, 1) \
+            "CASE WHEN \"email\" IS NULL THEN NULL WHEN \"email\"::text = '' THEN '' WHEN strpos(\"email\"::text, '@') > 1 THEN left(\"email\"::text, 1) \
              || '***' || substr(\"email\"::text, strpos(\"email\"::text, '@')) ELSE '***' END AS \"email\""
         );
         assert_eq!(
@@ -762,7 +762,7 @@ mod tests {
         let read_only = plan_steps(Writes::default(), false);
         assert_eq!(
             read_only[0],
-            "CREATE VIEW \"maschera_sales\".\"contacts\" AS SELECT \"id\", CASE WHEN \"email\" IS NULL THEN NULL WHEN strpos(\"email\"::text, '@') > 1 THEN left(\"email\"::text, 1) || '***' || substr(\"email\"::text, strpos(\"email\"::text, '@')) ELSE '***' END AS \"email\" FROM \"public\".\"contacts\""
+            "CREATE VIEW \"maschera_sales\".\"contacts\" AS SELECT \"id\", CASE WHEN \"email\" IS NULL THEN NULL WHEN \"email\"::text = '' THEN '' WHEN strpos(\"email\"::text, '@') > 1 THEN left(\"email\"::text, 1) || '***' || substr(\"email\"::text, strpos(\"email\"::text, '@')) ELSE '***' END AS \"email\" FROM \"public\".\"contacts\""
         );
         assert!(!read_only.iter().any(|s| s.contains("TRIGGER")));
     }

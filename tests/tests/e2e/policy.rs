@@ -297,6 +297,21 @@ async fn every_role_sees_exactly_its_cells_of_the_matrix() {
         one(&support, "SELECT email FROM contacts WHERE id = 2").await,
         "g***@example.it"
     );
+    // An empty e-mail (what Django stores for a blank field) stays empty: a form posting it back
+    // must not find `***` there.
+    let admin = crm.pg.connect(DB).await.unwrap();
+    admin
+        .batch_execute("UPDATE contacts SET email = '' WHERE id = 3")
+        .await
+        .unwrap();
+    assert_eq!(
+        one(&support, "SELECT email FROM contacts WHERE id = 3").await,
+        ""
+    );
+    admin
+        .batch_execute("UPDATE contacts SET email = 'luca.verdi@example.it' WHERE id = 3")
+        .await
+        .unwrap();
     assert_eq!(
         refused(&support, "SELECT birth_date FROM contacts").await,
         "42703",
