@@ -41,9 +41,16 @@ impl<D: Decider> FrontendPolicy for Offloaded<D> {
         if let Some(decision) = self.decider.quick(tag, frame) {
             return decision;
         }
+        let Some(pool) = parse_pool::pool() else {
+            return Decision::Refuse {
+                code: "53000".into(),
+                message: "the proxy could not start its parse threads: the statement was not run"
+                    .into(),
+            };
+        };
         let mut decider = self.decider.clone();
         let frame = frame.to_vec();
-        let decided = parse_pool::pool().run(self.user.clone(), move || decider.full(tag, &frame));
+        let decided = pool.run(self.user.clone(), move || decider.full(tag, &frame));
         Decision::Pending(Box::pin(async move {
             decided.await.unwrap_or_else(|| Decision::Refuse {
                 code: "XX000".into(),

@@ -169,9 +169,22 @@ pub fn configure(threads: usize, per_user: usize) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The process's parse threads (started with the defaults if [`configure`] was not called).
-pub fn pool() -> &'static ParsePool {
-    POOL.get_or_init(|| ParsePool::start(0, 0).expect("starting the parse threads"))
+/// The process's parse threads (started with the defaults if [`configure`] was not called);
+/// `None` when they could not be started (the caller refuses the message rather than parse it on
+/// its own thread).
+pub fn pool() -> Option<&'static ParsePool> {
+    if POOL.get().is_none() {
+        match ParsePool::start(0, 0) {
+            Ok(pool) => {
+                let _ = POOL.set(pool);
+            }
+            Err(error) => {
+                warn!(%error, "the parse threads could not be started");
+                return None;
+            }
+        }
+    }
+    POOL.get()
 }
 
 #[cfg(test)]
