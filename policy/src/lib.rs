@@ -1,6 +1,8 @@
 //! The Maschera policy: the model DBAs write (roles, categories, actions, row filters), its validation,
 //! its compilation to PostgreSQL objects, and the statement rewriter. Pure functions: no I/O, no async.
 
+#![forbid(unsafe_code)]
+
 pub mod access;
 pub mod action;
 pub mod apply_sql;

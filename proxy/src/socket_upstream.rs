@@ -88,6 +88,7 @@ impl AsyncRead for SocketUpstream {
             // are marked initialised.
             let unfilled = unsafe { buf.unfilled_mut() };
             let wanted = unfilled.len();
+            // SAFETY: the pointer and length describe `unfilled`, which lives for the call.
             let read =
                 unsafe { libc::recv(fd.as_raw_fd(), unfilled.as_mut_ptr().cast(), wanted, 0) };
             if read < 0 {
@@ -100,6 +101,7 @@ impl AsyncRead for SocketUpstream {
                 continue;
             }
             let read = read as usize;
+            // SAFETY: `recv` reported `read` bytes written into the unfilled part.
             unsafe { buf.assume_init(read) };
             buf.advance(read);
             // A short read emptied the socket: the next read waits for the reactor instead of

@@ -109,3 +109,10 @@ pub fn parse_csv(text: &str) -> Vec<Vec<String>> {
     assert!(parsed.status.success(), "python3 could not parse the CSV");
     serde_json::from_slice(&parsed.stdout).expect("json")
 }
+
+/// Whether the tests run as root (PostgreSQL then runs as the `postgres` user and files it reads
+/// must be handed to it).
+pub fn running_as_root() -> bool {
+    // SAFETY: geteuid(2) has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}

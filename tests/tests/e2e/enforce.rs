@@ -1629,7 +1629,7 @@ async fn the_catalog_connection_uses_the_upstream_tls_settings() {
         .tempdir()
         .unwrap();
     let (_, cert, key) = maschera_tests::proxy::write_test_certificates(certs.path()).unwrap();
-    if unsafe { libc::geteuid() } == 0 {
+    if maschera_tests::running_as_root() {
         let status = Command::new("chown")
             .args(["-R", "postgres:postgres"])
             .arg(certs.path())
