@@ -1,0 +1,174 @@
+//! Rules for an application's own tables and for ORM applications: what a framework table (users with
+//! password hashes, sessions, history and audit tables, migration bookkeeping, sequences tables of
+//! Django, Rails, Laravel, Hibernate, ...) becomes for a restricted role without listing every column,
+//! and how a hidden column keeps the relation's shape for an ORM that selects every mapped column.
+//!
+//! - `dropped_columns = "null"` (per role, or per rule): a column the role may not see stays in its view
+//!   as a typed NULL instead of disappearing; writing NULL (unchanged) is accepted, anything else refused.
+//! - `[tables.<t>] default = "read" | "write" | "deny"`: what a restricted role without its own rule for
+//!   the table gets (its non-personal columns shown, personal and `secret` ones hidden).
+//! - `unlisted_tables = "read"` (settings or per role): tables the policy does not name are readable
+//!   (SELECT only) as the base table.
+//! - the `secret` category (credentials): never shown unless a rule names the column.
+//! - `json.mask` and `json.redact`: masks on json/jsonb that keep the document valid.
+//!
+//! Not for: validating or compiling the rest of the policy (`model`, `compile`) or running SQL.
+
+use crate::access::{Action, UnlistedTables, Writes};
+use crate::model::{Rule, Table};
+
+/// What a column the role may not see becomes in its view (`dropped_columns`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HiddenColumns {
+    /// The column is not in the view (a statement naming it is refused).
+    #[default]
+    Drop,
+    /// The column stays in the view, always NULL: ORMs that select every mapped column keep working.
+    Null,
+}
+
+impl HiddenColumns {
+    pub const CHOICES: &'static [(&'static str, HiddenColumns)] =
+        &[("drop", HiddenColumns::Drop), ("null", HiddenColumns::Null)];
+
+    /// `action` as this setting renders a hidden column.
+    pub fn apply(self, action: Action) -> Action {
+        match (self, action) {
+            (HiddenColumns::Null, Action::Drop) => Action::Null,
+            (_, action) => action,
+        }
+    }
+}
+
+/// `[tables.<t>] default`: what a restricted role that has no rule of its own for the table gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TableDefault {
+    /// The table does not exist for the role (as for any table without a rule).
+    #[default]
+    Deny,
+    /// Read only: non-personal columns shown, personal ones hidden by privacy by default.
+    Read,
+    /// As `Read`, and the role may insert, update and delete (setting shown columns only).
+    Write,
+}
+
+impl TableDefault {
+    pub const CHOICES: &'static [(&'static str, TableDefault)] = &[
+        ("deny", TableDefault::Deny),
+        ("read", TableDefault::Read),
+        ("write", TableDefault::Write),
+    ];
+
+    /// The rule a role without its own gets for `table`, if any.
+    pub fn rule(self, table: &Table, hidden: HiddenColumns) -> Option<Rule> {
+        let writes = match self {
+            TableDefault::Deny => return None,
+            TableDefault::Read => Writes::default(),
+            TableDefault::Write => Writes {
+                insert: true,
+                update: true,
+                delete: true,
+            },
+        };
+        Some(Rule {
+            table: table.key.clone(),
+            deny: false,
+            show_all: false,
+            show: Vec::new(),
+            actions: Default::default(),
+            filter: None,
+            filter_span: 0..0,
+            writes,
+            hidden,
+            span: table.span.clone(),
+        })
+    }
+}
+
+/// The values of `unlisted_tables`.
+pub const UNLISTED_CHOICES: &[(&str, UnlistedTables)] = &[
+    ("deny", UnlistedTables::Deny),
+    ("read", UnlistedTables::Read),
+    ("pass", UnlistedTables::Pass),
+];
+
+/// How `unlisted_tables` is described in warnings.
+pub fn unlisted_text(unlisted: UnlistedTables) -> &'static str {
+    match unlisted {
+        UnlistedTables::Deny => "denied",
+        UnlistedTables::Read => "readable (SELECT only) unmasked",
+        UnlistedTables::Pass => "passed through unmasked",
+    }
+}
+
+/// Whether a column type is `json` or `jsonb` (what the JSON masks apply to).
+pub fn is_json_type(data_type: &str) -> bool {
+    matches!(
+        data_type.trim().to_ascii_lowercase().as_str(),
+        "json" | "jsonb"
+    )
+}
+
+/// One token of a JSON text: a string (group 1) with the colon that makes it a key (group 2), or a
+/// run of anything else (group 3: punctuation, numbers, `true`, `false`, `null`, white space).
+const JSON_TOKEN: &str = r#"("(?:[^"\\]|\\.)*")(\s*:)?|([^"]+)"#;
+/// The alias of the token table inside a JSON mask's subquery (unlikely to shadow a column).
+const TOKENS: &str = "maschera_json";
+
+/// The SQL expression (of the column's type) of `json.mask` or `json.redact` over column `c` (quoted)
+/// of type `data_type` (json or jsonb): the text is cut into tokens, each string that is not a key is
+/// replaced, and the tokens are joined back in order, so the result is valid JSON with the same keys
+/// and shape. NULL stays NULL. Built from built-ins only (nothing to install or grant).
+pub fn json_expression(c: &str, data_type: &str, action: &Action) -> String {
+    let token = |group: u8| format!("{TOKENS}.maschera_token[{group}]");
+    let string = token(1);
+    let value = match action {
+        Action::JsonRedact => {
+            let text = format!("({string}::pg_catalog.json #>> '{{}}')");
+            format!(
+                "pg_catalog.to_json({})::text",
+                crate::redact::sql_expression(&text)
+            )
+        }
+        _ => format!("CASE WHEN {string} = '\"\"' THEN '\"\"' ELSE '\"***\"' END"),
+    };
+    format!(
+        "CASE WHEN {c} IS NULL THEN NULL ELSE CAST(COALESCE((SELECT pg_catalog.string_agg(\
+         CASE WHEN {string} IS NULL THEN {other} WHEN {key} IS NOT NULL THEN {string} || {key} \
+         ELSE {value} END, '' ORDER BY {TOKENS}.maschera_ord) \
+         FROM pg_catalog.regexp_matches({c}::text, {pattern}, 'g') \
+         WITH ORDINALITY AS {TOKENS}(maschera_token, maschera_ord)), 'null') AS {data_type}) END",
+        other = token(3),
+        key = token(2),
+        pattern = crate::redact::escaped_literal(JSON_TOKEN),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hidden_columns_as_null_keep_every_other_action() {
+        assert_eq!(HiddenColumns::Null.apply(Action::Drop), Action::Null);
+        assert_eq!(
+            HiddenColumns::Null.apply(Action::MaskEmail),
+            Action::MaskEmail
+        );
+        assert_eq!(HiddenColumns::Drop.apply(Action::Drop), Action::Drop);
+    }
+
+    #[test]
+    fn json_masks_fit_json_types_only_and_keep_keys() {
+        assert!(is_json_type("jsonb") && is_json_type("JSON") && !is_json_type("text"));
+        let sql = json_expression("\"changes\"", "jsonb", &Action::JsonMask);
+        assert!(sql.starts_with("CASE WHEN \"changes\" IS NULL THEN NULL ELSE CAST("));
+        assert!(sql.ends_with("'null') AS jsonb) END"), "{sql}");
+        assert!(sql.contains("'\"***\"'"), "{sql}");
+        let sql = json_expression("\"changes\"", "json", &Action::JsonRedact);
+        assert!(
+            sql.contains("[email]") && sql.contains("pg_catalog.to_json("),
+            "{sql}"
+        );
+    }
+}
