@@ -325,8 +325,8 @@ pub fn check_fits(action: &Action, data_type: &str) -> Result<(), String> {
             "a numeric column (integer, bigint, numeric, ...)",
         ),
         Action::JsonMask | Action::JsonRedact => (
-            crate::framework::is_json_type(data_type),
-            "a json or jsonb column",
+            crate::framework::fits_json_mask(data_type),
+            "a json, jsonb or text column",
         ),
         _ => (true, ""),
     };

@@ -10,7 +10,8 @@
 //! - `unlisted_tables = "read"` (settings or per role): tables the policy does not name are readable
 //!   (SELECT only) as the base table.
 //! - the `secret` category (credentials): never shown unless a rule names the column.
-//! - `json.mask` and `json.redact`: masks on json/jsonb that keep the document valid.
+//! - `json.mask` and `json.redact`: masks on json, jsonb or text holding JSON that keep the document
+//!   valid.
 //!
 //! Not for: validating or compiling the rest of the policy (`model`, `compile`) or running SQL.
 
@@ -110,18 +111,31 @@ pub fn is_json_type(data_type: &str) -> bool {
 }
 
 /// One token of a JSON text: a string (group 1) with the colon that makes it a key (group 2), or a
-/// run of anything else (group 3: punctuation, numbers, `true`, `false`, `null`, white space).
-const JSON_TOKEN: &str = r#"("(?:[^"\\]|\\.)*")(\s*:)?|([^"]+)"#;
+/// run of anything else (group 3: punctuation, numbers, `true`, `false`, `null`, white space). A string
+/// with a raw control character, an invalid escape, `\u0000` or a surrogate escape is no token (the
+/// value then fails the check below and gets the fallback).
+const JSON_TOKEN: &str = r#"("(?:[^"\\[:cntrl:]]|\\["\\/bfnrt]|\\u(?![dD][89a-fA-F])(?!0000)[0-9a-fA-F]{4})*")(\s*:)?|([^"]+)"#;
+/// What may stand between strings in a JSON text.
+const JSON_OTHER: &str = r"^([][{}:,[:space:]0-9eE.+-]|true|false|null)*$";
 /// The alias of the token table inside a JSON mask's subquery (unlikely to shadow a column).
 const TOKENS: &str = "maschera_json";
 
+/// Whether a JSON mask fits a column of this type: json, jsonb, or text holding JSON (a text value
+/// that is not JSON is masked whole: `***`, or redacted as `redact` does).
+pub fn fits_json_mask(data_type: &str) -> bool {
+    is_json_type(data_type)
+        || crate::action::type_family(data_type) == crate::action::TypeFamily::Text
+}
+
 /// The SQL expression (of the column's type) of `json.mask` or `json.redact` over column `c` (quoted)
-/// of type `data_type` (json or jsonb): the text is cut into tokens, each string that is not a key is
-/// replaced, and the tokens are joined back in order, so the result is valid JSON with the same keys
-/// and shape. NULL stays NULL. Built from built-ins only (nothing to install or grant).
+/// of type `data_type`: the text is cut into tokens, each string that is not a key is replaced, and
+/// the tokens are joined back in order, so the result is valid JSON with the same keys and shape. A
+/// value that is not JSON throughout (a text column's plain text) gets the fallback instead: `"***"`
+/// for json types, `***` or the redacted text for text. NULL and '' stay as they are. Built from
+/// built-ins only (nothing to install or grant).
 pub fn json_expression(c: &str, data_type: &str, action: &Action) -> String {
     let token = |group: u8| format!("{TOKENS}.maschera_token[{group}]");
-    let string = token(1);
+    let (string, key, other) = (token(1), token(2), token(3));
     let value = match action {
         Action::JsonRedact => {
             let text = format!("({string}::pg_catalog.json #>> '{{}}')");
@@ -132,14 +146,20 @@ pub fn json_expression(c: &str, data_type: &str, action: &Action) -> String {
         }
         _ => format!("CASE WHEN {string} = '\"\"' THEN '\"\"' ELSE '\"***\"' END"),
     };
+    let fallback = match (is_json_type(data_type), action) {
+        (true, _) => "'\"***\"'".to_string(),
+        (false, Action::JsonRedact) => crate::redact::sql_expression(&format!("{c}::text")),
+        (false, _) => "'***'".to_string(),
+    };
     format!(
-        "CASE WHEN {c} IS NULL THEN NULL ELSE CAST(COALESCE((SELECT pg_catalog.string_agg(\
-         CASE WHEN {string} IS NULL THEN {other} WHEN {key} IS NOT NULL THEN {string} || {key} \
-         ELSE {value} END, '' ORDER BY {TOKENS}.maschera_ord) \
+        "CASE WHEN {c} IS NULL THEN NULL WHEN {c}::text = '' THEN {c} ELSE CAST(COALESCE((SELECT \
+         CASE WHEN pg_catalog.sum(pg_catalog.length(COALESCE({string} || COALESCE({key}, ''), {other}))) \
+         = pg_catalog.length({c}::text) AND pg_catalog.bool_and({other} IS NULL OR {other} ~ {valid}) \
+         THEN pg_catalog.string_agg(CASE WHEN {string} IS NULL THEN {other} \
+         WHEN {key} IS NOT NULL THEN {string} || {key} ELSE {value} END, '' ORDER BY {TOKENS}.maschera_ord) END \
          FROM pg_catalog.regexp_matches({c}::text, {pattern}, 'g') \
-         WITH ORDINALITY AS {TOKENS}(maschera_token, maschera_ord)), 'null') AS {data_type}) END",
-        other = token(3),
-        key = token(2),
+         WITH ORDINALITY AS {TOKENS}(maschera_token, maschera_ord)), {fallback}) AS {data_type}) END",
+        valid = crate::redact::escaped_literal(JSON_OTHER),
         pattern = crate::redact::escaped_literal(JSON_TOKEN),
     )
 }
@@ -161,6 +181,7 @@ mod tests {
     #[test]
     fn json_masks_fit_json_types_only_and_keep_keys() {
         assert!(is_json_type("jsonb") && is_json_type("JSON") && !is_json_type("text"));
+        assert!(fits_json_mask("text") && fits_json_mask("jsonb") && !fits_json_mask("integer"));
         let sql = json_expression("\"changes\"", "jsonb", &Action::JsonMask);
         assert!(sql.starts_with("CASE WHEN \"changes\" IS NULL THEN NULL ELSE CAST("));
         assert!(sql.ends_with("'null') AS jsonb) END"), "{sql}");

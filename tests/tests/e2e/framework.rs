@@ -26,11 +26,13 @@ CREATE TABLE schema_migrations (version text PRIMARY KEY);
 INSERT INTO schema_migrations VALUES ('20240101000000');
 CREATE TABLE django_admin_log (id serial PRIMARY KEY, object_id text, object_repr text, action_flag smallint NOT NULL);
 INSERT INTO django_admin_log (object_id, object_repr, action_flag) VALUES ('1', 'Mario Rossi', 2);
-CREATE TABLE history (id serial PRIMARY KEY, kind text NOT NULL, changes jsonb, snapshot json);
+CREATE TABLE history (id serial PRIMARY KEY, kind text NOT NULL, changes jsonb, snapshot json, message text);
+INSERT INTO history (kind, message) VALUES ('contact', 'Changed email to mario.rossi@example.it');
 INSERT INTO history (kind, changes, snapshot) VALUES
   ('contact', '{"email": {"old": "mario.rossi@example.it", "new": "m.rossi@example.org"}, "phone": "+39 333 1234567", "age": 42, "fields": ["email", "phone"], "note": "said \"call me\" at 10"}',
    '{"name" : "Mario Rossi", "email": "mario.rossi@example.it", "vip": true, "score": 7, "tags": ["a", ""], "empty": ""}'),
   ('internal', '{"password": "hunter2"}', '{}');
+UPDATE history SET message = '[{"changed": {"fields": ["Email"]}}, {"added": {"object": "call +39 333 1234567", "name": "mario@example.it"}}]' WHERE id = 2;
 "#;
 
 const POLICY: &str = r#"
@@ -54,6 +56,7 @@ columns = { object_repr = "identifying" }
 [tables.history.columns]
 changes = { category = "contact", type = "jsonb" }
 snapshot = { category = "identifying", type = "json" }
+message = "free_text"
 
 [roles.owner]
 unrestricted = true
@@ -71,7 +74,7 @@ writes = ["insert", "update"]
 show = ["*"]
 
 [roles.support.tables.history]
-columns = { changes = "json.redact", snapshot = "json.mask" }
+columns = { changes = "json.redact", snapshot = "json.mask", message = "json.redact" }
 filter = "kind = 'contact'"
 "#;
 
@@ -323,7 +326,7 @@ async fn framework_tables_are_read_only_hide_secrets_and_mask_json_on_both_locks
             assert!(message.contains(table), "{lock}: {message}");
         }
         // History JSON: valid JSON, the same keys and shape, no personal value.
-        let changes = one(&client, "SELECT changes::text FROM history").await;
+        let changes = one(&client, "SELECT changes::text FROM history WHERE id = 2").await;
         let changes: serde_json::Value =
             serde_json::from_str(&changes).unwrap_or_else(|e| panic!("{lock}: {changes}: {e}"));
         assert_eq!(
@@ -337,7 +340,7 @@ async fn framework_tables_are_read_only_hide_secrets_and_mask_json_on_both_locks
             }),
             "{lock}"
         );
-        let snapshot = one(&client, "SELECT snapshot::text FROM history").await;
+        let snapshot = one(&client, "SELECT snapshot::text FROM history WHERE id = 2").await;
         let snapshot: serde_json::Value =
             serde_json::from_str(&snapshot).unwrap_or_else(|e| panic!("{lock}: {snapshot}: {e}"));
         assert_eq!(
@@ -347,9 +350,22 @@ async fn framework_tables_are_read_only_hide_secrets_and_mask_json_on_both_locks
             }),
             "{lock}"
         );
+        // Text holding JSON keeps its own layout; plain text in it is redacted whole.
+        assert_eq!(
+            text(&client, "SELECT message FROM history ORDER BY id").await,
+            [
+                Some("Changed email to [email]".to_string()),
+                Some(r#"[{"changed": {"fields": ["Email"]}}, {"added": {"object": "call [phone]", "name": "[email]"}}]"#.to_string()),
+            ],
+            "{lock}"
+        );
         // JSON operators read the masked document; the row filter hides the other kind.
         assert_eq!(
-            text(&client, "SELECT changes #>> '{email,old}' FROM history").await,
+            text(
+                &client,
+                "SELECT changes #>> '{email,old}' FROM history WHERE id = 2"
+            )
+            .await,
             [Some("[email]".to_string())],
             "{lock}"
         );
@@ -374,13 +390,13 @@ fn json_masks_need_a_json_column_and_settings_are_checked() {
         )
         .replace(
             "[tables.history.columns]",
-            "[tables.history.columns]\nkind = { type = \"text\" }",
+            "[tables.history.columns]\nkind = { type = \"integer\" }",
         );
     let err = policy::Policy::parse("p.toml", &bad)
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("`json.mask` needs a json or jsonb column, but the column is `text`"),
+        err.contains("`json.mask` needs a json, jsonb or text column, but the column is `integer`"),
         "{err}"
     );
     let bad = POLICY.replace("dropped_columns = \"null\"", "dropped_columns = \"nul\"");
