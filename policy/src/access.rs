@@ -135,6 +135,12 @@ impl Action {
     pub fn is_show(&self) -> bool {
         matches!(self, Action::Show)
     }
+
+    /// Whether a role that may insert may set this column in a new row although it reads it masked:
+    /// the redactions (a new row's text is the caller's own; an update writes it back only unchanged).
+    pub fn insertable_masked(&self) -> bool {
+        matches!(self, Action::Redact | Action::JsonRedact)
+    }
 }
 
 /// Which writes a role may make to a table (through its view, so the row filter's check option holds).

@@ -371,7 +371,7 @@ impl<'a> Analyzer<'a> {
         if let ItemKind::View { table, access } = &target.kind
             && access.writes.insert
             && let Some(col) = access.column(column)
-            && col.action == Action::Redact
+            && col.action.insertable_masked()
         {
             self.log.column(table, column, col.category, &col.action);
             return Ok(());
