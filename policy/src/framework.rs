@@ -167,6 +167,104 @@ pub fn json_expression(c: &str, data_type: &str, action: &Action) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Policy;
+    use crate::access::{RoleAccess, TableAccess, TableName};
+    use crate::apply_sql::{ApplyOptions, LiveState, Step, apply_steps};
+
+    const POLICY: &str = r#"
+[settings]
+unlisted_tables = "read"
+[tables.auth_user]
+default = "read"
+columns = { password = "secret", email = "contact" }
+[tables.sessions]
+default = "write"
+[roles.app]
+unlisted_tables = "pass"
+[roles.app.tables.auth_user]
+show = ["*"]
+[roles.desk]
+dropped_columns = "null"
+[roles.admin]
+unrestricted = true
+"#;
+
+    fn actions(access: &RoleAccess, table: &str) -> (Vec<(String, Action)>, Writes) {
+        match &access.tables[&TableName::new("public", table)] {
+            TableAccess::View(view) => (
+                view.columns
+                    .iter()
+                    .map(|c| (c.name.clone(), c.action.clone()))
+                    .collect(),
+                view.writes,
+            ),
+            other => panic!("{table}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn table_defaults_unlisted_modes_and_secrets_compile_per_role() {
+        let policy = Policy::parse("p.toml", POLICY).unwrap();
+        let catalog = crate::compile::catalog_of(&[
+            (
+                "auth_user",
+                &[("id", "integer"), ("password", "text"), ("email", "text")],
+            ),
+            ("sessions", &[("key", "text")]),
+            ("migrations", &[("version", "text")]),
+        ]);
+        let access = policy.compile(&catalog).unwrap();
+        let (app, app_writes) = actions(&access["app"], "auth_user");
+        assert_eq!(
+            app,
+            [
+                ("id".into(), Action::Show),
+                ("password".into(), Action::Drop),
+                ("email".into(), Action::Show)
+            ],
+            "`*` never shows a secret"
+        );
+        assert_eq!(app_writes, Writes::default());
+        assert_eq!(access["app"].unlisted, UnlistedTables::Pass);
+        let (desk, desk_writes) = actions(&access["desk"], "auth_user");
+        assert_eq!(
+            desk,
+            [
+                ("id".into(), Action::Show),
+                ("password".into(), Action::Null),
+                ("email".into(), Action::Null)
+            ],
+            "the table's default rule, hidden columns as NULL"
+        );
+        assert_eq!(desk_writes, Writes::default(), "read");
+        assert!(actions(&access["desk"], "sessions").1.update, "write");
+        assert_eq!(access["desk"].unlisted, UnlistedTables::Read);
+        let live = LiveState {
+            catalog,
+            ..Default::default()
+        };
+        let sql: Vec<String> = apply_steps(&policy, &access, &live, &ApplyOptions::default())
+            .unwrap()
+            .iter()
+            .map(Step::display)
+            .collect();
+        for expected in [
+            "GRANT SELECT ON \"public\".\"migrations\" TO \"maschera_desk\"",
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON \"public\".\"migrations\" TO \"maschera_app\"",
+        ] {
+            assert!(sql.contains(&expected.to_string()), "missing {expected}");
+        }
+    }
+
+    #[test]
+    fn an_unrestricted_role_takes_no_framework_settings() {
+        let text = POLICY.replace(
+            "[roles.admin]\nunrestricted = true",
+            "[roles.admin]\nunrestricted = true\ndropped_columns = \"null\"",
+        );
+        let err = Policy::parse("p.toml", &text).unwrap_err().to_string();
+        assert!(err.contains("role `admin` is unrestricted"), "{err}");
+    }
 
     #[test]
     fn hidden_columns_as_null_keep_every_other_action() {
@@ -183,8 +281,8 @@ mod tests {
         assert!(is_json_type("jsonb") && is_json_type("JSON") && !is_json_type("text"));
         assert!(fits_json_mask("text") && fits_json_mask("jsonb") && !fits_json_mask("integer"));
         let sql = json_expression("\"changes\"", "jsonb", &Action::JsonMask);
-        assert!(sql.starts_with("CASE WHEN \"changes\" IS NULL THEN NULL ELSE CAST("));
-        assert!(sql.ends_with("'null') AS jsonb) END"), "{sql}");
+        assert!(sql.starts_with("CASE WHEN \"changes\" IS NULL THEN NULL WHEN \"changes\"::text = '' THEN \"changes\" ELSE CAST("), "{sql}");
+        assert!(sql.ends_with("'\"***\"') AS jsonb) END"), "{sql}");
         assert!(sql.contains("'\"***\"'"), "{sql}");
         let sql = json_expression("\"changes\"", "json", &Action::JsonRedact);
         assert!(
