@@ -145,6 +145,21 @@ async fn refusal(client: &Client, sql: &str) -> (String, String) {
     (db.code().code().to_string(), db.message().to_string())
 }
 
+/// The one value of `sql`, which must be valid JSON.
+async fn json_of(client: &Client, sql: &str) -> serde_json::Value {
+    let text = one(client, sql).await;
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{sql}: not JSON: {e}"))
+}
+
+/// Asserts that `sql` returns no row (a predicate on a hidden value finds nothing).
+async fn finds_nothing(client: &Client, sql: &str, why: &str) {
+    assert_eq!(
+        text(client, sql).await,
+        Vec::<Option<String>>::new(),
+        "{why}: {sql}"
+    );
+}
+
 async fn accepted(client: &Client, sql: &str) {
     if let Err(err) = client.simple_query(sql).await {
         panic!("`{sql}` refused: {err:?}");
@@ -173,15 +188,12 @@ async fn hidden_columns_as_null_keep_the_orm_shape_on_both_locks() {
         let names: Vec<&str> = star[0].columns().iter().map(|c| c.name()).collect();
         assert_eq!(names, ["id", "name", "email", "notes"], "{lock}: SELECT *");
         // Predicates see NULL, never the stored value.
-        assert_eq!(
-            text(
-                &client,
-                "SELECT name FROM customers WHERE email = 'mario.rossi@example.it'"
-            )
-            .await,
-            Vec::<Option<String>>::new(),
-            "{lock}"
-        );
+        finds_nothing(
+            &client,
+            "SELECT name FROM customers WHERE email = 'mario.rossi@example.it'",
+            lock,
+        )
+        .await;
         assert_eq!(
             text(
                 &client,
@@ -257,15 +269,13 @@ async fn framework_tables_are_read_only_hide_secrets_and_mask_json_on_both_locks
             None,
             "{lock}: password hash"
         );
-        assert_eq!(
-            text(
-                &client,
-                "SELECT username FROM auth_user WHERE password LIKE 'pbkdf2%'"
-            )
-            .await,
-            Vec::<Option<String>>::new(),
-            "{lock}: a predicate sees no hash"
-        );
+        let why = format!("{lock}: a predicate sees no hash");
+        finds_nothing(
+            &client,
+            "SELECT username FROM auth_user WHERE password LIKE 'pbkdf2%'",
+            &why,
+        )
+        .await;
         // ... and not writable: the role cannot change a hash, a flag or a user.
         // (Straight as the login, PostgreSQL refuses a write to a view's NULL column as 0A000.)
         let (code, message) =
@@ -326,11 +336,8 @@ async fn framework_tables_are_read_only_hide_secrets_and_mask_json_on_both_locks
             assert!(message.contains(table), "{lock}: {message}");
         }
         // History JSON: valid JSON, the same keys and shape, no personal value.
-        let changes = one(&client, "SELECT changes::text FROM history WHERE id = 2").await;
-        let changes: serde_json::Value =
-            serde_json::from_str(&changes).unwrap_or_else(|e| panic!("{lock}: {changes}: {e}"));
         assert_eq!(
-            changes,
+            json_of(&client, "SELECT changes::text FROM history WHERE id = 2").await,
             serde_json::json!({
                 "email": {"old": "[email]", "new": "[email]"},
                 "phone": "[phone]",
@@ -340,11 +347,8 @@ async fn framework_tables_are_read_only_hide_secrets_and_mask_json_on_both_locks
             }),
             "{lock}"
         );
-        let snapshot = one(&client, "SELECT snapshot::text FROM history WHERE id = 2").await;
-        let snapshot: serde_json::Value =
-            serde_json::from_str(&snapshot).unwrap_or_else(|e| panic!("{lock}: {snapshot}: {e}"));
         assert_eq!(
-            snapshot,
+            json_of(&client, "SELECT snapshot::text FROM history WHERE id = 2").await,
             serde_json::json!({
                 "name": "***", "email": "***", "vip": true, "score": 7, "tags": ["***", ""], "empty": ""
             }),
@@ -369,47 +373,42 @@ async fn framework_tables_are_read_only_hide_secrets_and_mask_json_on_both_locks
             [Some("[email]".to_string())],
             "{lock}"
         );
-        assert_eq!(
-            text(
-                &client,
-                "SELECT id::text FROM history WHERE changes::text LIKE '%mario%'"
-            )
-            .await,
-            Vec::<Option<String>>::new(),
-            "{lock}"
-        );
+        finds_nothing(
+            &client,
+            "SELECT id::text FROM history WHERE changes::text LIKE '%mario%'",
+            lock,
+        )
+        .await;
     }
 }
 
 #[test]
 fn json_masks_need_a_json_column_and_settings_are_checked() {
-    let bad = POLICY
-        .replace(
+    let cases = [
+        (
             "changes = \"json.redact\"",
             "changes = \"json.redact\", kind = \"json.mask\"",
-        )
-        .replace(
+            "`json.mask` needs a json, jsonb or text column, but the column is `integer`",
+        ),
+        (
+            "dropped_columns = \"null\"",
+            "dropped_columns = \"nul\"",
+            "unknown value `nul` for dropped_columns",
+        ),
+        (
+            "default = \"read\"",
+            "default = \"reed\"",
+            "unknown value `reed` for default",
+        ),
+    ];
+    for (from, to, expected) in cases {
+        let bad = POLICY.replace(from, to).replace(
             "[tables.history.columns]",
             "[tables.history.columns]\nkind = { type = \"integer\" }",
         );
-    let err = policy::Policy::parse("p.toml", &bad)
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("`json.mask` needs a json, jsonb or text column, but the column is `integer`"),
-        "{err}"
-    );
-    let bad = POLICY.replace("dropped_columns = \"null\"", "dropped_columns = \"nul\"");
-    let err = policy::Policy::parse("p.toml", &bad)
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("unknown value `nul` for dropped_columns"),
-        "{err}"
-    );
-    let bad = POLICY.replace("default = \"read\"", "default = \"reed\"");
-    let err = policy::Policy::parse("p.toml", &bad)
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("unknown value `reed` for default"), "{err}");
+        let err = policy::Policy::parse("p.toml", &bad)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(expected), "{err}");
+    }
 }
