@@ -112,9 +112,13 @@ pub fn is_json_type(data_type: &str) -> bool {
 
 /// One token of a JSON text: a string (group 1) with the colon that makes it a key (group 2), or a
 /// run of anything else (group 3: punctuation, numbers, `true`, `false`, `null`, white space). A string
-/// with a raw control character, an invalid escape, `\u0000` or a surrogate escape is no token (the
-/// value then fails the check below and gets the fallback).
-const JSON_TOKEN: &str = r#"("(?:[^"\\[:cntrl:]]|\\["\\/bfnrt]|\\u(?![dD][89a-fA-F])(?!0000)[0-9a-fA-F]{4})*")(\s*:)?|([^"]+)"#;
+/// with a raw control character or an invalid escape is no token (a text value then fails the length
+/// check below and gets the fallback; json and jsonb values never hold one). No lookahead: PostgreSQL
+/// runs this as a DFA, twice as fast.
+const JSON_TOKEN: &str =
+    r#"("(?:[^"\\[:cntrl:]]|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4})*")(\s*:)?|([^"]+)"#;
+/// A string token that `json #>> '{}'` cannot turn into text (`\u0000`, a surrogate escape).
+const UNTEXTABLE: &str = r"\\u(0000|[dD][89a-fA-F])";
 /// What may stand between strings in a JSON text.
 const JSON_OTHER: &str = r"^([][{}:,[:space:]0-9eE.+-]|true|false|null)*$";
 /// The alias of the token table inside a JSON mask's subquery (unlikely to shadow a column).
@@ -140,8 +144,10 @@ pub fn json_expression(c: &str, data_type: &str, action: &Action) -> String {
         Action::JsonRedact => {
             let text = format!("({string}::pg_catalog.json #>> '{{}}')");
             format!(
-                "pg_catalog.to_json({})::text",
-                crate::redact::sql_expression(&text)
+                "CASE WHEN pg_catalog.strpos({string}, E'\\\\u') > 0 AND {string} ~ {untextable} THEN '\"***\"' \
+                 ELSE pg_catalog.to_json({})::text END",
+                crate::redact::sql_expression(&text),
+                untextable = crate::redact::escaped_literal(UNTEXTABLE),
             )
         }
         _ => format!("CASE WHEN {string} = '\"\"' THEN '\"\"' ELSE '\"***\"' END"),
@@ -151,15 +157,24 @@ pub fn json_expression(c: &str, data_type: &str, action: &Action) -> String {
         (false, Action::JsonRedact) => crate::redact::sql_expression(&format!("{c}::text")),
         (false, _) => "'***'".to_string(),
     };
+    // Text may hold anything between strings; json and jsonb only JSON (the regular expression is
+    // the costlier part, so they skip it).
+    let between = if is_json_type(data_type) {
+        String::new()
+    } else {
+        format!(
+            " AND pg_catalog.bool_and({other} IS NULL OR {other} ~ {})",
+            crate::redact::escaped_literal(JSON_OTHER)
+        )
+    };
     format!(
         "CASE WHEN {c} IS NULL THEN NULL WHEN {c}::text = '' THEN {c} ELSE CAST(COALESCE((SELECT \
          CASE WHEN pg_catalog.sum(pg_catalog.length(COALESCE({string} || COALESCE({key}, ''), {other}))) \
-         = pg_catalog.length({c}::text) AND pg_catalog.bool_and({other} IS NULL OR {other} ~ {valid}) \
+         = pg_catalog.length({c}::text){between} \
          THEN pg_catalog.string_agg(CASE WHEN {string} IS NULL THEN {other} \
          WHEN {key} IS NOT NULL THEN {string} || {key} ELSE {value} END, '' ORDER BY {TOKENS}.maschera_ord) END \
          FROM pg_catalog.regexp_matches({c}::text, {pattern}, 'g') \
          WITH ORDINALITY AS {TOKENS}(maschera_token, maschera_ord)), {fallback}) AS {data_type}) END",
-        valid = crate::redact::escaped_literal(JSON_OTHER),
         pattern = crate::redact::escaped_literal(JSON_TOKEN),
     )
 }

@@ -32,6 +32,7 @@ INSERT INTO history (kind, changes, snapshot) VALUES
   ('contact', '{"email": {"old": "mario.rossi@example.it", "new": "m.rossi@example.org"}, "phone": "+39 333 1234567", "age": 42, "fields": ["email", "phone"], "note": "said \"call me\" at 10"}',
    '{"name" : "Mario Rossi", "email": "mario.rossi@example.it", "vip": true, "score": 7, "tags": ["a", ""], "empty": ""}'),
   ('internal', '{"password": "hunter2"}', '{}');
+INSERT INTO history (kind, message) VALUES ('contact', '{"x": "\ud800 mario@example.it", "y": "ok"}'), ('contact', '{"x": "\q mario@example.it"}');
 UPDATE history SET message = '[{"changed": {"fields": ["Email"]}}, {"added": {"object": "call +39 333 1234567", "name": "mario@example.it"}}]' WHERE id = 2;
 "#;
 
@@ -360,6 +361,10 @@ async fn framework_tables_are_read_only_hide_secrets_and_mask_json_on_both_locks
             [
                 Some("Changed email to [email]".to_string()),
                 Some(r#"[{"changed": {"fields": ["Email"]}}, {"added": {"object": "call [phone]", "name": "[email]"}}]"#.to_string()),
+                // A string JSON cannot turn into text is masked whole; an invalid escape makes the
+                // value plain text, redacted whole.
+                Some(r#"{"x": "***", "y": "ok"}"#.to_string()),
+                Some(r#"{"x": "\q [email]"}"#.to_string()),
             ],
             "{lock}"
         );
