@@ -60,3 +60,57 @@ impl<'a> Analyzer<'a> {
             )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::access::Catalog;
+    use crate::rewrite::{SqlState, rewrite, rewrite_prepared};
+
+    const POLICY: &str = "[settings]\nunlisted_tables = \"read\"\n[tables.customers.columns]\nemail = \"contact\"\n\
+                          [roles.desk]\ndropped_columns = \"null\"\n[roles.desk.tables.customers]\n\
+                          writes = [\"insert\", \"update\"]\n";
+
+    fn setup() -> (crate::access::RoleAccess, Catalog) {
+        let policy = crate::Policy::parse("p.toml", POLICY).unwrap();
+        let catalog = crate::compile::catalog_of(&[
+            (
+                "customers",
+                &[("id", "bigint"), ("name", "text"), ("email", "text")],
+            ),
+            ("schema_migrations", &[("version", "text")]),
+        ]);
+        let access = policy.role_access_by_name("desk", &catalog).unwrap();
+        (access, catalog)
+    }
+
+    #[test]
+    fn null_written_back_to_a_hidden_column_passes_and_nothing_else_does() {
+        let (desk, catalog) = setup();
+        for sql in [
+            "UPDATE customers SET name = 'x', email = NULL WHERE id = 1",
+            "INSERT INTO customers (name, email) VALUES ('a', NULL), ('b', (NULL))",
+            "INSERT INTO customers VALUES (DEFAULT, 'a', NULL)",
+            "SELECT id, name, email FROM customers WHERE email IS NULL",
+            "SELECT * FROM schema_migrations",
+        ] {
+            rewrite(sql, &desk, &catalog).unwrap_or_else(|r| panic!("{sql}: {}", r.message));
+        }
+        for sql in [
+            "UPDATE customers SET email = 'x@example.org'",
+            "UPDATE customers SET email = lower(email)",
+            "INSERT INTO customers (name, email) VALUES ('a', NULL), ('b', 'x@example.org')",
+            "INSERT INTO customers (name, email) SELECT name, NULL FROM customers",
+            "INSERT INTO schema_migrations VALUES ('1')",
+            "DELETE FROM schema_migrations",
+        ] {
+            let refusal = rewrite(sql, &desk, &catalog).unwrap_err();
+            assert_eq!(refusal.sqlstate, SqlState::InsufficientPrivilege, "{sql}");
+        }
+        // A bound parameter's value is not known when the proxy decides: refused.
+        let refusal = rewrite_prepared("UPDATE customers SET email = $1", &desk, &catalog)
+            .map(|_| ())
+            .unwrap_err();
+        assert_eq!(refusal.sqlstate, SqlState::InsufficientPrivilege);
+        assert!(refusal.message.contains("email"), "{}", refusal.message);
+    }
+}
