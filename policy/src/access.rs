@@ -41,6 +41,9 @@ pub enum Category {
     SpecialCategory,
     /// Criminal convictions and offences, GDPR Art. 10.
     Criminal,
+    /// Not a GDPR category: credentials and secrets (password hashes, tokens, API keys). Like Art. 9/10
+    /// data, never shown to a restricted role unless its rule names the column (see `crate::framework`).
+    Secret,
 }
 
 impl Category {
@@ -56,6 +59,7 @@ impl Category {
             Category::ConsentRecord => "consent_record",
             Category::SpecialCategory => "special_category",
             Category::Criminal => "criminal",
+            Category::Secret => "secret",
         }
     }
 
@@ -70,6 +74,7 @@ impl Category {
             Category::ConsentRecord,
             Category::SpecialCategory,
             Category::Criminal,
+            Category::Secret,
         ]
     }
 
@@ -118,12 +123,23 @@ pub enum Action {
     Month,
     /// A number rounded down to a multiple of the width.
     Bucket(u64),
+    /// JSON with its keys, numbers, booleans and structure kept and every non-empty string value
+    /// replaced by `"***"` (see `crate::framework`).
+    JsonMask,
+    /// JSON with its keys and structure kept and each string value redacted as `Redact` does.
+    JsonRedact,
 }
 
 impl Action {
     /// Whether the role reads the stored value unchanged (and so may filter, sort and write on it).
     pub fn is_show(&self) -> bool {
         matches!(self, Action::Show)
+    }
+
+    /// Whether a role that may insert may set this column in a new row although it reads it masked:
+    /// the redactions (a new row's text is the caller's own; an update writes it back only unchanged).
+    pub fn insertable_masked(&self) -> bool {
+        matches!(self, Action::Redact | Action::JsonRedact)
     }
 }
 
@@ -183,6 +199,8 @@ pub enum UnlistedTables {
     Deny,
     /// The role reads and writes it as the base table (its login is granted it by `policy apply`).
     Pass,
+    /// The role reads it as the base table (SELECT only; writes are refused with 42501).
+    Read,
 }
 
 /// Everything the rewriter needs to know about one role.

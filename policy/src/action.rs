@@ -25,6 +25,8 @@ pub const ACTION_SYNTAX: &[&str] = &[
     "year",
     "month",
     "bucket(<width>)",
+    "json.mask",
+    "json.redact",
 ];
 
 const ACTION_NAMES: &[&str] = &[
@@ -44,6 +46,8 @@ const ACTION_NAMES: &[&str] = &[
     "year",
     "month",
     "bucket",
+    "json.mask",
+    "json.redact",
 ];
 
 /// Why an action string is not valid, with what would be right.
@@ -95,6 +99,8 @@ pub fn parse_action(text: &str) -> Result<Action, ActionError> {
         "redact" => no_args(Action::Redact),
         "year" => no_args(Action::Year),
         "month" => no_args(Action::Month),
+        "json.mask" => no_args(Action::JsonMask),
+        "json.redact" => no_args(Action::JsonRedact),
         "mask.last" => Ok(Action::MaskLast(count(
             args.ok_or_else(|| needs("mask.last(<n>)"))?,
             "mask.last(<n>)",
@@ -249,6 +255,8 @@ pub fn action_text(action: &Action) -> String {
         Action::Year => "year".into(),
         Action::Month => "month".into(),
         Action::Bucket(width) => format!("bucket({width})"),
+        Action::JsonMask => "json.mask".into(),
+        Action::JsonRedact => "json.redact".into(),
     }
 }
 
@@ -316,6 +324,10 @@ pub fn check_fits(action: &Action, data_type: &str) -> Result<(), String> {
             family == TypeFamily::Number,
             "a numeric column (integer, bigint, numeric, ...)",
         ),
+        Action::JsonMask | Action::JsonRedact => (
+            crate::framework::fits_json_mask(data_type),
+            "a json, jsonb or text column",
+        ),
         _ => (true, ""),
     };
     if fits {
@@ -355,6 +367,8 @@ mod tests {
             "year",
             "month",
             "bucket(1000)",
+            "json.mask",
+            "json.redact",
         ] {
             let action = parse_action(text).unwrap_or_else(|e| panic!("{text}: {e:?}"));
             assert_eq!(action_text(&action), text);

@@ -173,6 +173,9 @@ pub fn column_expression(
         Action::Bucket(width) => {
             format!("CAST(floor({c}::numeric / {width}) * {width} AS {data_type})")
         }
+        Action::JsonMask | Action::JsonRedact => {
+            crate::framework::json_expression(&c, data_type, action)
+        }
     };
     Some(format!("{expr} AS {c}"))
 }
@@ -574,15 +577,23 @@ fn role_schema_steps(
         };
         steps.extend(plan.steps());
     }
-    if access.unlisted == UnlistedTables::Pass {
+    let privileges = match access.unlisted {
+        UnlistedTables::Deny => None,
+        UnlistedTables::Read => Some("SELECT"),
+        UnlistedTables::Pass => Some("SELECT, INSERT, UPDATE, DELETE"),
+    };
+    if let Some(privileges) = privileges {
         for name in policy.unlisted_tables(&live.catalog) {
             if name.schema.starts_with(OBJECT_PREFIX) {
                 continue;
             }
             steps.push(Step::plain(format!(
-                "GRANT SELECT, INSERT, UPDATE, DELETE ON {} TO {who}",
+                "GRANT {privileges} ON {} TO {who}",
                 qualified(name)
             )));
+            if access.unlisted == UnlistedTables::Read {
+                continue;
+            }
             for sequence in live.sequences.get(name).map(Vec::as_slice).unwrap_or(&[]) {
                 steps.push(Step::plain(format!(
                     "GRANT USAGE ON SEQUENCE {} TO {who}",

@@ -122,10 +122,7 @@ impl Policy {
                 &span,
                 format!(
                     "table `{name}` is not in the policy: {} for restricted roles (settings.unlisted_tables)",
-                    match self.settings.unlisted_tables {
-                        UnlistedTables::Deny => "denied",
-                        UnlistedTables::Pass => "passed through unmasked",
-                    }
+                    crate::framework::unlisted_text(self.settings.unlisted_tables)
                 ),
                 Some(format!("declare it under [tables.{}] if it holds personal data", name.name)),
             );
@@ -174,7 +171,7 @@ impl Policy {
             unlisted: if role.unrestricted {
                 UnlistedTables::Pass
             } else {
-                self.settings.unlisted_tables
+                role.unlisted.unwrap_or(self.settings.unlisted_tables)
             },
             allowed_functions: role.functions.iter().cloned().collect(),
             channels: role.channels.iter().cloned().collect(),

@@ -350,7 +350,7 @@ impl ViewPlan<'_> {
         self.access
             .columns
             .iter()
-            .filter(|c| c.writable || (self.access.writes.insert && c.action == Action::Redact))
+            .filter(|c| c.writable || (self.access.writes.insert && c.action.insertable_masked()))
             .collect()
     }
 

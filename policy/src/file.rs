@@ -49,6 +49,10 @@ pub struct RoleFile {
     #[serde(default)]
     pub recipients: Vec<Spanned<String>>,
     pub unrestricted: Option<Spanned<bool>>,
+    /// Overrides `settings.unlisted_tables` for this role (see `crate::framework`).
+    pub unlisted_tables: Option<Spanned<String>>,
+    /// `"drop"` (default) or `"null"`: what a column the role may not see becomes in its views.
+    pub dropped_columns: Option<Spanned<String>>,
     #[serde(default)]
     pub attributes: Vec<Spanned<String>>,
     #[serde(default)]
@@ -65,6 +69,8 @@ pub struct RoleFile {
 pub struct TableFile {
     pub schema: Option<Spanned<String>>,
     pub personal: Option<Spanned<String>>,
+    /// What a restricted role without its own rule gets: `deny` (default), `read`, `write`.
+    pub default: Option<Spanned<String>>,
     #[serde(default)]
     pub columns: BTreeMap<Key, Spanned<ColumnFile>>,
     pub retention: Option<Spanned<RetentionFile>>,
@@ -112,6 +118,8 @@ pub struct RuleFile {
     #[serde(default)]
     pub writes: Vec<Spanned<String>>,
     pub deny: Option<Spanned<bool>>,
+    /// Overrides the role's `dropped_columns` for this table.
+    pub dropped_columns: Option<Spanned<String>>,
 }
 
 impl<'de> Deserialize<'de> for ColumnFile {

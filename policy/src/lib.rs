@@ -14,6 +14,7 @@ pub mod diagnostics;
 pub mod erasure;
 mod file;
 pub mod filter;
+pub mod framework;
 pub mod model;
 pub mod pseudonym;
 pub mod redact;

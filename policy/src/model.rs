@@ -8,6 +8,7 @@ use crate::action::{check_fits, parse_action};
 use crate::diagnostics::{Diagnostic, Diagnostics, Source, suggest};
 use crate::file::{ColumnFile, PolicyFile, RoleFile, RuleFile, TableFile};
 use crate::filter::{CompiledFilter, compile_filter};
+use crate::framework::{HiddenColumns, TableDefault, UNLISTED_CHOICES};
 use serde_spanned::Spanned;
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -50,6 +51,10 @@ pub struct Role {
     pub lawful_basis: Option<String>,
     pub recipients: Vec<String>,
     pub unrestricted: bool,
+    /// `unlisted_tables` of the role itself, overriding the setting's.
+    pub unlisted: Option<UnlistedTables>,
+    /// `dropped_columns`: what a column the role may not see becomes (its rules may override it).
+    pub hidden: HiddenColumns,
     pub attributes: Vec<String>,
     /// User-defined functions the role may call, qualified `schema.name`.
     pub functions: Vec<String>,
@@ -88,6 +93,8 @@ pub struct Table {
     pub name: TableName,
     /// A category for every column of the table (e.g. `special_category` for health records).
     pub personal: Option<Category>,
+    /// What a restricted role without its own rule gets (`default = "read"`; see `crate::framework`).
+    pub default: TableDefault,
     pub columns: BTreeMap<String, DeclaredColumn>,
     /// How long rows are kept (`[tables.<t>.retention]`), if the file says.
     pub retention: Option<crate::retention::Retention>,
@@ -126,6 +133,8 @@ pub struct Rule {
     /// Where the filter is written (empty when there is none).
     pub filter_span: Span,
     pub writes: Writes,
+    /// What a column this rule hides becomes (`dropped_columns`: the rule's, else the role's).
+    pub hidden: HiddenColumns,
     pub span: Span,
 }
 
@@ -133,17 +142,17 @@ impl Rule {
     /// The action this rule gives a column of the given category, applying privacy by default.
     pub fn action_for(&self, column: &str, category: Option<Category>) -> Action {
         if let Some((action, _)) = self.actions.get(column) {
-            return action.clone();
+            return self.hidden.apply(action.clone());
         }
         if self.show.iter().any(|(c, _)| c == column) {
             return Action::Show;
         }
-        match category {
+        self.hidden.apply(match category {
             None => Action::Show,
-            Some(Category::SpecialCategory | Category::Criminal) => Action::Drop,
+            Some(Category::SpecialCategory | Category::Criminal | Category::Secret) => Action::Drop,
             Some(_) if self.show_all => Action::Show,
             Some(_) => Action::Drop,
-        }
+        })
     }
 
     /// Every column name the rule mentions, with where.
@@ -288,14 +297,8 @@ impl Validator<'_> {
         let Some(file) = &raw.settings else {
             return settings;
         };
-        if let Some(value) = self.choice(
-            &file.unlisted_tables,
-            "unlisted_tables",
-            &[
-                ("deny", UnlistedTables::Deny),
-                ("pass", UnlistedTables::Pass),
-            ],
-        ) {
+        if let Some(value) = self.choice(&file.unlisted_tables, "unlisted_tables", UNLISTED_CHOICES)
+        {
             settings.unlisted_tables = value;
         }
         if let Some(value) = self.choice(
@@ -432,10 +435,14 @@ impl Validator<'_> {
                     .ok()
             })
             .unwrap_or_default();
+        let default = self
+            .choice(&t.default, "default", TableDefault::CHOICES)
+            .unwrap_or_default();
         Some(Table {
             key: key.get_ref().clone(),
             name,
             personal,
+            default,
             columns,
             retention,
             erasure,
@@ -509,6 +516,23 @@ impl Validator<'_> {
             })
             .collect();
         let channels = self.channels(&name, unrestricted, &r.channels);
+        let unlisted = self.choice(&r.unlisted_tables, "unlisted_tables", UNLISTED_CHOICES);
+        let hidden = self
+            .choice(
+                &r.dropped_columns,
+                "dropped_columns",
+                HiddenColumns::CHOICES,
+            )
+            .unwrap_or_default();
+        if unrestricted
+            && let Some(setting) = r.unlisted_tables.as_ref().or(r.dropped_columns.as_ref())
+        {
+            self.error(
+                setting.span(),
+                format!("role `{name}` is unrestricted: it sees every table and column as stored"),
+                "remove `unlisted_tables` / `dropped_columns` from the role".to_string(),
+            );
+        }
         let mut rules = BTreeMap::new();
         for (table_key, rule) in &r.tables {
             let Some(table) = tables.get(table_key.get_ref()) else {
@@ -527,8 +551,17 @@ impl Validator<'_> {
                 );
                 continue;
             };
-            if let Some(rule) = self.rule(table, rule, &attributes, settings) {
+            if let Some(rule) = self.rule(table, rule, &attributes, settings, hidden) {
                 rules.insert(table.key.clone(), rule);
+            }
+        }
+        if !unrestricted {
+            for table in tables.values() {
+                if !rules.contains_key(&table.key)
+                    && let Some(rule) = table.default.rule(table, hidden)
+                {
+                    rules.insert(table.key.clone(), rule);
+                }
             }
         }
         Some(Role {
@@ -538,6 +571,8 @@ impl Validator<'_> {
             lawful_basis: r.lawful_basis.as_ref().map(|s| s.get_ref().clone()),
             recipients: r.recipients.iter().map(|s| s.get_ref().clone()).collect(),
             unrestricted,
+            unlisted,
+            hidden,
             attributes,
             functions,
             channels,
@@ -600,14 +635,23 @@ impl Validator<'_> {
         rule: &Spanned<RuleFile>,
         attributes: &[String],
         settings: &Settings,
+        hidden: HiddenColumns,
     ) -> Option<Rule> {
         let r = rule.get_ref();
+        let hidden = self
+            .choice(
+                &r.dropped_columns,
+                "dropped_columns",
+                HiddenColumns::CHOICES,
+            )
+            .unwrap_or(hidden);
         let deny = r.deny.as_ref().map(|d| *d.get_ref()).unwrap_or(false);
         if deny
             && (!r.show.is_empty()
                 || !r.columns.is_empty()
                 || r.filter.is_some()
-                || !r.writes.is_empty())
+                || !r.writes.is_empty()
+                || r.dropped_columns.is_some())
         {
             self.error(
                 rule.span(),
@@ -702,6 +746,7 @@ impl Validator<'_> {
             filter,
             filter_span: r.filter.as_ref().map(|f| f.span()).unwrap_or(0..0),
             writes,
+            hidden,
             span: rule.span(),
         })
     }

@@ -57,7 +57,7 @@ pub const PLACEHOLDERS: &[&str] = &["[email]", "[iban]", "[national id]", "[phon
 
 /// An escape-string literal (`E'...'`), so that the backslashes of the patterns mean the same
 /// whatever the session's `standard_conforming_strings`.
-fn escaped_literal(text: &str) -> String {
+pub(crate) fn escaped_literal(text: &str) -> String {
     format!("E'{}'", text.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 

@@ -89,7 +89,9 @@ impl ErrorScrub {
                 }
                 Some(TableAccess::Denied { .. }) => None,
                 None => match role.unlisted {
-                    UnlistedTables::Pass => Some(columns.iter().map(|c| c.name.clone()).collect()),
+                    UnlistedTables::Pass | UnlistedTables::Read => {
+                        Some(columns.iter().map(|c| c.name.clone()).collect())
+                    }
                     UnlistedTables::Deny => None,
                 },
             };

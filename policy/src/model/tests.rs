@@ -149,7 +149,7 @@ fn settings_values_are_checked() {
     let e = error_of("[settings]\nunlisted_tables = \"allow\"\n");
     assert!(
         e.starts_with(
-            "2:19: unknown value `allow` for unlisted_tables | valid values: `deny`, `pass`"
+            "2:19: unknown value `allow` for unlisted_tables | valid values: `deny`, `read`, `pass`"
         ),
         "{e}"
     );

@@ -131,7 +131,13 @@ impl<'a> Analyzer<'a> {
                     "permission denied for table {table}: the policy does not list it for role {}",
                     self.role.role
                 ))),
-                UnlistedTables::Pass => {
+                UnlistedTables::Read if op != TableOperation::Read => {
+                    Err(Refusal::denied(format!(
+                        "permission denied for table {table}: role {} may only read tables the policy does not list (unlisted_tables = \"read\")",
+                        self.role.role
+                    )))
+                }
+                UnlistedTables::Pass | UnlistedTables::Read => {
                     self.log.operation(&table, TableRoute::BaseTable, false, op);
                     let columns = self
                         .catalog

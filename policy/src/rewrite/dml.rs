@@ -100,8 +100,10 @@ impl<'a> Analyzer<'a> {
             }
             names
         };
-        for column in &columns {
-            self.insertable_column(&target, column)?;
+        for (position, column) in columns.iter().enumerate() {
+            if !self.null_inserted(&target, column, insert.source.as_deref(), position) {
+                self.insertable_column(&target, column)?;
+            }
         }
         if let Some(source) = &mut insert.source {
             self.query(source, parent)?;
@@ -256,7 +258,11 @@ impl<'a> Analyzer<'a> {
             };
             for name in names {
                 let column = fold_name(name)?.last().cloned().unwrap_or_default();
-                self.writable_column(target, &column)?;
+                let value = matches!(assignment.target, AssignmentTarget::ColumnName(_))
+                    .then_some(&assignment.value);
+                if !self.null_written(target, &column, std::iter::once(value)) {
+                    self.writable_column(target, &column)?;
+                }
                 self.refuse_cascade(target, Some(&column))?;
             }
             self.check_exprs(&mut assignment.value, level)?;
@@ -365,7 +371,7 @@ impl<'a> Analyzer<'a> {
         if let ItemKind::View { table, access } = &target.kind
             && access.writes.insert
             && let Some(col) = access.column(column)
-            && col.action == Action::Redact
+            && col.action.insertable_masked()
         {
             self.log.column(table, column, col.category, &col.action);
             return Ok(());

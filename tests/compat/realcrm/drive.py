@@ -117,11 +117,18 @@ def setup():
         from django.contrib.contenttypes.models import ContentType
 
         bob = User.objects.create_user("bob", email="bob@example.org", password=SALLY_PASSWORD + "b")
-        for user, name in [(sally, "Acme Trading"), (bob, "Bob's prospect Anna Verdi")]:
+        # Sally's names an inline contact with its e-mail, as Django's change messages do.
+        sallys_change = (
+            '[{"changed": {"name": "contact", "object": "Marco Rossi <marco.rossi@example.org>", '
+            '"fields": ["Email"]}}]'
+        )
+        for user, name, change in [
+            (sally, "Acme Trading", sallys_change), (bob, "Bob's prospect Anna Verdi", "[]"),
+        ]:
             LogEntry.objects.create(
                 user=user, content_type=ContentType.objects.get_for_model(Company),
                 object_id=str(company.id), object_repr=name, action_flag=CHANGE,
-                change_message="[]",
+                change_message=change,
             )
         return f"sally, bob, company {company.id}, one lead, two history entries"
 
@@ -195,9 +202,33 @@ def restricted():
         from django.contrib.admin.models import LogEntry
 
         entries = LogEntry.objects.select_related("user").order_by("id")
-        return "; ".join(f"{e.user.username}: {e.object_repr}" for e in entries)
+        return "; ".join(f"{e.user.username}: {e.object_repr} {e.change_message}" for e in entries)
 
     attempt("history", history)
+
+    def framework_tables():
+        # Over the sales account (default): users readable without their hashes, framework tables
+        # not writable. (The login itself ran over the CRM's own account: realcrm_auth.py.)
+        from django.contrib.auth.models import User
+        from django.db import connection, transaction
+
+        sally = User.objects.get(username="sally")
+        outcomes = []
+        for sql in [
+            "UPDATE auth_user SET is_superuser = true WHERE username = 'sally'",
+            "INSERT INTO auth_permission (name, content_type_id, codename) VALUES ('x', 1, 'x')",
+            "DELETE FROM django_migrations",
+        ]:
+            try:
+                with transaction.atomic(), connection.cursor() as cursor:
+                    cursor.execute(sql)
+                outcomes.append("accepted")
+            except Exception as err:  # noqa: BLE001  (the SQLSTATE is the outcome)
+                outcomes.append(str(sqlstate_of(err)))
+        hash_seen = "none" if sally.password is None else "readable"
+        return f"hash={hash_seen} writes={','.join(outcomes)} staff={sally.is_staff}"
+
+    attempt("framework_tables", framework_tables)
 
     attempt("lead_read", lead_read)
 

@@ -17,3 +17,14 @@ DATABASES = {
         "OPTIONS": {"connect_timeout": 30},
     }
 }
+
+# The CRM's login over the application's own account (realcrm_auth.py): set for a restricted account
+# whose policy hides the password hashes and does not let it write users.
+if os.environ.get("MASCHERA_AUTH_DB_USER"):
+    DATABASES["auth"] = dict(
+        DATABASES["default"],
+        USER=os.environ["MASCHERA_AUTH_DB_USER"],
+        PASSWORD=os.environ.get("MASCHERA_AUTH_DB_PASSWORD", ""),
+    )
+    AUTHENTICATION_BACKENDS = ["realcrm_auth.AuthDatabaseBackend"]
+    DATABASE_ROUTERS = ["realcrm_auth.AuthRouter"]

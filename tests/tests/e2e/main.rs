@@ -12,6 +12,7 @@ mod discover;
 mod dpo;
 mod enforce;
 mod faults;
+mod framework;
 mod harness;
 mod lifecycle;
 mod limits;
