@@ -78,8 +78,10 @@ def _has_subcommand(binary, *words):
 
 def crm_setup(bench, contacts=None):
     """Loads the CRM (`contacts` contacts, default --contacts' last size), applies the policy and starts a
-    Maschera enforcing it. Returns (targets, variables, maschera) or a reason why the CRM cases cannot
-    run yet. targets maps each role (sales, marketing) to its three targets."""
+    Maschera enforcing it, and one more per --crm-audit-modes (sam with the access log on). Returns
+    (targets, variables, maschera, audited proxies) or a reason why the CRM cases cannot run yet.
+    targets maps each role (sales, marketing) to its targets: owner, login, maschera (and for sales
+    `maschera, access log <mode>` per mode)."""
     contacts = contacts or bench.opts.contacts[-1]
     binary, pg = bench.binary, bench.pg
     if not _has_subcommand(binary, "crm", "load"):
@@ -139,7 +141,19 @@ def crm_setup(bench, contacts=None):
         ]
         for role, user in (("sales", sam), ("marketing", mia))
     }
-    return targets, variables, maschera
+    audited = []
+    for mode in bench.opts.crm_audit_modes:
+        try:
+            proxy, _ = _audited_proxy(bench, creds, mode, tag=f"crm{contacts}")
+        except BenchError as err:
+            for p in [maschera, *audited]:
+                p.stop()
+            return (f"maschera serve does not start with the access log {mode}: "
+                    f"{str(err).splitlines()[0]}")
+        audited.append(proxy)
+        targets["sales"].append(Target(f"maschera, access log {mode}",
+                                       Login(proxy.port, SAM[0], SAM[1], "crm"), proxy.pid))
+    return targets, variables, maschera, audited
 
 
 def su_login(pg, database):
@@ -153,7 +167,7 @@ SALES_SESSION = {"PGOPTIONS": "-c maschera.region=north"}
 def crm_workload(bench, setup, contacts):
     """Each script in interleaved rounds: the owner's natural query on the base tables (the baseline),
     the role's login straight on PostgreSQL, and Maschera as the role's user."""
-    targets, variables, _ = setup
+    targets, variables, _, _ = setup
     o = bench.opts
     clients = max(o.clients)
     size = f"{contacts:,} contacts"
@@ -313,16 +327,16 @@ def rewriter(bench):
 DORA = ("dora", "Dora-bench-password-3c9e-heron", "dpo", {})
 
 
-def _audited_proxy(bench, creds, mode, binary=None):
+def _audited_proxy(bench, creds, mode, binary=None, tag=""):
     """A Maschera (`binary`, default the one measured) enforcing the CRM policy for sam and dora, with
     the access log `mode` (`off`, or a durability with optional `:key=value` settings of `[audit]`)
-    in a folder of its own with fresh keys (`maschera audit keygen`)."""
+    in a folder of its own (named after the mode and `tag`) with fresh keys (`maschera audit keygen`)."""
     binary = binary or bench.binary
     extra = f'\n[policy]\nfile = "{POLICY}"\ncredentials = "{creds}"\n'
     log_dir = None
     if mode != "off":
         durability, *settings = mode.split(":")
-        folder = re.sub(r"[^A-Za-z0-9_-]+", "-", mode)
+        folder = re.sub(r"[^A-Za-z0-9_-]+", "-", mode) + (f"-{tag}" if tag else "")
         if binary != bench.binary:
             folder += "-compare"
         keys = os.path.join(bench.workdir, f"audit-keys-{folder}")
@@ -395,7 +409,7 @@ def access_log(bench, crm):
             if _log_records(log_dir) < 2:
                 bench.results.skip(6, f"the proxy wrote no access log records ({mode})")
                 return
-        _, variables, _ = crm
+        _, variables, _, _ = crm
         o = bench.opts
         workloads = [
             ("point lookup of a contact as sam", SAM, "point_lookup.sql"),

@@ -67,6 +67,10 @@ def parse_args(argv):
                    help="the access-log targets of case 6, comma-separated: `off`, or a durability "
                    "(`sync`, `batch`) optionally followed by `[audit]` settings as `:key=value` "
                    "(e.g. `sync:group_commit_us=0`) (default off,sync,batch)")
+    p.add_argument("--crm-audit-modes", default="batch,sync",
+                   help="case 2: Maschera as sam is also measured with each of these access-log modes "
+                   "(as for --audit-modes; empty: none), each a proxy of its own in the same rounds, "
+                   "against the owner like the others (default batch,sync)")
     p.add_argument("--note", help="a sentence about the conditions of the run, written into the report")
     p.add_argument("--report-only", action="store_true",
                    help="measure nothing: write the report again from the --json results (give the "
@@ -83,6 +87,7 @@ def parse_args(argv):
     opts.clients = [int(c) for c in opts.clients.split(",")]
     opts.contacts = [int(c) for c in str(opts.contacts).split(",")]
     opts.cases = {int(c) for c in opts.cases.split(",")}
+    opts.crm_audit_modes = [m for m in opts.crm_audit_modes.split(",") if m]
     results_dir = os.path.join(cases.HERE, "results")
     name = "smoke" if opts.smoke else "latest"
     opts.output = opts.output or (os.path.join(results_dir, "smoke.md") if opts.smoke
@@ -166,6 +171,8 @@ def run_cases(bench, targets):
             finally:
                 if not isinstance(crm, str):
                     crm[2].stop()
+                    for proxy in crm[3]:
+                        proxy.stop()
     if 5 in want:
         cases.rewriter(bench)
 

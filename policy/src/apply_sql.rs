@@ -770,6 +770,13 @@ mod tests {
             );
         }
         assert!(!sql.iter().any(|s| s.contains("GRANT UPDATE")));
+        // The trigger's guard is a function of its own (one search_path per function: no re-planning).
+        let trigger = sql.iter().find(|s| s.contains("RETURNS trigger")).unwrap();
+        assert!(
+            trigger.contains("IF NOT (maschera_private.intact_write(%1$s))"),
+            "{trigger}"
+        );
+        assert!(!trigger.contains("maschera_private.intact("), "{trigger}");
         let read_only = plan_steps(Writes::default(), false);
         assert_eq!(
             read_only[0],

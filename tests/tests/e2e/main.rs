@@ -7,6 +7,7 @@ mod compat;
 mod crm;
 mod databases;
 mod dblock;
+mod dblock_speed;
 mod demo;
 mod discover;
 mod dpo;
