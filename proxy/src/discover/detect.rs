@@ -4,6 +4,8 @@
 //! conservative: ids, amounts, status words and timestamps must not match. Not for: column names
 //! (see `names`) or deciding the category of a column (see `propose`).
 
+use policy::access::Category;
+
 use super::national_id::{is_codice_fiscale, is_french_nir, is_iban, is_spanish_dni};
 
 /// What a value was recognised as.
@@ -34,6 +36,20 @@ impl Kind {
             Kind::StreetAddress => "street addresses",
             Kind::IpAddress => "IP addresses",
             Kind::FreeText => "free text",
+        }
+    }
+
+    /// The policy category of values of this kind.
+    pub fn category(self) -> Category {
+        match self {
+            Kind::Email | Kind::Phone => Category::Contact,
+            Kind::CodiceFiscale | Kind::SpanishDni | Kind::FrenchNir => {
+                Category::NationalIdentifier
+            }
+            Kind::Iban => Category::Financial,
+            Kind::StreetAddress => Category::Location,
+            Kind::IpAddress => Category::Identifying,
+            Kind::FreeText => Category::FreeText,
         }
     }
 }

@@ -3,10 +3,13 @@
 //! Not for: enforcing anything; its output is a proposal for a DBA to review.
 
 pub mod detect;
+pub mod framework;
+pub mod json;
 pub mod names;
 pub mod national_id;
 pub mod propose;
 pub mod sample;
+pub mod template;
 
 use std::process::ExitCode;
 
@@ -25,6 +28,10 @@ pub struct DiscoverArgs {
     /// Schema whose tables are inspected.
     #[arg(long, default_value = "public")]
     schema: String,
+    /// The roles the draft proposes: `reader` (a data protection officer and one restricted reader) or
+    /// `crm` (a data protection officer, sales, support and analyst).
+    #[arg(long, value_enum, default_value_t = template::Template::Reader)]
+    template: template::Template,
     /// Write the proposed policy to this file instead of standard output.
     #[arg(long, short)]
     output: Option<std::path::PathBuf>,
@@ -59,7 +66,7 @@ pub fn run(args: DiscoverArgs) -> anyhow::Result<ExitCode> {
             "schema {:?} has no tables (or does not exist)",
             args.schema
         );
-        anyhow::Ok(propose::render(&proposals, args.sample))
+        anyhow::Ok(propose::render(&proposals, args.sample, args.template))
     })?;
     match &args.output {
         Some(path) => std::fs::write(path, text)?,
