@@ -136,19 +136,16 @@ fn walk(value: &serde_json::Value, key: Option<&str>, found: &mut Found) {
     };
     match value {
         Value::String(text) => match detect::classify_value(text) {
-            Some(Kind::FreeText) => {
+            Some(Kind::FreeText) | None => {
+                // A string that is not one identifier may still quote some ("call +39 ...").
                 for kind in detect::kinds_inside(text) {
                     record(Some(kind), found);
                 }
-                if key.and_then(personal_key).is_some() {
+                if !text.trim().is_empty() && key.and_then(personal_key).is_some() {
                     record(None, found);
                 }
             }
             Some(kind) => record(Some(kind), found),
-            None if !text.trim().is_empty() && key.and_then(personal_key).is_some() => {
-                record(None, found)
-            }
-            None => {}
         },
         Value::Number(_) if key.and_then(personal_key).is_some() => record(None, found),
         Value::Array(items) => items.iter().for_each(|item| walk(item, key, found)),

@@ -154,13 +154,15 @@ const BIRTH_PATTERNS: &[&str] = &[
 ];
 /// Name patterns of an e-mail address.
 const EMAIL_PATTERNS: &[&str] = &["email", "emails", "mail", "courriel", "correo"];
-/// Name patterns that identify a device or a login, not the rows of a table of people.
+/// Name patterns that identify a device or a login, not the rows of a table of people
+/// (`object repr` is an audit log's copy of the changed object's display name).
 const NOT_A_PERSON: &[&str] = &[
     "ip",
     "ip address",
     "ipaddress",
     "remote addr",
     "session data",
+    "object repr",
 ];
 
 /// Whether a name hint fits the column's type: a boolean is never personal data by name, a number only
@@ -193,7 +195,11 @@ struct Content {
 }
 
 /// What the sampled values of one column say: a category and the evidence, if any.
-fn content_finding(column: &ColumnSample, today: i64) -> Option<Content> {
+fn content_finding(
+    column: &ColumnSample,
+    documents: Option<&json::DocumentScan>,
+    today: i64,
+) -> Option<Content> {
     let total = column.values.len();
     if total == 0 {
         return None;
@@ -211,7 +217,7 @@ fn content_finding(column: &ColumnSample, today: i64) -> Option<Content> {
         return None;
     }
     // Documents (and text holding JSON) are judged by the personal values inside, never as prose.
-    if let Some(scan) = json::scan(&column.values) {
+    if let Some(scan) = documents {
         let categories = scan.categories();
         let category = match categories.as_slice() {
             [] => return None,
@@ -328,8 +334,14 @@ fn column_finding(table: &TableSample, column: &ColumnSample, today: i64) -> Opt
         return None;
     }
     let secret = framework::secret(&table.name, &column.name);
-    let hint = names::column_rule(&column.name).filter(|h| name_fits_type(h, column));
-    let content = content_finding(column, today);
+    let documents = is_text_type(&column.type_name)
+        .then(|| json::scan(&column.values))
+        .flatten();
+    // A document's content, not its column's name, says whether it is free text.
+    let hint = names::column_rule(&column.name).filter(|h| {
+        name_fits_type(h, column) && !(documents.is_some() && h.category == Category::FreeText)
+    });
+    let content = content_finding(column, documents.as_ref(), today);
     let name_evidence = |h: &names::NameHint| format!("name matches \"{}\"", h.pattern);
     let (category, strength, confidence, pattern, kind, mut evidence) = match (hint, content) {
         (Some(h), content) if h.strength == Strength::Strong => {
@@ -394,10 +406,12 @@ fn column_finding(table: &TableSample, column: &ColumnSample, today: i64) -> Opt
 }
 
 /// A table of people: it holds a strong contact or national-identifier column, or a person's name or
-/// date of birth (an IP address identifies a device, not the rows of a table of people).
+/// date of birth (an IP address identifies a device, not the rows of a table of people; a document
+/// quoting e-mail addresses makes a history or a log, not a table of people).
 fn holds_people(findings: &[Finding]) -> bool {
     findings.iter().any(|f| {
         f.strength == Strength::Strong
+            && !is_document(&f.type_name)
             && (matches!(f.category, Category::Contact | Category::NationalIdentifier)
                 || matches!(f.holds, Holds::PersonName | Holds::BirthDate))
     })
@@ -1101,7 +1115,12 @@ mod tests {
         assert_eq!(session.secrets.len(), 1, "session_key");
         assert_eq!(session.findings[0].column, "session_data");
         assert!(session.findings[0].secret.is_some());
-        let changes = &proposals[2].findings[2];
+        assert_eq!(
+            proposals[2].personal_columns(),
+            ["user_id", "changes"],
+            "a history is not a table of people"
+        );
+        let changes = &proposals[2].findings[1];
         assert_eq!(
             (changes.column.as_str(), changes.category),
             ("changes", Category::Contact)

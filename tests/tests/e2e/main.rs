@@ -9,6 +9,7 @@ mod databases;
 mod dblock;
 mod demo;
 mod discover;
+mod discover_real;
 mod dpo;
 mod enforce;
 mod faults;
