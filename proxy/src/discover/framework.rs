@@ -18,6 +18,7 @@ const TABLES: &[(&str, &str)] = &[
     ("personal_access_tokens", "Laravel"),
     ("job_batches", "Laravel"),
     ("cache_locks", "Laravel"),
+    ("sessions", "Laravel"),
     ("hibernate_sequence", "Hibernate"),
     ("hibernate_sequences", "Hibernate"),
     ("alembic_version", "Alembic"),
@@ -58,8 +59,18 @@ const SECRET_WORDS: &[&str] = &[
     "password", "passwd", "pwd", "secret", "token", "salt", "otp", "totp", "apikey", "digest",
 ];
 
-/// Why `column` of `table` is a secret that no restricted role should read, if it is one.
-pub fn secret(table: &str, column: &str) -> Option<&'static str> {
+/// Why `column` (of type `type_name`) of `table` is a secret that no restricted role should read, if it
+/// is one. A boolean, a number or a date is never a secret (`password_reset_required`).
+pub fn secret(table: &str, column: &str, type_name: &str) -> Option<&'static str> {
+    use policy::action::{TypeFamily, type_family};
+    if type_name == "boolean"
+        || matches!(
+            type_family(type_name),
+            TypeFamily::Number | TypeFamily::Date | TypeFamily::Timestamp
+        )
+    {
+        return None;
+    }
     if TABLE_SECRETS.contains(&(table, column)) {
         return Some("session data or key of the framework");
     }
@@ -94,14 +105,16 @@ mod tests {
 
     #[test]
     fn secrets() {
-        assert!(secret("auth_user", "password").is_some());
-        assert!(secret("users", "encrypted_password").is_some());
-        assert!(secret("users", "passwordHash").is_some());
-        assert!(secret("api_clients", "api_key").is_some());
-        assert!(secret("django_session", "session_data").is_some());
-        assert!(secret("django_session", "session_key").is_some());
-        assert!(secret("users", "password_changed_at").is_none());
-        assert!(secret("users", "email").is_none());
-        assert!(secret("django_session", "expire_date").is_none());
+        assert!(secret("auth_user", "password", "text").is_some());
+        assert!(secret("users", "encrypted_password", "text").is_some());
+        assert!(secret("users", "passwordHash", "text").is_some());
+        assert!(secret("api_clients", "api_key", "text").is_some());
+        assert!(secret("django_session", "session_data", "text").is_some());
+        assert!(secret("django_session", "session_key", "text").is_some());
+        assert!(secret("users", "password_changed_at", "text").is_none());
+        assert!(secret("users", "password_reset_required", "boolean").is_none());
+        assert!(secret("users", "token_version", "integer").is_none());
+        assert!(secret("users", "email", "text").is_none());
+        assert!(secret("django_session", "expire_date", "text").is_none());
     }
 }

@@ -333,7 +333,7 @@ fn column_finding(table: &TableSample, column: &ColumnSample, today: i64) -> Opt
     if column.type_name == "boolean" {
         return None;
     }
-    let secret = framework::secret(&table.name, &column.name);
+    let secret = framework::secret(&table.name, &column.name, &column.type_name);
     let documents = is_text_type(&column.type_name)
         .then(|| json::scan(&column.values))
         .flatten();
@@ -458,7 +458,7 @@ pub fn propose(tables: Vec<TableSample>, today: i64) -> Vec<TableProposal> {
                 .iter()
                 .filter(|c| !findings.iter().any(|f| f.column == c.name))
                 .filter_map(|c| {
-                    framework::secret(&sample.name, &c.name).map(|why| Secret {
+                    framework::secret(&sample.name, &c.name, &c.type_name).map(|why| Secret {
                         column: c.name.clone(),
                         type_name: c.type_name.clone(),
                         why,
@@ -523,7 +523,7 @@ pub fn propose(tables: Vec<TableSample>, today: i64) -> Vec<TableProposal> {
                     found.evidence = vec![reason];
                 }
                 None => {
-                    let secret = framework::secret(&proposal.sample.name, &column);
+                    let secret = framework::secret(&proposal.sample.name, &column, &type_name);
                     proposal.secrets.retain(|s| s.column != column);
                     proposal.findings.push(Finding {
                         column,
