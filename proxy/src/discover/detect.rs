@@ -1,8 +1,8 @@
 //! Content detectors: pure functions that say whether one sampled value (as text) is an e-mail address,
-//! a phone number, a street address, an IPv4 or IPv6 address, a validated national identifier or IBAN, or free
-//! text quoting any of these; and whether a set of dates looks like dates of birth. Each is cheap and
-//! conservative: ids, amounts, status words and timestamps must not match. Not for: column names
-//! (see `names`) or deciding the category of a column (see `propose`).
+//! a phone number, a street address, an IPv4 or IPv6 address, a validated national identifier or IBAN,
+//! or free text quoting any of these; and whether a set of dates looks like dates of birth. Each is
+//! cheap and conservative: ids, amounts, status words and timestamps must not match. Not for: column
+//! names (see `names`) or deciding the category of a column (see `propose`).
 
 use policy::access::Category;
 

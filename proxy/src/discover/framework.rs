@@ -56,7 +56,7 @@ const TABLE_SECRETS: &[(&str, &str)] = &[
 
 /// Words that make a column a secret in any table.
 const SECRET_WORDS: &[&str] = &[
-    "password", "passwd", "pwd", "secret", "token", "salt", "otp", "totp", "apikey", "digest",
+    "password", "passwd", "pwd", "secret", "token", "salt", "otp", "totp", "apikey",
 ];
 
 /// Why `column` (of type `type_name`) of `table` is a secret that no restricted role should read, if it
@@ -108,6 +108,8 @@ mod tests {
         assert!(secret("auth_user", "password", "text").is_some());
         assert!(secret("users", "encrypted_password", "text").is_some());
         assert!(secret("users", "passwordHash", "text").is_some());
+        assert!(secret("users", "password_digest", "text").is_some());
+        assert!(secret("users", "digest_frequency", "text").is_none());
         assert!(secret("api_clients", "api_key", "text").is_some());
         assert!(secret("django_session", "session_data", "text").is_some());
         assert!(secret("django_session", "session_key", "text").is_some());
