@@ -105,18 +105,36 @@ mod tests {
 
     #[test]
     fn secrets() {
-        assert!(secret("auth_user", "password", "text").is_some());
-        assert!(secret("users", "encrypted_password", "text").is_some());
-        assert!(secret("users", "passwordHash", "text").is_some());
-        assert!(secret("users", "password_digest", "text").is_some());
-        assert!(secret("users", "digest_frequency", "text").is_none());
-        assert!(secret("api_clients", "api_key", "text").is_some());
-        assert!(secret("django_session", "session_data", "text").is_some());
-        assert!(secret("django_session", "session_key", "text").is_some());
-        assert!(secret("users", "password_changed_at", "text").is_none());
-        assert!(secret("users", "password_reset_required", "boolean").is_none());
-        assert!(secret("users", "token_version", "integer").is_none());
-        assert!(secret("users", "email", "text").is_none());
-        assert!(secret("django_session", "expire_date", "text").is_none());
+        for (table, column, type_name, is_secret) in [
+            ("auth_user", "password", "character varying(128)", true),
+            ("users", "encrypted_password", "text", true),
+            ("users", "passwordHash", "text", true),
+            ("users", "password_digest", "text", true),
+            ("api_clients", "api_key", "text", true),
+            ("django_session", "session_data", "text", true),
+            (
+                "django_session",
+                "session_key",
+                "character varying(40)",
+                true,
+            ),
+            ("users", "digest_frequency", "text", false),
+            ("users", "password_changed_at", "text", false),
+            ("users", "password_reset_required", "boolean", false),
+            ("users", "token_version", "integer", false),
+            ("users", "email", "text", false),
+            (
+                "django_session",
+                "expire_date",
+                "timestamp with time zone",
+                false,
+            ),
+        ] {
+            assert_eq!(
+                secret(table, column, type_name).is_some(),
+                is_secret,
+                "{table}.{column}"
+            );
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! Discovery of personal data (`maschera discover`): samples every table of a live database and proposes
-//! a policy skeleton with a category for every column that looks personal by name or content.
-//! Not for: enforcing anything; its output is a proposal for a DBA to review.
+//! a policy draft: a category for every column that looks personal by name or content (with its evidence
+//! and confidence), the framework's own tables and secrets, and roles from a template with a rule for
+//! every table. Not for: enforcing anything; its output is a proposal for a DBA to review.
 
 pub mod detect;
 pub mod framework;
