@@ -22,6 +22,8 @@ pub struct DocumentScan {
     pub named: BTreeMap<Category, usize>,
     /// The personal keys seen (only keys that are themselves named like personal data, never values).
     pub keys: BTreeSet<String>,
+    /// Documents holding prose (a string of several words), which may name anyone.
+    pub prose: usize,
 }
 
 impl DocumentScan {
@@ -79,6 +81,7 @@ pub fn scan(values: &[String]) -> Option<DocumentScan> {
         scan.documents += 1;
         let mut found = Found::default();
         walk(&document, None, &mut found);
+        scan.prose += usize::from(found.prose);
         if found.kinds.is_empty() && found.named.is_empty() {
             continue;
         }
@@ -100,6 +103,7 @@ struct Found {
     kinds: BTreeSet<Kind>,
     named: BTreeSet<Category>,
     keys: BTreeSet<String>,
+    prose: bool,
 }
 
 /// The category a key's name gives its value, if the name is a plain identifier named like personal
@@ -137,6 +141,7 @@ fn walk(value: &serde_json::Value, key: Option<&str>, found: &mut Found) {
     match value {
         Value::String(text) => match detect::classify_value(text) {
             Some(Kind::FreeText) | None => {
+                found.prose |= detect::is_free_text(text);
                 // A string that is not one identifier may still quote some ("call +39 ...").
                 for kind in detect::kinds_inside(text) {
                     record(Some(kind), found);
@@ -174,6 +179,7 @@ mod tests {
         .expect("documents");
         assert_eq!(scan.documents, 3);
         assert_eq!(scan.with_personal, 0, "{scan:?}");
+        assert_eq!(scan.prose, 1, "the pipeline's description");
         assert!(scan.categories().is_empty());
     }
 

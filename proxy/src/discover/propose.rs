@@ -167,7 +167,7 @@ const NOT_A_PERSON: &[&str] = &[
 
 /// Whether a name hint fits the column's type: a boolean is never personal data by name, a number only
 /// an amount, a position or a number-shaped identifier, a date only a date of birth, and only text (or a
-/// search vector) is free text; a document's name says nothing of its content.
+/// search vector) is free text; a document's content says whether it is free text.
 fn name_fits_type(hint: &names::NameHint, column: &ColumnSample) -> bool {
     let phone = |p: &str| p.contains("phone") || p.contains("tele") || p == "mobile";
     match type_family(&column.type_name) {
@@ -181,7 +181,8 @@ fn name_fits_type(hint: &names::NameHint, column: &ColumnSample) -> bool {
         TypeFamily::Date | TypeFamily::Timestamp => BIRTH_PATTERNS.contains(&hint.pattern),
         _ if column.type_name == "tsvector" => true,
         _ if ["boolean", "uuid", "bytea", "interval"].contains(&column.type_name.as_str()) => false,
-        _ if is_document(&column.type_name) => hint.category != Category::FreeText,
+        // Whether a document is free text is for its content to say (see `column_finding`).
+        _ if is_document(&column.type_name) => true,
         _ => hint.category != Category::FreeText,
     }
 }
@@ -337,9 +338,12 @@ fn column_finding(table: &TableSample, column: &ColumnSample, today: i64) -> Opt
     let documents = is_text_type(&column.type_name)
         .then(|| json::scan(&column.values))
         .flatten();
-    // A document's content, not its column's name, says whether it is free text.
+    // A document is free text by its name only if it holds prose (`notes` as a list of texts), not
+    // when it is structured data (`change_message` listing changed fields).
     let hint = names::column_rule(&column.name).filter(|h| {
-        name_fits_type(h, column) && !(documents.is_some() && h.category == Category::FreeText)
+        name_fits_type(h, column)
+            && !(h.category == Category::FreeText
+                && documents.as_ref().is_some_and(|d| d.prose == 0))
     });
     let content = content_finding(column, documents.as_ref(), today);
     let name_evidence = |h: &names::NameHint| format!("name matches \"{}\"", h.pattern);
@@ -966,8 +970,32 @@ mod tests {
                 column("email_template", "text", &["welcome", "reminder"]),
             ],
         );
-        let proposal = &propose(vec![flags], 20_000)[0];
-        assert!(proposal.findings.is_empty(), "{:?}", proposal.findings);
+        let notes = table(
+            "log",
+            vec![
+                column(
+                    "change_message",
+                    "text",
+                    &[r#"[{"changed": {"fields": ["Email", "Stage"]}}]"#],
+                ),
+                column(
+                    "notes",
+                    "jsonb",
+                    &[r#"["Called back, she asked for a quote on the premium plan"]"#],
+                ),
+            ],
+        );
+        let proposals = propose(vec![flags, notes], 20_000);
+        assert!(
+            proposals[0].findings.is_empty(),
+            "{:?}",
+            proposals[0].findings
+        );
+        assert_eq!(
+            categories(&proposals[1]),
+            vec![("notes".into(), Category::FreeText, Strength::Strong)],
+            "prose in a document named as notes is free text; a list of changed fields is not"
+        );
     }
 
     #[test]
