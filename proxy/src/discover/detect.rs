@@ -1,8 +1,10 @@
 //! Content detectors: pure functions that say whether one sampled value (as text) is an e-mail address,
-//! a phone number, a street address, an IPv4 address, a validated national identifier or IBAN, or free
-//! text quoting any of these; and whether a set of dates looks like dates of birth. Each is cheap and
-//! conservative: ids, amounts, status words and timestamps must not match. Not for: column names
-//! (see `names`) or deciding the category of a column (see `propose`).
+//! a phone number, a street address, an IPv4 or IPv6 address, a validated national identifier or IBAN,
+//! or free text quoting any of these; and whether a set of dates looks like dates of birth. Each is
+//! cheap and conservative: ids, amounts, status words and timestamps must not match. Not for: column
+//! names (see `names`) or deciding the category of a column (see `propose`).
+
+use policy::access::Category;
 
 use super::national_id::{is_codice_fiscale, is_french_nir, is_iban, is_spanish_dni};
 
@@ -34,6 +36,20 @@ impl Kind {
             Kind::StreetAddress => "street addresses",
             Kind::IpAddress => "IP addresses",
             Kind::FreeText => "free text",
+        }
+    }
+
+    /// The policy category of values of this kind.
+    pub fn category(self) -> Category {
+        match self {
+            Kind::Email | Kind::Phone => Category::Contact,
+            Kind::CodiceFiscale | Kind::SpanishDni | Kind::FrenchNir => {
+                Category::NationalIdentifier
+            }
+            Kind::Iban => Category::Financial,
+            Kind::StreetAddress => Category::Location,
+            Kind::IpAddress => Category::Identifying,
+            Kind::FreeText => Category::FreeText,
         }
     }
 }
@@ -167,6 +183,21 @@ pub fn is_ipv4(value: &str) -> bool {
             .all(|p| p.parse::<u16>().is_ok_and(|n| n <= 255))
 }
 
+/// An IPv4 or IPv6 address (of at least three groups: not `::` or `::1`), with or without a prefix
+/// length (`10.0.0.0/8`, as `inet` prints networks).
+pub fn is_ip(value: &str) -> bool {
+    let v = value.trim();
+    let address = v
+        .split_once('/')
+        .map_or(v, |(address, prefix)| match prefix.parse::<u8>() {
+            Ok(n) if n <= 128 => address,
+            _ => "",
+        });
+    is_ipv4(address)
+        || (address.split(':').filter(|g| !g.is_empty()).count() >= 3
+            && address.parse::<std::net::Ipv6Addr>().is_ok())
+}
+
 /// Prose: at least four words with letters, and at least 20 characters.
 pub fn is_free_text(value: &str) -> bool {
     let v = value.trim();
@@ -192,7 +223,7 @@ pub fn classify_value(value: &str) -> Option<Kind> {
         Some(Kind::FrenchNir)
     } else if is_phone(v) {
         Some(Kind::Phone)
-    } else if is_ipv4(v) {
+    } else if is_ip(v) {
         Some(Kind::IpAddress)
     } else if is_street_address(v) {
         Some(Kind::StreetAddress)
@@ -227,7 +258,7 @@ pub fn kinds_inside(text: &str) -> Vec<Kind> {
             add(Kind::SpanishDni);
         } else if is_french_nir(token) {
             add(Kind::FrenchNir);
-        } else if is_ipv4(token) {
+        } else if is_ip(token) {
             add(Kind::IpAddress);
         }
     }
@@ -447,6 +478,13 @@ mod tests {
         );
         assert_eq!(classify_value("192.168.1.20"), Some(Kind::IpAddress));
         assert_eq!(classify_value("300.1.1.1"), None);
+        assert_eq!(
+            classify_value("2001:db8::8a2e:370:7334"),
+            Some(Kind::IpAddress)
+        );
+        assert_eq!(classify_value("10.0.0.0/8"), Some(Kind::IpAddress));
+        assert_eq!(classify_value("10:11:12"), None);
+        assert_eq!(classify_value("::"), None);
     }
 
     #[test]

@@ -1,12 +1,16 @@
 //! Discovery of personal data (`maschera discover`): samples every table of a live database and proposes
-//! a policy skeleton with a category for every column that looks personal by name or content.
-//! Not for: enforcing anything; its output is a proposal for a DBA to review.
+//! a policy draft: a category for every column that looks personal by name or content (with its evidence
+//! and confidence), the framework's own tables and secrets, and roles from a template with a rule for
+//! every table. Not for: enforcing anything; its output is a proposal for a DBA to review.
 
 pub mod detect;
+pub mod framework;
+pub mod json;
 pub mod names;
 pub mod national_id;
 pub mod propose;
 pub mod sample;
+pub mod template;
 
 use std::process::ExitCode;
 
@@ -25,6 +29,10 @@ pub struct DiscoverArgs {
     /// Schema whose tables are inspected.
     #[arg(long, default_value = "public")]
     schema: String,
+    /// The roles the draft proposes: `reader` (a data protection officer and one restricted reader) or
+    /// `crm` (a data protection officer, sales, support and analyst).
+    #[arg(long, value_enum, default_value_t = template::Template::Reader)]
+    template: template::Template,
     /// Write the proposed policy to this file instead of standard output.
     #[arg(long, short)]
     output: Option<std::path::PathBuf>,
@@ -59,7 +67,7 @@ pub fn run(args: DiscoverArgs) -> anyhow::Result<ExitCode> {
             "schema {:?} has no tables (or does not exist)",
             args.schema
         );
-        anyhow::Ok(propose::render(&proposals, args.sample))
+        anyhow::Ok(propose::render(&proposals, args.sample, args.template))
     })?;
     match &args.output {
         Some(path) => std::fs::write(path, text)?,

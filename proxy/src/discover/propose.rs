@@ -5,7 +5,10 @@
 
 use super::detect::{self, Kind};
 use super::names::{self, Strength};
+use super::template::{self, Template};
+use super::{framework, json};
 use policy::access::Category;
+use policy::action::{TypeFamily, type_family};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
@@ -32,15 +35,58 @@ pub struct TableSample {
     pub error: Option<String>,
 }
 
+/// How sure discovery is of a finding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Confidence {
+    Low,
+    Medium,
+    High,
+}
+
+impl Confidence {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Confidence::High => "high",
+            Confidence::Medium => "medium",
+            Confidence::Low => "low",
+        }
+    }
+}
+
+/// What kind of value a personal column holds, as far as choosing an action cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holds {
+    /// The key of a table of people, or a reference to one.
+    Key,
+    Email,
+    Phone,
+    BirthDate,
+    /// A person's name (first, last, full or display name).
+    PersonName,
+    Other,
+}
+
 /// What discovery proposes for one column.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Finding {
     pub column: String,
     pub type_name: String,
     pub category: Category,
-    /// Weak findings (a city, a gender) are proposed commented out.
+    /// Weak findings (a city, a gender on a table that holds no people) are proposed commented out.
     pub strength: Strength,
+    pub confidence: Confidence,
+    pub holds: Holds,
+    /// Why the column is a secret no restricted role reads (password hash, session data), if it is.
+    pub secret: Option<&'static str>,
     pub evidence: Vec<String>,
+}
+
+/// A column that is a secret but not personal data (a password hash, a session key).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Secret {
+    pub column: String,
+    pub type_name: String,
+    pub why: &'static str,
 }
 
 /// What discovery proposes for one table.
@@ -50,6 +96,10 @@ pub struct TableProposal {
     /// Every column of the table is of this category (health, judicial tables).
     pub whole: Option<Category>,
     pub findings: Vec<Finding>,
+    /// Secret columns without a personal finding.
+    pub secrets: Vec<Secret>,
+    /// The framework that owns the table (`Django` for `auth_user`), if it is a framework table.
+    pub framework: Option<&'static str>,
 }
 
 impl TableProposal {
@@ -72,22 +122,13 @@ impl TableProposal {
     }
 }
 
-fn kind_category(kind: Kind) -> Category {
-    match kind {
-        Kind::Email | Kind::Phone => Category::Contact,
-        Kind::CodiceFiscale | Kind::SpanishDni | Kind::FrenchNir => Category::NationalIdentifier,
-        Kind::Iban => Category::Financial,
-        Kind::StreetAddress => Category::Location,
-        Kind::IpAddress => Category::Identifying,
-        Kind::FreeText => Category::FreeText,
-    }
-}
-
 /// Types whose values the content detectors read: text of any kind, documents, network addresses.
 fn is_text_type(type_name: &str) -> bool {
-    ["text", "citext", "name", "json", "jsonb", "xml", "inet"].contains(&type_name)
-        || type_name.starts_with("character")
-        || type_name.starts_with("varchar")
+    type_family(type_name) == TypeFamily::Text || is_document(type_name) || type_name == "inet"
+}
+
+fn is_document(type_name: &str) -> bool {
+    ["json", "jsonb", "xml"].contains(&type_name)
 }
 
 /// `YYYY-MM-DD` to days since 1970-01-01.
@@ -99,22 +140,108 @@ fn parse_date(value: &str) -> Option<i64> {
     Some(crate::crm::calendar::days_from_civil(year, month, day))
 }
 
+/// Name patterns of a date of birth.
+const BIRTH_PATTERNS: &[&str] = &[
+    "birth",
+    "birthday",
+    "birthdate",
+    "dob",
+    "nascita",
+    "geburtsdatum",
+    "geburtstag",
+    "naissance",
+    "nacimiento",
+];
+/// Name patterns of an e-mail address.
+const EMAIL_PATTERNS: &[&str] = &["email", "emails", "mail", "courriel", "correo"];
+/// Name patterns that identify a device or a login, not the rows of a table of people
+/// (`object repr` is an audit log's copy of the changed object's display name).
+const NOT_A_PERSON: &[&str] = &[
+    "ip",
+    "ip address",
+    "ipaddress",
+    "remote addr",
+    "session data",
+    "object repr",
+];
+
+/// Whether a name hint fits the column's type: a boolean is never personal data by name, a number only
+/// an amount, a position or a number-shaped identifier, a date only a date of birth, and only text (or a
+/// search vector) is free text; a document's content says whether it is free text.
+fn name_fits_type(hint: &names::NameHint, column: &ColumnSample) -> bool {
+    let phone = |p: &str| p.contains("phone") || p.contains("tele") || p == "mobile";
+    match type_family(&column.type_name) {
+        TypeFamily::Text => true,
+        TypeFamily::Number => match hint.category {
+            Category::Financial | Category::Location | Category::NationalIdentifier => true,
+            Category::Contact => phone(hint.pattern),
+            Category::Identifying => BIRTH_PATTERNS.contains(&hint.pattern),
+            _ => false,
+        },
+        TypeFamily::Date | TypeFamily::Timestamp => BIRTH_PATTERNS.contains(&hint.pattern),
+        _ if column.type_name == "tsvector" => true,
+        _ if ["boolean", "uuid", "bytea", "interval"].contains(&column.type_name.as_str()) => false,
+        // Whether a document is free text is for its content to say (see `column_finding`).
+        _ if is_document(&column.type_name) => true,
+        _ => hint.category != Category::FreeText,
+    }
+}
+
+/// What the sampled values of one column say.
+struct Content {
+    category: Category,
+    kind: Option<Kind>,
+    confidence: Confidence,
+    evidence: String,
+}
+
 /// What the sampled values of one column say: a category and the evidence, if any.
-fn content_finding(column: &ColumnSample, today: i64) -> Option<(Category, String)> {
+fn content_finding(
+    column: &ColumnSample,
+    documents: Option<&json::DocumentScan>,
+    today: i64,
+) -> Option<Content> {
     let total = column.values.len();
     if total == 0 {
         return None;
     }
     if column.type_name == "date" {
         let days: Vec<i64> = column.values.iter().filter_map(|v| parse_date(v)).collect();
-        return detect::looks_like_birth_dates(&days, today).then(|| {
-            (
-                Category::Identifying,
-                format!("{total} sampled dates look like dates of birth"),
-            )
+        return detect::looks_like_birth_dates(&days, today).then(|| Content {
+            category: Category::Identifying,
+            kind: None,
+            confidence: Confidence::Medium,
+            evidence: format!("{total} sampled dates look like dates of birth"),
         });
     }
     if !is_text_type(&column.type_name) {
+        return None;
+    }
+    // Documents (and text holding JSON) are judged by the personal values inside, never as prose.
+    if let Some(scan) = documents {
+        let categories = scan.categories();
+        let category = match categories.as_slice() {
+            [] => return None,
+            [one] => *one,
+            _ => Category::FreeText,
+        };
+        let kind = match (scan.kinds.len(), scan.named.is_empty()) {
+            (1, true) => scan.kinds.keys().next().copied(),
+            _ => None,
+        };
+        let rate = json::percent(scan.with_personal, scan.documents);
+        return Some(Content {
+            category,
+            kind,
+            confidence: if rate >= 50 {
+                Confidence::High
+            } else {
+                Confidence::Medium
+            },
+            evidence: scan.evidence(),
+        });
+    }
+    if is_document(&column.type_name) {
         return None;
     }
     let mut whole: BTreeMap<Kind, usize> = BTreeMap::new();
@@ -124,7 +251,7 @@ fn content_finding(column: &ColumnSample, today: i64) -> Option<(Category, Strin
         if let Some(kind) = kind {
             *whole.entry(kind).or_default() += 1;
         }
-        // Text that is not one identifier as a whole may still quote some (a note, a JSON document).
+        // Text that is not one identifier as a whole may still quote some (a note).
         if matches!(kind, None | Some(Kind::FreeText)) {
             for quoted in detect::kinds_inside(value) {
                 *inside.entry(quoted).or_default() += 1;
@@ -137,68 +264,182 @@ fn content_finding(column: &ColumnSample, today: i64) -> Option<(Category, Strin
         .collect();
     let dominant = whole.iter().max_by_key(|(_, n)| **n).map(|(k, n)| (*k, *n));
     if let Some((kind, matches)) = dominant.filter(|(_, matches)| matches * 2 >= total) {
-        let mut evidence = format!("{matches}/{total} sampled values are {}", kind.label());
+        let rate = json::percent(matches, total);
+        let mut evidence = format!(
+            "{matches}/{total} sampled values ({rate}%) are {}",
+            kind.label()
+        );
         if !quoted.is_empty() {
             let _ = write!(evidence, " ({})", quoted.join(", "));
         }
-        return Some((kind_category(kind), evidence));
+        let confidence = match (kind, rate) {
+            (Kind::FreeText, _) if quoted.is_empty() => Confidence::Medium,
+            (_, 80..) => Confidence::High,
+            _ => Confidence::Medium,
+        };
+        return Some(Content {
+            category: kind.category(),
+            kind: Some(kind),
+            confidence,
+            evidence,
+        });
     }
-    (!quoted.is_empty()).then(|| {
-        (
-            Category::FreeText,
-            format!("of {total} sampled values, {}", quoted.join(", ")),
-        )
+    let quoting: usize = inside.values().copied().max().unwrap_or(0);
+    (!quoted.is_empty()).then(|| Content {
+        category: Category::FreeText,
+        kind: None,
+        confidence: if quoting * 5 >= total {
+            Confidence::Medium
+        } else {
+            Confidence::Low
+        },
+        evidence: format!("of {total} sampled values, {}", quoted.join(", ")),
     })
 }
 
-/// The findings of one table from names and content (keys are added by [`propose`]).
-fn column_findings(table: &TableSample, today: i64) -> Vec<Finding> {
-    let mut findings = Vec::new();
-    for column in &table.columns {
-        let hint = names::column_hint(&column.name);
-        let content = content_finding(column, today);
-        let (category, strength, mut evidence) = match (hint, content) {
-            (Some((category, Strength::Strong)), content) => {
-                let mut evidence = vec!["name".to_string()];
-                evidence.extend(content.map(|(_, e)| e));
-                (category, Strength::Strong, evidence)
+/// What a finding holds, from its category, its name's pattern, the kind of its values and its type.
+fn holds(category: Category, pattern: Option<&str>, kind: Option<Kind>, type_name: &str) -> Holds {
+    let family = type_family(type_name);
+    match category {
+        Category::Contact if kind == Some(Kind::Email) => Holds::Email,
+        Category::Contact if kind == Some(Kind::Phone) => Holds::Phone,
+        Category::Contact => match pattern {
+            Some(p) if EMAIL_PATTERNS.contains(&p) => Holds::Email,
+            Some(p) if p.contains("phone") || p.contains("tele") || p.contains("mobil") => {
+                Holds::Phone
             }
-            (_, Some((category, evidence))) => (category, Strength::Strong, vec![evidence]),
-            (Some((category, Strength::Weak)), None) => (
-                category,
-                Strength::Weak,
-                vec!["name only; identifies nobody alone".to_string()],
-            ),
-            (None, None) => continue,
-        };
-        if evidence.is_empty() {
-            evidence.push("name".into());
+            Some("cellulare" | "cellphone" | "handy" | "movil" | "móvil" | "portable") => {
+                Holds::Phone
+            }
+            _ => Holds::Other,
+        },
+        Category::Identifying
+            if matches!(family, TypeFamily::Date | TypeFamily::Timestamp)
+                || pattern.is_some_and(|p| BIRTH_PATTERNS.contains(&p)) =>
+        {
+            Holds::BirthDate
         }
-        findings.push(Finding {
-            column: column.name.clone(),
-            type_name: column.type_name.clone(),
-            category,
-            strength,
-            evidence: std::mem::take(&mut evidence),
-        });
+        Category::Identifying
+            if family == TypeFamily::Text
+                && pattern.is_some_and(|p| !NOT_A_PERSON.contains(&p)) =>
+        {
+            Holds::PersonName
+        }
+        _ => Holds::Other,
     }
-    findings
 }
 
-/// A table of people: it holds a strong contact or national-identifier column, or a column named like
-/// a person's name or birth date (an IP address identifies a device, not the rows of a table of people).
+/// The finding for one column from its name, type and content (keys are added by [`propose`]).
+fn column_finding(table: &TableSample, column: &ColumnSample, today: i64) -> Option<Finding> {
+    if column.type_name == "boolean" {
+        return None;
+    }
+    let secret = framework::secret(&table.name, &column.name, &column.type_name);
+    let documents = is_text_type(&column.type_name)
+        .then(|| json::scan(&column.values))
+        .flatten();
+    // A document is free text by its name only if it holds prose (`notes` as a list of texts), not
+    // when it is structured data (`change_message` listing changed fields).
+    let hint = names::column_rule(&column.name).filter(|h| {
+        name_fits_type(h, column)
+            && !(h.category == Category::FreeText
+                && documents.as_ref().is_some_and(|d| d.prose == 0))
+    });
+    let content = content_finding(column, documents.as_ref(), today);
+    let name_evidence = |h: &names::NameHint| format!("name matches \"{}\"", h.pattern);
+    let (category, strength, confidence, pattern, kind, mut evidence) = match (hint, content) {
+        (Some(h), content) if h.strength == Strength::Strong => {
+            let mut evidence = vec![name_evidence(&h)];
+            let (confidence, kind) = match &content {
+                Some(c) if c.category == h.category => (Confidence::High, c.kind),
+                Some(_) => (Confidence::Medium, None),
+                // An e-mail column none of whose many sampled values is an e-mail address.
+                None if EMAIL_PATTERNS.contains(&h.pattern)
+                    && column.values.len() >= 10
+                    && type_family(&column.type_name) == TypeFamily::Text =>
+                {
+                    evidence.push(format!(
+                        "none of {} sampled values is an e-mail address",
+                        column.values.len()
+                    ));
+                    (Confidence::Low, None)
+                }
+                None => (Confidence::Medium, None),
+            };
+            evidence.extend(content.map(|c| c.evidence));
+            (
+                h.category,
+                h.strength,
+                confidence,
+                Some(h.pattern),
+                kind,
+                evidence,
+            )
+        }
+        (_, Some(c)) => (
+            c.category,
+            Strength::Strong,
+            c.confidence,
+            None,
+            c.kind,
+            vec![c.evidence],
+        ),
+        (Some(h), None) => (
+            h.category,
+            Strength::Weak,
+            Confidence::Low,
+            Some(h.pattern),
+            None,
+            vec![name_evidence(&h), "identifies nobody alone".into()],
+        ),
+        (None, None) => return None,
+    };
+    if let Some(why) = secret {
+        evidence.push(format!("secret: {why}"));
+    }
+    Some(Finding {
+        column: column.name.clone(),
+        type_name: column.type_name.clone(),
+        category,
+        strength,
+        confidence,
+        holds: holds(category, pattern, kind, &column.type_name),
+        secret,
+        evidence,
+    })
+}
+
+/// A table of people: it holds a strong contact or national-identifier column, or a person's name or
+/// date of birth (an IP address identifies a device, not the rows of a table of people; a document
+/// quoting e-mail addresses makes a history or a log, not a table of people).
 fn holds_people(findings: &[Finding]) -> bool {
     findings.iter().any(|f| {
         f.strength == Strength::Strong
-            && match f.category {
-                Category::Contact | Category::NationalIdentifier => true,
-                Category::Identifying => {
-                    names::column_hint(&f.column) == Some((Category::Identifying, Strength::Strong))
-                        && !names::words(&f.column).iter().any(|w| w == "ip")
-                }
-                _ => false,
-            }
+            && !is_document(&f.type_name)
+            && (matches!(f.category, Category::Contact | Category::NationalIdentifier)
+                || matches!(f.holds, Holds::PersonName | Holds::BirthDate))
     })
+}
+
+/// On a table of people, a city, a postal code and a bare `name` are the person's: weak hints become
+/// findings of medium confidence.
+fn promote_on_people(proposal: &mut TableProposal) {
+    for finding in proposal
+        .findings
+        .iter_mut()
+        .filter(|f| f.strength == Strength::Weak)
+    {
+        let name = names::is_bare_name(&finding.column);
+        if finding.category == Category::Location || name {
+            finding.strength = Strength::Strong;
+            finding.confidence = Confidence::Medium;
+            finding.evidence.pop();
+            finding.evidence.push("on a table of people".into());
+            if name && type_family(&finding.type_name) == TypeFamily::Text {
+                finding.holds = Holds::PersonName;
+            }
+        }
+    }
 }
 
 /// Proposes a category for every personal column of the sampled tables. `today` is the day (since
@@ -208,26 +449,49 @@ pub fn propose(tables: Vec<TableSample>, today: i64) -> Vec<TableProposal> {
         .into_iter()
         .map(|sample| {
             let whole = names::table_hint(&sample.name);
-            let findings = if whole.is_some() {
-                Vec::new()
-            } else {
-                column_findings(&sample, today)
+            let findings: Vec<Finding> = match whole {
+                Some(_) => Vec::new(),
+                None => sample
+                    .columns
+                    .iter()
+                    .filter_map(|c| column_finding(&sample, c, today))
+                    .collect(),
             };
+            let secrets = sample
+                .columns
+                .iter()
+                .filter(|c| !findings.iter().any(|f| f.column == c.name))
+                .filter_map(|c| {
+                    framework::secret(&sample.name, &c.name, &c.type_name).map(|why| Secret {
+                        column: c.name.clone(),
+                        type_name: c.type_name.clone(),
+                        why,
+                    })
+                })
+                .collect();
             TableProposal {
+                framework: framework::framework_of(&sample.name),
                 sample,
                 whole,
                 findings,
+                secrets,
             }
         })
         .collect();
     let people: BTreeSet<String> = proposals
         .iter()
-        .filter(|p| p.whole.is_none() && holds_people(&p.findings))
+        .filter(|p| {
+            p.whole.is_none()
+                && (holds_people(&p.findings)
+                    || (names::is_person_table(&p.sample.name)
+                        && p.findings.iter().any(|f| names::is_bare_name(&f.column))))
+        })
         .map(|p| p.sample.name.clone())
         .collect();
     for proposal in proposals.iter_mut().filter(|p| p.whole.is_none()) {
         let mut keys: Vec<(String, String)> = Vec::new();
         if people.contains(&proposal.sample.name) {
+            promote_on_people(proposal);
             for column in proposal
                 .sample
                 .primary_key
@@ -258,15 +522,24 @@ pub fn propose(tables: Vec<TableSample>, today: i64) -> Vec<TableProposal> {
                 Some(found) => {
                     found.strength = Strength::Strong;
                     found.category = Category::Identifying;
+                    found.confidence = Confidence::High;
+                    found.holds = Holds::Key;
                     found.evidence = vec![reason];
                 }
-                None => proposal.findings.push(Finding {
-                    column,
-                    type_name,
-                    category: Category::Identifying,
-                    strength: Strength::Strong,
-                    evidence: vec![reason],
-                }),
+                None => {
+                    let secret = framework::secret(&proposal.sample.name, &column, &type_name);
+                    proposal.secrets.retain(|s| s.column != column);
+                    proposal.findings.push(Finding {
+                        column,
+                        type_name,
+                        category: Category::Identifying,
+                        strength: Strength::Strong,
+                        confidence: Confidence::High,
+                        holds: Holds::Key,
+                        secret,
+                        evidence: vec![reason],
+                    })
+                }
             }
         }
         let order: Vec<&str> = proposal
@@ -316,95 +589,175 @@ fn one_line(text: &str) -> String {
     text.replace(['\n', '\r'], " ")
 }
 
-/// Renders the proposal as a policy file for `maschera policy check`.
-pub fn render(proposals: &[TableProposal], sample_size: usize) -> String {
+/// The comment beside a proposed line: confidence and evidence.
+fn comment(confidence: Confidence, evidence: &[String]) -> String {
+    one_line(&format!("{}: {}", confidence.as_str(), evidence.join("; ")))
+}
+
+/// Renders the proposal as a policy file for `maschera policy check`, with the roles of `template`.
+pub fn render(proposals: &[TableProposal], sample_size: usize, template: Template) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "# Policy skeleton proposed by `maschera discover` from up to {sample_size} sampled rows per table.\n\
-         # Review it: a column is listed because its name or its sampled values look personal (the comment\n\
-         # says which and how many values matched); weak hints are left commented out. Columns not listed\n\
-         # were found to hold no personal data. Then write the roles (see the example at the end).\n\n\
+        "# Policy draft proposed by `maschera discover` from up to {sample_size} sampled rows per table.\n\
+         # Review it: a column is listed because its name or its sampled values look personal; the comment\n\
+         # beside it gives the confidence (high, medium, low) and the evidence (the name pattern, how many\n\
+         # sampled values matched). Weak hints are left commented out. Columns not listed were found to\n\
+         # hold no personal data. Secrets (password hashes, session data, tokens) are declared so that\n\
+         # every restricted role reads them as NULL.\n\
+         #\n\
+         # Every table of the schema is declared below and every role of the template has a rule for\n\
+         # each (framework tables included), so `deny` only denies tables created after this draft.\n\n\
          [settings]\nunlisted_tables = \"deny\"\n"
     );
     for proposal in proposals {
-        let table = &proposal.sample;
-        let key = toml_key(&table.name);
-        if let Some(error) = &table.error {
-            let _ = writeln!(
-                out,
-                "# [tables.{key}]: not sampled ({}); review it by hand.\n",
-                one_line(error)
-            );
-            continue;
-        }
-        let schema_line = if table.schema == "public" {
-            String::new()
-        } else {
-            format!("schema = {}\n", toml_string(&table.schema))
-        };
-        if let Some(category) = proposal.whole {
-            let _ = writeln!(
-                out,
-                "[tables.{key}]\n{schema_line}# The table's name says {}: every column is personal data of that category.\n\
-                 personal = \"{}\"\n",
-                match category {
-                    Category::Criminal => "criminal convictions or offences (GDPR Art. 10)",
-                    _ => "special category data (GDPR Art. 9)",
-                },
-                category.as_str()
-            );
-            continue;
-        }
+        render_table(&mut out, proposal);
+    }
+    render_roles(&mut out, proposals, template);
+    out
+}
+
+fn render_table(out: &mut String, proposal: &TableProposal) {
+    let table = &proposal.sample;
+    let key = toml_key(&table.name);
+    if let Some(error) = &table.error {
         let _ = writeln!(
             out,
-            "[tables.{key}]\n{schema_line}# {} rows sampled",
-            table.rows_sampled
+            "# [tables.{key}]: not sampled ({}); review it by hand. Until it is declared, restricted\n\
+             # roles are denied it.\n",
+            one_line(error)
         );
-        if proposal
-            .findings
-            .iter()
-            .all(|f| f.strength == Strength::Weak)
-        {
-            let _ = writeln!(out, "# No personal data found.");
+        return;
+    }
+    let schema_line = if table.schema == "public" {
+        String::new()
+    } else {
+        format!("schema = {}\n", toml_string(&table.schema))
+    };
+    if let Some(category) = proposal.whole {
+        let _ = writeln!(
+            out,
+            "[tables.{key}]\n{schema_line}# The table's name says {}: every column is personal data of that category.\n\
+             personal = \"{}\"\n",
+            match category {
+                Category::Criminal => "criminal convictions or offences (GDPR Art. 10)",
+                _ => "special category data (GDPR Art. 9)",
+            },
+            category.as_str()
+        );
+        return;
+    }
+    let _ = write!(out, "[tables.{key}]\n{schema_line}");
+    if let Some(framework) = proposal.framework {
+        let _ = writeln!(
+            out,
+            "# A {framework} framework table: every role may read it (its secrets as NULL)."
+        );
+    }
+    let _ = writeln!(out, "# {} rows sampled", table.rows_sampled);
+    if proposal
+        .findings
+        .iter()
+        .all(|f| f.strength == Strength::Weak)
+    {
+        let _ = writeln!(out, "# No personal data found.");
+    }
+    if !proposal.findings.is_empty() || !proposal.secrets.is_empty() {
+        let _ = writeln!(out, "[tables.{key}.columns]");
+    }
+    for finding in &proposal.findings {
+        let prefix = if finding.strength == Strength::Weak {
+            "# "
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            out,
+            "{prefix}{} = {{ category = \"{}\", type = {} }}  # {}",
+            toml_key(&finding.column),
+            finding.category.as_str(),
+            toml_string(&finding.type_name),
+            comment(finding.confidence, &finding.evidence)
+        );
+    }
+    for secret in &proposal.secrets {
+        let _ = writeln!(
+            out,
+            "{} = {{ type = {} }}  # {}",
+            toml_key(&secret.column),
+            toml_string(&secret.type_name),
+            comment(Confidence::High, &[format!("secret: {}", secret.why)])
+        );
+    }
+    out.push('\n');
+}
+
+/// The rule of a restricted role for one table, as an inline TOML table.
+fn rule(profile: template::Profile, proposal: &TableProposal) -> String {
+    if proposal.whole.is_some() {
+        return "{ deny = true }".into();
+    }
+    let mut columns: Vec<String> = Vec::new();
+    for finding in proposal
+        .findings
+        .iter()
+        .filter(|f| f.strength == Strength::Strong)
+    {
+        if let Some(action) = template::action(profile, finding, type_family(&finding.type_name)) {
+            columns.push(format!("{} = \"{action}\"", toml_key(&finding.column)));
         }
-        if !proposal.findings.is_empty() {
-            let _ = writeln!(out, "[tables.{key}.columns]");
+    }
+    for secret in &proposal.secrets {
+        columns.push(format!("{} = \"null\"", toml_key(&secret.column)));
+    }
+    match columns.is_empty() {
+        true => "{ show = [\"*\"] }".into(),
+        false => format!(
+            "{{ show = [\"*\"], columns = {{ {} }} }}",
+            columns.join(", ")
+        ),
+    }
+}
+
+fn render_roles(out: &mut String, proposals: &[TableProposal], template: Template) {
+    let _ = writeln!(
+        out,
+        "# ---- roles of the template `{}`: review names, purposes and lawful bases, add `filter`s and\n\
+         # `writes` where a role needs them. Hidden values are NULL or masked, never dropped, so that ORMs\n\
+         # selecting every mapped column keep working.\n",
+        match template {
+            Template::Reader => "reader",
+            Template::Crm => "crm",
         }
-        for finding in &proposal.findings {
-            let prefix = if finding.strength == Strength::Weak {
-                "# "
-            } else {
-                ""
-            };
+    );
+    let sampled: Vec<&TableProposal> = proposals
+        .iter()
+        .filter(|p| p.sample.error.is_none())
+        .collect();
+    for role in template.roles() {
+        let _ = writeln!(
+            out,
+            "[roles.{}]\ndescription = {}\npurpose = {}\nlawful_basis = {}",
+            role.name,
+            toml_string(role.description),
+            toml_string(role.purpose),
+            toml_string(role.lawful_basis)
+        );
+        let Some(profile) = role.profile else {
+            let _ = writeln!(out, "unrestricted = true\n");
+            continue;
+        };
+        let _ = writeln!(out, "\n[roles.{}.tables]", role.name);
+        for proposal in &sampled {
             let _ = writeln!(
                 out,
-                "{prefix}{} = {{ category = \"{}\", type = {} }}  # {}",
-                toml_key(&finding.column),
-                finding.category.as_str(),
-                toml_string(&finding.type_name),
-                one_line(&finding.evidence.join("; "))
+                "{} = {}",
+                toml_key(&proposal.sample.name),
+                rule(profile, proposal)
             );
         }
         out.push('\n');
     }
-    out.push_str(
-        "# Roles are yours to write (policy/README.md). For example:\n\
-         # [roles.dpo]\n\
-         # description = \"Data protection officer\"\n\
-         # purpose = \"Oversee processing and answer data subject requests\"\n\
-         # lawful_basis = \"Legal obligation, GDPR Art. 6(1)(c)\"\n\
-         # unrestricted = true\n\
-         #\n\
-         # [roles.support]\n\
-         # description = \"Customer support\"\n\
-         # purpose = \"Answer customer requests\"\n\
-         # lawful_basis = \"Performance of a contract, GDPR Art. 6(1)(b)\"\n\
-         # [roles.support.tables.<table>]\n\
-         # show = [\"<column>\"]\n\
-         # columns = { <column> = \"mask.email\" }\n",
-    );
-    out
 }
 
 #[cfg(test)]
@@ -479,7 +832,7 @@ mod tests {
                     Category::NationalIdentifier,
                     Strength::Strong
                 ),
-                ("city".into(), Category::Location, Strength::Weak),
+                ("city".into(), Category::Location, Strength::Strong),
             ]
         );
         assert_eq!(
@@ -488,7 +841,13 @@ mod tests {
         );
         assert_eq!(
             proposals[0].personal_columns(),
-            ["id", "contact_info", "fiscal"]
+            ["id", "contact_info", "fiscal", "city"]
+        );
+        let city = &proposals[0].findings[3];
+        assert_eq!(city.confidence, Confidence::Medium);
+        assert_eq!(
+            city.evidence,
+            ["name matches \"city\"", "on a table of people"]
         );
     }
 
@@ -542,7 +901,7 @@ mod tests {
         assert_eq!(
             categories(proposal),
             vec![
-                ("payload".into(), Category::FreeText, Strength::Strong),
+                ("payload".into(), Category::Contact, Strength::Strong),
                 ("client".into(), Category::Identifying, Strength::Strong),
             ]
         );
@@ -564,7 +923,7 @@ mod tests {
         let proposals = propose(vec![health, plain], 20_000);
         assert_eq!(proposals[0].whole, Some(Category::SpecialCategory));
         assert_eq!(proposals[0].personal_columns(), ["condition"]);
-        let text = render(&proposals, 100);
+        let text = render(&proposals, 100, Template::Reader);
         assert!(text.contains("[tables.health_records]\n"), "{text}");
         assert!(text.contains("personal = \"special_category\""), "{text}");
         assert!(
@@ -574,5 +933,270 @@ mod tests {
         let parsed: toml::Table = toml::from_str(&text).expect("the output is TOML");
         assert!(parsed["tables"].get("products").is_some());
         assert_eq!(toml_key("weird key"), "\"weird key\"");
+    }
+
+    #[test]
+    fn types_that_are_never_free_text_or_contact_data() {
+        let flags = table(
+            "accounts",
+            vec![
+                column("id", "integer", &["1", "2"]),
+                column("email_verified", "boolean", &["true", "false"]),
+                column("has_notes", "boolean", &["t", "f"]),
+                column("notes_count", "integer", &["3", "0"]),
+                column("description", "integer", &["3", "0"]),
+                column("message_length", "numeric(6,0)", &["3", "0"]),
+                column(
+                    "email_sent_at",
+                    "timestamp with time zone",
+                    &["2024-01-31 10:11:12+00"],
+                ),
+                column("comment_date", "date", &["2024-01-31"]),
+                column(
+                    "settings",
+                    "jsonb",
+                    &[
+                        r#"{"theme": "dark", "language": "it", "notify_by_email": true, "page_size": 50, "layout": "two columns with a wide sidebar"}"#,
+                        r#"{"email_template": "welcome", "options": {"digest": "weekly"}}"#,
+                    ],
+                ),
+                column(
+                    "options",
+                    "text",
+                    &[
+                        r#"{"columns": ["name", "stage"], "description": "Default list view of the deals page"}"#,
+                    ],
+                ),
+                column("email_template", "text", &["welcome", "reminder"]),
+            ],
+        );
+        let notes = table(
+            "log",
+            vec![
+                column(
+                    "change_message",
+                    "text",
+                    &[r#"[{"changed": {"fields": ["Email", "Stage"]}}]"#],
+                ),
+                column(
+                    "notes",
+                    "jsonb",
+                    &[r#"["Called back, she asked for a quote on the premium plan"]"#],
+                ),
+            ],
+        );
+        let proposals = propose(vec![flags, notes], 20_000);
+        assert!(
+            proposals[0].findings.is_empty(),
+            "{:?}",
+            proposals[0].findings
+        );
+        assert_eq!(
+            categories(&proposals[1]),
+            vec![("notes".into(), Category::FreeText, Strength::Strong)],
+            "prose in a document named as notes is free text; a list of changed fields is not"
+        );
+    }
+
+    #[test]
+    fn denormalised_names_handles_and_postal_data() {
+        let contacts = table(
+            "crm_contact",
+            vec![
+                column("id", "bigint", &["1", "2"]),
+                column(
+                    "full_name",
+                    "character varying(200)",
+                    &["Mario Rossi", "Anna Bianchi"],
+                ),
+                column("skype", "character varying(50)", &["mario.rossi", "anna.b"]),
+                column("zip_code", "character varying(10)", &["20100", "00184"]),
+                column("zipcode", "text", &["20100"]),
+                column("city_name", "text", &["Milano", "Roma"]),
+                column("po_box", "text", &["PO Box 12"]),
+                column("geburtsdatum", "date", &["1980-01-01"]),
+                column("telefono", "text", &["+39 347 1234567"]),
+                column("search_vector", "tsvector", &["'mario':1 'rossi':2"]),
+            ],
+        );
+        let company = table(
+            "company",
+            vec![
+                column("id", "bigint", &["1"]),
+                column("name", "text", &["ACME S.p.A."]),
+            ],
+        );
+        let user = table(
+            "users",
+            vec![
+                column("id", "bigint", &["1"]),
+                column("name", "text", &["Mario Rossi"]),
+            ],
+        );
+        let proposals = propose(vec![contacts, company, user], 20_000);
+        use Category::*;
+        assert_eq!(
+            categories(&proposals[0]),
+            vec![
+                ("id".into(), Identifying, Strength::Strong),
+                ("full_name".into(), Identifying, Strength::Strong),
+                ("skype".into(), Contact, Strength::Strong),
+                ("zip_code".into(), Location, Strength::Strong),
+                ("zipcode".into(), Location, Strength::Strong),
+                ("city_name".into(), Location, Strength::Strong),
+                ("po_box".into(), Location, Strength::Strong),
+                ("geburtsdatum".into(), Identifying, Strength::Strong),
+                ("telefono".into(), Contact, Strength::Strong),
+                ("search_vector".into(), FreeText, Strength::Strong),
+            ]
+        );
+        assert_eq!(proposals[0].findings[1].holds, Holds::PersonName);
+        assert_eq!(proposals[0].findings[8].confidence, Confidence::High);
+        assert_eq!(
+            categories(&proposals[1]),
+            vec![("name".into(), Identifying, Strength::Weak)],
+            "a company's name is only a hint"
+        );
+        assert_eq!(
+            categories(&proposals[2]),
+            vec![
+                ("id".into(), Identifying, Strength::Strong),
+                ("name".into(), Identifying, Strength::Strong)
+            ],
+            "a user's name is the person's"
+        );
+    }
+
+    /// A Django-like schema: framework tables with secrets, a table of people, a history of changes
+    /// holding e-mail addresses in JSON.
+    fn django() -> Vec<TableSample> {
+        let mut user = table(
+            "auth_user",
+            vec![
+                column("id", "integer", &["1", "2"]),
+                column(
+                    "password",
+                    "character varying(128)",
+                    &["pbkdf2_sha256$1", "pbkdf2_sha256$2"],
+                ),
+                column("last_login", "timestamp with time zone", &[]),
+                column("is_superuser", "boolean", &["false"]),
+                column(
+                    "username",
+                    "character varying(150)",
+                    &["mrossi", "abianchi"],
+                ),
+                column(
+                    "email",
+                    "character varying(254)",
+                    &["m.rossi@example.org", "a.b@example.org"],
+                ),
+            ],
+        );
+        user.rows_sampled = 2;
+        let session = table(
+            "django_session",
+            vec![
+                column("session_key", "character varying(40)", &["k1"]),
+                column("session_data", "text", &["eyJfYXV0aF91c2VyX2lkIjoiMSJ9:1"]),
+                column(
+                    "expire_date",
+                    "timestamp with time zone",
+                    &["2030-01-01 00:00:00+00"],
+                ),
+            ],
+        );
+        let mut history = table(
+            "crm_history",
+            vec![
+                column("id", "bigint", &["1", "2", "3"]),
+                column("user_id", "integer", &["1", "2", "1"]),
+                column(
+                    "changes",
+                    "jsonb",
+                    &[
+                        r#"{"email": {"old": "x.y@example.org", "new": "z.w@example.org"}}"#,
+                        r#"{"stage": {"old": "lead", "new": "won"}}"#,
+                        r#"{"email": {"old": "q@example.org", "new": "r.s@example.org"}}"#,
+                    ],
+                ),
+            ],
+        );
+        history.foreign_keys = vec![("user_id".into(), "auth_user".into())];
+        let health = table("health_records", vec![column("id", "bigint", &["1"])]);
+        vec![user, session, history, health]
+    }
+
+    #[test]
+    fn framework_tables_keep_the_application_working() {
+        let proposals = propose(django(), 20_000);
+        assert_eq!(proposals[0].framework, Some("Django"));
+        assert_eq!(
+            proposals[0].secrets,
+            [Secret {
+                column: "password".into(),
+                type_name: "character varying(128)".into(),
+                why: "a secret (password hash, token or key)"
+            }]
+        );
+        let session = &proposals[1];
+        assert_eq!(session.secrets.len(), 1, "session_key");
+        assert_eq!(session.findings[0].column, "session_data");
+        assert!(session.findings[0].secret.is_some());
+        assert_eq!(
+            proposals[2].personal_columns(),
+            ["user_id", "changes"],
+            "a history is not a table of people"
+        );
+        let changes = &proposals[2].findings[1];
+        assert_eq!(
+            (changes.column.as_str(), changes.category),
+            ("changes", Category::Contact)
+        );
+        assert_eq!(changes.confidence, Confidence::High);
+        for template in [Template::Reader, Template::Crm] {
+            let text = render(&proposals, 100, template);
+            let policy = policy::model::Policy::parse("draft.toml", &text)
+                .unwrap_or_else(|e| panic!("{e:?}\n{text}"));
+            for role in policy.roles.values().filter(|r| !r.unrestricted) {
+                let user = &role.rules["auth_user"];
+                assert!(!user.deny && user.show_all, "{text}");
+                assert_eq!(
+                    user.action_for("password", None),
+                    policy::access::Action::Null
+                );
+                let session = &role.rules["django_session"];
+                assert_eq!(
+                    session.action_for("session_data", Some(Category::Identifying)),
+                    policy::access::Action::Null
+                );
+                assert_eq!(
+                    session.action_for("session_key", None),
+                    policy::access::Action::Null
+                );
+                assert!(role.rules["health_records"].deny);
+            }
+        }
+        let text = render(&proposals, 100, Template::Reader);
+        assert!(
+            text.contains(
+                "email = { category = \"contact\", type = \"character varying(254)\" }  \
+                 # high: name matches \"email\"; 2/2 sampled values (100%) are e-mail addresses"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("auth_user = { show = [\"*\"], columns = { id = \"pseudonym\"")
+                || text.contains("auth_user = { show = [\"*\"], columns = { username = \"mask.initial\", email = \"mask.email\", password = \"null\" } }"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# A Django framework table: every role may read it"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("example.org"),
+            "no sampled value in the draft"
+        );
     }
 }

@@ -10,6 +10,7 @@ mod dblock;
 mod dblock_speed;
 mod demo;
 mod discover;
+mod discover_real;
 mod dpo;
 mod enforce;
 mod faults;

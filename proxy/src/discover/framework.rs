@@ -1,0 +1,140 @@
+//! Framework tables: the tables an application's framework keeps for itself (Django's `auth_*` and
+//! `django_*`, Rails' `schema_migrations`, Laravel's `migrations` and `password_resets`, Hibernate's
+//! sequences, Alembic's, Flyway's and Liquibase's version tables), and the secret columns of any table
+//! (password hashes, session data and keys, tokens). The application reads framework tables on every
+//! request, so a proposed policy must let every role read them; secrets are read by no restricted role.
+//! Not for: personal data (see `names`, `detect`) or the rules themselves (see `template`).
+
+use super::names::words;
+
+/// Exact table names and the framework that owns them.
+const TABLES: &[(&str, &str)] = &[
+    ("schema_migrations", "Rails"),
+    ("ar_internal_metadata", "Rails"),
+    ("migrations", "Laravel"),
+    ("password_resets", "Laravel"),
+    ("password_reset_tokens", "Laravel"),
+    ("failed_jobs", "Laravel"),
+    ("personal_access_tokens", "Laravel"),
+    ("job_batches", "Laravel"),
+    ("cache_locks", "Laravel"),
+    ("sessions", "Laravel"),
+    ("hibernate_sequence", "Hibernate"),
+    ("hibernate_sequences", "Hibernate"),
+    ("alembic_version", "Alembic"),
+    ("flyway_schema_history", "Flyway"),
+    ("schema_version", "Flyway"),
+    ("databasechangelog", "Liquibase"),
+    ("databasechangeloglock", "Liquibase"),
+    ("authtoken_token", "Django REST framework"),
+];
+
+/// Table name prefixes and the framework that owns them.
+const PREFIXES: &[(&str, &str)] = &[("django_", "Django"), ("auth_", "Django")];
+
+/// The framework that owns `table`, if its name is one of a framework's own tables.
+pub fn framework_of(table: &str) -> Option<&'static str> {
+    TABLES
+        .iter()
+        .find(|(name, _)| *name == table)
+        .or_else(|| {
+            PREFIXES
+                .iter()
+                .find(|(prefix, _)| table.starts_with(prefix))
+        })
+        .map(|(_, framework)| *framework)
+}
+
+/// Columns that are secrets in one framework table: session keys are bearer credentials.
+const TABLE_SECRETS: &[(&str, &str)] = &[
+    ("django_session", "session_key"),
+    ("django_session", "session_data"),
+    ("authtoken_token", "key"),
+    ("sessions", "id"),
+    ("sessions", "payload"),
+];
+
+/// Words that make a column a secret in any table.
+const SECRET_WORDS: &[&str] = &[
+    "password", "passwd", "pwd", "secret", "token", "salt", "otp", "totp", "apikey",
+];
+
+/// Why `column` (of type `type_name`) of `table` is a secret that no restricted role should read, if it
+/// is one. A boolean, a number or a date is never a secret (`password_reset_required`).
+pub fn secret(table: &str, column: &str, type_name: &str) -> Option<&'static str> {
+    use policy::action::{TypeFamily, type_family};
+    if type_name == "boolean"
+        || matches!(
+            type_family(type_name),
+            TypeFamily::Number | TypeFamily::Date | TypeFamily::Timestamp
+        )
+    {
+        return None;
+    }
+    if TABLE_SECRETS.contains(&(table, column)) {
+        return Some("session data or key of the framework");
+    }
+    let words = words(column);
+    let has = |w: &str| words.iter().any(|x| x == w);
+    if SECRET_WORDS.iter().any(|w| has(w)) || (has("api") && has("key")) {
+        // `password_changed_at`, `token_expires` are dates about the secret, not the secret.
+        let about = [
+            "at", "date", "expires", "expiry", "changed", "count", "type",
+        ];
+        if !about.iter().any(|w| has(w)) {
+            return Some("a secret (password hash, token or key)");
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn framework_tables() {
+        assert_eq!(framework_of("django_session"), Some("Django"));
+        assert_eq!(framework_of("auth_user"), Some("Django"));
+        assert_eq!(framework_of("schema_migrations"), Some("Rails"));
+        assert_eq!(framework_of("alembic_version"), Some("Alembic"));
+        assert_eq!(framework_of("databasechangeloglock"), Some("Liquibase"));
+        assert_eq!(framework_of("contacts"), None);
+        assert_eq!(framework_of("author"), None);
+    }
+
+    #[test]
+    fn secrets() {
+        for (table, column, type_name, is_secret) in [
+            ("auth_user", "password", "character varying(128)", true),
+            ("users", "encrypted_password", "text", true),
+            ("users", "passwordHash", "text", true),
+            ("users", "password_digest", "text", true),
+            ("api_clients", "api_key", "text", true),
+            ("django_session", "session_data", "text", true),
+            (
+                "django_session",
+                "session_key",
+                "character varying(40)",
+                true,
+            ),
+            ("users", "digest_frequency", "text", false),
+            ("users", "password_changed_at", "text", false),
+            ("users", "password_reset_required", "boolean", false),
+            ("users", "token_version", "integer", false),
+            ("users", "email", "text", false),
+            (
+                "django_session",
+                "expire_date",
+                "timestamp with time zone",
+                false,
+            ),
+        ] {
+            assert_eq!(
+                secret(table, column, type_name).is_some(),
+                is_secret,
+                "{table}.{column}"
+            );
+        }
+    }
+}
