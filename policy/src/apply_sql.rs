@@ -574,6 +574,14 @@ fn role_schema_steps(
         };
         steps.extend(plan.steps());
     }
+    steps.extend(crate::lookup_sql::steps(
+        &access.lookups,
+        &live.catalog,
+        &role.login(),
+        &login,
+        |table| role_filter(policy, role, table).map(str::to_string),
+        schemas,
+    ));
     if access.unlisted == UnlistedTables::Pass {
         for name in policy.unlisted_tables(&live.catalog) {
             if name.schema.starts_with(OBJECT_PREFIX) {

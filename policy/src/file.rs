@@ -56,6 +56,8 @@ pub struct RoleFile {
     /// LISTEN/NOTIFY channels the role may use.
     #[serde(default)]
     pub channels: Vec<Spanned<String>>,
+    /// How many lookups (`lookup = [...]` in a table rule) a user of the role may make per minute.
+    pub lookups_per_minute: Option<Spanned<i64>>,
     #[serde(default)]
     pub tables: BTreeMap<Key, Spanned<RuleFile>>,
 }
@@ -112,6 +114,9 @@ pub struct RuleFile {
     #[serde(default)]
     pub writes: Vec<Spanned<String>>,
     pub deny: Option<Spanned<bool>>,
+    /// Masked columns the role may find rows by, by exact value (see `crate::lookup_sql`).
+    #[serde(default)]
+    pub lookup: Vec<Spanned<String>>,
 }
 
 impl<'de> Deserialize<'de> for ColumnFile {

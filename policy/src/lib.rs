@@ -12,6 +12,7 @@ pub mod diagnostics;
 pub mod erasure;
 mod file;
 pub mod filter;
+pub mod lookup_sql;
 pub mod model;
 pub mod pseudonym;
 pub mod redact;

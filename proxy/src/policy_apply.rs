@@ -93,6 +93,8 @@ pub async fn read_live_state_for(client: &Client, login_prefix: &str) -> Result<
             ));
     }
     let primary_keys = read_primary_keys(client).await?;
+    // The rewriter finds lookup rows by their key (see `policy::lookup_sql`).
+    catalog.primary_keys = primary_keys.clone();
     let database: String = client
         .query_one("SELECT current_database()::text", &[])
         .await

@@ -21,6 +21,7 @@ mod faithful;
 pub mod fixture;
 mod functions;
 pub mod limits;
+mod lookup;
 mod query;
 mod refusal;
 mod report;
