@@ -54,7 +54,7 @@ pub async fn read_live_state(client: &Client) -> Result<LiveState> {
 /// [`read_live_state`] for the logins of `login_prefix` (empty: `maschera_`): the logins whose name
 /// starts with it, each marked managed only when `policy apply` made it for this database.
 pub async fn read_live_state_for(client: &Client, login_prefix: &str) -> Result<LiveState> {
-    let catalog = read_catalog(client).await?;
+    let mut catalog = read_catalog(client).await?;
     let mut sequences: BTreeMap<TableName, Vec<TableName>> = BTreeMap::new();
     let rows = client
         .query(

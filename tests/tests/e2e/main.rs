@@ -15,6 +15,7 @@ mod faults;
 mod harness;
 mod lifecycle;
 mod limits;
+mod lookup;
 mod ops;
 mod parse_limits;
 mod policy;
