@@ -373,7 +373,7 @@ mod tests {
                 .contains("lookups_per_minute of role `support` must be between 1 and 10000"),
             "{e:?}"
         );
-        let long = TableName::new("public", &"t".repeat(60));
+        let long = TableName::new("public", "t".repeat(60));
         assert_eq!(function_name(&long, "email").len(), "lookup_".len() + 16);
     }
 }

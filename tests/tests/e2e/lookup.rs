@@ -8,14 +8,12 @@
 //! (no pattern, no base table); the access log records each lookup without its value; the rate limit
 //! refuses with 53400; a role without `lookup` is unchanged.
 
-use maschera_tests::crm::load_crm;
-use maschera_tests::crm_proxy::{
-    AppliedPolicy, CRM_DB, apply_policy, crm_password, write_crm_users,
+use maschera_tests::access_log_records;
+use maschera_tests::policy_crm::{
+    PolicyCrm, PolicyCrmSetup, error_of, simple_column, simple_refusal as refusal,
+    simple_rows as rows,
 };
-use maschera_tests::{
-    PgServer, Proxy, ProxyOptions, access_log_records, access_log_section, connect, examples_dir,
-};
-use tokio_postgres::{Client, SimpleQueryMessage};
+use tokio_postgres::Client;
 
 const KEY: &str = "lookup-test-pseudonym-key-0123456789";
 const CONTACTS: u64 = 300;
@@ -66,114 +64,56 @@ columns = { last_name = \"mask.initial\", email = \"mask.email\", phone = \"mask
     format!("{}{roles}{}", &text[..register], &text[register..])
 }
 
-struct Lookup {
-    pg: PgServer,
-    proxy: Proxy,
-    applied: AppliedPolicy,
-    audit: std::path::PathBuf,
-}
-
-impl Lookup {
-    async fn start() -> Lookup {
-        let pg = PgServer::start().expect("start PostgreSQL");
-        load_crm(&pg, CRM_DB, CONTACTS, 11).await.expect("CRM");
-        let dir = pg.dir().to_path_buf();
-        let applied = AppliedPolicy {
-            policy: dir.join("policy.toml"),
-            credentials: dir.join("logins.toml"),
-        };
-        let reference = std::fs::read_to_string(examples_dir().join("crm/policy.toml")).unwrap();
-        std::fs::write(&applied.policy, test_policy(&reference)).unwrap();
-        apply_policy(&pg, CRM_DB, &applied, KEY).expect("policy apply");
-        let users = dir.join("users.toml");
-        write_crm_users(
-            &users,
-            &[
-                ("tom", "support", &[]),
-                ("nora", "support_north", &[("region", "north")]),
-                ("rita", "support_north", &[("region", "north")]),
-                ("hal", "helpdesk", &[]),
-            ],
-            4096,
-        )
-        .expect("users");
-        let proxy = Proxy::start(
-            &pg,
-            ProxyOptions {
-                database: CRM_DB.into(),
-                users_file: Some(users),
-                policy: applied.proxy_section(None),
-                audit: access_log_section(&dir, "lookup-test"),
-                ..ProxyOptions::default()
-            },
-        )
-        .expect("proxy");
-        Lookup {
-            audit: dir.join("audit"),
-            pg,
-            proxy,
-            applied,
-        }
-    }
-
-    async fn through_proxy(&self, user: &str) -> Client {
-        connect(&self.proxy.uri_as(user, &crm_password(user), CRM_DB))
-            .await
-            .expect("connect through the proxy")
-    }
-
-    /// Straight to PostgreSQL as the role's login (no proxy).
-    async fn straight(&self, role: &str) -> Client {
-        let credentials =
-            maschera::credentials::Credentials::load(&self.applied.credentials).unwrap();
-        let login = credentials.login(role).expect("login");
-        connect(&self.pg.uri_as(&login.user, &login.password, CRM_DB))
-            .await
-            .expect("connect as the login")
-    }
-
-    async fn owner(&self) -> Client {
-        self.pg.connect(CRM_DB).await.expect("owner")
-    }
-}
-
-/// Every row of `sql` (simple protocol), as text, NULL as `None`.
-async fn rows(client: &Client, sql: &str) -> Vec<Vec<Option<String>>> {
-    client
-        .simple_query(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .into_iter()
-        .filter_map(|m| match m {
-            SimpleQueryMessage::Row(row) => Some(
-                (0..row.len())
-                    .map(|i| row.get(i).map(str::to_string))
-                    .collect(),
-            ),
-            _ => None,
-        })
-        .collect()
-}
-
-/// The SQLSTATE and message of an error.
-fn error_of(err: &tokio_postgres::Error) -> (String, String) {
-    let db = err
-        .as_db_error()
-        .unwrap_or_else(|| panic!("an ErrorResponse: {err}"));
-    (db.code().code().to_string(), db.message().to_string())
-}
-
-async fn refusal(client: &Client, sql: &str) -> (String, String) {
-    let err = client
-        .simple_query(sql)
-        .await
-        .err()
-        .unwrap_or_else(|| panic!("expected `{sql}` to be refused"));
-    error_of(&err)
+/// The CRM with [`test_policy`] applied, an access log, and the proxy serving tom (support), nora and
+/// rita (support_north, region north) and hal (helpdesk).
+async fn start() -> PolicyCrm {
+    let setup = PolicyCrmSetup {
+        contacts: CONTACTS,
+        seed: 11,
+        key: KEY,
+        users: &[
+            ("tom", "support", &[]),
+            ("nora", "support_north", &[("region", "north")]),
+            ("rita", "support_north", &[("region", "north")]),
+            ("hal", "helpdesk", &[]),
+        ],
+        audit: Some("lookup-test"),
+    };
+    PolicyCrm::start(setup, |reference| test_policy(&reference)).await
 }
 
 fn literal(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''"))
+}
+
+/// The ids of the contacts `client` finds with `predicate` (simple protocol).
+async fn ids(client: &Client, predicate: &str) -> Vec<String> {
+    simple_column(
+        client,
+        &format!("SELECT id FROM contacts WHERE {predicate}"),
+    )
+    .await
+}
+
+/// What the lookup function `function` returns for `value`, called straight as a login.
+async fn keys(login: &Client, function: &str, value: &str) -> Vec<String> {
+    simple_column(
+        login,
+        &format!("SELECT * FROM {function}({})", literal(value)),
+    )
+    .await
+}
+
+/// Whether an access-log record is a statement of `user` that looked a column up.
+fn is_lookup_of(record: &serde_json::Value, user: &str) -> bool {
+    record["user"] == user
+        && record["tables"].as_array().into_iter().flatten().any(|t| {
+            t["columns"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["action"] == "lookup")
+        })
 }
 
 /// A contact of `region` with an e-mail and a phone that no other contact has: (id, email, phone).
@@ -192,18 +132,14 @@ async fn contact(owner: &Client, region: &str) -> (String, String, String) {
 
 #[tokio::test]
 async fn support_finds_a_contact_by_its_exact_email_or_phone_and_sees_it_masked() {
-    let crm = Lookup::start().await;
+    let crm = start().await;
     let owner = crm.owner().await;
     let (id, email, phone) = contact(&owner, "south").await;
-    let masked_email = rows(
+    let masked = simple_column(
         &owner,
-        &format!(
-            "SELECT left(email, 1) || '***' || substr(email, strpos(email, '@')) FROM contacts WHERE id = {id}"
-        ),
+        &format!("SELECT left(email, 1) || '***' || substr(email, strpos(email, '@')) FROM contacts WHERE id = {id}"),
     )
-    .await[0][0]
-        .clone()
-        .unwrap();
+    .await;
     let tom = crm.through_proxy("tom").await;
 
     // Simple protocol: the exact e-mail finds the one contact, whose row is masked.
@@ -217,31 +153,20 @@ async fn support_finds_a_contact_by_its_exact_email_or_phone_and_sees_it_masked(
     .await;
     assert_eq!(found.len(), 1, "{found:?}");
     assert_eq!(found[0][0].as_deref(), Some(id.as_str()));
-    assert_eq!(found[0][1].as_deref(), Some(masked_email.as_str()));
-    assert_ne!(found[0][2].as_deref(), Some(phone.as_str()));
+    assert_eq!(found[0][1].as_deref(), Some(masked[0].as_str()));
+    let shown_phone = found[0][2].as_deref().unwrap();
     assert!(
-        found[0][2].as_deref().unwrap().starts_with('*'),
+        shown_phone != phone && shown_phone.starts_with('*'),
         "{found:?}"
     );
     // The value on the left, a qualified column, IN with another value.
-    let found = rows(
-        &tom,
-        &format!(
-            "SELECT c.id FROM contacts c WHERE {} = c.phone",
-            literal(&phone)
-        ),
-    )
-    .await;
-    assert_eq!(found, vec![vec![Some(id.clone())]]);
-    let found = rows(
-        &tom,
-        &format!(
-            "SELECT id FROM contacts WHERE email IN ({}, 'nobody@example.invalid')",
-            literal(&email)
-        ),
-    )
-    .await;
-    assert_eq!(found, vec![vec![Some(id.clone())]]);
+    let one = vec![id.clone()];
+    assert_eq!(
+        ids(&tom, &format!("{} = contacts.phone", literal(&phone))).await,
+        one
+    );
+    let listed = format!("email IN ({}, 'nobody@example.invalid')", literal(&email));
+    assert_eq!(ids(&tom, &listed).await, one);
 
     // Extended protocol ($1 bound by the client).
     let found = tom
@@ -250,115 +175,73 @@ async fn support_finds_a_contact_by_its_exact_email_or_phone_and_sees_it_masked(
         .expect("extended-protocol lookup");
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].get::<_, i64>(0).to_string(), id);
-    assert_eq!(found[0].get::<_, String>(1), masked_email);
+    assert_eq!(found[0].get::<_, String>(1), masked[0]);
 
     // Every other predicate on the column sees the masked value.
+    let local = &email[..email.find('@').unwrap()];
     for predicate in [
         format!("email ILIKE {}", literal(&email)),
-        format!(
-            "email LIKE {}",
-            literal(&format!("{}%", &email[..email.find('@').unwrap()]))
-        ),
+        format!("email LIKE {}", literal(&format!("{local}%"))),
         format!("lower(email) = {}", literal(&email.to_lowercase())),
     ] {
-        let found = rows(&tom, &format!("SELECT id FROM contacts WHERE {predicate}")).await;
-        assert!(found.is_empty(), "{predicate}: {found:?}");
+        assert!(ids(&tom, &predicate).await.is_empty(), "{predicate}");
     }
 
     // A role without `lookup` is unchanged: the exact e-mail compares with the masked value.
     let hal = crm.through_proxy("hal").await;
-    let found = rows(
-        &hal,
-        &format!("SELECT id FROM contacts WHERE email = {}", literal(&email)),
-    )
-    .await;
-    assert!(found.is_empty(), "{found:?}");
-    let found = rows(
-        &hal,
-        &format!(
-            "SELECT id FROM contacts WHERE email = {}",
-            literal(&masked_email)
-        ),
-    )
-    .await;
     assert!(
-        found.iter().any(|r| r[0].as_deref() == Some(id.as_str())),
-        "{found:?}"
+        ids(&hal, &format!("email = {}", literal(&email)))
+            .await
+            .is_empty()
     );
+    let by_mask = ids(&hal, &format!("email = {}", literal(&masked[0]))).await;
+    assert!(by_mask.contains(&id), "{by_mask:?}");
 
     // Straight as support's login: the function answers equality and nothing else.
     let login = crm.straight("support").await;
-    let keys = rows(
-        &login,
-        &format!(
-            "SELECT * FROM maschera_support.lookup_contacts_email({})",
-            literal(&email)
-        ),
-    )
-    .await;
-    assert_eq!(keys, vec![vec![Some(id.clone())]]);
+    let function = "maschera_support.lookup_contacts_email";
+    assert_eq!(keys(&login, function, &email).await, one);
     for pattern in ["%", "%@%", "_%"] {
-        let keys = rows(
-            &login,
-            &format!(
-                "SELECT * FROM maschera_support.lookup_contacts_email({})",
-                literal(pattern)
-            ),
-        )
-        .await;
-        assert!(keys.is_empty(), "{pattern}: {keys:?}");
+        assert!(
+            keys(&login, function, pattern).await.is_empty(),
+            "{pattern}"
+        );
     }
-    let (code, message) = refusal(&login, "SELECT email FROM public.contacts").await;
-    assert_eq!(code, "42501", "{message}");
-    let (code, message) = refusal(
-        &login,
+    for sql in [
+        "SELECT email FROM public.contacts",
         "ALTER FUNCTION maschera_support.lookup_contacts_email(text) SECURITY INVOKER",
-    )
-    .await;
-    assert_eq!(code, "42501", "{message}");
-    // Another role's login may not call it.
+    ] {
+        let (code, message) = refusal(&login, sql).await;
+        assert_eq!(code, "42501", "{sql}: {message}");
+    }
+    // Another role's login may not call it, and through the proxy it is no function of the role's.
     let helpdesk = crm.straight("helpdesk").await;
-    let (code, message) = refusal(
-        &helpdesk,
-        &format!(
-            "SELECT * FROM maschera_support.lookup_contacts_email({})",
-            literal(&email)
-        ),
-    )
-    .await;
-    assert_eq!(code, "42501", "{message}");
+    let call = format!("SELECT * FROM {function}({})", literal(&email));
+    for client in [&helpdesk, &tom] {
+        let (code, message) = refusal(client, &call).await;
+        assert_eq!(code, "42501", "{message}");
+    }
 
     // The access log has each lookup (who, role, table, column), never the value.
     drop(tom);
-    let is_lookup = |r: &serde_json::Value| {
-        r["user"] == "tom"
-            && r["tables"].as_array().into_iter().flatten().any(|t| {
-                t["columns"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .any(|c| c["action"] == "lookup")
-            })
-    };
     // The log is written in groups: wait for the records.
     let mut records = Vec::new();
     for _ in 0..100 {
-        records = access_log_records(&crm.audit);
-        if records.iter().filter(|r| is_lookup(r)).count() >= 4 {
+        records = access_log_records(&crm.audit_dir());
+        if records.iter().filter(|r| is_lookup_of(r, "tom")).count() >= 4 {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    let lookups: Vec<&serde_json::Value> = records.iter().filter(|r| is_lookup(r)).collect();
+    let lookups: Vec<&serde_json::Value> =
+        records.iter().filter(|r| is_lookup_of(r, "tom")).collect();
     assert!(lookups.len() >= 4, "{records:#?}");
-    let first = lookups[0];
-    assert_eq!(first["role"], "support");
-    let contacts = &first["tables"][0];
+    assert_eq!(lookups[0]["role"], "support");
+    let contacts = &lookups[0]["tables"][0];
     assert_eq!(contacts["table"]["name"], "contacts", "{contacts}");
+    let columns = contacts["columns"].as_array().unwrap();
     assert!(
-        contacts["columns"]
-            .as_array()
-            .unwrap()
+        columns
             .iter()
             .any(|c| c["name"] == "email" && c["action"] == "lookup" && c["category"] == "contact"),
         "{contacts}"
@@ -376,51 +259,34 @@ async fn support_finds_a_contact_by_its_exact_email_or_phone_and_sees_it_masked(
 
 #[tokio::test]
 async fn a_lookup_stays_inside_the_row_filter_and_is_rate_limited() {
-    let crm = Lookup::start().await;
+    let crm = start().await;
     let owner = crm.owner().await;
     let (north_id, north_email, north_phone) = contact(&owner, "north").await;
     let (_, south_email, _) = contact(&owner, "south").await;
+    let one = vec![north_id.clone()];
+    let by_email = |email: &str| format!("email = {}", literal(email));
     let nora = crm.through_proxy("nora").await;
-    let lookup = |email: &str| format!("SELECT id FROM contacts WHERE email = {}", literal(email));
-    assert_eq!(
-        rows(&nora, &lookup(&north_email)).await,
-        vec![vec![Some(north_id.clone())]]
-    );
-    assert!(rows(&nora, &lookup(&south_email)).await.is_empty());
+    assert_eq!(ids(&nora, &by_email(&north_email)).await, one);
+    assert!(ids(&nora, &by_email(&south_email)).await.is_empty());
     // `phone` is not a lookup column of this role: the masked value.
-    let found = rows(
-        &nora,
-        &format!(
-            "SELECT id FROM contacts WHERE phone = {}",
-            literal(&north_phone)
-        ),
-    )
-    .await;
-    assert!(found.is_empty(), "{found:?}");
+    let by_phone = format!("phone = {}", literal(&north_phone));
+    assert!(ids(&nora, &by_phone).await.is_empty());
 
     // Straight as the login, the function applies the filter with the session's region.
     let login = crm.straight("support_north").await;
-    let call = |email: &str| {
-        format!(
-            "SELECT * FROM maschera_support_north.lookup_contacts_email({})",
-            literal(email)
-        )
-    };
-    assert!(rows(&login, &call(&north_email)).await.is_empty());
+    let function = "maschera_support_north.lookup_contacts_email";
+    assert!(keys(&login, function, &north_email).await.is_empty());
     login
         .batch_execute("SET maschera.region = 'north'")
         .await
         .unwrap();
-    assert_eq!(
-        rows(&login, &call(&north_email)).await,
-        vec![vec![Some(north_id.clone())]]
-    );
-    assert!(rows(&login, &call(&south_email)).await.is_empty());
+    assert_eq!(keys(&login, function, &north_email).await, one);
+    assert!(keys(&login, function, &south_email).await.is_empty());
 
     // rita: 3 lookups a minute. Two simple ones, one execution of a prepared statement...
     let rita = crm.through_proxy("rita").await;
-    assert_eq!(rows(&rita, &lookup(&north_email)).await.len(), 1);
-    assert!(rows(&rita, &lookup(&south_email)).await.is_empty());
+    assert_eq!(ids(&rita, &by_email(&north_email)).await, one);
+    assert!(ids(&rita, &by_email(&south_email)).await.is_empty());
     let statement = rita
         .prepare("SELECT id FROM contacts WHERE email = $1")
         .await
@@ -438,21 +304,14 @@ async fn a_lookup_stays_inside_the_row_filter_and_is_rate_limited() {
         "{message}"
     );
     assert!(!message.contains(&north_email), "{message}");
-    let (code, _) = refusal(&rita, &lookup(&north_email)).await;
+    let lookup = format!("SELECT id FROM contacts WHERE {}", by_email(&north_email));
+    let (code, _) = refusal(&rita, &lookup).await;
     assert_eq!(code, "53400");
     // A statement without a lookup still runs, and so do other users' lookups.
-    assert_eq!(
-        rows(
-            &rita,
-            &format!("SELECT id FROM contacts WHERE id = {north_id}")
-        )
-        .await
-        .len(),
-        1
-    );
-    assert_eq!(rows(&nora, &lookup(&north_email)).await.len(), 1);
+    assert_eq!(ids(&rita, &format!("id = {north_id}")).await, one);
+    assert_eq!(ids(&nora, &by_email(&north_email)).await, one);
     // PREPARE could run a lookup uncounted: refused.
-    let (code, message) = refusal(&nora, &format!("PREPARE p AS {}", lookup(&north_email))).await;
+    let (code, message) = refusal(&nora, &format!("PREPARE p AS {lookup}")).await;
     assert_eq!(code, "0A000", "{message}");
     assert!(
         message.contains("cannot be prepared with PREPARE"),
