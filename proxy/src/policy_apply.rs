@@ -43,6 +43,8 @@ pub async fn read_catalog(client: &Client) -> Result<Catalog> {
     catalog
         .tables
         .retain(|name, _| !name.schema.starts_with(OBJECT_PREFIX));
+    // The rewriter finds lookup rows by their key (see `policy::lookup_sql`).
+    catalog.primary_keys = read_primary_keys(client).await?;
     Ok(catalog)
 }
 
@@ -54,7 +56,7 @@ pub async fn read_live_state(client: &Client) -> Result<LiveState> {
 /// [`read_live_state`] for the logins of `login_prefix` (empty: `maschera_`): the logins whose name
 /// starts with it, each marked managed only when `policy apply` made it for this database.
 pub async fn read_live_state_for(client: &Client, login_prefix: &str) -> Result<LiveState> {
-    let mut catalog = read_catalog(client).await?;
+    let catalog = read_catalog(client).await?;
     let mut sequences: BTreeMap<TableName, Vec<TableName>> = BTreeMap::new();
     let rows = client
         .query(
@@ -92,9 +94,7 @@ pub async fn read_live_state_for(client: &Client, login_prefix: &str) -> Result<
                 row.get::<_, String>(3),
             ));
     }
-    let primary_keys = read_primary_keys(client).await?;
-    // The rewriter finds lookup rows by their key (see `policy::lookup_sql`).
-    catalog.primary_keys = primary_keys.clone();
+    let primary_keys = catalog.primary_keys.clone();
     let database: String = client
         .query_one("SELECT current_database()::text", &[])
         .await

@@ -8,11 +8,12 @@
 //! (no pattern, no base table); the access log records each lookup without its value; the rate limit
 //! refuses with 53400; a role without `lookup` is unchanged.
 
-use maschera_tests::access_log_records;
+use maschera_tests::crm_proxy::CRM_DB;
 use maschera_tests::policy_crm::{
     PolicyCrm, PolicyCrmSetup, error_of, simple_column, simple_refusal as refusal,
     simple_rows as rows,
 };
+use maschera_tests::{access_log_records, run_maschera_ok};
 use tokio_postgres::Client;
 
 const KEY: &str = "lookup-test-pseudonym-key-0123456789";
@@ -196,6 +197,24 @@ async fn support_finds_a_contact_by_its_exact_email_or_phone_and_sees_it_masked(
     );
     let by_mask = ids(&hal, &format!("email = {}", literal(&masked[0]))).await;
     assert!(by_mask.contains(&id), "{by_mask:?}");
+
+    // `policy explain` against the live database shows the rewrite.
+    let explained = run_maschera_ok([
+        std::ffi::OsStr::new("policy"),
+        "explain".as_ref(),
+        crm.applied.policy.as_os_str(),
+        "--role".as_ref(),
+        "support".as_ref(),
+        "--upstream".as_ref(),
+        crm.pg.uri(CRM_DB).as_ref(),
+        "SELECT id FROM contacts WHERE email = 'x'".as_ref(),
+    ]);
+    assert!(
+        explained.contains(
+            "(\"contacts\".\"id\" IN (SELECT \"maschera_support\".\"lookup_contacts_email\"('x')))"
+        ),
+        "{explained}"
+    );
 
     // Straight as support's login: the function answers equality and nothing else.
     let login = crm.straight("support").await;
