@@ -66,7 +66,7 @@ columns = { last_name = \"mask.initial\", email = \"mask.email\", phone = \"mask
 }
 
 /// The CRM with [`test_policy`] applied, an access log, and the proxy serving tom (support), nora and
-/// rita (support_north, region north) and hal (helpdesk).
+/// rita (support_north, region north), hal (helpdesk) and dora (dpo).
 async fn start() -> PolicyCrm {
     let setup = PolicyCrmSetup {
         contacts: CONTACTS,
@@ -77,6 +77,7 @@ async fn start() -> PolicyCrm {
             ("nora", "support_north", &[("region", "north")]),
             ("rita", "support_north", &[("region", "north")]),
             ("hal", "helpdesk", &[]),
+            ("dora", "dpo", &[]),
         ],
         audit: Some("lookup-test"),
     };
@@ -336,4 +337,13 @@ async fn a_lookup_stays_inside_the_row_filter_and_is_rate_limited() {
         message.contains("cannot be prepared with PREPARE"),
         "{message}"
     );
+
+    // A schema change through the proxy remakes the lookup functions with the views.
+    let dora = crm.through_proxy("dora").await;
+    dora.batch_execute("ALTER TABLE contacts ADD COLUMN nickname text")
+        .await
+        .expect("ALTER TABLE through the proxy");
+    let tom = crm.through_proxy("tom").await;
+    assert_eq!(ids(&tom, &by_email(&south_email)).await.len(), 1);
+    assert_eq!(ids(&tom, &by_email(&north_email)).await, one);
 }
