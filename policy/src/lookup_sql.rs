@@ -373,6 +373,26 @@ mod tests {
                 .contains("lookups_per_minute of role `support` must be between 1 and 10000"),
             "{e:?}"
         );
+        let e = Policy::parse(
+            "p.toml",
+            "[tables.contacts.columns]\nemail = \"contact\"\n[roles.x.tables.contacts]\ndeny = true\nlookup = [\"email\"]\n",
+        )
+        .unwrap_err()
+        .0;
+        assert!(
+            e[0].message.contains("denies the table and also gives"),
+            "{e:?}"
+        );
+        let e = Policy::parse(
+            "p.toml",
+            "[tables.contacts.columns]\nemail = \"contact\"\n[roles.x.tables.contacts]\nshow = [\"email\"]\nlookup = [\"email\"]\n",
+        )
+        .unwrap_err()
+        .0;
+        assert!(
+            e[0].message.contains("predicates on it need no lookup"),
+            "{e:?}"
+        );
         let long = TableName::new("public", "t".repeat(60));
         assert_eq!(function_name(&long, "email").len(), "lookup_".len() + 16);
     }

@@ -273,6 +273,37 @@ mod tests {
     }
 
     #[test]
+    fn lookups_work_in_subqueries_and_the_where_of_a_write() {
+        let role = support(true);
+        let out = sql(
+            &role,
+            "SELECT t.id FROM tickets t WHERE EXISTS (SELECT 1 FROM contacts c WHERE c.id = t.contact_id AND c.email = $1)",
+        );
+        assert!(
+            out.contains(&format!("(\"c\".\"id\" IN (SELECT {F}($1)))")),
+            "{out}"
+        );
+        let out = sql(
+            &role,
+            "UPDATE tickets SET status = 'open' WHERE contact_id IN (SELECT id FROM contacts WHERE email = 'x')",
+        );
+        assert!(
+            out.contains(&format!("(\"contacts\".\"id\" IN (SELECT {F}('x')))")),
+            "{out}"
+        );
+        // A dropped column stays refused; the key is not rewritten.
+        assert!(
+            rewrite(
+                "SELECT id FROM contacts WHERE tax_code = 'x'",
+                &role,
+                &fixture::catalog()
+            )
+            .is_err()
+        );
+        assert!(!sql(&role, "SELECT id FROM contacts WHERE id = 1").contains("lookup_"));
+    }
+
+    #[test]
     fn an_ambiguous_column_is_not_rewritten() {
         let role = support(true);
         // Both tables have `email`? Only contacts does: a join still rewrites, qualified.
