@@ -362,37 +362,29 @@ mod tests {
             messages[1].contains("lookup column `email` of table `contacts`: it is listed twice"),
             "{messages:?}"
         );
-        let e = Policy::parse(
-            "p.toml",
-            &POLICY.replace("lookups_per_minute = 5", "lookups_per_minute = 0"),
-        )
-        .unwrap_err()
-        .0;
-        assert!(
-            e[0].message
-                .contains("lookups_per_minute of role `support` must be between 1 and 10000"),
-            "{e:?}"
-        );
-        let e = Policy::parse(
-            "p.toml",
-            "[tables.contacts.columns]\nemail = \"contact\"\n[roles.x.tables.contacts]\ndeny = true\nlookup = [\"email\"]\n",
-        )
-        .unwrap_err()
-        .0;
-        assert!(
-            e[0].message.contains("denies the table and also gives"),
-            "{e:?}"
-        );
-        let e = Policy::parse(
-            "p.toml",
-            "[tables.contacts.columns]\nemail = \"contact\"\n[roles.x.tables.contacts]\nshow = [\"email\"]\nlookup = [\"email\"]\n",
-        )
-        .unwrap_err()
-        .0;
-        assert!(
-            e[0].message.contains("predicates on it need no lookup"),
-            "{e:?}"
-        );
+        let first_error = |text: &str| {
+            Policy::parse("p.toml", text).unwrap_err().0[0]
+                .message
+                .clone()
+        };
+        let rule = "[tables.contacts.columns]\nemail = \"contact\"\n[roles.x.tables.contacts]\n";
+        for (text, expected) in [
+            (
+                POLICY.replace("lookups_per_minute = 5", "lookups_per_minute = 0"),
+                "lookups_per_minute of role `support` must be between 1 and 10000",
+            ),
+            (
+                format!("{rule}deny = true\nlookup = [\"email\"]\n"),
+                "denies the table and also gives",
+            ),
+            (
+                format!("{rule}show = [\"email\"]\nlookup = [\"email\"]\n"),
+                "predicates on it need no lookup",
+            ),
+        ] {
+            let message = first_error(&text);
+            assert!(message.contains(expected), "{message}");
+        }
         let long = TableName::new("public", "t".repeat(60));
         assert_eq!(function_name(&long, "email").len(), "lookup_".len() + 16);
     }

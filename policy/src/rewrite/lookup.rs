@@ -275,22 +275,22 @@ mod tests {
     #[test]
     fn lookups_work_in_subqueries_and_the_where_of_a_write() {
         let role = support(true);
-        let out = sql(
-            &role,
-            "SELECT t.id FROM tickets t WHERE EXISTS (SELECT 1 FROM contacts c WHERE c.id = t.contact_id AND c.email = $1)",
-        );
-        assert!(
-            out.contains(&format!("(\"c\".\"id\" IN (SELECT {F}($1)))")),
-            "{out}"
-        );
-        let out = sql(
-            &role,
-            "UPDATE tickets SET status = 'open' WHERE contact_id IN (SELECT id FROM contacts WHERE email = 'x')",
-        );
-        assert!(
-            out.contains(&format!("(\"contacts\".\"id\" IN (SELECT {F}('x')))")),
-            "{out}"
-        );
+        for (text, qualifier, value) in [
+            (
+                "SELECT t.id FROM tickets t WHERE EXISTS (SELECT 1 FROM contacts c WHERE c.id = t.contact_id AND c.email = $1)",
+                "c",
+                "$1",
+            ),
+            (
+                "UPDATE tickets SET status = 'open' WHERE contact_id IN (SELECT id FROM contacts WHERE email = 'x')",
+                "contacts",
+                "'x'",
+            ),
+        ] {
+            let out = sql(&role, text);
+            let expected = format!("(\"{qualifier}\".\"id\" IN (SELECT {F}({value})))");
+            assert!(out.contains(&expected), "{out}");
+        }
         // A dropped column stays refused; the key is not rewritten.
         assert!(
             rewrite(
