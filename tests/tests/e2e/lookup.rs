@@ -8,7 +8,7 @@
 //! (no pattern, no base table); the access log records each lookup without its value; the rate limit
 //! refuses with 53400; a role without `lookup` is unchanged.
 
-use maschera_tests::crm_proxy::CRM_DB;
+use maschera_tests::crm_proxy::{CRM_DB, crm_password};
 use maschera_tests::policy_crm::{
     PolicyCrm, PolicyCrmSetup, error_of, simple_column, simple_refusal as refusal,
     simple_rows as rows,
@@ -241,6 +241,33 @@ async fn support_finds_a_contact_by_its_exact_email_or_phone_and_sees_it_masked(
         let (code, message) = refusal(client, &call).await;
         assert_eq!(code, "42501", "{message}");
     }
+
+    // psycopg, as a Django or SQLAlchemy application uses it: server-side binding ($1) and a
+    // ClientCursor (the value inlined).
+    let script = r#"
+import sys, psycopg
+uri, email, masked, id = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+with psycopg.connect(uri) as conn:
+    rows = conn.execute("select id, email from contacts where email = %s", [email]).fetchall()
+    assert rows == [(id, masked)], rows
+    with psycopg.ClientCursor(conn) as cur:
+        cur.execute("select id, email from contacts where email = %s", [email])
+        assert cur.fetchall() == [(id, masked)]
+        cur.execute("select id from contacts where email ilike %s", [email])
+        assert cur.fetchall() == []
+print("psycopg ok")
+"#;
+    let uri = crm.proxy.uri_as("tom", &crm_password("tom"), CRM_DB);
+    let out = std::process::Command::new("python3")
+        .args(["-c", script, &uri, &email, &masked[0], &id])
+        .output()
+        .expect("python3 with psycopg");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("psycopg ok"),
+        "psycopg: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // The access log has each lookup (who, role, table, column), never the value.
     drop(tom);
