@@ -138,3 +138,18 @@ pub async fn simple_refusal(client: &Client, sql: &str) -> (String, String) {
         .unwrap_or_else(|| panic!("expected `{sql}` to be refused"));
     error_of(&err)
 }
+
+/// Runs a Python script (e.g. with psycopg) with `args`; panics unless it exits with 0, and returns
+/// what it printed.
+pub fn python(script: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("python3");
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    let errors = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "python3: {printed}{errors}");
+    printed
+}

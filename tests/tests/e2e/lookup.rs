@@ -10,7 +10,7 @@
 
 use maschera_tests::crm_proxy::{CRM_DB, crm_password};
 use maschera_tests::policy_crm::{
-    PolicyCrm, PolicyCrmSetup, error_of, simple_column, simple_refusal as refusal,
+    PolicyCrm, PolicyCrmSetup, error_of, python, simple_column, simple_refusal as refusal,
     simple_rows as rows,
 };
 use maschera_tests::{access_log_records, run_maschera_ok};
@@ -258,16 +258,8 @@ with psycopg.connect(uri) as conn:
 print("psycopg ok")
 "#;
     let uri = crm.proxy.uri_as("tom", &crm_password("tom"), CRM_DB);
-    let out = std::process::Command::new("python3")
-        .args(["-c", script, &uri, &email, &masked[0], &id])
-        .output()
-        .expect("python3 with psycopg");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("psycopg ok"),
-        "psycopg: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let printed = python(script, &[&uri, &email, &masked[0], &id]);
+    assert!(printed.contains("psycopg ok"), "{printed}");
 
     // The access log has each lookup (who, role, table, column), never the value.
     drop(tom);
