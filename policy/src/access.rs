@@ -221,6 +221,35 @@ pub struct RoleAccess {
     /// Whether a delete or key update whose foreign-key cascade reaches a table the role may not
     /// see or change is refused (`settings.cascading_deletes`; see `crate::cascade`).
     pub cascading_deletes: CascadingDeletes,
+    /// The masked columns the role may find rows by, by exact value (`lookup = [...]`; see
+    /// `crate::lookup_sql`). Empty unless the policy opts in.
+    pub lookups: Lookups,
+}
+
+/// A role's lookups: per table, the columns it may find rows by, and how many lookups a user of the
+/// role may make per minute.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Lookups {
+    pub tables: BTreeMap<TableName, BTreeMap<String, LookupColumn>>,
+    pub per_minute: u32,
+}
+
+impl Lookups {
+    /// The lookup of `column` of `table`, if the role has one.
+    pub fn get(&self, table: &TableName, column: &str) -> Option<&LookupColumn> {
+        self.tables
+            .get(table)
+            .and_then(|columns| columns.get(column))
+    }
+}
+
+/// One column a role may find rows by: the function (in the role's view schema) that returns the
+/// primary-key values of the rows inside the role's row filter whose column equals its argument.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LookupColumn {
+    pub function: String,
+    /// The table's (single-column) primary key, shown to the role.
+    pub key: String,
 }
 
 /// `settings.cascading_deletes`: what happens to a delete (or key update) that would cascade through a
@@ -294,6 +323,8 @@ pub struct Catalog {
     pub search_path: Vec<String>,
     /// The foreign keys between these tables (empty for a catalog derived from the policy alone).
     pub foreign_keys: Vec<ForeignKey>,
+    /// Each table's primary-key columns, in key order (empty for a catalog derived from the policy).
+    pub primary_keys: BTreeMap<TableName, Vec<String>>,
 }
 
 impl Catalog {

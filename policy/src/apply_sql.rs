@@ -577,6 +577,14 @@ fn role_schema_steps(
         };
         steps.extend(plan.steps());
     }
+    steps.extend(crate::lookup_sql::steps(
+        &access.lookups,
+        &live.catalog,
+        &role.login(),
+        &login,
+        |table| role_filter(policy, role, table).map(str::to_string),
+        schemas,
+    ));
     let privileges = match access.unlisted {
         UnlistedTables::Deny => None,
         UnlistedTables::Read => Some("SELECT"),

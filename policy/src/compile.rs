@@ -130,6 +130,7 @@ impl Policy {
             out.push(note);
         }
         out.extend(crate::cascade::warnings(self, catalog));
+        out.extend(crate::lookup_sql::check(self, catalog));
         out
     }
 
@@ -176,6 +177,7 @@ impl Policy {
             allowed_functions: role.functions.iter().cloned().collect(),
             channels: role.channels.iter().cloned().collect(),
             cascading_deletes: self.settings.cascading_deletes,
+            lookups: crate::lookup_sql::role_lookups(self, role, catalog),
         }
     }
 

@@ -60,6 +60,8 @@ pub struct RoleFile {
     /// LISTEN/NOTIFY channels the role may use.
     #[serde(default)]
     pub channels: Vec<Spanned<String>>,
+    /// How many lookups (`lookup = [...]` in a table rule) a user of the role may make per minute.
+    pub lookups_per_minute: Option<Spanned<i64>>,
     #[serde(default)]
     pub tables: BTreeMap<Key, Spanned<RuleFile>>,
 }
@@ -120,6 +122,9 @@ pub struct RuleFile {
     pub deny: Option<Spanned<bool>>,
     /// Overrides the role's `dropped_columns` for this table.
     pub dropped_columns: Option<Spanned<String>>,
+    /// Masked columns the role may find rows by, by exact value (see `crate::lookup_sql`).
+    #[serde(default)]
+    pub lookup: Vec<Spanned<String>>,
 }
 
 impl<'de> Deserialize<'de> for ColumnFile {

@@ -81,6 +81,7 @@ impl TableDefault {
             filter_span: 0..0,
             writes,
             hidden,
+            lookup: Vec::new(),
             span: table.span.clone(),
         })
     }

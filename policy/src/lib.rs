@@ -15,6 +15,7 @@ pub mod erasure;
 mod file;
 pub mod filter;
 pub mod framework;
+pub mod lookup_sql;
 pub mod model;
 pub mod pseudonym;
 pub mod redact;

@@ -60,6 +60,8 @@ pub struct Role {
     pub functions: Vec<String>,
     /// LISTEN/NOTIFY channels the role may use (none by default).
     pub channels: Vec<String>,
+    /// How many lookups a user of the role may make per minute (see `crate::lookup_sql`).
+    pub lookups_per_minute: u32,
     /// Rules by table key.
     pub rules: BTreeMap<String, Rule>,
     pub span: Span,
@@ -135,6 +137,8 @@ pub struct Rule {
     pub writes: Writes,
     /// What a column this rule hides becomes (`dropped_columns`: the rule's, else the role's).
     pub hidden: HiddenColumns,
+    /// Masked columns the role may find rows by, by exact value (`lookup = [...]`), with where.
+    pub lookup: Vec<(String, Span)>,
     pub span: Span,
 }
 
@@ -533,6 +537,7 @@ impl Validator<'_> {
                 "remove `unlisted_tables` / `dropped_columns` from the role".to_string(),
             );
         }
+        let lookups_per_minute = self.lookups_per_minute(&name, r.lookups_per_minute.as_ref());
         let mut rules = BTreeMap::new();
         for (table_key, rule) in &r.tables {
             let Some(table) = tables.get(table_key.get_ref()) else {
@@ -576,9 +581,31 @@ impl Validator<'_> {
             attributes,
             functions,
             channels,
+            lookups_per_minute,
             rules,
             span: key.span(),
         })
+    }
+
+    /// `lookups_per_minute` of a role: 1 to 10000, default [`crate::lookup_sql::DEFAULT_PER_MINUTE`].
+    fn lookups_per_minute(&mut self, role: &str, limit: Option<&Spanned<i64>>) -> u32 {
+        let Some(limit) = limit else {
+            return crate::lookup_sql::DEFAULT_PER_MINUTE;
+        };
+        match u32::try_from(*limit.get_ref()) {
+            Ok(n @ 1..=crate::lookup_sql::MAX_PER_MINUTE) => n,
+            _ => {
+                self.error(
+                    limit.span(),
+                    format!(
+                        "lookups_per_minute of role `{role}` must be between 1 and {}",
+                        crate::lookup_sql::MAX_PER_MINUTE
+                    ),
+                    None,
+                );
+                crate::lookup_sql::DEFAULT_PER_MINUTE
+            }
+        }
     }
 
     /// `channels = [...]` of a role: valid channel names, each once; an unrestricted role takes none
@@ -651,7 +678,8 @@ impl Validator<'_> {
                 || !r.columns.is_empty()
                 || r.filter.is_some()
                 || !r.writes.is_empty()
-                || r.dropped_columns.is_some())
+                || r.dropped_columns.is_some()
+                || !r.lookup.is_empty())
         {
             self.error(
                 rule.span(),
@@ -737,6 +765,7 @@ impl Validator<'_> {
                 ),
             }
         }
+        let lookup = self.lookup_columns(table, &r.lookup, &show);
         Some(Rule {
             table: table.key.clone(),
             deny,
@@ -747,8 +776,41 @@ impl Validator<'_> {
             filter_span: r.filter.as_ref().map(|f| f.span()).unwrap_or(0..0),
             writes,
             hidden,
+            lookup,
             span: rule.span(),
         })
+    }
+
+    /// `lookup = [...]` of a rule: declared columns, each once, none the rule shows as it is.
+    fn lookup_columns(
+        &mut self,
+        table: &Table,
+        listed: &[Spanned<String>],
+        show: &[(String, Span)],
+    ) -> Vec<(String, Span)> {
+        let mut lookup: Vec<(String, Span)> = Vec::new();
+        for column in listed {
+            let c = column.get_ref();
+            if !self.known_column(table, c, &column.span()) {
+                continue;
+            }
+            let problem = if lookup.iter().any(|(l, _)| l == c) {
+                Some("it is listed twice")
+            } else if show.iter().any(|(s, _)| s == c) {
+                Some("the role sees it as it is (`show`), so predicates on it need no lookup")
+            } else {
+                None
+            };
+            match problem {
+                Some(problem) => self.error(
+                    column.span(),
+                    format!("lookup column `{c}` of table `{}`: {problem}", table.key),
+                    None,
+                ),
+                None => lookup.push((c.clone(), column.span())),
+            }
+        }
+        lookup
     }
 }
 

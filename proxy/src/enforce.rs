@@ -15,6 +15,7 @@ use crate::audit::AuditLog;
 use crate::audit_trail::{AuditObserver, SessionIdentity, Trail, UnrestrictedAudit};
 use crate::error_scrub::ErrorScrub;
 use crate::frame;
+use crate::lookup_limit::SessionLookups;
 use crate::offload::{Decider, Offloaded};
 use crate::policy_state::{PolicyHandle, PolicyState};
 use crate::schema_change::unrestricted_session;
@@ -143,6 +144,8 @@ pub fn session_setup(
         frontend: Box::new(Offloaded::new(
             RestrictedFrontend {
                 state: state.clone(),
+                lookups: (!role.lookups.tables.is_empty())
+                    .then(|| SessionLookups::new(&user.name, &role.role, role.lookups.per_minute)),
                 role,
                 trail,
             },
@@ -181,6 +184,8 @@ pub struct RestrictedFrontend {
     state: Arc<PolicyState>,
     role: Arc<RoleAccess>,
     trail: Option<Arc<Trail>>,
+    /// The rate limit of lookups, for a role that has any.
+    lookups: Option<SessionLookups>,
 }
 
 /// Statement texts longer than this are not looked up in the rewrite cache on the session's thread
@@ -221,10 +226,14 @@ impl RestrictedFrontend {
             )),
             // Bind, Describe, Execute, Close, Sync, Flush and COPY data act on statements that
             // went through Query or Parse; the access log follows them.
-            _ => match &self.trail {
+            _ => match (&self.lookups, tag) {
+                (Some(lookups), b'B') => lookups.bind(body),
+                _ => Ok(()),
+            }
+            .and_then(|()| match &self.trail {
                 Some(trail) => trail.follow(tag, body).map(|()| Decision::Forward),
                 None => Ok(Decision::Forward),
-            },
+            }),
         };
         Some(decision.unwrap_or_else(|refusal| {
             debug!(sqlstate = refusal.sqlstate.code(), reason = %refusal.message, "statement refused");
@@ -254,6 +263,9 @@ impl RestrictedFrontend {
             Lookup::Full => cache.rewrite(sql, &self.role, &self.state.catalog)?,
         };
         let frame = query_frame(&rewritten.sql(sql))?;
+        if let Some(lookups) = &self.lookups {
+            lookups.query(rewritten.statements())?;
+        }
         if let Some(trail) = &self.trail {
             trail.query(rewritten.statements())?;
         }
@@ -275,6 +287,9 @@ impl RestrictedFrontend {
             Lookup::Full => cache.rewrite_prepared(sql, &self.role, &self.state.catalog)?,
         };
         let frame = parse_frame(name, &rewritten.sql(sql), types)?;
+        if let Some(lookups) = &self.lookups {
+            lookups.parse(name, rewritten.statements());
+        }
         if let Some(trail) = &self.trail {
             trail.parse(name, rewritten.statements());
         }

@@ -302,6 +302,7 @@ mod tests {
             allowed_functions: BTreeSet::new(),
             channels: BTreeSet::new(),
             cascading_deletes: Default::default(),
+            lookups: Default::default(),
         };
         ErrorScrub::for_role(&role, &catalog)
     }

@@ -23,6 +23,7 @@ pub mod frame;
 pub mod lifecycle;
 pub mod lockout;
 pub mod log_cap;
+pub mod lookup_limit;
 pub mod metrics;
 pub mod offload;
 pub mod parse_pool;

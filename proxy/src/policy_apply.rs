@@ -43,6 +43,8 @@ pub async fn read_catalog(client: &Client) -> Result<Catalog> {
     catalog
         .tables
         .retain(|name, _| !name.schema.starts_with(OBJECT_PREFIX));
+    // The rewriter finds lookup rows by their key (see `policy::lookup_sql`).
+    catalog.primary_keys = read_primary_keys(client).await?;
     Ok(catalog)
 }
 
@@ -92,7 +94,7 @@ pub async fn read_live_state_for(client: &Client, login_prefix: &str) -> Result<
                 row.get::<_, String>(3),
             ));
     }
-    let primary_keys = read_primary_keys(client).await?;
+    let primary_keys = catalog.primary_keys.clone();
     let database: String = client
         .query_one("SELECT current_database()::text", &[])
         .await

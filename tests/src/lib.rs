@@ -4,6 +4,7 @@
 
 pub mod crm;
 pub mod crm_proxy;
+pub mod policy_crm;
 pub use maschera::embedded_pg as pg;
 pub use maschera::embedded_pg::{
     PgServer, PgServerOptions, SUPERUSER, connect, free_port, pg_bin_dir,

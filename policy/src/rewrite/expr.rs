@@ -73,9 +73,13 @@ impl<'a> VisitorMut for ExprCheck<'_, 'a, '_, '_> {
         }
     }
 
-    fn post_visit_expr(&mut self, _expr: &mut Expr) -> ControlFlow<Refusal> {
+    fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<Refusal> {
         if self.depth == 0 {
             self.analyzer.expr_depth -= 1;
+            // After the checks of the expression and its operands; the replacement is not walked.
+            if let Err(refusal) = self.analyzer.lookup(expr, self.scope) {
+                return ControlFlow::Break(refusal);
+            }
         }
         ControlFlow::Continue(())
     }

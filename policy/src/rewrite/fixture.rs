@@ -246,6 +246,7 @@ pub fn role(name: &str) -> RoleAccess {
         allowed_functions: BTreeSet::new(),
         channels: BTreeSet::new(),
         cascading_deletes: Default::default(),
+        lookups: Default::default(),
     }
 }
 

@@ -21,6 +21,7 @@ mod faithful;
 pub mod fixture;
 mod functions;
 pub mod limits;
+mod lookup;
 mod null_writes;
 mod query;
 mod refusal;

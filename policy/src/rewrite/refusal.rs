@@ -22,6 +22,9 @@ pub enum SqlState {
     /// `54000` program_limit_exceeded: a message exceeds a bound of the proxy's `[limits]`
     /// (statements, tokens).
     ProgramLimitExceeded,
+    /// `53400` configuration_limit_exceeded: a user made more lookups than the role's
+    /// `lookups_per_minute` allows (see `crate::lookup_sql`); retry later.
+    ConfigurationLimitExceeded,
 }
 
 impl SqlState {
@@ -32,6 +35,7 @@ impl SqlState {
             SqlState::FeatureNotSupported => "0A000",
             SqlState::StatementTooComplex => "54001",
             SqlState::ProgramLimitExceeded => "54000",
+            SqlState::ConfigurationLimitExceeded => "53400",
         }
     }
 }

@@ -38,6 +38,9 @@ pub enum ColumnAction {
     Masked,
     /// A dropped column (only appears in refusals: the statement named it).
     Dropped,
+    /// A masked column the statement found rows by, by exact value (a lookup, see
+    /// `crate::lookup_sql`); the rows themselves came back masked.
+    Lookup,
 }
 
 impl ColumnAction {
@@ -54,6 +57,7 @@ impl ColumnAction {
             ColumnAction::Shown => "shown",
             ColumnAction::Masked => "masked",
             ColumnAction::Dropped => "dropped",
+            ColumnAction::Lookup => "lookup",
         }
     }
 }
@@ -63,6 +67,8 @@ impl ColumnAction {
 pub struct ColumnUse {
     pub category: Option<Category>,
     pub action: ColumnAction,
+    /// How many values the statement looked the column up by (0 unless `action` is `Lookup`).
+    pub lookups: u32,
 }
 
 /// One table a statement referenced.
@@ -146,9 +152,23 @@ impl UseLog {
                     ColumnUse {
                         category,
                         action: ColumnAction::of(action),
+                        lookups: 0,
                     },
                 );
             }
+        }
+    }
+
+    /// A lookup of `name` (already logged as a column) by `count` values.
+    pub(crate) fn lookup(&mut self, table: &TableName, name: &str, count: u32) {
+        let column = self
+            .tables
+            .iter_mut()
+            .find(|t| &t.table == table)
+            .and_then(|entry| entry.columns.get_mut(name));
+        if let Some(column) = column {
+            column.action = ColumnAction::Lookup;
+            column.lookups = column.lookups.saturating_add(count);
         }
     }
 

@@ -76,6 +76,8 @@ pub enum ColumnAction {
     Filtered,
     /// The statement asked for the column and was refused.
     Denied,
+    /// The statement found rows by the column's exact value (a lookup; the value is never logged).
+    Lookup,
 }
 
 impl ColumnAction {
@@ -86,6 +88,7 @@ impl ColumnAction {
             ColumnAction::Dropped => "dropped",
             ColumnAction::Filtered => "filtered",
             ColumnAction::Denied => "denied",
+            ColumnAction::Lookup => "lookup",
         }
     }
 }
@@ -184,6 +187,7 @@ impl From<policy::rewrite::ColumnAction> for ColumnAction {
             policy::rewrite::ColumnAction::Shown => ColumnAction::Shown,
             policy::rewrite::ColumnAction::Masked => ColumnAction::Masked,
             policy::rewrite::ColumnAction::Dropped => ColumnAction::Dropped,
+            policy::rewrite::ColumnAction::Lookup => ColumnAction::Lookup,
         }
     }
 }
@@ -503,6 +507,7 @@ mod tests {
                 ColumnUse {
                     category: Some(Category::FreeText),
                     action: policy::rewrite::ColumnAction::Shown,
+                    lookups: 0,
                 },
             )]
             .into(),

@@ -89,7 +89,12 @@ pub fn accesses(
             let categories: BTreeSet<String> = touched
                 .columns
                 .iter()
-                .filter(|c| matches!(c.action, ColumnAction::Shown | ColumnAction::Masked))
+                .filter(|c| {
+                    matches!(
+                        c.action,
+                        ColumnAction::Shown | ColumnAction::Masked | ColumnAction::Lookup
+                    )
+                })
                 .filter_map(|c| c.category.map(|k| k.as_str().to_string()))
                 .collect();
             if categories.is_empty() {

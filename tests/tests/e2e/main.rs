@@ -18,6 +18,7 @@ mod framework;
 mod harness;
 mod lifecycle;
 mod limits;
+mod lookup;
 mod ops;
 mod parse_limits;
 mod policy;

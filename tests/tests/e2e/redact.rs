@@ -4,13 +4,13 @@
 //! the correlation attack of the child ids; the write rules of redacted columns; and cascading deletes
 //! (`policy check --upstream` warnings, `cascading_deletes = "refuse"` enforced by the proxy).
 
-use maschera_tests::crm::load_crm;
-use maschera_tests::crm_proxy::{
-    AppliedPolicy, CRM_DB, apply_policy, crm_password, write_crm_users,
+use maschera_tests::crm_proxy::CRM_DB;
+use maschera_tests::policy_crm::{
+    PolicyCrm, PolicyCrmSetup, simple_column as column, simple_refusal as refusal,
+    simple_rows as rows,
 };
-use maschera_tests::{PgServer, Proxy, ProxyOptions, connect, examples_dir, run_maschera};
+use maschera_tests::{PgServer, examples_dir, run_maschera};
 use std::collections::{BTreeMap, BTreeSet};
-use tokio_postgres::{Client, SimpleQueryMessage};
 
 const KEY: &str = "redact-test-pseudonym-key-0123456789";
 const CONTACTS: u64 = 400;
@@ -102,108 +102,24 @@ async fn redaction_replaces_identifiers_inside_text_on_postgresql() {
 
 /// The reference CRM (generated, [`CONTACTS`] contacts) with the reference policy applied, optionally
 /// edited by `edit`, and the proxy serving tom (support), ana (analyst) and sam (sales, north).
-struct Redacted {
-    pg: PgServer,
-    proxy: Proxy,
-    applied: AppliedPolicy,
-}
-
-impl Redacted {
-    async fn start(edit: impl FnOnce(String) -> String) -> Redacted {
-        let pg = PgServer::start().expect("start PostgreSQL");
-        load_crm(&pg, CRM_DB, CONTACTS, 7).await.expect("CRM");
-        let dir = pg.dir().to_path_buf();
-        let applied = AppliedPolicy {
-            policy: dir.join("policy.toml"),
-            credentials: dir.join("logins.toml"),
-        };
-        let text = std::fs::read_to_string(examples_dir().join("crm/policy.toml")).unwrap();
-        std::fs::write(&applied.policy, edit(text)).unwrap();
-        apply_policy(&pg, CRM_DB, &applied, KEY).expect("policy apply");
-        let users = dir.join("users.toml");
-        write_crm_users(
-            &users,
-            &[
-                ("tom", "support", &[]),
-                ("ana", "analyst", &[]),
-                ("sam", "sales", &[("region", "north")]),
-            ],
-            4096,
-        )
-        .expect("users");
-        let proxy = Proxy::start(
-            &pg,
-            ProxyOptions {
-                database: CRM_DB.into(),
-                users_file: Some(users),
-                policy: applied.proxy_section(None),
-                ..ProxyOptions::default()
-            },
-        )
-        .expect("proxy");
-        Redacted { pg, proxy, applied }
-    }
-
-    async fn through_proxy(&self, user: &str) -> Client {
-        connect(&self.proxy.uri_as(user, &crm_password(user), CRM_DB))
-            .await
-            .expect("connect through the proxy")
-    }
-
-    /// Straight to PostgreSQL as the role's login (no proxy).
-    async fn straight(&self, role: &str) -> Client {
-        let credentials =
-            maschera::credentials::Credentials::load(&self.applied.credentials).unwrap();
-        let login = credentials.login(role).expect("login");
-        connect(&self.pg.uri_as(&login.user, &login.password, CRM_DB))
-            .await
-            .expect("connect as the login")
-    }
-
-    async fn owner(&self) -> Client {
-        self.pg.connect(CRM_DB).await.expect("owner")
-    }
-}
-
-/// Every row of `sql` (simple protocol), as text, NULL as `None`.
-async fn rows(client: &Client, sql: &str) -> Vec<Vec<Option<String>>> {
-    client
-        .simple_query(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .into_iter()
-        .filter_map(|m| match m {
-            SimpleQueryMessage::Row(row) => Some(
-                (0..row.len())
-                    .map(|i| row.get(i).map(str::to_string))
-                    .collect(),
-            ),
-            _ => None,
-        })
-        .collect()
-}
-
-async fn column(client: &Client, sql: &str) -> Vec<String> {
-    rows(client, sql)
-        .await
-        .into_iter()
-        .filter_map(|mut r| r.remove(0))
-        .collect()
-}
-
-async fn refusal(client: &Client, sql: &str) -> (String, String) {
-    let err = client
-        .simple_query(sql)
-        .await
-        .err()
-        .unwrap_or_else(|| panic!("expected `{sql}` to be refused"));
-    let db = err.as_db_error().expect("an ErrorResponse");
-    (db.code().code().to_string(), db.message().to_string())
+async fn start_redacted(edit: impl FnOnce(String) -> String) -> PolicyCrm {
+    let setup = PolicyCrmSetup {
+        contacts: CONTACTS,
+        seed: 7,
+        key: KEY,
+        users: &[
+            ("tom", "support", &[]),
+            ("ana", "analyst", &[]),
+            ("sam", "sales", &[("region", "north")]),
+        ],
+        audit: None,
+    };
+    PolicyCrm::start(setup, edit).await
 }
 
 #[tokio::test]
 async fn support_reads_free_text_redacted_through_the_proxy_and_at_the_database() {
-    let crm = Redacted::start(|t| t).await;
+    let crm = start_redacted(|t| t).await;
     let owner = crm.owner().await;
     let emails = column(&owner, "SELECT email FROM contacts").await;
     let phones = column(&owner, "SELECT phone FROM contacts").await;
@@ -373,7 +289,7 @@ fn is_pseudonym(value: &str) -> bool {
 
 #[tokio::test]
 async fn the_analyst_sees_child_ids_as_table_pseudonyms_that_undo_nothing() {
-    let crm = Redacted::start(|t| t).await;
+    let crm = start_redacted(|t| t).await;
     let owner = crm.owner().await;
     let ana = crm.through_proxy("ana").await;
     let login = crm.straight("analyst").await;
@@ -468,7 +384,7 @@ async fn the_analyst_sees_child_ids_as_table_pseudonyms_that_undo_nothing() {
 
 #[tokio::test]
 async fn cascading_deletes_are_warned_about_and_refused_when_the_policy_says_so() {
-    let crm = Redacted::start(|t| {
+    let crm = start_redacted(|t| {
         t.replace(
             "[settings]\n",
             "[settings]\ncascading_deletes = \"refuse\"\n",
@@ -553,7 +469,7 @@ async fn cascading_deletes_are_warned_about_and_refused_when_the_policy_says_so(
 #[tokio::test]
 async fn an_insert_setting_a_redacted_column_stays_inside_the_row_filter() {
     // Sales reads its interactions' notes redacted in this variant of the reference policy.
-    let crm = Redacted::start(|t| {
+    let crm = start_redacted(|t| {
         t.replace(
             "[roles.sales.tables.interactions]\nshow = [\"contact_id\", \"notes\"]",
             "[roles.sales.tables.interactions]\nshow = [\"contact_id\"]\ncolumns = { notes = \"redact\" }",
