@@ -111,6 +111,9 @@ pub struct RuleFile {
     pub filter: Option<Spanned<String>>,
     #[serde(default)]
     pub writes: Vec<Spanned<String>>,
+    /// Columns the role reads masked but may write (a changed value is stored).
+    #[serde(default)]
+    pub writable: Vec<Spanned<String>>,
     pub deny: Option<Spanned<bool>>,
 }
 

@@ -126,6 +126,9 @@ pub struct Rule {
     /// Where the filter is written (empty when there is none).
     pub filter_span: Span,
     pub writes: Writes,
+    /// Columns of `actions` (masked, generalised, ...) that the role may write all the same: a value
+    /// written back unchanged keeps the stored one, another value is stored (`writable = [...]`).
+    pub writable: Vec<String>,
     pub span: Span,
 }
 
@@ -607,7 +610,8 @@ impl Validator<'_> {
             && (!r.show.is_empty()
                 || !r.columns.is_empty()
                 || r.filter.is_some()
-                || !r.writes.is_empty())
+                || !r.writes.is_empty()
+                || !r.writable.is_empty())
         {
             self.error(
                 rule.span(),
@@ -693,6 +697,34 @@ impl Validator<'_> {
                 ),
             }
         }
+        let mut writable = Vec::new();
+        for column in &r.writable {
+            let name = column.get_ref();
+            if !self.known_column(table, name, &column.span()) {
+                continue;
+            }
+            let masked = actions
+                .get(name)
+                .is_some_and(|(a, _)| !matches!(a, Action::Show | Action::Drop));
+            if !masked {
+                self.error(
+                    column.span(),
+                    format!("`writable` names column `{name}`, which the rule does not mask"),
+                    "`writable` is for columns `columns` gives a masking or generalising action; `show` columns are writable already and `drop` ones cannot be"
+                        .to_string(),
+                );
+            } else if !(writes.insert || writes.update) {
+                self.error(
+                    column.span(),
+                    format!(
+                        "`writable` names column `{name}`, but the rule allows no insert or update"
+                    ),
+                    "add \"insert\" or \"update\" to `writes`, or remove `writable`".to_string(),
+                );
+            } else {
+                writable.push(name.clone());
+            }
+        }
         Some(Rule {
             table: table.key.clone(),
             deny,
@@ -702,6 +734,7 @@ impl Validator<'_> {
             filter,
             filter_span: r.filter.as_ref().map(|f| f.span()).unwrap_or(0..0),
             writes,
+            writable,
             span: rule.span(),
         })
     }

@@ -29,6 +29,7 @@ mod settings;
 mod shape;
 mod statement;
 mod system;
+mod write_back;
 
 #[cfg(test)]
 mod tests;

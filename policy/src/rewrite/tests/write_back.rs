@@ -1,0 +1,139 @@
+//! Write-back of masked columns (issue 23, item 2): what an ORM's full-model save and create become,
+//! what stays refused, and that a `writable` masked column is set as written.
+
+use super::*;
+
+#[test]
+fn an_orm_save_wraps_each_masked_column_in_its_write_back() {
+    let sql = accepted_sql(
+        "sales",
+        "UPDATE contacts SET first_name = $1, birth_date = $2, tax_code = $3, city = $4 WHERE id = $5",
+    );
+    assert!(
+        sql.starts_with("UPDATE \"maschera_sales\".\"contacts\" SET first_name = $1, "),
+        "{sql}"
+    );
+    for (column, param) in [("birth_date", "$2"), ("tax_code", "$3")] {
+        assert!(
+            sql.contains(&format!(
+                "{column} = maschera_private.write_back({param}, \"contacts\".\"{column}\", 'column \"{column}\" of \"contacts\" is not writable for policy role sales: only the value"
+            )),
+            "{sql}"
+        );
+    }
+    assert!(sql.contains("city = $4 WHERE id = $5"), "{sql}");
+    // An alias qualifies the value the role reads.
+    let sql = accepted_sql(
+        "sales",
+        "UPDATE contacts AS c SET tax_code = 'x' WHERE c.id = 1",
+    );
+    assert!(
+        sql.contains("maschera_private.write_back('x', \"c\".\"tax_code\","),
+        "{sql}"
+    );
+}
+
+#[test]
+fn an_orm_create_wraps_masked_values_in_a_null_check_of_the_view_type() {
+    let sql = accepted_sql(
+        "sales",
+        "INSERT INTO contacts (id, first_name, birth_date, tax_code) VALUES ($1, $2, $3, $4), (7, 'a', NULL, DEFAULT)",
+    );
+    assert!(
+        sql.contains("maschera_private.write_back($3, CAST(NULL AS DATE), 'column \"birth_date\" of \"contacts\" is not writable for policy role sales: leave it out or write NULL"),
+        "{sql}"
+    );
+    assert!(
+        sql.contains("maschera_private.write_back($4, CAST(NULL AS TEXT),"),
+        "{sql}"
+    );
+    assert!(sql.ends_with(", DEFAULT)"), "DEFAULT stays as it is: {sql}");
+    // Without a column list, by position.
+    let sql = accepted_sql(
+        "sales",
+        "INSERT INTO contacts VALUES (1, 'a', 'b', 'c', 'd', '2000-01-01')",
+    );
+    assert!(
+        sql.contains("maschera_private.write_back('2000-01-01', CAST(NULL AS DATE)"),
+        "{sql}"
+    );
+}
+
+#[test]
+fn what_cannot_be_wrapped_or_is_not_seen_stays_refused() {
+    for (role, sql, names) in [
+        (
+            "sales",
+            "UPDATE contacts SET (first_name, tax_code) = ('a', 'b')",
+            "column tax_code",
+        ),
+        (
+            "sales",
+            "UPDATE contacts SET tax_code = DEFAULT WHERE id = 1",
+            "column tax_code",
+        ),
+        (
+            "sales",
+            "INSERT INTO contacts (first_name, tax_code) SELECT first_name, tax_code FROM contacts",
+            "column tax_code",
+        ),
+        (
+            "marketing",
+            "UPDATE contacts SET phone = 'x'",
+            "public.contacts",
+        ),
+        (
+            "support",
+            "INSERT INTO contacts (first_name, birth_date) VALUES ('a', NULL)",
+            "public.contacts",
+        ),
+        (
+            "sales",
+            "INSERT INTO contacts (id, first_name) VALUES (1, 'a') ON CONFLICT (id) DO UPDATE SET tax_code = excluded.tax_code",
+            "ON CONFLICT DO UPDATE",
+        ),
+    ] {
+        refused(role, sql, SqlState::InsufficientPrivilege, names);
+    }
+    // The function is the proxy's, not the caller's.
+    refused(
+        "sales",
+        "UPDATE contacts SET tax_code = maschera_private.write_back('x', tax_code, 'y')",
+        SqlState::InsufficientPrivilege,
+        "write_back",
+    );
+}
+
+#[test]
+fn a_write_back_is_logged_as_a_write_of_the_masked_column() {
+    let statements = accepted("sales", "UPDATE contacts SET tax_code = $1 WHERE id = $2");
+    let table = &statements[0].tables[0];
+    assert!(table.operations.contains(&TableOperation::Update));
+    assert_eq!(
+        table.columns.get("tax_code").map(|c| c.action),
+        Some(ColumnAction::Masked)
+    );
+}
+
+#[test]
+fn a_writable_masked_column_is_set_as_written() {
+    let mut sales = fixture::role("sales");
+    if let Some(crate::access::TableAccess::View(view)) =
+        sales.tables.get_mut(&TableName::new("public", "contacts"))
+    {
+        for column in view.columns.iter_mut().filter(|c| c.name == "tax_code") {
+            column.writable = true;
+        }
+    }
+    let out = rewrite(
+        "UPDATE contacts SET tax_code = $1, birth_date = $2 WHERE id = 1",
+        &sales,
+        &fixture::catalog(),
+    )
+    .expect("accepted");
+    let sql = &out.statements()[0].sql;
+    assert!(
+        sql.contains("SET tax_code = $1, birth_date = maschera_private.write_back($2"),
+        "{sql}"
+    );
+}
