@@ -23,3 +23,4 @@ mod redact;
 mod row_oracles;
 mod users;
 mod wire;
+mod writeback;
