@@ -38,8 +38,8 @@ class Contact(Base):
 
 
 class WritableContact(Base):
-    """The contact columns every CRM user may write: a sales representative may not write the
-    birth date or tax code (it sees them masked), not even as NULL, so its application maps them out."""
+    """The contact columns a sales representative may change (it sees the birth date and tax code
+    masked: it may only write them back as read, or NULL in a new row)."""
 
     __table__ = Contact.__table__
     __mapper_args__ = {"exclude_properties": ["birth_date", "tax_code"]}
@@ -177,7 +177,8 @@ def yield_per():
 
 
 def create_full_model():
-    """The full model writes NULL into every column it was not given, masked ones included."""
+    """The full model writes NULL into every column it was not given, masked ones included: the
+    table's defaults are stored (write-back)."""
     with Session.begin() as s:
         s.add(Contact(id=BASE_ID + 2, first_name="Full", last_name="Model", email=f"f{BASE_ID}@example.it",
                       phone=f"+39 006 {BASE_ID}", region="north"))
@@ -243,6 +244,20 @@ def update_masked_column():
         conn.execute(sa.text("update contacts set tax_code = 'XXXXXXXXXXXXXXXX' where id = :id"), {"id": BASE_ID})
 
 
+def update_write_back():
+    """A save of every mapped column (as Django's save() does): the masked ones written back as read."""
+    with Session.begin() as s:
+        contact = s.scalars(
+            sa.select(Contact).where(Contact.tax_code.is_not(None), Contact.birth_date.is_not(None))
+            .order_by(Contact.id).limit(1)
+        ).one()
+        contact.last_activity_at = contact.created_at
+        for column in ("first_name", "last_name", "email", "phone", "birth_date", "tax_code", "city"):
+            orm.attributes.flag_modified(contact, column)
+        s.flush()
+        return f"tax={contact.tax_code} birth={contact.birth_date}"
+
+
 def write_consents():
     with engine.begin() as conn:
         conn.execute(sa.text("update consents set source = source where id = 1"))
@@ -271,6 +286,7 @@ OPERATIONS = [
     ("update", update),
     ("rollback", rollback),
     ("update_masked_column", update_masked_column),
+    ("update_write_back", update_write_back),
     ("delete", delete),
     ("insert_other_region", insert_other_region),
     ("write_consents", write_consents),

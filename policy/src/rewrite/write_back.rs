@@ -84,25 +84,26 @@ impl<'a> Analyzer<'a> {
                 ))),
             };
         }
+        let data_type = self
+            .catalog
+            .tables
+            .get(table)
+            .and_then(|cols| cols.iter().find(|c| c.name == col.name))
+            .map(|c| c.data_type.as_str())
+            .unwrap_or("text");
+        let data_type = view_type(&col.action, data_type);
         let shown = match kind {
+            // The target's alias, or the view's name (the table's, or given as an alias).
             WriteKind::Update => {
-                // The target's alias, or the view's name (the table's, or given as an alias).
                 Expr::CompoundIdentifier(vec![quoted(&target.name), quoted(&col.name)])
             }
-            WriteKind::Insert => {
-                let data_type = self
-                    .catalog
-                    .tables
-                    .get(table)
-                    .and_then(|cols| cols.iter().find(|c| c.name == col.name))
-                    .map(|c| c.data_type.as_str())
-                    .unwrap_or("text");
-                typed_null(view_type(&col.action, data_type))?
-            }
+            WriteKind::Insert => typed(Expr::value(Value::Null), data_type)?,
         };
         let refusal = column_refusal(&self.role.role, &access.view, &col.name, kind);
+        // Cast to the view column's type: both arguments of the polymorphic function must have one
+        // type (a driver may send a `varchar` parameter for a `text` column).
         let original = std::mem::replace(value, Expr::value(Value::Null));
-        *value = call(original, shown, refusal)?;
+        *value = call(typed(original, data_type)?, shown, refusal)?;
         self.edits.other = true;
         Ok(())
     }
@@ -120,11 +121,14 @@ fn parse(sql: &str) -> Result<Expr, Refusal> {
         .map_err(|_| Refusal::unsupported("the write-back of a masked column could not be built"))
 }
 
-/// `NULL::<data_type>`.
-fn typed_null(data_type: &str) -> Result<Expr, Refusal> {
-    let parsed = parse(&format!("CAST(NULL AS {data_type})"))?;
-    match parsed {
-        Expr::Cast { .. } => Ok(parsed),
+/// `CAST(<expr> AS <data_type>)`.
+fn typed(expr: Expr, data_type: &str) -> Result<Expr, Refusal> {
+    let mut parsed = parse(&format!("CAST(NULL AS {data_type})"))?;
+    match &mut parsed {
+        Expr::Cast { expr: inner, .. } => {
+            **inner = expr;
+            Ok(parsed)
+        }
         _ => Err(Refusal::unsupported(
             "the write-back of a masked column could not be built",
         )),

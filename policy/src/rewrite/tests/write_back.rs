@@ -13,10 +13,10 @@ fn an_orm_save_wraps_each_masked_column_in_its_write_back() {
         sql.starts_with("UPDATE \"maschera_sales\".\"contacts\" SET first_name = $1, "),
         "{sql}"
     );
-    for (column, param) in [("birth_date", "$2"), ("tax_code", "$3")] {
+    for (column, param, data_type) in [("birth_date", "$2", "DATE"), ("tax_code", "$3", "TEXT")] {
         assert!(
             sql.contains(&format!(
-                "{column} = maschera_private.write_back({param}, \"contacts\".\"{column}\", 'column \"{column}\" of \"contacts\" is not writable for policy role sales: only the value"
+                "{column} = maschera_private.write_back(CAST({param} AS {data_type}), \"contacts\".\"{column}\", 'column \"{column}\" of \"contacts\" is not writable for policy role sales: only the value"
             )),
             "{sql}"
         );
@@ -28,7 +28,7 @@ fn an_orm_save_wraps_each_masked_column_in_its_write_back() {
         "UPDATE contacts AS c SET tax_code = 'x' WHERE c.id = 1",
     );
     assert!(
-        sql.contains("maschera_private.write_back('x', \"c\".\"tax_code\","),
+        sql.contains("maschera_private.write_back(CAST('x' AS TEXT), \"c\".\"tax_code\","),
         "{sql}"
     );
 }
@@ -40,11 +40,11 @@ fn an_orm_create_wraps_masked_values_in_a_null_check_of_the_view_type() {
         "INSERT INTO contacts (id, first_name, birth_date, tax_code) VALUES ($1, $2, $3, $4), (7, 'a', NULL, DEFAULT)",
     );
     assert!(
-        sql.contains("maschera_private.write_back($3, CAST(NULL AS DATE), 'column \"birth_date\" of \"contacts\" is not writable for policy role sales: leave it out or write NULL"),
+        sql.contains("maschera_private.write_back(CAST($3 AS DATE), CAST(NULL AS DATE), 'column \"birth_date\" of \"contacts\" is not writable for policy role sales: leave it out or write NULL"),
         "{sql}"
     );
     assert!(
-        sql.contains("maschera_private.write_back($4, CAST(NULL AS TEXT),"),
+        sql.contains("maschera_private.write_back(CAST($4 AS TEXT), CAST(NULL AS TEXT),"),
         "{sql}"
     );
     assert!(sql.ends_with(", DEFAULT)"), "DEFAULT stays as it is: {sql}");
@@ -54,7 +54,7 @@ fn an_orm_create_wraps_masked_values_in_a_null_check_of_the_view_type() {
         "INSERT INTO contacts VALUES (1, 'a', 'b', 'c', 'd', '2000-01-01')",
     );
     assert!(
-        sql.contains("maschera_private.write_back('2000-01-01', CAST(NULL AS DATE)"),
+        sql.contains("maschera_private.write_back(CAST('2000-01-01' AS DATE), CAST(NULL AS DATE)"),
         "{sql}"
     );
 }
@@ -133,7 +133,9 @@ fn a_writable_masked_column_is_set_as_written() {
     .expect("accepted");
     let sql = &out.statements()[0].sql;
     assert!(
-        sql.contains("SET tax_code = $1, birth_date = maschera_private.write_back($2"),
+        sql.contains(
+            "SET tax_code = $1, birth_date = maschera_private.write_back(CAST($2 AS DATE)"
+        ),
         "{sql}"
     );
 }
