@@ -276,6 +276,9 @@ pub struct Catalog {
     pub search_path: Vec<String>,
     /// The foreign keys between these tables (empty for a catalog derived from the policy alone).
     pub foreign_keys: Vec<ForeignKey>,
+    /// Each table's primary key and unique constraints or indexes on plain columns (not partial), as
+    /// column lists: what `ON CONFLICT DO NOTHING` without a target means (empty when not read).
+    pub unique_keys: BTreeMap<TableName, Vec<Vec<String>>>,
 }
 
 impl Catalog {

@@ -140,6 +140,7 @@ impl<'a> Analyzer<'a> {
                 }
             }
         }
+        self.do_nothing(insert, &target, &columns)?;
         if let Some(returning) = &mut insert.returning {
             let mut returning_level = Scope::new(parent);
             returning_level.items.push(target);

@@ -16,6 +16,7 @@ mod analyzer;
 mod cache;
 mod channels;
 mod dml;
+mod do_nothing;
 mod expr;
 mod faithful;
 pub mod fixture;

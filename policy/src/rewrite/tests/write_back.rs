@@ -139,3 +139,57 @@ fn a_writable_masked_column_is_set_as_written() {
         "{sql}"
     );
 }
+
+#[test]
+fn on_conflict_do_nothing_on_a_trigger_view_tests_the_key_on_the_view() {
+    let mut catalog = fixture::catalog();
+    catalog.unique_keys.insert(
+        TableName::new("public", "contacts"),
+        vec![
+            vec!["id".into()],
+            vec!["email".into()],
+            vec!["tax_code".into()],
+        ],
+    );
+    let access = fixture::role("sales");
+    let out = rewrite(
+        "INSERT INTO contacts (id, first_name, email, region) VALUES ($1, 'a', $2, 'north') ON CONFLICT DO NOTHING RETURNING id",
+        &access,
+        &catalog,
+    )
+    .expect("accepted");
+    let sql = &out.statements()[0].sql;
+    assert!(
+        sql.starts_with("INSERT INTO \"maschera_sales\".\"contacts\" (id, first_name, email, region) SELECT * FROM (VALUES (CAST($1 AS BIGINT), CAST('a' AS TEXT), CAST($2 AS TEXT), CAST('north' AS TEXT))) AS maschera_new (\"id\", \"first_name\", \"email\", \"region\") WHERE NOT EXISTS (SELECT 1 FROM \"maschera_sales\".\"contacts\" AS maschera_old WHERE (maschera_old.\"id\" = maschera_new.\"id\") OR (maschera_old.\"email\" = maschera_new.\"email\"))"),
+        "{sql}"
+    );
+    assert!(sql.ends_with("RETURNING id"), "{sql}");
+    // With a target, only that key; ON CONSTRAINT is left to PostgreSQL; an unfiltered, all-shown view keeps
+    // PostgreSQL's own DO NOTHING.
+    let out = rewrite(
+        "INSERT INTO deals (id, contact_id, amount, stage) VALUES (1, 1, 1, 'open') ON CONFLICT (id) DO NOTHING",
+        &access,
+        &catalog,
+    )
+    .expect("accepted");
+    assert!(
+        out.statements()[0]
+            .sql
+            .contains("WHERE NOT EXISTS (SELECT 1 FROM \"maschera_sales\".\"deals\" AS maschera_old WHERE (maschera_old.\"id\" = maschera_new.\"id\"))"),
+        "{}",
+        out.statements()[0].sql
+    );
+    let sql = accepted_sql(
+        "sales",
+        "INSERT INTO deals (id) VALUES (1) ON CONFLICT ON CONSTRAINT deals_pkey DO NOTHING",
+    );
+    assert!(
+        sql.ends_with("ON CONFLICT ON CONSTRAINT deals_pkey DO NOTHING"),
+        "{sql}"
+    );
+    let sql = accepted_sql(
+        "support",
+        "INSERT INTO consents (id, contact_id, purpose) VALUES (1, 1, 'marketing') ON CONFLICT (id) DO NOTHING",
+    );
+    assert!(sql.ends_with("ON CONFLICT(id) DO NOTHING"), "{sql}");
+}
