@@ -385,3 +385,99 @@ async fn a_masked_column_the_policy_makes_writable_stores_a_changed_value() {
         );
     }
 }
+
+#[tokio::test]
+async fn on_conflict_do_nothing_works_and_tells_only_that_a_hidden_key_exists() {
+    let crm = start().await;
+    let own = owner(&crm, "SELECT min(id) FROM contacts WHERE region = 'north'");
+    let visible = owner(
+        &crm,
+        "SELECT min(i.id) FROM interactions i JOIN contacts c ON c.id = i.contact_id WHERE c.region = 'north'",
+    );
+    let hidden = owner(
+        &crm,
+        "SELECT min(i.id) FROM interactions i JOIN contacts c ON c.id = i.contact_id WHERE c.region = 'south'",
+    );
+    let hidden_note = owner(
+        &crm,
+        &format!("SELECT notes FROM interactions WHERE id = {hidden}"),
+    );
+    let visible_note = owner(
+        &crm,
+        &format!("SELECT notes FROM interactions WHERE id = {visible}"),
+    );
+    let sam = connect(&crm.uri("sam"), None).await;
+    // A key the role sees: nothing inserted, no error, with or without a conflict target, in both
+    // protocols.
+    for sql in [
+        format!(
+            "INSERT INTO interactions (id, contact_id, channel, notes) VALUES ({visible}, {own}, 'call', 'dup') ON CONFLICT DO NOTHING"
+        ),
+        format!(
+            "INSERT INTO interactions (id, contact_id, channel, notes) VALUES ({visible}, {own}, 'call', 'dup') ON CONFLICT (id) DO NOTHING"
+        ),
+    ] {
+        let rows = sam
+            .simple_query(&sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+        assert!(
+            rows.iter()
+                .any(|m| matches!(m, tokio_postgres::SimpleQueryMessage::CommandComplete(0))),
+            "{sql}: nothing inserted"
+        );
+    }
+    let inserted = sam
+        .execute(
+            "INSERT INTO interactions (id, contact_id, channel, notes) VALUES ($1, $2, 'call', $3) ON CONFLICT (id) DO NOTHING",
+            &[&visible.parse::<i64>().unwrap(), &own.parse::<i64>().unwrap(), &"dup"],
+        )
+        .await
+        .expect("extended DO NOTHING");
+    assert_eq!(inserted, 0);
+    assert_eq!(
+        owner(
+            &crm,
+            &format!("SELECT notes FROM interactions WHERE id = {visible}")
+        ),
+        visible_note
+    );
+    // A new key is inserted, RETURNING as usual.
+    let rows = sam
+        .query(
+            "INSERT INTO interactions (id, contact_id, channel, notes) VALUES (970001, $1, 'email', 'new') ON CONFLICT (id) DO NOTHING RETURNING notes",
+            &[&own.parse::<i64>().unwrap()],
+        )
+        .await
+        .expect("new key");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].get::<_, String>(0), "new");
+    // A key that exists only outside the filter: a unique violation, which tells that the key exists
+    // and nothing of the row.
+    let err = sam
+        .batch_execute(&format!(
+            "INSERT INTO interactions (id, contact_id, channel, notes) VALUES ({hidden}, {own}, 'call', 'probe') ON CONFLICT (id) DO NOTHING"
+        ))
+        .await
+        .expect_err("hidden key");
+    let db = err.as_db_error().expect("db error");
+    assert_eq!(db.code().code(), "23505", "{db:?}");
+    let said = format!("{db:?}");
+    assert!(!said.contains(&hidden_note), "{said}");
+    assert_eq!(
+        owner(
+            &crm,
+            &format!("SELECT notes FROM interactions WHERE id = {hidden}")
+        ),
+        hidden_note
+    );
+    // Straight as the login, PostgreSQL finds no arbiter on a view with triggers: refused, nothing read.
+    let [_, (_, login)] = both_locks(&crm, "sam", "sales").await;
+    let err = login
+        .batch_execute(&format!(
+            "INSERT INTO interactions (id, contact_id, channel, notes) VALUES ({visible}, {own}, 'call', 'dup') ON CONFLICT (id) DO NOTHING"
+        ))
+        .await
+        .expect_err("42P10");
+    assert_eq!(err.code().map(|c| c.code()), Some("42P10"));
+}
