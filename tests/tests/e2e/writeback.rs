@@ -84,27 +84,55 @@ fn assert_refused_naming(
     );
 }
 
-#[tokio::test]
-async fn a_masked_value_written_back_keeps_the_stored_one_and_a_changed_one_is_refused() {
-    let crm = start().await;
+/// A north contact (sam's region) with a tax code and a birth date, both masked for sales: its id and
+/// its stored `tax_code|birth_date`.
+fn north_contact(crm: &CrmProxy) -> (String, String) {
     let id = owner(
-        &crm,
+        crm,
         "SELECT min(id) FROM contacts WHERE region = 'north' AND tax_code IS NOT NULL AND birth_date IS NOT NULL",
     );
     let stored = owner(
-        &crm,
-        &format!("SELECT tax_code || '|' || birth_date FROM contacts WHERE id = {id}"),
+        crm,
+        &format!("SELECT {TAX_AND_BIRTH} FROM contacts WHERE id = {id}"),
     );
+    (id, stored)
+}
+
+const TAX_AND_BIRTH: &str = "tax_code || '|' || birth_date";
+
+/// The tax code and birth date of contact `id` as `client` reads them.
+async fn read_masked(client: &Client, id: &str) -> (String, String) {
+    let read = first(
+        client,
+        &format!("SELECT {TAX_AND_BIRTH} FROM contacts WHERE id = {id}"),
+    )
+    .await;
+    let (tax, birth) = read.split_once('|').expect("two values");
+    (tax.to_string(), birth.to_string())
+}
+
+/// A changed (generalised) birth date is refused, naming the column.
+async fn refuse_a_changed_birth_date(client: &Client, id: &str, lock: &str) {
+    assert_refused_naming(
+        client
+            .batch_execute(&format!(
+                "UPDATE contacts SET birth_date = '1999-01-01' WHERE id = {id}"
+            ))
+            .await,
+        "birth_date",
+        lock,
+    );
+}
+
+#[tokio::test]
+async fn a_masked_value_written_back_keeps_the_stored_one_and_a_changed_one_is_refused() {
+    let crm = start().await;
+    let (id, stored) = north_contact(&crm);
     for (lock, client) in both_locks(&crm, "sam", "sales").await {
-        let read = first(
-            &client,
-            &format!("SELECT tax_code || '|' || birth_date FROM contacts WHERE id = {id}"),
-        )
-        .await;
-        let (tax, birth) = read.split_once('|').expect("two values");
+        let (tax, birth) = read_masked(&client, &id).await;
         assert!(
             tax.starts_with("****") && birth.ends_with("-01-01"),
-            "{lock}: {read}"
+            "{lock}: {tax} {birth}"
         );
         // An ORM's full save: every column, the masked ones as read (simple protocol).
         client
@@ -153,15 +181,7 @@ async fn a_masked_value_written_back_keeps_the_stored_one_and_a_changed_one_is_r
             "tax_code",
             lock,
         );
-        assert_refused_naming(
-            client
-                .batch_execute(&format!(
-                    "UPDATE contacts SET birth_date = '1999-01-01' WHERE id = {id}"
-                ))
-                .await,
-            "birth_date",
-            lock,
-        );
+        refuse_a_changed_birth_date(&client, &id, lock).await;
         assert_eq!(
             owner(
                 &crm,
@@ -320,69 +340,39 @@ async fn a_masked_column_the_policy_makes_writable_stores_a_changed_value() {
         assert!(std::time::Instant::now() < deadline, "no reload");
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    let id = owner(
-        &crm,
-        "SELECT min(id) FROM contacts WHERE region = 'north' AND tax_code IS NOT NULL AND birth_date IS NOT NULL",
-    );
-    let stored = owner(
-        &crm,
-        &format!("SELECT tax_code FROM contacts WHERE id = {id}"),
-    );
+    let (id, stored) = north_contact(&crm);
+    let stored = stored.split_once('|').expect("two values").0.to_string();
     for (lock, client) in both_locks(&crm, "sam", "sales").await {
-        let tax = first(
-            &client,
-            &format!("SELECT tax_code FROM contacts WHERE id = {id}"),
-        )
-        .await;
-        client
-            .execute(
-                "UPDATE contacts SET tax_code = $1, city = 'Bergamo' WHERE id = $2::text::bigint",
-                &[&tax, &id],
-            )
-            .await
-            .unwrap_or_else(|e| panic!("{lock}: write-back: {e:?}"));
-        assert_eq!(
-            owner(
-                &crm,
-                &format!("SELECT tax_code FROM contacts WHERE id = {id}")
-            ),
-            stored,
-            "{lock}: the masked value written back keeps the stored one"
-        );
+        let (tax, _) = read_masked(&client, &id).await;
         let new = if lock == "proxy" {
             "NEWCODE000000001"
         } else {
             "NEWCODE000000002"
         };
-        client
-            .execute(
-                "UPDATE contacts SET tax_code = $1 WHERE id = $2::text::bigint",
-                &[&new, &id],
-            )
-            .await
-            .unwrap_or_else(|e| panic!("{lock}: new value: {e:?}"));
-        assert_eq!(
-            owner(
-                &crm,
-                &format!("SELECT tax_code FROM contacts WHERE id = {id}")
-            ),
-            new,
-            "{lock}: a changed value is stored"
-        );
+        // Written back as read, the stored value stays; another value is stored.
+        for (value, kept) in [(tax.as_str(), stored.as_str()), (new, new)] {
+            client
+                .execute(
+                    "UPDATE contacts SET tax_code = $1, city = 'Bergamo' WHERE id = $2::text::bigint",
+                    &[&value, &id],
+                )
+                .await
+                .unwrap_or_else(|e| panic!("{lock}: {value}: {e:?}"));
+            assert_eq!(
+                owner(
+                    &crm,
+                    &format!("SELECT tax_code FROM contacts WHERE id = {id}")
+                ),
+                kept,
+                "{lock}: {value}"
+            );
+        }
         owner(
             &crm,
             &format!("UPDATE contacts SET tax_code = '{stored}' WHERE id = {id}"),
         );
         // The birth date is still only written back.
-        assert_refused_naming(
-            client
-                .batch_execute(&format!(
-                    "UPDATE contacts SET birth_date = '1999-01-01' WHERE id = {id}"
-                ))
-                .await,
-            "birth_date",
-            lock,
-        );
+        refuse_a_changed_birth_date(&client, &id, lock).await;
     }
 }
 
