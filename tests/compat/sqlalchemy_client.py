@@ -12,7 +12,7 @@ from outcome import run
 
 URI, USER = sys.argv[1], sys.argv[2]
 # Ids of the rows this script writes: far above the generated ones, different per user.
-BASE_ID = 900_000 if USER == "dora" else 800_000
+BASE_ID = {"dora": 900_000, "tom": 850_000}.get(USER, 800_000)
 DB_ERRORS = (sa.exc.DBAPIError,)
 
 
@@ -63,6 +63,16 @@ class Interaction(Base):
     channel = sa.Column(sa.Text, nullable=False)
     notes = sa.Column(sa.Text)
     occurred_at = sa.Column(sa.DateTime(timezone=True), server_default=sa.func.now())
+
+
+class Ticket(Base):
+    __tablename__ = "tickets"
+    id = sa.Column(sa.BigInteger, primary_key=True)
+    contact_id = sa.Column(sa.BigInteger, nullable=False)
+    subject = sa.Column(sa.Text, nullable=False)
+    body = sa.Column(sa.Text)
+    status = sa.Column(sa.Text, nullable=False)
+    created_at = sa.Column(sa.DateTime(timezone=True), server_default=sa.func.now())
 
 
 engine = sa.create_engine(URI.replace("postgres://", "postgresql+psycopg://", 1), pool_pre_ping=True)
@@ -268,6 +278,32 @@ def select_health_records():
         return f"n={conn.execute(sa.text('select count(*) from health_records')).scalar_one()}"
 
 
+def support_ticket_save():
+    """Support: a ticket added through the ORM, then saved with every mapped column (the redacted
+    subject and body written back as read)."""
+    with Session.begin() as s:
+        s.add(Ticket(id=BASE_ID, contact_id=1, subject=f"mail me at s{BASE_ID}@example.it", body="or +39 333 7654321",
+                     status="open"))
+    with Session.begin() as s:
+        ticket = s.get(Ticket, BASE_ID)
+        ticket.status = "closed"
+        for column in ("contact_id", "subject", "body"):
+            orm.attributes.flag_modified(ticket, column)
+    with Session() as s:
+        ticket = s.get(Ticket, BASE_ID)
+        return f"subject={ticket.subject} status={ticket.status}"
+
+
+def support_ticket_changed():
+    with Session.begin() as s:
+        s.get(Ticket, BASE_ID).subject = "mail me at another@example.it"
+
+
+SUPPORT_OPERATIONS = [
+    ("support_ticket_save", support_ticket_save),
+    ("support_ticket_changed", support_ticket_changed),
+]
+
 OPERATIONS = [
     ("connect", connect),
     ("core_select", core_select),
@@ -295,7 +331,7 @@ OPERATIONS = [
 ]
 
 if __name__ == "__main__":
-    for name, fn in OPERATIONS:
+    for name, fn in (SUPPORT_OPERATIONS if USER == "tom" else OPERATIONS):
         run(name, fn, DB_ERRORS)
     engine.dispose()
     print("done")

@@ -257,6 +257,21 @@ fn sqlalchemy_core_orm_and_server_side_cursors() {
             ("reflect_health_records", Pass("absent")),
         ],
     );
+    let tom = run_client(
+        python("sqlalchemy_client.py", &env, "tom"),
+        "SQLAlchemy as tom",
+    );
+    check(
+        "SQLAlchemy as tom",
+        &tom,
+        &[
+            (
+                "support_ticket_save",
+                Pass("subject=mail me at [email] status=closed"),
+            ),
+            ("support_ticket_changed", Refused("42501")),
+        ],
+    );
     assert_parser_understood_everything(&env);
 }
 
