@@ -471,3 +471,43 @@ async fn on_conflict_do_nothing_works_and_tells_only_that_a_hidden_key_exists() 
         .expect_err("42P10");
     assert_eq!(err.code().map(|c| c.code()), Some("42P10"));
 }
+
+#[tokio::test]
+async fn a_write_back_is_recorded_as_a_write_of_the_masked_column_without_its_value() {
+    let audit = tempfile::tempdir().expect("audit dir");
+    let mut setup = CrmSetup::new(CONTACTS);
+    setup.proxy.audit = maschera_tests::access_log_section(audit.path(), "writeback");
+    let crm = CrmProxy::start_with(setup)
+        .await
+        .expect("CRM behind the proxy");
+    let (id, stored) = north_contact(&crm);
+    let sam = connect(&crm.uri("sam"), None).await;
+    let (tax, _) = read_masked(&sam, &id).await;
+    sam.execute(
+        "UPDATE contacts SET tax_code = $1, city = 'Pavia' WHERE id = $2::text::bigint",
+        &[&tax, &id],
+    )
+    .await
+    .expect("write-back");
+    let records = maschera_tests::access_log_records(&audit.path().join("audit"));
+    let update = records
+        .iter()
+        .find(|r| r["user"] == "sam" && r["statement_kind"] == "update")
+        .unwrap_or_else(|| panic!("no update record: {records:#?}"));
+    let table = &update["tables"][0];
+    assert!(
+        table["operations"].to_string().contains("update"),
+        "{update}"
+    );
+    let columns = table["columns"].to_string();
+    assert!(
+        columns.contains(r#""name":"tax_code""#) && columns.contains("masked"),
+        "{update}"
+    );
+    let all = serde_json::to_string(&records).unwrap();
+    let stored_tax = stored.split_once('|').expect("two values").0;
+    assert!(
+        !all.contains(stored_tax) && !all.contains(&tax),
+        "no value in the log"
+    );
+}
