@@ -3,7 +3,9 @@
 //! redacted value written back unchanged keeps the stored value; a changed one is refused with 42501 and
 //! a message naming the column (the trigger's or the proxy's write-back function's own text, let through
 //! the error scrub); an insert may give such a column only NULL; a column the policy makes `writable`
-//! stores a changed value. ORM runs (Django, SQLAlchemy) are in `compat`.
+//! stores a changed value; `ON CONFLICT DO NOTHING` through the proxy; the access record of a
+//! write-back. The ORM clients of `compat` (Django, SQLAlchemy) run here straight as the logins; through
+//! the proxy they run in `compat`.
 
 use maschera_tests::crm_proxy::{CRM_DB, CRM_PSEUDONYM_KEY, CrmProxy, CrmSetup, apply_policy};
 use tokio_postgres::{Client, NoTls};
@@ -509,5 +511,88 @@ async fn a_write_back_is_recorded_as_a_write_of_the_masked_column_without_its_va
     assert!(
         !all.contains(stored_tax) && !all.contains(&tax),
         "no value in the log"
+    );
+}
+
+/// The reference CRM's Django and SQLAlchemy clients (`tests/compat/`) connected straight to PostgreSQL
+/// as the role's login (the region set as the proxy would set it): the database lock alone accepts the
+/// ORMs' full-model writes and refuses a changed masked value.
+#[test]
+fn orm_full_model_writes_straight_as_the_login() {
+    let crm = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(start());
+    let credentials =
+        maschera::credentials::Credentials::load(&crm.applied.credentials).expect("credentials");
+    let compat = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("compat");
+    let run = |script: &str, role: &str, user: &str| {
+        let login = credentials.login(role).expect("login");
+        let mut command = std::process::Command::new("python3");
+        command
+            .current_dir(&compat)
+            .arg(script)
+            .arg(crm.pg.uri_as(&login.user, &login.password, CRM_DB))
+            .arg(user)
+            .env("PGOPTIONS", "-c maschera.region=north");
+        crate::compat::run_client(command, &format!("{script} as {role}'s login"))
+    };
+    let expect = |outcomes: &std::collections::BTreeMap<String, (String, String)>,
+                  what: &str,
+                  expected: &[(&str, &str, &str)]| {
+        for (op, outcome, detail) in expected {
+            let (got, said) = outcomes
+                .get(*op)
+                .unwrap_or_else(|| panic!("{what}: {op} not run"));
+            assert!(
+                got == outcome && said.contains(detail),
+                "{what}: {op}: expected {outcome} {detail}, got {got} {said}"
+            );
+        }
+    };
+    let sales = run("django/client.py", "sales", "sam");
+    expect(
+        &sales,
+        "Django as sales' login",
+        &[
+            ("create_full_model", "pass", ""),
+            ("create", "pass", "deals=1"),
+            ("update_full_save", "pass", "tax=****"),
+            ("update_changed_masked", "refused", "42501"),
+        ],
+    );
+    let support = run("django/client.py", "support", "tom");
+    expect(
+        &support,
+        "Django as support's login",
+        &[
+            (
+                "support_tickets",
+                "pass",
+                "subject=mail me at [email] status=closed",
+            ),
+            ("support_ticket_changed", "refused", "42501"),
+            ("support_consents", "pass", "withdrawn=True"),
+            (
+                "support_interactions",
+                "pass",
+                "notes=called back on [phone]",
+            ),
+        ],
+    );
+    let sales = run("sqlalchemy_client.py", "sales", "sam");
+    expect(
+        &sales,
+        "SQLAlchemy as sales' login",
+        &[
+            ("create_full_model", "pass", ""),
+            ("update_write_back", "pass", "tax=****"),
+            ("update_masked_column", "refused", "42501"),
+        ],
+    );
+    assert_eq!(
+        owner(&crm, "SELECT subject FROM tickets WHERE id = 250000"),
+        "mail me at t250000@example.it"
     );
 }
