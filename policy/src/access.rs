@@ -142,7 +142,8 @@ pub struct ColumnAccess {
     /// `None` when the column holds no personal data.
     pub category: Option<Category>,
     pub action: Action,
-    /// Whether the role may set this column in INSERT and UPDATE (only `Show` columns ever are).
+    /// Whether the role may set this column in INSERT and UPDATE as written: `Show` columns, and masked
+    /// ones the rule lists in `writable` (others are only written back, see `crate::write_back`).
     pub writable: bool,
 }
 

@@ -27,8 +27,9 @@
 //!   ([`intact_sql`]);
 //! - writes through a filtered view, or a view with any column not shown, go through **INSTEAD OF
 //!   triggers** (the one compiled write path): inside the filter (the policy's `WITH CHECK` and `USING`),
-//!   only shown columns (and, on insert only, `redact` columns: new rows may set them), a masked value
-//!   written back unchanged keeps the stored one, NULL on insert for a
+//!   only shown and `writable` columns (and, on insert only, `redact` columns: new rows may set them), a
+//!   masked value written back unchanged keeps the stored one (messages: `crate::write_back`), NULL on
+//!   insert for a
 //!   column not shown stores the default; such views refuse `INSERT ... ON CONFLICT (...)` (42P10), so an
 //!   upsert can neither read nor change a row outside the filter.
 //!
