@@ -209,3 +209,43 @@ fn the_fuzz_seeds_of_write_back_reach_only_views() {
         }
     }
 }
+
+#[test]
+fn a_dropped_column_stays_refused_where_the_role_may_write() {
+    let mut support = fixture::role("support");
+    if let Some(crate::access::TableAccess::View(view)) = support
+        .tables
+        .get_mut(&TableName::new("public", "contacts"))
+    {
+        view.writes.update = true;
+        view.writes.insert = true;
+        for column in view.columns.iter_mut() {
+            column.writable = column.action.is_show();
+        }
+    }
+    let catalog = fixture::catalog();
+    for sql in [
+        "UPDATE contacts SET first_name = 'a', birth_date = NULL WHERE id = 1",
+        "INSERT INTO contacts (first_name, birth_date) VALUES ('a', NULL)",
+    ] {
+        let refusal = rewrite(sql, &support, &catalog).expect_err(sql);
+        assert_eq!(refusal.sqlstate, SqlState::InsufficientPrivilege, "{sql}");
+        assert!(
+            refusal.message.contains("column birth_date"),
+            "{sql}: {}",
+            refusal.message
+        );
+    }
+    // Its masked e-mail is written back, not refused.
+    let out = rewrite(
+        "UPDATE contacts SET first_name = 'a', email = email WHERE id = 1",
+        &support,
+        &catalog,
+    )
+    .expect("write-back");
+    assert!(
+        out.statements()[0]
+            .sql
+            .contains("maschera_private.write_back(CAST(email AS TEXT)")
+    );
+}
