@@ -158,7 +158,8 @@ pub struct ColumnAccess {
     /// `None` when the column holds no personal data.
     pub category: Option<Category>,
     pub action: Action,
-    /// Whether the role may set this column in INSERT and UPDATE (only `Show` columns ever are).
+    /// Whether the role may set this column in INSERT and UPDATE as written: `Show` columns, and masked
+    /// ones the rule lists in `writable` (others are only written back, see `crate::write_back`).
     pub writable: bool,
 }
 
@@ -325,6 +326,9 @@ pub struct Catalog {
     pub foreign_keys: Vec<ForeignKey>,
     /// Each table's primary-key columns, in key order (empty for a catalog derived from the policy).
     pub primary_keys: BTreeMap<TableName, Vec<String>>,
+    /// Each table's primary key and unique constraints or indexes on plain columns (not partial), as
+    /// column lists: what `ON CONFLICT DO NOTHING` without a target means (empty when not read).
+    pub unique_keys: BTreeMap<TableName, Vec<Vec<String>>>,
 }
 
 impl Catalog {

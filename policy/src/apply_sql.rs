@@ -381,6 +381,7 @@ fn compiled_objects_steps(
     steps.push(search_path_step(schemas));
     let logins: Vec<String> = roles.iter().map(|(role, _)| live.login(role)).collect();
     steps.extend(db_lock::intact_function_steps(&logins));
+    steps.extend(crate::write_back::function_steps(&logins));
     for (role, role_access) in &roles {
         steps.extend(role_schema_steps(policy, role, role_access, live, schemas));
     }

@@ -235,7 +235,7 @@ fn table_access(role: &Role, table: &Table, live: &[CatalogColumn]) -> TableAcce
         .map(|c| {
             let category = table.category(&c.name);
             let action = rule.action_for(&c.name, category);
-            let writable = may_set && action.is_show();
+            let writable = may_set && (action.is_show() || rule.writable.contains(&c.name));
             ColumnAccess {
                 name: c.name.clone(),
                 category,

@@ -28,8 +28,9 @@
 //!   ([`intact_sql`]);
 //! - writes through a filtered view, or a view with any column not shown, go through **INSTEAD OF
 //!   triggers** (the one compiled write path): inside the filter (the policy's `WITH CHECK` and `USING`),
-//!   only shown columns (and, on insert only, `redact` columns: new rows may set them), a masked value
-//!   written back unchanged keeps the stored one, NULL on insert for a
+//!   only shown and `writable` columns (and, on insert only, `redact` columns: new rows may set them), a
+//!   masked value written back unchanged keeps the stored one (messages: `crate::write_back`), NULL on
+//!   insert for a
 //!   column not shown stores the default; such views refuse `INSERT ... ON CONFLICT (...)` (42P10), so an
 //!   upsert can neither read nor change a row outside the filter.
 //!
@@ -37,6 +38,7 @@
 
 use crate::access::{Action, Catalog, ColumnAccess, TableName, ViewAccess};
 use crate::apply_sql::{Step, column_expression, quote_ident, quote_literal};
+use crate::write_back::{self, WriteKind};
 use sqlparser::ast::{
     BinaryOperator, Expr, GroupByExpr, Ident, ObjectNamePart, SelectItem, SetExpr, TableFactor,
 };
@@ -509,20 +511,17 @@ impl ViewPlan<'_> {
             )
         };
         let name = &self.access.view;
-        // Refuses the write when `condition` holds for column `c`, saying what the role may do instead.
-        let column_check = |c: &ColumnAccess, condition: String, instead: &str| {
+        // Refuses the write when `condition` holds for column `c` (texts: `crate::write_back`).
+        let column_check = |c: &ColumnAccess, condition: String, kind: WriteKind| {
             format!(
                 "IF {condition} THEN {} END IF;\n",
-                refuse(format!(
-                    "column \"{}\" of \"{name}\" is not writable for policy role {role_name}: {instead}",
-                    c.name
-                ))
+                refuse(write_back::column_refusal(role_name, name, &c.name, kind))
             )
         };
         let not_allowed = |verb: &str| {
             format!(
                 "{}\n",
-                refuse(format!("policy role {role_name} may not {verb} \"{name}\""))
+                refuse(write_back::operation_refusal(role_name, name, verb))
             )
         };
         let mut body = String::from("BEGIN\n");
@@ -530,9 +529,7 @@ impl ViewPlan<'_> {
             body.push_str(&format!(
                 "IF NOT ({}) THEN {} END IF;\n",
                 guard(WRITE_GUARD_FUNCTION),
-                refuse(format!(
-                    "the database objects of policy role {role_name} on \"{name}\" are incomplete (a policy or row-level security was changed outside maschera): run maschera policy apply"
-                ))
+                refuse(write_back::incomplete_refusal(role_name, name))
             ));
         }
         let row_key: Vec<&String> = self.primary_key.iter().collect();
@@ -562,7 +559,7 @@ impl ViewPlan<'_> {
                 body.push_str(&column_check(
                     c,
                     format!("NEW.{} IS NOT NULL", quote_ident(&c.name)),
-                    "leave it out or write NULL (the table's default is stored)",
+                    WriteKind::Insert,
                 ));
             }
             let columns: Vec<String> = insertable.iter().map(|c| quote_ident(&c.name)).collect();
@@ -585,12 +582,21 @@ impl ViewPlan<'_> {
                 body.push_str(&column_check(
                     c,
                     format!("NEW.{0} IS DISTINCT FROM OLD.{0}", quote_ident(&c.name)),
-                    "only the value as the role reads it, written back unchanged, is accepted (the stored value is kept)",
+                    WriteKind::Update,
                 ));
             }
             let sets: Vec<String> = writable
                 .iter()
-                .map(|c| format!("{0} = NEW.{0}", quote_ident(&c.name)))
+                .map(|c| {
+                    let col = quote_ident(&c.name);
+                    if c.action.is_show() {
+                        format!("{col} = NEW.{col}")
+                    } else {
+                        // A masked column the policy makes writable: written back unchanged it
+                        // keeps the stored value, another value is stored.
+                        format!("{col} = CASE WHEN NEW.{col} IS NOT DISTINCT FROM OLD.{col} THEN t.{col} ELSE NEW.{col} END")
+                    }
+                })
                 .collect();
             body.push_str(&format!(
                 "UPDATE {table} AS t SET {} WHERE {key_match} RETURNING {returning} INTO NEW;\n\

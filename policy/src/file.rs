@@ -119,6 +119,9 @@ pub struct RuleFile {
     pub filter: Option<Spanned<String>>,
     #[serde(default)]
     pub writes: Vec<Spanned<String>>,
+    /// Columns the role reads masked but may write (a changed value is stored).
+    #[serde(default)]
+    pub writable: Vec<Spanned<String>>,
     pub deny: Option<Spanned<bool>>,
     /// Overrides the role's `dropped_columns` for this table.
     pub dropped_columns: Option<Spanned<String>>,

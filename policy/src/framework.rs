@@ -82,6 +82,7 @@ impl TableDefault {
             writes,
             hidden,
             lookup: Vec::new(),
+            writable: Vec::new(),
             span: table.span.clone(),
         })
     }

@@ -22,6 +22,7 @@ pub mod redact;
 pub mod register;
 pub mod retention;
 pub mod rewrite;
+pub mod write_back;
 
 pub use diagnostics::{Diagnostic, Diagnostics};
 pub use model::Policy;

@@ -139,6 +139,9 @@ pub struct Rule {
     pub hidden: HiddenColumns,
     /// Masked columns the role may find rows by, by exact value (`lookup = [...]`), with where.
     pub lookup: Vec<(String, Span)>,
+    /// Columns of `actions` (masked, generalised, ...) that the role may write all the same: a value
+    /// written back unchanged keeps the stored one, another value is stored (`writable = [...]`).
+    pub writable: Vec<String>,
     pub span: Span,
 }
 
@@ -679,7 +682,8 @@ impl Validator<'_> {
                 || r.filter.is_some()
                 || !r.writes.is_empty()
                 || r.dropped_columns.is_some()
-                || !r.lookup.is_empty())
+                || !r.lookup.is_empty()
+                || !r.writable.is_empty())
         {
             self.error(
                 rule.span(),
@@ -766,6 +770,34 @@ impl Validator<'_> {
             }
         }
         let lookup = self.lookup_columns(table, &r.lookup, &show);
+        let mut writable = Vec::new();
+        for column in &r.writable {
+            let name = column.get_ref();
+            if !self.known_column(table, name, &column.span()) {
+                continue;
+            }
+            let masked = actions
+                .get(name)
+                .is_some_and(|(a, _)| !matches!(a, Action::Show | Action::Drop));
+            if !masked {
+                self.error(
+                    column.span(),
+                    format!("`writable` names column `{name}`, which the rule does not mask"),
+                    "`writable` is for columns `columns` gives a masking or generalising action; `show` columns are writable already and `drop` ones cannot be"
+                        .to_string(),
+                );
+            } else if !(writes.insert || writes.update) {
+                self.error(
+                    column.span(),
+                    format!(
+                        "`writable` names column `{name}`, but the rule allows no insert or update"
+                    ),
+                    "add \"insert\" or \"update\" to `writes`, or remove `writable`".to_string(),
+                );
+            } else {
+                writable.push(name.clone());
+            }
+        }
         Some(Rule {
             table: table.key.clone(),
             deny,
@@ -777,6 +809,7 @@ impl Validator<'_> {
             writes,
             hidden,
             lookup,
+            writable,
             span: rule.span(),
         })
     }

@@ -1,4 +1,4 @@
-//! Reads the live database's user tables, their columns and the foreign keys between them into a
+//! Reads the live database's user tables, their columns, unique keys and the foreign keys between them into a
 //! `policy::access::Catalog`, the schema the rewriter resolves table references against. Not for: deciding anything about them.
 
 use policy::access::{Catalog, CatalogColumn, ForeignKey, ForeignKeyAction, TableName};
@@ -30,6 +30,19 @@ JOIN pg_catalog.pg_class r ON r.oid = con.confrelid
 JOIN pg_catalog.pg_namespace rn ON rn.oid = r.relnamespace
 WHERE con.contype = 'f' AND cn.nspname NOT IN ('pg_catalog', 'information_schema')
 ORDER BY 2, 3, 1";
+
+/// Unique indexes (primary keys included) on plain columns of user tables, not partial, with their
+/// columns in index order.
+const UNIQUE_KEY_QUERY: &str = "\
+SELECT n.nspname::text, c.relname::text,
+       ARRAY(SELECT a.attname::text FROM unnest(i.indkey) WITH ORDINALITY k(n, p)
+             JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.n ORDER BY k.p)
+FROM pg_catalog.pg_index i
+JOIN pg_catalog.pg_class c ON c.oid = i.indrelid
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE i.indisunique AND i.indpred IS NULL AND i.indexprs IS NULL
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%'
+ORDER BY 1, 2, i.indexrelid";
 
 /// Reads the catalog over an open connection. `search_path` is the list of schemas an unqualified name
 /// is looked up in for the callers (normally `["public"]`): restricted roles cannot change it.
@@ -63,6 +76,16 @@ pub async fn load(
             on_delete: ForeignKeyAction::from_pg(row.get(7)),
             on_update: ForeignKeyAction::from_pg(row.get(8)),
         });
+    }
+    for row in client.query(UNIQUE_KEY_QUERY, &[]).await? {
+        catalog
+            .unique_keys
+            .entry(TableName::new(
+                row.get::<_, String>(0),
+                row.get::<_, String>(1),
+            ))
+            .or_default()
+            .push(row.get(2));
     }
     Ok(catalog)
 }

@@ -16,7 +16,9 @@
 //!   database code (class `P0`, e.g. P0001 `RAISE`, or a context inside a function): it is then
 //!   replaced by a message that keeps the meaning of the SQLSTATE (23502 not-null, 23503 foreign
 //!   key, 23505 unique, 23514 check, 44000 check option, P0001 raised by a function, ...) and says
-//!   what was withheld;
+//!   what was withheld; except a 42501 whose text is exactly one of the refusals Maschera's own write
+//!   path raises for this role (`policy::write_back::messages`: fixed texts of the role's name and
+//!   names it sees, so nothing a function computes can pass this way);
 //! - `D` and `H` pass only for the classes whose details describe the caller's own statement or
 //!   session (`0A 08 25 26 34 3D 3F 40 42 53 54 55 57`) and hold no hidden name; for every other
 //!   class (23 integrity, 44 check option, 22 data, P0 raised, XX internal, and any unknown class)
@@ -65,6 +67,8 @@ pub struct ErrorScrub {
     /// Names the role must not learn: tables it cannot see, columns dropped for it (none of which
     /// is also a name it sees).
     hidden: BTreeSet<String>,
+    /// The exact refusals Maschera's write path raises for this role (`policy::write_back::messages`).
+    own_refusals: BTreeSet<String>,
 }
 
 impl ErrorScrub {
@@ -123,6 +127,7 @@ impl ErrorScrub {
             .flat_map(|(t, c)| c.iter().chain([t]))
             .collect();
         scrub.hidden = hidden.into_iter().filter(|h| !seen.contains(h)).collect();
+        scrub.own_refusals = policy::write_back::messages(role);
         scrub
     }
 
@@ -187,7 +192,9 @@ impl ErrorScrub {
         // PostgreSQL sends one message; a malformed frame with several gets each checked.
         for message in out.iter_mut().filter(|(c, _)| *c == b'M') {
             let text = String::from_utf8_lossy(&message.1);
-            if name_withheld || from_code || self.names_hidden(&text) {
+            // Maschera's own write-path refusals pass: fixed texts of names the role sees, no value.
+            let own = sqlstate == "42501" && self.own_refusals.contains(text.as_ref());
+            if !own && (name_withheld || from_code || self.names_hidden(&text)) {
                 message.1 = generic_message(&sqlstate, from_code).into_bytes().into();
                 changed = true;
             }
@@ -426,6 +433,44 @@ mod tests {
         assert!(!format!("{f:?}").contains("secret"), "{f:?}");
         assert_eq!(get(&f, b'W'), Some(CONTEXT_WITHHELD));
         assert_eq!(get(&f, b'C'), Some("P0001"));
+    }
+
+    #[test]
+    fn the_write_paths_own_refusals_pass_and_look_alikes_do_not() {
+        let s = scrub();
+        let own = policy::write_back::column_refusal(
+            "sales",
+            "",
+            "first_name",
+            policy::write_back::WriteKind::Update,
+        );
+        let raised = |code: &str, message: &str| {
+            fields(
+                &s.scrub(
+                    b'E',
+                    &body(&[
+                        (b'C', code),
+                        (b'M', message),
+                        (
+                            b'W',
+                            "PL/pgSQL function maschera_private.write_back line 1 at RAISE",
+                        ),
+                    ]),
+                )
+                .expect("context replaced"),
+            )
+        };
+        assert_eq!(get(&raised("42501", &own), b'M'), Some(own.as_str()));
+        // Another SQLSTATE, another role, a hidden column, an added value: withheld.
+        for (code, message) in [
+            ("P0001", own.clone()),
+            ("42501", own.replace("sales", "support")),
+            ("42501", own.replace("first_name", "phone")),
+            ("42501", format!("{own} 1980-05-17")),
+        ] {
+            let f = raised(code, &message);
+            assert!(get(&f, b'M').unwrap().contains("withheld"), "{f:?}");
+        }
     }
 
     /// Frames of random fields (values drawn from hidden names, visible names, quotes and bytes that

@@ -12,7 +12,7 @@ from outcome import run
 
 URI, USER = sys.argv[1], sys.argv[2]
 # Ids of the rows this script writes: far above the generated ones, different per user.
-BASE_ID = 900_000 if USER == "dora" else 800_000
+BASE_ID = {"dora": 900_000, "tom": 850_000}.get(USER, 800_000)
 DB_ERRORS = (sa.exc.DBAPIError,)
 
 
@@ -38,8 +38,8 @@ class Contact(Base):
 
 
 class WritableContact(Base):
-    """The contact columns every CRM user may write: a sales representative may not write the
-    birth date or tax code (it sees them masked), not even as NULL, so its application maps them out."""
+    """The contact columns a sales representative may change (it sees the birth date and tax code
+    masked: it may only write them back as read, or NULL in a new row)."""
 
     __table__ = Contact.__table__
     __mapper_args__ = {"exclude_properties": ["birth_date", "tax_code"]}
@@ -63,6 +63,16 @@ class Interaction(Base):
     channel = sa.Column(sa.Text, nullable=False)
     notes = sa.Column(sa.Text)
     occurred_at = sa.Column(sa.DateTime(timezone=True), server_default=sa.func.now())
+
+
+class Ticket(Base):
+    __tablename__ = "tickets"
+    id = sa.Column(sa.BigInteger, primary_key=True)
+    contact_id = sa.Column(sa.BigInteger, nullable=False)
+    subject = sa.Column(sa.Text, nullable=False)
+    body = sa.Column(sa.Text)
+    status = sa.Column(sa.Text, nullable=False)
+    created_at = sa.Column(sa.DateTime(timezone=True), server_default=sa.func.now())
 
 
 engine = sa.create_engine(URI.replace("postgres://", "postgresql+psycopg://", 1), pool_pre_ping=True)
@@ -177,7 +187,8 @@ def yield_per():
 
 
 def create_full_model():
-    """The full model writes NULL into every column it was not given, masked ones included."""
+    """The full model writes NULL into every column it was not given, masked ones included: the
+    table's defaults are stored (write-back)."""
     with Session.begin() as s:
         s.add(Contact(id=BASE_ID + 2, first_name="Full", last_name="Model", email=f"f{BASE_ID}@example.it",
                       phone=f"+39 006 {BASE_ID}", region="north"))
@@ -243,6 +254,20 @@ def update_masked_column():
         conn.execute(sa.text("update contacts set tax_code = 'XXXXXXXXXXXXXXXX' where id = :id"), {"id": BASE_ID})
 
 
+def update_write_back():
+    """A save of every mapped column (as Django's save() does): the masked ones written back as read."""
+    with Session.begin() as s:
+        contact = s.scalars(
+            sa.select(Contact).where(Contact.tax_code.is_not(None), Contact.birth_date.is_not(None))
+            .order_by(Contact.id).limit(1)
+        ).one()
+        contact.last_activity_at = contact.created_at
+        for column in ("first_name", "last_name", "email", "phone", "birth_date", "tax_code", "city"):
+            orm.attributes.flag_modified(contact, column)
+        s.flush()
+        return f"tax={contact.tax_code} birth={contact.birth_date}"
+
+
 def write_consents():
     with engine.begin() as conn:
         conn.execute(sa.text("update consents set source = source where id = 1"))
@@ -252,6 +277,32 @@ def select_health_records():
     with engine.connect() as conn:
         return f"n={conn.execute(sa.text('select count(*) from health_records')).scalar_one()}"
 
+
+def support_ticket_save():
+    """Support: a ticket added through the ORM, then saved with every mapped column (the redacted
+    subject and body written back as read)."""
+    with Session.begin() as s:
+        s.add(Ticket(id=BASE_ID, contact_id=1, subject=f"mail me at s{BASE_ID}@example.it", body="or +39 333 7654321",
+                     status="open"))
+    with Session.begin() as s:
+        ticket = s.get(Ticket, BASE_ID)
+        ticket.status = "closed"
+        for column in ("contact_id", "subject", "body"):
+            orm.attributes.flag_modified(ticket, column)
+    with Session() as s:
+        ticket = s.get(Ticket, BASE_ID)
+        return f"subject={ticket.subject} status={ticket.status}"
+
+
+def support_ticket_changed():
+    with Session.begin() as s:
+        s.get(Ticket, BASE_ID).subject = "mail me at another@example.it"
+
+
+SUPPORT_OPERATIONS = [
+    ("support_ticket_save", support_ticket_save),
+    ("support_ticket_changed", support_ticket_changed),
+]
 
 OPERATIONS = [
     ("connect", connect),
@@ -271,6 +322,7 @@ OPERATIONS = [
     ("update", update),
     ("rollback", rollback),
     ("update_masked_column", update_masked_column),
+    ("update_write_back", update_write_back),
     ("delete", delete),
     ("insert_other_region", insert_other_region),
     ("write_consents", write_consents),
@@ -279,7 +331,7 @@ OPERATIONS = [
 ]
 
 if __name__ == "__main__":
-    for name, fn in OPERATIONS:
+    for name, fn in (SUPPORT_OPERATIONS if USER == "tom" else OPERATIONS):
         run(name, fn, DB_ERRORS)
     engine.dispose()
     print("done")

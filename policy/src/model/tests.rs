@@ -350,3 +350,34 @@ fn the_readme_example_is_valid() {
         Action::MaskLast(4)
     );
 }
+
+#[test]
+fn writable_names_masked_columns_of_a_rule_that_writes() {
+    let ok = Policy::parse(
+        "p.toml",
+        &format!(
+            "{CONTACTS}[roles.sales.tables.contacts]\nshow = [\"email\"]\ncolumns = {{ birth_date = \"year\" }}\n\
+             writes = [\"update\"]\nwritable = [\"birth_date\"]\n"
+        ),
+    )
+    .expect("valid");
+    let rule = ok.roles["sales"].rules.values().next().expect("rule");
+    assert_eq!(rule.writable, ["birth_date"]);
+    let catalog = ok.derived_catalog();
+    let access = ok.role_access_by_name("sales", &catalog).expect("sales");
+    let Some(crate::access::TableAccess::View(view)) = access.tables.values().next() else {
+        panic!("a view");
+    };
+    assert!(view.column("birth_date").expect("birth_date").writable);
+    let e = error_of(&format!(
+        "{CONTACTS}[roles.sales.tables.contacts]\nshow = [\"email\"]\nwrites = [\"update\"]\nwritable = [\"email\"]\n"
+    ));
+    assert!(
+        e.contains("`writable` names column `email`, which the rule does not mask"),
+        "{e}"
+    );
+    let e = error_of(&format!(
+        "{CONTACTS}[roles.sales.tables.contacts]\ncolumns = {{ birth_date = \"year\" }}\nwritable = [\"birth_date\"]\n"
+    ));
+    assert!(e.contains("allows no insert or update"), "{e}");
+}

@@ -1,6 +1,7 @@
 //! INSERT, UPDATE and DELETE for a restricted role: the target is mapped to the role's view (so the
 //! row filter's check option holds), writes need the policy's permission, and only `writable`
-//! columns may be set. Reads inside them (WHERE, FROM/USING, RETURNING, ON CONFLICT) follow the
+//! columns may be set as written; a column the role reads masked is set only through its write-back
+//! (`write_back.rs`). Reads inside them (WHERE, FROM/USING, RETURNING, ON CONFLICT) follow the
 //! usual scope rules. Not for COPY (see `statement.rs`).
 
 use sqlparser::ast::{
@@ -12,7 +13,9 @@ use super::analyzer::Analyzer;
 use super::refusal::Refusal;
 use super::report::TableOperation;
 use super::scope::{Item, ItemKind, Scope, fold, fold_name, plain_table};
-use crate::access::Action;
+use super::write_back::Setting;
+use crate::access::ColumnAccess;
+use crate::write_back::WriteKind;
 
 impl<'a> Analyzer<'a> {
     /// A data-modifying statement, at top level or inside a CTE.
@@ -100,13 +103,15 @@ impl<'a> Analyzer<'a> {
             }
             names
         };
+        let mut write_backs = Vec::new();
         for (position, column) in columns.iter().enumerate() {
-            if !self.null_inserted(&target, column, insert.source.as_deref(), position) {
-                self.insertable_column(&target, column)?;
+            if let Setting::WriteBack(col) = self.setting(&target, column, WriteKind::Insert)? {
+                write_backs.push((position, col));
             }
         }
         if let Some(source) = &mut insert.source {
             self.query(source, parent)?;
+            self.insert_write_backs(source, &target, &write_backs)?;
         }
         if let Some(on) = &mut insert.on {
             let OnInsert::OnConflict(conflict) = on else {
@@ -135,6 +140,7 @@ impl<'a> Analyzer<'a> {
                 }
             }
         }
+        self.do_nothing(insert, &target, &columns)?;
         if let Some(returning) = &mut insert.returning {
             let mut returning_level = Scope::new(parent);
             returning_level.items.push(target);
@@ -256,16 +262,55 @@ impl<'a> Analyzer<'a> {
                 AssignmentTarget::ColumnName(name) => vec![name],
                 AssignmentTarget::Tuple(names) => names.iter().collect(),
             };
+            let single = names.len() == 1;
+            let mut write_back = None;
             for name in names {
                 let column = fold_name(name)?.last().cloned().unwrap_or_default();
-                let value = matches!(assignment.target, AssignmentTarget::ColumnName(_))
-                    .then_some(&assignment.value);
-                if !self.null_written(target, &column, std::iter::once(value)) {
-                    self.writable_column(target, &column)?;
+                if let Setting::WriteBack(col) = self.setting(target, &column, WriteKind::Update)? {
+                    if !single {
+                        return Err(Refusal::denied(format!(
+                            "permission denied for column {column}: role {} reads it masked and may only \
+                             write back the value it reads, which a multiple-column SET cannot check: set it \
+                             on its own (SET {column} = ...)",
+                            self.role.role
+                        )));
+                    }
+                    write_back = Some(col);
                 }
                 self.refuse_cascade(target, Some(&column))?;
             }
             self.check_exprs(&mut assignment.value, level)?;
+            if let Some(col) = write_back {
+                self.write_back(&mut assignment.value, target, col, WriteKind::Update)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Wraps the values an INSERT gives the columns at `write_backs` (positions in its column list);
+    /// only a VALUES list can be wrapped.
+    fn insert_write_backs(
+        &mut self,
+        source: &mut sqlparser::ast::Query,
+        target: &Item<'a>,
+        write_backs: &[(usize, &'a ColumnAccess)],
+    ) -> Result<(), Refusal> {
+        let Some((_, first)) = write_backs.first() else {
+            return Ok(());
+        };
+        let SetExpr::Values(values) = source.body.as_mut() else {
+            return Err(Refusal::denied(format!(
+                "permission denied for column {}: role {} reads it masked, so an insert may give it only \
+                 NULL or DEFAULT, which INSERT ... SELECT cannot check: leave the column out or use VALUES",
+                first.name, self.role.role
+            )));
+        };
+        for row in values.rows.iter_mut() {
+            for (position, col) in write_backs {
+                if let Some(value) = row.get_mut(*position) {
+                    self.write_back(value, target, col, WriteKind::Insert)?;
+                }
+            }
         }
         Ok(())
     }
@@ -339,44 +384,6 @@ impl<'a> Analyzer<'a> {
                 op,
             );
         }
-    }
-
-    /// Refuses setting a column the role does not see plainly or may not write.
-    fn writable_column(&mut self, target: &Item<'a>, column: &str) -> Result<(), Refusal> {
-        let ItemKind::View { table, access } = &target.kind else {
-            return Ok(());
-        };
-        match access.column(column) {
-            Some(col) if col.action == Action::Drop => Err(Self::dropped_column(table, column)),
-            Some(col) if col.action == Action::Redact => Err(Refusal::denied(format!(
-                "permission denied for column {column} of table {table}: role {} reads it redacted \
-                 and may not change it",
-                self.role.role
-            ))),
-            Some(col) if !col.writable || !col.action.is_show() => Err(Refusal::denied(format!(
-                "permission denied for column {column} of table {table}: role {} may not write it",
-                self.role.role
-            ))),
-            Some(col) => {
-                self.log.column(table, column, col.category, &col.action);
-                Ok(())
-            }
-            None => Ok(()),
-        }
-    }
-
-    /// A column an INSERT sets: a redacted one may be (a new row's text is the caller's own), if the
-    /// role may insert; otherwise as [`Self::writable_column`].
-    fn insertable_column(&mut self, target: &Item<'a>, column: &str) -> Result<(), Refusal> {
-        if let ItemKind::View { table, access } = &target.kind
-            && access.writes.insert
-            && let Some(col) = access.column(column)
-            && col.action.insertable_masked()
-        {
-            self.log.column(table, column, col.category, &col.action);
-            return Ok(());
-        }
-        self.writable_column(target, column)
     }
 
     /// With `settings.cascading_deletes = "refuse"`: refuses a delete from the target (`column`

@@ -16,13 +16,13 @@ mod analyzer;
 mod cache;
 mod channels;
 mod dml;
+mod do_nothing;
 mod expr;
 mod faithful;
 pub mod fixture;
 mod functions;
 pub mod limits;
 mod lookup;
-mod null_writes;
 mod query;
 mod refusal;
 mod report;
@@ -31,6 +31,7 @@ mod settings;
 mod shape;
 mod statement;
 mod system;
+mod write_back;
 
 #[cfg(test)]
 mod tests;

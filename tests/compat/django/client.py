@@ -31,10 +31,11 @@ from django.core.paginator import Paginator  # noqa: E402
 from django.db import DatabaseError, connection, transaction  # noqa: E402
 from django.db.models import Avg, Count, Max, Sum  # noqa: E402
 
-from crmapp.models import Contact, Deal, HealthRecord, Interaction  # noqa: E402
+from crmapp.models import Consent, Contact, Deal, HealthRecord, Interaction, Ticket  # noqa: E402
+from django.utils import timezone  # noqa: E402
 from outcome import run  # noqa: E402
 
-BASE_ID = 300_000 if USER == "dora" else 200_000
+BASE_ID = {"dora": 300_000, "tom": 250_000}.get(USER, 200_000)
 DB_ERRORS = (DatabaseError,)
 
 
@@ -118,9 +119,25 @@ def update():
 
 
 def update_full_save():
-    """save() without update_fields writes every field back, the masked ones included."""
-    contact = Contact.objects.get(id=BASE_ID)
-    contact.city = "Genova"
+    """save() without update_fields writes every field back, the masked ones included (as read: a
+    generated contact with a birth date and a tax code), and the same for a deal and an interaction."""
+    contact = Contact.objects.filter(tax_code__isnull=False, birth_date__isnull=False).order_by("id").first()
+    contact.last_activity_at = contact.created_at
+    contact.save()
+    deal = Deal.objects.get(id=BASE_ID)
+    deal.stage = "won"
+    deal.save()
+    interaction = Interaction.objects.get(id=BASE_ID)
+    interaction.notes = "saved in full"
+    interaction.save()
+    saved = Contact.objects.get(id=contact.id)
+    return f"tax={saved.tax_code} birth={saved.birth_date} stage={Deal.objects.get(id=BASE_ID).stage}"
+
+
+def update_changed_masked():
+    """save() of a changed masked value: refused (the stored value is not the caller's to change)."""
+    contact = Contact.objects.filter(tax_code__isnull=False).order_by("id").first()
+    contact.tax_code = "XXXXXXXXXXXXXXXX"
     contact.save()
 
 
@@ -160,6 +177,38 @@ def update_other_region():
     return f"updated={n}"
 
 
+def support_tickets():
+    """Support: objects.create of a ticket, then a full save() (the redacted subject and body written
+    back as read); the stored text keeps what the role reads redacted."""
+    ticket = Ticket.objects.create(id=BASE_ID, contact_id=1, subject=f"mail me at t{BASE_ID}@example.it",
+                                   body="or call +39 333 1234567", status="open")
+    ticket = Ticket.objects.get(id=BASE_ID)
+    ticket.status = "closed"
+    ticket.save()
+    saved = Ticket.objects.get(id=BASE_ID)
+    return f"subject={saved.subject} status={saved.status}"
+
+
+def support_ticket_changed():
+    ticket = Ticket.objects.get(id=BASE_ID)
+    ticket.subject = "mail me at another@example.it"
+    ticket.save()
+
+
+def support_consents():
+    """Support records a consent and its withdrawal (objects.create, then a full save())."""
+    consent = Consent.objects.create(id=BASE_ID, contact_id=1, purpose="newsletter",
+                                     granted_at=timezone.now(), source="phone")
+    consent.withdrawn_at = timezone.now()
+    consent.save()
+    return f"withdrawn={Consent.objects.get(id=BASE_ID).withdrawn_at is not None}"
+
+
+def support_interactions():
+    Interaction.objects.create(id=BASE_ID, contact_id=1, channel="call", notes="called back on +39 333 1234567")
+    return f"notes={Interaction.objects.get(id=BASE_ID).notes}"
+
+
 def health_records():
     return f"n={HealthRecord.objects.count()}"
 
@@ -180,6 +229,7 @@ OPERATIONS = [
     ("create", create),
     ("update", update),
     ("update_full_save", update_full_save),
+    ("update_changed_masked", update_changed_masked),
     ("transactions", transactions),
     ("select_for_update", select_for_update),
     ("delete", delete),
@@ -188,9 +238,17 @@ OPERATIONS = [
     ("after_refusal", after_refusal),
 ]
 
+SUPPORT_OPERATIONS = [
+    ("support_tickets", support_tickets),
+    ("support_ticket_changed", support_ticket_changed),
+    ("support_consents", support_consents),
+    ("support_interactions", support_interactions),
+    ("health_records", health_records),
+]
+
 if __name__ == "__main__":
     if "--migrate" in sys.argv:
         run("migrate", migrate, DB_ERRORS)
-    for name, fn in OPERATIONS:
+    for name, fn in (SUPPORT_OPERATIONS if USER == "tom" else OPERATIONS):
         run(name, fn, DB_ERRORS)
     print("done")

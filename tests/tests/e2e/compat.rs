@@ -5,7 +5,7 @@
 //! (pass, or refused with a given SQLSTATE) and fail on any `broken` line (a client crash).
 //! COMPATIBILITY.md is the table of these expectations.
 
-use maschera_tests::crm_proxy::{CRM_DB, CrmProxy, crm_password};
+use maschera_tests::crm_proxy::{CRM_DB, CrmProxy, CrmSetup, crm_password};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -115,11 +115,13 @@ fn assert_parser_understood_everything(env: &CrmProxy) {
 }
 
 fn start() -> CrmProxy {
+    let mut setup = CrmSetup::new(CONTACTS);
+    setup.users.push(("tom", "support", &[]));
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime")
-        .block_on(CrmProxy::start(CONTACTS))
+        .block_on(CrmProxy::start_with(setup))
         .expect("CRM behind the proxy")
 }
 
@@ -220,6 +222,7 @@ fn sqlalchemy_core_orm_and_server_side_cursors() {
             ("yield_per", Pass("yielded=")),
             ("create_full_model", Pass("")),
             ("update_masked_column", Pass("")),
+            ("update_write_back", Pass("tax=")),
             ("insert_other_region", Pass("")),
             ("write_consents", Pass("")),
             ("select_health_records", Pass("n=")),
@@ -243,12 +246,30 @@ fn sqlalchemy_core_orm_and_server_side_cursors() {
             ("orm_list", Pass("regions=['north']")),
             ("stream_results", Pass("streamed=")),
             ("yield_per", Pass("yielded=")),
-            ("create_full_model", Refused("42501")),
+            // Write-back: NULL in a new row's masked columns stores the defaults, the masked values
+            // read and written back keep the stored ones, a changed one is refused.
+            ("create_full_model", Pass("")),
+            ("update_write_back", Pass("tax=****")),
             ("update_masked_column", Refused("42501")),
             ("insert_other_region", Refused("42501")),
             ("write_consents", Refused("42501")),
             ("select_health_records", Refused("42501")),
             ("reflect_health_records", Pass("absent")),
+        ],
+    );
+    let tom = run_client(
+        python("sqlalchemy_client.py", &env, "tom"),
+        "SQLAlchemy as tom",
+    );
+    check(
+        "SQLAlchemy as tom",
+        &tom,
+        &[
+            (
+                "support_ticket_save",
+                Pass("subject=mail me at [email] status=closed"),
+            ),
+            ("support_ticket_changed", Refused("42501")),
         ],
     );
     assert_parser_understood_everything(&env);
@@ -411,6 +432,7 @@ fn django_orm_over_the_crm_models() {
             ("list", Pass("'centre', 'north', 'south'")),
             ("create_full_model", Pass("")),
             ("update_full_save", Pass("")),
+            ("update_changed_masked", Pass("")),
             ("update_other_region", Pass("updated=1")),
             ("health_records", Pass("n=")),
         ],
@@ -426,11 +448,36 @@ fn django_orm_over_the_crm_models() {
                 Pass("tables=consents,contacts,deals,interactions,tickets contacts=id,"),
             ),
             ("list", Pass("regions=['north'] tax=****")),
-            ("create_full_model", Refused("42501")),
-            ("update_full_save", Refused("42501")),
+            ("create_full_model", Pass("")),
+            ("update_full_save", Pass("tax=****")),
+            ("update_changed_masked", Refused("42501")),
             ("update_other_region", Refused("42501")),
             ("health_records", Refused("42501")),
         ],
     );
+    // Support: tickets, consents and interactions through the full models.
+    let tom = run_client(django("tom", false), "Django as tom");
+    check(
+        "Django as tom",
+        &tom,
+        &[
+            (
+                "support_tickets",
+                Pass("subject=mail me at [email] status=closed"),
+            ),
+            ("support_ticket_changed", Refused("42501")),
+            ("support_consents", Pass("withdrawn=True")),
+            ("support_interactions", Pass("notes=called back on [phone]")),
+            ("health_records", Refused("42501")),
+        ],
+    );
+    let stored = env
+        .pg
+        .psql(
+            CRM_DB,
+            &["-Atc", "SELECT subject FROM tickets WHERE id = 250000"],
+        )
+        .expect("owner query");
+    assert_eq!(stored.trim(), "mail me at t250000@example.it");
     assert_parser_understood_everything(&env);
 }

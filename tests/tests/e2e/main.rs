@@ -27,3 +27,4 @@ mod redact;
 mod row_oracles;
 mod users;
 mod wire;
+mod writeback;

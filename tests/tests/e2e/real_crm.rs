@@ -225,21 +225,13 @@ fn django_crm_runs_unchanged_through_maschera_for_each_role() {
         passed(&sales, "lead_read"),
         "email=m***@example.org phone=*********958 birth_date=1984-01-01"
     );
-    // A full-model save of a lead writes the masked values back: refused until write-back lands.
-    let (outcome, detail) = &sales["lead_save"];
-    assert!(
-        outcome == "refused" && detail.starts_with("42501") && detail.contains("crm_lead"),
-        "lead_save: {outcome} {detail}"
-    );
-    // The contact's change form posted back works; the lead's, with its masked values, does not.
+    // A full-model save of a lead writes the masked values back unchanged: saved, and the stored
+    // values are kept (checked below).
+    assert_eq!(passed(&sales, "lead_save"), "saved");
+    // The contact's and the lead's change forms posted back both work (the lead's with its masked
+    // values written back; a blank e-mail stays blank under `mask.email`, so the form is valid).
     passed(&sales, "contact_page_edit");
-    // (The form is valid: a blank e-mail stays blank under `mask.email`, so the CRM's validation
-    // passes; the save writes the masked values back and is refused until write-back lands.)
-    let (outcome, detail) = &sales["lead_page_edit"];
-    assert!(
-        outcome == "refused" && detail.starts_with("42501") && detail.contains("crm_lead"),
-        "lead_page_edit: {outcome} {detail}"
-    );
+    passed(&sales, "lead_page_edit");
     // Saving only the columns shown as stored works; the change form renders the masked values.
     passed(&sales, "lead_save_update_fields");
     passed(&sales, "lead_page");
@@ -316,7 +308,7 @@ fn django_crm_runs_unchanged_through_maschera_for_each_role() {
         "the CRM's tests through the proxy and directly"
     );
 
-    // No statement was refused as not understood (0A000); the lead's save is in the log as refused.
+    // No statement was refused as not understood (0A000), and the lead's saves were not refused.
     let refused = refusals(&proxy);
     assert!(
         refused.iter().all(|line| !line.contains("0A000")),
@@ -324,10 +316,8 @@ fn django_crm_runs_unchanged_through_maschera_for_each_role() {
         refused.join("\n")
     );
     assert!(
-        refused
-            .iter()
-            .any(|line| line.contains("42501") && line.contains("public.crm_lead")),
-        "the lead's save is not logged as refused:\n{}",
+        !refused.iter().any(|line| line.contains("public.crm_lead")),
+        "a lead's save was refused:\n{}",
         refused.join("\n")
     );
     eprintln!(

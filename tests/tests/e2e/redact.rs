@@ -174,8 +174,8 @@ async fn support_reads_free_text_redacted_through_the_proxy_and_at_the_database(
     .await;
     assert_eq!(plain, ["Requested a demo for the whole team."]);
 
-    // Writes: changing a redacted column is refused by the proxy, naming the column; other columns
-    // of the row stay writable.
+    // Writes: changing a redacted column is refused through the proxy, naming the column (the
+    // write-back's own message); written back unchanged it passes; other columns stay writable.
     let (code, message) = refusal(
         &tom,
         "UPDATE tickets SET body = 'Hello' WHERE id = (SELECT min(id) FROM tickets)",
@@ -183,16 +183,15 @@ async fn support_reads_free_text_redacted_through_the_proxy_and_at_the_database(
     .await;
     assert_eq!(code, "42501");
     assert!(
-        message.contains("column body of table public.tickets") && message.contains("redacted"),
+        message.contains("column \"body\" of \"tickets\" is not writable"),
         "{message}"
     );
-    let (code, message) = refusal(
-        &tom,
+    tom.execute(
         "UPDATE tickets SET subject = subject, status = 'closed' WHERE id = (SELECT min(id) FROM tickets)",
+        &[],
     )
-    .await;
-    assert_eq!(code, "42501", "{message}");
-    assert!(message.contains("column subject"), "{message}");
+    .await
+    .expect("the redacted subject written back unchanged");
     let updated = tom
         .execute(
             "UPDATE tickets SET status = 'closed' WHERE id = (SELECT min(id) FROM tickets)",

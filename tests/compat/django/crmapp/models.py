@@ -47,6 +47,32 @@ class Interaction(models.Model):
         db_table = "interactions"
 
 
+class Consent(models.Model):
+    id = models.BigIntegerField(primary_key=True)
+    contact = models.ForeignKey(Contact, models.DO_NOTHING, related_name="consents")
+    purpose = models.TextField()
+    granted_at = models.DateTimeField()
+    withdrawn_at = models.DateTimeField(null=True)
+    source = models.TextField(null=True)
+
+    class Meta:
+        managed = False
+        db_table = "consents"
+
+
+class Ticket(models.Model):
+    id = models.BigIntegerField(primary_key=True)
+    contact = models.ForeignKey(Contact, models.DO_NOTHING, related_name="tickets")
+    subject = models.TextField()
+    body = models.TextField(null=True)
+    status = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        managed = False
+        db_table = "tickets"
+
+
 class HealthRecord(models.Model):
     id = models.BigIntegerField(primary_key=True)
     contact = models.ForeignKey(Contact, models.DO_NOTHING)

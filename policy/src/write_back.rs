@@ -1,0 +1,150 @@
+//! Write-back: what a restricted role may write to a column it does not read as stored (masked,
+//! generalised, pseudonymised, nulled or redacted), as both locks enforce it. An ORM saves every mapped
+//! column, the masked ones with the value it read: written back unchanged, such a value keeps the stored
+//! one; any other value is refused (42501, naming the column); on insert it may only be NULL (the table's
+//! default is stored). A column the policy marks `writable` (see the policy README) stores a changed value
+//! instead.
+//!
+//! This module holds the pieces both locks share: the refusal messages of the write path (the views'
+//! `INSTEAD OF` triggers and the [`WRITE_BACK_FUNCTION`] raise exactly these texts, and the proxy's error
+//! scrub lets exactly these texts through, see [`messages`]), the function that the proxy wraps a
+//! written-back value in (so that the statement refuses a changed value by itself, trigger or not), and
+//! the type of a view column (for a typed NULL to compare an inserted value with).
+//!
+//! Not for: deciding which statements may write (the rewriter's `dml.rs`), or the triggers themselves
+//! (`db_lock.rs`).
+
+use std::collections::BTreeSet;
+
+use crate::access::{Action, RoleAccess, TableAccess};
+use crate::apply_sql::{Step, quote_ident};
+
+/// The function a written-back value is wrapped in: `write_back(new, shown, refusal)` returns `new` when
+/// it is not distinct from `shown` (the value as the role reads it) and raises 42501 with `refusal`
+/// otherwise.
+pub const WRITE_BACK_FUNCTION: &str = "maschera_private.write_back";
+
+/// Which write a column refusal is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteKind {
+    Insert,
+    Update,
+}
+
+/// The refusal of a value written to `column` of `view` that policy role `role` does not read as stored.
+pub fn column_refusal(role: &str, view: &str, column: &str, kind: WriteKind) -> String {
+    let instead = match kind {
+        WriteKind::Insert => "leave it out or write NULL (the table's default is stored)",
+        WriteKind::Update => {
+            "only the value as the role reads it, written back unchanged, is accepted (the stored value is kept)"
+        }
+    };
+    format!("column \"{column}\" of \"{view}\" is not writable for policy role {role}: {instead}")
+}
+
+/// The refusal of a write the policy does not give the role (`verb`: `insert into`, `update`,
+/// `delete from`).
+pub fn operation_refusal(role: &str, view: &str, verb: &str) -> String {
+    format!("policy role {role} may not {verb} \"{view}\"")
+}
+
+/// The refusal of a write through a view whose guard found the protection changed.
+pub fn incomplete_refusal(role: &str, view: &str) -> String {
+    format!(
+        "the database objects of policy role {role} on \"{view}\" are incomplete (a policy or row-level security was changed outside maschera): run maschera policy apply"
+    )
+}
+
+/// Every message the write path may raise for `role`: fixed texts made of the role's name and the names
+/// of its views and their shown columns, nothing else. The proxy's error scrub lets a 42501 with one of
+/// these texts through; any other message from database code stays withheld, so a function cannot pass
+/// a value through this path (the texts hold no value and are all known in advance).
+pub fn messages(role: &RoleAccess) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for access in role.tables.values() {
+        let TableAccess::View(view) = access else {
+            continue;
+        };
+        let name = view.view.as_str();
+        for column in view.columns.iter().filter(|c| c.action != Action::Drop) {
+            for kind in [WriteKind::Insert, WriteKind::Update] {
+                out.insert(column_refusal(&role.role, name, &column.name, kind));
+            }
+        }
+        for verb in ["insert into", "update", "delete from"] {
+            out.insert(operation_refusal(&role.role, name, verb));
+        }
+        out.insert(incomplete_refusal(&role.role, name));
+    }
+    out
+}
+
+/// The type of a view column computed by `action` over a column of type `data_type` (as
+/// `apply_sql::column_expression` computes it): the text masks, hashes, pseudonyms and `redact` give
+/// `text`, the others keep the column's type.
+pub fn view_type<'t>(action: &Action, data_type: &'t str) -> &'t str {
+    match action {
+        Action::MaskEmail
+        | Action::MaskLast(_)
+        | Action::MaskFirst(_)
+        | Action::MaskInitial
+        | Action::Partial { .. }
+        | Action::Hash
+        | Action::Pseudonym
+        | Action::TablePseudonym
+        | Action::Redact => "text",
+        Action::Show
+        | Action::Drop
+        | Action::Null
+        | Action::Constant(_)
+        | Action::Year
+        | Action::Month
+        | Action::Bucket(_)
+        | Action::JsonMask
+        | Action::JsonRedact => data_type,
+    }
+}
+
+/// Creates [`WRITE_BACK_FUNCTION`] (idempotent), callable by `logins` only (the proxy's statements run as
+/// them; [`crate::db_lock::intact_function_steps`] gives them the schema). It
+/// reads nothing: it compares its two arguments.
+pub fn function_steps(logins: &[String]) -> Vec<Step> {
+    let mut steps = vec![
+        Step::plain(format!(
+            "CREATE OR REPLACE FUNCTION {WRITE_BACK_FUNCTION}(new_value anyelement, shown_value anyelement, refusal text) \
+             RETURNS anyelement LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog \
+             AS $maschera_body$ BEGIN IF new_value IS DISTINCT FROM shown_value THEN \
+             RAISE EXCEPTION USING ERRCODE = '42501', MESSAGE = refusal; END IF; RETURN new_value; END $maschera_body$"
+        )),
+        Step::plain(format!(
+            "REVOKE ALL ON FUNCTION {WRITE_BACK_FUNCTION}(anyelement, anyelement, text) FROM PUBLIC"
+        )),
+    ];
+    for login in logins {
+        steps.push(Step::plain(format!(
+            "GRANT EXECUTE ON FUNCTION {WRITE_BACK_FUNCTION}(anyelement, anyelement, text) TO {}",
+            quote_ident(login)
+        )));
+    }
+    steps
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn view_types_follow_the_view_expressions() {
+        assert_eq!(view_type(&Action::MaskLast(4), "character(16)"), "text");
+        assert_eq!(view_type(&Action::Year, "date"), "date");
+        assert_eq!(view_type(&Action::Null, "numeric(12,2)"), "numeric(12,2)");
+        assert_eq!(view_type(&Action::Redact, "text"), "text");
+    }
+
+    #[test]
+    fn refusals_name_the_column_and_what_is_accepted() {
+        let m = column_refusal("sales", "contacts", "tax_code", WriteKind::Update);
+        assert!(m.starts_with("column \"tax_code\" of \"contacts\""), "{m}");
+        assert!(m.contains("written back unchanged"), "{m}");
+    }
+}
