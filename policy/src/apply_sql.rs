@@ -36,12 +36,49 @@ pub struct LiveState {
     /// The prefix of the policy's logins in this database (empty: `maschera_`). Logins are
     /// cluster-wide, so each served database of one cluster has its own.
     pub login_prefix: String,
+    /// The attributes each existing login and owner role has now, as `CREATE ROLE` keywords
+    /// (`LOGIN`, `NOINHERIT`, `NOSUPERUSER`, ...): a re-apply sets only those that differ, since a
+    /// non-superuser with CREATEROLE may not even name SUPERUSER, REPLICATION or BYPASSRLS. A role
+    /// missing here gets all of them.
+    pub role_attributes: BTreeMap<String, BTreeSet<String>>,
+    /// The role that owns the database's tables (the most of them): the schemas, the key table and
+    /// the function `policy apply` creates are given to it, and it is made a member of the owner
+    /// roles, so that schema changes it runs (through the proxy, whose admin login it is) can drop
+    /// and rebuild them. `None`: they stay with the user who creates them.
+    pub objects_owner: Option<String>,
 }
 
 impl LiveState {
     /// The login of `role` in this database.
     pub fn login(&self, role: &Role) -> String {
         prefixed_login(&self.login_prefix, &role.name)
+    }
+
+    /// `ALTER <kind> <object> OWNER TO <objects owner>` (a no-op when it owns it already).
+    fn give_to_objects_owner(&self, kind: &str, object: &str) -> Option<Step> {
+        self.objects_owner.as_ref().map(|owner| {
+            Step::plain(format!(
+                "ALTER {kind} {object} OWNER TO {}",
+                quote_ident(owner)
+            ))
+        })
+    }
+
+    /// `ALTER ROLE` of an existing role with the `attributes` (keywords separated by spaces) it does
+    /// not have yet; `None` when it has them all.
+    fn alter_attributes(&self, role: &str, attributes: &str) -> Option<Step> {
+        let current = self.role_attributes.get(role);
+        let missing: Vec<&str> = attributes
+            .split_whitespace()
+            .filter(|a| !current.is_some_and(|c| c.contains(*a)))
+            .collect();
+        (!missing.is_empty()).then(|| {
+            Step::plain(format!(
+                "ALTER ROLE {} {}",
+                quote_ident(role),
+                missing.join(" ")
+            ))
+        })
     }
 }
 
@@ -237,7 +274,7 @@ pub fn apply_steps(
 ) -> Result<Vec<Step>, String> {
     let schemas = table_schemas(&live.catalog);
     let mut steps = vec![search_path_step(&schemas)];
-    steps.extend(private_key_steps(options));
+    steps.extend(private_key_steps(options, live));
 
     let mut wanted_logins: BTreeSet<String> =
         policy.restricted_roles().map(|r| live.login(r)).collect();
@@ -287,6 +324,8 @@ pub fn apply_steps(
         .filter(|(l, managed)| stale(&wanted_logins, l, **managed))
     {
         let who = quote_ident(login);
+        // DROP OWNED needs the privileges of the role (a non-superuser with CREATEROLE gets them).
+        steps.push(Step::plain(format!("GRANT {who} TO CURRENT_USER")));
         steps.push(Step::plain(format!("DROP OWNED BY {who}")));
         steps.push(Step::plain(format!("DROP ROLE {who}")));
     }
@@ -309,25 +348,36 @@ fn owner_role_steps(role: &Role, live: &LiveState) -> Vec<Step> {
     let who = quote_ident(&owner);
     let attributes =
         "NOLOGIN NOINHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS";
-    vec![
-        Step::plain(if live.logins.contains_key(&owner) {
-            format!("ALTER ROLE {who} {attributes}")
-        } else {
-            format!("CREATE ROLE {who} {attributes}")
-        }),
-        Step::plain(format!(
-            "COMMENT ON ROLE {who} IS {}",
-            quote_literal(&format!(
-                "{} owner of the views of policy role {}",
-                login_comment_head(&live.database),
-                role.name
-            ))
-        )),
-        // The applying user hands the views to the owner role (ALTER ... OWNER needs membership).
-        Step::plain(format!("GRANT {who} TO CURRENT_USER")),
-        Step::plain(format!("GRANT USAGE ON SCHEMA {PRIVATE_SCHEMA} TO {who}")),
-        Step::plain(format!("GRANT SELECT ON {PRIVATE_SCHEMA}.keys TO {who}")),
-    ]
+    let mut steps = Vec::new();
+    if live.logins.contains_key(&owner) {
+        steps.extend(live.alter_attributes(&owner, attributes));
+    } else {
+        steps.push(Step::plain(format!("CREATE ROLE {who} {attributes}")));
+    }
+    steps.push(Step::plain(format!(
+        "COMMENT ON ROLE {who} IS {}",
+        quote_literal(&format!(
+            "{} owner of the views of policy role {}",
+            login_comment_head(&live.database),
+            role.name
+        ))
+    )));
+    // The applying user hands the views to the owner role (ALTER ... OWNER needs membership), and
+    // so does the tables' owner when a schema change makes the proxy rebuild them.
+    steps.push(Step::plain(format!("GRANT {who} TO CURRENT_USER")));
+    if let Some(objects_owner) = &live.objects_owner {
+        steps.push(Step::plain(format!(
+            "GRANT {who} TO {}",
+            quote_ident(objects_owner)
+        )));
+    }
+    steps.push(Step::plain(format!(
+        "GRANT USAGE ON SCHEMA {PRIVATE_SCHEMA} TO {who}"
+    )));
+    steps.push(Step::plain(format!(
+        "GRANT SELECT ON {PRIVATE_SCHEMA}.keys TO {who}"
+    )));
+    steps
 }
 
 /// The lookup schema, row-level security with each role's filter, and every restricted role's schema of
@@ -347,6 +397,7 @@ fn compiled_objects_steps(
         .map(|(role, _)| db_lock::owner_role(&live.login(role)))
         .collect();
     let mut steps = db_lock::lookup_steps(&live.catalog, schemas, &owners);
+    steps.extend(live.give_to_objects_owner("SCHEMA", db_lock::LOOKUP_SCHEMA));
     // Filters resolve the tables they read in the lookup schema first.
     let mut lookup_first = vec![db_lock::LOOKUP_SCHEMA.to_string()];
     lookup_first.extend(schemas.iter().cloned());
@@ -378,6 +429,10 @@ fn compiled_objects_steps(
     steps.push(search_path_step(schemas));
     let logins: Vec<String> = roles.iter().map(|(role, _)| live.login(role)).collect();
     steps.extend(db_lock::intact_function_steps(&logins));
+    steps.extend(live.give_to_objects_owner(
+        "FUNCTION",
+        &format!("{}(oid, oid, xid, oid)", db_lock::INTACT_FUNCTION),
+    ));
     for (role, role_access) in &roles {
         steps.extend(role_schema_steps(policy, role, role_access, live, schemas));
     }
@@ -433,7 +488,7 @@ pub fn recreate_views_steps(
     steps
 }
 
-fn private_key_steps(options: &ApplyOptions) -> Vec<Step> {
+fn private_key_steps(options: &ApplyOptions, live: &LiveState) -> Vec<Step> {
     let keep = "ON CONFLICT (name) DO NOTHING";
     let replace = "ON CONFLICT (name) DO UPDATE SET key = EXCLUDED.key";
     let insert = |name: &str, conflict: &str, secret: Secret| Step {
@@ -442,16 +497,23 @@ fn private_key_steps(options: &ApplyOptions) -> Vec<Step> {
         ),
         secret: Some(secret),
     };
-    vec![
-        Step::plain(format!("CREATE SCHEMA IF NOT EXISTS {PRIVATE_SCHEMA}")),
+    let keys = format!("{PRIVATE_SCHEMA}.keys");
+    let mut steps = vec![Step::plain(format!(
+        "CREATE SCHEMA IF NOT EXISTS {PRIVATE_SCHEMA}"
+    ))];
+    steps.extend(live.give_to_objects_owner("SCHEMA", PRIVATE_SCHEMA));
+    steps.extend([
         Step::plain(format!("REVOKE ALL ON SCHEMA {PRIVATE_SCHEMA} FROM PUBLIC")),
         Step::plain(format!(
             "COMMENT ON SCHEMA {PRIVATE_SCHEMA} IS '{MANAGED_MARK} pseudonym key and hash salt, readable by the owner only'"
         )),
         Step::plain(format!(
-            "CREATE TABLE IF NOT EXISTS {PRIVATE_SCHEMA}.keys (name text PRIMARY KEY, key bytea NOT NULL)"
+            "CREATE TABLE IF NOT EXISTS {keys} (name text PRIMARY KEY, key bytea NOT NULL)"
         )),
-        Step::plain(format!("REVOKE ALL ON {PRIVATE_SCHEMA}.keys FROM PUBLIC")),
+    ]);
+    steps.extend(live.give_to_objects_owner("TABLE", &keys));
+    steps.extend([
+        Step::plain(format!("REVOKE ALL ON {keys} FROM PUBLIC")),
         insert(
             "pseudonym",
             if options.pseudonym_key_configured {
@@ -462,7 +524,8 @@ fn private_key_steps(options: &ApplyOptions) -> Vec<Step> {
             Secret::PseudonymKey,
         ),
         insert("hash", keep, Secret::HashSalt),
-    ]
+    ]);
+    steps
 }
 
 fn login_steps(role: &Role, live: &LiveState, options: &ApplyOptions) -> Vec<Step> {
@@ -480,7 +543,7 @@ fn login_steps(role: &Role, live: &LiveState, options: &ApplyOptions) -> Vec<Ste
             "CREATE ROLE {who} {attributes} PASSWORD {PASSWORD_MARKER}"
         )));
     } else {
-        steps.push(Step::plain(format!("ALTER ROLE {who} {attributes}")));
+        steps.extend(live.alter_attributes(&login, attributes));
         if options.set_password.contains(&login) {
             steps.push(with_password(format!(
                 "ALTER ROLE {who} PASSWORD {PASSWORD_MARKER}"
@@ -540,6 +603,7 @@ fn role_schema_steps(
     }
     steps.push(Step::plain(format!("DROP SCHEMA IF EXISTS {own} CASCADE")));
     steps.push(Step::plain(format!("CREATE SCHEMA {own}")));
+    steps.extend(live.give_to_objects_owner("SCHEMA", &own));
     steps.push(Step::plain(format!(
         "COMMENT ON SCHEMA {own} IS {}",
         quote_literal(&format!(
@@ -866,6 +930,55 @@ mod tests {
             s.sql
                 .contains("ON CONFLICT (name) DO UPDATE SET key = EXCLUDED.key")
         }));
+    }
+
+    #[test]
+    fn reapply_sets_only_the_attributes_that_differ_and_gives_the_objects_to_the_tables_owner() {
+        let mut live = LiveState {
+            catalog: catalog(),
+            database: "crm".into(),
+            objects_owner: Some("app".into()),
+            ..Default::default()
+        };
+        let keywords = |list: &str| list.split_whitespace().map(str::to_owned).collect();
+        for (role, attributes) in [
+            (
+                "maschera_sales",
+                "LOGIN NOINHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS",
+            ),
+            (
+                "maschera_sales_owner",
+                "NOLOGIN INHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS",
+            ),
+        ] {
+            live.logins.insert(role.into(), true);
+            live.role_attributes
+                .insert(role.into(), keywords(attributes));
+        }
+        let sql: Vec<String> = plan(&live, &ApplyOptions::default())
+            .unwrap()
+            .iter()
+            .map(Step::display)
+            .collect();
+        let alters: Vec<&String> = sql
+            .iter()
+            .filter(|s| s.starts_with("ALTER ROLE") && !s.contains(" SET "))
+            .collect();
+        // A non-superuser may not name NOSUPERUSER, NOREPLICATION or NOBYPASSRLS: only what differs.
+        assert_eq!(alters, ["ALTER ROLE \"maschera_sales_owner\" NOINHERIT"]);
+        for expected in [
+            "ALTER SCHEMA maschera_private OWNER TO \"app\"",
+            "ALTER TABLE maschera_private.keys OWNER TO \"app\"",
+            "ALTER SCHEMA maschera_lookup OWNER TO \"app\"",
+            "ALTER FUNCTION maschera_private.intact(oid, oid, xid, oid) OWNER TO \"app\"",
+            "ALTER SCHEMA \"maschera_sales\" OWNER TO \"app\"",
+            "GRANT \"maschera_sales_owner\" TO \"app\"",
+        ] {
+            assert!(
+                sql.contains(&expected.to_string()),
+                "missing {expected}\n{sql:#?}"
+            );
+        }
     }
 
     #[test]

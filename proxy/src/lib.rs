@@ -2,6 +2,7 @@
 //! personal data. See `DESIGN.md` in the shared notes and the README for the big picture.
 
 pub mod admission;
+pub mod apply_privileges;
 pub mod audit;
 pub mod audit_cmd;
 pub mod audit_trail;

@@ -308,6 +308,7 @@ fn recreation(state: &PolicyState, catalog: Catalog) -> Vec<String> {
         sequences: state.sequences.clone(),
         login_prefix: state.login_prefix.clone(),
         primary_keys: state.primary_keys.clone(),
+        objects_owner: state.objects_owner.clone(),
         ..LiveState::default()
     };
     let steps = policy::apply_sql::recreate_views_steps(policy, &access, &live);
