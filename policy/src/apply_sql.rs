@@ -461,18 +461,27 @@ pub fn search_path_step(schemas: &[String]) -> Step {
 
 /// Drops every restricted role's views (run before a schema change that views depend on, such as
 /// `ALTER TABLE ... DROP COLUMN`, in the same transaction; then [`recreate_views_steps`]).
+/// The first step takes [`objects_lock_step`].
 pub fn drop_views_steps(policy: &Policy) -> Vec<Step> {
-    let mut steps: Vec<Step> = policy
-        .restricted_roles()
-        .map(|role| {
-            Step::plain(format!(
-                "DROP SCHEMA IF EXISTS {} CASCADE",
-                quote_ident(&role.login())
-            ))
-        })
-        .collect();
+    let mut steps = vec![objects_lock_step()];
+    steps.extend(policy.restricted_roles().map(|role| {
+        Step::plain(format!(
+            "DROP SCHEMA IF EXISTS {} CASCADE",
+            quote_ident(&role.login())
+        ))
+    }));
     steps.extend(db_lock::drop_row_security_steps());
     steps
+}
+
+/// A transaction-level advisory lock, so that the applies, schema changes and rebuilds of one
+/// database replace the compiled objects one after the other (two transactions that both drop and
+/// recreate a schema would otherwise collide on its name). Taken again by the same transaction, it
+/// is already held.
+fn objects_lock_step() -> Step {
+    Step::plain(
+        "DO $maschera_do$ BEGIN PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('maschera policy objects')); END $maschera_do$",
+    )
 }
 
 /// Recreates every restricted role's views and grants from the current catalog (after a schema change;
@@ -483,7 +492,7 @@ pub fn recreate_views_steps(
     live: &LiveState,
 ) -> Vec<Step> {
     let schemas = table_schemas(&live.catalog);
-    let mut steps = vec![search_path_step(&schemas)];
+    let mut steps = vec![objects_lock_step(), search_path_step(&schemas)];
     steps.extend(compiled_objects_steps(policy, access, live, &schemas));
     steps
 }
@@ -993,9 +1002,10 @@ mod tests {
             .iter()
             .map(Step::display)
             .collect();
-        assert_eq!(drop[0], "DROP SCHEMA IF EXISTS \"maschera_sales\" CASCADE");
-        assert!(drop[1].contains("DROP POLICY"), "{drop:?}");
-        assert_eq!(drop[2], "DROP SCHEMA IF EXISTS maschera_lookup CASCADE");
+        assert!(drop[0].contains("pg_advisory_xact_lock"), "{drop:?}");
+        assert_eq!(drop[1], "DROP SCHEMA IF EXISTS \"maschera_sales\" CASCADE");
+        assert!(drop[2].contains("DROP POLICY"), "{drop:?}");
+        assert_eq!(drop[3], "DROP SCHEMA IF EXISTS maschera_lookup CASCADE");
         let create = recreate_views_steps(&policy, &access, &live);
         assert!(create.iter().all(|s| s.secret.is_none()));
         assert!(create.iter().any(|s| {
