@@ -16,18 +16,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use tokio_postgres::Client;
 
-/// Connects to the upstream database (no TLS) and drives the connection in the background.
-pub async fn connect(url: &str) -> Result<Client> {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .context("connecting to the upstream database")?;
-    tokio::spawn(async move {
-        if let Err(err) = connection.await {
-            tracing::warn!(%err, "upstream connection ended");
-        }
-    });
-    Ok(client)
-}
+/// Connects to the upstream database (`sslmode` honoured, see `admin_connect`).
+pub use crate::admin_connect::connect;
 
 /// The user tables and views of the database (read by `crate::catalog`), without Maschera's own
 /// `maschera_*` schemas, and with the session's search path.

@@ -339,38 +339,5 @@ async fn read_live_state(
     Ok((live?, incomplete?))
 }
 
-/// A connection as the proxy's own `[upstream]` login over the same transport as the sessions
-/// (TLS off, prefer, require or verify-full), and the task driving it.
-pub(crate) async fn admin_connect(
-    upstream: &UpstreamTarget,
-) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>)> {
-    let config = upstream.config();
-    let login = config.login()?;
-    let mut pg = tokio_postgres::Config::new();
-    pg.dbname(&config.database)
-        .user(&login.user)
-        .application_name("maschera")
-        // The transport below is already encrypted as configured.
-        .ssl_mode(tokio_postgres::config::SslMode::Disable);
-    if let Some(password) = &login.password {
-        pg.password(password);
-    }
-    let connect = async {
-        let stream = upstream.open_transport().await?;
-        anyhow::Ok(pg.connect_raw(stream, tokio_postgres::NoTls).await?)
-    };
-    let (client, connection) = tokio::time::timeout(config.connect_timeout(), connect)
-        .await
-        .map_err(|_| anyhow::anyhow!("PostgreSQL did not answer in time"))
-        .and_then(|connected| connected)
-        .with_context(|| {
-            format!(
-                "connecting to {}:{} as {}",
-                config.host, config.port, login.user
-            )
-        })?;
-    let connection = tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    Ok((client, connection))
-}
+/// A connection as the proxy's own `[upstream]` login (see `admin_connect`).
+pub(crate) use crate::admin_connect::connect_target as admin_connect;
