@@ -5,8 +5,8 @@
 //! honouring `sslmode` against a PostgreSQL that accepts TLS only.
 
 use maschera_tests::crm_proxy::{AppliedPolicy, CRM_DB, crm_password, write_crm_users};
-use maschera_tests::proxy::{raw_login, read_message, write_test_certificates};
-use maschera_tests::{PgServer, PgServerOptions, Proxy, ProxyOptions, examples_dir, run_maschera};
+use maschera_tests::proxy::{raw_login, read_message, start_tls_pg, write_test_certificates};
+use maschera_tests::{PgServer, Proxy, ProxyOptions, examples_dir, run_maschera};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
@@ -76,6 +76,16 @@ fn assert_applied(out: &Output, what: &str) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// What a command that failed printed on standard error (panics if it succeeded).
+fn refused(out: Output) -> String {
+    assert!(
+        !out.status.success(),
+        "expected a failure: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// The owners of the schemas `policy apply` made, as `schema=owner` lines.
@@ -193,9 +203,7 @@ async fn the_tables_owner_with_createrole_applies_the_policy_twice_on_a_fresh_cl
 async fn an_apply_by_a_user_without_the_needed_privileges_names_what_is_missing() {
     // The owner without CREATEROLE, and a clerk who owns nothing.
     let (pg, applied) = owned_crm("", 20).await;
-    let out = apply(&applied, &owner_uri(&pg));
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused(apply(&applied, &owner_uri(&pg)));
     assert!(
         err.contains("policy apply as `app` needs")
             && err.contains("CREATEROLE")
@@ -204,9 +212,7 @@ async fn an_apply_by_a_user_without_the_needed_privileges_names_what_is_missing(
     );
     pg.execute("CREATE ROLE clerk LOGIN CREATEROLE PASSWORD 'Clerk-p4ss#1'")
         .unwrap();
-    let out = apply(&applied, &pg.uri_as("clerk", "Clerk-p4ss#1", CRM_DB));
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused(apply(&applied, &pg.uri_as("clerk", "Clerk-p4ss#1", CRM_DB)));
     assert!(
         err.contains("policy apply as `clerk` needs")
             && err.contains("CREATE on database crm")
@@ -349,31 +355,6 @@ async fn a_schema_change_through_the_proxy_answers_with_the_statements_own_comma
     assert_eq!(seen[2], "north", "{seen:?}");
 }
 
-/// A PostgreSQL with `ssl = on` (a test certificate for localhost and 127.0.0.1) whose TCP logins
-/// need TLS (`hostnossl ... reject`); returns it with the CA file.
-fn tls_only_pg(certs: &std::path::Path) -> (PgServer, std::path::PathBuf) {
-    let (ca, cert, key) = write_test_certificates(certs).expect("test certificates");
-    if unsafe { libc::geteuid() } == 0 {
-        let status = Command::new("chown")
-            .args(["-R", "postgres:postgres"])
-            .arg(certs)
-            .status()
-            .expect("chown");
-        assert!(status.success());
-    }
-    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    let pg = PgServer::start_with(PgServerOptions {
-        settings: vec![
-            "ssl = on".to_owned(),
-            format!("ssl_cert_file = '{}'", cert.display()),
-            format!("ssl_key_file = '{}'", key.display()),
-        ],
-        ..Default::default()
-    })
-    .expect("start PostgreSQL with TLS");
-    (pg, ca)
-}
-
 fn only_tls(pg: &PgServer) {
     let hba = pg.dir().join("data").join("pg_hba.conf");
     let old = std::fs::read_to_string(&hba).expect("pg_hba.conf");
@@ -387,14 +368,12 @@ async fn policy_apply_honours_sslmode_against_a_postgresql_that_requires_tls() {
         .prefix("maschera-pg-certs-")
         .tempdir()
         .unwrap();
-    let (pg, ca) = tls_only_pg(certs.path());
+    let (pg, ca) = start_tls_pg(certs.path()).expect("start PostgreSQL with TLS");
     let (pg, applied) = owned_crm_on(pg, "CREATEROLE", 20).await;
     only_tls(&pg);
     let base = owner_uri(&pg);
     // Without TLS, PostgreSQL's refusal says why.
-    let out = apply(&applied, &format!("{base}?sslmode=disable"));
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused(apply(&applied, &format!("{base}?sslmode=disable")));
     assert!(err.contains("no encryption"), "{err}");
     assert!(schema_owners(&pg).is_empty(), "nothing was applied");
     // require (no certificate check), then verify-full against the test CA.
@@ -423,15 +402,13 @@ async fn policy_apply_honours_sslmode_against_a_postgresql_that_requires_tls() {
     // A wrong CA is refused with the TLS reason.
     let other = tempfile::tempdir().unwrap();
     let (other_ca, _, _) = write_test_certificates(other.path()).unwrap();
-    let out = apply(
+    let err = refused(apply(
         &applied,
         &format!(
             "{base}?sslmode=verify-ca&sslrootcert={}",
             other_ca.display()
         ),
-    );
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    ));
     assert!(err.contains("TLS"), "{err}");
 }
 
@@ -439,15 +416,13 @@ async fn policy_apply_honours_sslmode_against_a_postgresql_that_requires_tls() {
 async fn sslmode_require_against_a_postgresql_without_tls_fails_with_a_clear_error() {
     let pg = PgServer::start().expect("start PostgreSQL");
     pg.create_database(CRM_DB).unwrap();
-    let out = run_maschera([
+    let err = refused(run_maschera([
         "policy".to_string(),
         "check".into(),
         examples_dir().join("crm/policy.toml").display().to_string(),
         "--upstream".into(),
         format!("{}?sslmode=require", pg.uri(CRM_DB)),
-    ]);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    ]));
     assert!(
         err.contains("PostgreSQL refused TLS") && err.contains("sslmode=require"),
         "{err}"
