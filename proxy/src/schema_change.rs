@@ -4,11 +4,15 @@
 //! transaction, between the drop of the restricted roles' view schemas and their recreation from
 //! the policy compiled against the catalog as the change leaves it (the proxy applies the
 //! `ALTER TABLE` operations to its copy of the catalog):
-//! - a simple Query becomes one multi-statement Query `drops; <client text>; recreation` (plain
-//!   SQL; the client sees the extra statements' command tags);
-//! - a Parse becomes `DO $$ ... $$` running the same three parts with `EXECUTE` (PL/pgSQL, which
-//!   PostgreSQL installs by default; the command tag is then `DO`), so the views are rebuilt at
-//!   every Execute of it.
+//! - a simple Query becomes one multi-statement Query `drops; <client text>; drops; recreation`
+//!   (plain SQL; the drops come again because the client's text may commit before the recreation);
+//! - a Parse of one statement becomes `DO $$ ... $$` running the same parts with `EXECUTE` (PL/pgSQL,
+//!   which PostgreSQL installs by default), so the views are rebuilt at every Execute of it.
+//!
+//! The client sees what PostgreSQL answers to its own statements only ([`Answers`], through the
+//! session's `ServerFrame` hook): the CommandCompletes and notices of the wrapping are withheld, and
+//! the `DO` of a wrapped Parse comes back as `ALTER TABLE`. The drops take an advisory lock that the
+//! applies and the rebuilds take too, so they replace the views one after the other.
 //!
 //! If the change fails or is rolled back, the old views come back with it. A column the policy
 //! names but the change removes is absent from the recompiled views (fail closed) and
@@ -752,6 +756,61 @@ mod tests {
         tracking.on_event(ServerEvent::CommandComplete { tag: "ALTER TABLE" });
         tracking.on_event(ServerEvent::Ready { status: b'I' });
         assert_eq!(tracking.current(&loaded), changed);
+    }
+
+    /// What the client gets of one frame: `P` passed, `W` withheld, or the replacement's tag.
+    fn shown(answers: &mut Answers, tag: u8, text: &str) -> String {
+        let body = format!("{text}\0");
+        match answers.server_frame(tag, body.as_bytes()) {
+            ServerFrame::Pass => "P".into(),
+            ServerFrame::Withhold => "W".into(),
+            ServerFrame::Replace(frame) => String::from_utf8_lossy(frame::body(&frame))
+                .trim_end_matches('\0')
+                .to_owned(),
+        }
+    }
+
+    #[test]
+    fn the_client_sees_the_answers_to_its_own_statements_only() {
+        let mut answers = Answers::default();
+        // Cycle 1 is someone else's; cycle 2 a Query wrapped as 2 drops, 2 own statements, recreation.
+        answers.queries.push_back(WrappedQuery {
+            cycle: 2,
+            before: 2,
+            own: 2,
+        });
+        assert_eq!(shown(&mut answers, b'C', "SELECT 1"), "P");
+        answers.on_ready();
+        let seen: Vec<String> = [
+            (b'N', "drop cascades to 5 other objects"),
+            (b'C', "DROP SCHEMA"),
+            (b'C', "DO"),
+            (b'N', "column exists, skipping"),
+            (b'C', "ALTER TABLE"),
+            (b'C', "SELECT 1"),
+            (b'C', "CREATE SCHEMA"),
+            (b'N', "role is already a member"),
+            (b'C', "GRANT"),
+        ]
+        .into_iter()
+        .map(|(tag, text)| shown(&mut answers, tag, text))
+        .collect();
+        assert_eq!(seen, ["W", "W", "W", "P", "P", "P", "W", "W", "W"]);
+        answers.on_ready();
+        assert!(answers.queries.is_empty());
+        assert_eq!(shown(&mut answers, b'C', "CREATE SCHEMA"), "P");
+        // A wrapped Parse: its Execute in cycle 4 answers DO, shown as ALTER TABLE; a DO of another
+        // cycle stays DO.
+        answers.on_ready();
+        answers.statements.insert(b"s1".to_vec());
+        answers.follow(b'B', b"p\0s1\0", 3);
+        answers.follow(b'E', b"p\0\0\0\0\0", 3);
+        answers.follow(b'B', b"q\0other\0", 3);
+        answers.follow(b'E', b"q\0\0\0\0\0", 3);
+        assert_eq!(shown(&mut answers, b'C', "DO"), "ALTER TABLE");
+        assert_eq!(shown(&mut answers, b'C', "DO"), "P");
+        answers.on_ready();
+        assert!(answers.executes.is_empty());
     }
 
     #[test]
