@@ -107,6 +107,15 @@ fn schema_owners(pg: &PgServer) -> Vec<String> {
 /// The proxy in front of `pg` with the users dora (dpo) and sam (sales, north), logging in upstream
 /// as the tables' owner.
 fn proxy_as_owner(pg: &PgServer, applied: &AppliedPolicy) -> Proxy {
+    proxy_as_owner_with(pg, applied, |_| {})
+}
+
+/// [`proxy_as_owner`] with further options.
+fn proxy_as_owner_with(
+    pg: &PgServer,
+    applied: &AppliedPolicy,
+    configure: impl FnOnce(&mut ProxyOptions),
+) -> Proxy {
     let users = pg.dir().join("users.toml");
     write_crm_users(
         &users,
@@ -117,17 +126,15 @@ fn proxy_as_owner(pg: &PgServer, applied: &AppliedPolicy) -> Proxy {
         4096,
     )
     .expect("users file");
-    Proxy::start(
-        pg,
-        ProxyOptions {
-            database: CRM_DB.into(),
-            users_file: Some(users),
-            upstream_login: Some((OWNER.into(), OWNER_PASSWORD.into())),
-            policy: applied.proxy_section(None),
-            ..ProxyOptions::default()
-        },
-    )
-    .expect("start the proxy")
+    let mut options = ProxyOptions {
+        database: CRM_DB.into(),
+        users_file: Some(users),
+        upstream_login: Some((OWNER.into(), OWNER_PASSWORD.into())),
+        policy: applied.proxy_section(None),
+        ..ProxyOptions::default()
+    };
+    configure(&mut options);
+    Proxy::start(pg, options).expect("start the proxy")
 }
 
 fn wait_for_log(proxy: &Proxy, needle: &str, count: usize) {
@@ -388,6 +395,40 @@ async fn policy_apply_honours_sslmode_against_a_postgresql_that_requires_tls() {
         ca.display()
     );
     assert_applied(&apply(&applied, &verified), "sslmode=verify-full");
+    // The proxy's own connections and the access log's PostgreSQL sink over TLS too.
+    pg.create_database("audit").expect("audit database");
+    let folder = tempfile::tempdir().unwrap();
+    let audit = format!(
+        "{}postgres_sink = \"{}?sslmode=require\"\npostgres_table = \"access_log\"\n",
+        maschera_tests::access_log_section(folder.path(), "tls"),
+        pg.uri("audit")
+    );
+    let proxy = proxy_as_owner_with(&pg, &applied, |options| {
+        options.upstream_tls = "require".into();
+        options.audit = audit;
+    });
+    assert_eq!(sam_sees(&proxy).await[2], "north");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let copied = pg
+            .psql(
+                "audit",
+                &[
+                    "-c",
+                    "SELECT count(*) FROM access_log WHERE user_name = 'sam'",
+                ],
+            )
+            .unwrap_or_default();
+        if copied.trim().parse::<u32>().unwrap_or(0) > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no record of sam in the central table:\n{}",
+            proxy.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     // The default (prefer) uses TLS when the server offers it, as libpq does.
     let check = run_maschera(["policy", "check"].iter().map(|s| s.to_string()).chain([
         applied.policy.display().to_string(),
