@@ -599,16 +599,15 @@ fn role_schema_steps(
     let owner = quote_ident(&db_lock::owner_role(&login));
     let mut steps = Vec::new();
     // Nothing direct on base tables: whatever was granted before goes, then only what the policy gives.
+    // Table by table, on those whose owner's privileges the user has (`REVOKE ALL ON ALL TABLES IN
+    // SCHEMA` fails for a non-superuser as soon as the schema holds one table it has no right on).
     for schema in schemas {
-        let s = quote_ident(schema);
-        for grantee in [&who, &owner] {
-            steps.push(Step::plain(format!(
-                "REVOKE ALL ON ALL TABLES IN SCHEMA {s} FROM {grantee}"
-            )));
-            steps.push(Step::plain(format!(
-                "REVOKE ALL ON ALL SEQUENCES IN SCHEMA {s} FROM {grantee}"
-            )));
-        }
+        steps.push(Step::plain(format!(
+            "DO $maschera_do$ DECLARE r record; BEGIN FOR r IN SELECT c.oid::pg_catalog.regclass AS name,              CASE WHEN c.relkind = 'S' THEN 'SEQUENCE' ELSE 'TABLE' END AS kind FROM pg_catalog.pg_class c              WHERE c.relnamespace = {}::pg_catalog.regnamespace AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')              AND pg_catalog.pg_has_role(c.relowner, 'USAGE') LOOP              EXECUTE pg_catalog.format('REVOKE ALL ON %s %s FROM %s, %s', r.kind, r.name, {}, {});              END LOOP; END $maschera_do$",
+            quote_literal(&quote_ident(schema)),
+            quote_literal(&who),
+            quote_literal(&owner)
+        )));
     }
     steps.push(Step::plain(format!("DROP SCHEMA IF EXISTS {own} CASCADE")));
     steps.push(Step::plain(format!("CREATE SCHEMA {own}")));
@@ -871,7 +870,6 @@ mod tests {
              PASSWORD '<generated, written to the credentials file>'",
             "ALTER ROLE \"maschera_sales\" SET search_path TO \"maschera_sales\"",
             "GRANT CONNECT ON DATABASE \"crm\" TO \"maschera_sales\"",
-            "REVOKE ALL ON ALL TABLES IN SCHEMA \"public\" FROM \"maschera_sales\"",
             "INSERT INTO maschera_private.keys (name, key) VALUES ('pseudonym', '<pseudonym key, not shown>') \
              ON CONFLICT (name) DO NOTHING",
         ] {
@@ -884,6 +882,11 @@ mod tests {
             !sql.iter().any(|s| s.contains("maschera_admin")),
             "a login maschera did not make is left alone"
         );
+        assert!(sql.iter().any(|s| s.contains(
+            "WHERE c.relnamespace = '\"public\"'::pg_catalog.regnamespace"
+        ) && s.contains(
+            "'REVOKE ALL ON %s %s FROM %s, %s', r.kind, r.name, '\"maschera_sales\"', '\"maschera_sales_owner\"'"
+        )), "the rights of the login and its owner role on base tables go\n{sql:#?}");
         assert!(
             !sql.iter()
                 .any(|s| s.contains("DROP SCHEMA IF EXISTS maschera_private"))

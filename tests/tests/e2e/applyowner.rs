@@ -170,6 +170,9 @@ async fn sam_sees(proxy: &Proxy) -> Vec<String> {
 #[tokio::test]
 async fn the_tables_owner_with_createrole_applies_the_policy_twice_on_a_fresh_cluster() {
     let (pg, applied) = owned_crm("CREATEROLE", 40).await;
+    // A table of the superuser's beside the CRM's, on which the owner has no right at all.
+    pg.psql(CRM_DB, &["-c", "CREATE TABLE dba_notes (note text)"])
+        .expect("a table of the superuser's");
     assert_applied(
         &apply(&applied, &owner_uri(&pg)),
         "first apply as the owner",
