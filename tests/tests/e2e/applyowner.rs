@@ -265,6 +265,27 @@ async fn a_migration_through_the_proxy_by_the_tables_owner_after_a_superuser_app
         &apply(&applied, &pg.uri(CRM_DB)),
         "apply again as the superuser",
     );
+    // An installation an earlier version applied as a superuser (its schemas the superuser's): the
+    // owner, now with CREATEROLE, is told what to do; one apply as the superuser hands it over.
+    pg.psql(
+        CRM_DB,
+        &[
+            "-c",
+            "ALTER SCHEMA maschera_private OWNER TO postgres; ALTER ROLE app CREATEROLE",
+        ],
+    )
+    .unwrap();
+    let err = refused(apply(&applied, &owner_uri(&pg)));
+    assert!(
+        err.contains("the owner of schema maschera_private")
+            && err.contains("apply once as a superuser"),
+        "{err}"
+    );
+    assert_applied(
+        &apply(&applied, &pg.uri(CRM_DB)),
+        "the superuser hands over",
+    );
+    assert_applied(&apply(&applied, &owner_uri(&pg)), "then the owner applies");
 }
 
 /// The answer to one simple Query on a raw session: each message as `<type>:<text>`, where the text
