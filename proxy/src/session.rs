@@ -7,6 +7,8 @@
 //!   (statement outcomes, row counts, transaction status) for the access log; before the relay writes
 //!   frames that held a CommandComplete or ErrorResponse, it awaits the observer's [`Hold`] (the access
 //!   log's records made durable), so a client never sees a completion whose record could still be lost;
+//!   the observer may also withhold or replace a CommandComplete or NoticeResponse that answers a
+//!   statement its hook added to the client's ([`ServerFrame`]; `schema_change` does for its wrapping);
 //! - for a restricted role, every ErrorResponse and NoticeResponse coming back goes through the
 //!   session's [`ErrorScrub`] (`RelaySettings::errors`), which may re-encode it with fields withheld
 //!   (the only frames ever re-encoded; they are rare, and DataRow still passes as bytes).
