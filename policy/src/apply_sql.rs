@@ -36,12 +36,49 @@ pub struct LiveState {
     /// The prefix of the policy's logins in this database (empty: `maschera_`). Logins are
     /// cluster-wide, so each served database of one cluster has its own.
     pub login_prefix: String,
+    /// The attributes each existing login and owner role has now, as `CREATE ROLE` keywords
+    /// (`LOGIN`, `NOINHERIT`, `NOSUPERUSER`, ...): a re-apply sets only those that differ, since a
+    /// non-superuser with CREATEROLE may not even name SUPERUSER, REPLICATION or BYPASSRLS. A role
+    /// missing here gets all of them.
+    pub role_attributes: BTreeMap<String, BTreeSet<String>>,
+    /// The role that owns the database's tables (the most of them): the schemas, the key table and
+    /// the function `policy apply` creates are given to it, and it is made a member of the owner
+    /// roles, so that schema changes it runs (through the proxy, whose admin login it is) can drop
+    /// and rebuild them. `None`: they stay with the user who creates them.
+    pub objects_owner: Option<String>,
 }
 
 impl LiveState {
     /// The login of `role` in this database.
     pub fn login(&self, role: &Role) -> String {
         prefixed_login(&self.login_prefix, &role.name)
+    }
+
+    /// `ALTER <kind> <object> OWNER TO <objects owner>` (a no-op when it owns it already).
+    fn give_to_objects_owner(&self, kind: &str, object: &str) -> Option<Step> {
+        self.objects_owner.as_ref().map(|owner| {
+            Step::plain(format!(
+                "ALTER {kind} {object} OWNER TO {}",
+                quote_ident(owner)
+            ))
+        })
+    }
+
+    /// `ALTER ROLE` of an existing role with the `attributes` (keywords separated by spaces) it does
+    /// not have yet; `None` when it has them all.
+    fn alter_attributes(&self, role: &str, attributes: &str) -> Option<Step> {
+        let current = self.role_attributes.get(role);
+        let missing: Vec<&str> = attributes
+            .split_whitespace()
+            .filter(|a| !current.is_some_and(|c| c.contains(*a)))
+            .collect();
+        (!missing.is_empty()).then(|| {
+            Step::plain(format!(
+                "ALTER ROLE {} {}",
+                quote_ident(role),
+                missing.join(" ")
+            ))
+        })
     }
 }
 
@@ -240,7 +277,7 @@ pub fn apply_steps(
 ) -> Result<Vec<Step>, String> {
     let schemas = table_schemas(&live.catalog);
     let mut steps = vec![search_path_step(&schemas)];
-    steps.extend(private_key_steps(options));
+    steps.extend(private_key_steps(options, live));
 
     let mut wanted_logins: BTreeSet<String> =
         policy.restricted_roles().map(|r| live.login(r)).collect();
@@ -290,6 +327,8 @@ pub fn apply_steps(
         .filter(|(l, managed)| stale(&wanted_logins, l, **managed))
     {
         let who = quote_ident(login);
+        // DROP OWNED needs the privileges of the role (a non-superuser with CREATEROLE gets them).
+        steps.push(Step::plain(format!("GRANT {who} TO CURRENT_USER")));
         steps.push(Step::plain(format!("DROP OWNED BY {who}")));
         steps.push(Step::plain(format!("DROP ROLE {who}")));
     }
@@ -312,25 +351,36 @@ fn owner_role_steps(role: &Role, live: &LiveState) -> Vec<Step> {
     let who = quote_ident(&owner);
     let attributes =
         "NOLOGIN NOINHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS";
-    vec![
-        Step::plain(if live.logins.contains_key(&owner) {
-            format!("ALTER ROLE {who} {attributes}")
-        } else {
-            format!("CREATE ROLE {who} {attributes}")
-        }),
-        Step::plain(format!(
-            "COMMENT ON ROLE {who} IS {}",
-            quote_literal(&format!(
-                "{} owner of the views of policy role {}",
-                login_comment_head(&live.database),
-                role.name
-            ))
-        )),
-        // The applying user hands the views to the owner role (ALTER ... OWNER needs membership).
-        Step::plain(format!("GRANT {who} TO CURRENT_USER")),
-        Step::plain(format!("GRANT USAGE ON SCHEMA {PRIVATE_SCHEMA} TO {who}")),
-        Step::plain(format!("GRANT SELECT ON {PRIVATE_SCHEMA}.keys TO {who}")),
-    ]
+    let mut steps = Vec::new();
+    if live.logins.contains_key(&owner) {
+        steps.extend(live.alter_attributes(&owner, attributes));
+    } else {
+        steps.push(Step::plain(format!("CREATE ROLE {who} {attributes}")));
+    }
+    steps.push(Step::plain(format!(
+        "COMMENT ON ROLE {who} IS {}",
+        quote_literal(&format!(
+            "{} owner of the views of policy role {}",
+            login_comment_head(&live.database),
+            role.name
+        ))
+    )));
+    // The applying user hands the views to the owner role (ALTER ... OWNER needs membership), and
+    // so does the tables' owner when a schema change makes the proxy rebuild them.
+    steps.push(Step::plain(format!("GRANT {who} TO CURRENT_USER")));
+    if let Some(objects_owner) = &live.objects_owner {
+        steps.push(Step::plain(format!(
+            "GRANT {who} TO {}",
+            quote_ident(objects_owner)
+        )));
+    }
+    steps.push(Step::plain(format!(
+        "GRANT USAGE ON SCHEMA {PRIVATE_SCHEMA} TO {who}"
+    )));
+    steps.push(Step::plain(format!(
+        "GRANT SELECT ON {PRIVATE_SCHEMA}.keys TO {who}"
+    )));
+    steps
 }
 
 /// The lookup schema, row-level security with each role's filter, and every restricted role's schema of
@@ -350,6 +400,7 @@ fn compiled_objects_steps(
         .map(|(role, _)| db_lock::owner_role(&live.login(role)))
         .collect();
     let mut steps = db_lock::lookup_steps(&live.catalog, schemas, &owners);
+    steps.extend(live.give_to_objects_owner("SCHEMA", db_lock::LOOKUP_SCHEMA));
     // Filters resolve the tables they read in the lookup schema first.
     let mut lookup_first = vec![db_lock::LOOKUP_SCHEMA.to_string()];
     lookup_first.extend(schemas.iter().cloned());
@@ -382,6 +433,17 @@ fn compiled_objects_steps(
     let logins: Vec<String> = roles.iter().map(|(role, _)| live.login(role)).collect();
     steps.extend(db_lock::intact_function_steps(&logins));
     steps.extend(crate::write_back::function_steps(&logins));
+    // Owned by the tables' owner, so that it can replace them in a later apply.
+    for function in [
+        format!("{}(oid, oid, xid, oid)", db_lock::INTACT_FUNCTION),
+        format!("{}(oid, oid, xid, oid)", db_lock::WRITE_GUARD_FUNCTION),
+        format!(
+            "{}(anyelement, anyelement, text)",
+            crate::write_back::WRITE_BACK_FUNCTION
+        ),
+    ] {
+        steps.extend(live.give_to_objects_owner("FUNCTION", &function));
+    }
     for (role, role_access) in &roles {
         steps.extend(role_schema_steps(policy, role, role_access, live, schemas));
     }
@@ -410,18 +472,27 @@ pub fn search_path_step(schemas: &[String]) -> Step {
 
 /// Drops every restricted role's views (run before a schema change that views depend on, such as
 /// `ALTER TABLE ... DROP COLUMN`, in the same transaction; then [`recreate_views_steps`]).
+/// The first step takes [`objects_lock_step`].
 pub fn drop_views_steps(policy: &Policy) -> Vec<Step> {
-    let mut steps: Vec<Step> = policy
-        .restricted_roles()
-        .map(|role| {
-            Step::plain(format!(
-                "DROP SCHEMA IF EXISTS {} CASCADE",
-                quote_ident(&role.login())
-            ))
-        })
-        .collect();
+    let mut steps = vec![objects_lock_step()];
+    steps.extend(policy.restricted_roles().map(|role| {
+        Step::plain(format!(
+            "DROP SCHEMA IF EXISTS {} CASCADE",
+            quote_ident(&role.login())
+        ))
+    }));
     steps.extend(db_lock::drop_row_security_steps());
     steps
+}
+
+/// A transaction-level advisory lock, so that the applies, schema changes and rebuilds of one
+/// database replace the compiled objects one after the other (two transactions that both drop and
+/// recreate a schema would otherwise collide on its name). Taken again by the same transaction, it
+/// is already held.
+fn objects_lock_step() -> Step {
+    Step::plain(
+        "DO $maschera_do$ BEGIN PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('maschera policy objects')); END $maschera_do$",
+    )
 }
 
 /// Recreates every restricted role's views and grants from the current catalog (after a schema change;
@@ -432,12 +503,12 @@ pub fn recreate_views_steps(
     live: &LiveState,
 ) -> Vec<Step> {
     let schemas = table_schemas(&live.catalog);
-    let mut steps = vec![search_path_step(&schemas)];
+    let mut steps = vec![objects_lock_step(), search_path_step(&schemas)];
     steps.extend(compiled_objects_steps(policy, access, live, &schemas));
     steps
 }
 
-fn private_key_steps(options: &ApplyOptions) -> Vec<Step> {
+fn private_key_steps(options: &ApplyOptions, live: &LiveState) -> Vec<Step> {
     let keep = "ON CONFLICT (name) DO NOTHING";
     let replace = "ON CONFLICT (name) DO UPDATE SET key = EXCLUDED.key";
     let insert = |name: &str, conflict: &str, secret: Secret| Step {
@@ -446,16 +517,23 @@ fn private_key_steps(options: &ApplyOptions) -> Vec<Step> {
         ),
         secret: Some(secret),
     };
-    vec![
-        Step::plain(format!("CREATE SCHEMA IF NOT EXISTS {PRIVATE_SCHEMA}")),
+    let keys = format!("{PRIVATE_SCHEMA}.keys");
+    let mut steps = vec![Step::plain(format!(
+        "CREATE SCHEMA IF NOT EXISTS {PRIVATE_SCHEMA}"
+    ))];
+    steps.extend(live.give_to_objects_owner("SCHEMA", PRIVATE_SCHEMA));
+    steps.extend([
         Step::plain(format!("REVOKE ALL ON SCHEMA {PRIVATE_SCHEMA} FROM PUBLIC")),
         Step::plain(format!(
             "COMMENT ON SCHEMA {PRIVATE_SCHEMA} IS '{MANAGED_MARK} pseudonym key and hash salt, readable by the owner only'"
         )),
         Step::plain(format!(
-            "CREATE TABLE IF NOT EXISTS {PRIVATE_SCHEMA}.keys (name text PRIMARY KEY, key bytea NOT NULL)"
+            "CREATE TABLE IF NOT EXISTS {keys} (name text PRIMARY KEY, key bytea NOT NULL)"
         )),
-        Step::plain(format!("REVOKE ALL ON {PRIVATE_SCHEMA}.keys FROM PUBLIC")),
+    ]);
+    steps.extend(live.give_to_objects_owner("TABLE", &keys));
+    steps.extend([
+        Step::plain(format!("REVOKE ALL ON {keys} FROM PUBLIC")),
         insert(
             "pseudonym",
             if options.pseudonym_key_configured {
@@ -466,7 +544,8 @@ fn private_key_steps(options: &ApplyOptions) -> Vec<Step> {
             Secret::PseudonymKey,
         ),
         insert("hash", keep, Secret::HashSalt),
-    ]
+    ]);
+    steps
 }
 
 fn login_steps(role: &Role, live: &LiveState, options: &ApplyOptions) -> Vec<Step> {
@@ -484,7 +563,7 @@ fn login_steps(role: &Role, live: &LiveState, options: &ApplyOptions) -> Vec<Ste
             "CREATE ROLE {who} {attributes} PASSWORD {PASSWORD_MARKER}"
         )));
     } else {
-        steps.push(Step::plain(format!("ALTER ROLE {who} {attributes}")));
+        steps.extend(live.alter_attributes(&login, attributes));
         if options.set_password.contains(&login) {
             steps.push(with_password(format!(
                 "ALTER ROLE {who} PASSWORD {PASSWORD_MARKER}"
@@ -531,19 +610,19 @@ fn role_schema_steps(
     let owner = quote_ident(&db_lock::owner_role(&login));
     let mut steps = Vec::new();
     // Nothing direct on base tables: whatever was granted before goes, then only what the policy gives.
+    // Table by table, on those whose owner's privileges the user has (`REVOKE ALL ON ALL TABLES IN
+    // SCHEMA` fails for a non-superuser as soon as the schema holds one table it has no right on).
     for schema in schemas {
-        let s = quote_ident(schema);
-        for grantee in [&who, &owner] {
-            steps.push(Step::plain(format!(
-                "REVOKE ALL ON ALL TABLES IN SCHEMA {s} FROM {grantee}"
-            )));
-            steps.push(Step::plain(format!(
-                "REVOKE ALL ON ALL SEQUENCES IN SCHEMA {s} FROM {grantee}"
-            )));
-        }
+        steps.push(Step::plain(format!(
+            "DO $maschera_do$ DECLARE r record; BEGIN FOR r IN SELECT c.oid::pg_catalog.regclass AS name,              CASE WHEN c.relkind = 'S' THEN 'SEQUENCE' ELSE 'TABLE' END AS kind FROM pg_catalog.pg_class c              WHERE c.relnamespace = {}::pg_catalog.regnamespace AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')              AND pg_catalog.pg_has_role(c.relowner, 'USAGE') LOOP              EXECUTE pg_catalog.format('REVOKE ALL ON %s %s FROM %s, %s', r.kind, r.name, {}, {});              END LOOP; END $maschera_do$",
+            quote_literal(&quote_ident(schema)),
+            quote_literal(&who),
+            quote_literal(&owner)
+        )));
     }
     steps.push(Step::plain(format!("DROP SCHEMA IF EXISTS {own} CASCADE")));
     steps.push(Step::plain(format!("CREATE SCHEMA {own}")));
+    steps.extend(live.give_to_objects_owner("SCHEMA", &own));
     steps.push(Step::plain(format!(
         "COMMENT ON SCHEMA {own} IS {}",
         quote_literal(&format!(
@@ -825,7 +904,6 @@ mod tests {
              PASSWORD '<generated, written to the credentials file>'",
             "ALTER ROLE \"maschera_sales\" SET search_path TO \"maschera_sales\"",
             "GRANT CONNECT ON DATABASE \"crm\" TO \"maschera_sales\"",
-            "REVOKE ALL ON ALL TABLES IN SCHEMA \"public\" FROM \"maschera_sales\"",
             "INSERT INTO maschera_private.keys (name, key) VALUES ('pseudonym', '<pseudonym key, not shown>') \
              ON CONFLICT (name) DO NOTHING",
         ] {
@@ -838,6 +916,11 @@ mod tests {
             !sql.iter().any(|s| s.contains("maschera_admin")),
             "a login maschera did not make is left alone"
         );
+        assert!(sql.iter().any(|s| s.contains(
+            "WHERE c.relnamespace = '\"public\"'::pg_catalog.regnamespace"
+        ) && s.contains(
+            "'REVOKE ALL ON %s %s FROM %s, %s', r.kind, r.name, '\"maschera_sales\"', '\"maschera_sales_owner\"'"
+        )), "the rights of the login and its owner role on base tables go\n{sql:#?}");
         assert!(
             !sql.iter()
                 .any(|s| s.contains("DROP SCHEMA IF EXISTS maschera_private"))
@@ -896,6 +979,55 @@ mod tests {
     }
 
     #[test]
+    fn reapply_sets_only_the_attributes_that_differ_and_gives_the_objects_to_the_tables_owner() {
+        let mut live = LiveState {
+            catalog: catalog(),
+            database: "crm".into(),
+            objects_owner: Some("app".into()),
+            ..Default::default()
+        };
+        let keywords = |list: &str| list.split_whitespace().map(str::to_owned).collect();
+        for (role, attributes) in [
+            (
+                "maschera_sales",
+                "LOGIN NOINHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS",
+            ),
+            (
+                "maschera_sales_owner",
+                "NOLOGIN INHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS",
+            ),
+        ] {
+            live.logins.insert(role.into(), true);
+            live.role_attributes
+                .insert(role.into(), keywords(attributes));
+        }
+        let sql: Vec<String> = plan(&live, &ApplyOptions::default())
+            .unwrap()
+            .iter()
+            .map(Step::display)
+            .collect();
+        let alters: Vec<&String> = sql
+            .iter()
+            .filter(|s| s.starts_with("ALTER ROLE") && !s.contains(" SET "))
+            .collect();
+        // A non-superuser may not name NOSUPERUSER, NOREPLICATION or NOBYPASSRLS: only what differs.
+        assert_eq!(alters, ["ALTER ROLE \"maschera_sales_owner\" NOINHERIT"]);
+        for expected in [
+            "ALTER SCHEMA maschera_private OWNER TO \"app\"",
+            "ALTER TABLE maschera_private.keys OWNER TO \"app\"",
+            "ALTER SCHEMA maschera_lookup OWNER TO \"app\"",
+            "ALTER FUNCTION maschera_private.intact(oid, oid, xid, oid) OWNER TO \"app\"",
+            "ALTER SCHEMA \"maschera_sales\" OWNER TO \"app\"",
+            "GRANT \"maschera_sales_owner\" TO \"app\"",
+        ] {
+            assert!(
+                sql.contains(&expected.to_string()),
+                "missing {expected}\n{sql:#?}"
+            );
+        }
+    }
+
+    #[test]
     fn views_can_be_dropped_and_recreated_around_a_schema_change() {
         let policy = Policy::parse("p.toml", POLICY).unwrap();
         let live = LiveState {
@@ -907,9 +1039,10 @@ mod tests {
             .iter()
             .map(Step::display)
             .collect();
-        assert_eq!(drop[0], "DROP SCHEMA IF EXISTS \"maschera_sales\" CASCADE");
-        assert!(drop[1].contains("DROP POLICY"), "{drop:?}");
-        assert_eq!(drop[2], "DROP SCHEMA IF EXISTS maschera_lookup CASCADE");
+        assert!(drop[0].contains("pg_advisory_xact_lock"), "{drop:?}");
+        assert_eq!(drop[1], "DROP SCHEMA IF EXISTS \"maschera_sales\" CASCADE");
+        assert!(drop[2].contains("DROP POLICY"), "{drop:?}");
+        assert_eq!(drop[3], "DROP SCHEMA IF EXISTS maschera_lookup CASCADE");
         let create = recreate_views_steps(&policy, &access, &live);
         assert!(create.iter().all(|s| s.secret.is_none()));
         assert!(create.iter().any(|s| {

@@ -630,6 +630,10 @@ impl AuditObserver {
 }
 
 impl SessionObserver for AuditObserver {
+    fn server_frame(&mut self, tag: u8, body: &[u8]) -> crate::session::ServerFrame {
+        self.inner.server_frame(tag, body)
+    }
+
     fn on_server_event(&mut self, event: ServerEvent<'_>) {
         self.inner.on_server_event(event);
         match event {

@@ -94,11 +94,11 @@ pub struct UpstreamConfig {
     #[serde(default)]
     pub databases: Vec<String>,
     /// `"off"`, `"prefer"` (TLS without certificate check if the server offers it), `"require"` (TLS
-    /// without certificate check) or `"verify-full"` (TLS, certificate chain and host name checked
-    /// against `ca_file` or the system roots). Default `"prefer"`.
+    /// without certificate check), `"verify-ca"` (TLS, certificate chain checked against `ca_file` or
+    /// the system roots) or `"verify-full"` (chain and host name checked). Default `"prefer"`.
     #[serde(default)]
     pub tls: UpstreamTlsMode,
-    /// PEM file with the CA certificates trusted for `verify-full` (default: the system roots).
+    /// PEM file with the CA certificates trusted for `verify-ca`/`verify-full` (default: the system roots).
     pub ca_file: Option<PathBuf>,
     /// The login the proxy uses upstream.
     pub user: String,
@@ -118,6 +118,7 @@ pub enum UpstreamTlsMode {
     #[default]
     Prefer,
     Require,
+    VerifyCa,
     VerifyFull,
 }
 

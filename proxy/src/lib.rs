@@ -1,7 +1,9 @@
 //! Maschera: a PostgreSQL wire-protocol proxy that enforces a GDPR policy and records every access to
 //! personal data. See `DESIGN.md` in the shared notes and the README for the big picture.
 
+pub mod admin_connect;
 pub mod admission;
+pub mod apply_privileges;
 pub mod audit;
 pub mod audit_cmd;
 pub mod audit_trail;

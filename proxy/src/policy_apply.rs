@@ -16,18 +16,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use tokio_postgres::Client;
 
-/// Connects to the upstream database (no TLS) and drives the connection in the background.
-pub async fn connect(url: &str) -> Result<Client> {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .context("connecting to the upstream database")?;
-    tokio::spawn(async move {
-        if let Err(err) = connection.await {
-            tracing::warn!(%err, "upstream connection ended");
-        }
-    });
-    Ok(client)
-}
+/// Connects to the upstream database (`sslmode` honoured, see `admin_connect`).
+pub use crate::admin_connect::connect;
 
 /// The user tables and views of the database (read by `crate::catalog`), without Maschera's own
 /// `maschera_*` schemas, and with the session's search path.
@@ -137,6 +127,41 @@ pub async fn read_live_state_for(client: &Client, login_prefix: &str) -> Result<
             .context("reading existing schemas")?,
         &|comment| comment.starts_with(MANAGED_MARK),
     );
+    let role_attributes = client
+        .query(
+            "SELECT rolname::text, ARRAY[
+                    CASE WHEN rolcanlogin THEN 'LOGIN' ELSE 'NOLOGIN' END,
+                    CASE WHEN rolinherit THEN 'INHERIT' ELSE 'NOINHERIT' END,
+                    CASE WHEN rolsuper THEN 'SUPERUSER' ELSE 'NOSUPERUSER' END,
+                    CASE WHEN rolcreatedb THEN 'CREATEDB' ELSE 'NOCREATEDB' END,
+                    CASE WHEN rolcreaterole THEN 'CREATEROLE' ELSE 'NOCREATEROLE' END,
+                    CASE WHEN rolreplication THEN 'REPLICATION' ELSE 'NOREPLICATION' END,
+                    CASE WHEN rolbypassrls THEN 'BYPASSRLS' ELSE 'NOBYPASSRLS' END]::text[]
+               FROM pg_roles WHERE rolname LIKE $1",
+            &[&like(prefix)],
+        )
+        .await
+        .context("reading the attributes of existing logins")?
+        .into_iter()
+        .map(|row| {
+            (
+                row.get(0),
+                row.get::<_, Vec<String>>(1).into_iter().collect(),
+            )
+        })
+        .collect();
+    let objects_owner = client
+        .query_opt(
+            "SELECT pg_catalog.pg_get_userbyid(c.relowner)::text
+               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE c.relkind IN ('r', 'p') AND n.nspname NOT LIKE $1
+                AND n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema'
+              GROUP BY c.relowner ORDER BY count(*) DESC, 1 LIMIT 1",
+            &[&pattern],
+        )
+        .await
+        .context("reading the owner of the tables")?
+        .map(|row| row.get(0));
     Ok(LiveState {
         login_prefix: login_prefix.to_owned(),
         database,
@@ -145,6 +170,8 @@ pub async fn read_live_state_for(client: &Client, login_prefix: &str) -> Result<
         primary_keys,
         logins,
         schemas,
+        role_attributes,
+        objects_owner,
     })
 }
 
@@ -329,6 +356,9 @@ pub async fn apply_policy_for(
 ) -> Result<ApplyOutcome> {
     check_login_prefix(login_prefix, policy)?;
     let live = read_live_state_for(client, login_prefix).await?;
+    if !request.dry_run {
+        crate::apply_privileges::check(client, policy, &live.catalog).await?;
+    }
     let (errors, warnings): (Vec<Diagnostic>, Vec<Diagnostic>) =
         check_live(client, policy, &live.catalog)
             .await?
@@ -486,8 +516,11 @@ async fn run_steps_once(
                 .as_db_error()
                 .map(|e| e.message().to_string())
                 .unwrap_or_else(|| err.to_string());
+            let help = crate::apply_privileges::hint(&reason)
+                .map(|hint| format!("\n  help: {hint}"))
+                .unwrap_or_default();
             let failure = anyhow::anyhow!(
-                "policy apply failed, nothing was changed: {reason}\n  in: {}",
+                "policy apply failed, nothing was changed: {reason}\n  in: {}{help}",
                 step.display()
             );
             return Err(

@@ -40,6 +40,8 @@ pub struct PolicyState {
     pub login_prefix: String,
     /// Each table's primary key columns (the write triggers of the views find rows by them).
     pub primary_keys: BTreeMap<TableName, Vec<String>>,
+    /// The role the compiled schemas are given to when a schema change rebuilds them (see `LiveState`).
+    pub objects_owner: Option<String>,
     /// Restricted roles whose database objects are not as `policy apply` left them, with the objects:
     /// their users are refused (see `compiled_objects`).
     pub incomplete: BTreeMap<String, Vec<String>>,
@@ -132,6 +134,7 @@ impl PolicyState {
             catalog: live.catalog,
             sequences: live.sequences,
             primary_keys: live.primary_keys,
+            objects_owner: live.objects_owner,
             incomplete: BTreeMap::new(),
             credentials,
             cache: RewriteCache::new(CACHE_CAPACITY),
@@ -168,6 +171,8 @@ pub struct PolicyHandle {
     current: ArcSwap<PolicyState>,
     config: PolicyConfig,
     upstream: UpstreamTarget,
+    /// Held by a view rebuild: two sessions' schema changes rebuild one after the other.
+    rebuilding: tokio::sync::Mutex<()>,
 }
 
 impl PolicyHandle {
@@ -187,6 +192,7 @@ impl PolicyHandle {
             current: ArcSwap::from_pointee(state),
             config: config.clone(),
             upstream,
+            rebuilding: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -253,6 +259,7 @@ impl PolicyHandle {
     /// live catalog in one transaction on an admin connection, then reloads the policy. The policy
     /// is compiled tolerating drift: what it names and the database lacks is left out.
     pub async fn recreate_views(&self) -> Result<()> {
+        let _one_at_a_time = self.rebuilding.lock().await;
         let state = self.current();
         let policy = &state.policy;
         let (client, connection) = admin_connect(&self.upstream).await?;
@@ -332,38 +339,5 @@ async fn read_live_state(
     Ok((live?, incomplete?))
 }
 
-/// A connection as the proxy's own `[upstream]` login over the same transport as the sessions
-/// (TLS off, prefer, require or verify-full), and the task driving it.
-pub(crate) async fn admin_connect(
-    upstream: &UpstreamTarget,
-) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>)> {
-    let config = upstream.config();
-    let login = config.login()?;
-    let mut pg = tokio_postgres::Config::new();
-    pg.dbname(&config.database)
-        .user(&login.user)
-        .application_name("maschera")
-        // The transport below is already encrypted as configured.
-        .ssl_mode(tokio_postgres::config::SslMode::Disable);
-    if let Some(password) = &login.password {
-        pg.password(password);
-    }
-    let connect = async {
-        let stream = upstream.open_transport().await?;
-        anyhow::Ok(pg.connect_raw(stream, tokio_postgres::NoTls).await?)
-    };
-    let (client, connection) = tokio::time::timeout(config.connect_timeout(), connect)
-        .await
-        .map_err(|_| anyhow::anyhow!("PostgreSQL did not answer in time"))
-        .and_then(|connected| connected)
-        .with_context(|| {
-            format!(
-                "connecting to {}:{} as {}",
-                config.host, config.port, login.user
-            )
-        })?;
-    let connection = tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    Ok((client, connection))
-}
+/// A connection as the proxy's own `[upstream]` login (see `admin_connect`).
+pub(crate) use crate::admin_connect::connect_target as admin_connect;

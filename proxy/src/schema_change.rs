@@ -4,11 +4,15 @@
 //! transaction, between the drop of the restricted roles' view schemas and their recreation from
 //! the policy compiled against the catalog as the change leaves it (the proxy applies the
 //! `ALTER TABLE` operations to its copy of the catalog):
-//! - a simple Query becomes one multi-statement Query `drops; <client text>; recreation` (plain
-//!   SQL; the client sees the extra statements' command tags);
-//! - a Parse becomes `DO $$ ... $$` running the same three parts with `EXECUTE` (PL/pgSQL, which
-//!   PostgreSQL installs by default; the command tag is then `DO`), so the views are rebuilt at
-//!   every Execute of it.
+//! - a simple Query becomes one multi-statement Query `drops; <client text>; drops; recreation`
+//!   (plain SQL; the drops come again because the client's text may commit before the recreation);
+//! - a Parse of one statement becomes `DO $$ ... $$` running the same parts with `EXECUTE` (PL/pgSQL,
+//!   which PostgreSQL installs by default), so the views are rebuilt at every Execute of it.
+//!
+//! The client sees what PostgreSQL answers to its own statements only ([`Answers`], through the
+//! session's `ServerFrame` hook): the CommandCompletes and notices of the wrapping are withheld, and
+//! the `DO` of a wrapped Parse comes back as `ALTER TABLE`. The drops take an advisory lock that the
+//! applies and the rebuilds take too, so they replace the views one after the other.
 //!
 //! If the change fails or is rolled back, the old views come back with it. A column the policy
 //! names but the change removes is absent from the recompiled views (fail closed) and
@@ -26,13 +30,15 @@ use crate::enforce::message;
 use crate::frame;
 use crate::offload::Decider;
 use crate::policy_state::{PolicyHandle, PolicyState, compile_tolerating_drift};
-use crate::session::{Decision, MetricsObserver, ServerEvent, SessionObserver};
+use crate::session::{Decision, MetricsObserver, ServerEvent, ServerFrame, SessionObserver};
 use bytes::Bytes;
 use policy::access::{Catalog, CatalogColumn, TableName};
 use policy::apply_sql::LiveState;
 use sqlparser::ast::{
     AlterColumnOperation, AlterTable, AlterTableOperation, Ident, ObjectNamePart, Statement,
 };
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tracing::{info, warn};
 
@@ -43,6 +49,11 @@ use tracing::{info, warn};
 pub struct UnrestrictedFrontend {
     handle: Arc<PolicyHandle>,
     tracking: Arc<Mutex<Tracking>>,
+    /// Messages sent that PostgreSQL answers with one ReadyForQuery each (Query, Sync,
+    /// FunctionCall): the number of the cycle a message belongs to.
+    cycles: Arc<AtomicU64>,
+    /// A Parse was wrapped in this session: Binds and Executes are followed (see `Answers`).
+    extended_wrapped: Arc<AtomicBool>,
     /// The access log's view of the session's statements (see `audit_trail`).
     audit: Option<crate::audit_trail::UnrestrictedAudit>,
 }
@@ -67,6 +78,96 @@ struct Tracking {
     committed: Option<Catalog>,
     /// An error came in the current cycle (an implicit transaction then rolls back).
     error_in_cycle: bool,
+    /// What of PostgreSQL's answers to wrapped statements the client sees.
+    answers: Answers,
+}
+
+/// The client sees the answer PostgreSQL gives to its own statement, not to the wrapping: of a wrapped
+/// simple Query, the CommandCompletes and NoticeResponses of the drops before and the recreation after
+/// its statements are withheld; a wrapped Parse runs as `DO`, whose CommandComplete is renamed to the
+/// statement's own `ALTER TABLE` (its notices are silenced inside the block, see [`do_block`]).
+#[derive(Default)]
+struct Answers {
+    /// Wrapped simple Queries not answered yet, in order.
+    queries: VecDeque<WrappedQuery>,
+    /// The cycle of each Execute of a wrapped Parse not answered yet, in order.
+    executes: VecDeque<u64>,
+    /// Statements and portals of wrapped Parses (by name).
+    statements: BTreeSet<Vec<u8>>,
+    portals: BTreeSet<Vec<u8>>,
+    /// ReadyForQuery messages so far: the current cycle is the next one.
+    ready: u64,
+    /// CommandCompletes in the current cycle so far.
+    completions: usize,
+}
+
+/// A wrapped simple Query: `before` statements, the client's `own`, then the recreation.
+struct WrappedQuery {
+    cycle: u64,
+    before: usize,
+    own: usize,
+}
+
+impl Answers {
+    /// How the client gets a CommandComplete (`C`) or NoticeResponse (`N`).
+    fn server_frame(&mut self, tag: u8, body: &[u8]) -> ServerFrame {
+        let cycle = self.ready + 1;
+        if let Some(query) = self.queries.front().filter(|q| q.cycle == cycle) {
+            let at = self.completions;
+            if tag == b'C' {
+                self.completions += 1;
+            }
+            let own = at >= query.before && at < query.before + query.own;
+            return if own {
+                ServerFrame::Pass
+            } else {
+                ServerFrame::Withhold
+            };
+        }
+        if tag == b'C'
+            && self.executes.front() == Some(&cycle)
+            && frame::cstr(body).is_some_and(|(t, _)| t == b"DO")
+        {
+            self.executes.pop_front();
+            if let Ok(frame) = message(b'C', &[b"ALTER TABLE\0"]) {
+                return ServerFrame::Replace(bytes::BytesMut::from(&frame[..]));
+            }
+        }
+        ServerFrame::Pass
+    }
+
+    fn on_ready(&mut self) {
+        self.ready += 1;
+        self.completions = 0;
+        let ready = self.ready;
+        self.queries.retain(|q| q.cycle > ready);
+        self.executes.retain(|cycle| *cycle > ready);
+    }
+
+    /// Follows Bind and Execute of wrapped Parses (`sent`: the cycles sent so far).
+    fn follow(&mut self, tag: u8, body: &[u8], sent: u64) {
+        match tag {
+            b'B' => {
+                let Some((portal, rest)) = frame::cstr(body) else {
+                    return;
+                };
+                let statement = frame::cstr(rest).map(|(s, _)| s).unwrap_or_default();
+                if self.statements.contains(statement) {
+                    self.portals.insert(portal.to_vec());
+                } else {
+                    self.portals.remove(portal);
+                }
+            }
+            b'E' => {
+                if let Some((portal, _)) = frame::cstr(body)
+                    && self.portals.contains(portal)
+                {
+                    self.executes.push_back(sent + 1);
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 impl Tracking {
@@ -94,6 +195,7 @@ impl Tracking {
             },
             ServerEvent::Error { .. } => self.error_in_cycle = true,
             ServerEvent::Ready { status } => {
+                self.answers.on_ready();
                 match status {
                     // Idle: an implicit transaction ended, committed unless an error came.
                     b'I' => {
@@ -128,6 +230,8 @@ pub fn unrestricted_session(
         UnrestrictedFrontend {
             handle: handle.clone(),
             tracking: tracking.clone(),
+            cycles: Arc::new(AtomicU64::new(0)),
+            extended_wrapped: Arc::new(AtomicBool::new(false)),
             audit: None,
         },
         SchemaChangeObserver {
@@ -142,10 +246,21 @@ pub fn unrestricted_session(
 struct Wrapping {
     before: Vec<String>,
     after: Vec<String>,
+    /// The client's statements in the text (each answered with one CommandComplete).
+    statements: usize,
 }
 
 impl Decider for UnrestrictedFrontend {
     fn quick(&mut self, tag: u8, frame: &[u8]) -> Option<Decision> {
+        if matches!(tag, b'Q' | b'S' | b'F') {
+            self.cycles.fetch_add(1, Ordering::Relaxed);
+        }
+        if matches!(tag, b'B' | b'E') && self.extended_wrapped.load(Ordering::Relaxed) {
+            let sent = self.cycles.load(Ordering::Relaxed);
+            lock(&self.tracking)
+                .answers
+                .follow(tag, frame::body(frame), sent);
+        }
         let text = match tag {
             b'Q' => frame::cstr(frame::body(frame)).map(|(text, _)| text),
             b'P' => frame::cstr(frame::body(frame))
@@ -211,6 +326,14 @@ impl UnrestrictedFrontend {
         let (text, _) = frame::cstr(body)?;
         let sql = self.schema_change_text(text)?;
         let wrapping = self.wrapping(sql)?;
+        lock(&self.tracking)
+            .answers
+            .queries
+            .push_back(WrappedQuery {
+                cycle: self.cycles.load(Ordering::Relaxed),
+                before: wrapping.before.len(),
+                own: wrapping.statements,
+            });
         let mut out = String::new();
         for step in &wrapping.before {
             out.push_str(step);
@@ -227,16 +350,26 @@ impl UnrestrictedFrontend {
     fn parse(&self, body: &[u8]) -> Option<Bytes> {
         let (name, rest) = frame::cstr(body)?;
         let (text, types) = frame::cstr(rest)?;
-        let sql = self.schema_change_text(text)?;
-        let wrapping = self.wrapping(sql)?;
-        let steps: Vec<&str> = wrapping
-            .before
-            .iter()
-            .map(String::as_str)
-            .chain(std::iter::once(sql))
-            .chain(wrapping.after.iter().map(String::as_str))
-            .collect();
-        let block = do_block(&steps);
+        let Some(wrapping) = self
+            .schema_change_text(text)
+            .and_then(|sql| Some((sql, self.wrapping(sql)?)))
+            // PostgreSQL refuses a Parse of several statements; so does the wrapped one.
+            .filter(|(_, wrapping)| wrapping.statements == 1)
+        else {
+            if self.extended_wrapped.load(Ordering::Relaxed) {
+                lock(&self.tracking).answers.statements.remove(name);
+            }
+            return None;
+        };
+        let (sql, wrapping) = wrapping;
+        self.extended_wrapped.store(true, Ordering::Relaxed);
+        lock(&self.tracking)
+            .answers
+            .statements
+            .insert(name.to_vec());
+        let before: Vec<&str> = wrapping.before.iter().map(String::as_str).collect();
+        let after: Vec<&str> = wrapping.after.iter().map(String::as_str).collect();
+        let block = do_block(&before, sql, &after);
         message(b'P', &[name, b"\0", block.as_bytes(), b"\0", types]).ok()
     }
 
@@ -279,14 +412,20 @@ impl UnrestrictedFrontend {
             return None;
         }
         tracking.changed = true;
-        let before = policy::apply_sql::drop_views_steps(policy)
+        let before: Vec<String> = policy::apply_sql::drop_views_steps(policy)
             .into_iter()
             .map(|step| step.sql)
             .collect();
         let after = match changed_catalog(&catalog, &alters) {
             Some(changed) => {
                 tracking.in_transaction = Some(changed.clone());
-                recreation(&state, changed)
+                // The drops again first: the client's text may end its transaction (`COMMIT`)
+                // before the recreation, and a rebuild may come in between.
+                let recreated = recreation(&state, changed);
+                match recreated.is_empty() {
+                    true => recreated,
+                    false => before.iter().cloned().chain(recreated).collect(),
+                }
             }
             None => {
                 warn!(
@@ -295,7 +434,11 @@ impl UnrestrictedFrontend {
                 Vec::new()
             }
         };
-        Some(Wrapping { before, after })
+        Some(Wrapping {
+            before,
+            after,
+            statements: statements.len(),
+        })
     }
 }
 
@@ -308,6 +451,7 @@ fn recreation(state: &PolicyState, catalog: Catalog) -> Vec<String> {
         sequences: state.sequences.clone(),
         login_prefix: state.login_prefix.clone(),
         primary_keys: state.primary_keys.clone(),
+        objects_owner: state.objects_owner.clone(),
         ..LiveState::default()
     };
     let steps = policy::apply_sql::recreate_views_steps(policy, &access, &live);
@@ -318,6 +462,10 @@ fn recreation(state: &PolicyState, catalog: Catalog) -> Vec<String> {
 }
 
 impl SessionObserver for SchemaChangeObserver {
+    fn server_frame(&mut self, tag: u8, body: &[u8]) -> ServerFrame {
+        lock(&self.tracking).answers.server_frame(tag, body)
+    }
+
     fn on_server_event(&mut self, event: ServerEvent<'_>) {
         self.metrics.on_server_event(event);
         let rebuild = {
@@ -474,17 +622,35 @@ fn type_name(written: &str) -> String {
     }
 }
 
-/// `DO $tag$ BEGIN EXECUTE $tagN$<step>$tagN$; ... END $tag$`, with dollar-quote tags that occur
-/// in none of the steps.
-fn do_block(steps: &[&str]) -> String {
+/// `DO $tag$ ... BEGIN EXECUTE $tagN$<step>$tagN$; ... END $tag$` running `before`, the client's
+/// `statement` and `after`, with dollar-quote tags that occur in none of them. The notices of the
+/// steps before and after are silenced (`client_min_messages` raised to `error` around them, then
+/// back to the client's), so that the client sees those of its statement only.
+fn do_block(before: &[&str], statement: &str, after: &[&str]) -> String {
+    let all = || {
+        before
+            .iter()
+            .chain(after)
+            .chain(std::iter::once(&statement))
+    };
     let mut tag = String::from("maschera");
-    while steps.iter().any(|step| step.contains(&tag)) {
+    while all().any(|step| step.contains(&tag)) {
         tag.push('_');
     }
-    let mut block = format!("DO ${tag}$ BEGIN\n");
-    for step in steps {
-        block.push_str(&format!("EXECUTE ${tag}_s${step}${tag}_s$;\n"));
-    }
+    let quiet = "PERFORM pg_catalog.set_config('client_min_messages', 'error', true);\n";
+    let restore = "PERFORM pg_catalog.set_config('client_min_messages', maschera_shown, true);\n";
+    let execute = |step: &str| format!("EXECUTE ${tag}_s${step}${tag}_s$;\n");
+    let mut block = format!(
+        "DO ${tag}$ DECLARE maschera_shown text := pg_catalog.current_setting('client_min_messages'); BEGIN\n{quiet}"
+    );
+    before
+        .iter()
+        .for_each(|step| block.push_str(&execute(step)));
+    block.push_str(restore);
+    block.push_str(&execute(statement));
+    block.push_str(quiet);
+    after.iter().for_each(|step| block.push_str(&execute(step)));
+    block.push_str(restore);
     block.push_str(&format!("END ${tag}$"));
     block
 }
@@ -592,14 +758,80 @@ mod tests {
         assert_eq!(tracking.current(&loaded), changed);
     }
 
+    /// What the client gets of one frame: `P` passed, `W` withheld, or the replacement's tag.
+    fn shown(answers: &mut Answers, tag: u8, text: &str) -> String {
+        let body = format!("{text}\0");
+        match answers.server_frame(tag, body.as_bytes()) {
+            ServerFrame::Pass => "P".into(),
+            ServerFrame::Withhold => "W".into(),
+            ServerFrame::Replace(frame) => String::from_utf8_lossy(frame::body(&frame))
+                .trim_end_matches('\0')
+                .to_owned(),
+        }
+    }
+
+    #[test]
+    fn the_client_sees_the_answers_to_its_own_statements_only() {
+        let mut answers = Answers::default();
+        // Cycle 1 is someone else's; cycle 2 a Query wrapped as 2 drops, 2 own statements, recreation.
+        answers.queries.push_back(WrappedQuery {
+            cycle: 2,
+            before: 2,
+            own: 2,
+        });
+        assert_eq!(shown(&mut answers, b'C', "SELECT 1"), "P");
+        answers.on_ready();
+        let seen: Vec<String> = [
+            (b'N', "drop cascades to 5 other objects"),
+            (b'C', "DROP SCHEMA"),
+            (b'C', "DO"),
+            (b'N', "column exists, skipping"),
+            (b'C', "ALTER TABLE"),
+            (b'C', "SELECT 1"),
+            (b'C', "CREATE SCHEMA"),
+            (b'N', "role is already a member"),
+            (b'C', "GRANT"),
+        ]
+        .into_iter()
+        .map(|(tag, text)| shown(&mut answers, tag, text))
+        .collect();
+        assert_eq!(seen, ["W", "W", "W", "P", "P", "P", "W", "W", "W"]);
+        answers.on_ready();
+        assert!(answers.queries.is_empty());
+        assert_eq!(shown(&mut answers, b'C', "CREATE SCHEMA"), "P");
+        // A wrapped Parse: its Execute in cycle 4 answers DO, shown as ALTER TABLE; a DO of another
+        // cycle stays DO.
+        answers.on_ready();
+        answers.statements.insert(b"s1".to_vec());
+        answers.follow(b'B', b"p\0s1\0", 3);
+        answers.follow(b'E', b"p\0\0\0\0\0", 3);
+        answers.follow(b'B', b"q\0other\0", 3);
+        answers.follow(b'E', b"q\0\0\0\0\0", 3);
+        assert_eq!(shown(&mut answers, b'C', "DO"), "ALTER TABLE");
+        assert_eq!(shown(&mut answers, b'C', "DO"), "P");
+        answers.on_ready();
+        assert!(answers.executes.is_empty());
+    }
+
     #[test]
     fn do_block_tags_never_occur_in_the_steps() {
-        let block = do_block(&[
-            "SELECT $maschera$x$maschera$",
+        let block = do_block(
+            &["SELECT $maschera$x$maschera$"],
             "ALTER TABLE t DROP COLUMN c",
-        ]);
-        assert!(block.starts_with("DO $maschera_$ BEGIN\n"), "{block}");
-        assert!(block.contains("EXECUTE $maschera__s$ALTER TABLE t DROP COLUMN c$maschera__s$;"));
+            &["SELECT 2"],
+        );
+        assert!(block.starts_with("DO $maschera_$ DECLARE"), "{block}");
+        let own = block
+            .find("EXECUTE $maschera__s$ALTER TABLE t DROP COLUMN c$maschera__s$;")
+            .expect("the statement");
+        // Notices of the steps around it are silenced, the statement's are not.
+        let quiet = |from: usize, to: usize| {
+            let part = &block[from..to];
+            part.rfind("'error'") > part.rfind("maschera_shown")
+        };
+        assert!(!quiet(0, own), "{block}");
+        assert!(quiet(0, block.find("SELECT $maschera").unwrap()), "{block}");
+        assert!(quiet(0, block.find("SELECT 2").unwrap()), "{block}");
         assert!(block.ends_with("END $maschera_$"));
     }
 }

@@ -7,6 +7,8 @@
 //!   (statement outcomes, row counts, transaction status) for the access log; before the relay writes
 //!   frames that held a CommandComplete or ErrorResponse, it awaits the observer's [`Hold`] (the access
 //!   log's records made durable), so a client never sees a completion whose record could still be lost;
+//!   the observer may also withhold or replace a CommandComplete or NoticeResponse that answers a
+//!   statement its hook added to the client's ([`ServerFrame`]; `schema_change` does for its wrapping);
 //! - for a restricted role, every ErrorResponse and NoticeResponse coming back goes through the
 //!   session's [`ErrorScrub`] (`RelaySettings::errors`), which may re-encode it with fields withheld
 //!   (the only frames ever re-encoded; they are rare, and DataRow still passes as bytes).
@@ -105,15 +107,46 @@ pub struct Withheld {
     pub message: String,
 }
 
+/// How the client gets a CommandComplete or NoticeResponse of PostgreSQL (see
+/// [`SessionObserver::server_frame`]).
+#[derive(Debug)]
+pub enum ServerFrame {
+    /// As PostgreSQL sent it.
+    Pass,
+    /// Not at all (it answers a statement a hook added to the client's).
+    Withhold,
+    /// As this frame instead (whole, type byte and length included).
+    Replace(BytesMut),
+}
+
 /// Sees how statements end (for the access log).
 pub trait SessionObserver: Send {
     fn on_server_event(&mut self, event: ServerEvent<'_>);
+
+    /// How the client gets this CommandComplete (`C`) or NoticeResponse (`N`) frame (`body` without
+    /// type and length): asked before [`SessionObserver::on_server_event`], which a withheld
+    /// CommandComplete does not reach, and a replaced one reaches with the replacement's tag. For
+    /// answers to statements a hook added to the client's (the default: [`ServerFrame::Pass`]).
+    fn server_frame(&mut self, _tag: u8, _body: &[u8]) -> ServerFrame {
+        ServerFrame::Pass
+    }
 
     /// Called once the frames of a read are observed and before they are written to the client, when
     /// they held a CommandComplete or ErrorResponse: what must complete first (e.g. the access log's
     /// records of those statements made durable). `None` (the default): nothing waits.
     fn hold(&mut self) -> Option<Hold> {
         None
+    }
+}
+
+impl ServerFrame {
+    /// The frame to send instead of PostgreSQL's (`None`: PostgreSQL's; empty: nothing).
+    fn replacement(self) -> Option<BytesMut> {
+        match self {
+            ServerFrame::Pass => None,
+            ServerFrame::Withhold => Some(BytesMut::new()),
+            ServerFrame::Replace(frame) => Some(frame),
+        }
     }
 }
 
@@ -730,10 +763,19 @@ impl ServerToClient<'_> {
             let mut replacement = None;
             match header.tag {
                 b'C' => {
-                    let tag = frame::cstr(body).map(|(t, _)| t).unwrap_or_default();
-                    let tag = std::str::from_utf8(tag).unwrap_or_default();
-                    self.observer
-                        .on_server_event(ServerEvent::CommandComplete { tag });
+                    let shown = self.observer.server_frame(b'C', body);
+                    let seen = match &shown {
+                        ServerFrame::Pass => Some(body),
+                        ServerFrame::Withhold => None,
+                        ServerFrame::Replace(frame) => Some(frame::body(frame)),
+                    };
+                    if let Some(seen) = seen {
+                        let tag = frame::cstr(seen).map(|(t, _)| t).unwrap_or_default();
+                        let tag = std::str::from_utf8(tag).unwrap_or_default();
+                        self.observer
+                            .on_server_event(ServerEvent::CommandComplete { tag });
+                    }
+                    replacement = shown.replacement();
                 }
                 b'E' => {
                     if let Some(refusal) = take_refusal(&mut cycles.refusals, body) {
@@ -748,7 +790,12 @@ impl ServerToClient<'_> {
                         replacement = self.errors.as_ref().and_then(|e| e.scrub(b'E', body));
                     }
                 }
-                b'N' => replacement = self.errors.as_ref().and_then(|e| e.scrub(b'N', body)),
+                b'N' => {
+                    replacement = match self.observer.server_frame(b'N', body) {
+                        ServerFrame::Pass => self.errors.as_ref().and_then(|e| e.scrub(b'N', body)),
+                        shown => shown.replacement(),
+                    }
+                }
                 b'Z' => {
                     self.status = body.first().copied().unwrap_or(b'I');
                     self.observer.on_server_event(ServerEvent::Ready {

@@ -1,7 +1,8 @@
 //! TLS configurations built with rustls (ring provider): the server side that clients connect to
 //! (certificate and key from PEM files, ALPN `postgresql`) and the client side the proxy uses towards
 //! PostgreSQL (`prefer`/`require` encrypt without checking the certificate, as libpq does;
-//! `verify-full` checks chain and host name against a CA file or the system roots).
+//! `verify-ca` checks the chain, `verify-full` chain and host name, against a CA file or the system
+//! roots).
 //! Not for: negotiating TLS on a connection (see `startup` and `upstream`).
 
 use crate::config::UpstreamTlsMode;
@@ -51,9 +52,17 @@ pub fn upstream_config(
         UpstreamTlsMode::Off => return Ok(None),
         UpstreamTlsMode::Prefer | UpstreamTlsMode::Require => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(EncryptOnly(
-                provider().signature_verification_algorithms,
-            )))
+            .with_custom_certificate_verifier(Arc::new(EncryptOnly {
+                algorithms: provider().signature_verification_algorithms,
+                chain: None,
+            }))
+            .with_no_client_auth(),
+        UpstreamTlsMode::VerifyCa => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(EncryptOnly {
+                algorithms: provider().signature_verification_algorithms,
+                chain: Some(Arc::new(root_store(ca_file)?)),
+            }))
             .with_no_client_auth(),
         UpstreamTlsMode::VerifyFull => builder
             .with_root_certificates(root_store(ca_file)?)
@@ -83,7 +92,7 @@ fn root_store(ca_file: Option<&Path>) -> Result<RootCertStore> {
         }
     }
     if roots.is_empty() {
-        bail!("no trusted CA certificates for upstream verify-full");
+        bail!("no trusted CA certificates for upstream verify-ca or verify-full");
     }
     Ok(roots)
 }
@@ -94,20 +103,34 @@ pub fn server_name(host: &str) -> Result<ServerName<'static>> {
         .with_context(|| format!("`{host}` is not a valid TLS server name"))
 }
 
-/// Encrypts without authenticating the server (libpq's `sslmode=require`): signatures are still
-/// checked so the handshake is sound, but any certificate is accepted.
+/// Encrypts without checking the server's name (libpq's `sslmode=require`, and `verify-ca` with
+/// `chain`): signatures are still checked so the handshake is sound; without `chain` any certificate
+/// is accepted, with it the certificate must chain to one of its roots (whatever name it bears).
 #[derive(Debug)]
-struct EncryptOnly(WebPkiSupportedAlgorithms);
+struct EncryptOnly {
+    algorithms: WebPkiSupportedAlgorithms,
+    chain: Option<Arc<RootCertStore>>,
+}
 
 impl ServerCertVerifier for EncryptOnly {
     fn verify_server_cert(
         &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
         _server_name: &ServerName<'_>,
         _ocsp_response: &[u8],
-        _now: UnixTime,
+        now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        if let Some(roots) = &self.chain {
+            let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
+            rustls::client::verify_server_cert_signed_by_trust_anchor(
+                &cert,
+                roots,
+                intermediates,
+                now,
+                self.algorithms.all,
+            )?;
+        }
         Ok(ServerCertVerified::assertion())
     }
 
@@ -117,7 +140,7 @@ impl ServerCertVerifier for EncryptOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
     }
 
     fn verify_tls13_signature(
@@ -126,11 +149,11 @@ impl ServerCertVerifier for EncryptOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_schemes()
+        self.algorithms.supported_schemes()
     }
 }
 

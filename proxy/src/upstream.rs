@@ -98,7 +98,7 @@ impl UpstreamTarget {
         if socket_path(config).is_some() {
             if matches!(
                 config.tls,
-                UpstreamTlsMode::Require | UpstreamTlsMode::VerifyFull
+                UpstreamTlsMode::Require | UpstreamTlsMode::VerifyCa | UpstreamTlsMode::VerifyFull
             ) {
                 anyhow::bail!(
                     "[upstream] host `{}` is a Unix-domain socket directory, where PostgreSQL does \

@@ -334,6 +334,31 @@ pub fn write_test_certificates(dir: &Path) -> Result<(PathBuf, PathBuf, PathBuf)
     Ok(paths)
 }
 
+/// A private PostgreSQL with `ssl = on` and a test certificate (see [`write_test_certificates`],
+/// written into `certs`, which PostgreSQL must be able to read): the server and the CA file.
+pub fn start_tls_pg(certs: &Path) -> Result<(PgServer, PathBuf)> {
+    let (ca, cert, key) = write_test_certificates(certs)?;
+    if crate::running_as_root() {
+        let status = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(certs)
+            .status()?;
+        if !status.success() {
+            bail!("chown of the test certificates failed");
+        }
+    }
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    let pg = PgServer::start_with(crate::PgServerOptions {
+        settings: vec![
+            "ssl = on".to_owned(),
+            format!("ssl_cert_file = '{}'", cert.display()),
+            format!("ssl_key_file = '{}'", key.display()),
+        ],
+        ..Default::default()
+    })?;
+    Ok((pg, ca))
+}
+
 /// Logs in through the proxy by hand (startup message, SCRAM with postgres-protocol) and reads up to
 /// the first ReadyForQuery, for tests that send raw protocol messages. Panics if the login fails.
 /// Reads one backend message from a raw session: its type byte and its body.

@@ -1628,25 +1628,8 @@ async fn the_catalog_connection_uses_the_upstream_tls_settings() {
         .prefix("maschera-pg-certs-")
         .tempdir()
         .unwrap();
-    let (_, cert, key) = maschera_tests::proxy::write_test_certificates(certs.path()).unwrap();
-    if maschera_tests::running_as_root() {
-        let status = Command::new("chown")
-            .args(["-R", "postgres:postgres"])
-            .arg(certs.path())
-            .status()
-            .expect("chown");
-        assert!(status.success());
-    }
-    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    let pg = PgServer::start_with(maschera_tests::PgServerOptions {
-        settings: vec![
-            "ssl = on".to_owned(),
-            format!("ssl_cert_file = '{}'", cert.display()),
-            format!("ssl_key_file = '{}'", key.display()),
-        ],
-        ..Default::default()
-    })
-    .expect("start PostgreSQL with TLS");
+    let (pg, _) =
+        maschera_tests::proxy::start_tls_pg(certs.path()).expect("start PostgreSQL with TLS");
     // Once the CRM and the policy are in place, PostgreSQL accepts TCP logins over TLS only.
     let only_tls = |pg: &PgServer| {
         let hba = pg.dir().join("data").join("pg_hba.conf");

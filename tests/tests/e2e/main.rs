@@ -1,6 +1,7 @@
 //! All end-to-end tests, in one binary so they build once and run in parallel under nextest.
 //! Each work area owns one module.
 
+mod applyowner;
 mod audit;
 mod catalog;
 mod compat;

@@ -65,13 +65,9 @@ impl Target {
     }
 }
 
-async fn connect(target: &Target) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-    let (client, connection) = tokio_postgres::connect(&target.url, tokio_postgres::NoTls).await?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::warn!(error = %e, "audit postgres sink connection ended");
-        }
-    });
+/// Connects over the proxy's admin connector (the URL's `sslmode` honoured) and creates the table.
+async fn connect(target: &Target) -> anyhow::Result<tokio_postgres::Client> {
+    let client = crate::admin_connect::connect(&target.url).await?;
     client.batch_execute(&target.create_sql()).await?;
     Ok(client)
 }
@@ -137,10 +133,10 @@ pub async fn run(target: Target, mut rx: mpsc::Receiver<Arc<Sealed>>) {
             }
         }
         let result = match &client {
-            Some(c) if !c.is_closed() => insert(c, &sql, &batch).await,
+            Some(c) if !c.is_closed() => insert(c, &sql, &batch).await.map_err(Into::into),
             _ => match connect(&target).await {
                 Ok(c) => {
-                    let r = insert(&c, &sql, &batch).await;
+                    let r = insert(&c, &sql, &batch).await.map_err(Into::into);
                     client = Some(c);
                     r
                 }
@@ -155,7 +151,7 @@ pub async fn run(target: Target, mut rx: mpsc::Receiver<Arc<Sealed>>) {
             Err(e) => {
                 client = None;
                 pause = backoff(pause);
-                tracing::warn!(error = %e, records = batch.len(), retry_in_ms = pause.as_millis() as u64, "audit postgres sink failed");
+                tracing::warn!(error = %format!("{e:#}"), records = batch.len(), retry_in_ms = pause.as_millis() as u64, "audit postgres sink failed");
                 if closed {
                     failures_after_close += 1;
                     if failures_after_close >= ATTEMPTS_AT_CLOSE {
