@@ -581,7 +581,15 @@ impl ViewPlan<'_> {
             for c in &not_writable {
                 body.push_str(&column_check(
                     c,
-                    format!("NEW.{0} IS DISTINCT FROM OLD.{0}", quote_ident(&c.name)),
+                    {
+                        let data_type = write_back::view_type(&c.action, self.data_type(&c.name));
+                        let col = quote_ident(&c.name);
+                        format!(
+                            "{} IS DISTINCT FROM {}",
+                            write_back::comparable(&format!("NEW.{col}"), data_type),
+                            write_back::comparable(&format!("OLD.{col}"), data_type)
+                        )
+                    },
                     WriteKind::Update,
                 ));
             }
@@ -594,7 +602,12 @@ impl ViewPlan<'_> {
                     } else {
                         // A masked column the policy makes writable: written back unchanged it
                         // keeps the stored value, another value is stored.
-                        format!("{col} = CASE WHEN NEW.{col} IS NOT DISTINCT FROM OLD.{col} THEN t.{col} ELSE NEW.{col} END")
+                        let data_type = write_back::view_type(&c.action, self.data_type(&c.name));
+                        format!(
+                            "{col} = CASE WHEN {} IS NOT DISTINCT FROM {} THEN t.{col} ELSE NEW.{col} END",
+                            write_back::comparable(&format!("NEW.{col}"), data_type),
+                            write_back::comparable(&format!("OLD.{col}"), data_type)
+                        )
                     }
                 })
                 .collect();

@@ -105,6 +105,30 @@ pub fn view_type<'t>(action: &Action, data_type: &'t str) -> &'t str {
     }
 }
 
+/// Whether values of `data_type` have no equality operator (`json`, `xml`, the geometric types and
+/// arrays of them): a value written back is then compared with the one the role reads by its text.
+pub fn compared_as_text(data_type: &str) -> bool {
+    let base = data_type
+        .trim()
+        .trim_end_matches("[]")
+        .trim()
+        .to_ascii_lowercase();
+    matches!(
+        base.as_str(),
+        "json" | "xml" | "point" | "line" | "lseg" | "box" | "path" | "polygon" | "circle"
+    )
+}
+
+/// `expr` as write-back compares it: itself, or its text for a type without equality
+/// ([`compared_as_text`]).
+pub fn comparable(expr: &str, data_type: &str) -> String {
+    if compared_as_text(data_type) {
+        format!("CAST({expr} AS text)")
+    } else {
+        expr.to_string()
+    }
+}
+
 /// Creates [`WRITE_BACK_FUNCTION`] (idempotent), callable by `logins` only (the proxy's statements run as
 /// them; [`crate::db_lock::intact_function_steps`] gives them the schema). It
 /// reads nothing: it compares its two arguments.
@@ -132,6 +156,15 @@ pub fn function_steps(logins: &[String]) -> Vec<Step> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn types_without_equality_are_compared_by_their_text() {
+        assert_eq!(comparable("NEW.doc", "json"), "CAST(NEW.doc AS text)");
+        assert_eq!(comparable("NEW.doc", "JSON[]"), "CAST(NEW.doc AS text)");
+        assert_eq!(comparable("NEW.doc", "jsonb"), "NEW.doc");
+        assert_eq!(comparable("NEW.at", "timestamp with time zone"), "NEW.at");
+        assert!(compared_as_text("point"));
+    }
 
     #[test]
     fn view_types_follow_the_view_expressions() {

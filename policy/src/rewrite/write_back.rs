@@ -16,7 +16,9 @@ use super::analyzer::Analyzer;
 use super::refusal::Refusal;
 use super::scope::{Item, ItemKind, quoted};
 use crate::access::{Action, ColumnAccess};
-use crate::write_back::{WRITE_BACK_FUNCTION, WriteKind, column_refusal, view_type};
+use crate::write_back::{
+    WRITE_BACK_FUNCTION, WriteKind, column_refusal, compared_as_text, view_type,
+};
 
 /// How a statement may set one column of its target.
 pub(crate) enum Setting<'a> {
@@ -92,18 +94,34 @@ impl<'a> Analyzer<'a> {
             .map(|c| c.data_type.as_str())
             .unwrap_or("text");
         let data_type = view_type(&col.action, data_type);
+        // A type without equality (json, xml, ...) is compared by its text, and the result cast back.
+        let by_text = compared_as_text(data_type);
+        let compared = if by_text { "text" } else { data_type };
         let shown = match kind {
             // The target's alias, or the view's name (the table's, or given as an alias).
             WriteKind::Update => {
-                Expr::CompoundIdentifier(vec![quoted(&target.name), quoted(&col.name)])
+                let shown = Expr::CompoundIdentifier(vec![quoted(&target.name), quoted(&col.name)]);
+                if by_text {
+                    typed(shown, "text")?
+                } else {
+                    shown
+                }
             }
-            WriteKind::Insert => typed(Expr::value(Value::Null), data_type)?,
+            WriteKind::Insert => typed(Expr::value(Value::Null), compared)?,
         };
         let refusal = column_refusal(&self.role.role, &access.view, &col.name, kind);
         // Cast to the view column's type: both arguments of the polymorphic function must have one
         // type (a driver may send a `varchar` parameter for a `text` column).
         let original = std::mem::replace(value, Expr::value(Value::Null));
-        *value = call(typed(original, data_type)?, shown, refusal)?;
+        let mut new_value = typed(original, data_type)?;
+        if by_text {
+            new_value = typed(new_value, "text")?;
+        }
+        *value = call(new_value, shown, refusal)?;
+        if by_text {
+            let checked = std::mem::replace(value, Expr::value(Value::Null));
+            *value = typed(checked, data_type)?;
+        }
         self.edits.other = true;
         Ok(())
     }

@@ -295,3 +295,29 @@ fn a_column_hidden_as_null_is_written_back_like_a_masked_one() {
         assert_eq!(refusal.sqlstate, SqlState::InsufficientPrivilege, "{sql}");
     }
 }
+
+/// `json` has no equality operator: a JSON document written back is compared with the one the role
+/// reads by its text, and the checked text is cast back to `json`.
+#[test]
+fn a_json_document_is_written_back_by_its_text() {
+    const POLICY: &str = "[tables.events.columns]\ndoc = \"contact\"\n\
+                          [roles.desk.tables.events]\ncolumns = { doc = \"json.mask\" }\n\
+                          writes = [\"insert\", \"update\"]\n";
+    let policy = crate::Policy::parse("p.toml", POLICY).unwrap();
+    let catalog = crate::compile::catalog_of(&[("events", &[("id", "bigint"), ("doc", "json")])]);
+    let desk = policy.role_access_by_name("desk", &catalog).unwrap();
+    let sql = "UPDATE events SET doc = $1 WHERE id = 1";
+    let rewritten =
+        rewrite_prepared(sql, &desk, &catalog).unwrap_or_else(|r| panic!("{}", r.message));
+    let rewritten = rewritten.sql(sql);
+    assert!(
+        rewritten.contains(
+            "doc = CAST(maschera_private.write_back(CAST(CAST($1 AS JSON) AS TEXT), CAST(\"events\".\"doc\" AS TEXT), "
+        ),
+        "{rewritten}"
+    );
+    assert!(
+        rewritten.contains("') AS JSON) WHERE id = 1"),
+        "{rewritten}"
+    );
+}
