@@ -1,16 +1,19 @@
 //! The relay of one authenticated session: client bytes to PostgreSQL and back, split into frames by
 //! their headers only and forwarded in runs (one write per batch of whole frames), never decoded and
-//! re-encoded. Two seams for later work:
-//! - one [`SessionHook`] per session sees both directions, with the number of the statement cycle
-//!   each message belongs to (the relay is the one place that counts them):
-//! - every client message that can run or feed a statement (`Q P B D E C S H F d c f`) goes to the
-//!   hook, which may forward it, replace its bytes, or refuse it with an ErrorResponse;
-//! - every CommandComplete, ErrorResponse and ReadyForQuery coming back is shown to the hook
-//!   (statement outcomes, row counts, transaction status) for the access log; before the relay writes
-//!   frames that held a CommandComplete or ErrorResponse, it awaits the hook's [`Hold`] (the access
-//!   log's records made durable), so a client never sees a completion whose record could still be lost;
-//!   the hook may also withhold or replace a CommandComplete or NoticeResponse that answers a
-//!   statement it added to the client's ([`ServerFrame`]; `schema_change` does for its wrapping);
+//! re-encoded. Its seams:
+//! - one [`SessionHook`] per session sees both directions, each message with the number of the
+//!   statement cycle it belongs to (the relay is the one place that counts them):
+//!   - every client message that can run or feed a statement (`Q P B D E C S H F d c f`) goes to
+//!     the hook, which may forward it, replace its bytes, or refuse it with an ErrorResponse;
+//!   - every CommandComplete, ErrorResponse and ReadyForQuery coming back is shown to the hook
+//!     (statement outcomes, row counts, transaction status) for the access log; before the relay
+//!     writes frames that held a CommandComplete or ErrorResponse, it awaits the hook's [`Hold`]
+//!     (the access log's records made durable), so a client never sees a completion whose record
+//!     could still be lost; the hook may also withhold or replace a CommandComplete or
+//!     NoticeResponse that answers a statement it added to the client's ([`ServerFrame`];
+//!     `schema_change` does for its wrapping);
+//!   - at each transaction boundary the hook is told
+//!     ([`SessionHook::at_transaction_boundary`], the place for a per-transaction upstream);
 //! - for a restricted role, every ErrorResponse and NoticeResponse coming back goes through the
 //!   session's [`ErrorScrub`] (`RelaySettings::errors`), which may re-encode it with fields withheld
 //!   (the only frames ever re-encoded; they are rare, and DataRow still passes as bytes).
