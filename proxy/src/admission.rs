@@ -13,7 +13,7 @@
 //! (see `lockout`) or the size of one message's work.
 
 use crate::config::Limits;
-use crate::session::{Decision, FrontendPolicy};
+use crate::session::Decision;
 use crate::upstream::UpstreamTarget;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -163,19 +163,14 @@ impl Admission {
         })
     }
 
-    /// `frontend` with the user's statement rate checked before it (unchanged when not limited).
-    pub fn limit_rate(
-        &self,
-        admitted: &Admitted,
-        frontend: Box<dyn FrontendPolicy>,
-    ) -> Box<dyn FrontendPolicy> {
+    /// The check of the user's statement rate a session's hook makes first (`None`: not limited).
+    pub fn rate_limit(&self, admitted: &Admitted) -> Option<RateLimit> {
         if self.inner.statements_per_second == 0 {
-            return frontend;
+            return None;
         }
-        Box::new(RateLimited {
+        Some(RateLimit {
             inner: self.inner.clone(),
             user: admitted.user.clone(),
-            frontend,
         })
     }
 }
@@ -261,15 +256,15 @@ impl Bucket {
     }
 }
 
-/// Checks the user's statement rate on each Query and Parse, then asks the session's own policy.
-struct RateLimited {
+/// Checks the user's statement rate on each Query and Parse, before the session's own decision.
+pub struct RateLimit {
     inner: Arc<Inner>,
     user: String,
-    frontend: Box<dyn FrontendPolicy>,
 }
 
-impl FrontendPolicy for RateLimited {
-    fn on_client_message(&mut self, tag: u8, frame: &[u8]) -> Decision {
+impl RateLimit {
+    /// The refusal of a Query or Parse beyond the user's rate; `None`: the session decides.
+    pub fn check(&mut self, tag: u8) -> Option<Decision> {
         if matches!(tag, b'Q' | b'P') {
             let limit = self.inner.statements_per_second;
             let rate = f64::from(limit);
@@ -285,16 +280,16 @@ impl FrontendPolicy for RateLimited {
                     .take(rate, now)
             };
             if !allowed {
-                return Decision::Refuse {
+                return Some(Decision::Refuse {
                     code: TOO_MANY.to_owned(),
                     // No user name: the refusal's reason goes to the operational log.
                     message: format!(
                         "too many statements per second for this user (limit {limit}, [limits] max_statements_per_second_per_user)"
                     ),
-                };
+                });
             }
         }
-        self.frontend.on_client_message(tag, frame)
+        None
     }
 }
 

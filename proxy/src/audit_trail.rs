@@ -26,7 +26,7 @@ use crate::audit::{
 use crate::client_auth::AuthError;
 use crate::frame;
 use crate::policy_state::PolicyState;
-use crate::session::{Hold, ServerEvent, SessionObserver, Withheld};
+use crate::session::{Hold, ServerEvent, Withheld};
 use crate::users::User;
 use policy::access::RoleAccess;
 use policy::rewrite::{Refusal, RewrittenStatement, SqlState};
@@ -109,13 +109,13 @@ enum Pending {
     Refused,
 }
 
-/// Pending statements grouped by cycle (what one ReadyForQuery ends): a Query, or the extended
-/// messages up to a Sync.
+/// What the session's statements wait for.
 #[derive(Default)]
 struct State {
-    cycles: VecDeque<VecDeque<Pending>>,
-    /// Extended-protocol messages not yet closed by a Sync.
-    open: VecDeque<Pending>,
+    /// Statements waiting for their answer, in order, each with the number of its cycle (what one
+    /// ReadyForQuery ends: a Query, or the extended messages up to a Sync), as the relay counts
+    /// them (see `session::SessionHook`).
+    pending: VecDeque<(u64, Pending)>,
     /// Prepared statements by name, as sent at Parse.
     prepared: HashMap<Vec<u8>, Option<Arc<What>>>,
     /// Portals by name, pointing at their statement.
@@ -163,10 +163,10 @@ impl Trail {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A simple Query is about to be sent with these statements; refused while the log is unwritable
-    /// and one of them touches a policy table.
-    pub fn query(&self, statements: &[RewrittenStatement]) -> Result<(), Refusal> {
-        self.query_sent(statements.iter().map(|s| self.sent(s)))
+    /// A simple Query of cycle `cycle` is about to be sent with these statements; refused while the
+    /// log is unwritable and one of them touches a policy table.
+    pub fn query(&self, statements: &[RewrittenStatement], cycle: u64) -> Result<(), Refusal> {
+        self.query_sent(statements.iter().map(|s| self.sent(s)), cycle)
     }
 
     /// [`sent`], worked out once per session and statement text.
@@ -196,29 +196,33 @@ impl Trail {
         described
     }
 
-    fn query_sent(&self, sent: impl Iterator<Item = Option<Arc<What>>>) -> Result<(), Refusal> {
+    fn query_sent(
+        &self,
+        sent: impl Iterator<Item = Option<Arc<What>>>,
+        cycle: u64,
+    ) -> Result<(), Refusal> {
         let sent: Vec<Option<Arc<What>>> = sent.collect();
         if sent.iter().any(Option::is_some) {
             self.writable()?;
         }
         let mut state = self.state();
         // Submitting takes no lock of the session's: the access records queue in statement order.
-        let pending = sent
-            .iter()
-            .map(|s| Pending::Statement(s.as_ref().map(|s| self.access(s))));
-        state.open.extend(pending);
-        state.close_cycle();
+        let pending = sent.iter().map(|s| {
+            (
+                cycle,
+                Pending::Statement(s.as_ref().map(|s| self.access(s))),
+            )
+        });
+        state.pending.extend(pending);
         Ok(())
     }
 
-    /// Follows a message (`body` as sent) that acts on statements already parsed: Bind, Execute and
-    /// Sync; the others change nothing. Refused like [`Trail::execute`].
-    pub fn follow(&self, tag: u8, body: &[u8]) -> Result<(), Refusal> {
+    /// Follows a message (`body` as sent, in cycle `cycle`) that acts on statements already parsed:
+    /// Bind and Execute; the others change nothing. Refused like [`Trail::execute`].
+    pub fn follow(&self, tag: u8, body: &[u8], cycle: u64) -> Result<(), Refusal> {
         match tag {
             b'B' => self.bind(body),
-            b'E' => return self.execute(body),
-            // A Sync was sent: the extended messages before it form one cycle.
-            b'S' => self.state().close_cycle(),
+            b'E' => return self.execute(body, cycle),
             _ => {}
         }
         Ok(())
@@ -248,7 +252,7 @@ impl Trail {
 
     /// An Execute is about to be sent: its portal's statement answers next. Refused while the log is
     /// unwritable and the statement touches a policy table.
-    fn execute(&self, body: &[u8]) -> Result<(), Refusal> {
+    fn execute(&self, body: &[u8], cycle: u64) -> Result<(), Refusal> {
         let Some((portal, _)) = frame::cstr(body) else {
             return Ok(());
         };
@@ -257,7 +261,9 @@ impl Trail {
             self.writable()?;
         }
         let access = sent.as_ref().map(|s| self.access(s));
-        self.state().open.push_back(Pending::Statement(access));
+        self.state()
+            .pending
+            .push_back((cycle, Pending::Statement(access)));
         Ok(())
     }
 
@@ -292,8 +298,8 @@ impl Trail {
             });
     }
 
-    /// A message (`tag`) was refused: recorded now, its error answer skipped later.
-    pub fn refused(&self, tag: u8, refusal: &Refusal, sql: Option<&str>) {
+    /// A message of cycle `cycle` was refused: recorded now, its error answer skipped later.
+    pub fn refused(&self, refusal: &Refusal, sql: Option<&str>, cycle: u64) {
         let mut event = PreparedEvent::new(EventKind::Statement, &self.who);
         let tables = refusal.tables.iter().map(TableTouched::from_use).collect();
         event.what = Some(What::new(None, sql.and_then(normalize), tables));
@@ -301,11 +307,7 @@ impl Trail {
         let receipt = self.log.submit(event);
         let mut state = self.state();
         state.receipts.push((receipt, false));
-        state.open.push_back(Pending::Refused);
-        // The relay replaces a refused Query or FunctionCall by a failing Query: a cycle of its own.
-        if matches!(tag, b'Q' | b'F') {
-            state.close_cycle();
-        }
+        state.pending.push_back((cycle, Pending::Refused));
     }
 
     fn writable(&self) -> Result<(), Refusal> {
@@ -316,32 +318,36 @@ impl Trail {
         }
     }
 
-    fn answered(&self, outcome: Outcome, rows: Option<u64>) {
+    /// A statement of cycle `cycle` ended: the next one of that cycle waiting is answered.
+    fn answered(&self, outcome: Outcome, rows: Option<u64>, cycle: u64) {
         let mut state = self.state();
         let state = &mut *state;
         if let Some(sqlstate) = outcome.sqlstate() {
             state.cycle_error = Some(sqlstate.to_owned());
         }
-        let next = state
-            .cycles
-            .front_mut()
-            .unwrap_or(&mut state.open)
-            .pop_front();
-        let Some(Pending::Statement(Some(access))) = next else {
+        if state.pending.front().is_none_or(|(c, _)| *c != cycle) {
+            return;
+        }
+        let Some((_, Pending::Statement(Some(access)))) = state.pending.pop_front() else {
             return;
         };
         self.outcome(&access, outcome, rows, None);
         state.receipts.push((access.receipt, true));
     }
 
-    /// A ReadyForQuery: the cycle is over. Its statements still pending were sent but never run
+    /// A ReadyForQuery: cycle `cycle` is over. Its statements still pending were sent but never run
     /// (PostgreSQL skips the rest of a Query or of the messages up to Sync after an error).
-    fn ready(&self) {
+    fn ready(&self, cycle: u64) {
         let mut state = self.state();
-        let skipped = state.end_cycle();
+        let ended = state
+            .pending
+            .iter()
+            .take_while(|(c, _)| *c <= cycle)
+            .count();
+        let skipped: Vec<(u64, Pending)> = state.pending.drain(..ended).collect();
         let sqlstate = state.cycle_error.take().unwrap_or_default();
         drop(state);
-        for pending in skipped {
+        for (_, pending) in skipped {
             if let Pending::Statement(Some(access)) = pending {
                 let outcome = Outcome::Error {
                     sqlstate: sqlstate.clone(),
@@ -389,20 +395,6 @@ fn unwritable() -> Refusal {
                 .to_owned(),
         tables: Vec::new(),
         statement_index: 0,
-    }
-}
-
-impl State {
-    fn close_cycle(&mut self) {
-        let cycle = std::mem::take(&mut self.open);
-        self.cycles.push_back(cycle);
-    }
-
-    /// Ends the oldest cycle; returns what of it got no answer.
-    fn end_cycle(&mut self) -> VecDeque<Pending> {
-        self.cycles
-            .pop_front()
-            .unwrap_or_else(|| std::mem::take(&mut self.open))
     }
 }
 
@@ -534,17 +526,22 @@ impl Trail {
     }
 
     /// An unrestricted role's simple Query is about to be sent (see [`Trail::query`]).
-    pub fn unrestricted_query(&self, inspector: &Inspector, sql: &str) -> Result<(), Refusal> {
+    pub fn unrestricted_query(
+        &self,
+        inspector: &Inspector,
+        sql: &str,
+        cycle: u64,
+    ) -> Result<(), Refusal> {
         if !inspector.may_touch(sql.as_bytes()) {
             // The fast path: one statement or several, none is logged.
-            let mut state = self.state();
-            state.open.push_back(Pending::Statement(None));
-            state.close_cycle();
+            self.state()
+                .pending
+                .push_back((cycle, Pending::Statement(None)));
             return Ok(());
         }
         self.within_limits(sql)?;
         let described = self.described(sql, || inspector.statements(sql));
-        self.query_sent(described.iter().cloned())
+        self.query_sent(described.iter().cloned(), cycle)
     }
 
     /// An unrestricted role's Parse was sent (see [`Trail::parse`]); refused beyond the parser's
@@ -591,15 +588,15 @@ impl UnrestrictedAudit {
         self.trail.needs_parse(&self.inspector, text)
     }
 
-    /// Follows one client message (`frame`, tag included) about to be forwarded unchanged; an error is
-    /// a refusal (already recorded) the session must send instead.
-    pub fn on_client_message(&self, tag: u8, frame: &[u8]) -> Result<(), Refusal> {
+    /// Follows one client message (`frame`, tag included, in cycle `cycle`) about to be forwarded
+    /// unchanged; an error is a refusal (already recorded) the session must send instead.
+    pub fn on_client_message(&self, tag: u8, frame: &[u8], cycle: u64) -> Result<(), Refusal> {
         let body = frame::body(frame);
         let text = |body| frame::cstr(body).and_then(|(t, _)| std::str::from_utf8(t).ok());
         let followed = match tag {
             b'Q' => match text(body) {
-                Some(sql) => self.trail.unrestricted_query(&self.inspector, sql),
-                None => self.trail.query_sent(std::iter::once(None)),
+                Some(sql) => self.trail.unrestricted_query(&self.inspector, sql, cycle),
+                None => self.trail.query_sent(std::iter::once(None), cycle),
             },
             b'P' => match frame::cstr(body) {
                 Some((name, rest)) => {
@@ -608,51 +605,47 @@ impl UnrestrictedAudit {
                 }
                 None => Ok(()),
             },
-            _ => self.trail.follow(tag, body),
+            _ => self.trail.follow(tag, body, cycle),
         };
         followed.inspect_err(|refusal| {
             let sql = matches!(tag, b'Q').then(|| text(body)).flatten();
-            self.trail.refused(tag, refusal, sql);
+            self.trail.refused(refusal, sql, cycle);
         })
     }
 }
 
-/// Passes every event to the session's other observer and completes the session's [`Trail`].
+/// The server side of the session's access log (a part of its hook): completes the session's
+/// [`Trail`] with PostgreSQL's answers and says what the client's answers wait for.
 pub struct AuditObserver {
-    inner: Box<dyn SessionObserver>,
     trail: Arc<Trail>,
 }
 
 impl AuditObserver {
-    pub fn new(trail: Arc<Trail>, inner: Box<dyn SessionObserver>) -> AuditObserver {
-        AuditObserver { inner, trail }
-    }
-}
-
-impl SessionObserver for AuditObserver {
-    fn server_frame(&mut self, tag: u8, body: &[u8]) -> crate::session::ServerFrame {
-        self.inner.server_frame(tag, body)
+    pub fn new(trail: Arc<Trail>) -> AuditObserver {
+        AuditObserver { trail }
     }
 
-    fn on_server_event(&mut self, event: ServerEvent<'_>) {
-        self.inner.on_server_event(event);
+    /// A statement of cycle `cycle` ended, or the cycle did (see `session::SessionHook`).
+    pub fn on_server_event(&mut self, event: ServerEvent<'_>, cycle: u64) {
         match event {
             ServerEvent::CommandComplete { tag } => {
                 let rows = tag.rsplit(' ').next().and_then(|n| n.parse().ok());
-                self.trail.answered(Outcome::Ok, rows);
+                self.trail.answered(Outcome::Ok, rows, cycle);
             }
             ServerEvent::Error { sqlstate } => self.trail.answered(
                 Outcome::Error {
                     sqlstate: sqlstate.to_owned(),
                 },
                 None,
+                cycle,
             ),
             // After ReadyForQuery nothing of the cycle is still running (an error skipped the rest).
-            ServerEvent::Ready { .. } => self.trail.ready(),
+            ServerEvent::Ready { .. } => self.trail.ready(cycle),
         }
     }
 
-    fn hold(&mut self) -> Option<Hold> {
+    /// The access records the answers seen so far wait for (see `session::SessionHook::hold`).
+    pub fn hold(&mut self) -> Option<Hold> {
         self.trail.hold()
     }
 }
@@ -664,10 +657,18 @@ mod tests {
     use crate::audit::{AuditConfig, Durability, chain, files};
     use policy::rewrite::{fixture, rewrite};
 
-    struct Quiet;
-
-    impl SessionObserver for Quiet {
-        fn on_server_event(&mut self, _event: ServerEvent<'_>) {}
+    /// An access log in `dir` with fixed keys, written in batches.
+    fn open_log(dir: &std::path::Path, instance: Option<&str>) -> Arc<AuditLog> {
+        let mut config = AuditConfig::new(dir);
+        config.instance = instance.map(str::to_owned);
+        config.durability = Durability::Batch;
+        let log = AuditLog::open_with_keys(
+            &config,
+            ChainSecret::from_bytes(vec![1; 32]),
+            ed25519_dalek::SigningKey::from_bytes(&[2; 32]),
+        )
+        .expect("open the log");
+        Arc::new(log)
     }
 
     /// The statement records a session's trail writes, as JSON objects without the envelope (`seq`,
@@ -698,16 +699,7 @@ mod tests {
     #[tokio::test]
     async fn the_trail_writes_what_its_plain_events_said() {
         let dir = tempfile::tempdir().expect("temporary folder");
-        let mut config = AuditConfig::new(dir.path());
-        config.instance = Some("proxy \"a\"".into());
-        config.durability = Durability::Batch;
-        let log = AuditLog::open_with_keys(
-            &config,
-            ChainSecret::from_bytes(vec![1; 32]),
-            ed25519_dalek::SigningKey::from_bytes(&[2; 32]),
-        )
-        .expect("open the log");
-        let log = Arc::new(log);
+        let log = open_log(dir.path(), Some("proxy \"a\""));
         let role = fixture::role("sales");
         let catalog = fixture::catalog();
         let sql = "SELECT email, phone FROM contacts WHERE id = 1; \
@@ -737,22 +729,24 @@ mod tests {
                 application_name,
             };
             let trail = Trail::new(log.clone(), who.clone());
-            let mut observer = AuditObserver::new(trail.clone(), Box::new(Quiet));
-            trail.query(rewritten.statements()).expect("log writable");
+            let mut observer = AuditObserver::new(trail.clone());
+            trail
+                .query(rewritten.statements(), 1)
+                .expect("log writable");
             if follow_ups {
                 // Waiting for a later record has the writer take the access records now.
                 let flush = who.event(EventKind::LoginOk);
                 log.record(flush).await.expect("written");
             }
-            observer.on_server_event(ServerEvent::CommandComplete { tag: "SELECT 1" });
-            observer.on_server_event(ServerEvent::Error { sqlstate: "57014" });
-            observer.on_server_event(ServerEvent::Ready { status: b'I' });
+            observer.on_server_event(ServerEvent::CommandComplete { tag: "SELECT 1" }, 1);
+            observer.on_server_event(ServerEvent::Error { sqlstate: "57014" }, 1);
+            observer.on_server_event(ServerEvent::Ready { status: b'I' }, 1);
             observer
                 .hold()
                 .expect("records to wait for")
                 .await
                 .expect("durable");
-            trail.refused(b'Q', &refusal, Some(refused_sql));
+            trail.refused(&refusal, Some(refused_sql), 2);
             // Written before the next session starts (and before the shutdown).
             let refused = observer.hold().expect("the refusal's record");
             refused.await.expect("written");
@@ -813,6 +807,50 @@ mod tests {
         assert!(
             access_seqs.windows(2).all(|w| w[0] != w[1]),
             "{access_seqs:?}"
+        );
+    }
+
+    /// The trail matches answers to statements by the relay's cycle numbers: a cycle it recorded
+    /// nothing of (here a FunctionCall ahead of the Query, which the trail does not follow) ends
+    /// without touching the Query's statements, which are then answered, not "not run".
+    #[tokio::test]
+    async fn answers_match_statements_by_the_relays_cycle_numbers() {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let log = open_log(dir.path(), None);
+        let rewritten = rewrite(
+            "SELECT email FROM contacts WHERE id = 1",
+            &fixture::role("sales"),
+            &fixture::catalog(),
+        )
+        .expect("rewritten");
+        let trail = Trail::new(log.clone(), SessionIdentity::default());
+        let mut observer = AuditObserver::new(trail.clone());
+        // Cycle 1 (the FunctionCall) is sent before the Query of cycle 2; both are answered.
+        trail
+            .query(rewritten.statements(), 2)
+            .expect("log writable");
+        let answers = [
+            (ServerEvent::Ready { status: b'I' }, 1),
+            (ServerEvent::CommandComplete { tag: "SELECT 1" }, 2),
+            (ServerEvent::Ready { status: b'I' }, 2),
+        ];
+        for (event, cycle) in answers {
+            observer.on_server_event(event, cycle);
+        }
+        let hold = observer.hold().expect("the access record");
+        hold.await.expect("durable");
+        log.shutdown().await.expect("shutdown");
+        // The completion is in the access record, or in its outcome record if the writer had taken
+        // that already.
+        let written = statement_records(dir.path());
+        let completed = written.iter().filter(|r| r.get("rows").is_some());
+        let completed: Vec<_> = completed.collect();
+        assert_eq!(completed.len(), 1, "{written:#?}");
+        assert_eq!(completed[0]["rows"], 1, "{written:#?}");
+        assert_eq!(completed[0]["outcome"]["result"], "ok", "{written:#?}");
+        assert!(
+            written.iter().all(|r| r.get("detail").is_none()),
+            "{written:#?}"
         );
     }
 

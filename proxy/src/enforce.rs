@@ -1,6 +1,7 @@
 //! Enforcement of the policy on one session: which upstream login and startup parameters a user's
-//! role gets ([`session_setup`]), and, for restricted roles, the [`FrontendPolicy`] that rewrites or
-//! refuses every statement before it reaches PostgreSQL ([`RestrictedFrontend`]).
+//! role gets and which session hook serves it ([`session_setup`]), and, for restricted roles, the
+//! decisions that rewrite or refuse every statement before it reaches PostgreSQL
+//! ([`RestrictedFrontend`]).
 //!
 //! - Unrestricted role (e.g. `dpo`): the proxy's own `[upstream]` login, statements pass unchanged.
 //! - Restricted role: the role's login from the credentials file; the user's attributes travel as
@@ -11,6 +12,7 @@
 //! Not for: the relay mechanics (see `session`), the rewriting itself (see `policy::rewrite`) or
 //! loading the policy (see `policy_state`).
 
+use crate::admission::RateLimit;
 use crate::audit::AuditLog;
 use crate::audit_trail::{AuditObserver, SessionIdentity, Trail, UnrestrictedAudit};
 use crate::error_scrub::ErrorScrub;
@@ -19,7 +21,8 @@ use crate::lookup_limit::SessionLookups;
 use crate::offload::{Decider, Offloaded};
 use crate::policy_state::{PolicyHandle, PolicyState};
 use crate::schema_change::unrestricted_session;
-use crate::session::{Decision, FrontendPolicy, MetricsObserver, PassThrough, SessionObserver};
+use crate::session::{Decision, SessionHook};
+use crate::session_hook::{EnforcedHook, PassThroughHook};
 use crate::upstream::Login;
 use crate::users::User;
 use bytes::{BufMut, Bytes, BytesMut};
@@ -34,22 +37,24 @@ pub struct SessionSetup {
     pub login: Login,
     /// Startup parameters sent upstream.
     pub params: Vec<(String, String)>,
-    /// What happens to each client message.
-    pub frontend: Box<dyn FrontendPolicy>,
-    /// What sees PostgreSQL's answers (metrics, and the access log for restricted roles).
-    pub observer: Box<dyn SessionObserver>,
+    /// What happens to each client message and what sees PostgreSQL's answers (metrics, the access
+    /// log, schema changes): see `session_hook`.
+    pub hook: Box<dyn SessionHook>,
     /// What a restricted role's errors may show (`None`: PostgreSQL's errors pass as they are).
     pub errors: Option<Arc<ErrorScrub>>,
 }
 
 impl SessionSetup {
-    /// Everything passes: no policy configured, or an unrestricted role.
-    pub fn pass_through(login: Login, params: Vec<(String, String)>) -> SessionSetup {
+    /// Everything passes (no policy configured), up to the user's statement rate.
+    pub fn pass_through(
+        login: Login,
+        params: Vec<(String, String)>,
+        rate: Option<RateLimit>,
+    ) -> SessionSetup {
         SessionSetup {
             login,
             params,
-            frontend: Box::new(PassThrough),
-            observer: Box::new(MetricsObserver::default()),
+            hook: Box::new(PassThroughHook::new(rate)),
             errors: None,
         }
     }
@@ -67,10 +72,12 @@ const PROTOCOL_PARAMS: &[&str] = &["user", "database", "replication"];
 
 /// Decides how `user` is served under `state`. `default_login` and `default_params` are what an
 /// unrestricted role gets (the proxy's own login, the client's forwarded parameters); `audit` is the
-/// access log the session's statements are recorded in, and who the session is (its role set here).
+/// access log the session's statements are recorded in, and who the session is (its role set here);
+/// `rate` the user's statement rate, checked before anything else.
 pub fn session_setup(
     handle: &Arc<PolicyHandle>,
     audit: Option<(&Arc<AuditLog>, SessionIdentity)>,
+    rate: Option<RateLimit>,
     user: &User,
     client_params: &[(String, String)],
     default_login: &Login,
@@ -97,19 +104,19 @@ pub fn session_setup(
         Trail::new(log.clone(), SessionIdentity { role, ..who })
     });
     if role.unrestricted {
-        let (frontend, observer) = unrestricted_session(handle);
-        let (frontend, observer): (_, Box<dyn SessionObserver>) = match trail {
+        let (frontend, schema) = unrestricted_session(handle);
+        let (frontend, audit) = match trail {
             Some(trail) => (
                 frontend.with_audit(UnrestrictedAudit::new(trail.clone(), role, state.clone())),
-                Box::new(AuditObserver::new(trail, Box::new(observer))),
+                Some(AuditObserver::new(trail)),
             ),
-            None => (frontend, Box::new(observer)),
+            None => (frontend, None),
         };
+        let hook = EnforcedHook::new(rate, Offloaded::new(frontend, &user.name), audit);
         return Ok(SessionSetup {
             login: default_login.clone(),
             params: default_params,
-            frontend: Box::new(Offloaded::new(frontend, &user.name)),
-            observer,
+            hook: Box::new(hook.with_schema_changes(schema)),
             errors: None,
         });
     }
@@ -130,28 +137,21 @@ pub fn session_setup(
             ));
         }
     }
-    let observer: Box<dyn SessionObserver> = match &trail {
-        Some(trail) => Box::new(AuditObserver::new(
-            trail.clone(),
-            Box::new(MetricsObserver::default()),
-        )),
-        None => Box::new(MetricsObserver::default()),
+    let audit = trail.clone().map(AuditObserver::new);
+    let errors = Some(Arc::new(ErrorScrub::for_role(&role, &state.catalog)));
+    let frontend = RestrictedFrontend {
+        state: state.clone(),
+        lookups: (!role.lookups.tables.is_empty())
+            .then(|| SessionLookups::new(&user.name, &role.role, role.lookups.per_minute)),
+        role,
+        trail,
     };
+    let hook = EnforcedHook::new(rate, Offloaded::new(frontend, &user.name), audit);
     Ok(SessionSetup {
         login,
         params,
-        errors: Some(Arc::new(ErrorScrub::for_role(&role, &state.catalog))),
-        frontend: Box::new(Offloaded::new(
-            RestrictedFrontend {
-                state: state.clone(),
-                lookups: (!role.lookups.tables.is_empty())
-                    .then(|| SessionLookups::new(&user.name, &role.role, role.lookups.per_minute)),
-                role,
-                trail,
-            },
-            &user.name,
-        )),
-        observer,
+        errors,
+        hook: Box::new(hook),
     })
 }
 
@@ -193,16 +193,16 @@ pub struct RestrictedFrontend {
 const QUICK_TEXT: usize = 64 * 1024;
 
 impl Decider for RestrictedFrontend {
-    fn quick(&mut self, tag: u8, frame: &[u8]) -> Option<Decision> {
+    fn quick(&mut self, tag: u8, frame: &[u8], cycle: u64) -> Option<Decision> {
         match tag {
             b'Q' | b'P' if frame.len() > QUICK_TEXT => None,
-            b'Q' | b'P' => self.decide(tag, frame, Lookup::CacheOnly),
-            _ => self.decide(tag, frame, Lookup::Full),
+            b'Q' | b'P' => self.decide(tag, frame, cycle, Lookup::CacheOnly),
+            _ => self.decide(tag, frame, cycle, Lookup::Full),
         }
     }
 
-    fn full(&mut self, tag: u8, frame: &[u8]) -> Decision {
-        self.decide(tag, frame, Lookup::Full)
+    fn full(&mut self, tag: u8, frame: &[u8], cycle: u64) -> Decision {
+        self.decide(tag, frame, cycle, Lookup::Full)
             .unwrap_or(Decision::Forward)
     }
 }
@@ -216,10 +216,10 @@ enum Lookup {
 
 impl RestrictedFrontend {
     /// `None` only with [`Lookup::CacheOnly`] when the cache does not hold the statement.
-    fn decide(&self, tag: u8, frame: &[u8], lookup: Lookup) -> Option<Decision> {
+    fn decide(&self, tag: u8, frame: &[u8], cycle: u64, lookup: Lookup) -> Option<Decision> {
         let body = frame::body(frame);
         let decision = match tag {
-            b'Q' => self.query(body, lookup).transpose()?,
+            b'Q' => self.query(body, cycle, lookup).transpose()?,
             b'P' => self.parse(body, lookup).transpose()?,
             b'F' => Err(unsupported(
                 "function call messages (fast path) are not supported through Maschera",
@@ -231,14 +231,14 @@ impl RestrictedFrontend {
                 _ => Ok(()),
             }
             .and_then(|()| match &self.trail {
-                Some(trail) => trail.follow(tag, body).map(|()| Decision::Forward),
+                Some(trail) => trail.follow(tag, body, cycle).map(|()| Decision::Forward),
                 None => Ok(Decision::Forward),
             }),
         };
         Some(decision.unwrap_or_else(|refusal| {
             debug!(sqlstate = refusal.sqlstate.code(), reason = %refusal.message, "statement refused");
             if let Some(trail) = &self.trail {
-                trail.refused(tag, &refusal, statement_text(tag, body));
+                trail.refused(&refusal, statement_text(tag, body), cycle);
             }
             Decision::Refuse {
                 code: refusal.sqlstate.code().to_owned(),
@@ -248,7 +248,7 @@ impl RestrictedFrontend {
     }
 
     /// Query: the whole text rewritten, or refused as a whole (`Ok(None)`: not in the cache).
-    fn query(&self, body: &[u8], lookup: Lookup) -> Result<Option<Decision>, Refusal> {
+    fn query(&self, body: &[u8], cycle: u64, lookup: Lookup) -> Result<Option<Decision>, Refusal> {
         let (text, rest) = frame::cstr(body).ok_or_else(malformed)?;
         if !rest.is_empty() {
             return Err(malformed());
@@ -267,7 +267,7 @@ impl RestrictedFrontend {
             lookups.query(rewritten.statements())?;
         }
         if let Some(trail) = &self.trail {
-            trail.query(rewritten.statements())?;
+            trail.query(rewritten.statements(), cycle)?;
         }
         Ok(Some(Decision::Replace(frame)))
     }

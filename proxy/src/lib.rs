@@ -41,6 +41,7 @@ pub mod scram;
 pub mod serve_cmd;
 pub mod server;
 pub mod session;
+pub mod session_hook;
 pub mod socket_upstream;
 pub mod startup;
 pub mod tls;

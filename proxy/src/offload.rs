@@ -7,21 +7,23 @@
 //! Not for: what is decided (see `enforce` and `schema_change`) or how the relay waits (`session`).
 
 use crate::parse_pool;
-use crate::session::{Decision, FrontendPolicy};
+use crate::session::Decision;
 use std::sync::Arc;
 
 /// Decides about client messages, in two speeds. Cloned for each decision made off the thread (so
 /// keep it a handful of `Arc`s).
 pub trait Decider: Clone + Send + 'static {
     /// The decision if it is cheap to make now, on the session's thread; `None` when it needs
-    /// parsing.
-    fn quick(&mut self, tag: u8, frame: &[u8]) -> Option<Decision>;
+    /// parsing. `cycle`: the relay's number of the statement cycle the message belongs to (see
+    /// `session::SessionHook`).
+    fn quick(&mut self, tag: u8, frame: &[u8], cycle: u64) -> Option<Decision>;
 
     /// The decision made in full; runs on a parse thread.
-    fn full(&mut self, tag: u8, frame: &[u8]) -> Decision;
+    fn full(&mut self, tag: u8, frame: &[u8], cycle: u64) -> Decision;
 }
 
-/// A [`FrontendPolicy`] whose slow decisions run on the parse threads in `user`'s share.
+/// The client-message side of a session hook whose slow decisions run on the parse threads in
+/// `user`'s share.
 pub struct Offloaded<D> {
     decider: D,
     user: Arc<str>,
@@ -36,9 +38,10 @@ impl<D: Decider> Offloaded<D> {
     }
 }
 
-impl<D: Decider> FrontendPolicy for Offloaded<D> {
-    fn on_client_message(&mut self, tag: u8, frame: &[u8]) -> Decision {
-        if let Some(decision) = self.decider.quick(tag, frame) {
+impl<D: Decider> Offloaded<D> {
+    /// What becomes of a client message: decided now, or [`Decision::Pending`] on a parse thread.
+    pub fn decide(&mut self, tag: u8, frame: &[u8], cycle: u64) -> Decision {
+        if let Some(decision) = self.decider.quick(tag, frame, cycle) {
             return decision;
         }
         let Some(pool) = parse_pool::pool() else {
@@ -50,7 +53,7 @@ impl<D: Decider> FrontendPolicy for Offloaded<D> {
         };
         let mut decider = self.decider.clone();
         let frame = frame.to_vec();
-        let decided = pool.run(self.user.clone(), move || decider.full(tag, &frame));
+        let decided = pool.run(self.user.clone(), move || decider.full(tag, &frame, cycle));
         Decision::Pending(Box::pin(async move {
             decided.await.unwrap_or_else(|| Decision::Refuse {
                 code: "XX000".into(),

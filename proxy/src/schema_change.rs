@@ -30,7 +30,7 @@ use crate::enforce::message;
 use crate::frame;
 use crate::offload::Decider;
 use crate::policy_state::{PolicyHandle, PolicyState, compile_tolerating_drift};
-use crate::session::{Decision, MetricsObserver, ServerEvent, ServerFrame, SessionObserver};
+use crate::session::{Decision, ServerEvent, ServerFrame};
 use bytes::Bytes;
 use policy::access::{Catalog, CatalogColumn, TableName};
 use policy::apply_sql::LiveState;
@@ -38,7 +38,7 @@ use sqlparser::ast::{
     AlterColumnOperation, AlterTable, AlterTableOperation, Ident, ObjectNamePart, Statement,
 };
 use std::collections::{BTreeSet, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use tracing::{info, warn};
 
@@ -48,20 +48,19 @@ use tracing::{info, warn};
 #[derive(Clone)]
 pub struct UnrestrictedFrontend {
     handle: Arc<PolicyHandle>,
+    /// Shared with the [`SchemaChangeObserver`] and the rebuild after a change: decisions are made
+    /// on a parse thread too (see `offload`).
     tracking: Arc<Mutex<Tracking>>,
-    /// Messages sent that PostgreSQL answers with one ReadyForQuery each (Query, Sync,
-    /// FunctionCall): the number of the cycle a message belongs to.
-    cycles: Arc<AtomicU64>,
     /// A Parse was wrapped in this session: Binds and Executes are followed (see `Answers`).
     extended_wrapped: Arc<AtomicBool>,
     /// The access log's view of the session's statements (see `audit_trail`).
     audit: Option<crate::audit_trail::UnrestrictedAudit>,
 }
 
-/// Counts metrics, follows the fate of the session's schema changes and, after one, starts the
-/// rebuild once the session is idle.
+/// The server side of an unrestricted session's hook: follows the fate of the session's schema
+/// changes, withholds the answers to their wrapping and, after one, starts the rebuild once the
+/// session is idle.
 pub struct SchemaChangeObserver {
-    metrics: MetricsObserver,
     handle: Arc<PolicyHandle>,
     tracking: Arc<Mutex<Tracking>>,
 }
@@ -95,8 +94,6 @@ struct Answers {
     /// Statements and portals of wrapped Parses (by name).
     statements: BTreeSet<Vec<u8>>,
     portals: BTreeSet<Vec<u8>>,
-    /// ReadyForQuery messages so far: the current cycle is the next one.
-    ready: u64,
     /// CommandCompletes in the current cycle so far.
     completions: usize,
 }
@@ -109,9 +106,8 @@ struct WrappedQuery {
 }
 
 impl Answers {
-    /// How the client gets a CommandComplete (`C`) or NoticeResponse (`N`).
-    fn server_frame(&mut self, tag: u8, body: &[u8]) -> ServerFrame {
-        let cycle = self.ready + 1;
+    /// How the client gets a CommandComplete (`C`) or NoticeResponse (`N`) answering cycle `cycle`.
+    fn server_frame(&mut self, tag: u8, body: &[u8], cycle: u64) -> ServerFrame {
         if let Some(query) = self.queries.front().filter(|q| q.cycle == cycle) {
             let at = self.completions;
             if tag == b'C' {
@@ -136,16 +132,15 @@ impl Answers {
         ServerFrame::Pass
     }
 
-    fn on_ready(&mut self) {
-        self.ready += 1;
+    /// Cycle `ended` is over.
+    fn on_ready(&mut self, ended: u64) {
         self.completions = 0;
-        let ready = self.ready;
-        self.queries.retain(|q| q.cycle > ready);
-        self.executes.retain(|cycle| *cycle > ready);
+        self.queries.retain(|q| q.cycle > ended);
+        self.executes.retain(|cycle| *cycle > ended);
     }
 
-    /// Follows Bind and Execute of wrapped Parses (`sent`: the cycles sent so far).
-    fn follow(&mut self, tag: u8, body: &[u8], sent: u64) {
+    /// Follows Bind and Execute (of cycle `cycle`) of wrapped Parses.
+    fn follow(&mut self, tag: u8, body: &[u8], cycle: u64) {
         match tag {
             b'B' => {
                 let Some((portal, rest)) = frame::cstr(body) else {
@@ -162,7 +157,7 @@ impl Answers {
                 if let Some((portal, _)) = frame::cstr(body)
                     && self.portals.contains(portal)
                 {
-                    self.executes.push_back(sent + 1);
+                    self.executes.push_back(cycle);
                 }
             }
             _ => {}
@@ -180,7 +175,7 @@ impl Tracking {
             .clone()
     }
 
-    fn on_event(&mut self, event: ServerEvent<'_>) {
+    fn on_event(&mut self, event: ServerEvent<'_>, cycle: u64) {
         match event {
             ServerEvent::CommandComplete { tag } => match tag {
                 "COMMIT" => {
@@ -195,7 +190,7 @@ impl Tracking {
             },
             ServerEvent::Error { .. } => self.error_in_cycle = true,
             ServerEvent::Ready { status } => {
-                self.answers.on_ready();
+                self.answers.on_ready(cycle);
                 match status {
                     // Idle: an implicit transaction ended, committed unless an error came.
                     b'I' => {
@@ -230,12 +225,10 @@ pub fn unrestricted_session(
         UnrestrictedFrontend {
             handle: handle.clone(),
             tracking: tracking.clone(),
-            cycles: Arc::new(AtomicU64::new(0)),
             extended_wrapped: Arc::new(AtomicBool::new(false)),
             audit: None,
         },
         SchemaChangeObserver {
-            metrics: MetricsObserver::default(),
             handle: handle.clone(),
             tracking,
         },
@@ -251,15 +244,11 @@ struct Wrapping {
 }
 
 impl Decider for UnrestrictedFrontend {
-    fn quick(&mut self, tag: u8, frame: &[u8]) -> Option<Decision> {
-        if matches!(tag, b'Q' | b'S' | b'F') {
-            self.cycles.fetch_add(1, Ordering::Relaxed);
-        }
+    fn quick(&mut self, tag: u8, frame: &[u8], cycle: u64) -> Option<Decision> {
         if matches!(tag, b'B' | b'E') && self.extended_wrapped.load(Ordering::Relaxed) {
-            let sent = self.cycles.load(Ordering::Relaxed);
             lock(&self.tracking)
                 .answers
-                .follow(tag, frame::body(frame), sent);
+                .follow(tag, frame::body(frame), cycle);
         }
         let text = match tag {
             b'Q' => frame::cstr(frame::body(frame)).map(|(text, _)| text),
@@ -272,18 +261,18 @@ impl Decider for UnrestrictedFrontend {
             self.schema_change_text(text).is_some()
                 || self.audit.as_ref().is_some_and(|a| a.needs_parse(text))
         });
-        (!parses).then(|| self.decide(tag, frame))
+        (!parses).then(|| self.decide(tag, frame, cycle))
     }
 
-    fn full(&mut self, tag: u8, frame: &[u8]) -> Decision {
-        self.decide(tag, frame)
+    fn full(&mut self, tag: u8, frame: &[u8], cycle: u64) -> Decision {
+        self.decide(tag, frame, cycle)
     }
 }
 
 impl UnrestrictedFrontend {
-    fn decide(&self, tag: u8, frame: &[u8]) -> Decision {
+    fn decide(&self, tag: u8, frame: &[u8], cycle: u64) -> Decision {
         if let Some(audit) = &self.audit
-            && let Err(refusal) = audit.on_client_message(tag, frame)
+            && let Err(refusal) = audit.on_client_message(tag, frame, cycle)
         {
             return Decision::Refuse {
                 code: refusal.sqlstate.code().to_owned(),
@@ -298,7 +287,7 @@ impl UnrestrictedFrontend {
             };
         }
         let replaced = match tag {
-            b'Q' => self.query(body),
+            b'Q' => self.query(body, cycle),
             b'P' => self.parse(body),
             _ => None,
         };
@@ -322,7 +311,7 @@ impl UnrestrictedFrontend {
     }
 
     /// Query: `drops; <text>; recreation` as one multi-statement Query.
-    fn query(&self, body: &[u8]) -> Option<Bytes> {
+    fn query(&self, body: &[u8], cycle: u64) -> Option<Bytes> {
         let (text, _) = frame::cstr(body)?;
         let sql = self.schema_change_text(text)?;
         let wrapping = self.wrapping(sql)?;
@@ -330,7 +319,7 @@ impl UnrestrictedFrontend {
             .answers
             .queries
             .push_back(WrappedQuery {
-                cycle: self.cycles.load(Ordering::Relaxed),
+                cycle,
                 before: wrapping.before.len(),
                 own: wrapping.statements,
             });
@@ -461,16 +450,18 @@ fn recreation(state: &PolicyState, catalog: Catalog) -> Vec<String> {
     steps.into_iter().map(|step| step.sql).collect()
 }
 
-impl SessionObserver for SchemaChangeObserver {
-    fn server_frame(&mut self, tag: u8, body: &[u8]) -> ServerFrame {
-        lock(&self.tracking).answers.server_frame(tag, body)
+impl SchemaChangeObserver {
+    /// How the client gets a CommandComplete or NoticeResponse answering cycle `cycle` (see
+    /// `session::SessionHook::server_frame`).
+    pub fn server_frame(&mut self, tag: u8, body: &[u8], cycle: u64) -> ServerFrame {
+        lock(&self.tracking).answers.server_frame(tag, body, cycle)
     }
 
-    fn on_server_event(&mut self, event: ServerEvent<'_>) {
-        self.metrics.on_server_event(event);
+    /// A statement of cycle `cycle` ended, or the cycle did.
+    pub fn on_server_event(&mut self, event: ServerEvent<'_>, cycle: u64) {
         let rebuild = {
             let mut tracking = lock(&self.tracking);
-            tracking.on_event(event);
+            tracking.on_event(event, cycle);
             let idle = matches!(event, ServerEvent::Ready { status: b'I' });
             idle && std::mem::take(&mut tracking.changed)
         };
@@ -736,32 +727,32 @@ mod tests {
             in_transaction: Some(changed.clone()),
             ..Tracking::default()
         };
-        tracking.on_event(ServerEvent::Ready { status: b'T' });
+        tracking.on_event(ServerEvent::Ready { status: b'T' }, 1);
         assert_eq!(tracking.current(&loaded), changed);
-        tracking.on_event(ServerEvent::CommandComplete { tag: "COMMIT" });
-        tracking.on_event(ServerEvent::Ready { status: b'I' });
+        tracking.on_event(ServerEvent::CommandComplete { tag: "COMMIT" }, 1);
+        tracking.on_event(ServerEvent::Ready { status: b'I' }, 1);
         assert_eq!(tracking.committed.as_ref(), Some(&changed));
         // Rolled back: the committed catalog stays.
         tracking.committed = None;
         tracking.in_transaction = Some(changed.clone());
-        tracking.on_event(ServerEvent::CommandComplete { tag: "ROLLBACK" });
-        tracking.on_event(ServerEvent::Ready { status: b'I' });
+        tracking.on_event(ServerEvent::CommandComplete { tag: "ROLLBACK" }, 1);
+        tracking.on_event(ServerEvent::Ready { status: b'I' }, 1);
         assert_eq!(tracking.current(&loaded), loaded);
         // An implicit transaction that failed rolls back; one that did not commits.
         tracking.in_transaction = Some(changed.clone());
-        tracking.on_event(ServerEvent::Error { sqlstate: "42703" });
-        tracking.on_event(ServerEvent::Ready { status: b'I' });
+        tracking.on_event(ServerEvent::Error { sqlstate: "42703" }, 1);
+        tracking.on_event(ServerEvent::Ready { status: b'I' }, 1);
         assert_eq!(tracking.current(&loaded), loaded);
         tracking.in_transaction = Some(changed.clone());
-        tracking.on_event(ServerEvent::CommandComplete { tag: "ALTER TABLE" });
-        tracking.on_event(ServerEvent::Ready { status: b'I' });
+        tracking.on_event(ServerEvent::CommandComplete { tag: "ALTER TABLE" }, 1);
+        tracking.on_event(ServerEvent::Ready { status: b'I' }, 1);
         assert_eq!(tracking.current(&loaded), changed);
     }
 
     /// What the client gets of one frame: `P` passed, `W` withheld, or the replacement's tag.
-    fn shown(answers: &mut Answers, tag: u8, text: &str) -> String {
+    fn shown(answers: &mut Answers, tag: u8, text: &str, cycle: u64) -> String {
         let body = format!("{text}\0");
-        match answers.server_frame(tag, body.as_bytes()) {
+        match answers.server_frame(tag, body.as_bytes(), cycle) {
             ServerFrame::Pass => "P".into(),
             ServerFrame::Withhold => "W".into(),
             ServerFrame::Replace(frame) => String::from_utf8_lossy(frame::body(&frame))
@@ -779,8 +770,8 @@ mod tests {
             before: 2,
             own: 2,
         });
-        assert_eq!(shown(&mut answers, b'C', "SELECT 1"), "P");
-        answers.on_ready();
+        assert_eq!(shown(&mut answers, b'C', "SELECT 1", 1), "P");
+        answers.on_ready(1);
         let seen: Vec<String> = [
             (b'N', "drop cascades to 5 other objects"),
             (b'C', "DROP SCHEMA"),
@@ -793,23 +784,23 @@ mod tests {
             (b'C', "GRANT"),
         ]
         .into_iter()
-        .map(|(tag, text)| shown(&mut answers, tag, text))
+        .map(|(tag, text)| shown(&mut answers, tag, text, 2))
         .collect();
         assert_eq!(seen, ["W", "W", "W", "P", "P", "P", "W", "W", "W"]);
-        answers.on_ready();
+        answers.on_ready(2);
         assert!(answers.queries.is_empty());
-        assert_eq!(shown(&mut answers, b'C', "CREATE SCHEMA"), "P");
+        assert_eq!(shown(&mut answers, b'C', "CREATE SCHEMA", 3), "P");
         // A wrapped Parse: its Execute in cycle 4 answers DO, shown as ALTER TABLE; a DO of another
         // cycle stays DO.
-        answers.on_ready();
+        answers.on_ready(3);
         answers.statements.insert(b"s1".to_vec());
-        answers.follow(b'B', b"p\0s1\0", 3);
-        answers.follow(b'E', b"p\0\0\0\0\0", 3);
-        answers.follow(b'B', b"q\0other\0", 3);
-        answers.follow(b'E', b"q\0\0\0\0\0", 3);
-        assert_eq!(shown(&mut answers, b'C', "DO"), "ALTER TABLE");
-        assert_eq!(shown(&mut answers, b'C', "DO"), "P");
-        answers.on_ready();
+        answers.follow(b'B', b"p\0s1\0", 4);
+        answers.follow(b'E', b"p\0\0\0\0\0", 4);
+        answers.follow(b'B', b"q\0other\0", 4);
+        answers.follow(b'E', b"q\0\0\0\0\0", 4);
+        assert_eq!(shown(&mut answers, b'C', "DO", 4), "ALTER TABLE");
+        assert_eq!(shown(&mut answers, b'C', "DO", 4), "P");
+        answers.on_ready(4);
         assert!(answers.executes.is_empty());
     }
 

@@ -317,8 +317,8 @@ async fn open(
     Ok(Some((client, user, who, slot)))
 }
 
-/// Logs in upstream, greets the client like PostgreSQL would, and relays. The policy and observer
-/// of the session are where `user` (role, attributes) will matter; for now everything passes through.
+/// Logs in upstream, greets the client like PostgreSQL would, and relays through the session's hook
+/// (see `enforce::session_setup` and `session_hook`), which the user's role and attributes decide.
 async fn serve(
     proxy: &Proxy,
     mut client: Startup,
@@ -348,22 +348,25 @@ async fn serve(
         .cloned()
         .collect();
     let database = who.database.clone();
+    let rate = proxy.admission.rate_limit(&admitted);
     let setup = match proxy.routing.route(&database, &user.role) {
         Ok(Route::Served(policy)) => {
             let audit = proxy.audit.as_ref().map(|log| (log, who));
-            enforce::session_setup(&policy, audit, user, &client.params, &proxy.login, params)
+            let (login, client_params) = (&proxy.login, &client.params);
+            enforce::session_setup(&policy, audit, rate, user, client_params, login, params)
         }
-        Ok(Route::PassThrough) => Ok(SessionSetup::pass_through(proxy.login.clone(), params)),
+        Ok(Route::PassThrough) => Ok(SessionSetup::pass_through(
+            proxy.login.clone(),
+            params,
+            rate,
+        )),
         Err(refusal) => {
             metrics::counter!(m::REFUSALS_TOTAL, m::LABEL_REASON => "database").increment(1);
             Err(refusal)
         }
     };
     let mut setup = match setup {
-        Ok(setup) => SessionSetup {
-            frontend: proxy.admission.limit_rate(&admitted, setup.frontend),
-            ..setup
-        },
+        Ok(setup) => setup,
         Err(refusal) => {
             info!(role = %user.role, code = refusal.code, reason = %refusal.message, "login refused by the policy");
             frame::send_fatal(&mut client.stream, refusal.code, &refusal.message).await;
@@ -410,8 +413,7 @@ async fn serve(
         client.stream,
         upstream.stream,
         upstream.status,
-        setup.frontend.as_mut(),
-        setup.observer.as_mut(),
+        setup.hook.as_mut(),
         settings,
     )
     .await;

@@ -1,14 +1,19 @@
 //! The relay of one authenticated session: client bytes to PostgreSQL and back, split into frames by
 //! their headers only and forwarded in runs (one write per batch of whole frames), never decoded and
-//! re-encoded. Two seams for later work:
-//! - every client message that can run or feed a statement (`Q P B D E C S H F d c f`) passes through
-//!   a [`FrontendPolicy`], which may forward it, replace its bytes, or refuse it with an ErrorResponse;
-//! - every CommandComplete, ErrorResponse and ReadyForQuery coming back is shown to a [`SessionObserver`]
-//!   (statement outcomes, row counts, transaction status) for the access log; before the relay writes
-//!   frames that held a CommandComplete or ErrorResponse, it awaits the observer's [`Hold`] (the access
-//!   log's records made durable), so a client never sees a completion whose record could still be lost;
-//!   the observer may also withhold or replace a CommandComplete or NoticeResponse that answers a
-//!   statement its hook added to the client's ([`ServerFrame`]; `schema_change` does for its wrapping);
+//! re-encoded. Its seams:
+//! - one [`SessionHook`] per session sees both directions, each message with the number of the
+//!   statement cycle it belongs to (the relay is the one place that counts them):
+//!   - every client message that can run or feed a statement (`Q P B D E C S H F d c f`) goes to
+//!     the hook, which may forward it, replace its bytes, or refuse it with an ErrorResponse;
+//!   - every CommandComplete, ErrorResponse and ReadyForQuery coming back is shown to the hook
+//!     (statement outcomes, row counts, transaction status) for the access log; before the relay
+//!     writes frames that held a CommandComplete or ErrorResponse, it awaits the hook's [`Hold`]
+//!     (the access log's records made durable), so a client never sees a completion whose record
+//!     could still be lost; the hook may also withhold or replace a CommandComplete or
+//!     NoticeResponse that answers a statement it added to the client's ([`ServerFrame`];
+//!     `schema_change` does for its wrapping);
+//!   - at each transaction boundary the hook is told
+//!     ([`SessionHook::at_transaction_boundary`], the place for a per-transaction upstream);
 //! - for a restricted role, every ErrorResponse and NoticeResponse coming back goes through the
 //!   session's [`ErrorScrub`] (`RelaySettings::errors`), which may re-encode it with fields withheld
 //!   (the only frames ever re-encoded; they are rare, and DataRow still passes as bytes).
@@ -69,23 +74,6 @@ impl std::fmt::Debug for Decision {
     }
 }
 
-/// Decides about each client message that can run or feed a statement.
-pub trait FrontendPolicy: Send {
-    /// `frame` is the whole message, type byte and length included. A decision that takes time
-    /// returns [`Decision::Pending`] (with its own copy of what it needs of `frame`).
-    fn on_client_message(&mut self, tag: u8, frame: &[u8]) -> Decision;
-}
-
-/// Forwards everything: every authenticated user gets the database unchanged.
-#[derive(Debug, Default)]
-pub struct PassThrough;
-
-impl FrontendPolicy for PassThrough {
-    fn on_client_message(&mut self, _tag: u8, _frame: &[u8]) -> Decision {
-        Decision::Forward
-    }
-}
-
 /// A message from PostgreSQL that tells how a statement ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ServerEvent<'a> {
@@ -108,7 +96,7 @@ pub struct Withheld {
 }
 
 /// How the client gets a CommandComplete or NoticeResponse of PostgreSQL (see
-/// [`SessionObserver::server_frame`]).
+/// [`SessionHook::server_frame`]).
 #[derive(Debug)]
 pub enum ServerFrame {
     /// As PostgreSQL sent it.
@@ -119,17 +107,35 @@ pub enum ServerFrame {
     Replace(BytesMut),
 }
 
-/// Sees how statements end (for the access log).
-pub trait SessionObserver: Send {
-    fn on_server_event(&mut self, event: ServerEvent<'_>);
+/// What one session does besides relaying: decides about client messages, sees how statements
+/// end, may withhold answers to statements it added, and says what the client's next answers wait
+/// for. One object per session (see `session_hook` for the compositions), called from the session's
+/// task only, so its state needs no lock; what it decides off the session's thread it returns as
+/// [`Decision::Pending`].
+///
+/// Cycles: the relay counts the statement cycles (a Query, FunctionCall or Sync and what comes
+/// before it, each answered by exactly one ReadyForQuery) and hands their numbers, from 1, to the
+/// hook, so that what a hook records about a message and the answers it later sees agree without
+/// counting of their own: a client message gets the number of the cycle it belongs to, a server
+/// frame or event the number of the cycle being answered (a ReadyForQuery: the one it ends).
+pub trait SessionHook: Send {
+    /// What becomes of a client message that can run or feed a statement
+    /// (`Q P B D E C S H F d c f`). `frame` is the whole message, type byte and length included. A
+    /// decision that takes time returns [`Decision::Pending`] (with its own copy of what it needs of
+    /// `frame`); the relay decides no further message until it completes.
+    fn on_client_message(&mut self, tag: u8, frame: &[u8], cycle: u64) -> Decision;
 
     /// How the client gets this CommandComplete (`C`) or NoticeResponse (`N`) frame (`body` without
-    /// type and length): asked before [`SessionObserver::on_server_event`], which a withheld
+    /// type and length): asked before [`SessionHook::on_server_event`], which a withheld
     /// CommandComplete does not reach, and a replaced one reaches with the replacement's tag. For
     /// answers to statements a hook added to the client's (the default: [`ServerFrame::Pass`]).
-    fn server_frame(&mut self, _tag: u8, _body: &[u8]) -> ServerFrame {
+    fn server_frame(&mut self, _tag: u8, _body: &[u8], _cycle: u64) -> ServerFrame {
         ServerFrame::Pass
     }
+
+    /// A statement of cycle `cycle` ended (CommandComplete, ErrorResponse), or the cycle did
+    /// (ReadyForQuery).
+    fn on_server_event(&mut self, event: ServerEvent<'_>, cycle: u64);
 
     /// Called once the frames of a read are observed and before they are written to the client, when
     /// they held a CommandComplete or ErrorResponse: what must complete first (e.g. the access log's
@@ -137,6 +143,15 @@ pub trait SessionObserver: Send {
     fn hold(&mut self) -> Option<Hold> {
         None
     }
+
+    /// The session is between transactions: PostgreSQL answered ReadyForQuery `I` and no cycle is
+    /// outstanding, so nothing of the session's transaction state is left upstream but what
+    /// the session set (its parameters, prepared statements). Called after
+    /// [`SessionHook::on_server_event`] of that ReadyForQuery. This is the seam for choosing the
+    /// upstream connection per transaction (pooling, issue 21): the one place where giving the
+    /// connection back and taking another for the next transaction would not change what the
+    /// client sees. The default does nothing.
+    fn at_transaction_boundary(&mut self) {}
 }
 
 impl ServerFrame {
@@ -150,14 +165,14 @@ impl ServerFrame {
     }
 }
 
-/// Counts statements and errors in the metrics.
+/// Counts statements and errors in the metrics (a part of every session's hook).
 #[derive(Debug)]
-pub struct MetricsObserver {
+pub struct StatementMetrics {
     statements: metrics::Counter,
     errors: metrics::Counter,
 }
 
-impl Default for MetricsObserver {
+impl Default for StatementMetrics {
     fn default() -> Self {
         Self {
             statements: metrics::counter!(m::STATEMENTS_TOTAL),
@@ -166,8 +181,8 @@ impl Default for MetricsObserver {
     }
 }
 
-impl SessionObserver for MetricsObserver {
-    fn on_server_event(&mut self, event: ServerEvent<'_>) {
+impl StatementMetrics {
+    pub fn on_server_event(&mut self, event: ServerEvent<'_>) {
         match event {
             ServerEvent::CommandComplete { .. } => self.statements.increment(1),
             ServerEvent::Error { .. } => self.errors.increment(1),
@@ -176,7 +191,7 @@ impl SessionObserver for MetricsObserver {
     }
 }
 
-/// Client message types that go through the [`FrontendPolicy`].
+/// Client message types that go through [`SessionHook::on_client_message`].
 const POLICY_TAGS: &[u8] = b"QPBDECSHFdcf";
 
 /// Limits and signals for a session.
@@ -286,8 +301,7 @@ pub async fn relay(
     client: BoxStream,
     upstream: BoxStream,
     initial_status: u8,
-    policy: &mut dyn FrontendPolicy,
-    observer: &mut dyn SessionObserver,
+    hook: &mut dyn SessionHook,
     settings: RelaySettings,
 ) -> Result<SessionEnd, SessionError> {
     let mut client = client;
@@ -295,7 +309,6 @@ pub async fn relay(
     let mut shutdown = ShutdownSignal::new(settings.shutdown);
     let mut cycles = Cycles::default();
     let mut up = ClientToServer {
-        policy,
         buf: BytesMut::new(),
         queue: VecDeque::new(),
         terminated: false,
@@ -307,7 +320,6 @@ pub async fn relay(
         bytes_sent: metrics::counter!(m::BYTES_TOTAL, m::LABEL_DIRECTION => m::DIRECTION_CLIENT_TO_SERVER),
     };
     let mut down = ServerToClient {
-        observer,
         errors: settings.errors,
         buf: BytesMut::new(),
         streaming: 0,
@@ -320,10 +332,14 @@ pub async fn relay(
     };
     let ended = poll_fn(|cx| {
         let shutting_down = shutdown.poll(cx);
-        if let Poll::Ready(end) = up.poll(cx, &mut client, &mut server, &mut cycles) {
+        let mut hooked = Hooked {
+            hook: &mut *hook,
+            cycles: &mut cycles,
+        };
+        if let Poll::Ready(end) = up.poll(cx, &mut client, &mut server, &mut hooked) {
             return Poll::Ready(end);
         }
-        down.poll(cx, &mut server, &mut client, &mut cycles, shutting_down)
+        down.poll(cx, &mut server, &mut client, &mut hooked, shutting_down)
     })
     .await;
     let result = match ended {
@@ -437,9 +453,14 @@ enum Chunk {
     Made(BytesMut),
 }
 
-struct ClientToServer<'a> {
-    policy: &'a mut dyn FrontendPolicy,
-    /// Empty while the session waits: see `relay_buffer`. A frame is buffered whole (the policy
+/// The session's hook and the cycle counter, as both directions use them in turn.
+struct Hooked<'a> {
+    hook: &'a mut dyn SessionHook,
+    cycles: &'a mut Cycles,
+}
+
+struct ClientToServer {
+    /// Empty while the session waits: see `relay_buffer`. A frame is buffered whole (the hook
     /// sees whole messages), so a client holds at most `max_frame` bytes here.
     buf: BytesMut,
     /// What the frames read so far became; written before the next read.
@@ -459,14 +480,14 @@ struct ClientToServer<'a> {
     bytes_sent: metrics::Counter,
 }
 
-impl ClientToServer<'_> {
+impl ClientToServer {
     /// Writes what is queued, then reads and decides about the next frames, as far as it gets.
     fn poll(
         &mut self,
         cx: &mut Context<'_>,
         client: &mut BoxStream,
         server: &mut BoxStream,
-        cycles: &mut Cycles,
+        hooked: &mut Hooked<'_>,
     ) -> Poll<Result<SessionEnd, SessionError>> {
         loop {
             while let Some(chunk) = self.queue.front_mut() {
@@ -498,13 +519,13 @@ impl ClientToServer<'_> {
             if let Some(pending) = &mut self.pending {
                 let decision = ready!(pending.as_mut().poll(cx));
                 self.pending = None;
-                self.process(cycles, Some(decision))?;
+                self.process(hooked, Some(decision))?;
                 continue;
             }
             if ready!(poll_read_frames(cx, client, &mut self.buf))? == 0 {
                 return Poll::Ready(Ok(SessionEnd::ClientClosed));
             }
-            self.process(cycles, None)?;
+            self.process(hooked, None)?;
         }
     }
 
@@ -512,9 +533,10 @@ impl ClientToServer<'_> {
     /// decision. `decided`: the completed decision about the first frame (which was pending).
     fn process(
         &mut self,
-        cycles: &mut Cycles,
+        hooked: &mut Hooked<'_>,
         mut decided: Option<Decision>,
     ) -> Result<(), SessionError> {
+        let Hooked { hook, cycles } = hooked;
         // `start..end` are frames forwarded unchanged in one write; `run_cycles` the cycles in them.
         let (mut start, mut end, mut run_cycles) = (0, 0, 0);
         while let Some(header) = frame::peek_header(&self.buf[end..], self.max_frame)
@@ -527,7 +549,9 @@ impl ClientToServer<'_> {
             let decision = match decided.take() {
                 Some(decision) => decision,
                 None if POLICY_TAGS.contains(&header.tag) => {
-                    self.policy.on_client_message(header.tag, frame)
+                    // The cycle this message belongs to: the next one to be sent.
+                    let cycle = cycles.sent + run_cycles + 1;
+                    hook.on_client_message(header.tag, frame, cycle)
                 }
                 None => Decision::Forward,
             };
@@ -656,15 +680,14 @@ fn count_cycles(bytes: &[u8]) -> u64 {
 /// whole; any other frame larger than a read is streamed through.
 const INSPECTED_SERVER_TAGS: &[u8] = b"CEZN";
 
-struct ServerToClient<'a> {
-    observer: &'a mut dyn SessionObserver,
+struct ServerToClient {
     /// What a restricted role's errors and notices may show; `None` for an unrestricted one.
     errors: Option<std::sync::Arc<ErrorScrub>>,
     /// Empty while the session waits: see `relay_buffer`.
     buf: BytesMut,
     /// Bytes of a large frame still to pass through unchanged (see `stream_large_frame`).
     streaming: usize,
-    /// What must complete before the frames read so far are written (see [`SessionObserver::hold`]).
+    /// What must complete before the frames read so far are written (see [`SessionHook::hold`]).
     hold: Option<Hold>,
     /// Frames to write first (those around a swapped error), then `input` bytes at the front of `buf`.
     out: BytesMut,
@@ -674,7 +697,7 @@ struct ServerToClient<'a> {
     latency: metrics::Histogram,
 }
 
-impl ServerToClient<'_> {
+impl ServerToClient {
     /// Waits for the hold, writes what is pending, then reads and observes the next frames, as far
     /// as it gets.
     fn poll(
@@ -682,7 +705,7 @@ impl ServerToClient<'_> {
         cx: &mut Context<'_>,
         server: &mut BoxStream,
         client: &mut BoxStream,
-        cycles: &mut Cycles,
+        hooked: &mut Hooked<'_>,
         shutting_down: bool,
     ) -> Poll<Result<SessionEnd, SessionError>> {
         loop {
@@ -702,7 +725,7 @@ impl ServerToClient<'_> {
                 self.input -= written;
             }
             // No statement outstanding and no transaction open.
-            if shutting_down && self.status == b'I' && !cycles.busy() {
+            if shutting_down && self.status == b'I' && !hooked.cycles.busy() {
                 return Poll::Ready(Ok(SessionEnd::Shutdown));
             }
             if ready!(poll_read_frames(cx, server, &mut self.buf))? == 0 {
@@ -717,7 +740,7 @@ impl ServerToClient<'_> {
                     continue;
                 }
             }
-            self.process(cycles, start)?;
+            self.process(hooked, start)?;
             self.stream_large_frame()?;
         }
     }
@@ -744,7 +767,8 @@ impl ServerToClient<'_> {
 
     /// Observes the whole frames in `buf` from `start` (the bytes before it pass through
     /// unchanged), swaps marked errors for their refusals, and sets what is to be written.
-    fn process(&mut self, cycles: &mut Cycles, start: usize) -> Result<(), SessionError> {
+    fn process(&mut self, hooked: &mut Hooked<'_>, start: usize) -> Result<(), SessionError> {
+        let Hooked { hook, cycles } = hooked;
         // `run` bytes at the front of `buf` go out unchanged; `out` collects what comes before a
         // swapped error.
         let mut out = BytesMut::new();
@@ -758,12 +782,14 @@ impl ServerToClient<'_> {
             }
             let body = frame::body(&self.buf[run..run + header.len]);
             completions |= matches!(header.tag, b'C' | b'E');
+            // The cycle being answered.
+            let cycle = cycles.ready_seen + 1;
             // A frame to send instead of this one: a refusal for its marked error, or an error or
             // notice with what the role may not see withheld.
             let mut replacement = None;
             match header.tag {
                 b'C' => {
-                    let shown = self.observer.server_frame(b'C', body);
+                    let shown = hook.server_frame(b'C', body, cycle);
                     let seen = match &shown {
                         ServerFrame::Pass => Some(body),
                         ServerFrame::Withhold => None,
@@ -772,37 +798,36 @@ impl ServerToClient<'_> {
                     if let Some(seen) = seen {
                         let tag = frame::cstr(seen).map(|(t, _)| t).unwrap_or_default();
                         let tag = std::str::from_utf8(tag).unwrap_or_default();
-                        self.observer
-                            .on_server_event(ServerEvent::CommandComplete { tag });
+                        hook.on_server_event(ServerEvent::CommandComplete { tag }, cycle);
                     }
                     replacement = shown.replacement();
                 }
                 b'E' => {
                     if let Some(refusal) = take_refusal(&mut cycles.refusals, body) {
-                        self.observer.on_server_event(ServerEvent::Error {
-                            sqlstate: frame::sqlstate(frame::body(&refusal)).unwrap_or_default(),
-                        });
+                        let sqlstate = frame::sqlstate(frame::body(&refusal)).unwrap_or_default();
+                        hook.on_server_event(ServerEvent::Error { sqlstate }, cycle);
                         replacement = Some(refusal);
                     } else {
                         let sqlstate = frame::sqlstate(body).unwrap_or_default();
-                        self.observer
-                            .on_server_event(ServerEvent::Error { sqlstate });
+                        hook.on_server_event(ServerEvent::Error { sqlstate }, cycle);
                         replacement = self.errors.as_ref().and_then(|e| e.scrub(b'E', body));
                     }
                 }
                 b'N' => {
-                    replacement = match self.observer.server_frame(b'N', body) {
+                    replacement = match hook.server_frame(b'N', body, cycle) {
                         ServerFrame::Pass => self.errors.as_ref().and_then(|e| e.scrub(b'N', body)),
                         shown => shown.replacement(),
                     }
                 }
                 b'Z' => {
                     self.status = body.first().copied().unwrap_or(b'I');
-                    self.observer.on_server_event(ServerEvent::Ready {
-                        status: self.status,
-                    });
+                    let status = self.status;
+                    hook.on_server_event(ServerEvent::Ready { status }, cycle);
                     self.record_latency(cycles);
                     cycles.ready_seen += 1;
+                    if status == b'I' && !cycles.busy() {
+                        hook.at_transaction_boundary();
+                    }
                     let ready_seen = cycles.ready_seen;
                     if !cycles.refusals.is_empty() {
                         cycles
@@ -822,7 +847,7 @@ impl ServerToClient<'_> {
             run += header.len;
         }
         if completions {
-            self.hold = self.observer.hold();
+            self.hold = hook.hold();
         }
         if out.is_empty() {
             self.input = run;
@@ -857,4 +882,289 @@ fn take_refusal(refusals: &mut Vec<Refusal>, body: &[u8]) -> Option<BytesMut> {
         .iter()
         .position(|r| refusal_marker::carries(body, &r.marker))?;
     Some(refusals.swap_remove(found).error)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The relay on in-memory streams: a test plays the client on one end and PostgreSQL on the
+    //! other, with a hook that records what the relay hands it.
+    use super::*;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, DuplexStream};
+    use tokio::sync::oneshot;
+
+    /// What the hook saw, as text: `client Q 1` (tag and cycle), `server SELECT 1 @1`, `boundary`.
+    type Seen = Arc<Mutex<Vec<String>>>;
+
+    /// Refuses a Query that mentions `forbidden`; records everything; the first hold waits for
+    /// `release` when there is one.
+    struct TestHook {
+        seen: Seen,
+        release: Option<oneshot::Receiver<()>>,
+    }
+
+    impl SessionHook for TestHook {
+        fn on_client_message(&mut self, tag: u8, frame: &[u8], cycle: u64) -> Decision {
+            self.seen
+                .lock()
+                .unwrap()
+                .push(format!("client {} {cycle}", tag as char));
+            if tag == b'Q' && frame.windows(9).any(|w| w == b"forbidden") {
+                return Decision::Refuse {
+                    code: "42501".into(),
+                    message: "refused by the test hook".into(),
+                };
+            }
+            Decision::Forward
+        }
+
+        fn on_server_event(&mut self, event: ServerEvent<'_>, cycle: u64) {
+            let text = match event {
+                ServerEvent::CommandComplete { tag } => tag.to_owned(),
+                ServerEvent::Error { sqlstate } => format!("error {sqlstate}"),
+                ServerEvent::Ready { status } => format!("ready {}", status as char),
+            };
+            self.seen
+                .lock()
+                .unwrap()
+                .push(format!("server {text} @{cycle}"));
+        }
+
+        fn hold(&mut self) -> Option<Hold> {
+            let release = self.release.take()?;
+            Some(Box::pin(async move {
+                release.await.map_err(|_| Withheld {
+                    code: "58030",
+                    message: "released never".into(),
+                })
+            }))
+        }
+
+        fn at_transaction_boundary(&mut self) {
+            self.seen.lock().unwrap().push("boundary".into());
+        }
+    }
+
+    /// A session relayed between the returned client end and PostgreSQL end.
+    struct Session {
+        client: DuplexStream,
+        server: DuplexStream,
+        seen: Seen,
+        relay: tokio::task::JoinHandle<Result<SessionEnd, SessionError>>,
+        _shutdown: watch::Sender<bool>,
+    }
+
+    fn session(release: Option<oneshot::Receiver<()>>) -> Session {
+        let (client, client_side) = tokio::io::duplex(64 * 1024);
+        let (server_side, server) = tokio::io::duplex(64 * 1024);
+        let (stop, shutdown) = watch::channel(false);
+        let seen = Seen::default();
+        let mut hook = TestHook {
+            seen: seen.clone(),
+            release,
+        };
+        let settings = RelaySettings {
+            max_frame: 1 << 20,
+            shutdown,
+            role: "test".into(),
+            errors: None,
+        };
+        let relay = tokio::spawn(async move {
+            let (client, server): (BoxStream, BoxStream) =
+                (Box::new(client_side), Box::new(server_side));
+            relay(client, server, b'I', &mut hook, settings).await
+        });
+        Session {
+            client,
+            server,
+            seen,
+            relay,
+            _shutdown: stop,
+        }
+    }
+
+    /// A message: tag, length, body.
+    fn message(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut out = vec![tag];
+        out.extend_from_slice(&(body.len() as i32 + 4).to_be_bytes());
+        out.extend_from_slice(body);
+        out
+    }
+
+    fn text(tag: u8, text: &str) -> Vec<u8> {
+        message(tag, format!("{text}\0").as_bytes())
+    }
+
+    /// The next `count` messages on `stream`, as (tag, body).
+    async fn read(stream: &mut DuplexStream, count: usize) -> Vec<(u8, Vec<u8>)> {
+        let mut messages = Vec::new();
+        for _ in 0..count {
+            let mut header = [0; 5];
+            stream.read_exact(&mut header).await.expect("a header");
+            let len = i32::from_be_bytes(header[1..].try_into().unwrap()) as usize - 4;
+            let mut body = vec![0; len];
+            stream.read_exact(&mut body).await.expect("a body");
+            messages.push((header[0], body));
+        }
+        messages
+    }
+
+    fn seen(session: &Session) -> Vec<String> {
+        session.seen.lock().unwrap().clone()
+    }
+
+    async fn close(session: Session) -> Result<SessionEnd, SessionError> {
+        drop(session.client);
+        session.relay.await.expect("the relay does not panic")
+    }
+
+    #[tokio::test]
+    async fn a_refusal_reaches_the_client_in_place_of_its_marked_error() {
+        let mut s = session(None);
+        s.client
+            .write_all(&text(b'Q', "SELECT 'forbidden'"))
+            .await
+            .unwrap();
+        let sent = read(&mut s.server, 1).await;
+        let (tag, body) = &sent[0];
+        assert_eq!(*tag, b'Q');
+        let sent = String::from_utf8_lossy(body);
+        assert!(
+            !sent.contains("forbidden"),
+            "the refused text went upstream: {sent}"
+        );
+        let at = sent.find(refusal_marker::PREFIX).expect("a marker");
+        let marker: String = sent[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        // PostgreSQL fails the marked statement; the client gets the refusal instead.
+        let mut answer = frame::error_response(Severity::Error, "P0001", &marker).to_vec();
+        answer.extend_from_slice(&frame::ready_for_query(b'I'));
+        s.server.write_all(&answer).await.unwrap();
+        let got = read(&mut s.client, 2).await;
+        assert_eq!(got[0].0, b'E');
+        assert_eq!(frame::sqlstate(&got[0].1), Some("42501"));
+        let fields: Vec<(u8, Vec<u8>)> = frame::error_fields(&got[0].1)
+            .map(|(field, value)| (field, value.to_vec()))
+            .collect();
+        assert!(
+            fields.contains(&(b'M', b"refused by the test hook".to_vec())),
+            "{fields:?}"
+        );
+        assert!(
+            !String::from_utf8_lossy(&got[0].1).contains(refusal_marker::PREFIX),
+            "the marker reached the client"
+        );
+        assert_eq!(got[1], (b'Z', b"I".to_vec()));
+        assert_eq!(
+            seen(&s),
+            [
+                "client Q 1",
+                "server error 42501 @1",
+                "server ready I @1",
+                "boundary"
+            ]
+        );
+        assert!(matches!(close(s).await, Ok(SessionEnd::ClientClosed)));
+    }
+
+    #[tokio::test]
+    async fn pipelined_cycles_are_numbered_once_for_both_directions() {
+        let mut s = session(None);
+        let mut pipeline = text(b'Q', "SELECT 1");
+        pipeline.extend(text(b'Q', "SELECT 2"));
+        pipeline.extend(message(b'P', b"\0SELECT 3\0\0\0"));
+        pipeline.extend(message(b'B', b"\0\0\0\0\0\0\0\0"));
+        pipeline.extend(message(b'E', b"\0\0\0\0\0"));
+        pipeline.extend(message(b'S', b""));
+        s.client.write_all(&pipeline).await.unwrap();
+        // Forwarded unchanged, all of it.
+        let mut upstream = vec![0; pipeline.len()];
+        s.server.read_exact(&mut upstream).await.unwrap();
+        assert_eq!(upstream, pipeline);
+        let mut answers = Vec::new();
+        for tag in ["SELECT 1", "SELECT 1"] {
+            answers.extend(text(b'C', tag));
+            answers.extend_from_slice(&frame::ready_for_query(b'I'));
+        }
+        answers.extend(message(b'1', b""));
+        answers.extend(message(b'2', b""));
+        answers.extend(text(b'C', "SELECT 3"));
+        answers.extend_from_slice(&frame::ready_for_query(b'I'));
+        s.server.write_all(&answers).await.unwrap();
+        let mut got = vec![0; answers.len()];
+        s.client.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, answers);
+        assert_eq!(
+            seen(&s),
+            [
+                "client Q 1",
+                "client Q 2",
+                "client P 3",
+                "client B 3",
+                "client E 3",
+                "client S 3",
+                "server SELECT 1 @1",
+                "server ready I @1",
+                "server SELECT 1 @2",
+                "server ready I @2",
+                "server SELECT 3 @3",
+                "server ready I @3",
+                // Only once nothing is outstanding.
+                "boundary",
+            ]
+        );
+        assert!(matches!(close(s).await, Ok(SessionEnd::ClientClosed)));
+    }
+
+    /// The client sends `SELECT 1` and PostgreSQL answers it; returns the answer's bytes.
+    async fn select_one(s: &mut Session) -> Vec<u8> {
+        s.client.write_all(&text(b'Q', "SELECT 1")).await.unwrap();
+        read(&mut s.server, 1).await;
+        let mut answers = text(b'C', "SELECT 1");
+        answers.extend_from_slice(&frame::ready_for_query(b'I'));
+        s.server.write_all(&answers).await.unwrap();
+        answers
+    }
+
+    #[tokio::test]
+    async fn a_hold_delays_the_command_complete_until_it_completes() {
+        let (release, held) = oneshot::channel();
+        let mut s = session(Some(held));
+        let answers = select_one(&mut s).await;
+        let mut first = [0; 1];
+        let early = tokio::time::timeout(Duration::from_millis(200), s.client.read(&mut first));
+        assert!(
+            early.await.is_err(),
+            "the client got an answer before the hold completed"
+        );
+        // The hook already saw the completion; the client gets it once the hold completes.
+        assert_eq!(seen(&s)[1], "server SELECT 1 @1");
+        release.send(()).unwrap();
+        let mut got = vec![0; answers.len()];
+        s.client.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, answers);
+        assert!(matches!(close(s).await, Ok(SessionEnd::ClientClosed)));
+    }
+
+    #[tokio::test]
+    async fn a_hold_that_fails_withholds_the_answer_and_ends_the_session_with_its_fatal() {
+        let (release, held) = oneshot::channel::<()>();
+        let mut s = session(Some(held));
+        select_one(&mut s).await;
+        drop(release);
+        let got = read(&mut s.client, 1).await;
+        assert_eq!(got[0].0, b'E');
+        assert_eq!(frame::sqlstate(&got[0].1), Some("58030"));
+        let rest = {
+            let mut rest = Vec::new();
+            s.client.read_to_end(&mut rest).await.unwrap();
+            rest
+        };
+        assert!(rest.is_empty(), "nothing after the FATAL: {rest:?}");
+        let ended = s.relay.await.expect("no panic");
+        assert!(matches!(ended, Err(SessionError::Withheld(_))), "{ended:?}");
+    }
 }

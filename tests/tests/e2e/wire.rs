@@ -786,11 +786,17 @@ async fn notifications_notices_and_large_objects_pass_through() {
     );
 }
 
-/// A policy for the seam test: refuses any Query or Parse whose text mentions `forbidden`.
-struct RefuseForbidden;
+/// A hook for the seam test: refuses any Query or Parse whose text mentions `forbidden`, and
+/// records the command tags and SQLSTATEs the relay reports.
+struct RefuseForbidden(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
 
-impl maschera::session::FrontendPolicy for RefuseForbidden {
-    fn on_client_message(&mut self, tag: u8, frame: &[u8]) -> maschera::session::Decision {
+impl maschera::session::SessionHook for RefuseForbidden {
+    fn on_client_message(
+        &mut self,
+        tag: u8,
+        frame: &[u8],
+        _cycle: u64,
+    ) -> maschera::session::Decision {
         let mentions = frame.windows(9).any(|w| w == b"forbidden");
         if matches!(tag, b'Q' | b'P') && mentions {
             maschera::session::Decision::Refuse {
@@ -801,13 +807,8 @@ impl maschera::session::FrontendPolicy for RefuseForbidden {
             maschera::session::Decision::Forward
         }
     }
-}
 
-/// Records the command tags and SQLSTATEs the relay reports.
-struct Recorder(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
-
-impl maschera::session::SessionObserver for Recorder {
-    fn on_server_event(&mut self, event: maschera::session::ServerEvent<'_>) {
+    fn on_server_event(&mut self, event: maschera::session::ServerEvent<'_>, _cycle: u64) {
         use maschera::session::ServerEvent;
         let text = match event {
             ServerEvent::CommandComplete { tag } => tag.to_owned(),
@@ -842,7 +843,7 @@ async fn policy_seam_refuses_in_simple_and_extended_protocol_and_the_session_goe
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let recorder = Recorder(events.clone());
+    let recorder = RefuseForbidden(events.clone());
     let server = tokio::spawn(async move {
         let (tcp, _) = listener.accept().await.unwrap();
         let tls = ClientTlsSetup {
@@ -880,7 +881,6 @@ async fn policy_seam_refuses_in_simple_and_extended_protocol_and_the_session_goe
             client.stream,
             upstream.stream,
             upstream.status,
-            &mut RefuseForbidden,
             &mut recorder,
             settings,
         )
