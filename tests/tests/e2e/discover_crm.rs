@@ -135,6 +135,11 @@ async fn discover_drafts_a_working_policy_for_the_real_django_crm() {
     // are not tables of people (their keys are not personal).
     assert_eq!(line_of(&text, "django_admin_log", "id"), None);
     assert_eq!(line_of(&text, "crm_leadsource", "id"), None);
+    assert_eq!(
+        line_of(&text, "massmail_emailaccount", "email_imail_ssl_certfile"),
+        None,
+        "a certificate file's path is no e-mail address"
+    );
     assert!(
         text.contains("# crm_leadsource: 10 rows sampled; weak hints: name (identifying), email"),
         "the lead source's hints"
