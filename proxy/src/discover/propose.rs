@@ -343,10 +343,12 @@ fn column_finding(table: &TableSample, column: &ColumnSample, today: i64) -> Opt
         .flatten();
     // A document is free text by its name only if it holds prose (`notes` as a list of texts), not
     // when it is structured data (`change_message` listing changed fields).
+    // An identifier named after a text (`message_id`, a mail's Message-ID) is no free text by its name.
+    let an_id = names::words(&column.name).last().is_some_and(|w| w == "id");
     let hint = names::column_rule(&column.name).filter(|h| {
         name_fits_type(h, column)
             && !(h.category == Category::FreeText
-                && documents.as_ref().is_some_and(|d| d.prose == 0))
+                && (an_id || documents.as_ref().is_some_and(|d| d.prose == 0)))
     });
     let content = content_finding(column, documents.as_ref(), today);
     // A weakly named column (a reference table's `name`) whose values are words and quote nothing
@@ -1185,6 +1187,7 @@ mod tests {
                     ],
                 ),
                 column("email_template", "text", &["welcome", "reminder"]),
+                column("message_id", "character varying(200)", &[]),
             ],
         );
         let notes = table(

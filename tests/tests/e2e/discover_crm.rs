@@ -140,6 +140,11 @@ async fn discover_drafts_a_working_policy_for_the_real_django_crm() {
         None,
         "a certificate file's path is no e-mail address"
     );
+    assert_eq!(
+        line_of(&text, "crm_crmemail", "message_id"),
+        None,
+        "a Message-ID is no free text"
+    );
     assert!(
         text.contains("# crm_leadsource: 10 rows sampled; weak hints: name (identifying), email"),
         "the lead source's hints"
