@@ -1,9 +1,10 @@
 //! `maschera discover` on a real CRM's schema: DjangoCRM (`django-crm-admin` 1.7.0, migrated by
 //! `tests/compat/realcrm/drive.py setup` as in `real_crm`). The draft finds the CRM's person tables and
-//! their e-mail, phone, name, address, skype and zip columns with evidence; labels no boolean, number
-//! or configuration JSON free text; passes `policy check --upstream`; and once applied, its restricted
-//! role runs the CRM's login and every list page with the same statuses as directly. Not for: the
-//! CRM's own policy (`real_crm`) or discovery's detectors one by one (`discover_real`, unit tests).
+//! their e-mail, phone, name, birth date, city and address columns with evidence (1.7.0 has no skype,
+//! zip or PO box columns); labels no boolean, number or configuration JSON free text; passes `policy
+//! check --upstream` (the `crm` template's draft too); and once applied, its restricted role runs the
+//! CRM's login and every list page with the same statuses as directly. Not for: the CRM's own policy
+//! (`real_crm`) or discovery's detectors one by one (`discover_real`, unit tests).
 
 use crate::real_crm::{DB, as_sales, direct, drive, passed};
 use maschera_tests::crm_proxy::{
@@ -187,6 +188,22 @@ async fn discover_drafts_a_working_policy_for_the_real_django_crm() {
     assert!(text.contains("unlisted_tables = \"read\""), "Django found");
 
     run_maschera_ok(["policy", "check", &draft, "--upstream", &uri]);
+    // The CRM template's roles (sales, support, analyst) on the same schema pass the check too.
+    let crm_draft = dir.join("crm-draft.toml");
+    let crm_text = run_maschera_ok(["discover", "--template=crm", "--upstream", &uri]);
+    assert!(
+        crm_text.contains("[roles.analyst]")
+            && crm_text.contains("\ncrm_contact = { show = [\"*\"]"),
+        "sales sees its customers: {crm_text}"
+    );
+    std::fs::write(&crm_draft, &crm_text).unwrap();
+    run_maschera_ok([
+        "policy",
+        "check",
+        &crm_draft.display().to_string(),
+        "--upstream",
+        &uri,
+    ]);
     apply_policy(&pg, DB, &applied, "discover-crm-pseudonym-key-0123456789").expect("apply");
     let users = dir.join("users.toml");
     write_crm_users(&users, USERS, 4096).unwrap();
