@@ -2,7 +2,8 @@
 //! `django_*`, Rails' `schema_migrations`, Laravel's `migrations` and `password_resets`, Hibernate's
 //! sequences, Alembic's, Flyway's and Liquibase's version tables), and the secret columns of any table
 //! (password hashes, session data and keys, tokens). The application reads framework tables on every
-//! request, so a proposed policy must let every role read them; secrets are read by no restricted role.
+//! request, so a proposed policy must let every role read them, and write the few it writes on ordinary
+//! requests (sessions); other secrets are read by no restricted role.
 //! Not for: personal data (see `names`, `detect`) or the rules themselves (see `template`).
 
 use super::names::words;
@@ -43,6 +44,28 @@ pub fn framework_of(table: &str) -> Option<&'static str> {
                 .find(|(prefix, _)| table.starts_with(prefix))
         })
         .map(|(_, framework)| *framework)
+}
+
+/// Framework tables the application itself writes on ordinary requests (a login writes its session),
+/// and the writes it needs: a proposed policy lets every restricted role make them, and read the table's
+/// secrets (the application looks sessions up by their key), or the application stops working.
+const WRITTEN: &[(&str, &[&str])] = &[
+    ("django_session", &["insert", "update", "delete"]),
+    ("sessions", &["insert", "update", "delete"]),
+    ("cache_locks", &["insert", "update", "delete"]),
+    ("job_batches", &["insert", "update", "delete"]),
+    ("failed_jobs", &["insert"]),
+    ("hibernate_sequence", &["insert", "update"]),
+    ("hibernate_sequences", &["insert", "update"]),
+];
+
+/// The writes the application makes to `table` on ordinary requests, if it is one of the framework
+/// tables it writes (sessions, locks, sequence tables).
+pub fn written(table: &str) -> Option<&'static [&'static str]> {
+    WRITTEN
+        .iter()
+        .find(|(name, _)| *name == table)
+        .map(|(_, writes)| *writes)
 }
 
 /// Columns that are secrets in one framework table: session keys are bearer credentials.
@@ -101,6 +124,15 @@ mod tests {
         assert_eq!(framework_of("databasechangeloglock"), Some("Liquibase"));
         assert_eq!(framework_of("contacts"), None);
         assert_eq!(framework_of("author"), None);
+        assert_eq!(
+            written("django_session"),
+            Some(&["insert", "update", "delete"][..])
+        );
+        assert_eq!(
+            written("auth_user"),
+            None,
+            "the login's writes are not the role's"
+        );
     }
 
     #[test]

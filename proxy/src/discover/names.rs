@@ -253,7 +253,7 @@ const COLUMN_RULES: &[(&str, Category, Strength)] = &[
 ];
 
 /// Words that make a name about something else than the personal value itself: `email_template`,
-/// `phone_type`, `address_count`, `mail_server`, `notes_enabled`.
+/// `phone_type`, `address_count`, `mail_server`, `notes_enabled`, `email_ssl_certfile`.
 const QUALIFIERS: &[&str] = &[
     "count",
     "counter",
@@ -296,6 +296,11 @@ const QUALIFIERS: &[&str] = &[
     "bounced",
     "campaign",
     "campaigns",
+    // A file about the mailbox, not the address: `email_imail_ssl_certfile` (DjangoCRM).
+    "file",
+    "certfile",
+    "keyfile",
+    "path",
 ];
 
 /// What a column's name says: the category, how much, and the rule's words (the evidence).
@@ -502,6 +507,9 @@ mod tests {
             "currency",
             "occurred_at",
             "granted_at",
+            "email_imail_ssl_certfile",
+            "email_imail_ssl_keyfile",
+            "email_template_path",
         ] {
             assert_eq!(column_hint(column), None, "{column}");
         }

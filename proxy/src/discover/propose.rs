@@ -78,6 +78,9 @@ pub struct Finding {
     pub holds: Holds,
     /// Why the column is a secret no restricted role reads (password hash, session data), if it is.
     pub secret: Option<&'static str>,
+    /// The sampled values are JSON documents (json, jsonb, or text holding JSON): a mask that keeps
+    /// the document valid (`json.redact`) fits it.
+    pub json: bool,
     pub evidence: Vec<String>,
 }
 
@@ -340,12 +343,22 @@ fn column_finding(table: &TableSample, column: &ColumnSample, today: i64) -> Opt
         .flatten();
     // A document is free text by its name only if it holds prose (`notes` as a list of texts), not
     // when it is structured data (`change_message` listing changed fields).
+    // An identifier named after a text (`message_id`, a mail's Message-ID) is no free text by its name.
+    let an_id = names::words(&column.name).last().is_some_and(|w| w == "id");
     let hint = names::column_rule(&column.name).filter(|h| {
         name_fits_type(h, column)
             && !(h.category == Category::FreeText
-                && documents.as_ref().is_some_and(|d| d.prose == 0))
+                && (an_id || documents.as_ref().is_some_and(|d| d.prose == 0)))
     });
     let content = content_finding(column, documents.as_ref(), today);
+    // A weakly named column (a reference table's `name`) whose values are words and quote nothing
+    // personal is a label, not free text: the name's weak hint stands.
+    let content = content.filter(|c| {
+        !(hint.as_ref().is_some_and(|h| h.strength == Strength::Weak)
+            && c.kind == Some(Kind::FreeText)
+            && c.confidence == Confidence::Medium
+            && !c.evidence.contains(" quote "))
+    });
     let name_evidence = |h: &names::NameHint| format!("name matches \"{}\"", h.pattern);
     let (category, strength, confidence, pattern, kind, mut evidence) = match (hint, content) {
         (Some(h), content) if h.strength == Strength::Strong => {
@@ -367,9 +380,14 @@ fn column_finding(table: &TableSample, column: &ColumnSample, today: i64) -> Opt
                 None => (Confidence::Medium, None),
             };
             evidence.extend(content.map(|c| c.evidence));
+            // Values that contradict the name leave a hint for the DBA, commented out in the draft.
+            let strength = match confidence {
+                Confidence::Low => Strength::Weak,
+                _ => h.strength,
+            };
             (
                 h.category,
-                h.strength,
+                strength,
                 confidence,
                 Some(h.pattern),
                 kind,
@@ -405,16 +423,20 @@ fn column_finding(table: &TableSample, column: &ColumnSample, today: i64) -> Opt
         confidence,
         holds: holds(category, pattern, kind, &column.type_name),
         secret,
+        json: documents.is_some(),
         evidence,
     })
 }
 
 /// A table of people: it holds a strong contact or national-identifier column, or a person's name or
 /// date of birth (an IP address identifies a device, not the rows of a table of people; a document
-/// quoting e-mail addresses makes a history or a log, not a table of people).
+/// quoting e-mail addresses, or text holding one, makes a history or a log, not a table of people; an
+/// `email` column none of whose values is an e-mail address, as a lead source's, makes nothing).
 fn holds_people(findings: &[Finding]) -> bool {
     findings.iter().any(|f| {
         f.strength == Strength::Strong
+            && f.confidence > Confidence::Low
+            && !f.json
             && !is_document(&f.type_name)
             && (matches!(f.category, Category::Contact | Category::NationalIdentifier)
                 || matches!(f.holds, Holds::PersonName | Holds::BirthDate))
@@ -537,6 +559,7 @@ pub fn propose(tables: Vec<TableSample>, today: i64) -> Vec<TableProposal> {
                         confidence: Confidence::High,
                         holds: Holds::Key,
                         secret,
+                        json: false,
                         evidence: vec![reason],
                     })
                 }
@@ -594,41 +617,174 @@ fn comment(confidence: Confidence, evidence: &[String]) -> String {
     one_line(&format!("{}: {}", confidence.as_str(), evidence.join("; ")))
 }
 
+/// The table's `default`: what a restricted role without its own rule gets. Tables holding only Art.
+/// 9/10 data, and tables that could not be sampled, are denied; framework tables the application
+/// writes and that hold nothing personal (sequence tables, locks) are writable; every other table is
+/// readable (SELECT only), its personal and secret columns NULL.
+fn table_default(proposal: &TableProposal) -> &'static str {
+    if proposal.whole.is_some() || proposal.sample.error.is_some() {
+        "deny"
+    } else if framework::written(&proposal.sample.name).is_some()
+        && proposal.findings.is_empty()
+        && proposal.secrets.is_empty()
+    {
+        "write"
+    } else {
+        "read"
+    }
+}
+
+/// A table with nothing to list: no finding (not even a weak one), no secret, not a whole table.
+fn is_plain(proposal: &TableProposal) -> bool {
+    proposal.whole.is_none() && proposal.findings.is_empty() && proposal.secrets.is_empty()
+}
+
+/// A table the draft leaves undeclared when tables not named are readable (`unlisted_tables =
+/// "read"`): sampled, nothing personal (weak hints at most), no secret, not written by a framework.
+/// It is then read as the base table, SELECT only, and plans as the owner's query does (an ORM's
+/// `GROUP BY` of the primary key needs the table itself, not a view of it).
+fn is_unlisted(proposal: &TableProposal) -> bool {
+    proposal.whole.is_none()
+        && proposal.sample.error.is_none()
+        && proposal.secrets.is_empty()
+        && proposal
+            .findings
+            .iter()
+            .all(|f| f.strength == Strength::Weak)
+        && table_default(proposal) == "read"
+}
+
 /// Renders the proposal as a policy file for `maschera policy check`, with the roles of `template`.
 pub fn render(proposals: &[TableProposal], sample_size: usize, template: Template) -> String {
     let mut out = String::new();
+    let frameworks: BTreeSet<&str> = proposals.iter().filter_map(|p| p.framework).collect();
     let _ = writeln!(
         out,
         "# Policy draft proposed by `maschera discover` from up to {sample_size} sampled rows per table.\n\
          # Review it: a column is listed because its name or its sampled values look personal; the comment\n\
          # beside it gives the confidence (high, medium, low) and the evidence (the name pattern, how many\n\
          # sampled values matched). Weak hints are left commented out. Columns not listed were found to\n\
-         # hold no personal data. Secrets (password hashes, session data, tokens) are declared so that\n\
-         # every restricted role reads them as NULL.\n\
+         # hold no personal data. Secrets (password hashes, session data, tokens) have the category\n\
+         # `secret`: no restricted role reads them unless its rule names them.\n\
          #\n\
-         # Every table of the schema is declared below and every role of the template has a rule for\n\
-         # each (framework tables included), so `deny` only denies tables created after this draft.\n\n\
-         [settings]\nunlisted_tables = \"deny\"\n"
+         # Every declared table has a `default`: what a role without its own rule gets. `read`: its\n\
+         # columns that are not personal, SELECT only; the roles below have `dropped_columns = \"null\"`,\n\
+         # so a personal or secret column keeps its place as NULL and an ORM's select of every mapped\n\
+         # column works. Roles have rules only where they see more (a masked or plain personal column)\n\
+         # or write."
     );
-    for proposal in proposals {
+    let _ = writeln!(out, "\n[settings]");
+    let unlisted_read = !frameworks.is_empty();
+    if unlisted_read {
+        let _ = writeln!(
+            out,
+            "# The schema has tables of {}: the framework's next upgrade may add tables\n\
+             # that the application reads on every page, so tables this file does not name (those created\n\
+             # after this draft, and those below in which nothing personal was found) are readable as they\n\
+             # are stored, SELECT only, never writable, by restricted roles. Declare new tables that hold\n\
+             # personal data as they come, or make this \"deny\" and declare every table.\n\
+             unlisted_tables = \"read\"\n",
+            frameworks.into_iter().collect::<Vec<_>>().join(", ")
+        );
+        let unlisted: Vec<&TableProposal> = proposals.iter().filter(|p| is_unlisted(p)).collect();
+        if !unlisted.is_empty() {
+            let _ = writeln!(
+                out,
+                "# ---- tables in which no personal data was found ({}), read as unlisted tables",
+                unlisted.len()
+            );
+            for proposal in &unlisted {
+                render_unlisted(&mut out, proposal);
+            }
+            out.push('\n');
+        }
+    } else {
+        let _ = writeln!(
+            out,
+            "# Tables created after this draft are denied to restricted roles until declared.\n\
+             unlisted_tables = \"deny\"\n"
+        );
+    }
+    let declared = |p: &&TableProposal| !(unlisted_read && is_unlisted(p));
+    let plain: Vec<&TableProposal> = proposals
+        .iter()
+        .filter(declared)
+        .filter(|p| is_plain(p))
+        .collect();
+    if !plain.is_empty() {
+        let _ = writeln!(
+            out,
+            "# ---- tables in which no personal data was found ({}) and tables not sampled\n[tables]",
+            plain.len()
+        );
+        for proposal in plain {
+            render_plain(&mut out, proposal);
+        }
+        out.push('\n');
+    }
+    for proposal in proposals.iter().filter(declared).filter(|p| !is_plain(p)) {
         render_table(&mut out, proposal);
     }
     render_roles(&mut out, proposals, template);
     out
 }
 
+/// One comment line for a table left undeclared, with its weak hints.
+fn render_unlisted(out: &mut String, proposal: &TableProposal) {
+    let table = &proposal.sample;
+    let schema = if table.schema == "public" {
+        String::new()
+    } else {
+        format!("{}.", table.schema)
+    };
+    let mut line = format!(
+        "# {schema}{}: {} rows sampled",
+        table.name, table.rows_sampled
+    );
+    if let Some(framework) = proposal.framework {
+        let _ = write!(line, "; a {framework} framework table");
+    }
+    let hints: Vec<String> = proposal
+        .findings
+        .iter()
+        .map(|f| format!("{} ({})", f.column, f.category.as_str()))
+        .collect();
+    if !hints.is_empty() {
+        let _ = write!(line, "; weak hints: {}", hints.join(", "));
+    }
+    let _ = writeln!(out, "{}", one_line(&line));
+}
+
+/// One line under `[tables]` for a table with nothing to list.
+fn render_plain(out: &mut String, proposal: &TableProposal) {
+    let table = &proposal.sample;
+    let schema = if table.schema == "public" {
+        String::new()
+    } else {
+        format!("schema = {}, ", toml_string(&table.schema))
+    };
+    let why = match (&table.error, proposal.framework) {
+        (Some(error), _) => format!(
+            "Not sampled ({}): review it by hand; denied until you do",
+            one_line(error)
+        ),
+        (None, Some(framework)) => format!(
+            "{} rows sampled; nothing personal; {framework} framework table",
+            table.rows_sampled
+        ),
+        (None, None) => format!("{} rows sampled; nothing personal", table.rows_sampled),
+    };
+    let _ = writeln!(
+        out,
+        "{} = {{ {schema}default = \"{}\" }}  # {why}",
+        toml_key(&table.name),
+        table_default(proposal)
+    );
+}
+
 fn render_table(out: &mut String, proposal: &TableProposal) {
     let table = &proposal.sample;
     let key = toml_key(&table.name);
-    if let Some(error) = &table.error {
-        let _ = writeln!(
-            out,
-            "# [tables.{key}]: not sampled ({}); review it by hand. Until it is declared, restricted\n\
-             # roles are denied it.\n",
-            one_line(error)
-        );
-        return;
-    }
     let schema_line = if table.schema == "public" {
         String::new()
     } else {
@@ -638,6 +794,7 @@ fn render_table(out: &mut String, proposal: &TableProposal) {
         let _ = writeln!(
             out,
             "[tables.{key}]\n{schema_line}# The table's name says {}: every column is personal data of that category.\n\
+             # Denied to every restricted role (no `default`, no rule).\n\
              personal = \"{}\"\n",
             match category {
                 Category::Criminal => "criminal convictions or offences (GDPR Art. 10)",
@@ -649,33 +806,52 @@ fn render_table(out: &mut String, proposal: &TableProposal) {
     }
     let _ = write!(out, "[tables.{key}]\n{schema_line}");
     if let Some(framework) = proposal.framework {
-        let _ = writeln!(
-            out,
-            "# A {framework} framework table: every role may read it (its secrets as NULL)."
-        );
+        let writes = match framework::written(&table.name) {
+            Some(_) => "; the application writes it on ordinary requests (see the roles' rules)",
+            None => ", read by the application",
+        };
+        let _ = writeln!(out, "# A {framework} framework table{writes}.");
     }
-    let _ = writeln!(out, "# {} rows sampled", table.rows_sampled);
-    if proposal
-        .findings
-        .iter()
-        .all(|f| f.strength == Strength::Weak)
+    match &table.error {
+        Some(error) => {
+            let _ = writeln!(
+                out,
+                "# Not sampled ({}): review it by hand; denied to restricted roles until you do.\n\
+                 # The columns below are proposed by their names alone.",
+                one_line(error)
+            );
+        }
+        None => {
+            let _ = writeln!(out, "# {} rows sampled", table.rows_sampled);
+        }
+    }
+    if table.error.is_none()
+        && proposal
+            .findings
+            .iter()
+            .all(|f| f.strength == Strength::Weak)
     {
         let _ = writeln!(out, "# No personal data found.");
     }
-    if !proposal.findings.is_empty() || !proposal.secrets.is_empty() {
-        let _ = writeln!(out, "[tables.{key}.columns]");
-    }
+    let _ = writeln!(
+        out,
+        "default = \"{}\"\n[tables.{key}.columns]",
+        table_default(proposal)
+    );
     for finding in &proposal.findings {
         let prefix = if finding.strength == Strength::Weak {
             "# "
         } else {
             ""
         };
+        let category = match finding.secret {
+            Some(_) => "secret",
+            None => finding.category.as_str(),
+        };
         let _ = writeln!(
             out,
-            "{prefix}{} = {{ category = \"{}\", type = {} }}  # {}",
+            "{prefix}{} = {{ category = \"{category}\", type = {} }}  # {}",
             toml_key(&finding.column),
-            finding.category.as_str(),
             toml_string(&finding.type_name),
             comment(finding.confidence, &finding.evidence)
         );
@@ -683,7 +859,7 @@ fn render_table(out: &mut String, proposal: &TableProposal) {
     for secret in &proposal.secrets {
         let _ = writeln!(
             out,
-            "{} = {{ type = {} }}  # {}",
+            "{} = {{ category = \"secret\", type = {} }}  # {}",
             toml_key(&secret.column),
             toml_string(&secret.type_name),
             comment(Confidence::High, &[format!("secret: {}", secret.why)])
@@ -692,48 +868,88 @@ fn render_table(out: &mut String, proposal: &TableProposal) {
     out.push('\n');
 }
 
-/// The rule of a restricted role for one table, as an inline TOML table.
-fn rule(profile: template::Profile, proposal: &TableProposal) -> String {
-    if proposal.whole.is_some() {
-        return "{ deny = true }".into();
+/// The rule of a restricted role for one table, as an inline TOML table, when the role needs one: it
+/// sees a personal column plain or masked, or writes the table. `None`: the table's `default` is
+/// enough (its personal and secret columns NULL).
+fn rule(profile: template::Profile, proposal: &TableProposal) -> Option<String> {
+    if proposal.whole.is_some() || proposal.sample.error.is_some() {
+        return None;
     }
-    let mut columns: Vec<String> = Vec::new();
+    let written = framework::written(&proposal.sample.name);
+    // Shown columns `"*"` does not cover (secrets, Art. 9/10) are named even with `"*"`.
+    let mut shown: Vec<(String, bool)> = Vec::new();
+    let mut nulled: Vec<String> = Vec::new();
+    let mut masks: Vec<String> = Vec::new();
     for finding in proposal
         .findings
         .iter()
         .filter(|f| f.strength == Strength::Strong)
     {
-        if let Some(action) = template::action(profile, finding, type_family(&finding.type_name)) {
-            columns.push(format!("{} = \"{action}\"", toml_key(&finding.column)));
+        let key = toml_key(&finding.column);
+        let special = finding.secret.is_some()
+            || matches!(
+                finding.category,
+                Category::SpecialCategory | Category::Criminal
+            );
+        // The application reads and writes these tables whole on every request (a session by its key).
+        if written.is_some() {
+            shown.push((finding.column.clone(), special));
+            continue;
+        }
+        match template::action(profile, finding, type_family(&finding.type_name)) {
+            None => shown.push((finding.column.clone(), special)),
+            Some("null") if !special => nulled.push(key),
+            Some("null") => {}
+            Some(action) => masks.push(format!("{key} = \"{action}\"")),
         }
     }
-    for secret in &proposal.secrets {
-        columns.push(format!("{} = \"null\"", toml_key(&secret.column)));
+    if written.is_some() {
+        shown.extend(proposal.secrets.iter().map(|s| (s.column.clone(), true)));
     }
-    match columns.is_empty() {
-        true => "{ show = [\"*\"] }".into(),
-        false => format!(
-            "{{ show = [\"*\"], columns = {{ {} }} }}",
-            columns.join(", ")
-        ),
+    let writes = written
+        .map(|w| w.iter().map(|x| toml_string(x)).collect::<Vec<_>>())
+        .unwrap_or_default();
+    if shown.is_empty() && masks.is_empty() && writes.is_empty() {
+        return None;
     }
+    // `show = ["*"]` and the NULL columns, or the shown columns: whichever names fewer.
+    let show: Vec<String> = if shown.len() > nulled.len() + 1 {
+        masks.extend(nulled.iter().map(|c| format!("{c} = \"null\"")));
+        std::iter::once("\"*\"".to_string())
+            .chain(
+                shown
+                    .iter()
+                    .filter(|(_, s)| *s)
+                    .map(|(c, _)| toml_string(c)),
+            )
+            .collect()
+    } else {
+        shown.iter().map(|(c, _)| toml_string(c)).collect()
+    };
+    let mut parts: Vec<String> = Vec::new();
+    if !show.is_empty() {
+        parts.push(format!("show = [{}]", show.join(", ")));
+    }
+    if !masks.is_empty() {
+        parts.push(format!("columns = {{ {} }}", masks.join(", ")));
+    }
+    if !writes.is_empty() {
+        parts.push(format!("writes = [{}]", writes.join(", ")));
+    }
+    Some(format!("{{ {} }}", parts.join(", ")))
 }
 
 fn render_roles(out: &mut String, proposals: &[TableProposal], template: Template) {
     let _ = writeln!(
         out,
         "# ---- roles of the template `{}`: review names, purposes and lawful bases, add `filter`s and\n\
-         # `writes` where a role needs them. Hidden values are NULL or masked, never dropped, so that ORMs\n\
-         # selecting every mapped column keep working.\n",
+         # `writes` where a role needs them. Hidden values are NULL or masked, never dropped\n\
+         # (`dropped_columns = \"null\"`), so that ORMs selecting every mapped column keep working.\n",
         match template {
             Template::Reader => "reader",
             Template::Crm => "crm",
         }
     );
-    let sampled: Vec<&TableProposal> = proposals
-        .iter()
-        .filter(|p| p.sample.error.is_none())
-        .collect();
     for role in template.roles() {
         let _ = writeln!(
             out,
@@ -747,14 +963,13 @@ fn render_roles(out: &mut String, proposals: &[TableProposal], template: Templat
             let _ = writeln!(out, "unrestricted = true\n");
             continue;
         };
-        let _ = writeln!(out, "\n[roles.{}.tables]", role.name);
-        for proposal in &sampled {
-            let _ = writeln!(
-                out,
-                "{} = {}",
-                toml_key(&proposal.sample.name),
-                rule(profile, proposal)
-            );
+        let _ = writeln!(out, "dropped_columns = \"null\"");
+        let rules: Vec<String> = proposals
+            .iter()
+            .filter_map(|p| rule(profile, p).map(|r| format!("{} = {r}", toml_key(&p.sample.name))))
+            .collect();
+        if !rules.is_empty() {
+            let _ = writeln!(out, "\n[roles.{}.tables]\n{}", role.name, rules.join("\n"));
         }
         out.push('\n');
     }
@@ -927,8 +1142,12 @@ mod tests {
         assert!(text.contains("[tables.health_records]\n"), "{text}");
         assert!(text.contains("personal = \"special_category\""), "{text}");
         assert!(
-            text.contains("[tables.products]\n# 1 rows sampled\n# No personal data found."),
+            text.contains("products = { default = \"read\" }  # 1 rows sampled; nothing personal"),
             "{text}"
+        );
+        assert!(
+            text.contains("unlisted_tables = \"deny\""),
+            "no framework: {text}"
         );
         let parsed: toml::Table = toml::from_str(&text).expect("the output is TOML");
         assert!(parsed["tables"].get("products").is_some());
@@ -968,6 +1187,7 @@ mod tests {
                     ],
                 ),
                 column("email_template", "text", &["welcome", "reminder"]),
+                column("message_id", "character varying(200)", &[]),
             ],
         );
         let notes = table(
@@ -995,6 +1215,27 @@ mod tests {
             categories(&proposals[1]),
             vec![("notes".into(), Category::FreeText, Strength::Strong)],
             "prose in a document named as notes is free text; a list of changed fields is not"
+        );
+    }
+
+    #[test]
+    fn a_reference_tables_names_are_labels_not_free_text() {
+        let reasons = table(
+            "crm_closingreason",
+            vec![
+                column("id", "integer", &["1", "2", "3"]),
+                column(
+                    "name",
+                    "character varying(70)",
+                    &["Lost to a competitor", "No budget this year", "Went silent"],
+                ),
+            ],
+        );
+        let proposal = &propose(vec![reasons], 20_000)[0];
+        assert_eq!(
+            categories(proposal),
+            vec![("name".into(), Category::Identifying, Strength::Weak)],
+            "a hint, commented out in the draft"
         );
     }
 
@@ -1158,24 +1399,27 @@ mod tests {
             let text = render(&proposals, 100, template);
             let policy = policy::model::Policy::parse("draft.toml", &text)
                 .unwrap_or_else(|e| panic!("{e:?}\n{text}"));
+            use policy::access::Action;
+            let secret = Some(Category::Secret);
             for role in policy.roles.values().filter(|r| !r.unrestricted) {
                 let user = &role.rules["auth_user"];
-                assert!(!user.deny && user.show_all, "{text}");
-                assert_eq!(
-                    user.action_for("password", None),
-                    policy::access::Action::Null
-                );
+                assert!(!user.deny && !user.writes.update, "{text}");
+                assert_eq!(user.action_for("password", secret), Action::Null);
+                assert_eq!(user.action_for("is_superuser", None), Action::Show);
+                // The application looks its sessions up by key and writes them on every request.
                 let session = &role.rules["django_session"];
-                assert_eq!(
-                    session.action_for("session_data", Some(Category::Identifying)),
-                    policy::access::Action::Null
-                );
-                assert_eq!(
-                    session.action_for("session_key", None),
-                    policy::access::Action::Null
-                );
-                assert!(role.rules["health_records"].deny);
+                assert_eq!(session.action_for("session_data", secret), Action::Show);
+                assert_eq!(session.action_for("session_key", secret), Action::Show);
+                assert!(session.writes.insert && session.writes.update, "{text}");
+                assert!(!role.rules.contains_key("health_records"), "denied");
+                let history = &role.rules["crm_history"];
+                assert!(!history.writes.insert, "{text}");
             }
+            assert_eq!(
+                policy.settings.unlisted_tables,
+                policy::access::UnlistedTables::Read,
+                "a framework's future tables stay readable"
+            );
         }
         let text = render(&proposals, 100, Template::Reader);
         assert!(
@@ -1186,12 +1430,21 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("auth_user = { show = [\"*\"], columns = { id = \"pseudonym\"")
-                || text.contains("auth_user = { show = [\"*\"], columns = { username = \"mask.initial\", email = \"mask.email\", password = \"null\" } }"),
+            text.contains(
+                "auth_user = { show = [\"id\"], columns = { username = \"mask.initial\", email = \"mask.email\" } }"
+            ),
             "{text}"
         );
         assert!(
-            text.contains("# A Django framework table: every role may read it"),
+            text.contains("changes = \"json.redact\""),
+            "a history's JSON keeps its shape: {text}"
+        );
+        assert!(
+            text.contains("password = { category = \"secret\""),
+            "{text}"
+        );
+        assert!(
+            text.contains("# A Django framework table, read by the application."),
             "{text}"
         );
         assert!(

@@ -1,13 +1,14 @@
 //! Role templates for `maschera discover --template`: the roles a proposed policy starts with (a generic
 //! `reader`, or a CRM's sales, support and analyst) and the action each gives a column found by
-//! discovery. Every action keeps the relation's shape (`null`, masks, `year`, `pseudonym`, never `drop`),
-//! since ORMs select every mapped column, and every restricted role gets a read rule for every table it
-//! may read, framework tables included, with secrets `null`. Not for: finding the columns (see
+//! discovery. Every action keeps the relation's shape (`null`, masks, `year`, `pseudonym`, never `drop`;
+//! the roles have `dropped_columns = "null"`), since ORMs select every mapped column; JSON documents get
+//! `json.redact`, which keeps them valid. Not for: finding the columns (see
 //! `propose`) or validating the result (`maschera policy check` does).
 
 use super::propose::{Finding, Holds};
 use policy::access::Category;
 use policy::action::TypeFamily;
+use policy::framework::fits_json_mask;
 
 /// The templates `--template` accepts.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -96,7 +97,8 @@ impl Template {
 }
 
 /// The action `profile` gives a column found by discovery (`None`: shown as stored), for a column of
-/// type family `family`. Secrets are NULL for every restricted role.
+/// type family `family`. Secrets are NULL for every restricted role. `"null"` is what the draft leaves
+/// unsaid: its roles have `dropped_columns = "null"`, so a personal column a rule does not show is NULL.
 pub fn action(profile: Profile, finding: &Finding, family: TypeFamily) -> Option<&'static str> {
     if finding.secret.is_some() {
         return Some("null");
@@ -113,6 +115,11 @@ pub fn action(profile: Profile, finding: &Finding, family: TypeFamily) -> Option
         (_, Holds::BirthDate, _) => Some(if dated { "year" } else { "null" }),
         (Category::SpecialCategory | Category::Criminal, _, _) => Some("null"),
         (_, _, Analyst) => Some("null"),
+        // A history or audit document: its keys and shape kept (the application's pages parse it),
+        // the personal values inside redacted.
+        (_, _, Reader | Support) if finding.json && fits_json_mask(&finding.type_name) => {
+            Some("json.redact")
+        }
         (_, _, Sales) => match finding.category {
             Category::NationalIdentifier => masked("mask.last(4)"),
             Category::Identifying if finding.holds == Holds::Other => Some("null"),

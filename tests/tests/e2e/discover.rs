@@ -180,7 +180,7 @@ async fn the_printed_skeleton_passes_policy_check() {
         "{text}"
     );
     assert!(text.contains("personal = \"special_category\""), "{text}");
-    assert!(text.contains("[tables.settings]"), "{text}");
+    assert!(text.contains("settings = { default = \"read\" }"), "{text}");
     // No sampled value is ever copied into the proposal.
     let email: String = pg
         .psql("crm", &["-c", "SELECT email FROM contacts WHERE id = 1"])
@@ -229,7 +229,10 @@ async fn a_table_it_may_not_read_is_reported_not_fatal() {
     ]);
     assert!(text.contains("email = { category = \"contact\""), "{text}");
     assert!(
-        text.contains("# [tables.secret]: not sampled (permission denied for table secret)"),
+        text.contains(
+            "[tables.secret]\n# Not sampled (permission denied for table secret): review it by hand; \
+             denied to restricted roles until you do."
+        ),
         "{text}"
     );
 }

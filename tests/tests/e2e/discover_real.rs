@@ -3,7 +3,7 @@
 //! a history of changes in JSON) beside 200 generated business tables of booleans, counters, amounts,
 //! dates and configuration JSON. The draft labels what is personal with evidence and confidence, leaves
 //! the rest alone, passes `policy check`, and once applied its restricted role reads the framework tables
-//! through the proxy with the secrets NULL.
+//! through the proxy with the password hashes NULL, its sessions usable and the history's JSON redacted.
 
 use maschera_tests::crm::load_crm;
 use maschera_tests::crm_proxy::{AppliedPolicy, apply_policy};
@@ -238,12 +238,13 @@ async fn a_django_like_schema_of_200_tables_gives_a_draft_that_works() {
     );
     // Roles from the template, a rule for every table, nothing that locks the application out.
     assert!(text.contains("[roles.reader.tables]"), "{text}");
+    // Tables with nothing personal are left to `unlisted_tables = "read"` (the base table, SELECT
+    // only), listed in a comment; no role needs a rule for them.
+    assert!(text.contains("unlisted_tables = \"read\""), "{text}");
+    assert!(text.contains("\n# biz_7: 20 rows sampled\n"), "{text}");
+    assert!(!text.contains("\nbiz_7 = "), "{text}");
     assert!(
-        text.contains("biz_7 = { show = [\"*\"] }"),
-        "a rule for every table"
-    );
-    assert!(
-        text.contains("django_content_type = { show = [\"*\"] }"),
+        text.contains("\n# django_content_type: 30 rows sampled; a Django framework table\n"),
         "{text}"
     );
 
@@ -296,10 +297,21 @@ async fn a_django_like_schema_of_200_tables_gives_a_draft_that_works() {
     )
     .await;
     assert_eq!(sessions.len(), 40);
+    // The application looks its sessions up by key and writes them on every request.
     assert!(
         sessions
             .iter()
-            .all(|s| s[0].is_none() && s[1].is_none() && s[2].is_some())
+            .all(|s| s[0].is_some() && s[1].is_some() && s[2].is_some())
+    );
+    // The history's JSON keeps its keys and shape, the e-mail addresses inside redacted.
+    let history = rows(
+        &rita,
+        "SELECT changes::text FROM crm_history WHERE changes ? 'email' ORDER BY id LIMIT 1",
+    )
+    .await;
+    assert_eq!(
+        history[0][0].as_deref(),
+        Some(r#"{"email": {"new": "[email]", "old": "[email]"}}"#)
     );
     let contacts = rows(
         &rita,
@@ -344,15 +356,23 @@ async fn the_crm_template_on_the_reference_crm_passes_policy_check() {
     ] {
         assert!(text.contains(role), "{role}:\n{text}");
     }
-    assert!(text.contains("health_records = { deny = true }"), "{text}");
+    assert!(
+        !text.contains("\nhealth_records = ")
+            && text.contains("# Denied to every restricted role (no `default`, no rule)."),
+        "{text}"
+    );
     let support = text
         .lines()
         .skip_while(|l| *l != "[roles.support.tables]")
         .find(|l| l.starts_with("contacts = "))
         .expect("a support rule for contacts");
     assert!(
-        support.contains("email = \"mask.email\"") && support.contains("tax_code = \"null\""),
+        support.contains("email = \"mask.email\"") && !support.contains("tax_code"),
         "{support}"
+    );
+    assert!(
+        text.contains("[roles.support]") && text.contains("dropped_columns = \"null\""),
+        "a column a rule leaves unsaid is NULL: {text}"
     );
     run_maschera_ok(["policy", "check", &file_arg, "--upstream", &uri]);
 }

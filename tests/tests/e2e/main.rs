@@ -11,6 +11,7 @@ mod dblock;
 mod dblock_speed;
 mod demo;
 mod discover;
+mod discover_crm;
 mod discover_real;
 mod dpo;
 mod enforce;

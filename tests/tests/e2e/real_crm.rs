@@ -17,7 +17,7 @@ use std::process::Command;
 use std::time::Instant;
 
 /// The CRM's database.
-const DB: &str = "djcrm";
+pub(crate) const DB: &str = "djcrm";
 
 /// The proxy's users: the CRM's database account for migrations (unrestricted) and the account its
 /// sales staff's sessions use (restricted; `crm_user` names the CRM user for the history filter).
@@ -35,7 +35,7 @@ const SUITE: &[&str] = &[
 ];
 
 /// The CRM's Python (its own virtualenv).
-fn python() -> PathBuf {
+pub(crate) fn python() -> PathBuf {
     let python = std::env::var_os("MASCHERA_REALCRM_PYTHON")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
@@ -50,9 +50,9 @@ fn python() -> PathBuf {
 }
 
 /// Where the driver connects: (host, port, user, password).
-type Target = (String, u16, String, String);
+pub(crate) type Target = (String, u16, String, String);
 
-fn via_proxy(proxy: &Proxy, user: &str) -> Target {
+pub(crate) fn via_proxy(proxy: &Proxy, user: &str) -> Target {
     (
         "127.0.0.1".into(),
         proxy.port(),
@@ -61,7 +61,7 @@ fn via_proxy(proxy: &Proxy, user: &str) -> Target {
     )
 }
 
-fn direct(pg: &PgServer) -> Target {
+pub(crate) fn direct(pg: &PgServer) -> Target {
     (
         pg.host().into(),
         pg.port(),
@@ -71,13 +71,13 @@ fn direct(pg: &PgServer) -> Target {
 }
 
 /// Runs one step of the driver against `target`; its outcome lines by operation.
-fn drive(target: &Target, args: &[&str]) -> BTreeMap<String, (String, String)> {
+pub(crate) fn drive(target: &Target, args: &[&str]) -> BTreeMap<String, (String, String)> {
     drive_with(target, None, args)
 }
 
 /// One step as the sales staff's account (desk), with the CRM's login (password check, last_login)
 /// over the application's own account (owner): the policy hides the hashes from sales.
-fn as_sales(proxy: &Proxy, args: &[&str]) -> BTreeMap<String, (String, String)> {
+pub(crate) fn as_sales(proxy: &Proxy, args: &[&str]) -> BTreeMap<String, (String, String)> {
     drive_with(
         &via_proxy(proxy, "desk"),
         Some(&via_proxy(proxy, "owner")),
@@ -86,7 +86,7 @@ fn as_sales(proxy: &Proxy, args: &[&str]) -> BTreeMap<String, (String, String)> 
 }
 
 /// As [`drive`], with the CRM's login over `auth` when given (realcrm_auth.py).
-fn drive_with(
+pub(crate) fn drive_with(
     target: &Target,
     auth: Option<&Target>,
     args: &[&str],
@@ -116,7 +116,7 @@ fn drive_with(
 }
 
 /// Asserts that `op` passed and returns its detail.
-fn passed<'a>(outcomes: &'a BTreeMap<String, (String, String)>, op: &str) -> &'a str {
+pub(crate) fn passed<'a>(outcomes: &'a BTreeMap<String, (String, String)>, op: &str) -> &'a str {
     let (outcome, detail) = outcomes
         .get(op)
         .unwrap_or_else(|| panic!("{op}: not run ({outcomes:?})"));
