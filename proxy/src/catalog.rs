@@ -31,12 +31,13 @@ JOIN pg_catalog.pg_namespace rn ON rn.oid = r.relnamespace
 WHERE con.contype = 'f' AND cn.nspname NOT IN ('pg_catalog', 'information_schema')
 ORDER BY 2, 3, 1";
 
-/// Unique indexes (primary keys included) on plain columns of user tables, not partial, with their
-/// columns in index order.
+/// Unique indexes (primary keys included, marked) on plain columns of user tables, not partial, with
+/// their columns in index order.
 const UNIQUE_KEY_QUERY: &str = "\
 SELECT n.nspname::text, c.relname::text,
        ARRAY(SELECT a.attname::text FROM unnest(i.indkey) WITH ORDINALITY k(n, p)
-             JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.n ORDER BY k.p)
+             JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.n ORDER BY k.p),
+       i.indisprimary
 FROM pg_catalog.pg_index i
 JOIN pg_catalog.pg_class c ON c.oid = i.indrelid
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
@@ -78,14 +79,12 @@ pub async fn load(
         });
     }
     for row in client.query(UNIQUE_KEY_QUERY, &[]).await? {
-        catalog
-            .unique_keys
-            .entry(TableName::new(
-                row.get::<_, String>(0),
-                row.get::<_, String>(1),
-            ))
-            .or_default()
-            .push(row.get(2));
+        let table = TableName::new(row.get::<_, String>(0), row.get::<_, String>(1));
+        let columns: Vec<String> = row.get(2);
+        if row.get::<_, bool>(3) {
+            catalog.primary_keys.insert(table.clone(), columns.clone());
+        }
+        catalog.unique_keys.entry(table).or_default().push(columns);
     }
     Ok(catalog)
 }

@@ -21,6 +21,7 @@ mod expr;
 mod faithful;
 pub mod fixture;
 mod functions;
+mod group_by;
 pub mod limits;
 mod lookup;
 mod query;

@@ -145,6 +145,7 @@ impl<'a> Analyzer<'a> {
         if let Some(order_by) = order_by {
             self.check_exprs(order_by, level)?;
         }
+        self.group_by_functional_keys(select, level);
         Ok(output_columns(&select.projection, level))
     }
 

@@ -10,6 +10,7 @@ use super::*;
 use crate::access::TableName;
 
 mod channels;
+mod group_by;
 mod upsert;
 mod write_back;
 
