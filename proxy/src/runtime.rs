@@ -1,0 +1,34 @@
+//! The tokio runtime a command runs on, built here and nowhere else (the proxy's worker threads each
+//! drive their own, see `workers`). Only the command line (`cli` and the `*_cmd` modules) calls it: the
+//! domain modules (dump, lifecycle, crm, demo, ...) are async libraries that never build a runtime.
+//! Not for: deciding what a command does.
+
+use anyhow::{Context, Result};
+use std::future::Future;
+
+/// The kind of runtime a command needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    /// One thread: the one-shot commands (policy, dump, forget, subject, retention) and `serve`, whose
+    /// sessions run on the worker threads.
+    CurrentThread,
+    /// A thread per core: `crm load` (generation beside the COPY) and `demo` (PostgreSQL set-up beside
+    /// the proxy).
+    MultiThread,
+}
+
+/// Runs `work` to its end on a new runtime of `flavor`; the runtime, with any task still running on
+/// it, is dropped before the result is returned.
+pub fn block_on<T>(flavor: Flavor, work: impl Future<Output = Result<T>>) -> Result<T> {
+    let mut builder = match flavor {
+        Flavor::CurrentThread => tokio::runtime::Builder::new_current_thread(),
+        Flavor::MultiThread => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = builder
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let result = runtime.block_on(work);
+    drop(runtime);
+    result
+}
