@@ -67,3 +67,49 @@ pub fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{Cli, Command};
+    use clap::{CommandFactory, Parser};
+
+    /// clap's own consistency checks over every subcommand's arguments.
+    #[test]
+    fn the_arguments_are_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn lifecycle_arguments_parse_and_a_zero_batch_is_refused() {
+        let cli = Cli::try_parse_from([
+            "maschera",
+            "forget",
+            "p.toml",
+            "--upstream",
+            "postgres://h/d",
+            "--table",
+            "contacts",
+            "--where",
+            "id = 1",
+            "--dry-run",
+        ])
+        .unwrap();
+        let Command::Forget(args) = cli.command else {
+            panic!("not forget");
+        };
+        assert!(args.dry_run);
+        assert_eq!(args.subject.condition, "id = 1");
+        assert_eq!(args.subject.key_env, "MASCHERA_AUDIT_KEY");
+        let zero = Cli::try_parse_from([
+            "maschera",
+            "retention",
+            "run",
+            "p.toml",
+            "--upstream",
+            "postgres://h/d",
+            "--batch",
+            "0",
+        ]);
+        assert!(zero.is_err(), "--batch 0 is refused");
+    }
+}

@@ -32,3 +32,38 @@ pub fn block_on<T>(flavor: Flavor, work: impl Future<Output = Result<T>>) -> Res
     drop(runtime);
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{Flavor, block_on};
+    use std::sync::Arc;
+
+    /// `demo` relies on it: its folder is removed after the proxy's background tasks are gone.
+    #[test]
+    fn tasks_still_running_are_dropped_before_the_result_is_returned() {
+        for flavor in [Flavor::CurrentThread, Flavor::MultiThread] {
+            let held = Arc::new(());
+            let in_task = held.clone();
+            let answer = block_on(flavor, async move {
+                tokio::spawn(async move {
+                    let _held = in_task;
+                    std::future::pending::<()>().await
+                });
+                tokio::task::yield_now().await;
+                Ok(42)
+            })
+            .unwrap();
+            assert_eq!(answer, 42);
+            assert_eq!(Arc::strong_count(&held), 1, "{flavor:?}: the task is gone");
+        }
+    }
+
+    #[test]
+    fn an_error_of_the_work_is_returned() {
+        let err = block_on::<()>(Flavor::CurrentThread, async {
+            anyhow::bail!("no database")
+        })
+        .unwrap_err();
+        assert_eq!(err.to_string(), "no database");
+    }
+}
