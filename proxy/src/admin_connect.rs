@@ -8,8 +8,8 @@
 //! with `sslrootcert` checks the chain, as libpq's does.
 //! Not for: relaying client sessions (see `upstream` and `session`).
 
-use crate::config::{UpstreamConfig, UpstreamTlsMode};
 use crate::upstream::UpstreamTarget;
+use crate::upstream_settings::{UpstreamConfig, UpstreamTlsMode};
 use anyhow::{Context, Result, bail};
 use std::path::PathBuf;
 use tokio_postgres::Client;

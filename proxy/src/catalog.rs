@@ -1,5 +1,7 @@
 //! Reads the live database's user tables, their columns, unique keys and the foreign keys between them into a
-//! `policy::access::Catalog`, the schema the rewriter resolves table references against. Not for: deciding anything about them.
+//! `policy::access::Catalog`, the schema the rewriter resolves table references against. It is also the one
+//! reader of `pg_constraint`'s foreign keys ([`foreign_keys`]), which the data lifecycle commands walk too.
+//! Not for: deciding anything about them.
 
 use policy::access::{Catalog, CatalogColumn, ForeignKey, ForeignKeyAction, TableName};
 
@@ -17,7 +19,7 @@ ORDER BY n.nspname, c.relname, a.attnum";
 /// Foreign keys between user tables, with their columns in key order and their ON DELETE / ON UPDATE
 /// actions (`pg_constraint.confdeltype`, `confupdtype`).
 const FOREIGN_KEY_QUERY: &str = "\
-SELECT con.conname::text, cn.nspname::text, c.relname::text, rn.nspname::text, r.relname::text,
+SELECT con.conrelid, con.confrelid, con.conname::text, cn.nspname::text, c.relname::text, rn.nspname::text, r.relname::text,
        ARRAY(SELECT a.attname::text FROM unnest(con.conkey) WITH ORDINALITY k(n, i)
              JOIN pg_catalog.pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.n ORDER BY k.i),
        ARRAY(SELECT a.attname::text FROM unnest(con.confkey) WITH ORDINALITY k(n, i)
@@ -29,7 +31,7 @@ JOIN pg_catalog.pg_namespace cn ON cn.oid = c.relnamespace
 JOIN pg_catalog.pg_class r ON r.oid = con.confrelid
 JOIN pg_catalog.pg_namespace rn ON rn.oid = r.relnamespace
 WHERE con.contype = 'f' AND cn.nspname NOT IN ('pg_catalog', 'information_schema')
-ORDER BY 2, 3, 1";
+ORDER BY cn.nspname, c.relname, con.conname";
 
 /// Unique indexes (primary keys included, marked) on plain columns of user tables, not partial, with
 /// their columns in index order.
@@ -67,17 +69,11 @@ pub async fn load(
                 data_type: row.get(3),
             });
     }
-    for row in client.query(FOREIGN_KEY_QUERY, &[]).await? {
-        catalog.foreign_keys.push(ForeignKey {
-            name: row.get(0),
-            table: TableName::new(row.get::<_, String>(1), row.get::<_, String>(2)),
-            referenced: TableName::new(row.get::<_, String>(3), row.get::<_, String>(4)),
-            columns: row.get(5),
-            referenced_columns: row.get(6),
-            on_delete: ForeignKeyAction::from_pg(row.get(7)),
-            on_update: ForeignKeyAction::from_pg(row.get(8)),
-        });
-    }
+    catalog.foreign_keys = foreign_keys(client)
+        .await?
+        .into_iter()
+        .map(|live| live.key)
+        .collect();
     for row in client.query(UNIQUE_KEY_QUERY, &[]).await? {
         let table = TableName::new(row.get::<_, String>(0), row.get::<_, String>(1));
         let columns: Vec<String> = row.get(2);
@@ -87,4 +83,39 @@ pub async fn load(
         catalog.unique_keys.entry(table).or_default().push(columns);
     }
     Ok(catalog)
+}
+
+/// A foreign key of the live database with the object ids of its two tables (the lifecycle commands
+/// follow keys by oid).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveForeignKey {
+    pub key: ForeignKey,
+    /// `pg_class.oid` of `key.table`.
+    pub table_oid: u32,
+    /// `pg_class.oid` of `key.referenced`.
+    pub referenced_oid: u32,
+}
+
+/// Every foreign key between user tables, ordered by schema, table and constraint name.
+pub async fn foreign_keys(
+    client: &tokio_postgres::Client,
+) -> Result<Vec<LiveForeignKey>, tokio_postgres::Error> {
+    Ok(client
+        .query(FOREIGN_KEY_QUERY, &[])
+        .await?
+        .iter()
+        .map(|row| LiveForeignKey {
+            table_oid: row.get(0),
+            referenced_oid: row.get(1),
+            key: ForeignKey {
+                name: row.get(2),
+                table: TableName::new(row.get::<_, String>(3), row.get::<_, String>(4)),
+                referenced: TableName::new(row.get::<_, String>(5), row.get::<_, String>(6)),
+                columns: row.get(7),
+                referenced_columns: row.get(8),
+                on_delete: ForeignKeyAction::from_pg(row.get(9)),
+                on_update: ForeignKeyAction::from_pg(row.get(10)),
+            },
+        })
+        .collect())
 }

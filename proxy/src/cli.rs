@@ -1,5 +1,6 @@
-//! The command line: one subcommand per job, each handled by the module that owns it.
-//! Not for: any logic beyond dispatching; each subcommand's arguments live beside its code.
+//! The command line: one subcommand per job, each handled by its `*_cmd` module, which parses its
+//! arguments (clap appears only in these modules), fills in the plain options of the library that does
+//! the work and runs it on the runtime `runtime` builds. Not for: any logic beyond dispatching.
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -26,20 +27,20 @@ pub enum Command {
     /// Verify, search and report on the access log.
     Audit(crate::audit_cmd::AuditArgs),
     /// The reference CRM: `crm load` creates and fills it with deterministic data.
-    Crm(crate::crm::CrmArgs),
+    Crm(crate::crm_cmd::CrmArgs),
     /// Find columns that look personal and propose a policy skeleton for them.
     Discover(crate::discover::DiscoverArgs),
     /// Everything on this machine with no set-up: a private PostgreSQL with the reference CRM, its
     /// policy and demo users, behind the proxy, until Ctrl-C.
-    Demo(crate::demo::DemoArgs),
+    Demo(crate::demo_cmd::DemoArgs),
     /// Write schema and data as one role sees them (masked, filtered), loadable with `psql -f`.
-    Dump(crate::dump::DumpArgs),
+    Dump(crate::dump_cmd::DumpArgs),
     /// Erase one data subject and every row that refers to it, in one transaction (GDPR Art. 17).
-    Forget(crate::lifecycle::forget::ForgetArgs),
+    Forget(crate::lifecycle_cmd::ForgetArgs),
     /// A data subject's rights: `subject export` writes everything held about one person (GDPR Art. 15, 20).
-    Subject(crate::lifecycle::export::SubjectArgs),
+    Subject(crate::lifecycle_cmd::SubjectArgs),
     /// Apply the policy's retention rules: delete or mask rows older than their period, in batches.
-    Retention(crate::lifecycle::retention::RetentionArgs),
+    Retention(crate::lifecycle_cmd::RetentionArgs),
 }
 
 /// Entry point of the binary: parses the arguments, runs the subcommand, and maps errors to exit status 1.
@@ -50,13 +51,13 @@ pub fn main() -> ExitCode {
         Command::User(args) => crate::user_cmd::run(args),
         Command::Policy(args) => crate::policy_cmd::run(args),
         Command::Audit(args) => crate::audit_cmd::run(args),
-        Command::Crm(args) => crate::crm::run(args),
+        Command::Crm(args) => crate::crm_cmd::run(args),
         Command::Discover(args) => crate::discover::run(args),
-        Command::Demo(args) => crate::demo::run(args),
-        Command::Dump(args) => crate::dump::run(args),
-        Command::Forget(args) => crate::lifecycle::forget::run(args),
-        Command::Retention(args) => crate::lifecycle::retention::run(args),
-        Command::Subject(args) => crate::lifecycle::export::run(args),
+        Command::Demo(args) => crate::demo_cmd::run(args),
+        Command::Dump(args) => crate::dump_cmd::run(args),
+        Command::Forget(args) => crate::lifecycle_cmd::forget(args),
+        Command::Retention(args) => crate::lifecycle_cmd::retention(args),
+        Command::Subject(args) => crate::lifecycle_cmd::subject(args),
     };
     match result {
         Ok(code) => code,
@@ -67,13 +68,48 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Runs the async work of a one-shot subcommand (policy, dump, forget, retention) on a
-/// single-threaded runtime.
-pub fn block_on(
-    work: impl std::future::Future<Output = anyhow::Result<ExitCode>>,
-) -> anyhow::Result<ExitCode> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?
-        .block_on(work)
+#[cfg(test)]
+mod tests {
+    use super::{Cli, Command};
+    use clap::{CommandFactory, Parser};
+
+    /// clap's own consistency checks over every subcommand's arguments.
+    #[test]
+    fn the_arguments_are_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn lifecycle_arguments_parse_and_a_zero_batch_is_refused() {
+        let cli = Cli::try_parse_from([
+            "maschera",
+            "forget",
+            "p.toml",
+            "--upstream",
+            "postgres://h/d",
+            "--table",
+            "contacts",
+            "--where",
+            "id = 1",
+            "--dry-run",
+        ])
+        .unwrap();
+        let Command::Forget(args) = cli.command else {
+            panic!("not forget");
+        };
+        assert!(args.dry_run);
+        assert_eq!(args.subject.condition, "id = 1");
+        assert_eq!(args.subject.key_env, "MASCHERA_AUDIT_KEY");
+        let zero = Cli::try_parse_from([
+            "maschera",
+            "retention",
+            "run",
+            "p.toml",
+            "--upstream",
+            "postgres://h/d",
+            "--batch",
+            "0",
+        ]);
+        assert!(zero.is_err(), "--batch 0 is refused");
+    }
 }

@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use crate::upstream_settings::{UpstreamConfig, UpstreamTlsMode};
+
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -72,54 +74,6 @@ pub enum ClientTlsMode {
     Optional,
     #[default]
     Off,
-}
-
-/// `[upstream]`: the PostgreSQL server and the login the proxy uses there.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UpstreamConfig {
-    /// Host name or IP address of PostgreSQL, or (starting with `/`) the directory of its
-    /// Unix-domain socket `<host>/.s.PGSQL.<port>`, as in libpq; TLS is not used on a socket.
-    pub host: String,
-    /// Port of PostgreSQL. Default 5432.
-    #[serde(default = "default_pg_port")]
-    pub port: u16,
-    /// The default database: the one `[policy]` is for, and the one the proxy's own connections use
-    /// (health probe, `[retention]`). Sessions go to the database the client names (see `databases`).
-    pub database: String,
-    /// The databases clients may name besides the served ones (`database` and `[databases.<name>]`,
-    /// always allowed): names, `"*"` for any, or `"prefix*"` (e.g. `"test_*"`). Default: none, so
-    /// any other name is refused with SQLSTATE 3D000 before the proxy connects upstream. Restricted
-    /// roles only ever reach a served database whose policy names them.
-    #[serde(default)]
-    pub databases: Vec<String>,
-    /// `"off"`, `"prefer"` (TLS without certificate check if the server offers it), `"require"` (TLS
-    /// without certificate check), `"verify-ca"` (TLS, certificate chain checked against `ca_file` or
-    /// the system roots) or `"verify-full"` (chain and host name checked). Default `"prefer"`.
-    #[serde(default)]
-    pub tls: UpstreamTlsMode,
-    /// PEM file with the CA certificates trusted for `verify-ca`/`verify-full` (default: the system roots).
-    pub ca_file: Option<PathBuf>,
-    /// The login the proxy uses upstream.
-    pub user: String,
-    /// Its password, written in the file (prefer `password_env`).
-    pub password: Option<String>,
-    /// Name of an environment variable holding the password.
-    pub password_env: Option<String>,
-    /// Time limit for connecting and logging in upstream, in seconds. Default 10.
-    #[serde(default = "default_upstream_timeout")]
-    pub connect_timeout_seconds: u64,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum UpstreamTlsMode {
-    Off,
-    #[default]
-    Prefer,
-    Require,
-    VerifyCa,
-    VerifyFull,
 }
 
 /// `[users]`: the proxy's users file.
@@ -274,7 +228,7 @@ pub struct LogConfig {
     pub format: LogFormat,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum LogFormat {
     #[default]
@@ -363,12 +317,6 @@ fn default_retention_batch() -> u32 {
 }
 fn default_policy_poll() -> u64 {
     2
-}
-fn default_pg_port() -> u16 {
-    5432
-}
-fn default_upstream_timeout() -> u64 {
-    10
 }
 fn default_auth_timeout() -> u64 {
     10
@@ -554,27 +502,6 @@ impl Config {
 
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_secs(self.limits.shutdown_timeout_seconds)
-    }
-}
-
-impl UpstreamConfig {
-    /// The configured login, with the password read from the file or the environment.
-    pub fn login(&self) -> Result<crate::upstream::Login> {
-        let password = match (&self.password, &self.password_env) {
-            (Some(p), _) => Some(p.clone()),
-            (None, Some(var)) => Some(std::env::var(var).with_context(|| {
-                format!("[upstream] password_env names `{var}`, which is not set")
-            })?),
-            (None, None) => None,
-        };
-        Ok(crate::upstream::Login {
-            user: self.user.clone(),
-            password,
-        })
-    }
-
-    pub fn connect_timeout(&self) -> Duration {
-        Duration::from_secs(self.connect_timeout_seconds)
     }
 }
 

@@ -11,9 +11,8 @@
 //! Not for: backups (use `pg_dump`), constraints or indexes (the copy has plain tables).
 
 use crate::policy_apply;
-use crate::policy_cmd::load_policy;
+use crate::policy_file::load_policy;
 use anyhow::{Context, Result, bail};
-use clap::Args;
 use futures_util::StreamExt;
 use policy::access::{Action, TableAccess};
 use policy::apply_sql::{quote_ident, role_filter, search_path_step, table_schemas, view_select};
@@ -25,53 +24,49 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use tokio_postgres::Client;
 
-#[derive(Args, Debug)]
-pub struct DumpArgs {
+/// What `dump` writes.
+#[derive(Debug, Clone)]
+pub struct DumpOptions {
     /// The policy file (already installed with `maschera policy apply`).
     pub file: PathBuf,
     /// PostgreSQL URI of an account that may `SET ROLE` to the role's login and read the tables and
     /// the pseudonym key (the owner that ran `policy apply`, or a superuser).
-    #[arg(long, env = "MASCHERA_UPSTREAM")]
     pub upstream: String,
     /// The policy role whose view of the data is dumped, e.g. `support`.
-    #[arg(long)]
     pub role: String,
-    /// An attribute of the role's row filters, `name=value` (repeatable), e.g. `--attr region=north`.
-    #[arg(long = "attr", value_name = "NAME=VALUE")]
+    /// Attributes of the role's row filters, each `name=value`.
     pub attributes: Vec<String>,
-    /// The prefix `maschera policy apply --login-prefix` gave the role logins (default `maschera_`).
-    #[arg(long, default_value = "")]
+    /// The prefix `maschera policy apply --login-prefix` gave the role logins (empty: `maschera_`).
     pub login_prefix: String,
 }
 
-pub fn run(args: DumpArgs) -> Result<ExitCode> {
-    crate::cli::block_on(async {
-        let Some(policy) = load_policy(&args.file)? else {
-            return Ok(ExitCode::FAILURE);
-        };
-        let Some(role) = policy.roles.get(&args.role) else {
-            let roles: Vec<&str> = policy.roles.keys().map(String::as_str).collect();
-            bail!(
-                "the policy has no role `{}` ({})",
-                args.role,
-                policy::diagnostics::suggest(&args.role, &roles, "roles")
-            );
-        };
-        if role.unrestricted {
-            bail!(
-                "role `{}` is unrestricted: it sees the database as stored (use pg_dump)",
-                role.name
-            );
-        }
-        let attributes = parse_attributes(role, &args.attributes)?;
-        let client = policy_apply::connect(&args.upstream).await?;
-        let stdout = std::io::stdout();
-        let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
-        let login = policy::model::prefixed_login(&args.login_prefix, &role.name);
-        dump_role(&client, &policy, role, &login, &attributes, &mut out).await?;
-        out.flush()?;
-        Ok(ExitCode::SUCCESS)
-    })
+/// Writes the dump of the role's view of the database to standard output.
+pub async fn run(args: DumpOptions) -> Result<ExitCode> {
+    let Some(policy) = load_policy(&args.file)? else {
+        return Ok(ExitCode::FAILURE);
+    };
+    let Some(role) = policy.roles.get(&args.role) else {
+        let roles: Vec<&str> = policy.roles.keys().map(String::as_str).collect();
+        bail!(
+            "the policy has no role `{}` ({})",
+            args.role,
+            policy::diagnostics::suggest(&args.role, &roles, "roles")
+        );
+    };
+    if role.unrestricted {
+        bail!(
+            "role `{}` is unrestricted: it sees the database as stored (use pg_dump)",
+            role.name
+        );
+    }
+    let attributes = parse_attributes(role, &args.attributes)?;
+    let client = policy_apply::connect(&args.upstream).await?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+    let login = policy::model::prefixed_login(&args.login_prefix, &role.name);
+    dump_role(&client, &policy, role, &login, &attributes, &mut out).await?;
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `name=value` pairs, each naming an attribute the role declares.

@@ -3,9 +3,10 @@
 //! policy crate) or database I/O details (see `policy_apply`).
 
 use crate::policy_apply::{self, ApplyOutcome, ApplyRequest};
-use anyhow::{Context, Result, bail};
+use crate::policy_file::{load_policy, report};
+use crate::runtime::{Flavor, block_on};
+use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
-use policy::Policy;
 use policy::access::{Catalog, RoleAccess};
 use policy::rewrite::{Rewritten, TableRoute, TableUse, rewrite};
 use std::path::{Path, PathBuf};
@@ -56,7 +57,7 @@ pub enum PolicyCommand {
         #[arg(long)]
         key_env: Option<String>,
         #[command(flatten)]
-        audit: crate::lifecycle::AuditArgs,
+        audit: crate::lifecycle_cmd::AuditArgs,
     },
     /// Print the register of processing activities (GDPR Art. 30) the policy describes.
     Register {
@@ -80,7 +81,7 @@ pub enum PolicyCommand {
 }
 
 pub fn run(args: PolicyArgs) -> Result<ExitCode> {
-    crate::cli::block_on(async {
+    block_on(Flavor::CurrentThread, async {
         match args.command {
             PolicyCommand::Check {
                 file,
@@ -98,7 +99,10 @@ pub fn run(args: PolicyArgs) -> Result<ExitCode> {
                 audit,
             } => {
                 // Opened before any change, so that a log that cannot be written stops the apply.
-                let log = if dry_run { None } else { audit.open()? };
+                let log = match dry_run {
+                    true => None,
+                    false => crate::lifecycle::open_log(audit.audit_config.as_deref())?,
+                };
                 let request = ApplyRequest {
                     credentials,
                     rotate,
@@ -116,27 +120,6 @@ pub fn run(args: PolicyArgs) -> Result<ExitCode> {
             } => explain(&file, &role, upstream.as_deref(), &sql).await,
         }
     })
-}
-
-/// Reads and parses a policy file; `None` after printing its errors.
-pub fn load_policy(path: &Path) -> Result<Option<Policy>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading policy file {}", path.display()))?;
-    match Policy::parse(&path.display().to_string(), &text) {
-        Ok(policy) => Ok(Some(policy)),
-        Err(diagnostics) => {
-            report(&diagnostics.0);
-            Ok(None)
-        }
-    }
-}
-
-/// Prints diagnostics to stderr; returns whether any is an error.
-fn report(diagnostics: &[policy::Diagnostic]) -> bool {
-    for d in diagnostics {
-        eprintln!("{d}");
-    }
-    diagnostics.iter().any(|d| d.is_error())
 }
 
 async fn check(file: &Path, upstream: Option<&str>, login_prefix: &str) -> Result<ExitCode> {

@@ -2,6 +2,7 @@
 //! and runs the proxy until SIGTERM/SIGINT. Not for: the proxy itself (see `server`).
 
 use crate::config::{Config, LogFormat};
+use crate::runtime::{Flavor, block_on};
 use crate::server::{self, Proxy};
 use anyhow::{Context, Result};
 use std::net::SocketAddr;
@@ -19,17 +20,29 @@ pub struct ServeArgs {
     pub config: PathBuf,
     /// Log format on standard error; overrides `[log] format`.
     #[arg(long, value_enum)]
-    pub log_format: Option<LogFormat>,
+    pub log_format: Option<LogFormatArg>,
+}
+
+/// `--log-format`: the values of `[log] format`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormatArg {
+    Text,
+    Json,
+}
+
+impl From<LogFormatArg> for LogFormat {
+    fn from(arg: LogFormatArg) -> LogFormat {
+        match arg {
+            LogFormatArg::Text => LogFormat::Text,
+            LogFormatArg::Json => LogFormat::Json,
+        }
+    }
 }
 
 pub fn run(args: ServeArgs) -> Result<ExitCode> {
     let config = Config::load(&args.config)?;
-    init_tracing(args.log_format.unwrap_or(config.log.format));
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    runtime.block_on(async {
+    init_tracing(args.log_format.map_or(config.log.format, LogFormat::from));
+    block_on(Flavor::CurrentThread, async {
         let proxy = Arc::new(Proxy::new(config)?.with_audit()?.with_policy().await?);
         if let Some(metrics) = &proxy.config().metrics {
             let addr: SocketAddr = metrics.listen.parse().with_context(|| {

@@ -5,7 +5,7 @@
 //! roots).
 //! Not for: negotiating TLS on a connection (see `startup` and `upstream`).
 
-use crate::config::UpstreamTlsMode;
+use crate::upstream_settings::UpstreamTlsMode;
 use anyhow::{Context, Result, bail};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};

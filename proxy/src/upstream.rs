@@ -6,10 +6,11 @@
 //! `postgres-protocol`. Not for: relaying a session (see `session`) or choosing the login.
 
 use crate::cancel::CancelKey;
-use crate::config::{UpstreamConfig, UpstreamTlsMode};
 use crate::frame::{self, FrameError, POSTGRES_MAX_FRAME};
 use crate::socket_upstream::SocketUpstream;
 use crate::tls::{self, BoxStream};
+pub use crate::upstream_settings::Login;
+use crate::upstream_settings::{UpstreamConfig, UpstreamTlsMode};
 use bytes::{Buf, BytesMut};
 use postgres_protocol::authentication::md5_hash;
 use postgres_protocol::authentication::sasl::{ChannelBinding, SCRAM_SHA_256, ScramSha256};
@@ -21,21 +22,6 @@ use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
-
-/// A PostgreSQL login: user name and password (none for `trust`).
-#[derive(Clone)]
-pub struct Login {
-    pub user: String,
-    pub password: Option<String>,
-}
-
-impl std::fmt::Debug for Login {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Login")
-            .field("user", &self.user)
-            .finish_non_exhaustive()
-    }
-}
 
 #[derive(Debug, Error)]
 pub enum UpstreamError {

@@ -9,53 +9,38 @@ mod setup;
 use crate::server::{self, Proxy};
 use anyhow::{Context, Result, bail};
 use std::net::SocketAddr;
-use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::task::JoinHandle;
 use tracing::info;
 
-pub use setup::{DEMO_USERS, DemoUser, POLICY};
+pub use setup::{DEMO_USERS, Demo, DemoUser, POLICY};
 
-/// `maschera demo [--listen ADDR] [--contacts N] [--json]`
-#[derive(clap::Args, Debug)]
-pub struct DemoArgs {
+/// What `maschera demo` serves.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
     /// Address the proxy listens on (port 0: any free port; the one in use is printed).
-    #[arg(long, default_value = "127.0.0.1:6432")]
     pub listen: SocketAddr,
-    /// Number of generated contacts in the CRM (the other tables scale with it).
-    #[arg(long, default_value_t = crate::crm::DEFAULT_CONTACTS,
-          value_parser = clap::value_parser!(u64).range(1..=crate::crm::MAX_CONTACTS))]
+    /// Number of generated contacts in the CRM (1 to `crm::MAX_CONTACTS`).
     pub contacts: u64,
-    /// Print one line of JSON (proxy, upstream, audit_log, users) once the proxy accepts connections,
-    /// instead of the text for a person.
-    #[arg(long)]
+    /// Print one line of JSON once the proxy accepts connections, instead of the text for a person.
     pub json: bool,
 }
 
 /// How long the proxy gets to start listening once everything is set up.
 const LISTEN_LIMIT: Duration = Duration::from_secs(10);
 
-pub fn run(args: DemoArgs) -> Result<ExitCode> {
-    init_tracing();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    let demo = runtime.block_on(demo(args))?;
-    // The runtime goes first, with the proxy's background tasks (the policy watcher would otherwise
-    // see the folder go and try to reload).
-    drop(runtime);
-    if let Some(demo) = demo {
-        info!("stopping PostgreSQL and removing {}", demo.dir().display());
-        drop(demo);
-    }
-    Ok(ExitCode::SUCCESS)
+/// Stops PostgreSQL and removes the demo's folder: call it once the runtime that ran [`run`] is
+/// dropped, with its proxy's background tasks (the policy watcher would otherwise see the folder go and
+/// try to reload).
+pub fn remove(demo: Demo) {
+    info!("stopping PostgreSQL and removing {}", demo.dir().display());
+    drop(demo);
 }
 
 /// Progress on standard error; the proxy's own logs from warnings up unless `RUST_LOG` says otherwise.
-fn init_tracing() {
+pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,maschera::demo=info"));
     use tracing_subscriber::layer::SubscriberExt;
@@ -92,9 +77,9 @@ impl StopSignals {
     }
 }
 
-/// Sets up, serves until a signal, and hands back what must be removed (`None` when a signal came
-/// during set-up, which already removed it).
-async fn demo(args: DemoArgs) -> Result<Option<setup::Demo>> {
+/// Sets up, serves until a signal, and hands back what must be removed with [`remove`] (`None` when a
+/// signal came during set-up, which already removed it).
+pub async fn run(args: DemoOptions) -> Result<Option<Demo>> {
     let started = Instant::now();
     let mut stop = StopSignals::install()?;
     let listen = concrete_listen_address(args.listen)?;

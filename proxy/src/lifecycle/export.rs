@@ -17,9 +17,8 @@ use super::who_saw;
 use crate::audit::search::parse_time;
 use crate::audit::{AuditConfig, Event, EventKind, Outcome, TableTouched};
 use crate::policy_apply;
-use crate::policy_cmd::load_policy;
+use crate::policy_file::load_policy;
 use anyhow::{Context, Result};
-use clap::{Args, Subcommand};
 use policy::Policy;
 use policy::access::{Category, TableName};
 use policy::model::Table;
@@ -33,36 +32,20 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio_postgres::Client;
 
-#[derive(Args, Debug)]
-pub struct SubjectArgs {
-    #[command(subcommand)]
-    pub command: SubjectCommand,
-}
-
-#[derive(Subcommand, Debug)]
-pub enum SubjectCommand {
-    /// Write everything held about one data subject, with what is done with it and who read it
-    /// (GDPR Art. 15 access, Art. 20 portability).
-    Export(ExportArgs),
-}
-
-#[derive(Args, Debug)]
-pub struct ExportArgs {
-    #[command(flatten)]
+/// What `subject export` does.
+#[derive(Debug, Clone)]
+pub struct ExportOptions {
     pub subject: Selection,
     /// `json` (structured, for Art. 20) or `csv` (one line per value).
-    #[arg(long, default_value = "json", value_parser = ["json", "csv"])]
     pub format: String,
-    #[command(flatten)]
-    pub audit: super::AuditArgs,
-    /// Access log files or folders to read "who saw it" from (default: the folder of --audit-config).
-    #[arg(long = "access-log")]
+    /// Proxy configuration file whose `[audit]` section names the access log the export is recorded in
+    /// (and, without `access_log`, the one "who saw it" is read from).
+    pub audit_config: Option<PathBuf>,
+    /// Access log files or folders to read "who saw it" from.
     pub access_log: Vec<PathBuf>,
     /// "Who saw it" from this time (RFC 3339 or YYYY-MM-DD).
-    #[arg(long)]
     pub from: Option<String>,
     /// "Who saw it" until this time, exclusive (a date includes the whole day).
-    #[arg(long)]
     pub to: Option<String>,
 }
 
@@ -83,134 +66,127 @@ struct WhoSawIt {
     to: Option<String>,
 }
 
-pub fn run(args: SubjectArgs) -> Result<ExitCode> {
-    match args.command {
-        SubjectCommand::Export(args) => export(args),
+/// Writes everything held about the subject to standard output and records the export.
+pub async fn run(args: ExportOptions) -> Result<ExitCode> {
+    let Some(policy) = load_policy(&args.subject.file)? else {
+        return Ok(ExitCode::FAILURE);
+    };
+    let condition = parse_condition(&args.subject.condition)?;
+    let from = args
+        .from
+        .as_deref()
+        .map(|t| parse_time(t, false))
+        .transpose()?;
+    let to = args
+        .to
+        .as_deref()
+        .map(|t| parse_time(t, true))
+        .transpose()?;
+    // Opened before anything is read, so that an export that cannot be recorded does not happen.
+    let log = super::open_log(args.audit_config.as_deref())?;
+    let digest_key = log
+        .as_ref()
+        .map(|_| digest_key(&args.subject.key_env))
+        .transpose()?;
+    let log_paths = match (&args.access_log, &args.audit_config) {
+        (paths, _) if !paths.is_empty() => paths.clone(),
+        (_, Some(config)) => vec![AuditConfig::from_proxy_config(config)?.dir],
+        (_, None) => Vec::new(),
+    };
+
+    let client = policy_apply::connect(&args.subject.upstream).await?;
+    client
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .await?;
+    let subject = find_subject(&client, &policy, &args.subject.table, &condition).await?;
+    let mut held = Vec::new();
+    // `dependants` orders children first; the export starts with the subject's own row.
+    for reached in dependants(&subject.table, &condition, &subject.keys, &|_| false)
+        .into_iter()
+        .rev()
+    {
+        let rows = count_rows(&client, &reached.table, &reached.predicate).await?;
+        let personal =
+            declared(&policy, &reached.table).is_some_and(policy::controller::is_personal);
+        if rows > 0 || personal {
+            held.push(Held {
+                live: reached.table,
+                predicate: reached.predicate,
+                rows,
+            });
+        }
     }
-}
-
-fn export(args: ExportArgs) -> Result<ExitCode> {
-    crate::cli::block_on(async {
-        let Some(policy) = load_policy(&args.subject.file)? else {
-            return Ok(ExitCode::FAILURE);
-        };
-        let condition = parse_condition(&args.subject.condition)?;
-        let from = args
-            .from
-            .as_deref()
-            .map(|t| parse_time(t, false))
-            .transpose()?;
-        let to = args
-            .to
-            .as_deref()
-            .map(|t| parse_time(t, true))
-            .transpose()?;
-        // Opened before anything is read, so that an export that cannot be recorded does not happen.
-        let log = args.audit.open()?;
-        let digest_key = log
-            .as_ref()
-            .map(|_| digest_key(&args.subject.key_env))
-            .transpose()?;
-        let log_paths = match (&args.access_log, &args.audit.audit_config) {
-            (paths, _) if !paths.is_empty() => paths.clone(),
-            (_, Some(config)) => vec![AuditConfig::from_proxy_config(config)?.dir],
-            (_, None) => Vec::new(),
-        };
-
-        let client = policy_apply::connect(&args.subject.upstream).await?;
-        client
-            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            .await?;
-        let subject = find_subject(&client, &policy, &args.subject.table, &condition).await?;
-        let mut held = Vec::new();
-        // `dependants` orders children first; the export starts with the subject's own row.
-        for reached in dependants(&subject.table, &condition, &subject.keys, &|_| false)
-            .into_iter()
-            .rev()
-        {
-            let rows = count_rows(&client, &reached.table, &reached.predicate).await?;
-            let personal =
-                declared(&policy, &reached.table).is_some_and(policy::controller::is_personal);
-            if rows > 0 || personal {
-                held.push(Held {
-                    live: reached.table,
-                    predicate: reached.predicate,
-                    rows,
-                });
+    let digest = match &digest_key {
+        Some(key) => Some(subject_digest(&client, &subject.table, &condition, key).await?),
+        None => None,
+    };
+    let who = WhoSawIt {
+        found: match log_paths.is_empty() {
+            true => None,
+            false => {
+                let tables: BTreeSet<String> = held
+                    .iter()
+                    .filter(|h| h.rows > 0)
+                    .map(|h| h.live.display.clone())
+                    .collect();
+                let digest = digest.as_deref();
+                Some(who_saw::accesses(&log_paths, from, to, &tables, digest)?)
             }
+        },
+        from: args.from.clone(),
+        to: args.to.clone(),
+    };
+    let categories = subject_categories(&client, &policy, &subject.table, &condition).await?;
+    let register = policy::register::register(&policy);
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let export = Export {
+        policy: &policy,
+        register: &register,
+        held: &held,
+    };
+    let written = match args.format.as_str() {
+        "csv" => export.csv(&client, &mut out, &who).await,
+        _ => {
+            export
+                .json(&client, &mut out, &subject.table, &categories, &who)
+                .await
         }
-        let digest = match &digest_key {
-            Some(key) => Some(subject_digest(&client, &subject.table, &condition, key).await?),
-            None => None,
-        };
-        let who = WhoSawIt {
-            found: match log_paths.is_empty() {
-                true => None,
-                false => {
-                    let tables: BTreeSet<String> = held
-                        .iter()
-                        .filter(|h| h.rows > 0)
-                        .map(|h| h.live.display.clone())
-                        .collect();
-                    let digest = digest.as_deref();
-                    Some(who_saw::accesses(&log_paths, from, to, &tables, digest)?)
-                }
-            },
-            from: args.from.clone(),
-            to: args.to.clone(),
-        };
-        let categories = subject_categories(&client, &policy, &subject.table, &condition).await?;
-        let register = policy::register::register(&policy);
-        let stdout = std::io::stdout();
-        let mut out = std::io::BufWriter::new(stdout.lock());
-        let export = Export {
-            policy: &policy,
-            register: &register,
-            held: &held,
-        };
-        let written = match args.format.as_str() {
-            "csv" => export.csv(&client, &mut out, &who).await,
-            _ => {
-                export
-                    .json(&client, &mut out, &subject.table, &categories, &who)
-                    .await
-            }
-        };
-        let written = written.and_then(|()| out.flush().context("writing the export"));
-        drop(out);
+    };
+    let written = written.and_then(|()| out.flush().context("writing the export"));
+    drop(out);
 
-        let rows: i64 = held.iter().map(|h| h.rows).sum();
-        let detail: Vec<String> = held
+    let rows: i64 = held.iter().map(|h| h.rows).sum();
+    let detail: Vec<String> = held
+        .iter()
+        .map(|h| format!("{}: {}", h.live.display, h.rows))
+        .collect();
+    // Recorded even when writing failed part way: some of the data may have been written out.
+    if let Some(log) = log {
+        let mut event = Event::new(EventKind::SubjectExport);
+        event.rows = Some(rows as u64);
+        event.detail = Some(format!("{} export: {}", args.format, detail.join("; ")));
+        event.subjects = digest.map(|d| vec![d]);
+        event.tables = held
             .iter()
-            .map(|h| format!("{}: {}", h.live.display, h.rows))
+            .filter(|h| h.rows > 0)
+            .map(|h| touched(&policy, h))
             .collect();
-        // Recorded even when writing failed part way: some of the data may have been written out.
-        if let Some(log) = log {
-            let mut event = Event::new(EventKind::SubjectExport);
-            event.rows = Some(rows as u64);
-            event.detail = Some(format!("{} export: {}", args.format, detail.join("; ")));
-            event.subjects = digest.map(|d| vec![d]);
-            event.tables = held
-                .iter()
-                .filter(|h| h.rows > 0)
-                .map(|h| touched(&policy, h))
-                .collect();
-            if let Err(err) = &written {
-                event.outcome = Outcome::Error {
-                    sqlstate: sqlstate_of(err),
-                };
-            }
-            super::record_event(log, event).await?;
+        if let Err(err) = &written {
+            event.outcome = Outcome::Error {
+                sqlstate: sqlstate_of(err),
+            };
         }
-        written?;
-        client.batch_execute("COMMIT").await?;
-        eprintln!(
-            "exported {rows} rows from {} tables ({})",
-            held.iter().filter(|h| h.rows > 0).count(),
-            detail.join("; ")
-        );
-        Ok(ExitCode::SUCCESS)
-    })
+        super::record_event(log, event).await?;
+    }
+    written?;
+    client.batch_execute("COMMIT").await?;
+    eprintln!(
+        "exported {rows} rows from {} tables ({})",
+        held.iter().filter(|h| h.rows > 0).count(),
+        detail.join("; ")
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The SQLSTATE of a failed export: PostgreSQL's, else 58030 (an I/O error writing the output).

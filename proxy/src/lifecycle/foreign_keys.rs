@@ -1,4 +1,4 @@
-//! The foreign keys of the live database, and the dependants of a set of rows: every table whose rows
+//! The foreign keys of the live database (read by `catalog::foreign_keys`, here by object id), and the dependants of a set of rows: every table whose rows
 //! refer to them, recursively, each with a SQL predicate that selects exactly the referring rows. Not for:
 //! changing anything (the callers delete or mask in the order `dependants` gives).
 
@@ -69,31 +69,22 @@ fn live_table(oid: u32, schema: String, name: String) -> LiveTable {
     }
 }
 
-/// Every foreign key of the user tables.
+/// Every foreign key of the user tables, as `catalog::foreign_keys` reads them, by live table.
 pub async fn read_foreign_keys(client: &Client) -> Result<Vec<ForeignKey>> {
-    let rows = client
-        .query(
-            "SELECT c.conrelid, cn.nspname::text, cc.relname::text,
-                    c.confrelid, pn.nspname::text, pc.relname::text,
-                    ARRAY(SELECT a.attname::text FROM unnest(c.conkey) WITH ORDINALITY k(n, o)
-                          JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.n ORDER BY k.o),
-                    ARRAY(SELECT a.attname::text FROM unnest(c.confkey) WITH ORDINALITY k(n, o)
-                          JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.n ORDER BY k.o)
-             FROM pg_constraint c
-             JOIN pg_class cc ON cc.oid = c.conrelid JOIN pg_namespace cn ON cn.oid = cc.relnamespace
-             JOIN pg_class pc ON pc.oid = c.confrelid JOIN pg_namespace pn ON pn.oid = pc.relnamespace
-             WHERE c.contype = 'f' ORDER BY cn.nspname, cc.relname, c.conname",
-            &[],
-        )
+    let keys = crate::catalog::foreign_keys(client)
         .await
         .context("reading the foreign keys")?;
-    Ok(rows
-        .iter()
-        .map(|r| ForeignKey {
-            child: live_table(r.get(0), r.get(1), r.get(2)),
-            parent: live_table(r.get(3), r.get(4), r.get(5)),
-            child_columns: r.get(6),
-            parent_columns: r.get(7),
+    Ok(keys
+        .into_iter()
+        .map(|live| ForeignKey {
+            child: live_table(live.table_oid, live.key.table.schema, live.key.table.name),
+            parent: live_table(
+                live.referenced_oid,
+                live.key.referenced.schema,
+                live.key.referenced.name,
+            ),
+            child_columns: live.key.columns,
+            parent_columns: live.key.referenced_columns,
         })
         .collect())
 }

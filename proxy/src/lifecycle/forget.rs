@@ -9,9 +9,8 @@ use super::mask_assignments;
 use super::subject::{Selection, Subject, digest_key, find_subject, qualified, subject_digest};
 use crate::audit::EventKind;
 use crate::policy_apply;
-use crate::policy_cmd::load_policy;
+use crate::policy_file::load_policy;
 use anyhow::{Result, bail};
-use clap::Args;
 use policy::Policy;
 use sqlparser::ast::{Expr, visit_expressions};
 use sqlparser::dialect::PostgreSqlDialect;
@@ -19,18 +18,18 @@ use sqlparser::parser::Parser;
 use sqlparser::tokenizer::Token;
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use tokio_postgres::Client;
 
-#[derive(Args, Debug)]
-pub struct ForgetArgs {
-    #[command(flatten)]
+/// What `forget` does.
+#[derive(Debug, Clone)]
+pub struct ForgetOptions {
     pub subject: Selection,
     /// Print the plan (tables, rows, action) and change nothing.
-    #[arg(long)]
     pub dry_run: bool,
-    #[command(flatten)]
-    pub audit: super::AuditArgs,
+    /// Proxy configuration file whose `[audit]` section names the access log the erasure is recorded in.
+    pub audit_config: Option<PathBuf>,
 }
 
 /// What happens to one table.
@@ -42,91 +41,90 @@ pub struct PlannedStep {
     pub keep: Option<String>,
 }
 
-pub fn run(args: ForgetArgs) -> Result<ExitCode> {
-    crate::cli::block_on(async {
-        let Some(policy) = load_policy(&args.subject.file)? else {
-            return Ok(ExitCode::FAILURE);
+/// Erases the subject (or with `dry_run` prints the plan), prints what was done and records it.
+pub async fn run(args: ForgetOptions) -> Result<ExitCode> {
+    let Some(policy) = load_policy(&args.subject.file)? else {
+        return Ok(ExitCode::FAILURE);
+    };
+    let condition = parse_condition(&args.subject.condition)?;
+    let log = match args.dry_run {
+        true => None,
+        false => super::open_log(args.audit_config.as_deref())?,
+    };
+    let digest_key = match &log {
+        Some(_) => Some(digest_key(&args.subject.key_env)?),
+        None => None,
+    };
+    let client = policy_apply::connect(&args.subject.upstream).await?;
+    client.batch_execute("BEGIN").await?;
+    let plan = plan(&client, &policy, &args.subject.table, &condition).await?;
+    for step in &plan {
+        let verb = match (args.dry_run, step.keep.is_some()) {
+            (true, false) => "would delete",
+            (true, true) => "would anonymise (kept)",
+            (false, false) => "deleted",
+            (false, true) => "anonymised (kept)",
         };
-        let condition = parse_condition(&args.subject.condition)?;
-        let log = match args.dry_run {
-            true => None,
-            false => args.audit.open()?,
+        println!(
+            "{:<32} {:>8} rows {verb}",
+            step.reached.table.display, step.rows
+        );
+    }
+    if args.dry_run {
+        client.batch_execute("ROLLBACK").await?;
+        println!("dry run: nothing changed");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let subject = match &digest_key {
+        Some(key) => {
+            let subject = &plan[plan.len() - 1].reached;
+            Some(subject_digest(&client, &subject.table, &subject.predicate, key).await?)
+        }
+        None => None,
+    };
+    for step in &plan {
+        let statement = match &step.keep {
+            None => format!(
+                "DELETE FROM {} WHERE {}",
+                step.reached.table.sql, step.reached.predicate
+            ),
+            Some(set) => format!(
+                "UPDATE {} SET {set} WHERE {}",
+                step.reached.table.sql, step.reached.predicate
+            ),
         };
-        let digest_key = match &log {
-            Some(_) => Some(digest_key(&args.subject.key_env)?),
-            None => None,
-        };
-        let client = policy_apply::connect(&args.subject.upstream).await?;
-        client.batch_execute("BEGIN").await?;
-        let plan = plan(&client, &policy, &args.subject.table, &condition).await?;
-        for step in &plan {
-            let verb = match (args.dry_run, step.keep.is_some()) {
-                (true, false) => "would delete",
-                (true, true) => "would anonymise (kept)",
-                (false, false) => "deleted",
-                (false, true) => "anonymised (kept)",
-            };
-            println!(
-                "{:<32} {:>8} rows {verb}",
-                step.reached.table.display, step.rows
+        let deleted = client.execute(&statement, &[]).await?;
+        if deleted as i64 != step.rows {
+            bail!(
+                "{}: {deleted} rows instead of the {} planned; nothing changed",
+                step.reached.table.display,
+                step.rows
             );
         }
-        if args.dry_run {
-            client.batch_execute("ROLLBACK").await?;
-            println!("dry run: nothing changed");
-            return Ok(ExitCode::SUCCESS);
-        }
-        let subject = match &digest_key {
-            Some(key) => {
-                let subject = &plan[plan.len() - 1].reached;
-                Some(subject_digest(&client, &subject.table, &subject.predicate, key).await?)
-            }
-            None => None,
-        };
-        for step in &plan {
-            let statement = match &step.keep {
-                None => format!(
-                    "DELETE FROM {} WHERE {}",
-                    step.reached.table.sql, step.reached.predicate
-                ),
-                Some(set) => format!(
-                    "UPDATE {} SET {set} WHERE {}",
-                    step.reached.table.sql, step.reached.predicate
-                ),
+    }
+    client.batch_execute("COMMIT").await?;
+    println!("the data subject is erased");
+    let detail: Vec<String> = plan
+        .iter()
+        .map(|s| {
+            let verb = if s.keep.is_some() {
+                "anonymised"
+            } else {
+                "deleted"
             };
-            let deleted = client.execute(&statement, &[]).await?;
-            if deleted as i64 != step.rows {
-                bail!(
-                    "{}: {deleted} rows instead of the {} planned; nothing changed",
-                    step.reached.table.display,
-                    step.rows
-                );
-            }
-        }
-        client.batch_execute("COMMIT").await?;
-        println!("the data subject is erased");
-        let detail: Vec<String> = plan
-            .iter()
-            .map(|s| {
-                let verb = if s.keep.is_some() {
-                    "anonymised"
-                } else {
-                    "deleted"
-                };
-                format!("{}: {} {verb}", s.reached.table.display, s.rows)
-            })
-            .collect();
-        let rows = plan.iter().map(|s| s.rows as u64).sum();
-        super::record(
-            log,
-            EventKind::Erasure,
-            rows,
-            detail.join("; "),
-            subject.map(|d| vec![d]),
-        )
-        .await?;
-        Ok(ExitCode::SUCCESS)
-    })
+            format!("{}: {} {verb}", s.reached.table.display, s.rows)
+        })
+        .collect();
+    let rows = plan.iter().map(|s| s.rows as u64).sum();
+    super::record(
+        log,
+        EventKind::Erasure,
+        rows,
+        detail.join("; "),
+        subject.map(|d| vec![d]),
+    )
+    .await?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Parses the WHERE text: exactly one expression, no subquery, nothing after it (so no second statement).

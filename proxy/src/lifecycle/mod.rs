@@ -1,6 +1,8 @@
 //! The data lifecycle commands that change stored data: erasure on request (`forget`) and retention
 //! (`retention run`), and what they share: the foreign keys of the live database, walked to find a row's
-//! dependants. Not for: reading data as a role (see `dump`) or the policy's meaning (policy crate).
+//! dependants. They are async libraries over plain option structs: the command line (`lifecycle_cmd`)
+//! parses the arguments and runs them. Not for: reading data as a role (see `dump`) or the policy's
+//! meaning (policy crate).
 
 pub mod export;
 pub mod foreign_keys;
@@ -15,32 +17,21 @@ use anyhow::{Context, Result, bail};
 use policy::apply_sql::{column_expression, quote_ident};
 use policy::model::Table;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::Path;
 use tokio_postgres::Client;
 
-/// Where a lifecycle command records what it did: the `[audit]` section of a proxy configuration file.
-#[derive(clap::Args, Debug)]
-pub struct AuditArgs {
-    /// Proxy configuration file whose `[audit]` section names the access log; the event is recorded
-    /// there (the log folder takes one writer at a time: run it where the proxy's log is not open, or
-    /// give a folder of its own).
-    #[arg(long)]
-    pub audit_config: Option<PathBuf>,
-}
-
-impl AuditArgs {
-    /// Opens the access log if one is configured (before any change, so a log that cannot be written
-    /// stops the command early).
-    pub fn open(&self) -> Result<Option<AuditLog>> {
-        let Some(path) = &self.audit_config else {
-            return Ok(None);
-        };
-        let config = AuditConfig::from_proxy_config(path)
-            .with_context(|| format!("reading [audit] from {}", path.display()))?;
-        Ok(Some(
-            AuditLog::open(&config).context("opening the access log")?,
-        ))
-    }
+/// Opens the access log named by the `[audit]` section of the proxy configuration file
+/// `audit_config`, if one is given (before any change, so a log that cannot be written stops the
+/// command early).
+pub fn open_log(audit_config: Option<&Path>) -> Result<Option<AuditLog>> {
+    let Some(path) = audit_config else {
+        return Ok(None);
+    };
+    let config = AuditConfig::from_proxy_config(path)
+        .with_context(|| format!("reading [audit] from {}", path.display()))?;
+    Ok(Some(
+        AuditLog::open(&config).context("opening the access log")?,
+    ))
 }
 
 /// Records one lifecycle event (no values: tables, counts and digests only) and closes the log.

@@ -11,9 +11,8 @@ use super::foreign_keys::{
 use super::mask_assignments;
 use crate::audit::EventKind;
 use crate::policy_apply;
-use crate::policy_cmd::load_policy;
+use crate::policy_file::load_policy;
 use anyhow::{Result, bail};
-use clap::{Args, Subcommand};
 use policy::apply_sql::{quote_ident, quote_literal};
 use policy::model::Policy;
 use policy::retention::{Retention, RetentionAction};
@@ -21,60 +20,48 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use tokio_postgres::Client;
 
-#[derive(Args, Debug)]
-pub struct RetentionArgs {
-    #[command(subcommand)]
-    pub command: RetentionCommand,
+/// What `retention run` does.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The policy file with `[tables.<t>.retention]` rules.
+    pub file: PathBuf,
+    /// PostgreSQL URI of an account that may delete and update the tables (the owner or a superuser).
+    pub upstream: String,
+    /// Report what would be done and change nothing.
+    pub dry_run: bool,
+    /// Rows of the expired table handled per transaction (their dependants go in the same one); at least 1.
+    pub batch: u32,
+    /// Proxy configuration file whose `[audit]` section names the access log the run is recorded in.
+    pub audit_config: Option<PathBuf>,
 }
 
-#[derive(Subcommand, Debug)]
-pub enum RetentionCommand {
-    /// Delete or mask the rows whose retention period has passed.
-    Run {
-        /// The policy file with `[tables.<t>.retention]` rules.
-        file: PathBuf,
-        /// PostgreSQL URI of an account that may delete and update the tables (the owner or a superuser).
-        #[arg(long, env = "MASCHERA_UPSTREAM")]
-        upstream: String,
-        /// Report what would be done and change nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// Rows of the expired table handled per transaction (their dependants go in the same one).
-        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
-        batch: u32,
-        #[command(flatten)]
-        audit: super::AuditArgs,
-    },
-}
-
-pub fn run(args: RetentionArgs) -> Result<ExitCode> {
-    let RetentionCommand::Run {
+/// Applies the policy's retention rules once (see [`apply`]), prints what was done and records it.
+pub async fn run(args: RunOptions) -> Result<ExitCode> {
+    let RunOptions {
         file,
         upstream,
         dry_run,
         batch,
-        audit,
-    } = args.command;
-    crate::cli::block_on(async {
-        let Some(policy) = load_policy(&file)? else {
-            return Ok(ExitCode::FAILURE);
-        };
-        let log = match dry_run {
-            true => None,
-            false => audit.open()?,
-        };
-        let client = policy_apply::connect(&upstream).await?;
-        let reports = apply(&client, &policy, dry_run, batch).await?;
-        for report in &reports {
-            report.print(dry_run);
-        }
-        if reports.is_empty() {
-            println!("the policy declares no retention rule");
-        }
-        let (total, summary) = summarize(&reports);
-        super::record(log, EventKind::RetentionRun, total, summary, None).await?;
-        Ok(ExitCode::SUCCESS)
-    })
+        audit_config,
+    } = args;
+    let Some(policy) = load_policy(&file)? else {
+        return Ok(ExitCode::FAILURE);
+    };
+    let log = match dry_run {
+        true => None,
+        false => super::open_log(audit_config.as_deref())?,
+    };
+    let client = policy_apply::connect(&upstream).await?;
+    let reports = apply(&client, &policy, dry_run, batch).await?;
+    for report in &reports {
+        report.print(dry_run);
+    }
+    if reports.is_empty() {
+        println!("the policy declares no retention rule");
+    }
+    let (total, summary) = summarize(&reports);
+    super::record(log, EventKind::RetentionRun, total, summary, None).await?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Session-level advisory lock key held by a retention run (the ASCII of "mascret"), so that runs

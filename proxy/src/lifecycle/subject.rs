@@ -14,24 +14,20 @@ use sha2::Sha256;
 use std::path::PathBuf;
 use tokio_postgres::Client;
 
-/// The arguments that name a data subject, shared by `forget` and `subject export`.
-#[derive(clap::Args, Debug)]
+/// What names a data subject, shared by `forget` and `subject export`.
+#[derive(Debug, Clone)]
 pub struct Selection {
     /// The policy file.
     pub file: PathBuf,
     /// PostgreSQL URI of an account that may read (export) or delete from (forget) every table
     /// concerned: the tables' owner or a superuser.
-    #[arg(long, env = "MASCHERA_UPSTREAM")]
     pub upstream: String,
     /// The table holding the data subject, e.g. `contacts`.
-    #[arg(long)]
     pub table: String,
     /// One SQL boolean expression over that table's columns selecting exactly the subject's row.
-    #[arg(long = "where", value_name = "CONDITION")]
     pub condition: String,
     /// Environment variable holding the key of the subject digest recorded in the access log
     /// (HMAC-SHA256 of the table and the subject's primary key).
-    #[arg(long, default_value = "MASCHERA_AUDIT_KEY")]
     pub key_env: String,
 }
 

@@ -16,6 +16,7 @@ mod discover_real;
 mod dpo;
 mod enforce;
 mod faults;
+mod foreign_keys;
 mod framework;
 mod harness;
 mod lifecycle;

@@ -1,0 +1,38 @@
+//! `maschera demo [--listen ADDR] [--contacts N] [--json]`: its arguments, turned into
+//! `demo::DemoOptions` and run on a multi-thread runtime; the demo's folder is removed after the
+//! runtime is gone. Not for: what the demo sets up (see `demo`).
+
+use crate::demo::{self, DemoOptions};
+use crate::runtime::{Flavor, block_on};
+use anyhow::Result;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+#[derive(clap::Args, Debug)]
+pub struct DemoArgs {
+    /// Address the proxy listens on (port 0: any free port; the one in use is printed).
+    #[arg(long, default_value = "127.0.0.1:6432")]
+    pub listen: SocketAddr,
+    /// Number of generated contacts in the CRM (the other tables scale with it).
+    #[arg(long, default_value_t = crate::crm::DEFAULT_CONTACTS,
+          value_parser = clap::value_parser!(u64).range(1..=crate::crm::MAX_CONTACTS))]
+    pub contacts: u64,
+    /// Print one line of JSON (proxy, upstream, audit_log, users) once the proxy accepts connections,
+    /// instead of the text for a person.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: DemoArgs) -> Result<ExitCode> {
+    demo::init_tracing();
+    let options = DemoOptions {
+        listen: args.listen,
+        contacts: args.contacts,
+        json: args.json,
+    };
+    // `block_on` drops the runtime, with the proxy's background tasks, before the folder goes.
+    if let Some(running) = block_on(Flavor::MultiThread, demo::run(options))? {
+        demo::remove(running);
+    }
+    Ok(ExitCode::SUCCESS)
+}
