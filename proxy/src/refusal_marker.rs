@@ -7,10 +7,11 @@
 //!   in its DETAIL (PL/pgSQL is usable by every login unless an administrator revoked it).
 //! - CopyData, CopyDone, CopyFail: a CopyFail whose text is the message and the marker (PostgreSQL
 //!   logs `COPY from stdin failed: <message>` with its own SQLSTATE 57014).
-//! - Parse, Bind, Describe, Execute, Close, Sync, Flush: a Parse of the bare marker, which fails as a
-//!   syntax error naming it. Nothing else fails at Parse: PostgreSQL runs a `DO` block or a function
-//!   only when a portal is executed, so PostgreSQL's log shows these refusals as
-//!   `syntax error at or near "maschera_refused_..."`.
+//! - Parse, Bind, Describe, Execute, Close, Sync, Flush: a Parse of the bare marker after a comment
+//!   holding the refusal's SQLSTATE and message, which fails as a syntax error naming the marker.
+//!   Nothing else fails at Parse: PostgreSQL runs a `DO` block or a function only when a portal is
+//!   executed, so PostgreSQL's log shows these refusals as `syntax error at or near
+//!   "maschera_refused_..."`, with the refusal itself in the `STATEMENT:` line that follows.
 //!
 //! Not for: deciding what is refused (see `enforce`) or swapping the error (see `session`).
 
@@ -30,7 +31,12 @@ pub fn failing_message(tag: u8, marker: &str, code: &str, message: &str) -> Byte
             &format!("{} ({marker})", clean(marker, message)),
             &mut failing,
         ),
-        _ => frontend::parse(marker, marker, std::iter::empty(), &mut failing),
+        _ => frontend::parse(
+            marker,
+            &commented_marker(marker, code, message),
+            std::iter::empty(),
+            &mut failing,
+        ),
     };
     if tag == b'S' {
         frontend::sync(&mut failing);
@@ -68,6 +74,21 @@ fn raise(marker: &str, code: &str, message: &str) -> String {
     )
 }
 
+/// The text of the failing Parse: a comment with the refusal's SQLSTATE and message (PostgreSQL's log
+/// prints it as the failed statement, so the refusal reads there in full), then the bare marker, the
+/// syntax error. The comment cannot be closed early: `*/` and `/*` in the message are broken up.
+fn commented_marker(marker: &str, code: &str, message: &str) -> String {
+    let message = clean(marker, message)
+        .replace("*/", "* /")
+        .replace("/*", "/ *");
+    let code: String = code
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(5)
+        .collect();
+    format!("/* refused by the Maschera proxy: {code} {message} */ {marker}")
+}
+
 /// The message without NUL bytes and never holding the marker (which would end its quote).
 fn clean(marker: &str, message: &str) -> String {
     let message = message.replace('\0', "");
@@ -80,6 +101,20 @@ fn clean(marker: &str, message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_failing_parse_carries_the_refusal_in_a_comment_that_cannot_be_closed() {
+        let marker = "maschera_refused_00ff_2";
+        let text = commented_marker(marker, "42501", "table */ x; /* y");
+        assert_eq!(
+            text,
+            "/* refused by the Maschera proxy: 42501 table * / x; / * y */ maschera_refused_00ff_2"
+        );
+        assert!(
+            commented_marker(marker, "4'*/", "m")
+                .starts_with("/* refused by the Maschera proxy: 4 m")
+        );
+    }
 
     #[test]
     fn the_do_block_quotes_any_message_and_checks_the_code() {

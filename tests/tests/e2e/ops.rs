@@ -299,6 +299,25 @@ async fn a_refusal_is_logged_at_info_counted_by_role_and_sqlstate_and_postgres_l
         !server_log.contains("syntax error"),
         "PostgreSQL's log shows a syntax error:\n{server_log}"
     );
+
+    // Refused in the extended protocol: PostgreSQL fails it at Parse (a syntax error at the marker,
+    // nothing else fails there), and its log's STATEMENT line carries the refusal's SQLSTATE and message.
+    let refused = sam
+        .query(
+            "SELECT condition FROM health_records WHERE id = $1",
+            &[&1i64],
+        )
+        .await
+        .unwrap_err();
+    let (code, message) = db_error(&refused);
+    assert_eq!(code, "42501");
+    let server_log = std::fs::read_to_string(crm.pg.dir().join("server.log")).unwrap();
+    assert!(
+        server_log.contains(&format!(
+            "STATEMENT:  /* refused by the Maschera proxy: 42501 {message} */ maschera_refused_"
+        )),
+        "PostgreSQL's log does not show the extended-protocol refusal:\n{server_log}"
+    );
 }
 
 fn mode(path: &Path) -> u32 {
