@@ -58,11 +58,17 @@ pub fn psql_tuples(conninfo: &str, args: &[&str]) -> Ran {
 
 /// Every row of `sql` (simple protocol), as text, NULL as `None`; panics on an error.
 pub async fn simple_rows(client: &Client, sql: &str) -> Vec<Vec<Option<String>>> {
-    client
+    let messages = client
         .simple_query(sql)
         .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .into_iter()
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    rows_as_text(&messages)
+}
+
+/// The rows among the messages of a simple query, as text, NULL as `None`.
+pub fn rows_as_text(messages: &[SimpleQueryMessage]) -> Vec<Vec<Option<String>>> {
+    messages
+        .iter()
         .filter_map(|m| match m {
             SimpleQueryMessage::Row(row) => Some(
                 (0..row.len())

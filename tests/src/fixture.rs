@@ -1,11 +1,13 @@
-//! The one fixture builder of the end-to-end tests: a private PostgreSQL, the reference CRM filled by
-//! the real generator, the reference policy (or an edited copy) applied by `maschera policy apply`,
-//! the proxy's users in a users file, and `maschera serve` enforcing the policy, all set up by
+//! The one fixture builder of the end-to-end tests: a private PostgreSQL (or one the test started),
+//! the reference CRM filled by the real generator (or its schema with hand-chosen rows), the
+//! reference policy (or an edited copy) applied by `maschera policy apply`, the proxy's users in a
+//! users file, and `maschera serve` enforcing the policy, all set up by
 //! `Fixture::crm(contacts)...start()`. A test says only what differs from the reference setup
 //! (seed, policy edit, users, PostgreSQL settings, proxy configuration, an access log). Also the
-//! handles a test needs on the result: connections through the proxy, straight as a role's login or
-//! as the owner, and the proxy's log. Not for: assertions (those live in `tests/tests/e2e/`), or a
-//! proxy without the CRM (start a [`PgServer`] and a [`Proxy`] directly).
+//! handles a test needs on the result (connections through the proxy, straight as a role's login or
+//! as the owner), and [`pg_and_proxy`] for the tests of the proxy core that need no CRM. Not for:
+//! assertions (those live in `tests/tests/e2e/`), or setups whose apply is itself under test (a
+//! non-superuser owner, two databases in one cluster): those call `crm_proxy`'s parts one by one.
 
 use crate::crm::load_crm;
 use crate::crm_proxy::{
