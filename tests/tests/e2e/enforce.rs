@@ -1320,16 +1320,8 @@ with psycopg.connect(sys.argv[1]) as conn:
         assert cur.fetchone()[0] == 0
 print("psycopg ok")
 "#;
-    let out = Command::new("python3")
-        .args(["-c", script, &crm.uri("tom")])
-        .output()
-        .expect("python3 with psycopg");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("psycopg ok"),
-        "psycopg: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = maschera_tests::clients::python(script, &[&crm.uri("tom")]);
+    assert!(stdout.contains("psycopg ok"), "psycopg: {stdout}");
 }
 
 #[tokio::test]

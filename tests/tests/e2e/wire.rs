@@ -238,16 +238,9 @@ with psycopg.connect(sys.argv[1]) as conn:
         assert len(cur.fetchmany(10)) == 10
 print("psycopg ok")
 "#;
-    let out = Command::new("python3")
-        .args(["-c", script, &proxy.uri("postgres")])
-        .output()
-        .expect("python3 runs (install psycopg with: pip install \"psycopg[binary]\")");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("psycopg ok"),
-        "psycopg script failed: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // psycopg: pip install "psycopg[binary]".
+    let stdout = maschera_tests::clients::python(script, &[&proxy.uri("postgres")]);
+    assert!(stdout.contains("psycopg ok"), "psycopg script: {stdout}");
 }
 
 fn tls_lines(dir: &Path) -> (String, std::path::PathBuf) {
