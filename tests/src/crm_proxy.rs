@@ -1,11 +1,9 @@
-//! The reference CRM behind the proxy, the way a CRM developer meets it: a private PostgreSQL with the
-//! CRM filled by the real generator, `examples/crm/policy.toml` applied by `maschera policy apply`, the
-//! demo users `dora` (dpo) and `sam` (sales, region north) in a users file, and `maschera serve`
-//! enforcing the policy. For tests that drive client libraries against it. Not for: assertions.
+//! The parts of the reference CRM setup that tests also use one by one: the CRM database's name, the
+//! demo users `dora` (dpo) and `sam` (sales, region north) and their passwords, writing a users file,
+//! and applying a policy with the real `maschera policy apply`. The whole setup is
+//! [`crate::Fixture`]. Not for: assertions.
 
-use crate::{
-    PgServer, PgServerOptions, Proxy, ProxyOptions, crm::load_crm, examples_dir, maschera_bin,
-};
+use crate::{PgServer, examples_dir, maschera_bin};
 use anyhow::{Context, Result, bail};
 use maschera::scram::Verifier;
 use maschera::users::{User, UserStore};
@@ -34,75 +32,6 @@ pub const CRM_USERS: &[CrmUser] = &[
 /// The password of a demo user.
 pub fn crm_password(user: &str) -> String {
     format!("Crm-{user}-p4ss#Wq8!zR")
-}
-
-/// PostgreSQL with the CRM and the proxy enforcing the reference policy in front of it.
-pub struct CrmProxy {
-    pub pg: PgServer,
-    pub proxy: Proxy,
-    /// The policy files the proxy serves (tests may edit the policy and reload).
-    pub applied: AppliedPolicy,
-}
-
-/// What [`CrmProxy::start_with`] sets up beyond the CRM and the reference policy.
-pub struct CrmSetup {
-    /// Generated contacts (seed 1).
-    pub contacts: u64,
-    /// The proxy's users.
-    pub users: Vec<CrmUser>,
-    /// How PostgreSQL starts (e.g. `max_connections`).
-    pub pg: PgServerOptions,
-    /// The proxy's options; `database`, `users_file` and `policy` are filled in.
-    pub proxy: ProxyOptions,
-    /// `[policy] poll_seconds` (None: the proxy's default).
-    pub poll_seconds: Option<u64>,
-    /// SCRAM iterations of the users' verifiers (the clients' cost of a login; the proxy's is the
-    /// same at any count).
-    pub scram_iterations: u32,
-}
-
-impl CrmSetup {
-    /// [`CRM_USERS`], default servers, no polling.
-    pub fn new(contacts: u64) -> CrmSetup {
-        CrmSetup {
-            contacts,
-            users: CRM_USERS.to_vec(),
-            pg: PgServerOptions::default(),
-            proxy: ProxyOptions::default(),
-            poll_seconds: None,
-            scram_iterations: 4096,
-        }
-    }
-}
-
-impl CrmProxy {
-    /// Starts everything with `contacts` generated contacts (seed 1).
-    pub async fn start(contacts: u64) -> Result<CrmProxy> {
-        Self::start_with(CrmSetup::new(contacts)).await
-    }
-
-    /// Starts everything as `setup` says.
-    pub async fn start_with(setup: CrmSetup) -> Result<CrmProxy> {
-        let pg = PgServer::start_with(setup.pg)?;
-        load_crm(&pg, CRM_DB, setup.contacts, 1).await?;
-        let applied = apply_reference_policy(&pg, CRM_DB, CRM_PSEUDONYM_KEY)?;
-        let dir = pg.dir().to_path_buf();
-        let users = dir.join("users.toml");
-        write_crm_users(&users, &setup.users, setup.scram_iterations)?;
-        let options = ProxyOptions {
-            database: CRM_DB.into(),
-            users_file: Some(users),
-            policy: applied.proxy_section(setup.poll_seconds),
-            ..setup.proxy
-        };
-        let proxy = Proxy::start(&pg, options)?;
-        Ok(CrmProxy { pg, proxy, applied })
-    }
-
-    /// A connection URI through the proxy as a demo user.
-    pub fn uri(&self, user: &str) -> String {
-        self.proxy.uri_as(user, &crm_password(user), CRM_DB)
-    }
 }
 
 /// Writes the users file of [`CRM_USERS`] (with [`crm_password`]) to `path`.
@@ -157,12 +86,24 @@ pub fn apply_reference_policy(
     db: &str,
     pseudonym_key: &str,
 ) -> Result<AppliedPolicy> {
+    apply_edited_policy(pg, db, pseudonym_key, |text| text)
+}
+
+/// Writes `examples/crm/policy.toml` as `edit` turns its text beside the server's data and applies
+/// it to `db` with the real binary, with `pseudonym_key` as the key.
+pub fn apply_edited_policy(
+    pg: &PgServer,
+    db: &str,
+    pseudonym_key: &str,
+    edit: impl FnOnce(String) -> String,
+) -> Result<AppliedPolicy> {
     let dir = pg.dir();
     let applied = AppliedPolicy {
         policy: dir.join("policy.toml"),
         credentials: dir.join("logins.toml"),
     };
-    std::fs::copy(examples_dir().join("crm/policy.toml"), &applied.policy)?;
+    let reference = std::fs::read_to_string(examples_dir().join("crm/policy.toml"))?;
+    std::fs::write(&applied.policy, edit(reference))?;
     apply_policy(pg, db, &applied, pseudonym_key)?;
     Ok(applied)
 }

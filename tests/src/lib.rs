@@ -2,9 +2,12 @@
 //! `maschera demo` uses), the binary under test, and the examples folder. Not for: assertions about
 //! Maschera itself; those live in `tests/tests/`.
 
+pub mod clients;
 pub mod crm;
 pub mod crm_proxy;
-pub mod policy_crm;
+pub mod fixture;
+pub use clients::{PSQL_TUPLES, Ran, psql, psql_tuples};
+pub use fixture::{CrmProxy, Fixture, pg_and_proxy};
 pub use maschera::embedded_pg as pg;
 pub use maschera::embedded_pg::{
     PgServer, PgServerOptions, SUPERUSER, connect, free_port, pg_bin_dir,
@@ -34,13 +37,23 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<std::ffi::OsStr>,
 {
+    run_maschera_with(args, &[])
+}
+
+/// Runs `maschera` with `args` and the environment variables `env` added.
+pub fn run_maschera_with<I, S>(args: I, env: &[(&str, &str)]) -> std::process::Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
     std::process::Command::new(maschera_bin())
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .expect("run maschera")
 }
 
-/// Runs `maschera` with `args`, asserts that it succeeded (showing its stderr otherwise) and returns
+/// Runs `maschera` with `args`, asserts that it succeeded (showing its output otherwise) and returns
 /// its standard output.
 pub fn run_maschera_ok<I, S>(args: I) -> String
 where
@@ -48,14 +61,16 @@ where
     S: AsRef<std::ffi::OsStr>,
 {
     let args: Vec<std::ffi::OsString> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
-    let out = run_maschera(&args);
-    assert!(
-        out.status.success(),
-        "maschera {args:?} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    Ran::of(run_maschera(&args)).ok_stdout(&format!("maschera {args:?}"))
+}
+
+/// Runs `future` to its end on a runtime of its own (for tests that are not `async`).
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(future)
 }
 
 /// Makes fresh access-log keys with `maschera audit keygen --out <dir>/keys` and returns the body of an

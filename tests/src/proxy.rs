@@ -10,6 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+/// How long [`Proxy::wait_for_log`] waits.
+const LOG_WAIT: Duration = Duration::from_secs(45);
+
 /// The user every proxy gets unless a test says otherwise.
 pub const TEST_USER: &str = "alice";
 /// Its password.
@@ -171,6 +174,36 @@ impl Proxy {
     /// What the proxy wrote on standard error so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("maschera.log")).unwrap_or_default()
+    }
+
+    /// Waits up to 30 seconds until the proxy's log holds `needle` `count` times (blocking the
+    /// thread: async tests whose other tasks must go on meanwhile use [`Proxy::wait_for_log_async`]).
+    pub fn wait_for_log(&self, needle: &str, count: usize) {
+        let deadline = Instant::now() + LOG_WAIT;
+        while !self.log_holds(needle, count, deadline) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// [`Proxy::wait_for_log`] that lets the runtime's other tasks run while it waits.
+    pub async fn wait_for_log_async(&self, needle: &str, count: usize) {
+        let deadline = Instant::now() + LOG_WAIT;
+        while !self.log_holds(needle, count, deadline) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Whether the log holds `needle` `count` times; panics (showing the log) past `deadline`.
+    fn log_holds(&self, needle: &str, count: usize, deadline: Instant) -> bool {
+        let log = self.log();
+        if log.matches(needle).count() >= count {
+            return true;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {needle:?} {count} times in the proxy log within {LOG_WAIT:?}"
+        );
+        false
     }
 
     /// Process id of the proxy (e.g. to read its memory from `/proc/<pid>/status`).

@@ -137,18 +137,6 @@ fn proxy_as_owner_with(
     Proxy::start(pg, options).expect("start the proxy")
 }
 
-fn wait_for_log(proxy: &Proxy, needle: &str, count: usize) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while proxy.log().matches(needle).count() < count {
-        assert!(
-            Instant::now() < deadline,
-            "no {needle:?} in the proxy log:\n{}",
-            proxy.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// What sam (sales, north) sees of contact 1 through the proxy: first name and tax code.
 async fn sam_sees(proxy: &Proxy) -> Vec<String> {
     let sam = maschera_tests::connect(&proxy.uri_as("sam", &crm_password("sam"), CRM_DB))
@@ -253,7 +241,7 @@ async fn a_migration_through_the_proxy_by_the_tables_owner_after_a_superuser_app
     )
     .await
     .expect("a migration in a transaction through the proxy");
-    wait_for_log(&proxy, "views recompiled after a schema change", 2);
+    proxy.wait_for_log("views recompiled after a schema change", 2);
     let seen = sam_sees(&proxy).await;
     assert_eq!(seen[2], "north", "{seen:?}");
     assert!(seen[1].starts_with("************"), "{seen:?}");
@@ -381,7 +369,7 @@ async fn a_schema_change_through_the_proxy_answers_with_the_statements_own_comma
     let on_proxy = answer_extended(&mut through, &sql.replace("{}", "zzp")).await;
     same(on_direct, on_proxy, sql);
     // The views were rebuilt in each transaction and once more after it; sam still sees his rows.
-    wait_for_log(&proxy, "views recompiled after a schema change", 1);
+    proxy.wait_for_log("views recompiled after a schema change", 1);
     let seen = sam_sees(&proxy).await;
     assert_eq!(seen[2], "north", "{seen:?}");
 }

@@ -6,7 +6,7 @@
 use maschera::audit::{
     AuditConfig, AuditLog, ColumnAction, ColumnTouched, Event, EventKind, Outcome, TableTouched,
 };
-use maschera_tests::{PgServer, maschera_bin};
+use maschera_tests::{PgServer, run_maschera, run_maschera_ok};
 use policy::access::{Category, TableName};
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
@@ -105,21 +105,12 @@ impl Setup {
 }
 
 fn maschera(args: &[&str]) -> Output {
-    Command::new(maschera_bin())
-        .args(args)
-        .output()
-        .expect("run maschera")
+    run_maschera(args)
 }
 
 /// Runs `maschera` and returns its standard output, failing the test if it did not succeed.
 fn maschera_ok(args: &[&str]) -> String {
-    let out = maschera(args);
-    assert!(
-        out.status.success(),
-        "maschera {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout(&out)
+    run_maschera_ok(args)
 }
 
 fn stdout(out: &Output) -> String {
@@ -504,35 +495,27 @@ struct AuditedCrm {
 
 impl AuditedCrm {
     async fn start(setup: &Setup, log_dir: &Path, auth: &str) -> AuditedCrm {
-        use maschera_tests::crm_proxy::{
-            CRM_DB, CRM_USERS, apply_reference_policy, write_crm_users,
-        };
-        let pg = PgServer::start().expect("start PostgreSQL");
-        maschera_tests::crm::load_crm(&pg, CRM_DB, 200, 1)
+        let audit = format!(
+            "dir = {:?}\ninstance = \"e2e-proxy\"\nkey_file = {:?}\nsigning_key_file = {:?}\ncheckpoint_seconds = 1",
+            log_dir.display().to_string(),
+            setup.key("audit.key"),
+            setup.key("audit-signing.key"),
+        );
+        let crm = maschera_tests::Fixture::crm(200)
+            .pseudonym_key("audit-test-pseudonym-key")
+            .poll_seconds(1)
+            .config(|options| {
+                options.auth = auth.into();
+                options.audit = audit;
+            })
+            .start()
             .await
-            .expect("load the CRM");
-        let applied = apply_reference_policy(&pg, CRM_DB, "audit-test-pseudonym-key").unwrap();
-        let users = pg.dir().join("users.toml");
-        write_crm_users(&users, CRM_USERS, 4096).unwrap();
-        let options = maschera_tests::ProxyOptions {
-            database: CRM_DB.into(),
-            users_file: Some(users),
-            policy: applied.proxy_section(Some(1)),
-            auth: auth.into(),
-            audit: format!(
-                "dir = {:?}\ninstance = \"e2e-proxy\"\nkey_file = {:?}\nsigning_key_file = {:?}\ncheckpoint_seconds = 1",
-                log_dir.display().to_string(),
-                setup.key("audit.key"),
-                setup.key("audit-signing.key"),
-            ),
-            ..maschera_tests::ProxyOptions::default()
-        };
-        let proxy = maschera_tests::Proxy::start(&pg, options.clone()).expect("start the proxy");
+            .expect("start the CRM");
         AuditedCrm {
-            pg,
-            proxy,
-            policy: applied.policy,
-            options,
+            pg: crm.pg,
+            proxy: crm.proxy,
+            policy: crm.applied.policy,
+            options: crm.options,
         }
     }
 

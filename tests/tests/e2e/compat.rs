@@ -5,7 +5,8 @@
 //! (pass, or refused with a given SQLSTATE) and fail on any `broken` line (a client crash).
 //! COMPATIBILITY.md is the table of these expectations.
 
-use maschera_tests::crm_proxy::{CRM_DB, CrmProxy, CrmSetup, crm_password};
+use maschera_tests::crm_proxy::{CRM_DB, crm_password};
+use maschera_tests::{CrmProxy, Fixture};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -115,32 +116,14 @@ fn assert_parser_understood_everything(env: &CrmProxy) {
 }
 
 fn start() -> CrmProxy {
-    let mut setup = CrmSetup::new(CONTACTS);
-    setup.users.push(("tom", "support", &[]));
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-        .block_on(CrmProxy::start_with(setup))
+    maschera_tests::block_on(Fixture::crm(CONTACTS).user(("tom", "support", &[])).start())
         .expect("CRM behind the proxy")
 }
 
 /// psql through the proxy: (success, stdout + stderr).
 fn psql(env: &CrmProxy, user: &str, command: &str) -> (bool, String) {
-    let out = Command::new(env.pg.bin_dir().join("psql"))
-        .arg(env.uri(user))
-        .args(["-X", "-v", "ON_ERROR_STOP=1", "-c", command])
-        .stdin(Stdio::null())
-        .output()
-        .expect("run psql");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    let ran = maschera_tests::psql(&env.uri(user), &["-v", "ON_ERROR_STOP=1", "-c", command]);
+    (ran.ok, format!("{}{}", ran.stdout, ran.stderr))
 }
 
 #[test]

@@ -7,11 +7,12 @@
 
 use maschera_tests::crm::load_crm;
 use maschera_tests::crm_proxy::{
-    AppliedPolicy, CRM_DB, CRM_PSEUDONYM_KEY, CrmProxy, CrmSetup, apply_policy,
-    apply_reference_policy, crm_password, write_crm_users,
+    AppliedPolicy, CRM_DB, CRM_PSEUDONYM_KEY, apply_policy, apply_reference_policy, crm_password,
+    write_crm_users,
 };
 use maschera_tests::{
-    PgServer, Proxy, ProxyOptions, access_log_records, access_log_section, maschera_bin,
+    CrmProxy, Fixture, PgServer, Proxy, ProxyOptions, Ran, access_log_records, access_log_section,
+    block_on, maschera_bin, psql,
 };
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -21,20 +22,14 @@ const CONTACTS: u64 = 50;
 /// The second database's role logins.
 const CRM2_PREFIX: &str = "maschera_crm2_";
 
-fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-        .block_on(future)
-}
-
 /// The reference CRM behind the proxy, which also lets unrestricted users reach `postgres`, `other`
 /// and any `test_*` database.
 async fn start_routing() -> CrmProxy {
-    let mut setup = CrmSetup::new(CONTACTS);
-    setup.proxy.upstream_extra = r#"databases = ["postgres", "other", "test_*"]"#.into();
-    CrmProxy::start_with(setup)
+    Fixture::crm(CONTACTS)
+        .config(|proxy| {
+            proxy.upstream_extra = r#"databases = ["postgres", "other", "test_*"]"#.into()
+        })
+        .start()
         .await
         .expect("CRM behind the proxy")
 }
@@ -49,14 +44,6 @@ async fn connect_as(
     let (client, connection) = tokio_postgres::connect(&uri, tokio_postgres::NoTls).await?;
     tokio::spawn(connection);
     Ok(client)
-}
-
-/// Standard output of a finished command, once asserted that it succeeded (its output is in the panic).
-fn stdout_of(out: std::process::Output, what: &str) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{what} failed:\n{stdout}{stderr}");
-    stdout
 }
 
 async fn current_database(client: &tokio_postgres::Client) -> String {
@@ -102,13 +89,9 @@ fn clients_get_the_database_they_name() {
         assert_eq!(current_database(&sam).await, CRM_DB);
 
         // psql -d other.
-        let out = Command::new(crm.pg.bin_dir().join("psql"))
-            .arg(crm.proxy.uri_as("dora", &crm_password("dora"), "other"))
-            .args(["-X", "-A", "-t", "-c", "SELECT current_database()"])
-            .stdin(Stdio::null())
-            .output()
-            .expect("psql");
-        assert_eq!(stdout_of(out, "psql -d other").trim(), "other");
+        let uri = crm.proxy.uri_as("dora", &crm_password("dora"), "other");
+        let out = psql(&uri, &["-A", "-t", "-c", "SELECT current_database()"]);
+        assert_eq!(out.ok_stdout("psql -d other").trim(), "other");
 
         // CREATE DATABASE / DROP DATABASE on the unrestricted session's own connection.
         let admin = connect_as(&crm.proxy, "dora", "postgres").await.unwrap();
@@ -356,7 +339,7 @@ fn two_databases_with_two_policies_and_login_prefixes_in_one_cluster() {
             .args(["--attr", "region=north", "--login-prefix", CRM2_PREFIX])
             .output()
             .expect("maschera dump");
-        let dumped = stdout_of(dump, "maschera dump");
+        let dumped = Ran::of(dump).ok_stdout("maschera dump");
         assert!(
             dumped.contains("COPY ") && dumped.contains("***@"),
             "crm2's dump for sales has masked e-mail addresses"
@@ -419,7 +402,7 @@ fn a_django_test_run_uses_its_test_database_and_leaves_the_real_one_untouched() 
         let crm = start_routing().await;
         // The project's tables in the real database, with rows of their own.
         let migrated = manage(&crm.proxy, "dora", CRM_DB, &["migrate", "--noinput"]);
-        stdout_of(migrated, "manage.py migrate");
+        Ran::of(migrated).ok_stdout("manage.py migrate");
         crm.pg
             .psql(
                 CRM_DB,

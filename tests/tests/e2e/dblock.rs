@@ -418,22 +418,13 @@ async fn writes_follow_the_matrix_in_the_database() {
     );
 }
 
-/// Waits until the proxy's log holds `needle` `count` times.
-fn wait_for_log(proxy: &maschera_tests::Proxy, needle: &str, count: usize) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while proxy.log().matches(needle).count() < count {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no {needle:?} in the proxy log"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-}
-
 #[tokio::test]
 async fn the_proxy_and_policy_check_refuse_a_role_whose_objects_are_incomplete() {
-    use maschera_tests::crm_proxy::{CRM_DB, CRM_PSEUDONYM_KEY, CrmProxy, apply_policy};
-    let crm = CrmProxy::start(300).await.expect("CRM behind the proxy");
+    use maschera_tests::crm_proxy::{CRM_DB, CRM_PSEUDONYM_KEY, apply_policy};
+    let crm = maschera_tests::Fixture::crm(300)
+        .start()
+        .await
+        .expect("CRM behind the proxy");
     let count = |uri: String| async move {
         let (client, connection) = tokio_postgres::connect(&uri, tokio_postgres::NoTls).await?;
         tokio::spawn(connection);
@@ -468,7 +459,7 @@ async fn the_proxy_and_policy_check_refuse_a_role_whose_objects_are_incomplete()
         "{stderr}"
     );
     crm.proxy.signal(libc::SIGHUP);
-    wait_for_log(&crm.proxy, "policy reloaded", 1);
+    crm.proxy.wait_for_log("policy reloaded", 1);
     let err = count(crm.uri("sam")).await.expect_err("sam is refused");
     let db = err.as_db_error().expect("an ErrorResponse");
     assert_eq!(db.code().code(), "42501");
@@ -482,7 +473,7 @@ async fn the_proxy_and_policy_check_refuse_a_role_whose_objects_are_incomplete()
     // One apply makes the role whole again.
     apply_policy(&crm.pg, CRM_DB, &crm.applied, CRM_PSEUDONYM_KEY).expect("re-apply");
     crm.proxy.signal(libc::SIGHUP);
-    wait_for_log(&crm.proxy, "policy reloaded", 2);
+    crm.proxy.wait_for_log("policy reloaded", 2);
     assert_eq!(count(crm.uri("sam")).await.expect("sam after"), north);
     assert!(check().status.success());
 

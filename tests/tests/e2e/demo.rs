@@ -2,7 +2,7 @@
 //! the proxy (plain and `sslmode=require`), the reference CRM behind it, and a clean stop on SIGTERM and
 //! SIGINT (exit 0, no PostgreSQL left running, the temporary folder removed).
 
-use maschera_tests::{free_port, maschera_bin, pg_bin_dir};
+use maschera_tests::{free_port, maschera_bin};
 use serde::Deserialize;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -222,18 +222,9 @@ async fn count(client: &tokio_postgres::Client, table: &str) -> i64 {
 
 /// psql with `sslmode=require` (the certificate is self-signed, so not verified).
 fn psql_over_tls(uri: &str, sql: &str) -> String {
-    let out = Command::new(pg_bin_dir().unwrap().join("psql"))
-        .arg(format!("{uri}?sslmode=require"))
-        .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
-        .stdin(Stdio::null())
-        .output()
-        .expect("run psql");
-    assert!(
-        out.status.success(),
-        "psql over TLS: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    let args = ["-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql];
+    let out = maschera_tests::psql(&format!("{uri}?sslmode=require"), &args);
+    out.ok_stdout("psql over TLS").trim().to_owned()
 }
 
 #[tokio::test]

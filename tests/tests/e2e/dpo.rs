@@ -6,8 +6,11 @@
 //! recorded in the access log without a value.
 
 use maschera_tests::crm::load_crm;
-use maschera_tests::crm_proxy::{CRM_DB, CrmProxy, CrmSetup};
-use maschera_tests::{PgServer, access_log_section, examples_dir, maschera_bin};
+use maschera_tests::crm_proxy::CRM_DB;
+use maschera_tests::{
+    CrmProxy, Fixture, PgServer, Ran, access_log_section, examples_dir, maschera_bin,
+    run_maschera_with,
+};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -24,18 +27,11 @@ fn reference_policy() -> String {
 }
 
 fn maschera(args: &[&str]) -> Output {
-    Command::new(maschera_bin())
-        .args(args)
-        .env("MASCHERA_AUDIT_KEY", DIGEST_KEY)
-        .output()
-        .expect("run maschera")
+    run_maschera_with(args, &[("MASCHERA_AUDIT_KEY", DIGEST_KEY)])
 }
 
 fn maschera_ok(args: &[&str]) -> String {
-    let out = maschera(args);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "maschera {args:?} failed: {stderr}");
-    String::from_utf8(out.stdout).expect("utf-8")
+    Ran::of(maschera(args)).ok_stdout(&format!("maschera {args:?}"))
 }
 
 #[test]
@@ -170,9 +166,11 @@ async fn crm_with_access_log(dir: &Path) -> (CrmProxy, PathBuf) {
     let section = access_log_section(dir, "dpo");
     let config = dir.join("audit.toml");
     std::fs::write(&config, format!("[audit]\n{section}")).expect("config");
-    let mut setup = CrmSetup::new(2000);
-    setup.proxy.audit = section;
-    let crm = CrmProxy::start_with(setup).await.expect("start the CRM");
+    let crm = Fixture::crm(2000)
+        .config(|proxy| proxy.audit = section)
+        .start()
+        .await
+        .expect("start the CRM");
     (crm, config)
 }
 

@@ -5,11 +5,10 @@
 //! a direct admin connection) in any row, notice or error. Also: login rules, startup parameters,
 //! hot reload, and a proxy that refuses to start on an invalid policy.
 
-use maschera_tests::crm_proxy::apply_reference_policy;
-use maschera_tests::{PgServer, Proxy, ProxyOptions, maschera_bin};
-use std::io::Write;
+use maschera_tests::crm_proxy::{CrmUser, crm_password};
+use maschera_tests::{CrmProxy, Fixture, PgServer, Proxy, ProxyOptions, maschera_bin};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_postgres::types::{FromSql, Type};
@@ -45,20 +44,16 @@ INSERT INTO judicial_records (id, contact_id, offence, sentence_date) VALUES (1,
 
 /// Demo users: (name, role, attributes). `sol` is a sales user without a region, `uma` has a role
 /// the policy does not know.
-const USERS: &[(&str, &str, &[&str])] = &[
+const USERS: &[CrmUser] = &[
     ("dora", "dpo", &[]),
-    ("sam", "sales", &["region=north"]),
-    ("sara", "sales", &["region=south"]),
+    ("sam", "sales", &[("region", "north")]),
+    ("sara", "sales", &[("region", "south")]),
     ("sol", "sales", &[]),
     ("mia", "marketing", &[]),
     ("tom", "support", &[]),
     ("ana", "analyst", &[]),
     ("uma", "intern", &[]),
 ];
-
-fn password(user: &str) -> String {
-    format!("Enforce-{user}-k9#Vt2q!Lm7zW")
-}
 
 /// A private PostgreSQL with the CRM, the rows above, the reference policy applied, and the proxy.
 struct Enforced {
@@ -68,41 +63,22 @@ struct Enforced {
 }
 
 impl Enforced {
-    fn start() -> Enforced {
-        Self::start_with(|_| String::new())
+    /// The fixture of these tests: the rows and users above, the policy polled every second.
+    fn fixture() -> Fixture {
+        Fixture::crm_rows(ROWS)
+            .pseudonym_key("enforce-test-pseudonym-key-42")
+            .users(USERS.iter().copied())
+            .poll_seconds(1)
     }
 
-    /// Starts with the `[audit]` lines `audit(folder)` gives (the folder holds the policy files).
-    fn start_with(audit: impl FnOnce(&Path) -> String) -> Enforced {
-        let pg = PgServer::start().expect("start PostgreSQL");
-        Self::start_on(pg, |_| {}, |dir, options| options.audit = audit(dir))
+    async fn start() -> Enforced {
+        Self::start_from(Self::fixture()).await
     }
 
-    /// Starts on `pg`: loads the CRM and applies the policy, calls `prepare(pg)` (e.g. to tighten
-    /// `pg_hba.conf`), then starts the proxy with the options `configure` adjusts.
-    fn start_on(
-        pg: PgServer,
-        prepare: impl FnOnce(&PgServer),
-        configure: impl FnOnce(&Path, &mut ProxyOptions),
-    ) -> Enforced {
-        pg.create_crm_schema(DB).expect("CRM schema");
-        pg.psql(DB, &["-c", ROWS]).expect("CRM rows");
-        let applied = apply_reference_policy(&pg, DB, "enforce-test-pseudonym-key-42")
-            .expect("maschera policy apply");
-        let dir = pg.dir().to_path_buf();
-        let users = dir.join("users.toml");
-        for (name, role, attributes) in USERS {
-            add_user(&users, name, role, attributes);
-        }
-        let mut options = ProxyOptions {
-            database: DB.into(),
-            users_file: Some(users),
-            policy: applied.proxy_section(Some(1)),
-            ..ProxyOptions::default()
-        };
-        configure(&dir, &mut options);
-        prepare(&pg);
-        let proxy = Proxy::start(&pg, options).expect("start the proxy");
+    async fn start_from(fixture: Fixture) -> Enforced {
+        let CrmProxy {
+            pg, proxy, applied, ..
+        } = fixture.start().await.expect("start the CRM");
         Enforced {
             pg,
             proxy,
@@ -111,7 +87,7 @@ impl Enforced {
     }
 
     fn uri(&self, user: &str) -> String {
-        self.proxy.uri_as(user, &password(user), DB)
+        self.proxy.uri_as(user, &crm_password(user), DB)
     }
 
     async fn connect(&self, user: &str) -> Session {
@@ -120,17 +96,8 @@ impl Enforced {
 
     /// psql through the proxy as `user`: (success, stdout, stderr).
     fn psql(&self, user: &str, sql: &str) -> (bool, String, String) {
-        let out = Command::new(self.pg.bin_dir().join("psql"))
-            .arg(self.uri(user))
-            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
-            .stdin(Stdio::null())
-            .output()
-            .expect("run psql");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        let ran = maschera_tests::psql_tuples(&self.uri(user), &["-c", sql]);
+        (ran.ok, ran.stdout, ran.stderr)
     }
 
     /// Every value of `sql` run directly as the superuser, as text (for the lists of hidden values).
@@ -178,51 +145,6 @@ impl Enforced {
         );
         values
     }
-
-    /// Waits until the proxy log holds `count` lines containing `needle`.
-    fn wait_for_log(&self, needle: &str, count: usize) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.proxy.log().matches(needle).count() < count {
-            assert!(Instant::now() < deadline, "no {needle:?} in the proxy log");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-fn add_user(users: &Path, name: &str, role: &str, attributes: &[&str]) {
-    let mut command = Command::new(maschera_bin());
-    command
-        .args([
-            "user",
-            "add",
-            name,
-            "--role",
-            role,
-            "--password-stdin",
-            "--users",
-        ])
-        .arg(users);
-    for attribute in attributes {
-        command.args(["--attr", attribute]);
-    }
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run maschera user add");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(password(name).as_bytes())
-        .expect("write password");
-    let out = child.wait_with_output().expect("maschera user add");
-    assert!(
-        out.status.success(),
-        "user add {name}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// Any column value as the bytes PostgreSQL sent (text or binary), read as text.
@@ -393,7 +315,7 @@ fn outcome_text(outcome: &Outcome) -> String {
 
 #[tokio::test]
 async fn dpo_gets_everything_unchanged_including_ddl() {
-    let crm = Enforced::start();
+    let crm = Enforced::start().await;
     let dora = crm.connect("dora").await;
     let rows = dora
         .simple("SELECT tax_code, birth_date::text FROM contacts WHERE id = 1")
@@ -426,7 +348,7 @@ async fn dpo_gets_everything_unchanged_including_ddl() {
     assert_eq!(code, "42501");
     assert!(message.contains("side_notes"), "{message}");
     crm.proxy.signal(libc::SIGHUP);
-    crm.wait_for_log("policy reloaded", 1);
+    crm.proxy.wait_for_log("policy reloaded", 1);
     let sam = crm.connect("sam").await;
     let (code, message) = sam
         .extended("SELECT * FROM side_notes")
@@ -442,7 +364,7 @@ async fn dpo_gets_everything_unchanged_including_ddl() {
 
 #[tokio::test]
 async fn each_role_sees_its_cells_of_the_matrix_in_both_protocols() {
-    let crm = Enforced::start();
+    let crm = Enforced::start().await;
     let sam = crm.connect("sam").await;
     let tom = crm.connect("tom").await;
     let mia = crm.connect("mia").await;
@@ -551,7 +473,7 @@ impl OwnedPair for (&str, &str) {
 
 #[tokio::test]
 async fn row_filters_follow_the_users_attributes() {
-    let crm = Enforced::start();
+    let crm = Enforced::start().await;
     let sql = "SELECT id::text FROM contacts ORDER BY id";
     for (user, expected) in [
         ("sam", vec!["1", "3"]),
@@ -569,7 +491,7 @@ async fn row_filters_follow_the_users_attributes() {
 
 #[tokio::test]
 async fn writes_follow_the_write_rules() {
-    let crm = Enforced::start();
+    let crm = Enforced::start().await;
     let sam = crm.connect("sam").await;
     sam.simple(
         "INSERT INTO contacts (id, first_name, last_name, email, phone, region) \
@@ -974,7 +896,7 @@ const BYPASSES: &[(&str, &str, Expect, bool)] = &[
 
 #[tokio::test]
 async fn no_bypass_attempt_shows_a_hidden_value() {
-    let crm = Enforced::start();
+    let crm = Enforced::start().await;
     let mut failures = Vec::new();
     let mut hidden_by_role = std::collections::BTreeMap::new();
     for &(user, sql, expect, extended) in BYPASSES {
@@ -1014,7 +936,7 @@ async fn no_bypass_attempt_shows_a_hidden_value() {
 
 #[tokio::test]
 async fn attributes_survive_reset_and_discard_and_cannot_be_set() {
-    let crm = Enforced::start();
+    let crm = Enforced::start().await;
     let sam = crm.connect("sam").await;
     let count = "SELECT count(*) FROM contacts";
     assert_eq!(sam.simple(count).await.column(0), ["2"]);
@@ -1060,7 +982,7 @@ async fn attributes_survive_reset_and_discard_and_cannot_be_set() {
 
 #[tokio::test]
 async fn unknown_role_is_refused_at_login() {
-    let crm = Enforced::start();
+    let crm = Enforced::start().await;
     let err = Session::try_connect(&crm.uri("uma"))
         .await
         .err()
@@ -1078,7 +1000,7 @@ async fn unknown_role_is_refused_at_login() {
 
 #[tokio::test]
 async fn psql_sees_the_masked_matrix_and_copy_out_is_masked() {
-    let crm = Enforced::start();
+    let crm = Enforced::start().await;
     let (ok, out, err) = crm.psql(
         "tom",
         "SELECT first_name, last_name, email, phone FROM contacts ORDER BY id",
@@ -1119,7 +1041,7 @@ async fn psql_sees_the_masked_matrix_and_copy_out_is_masked() {
 
 #[tokio::test]
 async fn copy_out_through_the_extended_protocol_is_masked() {
-    let crm = Enforced::start();
+    let crm = Enforced::start().await;
     let sam = crm.connect("sam").await;
     let stream = sam
         .client
@@ -1136,7 +1058,7 @@ async fn copy_out_through_the_extended_protocol_is_masked() {
 
 #[tokio::test]
 async fn policy_reloads_on_change_and_keeps_the_old_one_when_invalid() {
-    let crm = Enforced::start();
+    let crm = Enforced::start().await;
     let before = crm.connect("tom").await;
     assert_eq!(
         before
@@ -1151,7 +1073,7 @@ async fn policy_reloads_on_change_and_keeps_the_old_one_when_invalid() {
         "[roles.support.tables.contacts]\nshow = [\"id\"]",
     );
     std::fs::write(&crm.policy, text).unwrap();
-    crm.wait_for_log("policy reloaded", 1);
+    crm.proxy.wait_for_log("policy reloaded", 1);
     let after = crm.connect("tom").await;
     let (code, message) = after
         .simple("SELECT first_name FROM contacts")
@@ -1170,7 +1092,7 @@ async fn policy_reloads_on_change_and_keeps_the_old_one_when_invalid() {
     );
     // An invalid file keeps the current policy and says why in the log.
     std::fs::write(&crm.policy, "[roles.sales\n").unwrap();
-    crm.wait_for_log("policy reload failed", 1);
+    crm.proxy.wait_for_log("policy reload failed", 1);
     let still = crm.connect("tom").await;
     assert_eq!(
         still
@@ -1189,7 +1111,7 @@ async fn policy_reloads_on_change_and_keeps_the_old_one_when_invalid() {
     );
     // SIGHUP reloads too (here: fails again, still keeping the policy).
     crm.proxy.signal(libc::SIGHUP);
-    crm.wait_for_log("SIGHUP", 1);
+    crm.proxy.wait_for_log("SIGHUP", 1);
 }
 
 #[test]
@@ -1222,7 +1144,7 @@ fn the_proxy_refuses_to_start_with_an_invalid_policy() {
 
 #[tokio::test]
 async fn statements_of_restricted_roles_leave_access_log_records_without_values() {
-    let crm = Enforced::start_with(|dir| maschera_tests::access_log_section(dir, "enforce"));
+    let crm = Enforced::start_from(Enforced::fixture().access_log("enforce")).await;
     let sam = crm.connect("sam").await;
     sam.simple("SELECT email, tax_code FROM contacts WHERE email <> 'ottavio.brambilla@posta.it'")
         .await
@@ -1337,9 +1259,9 @@ async fn raw_error(stream: &mut tokio::net::TcpStream, message: &[u8]) -> String
 async fn function_calls_and_non_utf8_statements_are_refused() {
     use bytes::BytesMut;
     use postgres_protocol::message::frontend;
-    let crm = Enforced::start();
+    let crm = Enforced::start().await;
     let mut raw =
-        maschera_tests::proxy::raw_login(crm.proxy.port(), "sam", &password("sam"), DB).await;
+        maschera_tests::proxy::raw_login(crm.proxy.port(), "sam", &crm_password("sam"), DB).await;
     // FunctionCall of lo_open (oid 952) with two int arguments.
     let mut call = BytesMut::new();
     call.extend_from_slice(b"F");
@@ -1381,7 +1303,7 @@ async fn function_calls_and_non_utf8_statements_are_refused() {
 
 #[tokio::test]
 async fn psycopg_sees_masks_and_refusals() {
-    let crm = Enforced::start();
+    let crm = Enforced::start().await;
     let script = r#"
 import sys, psycopg
 with psycopg.connect(sys.argv[1]) as conn:
@@ -1398,30 +1320,24 @@ with psycopg.connect(sys.argv[1]) as conn:
         assert cur.fetchone()[0] == 0
 print("psycopg ok")
 "#;
-    let out = Command::new("python3")
-        .args(["-c", script, &crm.uri("tom")])
-        .output()
-        .expect("python3 with psycopg");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("psycopg ok"),
-        "psycopg: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = maschera_tests::clients::python(script, &[&crm.uri("tom")]);
+    assert!(stdout.contains("psycopg ok"), "psycopg: {stdout}");
 }
 
 #[tokio::test]
 async fn dpo_schema_changes_on_policy_tables_rebuild_the_views() {
-    let crm = Enforced::start();
+    let crm = Enforced::start().await;
     let dora = crm.connect("dora").await;
     dora.simple("ALTER TABLE contacts DROP COLUMN last_activity_at")
         .await
         .ok();
-    crm.wait_for_log("views recompiled after a schema change", 1);
+    crm.proxy
+        .wait_for_log("views recompiled after a schema change", 1);
     dora.simple("BEGIN; ALTER TABLE contacts ALTER COLUMN city TYPE varchar(80); COMMIT")
         .await
         .ok();
-    crm.wait_for_log("views recompiled after a schema change", 2);
+    crm.proxy
+        .wait_for_log("views recompiled after a schema change", 2);
     let tom = crm.connect("tom").await;
     let row = tom
         .extended("SELECT email, city FROM contacts WHERE id = 1")
@@ -1439,7 +1355,8 @@ async fn dpo_schema_changes_on_policy_tables_rebuild_the_views() {
         .await;
     assert!(failed.error.is_some());
     // (the proxy rebuilds after any ALTER of a policy table, failed or not)
-    crm.wait_for_log("views recompiled after a schema change", 3);
+    crm.proxy
+        .wait_for_log("views recompiled after a schema change", 3);
     assert_eq!(
         tom.simple("SELECT city FROM contacts WHERE id = 1")
             .await
@@ -1460,7 +1377,7 @@ async fn view_columns(dpo: &Session, role: &str, table: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn dpo_schema_changes_recompile_the_views_inside_the_transaction() {
-    let crm = Enforced::start();
+    let crm = Enforced::start().await;
     let dora = crm.connect("dora").await;
     let before = view_columns(&dora, "support", "contacts").await;
     for column in ["city:text", "last_activity_at:timestamp with time zone"] {
@@ -1483,7 +1400,8 @@ async fn dpo_schema_changes_recompile_the_views_inside_the_transaction() {
         );
     }
     dora.simple("COMMIT").await.ok();
-    crm.wait_for_log("views recompiled after a schema change", 1);
+    crm.proxy
+        .wait_for_log("views recompiled after a schema change", 1);
     let tom = crm.connect("tom").await;
     let row = tom
         .extended("SELECT email, city FROM contacts WHERE id = 1")
@@ -1514,7 +1432,8 @@ async fn dpo_schema_changes_recompile_the_views_inside_the_transaction() {
     );
     dora.simple("ROLLBACK").await.ok();
     assert_eq!(view_columns(&dora, "support", "contacts").await, before);
-    crm.wait_for_log("views recompiled after a schema change", 2);
+    crm.proxy
+        .wait_for_log("views recompiled after a schema change", 2);
     assert_eq!(view_columns(&dora, "support", "contacts").await, before);
     let tom = crm.connect("tom").await;
     assert_eq!(
@@ -1527,12 +1446,13 @@ async fn dpo_schema_changes_recompile_the_views_inside_the_transaction() {
 
 #[tokio::test]
 async fn dropping_a_column_the_policy_names_fails_closed_and_is_reported_as_drift() {
-    let crm = Enforced::start();
+    let crm = Enforced::start().await;
     let dora = crm.connect("dora").await;
     dora.simple("ALTER TABLE contacts DROP COLUMN tax_code")
         .await
         .ok();
-    crm.wait_for_log("views recompiled after a schema change", 1);
+    crm.proxy
+        .wait_for_log("views recompiled after a schema change", 1);
     let sales = view_columns(&dora, "sales", "contacts").await;
     assert!(
         sales.contains(&"first_name:text".to_string())
@@ -1570,7 +1490,7 @@ async fn dropping_a_column_the_policy_names_fails_closed_and_is_reported_as_drif
 
 #[tokio::test]
 async fn do_blocks_show_and_the_roles_own_view_schema() {
-    let crm = Enforced::start();
+    let crm = Enforced::start().await;
     let sam = crm.connect("sam").await;
     for extended in [false, true] {
         let (code, message) = sam
@@ -1637,9 +1557,11 @@ async fn the_catalog_connection_uses_the_upstream_tls_settings() {
         std::fs::write(&hba, format!("hostnossl all all all reject\n{old}")).unwrap();
         pg.execute("SELECT pg_reload_conf()").expect("reload");
     };
-    let crm = Enforced::start_on(pg, only_tls, |_, options| {
-        options.upstream_tls = "require".into()
-    });
+    let fixture = Enforced::fixture()
+        .on(pg)
+        .before_proxy(only_tls)
+        .config(|options| options.upstream_tls = "require".into());
+    let crm = Enforced::start_from(fixture).await;
     let sam = crm.connect("sam").await;
     let row = sam
         .simple("SELECT first_name, tax_code FROM contacts WHERE id = 1")
@@ -1650,5 +1572,6 @@ async fn the_catalog_connection_uses_the_upstream_tls_settings() {
     dora.simple("ALTER TABLE contacts DROP COLUMN last_activity_at")
         .await
         .ok();
-    crm.wait_for_log("views recompiled after a schema change", 1);
+    crm.proxy
+        .wait_for_log("views recompiled after a schema change", 1);
 }

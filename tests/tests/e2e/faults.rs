@@ -8,11 +8,9 @@ mod crm_work;
 
 use bytes::BytesMut;
 use crm_work::Work;
-use maschera_tests::crm_proxy::{
-    CRM_DB, CRM_PSEUDONYM_KEY, CrmProxy, CrmSetup, CrmUser, apply_policy,
-};
+use maschera_tests::crm_proxy::{CRM_DB, CRM_PSEUDONYM_KEY, CrmUser, apply_policy};
 use maschera_tests::proxy::write_test_certificates;
-use maschera_tests::{PgServer, Proxy, ProxyOptions, TEST_USER};
+use maschera_tests::{CrmProxy, Fixture, PgServer, Proxy, ProxyOptions, TEST_USER, pg_and_proxy};
 use postgres_protocol::message::frontend;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -35,12 +33,6 @@ const UPSTREAM_GONE: &[SqlState] = &[
     SqlState::CONNECTION_DOES_NOT_EXIST,
     SqlState::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
 ];
-
-fn start_with(options: ProxyOptions) -> (PgServer, Proxy) {
-    let pg = PgServer::start().expect("start PostgreSQL");
-    let proxy = Proxy::start(&pg, options).expect("start the proxy");
-    (pg, proxy)
-}
 
 /// A clean error: a SQLSTATE from `expected`, or the connection closed (no protocol confusion,
 /// no internal error). Returns a description of an unclean one.
@@ -183,7 +175,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_restart_under_load_gives_clean_errors_and_sessions_resume() {
-    let (pg, proxy) = start_with(ProxyOptions::default());
+    let (pg, proxy) = pg_and_proxy(ProxyOptions::default());
     let pg = Arc::new(pg);
     let uri = proxy.uri("postgres");
     let stop = Arc::new(AtomicBool::new(false));
@@ -280,7 +272,7 @@ async fn closed_by_peer(stream: &mut TcpStream) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_and_one_byte_a_second_clients_time_out_without_starving_others() {
-    let (_pg, proxy) = start_with(ProxyOptions {
+    let (_pg, proxy) = pg_and_proxy(ProxyOptions {
         auth: "timeout_seconds = 3".into(),
         limits: "max_connections = 40".into(),
         ..Default::default()
@@ -339,7 +331,7 @@ async fn silent_and_one_byte_a_second_clients_time_out_without_starving_others()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_limit_under_load_answers_53300_and_frees_slots() {
-    let (_pg, proxy) = start_with(ProxyOptions {
+    let (_pg, proxy) = pg_and_proxy(ProxyOptions {
         limits: "max_connections = 6".into(),
         ..Default::default()
     });
@@ -383,7 +375,7 @@ async fn connection_limit_under_load_answers_53300_and_frees_slots() {
 async fn garbage_in_the_tls_handshake_is_dropped_and_others_keep_working() {
     let certs = tempfile::tempdir().unwrap();
     let (_, cert, key) = write_test_certificates(certs.path()).unwrap();
-    let (_pg, proxy) = start_with(ProxyOptions {
+    let (_pg, proxy) = pg_and_proxy(ProxyOptions {
         tls: format!(
             "mode = \"optional\"\ncert = \"{}\"\nkey = \"{}\"",
             cert.display(),
@@ -439,7 +431,7 @@ async fn garbage_in_the_tls_handshake_is_dropped_and_others_keep_working() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_drains_and_exits_within_the_timeout() {
-    let (_pg, mut proxy) = start_with(ProxyOptions {
+    let (_pg, mut proxy) = pg_and_proxy(ProxyOptions {
         limits: "shutdown_timeout_seconds = 5".into(),
         ..Default::default()
     });
@@ -465,18 +457,6 @@ async fn sigterm_under_load_drains_and_exits_within_the_timeout() {
         .collect();
     assert!(unexpected.is_empty(), "unclean errors: {unexpected:?}");
     assert!(tally.statements > 0);
-}
-
-/// Waits until the proxy's log holds `needle` at least `count` times (bounded).
-async fn wait_for_log(proxy: &Proxy, needle: &str, count: usize) {
-    let deadline = tokio::time::Instant::now() + BOUND;
-    while proxy.log().matches(needle).count() < count {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no {needle:?} in the proxy's log within {BOUND:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// `clients` workers over the demo users that connect through the proxy, run three rounds of
@@ -577,9 +557,11 @@ async fn support_view_of_contact_1(crm: &CrmProxy) -> (String, Option<String>) {
 /// expected refusals throughout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn policy_reload_under_load_reaches_new_sessions_and_an_invalid_file_keeps_the_policy() {
-    let mut setup = crm_setup();
-    setup.poll_seconds = Some(0);
-    let crm = CrmProxy::start_with(setup).await.expect("start the CRM");
+    let crm = crm_fixture()
+        .poll_seconds(0)
+        .start()
+        .await
+        .expect("start the CRM");
     let admin = crm.pg.connect(CRM_DB).await.expect("admin connection");
     let (first_name, email): (String, String) = admin
         .query_one("SELECT first_name, email FROM contacts WHERE id = 1", &[])
@@ -616,7 +598,7 @@ async fn policy_reload_under_load_reaches_new_sessions_and_an_invalid_file_keeps
             .expect("policy apply under load")
     });
     crm.proxy.signal(libc::SIGHUP);
-    wait_for_log(&crm.proxy, "policy reloaded", 1).await;
+    crm.proxy.wait_for_log_async("policy reloaded", 1).await;
     wait_for_statements(300).await;
     let initial = format!("{}.", first_name.chars().next().unwrap());
     assert_eq!(
@@ -626,7 +608,9 @@ async fn policy_reload_under_load_reaches_new_sessions_and_an_invalid_file_keeps
 
     std::fs::write(policy, "[roles.sales\n").unwrap();
     crm.proxy.signal(libc::SIGHUP);
-    wait_for_log(&crm.proxy, "policy reload failed", 1).await;
+    crm.proxy
+        .wait_for_log_async("policy reload failed", 1)
+        .await;
     let log = crm.proxy.log();
     assert!(log.contains("invalid policy file"), "the log says why");
     wait_for_statements(300).await;
@@ -671,12 +655,11 @@ const CONTACTS: u64 = 2000;
 /// The CRM of the load and reload tests: every demo user, verifiers of 64 SCRAM iterations (a
 /// client's PBKDF2 in the debug build would otherwise dominate a connection storm; the proxy's
 /// side of SCRAM costs the same at any count), the proxy logging at `info`.
-fn crm_setup() -> CrmSetup {
-    let mut setup = CrmSetup::new(CONTACTS);
-    setup.users = demo_users();
-    setup.scram_iterations = 64;
-    setup.proxy.log_level = "info".into();
-    setup
+fn crm_fixture() -> Fixture {
+    Fixture::crm(CONTACTS)
+        .users(demo_users())
+        .scram_iterations(64)
+        .config(|proxy| proxy.log_level = "info".into())
 }
 
 /// Many clients held through the proxy at once, spread over every demo user of the reference CRM
@@ -690,18 +673,19 @@ async fn load_many_clients_without_errors_and_with_flat_memory() {
     let clients = env_number("MASCHERA_LOAD_CLIENTS", 100);
     let seconds = env_number("MASCHERA_LOAD_SECONDS", 20);
     let logs = tempfile::tempdir().unwrap();
-    let mut setup = crm_setup();
-    setup.pg.settings = vec![format!("max_connections = {}", clients + 50)];
-    setup.proxy = ProxyOptions {
-        // Several workers (the default on small machines is one), so that sessions on different
-        // threads share the access log and the listener spreads connections over them.
-        limits: format!("max_connections = {}\nworker_threads = 3", clients + 10),
-        auth: "timeout_seconds = 120".into(),
-        upstream_extra: "connect_timeout_seconds = 120".into(),
-        audit: maschera_tests::access_log_section(logs.path(), "load"),
-        ..setup.proxy
-    };
-    let crm = CrmProxy::start_with(setup).await.expect("start the CRM");
+    let crm = crm_fixture()
+        .pg(|pg| pg.settings = vec![format!("max_connections = {}", clients + 50)])
+        .config(|proxy| {
+            // Several workers (the default on small machines is one), so that sessions on
+            // different threads share the access log and the listener spreads connections over them.
+            proxy.limits = format!("max_connections = {}\nworker_threads = 3", clients + 10);
+            proxy.auth = "timeout_seconds = 120".into();
+            proxy.upstream_extra = "connect_timeout_seconds = 120".into();
+            proxy.audit = maschera_tests::access_log_section(logs.path(), "load");
+        })
+        .start()
+        .await
+        .expect("start the CRM");
     let pid = crm.proxy.pid();
     let start_rss = rss_kib(pid);
 

@@ -3,7 +3,9 @@
 //! (`forget`) and retention (`retention run`, and on a schedule inside `maschera serve`).
 
 use maschera_tests::crm::load_crm;
-use maschera_tests::{PgServer, Proxy, ProxyOptions, examples_dir, maschera_bin};
+use maschera_tests::{
+    PgServer, Proxy, ProxyOptions, examples_dir, maschera_bin, run_maschera_with,
+};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -19,12 +21,9 @@ fn maschera(args: &[&str]) -> Output {
 }
 
 fn maschera_with_env(args: &[&str], env: &[(String, String)]) -> Output {
-    let out = Command::new(maschera_bin())
-        .args(args)
-        .env("MASCHERA_PSEUDONYM_KEY", "lifecycle-test-key-0123456789")
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .output()
-        .expect("run maschera");
+    let mut vars = vec![("MASCHERA_PSEUDONYM_KEY", "lifecycle-test-key-0123456789")];
+    vars.extend(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let out = run_maschera_with(args, &vars);
     assert!(
         out.status.success(),
         "maschera {args:?} failed: {}",

@@ -7,9 +7,9 @@
 //! Not for: many connections at once (see `faults`).
 
 use bytes::BytesMut;
-use maschera_tests::crm_proxy::{CRM_DB, CrmProxy, crm_password};
+use maschera_tests::crm_proxy::{CRM_DB, crm_password};
 use maschera_tests::proxy::{raw_login, read_message};
-use maschera_tests::{PgServer, Proxy, ProxyOptions};
+use maschera_tests::{Fixture, PgServer, Proxy, ProxyOptions, pg_and_proxy};
 use postgres_protocol::message::frontend;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
@@ -19,9 +19,7 @@ use tokio::net::TcpStream;
 const GROWTH_BOUND_KIB: u64 = 64 * 1024;
 
 fn start() -> (PgServer, Proxy) {
-    let pg = PgServer::start().expect("start PostgreSQL");
-    let proxy = Proxy::start(&pg, ProxyOptions::default()).expect("start the proxy");
-    (pg, proxy)
+    pg_and_proxy(ProxyOptions::default())
 }
 
 fn assert_peak_within_bound(proxy: &Proxy, before_kib: u64, what: &str) {
@@ -125,7 +123,7 @@ async fn a_client_that_never_reads_makes_the_proxy_stop_reading_upstream() {
 #[tokio::test]
 async fn a_pipeline_of_refused_messages_without_sync_piles_nothing_up() {
     const MESSAGES: usize = 300_000;
-    let crm = CrmProxy::start(20).await.expect("start the CRM proxy");
+    let crm = Fixture::crm(20).start().await.expect("start the CRM proxy");
     let mut raw = raw_login(crm.proxy.port(), "sam", &crm_password("sam"), CRM_DB).await;
     let before = crm.proxy.memory_kib("VmRSS");
     // A Parse whose text is not UTF-8 is refused by the policy without parsing, so the pipeline

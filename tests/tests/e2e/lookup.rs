@@ -8,12 +8,11 @@
 //! (no pattern, no base table); the access log records each lookup without its value; the rate limit
 //! refuses with 53400; a role without `lookup` is unchanged.
 
-use maschera_tests::crm_proxy::{CRM_DB, crm_password};
-use maschera_tests::policy_crm::{
-    PolicyCrm, PolicyCrmSetup, error_of, python, simple_column, simple_refusal as refusal,
-    simple_rows as rows,
+use maschera_tests::clients::{
+    error_of, python, simple_column, simple_refusal as refusal, simple_rows as rows,
 };
-use maschera_tests::{access_log_records, run_maschera_ok};
+use maschera_tests::crm_proxy::{CRM_DB, crm_password};
+use maschera_tests::{CrmProxy, Fixture, access_log_records, run_maschera_ok};
 use tokio_postgres::Client;
 
 const KEY: &str = "lookup-test-pseudonym-key-0123456789";
@@ -67,21 +66,22 @@ columns = { last_name = \"mask.initial\", email = \"mask.email\", phone = \"mask
 
 /// The CRM with [`test_policy`] applied, an access log, and the proxy serving tom (support), nora and
 /// rita (support_north, region north), hal (helpdesk) and dora (dpo).
-async fn start() -> PolicyCrm {
-    let setup = PolicyCrmSetup {
-        contacts: CONTACTS,
-        seed: 11,
-        key: KEY,
-        users: &[
-            ("tom", "support", &[]),
+async fn start() -> CrmProxy {
+    Fixture::crm(CONTACTS)
+        .seed(11)
+        .pseudonym_key(KEY)
+        .users([
+            ("tom", "support", &[][..]),
             ("nora", "support_north", &[("region", "north")]),
             ("rita", "support_north", &[("region", "north")]),
             ("hal", "helpdesk", &[]),
             ("dora", "dpo", &[]),
-        ],
-        audit: Some("lookup-test"),
-    };
-    PolicyCrm::start(setup, |reference| test_policy(&reference)).await
+        ])
+        .access_log("lookup-test")
+        .policy(|reference| test_policy(&reference))
+        .start()
+        .await
+        .expect("CRM behind the proxy")
 }
 
 fn literal(value: &str) -> String {

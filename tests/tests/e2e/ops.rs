@@ -6,8 +6,7 @@
 
 use crate::demo::{Demo, processes_naming, send};
 use crate::wire::http_get;
-use maschera_tests::crm_proxy::{CrmProxy, CrmSetup};
-use maschera_tests::{PgServer, PgServerOptions, Proxy, ProxyOptions};
+use maschera_tests::{Fixture, PgServer, PgServerOptions, Proxy, ProxyOptions};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -178,9 +177,11 @@ const LITERAL: &str = "zqlit";
 
 #[tokio::test]
 async fn trace_logs_hold_no_statement_text_or_literal_of_any_role() {
-    let mut setup = CrmSetup::new(50);
-    setup.proxy.log_level = "trace".into();
-    let crm = CrmProxy::start_with(setup).await.unwrap();
+    let crm = Fixture::crm(50)
+        .config(|proxy| proxy.log_level = "trace".into())
+        .start()
+        .await
+        .unwrap();
     let sam = maschera_tests::connect(&crm.uri("sam")).await.unwrap();
     let dora = maschera_tests::connect(&crm.uri("dora")).await.unwrap();
     sam.simple_query(&format!(
@@ -235,11 +236,15 @@ async fn trace_logs_hold_no_statement_text_or_literal_of_any_role() {
 
 #[tokio::test]
 async fn a_refusal_is_logged_at_info_counted_by_role_and_sqlstate_and_postgres_logs_its_sqlstate() {
-    let mut setup = CrmSetup::new(50);
-    setup.proxy.log_level = "info".into();
-    setup.proxy.metrics = true;
-    setup.pg.settings = vec!["log_error_verbosity = verbose".into()];
-    let crm = CrmProxy::start_with(setup).await.unwrap();
+    let crm = Fixture::crm(50)
+        .pg(|pg| pg.settings = vec!["log_error_verbosity = verbose".into()])
+        .config(|proxy| {
+            proxy.log_level = "info".into();
+            proxy.metrics = true;
+        })
+        .start()
+        .await
+        .unwrap();
     let sam = maschera_tests::connect(&crm.uri("sam")).await.unwrap();
     let refused = sam
         .simple_query("SELECT * FROM health_records")

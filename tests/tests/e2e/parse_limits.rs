@@ -8,7 +8,7 @@
 //! threads, so another session's `SELECT 1` is answered before it finishes.
 //! Not for: the bounds' arithmetic (unit tests in `policy::rewrite::limits`).
 
-use maschera_tests::crm_proxy::{CRM_USERS, CrmProxy, CrmSetup};
+use maschera_tests::{CrmProxy, Fixture};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -20,17 +20,16 @@ const STUCK: Duration = Duration::from_secs(120);
 
 struct Crm {
     crm: CrmProxy,
-    _logs: tempfile::TempDir,
 }
 
 async fn start() -> Crm {
-    let logs = tempfile::tempdir().unwrap();
-    let mut setup = CrmSetup::new(60);
-    setup.users = CRM_USERS.to_vec();
-    setup.users.push(("sara", "sales", &[("region", "south")]));
-    setup.proxy.audit = maschera_tests::access_log_section(logs.path(), "parse-limits");
-    let crm = CrmProxy::start_with(setup).await.expect("start the CRM");
-    Crm { crm, _logs: logs }
+    let crm = Fixture::crm(60)
+        .user(("sara", "sales", &[("region", "south")]))
+        .access_log("parse-limits")
+        .start()
+        .await
+        .expect("start the CRM");
+    Crm { crm }
 }
 
 impl Crm {

@@ -4,12 +4,11 @@
 //! the correlation attack of the child ids; the write rules of redacted columns; and cascading deletes
 //! (`policy check --upstream` warnings, `cascading_deletes = "refuse"` enforced by the proxy).
 
-use maschera_tests::crm_proxy::CRM_DB;
-use maschera_tests::policy_crm::{
-    PolicyCrm, PolicyCrmSetup, simple_column as column, simple_refusal as refusal,
-    simple_rows as rows,
+use maschera_tests::clients::{
+    simple_column as column, simple_refusal as refusal, simple_rows as rows,
 };
-use maschera_tests::{PgServer, examples_dir, run_maschera};
+use maschera_tests::crm_proxy::CRM_DB;
+use maschera_tests::{CrmProxy, Fixture, PgServer, examples_dir, run_maschera};
 use std::collections::{BTreeMap, BTreeSet};
 
 const KEY: &str = "redact-test-pseudonym-key-0123456789";
@@ -102,19 +101,19 @@ async fn redaction_replaces_identifiers_inside_text_on_postgresql() {
 
 /// The reference CRM (generated, [`CONTACTS`] contacts) with the reference policy applied, optionally
 /// edited by `edit`, and the proxy serving tom (support), ana (analyst) and sam (sales, north).
-async fn start_redacted(edit: impl FnOnce(String) -> String) -> PolicyCrm {
-    let setup = PolicyCrmSetup {
-        contacts: CONTACTS,
-        seed: 7,
-        key: KEY,
-        users: &[
-            ("tom", "support", &[]),
+async fn start_redacted(edit: impl FnOnce(String) -> String + Send + 'static) -> CrmProxy {
+    Fixture::crm(CONTACTS)
+        .seed(7)
+        .pseudonym_key(KEY)
+        .users([
+            ("tom", "support", &[][..]),
             ("ana", "analyst", &[]),
             ("sam", "sales", &[("region", "north")]),
-        ],
-        audit: None,
-    };
-    PolicyCrm::start(setup, edit).await
+        ])
+        .policy(edit)
+        .start()
+        .await
+        .expect("CRM behind the proxy")
 }
 
 #[tokio::test]

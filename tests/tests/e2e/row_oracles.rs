@@ -5,7 +5,8 @@
 //! name; LISTEN, UNLISTEN, NOTIFY and pg_notify reach only the channels the policy allows.
 //! Not for: the rewriter's decisions one by one (policy's unit tests) or the database lock.
 
-use maschera_tests::crm_proxy::{CRM_DB, CrmProxy};
+use maschera_tests::crm_proxy::CRM_DB;
+use maschera_tests::{CrmProxy, Fixture};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, Client, SimpleQueryMessage};
@@ -55,14 +56,7 @@ async fn error_of(client: &Client, extended: bool, sql: &str) -> (String, String
 /// What psql prints on its standard error (notices and errors) running `args` through the proxy as
 /// `user`.
 fn psql_stderr(crm: &CrmProxy, user: &str, args: &[&str]) -> String {
-    let out = std::process::Command::new(crm.pg.bin_dir().join("psql"))
-        .arg(crm.uri(user))
-        .arg("-X")
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("run psql");
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    maschera_tests::psql(&crm.uri(user), args).stderr
 }
 
 #[track_caller]
@@ -77,7 +71,10 @@ fn assert_shows_none(context: &str, shown: &str, hidden: &[String]) {
 
 #[tokio::test]
 async fn upserts_and_other_shapes_cannot_read_test_or_move_rows_outside_the_filter() {
-    let crm = CrmProxy::start(200).await.expect("start the CRM proxy");
+    let crm = Fixture::crm(200)
+        .start()
+        .await
+        .expect("start the CRM proxy");
     let south = admin_value(
         &crm,
         "SELECT id FROM contacts WHERE region = 'south' ORDER BY id LIMIT 1",
@@ -322,7 +319,10 @@ async fn scrubbed(
 
 #[tokio::test]
 async fn errors_keep_their_sqlstate_and_show_no_hidden_value_or_name() {
-    let crm = CrmProxy::start(200).await.expect("start the CRM proxy");
+    let crm = Fixture::crm(200)
+        .start()
+        .await
+        .expect("start the CRM proxy");
     // A north contact with a health record, whose other children the test removes upstream so that
     // the only foreign key left to break on a change of its id is the hidden one (item 5).
     let target = admin_value(
@@ -525,7 +525,7 @@ async fn arrived(
 
 #[tokio::test]
 async fn listen_and_notify_reach_only_the_channels_the_policy_allows() {
-    let crm = CrmProxy::start(20).await.expect("start the CRM proxy");
+    let crm = Fixture::crm(20).start().await.expect("start the CRM proxy");
     let (dora, mut dora_hears) = listener(&crm.uri("dora")).await;
     let (sam, mut sam_hears) = listener(&crm.uri("sam")).await;
     // None by default: LISTEN, UNLISTEN, NOTIFY and pg_notify are refused naming the channel.

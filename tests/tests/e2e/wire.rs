@@ -4,7 +4,8 @@
 use bytes::BytesMut;
 use maschera_tests::proxy::write_test_certificates;
 use maschera_tests::{
-    PgServer, PgServerOptions, Proxy, ProxyOptions, SUPERUSER, TEST_PASSWORD, TEST_USER,
+    PgServer, PgServerOptions, Proxy, ProxyOptions, Ran, SUPERUSER, TEST_PASSWORD, TEST_USER,
+    pg_and_proxy, psql_tuples,
 };
 use postgres_protocol::message::frontend;
 use std::path::Path;
@@ -15,14 +16,7 @@ use tokio::net::TcpStream;
 use tokio_postgres::error::SqlState;
 
 fn start() -> (PgServer, Proxy) {
-    start_with(ProxyOptions::default())
-}
-
-/// A private PostgreSQL and the proxy in front of it, configured by `options`.
-fn start_with(options: ProxyOptions) -> (PgServer, Proxy) {
-    let pg = PgServer::start().expect("start PostgreSQL");
-    let proxy = Proxy::start(&pg, options).expect("start the proxy");
-    (pg, proxy)
+    pg_and_proxy(ProxyOptions::default())
 }
 
 /// Runs a PostgreSQL client program (psql, pgbench) from the server's folder.
@@ -36,31 +30,16 @@ fn client_program(pg: &PgServer, program: &str, args: &[&str], env: &[(&str, &st
         .unwrap_or_else(|e| panic!("running {program}: {e}"))
 }
 
-/// psql through a connection string, unaligned tuples only; returns (success, stdout, stderr).
-fn psql(pg: &PgServer, conninfo: &str, args: &[&str]) -> (bool, String, String) {
-    let mut all = vec![conninfo, "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"];
-    all.extend_from_slice(args);
-    let out = client_program(pg, "psql", &all, &[]);
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn psql_ok(pg: &PgServer, conninfo: &str, args: &[&str]) -> String {
-    let (ok, out, err) = psql(pg, conninfo, args);
-    assert!(ok, "psql {args:?} failed: {err}");
-    out
+fn psql_ok(conninfo: &str, args: &[&str]) -> String {
+    psql_tuples(conninfo, args).ok_stdout(&format!("psql {args:?}"))
 }
 
 #[tokio::test]
 async fn psql_runs_multi_statement_queries_copy_both_ways_and_describe() {
-    let (pg, proxy) = start();
+    let (_pg, proxy) = start();
     let uri = proxy.uri("postgres");
-    assert_eq!(psql_ok(&pg, &uri, &["-c", "select 1; select 2"]), "1\n2\n");
+    assert_eq!(psql_ok(&uri, &["-c", "select 1; select 2"]), "1\n2\n");
     psql_ok(
-        &pg,
         &uri,
         &[
             "-c",
@@ -75,9 +54,9 @@ async fn psql_runs_multi_statement_queries_copy_both_ways_and_describe() {
         .collect();
     std::fs::write(&input, &rows).unwrap();
     let copy_in = format!("\\copy people from '{}' csv", input.display());
-    psql_ok(&pg, &uri, &["-c", &copy_in]);
+    psql_ok(&uri, &["-c", &copy_in]);
     assert_eq!(
-        psql_ok(&pg, &uri, &["-c", "select count(*) from people"]),
+        psql_ok(&uri, &["-c", "select count(*) from people"]),
         "20000\n"
     );
 
@@ -86,14 +65,14 @@ async fn psql_runs_multi_statement_queries_copy_both_ways_and_describe() {
         "\\copy (select * from people order by id) to '{}' csv",
         output.display()
     );
-    psql_ok(&pg, &uri, &["-c", &copy_out]);
+    psql_ok(&uri, &["-c", &copy_out]);
     assert_eq!(
         std::fs::read_to_string(&output).unwrap(),
         rows,
         "COPY TO returns what COPY FROM stored"
     );
 
-    let described = psql_ok(&pg, &uri, &["-c", "\\d people"]);
+    let described = psql_ok(&uri, &["-c", "\\d people"]);
     assert!(
         described.contains("name|text"),
         "\\d shows the columns: {described}"
@@ -103,13 +82,15 @@ async fn psql_runs_multi_statement_queries_copy_both_ways_and_describe() {
         "\\d shows the key column: {described}"
     );
 
-    let (ok, _, err) = psql(&pg, &uri, &["-c", "select 1/0"]);
+    let Ran {
+        ok, stderr: err, ..
+    } = psql_tuples(&uri, &["-c", "select 1/0"]);
     assert!(
         !ok && err.contains("division by zero"),
         "errors pass through: {err}"
     );
     assert_eq!(
-        psql_ok(&pg, &uri, &["-c", "select 'still serving'"]),
+        psql_ok(&uri, &["-c", "select 'still serving'"]),
         "still serving\n"
     );
 }
@@ -257,16 +238,9 @@ with psycopg.connect(sys.argv[1]) as conn:
         assert len(cur.fetchmany(10)) == 10
 print("psycopg ok")
 "#;
-    let out = Command::new("python3")
-        .args(["-c", script, &proxy.uri("postgres")])
-        .output()
-        .expect("python3 runs (install psycopg with: pip install \"psycopg[binary]\")");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("psycopg ok"),
-        "psycopg script failed: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // psycopg: pip install "psycopg[binary]".
+    let stdout = maschera_tests::clients::python(script, &[&proxy.uri("postgres")]);
+    assert!(stdout.contains("psycopg ok"), "psycopg script: {stdout}");
 }
 
 fn tls_lines(dir: &Path) -> (String, std::path::PathBuf) {
@@ -283,7 +257,7 @@ fn tls_lines(dir: &Path) -> (String, std::path::PathBuf) {
 async fn tls_required_serves_sslmode_require_and_verify_full_and_refuses_plaintext() {
     let certs = tempfile::tempdir().unwrap();
     let (tls, ca) = tls_lines(certs.path());
-    let (pg, proxy) = start_with(ProxyOptions {
+    let (_pg, proxy) = pg_and_proxy(ProxyOptions {
         tls,
         ..Default::default()
     });
@@ -292,19 +266,17 @@ async fn tls_required_serves_sslmode_require_and_verify_full_and_refuses_plainte
         proxy.port()
     );
 
-    let info = psql_ok(
-        &pg,
-        &format!("{base} sslmode=require"),
-        &["-c", "\\conninfo"],
-    );
+    let info = psql_ok(&format!("{base} sslmode=require"), &["-c", "\\conninfo"]);
     assert!(info.contains("SSL connection"), "{info}");
     let verified = format!("{base} sslmode=verify-full sslrootcert={}", ca.display());
     assert_eq!(
-        psql_ok(&pg, &verified, &["-c", "select 'verified'"]),
+        psql_ok(&verified, &["-c", "select 'verified'"]),
         "verified\n"
     );
 
-    let (ok, _, err) = psql(&pg, &format!("{base} sslmode=disable"), &["-c", "select 1"]);
+    let Ran {
+        ok, stderr: err, ..
+    } = psql_tuples(&format!("{base} sslmode=disable"), &["-c", "select 1"]);
     assert!(
         !ok && err.contains("requires an encrypted connection"),
         "plaintext refused clearly: {err}"
@@ -312,8 +284,9 @@ async fn tls_required_serves_sslmode_require_and_verify_full_and_refuses_plainte
 
     let other_ca = tempfile::tempdir().unwrap();
     let (_, wrong_ca) = tls_lines(other_ca.path());
-    let (ok, _, err) = psql(
-        &pg,
+    let Ran {
+        ok, stderr: err, ..
+    } = psql_tuples(
         &format!(
             "{base} sslmode=verify-full sslrootcert={}",
             wrong_ca.display()
@@ -330,7 +303,7 @@ async fn tls_required_serves_sslmode_require_and_verify_full_and_refuses_plainte
 async fn direct_tls_is_welcome_and_bytes_before_the_handshake_are_refused() {
     let certs = tempfile::tempdir().unwrap();
     let (tls, ca) = tls_lines(certs.path());
-    let (_pg, proxy) = start_with(ProxyOptions {
+    let (_pg, proxy) = pg_and_proxy(ProxyOptions {
         tls: tls.replace("required", "optional"),
         ..Default::default()
     });
@@ -403,7 +376,7 @@ async fn connect_error(uri: &str) -> tokio_postgres::Error {
 #[tokio::test]
 async fn wrong_password_and_unknown_user_look_the_same_and_lockout_follows() {
     let auth = "max_failures = 3\nfailure_window_seconds = 600\nlockout_seconds = 600".to_owned();
-    let (_pg, proxy) = start_with(ProxyOptions {
+    let (_pg, proxy) = pg_and_proxy(ProxyOptions {
         auth,
         ..Default::default()
     });
@@ -451,7 +424,7 @@ async fn raw_login(port: u16) -> TcpStream {
 #[tokio::test]
 async fn garbage_and_oversized_frames_get_08p01_while_others_keep_working() {
     let limits = "max_frame_bytes = 1048576".to_owned();
-    let (_pg, proxy) = start_with(ProxyOptions {
+    let (_pg, proxy) = pg_and_proxy(ProxyOptions {
         limits,
         ..Default::default()
     });
@@ -598,7 +571,7 @@ async fn connection_limit_answers_53300_and_silent_clients_time_out() {
         auth: "timeout_seconds = 3".into(),
         ..Default::default()
     };
-    let (_pg, proxy) = start_with(options);
+    let (_pg, proxy) = pg_and_proxy(options);
     let first = maschera_tests::connect(&proxy.uri("postgres"))
         .await
         .unwrap();
@@ -635,7 +608,7 @@ async fn connection_limit_answers_53300_and_silent_clients_time_out() {
 
 #[tokio::test]
 async fn sigterm_lets_the_running_statement_finish_then_exits_cleanly() {
-    let (_pg, mut proxy) = start_with(ProxyOptions::default());
+    let (_pg, mut proxy) = pg_and_proxy(ProxyOptions::default());
     let busy = maschera_tests::connect(&proxy.uri("postgres"))
         .await
         .unwrap();
@@ -686,7 +659,7 @@ pub(crate) async fn http_get(port: u16, path: &str) -> String {
 
 #[tokio::test]
 async fn metrics_count_sessions_statements_and_bytes_and_health_follows_upstream() {
-    let (pg, proxy) = start_with(ProxyOptions {
+    let (pg, proxy) = pg_and_proxy(ProxyOptions {
         metrics: true,
         ..Default::default()
     });
@@ -762,7 +735,6 @@ async fn notifications_notices_and_large_objects_pass_through() {
     std::fs::write(&original, &blob).unwrap();
     let import = format!("\\lo_import '{}'", original.display());
     let imported = psql_ok(
-        &pg,
         &uri,
         &[
             "-c",
@@ -775,7 +747,6 @@ async fn notifications_notices_and_large_objects_pass_through() {
     assert!(oid.parse::<u32>().is_ok(), "an OID: {imported}");
     let exported = dir.path().join("copy.bin");
     psql_ok(
-        &pg,
         &uri,
         &["-c", &format!("\\lo_export {oid} '{}'", exported.display())],
     );
@@ -1001,7 +972,7 @@ async fn policy_seam_refuses_in_simple_and_extended_protocol_and_the_session_goe
 
 #[tokio::test]
 async fn json_logs_are_one_object_per_line_without_user_names() {
-    let (_pg, proxy) = start_with(ProxyOptions {
+    let (_pg, proxy) = pg_and_proxy(ProxyOptions {
         log: "format = \"json\"".into(),
         ..Default::default()
     });
@@ -1092,13 +1063,9 @@ async fn count_becomes(client: &tokio_postgres::Client, sql: &str, expected: i64
 /// reach PostgreSQL over its Unix-domain socket.
 #[tokio::test]
 async fn a_socket_directory_upstream_serves_sessions_the_policy_and_cancels() {
-    use maschera_tests::crm_proxy::{CrmProxy, CrmSetup};
-    let mut setup = CrmSetup::new(200);
-    setup.proxy = ProxyOptions {
-        upstream_socket: true,
-        ..Default::default()
-    };
-    let crm = CrmProxy::start_with(setup)
+    let crm = maschera_tests::Fixture::crm(200)
+        .config(|proxy| proxy.upstream_socket = true)
+        .start()
         .await
         .expect("the proxy starts with its upstream on the socket");
 

@@ -7,15 +7,16 @@
 //! write-back. The ORM clients of `compat` (Django, SQLAlchemy) run here straight as the logins; through
 //! the proxy they run in `compat`.
 
-use maschera_tests::crm_proxy::{CRM_DB, CRM_PSEUDONYM_KEY, CrmProxy, CrmSetup, apply_policy};
+use maschera_tests::crm_proxy::{CRM_DB, CRM_PSEUDONYM_KEY, apply_policy};
+use maschera_tests::{CrmProxy, Fixture};
 use tokio_postgres::{Client, NoTls};
 
 const CONTACTS: u64 = 60;
 
 async fn start() -> CrmProxy {
-    let mut setup = CrmSetup::new(CONTACTS);
-    setup.users.push(("tom", "support", &[]));
-    CrmProxy::start_with(setup)
+    Fixture::crm(CONTACTS)
+        .user(("tom", "support", &[]))
+        .start()
         .await
         .expect("CRM behind the proxy")
 }
@@ -476,10 +477,9 @@ async fn on_conflict_do_nothing_works_and_tells_only_that_a_hidden_key_exists() 
 
 #[tokio::test]
 async fn a_write_back_is_recorded_as_a_write_of_the_masked_column_without_its_value() {
-    let audit = tempfile::tempdir().expect("audit dir");
-    let mut setup = CrmSetup::new(CONTACTS);
-    setup.proxy.audit = maschera_tests::access_log_section(audit.path(), "writeback");
-    let crm = CrmProxy::start_with(setup)
+    let crm = Fixture::crm(CONTACTS)
+        .access_log("writeback")
+        .start()
         .await
         .expect("CRM behind the proxy");
     let (id, stored) = north_contact(&crm);
@@ -491,7 +491,7 @@ async fn a_write_back_is_recorded_as_a_write_of_the_masked_column_without_its_va
     )
     .await
     .expect("write-back");
-    let records = maschera_tests::access_log_records(&audit.path().join("audit"));
+    let records = maschera_tests::access_log_records(&crm.audit_dir());
     let update = records
         .iter()
         .find(|r| r["user"] == "sam" && r["statement_kind"] == "update")

@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, SimpleQueryMessage, Statement};
+use tokio_postgres::{Client, Statement};
 
 /// Text cells of a result (NULL as `None`).
 type Rows = Vec<Vec<Option<String>>>;
@@ -265,17 +265,7 @@ async fn execute(
 ) -> Result<Rows, tokio_postgres::Error> {
     if !step.extended {
         let messages = client.simple_query(step.sql).await?;
-        return Ok(messages
-            .iter()
-            .filter_map(|message| match message {
-                SimpleQueryMessage::Row(row) => Some(
-                    (0..row.len())
-                        .map(|i| row.get(i).map(str::to_owned))
-                        .collect(),
-                ),
-                _ => None,
-            })
-            .collect());
+        return Ok(maschera_tests::clients::rows_as_text(&messages));
     }
     let rows = match statement {
         Some(statement) if statement.params().is_empty() => client.query(statement, &[]).await?,
