@@ -1,5 +1,5 @@
 //! The column actions of the policy file (`show`, `mask.last(4)`, `bucket(1000)`, ...): their syntax, how
-//! they print, and which column types each one fits. Not for: the SQL an action becomes (see `view_sql`).
+//! they print, and which column types each one fits. Not for: the SQL an action becomes (see `apply_sql` and `db_lock`).
 
 use crate::access::Action;
 use sqlparser::ast::{Expr, UnaryOperator};

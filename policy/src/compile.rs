@@ -1,7 +1,7 @@
 //! From a validated policy and a catalog (of the live database, or derived from the policy alone) to
 //! what each role may do: one `RoleAccess` per role, the form the rewriter and the access log read.
 //! Also checks the policy against the catalog (tables and columns exist, actions fit the live types) and
-//! reports drift. Not for: SQL (see `view_sql`) or parsing (see `model`).
+//! reports drift. Not for: SQL (see `apply_sql` and `db_lock`) or parsing (see `model`).
 
 use crate::access::{
     Action, Catalog, CatalogColumn, ColumnAccess, RoleAccess, TableAccess, TableName,

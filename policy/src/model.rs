@@ -1,7 +1,7 @@
 //! The policy as DBAs mean it, validated: settings, roles (who, why, on which lawful basis), tables and
 //! their personal columns, and each role's rule per table. `Policy::parse` turns the TOML text into this
 //! model and reports every problem with file, line and column. Not for: the live database (see `compile`
-//! for checks against a catalog) or SQL generation (see `view_sql`).
+//! for checks against a catalog) or SQL generation (see `apply_sql` and `db_lock`).
 
 use crate::access::{Action, CascadingDeletes, Category, TableName, UnlistedTables, Writes};
 use crate::action::{check_fits, parse_action};

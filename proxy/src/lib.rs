@@ -1,5 +1,5 @@
 //! Maschera: a PostgreSQL wire-protocol proxy that enforces a GDPR policy and records every access to
-//! personal data. See `DESIGN.md` in the shared notes and the README for the big picture.
+//! personal data. See the README (its threat model and repository layout) for the big picture.
 
 pub mod admin_connect;
 pub mod admission;
