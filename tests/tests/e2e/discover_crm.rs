@@ -6,7 +6,8 @@
 //! CRM's login and every list page with the same statuses as directly. Not for: the CRM's own policy
 //! (`real_crm`) or discovery's detectors one by one (`discover_real`, unit tests).
 
-use crate::real_crm::{DB, as_sales, direct, drive, passed};
+use crate::discover_real::line_of;
+use crate::real_crm::{DB, assert_crawl_as_direct, direct, drive, passed};
 use maschera_tests::crm_proxy::{
     AppliedPolicy, CrmUser, apply_policy, crm_password, write_crm_users,
 };
@@ -16,24 +17,6 @@ use std::time::Instant;
 /// The proxy's users: the CRM's own account (the draft's unrestricted `dpo`, over which the CRM's
 /// login checks passwords) and the account its staff's sessions use (the draft's restricted `reader`).
 const USERS: &[CrmUser] = &[("owner", "dpo", &[]), ("desk", "reader", &[])];
-
-/// The column lines of the draft for `table`, commented ones included.
-fn column_lines<'a>(text: &'a str, table: &str) -> Vec<&'a str> {
-    let header = format!("[tables.{table}.columns]");
-    text.lines()
-        .skip_while(|l| *l != header)
-        .skip(1)
-        .take_while(|l| !l.is_empty())
-        .collect()
-}
-
-/// The draft's line for a column, if it proposes one (not commented out).
-fn line_of<'a>(text: &'a str, table: &str, column: &str) -> Option<&'a str> {
-    let start = format!("{column} = ");
-    column_lines(text, table)
-        .into_iter()
-        .find(|l| l.starts_with(&start))
-}
 
 #[tokio::test]
 async fn discover_drafts_a_working_policy_for_the_real_django_crm() {
@@ -220,16 +203,7 @@ async fn discover_drafts_a_working_policy_for_the_real_django_crm() {
 
     // The restricted role runs the CRM: its login (the password check over the CRM's own account,
     // the session written over the restricted one) and every list page, as directly.
-    let crawled = as_sales(&proxy, &["crawl"]);
-    let crawled_directly = drive(&direct(&pg), &["crawl"]);
-    assert_eq!(
-        passed(&crawled, "crawl"),
-        passed(&crawled_directly, "crawl")
-    );
-    assert!(
-        passed(&crawled, "crawl").starts_with("HTTP 200: 3"),
-        "{crawled:?}"
-    );
+    assert_crawl_as_direct(&proxy, &pg);
     // The lead as the restricted role reads it: every personal value masked or NULL, in place.
     let desk = connect(&proxy.uri_as("desk", &crm_password("desk"), DB))
         .await

@@ -113,7 +113,7 @@ async fn rows(client: &Client, sql: &str) -> Vec<Vec<Option<String>>> {
 }
 
 /// The column lines of the draft for `table` (`[tables.<table>.columns]`), commented ones included.
-fn column_lines<'a>(text: &'a str, table: &str) -> Vec<&'a str> {
+pub(crate) fn column_lines<'a>(text: &'a str, table: &str) -> Vec<&'a str> {
     let header = format!("[tables.{table}.columns]");
     text.lines()
         .skip_while(|l| *l != header)
@@ -122,7 +122,8 @@ fn column_lines<'a>(text: &'a str, table: &str) -> Vec<&'a str> {
         .collect()
 }
 
-fn line_of<'a>(text: &'a str, table: &str, column: &str) -> Option<&'a str> {
+/// The draft's line for a column, if it proposes one (not commented out).
+pub(crate) fn line_of<'a>(text: &'a str, table: &str, column: &str) -> Option<&'a str> {
     let start = format!("{column} = ");
     column_lines(text, table)
         .into_iter()
