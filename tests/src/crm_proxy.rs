@@ -77,6 +77,16 @@ impl AppliedPolicy {
         }
         section
     }
+
+    /// Options for a proxy that serves `database` under this policy to the users of `users_file`.
+    pub fn proxy_options(&self, database: &str, users_file: PathBuf) -> crate::proxy::ProxyOptions {
+        crate::proxy::ProxyOptions {
+            database: database.into(),
+            users_file: Some(users_file),
+            policy: self.proxy_section(None),
+            ..Default::default()
+        }
+    }
 }
 
 /// Copies `examples/crm/policy.toml` beside the server's data and applies it to `db` with the real

@@ -11,7 +11,7 @@ use crate::real_crm::{DB, assert_crawl_as_direct, direct, drive, passed};
 use maschera_tests::crm_proxy::{
     AppliedPolicy, CrmUser, apply_policy, crm_password, write_crm_users,
 };
-use maschera_tests::{PgServer, Proxy, ProxyOptions, connect, run_maschera_ok};
+use maschera_tests::{PgServer, Proxy, connect, run_maschera_ok};
 use std::time::Instant;
 
 /// The proxy's users: the CRM's own account (the draft's unrestricted `dpo`, over which the CRM's
@@ -190,16 +190,7 @@ async fn discover_drafts_a_working_policy_for_the_real_django_crm() {
     apply_policy(&pg, DB, &applied, "discover-crm-pseudonym-key-0123456789").expect("apply");
     let users = dir.join("users.toml");
     write_crm_users(&users, USERS, 4096).unwrap();
-    let proxy = Proxy::start(
-        &pg,
-        ProxyOptions {
-            database: DB.into(),
-            users_file: Some(users),
-            policy: applied.proxy_section(None),
-            ..ProxyOptions::default()
-        },
-    )
-    .expect("proxy with the draft");
+    let proxy = Proxy::start(&pg, applied.proxy_options(DB, users)).expect("proxy with the draft");
 
     // The restricted role runs the CRM: its login (the password check over the CRM's own account,
     // the session written over the restricted one) and every list page, as directly.

@@ -7,7 +7,7 @@
 
 use crate::policy::{one, text};
 use maschera_tests::crm_proxy::{AppliedPolicy, apply_policy, crm_password, write_crm_users};
-use maschera_tests::{PgServer, Proxy, ProxyOptions, connect};
+use maschera_tests::{PgServer, Proxy, connect};
 use tokio_postgres::Client;
 
 const DB: &str = "app";
@@ -104,16 +104,7 @@ impl App {
         apply_policy(&pg, DB, &applied, KEY).expect("policy apply");
         let users = dir.join("users.toml");
         write_crm_users(&users, &[("desk", "support", &[])], 4096).expect("users");
-        let proxy = Proxy::start(
-            &pg,
-            ProxyOptions {
-                database: DB.into(),
-                users_file: Some(users),
-                policy: applied.proxy_section(None),
-                ..ProxyOptions::default()
-            },
-        )
-        .expect("proxy");
+        let proxy = Proxy::start(&pg, applied.proxy_options(DB, users)).expect("proxy");
         App { pg, proxy, applied }
     }
 

@@ -185,11 +185,8 @@ fn django_crm_runs_unchanged_through_maschera_for_each_role() {
     .unwrap();
     apply_policy(&pg, DB, &applied, "real-crm-test-pseudonym-key").expect("policy apply");
     let options = ProxyOptions {
-        database: DB.into(),
-        users_file: Some(users),
         upstream_extra: routing.into(),
-        policy: applied.proxy_section(None),
-        ..ProxyOptions::default()
+        ..applied.proxy_options(DB, users)
     };
     let proxy = Proxy::start(&pg, options).expect("proxy with the CRM's policy");
 
