@@ -18,13 +18,14 @@
 //!   session's [`ErrorScrub`] (`RelaySettings::errors`), which may re-encode it with fields withheld
 //!   (the only frames ever re-encoded; they are rare, and DataRow still passes as bytes).
 //!
-//! A refusal keeps PostgreSQL's own semantics: the refused message is replaced by one that fails
+//! A refusal keeps PostgreSQL's own semantics: the refused message is replaced by what fails
 //! upstream right away with the refusal's SQLSTATE and message and a unique marker in its error (see
 //! `refusal_marker`); each refusal is logged at info (SQLSTATE and reason, in the session's span
 //! with its id and role; the access log names the user of a session id) and counted by role and
 //! SQLSTATE. PostgreSQL then does what it does for any error: aborts the transaction
 //! block or the implicit transaction, skips extended-protocol messages until Sync, answers with
-//! ReadyForQuery. The relay swaps that one marked ErrorResponse for the refusal, so answers stay in
+//! ReadyForQuery. The relay swaps that one marked ErrorResponse for the refusal (withholding the
+//! ParseComplete and BindComplete of an extended-protocol refusal's failing pair), so answers stay in
 //! order under pipelining and the transaction status the client sees is PostgreSQL's.
 //!
 //! Not for: startup, authentication or connecting upstream (see `server`), or policy decisions.
@@ -780,6 +781,20 @@ impl ServerToClient {
             if self.buf.len() - run < header.len {
                 break;
             }
+            if header.tag == b'1' && cycles.refusals.iter().any(|r| r.extended) {
+                let markers = cycles.refusals.iter().map(|r| r.marker.as_str());
+                match refusal_marker::answer_before_error(&self.buf[run..], markers) {
+                    // Undecided until more comes: the frames from here wait in `buf`.
+                    None => break,
+                    Some(0) => {}
+                    Some(withheld) => {
+                        out.extend_from_slice(&self.buf[..run]);
+                        self.buf.advance(run + withheld);
+                        run = 0;
+                        continue;
+                    }
+                }
+            }
             let body = frame::body(&self.buf[run..run + header.len]);
             completions |= matches!(header.tag, b'C' | b'E');
             // The cycle being answered.
@@ -910,7 +925,7 @@ mod tests {
                 .lock()
                 .unwrap()
                 .push(format!("client {} {cycle}", tag as char));
-            if tag == b'Q' && frame.windows(9).any(|w| w == b"forbidden") {
+            if matches!(tag, b'Q' | b'P') && frame.windows(9).any(|w| w == b"forbidden") {
                 return Decision::Refuse {
                     code: "42501".into(),
                     message: "refused by the test hook".into(),
@@ -1067,6 +1082,65 @@ mod tests {
                 "boundary"
             ]
         );
+        assert!(matches!(close(s).await, Ok(SessionEnd::ClientClosed)));
+    }
+
+    /// The marker in a message sent upstream.
+    fn marker_in(sent: &[u8]) -> String {
+        let sent = String::from_utf8_lossy(sent);
+        let at = sent.find(refusal_marker::PREFIX).expect("a marker");
+        sent[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn an_extended_refusal_runs_upstream_as_a_raise_and_its_parse_and_bind_answers_are_withheld()
+     {
+        let mut s = session(None);
+        let mut pipeline = message(b'P', b"s1\0SELECT 1\0\0\0");
+        pipeline.extend(message(b'P', b"s2\0SELECT 'forbidden'\0\0\0"));
+        pipeline.extend(message(b'D', b"Ss2\0"));
+        pipeline.extend(message(b'S', b""));
+        s.client.write_all(&pipeline).await.unwrap();
+        // Upstream: the first Parse, then the refusal as Parse + Bind + Execute of a DO block that
+        // raises the refusal's SQLSTATE, then the client's Describe and Sync.
+        let sent = read(&mut s.server, 6).await;
+        let tags: Vec<u8> = sent.iter().map(|(tag, _)| *tag).collect();
+        assert_eq!(tags, b"PPBEDS");
+        let raise = String::from_utf8_lossy(&sent[1].1).into_owned();
+        assert!(raise.starts_with("\0DO $maschera_refused_"), "{raise}");
+        assert!(raise.contains("ERRCODE = '42501'"), "{raise}");
+        assert!(!raise.contains("forbidden"), "{raise}");
+        let marker = marker_in(&sent[1].1);
+        // PostgreSQL answers the first Parse, then ParseComplete and BindComplete of the failing
+        // pair (in a write of their own, so the relay must wait to tell), then the marked error.
+        let mut answer = message(b'1', b"");
+        answer.extend(message(b'1', b""));
+        answer.extend(message(b'2', b""));
+        s.server.write_all(&answer).await.unwrap();
+        let got = read(&mut s.client, 1).await;
+        assert_eq!(got[0].0, b'1', "the first Parse's own answer");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut answer = frame::error_response(Severity::Error, "P0001", &marker).to_vec();
+        answer.extend_from_slice(&frame::ready_for_query(b'I'));
+        s.server.write_all(&answer).await.unwrap();
+        let got = read(&mut s.client, 2).await;
+        assert_eq!(got[0].0, b'E', "the client got {:?}", got[0]);
+        assert_eq!(frame::sqlstate(&got[0].1), Some("42501"));
+        assert_eq!(got[1], (b'Z', b"I".to_vec()));
+        // A ParseComplete not followed by a marked error passes as it is.
+        s.client
+            .write_all(&[message(b'P', b"\0SELECT 2\0\0\0"), message(b'S', b"")].concat())
+            .await
+            .unwrap();
+        read(&mut s.server, 2).await;
+        let mut answer = message(b'1', b"");
+        answer.extend_from_slice(&frame::ready_for_query(b'I'));
+        s.server.write_all(&answer).await.unwrap();
+        let got = read(&mut s.client, 2).await;
+        assert_eq!((got[0].0, got[1].0), (b'1', b'Z'));
         assert!(matches!(close(s).await, Ok(SessionEnd::ClientClosed)));
     }
 
