@@ -55,4 +55,5 @@ pub mod upstream;
 pub mod upstream_settings;
 pub mod user_cmd;
 pub mod users;
+pub mod wire;
 pub mod workers;
