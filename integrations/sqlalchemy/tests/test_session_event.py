@@ -1,0 +1,82 @@
+"""EndUsers against a plain PostgreSQL (no proxy; PostgreSQL takes `maschera.end_user` as a custom
+setting, so a query can read what the session event set): each Session transaction carries the
+current end user's token, for that transaction only. Needs MASCHERA_TEST_POSTGRES (a postgresql://
+URI; the e2e test end_user_integrations starts one), else skipped."""
+
+import os
+
+import jwt
+import pytest
+import sqlalchemy as sa
+from sqlalchemy import orm
+
+from maschera_sqlalchemy import INFO_KEY, EndUsers
+from maschera_token import EndUserSigner
+
+URI = os.environ.get("MASCHERA_TEST_POSTGRES")
+SECRET = "a shared secret of at least 32 bytes"
+pytestmark = pytest.mark.skipif(not URI, reason="MASCHERA_TEST_POSTGRES is not set")
+SETTING = sa.text("SELECT current_setting('maschera.end_user', true)")
+
+
+@pytest.fixture
+def setup():
+    engine = sa.create_engine(URI.replace("postgresql://", "postgresql+psycopg://", 1), pool_size=1, max_overflow=0)
+    Session = orm.sessionmaker(engine)
+    end_users = EndUsers(EndUserSigner(SECRET, kid="k1"))
+    end_users.install(Session)
+    yield end_users, Session, engine
+    engine.dispose()
+
+
+def sub(token):
+    return jwt.decode(token, SECRET, algorithms=["HS256"])["sub"] if token else token
+
+
+def test_each_transaction_is_served_as_the_current_end_user_and_only_that_transaction(setup):
+    end_users, Session, engine = setup
+    with Session() as session:
+        with end_users.acting_for("sam", role="sales", attributes={"region": "north"}):
+            token = session.scalar(SETTING)
+            session.commit()
+        claims = jwt.decode(token, SECRET, algorithms=["HS256"])
+        assert (claims["sub"], claims["role"], claims["attributes"]) == ("sam", "sales", {"region": "north"})
+        assert session.scalar(SETTING) in ("", None), "a transaction begun without an end user has none"
+        session.rollback()
+        with end_users.acting_for("tom"):
+            assert sub(session.scalar(SETTING)) == "tom"
+            session.rollback()
+            assert sub(session.scalar(SETTING)) == "tom", "set again in the next transaction"
+    with engine.connect() as raw:
+        assert raw.scalar(SETTING) in ("", None), "the pooled connection comes back without one"
+
+
+def test_session_info_names_the_end_user(setup):
+    end_users, Session, _ = setup
+    with Session(info={INFO_KEY: "sara"}) as session:
+        assert sub(session.scalar(SETTING)) == "sara"
+    with Session(info={INFO_KEY: {"sub": "mia", "role": "marketing"}}) as session, end_users.acting_for("sam"):
+        token = session.scalar(SETTING)
+        assert jwt.decode(token, SECRET, algorithms=["HS256"])["role"] == "marketing"
+
+
+def test_no_end_user_no_statement(setup):
+    _, Session, _ = setup
+    with Session() as session:
+        assert session.scalar(SETTING) in ("", None)
+
+
+def test_a_bad_identity_fails_when_made_current(setup):
+    end_users, _, _ = setup
+    with pytest.raises(ValueError):
+        with end_users.acting_for(""):
+            pass
+
+
+def test_core_connections_set_it_explicitly(setup):
+    end_users, _, engine = setup
+    with engine.begin() as conn, end_users.acting_for("ana"):
+        assert end_users.set_local(conn)
+        assert sub(conn.scalar(SETTING)) == "ana"
+    with engine.begin() as conn:
+        assert not end_users.set_local(conn)
