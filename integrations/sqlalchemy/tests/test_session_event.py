@@ -1,6 +1,6 @@
 """EndUsers against a plain PostgreSQL (no proxy; PostgreSQL takes `maschera.end_user` as a custom
 setting, so a query can read what the session event set): each Session transaction carries the
-current end user's token, for that transaction only. Needs MASCHERA_TEST_POSTGRES (a postgresql://
+current end user's token, for that transaction only. Needs MASCHERA_TEST_POSTGRES (a postgres://
 URI; the e2e test end_user_integrations starts one), else skipped."""
 
 import os
@@ -21,7 +21,8 @@ SETTING = sa.text("SELECT current_setting('maschera.end_user', true)")
 
 @pytest.fixture
 def setup():
-    engine = sa.create_engine(URI.replace("postgresql://", "postgresql+psycopg://", 1), pool_size=1, max_overflow=0)
+    url = "postgresql+psycopg://" + URI.split("://", 1)[1]
+    engine = sa.create_engine(url, pool_size=1, max_overflow=0)
     Session = orm.sessionmaker(engine)
     end_users = EndUsers(EndUserSigner(SECRET, kid="k1"))
     end_users.install(Session)
