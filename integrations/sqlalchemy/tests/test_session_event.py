@@ -1,6 +1,6 @@
 """EndUsers against a plain PostgreSQL (no proxy; PostgreSQL takes `maschera.end_user` as a custom
 setting, so a query can read what the session event set): each Session transaction carries the
-current end user's token, for that transaction only. Needs MASCHERA_TEST_POSTGRES (a postgres://
+current end user's token, set before it began, and a pooled connection goes back without it. Needs MASCHERA_TEST_POSTGRES (a postgres://
 URI; the e2e test end_user_integrations starts one), else skipped."""
 
 import os
@@ -77,7 +77,31 @@ def test_a_bad_identity_fails_when_made_current(setup):
 def test_core_connections_set_it_explicitly(setup):
     end_users, _, engine = setup
     with engine.begin() as conn, end_users.acting_for("ana"):
-        assert end_users.set_local(conn)
+        assert end_users.apply(conn)
         assert sub(conn.scalar(SETTING)) == "ana"
     with engine.begin() as conn:
-        assert not end_users.set_local(conn)
+        assert not end_users.apply(conn)
+        assert conn.scalar(SETTING) in ("", None)
+
+
+def test_it_is_set_before_the_transaction_begins(setup):
+    """Set at session level before BEGIN (Maschera serves a transaction as the end user it began
+    with): the transaction's rollback does not undo it, the connection's checkin does."""
+    end_users, _, engine = setup
+    with engine.connect() as conn:
+        with end_users.acting_for("sam"):
+            conn.begin()
+            end_users.apply(conn)
+            token = conn.scalar(SETTING)
+            conn.rollback()
+        assert sub(token) == "sam" and conn.scalar(SETTING) == token
+    with engine.connect() as conn:
+        assert conn.scalar(SETTING) in ("", None), "reset when it went back to the pool"
+
+
+def test_setting_it_inside_a_transaction_is_refused(setup):
+    end_users, _, engine = setup
+    with engine.begin() as conn, end_users.acting_for("sam"):
+        conn.scalar(sa.text("SELECT 1"))
+        with pytest.raises(RuntimeError, match="before the transaction's first statement"):
+            end_users.apply(conn)
