@@ -83,8 +83,7 @@ pub fn session_setup(
     default_login: &Login,
     default_params: Vec<(String, String)>,
 ) -> Result<SessionSetup, LoginRefusal> {
-    let state = &handle.current();
-    let Some(role) = state.role(&user.role) else {
+    let Some(role) = handle.current().role(&user.role) else {
         return Err(LoginRefusal {
             code: "28000",
             message: format!(
@@ -93,6 +92,23 @@ pub fn session_setup(
             ),
         });
     };
+    let defaults = (default_login, default_params);
+    session_setup_as(handle, role, audit, rate, user, client_params, defaults)
+}
+
+/// [`session_setup`] with the rewrite of `role`, which need not be a role of the policy (e.g. an
+/// application user's role while no end user is set: one that may read no table, see `end_user`),
+/// and the upstream login and attributes of `user.role`.
+pub fn session_setup_as(
+    handle: &Arc<PolicyHandle>,
+    role: Arc<RoleAccess>,
+    audit: Option<(&Arc<AuditLog>, SessionIdentity)>,
+    rate: Option<RateLimit>,
+    user: &User,
+    client_params: &[(String, String)],
+    (default_login, default_params): (&Login, Vec<(String, String)>),
+) -> Result<SessionSetup, LoginRefusal> {
+    let state = &handle.current();
     if let Some(objects) = state.incomplete.get(&user.role) {
         return Err(LoginRefusal {
             code: "42501",
@@ -120,16 +136,16 @@ pub fn session_setup(
             errors: None,
         });
     }
-    let login = state.login(&role.role).ok_or_else(|| LoginRefusal {
+    let login = state.login(&user.role).ok_or_else(|| LoginRefusal {
         code: "28000",
         message: format!(
             "no upstream login for role {:?}: run `maschera policy apply` and reload",
-            role.role
+            user.role
         ),
     })?;
     let mut params = restricted_params(client_params)?;
     let namespace = &state.policy.settings.attribute_namespace;
-    for attribute in state.role_attributes(&role.role) {
+    for attribute in state.role_attributes(&user.role) {
         if let Some(value) = user.attributes.get(attribute) {
             params.push((
                 policy::filter::attribute_setting(namespace, attribute),

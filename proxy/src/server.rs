@@ -290,6 +290,7 @@ async fn open(
         role: String::new(),
         database,
         application_name: client.param("application_name").map(str::to_owned),
+        end_user: None,
     };
     let authenticated = client_auth::authenticate(
         &mut client.stream,
