@@ -18,6 +18,7 @@ pub mod application;
 pub mod cmd;
 pub mod config;
 pub mod failures;
+pub mod hook;
 pub mod route;
 pub mod sign;
 pub mod state;
