@@ -3,7 +3,8 @@
 //! has a row filter, the table's row-level security and the role's policy are as the apply left them.
 //! A direct migration that drops a policy, disables row-level security or replaces a view, or an
 //! installation by an earlier version, makes a role incomplete: `policy check --upstream` reports it and
-//! the proxy refuses the role's users until `policy apply` runs again. Not for: creating the objects
+//! the proxy refuses the role's users until `policy apply` runs again. So does a login that cannot use
+//! plpgsql, which the proxy's refusals need. Not for: creating the objects
 //! (the policy crate's `db_lock` and `apply_sql`) or deciding what a role may see.
 
 use anyhow::{Context, Result};
@@ -38,6 +39,16 @@ pub async fn incomplete_roles(
     for role in policy.restricted_roles() {
         let schema = role.login();
         let login = live.login(role);
+        if !can_raise(client, &login).await? {
+            incomplete
+                .entry(role.name.clone())
+                .or_default()
+                .push(format!(
+                    "USAGE on language plpgsql for {login}, which the proxy's refusals run with: \
+                 GRANT USAGE ON LANGUAGE plpgsql TO {}",
+                    quote_ident(&login)
+                ));
+        }
         let access = policy.role_access(role, catalog);
         for (table, table_access) in &access.tables {
             let TableAccess::View(view) = table_access else {
@@ -69,6 +80,21 @@ pub async fn incomplete_roles(
         }
     }
     Ok(incomplete)
+}
+
+/// Whether `login` may run the `DO` block that makes PostgreSQL fail in place of a refused statement
+/// (see `refusal_marker`): without USAGE on plpgsql the refusal's own answer would not come back.
+/// A login that does not exist is reported by the other checks.
+async fn can_raise(client: &Client, login: &str) -> Result<bool> {
+    let row = client
+        .query_opt(
+            "SELECT pg_catalog.has_language_privilege(r.oid, 'plpgsql', 'USAGE') \
+             FROM pg_catalog.pg_roles r WHERE r.rolname = $1",
+            &[&login],
+        )
+        .await
+        .context("checking the login's use of plpgsql")?;
+    Ok(row.is_none_or(|row| row.get(0)))
 }
 
 /// Whether `policy apply` ever installed role `role` here (its view schema exists): `policy check` run

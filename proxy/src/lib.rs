@@ -54,6 +54,8 @@ pub mod startup;
 pub mod tls;
 pub mod upstream;
 pub mod upstream_settings;
+pub mod upstream_source;
 pub mod user_cmd;
 pub mod users;
+pub mod wire;
 pub mod workers;

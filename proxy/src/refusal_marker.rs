@@ -7,11 +7,16 @@
 //!   in its DETAIL (PL/pgSQL is usable by every login unless an administrator revoked it).
 //! - CopyData, CopyDone, CopyFail: a CopyFail whose text is the message and the marker (PostgreSQL
 //!   logs `COPY from stdin failed: <message>` with its own SQLSTATE 57014).
-//! - Parse, Bind, Describe, Execute, Close, Sync, Flush: a Parse of the bare marker after a comment
-//!   holding the refusal's SQLSTATE and message, which fails as a syntax error naming the marker.
-//!   Nothing else fails at Parse: PostgreSQL runs a `DO` block or a function only when a portal is
-//!   executed, so PostgreSQL's log shows these refusals as `syntax error at or near
-//!   "maschera_refused_..."`, with the refusal itself in the `STATEMENT:` line that follows.
+//! - Parse, Bind, Describe, Execute, Close, Sync, Flush: the same `DO` block run through the extended
+//!   protocol (Parse of the unnamed statement, Bind of the unnamed portal, Execute), since PostgreSQL
+//!   runs a `DO` block only when a portal is executed. PostgreSQL answers ParseComplete and
+//!   BindComplete before the marked error: the relay withholds exactly those two, recognised by
+//!   [`answer_before_error`] (the client sent one message and gets one error, as PostgreSQL would
+//!   answer it). The unnamed statement and portal are replaced, as PostgreSQL's own failed Parse of
+//!   the unnamed statement would drop it; everything up to Sync is skipped after the error anyway.
+//!
+//! PostgreSQL's log therefore shows every refusal as an ERROR with its real SQLSTATE and message,
+//! the marker only in its DETAIL.
 //!
 //! Not for: deciding what is refused (see `enforce`) or swapping the error (see `session`).
 
@@ -32,16 +37,57 @@ pub fn failing_message(tag: u8, marker: &str, code: &str, message: &str) -> Byte
             &mut failing,
         ),
         _ => frontend::parse(
-            marker,
-            &commented_marker(marker, code, message),
+            "",
+            &raise(marker, code, message),
             std::iter::empty(),
             &mut failing,
-        ),
+        )
+        .and_then(|()| {
+            frontend::bind(
+                "",
+                "",
+                std::iter::empty::<i16>(),
+                std::iter::empty::<()>(),
+                |(), _| unreachable!("no parameters"),
+                std::iter::empty::<i16>(),
+                &mut failing,
+            )
+            .map_err(|_| std::io::Error::other("bind"))
+        })
+        .and_then(|()| frontend::execute("", 0, &mut failing)),
     };
     if tag == b'S' {
         frontend::sync(&mut failing);
     }
     failing
+}
+
+/// ParseComplete then BindComplete: what PostgreSQL answers to a refused extended-protocol
+/// message's failing Parse and Bind before its marked error.
+const FAILING_ANSWER: &[u8] = &[b'1', 0, 0, 0, 4, b'2', 0, 0, 0, 4];
+
+/// Whether the server frames at the start of `rest` (which begins with a ParseComplete) are the
+/// answer to a refused extended-protocol message before its marked ErrorResponse: `Some(len)`, the
+/// bytes to withhold, if they are ParseComplete, BindComplete and an error carrying one of
+/// `markers`; `Some(0)` if they are not; `None` if `rest` ends before that can be told (the
+/// relay then waits for more: PostgreSQL flushes an error together with what it answered before).
+pub fn answer_before_error<'a>(
+    rest: &[u8],
+    mut markers: impl Iterator<Item = &'a str>,
+) -> Option<usize> {
+    let seen = rest.len().min(FAILING_ANSWER.len());
+    if rest[..seen] != FAILING_ANSWER[..seen] {
+        return Some(0);
+    }
+    let error = rest.get(FAILING_ANSWER.len()..)?;
+    let header = match crate::frame::peek_header(error, crate::frame::POSTGRES_MAX_FRAME) {
+        Ok(Some(header)) if header.tag == b'E' => header,
+        Ok(Some(_)) | Err(_) => return Some(0),
+        Ok(None) => return None,
+    };
+    let body = crate::frame::body(error.get(..header.len)?);
+    let ours = markers.any(|marker| carries(body, marker));
+    Some(if ours { FAILING_ANSWER.len() } else { 0 })
 }
 
 /// Whether the fields of an ErrorResponse `body` carry `marker` (in its message or detail).
@@ -74,21 +120,6 @@ fn raise(marker: &str, code: &str, message: &str) -> String {
     )
 }
 
-/// The text of the failing Parse: a comment with the refusal's SQLSTATE and message (PostgreSQL's log
-/// prints it as the failed statement, so the refusal reads there in full), then the bare marker, the
-/// syntax error. The comment cannot be closed early: `*/` and `/*` in the message are broken up.
-fn commented_marker(marker: &str, code: &str, message: &str) -> String {
-    let message = clean(marker, message)
-        .replace("*/", "* /")
-        .replace("/*", "/ *");
-    let code: String = code
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric())
-        .take(5)
-        .collect();
-    format!("/* refused by the Maschera proxy: {code} {message} */ {marker}")
-}
-
 /// The message without NUL bytes and never holding the marker (which would end its quote).
 fn clean(marker: &str, message: &str) -> String {
     let message = message.replace('\0', "");
@@ -101,20 +132,6 @@ fn clean(marker: &str, message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_failing_parse_carries_the_refusal_in_a_comment_that_cannot_be_closed() {
-        let marker = "maschera_refused_00ff_2";
-        let text = commented_marker(marker, "42501", "table */ x; /* y");
-        assert_eq!(
-            text,
-            "/* refused by the Maschera proxy: 42501 table * / x; / * y */ maschera_refused_00ff_2"
-        );
-        assert!(
-            commented_marker(marker, "4'*/", "m")
-                .starts_with("/* refused by the Maschera proxy: 4 m")
-        );
-    }
 
     #[test]
     fn the_do_block_quotes_any_message_and_checks_the_code() {

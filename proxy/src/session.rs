@@ -13,18 +13,23 @@
 //!     NoticeResponse that answers a statement it added to the client's ([`ServerFrame`];
 //!     `schema_change` does for its wrapping);
 //!   - at each transaction boundary the hook is told
-//!     ([`SessionHook::at_transaction_boundary`], the place for a per-transaction upstream);
+//!     ([`SessionHook::at_transaction_boundary`]);
+//! - the upstream connection comes from an [`UpstreamSource`] ([`relay_through`]): in session mode
+//!   ([`relay`]) the session's one connection; in transaction mode one acquired at the first message
+//!   of a transaction, for the key the hook chooses ([`SessionHook::upstream_key`]), and given back
+//!   when PostgreSQL reports the session idle with nothing in flight (see `upstream_source`);
 //! - for a restricted role, every ErrorResponse and NoticeResponse coming back goes through the
 //!   session's [`ErrorScrub`] (`RelaySettings::errors`), which may re-encode it with fields withheld
 //!   (the only frames ever re-encoded; they are rare, and DataRow still passes as bytes).
 //!
-//! A refusal keeps PostgreSQL's own semantics: the refused message is replaced by one that fails
+//! A refusal keeps PostgreSQL's own semantics: the refused message is replaced by what fails
 //! upstream right away with the refusal's SQLSTATE and message and a unique marker in its error (see
 //! `refusal_marker`); each refusal is logged at info (SQLSTATE and reason, in the session's span
 //! with its id and role; the access log names the user of a session id) and counted by role and
 //! SQLSTATE. PostgreSQL then does what it does for any error: aborts the transaction
 //! block or the implicit transaction, skips extended-protocol messages until Sync, answers with
-//! ReadyForQuery. The relay swaps that one marked ErrorResponse for the refusal, so answers stay in
+//! ReadyForQuery. The relay swaps that one marked ErrorResponse for the refusal (withholding the
+//! ParseComplete and BindComplete of an extended-protocol refusal's failing pair), so answers stay in
 //! order under pipelining and the transaction status the client sees is PostgreSQL's.
 //!
 //! Not for: startup, authentication or connecting upstream (see `server`), or policy decisions.
@@ -35,6 +40,7 @@ use crate::metrics as m;
 use crate::refusal_marker;
 use crate::relay_buffer::{self, READ_CHUNK};
 use crate::tls::BoxStream;
+use crate::upstream_source::{Acquiring, Dedicated, UpstreamKey, UpstreamSource};
 use bytes::{Buf, Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
@@ -152,6 +158,14 @@ pub trait SessionHook: Send {
     /// connection back and taking another for the next transaction would not change what the
     /// client sees. The default does nothing.
     fn at_transaction_boundary(&mut self) {}
+
+    /// Which upstream connections may serve the transaction the client starts now, asked when the
+    /// session holds no connection and has something to send (transaction pooling: see
+    /// `upstream_source`); the hook has seen the transaction's first message by then. `None` (the
+    /// default): the session's own key, from its login.
+    fn upstream_key(&mut self) -> Option<std::sync::Arc<UpstreamKey>> {
+        None
+    }
 }
 
 impl ServerFrame {
@@ -226,6 +240,10 @@ pub enum SessionError {
     ServerProtocol(FrameError),
     #[error("answer withheld: {}", .0.message)]
     Withheld(Withheld),
+    #[error("no upstream connection: {}", .0.message)]
+    NoUpstream(Withheld),
+    #[error("idle in transaction for longer than {0:?}")]
+    IdleInTransaction(std::time::Duration),
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
@@ -267,6 +285,10 @@ struct Cycles {
     started: VecDeque<(u64, Instant)>,
     /// Refusals whose marked error has not come back yet.
     refusals: Vec<Refusal>,
+    /// The last message sent (or queued) upstream does not end a cycle: an extended-protocol batch
+    /// waits for its Sync, so the connection is not between transactions even when no cycle is
+    /// outstanding.
+    open: bool,
 }
 
 impl Cycles {
@@ -304,8 +326,37 @@ pub async fn relay(
     hook: &mut dyn SessionHook,
     settings: RelaySettings,
 ) -> Result<SessionEnd, SessionError> {
+    relay_through(
+        client,
+        Dedicated,
+        Some(upstream),
+        initial_status,
+        hook,
+        settings,
+    )
+    .await
+}
+
+/// [`relay`] with the upstream connection taken from `source` per transaction (see
+/// `upstream_source`): `upstream` is the connection attached at the start (`None`: the first
+/// message to send acquires one). Between transactions the connection goes back to the source; the
+/// client's Terminate is not forwarded to a pooled connection; a session idle inside a transaction
+/// longer than the source allows ends with FATAL 25P03.
+pub async fn relay_through<S: UpstreamSource>(
+    client: BoxStream,
+    source: S,
+    upstream: Option<S::Conn>,
+    initial_status: u8,
+    hook: &mut dyn SessionHook,
+    settings: RelaySettings,
+) -> Result<SessionEnd, SessionError> {
     let mut client = client;
-    let mut server = upstream;
+    let mut link = Link {
+        source,
+        conn: upstream,
+        acquiring: None,
+        idle: None,
+    };
     let mut shutdown = ShutdownSignal::new(settings.shutdown);
     let mut cycles = Cycles::default();
     let mut up = ClientToServer {
@@ -336,16 +387,26 @@ pub async fn relay(
             hook: &mut *hook,
             cycles: &mut cycles,
         };
-        if let Poll::Ready(end) = up.poll(cx, &mut client, &mut server, &mut hooked) {
+        if let Poll::Ready(end) = up.poll(cx, &mut client, &mut link, &mut hooked) {
             return Poll::Ready(end);
         }
-        down.poll(cx, &mut server, &mut client, &mut hooked, shutting_down)
+        let ended = down.poll(cx, &mut link, &mut client, &mut hooked, shutting_down);
+        if S::POOLED && ended.is_pending() {
+            let idle = link.poll_idle_in_transaction(cx, hooked.cycles);
+            return idle.map(Err);
+        }
+        ended
     })
     .await;
     let result = match ended {
         Ok(SessionEnd::ClientClosed) if cycles.busy() => Ok(SessionEnd::ClientLeftBusy),
         other => other,
     };
+    if S::POOLED {
+        let clean = matches!(result, Ok(SessionEnd::ClientClosed | SessionEnd::Shutdown));
+        let reusable = clean && down.between_transactions(&cycles);
+        link.release(reusable);
+    }
     match &result {
         Ok(SessionEnd::Shutdown) => {
             let message = "terminating connection due to administrator command";
@@ -355,8 +416,17 @@ pub async fn relay(
             let message = format!("invalid frontend message: {err}");
             frame::send_fatal(&mut client, "08P01", &message).await;
         }
-        Err(SessionError::Withheld(withheld)) => {
+        Err(SessionError::Withheld(withheld) | SessionError::NoUpstream(withheld)) => {
             frame::send_fatal(&mut client, withheld.code, &withheld.message).await;
+        }
+        Err(SessionError::IdleInTransaction(limit)) => {
+            let message = format!(
+                "terminating connection due to idle-in-transaction timeout: the proxy's pool lets \
+                 a client hold a connection inside a transaction for at most {} s without a \
+                 statement ([pool] idle_in_transaction_timeout_seconds)",
+                limit.as_secs()
+            );
+            frame::send_fatal(&mut client, "25P03", &message).await;
         }
         _ => {}
     }
@@ -459,6 +529,78 @@ struct Hooked<'a> {
     cycles: &'a mut Cycles,
 }
 
+/// The session's upstream connection and where it comes from (see `upstream_source`).
+struct Link<S: UpstreamSource> {
+    source: S,
+    /// `None` between transactions of a pooled session.
+    conn: Option<S::Conn>,
+    /// The connection being acquired.
+    acquiring: Option<Acquiring<S::Conn>>,
+    /// The idle-in-transaction deadline and the cycle counts (sent, answered) it was set at.
+    idle: Option<(Pin<Box<tokio::time::Sleep>>, CycleCounts)>,
+}
+
+/// Cycles sent and answered.
+type CycleCounts = (u64, u64);
+
+impl<S: UpstreamSource> Link<S> {
+    /// Acquires a connection if the session holds none (pooled sources only).
+    fn poll_attach(
+        &mut self,
+        cx: &mut Context<'_>,
+        hook: &mut dyn SessionHook,
+    ) -> Poll<Result<(), SessionError>> {
+        if !S::POOLED || self.conn.is_some() {
+            return Poll::Ready(Ok(()));
+        }
+        let source = &mut self.source;
+        let acquiring = self
+            .acquiring
+            .get_or_insert_with(|| source.acquire(hook.upstream_key()));
+        let acquired = ready!(acquiring.as_mut().poll(cx));
+        self.acquiring = None;
+        let conn = acquired.map_err(SessionError::NoUpstream)?;
+        self.source.attached(&conn);
+        self.conn = Some(conn);
+        Poll::Ready(Ok(()))
+    }
+
+    fn stream(&mut self) -> Option<&mut BoxStream> {
+        self.conn.as_mut().map(S::stream)
+    }
+
+    /// Gives the connection back, if the session holds one.
+    fn release(&mut self, reusable: bool) {
+        self.idle = None;
+        if let Some(conn) = self.conn.take() {
+            self.source.release(conn, reusable);
+        }
+    }
+
+    /// Ready when the session held its connection inside a transaction, with nothing in flight,
+    /// for longer than the source allows.
+    fn poll_idle_in_transaction(
+        &mut self,
+        cx: &mut Context<'_>,
+        cycles: &Cycles,
+    ) -> Poll<SessionError> {
+        let Some(limit) = self.source.idle_in_transaction_timeout() else {
+            return Poll::Pending;
+        };
+        if self.conn.is_none() || cycles.busy() {
+            self.idle = None;
+            return Poll::Pending;
+        }
+        let at = (cycles.sent, cycles.ready_seen);
+        let (deadline, _) = match &mut self.idle {
+            Some(idle) if idle.1 == at => idle,
+            idle => idle.insert((Box::pin(tokio::time::sleep(limit)), at)),
+        };
+        ready!(deadline.as_mut().poll(cx));
+        Poll::Ready(SessionError::IdleInTransaction(limit))
+    }
+}
+
 struct ClientToServer {
     /// Empty while the session waits: see `relay_buffer`. A frame is buffered whole (the hook
     /// sees whole messages), so a client holds at most `max_frame` bytes here.
@@ -482,17 +624,23 @@ struct ClientToServer {
 
 impl ClientToServer {
     /// Writes what is queued, then reads and decides about the next frames, as far as it gets.
-    fn poll(
+    fn poll<S: UpstreamSource>(
         &mut self,
         cx: &mut Context<'_>,
         client: &mut BoxStream,
-        server: &mut BoxStream,
+        link: &mut Link<S>,
         hooked: &mut Hooked<'_>,
     ) -> Poll<Result<SessionEnd, SessionError>> {
         loop {
             while let Some(chunk) = self.queue.front_mut() {
-                match chunk {
-                    Chunk::Input(len) => {
+                if !matches!(chunk, Chunk::Skip(_)) {
+                    ready!(link.poll_attach(cx, &mut *hooked.hook))?;
+                }
+                let server = link.stream();
+                match (chunk, server) {
+                    (Chunk::Skip(len), _) => self.buf.advance(*len),
+                    (_, None) => return Poll::Ready(Ok(SessionEnd::ServerClosed)),
+                    (Chunk::Input(len), Some(server)) => {
                         let written = ready!(poll_write_some(cx, server, &self.buf[..*len]))?;
                         self.bytes_sent.increment(written as u64);
                         self.buf.advance(written);
@@ -501,8 +649,7 @@ impl ClientToServer {
                             continue;
                         }
                     }
-                    Chunk::Skip(len) => self.buf.advance(*len),
-                    Chunk::Made(bytes) => {
+                    (Chunk::Made(bytes), Some(server)) => {
                         let written = ready!(poll_write_some(cx, server, bytes))?;
                         self.bytes_sent.increment(written as u64);
                         bytes.advance(written);
@@ -519,21 +666,22 @@ impl ClientToServer {
             if let Some(pending) = &mut self.pending {
                 let decision = ready!(pending.as_mut().poll(cx));
                 self.pending = None;
-                self.process(hooked, Some(decision))?;
+                self.process(hooked, link, Some(decision))?;
                 continue;
             }
             if ready!(poll_read_frames(cx, client, &mut self.buf))? == 0 {
                 return Poll::Ready(Ok(SessionEnd::ClientClosed));
             }
-            self.process(hooked, None)?;
+            self.process(hooked, link, None)?;
         }
     }
 
     /// Decides about the whole frames in `buf` and queues what goes upstream, up to a pending
     /// decision. `decided`: the completed decision about the first frame (which was pending).
-    fn process(
+    fn process<S: UpstreamSource>(
         &mut self,
         hooked: &mut Hooked<'_>,
+        link: &mut Link<S>,
         mut decided: Option<Decision>,
     ) -> Result<(), SessionError> {
         let Hooked { hook, cycles } = hooked;
@@ -549,16 +697,26 @@ impl ClientToServer {
             let decision = match decided.take() {
                 Some(decision) => decision,
                 None if POLICY_TAGS.contains(&header.tag) => {
+                    if S::POOLED {
+                        link.source.observe_client(header.tag, frame);
+                    }
                     // The cycle this message belongs to: the next one to be sent.
                     let cycle = cycles.sent + run_cycles + 1;
                     hook.on_client_message(header.tag, frame, cycle)
+                }
+                // A pooled connection outlives the client: its Terminate stays with the proxy.
+                None if S::POOLED && header.tag == b'X' => {
+                    self.terminated = true;
+                    Decision::Replace(Bytes::new())
                 }
                 None => Decision::Forward,
             };
             let made = match decision {
                 Decision::Forward => {
                     end += header.len;
-                    run_cycles += u64::from(ends_cycle(header.tag));
+                    let ends = ends_cycle(header.tag);
+                    run_cycles += u64::from(ends);
+                    cycles.open = !ends;
                     self.terminated |= header.tag == b'X';
                     continue;
                 }
@@ -576,7 +734,9 @@ impl ClientToServer {
             end += header.len;
             (start, run_cycles) = (end, 0);
             if !made.is_empty() {
-                cycles.send(count_cycles(&made));
+                let (count, last_ends) = count_cycles(&made);
+                cycles.send(count);
+                cycles.open = !last_ends;
                 self.queue.push_back(Chunk::Made(made));
             }
         }
@@ -666,14 +826,16 @@ fn ends_cycle(tag: u8) -> bool {
     matches!(tag, b'Q' | b'S' | b'F')
 }
 
-fn count_cycles(bytes: &[u8]) -> u64 {
+/// The cycles the frames in `bytes` end, and whether the last of them ends one.
+fn count_cycles(bytes: &[u8]) -> (u64, bool) {
     let mut rest = bytes;
-    let mut cycles = 0;
+    let (mut cycles, mut last_ends) = (0, false);
     while let Ok(Some(header)) = frame::peek_header(rest, POSTGRES_MAX_FRAME) {
-        cycles += u64::from(ends_cycle(header.tag));
+        last_ends = ends_cycle(header.tag);
+        cycles += u64::from(last_ends);
         rest = rest.get(header.len..).unwrap_or_default();
     }
-    cycles
+    (cycles, last_ends)
 }
 
 /// Server message types whose body [`ServerToClient::process`] reads: these are always buffered
@@ -700,10 +862,10 @@ struct ServerToClient {
 impl ServerToClient {
     /// Waits for the hold, writes what is pending, then reads and observes the next frames, as far
     /// as it gets.
-    fn poll(
+    fn poll<S: UpstreamSource>(
         &mut self,
         cx: &mut Context<'_>,
-        server: &mut BoxStream,
+        link: &mut Link<S>,
         client: &mut BoxStream,
         hooked: &mut Hooked<'_>,
         shutting_down: bool,
@@ -728,6 +890,11 @@ impl ServerToClient {
             if shutting_down && self.status == b'I' && !hooked.cycles.busy() {
                 return Poll::Ready(Ok(SessionEnd::Shutdown));
             }
+            // Between transactions a pooled session holds no connection: nothing to read until
+            // the client starts the next one.
+            let Some(server) = link.stream() else {
+                return Poll::Pending;
+            };
             if ready!(poll_read_frames(cx, server, &mut self.buf))? == 0 {
                 return Poll::Ready(Ok(SessionEnd::ServerClosed));
             }
@@ -740,9 +907,22 @@ impl ServerToClient {
                     continue;
                 }
             }
-            self.process(hooked, start)?;
+            self.process(hooked, link, start)?;
             self.stream_large_frame()?;
+            if S::POOLED && self.between_transactions(hooked.cycles) && !link.source.keeps() {
+                link.release(true);
+            }
         }
+    }
+
+    /// Whether the upstream session is between transactions: PostgreSQL said idle, nothing is in
+    /// flight either way, and no part of a frame is left unread.
+    fn between_transactions(&self, cycles: &Cycles) -> bool {
+        self.status == b'I'
+            && !cycles.busy()
+            && !cycles.open
+            && self.streaming == 0
+            && self.buf.len() == self.input
     }
 
     /// Starts passing a large frame through unchanged when the partial frame left after the
@@ -767,7 +947,12 @@ impl ServerToClient {
 
     /// Observes the whole frames in `buf` from `start` (the bytes before it pass through
     /// unchanged), swaps marked errors for their refusals, and sets what is to be written.
-    fn process(&mut self, hooked: &mut Hooked<'_>, start: usize) -> Result<(), SessionError> {
+    fn process<S: UpstreamSource>(
+        &mut self,
+        hooked: &mut Hooked<'_>,
+        link: &mut Link<S>,
+        start: usize,
+    ) -> Result<(), SessionError> {
         let Hooked { hook, cycles } = hooked;
         // `run` bytes at the front of `buf` go out unchanged; `out` collects what comes before a
         // swapped error.
@@ -779,6 +964,20 @@ impl ServerToClient {
         {
             if self.buf.len() - run < header.len {
                 break;
+            }
+            if header.tag == b'1' && cycles.refusals.iter().any(|r| r.extended) {
+                let markers = cycles.refusals.iter().map(|r| r.marker.as_str());
+                match refusal_marker::answer_before_error(&self.buf[run..], markers) {
+                    // Undecided until more comes: the frames from here wait in `buf`.
+                    None => break,
+                    Some(0) => {}
+                    Some(withheld) => {
+                        out.extend_from_slice(&self.buf[..run]);
+                        self.buf.advance(run + withheld);
+                        run = 0;
+                        continue;
+                    }
+                }
             }
             let body = frame::body(&self.buf[run..run + header.len]);
             completions |= matches!(header.tag, b'C' | b'E');
@@ -798,6 +997,9 @@ impl ServerToClient {
                     if let Some(seen) = seen {
                         let tag = frame::cstr(seen).map(|(t, _)| t).unwrap_or_default();
                         let tag = std::str::from_utf8(tag).unwrap_or_default();
+                        if S::POOLED {
+                            link.source.observe_completion(tag);
+                        }
                         hook.on_server_event(ServerEvent::CommandComplete { tag }, cycle);
                     }
                     replacement = shown.replacement();
@@ -910,7 +1112,7 @@ mod tests {
                 .lock()
                 .unwrap()
                 .push(format!("client {} {cycle}", tag as char));
-            if tag == b'Q' && frame.windows(9).any(|w| w == b"forbidden") {
+            if matches!(tag, b'Q' | b'P') && frame.windows(9).any(|w| w == b"forbidden") {
                 return Decision::Refuse {
                     code: "42501".into(),
                     message: "refused by the test hook".into(),
@@ -1070,6 +1272,65 @@ mod tests {
         assert!(matches!(close(s).await, Ok(SessionEnd::ClientClosed)));
     }
 
+    /// The marker in a message sent upstream.
+    fn marker_in(sent: &[u8]) -> String {
+        let sent = String::from_utf8_lossy(sent);
+        let at = sent.find(refusal_marker::PREFIX).expect("a marker");
+        sent[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn an_extended_refusal_runs_upstream_as_a_raise_and_its_parse_and_bind_answers_are_withheld()
+     {
+        let mut s = session(None);
+        let mut pipeline = message(b'P', b"s1\0SELECT 1\0\0\0");
+        pipeline.extend(message(b'P', b"s2\0SELECT 'forbidden'\0\0\0"));
+        pipeline.extend(message(b'D', b"Ss2\0"));
+        pipeline.extend(message(b'S', b""));
+        s.client.write_all(&pipeline).await.unwrap();
+        // Upstream: the first Parse, then the refusal as Parse + Bind + Execute of a DO block that
+        // raises the refusal's SQLSTATE, then the client's Describe and Sync.
+        let sent = read(&mut s.server, 6).await;
+        let tags: Vec<u8> = sent.iter().map(|(tag, _)| *tag).collect();
+        assert_eq!(tags, b"PPBEDS");
+        let raise = String::from_utf8_lossy(&sent[1].1).into_owned();
+        assert!(raise.starts_with("\0DO $maschera_refused_"), "{raise}");
+        assert!(raise.contains("ERRCODE = '42501'"), "{raise}");
+        assert!(!raise.contains("forbidden"), "{raise}");
+        let marker = marker_in(&sent[1].1);
+        // PostgreSQL answers the first Parse, then ParseComplete and BindComplete of the failing
+        // pair (in a write of their own, so the relay must wait to tell), then the marked error.
+        let mut answer = message(b'1', b"");
+        answer.extend(message(b'1', b""));
+        answer.extend(message(b'2', b""));
+        s.server.write_all(&answer).await.unwrap();
+        let got = read(&mut s.client, 1).await;
+        assert_eq!(got[0].0, b'1', "the first Parse's own answer");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut answer = frame::error_response(Severity::Error, "P0001", &marker).to_vec();
+        answer.extend_from_slice(&frame::ready_for_query(b'I'));
+        s.server.write_all(&answer).await.unwrap();
+        let got = read(&mut s.client, 2).await;
+        assert_eq!(got[0].0, b'E', "the client got {:?}", got[0]);
+        assert_eq!(frame::sqlstate(&got[0].1), Some("42501"));
+        assert_eq!(got[1], (b'Z', b"I".to_vec()));
+        // A ParseComplete not followed by a marked error passes as it is.
+        s.client
+            .write_all(&[message(b'P', b"\0SELECT 2\0\0\0"), message(b'S', b"")].concat())
+            .await
+            .unwrap();
+        read(&mut s.server, 2).await;
+        let mut answer = message(b'1', b"");
+        answer.extend_from_slice(&frame::ready_for_query(b'I'));
+        s.server.write_all(&answer).await.unwrap();
+        let got = read(&mut s.client, 2).await;
+        assert_eq!((got[0].0, got[1].0), (b'1', b'Z'));
+        assert!(matches!(close(s).await, Ok(SessionEnd::ClientClosed)));
+    }
+
     #[tokio::test]
     async fn pipelined_cycles_are_numbered_once_for_both_directions() {
         let mut s = session(None);
@@ -1166,5 +1427,227 @@ mod tests {
         assert!(rest.is_empty(), "nothing after the FATAL: {rest:?}");
         let ended = s.relay.await.expect("no panic");
         assert!(matches!(ended, Err(SessionError::Withheld(_))), "{ended:?}");
+    }
+
+    /// Hands out the server ends of `conns` in order and records what the relay does with them.
+    struct TestSource {
+        conns: Arc<Mutex<VecDeque<DuplexStream>>>,
+        seen: Seen,
+        idle_limit: Option<Duration>,
+    }
+
+    impl UpstreamSource for TestSource {
+        type Conn = (usize, BoxStream);
+        const POOLED: bool = true;
+
+        fn stream(conn: &mut Self::Conn) -> &mut BoxStream {
+            &mut conn.1
+        }
+
+        fn acquire(&mut self, _key: Option<Arc<UpstreamKey>>) -> Acquiring<Self::Conn> {
+            let next = self.conns.lock().unwrap().pop_front();
+            let number = self.seen.lock().unwrap().len();
+            Box::pin(async move {
+                let stream = next.ok_or(Withheld {
+                    code: "53300",
+                    message: "no connection left".into(),
+                })?;
+                Ok((number, Box::new(stream) as BoxStream))
+            })
+        }
+
+        fn attached(&mut self, _conn: &Self::Conn) {
+            self.seen.lock().unwrap().push("attached".into());
+        }
+
+        fn release(&mut self, _conn: Self::Conn, reusable: bool) {
+            self.seen
+                .lock()
+                .unwrap()
+                .push(format!("released reusable={reusable}"));
+        }
+
+        fn idle_in_transaction_timeout(&self) -> Option<Duration> {
+            self.idle_limit
+        }
+    }
+
+    /// A pooled session with two upstream connections to hand out: (client, first server end,
+    /// second server end, what the source saw, the relay).
+    fn pooled(idle_limit: Option<Duration>) -> Pooled {
+        let (client, client_side) = tokio::io::duplex(64 * 1024);
+        let (first_side, first) = tokio::io::duplex(64 * 1024);
+        let (second_side, second) = tokio::io::duplex(64 * 1024);
+        let (stop, shutdown) = watch::channel(false);
+        let seen = Seen::default();
+        let source = TestSource {
+            conns: Arc::new(Mutex::new(VecDeque::from([first_side, second_side]))),
+            seen: seen.clone(),
+            idle_limit,
+        };
+        let settings = RelaySettings {
+            max_frame: 1 << 20,
+            shutdown,
+            role: "test".into(),
+            errors: None,
+        };
+        let mut hook = TestHook {
+            seen: Seen::default(),
+            release: None,
+        };
+        let relay = tokio::spawn(async move {
+            relay_through(
+                Box::new(client_side),
+                source,
+                None,
+                b'I',
+                &mut hook,
+                settings,
+            )
+            .await
+        });
+        (client, first, second, seen, relay, stop)
+    }
+
+    /// What [`pooled`] returns.
+    type Pooled = (
+        DuplexStream,
+        DuplexStream,
+        DuplexStream,
+        Seen,
+        tokio::task::JoinHandle<Result<SessionEnd, SessionError>>,
+        watch::Sender<bool>,
+    );
+
+    #[tokio::test]
+    async fn a_pooled_session_holds_a_connection_from_its_first_message_to_ready_for_query_idle() {
+        let (mut client, mut first, mut second, seen, relay, _stop) = pooled(None);
+        let saw = || seen.lock().unwrap().clone();
+        // A transaction block: the connection stays while PostgreSQL says `T`.
+        client.write_all(&text(b'Q', "BEGIN")).await.unwrap();
+        assert_eq!(read(&mut first, 1).await[0].1, b"BEGIN\0");
+        let mut answer = text(b'C', "BEGIN");
+        answer.extend_from_slice(&frame::ready_for_query(b'T'));
+        first.write_all(&answer).await.unwrap();
+        read(&mut client, 2).await;
+        assert_eq!(saw(), ["attached"]);
+        // An extended-protocol batch without its Sync yet keeps it too.
+        let mut batch = message(b'P', b"\0SELECT 1\0\0\0");
+        batch.extend(message(b'B', b"\0\0\0\0\0\0\0\0"));
+        batch.extend(message(b'E', b"\0\0\0\0\0"));
+        batch.extend(message(b'H', b""));
+        client.write_all(&batch).await.unwrap();
+        read(&mut first, 4).await;
+        client.write_all(&text(b'Q', "COMMIT")).await.unwrap();
+        read(&mut first, 1).await;
+        let mut answer = message(b'1', b"");
+        answer.extend(message(b'2', b""));
+        answer.extend(text(b'C', "SELECT 1"));
+        answer.extend(text(b'C', "COMMIT"));
+        answer.extend_from_slice(&frame::ready_for_query(b'I'));
+        first.write_all(&answer).await.unwrap();
+        read(&mut client, 5).await;
+        assert_eq!(saw(), ["attached", "released reusable=true"]);
+        // The next transaction runs on the next connection the source gives.
+        client.write_all(&text(b'Q', "SELECT 2")).await.unwrap();
+        assert_eq!(read(&mut second, 1).await[0].1, b"SELECT 2\0");
+        let mut answer = text(b'C', "SELECT 1");
+        answer.extend_from_slice(&frame::ready_for_query(b'I'));
+        second.write_all(&answer).await.unwrap();
+        read(&mut client, 2).await;
+        // Terminate stays with the proxy; the session holds no connection when it ends.
+        client.write_all(&message(b'X', b"")).await.unwrap();
+        let ended = relay.await.expect("no panic");
+        assert!(matches!(ended, Ok(SessionEnd::ClientClosed)), "{ended:?}");
+        assert_eq!(
+            saw(),
+            [
+                "attached",
+                "released reusable=true",
+                "attached",
+                "released reusable=true"
+            ]
+        );
+        let mut rest = Vec::new();
+        drop(client);
+        let _ =
+            tokio::time::timeout(Duration::from_millis(100), second.read_to_end(&mut rest)).await;
+        assert!(
+            rest.is_empty(),
+            "forwarded to the pooled connection: {rest:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_client_gone_mid_transaction_gives_its_connection_back_as_unusable() {
+        let (mut client, mut first, _second, seen, relay, _stop) = pooled(None);
+        client.write_all(&text(b'Q', "BEGIN")).await.unwrap();
+        read(&mut first, 1).await;
+        let mut answer = text(b'C', "BEGIN");
+        answer.extend_from_slice(&frame::ready_for_query(b'T'));
+        first.write_all(&answer).await.unwrap();
+        read(&mut client, 2).await;
+        drop(client);
+        relay.await.expect("no panic").expect("a clean end");
+        assert_eq!(
+            seen.lock().unwrap().clone(),
+            ["attached", "released reusable=false"]
+        );
+    }
+
+    #[tokio::test]
+    async fn idle_in_a_transaction_too_long_ends_the_session_with_25p03() {
+        let (mut client, mut first, _second, seen, relay, _stop) =
+            pooled(Some(Duration::from_millis(200)));
+        client.write_all(&text(b'Q', "BEGIN")).await.unwrap();
+        read(&mut first, 1).await;
+        let mut answer = text(b'C', "BEGIN");
+        answer.extend_from_slice(&frame::ready_for_query(b'T'));
+        first.write_all(&answer).await.unwrap();
+        let got = read(&mut client, 3).await;
+        assert_eq!(got[2].0, b'E');
+        assert_eq!(frame::sqlstate(&got[2].1), Some("25P03"));
+        let ended = relay.await.expect("no panic");
+        assert!(
+            matches!(ended, Err(SessionError::IdleInTransaction(_))),
+            "{ended:?}"
+        );
+        assert_eq!(
+            seen.lock().unwrap().clone(),
+            ["attached", "released reusable=false"]
+        );
+    }
+
+    #[tokio::test]
+    async fn no_connection_in_time_ends_the_session_with_the_sources_fatal() {
+        let (mut client, client_side) = tokio::io::duplex(64 * 1024);
+        let (_stop, shutdown) = watch::channel(false);
+        let source = TestSource {
+            conns: Arc::default(),
+            seen: Seen::default(),
+            idle_limit: None,
+        };
+        let settings = RelaySettings {
+            max_frame: 1 << 20,
+            shutdown,
+            role: "test".into(),
+            errors: None,
+        };
+        let mut hook = TestHook {
+            seen: Seen::default(),
+            release: None,
+        };
+        let relay = tokio::spawn(async move {
+            let client: BoxStream = Box::new(client_side);
+            relay_through(client, source, None, b'I', &mut hook, settings).await
+        });
+        client.write_all(&text(b'Q', "SELECT 1")).await.unwrap();
+        let got = read(&mut client, 1).await;
+        assert_eq!(frame::sqlstate(&got[0].1), Some("53300"));
+        let ended = relay.await.expect("no panic");
+        assert!(
+            matches!(ended, Err(SessionError::NoUpstream(_))),
+            "{ended:?}"
+        );
     }
 }

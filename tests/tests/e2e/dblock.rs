@@ -484,6 +484,33 @@ async fn the_proxy_and_policy_check_refuse_a_role_whose_objects_are_incomplete()
     assert!(!check().status.success());
     apply_policy(&crm.pg, CRM_DB, &crm.applied, CRM_PSEUDONYM_KEY).expect("re-apply");
     assert!(check().status.success());
+
+    // A login that cannot use plpgsql could not get its refusals back (they run as a DO block): the
+    // check names the grant, and the proxy refuses the role rather than answer out of protocol.
+    crm.pg
+        .psql(
+            CRM_DB,
+            &["-c", "REVOKE USAGE ON LANGUAGE plpgsql FROM PUBLIC"],
+        )
+        .expect("revoke plpgsql");
+    let out = check();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("GRANT USAGE ON LANGUAGE plpgsql TO \"maschera_sales\""),
+        "{stderr}"
+    );
+    crm.proxy.signal(libc::SIGHUP);
+    crm.proxy.wait_for_log("policy reloaded", 3);
+    let err = count(crm.uri("sam")).await.expect_err("sam is refused");
+    assert_eq!(
+        err.as_db_error().expect("an ErrorResponse").code().code(),
+        "42501"
+    );
+    crm.pg
+        .psql(CRM_DB, &["-c", "GRANT USAGE ON LANGUAGE plpgsql TO PUBLIC"])
+        .expect("grant plpgsql");
+    assert!(check().status.success());
 }
 
 #[tokio::test]

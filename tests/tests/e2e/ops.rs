@@ -305,8 +305,9 @@ async fn a_refusal_is_logged_at_info_counted_by_role_and_sqlstate_and_postgres_l
         "PostgreSQL's log shows a syntax error:\n{server_log}"
     );
 
-    // Refused in the extended protocol: PostgreSQL fails it at Parse (a syntax error at the marker,
-    // nothing else fails there), and its log's STATEMENT line carries the refusal's SQLSTATE and message.
+    // Refused in the extended protocol: PostgreSQL runs the same raise through Parse/Bind/Execute
+    // and logs the refusal's SQLSTATE and message, never a syntax error; the client sees one error
+    // for its statement and the session goes on.
     let refused = sam
         .query(
             "SELECT condition FROM health_records WHERE id = $1",
@@ -316,12 +317,22 @@ async fn a_refusal_is_logged_at_info_counted_by_role_and_sqlstate_and_postgres_l
         .unwrap_err();
     let (code, message) = db_error(&refused);
     assert_eq!(code, "42501");
+    let prepared = sam.prepare("SELECT notes FROM health_records").await;
+    assert_eq!(db_error(&prepared.unwrap_err()).0, "42501");
+    let one: i32 = sam
+        .query_one("SELECT $1::int", &[&1i32])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(one, 1);
     let server_log = std::fs::read_to_string(crm.pg.dir().join("server.log")).unwrap();
     assert!(
-        server_log.contains(&format!(
-            "STATEMENT:  /* refused by the Maschera proxy: 42501 {message} */ maschera_refused_"
-        )),
+        server_log.contains(&format!("ERROR:  42501: {message}")),
         "PostgreSQL's log does not show the extended-protocol refusal:\n{server_log}"
+    );
+    assert!(
+        !server_log.contains("syntax error"),
+        "PostgreSQL's log shows a syntax error:\n{server_log}"
     );
 }
 
