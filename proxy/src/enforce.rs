@@ -42,6 +42,9 @@ pub struct SessionSetup {
     pub hook: Box<dyn SessionHook>,
     /// What a restricted role's errors may show (`None`: PostgreSQL's errors pass as they are).
     pub errors: Option<Arc<ErrorScrub>>,
+    /// For an application user: the upstream the session starts with; the relay then takes a
+    /// connection per end user (see `end_user::source`). `None`: the one connection of `login`.
+    pub key: Option<Arc<crate::upstream_source::UpstreamKey>>,
 }
 
 impl SessionSetup {
@@ -56,6 +59,7 @@ impl SessionSetup {
             params,
             hook: Box::new(PassThroughHook::new(rate)),
             errors: None,
+            key: None,
         }
     }
 }
@@ -134,6 +138,7 @@ pub fn session_setup_as(
             params: default_params,
             hook: Box::new(hook.with_schema_changes(schema)),
             errors: None,
+            key: None,
         });
     }
     let login = state.login(&user.role).ok_or_else(|| LoginRefusal {
@@ -168,6 +173,7 @@ pub fn session_setup_as(
         params,
         errors,
         hook: Box::new(hook),
+        key: None,
     })
 }
 

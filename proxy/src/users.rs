@@ -294,7 +294,8 @@ fn check_user(user: &User, application: Option<&Application>) -> Result<(), Inva
     if let Some(application) = application {
         application.check().map_err(InvalidUser)?;
     }
-    if !is_identifier(&user.role) && !(application.is_some() && user.role.is_empty()) {
+    let no_own_role = application.is_some() && user.role.is_empty();
+    if !(is_identifier(&user.role) || no_own_role) {
         return invalid(
             "the role must be a lower-case identifier (a-z, 0-9, _; not starting with a digit)",
         );

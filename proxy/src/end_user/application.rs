@@ -30,8 +30,8 @@ pub struct Application {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "RawBounds")]
 pub enum AttributeBounds {
-    /// `"users-file"`: from the end user's entry of the users file; a token asserting attributes
-    /// is refused.
+    /// `"users-file"`: from the end user's entry of the users file; a token asserting other
+    /// attributes is refused.
     #[default]
     UsersFile,
     /// From the token, each value one of those listed for its attribute (an attribute not listed
@@ -149,10 +149,13 @@ impl Application {
         }
         let from_file = || listed.map(|u| u.attributes.clone()).unwrap_or_default();
         let attributes = match &self.attributes {
-            AttributeBounds::UsersFile if !token.attributes.is_empty() => {
-                return Err(BoundsError::AttributesFromUsersFile);
+            AttributeBounds::UsersFile => {
+                let attributes = from_file();
+                if !token.attributes.is_empty() && token.attributes != attributes {
+                    return Err(BoundsError::AttributesFromUsersFile);
+                }
+                attributes
             }
-            AttributeBounds::UsersFile => from_file(),
             AttributeBounds::Values(_) if token.attributes.is_empty() => from_file(),
             AttributeBounds::Values(allowed) => {
                 let within = token.attributes.iter().all(|(key, value)| {

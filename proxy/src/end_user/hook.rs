@@ -24,12 +24,15 @@ use crate::admission::RateLimit;
 use crate::audit::AuditLog;
 use crate::audit::record::{EventKind, Outcome};
 use crate::audit_trail::SessionIdentity;
-use crate::enforce::{self, LoginRefusal};
+use crate::config::Config;
+use crate::enforce::{self, LoginRefusal, SessionSetup};
 use crate::frame;
 use crate::policy_state::PolicyHandle;
 use crate::session::{Decision, Hold, ServerEvent, ServerFrame, SessionHook};
 use crate::upstream::Login;
+use crate::upstream_source::UpstreamKey;
 use crate::users::{User, UserStore};
+use anyhow::Context;
 use policy::access::{RoleAccess, UnlistedTables};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
@@ -52,17 +55,76 @@ pub struct EndUsers {
     pub users: Arc<UserStore>,
 }
 
-/// The upstream login and startup parameters of one end user's statements.
-#[derive(Debug, Clone)]
-pub struct Upstream {
-    pub login: Login,
-    pub params: Vec<(String, String)>,
+impl EndUsers {
+    /// What `[end_users]` of `config` configures (`None` without the section).
+    pub fn load(config: &Config, users: &UserStore) -> anyhow::Result<Option<Arc<EndUsers>>> {
+        let Some(section) = &config.end_users else {
+            return Ok(None);
+        };
+        let verifier = TokenVerifier::new(section).context("[end_users]")?;
+        let window = std::time::Duration::from_secs(section.failure_window_seconds);
+        Ok(Some(Arc::new(EndUsers {
+            verifier,
+            failures: TokenFailures::new(section.max_failures, window),
+            users: Arc::new(users.clone()),
+        })))
+    }
+}
+
+/// How an application user's session is served (see `enforce::session_setup` for other users):
+/// `audit` is the access log (if any) and who the session is; `defaults` the proxy's own login
+/// and the client's forwarded parameters.
+pub fn application_setup(
+    end_users: Option<Arc<EndUsers>>,
+    handle: Arc<PolicyHandle>,
+    (log, who): (Option<Arc<AuditLog>>, SessionIdentity),
+    rate: Option<RateLimit>,
+    user: &User,
+    client_params: Vec<(String, String)>,
+    (default_login, default_params): (Login, Vec<(String, String)>),
+) -> Result<SessionSetup, LoginRefusal> {
+    let Some(end_users) = end_users else {
+        return Err(LoginRefusal {
+            code: "28000",
+            message: "this user is an application user, and the proxy's configuration has no [end_users] section to verify end users with".into(),
+        });
+    };
+    let Some(application) = end_users.users.application(&user.name).cloned() else {
+        return Err(LoginRefusal {
+            code: "28000",
+            message: "this application user is not in the users file the proxy loaded".into(),
+        });
+    };
+    let address = who
+        .client
+        .parse::<std::net::SocketAddr>()
+        .map(|a| a.ip())
+        .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    let maker = Maker {
+        login_role: application.roles.first().cloned().unwrap_or_default(),
+        handle,
+        database: who.database.clone(),
+        audit: log.map(|log| (log, who)),
+        client_params,
+        default_login,
+        default_params,
+        application: user.clone(),
+    };
+    let errors = Some(maker.errors());
+    let (hook, key) = ApplicationHook::new(end_users, application, address, maker, rate)?;
+    Ok(SessionSetup {
+        login: key.login.clone(),
+        params: key.params.clone(),
+        hook: Box::new(hook),
+        errors,
+        key: Some(key),
+    })
 }
 
 /// The hook and upstream of one end user (or of none).
 struct Served {
     hook: Box<dyn SessionHook>,
-    upstream: Upstream,
+    upstream: Arc<UpstreamKey>,
 }
 
 /// What makes the hook of an end user: everything `enforce::session_setup` needs.
@@ -72,6 +134,8 @@ pub struct Maker {
     pub client_params: Vec<(String, String)>,
     pub default_login: Login,
     pub default_params: Vec<(String, String)>,
+    /// The database the client asked for.
+    pub database: String,
     /// The application user (its role: the application's own, empty for none).
     pub application: User,
     /// With no role of its own: the role whose upstream login serves statements with no end user.
@@ -157,10 +221,11 @@ impl Maker {
         }?;
         Ok(Served {
             hook: setup.hook,
-            upstream: Upstream {
+            upstream: Arc::new(UpstreamKey {
                 login: setup.login,
+                database: self.database.clone(),
                 params: setup.params,
-            },
+            }),
         })
     }
 
@@ -209,6 +274,13 @@ pub struct ApplicationHook {
     quiet_warning: Option<u64>,
     /// The last cycle PostgreSQL answered (ReadyForQuery).
     answered: u64,
+    /// The last cycle that ran a statement or a switch (a cycle of Close and Sync only does not
+    /// count: drivers pipeline those).
+    last_run: u64,
+    /// Whose upstream serves the current transaction (`served` index): the end user in force at its
+    /// first message, or the application's own for a transaction that starts with a route (so the
+    /// `set_config` statement, prepared there, is always found). `None` between transactions.
+    transaction: Option<usize>,
     audit: Option<(Arc<AuditLog>, SessionIdentity)>,
 }
 
@@ -249,7 +321,7 @@ impl ApplicationHook {
         address: IpAddr,
         maker: Maker,
         rate: Option<RateLimit>,
-    ) -> Result<(ApplicationHook, Upstream), LoginRefusal> {
+    ) -> Result<(ApplicationHook, Arc<UpstreamKey>), LoginRefusal> {
         let first = maker.make(None)?;
         let upstream = first.upstream.clone();
         let audit = maker.audit.clone();
@@ -270,6 +342,8 @@ impl ApplicationHook {
                 switch_portals: HashSet::new(),
                 quiet_warning: None,
                 answered: 0,
+                last_run: 0,
+                transaction: None,
                 audit,
             },
             upstream,
@@ -277,7 +351,7 @@ impl ApplicationHook {
     }
 
     /// The upstream the current end user's statements go to.
-    pub fn upstream(&self) -> &Upstream {
+    pub fn upstream(&self) -> &Arc<UpstreamKey> {
         &self.served[self.current_index()].upstream
     }
 
@@ -397,7 +471,7 @@ impl ApplicationHook {
         own_transaction: bool,
         cycle: u64,
     ) -> Result<(), Decision> {
-        if cycle > self.answered + 1 {
+        if self.last_run > self.answered && self.last_run < cycle {
             return Err(refuse(
                 "0A000",
                 "the end user cannot be switched while earlier statements are still running (pipelined): wait for their results first",
@@ -409,6 +483,7 @@ impl ApplicationHook {
         self.state
             .switch(who.clone(), scope, own_transaction)
             .map_err(|refused| refuse(refused.code, refused.message))?;
+        self.last_run = cycle;
         let detail = match (&who, scope) {
             (None, _) => "end user reset",
             (Some(_), Scope::Local) => "end user set for the transaction",
@@ -480,6 +555,15 @@ impl ApplicationHook {
     /// A statement (not a route): served by the current end user's hook.
     fn serve(&mut self, tag: u8, frame: &[u8], cycle: u64) -> Decision {
         let index = self.current_index();
+        let transaction = *self.transaction.get_or_insert(index);
+        if *self.served[transaction].upstream != *self.served[index].upstream
+            && matches!(tag, b'Q' | b'P' | b'B' | b'E' | b'D' | b'F')
+        {
+            return refuse(
+                "0A000",
+                "the end user was switched inside this transaction or batch: its statements run from the next one on (send Sync, or COMMIT, first)",
+            );
+        }
         if let Some(end_user) = self.state.current()
             && end_user.expires <= now()
             && matches!(tag, b'Q' | b'P' | b'B' | b'E')
@@ -488,6 +572,9 @@ impl ApplicationHook {
                 "28000",
                 "the end-user token has expired: set the end user again with a new token",
             );
+        }
+        if matches!(tag, b'Q' | b'P' | b'B' | b'E') {
+            self.last_run = cycle;
         }
         if matches!(tag, b'Q' | b'E') {
             self.state.statement();
@@ -502,6 +589,81 @@ impl ApplicationHook {
             return no_end_user(decision);
         }
         decision
+    }
+
+    /// The decision about a message that is (part of) a route; `None` for any other message.
+    fn route_message(&mut self, tag: u8, body: &[u8], cycle: u64) -> Option<Decision> {
+        match tag {
+            b'Q' => {
+                let text = frame::cstr(body).map(|(text, _)| text).unwrap_or_default();
+                if route::mentions(text)
+                    && let Some(route) = std::str::from_utf8(text).ok().and_then(route::query_route)
+                {
+                    return Some(self.switch_query(route, cycle));
+                }
+            }
+            b'P' => {
+                let name = route::parse_name(body).unwrap_or_default().to_vec();
+                let text = route::parse_text(body).unwrap_or_default();
+                let local = if route::mentions(text) {
+                    std::str::from_utf8(text)
+                        .ok()
+                        .and_then(route::set_config_route)
+                } else {
+                    None
+                };
+                if let Some(local) = local {
+                    self.set_config.insert(name, local);
+                    return Some(match route::substitute_parse(body, local) {
+                        Some(parse) => Decision::Replace(parse),
+                        None => refuse("08P01", "malformed Parse message"),
+                    });
+                }
+                self.set_config.remove(&name);
+            }
+            b'B' => {
+                let names = frame::cstr(body).and_then(|(portal, rest)| {
+                    frame::cstr(rest).map(|(statement, _)| (portal, statement))
+                });
+                if let Some((portal, statement)) = names {
+                    if let Some(&local) = self.set_config.get(statement) {
+                        return Some(self.switch_bind(body, local, cycle));
+                    }
+                    self.switch_portals.remove(portal);
+                }
+            }
+            b'E' => {
+                let portal = frame::cstr(body).map(|(p, _)| p).unwrap_or_default();
+                if self.switch_portals.contains(portal) {
+                    self.answers.push_back((cycle, Answerer::Switch, false));
+                    return Some(Decision::Forward);
+                }
+            }
+            b'D' => {
+                let (kind, name) = body.split_first().unwrap_or((&0, &[]));
+                let name = frame::cstr(name).map(|(n, _)| n).unwrap_or_default();
+                let ours = match kind {
+                    b'S' => self.set_config.contains_key(name),
+                    _ => self.switch_portals.contains(name),
+                };
+                if ours {
+                    return Some(Decision::Forward);
+                }
+            }
+            b'C' => {
+                let (kind, name) = body.split_first().unwrap_or((&0, &[]));
+                let name = frame::cstr(name).map(|(n, _)| n).unwrap_or_default();
+                let ours = match kind {
+                    b'S' => self.set_config.remove(name).is_some(),
+                    _ => self.switch_portals.remove(name),
+                };
+                if ours {
+                    return Some(Decision::Forward);
+                }
+            }
+            _ => {}
+        }
+        None
     }
 
     /// Who answers the next CommandComplete or ErrorResponse of `cycle`.
@@ -533,77 +695,18 @@ impl SessionHook for ApplicationHook {
             return refused;
         }
         let body = frame::body(frame);
-        match tag {
-            b'Q' => {
-                let text = frame::cstr(body).map(|(text, _)| text).unwrap_or_default();
-                if route::mentions(text)
-                    && let Some(route) = std::str::from_utf8(text).ok().and_then(route::query_route)
-                {
-                    return self.switch_query(route, cycle);
+        let starts = self.transaction.is_none();
+        match self.route_message(tag, body, cycle) {
+            Some(decision) => {
+                // A Close goes wherever the transaction goes: closing a statement a connection does
+                // not have is no error.
+                if starts && tag != b'C' {
+                    self.transaction = Some(0);
                 }
+                decision
             }
-            b'P' => {
-                let name = route::parse_name(body).unwrap_or_default().to_vec();
-                let text = route::parse_text(body).unwrap_or_default();
-                let local = if route::mentions(text) {
-                    std::str::from_utf8(text)
-                        .ok()
-                        .and_then(route::set_config_route)
-                } else {
-                    None
-                };
-                if let Some(local) = local {
-                    self.set_config.insert(name, local);
-                    return match route::substitute_parse(body, local) {
-                        Some(parse) => Decision::Replace(parse),
-                        None => refuse("08P01", "malformed Parse message"),
-                    };
-                }
-                self.set_config.remove(&name);
-            }
-            b'B' => {
-                let names = frame::cstr(body).and_then(|(portal, rest)| {
-                    frame::cstr(rest).map(|(statement, _)| (portal, statement))
-                });
-                if let Some((portal, statement)) = names {
-                    if let Some(&local) = self.set_config.get(statement) {
-                        return self.switch_bind(body, local, cycle);
-                    }
-                    self.switch_portals.remove(portal);
-                }
-            }
-            b'E' => {
-                let portal = frame::cstr(body).map(|(p, _)| p).unwrap_or_default();
-                if self.switch_portals.contains(portal) {
-                    self.answers.push_back((cycle, Answerer::Switch, false));
-                    return Decision::Forward;
-                }
-            }
-            b'D' => {
-                let (kind, name) = body.split_first().unwrap_or((&0, &[]));
-                let name = frame::cstr(name).map(|(n, _)| n).unwrap_or_default();
-                let ours = match kind {
-                    b'S' => self.set_config.contains_key(name),
-                    _ => self.switch_portals.contains(name),
-                };
-                if ours {
-                    return Decision::Forward;
-                }
-            }
-            b'C' => {
-                let (kind, name) = body.split_first().unwrap_or((&0, &[]));
-                let name = frame::cstr(name).map(|(n, _)| n).unwrap_or_default();
-                let ours = match kind {
-                    b'S' => self.set_config.remove(name).is_some(),
-                    _ => self.switch_portals.remove(name),
-                };
-                if ours {
-                    return Decision::Forward;
-                }
-            }
-            _ => {}
+            None => self.serve(tag, frame, cycle),
         }
-        self.serve(tag, frame, cycle)
     }
 
     fn server_frame(&mut self, tag: u8, body: &[u8], cycle: u64) -> ServerFrame {
@@ -669,8 +772,14 @@ impl SessionHook for ApplicationHook {
     }
 
     fn at_transaction_boundary(&mut self) {
+        self.transaction = None;
         for served in &mut self.served {
             served.hook.at_transaction_boundary();
         }
+    }
+
+    fn upstream_key(&mut self) -> Option<Arc<UpstreamKey>> {
+        let index = self.transaction.unwrap_or_else(|| self.current_index());
+        Some(self.served[index].upstream.clone())
     }
 }

@@ -10,6 +10,8 @@
 //! - `route`: recognising the statements that set the end user;
 //! - `state`: which end user is in force, with PostgreSQL's transaction semantics;
 //! - `failures`: bad tokens counted per application and client address;
+//! - `hook`: the application user's session hook;
+//! - `source`: its upstream connections, one per end-user upstream it used;
 //! - `cmd`: the `maschera end-user` command.
 //!
 //! Not for: the users file (see `users`) or serving a role (see `enforce`).
@@ -21,5 +23,6 @@ pub mod failures;
 pub mod hook;
 pub mod route;
 pub mod sign;
+pub mod source;
 pub mod state;
 pub mod token;

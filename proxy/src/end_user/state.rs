@@ -86,7 +86,7 @@ impl EndUserState {
         {
             return Err(SwitchRefused {
                 code: "25001",
-                message: "statements of this transaction already ran as another end user: switch the end user after COMMIT or ROLLBACK",
+                message: "statements of this transaction (BEGIN included) already ran as another end user: set the end user before BEGIN, or after COMMIT or ROLLBACK",
             });
         }
         match scope {
