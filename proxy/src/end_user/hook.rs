@@ -267,6 +267,9 @@ pub struct ApplicationHook {
     taking_part: VecDeque<(u64, usize)>,
     /// Prepared statements that are the `set_config` route, by name: whether local.
     set_config: HashMap<Vec<u8>, bool>,
+    /// Which end user (`served` index) prepared each named statement (and the unnamed one): a
+    /// statement is executed only by the end user it was prepared (rewritten) for.
+    prepared_by: HashMap<Vec<u8>, usize>,
     /// Portals bound to a `set_config` statement.
     switch_portals: HashSet<Vec<u8>>,
     /// Cycles whose session-level switch ran as `SET LOCAL` upstream: PostgreSQL's warning about it
@@ -339,6 +342,7 @@ impl ApplicationHook {
                 answers: VecDeque::new(),
                 taking_part: VecDeque::new(),
                 set_config: HashMap::new(),
+                prepared_by: HashMap::new(),
                 switch_portals: HashSet::new(),
                 quiet_warning: None,
                 answered: 0,
@@ -573,11 +577,14 @@ impl ApplicationHook {
                 "the end-user token has expired: set the end user again with a new token",
             );
         }
+        if let Some(refused) = self.prepared_elsewhere(tag, frame::body(frame), index) {
+            return refused;
+        }
         if matches!(tag, b'Q' | b'P' | b'B' | b'E') {
             self.last_run = cycle;
+            self.state.statement();
         }
         if matches!(tag, b'Q' | b'E') {
-            self.state.statement();
             self.answers
                 .push_back((cycle, Answerer::Served(index), tag == b'Q'));
         }
@@ -660,6 +667,37 @@ impl ApplicationHook {
                 if ours {
                     return Some(Decision::Forward);
                 }
+            }
+            _ => {}
+        }
+        None
+    }
+
+    /// Keeps `prepared_by` and refuses a Bind of a statement prepared for another end user (it was
+    /// rewritten for that one's role and attributes, on that one's connection).
+    fn prepared_elsewhere(&mut self, tag: u8, body: &[u8], index: usize) -> Option<Decision> {
+        match tag {
+            b'P' => {
+                let name = route::parse_name(body)?;
+                self.prepared_by.insert(name.to_vec(), index);
+            }
+            b'B' => {
+                let (_, rest) = frame::cstr(body)?;
+                let (statement, _) = frame::cstr(rest)?;
+                let by = *self.prepared_by.get(statement)?;
+                if by != index {
+                    let name = String::from_utf8_lossy(statement);
+                    return Some(refuse(
+                        "26000",
+                        format!(
+                            "prepared statement \"{name}\" was prepared for another end user (or for none): prepare it again for this one"
+                        ),
+                    ));
+                }
+            }
+            b'C' if body.first() == Some(&b'S') => {
+                let (name, _) = frame::cstr(&body[1..])?;
+                self.prepared_by.remove(name);
             }
             _ => {}
         }

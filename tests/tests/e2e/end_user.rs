@@ -196,3 +196,81 @@ async fn one_application_login_serves_each_end_user_as_their_role() {
         assert!(!records.contains(signature), "a token in the access log");
     }
 }
+
+/// psycopg (extended protocol, server-side binding) alternating sam and tom on one connection of
+/// `crm`, by `set_config` with a bound parameter and by `SET`: each sees exactly its own cells;
+/// a statement prepared for one end user is refused for the other (26000), and the connection goes
+/// on. psql sets the end user with `SET` in simple protocol.
+#[tokio::test(flavor = "multi_thread")]
+async fn psycopg_and_psql_alternate_end_users_on_one_connection() {
+    let demo = Demo::start();
+    let config = demo.facts.config.clone();
+    let (sam, tom) = (token(&config, "sam"), token(&config, "tom"));
+    let script = r#"
+import sys, psycopg
+uri, sam, tom = sys.argv[1:4]
+with psycopg.connect(uri, autocommit=True, prepare_threshold=None) as conn:
+    for round in range(3):
+        conn.execute("SELECT set_config('maschera.end_user', %s, false)", [sam])
+        regions = sorted({r[0] for r in conn.execute("SELECT region FROM contacts")})
+        print("sam", round, ",".join(regions))
+        conn.execute("SELECT set_config('maschera.end_user', %s, false)", [tom])
+        emails = [r[0] for r in conn.execute("SELECT email FROM contacts ORDER BY id LIMIT 5")]
+        print("tom", round, all("***@" in e for e in emails), len(emails))
+    conn.execute("RESET maschera.end_user")
+    try:
+        conn.execute("SELECT email FROM contacts LIMIT 1")
+        print("none", "served")
+    except psycopg.Error as e:
+        print("none", e.sqlstate)
+with psycopg.connect(uri, autocommit=True, prepare_threshold=0) as conn:
+    conn.execute("SELECT set_config('maschera.end_user', %s, false)", [sam])
+    print("prepared sam", conn.execute("SELECT count(*) FROM contacts WHERE region = %s", ["south"]).fetchone()[0])
+    conn.execute("SELECT set_config('maschera.end_user', %s, false)", [tom])
+    try:
+        conn.execute("SELECT count(*) FROM contacts WHERE region = %s", ["south"]).fetchone()
+        print("prepared tom served")
+    except psycopg.Error as e:
+        print("prepared tom", e.sqlstate)
+    print("after", conn.execute("SELECT 1").fetchone()[0])
+"#;
+    let uri = &demo.user("crm").uri;
+    let out = maschera_tests::clients::python(script, &[uri, &sam, &tom]);
+    let lines: Vec<&str> = out.lines().collect();
+    let mut expected = Vec::new();
+    for round in 0..3 {
+        expected.push(format!("sam {round} north"));
+        expected.push(format!("tom {round} True 5"));
+    }
+    expected.extend(
+        [
+            "none 42501",
+            "prepared sam 0",
+            "prepared tom 26000",
+            "after 1",
+        ]
+        .map(String::from),
+    );
+    assert_eq!(lines, expected, "{out}");
+
+    // psql: simple protocol, the token in a SET; a bad one refused and the next statement served.
+    let psql = maschera_tests::psql(
+        uri,
+        &[
+            "-A",
+            "-t",
+            "-c",
+            &format!("SET maschera.end_user = '{sam}'"),
+            "-c",
+            "SELECT DISTINCT region FROM contacts",
+            "-c",
+            &format!("SET maschera.end_user = '{}'", tampered(&tom)),
+            "-c",
+            "SELECT count(DISTINCT region) FROM contacts",
+        ],
+    );
+    assert!(psql.stdout.lines().any(|l| l == "north"), "{psql:?}");
+    assert!(psql.stderr.contains("signature"), "{psql:?}");
+    assert!(!psql.stderr.contains(&tom[tom.len() - 20..]), "{psql:?}");
+    assert!(psql.stdout.lines().any(|l| l == "1"), "still sam: {psql:?}");
+}
