@@ -46,6 +46,8 @@ pub struct SessionIdentity {
     pub role: String,
     pub database: String,
     pub application_name: Option<String>,
+    /// For an application user acting for an end user: the end user and the token's id.
+    pub end_user: Option<(String, String)>,
 }
 
 impl SessionIdentity {
@@ -58,6 +60,10 @@ impl SessionIdentity {
         event.role = (!self.role.is_empty()).then(|| self.role.clone());
         event.database = Some(self.database.clone());
         event.application_name = self.application_name.clone();
+        if let Some((end_user, token)) = &self.end_user {
+            event.end_user = Some(end_user.clone());
+            event.end_user_token = Some(token.clone());
+        }
         event
     }
 }
@@ -727,6 +733,7 @@ mod tests {
                 role: "sales".into(),
                 database: "crm".into(),
                 application_name,
+                end_user: None,
             };
             let trail = Trail::new(log.clone(), who.clone());
             let mut observer = AuditObserver::new(trail.clone());

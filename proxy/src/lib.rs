@@ -22,6 +22,7 @@ pub mod discover;
 pub mod dump;
 pub mod dump_cmd;
 pub mod embedded_pg;
+pub mod end_user;
 pub mod enforce;
 pub mod error_scrub;
 pub mod frame;
