@@ -11,6 +11,8 @@ Why not `set_config(..., true)` inside the transaction: Maschera serves a transa
 user it began with, and the driver's `BEGIN` is its first statement, so the end user is set just
 before it, at session level (`set_config('maschera.end_user', %s, false)` with the token bound, or
 `SET` for psycopg2, which binds on the client), in autocommit; the driver's `BEGIN` follows.
+Maschera refuses (26000) a statement prepared for one end user when it is executed for another, so
+psycopg 3's automatic prepared statements are turned off on the connections it sets end users on.
 
 Not for: Core connections outside a Session (call `EndUsers.apply(connection)` before their first
 statement), async engines, or verifying anything (the proxy does).
@@ -94,6 +96,8 @@ class EndUsers:
 
 def _run_in_autocommit(dbapi_connection, driver: str, token: Optional[str]) -> None:
     """Sets (or with `token` None resets) the end user at session level, outside a transaction."""
+    if getattr(dbapi_connection, "prepare_threshold", None) is not None:
+        dbapi_connection.prepare_threshold = None  # psycopg 3: nothing prepared for one end user only
     if token is None:
         statement, params = RESET_STATEMENT, None
     elif driver == "psycopg2":

@@ -105,3 +105,15 @@ def test_setting_it_inside_a_transaction_is_refused(setup):
         conn.scalar(sa.text("SELECT 1"))
         with pytest.raises(RuntimeError, match="before the transaction's first statement"):
             end_users.apply(conn)
+
+
+def test_psycopg_prepares_nothing_on_a_connection_serving_end_users(setup):
+    """Maschera refuses a statement prepared for one end user executed for another (26000)."""
+    end_users, Session, _ = setup
+    with Session() as session, end_users.acting_for("sam"):
+        session.scalar(SETTING)
+        dbapi = session.connection().connection.dbapi_connection
+        assert dbapi.prepare_threshold is None
+        for _ in range(8):
+            session.scalar(sa.text("SELECT count(*) FROM pg_class WHERE relname = :n"), {"n": "x"})
+        assert session.scalar(sa.text("SELECT count(*) FROM pg_prepared_statements")) == 0
