@@ -11,21 +11,14 @@ Prints one outcome line per operation (see ../outcome.py)."""
 import json
 import os
 import sys
-from urllib.parse import unquote, urlparse
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.join(os.path.dirname(HERE), "django"), os.path.dirname(HERE)]
 
 COMMAND, URI = sys.argv[1], sys.argv[2]
-_u = urlparse(URI)
-os.environ.update(
-    DJANGO_SETTINGS_MODULE="django_site",
-    MASCHERA_DB_HOST=_u.hostname,
-    MASCHERA_DB_PORT=str(_u.port),
-    MASCHERA_DB_USER=unquote(_u.username),
-    MASCHERA_DB_PASSWORD=unquote(_u.password or ""),
-    MASCHERA_DB_NAME=_u.path.lstrip("/"),
-)
+from django_env import use_database  # noqa: E402
+
+use_database(URI, "django_site")
 
 import django  # noqa: E402
 

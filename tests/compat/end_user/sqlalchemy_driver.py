@@ -2,8 +2,9 @@
 with maschera_sqlalchemy.EndUsers (ES256). Usage: python sqlalchemy_driver.py URI SAM TOM KEY KID:
 URI the application login (through Maschera), SAM and TOM the users' own logins (to compare), KEY
 the PEM private key, KID its name. One pooled connection serves every session, alternating end
-users, each query repeated past psycopg's prepare threshold (server-side prepared statements made
-under one end user, executed under the other). Prints one outcome line per operation."""
+users, each query repeated past psycopg's prepare threshold (the integration turns psycopg's automatic
+preparing off on connections serving end users: Maschera refuses a statement prepared for one end
+user when executed for another). Prints one outcome line per operation."""
 
 import os
 import sys
@@ -83,7 +84,9 @@ backends = set()
 def alternate():
     for _ in range(7):  # past psycopg's prepare_threshold (5)
         for name in ("sam", "tom"):
-            with end_users.acting_for(name), Session() as session:
+            # Session.begin(): committed at the end (the pool then skips its reset ROLLBACK, which
+            # would make psycopg forget what it prepared).
+            with end_users.acting_for(name), Session.begin() as session:
                 rows = as_text(session.execute(ROWS).all())
                 regions = session.scalars(REGIONS).all()
                 backends.add(id(session.connection().connection.dbapi_connection))

@@ -1,9 +1,9 @@
 //! The end-user integrations a CRM team drops in (`integrations/`: maschera-token, maschera-django,
 //! maschera-sqlalchemy, installed with pip from their folders by `integrations/install` into
 //! `target/integrations-venv`): their own pytest suites against a real PostgreSQL, and the reference
-//! CRM's Django models and SQLAlchemy sessions served through ONE application login to sam (sales,
-//! north) and tom (support), alternating on one connection. The drivers are in
-//! `tests/compat/end_user/`.
+//! CRM's Django models, SQLAlchemy sessions and node-postgres calls (maschera-pg) served through ONE
+//! application login to sam (sales, north) and tom (support), alternating on one connection. The
+//! drivers are in `tests/compat/end_user/`.
 //! Not for: the proxy's verification of tokens or its routes as such (the end_user tests).
 
 use crate::compat::{Pass, Refused, check, run_client};
@@ -182,10 +182,11 @@ fn driver(script: &str) -> Command {
 /// login flow over the application's own role; sam's and tom's requests alternating on one
 /// persistent Django connection, each seeing exactly what their own login sees (sam: north only,
 /// clear e-mails; tom: every region, masked e-mails), their writes checked; the same with
-/// SQLAlchemy sessions on one pooled connection, past psycopg's prepare threshold; the access log
-/// names the application and both end users.
+/// SQLAlchemy sessions on one pooled connection, and with node-postgres calls on one pooled client
+/// (a named statement in each call, prepared again for each end user); what was written is stored
+/// as written; the access log names the application and both end users, and holds no token.
 #[test]
-fn django_and_sqlalchemy_serve_two_end_users_through_one_application_login() {
+fn django_sqlalchemy_and_node_serve_two_end_users_through_one_application_login() {
     let pg = PgServer::start().expect("PostgreSQL");
     maschera_tests::block_on(load_crm(&pg, CRM_DB, CONTACTS, 1)).expect("CRM");
     let dir = pg.dir().to_path_buf();
