@@ -19,6 +19,10 @@ persistent connection (CONN_MAX_AGE > 0) never carries one user's identity into 
 connection Django opens again during the request gets the identity from the `connection_created`
 signal. Inside a transaction that rolls back, the proxy undoes a session `SET` as PostgreSQL does.
 
+A token the proxy refuses (SQLSTATE 28000 or 42501: a wrong key, an expired token, a role outside
+the application's bounds) fails the request with that DatabaseError before the view runs: it never
+runs as the application's own role instead. The connection goes on serving the next request.
+
 Settings::
 
     MASCHERA_END_USER = {

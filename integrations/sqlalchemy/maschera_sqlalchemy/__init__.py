@@ -13,6 +13,8 @@ before it, at session level (`set_config('maschera.end_user', %s, false)` with t
 `SET` for psycopg2, which binds on the client), in autocommit; the driver's `BEGIN` follows.
 Maschera refuses (26000) a statement prepared for one end user when it is executed for another, so
 psycopg 3's automatic prepared statements are turned off on the connections it sets end users on.
+A token the proxy refuses (28000 or 42501) raises the driver's error at the transaction's first
+statement; nothing of that transaction runs.
 
 Not for: Core connections outside a Session (call `EndUsers.apply(connection)` before their first
 statement), async engines, or verifying anything (the proxy does).

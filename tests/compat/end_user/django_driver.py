@@ -115,6 +115,23 @@ def serve(sam_uri, tom_uri):
     run("tom_open_ticket", lambda: f"subject={get(clients['tom'], '/open-ticket/', connections)}", errors)
     run("tom_update_contact", lambda: get(clients["tom"], "/update-contact/", connections), errors)
     run("anonymous_after", lambda: get(anonymous, "/contacts/", connections), errors)
+
+    # Bad tokens: the request fails (it never runs as the application's own role), the connection
+    # goes on serving the next request.
+    def with_settings(name, **changes):
+        from django.conf import settings
+        from django.test import override_settings
+
+        with override_settings(MASCHERA_END_USER={**settings.MASCHERA_END_USER, **changes}):
+            client = Client()
+            client.force_login(User.objects.get(username=name))
+            return get(client, "/contacts/", connections)
+
+    from django.contrib.auth.models import User
+
+    run("unknown_key", lambda: with_settings("sam", KID="crm-unknown"), errors)
+    run("role_not_allowed", lambda: with_settings("tom", CLAIMS="django_urls.as_dpo"), errors)
+    run("after_bad_tokens", lambda: f"regions={get(clients['sam'], '/contacts/', connections)['regions']}", errors)
     run("one_connection", lambda: f"connections={len(connections)}")
 
 

@@ -74,6 +74,11 @@ def health_records(request):
     return HealthRecord.objects.count()
 
 
+def as_dpo(user):
+    """A CLAIMS hook asserting a role the application may not act as."""
+    return {"role": "dpo"}
+
+
 urlpatterns = [
     path("login/", auth_views.LoginView.as_view()),
     path("contacts/", answer(contacts)),

@@ -4,6 +4,7 @@
 // Usage: node node_driver.js URI SAM TOM KEY KID (the application login, sam's and tom's own logins
 // to compare, the PEM private key and its kid). Prints one outcome line per operation, as client.js.
 'use strict';
+const crypto = require('node:crypto');
 const fs = require('node:fs');
 const path = require('node:path');
 const { Client, Pool } = require(path.join(__dirname, '..', 'node', 'node_modules', 'pg'));
@@ -92,6 +93,10 @@ async function main() {
     "INSERT INTO contacts (id, first_name, last_name, email, phone, region, city) VALUES (720001, 'Eve', 'South', 'eve3@example.it', '+39 000 720001', 'south', 'Lecce')")));
   await run('tom_update_contact', () => as('tom', (client) => client.query("UPDATE contacts SET city = 'Roma' WHERE id = 1")));
   await run('no_end_user_after', noEndUser);
+  // A token signed with another key under the same kid: refused, the client goes on.
+  const forger = new EndUserSigner({ key: crypto.generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ type: 'pkcs8', format: 'pem' }), kid, algorithm: 'RS256', issuer: 'crm' });
+  await run('wrong_signature', () => withEndUser(pool, forger.token('sam'), (client) => client.query('SELECT 1')));
+  await run('after_bad_token', () => as('tom', async (client) => `n=${(await client.query(ROWS)).rowCount}`));
   await run('one_connection', () => `connections=${clients.size}`);
   await pool.end();
   console.log('done');

@@ -8,6 +8,7 @@ user when executed for another). Prints one outcome line per operation."""
 
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -55,8 +56,17 @@ def url(uri):
 engine = sa.create_engine(url(URI), pool_size=1, max_overflow=0)
 Session = orm.sessionmaker(engine)
 with open(KEY, encoding="utf-8") as file:
-    end_users = EndUsers(EndUserSigner(file.read(), kid=KID, algorithm="ES256", issuer="crm"))
+    PEM = file.read()
+end_users = EndUsers(EndUserSigner(PEM, kid=KID, algorithm="ES256", issuer="crm"))
 end_users.install(Session)
+# Tokens the proxy refuses, on sessions of their own over the same pool: expired (signed two hours
+# ago), and of another issuer.
+expired = EndUsers(EndUserSigner(PEM, kid=KID, algorithm="ES256", issuer="crm", clock=lambda: time.time() - 7200))
+other_issuer = EndUsers(EndUserSigner(PEM, kid=KID, algorithm="ES256", issuer="erp"))
+SESSIONS = {id(end_users): Session}
+for bad in (expired, other_issuer):
+    SESSIONS[id(bad)] = orm.sessionmaker(engine)
+    bad.install(SESSIONS[id(bad)])
 
 ROWS = sa.select(Contact.id, Contact.first_name, Contact.last_name, Contact.email, Contact.phone,
                  Contact.city, Contact.region).order_by(Contact.id).limit(20)
@@ -129,6 +139,11 @@ def tom_update_contact():
         session.commit()
 
 
+def contacts_as(users, name, **claims):
+    with users.acting_for(name, **claims), SESSIONS[id(users)]() as session:
+        return f"regions={session.scalars(REGIONS).all()}"
+
+
 if __name__ == "__main__":
     run("no_end_user", no_end_user, DB_ERRORS)
     expected = {"sam": direct_rows(SAM), "tom": direct_rows(TOM)}
@@ -140,5 +155,10 @@ if __name__ == "__main__":
     run("tom_open_ticket", tom_open_ticket, DB_ERRORS)
     run("tom_update_contact", tom_update_contact, DB_ERRORS)
     run("no_end_user_after", no_end_user, DB_ERRORS)
+    run("expired_token", lambda: contacts_as(expired, "sam"), DB_ERRORS)
+    run("other_issuer", lambda: contacts_as(other_issuer, "sam"), DB_ERRORS)
+    run("role_not_allowed", lambda: contacts_as(end_users, "sam", role="dpo"), DB_ERRORS)
+    run("attribute_not_allowed", lambda: contacts_as(end_users, "sam", attributes={"region": "south"}), DB_ERRORS)
+    run("after_bad_tokens", lambda: contacts_as(end_users, "tom"), DB_ERRORS)
     run("one_connection", lambda: f"connections={len(backends)}")
     print("done")

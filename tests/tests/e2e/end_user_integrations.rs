@@ -13,6 +13,7 @@ use maschera_tests::crm_proxy::{
     CRM_DB, CRM_PSEUDONYM_KEY, apply_edited_policy, crm_password, write_crm_users,
 };
 use maschera_tests::{PgServer, Proxy, access_log_records, access_log_section};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -172,6 +173,13 @@ fn end_users_section(dir: &Path) -> String {
     )
 }
 
+/// No outcome (what the application saw, refusals included) shows a token (a JWT starts `eyJ`).
+fn no_token_in(outcomes: &BTreeMap<String, (String, String)>) {
+    for (op, (_, detail)) in outcomes {
+        assert!(!detail.contains("eyJ"), "{op} shows a token: {detail}");
+    }
+}
+
 fn driver(script: &str) -> Command {
     let mut command = Command::new(venv().join("bin/python"));
     command.arg(repo().join("tests/compat/end_user").join(script));
@@ -245,9 +253,14 @@ fn django_sqlalchemy_and_node_serve_two_end_users_through_one_application_login(
             ("tom_open_ticket", Pass("subject=call me on [phone]")),
             ("tom_update_contact", Refused("42501")),
             ("anonymous_after", Refused("42501")),
+            ("unknown_key", Refused("28000")),
+            ("role_not_allowed", Refused("42501")),
+            ("after_bad_tokens", Pass("regions=['north']")),
             ("one_connection", Pass("connections=1")),
         ],
     );
+
+    no_token_in(&outcomes);
 
     let mut sqlalchemy = driver("sqlalchemy_driver.py");
     sqlalchemy
@@ -274,9 +287,18 @@ fn django_sqlalchemy_and_node_serve_two_end_users_through_one_application_login(
             ("tom_open_ticket", Pass("subject=write to [email]")),
             ("tom_update_contact", Refused("42501")),
             ("no_end_user_after", Refused("42501")),
+            ("expired_token", Refused("28000")),
+            ("other_issuer", Refused("28000")),
+            ("role_not_allowed", Refused("42501")),
+            ("attribute_not_allowed", Refused("42501")),
+            (
+                "after_bad_tokens",
+                Pass("regions=['centre', 'north', 'south']"),
+            ),
             ("one_connection", Pass("connections=1")),
         ],
     );
+    no_token_in(&outcomes);
 
     let node_dir = repo().join("tests/compat/node");
     assert!(
@@ -308,9 +330,12 @@ fn django_sqlalchemy_and_node_serve_two_end_users_through_one_application_login(
             ("sam_insert_other_region", Refused("42501")),
             ("tom_update_contact", Refused("42501")),
             ("no_end_user_after", Refused("42501")),
+            ("wrong_signature", Refused("28000")),
+            ("after_bad_token", Pass("n=20")),
             ("one_connection", Pass("connections=1")),
         ],
     );
+    no_token_in(&outcomes);
 
     // What was written is stored as written; nothing was written outside sam's region.
     let stored = pg
