@@ -32,8 +32,8 @@ use crate::policy_state::PolicyState;
 use crate::session::{Hold, ServerEvent, Withheld};
 use crate::users::User;
 use policy::access::RoleAccess;
+use policy::inspect::ParsedOnce;
 use policy::rewrite::{Refusal, RewrittenStatement, SqlState};
-use sqlparser::ast::Statement;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
@@ -314,9 +314,10 @@ impl TrailWriter {
         &self,
         known: &Known,
         inspector: &Inspector,
-        sql: &str,
+        parsed: &ParsedOnce,
         cycle: u64,
     ) -> Result<Recorded, Refusal> {
+        let sql = parsed.text();
         let mut recorded = Recorded::default();
         if !inspector.may_touch(sql.as_bytes()) {
             // The fast path: one statement or several, none is logged.
@@ -324,7 +325,7 @@ impl TrailWriter {
             return Ok(recorded);
         }
         within_limits(known, sql)?;
-        let described = described(known, &mut recorded, sql, || inspector.statements(sql));
+        let described = described(known, &mut recorded, sql, || inspector.statements(parsed));
         self.query_sent(&mut recorded, described.to_vec(), cycle)?;
         Ok(recorded)
     }
@@ -336,13 +337,14 @@ impl TrailWriter {
         known: &Known,
         inspector: &Inspector,
         name: &[u8],
-        sql: &str,
+        parsed: &ParsedOnce,
     ) -> Result<Recorded, Refusal> {
+        let sql = parsed.text();
         let mut recorded = Recorded::default();
         let sent = match inspector.may_touch(sql.as_bytes()) {
             true => {
                 within_limits(known, sql)?;
-                described(known, &mut recorded, sql, || inspector.statements(sql))
+                described(known, &mut recorded, sql, || inspector.statements(parsed))
                     .first()
                     .cloned()
                     .flatten()
@@ -607,14 +609,15 @@ fn sent(statement: &RewrittenStatement) -> Option<Arc<What>> {
     ))
 }
 
-/// Finds the policy tables an unrestricted role's statements name, for its [`Trail`]. Statements
-/// that do not mention a policy table's name (a substring test, no parsing) cost only that test.
+/// Finds the policy tables an unrestricted role's statements name, for its [`Trail`] (see
+/// `policy::inspect`). Statements that do not mention a policy table's name (a substring test, no
+/// parsing) cost only that test.
 #[derive(Clone)]
 pub struct Inspector {
     role: Arc<RoleAccess>,
     state: Arc<PolicyState>,
     /// The policy tables' names, lower case.
-    names: Vec<String>,
+    names: Arc<[String]>,
 }
 
 impl Inspector {
@@ -625,81 +628,48 @@ impl Inspector {
             .map(|t| t.name.to_ascii_lowercase())
             .collect();
         names.dedup();
-        Inspector { role, state, names }
+        Inspector {
+            role,
+            state,
+            names: names.into(),
+        }
     }
 
     fn may_touch(&self, sql: &[u8]) -> bool {
-        may_name_one_of(&self.names, sql)
+        policy::inspect::may_name_one_of(&self.names, sql)
     }
 
-    /// What each statement of `sql` touches (`None`: no policy table). Text that does not parse
+    /// What each statement of `parsed` touches (`None`: no policy table). Text that does not parse
     /// counts as one statement, logged without tables when it mentions a policy table.
-    fn statements(&self, sql: &str) -> Vec<Option<Arc<What>>> {
+    fn statements(&self, parsed: &ParsedOnce) -> Vec<Option<Arc<What>>> {
+        let sql = parsed.text();
         if !self.may_touch(sql.as_bytes()) {
             return vec![None];
         }
         // Within the bounds (checked before), on a parse thread.
-        let Ok(statements) = policy::rewrite::limits::parse_bounded(sql) else {
+        let Ok(statements) = parsed.statements() else {
             return vec![Some(What::new(
                 Some("unparsed".into()),
                 normalize(sql),
                 Vec::new(),
             ))];
         };
-        statements
-            .iter()
-            .map(|statement| {
-                let text = statement.to_string();
-                let tables: Vec<TableTouched> =
-                    policy::rewrite::inspect(&text, &self.role, &self.state.catalog)
-                        .iter()
-                        .filter(|used| self.role.tables.contains_key(&used.table))
-                        .map(TableTouched::from_use)
-                        .collect();
-                (!tables.is_empty()).then(|| {
+        policy::inspect::statements(statements, &self.role, &self.state.catalog)
+            .into_iter()
+            .map(|inspected| {
+                inspected.map(|inspected| {
                     What::new(
-                        Some(statement_kind(statement).into()),
-                        normalize(&text),
-                        tables,
+                        Some(inspected.kind.into()),
+                        normalize(&inspected.text),
+                        inspected
+                            .tables
+                            .iter()
+                            .map(TableTouched::from_use)
+                            .collect(),
                     )
                 })
             })
             .collect()
-    }
-}
-
-/// Whether `sql` may name one of `names` (lower case): one of them as a whole word, or a
-/// Unicode-escaped identifier (`U&"..."`) that could spell one.
-fn may_name_one_of(names: &[String], sql: &[u8]) -> bool {
-    let word = |b: &u8| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'$';
-    let escaped = sql.windows(3).any(|w| w.eq_ignore_ascii_case(b"u&\""));
-    escaped
-        || names.iter().any(|name| {
-            let name = name.as_bytes();
-            sql.windows(name.len()).enumerate().any(|(at, w)| {
-                w.eq_ignore_ascii_case(name)
-                    && !at.checked_sub(1).and_then(|i| sql.get(i)).is_some_and(word)
-                    && !sql.get(at + name.len()).is_some_and(word)
-            })
-        })
-}
-
-fn statement_kind(statement: &Statement) -> &'static str {
-    match statement {
-        Statement::Query(_) => "select",
-        Statement::Insert(_) => "insert",
-        Statement::Update { .. } => "update",
-        Statement::Delete(_) => "delete",
-        Statement::Copy { .. } => "copy",
-        Statement::Explain { .. } => "explain",
-        Statement::Merge { .. } => "merge",
-        Statement::Declare { .. } => "cursor",
-        Statement::Prepare { .. } => "prepare",
-        Statement::CreateTable(_) | Statement::CreateView { .. } => "create",
-        Statement::AlterTable { .. } => "alter",
-        Statement::Drop { .. } => "drop",
-        Statement::Truncate { .. } => "truncate",
-        _ => "other",
     }
 }
 
@@ -732,25 +702,26 @@ impl UnrestrictedAudit {
     pub fn statement(
         &self,
         known: &Known,
+        parsed: Option<&ParsedOnce>,
         tag: u8,
         frame: &[u8],
         cycle: u64,
     ) -> (Result<(), Refusal>, Recorded) {
         let body = frame::body(frame);
-        let text = |body| frame::cstr(body).and_then(|(t, _)| std::str::from_utf8(t).ok());
-        let followed = match tag {
-            b'Q' => match text(body) {
-                Some(sql) => self
-                    .writer
-                    .unrestricted_query(known, &self.inspector, sql, cycle),
-                None => Ok(Recorded(vec![Entry::Sent(cycle, None)])),
-            },
-            b'P' => match frame::cstr(body) {
-                Some((name, rest)) => {
-                    let sql = text(rest).unwrap_or_default();
-                    self.writer
-                        .unrestricted_parse(known, &self.inspector, name, sql)
-                }
+        let followed = match (tag, parsed) {
+            (b'Q', Some(parsed)) => {
+                self.writer
+                    .unrestricted_query(known, &self.inspector, parsed, cycle)
+            }
+            (b'Q', None) => Ok(Recorded(vec![Entry::Sent(cycle, None)])),
+            (b'P', parsed) => match frame::cstr(body) {
+                Some((name, _)) => match parsed {
+                    Some(parsed) => {
+                        self.writer
+                            .unrestricted_parse(known, &self.inspector, name, parsed)
+                    }
+                    None => Ok(Recorded(vec![Entry::Prepared(name.to_vec(), None)])),
+                },
                 None => Ok(Recorded::default()),
             },
             _ => Ok(Recorded::default()),
@@ -758,7 +729,7 @@ impl UnrestrictedAudit {
         match followed {
             Ok(recorded) => (Ok(()), recorded),
             Err(refusal) => {
-                let sql = matches!(tag, b'Q').then(|| text(body)).flatten();
+                let sql = parsed.filter(|_| tag == b'Q').map(ParsedOnce::text);
                 let recorded = self.writer.refused(&refusal, sql, cycle);
                 (Err(refusal), recorded)
             }
@@ -966,26 +937,5 @@ mod tests {
             written.iter().all(|r| r.get("detail").is_none()),
             "{written:#?}"
         );
-    }
-
-    #[test]
-    fn only_whole_policy_table_names_take_the_slow_path() {
-        let names = ["contacts".to_string()];
-        for sql in [
-            "SELECT * FROM contacts",
-            "select * from public.CONTACTS where id = 1",
-            "SELECT 1 FROM \"contacts\"",
-            "SELECT * FROM U&\"cont\\0061cts\"",
-        ] {
-            assert!(may_name_one_of(&names, sql.as_bytes()), "{sql}");
-        }
-        for sql in [
-            "SELECT abalance FROM pgbench_accounts WHERE aid = $1",
-            "SELECT * FROM contacts_archive",
-            "SELECT mycontacts FROM t",
-            "SELECT 1",
-        ] {
-            assert!(!may_name_one_of(&names, sql.as_bytes()), "{sql}");
-        }
     }
 }

@@ -33,11 +33,10 @@ use crate::offload::Decider;
 use crate::policy_state::{PolicyHandle, PolicyState, compile_tolerating_drift};
 use crate::session::{Decision, Hold, ServerEvent, ServerFrame};
 use bytes::Bytes;
-use policy::access::{Catalog, CatalogColumn, RoleAccess, TableName};
+use policy::access::{Catalog, RoleAccess};
+use policy::alter_catalog::{alter_tables, changed_catalog, table_of};
 use policy::apply_sql::LiveState;
-use sqlparser::ast::{
-    AlterColumnOperation, AlterTable, AlterTableOperation, Ident, ObjectNamePart, Statement,
-};
+use policy::inspect::ParsedOnce;
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 use tokio::sync::oneshot;
@@ -448,20 +447,23 @@ impl UnrestrictedRules {
         cycle: u64,
     ) -> (Decision, UnrestrictedFound) {
         let mut found = UnrestrictedFound::default();
+        let body = frame::body(frame);
+        // The one parse the access log's inspection and the schema change's wrapping share.
+        let text = statement_text(tag, body).and_then(|text| std::str::from_utf8(text).ok());
+        let parsed = text.map(ParsedOnce::new);
         if let Some(audit) = &self.audit {
-            let (followed, recorded) = audit.statement(known, tag, frame, cycle);
+            let (followed, recorded) = audit.statement(known, parsed.as_ref(), tag, frame, cycle);
             found.trail = Some(recorded);
             if let Err(refusal) = followed {
                 return (refused(refusal), found);
             }
         }
-        let body = frame::body(frame);
         if let Err(refusal) = within_limits(tag, body) {
             return (refused(refusal), found);
         }
-        let replaced = match tag {
-            b'Q' => self.query(catalog, body, cycle, &mut found),
-            b'P' => self.parse(catalog, body, &mut found),
+        let replaced = match (tag, &parsed) {
+            (b'Q', Some(parsed)) => self.query(catalog, parsed, cycle, &mut found),
+            (b'P', Some(parsed)) => self.parse(catalog, parsed, body, &mut found),
             _ => None,
         };
         let decision = match replaced {
@@ -480,13 +482,12 @@ impl UnrestrictedRules {
     fn query(
         &self,
         catalog: Option<&Catalog>,
-        body: &[u8],
+        parsed: &ParsedOnce,
         cycle: u64,
         found: &mut UnrestrictedFound,
     ) -> Option<Bytes> {
-        let (text, _) = frame::cstr(body)?;
-        let sql = schema_change_text(text)?;
-        let (wrapping, mut change) = self.wrapping(catalog, sql)?;
+        let sql = schema_change_text(parsed.text().as_bytes())?;
+        let (wrapping, mut change) = self.wrapping(catalog, parsed)?;
         change.query = Some(WrappedQuery {
             cycle,
             before: wrapping.before.len(),
@@ -509,13 +510,14 @@ impl UnrestrictedRules {
     fn parse(
         &self,
         catalog: Option<&Catalog>,
+        parsed: &ParsedOnce,
         body: &[u8],
         found: &mut UnrestrictedFound,
     ) -> Option<Bytes> {
         let (name, rest) = frame::cstr(body)?;
-        let (text, types) = frame::cstr(rest)?;
-        let Some((sql, (wrapping, change))) = schema_change_text(text)
-            .and_then(|sql| Some((sql, self.wrapping(catalog, sql)?)))
+        let (_, types) = frame::cstr(rest)?;
+        let Some((sql, (wrapping, change))) = schema_change_text(parsed.text().as_bytes())
+            .and_then(|sql| Some((sql, self.wrapping(catalog, parsed)?)))
             // PostgreSQL refuses a Parse of several statements; so does the wrapped one.
             .filter(|(_, (wrapping, _))| wrapping.statements == 1)
         else {
@@ -530,14 +532,18 @@ impl UnrestrictedRules {
         message(b'P', &[name, b"\0", block.as_bytes(), b"\0", types]).ok()
     }
 
-    /// What to run around `sql`, if it alters a policy table, and the change it makes to
-    /// `catalog` (`None`: the loaded one).
-    fn wrapping(&self, catalog: Option<&Catalog>, sql: &str) -> Option<(Wrapping, Change)> {
-        let statements = policy::rewrite::limits::parse_bounded(sql).ok()?;
+    /// What to run around the statements of `parsed`, if they alter a policy table, and the
+    /// change they make to `catalog` (`None`: the loaded one).
+    fn wrapping(
+        &self,
+        catalog: Option<&Catalog>,
+        parsed: &ParsedOnce,
+    ) -> Option<(Wrapping, Change)> {
+        let statements = parsed.statements().ok()?;
         let state = self.handle.current();
         let policy = &state.policy;
         let catalog = catalog.unwrap_or(&state.catalog);
-        let alters = alter_tables(&statements);
+        let alters = alter_tables(statements);
         let touches_policy = alters.iter().any(|alter| {
             table_of(catalog, alter).is_some_and(|table| policy.table_by_name(&table).is_some())
         });
@@ -606,134 +612,6 @@ fn recreation(state: &PolicyState, catalog: Catalog) -> Vec<String> {
     steps.into_iter().map(|step| step.sql).collect()
 }
 
-/// The `ALTER TABLE` statements among `statements`, in order.
-fn alter_tables(statements: &[Statement]) -> Vec<&AlterTable> {
-    statements
-        .iter()
-        .filter_map(|statement| match statement {
-            Statement::AlterTable(alter) => Some(alter),
-            _ => None,
-        })
-        .collect()
-}
-
-/// The catalog table an `ALTER TABLE` names, resolved like PostgreSQL (case folding, search path).
-fn table_of(catalog: &Catalog, alter: &AlterTable) -> Option<TableName> {
-    let parts: Vec<String> = alter
-        .name
-        .0
-        .iter()
-        .map(|part| match part {
-            ObjectNamePart::Identifier(ident) => Some(fold(ident)),
-            ObjectNamePart::Function(_) => None,
-        })
-        .collect::<Option<_>>()?;
-    match parts.as_slice() {
-        [name] => catalog.resolve(None, name),
-        [schema, name] => catalog.resolve(Some(schema), name),
-        _ => None,
-    }
-}
-
-fn fold(ident: &Ident) -> String {
-    if ident.quote_style.is_some() {
-        ident.value.clone()
-    } else {
-        ident.value.to_ascii_lowercase()
-    }
-}
-
-/// The catalog as the `ALTER TABLE` statements leave it, in order; `None` when one of them has an
-/// operation this does not model (renaming the table, partitions, ...).
-fn changed_catalog(catalog: &Catalog, alters: &[&AlterTable]) -> Option<Catalog> {
-    let mut changed = catalog.clone();
-    for alter in alters {
-        let Some(table) = table_of(&changed, alter) else {
-            continue;
-        };
-        let columns = changed.tables.get_mut(&table)?;
-        for operation in &alter.operations {
-            apply_operation(columns, operation)?;
-        }
-    }
-    Some(changed)
-}
-
-/// Applies one operation to a table's columns; `None` when it is not modelled.
-fn apply_operation(
-    columns: &mut Vec<CatalogColumn>,
-    operation: &AlterTableOperation,
-) -> Option<()> {
-    let position = |columns: &Vec<CatalogColumn>, name: &Ident| {
-        let name = fold(name);
-        columns.iter().position(|c| c.name == name)
-    };
-    match operation {
-        AlterTableOperation::AddColumn { column_def, .. } => {
-            if position(columns, &column_def.name).is_none() {
-                columns.push(CatalogColumn {
-                    name: fold(&column_def.name),
-                    data_type: type_name(&column_def.data_type.to_string()),
-                });
-            }
-        }
-        AlterTableOperation::DropColumn { column_names, .. } => {
-            for name in column_names {
-                if let Some(at) = position(columns, name) {
-                    columns.remove(at);
-                }
-            }
-        }
-        AlterTableOperation::RenameColumn {
-            old_column_name,
-            new_column_name,
-        } => {
-            if let Some(at) = position(columns, old_column_name) {
-                columns[at].name = fold(new_column_name);
-            }
-        }
-        AlterTableOperation::AlterColumn { column_name, op } => match op {
-            AlterColumnOperation::SetDataType { data_type, .. } => {
-                if let Some(at) = position(columns, column_name) {
-                    columns[at].data_type = type_name(&data_type.to_string());
-                }
-            }
-            AlterColumnOperation::SetNotNull
-            | AlterColumnOperation::DropNotNull
-            | AlterColumnOperation::SetDefault { .. }
-            | AlterColumnOperation::DropDefault
-            | AlterColumnOperation::AddGenerated { .. } => {}
-        },
-        AlterTableOperation::AddConstraint { .. }
-        | AlterTableOperation::DropConstraint { .. }
-        | AlterTableOperation::RenameConstraint { .. }
-        | AlterTableOperation::DisableTrigger { .. }
-        | AlterTableOperation::EnableTrigger { .. }
-        | AlterTableOperation::EnableAlwaysTrigger { .. }
-        | AlterTableOperation::EnableReplicaTrigger { .. }
-        | AlterTableOperation::DisableRule { .. }
-        | AlterTableOperation::EnableRule { .. }
-        | AlterTableOperation::EnableAlwaysRule { .. }
-        | AlterTableOperation::EnableReplicaRule { .. }
-        | AlterTableOperation::ReplicaIdentity { .. }
-        | AlterTableOperation::OwnerTo { .. }
-        | AlterTableOperation::SetLogged
-        | AlterTableOperation::SetUnlogged => {}
-        _ => return None,
-    }
-    Some(())
-}
-
-/// A type as a view may cast to it (`serial` exists only in column definitions).
-fn type_name(written: &str) -> String {
-    match written.to_ascii_lowercase().as_str() {
-        "serial" | "serial4" => "integer".into(),
-        "bigserial" | "serial8" => "bigint".into(),
-        "smallserial" | "serial2" => "smallint".into(),
-        _ => written.to_string(),
-    }
-}
-
 /// `DO $tag$ ... BEGIN EXECUTE $tagN$<step>$tagN$; ... END $tag$` running `before`, the client's
 /// `statement` and `after`, with dollar-quote tags that occur in none of them. The notices of the
 /// steps before and after are silenced (`client_min_messages` raised to `error` around them, then
@@ -770,79 +648,10 @@ fn do_block(before: &[&str], statement: &str, after: &[&str]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sqlparser::dialect::PostgreSqlDialect;
-    use sqlparser::parser::Parser;
-
-    fn catalog() -> Catalog {
-        let column = |name: &str, data_type: &str| CatalogColumn {
-            name: name.into(),
-            data_type: data_type.into(),
-        };
-        let mut catalog = Catalog {
-            search_path: vec!["public".into()],
-            ..Catalog::default()
-        };
-        catalog.tables.insert(
-            TableName::new("public", "contacts"),
-            vec![
-                column("id", "bigint"),
-                column("city", "text"),
-                column("tax_code", "character(16)"),
-            ],
-        );
-        catalog
-    }
-
-    fn after(sql: &str) -> Option<Vec<(String, String)>> {
-        let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).unwrap();
-        let changed = changed_catalog(&catalog(), &alter_tables(&statements))?;
-        Some(
-            changed.tables[&TableName::new("public", "contacts")]
-                .iter()
-                .map(|c| (c.name.clone(), c.data_type.clone()))
-                .collect(),
-        )
-    }
-
-    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
-        list.iter()
-            .map(|(a, b)| (a.to_string(), b.to_string()))
-            .collect()
-    }
-
-    #[test]
-    fn alter_table_operations_change_the_copy_of_the_catalog() {
-        assert_eq!(
-            after("ALTER TABLE Contacts DROP COLUMN Tax_Code, ALTER COLUMN city TYPE varchar(80)"),
-            Some(pairs(&[("id", "bigint"), ("city", "VARCHAR(80)")]))
-        );
-        assert_eq!(
-            after(
-                "ALTER TABLE public.contacts ADD COLUMN n serial; ALTER TABLE contacts RENAME COLUMN city TO town"
-            ),
-            Some(pairs(&[
-                ("id", "bigint"),
-                ("town", "text"),
-                ("tax_code", "character(16)"),
-                ("n", "integer"),
-            ]))
-        );
-        assert_eq!(
-            after("ALTER TABLE contacts ALTER COLUMN city SET NOT NULL"),
-            Some(pairs(&[
-                ("id", "bigint"),
-                ("city", "text"),
-                ("tax_code", "character(16)")
-            ]))
-        );
-        assert_eq!(after("ALTER TABLE contacts RENAME TO people"), None);
-    }
 
     #[test]
     fn tracking_follows_commit_rollback_and_failed_implicit_transactions() {
-        let mut changed = catalog();
-        changed.tables.clear();
-        let changed = Arc::new(changed);
+        let changed = Arc::new(policy::rewrite::fixture::catalog());
         // Explicit transaction, committed.
         let mut tracking = Tracking {
             in_transaction: Some(changed.clone()),
