@@ -25,7 +25,7 @@ use crate::session::{Decision, Hold, ServerEvent, SessionHook};
 use crate::session_hook::{EnforcedHook, PassThroughHook};
 use crate::upstream::Login;
 use crate::users::User;
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use policy::access::RoleAccess;
 use policy::rewrite::{Refusal, Rewritten, check_startup_parameter};
 use std::sync::Arc;
@@ -446,22 +446,15 @@ fn no_nul(sql: &str) -> Result<&[u8], Refusal> {
     Ok(sql.as_bytes())
 }
 
-/// One frontend message: tag, length (counting itself), then the parts.
-pub(crate) fn message(tag: u8, parts: &[&[u8]]) -> Result<Bytes, Refusal> {
-    let len = 4 + parts.iter().map(|p| p.len()).sum::<usize>();
-    let len = i32::try_from(len).map_err(|_| unsupported("statement too long"))?;
-    let mut out = BytesMut::with_capacity(len as usize + 1);
-    out.put_u8(tag);
-    out.put_i32(len);
-    for part in parts {
-        out.put_slice(part);
-    }
-    Ok(out.freeze())
+/// One frontend message (see `frame::build`).
+fn message(tag: u8, parts: &[&[u8]]) -> Result<Bytes, Refusal> {
+    frame::build(tag, parts).ok_or_else(|| unsupported("statement too long"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::BytesMut;
 
     #[test]
     fn query_frame_has_the_length_and_terminator_postgres_expects() {

@@ -27,7 +27,6 @@
 //! `policy::apply_sql`).
 
 use crate::audit_trail::{Known, Recorded, Trail, UnrestrictedAudit};
-use crate::enforce::message;
 use crate::frame;
 use crate::offload::Decider;
 use crate::policy_state::{PolicyHandle, PolicyState, compile_tolerating_drift};
@@ -154,7 +153,7 @@ impl Answers {
             && frame::cstr(body).is_some_and(|(t, _)| t == b"DO")
         {
             self.executes.pop_front();
-            if let Ok(frame) = message(b'C', &[b"ALTER TABLE\0"]) {
+            if let Some(frame) = frame::build(b'C', &[b"ALTER TABLE\0"]) {
                 return ServerFrame::Replace(bytes::BytesMut::from(&frame[..]));
             }
         }
@@ -503,7 +502,7 @@ impl UnrestrictedRules {
         // A line break ends a trailing `--` comment of the client's text.
         out.push_str("\n;\n");
         out.push_str(&wrapping.after.join(";\n"));
-        message(b'Q', &[out.as_bytes(), b"\0"]).ok()
+        frame::build(b'Q', &[out.as_bytes(), b"\0"])
     }
 
     /// Parse: the one statement becomes a DO block running drops, the statement and recreation.
@@ -529,7 +528,7 @@ impl UnrestrictedRules {
         let before: Vec<&str> = wrapping.before.iter().map(String::as_str).collect();
         let after: Vec<&str> = wrapping.after.iter().map(String::as_str).collect();
         let block = do_block(&before, sql, &after);
-        message(b'P', &[name, b"\0", block.as_bytes(), b"\0", types]).ok()
+        frame::build(b'P', &[name, b"\0", block.as_bytes(), b"\0", types])
     }
 
     /// What to run around the statements of `parsed`, if they alter a policy table, and the
