@@ -73,6 +73,7 @@ async fn round(dir: &std::path::Path) -> (f64, f64, f64) {
                 role: "support".into(),
                 database: "crm".into(),
                 application_name: (n % 2 == 0).then(|| "crm-web".to_string()),
+                end_user: None,
             };
             Trail::new(log.clone(), who)
         })

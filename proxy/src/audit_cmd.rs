@@ -135,6 +135,9 @@ impl KeyArgs {
 struct FilterArgs {
     #[arg(long)]
     user: Option<String>,
+    /// The end user an application user acted for (`SET maschera.end_user`).
+    #[arg(long)]
+    end_user: Option<String>,
     #[arg(long)]
     role: Option<String>,
     /// `schema.table` or `table`.
@@ -169,6 +172,8 @@ impl FilterArgs {
         }
         Ok(Filter {
             user: self.user.clone(),
+            end_user: self.end_user.clone(),
+            user_or_end_user: false,
             role: self.role.clone(),
             table: self.table.clone(),
             column: self.column.clone(),
@@ -337,8 +342,9 @@ fn search_cmd(args: SearchArgs) -> Result<ExitCode> {
 }
 
 fn report_cmd(args: ReportArgs) -> Result<ExitCode> {
-    let filter = FilterArgs {
+    let mut filter = FilterArgs {
         user: Some(args.user.clone()),
+        end_user: None,
         role: None,
         table: None,
         column: None,
@@ -348,6 +354,8 @@ fn report_cmd(args: ReportArgs) -> Result<ExitCode> {
         to: args.to.clone(),
     }
     .filter()?;
+    // The report of a person covers what they saw as an end user of any application, too.
+    filter.user_or_end_user = true;
     let entries = collect(&args.log, &filter)?;
     let config = args.log.config()?;
     let verification = match args.keys.load(config.as_ref()) {

@@ -49,6 +49,8 @@ pub struct SessionIdentity {
     pub role: String,
     pub database: String,
     pub application_name: Option<String>,
+    /// For an application user acting for an end user: the end user and the token's id.
+    pub end_user: Option<(String, String)>,
 }
 
 impl SessionIdentity {
@@ -61,6 +63,10 @@ impl SessionIdentity {
         event.role = (!self.role.is_empty()).then(|| self.role.clone());
         event.database = Some(self.database.clone());
         event.application_name = self.application_name.clone();
+        if let Some((end_user, token)) = &self.end_user {
+            event.end_user = Some(end_user.clone());
+            event.end_user_token = Some(token.clone());
+        }
         event
     }
 }
@@ -814,6 +820,7 @@ mod tests {
                 role: "sales".into(),
                 database: "crm".into(),
                 application_name,
+                end_user: None,
             };
             let mut trail = Trail::new(log.clone(), who.clone());
             trail

@@ -22,6 +22,8 @@ pub enum Command {
     Serve(crate::serve_cmd::ServeArgs),
     /// Manage the proxy's users file (SCRAM verifiers only, never passwords).
     User(crate::user_cmd::UserArgs),
+    /// End users behind application logins: `end-user token` prints a signed token.
+    EndUser(crate::end_user::cmd::EndUserArgs),
     /// Validate, apply and explain a policy file.
     Policy(crate::policy_cmd::PolicyArgs),
     /// Verify, search and report on the access log.
@@ -49,6 +51,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => crate::serve_cmd::run(args),
         Command::User(args) => crate::user_cmd::run(args),
+        Command::EndUser(args) => crate::end_user::cmd::run(args),
         Command::Policy(args) => crate::policy_cmd::run(args),
         Command::Audit(args) => crate::audit_cmd::run(args),
         Command::Crm(args) => crate::crm_cmd::run(args),

@@ -51,6 +51,10 @@ pub struct Config {
     /// Retention on a schedule (off when the section is absent).
     #[serde(default)]
     pub retention: Option<RetentionConfig>,
+    /// End users behind application logins: the keys that sign their tokens (see `end_user`; off
+    /// when the section is absent).
+    #[serde(default)]
+    pub end_users: Option<crate::end_user::config::EndUserConfig>,
 }
 
 /// `[tls]`: TLS towards clients.
@@ -393,6 +397,9 @@ impl Config {
         if let Some(retention) = &mut self.retention {
             retention.policy.iter_mut().for_each(resolve);
         }
+        if let Some(end_users) = &mut self.end_users {
+            end_users.resolve_paths(base);
+        }
         if let Some(audit) = &mut self.audit {
             resolve(&mut audit.dir);
             let key_files = [
@@ -405,6 +412,9 @@ impl Config {
     }
 
     fn check(&self) -> Result<()> {
+        if let Some(end_users) = &self.end_users {
+            end_users.check()?;
+        }
         if self.tls.mode != ClientTlsMode::Off
             && (self.tls.cert.is_none() || self.tls.key.is_none())
         {

@@ -42,6 +42,9 @@ pub struct SessionSetup {
     pub hook: Box<dyn SessionHook>,
     /// What a restricted role's errors may show (`None`: PostgreSQL's errors pass as they are).
     pub errors: Option<Arc<ErrorScrub>>,
+    /// For an application user: the upstream the session starts with; the relay then takes a
+    /// connection per end user (see `end_user::source`). `None`: the one connection of `login`.
+    pub key: Option<Arc<crate::upstream_source::UpstreamKey>>,
 }
 
 impl SessionSetup {
@@ -56,6 +59,7 @@ impl SessionSetup {
             params,
             hook: Box::new(PassThroughHook::new(rate)),
             errors: None,
+            key: None,
         }
     }
 }
@@ -83,8 +87,7 @@ pub fn session_setup(
     default_login: &Login,
     default_params: Vec<(String, String)>,
 ) -> Result<SessionSetup, LoginRefusal> {
-    let state = &handle.current();
-    let Some(role) = state.role(&user.role) else {
+    let Some(role) = handle.current().role(&user.role) else {
         return Err(LoginRefusal {
             code: "28000",
             message: format!(
@@ -93,6 +96,23 @@ pub fn session_setup(
             ),
         });
     };
+    let defaults = (default_login, default_params);
+    session_setup_as(handle, role, audit, rate, user, client_params, defaults)
+}
+
+/// [`session_setup`] with the rewrite of `role`, which need not be a role of the policy (e.g. an
+/// application user's role while no end user is set: one that may read no table, see `end_user`),
+/// and the upstream login and attributes of `user.role`.
+pub fn session_setup_as(
+    handle: &Arc<PolicyHandle>,
+    role: Arc<RoleAccess>,
+    audit: Option<(&Arc<AuditLog>, SessionIdentity)>,
+    rate: Option<RateLimit>,
+    user: &User,
+    client_params: &[(String, String)],
+    (default_login, default_params): (&Login, Vec<(String, String)>),
+) -> Result<SessionSetup, LoginRefusal> {
+    let state = &handle.current();
     if let Some(objects) = state.incomplete.get(&user.role) {
         return Err(LoginRefusal {
             code: "42501",
@@ -111,18 +131,19 @@ pub fn session_setup(
             params: default_params,
             hook: Box::new(hook),
             errors: None,
+            key: None,
         });
     }
-    let login = state.login(&role.role).ok_or_else(|| LoginRefusal {
+    let login = state.login(&user.role).ok_or_else(|| LoginRefusal {
         code: "28000",
         message: format!(
             "no upstream login for role {:?}: run `maschera policy apply` and reload",
-            role.role
+            user.role
         ),
     })?;
     let mut params = restricted_params(client_params)?;
     let namespace = &state.policy.settings.attribute_namespace;
-    for attribute in state.role_attributes(&role.role) {
+    for attribute in state.role_attributes(&user.role) {
         if let Some(value) = user.attributes.get(attribute) {
             params.push((
                 policy::filter::attribute_setting(namespace, attribute),
@@ -149,6 +170,7 @@ pub fn session_setup(
         params,
         errors,
         hook: Box::new(hook),
+        key: None,
     })
 }
 

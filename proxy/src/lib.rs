@@ -24,6 +24,7 @@ pub mod discover_cmd;
 pub mod dump;
 pub mod dump_cmd;
 pub mod embedded_pg;
+pub mod end_user;
 pub mod enforce;
 pub mod error_scrub;
 pub mod frame;

@@ -56,6 +56,8 @@ pub struct Proxy {
     routing: crate::routing::Routing,
     audit: Option<Arc<crate::audit::AuditLog>>,
     admission: Admission,
+    /// With `[end_users]`: what application users' sessions share (see `end_user`).
+    end_users: Option<Arc<crate::end_user::hook::EndUsers>>,
 }
 
 impl Proxy {
@@ -73,7 +75,9 @@ impl Proxy {
             window: Duration::from_secs(config.auth.failure_window_seconds),
             cooldown: Duration::from_secs(config.auth.lockout_seconds),
         });
+        let end_users = crate::end_user::hook::EndUsers::load(&config, &users)?;
         Ok(Proxy {
+            end_users,
             tls: ClientTlsSetup {
                 mode: config.tls.mode,
                 acceptor,
@@ -290,6 +294,7 @@ async fn open(
         role: String::new(),
         database,
         application_name: client.param("application_name").map(str::to_owned),
+        end_user: None,
     };
     let authenticated = client_auth::authenticate(
         &mut client.stream,
@@ -349,7 +354,23 @@ async fn serve(
         .collect();
     let database = who.database.clone();
     let rate = proxy.admission.rate_limit(&admitted);
+    let application = proxy.users.application(&user.name);
     let setup = match proxy.routing.route(&database, &user.role) {
+        Ok(Route::Served(policy)) if application.is_some() => {
+            let audit = (proxy.audit.clone(), who);
+            let login = (proxy.login.clone(), params);
+            let end_users = proxy.end_users.clone();
+            let client_params = client.params.clone();
+            crate::end_user::hook::application_setup(
+                end_users,
+                policy,
+                audit,
+                rate,
+                user,
+                client_params,
+                login,
+            )
+        }
         Ok(Route::Served(policy)) => {
             let audit = proxy.audit.as_ref().map(|log| (log, who));
             let (login, client_params) = (&proxy.login, &client.params);
@@ -409,14 +430,27 @@ async fn serve(
         errors: setup.errors.take(),
     };
     metrics::gauge!(m::SESSIONS_ACTIVE).increment(1.0);
-    let ended = session::relay(
-        client.stream,
-        upstream.stream,
-        upstream.status,
-        setup.hook.as_mut(),
-        settings,
-    )
-    .await;
+    let ended = match setup.key.take() {
+        // An application user: a connection per end-user upstream (see `end_user::source`).
+        Some(key) => {
+            let source =
+                crate::end_user::source::SessionConnections::new(proxy.upstream(), key.clone());
+            let (hook, conn) = (setup.hook.as_mut(), Some((key, upstream.stream)));
+            session::relay_through(client.stream, source, conn, upstream.status, hook, settings)
+                .await
+        }
+        None => {
+            let hook = setup.hook.as_mut();
+            session::relay(
+                client.stream,
+                upstream.stream,
+                upstream.status,
+                hook,
+                settings,
+            )
+            .await
+        }
+    };
     metrics::gauge!(m::SESSIONS_ACTIVE).decrement(1.0);
     drop(registration);
     match ended {

@@ -1,6 +1,7 @@
 //! `maschera user ...`: add, change the password of, remove and list the proxy's users.
 //! Not for: the users file format (see `users`) or password rules (see `password`); this is the CLI edge.
 
+use crate::end_user::application::{Application, AttributeBounds};
 use crate::password::check_strength;
 use crate::scram::{DEFAULT_ITERATIONS, Verifier};
 use crate::users::{User, UserStore};
@@ -28,9 +29,11 @@ enum UserCommand {
     /// Add a user; the password is asked twice without echo, or read from standard input.
     Add {
         name: String,
-        /// The policy role the user acts as (not yet checked against the policy file).
-        #[arg(long)]
-        role: String,
+        /// The policy role the user acts as (not yet checked against the policy file). For an
+        /// application user: the role of its statements with no end user set (optional: without
+        /// it they may read no personal data).
+        #[arg(long, required_unless_present = "application")]
+        role: Option<String>,
         /// An attribute the row filters read, e.g. `--attr region=north`; repeatable.
         #[arg(long = "attr", value_name = "KEY=VALUE", value_parser = parse_attribute)]
         attributes: Vec<(String, String)>,
@@ -38,6 +41,22 @@ enum UserCommand {
         /// newline removed) instead of prompting.
         #[arg(long)]
         password_stdin: bool,
+        /// An application user: it may act for end users (`SET maschera.end_user`) within the
+        /// bounds below.
+        #[arg(long)]
+        application: bool,
+        /// A role the application may act as for an end user; repeatable, at least one.
+        #[arg(long = "end-user-role", value_name = "ROLE", requires = "application")]
+        end_user_roles: Vec<String>,
+        /// The values an application may assert for one attribute, e.g.
+        /// `--end-user-attr region=north,south`; repeatable. Without it, end users' attributes come
+        /// from the users file.
+        #[arg(long = "end-user-attr", value_name = "KEY=V1,V2", value_parser = parse_attribute, requires = "application")]
+        end_user_attributes: Vec<(String, String)>,
+        /// A `kid` of `[end_users] keys` the application's tokens may be signed with; repeatable
+        /// (default: any).
+        #[arg(long = "key", value_name = "KID", requires = "application")]
+        keys: Vec<String>,
     },
     /// Set a new password for an existing user.
     Passwd {
@@ -72,7 +91,12 @@ pub fn run(args: UserArgs) -> anyhow::Result<ExitCode> {
             role,
             attributes,
             password_stdin,
+            application,
+            end_user_roles,
+            end_user_attributes,
+            keys,
         } => {
+            let role = role.unwrap_or_default();
             if store.get(&name).is_some() {
                 bail!(
                     "user {name:?} already exists in {}; use `maschera user passwd` to change its password",
@@ -87,16 +111,26 @@ pub fn run(args: UserArgs) -> anyhow::Result<ExitCode> {
                     bail!("attribute {key:?} is given twice");
                 }
             }
-            store
-                .insert(User {
-                    name: name.clone(),
-                    role: role.clone(),
-                    attributes: attribute_map,
-                    verifier: Verifier::from_password(&password, DEFAULT_ITERATIONS),
-                })
-                .with_context(|| format!("user {name:?}"))?;
+            let user = User {
+                name: name.clone(),
+                role: role.clone(),
+                attributes: attribute_map,
+                verifier: Verifier::from_password(&password, DEFAULT_ITERATIONS),
+            };
+            if application {
+                let bounds = application_bounds(end_user_roles, end_user_attributes, keys);
+                store.insert_application(user, bounds)
+            } else {
+                store.insert(user)
+            }
+            .with_context(|| format!("user {name:?}"))?;
             store.save(&path)?;
-            println!("added user {name} (role {role}) to {}", path.display());
+            let kind = if application {
+                "application user"
+            } else {
+                "user"
+            };
+            println!("added {kind} {name} (role {role:?}) to {}", path.display());
         }
         UserCommand::Passwd {
             name,
@@ -121,6 +155,29 @@ pub fn run(args: UserArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The bounds given by `user add --application`.
+fn application_bounds(
+    roles: Vec<String>,
+    attributes: Vec<(String, String)>,
+    keys: Vec<String>,
+) -> Application {
+    let attributes = if attributes.is_empty() {
+        AttributeBounds::UsersFile
+    } else {
+        let mut values = std::collections::BTreeMap::new();
+        for (key, list) in attributes {
+            let list = list.split(',').map(str::to_owned);
+            values.entry(key).or_insert_with(Vec::new).extend(list);
+        }
+        AttributeBounds::Values(values)
+    };
+    Application {
+        roles,
+        attributes,
+        keys,
+    }
+}
+
 fn existing<'a>(store: &'a UserStore, name: &str, path: &Path) -> anyhow::Result<&'a User> {
     store
         .get(name)
@@ -131,9 +188,10 @@ fn print_list(store: &UserStore, json: bool) -> anyhow::Result<()> {
     if json {
         let list: Vec<_> = store
             .users()
-            .map(
-                |u| serde_json::json!({"name": u.name, "role": u.role, "attributes": u.attributes}),
-            )
+            .map(|u| {
+                serde_json::json!({"name": u.name, "role": u.role, "attributes": u.attributes,
+                    "application": store.application(&u.name).is_some()})
+            })
             .collect();
         println!("{}", serde_json::to_string_pretty(&list)?);
         return Ok(());
@@ -144,7 +202,16 @@ fn print_list(store: &UserStore, json: bool) -> anyhow::Result<()> {
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
-        println!("{}\t{}\t{}", user.name, user.role, attributes.join(","));
+        let application = match store.application(&user.name) {
+            Some(bounds) => format!("\tapplication for {}", bounds.roles.join(",")),
+            None => String::new(),
+        };
+        println!(
+            "{}\t{}\t{}{application}",
+            user.name,
+            user.role,
+            attributes.join(",")
+        );
     }
     Ok(())
 }

@@ -12,6 +12,7 @@
 //! Unknown keys are errors. Saving is atomic (temporary file in the same folder, fsync, rename) and
 //! leaves the file readable by its owner only (mode 0600).
 
+use crate::end_user::application::Application;
 use crate::scram::Verifier;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -38,6 +39,8 @@ pub struct User {
 #[derive(Debug, Clone, Default)]
 pub struct UserStore {
     users: BTreeMap<String, User>,
+    /// The users that are applications (see `end_user::application`), by name.
+    applications: BTreeMap<String, Application>,
 }
 
 #[derive(Debug, Error)]
@@ -72,10 +75,14 @@ struct UsersFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct UserEntry {
+    /// Required, except for an application user (empty: it has no role of its own).
+    #[serde(default)]
     role: String,
     #[serde(default)]
     attributes: BTreeMap<String, String>,
     verifier: String,
+    #[serde(default)]
+    application: Option<Application>,
 }
 
 impl UserStore {
@@ -120,10 +127,29 @@ impl UserStore {
                 attributes: entry.attributes,
                 verifier,
             };
-            check_user(&user).map_err(|err| invalid(err.0))?;
+            check_user(&user, entry.application.as_ref()).map_err(|err| invalid(err.0))?;
+            if let Some(application) = entry.application {
+                store.applications.insert(name.clone(), application);
+            }
             store.users.insert(name, user);
         }
         Ok(store)
+    }
+
+    /// The application bounds of `name`, if it is an application user.
+    pub fn application(&self, name: &str) -> Option<&Application> {
+        self.applications.get(name)
+    }
+
+    /// Adds or replaces an application user (see [`UserStore::insert`]).
+    pub fn insert_application(
+        &mut self,
+        user: User,
+        application: Application,
+    ) -> Result<Option<User>, InvalidUser> {
+        check_user(&user, Some(&application))?;
+        self.applications.insert(user.name.clone(), application);
+        Ok(self.users.insert(user.name.clone(), user))
     }
 
     pub fn get(&self, name: &str) -> Option<&User> {
@@ -144,12 +170,14 @@ impl UserStore {
     }
 
     /// Adds or replaces a user after checking its name, role and attributes; returns the replaced one.
+    /// An application user stays one (see [`UserStore::insert_application`]).
     pub fn insert(&mut self, user: User) -> Result<Option<User>, InvalidUser> {
-        check_user(&user)?;
+        check_user(&user, self.applications.get(&user.name))?;
         Ok(self.users.insert(user.name.clone(), user))
     }
 
     pub fn remove(&mut self, name: &str) -> Option<User> {
+        self.applications.remove(name);
         self.users.remove(name)
     }
 
@@ -163,12 +191,18 @@ impl UserStore {
                 .map(|(key, value)| format!("{} = {}", toml_key(key), toml_string(value)))
                 .collect();
             text.push_str(&format!("\n[users.{}]\n", toml_key(&user.name)));
-            text.push_str(&format!("role = {}\n", toml_string(&user.role)));
+            if !user.role.is_empty() {
+                text.push_str(&format!("role = {}\n", toml_string(&user.role)));
+            }
             if !attributes.is_empty() {
                 text.push_str(&format!("attributes = {{ {} }}\n", attributes.join(", ")));
             }
             let verifier = user.verifier.to_text();
             text.push_str(&format!("verifier = {}\n", toml_string(&verifier)));
+            if let Some(application) = self.applications.get(&user.name) {
+                let application = application.to_toml(toml_string);
+                text.push_str(&format!("application = {application}\n"));
+            }
         }
         text
     }
@@ -248,7 +282,8 @@ impl ParseError {
 }
 
 /// The rules every user entry follows, whether read from the file or added by the CLI.
-fn check_user(user: &User) -> Result<(), InvalidUser> {
+/// An application user may have no role of its own (`role` empty).
+fn check_user(user: &User, application: Option<&Application>) -> Result<(), InvalidUser> {
     let invalid = |reason: &str| Err(InvalidUser(reason.to_string()));
     if user.name.is_empty() || user.name.len() > MAX_NAME_BYTES {
         return invalid("the user name must have 1 to 63 bytes");
@@ -256,7 +291,11 @@ fn check_user(user: &User) -> Result<(), InvalidUser> {
     if user.name.chars().any(char::is_control) {
         return invalid("the user name contains a control character");
     }
-    if !is_identifier(&user.role) {
+    if let Some(application) = application {
+        application.check().map_err(InvalidUser)?;
+    }
+    let no_own_role = application.is_some() && user.role.is_empty();
+    if !(is_identifier(&user.role) || no_own_role) {
         return invalid(
             "the role must be a lower-case identifier (a-z, 0-9, _; not starting with a digit)",
         );
@@ -396,6 +435,54 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn application_users_round_trip_and_need_no_role_of_their_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let verifier = Verifier::from_password("x", 1).to_text();
+        let path = write(
+            dir.path(),
+            &format!(
+                "[users.crm]\nverifier = \"{verifier}\"\n\
+                 application = {{ roles = [\"sales\", \"support\"], attributes = {{ region = [\"north\"] }}, keys = [\"k1\"] }}\n\
+                 [users.erp]\nrole = \"erp_app\"\nverifier = \"{verifier}\"\napplication = {{ roles = [\"sales\"] }}\n"
+            ),
+        );
+        let store = UserStore::load(&path).unwrap();
+        let crm = store.application("crm").unwrap();
+        assert_eq!(crm.roles, ["sales", "support"]);
+        assert_eq!(store.get("crm").unwrap().role, "");
+        assert_eq!(
+            store.application("erp").unwrap().attributes,
+            crate::end_user::application::AttributeBounds::UsersFile
+        );
+        assert!(store.application("nobody").is_none());
+        store.save(&path).unwrap();
+        let again = UserStore::load(&path).unwrap();
+        assert_eq!(again.application("crm"), Some(crm));
+        assert_eq!(again.get("erp").unwrap().role, "erp_app");
+        for bad in [
+            "application = { roles = [] }",
+            "application = { roles = [\"Sales\"] }",
+            "application = { roles = [\"sales\"], attributes = \"anything\" }",
+        ] {
+            let path = write(
+                dir.path(),
+                &format!("[users.crm]\nverifier = \"{verifier}\"\n{bad}\n"),
+            );
+            let message = UserStore::load(&path).unwrap_err().to_string();
+            assert!(
+                message.contains("crm") || message.contains("attributes"),
+                "{message}"
+            );
+        }
+        // Without `application`, a user needs a role.
+        let path = write(
+            dir.path(),
+            &format!("[users.crm]\nverifier = \"{verifier}\"\n"),
+        );
+        assert!(UserStore::load(&path).is_err());
     }
 
     #[test]

@@ -13,7 +13,8 @@ use std::sync::Arc;
 /// The end of an event rendered with outcome `ok` and no later field, cut off to keep its members.
 const OUTCOME_OK_END: &str = r#","outcome":{"result":"ok"}}"#;
 
-/// Who did it: the members `session`, `client`, `user`, `role`, `database`, `application_name` of
+/// Who did it: the members `session`, `client`, `user`, `role`, `database`, `application_name`,
+/// `end_user`, `end_user_token` of
 /// every record of one session (or a subset of them, e.g. session and user for `outcome` records).
 #[derive(Debug)]
 pub struct Who {
@@ -40,6 +41,8 @@ impl Who {
         to.role = from.role.clone();
         to.database = from.database.clone();
         to.application_name = from.application_name.clone();
+        to.end_user = from.end_user.clone();
+        to.end_user_token = from.end_user_token.clone();
     }
 }
 

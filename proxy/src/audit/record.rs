@@ -25,6 +25,9 @@ pub enum EventKind {
     Erasure,
     /// `maschera subject export`: one data subject's data written out (Art. 15, 20); tables and counts.
     SubjectExport,
+    /// An application user set, changed or cleared its end user (`SET maschera.end_user`), or the
+    /// token was refused (the check that failed in `detail`; never the token).
+    EndUser,
     /// How a statement recorded earlier (`statement_seq`) ended: rows, outcome, duration.
     Outcome,
     Checkpoint,
@@ -54,6 +57,7 @@ impl EventKind {
             EventKind::RetentionRun => "retention_run",
             EventKind::Erasure => "erasure",
             EventKind::SubjectExport => "subject_export",
+            EventKind::EndUser => "end_user",
             EventKind::Outcome => "outcome",
             EventKind::Checkpoint => "checkpoint",
             EventKind::FileStart => "file_start",
@@ -258,6 +262,12 @@ pub struct Event {
     pub database: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub application_name: Option<String>,
+    /// The end user an application user (`user`) acted for (see `end_user`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_user: Option<String>,
+    /// The end user's token: its `jti`, or `sha256:` and the start of its digest (never the token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_user_token: Option<String>,
     /// e.g. `select`, `insert`, `update`, `delete`, `copy`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub statement_kind: Option<String>,
@@ -294,6 +304,8 @@ impl Event {
             role: None,
             database: None,
             application_name: None,
+            end_user: None,
+            end_user_token: None,
             statement_kind: None,
             statement: None,
             tables: Vec::new(),

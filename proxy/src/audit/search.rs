@@ -18,6 +18,11 @@ use time::format_description::well_known::Rfc3339;
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
     pub user: Option<String>,
+    /// The end user an application user acted for (see `end_user`).
+    pub end_user: Option<String>,
+    /// `user` also matches records of an application user acting for that end user (the report
+    /// of a person covers what they saw through any application).
+    pub user_or_end_user: bool,
     pub role: Option<String>,
     /// `schema.name` or just `name`.
     pub table: Option<String>,
@@ -66,7 +71,9 @@ impl Filter {
         let same = |want: &Option<String>, have: &Option<String>| {
             want.as_ref().is_none_or(|w| have.as_ref() == Some(w))
         };
-        if !same(&self.user, &e.user) || !same(&self.role, &e.role) {
+        let user_ok = same(&self.user, &e.user)
+            || self.user_or_end_user && self.user.is_some() && same(&self.user, &e.end_user);
+        if !user_ok || !same(&self.role, &e.role) || !same(&self.end_user, &e.end_user) {
             return false;
         }
         if self
@@ -214,7 +221,10 @@ pub fn table(entries: &[Entry]) -> String {
                 entry.record.seq.to_string(),
                 entry.record.time.clone(),
                 e.kind.as_str().to_string(),
-                e.user.clone().unwrap_or_else(dash),
+                match (&e.user, &e.end_user) {
+                    (Some(user), Some(end_user)) => format!("{user} for {end_user}"),
+                    (user, _) => user.clone().unwrap_or_else(dash),
+                },
                 e.role.clone().unwrap_or_else(dash),
                 e.client.clone().unwrap_or_else(dash),
                 outcome,
@@ -271,6 +281,32 @@ mod tests {
             follow_up: None,
             time,
         }
+    }
+
+    #[test]
+    fn end_users_are_found_by_end_user_and_by_the_report_of_a_person() {
+        let mut e = entry(vec![]);
+        e.record.event.user = Some("crm".into());
+        e.record.event.end_user = Some("sam".into());
+        let sam = |user_or_end_user| Filter {
+            user: Some("sam".into()),
+            user_or_end_user,
+            ..Filter::default()
+        };
+        assert!(!sam(false).matches(&e), "search --user names the login");
+        assert!(sam(true).matches(&e), "report --user covers end users");
+        let end_user = |name: &str| Filter {
+            end_user: Some(name.into()),
+            ..Filter::default()
+        };
+        assert!(end_user("sam").matches(&e));
+        assert!(!end_user("tom").matches(&e));
+        let crm = Filter {
+            user: Some("crm".into()),
+            ..Filter::default()
+        };
+        assert!(crm.matches(&e));
+        assert!(table(std::slice::from_ref(&e)).contains("crm for sam"));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! (`--json`), or connection lines, queries worth trying and where the access log is, for a person.
 //! Not for: setting anything up.
 
-use super::setup::{DATABASE, DEMO_USERS, Demo};
+use super::setup::{DATABASE, DEMO_APPLICATION, DEMO_USERS, Demo};
 use anyhow::Result;
 use serde::Serialize;
 use std::io::Write;
@@ -16,9 +16,10 @@ pub struct Facts {
     /// Direct URI of the private PostgreSQL as its superuser (bypasses the proxy).
     pub upstream: String,
     pub audit_log: PathBuf,
-    pub users: Vec<UserFacts>,
-    #[serde(skip)]
+    /// The demo's configuration file (`maschera end-user token --config`, `audit search --config`).
+    #[serde(rename = "config")]
     config_file: PathBuf,
+    pub users: Vec<UserFacts>,
     #[serde(skip)]
     sample_created_at: String,
 }
@@ -26,7 +27,12 @@ pub struct Facts {
 #[derive(Debug, Serialize)]
 pub struct UserFacts {
     pub user: String,
-    pub role: String,
+    /// `None` for the application user (it has no role of its own).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// Whether it is an application user (acts for end users, see `end_user`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub application: bool,
     pub password: String,
     /// URI through the proxy with the user's credentials.
     pub uri: String,
@@ -34,16 +40,20 @@ pub struct UserFacts {
 
 impl Demo {
     pub fn facts(&self) -> Facts {
-        let users = DEMO_USERS
+        let names = DEMO_USERS
             .iter()
+            .map(|user| (user.name, Some(user.role)))
+            .chain([(DEMO_APPLICATION, None)]);
+        let users = names
             .zip(&self.passwords)
-            .map(|(user, password)| UserFacts {
-                user: user.name.into(),
-                role: user.role.into(),
+            .map(|((name, role), password)| UserFacts {
+                user: name.into(),
+                role: role.map(str::to_owned),
+                application: role.is_none(),
                 password: password.clone(),
                 uri: format!(
                     "postgres://{}:{}@{}/{DATABASE}",
-                    percent_encode(user.name),
+                    percent_encode(name),
                     percent_encode(password),
                     self.listen
                 ),
@@ -84,7 +94,9 @@ impl Facts {
         for user in &self.users {
             text.push_str(&format!(
                 "  {:<5} ({:<9}) psql '{}'\n",
-                user.user, user.role, user.uri
+                user.user,
+                user.role.as_deref().unwrap_or("application"),
+                user.uri
             ));
         }
         let query = format!(
@@ -106,6 +118,8 @@ impl Facts {
              The proxy's configuration: {config}\n\
              The access log (one JSON line per access to personal data or refusal): {audit}\n\
              \x20 search it: maschera audit search --config {config} --user sam\n\
+             \x20 as the application user crm, for an end user: maschera end-user token --config {config} --end-user sam\n\
+             \x20   prints a token; as crm: SET maschera.end_user = '<token>'; then: SELECT email FROM contacts;\n\
              \x20 check it:  maschera audit verify --config {config}  (exit 2 while it runs: the newest records wait for the next checkpoint)\n\n\
              Stop with Ctrl-C: PostgreSQL stops and the temporary folder is removed.",
             upstream = self.upstream,

@@ -67,6 +67,11 @@ pub const DEMO_USERS: &[DemoUser] = &[
     },
 ];
 
+/// The demo's application user: one login for the CRM's end users (see `end_user`).
+pub const DEMO_APPLICATION: &str = "crm";
+/// The roles the demo's application may act as for its end users.
+const DEMO_APPLICATION_ROLES: &[&str] = &["sales", "marketing", "support", "analyst"];
+
 /// Files of the temporary folder, relative to it (the configuration names them relatively too).
 const CONFIG_FILE: &str = "maschera.toml";
 const USERS_FILE: &str = "users.toml";
@@ -78,13 +83,15 @@ const AUDIT_DIR: &str = "audit";
 const AUDIT_KEY: &str = "audit.key";
 const AUDIT_SIGNING_KEY: &str = "audit-signing.key";
 const AUDIT_PUBLIC_KEY: &str = "audit-public.key";
+const END_USER_KEY: &str = "end-user-key.pem";
+const END_USER_PUBLIC_KEY: &str = "end-user-public.pem";
 
 /// Everything the demo set up. Dropping it stops PostgreSQL and removes the temporary folder.
 pub struct Demo {
     pub pg: PgServer,
     pub listen: SocketAddr,
     pub config: Config,
-    /// Generated passwords, in the order of [`DEMO_USERS`].
+    /// Generated passwords, in the order of [`DEMO_USERS`], then the application user's.
     pub passwords: Vec<String>,
     /// `created_at` of a north contact with an active marketing consent, unique among contacts: a
     /// contact every role can find by a column it sees.
@@ -142,6 +149,7 @@ pub async fn set_up(listen: SocketAddr, contacts: u64) -> Result<Demo> {
     let passwords = write_users(&dir)?;
     write_certificate(&dir)?;
     write_audit_keys(&dir)?;
+    write_end_user_keys(&dir)?;
     let config_file = dir.join(CONFIG_FILE);
     write_private(&config_file, &config_text(listen, &pg))?;
     let config = Config::load(&config_file)?;
@@ -223,6 +231,25 @@ fn write_users(dir: &Path) -> Result<Vec<String>> {
             .map_err(|err| anyhow!("demo user {}: {err}", user.name))?;
         passwords.push(password);
     }
+    let password = generate_password();
+    let application = crate::end_user::application::Application {
+        roles: DEMO_APPLICATION_ROLES
+            .iter()
+            .map(|r| r.to_string())
+            .collect(),
+        attributes: crate::end_user::application::AttributeBounds::UsersFile,
+        keys: Vec::new(),
+    };
+    let user = User {
+        name: DEMO_APPLICATION.into(),
+        role: String::new(),
+        attributes: Default::default(),
+        verifier: Verifier::from_password(&password, DEFAULT_ITERATIONS),
+    };
+    store
+        .insert_application(user, application)
+        .map_err(|err| anyhow!("demo application user: {err}"))?;
+    passwords.push(password);
     store.save(&dir.join(USERS_FILE))?;
     Ok(passwords)
 }
@@ -242,6 +269,15 @@ fn write_audit_keys(dir: &Path) -> Result<()> {
     write_private(&dir.join(AUDIT_KEY), &format!("{secret}\n"))?;
     write_private(&dir.join(AUDIT_SIGNING_KEY), &format!("{signing}\n"))?;
     write_private(&dir.join(AUDIT_PUBLIC_KEY), &format!("{public}\n"))
+}
+
+/// The Ed25519 key pair that signs the demo's end-user tokens (`maschera end-user token`).
+fn write_end_user_keys(dir: &Path) -> Result<()> {
+    let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519)
+        .context("creating the end-user signing key")?;
+    write_private(&dir.join(END_USER_KEY), &pair.serialize_pem())?;
+    std::fs::write(dir.join(END_USER_PUBLIC_KEY), pair.public_key_pem())?;
+    Ok(())
 }
 
 /// The proxy's configuration: the same file `maschera serve --config` reads.
@@ -279,6 +315,11 @@ instance = "demo"
 key_file = "{AUDIT_KEY}"
 signing_key_file = "{AUDIT_SIGNING_KEY}"
 public_key_file = "{AUDIT_PUBLIC_KEY}"
+
+[end_users]
+issuer = "maschera-demo"
+audience = "maschera"
+keys = [{{ kid = "demo", algorithm = "EdDSA", public_key = "{END_USER_PUBLIC_KEY}", private_key = "{END_USER_KEY}" }}]
 "#,
         host = pg.host(),
         port = pg.port(),

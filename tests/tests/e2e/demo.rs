@@ -21,6 +21,8 @@ pub(crate) struct Facts {
     pub(crate) proxy: String,
     pub(crate) upstream: String,
     pub(crate) audit_log: PathBuf,
+    /// The demo's configuration file.
+    pub(crate) config: PathBuf,
     pub(crate) users: Vec<UserFacts>,
 }
 
@@ -28,7 +30,10 @@ pub(crate) struct Facts {
 #[serde(deny_unknown_fields)]
 pub(crate) struct UserFacts {
     pub(crate) user: String,
-    pub(crate) role: String,
+    /// `None` for the application user `crm`.
+    pub(crate) role: Option<String>,
+    #[serde(default)]
+    pub(crate) application: bool,
     pub(crate) password: String,
     pub(crate) uri: String,
 }
@@ -238,7 +243,7 @@ async fn demo_json_line_serves_every_user_and_sigterm_leaves_nothing() {
     let roles: Vec<(&str, &str)> = facts
         .users
         .iter()
-        .map(|u| (u.user.as_str(), u.role.as_str()))
+        .map(|u| (u.user.as_str(), u.role.as_deref().unwrap_or("application")))
         .collect();
     assert_eq!(
         roles,
@@ -249,8 +254,10 @@ async fn demo_json_line_serves_every_user_and_sigterm_leaves_nothing() {
             ("mia", "marketing"),
             ("tom", "support"),
             ("ana", "analyst"),
+            ("crm", "application"),
         ]
     );
+    assert!(facts.config.is_file(), "{}", facts.config.display());
     for user in &facts.users {
         assert!(user.password.len() >= 20, "weak password for {}", user.user);
         assert_eq!(

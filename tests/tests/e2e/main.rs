@@ -14,6 +14,7 @@ mod discover;
 mod discover_crm;
 mod discover_real;
 mod dpo;
+mod end_user;
 mod enforce;
 mod faults;
 mod foreign_keys;

@@ -1,0 +1,823 @@
+//! The session hook of an application user: answers the routes that set the end user (verifying
+//! the token, checking the application's bounds, counting failures) and serves every other
+//! statement through the hook a Maschera user of the end user's role and attributes would have
+//! (`enforce::session_setup`: the same rewrite, the same access log, with the end user named), or,
+//! with no end user, through the application's own role, or a role that may read nothing (42501
+//! "no end user is set").
+//!
+//! Answers are routed back to the hook that sent the statement: per statement cycle, the messages
+//! that produce a CommandComplete (Query, Execute) are queued with who sent them, so a cycle that
+//! switches the end user and then runs statements (one extended-protocol batch) gives each its own.
+//!
+//! Which upstream connection serves a transaction is the current end user's ([`ApplicationHook::upstream`]):
+//! its role's login with its attributes as startup parameters.
+//!
+//! Not for: the routes' syntax (see `route`), PostgreSQL's transaction semantics (see `state`),
+//! tokens (see `token`).
+
+use super::application::{Application, EndUser};
+use super::failures::TokenFailures;
+use super::route::{self, Route};
+use super::state::{EndUserState, Scope, Who};
+use super::token::TokenVerifier;
+use crate::admission::RateLimit;
+use crate::audit::AuditLog;
+use crate::audit::record::{EventKind, Outcome};
+use crate::audit_trail::SessionIdentity;
+use crate::config::Config;
+use crate::enforce::{self, LoginRefusal, SessionSetup};
+use crate::frame;
+use crate::policy_state::PolicyHandle;
+use crate::session::{Decision, Hold, ServerEvent, ServerFrame, SessionHook};
+use crate::upstream::Login;
+use crate::upstream_source::UpstreamKey;
+use crate::users::{User, UserStore};
+use anyhow::Context;
+use policy::access::{RoleAccess, UnlistedTables};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+use tracing::info;
+
+/// The role name the rewrite of an application with no end user and no role of its own runs as (not
+/// an identifier, so never a policy's role nor a key of the rewrite cache of one).
+pub const NO_END_USER_ROLE: &str = "(no end user)";
+
+/// End users served by one session at most; beyond, the hooks of end users not in use are dropped
+/// (and made again when needed).
+const MAX_SERVED: usize = 64;
+
+/// What the proxy shares between application sessions.
+pub struct EndUsers {
+    pub verifier: TokenVerifier,
+    pub failures: TokenFailures,
+    pub users: Arc<UserStore>,
+}
+
+impl EndUsers {
+    /// What `[end_users]` of `config` configures (`None` without the section).
+    pub fn load(config: &Config, users: &UserStore) -> anyhow::Result<Option<Arc<EndUsers>>> {
+        let Some(section) = &config.end_users else {
+            return Ok(None);
+        };
+        let verifier = TokenVerifier::new(section).context("[end_users]")?;
+        let window = std::time::Duration::from_secs(section.failure_window_seconds);
+        Ok(Some(Arc::new(EndUsers {
+            verifier,
+            failures: TokenFailures::new(section.max_failures, window),
+            users: Arc::new(users.clone()),
+        })))
+    }
+}
+
+/// How an application user's session is served (see `enforce::session_setup` for other users):
+/// `audit` is the access log (if any) and who the session is; `defaults` the proxy's own login
+/// and the client's forwarded parameters.
+pub fn application_setup(
+    end_users: Option<Arc<EndUsers>>,
+    handle: Arc<PolicyHandle>,
+    (log, who): (Option<Arc<AuditLog>>, SessionIdentity),
+    rate: Option<RateLimit>,
+    user: &User,
+    client_params: Vec<(String, String)>,
+    (default_login, default_params): (Login, Vec<(String, String)>),
+) -> Result<SessionSetup, LoginRefusal> {
+    let Some(end_users) = end_users else {
+        return Err(LoginRefusal {
+            code: "28000",
+            message: "this user is an application user, and the proxy's configuration has no [end_users] section to verify end users with".into(),
+        });
+    };
+    let Some(application) = end_users.users.application(&user.name).cloned() else {
+        return Err(LoginRefusal {
+            code: "28000",
+            message: "this application user is not in the users file the proxy loaded".into(),
+        });
+    };
+    let address = who
+        .client
+        .parse::<std::net::SocketAddr>()
+        .map(|a| a.ip())
+        .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    let maker = Maker {
+        login_role: application.roles.first().cloned().unwrap_or_default(),
+        handle,
+        database: who.database.clone(),
+        audit: log.map(|log| (log, who)),
+        client_params,
+        default_login,
+        default_params,
+        application: user.clone(),
+    };
+    let errors = Some(maker.errors());
+    let (hook, key) = ApplicationHook::new(end_users, application, address, maker, rate)?;
+    Ok(SessionSetup {
+        login: key.login.clone(),
+        params: key.params.clone(),
+        hook: Box::new(hook),
+        errors,
+        key: Some(key),
+    })
+}
+
+/// The hook and upstream of one end user (or of none).
+struct Served {
+    hook: Box<dyn SessionHook>,
+    upstream: Arc<UpstreamKey>,
+}
+
+/// What makes the hook of an end user: everything `enforce::session_setup` needs.
+pub struct Maker {
+    pub handle: Arc<PolicyHandle>,
+    pub audit: Option<(Arc<AuditLog>, SessionIdentity)>,
+    pub client_params: Vec<(String, String)>,
+    pub default_login: Login,
+    pub default_params: Vec<(String, String)>,
+    /// The database the client asked for.
+    pub database: String,
+    /// The application user (its role: the application's own, empty for none).
+    pub application: User,
+    /// With no role of its own: the role whose upstream login serves statements with no end user.
+    pub login_role: String,
+}
+
+/// A role that may read no table: the application's statements with no end user and no own role.
+fn no_access(role: &str) -> Arc<RoleAccess> {
+    Arc::new(RoleAccess {
+        role: role.to_owned(),
+        unrestricted: false,
+        view_schema: String::new(),
+        tables: BTreeMap::new(),
+        unlisted: UnlistedTables::Deny,
+        allowed_functions: Default::default(),
+        channels: Default::default(),
+        cascading_deletes: Default::default(),
+        lookups: Default::default(),
+    })
+}
+
+impl Maker {
+    fn audit(&self, end_user: Option<&EndUser>) -> Option<(&Arc<AuditLog>, SessionIdentity)> {
+        self.audit.as_ref().map(|(log, who)| {
+            let mut who = who.clone();
+            who.end_user = end_user.map(|e| (e.name.clone(), e.token_id.clone()));
+            (log, who)
+        })
+    }
+
+    /// The hook and upstream of `who`; also what the session starts with (no end user).
+    fn make(&self, who: Option<&EndUser>) -> Result<Served, LoginRefusal> {
+        let defaults = (&self.default_login, self.default_params.clone());
+        let params = &self.client_params;
+        let setup = match who {
+            Some(end_user) => {
+                let user = User {
+                    name: end_user.name.clone(),
+                    role: end_user.role.clone(),
+                    attributes: end_user.attributes.clone(),
+                    verifier: self.application.verifier.clone(),
+                };
+                let (login, extra) = defaults;
+                enforce::session_setup(
+                    &self.handle,
+                    self.audit(who),
+                    None,
+                    &user,
+                    params,
+                    login,
+                    extra,
+                )
+            }
+            None if !self.application.role.is_empty() => {
+                let (login, extra) = defaults;
+                let user = &self.application;
+                enforce::session_setup(
+                    &self.handle,
+                    self.audit(None),
+                    None,
+                    user,
+                    params,
+                    login,
+                    extra,
+                )
+            }
+            None => {
+                let user = User {
+                    role: self.login_role.clone(),
+                    ..self.application.clone()
+                };
+                let role = no_access(NO_END_USER_ROLE);
+                enforce::session_setup_as(
+                    &self.handle,
+                    role,
+                    self.audit(None),
+                    None,
+                    &user,
+                    params,
+                    defaults,
+                )
+            }
+        }?;
+        Ok(Served {
+            hook: setup.hook,
+            upstream: Arc::new(UpstreamKey {
+                login: setup.login,
+                database: self.database.clone(),
+                params: setup.params,
+            }),
+        })
+    }
+
+    /// The upstream and error scrub the session starts with (no end user).
+    pub fn errors(&self) -> Arc<crate::error_scrub::ErrorScrub> {
+        let state = self.handle.current();
+        Arc::new(crate::error_scrub::ErrorScrub::for_role(
+            &no_access(NO_END_USER_ROLE),
+            &state.catalog,
+        ))
+    }
+}
+
+/// Who answers a message that produces a CommandComplete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answerer {
+    /// The proxy's substitute for a route.
+    Switch,
+    /// The hook of `served[i]`.
+    Served(usize),
+}
+
+/// The session hook of an application user (see the module doc).
+pub struct ApplicationHook {
+    end_users: Arc<EndUsers>,
+    application: Application,
+    name: String,
+    address: IpAddr,
+    maker: Maker,
+    rate: Option<RateLimit>,
+    state: EndUserState,
+    /// `served[0]`: no end user.
+    served: Vec<Served>,
+    /// Index in `served` by end user (name, role, attributes).
+    by_end_user: HashMap<(String, String, BTreeMap<String, String>), usize>,
+    /// Per cycle, in order: who answers each Query (`true`: until the cycle ends) or Execute.
+    answers: VecDeque<(u64, Answerer, bool)>,
+    /// Per cycle: the served hooks that took part (they all see its ReadyForQuery).
+    taking_part: VecDeque<(u64, usize)>,
+    /// Prepared statements that are the `set_config` route, by name: whether local.
+    set_config: HashMap<Vec<u8>, bool>,
+    /// Which end user (`served` index) prepared each named statement (and the unnamed one): a
+    /// statement is executed only by the end user it was prepared (rewritten) for.
+    prepared_by: HashMap<Vec<u8>, usize>,
+    /// Portals bound to a `set_config` statement.
+    switch_portals: HashSet<Vec<u8>>,
+    /// Cycles whose session-level switch ran as `SET LOCAL` upstream: PostgreSQL's warning about it
+    /// is not the client's.
+    quiet_warning: Option<u64>,
+    /// The last cycle PostgreSQL answered (ReadyForQuery).
+    answered: u64,
+    /// The last cycle that ran a statement or a switch (a cycle of Close and Sync only does not
+    /// count: drivers pipeline those).
+    last_run: u64,
+    /// Whose upstream serves the current transaction (`served` index): the end user in force at its
+    /// first message, or the application's own for a transaction that starts with a route (so the
+    /// `set_config` statement, prepared there, is always found). `None` between transactions.
+    transaction: Option<usize>,
+    audit: Option<(Arc<AuditLog>, SessionIdentity)>,
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+fn refuse(code: &str, message: impl Into<String>) -> Decision {
+    Decision::Refuse {
+        code: code.to_owned(),
+        message: message.into(),
+    }
+}
+
+/// The message of a 42501 of the application with no end user.
+const NO_END_USER: &str = "no end user is set: this application login reads personal data only for an end user (SET maschera.end_user = '<token>')";
+
+/// Replaces the message of a 42501 refusal (also one decided later).
+fn no_end_user(decision: Decision) -> Decision {
+    match decision {
+        Decision::Refuse { code, .. } if code == "42501" => refuse("42501", NO_END_USER),
+        Decision::Pending(pending) => {
+            Decision::Pending(Box::pin(async move { no_end_user(pending.await) }))
+        }
+        other => other,
+    }
+}
+
+impl ApplicationHook {
+    /// The hook of application user `maker.application` connecting from `address`, and the
+    /// upstream its session starts with (no end user).
+    pub fn new(
+        end_users: Arc<EndUsers>,
+        application: Application,
+        address: IpAddr,
+        maker: Maker,
+        rate: Option<RateLimit>,
+    ) -> Result<(ApplicationHook, Arc<UpstreamKey>), LoginRefusal> {
+        let first = maker.make(None)?;
+        let upstream = first.upstream.clone();
+        let audit = maker.audit.clone();
+        Ok((
+            ApplicationHook {
+                end_users,
+                application,
+                name: maker.application.name.clone(),
+                address,
+                maker,
+                rate,
+                state: EndUserState::default(),
+                served: vec![first],
+                by_end_user: HashMap::new(),
+                answers: VecDeque::new(),
+                taking_part: VecDeque::new(),
+                set_config: HashMap::new(),
+                prepared_by: HashMap::new(),
+                switch_portals: HashSet::new(),
+                quiet_warning: None,
+                answered: 0,
+                last_run: 0,
+                transaction: None,
+                audit,
+            },
+            upstream,
+        ))
+    }
+
+    /// The upstream the current end user's statements go to.
+    pub fn upstream(&self) -> &Arc<UpstreamKey> {
+        &self.served[self.current_index()].upstream
+    }
+
+    fn current_index(&self) -> usize {
+        match self.state.current() {
+            None => 0,
+            Some(end_user) => self
+                .by_end_user
+                .get(&(
+                    end_user.name.clone(),
+                    end_user.role.clone(),
+                    end_user.attributes.clone(),
+                ))
+                .copied()
+                .unwrap_or(0),
+        }
+    }
+
+    /// Records a switch (or its refusal) in the access log.
+    fn record(&self, who: Option<&EndUser>, outcome: Outcome, detail: String) {
+        let Some((log, identity)) = &self.audit else {
+            return;
+        };
+        let mut event = identity.event(EventKind::EndUser);
+        event.role = who.map(|w| w.role.clone());
+        event.end_user = who.map(|w| w.name.clone());
+        event.end_user_token = who.map(|w| w.token_id.clone());
+        event.outcome = outcome;
+        event.detail = Some(detail);
+        drop(log.submit(event));
+    }
+
+    fn token_refused(&self, code: &'static str, message: String, label: &str) -> Decision {
+        self.end_users.failures.failed(&self.name, self.address);
+        metrics::counter!(crate::metrics::REFUSALS_TOTAL, crate::metrics::LABEL_REASON => "end_user_token")
+            .increment(1);
+        info!(code, check = label, "end-user token refused");
+        let outcome = Outcome::Refused {
+            sqlstate: code.to_owned(),
+            message: Some(message.clone()),
+        };
+        self.record(None, outcome, format!("end-user token refused: {label}"));
+        refuse(code, message)
+    }
+
+    /// The end user a token names, or the refusal.
+    fn end_user(&self, token: &str) -> Result<Arc<EndUser>, Decision> {
+        if !self.end_users.failures.allowed(&self.name, self.address) {
+            return Err(refuse(
+                "53300",
+                "too many bad end-user tokens from this application login and client address: wait and try again",
+            ));
+        }
+        let verified = self
+            .end_users
+            .verifier
+            .verify(token)
+            .map_err(|err| self.token_refused(err.sqlstate(), err.to_string(), err.label()))?;
+        self.application
+            .admit(&verified, &self.end_users.users)
+            .map(Arc::new)
+            .map_err(|err| self.token_refused(err.sqlstate(), err.to_string(), err.label()))
+    }
+
+    /// Makes (or finds) the hook of `who`.
+    fn serve_end_user(&mut self, who: &Arc<EndUser>) -> Result<(), Decision> {
+        let key = (who.name.clone(), who.role.clone(), who.attributes.clone());
+        if self.by_end_user.contains_key(&key) {
+            return Ok(());
+        }
+        if self.served.len() > MAX_SERVED {
+            self.forget_unused();
+        }
+        let served = self
+            .maker
+            .make(Some(who))
+            .map_err(|refusal| refuse(refusal.code, refusal.message))?;
+        self.served.push(served);
+        self.by_end_user.insert(key, self.served.len() - 1);
+        Ok(())
+    }
+
+    /// Drops the hooks of end users neither current nor waiting for answers.
+    fn forget_unused(&mut self) {
+        if !self.answers.is_empty() || !self.taking_part.is_empty() {
+            return;
+        }
+        let current = self.current_index();
+        let keep: Vec<usize> = [0, current].into_iter().collect();
+        let mut kept = Vec::new();
+        let mut by_end_user = HashMap::new();
+        for (key, index) in self.by_end_user.drain() {
+            if keep.contains(&index) {
+                by_end_user.insert(key, index);
+            }
+        }
+        for (index, served) in std::mem::take(&mut self.served).into_iter().enumerate() {
+            if keep.contains(&index) {
+                let new = kept.len();
+                kept.push(served);
+                for value in by_end_user.values_mut() {
+                    if *value == index {
+                        *value = new;
+                    }
+                }
+            }
+        }
+        self.served = kept;
+        self.by_end_user = by_end_user;
+    }
+
+    /// A switch to `who` (`None`: RESET) for `scope`.
+    fn switch(
+        &mut self,
+        who: Who,
+        scope: Scope,
+        own_transaction: bool,
+        cycle: u64,
+    ) -> Result<(), Decision> {
+        if self.last_run > self.answered && self.last_run < cycle {
+            return Err(refuse(
+                "0A000",
+                "the end user cannot be switched while earlier statements are still running (pipelined): wait for their results first",
+            ));
+        }
+        if let Some(end_user) = &who {
+            self.serve_end_user(end_user)?;
+        }
+        self.state
+            .switch(who.clone(), scope, own_transaction)
+            .map_err(|refused| refuse(refused.code, refused.message))?;
+        self.last_run = cycle;
+        let detail = match (&who, scope) {
+            (None, _) => "end user reset",
+            (Some(_), Scope::Local) => "end user set for the transaction",
+            (Some(_), Scope::Session) => "end user set",
+        };
+        self.record(who.as_deref(), Outcome::Ok, detail.into());
+        Ok(())
+    }
+
+    /// A Query that is a route.
+    fn switch_query(&mut self, route: Route, cycle: u64) -> Decision {
+        let (who, scope) = match &route {
+            Route::Reset => (None, Scope::Session),
+            Route::Set { local, token } => match self.end_user(token) {
+                Ok(end_user) => (
+                    Some(end_user),
+                    if *local { Scope::Local } else { Scope::Session },
+                ),
+                Err(refused) => return refused,
+            },
+        };
+        let id = who.as_ref().map(|w| w.token_id.clone()).unwrap_or_default();
+        if let Err(refused) = self.switch(who, scope, true, cycle) {
+            return refused;
+        }
+        self.answers.push_back((cycle, Answerer::Switch, true));
+        if scope == Scope::Session {
+            self.quiet_warning = Some(cycle);
+        }
+        let substitute = match route {
+            Route::Reset => Route::Reset,
+            Route::Set { .. } => Route::Set {
+                local: true,
+                token: String::new(),
+            },
+        };
+        Decision::Replace(route::substitute_query(&substitute, &safe_id(&id)))
+    }
+
+    /// A Bind of a `set_config` route.
+    fn switch_bind(&mut self, body: &[u8], local: bool, cycle: u64) -> Decision {
+        let Some(bind) = route::bind(body) else {
+            return refuse("08P01", "malformed Bind message");
+        };
+        let token = match bind.params.as_slice() {
+            [Some(token)] => std::str::from_utf8(token).unwrap_or_default(),
+            _ => {
+                return refuse(
+                    "22023",
+                    "set_config('maschera.end_user', $1, ...) takes one non-null text parameter",
+                );
+            }
+        };
+        let who = match self.end_user(token) {
+            Ok(end_user) => end_user,
+            Err(refused) => return refused,
+        };
+        let id = who.token_id.clone();
+        let scope = if local { Scope::Local } else { Scope::Session };
+        if let Err(refused) = self.switch(Some(who), scope, false, cycle) {
+            return refused;
+        }
+        if let Some((portal, _)) = frame::cstr(body) {
+            self.switch_portals.insert(portal.to_vec());
+        }
+        Decision::Replace(bind.with_param(&safe_id(&id)))
+    }
+
+    /// A statement (not a route): served by the current end user's hook.
+    fn serve(&mut self, tag: u8, frame: &[u8], cycle: u64) -> Decision {
+        let index = self.current_index();
+        let transaction = *self.transaction.get_or_insert(index);
+        if *self.served[transaction].upstream != *self.served[index].upstream
+            && matches!(tag, b'Q' | b'P' | b'B' | b'E' | b'D' | b'F')
+        {
+            return refuse(
+                "0A000",
+                "the end user was switched inside this transaction or batch: its statements run from the next one on (send Sync, or COMMIT, first)",
+            );
+        }
+        if let Some(end_user) = self.state.current()
+            && end_user.expires <= now()
+            && matches!(tag, b'Q' | b'P' | b'B' | b'E')
+        {
+            return refuse(
+                "28000",
+                "the end-user token has expired: set the end user again with a new token",
+            );
+        }
+        if let Some(refused) = self.prepared_elsewhere(tag, frame::body(frame), index) {
+            return refused;
+        }
+        if matches!(tag, b'Q' | b'P' | b'B' | b'E') {
+            self.last_run = cycle;
+            self.state.statement();
+        }
+        if matches!(tag, b'Q' | b'E') {
+            self.answers
+                .push_back((cycle, Answerer::Served(index), tag == b'Q'));
+        }
+        if !self.taking_part.contains(&(cycle, index)) {
+            self.taking_part.push_back((cycle, index));
+        }
+        let decision = self.served[index].hook.on_client_message(tag, frame, cycle);
+        if index == 0 && self.maker.application.role.is_empty() {
+            return no_end_user(decision);
+        }
+        decision
+    }
+
+    /// The decision about a message that is (part of) a route; `None` for any other message.
+    fn route_message(&mut self, tag: u8, body: &[u8], cycle: u64) -> Option<Decision> {
+        match tag {
+            b'Q' => {
+                let text = frame::cstr(body).map(|(text, _)| text).unwrap_or_default();
+                if route::mentions(text)
+                    && let Some(route) = std::str::from_utf8(text).ok().and_then(route::query_route)
+                {
+                    return Some(self.switch_query(route, cycle));
+                }
+            }
+            b'P' => {
+                let name = route::parse_name(body).unwrap_or_default().to_vec();
+                let text = route::parse_text(body).unwrap_or_default();
+                let local = if route::mentions(text) {
+                    std::str::from_utf8(text)
+                        .ok()
+                        .and_then(route::set_config_route)
+                } else {
+                    None
+                };
+                if let Some(local) = local {
+                    self.set_config.insert(name, local);
+                    return Some(match route::substitute_parse(body, local) {
+                        Some(parse) => Decision::Replace(parse),
+                        None => refuse("08P01", "malformed Parse message"),
+                    });
+                }
+                self.set_config.remove(&name);
+            }
+            b'B' => {
+                let names = frame::cstr(body).and_then(|(portal, rest)| {
+                    frame::cstr(rest).map(|(statement, _)| (portal, statement))
+                });
+                if let Some((portal, statement)) = names {
+                    if let Some(&local) = self.set_config.get(statement) {
+                        return Some(self.switch_bind(body, local, cycle));
+                    }
+                    self.switch_portals.remove(portal);
+                }
+            }
+            b'E' => {
+                let portal = frame::cstr(body).map(|(p, _)| p).unwrap_or_default();
+                if self.switch_portals.contains(portal) {
+                    self.answers.push_back((cycle, Answerer::Switch, false));
+                    return Some(Decision::Forward);
+                }
+            }
+            b'D' => {
+                let (kind, name) = body.split_first().unwrap_or((&0, &[]));
+                let name = frame::cstr(name).map(|(n, _)| n).unwrap_or_default();
+                let ours = match kind {
+                    b'S' => self.set_config.contains_key(name),
+                    _ => self.switch_portals.contains(name),
+                };
+                if ours {
+                    return Some(Decision::Forward);
+                }
+            }
+            b'C' => {
+                let (kind, name) = body.split_first().unwrap_or((&0, &[]));
+                let name = frame::cstr(name).map(|(n, _)| n).unwrap_or_default();
+                let ours = match kind {
+                    b'S' => self.set_config.remove(name).is_some(),
+                    _ => self.switch_portals.remove(name),
+                };
+                if ours {
+                    return Some(Decision::Forward);
+                }
+            }
+            _ => {}
+        }
+        None
+    }
+
+    /// Keeps `prepared_by` and refuses a Bind of a statement prepared for another end user (it was
+    /// rewritten for that one's role and attributes, on that one's connection).
+    fn prepared_elsewhere(&mut self, tag: u8, body: &[u8], index: usize) -> Option<Decision> {
+        match tag {
+            b'P' => {
+                let name = route::parse_name(body)?;
+                self.prepared_by.insert(name.to_vec(), index);
+            }
+            b'B' => {
+                let (_, rest) = frame::cstr(body)?;
+                let (statement, _) = frame::cstr(rest)?;
+                let by = *self.prepared_by.get(statement)?;
+                if by != index {
+                    let name = String::from_utf8_lossy(statement);
+                    return Some(refuse(
+                        "26000",
+                        format!(
+                            "prepared statement \"{name}\" was prepared for another end user (or for none): prepare it again for this one"
+                        ),
+                    ));
+                }
+            }
+            b'C' if body.first() == Some(&b'S') => {
+                let (name, _) = frame::cstr(&body[1..])?;
+                self.prepared_by.remove(name);
+            }
+            _ => {}
+        }
+        None
+    }
+
+    /// Who answers the next CommandComplete or ErrorResponse of `cycle`.
+    fn answerer(&self, cycle: u64) -> Option<Answerer> {
+        match self.answers.front() {
+            Some((c, answerer, _)) if *c == cycle => Some(*answerer),
+            _ => self
+                .taking_part
+                .iter()
+                .rev()
+                .find(|(c, _)| *c == cycle)
+                .map(|(_, index)| Answerer::Served(*index)),
+        }
+    }
+}
+
+/// The token id as the substitute carries it: `jti` may hold any text, the digest never more than
+/// hex digits, so anything but `[A-Za-z0-9:._-]` is dropped.
+fn safe_id(id: &str) -> String {
+    id.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '.' | '_' | '-'))
+        .take(64)
+        .collect()
+}
+
+impl SessionHook for ApplicationHook {
+    fn on_client_message(&mut self, tag: u8, frame: &[u8], cycle: u64) -> Decision {
+        if let Some(refused) = self.rate.as_mut().and_then(|rate| rate.check(tag)) {
+            return refused;
+        }
+        let body = frame::body(frame);
+        let starts = self.transaction.is_none();
+        match self.route_message(tag, body, cycle) {
+            Some(decision) => {
+                // A Close goes wherever the transaction goes: closing a statement a connection does
+                // not have is no error.
+                if starts && tag != b'C' {
+                    self.transaction = Some(0);
+                }
+                decision
+            }
+            None => self.serve(tag, frame, cycle),
+        }
+    }
+
+    fn server_frame(&mut self, tag: u8, body: &[u8], cycle: u64) -> ServerFrame {
+        if tag == b'N'
+            && self.quiet_warning == Some(cycle)
+            && frame::sqlstate(body) == Some("25P01")
+        {
+            return ServerFrame::Withhold;
+        }
+        match self.answerer(cycle) {
+            Some(Answerer::Served(index)) => self.served[index].hook.server_frame(tag, body, cycle),
+            _ => ServerFrame::Pass,
+        }
+    }
+
+    fn on_server_event(&mut self, event: ServerEvent<'_>, cycle: u64) {
+        self.state.on_server_event(event);
+        match event {
+            ServerEvent::CommandComplete { .. } | ServerEvent::Error { .. } => {
+                if let Some(Answerer::Served(index)) = self.answerer(cycle) {
+                    self.served[index].hook.on_server_event(event, cycle);
+                }
+                let execute = matches!(self.answers.front(), Some((c, _, false)) if *c == cycle);
+                if execute && matches!(event, ServerEvent::CommandComplete { .. }) {
+                    self.answers.pop_front();
+                }
+            }
+            ServerEvent::Ready { .. } => {
+                while self.answers.front().is_some_and(|(c, _, _)| *c <= cycle) {
+                    self.answers.pop_front();
+                }
+                while let Some(&(c, index)) = self.taking_part.front() {
+                    if c > cycle {
+                        break;
+                    }
+                    self.taking_part.pop_front();
+                    self.served[index].hook.on_server_event(event, c);
+                }
+                self.answered = self.answered.max(cycle);
+                if self.quiet_warning.is_some_and(|c| c <= cycle) {
+                    self.quiet_warning = None;
+                }
+            }
+        }
+    }
+
+    fn hold(&mut self) -> Option<Hold> {
+        let holds: Vec<Hold> = self
+            .served
+            .iter_mut()
+            .filter_map(|s| s.hook.hold())
+            .collect();
+        match holds.len() {
+            0 => None,
+            1 => holds.into_iter().next(),
+            _ => Some(Box::pin(async move {
+                for hold in holds {
+                    hold.await?;
+                }
+                Ok(())
+            })),
+        }
+    }
+
+    fn at_transaction_boundary(&mut self) {
+        self.transaction = None;
+        for served in &mut self.served {
+            served.hook.at_transaction_boundary();
+        }
+    }
+
+    fn upstream_key(&mut self) -> Option<Arc<UpstreamKey>> {
+        let index = self.transaction.unwrap_or_else(|| self.current_index());
+        Some(self.served[index].upstream.clone())
+    }
+}

@@ -1,0 +1,102 @@
+//! Signing end-user tokens: what `maschera end-user token` prints (for the demo, scripts, tests and
+//! a DBA's own checks), with the first key of `[end_users]` that the proxy's configuration gives a
+//! private key (`private_key`) or a secret (`secret_env`) for.
+//! Not for: verifying tokens (see `token`); applications sign their own tokens (see
+//! `integrations/`).
+
+use super::config::{EndUserConfig, KeyAlgorithm};
+use super::token::{jwt_algorithm, secret};
+use crate::users::UserStore;
+use anyhow::{Context, bail};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The claims of a token to sign.
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenRequest {
+    #[serde(rename = "sub")]
+    pub end_user: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub attributes: BTreeMap<String, String>,
+    #[serde(rename = "iss", skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    #[serde(rename = "aud", skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+    #[serde(rename = "iat")]
+    pub issued: u64,
+    #[serde(rename = "exp")]
+    pub expires: u64,
+    #[serde(rename = "nbf", skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
+}
+
+/// Signs `request` with `key` (of `algorithm`), naming `kid` in the header.
+pub fn sign_with(
+    request: &TokenRequest,
+    algorithm: Algorithm,
+    kid: Option<&str>,
+    key: &EncodingKey,
+) -> jsonwebtoken::errors::Result<String> {
+    let mut header = Header::new(algorithm);
+    header.kid = kid.map(str::to_owned);
+    jsonwebtoken::encode(&header, request, key)
+}
+
+/// A token for `end_user` of `users` (its role and attributes from the users file), living `ttl`
+/// seconds, signed with the first configured key the configuration can sign with.
+pub fn token_for_user(
+    config: &EndUserConfig,
+    users: &UserStore,
+    end_user: &str,
+    ttl: u64,
+) -> anyhow::Result<String> {
+    let user = users
+        .get(end_user)
+        .with_context(|| format!("{end_user:?} is not a user of the users file"))?;
+    if users.application(end_user).is_some() {
+        bail!("{end_user:?} is an application user, not an end user");
+    }
+    if ttl == 0 || ttl > config.max_lifetime_seconds {
+        bail!(
+            "--ttl must be 1 to {} seconds ([end_users] max_lifetime_seconds)",
+            config.max_lifetime_seconds
+        );
+    }
+    let issued = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+    let request = TokenRequest {
+        end_user: end_user.to_owned(),
+        role: Some(user.role.clone()),
+        attributes: user.attributes.clone(),
+        issuer: config.issuer.clone(),
+        audience: config.audience.clone(),
+        issued,
+        expires: issued + ttl,
+        not_before: None,
+        jti: None,
+    };
+    for key in &config.keys {
+        let encoding = match (key.algorithm, &key.private_key) {
+            (KeyAlgorithm::HS256, _) => EncodingKey::from_secret(&secret(key)?)?,
+            (_, None) => continue,
+            (algorithm, Some(path)) => {
+                let pem = std::fs::read(path)
+                    .with_context(|| format!("reading the private key {}", path.display()))?;
+                match algorithm {
+                    KeyAlgorithm::EdDSA => EncodingKey::from_ed_pem(&pem),
+                    KeyAlgorithm::ES256 => EncodingKey::from_ec_pem(&pem),
+                    _ => EncodingKey::from_rsa_pem(&pem),
+                }
+                .with_context(|| format!("the private key {}", path.display()))?
+            }
+        };
+        let algorithm = jwt_algorithm(key.algorithm);
+        return Ok(sign_with(&request, algorithm, Some(&key.kid), &encoding)?);
+    }
+    bail!("no key of [end_users] has a private_key or secret_env to sign with")
+}

@@ -1,0 +1,276 @@
+//! End users behind one application login (issue 22), as the demo serves them: the application user
+//! `crm` of `maschera demo`, tokens from `maschera end-user token`, and real clients (tokio-postgres
+//! in both protocols, psql, psycopg) alternating end users on one connection.
+
+use crate::demo::Demo;
+use maschera_tests::clients::{error_of, simple_column, simple_refusal, simple_rows};
+use maschera_tests::maschera_bin;
+use std::path::Path;
+
+/// `maschera end-user token` for `end_user` of the demo.
+fn token(config: &Path, end_user: &str) -> String {
+    let out = std::process::Command::new(maschera_bin())
+        .args(["end-user", "token", "--config"])
+        .arg(config)
+        .args(["--end-user", end_user, "--ttl", "600"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "end-user token: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// The same token with one character of its claims changed.
+fn tampered(token: &str) -> String {
+    let at = token.find('.').unwrap() + 10;
+    let mut bytes = token.as_bytes().to_vec();
+    bytes[at] = if bytes[at] == b'A' { b'B' } else { b'A' };
+    String::from_utf8(bytes).unwrap()
+}
+
+async fn connect(uri: &str) -> tokio_postgres::Client {
+    maschera_tests::connect(uri)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to {uri}: {e}"))
+}
+
+/// Every line of the demo's access log.
+fn access_log(dir: &Path) -> String {
+    let mut records = String::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        if entry.path().extension().is_some_and(|e| e == "jsonl") {
+            records.push_str(&std::fs::read_to_string(entry.path()).unwrap());
+        }
+    }
+    records
+}
+
+/// The demo scenario of the issue, through one connection of `crm`: no end user → 42501 on
+/// personal data; sam's token → only north's contacts; tom's → masked e-mails; a tampered token
+/// refused without echo, the next statement served; the access log names sam, tom and crm. Then
+/// the transaction semantics of the routes and the extended protocol's `set_config`.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_application_login_serves_each_end_user_as_their_role() {
+    let demo = Demo::start();
+    let config = demo.facts.config.clone();
+    let crm_facts = demo.user("crm");
+    assert!(crm_facts.application && crm_facts.role.is_none());
+    let (sam, tom) = (token(&config, "sam"), token(&config, "tom"));
+    let crm = connect(&crm_facts.uri).await;
+    let sam_direct = connect(&demo.user("sam").uri).await;
+    let tom_direct = connect(&demo.user("tom").uri).await;
+    let emails = "SELECT email FROM contacts ORDER BY id LIMIT 5";
+
+    // No end user: no personal data, but the session works.
+    let (code, message) = simple_refusal(&crm, "SELECT email FROM contacts").await;
+    assert_eq!(code, "42501", "{message}");
+    assert!(message.contains("no end user is set"), "{message}");
+    assert_eq!(simple_column(&crm, "SELECT 1").await, ["1"]);
+
+    // sam: only north's contacts, as sam himself sees them.
+    crm.batch_execute(&format!("SET maschera.end_user = '{sam}'"))
+        .await
+        .unwrap();
+    let regions = simple_column(&crm, "SELECT DISTINCT region FROM contacts").await;
+    assert_eq!(regions, ["north"]);
+    assert_eq!(
+        simple_rows(&crm, emails).await,
+        simple_rows(&sam_direct, emails).await
+    );
+
+    // tom: masked e-mails, as tom sees them; every region.
+    crm.batch_execute(&format!("SET maschera.end_user TO '{tom}'"))
+        .await
+        .unwrap();
+    let masked = simple_column(&crm, emails).await;
+    assert_eq!(masked, simple_column(&tom_direct, emails).await);
+    assert!(masked.iter().all(|e| e.contains("***@")), "{masked:?}");
+    let regions = simple_column(&crm, "SELECT DISTINCT region FROM contacts ORDER BY 1").await;
+    assert_eq!(regions.len(), 3, "{regions:?}");
+
+    // A tampered token: refused naming the check, never echoed; the session goes on as tom.
+    let bad = tampered(&sam);
+    let (code, message) = simple_refusal(&crm, &format!("SET maschera.end_user = '{bad}'")).await;
+    assert!(
+        matches!(code.as_str(), "28000" | "42501"),
+        "{code} {message}"
+    );
+    assert!(
+        message.contains("signature") || message.contains("claims"),
+        "{message}"
+    );
+    for part in bad.split('.') {
+        assert!(!message.contains(part), "the token is echoed: {message}");
+    }
+    assert_eq!(simple_column(&crm, emails).await, masked);
+
+    // Only the exact routes: a switch inside a multi-statement Query is refused like any
+    // `maschera.*` setting.
+    let (code, _) = simple_refusal(&crm, &format!("BEGIN; SET maschera.end_user = '{sam}'")).await;
+    assert_eq!(code, "42501");
+    // A transaction is served as the end user it began with: switching after its first statement
+    // (BEGIN included) is refused, and the session goes on as before.
+    crm.batch_execute("BEGIN").await.unwrap();
+    simple_rows(&crm, emails).await;
+    let (code, message) =
+        simple_refusal(&crm, &format!("SET LOCAL maschera.end_user = '{sam}'")).await;
+    assert_eq!(code, "25001", "{message}");
+    crm.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(simple_column(&crm, emails).await, masked, "tom again");
+    // A fresh token of the same end user is not a switch.
+    crm.batch_execute("BEGIN").await.unwrap();
+    let tom_again = token(&config, "tom");
+    crm.batch_execute(&format!("SET LOCAL maschera.end_user = '{tom_again}'"))
+        .await
+        .unwrap();
+    crm.batch_execute("COMMIT").await.unwrap();
+
+    // The extended protocol: set_config with a bound parameter, then prepared statements.
+    let row = crm
+        .query_one("SELECT set_config('maschera.end_user', $1, false)", &[&sam])
+        .await
+        .unwrap();
+    let shown: String = row.get(0);
+    assert!(
+        !shown.contains(&sam[..20]),
+        "set_config answers with the token id, not the token"
+    );
+    let count: i64 = crm
+        .query_one(
+            "SELECT count(*) FROM contacts WHERE region <> $1",
+            &[&"north"],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 0, "sam sees north only");
+    let bad_bound = crm
+        .query_one("SELECT set_config('maschera.end_user', $1, false)", &[&bad])
+        .await
+        .unwrap_err();
+    let (code, message) = error_of(&bad_bound);
+    assert_eq!(code, "28000", "{message}");
+    let count: i64 = crm
+        .query_one(
+            "SELECT count(*) FROM contacts WHERE region <> $1",
+            &[&"north"],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 0, "still sam after a refused token");
+
+    // RESET: no end user again.
+    crm.batch_execute("RESET maschera.end_user").await.unwrap();
+    let (code, _) = simple_refusal(&crm, "SELECT email FROM contacts").await;
+    assert_eq!(code, "42501");
+
+    // The access log names the application login and both end users, never a token.
+    drop((crm, sam_direct, tom_direct));
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let records = access_log(&demo.facts.audit_log);
+    for end_user in ["sam", "tom"] {
+        let found = records.lines().any(|l| {
+            l.contains(r#""user":"crm""#)
+                && l.contains(&format!(r#""end_user":"{end_user}""#))
+                && l.contains("contacts")
+        });
+        let crm: Vec<&str> = records
+            .lines()
+            .filter(|l| l.contains(r#""user":"crm""#))
+            .collect();
+        assert!(
+            found,
+            "no statement of crm for {end_user} in the access log: {crm:#?}"
+        );
+    }
+    assert!(
+        records.contains(r#""event":"end_user""#) && records.contains("end-user token refused"),
+        "the refused token is in the access log"
+    );
+    for secret in [&sam, &tom, &bad] {
+        let signature = secret.rsplit('.').next().unwrap();
+        assert!(!records.contains(signature), "a token in the access log");
+    }
+}
+
+/// psycopg (extended protocol, server-side binding) alternating sam and tom on one connection of
+/// `crm`, by `set_config` with a bound parameter and by `SET`: each sees exactly its own cells;
+/// a statement prepared for one end user is refused for the other (26000), and the connection goes
+/// on. psql sets the end user with `SET` in simple protocol.
+#[tokio::test(flavor = "multi_thread")]
+async fn psycopg_and_psql_alternate_end_users_on_one_connection() {
+    let demo = Demo::start();
+    let config = demo.facts.config.clone();
+    let (sam, tom) = (token(&config, "sam"), token(&config, "tom"));
+    let script = r#"
+import sys, psycopg
+uri, sam, tom = sys.argv[1:4]
+with psycopg.connect(uri, autocommit=True, prepare_threshold=None) as conn:
+    for round in range(3):
+        conn.execute("SELECT set_config('maschera.end_user', %s, false)", [sam])
+        regions = sorted({r[0] for r in conn.execute("SELECT region FROM contacts")})
+        print("sam", round, ",".join(regions))
+        conn.execute("SELECT set_config('maschera.end_user', %s, false)", [tom])
+        emails = [r[0] for r in conn.execute("SELECT email FROM contacts ORDER BY id LIMIT 5")]
+        print("tom", round, all("***@" in e for e in emails), len(emails))
+    conn.execute("RESET maschera.end_user")
+    try:
+        conn.execute("SELECT email FROM contacts LIMIT 1")
+        print("none", "served")
+    except psycopg.Error as e:
+        print("none", e.sqlstate)
+with psycopg.connect(uri, autocommit=True, prepare_threshold=0) as conn:
+    conn.execute("SELECT set_config('maschera.end_user', %s, false)", [sam])
+    print("prepared sam", conn.execute("SELECT count(*) FROM contacts WHERE region = %s", ["south"]).fetchone()[0])
+    conn.execute("SELECT set_config('maschera.end_user', %s, false)", [tom])
+    try:
+        conn.execute("SELECT count(*) FROM contacts WHERE region = %s", ["south"]).fetchone()
+        print("prepared tom served")
+    except psycopg.Error as e:
+        print("prepared tom", e.sqlstate)
+    print("after", conn.execute("SELECT 1").fetchone()[0])
+"#;
+    let uri = &demo.user("crm").uri;
+    let out = maschera_tests::clients::python(script, &[uri, &sam, &tom]);
+    let lines: Vec<&str> = out.lines().collect();
+    let mut expected = Vec::new();
+    for round in 0..3 {
+        expected.push(format!("sam {round} north"));
+        expected.push(format!("tom {round} True 5"));
+    }
+    expected.extend(
+        [
+            "none 42501",
+            "prepared sam 0",
+            "prepared tom 26000",
+            "after 1",
+        ]
+        .map(String::from),
+    );
+    assert_eq!(lines, expected, "{out}");
+
+    // psql: simple protocol, the token in a SET; a bad one refused and the next statement served.
+    let psql = maschera_tests::psql(
+        uri,
+        &[
+            "-A",
+            "-t",
+            "-c",
+            &format!("SET maschera.end_user = '{sam}'"),
+            "-c",
+            "SELECT DISTINCT region FROM contacts",
+            "-c",
+            &format!("SET maschera.end_user = '{}'", tampered(&tom)),
+            "-c",
+            "SELECT count(DISTINCT region) FROM contacts",
+        ],
+    );
+    assert!(psql.stdout.lines().any(|l| l == "north"), "{psql:?}");
+    assert!(psql.stderr.contains("signature"), "{psql:?}");
+    assert!(!psql.stderr.contains(&tom[tom.len() - 20..]), "{psql:?}");
+    assert!(psql.stdout.lines().any(|l| l == "1"), "still sam: {psql:?}");
+}
