@@ -51,6 +51,9 @@ pub struct Config {
     /// Retention on a schedule (off when the section is absent).
     #[serde(default)]
     pub retention: Option<RetentionConfig>,
+    /// Session or transaction pooling of upstream connections (see `pool::config`).
+    #[serde(default)]
+    pub pool: crate::pool::PoolConfig,
 }
 
 /// `[tls]`: TLS towards clients.
@@ -423,6 +426,7 @@ impl Config {
             bail!("[limits] max_frame_bytes must be at least 1024");
         }
         self.check_databases()?;
+        self.pool.check().map_err(anyhow::Error::msg)?;
         if let Err(err) = self.limits.parse_limits().validate() {
             bail!("[limits] {err}");
         }

@@ -12,6 +12,7 @@
 //! Unknown keys are errors. Saving is atomic (temporary file in the same folder, fsync, rename) and
 //! leaves the file readable by its owner only (mode 0600).
 
+use crate::pool::PoolMode;
 use crate::scram::Verifier;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -38,6 +39,8 @@ pub struct User {
 #[derive(Debug, Clone, Default)]
 pub struct UserStore {
     users: BTreeMap<String, User>,
+    /// Users whose `pool_mode` overrides `[pool] mode`.
+    pool_modes: BTreeMap<String, PoolMode>,
 }
 
 #[derive(Debug, Error)]
@@ -76,6 +79,9 @@ struct UserEntry {
     #[serde(default)]
     attributes: BTreeMap<String, String>,
     verifier: String,
+    /// `"session"` or `"transaction"`: overrides `[pool] mode` for this user.
+    #[serde(default)]
+    pool_mode: Option<PoolMode>,
 }
 
 impl UserStore {
@@ -121,9 +127,17 @@ impl UserStore {
                 verifier,
             };
             check_user(&user).map_err(|err| invalid(err.0))?;
+            if let Some(mode) = entry.pool_mode {
+                store.pool_modes.insert(name.clone(), mode);
+            }
             store.users.insert(name, user);
         }
         Ok(store)
+    }
+
+    /// The user's `pool_mode`, if the file gives one.
+    pub fn pool_mode(&self, name: &str) -> Option<PoolMode> {
+        self.pool_modes.get(name).copied()
     }
 
     pub fn get(&self, name: &str) -> Option<&User> {
@@ -150,6 +164,7 @@ impl UserStore {
     }
 
     pub fn remove(&mut self, name: &str) -> Option<User> {
+        self.pool_modes.remove(name);
         self.users.remove(name)
     }
 
@@ -169,6 +184,11 @@ impl UserStore {
             }
             let verifier = user.verifier.to_text();
             text.push_str(&format!("verifier = {}\n", toml_string(&verifier)));
+            match self.pool_mode(&user.name) {
+                Some(PoolMode::Session) => text.push_str("pool_mode = \"session\"\n"),
+                Some(PoolMode::Transaction) => text.push_str("pool_mode = \"transaction\"\n"),
+                None => {}
+            }
         }
         text
     }
@@ -295,6 +315,28 @@ mod tests {
         let path = dir.join("users.toml");
         std::fs::write(&path, text).unwrap();
         path
+    }
+
+    #[test]
+    fn a_users_pool_mode_is_read_and_kept_when_the_file_is_saved_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let verifier = Verifier::from_password("a long enough passphrase", 1).to_text();
+        let text = format!(
+            "[users.sam]\nrole = \"sales\"\nverifier = \"{verifier}\"\npool_mode = \"transaction\"\n\
+             [users.dora]\nrole = \"dpo\"\nverifier = \"{verifier}\"\n"
+        );
+        let path = write(dir.path(), &text);
+        let store = UserStore::load(&path).unwrap();
+        assert_eq!(store.pool_mode("sam"), Some(PoolMode::Transaction));
+        assert_eq!(store.pool_mode("dora"), None);
+        store.save(&path).unwrap();
+        let again = UserStore::load(&path).unwrap();
+        assert_eq!(again.pool_mode("sam"), Some(PoolMode::Transaction));
+        let wrong = write(
+            dir.path(),
+            &text.replace("\"transaction\"", "\"statement\""),
+        );
+        assert!(UserStore::load(&wrong).is_err());
     }
 
     #[test]
