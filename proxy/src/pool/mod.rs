@@ -11,6 +11,8 @@
 //! - A connection comes back reusable only from a clean transaction boundary; otherwise (the client
 //!   left mid-transaction, a protocol error, the idle-in-transaction timeout) it is cancelled and
 //!   closed, never reused.
+//! - Named prepared statements follow the client from connection to connection (see
+//!   `prepared`).
 //! - [`Pools::reap`] closes connections idle longer than `idle_timeout_seconds`, keeping `min_idle`
 //!   per pool.
 //!
@@ -23,7 +25,9 @@
 
 pub mod config;
 pub mod pinning;
+pub mod prepared;
 pub mod session;
+pub mod settings;
 
 use crate::cancel::{CancelKey, Registration};
 use crate::metrics as m;
@@ -34,6 +38,8 @@ use crate::upstream_source::{Acquiring, UpstreamKey, UpstreamSource};
 use bytes::BytesMut;
 pub use config::{PoolConfig, PoolMode};
 use pinning::Pinning;
+use prepared::{Prepared, ServerStatements};
+use settings::{Change, ClientSettings};
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -74,6 +80,8 @@ struct Gauges {
 struct Backend {
     stream: BoxStream,
     key: CancelKey,
+    /// The statements prepared on it (see `prepared`).
+    statements: ServerStatements,
     /// Its share of `max_per_login`, if limited.
     _login: Option<OwnedSemaphorePermit>,
 }
@@ -208,6 +216,7 @@ impl Pools {
             backend: Backend {
                 stream: upstream.stream,
                 key: upstream.key,
+                statements: ServerStatements::default(),
                 _login: login,
             },
             pool,
@@ -338,19 +347,33 @@ fn has_input(stream: &mut BoxStream) -> bool {
 /// A session of transaction mode: a connection of its pool per transaction (see the module doc).
 pub struct PooledSource {
     pools: Arc<Pools>,
+    /// The session's key from its login and startup parameters.
+    base: Arc<UpstreamKey>,
+    /// `base` with the client's settings (see `settings`).
     key: Arc<UpstreamKey>,
+    settings: ClientSettings,
+    /// What the client statement being run would change of its settings.
+    pending: Option<Change>,
+    /// The attached connection holds settings of this client: it is closed when given back.
+    dirty: bool,
     /// The client's cancel key; points at the backend serving the client now.
     registration: Registration,
     pinning: Pinning,
+    prepared: Prepared,
 }
 
 impl PooledSource {
     pub fn new(pools: Arc<Pools>, key: Arc<UpstreamKey>, registration: Registration) -> Self {
         PooledSource {
             pools,
+            base: key.clone(),
             key,
+            settings: ClientSettings::default(),
+            pending: None,
+            dirty: false,
             registration,
             pinning: Pinning::default(),
+            prepared: Prepared::default(),
         }
     }
 }
@@ -370,19 +393,49 @@ impl UpstreamSource for PooledSource {
 
     fn attached(&mut self, conn: &Leased) {
         self.registration.retarget(Some(conn.cancel_key()));
+        self.prepared.attached();
+    }
+
+    fn outgoing(&mut self, conn: &mut Leased, bytes: &[u8]) -> Option<BytesMut> {
+        self.prepared.outgoing(&mut conn.backend.statements, bytes)
+    }
+
+    fn incoming(&mut self, conn: &mut Leased, tag: u8) -> bool {
+        self.prepared.incoming(&mut conn.backend.statements, tag)
     }
 
     fn release(&mut self, conn: Leased, reusable: bool) {
         self.registration.retarget(None);
-        self.pools.release(conn, reusable);
+        self.pools.release(conn, reusable && !self.dirty);
+        self.dirty = false;
     }
 
-    fn observe_client(&mut self, _tag: u8, frame: &[u8]) {
+    fn observe_client(&mut self, tag: u8, frame: &[u8]) {
+        if matches!(tag, b'Q' | b'P') {
+            self.pending = crate::wire::Frontend::decode(frame)
+                .ok()
+                .and_then(|m| m.sql())
+                .and_then(settings::change);
+        }
         self.pinning.client(frame);
     }
 
     fn observe_completion(&mut self, tag: &str) {
-        self.pinning.completion(tag);
+        let follows = matches!(tag, "SET" | "RESET" | "DISCARD ALL");
+        match self.pending.take() {
+            Some(change) if follows => {
+                if change == Change::ResetAll && tag == "DISCARD ALL" {
+                    self.prepared.forget_all();
+                }
+                if change != Change::Local {
+                    self.dirty = true;
+                }
+                if self.settings.apply(change) {
+                    self.key = Arc::new(self.settings.key(&self.base));
+                }
+            }
+            _ => self.pinning.completion(tag),
+        }
     }
 
     fn keeps(&self) -> bool {

@@ -1,10 +1,11 @@
 //! What pins a client of transaction mode to its upstream connection until it ends: session state
 //! that would follow the connection to another client or stay behind on it. The proxy does not
 //! replay or undo such state; it keeps the session on its connection instead (counted in
-//! `maschera_pool_pins_total` by reason). Decided from what the client sends (named prepared
-//! statements; words of the statement text that can create session state: temporary objects,
+//! `maschera_pool_pins_total` by reason). Decided from what the client sends (words of the statement text that can create session state: temporary objects,
 //! `WITH HOLD` cursors, session advisory locks, `set_config`, `LISTEN`) and from the
-//! CommandComplete tags PostgreSQL sends (`SET`, `RESET`, `DISCARD`, `PREPARE`, `LISTEN`, `LOAD`).
+//! CommandComplete tags PostgreSQL sends (`SET`, `RESET`, `DISCARD`, `PREPARE`, `LISTEN`, `LOAD`)
+//! of statements that `settings` does not follow (a plain SET of a harmless setting follows the
+//! client instead of pinning it).
 //! (A cursor without `WITH HOLD` ends with its transaction and pins nothing.) The text check is deliberately coarse: a word that merely looks like one
 //! (a column named `temp`) pins too, which costs a connection, never isolation.
 //! Not for: the pools (see `pool`), or refusing statements (the session hooks).
@@ -64,16 +65,12 @@ impl Pinning {
         if self.pinned() {
             return;
         }
-        match Frontend::decode(frame) {
-            Ok(Frontend::Parse { name, .. }) if !name.is_empty() => {
-                self.pin("named prepared statement")
-            }
-            Ok(message) => {
-                if let Some(reason) = message.sql().and_then(pinning_word) {
-                    self.pin(reason)
-                }
-            }
-            Err(_) => {}
+        if let Some(reason) = Frontend::decode(frame)
+            .ok()
+            .and_then(|message| message.sql())
+            .and_then(pinning_word)
+        {
+            self.pin(reason)
         }
     }
 
@@ -142,7 +139,10 @@ mod tests {
             sql: b"SELECT 1",
             param_types: b"\0\0",
         }));
-        assert_eq!(named.reason(), Some("named prepared statement"));
+        assert!(
+            !named.pinned(),
+            "named statements follow the client (see `prepared`)"
+        );
         let mut unnamed = Pinning::default();
         unnamed.client(&frame(Frontend::Parse {
             name: b"",

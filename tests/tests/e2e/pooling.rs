@@ -1,7 +1,7 @@
 //! Transaction pooling (`[pool] mode = "transaction"`) with a real PostgreSQL and the real
 //! `maschera serve`: clients of different roles and attributes interleaving on pools of one
-//! connection each see exactly their own rows; session state (a temporary table, a SET) pins its
-//! client and never reaches another; a client gone mid-transaction leaves no transaction or lock
+//! connection each see exactly their own rows; session state (a temporary table, a SET) stays
+//! with its client (pinned, or following it) and never reaches another; a client gone mid-transaction leaves no transaction or lock
 //! behind; a full pool answers 53300 after the acquire timeout; many clients use no more backends
 //! than the pool's size; a cancel reaches the backend serving the client; a warm pool survives a
 //! PostgreSQL restart with clean errors.
@@ -118,7 +118,7 @@ async fn roles_and_attributes_interleaving_on_pools_of_one_connection_see_only_t
 }
 
 #[tokio::test]
-async fn a_temp_table_or_a_set_pins_its_client_and_stays_invisible_to_others() {
+async fn a_temp_table_or_a_set_of_one_client_stays_invisible_to_others() {
     let (_pg, proxy) = pooled_proxy(3, "");
     let a = connect(&proxy).await;
     let b = connect(&proxy).await;
@@ -132,8 +132,9 @@ async fn a_temp_table_or_a_set_pins_its_client_and_stays_invisible_to_others() {
     c.simple_query("SET application_name = 'set by c'")
         .await
         .unwrap();
-    // a and c keep their connections; b's transactions run on the third, and would run on a's or
-    // c's (the last given back is the next handed out) if they were given back.
+    // a keeps its connection (pinned by the temporary table); c's setting follows c to
+    // connections opened with it, and the connection it ran on is closed, not given back (the last
+    // connection given back is the next one handed out, so b would meet either otherwise).
     for _ in 0..10 {
         let err = b
             .simple_query("SELECT * FROM mine")
@@ -290,4 +291,160 @@ async fn a_warm_pool_survives_a_postgresql_restart_with_clean_errors() {
     }
     let fresh = connect(&proxy).await;
     assert_eq!(rows(&fresh, "SELECT 5").await, [["5"]]);
+}
+
+/// Two sessions of sam (region north) with server-side prepared statements: `a` holds a connection
+/// in a transaction every other round, so `b` runs its statements on the other connection, then on
+/// `a`'s once it is given back (where the proxy prepares them lazily); each checks every answer.
+const PSYCOPG_CLIENT: &str = r#"
+import sys, psycopg
+uri = sys.argv[1]
+a = psycopg.connect(uri, prepare_threshold=0, autocommit=True)
+b = psycopg.connect(uri, prepare_threshold=0, autocommit=True)
+count_q = "SELECT count(*) FROM contacts WHERE id > %s"
+region_q = "SELECT DISTINCT region FROM contacts WHERE id > %s"
+expected = a.execute(count_q, (0,)).fetchone()[0]
+assert expected > 0
+for round in range(6):
+    if round % 2 == 0:
+        a.execute("BEGIN")
+        assert a.execute(count_q, (0,)).fetchone()[0] == expected
+    assert b.execute(count_q, (0,)).fetchone()[0] == expected
+    regions = [r[0] for r in b.execute(region_q, (0,)).fetchall()]
+    assert regions == ["north"], regions
+    if round % 2 == 0:
+        a.execute("COMMIT")
+assert len(b._prepared._names) >= 2, "psycopg did not prepare on the server"
+print("done")
+"#;
+
+const NODE_CLIENT: &str = r#"
+const { Client } = require('pg');
+const check = (ok, what) => { if (!ok) throw new Error(what); };
+(async () => {
+  const uri = process.argv[process.argv.length - 1];
+  const a = new Client({ connectionString: uri });
+  const b = new Client({ connectionString: uri });
+  await a.connect();
+  await b.connect();
+  const count = { name: 'count', text: 'SELECT count(*)::int AS n FROM contacts WHERE id > $1', values: [0] };
+  const regions = { name: 'regions', text: 'SELECT DISTINCT region FROM contacts WHERE id > $1', values: [0] };
+  const expected = (await a.query(count)).rows[0].n;
+  check(expected > 0, 'no contacts');
+  for (let round = 0; round < 6; round++) {
+    if (round % 2 === 0) {
+      await a.query('BEGIN');
+      check((await a.query(count)).rows[0].n === expected, 'a count');
+    }
+    check((await b.query(count)).rows[0].n === expected, 'b count');
+    const seen = (await b.query(regions)).rows.map((r) => r.region);
+    check(JSON.stringify(seen) === '["north"]', 'regions ' + JSON.stringify(seen));
+    if (round % 2 === 0) await a.query('COMMIT');
+  }
+  await a.end();
+  await b.end();
+  console.log('done');
+})().catch((e) => { console.error(e); process.exit(1); });
+"#;
+
+const JDBC_CLIENT: &str = r#"
+import java.sql.*;
+import java.util.*;
+
+public class PooledClient {
+    static long count(PreparedStatement ps) throws SQLException {
+        ps.setInt(1, 0);
+        try (ResultSet rs = ps.executeQuery()) { rs.next(); return rs.getLong(1); }
+    }
+
+    static void check(boolean ok, String what) { if (!ok) throw new IllegalStateException(what); }
+
+    public static void main(String[] args) throws Exception {
+        Properties props = new Properties();
+        props.setProperty("user", args[1]);
+        props.setProperty("password", args[2]);
+        props.setProperty("prepareThreshold", "1");
+        try (Connection a = DriverManager.getConnection(args[0], props);
+             Connection b = DriverManager.getConnection(args[0], props)) {
+            PreparedStatement ac = a.prepareStatement("SELECT count(*) FROM contacts WHERE id > ?");
+            PreparedStatement bc = b.prepareStatement("SELECT count(*) FROM contacts WHERE id > ?");
+            PreparedStatement br = b.prepareStatement("SELECT DISTINCT region FROM contacts WHERE id > ?");
+            long expected = count(ac);
+            check(expected > 0, "no contacts");
+            for (int round = 0; round < 6; round++) {
+                if (round % 2 == 0) {
+                    a.setAutoCommit(false);
+                    check(count(ac) == expected, "a count");
+                }
+                check(count(bc) == expected, "b count");
+                br.setInt(1, 0);
+                List<String> seen = new ArrayList<>();
+                try (ResultSet rs = br.executeQuery()) { while (rs.next()) seen.add(rs.getString(1)); }
+                check(seen.equals(List.of("north")), "regions " + seen);
+                if (round % 2 == 0) {
+                    a.commit();
+                    a.setAutoCommit(true);
+                }
+            }
+            check(bc.unwrap(org.postgresql.PGStatement.class).isUseServerPrepare(), "not server-prepared");
+        }
+        System.out.println("done");
+    }
+}
+"#;
+
+/// Runs a client program to its end; panics with its output unless it printed `done`.
+fn run_client(mut command: std::process::Command, what: &str) {
+    let out = command.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.lines().any(|l| l == "done"),
+        "{what} failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn psycopg_node_postgres_and_pgjdbc_prepared_statements_follow_their_clients_across_connections() {
+    use maschera_tests::crm_proxy::{CRM_DB, crm_password};
+    use std::process::Command;
+    let crm = maschera_tests::block_on(
+        Fixture::crm(200)
+            .config(|options| options.sections = pool_section(2, ""))
+            .start(),
+    )
+    .expect("start the CRM");
+    let dir = tempfile::tempdir().unwrap();
+    let python = dir.path().join("pooled_client.py");
+    std::fs::write(&python, PSYCOPG_CLIENT).unwrap();
+    let mut psycopg = Command::new("python3");
+    psycopg.arg(&python).arg(crm.uri("sam"));
+    run_client(psycopg, "psycopg");
+    let node_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("compat/node");
+    assert!(
+        node_dir.join("node_modules/pg").is_dir(),
+        "node-postgres is not installed: run `npm install` in {}",
+        node_dir.display()
+    );
+    let mut node = Command::new("node");
+    node.current_dir(&node_dir)
+        .args(["-e", NODE_CLIENT, "--"])
+        .arg(crm.uri("sam"));
+    run_client(node, "node-postgres");
+    let java_file = dir.path().join("PooledClient.java");
+    std::fs::write(&java_file, JDBC_CLIENT).unwrap();
+    let url = format!("jdbc:postgresql://127.0.0.1:{}/{CRM_DB}", crm.proxy.port());
+    let mut java = Command::new("java");
+    java.args(["-Xshare:auto", "-XX:TieredStopAtLevel=1", "-cp"])
+        .arg("/usr/share/java/postgresql.jar")
+        .arg(&java_file)
+        .args([url.as_str(), "sam", &crm_password("sam")]);
+    run_client(java, "pgjdbc");
+    // No session was pinned for a prepared statement: they moved between connections.
+    assert!(
+        !crm.proxy.log().contains("session pinned"),
+        "{}",
+        crm.proxy.log()
+    );
 }
