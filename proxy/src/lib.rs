@@ -41,6 +41,7 @@ pub mod policy_apply;
 pub mod policy_cmd;
 pub mod policy_file;
 pub mod policy_state;
+pub mod pool;
 pub mod refusal_marker;
 pub mod relay_buffer;
 pub mod routing;
