@@ -27,6 +27,7 @@ mod lookup;
 mod ops;
 mod parse_limits;
 mod policy;
+mod pooling;
 mod real_crm;
 mod redact;
 mod row_oracles;
