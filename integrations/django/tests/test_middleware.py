@@ -141,3 +141,19 @@ def test_the_middleware_must_follow_authentication():
 
     with pytest.raises(ImproperlyConfigured, match="AuthenticationMiddleware"):
         EndUserMiddleware(lambda r: None)(RequestFactory().get("/"))
+
+
+def test_the_views_transactions_begin_after_the_end_user_is_set():
+    """ATOMIC_REQUESTS or a view's own atomic blocks begin after the middleware's SET (Maschera
+    serves a transaction as the end user it began with); their rollback does not undo it."""
+    from django.db import connection, transaction
+
+    def atomic_view(request):
+        with transaction.atomic():
+            inside = setting_and_backend()[0]
+            transaction.set_rollback(True)
+        return inside, setting_and_backend()[0], connection.get_autocommit()
+
+    inside, after_rollback, autocommit = serve(atomic_view, "tom")
+    assert claims_of(inside)["sub"] == "tom" and after_rollback == inside and autocommit
+    assert setting_and_backend()[0] == ""
