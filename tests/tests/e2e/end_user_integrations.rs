@@ -42,7 +42,8 @@ fn venv() -> PathBuf {
 
 /// The pytest suites of the three Python packages (signing; the Django middleware and the
 /// SQLAlchemy session event against a plain PostgreSQL, which takes `maschera.end_user` as a custom
-/// setting) and node's test runner on maschera-pg's signing: all run and pass, none skipped.
+/// setting) and node's test runner on maschera-pg (signing; `withEndUser` against the same
+/// PostgreSQL): all run and pass, none skipped.
 #[test]
 fn integration_packages_pass_their_own_tests() {
     let pg = PgServer::start().expect("PostgreSQL");
@@ -64,15 +65,24 @@ fn integration_packages_pass_their_own_tests() {
         "pytest:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let pg_module = repo().join("tests/compat/node/node_modules/pg");
+    assert!(
+        pg_module.is_dir(),
+        "node-postgres is not installed: run `npm ci` in tests/compat/node"
+    );
     let out = Command::new("node")
         .arg("--test")
         .arg(integrations.join("node/test"))
+        .env("MASCHERA_TEST_POSTGRES", pg.uri("postgres"))
+        .env("MASCHERA_PG_MODULE", pg_module)
         .output()
         .expect("run node --test");
     let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = |text: &str| stdout.lines().any(|l| l == text);
     assert!(
         out.status.success()
-            && stdout.lines().any(|l| l == "# fail 0")
+            && line("# fail 0")
+            && line("# skipped 0")
             && stdout
                 .lines()
                 .any(|l| l.starts_with("# pass ") && l != "# pass 0"),
