@@ -27,6 +27,7 @@
 //! `policy::apply_sql`).
 
 use crate::audit_trail::{Known, Recorded, Trail, UnrestrictedAudit};
+use crate::client_error::ClientError;
 use crate::frame;
 use crate::offload::Decider;
 use crate::policy_state::{PolicyHandle, PolicyState, compile_tolerating_drift};
@@ -408,10 +409,7 @@ impl UnrestrictedFrontend {
 
 /// A refusal as the relay sends it.
 fn refused(refusal: policy::rewrite::Refusal) -> Decision {
-    Decision::Refuse {
-        code: refusal.sqlstate.code().to_owned(),
-        message: refusal.message,
-    }
+    ClientError::from(refusal).into()
 }
 
 /// The statement text of a Query or Parse.
