@@ -12,6 +12,7 @@
 //! Not for: the proxy-wide connection limit (`[limits] max_connections`, in `server`), failed logins
 //! (see `lockout`) or the size of one message's work.
 
+use crate::client_error::ClientError;
 use crate::config::Limits;
 use crate::session::Decision;
 use crate::upstream::UpstreamTarget;
@@ -63,6 +64,12 @@ pub struct Refused {
     pub code: &'static str,
     pub message: String,
     pub reason: &'static str,
+}
+
+impl From<Refused> for ClientError {
+    fn from(refused: Refused) -> Self {
+        ClientError::new(refused.code, refused.message)
+    }
 }
 
 /// A session's places (one of its user's, one of its role's), given back on drop.
@@ -280,13 +287,11 @@ impl RateLimit {
                     .take(rate, now)
             };
             if !allowed {
-                return Some(Decision::Refuse {
-                    code: TOO_MANY.to_owned(),
-                    // No user name: the refusal's reason goes to the operational log.
-                    message: format!(
-                        "too many statements per second for this user (limit {limit}, [limits] max_statements_per_second_per_user)"
-                    ),
-                });
+                // No user name: the refusal's reason goes to the operational log.
+                let message = format!(
+                    "too many statements per second for this user (limit {limit}, [limits] max_statements_per_second_per_user)"
+                );
+                return Some(ClientError::new(TOO_MANY, message).into());
             }
         }
         None

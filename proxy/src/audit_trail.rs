@@ -33,7 +33,7 @@ use crate::session::{Hold, ServerEvent, Withheld};
 use crate::users::User;
 use policy::access::RoleAccess;
 use policy::inspect::ParsedOnce;
-use policy::rewrite::{Refusal, RewrittenStatement, SqlState};
+use policy::rewrite::{Refusal, RewrittenStatement, SqlState, TableUse};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
@@ -604,15 +604,14 @@ fn sent(statement: &RewrittenStatement) -> Option<Arc<What>> {
     if statement.tables.is_empty() {
         return None;
     }
-    Some(What::new(
-        Some(format!("{:?}", statement.kind).to_ascii_lowercase()),
-        normalize(&statement.sql),
-        statement
-            .tables
-            .iter()
-            .map(TableTouched::from_use)
-            .collect(),
-    ))
+    let kind = format!("{:?}", statement.kind).to_ascii_lowercase();
+    Some(logged(kind, &statement.sql, &statement.tables))
+}
+
+/// How the log describes a statement of `kind` and text `sql` that touches `tables`.
+fn logged(kind: String, sql: &str, tables: &[TableUse]) -> Arc<What> {
+    let tables = tables.iter().map(TableTouched::from_use).collect();
+    What::new(Some(kind), normalize(sql), tables)
 }
 
 /// Finds the policy tables an unrestricted role's statements name, for its [`Trail`] (see
@@ -662,19 +661,7 @@ impl Inspector {
         };
         policy::inspect::statements(statements, &self.role, &self.state.catalog)
             .into_iter()
-            .map(|inspected| {
-                inspected.map(|inspected| {
-                    What::new(
-                        Some(inspected.kind.into()),
-                        normalize(&inspected.text),
-                        inspected
-                            .tables
-                            .iter()
-                            .map(TableTouched::from_use)
-                            .collect(),
-                    )
-                })
-            })
+            .map(|inspected| inspected.map(|i| logged(i.kind.into(), &i.text, &i.tables)))
             .collect()
     }
 }

@@ -15,6 +15,7 @@
 use crate::admission::RateLimit;
 use crate::audit::AuditLog;
 use crate::audit_trail::{Known, Recorded, SessionIdentity, Trail, TrailWriter};
+use crate::client_error::ClientError;
 use crate::error_scrub::ErrorScrub;
 use crate::frame;
 use crate::lookup_limit::{LookupAllowance, SessionLookups, prepared};
@@ -69,6 +70,12 @@ impl SessionSetup {
 pub struct LoginRefusal {
     pub code: &'static str,
     pub message: String,
+}
+
+impl From<LoginRefusal> for ClientError {
+    fn from(refusal: LoginRefusal) -> Self {
+        ClientError::new(refusal.code, refusal.message)
+    }
 }
 
 /// Startup parameters that are the protocol's own (the proxy sets `user` and `database` itself).
@@ -318,10 +325,7 @@ impl RestrictedFrontend {
 /// A refusal as the relay sends it.
 fn refused(refusal: Refusal) -> Decision {
     debug!(sqlstate = refusal.sqlstate.code(), reason = %refusal.message, "statement refused");
-    Decision::Refuse {
-        code: refusal.sqlstate.code().to_owned(),
-        message: refusal.message,
-    }
+    ClientError::from(refusal).into()
 }
 
 impl RestrictedRules {

@@ -12,6 +12,7 @@ pub mod cancel;
 pub mod catalog;
 pub mod cli;
 pub mod client_auth;
+pub mod client_error;
 pub mod compiled_objects;
 pub mod config;
 pub mod credentials;

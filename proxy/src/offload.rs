@@ -11,6 +11,7 @@
 //!
 //! Not for: what is decided (see `enforce` and `schema_change`) or how the relay waits (`session`).
 
+use crate::client_error::ClientError;
 use crate::parse_pool;
 use crate::session::{Decision, Hold, ServerEvent, ServerFrame};
 use std::sync::Arc;
@@ -74,11 +75,8 @@ impl<D: Decider> Offloaded<D> {
             Err(work) => work,
         };
         let Some(pool) = parse_pool::pool() else {
-            return Decision::Refuse {
-                code: "53000".into(),
-                message: "the proxy could not start its parse threads: the statement was not run"
-                    .into(),
-            };
+            let message = "the proxy could not start its parse threads: the statement was not run";
+            return ClientError::new("53000", message).into();
         };
         let frame = frame.to_vec();
         let decided = pool.run(self.user.clone(), move || D::full(work, tag, &frame, cycle));
@@ -91,10 +89,10 @@ impl<D: Decider> Offloaded<D> {
                     let _ = found.send(what);
                     decision
                 }
-                None => Decision::Refuse {
-                    code: "XX000".into(),
-                    message: "internal error while analysing this statement: it was not run".into(),
-                },
+                None => {
+                    let message = "internal error while analysing this statement: it was not run";
+                    ClientError::new("XX000", message).into()
+                }
             }
         }))
     }

@@ -3,7 +3,8 @@
 //! the column, so the proxy wraps the client's `ALTER TABLE` of a policy table, in the same
 //! transaction, between the drop of the restricted roles' view schemas and their recreation from
 //! the policy compiled against the catalog as the change leaves it (the proxy applies the
-//! `ALTER TABLE` operations to its copy of the catalog):
+//! `ALTER TABLE` operations to its copy of the catalog with `policy::alter_catalog`, from the same
+//! parse of the text the access log inspects):
 //! - a simple Query becomes one multi-statement Query `drops; <client text>; drops; recreation`
 //!   (plain SQL; the drops come again because the client's text may commit before the recreation);
 //! - a Parse of one statement becomes `DO $$ ... $$` running the same parts with `EXECUTE` (PL/pgSQL,
@@ -23,10 +24,12 @@
 //! the policy.
 //!
 //! Every other message of the unrestricted role passes untouched; only texts that contain
-//! `alter` are parsed. Not for: restricted roles (see `enforce`), the view SQL (see
-//! `policy::apply_sql`).
+//! `alter` are parsed (on a parse thread, see `offload`; what the session's changes did is its
+//! [`UnrestrictedFrontend`]'s own state). Not for: restricted roles (see `enforce`), the view SQL
+//! (see `policy::apply_sql`), the catalog change itself (see `policy::alter_catalog`).
 
 use crate::audit_trail::{Known, Recorded, Trail, UnrestrictedAudit};
+use crate::client_error::ClientError;
 use crate::frame;
 use crate::offload::Decider;
 use crate::policy_state::{PolicyHandle, PolicyState, compile_tolerating_drift};
@@ -408,10 +411,7 @@ impl UnrestrictedFrontend {
 
 /// A refusal as the relay sends it.
 fn refused(refusal: policy::rewrite::Refusal) -> Decision {
-    Decision::Refuse {
-        code: refusal.sqlstate.code().to_owned(),
-        message: refusal.message,
-    }
+    ClientError::from(refusal).into()
 }
 
 /// The statement text of a Query or Parse.
