@@ -10,7 +10,7 @@
 use maschera_tests::crm_proxy::CrmUser;
 use maschera_tests::{Fixture, PgServer, Proxy, ProxyOptions, pg_and_proxy};
 use std::time::{Duration, Instant};
-use tokio_postgres::{Client, SimpleQueryMessage};
+use tokio_postgres::Client;
 
 /// The `[pool]` section of transaction mode with `size` connections per pool.
 fn pool_section(size: usize, extra: &str) -> String {
@@ -32,23 +32,37 @@ async fn connect(proxy: &Proxy) -> Client {
         .expect("connect through the proxy")
 }
 
-/// The rows of `sql` (simple protocol), as text.
+/// The rows of `sql` (simple protocol), as text (NULL as `NULL`).
 async fn rows(client: &Client, sql: &str) -> Vec<Vec<String>> {
-    let messages = client
-        .simple_query(sql)
+    maschera_tests::clients::simple_rows(client, sql)
         .await
-        .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
-    messages
-        .iter()
-        .filter_map(|m| match m {
-            SimpleQueryMessage::Row(row) => Some(
-                (0..row.len())
-                    .map(|i| row.get(i).unwrap_or("NULL").to_owned())
-                    .collect(),
-            ),
-            _ => None,
+        .into_iter()
+        .map(|row| {
+            row.into_iter()
+                .map(|v| v.unwrap_or_else(|| "NULL".into()))
+                .collect()
         })
         .collect()
+}
+
+/// Runs `work` to its end (panicking with the first failure) while sampling `count` (a query
+/// giving one number) through `observer` every 20 ms; returns the largest number seen.
+async fn most_while(mut work: tokio::task::JoinSet<()>, observer: &Client, count: &str) -> usize {
+    let mut most = 0;
+    loop {
+        tokio::select! {
+            done = work.join_next() => match done {
+                Some(result) => result.expect("a client failed"),
+                None => break,
+            },
+            _ = tokio::time::sleep(Duration::from_millis(20)) => {
+                let n: usize = rows(observer, count).await[0][0].parse().unwrap();
+                most = most.max(n);
+            }
+        }
+    }
+    let n: usize = rows(observer, count).await[0][0].parse().unwrap();
+    most.max(n)
 }
 
 /// The SQLSTATE and message of a failed statement.
@@ -57,6 +71,19 @@ fn failure(err: &tokio_postgres::Error) -> (String, String) {
         .as_db_error()
         .unwrap_or_else(|| panic!("not a database error: {err:?}"));
     (db.code().code().to_owned(), db.message().to_owned())
+}
+
+/// The CRM of `fixture` with these users, served in transaction mode on pools of one backend.
+async fn crm_on_pools_of_one(
+    users: impl IntoIterator<Item = CrmUser>,
+    fixture: Fixture,
+) -> maschera_tests::CrmProxy {
+    fixture
+        .users(users)
+        .config(|options| options.sections = pool_section(1, ""))
+        .start()
+        .await
+        .expect("start the CRM")
 }
 
 const REGIONS: &str = "SELECT DISTINCT region FROM contacts ORDER BY 1";
@@ -68,12 +95,7 @@ async fn roles_and_attributes_interleaving_on_pools_of_one_connection_see_only_t
         ("sam", "sales", &[("region", "north")]),
         ("sara", "sales", &[("region", "south")]),
     ];
-    let crm = Fixture::crm(200)
-        .users(users)
-        .config(|options| options.sections = pool_section(1, ""))
-        .start()
-        .await
-        .expect("start the CRM");
+    let crm = crm_on_pools_of_one(users, Fixture::crm(200)).await;
     let sam = crm.through_proxy("sam").await;
     let sara = crm.through_proxy("sara").await;
     let dora = crm.through_proxy("dora").await;
@@ -230,23 +252,9 @@ async fn fifty_clients_use_no_more_backends_than_the_pool_size() {
             }
         });
     }
-    let mut most = 0;
     let count = "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' \
                  AND pid <> pg_backend_pid()";
-    loop {
-        tokio::select! {
-            done = work.join_next() => match done {
-                Some(result) => result.expect("a client failed"),
-                None => break,
-            },
-            _ = tokio::time::sleep(Duration::from_millis(20)) => {
-                let n: usize = rows(&owner, count).await[0][0].parse().unwrap();
-                most = most.max(n);
-            }
-        }
-    }
-    let n: usize = rows(&owner, count).await[0][0].parse().unwrap();
-    most = most.max(n);
+    let most = most_while(work, &owner, count).await;
     println!("at most {most} backends for 50 clients");
     assert!((1..=5).contains(&most), "{most} backends for a pool of 5");
 }
@@ -478,13 +486,7 @@ async fn refusals_and_the_access_log_are_those_of_session_mode() {
         ("sam", "sales", &[("region", "north")]),
         ("sara", "sales", &[("region", "south")]),
     ];
-    let crm = Fixture::crm(200)
-        .users(users)
-        .access_log("pooled")
-        .config(|options| options.sections = pool_section(1, ""))
-        .start()
-        .await
-        .expect("start the CRM");
+    let crm = crm_on_pools_of_one(users, Fixture::crm(200).access_log("pooled")).await;
     let sam = crm.through_proxy("sam").await;
     let sara = crm.through_proxy("sara").await;
     let sam_rows = rows(&sam, "SELECT email FROM contacts").await.len();
@@ -594,19 +596,7 @@ async fn the_demo_in_transaction_mode_serves_sam_and_sara_on_at_most_twenty_back
         });
     }
     let count = "SELECT count(*) FROM pg_stat_activity WHERE usename LIKE '%sales%'";
-    let mut most = 0;
-    loop {
-        tokio::select! {
-            done = clients.join_next() => match done {
-                Some(result) => result.expect("a demo client failed"),
-                None => break,
-            },
-            _ = tokio::time::sleep(Duration::from_millis(20)) => {
-                let n: usize = rows(&upstream, count).await[0][0].parse().unwrap();
-                most = most.max(n);
-            }
-        }
-    }
+    let most = most_while(clients, &upstream, count).await;
     println!("at most {most} backends of the sales login for 50 clients");
     // SAFETY: kill(2) on the pid of our own child process.
     unsafe {
