@@ -168,6 +168,17 @@ async fn a_temp_table_or_a_set_of_one_client_stays_invisible_to_others() {
     }
     assert_eq!(rows(&a, "SELECT secret FROM mine").await, [["only a"]]);
     assert_eq!(rows(&c, "SHOW application_name").await, [["set by c"]]);
+    // When a leaves, its connection (with the table) is closed, not handed to the next client.
+    drop(a);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let d = connect(&proxy).await;
+    for _ in 0..3 {
+        let err = d
+            .simple_query("SELECT * FROM mine")
+            .await
+            .expect_err("d saw the temporary table of a client that left");
+        assert_eq!(failure(&err).0, "42P01");
+    }
 }
 
 #[tokio::test]
