@@ -20,8 +20,10 @@ from .servers import Login, Maschera, Pgbouncer, PostgreSQL, run_guarded
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="bench/relay-ab", description=__doc__.split("\n\n")[0])
     p.add_argument("variants", nargs="+", metavar="VARIANT",
-                   help="NAME=pgbouncer:tcp|unix or NAME=BINARY:tcp|unix[:WORKERS], e.g. "
-                   "bouncer=pgbouncer:unix old=/path/maschera-main:tcp new=target/release/maschera:unix:1")
+                   help="NAME=pgbouncer:tcp|unix[:transaction] or "
+                   "NAME=BINARY:tcp|unix[:WORKERS][:transaction] (`transaction`: transaction pooling, "
+                   "pools of 20), e.g. bouncer=pgbouncer:unix old=/path/maschera-main:tcp "
+                   "new=target/release/maschera:unix:1 pooled=target/release/maschera:unix:transaction")
     p.add_argument("--modes", default="simple,extended,prepared", help="pgbench -M modes")
     p.add_argument("--clients", type=int, default=8, help="pgbench clients (default 8)")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
@@ -32,16 +34,21 @@ def parse_args(argv):
 def start(variant, pg, owner, bouncer_bin, started):
     name, _, spec = variant.partition("=")
     what, *rest = spec.split(":")
+    transaction = "transaction" in rest
+    rest = [r for r in rest if r != "transaction"]
     upstream = rest[0] if rest else "tcp"
     if upstream not in ("tcp", "unix") or not name:
         raise BenchError(f"cannot read the variant `{variant}`")
     host = pg.upstream_host(upstream)
     if what == "pgbouncer":
-        server = Pgbouncer(bouncer_bin, pg, [owner], ["bench"], upstream_host=host)
+        server = Pgbouncer(bouncer_bin, pg, [owner], ["bench"], upstream_host=host,
+                           pool_mode="transaction" if transaction else "session")
         user = (owner.user, owner.password)
     else:
         workers = int(rest[1]) if len(rest) > 1 else None
-        server = Maschera(what, owner, [PROXY_USER], upstream_host=host, worker_threads=workers)
+        extra = '\n[pool]\nmode = "transaction"\nsize = 20\n' if transaction else ""
+        server = Maschera(what, owner, [PROXY_USER], extra=extra, upstream_host=host,
+                          worker_threads=workers)
         user = PROXY_USER
     started.append(server)
     return Target(name, Login(server.port, user[0], user[1], "bench"), server.pid)

@@ -167,10 +167,12 @@ class PostgreSQL:
 
 
 class Pgbouncer:
-    """pgbouncer in session mode in front of `pg`; clients authenticate with the SCRAM secrets of
-    the logins in `logins` (auth_file), which pgbouncer then reuses towards PostgreSQL."""
+    """pgbouncer in session mode (or `pool_mode`) in front of `pg`; clients authenticate with the
+    SCRAM secrets of the logins in `logins` (auth_file), which pgbouncer then reuses towards
+    PostgreSQL."""
 
-    def __init__(self, binary, pg, logins, databases, pool_size=20, upstream_host="127.0.0.1"):
+    def __init__(self, binary, pg, logins, databases, pool_size=20, upstream_host="127.0.0.1",
+                 pool_mode="session"):
         self.dir = private_dir("maschera-bench-pgbouncer-")
         self.port = free_port()
         auth = "".join(f'"{l.user}" "{pg.scram_secret(l.user)}"\n' for l in logins)
@@ -180,7 +182,7 @@ class Pgbouncer:
             os.path.join(self.dir, "pgbouncer.ini"),
             f"[databases]\n{dbs}\n[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {self.port}\n"
             f"unix_socket_dir =\nauth_type = scram-sha-256\nauth_file = {self.dir}/users.txt\n"
-            f"pool_mode = session\nmax_client_conn = 1200\ndefault_pool_size = {pool_size}\n"
+            f"pool_mode = {pool_mode}\nmax_client_conn = 1200\ndefault_pool_size = {pool_size}\n"
             "server_tls_sslmode = disable\nlog_connections = 0\nlog_disconnections = 0\n"
             f"logfile = {self.dir}/pgbouncer.log\n",
         )

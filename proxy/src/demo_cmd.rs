@@ -1,8 +1,9 @@
-//! `maschera demo [--listen ADDR] [--contacts N] [--json]`: its arguments, turned into
+//! `maschera demo [--listen ADDR] [--contacts N] [--json] [--pool-mode session|transaction]`: its arguments, turned into
 //! `demo::DemoOptions` and run on a multi-thread runtime; the demo's folder is removed after the
 //! runtime is gone. Not for: what the demo sets up (see `demo`).
 
 use crate::demo::{self, DemoOptions};
+use crate::pool::PoolMode;
 use crate::runtime::{Flavor, block_on};
 use anyhow::Result;
 use std::net::SocketAddr;
@@ -21,6 +22,17 @@ pub struct DemoArgs {
     /// instead of the text for a person.
     #[arg(long)]
     pub json: bool,
+    /// `transaction`: every demo user is served in transaction mode with the default pool size
+    /// (`[pool]`, see the README's Pooling).
+    #[arg(long, value_enum, default_value_t = PoolModeArg::Session)]
+    pub pool_mode: PoolModeArg,
+}
+
+/// `--pool-mode`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoolModeArg {
+    Session,
+    Transaction,
 }
 
 pub fn run(args: DemoArgs) -> Result<ExitCode> {
@@ -29,6 +41,10 @@ pub fn run(args: DemoArgs) -> Result<ExitCode> {
         listen: args.listen,
         contacts: args.contacts,
         json: args.json,
+        pool_mode: match args.pool_mode {
+            PoolModeArg::Session => PoolMode::Session,
+            PoolModeArg::Transaction => PoolMode::Transaction,
+        },
     };
     // `block_on` drops the runtime, with the proxy's background tasks, before the folder goes.
     if let Some(running) = block_on(Flavor::MultiThread, demo::run(options))? {

@@ -1525,6 +1525,21 @@ mod tests {
         }
     }
 
+    /// The relay settings and a hook (whose records are not looked at) of a pooled test session.
+    fn pooled_settings(shutdown: watch::Receiver<bool>) -> (RelaySettings, TestHook) {
+        let settings = RelaySettings {
+            max_frame: 1 << 20,
+            shutdown,
+            role: "test".into(),
+            errors: None,
+        };
+        let hook = TestHook {
+            seen: Seen::default(),
+            release: None,
+        };
+        (settings, hook)
+    }
+
     /// A pooled session with two upstream connections to hand out: (client, first server end,
     /// second server end, what the source saw, the relay).
     fn pooled(idle_limit: Option<Duration>) -> Pooled {
@@ -1538,16 +1553,7 @@ mod tests {
             seen: seen.clone(),
             idle_limit,
         };
-        let settings = RelaySettings {
-            max_frame: 1 << 20,
-            shutdown,
-            role: "test".into(),
-            errors: None,
-        };
-        let mut hook = TestHook {
-            seen: Seen::default(),
-            release: None,
-        };
+        let (settings, mut hook) = pooled_settings(shutdown);
         let relay = tokio::spawn(async move {
             relay_through(
                 Box::new(client_side),
@@ -1680,16 +1686,7 @@ mod tests {
             seen: Seen::default(),
             idle_limit: None,
         };
-        let settings = RelaySettings {
-            max_frame: 1 << 20,
-            shutdown,
-            role: "test".into(),
-            errors: None,
-        };
-        let mut hook = TestHook {
-            seen: Seen::default(),
-            release: None,
-        };
+        let (settings, mut hook) = pooled_settings(shutdown);
         let relay = tokio::spawn(async move {
             let client: BoxStream = Box::new(client_side);
             relay_through(client, source, None, b'I', &mut hook, settings).await

@@ -26,6 +26,8 @@ pub struct DemoOptions {
     pub contacts: u64,
     /// Print one line of JSON once the proxy accepts connections, instead of the text for a person.
     pub json: bool,
+    /// `[pool] mode` of the demo's proxy.
+    pub pool_mode: crate::pool::PoolMode,
 }
 
 /// How long the proxy gets to start listening once everything is set up.
@@ -86,7 +88,7 @@ pub async fn run(args: DemoOptions) -> Result<Option<Demo>> {
     // Dropping the set-up (on a signal) drops the PostgreSQL it started, which stops it and removes
     // its folder.
     let demo = tokio::select! {
-        demo = setup::set_up(listen, args.contacts) => demo?,
+        demo = setup::set_up(listen, args.contacts, args.pool_mode) => demo?,
         _ = stop.received() => {
             info!("stopped during set-up");
             return Ok(None);

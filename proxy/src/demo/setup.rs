@@ -115,7 +115,11 @@ impl Demo {
 }
 
 /// Sets everything up; on error whatever was started is stopped and removed.
-pub async fn set_up(listen: SocketAddr, contacts: u64) -> Result<Demo> {
+pub async fn set_up(
+    listen: SocketAddr,
+    contacts: u64,
+    pool_mode: crate::pool::PoolMode,
+) -> Result<Demo> {
     info!("starting a private PostgreSQL");
     // Room for a few hundred sessions of one demo user beside everybody else's (see `[limits]`).
     let options = PgServerOptions {
@@ -151,7 +155,11 @@ pub async fn set_up(listen: SocketAddr, contacts: u64) -> Result<Demo> {
     write_audit_keys(&dir)?;
     write_end_user_keys(&dir)?;
     let config_file = dir.join(CONFIG_FILE);
-    write_private(&config_file, &config_text(listen, &pg))?;
+    let mut config_text = config_text(listen, &pg);
+    if pool_mode == crate::pool::PoolMode::Transaction {
+        config_text.push_str("\n[pool]\nmode = \"transaction\"\n");
+    }
+    write_private(&config_file, &config_text)?;
     let config = Config::load(&config_file)?;
     Ok(Demo {
         pg,

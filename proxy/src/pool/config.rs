@@ -37,7 +37,7 @@ pub struct PoolConfig {
     #[serde(default = "default_idle_timeout")]
     pub idle_timeout_seconds: u64,
     /// Seconds a client waits for a connection of its pool; then its session ends with 53300 and a
-    /// message that says so. Default 5.
+    /// message that says so. Default 30 (pgbouncer's `query_wait_timeout` is 120).
     #[serde(default = "default_acquire_timeout")]
     pub acquire_timeout_seconds: u64,
     /// Upstream connections of all pools of one login together (open, idle or in use). 0 (the
@@ -57,7 +57,7 @@ fn default_idle_timeout() -> u64 {
     600
 }
 fn default_acquire_timeout() -> u64 {
-    5
+    30
 }
 
 impl Default for PoolConfig {

@@ -10,7 +10,8 @@
 //!   (closing an idle connection of another pool of the login to make room).
 //! - A connection comes back reusable only from a clean transaction boundary; otherwise (the client
 //!   left mid-transaction, a protocol error, the idle-in-transaction timeout) it is cancelled and
-//!   closed, never reused.
+//!   closed, never reused; so is the connection of a pinned session when it ends, and one a
+//!   client's setting ran on (see `pinning`, `settings`).
 //! - Named prepared statements follow the client from connection to connection (see
 //!   `prepared`).
 //! - [`Pools::reap`] closes connections idle longer than `idle_timeout_seconds`, keeping `min_idle`
@@ -406,7 +407,10 @@ impl UpstreamSource for PooledSource {
 
     fn release(&mut self, conn: Leased, reusable: bool) {
         self.registration.retarget(None);
-        self.pools.release(conn, reusable && !self.dirty);
+        // A pinned session's connection holds what pinned it (a temporary table, a lock, a
+        // setting): it is closed with the session, never handed to another client.
+        let clean = !self.dirty && !self.pinning.pinned();
+        self.pools.release(conn, reusable && clean);
         self.dirty = false;
     }
 

@@ -157,13 +157,22 @@ impl Prepared {
         self.expect(withhold_parse, Some(statement.server.clone()));
     }
 
-    /// The client's name as sent upstream: its server-side name, or the name itself when the
-    /// client did not prepare it (a name in the proxy's namespace: one no statement has).
-    fn upstream_name<'a>(&self, name: &'a [u8]) -> (&'a [u8], Option<Statement>) {
-        match self.statements.get(name) {
-            Some(statement) => (name, Some(statement.clone())),
-            None if name.starts_with(PREFIX) => (NO_STATEMENT, None),
-            None => (name, None),
+    /// The name to send for the client's statement `name`, after what prepares it on the
+    /// connection if it is not there yet: its server-side name, or the name itself when the client
+    /// did not prepare it (a name in the proxy's namespace: one no statement has).
+    fn use_statement(
+        &mut self,
+        server: &mut ServerStatements,
+        name: &[u8],
+        out: &mut BytesMut,
+    ) -> Bytes {
+        match self.statements.get(name).cloned() {
+            Some(statement) => {
+                self.ensure(server, &statement, out);
+                statement.server
+            }
+            None if name.starts_with(PREFIX) => Bytes::from_static(NO_STATEMENT),
+            None => Bytes::copy_from_slice(name),
         }
     }
 
@@ -202,17 +211,10 @@ impl Prepared {
                 statement,
                 rest,
             } if !statement.is_empty() => {
-                let (name, known) = self.upstream_name(statement);
-                let name = match &known {
-                    Some(known) => {
-                        self.ensure(server, known, out);
-                        &known.server[..]
-                    }
-                    None => name,
-                };
+                let name = self.use_statement(server, statement, out);
                 Frontend::Bind {
                     portal,
-                    statement: name,
+                    statement: &name,
                     rest,
                 }
                 .encode(out);
@@ -221,17 +223,10 @@ impl Prepared {
                 target: Target::Statement,
                 name,
             } if !name.is_empty() => {
-                let (upstream, known) = self.upstream_name(name);
-                let name = match &known {
-                    Some(known) => {
-                        self.ensure(server, known, out);
-                        &known.server[..]
-                    }
-                    None => upstream,
-                };
+                let name = self.use_statement(server, name, out);
                 Frontend::Describe {
                     target: Target::Statement,
-                    name,
+                    name: &name,
                 }
                 .encode(out);
             }
@@ -350,21 +345,19 @@ mod tests {
         let mut first = ServerStatements::default();
         let name = server_name(b"SELECT 1", b"\0\0");
         let name = String::from_utf8_lossy(&name).into_owned();
+        let prepared_then_bound = [
+            format!("C {name}"),
+            format!("P {name}"),
+            format!("B {name}"),
+            "S".into(),
+        ];
         let sent = client
             .outgoing(
                 &mut first,
                 &join(&[parse("s1", "SELECT 1"), bind("s1"), sync()]),
             )
             .unwrap();
-        assert_eq!(
-            messages(&sent),
-            [
-                format!("C {name}"),
-                format!("P {name}"),
-                format!("B {name}"),
-                "S".into()
-            ]
-        );
+        assert_eq!(messages(&sent), prepared_then_bound);
         // CloseComplete withheld, ParseComplete passed; the statement is now on `first`.
         assert!(client.incoming(&mut first, b'3'));
         assert!(!client.incoming(&mut first, b'1'));
@@ -376,15 +369,7 @@ mod tests {
         let sent = client
             .outgoing(&mut second, &join(&[bind("s1"), sync()]))
             .unwrap();
-        assert_eq!(
-            messages(&sent),
-            [
-                format!("C {name}"),
-                format!("P {name}"),
-                format!("B {name}"),
-                "S".into()
-            ]
-        );
+        assert_eq!(messages(&sent), prepared_then_bound);
         assert!(client.incoming(&mut second, b'3'));
         assert!(client.incoming(&mut second, b'1'));
         client.incoming(&mut second, b'Z');

@@ -10,7 +10,7 @@
 use maschera_tests::crm_proxy::CrmUser;
 use maschera_tests::{Fixture, PgServer, Proxy, ProxyOptions, pg_and_proxy};
 use std::time::{Duration, Instant};
-use tokio_postgres::{Client, SimpleQueryMessage};
+use tokio_postgres::Client;
 
 /// The `[pool]` section of transaction mode with `size` connections per pool.
 fn pool_section(size: usize, extra: &str) -> String {
@@ -32,23 +32,37 @@ async fn connect(proxy: &Proxy) -> Client {
         .expect("connect through the proxy")
 }
 
-/// The rows of `sql` (simple protocol), as text.
+/// The rows of `sql` (simple protocol), as text (NULL as `NULL`).
 async fn rows(client: &Client, sql: &str) -> Vec<Vec<String>> {
-    let messages = client
-        .simple_query(sql)
+    maschera_tests::clients::simple_rows(client, sql)
         .await
-        .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
-    messages
-        .iter()
-        .filter_map(|m| match m {
-            SimpleQueryMessage::Row(row) => Some(
-                (0..row.len())
-                    .map(|i| row.get(i).unwrap_or("NULL").to_owned())
-                    .collect(),
-            ),
-            _ => None,
+        .into_iter()
+        .map(|row| {
+            row.into_iter()
+                .map(|v| v.unwrap_or_else(|| "NULL".into()))
+                .collect()
         })
         .collect()
+}
+
+/// Runs `work` to its end (panicking with the first failure) while sampling `count` (a query
+/// giving one number) through `observer` every 20 ms; returns the largest number seen.
+async fn most_while(mut work: tokio::task::JoinSet<()>, observer: &Client, count: &str) -> usize {
+    let mut most = 0;
+    loop {
+        tokio::select! {
+            done = work.join_next() => match done {
+                Some(result) => result.expect("a client failed"),
+                None => break,
+            },
+            _ = tokio::time::sleep(Duration::from_millis(20)) => {
+                let n: usize = rows(observer, count).await[0][0].parse().unwrap();
+                most = most.max(n);
+            }
+        }
+    }
+    let n: usize = rows(observer, count).await[0][0].parse().unwrap();
+    most.max(n)
 }
 
 /// The SQLSTATE and message of a failed statement.
@@ -57,6 +71,19 @@ fn failure(err: &tokio_postgres::Error) -> (String, String) {
         .as_db_error()
         .unwrap_or_else(|| panic!("not a database error: {err:?}"));
     (db.code().code().to_owned(), db.message().to_owned())
+}
+
+/// The CRM of `fixture` with these users, served in transaction mode on pools of one backend.
+async fn crm_on_pools_of_one(
+    users: impl IntoIterator<Item = CrmUser>,
+    fixture: Fixture,
+) -> maschera_tests::CrmProxy {
+    fixture
+        .users(users)
+        .config(|options| options.sections = pool_section(1, ""))
+        .start()
+        .await
+        .expect("start the CRM")
 }
 
 const REGIONS: &str = "SELECT DISTINCT region FROM contacts ORDER BY 1";
@@ -68,12 +95,7 @@ async fn roles_and_attributes_interleaving_on_pools_of_one_connection_see_only_t
         ("sam", "sales", &[("region", "north")]),
         ("sara", "sales", &[("region", "south")]),
     ];
-    let crm = Fixture::crm(200)
-        .users(users)
-        .config(|options| options.sections = pool_section(1, ""))
-        .start()
-        .await
-        .expect("start the CRM");
+    let crm = crm_on_pools_of_one(users, Fixture::crm(200)).await;
     let sam = crm.through_proxy("sam").await;
     let sara = crm.through_proxy("sara").await;
     let dora = crm.through_proxy("dora").await;
@@ -146,6 +168,17 @@ async fn a_temp_table_or_a_set_of_one_client_stays_invisible_to_others() {
     }
     assert_eq!(rows(&a, "SELECT secret FROM mine").await, [["only a"]]);
     assert_eq!(rows(&c, "SHOW application_name").await, [["set by c"]]);
+    // When a leaves, its connection (with the table) is closed, not handed to the next client.
+    drop(a);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let d = connect(&proxy).await;
+    for _ in 0..3 {
+        let err = d
+            .simple_query("SELECT * FROM mine")
+            .await
+            .expect_err("d saw the temporary table of a client that left");
+        assert_eq!(failure(&err).0, "42P01");
+    }
 }
 
 #[tokio::test]
@@ -230,23 +263,9 @@ async fn fifty_clients_use_no_more_backends_than_the_pool_size() {
             }
         });
     }
-    let mut most = 0;
     let count = "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' \
                  AND pid <> pg_backend_pid()";
-    loop {
-        tokio::select! {
-            done = work.join_next() => match done {
-                Some(result) => result.expect("a client failed"),
-                None => break,
-            },
-            _ = tokio::time::sleep(Duration::from_millis(20)) => {
-                let n: usize = rows(&owner, count).await[0][0].parse().unwrap();
-                most = most.max(n);
-            }
-        }
-    }
-    let n: usize = rows(&owner, count).await[0][0].parse().unwrap();
-    most = most.max(n);
+    let most = most_while(work, &owner, count).await;
     println!("at most {most} backends for 50 clients");
     assert!((1..=5).contains(&most), "{most} backends for a pool of 5");
 }
@@ -446,5 +465,158 @@ fn psycopg_node_postgres_and_pgjdbc_prepared_statements_follow_their_clients_acr
         !crm.proxy.log().contains("session pinned"),
         "{}",
         crm.proxy.log()
+    );
+}
+
+/// The statement records of the access log folder `dir`, each with the outcome and rows of its
+/// `outcome` record merged in when it has one (a statement's own record carries them when it
+/// completed before the record was written).
+fn statements(dir: &std::path::Path) -> Vec<serde_json::Value> {
+    let records = maschera_tests::access_log_records(dir);
+    let mut statements: Vec<serde_json::Value> = records
+        .iter()
+        .filter(|r| r["event"] == "statement")
+        .cloned()
+        .collect();
+    for outcome in records.iter().filter(|r| r["event"] == "outcome") {
+        let of = &outcome["statement_seq"];
+        if let Some(statement) = statements.iter_mut().find(|s| &s["seq"] == of) {
+            for key in ["rows", "outcome"] {
+                if !outcome[key].is_null() {
+                    statement[key] = outcome[key].clone();
+                }
+            }
+        }
+    }
+    statements
+}
+
+#[tokio::test]
+async fn refusals_and_the_access_log_are_those_of_session_mode() {
+    let users: [CrmUser; 2] = [
+        ("sam", "sales", &[("region", "north")]),
+        ("sara", "sales", &[("region", "south")]),
+    ];
+    let crm = crm_on_pools_of_one(users, Fixture::crm(200).access_log("pooled")).await;
+    let sam = crm.through_proxy("sam").await;
+    let sara = crm.through_proxy("sara").await;
+    let sam_rows = rows(&sam, "SELECT email FROM contacts").await.len();
+    let err = sam
+        .simple_query("SELECT * FROM health_records")
+        .await
+        .expect_err("health records are not sam's");
+    let (code, message) = failure(&err);
+    assert_eq!(code, "42501");
+    assert!(message.contains("health_records"), "{message}");
+    // The refusal left the pooled connection usable, for sam and for the next client of the pool.
+    let sara_rows = rows(&sara, "SELECT email FROM contacts").await.len();
+    assert_eq!(rows(&sam, REGIONS).await, [["north"]]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let found = loop {
+        let found = statements(&crm.audit_dir());
+        let complete = found.iter().all(|s| s["outcome"]["result"] != "unknown");
+        if (found.len() >= 4 && complete) || Instant::now() > deadline {
+            break found;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let of = |user: &str, result: &str| {
+        found
+            .iter()
+            .filter(|s| s["user"] == user && s["outcome"]["result"] == result)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let sam_ok = of("sam", "ok");
+    assert_eq!(sam_ok.len(), 2, "{found:?}");
+    assert_eq!(sam_ok[0]["rows"], sam_rows as u64, "{found:?}");
+    let refused = of("sam", "refused");
+    assert_eq!(refused.len(), 1, "{found:?}");
+    assert_eq!(refused[0]["outcome"]["sqlstate"], "42501");
+    let sara_ok = of("sara", "ok");
+    assert_eq!(sara_ok.len(), 1, "{found:?}");
+    assert_eq!(sara_ok[0]["rows"], sara_rows as u64, "{found:?}");
+}
+
+#[tokio::test]
+async fn the_demo_in_transaction_mode_serves_sam_and_sara_on_at_most_twenty_backends_each() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let stderr = dir.path().join("demo.log");
+    let port = maschera_tests::pg::free_port();
+    let mut child = std::process::Command::new(maschera_tests::maschera_bin())
+        .args([
+            "demo",
+            "--json",
+            "--pool-mode",
+            "transaction",
+            "--contacts",
+            "300",
+        ])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .expect("spawn maschera demo");
+    let stdout = child.stdout.take().unwrap();
+    let line = tokio::task::spawn_blocking(move || std::io::BufReader::new(stdout).lines().next())
+        .await
+        .unwrap();
+    let facts: serde_json::Value = match line {
+        Some(Ok(line)) => serde_json::from_str(&line).expect("the JSON line"),
+        other => {
+            let _ = child.kill();
+            panic!(
+                "no JSON line ({other:?}):\n{}",
+                std::fs::read_to_string(&stderr).unwrap_or_default()
+            );
+        }
+    };
+    let uri = |user: &str| {
+        facts["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["user"] == user)
+            .and_then(|u| u["uri"].as_str())
+            .unwrap()
+            .to_owned()
+    };
+    let upstream = maschera_tests::connect(facts["upstream"].as_str().unwrap())
+        .await
+        .unwrap();
+    // 25 clients of each region, more than a pool's 20 backends, all connected before they work.
+    let mut connected = Vec::new();
+    for i in 0..50 {
+        let (user, region) = if i % 2 == 0 {
+            ("sam", "north")
+        } else {
+            ("sara", "south")
+        };
+        let client = maschera_tests::connect(&uri(user)).await.expect("connect");
+        connected.push((user, region, client));
+    }
+    let mut clients = tokio::task::JoinSet::new();
+    for (user, region, client) in connected {
+        clients.spawn(async move {
+            for _ in 0..10 {
+                assert_eq!(rows(&client, REGIONS).await, [[region]], "{user}");
+            }
+        });
+    }
+    let count = "SELECT count(*) FROM pg_stat_activity WHERE usename LIKE '%sales%'";
+    let most = most_while(clients, &upstream, count).await;
+    println!("at most {most} backends of the sales login for 50 clients");
+    // SAFETY: kill(2) on the pid of our own child process.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+    // In session mode each of the 50 clients would hold a backend of its own.
+    assert!(
+        (1..=40).contains(&most),
+        "{most} backends for two pools of 20"
     );
 }
