@@ -27,9 +27,10 @@ use crate::audit::{
     Who, normalize,
 };
 use crate::client_auth::AuthError;
+use crate::client_error::ClientError;
 use crate::frame;
 use crate::policy_state::PolicyState;
-use crate::session::{Hold, ServerEvent, Withheld};
+use crate::session::{Hold, ServerEvent};
 use crate::users::User;
 use policy::access::RoleAccess;
 use policy::inspect::ParsedOnce;
@@ -570,13 +571,13 @@ impl Trail {
                 match receipt.durable().await {
                     Ok(_) => {}
                     Err(err) if required => {
-                        return Err(Withheld {
-                            code: "58030",
-                            message: format!(
+                        return Err(ClientError::new(
+                            "58030",
+                            format!(
                                 "{err}: the statement ran but its access record is not in the log, so its \
                                  answer is withheld and the session closed"
                             ),
-                        });
+                        ));
                     }
                     Err(_) => {}
                 }

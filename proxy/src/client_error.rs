@@ -10,7 +10,7 @@
 //!
 //! Severity (ERROR: the session goes on; FATAL: it closes) is the sender's choice
 //! ([`ClientError::frame`]). The shapes that carried `{code, message}` before convert into it:
-//! `policy::rewrite::Refusal`, `session::Withheld` (here), `enforce::LoginRefusal` and
+//! `policy::rewrite::Refusal`, `enforce::LoginRefusal` and
 //! `admission::Refused` (beside them, which use this module); it converts into
 //! `session::Decision::Refuse`.
 //!
@@ -103,12 +103,6 @@ impl fmt::Debug for ClientError {
 impl From<policy::rewrite::Refusal> for ClientError {
     fn from(refusal: policy::rewrite::Refusal) -> Self {
         ClientError::new(refusal.sqlstate.code(), refusal.message)
-    }
-}
-
-impl From<crate::session::Withheld> for ClientError {
-    fn from(withheld: crate::session::Withheld) -> Self {
-        ClientError::new(withheld.code, withheld.message)
     }
 }
 

@@ -34,6 +34,7 @@
 //!
 //! Not for: startup, authentication or connecting upstream (see `server`), or policy decisions.
 
+use crate::client_error::ClientError;
 use crate::error_scrub::ErrorScrub;
 use crate::frame::{self, FrameError, POSTGRES_MAX_FRAME, Severity};
 use crate::metrics as m;
@@ -92,14 +93,7 @@ pub enum ServerEvent<'a> {
 }
 
 /// What the client must not see before it completes; an error ends the session with that FATAL.
-pub type Hold = Pin<Box<dyn Future<Output = Result<(), Withheld>> + Send>>;
-
-/// Why an answer was withheld from the client (sent as FATAL; the session closes).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Withheld {
-    pub code: &'static str,
-    pub message: String,
-}
+pub type Hold = Pin<Box<dyn Future<Output = Result<(), ClientError>> + Send>>;
 
 /// How the client gets a CommandComplete or NoticeResponse of PostgreSQL (see
 /// [`SessionHook::server_frame`]).
@@ -238,10 +232,10 @@ pub enum SessionError {
     ClientProtocol(FrameError),
     #[error("PostgreSQL sent an invalid message: {0}")]
     ServerProtocol(FrameError),
-    #[error("answer withheld: {}", .0.message)]
-    Withheld(Withheld),
-    #[error("no upstream connection: {}", .0.message)]
-    NoUpstream(Withheld),
+    #[error("answer withheld: {}", .0.message())]
+    Withheld(ClientError),
+    #[error("no upstream connection: {}", .0.message())]
+    NoUpstream(ClientError),
     #[error("idle in transaction for longer than {0:?}")]
     IdleInTransaction(std::time::Duration),
     #[error(transparent)]
@@ -418,7 +412,7 @@ pub async fn relay_through<S: UpstreamSource>(
             frame::send_fatal(&mut client, "08P01", &message).await;
         }
         Err(SessionError::Withheld(withheld) | SessionError::NoUpstream(withheld)) => {
-            frame::send_fatal(&mut client, withheld.code, &withheld.message).await;
+            frame::send_fatal(&mut client, withheld.code(), withheld.message()).await;
         }
         Err(SessionError::IdleInTransaction(limit)) => {
             let message = format!(
@@ -1189,10 +1183,9 @@ mod tests {
         fn hold(&mut self) -> Option<Hold> {
             let release = self.release.take()?;
             Some(Box::pin(async move {
-                release.await.map_err(|_| Withheld {
-                    code: "58030",
-                    message: "released never".into(),
-                })
+                release
+                    .await
+                    .map_err(|_| ClientError::new("58030", "released never"))
             }))
         }
 
@@ -1501,10 +1494,7 @@ mod tests {
             let next = self.conns.lock().unwrap().pop_front();
             let number = self.seen.lock().unwrap().len();
             Box::pin(async move {
-                let stream = next.ok_or(Withheld {
-                    code: "53300",
-                    message: "no connection left".into(),
-                })?;
+                let stream = next.ok_or(ClientError::new("53300", "no connection left"))?;
                 Ok((number, Box::new(stream) as BoxStream))
             })
         }

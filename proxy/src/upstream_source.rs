@@ -15,7 +15,7 @@
 //!
 //! Not for: the pools themselves (see `pool`), or choosing the key (the session hook's).
 
-use crate::session::Withheld;
+use crate::client_error::ClientError;
 use crate::tls::BoxStream;
 use crate::upstream::Login;
 use std::future::Future;
@@ -67,7 +67,7 @@ impl std::fmt::Debug for UpstreamKey {
 
 /// A connection being acquired; an error ends the session with that FATAL (e.g. 53300 after the
 /// acquire timeout).
-pub type Acquiring<C> = Pin<Box<dyn Future<Output = Result<C, Withheld>> + Send>>;
+pub type Acquiring<C> = Pin<Box<dyn Future<Output = Result<C, ClientError>> + Send>>;
 
 /// Gives a session its upstream connection per transaction (see the module doc).
 pub trait UpstreamSource: Send {
@@ -135,10 +135,10 @@ impl UpstreamSource for Dedicated {
 
     fn acquire(&mut self, _key: Option<Arc<UpstreamKey>>) -> Acquiring<BoxStream> {
         // Never called: a dedicated connection is attached from the start and never given back.
-        Box::pin(std::future::ready(Err(Withheld {
-            code: "08006",
-            message: "the session's connection to the database server was lost".into(),
-        })))
+        Box::pin(std::future::ready(Err(ClientError::new(
+            "08006",
+            "the session's connection to the database server was lost",
+        ))))
     }
 
     fn release(&mut self, _conn: BoxStream, _reusable: bool) {}

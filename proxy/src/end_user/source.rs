@@ -6,7 +6,7 @@
 //!
 //! Not for: transaction pooling across sessions (see `pool`), choosing the end user (see `hook`).
 
-use crate::session::Withheld;
+use crate::client_error::ClientError;
 use crate::tls::BoxStream;
 use crate::upstream::UpstreamTarget;
 use crate::upstream_source::{Acquiring, UpstreamKey, UpstreamSource};
@@ -64,10 +64,10 @@ impl UpstreamSource for SessionConnections {
                 Ok(upstream) => Ok((key, upstream.stream)),
                 Err(err) => {
                     warn!(error = %err, "upstream login for an end user failed");
-                    Err(Withheld {
-                        code: "08006",
-                        message: "could not connect to the database server behind the proxy for this end user".into(),
-                    })
+                    Err(ClientError::new(
+                        "08006",
+                        "could not connect to the database server behind the proxy for this end user",
+                    ))
                 }
             }
         })

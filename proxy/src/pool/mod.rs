@@ -31,8 +31,8 @@ pub mod session;
 pub mod settings;
 
 use crate::cancel::{CancelKey, Registration};
+use crate::client_error::ClientError;
 use crate::metrics as m;
-use crate::session::Withheld;
 use crate::tls::BoxStream;
 use crate::upstream::{UpstreamError, UpstreamTarget};
 use crate::upstream_source::{Acquiring, UpstreamKey, UpstreamSource};
@@ -156,7 +156,7 @@ impl Pools {
     }
 
     /// A connection of `key`'s pool, waiting at most `acquire_timeout_seconds` for one.
-    pub async fn acquire(self: Arc<Self>, key: Arc<UpstreamKey>) -> Result<Leased, Withheld> {
+    pub async fn acquire(self: Arc<Self>, key: Arc<UpstreamKey>) -> Result<Leased, ClientError> {
         let pool = self.pool(&key);
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + self.config.acquire_timeout();
@@ -166,14 +166,14 @@ impl Pools {
         pool.gauges.wait.record(started.elapsed().as_secs_f64());
         let Ok(Ok(permit)) = permit else {
             metrics::counter!(m::REFUSALS_TOTAL, m::LABEL_REASON => "pool_timeout").increment(1);
-            return Err(Withheld {
-                code: "53300",
-                message: format!(
+            return Err(ClientError::new(
+                "53300",
+                format!(
                     "no upstream connection became free within {} s: all {} connections of this \
                      session's pool are in use ([pool] size, acquire_timeout_seconds)",
                     self.config.acquire_timeout_seconds, self.config.size
                 ),
-            });
+            ));
         };
         loop {
             let idle = lock(&pool.idle).pop();
@@ -201,14 +201,13 @@ impl Pools {
             .map_err(|err| {
                 warn!(error = %err, "opening a pooled upstream connection failed");
                 match err {
-                    UpstreamError::Refused { code, message } if code == "3D000" => Withheld {
-                        code: "3D000",
-                        message,
-                    },
-                    _ => Withheld {
-                        code: "08006",
-                        message: "could not connect to the database server behind the proxy".into(),
-                    },
+                    UpstreamError::Refused { code, message } if code == "3D000" => {
+                        ClientError::new("3D000", message)
+                    }
+                    _ => ClientError::new(
+                        "08006",
+                        "could not connect to the database server behind the proxy",
+                    ),
                 }
             })?;
         lock(&pool.greeting).get_or_insert_with(|| upstream.greeting.clone());
@@ -232,7 +231,7 @@ impl Pools {
         key: &UpstreamKey,
         slots: Arc<Semaphore>,
         deadline: tokio::time::Instant,
-    ) -> Result<OwnedSemaphorePermit, Withheld> {
+    ) -> Result<OwnedSemaphorePermit, ClientError> {
         if let Ok(permit) = slots.clone().try_acquire_owned() {
             return Ok(permit);
         }
@@ -252,14 +251,14 @@ impl Pools {
             _ => {
                 metrics::counter!(m::REFUSALS_TOTAL, m::LABEL_REASON => "pool_timeout")
                     .increment(1);
-                Err(Withheld {
-                    code: "53300",
-                    message: format!(
+                Err(ClientError::new(
+                    "53300",
+                    format!(
                         "no upstream connection became free within {} s: the {} connections this \
                          login may hold are in use ([pool] max_per_login)",
                         self.config.acquire_timeout_seconds, self.config.max_per_login
                     ),
-                })
+                ))
             }
         }
     }
@@ -285,7 +284,7 @@ impl Pools {
 
     /// What the first connection of `key`'s pool said while logging in (ParameterStatus and
     /// notices), for the greeting of a new client of that pool.
-    pub async fn greeting(self: Arc<Self>, key: Arc<UpstreamKey>) -> Result<BytesMut, Withheld> {
+    pub async fn greeting(self: Arc<Self>, key: Arc<UpstreamKey>) -> Result<BytesMut, ClientError> {
         let pool = self.pool(&key);
         if let Some(greeting) = lock(&pool.greeting).clone() {
             return Ok(greeting);

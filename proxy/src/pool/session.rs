@@ -29,7 +29,7 @@ pub async fn serve(
     let mut greeting = match pools.clone().greeting(key.clone()).await {
         Ok(greeting) => greeting,
         Err(refused) => {
-            frame::send_fatal(&mut client, refused.code, &refused.message).await;
+            frame::send_fatal(&mut client, refused.code(), refused.message()).await;
             return Ok(());
         }
     };
