@@ -70,9 +70,7 @@ async fn a_write_that_reads_a_filtered_view_is_guarded_by_the_triggers_own_funct
         "nothing was written"
     );
 
-    let applied = crm.apply(&crm.policy, &[]);
-    let stderr = String::from_utf8_lossy(&applied.stderr);
-    assert!(applied.status.success(), "re-apply: {stderr}");
+    crm.reapply();
     let sales = crm.connect("sales", Some("north")).await;
     sales
         .batch_execute(INSERT_READING_A_VIEW)
@@ -164,12 +162,7 @@ async fn the_views_guard_runs_at_planning_and_a_cached_plan_fails_closed_after_a
         if let Some(undo) = undo {
             owner(&undo);
         }
-        let applied = crm.apply(&crm.policy, &[]);
-        assert!(
-            applied.status.success(),
-            "re-apply after {sql}: {}",
-            String::from_utf8_lossy(&applied.stderr)
-        );
+        crm.reapply();
         let sales = crm.connect("sales", Some("north")).await;
         assert_eq!(
             ids(&sales, "contacts").await,
