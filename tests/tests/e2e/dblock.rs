@@ -180,14 +180,7 @@ async fn an_upsert_cannot_read_or_change_a_row_outside_the_filter() {
 async fn the_views_fail_closed_when_a_direct_migration_removes_protection() {
     let crm = Crm::start();
     let owner = |sql: &str| crm.pg.psql(DB, &["-c", sql]).expect(sql);
-    let reapply = || {
-        let out = crm.apply(&crm.policy, &[]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let reapply = || crm.reapply();
     let sales = crm.connect("sales", Some("north")).await;
     assert_eq!(ids(&sales, "contacts").await, [1, 3]);
     assert_eq!(ids(&sales, "interactions").await, [1]);

@@ -78,6 +78,17 @@ impl Crm {
             .expect("run maschera")
     }
 
+    /// Applies the reference policy again (after a test broke its objects); panics with apply's stderr
+    /// when it fails.
+    pub(crate) fn reapply(&self) {
+        let out = self.apply(&self.policy, &[]);
+        assert!(
+            out.status.success(),
+            "re-apply: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     pub(crate) fn password(&self, role: &str) -> String {
         let credentials =
             maschera::credentials::Credentials::load(&self.credentials).expect("credentials file");
