@@ -48,6 +48,28 @@ pub fn sign_with(
     jsonwebtoken::encode(&header, request, key)
 }
 
+/// Signs `request` with `key`: a PKCS#8 PEM private key, or the secret itself for HS256.
+pub fn sign_pem(
+    request: &TokenRequest,
+    algorithm: KeyAlgorithm,
+    kid: Option<&str>,
+    key: &[u8],
+) -> anyhow::Result<String> {
+    let encoding = match algorithm {
+        KeyAlgorithm::HS256 => EncodingKey::from_secret(key),
+        KeyAlgorithm::EdDSA => EncodingKey::from_ed_pem(key),
+        KeyAlgorithm::ES256 => EncodingKey::from_ec_pem(key),
+        KeyAlgorithm::RS256 => EncodingKey::from_rsa_pem(key),
+    }
+    .context("the signing key")?;
+    Ok(sign_with(
+        request,
+        jwt_algorithm(algorithm),
+        kid,
+        &encoding,
+    )?)
+}
+
 /// A token for `end_user` of `users` (its role and attributes from the users file), living `ttl`
 /// seconds, signed with the first configured key the configuration can sign with.
 pub fn token_for_user(
@@ -81,22 +103,13 @@ pub fn token_for_user(
         jti: None,
     };
     for key in &config.keys {
-        let encoding = match (key.algorithm, &key.private_key) {
-            (KeyAlgorithm::HS256, _) => EncodingKey::from_secret(&secret(key)?)?,
+        let pem = match (key.algorithm, &key.private_key) {
+            (KeyAlgorithm::HS256, _) => secret(key)?,
             (_, None) => continue,
-            (algorithm, Some(path)) => {
-                let pem = std::fs::read(path)
-                    .with_context(|| format!("reading the private key {}", path.display()))?;
-                match algorithm {
-                    KeyAlgorithm::EdDSA => EncodingKey::from_ed_pem(&pem),
-                    KeyAlgorithm::ES256 => EncodingKey::from_ec_pem(&pem),
-                    _ => EncodingKey::from_rsa_pem(&pem),
-                }
-                .with_context(|| format!("the private key {}", path.display()))?
-            }
+            (_, Some(path)) => std::fs::read(path)
+                .with_context(|| format!("reading the private key {}", path.display()))?,
         };
-        let algorithm = jwt_algorithm(key.algorithm);
-        return Ok(sign_with(&request, algorithm, Some(&key.kid), &encoding)?);
+        return sign_pem(&request, key.algorithm, Some(&key.kid), &pem);
     }
     bail!("no key of [end_users] has a private_key or secret_env to sign with")
 }

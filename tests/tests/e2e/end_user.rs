@@ -274,3 +274,162 @@ with psycopg.connect(uri, autocommit=True, prepare_threshold=0) as conn:
     assert!(!psql.stderr.contains(&tom[tom.len() - 20..]), "{psql:?}");
     assert!(psql.stdout.lines().any(|l| l == "1"), "still sam: {psql:?}");
 }
+
+/// Every kind of bad token sent as `crm`, signed with the demo's own key where the check is not the
+/// signature's: refused with the check it failed (28000, or 42501 for the application's bounds),
+/// never echoed, recorded in the access log, and the session goes on; past `max_failures` (20) bad
+/// tokens from one application login and address, tokens are refused with 53300, good ones too.
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_tokens_are_refused_by_their_check_and_limited() {
+    use maschera::end_user::config::KeyAlgorithm;
+    use maschera::end_user::sign::{TokenRequest, sign_pem};
+    let demo = Demo::start();
+    let private = std::fs::read(demo.dir().join("end-user-key.pem")).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let base = TokenRequest {
+        end_user: "sam".into(),
+        role: Some("sales".into()),
+        attributes: [("region".to_string(), "north".to_string())].into(),
+        issuer: Some("maschera-demo".into()),
+        audience: Some("maschera".into()),
+        issued: now,
+        expires: now + 300,
+        not_before: None,
+        jti: None,
+    };
+    let sign = |change: &dyn Fn(&mut TokenRequest), kid: &str| {
+        let mut request = base.clone();
+        change(&mut request);
+        sign_pem(&request, KeyAlgorithm::EdDSA, Some(kid), &private).unwrap()
+    };
+    let cases: Vec<(&str, String, &str, &str)> = vec![
+        (
+            "expired",
+            sign(&|r| r.expires = now - 120, "demo"),
+            "28000",
+            "expired",
+        ),
+        (
+            "not yet valid",
+            sign(&|r| r.not_before = Some(now + 300), "demo"),
+            "28000",
+            "not valid yet",
+        ),
+        (
+            "lifetime",
+            sign(&|r| r.expires = now + 7200, "demo"),
+            "28000",
+            "lives longer",
+        ),
+        (
+            "audience",
+            sign(&|r| r.audience = Some("other".into()), "demo"),
+            "28000",
+            "audience",
+        ),
+        (
+            "issuer",
+            sign(&|r| r.issuer = Some("other".into()), "demo"),
+            "28000",
+            "issuer",
+        ),
+        (
+            "unknown kid",
+            sign(&|_| {}, "retired"),
+            "28000",
+            "key (kid)",
+        ),
+        (
+            "role",
+            sign(&|r| r.role = Some("dpo".into()), "demo"),
+            "42501",
+            "role",
+        ),
+        (
+            "attribute",
+            sign(
+                &|r| {
+                    r.attributes.insert("region".into(), "south".into());
+                },
+                "demo",
+            ),
+            "42501",
+            "attributes",
+        ),
+        (
+            "unknown end user",
+            sign(
+                &|r| {
+                    r.end_user = "nobody".into();
+                    r.role = None;
+                },
+                "demo",
+            ),
+            "42501",
+            "not in the users file",
+        ),
+        ("malformed", "not-a-token".into(), "28000", "well-formed"),
+        ("oversized", "x".repeat(9000), "28000", "longer than"),
+    ];
+    let crm = connect(&demo.user("crm").uri).await;
+    for (case, token, code, says) in &cases {
+        let (got, message) =
+            simple_refusal(&crm, &format!("SET maschera.end_user = '{token}'")).await;
+        assert_eq!((got.as_str(), case), (*code, case), "{message}");
+        assert!(message.contains(says), "{case}: {message}");
+        let tail = &token[token.len().saturating_sub(16)..];
+        assert!(
+            !message.contains(tail),
+            "{case}: the token is echoed: {message}"
+        );
+        assert_eq!(
+            simple_column(&crm, "SELECT 1").await,
+            ["1"],
+            "{case}: the session goes on"
+        );
+    }
+    let good = sign(&|_| {}, "demo");
+    crm.batch_execute(&format!("SET maschera.end_user = '{good}'"))
+        .await
+        .unwrap();
+    assert_eq!(
+        simple_column(&crm, "SELECT DISTINCT region FROM contacts").await,
+        ["north"]
+    );
+    // 11 bad tokens so far; 9 more reach the limit of 20, then even a good one is refused.
+    for _ in 0..9 {
+        let (code, _) = simple_refusal(&crm, "SET maschera.end_user = 'bad'").await;
+        assert_eq!(code, "28000");
+    }
+    let (code, message) = simple_refusal(&crm, &format!("SET maschera.end_user = '{good}'")).await;
+    assert_eq!(code, "53300", "{message}");
+    assert!(
+        message.contains("too many bad end-user tokens"),
+        "{message}"
+    );
+    assert_eq!(
+        simple_column(&crm, "SELECT DISTINCT region FROM contacts").await,
+        ["north"],
+        "the end user set before stays"
+    );
+    drop(crm);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let records = access_log(&demo.facts.audit_log);
+    for label in [
+        "expired",
+        "not_yet_valid",
+        "audience",
+        "unknown_key",
+        "role_not_allowed",
+        "oversized",
+    ] {
+        let refused = format!("end-user token refused: {label}");
+        assert!(
+            records.contains(&refused),
+            "no {refused:?} in the access log"
+        );
+    }
+}
