@@ -13,8 +13,9 @@ use maschera::end_user::route;
 use maschera::end_user::sign::{TokenRequest, sign_with};
 use maschera::end_user::state::{EndUserState, Scope};
 use maschera::end_user::token::TokenVerifier;
+use maschera::scram::Verifier;
 use maschera::session::ServerEvent;
-use maschera::users::UserStore;
+use maschera::users::{User, UserStore};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -119,16 +120,15 @@ fn config(keys: Vec<KeyConfig>) -> EndUserConfig {
 }
 
 fn request(n: usize, now: u64) -> TokenRequest {
-    TokenRequest {
-        end_user: "sam".into(),
-        role: Some("sales".into()),
+    let sam = User {
+        name: "sam".into(),
+        role: "sales".into(),
         attributes: BTreeMap::from([("region".into(), "north".into())]),
-        issuer: Some("crm".into()),
-        audience: Some("maschera".into()),
-        issued: now,
-        expires: now + 600,
-        not_before: None,
+        verifier: Verifier::from_password("x", 1),
+    };
+    TokenRequest {
         jti: Some(format!("request-{n}")),
+        ..TokenRequest::for_user(&sam, &config(Vec::new()), now, 600)
     }
 }
 

@@ -107,7 +107,8 @@ impl Proxy {
                 .users
                 .users()
                 .map(|u| u.role.as_str())
-                .filter(|role| state.role(role).is_none())
+                // An application user with no role of its own is served without one.
+                .filter(|role| !role.is_empty() && state.role(role).is_none())
                 .collect();
             if !unknown.is_empty() {
                 warn!(database, roles = ?unknown, "users with these roles cannot log in to this database: its policy does not name them");
@@ -376,6 +377,12 @@ async fn serve(
             let (login, client_params) = (&proxy.login, &client.params);
             enforce::session_setup(&policy, audit, rate, user, client_params, login, params)
         }
+        Ok(Route::PassThrough) if application.is_some() => Err(enforce::LoginRefusal {
+            code: "28000",
+            message: format!(
+                "database \"{database}\" has no Maschera policy: an application user acts for end users only where a policy serves them"
+            ),
+        }),
         Ok(Route::PassThrough) => Ok(SessionSetup::pass_through(
             proxy.login.clone(),
             params,

@@ -6,7 +6,7 @@
 
 use super::config::{EndUserConfig, KeyAlgorithm};
 use super::token::{jwt_algorithm, secret};
-use crate::users::UserStore;
+use crate::users::{User, UserStore};
 use anyhow::{Context, bail};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::Serialize;
@@ -34,6 +34,24 @@ pub struct TokenRequest {
     pub not_before: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jti: Option<String>,
+}
+
+impl TokenRequest {
+    /// The claims for `user` (its role and attributes) with the issuer and audience `config`
+    /// requires, issued at `issued` for `ttl` seconds, without `nbf` and `jti`.
+    pub fn for_user(user: &User, config: &EndUserConfig, issued: u64, ttl: u64) -> TokenRequest {
+        TokenRequest {
+            end_user: user.name.clone(),
+            role: Some(user.role.clone()),
+            attributes: user.attributes.clone(),
+            issuer: config.issuer.clone(),
+            audience: config.audience.clone(),
+            issued,
+            expires: issued + ttl,
+            not_before: None,
+            jti: None,
+        }
+    }
 }
 
 /// Signs `request` with `key` (of `algorithm`), naming `kid` in the header.
@@ -91,17 +109,7 @@ pub fn token_for_user(
         );
     }
     let issued = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
-    let request = TokenRequest {
-        end_user: end_user.to_owned(),
-        role: Some(user.role.clone()),
-        attributes: user.attributes.clone(),
-        issuer: config.issuer.clone(),
-        audience: config.audience.clone(),
-        issued,
-        expires: issued + ttl,
-        not_before: None,
-        jti: None,
-    };
+    let request = TokenRequest::for_user(user, config, issued, ttl);
     for key in &config.keys {
         let pem = match (key.algorithm, &key.private_key) {
             (KeyAlgorithm::HS256, _) => secret(key)?,

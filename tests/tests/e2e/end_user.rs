@@ -138,30 +138,24 @@ async fn one_application_login_serves_each_end_user_as_their_role() {
         !shown.contains(&sam[..20]),
         "set_config answers with the token id, not the token"
     );
-    let count: i64 = crm
-        .query_one(
-            "SELECT count(*) FROM contacts WHERE region <> $1",
-            &[&"north"],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(count, 0, "sam sees north only");
+    let outside_north = || async {
+        let row = crm
+            .query_one(
+                "SELECT count(*) FROM contacts WHERE region <> $1",
+                &[&"north"],
+            )
+            .await
+            .unwrap();
+        row.get::<_, i64>(0)
+    };
+    assert_eq!(outside_north().await, 0, "sam sees north only");
     let bad_bound = crm
         .query_one("SELECT set_config('maschera.end_user', $1, false)", &[&bad])
         .await
         .unwrap_err();
     let (code, message) = error_of(&bad_bound);
     assert_eq!(code, "28000", "{message}");
-    let count: i64 = crm
-        .query_one(
-            "SELECT count(*) FROM contacts WHERE region <> $1",
-            &[&"north"],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(count, 0, "still sam after a refused token");
+    assert_eq!(outside_north().await, 0, "still sam after a refused token");
 
     // RESET: no end user again.
     crm.batch_execute("RESET maschera.end_user").await.unwrap();
@@ -432,4 +426,53 @@ async fn bad_tokens_are_refused_by_their_check_and_limited() {
             "no {refused:?} in the access log"
         );
     }
+}
+
+/// pgjdbc (server-side prepared statements from the second execution) alternating sam and tom on
+/// one connection of `crm` by `set_config`: each sees its own cells; a statement prepared for sam,
+/// executed for tom, is refused (26000) and pgjdbc prepares it again, rewritten for tom.
+#[test]
+fn pgjdbc_alternates_end_users_on_one_connection() {
+    let jar = "/usr/share/java/postgresql.jar";
+    assert!(
+        Path::new(jar).is_file(),
+        "pgjdbc is not installed: apt-get install libpostgresql-jdbc-java"
+    );
+    let demo = Demo::start();
+    let config = demo.facts.config.clone();
+    let (sam, tom) = (token(&config, "sam"), token(&config, "tom"));
+    let crm = demo.user("crm");
+    let address = crm.uri.rsplit('@').next().unwrap();
+    let url = format!("jdbc:postgresql://{address}");
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("compat/end_user");
+    let out = std::process::Command::new("java")
+        .current_dir(&source)
+        .args(["-Xshare:auto", "-XX:TieredStopAtLevel=1", "-cp", jar])
+        .arg("EndUserClient.java")
+        .args([&url, "crm", &crm.password, &sam, &tom])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut expected = Vec::new();
+    for round in 0..3 {
+        expected.push(format!("sam {round} north"));
+        expected.push(format!("tom {round} true 5"));
+    }
+    expected.extend(["prepared sam 0", "prepared sam 0"].map(String::from));
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[..8], expected, "{stdout}");
+    // pgjdbc prepares the statement again itself on the 26000 for a statement prepared for sam,
+    // now rewritten for tom (support sees every region).
+    let south: i64 = lines[8]
+        .strip_prefix("prepared tom served ")
+        .unwrap_or_else(|| panic!("{stdout}"))
+        .parse()
+        .unwrap();
+    assert!(south > 0, "{stdout}");
+    assert_eq!(lines[9..], ["after 1"], "{stdout}");
 }
