@@ -5,6 +5,7 @@
 
 pub mod access;
 pub mod action;
+pub mod alter_catalog;
 pub mod apply_sql;
 pub mod cascade;
 pub mod compile;
@@ -15,6 +16,7 @@ pub mod erasure;
 mod file;
 pub mod filter;
 pub mod framework;
+pub mod inspect;
 pub mod lookup_sql;
 pub mod model;
 pub mod pseudonym;

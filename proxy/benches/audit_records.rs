@@ -9,7 +9,7 @@
 
 use maschera::audit::keys::ChainSecret;
 use maschera::audit::{AuditConfig, AuditLog, Durability};
-use maschera::audit_trail::{AuditObserver, SessionIdentity, Trail};
+use maschera::audit_trail::{SessionIdentity, Trail};
 use maschera::session::ServerEvent;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -64,7 +64,7 @@ async fn round(dir: &std::path::Path) -> (f64, f64, f64) {
     )
     .expect("rewritten");
     let statements = rewritten.statements();
-    let mut sessions: Vec<(Arc<Trail>, AuditObserver)> = (0..SESSIONS)
+    let mut sessions: Vec<Trail> = (0..SESSIONS)
         .map(|n| {
             let who = SessionIdentity {
                 session: format!("{}", 1000 + n),
@@ -75,21 +75,19 @@ async fn round(dir: &std::path::Path) -> (f64, f64, f64) {
                 application_name: (n % 2 == 0).then(|| "crm-web".to_string()),
                 end_user: None,
             };
-            let trail = Trail::new(log.clone(), who);
-            let observer = AuditObserver::new(trail.clone());
-            (trail, observer)
+            Trail::new(log.clone(), who)
         })
         .collect();
     let (wall, cpu) = (Instant::now(), cpu_time());
     let mut holds = Vec::with_capacity(WAVE);
     for n in 0..STATEMENTS {
-        let (trail, observer) = &mut sessions[n % SESSIONS];
+        let trail = &mut sessions[n % SESSIONS];
         // Each statement is its session's next cycle, as the relay numbers them.
         let cycle = (n / SESSIONS) as u64 + 1;
         trail.query(statements, cycle).expect("log writable");
-        observer.on_server_event(ServerEvent::CommandComplete { tag: "SELECT 1" }, cycle);
-        observer.on_server_event(ServerEvent::Ready { status: b'I' }, cycle);
-        holds.extend(observer.hold());
+        trail.on_server_event(ServerEvent::CommandComplete { tag: "SELECT 1" }, cycle);
+        trail.on_server_event(ServerEvent::Ready { status: b'I' }, cycle);
+        holds.extend(trail.hold());
         if holds.len() == WAVE {
             for hold in holds.drain(..) {
                 hold.await.expect("durable");

@@ -6,9 +6,12 @@
 //! when PostgreSQL's CommandComplete/ErrorResponse for it arrives: it goes into the access record
 //! itself while the writer has not taken that yet (the usual case), else into a follow-up `outcome`
 //! record, not awaited (see `AuditLog::complete`).
-//! The [`AuditObserver`] matches those answers to the statements in order and hands the relay the
-//! access records' receipts to await before the client sees those completions (durability, see
-//! `session::Hold`); normally they are durable by then. A refused statement gets one record.
+//! The session's [`Trail`] (owned by its hook, no lock) matches those answers to the statements in
+//! order and hands the relay the access records' receipts to await before the client sees those
+//! completions (durability, see `session::Hold`); normally they are durable by then. A refused
+//! statement gets one record. A decision made on a parse thread submits its records through a
+//! [`TrailWriter`] and returns what it did as [`Recorded`], which the hook records in the trail on
+//! the session's thread.
 //! Records are [`PreparedEvent`]s: the session's identity is rendered to JSON once ([`Who`]) and
 //! each statement text's description once, when it is first described ([`What`]), so a record
 //! copies no string on its way to the log.
@@ -29,10 +32,10 @@ use crate::policy_state::PolicyState;
 use crate::session::{Hold, ServerEvent, Withheld};
 use crate::users::User;
 use policy::access::RoleAccess;
+use policy::inspect::ParsedOnce;
 use policy::rewrite::{Refusal, RewrittenStatement, SqlState};
-use sqlparser::ast::Statement;
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Who the session is, copied into every event.
@@ -129,8 +132,8 @@ struct State {
     /// Submitted records the client's next answers wait for; `true`: the answer must not be
     /// forwarded without it (an access), `false`: best effort (a refusal).
     receipts: Vec<(Receipt, bool)>,
-    /// What the log says about each statement text seen lately (see [`Trail::described`]).
-    known: HashMap<Box<str>, Described>,
+    /// What the log says about each statement text seen lately.
+    known: Known,
     /// The SQLSTATE of the last error of the cycle being answered.
     cycle_error: Option<String>,
 }
@@ -142,135 +145,142 @@ type Described = Arc<[Option<Arc<What>>]>;
 /// a lookup; applications repeat a few texts with parameters).
 const KNOWN_TEXTS: usize = 64;
 
-/// The statements of one session on their way to the access log.
-pub struct Trail {
+/// The descriptions of the statement texts a session has seen lately (as sent upstream). Within a
+/// session the same text always touches the same tables.
+#[derive(Default)]
+pub struct Known(HashMap<Box<str>, Described>);
+
+impl Known {
+    fn get(&self, text: &str) -> Option<Described> {
+        self.0.get(text).cloned()
+    }
+
+    fn contains(&self, text: &str) -> bool {
+        self.0.contains_key(text)
+    }
+
+    /// A copy holding `text`'s description only (for a decision made off the session's thread).
+    pub fn only(&self, text: &str) -> Known {
+        Known(
+            self.0
+                .get_key_value(text)
+                .map(|(text, described)| (text.clone(), described.clone()))
+                .into_iter()
+                .collect(),
+        )
+    }
+
+    fn insert(&mut self, text: Box<str>, described: Described) {
+        if self.0.len() >= KNOWN_TEXTS {
+            self.0.clear();
+        }
+        self.0.insert(text, described);
+    }
+}
+
+/// What decisions add to a session's trail: worked out where the decision is made (on a parse
+/// thread too, with the access records already submitted so that their fsync overlaps the query),
+/// recorded by [`Trail::record`] on the session's thread.
+#[derive(Default)]
+#[must_use]
+pub struct Recorded(Vec<Entry>);
+
+enum Entry {
+    /// A statement of this cycle was sent (with its access record, if it is logged).
+    Sent(u64, Option<Access>),
+    /// A message of this cycle was refused; its record was submitted.
+    Refused(u64, Receipt),
+    /// A Parse named this statement.
+    Prepared(Vec<u8>, Option<Arc<What>>),
+    /// A text described for the first time.
+    Described(Box<str>, Described),
+}
+
+/// The part of a session's trail that submits its records and reads the log's health: what a
+/// decision uses of the trail, on the session's thread or on a parse thread. Cheap to clone.
+#[derive(Clone)]
+pub struct TrailWriter {
     log: Arc<AuditLog>,
     /// Who the session is, in its statement records ...
     who: Arc<Who>,
     /// ... and in their `outcome` records (session and user).
     who_briefly: Arc<Who>,
-    state: Mutex<State>,
 }
 
-impl Trail {
-    pub fn new(log: Arc<AuditLog>, who: SessionIdentity) -> Arc<Trail> {
-        let mut briefly = Event::new(EventKind::Outcome);
-        briefly.session = Some(who.session.clone());
-        briefly.user = Some(who.user.clone());
-        Arc::new(Trail {
-            log,
-            who: Who::new(&who.event(EventKind::Statement)),
-            who_briefly: Who::new(&briefly),
-            state: Mutex::new(State::default()),
-        })
-    }
-
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
+impl TrailWriter {
     /// A simple Query of cycle `cycle` is about to be sent with these statements; refused while the
     /// log is unwritable and one of them touches a policy table.
-    pub fn query(&self, statements: &[RewrittenStatement], cycle: u64) -> Result<(), Refusal> {
-        self.query_sent(statements.iter().map(|s| self.sent(s)), cycle)
+    pub fn query(
+        &self,
+        known: &Known,
+        statements: &[RewrittenStatement],
+        cycle: u64,
+    ) -> Result<Recorded, Refusal> {
+        let mut recorded = Recorded::default();
+        let sent: Vec<_> = statements
+            .iter()
+            .map(|s| self.sent(known, &mut recorded, s))
+            .collect();
+        self.query_sent(&mut recorded, sent, cycle)?;
+        Ok(recorded)
+    }
+
+    /// A Parse was sent: the statement is remembered under its name.
+    pub fn parse(&self, known: &Known, name: &[u8], statements: &[RewrittenStatement]) -> Recorded {
+        let mut recorded = Recorded::default();
+        let sent = statements
+            .first()
+            .and_then(|s| self.sent(known, &mut recorded, s));
+        recorded.0.push(Entry::Prepared(name.to_vec(), sent));
+        recorded
+    }
+
+    /// A message of cycle `cycle` was refused: its record is submitted, its error answer skipped
+    /// later.
+    pub fn refused(&self, refusal: &Refusal, sql: Option<&str>, cycle: u64) -> Recorded {
+        let mut event = PreparedEvent::new(EventKind::Statement, &self.who);
+        let tables = refusal.tables.iter().map(TableTouched::from_use).collect();
+        event.what = Some(What::new(None, sql.and_then(normalize), tables));
+        event.outcome = Outcome::refused(refusal);
+        Recorded(vec![Entry::Refused(cycle, self.log.submit(event))])
     }
 
     /// [`sent`], worked out once per session and statement text.
-    fn sent(&self, statement: &RewrittenStatement) -> Option<Arc<What>> {
-        self.described(&statement.sql, || vec![sent(statement)])
+    fn sent(
+        &self,
+        known: &Known,
+        recorded: &mut Recorded,
+        statement: &RewrittenStatement,
+    ) -> Option<Arc<What>> {
+        described(known, recorded, &statement.sql, || vec![sent(statement)])
             .first()
             .cloned()
             .flatten()
     }
 
-    /// The description of the statements of `text` (as sent upstream): from the session's cache, or
-    /// `describe`d now and kept. Within a session the same text always touches the same tables.
-    fn described(
-        &self,
-        text: &str,
-        describe: impl FnOnce() -> Vec<Option<Arc<What>>>,
-    ) -> Described {
-        if let Some(found) = self.state().known.get(text) {
-            return found.clone();
-        }
-        let described: Described = describe().into();
-        let mut state = self.state();
-        if state.known.len() >= KNOWN_TEXTS {
-            state.known.clear();
-        }
-        state.known.insert(text.into(), described.clone());
-        described
-    }
-
     fn query_sent(
         &self,
-        sent: impl Iterator<Item = Option<Arc<What>>>,
+        recorded: &mut Recorded,
+        sent: Vec<Option<Arc<What>>>,
         cycle: u64,
     ) -> Result<(), Refusal> {
-        let sent: Vec<Option<Arc<What>>> = sent.collect();
         if sent.iter().any(Option::is_some) {
             self.writable()?;
         }
-        let mut state = self.state();
         // Submitting takes no lock of the session's: the access records queue in statement order.
-        let pending = sent.iter().map(|s| {
-            (
-                cycle,
-                Pending::Statement(s.as_ref().map(|s| self.access(s))),
-            )
-        });
-        state.pending.extend(pending);
+        let sent = sent
+            .iter()
+            .map(|s| Entry::Sent(cycle, s.as_ref().map(|s| self.access(s))));
+        recorded.0.extend(sent);
         Ok(())
     }
 
-    /// Follows a message (`body` as sent, in cycle `cycle`) that acts on statements already parsed:
-    /// Bind and Execute; the others change nothing. Refused like [`Trail::execute`].
-    pub fn follow(&self, tag: u8, body: &[u8], cycle: u64) -> Result<(), Refusal> {
-        match tag {
-            b'B' => self.bind(body),
-            b'E' => return self.execute(body, cycle),
-            _ => {}
+    fn writable(&self) -> Result<(), Refusal> {
+        if self.log.is_healthy() {
+            Ok(())
+        } else {
+            Err(unwritable())
         }
-        Ok(())
-    }
-
-    /// A Parse was sent: remember the statement under its name.
-    pub fn parse(&self, name: &[u8], statements: &[RewrittenStatement]) {
-        self.parse_sent(name, statements.first().and_then(|s| self.sent(s)));
-    }
-
-    fn parse_sent(&self, name: &[u8], sent: Option<Arc<What>>) {
-        self.state().prepared.insert(name.to_vec(), sent);
-    }
-
-    /// A Bind: the portal runs the named statement.
-    fn bind(&self, body: &[u8]) {
-        let Some((portal, rest)) = frame::cstr(body) else {
-            return;
-        };
-        let Some((statement, _)) = frame::cstr(rest) else {
-            return;
-        };
-        let mut state = self.state();
-        let sent = state.prepared.get(statement).cloned().flatten();
-        state.portals.insert(portal.to_vec(), sent);
-    }
-
-    /// An Execute is about to be sent: its portal's statement answers next. Refused while the log is
-    /// unwritable and the statement touches a policy table.
-    fn execute(&self, body: &[u8], cycle: u64) -> Result<(), Refusal> {
-        let Some((portal, _)) = frame::cstr(body) else {
-            return Ok(());
-        };
-        let sent = self.state().portals.get(portal).cloned().flatten();
-        if sent.is_some() {
-            self.writable()?;
-        }
-        let access = sent.as_ref().map(|s| self.access(s));
-        self.state()
-            .pending
-            .push_back((cycle, Pending::Statement(access)));
-        Ok(())
     }
 
     /// Submits the access record of a statement about to be sent upstream.
@@ -304,30 +314,216 @@ impl Trail {
             });
     }
 
-    /// A message of cycle `cycle` was refused: recorded now, its error answer skipped later.
-    pub fn refused(&self, refusal: &Refusal, sql: Option<&str>, cycle: u64) {
-        let mut event = PreparedEvent::new(EventKind::Statement, &self.who);
-        let tables = refusal.tables.iter().map(TableTouched::from_use).collect();
-        event.what = Some(What::new(None, sql.and_then(normalize), tables));
-        event.outcome = Outcome::refused(refusal);
-        let receipt = self.log.submit(event);
-        let mut state = self.state();
-        state.receipts.push((receipt, false));
-        state.pending.push_back((cycle, Pending::Refused));
+    /// An unrestricted role's simple Query is about to be sent (see [`TrailWriter::query`]);
+    /// refused beyond the parser's bounds.
+    fn unrestricted_query(
+        &self,
+        known: &Known,
+        inspector: &Inspector,
+        parsed: &ParsedOnce,
+        cycle: u64,
+    ) -> Result<Recorded, Refusal> {
+        let sql = parsed.text();
+        let mut recorded = Recorded::default();
+        if !inspector.may_touch(sql.as_bytes()) {
+            // The fast path: one statement or several, none is logged.
+            recorded.0.push(Entry::Sent(cycle, None));
+            return Ok(recorded);
+        }
+        within_limits(known, sql)?;
+        let described = described(known, &mut recorded, sql, || inspector.statements(parsed));
+        self.query_sent(&mut recorded, described.to_vec(), cycle)?;
+        Ok(recorded)
     }
 
-    fn writable(&self) -> Result<(), Refusal> {
-        if self.log.is_healthy() {
-            Ok(())
-        } else {
-            Err(unwritable())
+    /// An unrestricted role's Parse was sent (see [`TrailWriter::parse`]); refused beyond the
+    /// parser's bounds.
+    fn unrestricted_parse(
+        &self,
+        known: &Known,
+        inspector: &Inspector,
+        name: &[u8],
+        parsed: &ParsedOnce,
+    ) -> Result<Recorded, Refusal> {
+        let sql = parsed.text();
+        let mut recorded = Recorded::default();
+        let sent = match inspector.may_touch(sql.as_bytes()) {
+            true => {
+                within_limits(known, sql)?;
+                described(known, &mut recorded, sql, || inspector.statements(parsed))
+                    .first()
+                    .cloned()
+                    .flatten()
+            }
+            false => None,
+        };
+        recorded.0.push(Entry::Prepared(name.to_vec(), sent));
+        Ok(recorded)
+    }
+}
+
+/// The description of the statements of `text` (as sent upstream): `known` to the session, or
+/// `describe`d now and recorded.
+fn described(
+    known: &Known,
+    recorded: &mut Recorded,
+    text: &str,
+    describe: impl FnOnce() -> Vec<Option<Arc<What>>>,
+) -> Described {
+    if let Some(found) = known.get(text) {
+        return found;
+    }
+    let described: Described = describe().into();
+    recorded
+        .0
+        .push(Entry::Described(text.into(), described.clone()));
+    described
+}
+
+/// Refuses a text beyond the parser's bounds before it is parsed for its description.
+fn within_limits(known: &Known, sql: &str) -> Result<(), Refusal> {
+    if known.contains(sql) {
+        return Ok(());
+    }
+    policy::rewrite::limits::check(sql)
+}
+
+/// The statements of one session on their way to the access log: what its decisions recorded
+/// ([`Recorded`]), matched to PostgreSQL's answers in order, and what the client's answers wait
+/// for. Owned by the session's hook (no lock): only its [`TrailWriter`] goes to other threads.
+pub struct Trail {
+    writer: TrailWriter,
+    state: State,
+}
+
+impl Trail {
+    pub fn new(log: Arc<AuditLog>, who: SessionIdentity) -> Trail {
+        let mut briefly = Event::new(EventKind::Outcome);
+        briefly.session = Some(who.session.clone());
+        briefly.user = Some(who.user.clone());
+        Trail {
+            writer: TrailWriter {
+                log,
+                who: Who::new(&who.event(EventKind::Statement)),
+                who_briefly: Who::new(&briefly),
+            },
+            state: State::default(),
+        }
+    }
+
+    /// What a decision off the session's thread uses to submit records.
+    pub fn writer(&self) -> &TrailWriter {
+        &self.writer
+    }
+
+    /// The descriptions the session knows (for a decision that records into this trail).
+    pub fn known(&self) -> &Known {
+        &self.state.known
+    }
+
+    /// Records what a decision found (on the session's thread, in the order the messages go).
+    pub fn record(&mut self, recorded: Recorded) {
+        let state = &mut self.state;
+        for entry in recorded.0 {
+            match entry {
+                Entry::Sent(cycle, access) => {
+                    state.pending.push_back((cycle, Pending::Statement(access)))
+                }
+                Entry::Refused(cycle, receipt) => {
+                    state.receipts.push((receipt, false));
+                    state.pending.push_back((cycle, Pending::Refused));
+                }
+                Entry::Prepared(name, sent) => {
+                    state.prepared.insert(name, sent);
+                }
+                Entry::Described(text, described) => state.known.insert(text, described),
+            }
+        }
+    }
+
+    /// A simple Query of cycle `cycle` is about to be sent with these statements (see
+    /// [`TrailWriter::query`]), recorded now.
+    pub fn query(&mut self, statements: &[RewrittenStatement], cycle: u64) -> Result<(), Refusal> {
+        let recorded = self.writer.query(&self.state.known, statements, cycle)?;
+        self.record(recorded);
+        Ok(())
+    }
+
+    /// A message of cycle `cycle` was refused: recorded now, its error answer skipped later.
+    pub fn refused(&mut self, refusal: &Refusal, sql: Option<&str>, cycle: u64) {
+        let recorded = self.writer.refused(refusal, sql, cycle);
+        self.record(recorded);
+    }
+
+    /// Follows a message (`body` as sent, in cycle `cycle`) that acts on statements already parsed:
+    /// Bind and Execute; the others change nothing. An Execute is refused while the log is
+    /// unwritable and its statement touches a policy table.
+    pub fn follow(&mut self, tag: u8, body: &[u8], cycle: u64) -> Result<(), Refusal> {
+        match tag {
+            b'B' => self.bind(body),
+            b'E' => return self.execute(body, cycle),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// A Bind: the portal runs the named statement.
+    fn bind(&mut self, body: &[u8]) {
+        let Some((portal, rest)) = frame::cstr(body) else {
+            return;
+        };
+        let Some((statement, _)) = frame::cstr(rest) else {
+            return;
+        };
+        let state = &mut self.state;
+        let sent = state.prepared.get(statement).cloned().flatten();
+        state.portals.insert(portal.to_vec(), sent);
+    }
+
+    /// An Execute is about to be sent: its portal's statement answers next.
+    fn execute(&mut self, body: &[u8], cycle: u64) -> Result<(), Refusal> {
+        let Some((portal, _)) = frame::cstr(body) else {
+            return Ok(());
+        };
+        let sent = self.state.portals.get(portal).cloned().flatten();
+        if sent.is_some() {
+            self.writer.writable()?;
+        }
+        let access = sent.as_ref().map(|s| self.writer.access(s));
+        self.state
+            .pending
+            .push_back((cycle, Pending::Statement(access)));
+        Ok(())
+    }
+
+    /// Whether the description of `sql` must be worked out by parsing it.
+    fn needs_parse(&self, inspector: &Inspector, sql: &[u8]) -> bool {
+        inspector.may_touch(sql)
+            && std::str::from_utf8(sql).is_ok_and(|sql| !self.state.known.contains(sql))
+    }
+
+    /// A statement of cycle `cycle` ended, or the cycle did (see `session::SessionHook`).
+    pub fn on_server_event(&mut self, event: ServerEvent<'_>, cycle: u64) {
+        match event {
+            ServerEvent::CommandComplete { tag } => {
+                let rows = tag.rsplit(' ').next().and_then(|n| n.parse().ok());
+                self.answered(Outcome::Ok, rows, cycle);
+            }
+            ServerEvent::Error { sqlstate } => self.answered(
+                Outcome::Error {
+                    sqlstate: sqlstate.to_owned(),
+                },
+                None,
+                cycle,
+            ),
+            // After ReadyForQuery nothing of the cycle is still running (an error skipped the rest).
+            ServerEvent::Ready { .. } => self.ready(cycle),
         }
     }
 
     /// A statement of cycle `cycle` ended: the next one of that cycle waiting is answered.
-    fn answered(&self, outcome: Outcome, rows: Option<u64>, cycle: u64) {
-        let mut state = self.state();
-        let state = &mut *state;
+    fn answered(&mut self, outcome: Outcome, rows: Option<u64>, cycle: u64) {
+        let state = &mut self.state;
         if let Some(sqlstate) = outcome.sqlstate() {
             state.cycle_error = Some(sqlstate.to_owned());
         }
@@ -337,36 +533,35 @@ impl Trail {
         let Some((_, Pending::Statement(Some(access)))) = state.pending.pop_front() else {
             return;
         };
-        self.outcome(&access, outcome, rows, None);
+        self.writer.outcome(&access, outcome, rows, None);
         state.receipts.push((access.receipt, true));
     }
 
     /// A ReadyForQuery: cycle `cycle` is over. Its statements still pending were sent but never run
     /// (PostgreSQL skips the rest of a Query or of the messages up to Sync after an error).
-    fn ready(&self, cycle: u64) {
-        let mut state = self.state();
+    fn ready(&mut self, cycle: u64) {
+        let state = &mut self.state;
         let ended = state
             .pending
             .iter()
             .take_while(|(c, _)| *c <= cycle)
             .count();
-        let skipped: Vec<(u64, Pending)> = state.pending.drain(..ended).collect();
         let sqlstate = state.cycle_error.take().unwrap_or_default();
-        drop(state);
-        for (_, pending) in skipped {
+        for (_, pending) in state.pending.drain(..ended) {
             if let Pending::Statement(Some(access)) = pending {
                 let outcome = Outcome::Error {
                     sqlstate: sqlstate.clone(),
                 };
                 let why = "not run: an earlier statement of the same request failed";
-                self.outcome(&access, outcome, None, Some(why));
+                self.writer.outcome(&access, outcome, None, Some(why));
             }
         }
     }
 
-    /// The receipts the answers seen so far wait for, as one future (`None` when there are none).
-    fn hold(&self) -> Option<Hold> {
-        let receipts = std::mem::take(&mut self.state().receipts);
+    /// The access records the answers seen so far wait for, as one future (`None` when there are
+    /// none; see `session::SessionHook::hold`).
+    pub fn hold(&mut self) -> Option<Hold> {
+        let receipts = std::mem::take(&mut self.state.receipts);
         if receipts.is_empty() {
             return None;
         }
@@ -420,14 +615,15 @@ fn sent(statement: &RewrittenStatement) -> Option<Arc<What>> {
     ))
 }
 
-/// Finds the policy tables an unrestricted role's statements name, for its [`Trail`]. Statements
-/// that do not mention a policy table's name (a substring test, no parsing) cost only that test.
+/// Finds the policy tables an unrestricted role's statements name, for its [`Trail`] (see
+/// `policy::inspect`). Statements that do not mention a policy table's name (a substring test, no
+/// parsing) cost only that test.
 #[derive(Clone)]
 pub struct Inspector {
     role: Arc<RoleAccess>,
     state: Arc<PolicyState>,
     /// The policy tables' names, lower case.
-    names: Vec<String>,
+    names: Arc<[String]>,
 }
 
 impl Inspector {
@@ -438,42 +634,44 @@ impl Inspector {
             .map(|t| t.name.to_ascii_lowercase())
             .collect();
         names.dedup();
-        Inspector { role, state, names }
+        Inspector {
+            role,
+            state,
+            names: names.into(),
+        }
     }
 
     fn may_touch(&self, sql: &[u8]) -> bool {
-        may_name_one_of(&self.names, sql)
+        policy::inspect::may_name_one_of(&self.names, sql)
     }
 
-    /// What each statement of `sql` touches (`None`: no policy table). Text that does not parse
+    /// What each statement of `parsed` touches (`None`: no policy table). Text that does not parse
     /// counts as one statement, logged without tables when it mentions a policy table.
-    fn statements(&self, sql: &str) -> Vec<Option<Arc<What>>> {
+    fn statements(&self, parsed: &ParsedOnce) -> Vec<Option<Arc<What>>> {
+        let sql = parsed.text();
         if !self.may_touch(sql.as_bytes()) {
             return vec![None];
         }
         // Within the bounds (checked before), on a parse thread.
-        let Ok(statements) = policy::rewrite::limits::parse_bounded(sql) else {
+        let Ok(statements) = parsed.statements() else {
             return vec![Some(What::new(
                 Some("unparsed".into()),
                 normalize(sql),
                 Vec::new(),
             ))];
         };
-        statements
-            .iter()
-            .map(|statement| {
-                let text = statement.to_string();
-                let tables: Vec<TableTouched> =
-                    policy::rewrite::inspect(&text, &self.role, &self.state.catalog)
-                        .iter()
-                        .filter(|used| self.role.tables.contains_key(&used.table))
-                        .map(TableTouched::from_use)
-                        .collect();
-                (!tables.is_empty()).then(|| {
+        policy::inspect::statements(statements, &self.role, &self.state.catalog)
+            .into_iter()
+            .map(|inspected| {
+                inspected.map(|inspected| {
                     What::new(
-                        Some(statement_kind(statement).into()),
-                        normalize(&text),
-                        tables,
+                        Some(inspected.kind.into()),
+                        normalize(&inspected.text),
+                        inspected
+                            .tables
+                            .iter()
+                            .map(TableTouched::from_use)
+                            .collect(),
                     )
                 })
             })
@@ -481,178 +679,67 @@ impl Inspector {
     }
 }
 
-/// Whether `sql` may name one of `names` (lower case): one of them as a whole word, or a
-/// Unicode-escaped identifier (`U&"..."`) that could spell one.
-fn may_name_one_of(names: &[String], sql: &[u8]) -> bool {
-    let word = |b: &u8| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'$';
-    let escaped = sql.windows(3).any(|w| w.eq_ignore_ascii_case(b"u&\""));
-    escaped
-        || names.iter().any(|name| {
-            let name = name.as_bytes();
-            sql.windows(name.len()).enumerate().any(|(at, w)| {
-                w.eq_ignore_ascii_case(name)
-                    && !at.checked_sub(1).and_then(|i| sql.get(i)).is_some_and(word)
-                    && !sql.get(at + name.len()).is_some_and(word)
-            })
-        })
-}
-
-fn statement_kind(statement: &Statement) -> &'static str {
-    match statement {
-        Statement::Query(_) => "select",
-        Statement::Insert(_) => "insert",
-        Statement::Update { .. } => "update",
-        Statement::Delete(_) => "delete",
-        Statement::Copy { .. } => "copy",
-        Statement::Explain { .. } => "explain",
-        Statement::Merge { .. } => "merge",
-        Statement::Declare { .. } => "cursor",
-        Statement::Prepare { .. } => "prepare",
-        Statement::CreateTable(_) | Statement::CreateView { .. } => "create",
-        Statement::AlterTable { .. } => "alter",
-        Statement::Drop { .. } => "drop",
-        Statement::Truncate { .. } => "truncate",
-        _ => "other",
-    }
-}
-
-impl Trail {
-    /// Whether the description of `sql` must be worked out by parsing it.
-    fn needs_parse(&self, inspector: &Inspector, sql: &[u8]) -> bool {
-        inspector.may_touch(sql)
-            && std::str::from_utf8(sql).is_ok_and(|sql| !self.state().known.contains_key(sql))
-    }
-
-    /// Refuses a text beyond the parser's bounds before it is parsed for its description.
-    fn within_limits(&self, sql: &str) -> Result<(), Refusal> {
-        if self.state().known.contains_key(sql) {
-            return Ok(());
-        }
-        policy::rewrite::limits::check(sql)
-    }
-
-    /// An unrestricted role's simple Query is about to be sent (see [`Trail::query`]).
-    pub fn unrestricted_query(
-        &self,
-        inspector: &Inspector,
-        sql: &str,
-        cycle: u64,
-    ) -> Result<(), Refusal> {
-        if !inspector.may_touch(sql.as_bytes()) {
-            // The fast path: one statement or several, none is logged.
-            self.state()
-                .pending
-                .push_back((cycle, Pending::Statement(None)));
-            return Ok(());
-        }
-        self.within_limits(sql)?;
-        let described = self.described(sql, || inspector.statements(sql));
-        self.query_sent(described.iter().cloned(), cycle)
-    }
-
-    /// An unrestricted role's Parse was sent (see [`Trail::parse`]); refused beyond the parser's
-    /// bounds.
-    pub fn unrestricted_parse(
-        &self,
-        inspector: &Inspector,
-        name: &[u8],
-        sql: &str,
-    ) -> Result<(), Refusal> {
-        let sent = match inspector.may_touch(sql.as_bytes()) {
-            true => self
-                .within_limits(sql)
-                .map(|()| self.described(sql, || inspector.statements(sql)))?
-                .first()
-                .cloned()
-                .flatten(),
-            false => None,
-        };
-        self.parse_sent(name, sent);
-        Ok(())
-    }
-}
-
-/// The access log of an unrestricted session: its trail and what finds the policy tables.
+/// The access-log side of an unrestricted session's decisions: finds the policy tables its
+/// statements name. Cheap to clone (a decision off the session's thread takes a copy).
 #[derive(Clone)]
 pub struct UnrestrictedAudit {
-    trail: Arc<Trail>,
+    writer: TrailWriter,
     inspector: Inspector,
 }
 
 impl UnrestrictedAudit {
-    /// The frontend side for `trail`; pair it with an [`AuditObserver`] on the same trail.
-    pub fn new(trail: Arc<Trail>, role: Arc<RoleAccess>, state: Arc<PolicyState>) -> Self {
+    /// The decisions' side of `trail`.
+    pub fn new(trail: &Trail, role: Arc<RoleAccess>, state: Arc<PolicyState>) -> Self {
         UnrestrictedAudit {
-            trail,
+            writer: trail.writer.clone(),
             inspector: Inspector::new(role, state),
         }
     }
 
     /// Whether following a statement of `text` means parsing it (it may name a policy table and
-    /// the session has not described it yet): then it is followed on a parse thread.
-    pub fn needs_parse(&self, text: &[u8]) -> bool {
-        self.trail.needs_parse(&self.inspector, text)
+    /// `trail` has not described it yet): then it is followed on a parse thread.
+    pub fn needs_parse(&self, trail: &Trail, text: &[u8]) -> bool {
+        trail.needs_parse(&self.inspector, text)
     }
 
-    /// Follows one client message (`frame`, tag included, in cycle `cycle`) about to be forwarded
-    /// unchanged; an error is a refusal (already recorded) the session must send instead.
-    pub fn on_client_message(&self, tag: u8, frame: &[u8], cycle: u64) -> Result<(), Refusal> {
+    /// Follows a Query or Parse (`frame`, tag included, in cycle `cycle`) about to be forwarded
+    /// unchanged: what it adds to the trail, and a refusal (recorded there too) the session must
+    /// send instead. Other messages are the trail's to follow ([`Trail::follow`]).
+    pub fn statement(
+        &self,
+        known: &Known,
+        parsed: Option<&ParsedOnce>,
+        tag: u8,
+        frame: &[u8],
+        cycle: u64,
+    ) -> (Result<(), Refusal>, Recorded) {
         let body = frame::body(frame);
-        let text = |body| frame::cstr(body).and_then(|(t, _)| std::str::from_utf8(t).ok());
-        let followed = match tag {
-            b'Q' => match text(body) {
-                Some(sql) => self.trail.unrestricted_query(&self.inspector, sql, cycle),
-                None => self.trail.query_sent(std::iter::once(None), cycle),
-            },
-            b'P' => match frame::cstr(body) {
-                Some((name, rest)) => {
-                    let sql = text(rest).unwrap_or_default();
-                    self.trail.unrestricted_parse(&self.inspector, name, sql)
-                }
-                None => Ok(()),
-            },
-            _ => self.trail.follow(tag, body, cycle),
-        };
-        followed.inspect_err(|refusal| {
-            let sql = matches!(tag, b'Q').then(|| text(body)).flatten();
-            self.trail.refused(refusal, sql, cycle);
-        })
-    }
-}
-
-/// The server side of the session's access log (a part of its hook): completes the session's
-/// [`Trail`] with PostgreSQL's answers and says what the client's answers wait for.
-pub struct AuditObserver {
-    trail: Arc<Trail>,
-}
-
-impl AuditObserver {
-    pub fn new(trail: Arc<Trail>) -> AuditObserver {
-        AuditObserver { trail }
-    }
-
-    /// A statement of cycle `cycle` ended, or the cycle did (see `session::SessionHook`).
-    pub fn on_server_event(&mut self, event: ServerEvent<'_>, cycle: u64) {
-        match event {
-            ServerEvent::CommandComplete { tag } => {
-                let rows = tag.rsplit(' ').next().and_then(|n| n.parse().ok());
-                self.trail.answered(Outcome::Ok, rows, cycle);
+        let followed = match (tag, parsed) {
+            (b'Q', Some(parsed)) => {
+                self.writer
+                    .unrestricted_query(known, &self.inspector, parsed, cycle)
             }
-            ServerEvent::Error { sqlstate } => self.trail.answered(
-                Outcome::Error {
-                    sqlstate: sqlstate.to_owned(),
+            (b'Q', None) => Ok(Recorded(vec![Entry::Sent(cycle, None)])),
+            (b'P', parsed) => match frame::cstr(body) {
+                Some((name, _)) => match parsed {
+                    Some(parsed) => {
+                        self.writer
+                            .unrestricted_parse(known, &self.inspector, name, parsed)
+                    }
+                    None => Ok(Recorded(vec![Entry::Prepared(name.to_vec(), None)])),
                 },
-                None,
-                cycle,
-            ),
-            // After ReadyForQuery nothing of the cycle is still running (an error skipped the rest).
-            ServerEvent::Ready { .. } => self.trail.ready(cycle),
+                None => Ok(Recorded::default()),
+            },
+            _ => Ok(Recorded::default()),
+        };
+        match followed {
+            Ok(recorded) => (Ok(()), recorded),
+            Err(refusal) => {
+                let sql = parsed.filter(|_| tag == b'Q').map(ParsedOnce::text);
+                let recorded = self.writer.refused(&refusal, sql, cycle);
+                (Err(refusal), recorded)
+            }
         }
-    }
-
-    /// The access records the answers seen so far wait for (see `session::SessionHook::hold`).
-    pub fn hold(&mut self) -> Option<Hold> {
-        self.trail.hold()
     }
 }
 
@@ -735,8 +822,7 @@ mod tests {
                 application_name,
                 end_user: None,
             };
-            let trail = Trail::new(log.clone(), who.clone());
-            let mut observer = AuditObserver::new(trail.clone());
+            let mut trail = Trail::new(log.clone(), who.clone());
             trail
                 .query(rewritten.statements(), 1)
                 .expect("log writable");
@@ -745,17 +831,17 @@ mod tests {
                 let flush = who.event(EventKind::LoginOk);
                 log.record(flush).await.expect("written");
             }
-            observer.on_server_event(ServerEvent::CommandComplete { tag: "SELECT 1" }, 1);
-            observer.on_server_event(ServerEvent::Error { sqlstate: "57014" }, 1);
-            observer.on_server_event(ServerEvent::Ready { status: b'I' }, 1);
-            observer
+            trail.on_server_event(ServerEvent::CommandComplete { tag: "SELECT 1" }, 1);
+            trail.on_server_event(ServerEvent::Error { sqlstate: "57014" }, 1);
+            trail.on_server_event(ServerEvent::Ready { status: b'I' }, 1);
+            trail
                 .hold()
                 .expect("records to wait for")
                 .await
                 .expect("durable");
             trail.refused(&refusal, Some(refused_sql), 2);
             // Written before the next session starts (and before the shutdown).
-            let refused = observer.hold().expect("the refusal's record");
+            let refused = trail.hold().expect("the refusal's record");
             refused.await.expect("written");
 
             // What the trail built before its records were prepared.
@@ -830,8 +916,7 @@ mod tests {
             &fixture::catalog(),
         )
         .expect("rewritten");
-        let trail = Trail::new(log.clone(), SessionIdentity::default());
-        let mut observer = AuditObserver::new(trail.clone());
+        let mut trail = Trail::new(log.clone(), SessionIdentity::default());
         // Cycle 1 (the FunctionCall) is sent before the Query of cycle 2; both are answered.
         trail
             .query(rewritten.statements(), 2)
@@ -842,9 +927,9 @@ mod tests {
             (ServerEvent::Ready { status: b'I' }, 2),
         ];
         for (event, cycle) in answers {
-            observer.on_server_event(event, cycle);
+            trail.on_server_event(event, cycle);
         }
-        let hold = observer.hold().expect("the access record");
+        let hold = trail.hold().expect("the access record");
         hold.await.expect("durable");
         log.shutdown().await.expect("shutdown");
         // The completion is in the access record, or in its outcome record if the writer had taken
@@ -859,26 +944,5 @@ mod tests {
             written.iter().all(|r| r.get("detail").is_none()),
             "{written:#?}"
         );
-    }
-
-    #[test]
-    fn only_whole_policy_table_names_take_the_slow_path() {
-        let names = ["contacts".to_string()];
-        for sql in [
-            "SELECT * FROM contacts",
-            "select * from public.CONTACTS where id = 1",
-            "SELECT 1 FROM \"contacts\"",
-            "SELECT * FROM U&\"cont\\0061cts\"",
-        ] {
-            assert!(may_name_one_of(&names, sql.as_bytes()), "{sql}");
-        }
-        for sql in [
-            "SELECT abalance FROM pgbench_accounts WHERE aid = $1",
-            "SELECT * FROM contacts_archive",
-            "SELECT mycontacts FROM t",
-            "SELECT 1",
-        ] {
-            assert!(!may_name_one_of(&names, sql.as_bytes()), "{sql}");
-        }
     }
 }

@@ -1,6 +1,8 @@
 //! Cancel keys: each client gets the proxy's own random (process id, secret) pair, never the upstream
 //! server's; this registry maps it to the upstream session's key so that a CancelRequest reaches the
-//! right server backend. Entries live exactly as long as their session (see [`Registration`]).
+//! right server backend. Entries live exactly as long as their session (see [`Registration`]); a
+//! session of transaction mode points its entry at the backend serving it now, and at none
+//! between transactions ([`Registration::retarget`]).
 //! Not for: sending the cancel (see `upstream`).
 
 use std::collections::HashMap;
@@ -16,7 +18,7 @@ pub struct CancelKey {
 /// The proxy's keys given to clients, mapped to upstream keys.
 #[derive(Debug, Default)]
 pub struct CancelRegistry {
-    sessions: Mutex<HashMap<CancelKey, CancelKey>>,
+    sessions: Mutex<HashMap<CancelKey, Option<CancelKey>>>,
 }
 
 /// Keeps a session's entry in the registry; removes it when dropped.
@@ -33,6 +35,15 @@ impl Registration {
     }
 }
 
+impl Registration {
+    /// Points the client's key at another upstream session (`None`: none, a cancel does nothing).
+    pub fn retarget(&self, upstream: Option<CancelKey>) {
+        if let Some(entry) = self.registry.lock().get_mut(&self.client_key) {
+            *entry = upstream;
+        }
+    }
+}
+
 impl Drop for Registration {
     fn drop(&mut self) {
         self.registry.lock().remove(&self.client_key);
@@ -40,7 +51,7 @@ impl Drop for Registration {
 }
 
 impl CancelRegistry {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<CancelKey, CancelKey>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<CancelKey, Option<CancelKey>>> {
         // A panic elsewhere cannot leave the map inconsistent: every operation is one insert/remove.
         self.sessions
             .lock()
@@ -49,6 +60,15 @@ impl CancelRegistry {
 
     /// Registers an upstream session under a fresh random client key.
     pub fn register(self: &Arc<Self>, upstream: CancelKey) -> Registration {
+        self.register_for(Some(upstream))
+    }
+
+    /// Registers a session that has no upstream session yet (transaction mode).
+    pub fn register_detached(self: &Arc<Self>) -> Registration {
+        self.register_for(None)
+    }
+
+    fn register_for(self: &Arc<Self>, upstream: Option<CancelKey>) -> Registration {
         let mut sessions = self.lock();
         let client_key = loop {
             let key = CancelKey {
@@ -68,7 +88,7 @@ impl CancelRegistry {
 
     /// The upstream key for a client's CancelRequest, if the client key is known.
     pub fn lookup(&self, client_key: CancelKey) -> Option<CancelKey> {
-        self.lock().get(&client_key).copied()
+        self.lock().get(&client_key).copied().flatten()
     }
 }
 
@@ -91,6 +111,11 @@ mod tests {
             }),
             None
         );
+        registration.retarget(None);
+        assert_eq!(registry.lookup(key), None, "between transactions");
+        let next = CancelKey { pid: 43, secret: 8 };
+        registration.retarget(Some(next));
+        assert_eq!(registry.lookup(key), Some(next));
         drop(registration);
         assert_eq!(registry.lookup(key), None);
     }

@@ -31,7 +31,7 @@ pub enum Command {
     /// The reference CRM: `crm load` creates and fills it with deterministic data.
     Crm(crate::crm_cmd::CrmArgs),
     /// Find columns that look personal and propose a policy skeleton for them.
-    Discover(crate::discover::DiscoverArgs),
+    Discover(crate::discover_cmd::DiscoverArgs),
     /// Everything on this machine with no set-up: a private PostgreSQL with the reference CRM, its
     /// policy and demo users, behind the proxy, until Ctrl-C.
     Demo(crate::demo_cmd::DemoArgs),
@@ -55,7 +55,7 @@ pub fn main() -> ExitCode {
         Command::Policy(args) => crate::policy_cmd::run(args),
         Command::Audit(args) => crate::audit_cmd::run(args),
         Command::Crm(args) => crate::crm_cmd::run(args),
-        Command::Discover(args) => crate::discover::run(args),
+        Command::Discover(args) => crate::discover_cmd::run(args),
         Command::Demo(args) => crate::demo_cmd::run(args),
         Command::Dump(args) => crate::dump_cmd::run(args),
         Command::Forget(args) => crate::lifecycle_cmd::forget(args),

@@ -55,6 +55,9 @@ pub struct Config {
     /// when the section is absent).
     #[serde(default)]
     pub end_users: Option<crate::end_user::config::EndUserConfig>,
+    /// Session or transaction pooling of upstream connections (see `pool::config`).
+    #[serde(default)]
+    pub pool: crate::pool::PoolConfig,
 }
 
 /// `[tls]`: TLS towards clients.
@@ -433,6 +436,7 @@ impl Config {
             bail!("[limits] max_frame_bytes must be at least 1024");
         }
         self.check_databases()?;
+        self.pool.check().map_err(anyhow::Error::msg)?;
         if let Err(err) = self.limits.parse_limits().validate() {
             bail!("[limits] {err}");
         }

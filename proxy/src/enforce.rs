@@ -14,18 +14,18 @@
 
 use crate::admission::RateLimit;
 use crate::audit::AuditLog;
-use crate::audit_trail::{AuditObserver, SessionIdentity, Trail, UnrestrictedAudit};
+use crate::audit_trail::{Known, Recorded, SessionIdentity, Trail, TrailWriter};
 use crate::error_scrub::ErrorScrub;
 use crate::frame;
-use crate::lookup_limit::SessionLookups;
+use crate::lookup_limit::{LookupAllowance, SessionLookups, prepared};
 use crate::offload::{Decider, Offloaded};
 use crate::policy_state::{PolicyHandle, PolicyState};
-use crate::schema_change::unrestricted_session;
-use crate::session::{Decision, SessionHook};
+use crate::schema_change::UnrestrictedFrontend;
+use crate::session::{Decision, Hold, ServerEvent, SessionHook};
 use crate::session_hook::{EnforcedHook, PassThroughHook};
 use crate::upstream::Login;
 use crate::users::User;
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use policy::access::RoleAccess;
 use policy::rewrite::{Refusal, Rewritten, check_startup_parameter};
 use std::sync::Arc;
@@ -124,19 +124,12 @@ pub fn session_setup_as(
         Trail::new(log.clone(), SessionIdentity { role, ..who })
     });
     if role.unrestricted {
-        let (frontend, schema) = unrestricted_session(handle);
-        let (frontend, audit) = match trail {
-            Some(trail) => (
-                frontend.with_audit(UnrestrictedAudit::new(trail.clone(), role, state.clone())),
-                Some(AuditObserver::new(trail)),
-            ),
-            None => (frontend, None),
-        };
-        let hook = EnforcedHook::new(rate, Offloaded::new(frontend, &user.name), audit);
+        let frontend = UnrestrictedFrontend::new(handle, trail, role);
+        let hook = EnforcedHook::new(rate, Offloaded::new(frontend, &user.name));
         return Ok(SessionSetup {
             login: default_login.clone(),
             params: default_params,
-            hook: Box::new(hook.with_schema_changes(schema)),
+            hook: Box::new(hook),
             errors: None,
             key: None,
         });
@@ -158,16 +151,20 @@ pub fn session_setup_as(
             ));
         }
     }
-    let audit = trail.clone().map(AuditObserver::new);
     let errors = Some(Arc::new(ErrorScrub::for_role(&role, &state.catalog)));
+    let lookups = (!role.lookups.tables.is_empty())
+        .then(|| SessionLookups::new(&user.name, &role.role, role.lookups.per_minute));
     let frontend = RestrictedFrontend {
-        state: state.clone(),
-        lookups: (!role.lookups.tables.is_empty())
-            .then(|| SessionLookups::new(&user.name, &role.role, role.lookups.per_minute)),
-        role,
+        rules: RestrictedRules {
+            state: state.clone(),
+            role,
+            trail: trail.as_ref().map(|t| t.writer().clone()),
+            lookups: lookups.as_ref().map(|l| l.allowance().clone()),
+        },
         trail,
+        lookups,
     };
-    let hook = EnforcedHook::new(rate, Offloaded::new(frontend, &user.name), audit);
+    let hook = EnforcedHook::new(rate, Offloaded::new(frontend, &user.name));
     Ok(SessionSetup {
         login,
         params,
@@ -200,14 +197,31 @@ fn restricted_params(
 }
 
 /// Rewrites or refuses every statement of a restricted role: statements the rewrite cache holds on
-/// the session's thread, the others on a parse thread (see `offload`).
-#[derive(Clone)]
+/// the session's thread, the others on a parse thread (see `offload`); owns what the session's
+/// decisions record (its access-log trail, its prepared statements' lookups).
 pub struct RestrictedFrontend {
-    state: Arc<PolicyState>,
-    role: Arc<RoleAccess>,
-    trail: Option<Arc<Trail>>,
+    rules: RestrictedRules,
+    trail: Option<Trail>,
     /// The rate limit of lookups, for a role that has any.
     lookups: Option<SessionLookups>,
+}
+
+/// What a restricted role's decisions read: the policy, the role, and where their records go.
+/// Cloned for a decision off the session's thread.
+#[derive(Clone)]
+pub struct RestrictedRules {
+    state: Arc<PolicyState>,
+    role: Arc<RoleAccess>,
+    trail: Option<TrailWriter>,
+    lookups: Option<LookupAllowance>,
+}
+
+/// What a decision about a Query or Parse found, recorded on the session's thread.
+#[derive(Default)]
+pub struct RestrictedFound {
+    trail: Option<Recorded>,
+    /// A Parse: the statement's name and lookups.
+    prepared: Option<(Vec<u8>, u32)>,
 }
 
 /// Statement texts longer than this are not looked up in the rewrite cache on the session's thread
@@ -215,17 +229,54 @@ pub struct RestrictedFrontend {
 const QUICK_TEXT: usize = 64 * 1024;
 
 impl Decider for RestrictedFrontend {
-    fn quick(&mut self, tag: u8, frame: &[u8], cycle: u64) -> Option<Decision> {
+    type Work = RestrictedRules;
+    type Found = RestrictedFound;
+
+    fn quick(&mut self, tag: u8, frame: &[u8], cycle: u64) -> Result<Decision, RestrictedRules> {
         match tag {
-            b'Q' | b'P' if frame.len() > QUICK_TEXT => None,
-            b'Q' | b'P' => self.decide(tag, frame, cycle, Lookup::CacheOnly),
-            _ => self.decide(tag, frame, cycle, Lookup::Full),
+            b'Q' | b'P' if frame.len() > QUICK_TEXT => Err(self.rules.clone()),
+            b'Q' | b'P' => {
+                let no_trail = Known::default();
+                let known = self.trail.as_ref().map_or(&no_trail, Trail::known);
+                let decided = self
+                    .rules
+                    .statement(known, tag, frame, cycle, Lookup::CacheOnly);
+                let (decision, found) = decided.ok_or_else(|| self.rules.clone())?;
+                self.settle(found);
+                Ok(decision)
+            }
+            _ => Ok(self.follow(tag, frame::body(frame), cycle)),
         }
     }
 
-    fn full(&mut self, tag: u8, frame: &[u8], cycle: u64) -> Decision {
-        self.decide(tag, frame, cycle, Lookup::Full)
-            .unwrap_or(Decision::Forward)
+    fn full(
+        rules: RestrictedRules,
+        tag: u8,
+        frame: &[u8],
+        cycle: u64,
+    ) -> (Decision, RestrictedFound) {
+        rules
+            .statement(&Known::default(), tag, frame, cycle, Lookup::Full)
+            .unwrap_or_else(|| (Decision::Forward, RestrictedFound::default()))
+    }
+
+    fn settle(&mut self, found: RestrictedFound) {
+        if let (Some(trail), Some(recorded)) = (&mut self.trail, found.trail) {
+            trail.record(recorded);
+        }
+        if let (Some(lookups), Some((name, n))) = (&mut self.lookups, found.prepared) {
+            lookups.parse(name, n);
+        }
+    }
+
+    fn on_server_event(&mut self, event: ServerEvent<'_>, cycle: u64) {
+        if let Some(trail) = &mut self.trail {
+            trail.on_server_event(event, cycle);
+        }
+    }
+
+    fn hold(&mut self) -> Option<Hold> {
+        self.trail.as_mut().and_then(Trail::hold)
     }
 }
 
@@ -237,40 +288,82 @@ enum Lookup {
 }
 
 impl RestrictedFrontend {
-    /// `None` only with [`Lookup::CacheOnly`] when the cache does not hold the statement.
-    fn decide(&self, tag: u8, frame: &[u8], cycle: u64, lookup: Lookup) -> Option<Decision> {
-        let body = frame::body(frame);
-        let decision = match tag {
-            b'Q' => self.query(body, cycle, lookup).transpose()?,
-            b'P' => self.parse(body, lookup).transpose()?,
-            b'F' => Err(unsupported(
+    /// A message other than Query and Parse: it acts on statements that went through them (Bind,
+    /// Describe, Execute, Close, Sync, Flush, COPY data; the access log follows them), or is
+    /// refused (FunctionCall).
+    fn follow(&mut self, tag: u8, body: &[u8], cycle: u64) -> Decision {
+        let followed = match (tag, &self.lookups) {
+            (b'F', _) => Err(unsupported(
                 "function call messages (fast path) are not supported through Maschera",
             )),
-            // Bind, Describe, Execute, Close, Sync, Flush and COPY data act on statements that
-            // went through Query or Parse; the access log follows them.
-            _ => match (&self.lookups, tag) {
-                (Some(lookups), b'B') => lookups.bind(body),
-                _ => Ok(()),
+            (b'B', Some(lookups)) => lookups.bind(body),
+            _ => Ok(()),
+        }
+        .and_then(|()| match &mut self.trail {
+            Some(trail) => trail.follow(tag, body, cycle),
+            None => Ok(()),
+        });
+        match followed {
+            Ok(()) => Decision::Forward,
+            Err(refusal) => {
+                if let Some(trail) = &mut self.trail {
+                    trail.refused(&refusal, None, cycle);
+                }
+                refused(refusal)
             }
-            .and_then(|()| match &self.trail {
-                Some(trail) => trail.follow(tag, body, cycle).map(|()| Decision::Forward),
-                None => Ok(Decision::Forward),
-            }),
+        }
+    }
+}
+
+/// A refusal as the relay sends it.
+fn refused(refusal: Refusal) -> Decision {
+    debug!(sqlstate = refusal.sqlstate.code(), reason = %refusal.message, "statement refused");
+    Decision::Refuse {
+        code: refusal.sqlstate.code().to_owned(),
+        message: refusal.message,
+    }
+}
+
+impl RestrictedRules {
+    /// A Query or Parse decided, with what it records (`None` only with [`Lookup::CacheOnly`] when
+    /// the cache does not hold the statement). `known`: the session's descriptions of statement
+    /// texts, on its thread.
+    fn statement(
+        &self,
+        known: &Known,
+        tag: u8,
+        frame: &[u8],
+        cycle: u64,
+        lookup: Lookup,
+    ) -> Option<(Decision, RestrictedFound)> {
+        let body = frame::body(frame);
+        let mut found = RestrictedFound::default();
+        let decided = match tag {
+            b'Q' => self.query(known, body, cycle, lookup, &mut found),
+            _ => self.parse(known, body, lookup, &mut found),
         };
-        Some(decision.unwrap_or_else(|refusal| {
-            debug!(sqlstate = refusal.sqlstate.code(), reason = %refusal.message, "statement refused");
-            if let Some(trail) = &self.trail {
-                trail.refused(&refusal, statement_text(tag, body), cycle);
+        match decided.transpose()? {
+            Ok(decision) => Some((decision, found)),
+            Err(refusal) => {
+                let trail = self.trail.as_ref();
+                let found = RestrictedFound {
+                    trail: trail.map(|t| t.refused(&refusal, statement_text(tag, body), cycle)),
+                    prepared: None,
+                };
+                Some((refused(refusal), found))
             }
-            Decision::Refuse {
-                code: refusal.sqlstate.code().to_owned(),
-                message: refusal.message,
-            }
-        }))
+        }
     }
 
     /// Query: the whole text rewritten, or refused as a whole (`Ok(None)`: not in the cache).
-    fn query(&self, body: &[u8], cycle: u64, lookup: Lookup) -> Result<Option<Decision>, Refusal> {
+    fn query(
+        &self,
+        known: &Known,
+        body: &[u8],
+        cycle: u64,
+        lookup: Lookup,
+        found: &mut RestrictedFound,
+    ) -> Result<Option<Decision>, Refusal> {
         let (text, rest) = frame::cstr(body).ok_or_else(malformed)?;
         if !rest.is_empty() {
             return Err(malformed());
@@ -289,14 +382,20 @@ impl RestrictedFrontend {
             lookups.query(rewritten.statements())?;
         }
         if let Some(trail) = &self.trail {
-            trail.query(rewritten.statements(), cycle)?;
+            found.trail = Some(trail.query(known, rewritten.statements(), cycle)?);
         }
         Ok(Some(Decision::Replace(frame)))
     }
 
     /// Parse: the one statement rewritten, statement name and parameter types kept as sent
     /// (`Ok(None)`: not in the cache).
-    fn parse(&self, body: &[u8], lookup: Lookup) -> Result<Option<Decision>, Refusal> {
+    fn parse(
+        &self,
+        known: &Known,
+        body: &[u8],
+        lookup: Lookup,
+        found: &mut RestrictedFound,
+    ) -> Result<Option<Decision>, Refusal> {
         let (name, rest) = frame::cstr(body).ok_or_else(malformed)?;
         let (text, types) = frame::cstr(rest).ok_or_else(malformed)?;
         let sql = utf8(text)?;
@@ -309,11 +408,11 @@ impl RestrictedFrontend {
             Lookup::Full => cache.rewrite_prepared(sql, &self.role, &self.state.catalog)?,
         };
         let frame = parse_frame(name, &rewritten.sql(sql), types)?;
-        if let Some(lookups) = &self.lookups {
-            lookups.parse(name, rewritten.statements());
+        if self.lookups.is_some() {
+            found.prepared = Some((name.to_vec(), prepared(rewritten.statements())));
         }
         if let Some(trail) = &self.trail {
-            trail.parse(name, rewritten.statements());
+            found.trail = Some(trail.parse(known, name, rewritten.statements()));
         }
         Ok(Some(Decision::Replace(frame)))
     }
@@ -369,22 +468,15 @@ fn no_nul(sql: &str) -> Result<&[u8], Refusal> {
     Ok(sql.as_bytes())
 }
 
-/// One frontend message: tag, length (counting itself), then the parts.
-pub(crate) fn message(tag: u8, parts: &[&[u8]]) -> Result<Bytes, Refusal> {
-    let len = 4 + parts.iter().map(|p| p.len()).sum::<usize>();
-    let len = i32::try_from(len).map_err(|_| unsupported("statement too long"))?;
-    let mut out = BytesMut::with_capacity(len as usize + 1);
-    out.put_u8(tag);
-    out.put_i32(len);
-    for part in parts {
-        out.put_slice(part);
-    }
-    Ok(out.freeze())
+/// One frontend message (see `frame::build`).
+fn message(tag: u8, parts: &[&[u8]]) -> Result<Bytes, Refusal> {
+    frame::build(tag, parts).ok_or_else(|| unsupported("statement too long"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::BytesMut;
 
     #[test]
     fn query_frame_has_the_length_and_terminator_postgres_expects() {

@@ -5,7 +5,7 @@
 //! Not for: deciding what to do with a message (see `session`), or the untyped startup packets
 //! (see `startup`).
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use pgwire::messages::Message;
 use pgwire::messages::response::{ErrorResponse, ReadyForQuery, TransactionStatus};
 use thiserror::Error;
@@ -103,6 +103,21 @@ pub fn body(frame: &[u8]) -> &[u8] {
 pub fn cstr(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
     let end = bytes.iter().position(|&b| b == 0)?;
     Some((&bytes[..end], &bytes[end + 1..]))
+}
+
+/// A message the proxy builds from parts: tag, length (counting itself), then the parts as given
+/// (e.g. a rewritten Query or Parse, a renamed CommandComplete). `None` when it would exceed the
+/// protocol's length field.
+pub fn build(tag: u8, parts: &[&[u8]]) -> Option<Bytes> {
+    let len = 4 + parts.iter().map(|p| p.len()).sum::<usize>();
+    let len = i32::try_from(len).ok()?;
+    let mut out = BytesMut::with_capacity(len as usize + 1);
+    out.put_u8(tag);
+    out.put_i32(len);
+    for part in parts {
+        out.put_slice(part);
+    }
+    Some(out.freeze())
 }
 
 /// Severity of an ErrorResponse the proxy generates.

@@ -74,26 +74,16 @@ fn count(statement: &RewrittenStatement) -> u32 {
         .fold(0u32, |sum, column| sum.saturating_add(column.lookups))
 }
 
-/// One session's view of the limit: the user, the role's allowance, and the lookups of each
-/// prepared statement (by name) to take at each Bind.
+/// One user's allowance under one role: what a decision takes lookups from (on a parse thread
+/// too). Cheap to clone.
 #[derive(Clone)]
-pub struct SessionLookups {
+pub struct LookupAllowance {
     user: Arc<str>,
     role: Arc<str>,
     per_minute: u32,
-    prepared: Arc<Mutex<HashMap<Vec<u8>, u32>>>,
 }
 
-impl SessionLookups {
-    pub fn new(user: &str, role: &str, per_minute: u32) -> Self {
-        SessionLookups {
-            user: Arc::from(user),
-            role: Arc::from(role),
-            per_minute,
-            prepared: Arc::default(),
-        }
-    }
-
+impl LookupAllowance {
     fn take(&self, count: u32) -> Result<(), Refusal> {
         take(&self.user, &self.role, self.per_minute, count)
     }
@@ -115,15 +105,42 @@ impl SessionLookups {
         }
         self.take(total)
     }
+}
 
-    /// A Parse: remember the statement's lookups under its name.
-    pub fn parse(&self, name: &[u8], statements: &[RewrittenStatement]) {
-        let n = statements.iter().map(count).fold(0u32, u32::saturating_add);
-        let mut prepared = self.prepared.lock().unwrap_or_else(PoisonError::into_inner);
-        if n > 0 {
-            prepared.insert(name.to_vec(), n);
+/// The lookups of a prepared statement (its statements at Parse), taken at each Bind.
+pub fn prepared(statements: &[RewrittenStatement]) -> u32 {
+    statements.iter().map(count).fold(0u32, u32::saturating_add)
+}
+
+/// One session's view of the limit: the allowance, and the lookups of each prepared statement (by
+/// name) to take at each Bind. Owned by the session's hook.
+pub struct SessionLookups {
+    allowance: LookupAllowance,
+    prepared: HashMap<Vec<u8>, u32>,
+}
+
+impl SessionLookups {
+    pub fn new(user: &str, role: &str, per_minute: u32) -> Self {
+        SessionLookups {
+            allowance: LookupAllowance {
+                user: Arc::from(user),
+                role: Arc::from(role),
+                per_minute,
+            },
+            prepared: HashMap::new(),
+        }
+    }
+
+    pub fn allowance(&self) -> &LookupAllowance {
+        &self.allowance
+    }
+
+    /// A Parse: remember the statement's lookups (see [`prepared`]) under its name.
+    pub fn parse(&mut self, name: Vec<u8>, lookups: u32) {
+        if lookups > 0 {
+            self.prepared.insert(name, lookups);
         } else {
-            prepared.remove(name);
+            self.prepared.remove(&name);
         }
     }
 
@@ -135,14 +152,8 @@ impl SessionLookups {
         let Some((statement, _)) = frame::cstr(rest) else {
             return Ok(());
         };
-        let n = self
-            .prepared
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(statement)
-            .copied()
-            .unwrap_or(0);
-        self.take(n)
+        let n = self.prepared.get(statement).copied().unwrap_or(0);
+        self.allowance.take(n)
     }
 }
 

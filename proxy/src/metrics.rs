@@ -15,6 +15,11 @@
 //! - `maschera_cancels_total` (counter): CancelRequests forwarded.
 //! - `maschera_bytes_total` (counter, label `direction` = `client_to_server` | `server_to_client`).
 //! - `maschera_statement_duration_seconds` (histogram): from a statement's arrival to its completion.
+//! - `maschera_pool_connections` (gauge, labels `login`, `state` = `idle` | `in_use`): pooled
+//!   upstream connections of transaction mode.
+//! - `maschera_pool_waiting` (gauge, label `login`): clients waiting for a pooled connection.
+//! - `maschera_pool_wait_seconds` (histogram): how long clients waited for a pooled connection.
+//! - `maschera_pool_pins_total` (counter, label `reason`): sessions pinned to their connection.
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::future::Future;
@@ -35,6 +40,14 @@ pub const REFUSALS_TOTAL: &str = "maschera_refusals_total";
 pub const CANCELS_TOTAL: &str = "maschera_cancels_total";
 pub const BYTES_TOTAL: &str = "maschera_bytes_total";
 pub const STATEMENT_DURATION_SECONDS: &str = "maschera_statement_duration_seconds";
+pub const POOL_CONNECTIONS: &str = "maschera_pool_connections";
+pub const POOL_WAITING: &str = "maschera_pool_waiting";
+pub const POOL_WAIT_SECONDS: &str = "maschera_pool_wait_seconds";
+pub const POOL_PINS_TOTAL: &str = "maschera_pool_pins_total";
+/// Label of the pool metrics: the upstream login.
+pub const LABEL_LOGIN: &str = "login";
+/// Label of [`POOL_CONNECTIONS`]: `idle` or `in_use`.
+pub const LABEL_STATE: &str = "state";
 
 /// Label of [`AUTH_TOTAL`], with the three values below.
 pub const LABEL_RESULT: &str = "result";
@@ -120,6 +133,20 @@ fn describe() {
         STATEMENT_DURATION_SECONDS,
         Unit::Seconds,
         "Time from a statement's arrival to its completion"
+    );
+    describe_gauge!(
+        POOL_CONNECTIONS,
+        "Pooled upstream connections (transaction mode), by login and state"
+    );
+    describe_gauge!(POOL_WAITING, "Clients waiting for a pooled connection");
+    describe_histogram!(
+        POOL_WAIT_SECONDS,
+        Unit::Seconds,
+        "Time clients waited for a pooled connection"
+    );
+    describe_counter!(
+        POOL_PINS_TOTAL,
+        "Sessions of transaction mode pinned to their upstream connection, by reason"
     );
 }
 

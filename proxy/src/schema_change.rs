@@ -26,43 +26,69 @@
 //! `alter` are parsed. Not for: restricted roles (see `enforce`), the view SQL (see
 //! `policy::apply_sql`).
 
-use crate::enforce::message;
+use crate::audit_trail::{Known, Recorded, Trail, UnrestrictedAudit};
 use crate::frame;
 use crate::offload::Decider;
 use crate::policy_state::{PolicyHandle, PolicyState, compile_tolerating_drift};
-use crate::session::{Decision, ServerEvent, ServerFrame};
+use crate::session::{Decision, Hold, ServerEvent, ServerFrame};
 use bytes::Bytes;
-use policy::access::{Catalog, CatalogColumn, TableName};
+use policy::access::{Catalog, RoleAccess};
+use policy::alter_catalog::{alter_tables, changed_catalog, table_of};
 use policy::apply_sql::LiveState;
-use sqlparser::ast::{
-    AlterColumnOperation, AlterTable, AlterTableOperation, Ident, ObjectNamePart, Statement,
-};
+use policy::inspect::ParsedOnce;
 use std::collections::{BTreeSet, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use tokio::sync::oneshot;
 use tracing::{info, warn};
 
 /// Forwards everything; an `ALTER TABLE` of a policy table gets the views dropped before it and
 /// recompiled after it, in the same transaction. Texts to parse (a possible schema change, or one
-/// the access log must inspect) are decided on a parse thread (see `offload`).
-#[derive(Clone)]
+/// the access log must inspect) are decided on a parse thread (see `offload`). Owns what the
+/// session's decisions record: its schema changes' [`Tracking`] and its access-log trail; it also
+/// follows the answers (withholds those to the wrapping, starts the rebuild once the session is
+/// idle after a change).
 pub struct UnrestrictedFrontend {
-    handle: Arc<PolicyHandle>,
-    /// Shared with the [`SchemaChangeObserver`] and the rebuild after a change: decisions are made
-    /// on a parse thread too (see `offload`).
-    tracking: Arc<Mutex<Tracking>>,
-    /// A Parse was wrapped in this session: Binds and Executes are followed (see `Answers`).
-    extended_wrapped: Arc<AtomicBool>,
+    rules: UnrestrictedRules,
+    tracking: Tracking,
     /// The access log's view of the session's statements (see `audit_trail`).
-    audit: Option<crate::audit_trail::UnrestrictedAudit>,
+    trail: Option<Trail>,
+    /// A Parse was wrapped in this session: Binds and Executes are followed (see `Answers`).
+    extended_wrapped: bool,
 }
 
-/// The server side of an unrestricted session's hook: follows the fate of the session's schema
-/// changes, withholds the answers to their wrapping and, after one, starts the rebuild once the
-/// session is idle.
-pub struct SchemaChangeObserver {
+/// What an unrestricted role's decisions read: the policy, and where their records go. Cloned for a
+/// decision off the session's thread.
+#[derive(Clone)]
+pub struct UnrestrictedRules {
     handle: Arc<PolicyHandle>,
-    tracking: Arc<Mutex<Tracking>>,
+    audit: Option<UnrestrictedAudit>,
+}
+
+/// A decision off the session's thread: the rules, and its copy of what it reads of the session.
+pub struct UnrestrictedWork {
+    rules: UnrestrictedRules,
+    /// The session's description of the statement's text, if it has one.
+    known: Known,
+    /// The catalog as the session's changes leave it (`None`: as loaded).
+    catalog: Option<Arc<Catalog>>,
+}
+
+/// What a decision found, recorded on the session's thread.
+#[derive(Default)]
+pub struct UnrestrictedFound {
+    trail: Option<Recorded>,
+    /// A schema change of a policy table was wrapped.
+    change: Option<Change>,
+    /// A Parse of this name: wrapped (`true`) or not.
+    parsed: Option<(Vec<u8>, bool)>,
+}
+
+/// A wrapped schema change of a policy table.
+struct Change {
+    /// The catalog as the change leaves it (`None`: a form the proxy does not model).
+    catalog: Option<Catalog>,
+    /// A wrapped simple Query: its answers to sort out.
+    query: Option<WrappedQuery>,
 }
 
 /// What the session's schema changes did to the catalog, as far as the proxy knows, until the
@@ -72,13 +98,15 @@ struct Tracking {
     /// A schema change was sent: rebuild once the session is idle.
     changed: bool,
     /// The catalog as the changes of the open transaction leave it.
-    in_transaction: Option<Catalog>,
+    in_transaction: Option<Arc<Catalog>>,
     /// The catalog as committed changes leave it, until the rebuild's reload.
-    committed: Option<Catalog>,
+    committed: Option<Arc<Catalog>>,
     /// An error came in the current cycle (an implicit transaction then rolls back).
     error_in_cycle: bool,
     /// What of PostgreSQL's answers to wrapped statements the client sees.
     answers: Answers,
+    /// Tells when the rebuild after a change is done.
+    rebuilt: Option<oneshot::Receiver<()>>,
 }
 
 /// The client sees the answer PostgreSQL gives to its own statement, not to the wrapping: of a wrapped
@@ -125,7 +153,7 @@ impl Answers {
             && frame::cstr(body).is_some_and(|(t, _)| t == b"DO")
         {
             self.executes.pop_front();
-            if let Ok(frame) = message(b'C', &[b"ALTER TABLE\0"]) {
+            if let Some(frame) = frame::build(b'C', &[b"ALTER TABLE\0"]) {
                 return ServerFrame::Replace(bytes::BytesMut::from(&frame[..]));
             }
         }
@@ -166,13 +194,35 @@ impl Answers {
 }
 
 impl Tracking {
-    /// The catalog the next change applies to.
-    fn current(&self, loaded: &Catalog) -> Catalog {
+    /// The catalog the next change applies to (`None`: the loaded one).
+    fn current(&self) -> Option<Arc<Catalog>> {
         self.in_transaction
             .as_ref()
             .or(self.committed.as_ref())
-            .unwrap_or(loaded)
-            .clone()
+            .cloned()
+    }
+
+    /// Once the rebuild after a change is done, the reload read the live catalog, unless another
+    /// change is on its way.
+    fn catch_up(&mut self) {
+        let Some(rebuilt) = &mut self.rebuilt else {
+            return;
+        };
+        match rebuilt.try_recv() {
+            Err(oneshot::error::TryRecvError::Empty) => return,
+            Ok(()) if !self.changed && self.in_transaction.is_none() => self.committed = None,
+            _ => {}
+        }
+        self.rebuilt = None;
+    }
+
+    /// Records a schema change a decision wrapped.
+    fn wrapped(&mut self, change: Change) {
+        self.changed = true;
+        if let Some(catalog) = change.catalog {
+            self.in_transaction = Some(Arc::new(catalog));
+        }
+        self.answers.queries.extend(change.query);
     }
 
     fn on_event(&mut self, event: ServerEvent<'_>, cycle: u64) {
@@ -209,32 +259,6 @@ impl Tracking {
     }
 }
 
-fn lock(tracking: &Mutex<Tracking>) -> std::sync::MutexGuard<'_, Tracking> {
-    // The tracking stays consistent across a panic (plain assignments).
-    tracking
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// The frontend and observer of an unrestricted session.
-pub fn unrestricted_session(
-    handle: &Arc<PolicyHandle>,
-) -> (UnrestrictedFrontend, SchemaChangeObserver) {
-    let tracking = Arc::new(Mutex::new(Tracking::default()));
-    (
-        UnrestrictedFrontend {
-            handle: handle.clone(),
-            tracking: tracking.clone(),
-            extended_wrapped: Arc::new(AtomicBool::new(false)),
-            audit: None,
-        },
-        SchemaChangeObserver {
-            handle: handle.clone(),
-            tracking,
-        },
-    )
-}
-
 /// The SQL around a schema change: what runs before and after the client's statement.
 struct Wrapping {
     before: Vec<String>,
@@ -244,54 +268,204 @@ struct Wrapping {
 }
 
 impl Decider for UnrestrictedFrontend {
-    fn quick(&mut self, tag: u8, frame: &[u8], cycle: u64) -> Option<Decision> {
-        if matches!(tag, b'B' | b'E') && self.extended_wrapped.load(Ordering::Relaxed) {
-            lock(&self.tracking)
-                .answers
-                .follow(tag, frame::body(frame), cycle);
-        }
-        let text = match tag {
-            b'Q' => frame::cstr(frame::body(frame)).map(|(text, _)| text),
-            b'P' => frame::cstr(frame::body(frame))
-                .and_then(|(_, rest)| frame::cstr(rest))
-                .map(|(text, _)| text),
-            _ => None,
+    type Work = UnrestrictedWork;
+    type Found = UnrestrictedFound;
+
+    fn quick(&mut self, tag: u8, frame: &[u8], cycle: u64) -> Result<Decision, UnrestrictedWork> {
+        self.tracking.catch_up();
+        let body = frame::body(frame);
+        let Some(text) = statement_text(tag, body) else {
+            return Ok(self.follow(tag, frame, cycle));
         };
-        let parses = text.is_some_and(|text| {
-            self.schema_change_text(text).is_some()
-                || self.audit.as_ref().is_some_and(|a| a.needs_parse(text))
-        });
-        (!parses).then(|| self.decide(tag, frame, cycle))
+        let audit = self.rules.audit.as_ref().zip(self.trail.as_ref());
+        let parses = schema_change_text(text).is_some()
+            || audit.is_some_and(|(audit, trail)| audit.needs_parse(trail, text));
+        let no_trail = Known::default();
+        let known = self.trail.as_ref().map_or(&no_trail, Trail::known);
+        if parses {
+            return Err(UnrestrictedWork {
+                rules: self.rules.clone(),
+                known: std::str::from_utf8(text)
+                    .map_or_else(|_| Known::default(), |t| known.only(t)),
+                catalog: self.tracking.current(),
+            });
+        }
+        let catalog = self.tracking.current();
+        let (decision, found) = self
+            .rules
+            .decide(known, catalog.as_deref(), tag, frame, cycle);
+        self.settle(found);
+        Ok(decision)
     }
 
-    fn full(&mut self, tag: u8, frame: &[u8], cycle: u64) -> Decision {
-        self.decide(tag, frame, cycle)
+    fn full(
+        work: UnrestrictedWork,
+        tag: u8,
+        frame: &[u8],
+        cycle: u64,
+    ) -> (Decision, UnrestrictedFound) {
+        let catalog = work.catalog.as_deref();
+        work.rules.decide(&work.known, catalog, tag, frame, cycle)
+    }
+
+    fn settle(&mut self, found: UnrestrictedFound) {
+        if let (Some(trail), Some(recorded)) = (&mut self.trail, found.trail) {
+            trail.record(recorded);
+        }
+        if let Some(change) = found.change {
+            self.tracking.wrapped(change);
+        }
+        match found.parsed {
+            Some((name, true)) => {
+                self.extended_wrapped = true;
+                self.tracking.answers.statements.insert(name);
+            }
+            Some((name, false)) if self.extended_wrapped => {
+                self.tracking.answers.statements.remove(&name);
+            }
+            _ => {}
+        }
+    }
+
+    fn server_frame(&mut self, tag: u8, body: &[u8], cycle: u64) -> ServerFrame {
+        self.tracking.answers.server_frame(tag, body, cycle)
+    }
+
+    fn on_server_event(&mut self, event: ServerEvent<'_>, cycle: u64) {
+        self.tracking.catch_up();
+        self.tracking.on_event(event, cycle);
+        let idle = matches!(event, ServerEvent::Ready { status: b'I' });
+        if idle && std::mem::take(&mut self.tracking.changed) {
+            let handle = self.rules.handle.clone();
+            let (done, rebuilt) = oneshot::channel();
+            self.tracking.rebuilt = Some(rebuilt);
+            tokio::spawn(async move {
+                match handle.recreate_views().await {
+                    Ok(()) => info!("views recompiled after a schema change"),
+                    Err(err) => {
+                        warn!(error = %format!("{err:#}"), "recompiling the views after a schema change failed; restricted roles are refused until `maschera policy apply`")
+                    }
+                }
+                let _ = done.send(());
+            });
+        }
+        if let Some(trail) = &mut self.trail {
+            trail.on_server_event(event, cycle);
+        }
+    }
+
+    fn hold(&mut self) -> Option<Hold> {
+        self.trail.as_mut().and_then(Trail::hold)
     }
 }
 
 impl UnrestrictedFrontend {
-    fn decide(&self, tag: u8, frame: &[u8], cycle: u64) -> Decision {
-        if let Some(audit) = &self.audit
-            && let Err(refusal) = audit.on_client_message(tag, frame, cycle)
-        {
-            return Decision::Refuse {
-                code: refusal.sqlstate.code().to_owned(),
-                message: refusal.message,
-            };
+    /// The frontend of an unrestricted session of `role`, its statements recorded in `trail` if
+    /// there is an access log.
+    pub fn new(handle: &Arc<PolicyHandle>, trail: Option<Trail>, role: Arc<RoleAccess>) -> Self {
+        let audit = trail
+            .as_ref()
+            .map(|trail| UnrestrictedAudit::new(trail, role, handle.current()));
+        UnrestrictedFrontend {
+            rules: UnrestrictedRules {
+                handle: handle.clone(),
+                audit,
+            },
+            tracking: Tracking::default(),
+            trail,
+            extended_wrapped: false,
         }
+    }
+
+    /// A message without a statement text (Bind, Execute, ...): the wrapped Parses' and the access
+    /// log's follow it.
+    fn follow(&mut self, tag: u8, frame: &[u8], cycle: u64) -> Decision {
         let body = frame::body(frame);
-        if let Err(refusal) = self.within_limits(tag, body) {
-            return Decision::Refuse {
-                code: refusal.sqlstate.code().to_owned(),
-                message: refusal.message,
-            };
+        if matches!(tag, b'B' | b'E') && self.extended_wrapped {
+            self.tracking.answers.follow(tag, body, cycle);
         }
-        let replaced = match tag {
-            b'Q' => self.query(body, cycle),
-            b'P' => self.parse(body),
+        let Some(trail) = &mut self.trail else {
+            return Decision::Forward;
+        };
+        // A Query or Parse without its text's terminator is the access log's too.
+        if matches!(tag, b'Q' | b'P') {
+            let catalog = self.tracking.current();
+            let (decision, found) =
+                self.rules
+                    .decide(trail.known(), catalog.as_deref(), tag, frame, cycle);
+            self.settle(found);
+            return decision;
+        }
+        match trail.follow(tag, body, cycle) {
+            Ok(()) => Decision::Forward,
+            Err(refusal) => {
+                trail.refused(&refusal, None, cycle);
+                refused(refusal)
+            }
+        }
+    }
+}
+
+/// A refusal as the relay sends it.
+fn refused(refusal: policy::rewrite::Refusal) -> Decision {
+    Decision::Refuse {
+        code: refusal.sqlstate.code().to_owned(),
+        message: refusal.message,
+    }
+}
+
+/// The statement text of a Query or Parse.
+fn statement_text(tag: u8, body: &[u8]) -> Option<&[u8]> {
+    match tag {
+        b'Q' => frame::cstr(body).map(|(text, _)| text),
+        b'P' => frame::cstr(body)
+            .and_then(|(_, rest)| frame::cstr(rest))
+            .map(|(text, _)| text),
+        _ => None,
+    }
+}
+
+/// The text, if it may be a schema change (cheap test first: most statements never mention
+/// ALTER).
+fn schema_change_text(text: &[u8]) -> Option<&str> {
+    if !text.windows(5).any(|w| w.eq_ignore_ascii_case(b"alter")) {
+        return None;
+    }
+    std::str::from_utf8(text).ok()
+}
+
+impl UnrestrictedRules {
+    /// What becomes of a Query or Parse, and what that records. `known`: the session's
+    /// descriptions of statement texts; `catalog`: the catalog as its changes leave it.
+    fn decide(
+        &self,
+        known: &Known,
+        catalog: Option<&Catalog>,
+        tag: u8,
+        frame: &[u8],
+        cycle: u64,
+    ) -> (Decision, UnrestrictedFound) {
+        let mut found = UnrestrictedFound::default();
+        let body = frame::body(frame);
+        // The one parse the access log's inspection and the schema change's wrapping share.
+        let text = statement_text(tag, body).and_then(|text| std::str::from_utf8(text).ok());
+        let parsed = text.map(ParsedOnce::new);
+        if let Some(audit) = &self.audit {
+            let (followed, recorded) = audit.statement(known, parsed.as_ref(), tag, frame, cycle);
+            found.trail = Some(recorded);
+            if let Err(refusal) = followed {
+                return (refused(refusal), found);
+            }
+        }
+        if let Err(refusal) = within_limits(tag, body) {
+            return (refused(refusal), found);
+        }
+        let replaced = match (tag, &parsed) {
+            (b'Q', Some(parsed)) => self.query(catalog, parsed, cycle, &mut found),
+            (b'P', Some(parsed)) => self.parse(catalog, parsed, body, &mut found),
             _ => None,
         };
-        match replaced {
+        let decision = match replaced {
             Some(bytes) => {
                 info!(
                     "schema change of a policy table: the restricted roles' views are recompiled in its transaction"
@@ -299,30 +473,26 @@ impl UnrestrictedFrontend {
                 Decision::Replace(bytes)
             }
             None => Decision::Forward,
-        }
-    }
-}
-
-impl UnrestrictedFrontend {
-    /// Records the session's statements that touch policy tables in the access log.
-    pub fn with_audit(mut self, audit: crate::audit_trail::UnrestrictedAudit) -> Self {
-        self.audit = Some(audit);
-        self
+        };
+        (decision, found)
     }
 
     /// Query: `drops; <text>; recreation` as one multi-statement Query.
-    fn query(&self, body: &[u8], cycle: u64) -> Option<Bytes> {
-        let (text, _) = frame::cstr(body)?;
-        let sql = self.schema_change_text(text)?;
-        let wrapping = self.wrapping(sql)?;
-        lock(&self.tracking)
-            .answers
-            .queries
-            .push_back(WrappedQuery {
-                cycle,
-                before: wrapping.before.len(),
-                own: wrapping.statements,
-            });
+    fn query(
+        &self,
+        catalog: Option<&Catalog>,
+        parsed: &ParsedOnce,
+        cycle: u64,
+        found: &mut UnrestrictedFound,
+    ) -> Option<Bytes> {
+        let sql = schema_change_text(parsed.text().as_bytes())?;
+        let (wrapping, mut change) = self.wrapping(catalog, parsed)?;
+        change.query = Some(WrappedQuery {
+            cycle,
+            before: wrapping.before.len(),
+            own: wrapping.statements,
+        });
+        found.change = Some(change);
         let mut out = String::new();
         for step in &wrapping.before {
             out.push_str(step);
@@ -332,85 +502,63 @@ impl UnrestrictedFrontend {
         // A line break ends a trailing `--` comment of the client's text.
         out.push_str("\n;\n");
         out.push_str(&wrapping.after.join(";\n"));
-        message(b'Q', &[out.as_bytes(), b"\0"]).ok()
+        frame::build(b'Q', &[out.as_bytes(), b"\0"])
     }
 
     /// Parse: the one statement becomes a DO block running drops, the statement and recreation.
-    fn parse(&self, body: &[u8]) -> Option<Bytes> {
+    fn parse(
+        &self,
+        catalog: Option<&Catalog>,
+        parsed: &ParsedOnce,
+        body: &[u8],
+        found: &mut UnrestrictedFound,
+    ) -> Option<Bytes> {
         let (name, rest) = frame::cstr(body)?;
-        let (text, types) = frame::cstr(rest)?;
-        let Some(wrapping) = self
-            .schema_change_text(text)
-            .and_then(|sql| Some((sql, self.wrapping(sql)?)))
+        let (_, types) = frame::cstr(rest)?;
+        let Some((sql, (wrapping, change))) = schema_change_text(parsed.text().as_bytes())
+            .and_then(|sql| Some((sql, self.wrapping(catalog, parsed)?)))
             // PostgreSQL refuses a Parse of several statements; so does the wrapped one.
-            .filter(|(_, wrapping)| wrapping.statements == 1)
+            .filter(|(_, (wrapping, _))| wrapping.statements == 1)
         else {
-            if self.extended_wrapped.load(Ordering::Relaxed) {
-                lock(&self.tracking).answers.statements.remove(name);
-            }
+            found.parsed = Some((name.to_vec(), false));
             return None;
         };
-        let (sql, wrapping) = wrapping;
-        self.extended_wrapped.store(true, Ordering::Relaxed);
-        lock(&self.tracking)
-            .answers
-            .statements
-            .insert(name.to_vec());
+        found.change = Some(change);
+        found.parsed = Some((name.to_vec(), true));
         let before: Vec<&str> = wrapping.before.iter().map(String::as_str).collect();
         let after: Vec<&str> = wrapping.after.iter().map(String::as_str).collect();
         let block = do_block(&before, sql, &after);
-        message(b'P', &[name, b"\0", block.as_bytes(), b"\0", types]).ok()
+        frame::build(b'P', &[name, b"\0", block.as_bytes(), b"\0", types])
     }
 
-    /// A text that may be a schema change is parsed: refused beyond the parser's bounds.
-    fn within_limits(&self, tag: u8, body: &[u8]) -> Result<(), policy::rewrite::Refusal> {
-        let text = match tag {
-            b'Q' => frame::cstr(body).map(|(text, _)| text),
-            b'P' => frame::cstr(body)
-                .and_then(|(_, rest)| frame::cstr(rest))
-                .map(|(text, _)| text),
-            _ => None,
-        };
-        match text.and_then(|text| self.schema_change_text(text)) {
-            Some(sql) => policy::rewrite::limits::check(sql),
-            None => Ok(()),
-        }
-    }
-
-    /// The text, if it may be a schema change (cheap test first: most statements never mention
-    /// ALTER).
-    fn schema_change_text<'t>(&self, text: &'t [u8]) -> Option<&'t str> {
-        if !text.windows(5).any(|w| w.eq_ignore_ascii_case(b"alter")) {
-            return None;
-        }
-        std::str::from_utf8(text).ok()
-    }
-
-    /// What to run around `sql`, if it alters a policy table; notes the change.
-    fn wrapping(&self, sql: &str) -> Option<Wrapping> {
-        let statements = policy::rewrite::limits::parse_bounded(sql).ok()?;
+    /// What to run around the statements of `parsed`, if they alter a policy table, and the
+    /// change they make to `catalog` (`None`: the loaded one).
+    fn wrapping(
+        &self,
+        catalog: Option<&Catalog>,
+        parsed: &ParsedOnce,
+    ) -> Option<(Wrapping, Change)> {
+        let statements = parsed.statements().ok()?;
         let state = self.handle.current();
         let policy = &state.policy;
-        let mut tracking = lock(&self.tracking);
-        let catalog = tracking.current(&state.catalog);
-        let alters = alter_tables(&statements);
+        let catalog = catalog.unwrap_or(&state.catalog);
+        let alters = alter_tables(statements);
         let touches_policy = alters.iter().any(|alter| {
-            table_of(&catalog, alter).is_some_and(|table| policy.table_by_name(&table).is_some())
+            table_of(catalog, alter).is_some_and(|table| policy.table_by_name(&table).is_some())
         });
         if !touches_policy {
             return None;
         }
-        tracking.changed = true;
         let before: Vec<String> = policy::apply_sql::drop_views_steps(policy)
             .into_iter()
             .map(|step| step.sql)
             .collect();
-        let after = match changed_catalog(&catalog, &alters) {
+        let changed = changed_catalog(catalog, &alters);
+        let after = match &changed {
             Some(changed) => {
-                tracking.in_transaction = Some(changed.clone());
                 // The drops again first: the client's text may end its transaction (`COMMIT`)
                 // before the recreation, and a rebuild may come in between.
-                let recreated = recreation(&state, changed);
+                let recreated = recreation(&state, changed.clone());
                 match recreated.is_empty() {
                     true => recreated,
                     false => before.iter().cloned().chain(recreated).collect(),
@@ -423,11 +571,24 @@ impl UnrestrictedFrontend {
                 Vec::new()
             }
         };
-        Some(Wrapping {
+        let wrapping = Wrapping {
             before,
             after,
             statements: statements.len(),
-        })
+        };
+        let change = Change {
+            catalog: changed,
+            query: None,
+        };
+        Some((wrapping, change))
+    }
+}
+
+/// A text that may be a schema change is parsed: refused beyond the parser's bounds.
+fn within_limits(tag: u8, body: &[u8]) -> Result<(), policy::rewrite::Refusal> {
+    match statement_text(tag, body).and_then(schema_change_text) {
+        Some(sql) => policy::rewrite::limits::check(sql),
+        None => Ok(()),
     }
 }
 
@@ -448,169 +609,6 @@ fn recreation(state: &PolicyState, catalog: Catalog) -> Vec<String> {
         return Vec::new();
     }
     steps.into_iter().map(|step| step.sql).collect()
-}
-
-impl SchemaChangeObserver {
-    /// How the client gets a CommandComplete or NoticeResponse answering cycle `cycle` (see
-    /// `session::SessionHook::server_frame`).
-    pub fn server_frame(&mut self, tag: u8, body: &[u8], cycle: u64) -> ServerFrame {
-        lock(&self.tracking).answers.server_frame(tag, body, cycle)
-    }
-
-    /// A statement of cycle `cycle` ended, or the cycle did.
-    pub fn on_server_event(&mut self, event: ServerEvent<'_>, cycle: u64) {
-        let rebuild = {
-            let mut tracking = lock(&self.tracking);
-            tracking.on_event(event, cycle);
-            let idle = matches!(event, ServerEvent::Ready { status: b'I' });
-            idle && std::mem::take(&mut tracking.changed)
-        };
-        if rebuild {
-            let handle = self.handle.clone();
-            let tracking = self.tracking.clone();
-            tokio::spawn(async move {
-                match handle.recreate_views().await {
-                    Ok(()) => info!("views recompiled after a schema change"),
-                    Err(err) => {
-                        warn!(error = %format!("{err:#}"), "recompiling the views after a schema change failed; restricted roles are refused until `maschera policy apply`")
-                    }
-                }
-                // The reload read the live catalog, unless another change is on its way.
-                let mut tracking = lock(&tracking);
-                if !tracking.changed && tracking.in_transaction.is_none() {
-                    tracking.committed = None;
-                }
-            });
-        }
-    }
-}
-
-/// The `ALTER TABLE` statements among `statements`, in order.
-fn alter_tables(statements: &[Statement]) -> Vec<&AlterTable> {
-    statements
-        .iter()
-        .filter_map(|statement| match statement {
-            Statement::AlterTable(alter) => Some(alter),
-            _ => None,
-        })
-        .collect()
-}
-
-/// The catalog table an `ALTER TABLE` names, resolved like PostgreSQL (case folding, search path).
-fn table_of(catalog: &Catalog, alter: &AlterTable) -> Option<TableName> {
-    let parts: Vec<String> = alter
-        .name
-        .0
-        .iter()
-        .map(|part| match part {
-            ObjectNamePart::Identifier(ident) => Some(fold(ident)),
-            ObjectNamePart::Function(_) => None,
-        })
-        .collect::<Option<_>>()?;
-    match parts.as_slice() {
-        [name] => catalog.resolve(None, name),
-        [schema, name] => catalog.resolve(Some(schema), name),
-        _ => None,
-    }
-}
-
-fn fold(ident: &Ident) -> String {
-    if ident.quote_style.is_some() {
-        ident.value.clone()
-    } else {
-        ident.value.to_ascii_lowercase()
-    }
-}
-
-/// The catalog as the `ALTER TABLE` statements leave it, in order; `None` when one of them has an
-/// operation this does not model (renaming the table, partitions, ...).
-fn changed_catalog(catalog: &Catalog, alters: &[&AlterTable]) -> Option<Catalog> {
-    let mut changed = catalog.clone();
-    for alter in alters {
-        let Some(table) = table_of(&changed, alter) else {
-            continue;
-        };
-        let columns = changed.tables.get_mut(&table)?;
-        for operation in &alter.operations {
-            apply_operation(columns, operation)?;
-        }
-    }
-    Some(changed)
-}
-
-/// Applies one operation to a table's columns; `None` when it is not modelled.
-fn apply_operation(
-    columns: &mut Vec<CatalogColumn>,
-    operation: &AlterTableOperation,
-) -> Option<()> {
-    let position = |columns: &Vec<CatalogColumn>, name: &Ident| {
-        let name = fold(name);
-        columns.iter().position(|c| c.name == name)
-    };
-    match operation {
-        AlterTableOperation::AddColumn { column_def, .. } => {
-            if position(columns, &column_def.name).is_none() {
-                columns.push(CatalogColumn {
-                    name: fold(&column_def.name),
-                    data_type: type_name(&column_def.data_type.to_string()),
-                });
-            }
-        }
-        AlterTableOperation::DropColumn { column_names, .. } => {
-            for name in column_names {
-                if let Some(at) = position(columns, name) {
-                    columns.remove(at);
-                }
-            }
-        }
-        AlterTableOperation::RenameColumn {
-            old_column_name,
-            new_column_name,
-        } => {
-            if let Some(at) = position(columns, old_column_name) {
-                columns[at].name = fold(new_column_name);
-            }
-        }
-        AlterTableOperation::AlterColumn { column_name, op } => match op {
-            AlterColumnOperation::SetDataType { data_type, .. } => {
-                if let Some(at) = position(columns, column_name) {
-                    columns[at].data_type = type_name(&data_type.to_string());
-                }
-            }
-            AlterColumnOperation::SetNotNull
-            | AlterColumnOperation::DropNotNull
-            | AlterColumnOperation::SetDefault { .. }
-            | AlterColumnOperation::DropDefault
-            | AlterColumnOperation::AddGenerated { .. } => {}
-        },
-        AlterTableOperation::AddConstraint { .. }
-        | AlterTableOperation::DropConstraint { .. }
-        | AlterTableOperation::RenameConstraint { .. }
-        | AlterTableOperation::DisableTrigger { .. }
-        | AlterTableOperation::EnableTrigger { .. }
-        | AlterTableOperation::EnableAlwaysTrigger { .. }
-        | AlterTableOperation::EnableReplicaTrigger { .. }
-        | AlterTableOperation::DisableRule { .. }
-        | AlterTableOperation::EnableRule { .. }
-        | AlterTableOperation::EnableAlwaysRule { .. }
-        | AlterTableOperation::EnableReplicaRule { .. }
-        | AlterTableOperation::ReplicaIdentity { .. }
-        | AlterTableOperation::OwnerTo { .. }
-        | AlterTableOperation::SetLogged
-        | AlterTableOperation::SetUnlogged => {}
-        _ => return None,
-    }
-    Some(())
-}
-
-/// A type as a view may cast to it (`serial` exists only in column definitions).
-fn type_name(written: &str) -> String {
-    match written.to_ascii_lowercase().as_str() {
-        "serial" | "serial4" => "integer".into(),
-        "bigserial" | "serial8" => "bigint".into(),
-        "smallserial" | "serial2" => "smallint".into(),
-        _ => written.to_string(),
-    }
 }
 
 /// `DO $tag$ ... BEGIN EXECUTE $tagN$<step>$tagN$; ... END $tag$` running `before`, the client's
@@ -649,86 +647,17 @@ fn do_block(before: &[&str], statement: &str, after: &[&str]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sqlparser::dialect::PostgreSqlDialect;
-    use sqlparser::parser::Parser;
-
-    fn catalog() -> Catalog {
-        let column = |name: &str, data_type: &str| CatalogColumn {
-            name: name.into(),
-            data_type: data_type.into(),
-        };
-        let mut catalog = Catalog {
-            search_path: vec!["public".into()],
-            ..Catalog::default()
-        };
-        catalog.tables.insert(
-            TableName::new("public", "contacts"),
-            vec![
-                column("id", "bigint"),
-                column("city", "text"),
-                column("tax_code", "character(16)"),
-            ],
-        );
-        catalog
-    }
-
-    fn after(sql: &str) -> Option<Vec<(String, String)>> {
-        let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).unwrap();
-        let changed = changed_catalog(&catalog(), &alter_tables(&statements))?;
-        Some(
-            changed.tables[&TableName::new("public", "contacts")]
-                .iter()
-                .map(|c| (c.name.clone(), c.data_type.clone()))
-                .collect(),
-        )
-    }
-
-    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
-        list.iter()
-            .map(|(a, b)| (a.to_string(), b.to_string()))
-            .collect()
-    }
-
-    #[test]
-    fn alter_table_operations_change_the_copy_of_the_catalog() {
-        assert_eq!(
-            after("ALTER TABLE Contacts DROP COLUMN Tax_Code, ALTER COLUMN city TYPE varchar(80)"),
-            Some(pairs(&[("id", "bigint"), ("city", "VARCHAR(80)")]))
-        );
-        assert_eq!(
-            after(
-                "ALTER TABLE public.contacts ADD COLUMN n serial; ALTER TABLE contacts RENAME COLUMN city TO town"
-            ),
-            Some(pairs(&[
-                ("id", "bigint"),
-                ("town", "text"),
-                ("tax_code", "character(16)"),
-                ("n", "integer"),
-            ]))
-        );
-        assert_eq!(
-            after("ALTER TABLE contacts ALTER COLUMN city SET NOT NULL"),
-            Some(pairs(&[
-                ("id", "bigint"),
-                ("city", "text"),
-                ("tax_code", "character(16)")
-            ]))
-        );
-        assert_eq!(after("ALTER TABLE contacts RENAME TO people"), None);
-    }
 
     #[test]
     fn tracking_follows_commit_rollback_and_failed_implicit_transactions() {
-        let loaded = catalog();
-        let mut changed = catalog();
-        changed.tables.clear();
+        let changed = Arc::new(policy::rewrite::fixture::catalog());
         // Explicit transaction, committed.
         let mut tracking = Tracking {
             in_transaction: Some(changed.clone()),
             ..Tracking::default()
         };
         tracking.on_event(ServerEvent::Ready { status: b'T' }, 1);
-        assert_eq!(tracking.current(&loaded), changed);
+        assert_eq!(tracking.current(), Some(changed.clone()));
         tracking.on_event(ServerEvent::CommandComplete { tag: "COMMIT" }, 1);
         tracking.on_event(ServerEvent::Ready { status: b'I' }, 1);
         assert_eq!(tracking.committed.as_ref(), Some(&changed));
@@ -737,16 +666,16 @@ mod tests {
         tracking.in_transaction = Some(changed.clone());
         tracking.on_event(ServerEvent::CommandComplete { tag: "ROLLBACK" }, 1);
         tracking.on_event(ServerEvent::Ready { status: b'I' }, 1);
-        assert_eq!(tracking.current(&loaded), loaded);
+        assert_eq!(tracking.current(), None);
         // An implicit transaction that failed rolls back; one that did not commits.
         tracking.in_transaction = Some(changed.clone());
         tracking.on_event(ServerEvent::Error { sqlstate: "42703" }, 1);
         tracking.on_event(ServerEvent::Ready { status: b'I' }, 1);
-        assert_eq!(tracking.current(&loaded), loaded);
+        assert_eq!(tracking.current(), None);
         tracking.in_transaction = Some(changed.clone());
         tracking.on_event(ServerEvent::CommandComplete { tag: "ALTER TABLE" }, 1);
         tracking.on_event(ServerEvent::Ready { status: b'I' }, 1);
-        assert_eq!(tracking.current(&loaded), changed);
+        assert_eq!(tracking.current(), Some(changed.clone()));
     }
 
     /// What the client gets of one frame: `P` passed, `W` withheld, or the replacement's tag.

@@ -58,6 +58,8 @@ pub struct Proxy {
     admission: Admission,
     /// With `[end_users]`: what application users' sessions share (see `end_user`).
     end_users: Option<Arc<crate::end_user::hook::EndUsers>>,
+    /// The pools of transaction mode.
+    pools: Arc<crate::pool::Pools>,
 }
 
 impl Proxy {
@@ -76,13 +78,18 @@ impl Proxy {
             cooldown: Duration::from_secs(config.auth.lockout_seconds),
         });
         let end_users = crate::end_user::hook::EndUsers::load(&config, &users)?;
+        let upstream = Arc::new(UpstreamTarget::new(&config.upstream)?);
         Ok(Proxy {
             end_users,
             tls: ClientTlsSetup {
                 mode: config.tls.mode,
                 acceptor,
             },
-            upstream: Arc::new(UpstreamTarget::new(&config.upstream)?),
+            pools: Arc::new(crate::pool::Pools::new(
+                upstream.clone(),
+                config.pool.clone(),
+            )),
+            upstream,
             login: config.upstream.login()?,
             users,
             lockout,
@@ -185,6 +192,7 @@ pub async fn run(proxy: Arc<Proxy>) -> Result<()> {
     crate::parse_pool::configure(limits.parse_threads, limits.parse_threads_per_user)
         .context("starting the parse threads")?;
     let workers = Workers::start(limits.worker_threads, handler).context("starting the workers")?;
+    let reaper = tokio::spawn(proxy.pools.clone().reap_forever());
     info!(addr = %listener.local_addr()?, "accepting PostgreSQL clients");
     loop {
         tokio::select! {
@@ -215,6 +223,7 @@ pub async fn run(proxy: Arc<Proxy>) -> Result<()> {
         workers.abort();
     }
     workers.join().await;
+    reaper.abort();
     info!("stopped");
     Ok(())
 }
@@ -401,6 +410,23 @@ async fn serve(
             return Ok(());
         }
     };
+    let mode = proxy.users.pool_mode(&user.name);
+    if mode.unwrap_or(proxy.config.pool.mode) == crate::pool::PoolMode::Transaction {
+        let key = crate::upstream_source::UpstreamKey {
+            login: setup.login,
+            database,
+            params: setup.params,
+        };
+        let settings = RelaySettings {
+            max_frame: proxy.config.limits.max_frame_bytes,
+            shutdown,
+            role: user.role.clone(),
+            errors: setup.errors.take(),
+        };
+        let (pools, cancels, hook) = (&proxy.pools, &proxy.cancels, setup.hook.as_mut());
+        return crate::pool::session::serve(pools, cancels, client.stream, key, hook, settings)
+            .await;
+    }
     let connected = proxy
         .upstream
         .connect_to(&setup.login, &database, &setup.params)

@@ -363,6 +363,7 @@ pub async fn relay_through<S: UpstreamSource>(
         buf: BytesMut::new(),
         queue: VecDeque::new(),
         terminated: false,
+        rewritten: false,
         pending: None,
         max_frame: settings.max_frame,
         marker_prefix: format!("{}{:016x}_", refusal_marker::PREFIX, rand::random::<u64>()),
@@ -609,6 +610,8 @@ struct ClientToServer {
     queue: VecDeque<Chunk>,
     /// A Terminate was queued: the session ends once the queue is written.
     terminated: bool,
+    /// The queue went through the source's `outgoing` (pooled sources only).
+    rewritten: bool,
     /// The decision about the frame at the front of `buf` (after the queue), still being made: no
     /// further frame is read or decided until it completes.
     pending: Option<PendingDecision>,
@@ -632,6 +635,12 @@ impl ClientToServer {
         hooked: &mut Hooked<'_>,
     ) -> Poll<Result<SessionEnd, SessionError>> {
         loop {
+            if S::POOLED && !self.rewritten {
+                if self.queue.iter().any(|c| !matches!(c, Chunk::Skip(_))) {
+                    ready!(link.poll_attach(cx, &mut *hooked.hook))?;
+                }
+                self.rewrite_queue(link);
+            }
             while let Some(chunk) = self.queue.front_mut() {
                 if !matches!(chunk, Chunk::Skip(_)) {
                     ready!(link.poll_attach(cx, &mut *hooked.hook))?;
@@ -685,6 +694,7 @@ impl ClientToServer {
         mut decided: Option<Decision>,
     ) -> Result<(), SessionError> {
         let Hooked { hook, cycles } = hooked;
+        self.rewritten = false;
         // `start..end` are frames forwarded unchanged in one write; `run_cycles` the cycles in them.
         let (mut start, mut end, mut run_cycles) = (0, 0, 0);
         while let Some(header) = frame::peek_header(&self.buf[end..], self.max_frame)
@@ -743,6 +753,41 @@ impl ClientToServer {
         self.queue_input(cycles, end - start, run_cycles);
         self.coalesce();
         Ok(())
+    }
+
+    /// Passes each chunk of the queue (whole frames) through the source's `outgoing`, once, with the
+    /// connection it is about to be written to (pooled sources only).
+    fn rewrite_queue<S: UpstreamSource>(&mut self, link: &mut Link<S>) {
+        self.rewritten = true;
+        let Some(conn) = link.conn.as_mut() else {
+            return;
+        };
+        let mut consumed = 0;
+        let mut queue = VecDeque::with_capacity(self.queue.len());
+        for chunk in self.queue.drain(..) {
+            match chunk {
+                Chunk::Input(len) => {
+                    let input = &self.buf[consumed..consumed + len];
+                    consumed += len;
+                    match link.source.outgoing(conn, input) {
+                        Some(made) => {
+                            queue.push_back(Chunk::Skip(len));
+                            queue.push_back(Chunk::Made(made));
+                        }
+                        None => queue.push_back(Chunk::Input(len)),
+                    }
+                }
+                Chunk::Skip(len) => {
+                    consumed += len;
+                    queue.push_back(Chunk::Skip(len));
+                }
+                Chunk::Made(bytes) => match link.source.outgoing(conn, &bytes) {
+                    Some(made) => queue.push_back(Chunk::Made(made)),
+                    None => queue.push_back(Chunk::Made(bytes)),
+                },
+            }
+        }
+        self.queue = queue;
     }
 
     /// Joins what the frames read so far became (frames passed through around a replaced or
@@ -1038,6 +1083,14 @@ impl ServerToClient {
                     }
                 }
                 _ => {}
+            }
+            if S::POOLED
+                && matches!(header.tag, b'1' | b'3' | b'E' | b'Z')
+                && let Some(conn) = link.conn.as_mut()
+                && link.source.incoming(conn, header.tag)
+            {
+                // It answers a message the source added (see `UpstreamSource::outgoing`).
+                replacement = Some(BytesMut::new());
             }
             if let Some(replacement) = replacement {
                 out.extend_from_slice(&self.buf[..run]);

@@ -96,6 +96,18 @@ pub trait UpstreamSource: Send {
     /// a session on its connection (see [`UpstreamSource::keeps`]).
     fn observe_client(&mut self, _tag: u8, _frame: &[u8]) {}
 
+    /// The bytes (whole frames, as the hook decided them) about to be written to `conn`, to write
+    /// instead (`None`: unchanged), e.g. statements renamed and prepared on this connection.
+    fn outgoing(&mut self, _conn: &mut Self::Conn, _bytes: &[u8]) -> Option<bytes::BytesMut> {
+        None
+    }
+
+    /// A ParseComplete (`1`), CloseComplete (`3`), ErrorResponse (`E`) or ReadyForQuery (`Z`)
+    /// from `conn`: whether the client must not see it (it answers a message `outgoing` added).
+    fn incoming(&mut self, _conn: &mut Self::Conn, _tag: u8) -> bool {
+        false
+    }
+
     /// A CommandComplete tag PostgreSQL sent.
     fn observe_completion(&mut self, _tag: &str) {}
 

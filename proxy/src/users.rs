@@ -13,6 +13,7 @@
 //! leaves the file readable by its owner only (mode 0600).
 
 use crate::end_user::application::Application;
+use crate::pool::PoolMode;
 use crate::scram::Verifier;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -41,6 +42,8 @@ pub struct UserStore {
     users: BTreeMap<String, User>,
     /// The users that are applications (see `end_user::application`), by name.
     applications: BTreeMap<String, Application>,
+    /// Users whose `pool_mode` overrides `[pool] mode`.
+    pool_modes: BTreeMap<String, PoolMode>,
 }
 
 #[derive(Debug, Error)]
@@ -83,6 +86,9 @@ struct UserEntry {
     verifier: String,
     #[serde(default)]
     application: Option<Application>,
+    /// `"session"` or `"transaction"`: overrides `[pool] mode` for this user.
+    #[serde(default)]
+    pool_mode: Option<PoolMode>,
 }
 
 impl UserStore {
@@ -131,6 +137,9 @@ impl UserStore {
             if let Some(application) = entry.application {
                 store.applications.insert(name.clone(), application);
             }
+            if let Some(mode) = entry.pool_mode {
+                store.pool_modes.insert(name.clone(), mode);
+            }
             store.users.insert(name, user);
         }
         Ok(store)
@@ -150,6 +159,11 @@ impl UserStore {
         check_user(&user, Some(&application))?;
         self.applications.insert(user.name.clone(), application);
         Ok(self.users.insert(user.name.clone(), user))
+    }
+
+    /// The user's `pool_mode`, if the file gives one.
+    pub fn pool_mode(&self, name: &str) -> Option<PoolMode> {
+        self.pool_modes.get(name).copied()
     }
 
     pub fn get(&self, name: &str) -> Option<&User> {
@@ -178,6 +192,7 @@ impl UserStore {
 
     pub fn remove(&mut self, name: &str) -> Option<User> {
         self.applications.remove(name);
+        self.pool_modes.remove(name);
         self.users.remove(name)
     }
 
@@ -202,6 +217,11 @@ impl UserStore {
             if let Some(application) = self.applications.get(&user.name) {
                 let application = application.to_toml(toml_string);
                 text.push_str(&format!("application = {application}\n"));
+            }
+            match self.pool_mode(&user.name) {
+                Some(PoolMode::Session) => text.push_str("pool_mode = \"session\"\n"),
+                Some(PoolMode::Transaction) => text.push_str("pool_mode = \"transaction\"\n"),
+                None => {}
             }
         }
         text
@@ -334,6 +354,28 @@ mod tests {
         let path = dir.join("users.toml");
         std::fs::write(&path, text).unwrap();
         path
+    }
+
+    #[test]
+    fn a_users_pool_mode_is_read_and_kept_when_the_file_is_saved_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let verifier = Verifier::from_password("a long enough passphrase", 1).to_text();
+        let text = format!(
+            "[users.sam]\nrole = \"sales\"\nverifier = \"{verifier}\"\npool_mode = \"transaction\"\n\
+             [users.dora]\nrole = \"dpo\"\nverifier = \"{verifier}\"\n"
+        );
+        let path = write(dir.path(), &text);
+        let store = UserStore::load(&path).unwrap();
+        assert_eq!(store.pool_mode("sam"), Some(PoolMode::Transaction));
+        assert_eq!(store.pool_mode("dora"), None);
+        store.save(&path).unwrap();
+        let again = UserStore::load(&path).unwrap();
+        assert_eq!(again.pool_mode("sam"), Some(PoolMode::Transaction));
+        let wrong = write(
+            dir.path(),
+            &text.replace("\"transaction\"", "\"statement\""),
+        );
+        assert!(UserStore::load(&wrong).is_err());
     }
 
     #[test]

@@ -133,9 +133,21 @@ pub enum ParseFailure {
     Unparsable(ParserError),
 }
 
+thread_local! {
+    /// Texts [`parse_bounded`] was given on this thread.
+    static PARSES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// How many texts [`parse_bounded`] was given on the current thread so far: lets a test check that
+/// a statement is parsed once however many parts look at it.
+pub fn parses_on_this_thread() -> u64 {
+    PARSES.with(std::cell::Cell::get)
+}
+
 /// Tokenizes `sql`, checks the bounds in force, and only then parses it. Run it on a thread with
 /// [`PARSE_STACK_BYTES`] of stack.
 pub fn parse_bounded(sql: &str) -> Result<Vec<Statement>, ParseFailure> {
+    PARSES.with(|parses| parses.set(parses.get() + 1));
     let dialect = PostgreSqlDialect {};
     let mut tokens = Vec::new();
     Tokenizer::new(&dialect, sql)

@@ -279,6 +279,18 @@ fn rewrite_statement(
 /// rewriting anything. Cheap but approximate: a CTE named like a table counts as the table.
 /// Unparsable text gives an empty list (the statement still runs: the role is unrestricted).
 pub fn inspect(sql: &str, role: &RoleAccess, catalog: &Catalog) -> Vec<TableUse> {
+    let Ok(statements) = limits::parse_bounded(sql) else {
+        return Vec::new();
+    };
+    inspect_parsed(&statements, role, catalog)
+}
+
+/// [`inspect`] of statements already parsed (with [`limits::parse_bounded`]).
+pub fn inspect_parsed(
+    statements: &[Statement],
+    role: &RoleAccess,
+    catalog: &Catalog,
+) -> Vec<TableUse> {
     struct Relations<'c> {
         catalog: &'c Catalog,
         found: Vec<crate::access::TableName>,
@@ -314,15 +326,12 @@ pub fn inspect(sql: &str, role: &RoleAccess, catalog: &Catalog) -> Vec<TableUse>
             std::ops::ControlFlow::Continue(())
         }
     }
-    let Ok(statements) = limits::parse_bounded(sql) else {
-        return Vec::new();
-    };
     let mut relations = Relations {
         catalog,
         found: Vec::new(),
         depth: 0,
     };
-    for statement in &statements {
+    for statement in statements {
         if statement.visit(&mut relations).is_break() {
             relations.depth = 0;
         }

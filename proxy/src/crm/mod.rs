@@ -3,7 +3,6 @@
 //! and a scale, streamed with `COPY FROM STDIN` so memory stays flat at any size. Tests and the demo
 //! call [`load`] directly. Not for: the policy or anything the proxy does at run time.
 
-pub(crate) mod calendar;
 mod people;
 mod rng;
 mod tables;

@@ -2,8 +2,8 @@
 //! codici fiscali derived from the contact id (so uniqueness holds by construction), birth dates,
 //! addresses and regions. Not for: the other tables' rows (see `tables`).
 
-use super::calendar::{civil_from_days, days_from_civil};
 use super::rng::{Permutation, Rng};
+use crate::calendar::{civil_from_days, days_from_civil};
 use crate::discover::national_id::{CF_MONTHS, codice_fiscale_check_char};
 
 const MALE_NAMES: &[&str] = &[

@@ -2,9 +2,9 @@
 //! that belong to it. Each (table, contact) pair has its own random stream, so every table can be
 //! generated on its own and still match the others. Not for: talking to PostgreSQL (see `load`).
 
-use super::calendar::{write_date, write_timestamp};
 use super::people::{self, CONTACTS, CRM_SPAN, CRM_START, Person};
 use super::rng::Rng;
+use crate::calendar::{write_date, write_timestamp};
 use std::cell::OnceCell;
 use std::fmt::Write;
 

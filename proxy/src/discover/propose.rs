@@ -140,7 +140,7 @@ fn parse_date(value: &str) -> Option<i64> {
     let year = parts.next()?.parse().ok()?;
     let month = parts.next()?.parse().ok()?;
     let day = parts.next()?.parse().ok()?;
-    Some(crate::crm::calendar::days_from_civil(year, month, day))
+    Some(crate::calendar::days_from_civil(year, month, day))
 }
 
 /// Name patterns of a date of birth.

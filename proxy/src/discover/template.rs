@@ -10,8 +10,8 @@ use policy::access::Category;
 use policy::action::TypeFamily;
 use policy::framework::fits_json_mask;
 
-/// The templates `--template` accepts.
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// The templates `--template` accepts (see `discover_cmd` for their names on the command line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Template {
     /// A data protection officer (unrestricted) and one restricted `reader` that sees personal data
     /// masked.

@@ -6,21 +6,14 @@ models (crmapp/models.py, managed = False). Prints one outcome line per operatio
 import os
 import sys
 from decimal import Decimal
-from urllib.parse import unquote, urlparse
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.dirname(HERE)]
 
 URI, USER = sys.argv[1], sys.argv[2]
-_u = urlparse(URI)
-os.environ.update(
-    DJANGO_SETTINGS_MODULE="settings",
-    MASCHERA_DB_HOST=_u.hostname,
-    MASCHERA_DB_PORT=str(_u.port),
-    MASCHERA_DB_USER=unquote(_u.username),
-    MASCHERA_DB_PASSWORD=unquote(_u.password),
-    MASCHERA_DB_NAME=_u.path.lstrip("/"),
-)
+from django_env import use_database  # noqa: E402
+
+use_database(URI, "settings")
 
 import django  # noqa: E402
 

@@ -20,13 +20,13 @@ const CLIENT_LIMIT: Duration = Duration::from_secs(300);
 
 /// What a user must get for one operation.
 #[derive(Debug, Clone, Copy)]
-enum Expect {
+pub(crate) enum Expect {
     /// Succeeds, and its detail contains this text.
     Pass(&'static str),
     /// Refused by the database with this SQLSTATE.
     Refused(&'static str),
 }
-use Expect::{Pass, Refused};
+pub(crate) use Expect::{Pass, Refused};
 
 fn compat_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("compat")
@@ -77,7 +77,11 @@ pub(crate) fn run_client(mut command: Command, what: &str) -> BTreeMap<String, (
 }
 
 /// Checks every expected operation and that no operation ended `broken`.
-fn check(what: &str, outcomes: &BTreeMap<String, (String, String)>, expected: &[(&str, Expect)]) {
+pub(crate) fn check(
+    what: &str,
+    outcomes: &BTreeMap<String, (String, String)>,
+    expected: &[(&str, Expect)],
+) {
     let mut failures = Vec::new();
     for (op, (outcome, detail)) in outcomes {
         if outcome == "broken" {

@@ -3,11 +3,13 @@
 //! with a guard function of their own (`maschera_private.intact_write`), because PL/pgSQL plans a
 //! function's queries again whenever it is called under another `search_path` than before (the views'
 //! guard runs under the caller's path, the triggers under `pg_catalog`); these tests hold that split
-//! and that it guards as much as before.
+//! and that it guards as much as before. The views' guard is folded by the planner (declared
+//! IMMUTABLE): it is not in the plan, and a cached generic plan is made again, and fails closed, when
+//! a direct migration breaks the protection.
 //! Not for: the speed figures themselves (`bench/run --cases 2`, bench/results/dblock.md), nor the
 //! other database-lock attacks (see `dblock`).
 
-use crate::policy::{Crm, DB, ids, one, refused};
+use crate::policy::{Crm, DB, ids, one, refused, text};
 
 /// An insert whose values read the filtered contacts view, through the interactions view's trigger.
 const INSERT_READING_A_VIEW: &str = "INSERT INTO interactions (contact_id, channel, notes) \
@@ -76,4 +78,103 @@ async fn a_write_that_reads_a_filtered_view_is_guarded_by_the_triggers_own_funct
         .batch_execute(INSERT_READING_A_VIEW)
         .await
         .expect("insert after the re-apply");
+}
+
+/// The plan of `sql` as the login sees it, one line per row.
+async fn plan(client: &tokio_postgres::Client, sql: &str) -> String {
+    text(client, &format!("EXPLAIN (COSTS OFF) {sql}"))
+        .await
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test]
+async fn the_views_guard_runs_at_planning_and_a_cached_plan_fails_closed_after_a_direct_migration()
+{
+    let crm = Crm::start();
+    let owner = |sql: &str| crm.pg.psql(DB, &["-Atc", sql]).expect(sql);
+    let table_owner =
+        owner("SELECT relowner::regrole FROM pg_class WHERE oid = 'contacts'::regclass");
+    let page = "SELECT id FROM contacts WHERE id >= $1 ORDER BY id";
+    // Each break, and what undoes it before the re-apply (which restores the rest).
+    let breaks = [
+        ("DROP POLICY maschera_sales ON contacts", None),
+        ("ALTER TABLE contacts DISABLE ROW LEVEL SECURITY", None),
+        (
+            "ALTER POLICY maschera_sales ON contacts USING (true) WITH CHECK (true)",
+            None,
+        ),
+        (
+            "ALTER TABLE contacts OWNER TO maschera_sales_owner",
+            Some(format!(
+                "ALTER TABLE contacts OWNER TO {}",
+                table_owner.trim()
+            )),
+        ),
+        (
+            "GRANT SELECT ON contacts TO maschera_sales_owner WITH GRANT OPTION",
+            None,
+        ),
+    ];
+    for (sql, undo) in breaks {
+        let sales = crm.connect("sales", Some("north")).await;
+        let intact = plan(&sales, "SELECT id FROM contacts WHERE id = 1").await;
+        assert!(
+            !intact.contains("intact") && !intact.contains("One-Time Filter"),
+            "the guard is evaluated while planning, not in the plan:\n{intact}"
+        );
+        // A prepared statement whose generic plan is cached from its first execution.
+        sales
+            .batch_execute("SET plan_cache_mode = force_generic_plan")
+            .await
+            .expect("set plan_cache_mode");
+        let statement = sales.prepare(page).await.expect("prepare");
+        let run = || async {
+            sales
+                .query(&statement, &[&0i64])
+                .await
+                .expect("run the prepared page")
+                .iter()
+                .map(|r| r.get::<_, i64>(0))
+                .collect::<Vec<i64>>()
+        };
+        assert_eq!(run().await, [1, 3], "before {sql}");
+        assert_eq!(run().await, [1, 3], "the cached plan, before {sql}");
+
+        owner(sql);
+        assert_eq!(
+            run().await,
+            Vec::<i64>::new(),
+            "the session's cached plan after {sql}"
+        );
+        let broken = plan(&sales, "SELECT id FROM contacts WHERE id = 1").await;
+        assert!(
+            broken.contains("One-Time Filter: false"),
+            "after {sql}:\n{broken}"
+        );
+        let fresh = crm.connect("sales", Some("north")).await;
+        assert_eq!(
+            ids(&fresh, "contacts").await,
+            Vec::<i64>::new(),
+            "after {sql}"
+        );
+
+        if let Some(undo) = undo {
+            owner(&undo);
+        }
+        let applied = crm.apply(&crm.policy, &[]);
+        assert!(
+            applied.status.success(),
+            "re-apply after {sql}: {}",
+            String::from_utf8_lossy(&applied.stderr)
+        );
+        let sales = crm.connect("sales", Some("north")).await;
+        assert_eq!(
+            ids(&sales, "contacts").await,
+            [1, 3],
+            "re-applied after {sql}"
+        );
+    }
 }

@@ -1,5 +1,6 @@
 //! Dates and timestamps as days and seconds since 1970-01-01 UTC, written in PostgreSQL's text format
-//! for COPY. Not for: time zones or parsing (the generator writes UTC only).
+//! for COPY: the CRM generator's (`crm`) and the day numbers `discover` compares dates by. Not for:
+//! time zones or parsing (the generator writes UTC only).
 
 use std::fmt::Write;
 

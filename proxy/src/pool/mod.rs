@@ -1,0 +1,448 @@
+//! Transaction pooling: pools of logged-in upstream connections, one pool per [`UpstreamKey`]
+//! (upstream login, database, startup parameters with the user's attributes), so that sessions
+//! whose settings differ never share a backend; and [`PooledSource`], the [`UpstreamSource`] that
+//! gives a session of transaction mode a connection of its pool per transaction.
+//!
+//! - A pool hands out at most `size` connections at once; a client waits up to
+//!   `acquire_timeout_seconds` for one (then 53300). It reuses an idle connection when it has one
+//!   (one that has anything to read while idle, e.g. PostgreSQL's FATAL at a restart, is closed and
+//!   replaced), and opens a new one otherwise, within `max_per_login` over all pools of the login
+//!   (closing an idle connection of another pool of the login to make room).
+//! - A connection comes back reusable only from a clean transaction boundary; otherwise (the client
+//!   left mid-transaction, a protocol error, the idle-in-transaction timeout) it is cancelled and
+//!   closed, never reused.
+//! - Named prepared statements follow the client from connection to connection (see
+//!   `prepared`).
+//! - [`Pools::reap`] closes connections idle longer than `idle_timeout_seconds`, keeping `min_idle`
+//!   per pool.
+//!
+//! Metrics: `maschera_pool_connections` (gauge, labels `login`, `state` = `idle` | `in_use`),
+//! `maschera_pool_waiting` (gauge, label `login`), `maschera_pool_wait_seconds` (histogram),
+//! `maschera_pool_pins_total` (counter, label `reason`).
+//!
+//! Not for: the relay's side of the seam (see `upstream_source`, `session`), what pins a session
+//! (see `pinning`), or logging in (see `upstream`).
+
+pub mod config;
+pub mod pinning;
+pub mod prepared;
+pub mod session;
+pub mod settings;
+
+use crate::cancel::{CancelKey, Registration};
+use crate::metrics as m;
+use crate::session::Withheld;
+use crate::tls::BoxStream;
+use crate::upstream::{UpstreamError, UpstreamTarget};
+use crate::upstream_source::{Acquiring, UpstreamKey, UpstreamSource};
+use bytes::BytesMut;
+pub use config::{PoolConfig, PoolMode};
+use pinning::Pinning;
+use prepared::{Prepared, ServerStatements};
+use settings::{Change, ClientSettings};
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, ReadBuf};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::{debug, warn};
+
+/// All pools of the proxy.
+pub struct Pools {
+    target: Arc<UpstreamTarget>,
+    config: PoolConfig,
+    pools: Mutex<HashMap<Arc<UpstreamKey>, Arc<Pool>>>,
+    /// Per login: the connections it may still open (`max_per_login`).
+    logins: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+/// The connections of one key.
+struct Pool {
+    /// Connections that may be handed out at once.
+    in_use: Arc<Semaphore>,
+    idle: Mutex<Vec<(Backend, Instant)>>,
+    /// What the first connection said while logging in (ParameterStatus), for the greeting.
+    greeting: Mutex<Option<BytesMut>>,
+    gauges: Gauges,
+}
+
+#[derive(Clone)]
+struct Gauges {
+    idle: metrics::Gauge,
+    in_use: metrics::Gauge,
+    waiting: metrics::Gauge,
+    wait: metrics::Histogram,
+}
+
+/// An open upstream connection of a pool.
+struct Backend {
+    stream: BoxStream,
+    key: CancelKey,
+    /// The statements prepared on it (see `prepared`).
+    statements: ServerStatements,
+    /// Its share of `max_per_login`, if limited.
+    _login: Option<OwnedSemaphorePermit>,
+}
+
+/// A connection handed out to a session.
+pub struct Leased {
+    backend: Backend,
+    pool: Arc<Pool>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Leased {
+    /// The backend's cancel key.
+    pub fn cancel_key(&self) -> CancelKey {
+        self.backend.key
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section is a push, pop or insert: a panic cannot leave the data half-changed.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Pools {
+    pub fn new(target: Arc<UpstreamTarget>, config: PoolConfig) -> Pools {
+        Pools {
+            target,
+            config,
+            pools: Mutex::default(),
+            logins: Mutex::default(),
+        }
+    }
+
+    pub fn config(&self) -> &PoolConfig {
+        &self.config
+    }
+
+    fn pool(&self, key: &Arc<UpstreamKey>) -> Arc<Pool> {
+        let mut pools = lock(&self.pools);
+        if let Some(pool) = pools.get(key) {
+            return pool.clone();
+        }
+        let login = key.login.user.clone();
+        let gauge = |state: &'static str| metrics::gauge!(m::POOL_CONNECTIONS, m::LABEL_LOGIN => login.clone(), m::LABEL_STATE => state);
+        let pool = Arc::new(Pool {
+            in_use: Arc::new(Semaphore::new(self.config.size)),
+            idle: Mutex::default(),
+            greeting: Mutex::default(),
+            gauges: Gauges {
+                idle: gauge("idle"),
+                in_use: gauge("in_use"),
+                waiting: metrics::gauge!(m::POOL_WAITING, m::LABEL_LOGIN => login.clone()),
+                wait: metrics::histogram!(m::POOL_WAIT_SECONDS),
+            },
+        });
+        pools.insert(key.clone(), pool.clone());
+        pool
+    }
+
+    fn login_slots(&self, login: &str) -> Option<Arc<Semaphore>> {
+        if self.config.max_per_login == 0 {
+            return None;
+        }
+        let mut logins = lock(&self.logins);
+        let slots = logins
+            .entry(login.to_owned())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.config.max_per_login)));
+        Some(slots.clone())
+    }
+
+    /// A connection of `key`'s pool, waiting at most `acquire_timeout_seconds` for one.
+    pub async fn acquire(self: Arc<Self>, key: Arc<UpstreamKey>) -> Result<Leased, Withheld> {
+        let pool = self.pool(&key);
+        let started = Instant::now();
+        let deadline = tokio::time::Instant::now() + self.config.acquire_timeout();
+        pool.gauges.waiting.increment(1.0);
+        let permit = tokio::time::timeout_at(deadline, pool.in_use.clone().acquire_owned()).await;
+        pool.gauges.waiting.decrement(1.0);
+        pool.gauges.wait.record(started.elapsed().as_secs_f64());
+        let Ok(Ok(permit)) = permit else {
+            metrics::counter!(m::REFUSALS_TOTAL, m::LABEL_REASON => "pool_timeout").increment(1);
+            return Err(Withheld {
+                code: "53300",
+                message: format!(
+                    "no upstream connection became free within {} s: all {} connections of this \
+                     session's pool are in use ([pool] size, acquire_timeout_seconds)",
+                    self.config.acquire_timeout_seconds, self.config.size
+                ),
+            });
+        };
+        loop {
+            let idle = lock(&pool.idle).pop();
+            let Some((mut backend, _)) = idle else { break };
+            pool.gauges.idle.decrement(1.0);
+            if has_input(&mut backend.stream) {
+                debug!("closing a pooled connection that PostgreSQL ended or spoke on while idle");
+                continue;
+            }
+            pool.gauges.in_use.increment(1.0);
+            return Ok(Leased {
+                backend,
+                pool,
+                _permit: permit,
+            });
+        }
+        let login = match self.login_slots(&key.login.user) {
+            None => None,
+            Some(slots) => Some(self.login_slot(&key, slots, deadline).await?),
+        };
+        let upstream = self
+            .target
+            .connect_to(&key.login, &key.database, &key.params)
+            .await
+            .map_err(|err| {
+                warn!(error = %err, "opening a pooled upstream connection failed");
+                match err {
+                    UpstreamError::Refused { code, message } if code == "3D000" => Withheld {
+                        code: "3D000",
+                        message,
+                    },
+                    _ => Withheld {
+                        code: "08006",
+                        message: "could not connect to the database server behind the proxy".into(),
+                    },
+                }
+            })?;
+        lock(&pool.greeting).get_or_insert_with(|| upstream.greeting.clone());
+        pool.gauges.in_use.increment(1.0);
+        Ok(Leased {
+            backend: Backend {
+                stream: upstream.stream,
+                key: upstream.key,
+                statements: ServerStatements::default(),
+                _login: login,
+            },
+            pool,
+            _permit: permit,
+        })
+    }
+
+    /// A share of the login's `max_per_login`, closing an idle connection of another of its pools
+    /// when none is free.
+    async fn login_slot(
+        &self,
+        key: &UpstreamKey,
+        slots: Arc<Semaphore>,
+        deadline: tokio::time::Instant,
+    ) -> Result<OwnedSemaphorePermit, Withheld> {
+        if let Ok(permit) = slots.clone().try_acquire_owned() {
+            return Ok(permit);
+        }
+        let others: Vec<Arc<Pool>> = lock(&self.pools)
+            .iter()
+            .filter(|(k, _)| k.login.user == key.login.user)
+            .map(|(_, pool)| pool.clone())
+            .collect();
+        for pool in others {
+            if lock(&pool.idle).pop().is_some() {
+                pool.gauges.idle.decrement(1.0);
+                break;
+            }
+        }
+        match tokio::time::timeout_at(deadline, slots.acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => {
+                metrics::counter!(m::REFUSALS_TOTAL, m::LABEL_REASON => "pool_timeout")
+                    .increment(1);
+                Err(Withheld {
+                    code: "53300",
+                    message: format!(
+                        "no upstream connection became free within {} s: the {} connections this \
+                         login may hold are in use ([pool] max_per_login)",
+                        self.config.acquire_timeout_seconds, self.config.max_per_login
+                    ),
+                })
+            }
+        }
+    }
+
+    /// Takes a connection back: into its pool when `reusable`, otherwise cancelled and closed.
+    pub fn release(&self, leased: Leased, reusable: bool) {
+        let Leased { backend, pool, .. } = leased;
+        pool.gauges.in_use.decrement(1.0);
+        if reusable {
+            pool.gauges.idle.increment(1.0);
+            lock(&pool.idle).push((backend, Instant::now()));
+            return;
+        }
+        // Whatever it still runs for nobody is stopped; closing the socket ends its session.
+        let target = self.target.clone();
+        tokio::spawn(async move {
+            if let Err(err) = target.cancel(backend.key).await {
+                debug!(error = %err, "cancelling on a discarded pooled connection failed");
+            }
+            drop(backend);
+        });
+    }
+
+    /// What the first connection of `key`'s pool said while logging in (ParameterStatus and
+    /// notices), for the greeting of a new client of that pool.
+    pub async fn greeting(self: Arc<Self>, key: Arc<UpstreamKey>) -> Result<BytesMut, Withheld> {
+        let pool = self.pool(&key);
+        if let Some(greeting) = lock(&pool.greeting).clone() {
+            return Ok(greeting);
+        }
+        let leased = self.clone().acquire(key).await?;
+        let greeting = lock(&pool.greeting).clone().unwrap_or_default();
+        self.release(leased, true);
+        Ok(greeting)
+    }
+
+    /// Closes connections idle longer than `idle_timeout_seconds`, keeping `min_idle` per pool.
+    pub fn reap(&self) {
+        let limit = self.config.idle_timeout();
+        let pools: Vec<Arc<Pool>> = lock(&self.pools).values().cloned().collect();
+        for pool in pools {
+            let mut idle = lock(&pool.idle);
+            let keep = self.config.min_idle;
+            // Oldest first: released connections are pushed at the end.
+            while idle.len() > keep && idle.first().is_some_and(|(_, at)| at.elapsed() >= limit) {
+                idle.remove(0);
+                pool.gauges.idle.decrement(1.0);
+            }
+        }
+    }
+
+    /// Runs [`Pools::reap`] every few seconds until the proxy stops.
+    pub async fn reap_forever(self: Arc<Self>) {
+        let every = self
+            .config
+            .idle_timeout()
+            .clamp(Duration::from_secs(1), Duration::from_secs(10));
+        loop {
+            tokio::time::sleep(every).await;
+            self.reap();
+        }
+    }
+
+    /// Upstream connections open now (idle or in use), over all pools.
+    pub fn open_connections(&self) -> usize {
+        let pools = lock(&self.pools);
+        pools
+            .values()
+            .map(|p| lock(&p.idle).len() + self.config.size - p.in_use.available_permits())
+            .sum()
+    }
+}
+
+/// Whether an idle connection has something to read (PostgreSQL's FATAL before it closed, an end of
+/// stream, an error): such a connection is not between transactions any more.
+fn has_input(stream: &mut BoxStream) -> bool {
+    let mut byte = [0u8; 1];
+    let mut buf = ReadBuf::new(&mut byte);
+    let mut cx = Context::from_waker(Waker::noop());
+    matches!(
+        Pin::new(stream).poll_read(&mut cx, &mut buf),
+        Poll::Ready(_)
+    )
+}
+
+/// A session of transaction mode: a connection of its pool per transaction (see the module doc).
+pub struct PooledSource {
+    pools: Arc<Pools>,
+    /// The session's key from its login and startup parameters.
+    base: Arc<UpstreamKey>,
+    /// `base` with the client's settings (see `settings`).
+    key: Arc<UpstreamKey>,
+    settings: ClientSettings,
+    /// What the client statement being run would change of its settings.
+    pending: Option<Change>,
+    /// The attached connection holds settings of this client: it is closed when given back.
+    dirty: bool,
+    /// The client's cancel key; points at the backend serving the client now.
+    registration: Registration,
+    pinning: Pinning,
+    prepared: Prepared,
+}
+
+impl PooledSource {
+    pub fn new(pools: Arc<Pools>, key: Arc<UpstreamKey>, registration: Registration) -> Self {
+        PooledSource {
+            pools,
+            base: key.clone(),
+            key,
+            settings: ClientSettings::default(),
+            pending: None,
+            dirty: false,
+            registration,
+            pinning: Pinning::default(),
+            prepared: Prepared::default(),
+        }
+    }
+}
+
+impl UpstreamSource for PooledSource {
+    type Conn = Leased;
+    const POOLED: bool = true;
+
+    fn stream(conn: &mut Leased) -> &mut BoxStream {
+        &mut conn.backend.stream
+    }
+
+    fn acquire(&mut self, key: Option<Arc<UpstreamKey>>) -> Acquiring<Leased> {
+        let key = key.unwrap_or_else(|| self.key.clone());
+        Box::pin(self.pools.clone().acquire(key))
+    }
+
+    fn attached(&mut self, conn: &Leased) {
+        self.registration.retarget(Some(conn.cancel_key()));
+        self.prepared.attached();
+    }
+
+    fn outgoing(&mut self, conn: &mut Leased, bytes: &[u8]) -> Option<BytesMut> {
+        self.prepared.outgoing(&mut conn.backend.statements, bytes)
+    }
+
+    fn incoming(&mut self, conn: &mut Leased, tag: u8) -> bool {
+        self.prepared.incoming(&mut conn.backend.statements, tag)
+    }
+
+    fn release(&mut self, conn: Leased, reusable: bool) {
+        self.registration.retarget(None);
+        self.pools.release(conn, reusable && !self.dirty);
+        self.dirty = false;
+    }
+
+    fn observe_client(&mut self, tag: u8, frame: &[u8]) {
+        if matches!(tag, b'Q' | b'P') {
+            self.pending = crate::wire::Frontend::decode(frame)
+                .ok()
+                .and_then(|m| m.sql())
+                .and_then(settings::change);
+        }
+        self.pinning.client(frame);
+    }
+
+    fn observe_completion(&mut self, tag: &str) {
+        let follows = matches!(tag, "SET" | "RESET" | "DISCARD ALL");
+        match self.pending.take() {
+            Some(change) if follows => {
+                if change == Change::ResetAll && tag == "DISCARD ALL" {
+                    self.prepared.forget_all();
+                }
+                if change != Change::Local {
+                    self.dirty = true;
+                }
+                if self.settings.apply(change) {
+                    self.key = Arc::new(self.settings.key(&self.base));
+                }
+            }
+            _ => self.pinning.completion(tag),
+        }
+    }
+
+    fn keeps(&self) -> bool {
+        self.pinning.pinned()
+    }
+
+    fn idle_in_transaction_timeout(&self) -> Option<Duration> {
+        self.pools.config.idle_in_transaction_timeout()
+    }
+}

@@ -1,0 +1,424 @@
+//! Prepared statements in transaction mode, as pgbouncer (≥ 1.21) and pgdog do them: a client's
+//! named statement is prepared on whichever pooled connection serves the message that uses it.
+//!
+//! What goes upstream is rewritten just before it is written to the connection, after the session
+//! hook decided (so the statement prepared is the hook's rewritten text):
+//! - Parse of a named statement `N`: remembered for the client as the server-side name `S`, a
+//!   digest of its text and parameter types (equal statements of the clients of one pool share
+//!   one server-side statement), and sent as `Close S` + `Parse S` (the CloseComplete withheld),
+//!   so the client's ParseComplete comes from PostgreSQL whatever the connection already holds.
+//! - Bind, or Describe of a statement, naming `N`: sent naming `S`, preceded by `Close S` +
+//!   `Parse S` (both answers withheld) when the connection does not hold `S` yet.
+//! - Close of `N`: forgotten for the client and sent as a Close of a name no statement has, so
+//!   PostgreSQL answers CloseComplete and other clients' use of `S` goes on.
+//! - A name the client did not prepare passes unchanged (PostgreSQL answers 26000 as it would),
+//!   except one in the proxy's own namespace, which is sent as a name no statement has.
+//!
+//! What the connection holds is learnt from PostgreSQL's answers: a statement counts as prepared on
+//! it once its ParseComplete arrived; the answers of messages PostgreSQL skipped after an error (up
+//! to Sync) are never expected. SQL-level `PREPARE`/`EXECUTE` are not handled here (they pin the
+//! session: see `pinning`).
+//! Not for: the pools (see `pool`), or the statement text (the session hook's).
+
+use crate::frame::{self, POSTGRES_MAX_FRAME};
+use crate::wire::{Frontend, Target};
+use bytes::{Bytes, BytesMut};
+use sha2::{Digest, Sha256};
+use std::collections::{HashMap, HashSet, VecDeque};
+
+/// The prefix of the server-side names of pooled statements.
+const PREFIX: &[u8] = b"maschera_ps_";
+/// A name no statement has (Close of it is answered with CloseComplete).
+const NO_STATEMENT: &[u8] = b"maschera_ps_none";
+
+/// The statements prepared on one upstream connection (kept with it in its pool).
+#[derive(Debug, Default)]
+pub struct ServerStatements {
+    names: HashSet<Bytes>,
+}
+
+/// A client's named statement.
+#[derive(Debug, Clone)]
+struct Statement {
+    server: Bytes,
+    /// The Parse that prepares it under `server`.
+    parse: Bytes,
+}
+
+/// What becomes of one answer (ParseComplete or CloseComplete) still to come.
+#[derive(Debug)]
+struct Expected {
+    /// The cycle (count of cycle-ending messages written before the message) it belongs to.
+    cycle: u64,
+    withhold: bool,
+    /// The server-side statement its ParseComplete confirms.
+    prepares: Option<Bytes>,
+}
+
+/// One client session's statements and the answers expected on its connection.
+#[derive(Debug, Default)]
+pub struct Prepared {
+    statements: HashMap<Vec<u8>, Statement>,
+    expected: VecDeque<Expected>,
+    /// Cycle-ending messages (Query, Sync, FunctionCall) written to the connection.
+    written: u64,
+    /// ReadyForQuery answers seen.
+    answered: u64,
+}
+
+fn server_name(sql: &[u8], param_types: &[u8]) -> Bytes {
+    let mut digest = Sha256::new();
+    digest.update((sql.len() as u64).to_be_bytes());
+    digest.update(sql);
+    digest.update(param_types);
+    let mut name = PREFIX.to_vec();
+    name.extend_from_slice(hex::encode(&digest.finalize()[..16]).as_bytes());
+    Bytes::from(name)
+}
+
+/// Whether any frame in `bytes` may need a rewrite (cheap: tags only).
+fn may_rewrite(bytes: &[u8]) -> bool {
+    frames(bytes).any(|f| matches!(f[0], b'P' | b'B' | b'D' | b'C'))
+}
+
+fn frames(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = bytes;
+    std::iter::from_fn(move || {
+        let header = frame::peek_header(rest, POSTGRES_MAX_FRAME).ok()??;
+        let (frame, after) = rest.split_at_checked(header.len)?;
+        rest = after;
+        Some(frame)
+    })
+}
+
+fn ends_cycle(tag: u8) -> bool {
+    matches!(tag, b'Q' | b'S' | b'F')
+}
+
+impl Prepared {
+    /// The bytes to write instead of `bytes` (whole frames) to a connection holding `server`;
+    /// `None`: `bytes` unchanged.
+    pub fn outgoing(&mut self, server: &mut ServerStatements, bytes: &[u8]) -> Option<BytesMut> {
+        if !may_rewrite(bytes) {
+            self.written += frames(bytes).filter(|f| ends_cycle(f[0])).count() as u64;
+            return None;
+        }
+        let mut out = BytesMut::with_capacity(bytes.len());
+        for frame in frames(bytes) {
+            self.rewrite(server, frame, &mut out);
+            if ends_cycle(frame[0]) {
+                self.written += 1;
+            }
+        }
+        Some(out)
+    }
+
+    fn expect(&mut self, withhold: bool, prepares: Option<Bytes>) {
+        self.expected.push_back(Expected {
+            cycle: self.written,
+            withhold,
+            prepares,
+        });
+    }
+
+    /// Whether `name` is prepared on the connection or on its way there.
+    fn held(&self, server: &ServerStatements, name: &Bytes) -> bool {
+        server.names.contains(name)
+            || self
+                .expected
+                .iter()
+                .any(|e| e.prepares.as_ref() == Some(name))
+    }
+
+    /// `Close S` + `Parse S` before a message that uses `S`, unless the connection holds it.
+    fn ensure(&mut self, server: &mut ServerStatements, statement: &Statement, out: &mut BytesMut) {
+        if self.held(server, &statement.server) {
+            return;
+        }
+        self.close_then_parse(server, statement, true, out);
+    }
+
+    /// `Close S` + `Parse S`: the connection holds `S` again once the ParseComplete comes.
+    fn close_then_parse(
+        &mut self,
+        server: &mut ServerStatements,
+        statement: &Statement,
+        withhold_parse: bool,
+        out: &mut BytesMut,
+    ) {
+        server.names.remove(&statement.server);
+        Frontend::Close {
+            target: Target::Statement,
+            name: &statement.server,
+        }
+        .encode(out);
+        self.expect(true, None);
+        out.extend_from_slice(&statement.parse);
+        self.expect(withhold_parse, Some(statement.server.clone()));
+    }
+
+    /// The client's name as sent upstream: its server-side name, or the name itself when the
+    /// client did not prepare it (a name in the proxy's namespace: one no statement has).
+    fn upstream_name<'a>(&self, name: &'a [u8]) -> (&'a [u8], Option<Statement>) {
+        match self.statements.get(name) {
+            Some(statement) => (name, Some(statement.clone())),
+            None if name.starts_with(PREFIX) => (NO_STATEMENT, None),
+            None => (name, None),
+        }
+    }
+
+    fn rewrite(&mut self, server: &mut ServerStatements, frame: &[u8], out: &mut BytesMut) {
+        let Ok(message) = Frontend::decode(frame) else {
+            out.extend_from_slice(frame);
+            return;
+        };
+        match message {
+            Frontend::Parse {
+                name,
+                sql,
+                param_types,
+            } if !name.is_empty() => {
+                let server_name = server_name(sql, param_types);
+                let parse = Frontend::Parse {
+                    name: &server_name,
+                    sql,
+                    param_types,
+                }
+                .to_frame()
+                .freeze();
+                let statement = Statement {
+                    server: server_name,
+                    parse,
+                };
+                self.close_then_parse(server, &statement, false, out);
+                self.statements.insert(name.to_vec(), statement);
+            }
+            Frontend::Parse { .. } => {
+                out.extend_from_slice(frame);
+                self.expect(false, None);
+            }
+            Frontend::Bind {
+                portal,
+                statement,
+                rest,
+            } if !statement.is_empty() => {
+                let (name, known) = self.upstream_name(statement);
+                let name = match &known {
+                    Some(known) => {
+                        self.ensure(server, known, out);
+                        &known.server[..]
+                    }
+                    None => name,
+                };
+                Frontend::Bind {
+                    portal,
+                    statement: name,
+                    rest,
+                }
+                .encode(out);
+            }
+            Frontend::Describe {
+                target: Target::Statement,
+                name,
+            } if !name.is_empty() => {
+                let (upstream, known) = self.upstream_name(name);
+                let name = match &known {
+                    Some(known) => {
+                        self.ensure(server, known, out);
+                        &known.server[..]
+                    }
+                    None => upstream,
+                };
+                Frontend::Describe {
+                    target: Target::Statement,
+                    name,
+                }
+                .encode(out);
+            }
+            Frontend::Close {
+                target: Target::Statement,
+                name,
+            } if !name.is_empty() => {
+                self.statements.remove(name);
+                Frontend::Close {
+                    target: Target::Statement,
+                    name: NO_STATEMENT,
+                }
+                .encode(out);
+                self.expect(false, None);
+            }
+            Frontend::Close { .. } => {
+                out.extend_from_slice(frame);
+                self.expect(false, None);
+            }
+            _ => out.extend_from_slice(frame),
+        }
+    }
+
+    /// An answer from PostgreSQL (`1` ParseComplete, `3` CloseComplete, `E` ErrorResponse, `Z`
+    /// ReadyForQuery): whether the client must not see it (it answers a message the proxy added).
+    pub fn incoming(&mut self, server: &mut ServerStatements, tag: u8) -> bool {
+        let cycle = self.answered;
+        match tag {
+            b'1' | b'3' => {
+                while self.expected.front().is_some_and(|e| e.cycle < cycle) {
+                    self.expected.pop_front();
+                }
+                let Some(expected) = self.expected.pop_front() else {
+                    return false;
+                };
+                if let Some(name) = expected.prepares {
+                    server.names.insert(name);
+                }
+                expected.withhold
+            }
+            b'E' => {
+                // PostgreSQL skips the rest of the cycle up to Sync: those answers never come.
+                self.expected.retain(|e| e.cycle != cycle);
+                false
+            }
+            b'Z' => {
+                self.answered += 1;
+                let answered = self.answered;
+                self.expected.retain(|e| e.cycle >= answered);
+                false
+            }
+            _ => false,
+        }
+    }
+
+    /// The client discarded its session (`DISCARD ALL`): its named statements are gone.
+    pub fn forget_all(&mut self) {
+        self.statements.clear();
+    }
+
+    /// A new connection was attached: what was expected on the previous one is gone with it.
+    pub fn attached(&mut self) {
+        self.expected.clear();
+        self.written = 0;
+        self.answered = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(name: &str, sql: &str) -> BytesMut {
+        Frontend::Parse {
+            name: name.as_bytes(),
+            sql: sql.as_bytes(),
+            param_types: b"\0\0",
+        }
+        .to_frame()
+    }
+
+    fn bind(statement: &str) -> BytesMut {
+        Frontend::Bind {
+            portal: b"",
+            statement: statement.as_bytes(),
+            rest: b"\0\0\0\0\0\0",
+        }
+        .to_frame()
+    }
+
+    fn sync() -> BytesMut {
+        Frontend::Sync.to_frame()
+    }
+
+    /// The messages of `bytes` as `P name`, `B statement`, `C name`, `S`.
+    fn messages(bytes: &[u8]) -> Vec<String> {
+        frames(bytes)
+            .map(|f| match Frontend::decode(f).unwrap() {
+                Frontend::Parse { name, .. } => format!("P {}", String::from_utf8_lossy(name)),
+                Frontend::Bind { statement, .. } => {
+                    format!("B {}", String::from_utf8_lossy(statement))
+                }
+                Frontend::Close { name, .. } => format!("C {}", String::from_utf8_lossy(name)),
+                other => (other.tag() as char).to_string(),
+            })
+            .collect()
+    }
+
+    fn join(parts: &[BytesMut]) -> Vec<u8> {
+        parts.iter().flat_map(|p| p.to_vec()).collect()
+    }
+
+    #[test]
+    fn a_statement_parsed_on_one_connection_is_prepared_lazily_on_another() {
+        let mut client = Prepared::default();
+        let mut first = ServerStatements::default();
+        let name = server_name(b"SELECT 1", b"\0\0");
+        let name = String::from_utf8_lossy(&name).into_owned();
+        let sent = client
+            .outgoing(
+                &mut first,
+                &join(&[parse("s1", "SELECT 1"), bind("s1"), sync()]),
+            )
+            .unwrap();
+        assert_eq!(
+            messages(&sent),
+            [
+                format!("C {name}"),
+                format!("P {name}"),
+                format!("B {name}"),
+                "S".into()
+            ]
+        );
+        // CloseComplete withheld, ParseComplete passed; the statement is now on `first`.
+        assert!(client.incoming(&mut first, b'3'));
+        assert!(!client.incoming(&mut first, b'1'));
+        assert!(!client.incoming(&mut first, b'Z'));
+        // The next transaction is served by another connection: prepared there before the Bind,
+        // with both answers withheld.
+        let mut second = ServerStatements::default();
+        client.attached();
+        let sent = client
+            .outgoing(&mut second, &join(&[bind("s1"), sync()]))
+            .unwrap();
+        assert_eq!(
+            messages(&sent),
+            [
+                format!("C {name}"),
+                format!("P {name}"),
+                format!("B {name}"),
+                "S".into()
+            ]
+        );
+        assert!(client.incoming(&mut second, b'3'));
+        assert!(client.incoming(&mut second, b'1'));
+        client.incoming(&mut second, b'Z');
+        // Once there, a Bind goes alone.
+        let sent = client
+            .outgoing(&mut second, &join(&[bind("s1"), sync()]))
+            .unwrap();
+        assert_eq!(messages(&sent), [format!("B {name}"), "S".into()]);
+    }
+
+    #[test]
+    fn a_failed_prepare_is_not_taken_as_prepared_and_unknown_names_pass() {
+        let mut client = Prepared::default();
+        let mut server = ServerStatements::default();
+        client.outgoing(&mut server, &join(&[parse("bad", "SELEC 1"), sync()]));
+        assert!(client.incoming(&mut server, b'3'));
+        assert!(!client.incoming(&mut server, b'E'));
+        client.incoming(&mut server, b'Z');
+        assert!(server.names.is_empty());
+        let sent = client
+            .outgoing(&mut server, &join(&[bind("other"), sync()]))
+            .unwrap();
+        assert_eq!(messages(&sent), ["B other", "S"]);
+        // Another client's server-side name is not reachable by naming it.
+        let theirs = String::from_utf8_lossy(&server_name(b"SELECT 1", b"\0\0")).into_owned();
+        let sent = client
+            .outgoing(&mut server, &join(&[bind(&theirs), sync()]))
+            .unwrap();
+        assert_eq!(messages(&sent), ["B maschera_ps_none", "S"]);
+        // Unnamed statements and plain queries pass as they are.
+        let plain = join(&[parse("", "SELECT 2"), bind(""), sync()]);
+        let sent = client.outgoing(&mut server, &plain).unwrap();
+        assert_eq!(&sent[..], &plain[..]);
+        let query = Frontend::Query { sql: b"SELECT 3" }.to_frame();
+        assert!(client.outgoing(&mut server, &query).is_none());
+    }
+}

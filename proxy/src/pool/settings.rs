@@ -1,0 +1,225 @@
+//! Harmless session settings of a client in transaction mode: a plain `SET name = value` (or `TO`,
+//! or `SET TIME ZONE value`) of a setting on the list below, run outside `SET LOCAL`, becomes part
+//! of the client's pool key (the setting is then a startup parameter of the connections that serve
+//! it, so every transaction of the client runs with it, on connections that all have it); `RESET
+//! name`, `RESET ALL` and `DISCARD ALL` take it out again (only the client's own settings change).
+//! The connection the statement ran on holds the setting for other clients of its old key, so it
+//! is closed when given back, never reused.
+//! A statement that is not such a plain SET, or a setting not on the list, pins the session
+//! instead (see `pinning`). `SET LOCAL` ends with its transaction and needs neither.
+//! Not for: deciding whether a client may change a setting at all (the session hooks do; the
+//! proxy's attribute settings never pass them).
+
+use crate::upstream_source::UpstreamKey;
+
+/// Settings that may follow a client from connection to connection as startup parameters.
+const FOLLOWING: &[&str] = &[
+    "application_name",
+    "bytea_output",
+    "client_min_messages",
+    "datestyle",
+    "extra_float_digits",
+    "idle_in_transaction_session_timeout",
+    "intervalstyle",
+    "lock_timeout",
+    "statement_timeout",
+    "timezone",
+];
+
+/// What a client statement would do to the client's settings once PostgreSQL completes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Set(String, String),
+    Reset(String),
+    ResetAll,
+    /// `SET LOCAL ...`: nothing that outlives the transaction.
+    Local,
+}
+
+/// The change a statement text makes, if it is one plain statement this module follows.
+pub fn change(sql: &[u8]) -> Option<Change> {
+    let sql = std::str::from_utf8(sql).ok()?.trim();
+    let sql = sql.strip_suffix(';').unwrap_or(sql).trim_end();
+    if sql.contains(';') || sql.contains("--") || sql.contains("/*") {
+        return None;
+    }
+    let words: Vec<&str> = sql.split_whitespace().collect();
+    let lower: Vec<String> = words.iter().map(|w| w.to_ascii_lowercase()).collect();
+    match lower.first().map(String::as_str)? {
+        "set" => {
+            let mut rest = &words[1..];
+            let mut rest_lower = &lower[1..];
+            match rest_lower.first().map(String::as_str) {
+                Some("local") => return Some(Change::Local),
+                Some("session") => {
+                    rest = &rest[1..];
+                    rest_lower = &rest_lower[1..];
+                }
+                _ => {}
+            }
+            let (name, value) =
+                if rest_lower.len() >= 3 && rest_lower[0] == "time" && rest_lower[1] == "zone" {
+                    ("timezone".to_owned(), rest[2..].join(" "))
+                } else {
+                    let text = rest.join(" ");
+                    let (name, value) = text.split_once('=').or_else(|| split_to(&text))?;
+                    (name.trim().to_ascii_lowercase(), value.trim().to_owned())
+                };
+            if !FOLLOWING.contains(&name.as_str()) {
+                return None;
+            }
+            Some(Change::Set(name, literal(&value)?))
+        }
+        "reset" if lower.len() == 2 && lower[1] == "all" => Some(Change::ResetAll),
+        "reset" if lower.len() == 2 => {
+            let name = if lower[1] == "time" {
+                return None;
+            } else {
+                lower[1].clone()
+            };
+            FOLLOWING
+                .contains(&name.as_str())
+                .then_some(Change::Reset(name))
+        }
+        "reset" if lower.len() == 3 && lower[1] == "time" && lower[2] == "zone" => {
+            Some(Change::Reset("timezone".into()))
+        }
+        "discard" if lower.len() == 2 && lower[1] == "all" => Some(Change::ResetAll),
+        _ => None,
+    }
+}
+
+/// `name TO value`.
+fn split_to(text: &str) -> Option<(&str, &str)> {
+    let lower = text.to_ascii_lowercase();
+    let at = lower.find(" to ")?;
+    Some((&text[..at], &text[at + 4..]))
+}
+
+/// A value as a startup parameter takes it: a bare word or number, or a quoted string without
+/// quotes inside; `None` for anything else (a list, `DEFAULT`, escapes).
+fn literal(value: &str) -> Option<String> {
+    if let Some(inner) = value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')) {
+        return (!inner.contains('\'') && !inner.contains('\\')).then(|| inner.to_owned());
+    }
+    let bare = !value.is_empty()
+        && !value.eq_ignore_ascii_case("default")
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '+' | '.' | '/'));
+    bare.then(|| value.to_owned())
+}
+
+/// A client's settings on top of its session's startup parameters.
+#[derive(Debug, Default)]
+pub struct ClientSettings {
+    /// Set by the client, by name (lowercase), sorted.
+    changed: std::collections::BTreeMap<String, String>,
+}
+
+impl ClientSettings {
+    /// Applies a completed change; whether the client's key changed.
+    pub fn apply(&mut self, change: Change) -> bool {
+        match change {
+            Change::Set(name, value) => self.changed.insert(name, value.clone()) != Some(value),
+            Change::Reset(name) => self.changed.remove(&name).is_some(),
+            Change::ResetAll => {
+                let had = !self.changed.is_empty();
+                self.changed.clear();
+                had
+            }
+            Change::Local => false,
+        }
+    }
+
+    /// `base` with the client's settings as startup parameters (replacing those of the same name).
+    pub fn key(&self, base: &UpstreamKey) -> UpstreamKey {
+        let mut params: Vec<(String, String)> = base
+            .params
+            .iter()
+            .filter(|(name, _)| !self.changed.contains_key(&name.to_ascii_lowercase()))
+            .cloned()
+            .collect();
+        params.extend(self.changed.iter().map(|(n, v)| (n.clone(), v.clone())));
+        UpstreamKey {
+            login: base.login.clone(),
+            database: base.database.clone(),
+            params,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(name: &str, value: &str) -> Option<Change> {
+        Some(Change::Set(name.into(), value.into()))
+    }
+
+    #[test]
+    fn plain_sets_of_listed_settings_follow_the_client_and_the_rest_do_not() {
+        assert_eq!(
+            change(b"SET extra_float_digits = 3"),
+            set("extra_float_digits", "3")
+        );
+        assert_eq!(
+            change(b"set application_name to 'PostgreSQL JDBC Driver';"),
+            set("application_name", "PostgreSQL JDBC Driver")
+        );
+        assert_eq!(change(b"SET TIME ZONE 'UTC'"), set("timezone", "UTC"));
+        assert_eq!(
+            change(b"SET SESSION DateStyle = ISO"),
+            set("datestyle", "ISO")
+        );
+        assert_eq!(
+            change(b"SET LOCAL statement_timeout = 5"),
+            Some(Change::Local)
+        );
+        assert_eq!(change(b"RESET ALL"), Some(Change::ResetAll));
+        assert_eq!(change(b"DISCARD ALL"), Some(Change::ResetAll));
+        assert_eq!(
+            change(b"RESET statement_timeout"),
+            Some(Change::Reset("statement_timeout".into()))
+        );
+        for other in [
+            &b"SET search_path = evil"[..],
+            b"SET role = admin",
+            b"SET maschera.region = 'south'",
+            b"SET application_name = 'a''b'",
+            b"SET statement_timeout = 5; SELECT 1",
+            b"SET datestyle = ISO, DMY",
+            b"SELECT 1",
+        ] {
+            assert_eq!(change(other), None, "{}", String::from_utf8_lossy(other));
+        }
+    }
+
+    #[test]
+    fn the_key_carries_the_clients_settings_over_the_startup_parameters() {
+        let base = UpstreamKey {
+            login: crate::upstream::Login {
+                user: "sales".into(),
+                password: None,
+            },
+            database: "crm".into(),
+            params: vec![
+                ("application_name".into(), "psql".into()),
+                ("maschera.region".into(), "north".into()),
+            ],
+        };
+        let mut settings = ClientSettings::default();
+        assert!(settings.apply(Change::Set("application_name".into(), "app".into())));
+        assert!(!settings.apply(Change::Set("application_name".into(), "app".into())));
+        let key = settings.key(&base);
+        assert_eq!(
+            key.params,
+            [
+                ("maschera.region".to_owned(), "north".to_owned()),
+                ("application_name".to_owned(), "app".to_owned())
+            ]
+        );
+        assert!(settings.apply(Change::ResetAll));
+        assert!(settings.key(&base) == base);
+    }
+}
