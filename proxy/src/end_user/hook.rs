@@ -277,7 +277,8 @@ pub struct ApplicationHook {
     /// Cycles whose session-level switch ran as `SET LOCAL` upstream: PostgreSQL's warning about it
     /// is not the client's.
     quiet_warning: Option<u64>,
-    /// The last cycle PostgreSQL answered (ReadyForQuery).
+    /// The last cycle PostgreSQL answered (ReadyForQuery), or failed (after an ErrorResponse it runs
+    /// nothing more of the cycle; drivers send their next statement before its ReadyForQuery).
     answered: u64,
     /// The last cycle that ran a statement or a switch (a cycle of Close and Sync only does not
     /// count: drivers pipeline those).
@@ -782,6 +783,9 @@ impl SessionHook for ApplicationHook {
         self.state.on_server_event(event);
         match event {
             ServerEvent::CommandComplete { .. } | ServerEvent::Error { .. } => {
+                if matches!(event, ServerEvent::Error { .. }) {
+                    self.answered = self.answered.max(cycle);
+                }
                 if let Some(Answerer::Served(index)) = self.answerer(cycle)
                     && let Some(served) = self.slot_mut(index)
                 {

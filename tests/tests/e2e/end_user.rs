@@ -476,3 +476,116 @@ fn pgjdbc_alternates_end_users_on_one_connection() {
     assert!(south > 0, "{stdout}");
     assert_eq!(lines[9..], ["after 1"], "{stdout}");
 }
+
+/// Transaction pooling (`[pool] mode = "transaction"`) and an application user: refused at login
+/// (0A000) unless the users file gives it `pool_mode = "session"`, with which it is served as in session
+/// mode: each transaction of `crm` on its end user's connection (sam's north sales login, tom's
+/// support login), alternating on one client connection, by `SET` and by `set_config`; HS256
+/// tokens with the secret from the environment. (The pool keeps a connection across transactions
+/// once it sees a session-level SET, so it could not guarantee the end user's connection.)
+#[tokio::test(flavor = "multi_thread")]
+async fn transaction_pooling_refuses_application_users_unless_in_session_mode() {
+    use maschera::end_user::config::KeyAlgorithm;
+    use maschera::end_user::sign::{TokenRequest, sign_pem};
+    const SECRET_ENV: &str = "MASCHERA_TEST_END_USER_SECRET";
+    const SECRET: &str = "a test secret of at least thirty-two bytes";
+    // SAFETY: set before the proxy starts and before any other thread reads the environment of
+    // this test's process (nextest runs each test in a process of its own).
+    unsafe { std::env::set_var(SECRET_ENV, SECRET) };
+    let sections = format!(
+        "[pool]\nmode = \"transaction\"\nsize = 2\nacquire_timeout_seconds = 3\n\n\
+         [end_users]\nkeys = [{{ kid = \"hs\", algorithm = \"HS256\", secret_env = \"{SECRET_ENV}\" }}]\n"
+    );
+    let crm = maschera_tests::Fixture::crm(200)
+        .users([
+            ("sam", "sales", &[("region", "north")][..]),
+            ("tom", "support", &[]),
+        ])
+        .config(|options| options.sections = sections)
+        .before_proxy(|pg| {
+            use maschera::end_user::application::{Application, AttributeBounds};
+            let path = pg.dir().join("users.toml");
+            let mut users = maschera::users::UserStore::load(&path).unwrap();
+            let application = Application {
+                roles: vec!["sales".into(), "support".into()],
+                attributes: AttributeBounds::UsersFile,
+                keys: Vec::new(),
+            };
+            let user = maschera::users::User {
+                name: "crm".into(),
+                role: String::new(),
+                attributes: Default::default(),
+                verifier: maschera::scram::Verifier::from_password(
+                    &maschera_tests::crm_proxy::crm_password("crm"),
+                    4096,
+                ),
+            };
+            let erp = maschera::users::User {
+                name: "erp".into(),
+                ..user.clone()
+            };
+            users.insert_application(user, application.clone()).unwrap();
+            users.insert_application(erp, application).unwrap();
+            users.save(&path).unwrap();
+            let mut text = std::fs::read_to_string(&path).unwrap();
+            text = text.replace("[users.crm]\n", "[users.crm]\npool_mode = \"session\"\n");
+            std::fs::write(&path, text).unwrap();
+        })
+        .start()
+        .await
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let token = |end_user: &str| {
+        let request = TokenRequest {
+            end_user: end_user.into(),
+            role: None,
+            attributes: Default::default(),
+            issuer: None,
+            audience: None,
+            issued: now,
+            expires: now + 300,
+            not_before: None,
+            jti: None,
+        };
+        sign_pem(&request, KeyAlgorithm::HS256, Some("hs"), SECRET.as_bytes()).unwrap()
+    };
+    let (sam, tom) = (token("sam"), token("tom"));
+    let erp_uri = crm.proxy.uri_as(
+        "erp",
+        &maschera_tests::crm_proxy::crm_password("crm"),
+        "crm",
+    );
+    let refused = maschera_tests::connect(&erp_uri)
+        .await
+        .expect_err("erp refused");
+    let refused = refused
+        .downcast_ref::<tokio_postgres::Error>()
+        .expect("an ErrorResponse");
+    let (code, message) = error_of(refused);
+    assert_eq!(code, "0A000", "{message}");
+    assert!(message.contains("session mode"), "{message}");
+    let app = crm.through_proxy("crm").await;
+    let (code, message) = simple_refusal(&app, "SELECT email FROM contacts").await;
+    assert_eq!(code, "42501", "{message}");
+    let emails = "SELECT email FROM contacts ORDER BY id LIMIT 5";
+    for round in 0..3 {
+        app.batch_execute(&format!("SET maschera.end_user = '{sam}'"))
+            .await
+            .unwrap();
+        assert_eq!(
+            simple_column(&app, "SELECT DISTINCT region FROM contacts").await,
+            ["north"],
+            "round {round}"
+        );
+        app.query_one("SELECT set_config('maschera.end_user', $1, false)", &[&tom])
+            .await
+            .unwrap();
+        let masked = simple_column(&app, emails).await;
+        assert!(masked.iter().all(|e| e.contains("***@")), "{masked:?}");
+        let regions = simple_column(&app, "SELECT count(DISTINCT region) FROM contacts").await;
+        assert_eq!(regions, ["3"], "round {round}: tom sees every region");
+    }
+}
