@@ -589,3 +589,71 @@ async fn transaction_pooling_refuses_application_users_unless_in_session_mode() 
         assert_eq!(regions, ["3"], "round {round}: tom sees every region");
     }
 }
+
+/// `maschera user add --application` writes the application's bounds to the users file, `user
+/// list --json` marks it, and an application without a role it may act as is refused.
+#[test]
+fn user_add_application_writes_its_bounds() {
+    use maschera::end_user::application::AttributeBounds;
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.toml");
+    let run = |args: &[&str]| {
+        let mut child = std::process::Command::new(maschera_bin())
+            .arg("user")
+            .args(args)
+            .args(["--password-stdin", "--users"])
+            .arg(&users)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"Crm-app-p4ss#Wq8!zR-long\n").unwrap();
+        drop(stdin);
+        child.wait_with_output().unwrap()
+    };
+    let out = run(&[
+        "add",
+        "crm",
+        "--application",
+        "--end-user-role",
+        "sales",
+        "--end-user-role",
+        "support",
+        "--end-user-attr",
+        "region=north,south",
+        "--key",
+        "k1",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let store = maschera::users::UserStore::load(&users).unwrap();
+    let crm = store.application("crm").expect("an application user");
+    assert_eq!(crm.roles, ["sales", "support"]);
+    assert_eq!(crm.keys, ["k1"]);
+    let AttributeBounds::Values(values) = &crm.attributes else {
+        panic!("{:?}", crm.attributes)
+    };
+    assert_eq!(values["region"], ["north", "south"]);
+    assert_eq!(store.get("crm").unwrap().role, "", "no role of its own");
+    let list = std::process::Command::new(maschera_bin())
+        .args(["user", "list", "--json", "--users"])
+        .arg(&users)
+        .output()
+        .unwrap();
+    let listed: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(
+        listed[0]["application"],
+        serde_json::Value::Bool(true),
+        "{listed}"
+    );
+    let out = run(&["add", "erp", "--application"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("at least one role"), "{stderr}");
+}
