@@ -114,7 +114,8 @@ impl Proxy {
                 .users
                 .users()
                 .map(|u| u.role.as_str())
-                .filter(|role| state.role(role).is_none())
+                // An application user with no role of its own is served without one.
+                .filter(|role| !role.is_empty() && state.role(role).is_none())
                 .collect();
             if !unknown.is_empty() {
                 warn!(database, roles = ?unknown, "users with these roles cannot log in to this database: its policy does not name them");
@@ -385,6 +386,12 @@ async fn serve(
             let (login, client_params) = (&proxy.login, &client.params);
             enforce::session_setup(&policy, audit, rate, user, client_params, login, params)
         }
+        Ok(Route::PassThrough) if application.is_some() => Err(enforce::LoginRefusal {
+            code: "28000",
+            message: format!(
+                "database \"{database}\" has no Maschera policy: an application user acts for end users only where a policy serves them"
+            ),
+        }),
         Ok(Route::PassThrough) => Ok(SessionSetup::pass_through(
             proxy.login.clone(),
             params,
@@ -404,7 +411,19 @@ async fn serve(
         }
     };
     let mode = proxy.users.pool_mode(&user.name);
-    if mode.unwrap_or(proxy.config.pool.mode) == crate::pool::PoolMode::Transaction {
+    let pooled = mode.unwrap_or(proxy.config.pool.mode) == crate::pool::PoolMode::Transaction;
+    if pooled && setup.key.is_some() {
+        // The pool keeps a connection across transactions when it sees a session-level SET (the
+        // end-user routes among them), so the end user's connection could not be guaranteed.
+        let message = "an application user is served in session mode only: give it `pool_mode = \"session\"` in the users file (or [pool] mode = \"session\")";
+        info!(
+            code = "0A000",
+            "application user refused in transaction mode"
+        );
+        frame::send_fatal(&mut client.stream, "0A000", message).await;
+        return Ok(());
+    }
+    if pooled {
         let key = crate::upstream_source::UpstreamKey {
             login: setup.login,
             database,

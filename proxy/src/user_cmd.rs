@@ -189,8 +189,13 @@ fn print_list(store: &UserStore, json: bool) -> anyhow::Result<()> {
         let list: Vec<_> = store
             .users()
             .map(|u| {
-                serde_json::json!({"name": u.name, "role": u.role, "attributes": u.attributes,
-                    "application": store.application(&u.name).is_some()})
+                let mut entry =
+                    serde_json::json!({"name": u.name, "role": u.role, "attributes": u.attributes});
+                // Only application users carry the member (the others' lines stay as they were).
+                if store.application(&u.name).is_some() {
+                    entry["application"] = serde_json::Value::Bool(true);
+                }
+                entry
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&list)?);

@@ -44,8 +44,8 @@ use tracing::info;
 /// an identifier, so never a policy's role nor a key of the rewrite cache of one).
 pub const NO_END_USER_ROLE: &str = "(no end user)";
 
-/// End users served by one session at most; beyond, the hooks of end users not in use are dropped
-/// (and made again when needed).
+/// End users one session keeps the hooks of; beyond, the hooks of end users not in use are dropped
+/// (and made again when needed: a long-lived connection of a web application serves many).
 const MAX_SERVED: usize = 64;
 
 /// What the proxy shares between application sessions.
@@ -257,8 +257,10 @@ pub struct ApplicationHook {
     maker: Maker,
     rate: Option<RateLimit>,
     state: EndUserState,
-    /// `served[0]`: no end user.
-    served: Vec<Served>,
+    /// `served[0]`: no end user; `None`: a slot freed (see [`ApplicationHook::forget_unused`]).
+    served: Vec<Option<Served>>,
+    /// The upstream of `served[0]`.
+    own_upstream: Arc<UpstreamKey>,
     /// Index in `served` by end user (name, role, attributes).
     by_end_user: HashMap<(String, String, BTreeMap<String, String>), usize>,
     /// Per cycle, in order: who answers each Query (`true`: until the cycle ends) or Execute.
@@ -275,7 +277,8 @@ pub struct ApplicationHook {
     /// Cycles whose session-level switch ran as `SET LOCAL` upstream: PostgreSQL's warning about it
     /// is not the client's.
     quiet_warning: Option<u64>,
-    /// The last cycle PostgreSQL answered (ReadyForQuery).
+    /// The last cycle PostgreSQL answered (ReadyForQuery), or failed (after an ErrorResponse it runs
+    /// nothing more of the cycle; drivers send their next statement before its ReadyForQuery).
     answered: u64,
     /// The last cycle that ran a statement or a switch (a cycle of Close and Sync only does not
     /// count: drivers pipeline those).
@@ -337,7 +340,8 @@ impl ApplicationHook {
                 maker,
                 rate,
                 state: EndUserState::default(),
-                served: vec![first],
+                own_upstream: first.upstream.clone(),
+                served: vec![Some(first)],
                 by_end_user: HashMap::new(),
                 answers: VecDeque::new(),
                 taking_part: VecDeque::new(),
@@ -356,7 +360,19 @@ impl ApplicationHook {
 
     /// The upstream the current end user's statements go to.
     pub fn upstream(&self) -> &Arc<UpstreamKey> {
-        &self.served[self.current_index()].upstream
+        self.upstream_of(self.current_index())
+    }
+
+    fn upstream_of(&self, index: usize) -> &Arc<UpstreamKey> {
+        self.slot(index).map_or(&self.own_upstream, |s| &s.upstream)
+    }
+
+    fn slot(&self, index: usize) -> Option<&Served> {
+        self.served.get(index).and_then(Option::as_ref)
+    }
+
+    fn slot_mut(&mut self, index: usize) -> Option<&mut Served> {
+        self.served.get_mut(index).and_then(Option::as_mut)
     }
 
     fn current_index(&self) -> usize {
@@ -426,45 +442,39 @@ impl ApplicationHook {
         if self.by_end_user.contains_key(&key) {
             return Ok(());
         }
-        if self.served.len() > MAX_SERVED {
+        if self.by_end_user.len() >= MAX_SERVED {
             self.forget_unused();
         }
         let served = self
             .maker
             .make(Some(who))
             .map_err(|refusal| refuse(refusal.code, refusal.message))?;
-        self.served.push(served);
-        self.by_end_user.insert(key, self.served.len() - 1);
+        let index = match self.served.iter().skip(1).position(Option::is_none) {
+            Some(free) => free + 1,
+            None => {
+                self.served.push(None);
+                self.served.len() - 1
+            }
+        };
+        self.served[index] = Some(served);
+        self.by_end_user.insert(key, index);
         Ok(())
     }
 
-    /// Drops the hooks of end users neither current nor waiting for answers.
+    /// Frees the hooks of end users neither current nor serving the transaction, when no answer
+    /// is awaited; statements they prepared can no longer be executed (26000).
     fn forget_unused(&mut self) {
         if !self.answers.is_empty() || !self.taking_part.is_empty() {
             return;
         }
-        let current = self.current_index();
-        let keep: Vec<usize> = [0, current].into_iter().collect();
-        let mut kept = Vec::new();
-        let mut by_end_user = HashMap::new();
-        for (key, index) in self.by_end_user.drain() {
-            if keep.contains(&index) {
-                by_end_user.insert(key, index);
+        let keep = [0, self.current_index(), self.transaction.unwrap_or(0)];
+        self.by_end_user.retain(|_, index| keep.contains(index));
+        for (index, slot) in self.served.iter_mut().enumerate() {
+            if !keep.contains(&index) {
+                *slot = None;
             }
         }
-        for (index, served) in std::mem::take(&mut self.served).into_iter().enumerate() {
-            if keep.contains(&index) {
-                let new = kept.len();
-                kept.push(served);
-                for value in by_end_user.values_mut() {
-                    if *value == index {
-                        *value = new;
-                    }
-                }
-            }
-        }
-        self.served = kept;
-        self.by_end_user = by_end_user;
+        self.prepared_by.retain(|_, index| keep.contains(index));
     }
 
     /// A switch to `who` (`None`: RESET) for `scope`.
@@ -560,7 +570,7 @@ impl ApplicationHook {
     fn serve(&mut self, tag: u8, frame: &[u8], cycle: u64) -> Decision {
         let index = self.current_index();
         let transaction = *self.transaction.get_or_insert(index);
-        if *self.served[transaction].upstream != *self.served[index].upstream
+        if **self.upstream_of(transaction) != **self.upstream_of(index)
             && matches!(tag, b'Q' | b'P' | b'B' | b'E' | b'D' | b'F')
         {
             return refuse(
@@ -591,7 +601,13 @@ impl ApplicationHook {
         if !self.taking_part.contains(&(cycle, index)) {
             self.taking_part.push_back((cycle, index));
         }
-        let decision = self.served[index].hook.on_client_message(tag, frame, cycle);
+        let Some(served) = self.slot_mut(index) else {
+            return refuse(
+                "0A000",
+                "the end user's session state is gone: set the end user again",
+            );
+        };
+        let decision = served.hook.on_client_message(tag, frame, cycle);
         if index == 0 && self.maker.application.role.is_empty() {
             return no_end_user(decision);
         }
@@ -755,7 +771,10 @@ impl SessionHook for ApplicationHook {
             return ServerFrame::Withhold;
         }
         match self.answerer(cycle) {
-            Some(Answerer::Served(index)) => self.served[index].hook.server_frame(tag, body, cycle),
+            Some(Answerer::Served(index)) => match self.slot_mut(index) {
+                Some(served) => served.hook.server_frame(tag, body, cycle),
+                None => ServerFrame::Pass,
+            },
             _ => ServerFrame::Pass,
         }
     }
@@ -764,8 +783,13 @@ impl SessionHook for ApplicationHook {
         self.state.on_server_event(event);
         match event {
             ServerEvent::CommandComplete { .. } | ServerEvent::Error { .. } => {
-                if let Some(Answerer::Served(index)) = self.answerer(cycle) {
-                    self.served[index].hook.on_server_event(event, cycle);
+                if matches!(event, ServerEvent::Error { .. }) {
+                    self.answered = self.answered.max(cycle);
+                }
+                if let Some(Answerer::Served(index)) = self.answerer(cycle)
+                    && let Some(served) = self.slot_mut(index)
+                {
+                    served.hook.on_server_event(event, cycle);
                 }
                 let execute = matches!(self.answers.front(), Some((c, _, false)) if *c == cycle);
                 if execute && matches!(event, ServerEvent::CommandComplete { .. }) {
@@ -781,7 +805,9 @@ impl SessionHook for ApplicationHook {
                         break;
                     }
                     self.taking_part.pop_front();
-                    self.served[index].hook.on_server_event(event, c);
+                    if let Some(served) = self.slot_mut(index) {
+                        served.hook.on_server_event(event, c);
+                    }
                 }
                 self.answered = self.answered.max(cycle);
                 if self.quiet_warning.is_some_and(|c| c <= cycle) {
@@ -795,6 +821,7 @@ impl SessionHook for ApplicationHook {
         let holds: Vec<Hold> = self
             .served
             .iter_mut()
+            .flatten()
             .filter_map(|s| s.hook.hold())
             .collect();
         match holds.len() {
@@ -811,13 +838,13 @@ impl SessionHook for ApplicationHook {
 
     fn at_transaction_boundary(&mut self) {
         self.transaction = None;
-        for served in &mut self.served {
+        for served in self.served.iter_mut().flatten() {
             served.hook.at_transaction_boundary();
         }
     }
 
     fn upstream_key(&mut self) -> Option<Arc<UpstreamKey>> {
         let index = self.transaction.unwrap_or_else(|| self.current_index());
-        Some(self.served[index].upstream.clone())
+        Some(self.upstream_of(index).clone())
     }
 }

@@ -357,6 +357,26 @@ mod tests {
         assert!(!mentions(b"SELECT 1"));
     }
 
+    /// A Bind of portal `p` to statement `s1` with one text parameter.
+    fn bind_of(value: &[u8]) -> BytesMut {
+        let mut out = BytesMut::new();
+        postgres_protocol::message::frontend::bind(
+            "p",
+            "s1",
+            [0i16],
+            [value],
+            |value, out| {
+                out.extend_from_slice(value);
+                Ok(postgres_protocol::IsNull::No)
+            },
+            [0i16],
+            &mut out,
+        )
+        .map_err(|_| ())
+        .unwrap();
+        out
+    }
+
     #[test]
     fn substitutes_never_carry_the_token_and_keep_the_bind_layout() {
         let route = query_route("SET LOCAL maschera.end_user = 'secret.token.here'").unwrap();
@@ -381,40 +401,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(&replaced[..], &expected[..]);
-        let mut bind_frame = BytesMut::new();
-        postgres_protocol::message::frontend::bind(
-            "p",
-            "s1",
-            [0i16],
-            [b"secret.token.here"],
-            |value, out| {
-                out.extend_from_slice(value);
-                Ok(postgres_protocol::IsNull::No)
-            },
-            [0i16],
-            &mut bind_frame,
-        )
-        .map_err(|_| ())
-        .unwrap();
+        let bind_frame = bind_of(b"secret.token.here");
         let parsed = bind(frame::body(&bind_frame)).unwrap();
         assert_eq!(parsed.statement, b"s1");
         assert_eq!(parsed.params, vec![Some(&b"secret.token.here"[..])]);
-        let mut expected = BytesMut::new();
-        postgres_protocol::message::frontend::bind(
-            "p",
-            "s1",
-            [0i16],
-            [b"sha256:0011"],
-            |value, out| {
-                out.extend_from_slice(value);
-                Ok(postgres_protocol::IsNull::No)
-            },
-            [0i16],
-            &mut expected,
-        )
-        .map_err(|_| ())
-        .unwrap();
-        assert_eq!(&parsed.with_param("sha256:0011")[..], &expected[..]);
+        assert_eq!(
+            &parsed.with_param("sha256:0011")[..],
+            &bind_of(b"sha256:0011")[..]
+        );
         assert!(bind(b"p\0s1\0\x00").is_none());
     }
 }

@@ -6,7 +6,7 @@
 
 use super::config::{EndUserConfig, KeyAlgorithm};
 use super::token::{jwt_algorithm, secret};
-use crate::users::UserStore;
+use crate::users::{User, UserStore};
 use anyhow::{Context, bail};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::Serialize;
@@ -36,6 +36,24 @@ pub struct TokenRequest {
     pub jti: Option<String>,
 }
 
+impl TokenRequest {
+    /// The claims for `user` (its role and attributes) with the issuer and audience `config`
+    /// requires, issued at `issued` for `ttl` seconds, without `nbf` and `jti`.
+    pub fn for_user(user: &User, config: &EndUserConfig, issued: u64, ttl: u64) -> TokenRequest {
+        TokenRequest {
+            end_user: user.name.clone(),
+            role: Some(user.role.clone()),
+            attributes: user.attributes.clone(),
+            issuer: config.issuer.clone(),
+            audience: config.audience.clone(),
+            issued,
+            expires: issued + ttl,
+            not_before: None,
+            jti: None,
+        }
+    }
+}
+
 /// Signs `request` with `key` (of `algorithm`), naming `kid` in the header.
 pub fn sign_with(
     request: &TokenRequest,
@@ -46,6 +64,28 @@ pub fn sign_with(
     let mut header = Header::new(algorithm);
     header.kid = kid.map(str::to_owned);
     jsonwebtoken::encode(&header, request, key)
+}
+
+/// Signs `request` with `key`: a PKCS#8 PEM private key, or the secret itself for HS256.
+pub fn sign_pem(
+    request: &TokenRequest,
+    algorithm: KeyAlgorithm,
+    kid: Option<&str>,
+    key: &[u8],
+) -> anyhow::Result<String> {
+    let encoding = match algorithm {
+        KeyAlgorithm::HS256 => EncodingKey::from_secret(key),
+        KeyAlgorithm::EdDSA => EncodingKey::from_ed_pem(key),
+        KeyAlgorithm::ES256 => EncodingKey::from_ec_pem(key),
+        KeyAlgorithm::RS256 => EncodingKey::from_rsa_pem(key),
+    }
+    .context("the signing key")?;
+    Ok(sign_with(
+        request,
+        jwt_algorithm(algorithm),
+        kid,
+        &encoding,
+    )?)
 }
 
 /// A token for `end_user` of `users` (its role and attributes from the users file), living `ttl`
@@ -69,34 +109,15 @@ pub fn token_for_user(
         );
     }
     let issued = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
-    let request = TokenRequest {
-        end_user: end_user.to_owned(),
-        role: Some(user.role.clone()),
-        attributes: user.attributes.clone(),
-        issuer: config.issuer.clone(),
-        audience: config.audience.clone(),
-        issued,
-        expires: issued + ttl,
-        not_before: None,
-        jti: None,
-    };
+    let request = TokenRequest::for_user(user, config, issued, ttl);
     for key in &config.keys {
-        let encoding = match (key.algorithm, &key.private_key) {
-            (KeyAlgorithm::HS256, _) => EncodingKey::from_secret(&secret(key)?)?,
+        let pem = match (key.algorithm, &key.private_key) {
+            (KeyAlgorithm::HS256, _) => secret(key)?,
             (_, None) => continue,
-            (algorithm, Some(path)) => {
-                let pem = std::fs::read(path)
-                    .with_context(|| format!("reading the private key {}", path.display()))?;
-                match algorithm {
-                    KeyAlgorithm::EdDSA => EncodingKey::from_ed_pem(&pem),
-                    KeyAlgorithm::ES256 => EncodingKey::from_ec_pem(&pem),
-                    _ => EncodingKey::from_rsa_pem(&pem),
-                }
-                .with_context(|| format!("the private key {}", path.display()))?
-            }
+            (_, Some(path)) => std::fs::read(path)
+                .with_context(|| format!("reading the private key {}", path.display()))?,
         };
-        let algorithm = jwt_algorithm(key.algorithm);
-        return Ok(sign_with(&request, algorithm, Some(&key.kid), &encoding)?);
+        return sign_pem(&request, key.algorithm, Some(&key.kid), &pem);
     }
     bail!("no key of [end_users] has a private_key or secret_env to sign with")
 }

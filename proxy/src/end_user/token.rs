@@ -394,17 +394,13 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn sam(now: u64) -> TokenRequest {
-        TokenRequest {
-            end_user: "sam".into(),
-            role: Some("sales".into()),
+        let user = crate::users::User {
+            name: "sam".into(),
+            role: "sales".into(),
             attributes: BTreeMap::from([("region".into(), "north".into())]),
-            issuer: Some("crm".into()),
-            audience: Some("maschera".into()),
-            issued: now,
-            expires: now + 600,
-            not_before: None,
-            jti: None,
-        }
+            verifier: crate::scram::Verifier::from_password("x", 1),
+        };
+        TokenRequest::for_user(&user, &keys().config, now, 600)
     }
 
     fn ed(keys: &Keys, request: &TokenRequest) -> String {

@@ -138,30 +138,24 @@ async fn one_application_login_serves_each_end_user_as_their_role() {
         !shown.contains(&sam[..20]),
         "set_config answers with the token id, not the token"
     );
-    let count: i64 = crm
-        .query_one(
-            "SELECT count(*) FROM contacts WHERE region <> $1",
-            &[&"north"],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(count, 0, "sam sees north only");
+    let outside_north = || async {
+        let row = crm
+            .query_one(
+                "SELECT count(*) FROM contacts WHERE region <> $1",
+                &[&"north"],
+            )
+            .await
+            .unwrap();
+        row.get::<_, i64>(0)
+    };
+    assert_eq!(outside_north().await, 0, "sam sees north only");
     let bad_bound = crm
         .query_one("SELECT set_config('maschera.end_user', $1, false)", &[&bad])
         .await
         .unwrap_err();
     let (code, message) = error_of(&bad_bound);
     assert_eq!(code, "28000", "{message}");
-    let count: i64 = crm
-        .query_one(
-            "SELECT count(*) FROM contacts WHERE region <> $1",
-            &[&"north"],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(count, 0, "still sam after a refused token");
+    assert_eq!(outside_north().await, 0, "still sam after a refused token");
 
     // RESET: no end user again.
     crm.batch_execute("RESET maschera.end_user").await.unwrap();
@@ -273,4 +267,393 @@ with psycopg.connect(uri, autocommit=True, prepare_threshold=0) as conn:
     assert!(psql.stderr.contains("signature"), "{psql:?}");
     assert!(!psql.stderr.contains(&tom[tom.len() - 20..]), "{psql:?}");
     assert!(psql.stdout.lines().any(|l| l == "1"), "still sam: {psql:?}");
+}
+
+/// Every kind of bad token sent as `crm`, signed with the demo's own key where the check is not the
+/// signature's: refused with the check it failed (28000, or 42501 for the application's bounds),
+/// never echoed, recorded in the access log, and the session goes on; past `max_failures` (20) bad
+/// tokens from one application login and address, tokens are refused with 53300, good ones too.
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_tokens_are_refused_by_their_check_and_limited() {
+    use maschera::end_user::config::KeyAlgorithm;
+    use maschera::end_user::sign::{TokenRequest, sign_pem};
+    let demo = Demo::start();
+    let private = std::fs::read(demo.dir().join("end-user-key.pem")).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let base = TokenRequest {
+        end_user: "sam".into(),
+        role: Some("sales".into()),
+        attributes: [("region".to_string(), "north".to_string())].into(),
+        issuer: Some("maschera-demo".into()),
+        audience: Some("maschera".into()),
+        issued: now,
+        expires: now + 300,
+        not_before: None,
+        jti: None,
+    };
+    let sign = |change: &dyn Fn(&mut TokenRequest), kid: &str| {
+        let mut request = base.clone();
+        change(&mut request);
+        sign_pem(&request, KeyAlgorithm::EdDSA, Some(kid), &private).unwrap()
+    };
+    let cases: Vec<(&str, String, &str, &str)> = vec![
+        (
+            "expired",
+            sign(&|r| r.expires = now - 120, "demo"),
+            "28000",
+            "expired",
+        ),
+        (
+            "not yet valid",
+            sign(&|r| r.not_before = Some(now + 300), "demo"),
+            "28000",
+            "not valid yet",
+        ),
+        (
+            "lifetime",
+            sign(&|r| r.expires = now + 7200, "demo"),
+            "28000",
+            "lives longer",
+        ),
+        (
+            "audience",
+            sign(&|r| r.audience = Some("other".into()), "demo"),
+            "28000",
+            "audience",
+        ),
+        (
+            "issuer",
+            sign(&|r| r.issuer = Some("other".into()), "demo"),
+            "28000",
+            "issuer",
+        ),
+        (
+            "unknown kid",
+            sign(&|_| {}, "retired"),
+            "28000",
+            "key (kid)",
+        ),
+        (
+            "role",
+            sign(&|r| r.role = Some("dpo".into()), "demo"),
+            "42501",
+            "role",
+        ),
+        (
+            "attribute",
+            sign(
+                &|r| {
+                    r.attributes.insert("region".into(), "south".into());
+                },
+                "demo",
+            ),
+            "42501",
+            "attributes",
+        ),
+        (
+            "unknown end user",
+            sign(
+                &|r| {
+                    r.end_user = "nobody".into();
+                    r.role = None;
+                },
+                "demo",
+            ),
+            "42501",
+            "not in the users file",
+        ),
+        ("malformed", "not-a-token".into(), "28000", "well-formed"),
+        ("oversized", "x".repeat(9000), "28000", "longer than"),
+    ];
+    let crm = connect(&demo.user("crm").uri).await;
+    for (case, token, code, says) in &cases {
+        let (got, message) =
+            simple_refusal(&crm, &format!("SET maschera.end_user = '{token}'")).await;
+        assert_eq!((got.as_str(), case), (*code, case), "{message}");
+        assert!(message.contains(says), "{case}: {message}");
+        let tail = &token[token.len().saturating_sub(16)..];
+        assert!(
+            !message.contains(tail),
+            "{case}: the token is echoed: {message}"
+        );
+        assert_eq!(
+            simple_column(&crm, "SELECT 1").await,
+            ["1"],
+            "{case}: the session goes on"
+        );
+    }
+    let good = sign(&|_| {}, "demo");
+    crm.batch_execute(&format!("SET maschera.end_user = '{good}'"))
+        .await
+        .unwrap();
+    assert_eq!(
+        simple_column(&crm, "SELECT DISTINCT region FROM contacts").await,
+        ["north"]
+    );
+    // 11 bad tokens so far; 9 more reach the limit of 20, then even a good one is refused.
+    for _ in 0..9 {
+        let (code, _) = simple_refusal(&crm, "SET maschera.end_user = 'bad'").await;
+        assert_eq!(code, "28000");
+    }
+    let (code, message) = simple_refusal(&crm, &format!("SET maschera.end_user = '{good}'")).await;
+    assert_eq!(code, "53300", "{message}");
+    assert!(
+        message.contains("too many bad end-user tokens"),
+        "{message}"
+    );
+    assert_eq!(
+        simple_column(&crm, "SELECT DISTINCT region FROM contacts").await,
+        ["north"],
+        "the end user set before stays"
+    );
+    drop(crm);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let records = access_log(&demo.facts.audit_log);
+    for label in [
+        "expired",
+        "not_yet_valid",
+        "audience",
+        "unknown_key",
+        "role_not_allowed",
+        "oversized",
+    ] {
+        let refused = format!("end-user token refused: {label}");
+        assert!(
+            records.contains(&refused),
+            "no {refused:?} in the access log"
+        );
+    }
+}
+
+/// pgjdbc (server-side prepared statements from the second execution) alternating sam and tom on
+/// one connection of `crm` by `set_config`: each sees its own cells; a statement prepared for sam,
+/// executed for tom, is refused (26000) and pgjdbc prepares it again, rewritten for tom.
+#[test]
+fn pgjdbc_alternates_end_users_on_one_connection() {
+    let jar = "/usr/share/java/postgresql.jar";
+    assert!(
+        Path::new(jar).is_file(),
+        "pgjdbc is not installed: apt-get install libpostgresql-jdbc-java"
+    );
+    let demo = Demo::start();
+    let config = demo.facts.config.clone();
+    let (sam, tom) = (token(&config, "sam"), token(&config, "tom"));
+    let crm = demo.user("crm");
+    let address = crm.uri.rsplit('@').next().unwrap();
+    let url = format!("jdbc:postgresql://{address}");
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("compat/end_user");
+    let out = std::process::Command::new("java")
+        .current_dir(&source)
+        .args(["-Xshare:auto", "-XX:TieredStopAtLevel=1", "-cp", jar])
+        .arg("EndUserClient.java")
+        .args([&url, "crm", &crm.password, &sam, &tom])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut expected = Vec::new();
+    for round in 0..3 {
+        expected.push(format!("sam {round} north"));
+        expected.push(format!("tom {round} true 5"));
+    }
+    expected.extend(["prepared sam 0", "prepared sam 0"].map(String::from));
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[..8], expected, "{stdout}");
+    // pgjdbc prepares the statement again itself on the 26000 for a statement prepared for sam,
+    // now rewritten for tom (support sees every region).
+    let south: i64 = lines[8]
+        .strip_prefix("prepared tom served ")
+        .unwrap_or_else(|| panic!("{stdout}"))
+        .parse()
+        .unwrap();
+    assert!(south > 0, "{stdout}");
+    assert_eq!(lines[9..], ["after 1"], "{stdout}");
+}
+
+/// Transaction pooling (`[pool] mode = "transaction"`) and an application user: refused at login
+/// (0A000) unless the users file gives it `pool_mode = "session"`, with which it is served as in session
+/// mode: each transaction of `crm` on its end user's connection (sam's north sales login, tom's
+/// support login), alternating on one client connection, by `SET` and by `set_config`; HS256
+/// tokens with the secret from the environment. (The pool keeps a connection across transactions
+/// once it sees a session-level SET, so it could not guarantee the end user's connection.)
+#[tokio::test(flavor = "multi_thread")]
+async fn transaction_pooling_refuses_application_users_unless_in_session_mode() {
+    use maschera::end_user::config::KeyAlgorithm;
+    use maschera::end_user::sign::{TokenRequest, sign_pem};
+    const SECRET_ENV: &str = "MASCHERA_TEST_END_USER_SECRET";
+    const SECRET: &str = "a test secret of at least thirty-two bytes";
+    // SAFETY: set before the proxy starts and before any other thread reads the environment of
+    // this test's process (nextest runs each test in a process of its own).
+    unsafe { std::env::set_var(SECRET_ENV, SECRET) };
+    let sections = format!(
+        "[pool]\nmode = \"transaction\"\nsize = 2\nacquire_timeout_seconds = 3\n\n\
+         [end_users]\nkeys = [{{ kid = \"hs\", algorithm = \"HS256\", secret_env = \"{SECRET_ENV}\" }}]\n"
+    );
+    let crm = maschera_tests::Fixture::crm(200)
+        .users([
+            ("sam", "sales", &[("region", "north")][..]),
+            ("tom", "support", &[]),
+        ])
+        .config(|options| options.sections = sections)
+        .before_proxy(|pg| {
+            use maschera::end_user::application::{Application, AttributeBounds};
+            let path = pg.dir().join("users.toml");
+            let mut users = maschera::users::UserStore::load(&path).unwrap();
+            let application = Application {
+                roles: vec!["sales".into(), "support".into()],
+                attributes: AttributeBounds::UsersFile,
+                keys: Vec::new(),
+            };
+            let user = maschera::users::User {
+                name: "crm".into(),
+                role: String::new(),
+                attributes: Default::default(),
+                verifier: maschera::scram::Verifier::from_password(
+                    &maschera_tests::crm_proxy::crm_password("crm"),
+                    4096,
+                ),
+            };
+            let erp = maschera::users::User {
+                name: "erp".into(),
+                ..user.clone()
+            };
+            users.insert_application(user, application.clone()).unwrap();
+            users.insert_application(erp, application).unwrap();
+            users.save(&path).unwrap();
+            let mut text = std::fs::read_to_string(&path).unwrap();
+            text = text.replace("[users.crm]\n", "[users.crm]\npool_mode = \"session\"\n");
+            std::fs::write(&path, text).unwrap();
+        })
+        .start()
+        .await
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let token = |end_user: &str| {
+        let request = TokenRequest {
+            end_user: end_user.into(),
+            role: None,
+            attributes: Default::default(),
+            issuer: None,
+            audience: None,
+            issued: now,
+            expires: now + 300,
+            not_before: None,
+            jti: None,
+        };
+        sign_pem(&request, KeyAlgorithm::HS256, Some("hs"), SECRET.as_bytes()).unwrap()
+    };
+    let (sam, tom) = (token("sam"), token("tom"));
+    let erp_uri = crm.proxy.uri_as(
+        "erp",
+        &maschera_tests::crm_proxy::crm_password("crm"),
+        "crm",
+    );
+    let refused = maschera_tests::connect(&erp_uri)
+        .await
+        .expect_err("erp refused");
+    let refused = refused
+        .downcast_ref::<tokio_postgres::Error>()
+        .expect("an ErrorResponse");
+    let (code, message) = error_of(refused);
+    assert_eq!(code, "0A000", "{message}");
+    assert!(message.contains("session mode"), "{message}");
+    let app = crm.through_proxy("crm").await;
+    let (code, message) = simple_refusal(&app, "SELECT email FROM contacts").await;
+    assert_eq!(code, "42501", "{message}");
+    let emails = "SELECT email FROM contacts ORDER BY id LIMIT 5";
+    for round in 0..3 {
+        app.batch_execute(&format!("SET maschera.end_user = '{sam}'"))
+            .await
+            .unwrap();
+        assert_eq!(
+            simple_column(&app, "SELECT DISTINCT region FROM contacts").await,
+            ["north"],
+            "round {round}"
+        );
+        app.query_one("SELECT set_config('maschera.end_user', $1, false)", &[&tom])
+            .await
+            .unwrap();
+        let masked = simple_column(&app, emails).await;
+        assert!(masked.iter().all(|e| e.contains("***@")), "{masked:?}");
+        let regions = simple_column(&app, "SELECT count(DISTINCT region) FROM contacts").await;
+        assert_eq!(regions, ["3"], "round {round}: tom sees every region");
+    }
+}
+
+/// `maschera user add --application` writes the application's bounds to the users file, `user
+/// list --json` marks it, and an application without a role it may act as is refused.
+#[test]
+fn user_add_application_writes_its_bounds() {
+    use maschera::end_user::application::AttributeBounds;
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.toml");
+    let run = |args: &[&str]| {
+        let mut child = std::process::Command::new(maschera_bin())
+            .arg("user")
+            .args(args)
+            .args(["--password-stdin", "--users"])
+            .arg(&users)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"Crm-app-p4ss#Wq8!zR-long\n").unwrap();
+        drop(stdin);
+        child.wait_with_output().unwrap()
+    };
+    let out = run(&[
+        "add",
+        "crm",
+        "--application",
+        "--end-user-role",
+        "sales",
+        "--end-user-role",
+        "support",
+        "--end-user-attr",
+        "region=north,south",
+        "--key",
+        "k1",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let store = maschera::users::UserStore::load(&users).unwrap();
+    let crm = store.application("crm").expect("an application user");
+    assert_eq!(crm.roles, ["sales", "support"]);
+    assert_eq!(crm.keys, ["k1"]);
+    let AttributeBounds::Values(values) = &crm.attributes else {
+        panic!("{:?}", crm.attributes)
+    };
+    assert_eq!(values["region"], ["north", "south"]);
+    assert_eq!(store.get("crm").unwrap().role, "", "no role of its own");
+    let list = std::process::Command::new(maschera_bin())
+        .args(["user", "list", "--json", "--users"])
+        .arg(&users)
+        .output()
+        .unwrap();
+    let listed: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(
+        listed[0]["application"],
+        serde_json::Value::Bool(true),
+        "{listed}"
+    );
+    let out = run(&["add", "erp", "--application"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("at least one role"), "{stderr}");
 }
