@@ -490,10 +490,16 @@ pub fn drop_views_steps(policy: &Policy) -> Vec<Step> {
 /// recreate a schema would otherwise collide on its name). Taken again by the same transaction, it
 /// is already held.
 fn objects_lock_step() -> Step {
-    Step::plain(
-        "DO $maschera_do$ BEGIN PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('maschera policy objects')); END $maschera_do$",
-    )
+    Step::plain(format!(
+        "DO $maschera_do$ BEGIN PERFORM {OBJECTS_LOCK}; END $maschera_do$"
+    ))
 }
+
+/// The call that takes the objects' lock (see [`objects_lock_step`]) for the rest of a transaction:
+/// also what a reader of the compiled objects takes before it checks them, so that it never sees a
+/// schema change's recompilation half done.
+pub const OBJECTS_LOCK: &str =
+    "pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('maschera policy objects'))";
 
 /// Recreates every restricted role's views and grants from the current catalog (after a schema change;
 /// the logins and the key table already exist).
@@ -859,7 +865,7 @@ mod tests {
         }
         assert!(!sql.iter().any(|s| s.contains("GRANT UPDATE")));
         // The trigger's guard is a function of its own (one search_path per function: no re-planning),
-        // inside each statement on the base table (folded when the statement is planned), never in
+        // inside each statement on the base table (a one-time filter per statement), never in
         // a PL/pgSQL expression of its own (whose cached plan nothing would invalidate).
         let trigger = sql.iter().find(|s| s.contains("RETURNS trigger")).unwrap();
         for expected in [

@@ -19,8 +19,8 @@
 //!   filter reading its own table, or a table whose filter reads back, does not recurse;
 //! - the role's views are **not** `security_barrier`: they hold the masking expressions only and are
 //!   flattened into the caller's query. A filtered table's view carries a **guard**, a call of
-//!   [`INTACT_FUNCTION`] with the ids taken at apply time that the planner evaluates once per plan (a
-//!   cached plan is made again when the table's protection changes): row-level security still on, the
+//!   [`INTACT_FUNCTION`] with the ids taken at apply time, a one-time filter run once per execution:
+//!   row-level security still on, the
 //!   role's policy still the row version the apply created, the owner role not the table's owner. If a
 //!   direct migration drops or alters the policy or disables row-level security, the view returns no rows
 //!   and its writes are refused (the write triggers check the same through [`WRITE_GUARD_FUNCTION`]).
@@ -197,15 +197,12 @@ pub fn fingerprint_sql(schema: &str, login: &str, table: &TableName) -> String {
 /// superuser), and policy `pol` is still the row version `version` the apply created (see
 /// [`guard_function_sql`]).
 ///
-/// It is declared IMMUTABLE (it is not: it reads catalogs) so that the planner calls it once, while it
-/// plans the statement, and drops it from the plan (`true`) or keeps a `One-Time Filter: false`: an
-/// unnamed statement pays one call at planning, a prepared statement whose generic plan is cached pays
-/// none. Every fact it reads belongs to the table's relcache entry (its policies, `relrowsecurity`, its
-/// owner and ACL), and PostgreSQL invalidates every cached plan that reads the table when any of them
-/// changes (`DROP`/`ALTER`/`CREATE POLICY`, `ALTER TABLE ... DISABLE ROW LEVEL SECURITY`, `OWNER TO`,
-/// `GRANT`), so such a plan is made again and the guard called again.
-/// Never call it in a PL/pgSQL expression of its own (`IF NOT guard(...)`): such an expression reads no
-/// relation, so a value folded into its cached plan would never be invalidated.
+/// It is STABLE, and called with constants: the planner keeps it as a `One-Time Filter`, run once per
+/// execution of a statement, not per row. It must not be IMMUTABLE (folded while planning): the planner
+/// reads catalogs with the snapshot taken before the statement waited for its locks, so a statement
+/// planned while `policy apply` held them would see the policy rows of before the apply against the views
+/// of after it, and return no rows (or refuse a write) although nothing is broken; the executor takes
+/// its snapshot after the locks.
 pub const INTACT_FUNCTION: &str = "maschera_private.intact";
 
 /// The same check for the write triggers, as a function of its own. PL/pgSQL plans its queries again
@@ -213,9 +210,9 @@ pub const INTACT_FUNCTION: &str = "maschera_private.intact";
 /// triggers run under `pg_catalog` and the views under the caller's path, so one function called from
 /// both (an insert whose values read a filtered view) was planned twice per statement (at 200,000
 /// contacts the sales insert spent 158 µs executing instead of 70). Each function now keeps one path.
-/// IMMUTABLE like [`INTACT_FUNCTION`], for the same reason: the triggers call it in the `WHERE` of
-/// their statements on the base table, whose cached plans PostgreSQL makes again when the table's
-/// protection changes, so it runs when a statement is planned, not for every row written.
+/// STABLE like [`INTACT_FUNCTION`], for the same reason: the triggers call it with constants in the
+/// `WHERE` of their statements on the base table, a one-time filter run once per statement, not for
+/// every row written.
 pub const WRITE_GUARD_FUNCTION: &str = "maschera_private.intact_write";
 
 /// The body of both guard functions. The relation's facts come from C functions that read the
@@ -227,7 +224,7 @@ pub const WRITE_GUARD_FUNCTION: &str = "maschera_private.intact_write";
 fn guard_function_sql(function: &str) -> String {
     format!(
         "CREATE OR REPLACE FUNCTION {function}(tab oid, pol oid, version xid, owner oid) \
-         RETURNS boolean LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $maschera_body$ BEGIN \
+         RETURNS boolean LANGUAGE plpgsql STABLE PARALLEL SAFE AS $maschera_body$ BEGIN \
          IF (pg_catalog.row_security_active(tab::pg_catalog.regclass) \
          AND NOT pg_catalog.has_table_privilege(owner, tab, 'SELECT WITH GRANT OPTION')) IS NOT TRUE \
          THEN RETURN false; END IF; \

@@ -320,6 +320,9 @@ async fn load_state(
     Ok(state)
 }
 
+/// How long a reload waits for a schema change in progress to commit.
+const OBJECTS_LOCK_WAIT: &str = "30s";
+
 /// Reads the catalog and the column defaults' sequences over a short-lived connection as the
 /// proxy's own `[upstream]` login.
 /// Also checks that each restricted role's compiled objects are whole.
@@ -329,11 +332,22 @@ async fn read_live_state(
     login_prefix: &str,
 ) -> Result<(LiveState, BTreeMap<String, Vec<String>>)> {
     let (client, connection) = admin_connect(upstream).await?;
+    // Under the objects' lock, which a schema change holds while it recompiles the views in its
+    // transaction: the catalog and the objects are read as a whole, never half rebuilt (which would
+    // refuse every restricted role until the next reload). Waited for at most `lock_timeout`.
+    client
+        .batch_execute(&format!(
+            "BEGIN; SET LOCAL lock_timeout = '{OBJECTS_LOCK_WAIT}'; SELECT {}",
+            policy::apply_sql::OBJECTS_LOCK
+        ))
+        .await
+        .context("waiting for the compiled objects' lock")?;
     let live = crate::policy_apply::read_live_state_for(&client, login_prefix).await;
     let incomplete = match &live {
         Ok(live) => crate::compiled_objects::incomplete_roles(&client, policy, live).await,
         Err(_) => Ok(BTreeMap::new()),
     };
+    client.batch_execute("COMMIT").await?;
     drop(client);
     let _ = connection.await;
     Ok((live?, incomplete?))

@@ -141,7 +141,7 @@ fn proxy_as_owner_with(
 async fn sam_sees(proxy: &Proxy) -> Vec<String> {
     let sam = maschera_tests::connect(&proxy.uri_as("sam", &crm_password("sam"), CRM_DB))
         .await
-        .expect("sam connects");
+        .unwrap_or_else(|err| panic!("sam connects: {err:#}\n{}", proxy.log()));
     let rows = sam
         .query(
             "SELECT first_name, tax_code, region FROM contacts ORDER BY id LIMIT 1",
