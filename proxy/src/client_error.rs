@@ -11,15 +11,14 @@
 //! Severity (ERROR: the session goes on; FATAL: it closes) is the sender's choice
 //! ([`ClientError::frame`]). The shapes that carried `{code, message}` before convert into it:
 //! `policy::rewrite::Refusal`, `enforce::LoginRefusal` and
-//! `admission::Refused` (beside them, which use this module); it converts into
-//! `session::Decision::Refuse`.
+//! `admission::Refused` (beside them, which use this module); `session::Decision::Refuse` carries
+//! it.
 //!
 //! Not for: deciding to refuse (the policy, the limits), logging the refusal (the relay does, with
 //! the SQLSTATE only) or PostgreSQL's own errors (they pass, through `error_scrub` for restricted
 //! roles).
 
 use crate::frame::{self, Severity};
-use crate::session::Decision;
 use bytes::BytesMut;
 use std::fmt;
 
@@ -106,15 +105,6 @@ impl From<policy::rewrite::Refusal> for ClientError {
     }
 }
 
-impl From<ClientError> for Decision {
-    fn from(error: ClientError) -> Self {
-        Decision::Refuse {
-            code: error.code().to_owned(),
-            message: error.message,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,11 +154,5 @@ mod tests {
             Some(&b"role sales may not read health_records"[..])
         );
         assert!(!format!("{error:?}").contains("health_records"));
-        match Decision::from(error) {
-            Decision::Refuse { code, message } => {
-                assert_eq!((code.as_str(), message.contains("sales")), ("42501", true))
-            }
-            other => panic!("{other:?}"),
-        }
     }
 }

@@ -325,7 +325,7 @@ impl RestrictedFrontend {
 /// A refusal as the relay sends it.
 fn refused(refusal: Refusal) -> Decision {
     debug!(sqlstate = refusal.sqlstate.code(), reason = %refusal.message, "statement refused");
-    ClientError::from(refusal).into()
+    Decision::Refuse(ClientError::from(refusal))
 }
 
 impl RestrictedRules {

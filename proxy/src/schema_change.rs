@@ -411,7 +411,7 @@ impl UnrestrictedFrontend {
 
 /// A refusal as the relay sends it.
 fn refused(refusal: policy::rewrite::Refusal) -> Decision {
-    ClientError::from(refusal).into()
+    Decision::Refuse(ClientError::from(refusal))
 }
 
 /// The statement text of a Query or Parse.

@@ -60,11 +60,17 @@ pub enum Decision {
     /// Send these bytes (whole frames) upstream instead of the message.
     Replace(Bytes),
     /// Do not send it; answer the client with an ErrorResponse (severity ERROR) instead.
-    Refuse { code: String, message: String },
+    Refuse(ClientError),
     /// The decision takes time and is made off the session's thread (e.g. parsing a statement the
     /// rewrite cache does not hold): until it completes, the relay reads and decides no further
     /// client message (their order is kept), while PostgreSQL's answers keep flowing to the client.
     Pending(PendingDecision),
+}
+
+impl From<ClientError> for Decision {
+    fn from(error: ClientError) -> Self {
+        Decision::Refuse(error)
+    }
 }
 
 /// A decision that completes later (see [`Decision::Pending`]).
@@ -75,7 +81,7 @@ impl std::fmt::Debug for Decision {
         match self {
             Decision::Forward => f.write_str("Forward"),
             Decision::Replace(bytes) => f.debug_tuple("Replace").field(&bytes.len()).finish(),
-            Decision::Refuse { code, .. } => f.debug_struct("Refuse").field("code", code).finish(),
+            Decision::Refuse(error) => f.debug_tuple("Refuse").field(error).finish(),
             Decision::Pending(_) => f.write_str("Pending"),
         }
     }
@@ -725,9 +731,7 @@ impl ClientToServer {
                     continue;
                 }
                 Decision::Replace(bytes) => BytesMut::from(&bytes[..]),
-                Decision::Refuse { code, message } => {
-                    self.refusal(cycles, header.tag, &code, &message, run_cycles)
-                }
+                Decision::Refuse(error) => self.refusal(cycles, header.tag, &error, run_cycles),
                 Decision::Pending(decision) => {
                     self.pending = Some(decision);
                     break;
@@ -826,10 +830,10 @@ impl ClientToServer {
         &mut self,
         cycles: &mut Cycles,
         tag: u8,
-        code: &str,
-        message: &str,
+        error: &ClientError,
         unsent_cycles: u64,
     ) -> BytesMut {
+        let (code, message) = (error.code(), error.message());
         info!(sqlstate = code, reason = message, "statement refused");
         metrics::counter!(m::REFUSALS_TOTAL, m::LABEL_REASON => m::REASON_STATEMENT,
             m::LABEL_ROLE => self.role.clone(), m::LABEL_SQLSTATE => code.to_owned())
@@ -850,7 +854,7 @@ impl ClientToServer {
         // Registered before the failing message is sent, so it is there when the answer comes.
         cycles.refusals.push(Refusal {
             marker,
-            error: frame::error_response(Severity::Error, code, message),
+            error: error.frame(Severity::Error),
             // The marked error comes before the ReadyForQuery of the current or the next cycle.
             expires_after_ready: cycle + 2,
             cycle,
@@ -1160,10 +1164,7 @@ mod tests {
                 .unwrap()
                 .push(format!("client {} {cycle}", tag as char));
             if matches!(tag, b'Q' | b'P') && frame.windows(9).any(|w| w == b"forbidden") {
-                return Decision::Refuse {
-                    code: "42501".into(),
-                    message: "refused by the test hook".into(),
-                };
+                return Decision::Refuse(ClientError::new("42501", "refused by the test hook"));
             }
             Decision::Forward
         }

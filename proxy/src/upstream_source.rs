@@ -1,7 +1,7 @@
 //! Where a session's upstream connection comes from, transaction by transaction: the seam between
 //! the relay and the pools. The relay asks its [`UpstreamSource`] for a connection when it has
 //! something to send and holds none (the first message of a transaction), keyed by the session
-//! hook's choice ([`crate::session::SessionHook::upstream_key`]; `None`: the session's own key),
+//! hook's choice (`SessionHook::upstream_key` of the relay; `None`: the session's own key),
 //! and gives it back once PostgreSQL reports the session idle (ReadyForQuery `I`, nothing in
 //! flight, nothing of an unfinished extended-protocol batch sent) unless the source keeps it
 //! (a session pinned by state that cannot move between connections). A connection whose state is

@@ -24,6 +24,7 @@ use crate::admission::RateLimit;
 use crate::audit::AuditLog;
 use crate::audit::record::{EventKind, Outcome};
 use crate::audit_trail::SessionIdentity;
+use crate::client_error::ClientError;
 use crate::config::Config;
 use crate::enforce::{self, LoginRefusal, SessionSetup};
 use crate::frame;
@@ -298,10 +299,7 @@ fn now() -> u64 {
 }
 
 fn refuse(code: &str, message: impl Into<String>) -> Decision {
-    Decision::Refuse {
-        code: code.to_owned(),
-        message: message.into(),
-    }
+    Decision::Refuse(ClientError::new(code, message))
 }
 
 /// The message of a 42501 of the application with no end user.
@@ -310,7 +308,7 @@ const NO_END_USER: &str = "no end user is set: this application login reads pers
 /// Replaces the message of a 42501 refusal (also one decided later).
 fn no_end_user(decision: Decision) -> Decision {
     match decision {
-        Decision::Refuse { code, .. } if code == "42501" => refuse("42501", NO_END_USER),
+        Decision::Refuse(error) if error.code() == "42501" => refuse("42501", NO_END_USER),
         Decision::Pending(pending) => {
             Decision::Pending(Box::pin(async move { no_end_user(pending.await) }))
         }

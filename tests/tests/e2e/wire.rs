@@ -770,10 +770,10 @@ impl maschera::session::SessionHook for RefuseForbidden {
     ) -> maschera::session::Decision {
         let mentions = frame.windows(9).any(|w| w == b"forbidden");
         if matches!(tag, b'Q' | b'P') && mentions {
-            maschera::session::Decision::Refuse {
-                code: "42501".into(),
-                message: "refused by the test policy".into(),
-            }
+            maschera::session::Decision::Refuse(maschera::client_error::ClientError::new(
+                "42501",
+                "refused by the test policy",
+            ))
         } else {
             maschera::session::Decision::Forward
         }
