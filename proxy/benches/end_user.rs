@@ -7,14 +7,14 @@
 //! Prints µs per operation, the median of several rounds. Run: `cargo bench -p maschera --bench end_user`.
 
 use jsonwebtoken::{Algorithm, EncodingKey};
-use maschera::end_user::application::{Application, AttributeBounds};
-use maschera::end_user::config::{EndUserConfig, KeyAlgorithm, KeyConfig};
+use maschera::config::end_users::{EndUserConfig, KeyAlgorithm, KeyConfig};
 use maschera::end_user::route;
 use maschera::end_user::sign::{TokenRequest, sign_with};
 use maschera::end_user::state::{EndUserState, Scope};
 use maschera::end_user::token::TokenVerifier;
 use maschera::scram::Verifier;
 use maschera::session::ServerEvent;
+use maschera::users::application::{Application, AttributeBounds};
 use maschera::users::{User, UserStore};
 use std::collections::BTreeMap;
 use std::path::Path;

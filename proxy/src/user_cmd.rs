@@ -1,9 +1,9 @@
 //! `maschera user ...`: add, change the password of, remove and list the proxy's users.
 //! Not for: the users file format (see `users`) or password rules (see `password`); this is the CLI edge.
 
-use crate::end_user::application::{Application, AttributeBounds};
 use crate::password::check_strength;
 use crate::scram::{DEFAULT_ITERATIONS, Verifier};
+use crate::users::application::{Application, AttributeBounds};
 use crate::users::{User, UserStore};
 use anyhow::{Context, bail};
 use std::collections::BTreeMap;

@@ -58,10 +58,10 @@ pub fn psql_tuples(conninfo: &str, args: &[&str]) -> Ran {
 
 /// Every row of `sql` (simple protocol), as text, NULL as `None`; panics on an error.
 pub async fn simple_rows(client: &Client, sql: &str) -> Vec<Vec<Option<String>>> {
-    let messages = client
-        .simple_query(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let messages = client.simple_query(sql).await.unwrap_or_else(|e| {
+        let db = e.as_db_error().map(|d| (d.code().code(), d.message()));
+        panic!("{sql}: {e} {db:?}")
+    });
     rows_as_text(&messages)
 }
 

@@ -240,12 +240,12 @@ fn write_users(dir: &Path) -> Result<Vec<String>> {
         passwords.push(password);
     }
     let password = generate_password();
-    let application = crate::end_user::application::Application {
+    let application = crate::users::application::Application {
         roles: DEMO_APPLICATION_ROLES
             .iter()
             .map(|r| r.to_string())
             .collect(),
-        attributes: crate::end_user::application::AttributeBounds::UsersFile,
+        attributes: crate::users::application::AttributeBounds::UsersFile,
         keys: Vec::new(),
     };
     let user = User {

@@ -15,7 +15,7 @@
 //! Not for: the routes' syntax (see `route`), PostgreSQL's transaction semantics (see `state`),
 //! tokens (see `token`).
 
-use super::application::{Application, EndUser};
+use super::application::EndUser;
 use super::failures::TokenFailures;
 use super::route::{self, Route};
 use super::state::{EndUserState, Scope, Who};
@@ -32,6 +32,7 @@ use crate::policy_state::PolicyHandle;
 use crate::session::{Decision, Hold, ServerEvent, ServerFrame, SessionHook};
 use crate::upstream::Login;
 use crate::upstream_source::UpstreamKey;
+use crate::users::application::Application;
 use crate::users::{User, UserStore};
 use anyhow::Context;
 use policy::access::{RoleAccess, UnlistedTables};

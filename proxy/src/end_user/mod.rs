@@ -3,10 +3,10 @@
 //! parameter) and the proxy verifies the signed token, checks it against the application's bounds
 //! and serves the following statements as that end user.
 //!
-//! - `config`: the `[end_users]` section (keys, issuer, audience, lifetime, failure limit);
 //! - `token`: verifying tokens (and their cache);
 //! - `sign`: signing tokens (`maschera end-user token`);
-//! - `application`: an application's bounds, and the end user a token names within them;
+//! - `application`: the end user a token names, within the application's bounds (kept in the
+//!   users file, see `users::application`);
 //! - `route`: recognising the statements that set the end user;
 //! - `state`: which end user is in force, with PostgreSQL's transaction semantics;
 //! - `failures`: bad tokens counted per application and client address;
@@ -14,11 +14,11 @@
 //! - `source`: its upstream connections, one per end-user upstream it used;
 //! - `cmd`: the `maschera end-user` command.
 //!
-//! Not for: the users file (see `users`) or serving a role (see `enforce`).
+//! Not for: the users file (see `users`), the `[end_users]` section (see `config::end_users`) or
+//! serving a role (see `enforce`).
 
 pub mod application;
 pub mod cmd;
-pub mod config;
 pub mod failures;
 pub mod hook;
 pub mod route;

@@ -4,8 +4,8 @@
 //! Not for: verifying tokens (see `token`); applications sign their own tokens (see
 //! `integrations/`).
 
-use super::config::{EndUserConfig, KeyAlgorithm};
 use super::token::{jwt_algorithm, secret};
+use crate::config::end_users::{EndUserConfig, KeyAlgorithm};
 use crate::users::{User, UserStore};
 use anyhow::{Context, bail};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};

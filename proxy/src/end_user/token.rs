@@ -10,7 +10,7 @@
 //! Not for: the application's bounds (see `application`), how a token reaches the proxy (see
 //! `route`) or signing tokens (see `sign`).
 
-use super::config::{EndUserConfig, KeyAlgorithm, KeyConfig};
+use crate::config::end_users::{EndUserConfig, KeyAlgorithm, KeyConfig};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;

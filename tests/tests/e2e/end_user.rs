@@ -275,7 +275,7 @@ with psycopg.connect(uri, autocommit=True, prepare_threshold=0) as conn:
 /// tokens from one application login and address, tokens are refused with 53300, good ones too.
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_tokens_are_refused_by_their_check_and_limited() {
-    use maschera::end_user::config::KeyAlgorithm;
+    use maschera::config::end_users::KeyAlgorithm;
     use maschera::end_user::sign::{TokenRequest, sign_pem};
     let demo = Demo::start();
     let private = std::fs::read(demo.dir().join("end-user-key.pem")).unwrap();
@@ -485,7 +485,7 @@ fn pgjdbc_alternates_end_users_on_one_connection() {
 /// once it sees a session-level SET, so it could not guarantee the end user's connection.)
 #[tokio::test(flavor = "multi_thread")]
 async fn transaction_pooling_refuses_application_users_unless_in_session_mode() {
-    use maschera::end_user::config::KeyAlgorithm;
+    use maschera::config::end_users::KeyAlgorithm;
     use maschera::end_user::sign::{TokenRequest, sign_pem};
     const SECRET_ENV: &str = "MASCHERA_TEST_END_USER_SECRET";
     const SECRET: &str = "a test secret of at least thirty-two bytes";
@@ -503,7 +503,7 @@ async fn transaction_pooling_refuses_application_users_unless_in_session_mode() 
         ])
         .config(|options| options.sections = sections)
         .before_proxy(|pg| {
-            use maschera::end_user::application::{Application, AttributeBounds};
+            use maschera::users::application::{Application, AttributeBounds};
             let path = pg.dir().join("users.toml");
             let mut users = maschera::users::UserStore::load(&path).unwrap();
             let application = Application {
@@ -594,7 +594,7 @@ async fn transaction_pooling_refuses_application_users_unless_in_session_mode() 
 /// list --json` marks it, and an application without a role it may act as is refused.
 #[test]
 fn user_add_application_writes_its_bounds() {
-    use maschera::end_user::application::AttributeBounds;
+    use maschera::users::application::AttributeBounds;
     use std::io::Write;
     let dir = tempfile::tempdir().unwrap();
     let users = dir.path().join("users.toml");

@@ -3,6 +3,8 @@
 //! paths are relative to the folder of the configuration file.
 //! Not for: acting on the options (each module reads the section it needs).
 
+pub mod end_users;
+
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -54,7 +56,7 @@ pub struct Config {
     /// End users behind application logins: the keys that sign their tokens (see `end_user`; off
     /// when the section is absent).
     #[serde(default)]
-    pub end_users: Option<crate::end_user::config::EndUserConfig>,
+    pub end_users: Option<crate::config::end_users::EndUserConfig>,
     /// Session or transaction pooling of upstream connections (see `pool::config`).
     #[serde(default)]
     pub pool: crate::pool::PoolConfig,

@@ -12,9 +12,11 @@
 //! Unknown keys are errors. Saving is atomic (temporary file in the same folder, fsync, rename) and
 //! leaves the file readable by its owner only (mode 0600).
 
-use crate::end_user::application::Application;
+pub mod application;
+
 use crate::pool::PoolMode;
 use crate::scram::Verifier;
+use application::Application;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -40,7 +42,7 @@ pub struct User {
 #[derive(Debug, Clone, Default)]
 pub struct UserStore {
     users: BTreeMap<String, User>,
-    /// The users that are applications (see `end_user::application`), by name.
+    /// The users that are applications (see `application`), by name.
     applications: BTreeMap<String, Application>,
     /// Users whose `pool_mode` overrides `[pool] mode`.
     pool_modes: BTreeMap<String, PoolMode>,
@@ -497,7 +499,7 @@ mod tests {
         assert_eq!(store.get("crm").unwrap().role, "");
         assert_eq!(
             store.application("erp").unwrap().attributes,
-            crate::end_user::application::AttributeBounds::UsersFile
+            application::AttributeBounds::UsersFile
         );
         assert!(store.application("nobody").is_none());
         store.save(&path).unwrap();

@@ -1,7 +1,7 @@
 //! `[end_users]` of the configuration file: the keys that sign end-user tokens, the issuer and
 //! audience they must name, how long they may live and how many bad ones a client may send.
-//! Not for: verifying tokens (see `token`) or an application's bounds (see `application`, read from
-//! the users file).
+//! Not for: verifying tokens (see `end_user::token`) or an application's bounds (see
+//! `users::application`).
 
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
