@@ -752,9 +752,13 @@ impl SessionHook for ApplicationHook {
         match self.route_message(tag, body, cycle) {
             Some(decision) => {
                 // A Close goes wherever the transaction goes: closing a statement a connection does
-                // not have is no error.
+                // not have is no error. A refused route changes no end user: its error runs where the
+                // current end user's statements do, so that a statement the client sends as soon as it
+                // has the error (before PostgreSQL's ReadyForQuery is back) is not taken for one of
+                // another end user in the same transaction.
                 if starts && tag != b'C' {
-                    self.transaction = Some(0);
+                    let refused = matches!(decision, Decision::Refuse(_));
+                    self.transaction = Some(if refused { self.current_index() } else { 0 });
                 }
                 decision
             }
