@@ -20,8 +20,8 @@
 //!
 //! Not for: deciding what is refused (see `enforce`) or swapping the error (see `session`).
 
+use crate::wire::frontend::Frontend;
 use bytes::BytesMut;
-use postgres_protocol::message::frontend;
 
 /// Marker prefix; the session adds random hex digits and the refusal's number.
 pub const PREFIX: &str = "maschera_refused_";
@@ -29,38 +29,57 @@ pub const PREFIX: &str = "maschera_refused_";
 /// The message(s) that make PostgreSQL fail in place of the client message `tag`.
 pub fn failing_message(tag: u8, marker: &str, code: &str, message: &str) -> BytesMut {
     let mut failing = BytesMut::new();
-    // Encoding cannot fail: the texts hold no NUL byte and are far below 1 GiB.
-    let _ = match tag {
-        b'Q' | b'F' => frontend::query(&raise(marker, code, message), &mut failing),
-        b'd' | b'c' | b'f' => frontend::copy_fail(
-            &format!("{} ({marker})", clean(marker, message)),
-            &mut failing,
-        ),
-        _ => frontend::parse(
-            "",
-            &raise(marker, code, message),
-            std::iter::empty(),
-            &mut failing,
-        )
-        .and_then(|()| {
-            frontend::bind(
-                "",
-                "",
-                std::iter::empty::<i16>(),
-                std::iter::empty::<()>(),
-                |(), _| unreachable!("no parameters"),
-                std::iter::empty::<i16>(),
-                &mut failing,
-            )
-            .map_err(|_| std::io::Error::other("bind"))
-        })
-        .and_then(|()| frontend::execute("", 0, &mut failing)),
-    };
+    // The texts hold no NUL byte: `clean` removes them and `raise` checks the code.
+    match tag {
+        b'Q' | b'F' => {
+            let sql = raise(marker, code, message);
+            Frontend::Query {
+                sql: sql.as_bytes(),
+            }
+            .encode(&mut failing);
+        }
+        b'd' | b'c' | b'f' => {
+            let text = format!("{} ({marker})", clean(marker, message));
+            Frontend::CopyFail {
+                message: text.as_bytes(),
+            }
+            .encode(&mut failing);
+        }
+        _ => {
+            let sql = raise(marker, code, message);
+            let run = [
+                Frontend::Parse {
+                    name: b"",
+                    sql: sql.as_bytes(),
+                    param_types: NO_PARAMETER_TYPES,
+                },
+                Frontend::Bind {
+                    portal: b"",
+                    statement: b"",
+                    rest: NO_PARAMETERS_NOR_RESULT_FORMATS,
+                },
+                Frontend::Execute {
+                    portal: b"",
+                    max_rows: 0,
+                },
+            ];
+            for message in run {
+                message.encode(&mut failing);
+            }
+        }
+    }
     if tag == b'S' {
-        frontend::sync(&mut failing);
+        Frontend::Sync.encode(&mut failing);
     }
     failing
 }
+
+/// A Parse's parameter types: none (a count of 0).
+const NO_PARAMETER_TYPES: &[u8] = &[0, 0];
+
+/// What follows a Bind's names: no parameter formats, no parameters, no result formats (three
+/// counts of 0).
+const NO_PARAMETERS_NOR_RESULT_FORMATS: &[u8] = &[0, 0, 0, 0, 0, 0];
 
 /// ParseComplete then BindComplete: what PostgreSQL answers to a refused extended-protocol
 /// message's failing Parse and Bind before its marked error.
