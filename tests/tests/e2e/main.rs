@@ -30,6 +30,7 @@ mod harness;
 mod lifecycle;
 mod limits;
 mod lookup;
+mod messages;
 mod ops;
 mod parse_limits;
 mod policy;
