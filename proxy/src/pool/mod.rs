@@ -25,12 +25,13 @@
 //! (see `pinning`), or logging in (see `upstream`).
 
 pub mod config;
+mod late_cancel;
 pub mod pinning;
 pub mod prepared;
 pub mod session;
 pub mod settings;
 
-use crate::cancel::{CancelKey, Registration};
+use crate::cancel::{CancelGate, CancelKey, Registration};
 use crate::client_error::ClientError;
 use crate::metrics as m;
 use crate::tls::BoxStream;
@@ -81,6 +82,8 @@ struct Gauges {
 struct Backend {
     stream: BoxStream,
     key: CancelKey,
+    /// The cancels being forwarded to it (see `late_cancel`).
+    gate: Arc<CancelGate>,
     /// The statements prepared on it (see `prepared`).
     statements: ServerStatements,
     /// Its share of `max_per_login`, if limited.
@@ -95,9 +98,9 @@ pub struct Leased {
 }
 
 impl Leased {
-    /// The backend's cancel key.
-    pub fn cancel_key(&self) -> CancelKey {
-        self.backend.key
+    /// The backend's cancel key and gate.
+    pub fn cancel_target(&self) -> (CancelKey, Arc<CancelGate>) {
+        (self.backend.key, self.backend.gate.clone())
     }
 }
 
@@ -216,6 +219,7 @@ impl Pools {
             backend: Backend {
                 stream: upstream.stream,
                 key: upstream.key,
+                gate: Arc::default(),
                 statements: ServerStatements::default(),
                 _login: login,
             },
@@ -264,7 +268,13 @@ impl Pools {
     }
 
     /// Takes a connection back: into its pool when `reusable`, otherwise cancelled and closed.
+    /// A connection a cancel is being forwarded to is given back once PostgreSQL has it (see
+    /// `late_cancel`).
     pub fn release(&self, leased: Leased, reusable: bool) {
+        if reusable && late_cancel::in_doubt(&leased) {
+            late_cancel::release_when_settled(self.target.clone(), leased);
+            return;
+        }
         let Leased { backend, pool, .. } = leased;
         pool.gauges.in_use.decrement(1.0);
         if reusable {
@@ -272,16 +282,22 @@ impl Pools {
             lock(&pool.idle).push((backend, Instant::now()));
             return;
         }
-        // Whatever it still runs for nobody is stopped; closing the socket ends its session.
-        let target = self.target.clone();
-        tokio::spawn(async move {
-            if let Err(err) = target.cancel(backend.key).await {
-                debug!(error = %err, "cancelling on a discarded pooled connection failed");
-            }
-            drop(backend);
-        });
+        close(self.target.clone(), backend);
     }
+}
 
+/// Cancels what `backend` still runs for nobody, and closes it (closing the socket ends its
+/// session).
+fn close(target: Arc<UpstreamTarget>, backend: Backend) {
+    tokio::spawn(async move {
+        if let Err(err) = target.cancel(backend.key).await {
+            debug!(error = %err, "cancelling on a discarded pooled connection failed");
+        }
+        drop(backend);
+    });
+}
+
+impl Pools {
     /// What the first connection of `key`'s pool said while logging in (ParameterStatus and
     /// notices), for the greeting of a new client of that pool.
     pub async fn greeting(self: Arc<Self>, key: Arc<UpstreamKey>) -> Result<BytesMut, ClientError> {
@@ -392,7 +408,7 @@ impl UpstreamSource for PooledSource {
     }
 
     fn attached(&mut self, conn: &Leased) {
-        self.registration.retarget(Some(conn.cancel_key()));
+        self.registration.retarget(Some(conn.cancel_target()));
         self.prepared.attached();
     }
 
@@ -414,17 +430,31 @@ impl UpstreamSource for PooledSource {
     }
 
     fn observe_client(&mut self, tag: u8, frame: &[u8]) {
-        if matches!(tag, b'Q' | b'P') {
-            self.pending = crate::wire::Frontend::decode(frame)
-                .ok()
-                .and_then(|m| m.sql())
-                .and_then(settings::change);
+        match tag {
+            b'Q' | b'P' => {
+                self.pending = crate::wire::Frontend::decode(frame)
+                    .ok()
+                    .and_then(|m| m.sql())
+                    .and_then(settings::change);
+            }
+            // A named statement may be any earlier Parse: its CommandComplete tag decides
+            // (`pinning`), not the Parse seen last.
+            b'B' if matches!(crate::wire::Frontend::decode(frame),
+                Ok(crate::wire::Frontend::Bind { statement, .. }) if !statement.is_empty()) =>
+            {
+                self.pending = None;
+            }
+            _ => {}
         }
-        self.pinning.client(frame);
+        // A simple query whose setting follows the client (`settings`) leaves nothing behind.
+        if !(tag == b'Q' && matches!(self.pending, Some(Change::Set(..)))) {
+            self.pinning.client(frame);
+        }
     }
 
     fn observe_completion(&mut self, tag: &str) {
-        let follows = matches!(tag, "SET" | "RESET" | "DISCARD ALL");
+        // `SELECT 1`: a `SELECT set_config(...)` that `settings` follows.
+        let follows = matches!(tag, "SET" | "RESET" | "DISCARD ALL" | "SELECT 1");
         match self.pending.take() {
             Some(change) if follows => {
                 if change == Change::ResetAll && tag == "DISCARD ALL" {
