@@ -26,6 +26,7 @@
 
 pub mod config;
 mod late_cancel;
+mod min_idle;
 pub mod pinning;
 pub mod prepared;
 pub mod session;
@@ -68,6 +69,8 @@ struct Pool {
     /// What the first connection said while logging in (ParameterStatus), for the greeting.
     greeting: Mutex<Option<BytesMut>>,
     gauges: Gauges,
+    /// Connections are being opened to keep `min_idle` (see `min_idle`).
+    filling: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Clone)]
@@ -142,6 +145,7 @@ impl Pools {
                 waiting: metrics::gauge!(m::POOL_WAITING, m::LABEL_LOGIN => login.clone()),
                 wait: metrics::histogram!(m::POOL_WAIT_SECONDS),
             },
+            filling: Default::default(),
         });
         pools.insert(key.clone(), pool.clone());
         pool
@@ -187,6 +191,7 @@ impl Pools {
                 continue;
             }
             pool.gauges.in_use.increment(1.0);
+            self.top_up(&key, &pool);
             return Ok(Leased {
                 backend,
                 pool,
@@ -215,6 +220,7 @@ impl Pools {
             })?;
         lock(&pool.greeting).get_or_insert_with(|| upstream.greeting.clone());
         pool.gauges.in_use.increment(1.0);
+        self.top_up(&key, &pool);
         Ok(Leased {
             backend: Backend {
                 stream: upstream.stream,
@@ -311,18 +317,27 @@ impl Pools {
         Ok(greeting)
     }
 
-    /// Closes connections idle longer than `idle_timeout_seconds`, keeping `min_idle` per pool.
-    pub fn reap(&self) {
+    /// Closes connections idle longer than `idle_timeout_seconds`, keeping `min_idle` per pool,
+    /// and (see `min_idle`) those PostgreSQL ended, opening new ones up to `min_idle`.
+    pub fn reap(self: &Arc<Self>) {
         let limit = self.config.idle_timeout();
-        let pools: Vec<Arc<Pool>> = lock(&self.pools).values().cloned().collect();
-        for pool in pools {
-            let mut idle = lock(&pool.idle);
-            let keep = self.config.min_idle;
-            // Oldest first: released connections are pushed at the end.
-            while idle.len() > keep && idle.first().is_some_and(|(_, at)| at.elapsed() >= limit) {
-                idle.remove(0);
-                pool.gauges.idle.decrement(1.0);
+        let pools: Vec<(Arc<UpstreamKey>, Arc<Pool>)> = lock(&self.pools)
+            .iter()
+            .map(|(key, pool)| (key.clone(), pool.clone()))
+            .collect();
+        for (key, pool) in pools {
+            min_idle::drop_ended(&pool);
+            {
+                let mut idle = lock(&pool.idle);
+                let keep = self.config.min_idle;
+                // Oldest first: released connections are pushed at the end.
+                while idle.len() > keep && idle.first().is_some_and(|(_, at)| at.elapsed() >= limit)
+                {
+                    idle.remove(0);
+                    pool.gauges.idle.decrement(1.0);
+                }
             }
+            self.top_up(&key, &pool);
         }
     }
 

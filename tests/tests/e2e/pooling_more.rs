@@ -7,7 +7,8 @@
 use super::pooling::{connect, failure, pooled_proxy, rows};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+use tokio_postgres::Client;
 
 #[tokio::test]
 async fn a_set_config_of_a_harmless_setting_follows_its_client_without_pinning() {
@@ -96,4 +97,73 @@ async fn a_cancel_at_the_end_of_a_transaction_never_reaches_the_next_client_of_i
     // The cancels did reach the canceller's own transactions, and the bystander was served.
     assert!(cancelled > 0);
     assert!(served.load(Ordering::Relaxed) > 0);
+}
+
+/// The process ids of the client backends other than `observer`'s own.
+async fn backends(observer: &Client) -> Vec<String> {
+    rows(
+        observer,
+        "SELECT pid FROM pg_stat_activity WHERE backend_type = 'client backend' \
+         AND pid <> pg_backend_pid() ORDER BY pid",
+    )
+    .await
+    .into_iter()
+    .map(|row| row[0].clone())
+    .collect()
+}
+
+/// Polls `backends` until `done` holds for them (at most 20 s); returns the last seen.
+async fn backends_until(observer: &Client, done: impl Fn(&[String]) -> bool) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = backends(observer).await;
+        if done(&now) || Instant::now() > deadline {
+            return now;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn min_idle_connections_are_opened_kept_and_replaced_within_the_pool_size() {
+    let (pg, proxy) = pooled_proxy(3, "min_idle = 2\nidle_timeout_seconds = 1");
+    let owner = pg.connect("postgres").await.unwrap();
+    assert!(backends(&owner).await.is_empty());
+    // The pool exists once its first client logged in: two connections wait for clients.
+    let first = connect(&proxy).await;
+    let opened = backends_until(&owner, |b| b.len() >= 2).await;
+    assert_eq!(opened.len(), 2, "{opened:?}");
+    // Three clients inside transactions take all three connections of the pool, and none more
+    // is opened to keep two idle (size 3).
+    let mut holders = Vec::new();
+    for _ in 0..3 {
+        let holder = connect(&proxy).await;
+        holder.simple_query("BEGIN; SELECT 1").await.unwrap();
+        holders.push(holder);
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(backends(&owner).await.len(), 3);
+    for holder in &holders {
+        holder.simple_query("COMMIT").await.unwrap();
+    }
+    // Idle past idle_timeout_seconds: closed down to min_idle.
+    let kept = backends_until(&owner, |b| b.len() == 2).await;
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    // PostgreSQL ends them: the reaper replaces them with new ones.
+    owner
+        .simple_query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()",
+        )
+        .await
+        .unwrap();
+    let replaced = backends_until(&owner, |b| {
+        b.len() == 2 && b.iter().all(|pid| !kept.contains(pid))
+    })
+    .await;
+    assert!(
+        replaced.len() == 2 && replaced.iter().all(|pid| !kept.contains(pid)),
+        "{kept:?} then {replaced:?}"
+    );
+    assert_eq!(rows(&first, "SELECT 7").await, [["7"]]);
 }
