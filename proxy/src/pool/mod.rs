@@ -31,6 +31,7 @@ pub mod pinning;
 pub mod prepared;
 pub mod session;
 pub mod settings;
+mod statement_cache;
 
 use crate::cancel::{CancelGate, CancelKey, Registration};
 use crate::client_error::ClientError;
@@ -395,6 +396,7 @@ pub struct PooledSource {
 
 impl PooledSource {
     pub fn new(pools: Arc<Pools>, key: Arc<UpstreamKey>, registration: Registration) -> Self {
+        let prepared = Prepared::new(pools.config.prepared_statements_per_connection);
         PooledSource {
             pools,
             base: key.clone(),
@@ -404,7 +406,7 @@ impl PooledSource {
             dirty: false,
             registration,
             pinning: Pinning::default(),
-            prepared: Prepared::default(),
+            prepared,
         }
     }
 }
@@ -424,7 +426,7 @@ impl UpstreamSource for PooledSource {
 
     fn attached(&mut self, conn: &Leased) {
         self.registration.retarget(Some(conn.cancel_target()));
-        self.prepared.attached();
+        self.prepared.attached(&conn.backend.statements);
     }
 
     fn outgoing(&mut self, conn: &mut Leased, bytes: &[u8]) -> Option<BytesMut> {

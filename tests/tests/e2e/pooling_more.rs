@@ -167,3 +167,58 @@ async fn min_idle_connections_are_opened_kept_and_replaced_within_the_pool_size(
     );
     assert_eq!(rows(&first, "SELECT 7").await, [["7"]]);
 }
+
+/// Statements a client prepares in the cap test: more than the default cap of 200.
+const STATEMENTS: i32 = 300;
+
+#[tokio::test]
+async fn a_connection_holds_at_most_its_statement_cap_and_every_statement_still_runs() {
+    // One connection, the default cap (200 statements per connection).
+    let (_pg, proxy) = pooled_proxy(1, "");
+    let client = connect(&proxy).await;
+    let other = connect(&proxy).await;
+    let held = "SELECT count(*)::int FROM pg_prepared_statements";
+    let mut statements = Vec::new();
+    for i in 0..STATEMENTS {
+        let statement = client
+            .prepare(&format!("SELECT {i}::int AS n"))
+            .await
+            .expect("prepare");
+        statements.push(statement);
+        // Another client's statements interleave on the same connection.
+        if i % 50 == 0 {
+            let theirs = other
+                .prepare(&format!("SELECT {i}::int + 1000"))
+                .await
+                .unwrap();
+            assert_eq!(
+                other
+                    .query_one(&theirs, &[])
+                    .await
+                    .unwrap()
+                    .get::<_, i32>(0),
+                i + 1000
+            );
+        }
+    }
+    let count: i32 = client.query_one(held, &[]).await.unwrap().get(0);
+    assert!(
+        (1..=200).contains(&count),
+        "{count} statements on the connection"
+    );
+    // All 300 still run, in order and in reverse (those closed are prepared again).
+    for (i, statement) in statements
+        .iter()
+        .enumerate()
+        .chain(statements.iter().enumerate().rev())
+    {
+        let n: i32 = client.query_one(statement, &[]).await.unwrap().get(0);
+        assert_eq!(n, i as i32);
+    }
+    let count: i32 = other.query_one(held, &[]).await.unwrap().get(0);
+    assert!(
+        (1..=200).contains(&count),
+        "{count} statements on the connection"
+    );
+    println!("{count} statements held on the connection after {STATEMENTS} were prepared");
+}
