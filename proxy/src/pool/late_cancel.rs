@@ -14,8 +14,8 @@
 //! Not for: forwarding the cancel (see `server`, `upstream`), the registry (see `cancel`).
 
 use super::{Leased, close, lock};
-use crate::cancel::CancelGate;
-use crate::upstream::UpstreamTarget;
+use crate::net::cancel::CancelGate;
+use crate::net::upstream::UpstreamTarget;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::debug;

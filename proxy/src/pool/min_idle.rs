@@ -7,7 +7,7 @@
 //! Not for: handing connections out (see `pool`).
 
 use super::{Backend, Pool, Pools, has_input, lock};
-use crate::upstream_source::UpstreamKey;
+use crate::session::upstream_source::UpstreamKey;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
