@@ -222,3 +222,77 @@ async fn a_connection_holds_at_most_its_statement_cap_and_every_statement_still_
     );
     println!("{count} statements held on the connection after {STATEMENTS} were prepared");
 }
+
+/// Clients of the exhaustion test, and the pool they share.
+const CROWD: usize = 60;
+const CROWD_POOL: usize = 2;
+
+#[tokio::test]
+async fn sixty_clients_on_a_pool_of_two_all_finish_and_none_hangs() {
+    // The session limits count client sessions; their defaults (parts of PostgreSQL's connections)
+    // would refuse some of them.
+    let limits = "[limits]\nmax_sessions_per_user = 0\nmax_sessions_per_role = 0";
+    let (pg, proxy) = pooled_proxy(CROWD_POOL, limits);
+    let owner = pg.connect("postgres").await.unwrap();
+    let mut clients = Vec::new();
+    for _ in 0..CROWD {
+        clients.push(connect(&proxy).await);
+    }
+    let started = Instant::now();
+    let mut work = tokio::task::JoinSet::new();
+    for (i, client) in clients.into_iter().enumerate() {
+        work.spawn(async move {
+            for round in 0..3 {
+                // A transaction block holds its connection over several round trips.
+                client.simple_query("BEGIN").await.expect("begin");
+                let got = rows(&client, &format!("SELECT {i} + {round}, pg_sleep(0.001)")).await;
+                assert_eq!(got[0][0], (i + round).to_string());
+                client.simple_query("COMMIT").await.expect("commit");
+            }
+        });
+    }
+    let count = "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' \
+                 AND pid <> pg_backend_pid()";
+    let most = tokio::time::timeout(
+        Duration::from_secs(120),
+        super::pooling::most_while(work, &owner, count),
+    )
+    .await
+    .expect("a client hung");
+    println!(
+        "{CROWD} clients x 3 transactions on a pool of {CROWD_POOL}: {:?}, at most {most} backends",
+        started.elapsed()
+    );
+    assert!((1..=CROWD_POOL).contains(&most), "{most} backends");
+}
+
+#[tokio::test]
+async fn a_client_inside_a_transaction_when_postgresql_restarts_gets_a_clean_error() {
+    let (pg, proxy) = pooled_proxy(2, "");
+    let inside = connect(&proxy).await;
+    let idle = connect(&proxy).await;
+    assert_eq!(rows(&idle, "SELECT 1").await, [["1"]]);
+    inside.simple_query("BEGIN").await.unwrap();
+    assert_eq!(rows(&inside, "SELECT 2").await, [["2"]]);
+    pg.stop().expect("stop PostgreSQL");
+    pg.start_again().expect("start PostgreSQL again");
+    // The transaction's backend is gone: its client gets PostgreSQL's error or a closed
+    // connection, never a hang, an answer from another backend, or a panic of the proxy.
+    let err = tokio::time::timeout(Duration::from_secs(20), inside.simple_query("SELECT 3"))
+        .await
+        .expect("the client inside the transaction hung")
+        .expect_err("its transaction's backend is gone");
+    if let Some(db) = err.as_db_error() {
+        assert!(
+            ["57P01", "08006", "57P03"].contains(&db.code().code()),
+            "{db:?}"
+        );
+    } else {
+        assert!(inside.is_closed(), "{err:?}");
+    }
+    // The idle client and new clients go on with fresh backends.
+    assert_eq!(rows(&idle, "SELECT 4").await, [["4"]]);
+    let fresh = connect(&proxy).await;
+    assert_eq!(rows(&fresh, "SELECT 5").await, [["5"]]);
+    assert!(!proxy.log().contains("panicked"), "{}", proxy.log());
+}
