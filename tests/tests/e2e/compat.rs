@@ -524,54 +524,35 @@ fn django_orm_over_the_crm_models_in(mode: Mode) {
     assert_mode(&env, mode, &["cursor WITH HOLD"]);
 }
 
-// The suite in each mode.
+/// Each test of the suite twice: `session` in session mode, `transaction` in transaction mode.
+macro_rules! in_both_modes {
+    ($($run:ident: $session:ident, $transaction:ident;)*) => {$(
+        #[test]
+        fn $session() {
+            $run(Mode::Session);
+        }
 
-#[test]
-fn psql_describe_commands_show_each_user_its_own_relations() {
-    psql_describe_commands_show_each_user_its_own_relations_in(Mode::Session);
+        #[test]
+        fn $transaction() {
+            $run(Mode::Transaction);
+        }
+    )*};
 }
 
-#[test]
-fn psql_describe_commands_show_each_user_its_own_relations_in_transaction_mode() {
-    psql_describe_commands_show_each_user_its_own_relations_in(Mode::Transaction);
-}
-
-#[test]
-fn sqlalchemy_core_orm_and_server_side_cursors() {
-    sqlalchemy_core_orm_and_server_side_cursors_in(Mode::Session);
-}
-
-#[test]
-fn sqlalchemy_core_orm_and_server_side_cursors_in_transaction_mode() {
-    sqlalchemy_core_orm_and_server_side_cursors_in(Mode::Transaction);
-}
-
-#[test]
-fn node_postgres_plain_and_prepared_statements() {
-    node_postgres_plain_and_prepared_statements_in(Mode::Session);
-}
-
-#[test]
-fn node_postgres_plain_and_prepared_statements_in_transaction_mode() {
-    node_postgres_plain_and_prepared_statements_in(Mode::Transaction);
-}
-
-#[test]
-fn pgjdbc_metadata_prepared_batch_and_streaming() {
-    pgjdbc_metadata_prepared_batch_and_streaming_in(Mode::Session);
-}
-
-#[test]
-fn pgjdbc_metadata_prepared_batch_and_streaming_in_transaction_mode() {
-    pgjdbc_metadata_prepared_batch_and_streaming_in(Mode::Transaction);
-}
-
-#[test]
-fn django_orm_over_the_crm_models() {
-    django_orm_over_the_crm_models_in(Mode::Session);
-}
-
-#[test]
-fn django_orm_over_the_crm_models_in_transaction_mode() {
-    django_orm_over_the_crm_models_in(Mode::Transaction);
+in_both_modes! {
+    psql_describe_commands_show_each_user_its_own_relations_in:
+        psql_describe_commands_show_each_user_its_own_relations,
+        psql_describe_commands_show_each_user_its_own_relations_in_transaction_mode;
+    sqlalchemy_core_orm_and_server_side_cursors_in:
+        sqlalchemy_core_orm_and_server_side_cursors,
+        sqlalchemy_core_orm_and_server_side_cursors_in_transaction_mode;
+    node_postgres_plain_and_prepared_statements_in:
+        node_postgres_plain_and_prepared_statements,
+        node_postgres_plain_and_prepared_statements_in_transaction_mode;
+    pgjdbc_metadata_prepared_batch_and_streaming_in:
+        pgjdbc_metadata_prepared_batch_and_streaming,
+        pgjdbc_metadata_prepared_batch_and_streaming_in_transaction_mode;
+    django_orm_over_the_crm_models_in:
+        django_orm_over_the_crm_models,
+        django_orm_over_the_crm_models_in_transaction_mode;
 }
