@@ -15,7 +15,10 @@
 //! - Named prepared statements follow the client from connection to connection (see
 //!   `prepared`).
 //! - [`Pools::reap`] closes connections idle longer than `idle_timeout_seconds`, keeping `min_idle`
-//!   per pool.
+//!   per pool, which it opens in advance (see `min_idle`).
+//! - A connection a client's cancel is on its way to is not handed to another client before
+//!   PostgreSQL has the cancel (see `late_cancel`); a connection holds a capped number of
+//!   prepared statements (see `statement_cache`).
 //!
 //! Metrics: `maschera_pool_connections` (gauge, labels `login`, `state` = `idle` | `in_use`),
 //! `maschera_pool_waiting` (gauge, label `login`), `maschera_pool_wait_seconds` (histogram),
