@@ -35,6 +35,7 @@ mod ops;
 mod parse_limits;
 mod policy;
 mod pooling;
+mod pooling_more;
 mod real_crm;
 mod redact;
 mod row_oracles;
