@@ -277,10 +277,11 @@ async fn open(
 ) -> Result<Option<(Startup, User, SessionIdentity, OwnedSemaphorePermit)>> {
     let mut client = match startup::negotiate(tcp, &proxy.tls).await? {
         Opening::Cancel(key) => {
-            if let Some(upstream_key) = proxy.cancels.lookup(key) {
+            if let Some(ticket) = proxy.cancels.lookup(key) {
                 metrics::counter!(m::CANCELS_TOTAL).increment(1);
-                if let Err(err) = proxy.upstream.cancel(upstream_key).await {
-                    warn!(error = %err, "forwarding a cancel request failed");
+                match proxy.upstream.cancel(ticket.key).await {
+                    Ok(()) => ticket.delivered(),
+                    Err(err) => warn!(error = %err, "forwarding a cancel request failed"),
                 }
             }
             return Ok(None);
@@ -346,7 +347,15 @@ async fn serve(
 ) -> Result<()> {
     // The role, not the user's name: the access log tells who the session (by its id) was.
     tracing::Span::current().record("role", user.role.as_str());
-    let admitted = match proxy.admission.admit(&user.name, &user.role) {
+    let pooled_session = proxy
+        .users
+        .pool_mode(&user.name)
+        .unwrap_or(proxy.config.pool.mode)
+        == crate::pool::PoolMode::Transaction;
+    let admitted = match proxy
+        .admission
+        .admit(&user.name, &user.role, pooled_session)
+    {
         Ok(admitted) => admitted,
         Err(refused) => {
             metrics::counter!(m::REFUSALS_TOTAL, m::LABEL_REASON => refused.reason).increment(1);
