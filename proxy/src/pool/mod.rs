@@ -35,6 +35,7 @@ pub mod prepared;
 pub mod session;
 pub mod settings;
 mod statement_cache;
+mod uncommitted;
 
 use crate::metrics as m;
 use crate::net::cancel::{CancelGate, CancelKey, Registration};
@@ -55,6 +56,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, warn};
+use uncommitted::{Outcome, Uncommitted};
 
 /// All pools of the proxy.
 pub struct Pools {
@@ -389,6 +391,8 @@ pub struct PooledSource {
     settings: ClientSettings,
     /// What the client statement being run would change of its settings.
     pending: Option<Change>,
+    /// Changes completed in a transaction that has not committed yet (see `uncommitted`).
+    uncommitted: Uncommitted,
     /// The attached connection holds settings of this client: it is closed when given back.
     dirty: bool,
     /// The client's cancel key; points at the backend serving the client now.
@@ -406,10 +410,31 @@ impl PooledSource {
             key,
             settings: ClientSettings::default(),
             pending: None,
+            uncommitted: Uncommitted::default(),
             dirty: false,
             registration,
             pinning: Pinning::default(),
             prepared,
+        }
+    }
+}
+
+impl PooledSource {
+    /// Makes committed changes the client's (its key follows); pins the session when a rollback
+    /// may or may not have undone some.
+    fn settle(&mut self, outcome: Outcome) {
+        match outcome {
+            Outcome::Held => {}
+            Outcome::Committed(changes) => {
+                let mut changed = false;
+                for change in changes {
+                    changed |= self.settings.apply(change);
+                }
+                if changed {
+                    self.key = Arc::new(self.settings.key(&self.base));
+                }
+            }
+            Outcome::Unknown => self.pinning.pin("SET rolled back to a savepoint"),
         }
     }
 }
@@ -437,6 +462,9 @@ impl UpstreamSource for PooledSource {
     }
 
     fn incoming(&mut self, conn: &mut Leased, tag: u8) -> bool {
+        if tag == b'E' {
+            self.uncommitted.error();
+        }
         self.prepared.incoming(&mut conn.backend.statements, tag)
     }
 
@@ -483,12 +511,19 @@ impl UpstreamSource for PooledSource {
                 if change != Change::Local {
                     self.dirty = true;
                 }
-                if self.settings.apply(change) {
-                    self.key = Arc::new(self.settings.key(&self.base));
-                }
+                self.uncommitted.change(change);
             }
-            _ => self.pinning.completion(tag),
+            _ => {
+                let outcome = self.uncommitted.completion(tag);
+                self.settle(outcome);
+                self.pinning.completion(tag);
+            }
         }
+    }
+
+    fn observe_ready(&mut self, status: u8) {
+        let outcome = self.uncommitted.ready(status);
+        self.settle(outcome);
     }
 
     fn keeps(&self) -> bool {

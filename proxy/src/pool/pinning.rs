@@ -52,7 +52,8 @@ impl Pinning {
         self.reason
     }
 
-    fn pin(&mut self, reason: &'static str) {
+    /// Pins the session for `reason` (the first reason stays).
+    pub fn pin(&mut self, reason: &'static str) {
         if self.reason.is_none() {
             self.reason = Some(reason);
             tracing::debug!(reason, "session pinned to its upstream connection");

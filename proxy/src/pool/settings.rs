@@ -1,6 +1,6 @@
 //! Harmless session settings of a client in transaction mode: a plain `SET name = value` (or `TO`,
 //! or `SET TIME ZONE value`) of a setting on the list below, run outside `SET LOCAL`, becomes part
-//! of the client's pool key (the setting is then a startup parameter of the connections that serve
+//! of the client's pool key once its transaction committed (see `uncommitted`) (the setting is then a startup parameter of the connections that serve
 //! it, so every transaction of the client runs with it, on connections that all have it); `RESET
 //! name`, `RESET ALL` and `DISCARD ALL` take it out again (only the client's own settings change).
 //! The connection the statement ran on holds the setting for other clients of its old key, so it

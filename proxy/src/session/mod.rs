@@ -1073,6 +1073,9 @@ impl ServerToClient {
                     self.status = body.first().copied().unwrap_or(b'I');
                     let status = self.status;
                     hook.on_server_event(ServerEvent::Ready { status }, cycle);
+                    if S::POOLED {
+                        link.source.observe_ready(status);
+                    }
                     self.record_latency(cycles);
                     cycles.ready_seen += 1;
                     if status == b'I' && !cycles.busy() {

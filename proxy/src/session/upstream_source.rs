@@ -111,6 +111,9 @@ pub trait UpstreamSource: Send {
     /// A CommandComplete tag PostgreSQL sent.
     fn observe_completion(&mut self, _tag: &str) {}
 
+    /// A ReadyForQuery's transaction status (`I`, `T` or `E`).
+    fn observe_ready(&mut self, _status: u8) {}
+
     /// Whether the session keeps its connection at the next boundary (pinned).
     fn keeps(&self) -> bool {
         false

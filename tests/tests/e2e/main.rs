@@ -36,6 +36,7 @@ mod parse_limits;
 mod policy;
 mod pooling;
 mod pooling_more;
+mod pooling_state;
 mod real_crm;
 mod redact;
 mod row_oracles;
