@@ -23,11 +23,13 @@ REPO = os.path.dirname(cases.HERE)
 PROXY_USER = ("bench", "Bench-proxy-password-4c1e-osprey", "dpo", {})
 COMPARED = "maschera (compare)"
 
-SMOKE = dict(rounds=1, seconds=1, scale=1, rows=100_000, stream_repeat=1, idle_clients=50,
-             contacts="1000", pool_clients=20, pool_size=5, pool_crm_clients=10)
 SMOKE_TRANSACTIONS = 200
+SMOKE = dict(rounds=1, seconds=1, scale=1, rows=100_000, stream_repeat=1, idle_clients=50,
+             contacts="1000", pool_clients=20, pool_size=5, pool_crm_clients=10,
+             pool_transactions=SMOKE_TRANSACTIONS)
 FULL = dict(rounds=3, seconds=10, scale=10, rows=1_000_000, stream_repeat=3, idle_clients=1000,
-            contacts="10000,200000", pool_clients=1000, pool_size=20, pool_crm_clients=50)
+            contacts="10000,200000", pool_clients=1000, pool_size=20, pool_crm_clients=50,
+            pool_transactions=50)
 
 
 def parse_args(argv):
@@ -52,6 +54,9 @@ def parse_args(argv):
                    "(default 10000,200000; smoke 1000)")
     p.add_argument("--pool-clients", type=int,
                    help="case 7: pgbench clients through the pools (default 1000; smoke 20)")
+    p.add_argument("--pool-transactions", type=int,
+                   help="case 7: transactions per client of each pgbench run but -C (default 50; "
+                   "smoke 200)")
     p.add_argument("--pool-size", type=int,
                    help="cases 7 and 8: upstream connections per pool of Maschera and pgbouncer in "
                    "transaction mode (default 20; smoke 5)")

@@ -112,10 +112,15 @@ def _measure(bench, case, figure, target, args, database, round_no, extra_env=No
 
 
 def _cycle_length(bench, connect_per_transaction=False):
-    """pgbench's run length; a smoke run with a connection per transaction runs 10 per client."""
-    if bench.opts.smoke and connect_per_transaction:
-        return ["-t", "10"]
-    return bench.run_length()
+    """pgbench's run length: `--pool-transactions` per client (pgbench's `-T` counts the time its
+    1,000 clients take to log in, seconds for direct PostgreSQL, which would leave no time for
+    transactions); with a connection per transaction, which has no such start, `-T` (smoke: 10
+    per client)."""
+    if bench.opts.smoke:
+        return ["-t", "10"] if connect_per_transaction else bench.run_length()
+    if connect_per_transaction:
+        return bench.run_length()
+    return ["-t", str(bench.opts.pool_transactions)]
 
 
 def transaction_pooling(bench):

@@ -24,7 +24,8 @@ CASES = {
 HIGHER_IS_BETTER = {"TPS"}
 
 _POOLING_SETUP = (
-    "{clients} pgbench clients (`-j 2`) through pools of {size} upstream connections: Maschera "
+    "{clients} pgbench clients (`-j 2`, {transactions} transactions per client; `-C`: the run "
+    "length above) through pools of {size} upstream connections: Maschera "
     "(`[pool] mode = \"transaction\"`, `size = {size}`) and pgbouncer (`pool_mode = transaction`, "
     "`default_pool_size = {size}`). pgbouncer 1.18 cannot run `-M prepared` in transaction mode: the "
     "prepared protocol is compared with pgbouncer in session mode, which needs a backend per client "
@@ -239,7 +240,9 @@ def render(res, opts, command):
             _POOL_SIZE["size"] = getattr(opts, "pool_size", None)
             out += [_POOLING_SETUP.format(clients=getattr(opts, "pool_clients", "?"),
                                           size=_POOL_SIZE["size"],
-                                          crm=getattr(opts, "pool_crm_clients", "?")), ""]
+                                          crm=getattr(opts, "pool_crm_clients", "?"),
+                                          transactions=getattr(opts, "pool_transactions", "?")),
+                    ""]
         out += [_case_tables(res, case, max(opts.clients)), ""]
         for line in res.notes.get(case, []):
             out.append(f"- {line}")

@@ -414,13 +414,17 @@ impl UpstreamSource for PooledSource {
     }
 
     fn observe_client(&mut self, tag: u8, frame: &[u8]) {
-        if matches!(tag, b'Q' | b'P') {
-            self.pending = crate::wire::Frontend::decode(frame)
-                .ok()
-                .and_then(|m| m.sql())
-                .and_then(settings::change);
+        // Only a Query or a Parse carries statement text: decoded once, for both.
+        if !matches!(tag, b'Q' | b'P') {
+            return;
         }
-        self.pinning.client(frame);
+        let sql = crate::wire::Frontend::decode(frame)
+            .ok()
+            .and_then(|m| m.sql());
+        self.pending = sql.and_then(settings::change);
+        if let Some(sql) = sql {
+            self.pinning.statement(sql);
+        }
     }
 
     fn observe_completion(&mut self, tag: &str) {

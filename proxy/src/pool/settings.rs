@@ -40,6 +40,15 @@ pub enum Change {
 pub fn change(sql: &[u8]) -> Option<Change> {
     let sql = std::str::from_utf8(sql).ok()?.trim();
     let sql = sql.strip_suffix(';').unwrap_or(sql).trim_end();
+    // Most statements are none of these: decided before anything is allocated (every statement
+    // of a pooled client comes through here).
+    let first = sql.split_whitespace().next()?;
+    if !["set", "reset", "discard"]
+        .iter()
+        .any(|word| first.eq_ignore_ascii_case(word))
+    {
+        return None;
+    }
     if sql.contains(';') || sql.contains("--") || sql.contains("/*") {
         return None;
     }
