@@ -3,7 +3,7 @@
 //! SIGTERM/SIGINT (stop accepting, close idle sessions, give busy ones the shutdown timeout).
 //! Not for: the protocol details of any phase (see `startup`, `client_auth`, `upstream`, `session`).
 
-pub mod workers;
+pub(crate) mod workers;
 
 use crate::config::Config;
 use crate::enforce::admission::Admission;
