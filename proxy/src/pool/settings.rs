@@ -205,6 +205,25 @@ mod tests {
     }
 
     #[test]
+    fn the_first_word_decides_whatever_the_case_and_the_spacing() {
+        assert_eq!(
+            change(b" \n\tsEt\nTimeZone\tTO 'UTC' ;"),
+            set("timezone", "UTC")
+        );
+        assert_eq!(change(b"\n discard   ALL;"), Some(Change::ResetAll));
+        for other in [
+            &b"SELECT set_config('statement_timeout', '5', false)"[..],
+            b"settle",
+            b"resetting",
+            b"/* SET statement_timeout = 5 */ SELECT 1",
+            b"",
+            b" ; ",
+        ] {
+            assert_eq!(change(other), None, "{}", String::from_utf8_lossy(other));
+        }
+    }
+
+    #[test]
     fn the_key_carries_the_clients_settings_over_the_startup_parameters() {
         let base = UpstreamKey {
             login: crate::net::upstream::Login {
