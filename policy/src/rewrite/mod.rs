@@ -52,6 +52,7 @@ pub use channels::channel_name_problem;
 pub use refusal::{Refusal, SqlState};
 pub use report::{ColumnAction, ColumnUse, TableOperation, TableRoute, TableUse};
 pub use settings::{RESERVED_NAMESPACE, check_startup_parameter};
+pub use shape::{Token as LexToken, lex};
 
 use crate::access::{Catalog, RoleAccess, TableAccess};
 use analyzer::Analyzer;

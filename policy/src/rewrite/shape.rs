@@ -116,7 +116,7 @@ fn number_end(bytes: &[u8], start: usize) -> Option<usize> {
 }
 
 /// One token the shape lexer cares about.
-enum Token {
+pub enum Token {
     /// A constant to lift, spanning the range.
     Constant,
     /// A `$n` parameter with its number.
@@ -126,8 +126,9 @@ enum Token {
 }
 
 /// Lexes `text`, calling `emit` for each token with its range. Stops with `None` on anything the
-/// lexer does not handle exactly like PostgreSQL.
-fn lex(text: &str, mut emit: impl FnMut(Token, usize, usize)) -> Option<()> {
+/// lexer does not handle exactly like PostgreSQL. (Also the proxy's pinning check, to tell live
+/// words from words in literals, quoted identifiers and comments.)
+pub fn lex(text: &str, mut emit: impl FnMut(Token, usize, usize)) -> Option<()> {
     let bytes = text.as_bytes();
     let mut i = 0;
     while i < bytes.len() {

@@ -29,6 +29,7 @@
 
 pub mod config;
 mod late_cancel;
+mod live_words;
 mod min_idle;
 pub mod pinning;
 pub mod prepared;

@@ -1,15 +1,19 @@
 //! What pins a client of transaction mode to its upstream connection until it ends: session state
 //! that would follow the connection to another client or stay behind on it. The proxy does not
 //! replay or undo such state; it keeps the session on its connection instead (counted in
-//! `maschera_pool_pins_total` by reason). Decided from what the client sends (words of the statement text that can create session state: temporary objects,
-//! `WITH HOLD` cursors, session advisory locks, `set_config`, `LISTEN`) and from the
+//! `maschera_pool_pins_total` by reason). Decided from what the client sends (statements that can
+//! create session state: temporary objects, `WITH HOLD` cursors, session advisory locks,
+//! `set_config`, `LISTEN`; a cheap word check first, then the statement's tokens, see `live_words`)
+//! and from the
 //! CommandComplete tags PostgreSQL sends (`SET`, `RESET`, `DISCARD`, `PREPARE`, `LISTEN`, `LOAD`)
 //! of statements that `settings` does not follow (a plain SET of a harmless setting follows the
 //! client instead of pinning it).
-//! (A cursor without `WITH HOLD` ends with its transaction and pins nothing.) The text check is deliberately coarse: a word that merely looks like one
-//! (a column named `temp`) pins too, which costs a connection, never isolation.
+//! (A cursor without `WITH HOLD` ends with its transaction and pins nothing.) The check stays
+//! coarse where it must guess: a table named `temp` after `INTO` pins, which costs a connection,
+//! never isolation.
 //! Not for: the pools (see `pool`), or refusing statements (the session hooks).
 
+use super::live_words::{self, Place};
 use crate::metrics as m;
 use crate::wire::Frontend;
 
@@ -19,18 +23,35 @@ pub struct Pinning {
     reason: Option<&'static str>,
 }
 
-/// Words (lowercase, whole) whose presence in a statement pins the session.
-const PINNING_WORDS: &[(&str, &str)] = &[
-    ("temp", "temporary object"),
-    ("temporary", "temporary object"),
-    ("hold", "cursor WITH HOLD"),
-    ("listen", "LISTEN"),
-    ("set_config", "set_config"),
-    ("pg_advisory_lock", "session advisory lock"),
-    ("pg_advisory_lock_shared", "session advisory lock"),
-    ("pg_try_advisory_lock", "session advisory lock"),
-    ("pg_try_advisory_lock_shared", "session advisory lock"),
+/// Words (lowercase, whole) whose presence in a statement may pin the session, and where they
+/// count (see `live_words`).
+const PINNING_WORDS: &[(&str, &str, Place)] = &[
+    ("temp", "temporary object", AFTER_CREATE),
+    ("temporary", "temporary object", AFTER_CREATE),
+    ("pg_temp", "temporary object", Place::Anywhere),
+    ("hold", "cursor WITH HOLD", Place::After(&["with"])),
+    ("listen", "LISTEN", Place::First),
+    ("set_config", "set_config", Place::Anywhere),
+    ("pg_advisory_lock", "session advisory lock", Place::Anywhere),
+    (
+        "pg_advisory_lock_shared",
+        "session advisory lock",
+        Place::Anywhere,
+    ),
+    (
+        "pg_try_advisory_lock",
+        "session advisory lock",
+        Place::Anywhere,
+    ),
+    (
+        "pg_try_advisory_lock_shared",
+        "session advisory lock",
+        Place::Anywhere,
+    ),
 ];
+
+/// `CREATE [GLOBAL | LOCAL] TEMP`, `CREATE OR REPLACE TEMP VIEW`, `SELECT ... INTO TEMP`.
+const AFTER_CREATE: Place = Place::After(&["create", "global", "local", "replace", "into"]);
 
 /// CommandComplete tags (their first words) that leave session state behind.
 const PINNING_TAGS: &[(&str, &str)] = &[
@@ -73,7 +94,12 @@ impl Pinning {
         if self.pinned() {
             return;
         }
-        if let Some(reason) = pinning_word(sql) {
+        // The word check is cheap and finds nothing in most statements; the tokens decide only
+        // when it found a word (see `live_words`), and pin when they cannot be trusted.
+        let Some(word) = pinning_word(sql) else {
+            return;
+        };
+        if let Some(reason) = live_words::live(sql, place).unwrap_or(Some(word)) {
             self.pin(reason)
         }
     }
@@ -94,12 +120,15 @@ impl Pinning {
 fn pinning_word(sql: &[u8]) -> Option<&'static str> {
     sql.split(|b| !(b.is_ascii_alphanumeric() || *b == b'_'))
         .filter(|word| (4..=27).contains(&word.len()))
-        .find_map(|word| {
-            PINNING_WORDS
-                .iter()
-                .find(|(w, _)| word.eq_ignore_ascii_case(w.as_bytes()))
-                .map(|(_, reason)| *reason)
-        })
+        .find_map(|word| place(word).map(|(reason, _)| reason))
+}
+
+/// A pinning word's reason and where it counts.
+fn place(word: &[u8]) -> Option<(&'static str, Place)> {
+    PINNING_WORDS
+        .iter()
+        .find(|(w, ..)| word.eq_ignore_ascii_case(w.as_bytes()))
+        .map(|(_, reason, place)| (*reason, *place))
 }
 
 #[cfg(test)]
@@ -136,6 +165,18 @@ mod tests {
         assert_eq!(pins_query("LISTEN jobs"), Some("LISTEN"));
         assert_eq!(pins_query("SELECT pg_advisory_xact_lock(1)"), None);
         assert_eq!(pins_query("SELECT name, temperature FROM t"), None);
+        assert_eq!(
+            pins_query("SELECT CASE c.relkind WHEN 'r' THEN 'TEMPORARY TABLE' END FROM pg_class c"),
+            None
+        );
+        assert_eq!(
+            pins_query("create /* t */ temporary -- u\n table t (a int)"),
+            Some("temporary object")
+        );
+        assert_eq!(
+            pins_query("DO $$ BEGIN CREATE TEMP TABLE t (); END $$"),
+            Some("temporary object")
+        );
         assert_eq!(pins_query("BEGIN; UPDATE t SET a = 1; COMMIT"), None);
         let mut named = Pinning::default();
         named.client(&frame(Frontend::Parse {

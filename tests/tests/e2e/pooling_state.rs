@@ -1,7 +1,8 @@
 //! Honest session state in transaction mode: a client's `SET` follows it only once PostgreSQL
 //! committed the transaction it ran in (a rollback, an aborted transaction or `SET LOCAL` leave
 //! the client's settings as they were, for it and for other clients of the pool); a rollback to a
-//! savepoint after a `SET` pins the session instead of guessing.
+//! savepoint after a `SET` pins the session instead of guessing; pinning goes by the statement's
+//! tokens (a literal naming `TEMPORARY TABLE` pins nothing, a temporary table does).
 //! Not for: the pools themselves (pooling.rs, pooling_more.rs).
 
 use super::pooling::{connect, failure, pooled_proxy, rows};
@@ -102,4 +103,48 @@ async fn a_rollback_to_a_savepoint_after_a_set_pins_the_session_with_its_true_va
         original,
         "a's backend was closed, not handed on"
     );
+}
+
+/// Whether `client` shares the backend of the pool of one with `other` (`None`: `other` waited
+/// and got 53300, the backend being pinned to `client`).
+async fn shares_backend(client: &Client, other: &Client) -> Option<bool> {
+    let pid = rows(client, "SELECT pg_backend_pid()").await;
+    match other.simple_query("SELECT pg_backend_pid()").await {
+        Ok(_) => Some(rows(other, "SELECT pg_backend_pid()").await == pid),
+        Err(err) => {
+            assert_eq!(failure(&err).0, "53300", "{err}");
+            None
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_literal_naming_temporary_table_does_not_pin_and_a_temporary_table_does() {
+    let (_pg, proxy) = pooled_proxy(1, "");
+    let a = connect(&proxy).await;
+    let b = connect(&proxy).await;
+    // What pgjdbc's DatabaseMetaData.getTables sends names 'TEMPORARY TABLE' in a literal.
+    let tables = rows(
+        &a,
+        "SELECT c.relname, CASE n.nspname ~ '^pg_' OR n.nspname = 'information_schema' \
+         WHEN true THEN 'SYSTEM TABLE' ELSE CASE c.relpersistence WHEN 't' \
+         THEN 'TEMPORARY TABLE' /* temp */ ELSE 'TABLE' END END AS \"temp\" \
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE c.relname = 'pg_class'",
+    )
+    .await;
+    assert_eq!(tables, [["pg_class", "SYSTEM TABLE"]]);
+    assert_eq!(shares_backend(&a, &b).await, Some(true), "a was pinned");
+    // A temporary table pins, comments and case notwithstanding.
+    a.simple_query("create /* a comment */ temporary -- another\n table mine (x int)")
+        .await
+        .unwrap();
+    assert_eq!(shares_backend(&a, &b).await, None, "a was not pinned");
+    drop(a);
+    let c = connect(&proxy).await;
+    let d = connect(&proxy).await;
+    c.simple_query("CREATE TEMP TABLE mine (x int)")
+        .await
+        .unwrap();
+    assert_eq!(shares_backend(&c, &d).await, None, "c was not pinned");
 }
