@@ -139,6 +139,24 @@ pub trait SessionHook: Send {
         ServerFrame::Pass
     }
 
+    /// How the client gets the ReadyForQuery ending cycle `cycle` (`status`: PostgreSQL's
+    /// transaction status), asked before [`SessionHook::on_server_event`], which sees PostgreSQL's
+    /// status whatever the client gets. For a hook that answers transaction control itself or adds
+    /// cycles of its own (`end_user`: a `BEGIN` held back until the end user is known, see
+    /// [`SessionHook::prelude`]). The default: [`ServerFrame::Pass`].
+    fn ready_frame(&mut self, _status: u8, _cycle: u64) -> ServerFrame {
+        ServerFrame::Pass
+    }
+
+    /// Messages (whole frames) to send upstream before the client message `tag` of cycle `cycle`
+    /// is decided, e.g. a `BEGIN` held back until the transaction's first statement; asked for
+    /// every message that goes to [`SessionHook::on_client_message`], which then gets the cycle
+    /// numbers after those the prelude ends. The hook withholds their answers from the client.
+    /// The default: none.
+    fn prelude(&mut self, _tag: u8, _frame: &[u8], _cycle: u64) -> Option<Bytes> {
+        None
+    }
+
     /// A statement of cycle `cycle` ended (CommandComplete, ErrorResponse), or the cycle did
     /// (ReadyForQuery).
     fn on_server_event(&mut self, event: ServerEvent<'_>, cycle: u64);
@@ -711,7 +729,18 @@ impl ClientToServer {
                         link.source.observe_client(header.tag, frame);
                     }
                     // The cycle this message belongs to: the next one to be sent.
-                    let cycle = cycles.sent + run_cycles + 1;
+                    let mut cycle = cycles.sent + run_cycles + 1;
+                    if let Some(prelude) = hook.prelude(header.tag, frame, cycle) {
+                        self.queue_input(cycles, end - start, run_cycles);
+                        (start, run_cycles) = (end, 0);
+                        let (count, last_ends) = count_cycles(&prelude);
+                        cycles.send(count);
+                        cycles.open = !last_ends;
+                        self.queue
+                            .push_back(Chunk::Made(BytesMut::from(&prelude[..])));
+                        cycle = cycles.sent + 1;
+                    }
+                    let frame = &self.buf[end..end + header.len];
                     hook.on_client_message(header.tag, frame, cycle)
                 }
                 // A pooled connection outlives the client: its Terminate stays with the proxy.
@@ -1067,6 +1096,7 @@ impl ServerToClient {
                 b'Z' => {
                     self.status = body.first().copied().unwrap_or(b'I');
                     let status = self.status;
+                    replacement = hook.ready_frame(status, cycle).replacement();
                     hook.on_server_event(ServerEvent::Ready { status }, cycle);
                     self.record_latency(cycles);
                     cycles.ready_seen += 1;

@@ -34,7 +34,7 @@ pub fn mentions(text: &[u8]) -> bool {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Token {
+pub(super) enum Token {
     Word(String),
     Quoted(String),
     Str(String),
@@ -44,7 +44,7 @@ enum Token {
 
 /// The tokens of a statement, comments skipped; `None` for anything a route never contains
 /// (E'' strings, dollar quotes, unterminated text).
-fn tokens(text: &str) -> Option<Vec<Token>> {
+pub(super) fn tokens(text: &str) -> Option<Vec<Token>> {
     let bytes = text.as_bytes();
     let mut out = Vec::new();
     let mut at = 0;

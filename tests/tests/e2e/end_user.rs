@@ -8,7 +8,7 @@ use maschera_tests::maschera_bin;
 use std::path::Path;
 
 /// `maschera end-user token` for `end_user` of the demo.
-fn token(config: &Path, end_user: &str) -> String {
+pub(crate) fn token(config: &Path, end_user: &str) -> String {
     let out = std::process::Command::new(maschera_bin())
         .args(["end-user", "token", "--config"])
         .arg(config)
@@ -31,7 +31,7 @@ fn tampered(token: &str) -> String {
     String::from_utf8(bytes).unwrap()
 }
 
-async fn connect(uri: &str) -> tokio_postgres::Client {
+pub(crate) async fn connect(uri: &str) -> tokio_postgres::Client {
     maschera_tests::connect(uri)
         .await
         .unwrap_or_else(|e| panic!("connecting to {uri}: {e}"))
@@ -111,8 +111,8 @@ async fn one_application_login_serves_each_end_user_as_their_role() {
     // `maschera.*` setting.
     let (code, _) = simple_refusal(&crm, &format!("BEGIN; SET maschera.end_user = '{sam}'")).await;
     assert_eq!(code, "42501");
-    // A transaction is served as the end user it began with: switching after its first statement
-    // (BEGIN included) is refused, and the session goes on as before.
+    // A transaction is served as the end user of its first statement: switching after it is
+    // refused, and the session goes on as before.
     crm.batch_execute("BEGIN").await.unwrap();
     simple_rows(&crm, emails).await;
     let (code, message) =
