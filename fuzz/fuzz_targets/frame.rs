@@ -4,7 +4,7 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use maschera::frame;
+use maschera::wire::frame;
 
 const MAX: usize = 1 << 16;
 

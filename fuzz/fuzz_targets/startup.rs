@@ -4,8 +4,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use maschera::scram::{ScramServer, Verifier};
-use maschera::startup;
+use maschera::net::scram::{ScramServer, Verifier};
+use maschera::net::startup;
 use std::sync::OnceLock;
 
 fn verifier() -> &'static Verifier {

@@ -9,7 +9,7 @@
 
 use maschera::audit::keys::ChainSecret;
 use maschera::audit::{AuditConfig, AuditLog, Durability};
-use maschera::audit_trail::{SessionIdentity, Trail};
+use maschera::enforce::audit_trail::{SessionIdentity, Trail};
 use maschera::session::ServerEvent;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -12,7 +12,7 @@ use maschera::end_user::route;
 use maschera::end_user::sign::{TokenRequest, sign_with};
 use maschera::end_user::state::{EndUserState, Scope};
 use maschera::end_user::token::TokenVerifier;
-use maschera::scram::Verifier;
+use maschera::net::scram::Verifier;
 use maschera::session::ServerEvent;
 use maschera::users::application::{Application, AttributeBounds};
 use maschera::users::{User, UserStore};

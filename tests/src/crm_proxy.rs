@@ -5,7 +5,7 @@
 
 use crate::{PgServer, examples_dir, maschera_bin};
 use anyhow::{Context, Result, bail};
-use maschera::scram::Verifier;
+use maschera::net::scram::Verifier;
 use maschera::users::{User, UserStore};
 use std::path::PathBuf;
 use std::process::Command;

@@ -42,7 +42,7 @@ pub struct Fixture {
 
 /// What the CRM holds.
 enum Data {
-    /// Contacts made by the real generator (`maschera::crm::load`).
+    /// Contacts made by the real generator (`maschera::ops::crm::load`).
     Generated(u64),
     /// The CRM schema with these hand-chosen rows (SQL run by psql).
     Rows(&'static str),
@@ -227,7 +227,7 @@ impl CrmProxy {
     /// Straight to PostgreSQL as the role's login (no proxy).
     pub async fn straight(&self, role: &str) -> Client {
         let credentials =
-            maschera::credentials::Credentials::load(&self.applied.credentials).unwrap();
+            maschera::admin::credentials::Credentials::load(&self.applied.credentials).unwrap();
         let login = credentials.login(role).expect("login");
         connect(&self.pg.uri_as(&login.user, &login.password, CRM_DB))
             .await

@@ -1,4 +1,4 @@
-//! The end-to-end test harness: a private PostgreSQL per test (`maschera::embedded_pg`, the same code
+//! The end-to-end test harness: a private PostgreSQL per test (`maschera::ops::embedded_pg`, the same code
 //! `maschera demo` uses), the binary under test, and the examples folder. Not for: assertions about
 //! Maschera itself; those live in `tests/tests/`.
 
@@ -8,8 +8,8 @@ pub mod crm_proxy;
 pub mod fixture;
 pub use clients::{PSQL_TUPLES, Ran, psql, psql_tuples};
 pub use fixture::{CrmProxy, Fixture, pg_and_proxy};
-pub use maschera::embedded_pg as pg;
-pub use maschera::embedded_pg::{
+pub use maschera::ops::embedded_pg as pg;
+pub use maschera::ops::embedded_pg::{
     PgServer, PgServerOptions, SUPERUSER, connect, free_port, pg_bin_dir,
 };
 pub mod proxy;

@@ -4,7 +4,7 @@
 
 use crate::pg::{PgServer, SUPERUSER, free_port};
 use anyhow::{Context, Result, bail};
-use maschera::scram::Verifier;
+use maschera::net::scram::Verifier;
 use maschera::users::{User, UserStore};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use crate::upstream_settings::{UpstreamConfig, UpstreamTlsMode};
+pub use crate::net::upstream_settings::{UpstreamConfig, UpstreamTlsMode};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]

@@ -113,7 +113,7 @@ impl Application {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scram::Verifier;
+    use crate::net::scram::Verifier;
     use crate::users::User;
 
     fn users() -> UserStore {

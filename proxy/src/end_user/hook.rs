@@ -21,20 +21,20 @@ use super::held::{self, Control, OwnCycle};
 use super::route::{self, Route};
 use super::state::{EndUserState, Scope, Who};
 use super::token::TokenVerifier;
-use crate::admission::RateLimit;
 use crate::audit::AuditLog;
 use crate::audit::record::{EventKind, Outcome};
-use crate::audit_trail::SessionIdentity;
-use crate::client_error::ClientError;
 use crate::config::Config;
+use crate::enforce::admission::RateLimit;
+use crate::enforce::audit_trail::SessionIdentity;
+use crate::enforce::policy_state::PolicyHandle;
 use crate::enforce::{self, LoginRefusal, SessionSetup};
-use crate::frame;
-use crate::policy_state::PolicyHandle;
+use crate::net::upstream::Login;
+use crate::session::upstream_source::UpstreamKey;
 use crate::session::{Decision, Hold, ServerEvent, ServerFrame, SessionHook};
-use crate::upstream::Login;
-use crate::upstream_source::UpstreamKey;
 use crate::users::application::Application;
 use crate::users::{User, UserStore};
+use crate::wire::client_error::ClientError;
+use crate::wire::frame;
 use anyhow::Context;
 use bytes::Bytes;
 use policy::access::{RoleAccess, UnlistedTables};
@@ -234,9 +234,9 @@ impl Maker {
     }
 
     /// The upstream and error scrub the session starts with (no end user).
-    pub fn errors(&self) -> Arc<crate::error_scrub::ErrorScrub> {
+    pub fn errors(&self) -> Arc<crate::session::error_scrub::ErrorScrub> {
         let state = self.handle.current();
-        Arc::new(crate::error_scrub::ErrorScrub::for_role(
+        Arc::new(crate::session::error_scrub::ErrorScrub::for_role(
             &no_access(NO_END_USER_ROLE),
             &state.catalog,
         ))

@@ -11,7 +11,7 @@
 //!
 //! Not for: verifying the token (see `token`) or what a switch does (see `state`).
 
-use crate::frame;
+use crate::wire::frame;
 use bytes::{BufMut, Bytes, BytesMut};
 
 /// The setting the routes set.

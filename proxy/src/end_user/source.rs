@@ -6,10 +6,10 @@
 //!
 //! Not for: transaction pooling across sessions (see `pool`), choosing the end user (see `hook`).
 
-use crate::client_error::ClientError;
-use crate::tls::BoxStream;
-use crate::upstream::UpstreamTarget;
-use crate::upstream_source::{Acquiring, UpstreamKey, UpstreamSource};
+use crate::net::tls::BoxStream;
+use crate::net::upstream::UpstreamTarget;
+use crate::session::upstream_source::{Acquiring, UpstreamKey, UpstreamSource};
+use crate::wire::client_error::ClientError;
 use std::sync::Arc;
 use tracing::warn;
 

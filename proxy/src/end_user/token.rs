@@ -398,7 +398,7 @@ pub(crate) mod tests {
             name: "sam".into(),
             role: "sales".into(),
             attributes: BTreeMap::from([("region".into(), "north".into())]),
-            verifier: crate::scram::Verifier::from_password("x", 1),
+            verifier: crate::net::scram::Verifier::from_password("x", 1),
         };
         TokenRequest::for_user(&user, &keys().config, now, 600)
     }

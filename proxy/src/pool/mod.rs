@@ -30,12 +30,12 @@ pub mod prepared;
 pub mod session;
 pub mod settings;
 
-use crate::cancel::{CancelKey, Registration};
-use crate::client_error::ClientError;
 use crate::metrics as m;
-use crate::tls::BoxStream;
-use crate::upstream::{UpstreamError, UpstreamTarget};
-use crate::upstream_source::{Acquiring, UpstreamKey, UpstreamSource};
+use crate::net::cancel::{CancelKey, Registration};
+use crate::net::tls::BoxStream;
+use crate::net::upstream::{UpstreamError, UpstreamTarget};
+use crate::session::upstream_source::{Acquiring, UpstreamKey, UpstreamSource};
+use crate::wire::client_error::ClientError;
 use bytes::BytesMut;
 pub use config::{PoolConfig, PoolMode};
 use pinning::Pinning;

@@ -20,7 +20,7 @@
 //! session: see `pinning`).
 //! Not for: the pools (see `pool`), or the statement text (the session hook's).
 
-use crate::frame::{self, POSTGRES_MAX_FRAME};
+use crate::wire::frame::{self, POSTGRES_MAX_FRAME};
 use crate::wire::{Frontend, Target};
 use bytes::{Bytes, BytesMut};
 use sha2::{Digest, Sha256};

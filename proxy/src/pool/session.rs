@@ -5,12 +5,12 @@
 //! Not for: startup and authentication (see `server`), the relay (see `session`).
 
 use super::{PooledSource, Pools};
-use crate::cancel::CancelRegistry;
-use crate::frame;
 use crate::metrics as m;
+use crate::net::cancel::CancelRegistry;
+use crate::net::tls::BoxStream;
+use crate::session::upstream_source::UpstreamKey;
 use crate::session::{self, RelaySettings, SessionEnd, SessionHook};
-use crate::tls::BoxStream;
-use crate::upstream_source::UpstreamKey;
+use crate::wire::frame;
 use pgwire::messages::startup::{BackendKeyData, SecretKey};
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;

@@ -10,7 +10,7 @@
 //! Not for: deciding whether a client may change a setting at all (the session hooks do; the
 //! proxy's attribute settings never pass them).
 
-use crate::upstream_source::UpstreamKey;
+use crate::session::upstream_source::UpstreamKey;
 
 /// Settings that may follow a client from connection to connection as startup parameters.
 const FOLLOWING: &[&str] = &[
@@ -198,7 +198,7 @@ mod tests {
     #[test]
     fn the_key_carries_the_clients_settings_over_the_startup_parameters() {
         let base = UpstreamKey {
-            login: crate::upstream::Login {
+            login: crate::net::upstream::Login {
                 user: "sales".into(),
                 password: None,
             },

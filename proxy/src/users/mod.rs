@@ -14,8 +14,8 @@
 
 pub mod application;
 
+use crate::net::scram::Verifier;
 use crate::pool::PoolMode;
-use crate::scram::Verifier;
 use application::Application;
 use serde::Deserialize;
 use std::collections::BTreeMap;

@@ -6,7 +6,7 @@
 //! nothing and re-encoding with another statement name keeps them byte for byte.
 //! Not for: splitting a stream into frames (see `frame`), or backend messages.
 
-use crate::frame::{self, HEADER_LEN};
+use crate::wire::frame::{self, HEADER_LEN};
 use bytes::{BufMut, BytesMut};
 use thiserror::Error;
 

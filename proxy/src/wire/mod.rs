@@ -3,6 +3,11 @@
 //! by headers, the size limit, the few backend messages the proxy makes) are `frame`'s.
 //! Not for: deciding what to do with a message (hooks, the relay), or startup packets (`startup`).
 
+pub mod client_error;
+pub mod frame;
+pub mod refusal_marker;
+pub mod relay_buffer;
+
 pub mod frontend;
 
 pub use frontend::{DecodeError, Frontend, Target};

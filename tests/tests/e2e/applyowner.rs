@@ -37,12 +37,12 @@ async fn owned_crm_on(pg: PgServer, attributes: &str, contacts: u64) -> (PgServe
     let client = maschera_tests::connect(&owner_uri(&pg))
         .await
         .expect("connect as the owner");
-    let options = maschera::crm::CrmOptions {
+    let options = maschera::ops::crm::CrmOptions {
         contacts,
         seed: 1,
         ..Default::default()
     };
-    maschera::crm::load(&client, &options)
+    maschera::ops::crm::load(&client, &options)
         .await
         .expect("load the CRM as the owner");
     let applied = AppliedPolicy {

@@ -8,7 +8,7 @@ async fn catalog_lists_crm_tables_with_columns_in_order_and_types() {
     let pg = PgServer::start().expect("start PostgreSQL");
     pg.create_crm_schema("crm").expect("CRM schema");
     let client = pg.connect("crm").await.expect("connect");
-    let catalog = maschera::catalog::load(&client, &["public".to_string()])
+    let catalog = maschera::admin::catalog::load(&client, &["public".to_string()])
         .await
         .expect("catalog");
 

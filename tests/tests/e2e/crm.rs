@@ -7,7 +7,7 @@ use tokio_postgres::Client;
 /// One digest per table over every row in id order.
 async fn checksums(client: &Client) -> Vec<Option<String>> {
     let mut sums = Vec::new();
-    for table in maschera::crm::table_names() {
+    for table in maschera::ops::crm::table_names() {
         let sql = format!("SELECT md5(string_agg(t::text, E'\\n' ORDER BY id)) FROM {table} t");
         sums.push(client.query_one(&sql, &[]).await.unwrap().get(0));
     }
@@ -39,7 +39,7 @@ async fn same_seed_gives_identical_tables_and_another_seed_differs() {
         a, b,
         "same seed and scale give the same data in every table"
     );
-    for (i, table) in maschera::crm::table_names().iter().enumerate() {
+    for (i, table) in maschera::ops::crm::table_names().iter().enumerate() {
         assert_ne!(a[i], c[i], "another seed gives other {table}");
     }
 }
@@ -168,9 +168,9 @@ async fn loading_twice_is_refused_and_changes_nothing() {
     load_crm(&pg, "crm", 200, 1).await.expect("first load");
     let client = pg.connect("crm").await.unwrap();
     let before = checksums(&client).await;
-    let err = maschera::crm::load(
+    let err = maschera::ops::crm::load(
         &client,
-        &maschera::crm::CrmOptions {
+        &maschera::ops::crm::CrmOptions {
             contacts: 200,
             ..Default::default()
         },
@@ -255,12 +255,12 @@ async fn loads_into_an_existing_schema_that_other_tables_refer_to() {
     pg.psql("crm", &["-c", "CREATE TABLE invoices (id int PRIMARY KEY, contact_id bigint REFERENCES contacts (id))"])
         .unwrap();
     let client = pg.connect("crm").await.unwrap();
-    let options = maschera::crm::CrmOptions {
+    let options = maschera::ops::crm::CrmOptions {
         contacts: 300,
         seed: 5,
         create_schema: false,
     };
-    maschera::crm::load(&client, &options)
+    maschera::ops::crm::load(&client, &options)
         .await
         .expect("load into the existing tables");
     load_crm(&pg, "fresh", 300, 5).await.unwrap();

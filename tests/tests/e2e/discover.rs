@@ -39,7 +39,7 @@ async fn finds_every_personal_column_of_the_reference_crm() {
     let pg = PgServer::start().expect("start PostgreSQL");
     load_crm(&pg, "crm", 2000, 1).await.expect("load the CRM");
     let client = pg.connect("crm").await.unwrap();
-    let proposals = maschera::discover::discover(&client, "public", 1000)
+    let proposals = maschera::ops::discover::discover(&client, "public", 1000)
         .await
         .expect("discover");
     let found: BTreeSet<(String, String)> = proposals
@@ -110,7 +110,7 @@ async fn content_alone_finds_badly_named_columns_in_any_schema() {
     )
     .expect("create tables");
     let client = pg.connect("shop").await.unwrap();
-    let proposals = maschera::discover::discover(&client, "shop", 100)
+    let proposals = maschera::ops::discover::discover(&client, "shop", 100)
         .await
         .expect("discover");
     let customers = proposals

@@ -515,7 +515,7 @@ async fn transaction_pooling_refuses_application_users_unless_in_session_mode() 
                 name: "crm".into(),
                 role: String::new(),
                 attributes: Default::default(),
-                verifier: maschera::scram::Verifier::from_password(
+                verifier: maschera::net::scram::Verifier::from_password(
                     &maschera_tests::crm_proxy::crm_password("crm"),
                     4096,
                 ),

@@ -7,7 +7,7 @@
 //! Not for: the proxy's verification of tokens or its routes as such (the end_user tests).
 
 use crate::compat::{Pass, Refused, check, run_client};
-use maschera::scram::Verifier;
+use maschera::net::scram::Verifier;
 use maschera_tests::crm::load_crm;
 use maschera_tests::crm_proxy::{
     CRM_DB, CRM_PSEUDONYM_KEY, apply_edited_policy, crm_password, write_crm_users,

@@ -640,7 +640,7 @@ fn env_number(name: &str, default: u64) -> u64 {
 
 /// The demo users of the reference CRM (all six roles' users).
 fn demo_users() -> Vec<CrmUser> {
-    maschera::demo::DEMO_USERS
+    maschera::ops::demo::DEMO_USERS
         .iter()
         .map(|user| (user.name, user.role, user.attributes))
         .collect()

@@ -1,8 +1,8 @@
-//! The one reader of the live foreign keys (`maschera::catalog::foreign_keys`): the rewriter's catalog
+//! The one reader of the live foreign keys (`maschera::admin::catalog::foreign_keys`): the rewriter's catalog
 //! and the lifecycle commands (forget, subject export, retention) see the same keys, with their columns
 //! in key order, their actions, and object ids that name the tables they say.
 
-use maschera::lifecycle::foreign_keys::read_foreign_keys;
+use maschera::ops::lifecycle::foreign_keys::read_foreign_keys;
 use maschera_tests::PgServer;
 use policy::access::{ForeignKeyAction, TableName};
 
@@ -23,10 +23,10 @@ async fn foreign_keys_are_read_once_for_the_catalog_and_the_lifecycle_commands()
         .await
         .expect("extra tables");
 
-    let live = maschera::catalog::foreign_keys(&client)
+    let live = maschera::admin::catalog::foreign_keys(&client)
         .await
         .expect("foreign keys");
-    let catalog = maschera::catalog::load(&client, &["public".to_string()])
+    let catalog = maschera::admin::catalog::load(&client, &["public".to_string()])
         .await
         .expect("catalog");
     let keys: Vec<_> = live.iter().map(|l| l.key.clone()).collect();

@@ -114,7 +114,7 @@ impl App {
             .await
             .expect("through the proxy");
         let credentials =
-            maschera::credentials::Credentials::load(&self.applied.credentials).unwrap();
+            maschera::admin::credentials::Credentials::load(&self.applied.credentials).unwrap();
         let login = credentials.login("support").expect("login");
         let straight = connect(&self.pg.uri_as(&login.user, &login.password, DB))
             .await

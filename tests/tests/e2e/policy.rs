@@ -90,8 +90,8 @@ impl Crm {
     }
 
     pub(crate) fn password(&self, role: &str) -> String {
-        let credentials =
-            maschera::credentials::Credentials::load(&self.credentials).expect("credentials file");
+        let credentials = maschera::admin::credentials::Credentials::load(&self.credentials)
+            .expect("credentials file");
         let login = credentials
             .login(role)
             .unwrap_or_else(|| panic!("no login for {role}"));
@@ -1265,7 +1265,7 @@ async fn views_are_recompiled_around_a_schema_change_in_one_transaction() {
         .batch_execute(ddl)
         .await
         .expect("the DDL runs once the views are gone");
-    let live = maschera::policy_apply::read_live_state(&admin)
+    let live = maschera::admin::policy_apply::read_live_state(&admin)
         .await
         .unwrap();
     let access = policy.compile(&live.catalog).unwrap();

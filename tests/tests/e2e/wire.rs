@@ -770,7 +770,7 @@ impl maschera::session::SessionHook for RefuseForbidden {
     ) -> maschera::session::Decision {
         let mentions = frame.windows(9).any(|w| w == b"forbidden");
         if matches!(tag, b'Q' | b'P') && mentions {
-            maschera::session::Decision::Refuse(maschera::client_error::ClientError::new(
+            maschera::session::Decision::Refuse(maschera::wire::client_error::ClientError::new(
                 "42501",
                 "refused by the test policy",
             ))
@@ -793,9 +793,9 @@ impl maschera::session::SessionHook for RefuseForbidden {
 #[tokio::test]
 async fn policy_seam_refuses_in_simple_and_extended_protocol_and_the_session_goes_on() {
     use maschera::config::{UpstreamConfig, UpstreamTlsMode};
+    use maschera::net::startup::{ClientTlsSetup, Opening, negotiate};
+    use maschera::net::upstream::{Login, UpstreamTarget};
     use maschera::session::{RelaySettings, relay};
-    use maschera::startup::{ClientTlsSetup, Opening, negotiate};
-    use maschera::upstream::{Login, UpstreamTarget};
 
     let pg = PgServer::start().unwrap();
     let config = UpstreamConfig {
@@ -838,7 +838,7 @@ async fn policy_seam_refuses_in_simple_and_extended_protocol_and_the_session_goe
         let mut greeting = BytesMut::from(&b"R\0\0\0\x08\0\0\0\0"[..]);
         greeting.extend_from_slice(&upstream.greeting);
         greeting.extend_from_slice(b"K\0\0\0\x0c\0\0\0\x01\0\0\0\x02");
-        greeting.extend_from_slice(&maschera::frame::ready_for_query(upstream.status));
+        greeting.extend_from_slice(&maschera::wire::frame::ready_for_query(upstream.status));
         client.stream.write_all(&greeting).await.unwrap();
         let (_stop, shutdown) = tokio::sync::watch::channel(false);
         let settings = RelaySettings {

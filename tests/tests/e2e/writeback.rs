@@ -36,8 +36,8 @@ async fn connect(uri: &str, options: Option<&str>) -> Client {
 /// Through the proxy as `user`, and straight as `role`'s login (with the region setting the proxy would
 /// set): the two locks, each on its own.
 async fn both_locks(crm: &CrmProxy, user: &str, role: &str) -> [(&'static str, Client); 2] {
-    let credentials =
-        maschera::credentials::Credentials::load(&crm.applied.credentials).expect("credentials");
+    let credentials = maschera::admin::credentials::Credentials::load(&crm.applied.credentials)
+        .expect("credentials");
     let login = credentials.login(role).expect("login");
     let region = (role == "sales").then_some("-c maschera.region=north");
     [
@@ -524,8 +524,8 @@ fn orm_full_model_writes_straight_as_the_login() {
         .build()
         .expect("runtime")
         .block_on(start());
-    let credentials =
-        maschera::credentials::Credentials::load(&crm.applied.credentials).expect("credentials");
+    let credentials = maschera::admin::credentials::Credentials::load(&crm.applied.credentials)
+        .expect("credentials");
     let compat = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("compat");
     let run = |script: &str, role: &str, user: &str| {
         let login = credentials.login(role).expect("login");

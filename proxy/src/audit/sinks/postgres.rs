@@ -67,7 +67,7 @@ impl Target {
 
 /// Connects over the proxy's admin connector (the URL's `sslmode` honoured) and creates the table.
 async fn connect(target: &Target) -> anyhow::Result<tokio_postgres::Client> {
-    let client = crate::admin_connect::connect(&target.url).await?;
+    let client = crate::admin::admin_connect::connect(&target.url).await?;
     client.batch_execute(&target.create_sql()).await?;
     Ok(client)
 }

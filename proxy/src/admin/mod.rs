@@ -1,0 +1,12 @@
+//! The proxy's administrative side of PostgreSQL: its own tokio-postgres connections (`admin_connect`),
+//! the catalog it reads, `policy apply` and what it needs, the credentials file it writes, whether
+//! the database lock's objects are whole, and reading a policy file for a command.
+//! Not for: relaying client sessions (`session`) or deciding per statement (`enforce`).
+
+pub mod admin_connect;
+pub mod apply_privileges;
+pub mod catalog;
+pub mod compiled_objects;
+pub mod credentials;
+pub mod policy_apply;
+pub mod policy_file;
