@@ -10,7 +10,10 @@
 //! switches the end user and then runs statements (one extended-protocol batch) gives each its own.
 //!
 //! Which upstream connection serves a transaction is the current end user's ([`ApplicationHook::upstream`]):
-//! its role's login with its attributes as startup parameters.
+//! its role's login with its attributes as startup parameters; in session mode from the session's
+//! own connections (`source`), in transaction mode from the pool of that key. A pooled session
+//! pinned to its connection by session state stays on it: another end user's statements are then
+//! refused.
 //!
 //! Not for: the routes' syntax (see `route`), PostgreSQL's transaction semantics (see `state`),
 //! tokens (see `token`).
@@ -300,6 +303,14 @@ pub struct ApplicationHook {
     own_completions: usize,
     /// The last cycle PostgreSQL answered with ReadyForQuery.
     ready: u64,
+    /// A cycle answering a `RESET` route (its substitute's `SET` is shown as `RESET`).
+    reset: Option<u64>,
+    /// Whose upstream served the last transaction (`served` index).
+    finished: Option<usize>,
+    /// Transaction mode: the session's connection is kept (pinned by session state it created,
+    /// see `pool::pinning`), and it is this end user's (`served` index): every transaction runs
+    /// on it, so no other end user's statement may.
+    pinned_to: Option<usize>,
 }
 
 /// A transaction block whose `BEGIN` the proxy answered and holds back (see `held`).
@@ -374,6 +385,9 @@ impl ApplicationHook {
                 own: VecDeque::new(),
                 own_completions: 0,
                 ready: 0,
+                reset: None,
+                finished: None,
+                pinned_to: None,
             },
             upstream,
         ))
@@ -488,7 +502,12 @@ impl ApplicationHook {
         if !self.answers.is_empty() || !self.taking_part.is_empty() {
             return;
         }
-        let keep = [0, self.current_index(), self.transaction.unwrap_or(0)];
+        let keep = [
+            0,
+            self.current_index(),
+            self.transaction.unwrap_or(0),
+            self.pinned_to.unwrap_or(0),
+        ];
         self.by_end_user.retain(|_, index| keep.contains(index));
         for (index, slot) in self.served.iter_mut().enumerate() {
             if !keep.contains(&index) {
@@ -550,7 +569,10 @@ impl ApplicationHook {
             self.quiet_warning = Some(cycle);
         }
         let substitute = match route {
-            Route::Reset => Route::Reset,
+            Route::Reset => {
+                self.reset = Some(cycle);
+                Route::Reset
+            }
             Route::Set { .. } => Route::Set {
                 local: true,
                 token: String::new(),
@@ -591,10 +613,18 @@ impl ApplicationHook {
     /// A statement (not a route): served by the current end user's hook.
     fn serve(&mut self, tag: u8, frame: &[u8], cycle: u64) -> Decision {
         let index = self.current_index();
-        let transaction = *self.transaction.get_or_insert(index);
-        if **self.upstream_of(transaction) != **self.upstream_of(index)
-            && matches!(tag, b'Q' | b'P' | b'B' | b'E' | b'D' | b'F')
-        {
+        let transaction = *self
+            .transaction
+            .get_or_insert(self.pinned_to.unwrap_or(index));
+        let elsewhere = **self.upstream_of(transaction) != **self.upstream_of(index)
+            && matches!(tag, b'Q' | b'P' | b'B' | b'E' | b'D' | b'F');
+        if elsewhere && self.pinned_to.is_some() {
+            return refuse(
+                "0A000",
+                "this session is pinned to the pooled connection of another end user by session state it created (a temporary table, a WITH HOLD cursor, a session-level SET or set_config, a session advisory lock, LISTEN): in transaction mode an application session switches end users only while it holds no such state (or use pool_mode = \"session\" for it)",
+            );
+        }
+        if elsewhere {
             return refuse(
                 "0A000",
                 "the end user was switched inside this transaction or batch: its statements run from the next one on (send Sync, or COMMIT, first)",
@@ -659,7 +689,7 @@ impl ApplicationHook {
                 };
                 if let Some(local) = local {
                     self.set_config.insert(name, local);
-                    return Some(match route::substitute_parse(body, local) {
+                    return Some(match route::substitute_parse(body) {
                         Some(parse) => Decision::Replace(parse),
                         None => refuse("08P01", "malformed Parse message"),
                     });
@@ -884,7 +914,8 @@ impl SessionHook for ApplicationHook {
                 // another end user in the same transaction.
                 if starts && tag != b'C' {
                     let refused = matches!(decision, Decision::Refuse(_));
-                    self.transaction = Some(if refused { self.current_index() } else { 0 });
+                    let index = if refused { self.current_index() } else { 0 };
+                    self.transaction = Some(self.pinned_to.unwrap_or(index));
                 }
                 decision
             }
@@ -930,6 +961,15 @@ impl SessionHook for ApplicationHook {
             self.own_completions += 1;
             if !kind.shows_completion(n) {
                 return ServerFrame::Withhold;
+            }
+        }
+        if tag == b'C'
+            && self.reset == Some(cycle)
+            && self.answerer(cycle) == Some(Answerer::Switch)
+        {
+            self.reset = None;
+            if let Some(frame) = frame::build(b'C', &[b"RESET\0"]) {
+                return ServerFrame::Replace(bytes::BytesMut::from(&frame[..]));
             }
         }
         if tag == b'N'
@@ -1032,7 +1072,7 @@ impl SessionHook for ApplicationHook {
     }
 
     fn at_transaction_boundary(&mut self) {
-        self.transaction = None;
+        self.finished = self.transaction.take().or(self.finished);
         for served in self.served.iter_mut().flatten() {
             served.hook.at_transaction_boundary();
         }
@@ -1041,5 +1081,11 @@ impl SessionHook for ApplicationHook {
     fn upstream_key(&mut self) -> Option<Arc<UpstreamKey>> {
         let index = self.transaction.unwrap_or_else(|| self.current_index());
         Some(self.upstream_of(index).clone())
+    }
+
+    fn connection_kept(&mut self) {
+        if self.pinned_to.is_none() {
+            self.pinned_to = Some(self.finished.unwrap_or(0));
+        }
     }
 }

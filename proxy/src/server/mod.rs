@@ -415,17 +415,6 @@ async fn serve(
     };
     let mode = proxy.users.pool_mode(&user.name);
     let pooled = mode.unwrap_or(proxy.config.pool.mode) == crate::pool::PoolMode::Transaction;
-    if pooled && setup.key.is_some() {
-        // The pool keeps a connection across transactions when it sees a session-level SET (the
-        // end-user routes among them), so the end user's connection could not be guaranteed.
-        let message = "an application user is served in session mode only: give it `pool_mode = \"session\"` in the users file (or [pool] mode = \"session\")";
-        info!(
-            code = "0A000",
-            "application user refused in transaction mode"
-        );
-        frame::send_fatal(&mut client.stream, "0A000", message).await;
-        return Ok(());
-    }
     if pooled {
         let key = crate::session::upstream_source::UpstreamKey {
             login: setup.login,

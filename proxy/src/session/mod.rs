@@ -189,6 +189,12 @@ pub trait SessionHook: Send {
     fn upstream_key(&mut self) -> Option<std::sync::Arc<UpstreamKey>> {
         None
     }
+
+    /// The session is between transactions and its source keeps the connection (pinned by session
+    /// state, see `pool::pinning`): the next transaction runs on it, whatever
+    /// [`SessionHook::upstream_key`] would choose. Called after
+    /// [`SessionHook::at_transaction_boundary`], possibly more than once. The default does nothing.
+    fn connection_kept(&mut self) {}
 }
 
 impl ServerFrame {
@@ -730,9 +736,6 @@ impl ClientToServer {
             let decision = match decided.take() {
                 Some(decision) => decision,
                 None if POLICY_TAGS.contains(&header.tag) => {
-                    if S::POOLED {
-                        link.source.observe_client(header.tag, frame);
-                    }
                     // The cycle this message belongs to: the next one to be sent.
                     let mut cycle = cycles.sent + run_cycles + 1;
                     if let Some(prelude) = hook.prelude(header.tag, frame, cycle) {
@@ -755,6 +758,18 @@ impl ClientToServer {
                 }
                 None => Decision::Forward,
             };
+            if S::POOLED {
+                // The source follows what goes upstream: the client's message, or what the hook
+                // sends in its place (a refusal's failing message leaves no state behind).
+                match &decision {
+                    Decision::Forward => {
+                        let frame = &self.buf[end..end + header.len];
+                        link.source.observe_client(header.tag, frame);
+                    }
+                    Decision::Replace(bytes) => observe_frames(&mut link.source, bytes),
+                    Decision::Refuse(_) | Decision::Pending(_) => {}
+                }
+            }
             let made = match decision {
                 Decision::Forward => {
                     end += header.len;
@@ -898,6 +913,18 @@ impl ClientToServer {
     }
 }
 
+/// Shows the source each frame of `bytes` (whole frames a hook decided to send).
+fn observe_frames<S: UpstreamSource>(source: &mut S, bytes: &[u8]) {
+    let mut rest = bytes;
+    while let Ok(Some(header)) = frame::peek_header(rest, POSTGRES_MAX_FRAME) {
+        let Some(frame) = rest.get(..header.len) else {
+            break;
+        };
+        source.observe_client(header.tag, frame);
+        rest = &rest[header.len..];
+    }
+}
+
 /// Messages that PostgreSQL answers with exactly one ReadyForQuery.
 fn ends_cycle(tag: u8) -> bool {
     matches!(tag, b'Q' | b'S' | b'F')
@@ -986,8 +1013,12 @@ impl ServerToClient {
             }
             self.process(hooked, link, start)?;
             self.stream_large_frame()?;
-            if S::POOLED && self.between_transactions(hooked.cycles) && !link.source.keeps() {
-                link.release(true);
+            if S::POOLED && self.between_transactions(hooked.cycles) {
+                if link.source.keeps() {
+                    hooked.hook.connection_kept();
+                } else {
+                    link.release(true);
+                }
             }
         }
     }
