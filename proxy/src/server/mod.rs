@@ -471,8 +471,14 @@ async fn serve(
         // An application user: a connection per end-user upstream (see `end_user::source`).
         Some(key) => {
             let source =
-                crate::end_user::source::SessionConnections::new(proxy.upstream(), key.clone());
-            let (hook, conn) = (setup.hook.as_mut(), Some((key, upstream.stream)));
+                crate::end_user::source::SessionConnections::new(proxy.upstream(), key.clone())
+                    .cancelled_through(&registration);
+            let conn = crate::end_user::source::SessionConn {
+                key,
+                stream: upstream.stream,
+                cancel: upstream_key,
+            };
+            let (hook, conn) = (setup.hook.as_mut(), Some(conn));
             session::relay_through(client.stream, source, conn, upstream.status, hook, settings)
                 .await
         }
@@ -489,6 +495,11 @@ async fn serve(
         }
     };
     metrics::gauge!(m::SESSIONS_ACTIVE).decrement(1.0);
+    // The backend serving the session last (an application session moves between its connections).
+    let upstream_key = proxy
+        .cancels
+        .lookup(registration.client_key())
+        .unwrap_or(upstream_key);
     drop(registration);
     match ended {
         Ok(end) => {

@@ -682,3 +682,33 @@ fn user_add_application_writes_its_bounds() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("at least one role"), "{stderr}");
 }
+
+/// A cancel request of an application session reaches the connection serving it at that moment:
+/// `crm` runs a statement that would not end for tom (his own upstream connection, not the
+/// session's first), and the client's cancel stops it (57014); the session goes on as tom.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cancel_reaches_the_end_users_connection() {
+    let demo = Demo::start();
+    let tom = token(&demo.facts.config, "tom");
+    let crm = connect(&demo.user("crm").uri).await;
+    assert_eq!(simple_column(&crm, "SELECT 1").await, ["1"]);
+    crm.batch_execute(&format!("SET maschera.end_user = '{tom}'"))
+        .await
+        .unwrap();
+    let cancel = crm.cancel_token();
+    let endless = "SELECT count(*) FROM contacts a, contacts b, contacts c, contacts d";
+    let running = crm.simple_query(endless);
+    let canceller = async {
+        tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+        cancel.cancel_query(tokio_postgres::NoTls).await.unwrap();
+    };
+    let (ran, ()) = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        tokio::join!(running, canceller)
+    })
+    .await
+    .expect("the cancel did not stop the statement");
+    let (code, message) = error_of(&ran.expect_err("cancelled"));
+    assert_eq!(code, "57014", "{message}");
+    let regions = simple_column(&crm, "SELECT count(DISTINCT region) FROM contacts").await;
+    assert_eq!(regions, ["3"], "still tom");
+}
