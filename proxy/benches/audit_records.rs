@@ -7,6 +7,8 @@
 //! Prints wall time and process CPU time (worker and writer threads together) per statement, for
 //! several rounds and their median. Run: `cargo bench -p maschera --bench audit_records`.
 
+#![allow(unsafe_code, reason = "libc calls, std::env::set_var")]
+
 use maschera::audit::keys::ChainSecret;
 use maschera::audit::{AuditConfig, AuditLog, Durability};
 use maschera::enforce::audit_trail::{SessionIdentity, Trail};

@@ -6,6 +6,9 @@
 //!
 //! Prints µs per operation, the median of several rounds. Run: `cargo bench -p maschera --bench end_user`.
 
+#![allow(clippy::unwrap_used, reason = "a failed unwrap is a failed run")]
+#![allow(unsafe_code, reason = "libc calls, std::env::set_var")]
+
 use jsonwebtoken::{Algorithm, EncodingKey};
 use maschera::config::end_users::{EndUserConfig, KeyAlgorithm, KeyConfig};
 use maschera::end_user::route;

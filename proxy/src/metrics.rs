@@ -23,7 +23,6 @@
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -150,22 +149,8 @@ fn describe() {
     );
 }
 
-/// Binds `addr` and serves `/metrics` and `/health` until the task is dropped. `health_probe` tells
-/// whether the upstream is reachable (it gets [`PROBE_TIMEOUT`]; slower counts as unreachable).
-pub async fn serve_http<P, F>(
-    addr: SocketAddr,
-    handle: PrometheusHandle,
-    health_probe: P,
-) -> std::io::Result<()>
-where
-    P: Fn() -> F + Send + Sync + 'static,
-    F: Future<Output = bool> + Send + 'static,
-{
-    let listener = TcpListener::bind(addr).await?;
-    serve_listener(listener, handle, health_probe).await
-}
-
-/// [`serve_http`] on a listener that is already bound (e.g. to port 0 in tests).
+/// Serves `/metrics` and `/health` on a bound listener until the task is dropped. `health_probe`
+/// tells whether the upstream is reachable (it gets [`PROBE_TIMEOUT`]; slower counts as unreachable).
 pub async fn serve_listener<P, F>(
     listener: TcpListener,
     handle: PrometheusHandle,
@@ -311,6 +296,7 @@ impl Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::SocketAddr;
     use std::sync::atomic::{AtomicBool, Ordering};
 
     /// Sends `request` over a plain TCP connection and returns the whole response.

@@ -227,7 +227,8 @@ impl CrmProxy {
     /// Straight to PostgreSQL as the role's login (no proxy).
     pub async fn straight(&self, role: &str) -> Client {
         let credentials =
-            maschera::admin::credentials::Credentials::load(&self.applied.credentials).unwrap();
+            maschera::admin::credentials::Credentials::load(&self.applied.credentials)
+                .expect("the credentials file the apply wrote");
         let login = credentials.login(role).expect("login");
         connect(&self.pg.uri_as(&login.user, &login.password, CRM_DB))
             .await

@@ -2,6 +2,8 @@
 //! `maschera demo` uses), the binary under test, and the examples folder. Not for: assertions about
 //! Maschera itself; those live in `tests/tests/`.
 
+#![allow(unsafe_code, reason = "libc calls, std::env::set_var")]
+
 pub mod clients;
 pub mod crm;
 pub mod crm_proxy;

@@ -3,10 +3,10 @@
 //! the database lock's objects are whole, and reading a policy file for a command.
 //! Not for: relaying client sessions (`session`) or deciding per statement (`enforce`).
 
-pub mod admin_connect;
-pub mod apply_privileges;
+pub(crate) mod admin_connect;
+pub(crate) mod apply_privileges;
 pub mod catalog;
-pub mod compiled_objects;
+pub(crate) mod compiled_objects;
 pub mod credentials;
 pub mod policy_apply;
-pub mod policy_file;
+pub(crate) mod policy_file;

@@ -2,6 +2,8 @@
 //! rotates and seals itself, where its keys come from, and the optional central sinks.
 //! Not for: the rest of the proxy's configuration (the main config embeds this struct).
 
+#![allow(unsafe_code, reason = "libc::gethostname for the log's host name")]
+
 use crate::audit::AuditError;
 use crate::audit::keys::KeySource;
 use serde::{Deserialize, Serialize};

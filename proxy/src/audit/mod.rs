@@ -8,17 +8,17 @@
 //! `audit_trail`); when the log cannot be written, the receipt fails and [`AuditLog::is_healthy`] turns
 //! false, and the session refuses statements that touch personal data. Auditors use [`verify`], [`search`] and [`report`] (the `maschera audit` commands).
 
-pub mod chain;
+pub(crate) mod chain;
 mod clock;
-pub mod config;
+pub(crate) mod config;
 pub mod files;
 mod group_commit;
 pub mod keys;
 pub mod normalize;
-pub mod prepared;
-pub mod record;
-pub mod report;
-pub mod search;
+pub(crate) mod prepared;
+pub(crate) mod record;
+pub(crate) mod report;
+pub(crate) mod search;
 mod sinks;
 pub mod verify;
 mod writer;

@@ -9,6 +9,11 @@
 //! the records of that group get an error (nothing is acknowledged that is not written), the file is cut
 //! back to its last durable length, and `is_healthy()` turns false until a write succeeds again.
 
+#![allow(
+    unsafe_code,
+    reason = "libc::fallocate and libc::flock on the access log's files"
+)]
+
 use crate::audit::AuditError;
 use crate::audit::chain::{self, ChainKey, GENESIS, Mac32};
 use crate::audit::clock::Clock;

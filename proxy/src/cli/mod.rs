@@ -2,16 +2,16 @@
 //! arguments (clap appears only in these modules), fills in the plain options of the library that does
 //! the work and runs it on the runtime `runtime` builds. Not for: any logic beyond dispatching.
 
-pub mod audit_cmd;
-pub mod crm_cmd;
-pub mod demo_cmd;
-pub mod discover_cmd;
-pub mod dump_cmd;
-pub mod lifecycle_cmd;
-pub mod policy_cmd;
-pub mod runtime;
-pub mod serve_cmd;
-pub mod user_cmd;
+pub(crate) mod audit_cmd;
+pub(crate) mod crm_cmd;
+pub(crate) mod demo_cmd;
+pub(crate) mod discover_cmd;
+pub(crate) mod dump_cmd;
+pub(crate) mod lifecycle_cmd;
+pub(crate) mod policy_cmd;
+pub(crate) mod runtime;
+pub(crate) mod serve_cmd;
+pub(crate) mod user_cmd;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

@@ -443,6 +443,7 @@ pub(crate) mod tests {
     }
 
     #[test]
+    #[allow(unsafe_code, reason = "std::env::set_var")]
     fn hs256_with_a_secret_from_the_environment() {
         let mut keys = keys();
         let name = "MASCHERA_TEST_END_USER_SECRET_TOKEN_RS";

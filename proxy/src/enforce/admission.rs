@@ -9,6 +9,10 @@
 //! sessions PostgreSQL accepts from ordinary logins (`max_connections` minus
 //! `superuser_reserved_connections`, read at start; 100 until it can be read), so that other
 //! users and roles keep room; the statement rate is not limited unless configured.
+//! A session in transaction pooling holds no PostgreSQL session of its own (its pool's `size` and
+//! `max_per_login` bound those), so its automatic limits are half and three quarters of the
+//! proxy's own client slots (`[limits] max_connections`) instead, counted apart from the sessions
+//! that hold a backend; limits set in the configuration count every client session alike.
 //! Not for: the proxy-wide connection limit (`[limits] max_connections`, in `server`), failed logins
 //! (see `lockout`) or the size of one message's work.
 
@@ -43,6 +47,9 @@ struct Inner {
     /// 0: not limited. Set from the configuration, or at start from PostgreSQL's slots.
     per_user: AtomicUsize,
     per_role: AtomicUsize,
+    /// The limits of pooled sessions: configured, or from the proxy's client slots.
+    pooled_per_user: usize,
+    pooled_per_role: usize,
     configured_per_user: Option<usize>,
     /// `[limits.user_max_sessions]`: users with a limit of their own.
     user_max_sessions: BTreeMap<String, usize>,
@@ -53,9 +60,17 @@ struct Inner {
 
 #[derive(Default)]
 struct Held {
+    /// Sessions that hold a PostgreSQL session of their own.
+    dedicated: Counts,
+    /// Sessions in transaction pooling.
+    pooled: Counts,
+    buckets: HashMap<String, Bucket>,
+}
+
+#[derive(Default)]
+struct Counts {
     users: HashMap<String, usize>,
     roles: HashMap<String, usize>,
-    buckets: HashMap<String, Bucket>,
 }
 
 /// A refused session or statement: SQLSTATE, the message for the client, the metric's reason.
@@ -77,6 +92,7 @@ pub struct Admitted {
     inner: Arc<Inner>,
     user: String,
     role: String,
+    pooled: bool,
 }
 
 impl Admission {
@@ -86,6 +102,12 @@ impl Admission {
         let inner = Arc::new(Inner {
             per_user: AtomicUsize::new(0),
             per_role: AtomicUsize::new(0),
+            pooled_per_user: limits
+                .max_sessions_per_user
+                .unwrap_or((limits.max_connections / 2).max(1)),
+            pooled_per_role: limits
+                .max_sessions_per_role
+                .unwrap_or((limits.max_connections * 3 / 4).max(1)),
             configured_per_user: limits.max_sessions_per_user,
             user_max_sessions: limits.user_max_sessions.clone(),
             configured_per_role: limits.max_sessions_per_role,
@@ -135,16 +157,22 @@ impl Admission {
         self.inner.per_role.load(Ordering::Relaxed)
     }
 
-    /// Takes a place for a session of `user` with `role`, or says which limit it exceeds.
-    pub fn admit(&self, user: &str, role: &str) -> Result<Admitted, Refused> {
+    /// Takes a place for a session of `user` with `role` (`pooled`: in transaction pooling), or
+    /// says which limit it exceeds.
+    pub fn admit(&self, user: &str, role: &str, pooled: bool) -> Result<Admitted, Refused> {
+        let (automatic_user, per_role) = if pooled {
+            (self.inner.pooled_per_user, self.inner.pooled_per_role)
+        } else {
+            (self.per_user(), self.per_role())
+        };
         let (per_user, user_option) = match self.inner.user_max_sessions.get(user) {
             Some(&own) => (own, "user_max_sessions"),
-            None => (self.per_user(), "max_sessions_per_user"),
+            None => (automatic_user, "max_sessions_per_user"),
         };
-        let per_role = self.per_role();
         let mut held = self.inner.held.lock().unwrap_or_else(|e| e.into_inner());
-        let user_count = held.users.get(user).copied().unwrap_or(0);
-        let role_count = held.roles.get(role).copied().unwrap_or(0);
+        let counts = held.counts(pooled);
+        let user_count = counts.users.get(user).copied().unwrap_or(0);
+        let role_count = counts.roles.get(role).copied().unwrap_or(0);
         let exceeded = if per_user > 0 && user_count >= per_user {
             Some(("user", user, per_user, user_option))
         } else if per_role > 0 && role_count >= per_role {
@@ -161,12 +189,13 @@ impl Admission {
                 reason: option,
             });
         }
-        *held.users.entry(user.to_owned()).or_default() += 1;
-        *held.roles.entry(role.to_owned()).or_default() += 1;
+        *counts.users.entry(user.to_owned()).or_default() += 1;
+        *counts.roles.entry(role.to_owned()).or_default() += 1;
         Ok(Admitted {
             inner: self.inner.clone(),
             user: user.to_owned(),
             role: role.to_owned(),
+            pooled,
         })
     }
 
@@ -206,10 +235,21 @@ impl Inner {
 impl Drop for Admitted {
     fn drop(&mut self) {
         let mut held = self.inner.held.lock().unwrap_or_else(|e| e.into_inner());
-        release(&mut held.users, &self.user);
-        release(&mut held.roles, &self.role);
+        let counts = held.counts(self.pooled);
+        release(&mut counts.users, &self.user);
+        release(&mut counts.roles, &self.role);
         // The user's bucket stays (one per user of the users file), so that logging in again does
         // not refill it.
+    }
+}
+
+impl Held {
+    fn counts(&mut self, pooled: bool) -> &mut Counts {
+        if pooled {
+            &mut self.pooled
+        } else {
+            &mut self.dedicated
+        }
     }
 }
 
@@ -313,16 +353,16 @@ mod tests {
     #[test]
     fn a_user_over_its_limit_is_refused_and_its_places_come_back_on_drop() {
         let admission = Admission::new(&limits(Some(2), Some(3)));
-        let a = admission.admit("sam", "sales").unwrap();
-        let _b = admission.admit("sam", "sales").unwrap();
-        let refused = admission.admit("sam", "sales").err().unwrap();
+        let a = admission.admit("sam", "sales", false).unwrap();
+        let _b = admission.admit("sam", "sales", false).unwrap();
+        let refused = admission.admit("sam", "sales", false).err().unwrap();
         assert_eq!(refused.code, "53300");
         assert_eq!(
             refused.message,
             "too many connections for user \"sam\" (limit 2, [limits] max_sessions_per_user)"
         );
-        let _c = admission.admit("sara", "sales").unwrap();
-        let refused = admission.admit("sara", "sales").err().unwrap();
+        let _c = admission.admit("sara", "sales", false).unwrap();
+        let refused = admission.admit("sara", "sales", false).err().unwrap();
         assert!(
             refused
                 .message
@@ -330,9 +370,9 @@ mod tests {
             "{}",
             refused.message
         );
-        assert!(admission.admit("dora", "dpo").is_ok());
+        assert!(admission.admit("dora", "dpo", false).is_ok());
         drop(a);
-        assert!(admission.admit("sara", "sales").is_ok());
+        assert!(admission.admit("sara", "sales", false).is_ok());
     }
 
     #[test]
@@ -340,9 +380,11 @@ mod tests {
         let mut limits = limits(Some(1), Some(0));
         limits.user_max_sessions.insert("etl".into(), 3);
         let admission = Admission::new(&limits);
-        let held: Vec<_> = (0..3).map(|_| admission.admit("etl", "sales")).collect();
+        let held: Vec<_> = (0..3)
+            .map(|_| admission.admit("etl", "sales", false))
+            .collect();
         assert!(held.iter().all(Result::is_ok));
-        let refused = admission.admit("etl", "sales").err().unwrap();
+        let refused = admission.admit("etl", "sales", false).err().unwrap();
         assert_eq!(refused.reason, "user_max_sessions");
         assert!(
             refused
@@ -351,8 +393,8 @@ mod tests {
             "{}",
             refused.message
         );
-        let _sam = admission.admit("sam", "sales").unwrap();
-        assert!(admission.admit("sam", "sales").is_err());
+        let _sam = admission.admit("sam", "sales", false).unwrap();
+        assert!(admission.admit("sam", "sales", false).is_err());
     }
 
     #[test]
@@ -361,8 +403,41 @@ mod tests {
         admission.set_upstream_slots(997);
         assert_eq!((admission.per_user(), admission.per_role()), (498, 747));
         let admission = Admission::new(&limits(Some(0), Some(0)));
-        let held: Vec<_> = (0..300).map(|_| admission.admit("sam", "sales")).collect();
+        let held: Vec<_> = (0..300)
+            .map(|_| admission.admit("sam", "sales", false))
+            .collect();
         assert!(held.iter().all(Result::is_ok));
+    }
+
+    #[test]
+    fn pooled_sessions_are_limited_by_the_proxys_slots_not_postgresqls() {
+        let admission = Admission::new(&Limits {
+            max_connections: 3000,
+            ..limits(None, None)
+        });
+        admission.set_upstream_slots(100);
+        let dedicated: Vec<_> = (0..50)
+            .map(|_| admission.admit("sam", "sales", false))
+            .collect();
+        assert!(dedicated.iter().all(Result::is_ok));
+        assert!(admission.admit("sam", "sales", false).is_err());
+        // 1,000 pooled sessions of the same user fit (half of 3,000 client slots), apart from the
+        // 50 that hold a backend; the 1,501st is refused.
+        let pooled: Vec<_> = (0..1500)
+            .map(|_| admission.admit("sam", "sales", true))
+            .collect();
+        assert!(pooled.iter().all(Result::is_ok));
+        let refused = admission.admit("sam", "sales", true).err().unwrap();
+        assert!(
+            refused.message.contains("limit 1500"),
+            "{}",
+            refused.message
+        );
+        // A configured limit counts every client session alike.
+        let admission = Admission::new(&limits(Some(2), None));
+        let _a = admission.admit("sam", "sales", true).unwrap();
+        let _b = admission.admit("sam", "sales", true).unwrap();
+        assert!(admission.admit("sam", "sales", true).is_err());
     }
 
     #[test]

@@ -12,13 +12,13 @@
 //! Not for: the relay mechanics (see `session`), the rewriting itself (see `policy::rewrite`) or
 //! loading the policy (see `policy_state`).
 
-pub mod admission;
+pub(crate) mod admission;
 pub mod audit_trail;
-pub mod lookup_limit;
-pub mod policy_state;
-pub mod routing;
-pub mod schema_change;
-pub mod session_hook;
+pub(crate) mod lookup_limit;
+pub(crate) mod policy_state;
+pub(crate) mod routing;
+pub(crate) mod schema_change;
+pub(crate) mod session_hook;
 
 use crate::audit::AuditLog;
 use crate::enforce::admission::RateLimit;

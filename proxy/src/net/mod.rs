@@ -3,13 +3,13 @@
 //! settings, the Unix socket, cancel keys). Depends on `wire` only among the layer folders.
 //! Not for: what a session does once it relays (see `session`) or policy decisions (`enforce`).
 
-pub mod cancel;
-pub mod client_auth;
-pub mod lockout;
-pub mod password;
+pub(crate) mod cancel;
+pub(crate) mod client_auth;
+pub(crate) mod lockout;
+pub(crate) mod password;
 pub mod scram;
-pub mod socket_upstream;
+pub(crate) mod socket_upstream;
 pub mod startup;
-pub mod tls;
+pub(crate) mod tls;
 pub mod upstream;
-pub mod upstream_settings;
+pub(crate) mod upstream_settings;

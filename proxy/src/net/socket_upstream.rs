@@ -11,6 +11,11 @@
 //! such care.)
 //! Not for: TCP or TLS transports, or choosing the transport (see `upstream`).
 
+#![allow(
+    unsafe_code,
+    reason = "reads PostgreSQL's Unix socket with libc::recv into tokio's ReadBuf and registers the raw socket with AsyncFd"
+)]
+
 use std::io::{self, Write};
 use std::net::Shutdown;
 use std::os::fd::AsRawFd;

@@ -5,6 +5,11 @@
 //! before the handshake are refused (CVE-2021-23214).
 //! Not for: authentication (see `client_auth`) or anything after it.
 
+#![allow(
+    unsafe_code,
+    reason = "libc::recv(MSG_PEEK) tells whether the client sent bytes before the TLS handshake"
+)]
+
 use crate::config::ClientTlsMode;
 use crate::net::cancel::CancelKey;
 use crate::net::tls::{ALPN_POSTGRESQL, BoxStream};

@@ -9,6 +9,11 @@
 //! however the process ends.
 //! Not for: production databases (fsync is off).
 
+#![allow(
+    unsafe_code,
+    reason = "libc::geteuid and libc::pipe2 for the private server's process"
+)]
+
 use anyhow::{Context, Result, anyhow, bail};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

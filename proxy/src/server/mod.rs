@@ -3,7 +3,7 @@
 //! SIGTERM/SIGINT (stop accepting, close idle sessions, give busy ones the shutdown timeout).
 //! Not for: the protocol details of any phase (see `startup`, `client_auth`, `upstream`, `session`).
 
-pub mod workers;
+pub(crate) mod workers;
 
 use crate::config::Config;
 use crate::enforce::admission::Admission;
@@ -346,7 +346,15 @@ async fn serve(
 ) -> Result<()> {
     // The role, not the user's name: the access log tells who the session (by its id) was.
     tracing::Span::current().record("role", user.role.as_str());
-    let admitted = match proxy.admission.admit(&user.name, &user.role) {
+    let pooled_session = proxy
+        .users
+        .pool_mode(&user.name)
+        .unwrap_or(proxy.config.pool.mode)
+        == crate::pool::PoolMode::Transaction;
+    let admitted = match proxy
+        .admission
+        .admit(&user.name, &user.role, pooled_session)
+    {
         Ok(admitted) => admitted,
         Err(refused) => {
             metrics::counter!(m::REFUSALS_TOTAL, m::LABEL_REASON => refused.reason).increment(1);

@@ -34,10 +34,10 @@
 //!
 //! Not for: startup, authentication or connecting upstream (see `server`), or policy decisions.
 
-pub mod error_scrub;
-pub mod offload;
-pub mod parse_pool;
-pub mod upstream_source;
+pub(crate) mod error_scrub;
+pub(crate) mod offload;
+pub(crate) mod parse_pool;
+pub(crate) mod upstream_source;
 
 use crate::metrics as m;
 use crate::net::tls::BoxStream;

@@ -5,9 +5,9 @@
 
 pub mod client_error;
 pub mod frame;
-pub mod refusal_marker;
-pub mod relay_buffer;
+pub(crate) mod refusal_marker;
+pub(crate) mod relay_buffer;
 
-pub mod frontend;
+pub(crate) mod frontend;
 
 pub use frontend::{DecodeError, Frontend, Target};

@@ -7,7 +7,7 @@
 
 use bytes::BytesMut;
 use std::cell::RefCell;
-use std::future::{Future, poll_fn};
+use std::future::Future;
 use std::io;
 use std::pin::{Pin, pin};
 use std::task::{Context, Poll, ready};
@@ -25,21 +25,12 @@ thread_local! {
     static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_CHUNK].into_boxed_slice());
 }
 
-/// Reads what `reader` has into `buf` and returns how many bytes came (0 at the end of the
-/// stream). `missing` is how many bytes the partial frame at the front of `buf` still lacks (0 if
-/// unknown): they are reserved at once, so a large frame is not grown by doubling.
-///
-/// Cancel-safe: the bytes of a read are in `buf` before the future completes, and a read that has
-/// to wait has taken nothing.
-pub async fn read_more<R>(reader: &mut R, buf: &mut BytesMut, missing: usize) -> io::Result<usize>
-where
-    R: AsyncRead + Unpin + ?Sized,
-{
-    poll_fn(|cx| poll_read_more(cx, reader, buf, missing)).await
-}
-
-/// [`read_more`] as a poll function, for the relay's hand-written poll loop: `Pending` means
-/// nothing was read and the waker of `cx` is registered with `reader`.
+/// Reads what `reader` has into `buf` and gives how many bytes came (0 at the end of the stream),
+/// as a poll function for the relay's hand-written poll loop: `Pending` means nothing was read and
+/// the waker of `cx` is registered with `reader`. `missing` is how many bytes the partial frame at
+/// the front of `buf` still lacks (0 if unknown): they are reserved at once, so a large frame is
+/// not grown by doubling. Cancel-safe: the bytes of a read are in `buf` when it returns `Ready`, and
+/// a read that has to wait has taken nothing.
 pub fn poll_read_more<R>(
     cx: &mut Context<'_>,
     reader: &mut R,
@@ -68,6 +59,15 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::future::poll_fn;
+
+    async fn read_more<R>(reader: &mut R, buf: &mut BytesMut, missing: usize) -> io::Result<usize>
+    where
+        R: AsyncRead + Unpin + ?Sized,
+    {
+        poll_fn(|cx| poll_read_more(cx, reader, buf, missing)).await
+    }
 
     #[tokio::test]
     async fn an_empty_buffer_holds_no_memory_until_bytes_come() {

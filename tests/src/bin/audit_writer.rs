@@ -10,6 +10,8 @@
 //! With `--bench` nothing is printed per record; the last line is `records <n> seconds <s> per_second <r>`.
 //! Exit status: 0 all recorded, 3 the log refused a record (`error ...` and `healthy false` printed).
 
+#![allow(unsafe_code, reason = "libc calls, std::env::set_var")]
+
 use maschera::audit::{
     AuditConfig, AuditLog, ColumnAction, ColumnTouched, Event, EventKind, TableTouched,
 };

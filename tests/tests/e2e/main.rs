@@ -1,6 +1,12 @@
 //! All end-to-end tests, in one binary so they build once and run in parallel under nextest.
 //! Each work area owns one module.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers: a failed unwrap is a failed test"
+)]
+#![allow(unsafe_code, reason = "libc::kill and std::env::set_var in tests")]
+
 mod applyowner;
 mod audit;
 mod catalog;
