@@ -8,12 +8,14 @@ reference a unit makes to another is read into a graph: `crate::a::b` paths wher
 (use lines, paths in code, grouped and nested imports such as `crate::{net::{tls, upstream}, wire}`;
 tests included), and inside a layer folder `super::child` (from a child) or `child::` (from its
 `mod.rs`). Two checks, each printed with the edges that break it; exit 1 when either fails:
-- cycles: the graph's strongly connected components of two or more units;
+- cycles: the graph's strongly connected components of two or more units (except a cycle among
+  the modules KNOWN_CYCLES lists for the root, reported as known);
 - layers: a unit of a layer folder referring to a unit of a higher layer folder (LAYERS lists each
   root's layer folders lowest first; top-level modules outside them are not ranked).
 Usage: .ci/module_cycles.py proxy/src [policy/src]
-Not for: cycles inside one unit's folder (they do not count) or a verdict on doc comments (a
-`crate::x` in a comment counts as a reference: name the module without `crate::` in prose)."""
+Comments are not read (a `crate::x` in prose or a doc link is no dependency); a line's code after a
+`//` inside a string literal is missed too (rare: a URL and a path on one line).
+Not for: cycles inside one unit's folder (they do not count)."""
 import os
 import re
 import sys
@@ -21,6 +23,19 @@ import sys
 # Layer folders per crate root, lowest first: a layer may use the ones before it, never one after.
 LAYERS = {
     "proxy/src": ["wire", "net", "admin", "session", "enforce", "server", "ops", "cli"],
+}
+
+# Cycles known when this check started, per root: a cycle among these modules only is reported and
+# tolerated (a ratchet: no module may join it, no other cycle may appear); remove a module from the
+# list when it leaves the cycle. policy/src: `model` holds both the policy's types and the
+# validator that calls the domain modules (retention, erasure, controller, lookup_sql, rewrite),
+# which use model's types; `apply_sql`, `db_lock`, `lookup_sql` and `framework` call each other
+# (issue 20).
+KNOWN_CYCLES = {
+    "policy/src": {
+        "apply_sql", "cascade", "compile", "controller", "db_lock", "erasure", "file", "framework",
+        "lookup_sql", "model", "pseudonym", "retention", "rewrite",
+    },
 }
 
 
@@ -39,18 +54,18 @@ def units(root):
     for entry in sorted(os.listdir(root)):
         path = os.path.join(root, entry)
         if entry.endswith(".rs") and entry not in ("lib.rs", "main.rs"):
-            found[entry[:-3]] = [path]
+            found.setdefault(entry[:-3], []).append(path)
         elif os.path.isdir(path) and entry in layers:
             for child in sorted(os.listdir(path)):
                 sub = os.path.join(path, child)
                 if child == "mod.rs":
-                    found[entry] = [sub]
+                    found.setdefault(entry, []).append(sub)
                 elif child.endswith(".rs"):
-                    found[f"{entry}::{child[:-3]}"] = [sub]
+                    found.setdefault(f"{entry}::{child[:-3]}", []).append(sub)
                 elif os.path.isdir(sub):
-                    found[f"{entry}::{child}"] = rust_files(sub)
+                    found.setdefault(f"{entry}::{child}", []).extend(rust_files(sub))
         elif os.path.isdir(path):
-            found[entry] = rust_files(path)
+            found.setdefault(entry, []).extend(rust_files(path))
     return found
 
 
@@ -100,7 +115,7 @@ def edges(root, mods):
         children = {u.split("::")[1] for u in mods if folder and u.startswith(folder + "::")}
         for f in files:
             with open(f, encoding="utf-8") as handle:
-                text = handle.read()
+                text = re.sub(r"//[^\n]*", "", handle.read())
             named = set()
             for hit in re.finditer(r"\bcrate::", text):
                 paths, _ = use_paths(text, hit.end())
@@ -164,12 +179,16 @@ def main(roots):
     for root in roots:
         mods = units(root)
         graph = edges(root, mods)
-        found = cycles(graph)
-        for component in found:
-            print(f"{root}: cycle: {' '.join(component)}")
+        known = KNOWN_CYCLES.get(os.path.normpath(root), set())
+        found = [c for c in cycles(graph) if not set(c) <= known]
+        for component in cycles(graph):
+            kind = "known cycle" if set(component) <= known else "cycle"
+            print(f"{root}: {kind}: {' '.join(component)}")
             for m in component:
                 print(f"    {m} -> {' '.join(sorted(graph[m] & set(component)))}")
-        print(f"{root}: {len(found)} cycles among {len(mods)} modules")
+        tolerated = len(cycles(graph)) - len(found)
+        note = f" ({tolerated} known, tolerated)" if tolerated else ""
+        print(f"{root}: {len(found)} cycles among {len(mods)} modules{note}")
         bad = upward(root, graph)
         for u, v in bad:
             print(f"{root}: layer: {u} -> {v} (a lower layer uses a higher one)")

@@ -347,3 +347,13 @@ impl Catalog {
         }
     }
 }
+/// The longest identifier PostgreSQL keeps (NAMEDATALEN - 1).
+pub(crate) const MAX_IDENTIFIER: usize = 63;
+
+/// Whether `name` is a plain lower-case SQL identifier (letters, digits, `_`, not starting with a digit).
+pub fn is_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && name.len() <= MAX_IDENTIFIER
+}

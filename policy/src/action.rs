@@ -324,10 +324,9 @@ pub fn check_fits(action: &Action, data_type: &str) -> Result<(), String> {
             family == TypeFamily::Number,
             "a numeric column (integer, bigint, numeric, ...)",
         ),
-        Action::JsonMask | Action::JsonRedact => (
-            crate::framework::fits_json_mask(data_type),
-            "a json, jsonb or text column",
-        ),
+        Action::JsonMask | Action::JsonRedact => {
+            (fits_json_mask(data_type), "a json, jsonb or text column")
+        }
         _ => (true, ""),
     };
     if fits {
@@ -338,6 +337,20 @@ pub fn check_fits(action: &Action, data_type: &str) -> Result<(), String> {
             action_text(action)
         ))
     }
+}
+
+/// Whether a column type is `json` or `jsonb` (what the JSON masks apply to).
+pub fn is_json_type(data_type: &str) -> bool {
+    matches!(
+        data_type.trim().to_ascii_lowercase().as_str(),
+        "json" | "jsonb"
+    )
+}
+
+/// Whether a JSON mask fits a column of this type: json, jsonb, or text holding JSON (a text value
+/// that is not JSON is masked whole: `***`, or redacted as `redact` does).
+pub fn fits_json_mask(data_type: &str) -> bool {
+    is_json_type(data_type) || type_family(data_type) == TypeFamily::Text
 }
 
 #[cfg(test)]

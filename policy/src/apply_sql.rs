@@ -10,13 +10,12 @@ use crate::access::{
 };
 use crate::db_lock;
 use crate::model::{OBJECT_PREFIX, PRIVATE_SCHEMA, Policy, Role, prefixed_login};
+pub use crate::step::{PASSWORD_MARKER, Secret, Step, quote_ident, quote_literal};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Comments on logins and schemas that `policy apply` manages start with this; only such objects are
 /// ever altered or dropped.
 pub const MANAGED_MARK: &str = "maschera policy:";
-/// The marker in a step's SQL where the executor puts the login's password (as a SCRAM verifier literal).
-pub const PASSWORD_MARKER: &str = "{password}";
 
 /// What the database already has, as far as `policy apply` cares.
 #[derive(Debug, Clone, Default)]
@@ -99,46 +98,6 @@ pub fn login_managed_here(comment: &str, database: &str) -> bool {
         || !rest.trim_start().starts_with("database ")
 }
 
-/// A secret a step needs; the executor supplies it (bound as `$1`, or put in place of [`PASSWORD_MARKER`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Secret {
-    /// `$1` is the pseudonym key (bytea).
-    PseudonymKey,
-    /// `$1` is the hash salt (bytea).
-    HashSalt,
-    /// [`PASSWORD_MARKER`] is the password of this login.
-    LoginPassword(String),
-}
-
-/// One statement of the apply transaction.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Step {
-    pub sql: String,
-    pub secret: Option<Secret>,
-}
-
-impl Step {
-    pub(crate) fn plain(sql: impl Into<String>) -> Self {
-        Self {
-            sql: sql.into(),
-            secret: None,
-        }
-    }
-
-    /// The statement as `--dry-run` prints it: secrets replaced by a placeholder.
-    pub fn display(&self) -> String {
-        match &self.secret {
-            None => self.sql.clone(),
-            Some(Secret::PseudonymKey) => self.sql.replace("$1", "'<pseudonym key, not shown>'"),
-            Some(Secret::HashSalt) => self.sql.replace("$1", "'<hash salt, not shown>'"),
-            Some(Secret::LoginPassword(_)) => self.sql.replace(
-                PASSWORD_MARKER,
-                "'<generated, written to the credentials file>'",
-            ),
-        }
-    }
-}
-
 /// How keys and passwords are handled on this run.
 #[derive(Debug, Clone, Default)]
 pub struct ApplyOptions {
@@ -146,16 +105,6 @@ pub struct ApplyOptions {
     pub pseudonym_key_configured: bool,
     /// Logins whose password must be (re)set: new logins, `--rotate`, or ones the credentials file lacks.
     pub set_password: BTreeSet<String>,
-}
-
-/// Quotes an identifier for SQL (`"name"`).
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-/// Quotes a string literal for SQL (`'text'`), with standard-conforming strings.
-pub fn quote_literal(value: &str) -> String {
-    format!("'{}'", value.replace('\'', "''"))
 }
 
 fn qualified(name: &TableName) -> String {

@@ -38,7 +38,8 @@
 //! Not for: logins, keys and the removal of stale objects (`apply_sql`), nor running anything.
 
 use crate::access::{Action, Catalog, ColumnAccess, TableName, ViewAccess};
-use crate::apply_sql::{Step, column_expression, quote_ident, quote_literal};
+use crate::apply_sql::column_expression;
+use crate::step::{Step, quote_ident, quote_literal};
 use crate::write_back::{self, WriteKind};
 use sqlparser::ast::{
     BinaryOperator, Expr, GroupByExpr, Ident, ObjectNamePart, SelectItem, SetExpr, TableFactor,

@@ -150,7 +150,7 @@ pub fn compile_filter(
 }
 
 fn parse_read(namespace: &str, name: &str) -> Option<Expr> {
-    if !crate::model::is_identifier(name) {
+    if !crate::access::is_identifier(name) {
         return None;
     }
     let dialect = PostgreSqlDialect {};

@@ -16,6 +16,7 @@
 //! Not for: validating or compiling the rest of the policy (`model`, `compile`) or running SQL.
 
 use crate::access::{Action, UnlistedTables, Writes};
+pub use crate::action::{fits_json_mask, is_json_type};
 use crate::model::{Rule, Table};
 
 /// What a column the role may not see becomes in its view (`dropped_columns`).
@@ -104,14 +105,6 @@ pub fn unlisted_text(unlisted: UnlistedTables) -> &'static str {
     }
 }
 
-/// Whether a column type is `json` or `jsonb` (what the JSON masks apply to).
-pub fn is_json_type(data_type: &str) -> bool {
-    matches!(
-        data_type.trim().to_ascii_lowercase().as_str(),
-        "json" | "jsonb"
-    )
-}
-
 /// One token of a JSON text: a string (group 1) with the colon that makes it a key (group 2), or a
 /// run of anything else (group 3: punctuation, numbers, `true`, `false`, `null`, white space). A string
 /// with a raw control character or an invalid escape is no token (a text value then fails the length
@@ -125,13 +118,6 @@ const UNTEXTABLE: &str = r"\\u(0000|[dD][89a-fA-F])";
 const JSON_OTHER: &str = r"^([][{}:,[:space:]0-9eE.+-]|true|false|null)*$";
 /// The alias of the token table inside a JSON mask's subquery (unlikely to shadow a column).
 const TOKENS: &str = "maschera_json";
-
-/// Whether a JSON mask fits a column of this type: json, jsonb, or text holding JSON (a text value
-/// that is not JSON is masked whole: `***`, or redacted as `redact` does).
-pub fn fits_json_mask(data_type: &str) -> bool {
-    is_json_type(data_type)
-        || crate::action::type_family(data_type) == crate::action::TypeFamily::Text
-}
 
 /// The SQL expression (of the column's type) of `json.mask` or `json.redact` over column `c` (quoted)
 /// of type `data_type`: the text is cut into tokens, each string that is not a key is replaced, and

@@ -24,6 +24,7 @@ pub mod redact;
 pub mod register;
 pub mod retention;
 pub mod rewrite;
+pub mod step;
 pub mod write_back;
 
 pub use diagnostics::{Diagnostic, Diagnostics};

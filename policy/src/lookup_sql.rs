@@ -18,9 +18,9 @@
 //! Not for: the predicate rewrite (`rewrite::lookup`), the rate limit (the proxy's) or the views.
 
 use crate::access::{Action, Catalog, LookupColumn, Lookups, TableName};
-use crate::apply_sql::{Step, quote_ident, quote_literal};
 use crate::diagnostics::Diagnostic;
 use crate::model::{Policy, Role};
+use crate::step::{Step, quote_ident, quote_literal};
 use std::collections::BTreeMap;
 
 /// Lookups a user may make per minute when the role does not say (`lookups_per_minute`).

@@ -3,7 +3,10 @@
 //! model and reports every problem with file, line and column. Not for: the live database (see `compile`
 //! for checks against a catalog) or SQL generation (see `apply_sql` and `db_lock`).
 
-use crate::access::{Action, CascadingDeletes, Category, TableName, UnlistedTables, Writes};
+pub use crate::access::is_identifier;
+use crate::access::{
+    Action, CascadingDeletes, Category, MAX_IDENTIFIER, TableName, UnlistedTables, Writes,
+};
 use crate::action::{check_fits, parse_action};
 use crate::diagnostics::{Diagnostic, Diagnostics, Source, suggest};
 use crate::file::{ColumnFile, PolicyFile, RoleFile, RuleFile, TableFile};
@@ -19,7 +22,6 @@ pub type Span = Range<usize>;
 pub const OBJECT_PREFIX: &str = "maschera_";
 /// The schema holding the pseudonym key and hash salt (readable by its owner only).
 pub const PRIVATE_SCHEMA: &str = "maschera_private";
-const MAX_IDENTIFIER: usize = 63;
 
 /// A validated policy file.
 #[derive(Debug, Clone)]
@@ -169,14 +171,6 @@ impl Rule {
             .map(|(c, s)| (c.as_str(), s))
             .chain(self.actions.iter().map(|(c, (_, s))| (c.as_str(), s)))
     }
-}
-
-/// Whether `name` is a plain lower-case SQL identifier (letters, digits, `_`, not starting with a digit).
-pub fn is_identifier(name: &str) -> bool {
-    let mut chars = name.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-        && name.len() <= MAX_IDENTIFIER
 }
 
 fn category_names() -> Vec<&'static str> {

@@ -41,7 +41,7 @@ pub fn sql_expression(key: &str, scope: &str, text: &str) -> String {
     let input = if scope.is_empty() {
         text.to_string()
     } else {
-        format!("{} || {text}", crate::apply_sql::quote_literal(scope))
+        format!("{} || {text}", crate::step::quote_literal(scope))
     };
     format!(
         "encode(sha256({} || convert_to({input}, 'UTF8')), 'hex')",

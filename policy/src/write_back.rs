@@ -17,7 +17,7 @@
 use std::collections::BTreeSet;
 
 use crate::access::{Action, RoleAccess, TableAccess};
-use crate::apply_sql::{Step, quote_ident};
+use crate::step::{Step, quote_ident};
 
 /// The function a written-back value is wrapped in: `write_back(new, shown, refusal)` returns `new` when
 /// it is not distinct from `shown` (the value as the role reads it) and raises 42501 with `refusal`

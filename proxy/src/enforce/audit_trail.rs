@@ -31,7 +31,7 @@ use crate::net::client_auth::AuthError;
 use crate::session::{Hold, ServerEvent};
 use crate::users::User;
 use crate::wire::client_error::ClientError;
-use crate::wire::frame;
+use crate::wire::{DecodeError, Frontend};
 use policy::access::RoleAccess;
 use policy::inspect::ParsedOnce;
 use policy::rewrite::{Refusal, RewrittenStatement, SqlState, TableUse};
@@ -456,36 +456,29 @@ impl Trail {
         self.record(recorded);
     }
 
-    /// Follows a message (`body` as sent, in cycle `cycle`) that acts on statements already parsed:
-    /// Bind and Execute; the others change nothing. An Execute is refused while the log is
-    /// unwritable and its statement touches a policy table.
-    pub fn follow(&mut self, tag: u8, body: &[u8], cycle: u64) -> Result<(), Refusal> {
-        match tag {
-            b'B' => self.bind(body),
-            b'E' => return self.execute(body, cycle),
+    /// Follows a message (in cycle `cycle`) that acts on statements already parsed: Bind and
+    /// Execute; the others change nothing. An Execute is refused while the log is unwritable and
+    /// its statement touches a policy table.
+    pub fn follow(&mut self, message: &Frontend<'_>, cycle: u64) -> Result<(), Refusal> {
+        match *message {
+            Frontend::Bind {
+                portal, statement, ..
+            } => self.bind(portal, statement),
+            Frontend::Execute { portal, .. } => return self.execute(portal, cycle),
             _ => {}
         }
         Ok(())
     }
 
-    /// A Bind: the portal runs the named statement.
-    fn bind(&mut self, body: &[u8]) {
-        let Some((portal, rest)) = frame::cstr(body) else {
-            return;
-        };
-        let Some((statement, _)) = frame::cstr(rest) else {
-            return;
-        };
+    /// A Bind: `portal` runs the prepared `statement`.
+    fn bind(&mut self, portal: &[u8], statement: &[u8]) {
         let state = &mut self.state;
         let sent = state.prepared.get(statement).cloned().flatten();
         state.portals.insert(portal.to_vec(), sent);
     }
 
-    /// An Execute is about to be sent: its portal's statement answers next.
-    fn execute(&mut self, body: &[u8], cycle: u64) -> Result<(), Refusal> {
-        let Some((portal, _)) = frame::cstr(body) else {
-            return Ok(());
-        };
+    /// An Execute of `portal` is about to be sent: its portal's statement answers next.
+    fn execute(&mut self, portal: &[u8], cycle: u64) -> Result<(), Refusal> {
         let sent = self.state.portals.get(portal).cloned().flatten();
         if sent.is_some() {
             self.writer.writable()?;
@@ -690,44 +683,51 @@ impl UnrestrictedAudit {
         trail.needs_parse(&self.inspector, text)
     }
 
-    /// Follows a Query or Parse (`frame`, tag included, in cycle `cycle`) about to be forwarded
-    /// unchanged: what it adds to the trail, and a refusal (recorded there too) the session must
-    /// send instead. Other messages are the trail's to follow ([`Trail::follow`]).
+    /// Follows a Query or Parse (in cycle `cycle`) about to be forwarded unchanged: what it adds
+    /// to the trail, and a refusal (recorded there too) the session must send instead. Other
+    /// messages are the trail's to follow ([`Trail::follow`]).
     pub fn statement(
         &self,
         known: &Known,
         parsed: Option<&ParsedOnce>,
-        tag: u8,
-        frame: &[u8],
+        message: &Frontend<'_>,
         cycle: u64,
     ) -> (Result<(), Refusal>, Recorded) {
-        let body = frame::body(frame);
-        let followed = match (tag, parsed) {
-            (b'Q', Some(parsed)) => {
+        let followed = match (*message, parsed) {
+            (Frontend::Query { .. }, Some(parsed)) => {
                 self.writer
                     .unrestricted_query(known, &self.inspector, parsed, cycle)
             }
-            (b'Q', None) => Ok(Recorded(vec![Entry::Sent(cycle, None)])),
-            (b'P', parsed) => match frame::cstr(body) {
-                Some((name, _)) => match parsed {
-                    Some(parsed) => {
-                        self.writer
-                            .unrestricted_parse(known, &self.inspector, name, parsed)
-                    }
-                    None => Ok(Recorded(vec![Entry::Prepared(name.to_vec(), None)])),
-                },
-                None => Ok(Recorded::default()),
-            },
+            (Frontend::Query { .. }, None) => Ok(Recorded(vec![Entry::Sent(cycle, None)])),
+            (Frontend::Parse { name, .. }, Some(parsed)) => {
+                self.writer
+                    .unrestricted_parse(known, &self.inspector, name, parsed)
+            }
+            (Frontend::Parse { name, .. }, None) => {
+                Ok(Recorded(vec![Entry::Prepared(name.to_vec(), None)]))
+            }
             _ => Ok(Recorded::default()),
         };
         match followed {
             Ok(recorded) => (Ok(()), recorded),
             Err(refusal) => {
-                let sql = parsed.filter(|_| tag == b'Q').map(ParsedOnce::text);
+                let query = matches!(message, Frontend::Query { .. });
+                let sql = parsed.filter(|_| query).map(ParsedOnce::text);
                 let recorded = self.writer.refused(&refusal, sql, cycle);
                 (Err(refusal), recorded)
             }
         }
+    }
+}
+
+/// The refusal of a client message that does not decode (a Query or Parse without its text's
+/// terminator, an Execute cut short, ...): recorded and answered like any refused statement.
+pub fn malformed(error: DecodeError) -> Refusal {
+    Refusal {
+        sqlstate: SqlState::FeatureNotSupported,
+        message: error.to_string(),
+        tables: Vec::new(),
+        statement_index: 0,
     }
 }
 

@@ -9,7 +9,6 @@
 //! Not for: recording lookups (the access log records them as columns with action `lookup`) or
 //! deciding which predicates are lookups (the rewriter does).
 
-use crate::wire::frame;
 use policy::rewrite::{Refusal, RewrittenStatement, SqlState, StatementKind};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -144,14 +143,8 @@ impl SessionLookups {
         }
     }
 
-    /// A Bind of a prepared statement: each execution takes the statement's lookups.
-    pub fn bind(&self, body: &[u8]) -> Result<(), Refusal> {
-        let Some((_portal, rest)) = frame::cstr(body) else {
-            return Ok(());
-        };
-        let Some((statement, _)) = frame::cstr(rest) else {
-            return Ok(());
-        };
+    /// A Bind of the prepared `statement`: each execution takes the statement's lookups.
+    pub fn bind(&self, statement: &[u8]) -> Result<(), Refusal> {
         let n = self.prepared.get(statement).copied().unwrap_or(0);
         self.allowance.take(n)
     }

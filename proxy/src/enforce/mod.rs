@@ -32,8 +32,8 @@ use crate::session::error_scrub::ErrorScrub;
 use crate::session::offload::{Decider, Offloaded};
 use crate::session::{Decision, Hold, ServerEvent, SessionHook};
 use crate::users::User;
+use crate::wire::Frontend;
 use crate::wire::client_error::ClientError;
-use crate::wire::frame;
 use bytes::Bytes;
 use policy::access::RoleAccess;
 use policy::rewrite::{Refusal, Rewritten, check_startup_parameter};
@@ -247,32 +247,41 @@ impl Decider for RestrictedFrontend {
     type Work = RestrictedRules;
     type Found = RestrictedFound;
 
-    fn quick(&mut self, tag: u8, frame: &[u8], cycle: u64) -> Result<Decision, RestrictedRules> {
-        match tag {
-            b'Q' | b'P' if frame.len() > QUICK_TEXT => Err(self.rules.clone()),
-            b'Q' | b'P' => {
+    fn quick(&mut self, _tag: u8, frame: &[u8], cycle: u64) -> Result<Decision, RestrictedRules> {
+        let message = match Frontend::decode(frame) {
+            Ok(message) => message,
+            Err(error) => return Ok(self.refuse(audit_trail::malformed(error), cycle)),
+        };
+        match message {
+            Frontend::Query { .. } | Frontend::Parse { .. } if frame.len() > QUICK_TEXT => {
+                Err(self.rules.clone())
+            }
+            Frontend::Query { .. } | Frontend::Parse { .. } => {
                 let no_trail = Known::default();
                 let known = self.trail.as_ref().map_or(&no_trail, Trail::known);
                 let decided = self
                     .rules
-                    .statement(known, tag, frame, cycle, Lookup::CacheOnly);
+                    .statement(known, message, cycle, Lookup::CacheOnly);
                 let (decision, found) = decided.ok_or_else(|| self.rules.clone())?;
                 self.settle(found);
                 Ok(decision)
             }
-            _ => Ok(self.follow(tag, frame::body(frame), cycle)),
+            _ => Ok(self.follow(message, cycle)),
         }
     }
 
     fn full(
         rules: RestrictedRules,
-        tag: u8,
+        _tag: u8,
         frame: &[u8],
         cycle: u64,
     ) -> (Decision, RestrictedFound) {
-        rules
-            .statement(&Known::default(), tag, frame, cycle, Lookup::Full)
-            .unwrap_or_else(|| (Decision::Forward, RestrictedFound::default()))
+        // `quick` decoded these very bytes before it sent them here.
+        let decided = match Frontend::decode(frame) {
+            Ok(message) => rules.statement(&Known::default(), message, cycle, Lookup::Full),
+            Err(error) => Some(rules.refused(audit_trail::malformed(error), None, cycle)),
+        };
+        decided.unwrap_or_else(|| (Decision::Forward, RestrictedFound::default()))
     }
 
     fn settle(&mut self, found: RestrictedFound) {
@@ -306,27 +315,30 @@ impl RestrictedFrontend {
     /// A message other than Query and Parse: it acts on statements that went through them (Bind,
     /// Describe, Execute, Close, Sync, Flush, COPY data; the access log follows them), or is
     /// refused (FunctionCall).
-    fn follow(&mut self, tag: u8, body: &[u8], cycle: u64) -> Decision {
-        let followed = match (tag, &self.lookups) {
-            (b'F', _) => Err(unsupported(
+    fn follow(&mut self, message: Frontend<'_>, cycle: u64) -> Decision {
+        let followed = match (message, &self.lookups) {
+            (Frontend::Other { tag: b'F', .. }, _) => Err(unsupported(
                 "function call messages (fast path) are not supported through Maschera",
             )),
-            (b'B', Some(lookups)) => lookups.bind(body),
+            (Frontend::Bind { statement, .. }, Some(lookups)) => lookups.bind(statement),
             _ => Ok(()),
         }
         .and_then(|()| match &mut self.trail {
-            Some(trail) => trail.follow(tag, body, cycle),
+            Some(trail) => trail.follow(&message, cycle),
             None => Ok(()),
         });
         match followed {
             Ok(()) => Decision::Forward,
-            Err(refusal) => {
-                if let Some(trail) = &mut self.trail {
-                    trail.refused(&refusal, None, cycle);
-                }
-                refused(refusal)
-            }
+            Err(refusal) => self.refuse(refusal, cycle),
         }
+    }
+
+    /// A message refused on the session's thread, recorded in the trail.
+    fn refuse(&mut self, refusal: Refusal, cycle: u64) -> Decision {
+        if let Some(trail) = &mut self.trail {
+            trail.refused(&refusal, None, cycle);
+        }
+        refused(refusal)
     }
 }
 
@@ -343,43 +355,52 @@ impl RestrictedRules {
     fn statement(
         &self,
         known: &Known,
-        tag: u8,
-        frame: &[u8],
+        message: Frontend<'_>,
         cycle: u64,
         lookup: Lookup,
     ) -> Option<(Decision, RestrictedFound)> {
-        let body = frame::body(frame);
         let mut found = RestrictedFound::default();
-        let decided = match tag {
-            b'Q' => self.query(known, body, cycle, lookup, &mut found),
-            _ => self.parse(known, body, lookup, &mut found),
+        let decided = match message {
+            Frontend::Query { sql } => self.query(known, sql, cycle, lookup, &mut found),
+            Frontend::Parse {
+                name,
+                sql,
+                param_types,
+            } => self.parse(known, name, sql, param_types, lookup, &mut found),
+            _ => Ok(Some(Decision::Forward)),
         };
         match decided.transpose()? {
             Ok(decision) => Some((decision, found)),
             Err(refusal) => {
-                let trail = self.trail.as_ref();
-                let found = RestrictedFound {
-                    trail: trail.map(|t| t.refused(&refusal, statement_text(tag, body), cycle)),
-                    prepared: None,
-                };
-                Some((refused(refusal), found))
+                let text = message.sql().and_then(|sql| std::str::from_utf8(sql).ok());
+                Some(self.refused(refusal, text, cycle))
             }
         }
+    }
+
+    /// A refused statement (`sql`: its text, when it has one) and its record in the trail.
+    fn refused(
+        &self,
+        refusal: Refusal,
+        sql: Option<&str>,
+        cycle: u64,
+    ) -> (Decision, RestrictedFound) {
+        let found = RestrictedFound {
+            trail: self.trail.as_ref().map(|t| t.refused(&refusal, sql, cycle)),
+            prepared: None,
+        };
+        (refused(refusal), found)
     }
 
     /// Query: the whole text rewritten, or refused as a whole (`Ok(None)`: not in the cache).
     fn query(
         &self,
         known: &Known,
-        body: &[u8],
+        text: &[u8],
         cycle: u64,
         lookup: Lookup,
         found: &mut RestrictedFound,
     ) -> Result<Option<Decision>, Refusal> {
-        let (text, rest) = frame::cstr(body).ok_or_else(malformed)?;
-        if !rest.is_empty() {
-            return Err(malformed());
-        }
         let sql = utf8(text)?;
         let cache = &self.state.cache;
         let rewritten = match lookup {
@@ -404,12 +425,12 @@ impl RestrictedRules {
     fn parse(
         &self,
         known: &Known,
-        body: &[u8],
+        name: &[u8],
+        text: &[u8],
+        types: &[u8],
         lookup: Lookup,
         found: &mut RestrictedFound,
     ) -> Result<Option<Decision>, Refusal> {
-        let (name, rest) = frame::cstr(body).ok_or_else(malformed)?;
-        let (text, types) = frame::cstr(rest).ok_or_else(malformed)?;
         let sql = utf8(text)?;
         let cache = &self.state.cache;
         let rewritten: Rewritten = match lookup {
@@ -430,23 +451,9 @@ impl RestrictedRules {
     }
 }
 
-/// The statement text of a Query or Parse body, for the access log of a refusal.
-fn statement_text(tag: u8, body: &[u8]) -> Option<&str> {
-    let text = match tag {
-        b'Q' => frame::cstr(body)?.0,
-        b'P' => frame::cstr(frame::cstr(body)?.1)?.0,
-        _ => return None,
-    };
-    std::str::from_utf8(text).ok()
-}
-
 fn utf8(text: &[u8]) -> Result<&str, Refusal> {
     std::str::from_utf8(text)
         .map_err(|_| unsupported("statement text is not valid UTF-8: Maschera requires UTF-8"))
-}
-
-fn malformed() -> Refusal {
-    unsupported("malformed message: statement text without its terminator")
 }
 
 fn unsupported(message: &str) -> Refusal {
@@ -460,13 +467,17 @@ fn unsupported(message: &str) -> Refusal {
 
 /// A Query message carrying `sql`.
 fn query_frame(sql: &str) -> Result<Bytes, Refusal> {
-    message(b'Q', &[no_nul(sql)?, b"\0"])
+    message(Frontend::Query { sql: no_nul(sql)? })
 }
 
 /// A Parse message: `name` and the raw parameter-type section (`types`: count and OIDs) as the
 /// client sent them, with `sql` as the statement text.
 fn parse_frame(name: &[u8], sql: &str, types: &[u8]) -> Result<Bytes, Refusal> {
-    message(b'P', &[name, b"\0", no_nul(sql)?, b"\0", types])
+    message(Frontend::Parse {
+        name,
+        sql: no_nul(sql)?,
+        param_types: types,
+    })
 }
 
 /// The rewritten SQL comes from the syntax tree, so a NUL inside it would be a serializer bug:
@@ -480,9 +491,11 @@ fn no_nul(sql: &str) -> Result<&[u8], Refusal> {
     Ok(sql.as_bytes())
 }
 
-/// One frontend message (see `frame::build`).
-fn message(tag: u8, parts: &[&[u8]]) -> Result<Bytes, Refusal> {
-    frame::build(tag, parts).ok_or_else(|| unsupported("statement too long"))
+/// One frontend message as a frame.
+fn message(message: Frontend<'_>) -> Result<Bytes, Refusal> {
+    message
+        .to_bytes()
+        .ok_or_else(|| unsupported("statement too long"))
 }
 
 #[cfg(test)]
@@ -503,9 +516,13 @@ mod tests {
         let mut expected = BytesMut::new();
         postgres_protocol::message::frontend::parse("s1", "SELECT $1", [23u32, 25], &mut expected)
             .unwrap();
-        let (name, rest) = frame::cstr(frame::body(&expected)).unwrap();
-        let (_, types) = frame::cstr(rest).unwrap();
-        let frame = parse_frame(name, "SELECT $1", types).unwrap();
+        let Ok(Frontend::Parse {
+            name, param_types, ..
+        }) = Frontend::decode(&expected)
+        else {
+            panic!("a Parse")
+        };
+        let frame = parse_frame(name, "SELECT $1", param_types).unwrap();
         assert_eq!(&frame[..], &expected[..]);
     }
 

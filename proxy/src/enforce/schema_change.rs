@@ -28,10 +28,11 @@
 //! [`UnrestrictedFrontend`]'s own state). Not for: restricted roles (see `enforce`), the view SQL
 //! (see `policy::apply_sql`), the catalog change itself (see `policy::alter_catalog`).
 
-use crate::enforce::audit_trail::{Known, Recorded, Trail, UnrestrictedAudit};
+use crate::enforce::audit_trail::{self, Known, Recorded, Trail, UnrestrictedAudit};
 use crate::enforce::policy_state::{PolicyHandle, PolicyState, compile_tolerating_drift};
 use crate::session::offload::Decider;
 use crate::session::{Decision, Hold, ServerEvent, ServerFrame};
+use crate::wire::Frontend;
 use crate::wire::client_error::ClientError;
 use crate::wire::frame;
 use bytes::Bytes;
@@ -171,25 +172,19 @@ impl Answers {
     }
 
     /// Follows Bind and Execute (of cycle `cycle`) of wrapped Parses.
-    fn follow(&mut self, tag: u8, body: &[u8], cycle: u64) {
-        match tag {
-            b'B' => {
-                let Some((portal, rest)) = frame::cstr(body) else {
-                    return;
-                };
-                let statement = frame::cstr(rest).map(|(s, _)| s).unwrap_or_default();
+    fn follow(&mut self, message: &Frontend<'_>, cycle: u64) {
+        match *message {
+            Frontend::Bind {
+                portal, statement, ..
+            } => {
                 if self.statements.contains(statement) {
                     self.portals.insert(portal.to_vec());
                 } else {
                     self.portals.remove(portal);
                 }
             }
-            b'E' => {
-                if let Some((portal, _)) = frame::cstr(body)
-                    && self.portals.contains(portal)
-                {
-                    self.executes.push_back(cycle);
-                }
+            Frontend::Execute { portal, .. } if self.portals.contains(portal) => {
+                self.executes.push_back(cycle);
             }
             _ => {}
         }
@@ -274,11 +269,14 @@ impl Decider for UnrestrictedFrontend {
     type Work = UnrestrictedWork;
     type Found = UnrestrictedFound;
 
-    fn quick(&mut self, tag: u8, frame: &[u8], cycle: u64) -> Result<Decision, UnrestrictedWork> {
+    fn quick(&mut self, _tag: u8, frame: &[u8], cycle: u64) -> Result<Decision, UnrestrictedWork> {
         self.tracking.catch_up();
-        let body = frame::body(frame);
-        let Some(text) = statement_text(tag, body) else {
-            return Ok(self.follow(tag, frame, cycle));
+        let message = match Frontend::decode(frame) {
+            Ok(message) => message,
+            Err(error) => return Ok(self.refuse(audit_trail::malformed(error), cycle)),
+        };
+        let Some(text) = message.sql() else {
+            return Ok(self.follow(message, cycle));
         };
         let audit = self.rules.audit.as_ref().zip(self.trail.as_ref());
         let parses = schema_change_text(text).is_some()
@@ -294,21 +292,27 @@ impl Decider for UnrestrictedFrontend {
             });
         }
         let catalog = self.tracking.current();
-        let (decision, found) = self
-            .rules
-            .decide(known, catalog.as_deref(), tag, frame, cycle);
+        let (decision, found) = self.rules.decide(known, catalog.as_deref(), message, cycle);
         self.settle(found);
         Ok(decision)
     }
 
     fn full(
         work: UnrestrictedWork,
-        tag: u8,
+        _tag: u8,
         frame: &[u8],
         cycle: u64,
     ) -> (Decision, UnrestrictedFound) {
+        // `quick` decoded these very bytes before it sent them here.
+        let message = match Frontend::decode(frame) {
+            Ok(message) => message,
+            Err(error) => {
+                let refusal = audit_trail::malformed(error);
+                return (refused(refusal), UnrestrictedFound::default());
+            }
+        };
         let catalog = work.catalog.as_deref();
-        work.rules.decide(&work.known, catalog, tag, frame, cycle)
+        work.rules.decide(&work.known, catalog, message, cycle)
     }
 
     fn settle(&mut self, found: UnrestrictedFound) {
@@ -382,47 +386,31 @@ impl UnrestrictedFrontend {
 
     /// A message without a statement text (Bind, Execute, ...): the wrapped Parses' and the access
     /// log's follow it.
-    fn follow(&mut self, tag: u8, frame: &[u8], cycle: u64) -> Decision {
-        let body = frame::body(frame);
-        if matches!(tag, b'B' | b'E') && self.extended_wrapped {
-            self.tracking.answers.follow(tag, body, cycle);
+    fn follow(&mut self, message: Frontend<'_>, cycle: u64) -> Decision {
+        if self.extended_wrapped {
+            self.tracking.answers.follow(&message, cycle);
         }
         let Some(trail) = &mut self.trail else {
             return Decision::Forward;
         };
-        // A Query or Parse without its text's terminator is the access log's too.
-        if matches!(tag, b'Q' | b'P') {
-            let catalog = self.tracking.current();
-            let (decision, found) =
-                self.rules
-                    .decide(trail.known(), catalog.as_deref(), tag, frame, cycle);
-            self.settle(found);
-            return decision;
-        }
-        match trail.follow(tag, body, cycle) {
+        match trail.follow(&message, cycle) {
             Ok(()) => Decision::Forward,
-            Err(refusal) => {
-                trail.refused(&refusal, None, cycle);
-                refused(refusal)
-            }
+            Err(refusal) => self.refuse(refusal, cycle),
         }
+    }
+
+    /// A message refused on the session's thread, recorded in the access log's trail.
+    fn refuse(&mut self, refusal: policy::rewrite::Refusal, cycle: u64) -> Decision {
+        if let Some(trail) = &mut self.trail {
+            trail.refused(&refusal, None, cycle);
+        }
+        refused(refusal)
     }
 }
 
 /// A refusal as the relay sends it.
 fn refused(refusal: policy::rewrite::Refusal) -> Decision {
     Decision::Refuse(ClientError::from(refusal))
-}
-
-/// The statement text of a Query or Parse.
-fn statement_text(tag: u8, body: &[u8]) -> Option<&[u8]> {
-    match tag {
-        b'Q' => frame::cstr(body).map(|(text, _)| text),
-        b'P' => frame::cstr(body)
-            .and_then(|(_, rest)| frame::cstr(rest))
-            .map(|(text, _)| text),
-        _ => None,
-    }
 }
 
 /// The text, if it may be a schema change (cheap test first: most statements never mention
@@ -441,28 +429,35 @@ impl UnrestrictedRules {
         &self,
         known: &Known,
         catalog: Option<&Catalog>,
-        tag: u8,
-        frame: &[u8],
+        message: Frontend<'_>,
         cycle: u64,
     ) -> (Decision, UnrestrictedFound) {
         let mut found = UnrestrictedFound::default();
-        let body = frame::body(frame);
         // The one parse the access log's inspection and the schema change's wrapping share.
-        let text = statement_text(tag, body).and_then(|text| std::str::from_utf8(text).ok());
+        let text = message
+            .sql()
+            .and_then(|text| std::str::from_utf8(text).ok());
         let parsed = text.map(ParsedOnce::new);
         if let Some(audit) = &self.audit {
-            let (followed, recorded) = audit.statement(known, parsed.as_ref(), tag, frame, cycle);
+            let (followed, recorded) = audit.statement(known, parsed.as_ref(), &message, cycle);
             found.trail = Some(recorded);
             if let Err(refusal) = followed {
                 return (refused(refusal), found);
             }
         }
-        if let Err(refusal) = within_limits(tag, body) {
+        if let Err(refusal) = within_limits(&message) {
             return (refused(refusal), found);
         }
-        let replaced = match (tag, &parsed) {
-            (b'Q', Some(parsed)) => self.query(catalog, parsed, cycle, &mut found),
-            (b'P', Some(parsed)) => self.parse(catalog, parsed, body, &mut found),
+        let replaced = match (message, &parsed) {
+            (Frontend::Query { .. }, Some(parsed)) => {
+                self.query(catalog, parsed, cycle, &mut found)
+            }
+            (
+                Frontend::Parse {
+                    name, param_types, ..
+                },
+                Some(parsed),
+            ) => self.parse(catalog, parsed, name, param_types, &mut found),
             _ => None,
         };
         let decision = match replaced {
@@ -502,7 +497,10 @@ impl UnrestrictedRules {
         // A line break ends a trailing `--` comment of the client's text.
         out.push_str("\n;\n");
         out.push_str(&wrapping.after.join(";\n"));
-        frame::build(b'Q', &[out.as_bytes(), b"\0"])
+        Frontend::Query {
+            sql: out.as_bytes(),
+        }
+        .to_bytes()
     }
 
     /// Parse: the one statement becomes a DO block running drops, the statement and recreation.
@@ -510,11 +508,10 @@ impl UnrestrictedRules {
         &self,
         catalog: Option<&Catalog>,
         parsed: &ParsedOnce,
-        body: &[u8],
+        name: &[u8],
+        param_types: &[u8],
         found: &mut UnrestrictedFound,
     ) -> Option<Bytes> {
-        let (name, rest) = frame::cstr(body)?;
-        let (_, types) = frame::cstr(rest)?;
         let Some((sql, (wrapping, change))) = schema_change_text(parsed.text().as_bytes())
             .and_then(|sql| Some((sql, self.wrapping(catalog, parsed)?)))
             // PostgreSQL refuses a Parse of several statements; so does the wrapped one.
@@ -528,7 +525,12 @@ impl UnrestrictedRules {
         let before: Vec<&str> = wrapping.before.iter().map(String::as_str).collect();
         let after: Vec<&str> = wrapping.after.iter().map(String::as_str).collect();
         let block = do_block(&before, sql, &after);
-        frame::build(b'P', &[name, b"\0", block.as_bytes(), b"\0", types])
+        Frontend::Parse {
+            name,
+            sql: block.as_bytes(),
+            param_types,
+        }
+        .to_bytes()
     }
 
     /// What to run around the statements of `parsed`, if they alter a policy table, and the
@@ -585,8 +587,8 @@ impl UnrestrictedRules {
 }
 
 /// A text that may be a schema change is parsed: refused beyond the parser's bounds.
-fn within_limits(tag: u8, body: &[u8]) -> Result<(), policy::rewrite::Refusal> {
-    match statement_text(tag, body).and_then(schema_change_text) {
+fn within_limits(message: &Frontend<'_>) -> Result<(), policy::rewrite::Refusal> {
+    match message.sql().and_then(schema_change_text) {
         Some(sql) => policy::rewrite::limits::check(sql),
         None => Ok(()),
     }
@@ -723,10 +725,19 @@ mod tests {
         // cycle stays DO.
         answers.on_ready(3);
         answers.statements.insert(b"s1".to_vec());
-        answers.follow(b'B', b"p\0s1\0", 4);
-        answers.follow(b'E', b"p\0\0\0\0\0", 4);
-        answers.follow(b'B', b"q\0other\0", 4);
-        answers.follow(b'E', b"q\0\0\0\0\0", 4);
+        let bind = |portal, statement| Frontend::Bind {
+            portal,
+            statement,
+            rest: b"\0\0\0\0\0\0",
+        };
+        let execute = |portal| Frontend::Execute {
+            portal,
+            max_rows: 0,
+        };
+        answers.follow(&bind(b"p", b"s1"), 4);
+        answers.follow(&execute(b"p"), 4);
+        answers.follow(&bind(b"q", b"other"), 4);
+        answers.follow(&execute(b"q"), 4);
         assert_eq!(shown(&mut answers, b'C', "DO", 4), "ALTER TABLE");
         assert_eq!(shown(&mut answers, b'C', "DO", 4), "P");
         answers.on_ready(4);

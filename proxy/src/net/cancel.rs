@@ -2,11 +2,15 @@
 //! server's; this registry maps it to the upstream session's key so that a CancelRequest reaches the
 //! right server backend. Entries live exactly as long as their session (see [`Registration`]); a
 //! session of transaction mode points its entry at the backend serving it now, and at none
-//! between transactions ([`Registration::retarget`]).
+//! between transactions ([`Registration::retarget`]), with the backend's [`CancelGate`], which
+//! counts the cancels forwarded to it that PostgreSQL has not confirmed yet (a pool does not hand
+//! that backend to another client before they are: see `pool::late_cancel`).
 //! Not for: sending the cancel (see `upstream`).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use tokio::sync::Notify;
 
 /// A BackendKeyData pair (protocol 3.0: 32-bit process id and secret).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -15,10 +19,80 @@ pub struct CancelKey {
     pub secret: i32,
 }
 
+/// The cancels being forwarded to one pooled backend.
+#[derive(Debug, Default)]
+pub struct CancelGate {
+    in_flight: AtomicUsize,
+    /// A forward failed: whether PostgreSQL got the cancel, and when it acts on it, is unknown.
+    doubtful: AtomicBool,
+    done: Notify,
+}
+
+impl CancelGate {
+    /// Whether a cancel is being forwarded to the backend now.
+    pub fn busy(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) > 0
+    }
+
+    /// Whether a forward to the backend failed (it may still be cancelled at any time).
+    pub fn doubtful(&self) -> bool {
+        self.doubtful.load(Ordering::Acquire)
+    }
+
+    /// Waits until no cancel is being forwarded to the backend.
+    pub async fn settled(&self) {
+        loop {
+            let done = self.done.notified();
+            tokio::pin!(done);
+            done.as_mut().enable();
+            if !self.busy() {
+                return;
+            }
+            done.await;
+        }
+    }
+}
+
+/// The upstream session a client key points at now.
+#[derive(Debug, Clone)]
+struct Target {
+    key: CancelKey,
+    gate: Option<Arc<CancelGate>>,
+}
+
+/// A cancel being forwarded: the upstream key, and the backend's gate held busy until
+/// [`CancelTicket::delivered`] (or drop, which counts as a failed forward).
+#[derive(Debug)]
+pub struct CancelTicket {
+    pub key: CancelKey,
+    gate: Option<Arc<CancelGate>>,
+    delivered: bool,
+}
+
+impl CancelTicket {
+    /// PostgreSQL read the cancel and closed the connection (see `UpstreamTarget::cancel`).
+    pub fn delivered(mut self) {
+        self.delivered = true;
+    }
+}
+
+impl Drop for CancelTicket {
+    fn drop(&mut self) {
+        if let Some(gate) = &self.gate {
+            if !self.delivered {
+                gate.doubtful.store(true, Ordering::Release);
+            }
+            if gate.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+                gate.done.notify_waiters();
+            }
+        }
+    }
+}
+
 /// The proxy's keys given to clients, mapped to upstream keys.
 #[derive(Debug, Default)]
 pub struct CancelRegistry {
-    sessions: Mutex<HashMap<CancelKey, Option<CancelKey>>>,
+    sessions: Mutex<HashMap<CancelKey, Option<Target>>>,
 }
 
 /// Keeps a session's entry in the registry; removes it when dropped.
@@ -36,10 +110,15 @@ impl Registration {
 }
 
 impl Registration {
-    /// Points the client's key at another upstream session (`None`: none, a cancel does nothing).
-    pub fn retarget(&self, upstream: Option<CancelKey>) {
+    /// Points the client's key at another upstream session and its gate (`None`: none, a cancel
+    /// does nothing). Once this returns, a cancel of the client either counts in the previous
+    /// target's gate or does not reach that session.
+    pub fn retarget(&self, upstream: Option<(CancelKey, Arc<CancelGate>)>) {
         if let Some(entry) = self.registry.lock().get_mut(&self.client_key) {
-            *entry = upstream;
+            *entry = upstream.map(|(key, gate)| Target {
+                key,
+                gate: Some(gate),
+            });
         }
     }
 }
@@ -51,7 +130,7 @@ impl Drop for Registration {
 }
 
 impl CancelRegistry {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<CancelKey, Option<CancelKey>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<CancelKey, Option<Target>>> {
         // A panic elsewhere cannot leave the map inconsistent: every operation is one insert/remove.
         self.sessions
             .lock()
@@ -60,7 +139,10 @@ impl CancelRegistry {
 
     /// Registers an upstream session under a fresh random client key.
     pub fn register(self: &Arc<Self>, upstream: CancelKey) -> Registration {
-        self.register_for(Some(upstream))
+        self.register_for(Some(Target {
+            key: upstream,
+            gate: None,
+        }))
     }
 
     /// Registers a session that has no upstream session yet (transaction mode).
@@ -68,7 +150,7 @@ impl CancelRegistry {
         self.register_for(None)
     }
 
-    fn register_for(self: &Arc<Self>, upstream: Option<CancelKey>) -> Registration {
+    fn register_for(self: &Arc<Self>, upstream: Option<Target>) -> Registration {
         let mut sessions = self.lock();
         let client_key = loop {
             let key = CancelKey {
@@ -86,9 +168,19 @@ impl CancelRegistry {
         }
     }
 
-    /// The upstream key for a client's CancelRequest, if the client key is known.
-    pub fn lookup(&self, client_key: CancelKey) -> Option<CancelKey> {
-        self.lock().get(&client_key).copied().flatten()
+    /// The upstream key for a client's CancelRequest, if the client key is known and points at a
+    /// session; the target's gate counts the cancel as in flight until the ticket goes.
+    pub fn lookup(&self, client_key: CancelKey) -> Option<CancelTicket> {
+        let sessions = self.lock();
+        let target = sessions.get(&client_key)?.as_ref()?;
+        if let Some(gate) = &target.gate {
+            gate.in_flight.fetch_add(1, Ordering::AcqRel);
+        }
+        Some(CancelTicket {
+            key: target.key,
+            gate: target.gate.clone(),
+            delivered: false,
+        })
     }
 }
 
@@ -103,20 +195,41 @@ mod tests {
         let registration = registry.register(upstream);
         let key = registration.client_key();
         assert_ne!(key, upstream);
-        assert_eq!(registry.lookup(key), Some(upstream));
+        let upstream_of = |key| registry.lookup(key).map(|ticket| ticket.key);
+        assert_eq!(upstream_of(key), Some(upstream));
         assert_eq!(
-            registry.lookup(CancelKey {
+            upstream_of(CancelKey {
                 pid: key.pid,
                 secret: key.secret ^ 1
             }),
             None
         );
         registration.retarget(None);
-        assert_eq!(registry.lookup(key), None, "between transactions");
+        assert_eq!(upstream_of(key), None, "between transactions");
         let next = CancelKey { pid: 43, secret: 8 };
-        registration.retarget(Some(next));
-        assert_eq!(registry.lookup(key), Some(next));
+        let gate = Arc::new(CancelGate::default());
+        registration.retarget(Some((next, gate.clone())));
+        assert_eq!(upstream_of(key), Some(next));
         drop(registration);
-        assert_eq!(registry.lookup(key), None);
+        assert_eq!(upstream_of(key), None);
+        assert!(!gate.busy());
+    }
+
+    #[test]
+    fn a_gate_is_busy_while_a_cancel_is_forwarded_and_doubtful_after_a_failed_one() {
+        let registry = Arc::new(CancelRegistry::default());
+        let registration = registry.register_detached();
+        let gate = Arc::new(CancelGate::default());
+        let backend = CancelKey { pid: 9, secret: 9 };
+        registration.retarget(Some((backend, gate.clone())));
+        let ticket = registry.lookup(registration.client_key()).unwrap();
+        // The session moves on: the backend's gate still counts the cancel.
+        registration.retarget(None);
+        assert!(gate.busy());
+        ticket.delivered();
+        assert!(!gate.busy() && !gate.doubtful());
+        registration.retarget(Some((backend, gate.clone())));
+        drop(registry.lookup(registration.client_key()).unwrap());
+        assert!(!gate.busy() && gate.doubtful());
     }
 }

@@ -241,9 +241,12 @@ impl UpstreamTarget {
         frontend::cancel_request(key.pid, key.secret, &mut out);
         stream.write_all(&out).await?;
         stream.flush().await?;
-        // Wait for the server to close the connection so the cancel has been read.
+        // Wait for the server to close the connection (a reset counts): then it has signalled the
+        // backend.
         let mut sink = [0u8; 64];
-        let _ = tokio::time::timeout(self.config.connect_timeout(), stream.read(&mut sink)).await;
+        let _closed = tokio::time::timeout(self.config.connect_timeout(), stream.read(&mut sink))
+            .await
+            .map_err(|_| UpstreamError::Timeout)?;
         Ok(())
     }
 }

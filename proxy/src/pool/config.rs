@@ -48,6 +48,11 @@ pub struct PoolConfig {
     /// statement; then its session ends with FATAL 25P03. 0 (the default): no limit.
     #[serde(default)]
     pub idle_in_transaction_timeout_seconds: u64,
+    /// Prepared statements one upstream connection holds at most; preparing one more closes the
+    /// one used least recently (a client that needs it again has it prepared again). 0: no limit.
+    /// Default 200.
+    #[serde(default = "default_statements")]
+    pub prepared_statements_per_connection: usize,
 }
 
 fn default_size() -> usize {
@@ -58,6 +63,9 @@ fn default_idle_timeout() -> u64 {
 }
 fn default_acquire_timeout() -> u64 {
     30
+}
+fn default_statements() -> usize {
+    200
 }
 
 impl Default for PoolConfig {
@@ -70,6 +78,7 @@ impl Default for PoolConfig {
             acquire_timeout_seconds: default_acquire_timeout(),
             max_per_login: 0,
             idle_in_transaction_timeout_seconds: 0,
+            prepared_statements_per_connection: default_statements(),
         }
     }
 }
@@ -116,6 +125,7 @@ mod tests {
         let config: PoolConfig = toml::from_str("").unwrap();
         assert_eq!(config.mode, PoolMode::Session);
         assert_eq!(config.size, 20);
+        assert_eq!(config.prepared_statements_per_connection, 200);
         assert_eq!(config.check(), Ok(()));
         let config: PoolConfig = toml::from_str("mode = \"transaction\"\nsize = 2").unwrap();
         assert_eq!(config.mode, PoolMode::Transaction);

@@ -15,7 +15,10 @@
 //! - Named prepared statements follow the client from connection to connection (see
 //!   `prepared`).
 //! - [`Pools::reap`] closes connections idle longer than `idle_timeout_seconds`, keeping `min_idle`
-//!   per pool.
+//!   per pool, which it opens in advance (see `min_idle`).
+//! - A connection a client's cancel is on its way to is not handed to another client before
+//!   PostgreSQL has the cancel (see `late_cancel`); a connection holds a capped number of
+//!   prepared statements (see `statement_cache`).
 //!
 //! Metrics: `maschera_pool_connections` (gauge, labels `login`, `state` = `idle` | `in_use`),
 //! `maschera_pool_waiting` (gauge, label `login`), `maschera_pool_wait_seconds` (histogram),
@@ -25,13 +28,16 @@
 //! (see `pinning`), or logging in (see `upstream`).
 
 pub mod config;
+mod late_cancel;
+mod min_idle;
 pub mod pinning;
 pub mod prepared;
 pub mod session;
 pub mod settings;
+mod statement_cache;
 
 use crate::metrics as m;
-use crate::net::cancel::{CancelKey, Registration};
+use crate::net::cancel::{CancelGate, CancelKey, Registration};
 use crate::net::tls::BoxStream;
 use crate::net::upstream::{UpstreamError, UpstreamTarget};
 use crate::session::upstream_source::{Acquiring, UpstreamKey, UpstreamSource};
@@ -67,6 +73,8 @@ struct Pool {
     /// What the first connection said while logging in (ParameterStatus), for the greeting.
     greeting: Mutex<Option<BytesMut>>,
     gauges: Gauges,
+    /// Connections are being opened to keep `min_idle` (see `min_idle`).
+    filling: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Clone)]
@@ -81,6 +89,8 @@ struct Gauges {
 struct Backend {
     stream: BoxStream,
     key: CancelKey,
+    /// The cancels being forwarded to it (see `late_cancel`).
+    gate: Arc<CancelGate>,
     /// The statements prepared on it (see `prepared`).
     statements: ServerStatements,
     /// Its share of `max_per_login`, if limited.
@@ -95,9 +105,9 @@ pub struct Leased {
 }
 
 impl Leased {
-    /// The backend's cancel key.
-    pub fn cancel_key(&self) -> CancelKey {
-        self.backend.key
+    /// The backend's cancel key and gate.
+    pub fn cancel_target(&self) -> (CancelKey, Arc<CancelGate>) {
+        (self.backend.key, self.backend.gate.clone())
     }
 }
 
@@ -139,6 +149,7 @@ impl Pools {
                 waiting: metrics::gauge!(m::POOL_WAITING, m::LABEL_LOGIN => login.clone()),
                 wait: metrics::histogram!(m::POOL_WAIT_SECONDS),
             },
+            filling: Default::default(),
         });
         pools.insert(key.clone(), pool.clone());
         pool
@@ -184,6 +195,7 @@ impl Pools {
                 continue;
             }
             pool.gauges.in_use.increment(1.0);
+            self.top_up(&key, &pool);
             return Ok(Leased {
                 backend,
                 pool,
@@ -212,10 +224,12 @@ impl Pools {
             })?;
         lock(&pool.greeting).get_or_insert_with(|| upstream.greeting.clone());
         pool.gauges.in_use.increment(1.0);
+        self.top_up(&key, &pool);
         Ok(Leased {
             backend: Backend {
                 stream: upstream.stream,
                 key: upstream.key,
+                gate: Arc::default(),
                 statements: ServerStatements::default(),
                 _login: login,
             },
@@ -264,7 +278,13 @@ impl Pools {
     }
 
     /// Takes a connection back: into its pool when `reusable`, otherwise cancelled and closed.
+    /// A connection a cancel is being forwarded to is given back once PostgreSQL has it (see
+    /// `late_cancel`).
     pub fn release(&self, leased: Leased, reusable: bool) {
+        if reusable && late_cancel::in_doubt(&leased) {
+            late_cancel::release_when_settled(self.target.clone(), leased);
+            return;
+        }
         let Leased { backend, pool, .. } = leased;
         pool.gauges.in_use.decrement(1.0);
         if reusable {
@@ -272,16 +292,22 @@ impl Pools {
             lock(&pool.idle).push((backend, Instant::now()));
             return;
         }
-        // Whatever it still runs for nobody is stopped; closing the socket ends its session.
-        let target = self.target.clone();
-        tokio::spawn(async move {
-            if let Err(err) = target.cancel(backend.key).await {
-                debug!(error = %err, "cancelling on a discarded pooled connection failed");
-            }
-            drop(backend);
-        });
+        close(self.target.clone(), backend);
     }
+}
 
+/// Cancels what `backend` still runs for nobody, and closes it (closing the socket ends its
+/// session).
+fn close(target: Arc<UpstreamTarget>, backend: Backend) {
+    tokio::spawn(async move {
+        if let Err(err) = target.cancel(backend.key).await {
+            debug!(error = %err, "cancelling on a discarded pooled connection failed");
+        }
+        drop(backend);
+    });
+}
+
+impl Pools {
     /// What the first connection of `key`'s pool said while logging in (ParameterStatus and
     /// notices), for the greeting of a new client of that pool.
     pub async fn greeting(self: Arc<Self>, key: Arc<UpstreamKey>) -> Result<BytesMut, ClientError> {
@@ -295,18 +321,27 @@ impl Pools {
         Ok(greeting)
     }
 
-    /// Closes connections idle longer than `idle_timeout_seconds`, keeping `min_idle` per pool.
-    pub fn reap(&self) {
+    /// Closes connections idle longer than `idle_timeout_seconds`, keeping `min_idle` per pool,
+    /// and (see `min_idle`) those PostgreSQL ended, opening new ones up to `min_idle`.
+    pub fn reap(self: &Arc<Self>) {
         let limit = self.config.idle_timeout();
-        let pools: Vec<Arc<Pool>> = lock(&self.pools).values().cloned().collect();
-        for pool in pools {
-            let mut idle = lock(&pool.idle);
-            let keep = self.config.min_idle;
-            // Oldest first: released connections are pushed at the end.
-            while idle.len() > keep && idle.first().is_some_and(|(_, at)| at.elapsed() >= limit) {
-                idle.remove(0);
-                pool.gauges.idle.decrement(1.0);
+        let pools: Vec<(Arc<UpstreamKey>, Arc<Pool>)> = lock(&self.pools)
+            .iter()
+            .map(|(key, pool)| (key.clone(), pool.clone()))
+            .collect();
+        for (key, pool) in pools {
+            min_idle::drop_ended(&pool);
+            {
+                let mut idle = lock(&pool.idle);
+                let keep = self.config.min_idle;
+                // Oldest first: released connections are pushed at the end.
+                while idle.len() > keep && idle.first().is_some_and(|(_, at)| at.elapsed() >= limit)
+                {
+                    idle.remove(0);
+                    pool.gauges.idle.decrement(1.0);
+                }
             }
+            self.top_up(&key, &pool);
         }
     }
 
@@ -364,6 +399,7 @@ pub struct PooledSource {
 
 impl PooledSource {
     pub fn new(pools: Arc<Pools>, key: Arc<UpstreamKey>, registration: Registration) -> Self {
+        let prepared = Prepared::new(pools.config.prepared_statements_per_connection);
         PooledSource {
             pools,
             base: key.clone(),
@@ -373,7 +409,7 @@ impl PooledSource {
             dirty: false,
             registration,
             pinning: Pinning::default(),
-            prepared: Prepared::default(),
+            prepared,
         }
     }
 }
@@ -396,8 +432,8 @@ impl UpstreamSource for PooledSource {
     }
 
     fn attached(&mut self, conn: &Leased) {
-        self.registration.retarget(Some(conn.cancel_key()));
-        self.prepared.attached();
+        self.registration.retarget(Some(conn.cancel_target()));
+        self.prepared.attached(&conn.backend.statements);
     }
 
     fn outgoing(&mut self, conn: &mut Leased, bytes: &[u8]) -> Option<BytesMut> {
@@ -418,17 +454,31 @@ impl UpstreamSource for PooledSource {
     }
 
     fn observe_client(&mut self, tag: u8, frame: &[u8]) {
-        if matches!(tag, b'Q' | b'P') {
-            self.pending = crate::wire::Frontend::decode(frame)
-                .ok()
-                .and_then(|m| m.sql())
-                .and_then(settings::change);
+        match tag {
+            b'Q' | b'P' => {
+                self.pending = crate::wire::Frontend::decode(frame)
+                    .ok()
+                    .and_then(|m| m.sql())
+                    .and_then(settings::change);
+            }
+            // A named statement may be any earlier Parse: its CommandComplete tag decides
+            // (`pinning`), not the Parse seen last.
+            b'B' if matches!(crate::wire::Frontend::decode(frame),
+                Ok(crate::wire::Frontend::Bind { statement, .. }) if !statement.is_empty()) =>
+            {
+                self.pending = None;
+            }
+            _ => {}
         }
-        self.pinning.client(frame);
+        // A simple query whose setting follows the client (`settings`) leaves nothing behind.
+        if !(tag == b'Q' && matches!(self.pending, Some(Change::Set(..)))) {
+            self.pinning.client(frame);
+        }
     }
 
     fn observe_completion(&mut self, tag: &str) {
-        let follows = matches!(tag, "SET" | "RESET" | "DISCARD ALL");
+        // `SELECT 1`: a `SELECT set_config(...)` that `settings` follows.
+        let follows = matches!(tag, "SET" | "RESET" | "DISCARD ALL" | "SELECT 1");
         match self.pending.take() {
             Some(change) if follows => {
                 if change == Change::ResetAll && tag == "DISCARD ALL" {

@@ -18,24 +18,28 @@
 //! it once its ParseComplete arrived; the answers of messages PostgreSQL skipped after an error (up
 //! to Sync) are never expected. SQL-level `PREPARE`/`EXECUTE` are not handled here (they pin the
 //! session: see `pinning`).
+//!
+//! A connection holds at most `[pool] prepared_statements_per_connection` statements: before a
+//! `Parse S` that would pass the cap, the statement the connection used least recently is closed
+//! (`Close`, its CloseComplete withheld), in the stream of the client the connection serves, so no
+//! other client's messages are involved. Only a statement not used since the connection was last
+//! quiet (nothing in flight) is closed, so no message on its way needs it; a client that uses it
+//! later has it prepared again, as on any connection that lacks it.
+//!
 //! Not for: the pools (see `pool`), or the statement text (the session hook's).
 
 use crate::wire::frame::{self, POSTGRES_MAX_FRAME};
 use crate::wire::{Frontend, Target};
 use bytes::{Bytes, BytesMut};
 use sha2::{Digest, Sha256};
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
+
+pub use super::statement_cache::ServerStatements;
 
 /// The prefix of the server-side names of pooled statements.
 const PREFIX: &[u8] = b"maschera_ps_";
 /// A name no statement has (Close of it is answered with CloseComplete).
 const NO_STATEMENT: &[u8] = b"maschera_ps_none";
-
-/// The statements prepared on one upstream connection (kept with it in its pool).
-#[derive(Debug, Default)]
-pub struct ServerStatements {
-    names: HashSet<Bytes>,
-}
 
 /// A client's named statement.
 #[derive(Debug, Clone)]
@@ -53,6 +57,8 @@ struct Expected {
     withhold: bool,
     /// The server-side statement its ParseComplete confirms.
     prepares: Option<Bytes>,
+    /// The server-side statement its CloseComplete closes (evicted: see the module doc).
+    closes: Option<Bytes>,
 }
 
 /// One client session's statements and the answers expected on its connection.
@@ -64,6 +70,10 @@ pub struct Prepared {
     written: u64,
     /// ReadyForQuery answers seen.
     answered: u64,
+    /// Statements per connection (`[pool] prepared_statements_per_connection`; 0: no limit).
+    cap: usize,
+    /// The connection's clock (`ServerStatements::now`) when it was last quiet: nothing in flight.
+    quiet: u64,
 }
 
 fn server_name(sql: &[u8], param_types: &[u8]) -> Bytes {
@@ -96,6 +106,14 @@ fn ends_cycle(tag: u8) -> bool {
 }
 
 impl Prepared {
+    /// A client's statements on connections holding at most `cap` statements (0: no limit).
+    pub fn new(cap: usize) -> Prepared {
+        Prepared {
+            cap,
+            ..Prepared::default()
+        }
+    }
+
     /// The bytes to write instead of `bytes` (whole frames) to a connection holding `server`;
     /// `None`: `bytes` unchanged.
     pub fn outgoing(&mut self, server: &mut ServerStatements, bytes: &[u8]) -> Option<BytesMut> {
@@ -118,12 +136,56 @@ impl Prepared {
             cycle: self.written,
             withhold,
             prepares,
+            closes: None,
+        });
+    }
+
+    /// Closes statements of the connection, least recently used first, until one more fits
+    /// under the cap.
+    fn make_room(&mut self, server: &mut ServerStatements, out: &mut BytesMut) {
+        if self.cap == 0 {
+            return;
+        }
+        let coming = self
+            .expected
+            .iter()
+            .filter(|e| e.prepares.is_some())
+            .count();
+        while server.len() + coming >= self.cap {
+            let Some(victim) = server.evict(self.quiet) else {
+                return;
+            };
+            Frontend::Close {
+                target: Target::Statement,
+                name: &victim,
+            }
+            .encode(out);
+            self.expected.push_back(Expected {
+                cycle: self.written,
+                withhold: true,
+                prepares: None,
+                closes: Some(victim),
+            });
+        }
+    }
+
+    /// Forgets the expected answers `gone` selects (they will not come); a Close among them did
+    /// not run, so its statement is still on the connection.
+    fn drop_expected(&mut self, server: &mut ServerStatements, gone: impl Fn(&Expected) -> bool) {
+        self.expected.retain(|e| {
+            if !gone(e) {
+                return true;
+            }
+            if let Some(name) = &e.closes {
+                server.restore(name.clone());
+            }
+            false
         });
     }
 
     /// Whether `name` is prepared on the connection or on its way there.
     fn held(&self, server: &ServerStatements, name: &Bytes) -> bool {
-        server.names.contains(name)
+        server.contains(name)
             || self
                 .expected
                 .iter()
@@ -133,6 +195,7 @@ impl Prepared {
     /// `Close S` + `Parse S` before a message that uses `S`, unless the connection holds it.
     fn ensure(&mut self, server: &mut ServerStatements, statement: &Statement, out: &mut BytesMut) {
         if self.held(server, &statement.server) {
+            server.touch(&statement.server);
             return;
         }
         self.close_then_parse(server, statement, true, out);
@@ -146,7 +209,8 @@ impl Prepared {
         withhold_parse: bool,
         out: &mut BytesMut,
     ) {
-        server.names.remove(&statement.server);
+        server.remove(&statement.server);
+        self.make_room(server, out);
         Frontend::Close {
             target: Target::Statement,
             name: &statement.server,
@@ -263,19 +327,22 @@ impl Prepared {
                     return false;
                 };
                 if let Some(name) = expected.prepares {
-                    server.names.insert(name);
+                    server.insert(name);
                 }
                 expected.withhold
             }
             b'E' => {
                 // PostgreSQL skips the rest of the cycle up to Sync: those answers never come.
-                self.expected.retain(|e| e.cycle != cycle);
+                self.drop_expected(server, |e| e.cycle == cycle);
                 false
             }
             b'Z' => {
                 self.answered += 1;
                 let answered = self.answered;
-                self.expected.retain(|e| e.cycle >= answered);
+                self.drop_expected(server, |e| e.cycle < answered);
+                if self.answered == self.written {
+                    self.quiet = server.now();
+                }
                 false
             }
             _ => false,
@@ -287,11 +354,13 @@ impl Prepared {
         self.statements.clear();
     }
 
-    /// A new connection was attached: what was expected on the previous one is gone with it.
-    pub fn attached(&mut self) {
+    /// A new connection, holding `server`, was attached: what was expected on the previous one is
+    /// gone with it, and nothing is in flight on this one.
+    pub fn attached(&mut self, server: &ServerStatements) {
         self.expected.clear();
         self.written = 0;
         self.answered = 0;
+        self.quiet = server.now();
     }
 }
 
@@ -365,7 +434,7 @@ mod tests {
         // The next transaction is served by another connection: prepared there before the Bind,
         // with both answers withheld.
         let mut second = ServerStatements::default();
-        client.attached();
+        client.attached(&second);
         let sent = client
             .outgoing(&mut second, &join(&[bind("s1"), sync()]))
             .unwrap();
@@ -388,7 +457,7 @@ mod tests {
         assert!(client.incoming(&mut server, b'3'));
         assert!(!client.incoming(&mut server, b'E'));
         client.incoming(&mut server, b'Z');
-        assert!(server.names.is_empty());
+        assert_eq!(server.len(), 0);
         let sent = client
             .outgoing(&mut server, &join(&[bind("other"), sync()]))
             .unwrap();
@@ -405,5 +474,69 @@ mod tests {
         assert_eq!(&sent[..], &plain[..]);
         let query = Frontend::Query { sql: b"SELECT 3" }.to_frame();
         assert!(client.outgoing(&mut server, &query).is_none());
+    }
+
+    #[test]
+    fn a_connection_holds_at_most_the_cap_closing_the_statement_used_least_recently() {
+        let mut client = Prepared::new(2);
+        let mut server = ServerStatements::default();
+        let name =
+            |sql: &str| String::from_utf8_lossy(&server_name(sql.as_bytes(), b"\0\0")).into_owned();
+        for (statement, sql) in [("s1", "SELECT 1"), ("s2", "SELECT 2")] {
+            client.outgoing(&mut server, &join(&[parse(statement, sql), sync()]));
+            assert!(client.incoming(&mut server, b'3'));
+            assert!(!client.incoming(&mut server, b'1'));
+            client.incoming(&mut server, b'Z');
+        }
+        client.outgoing(&mut server, &join(&[bind("s1"), sync()]));
+        client.incoming(&mut server, b'Z');
+        // A third statement: s2, used least recently, is closed first; both Closes' answers are
+        // withheld, the client sees its ParseComplete.
+        let sent = client
+            .outgoing(&mut server, &join(&[parse("s3", "SELECT 3"), sync()]))
+            .unwrap();
+        let (n1, n2, n3) = (name("SELECT 1"), name("SELECT 2"), name("SELECT 3"));
+        assert_eq!(
+            messages(&sent),
+            [
+                format!("C {n2}"),
+                format!("C {n3}"),
+                format!("P {n3}"),
+                "S".into()
+            ]
+        );
+        assert!(client.incoming(&mut server, b'3'));
+        assert!(client.incoming(&mut server, b'3'));
+        assert!(!client.incoming(&mut server, b'1'));
+        client.incoming(&mut server, b'Z');
+        assert_eq!(server.len(), 2);
+        // s2 again: prepared again in place of s1.
+        let sent = client
+            .outgoing(&mut server, &join(&[bind("s2"), sync()]))
+            .unwrap();
+        assert_eq!(
+            messages(&sent),
+            [
+                format!("C {n1}"),
+                format!("C {n2}"),
+                format!("P {n2}"),
+                format!("B {n2}"),
+                "S".into()
+            ]
+        );
+        for answer in [b'3', b'3', b'1'] {
+            assert!(client.incoming(&mut server, answer));
+        }
+        client.incoming(&mut server, b'Z');
+        assert_eq!(server.len(), 2);
+        // An error before the evicting Close: PostgreSQL skips it, the statement is still there.
+        client.outgoing(
+            &mut server,
+            &join(&[parse("", "SELEC"), parse("s4", "SELECT 4"), sync()]),
+        );
+        assert!(!client.incoming(&mut server, b'E'));
+        client.incoming(&mut server, b'Z');
+        assert_eq!(server.len(), 2);
+        assert!(server.contains(&Bytes::from(n3.into_bytes())));
     }
 }

@@ -5,6 +5,9 @@
 //! name`, `RESET ALL` and `DISCARD ALL` take it out again (only the client's own settings change).
 //! The connection the statement ran on holds the setting for other clients of its old key, so it
 //! is closed when given back, never reused.
+//! `SELECT set_config('name', 'value', false)` with quoted literals (Django sets its time zone so)
+//! follows the client the same way when it comes as a simple query; in a Parse it pins, because
+//! the statement may run later under another name.
 //! A statement that is not such a plain SET, or a setting not on the list, pins the session
 //! instead (see `pinning`). `SET LOCAL` ends with its transaction and needs neither.
 //! Not for: deciding whether a client may change a setting at all (the session hooks do; the
@@ -85,6 +88,35 @@ pub fn change(sql: &[u8]) -> Option<Change> {
             Some(Change::Reset("timezone".into()))
         }
         "discard" if lower.len() == 2 && lower[1] == "all" => Some(Change::ResetAll),
+        "select" => set_config(&sql[words[0].len()..]),
+        _ => None,
+    }
+}
+
+/// `set_config('name', 'value', false)` (what follows `SELECT`), with both arguments quoted
+/// literals, as Django sends it for its time zone: a SET of `name` (`true`: a `SET LOCAL`).
+fn set_config(call: &str) -> Option<Change> {
+    let call = call.trim();
+    let (function, arguments) = call.split_at_checked("set_config".len())?;
+    if !function.eq_ignore_ascii_case("set_config") {
+        return None;
+    }
+    let arguments = arguments.trim().strip_prefix('(')?.strip_suffix(')')?;
+    let [name, value, local] = arguments.split(',').collect::<Vec<_>>()[..] else {
+        return None;
+    };
+    let quoted = |text: &str| {
+        let text = text.trim();
+        text.starts_with('\'').then(|| literal(text)).flatten()
+    };
+    let name = quoted(name)?.to_ascii_lowercase();
+    let value = quoted(value)?;
+    if !FOLLOWING.contains(&name.as_str()) {
+        return None;
+    }
+    match local.trim().to_ascii_lowercase().as_str() {
+        "false" => Some(Change::Set(name, value)),
+        "true" => Some(Change::Local),
         _ => None,
     }
 }
@@ -176,6 +208,14 @@ mod tests {
             change(b"SET LOCAL statement_timeout = 5"),
             Some(Change::Local)
         );
+        assert_eq!(
+            change(b"SELECT set_config('TimeZone', 'UTC', false)"),
+            set("timezone", "UTC")
+        );
+        assert_eq!(
+            change(b"select SET_CONFIG ( 'statement_timeout','5s',true )"),
+            Some(Change::Local)
+        );
         assert_eq!(change(b"RESET ALL"), Some(Change::ResetAll));
         assert_eq!(change(b"DISCARD ALL"), Some(Change::ResetAll));
         assert_eq!(
@@ -190,6 +230,11 @@ mod tests {
             b"SET statement_timeout = 5; SELECT 1",
             b"SET datestyle = ISO, DMY",
             b"SELECT 1",
+            b"SELECT set_config('search_path', 'evil', false)",
+            b"SELECT set_config('TimeZone', $1, false)",
+            b"SELECT set_config('TimeZone', 'UTC', false), 1",
+            b"SELECT set_config('TimeZone', 'UTC', is_local)",
+            b"SELECT set_config('DateStyle', 'ISO, DMY', false)",
         ] {
             assert_eq!(change(other), None, "{}", String::from_utf8_lossy(other));
         }

@@ -277,10 +277,11 @@ async fn open(
 ) -> Result<Option<(Startup, User, SessionIdentity, OwnedSemaphorePermit)>> {
     let mut client = match startup::negotiate(tcp, &proxy.tls).await? {
         Opening::Cancel(key) => {
-            if let Some(upstream_key) = proxy.cancels.lookup(key) {
+            if let Some(ticket) = proxy.cancels.lookup(key) {
                 metrics::counter!(m::CANCELS_TOTAL).increment(1);
-                if let Err(err) = proxy.upstream.cancel(upstream_key).await {
-                    warn!(error = %err, "forwarding a cancel request failed");
+                match proxy.upstream.cancel(ticket.key).await {
+                    Ok(()) => ticket.delivered(),
+                    Err(err) => warn!(error = %err, "forwarding a cancel request failed"),
                 }
             }
             return Ok(None);

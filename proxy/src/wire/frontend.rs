@@ -7,7 +7,7 @@
 //! Not for: splitting a stream into frames (see `frame`), or backend messages.
 
 use crate::wire::frame::{self, HEADER_LEN};
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use thiserror::Error;
 
 /// Whether a Describe or Close names a prepared statement or a portal.
@@ -145,7 +145,10 @@ impl<'a> Frontend<'a> {
             tag,
         };
         let message = match tag {
-            b'Q' => Frontend::Query { sql: f.cstr()? },
+            b'Q' => {
+                let sql = f.cstr()?;
+                f.end(Frontend::Query { sql })?
+            }
             b'P' => {
                 let (name, sql) = (f.cstr()?, f.cstr()?);
                 let param_types = f.rest();
@@ -266,6 +269,14 @@ impl<'a> Frontend<'a> {
         let mut out = BytesMut::new();
         self.encode(&mut out);
         out
+    }
+
+    /// The message as a whole frame, or `None` when it is longer than the protocol's length field
+    /// can say (a message the proxy makes is then refused, never truncated).
+    pub fn to_bytes(&self) -> Option<Bytes> {
+        let frame = self.to_frame();
+        i32::try_from(frame.len() - 1).ok()?;
+        Some(frame.freeze())
     }
 
     /// The statement text of a Query or Parse.
@@ -405,6 +416,7 @@ mod tests {
     fn malformed_messages_are_errors_not_panics() {
         for frame in [
             &b"Q\0\0\0\x05x"[..],       // no terminator
+            b"Q\0\0\0\x07x\0y",         // something after the text
             b"P\0\0\0\x0bs\0q\0\0\x05", // 5 parameter types announced, none there
             b"D\0\0\0\x07Xs\0",         // neither S nor P
             b"E\0\0\0\x07p\0\0\0",      // row count cut short

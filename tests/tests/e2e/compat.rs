@@ -3,6 +3,9 @@
 //! unrestricted) and `sam` (sales, region north). The client scripts live in `tests/compat/` and print
 //! one `op<TAB>outcome<TAB>detail` line per operation; these tests hold what each user must get
 //! (pass, or refused with a given SQLSTATE) and fail on any `broken` line (a client crash).
+//! The suite runs twice: in session mode, and with every user in transaction mode
+//! (`[pool] mode = "transaction"`, the `_in_transaction_mode` twins of each test), where each
+//! transaction may be served by another upstream connection of the user's pool.
 //! COMPATIBILITY.md is the table of these expectations.
 
 use maschera_tests::crm_proxy::{CRM_DB, crm_password};
@@ -119,9 +122,57 @@ fn assert_parser_understood_everything(env: &CrmProxy) {
     );
 }
 
-fn start() -> CrmProxy {
-    maschera_tests::block_on(Fixture::crm(CONTACTS).user(("tom", "support", &[])).start())
-        .expect("CRM behind the proxy")
+/// How the proxy gives the clients their upstream connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// One upstream connection per client session (the default).
+    Session,
+    /// Every user in transaction mode, on pools of [`TRANSACTION_POOL_SIZE`] connections.
+    Transaction,
+}
+
+/// Connections per pool in transaction mode: few, so that the clients' sessions (an ORM opens
+/// several) share them.
+const TRANSACTION_POOL_SIZE: usize = 3;
+
+/// The `[pool]` section of `mode` (empty in session mode).
+pub(crate) fn pool_section(mode: Mode) -> String {
+    match mode {
+        Mode::Session => String::new(),
+        Mode::Transaction => format!(
+            "[pool]\nmode = \"transaction\"\nsize = {TRANSACTION_POOL_SIZE}\n\
+             acquire_timeout_seconds = 20\n"
+        ),
+    }
+}
+
+fn start(mode: Mode) -> CrmProxy {
+    maschera_tests::block_on(
+        Fixture::crm(CONTACTS)
+            .user(("tom", "support", &[]))
+            .config(|options| options.sections.push_str(&pool_section(mode)))
+            .start(),
+    )
+    .expect("CRM behind the proxy")
+}
+
+/// After a run: in transaction mode the sessions were served by pools (the proxy says so when a
+/// session starts), and the sessions pinned to their connection were pinned for `pins` only (the
+/// reasons of COMPATIBILITY.md's transaction-mode column).
+fn assert_mode(env: &CrmProxy, mode: Mode, pins: &[&str]) {
+    let log = env.proxy.log();
+    let pooled = log.contains("session started in transaction mode");
+    assert_eq!(pooled, mode == Mode::Transaction, "{mode:?}");
+    let pinned: std::collections::BTreeSet<&str> = log
+        .lines()
+        .filter(|l| l.contains("session pinned"))
+        .filter_map(|l| l.split("reason=\"").nth(1)?.split('"').next())
+        .collect();
+    let expected = match mode {
+        Mode::Session => Default::default(),
+        Mode::Transaction => pins.iter().copied().collect(),
+    };
+    assert_eq!(pinned, expected, "sessions pinned in {mode:?} mode");
 }
 
 /// psql through the proxy: (success, stdout + stderr).
@@ -130,9 +181,8 @@ fn psql(env: &CrmProxy, user: &str, command: &str) -> (bool, String) {
     (ran.ok, format!("{}{}", ran.stdout, ran.stderr))
 }
 
-#[test]
-fn psql_describe_commands_show_each_user_its_own_relations() {
-    let env = start();
+fn psql_describe_commands_show_each_user_its_own_relations_in(mode: Mode) {
+    let env = start(mode);
     for user in ["dora", "sam"] {
         for command in [r"\d", r"\dt", r"\d+ contacts", r"\dn", r"\du"] {
             let (ok, out) = psql(&env, user, command);
@@ -167,6 +217,7 @@ fn psql_describe_commands_show_each_user_its_own_relations() {
     let (_, dora) = psql(&env, "dora", r"\dt");
     assert!(dora.contains("health_records"), "dora's \\dt: {dora}");
     assert_parser_understood_everything(&env);
+    assert_mode(&env, mode, &[]);
 }
 
 fn python(script: &str, env: &CrmProxy, user: &str) -> Command {
@@ -178,9 +229,8 @@ fn python(script: &str, env: &CrmProxy, user: &str) -> Command {
     command
 }
 
-#[test]
-fn sqlalchemy_core_orm_and_server_side_cursors() {
-    let env = start();
+fn sqlalchemy_core_orm_and_server_side_cursors_in(mode: Mode) {
+    let env = start(mode);
     let shared: &[(&str, Expect)] = &[
         ("connect", Pass("")),
         ("orm_filter", Pass("count=")),
@@ -260,11 +310,11 @@ fn sqlalchemy_core_orm_and_server_side_cursors() {
         ],
     );
     assert_parser_understood_everything(&env);
+    assert_mode(&env, mode, &[]);
 }
 
-#[test]
-fn node_postgres_plain_and_prepared_statements() {
-    let env = start();
+fn node_postgres_plain_and_prepared_statements_in(mode: Mode) {
+    let env = start(mode);
     let node_dir = compat_dir().join("node");
     assert!(
         node_dir.join("node_modules/pg").is_dir(),
@@ -314,14 +364,14 @@ fn node_postgres_plain_and_prepared_statements() {
         ],
     );
     assert_parser_understood_everything(&env);
+    assert_mode(&env, mode, &[]);
 }
 
 /// The pgjdbc jar of Debian's `libpostgresql-jdbc-java`.
 const PGJDBC_JAR: &str = "/usr/share/java/postgresql.jar";
 
-#[test]
-fn pgjdbc_metadata_prepared_batch_and_streaming() {
-    let env = start();
+fn pgjdbc_metadata_prepared_batch_and_streaming_in(mode: Mode) {
+    let env = start(mode);
     assert!(
         Path::new(PGJDBC_JAR).is_file(),
         "pgjdbc is not installed: apt-get install libpostgresql-jdbc-java"
@@ -383,11 +433,13 @@ fn pgjdbc_metadata_prepared_batch_and_streaming() {
         ],
     );
     assert_parser_understood_everything(&env);
+    // pgjdbc's `getTables` query names 'TEMPORARY TABLE' (a literal): the coarse word check of
+    // pinning keeps that session on its connection (COMPATIBILITY.md, transaction mode).
+    assert_mode(&env, mode, &["temporary object"]);
 }
 
-#[test]
-fn django_orm_over_the_crm_models() {
-    let env = start();
+fn django_orm_over_the_crm_models_in(mode: Mode) {
+    let env = start(mode);
     let django = |user: &str, migrate: bool| {
         let mut command = python("django/client.py", &env, user);
         if migrate {
@@ -467,4 +519,40 @@ fn django_orm_over_the_crm_models() {
         .expect("owner query");
     assert_eq!(stored.trim(), "mail me at t250000@example.it");
     assert_parser_understood_everything(&env);
+    // `QuerySet.iterator()` in autocommit declares a cursor `WITH HOLD`: that session keeps its
+    // connection (as with pgbouncer, `DISABLE_SERVER_SIDE_CURSORS` avoids it).
+    assert_mode(&env, mode, &["cursor WITH HOLD"]);
+}
+
+/// Each test of the suite twice: `session` in session mode, `transaction` in transaction mode.
+macro_rules! in_both_modes {
+    ($($run:ident: $session:ident, $transaction:ident;)*) => {$(
+        #[test]
+        fn $session() {
+            $run(Mode::Session);
+        }
+
+        #[test]
+        fn $transaction() {
+            $run(Mode::Transaction);
+        }
+    )*};
+}
+
+in_both_modes! {
+    psql_describe_commands_show_each_user_its_own_relations_in:
+        psql_describe_commands_show_each_user_its_own_relations,
+        psql_describe_commands_show_each_user_its_own_relations_in_transaction_mode;
+    sqlalchemy_core_orm_and_server_side_cursors_in:
+        sqlalchemy_core_orm_and_server_side_cursors,
+        sqlalchemy_core_orm_and_server_side_cursors_in_transaction_mode;
+    node_postgres_plain_and_prepared_statements_in:
+        node_postgres_plain_and_prepared_statements,
+        node_postgres_plain_and_prepared_statements_in_transaction_mode;
+    pgjdbc_metadata_prepared_batch_and_streaming_in:
+        pgjdbc_metadata_prepared_batch_and_streaming,
+        pgjdbc_metadata_prepared_batch_and_streaming_in_transaction_mode;
+    django_orm_over_the_crm_models_in:
+        django_orm_over_the_crm_models,
+        django_orm_over_the_crm_models_in_transaction_mode;
 }

@@ -13,27 +13,27 @@ use std::time::{Duration, Instant};
 use tokio_postgres::Client;
 
 /// The `[pool]` section of transaction mode with `size` connections per pool.
-fn pool_section(size: usize, extra: &str) -> String {
+pub(crate) fn pool_section(size: usize, extra: &str) -> String {
     format!("[pool]\nmode = \"transaction\"\nsize = {size}\nacquire_timeout_seconds = 3\n{extra}\n")
 }
 
 /// A PostgreSQL without the CRM behind a proxy in transaction mode (no policy: every statement
 /// passes).
-fn pooled_proxy(size: usize, extra: &str) -> (PgServer, Proxy) {
+pub(crate) fn pooled_proxy(size: usize, extra: &str) -> (PgServer, Proxy) {
     pg_and_proxy(ProxyOptions {
         sections: pool_section(size, extra),
         ..Default::default()
     })
 }
 
-async fn connect(proxy: &Proxy) -> Client {
+pub(crate) async fn connect(proxy: &Proxy) -> Client {
     maschera_tests::connect(&proxy.uri("postgres"))
         .await
         .expect("connect through the proxy")
 }
 
 /// The rows of `sql` (simple protocol), as text (NULL as `NULL`).
-async fn rows(client: &Client, sql: &str) -> Vec<Vec<String>> {
+pub(crate) async fn rows(client: &Client, sql: &str) -> Vec<Vec<String>> {
     maschera_tests::clients::simple_rows(client, sql)
         .await
         .into_iter()
@@ -47,7 +47,11 @@ async fn rows(client: &Client, sql: &str) -> Vec<Vec<String>> {
 
 /// Runs `work` to its end (panicking with the first failure) while sampling `count` (a query
 /// giving one number) through `observer` every 20 ms; returns the largest number seen.
-async fn most_while(mut work: tokio::task::JoinSet<()>, observer: &Client, count: &str) -> usize {
+pub(crate) async fn most_while(
+    mut work: tokio::task::JoinSet<()>,
+    observer: &Client,
+    count: &str,
+) -> usize {
     let mut most = 0;
     loop {
         tokio::select! {
@@ -66,7 +70,7 @@ async fn most_while(mut work: tokio::task::JoinSet<()>, observer: &Client, count
 }
 
 /// The SQLSTATE and message of a failed statement.
-fn failure(err: &tokio_postgres::Error) -> (String, String) {
+pub(crate) fn failure(err: &tokio_postgres::Error) -> (String, String) {
     let db = err
         .as_db_error()
         .unwrap_or_else(|| panic!("not a database error: {err:?}"));

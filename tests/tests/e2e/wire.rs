@@ -97,7 +97,23 @@ async fn psql_runs_multi_statement_queries_copy_both_ways_and_describe() {
 
 #[tokio::test]
 async fn pgbench_runs_simple_extended_and_prepared_without_failed_transactions() {
-    let (pg, proxy) = start();
+    pgbench_through(ProxyOptions::default());
+}
+
+/// pgbench's `-M prepared` in transaction mode: its named statements are prepared on whichever
+/// pooled connection serves each transaction (4 clients on pools of 2 connections).
+#[tokio::test]
+async fn pgbench_runs_simple_extended_and_prepared_in_transaction_mode() {
+    pgbench_through(ProxyOptions {
+        sections: "[pool]\nmode = \"transaction\"\nsize = 2\n".into(),
+        ..Default::default()
+    });
+}
+
+/// pgbench's default script, 4 clients × 250 transactions in each protocol through a proxy with
+/// `options`: no failed transaction.
+fn pgbench_through(options: ProxyOptions) {
+    let (pg, proxy) = pg_and_proxy(options);
     let direct = pg.uri("postgres");
     let init = client_program(&pg, "pgbench", &["-i", "-q", "-s", "1", &direct], &[]);
     assert!(

@@ -1,0 +1,58 @@
+//! One statement of the SQL that `maschera policy apply` runs ([`Step`]), the secret the executor
+//! binds into it ([`Secret`], never in the text), and SQL quoting: the leaf that every module
+//! writing that SQL (`apply_sql`, `db_lock`, `lookup_sql`, `write_back`, `pseudonym`) shares, so that
+//! none of them needs another for these.
+//! Not for: what the steps are (those modules) or running them (the proxy's `policy_apply`).
+
+/// The marker in a step's SQL where the executor puts the login's password (as a SCRAM verifier literal).
+pub const PASSWORD_MARKER: &str = "{password}";
+
+/// A secret a step needs; the executor supplies it (bound as `$1`, or put in place of [`PASSWORD_MARKER`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Secret {
+    /// `$1` is the pseudonym key (bytea).
+    PseudonymKey,
+    /// `$1` is the hash salt (bytea).
+    HashSalt,
+    /// [`PASSWORD_MARKER`] is the password of this login.
+    LoginPassword(String),
+}
+
+/// One statement of the apply transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub sql: String,
+    pub secret: Option<Secret>,
+}
+
+impl Step {
+    pub(crate) fn plain(sql: impl Into<String>) -> Self {
+        Self {
+            sql: sql.into(),
+            secret: None,
+        }
+    }
+
+    /// The statement as `--dry-run` prints it: secrets replaced by a placeholder.
+    pub fn display(&self) -> String {
+        match &self.secret {
+            None => self.sql.clone(),
+            Some(Secret::PseudonymKey) => self.sql.replace("$1", "'<pseudonym key, not shown>'"),
+            Some(Secret::HashSalt) => self.sql.replace("$1", "'<hash salt, not shown>'"),
+            Some(Secret::LoginPassword(_)) => self.sql.replace(
+                PASSWORD_MARKER,
+                "'<generated, written to the credentials file>'",
+            ),
+        }
+    }
+}
+
+/// Quotes an identifier for SQL (`"name"`).
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Quotes a string literal for SQL (`'text'`), with standard-conforming strings.
+pub fn quote_literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
