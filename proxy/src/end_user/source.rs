@@ -95,7 +95,8 @@ impl UpstreamSource for SessionConnections<'_> {
 
     fn attached(&mut self, conn: &SessionConn) {
         if let Some(registration) = self.registration {
-            registration.retarget(Some(conn.cancel));
+            // A gate of its own: nothing waits for cancels of a session's own connection.
+            registration.retarget(Some((conn.cancel, Arc::default())));
         }
     }
 

@@ -508,7 +508,7 @@ async fn serve(
     let upstream_key = proxy
         .cancels
         .lookup(registration.client_key())
-        .unwrap_or(upstream_key);
+        .map_or(upstream_key, |ticket| ticket.key);
     drop(registration);
     match ended {
         Ok(end) => {
