@@ -14,7 +14,7 @@ import sys
 import tempfile
 import time
 
-from . import cases, report
+from . import cases, endusers, pooling, report
 from .procs import find_tool, run
 from .results import Results
 from .servers import Login, Maschera, Pgbouncer, PostgreSQL, build_maschera, run_guarded
@@ -23,11 +23,13 @@ REPO = os.path.dirname(cases.HERE)
 PROXY_USER = ("bench", "Bench-proxy-password-4c1e-osprey", "dpo", {})
 COMPARED = "maschera (compare)"
 
-SMOKE = dict(rounds=1, seconds=1, scale=1, rows=100_000, stream_repeat=1, idle_clients=50,
-             contacts="1000")
 SMOKE_TRANSACTIONS = 200
+SMOKE = dict(rounds=1, seconds=1, scale=1, rows=100_000, stream_repeat=1, idle_clients=50,
+             contacts="1000", pool_clients=20, pool_size=5, pool_crm_clients=10,
+             pool_transactions=SMOKE_TRANSACTIONS)
 FULL = dict(rounds=3, seconds=10, scale=10, rows=1_000_000, stream_repeat=3, idle_clients=1000,
-            contacts="10000,200000")
+            contacts="10000,200000", pool_clients=1000, pool_size=20, pool_crm_clients=50,
+            pool_transactions=50)
 
 
 def parse_args(argv):
@@ -50,7 +52,17 @@ def parse_args(argv):
     p.add_argument("--idle-clients", type=int, help="idle clients of case 4 (default 1000; smoke 50)")
     p.add_argument("--contacts", help="CRM contacts for case 2, comma-separated sizes, each run in turn "
                    "(default 10000,200000; smoke 1000)")
-    p.add_argument("--cases", default="1,2,3,4,5,6", help="which cases to run (default all)")
+    p.add_argument("--pool-clients", type=int,
+                   help="case 7: pgbench clients through the pools (default 1000; smoke 20)")
+    p.add_argument("--pool-transactions", type=int,
+                   help="case 7: transactions per client of each pgbench run but -C (default 50; "
+                   "smoke 200)")
+    p.add_argument("--pool-size", type=int,
+                   help="cases 7 and 8: upstream connections per pool of Maschera and pgbouncer in "
+                   "transaction mode (default 20; smoke 5)")
+    p.add_argument("--pool-crm-clients", type=int,
+                   help="cases 7 and 8: pgbench clients of the CRM scripts (default 50; smoke 10)")
+    p.add_argument("--cases", default="1,2,3,4,5,6,7,8", help="which cases to run (default all)")
     p.add_argument("--binary", help="the maschera binary to measure (default: build it with cargo)")
     p.add_argument("--compare", metavar="BINARY",
                    help="another maschera binary (e.g. a build of an earlier commit) measured as the "
@@ -154,20 +166,30 @@ def run_cases(bench, targets):
         cases.streaming(bench, targets)
     if 4 in want:
         cases.idle_memory(bench)
-    if want & {2, 6}:
-        # Case 2 at each size; case 6 at the last one.
+    if 7 in want:
+        pooling.transaction_pooling(bench)
+    if want & {2, 6, 7, 8}:
+        # Case 2 at each size; cases 6, 7 (its CRM part) and 8 at the last one.
         sizes = bench.opts.contacts if 2 in want else bench.opts.contacts[-1:]
         for i, contacts in enumerate(sizes):
             bench.log(f"[2] setting up the CRM, {contacts:,} contacts")
             crm = cases.crm_setup(bench, contacts)
             try:
                 if isinstance(crm, str):
-                    bench.results.skip(2, crm)
+                    for case in want & {2, 8}:
+                        bench.results.skip(case, crm)
+                    if 7 in want:
+                        bench.results.note(7, f"the CRM scripts were not run: {crm}")
                     break
                 if 2 in want:
                     cases.crm_workload(bench, crm, contacts)
-                if 6 in want and i == len(sizes) - 1:
-                    cases.access_log(bench, crm)
+                if i == len(sizes) - 1:
+                    if 6 in want:
+                        cases.access_log(bench, crm)
+                    if 7 in want:
+                        pooling.crm_pooling(bench, crm, contacts)
+                    if 8 in want:
+                        endusers.end_users(bench, crm, contacts)
             finally:
                 if not isinstance(crm, str):
                     crm[2].stop()
@@ -190,7 +212,7 @@ def main(argv):
         return 0
     bench = Bench(opts)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    need = 2 * opts.idle_clients + 512
+    need = 2 * max(opts.idle_clients, opts.pool_clients) + 512
     if soft < need:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(max(need, soft), hard), hard))
 

@@ -26,6 +26,10 @@ def parse_args(argv):
                    help="how Maschera reaches PostgreSQL: its socket (default) or TCP on 127.0.0.1")
     p.add_argument("--worker-threads", type=int,
                    help="`[limits] worker_threads` of the proxy (default: the proxy's default)")
+    p.add_argument("--transaction", action="store_true",
+                   help="serve the client in transaction mode (`[pool] mode = \"transaction\"`)")
+    p.add_argument("--pool-size", type=int, default=20,
+                   help="`[pool] size` with --transaction (default 20)")
     p.add_argument("--out", help="folder for perf.data and the reports (default: a temporary one)")
     return p.parse_args(argv)
 
@@ -89,8 +93,10 @@ def main(argv):
         started.append(pg)
         owner = pg.create_owner("bench", "bench-" + os.urandom(6).hex(), "bench")
         run(["pgbench", "-i", "-q", "-s", "1"], env=owner.env())
-        proxy = Maschera(binary, owner, [PROXY_USER], upstream_host=pg.upstream_host(o.upstream),
-                         worker_threads=o.worker_threads)
+        extra = (f'\n[pool]\nmode = "transaction"\nsize = {o.pool_size}\n' if o.transaction
+                 else "")
+        proxy = Maschera(binary, owner, [PROXY_USER], extra=extra,
+                         upstream_host=pg.upstream_host(o.upstream), worker_threads=o.worker_threads)
         started.append(proxy)
         login = Login(proxy.port, PROXY_USER[0], PROXY_USER[1], "bench")
         sample(o, proxy, login, out)

@@ -16,9 +16,26 @@ CASES = {
     4: ("Memory per idle client", None),
     5: ("The rewriter alone (criterion)", None),
     6: ("The access log", "maschera, access log off"),
+    7: ("Transaction pooling: many clients on a few backends",
+        ("pgbouncer, transaction mode", "direct", "maschera as sam, session mode")),
+    8: ("End users behind one application login: the CRM scripts", ("sam, session mode",)),
 }
 
 HIGHER_IS_BETTER = {"TPS"}
+
+_POOLING_SETUP = (
+    "{clients} pgbench clients (`-j 2`, {transactions} transactions per client; `-C`: the run "
+    "length above) through pools of {size} upstream connections: Maschera "
+    "(`[pool] mode = \"transaction\"`, `size = {size}`) and pgbouncer (`pool_mode = transaction`, "
+    "`default_pool_size = {size}`); Maschera's `[limits]` are `max_connections = 1200`, "
+    "`max_sessions_per_user = 0` and `max_sessions_per_role = 0` (no per-user or per-role limit: the "
+    "clients are all one user). pgbouncer 1.18 cannot run `-M prepared` in transaction mode: the "
+    "prepared protocol is compared with pgbouncer in session mode, which needs a backend per client "
+    "(`default_pool_size = {clients}`), and with direct PostgreSQL. Latency percentiles come from "
+    "pgbench's per-transaction log (`--log`); backends are the most client backends of the "
+    "database in pg_stat_activity (sampled every 50 ms) during the run. The CRM scripts run as sam "
+    "with {crm} clients (`-M extended`) through the session-mode Maschera of case 2 and one in "
+    "transaction mode with the same policy.")
 
 
 def _target_rule(case, figure, metric, max_clients):
@@ -58,12 +75,46 @@ def _target_rule(case, figure, metric, max_clients):
                 lambda res: res.ratio(case, figure, metric, "maschera", "direct").median <= 1.05)
     if case == 4 and metric == "KiB per client":
         return "maschera ≤ 8 KiB", lambda res: res.summary(case, figure, metric, "maschera").median <= 8
+    if case == 7:
+        return _pooling_rule(figure, metric)
     if case == 5 and figure.startswith("corpus"):
         if "uncached" in figure.lower():
             return "< 20 µs uncached", lambda res: res.summary(case, figure, metric, "rewriter").median < 20
         if "cached" in figure.lower():
             return "< 1 µs cached", lambda res: res.summary(case, figure, metric, "rewriter").median < 1
     return None
+
+
+def _pooling_rule(figure, metric):
+    """Issue 21's targets for a row of case 7."""
+    ours, bouncer, direct = ("maschera, transaction mode", "pgbouncer, transaction mode", "direct")
+    if metric == "KiB per client":
+        return "maschera ≤ 8 KiB", lambda res: res.summary(7, figure, metric, ours).median <= 8
+    if metric == "backends (most at once)":
+        size = _POOL_SIZE.get("size")
+        if size is None:
+            return None
+
+        def check(res):
+            pooled = [res.summary(7, figure, metric, t)
+                      for t in (ours, "maschera as sam, transaction mode")]
+            return max(s.max for s in pooled if s) <= size
+        return f"maschera ≤ {size} (the pool size)", check
+    if figure.startswith("-S -M simple -C") and metric == "TPS":
+        return ("maschera above direct",
+                lambda res: res.ratio(7, figure, metric, ours, direct).median > 1)
+    if figure.startswith(("-S -M simple,", "-S -M extended,")):
+        if metric == "TPS":
+            return ("maschera ≥ pgbouncer",
+                    lambda res: res.ratio(7, figure, metric, ours, bouncer).median >= 1)
+        if metric == "latency p99 ms":
+            return ("maschera ≤ 1.2 × pgbouncer",
+                    lambda res: res.ratio(7, figure, metric, ours, bouncer).median <= 1.2)
+    return None
+
+
+# Set by render(): the pool size of the run, for the backends target.
+_POOL_SIZE = {}
 
 
 def _fmt(x):
@@ -84,13 +135,30 @@ def _cell(summary):
     return f"{_fmt(summary.median)} [{_fmt(summary.min)}–{_fmt(summary.max)}]"
 
 
-def _case_table(res, case, max_clients):
-    baseline = CASES[case][1]
-    targets = res.targets(case)
-    others = [t for t in targets if t != baseline] if baseline in targets else []
+def _case_tables(res, case, max_clients):
+    """One table per group of figures measured through the same targets (a case whose figures
+    compare different targets, as case 7, gets several)."""
+    rows = res.figures(case)
+    measured = {}
+    for figure, metric in rows:
+        for t in res.targets(case):
+            if res.summary(case, figure, metric, t) and t not in measured.setdefault(figure, []):
+                measured[figure].append(t)
+    groups = {}
+    for figure, metric in rows:
+        groups.setdefault(tuple(measured[figure]), []).append((figure, metric))
+    return "\n\n".join(_case_table(res, case, max_clients, list(targets), rows)
+                        for targets, rows in groups.items())
+
+
+def _case_table(res, case, max_clients, targets, rows):
+    baselines = CASES[case][1]
+    baselines = (baselines,) if isinstance(baselines, str) or baselines is None else baselines
+    baseline = next((b for b in baselines if b in targets), None)
+    others = [t for t in targets if t != baseline] if baseline else []
     header = ["figure", "metric", *targets, *[f"{t} / {baseline}" for t in others], "target", ""]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for figure, metric in res.figures(case):
+    for figure, metric in rows:
         cells = [figure, metric]
         cells += [_cell(res.summary(case, figure, metric, t)) for t in targets]
         for t in others:
@@ -101,7 +169,7 @@ def _case_table(res, case, max_clients):
             text, check = rule
             try:
                 verdict = "met" if check(res) else "**missed**"
-            except (AttributeError, TypeError):
+            except (AttributeError, TypeError, ValueError):
                 verdict = "–"
             cells += [text, verdict]
         else:
@@ -165,9 +233,19 @@ def render(res, opts, command):
         if not res.figures(case):
             out += ["No figures.", ""]
             continue
-        if baseline:
+        if isinstance(baseline, str):
             out += [f"Baseline for the ratios: **{baseline}**.", ""]
-        out += [_case_table(res, case, max(opts.clients)), ""]
+        elif baseline:
+            out += ["Baseline for the ratios of each table: the first of "
+                    + ", ".join(f"**{b}**" for b in baseline) + " that it has.", ""]
+        if case == 7:
+            _POOL_SIZE["size"] = getattr(opts, "pool_size", None)
+            out += [_POOLING_SETUP.format(clients=getattr(opts, "pool_clients", "?"),
+                                          size=_POOL_SIZE["size"],
+                                          crm=getattr(opts, "pool_crm_clients", "?"),
+                                          transactions=getattr(opts, "pool_transactions", "?")),
+                    ""]
+        out += [_case_tables(res, case, max(opts.clients)), ""]
         for line in res.notes.get(case, []):
             out.append(f"- {line}")
         if res.notes.get(case):

@@ -224,8 +224,9 @@ def build_maschera(repo, release=True):
 
 
 class Maschera:
-    """`maschera serve` in front of `upstream` (a Login), with proxy users (name, password, role,
-    attributes) added through `maschera user add --password-stdin`. `extra` is appended to the
+    """`maschera serve` in front of `upstream` (a Login), with proxy users (name, password, role or
+    None, attributes, optionally a list of further `user add` arguments such as `--application`)
+    added through `maschera user add --password-stdin`. `extra` is appended to the
     configuration (e.g. `[policy]` or `[audit]` sections). `upstream_host` is `[upstream] host`:
     127.0.0.1, or PostgreSQL's socket directory; `worker_threads` is `[limits] worker_threads`
     (None: the proxy's default, half the cores and at least one)."""
@@ -235,12 +236,12 @@ class Maschera:
         self.binary = binary
         self.dir = tempfile.mkdtemp(prefix="maschera-bench-proxy-")
         users_file = os.path.join(self.dir, "users.toml")
-        for name, password, role, attrs in users:
-            args = [binary, "user", "--users", users_file, "add", name, "--role", role,
-                    "--password-stdin"]
+        for name, password, role, attrs, *flags in users:
+            args = [binary, "user", "--users", users_file, "add", name, "--password-stdin"]
+            args += ["--role", role] if role else []
             for key, value in attrs.items():
                 args += ["--attr", f"{key}={value}"]
-            run(args, input_text=password + "\n")
+            run(args + (flags[0] if flags else []), input_text=password + "\n")
         self.port = free_port()
         self.config = os.path.join(self.dir, "maschera.toml")
         with open(self.config, "w") as f:

@@ -550,9 +550,10 @@ impl ViewPlan<'_> {
             )
         };
         let mut body = String::from("BEGIN\n");
-        // The guard sits inside each statement on the base table, which the planner folds (see
-        // [`WRITE_GUARD_FUNCTION`]): an insert that finds it false inserts nothing and is refused; an
-        // update or delete changes no row, as the view (whose own guard is the same check) shows none.
+        // The guard sits inside each statement on the base table, a one-time filter run once per
+        // execution (see [`WRITE_GUARD_FUNCTION`]): an insert that finds it false inserts nothing and
+        // is refused; an update or delete changes no row, as the view (whose own guard is the same
+        // check) shows none.
         let and_guard = if self.filtered {
             format!(" AND {}", guard(WRITE_GUARD_FUNCTION))
         } else {

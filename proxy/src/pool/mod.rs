@@ -455,11 +455,18 @@ impl UpstreamSource for PooledSource {
 
     fn observe_client(&mut self, tag: u8, frame: &[u8]) {
         match tag {
+            // Only a Query or a Parse carries statement text: decoded once, for both.
             b'Q' | b'P' => {
-                self.pending = crate::wire::Frontend::decode(frame)
+                let sql = crate::wire::Frontend::decode(frame)
                     .ok()
-                    .and_then(|m| m.sql())
-                    .and_then(settings::change);
+                    .and_then(|m| m.sql());
+                self.pending = sql.and_then(settings::change);
+                // A simple query whose setting follows the client (`settings`) leaves nothing
+                // behind.
+                let follows = tag == b'Q' && matches!(self.pending, Some(Change::Set(..)));
+                if let (Some(sql), false) = (sql, follows) {
+                    self.pinning.statement(sql);
+                }
             }
             // A named statement may be any earlier Parse: its CommandComplete tag decides
             // (`pinning`), not the Parse seen last.
@@ -469,10 +476,6 @@ impl UpstreamSource for PooledSource {
                 self.pending = None;
             }
             _ => {}
-        }
-        // A simple query whose setting follows the client (`settings`) leaves nothing behind.
-        if !(tag == b'Q' && matches!(self.pending, Some(Change::Set(..)))) {
-            self.pinning.client(frame);
         }
     }
 

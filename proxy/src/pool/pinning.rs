@@ -62,14 +62,17 @@ impl Pinning {
 
     /// A client message (whole frame).
     pub fn client(&mut self, frame: &[u8]) {
+        if let Some(sql) = Frontend::decode(frame).ok().and_then(|m| m.sql()) {
+            self.statement(sql);
+        }
+    }
+
+    /// The statement text of a client's Query or Parse.
+    pub fn statement(&mut self, sql: &[u8]) {
         if self.pinned() {
             return;
         }
-        if let Some(reason) = Frontend::decode(frame)
-            .ok()
-            .and_then(|message| message.sql())
-            .and_then(pinning_word)
-        {
+        if let Some(reason) = pinning_word(sql) {
             self.pin(reason)
         }
     }

@@ -43,6 +43,22 @@ pub enum Change {
 pub fn change(sql: &[u8]) -> Option<Change> {
     let sql = std::str::from_utf8(sql).ok()?.trim();
     let sql = sql.strip_suffix(';').unwrap_or(sql).trim_end();
+    // Most statements are none of these: decided before anything is allocated (every statement
+    // of a pooled client comes through here).
+    let first = sql.split_whitespace().next()?;
+    let calls_set_config = || {
+        sql[first.len()..]
+            .trim_start()
+            .get(.."set_config".len())
+            .is_some_and(|word| word.eq_ignore_ascii_case("set_config"))
+    };
+    let may_change = ["set", "reset", "discard"]
+        .iter()
+        .any(|word| first.eq_ignore_ascii_case(word))
+        || (first.eq_ignore_ascii_case("select") && calls_set_config());
+    if !may_change {
+        return None;
+    }
     if sql.contains(';') || sql.contains("--") || sql.contains("/*") {
         return None;
     }
@@ -222,8 +238,8 @@ mod tests {
             change(b"RESET statement_timeout"),
             Some(Change::Reset("statement_timeout".into()))
         );
-        for other in [
-            &b"SET search_path = evil"[..],
+        follow_nothing(&[
+            b"SET search_path = evil",
             b"SET role = admin",
             b"SET maschera.region = 'south'",
             b"SET application_name = 'a''b'",
@@ -235,9 +251,31 @@ mod tests {
             b"SELECT set_config('TimeZone', 'UTC', false), 1",
             b"SELECT set_config('TimeZone', 'UTC', is_local)",
             b"SELECT set_config('DateStyle', 'ISO, DMY', false)",
-        ] {
-            assert_eq!(change(other), None, "{}", String::from_utf8_lossy(other));
+        ]);
+    }
+
+    fn follow_nothing(statements: &[&[u8]]) {
+        for sql in statements {
+            assert_eq!(change(sql), None, "{}", String::from_utf8_lossy(sql));
         }
+    }
+
+    #[test]
+    fn the_first_word_decides_whatever_the_case_and_the_spacing() {
+        assert_eq!(
+            change(b" \n\tsEt\nTimeZone\tTO 'UTC' ;"),
+            set("timezone", "UTC")
+        );
+        assert_eq!(change(b"\n discard   ALL;"), Some(Change::ResetAll));
+        follow_nothing(&[
+            b"SELECT set_configuration('statement_timeout', '5', false)",
+            b"SELECT 'set_config'",
+            b"settle",
+            b"resetting",
+            b"/* SET statement_timeout = 5 */ SELECT 1",
+            b"",
+            b" ; ",
+        ]);
     }
 
     #[test]

@@ -3,9 +3,10 @@
 //! with a guard function of their own (`maschera_private.intact_write`), because PL/pgSQL plans a
 //! function's queries again whenever it is called under another `search_path` than before (the views'
 //! guard runs under the caller's path, the triggers under `pg_catalog`); these tests hold that split
-//! and that it guards as much as before. The views' guard is folded by the planner (declared
-//! IMMUTABLE): it is not in the plan, and a cached generic plan is made again, and fails closed, when
-//! a direct migration breaks the protection.
+//! and that it guards as much as before. The views' guard is STABLE, a one-time filter run once per
+//! execution with the executor's snapshot (never folded while planning: see
+//! `maschera_policy::db_lock::INTACT_FUNCTION`), so a cached generic plan fails closed as soon as a
+//! direct migration breaks the protection.
 //! Not for: the speed figures themselves (`bench/run --cases 2`, bench/results/dblock.md), nor the
 //! other database-lock attacks (see `dblock`).
 
@@ -60,8 +61,8 @@ async fn a_write_that_reads_a_filtered_view_is_guarded_by_the_triggers_own_funct
     // A direct migration drops the interactions' policy: the same statement is refused, reading the
     // contacts (whose policy is intact) still works.
     owner("DROP POLICY maschera_sales ON interactions");
-    // The session that wrote eight rows holds the trigger's insert as a cached generic plan, its guard
-    // folded in: the table's policies changed, so it is planned again and the guard refuses.
+    // The session that wrote eight rows holds the trigger's insert as a cached generic plan: its guard,
+    // a one-time filter, runs again at this execution and refuses.
     assert_eq!(refused(&sales, INSERT_READING_A_VIEW).await, "42501");
     let sales = crm.connect("sales", Some("north")).await;
     assert_eq!(refused(&sales, INSERT_READING_A_VIEW).await, "42501");
