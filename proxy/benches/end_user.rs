@@ -237,7 +237,7 @@ fn main() {
             state
                 .switch(Some(end_user), Scope::Session, true)
                 .expect("switch");
-            state.on_server_event(ServerEvent::Ready { status: b'I' });
+            state.on_server_event(ServerEvent::Ready { status: b'I' }, n as u64 + 1);
             std::hint::black_box(substitute);
         }
         rounds.push(start.elapsed().as_secs_f64() * 1e6 / switches as f64);

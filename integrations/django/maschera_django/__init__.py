@@ -52,6 +52,28 @@ from maschera_token import RESET_STATEMENT, EndUserSigner, set_statement
 
 __all__ = ["EndUserMiddleware"]
 
+# One signer (and its cache of tokens) per signing configuration, shared by every instance of the
+# middleware: Django may build the middleware more than once (per handler, per test), and a token
+# is reused until a quarter of its lifetime is left whichever instance serves the request.
+_signers: dict = {}
+
+
+def _signer(signing: tuple) -> EndUserSigner:
+    key, kid, algorithm, lifetime, issuer, audience = signing
+    try:
+        signer = _signers.get(signing)
+    except TypeError:  # a setting that is not hashable (e.g. a list): a signer of its own
+        signer = None
+        signing = None
+    if signer is None:
+        signer = EndUserSigner(
+            key, kid=kid, algorithm=algorithm, lifetime=lifetime, issuer=issuer, audience=audience
+        )
+        if signing is not None:
+            _signers[signing] = signer
+    return signer
+
+
 # The token of the request being served, and the aliases it is set on (for connections Django opens
 # during the request).
 _current: contextvars.ContextVar = contextvars.ContextVar("maschera_end_user", default=None)
@@ -73,15 +95,16 @@ class EndUserMiddleware:
         if config.get("KEY_FILE"):
             with open(config["KEY_FILE"], encoding="utf-8") as file:
                 key = file.read()
+        signing = (
+            key,
+            config.get("KID", ""),
+            config.get("ALGORITHM", "HS256"),
+            config.get("LIFETIME", 300),
+            config.get("ISSUER"),
+            config.get("AUDIENCE"),
+        )
         try:
-            self.signer = EndUserSigner(
-                key,
-                kid=config.get("KID", ""),
-                algorithm=config.get("ALGORITHM", "HS256"),
-                lifetime=config.get("LIFETIME", 300),
-                issuer=config.get("ISSUER"),
-                audience=config.get("AUDIENCE"),
-            )
+            self.signer = _signer(signing)
         except ValueError as err:
             raise ImproperlyConfigured(f"MASCHERA_END_USER: {err}") from err
         self.aliases = tuple(config.get("DATABASES", ["default"]))

@@ -10,13 +10,17 @@
 //! switches the end user and then runs statements (one extended-protocol batch) gives each its own.
 //!
 //! Which upstream connection serves a transaction is the current end user's ([`ApplicationHook::upstream`]):
-//! its role's login with its attributes as startup parameters.
+//! its role's login with its attributes as startup parameters; in session mode from the session's
+//! own connections (`source`), in transaction mode from the pool of that key. A pooled session
+//! pinned to its connection by session state stays on it: another end user's statements are then
+//! refused.
 //!
 //! Not for: the routes' syntax (see `route`), PostgreSQL's transaction semantics (see `state`),
 //! tokens (see `token`).
 
 use super::application::EndUser;
 use super::failures::TokenFailures;
+use super::held::{self, Control, OwnCycle};
 use super::route::{self, Route};
 use super::state::{EndUserState, Scope, Who};
 use super::token::TokenVerifier;
@@ -35,6 +39,7 @@ use crate::users::{User, UserStore};
 use crate::wire::client_error::ClientError;
 use crate::wire::frame;
 use anyhow::Context;
+use bytes::Bytes;
 use policy::access::{RoleAccess, UnlistedTables};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
@@ -290,6 +295,30 @@ pub struct ApplicationHook {
     /// `set_config` statement, prepared there, is always found). `None` between transactions.
     transaction: Option<usize>,
     audit: Option<(Arc<AuditLog>, SessionIdentity)>,
+    /// A transaction block whose `BEGIN` is held back (see `held`).
+    held: Option<HeldBlock>,
+    /// The proxy's own cycles and those of a held block, by cycle (see [`OwnCycle`]).
+    own: VecDeque<(u64, OwnCycle)>,
+    /// CommandCompletes seen so far of the cycle being answered, if it is in `own`.
+    own_completions: usize,
+    /// The last cycle PostgreSQL answered with ReadyForQuery.
+    ready: u64,
+    /// A cycle answering a `RESET` route (its substitute's `SET` is shown as `RESET`).
+    reset: Option<u64>,
+    /// Whose upstream served the last transaction (`served` index).
+    finished: Option<usize>,
+    /// Transaction mode: the session's connection is kept (pinned by session state it created,
+    /// see `pool::pinning`), and it is this end user's (`served` index): every transaction runs
+    /// on it, so no other end user's statement may.
+    pinned_to: Option<usize>,
+}
+
+/// A transaction block whose `BEGIN` the proxy answered and holds back (see `held`).
+struct HeldBlock {
+    /// The `BEGIN` to replay, as the proxy re-serialised it.
+    begin: String,
+    /// An error came in the block: the client sees status `E` until it ends.
+    failed: bool,
 }
 
 fn now() -> u64 {
@@ -352,6 +381,13 @@ impl ApplicationHook {
                 last_run: 0,
                 transaction: None,
                 audit,
+                held: None,
+                own: VecDeque::new(),
+                own_completions: 0,
+                ready: 0,
+                reset: None,
+                finished: None,
+                pinned_to: None,
             },
             upstream,
         ))
@@ -466,7 +502,12 @@ impl ApplicationHook {
         if !self.answers.is_empty() || !self.taking_part.is_empty() {
             return;
         }
-        let keep = [0, self.current_index(), self.transaction.unwrap_or(0)];
+        let keep = [
+            0,
+            self.current_index(),
+            self.transaction.unwrap_or(0),
+            self.pinned_to.unwrap_or(0),
+        ];
         self.by_end_user.retain(|_, index| keep.contains(index));
         for (index, slot) in self.served.iter_mut().enumerate() {
             if !keep.contains(&index) {
@@ -523,11 +564,15 @@ impl ApplicationHook {
             return refused;
         }
         self.answers.push_back((cycle, Answerer::Switch, true));
-        if scope == Scope::Session {
+        // Its substitute is a `SET LOCAL`: PostgreSQL warns outside a block (a held one included).
+        if scope == Scope::Session || self.held.is_some() {
             self.quiet_warning = Some(cycle);
         }
         let substitute = match route {
-            Route::Reset => Route::Reset,
+            Route::Reset => {
+                self.reset = Some(cycle);
+                Route::Reset
+            }
             Route::Set { .. } => Route::Set {
                 local: true,
                 token: String::new(),
@@ -568,10 +613,18 @@ impl ApplicationHook {
     /// A statement (not a route): served by the current end user's hook.
     fn serve(&mut self, tag: u8, frame: &[u8], cycle: u64) -> Decision {
         let index = self.current_index();
-        let transaction = *self.transaction.get_or_insert(index);
-        if **self.upstream_of(transaction) != **self.upstream_of(index)
-            && matches!(tag, b'Q' | b'P' | b'B' | b'E' | b'D' | b'F')
-        {
+        let transaction = *self
+            .transaction
+            .get_or_insert(self.pinned_to.unwrap_or(index));
+        let elsewhere = **self.upstream_of(transaction) != **self.upstream_of(index)
+            && matches!(tag, b'Q' | b'P' | b'B' | b'E' | b'D' | b'F');
+        if elsewhere && self.pinned_to.is_some() {
+            return refuse(
+                "0A000",
+                "this session is pinned to the pooled connection of another end user by session state it created (a temporary table, a WITH HOLD cursor, a session-level SET or set_config, a session advisory lock, LISTEN): in transaction mode an application session switches end users only while it holds no such state (or use pool_mode = \"session\" for it)",
+            );
+        }
+        if elsewhere {
             return refuse(
                 "0A000",
                 "the end user was switched inside this transaction or batch: its statements run from the next one on (send Sync, or COMMIT, first)",
@@ -591,7 +644,7 @@ impl ApplicationHook {
         }
         if matches!(tag, b'Q' | b'P' | b'B' | b'E') {
             self.last_run = cycle;
-            self.state.statement();
+            self.state.statement(cycle);
         }
         if matches!(tag, b'Q' | b'E') {
             self.answers
@@ -636,7 +689,7 @@ impl ApplicationHook {
                 };
                 if let Some(local) = local {
                     self.set_config.insert(name, local);
-                    return Some(match route::substitute_parse(body, local) {
+                    return Some(match route::substitute_parse(body) {
                         Some(parse) => Decision::Replace(parse),
                         None => refuse("08P01", "malformed Parse message"),
                     });
@@ -719,6 +772,92 @@ impl ApplicationHook {
         None
     }
 
+    /// A Query of transaction control (`held::control`): answered by the proxy when it starts a
+    /// block between transactions with nothing in flight, or ends a held block; `None`: served
+    /// as any statement.
+    fn transaction_control(&mut self, control: Control, cycle: u64) -> Option<Decision> {
+        match control {
+            Control::Begin(begin) => {
+                let idle = self.held.is_none()
+                    && self.transaction.is_none()
+                    && !self.state.in_block()
+                    && self.ready + 1 == cycle
+                    && self.last_run < cycle
+                    && !self.taking_part.iter().any(|(c, _)| *c == cycle);
+                if !idle {
+                    return None;
+                }
+                let answer = held::query(&format!("{begin}; ROLLBACK"));
+                self.held = Some(HeldBlock {
+                    begin,
+                    failed: false,
+                });
+                self.own.push_back((cycle, OwnCycle::Begin));
+                self.state.begin_held();
+                Some(Decision::Replace(answer))
+            }
+            Control::Commit | Control::Rollback => {
+                let block = self.held.take()?;
+                let end = match control {
+                    Control::Commit if !block.failed => "BEGIN; COMMIT",
+                    _ => "BEGIN; ROLLBACK",
+                };
+                self.own.push_back((cycle, OwnCycle::End));
+                Some(Decision::Replace(held::query(end)))
+            }
+        }
+    }
+
+    /// Whether a message is (part of) a route, without deciding it.
+    fn is_route(&self, tag: u8, body: &[u8]) -> bool {
+        match tag {
+            b'Q' => {
+                let text = frame::cstr(body).map(|(t, _)| t).unwrap_or_default();
+                route::mentions(text)
+                    && std::str::from_utf8(text)
+                        .ok()
+                        .and_then(route::query_route)
+                        .is_some()
+            }
+            b'P' => {
+                let text = route::parse_text(body).unwrap_or_default();
+                route::mentions(text)
+                    && std::str::from_utf8(text)
+                        .ok()
+                        .and_then(route::set_config_route)
+                        .is_some()
+            }
+            b'B' => frame::cstr(body)
+                .and_then(|(_, rest)| frame::cstr(rest))
+                .is_some_and(|(statement, _)| self.set_config.contains_key(statement)),
+            b'E' => frame::cstr(body).is_some_and(|(p, _)| self.switch_portals.contains(p)),
+            _ => false,
+        }
+    }
+
+    /// What cycle `cycle` is of the proxy's own or of a held block, if it is.
+    fn own_cycle(&self, cycle: u64) -> Option<OwnCycle> {
+        self.own
+            .iter()
+            .find(|(c, _)| *c == cycle)
+            .map(|(_, kind)| *kind)
+    }
+
+    /// The transaction status the client gets for PostgreSQL's `status` ending `cycle`: inside a
+    /// held block PostgreSQL holds no block (`I`), the client is in one (`T`, or `E` once failed).
+    fn shown_status(&self, status: u8, cycle: u64) -> u8 {
+        match self.own_cycle(cycle) {
+            Some(OwnCycle::Begin | OwnCycle::InBlock) if status == b'I' => {
+                if self.held.as_ref().is_some_and(|h| h.failed) {
+                    b'E'
+                } else {
+                    b'T'
+                }
+            }
+            _ => status,
+        }
+    }
+
     /// Who answers the next CommandComplete or ErrorResponse of `cycle`.
     fn answerer(&self, cycle: u64) -> Option<Answerer> {
         match self.answers.front() {
@@ -748,6 +887,23 @@ impl SessionHook for ApplicationHook {
             return refused;
         }
         let body = frame::body(frame);
+        if tag == b'Q'
+            && let Some(control) = held::control(frame::cstr(body).map_or(&[][..], |(t, _)| t))
+            && let Some(answered) = self.transaction_control(control, cycle)
+        {
+            return answered;
+        }
+        if let Some(block) = &self.held {
+            if self.own_cycle(cycle).is_none() {
+                self.own.push_back((cycle, OwnCycle::InBlock));
+            }
+            if block.failed && matches!(tag, b'Q' | b'P' | b'B' | b'E' | b'F') {
+                return refuse(
+                    "25P02",
+                    "current transaction is aborted, commands ignored until end of transaction block",
+                );
+            }
+        }
         let starts = self.transaction.is_none();
         match self.route_message(tag, body, cycle) {
             Some(decision) => {
@@ -758,7 +914,8 @@ impl SessionHook for ApplicationHook {
                 // another end user in the same transaction.
                 if starts && tag != b'C' {
                     let refused = matches!(decision, Decision::Refuse(_));
-                    self.transaction = Some(if refused { self.current_index() } else { 0 });
+                    let index = if refused { self.current_index() } else { 0 };
+                    self.transaction = Some(self.pinned_to.unwrap_or(index));
                 }
                 decision
             }
@@ -766,7 +923,55 @@ impl SessionHook for ApplicationHook {
         }
     }
 
+    fn prelude(&mut self, tag: u8, frame: &[u8], cycle: u64) -> Option<Bytes> {
+        let block = self.held.as_ref()?;
+        if block.failed || !matches!(tag, b'Q' | b'P' | b'B' | b'E' | b'F') {
+            return None;
+        }
+        let body = frame::body(frame);
+        if self.is_route(tag, body) {
+            return None;
+        }
+        if tag == b'Q'
+            && let Some(Control::Commit | Control::Rollback) =
+                held::control(frame::cstr(body).map_or(&[][..], |(t, _)| t))
+        {
+            return None;
+        }
+        let block = self.held.take()?;
+        self.own.push_back((cycle, OwnCycle::Replay));
+        Some(held::query(&block.begin))
+    }
+
+    fn ready_frame(&mut self, status: u8, cycle: u64) -> ServerFrame {
+        match self.own_cycle(cycle) {
+            Some(OwnCycle::Replay) => ServerFrame::Withhold,
+            _ => match self.shown_status(status, cycle) {
+                shown if shown == status => ServerFrame::Pass,
+                shown => ServerFrame::Replace(held::ready(shown)),
+            },
+        }
+    }
+
     fn server_frame(&mut self, tag: u8, body: &[u8], cycle: u64) -> ServerFrame {
+        if tag == b'C'
+            && let Some(kind) = self.own_cycle(cycle)
+        {
+            let n = self.own_completions;
+            self.own_completions += 1;
+            if !kind.shows_completion(n) {
+                return ServerFrame::Withhold;
+            }
+        }
+        if tag == b'C'
+            && self.reset == Some(cycle)
+            && self.answerer(cycle) == Some(Answerer::Switch)
+        {
+            self.reset = None;
+            if let Some(frame) = frame::build(b'C', &[b"RESET\0"]) {
+                return ServerFrame::Replace(bytes::BytesMut::from(&frame[..]));
+            }
+        }
         if tag == b'N'
             && self.quiet_warning == Some(cycle)
             && frame::sqlstate(body) == Some("25P01")
@@ -783,7 +988,29 @@ impl SessionHook for ApplicationHook {
     }
 
     fn on_server_event(&mut self, event: ServerEvent<'_>, cycle: u64) {
-        self.state.on_server_event(event);
+        let event = match event {
+            ServerEvent::Ready { status } => ServerEvent::Ready {
+                status: self.shown_status(status, cycle),
+            },
+            ServerEvent::Error { .. } => {
+                match self.own_cycle(cycle) {
+                    // The held BEGIN failed (its modes): no block, as PostgreSQL answers it.
+                    Some(OwnCycle::Begin) => {
+                        self.held = None;
+                        self.own.retain(|(c, _)| *c != cycle);
+                    }
+                    Some(OwnCycle::InBlock) => {
+                        if let Some(block) = &mut self.held {
+                            block.failed = true;
+                        }
+                    }
+                    _ => {}
+                }
+                event
+            }
+            other => other,
+        };
+        self.state.on_server_event(event, cycle);
         match event {
             ServerEvent::CommandComplete { .. } | ServerEvent::Error { .. } => {
                 if matches!(event, ServerEvent::Error { .. }) {
@@ -816,6 +1043,11 @@ impl SessionHook for ApplicationHook {
                 if self.quiet_warning.is_some_and(|c| c <= cycle) {
                     self.quiet_warning = None;
                 }
+                self.ready = self.ready.max(cycle);
+                while self.own.front().is_some_and(|(c, _)| *c <= cycle) {
+                    self.own.pop_front();
+                }
+                self.own_completions = 0;
             }
         }
     }
@@ -840,7 +1072,7 @@ impl SessionHook for ApplicationHook {
     }
 
     fn at_transaction_boundary(&mut self) {
-        self.transaction = None;
+        self.finished = self.transaction.take().or(self.finished);
         for served in self.served.iter_mut().flatten() {
             served.hook.at_transaction_boundary();
         }
@@ -849,5 +1081,11 @@ impl SessionHook for ApplicationHook {
     fn upstream_key(&mut self) -> Option<Arc<UpstreamKey>> {
         let index = self.transaction.unwrap_or_else(|| self.current_index());
         Some(self.upstream_of(index).clone())
+    }
+
+    fn connection_kept(&mut self) {
+        if self.pinned_to.is_none() {
+            self.pinned_to = Some(self.finished.unwrap_or(0));
+        }
     }
 }

@@ -9,6 +9,7 @@
 //!   users file, see `users::application`);
 //! - `route`: recognising the statements that set the end user;
 //! - `state`: which end user is in force, with PostgreSQL's transaction semantics;
+//! - `held`: a `BEGIN` held back until the transaction's end user is known;
 //! - `failures`: bad tokens counted per application and client address;
 //! - `hook`: the application user's session hook;
 //! - `source`: its upstream connections, one per end-user upstream it used;
@@ -20,6 +21,7 @@
 pub mod application;
 pub mod cmd;
 pub mod failures;
+pub mod held;
 pub mod hook;
 pub mod route;
 pub mod sign;

@@ -7,7 +7,9 @@
 //!
 //! Anything else that names the setting is not a route and goes where every statement goes (the
 //! rewrite refuses the reserved namespace). The token never reaches PostgreSQL: the substitutes
-//! carry its digest, in the proxy's own setting `maschera_end_user.token`.
+//! carry its digest (a `SET LOCAL` of the proxy's own setting `maschera_end_user.token`, or the
+//! digest as the `set_config` statement's result). They leave nothing on the connection past the
+//! transaction, so a pool may hand it to another client (no session-level `SET` pins it).
 //!
 //! Not for: verifying the token (see `token`) or what a switch does (see `state`).
 
@@ -34,7 +36,7 @@ pub fn mentions(text: &[u8]) -> bool {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Token {
+pub(super) enum Token {
     Word(String),
     Quoted(String),
     Str(String),
@@ -44,7 +46,7 @@ enum Token {
 
 /// The tokens of a statement, comments skipped; `None` for anything a route never contains
 /// (E'' strings, dollar quotes, unterminated text).
-fn tokens(text: &str) -> Option<Vec<Token>> {
+pub(super) fn tokens(text: &str) -> Option<Vec<Token>> {
     let bytes = text.as_bytes();
     let mut out = Vec::new();
     let mut at = 0;
@@ -199,16 +201,18 @@ pub fn substitute_query(route: &Route, id: &str) -> Bytes {
     let sql = match route {
         Route::Set { local: true, .. } => format!("SET LOCAL {UPSTREAM_SETTING} = '{id}'"),
         Route::Set { local: false, .. } => format!("SET {UPSTREAM_SETTING} = '{id}'"),
-        Route::Reset => format!("RESET {UPSTREAM_SETTING}"),
+        // Answered as RESET (see the session hook): a RESET upstream would leave session state.
+        Route::Reset => format!("SET LOCAL {UPSTREAM_SETTING} = ''"),
     };
     message(b'Q', &[sql.as_bytes(), b"\0"])
 }
 
-/// The Parse sent upstream in place of a `set_config` route (name and parameter types kept).
-pub fn substitute_parse(body: &[u8], local: bool) -> Option<Bytes> {
+/// The Parse sent upstream in place of a `set_config` route (name and parameter types kept): its
+/// result is the parameter (the token's id), as `set_config` returns the value it set.
+pub fn substitute_parse(body: &[u8]) -> Option<Bytes> {
     let (name, rest) = frame::cstr(body)?;
     let (_, types) = frame::cstr(rest)?;
-    let sql = format!("SELECT set_config('{UPSTREAM_SETTING}', $1, {local})");
+    let sql = "SELECT CAST($1 AS text)";
     Some(message(b'P', &[name, b"\0", sql.as_bytes(), b"\0", types]))
 }
 
@@ -391,11 +395,11 @@ mod tests {
             &mut parse,
         )
         .unwrap();
-        let replaced = substitute_parse(frame::body(&parse), false).unwrap();
+        let replaced = substitute_parse(frame::body(&parse)).unwrap();
         let mut expected = BytesMut::new();
         postgres_protocol::message::frontend::parse(
             "s1",
-            "SELECT set_config('maschera_end_user.token', $1, false)",
+            "SELECT CAST($1 AS text)",
             [25u32],
             &mut expected,
         )

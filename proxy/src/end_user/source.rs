@@ -2,10 +2,11 @@
 //! with the end user's attributes) the client used, opened on demand, kept for the session, at most
 //! [`MAX_CONNECTIONS`] (beyond, the idle one used longest ago is closed). The relay takes the
 //! connection of the transaction's end user at its first message and gives it back at its end (see
-//! `upstream_source`).
+//! `upstream_source`). The client's cancel key follows the connection serving it at the moment.
 //!
 //! Not for: transaction pooling across sessions (see `pool`), choosing the end user (see `hook`).
 
+use crate::net::cancel::{CancelKey, Registration};
 use crate::net::tls::BoxStream;
 use crate::net::upstream::UpstreamTarget;
 use crate::session::upstream_source::{Acquiring, UpstreamKey, UpstreamSource};
@@ -16,39 +17,54 @@ use tracing::warn;
 /// Upstream connections one application session keeps at most.
 pub const MAX_CONNECTIONS: usize = 8;
 
-/// A connection with the key it was opened for.
-pub type KeyedConn = (Arc<UpstreamKey>, BoxStream);
+/// A connection with the key it was opened for and its backend's cancel key.
+pub struct SessionConn {
+    pub key: Arc<UpstreamKey>,
+    pub stream: BoxStream,
+    pub cancel: CancelKey,
+}
 
 /// The connections of one application session (see the module doc).
-pub struct SessionConnections {
+pub struct SessionConnections<'a> {
     target: Arc<UpstreamTarget>,
     /// The key of the session's first connection (no end user).
     own: Arc<UpstreamKey>,
     /// Connections between transactions, the one used last at the end.
-    idle: Vec<KeyedConn>,
+    idle: Vec<SessionConn>,
+    /// The client's cancel key, pointed at the connection serving the session.
+    registration: Option<&'a Registration>,
 }
 
-impl SessionConnections {
+impl<'a> SessionConnections<'a> {
     pub fn new(target: Arc<UpstreamTarget>, own: Arc<UpstreamKey>) -> Self {
         SessionConnections {
             target,
             own,
             idle: Vec::new(),
+            registration: None,
+        }
+    }
+
+    /// The same, pointing the client's cancel key at the connection serving the session.
+    pub fn cancelled_through(self, registration: &'a Registration) -> Self {
+        SessionConnections {
+            registration: Some(registration),
+            ..self
         }
     }
 }
 
-impl UpstreamSource for SessionConnections {
-    type Conn = KeyedConn;
+impl UpstreamSource for SessionConnections<'_> {
+    type Conn = SessionConn;
     const POOLED: bool = true;
 
-    fn stream(conn: &mut KeyedConn) -> &mut BoxStream {
-        &mut conn.1
+    fn stream(conn: &mut SessionConn) -> &mut BoxStream {
+        &mut conn.stream
     }
 
-    fn acquire(&mut self, key: Option<Arc<UpstreamKey>>) -> Acquiring<KeyedConn> {
+    fn acquire(&mut self, key: Option<Arc<UpstreamKey>>) -> Acquiring<SessionConn> {
         let key = key.unwrap_or_else(|| self.own.clone());
-        if let Some(at) = self.idle.iter().position(|(k, _)| **k == *key) {
+        if let Some(at) = self.idle.iter().position(|c| *c.key == *key) {
             let conn = self.idle.remove(at);
             return Box::pin(std::future::ready(Ok(conn)));
         }
@@ -61,7 +77,11 @@ impl UpstreamSource for SessionConnections {
                 .connect_to(&key.login, &key.database, &key.params)
                 .await
             {
-                Ok(upstream) => Ok((key, upstream.stream)),
+                Ok(upstream) => Ok(SessionConn {
+                    key,
+                    stream: upstream.stream,
+                    cancel: upstream.key,
+                }),
                 Err(err) => {
                     warn!(error = %err, "upstream login for an end user failed");
                     Err(ClientError::new(
@@ -73,7 +93,14 @@ impl UpstreamSource for SessionConnections {
         })
     }
 
-    fn release(&mut self, conn: KeyedConn, reusable: bool) {
+    fn attached(&mut self, conn: &SessionConn) {
+        if let Some(registration) = self.registration {
+            // A gate of its own: nothing waits for cancels of a session's own connection.
+            registration.retarget(Some((conn.cancel, Arc::default())));
+        }
+    }
+
+    fn release(&mut self, conn: SessionConn, reusable: bool) {
         if reusable {
             self.idle.push(conn);
         }

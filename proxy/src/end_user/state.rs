@@ -8,6 +8,15 @@
 //! transaction (ReadyForQuery `I`: committed when the block ended with `COMMIT`, or the implicit
 //! transaction had no error).
 //!
+//! An implicit transaction (a Query outside a transaction block; an extended-protocol batch up to
+//! its Sync outside a block) ends with its first error: PostgreSQL runs nothing more of it, and its
+//! ReadyForQuery will say `I`. Pipelining clients (tokio-postgres, any driver that returns an error
+//! as soon as it has it) send their next statement before that ReadyForQuery, so the transaction
+//! is taken as ended at the error (for the statements of later cycles), not at the ReadyForQuery.
+//! Inside a block (after ReadyForQuery `T`/`E`, or a `BEGIN` completed in the same cycle) an error
+//! leaves the block open (status `E`): the end stays the ReadyForQuery `I` of its `COMMIT` or
+//! `ROLLBACK`.
+//!
 //! Not for: recognising the statements (see `route`) or verifying tokens (see `token`).
 
 use super::application::EndUser;
@@ -42,11 +51,16 @@ pub struct EndUserState {
     local: Option<Who>,
     /// Who the statements of the current transaction ran under, once one ran.
     ran_under: Option<Who>,
-    /// Whether the last ReadyForQuery said the session is in a transaction block.
+    /// The cycle of the last statement that ran (see [`EndUserState::statement`]).
+    ran_in: u64,
+    /// Whether the session is in a transaction block: as the last ReadyForQuery said, or a
+    /// `BEGIN` completed since.
     in_block: bool,
-    /// The last CommandComplete tag of the current transaction, and whether an error came.
+    /// Whether the last CommandComplete of the current transaction block was a `COMMIT`.
     last_tag_commit: bool,
-    errored: bool,
+    /// The cycle whose error already ended its implicit transaction (its ReadyForQuery ends
+    /// nothing more: a switch of a later cycle may already be pending).
+    ended_by_error: Option<u64>,
 }
 
 /// The same person in the same role with the same attributes (a fresh token of the same end user is
@@ -73,6 +87,12 @@ impl EndUserState {
         self.in_block
     }
 
+    /// The proxy answered a `BEGIN` and holds it back (see `held`): the session is in a block,
+    /// in which nothing ran yet.
+    pub fn begin_held(&mut self) {
+        self.in_block = true;
+    }
+
     /// A switch to `who` for `scope`. `own_transaction`: the route is a Query, a transaction of its
     /// own outside a block (where `SET LOCAL` has no effect).
     pub fn switch(
@@ -86,7 +106,7 @@ impl EndUserState {
         {
             return Err(SwitchRefused {
                 code: "25001",
-                message: "statements of this transaction (BEGIN included) already ran as another end user: set the end user before BEGIN, or after COMMIT or ROLLBACK",
+                message: "statements of this transaction already ran as another end user: set the end user before the transaction's first statement (right after BEGIN), or after COMMIT or ROLLBACK",
             });
         }
         match scope {
@@ -100,37 +120,59 @@ impl EndUserState {
         Ok(())
     }
 
-    /// A statement other than a switch is served now (as [`EndUserState::current`]).
-    pub fn statement(&mut self) {
+    /// A statement other than a switch of cycle `cycle` is served now (as
+    /// [`EndUserState::current`]).
+    pub fn statement(&mut self, cycle: u64) {
         if self.ran_under.is_none() {
             self.ran_under = Some(self.current().clone());
         }
+        self.ran_in = self.ran_in.max(cycle);
     }
 
-    /// PostgreSQL's answers: transaction ends keep or undo the changes.
-    pub fn on_server_event(&mut self, event: ServerEvent<'_>) {
+    /// PostgreSQL's answers to cycle `cycle`: transaction ends keep or undo the changes.
+    pub fn on_server_event(&mut self, event: ServerEvent<'_>, cycle: u64) {
         match event {
-            ServerEvent::CommandComplete { tag } => self.last_tag_commit = tag == "COMMIT",
-            ServerEvent::Error { .. } => self.errored = true,
-            ServerEvent::Ready { status: b'I' } => {
-                let committed = if self.in_block {
-                    self.last_tag_commit
-                } else {
-                    !self.errored
-                };
-                if let Some(pending) = self.pending.take()
-                    && committed
-                {
-                    self.session = pending;
+            ServerEvent::CommandComplete { tag } => {
+                self.last_tag_commit = tag == "COMMIT";
+                if matches!(tag, "BEGIN" | "START TRANSACTION") {
+                    self.in_block = true;
                 }
-                self.local = None;
-                self.ran_under = None;
-                self.in_block = false;
-                self.last_tag_commit = false;
-                self.errored = false;
             }
-            ServerEvent::Ready { .. } => self.in_block = true,
+            ServerEvent::Error { .. } if self.in_block => {}
+            ServerEvent::Error { .. } => {
+                // An implicit transaction ends with its error (see the module doc).
+                self.end(false, cycle);
+                self.ended_by_error = Some(cycle);
+            }
+            ServerEvent::Ready { status: b'I' } => {
+                if self.ended_by_error.take() != Some(cycle) {
+                    // Outside a block the implicit transaction had no error (else it ended then).
+                    let committed = !self.in_block || self.last_tag_commit;
+                    self.end(committed, cycle);
+                }
+                self.in_block = false;
+            }
+            ServerEvent::Ready { .. } => {
+                self.ended_by_error = None;
+                self.in_block = true;
+            }
         }
+    }
+
+    /// The transaction that ended with cycle `cycle` is over: its session-level change kept if
+    /// `committed`, its local one gone.
+    fn end(&mut self, committed: bool, cycle: u64) {
+        if let Some(pending) = self.pending.take()
+            && committed
+        {
+            self.session = pending;
+        }
+        self.local = None;
+        // Statements of later cycles (pipelined) belong to the next transaction.
+        if self.ran_in <= cycle {
+            self.ran_under = None;
+        }
+        self.last_tag_commit = false;
     }
 }
 
@@ -154,11 +196,19 @@ mod tests {
     }
 
     fn ready(state: &mut EndUserState, status: u8) {
-        state.on_server_event(ServerEvent::Ready { status });
+        ready_at(state, status, 1);
+    }
+
+    fn ready_at(state: &mut EndUserState, status: u8, cycle: u64) {
+        state.on_server_event(ServerEvent::Ready { status }, cycle);
     }
 
     fn complete(state: &mut EndUserState, tag: &str) {
-        state.on_server_event(ServerEvent::CommandComplete { tag });
+        state.on_server_event(ServerEvent::CommandComplete { tag }, 1);
+    }
+
+    fn error_at(state: &mut EndUserState, cycle: u64) {
+        state.on_server_event(ServerEvent::Error { sqlstate: "42P01" }, cycle);
     }
 
     #[test]
@@ -186,7 +236,7 @@ mod tests {
         assert_eq!(name(&state), Some("tom"));
         // A failed implicit transaction keeps the old one; RESET clears it.
         state.switch(user("ann"), Scope::Session, true).unwrap();
-        state.on_server_event(ServerEvent::Error { sqlstate: "25P02" });
+        error_at(&mut state, 1);
         ready(&mut state, b'I');
         assert_eq!(name(&state), Some("tom"));
         state.switch(None, Scope::Session, true).unwrap();
@@ -220,7 +270,7 @@ mod tests {
         let mut state = EndUserState::default();
         ready(&mut state, b'T');
         state.switch(user("sam"), Scope::Local, true).unwrap();
-        state.statement();
+        state.statement(1);
         let refused = state.switch(user("tom"), Scope::Local, true).unwrap_err();
         assert_eq!(refused.code, "25001");
         assert!(state.switch(None, Scope::Session, true).is_err());
@@ -233,5 +283,57 @@ mod tests {
         ready(&mut state, b'I');
         state.switch(user("tom"), Scope::Session, true).unwrap();
         assert_eq!(name(&state), Some("tom"));
+    }
+
+    /// The race of pipelining clients: the next statement comes after the error, before the
+    /// ReadyForQuery of the failed cycle.
+    #[test]
+    fn an_implicit_transaction_ends_with_its_error_and_a_block_does_not() {
+        let mut state = EndUserState::default();
+        state.switch(user("sam"), Scope::Session, true).unwrap();
+        ready_at(&mut state, b'I', 1);
+        // A failed statement outside a block, then at once a switch (cycle 3) before the
+        // ReadyForQuery of cycle 2.
+        state.statement(2);
+        error_at(&mut state, 2);
+        state.switch(user("tom"), Scope::Session, true).unwrap();
+        ready_at(&mut state, b'I', 2);
+        assert_eq!(name(&state), Some("tom"), "pending until its own end");
+        ready_at(&mut state, b'I', 3);
+        assert_eq!(name(&state), Some("tom"));
+        // The failed cycle's own switch is undone at the error.
+        state.switch(user("sam"), Scope::Local, false).unwrap();
+        state.statement(4);
+        error_at(&mut state, 4);
+        assert_eq!(name(&state), Some("tom"));
+        ready_at(&mut state, b'I', 4);
+        // "BEGIN; bad" in one Query: the block stays (status E), the switch is refused.
+        complete(&mut state, "BEGIN");
+        state.statement(5);
+        error_at(&mut state, 5);
+        assert!(state.switch(user("sam"), Scope::Session, true).is_err());
+        ready_at(&mut state, b'E', 5);
+        assert!(state.switch(user("sam"), Scope::Session, true).is_err());
+        complete(&mut state, "ROLLBACK");
+        ready_at(&mut state, b'I', 6);
+        state.switch(user("sam"), Scope::Session, true).unwrap();
+        ready_at(&mut state, b'I', 7);
+        assert_eq!(name(&state), Some("sam"));
+        // An error inside a block (after ReadyForQuery T) keeps the block.
+        ready_at(&mut state, b'T', 8);
+        state.statement(9);
+        error_at(&mut state, 9);
+        assert!(state.switch(user("tom"), Scope::Session, true).is_err());
+        ready_at(&mut state, b'E', 9);
+        ready_at(&mut state, b'I', 10);
+        // Pipelined cycles: a statement of cycle 12 was sent before cycle 11 failed; it is of
+        // the next transaction, which ran as sam.
+        state.statement(11);
+        state.statement(12);
+        error_at(&mut state, 11);
+        assert!(state.switch(user("tom"), Scope::Session, true).is_err());
+        ready_at(&mut state, b'I', 11);
+        ready_at(&mut state, b'I', 12);
+        state.switch(user("tom"), Scope::Session, true).unwrap();
     }
 }

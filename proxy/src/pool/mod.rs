@@ -449,7 +449,11 @@ impl UpstreamSource for PooledSource {
     }
 
     fn acquire(&mut self, key: Option<Arc<UpstreamKey>>) -> Acquiring<Leased> {
-        let key = key.unwrap_or_else(|| self.key.clone());
+        // The hook's choice (an application user's end user) with the client's own settings.
+        let key = match key {
+            Some(chosen) if *chosen != *self.base => Arc::new(self.settings.key(&chosen)),
+            _ => self.key.clone(),
+        };
         Box::pin(self.pools.clone().acquire(key))
     }
 

@@ -424,17 +424,6 @@ async fn serve(
     };
     let mode = proxy.users.pool_mode(&user.name);
     let pooled = mode.unwrap_or(proxy.config.pool.mode) == crate::pool::PoolMode::Transaction;
-    if pooled && setup.key.is_some() {
-        // The pool keeps a connection across transactions when it sees a session-level SET (the
-        // end-user routes among them), so the end user's connection could not be guaranteed.
-        let message = "an application user is served in session mode only: give it `pool_mode = \"session\"` in the users file (or [pool] mode = \"session\")";
-        info!(
-            code = "0A000",
-            "application user refused in transaction mode"
-        );
-        frame::send_fatal(&mut client.stream, "0A000", message).await;
-        return Ok(());
-    }
     if pooled {
         let key = crate::session::upstream_source::UpstreamKey {
             login: setup.login,
@@ -491,8 +480,14 @@ async fn serve(
         // An application user: a connection per end-user upstream (see `end_user::source`).
         Some(key) => {
             let source =
-                crate::end_user::source::SessionConnections::new(proxy.upstream(), key.clone());
-            let (hook, conn) = (setup.hook.as_mut(), Some((key, upstream.stream)));
+                crate::end_user::source::SessionConnections::new(proxy.upstream(), key.clone())
+                    .cancelled_through(&registration);
+            let conn = crate::end_user::source::SessionConn {
+                key,
+                stream: upstream.stream,
+                cancel: upstream_key,
+            };
+            let (hook, conn) = (setup.hook.as_mut(), Some(conn));
             session::relay_through(client.stream, source, conn, upstream.status, hook, settings)
                 .await
         }
@@ -509,6 +504,11 @@ async fn serve(
         }
     };
     metrics::gauge!(m::SESSIONS_ACTIVE).decrement(1.0);
+    // The backend serving the session last (an application session moves between its connections).
+    let upstream_key = proxy
+        .cancels
+        .lookup(registration.client_key())
+        .map_or(upstream_key, |ticket| ticket.key);
     drop(registration);
     match ended {
         Ok(end) => {

@@ -144,6 +144,24 @@ pub trait SessionHook: Send {
         ServerFrame::Pass
     }
 
+    /// How the client gets the ReadyForQuery ending cycle `cycle` (`status`: PostgreSQL's
+    /// transaction status), asked before [`SessionHook::on_server_event`], which sees PostgreSQL's
+    /// status whatever the client gets. For a hook that answers transaction control itself or adds
+    /// cycles of its own (`end_user`: a `BEGIN` held back until the end user is known, see
+    /// [`SessionHook::prelude`]). The default: [`ServerFrame::Pass`].
+    fn ready_frame(&mut self, _status: u8, _cycle: u64) -> ServerFrame {
+        ServerFrame::Pass
+    }
+
+    /// Messages (whole frames) to send upstream before the client message `tag` of cycle `cycle`
+    /// is decided, e.g. a `BEGIN` held back until the transaction's first statement; asked for
+    /// every message that goes to [`SessionHook::on_client_message`], which then gets the cycle
+    /// numbers after those the prelude ends. The hook withholds their answers from the client.
+    /// The default: none.
+    fn prelude(&mut self, _tag: u8, _frame: &[u8], _cycle: u64) -> Option<Bytes> {
+        None
+    }
+
     /// A statement of cycle `cycle` ended (CommandComplete, ErrorResponse), or the cycle did
     /// (ReadyForQuery).
     fn on_server_event(&mut self, event: ServerEvent<'_>, cycle: u64);
@@ -171,6 +189,12 @@ pub trait SessionHook: Send {
     fn upstream_key(&mut self) -> Option<std::sync::Arc<UpstreamKey>> {
         None
     }
+
+    /// The session is between transactions and its source keeps the connection (pinned by session
+    /// state, see `pool::pinning`): the next transaction runs on it, whatever
+    /// [`SessionHook::upstream_key`] would choose. Called after
+    /// [`SessionHook::at_transaction_boundary`], possibly more than once. The default does nothing.
+    fn connection_kept(&mut self) {}
 }
 
 impl ServerFrame {
@@ -712,11 +736,19 @@ impl ClientToServer {
             let decision = match decided.take() {
                 Some(decision) => decision,
                 None if POLICY_TAGS.contains(&header.tag) => {
-                    if S::POOLED {
-                        link.source.observe_client(header.tag, frame);
-                    }
                     // The cycle this message belongs to: the next one to be sent.
-                    let cycle = cycles.sent + run_cycles + 1;
+                    let mut cycle = cycles.sent + run_cycles + 1;
+                    if let Some(prelude) = hook.prelude(header.tag, frame, cycle) {
+                        self.queue_input(cycles, end - start, run_cycles);
+                        (start, run_cycles) = (end, 0);
+                        let (count, last_ends) = count_cycles(&prelude);
+                        cycles.send(count);
+                        cycles.open = !last_ends;
+                        self.queue
+                            .push_back(Chunk::Made(BytesMut::from(&prelude[..])));
+                        cycle = cycles.sent + 1;
+                    }
+                    let frame = &self.buf[end..end + header.len];
                     hook.on_client_message(header.tag, frame, cycle)
                 }
                 // A pooled connection outlives the client: its Terminate stays with the proxy.
@@ -726,6 +758,18 @@ impl ClientToServer {
                 }
                 None => Decision::Forward,
             };
+            if S::POOLED {
+                // The source follows what goes upstream: the client's message, or what the hook
+                // sends in its place (a refusal's failing message leaves no state behind).
+                match &decision {
+                    Decision::Forward => {
+                        let frame = &self.buf[end..end + header.len];
+                        link.source.observe_client(header.tag, frame);
+                    }
+                    Decision::Replace(bytes) => observe_frames(&mut link.source, bytes),
+                    Decision::Refuse(_) | Decision::Pending(_) => {}
+                }
+            }
             let made = match decision {
                 Decision::Forward => {
                     end += header.len;
@@ -869,6 +913,18 @@ impl ClientToServer {
     }
 }
 
+/// Shows the source each frame of `bytes` (whole frames a hook decided to send).
+fn observe_frames<S: UpstreamSource>(source: &mut S, bytes: &[u8]) {
+    let mut rest = bytes;
+    while let Ok(Some(header)) = frame::peek_header(rest, POSTGRES_MAX_FRAME) {
+        let Some(frame) = rest.get(..header.len) else {
+            break;
+        };
+        source.observe_client(header.tag, frame);
+        rest = &rest[header.len..];
+    }
+}
+
 /// Messages that PostgreSQL answers with exactly one ReadyForQuery.
 fn ends_cycle(tag: u8) -> bool {
     matches!(tag, b'Q' | b'S' | b'F')
@@ -957,8 +1013,12 @@ impl ServerToClient {
             }
             self.process(hooked, link, start)?;
             self.stream_large_frame()?;
-            if S::POOLED && self.between_transactions(hooked.cycles) && !link.source.keeps() {
-                link.release(true);
+            if S::POOLED && self.between_transactions(hooked.cycles) {
+                if link.source.keeps() {
+                    hooked.hook.connection_kept();
+                } else {
+                    link.release(true);
+                }
             }
         }
     }
@@ -1072,6 +1132,7 @@ impl ServerToClient {
                 b'Z' => {
                     self.status = body.first().copied().unwrap_or(b'I');
                     let status = self.status;
+                    replacement = hook.ready_frame(status, cycle).replacement();
                     hook.on_server_event(ServerEvent::Ready { status }, cycle);
                     if S::POOLED {
                         link.source.observe_ready(status);

@@ -92,8 +92,9 @@ pub trait UpstreamSource: Send {
     /// otherwise its state is unknown and it must be closed.
     fn release(&mut self, conn: Self::Conn, reusable: bool);
 
-    /// A client message (whole frame) about to be decided: what the source needs to know to keep
-    /// a session on its connection (see [`UpstreamSource::keeps`]).
+    /// A message (whole frame) about to go upstream, as the hook decided it (the client's, or what
+    /// the hook sends in its place): what the source needs to know to keep a session on its
+    /// connection (see [`UpstreamSource::keeps`]).
     fn observe_client(&mut self, _tag: u8, _frame: &[u8]) {}
 
     /// The bytes (whole frames, as the hook decided them) about to be written to `conn`, to write

@@ -8,7 +8,7 @@ use maschera_tests::maschera_bin;
 use std::path::Path;
 
 /// `maschera end-user token` for `end_user` of the demo.
-fn token(config: &Path, end_user: &str) -> String {
+pub(crate) fn token(config: &Path, end_user: &str) -> String {
     let out = std::process::Command::new(maschera_bin())
         .args(["end-user", "token", "--config"])
         .arg(config)
@@ -31,7 +31,7 @@ fn tampered(token: &str) -> String {
     String::from_utf8(bytes).unwrap()
 }
 
-async fn connect(uri: &str) -> tokio_postgres::Client {
+pub(crate) async fn connect(uri: &str) -> tokio_postgres::Client {
     maschera_tests::connect(uri)
         .await
         .unwrap_or_else(|e| panic!("connecting to {uri}: {e}"))
@@ -111,8 +111,8 @@ async fn one_application_login_serves_each_end_user_as_their_role() {
     // `maschera.*` setting.
     let (code, _) = simple_refusal(&crm, &format!("BEGIN; SET maschera.end_user = '{sam}'")).await;
     assert_eq!(code, "42501");
-    // A transaction is served as the end user it began with: switching after its first statement
-    // (BEGIN included) is refused, and the session goes on as before.
+    // A transaction is served as the end user of its first statement: switching after it is
+    // refused, and the session goes on as before.
     crm.batch_execute("BEGIN").await.unwrap();
     simple_rows(&crm, emails).await;
     let (code, message) =
@@ -477,14 +477,16 @@ fn pgjdbc_alternates_end_users_on_one_connection() {
     assert_eq!(lines[9..], ["after 1"], "{stdout}");
 }
 
-/// Transaction pooling (`[pool] mode = "transaction"`) and an application user: refused at login
-/// (0A000) unless the users file gives it `pool_mode = "session"`, with which it is served as in session
-/// mode: each transaction of `crm` on its end user's connection (sam's north sales login, tom's
-/// support login), alternating on one client connection, by `SET` and by `set_config`; HS256
-/// tokens with the secret from the environment. (The pool keeps a connection across transactions
-/// once it sees a session-level SET, so it could not guarantee the end user's connection.)
+/// Transaction pooling (`[pool] mode = "transaction"`, one connection per pool) and an application
+/// user: each transaction of `crm` is served from the pool of its end user's role login and
+/// attributes (sam's north sales login, tom's support login), the application's own statements
+/// from its own; three clients alternate sam and tom on their connections at once, by `SET` and by
+/// `set_config`, with HS256 tokens (the secret from the environment): each sees exactly its cells,
+/// and the access log names crm with sam and tom. A session pinned to its connection by session
+/// state it created cannot run another end user's statements there (0A000), and goes on as the
+/// end user it is pinned to.
 #[tokio::test(flavor = "multi_thread")]
-async fn transaction_pooling_refuses_application_users_unless_in_session_mode() {
+async fn transaction_pooling_serves_each_end_user_from_its_roles_pool() {
     use maschera::config::end_users::KeyAlgorithm;
     use maschera::end_user::sign::{TokenRequest, sign_pem};
     const SECRET_ENV: &str = "MASCHERA_TEST_END_USER_SECRET";
@@ -493,7 +495,7 @@ async fn transaction_pooling_refuses_application_users_unless_in_session_mode() 
     // this test's process (nextest runs each test in a process of its own).
     unsafe { std::env::set_var(SECRET_ENV, SECRET) };
     let sections = format!(
-        "[pool]\nmode = \"transaction\"\nsize = 2\nacquire_timeout_seconds = 3\n\n\
+        "[pool]\nmode = \"transaction\"\nsize = 1\nacquire_timeout_seconds = 20\n\n\
          [end_users]\nkeys = [{{ kid = \"hs\", algorithm = \"HS256\", secret_env = \"{SECRET_ENV}\" }}]\n"
     );
     let crm = maschera_tests::Fixture::crm(200)
@@ -501,6 +503,7 @@ async fn transaction_pooling_refuses_application_users_unless_in_session_mode() 
             ("sam", "sales", &[("region", "north")][..]),
             ("tom", "support", &[]),
         ])
+        .access_log("pooled-end-users")
         .config(|options| options.sections = sections)
         .before_proxy(|pg| {
             use maschera::users::application::{Application, AttributeBounds};
@@ -520,16 +523,8 @@ async fn transaction_pooling_refuses_application_users_unless_in_session_mode() 
                     4096,
                 ),
             };
-            let erp = maschera::users::User {
-                name: "erp".into(),
-                ..user.clone()
-            };
-            users.insert_application(user, application.clone()).unwrap();
-            users.insert_application(erp, application).unwrap();
+            users.insert_application(user, application).unwrap();
             users.save(&path).unwrap();
-            let mut text = std::fs::read_to_string(&path).unwrap();
-            text = text.replace("[users.crm]\n", "[users.crm]\npool_mode = \"session\"\n");
-            std::fs::write(&path, text).unwrap();
         })
         .start()
         .await
@@ -553,40 +548,71 @@ async fn transaction_pooling_refuses_application_users_unless_in_session_mode() 
         sign_pem(&request, KeyAlgorithm::HS256, Some("hs"), SECRET.as_bytes()).unwrap()
     };
     let (sam, tom) = (token("sam"), token("tom"));
-    let erp_uri = crm.proxy.uri_as(
-        "erp",
-        &maschera_tests::crm_proxy::crm_password("crm"),
-        "crm",
-    );
-    let refused = maschera_tests::connect(&erp_uri)
-        .await
-        .expect_err("erp refused");
-    let refused = refused
-        .downcast_ref::<tokio_postgres::Error>()
-        .expect("an ErrorResponse");
-    let (code, message) = error_of(refused);
-    assert_eq!(code, "0A000", "{message}");
-    assert!(message.contains("session mode"), "{message}");
-    let app = crm.through_proxy("crm").await;
-    let (code, message) = simple_refusal(&app, "SELECT email FROM contacts").await;
-    assert_eq!(code, "42501", "{message}");
     let emails = "SELECT email FROM contacts ORDER BY id LIMIT 5";
-    for round in 0..3 {
-        app.batch_execute(&format!("SET maschera.end_user = '{sam}'"))
-            .await
-            .unwrap();
-        assert_eq!(
-            simple_column(&app, "SELECT DISTINCT region FROM contacts").await,
-            ["north"],
-            "round {round}"
+    let mut clients = Vec::new();
+    for client in 0..3 {
+        let app = crm.through_proxy("crm").await;
+        let (sam, tom) = (sam.clone(), tom.clone());
+        clients.push(tokio::spawn(async move {
+            let (code, message) = simple_refusal(&app, "SELECT email FROM contacts").await;
+            assert_eq!(code, "42501", "client {client}: {message}");
+            assert_eq!(simple_column(&app, "SELECT 1").await, ["1"]);
+            for round in 0..4 {
+                app.batch_execute(&format!("SET maschera.end_user = '{sam}'"))
+                    .await
+                    .unwrap();
+                let regions = simple_column(&app, "SELECT DISTINCT region FROM contacts").await;
+                assert_eq!(regions, ["north"], "client {client} round {round}: sam");
+                app.query_one("SELECT set_config('maschera.end_user', $1, false)", &[&tom])
+                    .await
+                    .unwrap();
+                let masked = simple_column(&app, emails).await;
+                assert!(masked.iter().all(|e| e.contains("***@")), "{masked:?}");
+                let regions =
+                    simple_column(&app, "SELECT count(DISTINCT region) FROM contacts").await;
+                assert_eq!(regions, ["3"], "client {client} round {round}: tom");
+                app.batch_execute("RESET maschera.end_user").await.unwrap();
+                let (code, _) = simple_refusal(&app, "SELECT email FROM contacts").await;
+                assert_eq!(code, "42501", "client {client} round {round}: none");
+            }
+        }));
+    }
+    for client in clients {
+        client.await.unwrap();
+    }
+
+    // Pinned by a session-level SET the pool does not follow, as sam: tom's statements are
+    // refused, sam's served.
+    let app = crm.through_proxy("crm").await;
+    app.batch_execute(&format!("SET maschera.end_user = '{sam}'"))
+        .await
+        .unwrap();
+    app.batch_execute("SET work_mem = '8MB'").await.unwrap();
+    app.batch_execute(&format!("SET maschera.end_user = '{tom}'"))
+        .await
+        .unwrap();
+    let (code, message) = simple_refusal(&app, "SELECT count(*) FROM contacts").await;
+    assert_eq!(code, "0A000", "{message}");
+    assert!(message.contains("pinned"), "{message}");
+    app.batch_execute(&format!("SET maschera.end_user = '{sam}'"))
+        .await
+        .unwrap();
+    assert_eq!(
+        simple_column(&app, "SELECT DISTINCT region FROM contacts").await,
+        ["north"]
+    );
+    drop(app);
+
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let records = maschera_tests::access_log_records(&crm.audit_dir());
+    for end_user in ["sam", "tom"] {
+        let found = records.iter().any(|r| {
+            r["user"] == "crm" && r["end_user"] == end_user && r.to_string().contains("contacts")
+        });
+        assert!(
+            found,
+            "no statement of crm for {end_user} in the access log"
         );
-        app.query_one("SELECT set_config('maschera.end_user', $1, false)", &[&tom])
-            .await
-            .unwrap();
-        let masked = simple_column(&app, emails).await;
-        assert!(masked.iter().all(|e| e.contains("***@")), "{masked:?}");
-        let regions = simple_column(&app, "SELECT count(DISTINCT region) FROM contacts").await;
-        assert_eq!(regions, ["3"], "round {round}: tom sees every region");
     }
 }
 
@@ -656,4 +682,34 @@ fn user_add_application_writes_its_bounds() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("at least one role"), "{stderr}");
+}
+
+/// A cancel request of an application session reaches the connection serving it at that moment:
+/// `crm` runs a statement that would not end for tom (his own upstream connection, not the
+/// session's first), and the client's cancel stops it (57014); the session goes on as tom.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cancel_reaches_the_end_users_connection() {
+    let demo = Demo::start();
+    let tom = token(&demo.facts.config, "tom");
+    let crm = connect(&demo.user("crm").uri).await;
+    assert_eq!(simple_column(&crm, "SELECT 1").await, ["1"]);
+    crm.batch_execute(&format!("SET maschera.end_user = '{tom}'"))
+        .await
+        .unwrap();
+    let cancel = crm.cancel_token();
+    let endless = "SELECT count(*) FROM contacts a, contacts b, contacts c, contacts d";
+    let running = crm.simple_query(endless);
+    let canceller = async {
+        tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+        cancel.cancel_query(tokio_postgres::NoTls).await.unwrap();
+    };
+    let (ran, ()) = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        tokio::join!(running, canceller)
+    })
+    .await
+    .expect("the cancel did not stop the statement");
+    let (code, message) = error_of(&ran.expect_err("cancelled"));
+    assert_eq!(code, "57014", "{message}");
+    let regions = simple_column(&crm, "SELECT count(DISTINCT region) FROM contacts").await;
+    assert_eq!(regions, ["3"], "still tom");
 }

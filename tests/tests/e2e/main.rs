@@ -22,6 +22,7 @@ mod discover_real;
 mod dpo;
 mod end_user;
 mod end_user_integrations;
+mod end_user_transactions;
 mod enforce;
 mod faults;
 mod foreign_keys;
