@@ -11,7 +11,8 @@
 //! (pins): text the lexer does not handle exactly (unterminated literals or comments, `U&'...'`,
 //! bit strings), a backslash in a plain literal (`standard_conforming_strings = off` would end it
 //! elsewhere), and `DO` blocks (their body is code that runs now).
-//! Not for: statements that create state out of sight (a function that creates a temporary table).
+//! Not for: state created out of sight of the text (a function that creates a temporary table:
+//! not detected, README "Pooling" says why).
 
 use policy::rewrite::{LexToken, lex};
 
