@@ -69,11 +69,14 @@ class BackendSampler:
         if application:
             self.sql += f" AND application_name = '{application}'"
         self.most = 0
+        # One connection, asked by the sampling thread and by `wait_below`: one question at a time.
+        self.asking = threading.Lock()
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._sample, daemon=True)
 
     def count(self):
-        return pgwire.simple_query(self.sock, self.sql)
+        with self.asking:
+            return pgwire.simple_query(self.sock, self.sql)
 
     def _sample(self):
         while not self.stop.wait(0.05):
