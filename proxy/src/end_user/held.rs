@@ -24,7 +24,8 @@
 //! the `BEGIN`).
 
 use super::route::{Token, tokens};
-use bytes::{BufMut, Bytes, BytesMut};
+use crate::wire::Frontend;
+use bytes::Bytes;
 
 /// A transaction-control Query the proxy may answer in a held block.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,19 +105,14 @@ pub fn control(text: &[u8]) -> Option<Control> {
     Some(Control::Begin(sql))
 }
 
-/// A Query message of `sql` (the proxy's own text: no NUL byte).
+/// A Query message of `sql` (the proxy's own text: no NUL byte), by the project's one frontend
+/// encoder.
 pub fn query(sql: &str) -> Bytes {
-    let mut out = BytesMut::with_capacity(sql.len() + 6);
-    out.put_u8(b'Q');
-    out.put_i32((sql.len() + 5) as i32);
-    out.put_slice(sql.as_bytes());
-    out.put_u8(0);
-    out.freeze()
-}
-
-/// A ReadyForQuery frame with `status`.
-pub fn ready(status: u8) -> BytesMut {
-    BytesMut::from(&[b'Z', 0, 0, 0, 5, status][..])
+    Frontend::Query {
+        sql: sql.as_bytes(),
+    }
+    .to_frame()
+    .freeze()
 }
 
 /// What the proxy's own cycles of a held block are, for the answers PostgreSQL sends to them.
@@ -189,6 +185,9 @@ mod tests {
     #[test]
     fn frames_are_whole_messages() {
         assert_eq!(&query("BEGIN")[..], b"Q\0\0\0\x0aBEGIN\0");
-        assert_eq!(&ready(b'T')[..], b"Z\0\0\0\x05T");
+        assert_eq!(
+            &crate::wire::frame::ready_for_query(b'T')[..],
+            b"Z\0\0\0\x05T"
+        );
     }
 }

@@ -948,7 +948,7 @@ impl SessionHook for ApplicationHook {
             Some(OwnCycle::Replay) => ServerFrame::Withhold,
             _ => match self.shown_status(status, cycle) {
                 shown if shown == status => ServerFrame::Pass,
-                shown => ServerFrame::Replace(held::ready(shown)),
+                shown => ServerFrame::Replace(frame::ready_for_query(shown)),
             },
         }
     }

@@ -347,15 +347,14 @@ async fn serve(
 ) -> Result<()> {
     // The role, not the user's name: the access log tells who the session (by its id) was.
     tracing::Span::current().record("role", user.role.as_str());
-    let pooled_session = proxy
+    // Transaction pooling (the user's `pool_mode`, else `[pool] mode`): counted apart by the
+    // session limits, served from the pools below.
+    let pooled = proxy
         .users
         .pool_mode(&user.name)
         .unwrap_or(proxy.config.pool.mode)
         == crate::pool::PoolMode::Transaction;
-    let admitted = match proxy
-        .admission
-        .admit(&user.name, &user.role, pooled_session)
-    {
+    let admitted = match proxy.admission.admit(&user.name, &user.role, pooled) {
         Ok(admitted) => admitted,
         Err(refused) => {
             metrics::counter!(m::REFUSALS_TOTAL, m::LABEL_REASON => refused.reason).increment(1);
@@ -422,8 +421,6 @@ async fn serve(
             return Ok(());
         }
     };
-    let mode = proxy.users.pool_mode(&user.name);
-    let pooled = mode.unwrap_or(proxy.config.pool.mode) == crate::pool::PoolMode::Transaction;
     if pooled {
         let key = crate::session::upstream_source::UpstreamKey {
             login: setup.login,
