@@ -3,7 +3,9 @@
 //! an aborted transaction refuses them, `SET LOCAL` outside a transaction warns):
 //! - `SET [SESSION | LOCAL] maschera.end_user { = | TO } '<token>'` (Query);
 //! - `RESET maschera.end_user` (Query);
-//! - `SELECT set_config('maschera.end_user', $1, true | false)` (Parse; the token comes in Bind).
+//! - `SELECT set_config('maschera.end_user', $1, true | false)` (Parse; the token comes in Bind);
+//! - the first two as the text of a Parse too (drivers that send every statement in the extended
+//!   protocol, pgjdbc): the switch happens at its Bind.
 //!
 //! Anything else that names the setting is not a route and goes where every statement goes (the
 //! rewrite refuses the reserved namespace). The token never reaches PostgreSQL: the substitutes
@@ -195,16 +197,41 @@ pub fn set_config_route(text: &str) -> Option<bool> {
     }
 }
 
-/// The Query sent upstream in place of a route: the same kind of statement on the proxy's own
+/// The statement sent upstream in place of a route: the same kind of statement on the proxy's own
 /// setting, with the token's digest (`id`: hex digits and `:` only) instead of the token.
-pub fn substitute_query(route: &Route, id: &str) -> Bytes {
-    let sql = match route {
+fn substitute_sql(route: &Route, id: &str) -> String {
+    match route {
         Route::Set { local: true, .. } => format!("SET LOCAL {UPSTREAM_SETTING} = '{id}'"),
         Route::Set { local: false, .. } => format!("SET {UPSTREAM_SETTING} = '{id}'"),
         // Answered as RESET (see the session hook): a RESET upstream would leave session state.
         Route::Reset => format!("SET LOCAL {UPSTREAM_SETTING} = ''"),
-    };
+    }
+}
+
+/// The Query sent upstream in place of a route (see `substitute_sql`).
+pub fn substitute_query(route: &Route, id: &str) -> Bytes {
+    let sql = substitute_sql(route, id);
     message(b'Q', &[sql.as_bytes(), b"\0"])
+}
+
+/// The Parse sent upstream in place of a Parse of a `SET` or `RESET` route (pgjdbc sends every
+/// statement so), name and parameter types kept: always `SET LOCAL` (see `substitute_query`).
+pub fn substitute_route_parse(name: &[u8], param_types: &[u8], route: &Route, id: &str) -> Bytes {
+    let local = match route {
+        Route::Set { .. } => Route::Set {
+            local: true,
+            token: String::new(),
+        },
+        Route::Reset => Route::Reset,
+    };
+    let sql = substitute_sql(&local, id);
+    crate::wire::Frontend::Parse {
+        name,
+        sql: sql.as_bytes(),
+        param_types,
+    }
+    .to_frame()
+    .freeze()
 }
 
 /// The Parse sent upstream in place of a `set_config` route (name and parameter types kept): its
