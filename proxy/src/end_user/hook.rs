@@ -38,7 +38,7 @@ use crate::users::application::Application;
 use crate::users::{User, UserStore};
 use crate::wire::client_error::ClientError;
 use crate::wire::frame;
-use crate::wire::{Frontend, Target};
+use crate::wire::{BindValues, Frontend, Target};
 use anyhow::Context;
 use bytes::Bytes;
 use policy::access::{RoleAccess, UnlistedTables};
@@ -618,12 +618,17 @@ impl ApplicationHook {
         Decision::Replace(route::substitute_query(&substitute, &safe_id(&id)))
     }
 
-    /// A Bind of a `set_config` route.
-    fn switch_bind(&mut self, body: &[u8], local: bool, cycle: u64) -> Decision {
-        let Some(bind) = route::bind(body) else {
+    /// A Bind of a `set_config` route (`rest`: the Bind's after its names).
+    fn switch_bind(
+        &mut self,
+        (portal, statement, rest): (&[u8], &[u8], &[u8]),
+        local: bool,
+        cycle: u64,
+    ) -> Decision {
+        let Some(values) = BindValues::decode(rest) else {
             return refuse("08P01", "malformed Bind message");
         };
-        let token = match bind.params.as_slice() {
+        let token = match values.params.as_slice() {
             [Some(token)] => std::str::from_utf8(token).unwrap_or_default(),
             _ => {
                 return refuse(
@@ -641,22 +646,19 @@ impl ApplicationHook {
         if let Err(refused) = self.switch(Some(who), scope, false, cycle) {
             return refused;
         }
-        if let Some((portal, _)) = frame::cstr(body) {
-            self.switch_portals.insert(portal.to_vec());
-        }
-        Decision::Replace(bind.with_param(&safe_id(&id)))
+        self.switch_portals.insert(portal.to_vec());
+        Decision::Replace(route::bind_with_param(
+            portal,
+            statement,
+            &values,
+            &safe_id(&id),
+        ))
     }
 
-    /// A Parse of a `SET` or `RESET` route (`body`: the Parse's): its token is verified now, and
-    /// PostgreSQL prepares the substitute under the client's name.
-    fn prepare_route(&mut self, name: Vec<u8>, body: &[u8], route: Route) -> Decision {
-        self.route_statements.remove(&name);
-        let Some(param_types) = route::parse_text(body)
-            .and_then(|_| frame::cstr(frame::cstr(body)?.1))
-            .map(|(_, types)| types)
-        else {
-            return refuse("08P01", "malformed Parse message");
-        };
+    /// A Parse of a `SET` or `RESET` route: its token is verified now, and PostgreSQL prepares the
+    /// substitute under the client's name (with the client's parameter types).
+    fn prepare_route(&mut self, name: &[u8], param_types: &[u8], route: Route) -> Decision {
+        self.route_statements.remove(name);
         let (who, scope) = match self.route_end_user(&route) {
             Ok(found) => found,
             Err(refused) => return refused,
@@ -665,10 +667,10 @@ impl ApplicationHook {
             .as_ref()
             .map(|w| safe_id(&w.token_id))
             .unwrap_or_default();
-        let parse = route::substitute_route_parse(&name, param_types, &route, &id);
+        let parse = route::substitute_route_parse(name, param_types, &route, &id);
         let reset = route == Route::Reset;
         self.route_statements
-            .insert(name, RouteStatement::Fixed { who, scope, reset });
+            .insert(name.to_vec(), RouteStatement::Fixed { who, scope, reset });
         Decision::Replace(parse)
     }
 
@@ -703,8 +705,14 @@ impl ApplicationHook {
         Decision::Forward
     }
 
-    /// A statement (not a route): served by the current end user's hook.
-    fn serve(&mut self, tag: u8, frame: &[u8], cycle: u64) -> Decision {
+    /// A statement (not a route): served by the current end user's hook (`message`: the frame
+    /// decoded, `None` if malformed: the served hook refuses it).
+    fn serve(
+        &mut self,
+        tag: u8,
+        (frame, message): (&[u8], Option<&Frontend<'_>>),
+        cycle: u64,
+    ) -> Decision {
         let index = self.current_index();
         let transaction = *self
             .transaction
@@ -713,7 +721,7 @@ impl ApplicationHook {
             && matches!(tag, b'Q' | b'P' | b'B' | b'E' | b'D' | b'F');
         // Ending the transaction reads nothing: it is let through to the connection holding it
         // (a session whose statements ran elsewhere than its end user's could not end it else).
-        let elsewhere = elsewhere && !self.ends_transaction(frame);
+        let elsewhere = elsewhere && !message.is_some_and(|m| self.ends_transaction(m));
         if elsewhere && self.pinned_to.is_some() {
             return refuse(
                 "0A000",
@@ -735,7 +743,7 @@ impl ApplicationHook {
                 "the end-user token has expired: set the end user again with a new token",
             );
         }
-        if let Some(refused) = self.prepared_elsewhere(tag, frame::body(frame), index) {
+        if let Some(refused) = message.and_then(|m| self.prepared_elsewhere(m, index)) {
             return refused;
         }
         if matches!(tag, b'Q' | b'P' | b'B' | b'E') {
@@ -763,78 +771,65 @@ impl ApplicationHook {
     }
 
     /// The decision about a message that is (part of) a route; `None` for any other message.
-    fn route_message(&mut self, tag: u8, body: &[u8], cycle: u64) -> Option<Decision> {
-        match tag {
-            b'Q' => {
-                let text = frame::cstr(body).map(|(text, _)| text).unwrap_or_default();
-                if route::mentions(text)
-                    && let Some(route) = std::str::from_utf8(text).ok().and_then(route::query_route)
-                {
+    fn route_message(&mut self, message: &Frontend<'_>, cycle: u64) -> Option<Decision> {
+        match *message {
+            Frontend::Query { sql } => {
+                if let Some(route) = route_text(sql).and_then(route::query_route) {
                     return Some(self.switch_query(route, cycle));
                 }
             }
-            b'P' => {
-                let name = route::parse_name(body).unwrap_or_default().to_vec();
-                let text = route::parse_text(body).unwrap_or_default();
-                let text = if route::mentions(text) {
-                    std::str::from_utf8(text).ok()
-                } else {
-                    None
-                };
+            Frontend::Parse {
+                name,
+                sql,
+                param_types,
+            } => {
+                let text = route_text(sql);
                 if let Some(local) = text.and_then(route::set_config_route) {
                     self.route_statements
-                        .insert(name, RouteStatement::SetConfig { local });
-                    return Some(match route::substitute_parse(body) {
-                        Some(parse) => Decision::Replace(parse),
-                        None => refuse("08P01", "malformed Parse message"),
-                    });
+                        .insert(name.to_vec(), RouteStatement::SetConfig { local });
+                    return Some(Decision::Replace(route::substitute_parse(
+                        name,
+                        param_types,
+                    )));
                 }
                 if let Some(route) = text.and_then(route::query_route) {
-                    return Some(self.prepare_route(name, body, route));
+                    return Some(self.prepare_route(name, param_types, route));
                 }
-                self.route_statements.remove(&name);
+                self.route_statements.remove(name);
             }
-            b'B' => {
-                let names = frame::cstr(body).and_then(|(portal, rest)| {
-                    frame::cstr(rest).map(|(statement, _)| (portal, statement))
-                });
-                if let Some((portal, statement)) = names {
-                    match self.route_statements.get(statement).cloned() {
-                        Some(RouteStatement::SetConfig { local }) => {
-                            return Some(self.switch_bind(body, local, cycle));
-                        }
-                        Some(RouteStatement::Fixed { who, scope, reset }) => {
-                            return Some(self.switch_fixed(portal, who, (scope, reset), cycle));
-                        }
-                        None => {}
+            Frontend::Bind {
+                portal,
+                statement,
+                rest,
+            } => {
+                match self.route_statements.get(statement).cloned() {
+                    Some(RouteStatement::SetConfig { local }) => {
+                        return Some(self.switch_bind((portal, statement, rest), local, cycle));
                     }
-                    self.switch_portals.remove(portal);
+                    Some(RouteStatement::Fixed { who, scope, reset }) => {
+                        return Some(self.switch_fixed(portal, who, (scope, reset), cycle));
+                    }
+                    None => {}
                 }
+                self.switch_portals.remove(portal);
             }
-            b'E' => {
-                let portal = frame::cstr(body).map(|(p, _)| p).unwrap_or_default();
-                if self.switch_portals.contains(portal) {
-                    self.answers.push_back((cycle, Answerer::Switch, false));
-                    return Some(Decision::Forward);
-                }
+            Frontend::Execute { portal, .. } if self.switch_portals.contains(portal) => {
+                self.answers.push_back((cycle, Answerer::Switch, false));
+                return Some(Decision::Forward);
             }
-            b'D' => {
-                let (kind, name) = body.split_first().unwrap_or((&0, &[]));
-                let name = frame::cstr(name).map(|(n, _)| n).unwrap_or_default();
-                let ours = match kind {
-                    b'S' => self.route_statements.contains_key(name),
-                    _ => self.switch_portals.contains(name),
+            Frontend::Describe { target, name } => {
+                let ours = match target {
+                    Target::Statement => self.route_statements.contains_key(name),
+                    Target::Portal => self.switch_portals.contains(name),
                 };
                 if ours {
                     return Some(Decision::Forward);
                 }
             }
-            b'C' => {
-                let (kind, name) = body.split_first().unwrap_or((&0, &[]));
-                let name = frame::cstr(name).map(|(n, _)| n).unwrap_or_default();
-                let ours = match kind {
-                    b'S' => self.route_statements.remove(name).is_some(),
-                    _ => self.switch_portals.remove(name),
+            Frontend::Close { target, name } => {
+                let ours = match target {
+                    Target::Statement => self.route_statements.remove(name).is_some(),
+                    Target::Portal => self.switch_portals.remove(name),
                 };
                 if ours {
                     return Some(Decision::Forward);
@@ -847,20 +842,17 @@ impl ApplicationHook {
 
     /// Keeps `prepared_by` and refuses a Bind of a statement prepared for another end user (it was
     /// rewritten for that one's role and attributes, on that one's connection).
-    fn prepared_elsewhere(&mut self, tag: u8, body: &[u8], index: usize) -> Option<Decision> {
-        match tag {
-            b'P' => {
-                let name = route::parse_name(body)?;
+    fn prepared_elsewhere(&mut self, message: &Frontend<'_>, index: usize) -> Option<Decision> {
+        match *message {
+            Frontend::Parse { name, sql, .. } => {
                 // Transaction control reads nothing: any end user may run it, on any connection.
-                if route::parse_text(body).and_then(held::control).is_some() {
+                if held::control(sql).is_some() {
                     self.prepared_by.remove(name);
                 } else {
                     self.prepared_by.insert(name.to_vec(), index);
                 }
             }
-            b'B' => {
-                let (_, rest) = frame::cstr(body)?;
-                let (statement, _) = frame::cstr(rest)?;
+            Frontend::Bind { statement, .. } => {
                 let by = *self.prepared_by.get(statement)?;
                 if by != index {
                     let name = String::from_utf8_lossy(statement);
@@ -872,8 +864,10 @@ impl ApplicationHook {
                     ));
                 }
             }
-            b'C' if body.first() == Some(&b'S') => {
-                let (name, _) = frame::cstr(&body[1..])?;
+            Frontend::Close {
+                target: Target::Statement,
+                name,
+            } => {
                 self.prepared_by.remove(name);
             }
             _ => {}
@@ -1021,19 +1015,19 @@ impl ApplicationHook {
     }
 
     /// Whether a message is (part of) a `COMMIT` or `ROLLBACK`.
-    fn ends_transaction(&self, frame: &[u8]) -> bool {
+    fn ends_transaction(&self, message: &Frontend<'_>) -> bool {
         let end = |sql| {
             matches!(
                 held::control(sql),
                 Some(Control::Commit | Control::Rollback)
             )
         };
-        match Frontend::decode(frame) {
-            Ok(Frontend::Query { sql } | Frontend::Parse { sql, .. }) => end(sql),
-            Ok(Frontend::Bind { statement, .. }) => {
+        match *message {
+            Frontend::Query { sql } | Frontend::Parse { sql, .. } => end(sql),
+            Frontend::Bind { statement, .. } => {
                 matches!(self.controls.get(statement), Some(ControlStatement::End))
             }
-            Ok(Frontend::Execute { portal, .. }) => {
+            Frontend::Execute { portal, .. } => {
                 matches!(
                     self.control_portals.get(portal),
                     Some(ControlStatement::End)
@@ -1045,11 +1039,11 @@ impl ApplicationHook {
 
     /// Whether an extended-protocol message is transaction control the proxy decides about (a
     /// held block's `BEGIN` is not replayed for it).
-    fn is_extended_control(&self, frame: &[u8]) -> bool {
-        match Frontend::decode(frame) {
-            Ok(Frontend::Parse { sql, .. }) => held::control(sql).is_some(),
-            Ok(Frontend::Bind { statement, .. }) => self.controls.contains_key(statement),
-            Ok(Frontend::Execute { portal, .. }) => self.control_portals.contains_key(portal),
+    fn is_extended_control(&self, message: &Frontend<'_>) -> bool {
+        match *message {
+            Frontend::Parse { sql, .. } => held::control(sql).is_some(),
+            Frontend::Bind { statement, .. } => self.controls.contains_key(statement),
+            Frontend::Execute { portal, .. } => self.control_portals.contains_key(portal),
             _ => false,
         }
     }
@@ -1067,28 +1061,14 @@ impl ApplicationHook {
     }
 
     /// Whether a message is (part of) a route, without deciding it.
-    fn is_route(&self, tag: u8, body: &[u8]) -> bool {
-        match tag {
-            b'Q' => {
-                let text = frame::cstr(body).map(|(t, _)| t).unwrap_or_default();
-                route::mentions(text)
-                    && std::str::from_utf8(text)
-                        .ok()
-                        .and_then(route::query_route)
-                        .is_some()
-            }
-            b'P' => {
-                let text = route::parse_text(body).unwrap_or_default();
-                route::mentions(text)
-                    && std::str::from_utf8(text).ok().is_some_and(|text| {
-                        route::set_config_route(text).is_some()
-                            || route::query_route(text).is_some()
-                    })
-            }
-            b'B' => frame::cstr(body)
-                .and_then(|(_, rest)| frame::cstr(rest))
-                .is_some_and(|(statement, _)| self.route_statements.contains_key(statement)),
-            b'E' => frame::cstr(body).is_some_and(|(p, _)| self.switch_portals.contains(p)),
+    fn is_route(&self, message: &Frontend<'_>) -> bool {
+        match *message {
+            Frontend::Query { sql } => route_text(sql).and_then(route::query_route).is_some(),
+            Frontend::Parse { sql, .. } => route_text(sql).is_some_and(|text| {
+                route::set_config_route(text).is_some() || route::query_route(text).is_some()
+            }),
+            Frontend::Bind { statement, .. } => self.route_statements.contains_key(statement),
+            Frontend::Execute { portal, .. } => self.switch_portals.contains(portal),
             _ => false,
         }
     }
@@ -1125,6 +1105,15 @@ impl ApplicationHook {
     }
 }
 
+/// A statement's text, if it may be a route (cheap: most statements are not looked at further).
+fn route_text(sql: &[u8]) -> Option<&str> {
+    if route::mentions(sql) {
+        std::str::from_utf8(sql).ok()
+    } else {
+        None
+    }
+}
+
 /// A CommandComplete of `tag` in place of PostgreSQL's.
 fn completion(tag: &str) -> ServerFrame {
     match frame::build(b'C', &[tag.as_bytes(), b"\0"]) {
@@ -1148,9 +1137,9 @@ impl ApplicationHook {
         if let Some(refused) = self.rate.as_mut().and_then(|rate| rate.check(tag)) {
             return refused;
         }
-        let body = frame::body(frame);
-        if tag == b'Q'
-            && let Some(control) = held::control(frame::cstr(body).map_or(&[][..], |(t, _)| t))
+        let message = Frontend::decode(frame).ok();
+        if let Some(Frontend::Query { sql }) = message
+            && let Some(control) = held::control(sql)
             && let Some(answered) = self.transaction_control(control, cycle)
         {
             return answered;
@@ -1158,9 +1147,8 @@ impl ApplicationHook {
         if self.held.is_some() {
             self.own_mut(cycle);
         }
-        if matches!(tag, b'P' | b'B' | b'E' | b'D' | b'C')
-            && let Ok(message) = Frontend::decode(frame)
-            && let Some(decided) = self.extended_control(&message, cycle)
+        if let Some(message) = &message
+            && let Some(decided) = self.extended_control(message, cycle)
         {
             return decided;
         }
@@ -1173,7 +1161,8 @@ impl ApplicationHook {
             );
         }
         let starts = self.transaction.is_none();
-        match self.route_message(tag, body, cycle) {
+        let routed = message.and_then(|m| self.route_message(&m, cycle));
+        match routed {
             Some(decision) => {
                 // A Close goes wherever the transaction goes: closing a statement a connection does
                 // not have is no error. A refused route changes no end user: its error runs where the
@@ -1187,7 +1176,7 @@ impl ApplicationHook {
                 }
                 decision
             }
-            None => self.serve(tag, frame, cycle),
+            None => self.serve(tag, (frame, message.as_ref()), cycle),
         }
     }
 }
@@ -1211,17 +1200,19 @@ impl SessionHook for ApplicationHook {
         if self.refused_in == cycle {
             return None;
         }
-        let body = frame::body(frame);
-        if self.is_route(tag, body) {
+        // A malformed message is refused: it starts nothing.
+        let message = Frontend::decode(frame).ok()?;
+        if self.is_route(&message) {
             return None;
         }
-        if tag == b'Q'
-            && let Some(Control::Commit | Control::Rollback) =
-                held::control(frame::cstr(body).map_or(&[][..], |(t, _)| t))
-        {
-            return None;
-        }
-        if tag != b'Q' && self.is_extended_control(frame) {
+        let is_control = match message {
+            Frontend::Query { sql } => matches!(
+                held::control(sql),
+                Some(Control::Commit | Control::Rollback)
+            ),
+            _ => self.is_extended_control(&message),
+        };
+        if is_control {
             return None;
         }
         let block = self.held.take()?;
