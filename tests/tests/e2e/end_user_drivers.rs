@@ -55,10 +55,24 @@ pub(crate) fn run_pgjdbc(demo: &Demo, class: &str, tokens: [&str; 2], extra: &[&
 /// by itself inside a transaction), or, with `prepareThreshold=0`, served as tom.
 #[test]
 fn pgjdbc_without_autocommit_sets_the_end_user_per_transaction() {
-    let demo = Demo::start();
+    pgjdbc_without_autocommit(&[], &["5", "1", "0"]);
+}
+
+/// The same in transaction mode (`--pool-mode transaction`: each transaction from its end user's
+/// pool, the held BEGIN replayed on the connection taken for the first statement), with
+/// `prepareThreshold` 5 and 0 (with 1 the `SET LOCAL` route is a named statement whose `SET`
+/// pins the session: README, transaction mode).
+#[test]
+fn pgjdbc_without_autocommit_in_transaction_mode() {
+    pgjdbc_without_autocommit(&["--pool-mode", "transaction"], &["5", "0"]);
+}
+
+/// `EndUserTransactions.java` through a demo started with `demo_args`, once per threshold.
+fn pgjdbc_without_autocommit(demo_args: &[&str], thresholds: &[&str]) {
+    let demo = Demo::start_with(demo_args);
     let config = demo.facts.config.clone();
     let (sam, tom) = (token(&config, "sam"), token(&config, "tom"));
-    for threshold in ["5", "1", "0"] {
+    for &threshold in thresholds {
         let stdout = run_pgjdbc(&demo, "EndUserTransactions", [&sam, &tom], &[threshold]);
         let lines: Vec<&str> = stdout.lines().collect();
         let mut expected: Vec<String> = (0..4)
