@@ -31,6 +31,7 @@ mod framework;
 mod harness;
 mod lifecycle;
 mod limits;
+mod login_defaults;
 mod lookup;
 mod messages;
 mod ops;
