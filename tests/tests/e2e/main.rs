@@ -34,6 +34,7 @@ mod limits;
 mod lookup;
 mod messages;
 mod ops;
+mod orm_node;
 mod parse_limits;
 mod policy;
 mod pooling;
