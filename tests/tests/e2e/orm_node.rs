@@ -7,9 +7,11 @@
 //! compare each result cell by cell with the owner's rows masked as the reference matrix says (rows
 //! outside the role's filter absent), the refusals' SQLSTATEs, and after the writes the stored rows
 //! (a masked value written back keeps the stored value; a refused or filtered write changes nothing).
+//! Each test has a twin in transaction mode (`[pool] mode = "transaction"`, pools of 3 connections).
 //! Prisma is not covered: it downloads its query engine from outside the package registries.
 //! Not for: the raw drivers (compat.rs) or the policy's own rules (crm.rs, writeback.rs).
 
+use crate::compat::{Mode, pool_section};
 use maschera_tests::clients::simple_rows;
 use maschera_tests::{CrmProxy, Fixture};
 use serde_json::Value;
@@ -273,9 +275,10 @@ async fn owner_value(env: &CrmProxy, sql: &str) -> String {
         .unwrap_or_default()
 }
 
-fn start() -> CrmProxy {
+fn start(mode: Mode) -> CrmProxy {
     maschera_tests::block_on(
         Fixture::crm(CONTACTS)
+            .config(|options| options.sections.push_str(&pool_section(mode)))
             .users([
                 ("dora", "dpo", &[][..]),
                 ("sam", "sales", &[("region", "north")][..]),
@@ -305,10 +308,11 @@ fn start() -> CrmProxy {
     .expect("CRM behind the proxy")
 }
 
-/// Runs `script` (`sequelize.js` or `typeorm.js`, whose migration table is `migration_table`) as every
-/// reference user and checks each operation against the matrix and the stored rows.
-fn orm_as_every_role(script: &str, migration: (&str, &str)) {
-    let env = start();
+/// Runs `script` (`sequelize.js` or `typeorm.js`, whose migration table and its row are `migration`)
+/// as every reference user, with the users' upstream connections as `mode` says, and checks each
+/// operation against the matrix and the stored rows.
+fn orm_as_every_role(script: &str, migration: (&str, &str), mode: Mode) {
+    let env = start(mode);
     maschera_tests::block_on(async {
         // North contacts past the listed ids, for sam's and then dora's saves.
         let north_targets: Vec<String> = simple_rows(
@@ -403,6 +407,18 @@ fn orm_as_every_role(script: &str, migration: (&str, &str)) {
             }
         }
     });
+    let log = env.proxy.log();
+    assert_eq!(
+        log.contains("session started in transaction mode"),
+        mode == Mode::Transaction,
+        "{mode:?}"
+    );
+    // Every statement the ORMs sent was understood: no refusal as not supported.
+    let unsupported: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("statement refused") && line.contains("0A000"))
+        .collect();
+    assert!(unsupported.is_empty(), "{}", unsupported.join("\n"));
 }
 
 /// The reads of one run: start-up, lists, lookups, counts, includes, raw queries, migration table.
@@ -682,6 +698,16 @@ async fn check_writes(env: &CrmProxy, out: &Outcomes, role: &str, what: &str) {
                     "{what}: upsert {upsert}"
                 );
             }
+            if role == "sales" {
+                // Saved by the id of a row outside the filter: Sequelize updates by id (no row
+                // matches), TypeORM finds nothing and inserts (the key exists: a unique violation,
+                // its message withheld). The stored row is checked unchanged by the caller.
+                if script_is_sequelize(what) {
+                    passed(out, "save_outside", what);
+                } else {
+                    refused(out, "save_outside", "23505", what);
+                }
+            }
             match role {
                 "sales" | "dpo" => {
                     assert_eq!(passed(out, "delete", what)["deleted"], "3", "{what}");
@@ -696,10 +722,34 @@ async fn check_writes(env: &CrmProxy, out: &Outcomes, role: &str, what: &str) {
 
 #[test]
 fn sequelize_as_every_reference_role() {
-    orm_as_every_role("sequelize.js", MIGRATION_TABLES[0]);
+    orm_as_every_role("sequelize.js", MIGRATION_TABLES[0], Mode::Session);
 }
 
 #[test]
 fn typeorm_as_every_reference_role() {
-    orm_as_every_role("typeorm.js", MIGRATION_TABLES[1]);
+    orm_as_every_role("typeorm.js", MIGRATION_TABLES[1], Mode::Session);
+}
+
+#[test]
+fn sequelize_as_every_reference_role_in_transaction_mode() {
+    orm_as_every_role("sequelize.js", MIGRATION_TABLES[0], Mode::Transaction);
+}
+
+#[test]
+fn typeorm_as_every_reference_role_in_transaction_mode() {
+    orm_as_every_role("typeorm.js", MIGRATION_TABLES[1], Mode::Transaction);
+}
+
+/// Sequelize's `describeTable` (what `sequelize-auto`, `queryInterface` migrations and `sync({ alter })`
+/// call) for a restricted role: it reads `pg_catalog.pg_statio_all_tables` for column comments (refused,
+/// 42501: I/O statistics of every session's tables) and names the schema `public` while the role's
+/// relations are views in its own schema, so even with the statistics view allowed it would find no
+/// columns ("No description found"). TypeORM's `getTable` works (it asks `current_schema()`).
+#[test]
+#[ignore = "Sequelize describeTable reads pg_statio_all_tables (refused) and looks in schema public, where a restricted role has no relation: needs a rewrite of its catalog query"]
+fn sequelize_describe_table_for_a_restricted_role() {
+    let env = start(Mode::Session);
+    let out = run_script(&env, "sequelize.js", "sam", "-", "1");
+    let line = passed(&out, "describe", "sequelize.js as sam");
+    assert_eq!(line["columns"].as_array().map(Vec::len), Some(12));
 }
