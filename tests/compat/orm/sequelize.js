@@ -55,6 +55,12 @@ async function main() {
     const row = await Contact.findByPk(first, { include, order: [[Interaction, 'id', 'ASC']] });
     return { row: plain(row) };
   });
+  await run('include_page', async () => {
+    // A page of contacts with their interactions: Sequelize pages in a subquery and joins outside it.
+    const where = analyst ? { region: 'centre' } : { id: { [Op.lte]: 40 } };
+    const page = await Contact.findAndCountAll({ where, include: [Interaction], order: [['id', 'ASC']], limit: 5, distinct: true });
+    return { count: String(page.count), rows: page.rows.map(plain) };
+  });
   await run('raw_bind', async () => {
     const [rows] = await sequelize.query('SELECT count(*)::int AS n FROM contacts WHERE region = $1 AND city IS NOT NULL', { bind: ['north'] });
     return { n: String(rows[0].n) };
@@ -121,6 +127,15 @@ async function main() {
       throw err;
     }
     return { row: plain(await Written.findByPk(base + 2)) };
+  });
+  await run('tx_unmanaged_rollback', async () => {
+    const t = await sequelize.transaction();
+    try {
+      await Written.create(fresh(base + 3), { transaction: t });
+    } finally {
+      await t.rollback();
+    }
+    return { row: plain(await Written.findByPk(base + 3)) };
   });
   await run('delete', async () => {
     let deleted = 0;

@@ -72,6 +72,12 @@ async function main() {
     const row = await Contact().findOne({ where: { id: first }, relations, order: { interactions: { id: 'ASC' } } });
     return { row: plain(row) };
   });
+  await run('include_page', async () => {
+    // A page of contacts with their interactions: TypeORM pages the distinct ids first, then joins.
+    const where = analyst ? { region: 'centre' } : { id: LessThanOrEqual(40) };
+    const [rows, count] = await Contact().findAndCount({ where, relations: { interactions: true }, order: { id: 'ASC' }, take: 5 });
+    return { count: String(count), rows: rows.map(plain) };
+  });
   await run('raw_bind', async () => {
     const rows = await ds.query('SELECT count(*)::int AS n FROM contacts WHERE region = $1 AND city IS NOT NULL', ['north']);
     return { n: String(rows[0].n) };
@@ -154,6 +160,18 @@ async function main() {
       await runner.release();
     }
     return { row: plain(columnsOf(await Written().findOneBy({ id: String(base + 2) }))) };
+  });
+  await run('tx_unmanaged_rollback', async () => {
+    const runner = ds.createQueryRunner();
+    await runner.connect();
+    await runner.startTransaction();
+    try {
+      await runner.manager.getRepository(Written().metadata.target).insert(fresh(base + 3));
+    } finally {
+      await runner.rollbackTransaction();
+      await runner.release();
+    }
+    return { row: plain(await Written().findOneBy({ id: String(base + 3) })) };
   });
   await run('delete', async () => {
     let deleted = 0;

@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use tokio_postgres::Client;
 
 /// Contacts the generator writes.
 const CONTACTS: u64 = 200;
@@ -107,18 +108,17 @@ fn masked(role: &str, column: &str, value: Option<&str>) -> Option<Option<String
 
 /// The contacts `role` must list for `condition` (owner rows, masked), as the scripts print them.
 async fn expected_contacts(
-    env: &CrmProxy,
+    owner: &Client,
     role: &str,
     condition: &str,
     limit: usize,
 ) -> Vec<BTreeMap<String, Option<String>>> {
-    let owner = env.owner().await;
     let sql = format!(
         "SELECT id::text, first_name, last_name, email, phone, birth_date::text, tax_code::text, \
          street_address, city, region FROM contacts WHERE {condition} AND {} ORDER BY contacts.id LIMIT {limit}",
         contact_filter(role)
     );
-    simple_rows(&owner, &sql)
+    simple_rows(owner, &sql)
         .await
         .into_iter()
         .map(|row| {
@@ -241,10 +241,9 @@ fn assert_contact(row: &Value, expected: &BTreeMap<String, Option<String>>, what
 }
 
 /// The contact columns stored for `id`, as text.
-async fn stored_contact(env: &CrmProxy, id: &str) -> Vec<Option<String>> {
-    let owner = env.owner().await;
+async fn stored_contact(owner: &Client, id: &str) -> Vec<Option<String>> {
     simple_rows(
-        &owner,
+        owner,
         &format!(
             "SELECT first_name, last_name, email, phone, birth_date::text, tax_code::text, \
              street_address, city, region FROM contacts WHERE id = {id}"
@@ -256,10 +255,9 @@ async fn stored_contact(env: &CrmProxy, id: &str) -> Vec<Option<String>> {
 }
 
 /// The ticket columns stored for `id`, as text.
-async fn stored_ticket(env: &CrmProxy, id: &str) -> Vec<Option<String>> {
-    let owner = env.owner().await;
+async fn stored_ticket(owner: &Client, id: &str) -> Vec<Option<String>> {
     simple_rows(
-        &owner,
+        owner,
         &format!("SELECT subject, body, status FROM tickets WHERE id = {id}"),
     )
     .await
@@ -268,9 +266,8 @@ async fn stored_ticket(env: &CrmProxy, id: &str) -> Vec<Option<String>> {
 }
 
 /// One owner value.
-async fn owner_value(env: &CrmProxy, sql: &str) -> String {
-    let owner = env.owner().await;
-    simple_rows(&owner, sql).await[0][0]
+async fn owner_value(owner: &Client, sql: &str) -> String {
+    simple_rows(owner, sql).await[0][0]
         .clone()
         .unwrap_or_default()
 }
@@ -314,23 +311,24 @@ fn start(mode: Mode) -> CrmProxy {
 fn orm_as_every_role(script: &str, migration: (&str, &str), mode: Mode) {
     let env = start(mode);
     maschera_tests::block_on(async {
+        let owner = env.owner().await;
         // North contacts past the listed ids, for sam's and then dora's saves.
         let north_targets: Vec<String> = simple_rows(
-            &env.owner().await,
+            &owner,
             "SELECT id::text FROM contacts WHERE region = 'north' AND id > 40 ORDER BY id LIMIT 3",
         )
         .await
         .into_iter()
         .map(|r| r[0].clone().unwrap())
         .collect();
-        let ticket = owner_value(&env, "SELECT min(id)::text FROM tickets").await;
+        let ticket = owner_value(&owner, "SELECT min(id)::text FROM tickets").await;
         let outside_sales = owner_value(
-            &env,
+            &owner,
             "SELECT min(id)::text FROM contacts WHERE region <> 'north'",
         )
         .await;
         let outside_marketing = owner_value(
-            &env,
+            &owner,
             &format!(
                 "SELECT min(id)::text FROM contacts WHERE NOT ({})",
                 contact_filter("marketing")
@@ -348,18 +346,18 @@ fn orm_as_every_role(script: &str, migration: (&str, &str), mode: Mode) {
                 _ => ("-".to_owned(), "1".to_owned()),
             };
             let before_target = match *role {
-                "support" => stored_ticket(&env, &target).await,
-                "sales" | "dpo" => stored_contact(&env, &target).await,
+                "support" => stored_ticket(&owner, &target).await,
+                "sales" | "dpo" => stored_contact(&owner, &target).await,
                 _ => Vec::new(),
             };
-            let before_outside = stored_contact(&env, &outside).await;
+            let before_outside = stored_contact(&owner, &outside).await;
             let out = run_script(&env, script, user, &target, &outside);
-            check_reads(&env, &out, role, migration, &what).await;
-            check_writes(&env, &out, role, &what).await;
+            check_reads(&owner, &out, role, migration, &what).await;
+            check_writes(&out, role, &what);
             // What the writes left in the database.
             match *role {
                 "sales" | "dpo" => {
-                    let after = stored_contact(&env, &target).await;
+                    let after = stored_contact(&owner, &target).await;
                     // city was saved; every other column, masked ones included, kept as stored (the
                     // dpo's own tax code change aside).
                     assert_eq!(after[7].as_deref(), Some("Ormcity"), "{what}: {after:?}");
@@ -369,16 +367,16 @@ fn orm_as_every_role(script: &str, migration: (&str, &str), mode: Mode) {
                     if *role == "sales" {
                         assert_eq!(after[5], before_target[5], "{what}: the stored tax code");
                         assert_eq!(
-                            stored_contact(&env, &outside).await,
+                            stored_contact(&owner, &outside).await,
                             before_outside,
                             "{what}: a row outside the filter changed"
                         );
                     }
                     let left = owner_value(
-                        &env,
+                        &owner,
                         &format!(
                             "SELECT count(*) FROM contacts WHERE id BETWEEN {BASE} AND {}",
-                            BASE + 2
+                            BASE + 3
                         ),
                     )
                     .await;
@@ -388,19 +386,21 @@ fn orm_as_every_role(script: &str, migration: (&str, &str), mode: Mode) {
                     );
                 }
                 "support" => {
-                    let after = stored_ticket(&env, &target).await;
+                    let after = stored_ticket(&owner, &target).await;
                     assert_eq!(after[..2], before_target[..2], "{what}: redacted text kept");
                     assert_eq!(after[2].as_deref(), Some("pending"), "{what}");
-                    let body =
-                        owner_value(&env, &format!("SELECT body FROM tickets WHERE id = {BASE}"))
-                            .await;
+                    let body = owner_value(
+                        &owner,
+                        &format!("SELECT body FROM tickets WHERE id = {BASE}"),
+                    )
+                    .await;
                     assert_eq!(
                         body, "Call me at +39 333 1234567",
                         "{what}: a new ticket's text is stored as written"
                     );
                 }
                 _ => assert_eq!(
-                    stored_contact(&env, &outside).await,
+                    stored_contact(&owner, &outside).await,
                     before_outside,
                     "{what}"
                 ),
@@ -423,7 +423,7 @@ fn orm_as_every_role(script: &str, migration: (&str, &str), mode: Mode) {
 
 /// The reads of one run: start-up, lists, lookups, counts, includes, raw queries, migration table.
 async fn check_reads(
-    env: &CrmProxy,
+    owner: &Client,
     out: &Outcomes,
     role: &str,
     migration: (&str, &str),
@@ -467,7 +467,7 @@ async fn check_reads(
         .clone();
     if role == "analyst" {
         // Ordered by pseudonym: compare the rows without their ids, as multisets.
-        let expected = expected_contacts(env, role, "region = 'centre'", 1000).await;
+        let expected = expected_contacts(owner, role, "region = 'centre'", 1000).await;
         let mut want: Vec<String> = expected
             .iter()
             .map(|r| format!("{:?} {:?}", r["birth_date"], r["city"]))
@@ -498,7 +498,7 @@ async fn check_reads(
             assert_eq!(keys, expected_columns.iter().collect::<Vec<_>>(), "{what}");
         }
     } else {
-        let expected = expected_contacts(env, role, "id <= 40", 25).await;
+        let expected = expected_contacts(owner, role, "id <= 40", 25).await;
         let ids = |rows: Vec<Option<&str>>| {
             rows.into_iter()
                 .map(|id| id.unwrap_or("?").to_owned())
@@ -528,7 +528,7 @@ async fn check_reads(
         );
     }
     let count = owner_value(
-        env,
+        owner,
         &format!(
             "SELECT count(*) FROM contacts WHERE region IN ('north', 'centre') AND {}",
             contact_filter(role)
@@ -541,7 +541,7 @@ async fn check_reads(
         "{what}: count"
     );
     let raw = owner_value(
-        env,
+        owner,
         &format!(
             "SELECT count(*) FROM contacts WHERE region = 'north' AND city IS NOT NULL AND {}",
             contact_filter(role)
@@ -554,6 +554,45 @@ async fn check_reads(
         "{what}: raw_bind"
     );
 
+    // A page with includes: the first five listed contacts, each with all its interactions, and the
+    // count of every contact the page's condition and the role's filter select.
+    let page = passed(out, "include_page", what);
+    let condition = if role == "analyst" {
+        "region = 'centre'"
+    } else {
+        "id <= 40"
+    };
+    let total = owner_value(
+        owner,
+        &format!(
+            "SELECT count(*) FROM contacts WHERE {condition} AND {}",
+            contact_filter(role)
+        ),
+    )
+    .await;
+    assert_eq!(page["count"], total.as_str(), "{what}: include_page count");
+    let page_rows = page["rows"].as_array().unwrap();
+    assert_eq!(page_rows.len(), 5.min(rows.len()), "{what}: include_page");
+    for (row, listed) in page_rows.iter().zip(&rows) {
+        assert_eq!(row["id"], listed["id"], "{what}: include_page order");
+        let children = row["interactions"].as_array().unwrap();
+        assert!(
+            children.iter().all(|c| c["contact_id"] == row["id"]),
+            "{what}: {row}"
+        );
+        if role != "analyst" {
+            let stored = owner_value(
+                owner,
+                &format!(
+                    "SELECT count(*) FROM interactions WHERE contact_id = {}",
+                    row["id"].as_str().unwrap()
+                ),
+            )
+            .await;
+            assert_eq!(children.len().to_string(), stored, "{what}: {row}");
+        }
+    }
+
     // Include: the first contact with its interactions (and deals where the role has them).
     let included = &passed(out, "include", what)["row"];
     let first_id = if role == "analyst" {
@@ -564,9 +603,8 @@ async fn check_reads(
     };
     let interactions = included["interactions"].as_array().unwrap();
     if let Some(id) = &first_id {
-        let owner = env.owner().await;
         let stored = simple_rows(
-            &owner,
+            owner,
             &format!("SELECT id::text, channel, notes FROM interactions WHERE contact_id = {id} ORDER BY interactions.id"),
         )
         .await;
@@ -583,7 +621,7 @@ async fn check_reads(
         }
         if matches!(role, "dpo" | "sales") {
             let deals = simple_rows(
-                &owner,
+                owner,
                 &format!("SELECT amount::text FROM deals WHERE contact_id = {id} ORDER BY amount"),
             )
             .await;
@@ -642,8 +680,7 @@ fn script_is_sequelize(what: &str) -> bool {
 }
 
 /// The writes of one run, by role.
-async fn check_writes(env: &CrmProxy, out: &Outcomes, role: &str, what: &str) {
-    let _ = env;
+fn check_writes(out: &Outcomes, role: &str, what: &str) {
     let writes = [
         "create",
         "save_full",
@@ -655,6 +692,7 @@ async fn check_writes(env: &CrmProxy, out: &Outcomes, role: &str, what: &str) {
             for op in writes
                 .iter()
                 .chain(&["update_masked", "upsert", "delete", "save_outside"])
+                .chain(&["tx_unmanaged_rollback"])
                 .chain(&["save_changed", "insert_or_ignore"])
             {
                 if out.contains_key(*op) {
@@ -666,10 +704,9 @@ async fn check_writes(env: &CrmProxy, out: &Outcomes, role: &str, what: &str) {
             for op in writes {
                 passed(out, op, what);
             }
-            assert!(
-                passed(out, "tx_managed_rollback", what)["row"].is_null(),
-                "{what}: rolled back"
-            );
+            for op in ["tx_managed_rollback", "tx_unmanaged_rollback"] {
+                assert!(passed(out, op, what)["row"].is_null(), "{what}: {op}");
+            }
             assert_eq!(
                 passed(out, "tx_unmanaged_commit", what)["row"]["id"],
                 (BASE + 2).to_string().as_str(),
