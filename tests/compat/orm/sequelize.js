@@ -45,6 +45,11 @@ async function main() {
     listed = await Contact.findAll({ where, order: [['id', 'ASC']], limit: analyst ? 1000 : 25 });
     return { rows: listed.map(plain) };
   });
+  await run('full_model', async () => {
+    // The model an application written for the unrestricted role maps: every column.
+    const Full = define(sequelize, 'dpo', 'contacts');
+    return { row: plain(await Full.findOne({ order: [['created_at', 'ASC']] })) };
+  });
   const first = listed.length ? listed[0].id : '1';
   const target = targetArg === '-' ? first : targetArg;
   await run('find_pk', async () => ({ row: plain(await Contact.findByPk(first)) }));

@@ -13,14 +13,14 @@ const { columnsFor, plain, run, args } = require('./common');
 
 const TYPES = { bigint: 'bigint', text: 'text', date: 'date', timestamp: 'timestamptz', numeric: 'numeric' };
 
-function entity(role, table, relations) {
+function entity(role, table, relations, name = table) {
   const columns = columnsFor(role, table);
   if (!columns) return null;
   const defs = {};
   for (const [name, type] of Object.entries(columns)) {
     defs[name] = { type: TYPES[type], primary: name === 'id', nullable: name !== 'id' };
   }
-  return new EntitySchema({ name: table, tableName: table, columns: defs, relations });
+  return new EntitySchema({ name, tableName: table, columns: defs, relations });
 }
 
 async function main() {
@@ -31,7 +31,10 @@ async function main() {
   const hasDeals = columnsFor(role, 'deals') !== null;
   const contactRelations = { interactions: { type: 'one-to-many', target: 'interactions', inverseSide: 'contact' } };
   if (hasDeals) contactRelations.deals = { type: 'one-to-many', target: 'deals', inverseSide: 'contact' };
-  const entities = [entity(role, 'contacts', contactRelations), entity(role, 'interactions', child)];
+  const entities = [
+    entity(role, 'contacts', contactRelations), entity(role, 'interactions', child),
+    entity('dpo', 'contacts', {}, 'contacts_full'),
+  ];
   for (const table of ['deals', 'tickets']) {
     const e = entity(role, table, child);
     if (e) entities.push(e);
@@ -61,6 +64,11 @@ async function main() {
     const where = analyst ? { region: 'centre' } : { id: LessThanOrEqual(40) };
     listed = await Contact().find({ where, order: { id: 'ASC' }, take: analyst ? 1000 : 25 });
     return { rows: listed.map(plain) };
+  });
+  await run('full_model', async () => {
+    // The entity an application written for the unrestricted role maps: every column.
+    const [row] = await ds.getRepository('contacts_full').find({ order: { created_at: 'ASC' }, take: 1 });
+    return { row: plain(row) };
   });
   const first = listed.length ? listed[0].id : '1';
   const target = targetArg === '-' ? first : targetArg;

@@ -505,6 +505,18 @@ async fn check_reads(
         _ => panic!("{what}: describe: {:?}", out.get("describe")),
     }
 
+    // A model of every column: a role with a dropped column is refused, naming the column.
+    if matches!(role, "dpo" | "sales") {
+        passed(out, "full_model", what);
+    } else {
+        refused(out, "full_model", "42501", what);
+        let message = out["full_model"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("of table public.contacts: not available to this role"),
+            "{what}: {message}"
+        );
+    }
+
     // List: the owner's rows under the role's filter, masked, in order.
     let rows = passed(out, "list", what)["rows"]
         .as_array()
