@@ -6,7 +6,7 @@
 // contact, or for support the ticket, it saves, `-` for the first it lists; OUTSIDE: a contact the user's row filter hides).
 // Prints one JSON line per operation (see common.js), then `done`.
 'use strict';
-const { Sequelize, DataTypes, Op } = require('sequelize');
+const { Sequelize, DataTypes, Op, Transaction } = require('sequelize');
 const { columnsFor, plain, run, args } = require('./common');
 
 const TYPES = { bigint: DataTypes.BIGINT, text: DataTypes.TEXT, date: DataTypes.DATEONLY, timestamp: DataTypes.DATE, numeric: DataTypes.DECIMAL(12, 2) };
@@ -142,6 +142,32 @@ async function main() {
     }
     return { row: plain(await Written.findByPk(base + 3)) };
   });
+  await run('find_or_create', async () => {
+    // Sequelize wraps this insert in a function it creates in pg_temp (to catch a unique violation).
+    const [, created] = await Written.findOrCreate({ where: { id: base + 4 }, defaults: fresh(base + 4) });
+    return { created: String(created) };
+  });
+  await run('find_create_find', async () => {
+    const [, created] = await Written.findCreateFind({ where: { id: base + 5 }, defaults: fresh(base + 5) });
+    const [, again] = await Written.findCreateFind({ where: { id: base + 5 }, defaults: fresh(base + 5) });
+    return { created: `${created},${again}` };
+  });
+  await run('bulk_ignore', async () => {
+    // INSERT ... VALUES (..), (..) ON CONFLICT DO NOTHING: the first row exists.
+    await Written.bulkCreate([fresh(base + 5), fresh(base + 6)], { ignoreDuplicates: true });
+    return { n: String(await Written.count({ where: { id: [base + 5, base + 6] } })) };
+  });
+  await run('serializable', async () => {
+    const n = await sequelize.transaction({ isolationLevel: Transaction.ISOLATION_LEVELS.SERIALIZABLE }, (t) => Contact.count({ transaction: t }));
+    return { n: String(n) };
+  });
+  await run('lock', async () => {
+    const id = await sequelize.transaction(async (t) => (await Written.findOne({ where: { id: target }, lock: t.LOCK.UPDATE, transaction: t })).id);
+    return { id: String(id) };
+  });
+  if (!writesTickets) {
+    await run('cleanup', async () => ({ deleted: String(await Written.destroy({ where: { id: [base + 4, base + 5, base + 6] } })) }));
+  }
   await run('delete', async () => {
     let deleted = 0;
     if (Deal && !analyst) deleted += await Deal.destroy({ where: { contact_id: base } });

@@ -181,6 +181,19 @@ async function main() {
     }
     return { row: plain(await Written().findOneBy({ id: String(base + 3) })) };
   });
+  await run('exists_by', async () => ({ exists: String(await Contact().existsBy({ id: first })) }));
+  await run('insert_many', async () => {
+    await Written().insert([fresh(base + 5), fresh(base + 6)]);
+    return { n: String(await Written().countBy({ id: In([String(base + 5), String(base + 6)]) })) };
+  });
+  await run('serializable', async () => ({ n: String(await ds.transaction('SERIALIZABLE', (m) => m.getRepository('contacts').count())) }));
+  await run('lock', async () => {
+    const row = await ds.transaction((m) => m.getRepository(Written().metadata.target).findOne({ where: { id: target }, lock: { mode: 'pessimistic_write' } }));
+    return { id: String(row.id) };
+  });
+  if (!writesTickets) {
+    await run('cleanup', async () => ({ deleted: String((await Written().delete({ id: In([String(base + 5), String(base + 6)]) })).affected) }));
+  }
   await run('delete', async () => {
     let deleted = 0;
     if (hasDeals && !analyst) deleted += (await ds.getRepository('deals').delete({ contact_id: String(base) })).affected;

@@ -421,7 +421,7 @@ fn orm_as_every_role(script: &str, migration: (&str, &str), mode: Mode) {
                         &owner,
                         &format!(
                             "SELECT count(*) FROM contacts WHERE id BETWEEN {BASE} AND {}",
-                            BASE + 3
+                            BASE + 6
                         ),
                     )
                     .await;
@@ -738,6 +738,60 @@ fn script_is_sequelize(what: &str) -> bool {
 
 /// The writes of one run, by role.
 fn check_writes(out: &Outcomes, role: &str, what: &str) {
+    // Reads inside a serializable transaction, and an existence test.
+    passed(out, "serializable", what);
+    if out.contains_key("exists_by") {
+        assert_eq!(passed(out, "exists_by", what)["exists"], "true", "{what}");
+    }
+    let more_writes = [
+        "find_create_find",
+        "bulk_ignore",
+        "insert_many",
+        "lock",
+        "cleanup",
+    ];
+    if matches!(role, "marketing" | "analyst") {
+        for op in more_writes.iter().chain(&["find_or_create"]) {
+            // The analyst's id is a text pseudonym: the lookups by a number fail first.
+            let state = if role == "analyst" && op.starts_with("find_") {
+                "42883"
+            } else {
+                "42501"
+            };
+            if out.contains_key(*op) {
+                refused(out, op, state, what);
+            }
+        }
+    } else {
+        for op in more_writes {
+            if out.contains_key(op) {
+                passed(out, op, what);
+            }
+        }
+        for op in ["bulk_ignore", "insert_many"] {
+            if out.contains_key(op) {
+                // Two rows asked for, one already there (ignored) or both new.
+                assert_eq!(passed(out, op, what)["n"], "2", "{what}: {op}");
+            }
+        }
+        if out.contains_key("find_create_find") {
+            assert_eq!(out["find_create_find"]["created"], "true,false", "{what}");
+        }
+        if out.contains_key("find_or_create") {
+            if role == "dpo" {
+                passed(out, "find_or_create", what);
+            } else {
+                // Sequelize's findOrCreate creates a function in pg_temp around its INSERT: DDL,
+                // refused (see the ignored test below); findCreateFind is the way that works.
+                refused(out, "find_or_create", "42501", what);
+                let message = out["find_or_create"]["message"].as_str().unwrap();
+                assert!(
+                    message.contains("CREATE OR REPLACE FUNCTION is DDL"),
+                    "{what}: {message}"
+                );
+            }
+        }
+    }
     let writes = [
         "create",
         "save_full",
@@ -846,4 +900,19 @@ fn sequelize_describe_table_for_a_restricted_role() {
     let out = run_script(&env, "sequelize.js", "sam", ["-", "1"], &[]);
     let line = passed(&out, "describe", "sequelize.js as sam");
     assert_eq!(line["columns"].as_array().map(Vec::len), Some(12));
+}
+
+/// Sequelize's `findOrCreate` for a restricted role: it wraps its INSERT in
+/// `CREATE OR REPLACE FUNCTION pg_temp.testfunc() ... EXCEPTION WHEN unique_violation ...`, runs the
+/// function and drops it, so that a duplicate does not abort the transaction. The proxy refuses the DDL
+/// (and any pg_temp object) for a restricted role; `findCreateFind` does the same without a function.
+#[test]
+#[ignore = "Sequelize findOrCreate creates a function in pg_temp around its INSERT: DDL is refused to restricted roles; needs the proxy to rewrite the function's INSERT (use findCreateFind)"]
+fn sequelize_find_or_create_for_a_restricted_role() {
+    let env = start(Mode::Session);
+    let out = run_script(&env, "sequelize.js", "sam", ["-", "1"], &[]);
+    assert_eq!(
+        passed(&out, "find_or_create", "sequelize.js as sam")["created"],
+        "true"
+    );
 }
