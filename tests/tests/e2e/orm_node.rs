@@ -327,6 +327,7 @@ fn start(mode: Mode) -> CrmProxy {
                 ("tom", "support", &[][..]),
                 ("ana", "analyst", &[][..]),
             ])
+            .access_log("orm-node")
             .before_proxy(|pg| {
                 // The ORMs' migration tables, as their migration runners create them: framework
                 // tables the reference policy does not list (`unlisted_tables = "deny"`).
@@ -354,7 +355,7 @@ fn start(mode: Mode) -> CrmProxy {
 /// operation against the matrix and the stored rows.
 fn orm_as_every_role(script: &str, migration: (&str, &str), mode: Mode) {
     let env = start(mode);
-    maschera_tests::block_on(async {
+    let proxy_refusals = maschera_tests::block_on(async {
         let owner = env.owner().await;
         // North contacts past the listed ids, for sam's and then dora's saves.
         let north_targets: Vec<String> = simple_rows(
@@ -379,6 +380,7 @@ fn orm_as_every_role(script: &str, migration: (&str, &str), mode: Mode) {
             ),
         )
         .await;
+        let mut proxy_refusals = BTreeMap::new();
         for (user, role) in USERS {
             let what = format!("{script} as {user}");
             let (target, outside) = match *role {
@@ -397,6 +399,18 @@ fn orm_as_every_role(script: &str, migration: (&str, &str), mode: Mode) {
             let before_outside = stored_contact(&owner, &outside).await;
             let hidden = hidden_values(&owner, role, &target, &outside).await;
             let out = run_script(&env, script, user, [&target, &outside], &hidden);
+            // The refusals of the proxy's own write rules (the database's errors are recorded as
+            // errors, not refusals).
+            let refused_by_proxy = out
+                .values()
+                .filter(|line| {
+                    line["outcome"] == "refused"
+                        && line["message"]
+                            .as_str()
+                            .is_some_and(|m| m.starts_with("permission denied for table public."))
+                })
+                .count();
+            proxy_refusals.insert(*user, refused_by_proxy);
             check_reads(&owner, &out, role, migration, &what).await;
             check_writes(&out, role, &what);
             // What the writes left in the database.
@@ -451,7 +465,9 @@ fn orm_as_every_role(script: &str, migration: (&str, &str), mode: Mode) {
                 ),
             }
         }
+        proxy_refusals
     });
+    assert_audited(&env, &proxy_refusals);
     let log = env.proxy.log();
     assert_eq!(
         log.contains("session started in transaction mode"),
@@ -473,6 +489,52 @@ fn orm_as_every_role(script: &str, migration: (&str, &str), mode: Mode) {
         .filter(|line| line.contains("statement refused") && line.contains("0A000"))
         .collect();
     assert!(unsupported.is_empty(), "{}", unsupported.join("\n"));
+}
+
+/// The access log holds a refused record (42501) under each user's name for every refusal of the
+/// proxy's write rules it got (`refusals`), and none of the values the scripts wrote.
+fn assert_audited(env: &CrmProxy, refusals: &BTreeMap<&str, usize>) {
+    let refused_of = |records: &[Value], user: &str| {
+        records
+            .iter()
+            .filter(|r| {
+                r["user"] == user
+                    && r["outcome"]["result"] == "refused"
+                    && r["outcome"]["sqlstate"] == "42501"
+            })
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let records = loop {
+        let records = maschera_tests::access_log_records(&env.audit_dir());
+        let complete = refusals
+            .iter()
+            .all(|(user, n)| refused_of(&records, user) >= *n);
+        if complete || Instant::now() > deadline {
+            break records;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    for (user, n) in refusals {
+        assert!(
+            refused_of(&records, user) >= *n,
+            "{user}: {n} refusals, audited: {}",
+            refused_of(&records, user)
+        );
+    }
+    assert!(refusals.values().any(|n| *n > 0), "no refusal to audit");
+    let text: String = records.iter().map(Value::to_string).collect();
+    for literal in [
+        "Ormcity",
+        "orm910000@example.it",
+        "XXXXXXXXXXXXXXXX",
+        "Call me at",
+    ] {
+        assert!(
+            !text.contains(literal),
+            "the access log holds a value a statement wrote: {literal}"
+        );
+    }
 }
 
 /// The reads of one run: start-up, lists, lookups, counts, includes, raw queries, migration table.
