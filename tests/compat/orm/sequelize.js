@@ -1,7 +1,7 @@
 // Sequelize 6 (with pg) against the reference CRM through Maschera, as one user: what an application
 // does with its models (list, find, count, include, create, save, update, delete, upsert, managed and
 // unmanaged transactions, raw queries with binds), Sequelize's own start-up and introspection
-// (`authenticate`, `describeTable`) and a read of its migration table `SequelizeMeta`.
+// (`authenticate`, `sync`, `describeTable`) and a read of its migration table `SequelizeMeta`.
 // Usage: node sequelize.js URI USER BASE TARGET OUTSIDE (BASE: the first id it writes; TARGET: the
 // contact, or for support the ticket, it saves, `-` for the first it lists; OUTSIDE: a contact the user's row filter hides).
 // Prints one JSON line per operation (see common.js), then `done`.
@@ -37,6 +37,11 @@ async function main() {
     await sequelize.authenticate();
     const [[row]] = await sequelize.query('SELECT current_user AS u');
     return { user: row.u };
+  });
+  await run('sync', async () => {
+    // What many applications call at start-up: CREATE TABLE IF NOT EXISTS for every model.
+    await sequelize.sync();
+    return {};
   });
   await run('describe', async () => ({ columns: Object.keys(await sequelize.getQueryInterface().describeTable('contacts')).sort() }));
   let listed = [];

@@ -576,6 +576,18 @@ async fn check_reads(
         _ => panic!("{what}: describe: {:?}", out.get("describe")),
     }
 
+    // Sequelize's sync(): CREATE TABLE IF NOT EXISTS per model, DDL a restricted role may not run
+    // (the tables exist: an application that syncs at start-up needs the unrestricted login).
+    if out.contains_key("sync") {
+        if role == "dpo" {
+            passed(out, "sync", what);
+        } else {
+            refused(out, "sync", "42501", what);
+            let message = out["sync"]["message"].as_str().unwrap();
+            assert!(message.contains("CREATE TABLE is DDL"), "{what}: {message}");
+        }
+    }
+
     // A model of every column: a role with a dropped column is refused, naming the column.
     if matches!(role, "dpo" | "sales") {
         passed(out, "full_model", what);

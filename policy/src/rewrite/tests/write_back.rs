@@ -355,3 +355,15 @@ fn a_json_document_is_written_back_by_its_text() {
         "{rewritten}"
     );
 }
+
+#[test]
+fn an_orm_sync_is_refused_as_the_ddl_it_is() {
+    // Sequelize's `sync()`: the refusal names the statement type, not a cut "CREATE TABLE IF NOT".
+    let refusal = refused(
+        "sales",
+        "CREATE TABLE IF NOT EXISTS \"contacts\" (\"id\" BIGINT, PRIMARY KEY (\"id\"))",
+        SqlState::InsufficientPrivilege,
+        "permission denied: CREATE TABLE is DDL, not allowed for role sales",
+    );
+    assert!(!refusal.message.contains("IF NOT"), "{}", refusal.message);
+}
