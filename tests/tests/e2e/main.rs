@@ -35,6 +35,7 @@ mod login_defaults;
 mod lookup;
 mod messages;
 mod ops;
+mod orm_node;
 mod parse_limits;
 mod policy;
 mod pooling;
