@@ -43,6 +43,11 @@ pub struct UpstreamConfig {
     /// Time limit for connecting and logging in upstream, in seconds. Default 10.
     #[serde(default = "default_upstream_timeout")]
     pub connect_timeout_seconds: u64,
+    /// Caches the plans of the clients' unnamed statements on the upstream connection (prepared
+    /// there under a digest name, so PostgreSQL's plan cache applies; see README "Plan caching").
+    /// Session-mode sessions of users without end users. Default `false`.
+    #[serde(default)]
+    pub plan_cache: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

@@ -466,11 +466,12 @@ impl UpstreamSource for PooledSource {
         self.prepared.outgoing(&mut conn.backend.statements, bytes)
     }
 
-    fn incoming(&mut self, conn: &mut Leased, tag: u8) -> bool {
+    fn incoming(&mut self, conn: &mut Leased, tag: u8, body: &[u8]) -> bool {
         if tag == b'E' {
             self.uncommitted.error();
         }
-        self.prepared.incoming(&mut conn.backend.statements, tag)
+        self.prepared
+            .answer(&mut conn.backend.statements, tag, body)
     }
 
     fn release(&mut self, conn: Leased, reusable: bool) {

@@ -34,6 +34,7 @@ mod lookup;
 mod messages;
 mod ops;
 mod parse_limits;
+mod plan_cache;
 mod policy;
 mod pooling;
 mod pooling_more;
