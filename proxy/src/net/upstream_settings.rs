@@ -45,7 +45,8 @@ pub struct UpstreamConfig {
     pub connect_timeout_seconds: u64,
     /// Caches the plans of the clients' unnamed statements on the upstream connection (prepared
     /// there under a digest name, so PostgreSQL's plan cache applies; see README "Plan caching").
-    /// Session-mode sessions of users without end users. Default `false`.
+    /// Sessions of session mode (except those of application users, whose connections change
+    /// with the end user) and of transaction mode. Default `false`.
     #[serde(default)]
     pub plan_cache: bool,
 }

@@ -391,6 +391,7 @@ impl Prepared {
         self.answered = 0;
         self.quiet = server.now();
         self.status = b'I';
+        self.cache_attached();
     }
 }
 

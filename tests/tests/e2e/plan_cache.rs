@@ -248,3 +248,26 @@ for uri in sys.argv[1:2]:
     assert_eq!(direct, through, "psycopg's rows through the plan cache");
     assert!(through.contains("(3, 'n3', 7)"), "{through}");
 }
+
+#[tokio::test]
+async fn in_transaction_mode_clients_of_a_pool_share_one_statement_and_ddl_needs_no_retry_by_them()
+{
+    let pool = super::pooling::pool_section(1, "");
+    let (pg, proxy) = served(TABLE, true, &pool);
+    let a = connect(&proxy).await;
+    let b = connect(&proxy).await;
+    let sql = "SELECT * FROM t WHERE id = 3";
+    // A's named statement and B's unnamed one have the same text: one statement upstream.
+    let named = a.prepare(sql).await.unwrap();
+    for _ in 0..4 {
+        assert_eq!(a.query(&named, &[]).await.unwrap()[0].len(), 2);
+        assert_eq!(b.query_typed(sql, &[]).await.unwrap()[0].len(), 2);
+    }
+    let listed = "SELECT count(*)::text FROM pg_prepared_statements WHERE name LIKE 'maschera_ps_%' \
+                  AND statement = 'SELECT * FROM t WHERE id = 3'";
+    assert_eq!(unnamed(&b, listed, &[]).await, ["1"], "prepared once");
+    pg.execute("ALTER TABLE t ADD COLUMN extra int DEFAULT 7")
+        .unwrap();
+    let row = &b.query_typed(sql, &[]).await.expect("no error")[0];
+    assert_eq!((row.len(), row.get::<_, Option<i32>>(2)), (3, Some(7)));
+}

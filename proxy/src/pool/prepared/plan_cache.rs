@@ -319,6 +319,15 @@ impl Prepared {
         self.incoming(server, tag)
     }
 
+    /// A new connection was attached (transaction mode): no cycle is in flight on it.
+    pub(super) fn cache_attached(&mut self) {
+        if let Some(cache) = self.unnamed.as_mut() {
+            cache.in_cycle = false;
+            cache.recording = None;
+            cache.withhold_ready = false;
+        }
+    }
+
     /// A cycle to send again (see the module doc), once.
     pub fn injection(&mut self) -> Option<BytesMut> {
         self.unnamed.as_mut()?.injection.take()
