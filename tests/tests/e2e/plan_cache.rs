@@ -96,6 +96,16 @@ async fn repeated_unnamed_statements_run_from_one_prepared_statement_with_the_sa
         results.push(unnamed(&client, insert, &[(&101, Type::INT4)]).await);
         client.batch_execute("ROLLBACK").await.unwrap();
         results.push(unnamed(&client, "SELECT count(*)::text FROM t", &[]).await);
+        // The client's own named statements are its own, under their names.
+        let named = client
+            .prepare("SELECT name FROM t WHERE id = 4")
+            .await
+            .unwrap();
+        let rows = client.query(&named, &[]).await.unwrap();
+        results.push(vec![rows[0].get::<_, String>(0)]);
+        let own = "SELECT count(*)::text FROM pg_prepared_statements \
+                   WHERE name NOT LIKE 'maschera_ps_%' AND statement LIKE '%id = 4'";
+        results.push(super::pooling::rows(&client, own).await.concat());
         let (statements, executions) = cached(&client).await;
         if plan_cache {
             assert_eq!(statements, 4, "one statement per text");
@@ -114,7 +124,8 @@ async fn repeated_unnamed_statements_run_from_one_prepared_statement_with_the_sa
         "the same results with and without the cache"
     );
     assert_eq!(seen[1][0], ["10|n10", "11|n11", "12|n12"]);
-    assert_eq!(seen[1].last().unwrap(), &["21"]);
+    assert_eq!(seen[1][seen[1].len() - 3], ["21"]);
+    assert_eq!(seen[1].last().unwrap(), &["1"]);
 }
 
 #[tokio::test]
@@ -270,4 +281,52 @@ async fn in_transaction_mode_clients_of_a_pool_share_one_statement_and_ddl_needs
         .unwrap();
     let row = &b.query_typed(sql, &[]).await.expect("no error")[0];
     assert_eq!((row.len(), row.get::<_, Option<i32>>(2)), (3, Some(7)));
+}
+
+/// sam's rows of `sql` (unnamed statements, `id` from 1 to 7) through a CRM proxy with the access
+/// log, with and without the cache, and the statement records the log holds for them.
+async fn sam_through_crm(plan_cache: bool, sql: &str) -> (Vec<Vec<String>>, usize) {
+    let crm = maschera_tests::Fixture::crm(200)
+        .access_log("plancache")
+        .config(|options| options.upstream_extra = format!("plan_cache = {plan_cache}"))
+        .start()
+        .await
+        .expect("start the CRM");
+    let sam = crm.through_proxy("sam").await;
+    let mut seen = Vec::new();
+    for id in 1..=7i32 {
+        seen.push(unnamed(&sam, sql, &[(&id, Type::INT4)]).await);
+    }
+    drop(sam);
+    let dir = crm.audit_dir();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let logged = maschera_tests::access_log_records(&dir)
+            .iter()
+            .filter(|r| r["event"] == "statement" && r.to_string().contains("tax_code"))
+            .count();
+        if logged >= 7 || std::time::Instant::now() > deadline {
+            return (seen, logged);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[tokio::test]
+async fn a_restricted_user_sees_the_same_masked_rows_and_the_access_log_one_record_per_statement() {
+    let sql = "SELECT id::text, tax_code, region FROM contacts WHERE id >= $1 ORDER BY id LIMIT 2";
+    let (without, logged_without) = sam_through_crm(false, sql).await;
+    let (with, logged_with) = sam_through_crm(true, sql).await;
+    assert_eq!(without, with, "sam's rows with and without the cache");
+    let masked = |row: &String| row.split('|').nth(1).is_some_and(|tax| tax.contains('*'));
+    assert!(
+        with.iter()
+            .all(|rows| rows.len() == 2 && rows.iter().all(masked)),
+        "{with:?}"
+    );
+    assert_eq!(
+        (logged_without, logged_with),
+        (7, 7),
+        "one record per statement"
+    );
 }
