@@ -46,8 +46,10 @@ use super::ServerStatements;
 /// The largest cycle recorded to be sent again.
 const MAX_RECORDING: usize = 1 << 20;
 
-/// What the error of a stale statement says (PostgreSQL's `RevalidateCachedQuery`).
+/// What the error of a stale statement says (in English), and the routine that raises it (in any
+/// `lc_messages`).
 const RESULT_TYPE_CHANGED: &[u8] = b"cached plan must not change result type";
+const REVALIDATE: &[u8] = b"RevalidateCachedQuery";
 
 /// The unnamed statement's state on one session (see the module doc).
 #[derive(Debug, Default)]
@@ -130,12 +132,15 @@ pub(super) fn cacheable(sql: &[u8]) -> bool {
 /// Whether an ErrorResponse says `server` went stale (see the module doc).
 fn stale(body: &[u8], server: &[u8]) -> bool {
     let code = frame::sqlstate(body).unwrap_or_default();
-    let message = frame::error_fields(body)
-        .find(|(field, _)| *field == b'M')
-        .map(|(_, m)| m)
-        .unwrap_or_default();
+    let field = |name: u8| {
+        frame::error_fields(body)
+            .find(|(field, _)| *field == name)
+            .map(|(_, value)| value)
+            .unwrap_or_default()
+    };
+    let message = field(b'M');
     match code {
-        "0A000" => message == RESULT_TYPE_CHANGED,
+        "0A000" => message == RESULT_TYPE_CHANGED || field(b'R') == REVALIDATE,
         "26000" => message.windows(server.len()).any(|w| w == server),
         _ => false,
     }
@@ -553,6 +558,21 @@ mod tests {
         client.answer(&mut server, b'1', b"");
         assert!(!client.answer(&mut server, b'E', &stale));
         assert!(client.injection().is_none());
+    }
+
+    #[test]
+    fn a_stale_statement_is_known_by_its_code_and_routine_in_any_language() {
+        let translated = b"SERROR\0C0A000\0Mder Plan darf den Ergebnistyp nicht aendern\0\
+            RRevalidateCachedQuery\0\0";
+        assert!(stale(translated, b"maschera_ps_1"));
+        let other = b"SERROR\0C0A000\0Mnot supported\0Rsomething_else\0\0";
+        assert!(!stale(other, b"maschera_ps_1"));
+        let gone = error(
+            "26000",
+            "prepared statement \"maschera_ps_1\" does not exist",
+        );
+        assert!(stale(&gone, b"maschera_ps_1"));
+        assert!(!stale(&gone, b"maschera_ps_2"));
     }
 
     #[test]
