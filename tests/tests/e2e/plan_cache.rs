@@ -330,3 +330,75 @@ async fn a_restricted_user_sees_the_same_masked_rows_and_the_access_log_one_reco
         "one record per statement"
     );
 }
+
+/// pgjdbc with `prepareThreshold=0` (every statement unnamed), autocommit: seven lookups, a column
+/// added by another session (args 3 to 5: straight on PostgreSQL), more lookups; prints each row.
+const JDBC_CLIENT: &str = r#"
+import java.sql.*;
+import java.util.*;
+
+public class PlanCacheClient {
+    public static void main(String[] args) throws Exception {
+        Properties props = new Properties();
+        props.setProperty("user", args[1]);
+        props.setProperty("password", args[2]);
+        props.setProperty("prepareThreshold", "0");
+        Properties owner = new Properties();
+        owner.setProperty("user", args[4]);
+        owner.setProperty("password", args[5]);
+        try (Connection c = DriverManager.getConnection(args[0], props);
+             Connection other = DriverManager.getConnection(args[3], owner)) {
+            PreparedStatement ps = c.prepareStatement("SELECT * FROM t WHERE id = ?");
+            for (int round = 0; round < 9; round++) {
+                if (round == 7) {
+                    other.createStatement().execute("ALTER TABLE t ADD COLUMN extra int DEFAULT 7");
+                }
+                ps.setInt(1, round + 1);
+                try (ResultSet rs = ps.executeQuery()) {
+                    int n = rs.getMetaData().getColumnCount();
+                    while (rs.next()) {
+                        StringBuilder row = new StringBuilder();
+                        for (int i = 1; i <= n; i++) row.append(rs.getString(i)).append('|');
+                        System.out.println(row);
+                    }
+                }
+            }
+        }
+        System.out.println("done");
+    }
+}
+"#;
+
+#[test]
+fn pgjdbc_unnamed_statements_get_the_same_rows_across_a_schema_change() {
+    let run = |pg: &PgServer, url: &str, user: &str, password: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let java_file = dir.path().join("PlanCacheClient.java");
+        std::fs::write(&java_file, JDBC_CLIENT).unwrap();
+        let direct = format!("jdbc:postgresql://127.0.0.1:{}/postgres", pg.port());
+        let out = std::process::Command::new("java")
+            .args(["-Xshare:auto", "-XX:TieredStopAtLevel=1", "-cp"])
+            .arg("/usr/share/java/postgresql.jar")
+            .arg(&java_file)
+            .args([url, user, password, &direct])
+            .args([maschera_tests::pg::SUPERUSER, pg.password()])
+            .output()
+            .expect("java");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success() && stdout.ends_with("done\n"),
+            "pgjdbc failed:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+    let (pg, _) = served(TABLE, false, "");
+    let url = format!("jdbc:postgresql://127.0.0.1:{}/postgres", pg.port());
+    let direct = run(&pg, &url, maschera_tests::pg::SUPERUSER, pg.password());
+    let (pg, proxy) = served(TABLE, true, "");
+    let url = format!("jdbc:postgresql://127.0.0.1:{}/postgres", proxy.port());
+    let (user, password) = (maschera_tests::TEST_USER, maschera_tests::TEST_PASSWORD);
+    let through = run(&pg, &url, user, password);
+    assert_eq!(direct, through, "pgjdbc's rows through the plan cache");
+    assert!(through.contains("8|n8|7|"), "{through}");
+}
