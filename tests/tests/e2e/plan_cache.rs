@@ -402,3 +402,31 @@ fn pgjdbc_unnamed_statements_get_the_same_rows_across_a_schema_change() {
     assert_eq!(direct, through, "pgjdbc's rows through the plan cache");
     assert!(through.contains("8|n8|7|"), "{through}");
 }
+
+#[tokio::test]
+async fn pipelined_statements_get_their_own_answers_in_order() {
+    let (_pg, proxy) = served(TABLE, true, "");
+    let client = std::sync::Arc::new(connect(&proxy).await);
+    let sql = "SELECT name FROM t WHERE id = $1";
+    // Warm: the statement is held, then twenty lookups sent before any answer (tokio-postgres
+    // pipelines concurrent queries of one client), twice.
+    for id in 1..=6 {
+        assert_eq!(
+            unnamed(&client, sql, &[(&id, Type::INT4)]).await,
+            [format!("n{id}")]
+        );
+    }
+    for _ in 0..2 {
+        let mut lookups = tokio::task::JoinSet::new();
+        for id in 1..=20i32 {
+            let client = client.clone();
+            lookups.spawn(async move {
+                let rows = client.query_typed(sql, &[(&id, Type::INT4)]).await;
+                assert_eq!(rows.unwrap()[0].get::<_, String>(0), format!("n{id}"));
+            });
+        }
+        while let Some(done) = lookups.join_next().await {
+            done.unwrap();
+        }
+    }
+}
