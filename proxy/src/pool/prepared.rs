@@ -261,6 +261,17 @@ impl Prepared {
         }
     }
 
+    /// Whether a Bind, Describe or Close naming `name` is sent under another name: the client's
+    /// named statements (unless they pass: session mode), the proxy's namespace, and the unnamed
+    /// statement when the cache made it one of the connection's.
+    fn renames(&self, name: &[u8]) -> bool {
+        if name.is_empty() {
+            self.unnamed_statement().is_some()
+        } else {
+            !self.pass_named || name.starts_with(PREFIX)
+        }
+    }
+
     fn rewrite(&mut self, server: &mut ServerStatements, frame: &[u8], out: &mut BytesMut) {
         let Ok(message) = Frontend::decode(frame) else {
             out.extend_from_slice(frame);
@@ -300,7 +311,7 @@ impl Prepared {
                 portal,
                 statement,
                 rest,
-            } if !statement.is_empty() || self.unnamed_statement().is_some() => {
+            } if self.renames(statement) => {
                 let name = self.use_statement(server, statement, out);
                 Frontend::Bind {
                     portal,
@@ -312,7 +323,7 @@ impl Prepared {
             Frontend::Describe {
                 target: Target::Statement,
                 name,
-            } if !name.is_empty() || self.unnamed_statement().is_some() => {
+            } if self.renames(name) => {
                 let name = self.use_statement(server, name, out);
                 Frontend::Describe {
                     target: Target::Statement,
@@ -323,7 +334,7 @@ impl Prepared {
             Frontend::Close {
                 target: Target::Statement,
                 name,
-            } if !name.is_empty() && !self.pass_named => {
+            } if !name.is_empty() && self.renames(name) => {
                 self.statements.remove(name);
                 Frontend::Close {
                     target: Target::Statement,

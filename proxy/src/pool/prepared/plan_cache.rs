@@ -561,6 +561,39 @@ mod tests {
     }
 
     #[test]
+    fn in_session_mode_named_statements_pass_as_they_came_but_the_proxys_names_do_not() {
+        let mut client = Prepared::new(10).passing_named().with_plan_cache(true);
+        let mut server = ServerStatements::default();
+        let frames = |statement: &str| -> Vec<u8> {
+            let parse = Frontend::Parse {
+                name: b"s1",
+                sql: b"SELECT 1",
+                param_types: b"\0\0",
+            };
+            let bind = Frontend::Bind {
+                portal: b"",
+                statement: statement.as_bytes(),
+                rest: b"\0\0\0\0\0\0",
+            };
+            [parse.to_frame(), bind.to_frame(), Frontend::Sync.to_frame()]
+                .iter()
+                .flat_map(|p| p.to_vec())
+                .collect()
+        };
+        let named = frames("s1");
+        let sent = client.outgoing(&mut server, &named).unwrap();
+        assert_eq!(&sent[..], &named[..]);
+        answer(&mut client, &mut server, b"12Z");
+        let sent = client
+            .outgoing(&mut server, &frames("maschera_ps_1"))
+            .unwrap();
+        assert_eq!(
+            messages(&sent),
+            ["P s1 SELECT 1", "B maschera_ps_none", "S"].map(String::from)
+        );
+    }
+
+    #[test]
     fn a_stale_statement_is_known_by_its_code_and_routine_in_any_language() {
         let translated = b"SERROR\0C0A000\0Mder Plan darf den Ergebnistyp nicht aendern\0\
             RRevalidateCachedQuery\0\0";
