@@ -37,6 +37,7 @@ mod messages;
 mod ops;
 mod orm_node;
 mod parse_limits;
+mod plan_cache;
 mod policy;
 mod pooling;
 mod pooling_more;
