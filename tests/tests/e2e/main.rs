@@ -8,6 +8,7 @@
 #![allow(unsafe_code, reason = "libc::kill and std::env::set_var in tests")]
 
 mod applyowner;
+mod attack_round3;
 mod audit;
 mod catalog;
 mod compat;
