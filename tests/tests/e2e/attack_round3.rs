@@ -1648,3 +1648,50 @@ async fn role_defaults_set_straight_do_not_reach_the_proxys_sessions() {
         "ALTER ROLE straight: {altered:?}"
     );
 }
+
+#[tokio::test]
+#[ignore = "leak (both paths): rows read without ORDER BY come in the table's physical order, which \
+            for rows never updated is the order of their clear serial ids: the analyst's k-th \
+            unordered contact (deal, ticket, ...) has clear id k, which undoes the pseudonyms as the \
+            child tables' clear ids did"]
+async fn the_analysts_unordered_read_does_not_follow_the_clear_ids() {
+    let round = Round::start().await;
+    let by_id = round
+        .owner_values("SELECT created_at::text FROM contacts ORDER BY id")
+        .await;
+    for path in [Path::Simple, Path::Straight] {
+        let rows = round
+            .rows("analyst", &[path], "SELECT created_at::text FROM contacts")
+            .await;
+        let read: Vec<String> = rows[0].iter().map(|r| r[0].clone()).collect();
+        assert_ne!(
+            read, by_id,
+            "{path:?}: the unordered read lists the contacts in the order of their clear ids"
+        );
+    }
+}
+
+#[tokio::test]
+#[ignore = "integrity (database lock alone): a role's login used straight may ALTER ROLE itself: \
+            PASSWORD (the proxy then cannot log in as the role, every user of the role is locked \
+            out) and SET of session defaults (row_security, statement_timeout, search_path, ...) that \
+            the proxy's sessions of the role then run with"]
+async fn a_login_used_straight_cannot_alter_its_own_role() {
+    let round = Round::start().await;
+    let login = round.session("sales", Path::Straight).await;
+    for sql in [
+        "ALTER ROLE CURRENT_USER SET row_security = off",
+        "ALTER ROLE CURRENT_USER SET statement_timeout = 1",
+        "ALTER ROLE CURRENT_USER PASSWORD 'Changed-by-the-login-r3'",
+    ] {
+        let outcome = login.simple(sql).await;
+        assert!(outcome.error.is_some(), "`{sql}` was accepted");
+    }
+    let sam = round.session("sales", Path::Simple).await;
+    assert!(
+        sam.simple("SELECT count(*) FROM contacts")
+            .await
+            .error
+            .is_none()
+    );
+}
