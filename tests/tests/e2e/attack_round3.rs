@@ -1695,3 +1695,42 @@ async fn a_login_used_straight_cannot_alter_its_own_role() {
             .is_none()
     );
 }
+
+#[tokio::test]
+async fn policy_apply_resets_the_session_defaults_a_login_set_on_itself() {
+    let round = Round::start().await;
+    let login = round.session("sales", Path::Straight).await;
+    for sql in [
+        "ALTER ROLE CURRENT_USER SET standard_conforming_strings = off",
+        "ALTER ROLE CURRENT_USER IN DATABASE crm SET client_encoding = 'SJIS'",
+        "ALTER ROLE CURRENT_USER IN DATABASE crm SET search_path = public",
+    ] {
+        login.simple(sql).await.ok();
+    }
+    let show = "SELECT current_setting('standard_conforming_strings'), \
+                current_setting('client_encoding'), current_setting('search_path')";
+    let tampered = round.session("sales", Path::Simple).await;
+    assert_ne!(
+        tampered.simple(show).await.ok()[0],
+        ["on", "UTF8", "maschera_sales"],
+        "the login's own defaults reach the proxy's sessions (the attack this apply undoes)"
+    );
+    apply_policy(&round.crm.pg, CRM_DB, &round.crm.applied, CRM_PSEUDONYM_KEY)
+        .expect("apply again");
+    let sam = round.session("sales", Path::Simple).await;
+    assert_eq!(
+        sam.simple(show).await.ok()[0],
+        ["on", "UTF8", "maschera_sales"]
+    );
+    let smuggled = sam
+        .simple("SELECT 'a\\', ' AS x; SET maschera.region TO south; SELECT 1 --'")
+        .await;
+    assert_eq!(
+        smuggled.ok()[0],
+        ["a\\", " AS x; SET maschera.region TO south; SELECT 1 --"]
+    );
+    let north = round
+        .owner_value("SELECT count(*) FROM contacts WHERE region = 'north'")
+        .await;
+    assert_eq!(region_and_count(&sam).await, ["north".to_owned(), north]);
+}
