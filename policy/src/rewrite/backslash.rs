@@ -1,8 +1,9 @@
 //! Backslashes in plain string literals: the text sent upstream must read the same whatever the
 //! session's `standard_conforming_strings`. The proxy reads `'...'` with it on (a backslash is a
-//! character), but the upstream session may have it off without the proxy seeing a `SET`: a server
-//! or database setting, or a role default a login set on itself. There `'a\'` does not end where
-//! the proxy read it, and the rest of the text, which the proxy read as a literal, runs as SQL.
+//! character); the proxy pins the setting on in each session's startup packet, and this module is
+//! the second wall: should the session still have it off (a server, database or role default that
+//! reached it), `'a\'` would not end where the proxy read it, and the rest of the text, which the
+//! proxy read as a literal, would run as SQL.
 //! So a plain literal holding a backslash goes upstream as an `E'...'` literal of the same value
 //! (read the same in both modes), a text whose constants hold a backslash is never served from the
 //! shape cache, and a serialized text that still holds one in a plain literal is refused (0A000).

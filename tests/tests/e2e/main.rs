@@ -7,6 +7,7 @@
 )]
 #![allow(unsafe_code, reason = "libc::kill and std::env::set_var in tests")]
 
+mod apply_locks;
 mod applyowner;
 mod attack_round3;
 mod audit;
@@ -31,6 +32,7 @@ mod framework;
 mod harness;
 mod lifecycle;
 mod limits;
+mod login_defaults;
 mod lookup;
 mod messages;
 mod ops;
