@@ -1702,8 +1702,9 @@ async fn the_analysts_unordered_read_does_not_follow_the_clear_ids() {
 #[tokio::test]
 #[ignore = "integrity (database lock alone): a role's login used straight may ALTER ROLE itself: \
             PASSWORD (the proxy then cannot log in as the role, every user of the role is locked \
-            out) and SET of session defaults (row_security, statement_timeout, search_path, ...) that \
-            the proxy's sessions of the role then run with"]
+            out) and SET of session defaults the proxy does not pin (statement_timeout, \
+            default_transaction_read_only, ...) that the proxy's sessions of the role then run with \
+            until the next policy apply"]
 async fn a_login_used_straight_cannot_alter_its_own_role() {
     let round = Round::start().await;
     let login = round.session("sales", Path::Straight).await;
