@@ -9,6 +9,7 @@
 
 mod apply_locks;
 mod applyowner;
+mod attack_round3;
 mod audit;
 mod catalog;
 mod compat;
