@@ -226,7 +226,6 @@ pub fn apply_steps(
 ) -> Result<Vec<Step>, String> {
     let schemas = table_schemas(&live.catalog);
     let mut steps = vec![search_path_step(&schemas)];
-    steps.extend(private_key_steps(options, live));
 
     let mut wanted_logins: BTreeSet<String> =
         policy.restricted_roles().map(|r| live.login(r)).collect();
@@ -260,16 +259,17 @@ pub fn apply_steps(
             && name != PRIVATE_SCHEMA
             && name != db_lock::LOOKUP_SCHEMA
     };
-    for (schema, _) in live
+    // Every schema of views goes first, in consecutive statements, before anything else takes an
+    // exclusive lock: a restricted session locks its views before the tables and the key table under
+    // them, so an apply that held one of those while it waited for a view could deadlock with it
+    // (and PostgreSQL may then cancel the session's statement rather than the apply).
+    let stale_schemas: Vec<&String> = live
         .schemas
         .iter()
         .filter(|(s, managed)| stale(&wanted_schemas, s, **managed))
-    {
-        steps.push(Step::plain(format!(
-            "DROP SCHEMA IF EXISTS {} CASCADE",
-            quote_ident(schema)
-        )));
-    }
+        .map(|(schema, _)| schema)
+        .collect();
+    steps.extend(drop_views_steps_and(policy, &stale_schemas));
     for (login, _) in live
         .logins
         .iter()
@@ -281,9 +281,7 @@ pub fn apply_steps(
         steps.push(Step::plain(format!("DROP OWNED BY {who}")));
         steps.push(Step::plain(format!("DROP ROLE {who}")));
     }
-    // Views first, then tables: a restricted session locks its view before the table under it, so
-    // taking the locks in the same order cannot deadlock with it.
-    steps.extend(drop_views_steps(policy));
+    steps.extend(private_key_steps(options, live));
     for role in policy.restricted_roles() {
         if access.contains_key(&role.name) {
             steps.extend(login_steps(role, live, options));
@@ -419,15 +417,43 @@ pub fn search_path_step(schemas: &[String]) -> Step {
     ))
 }
 
+/// The settings every session of role `role`'s login runs with. `policy apply` makes them the
+/// login's defaults (for a DBA's own connections as the login), and the proxy sends them in the
+/// startup packet of each session it opens as the login, where they override any default the login
+/// was given since: a login may `ALTER ROLE CURRENT_USER SET` its own, and the proxy reads each
+/// statement as PostgreSQL will only with standard strings and UTF-8, and resolves its names only
+/// with the role's schema of views first. Each value reads the same in `ALTER ROLE ... SET` and in
+/// a startup packet (the schema's name quoted as an identifier).
+pub fn login_settings(role: &str) -> [(&'static str, String); 5] {
+    [
+        ("search_path", quote_ident(&crate::model::login_name(role))),
+        // Correlated filter probes make cost estimates high; compiling such plans costs more than
+        // it saves.
+        ("jit", "off".to_string()),
+        ("standard_conforming_strings", "on".to_string()),
+        ("client_encoding", "UTF8".to_string()),
+        ("row_security", "on".to_string()),
+    ]
+}
+
 /// Drops every restricted role's views (run before a schema change that views depend on, such as
 /// `ALTER TABLE ... DROP COLUMN`, in the same transaction; then [`recreate_views_steps`]).
 /// The first step takes [`objects_lock_step`].
 pub fn drop_views_steps(policy: &Policy) -> Vec<Step> {
+    drop_views_steps_and(policy, &[])
+}
+
+/// [`drop_views_steps`], dropping the schemas `stale` as well, before any table is locked.
+fn drop_views_steps_and(policy: &Policy, stale: &[&String]) -> Vec<Step> {
     let mut steps = vec![objects_lock_step()];
-    steps.extend(policy.restricted_roles().map(|role| {
+    let schemas = policy
+        .restricted_roles()
+        .map(|role| role.login())
+        .chain(stale.iter().map(|schema| schema.to_string()));
+    steps.extend(schemas.map(|schema| {
         Step::plain(format!(
             "DROP SCHEMA IF EXISTS {} CASCADE",
-            quote_ident(&role.login())
+            quote_ident(&schema)
         ))
     }));
     steps.extend(db_lock::drop_row_security_steps());
@@ -537,12 +563,22 @@ fn login_steps(role: &Role, live: &LiveState, options: &ApplyOptions) -> Vec<Ste
             .trim_end()
         )
     )));
-    steps.push(Step::plain(format!(
-        "ALTER ROLE {who} SET search_path TO {}",
-        quote_ident(&role.login())
-    )));
-    // Correlated filter probes make cost estimates high; compiling such plans costs more than it saves.
-    steps.push(Step::plain(format!("ALTER ROLE {who} SET jit TO off")));
+    // A login may ALTER ROLE itself (PostgreSQL lets any role set its own session defaults), and the
+    // proxy's sessions of the role would run with them (standard_conforming_strings off makes a
+    // literal read differently): each apply drops whatever defaults it did not set itself
+    // (the proxy also pins the settings below in each session's startup packet).
+    steps.push(Step::plain(format!("ALTER ROLE {who} RESET ALL")));
+    if !live.database.is_empty() {
+        steps.push(Step::plain(format!(
+            "ALTER ROLE {who} IN DATABASE {} RESET ALL",
+            quote_ident(&live.database)
+        )));
+    }
+    for (name, value) in login_settings(&role.name) {
+        steps.push(Step::plain(format!(
+            "ALTER ROLE {who} SET {name} TO {value}"
+        )));
+    }
     if !live.database.is_empty() {
         steps.push(Step::plain(format!(
             "GRANT CONNECT ON DATABASE {} TO {who}",
@@ -969,10 +1005,19 @@ mod tests {
             .collect();
         let alters: Vec<&String> = sql
             .iter()
-            .filter(|s| s.starts_with("ALTER ROLE") && !s.contains(" SET "))
+            .filter(|s| {
+                s.starts_with("ALTER ROLE") && !s.contains(" SET ") && !s.ends_with(" RESET ALL")
+            })
             .collect();
         // A non-superuser may not name NOSUPERUSER, NOREPLICATION or NOBYPASSRLS: only what differs.
         assert_eq!(alters, ["ALTER ROLE \"maschera_sales_owner\" NOINHERIT"]);
+        // The session defaults a login may have set on itself are dropped on every apply.
+        for reset in [
+            "ALTER ROLE \"maschera_sales\" RESET ALL",
+            "ALTER ROLE \"maschera_sales\" IN DATABASE \"crm\" RESET ALL",
+        ] {
+            assert!(sql.contains(&reset.to_owned()), "missing {reset}\n{sql:#?}");
+        }
         for expected in [
             "ALTER SCHEMA maschera_private OWNER TO \"app\"",
             "ALTER TABLE maschera_private.keys OWNER TO \"app\"",
