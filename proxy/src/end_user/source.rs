@@ -117,8 +117,8 @@ impl UpstreamSource for SessionConnections<'_> {
         self.prepared.outgoing(&mut conn.statements, bytes)
     }
 
-    fn incoming(&mut self, conn: &mut SessionConn, tag: u8) -> bool {
-        self.prepared.incoming(&mut conn.statements, tag)
+    fn incoming(&mut self, conn: &mut SessionConn, tag: u8, body: &[u8]) -> bool {
+        self.prepared.answer(&mut conn.statements, tag, body)
     }
 
     fn release(&mut self, conn: SessionConn, reusable: bool) {
