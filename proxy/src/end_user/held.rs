@@ -29,7 +29,9 @@
 //!   the client does not get. A `COMMIT` / `ROLLBACK` in the extended protocol with nothing replayed
 //!   runs outside a block (its warning withheld; `COMMIT` of a failed block answers `ROLLBACK`).
 //!   A named `BEGIN` prepared so and bound later where it cannot be held (after statements of the
-//!   same implicit transaction) is refused with 0A000; inside a block it answers `BEGIN`.
+//!   same implicit transaction) is refused with 0A000; inside a block it answers `BEGIN`. Nothing is
+//!   replayed in a batch after a message the proxy refused (PostgreSQL skips the rest of the batch
+//!   up to its Sync, a Query included, so the replay would never be answered).
 //!
 //! Not for: statements other than transaction control before the end user is set (`SET LOCAL
 //! statement_timeout`: they replay the `BEGIN`).
