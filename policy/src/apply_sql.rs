@@ -361,6 +361,25 @@ pub fn search_path_step(schemas: &[String]) -> Step {
     ))
 }
 
+/// The settings every session of role `role`'s login runs with. `policy apply` makes them the
+/// login's defaults (for a DBA's own connections as the login), and the proxy sends them in the
+/// startup packet of each session it opens as the login, where they override any default the login
+/// was given since: a login may `ALTER ROLE CURRENT_USER SET` its own, and the proxy reads each
+/// statement as PostgreSQL will only with standard strings and UTF-8, and resolves its names only
+/// with the role's schema of views first. Each value reads the same in `ALTER ROLE ... SET` and in
+/// a startup packet (the schema's name quoted as an identifier).
+pub fn login_settings(role: &str) -> [(&'static str, String); 5] {
+    [
+        ("search_path", quote_ident(&crate::model::login_name(role))),
+        // Correlated filter probes make cost estimates high; compiling such plans costs more than
+        // it saves.
+        ("jit", "off".to_string()),
+        ("standard_conforming_strings", "on".to_string()),
+        ("client_encoding", "UTF8".to_string()),
+        ("row_security", "on".to_string()),
+    ]
+}
+
 /// Drops every restricted role's views (run before a schema change that views depend on, such as
 /// `ALTER TABLE ... DROP COLUMN`, in the same transaction; then [`recreate_views_steps`]).
 /// The first step takes [`objects_lock_step`].
@@ -488,12 +507,22 @@ fn login_steps(role: &Role, live: &LiveState, options: &ApplyOptions) -> Vec<Ste
             .trim_end()
         )
     )));
-    steps.push(Step::plain(format!(
-        "ALTER ROLE {who} SET search_path TO {}",
-        quote_ident(&role.login())
-    )));
-    // Correlated filter probes make cost estimates high; compiling such plans costs more than it saves.
-    steps.push(Step::plain(format!("ALTER ROLE {who} SET jit TO off")));
+    // A login may ALTER ROLE itself (PostgreSQL lets any role set its own session defaults), and the
+    // proxy's sessions of the role would run with them (standard_conforming_strings off makes a
+    // literal read differently): each apply drops whatever defaults it did not set itself
+    // (the proxy also pins the settings below in each session's startup packet).
+    steps.push(Step::plain(format!("ALTER ROLE {who} RESET ALL")));
+    if !live.database.is_empty() {
+        steps.push(Step::plain(format!(
+            "ALTER ROLE {who} IN DATABASE {} RESET ALL",
+            quote_ident(&live.database)
+        )));
+    }
+    for (name, value) in login_settings(&role.name) {
+        steps.push(Step::plain(format!(
+            "ALTER ROLE {who} SET {name} TO {value}"
+        )));
+    }
     if !live.database.is_empty() {
         steps.push(Step::plain(format!(
             "GRANT CONNECT ON DATABASE {} TO {who}",
@@ -846,10 +875,19 @@ mod tests {
             .collect();
         let alters: Vec<&String> = sql
             .iter()
-            .filter(|s| s.starts_with("ALTER ROLE") && !s.contains(" SET "))
+            .filter(|s| {
+                s.starts_with("ALTER ROLE") && !s.contains(" SET ") && !s.ends_with(" RESET ALL")
+            })
             .collect();
         // A non-superuser may not name NOSUPERUSER, NOREPLICATION or NOBYPASSRLS: only what differs.
         assert_eq!(alters, ["ALTER ROLE \"maschera_sales_owner\" NOINHERIT"]);
+        // The session defaults a login may have set on itself are dropped on every apply.
+        for reset in [
+            "ALTER ROLE \"maschera_sales\" RESET ALL",
+            "ALTER ROLE \"maschera_sales\" IN DATABASE \"crm\" RESET ALL",
+        ] {
+            assert!(sql.contains(&reset.to_owned()), "missing {reset}\n{sql:#?}");
+        }
         for expected in [
             "ALTER SCHEMA maschera_private OWNER TO \"app\"",
             "ALTER TABLE maschera_private.keys OWNER TO \"app\"",

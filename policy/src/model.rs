@@ -1,10 +1,12 @@
 //! The policy as DBAs mean it, validated: settings, roles (who, why, on which lawful basis), tables and
-//! their personal columns, each role's rule per table, and the table's retention and erasure and the
-//! Art. 30 record keeping — the plain types, with no logic that needs another policy module. `Policy::parse`
-//! (in `validate`) turns the TOML text into this model and reports every problem with file, line and
-//! column; the domain modules (`retention`, `erasure`, `controller`, `framework`) parse and use their
-//! parts and re-export their types from here. Not for: validation (see `validate`), the live database
-//! (see `compile` for checks against a catalog) or SQL generation (see `apply_sql` and `db_lock`).
+//! their personal columns, each role's rule per table, each table's retention and erasure, and the
+//! Art. 30 record keeping. Plain types and what needs no other module than `access`, `diagnostics`
+//! and `filter` (none of which uses this one), so every other module may use them without a cycle.
+//! `Policy::parse` (in `validate`) turns the TOML text into this model and reports every problem with
+//! file, line and column; the domain modules (`retention`, `erasure`, `controller`, `framework`) parse
+//! and use their parts and re-export their types from here. Not for: validation (see `validate`), the
+//! live database (see `compile` for checks against a catalog) or SQL generation (see `apply_sql` and
+//! `db_lock`).
 
 pub use crate::access::is_identifier;
 use crate::access::{

@@ -9,6 +9,7 @@
 
 mod apply_locks;
 mod applyowner;
+mod attack_round3;
 mod audit;
 mod catalog;
 mod compat;
@@ -31,10 +32,13 @@ mod framework;
 mod harness;
 mod lifecycle;
 mod limits;
+mod login_defaults;
 mod lookup;
 mod messages;
 mod ops;
+mod orm_node;
 mod parse_limits;
+mod plan_cache;
 mod policy;
 mod pooling;
 mod pooling_more;
