@@ -8,8 +8,7 @@ reference a unit makes to another is read into a graph: `crate::a::b` paths wher
 (use lines, paths in code, grouped and nested imports such as `crate::{net::{tls, upstream}, wire}`;
 tests included), and inside a layer folder `super::child` (from a child) or `child::` (from its
 `mod.rs`). Two checks, each printed with the edges that break it; exit 1 when either fails:
-- cycles: the graph's strongly connected components of two or more units (except a cycle among
-  the modules KNOWN_CYCLES lists for the root, reported as known);
+- cycles: the graph's strongly connected components of two or more units (none is tolerated);
 - layers: a unit of a layer folder referring to a unit of a higher layer folder (LAYERS lists each
   root's layer folders lowest first; top-level modules outside them are not ranked).
 Usage: .ci/module_cycles.py proxy/src [policy/src]
@@ -24,20 +23,6 @@ import sys
 LAYERS = {
     "proxy/src": ["wire", "net", "admin", "session", "enforce", "server", "ops", "cli"],
 }
-
-# Cycles known when this check started, per root: a cycle among these modules only is reported and
-# tolerated (a ratchet: no module may join it, no other cycle may appear); remove a module from the
-# list when it leaves the cycle. policy/src: `model` holds both the policy's types and the
-# validator that calls the domain modules (retention, erasure, controller, lookup_sql, rewrite),
-# which use model's types; `apply_sql`, `db_lock`, `lookup_sql` and `framework` call each other
-# (issue 20).
-KNOWN_CYCLES = {
-    "policy/src": {
-        "apply_sql", "cascade", "compile", "controller", "db_lock", "erasure", "file", "framework",
-        "lookup_sql", "model", "pseudonym", "retention", "rewrite",
-    },
-}
-
 
 def layers_of(root):
     return LAYERS.get(os.path.normpath(root), [])
@@ -179,16 +164,12 @@ def main(roots):
     for root in roots:
         mods = units(root)
         graph = edges(root, mods)
-        known = KNOWN_CYCLES.get(os.path.normpath(root), set())
-        found = [c for c in cycles(graph) if not set(c) <= known]
-        for component in cycles(graph):
-            kind = "known cycle" if set(component) <= known else "cycle"
-            print(f"{root}: {kind}: {' '.join(component)}")
+        found = cycles(graph)
+        for component in found:
+            print(f"{root}: cycle: {' '.join(component)}")
             for m in component:
                 print(f"    {m} -> {' '.join(sorted(graph[m] & set(component)))}")
-        tolerated = len(cycles(graph)) - len(found)
-        note = f" ({tolerated} known, tolerated)" if tolerated else ""
-        print(f"{root}: {len(found)} cycles among {len(mods)} modules{note}")
+        print(f"{root}: {len(found)} cycles among {len(mods)} modules")
         bad = upward(root, graph)
         for u, v in bad:
             print(f"{root}: layer: {u} -> {v} (a lower layer uses a higher one)")

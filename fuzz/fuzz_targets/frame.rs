@@ -1,10 +1,11 @@
-//! The frontend frame splitter on any byte stream: frames come out whole or an error says why;
-//! never a panic, never a frame larger than the limit.
+//! The frame splitter on any byte stream: frames come out whole or an error says why; never a
+//! panic, never a frame larger than the limit. Each frame is decoded as a client and as a server
+//! message too: a typed view or an error, never a panic.
 #![no_main]
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use maschera::wire::frame;
+use maschera::wire::{Backend, Frontend, frame};
 
 const MAX: usize = 1 << 16;
 
@@ -25,6 +26,18 @@ fuzz_target!(|data: &[u8]| {
                     let _ = frame::error_fields(body).count();
                     let _ = frame::sqlstate(body);
                     let _ = frame::cstr(body);
+                    let _ = Frontend::decode(&whole);
+                    match Backend::decode(&whole) {
+                        Ok(Backend::ErrorResponse(fields) | Backend::NoticeResponse(fields)) => {
+                            let _ = fields.iter().count();
+                            let _ = fields.sqlstate();
+                        }
+                        Ok(Backend::RowDescription(columns)) => {
+                            assert_eq!(columns.iter().count(), columns.len());
+                        }
+                        Ok(message) => assert_eq!(message.tag(), whole[0]),
+                        Err(_) => {}
+                    }
                 }
                 Ok(None) => break,
                 Err(_) => return,

@@ -357,3 +357,46 @@ pub fn is_identifier(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
         && name.len() <= MAX_IDENTIFIER
 }
+
+/// What a column the role may not see becomes in its view (`dropped_columns`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HiddenColumns {
+    /// The column is not in the view (a statement naming it is refused).
+    #[default]
+    Drop,
+    /// The column stays in the view, always NULL: ORMs that select every mapped column keep working.
+    Null,
+}
+
+impl HiddenColumns {
+    pub const CHOICES: &'static [(&'static str, HiddenColumns)] =
+        &[("drop", HiddenColumns::Drop), ("null", HiddenColumns::Null)];
+
+    /// `action` as this setting renders a hidden column.
+    pub fn apply(self, action: Action) -> Action {
+        match (self, action) {
+            (HiddenColumns::Null, Action::Drop) => Action::Null,
+            (_, action) => action,
+        }
+    }
+}
+
+/// A catalog of `public` tables for unit tests: `(table, [(column, type)])`.
+#[cfg(test)]
+pub(crate) fn catalog_of(tables: &[(&str, &[(&str, &str)])]) -> Catalog {
+    let tables = tables
+        .iter()
+        .map(|(table, columns)| {
+            let columns = columns.iter().map(|(name, ty)| CatalogColumn {
+                name: name.to_string(),
+                data_type: ty.to_string(),
+            });
+            (TableName::new("public", *table), columns.collect())
+        })
+        .collect();
+    Catalog {
+        tables,
+        search_path: vec!["public".into()],
+        ..Catalog::default()
+    }
+}

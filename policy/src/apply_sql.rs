@@ -5,9 +5,8 @@
 //! binds or fills in.
 //! Not for: running it (the proxy's `policy_apply` does, in one transaction).
 
-use crate::access::{
-    Action, Catalog, RoleAccess, TableAccess, TableName, UnlistedTables, ViewAccess,
-};
+use crate::access::{Catalog, RoleAccess, TableAccess, TableName, UnlistedTables, ViewAccess};
+pub use crate::column_sql::column_expression;
 use crate::db_lock;
 use crate::model::{OBJECT_PREFIX, PRIVATE_SCHEMA, Policy, Role, prefixed_login};
 pub use crate::step::{PASSWORD_MARKER, Secret, Step, quote_ident, quote_literal};
@@ -109,61 +108,6 @@ pub struct ApplyOptions {
 
 fn qualified(name: &TableName) -> String {
     format!("{}.{}", quote_ident(&name.schema), quote_ident(&name.name))
-}
-
-/// The SQL expression a view uses for a column under `action`; `None` for `Drop`.
-pub fn column_expression(
-    table: &TableName,
-    column: &str,
-    data_type: &str,
-    action: &Action,
-) -> Option<String> {
-    let c = quote_ident(column);
-    let text = format!("{c}::text");
-    let expr = match action {
-        Action::Drop => return None,
-        Action::Show => return Some(c),
-        Action::Null => format!("NULL::{data_type}"),
-        Action::Constant(literal) => format!("CAST({literal} AS {data_type})"),
-        Action::MaskEmail => format!(
-            "CASE WHEN {c} IS NULL THEN NULL WHEN {text} = '' THEN '' WHEN strpos({text}, '@') > 1 \
-             THEN left({text}, 1) || '***' || substr({text}, strpos({text}, '@')) ELSE '***' END"
-        ),
-        Action::MaskLast(n) => {
-            format!("repeat('*', greatest(length({text}) - {n}, 0)) || right({text}, {n})")
-        }
-        Action::MaskFirst(n) => {
-            format!("left({text}, {n}) || repeat('*', greatest(length({text}) - {n}, 0))")
-        }
-        Action::MaskInitial => format!("left({text}, 1) || '.'"),
-        Action::Partial {
-            prefix,
-            padding,
-            suffix,
-        } => {
-            let pad = quote_literal(padding);
-            format!(
-                "CASE WHEN {c} IS NULL THEN NULL WHEN length({text}) > {} \
-                 THEN left({text}, {prefix}) || {pad} || right({text}, {suffix}) ELSE {pad} END",
-                prefix + suffix
-            )
-        }
-        Action::Hash | Action::Pseudonym | Action::TablePseudonym => {
-            let key = crate::pseudonym::key_name(action).unwrap_or("pseudonym");
-            let scope = crate::pseudonym::scope(action, table, column).unwrap_or_default();
-            crate::pseudonym::sql_expression(key, &scope, &text)
-        }
-        Action::Redact => crate::redact::sql_expression(&text),
-        Action::Year => format!("CAST(date_trunc('year', {c}) AS {data_type})"),
-        Action::Month => format!("CAST(date_trunc('month', {c}) AS {data_type})"),
-        Action::Bucket(width) => {
-            format!("CAST(floor({c}::numeric / {width}) * {width} AS {data_type})")
-        }
-        Action::JsonMask | Action::JsonRedact => {
-            crate::framework::json_expression(&c, data_type, action)
-        }
-    };
-    Some(format!("{expr} AS {c}"))
 }
 
 /// The `SELECT` a role's view of `table` is made of: the column expressions, then the row filter
@@ -687,88 +631,14 @@ fn role_schema_steps(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::access::{ColumnAccess, Writes};
+    use crate::access::{Action, ColumnAccess, Writes};
 
     fn t() -> TableName {
         TableName::new("public", "contacts")
     }
 
-    fn expr(column: &str, data_type: &str, action: Action) -> String {
-        column_expression(&t(), column, data_type, &action).expect("not dropped")
-    }
-
-    #[test]
-    fn every_action_has_its_sql() {
-        assert_eq!(
-            column_expression(&t(), "email", "text", &Action::Drop),
-            None
-        );
-        assert_eq!(expr("email", "text", Action::Show), "\"email\"");
-        assert_eq!(
-            expr("email", "text", Action::Null),
-            "NULL::text AS \"email\""
-        );
-        assert_eq!(
-            expr("n", "integer", Action::Constant("0".into())),
-            "CAST(0 AS integer) AS \"n\""
-        );
-        assert_eq!(
-            expr("email", "text", Action::MaskEmail),
-            "CASE WHEN \"email\" IS NULL THEN NULL WHEN \"email\"::text = '' THEN '' WHEN strpos(\"email\"::text, '@') > 1 THEN left(\"email\"::text, 1) \
-             || '***' || substr(\"email\"::text, strpos(\"email\"::text, '@')) ELSE '***' END AS \"email\""
-        );
-        assert_eq!(
-            expr("tax_code", "character(16)", Action::MaskLast(4)),
-            "repeat('*', greatest(length(\"tax_code\"::text) - 4, 0)) || right(\"tax_code\"::text, 4) AS \"tax_code\""
-        );
-        assert_eq!(
-            expr("phone", "text", Action::MaskFirst(2)),
-            "left(\"phone\"::text, 2) || repeat('*', greatest(length(\"phone\"::text) - 2, 0)) AS \"phone\""
-        );
-        assert_eq!(
-            expr("last_name", "text", Action::MaskInitial),
-            "left(\"last_name\"::text, 1) || '.' AS \"last_name\""
-        );
-        assert_eq!(
-            expr(
-                "iban",
-                "text",
-                Action::Partial {
-                    prefix: 2,
-                    padding: "x'x".into(),
-                    suffix: 3
-                }
-            ),
-            "CASE WHEN \"iban\" IS NULL THEN NULL WHEN length(\"iban\"::text) > 5 THEN left(\"iban\"::text, 2) || 'x''x' \
-             || right(\"iban\"::text, 3) ELSE 'x''x' END AS \"iban\""
-        );
-        assert_eq!(
-            expr("email", "text", Action::Hash),
-            "encode(sha256((SELECT key FROM maschera_private.keys WHERE name = 'hash') || \
-             convert_to('public.contacts.email:' || \"email\"::text, 'UTF8')), 'hex') AS \"email\""
-        );
-        assert_eq!(
-            expr("id", "bigint", Action::Pseudonym),
-            "encode(sha256((SELECT key FROM maschera_private.keys WHERE name = 'pseudonym') || \
-             convert_to(\"id\"::text, 'UTF8')), 'hex') AS \"id\""
-        );
-        assert_eq!(
-            expr("born", "date", Action::Year),
-            "CAST(date_trunc('year', \"born\") AS date) AS \"born\""
-        );
-        assert_eq!(
-            expr("at", "timestamp with time zone", Action::Month),
-            "CAST(date_trunc('month', \"at\") AS timestamp with time zone) AS \"at\""
-        );
-        assert_eq!(
-            expr("amount", "numeric(12,2)", Action::Bucket(1000)),
-            "CAST(floor(\"amount\"::numeric / 1000) * 1000 AS numeric(12,2)) AS \"amount\""
-        );
-        assert_eq!(expr("we\"ird", "text", Action::Show), "\"we\"\"ird\"");
-    }
-
     fn catalog() -> Catalog {
-        crate::compile::catalog_of(&[(
+        crate::access::catalog_of(&[(
             "contacts",
             &[("id", "bigint"), ("email", "text"), ("region", "text")],
         )])

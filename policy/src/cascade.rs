@@ -425,7 +425,7 @@ columns = { contact_id = "pseudonym" }
 "#;
 
     fn catalog() -> Catalog {
-        let mut catalog = crate::compile::catalog_of(&[
+        let mut catalog = crate::access::catalog_of(&[
             ("contacts", &[("id", "bigint")]),
             ("deals", &[("id", "bigint"), ("contact_id", "bigint")]),
             ("health", &[("id", "bigint"), ("contact_id", "bigint")]),

@@ -285,25 +285,8 @@ fn same_type(live: &str, declared: &str) -> bool {
     canonical(live) == canonical(declared)
 }
 
-/// A catalog of `public` tables for unit tests: `(table, [(column, type)])`.
 #[cfg(test)]
-pub(crate) fn catalog_of(tables: &[(&str, &[(&str, &str)])]) -> Catalog {
-    let tables = tables
-        .iter()
-        .map(|(table, columns)| {
-            let columns = columns.iter().map(|(name, ty)| CatalogColumn {
-                name: name.to_string(),
-                data_type: ty.to_string(),
-            });
-            (TableName::new("public", *table), columns.collect())
-        })
-        .collect();
-    Catalog {
-        tables,
-        search_path: vec!["public".into()],
-        ..Catalog::default()
-    }
-}
+pub(crate) use crate::access::catalog_of;
 
 #[cfg(test)]
 mod tests {

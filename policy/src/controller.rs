@@ -10,105 +10,15 @@
 //! `register`).
 
 use crate::diagnostics::{Diagnostic, Severity, Source, suggest};
-use crate::file::Key;
+use crate::file::Sections;
+pub use crate::file::{ControllerFile, RecipientFile, SubjectsFile, TransferFile};
+pub use crate::model::{Controller, Recipient, RecordKeeping, SubjectCategory, Transfer};
 use crate::model::{Policy, Table};
-use serde::Deserialize;
 use serde_spanned::Spanned;
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 use sqlparser::tokenizer::Token;
 use std::collections::BTreeMap;
-
-/// `[controller]` as written.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ControllerFile {
-    pub name: Spanned<String>,
-    pub contact: Spanned<String>,
-    pub representative: Option<Spanned<String>>,
-    pub dpo: Option<Spanned<String>>,
-}
-
-/// `[data_subjects.<name>]` as written.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SubjectsFile {
-    pub description: Option<Spanned<String>>,
-    #[serde(default)]
-    pub tables: Vec<Spanned<String>>,
-    /// Per table, a SQL condition selecting the rows of this category (`where = { contacts = "..." }`).
-    #[serde(default, rename = "where")]
-    pub conditions: BTreeMap<Key, Spanned<String>>,
-}
-
-/// `[recipients."<name>"]` as written.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RecipientFile {
-    pub category: Spanned<String>,
-    pub description: Option<Spanned<String>>,
-    pub transfer: Option<Spanned<TransferFile>>,
-}
-
-/// `transfer = { country = "...", safeguard = "..." }` as written.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TransferFile {
-    pub country: Spanned<String>,
-    pub safeguard: Spanned<String>,
-}
-
-/// The Art. 30 declarations of a policy, validated.
-#[derive(Debug, Clone, Default)]
-pub struct RecordKeeping {
-    pub controller: Option<Controller>,
-    /// In the file's order of names (alphabetical).
-    pub data_subjects: Vec<SubjectCategory>,
-    /// By the name roles use in `recipients`.
-    pub recipients: BTreeMap<String, Recipient>,
-    /// Per table key, the retention period in words.
-    pub retention_periods: BTreeMap<String, String>,
-    /// Per table key, where its personal data comes from (Art. 14(2)(f), 15(1)(g)).
-    pub sources: BTreeMap<String, String>,
-    /// Per role name, `none` or the automated decision-making it does and its logic (Art. 15(1)(h)).
-    pub automated_decisions: BTreeMap<String, String>,
-}
-
-/// Art. 30(1)(a): who is responsible.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Controller {
-    pub name: String,
-    pub contact: String,
-    pub representative: Option<String>,
-    pub dpo: Option<String>,
-}
-
-/// Art. 30(1)(c): one category of people and where their data is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SubjectCategory {
-    pub name: String,
-    pub description: Option<String>,
-    /// Table keys.
-    pub tables: Vec<String>,
-    /// Per table key, the condition selecting this category's rows (all rows when absent).
-    pub conditions: BTreeMap<String, String>,
-}
-
-/// Art. 30(1)(d)(e): who receives the data, of which kind, and whether it leaves the EEA.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Recipient {
-    pub name: String,
-    pub category: String,
-    pub description: Option<String>,
-    pub transfer: Option<Transfer>,
-}
-
-/// A transfer to a third country or an international organisation, with its safeguard (Art. 44-49).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Transfer {
-    pub country: String,
-    pub safeguard: String,
-}
 
 /// The categories a recipient may have.
 pub const RECIPIENT_CATEGORIES: &[&str] = &[
@@ -120,18 +30,6 @@ pub const RECIPIENT_CATEGORIES: &[&str] = &[
     "third_party",
     "data_subject",
 ];
-
-/// The raw sections of the file this module reads.
-pub(crate) struct Sections<'f> {
-    pub controller: Option<&'f Spanned<ControllerFile>>,
-    pub data_subjects: &'f BTreeMap<Key, Spanned<SubjectsFile>>,
-    pub recipients: &'f BTreeMap<Key, Spanned<RecipientFile>>,
-    pub retention_periods: &'f BTreeMap<Key, Spanned<String>>,
-    pub sources: &'f BTreeMap<Key, Spanned<String>>,
-    pub automated_decisions: &'f BTreeMap<Key, Spanned<String>>,
-    /// The role names declared under [roles].
-    pub roles: Vec<&'f str>,
-}
 
 /// Validates the sections against the declared tables; errors go to `errors`.
 pub(crate) fn validate(
@@ -311,15 +209,6 @@ fn parse_condition(text: &str) -> Result<String, String> {
         return Err("a row condition is one SQL expression, with nothing after it".into());
     }
     Ok(expr.to_string())
-}
-
-impl RecordKeeping {
-    /// The categories of data subjects whose data `table` holds.
-    pub fn subjects_of(&self, table: &str) -> impl Iterator<Item = &SubjectCategory> {
-        self.data_subjects
-            .iter()
-            .filter(move |c| c.tables.iter().any(|t| t == table))
-    }
 }
 
 /// Whether a table holds personal data (a category on the table or on one of its columns).

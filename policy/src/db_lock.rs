@@ -38,7 +38,7 @@
 //! Not for: logins, keys and the removal of stale objects (`apply_sql`), nor running anything.
 
 use crate::access::{Action, Catalog, ColumnAccess, TableName, ViewAccess};
-use crate::apply_sql::column_expression;
+use crate::column_sql::column_expression;
 use crate::step::{Step, quote_ident, quote_literal};
 use crate::write_back::{self, WriteKind};
 use sqlparser::ast::{

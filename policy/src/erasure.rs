@@ -2,28 +2,11 @@
 //! rows kept for a legal obligation with named columns masked instead of deleted, and links — columns
 //! that refer to another table without a foreign key. Pure validation; not for running it.
 
-use crate::access::Action;
 use crate::file::ErasureFile;
 use crate::model::DeclaredColumn;
+pub use crate::model::{Erasure, Link};
 use crate::retention::{RetentionError, parse_masks};
 use std::collections::BTreeMap;
-
-/// A validated `[tables.<t>.erasure]` section.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Erasure {
-    /// When not empty, the subject's rows are kept with these columns replaced (not deleted).
-    pub keep: BTreeMap<String, Action>,
-    pub links: Vec<Link>,
-}
-
-/// `column` of this table holds values of `target_table.target_column` (no foreign key says so).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Link {
-    pub column: String,
-    /// The key of the target table in the policy file (e.g. `contacts`).
-    pub target_table: String,
-    pub target_column: String,
-}
 
 pub(crate) fn parse_erasure(
     file: &ErasureFile,

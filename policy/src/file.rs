@@ -19,11 +19,11 @@ pub struct PolicyFile {
     #[serde(default)]
     pub tables: BTreeMap<Key, Spanned<TableFile>>,
     /// The Art. 30 declarations (see `controller`).
-    pub controller: Option<Spanned<crate::controller::ControllerFile>>,
+    pub controller: Option<Spanned<ControllerFile>>,
     #[serde(default)]
-    pub data_subjects: BTreeMap<Key, Spanned<crate::controller::SubjectsFile>>,
+    pub data_subjects: BTreeMap<Key, Spanned<SubjectsFile>>,
     #[serde(default)]
-    pub recipients: BTreeMap<Key, Spanned<crate::controller::RecipientFile>>,
+    pub recipients: BTreeMap<Key, Spanned<RecipientFile>>,
     #[serde(default)]
     pub retention_periods: BTreeMap<Key, Spanned<String>>,
     #[serde(default)]
@@ -165,8 +165,8 @@ impl<'de> Deserialize<'de> for ColumnFile {
 
 impl PolicyFile {
     /// The sections `controller::validate` reads.
-    pub(crate) fn record_keeping_sections(&self) -> crate::controller::Sections<'_> {
-        crate::controller::Sections {
+    pub(crate) fn record_keeping_sections(&self) -> Sections<'_> {
+        Sections {
             controller: self.controller.as_ref(),
             data_subjects: &self.data_subjects,
             recipients: &self.recipients,
@@ -176,4 +176,55 @@ impl PolicyFile {
             roles: self.roles.keys().map(|k| k.get_ref().as_str()).collect(),
         }
     }
+}
+
+/// `[controller]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControllerFile {
+    pub name: Spanned<String>,
+    pub contact: Spanned<String>,
+    pub representative: Option<Spanned<String>>,
+    pub dpo: Option<Spanned<String>>,
+}
+
+/// `[data_subjects.<name>]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubjectsFile {
+    pub description: Option<Spanned<String>>,
+    #[serde(default)]
+    pub tables: Vec<Spanned<String>>,
+    /// Per table, a SQL condition selecting the rows of this category (`where = { contacts = "..." }`).
+    #[serde(default, rename = "where")]
+    pub conditions: BTreeMap<Key, Spanned<String>>,
+}
+
+/// `[recipients."<name>"]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecipientFile {
+    pub category: Spanned<String>,
+    pub description: Option<Spanned<String>>,
+    pub transfer: Option<Spanned<TransferFile>>,
+}
+
+/// `transfer = { country = "...", safeguard = "..." }` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransferFile {
+    pub country: Spanned<String>,
+    pub safeguard: Spanned<String>,
+}
+
+/// The record-keeping sections of the file (read by `controller`).
+pub(crate) struct Sections<'f> {
+    pub controller: Option<&'f Spanned<ControllerFile>>,
+    pub data_subjects: &'f BTreeMap<Key, Spanned<SubjectsFile>>,
+    pub recipients: &'f BTreeMap<Key, Spanned<RecipientFile>>,
+    pub retention_periods: &'f BTreeMap<Key, Spanned<String>>,
+    pub sources: &'f BTreeMap<Key, Spanned<String>>,
+    pub automated_decisions: &'f BTreeMap<Key, Spanned<String>>,
+    /// The role names declared under [roles].
+    pub roles: Vec<&'f str>,
 }

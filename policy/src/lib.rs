@@ -8,6 +8,7 @@ pub mod action;
 pub mod alter_catalog;
 pub mod apply_sql;
 pub mod cascade;
+mod column_sql;
 pub mod compile;
 pub mod controller;
 pub mod db_lock;
@@ -25,6 +26,7 @@ pub mod register;
 pub mod retention;
 pub mod rewrite;
 pub mod step;
+mod validate;
 pub mod write_back;
 
 pub use diagnostics::{Diagnostic, Diagnostics};

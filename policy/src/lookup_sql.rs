@@ -232,7 +232,7 @@ mod tests {
     use super::*;
 
     fn catalog(key: &[&str]) -> Catalog {
-        let mut catalog = crate::compile::catalog_of(&[(
+        let mut catalog = crate::access::catalog_of(&[(
             "contacts",
             &[
                 ("id", "bigint"),

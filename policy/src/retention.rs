@@ -7,82 +7,8 @@ use crate::access::Action;
 use crate::action::{check_fits, parse_action};
 use crate::file::RetentionFile;
 use crate::model::{DeclaredColumn, Span};
+pub use crate::model::{Period, PeriodUnit, Retention, RetentionAction};
 use std::collections::BTreeMap;
-use std::fmt;
-
-/// A validated retention rule of one table.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Retention {
-    /// The timestamp (or date) column that dates a row.
-    pub column: String,
-    pub period: Period,
-    pub action: RetentionAction,
-}
-
-/// What happens to a row once it is older than the period.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RetentionAction {
-    /// The row is deleted (with its dependants, children first).
-    Delete,
-    /// The named columns are replaced by their masks; the row stays.
-    Mask(BTreeMap<String, Action>),
-}
-
-/// A retention period: a count of days, weeks, months or years.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Period {
-    pub count: u32,
-    pub unit: PeriodUnit,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PeriodUnit {
-    Days,
-    Weeks,
-    Months,
-    Years,
-}
-
-impl Period {
-    /// Parses `5 years`, `18 months`, `30 days`, `1 week` (singular or plural, case-insensitive).
-    pub fn parse(text: &str) -> Result<Period, String> {
-        let mut words = text.split_whitespace();
-        let (Some(count), Some(unit), None) = (words.next(), words.next(), words.next()) else {
-            return Err(format!("`{text}` is not a period such as `5 years`"));
-        };
-        let count: u32 = count
-            .parse()
-            .ok()
-            .filter(|c| *c > 0)
-            .ok_or_else(|| format!("`{count}` is not a positive whole number"))?;
-        let unit = match unit.to_ascii_lowercase().trim_end_matches('s') {
-            "day" => PeriodUnit::Days,
-            "week" => PeriodUnit::Weeks,
-            "month" => PeriodUnit::Months,
-            "year" => PeriodUnit::Years,
-            other => return Err(format!("unknown period unit `{other}`")),
-        };
-        Ok(Period { count, unit })
-    }
-
-    /// The period as a PostgreSQL interval literal, e.g. `5 years` (no quotes).
-    pub fn interval(&self) -> String {
-        self.to_string()
-    }
-}
-
-impl fmt::Display for Period {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let unit = match self.unit {
-            PeriodUnit::Days => "day",
-            PeriodUnit::Weeks => "week",
-            PeriodUnit::Months => "month",
-            PeriodUnit::Years => "year",
-        };
-        let plural = if self.count == 1 { "" } else { "s" };
-        write!(f, "{} {unit}{plural}", self.count)
-    }
-}
 
 /// A problem in a retention rule: where, what, and a hint.
 pub(crate) struct RetentionError {

@@ -80,7 +80,7 @@ pub fn messages(role: &RoleAccess) -> BTreeSet<String> {
 }
 
 /// The type of a view column computed by `action` over a column of type `data_type` (as
-/// `apply_sql::column_expression` computes it): the text masks, hashes, pseudonyms and `redact` give
+/// `column_sql::column_expression` computes it): the text masks, hashes, pseudonyms and `redact` give
 /// `text`, the others keep the column's type.
 pub fn view_type<'t>(action: &Action, data_type: &'t str) -> &'t str {
     match action {

@@ -32,9 +32,9 @@ use crate::enforce::audit_trail::{self, Known, Recorded, Trail, UnrestrictedAudi
 use crate::enforce::policy_state::{PolicyHandle, PolicyState, compile_tolerating_drift};
 use crate::session::offload::Decider;
 use crate::session::{Decision, Hold, ServerEvent, ServerFrame};
-use crate::wire::Frontend;
 use crate::wire::client_error::ClientError;
 use crate::wire::frame;
+use crate::wire::{Backend, Frontend};
 use bytes::Bytes;
 use policy::access::{Catalog, RoleAccess};
 use policy::alter_catalog::{alter_tables, changed_catalog, table_of};
@@ -154,7 +154,7 @@ impl Answers {
         }
         if tag == b'C'
             && self.executes.front() == Some(&cycle)
-            && frame::cstr(body).is_some_and(|(t, _)| t == b"DO")
+            && Backend::from_body(tag, body) == Ok(Backend::CommandComplete { tag: "DO" })
         {
             self.executes.pop_front();
             if let Some(frame) = frame::build(b'C', &[b"ALTER TABLE\0"]) {
@@ -686,9 +686,10 @@ mod tests {
         match answers.server_frame(tag, body.as_bytes(), cycle) {
             ServerFrame::Pass => "P".into(),
             ServerFrame::Withhold => "W".into(),
-            ServerFrame::Replace(frame) => String::from_utf8_lossy(frame::body(&frame))
-                .trim_end_matches('\0')
-                .to_owned(),
+            ServerFrame::Replace(frame) => match Backend::decode(&frame) {
+                Ok(Backend::CommandComplete { tag }) => tag.to_owned(),
+                other => format!("{other:?}"),
+            },
         }
     }
 

@@ -11,7 +11,8 @@ use crate::net::tls::{self, BoxStream};
 pub use crate::net::upstream_settings::Login;
 use crate::net::upstream_settings::{UpstreamConfig, UpstreamTlsMode};
 use crate::wire::frame::{self, FrameError, POSTGRES_MAX_FRAME};
-use bytes::{Buf, BytesMut};
+use crate::wire::{Backend, ErrorFields};
+use bytes::BytesMut;
 use postgres_protocol::authentication::md5_hash;
 use postgres_protocol::authentication::sasl::{ChannelBinding, SCRAM_SHA_256, ScramSha256};
 use postgres_protocol::message::frontend;
@@ -200,18 +201,14 @@ impl UpstreamTarget {
         let mut key = None;
         loop {
             let frame = next(&mut stream, &mut buf).await?;
-            let body = frame::body(&frame);
-            match frame[0] {
-                b'S' | b'N' => greeting.extend_from_slice(&frame),
-                b'K' if body.len() == 8 => {
-                    let mut b = body;
-                    key = Some(CancelKey {
-                        pid: b.get_i32(),
-                        secret: b.get_i32(),
-                    });
+            match Backend::decode(&frame) {
+                Ok(Backend::ParameterStatus { .. } | Backend::NoticeResponse(_)) => {
+                    greeting.extend_from_slice(&frame)
                 }
-                b'Z' => {
-                    let status = body.first().copied().unwrap_or(b'I');
+                Ok(Backend::BackendKeyData { pid, secret }) => {
+                    key = Some(CancelKey { pid, secret })
+                }
+                Ok(Backend::ReadyForQuery { status }) => {
                     let key =
                         key.ok_or_else(|| UpstreamError::Protocol("no BackendKeyData".into()))?;
                     return Ok(Upstream {
@@ -221,12 +218,15 @@ impl UpstreamTarget {
                         status,
                     });
                 }
-                b'E' => return Err(refused(body)),
-                other => {
+                Ok(Backend::ErrorResponse(fields)) => return Err(refused(&fields)),
+                Ok(other) => {
                     return Err(UpstreamError::Protocol(format!(
                         "message {:?} during login",
-                        other as char
+                        other.tag() as char
                     )));
+                }
+                Err(malformed) => {
+                    return Err(UpstreamError::Protocol(format!("{malformed} during login")));
                 }
             }
         }
@@ -257,11 +257,11 @@ async fn next(stream: &mut BoxStream, buf: &mut BytesMut) -> Result<bytes::Bytes
         .ok_or_else(|| UpstreamError::Protocol("connection closed during login".into()))
 }
 
-fn refused(body: &[u8]) -> UpstreamError {
+fn refused(fields: &ErrorFields<'_>) -> UpstreamError {
     let field = |c: u8| {
-        frame::error_fields(body)
-            .find(|(code, _)| *code == c)
-            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        fields
+            .get(c)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
             .unwrap_or_default()
     };
     UpstreamError::Refused {
@@ -280,10 +280,16 @@ async fn authenticate(
     let password = || login.password.as_deref().ok_or(UpstreamError::NoPassword);
     loop {
         let frame = next(stream, buf).await?;
-        let body = frame::body(&frame);
-        if frame[0] == b'E' {
-            return Err(refused(body));
+        match Backend::decode(&frame) {
+            Ok(Backend::ErrorResponse(fields)) => return Err(refused(&fields)),
+            Err(malformed) => {
+                return Err(UpstreamError::Protocol(format!(
+                    "{malformed} during authentication"
+                )));
+            }
+            Ok(_) => {}
         }
+        let body = frame::body(&frame);
         if frame[0] != b'R' || body.len() < 4 {
             return Err(UpstreamError::Protocol(format!(
                 "message {:?} during authentication",

@@ -20,7 +20,11 @@
 //!   when PostgreSQL reports the session idle with nothing in flight (see `upstream_source`);
 //! - for a restricted role, every ErrorResponse and NoticeResponse coming back goes through the
 //!   session's [`ErrorScrub`] (`RelaySettings::errors`), which may re-encode it with fields withheld
-//!   (the only frames ever re-encoded; they are rare, and DataRow still passes as bytes).
+//!   (the only frames ever re-encoded; they are rare, and DataRow still passes as bytes);
+//! - the four server messages the hooks and the scrub look at (CommandComplete, ErrorResponse,
+//!   NoticeResponse, ReadyForQuery) are decoded once, as [`Backend`]; one that does not decode ends
+//!   the session ([`SessionError::ServerMessage`]) rather than reach the client unchecked. Every
+//!   other server message is never decoded.
 //!
 //! A refusal keeps PostgreSQL's own semantics: the refused message is replaced by what fails
 //! upstream right away with the refusal's SQLSTATE and message and a unique marker in its error (see
@@ -47,6 +51,7 @@ use crate::wire::client_error::ClientError;
 use crate::wire::frame::{self, FrameError, POSTGRES_MAX_FRAME, Severity};
 use crate::wire::refusal_marker;
 use crate::wire::relay_buffer::{self, READ_CHUNK};
+use crate::wire::{Backend, DecodeError, ErrorFields};
 use bytes::{Buf, Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
@@ -267,6 +272,8 @@ pub enum SessionError {
     ClientProtocol(FrameError),
     #[error("PostgreSQL sent an invalid message: {0}")]
     ServerProtocol(FrameError),
+    #[error("PostgreSQL sent a malformed message: {0}")]
+    ServerMessage(DecodeError),
     #[error("answer withheld: {}", .0.message())]
     Withheld(ClientError),
     #[error("no upstream connection: {}", .0.message())]
@@ -952,8 +959,9 @@ fn count_cycles(bytes: &[u8]) -> (u64, bool) {
     (cycles, last_ends)
 }
 
-/// Server message types whose body [`ServerToClient::process`] reads: these are always buffered
-/// whole; any other frame larger than a read is streamed through.
+/// Server message types that [`ServerToClient::process`] decodes (as [`Backend`], once) for the
+/// hooks and the error scrub: these are always buffered whole; any other frame passes as bytes, and
+/// one larger than a read is streamed through.
 const INSPECTED_SERVER_TAGS: &[u8] = b"CEZN";
 
 struct ServerToClient {
@@ -1120,24 +1128,31 @@ impl ServerToClient {
                 run = 0;
                 continue;
             }
-            let body = frame::body(&self.buf[run..run + header.len]);
+            let whole = &self.buf[run..run + header.len];
+            let body = frame::body(whole);
             completions |= matches!(header.tag, b'C' | b'E');
             // The cycle being answered.
             let cycle = cycles.ready_seen + 1;
             // A frame to send instead of this one: a refusal for its marked error, or an error or
             // notice with what the role may not see withheld.
             let mut replacement = None;
-            match header.tag {
-                b'C' => {
+            // Decoded once, and only the messages the hooks look at; the rest pass as bytes.
+            let message = match INSPECTED_SERVER_TAGS.contains(&header.tag) {
+                true => Some(Backend::decode(whole).map_err(SessionError::ServerMessage)?),
+                false => None,
+            };
+            match message {
+                Some(Backend::CommandComplete { tag }) => {
                     let shown = hook.server_frame(b'C', body, cycle);
                     let seen = match &shown {
-                        ServerFrame::Pass => Some(body),
+                        ServerFrame::Pass => Some(tag),
                         ServerFrame::Withhold => None,
-                        ServerFrame::Replace(frame) => Some(frame::body(frame)),
+                        ServerFrame::Replace(frame) => match Backend::decode(frame) {
+                            Ok(Backend::CommandComplete { tag }) => Some(tag),
+                            _ => Some(""),
+                        },
                     };
-                    if let Some(seen) = seen {
-                        let tag = frame::cstr(seen).map(|(t, _)| t).unwrap_or_default();
-                        let tag = std::str::from_utf8(tag).unwrap_or_default();
+                    if let Some(tag) = seen {
                         if S::REWRITES {
                             link.source.observe_completion(tag);
                         }
@@ -1145,26 +1160,31 @@ impl ServerToClient {
                     }
                     replacement = shown.replacement();
                 }
-                b'E' => {
-                    if let Some(refusal) = take_refusal(&mut cycles.refusals, body) {
-                        let sqlstate = frame::sqlstate(frame::body(&refusal)).unwrap_or_default();
+                Some(Backend::ErrorResponse(fields)) => {
+                    if let Some(refusal) = take_refusal(&mut cycles.refusals, &fields) {
+                        let sqlstate = match Backend::decode(&refusal) {
+                            Ok(Backend::ErrorResponse(ours)) => ours.sqlstate(),
+                            _ => None,
+                        };
+                        let sqlstate = sqlstate.unwrap_or_default();
                         hook.on_server_event(ServerEvent::Error { sqlstate }, cycle);
                         replacement = Some(refusal);
                     } else {
-                        let sqlstate = frame::sqlstate(body).unwrap_or_default();
+                        let sqlstate = fields.sqlstate().unwrap_or_default();
                         hook.on_server_event(ServerEvent::Error { sqlstate }, cycle);
-                        replacement = self.errors.as_ref().and_then(|e| e.scrub(b'E', body));
+                        replacement = self.errors.as_ref().and_then(|e| e.scrub(b'E', &fields));
                     }
                 }
-                b'N' => {
+                Some(Backend::NoticeResponse(fields)) => {
                     replacement = match hook.server_frame(b'N', body, cycle) {
-                        ServerFrame::Pass => self.errors.as_ref().and_then(|e| e.scrub(b'N', body)),
+                        ServerFrame::Pass => {
+                            self.errors.as_ref().and_then(|e| e.scrub(b'N', &fields))
+                        }
                         shown => shown.replacement(),
                     }
                 }
-                b'Z' => {
-                    self.status = body.first().copied().unwrap_or(b'I');
-                    let status = self.status;
+                Some(Backend::ReadyForQuery { status }) => {
+                    self.status = status;
                     replacement = hook.ready_frame(status, cycle).replacement();
                     hook.on_server_event(ServerEvent::Ready { status }, cycle);
                     if S::POOLED {
@@ -1221,13 +1241,13 @@ impl ServerToClient {
 }
 
 /// The refusal whose marker this ErrorResponse carries, if any.
-fn take_refusal(refusals: &mut Vec<Refusal>, body: &[u8]) -> Option<BytesMut> {
+fn take_refusal(refusals: &mut Vec<Refusal>, fields: &ErrorFields<'_>) -> Option<BytesMut> {
     if refusals.is_empty() {
         return None;
     }
     let found = refusals
         .iter()
-        .position(|r| refusal_marker::carries(body, &r.marker))?;
+        .position(|r| refusal_marker::carries(fields, &r.marker))?;
     Some(refusals.swap_remove(found).error)
 }
 
@@ -1335,6 +1355,18 @@ mod tests {
         out
     }
 
+    /// The fields of an ErrorResponse body the client got (it must be well formed).
+    fn error_fields(body: &[u8]) -> ErrorFields<'_> {
+        match Backend::from_body(b'E', body) {
+            Ok(Backend::ErrorResponse(fields)) => fields,
+            other => panic!("not a well-formed ErrorResponse: {other:?}"),
+        }
+    }
+
+    fn error_sqlstate(body: &[u8]) -> Option<&str> {
+        error_fields(body).sqlstate()
+    }
+
     fn text(tag: u8, text: &str) -> Vec<u8> {
         message(tag, format!("{text}\0").as_bytes())
     }
@@ -1388,8 +1420,9 @@ mod tests {
         s.server.write_all(&answer).await.unwrap();
         let got = read(&mut s.client, 2).await;
         assert_eq!(got[0].0, b'E');
-        assert_eq!(frame::sqlstate(&got[0].1), Some("42501"));
-        let fields: Vec<(u8, Vec<u8>)> = frame::error_fields(&got[0].1)
+        assert_eq!(error_sqlstate(&got[0].1), Some("42501"));
+        let fields: Vec<(u8, Vec<u8>)> = error_fields(&got[0].1)
+            .iter()
             .map(|(field, value)| (field, value.to_vec()))
             .collect();
         assert!(
@@ -1411,6 +1444,29 @@ mod tests {
             ]
         );
         assert!(matches!(close(s).await, Ok(SessionEnd::ClientClosed)));
+    }
+
+    #[tokio::test]
+    async fn a_malformed_answer_of_postgresql_ends_the_session_and_never_reaches_the_client() {
+        let mut s = session(None);
+        s.client.write_all(&text(b'Q', "SELECT 1")).await.unwrap();
+        read(&mut s.server, 1).await;
+        // A CommandComplete whose tag lacks its terminator, then what would end the cycle.
+        let mut answer = message(b'C', b"SELECT 1");
+        answer.extend_from_slice(&frame::ready_for_query(b'I'));
+        s.server.write_all(&answer).await.unwrap();
+        let ended = s.relay.await.expect("the relay does not panic");
+        let Err(error @ SessionError::ServerMessage(_)) = ended else {
+            panic!("{ended:?}");
+        };
+        assert_eq!(
+            error.to_string(),
+            "PostgreSQL sent a malformed message: 'C' message is malformed"
+        );
+        let mut got = Vec::new();
+        s.client.read_to_end(&mut got).await.unwrap();
+        assert!(got.is_empty(), "the client got {got:?}");
+        assert_eq!(s.seen.lock().unwrap().clone(), ["client Q 1"]);
     }
 
     /// The marker in a message sent upstream.
@@ -1456,7 +1512,7 @@ mod tests {
         s.server.write_all(&answer).await.unwrap();
         let got = read(&mut s.client, 2).await;
         assert_eq!(got[0].0, b'E', "the client got {:?}", got[0]);
-        assert_eq!(frame::sqlstate(&got[0].1), Some("42501"));
+        assert_eq!(error_sqlstate(&got[0].1), Some("42501"));
         assert_eq!(got[1], (b'Z', b"I".to_vec()));
         // A ParseComplete not followed by a marked error passes as it is.
         s.client
@@ -1559,7 +1615,7 @@ mod tests {
         drop(release);
         let got = read(&mut s.client, 1).await;
         assert_eq!(got[0].0, b'E');
-        assert_eq!(frame::sqlstate(&got[0].1), Some("58030"));
+        assert_eq!(error_sqlstate(&got[0].1), Some("58030"));
         let rest = {
             let mut rest = Vec::new();
             s.client.read_to_end(&mut rest).await.unwrap();
@@ -1750,7 +1806,7 @@ mod tests {
         first.write_all(&answer).await.unwrap();
         let got = read(&mut client, 3).await;
         assert_eq!(got[2].0, b'E');
-        assert_eq!(frame::sqlstate(&got[2].1), Some("25P03"));
+        assert_eq!(error_sqlstate(&got[2].1), Some("25P03"));
         let ended = relay.await.expect("no panic");
         assert!(
             matches!(ended, Err(SessionError::IdleInTransaction(_))),
@@ -1778,7 +1834,7 @@ mod tests {
         });
         client.write_all(&text(b'Q', "SELECT 1")).await.unwrap();
         let got = read(&mut client, 1).await;
-        assert_eq!(frame::sqlstate(&got[0].1), Some("53300"));
+        assert_eq!(error_sqlstate(&got[0].1), Some("53300"));
         let ended = relay.await.expect("no panic");
         assert!(
             matches!(ended, Err(SessionError::NoUpstream(_))),

@@ -20,6 +20,7 @@
 //!
 //! Not for: deciding what is refused (see `enforce`) or swapping the error (see `session`).
 
+use crate::wire::backend::{Backend, ErrorFields};
 use crate::wire::frontend::Frontend;
 use bytes::BytesMut;
 
@@ -105,14 +106,17 @@ pub fn answer_before_error<'a>(
             Ok(Some(_)) | Err(_) => return Some(0),
             Ok(None) => return None,
         };
-    let body = crate::wire::frame::body(error.get(..header.len)?);
-    let ours = markers.any(|marker| carries(body, marker));
+    let ours = match Backend::decode(error.get(..header.len)?) {
+        Ok(Backend::ErrorResponse(fields)) => markers.any(|marker| carries(&fields, marker)),
+        _ => false,
+    };
     Some(if ours { FAILING_ANSWER.len() } else { 0 })
 }
 
-/// Whether the fields of an ErrorResponse `body` carry `marker` (in its message or detail).
-pub fn carries(body: &[u8], marker: &str) -> bool {
-    crate::wire::frame::error_fields(body)
+/// Whether the fields of an ErrorResponse carry `marker` (in its message or detail).
+pub fn carries(fields: &ErrorFields<'_>, marker: &str) -> bool {
+    fields
+        .iter()
         .filter(|(field, _)| matches!(field, b'M' | b'D'))
         .any(|(_, text)| {
             text.windows(marker.len())
