@@ -19,6 +19,8 @@
 //! - A connection a client's cancel is on its way to is not handed to another client before
 //!   PostgreSQL has the cancel (see `late_cancel`); a connection holds a capped number of
 //!   prepared statements (see `statement_cache`).
+//! - Connections are opened with `maschera.pooled = on`, so that the database's event trigger
+//!   tells of temporary objects created out of the statement text's sight (see `hidden_state`).
 //!
 //! Metrics: `maschera_pool_connections` (gauge, labels `login`, `state` = `idle` | `in_use`),
 //! `maschera_pool_waiting` (gauge, label `login`), `maschera_pool_wait_seconds` (histogram),
@@ -28,6 +30,7 @@
 //! (see `pinning`), or logging in (see `upstream`).
 
 pub mod config;
+pub mod hidden_state;
 mod late_cancel;
 mod live_words;
 mod min_idle;
@@ -211,7 +214,11 @@ impl Pools {
         };
         let upstream = self
             .target
-            .connect_to(&key.login, &key.database, &key.params)
+            .connect_to(
+                &key.login,
+                &key.database,
+                &hidden_state::startup_params(&key.params),
+            )
             .await
             .map_err(|err| {
                 warn!(error = %err, "opening a pooled upstream connection failed");
@@ -490,9 +497,13 @@ impl UpstreamSource for PooledSource {
                     .ok()
                     .and_then(|m| m.sql());
                 self.pending = sql.and_then(settings::change);
-                // A simple query whose setting follows the client (`settings`) leaves nothing
-                // behind.
-                let follows = tag == b'Q' && matches!(self.pending, Some(Change::Set(..)));
+                // A simple query whose setting follows the client (`settings`), or a setting
+                // that ends with its transaction, leaves nothing behind.
+                let follows = match self.pending {
+                    Some(Change::Set(..)) => tag == b'Q',
+                    Some(Change::Local) => true,
+                    _ => false,
+                };
                 if let (Some(sql), false) = (sql, follows) {
                     self.pinning.statement(sql);
                 }
@@ -532,6 +543,14 @@ impl UpstreamSource for PooledSource {
     fn observe_ready(&mut self, status: u8) {
         let outcome = self.uncommitted.ready(status);
         self.settle(outcome);
+    }
+
+    fn observe_notice(&mut self, body: &[u8]) -> bool {
+        let pins = hidden_state::pins(body);
+        if pins {
+            self.pinning.pin(hidden_state::REASON);
+        }
+        pins
     }
 
     fn keeps(&self) -> bool {

@@ -7,7 +7,8 @@
 //! is closed when given back, never reused.
 //! `SELECT set_config('name', 'value', false)` with quoted literals (Django sets its time zone so)
 //! follows the client the same way when it comes as a simple query; in a Parse it pins, because
-//! the statement may run later under another name.
+//! the statement may run later under another name. `set_config(..., true)` is a `SET LOCAL`, in a
+//! simple query or a Parse.
 //! A statement that is not such a plain SET, or a setting not on the list, pins the session
 //! instead (see `pinning`). `SET LOCAL` ends with its transaction and needs neither.
 //! Not for: deciding whether a client may change a setting at all (the session hooks do; the
@@ -110,7 +111,8 @@ pub fn change(sql: &[u8]) -> Option<Change> {
 }
 
 /// `set_config('name', 'value', false)` (what follows `SELECT`), with both arguments quoted
-/// literals, as Django sends it for its time zone: a SET of `name` (`true`: a `SET LOCAL`).
+/// literals, as Django sends it for its time zone: a SET of `name`; with `true` (the value a
+/// literal or a parameter), a `SET LOCAL` of any setting.
 fn set_config(call: &str) -> Option<Change> {
     let call = call.trim();
     let (function, arguments) = call.split_at_checked("set_config".len())?;
@@ -126,15 +128,24 @@ fn set_config(call: &str) -> Option<Change> {
         text.starts_with('\'').then(|| literal(text)).flatten()
     };
     let name = quoted(name)?.to_ascii_lowercase();
+    let local = match local.trim().to_ascii_lowercase().as_str() {
+        "false" => false,
+        "true" => true,
+        _ => return None,
+    };
+    let value = value.trim();
+    // A local change ends with its transaction, whatever it sets (a parameter as value too).
+    let parameter = value
+        .strip_prefix('$')
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    if local && (parameter || quoted(value).is_some()) {
+        return Some(Change::Local);
+    }
     let value = quoted(value)?;
     if !FOLLOWING.contains(&name.as_str()) {
         return None;
     }
-    match local.trim().to_ascii_lowercase().as_str() {
-        "false" => Some(Change::Set(name, value)),
-        "true" => Some(Change::Local),
-        _ => None,
-    }
+    Some(Change::Set(name, value))
 }
 
 /// `name TO value`.
@@ -232,6 +243,10 @@ mod tests {
             change(b"select SET_CONFIG ( 'statement_timeout','5s',true )"),
             Some(Change::Local)
         );
+        assert_eq!(
+            change(b"SELECT set_config('search_path', $1, true)"),
+            Some(Change::Local)
+        );
         assert_eq!(change(b"RESET ALL"), Some(Change::ResetAll));
         assert_eq!(change(b"DISCARD ALL"), Some(Change::ResetAll));
         assert_eq!(
@@ -248,6 +263,8 @@ mod tests {
             b"SELECT 1",
             b"SELECT set_config('search_path', 'evil', false)",
             b"SELECT set_config('TimeZone', $1, false)",
+            b"SELECT set_config('TimeZone', now()::text, true)",
+            b"SELECT set_config('TimeZone', $, true)",
             b"SELECT set_config('TimeZone', 'UTC', false), 1",
             b"SELECT set_config('TimeZone', 'UTC', is_local)",
             b"SELECT set_config('DateStyle', 'ISO, DMY', false)",

@@ -1123,6 +1123,9 @@ impl ServerToClient {
                         replacement = self.errors.as_ref().and_then(|e| e.scrub(b'E', body));
                     }
                 }
+                b'N' if S::POOLED && link.source.observe_notice(body) => {
+                    replacement = Some(BytesMut::new());
+                }
                 b'N' => {
                     replacement = match hook.server_frame(b'N', body, cycle) {
                         ServerFrame::Pass => self.errors.as_ref().and_then(|e| e.scrub(b'N', body)),

@@ -109,6 +109,12 @@ pub trait UpstreamSource: Send {
         false
     }
 
+    /// A NoticeResponse (`body` without type and length): whether the client must not see it (it
+    /// tells the source of session state created out of the statement text's sight).
+    fn observe_notice(&mut self, _body: &[u8]) -> bool {
+        false
+    }
+
     /// A CommandComplete tag PostgreSQL sent.
     fn observe_completion(&mut self, _tag: &str) {}
 

@@ -36,6 +36,7 @@ mod ops;
 mod parse_limits;
 mod policy;
 mod pooling;
+mod pooling_hidden_state;
 mod pooling_more;
 mod pooling_state;
 mod real_crm;
