@@ -226,7 +226,6 @@ pub fn apply_steps(
 ) -> Result<Vec<Step>, String> {
     let schemas = table_schemas(&live.catalog);
     let mut steps = vec![search_path_step(&schemas)];
-    steps.extend(private_key_steps(options, live));
 
     let mut wanted_logins: BTreeSet<String> =
         policy.restricted_roles().map(|r| live.login(r)).collect();
@@ -260,16 +259,17 @@ pub fn apply_steps(
             && name != PRIVATE_SCHEMA
             && name != db_lock::LOOKUP_SCHEMA
     };
-    for (schema, _) in live
+    // Every schema of views goes first, in consecutive statements, before anything else takes an
+    // exclusive lock: a restricted session locks its views before the tables and the key table under
+    // them, so an apply that held one of those while it waited for a view could deadlock with it
+    // (and PostgreSQL may then cancel the session's statement rather than the apply).
+    let stale_schemas: Vec<&String> = live
         .schemas
         .iter()
         .filter(|(s, managed)| stale(&wanted_schemas, s, **managed))
-    {
-        steps.push(Step::plain(format!(
-            "DROP SCHEMA IF EXISTS {} CASCADE",
-            quote_ident(schema)
-        )));
-    }
+        .map(|(schema, _)| schema)
+        .collect();
+    steps.extend(drop_views_steps_and(policy, &stale_schemas));
     for (login, _) in live
         .logins
         .iter()
@@ -281,9 +281,7 @@ pub fn apply_steps(
         steps.push(Step::plain(format!("DROP OWNED BY {who}")));
         steps.push(Step::plain(format!("DROP ROLE {who}")));
     }
-    // Views first, then tables: a restricted session locks its view before the table under it, so
-    // taking the locks in the same order cannot deadlock with it.
-    steps.extend(drop_views_steps(policy));
+    steps.extend(private_key_steps(options, live));
     for role in policy.restricted_roles() {
         if access.contains_key(&role.name) {
             steps.extend(login_steps(role, live, options));
@@ -423,11 +421,20 @@ pub fn search_path_step(schemas: &[String]) -> Step {
 /// `ALTER TABLE ... DROP COLUMN`, in the same transaction; then [`recreate_views_steps`]).
 /// The first step takes [`objects_lock_step`].
 pub fn drop_views_steps(policy: &Policy) -> Vec<Step> {
+    drop_views_steps_and(policy, &[])
+}
+
+/// [`drop_views_steps`], dropping the schemas `stale` as well, before any table is locked.
+fn drop_views_steps_and(policy: &Policy, stale: &[&String]) -> Vec<Step> {
     let mut steps = vec![objects_lock_step()];
-    steps.extend(policy.restricted_roles().map(|role| {
+    let schemas = policy
+        .restricted_roles()
+        .map(|role| role.login())
+        .chain(stale.iter().map(|schema| schema.to_string()));
+    steps.extend(schemas.map(|schema| {
         Step::plain(format!(
             "DROP SCHEMA IF EXISTS {} CASCADE",
-            quote_ident(&role.login())
+            quote_ident(&schema)
         ))
     }));
     steps.extend(db_lock::drop_row_security_steps());

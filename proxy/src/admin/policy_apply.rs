@@ -454,8 +454,11 @@ struct Secrets {
 }
 
 /// How long one apply waits for a table lock before it gives up and tries again, and how often.
-const LOCK_TIMEOUT: &str = "3s";
-const LOCK_ATTEMPTS: u32 = 5;
+/// Below PostgreSQL's `deadlock_timeout` (1 s by default): in a lock cycle with a session of the
+/// application, the apply gives up first and tries again, rather than PostgreSQL cancelling the
+/// session's statement; and the sessions queued behind the apply's lock wait at most this long.
+const LOCK_TIMEOUT: &str = "500ms";
+const LOCK_ATTEMPTS: u32 = 10;
 
 /// Runs the steps in one transaction; on any error nothing is changed. Locks are taken with a
 /// `lock_timeout` (a long query of the application holding a table must not queue every other session
@@ -470,11 +473,17 @@ async fn run_steps(client: &mut Client, steps: &[Step], secrets: &Secrets) -> Re
                     attempt,
                     "policy apply: a table lock was not granted in time; trying again"
                 );
-                tokio::time::sleep(std::time::Duration::from_millis(500 * u64::from(attempt)))
-                    .await;
+                let pause = (500 * u64::from(attempt)).min(3_000);
+                tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
                 attempt += 1;
             }
-            Err(StepError::LockTimeout(err) | StepError::Other(err)) => return Err(err),
+            Err(StepError::LockTimeout(err)) => {
+                return Err(err.context(format!(
+                    "a table lock was not granted in {LOCK_ATTEMPTS} attempts: a long \
+                     transaction of another session holds it; run the apply again when it ended"
+                )));
+            }
+            Err(StepError::Other(err)) => return Err(err),
             Ok(()) => return Ok(()),
         }
     }

@@ -7,6 +7,7 @@
 )]
 #![allow(unsafe_code, reason = "libc::kill and std::env::set_var in tests")]
 
+mod apply_locks;
 mod applyowner;
 mod audit;
 mod catalog;
