@@ -407,6 +407,10 @@ pub struct PooledSource {
     registration: Registration,
     pinning: Pinning,
     prepared: Prepared,
+    /// Settings PostgreSQL reported during the transaction (see `hidden_state`).
+    reported: hidden_state::Reported,
+    /// The last ReadyForQuery said idle.
+    idle: bool,
 }
 
 impl PooledSource {
@@ -423,6 +427,8 @@ impl PooledSource {
             registration,
             pinning: Pinning::default(),
             prepared,
+            reported: hidden_state::Reported::default(),
+            idle: true,
         }
     }
 }
@@ -476,6 +482,17 @@ impl UpstreamSource for PooledSource {
     fn incoming(&mut self, conn: &mut Leased, tag: u8) -> bool {
         if tag == b'E' {
             self.uncommitted.error();
+        }
+        // A reported setting changed out of sight (see `hidden_state`); one a followed SET
+        // changed leaves with its connection.
+        if tag == b'Z' && self.idle && self.reported.any() {
+            let changed = {
+                let greeting = lock(&conn.pool.greeting);
+                self.reported.end(greeting.as_deref().unwrap_or_default())
+            };
+            if changed && !self.dirty {
+                self.pinning.pin(hidden_state::SETTING_REASON);
+            }
         }
         self.prepared.incoming(&mut conn.backend.statements, tag)
     }
@@ -541,8 +558,13 @@ impl UpstreamSource for PooledSource {
     }
 
     fn observe_ready(&mut self, status: u8) {
+        self.idle = status == b'I';
         let outcome = self.uncommitted.ready(status);
         self.settle(outcome);
+    }
+
+    fn observe_parameter(&mut self, body: &[u8]) {
+        self.reported.observe(body);
     }
 
     fn observe_notice(&mut self, body: &[u8]) -> bool {

@@ -1123,6 +1123,7 @@ impl ServerToClient {
                         replacement = self.errors.as_ref().and_then(|e| e.scrub(b'E', body));
                     }
                 }
+                b'S' if S::POOLED => link.source.observe_parameter(body),
                 b'N' if S::POOLED && link.source.observe_notice(body) => {
                     replacement = Some(BytesMut::new());
                 }

@@ -116,6 +116,43 @@ async fn a_do_block_pins_its_client_and_its_settings_stay_with_it() {
 }
 
 #[tokio::test]
+async fn a_reported_setting_a_function_changes_pins_its_client_and_a_local_one_does_not() {
+    let (_pg, proxy) = pooled_proxy(1, "");
+    let a = connect(&proxy).await;
+    let b = connect(&proxy).await;
+    let zone = rows(&b, "SHOW TimeZone").await;
+    let style = rows(&b, "SHOW DateStyle").await;
+    a.batch_execute(
+        "CREATE FUNCTION local_zone() RETURNS void LANGUAGE plpgsql AS $$
+         BEGIN PERFORM set_config('TimeZone', 'Pacific/Chatham', true); END $$;
+         CREATE FUNCTION set_zone() RETURNS void LANGUAGE plpgsql AS $$
+         BEGIN SET DateStyle = 'German'; PERFORM set_config('TimeZone', 'Pacific/Chatham', false); END $$",
+    )
+    .await
+    .unwrap();
+    // Local to its transaction: nothing stays, nothing pins.
+    let pid = rows(&a, "SELECT pg_backend_pid()").await;
+    a.batch_execute("BEGIN; SELECT local_zone(); COMMIT")
+        .await
+        .unwrap();
+    assert_eq!(
+        rows(&b, "SELECT pg_backend_pid()").await,
+        pid,
+        "a was pinned"
+    );
+    assert_eq!(rows(&b, "SHOW TimeZone").await, zone);
+    // For the session: a keeps its backend and its settings; b never gets them.
+    a.simple_query("SELECT set_zone()").await.unwrap();
+    assert_eq!(rows(&a, "SHOW TimeZone").await, [["Pacific/Chatham"]]);
+    let err = b.simple_query("SHOW TimeZone").await.unwrap_err();
+    assert_eq!(failure(&err).0, "53300", "b was served by a's backend");
+    drop(a);
+    let c = connect(&proxy).await;
+    assert_eq!(rows(&c, "SHOW TimeZone").await, zone);
+    assert_eq!(rows(&c, "SHOW DateStyle").await, style);
+}
+
+#[tokio::test]
 async fn set_config_local_ends_with_its_transaction_and_pins_nothing() {
     let (_pg, proxy) = pooled_proxy(1, "");
     let a = connect(&proxy).await;
