@@ -123,7 +123,8 @@ impl Pinning {
 /// The reason of the first pinning word in `sql`, if any.
 fn pinning_word(sql: &[u8]) -> Option<&'static str> {
     sql.split(|b| !(b.is_ascii_alphanumeric() || *b == b'_'))
-        .filter(|word| (2..=27).contains(&word.len()))
+        // `do` is the one pinning word shorter than 4 letters.
+        .filter(|word| word.len() == 2 || (4..=27).contains(&word.len()))
         .find_map(|word| place(word).map(|(reason, _)| reason))
 }
 
