@@ -417,6 +417,25 @@ pub fn search_path_step(schemas: &[String]) -> Step {
     ))
 }
 
+/// The settings every session of role `role`'s login runs with. `policy apply` makes them the
+/// login's defaults (for a DBA's own connections as the login), and the proxy sends them in the
+/// startup packet of each session it opens as the login, where they override any default the login
+/// was given since: a login may `ALTER ROLE CURRENT_USER SET` its own, and the proxy reads each
+/// statement as PostgreSQL will only with standard strings and UTF-8, and resolves its names only
+/// with the role's schema of views first. Each value reads the same in `ALTER ROLE ... SET` and in
+/// a startup packet (the schema's name quoted as an identifier).
+pub fn login_settings(role: &str) -> [(&'static str, String); 5] {
+    [
+        ("search_path", quote_ident(&crate::model::login_name(role))),
+        // Correlated filter probes make cost estimates high; compiling such plans costs more than
+        // it saves.
+        ("jit", "off".to_string()),
+        ("standard_conforming_strings", "on".to_string()),
+        ("client_encoding", "UTF8".to_string()),
+        ("row_security", "on".to_string()),
+    ]
+}
+
 /// Drops every restricted role's views (run before a schema change that views depend on, such as
 /// `ALTER TABLE ... DROP COLUMN`, in the same transaction; then [`recreate_views_steps`]).
 /// The first step takes [`objects_lock_step`].
@@ -544,12 +563,11 @@ fn login_steps(role: &Role, live: &LiveState, options: &ApplyOptions) -> Vec<Ste
             .trim_end()
         )
     )));
-    steps.push(Step::plain(format!(
-        "ALTER ROLE {who} SET search_path TO {}",
-        quote_ident(&role.login())
-    )));
-    // Correlated filter probes make cost estimates high; compiling such plans costs more than it saves.
-    steps.push(Step::plain(format!("ALTER ROLE {who} SET jit TO off")));
+    for (name, value) in login_settings(&role.name) {
+        steps.push(Step::plain(format!(
+            "ALTER ROLE {who} SET {name} TO {value}"
+        )));
+    }
     if !live.database.is_empty() {
         steps.push(Step::plain(format!(
             "GRANT CONNECT ON DATABASE {} TO {who}",

@@ -157,6 +157,9 @@ pub fn session_setup_as(
         ),
     })?;
     let mut params = restricted_params(client_params)?;
+    let pinned = policy::apply_sql::login_settings(&user.role);
+    params.retain(|(name, _)| !pinned.iter().any(|(p, _)| name.eq_ignore_ascii_case(p)));
+    params.extend(pinned.map(|(name, value)| (name.to_string(), value)));
     let namespace = &state.policy.settings.attribute_namespace;
     for attribute in state.role_attributes(&user.role) {
         if let Some(value) = user.attributes.get(attribute) {
