@@ -2,7 +2,9 @@
 //! view or sequence created inside a function, a procedure or dynamic SQL pins its client (the
 //! event trigger `policy apply` installs tells the proxy, which keeps the notice from the client),
 //! so the next client of the pool never sees it; a `DO` block pins (its settings stay with its
-//! client); `set_config(..., true)` ends with its transaction and pins nothing; `policy apply`
+//! client); a restricted role calling a function its policy names is pinned the same way; so is
+//! a client whose function changed a setting PostgreSQL reports (`TimeZone`, `DateStyle`), while a
+//! local one pins nothing; `set_config(..., true)` ends with its transaction and pins nothing; `policy apply`
 //! without a superuser says that the trigger is missing, and a superuser's apply installs it.
 //! Not for: state the text shows (pooling_state.rs, pooling.rs).
 
@@ -95,6 +97,39 @@ async fn a_temporary_object_made_inside_a_function_pins_its_client_and_no_other_
         .batch_execute("CREATE TEMP TABLE mine (a int); SET maschera.pooled = on; CREATE TEMP VIEW v AS SELECT 1")
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn a_restricted_role_is_pinned_by_the_temporary_table_a_function_of_its_policy_makes() {
+    let crm = Fixture::crm(20)
+        .users([("sam", "sales", &[("region", "north")][..])])
+        .policy(|text| {
+            text.replacen(
+                "[roles.sales]\n",
+                "[roles.sales]\nfunctions = [\"public.make_scratch_table\"]\n",
+                1,
+            )
+        })
+        .config(|options| options.sections = pool_section(1, ""))
+        .start()
+        .await
+        .expect("start the CRM");
+    crm.owner().await.batch_execute(MAKERS).await.unwrap();
+    let make = "SELECT public.make_scratch_table()";
+    let a = crm.through_proxy("sam").await;
+    let b = crm.through_proxy("sam").await;
+    a.simple_query(make).await.unwrap();
+    // b waits for the one backend, which a keeps (on it, b's call would fail with 42P07).
+    let err = b.simple_query(make).await.unwrap_err();
+    assert_eq!(
+        failure(&err).0,
+        "53300",
+        "b was served by a's backend: {err}"
+    );
+    drop(a);
+    // a's backend left with a: the next client makes its own table.
+    let c = crm.through_proxy("sam").await;
+    c.simple_query(make).await.unwrap();
 }
 
 #[tokio::test]
