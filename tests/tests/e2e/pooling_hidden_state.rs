@@ -15,7 +15,8 @@ use maschera_tests::{CrmProxy, Fixture};
 use tokio_postgres::Client;
 
 /// Functions of the owner's that create a temporary object named `scratch` where no statement
-/// text shows it (dynamic SQL, a SQL function, a procedure).
+/// text shows it (dynamic SQL, a SQL function, a procedure, one that first turns the proxy's
+/// `maschera.pooled` off).
 const MAKERS: &str = "
 CREATE FUNCTION make_scratch_table() RETURNS int LANGUAGE plpgsql AS $$
 BEGIN EXECUTE 'CREATE TE' || 'MP TABLE scratch AS SELECT 42 AS answer'; RETURN 1; END $$;
@@ -23,6 +24,11 @@ CREATE FUNCTION make_scratch_view() RETURNS void LANGUAGE sql
 AS 'CREATE TEMPORARY VIEW scratch AS SELECT 42 AS answer';
 CREATE PROCEDURE make_scratch_sequence() LANGUAGE plpgsql AS $$
 BEGIN EXECUTE format('CREATE %s SEQUENCE scratch', 'TEMP'); END $$;
+CREATE FUNCTION make_scratch_quietly() RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM set_config('maschera.pooled', 'off', false);
+  CREATE TEMP TABLE scratch AS SELECT 42 AS answer;
+END $$;
 ";
 
 /// The CRM with two DPO users (one pool: same login, no attributes) and the sales role, in
@@ -56,6 +62,7 @@ async fn a_temporary_object_made_inside_a_function_pins_its_client_and_no_other_
         ("SELECT make_scratch_table()", false),
         ("SELECT make_scratch_view()", true),
         ("CALL make_scratch_sequence()", false),
+        ("SELECT make_scratch_quietly()", false),
     ] {
         let a = crm.through_proxy("dora").await;
         let b = crm.through_proxy("dora").await;
