@@ -14,6 +14,11 @@
 //! a default is left to the unique violation). Not race-free against a concurrent insert of the same key
 //! (then 23505 as well), and two rows of one statement with the same key are not skipped.
 //!
+//! A column that every row gives as `DEFAULT` (TypeORM's `orIgnore()` lists every mapped column and
+//! writes `DEFAULT` for the ones an entity leaves unset) is left out of the statement, which is what
+//! `DEFAULT` means; `DEFAULT` in some rows only is refused (0A000): the `VALUES` list in a subquery
+//! cannot hold it.
+//!
 //! Not for: `DO UPDATE` (refused in `dml.rs`), or views without triggers (PostgreSQL runs the statement
 //! as written).
 
@@ -64,6 +69,7 @@ impl<'a> Analyzer<'a> {
                 .cloned()
                 .unwrap_or_default(),
         };
+        let columns = &without_default_columns(insert, columns);
         let usable: Vec<Vec<String>> = keys
             .into_iter()
             .filter(|key| {
@@ -117,8 +123,7 @@ impl<'a> Analyzer<'a> {
                 for row in &values.rows {
                     let mut cells = Vec::new();
                     for (value, data_type) in row.iter().zip(&types) {
-                        if matches!(value, Expr::Identifier(i) if i.quote_style.is_none() && i.value.eq_ignore_ascii_case("default"))
-                        {
+                        if is_default(value) {
                             return Err(Refusal::unsupported(format!(
                                 "DEFAULT in INSERT ... ON CONFLICT DO NOTHING is not supported for role {} on table {table}: leave the column out",
                                 self.role.role
@@ -163,4 +168,60 @@ impl<'a> Analyzer<'a> {
         *source = query;
         Ok(())
     }
+}
+
+/// Whether a `VALUES` cell is the keyword `DEFAULT` (sqlparser reads it as an identifier).
+fn is_default(value: &Expr) -> bool {
+    matches!(value, Expr::Identifier(i) if i.quote_style.is_none() && i.value.eq_ignore_ascii_case("default"))
+}
+
+/// Leaves out of `insert` (its named `columns` and its plain `VALUES` rows) every column that all its
+/// rows give as `DEFAULT`, and returns the columns that remain. Unchanged when the statement names no
+/// columns, its source is not a plain `VALUES` list, or every column would go.
+fn without_default_columns(insert: &mut Insert, columns: &[String]) -> Vec<String> {
+    let unchanged = columns.to_vec();
+    if insert.columns.len() != columns.len() {
+        return unchanged;
+    }
+    let Some(source) = insert.source.as_mut() else {
+        return unchanged;
+    };
+    if source.with.is_some() || source.order_by.is_some() || source.limit_clause.is_some() {
+        return unchanged;
+    }
+    let SetExpr::Values(values) = source.body.as_mut() else {
+        return unchanged;
+    };
+    let keep: Vec<bool> = (0..columns.len())
+        .map(|i| {
+            !values
+                .rows
+                .iter()
+                .all(|row| row.get(i).is_some_and(is_default))
+        })
+        .collect();
+    if keep.iter().all(|k| *k)
+        || !keep.iter().any(|k| *k)
+        || values.rows.iter().any(|row| row.len() != columns.len())
+    {
+        return unchanged;
+    }
+    for row in values.rows.iter_mut() {
+        let mut position = 0;
+        row.retain(|_| {
+            position += 1;
+            keep[position - 1]
+        });
+    }
+    let mut position = 0;
+    insert.columns.retain(|_| {
+        position += 1;
+        keep[position - 1]
+    });
+    columns
+        .iter()
+        .zip(&keep)
+        .filter(|(_, k)| **k)
+        .map(|(c, _)| c.clone())
+        .collect()
 }

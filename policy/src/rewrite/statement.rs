@@ -46,11 +46,15 @@ const PRIVILEGED: &[&str] = &[
 /// The leading keywords of a statement (`CREATE TABLE`), never its identifiers or literals.
 fn statement_keywords(statement: &Statement) -> String {
     let text = statement.to_string();
-    let words: Vec<&str> = text
+    let mut words: Vec<&str> = text
         .split_whitespace()
         .take(4)
         .take_while(|w| !w.is_empty() && w.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
         .collect();
+    // `CREATE TABLE IF NOT EXISTS` (Sequelize's `sync()`) is a CREATE TABLE, not a "CREATE TABLE IF NOT".
+    while matches!(words.last(), Some(&"IF" | &"NOT")) {
+        words.pop();
+    }
     if words.is_empty() {
         "this statement".to_string()
     } else {

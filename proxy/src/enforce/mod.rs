@@ -161,13 +161,15 @@ pub fn session_setup_as(
     params.retain(|(name, _)| !pinned.iter().any(|(p, _)| name.eq_ignore_ascii_case(p)));
     params.extend(pinned.map(|(name, value)| (name.to_string(), value)));
     let namespace = &state.policy.settings.attribute_namespace;
+    // Every attribute the role's filters read is sent, empty when the user has none (a filter
+    // reads an empty attribute as absent: no rows), so that no default the login was given on
+    // PostgreSQL stands in for it.
     for attribute in state.role_attributes(&user.role) {
-        if let Some(value) = user.attributes.get(attribute) {
-            params.push((
-                policy::filter::attribute_setting(namespace, attribute),
-                value.clone(),
-            ));
-        }
+        let value = user.attributes.get(attribute).cloned().unwrap_or_default();
+        params.push((
+            policy::filter::attribute_setting(namespace, attribute),
+            value,
+        ));
     }
     let errors = Some(Arc::new(ErrorScrub::for_role(&role, &state.catalog)));
     let lookups = (!role.lookups.tables.is_empty())

@@ -195,6 +195,40 @@ fn on_conflict_do_nothing_on_a_trigger_view_tests_the_key_on_the_view() {
 }
 
 #[test]
+fn on_conflict_do_nothing_leaves_out_the_columns_every_row_gives_as_default() {
+    // TypeORM's `orIgnore()`: every mapped column, DEFAULT where the entity has no value.
+    let mut catalog = fixture::catalog();
+    catalog.unique_keys.insert(
+        TableName::new("public", "contacts"),
+        vec![vec!["id".into()]],
+    );
+    let access = fixture::role("sales");
+    let out = rewrite(
+        "INSERT INTO contacts (id, first_name, birth_date, tax_code, region) VALUES ($1, 'a', DEFAULT, DEFAULT, 'north'), ($2, 'b', DEFAULT, DEFAULT, 'north') ON CONFLICT DO NOTHING RETURNING id",
+        &access,
+        &catalog,
+    )
+    .expect("accepted");
+    let sql = &out.statements()[0].sql;
+    assert!(
+        sql.starts_with("INSERT INTO \"maschera_sales\".\"contacts\" (id, first_name, region) SELECT * FROM (VALUES (CAST($1 AS BIGINT), CAST('a' AS TEXT), CAST('north' AS TEXT)), (CAST($2 AS BIGINT), CAST('b' AS TEXT), CAST('north' AS TEXT))) AS maschera_new (\"id\", \"first_name\", \"region\") WHERE NOT EXISTS"),
+        "{sql}"
+    );
+    // DEFAULT in some rows only cannot move into the subquery's VALUES.
+    let refusal = rewrite(
+        "INSERT INTO contacts (id, first_name, region) VALUES (1, DEFAULT, 'north'), (2, 'b', 'north') ON CONFLICT DO NOTHING",
+        &access,
+        &catalog,
+    )
+    .expect_err("refused");
+    assert_eq!(
+        refusal.sqlstate,
+        SqlState::FeatureNotSupported,
+        "{refusal:?}"
+    );
+}
+
+#[test]
 fn the_fuzz_seeds_of_write_back_reach_only_views() {
     for sql in [
         "UPDATE contacts AS c SET first_name = $1, tax_code = $2, birth_date = '1980-01-01' WHERE c.id = $3 RETURNING tax_code",
@@ -320,4 +354,16 @@ fn a_json_document_is_written_back_by_its_text() {
         rewritten.contains("') AS JSON) WHERE id = 1"),
         "{rewritten}"
     );
+}
+
+#[test]
+fn an_orm_sync_is_refused_as_the_ddl_it_is() {
+    // Sequelize's `sync()`: the refusal names the statement type, not a cut "CREATE TABLE IF NOT".
+    let refusal = refused(
+        "sales",
+        "CREATE TABLE IF NOT EXISTS \"contacts\" (\"id\" BIGINT, PRIMARY KEY (\"id\"))",
+        SqlState::InsufficientPrivilege,
+        "permission denied: CREATE TABLE is DDL, not allowed for role sales",
+    );
+    assert!(!refusal.message.contains("IF NOT"), "{}", refusal.message);
 }

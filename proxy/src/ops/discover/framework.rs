@@ -1,7 +1,8 @@
 //! Framework tables: the tables an application's framework keeps for itself (Django's `auth_*` and
-//! `django_*`, Rails' `schema_migrations`, Laravel's `migrations` and `password_resets`, Hibernate's
-//! sequences, Alembic's, Flyway's and Liquibase's version tables), and the secret columns of any table
-//! (password hashes, session data and keys, tokens). The application reads framework tables on every
+//! `django_*`, Rails' `schema_migrations`, Laravel's (and TypeORM's) `migrations` and Laravel's
+//! `password_resets`, Sequelize's `SequelizeMeta`, Hibernate's sequences, Alembic's, Flyway's and
+//! Liquibase's version tables), and the secret columns of any table (password hashes, session data and
+//! keys, tokens). The application reads framework tables on every
 //! request, so a proposed policy must let every role read them, and write the few it writes on ordinary
 //! requests (sessions); other secrets are read by no restricted role.
 //! Not for: personal data (see `names`, `detect`) or the rules themselves (see `template`).
@@ -12,7 +13,7 @@ use super::names::words;
 const TABLES: &[(&str, &str)] = &[
     ("schema_migrations", "Rails"),
     ("ar_internal_metadata", "Rails"),
-    ("migrations", "Laravel"),
+    ("migrations", "Laravel or TypeORM"),
     ("password_resets", "Laravel"),
     ("password_reset_tokens", "Laravel"),
     ("failed_jobs", "Laravel"),
@@ -28,6 +29,9 @@ const TABLES: &[(&str, &str)] = &[
     ("databasechangelog", "Liquibase"),
     ("databasechangeloglock", "Liquibase"),
     ("authtoken_token", "Django REST framework"),
+    ("SequelizeMeta", "Sequelize"),
+    ("SequelizeData", "Sequelize"),
+    ("typeorm_metadata", "TypeORM"),
 ];
 
 /// Table name prefixes and the framework that owns them.
@@ -122,6 +126,8 @@ mod tests {
         assert_eq!(framework_of("schema_migrations"), Some("Rails"));
         assert_eq!(framework_of("alembic_version"), Some("Alembic"));
         assert_eq!(framework_of("databasechangeloglock"), Some("Liquibase"));
+        assert_eq!(framework_of("SequelizeMeta"), Some("Sequelize"));
+        assert_eq!(framework_of("typeorm_metadata"), Some("TypeORM"));
         assert_eq!(framework_of("contacts"), None);
         assert_eq!(framework_of("author"), None);
         assert_eq!(
