@@ -398,7 +398,8 @@ pub struct PooledSource {
     key: Arc<UpstreamKey>,
     settings: ClientSettings,
     /// What the client statement being run would change of its settings.
-    pending: Option<Change>,
+    /// (One per statement of a simple Query made only of such statements, see `settings`.)
+    pending: std::collections::VecDeque<Change>,
     /// Changes completed in a transaction that has not committed yet (see `uncommitted`).
     uncommitted: Uncommitted,
     /// The attached connection holds settings of this client: it is closed when given back.
@@ -421,7 +422,7 @@ impl PooledSource {
             base: key.clone(),
             key,
             settings: ClientSettings::default(),
-            pending: None,
+            pending: Default::default(),
             uncommitted: Uncommitted::default(),
             dirty: false,
             registration,
@@ -513,14 +514,18 @@ impl UpstreamSource for PooledSource {
                 let sql = crate::wire::Frontend::decode(frame)
                     .ok()
                     .and_then(|m| m.sql());
-                self.pending = sql.and_then(settings::change);
-                // A simple query whose setting follows the client (`settings`), or a setting
-                // that ends with its transaction, leaves nothing behind.
-                let follows = match self.pending {
-                    Some(Change::Set(..)) => tag == b'Q',
-                    Some(Change::Local) => true,
-                    _ => false,
-                };
+                self.pending.clear();
+                if let Some(changes) = sql.and_then(settings::changes) {
+                    self.pending.extend(changes);
+                }
+                // A simple query whose settings follow the client (`settings`), or settings that
+                // end with their transaction, leave nothing behind.
+                let follows = !self.pending.is_empty()
+                    && self.pending.iter().all(|change| match change {
+                        Change::Set(..) => tag == b'Q',
+                        Change::Local => true,
+                        _ => false,
+                    });
                 if let (Some(sql), false) = (sql, follows) {
                     self.pinning.statement(sql);
                 }
@@ -530,7 +535,7 @@ impl UpstreamSource for PooledSource {
             b'B' if matches!(crate::wire::Frontend::decode(frame),
                 Ok(crate::wire::Frontend::Bind { statement, .. }) if !statement.is_empty()) =>
             {
-                self.pending = None;
+                self.pending.clear();
             }
             _ => {}
         }
@@ -539,7 +544,7 @@ impl UpstreamSource for PooledSource {
     fn observe_completion(&mut self, tag: &str) {
         // `SELECT 1`: a `SELECT set_config(...)` that `settings` follows.
         let follows = matches!(tag, "SET" | "RESET" | "DISCARD ALL" | "SELECT 1");
-        match self.pending.take() {
+        match self.pending.pop_front() {
             Some(change) if follows => {
                 if change == Change::ResetAll && tag == "DISCARD ALL" {
                     self.prepared.forget_all();

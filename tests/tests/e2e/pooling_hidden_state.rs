@@ -217,6 +217,46 @@ async fn set_config_local_ends_with_its_transaction_and_pins_nothing() {
     assert_eq!(rows(&a, "SHOW TimeZone").await, original);
 }
 
+#[tokio::test]
+async fn sequelizes_settings_follow_their_client_and_typeorms_set_transaction_pins_nothing() {
+    let (_pg, proxy) = pooled_proxy(1, "");
+    // What Sequelize sends on connect: one Query of two SETs.
+    const SEQUELIZE: &str =
+        "SET client_min_messages TO warning;SET TIME ZONE INTERVAL '+05:30' HOUR TO MINUTE;";
+    let a = connect(&proxy).await;
+    let b = connect(&proxy).await;
+    let zone = rows(&b, "SHOW TimeZone").await;
+    let messages = rows(&b, "SHOW client_min_messages").await;
+    a.simple_query(SEQUELIZE).await.unwrap();
+    for _ in 0..2 {
+        assert_eq!(rows(&a, "SHOW TimeZone").await, [["<+05:30>-05:30"]]);
+        assert_eq!(rows(&a, "SHOW client_min_messages").await, [["warning"]]);
+        // b's pool of one is free (a is not pinned to its backend) and b has its own settings.
+        assert_eq!(rows(&b, "SHOW TimeZone").await, zone);
+        assert_eq!(rows(&b, "SHOW client_min_messages").await, messages);
+    }
+    // c joins a's pool (same settings); TypeORM's transaction('SERIALIZABLE') on a.
+    let c = connect(&proxy).await;
+    c.simple_query(SEQUELIZE).await.unwrap();
+    for statement in [
+        "START TRANSACTION",
+        "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+    ] {
+        a.simple_query(statement).await.unwrap();
+    }
+    assert_eq!(
+        rows(&a, "SHOW transaction_isolation").await,
+        [["serializable"]]
+    );
+    a.simple_query("COMMIT").await.unwrap();
+    assert_eq!(
+        rows(&a, "SHOW transaction_isolation").await,
+        [["read committed"]]
+    );
+    // a is not pinned: c, waiting for the same pool of one, is served.
+    assert_eq!(rows(&c, "SHOW TimeZone").await, [["<+05:30>-05:30"]]);
+}
+
 /// Whether the pooling event trigger is installed in the CRM database.
 fn trigger_installed(pg: &maschera_tests::PgServer) -> bool {
     let out = pg
