@@ -153,6 +153,19 @@ def crm_setup(bench, contacts=None):
         audited.append(proxy)
         targets["sales"].append(Target(f"maschera, access log {mode}",
                                        Login(proxy.port, SAM[0], SAM[1], "crm"), proxy.pid))
+    # `[upstream] plan_cache` (--crm-plan-cache): the same proxies with the cache on, measured in
+    # the same interleaved rounds as the ones without it.
+    for mode in ["off", "batch"] if bench.opts.crm_plan_cache else []:
+        try:
+            proxy, _ = _audited_proxy(bench, creds, mode, tag=f"crm{contacts}-plan",
+                                      upstream_extra="plan_cache = true\n")
+        except BenchError as err:
+            for p in [maschera, *audited]:
+                p.stop()
+            return f"maschera serve does not start with plan_cache: {str(err).splitlines()[0]}"
+        audited.append(proxy)
+        name = "maschera, plan cache" + ("" if mode == "off" else f", access log {mode}")
+        targets["sales"].append(Target(name, Login(proxy.port, SAM[0], SAM[1], "crm"), proxy.pid))
     return targets, variables, maschera, audited
 
 
@@ -327,10 +340,11 @@ def rewriter(bench):
 DORA = ("dora", "Dora-bench-password-3c9e-heron", "dpo", {})
 
 
-def _audited_proxy(bench, creds, mode, binary=None, tag=""):
+def _audited_proxy(bench, creds, mode, binary=None, tag="", upstream_extra=""):
     """A Maschera (`binary`, default the one measured) enforcing the CRM policy for sam and dora, with
     the access log `mode` (`off`, or a durability with optional `:key=value` settings of `[audit]`)
-    in a folder of its own (named after the mode and `tag`) with fresh keys (`maschera audit keygen`)."""
+    in a folder of its own (named after the mode and `tag`) with fresh keys (`maschera audit keygen`);
+    `upstream_extra`: further lines of its `[upstream]`."""
     binary = binary or bench.binary
     extra = f'\n[policy]\nfile = "{POLICY}"\ncredentials = "{creds}"\n'
     log_dir = None
@@ -348,7 +362,7 @@ def _audited_proxy(bench, creds, mode, binary=None, tag=""):
             key, _, value = setting.partition("=")
             extra += f"{key} = {value}\n"
     return (Maschera(binary, su_login(bench.pg, "crm"), [SAM, DORA], extra,
-                     upstream_host=bench.upstream_host), log_dir)
+                     upstream_host=bench.upstream_host, upstream_extra=upstream_extra), log_dir)
 
 
 def _log_records(log_dir):

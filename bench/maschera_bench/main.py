@@ -83,6 +83,9 @@ def parse_args(argv):
                    help="case 2: Maschera as sam is also measured with each of these access-log modes "
                    "(as for --audit-modes; empty: none), each a proxy of its own in the same rounds, "
                    "against the owner like the others (default batch,sync)")
+    p.add_argument("--crm-plan-cache", action="store_true",
+                   help="case 2: also Maschera as sam with `[upstream] plan_cache = true`, access log off "
+                        "and batch, in the same interleaved rounds")
     p.add_argument("--note", help="a sentence about the conditions of the run, written into the report")
     p.add_argument("--report-only", action="store_true",
                    help="measure nothing: write the report again from the --json results (give the "

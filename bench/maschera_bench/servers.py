@@ -229,10 +229,11 @@ class Maschera:
     added through `maschera user add --password-stdin`. `extra` is appended to the
     configuration (e.g. `[policy]` or `[audit]` sections). `upstream_host` is `[upstream] host`:
     127.0.0.1, or PostgreSQL's socket directory; `worker_threads` is `[limits] worker_threads`
-    (None: the proxy's default, half the cores and at least one)."""
+    (None: the proxy's default, half the cores and at least one); `upstream_extra` are further lines
+    of `[upstream]` (e.g. `plan_cache = true`)."""
 
     def __init__(self, binary, upstream, users, extra="", max_connections=1200,
-                 upstream_host="127.0.0.1", worker_threads=None):
+                 upstream_host="127.0.0.1", worker_threads=None, upstream_extra=""):
         self.binary = binary
         self.dir = tempfile.mkdtemp(prefix="maschera-bench-proxy-")
         users_file = os.path.join(self.dir, "users.toml")
@@ -248,7 +249,8 @@ class Maschera:
             f.write(
                 f'listen = "127.0.0.1:{self.port}"\n\n[upstream]\nhost = "{upstream_host}"\n'
                 f'port = {upstream.port}\ndatabase = "{upstream.database}"\nuser = "{upstream.user}"\n'
-                f'password = "{upstream.password}"\ntls = "off"\n\n[users]\nfile = "users.toml"\n\n'
+                f'password = "{upstream.password}"\ntls = "off"\n{upstream_extra}\n'
+                '[users]\nfile = "users.toml"\n\n'
                 f"[limits]\nmax_connections = {max_connections}\n"
                 # Case 4 holds 1,000 sessions of one user: no per-user or per-role session limit.
                 "max_sessions_per_user = 0\nmax_sessions_per_role = 0\n"

@@ -563,6 +563,17 @@ fn login_steps(role: &Role, live: &LiveState, options: &ApplyOptions) -> Vec<Ste
             .trim_end()
         )
     )));
+    // A login may ALTER ROLE itself (PostgreSQL lets any role set its own session defaults), and the
+    // proxy's sessions of the role would run with them (standard_conforming_strings off makes a
+    // literal read differently): each apply drops whatever defaults it did not set itself
+    // (the proxy also pins the settings below in each session's startup packet).
+    steps.push(Step::plain(format!("ALTER ROLE {who} RESET ALL")));
+    if !live.database.is_empty() {
+        steps.push(Step::plain(format!(
+            "ALTER ROLE {who} IN DATABASE {} RESET ALL",
+            quote_ident(&live.database)
+        )));
+    }
     for (name, value) in login_settings(&role.name) {
         steps.push(Step::plain(format!(
             "ALTER ROLE {who} SET {name} TO {value}"
@@ -994,10 +1005,19 @@ mod tests {
             .collect();
         let alters: Vec<&String> = sql
             .iter()
-            .filter(|s| s.starts_with("ALTER ROLE") && !s.contains(" SET "))
+            .filter(|s| {
+                s.starts_with("ALTER ROLE") && !s.contains(" SET ") && !s.ends_with(" RESET ALL")
+            })
             .collect();
         // A non-superuser may not name NOSUPERUSER, NOREPLICATION or NOBYPASSRLS: only what differs.
         assert_eq!(alters, ["ALTER ROLE \"maschera_sales_owner\" NOINHERIT"]);
+        // The session defaults a login may have set on itself are dropped on every apply.
+        for reset in [
+            "ALTER ROLE \"maschera_sales\" RESET ALL",
+            "ALTER ROLE \"maschera_sales\" IN DATABASE \"crm\" RESET ALL",
+        ] {
+            assert!(sql.contains(&reset.to_owned()), "missing {reset}\n{sql:#?}");
+        }
         for expected in [
             "ALTER SCHEMA maschera_private OWNER TO \"app\"",
             "ALTER TABLE maschera_private.keys OWNER TO \"app\"",

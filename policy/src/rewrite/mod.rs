@@ -13,6 +13,7 @@
 //! an unrestricted role, and [`RewriteCache`] in front of both.
 
 mod analyzer;
+mod backslash;
 mod cache;
 mod channels;
 mod dml;
@@ -259,13 +260,22 @@ fn rewrite_statement(
             return Err(refusal);
         }
     };
-    let mut sql = String::with_capacity(text_len + 64);
-    write!(sql, "{statement}").map_err(|_| {
-        Refusal::unsupported(
-            "statement not supported by the Maschera parser: it cannot be serialized",
-        )
-    })?;
+    let serialize = |statement: &Statement| {
+        let mut sql = String::with_capacity(text_len + 64);
+        write!(sql, "{statement}").map(|()| sql).map_err(|_| {
+            Refusal::unsupported(
+                "statement not supported by the Maschera parser: it cannot be serialized",
+            )
+        })
+    };
+    let mut sql = serialize(&statement)?;
+    // Only a text with a backslash can hold a plain literal that reads differently upstream.
+    if sql.contains('\\') && backslash::escape_plain_literals(&mut statement) {
+        analyzer.edits.other = true;
+        sql = serialize(&statement)?;
+    }
     faithful::verify(&sql, &statement, client, &analyzer.edits)?;
+    backslash::check_upstream_text(&sql)?;
     Ok(RewrittenStatement {
         sql,
         kind: outcome.kind,

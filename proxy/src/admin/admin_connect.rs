@@ -116,6 +116,7 @@ fn parse(url: &str) -> Result<(UpstreamTarget, tokio_postgres::Config)> {
         password: None,
         password_env: None,
         connect_timeout_seconds: pg.get_connect_timeout().map_or(10, |t| t.as_secs().max(1)),
+        plan_cache: false,
     };
     let mut pg = pg;
     if pg.get_dbname().is_none() {

@@ -43,6 +43,12 @@ pub struct UpstreamConfig {
     /// Time limit for connecting and logging in upstream, in seconds. Default 10.
     #[serde(default = "default_upstream_timeout")]
     pub connect_timeout_seconds: u64,
+    /// Caches the plans of the clients' unnamed statements on the upstream connection (prepared
+    /// there under a digest name, so PostgreSQL's plan cache applies; see README "Plan caching").
+    /// Sessions of session mode (except those of application users, whose connections change
+    /// with the end user) and of transaction mode. Default `false`.
+    #[serde(default)]
+    pub plan_cache: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

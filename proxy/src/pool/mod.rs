@@ -416,7 +416,8 @@ pub struct PooledSource {
 
 impl PooledSource {
     pub fn new(pools: Arc<Pools>, key: Arc<UpstreamKey>, registration: Registration) -> Self {
-        let prepared = Prepared::new(pools.config.prepared_statements_per_connection);
+        let prepared = Prepared::new(pools.config.prepared_statements_per_connection)
+            .with_plan_cache(pools.target.config().plan_cache);
         PooledSource {
             pools,
             base: key.clone(),
@@ -480,8 +481,12 @@ impl UpstreamSource for PooledSource {
         self.prepared.outgoing(&mut conn.backend.statements, bytes)
     }
 
-    fn incoming(&mut self, conn: &mut Leased, tag: u8) -> bool {
-        if tag == b'E' {
+    fn incoming(&mut self, conn: &mut Leased, tag: u8, body: &[u8]) -> bool {
+        let withheld = self
+            .prepared
+            .answer(&mut conn.backend.statements, tag, body);
+        // A withheld error is of a cycle sent again (`plan_cache`): it did not end the transaction.
+        if tag == b'E' && !withheld {
             self.uncommitted.error();
         }
         // A reported setting changed out of sight (see `hidden_state`); one a followed SET
@@ -495,7 +500,11 @@ impl UpstreamSource for PooledSource {
                 self.pinning.pin(hidden_state::SETTING_REASON);
             }
         }
-        self.prepared.incoming(&mut conn.backend.statements, tag)
+        withheld
+    }
+
+    fn injection(&mut self) -> Option<BytesMut> {
+        self.prepared.injection()
     }
 
     fn release(&mut self, conn: Leased, reusable: bool) {

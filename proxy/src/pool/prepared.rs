@@ -26,7 +26,12 @@
 //! quiet (nothing in flight) is closed, so no message on its way needs it; a client that uses it
 //! later has it prepared again, as on any connection that lacks it.
 //!
+//! Unnamed statements pass unchanged unless `[upstream] plan_cache` is on (see `plan_cache`,
+//! which also serves session mode).
+//!
 //! Not for: the pools (see `pool`), or the statement text (the session hook's).
+
+pub mod plan_cache;
 
 use crate::wire::frame::{self, POSTGRES_MAX_FRAME};
 use crate::wire::{Frontend, Target};
@@ -74,6 +79,12 @@ pub struct Prepared {
     cap: usize,
     /// The connection's clock (`ServerStatements::now`) when it was last quiet: nothing in flight.
     quiet: u64,
+    /// Session mode: the client's named statements pass unchanged.
+    pass_named: bool,
+    /// The cache of unnamed statements' plans, when on (see `plan_cache`).
+    unnamed: Option<plan_cache::UnnamedCache>,
+    /// The transaction status of the last ReadyForQuery (`I` before any).
+    status: u8,
 }
 
 fn server_name(sql: &[u8], param_types: &[u8]) -> Bytes {
@@ -110,6 +121,7 @@ impl Prepared {
     pub fn new(cap: usize) -> Prepared {
         Prepared {
             cap,
+            status: b'I',
             ..Prepared::default()
         }
     }
@@ -117,13 +129,15 @@ impl Prepared {
     /// The bytes to write instead of `bytes` (whole frames) to a connection holding `server`;
     /// `None`: `bytes` unchanged.
     pub fn outgoing(&mut self, server: &mut ServerStatements, bytes: &[u8]) -> Option<BytesMut> {
-        if !may_rewrite(bytes) {
+        if !may_rewrite(bytes) && !self.cache_wants(bytes) {
             self.written += frames(bytes).filter(|f| ends_cycle(f[0])).count() as u64;
             return None;
         }
         let mut out = BytesMut::with_capacity(bytes.len());
         for frame in frames(bytes) {
+            self.record(frame);
             self.rewrite(server, frame, &mut out);
+            self.framed(frame);
             if ends_cycle(frame[0]) {
                 self.written += 1;
             }
@@ -230,13 +244,31 @@ impl Prepared {
         name: &[u8],
         out: &mut BytesMut,
     ) -> Bytes {
-        match self.statements.get(name).cloned() {
+        let statement = if name.is_empty() {
+            self.unnamed_statement()
+        } else if self.pass_named {
+            None
+        } else {
+            self.statements.get(name).cloned()
+        };
+        match statement {
             Some(statement) => {
                 self.ensure(server, &statement, out);
                 statement.server
             }
             None if name.starts_with(PREFIX) => Bytes::from_static(NO_STATEMENT),
             None => Bytes::copy_from_slice(name),
+        }
+    }
+
+    /// Whether a Bind, Describe or Close naming `name` is sent under another name: the client's
+    /// named statements (unless they pass: session mode), the proxy's namespace, and the unnamed
+    /// statement when the cache made it one of the connection's.
+    fn renames(&self, name: &[u8]) -> bool {
+        if name.is_empty() {
+            self.unnamed_statement().is_some()
+        } else {
+            !self.pass_named || name.starts_with(PREFIX)
         }
     }
 
@@ -247,10 +279,19 @@ impl Prepared {
         };
         match message {
             Frontend::Parse {
+                name: [],
+                sql,
+                param_types,
+            } => self.parse_unnamed(server, frame, sql, param_types, out),
+            Frontend::Parse { .. } if self.pass_named => {
+                out.extend_from_slice(frame);
+                self.expect(false, None);
+            }
+            Frontend::Parse {
                 name,
                 sql,
                 param_types,
-            } if !name.is_empty() => {
+            } => {
                 let server_name = server_name(sql, param_types);
                 let parse = Frontend::Parse {
                     name: &server_name,
@@ -266,15 +307,11 @@ impl Prepared {
                 self.close_then_parse(server, &statement, false, out);
                 self.statements.insert(name.to_vec(), statement);
             }
-            Frontend::Parse { .. } => {
-                out.extend_from_slice(frame);
-                self.expect(false, None);
-            }
             Frontend::Bind {
                 portal,
                 statement,
                 rest,
-            } if !statement.is_empty() => {
+            } if self.renames(statement) => {
                 let name = self.use_statement(server, statement, out);
                 Frontend::Bind {
                     portal,
@@ -286,7 +323,7 @@ impl Prepared {
             Frontend::Describe {
                 target: Target::Statement,
                 name,
-            } if !name.is_empty() => {
+            } if self.renames(name) => {
                 let name = self.use_statement(server, name, out);
                 Frontend::Describe {
                     target: Target::Statement,
@@ -297,7 +334,7 @@ impl Prepared {
             Frontend::Close {
                 target: Target::Statement,
                 name,
-            } if !name.is_empty() => {
+            } if !name.is_empty() && self.renames(name) => {
                 self.statements.remove(name);
                 Frontend::Close {
                     target: Target::Statement,
@@ -306,7 +343,10 @@ impl Prepared {
                 .encode(out);
                 self.expect(false, None);
             }
-            Frontend::Close { .. } => {
+            Frontend::Close { target, name } => {
+                if target == Target::Statement && name.is_empty() {
+                    self.close_unnamed();
+                }
                 out.extend_from_slice(frame);
                 self.expect(false, None);
             }
@@ -361,6 +401,8 @@ impl Prepared {
         self.written = 0;
         self.answered = 0;
         self.quiet = server.now();
+        self.status = b'I';
+        self.cache_attached();
     }
 }
 

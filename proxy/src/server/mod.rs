@@ -488,6 +488,13 @@ async fn serve(
             session::relay_through(client.stream, source, conn, upstream.status, hook, settings)
                 .await
         }
+        None if proxy.config.upstream.plan_cache => {
+            let cap = proxy.config.pool.prepared_statements_per_connection;
+            let source = crate::pool::prepared::plan_cache::CachedSession::new(cap);
+            let (hook, conn) = (setup.hook.as_mut(), Some(upstream.stream));
+            session::relay_through(client.stream, source, conn, upstream.status, hook, settings)
+                .await
+        }
         None => {
             let hook = setup.hook.as_mut();
             session::relay(

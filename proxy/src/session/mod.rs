@@ -408,6 +408,7 @@ pub async fn relay_through<S: UpstreamSource>(
         out: BytesMut::new(),
         input: 0,
         status: initial_status,
+        wake_up: false,
         bytes_sent: metrics::counter!(m::BYTES_TOTAL, m::LABEL_DIRECTION => m::DIRECTION_SERVER_TO_CLIENT),
         latency: metrics::histogram!(m::STATEMENT_DURATION_SECONDS),
     };
@@ -639,7 +640,7 @@ struct ClientToServer {
     queue: VecDeque<Chunk>,
     /// A Terminate was queued: the session ends once the queue is written.
     terminated: bool,
-    /// The queue went through the source's `outgoing` (pooled sources only).
+    /// The queue went through the source's `outgoing` (sources that rewrite only).
     rewritten: bool,
     /// The decision about the frame at the front of `buf` (after the queue), still being made: no
     /// further frame is read or decided until it completes.
@@ -664,7 +665,16 @@ impl ClientToServer {
         hooked: &mut Hooked<'_>,
     ) -> Poll<Result<SessionEnd, SessionError>> {
         loop {
-            if S::POOLED && !self.rewritten {
+            if S::REWRITES
+                && self.queue.is_empty()
+                && let Some(again) = link.source.injection()
+            {
+                // A cycle the source sends again (see `UpstreamSource::injection`): its first
+                // answers were withheld, so the relay counts it once.
+                self.queue.push_back(Chunk::Made(again));
+                self.rewritten = false;
+            }
+            if S::REWRITES && !self.rewritten {
                 if self.queue.iter().any(|c| !matches!(c, Chunk::Skip(_))) {
                     ready!(link.poll_attach(cx, &mut *hooked.hook))?;
                 }
@@ -803,7 +813,7 @@ impl ClientToServer {
     }
 
     /// Passes each chunk of the queue (whole frames) through the source's `outgoing`, once, with the
-    /// connection it is about to be written to (pooled sources only).
+    /// connection it is about to be written to (sources that rewrite only).
     fn rewrite_queue<S: UpstreamSource>(&mut self, link: &mut Link<S>) {
         self.rewritten = true;
         let Some(conn) = link.conn.as_mut() else {
@@ -959,6 +969,9 @@ struct ServerToClient {
     out: BytesMut,
     input: usize,
     status: u8,
+    /// The source withheld an error to send its cycle again: the client→server direction has
+    /// something to write.
+    wake_up: bool,
     bytes_sent: metrics::Counter,
     latency: metrics::Histogram,
 }
@@ -1012,6 +1025,9 @@ impl ServerToClient {
                 }
             }
             self.process(hooked, link, start)?;
+            if std::mem::take(&mut self.wake_up) {
+                cx.waker().wake_by_ref();
+            }
             self.stream_large_frame()?;
             if S::POOLED && self.between_transactions(hooked.cycles) {
                 if link.source.keeps() {
@@ -1087,6 +1103,23 @@ impl ServerToClient {
                     }
                 }
             }
+            if S::REWRITES
+                && matches!(header.tag, b'1' | b'2' | b'3' | b'E' | b'Z')
+                && let Some(conn) = link.conn.as_mut()
+                && link.source.incoming(
+                    conn,
+                    header.tag,
+                    frame::body(&self.buf[run..run + header.len]),
+                )
+            {
+                // It answers a message the source added (see `UpstreamSource::outgoing`), or a
+                // cycle it sends again: neither the client nor the hook sees it.
+                self.wake_up |= header.tag == b'E';
+                out.extend_from_slice(&self.buf[..run]);
+                self.buf.advance(run + header.len);
+                run = 0;
+                continue;
+            }
             let body = frame::body(&self.buf[run..run + header.len]);
             completions |= matches!(header.tag, b'C' | b'E');
             // The cycle being answered.
@@ -1105,7 +1138,7 @@ impl ServerToClient {
                     if let Some(seen) = seen {
                         let tag = frame::cstr(seen).map(|(t, _)| t).unwrap_or_default();
                         let tag = std::str::from_utf8(tag).unwrap_or_default();
-                        if S::POOLED {
+                        if S::REWRITES {
                             link.source.observe_completion(tag);
                         }
                         hook.on_server_event(ServerEvent::CommandComplete { tag }, cycle);
@@ -1154,14 +1187,6 @@ impl ServerToClient {
                     }
                 }
                 _ => {}
-            }
-            if S::POOLED
-                && matches!(header.tag, b'1' | b'3' | b'E' | b'Z')
-                && let Some(conn) = link.conn.as_mut()
-                && link.source.incoming(conn, header.tag)
-            {
-                // It answers a message the source added (see `UpstreamSource::outgoing`).
-                replacement = Some(BytesMut::new());
             }
             if let Some(replacement) = replacement {
                 out.extend_from_slice(&self.buf[..run]);

@@ -78,6 +78,11 @@ pub trait UpstreamSource: Send {
     /// or gives back a connection, and none of the other methods but `stream` are called.
     const POOLED: bool;
 
+    /// Whether the source sees and may rewrite what goes upstream (`outgoing`, `incoming`,
+    /// `injection`, `observe_completion`); pooled sources do, and a session-mode source may
+    /// (`pool::prepared::plan_cache`).
+    const REWRITES: bool = Self::POOLED;
+
     /// The stream of a connection.
     fn stream(conn: &mut Self::Conn) -> &mut BoxStream;
 
@@ -103,9 +108,10 @@ pub trait UpstreamSource: Send {
         None
     }
 
-    /// A ParseComplete (`1`), CloseComplete (`3`), ErrorResponse (`E`) or ReadyForQuery (`Z`)
-    /// from `conn`: whether the client must not see it (it answers a message `outgoing` added).
-    fn incoming(&mut self, _conn: &mut Self::Conn, _tag: u8) -> bool {
+    /// A ParseComplete (`1`), BindComplete (`2`), CloseComplete (`3`), ErrorResponse (`E`) or
+    /// ReadyForQuery (`Z`) from `conn`, with its body: whether the client must not see it (it
+    /// answers a message `outgoing` added, or a cycle the source sends again).
+    fn incoming(&mut self, _conn: &mut Self::Conn, _tag: u8, _body: &[u8]) -> bool {
         false
     }
 
@@ -116,6 +122,12 @@ pub trait UpstreamSource: Send {
     /// tells the source of session state created out of the statement text's sight).
     fn observe_notice(&mut self, _body: &[u8]) -> bool {
         false
+    }
+
+    /// Bytes (whole frames, as the hook decided them) to send upstream before anything the
+    /// client sends next, once: a cycle whose answers `incoming` withheld, sent again.
+    fn injection(&mut self) -> Option<bytes::BytesMut> {
+        None
     }
 
     /// A CommandComplete tag PostgreSQL sent.

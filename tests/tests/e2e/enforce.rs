@@ -161,14 +161,14 @@ impl<'a> FromSql<'a> for Raw {
 
 /// What a statement showed the client: its rows (values as text, NULL as `NULL`) or its error.
 #[derive(Debug)]
-struct Outcome {
-    rows: Vec<Vec<String>>,
+pub(crate) struct Outcome {
+    pub(crate) rows: Vec<Vec<String>>,
     /// (SQLSTATE, every field of the error as text).
-    error: Option<(String, String)>,
+    pub(crate) error: Option<(String, String)>,
 }
 
 impl Outcome {
-    fn ok(&self) -> &Vec<Vec<String>> {
+    pub(crate) fn ok(&self) -> &Vec<Vec<String>> {
         if let Some((code, text)) = &self.error {
             panic!("expected rows, got {code}: {text}");
         }
@@ -176,32 +176,32 @@ impl Outcome {
     }
 
     /// The SQLSTATE and message of a refusal (panics if the statement succeeded).
-    fn refused(&self) -> (&str, &str) {
+    pub(crate) fn refused(&self) -> (&str, &str) {
         match &self.error {
             Some((code, text)) => (code, text),
             None => panic!("expected an error, got rows {:?}", self.rows),
         }
     }
 
-    fn column(&self, index: usize) -> Vec<String> {
+    pub(crate) fn column(&self, index: usize) -> Vec<String> {
         self.ok().iter().map(|r| r[index].clone()).collect()
     }
 }
 
 /// A client session through the proxy that also collects notices.
-struct Session {
-    client: Client,
+pub(crate) struct Session {
+    pub(crate) client: Client,
     notices: Arc<Mutex<Vec<String>>>,
 }
 
 impl Session {
-    async fn connect(uri: &str) -> Session {
+    pub(crate) async fn connect(uri: &str) -> Session {
         Self::try_connect(uri)
             .await
             .unwrap_or_else(|e| panic!("connect: {e:?}"))
     }
 
-    async fn try_connect(uri: &str) -> Result<Session, tokio_postgres::Error> {
+    pub(crate) async fn try_connect(uri: &str) -> Result<Session, tokio_postgres::Error> {
         let (client, mut connection) = tokio_postgres::connect(uri, tokio_postgres::NoTls).await?;
         let notices = Arc::new(Mutex::new(Vec::new()));
         let sink = notices.clone();
@@ -217,7 +217,7 @@ impl Session {
     }
 
     /// Runs `sql` with the simple protocol (several statements allowed).
-    async fn simple(&self, sql: &str) -> Outcome {
+    pub(crate) async fn simple(&self, sql: &str) -> Outcome {
         match self.client.simple_query(sql).await {
             Ok(messages) => Outcome {
                 rows: messages
@@ -238,7 +238,7 @@ impl Session {
     }
 
     /// Runs `sql` with the extended protocol (Parse/Bind/Describe/Execute).
-    async fn extended(&self, sql: &str) -> Outcome {
+    pub(crate) async fn extended(&self, sql: &str) -> Outcome {
         match self.client.query(sql, &[]).await {
             Ok(rows) => Outcome {
                 rows: rows
@@ -259,7 +259,7 @@ impl Session {
         }
     }
 
-    async fn run(&self, extended: bool, sql: &str) -> Outcome {
+    pub(crate) async fn run(&self, extended: bool, sql: &str) -> Outcome {
         if extended {
             self.extended(sql).await
         } else {
@@ -267,7 +267,7 @@ impl Session {
         }
     }
 
-    fn notices(&self) -> String {
+    pub(crate) fn notices(&self) -> String {
         self.notices.lock().unwrap().join("\n")
     }
 }
@@ -283,7 +283,7 @@ fn futures_stream(
 
 use futures_util::StreamExt;
 
-fn failed(err: tokio_postgres::Error) -> Outcome {
+pub(crate) fn failed(err: tokio_postgres::Error) -> Outcome {
     let code = err
         .code()
         .map(|c| c.code().to_owned())
@@ -300,7 +300,7 @@ fn failed(err: tokio_postgres::Error) -> Outcome {
 
 /// Panics if any hidden value appears in `shown` (values the caller wrote itself in `sql` may be
 /// echoed, e.g. by EXPLAIN).
-fn assert_clean(context: &str, sql: &str, shown: &str, hidden: &[String]) {
+pub(crate) fn assert_clean(context: &str, sql: &str, shown: &str, hidden: &[String]) {
     for value in hidden.iter().filter(|v| !sql.contains(v.as_str())) {
         assert!(
             !shown.contains(value.as_str()),
@@ -309,7 +309,7 @@ fn assert_clean(context: &str, sql: &str, shown: &str, hidden: &[String]) {
     }
 }
 
-fn outcome_text(outcome: &Outcome) -> String {
+pub(crate) fn outcome_text(outcome: &Outcome) -> String {
     format!("{:?} {:?}", outcome.rows, outcome.error)
 }
 

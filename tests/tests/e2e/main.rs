@@ -9,6 +9,7 @@
 
 mod apply_locks;
 mod applyowner;
+mod attack_round3;
 mod audit;
 mod catalog;
 mod compat;
@@ -37,6 +38,7 @@ mod messages;
 mod ops;
 mod orm_node;
 mod parse_limits;
+mod plan_cache;
 mod policy;
 mod pooling;
 mod pooling_hidden_state;

@@ -825,6 +825,7 @@ async fn policy_seam_refuses_in_simple_and_extended_protocol_and_the_session_goe
         password: Some(pg.password().into()),
         password_env: None,
         connect_timeout_seconds: 10,
+        plan_cache: false,
     };
     let target = UpstreamTarget::new(&config).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
