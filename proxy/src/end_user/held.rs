@@ -18,10 +18,23 @@
 //!   PostgreSQL would: the client sees status `E`, statements are refused with 25P02 until the
 //!   block ends, and `COMMIT` answers `ROLLBACK`.
 //!
-//! Not for: the extended protocol's `BEGIN` (pgjdbc sends it in the batch of the transaction's first
-//! statement; it binds the transaction to the end user in force, as before), or statements other
-//! than transaction control before the end user is set (`SET LOCAL statement_timeout`: they replay
-//! the `BEGIN`).
+//! - The same in the extended protocol (pgjdbc without autocommit sends its `BEGIN` as Parse, Bind
+//!   and Execute in the batch of the transaction's first statement, named `S_n` once prepared;
+//!   psycopg's pipeline mode and libpq's `PQsendQueryParams` add a Describe): a Parse of `BEGIN`
+//!   between transactions is sent as a Parse of [`HELD_BEGIN_SQL`] under the client's name, a
+//!   harmless statement PostgreSQL answers as it answers `BEGIN` (ParseComplete, BindComplete,
+//!   NoData, a CommandComplete the client gets as `BEGIN`), so every answer comes from PostgreSQL in
+//!   order. Its Execute holds the block; the replay (a Query sent before the first real statement,
+//!   possibly in the same batch) then ends the batch's cycle, whose answers to it and ReadyForQuery
+//!   the client does not get. A `COMMIT` / `ROLLBACK` in the extended protocol with nothing replayed
+//!   runs outside a block (its warning withheld; `COMMIT` of a failed block answers `ROLLBACK`).
+//!   A named `BEGIN` prepared so and bound later where it cannot be held (after statements of the
+//!   same implicit transaction) is refused with 0A000; inside a block it answers `BEGIN`. Nothing is
+//!   replayed in a batch after a message the proxy refused (PostgreSQL skips the rest of the batch
+//!   up to its Sync, a Query included, so the replay would never be answered).
+//!
+//! Not for: statements other than transaction control before the end user is set (`SET LOCAL
+//! statement_timeout`: they replay the `BEGIN`).
 
 use super::route::{Token, tokens};
 use crate::wire::Frontend;
@@ -51,14 +64,18 @@ const MODE_WORDS: &[&str] = &[
     "deferrable",
 ];
 
+/// The first words of transaction control.
+const CONTROL_WORDS: &[&str] = &["begin", "start", "commit", "end", "rollback", "abort"];
+
 /// The transaction control a Query's text is, if it is exactly one such statement.
 pub fn control(text: &[u8]) -> Option<Control> {
-    // Cheap: a Query that does not start with one of these letters is not looked at further.
-    let first = text.iter().find(|b| !b.is_ascii_whitespace())?;
-    if !matches!(
-        first.to_ascii_lowercase(),
-        b'b' | b's' | b'c' | b'e' | b'r' | b'a'
-    ) {
+    // Cheap: a statement that does not start with one of these words is not looked at further.
+    let start = text.iter().position(|b| !b.is_ascii_whitespace())?;
+    let first = &text[start..];
+    let starts_with = |word: &str| {
+        first.len() >= word.len() && first[..word.len()].eq_ignore_ascii_case(word.as_bytes())
+    };
+    if text.len() > 256 || !CONTROL_WORDS.iter().any(|w| starts_with(w)) {
         return None;
     }
     let tokens = tokens(std::str::from_utf8(text).ok()?)?;
@@ -115,31 +132,69 @@ pub fn query(sql: &str) -> Bytes {
     .freeze()
 }
 
-/// What the proxy's own cycles of a held block are, for the answers PostgreSQL sends to them.
+/// What PostgreSQL runs in place of an extended-protocol `BEGIN` the proxy holds: it answers
+/// every message as `BEGIN` would (no parameters, NoData, one CommandComplete) and leaves nothing
+/// past the transaction (outside a block its warning, 25P01, is withheld).
+pub const HELD_BEGIN_SQL: &str = "SET LOCAL maschera_end_user.held_begin = ''";
+
+/// A Query of transaction control the proxy answers with two statements of its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OwnCycle {
+pub enum Answered {
     /// `BEGIN <modes>; ROLLBACK` answering the client's `BEGIN`: the first CommandComplete is the
-    /// client's, the second is not; ReadyForQuery `I` shows as `T`.
+    /// client's, the second is not.
     Begin,
-    /// A cycle of the client's in the held block (a route, a refusal): ReadyForQuery `I` shows as
-    /// `T` (`E` once the block failed).
-    InBlock,
-    /// The replayed `BEGIN`: nothing of it is the client's.
-    Replay,
     /// `BEGIN; COMMIT` (or `ROLLBACK`) answering the client's end of the block: the second
     /// CommandComplete is the client's.
     End,
 }
 
+/// A cycle answered while a block is held (a route, a refusal; by default ReadyForQuery `I` shows
+/// as `T`, `E` once the block failed), with what the proxy added to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OwnCycle {
+    pub answered: Option<Answered>,
+    /// The held `BEGIN` was replayed at the end of this cycle: the replay's CommandComplete and
+    /// the cycle's ReadyForQuery are the proxy's.
+    pub replayed: bool,
+    /// The held block ended in this cycle by an extended-protocol `COMMIT` or `ROLLBACK` with
+    /// nothing replayed (`true`: the block had failed, so `COMMIT` answers `ROLLBACK`).
+    pub ended: Option<bool>,
+}
+
+/// How the client gets one CommandComplete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shown {
+    Pass,
+    Withhold,
+    /// With this tag.
+    As(&'static str),
+}
+
 impl OwnCycle {
-    /// Whether the client gets the `n`th CommandComplete (from 0) of this cycle.
-    pub fn shows_completion(self, n: usize) -> bool {
-        match self {
-            OwnCycle::Begin => n == 0,
-            OwnCycle::InBlock => true,
-            OwnCycle::Replay => false,
-            OwnCycle::End => n > 0,
+    /// How the client gets the `n`th CommandComplete (from 0) of this cycle, tagged `tag`.
+    pub fn completion(self, n: usize, tag: &[u8]) -> Shown {
+        match self.answered {
+            Some(Answered::Begin) if n > 0 => Shown::Withhold,
+            Some(Answered::End) if n == 0 => Shown::Withhold,
+            Some(_) => Shown::Pass,
+            None if self.replayed && tag == b"BEGIN" => Shown::Withhold,
+            None if self.ended == Some(true) && tag == b"COMMIT" => Shown::As("ROLLBACK"),
+            None => Shown::Pass,
         }
+    }
+
+    /// The transaction status the client gets for PostgreSQL's `status` (`None`: no
+    /// ReadyForQuery); `failed`: the held block failed.
+    pub fn status(self, status: u8, failed: bool) -> Option<u8> {
+        if self.replayed {
+            return None;
+        }
+        let ends = self.ended.is_some() || self.answered == Some(Answered::End);
+        Some(match status {
+            b'I' if !ends && failed => b'E',
+            b'I' if !ends => b'T',
+            other => other,
+        })
     }
 }
 
@@ -180,6 +235,31 @@ mod tests {
         ] {
             assert_eq!(control(text.as_bytes()), expected, "{text}");
         }
+    }
+
+    #[test]
+    fn own_cycles_show_the_clients_answers_only() {
+        let begin = OwnCycle {
+            answered: Some(Answered::Begin),
+            ..OwnCycle::default()
+        };
+        assert_eq!(begin.completion(0, b"BEGIN"), Shown::Pass);
+        assert_eq!(begin.completion(1, b"ROLLBACK"), Shown::Withhold);
+        assert_eq!(begin.status(b'I', false), Some(b'T'));
+        let replayed = OwnCycle {
+            replayed: true,
+            ..OwnCycle::default()
+        };
+        assert_eq!(replayed.completion(0, b"SET"), Shown::Pass);
+        assert_eq!(replayed.completion(1, b"BEGIN"), Shown::Withhold);
+        assert_eq!(replayed.status(b'T', false), None);
+        let failed_end = OwnCycle {
+            ended: Some(true),
+            ..OwnCycle::default()
+        };
+        assert_eq!(failed_end.completion(0, b"COMMIT"), Shown::As("ROLLBACK"));
+        assert_eq!(failed_end.status(b'I', true), Some(b'I'));
+        assert_eq!(OwnCycle::default().status(b'I', true), Some(b'E'));
     }
 
     #[test]

@@ -20,7 +20,7 @@
 
 use super::application::EndUser;
 use super::failures::TokenFailures;
-use super::held::{self, Control, OwnCycle};
+use super::held::{self, Answered, Control, OwnCycle, Shown};
 use super::route::{self, Route};
 use super::state::{EndUserState, Scope, Who};
 use super::token::TokenVerifier;
@@ -38,6 +38,7 @@ use crate::users::application::Application;
 use crate::users::{User, UserStore};
 use crate::wire::client_error::ClientError;
 use crate::wire::frame;
+use crate::wire::{BindValues, Frontend, Target};
 use anyhow::Context;
 use bytes::Bytes;
 use policy::access::{RoleAccess, UnlistedTables};
@@ -253,6 +254,9 @@ enum Answerer {
     Switch,
     /// The hook of `served[i]`.
     Served(usize),
+    /// The statement PostgreSQL runs for an extended-protocol `BEGIN` (see `held`): its
+    /// CommandComplete is the client's `BEGIN`.
+    Begin,
 }
 
 /// The session hook of an application user (see the module doc).
@@ -274,12 +278,16 @@ pub struct ApplicationHook {
     answers: VecDeque<(u64, Answerer, bool)>,
     /// Per cycle: the served hooks that took part (they all see its ReadyForQuery).
     taking_part: VecDeque<(u64, usize)>,
-    /// Prepared statements that are the `set_config` route, by name: whether local.
-    set_config: HashMap<Vec<u8>, bool>,
+    /// Prepared statements that are routes, by name.
+    route_statements: HashMap<Vec<u8>, RouteStatement>,
+    /// Prepared statements of transaction control the proxy answers in a held block (see `held`).
+    controls: HashMap<Vec<u8>, ControlStatement>,
+    /// Portals bound to one of `controls`.
+    control_portals: HashMap<Vec<u8>, ControlStatement>,
     /// Which end user (`served` index) prepared each named statement (and the unnamed one): a
     /// statement is executed only by the end user it was prepared (rewritten) for.
     prepared_by: HashMap<Vec<u8>, usize>,
-    /// Portals bound to a `set_config` statement.
+    /// Portals bound to a route statement.
     switch_portals: HashSet<Vec<u8>>,
     /// Cycles whose session-level switch ran as `SET LOCAL` upstream: PostgreSQL's warning about it
     /// is not the client's.
@@ -307,10 +315,31 @@ pub struct ApplicationHook {
     reset: Option<u64>,
     /// Whose upstream served the last transaction (`served` index).
     finished: Option<usize>,
+    /// The last cycle in which a message was refused.
+    refused_in: u64,
     /// Transaction mode: the session's connection is kept (pinned by session state it created,
     /// see `pool::pinning`), and it is this end user's (`served` index): every transaction runs
     /// on it, so no other end user's statement may.
     pinned_to: Option<usize>,
+}
+
+/// A prepared statement that is a route.
+#[derive(Clone)]
+enum RouteStatement {
+    /// `set_config('maschera.end_user', $1, local)`: the token comes in its Bind.
+    SetConfig { local: bool },
+    /// `SET [LOCAL] maschera.end_user = '<token>'` (verified when prepared) or `RESET` (`reset`,
+    /// no end user), as a Parse: the switch happens at each Bind.
+    Fixed { who: Who, scope: Scope, reset: bool },
+}
+
+/// A prepared statement of transaction control the proxy decides about (see `held`).
+#[derive(Clone)]
+enum ControlStatement {
+    /// `BEGIN` with its modes, prepared as `held::HELD_BEGIN_SQL`.
+    Begin(String),
+    /// `COMMIT` or `ROLLBACK` as the client prepared it.
+    End,
 }
 
 /// A transaction block whose `BEGIN` the proxy answered and holds back (see `held`).
@@ -373,7 +402,9 @@ impl ApplicationHook {
                 by_end_user: HashMap::new(),
                 answers: VecDeque::new(),
                 taking_part: VecDeque::new(),
-                set_config: HashMap::new(),
+                route_statements: HashMap::new(),
+                controls: HashMap::new(),
+                control_portals: HashMap::new(),
                 prepared_by: HashMap::new(),
                 switch_portals: HashSet::new(),
                 quiet_warning: None,
@@ -387,6 +418,7 @@ impl ApplicationHook {
                 ready: 0,
                 reset: None,
                 finished: None,
+                refused_in: 0,
                 pinned_to: None,
             },
             upstream,
@@ -547,17 +579,22 @@ impl ApplicationHook {
         Ok(())
     }
 
+    /// The end user a route names (its token verified) and for how long.
+    fn route_end_user(&self, route: &Route) -> Result<(Who, Scope), Decision> {
+        match route {
+            Route::Reset => Ok((None, Scope::Session)),
+            Route::Set { local, token } => {
+                let scope = if *local { Scope::Local } else { Scope::Session };
+                Ok((Some(self.end_user(token)?), scope))
+            }
+        }
+    }
+
     /// A Query that is a route.
     fn switch_query(&mut self, route: Route, cycle: u64) -> Decision {
-        let (who, scope) = match &route {
-            Route::Reset => (None, Scope::Session),
-            Route::Set { local, token } => match self.end_user(token) {
-                Ok(end_user) => (
-                    Some(end_user),
-                    if *local { Scope::Local } else { Scope::Session },
-                ),
-                Err(refused) => return refused,
-            },
+        let (who, scope) = match self.route_end_user(&route) {
+            Ok(found) => found,
+            Err(refused) => return refused,
         };
         let id = who.as_ref().map(|w| w.token_id.clone()).unwrap_or_default();
         if let Err(refused) = self.switch(who, scope, true, cycle) {
@@ -581,12 +618,17 @@ impl ApplicationHook {
         Decision::Replace(route::substitute_query(&substitute, &safe_id(&id)))
     }
 
-    /// A Bind of a `set_config` route.
-    fn switch_bind(&mut self, body: &[u8], local: bool, cycle: u64) -> Decision {
-        let Some(bind) = route::bind(body) else {
+    /// A Bind of a `set_config` route (`rest`: the Bind's after its names).
+    fn switch_bind(
+        &mut self,
+        (portal, statement, rest): (&[u8], &[u8], &[u8]),
+        local: bool,
+        cycle: u64,
+    ) -> Decision {
+        let Some(values) = BindValues::decode(rest) else {
             return refuse("08P01", "malformed Bind message");
         };
-        let token = match bind.params.as_slice() {
+        let token = match values.params.as_slice() {
             [Some(token)] => std::str::from_utf8(token).unwrap_or_default(),
             _ => {
                 return refuse(
@@ -604,20 +646,82 @@ impl ApplicationHook {
         if let Err(refused) = self.switch(Some(who), scope, false, cycle) {
             return refused;
         }
-        if let Some((portal, _)) = frame::cstr(body) {
-            self.switch_portals.insert(portal.to_vec());
-        }
-        Decision::Replace(bind.with_param(&safe_id(&id)))
+        self.switch_portals.insert(portal.to_vec());
+        Decision::Replace(route::bind_with_param(
+            portal,
+            statement,
+            &values,
+            &safe_id(&id),
+        ))
     }
 
-    /// A statement (not a route): served by the current end user's hook.
-    fn serve(&mut self, tag: u8, frame: &[u8], cycle: u64) -> Decision {
+    /// A Parse of a `SET` or `RESET` route: its token is verified now, and PostgreSQL prepares the
+    /// substitute under the client's name (with the client's parameter types).
+    fn prepare_route(&mut self, name: &[u8], param_types: &[u8], route: Route) -> Decision {
+        self.route_statements.remove(name);
+        let (who, scope) = match self.route_end_user(&route) {
+            Ok(found) => found,
+            Err(refused) => return refused,
+        };
+        let id = who
+            .as_ref()
+            .map(|w| safe_id(&w.token_id))
+            .unwrap_or_default();
+        let parse = route::substitute_route_parse(name, param_types, &route, &id);
+        let reset = route == Route::Reset;
+        self.route_statements
+            .insert(name.to_vec(), RouteStatement::Fixed { who, scope, reset });
+        Decision::Replace(parse)
+    }
+
+    /// A Bind of a `SET` or `RESET` route prepared by [`ApplicationHook::prepare_route`].
+    fn switch_fixed(
+        &mut self,
+        portal: &[u8],
+        who: Who,
+        (scope, reset): (Scope, bool),
+        cycle: u64,
+    ) -> Decision {
+        if who
+            .as_ref()
+            .is_some_and(|end_user| end_user.expires <= now())
+        {
+            return refuse(
+                "28000",
+                "the end-user token has expired: set the end user again with a new token",
+            );
+        }
+        if let Err(refused) = self.switch(who, scope, false, cycle) {
+            return refused;
+        }
+        self.switch_portals.insert(portal.to_vec());
+        if reset {
+            self.reset = Some(cycle);
+        }
+        // Its substitute is a `SET LOCAL`: PostgreSQL warns outside a block (a held one included).
+        if scope == Scope::Session || self.held.is_some() {
+            self.quiet_warning = Some(cycle);
+        }
+        Decision::Forward
+    }
+
+    /// A statement (not a route): served by the current end user's hook (`message`: the frame
+    /// decoded, `None` if malformed: the served hook refuses it).
+    fn serve(
+        &mut self,
+        tag: u8,
+        (frame, message): (&[u8], Option<&Frontend<'_>>),
+        cycle: u64,
+    ) -> Decision {
         let index = self.current_index();
         let transaction = *self
             .transaction
             .get_or_insert(self.pinned_to.unwrap_or(index));
         let elsewhere = **self.upstream_of(transaction) != **self.upstream_of(index)
             && matches!(tag, b'Q' | b'P' | b'B' | b'E' | b'D' | b'F');
+        // Ending the transaction reads nothing: it is let through to the connection holding it
+        // (a session whose statements ran elsewhere than its end user's could not end it else).
+        let elsewhere = elsewhere && !message.is_some_and(|m| self.ends_transaction(m));
         if elsewhere && self.pinned_to.is_some() {
             return refuse(
                 "0A000",
@@ -639,7 +743,7 @@ impl ApplicationHook {
                 "the end-user token has expired: set the end user again with a new token",
             );
         }
-        if let Some(refused) = self.prepared_elsewhere(tag, frame::body(frame), index) {
+        if let Some(refused) = message.and_then(|m| self.prepared_elsewhere(m, index)) {
             return refused;
         }
         if matches!(tag, b'Q' | b'P' | b'B' | b'E') {
@@ -667,70 +771,65 @@ impl ApplicationHook {
     }
 
     /// The decision about a message that is (part of) a route; `None` for any other message.
-    fn route_message(&mut self, tag: u8, body: &[u8], cycle: u64) -> Option<Decision> {
-        match tag {
-            b'Q' => {
-                let text = frame::cstr(body).map(|(text, _)| text).unwrap_or_default();
-                if route::mentions(text)
-                    && let Some(route) = std::str::from_utf8(text).ok().and_then(route::query_route)
-                {
+    fn route_message(&mut self, message: &Frontend<'_>, cycle: u64) -> Option<Decision> {
+        match *message {
+            Frontend::Query { sql } => {
+                if let Some(route) = route_text(sql).and_then(route::query_route) {
                     return Some(self.switch_query(route, cycle));
                 }
             }
-            b'P' => {
-                let name = route::parse_name(body).unwrap_or_default().to_vec();
-                let text = route::parse_text(body).unwrap_or_default();
-                let local = if route::mentions(text) {
-                    std::str::from_utf8(text)
-                        .ok()
-                        .and_then(route::set_config_route)
-                } else {
-                    None
-                };
-                if let Some(local) = local {
-                    self.set_config.insert(name, local);
-                    return Some(match route::substitute_parse(body) {
-                        Some(parse) => Decision::Replace(parse),
-                        None => refuse("08P01", "malformed Parse message"),
-                    });
+            Frontend::Parse {
+                name,
+                sql,
+                param_types,
+            } => {
+                let text = route_text(sql);
+                if let Some(local) = text.and_then(route::set_config_route) {
+                    self.route_statements
+                        .insert(name.to_vec(), RouteStatement::SetConfig { local });
+                    return Some(Decision::Replace(route::substitute_parse(
+                        name,
+                        param_types,
+                    )));
                 }
-                self.set_config.remove(&name);
+                if let Some(route) = text.and_then(route::query_route) {
+                    return Some(self.prepare_route(name, param_types, route));
+                }
+                self.route_statements.remove(name);
             }
-            b'B' => {
-                let names = frame::cstr(body).and_then(|(portal, rest)| {
-                    frame::cstr(rest).map(|(statement, _)| (portal, statement))
-                });
-                if let Some((portal, statement)) = names {
-                    if let Some(&local) = self.set_config.get(statement) {
-                        return Some(self.switch_bind(body, local, cycle));
+            Frontend::Bind {
+                portal,
+                statement,
+                rest,
+            } => {
+                match self.route_statements.get(statement).cloned() {
+                    Some(RouteStatement::SetConfig { local }) => {
+                        return Some(self.switch_bind((portal, statement, rest), local, cycle));
                     }
-                    self.switch_portals.remove(portal);
+                    Some(RouteStatement::Fixed { who, scope, reset }) => {
+                        return Some(self.switch_fixed(portal, who, (scope, reset), cycle));
+                    }
+                    None => {}
                 }
+                self.switch_portals.remove(portal);
             }
-            b'E' => {
-                let portal = frame::cstr(body).map(|(p, _)| p).unwrap_or_default();
-                if self.switch_portals.contains(portal) {
-                    self.answers.push_back((cycle, Answerer::Switch, false));
-                    return Some(Decision::Forward);
-                }
+            Frontend::Execute { portal, .. } if self.switch_portals.contains(portal) => {
+                self.answers.push_back((cycle, Answerer::Switch, false));
+                return Some(Decision::Forward);
             }
-            b'D' => {
-                let (kind, name) = body.split_first().unwrap_or((&0, &[]));
-                let name = frame::cstr(name).map(|(n, _)| n).unwrap_or_default();
-                let ours = match kind {
-                    b'S' => self.set_config.contains_key(name),
-                    _ => self.switch_portals.contains(name),
+            Frontend::Describe { target, name } => {
+                let ours = match target {
+                    Target::Statement => self.route_statements.contains_key(name),
+                    Target::Portal => self.switch_portals.contains(name),
                 };
                 if ours {
                     return Some(Decision::Forward);
                 }
             }
-            b'C' => {
-                let (kind, name) = body.split_first().unwrap_or((&0, &[]));
-                let name = frame::cstr(name).map(|(n, _)| n).unwrap_or_default();
-                let ours = match kind {
-                    b'S' => self.set_config.remove(name).is_some(),
-                    _ => self.switch_portals.remove(name),
+            Frontend::Close { target, name } => {
+                let ours = match target {
+                    Target::Statement => self.route_statements.remove(name).is_some(),
+                    Target::Portal => self.switch_portals.remove(name),
                 };
                 if ours {
                     return Some(Decision::Forward);
@@ -743,28 +842,32 @@ impl ApplicationHook {
 
     /// Keeps `prepared_by` and refuses a Bind of a statement prepared for another end user (it was
     /// rewritten for that one's role and attributes, on that one's connection).
-    fn prepared_elsewhere(&mut self, tag: u8, body: &[u8], index: usize) -> Option<Decision> {
-        match tag {
-            b'P' => {
-                let name = route::parse_name(body)?;
-                self.prepared_by.insert(name.to_vec(), index);
+    fn prepared_elsewhere(&mut self, message: &Frontend<'_>, index: usize) -> Option<Decision> {
+        match *message {
+            Frontend::Parse { name, sql, .. } => {
+                // Transaction control reads nothing: any end user may run it, on any connection.
+                if held::control(sql).is_some() {
+                    self.prepared_by.remove(name);
+                } else {
+                    self.prepared_by.insert(name.to_vec(), index);
+                }
             }
-            b'B' => {
-                let (_, rest) = frame::cstr(body)?;
-                let (statement, _) = frame::cstr(rest)?;
+            Frontend::Bind { statement, .. } => {
                 let by = *self.prepared_by.get(statement)?;
                 if by != index {
                     let name = String::from_utf8_lossy(statement);
                     return Some(refuse(
                         "26000",
                         format!(
-                            "prepared statement \"{name}\" was prepared for another end user (or for none): prepare it again for this one"
+                            "prepared statement \"{name}\" was prepared for another end user (or for none) and holds the rewrite for that one's role: prepare it again for this end user (pgjdbc: prepareThreshold=0; psycopg: prepare_threshold=None)"
                         ),
                     ));
                 }
             }
-            b'C' if body.first() == Some(&b'S') => {
-                let (name, _) = frame::cstr(&body[1..])?;
+            Frontend::Close {
+                target: Target::Statement,
+                name,
+            } => {
                 self.prepared_by.remove(name);
             }
             _ => {}
@@ -778,13 +881,7 @@ impl ApplicationHook {
     fn transaction_control(&mut self, control: Control, cycle: u64) -> Option<Decision> {
         match control {
             Control::Begin(begin) => {
-                let idle = self.held.is_none()
-                    && self.transaction.is_none()
-                    && !self.state.in_block()
-                    && self.ready + 1 == cycle
-                    && self.last_run < cycle
-                    && !self.taking_part.iter().any(|(c, _)| *c == cycle);
-                if !idle {
+                if !self.holdable(cycle) {
                     return None;
                 }
                 let answer = held::query(&format!("{begin}; ROLLBACK"));
@@ -792,7 +889,7 @@ impl ApplicationHook {
                     begin,
                     failed: false,
                 });
-                self.own.push_back((cycle, OwnCycle::Begin));
+                self.own_mut(cycle).answered = Some(Answered::Begin);
                 self.state.begin_held();
                 Some(Decision::Replace(answer))
             }
@@ -802,35 +899,176 @@ impl ApplicationHook {
                     Control::Commit if !block.failed => "BEGIN; COMMIT",
                     _ => "BEGIN; ROLLBACK",
                 };
-                self.own.push_back((cycle, OwnCycle::End));
+                self.own_mut(cycle).answered = Some(Answered::End);
                 Some(Decision::Replace(held::query(end)))
             }
         }
     }
 
+    /// Whether a `BEGIN` of cycle `cycle` may be held: between transactions, nothing in flight,
+    /// nothing of the cycle sent before it.
+    fn holdable(&self, cycle: u64) -> bool {
+        self.held.is_none()
+            && self.transaction.is_none()
+            && !self.state.in_block()
+            && self.ready + 1 == cycle
+            && self.last_run < cycle
+            && !self.taking_part.iter().any(|(c, _)| *c == cycle)
+    }
+
+    /// An extended-protocol message about transaction control (see `held`): `Some` when the proxy
+    /// decides it here (a `BEGIN` it holds, a `COMMIT` or `ROLLBACK` of a held block), `None`
+    /// when it is served as any statement.
+    fn extended_control(&mut self, message: &Frontend<'_>, cycle: u64) -> Option<Decision> {
+        const UNHOLDABLE: &str = "a BEGIN prepared as a named statement starts a transaction of an application login only as the first message of a batch between transactions: send it first, or unnamed";
+        match *message {
+            Frontend::Parse {
+                name,
+                sql,
+                param_types,
+            } => {
+                self.controls.remove(name);
+                match held::control(sql)? {
+                    Control::Begin(begin) => {
+                        if !self.holdable(cycle) {
+                            return None;
+                        }
+                        self.controls
+                            .insert(name.to_vec(), ControlStatement::Begin(begin));
+                        let parse = Frontend::Parse {
+                            name,
+                            sql: held::HELD_BEGIN_SQL.as_bytes(),
+                            param_types,
+                        };
+                        Some(Decision::Replace(parse.to_frame().freeze()))
+                    }
+                    Control::Commit | Control::Rollback => {
+                        self.controls.insert(name.to_vec(), ControlStatement::End);
+                        self.held.is_some().then_some(Decision::Forward)
+                    }
+                }
+            }
+            Frontend::Bind {
+                portal, statement, ..
+            } => {
+                self.control_portals.remove(portal);
+                let control = self.controls.get(statement)?.clone();
+                match control {
+                    ControlStatement::Begin(_)
+                        if !self.holdable(cycle) && !self.state.in_block() =>
+                    {
+                        return Some(refuse("0A000", UNHOLDABLE));
+                    }
+                    _ => {}
+                }
+                let held = self.held.is_some();
+                let end = matches!(control, ControlStatement::End);
+                self.control_portals.insert(portal.to_vec(), control);
+                // Outside a held block a COMMIT or ROLLBACK is served as any statement.
+                (held || !end).then_some(Decision::Forward)
+            }
+            Frontend::Execute { portal, .. } => {
+                match self.control_portals.get(portal)?.clone() {
+                    ControlStatement::Begin(begin) => {
+                        if self.holdable(cycle) {
+                            self.held = Some(HeldBlock {
+                                begin,
+                                failed: false,
+                            });
+                            self.own_mut(cycle);
+                            self.state.begin_held();
+                        } else if !self.state.in_block() {
+                            return Some(refuse("0A000", UNHOLDABLE));
+                        }
+                        self.quiet_warning = Some(cycle);
+                        self.answers.push_back((cycle, Answerer::Begin, false));
+                    }
+                    ControlStatement::End => {
+                        let block = self.held.take()?;
+                        self.own_mut(cycle).ended = Some(block.failed);
+                        self.quiet_warning = Some(cycle);
+                        self.answers.push_back((cycle, Answerer::Switch, false));
+                    }
+                }
+                Some(Decision::Forward)
+            }
+            Frontend::Describe { target, name } => {
+                let ours = match target {
+                    Target::Statement => {
+                        matches!(self.controls.get(name), Some(ControlStatement::Begin(_)))
+                    }
+                    Target::Portal => self.control_portals.contains_key(name),
+                };
+                ours.then_some(Decision::Forward)
+            }
+            Frontend::Close { target, name } => {
+                let ours = match target {
+                    Target::Statement => {
+                        matches!(self.controls.remove(name), Some(ControlStatement::Begin(_)))
+                    }
+                    Target::Portal => self.control_portals.remove(name).is_some(),
+                };
+                ours.then_some(Decision::Forward)
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether a message is (part of) a `COMMIT` or `ROLLBACK`.
+    fn ends_transaction(&self, message: &Frontend<'_>) -> bool {
+        let end = |sql| {
+            matches!(
+                held::control(sql),
+                Some(Control::Commit | Control::Rollback)
+            )
+        };
+        match *message {
+            Frontend::Query { sql } | Frontend::Parse { sql, .. } => end(sql),
+            Frontend::Bind { statement, .. } => {
+                matches!(self.controls.get(statement), Some(ControlStatement::End))
+            }
+            Frontend::Execute { portal, .. } => {
+                matches!(
+                    self.control_portals.get(portal),
+                    Some(ControlStatement::End)
+                )
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether an extended-protocol message is transaction control the proxy decides about (a
+    /// held block's `BEGIN` is not replayed for it).
+    fn is_extended_control(&self, message: &Frontend<'_>) -> bool {
+        match *message {
+            Frontend::Parse { sql, .. } => held::control(sql).is_some(),
+            Frontend::Bind { statement, .. } => self.controls.contains_key(statement),
+            Frontend::Execute { portal, .. } => self.control_portals.contains_key(portal),
+            _ => false,
+        }
+    }
+
+    /// The record of cycle `cycle` among the held block's, made if there is none.
+    fn own_mut(&mut self, cycle: u64) -> &mut OwnCycle {
+        let at = match self.own.iter().position(|(c, _)| *c == cycle) {
+            Some(at) => at,
+            None => {
+                self.own.push_back((cycle, OwnCycle::default()));
+                self.own.len() - 1
+            }
+        };
+        &mut self.own[at].1
+    }
+
     /// Whether a message is (part of) a route, without deciding it.
-    fn is_route(&self, tag: u8, body: &[u8]) -> bool {
-        match tag {
-            b'Q' => {
-                let text = frame::cstr(body).map(|(t, _)| t).unwrap_or_default();
-                route::mentions(text)
-                    && std::str::from_utf8(text)
-                        .ok()
-                        .and_then(route::query_route)
-                        .is_some()
-            }
-            b'P' => {
-                let text = route::parse_text(body).unwrap_or_default();
-                route::mentions(text)
-                    && std::str::from_utf8(text)
-                        .ok()
-                        .and_then(route::set_config_route)
-                        .is_some()
-            }
-            b'B' => frame::cstr(body)
-                .and_then(|(_, rest)| frame::cstr(rest))
-                .is_some_and(|(statement, _)| self.set_config.contains_key(statement)),
-            b'E' => frame::cstr(body).is_some_and(|(p, _)| self.switch_portals.contains(p)),
+    fn is_route(&self, message: &Frontend<'_>) -> bool {
+        match *message {
+            Frontend::Query { sql } => route_text(sql).and_then(route::query_route).is_some(),
+            Frontend::Parse { sql, .. } => route_text(sql).is_some_and(|text| {
+                route::set_config_route(text).is_some() || route::query_route(text).is_some()
+            }),
+            Frontend::Bind { statement, .. } => self.route_statements.contains_key(statement),
+            Frontend::Execute { portal, .. } => self.switch_portals.contains(portal),
             _ => false,
         }
     }
@@ -843,18 +1081,13 @@ impl ApplicationHook {
             .map(|(_, kind)| *kind)
     }
 
-    /// The transaction status the client gets for PostgreSQL's `status` ending `cycle`: inside a
-    /// held block PostgreSQL holds no block (`I`), the client is in one (`T`, or `E` once failed).
-    fn shown_status(&self, status: u8, cycle: u64) -> u8 {
+    /// The transaction status the client gets for PostgreSQL's `status` ending `cycle` (`None`:
+    /// no ReadyForQuery): inside a held block PostgreSQL holds no block (`I`), the client is in
+    /// one (`T`, or `E` once failed).
+    fn shown_status(&self, status: u8, cycle: u64) -> Option<u8> {
         match self.own_cycle(cycle) {
-            Some(OwnCycle::Begin | OwnCycle::InBlock) if status == b'I' => {
-                if self.held.as_ref().is_some_and(|h| h.failed) {
-                    b'E'
-                } else {
-                    b'T'
-                }
-            }
-            _ => status,
+            Some(own) => own.status(status, self.held.as_ref().is_some_and(|h| h.failed)),
+            None => Some(status),
         }
     }
 
@@ -872,6 +1105,23 @@ impl ApplicationHook {
     }
 }
 
+/// A statement's text, if it may be a route (cheap: most statements are not looked at further).
+fn route_text(sql: &[u8]) -> Option<&str> {
+    if route::mentions(sql) {
+        std::str::from_utf8(sql).ok()
+    } else {
+        None
+    }
+}
+
+/// A CommandComplete of `tag` in place of PostgreSQL's.
+fn completion(tag: &str) -> ServerFrame {
+    match frame::build(b'C', &[tag.as_bytes(), b"\0"]) {
+        Some(frame) => ServerFrame::Replace(bytes::BytesMut::from(&frame[..])),
+        None => ServerFrame::Pass,
+    }
+}
+
 /// The token id as the substitute carries it: `jti` may hold any text, the digest never more than
 /// hex digits, so anything but `[A-Za-z0-9:._-]` is dropped.
 fn safe_id(id: &str) -> String {
@@ -881,31 +1131,38 @@ fn safe_id(id: &str) -> String {
         .collect()
 }
 
-impl SessionHook for ApplicationHook {
-    fn on_client_message(&mut self, tag: u8, frame: &[u8], cycle: u64) -> Decision {
+impl ApplicationHook {
+    /// What becomes of a client message (see `SessionHook::on_client_message`).
+    fn decide(&mut self, tag: u8, frame: &[u8], cycle: u64) -> Decision {
         if let Some(refused) = self.rate.as_mut().and_then(|rate| rate.check(tag)) {
             return refused;
         }
-        let body = frame::body(frame);
-        if tag == b'Q'
-            && let Some(control) = held::control(frame::cstr(body).map_or(&[][..], |(t, _)| t))
+        let message = Frontend::decode(frame).ok();
+        if let Some(Frontend::Query { sql }) = message
+            && let Some(control) = held::control(sql)
             && let Some(answered) = self.transaction_control(control, cycle)
         {
             return answered;
         }
-        if let Some(block) = &self.held {
-            if self.own_cycle(cycle).is_none() {
-                self.own.push_back((cycle, OwnCycle::InBlock));
-            }
-            if block.failed && matches!(tag, b'Q' | b'P' | b'B' | b'E' | b'F') {
-                return refuse(
-                    "25P02",
-                    "current transaction is aborted, commands ignored until end of transaction block",
-                );
-            }
+        if self.held.is_some() {
+            self.own_mut(cycle);
+        }
+        if let Some(message) = &message
+            && let Some(decided) = self.extended_control(message, cycle)
+        {
+            return decided;
+        }
+        if self.held.as_ref().is_some_and(|block| block.failed)
+            && matches!(tag, b'Q' | b'P' | b'B' | b'E' | b'F')
+        {
+            return refuse(
+                "25P02",
+                "current transaction is aborted, commands ignored until end of transaction block",
+            );
         }
         let starts = self.transaction.is_none();
-        match self.route_message(tag, body, cycle) {
+        let routed = message.and_then(|m| self.route_message(&m, cycle));
+        match routed {
             Some(decision) => {
                 // A Close goes wherever the transaction goes: closing a statement a connection does
                 // not have is no error. A refused route changes no end user: its error runs where the
@@ -919,8 +1176,18 @@ impl SessionHook for ApplicationHook {
                 }
                 decision
             }
-            None => self.serve(tag, frame, cycle),
+            None => self.serve(tag, (frame, message.as_ref()), cycle),
         }
+    }
+}
+
+impl SessionHook for ApplicationHook {
+    fn on_client_message(&mut self, tag: u8, frame: &[u8], cycle: u64) -> Decision {
+        let decision = self.decide(tag, frame, cycle);
+        if matches!(decision, Decision::Refuse(_)) {
+            self.refused_in = cycle;
+        }
+        decision
     }
 
     fn prelude(&mut self, tag: u8, frame: &[u8], cycle: u64) -> Option<Bytes> {
@@ -928,49 +1195,62 @@ impl SessionHook for ApplicationHook {
         if block.failed || !matches!(tag, b'Q' | b'P' | b'B' | b'E' | b'F') {
             return None;
         }
-        let body = frame::body(frame);
-        if self.is_route(tag, body) {
+        // After a refusal PostgreSQL skips the rest of an extended-protocol batch up to its Sync,
+        // a Query included: a replay there would never be answered.
+        if self.refused_in == cycle {
             return None;
         }
-        if tag == b'Q'
-            && let Some(Control::Commit | Control::Rollback) =
-                held::control(frame::cstr(body).map_or(&[][..], |(t, _)| t))
-        {
+        // A malformed message is refused: it starts nothing.
+        let message = Frontend::decode(frame).ok()?;
+        if self.is_route(&message) {
+            return None;
+        }
+        let is_control = match message {
+            Frontend::Query { sql } => matches!(
+                held::control(sql),
+                Some(Control::Commit | Control::Rollback)
+            ),
+            _ => self.is_extended_control(&message),
+        };
+        if is_control {
             return None;
         }
         let block = self.held.take()?;
-        self.own.push_back((cycle, OwnCycle::Replay));
+        // The replay ends the cycle (it may follow the held BEGIN's own messages in one batch).
+        self.own_mut(cycle).replayed = true;
         Some(held::query(&block.begin))
     }
 
     fn ready_frame(&mut self, status: u8, cycle: u64) -> ServerFrame {
-        match self.own_cycle(cycle) {
-            Some(OwnCycle::Replay) => ServerFrame::Withhold,
-            _ => match self.shown_status(status, cycle) {
-                shown if shown == status => ServerFrame::Pass,
-                shown => ServerFrame::Replace(frame::ready_for_query(shown)),
-            },
+        match self.shown_status(status, cycle) {
+            None => ServerFrame::Withhold,
+            Some(shown) if shown == status => ServerFrame::Pass,
+            Some(shown) => ServerFrame::Replace(frame::ready_for_query(shown)),
         }
     }
 
     fn server_frame(&mut self, tag: u8, body: &[u8], cycle: u64) -> ServerFrame {
         if tag == b'C'
-            && let Some(kind) = self.own_cycle(cycle)
+            && let Some(own) = self.own_cycle(cycle)
         {
             let n = self.own_completions;
             self.own_completions += 1;
-            if !kind.shows_completion(n) {
-                return ServerFrame::Withhold;
+            let text = frame::cstr(body).map_or(&[][..], |(t, _)| t);
+            match own.completion(n, text) {
+                Shown::Pass => {}
+                Shown::Withhold => return ServerFrame::Withhold,
+                Shown::As(shown) => return completion(shown),
             }
+        }
+        if tag == b'C' && self.answerer(cycle) == Some(Answerer::Begin) {
+            return completion("BEGIN");
         }
         if tag == b'C'
             && self.reset == Some(cycle)
             && self.answerer(cycle) == Some(Answerer::Switch)
         {
             self.reset = None;
-            if let Some(frame) = frame::build(b'C', &[b"RESET\0"]) {
-                return ServerFrame::Replace(bytes::BytesMut::from(&frame[..]));
-            }
+            return completion("RESET");
         }
         if tag == b'N'
             && self.quiet_warning == Some(cycle)
@@ -990,21 +1270,21 @@ impl SessionHook for ApplicationHook {
     fn on_server_event(&mut self, event: ServerEvent<'_>, cycle: u64) {
         let event = match event {
             ServerEvent::Ready { status } => ServerEvent::Ready {
-                status: self.shown_status(status, cycle),
+                status: self.shown_status(status, cycle).unwrap_or(status),
             },
             ServerEvent::Error { .. } => {
                 match self.own_cycle(cycle) {
                     // The held BEGIN failed (its modes): no block, as PostgreSQL answers it.
-                    Some(OwnCycle::Begin) => {
+                    Some(own) if own.answered == Some(Answered::Begin) => {
                         self.held = None;
                         self.own.retain(|(c, _)| *c != cycle);
                     }
-                    Some(OwnCycle::InBlock) => {
+                    Some(_) => {
                         if let Some(block) = &mut self.held {
                             block.failed = true;
                         }
                     }
-                    _ => {}
+                    None => {}
                 }
                 event
             }

@@ -3,7 +3,9 @@
 //! an aborted transaction refuses them, `SET LOCAL` outside a transaction warns):
 //! - `SET [SESSION | LOCAL] maschera.end_user { = | TO } '<token>'` (Query);
 //! - `RESET maschera.end_user` (Query);
-//! - `SELECT set_config('maschera.end_user', $1, true | false)` (Parse; the token comes in Bind).
+//! - `SELECT set_config('maschera.end_user', $1, true | false)` (Parse; the token comes in Bind);
+//! - the first two as the text of a Parse too (drivers that send every statement in the extended
+//!   protocol, pgjdbc): the switch happens at its Bind.
 //!
 //! Anything else that names the setting is not a route and goes where every statement goes (the
 //! rewrite refuses the reserved namespace). The token never reaches PostgreSQL: the substitutes
@@ -13,8 +15,8 @@
 //!
 //! Not for: verifying the token (see `token`) or what a switch does (see `state`).
 
-use crate::wire::frame;
-use bytes::{BufMut, Bytes, BytesMut};
+use crate::wire::{BindValues, Frontend};
+use bytes::Bytes;
 
 /// The setting the routes set.
 pub const SETTING: &str = "maschera.end_user";
@@ -195,109 +197,69 @@ pub fn set_config_route(text: &str) -> Option<bool> {
     }
 }
 
-/// The Query sent upstream in place of a route: the same kind of statement on the proxy's own
+/// The statement sent upstream in place of a route: the same kind of statement on the proxy's own
 /// setting, with the token's digest (`id`: hex digits and `:` only) instead of the token.
-pub fn substitute_query(route: &Route, id: &str) -> Bytes {
-    let sql = match route {
+fn substitute_sql(route: &Route, id: &str) -> String {
+    match route {
         Route::Set { local: true, .. } => format!("SET LOCAL {UPSTREAM_SETTING} = '{id}'"),
         Route::Set { local: false, .. } => format!("SET {UPSTREAM_SETTING} = '{id}'"),
         // Answered as RESET (see the session hook): a RESET upstream would leave session state.
         Route::Reset => format!("SET LOCAL {UPSTREAM_SETTING} = ''"),
+    }
+}
+
+/// The Query sent upstream in place of a route (see `substitute_sql`).
+pub fn substitute_query(route: &Route, id: &str) -> Bytes {
+    let sql = substitute_sql(route, id);
+    Frontend::Query {
+        sql: sql.as_bytes(),
+    }
+    .to_frame()
+    .freeze()
+}
+
+/// The Parse sent upstream in place of a Parse of a `SET` or `RESET` route (pgjdbc sends every
+/// statement so), name and parameter types kept: always `SET LOCAL` (see `substitute_query`).
+pub fn substitute_route_parse(name: &[u8], param_types: &[u8], route: &Route, id: &str) -> Bytes {
+    let local = match route {
+        Route::Set { .. } => Route::Set {
+            local: true,
+            token: String::new(),
+        },
+        Route::Reset => Route::Reset,
     };
-    message(b'Q', &[sql.as_bytes(), b"\0"])
+    let sql = substitute_sql(&local, id);
+    Frontend::Parse {
+        name,
+        sql: sql.as_bytes(),
+        param_types,
+    }
+    .to_frame()
+    .freeze()
 }
 
 /// The Parse sent upstream in place of a `set_config` route (name and parameter types kept): its
 /// result is the parameter (the token's id), as `set_config` returns the value it set.
-pub fn substitute_parse(body: &[u8]) -> Option<Bytes> {
-    let (name, rest) = frame::cstr(body)?;
-    let (_, types) = frame::cstr(rest)?;
-    let sql = "SELECT CAST($1 AS text)";
-    Some(message(b'P', &[name, b"\0", sql.as_bytes(), b"\0", types]))
-}
-
-/// The statement name a Parse body defines.
-pub fn parse_name(body: &[u8]) -> Option<&[u8]> {
-    frame::cstr(body).map(|(name, _)| name)
-}
-
-/// The statement text of a Parse body.
-pub fn parse_text(body: &[u8]) -> Option<&[u8]> {
-    frame::cstr(frame::cstr(body)?.1).map(|(text, _)| text)
-}
-
-/// A Bind body taken apart as far as its first parameter.
-pub struct Bind<'a> {
-    /// Portal and statement names, with their terminators.
-    names: &'a [u8],
-    pub statement: &'a [u8],
-    /// The format codes section (count and codes).
-    formats: &'a [u8],
-    pub params: Vec<Option<&'a [u8]>>,
-    /// The result formats section.
-    results: &'a [u8],
-}
-
-/// Splits a Bind body (`None`: malformed).
-pub fn bind(body: &[u8]) -> Option<Bind<'_>> {
-    let (_, rest) = frame::cstr(body)?;
-    let (statement, rest) = frame::cstr(rest)?;
-    let names = &body[..body.len() - rest.len()];
-    let count = u16::from_be_bytes(rest.get(..2)?.try_into().ok()?) as usize;
-    let formats = rest.get(..2 + 2 * count)?;
-    let mut rest = &rest[2 + 2 * count..];
-    let nparams = u16::from_be_bytes(rest.get(..2)?.try_into().ok()?) as usize;
-    rest = &rest[2..];
-    let mut params = Vec::with_capacity(nparams);
-    for _ in 0..nparams {
-        let len = i32::from_be_bytes(rest.get(..4)?.try_into().ok()?);
-        rest = &rest[4..];
-        if len < 0 {
-            params.push(None);
-        } else {
-            let len = len as usize;
-            params.push(Some(rest.get(..len)?));
-            rest = &rest[len..];
-        }
+pub fn substitute_parse(name: &[u8], param_types: &[u8]) -> Bytes {
+    Frontend::Parse {
+        name,
+        sql: b"SELECT CAST($1 AS text)",
+        param_types,
     }
-    Some(Bind {
-        names,
+    .to_frame()
+    .freeze()
+}
+
+/// The Bind of a `set_config` route with its one parameter (the token) replaced by `value` (text).
+pub fn bind_with_param(portal: &[u8], statement: &[u8], values: &BindValues, value: &str) -> Bytes {
+    let rest = values.encode_with(&[Some(value.as_bytes())]);
+    Frontend::Bind {
+        portal,
         statement,
-        formats,
-        params,
-        results: rest,
-    })
-}
-
-impl Bind<'_> {
-    /// The same Bind with its one parameter replaced by `value` (text).
-    pub fn with_param(&self, value: &str) -> Bytes {
-        let len = (value.len() as i32).to_be_bytes();
-        message(
-            b'B',
-            &[
-                self.names,
-                self.formats,
-                &1u16.to_be_bytes(),
-                &len,
-                value.as_bytes(),
-                self.results,
-            ],
-        )
+        rest: &rest,
     }
-}
-
-/// One frontend message: tag, length, parts (never beyond `i32`: the parts are bounded by the
-/// client's message they replace plus a short statement).
-fn message(tag: u8, parts: &[&[u8]]) -> Bytes {
-    let len = 4 + parts.iter().map(|p| p.len()).sum::<usize>();
-    let mut out = BytesMut::with_capacity(len + 1);
-    out.put_u8(tag);
-    out.put_i32(len as i32);
-    for part in parts {
-        out.put_slice(part);
-    }
-    out.freeze()
+    .to_frame()
+    .freeze()
 }
 
 #[cfg(test)]
@@ -362,8 +324,8 @@ mod tests {
     }
 
     /// A Bind of portal `p` to statement `s1` with one text parameter.
-    fn bind_of(value: &[u8]) -> BytesMut {
-        let mut out = BytesMut::new();
+    fn bind_of(value: &[u8]) -> bytes::BytesMut {
+        let mut out = bytes::BytesMut::new();
         postgres_protocol::message::frontend::bind(
             "p",
             "s1",
@@ -387,16 +349,7 @@ mod tests {
         let query = substitute_query(&route, "sha256:0011");
         let text = std::str::from_utf8(&query[5..]).unwrap();
         assert_eq!(text, "SET LOCAL maschera_end_user.token = 'sha256:0011'\0");
-        let mut parse = BytesMut::new();
-        postgres_protocol::message::frontend::parse(
-            "s1",
-            "SELECT set_config('maschera.end_user', $1, false)",
-            [25u32],
-            &mut parse,
-        )
-        .unwrap();
-        let replaced = substitute_parse(frame::body(&parse)).unwrap();
-        let mut expected = BytesMut::new();
+        let mut expected = bytes::BytesMut::new();
         postgres_protocol::message::frontend::parse(
             "s1",
             "SELECT CAST($1 AS text)",
@@ -404,15 +357,24 @@ mod tests {
             &mut expected,
         )
         .unwrap();
-        assert_eq!(&replaced[..], &expected[..]);
-        let bind_frame = bind_of(b"secret.token.here");
-        let parsed = bind(frame::body(&bind_frame)).unwrap();
-        assert_eq!(parsed.statement, b"s1");
-        assert_eq!(parsed.params, vec![Some(&b"secret.token.here"[..])]);
         assert_eq!(
-            &parsed.with_param("sha256:0011")[..],
+            &substitute_parse(b"s1", &[0, 1, 0, 0, 0, 25])[..],
+            &expected[..]
+        );
+        let bind_frame = bind_of(b"secret.token.here");
+        let Ok(Frontend::Bind {
+            portal,
+            statement,
+            rest,
+        }) = Frontend::decode(&bind_frame)
+        else {
+            panic!("not a Bind");
+        };
+        let values = BindValues::decode(rest).unwrap();
+        assert_eq!(values.params, vec![Some(&b"secret.token.here"[..])]);
+        assert_eq!(
+            &bind_with_param(portal, statement, &values, "sha256:0011")[..],
             &bind_of(b"sha256:0011")[..]
         );
-        assert!(bind(b"p\0s1\0\x00").is_none());
     }
 }

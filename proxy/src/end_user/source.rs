@@ -3,12 +3,18 @@
 //! [`MAX_CONNECTIONS`] (beyond, the idle one used longest ago is closed). The relay takes the
 //! connection of the transaction's end user at its first message and gives it back at its end (see
 //! `upstream_source`). The client's cancel key follows the connection serving it at the moment.
+//! Named prepared statements follow the client from connection to connection as in transaction
+//! pooling (`pool::prepared`): a statement the client prepared while one end user was served is
+//! prepared again on another end user's connection when the client uses it there (the session
+//! hook decides which statements may be: transaction control such as pgjdbc's named `COMMIT`, not
+//! a statement rewritten for another end user's role).
 //!
 //! Not for: transaction pooling across sessions (see `pool`), choosing the end user (see `hook`).
 
 use crate::net::cancel::{CancelKey, Registration};
 use crate::net::tls::BoxStream;
 use crate::net::upstream::UpstreamTarget;
+use crate::pool::prepared::{Prepared, ServerStatements};
 use crate::session::upstream_source::{Acquiring, UpstreamKey, UpstreamSource};
 use crate::wire::client_error::ClientError;
 use std::sync::Arc;
@@ -22,6 +28,8 @@ pub struct SessionConn {
     pub key: Arc<UpstreamKey>,
     pub stream: BoxStream,
     pub cancel: CancelKey,
+    /// The named statements prepared on it (see `pool::prepared`).
+    pub statements: ServerStatements,
 }
 
 /// The connections of one application session (see the module doc).
@@ -33,6 +41,8 @@ pub struct SessionConnections<'a> {
     idle: Vec<SessionConn>,
     /// The client's cancel key, pointed at the connection serving the session.
     registration: Option<&'a Registration>,
+    /// The client's named statements, prepared on each connection that needs them.
+    prepared: Prepared,
 }
 
 impl<'a> SessionConnections<'a> {
@@ -42,6 +52,7 @@ impl<'a> SessionConnections<'a> {
             own,
             idle: Vec::new(),
             registration: None,
+            prepared: Prepared::new(0),
         }
     }
 
@@ -81,6 +92,7 @@ impl UpstreamSource for SessionConnections<'_> {
                     key,
                     stream: upstream.stream,
                     cancel: upstream.key,
+                    statements: ServerStatements::default(),
                 }),
                 Err(err) => {
                     warn!(error = %err, "upstream login for an end user failed");
@@ -98,6 +110,15 @@ impl UpstreamSource for SessionConnections<'_> {
             // A gate of its own: nothing waits for cancels of a session's own connection.
             registration.retarget(Some((conn.cancel, Arc::default())));
         }
+        self.prepared.attached(&conn.statements);
+    }
+
+    fn outgoing(&mut self, conn: &mut SessionConn, bytes: &[u8]) -> Option<bytes::BytesMut> {
+        self.prepared.outgoing(&mut conn.statements, bytes)
+    }
+
+    fn incoming(&mut self, conn: &mut SessionConn, tag: u8, body: &[u8]) -> bool {
+        self.prepared.answer(&mut conn.statements, tag, body)
     }
 
     fn release(&mut self, conn: SessionConn, reusable: bool) {

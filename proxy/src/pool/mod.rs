@@ -553,7 +553,15 @@ impl UpstreamSource for PooledSource {
     fn observe_completion(&mut self, tag: &str) {
         // `SELECT 1`: a `SELECT set_config(...)` that `settings` follows.
         let follows = matches!(tag, "SET" | "RESET" | "DISCARD ALL" | "SELECT 1");
-        match self.pending.pop_front() {
+        // A BEGIN changes no setting: a change the client sent after it in the same batch (pgjdbc
+        // without autocommit sends its BEGIN with the transaction's first statement) is still to
+        // be answered.
+        let pending = if tag == "BEGIN" {
+            None
+        } else {
+            self.pending.pop_front()
+        };
+        match pending {
             Some(change) if follows => {
                 if change == Change::ResetAll && tag == "DISCARD ALL" {
                     self.prepared.forget_all();

@@ -483,6 +483,7 @@ async fn serve(
                 key,
                 stream: upstream.stream,
                 cancel: upstream_key,
+                statements: Default::default(),
             };
             let (hook, conn) = (setup.hook.as_mut(), Some(conn));
             session::relay_through(client.stream, source, conn, upstream.status, hook, settings)

@@ -288,10 +288,104 @@ impl<'a> Frontend<'a> {
     }
 }
 
+/// The part of a Bind after its two names ([`Frontend::Bind`]'s `rest`) taken apart, for a reader
+/// of its parameter values: format codes and result format codes stay raw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindValues<'a> {
+    /// The parameter format codes: count (Int16) and codes, raw.
+    formats: &'a [u8],
+    /// The parameter values (`None`: NULL).
+    pub params: Vec<Option<&'a [u8]>>,
+    /// The result format codes: count and codes, raw.
+    results: &'a [u8],
+}
+
+impl<'a> BindValues<'a> {
+    /// Takes a Bind's `rest` apart (`None`: malformed).
+    pub fn decode(rest: &'a [u8]) -> Option<BindValues<'a>> {
+        let count = |at: &[u8]| {
+            at.get(..2)
+                .map(|n| u16::from_be_bytes([n[0], n[1]]) as usize)
+        };
+        let formats = rest.get(..2 + 2 * count(rest)?)?;
+        let mut at = &rest[formats.len()..];
+        let n = count(at)?;
+        at = &at[2..];
+        let mut params = Vec::with_capacity(n.min(at.len() / 4));
+        for _ in 0..n {
+            let (len, after) = at.split_first_chunk::<4>()?;
+            let len = i32::from_be_bytes(*len);
+            if len < 0 {
+                params.push(None);
+                at = after;
+            } else {
+                let (value, after) = after.split_at_checked(len as usize)?;
+                params.push(Some(value));
+                at = after;
+            }
+        }
+        Some(BindValues {
+            formats,
+            params,
+            results: at,
+        })
+    }
+
+    /// A Bind's `rest` with the same format codes and `params` as the values (each at most
+    /// `i32::MAX` bytes: they come from a frame or the proxy).
+    pub fn encode_with(&self, params: &[Option<&[u8]>]) -> BytesMut {
+        let mut out = BytesMut::new();
+        out.put_slice(self.formats);
+        out.put_u16(params.len() as u16);
+        for param in params {
+            match param {
+                Some(value) => {
+                    out.put_i32(value.len() as i32);
+                    out.put_slice(value);
+                }
+                None => out.put_i32(-1),
+            }
+        }
+        out.put_slice(self.results);
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use postgres_protocol::message::frontend as pg;
+
+    #[test]
+    fn bind_values_are_taken_apart_and_put_back() {
+        let frame = reference(|out| {
+            pg::bind(
+                "p",
+                "s1",
+                [0i16, 1],
+                [Some(&b"tok"[..]), None],
+                |value, out| match value {
+                    Some(value) => {
+                        out.extend_from_slice(value);
+                        Ok(postgres_protocol::IsNull::No)
+                    }
+                    None => Ok(postgres_protocol::IsNull::Yes),
+                },
+                [1i16],
+                out,
+            )
+            .map_err(|_| ())
+            .unwrap()
+        });
+        let Ok(Frontend::Bind { rest, .. }) = Frontend::decode(&frame) else {
+            panic!("not a Bind");
+        };
+        let values = BindValues::decode(rest).unwrap();
+        assert_eq!(values.params, vec![Some(&b"tok"[..]), None]);
+        assert_eq!(&values.encode_with(&values.params)[..], rest);
+        assert!(BindValues::decode(&rest[..rest.len() - 5]).is_none());
+        assert!(BindValues::decode(&[0, 1]).is_none());
+    }
 
     /// Frames as `postgres-protocol` (the client library) encodes them.
     fn reference(build: impl FnOnce(&mut BytesMut)) -> BytesMut {

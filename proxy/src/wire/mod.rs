@@ -11,4 +11,4 @@ pub(crate) mod frontend;
 pub(crate) mod refusal_marker;
 pub(crate) mod relay_buffer;
 
-pub use frontend::{DecodeError, Frontend, Target};
+pub use frontend::{BindValues, DecodeError, Frontend, Target};

@@ -49,10 +49,16 @@ pub(crate) struct Demo {
 
 impl Demo {
     pub(crate) fn start() -> Demo {
+        Demo::start_with(&[])
+    }
+
+    /// The same with `extra` arguments of `maschera demo` (e.g. `--pool-mode transaction`).
+    pub(crate) fn start_with(extra: &[&str]) -> Demo {
         let port = free_port();
         let stderr_dir = tempfile::tempdir().unwrap();
         let stderr = stderr_dir.path().join("demo.log");
-        let mut child = spawn_demo(&["--json"], CONTACTS as u64, port, &stderr);
+        let args: Vec<&str> = ["--json"].iter().chain(extra).copied().collect();
+        let mut child = spawn_demo(&args, CONTACTS as u64, port, &stderr);
         let lines_rx = stdout_lines(&mut child);
         let line = match lines_rx.recv_timeout(READY_LIMIT) {
             Ok(line) => line.unwrap(),

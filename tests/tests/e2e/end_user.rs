@@ -433,31 +433,10 @@ async fn bad_tokens_are_refused_by_their_check_and_limited() {
 /// executed for tom, is refused (26000) and pgjdbc prepares it again, rewritten for tom.
 #[test]
 fn pgjdbc_alternates_end_users_on_one_connection() {
-    let jar = "/usr/share/java/postgresql.jar";
-    assert!(
-        Path::new(jar).is_file(),
-        "pgjdbc is not installed: apt-get install libpostgresql-jdbc-java"
-    );
     let demo = Demo::start();
     let config = demo.facts.config.clone();
     let (sam, tom) = (token(&config, "sam"), token(&config, "tom"));
-    let crm = demo.user("crm");
-    let address = crm.uri.rsplit('@').next().unwrap();
-    let url = format!("jdbc:postgresql://{address}");
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("compat/end_user");
-    let out = std::process::Command::new("java")
-        .current_dir(&source)
-        .args(["-Xshare:auto", "-XX:TieredStopAtLevel=1", "-cp", jar])
-        .arg("EndUserClient.java")
-        .args([&url, "crm", &crm.password, &sam, &tom])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = crate::end_user_drivers::run_pgjdbc(&demo, "EndUserClient", [&sam, &tom], &[]);
     let mut expected = Vec::new();
     for round in 0..3 {
         expected.push(format!("sam {round} north"));

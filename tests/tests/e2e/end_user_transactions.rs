@@ -13,7 +13,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 /// The demo, tokens of sam and tom, and a raw session of its application user `crm`.
-async fn start() -> (Demo, String, String, TcpStream) {
+pub(crate) async fn start() -> (Demo, String, String, TcpStream) {
     let demo = Demo::start();
     let config = demo.facts.config.clone();
     let (sam, tom) = (token(&config, "sam"), token(&config, "tom"));
@@ -58,21 +58,7 @@ fn query(sql: &str) -> BytesMut {
 
 /// Parse, Bind and Execute of `sql` (unnamed, no parameters), without Sync.
 fn unnamed(sql: &str) -> BytesMut {
-    let mut out = BytesMut::new();
-    frontend::parse("", sql, [], &mut out).unwrap();
-    frontend::bind(
-        "",
-        "",
-        [],
-        std::iter::empty::<&[u8]>(),
-        |_: &[u8], _: &mut BytesMut| Ok(postgres_protocol::IsNull::No),
-        [],
-        &mut out,
-    )
-    .map_err(|_| ())
-    .unwrap();
-    frontend::execute("", 0, &mut out).unwrap();
-    out
+    crate::end_user_drivers::extended(sql, false)
 }
 
 fn sync() -> BytesMut {

@@ -23,6 +23,7 @@ mod discover_crm;
 mod discover_real;
 mod dpo;
 mod end_user;
+mod end_user_drivers;
 mod end_user_integrations;
 mod end_user_transactions;
 mod enforce;
