@@ -20,6 +20,7 @@ pub mod framework;
 pub mod inspect;
 pub mod lookup_sql;
 pub mod model;
+pub mod pool_guard;
 pub mod pseudonym;
 pub mod redact;
 pub mod register;

@@ -1,6 +1,6 @@
 //! The proxy's administrative side of PostgreSQL: its own tokio-postgres connections (`admin_connect`),
 //! the catalog it reads, `policy apply` and what it needs, the credentials file it writes, whether
-//! the database lock's objects are whole, and reading a policy file for a command.
+//! the database lock's objects are whole, transaction pooling's event trigger, and reading a policy file for a command.
 //! Not for: relaying client sessions (`session`) or deciding per statement (`enforce`).
 
 pub(crate) mod admin_connect;
@@ -10,3 +10,4 @@ pub(crate) mod compiled_objects;
 pub mod credentials;
 pub mod policy_apply;
 pub(crate) mod policy_file;
+pub(crate) mod pool_guard;

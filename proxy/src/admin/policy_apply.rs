@@ -415,6 +415,16 @@ pub async fn apply_policy_for(
         passwords,
     };
     run_steps(client, &steps, &secrets).await?;
+    let mut warnings = warnings;
+    if let Some(open) = crate::admin::pool_guard::install(client).await? {
+        let mut warning = policy::diagnostics::Source::new(&policy.file, &policy.text).error(
+            0..0,
+            open,
+            Some("README \"Pooling\": what pins a session".into()),
+        );
+        warning.severity = policy::diagnostics::Severity::Warning;
+        warnings.push(warning);
+    }
     credentials.save(&request.credentials).with_context(|| {
         format!(
             "the policy is applied but the credentials file {} could not be written; apply again with --rotate",

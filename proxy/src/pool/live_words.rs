@@ -10,9 +10,8 @@
 //! nothing more). Where the tokens cannot be trusted the caller falls back to that word check
 //! (pins): text the lexer does not handle exactly (unterminated literals or comments, `U&'...'`,
 //! bit strings), a backslash in a plain literal (`standard_conforming_strings = off` would end it
-//! elsewhere), and `DO` blocks (their body is code that runs now).
-//! Not for: state created out of sight of the text (a function that creates a temporary table:
-//! not detected, README "Pooling" says why).
+//! elsewhere), and `DO` blocks (their body is code that runs now; `pinning` pins every one anyway).
+//! Not for: state created out of sight of the text (inside a function: see `hidden_state`).
 
 use policy::rewrite::{LexToken, lex};
 

@@ -66,7 +66,11 @@ impl Pools {
         };
         let upstream = match self
             .target
-            .connect_to(&key.login, &key.database, &key.params)
+            .connect_to(
+                &key.login,
+                &key.database,
+                &super::hidden_state::startup_params(&key.params),
+            )
             .await
         {
             Ok(upstream) => upstream,

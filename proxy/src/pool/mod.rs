@@ -19,6 +19,8 @@
 //! - A connection a client's cancel is on its way to is not handed to another client before
 //!   PostgreSQL has the cancel (see `late_cancel`); a connection holds a capped number of
 //!   prepared statements (see `statement_cache`).
+//! - Connections are opened with `maschera.pooled = on`, so that the database's event trigger
+//!   tells of temporary objects created out of the statement text's sight (see `hidden_state`).
 //!
 //! Metrics: `maschera_pool_connections` (gauge, labels `login`, `state` = `idle` | `in_use`),
 //! `maschera_pool_waiting` (gauge, label `login`), `maschera_pool_wait_seconds` (histogram),
@@ -28,6 +30,7 @@
 //! (see `pinning`), or logging in (see `upstream`).
 
 pub mod config;
+pub mod hidden_state;
 mod late_cancel;
 mod live_words;
 mod min_idle;
@@ -211,7 +214,11 @@ impl Pools {
         };
         let upstream = self
             .target
-            .connect_to(&key.login, &key.database, &key.params)
+            .connect_to(
+                &key.login,
+                &key.database,
+                &hidden_state::startup_params(&key.params),
+            )
             .await
             .map_err(|err| {
                 warn!(error = %err, "opening a pooled upstream connection failed");
@@ -391,7 +398,8 @@ pub struct PooledSource {
     key: Arc<UpstreamKey>,
     settings: ClientSettings,
     /// What the client statement being run would change of its settings.
-    pending: Option<Change>,
+    /// (One per statement of a simple Query made only of such statements, see `settings`.)
+    pending: std::collections::VecDeque<Change>,
     /// Changes completed in a transaction that has not committed yet (see `uncommitted`).
     uncommitted: Uncommitted,
     /// The attached connection holds settings of this client: it is closed when given back.
@@ -400,6 +408,10 @@ pub struct PooledSource {
     registration: Registration,
     pinning: Pinning,
     prepared: Prepared,
+    /// Settings PostgreSQL reported during the transaction (see `hidden_state`).
+    reported: hidden_state::Reported,
+    /// The last ReadyForQuery said idle.
+    idle: bool,
 }
 
 impl PooledSource {
@@ -411,12 +423,14 @@ impl PooledSource {
             base: key.clone(),
             key,
             settings: ClientSettings::default(),
-            pending: None,
+            pending: Default::default(),
             uncommitted: Uncommitted::default(),
             dirty: false,
             registration,
             pinning: Pinning::default(),
             prepared,
+            reported: hidden_state::Reported::default(),
+            idle: true,
         }
     }
 }
@@ -475,6 +489,17 @@ impl UpstreamSource for PooledSource {
         if tag == b'E' && !withheld {
             self.uncommitted.error();
         }
+        // A reported setting changed out of sight (see `hidden_state`); one a followed SET
+        // changed leaves with its connection.
+        if tag == b'Z' && self.idle && self.reported.any() {
+            let changed = {
+                let greeting = lock(&conn.pool.greeting);
+                self.reported.end(greeting.as_deref().unwrap_or_default())
+            };
+            if changed && !self.dirty {
+                self.pinning.pin(hidden_state::SETTING_REASON);
+            }
+        }
         withheld
     }
 
@@ -498,10 +523,18 @@ impl UpstreamSource for PooledSource {
                 let sql = crate::wire::Frontend::decode(frame)
                     .ok()
                     .and_then(|m| m.sql());
-                self.pending = sql.and_then(settings::change);
-                // A simple query whose setting follows the client (`settings`) leaves nothing
-                // behind.
-                let follows = tag == b'Q' && matches!(self.pending, Some(Change::Set(..)));
+                self.pending.clear();
+                if let Some(changes) = sql.and_then(settings::changes) {
+                    self.pending.extend(changes);
+                }
+                // A simple query whose settings follow the client (`settings`), or settings that
+                // end with their transaction, leave nothing behind.
+                let follows = !self.pending.is_empty()
+                    && self.pending.iter().all(|change| match change {
+                        Change::Set(..) => tag == b'Q',
+                        Change::Local => true,
+                        _ => false,
+                    });
                 if let (Some(sql), false) = (sql, follows) {
                     self.pinning.statement(sql);
                 }
@@ -511,7 +544,7 @@ impl UpstreamSource for PooledSource {
             b'B' if matches!(crate::wire::Frontend::decode(frame),
                 Ok(crate::wire::Frontend::Bind { statement, .. }) if !statement.is_empty()) =>
             {
-                self.pending = None;
+                self.pending.clear();
             }
             _ => {}
         }
@@ -526,7 +559,7 @@ impl UpstreamSource for PooledSource {
         let pending = if tag == "BEGIN" {
             None
         } else {
-            self.pending.take()
+            self.pending.pop_front()
         };
         match pending {
             Some(change) if follows => {
@@ -547,8 +580,21 @@ impl UpstreamSource for PooledSource {
     }
 
     fn observe_ready(&mut self, status: u8) {
+        self.idle = status == b'I';
         let outcome = self.uncommitted.ready(status);
         self.settle(outcome);
+    }
+
+    fn observe_parameter(&mut self, body: &[u8]) {
+        self.reported.observe(body);
+    }
+
+    fn observe_notice(&mut self, body: &[u8]) -> bool {
+        let pins = hidden_state::pins(body);
+        if pins {
+            self.pinning.pin(hidden_state::REASON);
+        }
+        pins
     }
 
     fn keeps(&self) -> bool {

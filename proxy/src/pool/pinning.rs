@@ -3,7 +3,8 @@
 //! replay or undo such state; it keeps the session on its connection instead (counted in
 //! `maschera_pool_pins_total` by reason). Decided from what the client sends (statements that can
 //! create session state: temporary objects, `WITH HOLD` cursors, session advisory locks,
-//! `set_config`, `LISTEN`; a cheap word check first, then the statement's tokens, see `live_words`)
+//! `set_config`, `LISTEN`, and any `DO` block, whose code the proxy cannot follow; a cheap word
+//! check first, then the statement's tokens, see `live_words`)
 //! and from the
 //! CommandComplete tags PostgreSQL sends (`SET`, `RESET`, `DISCARD`, `PREPARE`, `LISTEN`, `LOAD`)
 //! of statements that `settings` does not follow (a plain SET of a harmless setting follows the
@@ -31,6 +32,9 @@ const PINNING_WORDS: &[(&str, &str, Place)] = &[
     ("pg_temp", "temporary object", Place::Anywhere),
     ("hold", "cursor WITH HOLD", Place::After(&["with"])),
     ("listen", "LISTEN", Place::First),
+    // Code that runs now, out of the proxy's sight: it may set anything (`SET` in PL/pgSQL,
+    // `EXECUTE` of a built string).
+    ("do", "DO block", Place::First),
     ("set_config", "set_config", Place::Anywhere),
     ("pg_advisory_lock", "session advisory lock", Place::Anywhere),
     (
@@ -119,7 +123,8 @@ impl Pinning {
 /// The reason of the first pinning word in `sql`, if any.
 fn pinning_word(sql: &[u8]) -> Option<&'static str> {
     sql.split(|b| !(b.is_ascii_alphanumeric() || *b == b'_'))
-        .filter(|word| (4..=27).contains(&word.len()))
+        // `do` is the one pinning word shorter than 4 letters.
+        .filter(|word| word.len() == 2 || (4..=27).contains(&word.len()))
         .find_map(|word| place(word).map(|(reason, _)| reason))
 }
 
@@ -175,7 +180,15 @@ mod tests {
         );
         assert_eq!(
             pins_query("DO $$ BEGIN CREATE TEMP TABLE t (); END $$"),
-            Some("temporary object")
+            Some("DO block")
+        );
+        assert_eq!(
+            pins_query("do $$ BEGIN SET search_path = x; END $$"),
+            Some("DO block")
+        );
+        assert_eq!(
+            pins_query("INSERT INTO t VALUES (1) ON CONFLICT DO NOTHING"),
+            None
         );
         assert_eq!(pins_query("BEGIN; UPDATE t SET a = 1; COMMIT"), None);
         let mut named = Pinning::default();

@@ -7,7 +7,12 @@
 //! is closed when given back, never reused.
 //! `SELECT set_config('name', 'value', false)` with quoted literals (Django sets its time zone so)
 //! follows the client the same way when it comes as a simple query; in a Parse it pins, because
-//! the statement may run later under another name.
+//! the statement may run later under another name. `set_config(..., true)` is a `SET LOCAL`, in a
+//! simple query or a Parse, and so are `SET TRANSACTION ...` and `SET CONSTRAINTS ...`.
+//! `SET TIME ZONE INTERVAL '+05:30' HOUR TO MINUTE` follows as the POSIX zone PostgreSQL shows for
+//! it (`<+05:30>-05:30`). A simple Query of several such statements (Sequelize sends `SET
+//! client_min_messages TO warning;SET TIME ZONE INTERVAL ...` on connect) follows each of them;
+//! one other statement among them and none follows.
 //! A statement that is not such a plain SET, or a setting not on the list, pins the session
 //! instead (see `pinning`). `SET LOCAL` ends with its transaction and needs neither.
 //! Not for: deciding whether a client may change a setting at all (the session hooks do; the
@@ -37,6 +42,29 @@ pub enum Change {
     ResetAll,
     /// `SET LOCAL ...`: nothing that outlives the transaction.
     Local,
+}
+
+/// Most statements of one simple Query that are all plain statements this module follows (as
+/// Sequelize sends on connect).
+const MOST_STATEMENTS: usize = 16;
+
+/// The changes a statement text makes, one per statement, if every statement is one this module
+/// follows (several only in a simple Query; a split inside a quoted value leaves a piece that is
+/// no such statement, so the whole text is none).
+pub fn changes(sql: &[u8]) -> Option<Vec<Change>> {
+    let text = std::str::from_utf8(sql).ok()?.trim();
+    let text = text.strip_suffix(';').unwrap_or(text);
+    if !text.contains(';') {
+        return change(sql).map(|change| vec![change]);
+    }
+    let mut changes = Vec::new();
+    for piece in text.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+        if changes.len() == MOST_STATEMENTS {
+            return None;
+        }
+        changes.push(change(piece.as_bytes())?);
+    }
+    (!changes.is_empty()).then_some(changes)
 }
 
 /// The change a statement text makes, if it is one plain statement this module follows.
@@ -69,7 +97,9 @@ pub fn change(sql: &[u8]) -> Option<Change> {
             let mut rest = &words[1..];
             let mut rest_lower = &lower[1..];
             match rest_lower.first().map(String::as_str) {
-                Some("local") => return Some(Change::Local),
+                // `SET TRANSACTION ...`, `SET CONSTRAINTS ...`: this transaction only (`SET
+                // SESSION CHARACTERISTICS` is for the session: it is none of these).
+                Some("local" | "transaction" | "constraints") => return Some(Change::Local),
                 Some("session") => {
                     rest = &rest[1..];
                     rest_lower = &rest_lower[1..];
@@ -78,6 +108,9 @@ pub fn change(sql: &[u8]) -> Option<Change> {
             }
             let (name, value) =
                 if rest_lower.len() >= 3 && rest_lower[0] == "time" && rest_lower[1] == "zone" {
+                    if rest_lower[2] == "interval" {
+                        return interval_zone(&rest[3..], &rest_lower[3..]);
+                    }
                     ("timezone".to_owned(), rest[2..].join(" "))
                 } else {
                     let text = rest.join(" ");
@@ -110,7 +143,8 @@ pub fn change(sql: &[u8]) -> Option<Change> {
 }
 
 /// `set_config('name', 'value', false)` (what follows `SELECT`), with both arguments quoted
-/// literals, as Django sends it for its time zone: a SET of `name` (`true`: a `SET LOCAL`).
+/// literals, as Django sends it for its time zone: a SET of `name`; with `true` (the value a
+/// literal or a parameter), a `SET LOCAL` of any setting.
 fn set_config(call: &str) -> Option<Change> {
     let call = call.trim();
     let (function, arguments) = call.split_at_checked("set_config".len())?;
@@ -126,15 +160,58 @@ fn set_config(call: &str) -> Option<Change> {
         text.starts_with('\'').then(|| literal(text)).flatten()
     };
     let name = quoted(name)?.to_ascii_lowercase();
+    let local = match local.trim().to_ascii_lowercase().as_str() {
+        "false" => false,
+        "true" => true,
+        _ => return None,
+    };
+    let value = value.trim();
+    // A local change ends with its transaction, whatever it sets (a parameter as value too).
+    let parameter = value
+        .strip_prefix('$')
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    if local && (parameter || quoted(value).is_some()) {
+        return Some(Change::Local);
+    }
     let value = quoted(value)?;
     if !FOLLOWING.contains(&name.as_str()) {
         return None;
     }
-    match local.trim().to_ascii_lowercase().as_str() {
-        "false" => Some(Change::Set(name, value)),
-        "true" => Some(Change::Local),
-        _ => None,
+    Some(Change::Set(name, value))
+}
+
+/// `SET TIME ZONE INTERVAL '+hh:mm' HOUR TO MINUTE` (what follows `INTERVAL`), as Sequelize sends
+/// it: the POSIX time zone PostgreSQL then shows (`<+05:30>-05:30`, `<-03>+03`), which as a startup
+/// parameter gives the same offset.
+fn interval_zone(rest: &[&str], rest_lower: &[String]) -> Option<Change> {
+    let [offset, ..] = rest else { return None };
+    if rest_lower[1..] != ["hour", "to", "minute"] {
+        return None;
     }
+    let offset = offset.strip_prefix('\'')?.strip_suffix('\'')?;
+    let (negative, offset) = match offset.strip_prefix('-') {
+        Some(unsigned) => (true, unsigned),
+        None => (false, offset.strip_prefix('+').unwrap_or(offset)),
+    };
+    let (hours, minutes) = offset.split_once(':')?;
+    let digits = |text: &str, width: std::ops::RangeInclusive<usize>, most: usize| {
+        (width.contains(&text.len()) && text.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| text.parse::<usize>().ok())
+            .flatten()
+            .filter(|n| *n <= most)
+    };
+    let (hours, minutes) = (digits(hours, 1..=2, 14)?, digits(minutes, 2..=2, 59)?);
+    let negative = negative && (hours, minutes) != (0, 0);
+    let (sign, inverse) = if negative { ('-', '+') } else { ('+', '-') };
+    let offset = if minutes == 0 {
+        format!("{hours:02}")
+    } else {
+        format!("{hours:02}:{minutes:02}")
+    };
+    Some(Change::Set(
+        "timezone".into(),
+        format!("<{sign}{offset}>{inverse}{offset}"),
+    ))
 }
 
 /// `name TO value`.
@@ -232,6 +309,31 @@ mod tests {
             change(b"select SET_CONFIG ( 'statement_timeout','5s',true )"),
             Some(Change::Local)
         );
+        assert_eq!(
+            change(b"SELECT set_config('search_path', $1, true)"),
+            Some(Change::Local)
+        );
+        assert_eq!(
+            change(b"SET TRANSACTION ISOLATION LEVEL SERIALIZABLE"),
+            Some(Change::Local)
+        );
+        assert_eq!(change(b"set constraints all deferred"), Some(Change::Local));
+        assert_eq!(
+            change(b"SET TIME ZONE INTERVAL '+00:00' HOUR TO MINUTE"),
+            set("timezone", "<+00>-00")
+        );
+        assert_eq!(
+            change(b"SET TIME ZONE INTERVAL '+5:30' HOUR TO MINUTE"),
+            set("timezone", "<+05:30>-05:30")
+        );
+        assert_eq!(
+            change(b"SET TIME ZONE INTERVAL '-03:00' HOUR TO MINUTE"),
+            set("timezone", "<-03>+03")
+        );
+        assert_eq!(
+            change(b"SET TIME ZONE INTERVAL '-00:00' HOUR TO MINUTE"),
+            set("timezone", "<+00>-00")
+        );
         assert_eq!(change(b"RESET ALL"), Some(Change::ResetAll));
         assert_eq!(change(b"DISCARD ALL"), Some(Change::ResetAll));
         assert_eq!(
@@ -248,10 +350,44 @@ mod tests {
             b"SELECT 1",
             b"SELECT set_config('search_path', 'evil', false)",
             b"SELECT set_config('TimeZone', $1, false)",
+            b"SELECT set_config('TimeZone', now()::text, true)",
+            b"SELECT set_config('TimeZone', $, true)",
             b"SELECT set_config('TimeZone', 'UTC', false), 1",
             b"SELECT set_config('TimeZone', 'UTC', is_local)",
             b"SELECT set_config('DateStyle', 'ISO, DMY', false)",
+            b"SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+            b"SET TIME ZONE INTERVAL '+15:00' HOUR TO MINUTE",
+            b"SET TIME ZONE INTERVAL '+05:3' HOUR TO MINUTE",
+            b"SET TIME ZONE INTERVAL '+05:30'",
+            b"SET TIME ZONE INTERVAL '1 day' HOUR TO MINUTE",
+            b"SET TIME ZONE INTERVAL",
         ]);
+    }
+
+    #[test]
+    fn a_query_of_several_followed_statements_follows_each_and_anything_else_none() {
+        assert_eq!(
+            changes(b"SET client_min_messages TO warning;SET TIME ZONE INTERVAL '+00:00' HOUR TO MINUTE;"),
+            Some(vec![
+                Change::Set("client_min_messages".into(), "warning".into()),
+                Change::Set("timezone".into(), "<+00>-00".into()),
+            ])
+        );
+        assert_eq!(
+            changes(b"SET TimeZone = 'UTC';"),
+            set("timezone", "UTC").map(|c| vec![c])
+        );
+        assert_eq!(changes(b"SELECT 1"), None);
+        for sql in [
+            &b"SET statement_timeout = 5; SELECT 1"[..],
+            b"SET application_name = 'a;SET statement_timeout = 5'",
+            b"SET application_name = 'x'; ; SET search_path = evil",
+            b";;",
+        ] {
+            assert_eq!(changes(sql), None, "{}", String::from_utf8_lossy(sql));
+        }
+        let many = "SET statement_timeout = 5;".repeat(MOST_STATEMENTS + 1);
+        assert_eq!(changes(many.as_bytes()), None);
     }
 
     fn follow_nothing(statements: &[&[u8]]) {

@@ -1175,6 +1175,12 @@ impl ServerToClient {
                         replacement = self.errors.as_ref().and_then(|e| e.scrub(b'E', &fields));
                     }
                 }
+                None if S::POOLED && header.tag == b'S' => link.source.observe_parameter(body),
+                Some(Backend::NoticeResponse(_))
+                    if S::POOLED && link.source.observe_notice(body) =>
+                {
+                    replacement = Some(BytesMut::new());
+                }
                 Some(Backend::NoticeResponse(fields)) => {
                     replacement = match hook.server_frame(b'N', body, cycle) {
                         ServerFrame::Pass => {

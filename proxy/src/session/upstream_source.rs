@@ -115,6 +115,15 @@ pub trait UpstreamSource: Send {
         false
     }
 
+    /// A ParameterStatus (`body` without type and length): a setting PostgreSQL reports changed.
+    fn observe_parameter(&mut self, _body: &[u8]) {}
+
+    /// A NoticeResponse (`body` without type and length): whether the client must not see it (it
+    /// tells the source of session state created out of the statement text's sight).
+    fn observe_notice(&mut self, _body: &[u8]) -> bool {
+        false
+    }
+
     /// Bytes (whole frames, as the hook decided them) to send upstream before anything the
     /// client sends next, once: a cycle whose answers `incoming` withheld, sent again.
     fn injection(&mut self) -> Option<bytes::BytesMut> {

@@ -18,7 +18,7 @@ const PSEUDONYM_KEY: &str = "applyowner-test-pseudonym-key";
 /// A fresh cluster with the reference CRM (`contacts` generated contacts) in database `crm`, which
 /// `app` (a login with `attributes`, never superuser) owns with all its tables; and the reference
 /// policy copied beside it.
-async fn owned_crm(attributes: &str, contacts: u64) -> (PgServer, AppliedPolicy) {
+pub(crate) async fn owned_crm(attributes: &str, contacts: u64) -> (PgServer, AppliedPolicy) {
     owned_crm_on(
         PgServer::start().expect("start PostgreSQL"),
         attributes,
@@ -53,12 +53,12 @@ async fn owned_crm_on(pg: PgServer, attributes: &str, contacts: u64) -> (PgServe
     (pg, applied)
 }
 
-fn owner_uri(pg: &PgServer) -> String {
+pub(crate) fn owner_uri(pg: &PgServer) -> String {
     pg.uri_as(OWNER, OWNER_PASSWORD, CRM_DB)
 }
 
 /// `maschera policy apply` of `applied` with `--upstream upstream`.
-fn apply(applied: &AppliedPolicy, upstream: &str) -> Output {
+pub(crate) fn apply(applied: &AppliedPolicy, upstream: &str) -> Output {
     Command::new(maschera_tests::maschera_bin())
         .args(["policy", "apply"])
         .arg(&applied.policy)
