@@ -159,12 +159,17 @@ impl UpstreamSource for Dedicated {
     }
 
     fn acquire(&mut self, _key: Option<Arc<UpstreamKey>>) -> Acquiring<BoxStream> {
-        // Never called: a dedicated connection is attached from the start and never given back.
-        Box::pin(std::future::ready(Err(ClientError::new(
-            "08006",
-            "the session's connection to the database server was lost",
-        ))))
+        never_acquired()
     }
 
     fn release(&mut self, _conn: BoxStream, _reusable: bool) {}
+}
+
+/// `acquire` of a session-mode source, never called: its one connection is attached from the
+/// start and never given back, so asking for another means it was lost.
+pub fn never_acquired() -> Acquiring<BoxStream> {
+    Box::pin(std::future::ready(Err(ClientError::new(
+        "08006",
+        "the session's connection to the database server was lost",
+    ))))
 }

@@ -36,7 +36,6 @@ use super::{Prepared, Statement, server_name};
 use crate::net::tls::BoxStream;
 use crate::session::upstream_source::{Acquiring, UpstreamKey, UpstreamSource};
 use crate::wire::Frontend;
-use crate::wire::client_error::ClientError;
 use crate::wire::frame;
 use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
@@ -375,11 +374,7 @@ impl UpstreamSource for CachedSession {
     }
 
     fn acquire(&mut self, _key: Option<Arc<UpstreamKey>>) -> Acquiring<BoxStream> {
-        // Never called: the connection is attached from the start and never given back.
-        Box::pin(std::future::ready(Err(ClientError::new(
-            "08006",
-            "the session's connection to the database server was lost",
-        ))))
+        crate::session::upstream_source::never_acquired()
     }
 
     fn release(&mut self, _conn: BoxStream, _reusable: bool) {}
