@@ -36,6 +36,7 @@ use crate::session::upstream_source::UpstreamKey;
 use crate::session::{Decision, Hold, ServerEvent, ServerFrame, SessionHook};
 use crate::users::application::Application;
 use crate::users::{User, UserStore};
+use crate::wire::Backend;
 use crate::wire::client_error::ClientError;
 use crate::wire::frame;
 use crate::wire::{BindValues, Frontend, Target};
@@ -1229,38 +1230,41 @@ impl SessionHook for ApplicationHook {
         }
     }
 
-    fn server_frame(&mut self, tag: u8, body: &[u8], cycle: u64) -> ServerFrame {
-        if tag == b'C'
+    fn server_frame(&mut self, message: &Backend<'_>, cycle: u64) -> ServerFrame {
+        let completed = match message {
+            Backend::CommandComplete { tag } => Some(*tag),
+            _ => None,
+        };
+        if let Some(text) = completed
             && let Some(own) = self.own_cycle(cycle)
         {
             let n = self.own_completions;
             self.own_completions += 1;
-            let text = frame::cstr(body).map_or(&[][..], |(t, _)| t);
-            match own.completion(n, text) {
+            match own.completion(n, text.as_bytes()) {
                 Shown::Pass => {}
                 Shown::Withhold => return ServerFrame::Withhold,
                 Shown::As(shown) => return completion(shown),
             }
         }
-        if tag == b'C' && self.answerer(cycle) == Some(Answerer::Begin) {
+        if completed.is_some() && self.answerer(cycle) == Some(Answerer::Begin) {
             return completion("BEGIN");
         }
-        if tag == b'C'
+        if completed.is_some()
             && self.reset == Some(cycle)
             && self.answerer(cycle) == Some(Answerer::Switch)
         {
             self.reset = None;
             return completion("RESET");
         }
-        if tag == b'N'
+        if let Backend::NoticeResponse(fields) = message
             && self.quiet_warning == Some(cycle)
-            && frame::sqlstate(body) == Some("25P01")
+            && fields.sqlstate() == Some("25P01")
         {
             return ServerFrame::Withhold;
         }
         match self.answerer(cycle) {
             Some(Answerer::Served(index)) => match self.slot_mut(index) {
-                Some(served) => served.hook.server_frame(tag, body, cycle),
+                Some(served) => served.hook.server_frame(message, cycle),
                 None => ServerFrame::Pass,
             },
             _ => ServerFrame::Pass,

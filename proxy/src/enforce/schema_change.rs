@@ -139,10 +139,11 @@ struct WrappedQuery {
 
 impl Answers {
     /// How the client gets a CommandComplete (`C`) or NoticeResponse (`N`) answering cycle `cycle`.
-    fn server_frame(&mut self, tag: u8, body: &[u8], cycle: u64) -> ServerFrame {
+    fn server_frame(&mut self, message: &Backend<'_>, cycle: u64) -> ServerFrame {
+        let completion = matches!(message, Backend::CommandComplete { .. });
         if let Some(query) = self.queries.front().filter(|q| q.cycle == cycle) {
             let at = self.completions;
-            if tag == b'C' {
+            if completion {
                 self.completions += 1;
             }
             let own = at >= query.before && at < query.before + query.own;
@@ -152,9 +153,8 @@ impl Answers {
                 ServerFrame::Withhold
             };
         }
-        if tag == b'C'
-            && self.executes.front() == Some(&cycle)
-            && Backend::from_body(tag, body) == Ok(Backend::CommandComplete { tag: "DO" })
+        if self.executes.front() == Some(&cycle)
+            && *message == (Backend::CommandComplete { tag: "DO" })
         {
             self.executes.pop_front();
             if let Some(frame) = frame::build(b'C', &[b"ALTER TABLE\0"]) {
@@ -334,8 +334,8 @@ impl Decider for UnrestrictedFrontend {
         }
     }
 
-    fn server_frame(&mut self, tag: u8, body: &[u8], cycle: u64) -> ServerFrame {
-        self.tracking.answers.server_frame(tag, body, cycle)
+    fn server_frame(&mut self, message: &Backend<'_>, cycle: u64) -> ServerFrame {
+        self.tracking.answers.server_frame(message, cycle)
     }
 
     fn on_server_event(&mut self, event: ServerEvent<'_>, cycle: u64) {
@@ -682,8 +682,12 @@ mod tests {
 
     /// What the client gets of one frame: `P` passed, `W` withheld, or the replacement's tag.
     fn shown(answers: &mut Answers, tag: u8, text: &str, cycle: u64) -> String {
-        let body = format!("{text}\0");
-        match answers.server_frame(tag, body.as_bytes(), cycle) {
+        let body = match tag {
+            b'C' => format!("{text}\0"),
+            _ => format!("M{text}\0\0"),
+        };
+        let message = Backend::from_body(tag, body.as_bytes()).expect("a well-formed message");
+        match answers.server_frame(&message, cycle) {
             ServerFrame::Pass => "P".into(),
             ServerFrame::Withhold => "W".into(),
             ServerFrame::Replace(frame) => match Backend::decode(&frame) {

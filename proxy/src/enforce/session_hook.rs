@@ -13,6 +13,7 @@
 use crate::enforce::admission::RateLimit;
 use crate::session::offload::{Decider, Offloaded};
 use crate::session::{Decision, Hold, ServerEvent, ServerFrame, SessionHook, StatementMetrics};
+use crate::wire::Backend;
 
 /// A session without a policy: every message passes, up to the user's statement rate.
 pub struct PassThroughHook {
@@ -69,8 +70,8 @@ impl<D: Decider> SessionHook for EnforcedHook<D> {
         self.decider.decide(tag, frame, cycle)
     }
 
-    fn server_frame(&mut self, tag: u8, body: &[u8], cycle: u64) -> ServerFrame {
-        self.decider.settled().server_frame(tag, body, cycle)
+    fn server_frame(&mut self, message: &Backend<'_>, cycle: u64) -> ServerFrame {
+        self.decider.settled().server_frame(message, cycle)
     }
 
     fn on_server_event(&mut self, event: ServerEvent<'_>, cycle: u64) {

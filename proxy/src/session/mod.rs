@@ -141,11 +141,11 @@ pub trait SessionHook: Send {
     /// `frame`); the relay decides no further message until it completes.
     fn on_client_message(&mut self, tag: u8, frame: &[u8], cycle: u64) -> Decision;
 
-    /// How the client gets this CommandComplete (`C`) or NoticeResponse (`N`) frame (`body` without
-    /// type and length): asked before [`SessionHook::on_server_event`], which a withheld
+    /// How the client gets this CommandComplete or NoticeResponse (decoded once by the relay):
+    /// asked before [`SessionHook::on_server_event`], which a withheld
     /// CommandComplete does not reach, and a replaced one reaches with the replacement's tag. For
     /// answers to statements a hook added to the client's (the default: [`ServerFrame::Pass`]).
-    fn server_frame(&mut self, _tag: u8, _body: &[u8], _cycle: u64) -> ServerFrame {
+    fn server_frame(&mut self, _message: &Backend<'_>, _cycle: u64) -> ServerFrame {
         ServerFrame::Pass
     }
 
@@ -1142,8 +1142,8 @@ impl ServerToClient {
                 false => None,
             };
             match message {
-                Some(Backend::CommandComplete { tag }) => {
-                    let shown = hook.server_frame(b'C', body, cycle);
+                Some(ref message @ Backend::CommandComplete { tag }) => {
+                    let shown = hook.server_frame(message, cycle);
                     let seen = match &shown {
                         ServerFrame::Pass => Some(tag),
                         ServerFrame::Withhold => None,
@@ -1181,10 +1181,10 @@ impl ServerToClient {
                 {
                     replacement = Some(BytesMut::new());
                 }
-                Some(Backend::NoticeResponse(fields)) => {
-                    replacement = match hook.server_frame(b'N', body, cycle) {
+                Some(ref message @ Backend::NoticeResponse(ref fields)) => {
+                    replacement = match hook.server_frame(message, cycle) {
                         ServerFrame::Pass => {
-                            self.errors.as_ref().and_then(|e| e.scrub(b'N', &fields))
+                            self.errors.as_ref().and_then(|e| e.scrub(b'N', fields))
                         }
                         shown => shown.replacement(),
                     }

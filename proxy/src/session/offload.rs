@@ -13,6 +13,7 @@
 
 use crate::session::parse_pool;
 use crate::session::{Decision, Hold, ServerEvent, ServerFrame};
+use crate::wire::Backend;
 use crate::wire::client_error::ClientError;
 use std::sync::Arc;
 use tokio::sync::oneshot;
@@ -37,7 +38,7 @@ pub trait Decider: Send + 'static {
     fn settle(&mut self, found: Self::Found);
 
     /// See `session::SessionHook::server_frame`.
-    fn server_frame(&mut self, _tag: u8, _body: &[u8], _cycle: u64) -> ServerFrame {
+    fn server_frame(&mut self, _message: &Backend<'_>, _cycle: u64) -> ServerFrame {
         ServerFrame::Pass
     }
 
