@@ -507,6 +507,10 @@ impl UpstreamSource for PooledSource {
         self.prepared.injection()
     }
 
+    fn answer_alone(&mut self, bytes: &[u8]) -> Option<BytesMut> {
+        self.prepared.answer_alone(bytes)
+    }
+
     fn release(&mut self, conn: Leased, reusable: bool) {
         self.registration.retarget(None);
         // A pinned session's connection holds what pinned it (a temporary table, a lock, a

@@ -392,6 +392,7 @@ pub async fn relay_through<S: UpstreamSource>(
         conn: upstream,
         acquiring: None,
         idle: None,
+        answered: BytesMut::new(),
     };
     let mut shutdown = ShutdownSignal::new(settings.shutdown);
     let mut cycles = Cycles::default();
@@ -576,6 +577,10 @@ struct Link<S: UpstreamSource> {
     acquiring: Option<Acquiring<S::Conn>>,
     /// The idle-in-transaction deadline and the cycle counts (sent, answered) it was set at.
     idle: Option<(Pin<Box<tokio::time::Sleep>>, CycleCounts)>,
+    /// What the source answered itself for a batch that needed no connection (see
+    /// `UpstreamSource::answer_alone`), still to reach the client: nothing further goes upstream
+    /// before it has.
+    answered: BytesMut,
 }
 
 /// Cycles sent and answered.
@@ -683,6 +688,15 @@ impl ClientToServer {
             }
             if S::REWRITES && !self.rewritten {
                 if self.queue.iter().any(|c| !matches!(c, Chunk::Skip(_))) {
+                    if S::POOLED && link.conn.is_none() {
+                        if !link.answered.is_empty() {
+                            // The server→client direction delivers it first, then wakes us.
+                            return Poll::Pending;
+                        }
+                        if self.answer_alone(link, hooked.cycles) {
+                            continue;
+                        }
+                    }
                     ready!(link.poll_attach(cx, &mut *hooked.hook))?;
                 }
                 self.rewrite_queue(link);
@@ -817,6 +831,29 @@ impl ClientToServer {
         self.queue_input(cycles, end - start, run_cycles);
         self.coalesce();
         Ok(())
+    }
+
+    /// Lets the source answer the queue itself when it needs no connection (see
+    /// `UpstreamSource::answer_alone`): whether it did (the queue is consumed and the answer waits
+    /// in `link.answered`). Not while a refusal waits for its marked error, which must come from
+    /// PostgreSQL.
+    fn answer_alone<S: UpstreamSource>(&mut self, link: &mut Link<S>, cycles: &Cycles) -> bool {
+        if !cycles.refusals.is_empty() || self.queue.len() != 1 {
+            return false;
+        }
+        let answer = match &self.queue[0] {
+            Chunk::Input(len) => link.source.answer_alone(&self.buf[..*len]),
+            Chunk::Made(bytes) => link.source.answer_alone(bytes),
+            Chunk::Skip(_) => None,
+        };
+        let Some(answer) = answer else {
+            return false;
+        };
+        if let Some(Chunk::Input(len)) = self.queue.pop_front() {
+            self.buf.advance(len);
+        }
+        link.answered = answer;
+        true
     }
 
     /// Passes each chunk of the queue (whole frames) through the source's `outgoing`, once, with the
@@ -1014,6 +1051,16 @@ impl ServerToClient {
             // No statement outstanding and no transaction open.
             if shutting_down && self.status == b'I' && !hooked.cycles.busy() {
                 return Poll::Ready(Ok(SessionEnd::Shutdown));
+            }
+            if S::POOLED && !link.answered.is_empty() {
+                // The source's own answer (see `UpstreamSource::answer_alone`), observed as if
+                // PostgreSQL sent it; the client→server direction waits for it.
+                let start = self.buf.len();
+                self.buf
+                    .extend_from_slice(&std::mem::take(&mut link.answered));
+                self.process(hooked, link, start)?;
+                cx.waker().wake_by_ref();
+                continue;
             }
             // Between transactions a pooled session holds no connection: nothing to read until
             // the client starts the next one.

@@ -124,6 +124,14 @@ pub trait UpstreamSource: Send {
         false
     }
 
+    /// The answer to `bytes` (whole frames, as the hook decided them) that the source gives
+    /// itself while the session holds no connection (between transactions), for a batch that
+    /// needs none (named Parses and a Sync: see `pool::prepared`). `None`: a connection is
+    /// acquired and the bytes go upstream.
+    fn answer_alone(&mut self, _bytes: &[u8]) -> Option<bytes::BytesMut> {
+        None
+    }
+
     /// Bytes (whole frames, as the hook decided them) to send upstream before anything the
     /// client sends next, once: a cycle whose answers `incoming` withheld, sent again.
     fn injection(&mut self) -> Option<bytes::BytesMut> {

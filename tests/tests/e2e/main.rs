@@ -44,6 +44,7 @@ mod policy;
 mod pooling;
 mod pooling_hidden_state;
 mod pooling_more;
+mod pooling_stall;
 mod pooling_state;
 mod real_crm;
 mod redact;
