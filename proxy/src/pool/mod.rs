@@ -45,6 +45,7 @@ use crate::metrics as m;
 use crate::net::cancel::{CancelGate, CancelKey, Registration};
 use crate::net::tls::BoxStream;
 use crate::net::upstream::{UpstreamError, UpstreamTarget};
+use crate::session::ServerEvent;
 use crate::session::upstream_source::{Acquiring, UpstreamKey, UpstreamSource};
 use crate::wire::client_error::ClientError;
 use bytes::BytesMut;
@@ -487,7 +488,10 @@ impl UpstreamSource for PooledSource {
             .answer(&mut conn.backend.statements, tag, body);
         // A withheld error is of a cycle sent again (`plan_cache`): it did not end the transaction.
         if tag == b'E' && !withheld {
-            self.uncommitted.error();
+            let outcome = self
+                .uncommitted
+                .observe(ServerEvent::Error { sqlstate: "" });
+            self.settle(outcome);
         }
         // A reported setting changed out of sight (see `hidden_state`); one a followed SET
         // changed leaves with its connection.
@@ -574,9 +578,15 @@ impl UpstreamSource for PooledSource {
                     self.dirty = true;
                 }
                 self.uncommitted.change(change);
+                let outcome = self
+                    .uncommitted
+                    .observe(ServerEvent::CommandComplete { tag });
+                self.settle(outcome);
             }
             _ => {
-                let outcome = self.uncommitted.completion(tag);
+                let outcome = self
+                    .uncommitted
+                    .observe(ServerEvent::CommandComplete { tag });
                 self.settle(outcome);
                 self.pinning.completion(tag);
             }
@@ -585,7 +595,7 @@ impl UpstreamSource for PooledSource {
 
     fn observe_ready(&mut self, status: u8) {
         self.idle = status == b'I';
-        let outcome = self.uncommitted.ready(status);
+        let outcome = self.uncommitted.observe(ServerEvent::Ready { status });
         self.settle(outcome);
     }
 

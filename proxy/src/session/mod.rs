@@ -41,6 +41,7 @@
 pub(crate) mod error_scrub;
 pub(crate) mod offload;
 pub(crate) mod parse_pool;
+pub mod transaction;
 pub(crate) mod upstream_source;
 
 use crate::metrics as m;
