@@ -47,6 +47,7 @@ use crate::net::tls::BoxStream;
 use crate::net::upstream::{UpstreamError, UpstreamTarget};
 use crate::session::ServerEvent;
 use crate::session::upstream_source::{Acquiring, UpstreamKey, UpstreamSource};
+use crate::wire::Backend as ServerMessage;
 use crate::wire::client_error::ClientError;
 use bytes::BytesMut;
 pub use config::{PoolConfig, PoolMode};
@@ -482,20 +483,20 @@ impl UpstreamSource for PooledSource {
         self.prepared.outgoing(&mut conn.backend.statements, bytes)
     }
 
-    fn incoming(&mut self, conn: &mut Leased, tag: u8, body: &[u8]) -> bool {
-        let withheld = self
-            .prepared
-            .answer(&mut conn.backend.statements, tag, body);
+    fn incoming(&mut self, conn: &mut Leased, message: &ServerMessage<'_>) -> bool {
+        let withheld = self.prepared.answer(&mut conn.backend.statements, message);
         // A withheld error is of a cycle sent again (`plan_cache`): it did not end the transaction.
-        if tag == b'E' && !withheld {
-            let outcome = self
-                .uncommitted
-                .observe(ServerEvent::Error { sqlstate: "" });
+        if let (ServerMessage::ErrorResponse(fields), false) = (message, withheld) {
+            let sqlstate = fields.sqlstate().unwrap_or_default();
+            let outcome = self.uncommitted.observe(ServerEvent::Error { sqlstate });
             self.settle(outcome);
         }
         // A reported setting changed out of sight (see `hidden_state`); one a followed SET
         // changed leaves with its connection.
-        if tag == b'Z' && self.idle && self.reported.any() {
+        if matches!(message, ServerMessage::ReadyForQuery { .. })
+            && self.idle
+            && self.reported.any()
+        {
             let changed = {
                 let greeting = lock(&conn.pool.greeting);
                 self.reported.end(greeting.as_deref().unwrap_or_default())

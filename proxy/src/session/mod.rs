@@ -1159,14 +1159,18 @@ impl ServerToClient {
                     }
                 }
             }
-            if S::REWRITES
-                && matches!(header.tag, b'1' | b'2' | b'3' | b'E' | b'Z')
+            let whole = &self.buf[run..run + header.len];
+            let to_source = S::REWRITES && matches!(header.tag, b'1' | b'2' | b'3' | b'E' | b'Z');
+            // Decoded once, and only the messages the hooks or the source look at; the rest pass
+            // as bytes.
+            let message = match to_source || INSPECTED_SERVER_TAGS.contains(&header.tag) {
+                true => Some(Backend::decode(whole).map_err(SessionError::ServerMessage)?),
+                false => None,
+            };
+            if to_source
+                && let Some(message) = &message
                 && let Some(conn) = link.conn.as_mut()
-                && link.source.incoming(
-                    conn,
-                    header.tag,
-                    frame::body(&self.buf[run..run + header.len]),
-                )
+                && link.source.incoming(conn, message)
             {
                 // It answers a message the source added (see `UpstreamSource::outgoing`), or a
                 // cycle it sends again: neither the client nor the hook sees it.
@@ -1176,7 +1180,6 @@ impl ServerToClient {
                 run = 0;
                 continue;
             }
-            let whole = &self.buf[run..run + header.len];
             let body = frame::body(whole);
             completions |= matches!(header.tag, b'C' | b'E');
             // The cycle being answered.
@@ -1184,11 +1187,6 @@ impl ServerToClient {
             // A frame to send instead of this one: a refusal for its marked error, or an error or
             // notice with what the role may not see withheld.
             let mut replacement = None;
-            // Decoded once, and only the messages the hooks look at; the rest pass as bytes.
-            let message = match INSPECTED_SERVER_TAGS.contains(&header.tag) {
-                true => Some(Backend::decode(whole).map_err(SessionError::ServerMessage)?),
-                false => None,
-            };
             match message {
                 Some(ref message @ Backend::CommandComplete { tag }) => {
                     let shown = hook.server_frame(message, cycle);

@@ -108,10 +108,10 @@ pub trait UpstreamSource: Send {
         None
     }
 
-    /// A ParseComplete (`1`), BindComplete (`2`), CloseComplete (`3`), ErrorResponse (`E`) or
-    /// ReadyForQuery (`Z`) from `conn`, with its body: whether the client must not see it (it
+    /// A ParseComplete, BindComplete, CloseComplete (`Backend::Other` of type `1`, `2`, `3`),
+    /// ErrorResponse or ReadyForQuery from `conn`, decoded: whether the client must not see it (it
     /// answers a message `outgoing` added, or a cycle the source sends again).
-    fn incoming(&mut self, _conn: &mut Self::Conn, _tag: u8, _body: &[u8]) -> bool {
+    fn incoming(&mut self, _conn: &mut Self::Conn, _message: &crate::wire::Backend<'_>) -> bool {
         false
     }
 
