@@ -42,6 +42,7 @@ mod parse_limits;
 mod plan_cache;
 mod policy;
 mod pooling;
+mod pooling_faults;
 mod pooling_hidden_state;
 mod pooling_more;
 mod pooling_stall;

@@ -15,7 +15,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 /// A proxy in transaction mode with pools of `size` connections and a 10 s acquire timeout.
-fn pooled(size: usize) -> (PgServer, Proxy) {
+pub(crate) fn pooled(size: usize) -> (PgServer, Proxy) {
     pg_and_proxy(ProxyOptions {
         sections: format!(
             "[pool]\nmode = \"transaction\"\nsize = {size}\nacquire_timeout_seconds = 10\n"
@@ -24,18 +24,18 @@ fn pooled(size: usize) -> (PgServer, Proxy) {
     })
 }
 
-fn parse(out: &mut BytesMut, name: &str, sql: &str) {
+pub(crate) fn parse(out: &mut BytesMut, name: &str, sql: &str) {
     frontend::parse(name, sql, std::iter::empty(), out).unwrap();
 }
 
-fn query(sql: &str) -> BytesMut {
+pub(crate) fn query(sql: &str) -> BytesMut {
     let mut out = BytesMut::new();
     frontend::query(sql, &mut out).unwrap();
     out
 }
 
 /// Bind of `statement` with text parameters, Execute and Sync.
-fn run(statement: &str, params: &[&str]) -> BytesMut {
+pub(crate) fn run(statement: &str, params: &[&str]) -> BytesMut {
     let mut out = BytesMut::new();
     frontend::bind(
         "",
@@ -58,14 +58,14 @@ fn run(statement: &str, params: &[&str]) -> BytesMut {
 
 /// The messages up to and including ReadyForQuery: their types, the first column of each DataRow,
 /// the SQLSTATE of each error, and the transaction status.
-struct Answer {
-    tags: String,
-    values: Vec<String>,
-    errors: Vec<String>,
-    status: char,
+pub(crate) struct Answer {
+    pub tags: String,
+    pub values: Vec<String>,
+    pub errors: Vec<String>,
+    pub status: char,
 }
 
-async fn answer(stream: &mut TcpStream) -> Answer {
+pub(crate) async fn answer(stream: &mut TcpStream) -> Answer {
     let mut answer = Answer {
         tags: String::new(),
         values: Vec::new(),
