@@ -44,7 +44,7 @@ mod uncommitted;
 use crate::metrics as m;
 use crate::net::cancel::{CancelGate, CancelKey, Registration};
 use crate::net::tls::BoxStream;
-use crate::net::upstream::{UpstreamError, UpstreamTarget};
+use crate::net::upstream::{Upstream, UpstreamError, UpstreamTarget};
 use crate::session::ServerEvent;
 use crate::session::upstream_source::{Acquiring, UpstreamKey, UpstreamSource};
 use crate::wire::Backend as ServerMessage;
@@ -214,26 +214,7 @@ impl Pools {
             None => None,
             Some(slots) => Some(self.login_slot(&key, slots, deadline).await?),
         };
-        let upstream = self
-            .target
-            .connect_to(
-                &key.login,
-                &key.database,
-                &hidden_state::startup_params(&key.params),
-            )
-            .await
-            .map_err(|err| {
-                warn!(error = %err, "opening a pooled upstream connection failed");
-                match err {
-                    UpstreamError::Refused { code, message } if code == "3D000" => {
-                        ClientError::new("3D000", message)
-                    }
-                    _ => ClientError::new(
-                        "08006",
-                        "could not connect to the database server behind the proxy",
-                    ),
-                }
-            })?;
+        let upstream = self.connect_until(&key, deadline).await?;
         lock(&pool.greeting).get_or_insert_with(|| upstream.greeting.clone());
         pool.gauges.in_use.increment(1.0);
         self.top_up(&key, &pool);
@@ -248,6 +229,45 @@ impl Pools {
             pool,
             _permit: permit,
         })
+    }
+
+    /// A new connection of `key`'s pool. A failure PostgreSQL may get over (it is down, restarting,
+    /// or has no connection slot free) is retried with growing pauses until `deadline`, as
+    /// pgbouncer does, so that a client waiting through a restart is served once PostgreSQL is
+    /// back; a refused login or database fails at once.
+    async fn connect_until(
+        &self,
+        key: &UpstreamKey,
+        deadline: tokio::time::Instant,
+    ) -> Result<Upstream, ClientError> {
+        let params = hidden_state::startup_params(&key.params);
+        let mut pause = Duration::from_millis(50);
+        loop {
+            let attempt = self.target.connect_to(&key.login, &key.database, &params);
+            let err = match tokio::time::timeout_at(deadline, attempt).await {
+                Ok(Ok(upstream)) => return Ok(upstream),
+                Ok(Err(err)) => err,
+                Err(_) => UpstreamError::Timeout,
+            };
+            warn!(error = %err, "opening a pooled upstream connection failed");
+            let passing = matches!(&err, UpstreamError::Io(_) | UpstreamError::Timeout)
+                || matches!(&err, UpstreamError::Refused { code, .. }
+                if matches!(code.as_str(), "57P03" | "53300" | "57P01"));
+            if passing && tokio::time::Instant::now() + pause < deadline {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+                continue;
+            }
+            return Err(match err {
+                UpstreamError::Refused { code, message } if code == "3D000" => {
+                    ClientError::new("3D000", message)
+                }
+                _ => ClientError::new(
+                    "08006",
+                    "could not connect to the database server behind the proxy",
+                ),
+            });
+        }
     }
 
     /// A share of the login's `max_per_login`, closing an idle connection of another of its pools

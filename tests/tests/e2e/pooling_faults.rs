@@ -6,7 +6,7 @@ use crate::pooling::rows;
 use crate::pooling_stall::{answer, pooled, query};
 use bytes::BytesMut;
 use maschera_tests::proxy::{raw_login, read_message};
-use maschera_tests::{TEST_PASSWORD, TEST_USER};
+use maschera_tests::{ProxyOptions, TEST_PASSWORD, TEST_USER, pg_and_proxy};
 use postgres_protocol::message::frontend;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
@@ -67,11 +67,15 @@ async fn a_client_gone_mid_extended_batch_leaves_its_backend_to_nobody() {
 
 /// Pool of one held by a client's open transaction while another client waits for it; PostgreSQL
 /// restarts. The holder's session ends with an error (its backend is gone with its transaction);
-/// the waiter gets the pool's next connection, served after the restart, or a clean error naming
-/// the cause (08006 while PostgreSQL is down, 57P01); nobody hangs, and a new client is served.
+/// the waiter is served once PostgreSQL is back (the pool retries its connection until the acquire
+/// deadline, as pgbouncer does), nobody hangs, and a new client is served.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_postgresql_restart_while_a_client_waits_for_the_pool_ends_in_service_or_clean_errors() {
-    let (pg, proxy) = pooled(1);
+async fn a_client_waiting_for_the_pool_through_a_postgresql_restart_is_served_after_it() {
+    // A deadline well beyond a restart on a loaded machine.
+    let (pg, proxy) = pg_and_proxy(ProxyOptions {
+        sections: "[pool]\nmode = \"transaction\"\nsize = 1\nacquire_timeout_seconds = 60\n".into(),
+        ..Default::default()
+    });
     let holder = crate::pooling::connect(&proxy).await;
     holder.batch_execute("BEGIN; SELECT 1").await.unwrap();
     let waiter = crate::pooling::connect(&proxy).await;
@@ -87,18 +91,14 @@ async fn a_postgresql_restart_while_a_client_waits_for_the_pool_ends_in_service_
     .await
     .unwrap();
 
-    let waited = tokio::time::timeout(Duration::from_secs(15), waiting)
+    let waited = tokio::time::timeout(Duration::from_secs(70), waiting)
         .await
         .expect("the waiter does not hang")
         .unwrap();
-    eprintln!("the waiter after the restart: {waited:?}");
-    if let Err(err) = &waited {
-        let code = err.as_db_error().map(|e| e.code().code().to_owned());
-        assert!(
-            matches!(code.as_deref(), Some("08006" | "57P01")),
-            "the waiter's error says why: {err:?}"
-        );
-    }
+    assert!(
+        waited.is_ok(),
+        "the waiter is served after the restart: {waited:?}"
+    );
     let after = tokio::time::timeout(Duration::from_secs(10), holder.simple_query("SELECT 3"))
         .await
         .expect("the holder does not hang");
