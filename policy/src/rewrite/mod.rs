@@ -16,6 +16,7 @@ mod analyzer;
 mod backslash;
 mod cache;
 mod channels;
+mod copy_in;
 mod dml;
 mod do_nothing;
 mod expr;

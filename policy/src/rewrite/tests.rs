@@ -10,6 +10,7 @@ use super::*;
 use crate::access::TableName;
 
 mod channels;
+mod copy_in;
 mod group_by;
 mod upsert;
 mod write_back;
@@ -616,7 +617,7 @@ fn writes_outside_the_policy_are_refused() {
     refused(
         "sales",
         "COPY contacts FROM STDIN",
-        SqlState::FeatureNotSupported,
+        SqlState::InsufficientPrivilege,
         "public.contacts",
     );
     refused(
