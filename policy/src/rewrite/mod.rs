@@ -15,6 +15,7 @@
 mod analyzer;
 mod backslash;
 mod cache;
+mod catalog_schema;
 mod channels;
 mod copy_in;
 mod dml;
@@ -34,6 +35,7 @@ mod settings;
 mod shape;
 mod statement;
 mod system;
+mod table_stats;
 mod write_back;
 
 #[cfg(test)]

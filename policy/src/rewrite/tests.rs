@@ -12,6 +12,7 @@ use crate::access::TableName;
 mod channels;
 mod copy_in;
 mod group_by;
+mod table_stats;
 mod upsert;
 mod write_back;
 
@@ -821,7 +822,15 @@ fn catalog_views_that_expose_values_are_refused() {
         ("SELECT * FROM pg_statistic", "pg_statistic"),
         ("SELECT * FROM pg_stats_ext", "pg_stats_ext"),
         ("SELECT query FROM pg_stat_activity", "pg_stat_activity"),
-        ("SELECT * FROM pg_stat_user_tables", "pg_stat_user_tables"),
+        ("SELECT * FROM pg_stat_user_indexes", "pg_stat_user_indexes"),
+        (
+            "SELECT * FROM pg_stat_xact_user_tables",
+            "pg_stat_xact_user_tables",
+        ),
+        (
+            "INSERT INTO pg_stat_user_tables VALUES (1)",
+            "pg_stat_user_tables",
+        ),
         ("SELECT * FROM pg_authid", "pg_authid"),
         ("SELECT * FROM pg_largeobject", "pg_largeobject"),
         ("SELECT * FROM pg_temp.contacts", "pg_temp"),
