@@ -62,6 +62,19 @@ fn statement_keywords(statement: &Statement) -> String {
     }
 }
 
+/// What a refused `CREATE FUNCTION`/`PROCEDURE` adds to its message: why, and what to send instead
+/// (ORMs wrap an INSERT in a temporary function to catch a unique violation: Sequelize's
+/// `findOrCreate`).
+fn routine_hint(keywords: &str) -> &'static str {
+    if keywords.starts_with("CREATE")
+        && (keywords.contains("FUNCTION") || keywords.contains("PROCEDURE"))
+    {
+        "; a function's body would run unchecked by Maschera, so a restricted role creates none, temporary (pg_temp) ones included: send its statements directly (for an INSERT that may hit a unique key, INSERT ... ON CONFLICT DO NOTHING or a SAVEPOINT around it)"
+    } else {
+        ""
+    }
+}
+
 /// The value of a `SET` argument as PostgreSQL would take it, for the settings check.
 fn setting_value(expr: &Expr) -> String {
     match expr {
@@ -300,8 +313,9 @@ impl<'a> Analyzer<'a> {
                 let first = keywords.split(' ').next().unwrap_or("");
                 if DDL.contains(&first) {
                     Err(Refusal::denied(format!(
-                        "permission denied: {keywords} is DDL, not allowed for role {}",
-                        self.role.role
+                        "permission denied: {keywords} is DDL, not allowed for role {}{}",
+                        self.role.role,
+                        routine_hint(&keywords)
                     )))
                 } else if PRIVILEGED.contains(&first) {
                     Err(Refusal::denied(format!(

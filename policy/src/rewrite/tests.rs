@@ -672,6 +672,13 @@ fn ddl_and_privileged_statements_are_refused() {
             "CREATE FUNCTION f() RETURNS int AS 'select 1' LANGUAGE sql",
             "CREATE",
         ),
+        // Sequelize's findOrCreate: the message says why and what to send instead.
+        (
+            "CREATE OR REPLACE FUNCTION pg_temp.testfunc(OUT response contacts) RETURNS RECORD AS \
+             $func$ BEGIN INSERT INTO contacts (id) VALUES (1) RETURNING * INTO response; \
+             EXCEPTION WHEN unique_violation THEN NULL; END $func$ LANGUAGE plpgsql",
+            "CREATE OR REPLACE FUNCTION is DDL, not allowed for role sales; a function's body would run unchecked",
+        ),
         ("CREATE VIEW v AS SELECT * FROM contacts", "CREATE VIEW"),
         ("COMMENT ON TABLE contacts IS 'x'", "COMMENT"),
         ("VACUUM contacts", "VACUUM"),

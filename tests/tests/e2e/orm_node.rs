@@ -863,11 +863,13 @@ fn check_writes(out: &Outcomes, role: &str, what: &str) {
                 passed(out, "find_or_create", what);
             } else {
                 // Sequelize's findOrCreate creates a function in pg_temp around its INSERT: DDL,
-                // refused (see the ignored test below); findCreateFind is the way that works.
+                // refused with the reason and what to send instead (see the ignored test below);
+                // findCreateFind is the way that works.
                 refused(out, "find_or_create", "42501", what);
                 let message = out["find_or_create"]["message"].as_str().unwrap();
                 assert!(
-                    message.contains("CREATE OR REPLACE FUNCTION is DDL"),
+                    message.contains("CREATE OR REPLACE FUNCTION is DDL")
+                        && message.contains("send its statements directly"),
                     "{what}: {message}"
                 );
             }
@@ -986,9 +988,10 @@ fn sequelize_describe_table_for_a_restricted_role() {
 /// Sequelize's `findOrCreate` for a restricted role: it wraps its INSERT in
 /// `CREATE OR REPLACE FUNCTION pg_temp.testfunc() ... EXCEPTION WHEN unique_violation ...`, runs the
 /// function and drops it, so that a duplicate does not abort the transaction. The proxy refuses the DDL
-/// (and any pg_temp object) for a restricted role; `findCreateFind` does the same without a function.
+/// (and any pg_temp object) for a restricted role, with the reason and the workaround in its message
+/// (checked in `orm_as_every_role`); `findCreateFind` does the same without a function.
 #[test]
-#[ignore = "Sequelize findOrCreate creates a function in pg_temp around its INSERT: DDL is refused to restricted roles; needs the proxy to rewrite the function's INSERT (use findCreateFind)"]
+#[ignore = "Sequelize findOrCreate creates a function in pg_temp around its INSERT: refused (42501) to restricted roles with the reason and the workaround (findCreateFind); working needs the proxy to rewrite the INSERT inside the function's body"]
 fn sequelize_find_or_create_for_a_restricted_role() {
     let env = start(Mode::Session);
     let out = run_script(&env, "sequelize.js", "sam", ["-", "1"], &[]);
