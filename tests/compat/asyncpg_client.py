@@ -8,6 +8,7 @@ outcome.py); the Rust test (tests/tests/e2e/compat_more.rs) decides what each us
 """
 
 import asyncio
+import io
 import sys
 
 import asyncpg
@@ -144,6 +145,24 @@ async def driver():
         return f"lines={lines}"
 
     await run("copy_from_query", copy_out)
+
+    async def copy_table_out():
+        buffer = io.BytesIO()
+        await conn.copy_from_table("interactions", columns=["id", "channel"], output=buffer, format="csv")
+        lines = buffer.getvalue().count(b"\n")
+        return f"lines={lines}"
+
+    await run("copy_from_table", copy_table_out)
+
+    async def copy_table_in():
+        key = str if state.get("text_ids") else int
+        data = "".join(f"{key(BASE_ID + 120 + i)},{key(contact)},meeting\n" for i in range(3))
+        status = await conn.copy_to_table(
+            "interactions", source=io.BytesIO(data.encode()), columns=["id", "contact_id", "channel"], format="csv"
+        )
+        return f"status={status}"
+
+    await run("copy_to_table", copy_table_in)
 
     async def health():
         return f"n={await conn.fetchval('SELECT count(*) FROM health_records')}"

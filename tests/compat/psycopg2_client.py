@@ -111,6 +111,22 @@ def _(cur):
     return f"copied={cur.fetchone()[0]}"
 
 
+@op("copy_from")
+def _(cur):
+    # The older API: `COPY "interactions" ("id","contact_id","channel") FROM stdin WITH DELIMITER AS ...`.
+    data = "".join(f"{BASE_ID + 110 + i}\t{CONTACT}\tmeeting\n" for i in range(3))
+    cur.copy_from(io.StringIO(data), "interactions", columns=("id", "contact_id", "channel"))
+    cur.execute("SELECT count(*) FROM interactions WHERE id >= %s AND id < %s", (BASE_ID + 110, BASE_ID + 113))
+    return f"copied={cur.fetchone()[0]}"
+
+
+@op("copy_to")
+def _(cur):
+    out = io.StringIO()
+    cur.copy_to(out, "interactions", columns=("id", "channel"))
+    return f"lines={out.getvalue().count(chr(10))}"
+
+
 @op("copy_expert_out")
 def _(cur):
     out = io.StringIO()

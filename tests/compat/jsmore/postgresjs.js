@@ -62,6 +62,18 @@ async function main() {
     const [r] = await sql`SELECT count(*)::int AS n FROM interactions WHERE id >= ${BASE_ID} AND id < ${BASE_ID + 5}`;
     return `inserted=${r.n}`;
   });
+  await run('copy_writable', async () => {
+    // COPY ... FROM STDIN through postgres.js's writable stream.
+    const stream = await sql`COPY interactions (id, contact_id, channel) FROM STDIN`.writable();
+    await new Promise((resolve, reject) => {
+      stream.on('error', reject);
+      stream.on('finish', resolve);
+      stream.write(`${BASE_ID + 50}\t${contact}\tcall\n${BASE_ID + 51}\t${contact}\temail\n`);
+      stream.end();
+    });
+    const [r] = await sql`SELECT count(*)::int AS n FROM interactions WHERE id >= ${BASE_ID + 50} AND id < ${BASE_ID + 52}`;
+    return `copied=${r.n}`;
+  });
   await run('transaction_pipeline', async () => {
     // sql.begin with an array: the statements are pipelined inside one transaction.
     const [, , check] = await sql.begin((tx) => [

@@ -181,11 +181,16 @@ fn asyncpg_expectations(user: &str) -> Vec<(&'static str, Expect)> {
             write(inserts_interactions(user), "copied=5"),
         ),
         ("copy_from_query", Pass("lines=10")),
+        ("copy_from_table", Pass("lines=")),
+        (
+            "copy_to_table",
+            write(inserts_interactions(user), "status=COPY 3"),
+        ),
         ("select_health_records", health(user)),
         ("after_refusal", Pass("n=")),
         (
             "delete",
-            write(changes_interactions(user), "status=DELETE 15"),
+            write(changes_interactions(user), "status=DELETE 18"),
         ),
         ("sa_connect", Pass("schema=")),
         ("sa_reflect", Pass(relations(user))),
@@ -245,11 +250,13 @@ fn psycopg2_expectations(user: &str) -> Vec<(&'static str, Expect)> {
             "copy_expert_in",
             write(inserts_interactions(user), "copied=5"),
         ),
+        ("copy_from", write(inserts_interactions(user), "copied=3")),
+        ("copy_to", Pass("lines=")),
         ("copy_expert_out", Pass("lines=11")),
         ("update", write(changes_interactions(user), "updated=1")),
         ("select_health_records", health(user)),
         ("after_refusal", Pass("n=")),
-        ("delete", write(changes_interactions(user), "deleted=15")),
+        ("delete", write(changes_interactions(user), "deleted=18")),
     ]
 }
 
@@ -284,12 +291,16 @@ fn postgresjs_expectations(user: &str) -> Vec<(&'static str, Expect)> {
             write(inserts_interactions(user), "inserted=5"),
         ),
         (
+            "copy_writable",
+            write(inserts_interactions(user), "copied=2"),
+        ),
+        (
             "transaction_pipeline",
             write(changes_interactions(user), "channel=meeting"),
         ),
         ("select_health_records", health(user)),
         ("after_refusal", Pass("n=")),
-        ("delete", write(changes_interactions(user), "deleted=5")),
+        ("delete", write(changes_interactions(user), "deleted=7")),
     ]
 }
 
