@@ -164,6 +164,19 @@ async def driver():
 
     await run("copy_to_table", copy_table_in)
 
+    async def pool():
+        # asyncpg's own pool resets a connection on release (advisory locks, CLOSE ALL, UNLISTEN *,
+        # RESET ALL) and checks it on acquire.
+        async with asyncpg.create_pool(URI, min_size=1, max_size=2) as p:
+            counts = []
+            for _ in range(4):
+                async with p.acquire() as c:
+                    counts.append(await c.fetchval("SELECT count(*) FROM contacts WHERE region = $1", "north"))
+            both = await asyncio.gather(*(p.fetchval("SELECT count(*) FROM interactions") for _ in range(4)))
+        return f"acquired={len(counts)} n={counts[0]} concurrent={len(both)}"
+
+    await run("pool", pool)
+
     async def health():
         return f"n={await conn.fetchval('SELECT count(*) FROM health_records')}"
 

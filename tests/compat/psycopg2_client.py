@@ -140,6 +140,42 @@ def _(cur):
     return f"updated={cur.rowcount}"
 
 
+@op("execute_batch")
+def _(cur):
+    psycopg2.extras.execute_batch(
+        cur,
+        "UPDATE interactions SET channel = %s WHERE id = %s",
+        [("call", BASE_ID + i) for i in range(4)],
+        page_size=2,
+    )
+    return f"rowcount={cur.rowcount}"
+
+
+def session_settings():
+    # BEGIN ISOLATION LEVEL SERIALIZABLE READ ONLY on the next transaction, then autocommit.
+    conn.set_session(isolation_level="SERIALIZABLE", readonly=True)
+    try:
+        with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+            cur.execute("SELECT current_setting('transaction_isolation') AS iso, count(*) AS n FROM contacts")
+            row = cur.fetchone()
+        conn.commit()
+    finally:
+        conn.rollback()
+        conn.set_session(isolation_level="DEFAULT", readonly="DEFAULT")
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM contacts")
+            n = cur.fetchone()[0]
+    finally:
+        conn.autocommit = False
+    return f"iso={row['iso']} n={row['n']} autocommit_n={n}"
+
+
+if not run("session_settings", session_settings, DB_ERRORS):
+    conn.rollback()
+
+
 @op("select_health_records")
 def _(cur):
     cur.execute("SELECT count(*) FROM health_records")

@@ -101,7 +101,7 @@ pub fn check_startup_parameter(name: &str, value: &str) -> Result<(), Refusal> {
     }
 }
 
-/// Checks `RESET name` (not `RESET ALL`, which the caller refuses).
+/// Checks `RESET name` (`RESET ALL` is the caller's: it falls back to the startup parameters).
 pub(crate) fn check_reset(name: &str) -> Result<(), Refusal> {
     let name = name.to_ascii_lowercase();
     if PINNED.iter().any(|(pinned, _)| *pinned == name) {

@@ -272,9 +272,10 @@ impl<'a> Analyzer<'a> {
             Statement::Reset(reset) => {
                 self.value_sensitive = true;
                 match &reset.reset {
-                    Reset::ALL => Err(Refusal::denied(
-                        "permission denied: RESET ALL would reset the session attributes Maschera set; reset settings one by one",
-                    )),
+                    // The session attributes are startup parameters of the upstream connection
+                    // (its session defaults): RESET ALL falls back to them, as DISCARD ALL does
+                    // (asyncpg's pool resets every connection it gets back with it).
+                    Reset::ALL => Ok(Outcome::new(StatementKind::Set, false)),
                     Reset::SessionAuthorization => Err(Refusal::denied(
                         "permission denied: RESET SESSION AUTHORIZATION is not allowed",
                     )),

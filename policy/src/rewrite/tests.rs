@@ -709,7 +709,6 @@ fn ddl_and_privileged_statements_are_refused() {
             "SET SESSION AUTHORIZATION postgres",
             "SESSION AUTHORIZATION",
         ),
-        ("RESET ALL", "RESET ALL"),
         ("RESET SESSION AUTHORIZATION", "SESSION AUTHORIZATION"),
         ("SET maschera.region = 'south'", "maschera.region"),
         ("SET LOCAL maschera.region = 'south'", "maschera.region"),

@@ -82,12 +82,14 @@ fn node(script: &'static str) -> impl Fn(&CrmProxy, &str) -> Command {
 }
 
 /// Runs `client` as every user of [`USERS`] (one after the other, on one CRM) and checks each
-/// user's outcomes against `expect(user)`.
+/// user's outcomes against `expect(user)`, and that in transaction mode sessions were pinned for
+/// `pins` only.
 fn as_every_role(
     what: &str,
     mode: Mode,
     client: impl Fn(&CrmProxy, &str) -> Command,
     expect: impl Fn(&str) -> Vec<(&'static str, Expect)>,
+    pins: &[&str],
 ) {
     let env = start(mode);
     for user in USERS {
@@ -96,7 +98,7 @@ fn as_every_role(
         check(&label, &outcomes, &expect(user));
     }
     assert_parser_understood_everything(&env);
-    assert_mode(&env, mode, &[]);
+    assert_mode(&env, mode, pins);
 }
 
 /// The user's relations as the reflection of an ORM lists them (its views, for a restricted role).
@@ -186,6 +188,7 @@ fn asyncpg_expectations(user: &str) -> Vec<(&'static str, Expect)> {
             "copy_to_table",
             write(inserts_interactions(user), "status=COPY 3"),
         ),
+        ("pool", Pass("acquired=4 n=79 concurrent=4")),
         ("select_health_records", health(user)),
         ("after_refusal", Pass("n=")),
         (
@@ -224,6 +227,9 @@ fn asyncpg_and_sqlalchemy_asyncio_in(mode: Mode) {
         mode,
         python("asyncpg_client.py", "asyncpg"),
         asyncpg_expectations,
+        // asyncpg's own pool resets each connection it gets back with one simple query
+        // `SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL;`: not only settings.
+        &["RESET"],
     );
 }
 
@@ -254,6 +260,11 @@ fn psycopg2_expectations(user: &str) -> Vec<(&'static str, Expect)> {
         ("copy_to", Pass("lines=")),
         ("copy_expert_out", Pass("lines=11")),
         ("update", write(changes_interactions(user), "updated=1")),
+        (
+            "execute_batch",
+            write(changes_interactions(user), "rowcount="),
+        ),
+        ("session_settings", Pass("iso=serializable n=")),
         ("select_health_records", health(user)),
         ("after_refusal", Pass("n=")),
         ("delete", write(changes_interactions(user), "deleted=18")),
@@ -266,6 +277,7 @@ fn psycopg2_in(mode: Mode) {
         mode,
         python("psycopg2_client.py", "psycopg2"),
         psycopg2_expectations,
+        &[],
     );
 }
 
@@ -310,6 +322,7 @@ fn postgresjs_in(mode: Mode) {
         mode,
         node("postgresjs.js"),
         postgresjs_expectations,
+        &[],
     );
 }
 
@@ -343,7 +356,7 @@ fn knex_expectations(user: &str) -> Vec<(&'static str, Expect)> {
 }
 
 fn knex_in(mode: Mode) {
-    as_every_role("Knex", mode, node("knex.js"), knex_expectations);
+    as_every_role("Knex", mode, node("knex.js"), knex_expectations, &[]);
 }
 
 #[test]
