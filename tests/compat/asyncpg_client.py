@@ -10,6 +10,7 @@ outcome.py); the Rust test (tests/tests/e2e/compat_more.rs) decides what each us
 import asyncio
 import io
 import sys
+from decimal import Decimal
 
 import asyncpg
 import sqlalchemy as sa
@@ -274,6 +275,26 @@ async def sqlalchemy_asyncio():
             return f"deals={n}"
 
     await run("sa_deals", deals_denied_or_read)
+
+    async def orm_write():
+        # ORM unit of work over asyncpg: insert, update and delete of a deal of a north contact.
+        async with AsyncSession(engine) as session:
+            contact = (
+                await session.execute(
+                    sa.text("SELECT id FROM contacts WHERE region = 'north' ORDER BY id LIMIT 1")
+                )
+            ).scalar()
+            deal = Deal(id=BASE_ID + 300, contact_id=contact, amount=Decimal("12.50"), stage="open")
+            session.add(deal)
+            await session.commit()
+            deal.stage = "won"
+            await session.commit()
+            stage = (await session.execute(sa.select(Deal.stage).where(Deal.id == BASE_ID + 300))).scalar()
+            await session.delete(deal)
+            await session.commit()
+            return f"stage={stage}"
+
+    await run("sa_orm_write", orm_write)
     await engine.dispose()
 
 

@@ -211,6 +211,14 @@ fn asyncpg_expectations(user: &str) -> Vec<(&'static str, Expect)> {
         ),
         ("sa_stream", Pass("streamed=")),
         (
+            "sa_orm_write",
+            if matches!(user, "dora" | "sam") {
+                Pass("stage=won")
+            } else {
+                Refused("42501")
+            },
+        ),
+        (
             "sa_deals",
             if user == "tom" {
                 Refused("42501")
