@@ -12,7 +12,9 @@
 
 use std::ops::ControlFlow;
 
-use sqlparser::ast::{Statement, Value, ValueWithSpan, VisitMut, VisitorMut};
+use sqlparser::ast::{
+    CopyLegacyOption, CopyOption, Statement, Value, ValueWithSpan, VisitMut, VisitorMut,
+};
 
 use super::refusal::Refusal;
 use super::shape::{Token, lex, plain_with_backslash};
@@ -37,7 +39,36 @@ pub(crate) fn escape_plain_literals(statement: &mut Statement) -> bool {
     }
     let mut escaper = Escaper { changed: false };
     let _ = statement.visit(&mut escaper);
-    escaper.changed
+    escaper.changed | drop_default_copy_null(statement)
+}
+
+/// COPY's options are strings that sqlparser always writes as plain literals, so none holding a
+/// backslash can go upstream as `E'...'`. The one clients send is the text format's NULL string `\N`,
+/// PostgreSQL's default there (psycopg2's `copy_from`/`copy_to` spell out `NULL AS '\N'`): left out,
+/// the statement means the same in both modes. Any other option with a backslash stays and is
+/// refused by [`check_upstream_text`].
+fn drop_default_copy_null(statement: &mut Statement) -> bool {
+    let Statement::Copy {
+        options,
+        legacy_options,
+        ..
+    } = statement
+    else {
+        return false;
+    };
+    let text_format = !legacy_options
+        .iter()
+        .any(|o| matches!(o, CopyLegacyOption::Csv(_) | CopyLegacyOption::Binary))
+        && !options.iter().any(
+            |o| matches!(o, CopyOption::Format(name) if !name.value.eq_ignore_ascii_case("text")),
+        );
+    if !text_format {
+        return false;
+    }
+    let before = options.len() + legacy_options.len();
+    options.retain(|o| !matches!(o, CopyOption::Null(s) if s == "\\N"));
+    legacy_options.retain(|o| !matches!(o, CopyLegacyOption::Null(s) if s == "\\N"));
+    before != options.len() + legacy_options.len()
 }
 
 /// Refuses `sql` (a serialized statement) when a plain string literal in it holds a backslash, or
@@ -72,6 +103,26 @@ mod tests {
         let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).unwrap();
         escape_plain_literals(&mut statements[0]);
         statements[0].to_string()
+    }
+
+    #[test]
+    fn copy_text_format_default_null_is_left_out() {
+        // psycopg2's copy_from and copy_to.
+        assert_eq!(
+            escaped(
+                "COPY interactions (id,channel) FROM stdin WITH DELIMITER AS '\t' NULL AS '\\N'"
+            ),
+            "COPY interactions (id, channel) FROM STDIN DELIMITER '\t'"
+        );
+        assert_eq!(
+            escaped("COPY interactions TO STDOUT (FORMAT text, NULL '\\N')"),
+            "COPY interactions TO STDOUT (FORMAT text)"
+        );
+        // In CSV `\N` is not the default: it stays, and the text is refused.
+        let csv = escaped("COPY interactions FROM STDIN WITH CSV NULL AS '\\N'");
+        assert!(check_upstream_text(&csv).is_err(), "{csv}");
+        let other = escaped("COPY interactions FROM STDIN NULL AS '\\x'");
+        assert!(check_upstream_text(&other).is_err(), "{other}");
     }
 
     #[test]

@@ -316,7 +316,11 @@ impl<'a> Analyzer<'a> {
     }
 
     /// Refuses a write the policy does not allow on the target.
-    fn require_write(&mut self, target: &Item<'a>, op: TableOperation) -> Result<(), Refusal> {
+    pub(super) fn require_write(
+        &mut self,
+        target: &Item<'a>,
+        op: TableOperation,
+    ) -> Result<(), Refusal> {
         let verb = match op {
             TableOperation::Insert => "insert into",
             TableOperation::Update => "update",

@@ -80,6 +80,7 @@ impl<'a> VisitorMut for ExprCheck<'_, 'a, '_, '_> {
             if let Err(refusal) = self.analyzer.lookup(expr, self.scope) {
                 return ControlFlow::Break(refusal);
             }
+            self.analyzer.own_schema_literal(expr, self.scope);
         }
         ControlFlow::Continue(())
     }

@@ -298,6 +298,9 @@ const ALLOWED: &[&str] = &[
     "current_catalog",
     "version",
     "pg_backend_pid",
+    // releases the caller's own advisory locks (a restricted role takes none): asyncpg's pool runs
+    // it in the reset of every connection it gets back
+    "pg_advisory_unlock_all",
     "txid_current",
     "pg_current_xact_id",
     "pg_postmaster_start_time",

@@ -15,7 +15,9 @@
 mod analyzer;
 mod backslash;
 mod cache;
+mod catalog_schema;
 mod channels;
+mod copy_in;
 mod dml;
 mod do_nothing;
 mod expr;
@@ -33,6 +35,7 @@ mod settings;
 mod shape;
 mod statement;
 mod system;
+mod table_stats;
 mod write_back;
 
 #[cfg(test)]

@@ -231,9 +231,10 @@ impl<'a> Analyzer<'a> {
                 self.check_exprs(args, level)?;
                 derived(alias.as_ref(), name, None)
             }
-            TableFactor::Table { .. } => {
-                self.table_reference(factor, level, TableOperation::Read)?
-            }
+            TableFactor::Table { .. } => match self.table_statistics(factor)? {
+                Some(item) => item,
+                None => self.table_reference(factor, level, TableOperation::Read)?,
+            },
             TableFactor::Derived {
                 lateral,
                 subquery,

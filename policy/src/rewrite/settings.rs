@@ -49,8 +49,19 @@ const HARMLESS: &[&str] = &[
 /// Settings the proxy depends on: allowed only with the value it needs.
 const PINNED: &[(&str, &[&str])] = &[
     ("standard_conforming_strings", &["on", "true", "1", "yes"]),
-    ("client_encoding", &["utf8", "utf-8", "unicode"]),
+    ("client_encoding", &["utf8", "unicode"]),
 ];
+
+/// A pinned setting's value as PostgreSQL compares it: lower case, and for `client_encoding` only its
+/// letters and digits (PostgreSQL's `clean_encoding_name`: `UTF-8`, `'utf-8'` as asyncpg sends it at
+/// startup, and `utf_8` all name UTF8).
+fn pinned_value(name: &str, value: &str) -> String {
+    let value = value.to_ascii_lowercase();
+    if name == "client_encoding" {
+        return value.chars().filter(char::is_ascii_alphanumeric).collect();
+    }
+    value
+}
 
 /// Checks `SET name = value` (value as written, quotes removed; `None` for `DEFAULT`/`RESET`).
 pub(crate) fn check_set(name: &str, values: &[String]) -> Result<(), Refusal> {
@@ -61,7 +72,7 @@ pub(crate) fn check_set(name: &str, values: &[String]) -> Result<(), Refusal> {
         )));
     }
     if let Some((_, accepted)) = PINNED.iter().find(|(pinned, _)| *pinned == name) {
-        let ok = values.len() == 1 && accepted.contains(&values[0].to_ascii_lowercase().as_str());
+        let ok = values.len() == 1 && accepted.contains(&pinned_value(&name, &values[0]).as_str());
         if ok {
             return Ok(());
         }
@@ -90,7 +101,7 @@ pub fn check_startup_parameter(name: &str, value: &str) -> Result<(), Refusal> {
     }
 }
 
-/// Checks `RESET name` (not `RESET ALL`, which the caller refuses).
+/// Checks `RESET name` (`RESET ALL` is the caller's: it falls back to the startup parameters).
 pub(crate) fn check_reset(name: &str) -> Result<(), Refusal> {
     let name = name.to_ascii_lowercase();
     if PINNED.iter().any(|(pinned, _)| *pinned == name) {
@@ -110,6 +121,11 @@ mod tests {
         assert!(check_set("TimeZone", &["UTC".into()]).is_ok());
         assert!(check_set("application_name", &["x".into()]).is_ok());
         assert!(check_set("client_encoding", &["UTF8".into()]).is_ok());
+        // asyncpg's startup parameter, quotes included; PostgreSQL ignores all but letters and digits.
+        assert!(check_startup_parameter("client_encoding", "'utf-8'").is_ok());
+        assert!(check_set("client_encoding", &["utf_8".into()]).is_ok());
+        assert!(check_set("client_encoding", &["LATIN1".into()]).is_err());
+        assert!(check_set("client_encoding", &["'utf-16'".into()]).is_err());
         assert!(check_set("standard_conforming_strings", &["on".into()]).is_ok());
     }
 

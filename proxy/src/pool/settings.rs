@@ -40,7 +40,8 @@ pub enum Change {
     Set(String, String),
     Reset(String),
     ResetAll,
-    /// `SET LOCAL ...`: nothing that outlives the transaction.
+    /// `SET LOCAL ...`: nothing that outlives the transaction; also a statement that only releases
+    /// what the session itself holds ([`releases_own_state`]).
     Local,
 }
 
@@ -74,6 +75,9 @@ pub fn change(sql: &[u8]) -> Option<Change> {
     // Most statements are none of these: decided before anything is allocated (every statement
     // of a pooled client comes through here).
     let first = sql.split_whitespace().next()?;
+    if releases_own_state(first, sql) {
+        return Some(Change::Local);
+    }
     let calls_set_config = || {
         sql[first.len()..]
             .trim_start()
@@ -140,6 +144,32 @@ pub fn change(sql: &[u8]) -> Option<Change> {
         "select" => set_config(&sql[words[0].len()..]),
         _ => None,
     }
+}
+
+/// `CLOSE ALL`, `UNLISTEN *` and `SELECT pg_advisory_unlock_all()`: asyncpg's pool resets every
+/// connection it gets back with them and `RESET ALL`. They release only what the session holds
+/// (holdable cursors, listens and session advisory locks, each of which pins a session: an
+/// unpinned session's connection holds none), so they leave nothing behind and pin nothing.
+fn releases_own_state(first: &str, sql: &str) -> bool {
+    const LONGEST: usize = "select pg_catalog.pg_advisory_unlock_all()".len() + 8;
+    if sql.len() > LONGEST
+        || !["close", "unlisten", "select"]
+            .iter()
+            .any(|word| first.eq_ignore_ascii_case(word))
+    {
+        return false;
+    }
+    let words: Vec<String> = sql
+        .split_whitespace()
+        .map(|w| w.to_ascii_lowercase())
+        .collect();
+    matches!(
+        words.join(" ").as_str(),
+        "close all"
+            | "unlisten *"
+            | "select pg_advisory_unlock_all()"
+            | "select pg_catalog.pg_advisory_unlock_all()"
+    )
 }
 
 /// `set_config('name', 'value', false)` (what follows `SELECT`), with both arguments quoted
@@ -336,6 +366,19 @@ mod tests {
         );
         assert_eq!(change(b"RESET ALL"), Some(Change::ResetAll));
         assert_eq!(change(b"DISCARD ALL"), Some(Change::ResetAll));
+        // asyncpg's pool reset, one simple query: follows, pins nothing.
+        assert_eq!(
+            changes(b"SELECT pg_advisory_unlock_all();\nCLOSE ALL;\nUNLISTEN *;\nRESET ALL;"),
+            Some(vec![
+                Change::Local,
+                Change::Local,
+                Change::Local,
+                Change::ResetAll
+            ])
+        );
+        assert_eq!(change(b"select pg_advisory_unlock_all(1)"), None);
+        assert_eq!(change(b"UNLISTEN chan"), None);
+        assert_eq!(change(b"CLOSE c"), None);
         assert_eq!(
             change(b"RESET statement_timeout"),
             Some(Change::Reset("statement_timeout".into()))

@@ -109,7 +109,7 @@ pub(crate) fn check(
 
 /// Asserts that the proxy refused no statement as unparseable (SQLSTATE 0A000): every statement the
 /// clients sent was understood by the parser. The refusal reasons are in the proxy's debug log.
-fn assert_parser_understood_everything(env: &CrmProxy) {
+pub(crate) fn assert_parser_understood_everything(env: &CrmProxy) {
     let log = env.proxy.log();
     let unsupported: Vec<&str> = log
         .lines()
@@ -159,7 +159,7 @@ fn start(mode: Mode) -> CrmProxy {
 /// After a run: in transaction mode the sessions were served by pools (the proxy says so when a
 /// session starts), and the sessions pinned to their connection were pinned for `pins` only (the
 /// reasons of COMPATIBILITY.md's transaction-mode column).
-fn assert_mode(env: &CrmProxy, mode: Mode, pins: &[&str]) {
+pub(crate) fn assert_mode(env: &CrmProxy, mode: Mode, pins: &[&str]) {
     let log = env.proxy.log();
     let pooled = log.contains("session started in transaction mode");
     assert_eq!(pooled, mode == Mode::Transaction, "{mode:?}");

@@ -13,6 +13,7 @@ mod attack_round3;
 mod audit;
 mod catalog;
 mod compat;
+mod compat_more;
 mod crm;
 mod databases;
 mod dblock;
