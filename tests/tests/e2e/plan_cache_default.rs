@@ -121,3 +121,25 @@ async fn a_restricted_users_cached_statement_fails_closed_after_a_direct_migrati
     }
     assert_eq!(counted().await.expect("after the re-apply"), north);
 }
+
+#[tokio::test]
+async fn after_the_client_changes_client_encoding_the_same_bytes_are_read_as_the_new_text() {
+    let (_pg, proxy) = pg_and_proxy(ProxyOptions::default());
+    let client = connect(&proxy).await;
+    // `é` is two bytes in UTF-8, which LATIN1 reads as two characters (`Ã©`).
+    let sql = "SELECT length('é')::text";
+    for _ in 0..6 {
+        assert_eq!(unnamed(&client, sql, &[]).await, ["1"]);
+    }
+    client
+        .batch_execute("SET client_encoding = 'LATIN1'")
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        assert_eq!(
+            unnamed(&client, sql, &[]).await,
+            ["2"],
+            "as PostgreSQL reads these bytes now"
+        );
+    }
+}
