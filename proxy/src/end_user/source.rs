@@ -117,8 +117,8 @@ impl UpstreamSource for SessionConnections<'_> {
         self.prepared.outgoing(&mut conn.statements, bytes)
     }
 
-    fn incoming(&mut self, conn: &mut SessionConn, tag: u8, body: &[u8]) -> bool {
-        self.prepared.answer(&mut conn.statements, tag, body)
+    fn incoming(&mut self, conn: &mut SessionConn, message: &crate::wire::Backend<'_>) -> bool {
+        self.prepared.answer(&mut conn.statements, message)
     }
 
     fn release(&mut self, conn: SessionConn, reusable: bool) {

@@ -5,8 +5,9 @@
 //!
 //! Changes apply when the client's message is decided (so the statements after it in the same
 //! batch are served as the new end user) and are kept or undone when PostgreSQL ends the
-//! transaction (ReadyForQuery `I`: committed when the block ended with `COMMIT`, or the implicit
-//! transaction had no error).
+//! transaction, as `session::transaction` follows it: kept at a `COMMIT` or the end of an implicit
+//! transaction without an error, undone by a rollback; a `ROLLBACK` after a savepoint decides
+//! nothing until the block's end, which then counts as rolled back.
 //!
 //! An implicit transaction (a Query outside a transaction block; an extended-protocol batch up to
 //! its Sync outside a block) ends with its first error: PostgreSQL runs nothing more of it, and its
@@ -14,13 +15,13 @@
 //! as soon as it has it) send their next statement before that ReadyForQuery, so the transaction
 //! is taken as ended at the error (for the statements of later cycles), not at the ReadyForQuery.
 //! Inside a block (after ReadyForQuery `T`/`E`, or a `BEGIN` completed in the same cycle) an error
-//! leaves the block open (status `E`): the end stays the ReadyForQuery `I` of its `COMMIT` or
-//! `ROLLBACK`.
+//! leaves the block open (status `E`) until its `COMMIT` or `ROLLBACK`.
 //!
 //! Not for: recognising the statements (see `route`) or verifying tokens (see `token`).
 
 use super::application::EndUser;
 use crate::session::ServerEvent;
+use crate::session::transaction::{End, Transaction};
 use std::sync::Arc;
 
 /// The end user of a change (`None`: no end user, after `RESET`).
@@ -53,14 +54,7 @@ pub struct EndUserState {
     ran_under: Option<Who>,
     /// The cycle of the last statement that ran (see [`EndUserState::statement`]).
     ran_in: u64,
-    /// Whether the session is in a transaction block: as the last ReadyForQuery said, or a
-    /// `BEGIN` completed since.
-    in_block: bool,
-    /// Whether the last CommandComplete of the current transaction block was a `COMMIT`.
-    last_tag_commit: bool,
-    /// The cycle whose error already ended its implicit transaction (its ReadyForQuery ends
-    /// nothing more: a switch of a later cycle may already be pending).
-    ended_by_error: Option<u64>,
+    transaction: Transaction,
 }
 
 /// The same person in the same role with the same attributes (a fresh token of the same end user is
@@ -84,13 +78,13 @@ impl EndUserState {
 
     /// Whether the session is in a transaction block (as of the last ReadyForQuery).
     pub fn in_block(&self) -> bool {
-        self.in_block
+        self.transaction.in_block()
     }
 
     /// The proxy answered a `BEGIN` and holds it back (see `held`): the session is in a block,
     /// in which nothing ran yet.
     pub fn begin_held(&mut self) {
-        self.in_block = true;
+        self.transaction.begin_held();
     }
 
     /// A switch to `who` for `scope`. `own_transaction`: the route is a Query, a transaction of its
@@ -110,7 +104,7 @@ impl EndUserState {
             });
         }
         match scope {
-            Scope::Local if own_transaction && !self.in_block => {}
+            Scope::Local if own_transaction && !self.in_block() => {}
             Scope::Local => self.local = Some(who),
             Scope::Session => {
                 self.local = None;
@@ -131,31 +125,10 @@ impl EndUserState {
 
     /// PostgreSQL's answers to cycle `cycle`: transaction ends keep or undo the changes.
     pub fn on_server_event(&mut self, event: ServerEvent<'_>, cycle: u64) {
-        match event {
-            ServerEvent::CommandComplete { tag } => {
-                self.last_tag_commit = tag == "COMMIT";
-                if matches!(tag, "BEGIN" | "START TRANSACTION") {
-                    self.in_block = true;
-                }
-            }
-            ServerEvent::Error { .. } if self.in_block => {}
-            ServerEvent::Error { .. } => {
-                // An implicit transaction ends with its error (see the module doc).
-                self.end(false, cycle);
-                self.ended_by_error = Some(cycle);
-            }
-            ServerEvent::Ready { status: b'I' } => {
-                if self.ended_by_error.take() != Some(cycle) {
-                    // Outside a block the implicit transaction had no error (else it ended then).
-                    let committed = !self.in_block || self.last_tag_commit;
-                    self.end(committed, cycle);
-                }
-                self.in_block = false;
-            }
-            ServerEvent::Ready { .. } => {
-                self.ended_by_error = None;
-                self.in_block = true;
-            }
+        match self.transaction.observe(event, cycle) {
+            None | Some(End::PartlyRolledBack) => {}
+            Some(End::Committed) => self.end(true, cycle),
+            Some(End::RolledBack | End::Unknown) => self.end(false, cycle),
         }
     }
 
@@ -172,7 +145,6 @@ impl EndUserState {
         if self.ran_in <= cycle {
             self.ran_under = None;
         }
-        self.last_tag_commit = false;
     }
 }
 

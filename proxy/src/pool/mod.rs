@@ -45,7 +45,9 @@ use crate::metrics as m;
 use crate::net::cancel::{CancelGate, CancelKey, Registration};
 use crate::net::tls::BoxStream;
 use crate::net::upstream::{UpstreamError, UpstreamTarget};
+use crate::session::ServerEvent;
 use crate::session::upstream_source::{Acquiring, UpstreamKey, UpstreamSource};
+use crate::wire::Backend as ServerMessage;
 use crate::wire::client_error::ClientError;
 use bytes::BytesMut;
 pub use config::{PoolConfig, PoolMode};
@@ -481,17 +483,20 @@ impl UpstreamSource for PooledSource {
         self.prepared.outgoing(&mut conn.backend.statements, bytes)
     }
 
-    fn incoming(&mut self, conn: &mut Leased, tag: u8, body: &[u8]) -> bool {
-        let withheld = self
-            .prepared
-            .answer(&mut conn.backend.statements, tag, body);
+    fn incoming(&mut self, conn: &mut Leased, message: &ServerMessage<'_>) -> bool {
+        let withheld = self.prepared.answer(&mut conn.backend.statements, message);
         // A withheld error is of a cycle sent again (`plan_cache`): it did not end the transaction.
-        if tag == b'E' && !withheld {
-            self.uncommitted.error();
+        if let (ServerMessage::ErrorResponse(fields), false) = (message, withheld) {
+            let sqlstate = fields.sqlstate().unwrap_or_default();
+            let outcome = self.uncommitted.observe(ServerEvent::Error { sqlstate });
+            self.settle(outcome);
         }
         // A reported setting changed out of sight (see `hidden_state`); one a followed SET
         // changed leaves with its connection.
-        if tag == b'Z' && self.idle && self.reported.any() {
+        if matches!(message, ServerMessage::ReadyForQuery { .. })
+            && self.idle
+            && self.reported.any()
+        {
             let changed = {
                 let greeting = lock(&conn.pool.greeting);
                 self.reported.end(greeting.as_deref().unwrap_or_default())
@@ -505,6 +510,10 @@ impl UpstreamSource for PooledSource {
 
     fn injection(&mut self) -> Option<BytesMut> {
         self.prepared.injection()
+    }
+
+    fn answer_alone(&mut self, bytes: &[u8]) -> Option<BytesMut> {
+        self.prepared.answer_alone(bytes)
     }
 
     fn release(&mut self, conn: Leased, reusable: bool) {
@@ -570,9 +579,15 @@ impl UpstreamSource for PooledSource {
                     self.dirty = true;
                 }
                 self.uncommitted.change(change);
+                let outcome = self
+                    .uncommitted
+                    .observe(ServerEvent::CommandComplete { tag });
+                self.settle(outcome);
             }
             _ => {
-                let outcome = self.uncommitted.completion(tag);
+                let outcome = self
+                    .uncommitted
+                    .observe(ServerEvent::CommandComplete { tag });
                 self.settle(outcome);
                 self.pinning.completion(tag);
             }
@@ -581,7 +596,7 @@ impl UpstreamSource for PooledSource {
 
     fn observe_ready(&mut self, status: u8) {
         self.idle = status == b'I';
-        let outcome = self.uncommitted.ready(status);
+        let outcome = self.uncommitted.observe(ServerEvent::Ready { status });
         self.settle(outcome);
     }
 

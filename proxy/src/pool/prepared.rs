@@ -13,6 +13,13 @@
 //!   PostgreSQL answers CloseComplete and other clients' use of `S` goes on.
 //! - A name the client did not prepare passes unchanged (PostgreSQL answers 26000 as it would),
 //!   except one in the proxy's own namespace, which is sent as a name no statement has.
+//! - A batch of named Parses and a Sync that comes between transactions (the session holds no
+//!   connection) is answered by the proxy itself (ParseComplete each, ReadyForQuery `I`): the
+//!   statements are remembered and prepared where their first Bind or Describe runs, and an error
+//!   in their text comes from PostgreSQL there (as pgcat does). Waiting for a connection only to
+//!   prepare would stall a client that prepares synchronously while it holds other sessions'
+//!   transactions open on the same thread (pgbench `-M prepared` with more clients than threads:
+//!   its `PQprepare` blocks the thread, whose other clients hold every connection of the pool).
 //!
 //! What the connection holds is learnt from PostgreSQL's answers: a statement counts as prepared on
 //! it once its ParseComplete arrived; the answers of messages PostgreSQL skipped after an error (up
@@ -86,6 +93,24 @@ pub struct Prepared {
     /// The transaction status of the last ReadyForQuery (`I` before any).
     status: u8,
 }
+
+impl Statement {
+    /// The statement of `sql` with `param_types`, under its server-side name.
+    fn new(sql: &[u8], param_types: &[u8]) -> Statement {
+        let server = server_name(sql, param_types);
+        let parse = Frontend::Parse {
+            name: &server,
+            sql,
+            param_types,
+        }
+        .to_frame()
+        .freeze();
+        Statement { server, parse }
+    }
+}
+
+/// ParseComplete.
+const PARSE_COMPLETE: &[u8] = &[b'1', 0, 0, 0, 4];
 
 fn server_name(sql: &[u8], param_types: &[u8]) -> Bytes {
     let mut digest = Sha256::new();
@@ -292,18 +317,7 @@ impl Prepared {
                 sql,
                 param_types,
             } => {
-                let server_name = server_name(sql, param_types);
-                let parse = Frontend::Parse {
-                    name: &server_name,
-                    sql,
-                    param_types,
-                }
-                .to_frame()
-                .freeze();
-                let statement = Statement {
-                    server: server_name,
-                    parse,
-                };
+                let statement = Statement::new(sql, param_types);
                 self.close_then_parse(server, &statement, false, out);
                 self.statements.insert(name.to_vec(), statement);
             }
@@ -387,6 +401,42 @@ impl Prepared {
             }
             _ => false,
         }
+    }
+
+    /// The answer to `bytes` (whole frames, as the hook decided them) when the session holds no
+    /// connection, if it needs none: named Parses and a Sync, remembered as the client's
+    /// statements and answered with a ParseComplete each and ReadyForQuery `I` (see the module
+    /// doc). `None`: the batch needs a connection.
+    pub fn answer_alone(&mut self, bytes: &[u8]) -> Option<BytesMut> {
+        if self.pass_named {
+            return None;
+        }
+        let mut parses = Vec::new();
+        let mut covered = 0;
+        let mut synced = false;
+        for frame in frames(bytes) {
+            covered += frame.len();
+            match Frontend::decode(frame) {
+                Ok(Frontend::Parse {
+                    name,
+                    sql,
+                    param_types,
+                }) if !name.is_empty() && !synced => parses.push((name, sql, param_types)),
+                Ok(Frontend::Sync) if !synced => synced = true,
+                _ => return None,
+            }
+        }
+        if !synced || covered != bytes.len() {
+            return None;
+        }
+        let mut answer = BytesMut::with_capacity(PARSE_COMPLETE.len() * parses.len() + 6);
+        for (name, sql, param_types) in parses {
+            self.statements
+                .insert(name.to_vec(), Statement::new(sql, param_types));
+            answer.extend_from_slice(PARSE_COMPLETE);
+        }
+        answer.extend_from_slice(&frame::ready_for_query(b'I'));
+        Some(answer)
     }
 
     /// The client discarded its session (`DISCARD ALL`): its named statements are gone.
@@ -489,6 +539,57 @@ mod tests {
             .outgoing(&mut second, &join(&[bind("s1"), sync()]))
             .unwrap();
         assert_eq!(messages(&sent), [format!("B {name}"), "S".into()]);
+    }
+
+    #[test]
+    fn named_parses_and_a_sync_are_answered_alone_and_prepared_where_first_used() {
+        let mut client = Prepared::default();
+        let answer = client
+            .answer_alone(&join(&[
+                parse("s1", "SELECT 1"),
+                parse("s2", "SELEC"),
+                sync(),
+            ]))
+            .unwrap();
+        assert_eq!(&answer[..], b"1\0\0\0\x041\0\0\0\x04Z\0\0\0\x05I");
+        // Anything else needs a connection: a Bind, an unnamed Parse, a batch without its Sync
+        // or with more after it, a partial frame.
+        for batch in [
+            join(&[parse("s3", "SELECT 3"), bind("s3"), sync()]),
+            join(&[parse("", "SELECT 3"), sync()]),
+            join(&[parse("s3", "SELECT 3")]),
+            join(&[
+                parse("s3", "SELECT 3"),
+                sync(),
+                parse("s4", "SELECT 4"),
+                sync(),
+            ]),
+            join(&[parse("s3", "SELECT 3"), sync()])[..8].to_vec(),
+        ] {
+            assert!(client.answer_alone(&batch).is_none());
+        }
+        let mut server = ServerStatements::default();
+        client.attached(&server);
+        let sent = client
+            .outgoing(&mut server, &join(&[bind("s1"), sync()]))
+            .unwrap();
+        let name = String::from_utf8_lossy(&server_name(b"SELECT 1", b"\0\0")).into_owned();
+        assert_eq!(
+            messages(&sent),
+            [
+                format!("C {name}"),
+                format!("P {name}"),
+                format!("B {name}"),
+                "S".into()
+            ]
+        );
+        // Session mode: named statements pass, so they are PostgreSQL's to answer.
+        let mut session = Prepared::new(0).with_plan_cache(true).passing_named();
+        assert!(
+            session
+                .answer_alone(&join(&[parse("s1", "SELECT 1"), sync()]))
+                .is_none()
+        );
     }
 
     #[test]

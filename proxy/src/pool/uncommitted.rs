@@ -1,24 +1,23 @@
 //! A client's setting changes (see `settings`) held until PostgreSQL reports how the transaction
-//! they ran in ended: PostgreSQL undoes a session-level `SET` when its transaction rolls back or
-//! aborts, so a change becomes the client's (and part of its pool key) only once the transaction
-//! committed: a `COMMIT` CommandComplete (a `COMMIT` of a failed transaction answers `ROLLBACK`),
-//! `PREPARE TRANSACTION` (its settings stay with the session), or ReadyForQuery `I` ending an
-//! implicit transaction without an ErrorResponse since the last ReadyForQuery. A `ROLLBACK` drops
-//! them; `ROLLBACK TO SAVEPOINT` answers `ROLLBACK` as well, so after a savepoint a rollback with
-//! changes held is undecidable here, and the session is pinned instead of guessing.
+//! they ran in ended (see `session::transaction`): PostgreSQL undoes a session-level `SET` when its
+//! transaction rolls back or aborts, so a change becomes the client's (and part of its pool key)
+//! only once the transaction committed (`COMMIT`, `PREPARE TRANSACTION`, an implicit transaction
+//! without an error). A rollback drops them; a `ROLLBACK` after a savepoint may have undone some or
+//! all of them, which is undecidable here, so the session is pinned instead of guessing.
 //! `SET LOCAL` and `set_config(..., true)` end with their transaction and are never held.
 //! Not for: which statements change settings (`settings`) or what pins otherwise (`pinning`).
 
 use super::settings::Change;
+use crate::session::ServerEvent;
+use crate::session::transaction::{End, Transaction};
 
 /// Changes of the transaction in progress.
 #[derive(Debug, Default)]
 pub struct Uncommitted {
     changes: Vec<Change>,
-    /// An ErrorResponse since the last ReadyForQuery: an implicit transaction ending now aborted.
-    failed: bool,
-    /// A savepoint was set since the session was last idle.
-    savepoints: bool,
+    transaction: Transaction,
+    /// ReadyForQuery messages seen: the cycle being answered is the next one.
+    readies: u64,
 }
 
 /// What a message means for the changes held.
@@ -33,58 +32,32 @@ pub enum Outcome {
 }
 
 impl Uncommitted {
-    /// A change PostgreSQL completed.
+    /// A change PostgreSQL completed (its CommandComplete is observed too).
     pub fn change(&mut self, change: Change) {
         if change != Change::Local {
             self.changes.push(change);
         }
     }
 
-    /// An ErrorResponse.
-    pub fn error(&mut self) {
-        self.failed = true;
-    }
-
-    /// A CommandComplete tag.
-    pub fn completion(&mut self, tag: &str) -> Outcome {
-        match tag {
-            "COMMIT" | "PREPARE TRANSACTION" => self.take(),
-            "SAVEPOINT" => {
-                self.savepoints = true;
-                Outcome::Held
+    /// PostgreSQL's next answer (CommandComplete, ErrorResponse or ReadyForQuery).
+    pub fn observe(&mut self, event: ServerEvent<'_>) -> Outcome {
+        let cycle = self.readies + 1;
+        if let ServerEvent::Ready { .. } = event {
+            self.readies += 1;
+        }
+        match self.transaction.observe(event, cycle) {
+            None => Outcome::Held,
+            Some(End::Committed) if !self.changes.is_empty() => {
+                Outcome::Committed(std::mem::take(&mut self.changes))
             }
-            "ROLLBACK" if self.changes.is_empty() => Outcome::Held,
-            "ROLLBACK" if self.savepoints => {
+            Some(End::PartlyRolledBack | End::Unknown) if !self.changes.is_empty() => {
                 self.changes.clear();
                 Outcome::Unknown
             }
-            "ROLLBACK" => {
+            Some(_) => {
                 self.changes.clear();
                 Outcome::Held
             }
-            _ => Outcome::Held,
-        }
-    }
-
-    /// A ReadyForQuery with this transaction status.
-    pub fn ready(&mut self, status: u8) -> Outcome {
-        let failed = std::mem::take(&mut self.failed);
-        if status != b'I' {
-            return Outcome::Held;
-        }
-        self.savepoints = false;
-        if failed {
-            self.changes.clear();
-            return Outcome::Held;
-        }
-        self.take()
-    }
-
-    fn take(&mut self) -> Outcome {
-        if self.changes.is_empty() {
-            Outcome::Held
-        } else {
-            Outcome::Committed(std::mem::take(&mut self.changes))
         }
     }
 }
@@ -97,44 +70,64 @@ mod tests {
         Change::Set("timezone".into(), value.into())
     }
 
+    fn complete(held: &mut Uncommitted, tag: &str) -> Outcome {
+        held.observe(ServerEvent::CommandComplete { tag })
+    }
+
+    fn ready(held: &mut Uncommitted, status: u8) -> Outcome {
+        held.observe(ServerEvent::Ready { status })
+    }
+
+    fn error(held: &mut Uncommitted) -> Outcome {
+        held.observe(ServerEvent::Error { sqlstate: "42P01" })
+    }
+
     #[test]
     fn changes_count_once_their_transaction_committed() {
         // Autocommit: the implicit transaction commits at ReadyForQuery I.
         let mut held = Uncommitted::default();
         held.change(tz("UTC"));
-        assert_eq!(held.ready(b'I'), Outcome::Committed(vec![tz("UTC")]));
+        assert_eq!(ready(&mut held, b'I'), Outcome::Committed(vec![tz("UTC")]));
         // A block: held through T, committed by COMMIT.
         held.change(tz("a"));
-        assert_eq!(held.ready(b'T'), Outcome::Held);
-        assert_eq!(held.completion("COMMIT"), Outcome::Committed(vec![tz("a")]));
-        assert_eq!(held.ready(b'I'), Outcome::Held);
+        assert_eq!(ready(&mut held, b'T'), Outcome::Held);
+        assert_eq!(
+            complete(&mut held, "COMMIT"),
+            Outcome::Committed(vec![tz("a")])
+        );
+        assert_eq!(ready(&mut held, b'I'), Outcome::Held);
         // Rolled back, or a failed transaction's COMMIT (answered ROLLBACK).
         held.change(tz("b"));
-        held.error();
-        assert_eq!(held.ready(b'E'), Outcome::Held);
-        assert_eq!(held.completion("ROLLBACK"), Outcome::Held);
-        assert_eq!(held.ready(b'I'), Outcome::Held);
+        assert_eq!(ready(&mut held, b'T'), Outcome::Held);
+        assert_eq!(error(&mut held), Outcome::Held);
+        assert_eq!(ready(&mut held, b'E'), Outcome::Held);
+        assert_eq!(complete(&mut held, "ROLLBACK"), Outcome::Held);
+        assert_eq!(ready(&mut held, b'I'), Outcome::Held);
         // An implicit transaction (extended protocol) that failed after the change.
         held.change(tz("c"));
-        held.error();
-        assert_eq!(held.ready(b'I'), Outcome::Held);
+        assert_eq!(error(&mut held), Outcome::Held);
+        assert_eq!(ready(&mut held, b'I'), Outcome::Held);
         // SET LOCAL is never held.
         held.change(Change::Local);
-        assert_eq!(held.ready(b'I'), Outcome::Held);
+        assert_eq!(ready(&mut held, b'I'), Outcome::Held);
     }
 
     #[test]
     fn a_rollback_after_a_savepoint_with_changes_held_is_unknown() {
         let mut held = Uncommitted::default();
-        assert_eq!(held.completion("SAVEPOINT"), Outcome::Held);
+        assert_eq!(ready(&mut held, b'T'), Outcome::Held);
+        assert_eq!(complete(&mut held, "SAVEPOINT"), Outcome::Held);
         held.change(tz("x"));
-        assert_eq!(held.completion("ROLLBACK"), Outcome::Unknown);
+        assert_eq!(complete(&mut held, "ROLLBACK"), Outcome::Unknown);
         // Without changes held, a rollback to a savepoint decides nothing.
         let mut held = Uncommitted::default();
         held.change(tz("y"));
-        held.completion("SAVEPOINT");
-        held.ready(b'T');
-        assert_eq!(held.completion("RELEASE"), Outcome::Held);
-        assert_eq!(held.completion("COMMIT"), Outcome::Committed(vec![tz("y")]));
+        complete(&mut held, "SAVEPOINT");
+        ready(&mut held, b'T');
+        assert_eq!(complete(&mut held, "RELEASE"), Outcome::Held);
+        assert_eq!(
+            complete(&mut held, "COMMIT"),
+            Outcome::Committed(vec![tz("y")])
+        );
     }
 }

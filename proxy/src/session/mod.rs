@@ -41,6 +41,7 @@
 pub(crate) mod error_scrub;
 pub(crate) mod offload;
 pub(crate) mod parse_pool;
+pub mod transaction;
 pub(crate) mod upstream_source;
 
 use crate::metrics as m;
@@ -392,6 +393,7 @@ pub async fn relay_through<S: UpstreamSource>(
         conn: upstream,
         acquiring: None,
         idle: None,
+        answered: BytesMut::new(),
     };
     let mut shutdown = ShutdownSignal::new(settings.shutdown);
     let mut cycles = Cycles::default();
@@ -576,6 +578,10 @@ struct Link<S: UpstreamSource> {
     acquiring: Option<Acquiring<S::Conn>>,
     /// The idle-in-transaction deadline and the cycle counts (sent, answered) it was set at.
     idle: Option<(Pin<Box<tokio::time::Sleep>>, CycleCounts)>,
+    /// What the source answered itself for a batch that needed no connection (see
+    /// `UpstreamSource::answer_alone`), still to reach the client: nothing further goes upstream
+    /// before it has.
+    answered: BytesMut,
 }
 
 /// Cycles sent and answered.
@@ -683,6 +689,15 @@ impl ClientToServer {
             }
             if S::REWRITES && !self.rewritten {
                 if self.queue.iter().any(|c| !matches!(c, Chunk::Skip(_))) {
+                    if S::POOLED && link.conn.is_none() {
+                        if !link.answered.is_empty() {
+                            // The server→client direction delivers it first, then wakes us.
+                            return Poll::Pending;
+                        }
+                        if self.answer_alone(link, hooked.cycles) {
+                            continue;
+                        }
+                    }
                     ready!(link.poll_attach(cx, &mut *hooked.hook))?;
                 }
                 self.rewrite_queue(link);
@@ -817,6 +832,29 @@ impl ClientToServer {
         self.queue_input(cycles, end - start, run_cycles);
         self.coalesce();
         Ok(())
+    }
+
+    /// Lets the source answer the queue itself when it needs no connection (see
+    /// `UpstreamSource::answer_alone`): whether it did (the queue is consumed and the answer waits
+    /// in `link.answered`). Not while a refusal waits for its marked error, which must come from
+    /// PostgreSQL.
+    fn answer_alone<S: UpstreamSource>(&mut self, link: &mut Link<S>, cycles: &Cycles) -> bool {
+        if !cycles.refusals.is_empty() || self.queue.len() != 1 {
+            return false;
+        }
+        let answer = match &self.queue[0] {
+            Chunk::Input(len) => link.source.answer_alone(&self.buf[..*len]),
+            Chunk::Made(bytes) => link.source.answer_alone(bytes),
+            Chunk::Skip(_) => None,
+        };
+        let Some(answer) = answer else {
+            return false;
+        };
+        if let Some(Chunk::Input(len)) = self.queue.pop_front() {
+            self.buf.advance(len);
+        }
+        link.answered = answer;
+        true
     }
 
     /// Passes each chunk of the queue (whole frames) through the source's `outgoing`, once, with the
@@ -1015,6 +1053,16 @@ impl ServerToClient {
             if shutting_down && self.status == b'I' && !hooked.cycles.busy() {
                 return Poll::Ready(Ok(SessionEnd::Shutdown));
             }
+            if S::POOLED && !link.answered.is_empty() {
+                // The source's own answer (see `UpstreamSource::answer_alone`), observed as if
+                // PostgreSQL sent it; the client→server direction waits for it.
+                let start = self.buf.len();
+                self.buf
+                    .extend_from_slice(&std::mem::take(&mut link.answered));
+                self.process(hooked, link, start)?;
+                cx.waker().wake_by_ref();
+                continue;
+            }
             // Between transactions a pooled session holds no connection: nothing to read until
             // the client starts the next one.
             let Some(server) = link.stream() else {
@@ -1111,14 +1159,18 @@ impl ServerToClient {
                     }
                 }
             }
-            if S::REWRITES
-                && matches!(header.tag, b'1' | b'2' | b'3' | b'E' | b'Z')
+            let whole = &self.buf[run..run + header.len];
+            let to_source = S::REWRITES && matches!(header.tag, b'1' | b'2' | b'3' | b'E' | b'Z');
+            // Decoded once, and only the messages the hooks or the source look at; the rest pass
+            // as bytes.
+            let message = match to_source || INSPECTED_SERVER_TAGS.contains(&header.tag) {
+                true => Some(Backend::decode(whole).map_err(SessionError::ServerMessage)?),
+                false => None,
+            };
+            if to_source
+                && let Some(message) = &message
                 && let Some(conn) = link.conn.as_mut()
-                && link.source.incoming(
-                    conn,
-                    header.tag,
-                    frame::body(&self.buf[run..run + header.len]),
-                )
+                && link.source.incoming(conn, message)
             {
                 // It answers a message the source added (see `UpstreamSource::outgoing`), or a
                 // cycle it sends again: neither the client nor the hook sees it.
@@ -1128,7 +1180,6 @@ impl ServerToClient {
                 run = 0;
                 continue;
             }
-            let whole = &self.buf[run..run + header.len];
             let body = frame::body(whole);
             completions |= matches!(header.tag, b'C' | b'E');
             // The cycle being answered.
@@ -1136,11 +1187,6 @@ impl ServerToClient {
             // A frame to send instead of this one: a refusal for its marked error, or an error or
             // notice with what the role may not see withheld.
             let mut replacement = None;
-            // Decoded once, and only the messages the hooks look at; the rest pass as bytes.
-            let message = match INSPECTED_SERVER_TAGS.contains(&header.tag) {
-                true => Some(Backend::decode(whole).map_err(SessionError::ServerMessage)?),
-                false => None,
-            };
             match message {
                 Some(ref message @ Backend::CommandComplete { tag }) => {
                     let shown = hook.server_frame(message, cycle);

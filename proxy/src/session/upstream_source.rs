@@ -108,10 +108,10 @@ pub trait UpstreamSource: Send {
         None
     }
 
-    /// A ParseComplete (`1`), BindComplete (`2`), CloseComplete (`3`), ErrorResponse (`E`) or
-    /// ReadyForQuery (`Z`) from `conn`, with its body: whether the client must not see it (it
+    /// A ParseComplete, BindComplete, CloseComplete (`Backend::Other` of type `1`, `2`, `3`),
+    /// ErrorResponse or ReadyForQuery from `conn`, decoded: whether the client must not see it (it
     /// answers a message `outgoing` added, or a cycle the source sends again).
-    fn incoming(&mut self, _conn: &mut Self::Conn, _tag: u8, _body: &[u8]) -> bool {
+    fn incoming(&mut self, _conn: &mut Self::Conn, _message: &crate::wire::Backend<'_>) -> bool {
         false
     }
 
@@ -122,6 +122,14 @@ pub trait UpstreamSource: Send {
     /// tells the source of session state created out of the statement text's sight).
     fn observe_notice(&mut self, _body: &[u8]) -> bool {
         false
+    }
+
+    /// The answer to `bytes` (whole frames, as the hook decided them) that the source gives
+    /// itself while the session holds no connection (between transactions), for a batch that
+    /// needs none (named Parses and a Sync: see `pool::prepared`). `None`: a connection is
+    /// acquired and the bytes go upstream.
+    fn answer_alone(&mut self, _bytes: &[u8]) -> Option<bytes::BytesMut> {
+        None
     }
 
     /// Bytes (whole frames, as the hook decided them) to send upstream before anything the

@@ -39,8 +39,7 @@
 use super::{Prepared, Statement, server_name};
 use crate::net::tls::BoxStream;
 use crate::session::upstream_source::{Acquiring, UpstreamKey, UpstreamSource};
-use crate::wire::Frontend;
-use crate::wire::frame;
+use crate::wire::{Backend, ErrorFields, Frontend};
 use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
 
@@ -135,16 +134,10 @@ pub(super) fn cacheable(sql: &[u8]) -> bool {
 }
 
 /// Whether an ErrorResponse says `server` went stale (see the module doc).
-fn stale(body: &[u8], server: &[u8]) -> bool {
-    let code = frame::sqlstate(body).unwrap_or_default();
-    let field = |name: u8| {
-        frame::error_fields(body)
-            .find(|(field, _)| *field == name)
-            .map(|(_, value)| value)
-            .unwrap_or_default()
-    };
+fn stale(fields: &ErrorFields<'_>, server: &[u8]) -> bool {
+    let field = |name: u8| fields.get(name).unwrap_or_default();
     let message = field(b'M');
-    match code {
+    match fields.sqlstate().unwrap_or_default() {
         "0A000" => message == RESULT_TYPE_CHANGED || field(b'R') == REVALIDATE,
         "26000" => message.windows(server.len()).any(|w| w == server),
         _ => false,
@@ -285,25 +278,25 @@ impl Prepared {
         }
     }
 
-    /// An answer from PostgreSQL, with its body (see `incoming`): whether the client must not
-    /// see it.
-    pub fn answer(&mut self, server: &mut ServerStatements, tag: u8, body: &[u8]) -> bool {
+    /// An answer from PostgreSQL (see `incoming`): whether the client must not see it.
+    pub fn answer(&mut self, server: &mut ServerStatements, message: &Backend<'_>) -> bool {
         let cycle = self.answered;
+        let tag = message.tag();
         if let Some(cache) = self.unnamed.as_mut() {
-            match tag {
-                b'2' => {
+            match message {
+                Backend::Other { tag: b'2', .. } => {
                     if let Some(recording) = cache.recording.as_mut()
                         && recording.cycle == cycle
                     {
                         recording.bound = true;
                     }
                 }
-                b'E' => {
+                Backend::ErrorResponse(fields) => {
                     let retry = cache.recording.take_if(|r| {
                         r.cycle == cycle
                             && r.state == State::Complete
                             && !r.bound
-                            && stale(body, &r.server)
+                            && stale(fields, &r.server)
                     });
                     if let Some(recording) = retry {
                         server.remove(&recording.server);
@@ -315,8 +308,8 @@ impl Prepared {
                         return true;
                     }
                 }
-                b'Z' => {
-                    self.status = body.first().copied().unwrap_or(b'I');
+                Backend::ReadyForQuery { status } => {
+                    self.status = *status;
                     cache.recording.take_if(|r| r.cycle <= cycle);
                     if std::mem::take(&mut cache.withhold_ready) {
                         self.incoming(server, tag);
@@ -399,8 +392,8 @@ impl UpstreamSource for CachedSession {
         self.prepared.outgoing(&mut self.statements, bytes)
     }
 
-    fn incoming(&mut self, _conn: &mut BoxStream, tag: u8, body: &[u8]) -> bool {
-        self.prepared.answer(&mut self.statements, tag, body)
+    fn incoming(&mut self, _conn: &mut BoxStream, message: &Backend<'_>) -> bool {
+        self.prepared.answer(&mut self.statements, message)
     }
 
     fn injection(&mut self) -> Option<BytesMut> {
@@ -474,13 +467,22 @@ mod tests {
     }
 
     fn error(code: &str, message: &str) -> Vec<u8> {
+        use crate::wire::frame;
         frame::error_response(frame::Severity::Error, code, message)[5..].to_vec()
+    }
+
+    /// PostgreSQL's message of type `tag` with `body`.
+    fn reply(tag: u8, body: &[u8]) -> Backend<'_> {
+        Backend::from_body(tag, body).unwrap()
     }
 
     /// Answers `tags` (ReadyForQuery with status `I`); what the client is not shown.
     fn answer(client: &mut Prepared, server: &mut ServerStatements, tags: &[u8]) -> Vec<bool> {
         tags.iter()
-            .map(|&tag| client.answer(server, tag, b"I"))
+            .map(|&tag| {
+                let body: &[u8] = if tag == b'Z' { b"I" } else { b"" };
+                client.answer(server, &reply(tag, body))
+            })
             .collect()
     }
 
@@ -517,7 +519,7 @@ mod tests {
             messages(&sent),
             ["P  BEGIN", "B ", "E", "S"].map(String::from)
         );
-        assert!(!client.answer(&mut server, b'Z', b"T"));
+        assert!(!client.answer(&mut server, &reply(b'Z', b"T")));
         // Inside a transaction block the cache is not used.
         let sent = client.outgoing(&mut server, &cycle("SELECT 1")).unwrap();
         assert_eq!(
@@ -557,10 +559,10 @@ mod tests {
         answer(&mut client, &mut server, b"312Z");
         client.outgoing(&mut server, &cycle("SELECT * FROM t"));
         // The client sees the ParseComplete; the Bind fails: withheld with its ReadyForQuery.
-        assert!(!client.answer(&mut server, b'1', b""));
+        assert!(!client.answer(&mut server, &reply(b'1', b"")));
         let stale = error("0A000", "cached plan must not change result type");
-        assert!(client.answer(&mut server, b'E', &stale));
-        assert!(client.answer(&mut server, b'Z', b"I"));
+        assert!(client.answer(&mut server, &reply(b'E', &stale)));
+        assert!(client.answer(&mut server, &reply(b'Z', b"I")));
         let again = client.injection().unwrap();
         assert!(client.injection().is_none());
         let sent = client.outgoing(&mut server, &again).unwrap();
@@ -582,18 +584,21 @@ mod tests {
         // An error after something ran, or of another kind, is the client's.
         client.outgoing(&mut server, &cycle("SELECT * FROM t"));
         assert_eq!(answer(&mut client, &mut server, b"12"), [false, false]);
-        assert!(!client.answer(&mut server, b'E', &stale));
-        client.answer(&mut server, b'Z', b"I");
+        assert!(!client.answer(&mut server, &reply(b'E', &stale)));
+        client.answer(&mut server, &reply(b'Z', b"I"));
         client.outgoing(&mut server, &cycle("SELECT * FROM t"));
-        client.answer(&mut server, b'1', b"");
-        assert!(!client.answer(&mut server, b'E', &error("22012", "division by zero")));
-        client.answer(&mut server, b'Z', b"I");
+        client.answer(&mut server, &reply(b'1', b""));
+        assert!(!client.answer(
+            &mut server,
+            &reply(b'E', &error("22012", "division by zero"))
+        ));
+        client.answer(&mut server, &reply(b'Z', b"I"));
         assert!(client.injection().is_none());
         // Something sent after the cycle before its answer: not sent again.
         client.outgoing(&mut server, &cycle("SELECT * FROM t"));
         client.outgoing(&mut server, &cycle("SELECT 2"));
-        client.answer(&mut server, b'1', b"");
-        assert!(!client.answer(&mut server, b'E', &stale));
+        client.answer(&mut server, &reply(b'1', b""));
+        assert!(!client.answer(&mut server, &reply(b'E', &stale)));
         assert!(client.injection().is_none());
     }
 
@@ -634,6 +639,10 @@ mod tests {
     fn a_stale_statement_is_known_by_its_code_and_routine_in_any_language() {
         let translated = b"SERROR\0C0A000\0Mder Plan darf den Ergebnistyp nicht aendern\0\
             RRevalidateCachedQuery\0\0";
+        let stale = |body: &[u8], server: &[u8]| match reply(b'E', body) {
+            Backend::ErrorResponse(fields) => stale(&fields, server),
+            other => panic!("{other:?}"),
+        };
         assert!(stale(translated, b"maschera_ps_1"));
         let other = b"SERROR\0C0A000\0Mnot supported\0Rsomething_else\0\0";
         assert!(!stale(other, b"maschera_ps_1"));
