@@ -335,7 +335,7 @@ impl Prepared {
     /// cache for the rest of the session (see the module doc).
     pub fn parameter_reported(&mut self, body: &[u8]) {
         if let Some(cache) = self.unnamed.as_mut()
-            && frame::cstr(body).is_some_and(|(name, _)| name == b"client_encoding")
+            && crate::wire::frame::cstr(body).is_some_and(|(name, _)| name == b"client_encoding")
         {
             cache.off = true;
         }
