@@ -153,18 +153,25 @@ def crm_setup(bench, contacts=None):
         audited.append(proxy)
         targets["sales"].append(Target(f"maschera, access log {mode}",
                                        Login(proxy.port, SAM[0], SAM[1], "crm"), proxy.pid))
-    # `[upstream] plan_cache` (--crm-plan-cache): the same proxies with the cache on, measured in
-    # the same interleaved rounds as the ones without it.
-    for mode in ["off", "batch"] if bench.opts.crm_plan_cache else []:
+    # `[upstream] plan_cache` (--crm-plan-cache, --crm-no-plan-cache): the same proxies with the cache
+    # set on or off explicitly (the targets above have the binary's default), measured in the same
+    # interleaved rounds.
+    variants = [(on, mode) for on, wanted in ((True, bench.opts.crm_plan_cache),
+                                              (False, bench.opts.crm_no_plan_cache)) if wanted
+                for mode in ("off", "batch")]
+    for on, mode in variants:
+        setting = "true" if on else "false"
         try:
-            proxy, _ = _audited_proxy(bench, creds, mode, tag=f"crm{contacts}-plan",
-                                      upstream_extra="plan_cache = true\n")
+            proxy, _ = _audited_proxy(bench, creds, mode, tag=f"crm{contacts}-plan-{setting}",
+                                      upstream_extra=f"plan_cache = {setting}\n")
         except BenchError as err:
             for p in [maschera, *audited]:
                 p.stop()
-            return f"maschera serve does not start with plan_cache: {str(err).splitlines()[0]}"
+            return (f"maschera serve does not start with plan_cache = {setting}: "
+                    f"{str(err).splitlines()[0]}")
         audited.append(proxy)
-        name = "maschera, plan cache" + ("" if mode == "off" else f", access log {mode}")
+        name = ("maschera, plan cache" if on else "maschera, no plan cache") + (
+            "" if mode == "off" else f", access log {mode}")
         targets["sales"].append(Target(name, Login(proxy.port, SAM[0], SAM[1], "crm"), proxy.pid))
     return targets, variables, maschera, audited
 

@@ -86,6 +86,9 @@ def parse_args(argv):
     p.add_argument("--crm-plan-cache", action="store_true",
                    help="case 2: also Maschera as sam with `[upstream] plan_cache = true`, access log off "
                         "and batch, in the same interleaved rounds")
+    p.add_argument("--crm-no-plan-cache", action="store_true",
+                   help="case 2: also Maschera as sam with `[upstream] plan_cache = false` (the cache is "
+                        "on by default), access log off and batch, in the same interleaved rounds")
     p.add_argument("--note", help="a sentence about the conditions of the run, written into the report")
     p.add_argument("--report-only", action="store_true",
                    help="measure nothing: write the report again from the --json results (give the "

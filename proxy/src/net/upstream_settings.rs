@@ -46,8 +46,8 @@ pub struct UpstreamConfig {
     /// Caches the plans of the clients' unnamed statements on the upstream connection (prepared
     /// there under a digest name, so PostgreSQL's plan cache applies; see README "Plan caching").
     /// Sessions of session mode (except those of application users, whose connections change
-    /// with the end user) and of transaction mode. Default `false`.
-    #[serde(default)]
+    /// with the end user) and of transaction mode. Default `true`.
+    #[serde(default = "default_plan_cache")]
     pub plan_cache: bool,
 }
 
@@ -104,4 +104,8 @@ fn default_pg_port() -> u16 {
 
 fn default_upstream_timeout() -> u64 {
     10
+}
+
+fn default_plan_cache() -> bool {
+    true
 }

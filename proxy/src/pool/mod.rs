@@ -622,6 +622,7 @@ impl UpstreamSource for PooledSource {
 
     fn observe_parameter(&mut self, body: &[u8]) {
         self.reported.observe(body);
+        self.prepared.parameter_reported(body);
     }
 
     fn observe_notice(&mut self, body: &[u8]) -> bool {

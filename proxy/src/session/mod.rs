@@ -1221,7 +1221,9 @@ impl ServerToClient {
                         replacement = self.errors.as_ref().and_then(|e| e.scrub(b'E', &fields));
                     }
                 }
-                None if S::POOLED && header.tag == b'S' => link.source.observe_parameter(body),
+                None if (S::POOLED || S::REWRITES) && header.tag == b'S' => {
+                    link.source.observe_parameter(body)
+                }
                 Some(Backend::NoticeResponse(_))
                     if S::POOLED && link.source.observe_notice(body) =>
                 {

@@ -41,6 +41,7 @@ mod ops;
 mod orm_node;
 mod parse_limits;
 mod plan_cache;
+mod plan_cache_default;
 mod policy;
 mod pooling;
 mod pooling_faults;

@@ -11,7 +11,7 @@ use tokio_postgres::Client;
 use tokio_postgres::types::{ToSql, Type};
 
 /// PostgreSQL with `schema` run as the superuser, and the proxy in front with the cache on or off.
-fn served(schema: &str, plan_cache: bool, pool: &str) -> (PgServer, Proxy) {
+pub(super) fn served(schema: &str, plan_cache: bool, pool: &str) -> (PgServer, Proxy) {
     let pg = PgServer::start().expect("start PostgreSQL");
     pg.execute(schema).expect("schema");
     let proxy = Proxy::start(
@@ -26,7 +26,7 @@ fn served(schema: &str, plan_cache: bool, pool: &str) -> (PgServer, Proxy) {
     (pg, proxy)
 }
 
-async fn connect(proxy: &Proxy) -> Client {
+pub(super) async fn connect(proxy: &Proxy) -> Client {
     maschera_tests::connect(&proxy.uri("postgres"))
         .await
         .expect("connect through the proxy")
@@ -34,7 +34,7 @@ async fn connect(proxy: &Proxy) -> Client {
 
 /// The rows of `sql` run as an unnamed statement (`query_typed`: Parse, Bind, Describe, Execute,
 /// Sync), every column cast to text by the caller's SQL.
-async fn unnamed(
+pub(super) async fn unnamed(
     client: &Client,
     sql: &str,
     params: &[(&(dyn ToSql + Sync), Type)],
@@ -57,7 +57,7 @@ async fn unnamed(
 }
 
 /// The proxy's statements on the session's connection: (count, executions by plan kind).
-async fn cached(client: &Client) -> (i64, i64) {
+pub(super) async fn cached(client: &Client) -> (i64, i64) {
     let row = client
         .simple_query(
             "SELECT count(*), coalesce(sum(generic_plans + custom_plans), 0) \
@@ -72,7 +72,7 @@ async fn cached(client: &Client) -> (i64, i64) {
     (number(0), number(1))
 }
 
-const TABLE: &str = "CREATE TABLE t (id int PRIMARY KEY, name text); \
+pub(super) const TABLE: &str = "CREATE TABLE t (id int PRIMARY KEY, name text); \
      INSERT INTO t SELECT g, 'n' || g FROM generate_series(1, 20) g; \
      CREATE VIEW v AS SELECT id, name FROM t WHERE id <= 5;";
 

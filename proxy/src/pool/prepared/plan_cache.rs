@@ -29,6 +29,10 @@
 //! above). If the client sent anything after that cycle's Sync before the error came, nothing is
 //! sent again and the client sees the error (a pipelining client after a concurrent DDL).
 //!
+//! A client that changes `client_encoding` (PostgreSQL reports it with a ParameterStatus) could send
+//! the same bytes meaning another text; from then on nothing more is cached for it (its held
+//! statements stay, unused by new Parses).
+//!
 //! Not for: the client's named statements (`prepared`), or what the statement text says (the
 //! session hook's).
 
@@ -64,6 +68,8 @@ pub(super) struct UnnamedCache {
     withhold_ready: bool,
     /// A frame of the current cycle went upstream already.
     in_cycle: bool,
+    /// The client changed `client_encoding`: nothing more is cached (see the module doc).
+    off: bool,
 }
 
 #[derive(Debug)]
@@ -216,7 +222,7 @@ impl Prepared {
         };
         cache.current = None;
         let replay = std::mem::take(&mut cache.replaying);
-        let in_cycle = cache.in_cycle;
+        let in_cycle = cache.in_cycle || cache.off;
         if !replay && (in_cycle || !idle || !cacheable(sql)) {
             out.extend_from_slice(frame);
             self.expect(false, None);
@@ -325,6 +331,16 @@ impl Prepared {
         }
     }
 
+    /// A ParameterStatus (`body` without type and length): a changed `client_encoding` stops the
+    /// cache for the rest of the session (see the module doc).
+    pub fn parameter_reported(&mut self, body: &[u8]) {
+        if let Some(cache) = self.unnamed.as_mut()
+            && crate::wire::frame::cstr(body).is_some_and(|(name, _)| name == b"client_encoding")
+        {
+            cache.off = true;
+        }
+    }
+
     /// A cycle to send again (see the module doc), once.
     pub fn injection(&mut self) -> Option<BytesMut> {
         self.unnamed.as_mut()?.injection.take()
@@ -382,6 +398,10 @@ impl UpstreamSource for CachedSession {
 
     fn injection(&mut self) -> Option<BytesMut> {
         self.prepared.injection()
+    }
+
+    fn observe_parameter(&mut self, body: &[u8]) {
+        self.prepared.parameter_reported(body);
     }
 
     fn observe_completion(&mut self, tag: &str) {
@@ -506,6 +526,28 @@ mod tests {
             messages(&sent),
             ["P  SELECT 1", "B ", "E", "S"].map(String::from)
         );
+    }
+
+    #[test]
+    fn nothing_more_is_cached_once_the_client_changes_client_encoding() {
+        let mut client = Prepared::new(10).passing_named().with_plan_cache(true);
+        let mut server = ServerStatements::default();
+        client.outgoing(&mut server, &cycle("SELECT 1"));
+        answer(&mut client, &mut server, b"312Z");
+        // Another setting changes nothing: the held statement is used.
+        client.parameter_reported(b"TimeZone\0UTC\0");
+        let sent = client.outgoing(&mut server, &cycle("SELECT 1")).unwrap();
+        assert_eq!(messages(&sent)[0], "P  ");
+        answer(&mut client, &mut server, b"12Z");
+        client.parameter_reported(b"client_encoding\0LATIN1\0");
+        for sql in ["SELECT 1", "SELECT 2"] {
+            let sent = client.outgoing(&mut server, &cycle(sql)).unwrap();
+            assert_eq!(
+                messages(&sent),
+                [format!("P  {sql}"), "B ".into(), "E".into(), "S".into()]
+            );
+            answer(&mut client, &mut server, b"12Z");
+        }
     }
 
     #[test]
