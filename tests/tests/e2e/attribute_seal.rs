@@ -266,3 +266,73 @@ async fn the_seal_key_rotates_with_policy_apply_and_open_sessions_keep_one_apply
     assert_eq!(seen(&open).await, "0/0", "two applies later");
     assert_eq!(seen(&fresh).await, north, "one apply later");
 }
+
+#[tokio::test]
+async fn a_replaced_verifier_or_a_missing_key_refuses_the_roles_with_attributes() {
+    let crm = start().await;
+    let north = owner_count(&crm, "north");
+    let sam = || async {
+        let (client, connection) = tokio_postgres::connect(&crm.uri("sam"), tokio_postgres::NoTls)
+            .await
+            .map_err(|e| {
+                e.as_db_error().map_or(e.to_string(), |db| {
+                    format!("{} {}", db.code().code(), db.message())
+                })
+            })?;
+        tokio::spawn(connection);
+        Ok::<String, String>(seen(&client).await)
+    };
+    assert_eq!(sam().await.expect("sam"), north);
+    let check = || {
+        let out = std::process::Command::new(maschera_tests::maschera_bin())
+            .args(["policy", "check"])
+            .arg(&crm.applied.policy)
+            .args(["--upstream", &crm.pg.uri(CRM_DB)])
+            .output()
+            .expect("policy check");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    assert!(check().0, "{}", check().1);
+    let mut reloads = 0;
+    for (migration, names) in [
+        // A direct migration makes the verifier return the setting as it is.
+        (
+            "CREATE OR REPLACE FUNCTION maschera_private.attribute(setting text) RETURNS text \
+             LANGUAGE plpgsql STABLE SECURITY DEFINER AS $$ BEGIN \
+             RETURN NULLIF(current_setting(setting, true), ''); END $$",
+            "maschera_private.attribute(text)",
+        ),
+        // Or drops the key.
+        (
+            "DELETE FROM maschera_private.keys WHERE name LIKE 'attributes%'",
+            "seal key",
+        ),
+    ] {
+        crm.pg
+            .psql(CRM_DB, &["-c", migration])
+            .expect("the migration");
+        let (ok, stderr) = check();
+        assert!(!ok, "{migration}: {stderr}");
+        assert!(
+            stderr.contains("policy role sales are incomplete") && stderr.contains(names),
+            "{stderr}"
+        );
+        crm.proxy.signal(libc::SIGHUP);
+        reloads += 1;
+        crm.proxy.wait_for_log("policy reloaded", reloads);
+        let refused = sam().await.expect_err("sam is refused");
+        assert!(
+            refused.starts_with("42501 ") && refused.contains("maschera policy apply"),
+            "{refused}"
+        );
+        apply_policy(&crm.pg, CRM_DB, &crm.applied, CRM_PSEUDONYM_KEY).expect("re-apply");
+        crm.proxy.signal(libc::SIGHUP);
+        reloads += 1;
+        crm.proxy.wait_for_log("policy reloaded", reloads);
+        assert_eq!(sam().await.expect("sam after the apply"), north);
+        assert!(check().0, "{}", check().1);
+    }
+}
