@@ -77,11 +77,12 @@ pub fn seal_session_sql(local: bool) -> String {
 }
 
 /// A query of one boolean: whether [`ATTRIBUTE_FUNCTION`] is the one `policy apply` made (SECURITY
-/// DEFINER, same body). Reads only the catalog. A function replaced by a direct migration (one that
+/// DEFINER, same body, same search path). Reads only the catalog. A function replaced by a direct migration (one that
 /// returns the setting without its seal) fails it.
 pub fn function_intact_sql() -> String {
     format!(
-        "SELECT COALESCE((SELECT p.prosecdef AND p.prosrc = {} FROM pg_catalog.pg_proc p \
+        "SELECT COALESCE((SELECT p.prosecdef AND p.prosrc = {} \
+         AND p.proconfig = '{{search_path=pg_catalog}}' FROM pg_catalog.pg_proc p \
          WHERE p.oid = pg_catalog.to_regprocedure('{ATTRIBUTE_FUNCTION}(text)')), false)",
         quote_literal(&function_body())
     )
@@ -96,10 +97,11 @@ pub fn key_present_sql() -> String {
     )
 }
 
-/// The function's definition. Every name is schema-qualified and every operator `OPERATOR(pg_catalog.…)`:
-/// it runs as the tables' owner under the caller's search path (a `SET search_path` clause would cost
-/// a configuration push and pop on every call). STABLE (once per statement as an initplan) and
-/// PARALLEL RESTRICTED (the leader computes it).
+/// The function's body. It runs as the tables' owner with `search_path = pg_catalog` (every other name
+/// qualified): the one path also keeps PL/pgSQL from planning its key lookup again whenever calls
+/// alternate between a login's reads (its schema's path) and the write triggers' checks (`pg_catalog`);
+/// the clause cost no measurable time here (about 10 µs a call with or without it, min of 600). STABLE
+/// (once per statement as an initplan) and PARALLEL RESTRICTED (the leader computes it).
 fn function_body() -> String {
     let key = |name: &str| {
         format!(
@@ -124,7 +126,8 @@ fn function_body() -> String {
 fn function_sql() -> String {
     format!(
         "CREATE OR REPLACE FUNCTION {ATTRIBUTE_FUNCTION}(setting text) RETURNS text LANGUAGE plpgsql \
-         STABLE SECURITY DEFINER PARALLEL RESTRICTED AS $maschera_body${}$maschera_body$",
+         STABLE SECURITY DEFINER PARALLEL RESTRICTED SET search_path = pg_catalog \
+         AS $maschera_body${}$maschera_body$",
         function_body()
     )
 }
@@ -187,8 +190,10 @@ mod tests {
     fn the_function_never_names_the_key_and_qualifies_every_operator() {
         let sql = function_sql();
         assert!(sql.contains("SECURITY DEFINER"));
-        assert!(!sql.contains(" || "), "{sql}");
-        assert!(!sql.contains(" = "), "{sql}");
+        assert!(sql.contains(&function_body()));
+        let body = function_body();
+        assert!(!body.contains(" || "), "{body}");
+        assert!(!body.contains(" = "), "{body}");
         assert_eq!(
             read_sql("maschera.region"),
             "(SELECT maschera_private.attribute('maschera.region'))"
