@@ -181,7 +181,15 @@ def su_login(pg, database):
     return Login(pg.port, su.user, su.password, database)
 
 
-SALES_SESSION = {"PGOPTIONS": "-c maschera.region=north"}
+def sales_session(bench, login):
+    """sam's region as the proxy sends it to the sales login: the setting and its seal (the database
+    lock reads no unsealed attribute), computed from the key `policy apply` stored."""
+    setting, value = "maschera.region", "north"
+    seal = bench.pg.superuser.psql(
+        "SELECT encode(sha384(key || convert_to("
+        f"'{login}:{setting}={value}', 'UTF8')), 'hex') "
+        "FROM maschera_private.keys WHERE name = 'attributes'", database="crm")
+    return {"PGOPTIONS": f"-c {setting}={value} -c {setting}.sig={seal}"}
 
 
 def crm_workload(bench, setup, contacts):
@@ -191,6 +199,8 @@ def crm_workload(bench, setup, contacts):
     o = bench.opts
     clients = max(o.clients)
     size = f"{contacts:,} contacts"
+    sales_login = next(t.login.user for t in targets["sales"] if t.name == "role login direct")
+    sealed = sales_session(bench, sales_login)
     for round_no in range(1, o.rounds + 1):
         for figure, script, role in CRM_SCRIPTS_RUN:
             for t in targets[role]:
@@ -199,7 +209,7 @@ def crm_workload(bench, setup, contacts):
                 owner_path = path.replace(".sql", ".owner.sql")
                 if t.name == "owner direct" and os.path.exists(owner_path):
                     path = owner_path
-                extra = SALES_SESSION if (t.name, role) == ("role login direct", "sales") else None
+                extra = sealed if (t.name, role) == ("role login direct", "sales") else None
                 r = pgbench(
                     t,
                     ["-M", "extended", "-c", str(clients), "-j", str(min(clients, 2)),

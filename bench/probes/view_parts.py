@@ -35,10 +35,19 @@ def psql(host, port, db, user, sql, options=""):
     return out.stdout
 
 
+def region_options(host, port, db, user):
+    """sam's region with its seal for `user`'s sessions (the filters read no unsealed attribute)."""
+    seal = psql(host, port, db, "postgres",
+                "SELECT encode(sha384(key || convert_to("
+                f"'{user}:maschera.region=north', 'UTF8')), 'hex') "
+                "FROM maschera_private.keys WHERE name = 'attributes'").strip()
+    return f"-c maschera.region=north -c maschera.region.sig={seal}"
+
+
 def times(host, port, db, user, statement, n):
     script = "".join(f"EXPLAIN (ANALYZE, SUMMARY, TIMING OFF, COSTS OFF) {statement};\n"
                      for _ in range(n))
-    out = psql(host, port, db, user, script, "-c maschera.region=north")
+    out = psql(host, port, db, user, script, region_options(host, port, db, user))
     plan = [float(l.split()[2]) * 1000 for l in out.splitlines() if l.startswith("Planning Time")]
     run = [float(l.split()[2]) * 1000 for l in out.splitlines() if l.startswith("Execution Time")]
     return min(plan), statistics.median(plan), min(run), statistics.median(run)

@@ -290,7 +290,11 @@ fn compiled_objects_steps(
         .iter()
         .map(|(role, _)| db_lock::owner_role(&live.login(role)))
         .collect();
-    let mut steps = db_lock::lookup_steps(&live.catalog, schemas, &owners);
+    let logins: Vec<String> = roles.iter().map(|(role, _)| live.login(role)).collect();
+    // The policies below call it.
+    let grantees: Vec<String> = logins.iter().chain(&owners).cloned().collect();
+    let mut steps = crate::attribute_seal::function_steps(&grantees);
+    steps.extend(db_lock::lookup_steps(&live.catalog, schemas, &owners));
     steps.extend(live.give_to_objects_owner("SCHEMA", db_lock::LOOKUP_SCHEMA));
     // Filters resolve the tables they read in the lookup schema first.
     let mut lookup_first = vec![db_lock::LOOKUP_SCHEMA.to_string()];
@@ -321,7 +325,6 @@ fn compiled_objects_steps(
         }
     }
     steps.push(search_path_step(schemas));
-    let logins: Vec<String> = roles.iter().map(|(role, _)| live.login(role)).collect();
     steps.extend(db_lock::intact_function_steps(&logins));
     steps.extend(crate::write_back::function_steps(&logins));
     // Owned by the tables' owner, so that it can replace them in a later apply.
@@ -332,6 +335,8 @@ fn compiled_objects_steps(
             "{}(anyelement, anyelement, text)",
             crate::write_back::WRITE_BACK_FUNCTION
         ),
+        // SECURITY DEFINER: it reads the key as its owner.
+        format!("{}(text)", crate::attribute_seal::ATTRIBUTE_FUNCTION),
     ] {
         steps.extend(live.give_to_objects_owner("FUNCTION", &function));
     }
@@ -470,6 +475,14 @@ fn private_key_steps(options: &ApplyOptions, live: &LiveState) -> Vec<Step> {
         ),
         insert("hash", keep, Secret::HashSalt),
     ]);
+    // The seals' key rotates with every apply; the one before stays valid for the sessions opened
+    // before it.
+    let [previous, current] = crate::attribute_seal::rotation_steps();
+    steps.push(Step::plain(previous));
+    steps.push(Step {
+        sql: current,
+        secret: Some(Secret::AttributeKey),
+    });
     steps
 }
 

@@ -1,8 +1,9 @@
 //! Row filters: the SQL boolean expression a role's rule gives for a table, with `attr('name')` standing for
 //! the caller's attribute. Parses it (so a broken filter is caught by `policy check`) and compiles each
-//! `attr('x')` into `(SELECT NULLIF(current_setting('<namespace>.x', true), ''))` (a subquery, so that
-//! PostgreSQL evaluates it once per statement as an initplan), so a caller without the
-//! attribute compares with NULL and sees no rows. Not for: resolving the tables and columns it names
+//! `attr('x')` into `(SELECT maschera_private.attribute('<namespace>.x'))` (a subquery, so that
+//! PostgreSQL evaluates it once per statement as an initplan): the setting when the proxy's seal of it
+//! verifies (`attribute_seal`), else NULL, so a caller without the attribute, or one that set it
+//! itself, compares with NULL and sees no rows. Not for: resolving the tables and columns it names
 //! (PostgreSQL does that when `policy apply` creates the view, `policy check --upstream` asks it).
 
 use sqlparser::ast::{
@@ -38,12 +39,10 @@ pub fn attribute_setting(namespace: &str, name: &str) -> String {
     format!("{namespace}.{name}")
 }
 
-/// The SQL expression that reads attribute `name` (NULL when the session does not have it).
+/// The SQL expression that reads attribute `name` (NULL when the session does not have it, or has
+/// it without the proxy's seal).
 pub fn attribute_read_sql(namespace: &str, name: &str) -> String {
-    format!(
-        "(SELECT NULLIF(current_setting('{}', true), ''))",
-        attribute_setting(namespace, name)
-    )
+    crate::attribute_seal::read_sql(&attribute_setting(namespace, name))
 }
 
 /// Parses `text` as a boolean SQL expression and replaces each `attr('name')` with a read of the
@@ -188,7 +187,7 @@ mod tests {
         let f = compile_filter("region = attr('region')", "maschera", &declared()).unwrap();
         assert_eq!(
             f.sql,
-            "region = (SELECT NULLIF(current_setting('maschera.region', true), ''))"
+            "region = (SELECT maschera_private.attribute('maschera.region'))"
         );
         assert_eq!(f.attributes.into_iter().collect::<Vec<_>>(), ["region"]);
     }
@@ -203,7 +202,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             f.sql,
-            "contact_id IN (SELECT id FROM contacts WHERE region = (SELECT NULLIF(current_setting('acme.region', true), '')))"
+            "contact_id IN (SELECT id FROM contacts WHERE region = (SELECT maschera_private.attribute('acme.region')))"
         );
     }
 

@@ -7,6 +7,7 @@ pub mod access;
 pub mod action;
 pub mod alter_catalog;
 pub mod apply_sql;
+pub mod attribute_seal;
 pub mod cascade;
 mod column_sql;
 pub mod compile;

@@ -22,8 +22,7 @@ pub type Span = Range<usize>;
 
 /// The prefix of every database object `policy apply` manages (view schemas, logins, the key schema).
 pub const OBJECT_PREFIX: &str = "maschera_";
-/// The schema holding the pseudonym key and hash salt (readable by its owner only).
-pub const PRIVATE_SCHEMA: &str = "maschera_private";
+pub use crate::step::PRIVATE_SCHEMA;
 
 /// A validated policy file.
 #[derive(Debug, Clone)]

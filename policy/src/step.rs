@@ -4,6 +4,10 @@
 //! none of them needs another for these.
 //! Not for: what the steps are (those modules) or running them (the proxy's `policy_apply`).
 
+/// The schema holding the keys (pseudonyms, hash salt, the attributes' seals) and the functions that
+/// read them (readable by its owner only).
+pub const PRIVATE_SCHEMA: &str = "maschera_private";
+
 /// The marker in a step's SQL where the executor puts the login's password (as a SCRAM verifier literal).
 pub const PASSWORD_MARKER: &str = "{password}";
 
@@ -14,6 +18,8 @@ pub enum Secret {
     PseudonymKey,
     /// `$1` is the hash salt (bytea).
     HashSalt,
+    /// `$1` is a new key of the attributes' seals (bytea; see `attribute_seal`).
+    AttributeKey,
     /// [`PASSWORD_MARKER`] is the password of this login.
     LoginPassword(String),
 }
@@ -39,6 +45,9 @@ impl Step {
             None => self.sql.clone(),
             Some(Secret::PseudonymKey) => self.sql.replace("$1", "'<pseudonym key, not shown>'"),
             Some(Secret::HashSalt) => self.sql.replace("$1", "'<hash salt, not shown>'"),
+            Some(Secret::AttributeKey) => {
+                self.sql.replace("$1", "'<attribute seal key, not shown>'")
+            }
             Some(Secret::LoginPassword(_)) => self.sql.replace(
                 PASSWORD_MARKER,
                 "'<generated, written to the credentials file>'",

@@ -15,6 +15,7 @@ pub use maschera::ops::embedded_pg::{
     PgServer, PgServerOptions, SUPERUSER, connect, free_port, pg_bin_dir,
 };
 pub mod proxy;
+pub mod seal;
 pub use proxy::{Proxy, ProxyOptions, TEST_PASSWORD, TEST_USER};
 
 /// Path of the `maschera` binary built for the tests (same code as the real one). Cargo builds the

@@ -50,7 +50,7 @@ fn a_complete_policy_parses_into_the_model() {
     assert_eq!(rule.actions["birth_date"].0, Action::Year);
     assert_eq!(
         rule.filter.as_ref().unwrap().sql,
-        "region = (SELECT NULLIF(current_setting('acme.region', true), ''))"
+        "region = (SELECT maschera_private.attribute('acme.region'))"
     );
     assert_eq!(
         rule.writes,

@@ -36,9 +36,16 @@ pub async fn incomplete_roles(
         .await
         .context("setting the search path for the objects check")?;
     let mut incomplete: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let unsealed = unsealed_attributes(client).await?;
     for role in policy.restricted_roles() {
         let schema = role.login();
         let login = live.login(role);
+        if let (Some(what), false) = (&unsealed, role.attributes.is_empty()) {
+            incomplete
+                .entry(role.name.clone())
+                .or_default()
+                .push(what.clone());
+        }
         if !can_raise(client, &login).await? {
             incomplete
                 .entry(role.name.clone())
@@ -80,6 +87,34 @@ pub async fn incomplete_roles(
         }
     }
     Ok(incomplete)
+}
+
+/// What keeps the row filters from reading the attributes the proxy seals (`policy::attribute_seal`),
+/// if anything: the function replaced or missing, or the key missing or unreadable to the proxy's
+/// login (it could not seal: the roles with attributes would see no rows).
+async fn unsealed_attributes(client: &Client) -> Result<Option<String>> {
+    use policy::attribute_seal::{
+        ATTRIBUTE_FUNCTION, KEY_NAME, function_intact_sql, key_present_sql,
+    };
+    let check = |sql: String| async move {
+        client
+            .query_one(&sql, &[])
+            .await
+            .map(|row| row.get::<_, bool>(0))
+            .context("checking the attributes' seal")
+    };
+    if !check(function_intact_sql()).await? {
+        return Ok(Some(format!(
+            "the function {ATTRIBUTE_FUNCTION}(text) that verifies the attributes' seals"
+        )));
+    }
+    let key = check(key_present_sql()).await?
+        && check(format!(
+            "SELECT EXISTS (SELECT FROM {}.keys WHERE name = '{KEY_NAME}')",
+            policy::model::PRIVATE_SCHEMA
+        ))
+        .await?;
+    Ok((!key).then(|| "the attributes' seal key, readable by the proxy's own login".to_string()))
 }
 
 /// Whether `login` may run the `DO` block that makes PostgreSQL fail in place of a refused statement

@@ -235,7 +235,7 @@ pub async fn check_filters(
                     "EXPLAIN SELECT 1 FROM {}.{} WHERE ({})",
                     quote_ident(&table.name.schema),
                     quote_ident(&table.name.name),
-                    filter.sql
+                    policy::attribute_seal::unsealed_for_check(&filter.sql)
                 );
                 if let Some(reason) = refusal(client, &sql).await {
                     out.push(policy.error_at(
@@ -412,6 +412,7 @@ pub async fn apply_policy_for(
     let secrets = Secrets {
         pseudonym_key: request.pseudonym_key.clone().unwrap_or_else(random_key),
         hash_salt: random_key(),
+        attribute_key: random_key(),
         passwords,
     };
     run_steps(client, &steps, &secrets).await?;
@@ -449,6 +450,8 @@ fn random_key() -> Vec<u8> {
 struct Secrets {
     pseudonym_key: Vec<u8>,
     hash_salt: Vec<u8>,
+    /// A new key of the attributes' seals (it rotates with every apply).
+    attribute_key: Vec<u8>,
     /// Passwords by login name.
     passwords: BTreeMap<String, String>,
 }
@@ -517,6 +520,10 @@ async fn run_steps_once(
                 .map(|_| ()),
             Some(Secret::HashSalt) => tx
                 .execute(&step.sql, &[&secrets.hash_salt])
+                .await
+                .map(|_| ()),
+            Some(Secret::AttributeKey) => tx
+                .execute(&step.sql, &[&secrets.attribute_key])
                 .await
                 .map(|_| ()),
             Some(Secret::LoginPassword(login)) => {

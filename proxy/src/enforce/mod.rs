@@ -164,12 +164,16 @@ pub fn session_setup_as(
     // Every attribute the role's filters read is sent, empty when the user has none (a filter
     // reads an empty attribute as absent: no rows), so that no default the login was given on
     // PostgreSQL stands in for it.
+    // Each with its seal, which the database lock verifies (`policy::attribute_seal`): a value the
+    // session sets itself has none that matches.
     for attribute in state.role_attributes(&user.role) {
         let value = user.attributes.get(attribute).cloned().unwrap_or_default();
-        params.push((
-            policy::filter::attribute_setting(namespace, attribute),
-            value,
-        ));
+        let setting = policy::filter::attribute_setting(namespace, attribute);
+        if let (Some(key), false) = (&state.attribute_key, value.is_empty()) {
+            let seal = policy::attribute_seal::seal(key, &login.user, &setting, &value);
+            params.push((policy::attribute_seal::seal_setting(&setting), seal));
+        }
+        params.push((setting, value));
     }
     let errors = Some(Arc::new(ErrorScrub::for_role(&role, &state.catalog)));
     let lookups = (!role.lookups.tables.is_empty())

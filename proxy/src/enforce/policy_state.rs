@@ -45,6 +45,10 @@ pub struct PolicyState {
     /// Restricted roles whose database objects are not as `policy apply` left them, with the objects:
     /// their users are refused (see `compiled_objects`).
     pub incomplete: BTreeMap<String, Vec<String>>,
+    /// The key the proxy seals the attributes it sends with (`policy::attribute_seal`), as
+    /// `policy apply` stored it; `None` before the first apply of a version that makes one (the
+    /// filters then read no attribute: no rows).
+    pub attribute_key: Option<Vec<u8>>,
     roles: BTreeMap<String, Arc<RoleAccess>>,
     credentials: Credentials,
     pub cache: RewriteCache,
@@ -136,6 +140,7 @@ impl PolicyState {
             primary_keys: live.primary_keys,
             objects_owner: live.objects_owner,
             incomplete: BTreeMap::new(),
+            attribute_key: None,
             credentials,
             cache: RewriteCache::new(CACHE_CAPACITY),
         })
@@ -308,8 +313,15 @@ async fn load_state(
     let policy = Policy::parse(&config.file.display().to_string(), &text)
         .map_err(|diagnostics| anyhow::anyhow!("invalid policy file:\n{diagnostics}"))?;
     let credentials = Credentials::load(&config.credentials)?;
-    let (live, incomplete) = read_live_state(upstream, &policy, &config.login_prefix).await?;
+    let (live, incomplete, attribute_key) =
+        read_live_state(upstream, &policy, &config.login_prefix).await?;
     let mut state = PolicyState::build_with(policy, live, credentials, drift)?;
+    if attribute_key.is_none() && state.policy.restricted_roles().next().is_some() {
+        warn!(
+            "the database has no key for the attributes' seals: the row filters read no attribute (no rows) until `maschera policy apply` runs"
+        );
+    }
+    state.attribute_key = attribute_key;
     for (role, objects) in &incomplete {
         warn!(
             role,
@@ -326,12 +338,13 @@ const OBJECTS_LOCK_WAIT: &str = "30s";
 
 /// Reads the catalog and the column defaults' sequences over a short-lived connection as the
 /// proxy's own `[upstream]` login.
-/// Also checks that each restricted role's compiled objects are whole.
+/// Also checks that each restricted role's compiled objects are whole, and reads the key of the
+/// attributes' seals.
 async fn read_live_state(
     upstream: &UpstreamTarget,
     policy: &Policy,
     login_prefix: &str,
-) -> Result<(LiveState, BTreeMap<String, Vec<String>>)> {
+) -> Result<(LiveState, BTreeMap<String, Vec<String>>, Option<Vec<u8>>)> {
     let (client, connection) = admin_connect(upstream).await?;
     // Under the objects' lock, which a schema change holds while it recompiles the views in its
     // transaction: the catalog and the objects are read as a whole, never half rebuilt (which would
@@ -349,9 +362,23 @@ async fn read_live_state(
         Err(_) => Ok(BTreeMap::new()),
     };
     client.batch_execute("COMMIT").await?;
+    // After the transaction: the key table is missing before the first apply.
+    let attribute_key = client
+        .query_opt(
+            &format!(
+                "SELECT key FROM {}.keys WHERE name = '{}'",
+                policy::model::PRIVATE_SCHEMA,
+                policy::attribute_seal::KEY_NAME
+            ),
+            &[],
+        )
+        .await
+        .ok()
+        .flatten()
+        .map(|row| row.get::<_, Vec<u8>>(0));
     drop(client);
     let _ = connection.await;
-    Ok((live?, incomplete?))
+    Ok((live?, incomplete?, attribute_key))
 }
 
 /// A connection as the proxy's own `[upstream]` login (see `admin_connect`).

@@ -104,6 +104,19 @@ pub async fn dump_role(
         .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
         .await?;
     let pseudonymised = PseudonymisedTables::read(client, policy, role).await?;
+    // Sealed as the dump's own account, which may read the key (the filters verify the seals).
+    for (name, value) in attributes {
+        client
+            .execute(
+                &policy::attribute_seal::seal_session_sql(true),
+                &[
+                    &format!("{}.{name}", policy.settings.attribute_namespace),
+                    value,
+                ],
+            )
+            .await
+            .context("sealing the attributes (has `policy apply` run?)")?;
+    }
     client
         .batch_execute(&format!("SET LOCAL ROLE {}", quote_ident(login)))
         .await

@@ -17,7 +17,12 @@ async fn with_notices(crm: &Crm, role: &str, region: &str) -> (Client, Arc<Mutex
         .uri_as(&format!("maschera_{role}"), &crm.password(role), DB)
         .parse()
         .expect("uri");
-    config.options(format!("-c maschera.region={region}"));
+    config.options(maschera_tests::seal::region_options(
+        &crm.pg,
+        DB,
+        &format!("maschera_{role}"),
+        region,
+    ));
     let (client, mut connection) = config
         .connect(tokio_postgres::NoTls)
         .await

@@ -202,7 +202,21 @@ async fn dump_with_policy_matches_view(
     let copy = pg.connect(&target).await.expect("connect copy");
     let tables = dumped_tables(&copy).await;
     source
-        .batch_execute(&format!("RESET ROLE; SET ROLE maschera_{role}"))
+        .batch_execute("RESET ROLE")
+        .await
+        .expect("reset role");
+    // Sealed as the superuser (the session user), who reads the key, as `maschera dump` does.
+    for (name, value) in attrs {
+        source
+            .execute(
+                &policy::attribute_seal::seal_session_sql(false),
+                &[&format!("maschera.{name}"), value],
+            )
+            .await
+            .expect("seal");
+    }
+    source
+        .batch_execute(&format!("SET ROLE maschera_{role}"))
         .await
         .expect("set role");
     for (name, value) in attrs {

@@ -316,7 +316,12 @@ async fn a_lookup_stays_inside_the_row_filter_and_is_rate_limited() {
     let function = "maschera_support_north.lookup_contacts_email";
     assert!(keys(&login, function, &north_email).await.is_empty());
     login
-        .batch_execute("SET maschera.region = 'north'")
+        .batch_execute(&maschera_tests::seal::region_sets(
+            &crm.pg,
+            CRM_DB,
+            "maschera_support_north",
+            "north",
+        ))
         .await
         .unwrap();
     assert_eq!(keys(&login, function, &north_email).await, one);

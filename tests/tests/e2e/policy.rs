@@ -99,7 +99,8 @@ impl Crm {
         login.password.clone()
     }
 
-    /// Connects directly to PostgreSQL as the role's login, with `maschera.region` set at startup.
+    /// Connects directly to PostgreSQL as the role's login, with `maschera.region` and its seal set at
+    /// startup (as the proxy sends them).
     pub(crate) async fn connect(&self, role: &str, region: Option<&str>) -> Client {
         let mut config: tokio_postgres::Config = self
             .pg
@@ -107,7 +108,12 @@ impl Crm {
             .parse()
             .expect("uri");
         if let Some(region) = region {
-            config.options(format!("-c maschera.region={region}"));
+            config.options(maschera_tests::seal::region_options(
+                &self.pg,
+                DB,
+                &format!("maschera_{role}"),
+                region,
+            ));
         }
         let (client, connection) = config
             .connect(tokio_postgres::NoTls)
@@ -851,7 +857,9 @@ async fn reapply_changes_nothing_and_a_removed_role_loses_its_login() {
             "SELECT concat_ws(' ', grantee, table_schema, table_name, column_name, privilege_type) \
              FROM information_schema.column_privileges WHERE grantee LIKE 'maschera%' ORDER BY 1",
             "SELECT nspname || ' ' || coalesce(nspacl::text, '') FROM pg_namespace WHERE nspname LIKE 'maschera%' ORDER BY 1",
-            "SELECT name || ' ' || encode(key, 'hex') FROM maschera_private.keys ORDER BY 1",
+            // The attributes' seal key rotates with every apply (`attribute_seal`); the others stay.
+            "SELECT name || ' ' || encode(key, 'hex') FROM maschera_private.keys \
+             WHERE name NOT LIKE 'attributes%' ORDER BY 1",
         ] {
             all.extend(text(&admin, sql).await.into_iter().flatten());
         }
@@ -986,7 +994,7 @@ async fn dry_run_prints_the_sql_without_secrets_and_changes_nothing() {
     );
     assert!(sql.contains(
         "CREATE POLICY \"maschera_sales\" ON \"public\".\"contacts\" AS RESTRICTIVE FOR ALL TO \"maschera_sales_owner\" \
-         USING (region = (SELECT NULLIF(current_setting('maschera.region', true), '')))"
+         USING (region = (SELECT maschera_private.attribute('maschera.region')))"
     ));
     assert!(sql.contains("GRANT DELETE ON \"maschera_sales\".\"contacts\" TO \"maschera_sales\""));
     assert!(!sql.contains(KEY), "the key is not printed");
@@ -995,6 +1003,7 @@ async fn dry_run_prints_the_sql_without_secrets_and_changes_nothing() {
         "no password verifier is printed"
     );
     assert!(sql.contains("'<pseudonym key, not shown>'"));
+    assert!(sql.contains("'<attribute seal key, not shown>'"));
     assert!(!pg.dir().join("logins.toml").exists());
     let admin = pg.connect(DB).await.unwrap();
     assert!(

@@ -39,12 +39,17 @@ async fn both_locks(crm: &CrmProxy, user: &str, role: &str) -> [(&'static str, C
     let credentials = maschera::admin::credentials::Credentials::load(&crm.applied.credentials)
         .expect("credentials");
     let login = credentials.login(role).expect("login");
-    let region = (role == "sales").then_some("-c maschera.region=north");
+    let region = (role == "sales")
+        .then(|| maschera_tests::seal::region_options(&crm.pg, CRM_DB, &login.user, "north"));
     [
         ("proxy", connect(&crm.uri(user), None).await),
         (
             "login",
-            connect(&crm.pg.uri_as(&login.user, &login.password, CRM_DB), region).await,
+            connect(
+                &crm.pg.uri_as(&login.user, &login.password, CRM_DB),
+                region.as_deref(),
+            )
+            .await,
         ),
     ]
 }
@@ -535,7 +540,10 @@ fn orm_full_model_writes_straight_as_the_login() {
             .arg(script)
             .arg(crm.pg.uri_as(&login.user, &login.password, CRM_DB))
             .arg(user)
-            .env("PGOPTIONS", "-c maschera.region=north");
+            .env(
+                "PGOPTIONS",
+                maschera_tests::seal::region_options(&crm.pg, CRM_DB, &login.user, "north"),
+            );
         crate::compat::run_client(command, &format!("{script} as {role}'s login"))
     };
     let expect = |outcomes: &std::collections::BTreeMap<String, (String, String)>,
