@@ -111,7 +111,8 @@ fn qualified(name: &TableName) -> String {
 }
 
 /// The `SELECT` a role's view of `table` is made of: the column expressions, then the row filter
-/// (names in the filter resolve under [`search_path_step`]). `maschera dump` runs it too.
+/// (names in the filter resolve under [`search_path_step`]), then the order of a view with keyed
+/// columns ([`crate::pseudonym::keyed_order`]). `maschera dump` runs it too.
 pub fn view_select(
     table: &TableName,
     access: &ViewAccess,
@@ -123,6 +124,7 @@ pub fn view_select(
     if let Some(filter) = filter {
         sql.push_str(&format!(" WHERE ({filter})"));
     }
+    sql.push_str(&crate::pseudonym::keyed_order(access).unwrap_or_default());
     sql
 }
 
@@ -174,12 +176,14 @@ pub fn apply_steps(
     let mut wanted_logins: BTreeSet<String> =
         policy.restricted_roles().map(|r| live.login(r)).collect();
     for role in policy.restricted_roles() {
-        let owner = db_lock::owner_role(&live.login(role));
-        if !wanted_logins.insert(owner.clone()) {
-            return Err(format!(
-                "`{owner}` is both a login and the owner role of policy role {}; rename one of the roles",
-                role.name
-            ));
+        let login = live.login(role);
+        for owner in [db_lock::owner_role(&login), db_lock::writer_role(&login)] {
+            if !wanted_logins.insert(owner.clone()) {
+                return Err(format!(
+                    "`{owner}` is both a login and the owner or writer role of policy role {}; rename one of the roles",
+                    role.name
+                ));
+            }
         }
     }
     let wanted_schemas: BTreeSet<String> = policy.restricted_roles().map(Role::login).collect();
@@ -271,6 +275,43 @@ fn owner_role_steps(role: &Role, live: &LiveState) -> Vec<Step> {
     steps.push(Step::plain(format!(
         "GRANT SELECT ON {PRIVATE_SCHEMA}.keys TO {who}"
     )));
+    steps.extend(writer_role_steps(role, live));
+    steps
+}
+
+/// The writer role of a restricted role's write triggers (NOLOGIN, member of the owner role; see
+/// `db_lock::writer_role`).
+fn writer_role_steps(role: &Role, live: &LiveState) -> Vec<Step> {
+    let login = live.login(role);
+    let writer = db_lock::writer_role(&login);
+    let who = quote_ident(&writer);
+    let attributes =
+        "NOLOGIN INHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS";
+    let mut steps = Vec::new();
+    if live.logins.contains_key(&writer) {
+        steps.extend(live.alter_attributes(&writer, attributes));
+    } else {
+        steps.push(Step::plain(format!("CREATE ROLE {who} {attributes}")));
+    }
+    steps.push(Step::plain(format!(
+        "COMMENT ON ROLE {who} IS {}",
+        quote_literal(&format!(
+            "{} writer (owner of the write triggers) of policy role {}",
+            login_comment_head(&live.database),
+            role.name
+        ))
+    )));
+    steps.push(Step::plain(format!(
+        "GRANT {} TO {who}",
+        quote_ident(&db_lock::owner_role(&login))
+    )));
+    steps.push(Step::plain(format!("GRANT {who} TO CURRENT_USER")));
+    if let Some(objects_owner) = &live.objects_owner {
+        steps.push(Step::plain(format!(
+            "GRANT {who} TO {}",
+            quote_ident(objects_owner)
+        )));
+    }
     steps
 }
 
@@ -543,16 +584,18 @@ fn role_schema_steps(
     let who = quote_ident(&login);
     let own = quote_ident(&role.login());
     let owner = quote_ident(&db_lock::owner_role(&login));
+    let writer = quote_ident(&db_lock::writer_role(&login));
     let mut steps = Vec::new();
     // Nothing direct on base tables: whatever was granted before goes, then only what the policy gives.
     // Table by table, on those whose owner's privileges the user has (`REVOKE ALL ON ALL TABLES IN
     // SCHEMA` fails for a non-superuser as soon as the schema holds one table it has no right on).
     for schema in schemas {
         steps.push(Step::plain(format!(
-            "DO $maschera_do$ DECLARE r record; BEGIN FOR r IN SELECT c.oid::pg_catalog.regclass AS name,              CASE WHEN c.relkind = 'S' THEN 'SEQUENCE' ELSE 'TABLE' END AS kind FROM pg_catalog.pg_class c              WHERE c.relnamespace = {}::pg_catalog.regnamespace AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')              AND pg_catalog.pg_has_role(c.relowner, 'USAGE') LOOP              EXECUTE pg_catalog.format('REVOKE ALL ON %s %s FROM %s, %s', r.kind, r.name, {}, {});              END LOOP; END $maschera_do$",
+            "DO $maschera_do$ DECLARE r record; BEGIN FOR r IN SELECT c.oid::pg_catalog.regclass AS name,              CASE WHEN c.relkind = 'S' THEN 'SEQUENCE' ELSE 'TABLE' END AS kind FROM pg_catalog.pg_class c              WHERE c.relnamespace = {}::pg_catalog.regnamespace AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')              AND pg_catalog.pg_has_role(c.relowner, 'USAGE') LOOP              EXECUTE pg_catalog.format('REVOKE ALL ON %s %s FROM %s, %s, %s', r.kind, r.name, {}, {}, {});              END LOOP; END $maschera_do$",
             quote_literal(&quote_ident(schema)),
             quote_literal(&who),
-            quote_literal(&owner)
+            quote_literal(&owner),
+            quote_literal(&writer)
         )));
     }
     steps.push(Step::plain(format!("DROP SCHEMA IF EXISTS {own} CASCADE")));
@@ -786,8 +829,8 @@ mod tests {
         assert!(sql.iter().any(|s| s.contains(
             "WHERE c.relnamespace = '\"public\"'::pg_catalog.regnamespace"
         ) && s.contains(
-            "'REVOKE ALL ON %s %s FROM %s, %s', r.kind, r.name, '\"maschera_sales\"', '\"maschera_sales_owner\"'"
-        )), "the rights of the login and its owner role on base tables go\n{sql:#?}");
+            "'REVOKE ALL ON %s %s FROM %s, %s, %s', r.kind, r.name, '\"maschera_sales\"', '\"maschera_sales_owner\"', '\"maschera_sales_writer\"'"
+        )), "the rights of the login and its owner and writer roles on base tables go\n{sql:#?}");
         assert!(
             !sql.iter()
                 .any(|s| s.contains("DROP SCHEMA IF EXISTS maschera_private"))

@@ -10,6 +10,7 @@
 mod apply_locks;
 mod applyowner;
 mod attack_round3;
+mod attack_round4;
 mod audit;
 mod catalog;
 mod compat;

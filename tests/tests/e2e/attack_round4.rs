@@ -1,0 +1,257 @@
+//! Attack round 4: the findings round 3 left open, closed as classes, and new classes tried as each
+//! restricted role of the reference CRM through the proxy **and** straight as the role's login (the
+//! database lock alone). Each attack asserts what the attacker sees. Uses round 3's harness
+//! (`attack_round3::Round`: the CRM with 300 contacts, the values each role must never see, sessions on
+//! each path). Not for: the shapes round 3 covers.
+
+use crate::attack_round3::{EVERY_PATH, Path, Round, STRAIGHT, THROUGH_PROXY};
+use crate::enforce::outcome_text;
+
+/// The analyst's tables, each with a keyed id (`pseudonym` or `pseudonym.table`).
+const ANALYST_TABLES: &[&str] = &["contacts", "consents", "deals", "interactions", "tickets"];
+
+/// A timestamp column the analyst sees in the clear, per table of [`ANALYST_TABLES`].
+const CLEAR_TIME: &[&str] = &[
+    "created_at",
+    "granted_at",
+    "created_at",
+    "occurred_at",
+    "created_at",
+];
+
+/// The first column of `rows`.
+fn first(rows: &[Vec<String>]) -> Vec<String> {
+    rows.iter().map(|r| r[0].clone()).collect()
+}
+
+/// `values` sorted as PostgreSQL's "C" collation sorts text (bytes).
+fn sorted(values: &[String]) -> Vec<String> {
+    let mut out = values.to_vec();
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn the_analysts_rows_come_in_the_order_of_their_pseudonyms_on_every_path() {
+    let round = Round::start().await;
+    for (table, time) in ANALYST_TABLES.iter().zip(CLEAR_TIME) {
+        let count = round
+            .owner_value(&format!("SELECT count(*) FROM {table}"))
+            .await;
+        for path in EVERY_PATH {
+            // A plain read, one with a predicate on another column, and one page: the pseudonyms'
+            // order, never the storage order (which follows the clear ids).
+            let ids = first(
+                &round
+                    .rows("analyst", &[*path], &format!("SELECT id FROM {table}"))
+                    .await[0],
+            );
+            assert_eq!(ids.len().to_string(), count, "{table} {path:?}");
+            assert_eq!(ids, sorted(&ids), "{table} {path:?}: unordered read");
+            let some = first(
+                &round
+                    .rows(
+                        "analyst",
+                        &[*path],
+                        &format!("SELECT id FROM {table} WHERE {time} IS NOT NULL"),
+                    )
+                    .await[0],
+            );
+            assert_eq!(
+                some,
+                sorted(&some),
+                "{table} {path:?}: read with a predicate"
+            );
+            let page = first(
+                &round
+                    .rows(
+                        "analyst",
+                        &[*path],
+                        &format!("SELECT id FROM {table} LIMIT 5 OFFSET 10"),
+                    )
+                    .await[0],
+            );
+            assert_eq!(page, ids[10..15], "{table} {path:?}: LIMIT/OFFSET page");
+        }
+    }
+    let ids = round
+        .rows("analyst", STRAIGHT, "SELECT id FROM contacts")
+        .await
+        .remove(0);
+    let ids = first(&ids);
+    for path in EVERY_PATH {
+        // Positions: row_number() over the unordered rows, string_agg without its own order.
+        let numbered = round
+            .rows(
+                "analyst",
+                &[*path],
+                "SELECT row_number() OVER ()::text, id FROM contacts",
+            )
+            .await
+            .remove(0);
+        for row in &numbered {
+            let k: usize = row[0].parse().expect("row number");
+            assert_eq!(row[1], ids[k - 1], "{path:?}: row_number() OVER ()");
+        }
+        let joined = round
+            .rows(
+                "analyst",
+                &[*path],
+                "SELECT string_agg(id, ',') FROM contacts",
+            )
+            .await
+            .remove(0);
+        assert_eq!(joined[0][0], ids.join(","), "{path:?}: string_agg");
+        // Another column read alone comes in the same order: no second ordering to line up.
+        let created = round
+            .rows("analyst", &[*path], "SELECT created_at::text FROM contacts")
+            .await
+            .remove(0);
+        let by_pseudonym = round
+            .rows(
+                "analyst",
+                &[*path],
+                "SELECT created_at::text FROM contacts ORDER BY id COLLATE \"C\"",
+            )
+            .await
+            .remove(0);
+        assert_eq!(created, by_pseudonym, "{path:?}: created_at alone");
+        // System columns, the storage position of a row, do not exist in the views.
+        for sql in [
+            "SELECT ctid, id FROM contacts",
+            "SELECT xmin, id FROM contacts",
+            "SELECT tableoid, id FROM deals",
+        ] {
+            round.refused("analyst", &[*path], sql, &["42703"]).await;
+        }
+    }
+    // A cursor's positions, through the proxy and straight.
+    for path in [Path::Simple, Path::Straight] {
+        let fetched = round
+            .rows(
+                "analyst",
+                &[path],
+                "BEGIN; DECLARE c SCROLL CURSOR FOR SELECT id FROM contacts; \
+                 FETCH ABSOLUTE 7 FROM c; FETCH 2 FROM c; COMMIT",
+            )
+            .await
+            .remove(0);
+        assert_eq!(first(&fetched), ids[6..9], "{path:?}: cursor");
+    }
+    // The owner's storage order is the clear ids' order: what the analyst would otherwise have seen.
+    let clear = round.owner_values("SELECT id::text FROM contacts").await;
+    let mut by_id = clear.clone();
+    by_id.sort_by_key(|id| id.parse::<u64>().expect("id"));
+    assert_eq!(
+        clear, by_id,
+        "the fixture's storage order is the clear ids'"
+    );
+}
+
+/// Every mode of `LOCK TABLE` but `ACCESS SHARE` (what a read takes anyway).
+const STRONG_LOCKS: &[&str] = &[
+    "ROW SHARE",
+    "ROW EXCLUSIVE",
+    "SHARE UPDATE EXCLUSIVE",
+    "SHARE",
+    "SHARE ROW EXCLUSIVE",
+    "EXCLUSIVE",
+    "ACCESS EXCLUSIVE",
+];
+
+/// The views each restricted role has (its tables of the reference CRM).
+const VIEWS: &[(&str, &[&str])] = &[
+    (
+        "sales",
+        &["contacts", "consents", "deals", "interactions", "tickets"],
+    ),
+    ("marketing", &["contacts", "consents", "interactions"]),
+    (
+        "support",
+        &["contacts", "consents", "interactions", "tickets"],
+    ),
+    ("analyst", ANALYST_TABLES),
+];
+
+#[tokio::test]
+async fn lock_table_on_a_view_takes_no_strong_lock_on_a_base_table() {
+    let round = Round::start().await;
+    round
+        .refused(
+            "sales",
+            THROUGH_PROXY,
+            "LOCK TABLE contacts IN ACCESS EXCLUSIVE MODE",
+            &["42501"],
+        )
+        .await;
+    let held = "SELECT coalesce(string_agg(relation::regclass::text || ' ' || mode, ', '), '') \
+                FROM pg_locks WHERE pid = pg_backend_pid() AND locktype = 'relation' \
+                AND relation::regclass::text LIKE 'public.%'";
+    for (role, views) in VIEWS {
+        let login = round.session(role, Path::Straight).await;
+        for view in *views {
+            for mode in STRONG_LOCKS {
+                let sql = format!("BEGIN; LOCK TABLE {view} IN {mode} MODE; {held}");
+                let outcome = login.simple(&sql).await;
+                login.simple("ROLLBACK").await;
+                // Refused (the view owner holds no table-wide write privilege on the table), or the
+                // lock stayed on the view: never a base table.
+                let shown = outcome_text(&outcome);
+                assert!(
+                    outcome.error.is_some() || outcome.rows.iter().all(|r| r[0].is_empty()),
+                    "{role} `LOCK TABLE {view} IN {mode} MODE` locked {shown}"
+                );
+                if let Some((code, _)) = &outcome.error {
+                    assert_eq!(code, "42501", "{role} {view} {mode}: {shown}");
+                }
+            }
+        }
+    }
+    // The bound: ACCESS SHARE, as a read in an open transaction holds it.
+    let login = round.session("sales", Path::Straight).await;
+    let shared = login
+        .simple(&format!(
+            "BEGIN; LOCK TABLE contacts IN ACCESS SHARE MODE; {held}"
+        ))
+        .await;
+    assert_eq!(shared.ok()[0][0], "public.contacts AccessShareLock");
+    login.simple("ROLLBACK").await;
+    // The write rules still hold: sales deletes, inserts and updates inside its filter on both paths
+    // (through the writer role's triggers), and deletes nothing outside it.
+    let north = round.contact_of("north").await;
+    let south = round.contact_of("south").await;
+    for (path, deal) in [(Path::Simple, &north.deal), (Path::Straight, &north.deal)] {
+        let session = round.session("sales", path).await;
+        let outcome = session
+            .simple(&format!(
+                "UPDATE deals SET stage = 'won' WHERE id = {deal}; \
+                 INSERT INTO interactions (contact_id, channel, occurred_at) \
+                 VALUES ({}, 'call', now()) RETURNING id",
+                north.id
+            ))
+            .await;
+        let inserted = outcome.ok()[0][0].clone();
+        let deleted = session
+            .simple(&format!(
+                "DELETE FROM interactions WHERE id = {inserted} RETURNING id"
+            ))
+            .await;
+        assert_eq!(deleted.ok().len(), 1, "{path:?}: {deleted:?}");
+        let hidden = session
+            .simple(&format!(
+                "DELETE FROM deals WHERE id = {} RETURNING id",
+                south.deal
+            ))
+            .await;
+        assert!(hidden.ok().is_empty(), "{path:?}: {hidden:?}");
+    }
+    assert_eq!(
+        round
+            .owner_value(&format!(
+                "SELECT count(*) FROM deals WHERE id = {}",
+                south.deal
+            ))
+            .await,
+        "1"
+    );
+}
