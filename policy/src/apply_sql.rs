@@ -102,8 +102,6 @@ pub fn login_managed_here(comment: &str, database: &str) -> bool {
 pub struct ApplyOptions {
     /// The pseudonym key comes from the configuration: replace the stored one (else keep it, or create one).
     pub pseudonym_key_configured: bool,
-    /// Logins whose password must be (re)set: new logins, `--rotate`, or ones the credentials file lacks.
-    pub set_password: BTreeSet<String>,
 }
 
 fn qualified(name: &TableName) -> String {
@@ -232,7 +230,7 @@ pub fn apply_steps(
     steps.extend(private_key_steps(options, live));
     for role in policy.restricted_roles() {
         if access.contains_key(&role.name) {
-            steps.extend(login_steps(role, live, options));
+            steps.extend(login_steps(role, live));
             steps.extend(owner_role_steps(role, live));
         }
     }
@@ -514,7 +512,7 @@ fn private_key_steps(options: &ApplyOptions, live: &LiveState) -> Vec<Step> {
     steps
 }
 
-fn login_steps(role: &Role, live: &LiveState, options: &ApplyOptions) -> Vec<Step> {
+fn login_steps(role: &Role, live: &LiveState) -> Vec<Step> {
     let login = live.login(role);
     let who = quote_ident(&login);
     let mut steps = Vec::new();
@@ -530,11 +528,11 @@ fn login_steps(role: &Role, live: &LiveState, options: &ApplyOptions) -> Vec<Ste
         )));
     } else {
         steps.extend(live.alter_attributes(&login, attributes));
-        if options.set_password.contains(&login) {
-            steps.push(with_password(format!(
-                "ALTER ROLE {who} PASSWORD {PASSWORD_MARKER}"
-            )));
-        }
+        // Every apply, a new password or the kept one: a login may change its own password straight
+        // on PostgreSQL, which locks the proxy out of the role; an apply is the repair.
+        steps.push(with_password(format!(
+            "ALTER ROLE {who} PASSWORD {PASSWORD_MARKER}"
+        )));
     }
     let about = role.description.as_deref().unwrap_or("");
     steps.push(Step::plain(format!(
@@ -851,7 +849,7 @@ mod tests {
     }
 
     #[test]
-    fn reapply_keeps_passwords_unless_asked_and_a_configured_key_replaces_the_stored_one() {
+    fn reapply_sets_the_kept_password_again_and_a_configured_key_replaces_the_stored_one() {
         let mut live = LiveState {
             catalog: catalog(),
             ..Default::default()
@@ -859,21 +857,12 @@ mod tests {
         live.logins.insert("maschera_sales".into(), true);
         live.schemas.insert("maschera_sales".into(), true);
         let steps = plan(&live, &ApplyOptions::default()).unwrap();
-        assert!(
-            !steps
-                .iter()
-                .any(|s| matches!(s.secret, Some(Secret::LoginPassword(_)))),
-            "no password change"
-        );
         assert!(steps.iter().any(|s| {
             s.sql
                 .starts_with("ALTER ROLE \"maschera_sales\" LOGIN NOINHERIT")
         }));
-        let options = ApplyOptions {
-            pseudonym_key_configured: true,
-            set_password: ["maschera_sales".to_string()].into(),
-        };
-        let steps = plan(&live, &options).unwrap();
+        // The password (the credentials file's, kept or new: the caller decides) is set again on
+        // every apply, which repairs one a login changed on itself.
         let password = steps
             .iter()
             .find(|s| s.secret == Some(Secret::LoginPassword("maschera_sales".into())))
@@ -882,6 +871,10 @@ mod tests {
             password.sql,
             format!("ALTER ROLE \"maschera_sales\" PASSWORD {PASSWORD_MARKER}")
         );
+        let options = ApplyOptions {
+            pseudonym_key_configured: true,
+        };
+        let steps = plan(&live, &options).unwrap();
         assert!(steps.iter().any(|s| {
             s.sql
                 .contains("ON CONFLICT (name) DO UPDATE SET key = EXCLUDED.key")

@@ -318,6 +318,11 @@ async fn load_state(
         );
     }
     state.incomplete = incomplete;
+    // A login may have changed its own password or settings straight on PostgreSQL.
+    let roles = state.policy.restricted_roles().map(|r| r.name.as_str());
+    for problem in crate::admin::login_check::problems(upstream, &state.credentials, roles).await {
+        tracing::error!("{problem}");
+    }
     Ok(state)
 }
 

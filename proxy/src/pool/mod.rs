@@ -44,7 +44,7 @@ mod uncommitted;
 use crate::metrics as m;
 use crate::net::cancel::{CancelGate, CancelKey, Registration};
 use crate::net::tls::BoxStream;
-use crate::net::upstream::{UpstreamError, UpstreamTarget};
+use crate::net::upstream::UpstreamTarget;
 use crate::session::upstream_source::{Acquiring, UpstreamKey, UpstreamSource};
 use crate::wire::client_error::ClientError;
 use bytes::BytesMut;
@@ -221,16 +221,9 @@ impl Pools {
             )
             .await
             .map_err(|err| {
-                warn!(error = %err, "opening a pooled upstream connection failed");
-                match err {
-                    UpstreamError::Refused { code, message } if code == "3D000" => {
-                        ClientError::new("3D000", message)
-                    }
-                    _ => ClientError::new(
-                        "08006",
-                        "could not connect to the database server behind the proxy",
-                    ),
-                }
+                warn!(error = %err, login = %key.login.user, "opening a pooled upstream connection failed");
+                let (code, message) = err.for_client(&key.login.user);
+                ClientError::new(code, message)
             })?;
         lock(&pool.greeting).get_or_insert_with(|| upstream.greeting.clone());
         pool.gauges.in_use.increment(1.0);

@@ -255,3 +255,85 @@ async fn lock_table_on_a_view_takes_no_strong_lock_on_a_base_table() {
         "1"
     );
 }
+
+#[tokio::test]
+async fn a_login_that_alters_itself_is_reported_and_policy_apply_repairs_it() {
+    let round = Round::start().await;
+    let crm = &round.crm;
+    let north = round
+        .owner_value("SELECT count(*) FROM contacts WHERE region = 'north'")
+        .await;
+    // PostgreSQL lets any role give itself settings and a password; no grant forbids either.
+    let login = round.session("sales", Path::Straight).await;
+    let set = login
+        .simple("ALTER ROLE CURRENT_USER SET statement_timeout = 1")
+        .await;
+    assert!(set.error.is_none(), "{set:?}");
+    // A reload checks every login and logs what it found with the repair.
+    crm.proxy.signal(libc::SIGHUP);
+    crm.proxy
+        .wait_for_log_async(
+            "\"maschera_sales\" has role-level settings that `maschera policy apply` did not make \
+             (statement_timeout=1)",
+            1,
+        )
+        .await;
+    // `policy check --upstream` reports the settings and fails.
+    let check = || {
+        maschera_tests::run_maschera([
+            "policy".to_string(),
+            "check".into(),
+            crm.applied.policy.display().to_string(),
+            "--upstream".into(),
+            crm.pg.uri(maschera_tests::crm_proxy::CRM_DB),
+        ])
+    };
+    let checked = check();
+    let stderr = String::from_utf8_lossy(&checked.stderr);
+    assert!(!checked.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("\"maschera_sales\" has role-level settings")
+            && stderr.contains("statement_timeout=1")
+            && stderr.contains("maschera policy apply"),
+        "{stderr}"
+    );
+    let changed = login
+        .simple("ALTER ROLE CURRENT_USER PASSWORD 'Changed-by-the-login-r4'")
+        .await;
+    assert!(changed.error.is_none(), "{changed:?}");
+    // The proxy can no longer log in as the role: sam is told why and what repairs it.
+    let refused = crate::enforce::Session::try_connect(&crm.uri("sam"))
+        .await
+        .err()
+        .expect("sam's session cannot start");
+    let db = refused.as_db_error().expect("an ErrorResponse");
+    assert_eq!(db.code().code(), "08004", "{db:?}");
+    assert!(
+        db.message().contains("\"maschera_sales\"")
+            && db.message().contains("maschera policy apply"),
+        "{db:?}"
+    );
+    crm.proxy.signal(libc::SIGHUP);
+    crm.proxy
+        .wait_for_log_async("refuses the password of login \"maschera_sales\"", 1)
+        .await;
+    // The repair: an apply sets the password from the credentials file again and resets the settings.
+    maschera_tests::crm_proxy::apply_policy(
+        &crm.pg,
+        maschera_tests::crm_proxy::CRM_DB,
+        &crm.applied,
+        maschera_tests::crm_proxy::CRM_PSEUDONYM_KEY,
+    )
+    .expect("apply again");
+    let sam = round.session("sales", Path::Simple).await;
+    let read = sam
+        .simple("SELECT count(*)::text, current_setting('statement_timeout') FROM contacts")
+        .await;
+    assert_eq!(read.ok()[0], [north, "0".to_owned()]);
+    let checked = check();
+    assert!(
+        checked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+}
