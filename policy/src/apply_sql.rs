@@ -419,6 +419,15 @@ pub fn login_settings(role: &str) -> [(&'static str, String); 5] {
     ]
 }
 
+/// Settings of each login that only a superuser may give (`PGC_SUSET`: the login cannot change them
+/// back, and the proxy cannot pin them in a startup packet). `track_activities` off: every user of a
+/// role shares its login, and `pg_stat_activity` shows a login the statement text of each session
+/// of the same login, literals included (a sales user of the north would read the south's e-mail
+/// addresses in its colleagues' statements). The apply gives them when it runs as a superuser; else a
+/// superuser gives them once (`ALTER ROLE <login> SET track_activities = off`), and the applies of a
+/// non-superuser keep them (its `RESET ALL` leaves superuser-only settings).
+pub const SUPERUSER_LOGIN_SETTINGS: &[(&str, &str)] = &[("track_activities", "off")];
+
 /// Drops every restricted role's views (run before a schema change that views depend on, such as
 /// `ALTER TABLE ... DROP COLUMN`, in the same transaction; then [`recreate_views_steps`]).
 /// The first step takes [`objects_lock_step`].
@@ -560,6 +569,12 @@ fn login_steps(role: &Role, live: &LiveState) -> Vec<Step> {
     for (name, value) in login_settings(&role.name) {
         steps.push(Step::plain(format!(
             "ALTER ROLE {who} SET {name} TO {value}"
+        )));
+    }
+    for (name, value) in SUPERUSER_LOGIN_SETTINGS {
+        steps.push(Step::plain(format!(
+            "DO $maschera_do$ BEGIN IF (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = CURRENT_USER) \
+             THEN ALTER ROLE {who} SET {name} TO {value}; END IF; END $maschera_do$"
         )));
     }
     if !live.database.is_empty() {

@@ -12,7 +12,7 @@
 use crate::admin::admin_connect::connect_as;
 use crate::admin::credentials::Credentials;
 use crate::net::upstream::UpstreamTarget;
-use policy::apply_sql::login_settings;
+use policy::apply_sql::{SUPERUSER_LOGIN_SETTINGS, login_settings};
 
 /// The repair, as the messages name it.
 pub const REPAIR: &str = "run `maschera policy apply` to set it again";
@@ -30,7 +30,9 @@ pub fn unexpected_settings(role: &str, in_database: bool, config: &[String]) -> 
             in_database
                 || !expected
                     .iter()
-                    .any(|(n, v)| *n == name && plain(v) == plain(value))
+                    .map(|(n, v)| (*n, v.as_str()))
+                    .chain(SUPERUSER_LOGIN_SETTINGS.iter().copied())
+                    .any(|(n, v)| n == name && plain(v) == plain(value))
         })
         .cloned()
         .collect()
@@ -117,6 +119,7 @@ mod tests {
             "standard_conforming_strings=on",
             "client_encoding=utf8",
             "row_security=on",
+            "track_activities=off",
         ]
         .map(String::from)
         .into();

@@ -337,3 +337,35 @@ async fn a_login_that_alters_itself_is_reported_and_policy_apply_repairs_it() {
         String::from_utf8_lossy(&checked.stderr)
     );
 }
+
+#[tokio::test]
+async fn a_login_reads_no_statement_text_of_the_other_sessions_of_its_role() {
+    let round = Round::start().await;
+    // A south e-mail address sam must never see, in a statement of sam's own (it finds no row):
+    // every user of the role shares its login, so to the login straight this is a colleague's.
+    let email = round
+        .owner_value("SELECT email FROM contacts WHERE region = 'south' ORDER BY id LIMIT 1")
+        .await;
+    let sam = round.session("sales", Path::Simple).await;
+    let searched = sam
+        .simple(&format!(
+            "SELECT count(*)::text FROM contacts WHERE email = '{email}'"
+        ))
+        .await;
+    assert_eq!(searched.ok()[0][0], "0");
+    let activity = "SELECT coalesce(string_agg(coalesce(query, '') || ' ' || coalesce(state, ''), \
+                    ' | '), '') FROM pg_stat_activity WHERE pid <> pg_backend_pid()";
+    let login = round.session("sales", Path::Straight).await;
+    let seen = login.simple(activity).await;
+    assert!(
+        !outcome_text(&seen).contains(&email),
+        "the login read a statement of another session of its role: {seen:?}"
+    );
+    // The login cannot switch the tracking back on; through the proxy the view is refused.
+    let on = login.simple("SET track_activities = on").await;
+    assert_eq!(on.refused().0, "42501", "{on:?}");
+    round
+        .refused("sales", THROUGH_PROXY, activity, &["42501"])
+        .await;
+    drop(sam);
+}
