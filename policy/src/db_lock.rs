@@ -407,10 +407,12 @@ impl ViewPlan<'_> {
     }
 
     /// Whether writes go through triggers: the view is filtered or hides or masks a column, or the
-    /// role deletes (only the writer role, the triggers' owner, may: see [`writer_role`]).
+    /// role deletes rows the trigger can find by their primary key (only the writer role, the
+    /// triggers' owner, may delete: see [`writer_role`]; without a key the view stays auto-updatable
+    /// and its owner deletes, and may be locked in every mode: README "Known limitations").
     fn needs_triggers(&self) -> bool {
         let writes = self.access.writes;
-        writes.delete
+        (writes.delete && !self.primary_key.is_empty())
             || ((writes.insert || writes.update)
                 && (self.filtered || self.access.columns.iter().any(|c| !c.action.is_show())))
     }
@@ -488,9 +490,13 @@ impl ViewPlan<'_> {
             }
         }
         if writes.delete {
-            // To the writer role, not the owner role: see [`writer_role`].
-            let writer = quote_ident(&writer_role(self.login));
-            steps.push(Step::plain(format!("GRANT DELETE ON {table} TO {writer}")));
+            // To the writer role, not the owner role, when the triggers delete: see [`writer_role`].
+            let deleter = if triggers {
+                quote_ident(&writer_role(self.login))
+            } else {
+                owner.clone()
+            };
+            steps.push(Step::plain(format!("GRANT DELETE ON {table} TO {deleter}")));
             steps.push(Step::plain(format!("GRANT DELETE ON {view} TO {who}")));
         }
         if writes.insert {
