@@ -369,3 +369,39 @@ async fn a_login_reads_no_statement_text_of_the_other_sessions_of_its_role() {
         .await;
     drop(sam);
 }
+
+#[tokio::test]
+async fn the_analysts_dump_lists_rows_in_the_order_of_their_pseudonyms() {
+    let round = Round::start().await;
+    let crm = &round.crm;
+    let dumped = maschera_tests::run_maschera([
+        "dump".to_string(),
+        crm.applied.policy.display().to_string(),
+        "--upstream".into(),
+        crm.pg.uri(maschera_tests::crm_proxy::CRM_DB),
+        "--role".into(),
+        "analyst".into(),
+    ]);
+    assert!(
+        dumped.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dumped.stderr)
+    );
+    let text = String::from_utf8_lossy(&dumped.stdout);
+    for table in ANALYST_TABLES {
+        // The first field of each row of the table's COPY block: its keyed id.
+        let head = format!("COPY \"{table}\" (");
+        let block = text
+            .split(&head)
+            .nth(1)
+            .unwrap_or_else(|| panic!("no COPY of {table}"));
+        let ids: Vec<String> = block
+            .lines()
+            .skip(1)
+            .take_while(|line| *line != "\\.")
+            .map(|line| line.split('\t').next().unwrap_or_default().to_owned())
+            .collect();
+        assert!(ids.len() > 10, "{table}: {} rows", ids.len());
+        assert_eq!(ids, sorted(&ids), "{table}: the dump's order");
+    }
+}
