@@ -238,70 +238,57 @@ pub fn apply_steps(
     Ok(steps)
 }
 
-/// The owner role of a restricted role's views and triggers (NOLOGIN; see `db_lock`).
+/// The owner role of a restricted role's views (NOLOGIN; see `db_lock`), and its writer role.
 fn owner_role_steps(role: &Role, live: &LiveState) -> Vec<Step> {
-    let owner = db_lock::owner_role(&live.login(role));
+    let login = live.login(role);
+    let owner = db_lock::owner_role(&login);
     let who = quote_ident(&owner);
-    let attributes =
-        "NOLOGIN NOINHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS";
-    let mut steps = Vec::new();
-    if live.logins.contains_key(&owner) {
-        steps.extend(live.alter_attributes(&owner, attributes));
-    } else {
-        steps.push(Step::plain(format!("CREATE ROLE {who} {attributes}")));
-    }
-    steps.push(Step::plain(format!(
-        "COMMENT ON ROLE {who} IS {}",
-        quote_literal(&format!(
-            "{} owner of the views of policy role {}",
-            login_comment_head(&live.database),
-            role.name
-        ))
-    )));
-    // The applying user hands the views to the owner role (ALTER ... OWNER needs membership), and
-    // so does the tables' owner when a schema change makes the proxy rebuild them.
-    steps.push(Step::plain(format!("GRANT {who} TO CURRENT_USER")));
-    if let Some(objects_owner) = &live.objects_owner {
-        steps.push(Step::plain(format!(
-            "GRANT {who} TO {}",
-            quote_ident(objects_owner)
-        )));
-    }
+    let mut steps = nologin_role_steps(
+        live,
+        &owner,
+        "NOINHERIT",
+        &format!("owner of the views of policy role {}", role.name),
+    );
     steps.push(Step::plain(format!(
         "GRANT USAGE ON SCHEMA {PRIVATE_SCHEMA} TO {who}"
     )));
     steps.push(Step::plain(format!(
         "GRANT SELECT ON {PRIVATE_SCHEMA}.keys TO {who}"
     )));
-    steps.extend(writer_role_steps(role, live));
+    // The writer role (`db_lock::writer_role`) has the owner role's rights and policies.
+    let writer = db_lock::writer_role(&login);
+    steps.extend(nologin_role_steps(
+        live,
+        &writer,
+        "INHERIT",
+        &format!(
+            "writer (owner of the write triggers) of policy role {}",
+            role.name
+        ),
+    ));
+    steps.push(Step::plain(format!(
+        "GRANT {who} TO {}",
+        quote_ident(&writer)
+    )));
     steps
 }
 
-/// The writer role of a restricted role's write triggers (NOLOGIN, member of the owner role; see
-/// `db_lock::writer_role`).
-fn writer_role_steps(role: &Role, live: &LiveState) -> Vec<Step> {
-    let login = live.login(role);
-    let writer = db_lock::writer_role(&login);
-    let who = quote_ident(&writer);
+/// A NOLOGIN role `name` made by the apply (`inherit`: `INHERIT` or `NOINHERIT`), described as `what`,
+/// that the applying user (and the tables' owner) is a member of: they hand it objects (ALTER ...
+/// OWNER needs membership), the tables' owner when a schema change makes the proxy rebuild them.
+fn nologin_role_steps(live: &LiveState, name: &str, inherit: &str, what: &str) -> Vec<Step> {
+    let who = quote_ident(name);
     let attributes =
-        "NOLOGIN INHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS";
+        format!("NOLOGIN {inherit} NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS");
     let mut steps = Vec::new();
-    if live.logins.contains_key(&writer) {
-        steps.extend(live.alter_attributes(&writer, attributes));
+    if live.logins.contains_key(name) {
+        steps.extend(live.alter_attributes(name, &attributes));
     } else {
         steps.push(Step::plain(format!("CREATE ROLE {who} {attributes}")));
     }
     steps.push(Step::plain(format!(
         "COMMENT ON ROLE {who} IS {}",
-        quote_literal(&format!(
-            "{} writer (owner of the write triggers) of policy role {}",
-            login_comment_head(&live.database),
-            role.name
-        ))
-    )));
-    steps.push(Step::plain(format!(
-        "GRANT {} TO {who}",
-        quote_ident(&db_lock::owner_role(&login))
+        quote_literal(&format!("{} {what}", login_comment_head(&live.database)))
     )));
     steps.push(Step::plain(format!("GRANT {who} TO CURRENT_USER")));
     if let Some(objects_owner) = &live.objects_owner {
