@@ -48,13 +48,22 @@ pub fn settings_message(login: &str, settings: &[String]) -> String {
     )
 }
 
+/// What [`problems`] found about one login.
+pub enum Finding {
+    /// The proxy cannot serve the role as `policy apply` meant: a refused password, settings the
+    /// apply did not make.
+    Error(String),
+    /// A protection the apply could not give (it did not run as a superuser).
+    Warning(String),
+}
+
 /// Logs in once as each restricted role's login (`roles`: policy role names) with the password of
-/// the credentials file and reads its settings; one message per problem.
+/// the credentials file and reads its settings; one finding per problem.
 pub async fn problems<'r>(
     upstream: &UpstreamTarget,
     credentials: &Credentials,
     roles: impl Iterator<Item = &'r str>,
-) -> Vec<String> {
+) -> Vec<Finding> {
     let mut out = Vec::new();
     for role in roles {
         let Some(login) = credentials.login(role) else {
@@ -67,7 +76,7 @@ pub async fn problems<'r>(
                     .chain()
                     .filter_map(|e| e.downcast_ref::<tokio_postgres::Error>())
                     .any(|e| e.code() == Some(&tokio_postgres::error::SqlState::INVALID_PASSWORD));
-                out.push(if refused {
+                out.push(Finding::Error(if refused {
                     format!(
                         "PostgreSQL refuses the password of login \"{}\" (policy role {role}) that the \
                          credentials file holds: it may have been changed straight on PostgreSQL \
@@ -79,7 +88,7 @@ pub async fn problems<'r>(
                         "cannot log in as login \"{}\" (policy role {role}): {err:#}",
                         login.user
                     )
-                });
+                }));
                 continue;
             }
         };
@@ -93,18 +102,49 @@ pub async fn problems<'r>(
         let Ok(rows) = rows else {
             continue;
         };
-        let found: Vec<String> = rows
-            .iter()
-            .flat_map(|row| {
-                let config: Vec<String> = row.get::<_, Option<Vec<String>>>(1).unwrap_or_default();
-                unexpected_settings(role, row.get(0), &config)
-            })
-            .collect();
-        if !found.is_empty() {
-            out.push(settings_message(&login.user, &found));
-        }
+        let (unexpected, missing) = settings_findings(role, &login.user, &rows);
+        out.extend(unexpected.map(Finding::Error));
+        out.extend(missing.map(Finding::Warning));
     }
     out
+}
+
+/// What the rows `(setdatabase <> 0, setconfig)` of `pg_db_role_setting` for role `role`'s login
+/// `login` show: the message for settings the apply did not make (an error), and the one for the
+/// superuser-only settings it would make that the login lacks (a warning: an apply by a
+/// non-superuser cannot give them).
+pub fn settings_findings(
+    role: &str,
+    login: &str,
+    rows: &[tokio_postgres::Row],
+) -> (Option<String>, Option<String>) {
+    let mut unexpected = Vec::new();
+    let mut all = Vec::new();
+    for row in rows {
+        let config: Vec<String> = row.get::<_, Option<Vec<String>>>(1).unwrap_or_default();
+        unexpected.extend(unexpected_settings(role, row.get(0), &config));
+        if !row.get::<_, bool>(0) {
+            all.extend(config);
+        }
+    }
+    let missing: Vec<String> = SUPERUSER_LOGIN_SETTINGS
+        .iter()
+        .map(|(name, value)| format!("{name}={value}"))
+        .filter(|wanted| !all.contains(wanted))
+        .collect();
+    (
+        (!unexpected.is_empty()).then(|| settings_message(login, &unexpected)),
+        (!missing.is_empty()).then(|| {
+            format!(
+                "login \"{login}\" lacks {}: `pg_stat_activity` shows it the statements, literals \
+                 included, of the other sessions of the login, i.e. of the other users of its role; \
+                 only a superuser can set it (`policy apply` as a superuser does, or ALTER ROLE \"{login}\" \
+                 SET {} once; later applies keep it)",
+                missing.join(", "),
+                missing.join(", ").replace('=', " = ")
+            )
+        }),
+    )
 }
 
 #[cfg(test)]

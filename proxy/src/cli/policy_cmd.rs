@@ -161,17 +161,13 @@ async fn check(file: &Path, upstream: Option<&str>, login_prefix: &str) -> Resul
                     &[&login],
                 )
                 .await?;
-            let found: Vec<String> = rows
-                .iter()
-                .flat_map(|row| {
-                    let config: Vec<String> =
-                        row.get::<_, Option<Vec<String>>>(1).unwrap_or_default();
-                    login_check::unexpected_settings(&role.name, row.get(0), &config)
-                })
-                .collect();
-            if !found.is_empty() {
+            let (unexpected, missing) = login_check::settings_findings(&role.name, &login, &rows);
+            if let Some(message) = unexpected {
                 failed = true;
-                eprintln!("error: {}", login_check::settings_message(&login, &found));
+                eprintln!("error: {message}");
+            }
+            if let Some(message) = missing {
+                eprintln!("warning: {message}");
             }
         }
         if failed {
