@@ -102,8 +102,6 @@ pub fn login_managed_here(comment: &str, database: &str) -> bool {
 pub struct ApplyOptions {
     /// The pseudonym key comes from the configuration: replace the stored one (else keep it, or create one).
     pub pseudonym_key_configured: bool,
-    /// Logins whose password must be (re)set: new logins, `--rotate`, or ones the credentials file lacks.
-    pub set_password: BTreeSet<String>,
 }
 
 fn qualified(name: &TableName) -> String {
@@ -111,7 +109,8 @@ fn qualified(name: &TableName) -> String {
 }
 
 /// The `SELECT` a role's view of `table` is made of: the column expressions, then the row filter
-/// (names in the filter resolve under [`search_path_step`]). `maschera dump` runs it too.
+/// (names in the filter resolve under [`search_path_step`]), then the order of a view with keyed
+/// columns ([`crate::pseudonym::keyed_order`]). `maschera dump` runs it too.
 pub fn view_select(
     table: &TableName,
     access: &ViewAccess,
@@ -123,6 +122,7 @@ pub fn view_select(
     if let Some(filter) = filter {
         sql.push_str(&format!(" WHERE ({filter})"));
     }
+    sql.push_str(&crate::pseudonym::keyed_order(access).unwrap_or_default());
     sql
 }
 
@@ -174,12 +174,14 @@ pub fn apply_steps(
     let mut wanted_logins: BTreeSet<String> =
         policy.restricted_roles().map(|r| live.login(r)).collect();
     for role in policy.restricted_roles() {
-        let owner = db_lock::owner_role(&live.login(role));
-        if !wanted_logins.insert(owner.clone()) {
-            return Err(format!(
-                "`{owner}` is both a login and the owner role of policy role {}; rename one of the roles",
-                role.name
-            ));
+        let login = live.login(role);
+        for owner in [db_lock::owner_role(&login), db_lock::writer_role(&login)] {
+            if !wanted_logins.insert(owner.clone()) {
+                return Err(format!(
+                    "`{owner}` is both a login and the owner or writer role of policy role {}; rename one of the roles",
+                    role.name
+                ));
+            }
         }
     }
     let wanted_schemas: BTreeSet<String> = policy.restricted_roles().map(Role::login).collect();
@@ -228,7 +230,7 @@ pub fn apply_steps(
     steps.extend(private_key_steps(options, live));
     for role in policy.restricted_roles() {
         if access.contains_key(&role.name) {
-            steps.extend(login_steps(role, live, options));
+            steps.extend(login_steps(role, live));
             steps.extend(owner_role_steps(role, live));
         }
     }
@@ -236,28 +238,58 @@ pub fn apply_steps(
     Ok(steps)
 }
 
-/// The owner role of a restricted role's views and triggers (NOLOGIN; see `db_lock`).
+/// The owner role of a restricted role's views (NOLOGIN; see `db_lock`), and its writer role.
 fn owner_role_steps(role: &Role, live: &LiveState) -> Vec<Step> {
-    let owner = db_lock::owner_role(&live.login(role));
+    let login = live.login(role);
+    let owner = db_lock::owner_role(&login);
     let who = quote_ident(&owner);
+    let mut steps = nologin_role_steps(
+        live,
+        &owner,
+        "NOINHERIT",
+        &format!("owner of the views of policy role {}", role.name),
+    );
+    steps.push(Step::plain(format!(
+        "GRANT USAGE ON SCHEMA {PRIVATE_SCHEMA} TO {who}"
+    )));
+    steps.push(Step::plain(format!(
+        "GRANT SELECT ON {PRIVATE_SCHEMA}.keys TO {who}"
+    )));
+    // The writer role (`db_lock::writer_role`) has the owner role's rights and policies.
+    let writer = db_lock::writer_role(&login);
+    steps.extend(nologin_role_steps(
+        live,
+        &writer,
+        "INHERIT",
+        &format!(
+            "writer (owner of the write triggers) of policy role {}",
+            role.name
+        ),
+    ));
+    steps.push(Step::plain(format!(
+        "GRANT {who} TO {}",
+        quote_ident(&writer)
+    )));
+    steps
+}
+
+/// A NOLOGIN role `name` made by the apply (`inherit`: `INHERIT` or `NOINHERIT`), described as `what`,
+/// that the applying user (and the tables' owner) is a member of: they hand it objects (ALTER ...
+/// OWNER needs membership), the tables' owner when a schema change makes the proxy rebuild them.
+fn nologin_role_steps(live: &LiveState, name: &str, inherit: &str, what: &str) -> Vec<Step> {
+    let who = quote_ident(name);
     let attributes =
-        "NOLOGIN NOINHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS";
+        format!("NOLOGIN {inherit} NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS");
     let mut steps = Vec::new();
-    if live.logins.contains_key(&owner) {
-        steps.extend(live.alter_attributes(&owner, attributes));
+    if live.logins.contains_key(name) {
+        steps.extend(live.alter_attributes(name, &attributes));
     } else {
         steps.push(Step::plain(format!("CREATE ROLE {who} {attributes}")));
     }
     steps.push(Step::plain(format!(
         "COMMENT ON ROLE {who} IS {}",
-        quote_literal(&format!(
-            "{} owner of the views of policy role {}",
-            login_comment_head(&live.database),
-            role.name
-        ))
+        quote_literal(&format!("{} {what}", login_comment_head(&live.database)))
     )));
-    // The applying user hands the views to the owner role (ALTER ... OWNER needs membership), and
-    // so does the tables' owner when a schema change makes the proxy rebuild them.
     steps.push(Step::plain(format!("GRANT {who} TO CURRENT_USER")));
     if let Some(objects_owner) = &live.objects_owner {
         steps.push(Step::plain(format!(
@@ -265,12 +297,6 @@ fn owner_role_steps(role: &Role, live: &LiveState) -> Vec<Step> {
             quote_ident(objects_owner)
         )));
     }
-    steps.push(Step::plain(format!(
-        "GRANT USAGE ON SCHEMA {PRIVATE_SCHEMA} TO {who}"
-    )));
-    steps.push(Step::plain(format!(
-        "GRANT SELECT ON {PRIVATE_SCHEMA}.keys TO {who}"
-    )));
     steps
 }
 
@@ -385,6 +411,15 @@ pub fn login_settings(role: &str) -> [(&'static str, String); 5] {
     ]
 }
 
+/// Settings of each login that only a superuser may give (`PGC_SUSET`: the login cannot change them
+/// back, and the proxy cannot pin them in a startup packet). `track_activities` off: every user of a
+/// role shares its login, and `pg_stat_activity` shows a login the statement text of each session
+/// of the same login, literals included (a sales user of the north would read the south's e-mail
+/// addresses in its colleagues' statements). The apply gives them when it runs as a superuser; else a
+/// superuser gives them once (`ALTER ROLE <login> SET track_activities = off`), and the applies of a
+/// non-superuser keep them (its `RESET ALL` leaves superuser-only settings).
+pub const SUPERUSER_LOGIN_SETTINGS: &[(&str, &str)] = &[("track_activities", "off")];
+
 /// Drops every restricted role's views (run before a schema change that views depend on, such as
 /// `ALTER TABLE ... DROP COLUMN`, in the same transaction; then [`recreate_views_steps`]).
 /// The first step takes [`objects_lock_step`].
@@ -486,7 +521,7 @@ fn private_key_steps(options: &ApplyOptions, live: &LiveState) -> Vec<Step> {
     steps
 }
 
-fn login_steps(role: &Role, live: &LiveState, options: &ApplyOptions) -> Vec<Step> {
+fn login_steps(role: &Role, live: &LiveState) -> Vec<Step> {
     let login = live.login(role);
     let who = quote_ident(&login);
     let mut steps = Vec::new();
@@ -502,11 +537,11 @@ fn login_steps(role: &Role, live: &LiveState, options: &ApplyOptions) -> Vec<Ste
         )));
     } else {
         steps.extend(live.alter_attributes(&login, attributes));
-        if options.set_password.contains(&login) {
-            steps.push(with_password(format!(
-                "ALTER ROLE {who} PASSWORD {PASSWORD_MARKER}"
-            )));
-        }
+        // Every apply, a new password or the kept one: a login may change its own password straight
+        // on PostgreSQL, which locks the proxy out of the role; an apply is the repair.
+        steps.push(with_password(format!(
+            "ALTER ROLE {who} PASSWORD {PASSWORD_MARKER}"
+        )));
     }
     let about = role.description.as_deref().unwrap_or("");
     steps.push(Step::plain(format!(
@@ -536,6 +571,12 @@ fn login_steps(role: &Role, live: &LiveState, options: &ApplyOptions) -> Vec<Ste
             "ALTER ROLE {who} SET {name} TO {value}"
         )));
     }
+    for (name, value) in SUPERUSER_LOGIN_SETTINGS {
+        steps.push(Step::plain(format!(
+            "DO $maschera_do$ BEGIN IF (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = CURRENT_USER) \
+             THEN ALTER ROLE {who} SET {name} TO {value}; END IF; END $maschera_do$"
+        )));
+    }
     if !live.database.is_empty() {
         steps.push(Step::plain(format!(
             "GRANT CONNECT ON DATABASE {} TO {who}",
@@ -556,16 +597,18 @@ fn role_schema_steps(
     let who = quote_ident(&login);
     let own = quote_ident(&role.login());
     let owner = quote_ident(&db_lock::owner_role(&login));
+    let writer = quote_ident(&db_lock::writer_role(&login));
     let mut steps = Vec::new();
     // Nothing direct on base tables: whatever was granted before goes, then only what the policy gives.
     // Table by table, on those whose owner's privileges the user has (`REVOKE ALL ON ALL TABLES IN
     // SCHEMA` fails for a non-superuser as soon as the schema holds one table it has no right on).
     for schema in schemas {
         steps.push(Step::plain(format!(
-            "DO $maschera_do$ DECLARE r record; BEGIN FOR r IN SELECT c.oid::pg_catalog.regclass AS name,              CASE WHEN c.relkind = 'S' THEN 'SEQUENCE' ELSE 'TABLE' END AS kind FROM pg_catalog.pg_class c              WHERE c.relnamespace = {}::pg_catalog.regnamespace AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')              AND pg_catalog.pg_has_role(c.relowner, 'USAGE') LOOP              EXECUTE pg_catalog.format('REVOKE ALL ON %s %s FROM %s, %s', r.kind, r.name, {}, {});              END LOOP; END $maschera_do$",
+            "DO $maschera_do$ DECLARE r record; BEGIN FOR r IN SELECT c.oid::pg_catalog.regclass AS name,              CASE WHEN c.relkind = 'S' THEN 'SEQUENCE' ELSE 'TABLE' END AS kind FROM pg_catalog.pg_class c              WHERE c.relnamespace = {}::pg_catalog.regnamespace AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')              AND pg_catalog.pg_has_role(c.relowner, 'USAGE') LOOP              EXECUTE pg_catalog.format('REVOKE ALL ON %s %s FROM %s, %s, %s', r.kind, r.name, {}, {}, {});              END LOOP; END $maschera_do$",
             quote_literal(&quote_ident(schema)),
             quote_literal(&who),
-            quote_literal(&owner)
+            quote_literal(&owner),
+            quote_literal(&writer)
         )));
     }
     steps.push(Step::plain(format!("DROP SCHEMA IF EXISTS {own} CASCADE")));
@@ -799,8 +842,8 @@ mod tests {
         assert!(sql.iter().any(|s| s.contains(
             "WHERE c.relnamespace = '\"public\"'::pg_catalog.regnamespace"
         ) && s.contains(
-            "'REVOKE ALL ON %s %s FROM %s, %s', r.kind, r.name, '\"maschera_sales\"', '\"maschera_sales_owner\"'"
-        )), "the rights of the login and its owner role on base tables go\n{sql:#?}");
+            "'REVOKE ALL ON %s %s FROM %s, %s, %s', r.kind, r.name, '\"maschera_sales\"', '\"maschera_sales_owner\"', '\"maschera_sales_writer\"'"
+        )), "the rights of the login and its owner and writer roles on base tables go\n{sql:#?}");
         assert!(
             !sql.iter()
                 .any(|s| s.contains("DROP SCHEMA IF EXISTS maschera_private"))
@@ -821,7 +864,7 @@ mod tests {
     }
 
     #[test]
-    fn reapply_keeps_passwords_unless_asked_and_a_configured_key_replaces_the_stored_one() {
+    fn reapply_sets_the_kept_password_again_and_a_configured_key_replaces_the_stored_one() {
         let mut live = LiveState {
             catalog: catalog(),
             ..Default::default()
@@ -829,21 +872,12 @@ mod tests {
         live.logins.insert("maschera_sales".into(), true);
         live.schemas.insert("maschera_sales".into(), true);
         let steps = plan(&live, &ApplyOptions::default()).unwrap();
-        assert!(
-            !steps
-                .iter()
-                .any(|s| matches!(s.secret, Some(Secret::LoginPassword(_)))),
-            "no password change"
-        );
         assert!(steps.iter().any(|s| {
             s.sql
                 .starts_with("ALTER ROLE \"maschera_sales\" LOGIN NOINHERIT")
         }));
-        let options = ApplyOptions {
-            pseudonym_key_configured: true,
-            set_password: ["maschera_sales".to_string()].into(),
-        };
-        let steps = plan(&live, &options).unwrap();
+        // The password (the credentials file's, kept or new: the caller decides) is set again on
+        // every apply, which repairs one a login changed on itself.
         let password = steps
             .iter()
             .find(|s| s.secret == Some(Secret::LoginPassword("maschera_sales".into())))
@@ -852,6 +886,10 @@ mod tests {
             password.sql,
             format!("ALTER ROLE \"maschera_sales\" PASSWORD {PASSWORD_MARKER}")
         );
+        let options = ApplyOptions {
+            pseudonym_key_configured: true,
+        };
+        let steps = plan(&live, &options).unwrap();
         assert!(steps.iter().any(|s| {
             s.sql
                 .contains("ON CONFLICT (name) DO UPDATE SET key = EXCLUDED.key")
@@ -889,7 +927,10 @@ mod tests {
         let alters: Vec<&String> = sql
             .iter()
             .filter(|s| {
-                s.starts_with("ALTER ROLE") && !s.contains(" SET ") && !s.ends_with(" RESET ALL")
+                s.starts_with("ALTER ROLE")
+                    && !s.contains(" SET ")
+                    && !s.contains(" PASSWORD ")
+                    && !s.ends_with(" RESET ALL")
             })
             .collect();
         // A non-superuser may not name NOSUPERUSER, NOREPLICATION or NOBYPASSRLS: only what differs.

@@ -4,8 +4,10 @@
 //! The shape, per restricted role `r` with view schema `maschera_r` and login `<login prefix>r` (default
 //! `maschera_r`):
 //! - a NOLOGIN **owner role** `<login>_owner` (it follows the login prefix, so that the applies of two
-//!   databases of one cluster never share one) that owns the role's views and write triggers and holds the
-//!   privileges on the base tables (the login holds privileges on the views only);
+//!   databases of one cluster never share one) that owns the role's views and holds `SELECT` and the
+//!   per-column `INSERT`/`UPDATE` privileges on the base tables (the login holds privileges on the views
+//!   only), and a NOLOGIN **writer role** `<login>_writer`, member of it, that owns the write triggers
+//!   and alone holds `DELETE` ([`writer_role`]: why `LOCK TABLE` on a view then takes no strong lock);
 //! - each **row filter as a restrictive row-level-security policy** `maschera_r` (named after the view
 //!   schema) on the base table, for the
 //!   owner role only, beside one permissive `maschera_allow_all` policy for every other role, so that the
@@ -54,9 +56,19 @@ pub const ALLOW_ALL_POLICY: &str = "maschera_allow_all";
 /// The alias of the probed table in a correlated filter.
 const PROBE_ALIAS: &str = "maschera_probe";
 
-/// The NOLOGIN role that owns `login`'s views and triggers.
+/// The NOLOGIN role that owns `login`'s views.
 pub fn owner_role(login: &str) -> String {
     format!("{login}_owner")
+}
+
+/// The NOLOGIN role that owns `login`'s write triggers: a member of the owner role (it has its
+/// privileges, and its row-level-security policies apply to it) that alone also holds `DELETE` on the
+/// base tables. The owner role holds no table-wide privilege but `SELECT` there (its `INSERT` and
+/// `UPDATE` are per column), and `LOCK TABLE` on a view locks the view's tables with the privileges of
+/// the view's owner, table-wide ones only: so a login that may write its view can lock the base table
+/// in `ACCESS SHARE` mode at most (what a read takes), never in a mode that stops other sessions' writes.
+pub fn writer_role(login: &str) -> String {
+    format!("{login}_writer")
 }
 
 fn qualified(name: &TableName) -> String {
@@ -394,11 +406,15 @@ impl ViewPlan<'_> {
             .collect()
     }
 
-    /// Whether writes go through triggers: the view is filtered or hides or masks a column.
+    /// Whether writes go through triggers: the view is filtered or hides or masks a column, or the
+    /// role deletes rows the trigger can find by their primary key (only the writer role, the
+    /// triggers' owner, may delete: see [`writer_role`]; without a key the view stays auto-updatable
+    /// and its owner deletes, and may be locked in every mode: README "Known limitations").
     fn needs_triggers(&self) -> bool {
         let writes = self.access.writes;
-        (writes.insert || writes.update || writes.delete)
-            && (self.filtered || self.access.columns.iter().any(|c| !c.action.is_show()))
+        (writes.delete && !self.primary_key.is_empty())
+            || ((writes.insert || writes.update)
+                && (self.filtered || self.access.columns.iter().any(|c| !c.action.is_show())))
     }
 
     pub fn steps(&self) -> Vec<Step> {
@@ -410,13 +426,15 @@ impl ViewPlan<'_> {
             "CREATE VIEW {view} AS SELECT {} FROM {table}",
             self.select_list().join(", ")
         );
+        // Rows of a view with keyed columns come sorted by them, not in the clear ids' order.
+        let order = crate::pseudonym::keyed_order(self.access).unwrap_or_default();
         let mut steps = if self.filtered {
             vec![formatted(
-                &format!("{select} WHERE {}", guard(INTACT_FUNCTION)),
+                &format!("{select} WHERE {}{order}", guard(INTACT_FUNCTION)),
                 &guard_arguments_sql(self.schema, self.login, self.table),
             )]
         } else {
-            vec![Step::plain(select)]
+            vec![Step::plain(format!("{select}{order}"))]
         };
         steps.push(Step::plain(format!("ALTER VIEW {view} OWNER TO {owner}")));
         steps.push(seal_step(
@@ -472,7 +490,13 @@ impl ViewPlan<'_> {
             }
         }
         if writes.delete {
-            steps.push(Step::plain(format!("GRANT DELETE ON {table} TO {owner}")));
+            // To the writer role, not the owner role, when the triggers delete: see [`writer_role`].
+            let deleter = if triggers {
+                quote_ident(&writer_role(self.login))
+            } else {
+                owner.clone()
+            };
+            steps.push(Step::plain(format!("GRANT DELETE ON {table} TO {deleter}")));
             steps.push(Step::plain(format!("GRANT DELETE ON {view} TO {who}")));
         }
         if writes.insert {
@@ -514,7 +538,7 @@ impl ViewPlan<'_> {
         ))
     }
 
-    /// The INSTEAD OF trigger and its function (SECURITY DEFINER, owned by the owner role, so the base
+    /// The INSTEAD OF trigger and its function (SECURITY DEFINER, owned by the writer role, so the base
     /// table's row-level security and column privileges apply to what it does).
     fn trigger_steps(&self) -> Vec<Step> {
         let writes = self.access.writes;
@@ -704,7 +728,7 @@ impl ViewPlan<'_> {
             create,
             Step::plain(format!(
                 "ALTER FUNCTION {function}() OWNER TO {}",
-                quote_ident(&owner_role(self.login))
+                quote_ident(&writer_role(self.login))
             )),
             Step::plain(format!("REVOKE ALL ON FUNCTION {function}() FROM PUBLIC")),
             Step::plain(format!(

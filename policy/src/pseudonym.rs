@@ -7,7 +7,7 @@
 //! dump`, which pseudonymises while streaming. Not for: where keys come from or how they are stored
 //! (`policy apply` does that).
 
-use crate::access::{Action, TableName};
+use crate::access::{Action, TableName, ViewAccess};
 use crate::model::PRIVATE_SCHEMA;
 use sha2::{Digest, Sha256};
 
@@ -30,6 +30,23 @@ pub fn scope(action: &Action, table: &TableName, column: &str) -> Option<String>
     }
 }
 
+/// The `ORDER BY` of a role's view that shows a keyed column (`pseudonym`, `pseudonym.table`, `hash`):
+/// those columns, in view order. Without it the rows come in the table's physical order, which for
+/// rows never updated is the order of their clear serial ids, so the k-th pseudonym of an unordered
+/// read (or of `row_number() OVER ()`, a cursor, `LIMIT`/`OFFSET` paging, `string_agg` without its own
+/// order) would be clear id k. Sorted by the pseudonyms the rows come in an order the role can compute
+/// itself from what it sees: it tells nothing more. The cost: such a view is no longer flattened into
+/// the caller's query, and every read computes the pseudonyms and sorts (policy/README.md has figures).
+pub fn keyed_order(access: &ViewAccess) -> Option<String> {
+    let keyed: Vec<String> = access
+        .columns
+        .iter()
+        .filter(|c| key_name(&c.action).is_some())
+        .map(|c| crate::step::quote_ident(&c.name))
+        .collect();
+    (!keyed.is_empty()).then(|| format!(" ORDER BY {}", keyed.join(", ")))
+}
+
 /// The SQL that reads key `name` (only the owner of the key table can run it).
 pub fn key_read(name: &str) -> String {
     format!("(SELECT key FROM {PRIVATE_SCHEMA}.keys WHERE name = '{name}')")
@@ -38,15 +55,18 @@ pub fn key_read(name: &str) -> String {
 /// The SQL expression of the pseudonym of `text` (an SQL expression of type text) under key `key`
 /// and `scope`.
 pub fn sql_expression(key: &str, scope: &str, text: &str) -> String {
+    format!("encode({}, 'hex')", digest_expression(key, scope, text))
+}
+
+/// The SQL expression of the digest (bytea) whose hex is [`sql_expression`]: sorted as bytes it is in
+/// the pseudonyms' order (`maschera dump` sorts by it and computes the hex itself).
+pub fn digest_expression(key: &str, scope: &str, text: &str) -> String {
     let input = if scope.is_empty() {
         text.to_string()
     } else {
         format!("{} || {text}", crate::step::quote_literal(scope))
     };
-    format!(
-        "encode(sha256({} || convert_to({input}, 'UTF8')), 'hex')",
-        key_read(key)
-    )
+    format!("sha256({} || convert_to({input}, 'UTF8'))", key_read(key))
 }
 
 /// A key ready to pseudonymise values, as [`sql_expression`] does in PostgreSQL.

@@ -28,13 +28,21 @@ pub async fn connect(url: &str) -> Result<Client> {
 pub async fn connect_target(
     upstream: &UpstreamTarget,
 ) -> Result<(Client, tokio::task::JoinHandle<()>)> {
-    let config = upstream.config();
-    let own = config.login()?;
+    let own = upstream.config().login()?;
+    connect_as(upstream, &own.user, own.password.as_deref()).await
+}
+
+/// [`connect_target`] as another login (a restricted role's, to check that it still logs in).
+pub async fn connect_as(
+    upstream: &UpstreamTarget,
+    user: &str,
+    password: Option<&str>,
+) -> Result<(Client, tokio::task::JoinHandle<()>)> {
     let mut pg = tokio_postgres::Config::new();
-    pg.dbname(&config.database)
-        .user(&own.user)
+    pg.dbname(&upstream.config().database)
+        .user(user)
         .application_name("maschera");
-    if let Some(password) = &own.password {
+    if let Some(password) = password {
         pg.password(password);
     }
     login(upstream, pg, "").await

@@ -8,6 +8,7 @@ pub(crate) mod apply_privileges;
 pub mod catalog;
 pub(crate) mod compiled_objects;
 pub mod credentials;
+pub(crate) mod login_check;
 pub mod policy_apply;
 pub(crate) mod policy_file;
 pub(crate) mod pool_guard;

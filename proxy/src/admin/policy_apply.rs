@@ -372,9 +372,8 @@ pub async fn apply_policy_for(
         Err(diagnostics) => return Ok(ApplyOutcome::Invalid(diagnostics.0)),
     };
     let mut credentials = Credentials::load(&request.credentials)?;
-    let mut options = ApplyOptions {
+    let options = ApplyOptions {
         pseudonym_key_configured: request.pseudonym_key.is_some(),
-        ..Default::default()
     };
     credentials
         .logins
@@ -388,10 +387,7 @@ pub async fn apply_policy_for(
             .cloned();
         let password = match kept {
             Some(existing) => existing.password,
-            None => {
-                options.set_password.insert(login.clone());
-                generate_password()
-            }
+            None => generate_password(),
         };
         passwords.insert(login.clone(), password.clone());
         credentials.logins.insert(

@@ -2,6 +2,7 @@
 //! logins and grants, and show what a statement becomes for a role. Not for: the policy's meaning (the
 //! policy crate) or database I/O details (see `policy_apply`).
 
+use crate::admin::login_check;
 use crate::admin::policy_apply::{self, ApplyOutcome, ApplyRequest};
 use crate::admin::policy_file::{load_policy, report};
 use crate::cli::runtime::{Flavor, block_on};
@@ -149,6 +150,24 @@ async fn check(file: &Path, upstream: Option<&str>, login_prefix: &str) -> Resul
                 eprintln!(
                     "note: policy role {role} is not applied to this database yet: run `maschera policy apply`"
                 );
+            }
+        }
+        for role in policy.restricted_roles() {
+            let login = live.login(role);
+            let rows = client
+                .query(
+                    "SELECT s.setdatabase <> 0, s.setconfig FROM pg_catalog.pg_db_role_setting s \
+                     JOIN pg_catalog.pg_roles r ON r.oid = s.setrole WHERE r.rolname = $1",
+                    &[&login],
+                )
+                .await?;
+            let (unexpected, missing) = login_check::settings_findings(&role.name, &login, &rows);
+            if let Some(message) = unexpected {
+                failed = true;
+                eprintln!("error: {message}");
+            }
+            if let Some(message) = missing {
+                eprintln!("warning: {message}");
             }
         }
         if failed {

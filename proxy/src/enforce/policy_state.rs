@@ -330,6 +330,15 @@ async fn load_state(
         );
     }
     state.incomplete = incomplete;
+    // A login may have changed its own password or settings straight on PostgreSQL.
+    let roles = state.policy.restricted_roles().map(|r| r.name.as_str());
+    use crate::admin::login_check::{Finding, problems};
+    for finding in problems(upstream, &state.credentials, roles).await {
+        match finding {
+            Finding::Error(problem) => tracing::error!("{problem}"),
+            Finding::Warning(problem) => warn!("{problem}"),
+        }
+    }
     Ok(state)
 }
 

@@ -42,6 +42,33 @@ pub enum UpstreamError {
     Timeout,
 }
 
+impl UpstreamError {
+    /// What a client is told (SQLSTATE, message) when the proxy could not log in upstream as `login`
+    /// for it: PostgreSQL's own answer for a database that does not exist (its name is the client's);
+    /// for a refused password (a role's login may change its own, straight on PostgreSQL) the login
+    /// and the repair, since every user of the role is locked out until an operator runs it; else a
+    /// plain "could not connect" (the log has the cause).
+    pub fn for_client(&self, login: &str) -> (&'static str, String) {
+        match self {
+            UpstreamError::Refused { code, message } if code == "3D000" => {
+                ("3D000", message.clone())
+            }
+            UpstreamError::Refused { code, .. } if code == "28P01" => (
+                "08004",
+                format!(
+                    "PostgreSQL refused the password the proxy holds for login \"{login}\": it may have \
+                     been changed straight on PostgreSQL (ALTER ROLE ... PASSWORD); an operator repairs \
+                     it with `maschera policy apply`, which sets it again from the credentials file"
+                ),
+            ),
+            _ => (
+                "08006",
+                "could not connect to the database server behind the proxy".to_string(),
+            ),
+        }
+    }
+}
+
 impl From<FrameError> for UpstreamError {
     fn from(err: FrameError) -> Self {
         match err {

@@ -17,7 +17,7 @@ use futures_util::StreamExt;
 use policy::access::{Action, TableAccess};
 use policy::apply_sql::{quote_ident, role_filter, search_path_step, table_schemas, view_select};
 use policy::model::{Policy, Role, is_identifier};
-use policy::pseudonym::{Keyed, key_name, scope};
+use policy::pseudonym::{Keyed, digest_expression, key_name, keyed_order, scope};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
@@ -262,11 +262,15 @@ impl PseudonymisedTables {
             let mut stored = view.clone();
             let mut pseudonymise = Vec::new();
             let mut output = Vec::new();
+            // The view's order (its pseudonyms'), never the table's: that follows the clear ids.
+            let mut order = Vec::new();
             for column in &mut stored.columns {
                 match &column.action {
                     Action::Drop => continue,
                     action if keyed(action) => {
                         let scope = scope(action, name, &column.name).unwrap_or_default();
+                        let text = format!("{}::text", quote_ident(&column.name));
+                        order.push(digest_expression("pseudonym", &scope, &text));
                         column.action = Action::Show;
                         pseudonymise.push(Some(scope.into_bytes()));
                     }
@@ -274,7 +278,16 @@ impl PseudonymisedTables {
                 }
                 output.push(column.name.clone());
             }
-            let select = view_select(name, &stored, filter, &catalog);
+            let mut select = view_select(name, &stored, filter, &catalog);
+            if !order.is_empty() {
+                // After the order of the keyed columns PostgreSQL still computes (`hash`), if any.
+                let then = if keyed_order(&stored).is_some() {
+                    ", "
+                } else {
+                    " ORDER BY "
+                };
+                select.push_str(&format!("{then}{}", order.join(", ")));
+            }
             tables.insert(view.view.clone(), (select, output, pseudonymise));
         }
         if tables.is_empty() {

@@ -249,7 +249,7 @@ impl Pools {
                 Ok(Err(err)) => err,
                 Err(_) => UpstreamError::Timeout,
             };
-            warn!(error = %err, "opening a pooled upstream connection failed");
+            warn!(error = %err, login = %key.login.user, "opening a pooled upstream connection failed");
             let passing = matches!(&err, UpstreamError::Io(_) | UpstreamError::Timeout)
                 || matches!(&err, UpstreamError::Refused { code, .. }
                 if matches!(code.as_str(), "57P03" | "53300" | "57P01"));
@@ -258,15 +258,8 @@ impl Pools {
                 pause = (pause * 2).min(Duration::from_secs(1));
                 continue;
             }
-            return Err(match err {
-                UpstreamError::Refused { code, message } if code == "3D000" => {
-                    ClientError::new("3D000", message)
-                }
-                _ => ClientError::new(
-                    "08006",
-                    "could not connect to the database server behind the proxy",
-                ),
-            });
+            let (code, message) = err.for_client(&key.login.user);
+            return Err(ClientError::new(code, message));
         }
     }
 

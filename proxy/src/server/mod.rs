@@ -16,7 +16,7 @@ use crate::net::client_auth;
 use crate::net::lockout::{Lockout, LockoutSettings};
 use crate::net::startup::{self, ClientTlsSetup, Opening, Startup};
 use crate::net::tls;
-use crate::net::upstream::{Login, UpstreamError, UpstreamTarget};
+use crate::net::upstream::{Login, UpstreamTarget};
 use crate::session::{self, RelaySettings, SessionEnd};
 use crate::users::{User, UserStore};
 use crate::wire::frame;
@@ -443,15 +443,12 @@ async fn serve(
         .await;
     let upstream = match connected {
         Ok(upstream) => upstream,
-        Err(UpstreamError::Refused { code, message }) if code == "3D000" => {
-            // PostgreSQL's own answer for a database that does not exist (its name is the client's).
-            frame::send_fatal(&mut client.stream, "3D000", &message).await;
-            return Ok(());
-        }
         Err(err) => {
-            warn!(error = %err, "upstream login failed");
-            let message = "could not connect to the database server behind the proxy";
-            frame::send_fatal(&mut client.stream, "08006", message).await;
+            let (code, message) = err.for_client(&setup.login.user);
+            if code != "3D000" {
+                warn!(error = %err, login = %setup.login.user, "upstream login failed");
+            }
+            frame::send_fatal(&mut client.stream, code, &message).await;
             return Ok(());
         }
     };

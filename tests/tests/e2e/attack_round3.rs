@@ -29,7 +29,7 @@ const ROLES: &[&str] = &["sales", "marketing", "support", "analyst"];
 
 /// Where an attack is sent from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Path {
+pub(crate) enum Path {
     /// Through the proxy, simple protocol.
     Simple,
     /// Through the proxy, extended protocol (Parse/Bind/Execute).
@@ -38,9 +38,9 @@ enum Path {
     Straight,
 }
 
-const EVERY_PATH: &[Path] = &[Path::Simple, Path::Extended, Path::Straight];
-const THROUGH_PROXY: &[Path] = &[Path::Simple, Path::Extended];
-const STRAIGHT: &[Path] = &[Path::Straight];
+pub(crate) const EVERY_PATH: &[Path] = &[Path::Simple, Path::Extended, Path::Straight];
+pub(crate) const THROUGH_PROXY: &[Path] = &[Path::Simple, Path::Extended];
+pub(crate) const STRAIGHT: &[Path] = &[Path::Straight];
 
 fn user_of(role: &str) -> &'static str {
     USERS
@@ -90,25 +90,25 @@ async fn owner_values(crm: &CrmProxy, sql: &str) -> Vec<String> {
 }
 
 /// The reference CRM (300 generated contacts) behind the proxy, with the values each role must not see.
-struct Round {
-    crm: CrmProxy,
+pub(crate) struct Round {
+    pub(crate) crm: CrmProxy,
     hidden: BTreeMap<&'static str, Vec<String>>,
 }
 
 impl Round {
-    async fn start() -> Round {
+    pub(crate) async fn start() -> Round {
         Self::start_from(Fixture::crm(300)).await
     }
 
     /// [`Round::start`] with fresh statistics (`ANALYZE`), so that `pg_stats` holds values.
-    async fn analyzed() -> Round {
+    pub(crate) async fn analyzed() -> Round {
         let round = Self::start().await;
         let owner = round.crm.owner().await;
         owner.batch_execute("ANALYZE").await.expect("ANALYZE");
         round
     }
 
-    async fn start_from(fixture: Fixture) -> Round {
+    pub(crate) async fn start_from(fixture: Fixture) -> Round {
         let crm = fixture
             .users(USERS.iter().copied())
             .start()
@@ -122,14 +122,14 @@ impl Round {
     }
 
     /// The connection URI of `role`'s own login, straight to PostgreSQL.
-    fn login_uri(&self, role: &str) -> String {
+    pub(crate) fn login_uri(&self, role: &str) -> String {
         let credentials = Credentials::load(&self.crm.applied.credentials).expect("credentials");
         let login = credentials.login(role).expect("the role's login");
         self.crm.pg.uri_as(&login.user, &login.password, CRM_DB)
     }
 
     /// A fresh session of `role` on `path`.
-    async fn session(&self, role: &str, path: Path) -> Session {
+    pub(crate) async fn session(&self, role: &str, path: Path) -> Session {
         match path {
             Path::Straight => {
                 let session = Session::connect(&self.login_uri(role)).await;
@@ -151,7 +151,13 @@ impl Round {
 
     /// Runs `sql` as `role` in `session` (opened on `path`) and asserts that nothing it showed (rows,
     /// error fields, notices so far) holds a value hidden from the role.
-    async fn attack_in(&self, session: &Session, role: &str, path: Path, sql: &str) -> Outcome {
+    pub(crate) async fn attack_in(
+        &self,
+        session: &Session,
+        role: &str,
+        path: Path,
+        sql: &str,
+    ) -> Outcome {
         let outcome = session.run(path == Path::Extended, sql).await;
         let context = format!("{role} {path:?} `{sql}`");
         let hidden = &self.hidden[role];
@@ -161,7 +167,12 @@ impl Round {
     }
 
     /// [`Round::attack_in`] in a fresh session, on each of `paths`.
-    async fn attack(&self, role: &str, paths: &[Path], sql: &str) -> Vec<(Path, Outcome)> {
+    pub(crate) async fn attack(
+        &self,
+        role: &str,
+        paths: &[Path],
+        sql: &str,
+    ) -> Vec<(Path, Outcome)> {
         let mut out = Vec::new();
         for &path in paths {
             let session = self.session(role, path).await;
@@ -171,7 +182,7 @@ impl Round {
     }
 
     /// Asserts that `sql` is refused on each of `paths` with one of `codes`.
-    async fn refused(&self, role: &str, paths: &[Path], sql: &str, codes: &[&str]) {
+    pub(crate) async fn refused(&self, role: &str, paths: &[Path], sql: &str, codes: &[&str]) {
         for (path, outcome) in self.attack(role, paths, sql).await {
             let code = outcome.error.as_ref().map(|e| e.0.as_str());
             assert!(
@@ -182,7 +193,12 @@ impl Round {
     }
 
     /// Asserts that `sql` succeeds on each of `paths` and returns the rows of each.
-    async fn rows(&self, role: &str, paths: &[Path], sql: &str) -> Vec<Vec<Vec<String>>> {
+    pub(crate) async fn rows(
+        &self,
+        role: &str,
+        paths: &[Path],
+        sql: &str,
+    ) -> Vec<Vec<Vec<String>>> {
         let mut out = Vec::new();
         for (path, outcome) in self.attack(role, paths, sql).await {
             assert!(
@@ -195,14 +211,14 @@ impl Round {
     }
 
     /// Asserts that `sql` succeeds on each of `paths` with exactly `expected` as its first column.
-    async fn column(&self, role: &str, paths: &[Path], sql: &str, expected: &[String]) {
+    pub(crate) async fn column(&self, role: &str, paths: &[Path], sql: &str, expected: &[String]) {
         for (path, rows) in paths.iter().zip(self.rows(role, paths, sql).await) {
             let got: Vec<String> = rows.iter().map(|r| r[0].clone()).collect();
             assert_eq!(got, expected, "{role} {path:?} `{sql}`");
         }
     }
 
-    async fn owner_value(&self, sql: &str) -> String {
+    pub(crate) async fn owner_value(&self, sql: &str) -> String {
         owner_values(&self.crm, sql)
             .await
             .into_iter()
@@ -210,7 +226,7 @@ impl Round {
             .unwrap_or_else(|| panic!("{sql}: no value"))
     }
 
-    async fn owner_values(&self, sql: &str) -> Vec<String> {
+    pub(crate) async fn owner_values(&self, sql: &str) -> Vec<String> {
         owner_values(&self.crm, sql).await
     }
 
@@ -236,7 +252,7 @@ impl Round {
     }
 
     /// The ids of the first contact of `region`, of a deal and of an interaction of it.
-    async fn contact_of(&self, region: &str) -> Contact {
+    pub(crate) async fn contact_of(&self, region: &str) -> Contact {
         let id = self
             .owner_value(&format!(
                 "SELECT c.id FROM contacts c WHERE region = '{region}' \
@@ -265,11 +281,11 @@ impl Round {
 }
 
 /// A contact and ids of its rows, as the owner reads them.
-struct Contact {
-    id: String,
-    deal: String,
-    note: String,
-    email: String,
+pub(crate) struct Contact {
+    pub(crate) id: String,
+    pub(crate) deal: String,
+    pub(crate) note: String,
+    pub(crate) email: String,
 }
 
 fn code(outcome: &Outcome) -> &str {
@@ -1702,33 +1718,10 @@ async fn a_backslash_literal_smuggles_nothing_when_upstream_reads_backslashes_as
 }
 
 #[tokio::test]
-#[ignore = "leak (both paths): rows read without ORDER BY come in the table's physical order, which \
-            for rows never updated is the order of their clear serial ids: the analyst's k-th \
-            unordered contact (deal, ticket, ...) has clear id k, which undoes the pseudonyms as the \
-            child tables' clear ids did"]
-async fn the_analysts_unordered_read_does_not_follow_the_clear_ids() {
-    let round = Round::start().await;
-    let by_id = round
-        .owner_values("SELECT created_at::text FROM contacts ORDER BY id")
-        .await;
-    for path in [Path::Simple, Path::Straight] {
-        let rows = round
-            .rows("analyst", &[path], "SELECT created_at::text FROM contacts")
-            .await;
-        let read: Vec<String> = rows[0].iter().map(|r| r[0].clone()).collect();
-        assert_ne!(
-            read, by_id,
-            "{path:?}: the unordered read lists the contacts in the order of their clear ids"
-        );
-    }
-}
-
-#[tokio::test]
-#[ignore = "integrity (database lock alone): a role's login used straight may ALTER ROLE itself: \
-            PASSWORD (the proxy then cannot log in as the role, every user of the role is locked \
-            out) and SET of session defaults the proxy does not pin (statement_timeout, \
-            default_transaction_read_only, ...) that the proxy's sessions of the role then run with \
-            until the next policy apply"]
+#[ignore = "integrity (database lock alone): a role's login used straight may ALTER ROLE itself \
+            (PASSWORD, SET of session defaults); PostgreSQL 15 has no grant that forbids it. Since \
+            round 4 it is detected and repaired, not prevented: see attack_round4::\
+            a_login_that_alters_itself_is_reported_and_policy_apply_repairs_it"]
 async fn a_login_used_straight_cannot_alter_its_own_role() {
     let round = Round::start().await;
     let login = round.session("sales", Path::Straight).await;
@@ -1794,33 +1787,4 @@ async fn policy_apply_resets_the_session_defaults_a_login_set_on_itself() {
         .owner_value("SELECT count(*) FROM contacts WHERE region = 'north'")
         .await;
     assert_eq!(region_and_count(&sam).await, ["north".to_owned(), north]);
-}
-
-#[tokio::test]
-#[ignore = "availability (database lock alone): LOCK TABLE on a view locks its base table with the view \
-            owner's privileges, so a login that may write a view (sales on contacts) takes an ACCESS \
-            EXCLUSIVE lock on public.contacts and stops every session of every role; the proxy refuses \
-            LOCK TABLE"]
-async fn a_login_used_straight_cannot_lock_the_base_tables() {
-    let round = Round::start().await;
-    round
-        .refused(
-            "sales",
-            THROUGH_PROXY,
-            "LOCK TABLE contacts IN ACCESS EXCLUSIVE MODE",
-            &["42501"],
-        )
-        .await;
-    let login = round.session("sales", Path::Straight).await;
-    let locked = login
-        .simple(
-            "BEGIN; LOCK TABLE contacts IN ACCESS EXCLUSIVE MODE; \
-             SELECT relation::regclass::text FROM pg_locks WHERE pid = pg_backend_pid() \
-             AND locktype = 'relation' AND mode = 'AccessExclusiveLock'",
-        )
-        .await;
-    assert!(
-        !outcome_text(&locked).contains("public.contacts"),
-        "the login locked the base table: {locked:?}"
-    );
 }

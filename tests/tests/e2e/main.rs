@@ -10,6 +10,7 @@
 mod apply_locks;
 mod applyowner;
 mod attack_round3;
+mod attack_round4;
 mod attribute_seal;
 mod audit;
 mod catalog;
