@@ -102,6 +102,8 @@ pub fn login_managed_here(comment: &str, database: &str) -> bool {
 pub struct ApplyOptions {
     /// The pseudonym key comes from the configuration: replace the stored one (else keep it, or create one).
     pub pseudonym_key_configured: bool,
+    /// `--rotate`: a new key for the attributes' seals (else the stored one is kept, or made).
+    pub rotate_attribute_key: bool,
 }
 
 fn qualified(name: &TableName) -> String {
@@ -510,12 +512,13 @@ fn private_key_steps(options: &ApplyOptions, live: &LiveState) -> Vec<Step> {
         ),
         insert("hash", keep, Secret::HashSalt),
     ]);
-    // The seals' key rotates with every apply; the one before stays valid for the sessions opened
-    // before it.
-    let [previous, current] = crate::attribute_seal::rotation_steps();
-    steps.push(Step::plain(previous));
+    // The seals' key: made once, rotated with `--rotate` (the one before stays valid for the
+    // sessions opened before it).
+    let mut key_steps = crate::attribute_seal::key_steps(options.rotate_attribute_key);
+    let with_key = key_steps.pop().expect("the step that stores the key");
+    steps.extend(key_steps.into_iter().map(Step::plain));
     steps.push(Step {
-        sql: current,
+        sql: with_key,
         secret: Some(Secret::AttributeKey),
     });
     steps
@@ -888,6 +891,7 @@ mod tests {
         );
         let options = ApplyOptions {
             pseudonym_key_configured: true,
+            rotate_attribute_key: false,
         };
         let steps = plan(&live, &options).unwrap();
         assert!(steps.iter().any(|s| {

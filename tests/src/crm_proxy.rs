@@ -126,11 +126,23 @@ pub fn apply_policy(
     applied: &AppliedPolicy,
     pseudonym_key: &str,
 ) -> Result<()> {
+    apply_policy_with(pg, db, applied, pseudonym_key, &[])
+}
+
+/// [`apply_policy`] with more arguments (`--rotate`).
+pub fn apply_policy_with(
+    pg: &PgServer,
+    db: &str,
+    applied: &AppliedPolicy,
+    pseudonym_key: &str,
+    extra: &[&str],
+) -> Result<()> {
     let out = Command::new(maschera_bin())
         .args(["policy", "apply"])
         .arg(&applied.policy)
         .args(["--upstream", &pg.uri(db), "--credentials"])
         .arg(&applied.credentials)
+        .args(extra)
         .env("MASCHERA_PSEUDONYM_KEY", pseudonym_key)
         .output()
         .context("run maschera policy apply")?;

@@ -374,6 +374,7 @@ pub async fn apply_policy_for(
     let mut credentials = Credentials::load(&request.credentials)?;
     let options = ApplyOptions {
         pseudonym_key_configured: request.pseudonym_key.is_some(),
+        rotate_attribute_key: request.rotate,
     };
     credentials
         .logins
@@ -446,7 +447,7 @@ fn random_key() -> Vec<u8> {
 struct Secrets {
     pseudonym_key: Vec<u8>,
     hash_salt: Vec<u8>,
-    /// A new key of the attributes' seals (it rotates with every apply).
+    /// A new key of the attributes' seals (stored when there is none, or with `--rotate`).
     attribute_key: Vec<u8>,
     /// Passwords by login name.
     passwords: BTreeMap<String, String>,
@@ -528,7 +529,8 @@ async fn run_steps_once(
                         "no password prepared for login {login}"
                     )));
                 };
-                let verifier = postgres_protocol::password::scram_sha_256(password.as_bytes());
+                let verifier =
+                    crate::net::scram::Verifier::stable_from_password(password, login).to_text();
                 tx.batch_execute(&step.sql.replace(PASSWORD_MARKER, &quote_literal(&verifier)))
                     .await
             }

@@ -74,6 +74,19 @@ impl Verifier {
         Verifier::from_password_and_salt(password, salt, iterations)
     }
 
+    /// Derives the same verifier from the same password and `context` every time (PostgreSQL's
+    /// 4096 iterations): the salt is itself salted and iterated from both, so it tells no more about
+    /// the password than the verifier does. For `policy apply`, which sets each login's password
+    /// on every run without changing the catalog when the password is the same.
+    pub fn stable_from_password(password: &str, context: &str) -> Verifier {
+        const ITERATIONS: u32 = 4096;
+        let normalized = normalize(password);
+        let salt_salt = [b"maschera stable salt:".as_slice(), context.as_bytes()].concat();
+        let salt =
+            salted_password(normalized.as_bytes(), &salt_salt, ITERATIONS)[..SALT_LEN].to_vec();
+        Verifier::from_password_and_salt(password, salt, ITERATIONS)
+    }
+
     fn from_password_and_salt(password: &str, salt: Vec<u8>, iterations: u32) -> Verifier {
         let iterations = iterations.max(1);
         let normalized = normalize(password);
@@ -357,6 +370,29 @@ fn client_nonce(bare: &str) -> Result<&str, ScramError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_stable_verifier_is_the_same_for_the_same_password_and_context_only() {
+        let first = Verifier::stable_from_password("s3cret-password", "maschera_sales");
+        assert_eq!(
+            first,
+            Verifier::stable_from_password("s3cret-password", "maschera_sales")
+        );
+        assert_eq!(first.iterations, 4096);
+        assert_eq!(first.salt.len(), SALT_LEN);
+        // It is a verifier of that password: the same keys from its salt.
+        assert_eq!(
+            first,
+            Verifier::from_password_and_salt("s3cret-password", first.salt.clone(), 4096)
+        );
+        assert_ne!(
+            first,
+            Verifier::stable_from_password("s3cret-password", "maschera_support")
+        );
+        let other = Verifier::stable_from_password("another-password", "maschera_sales");
+        assert_ne!(first.salt, other.salt);
+        assert_ne!(first.stored_key, other.stored_key);
+    }
+
     use super::*;
     use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 

@@ -6,7 +6,9 @@
 //! Not for: the proxy's refusal of `SET maschera.*` (see `enforce`, `attack_round3`).
 
 use maschera::admin::credentials::Credentials;
-use maschera_tests::crm_proxy::{CRM_DB, CRM_PSEUDONYM_KEY, CrmUser, apply_policy};
+use maschera_tests::crm_proxy::{
+    CRM_DB, CRM_PSEUDONYM_KEY, CrmUser, apply_policy, apply_policy_with,
+};
 use maschera_tests::seal::{key, region_options, sealed};
 use maschera_tests::{CrmProxy, Fixture};
 use tokio_postgres::{Client, SimpleQueryMessage};
@@ -238,7 +240,8 @@ async fn a_login_used_straight_sees_only_the_attributes_the_proxy_sealed() {
 }
 
 #[tokio::test]
-async fn the_seal_key_rotates_with_policy_apply_and_open_sessions_keep_one_apply() {
+async fn the_seal_key_stays_with_a_plain_apply_and_rotates_with_rotate_keeping_open_sessions_one_rotation()
+ {
     let crm = start().await;
     let north = owner_count(&crm, "north");
     let before = key(&crm.pg, CRM_DB);
@@ -250,10 +253,26 @@ async fn the_seal_key_rotates_with_policy_apply_and_open_sessions_keep_one_apply
     .await;
     assert_eq!(seen(&open).await, north);
 
+    // A plain apply (a migration's re-apply, say) changes no seal: a running proxy goes on
+    // sealing with the key it read at start.
     apply_policy(&crm.pg, CRM_DB, &crm.applied, CRM_PSEUDONYM_KEY).expect("apply again");
-    assert_ne!(key(&crm.pg, CRM_DB), before, "the key rotates");
-    // Sealed with the key before: still valid until the next apply.
-    assert_eq!(seen(&open).await, north, "one apply later");
+    assert_eq!(key(&crm.pg, CRM_DB), before, "a plain apply keeps the key");
+    assert_eq!(seen(&open).await, north, "after a plain apply");
+
+    let rotate = |what: &str| {
+        apply_policy_with(
+            &crm.pg,
+            CRM_DB,
+            &crm.applied,
+            CRM_PSEUDONYM_KEY,
+            &["--rotate"],
+        )
+        .expect(what)
+    };
+    rotate("apply --rotate");
+    assert_ne!(key(&crm.pg, CRM_DB), before, "--rotate makes a new key");
+    // Sealed with the key before: still valid until the next rotation.
+    assert_eq!(seen(&open).await, north, "one rotation later");
     let fresh = straight(
         &crm,
         "sales",
@@ -262,9 +281,9 @@ async fn the_seal_key_rotates_with_policy_apply_and_open_sessions_keep_one_apply
     .await;
     assert_eq!(seen(&fresh).await, north, "sealed with the new key");
 
-    apply_policy(&crm.pg, CRM_DB, &crm.applied, CRM_PSEUDONYM_KEY).expect("apply a third time");
-    assert_eq!(seen(&open).await, "0/0", "two applies later");
-    assert_eq!(seen(&fresh).await, north, "one apply later");
+    rotate("apply --rotate a second time");
+    assert_eq!(seen(&open).await, "0/0", "two rotations later");
+    assert_eq!(seen(&fresh).await, north, "one rotation later");
 }
 
 #[tokio::test]

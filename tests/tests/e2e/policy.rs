@@ -857,9 +857,8 @@ async fn reapply_changes_nothing_and_a_removed_role_loses_its_login() {
             "SELECT concat_ws(' ', grantee, table_schema, table_name, column_name, privilege_type) \
              FROM information_schema.column_privileges WHERE grantee LIKE 'maschera%' ORDER BY 1",
             "SELECT nspname || ' ' || coalesce(nspacl::text, '') FROM pg_namespace WHERE nspname LIKE 'maschera%' ORDER BY 1",
-            // The attributes' seal key rotates with every apply (`attribute_seal`); the others stay.
-            "SELECT name || ' ' || encode(key, 'hex') FROM maschera_private.keys \
-             WHERE name NOT LIKE 'attributes%' ORDER BY 1",
+            // Every key stays (the attributes' seal key too: it rotates with --rotate only).
+            "SELECT name || ' ' || encode(key, 'hex') FROM maschera_private.keys ORDER BY 1",
         ] {
             all.extend(text(&admin, sql).await.into_iter().flatten());
         }
@@ -927,10 +926,13 @@ async fn reapply_changes_nothing_and_a_removed_role_loses_its_login() {
         [
             "maschera_analyst",
             "maschera_analyst_owner",
+            "maschera_analyst_writer",
             "maschera_sales",
             "maschera_sales_owner",
+            "maschera_sales_writer",
             "maschera_support",
-            "maschera_support_owner"
+            "maschera_support_owner",
+            "maschera_support_writer",
         ]
     );
     let schemas = text(
