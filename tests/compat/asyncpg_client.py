@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy import orm
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
-from outcome import one_line
+from outcome import run_async
 
 URI, USER = sys.argv[1], sys.argv[2]
 # Ids of the rows this script writes: far above the generated ones, different per user.
@@ -25,25 +25,8 @@ BASE_ID = {"dora": 910_000, "sam": 920_000, "tom": 930_000, "ana": 940_000}.get(
 
 
 async def run(op, fn):
-    """Awaits fn(); prints its outcome like outcome.run (asyncpg's errors carry `sqlstate`)."""
-    try:
-        detail = await fn()
-    except (asyncpg.PostgresError, sa.exc.DBAPIError) as exc:
-        state = getattr(exc, "sqlstate", None)
-        orig = getattr(exc, "orig", None)
-        while state is None and orig is not None:
-            state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
-            orig = getattr(orig, "__cause__", None)
-        print(f"{op}\trefused\t{state} {one_line(exc)}", flush=True)
-        return False
-    except Exception as exc:  # a crash of the client: what this suite must never see
-        print(f"{op}\tbroken\t{type(exc).__name__}: {one_line(exc)}", flush=True)
-        import traceback
-
-        traceback.print_exc(file=sys.stderr)
-        return False
-    print(f"{op}\tpass\t{one_line(detail if detail is not None else '')}", flush=True)
-    return True
+    """Awaits fn(); prints its outcome (asyncpg's errors carry `sqlstate`)."""
+    return await run_async(op, fn, (asyncpg.PostgresError, sa.exc.DBAPIError))
 
 
 def as_int(value, fallback=1):

@@ -34,13 +34,31 @@ def run(op, fn, db_errors=()):
     """Runs fn(); prints its outcome. db_errors: exception classes that are database errors."""
     try:
         detail = fn()
-    except db_errors as exc:
-        state = sqlstate_of(exc)
-        print(f"{op}\trefused\t{state} {one_line(exc)}", flush=True)
-        return False
-    except Exception as exc:  # a crash of the client: what this suite must never see
+    except Exception as exc:
+        return report_error(op, exc, db_errors)
+    return report_pass(op, detail)
+
+
+async def run_async(op, fn, db_errors=()):
+    """Awaits fn(); prints its outcome as `run` does."""
+    try:
+        detail = await fn()
+    except Exception as exc:
+        return report_error(op, exc, db_errors)
+    return report_pass(op, detail)
+
+
+def report_error(op, exc, db_errors):
+    """Prints `refused` for a database error, `broken` for anything else (a crash of the client:
+    what this suite must never see). Returns False."""
+    if isinstance(exc, db_errors):
+        print(f"{op}\trefused\t{sqlstate_of(exc)} {one_line(exc)}", flush=True)
+    else:
         print(f"{op}\tbroken\t{type(exc).__name__}: {one_line(exc)}", flush=True)
         traceback.print_exc(file=sys.stderr)
-        return False
+    return False
+
+
+def report_pass(op, detail):
     print(f"{op}\tpass\t{one_line(detail if detail is not None else '')}", flush=True)
     return True
