@@ -22,6 +22,8 @@ import statistics
 import subprocess
 import sys
 
+from view_parts import psql, region_options  # this folder is on sys.path when run as a script
+
 SALES = "maschera_sales"
 HERE = os.path.dirname(os.path.abspath(__file__))
 CRM = os.path.join(HERE, "..", "crm")
@@ -35,14 +37,6 @@ PAGE = ("SELECT id, first_name, last_name, email, phone, city, last_activity_at 
         "WHERE region = 'north' AND id >= 3000 ORDER BY id LIMIT 50")
 
 
-def psql(host, port, db, user, sql, options=""):
-    env = dict(os.environ, PGOPTIONS=options)
-    out = subprocess.run(["psql", "-h", host, "-p", str(port), "-U", user, "-d", db, "-Atq",
-                          "-v", "ON_ERROR_STOP=1"], input=sql, capture_output=True, text=True,
-                         env=env, check=True)
-    return out.stdout
-
-
 def main(argv):
     if len(argv) < 3:
         print(__doc__)
@@ -52,10 +46,7 @@ def main(argv):
     seconds = argv[4] if len(argv) > 4 else "5"
     rounds = int(argv[5]) if len(argv) > 5 else 3
     su = lambda sql: psql(host, port, db, "postgres", sql)  # noqa: E731
-    seal = su("SELECT encode(sha384(key || convert_to("
-              f"'{SALES}:maschera.region=north', 'UTF8')), 'hex') "
-              "FROM maschera_private.keys WHERE name = 'attributes'").strip()
-    options = f"-c maschera.region=north -c maschera.region.sig={seal}"
+    options = region_options(host, port, db, SALES)
     compiled = su("SELECT pg_get_viewdef('maschera_sales.contacts'::regclass)").strip().rstrip(";")
     masks = compiled.rsplit(" WHERE ", 1)[0].replace(" FROM contacts", " FROM public.contacts")
     max_id = su("SELECT max(id) FROM contacts").strip()

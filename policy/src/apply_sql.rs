@@ -514,11 +514,10 @@ fn private_key_steps(options: &ApplyOptions, live: &LiveState) -> Vec<Step> {
     ]);
     // The seals' key: made once, rotated with `--rotate` (the one before stays valid for the
     // sessions opened before it).
-    let mut key_steps = crate::attribute_seal::key_steps(options.rotate_attribute_key);
-    let with_key = key_steps.pop().expect("the step that stores the key");
-    steps.extend(key_steps.into_iter().map(Step::plain));
+    let (keep_previous, store) = crate::attribute_seal::key_steps(options.rotate_attribute_key);
+    steps.extend(keep_previous.map(Step::plain));
     steps.push(Step {
-        sql: with_key,
+        sql: store,
         secret: Some(Secret::AttributeKey),
     });
     steps

@@ -152,29 +152,28 @@ pub fn function_steps(grantees: &[String]) -> Vec<Step> {
     steps
 }
 
-/// The key steps of a `policy apply`. With `rotate` (`--rotate`) the current key becomes the
-/// previous one and `$1` (the executor's new key) the current one, so the sessions opened before
-/// the rotation keep their rows until the next one; without it `$1` is stored only where no key is
-/// yet, so a plain apply changes no seal (a running proxy that read the key at start goes on
-/// sealing with it). The last step is the one that takes `$1`.
-pub fn key_steps(rotate: bool) -> Vec<String> {
+/// The key steps of a `policy apply`: statements to run first, then the one that takes `$1` (the
+/// executor's new key). With `rotate` (`--rotate`) the current key becomes the previous one and `$1`
+/// the current one, so the sessions opened before the rotation keep their rows until the next one;
+/// without it `$1` is stored only where no key is yet, so a plain apply changes no seal (a running
+/// proxy that read the key at start goes on sealing with it).
+pub fn key_steps(rotate: bool) -> (Option<String>, String) {
     let keys = format!("{PRIVATE_SCHEMA}.keys");
-    let mut steps = Vec::new();
-    if rotate {
-        steps.push(format!(
+    let keep_previous = rotate.then(|| {
+        format!(
             "INSERT INTO {keys} (name, key) SELECT '{PREVIOUS_KEY_NAME}', key FROM {keys} \
              WHERE name = '{KEY_NAME}' ON CONFLICT (name) DO UPDATE SET key = EXCLUDED.key"
-        ));
-    }
+        )
+    });
     let conflict = if rotate {
         "DO UPDATE SET key = EXCLUDED.key"
     } else {
         "DO NOTHING"
     };
-    steps.push(format!(
+    let store = format!(
         "INSERT INTO {keys} (name, key) VALUES ('{KEY_NAME}', $1) ON CONFLICT (name) {conflict}"
-    ));
-    steps
+    );
+    (keep_previous, store)
 }
 
 #[cfg(test)]

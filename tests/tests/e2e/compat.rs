@@ -220,7 +220,8 @@ fn psql_describe_commands_show_each_user_its_own_relations_in(mode: Mode) {
     assert_mode(&env, mode, &[]);
 }
 
-fn python(script: &str, env: &CrmProxy, user: &str) -> Command {
+/// `python3 <script> <uri> <user>` in `tests/compat/`.
+pub(crate) fn python(script: &str, env: &CrmProxy, user: &str) -> Command {
     let mut command = Command::new("python3");
     command
         .current_dir(compat_dir())

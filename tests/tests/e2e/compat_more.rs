@@ -51,14 +51,7 @@ fn python(script: &'static str, module: &'static str) -> impl Fn(&CrmProxy, &str
         ok,
         "{module} is not installed: python3 -m pip install -r tests/compat/requirements-more.txt"
     );
-    move |env, user| {
-        let mut command = Command::new("python3");
-        command
-            .current_dir(compat_dir())
-            .arg(script)
-            .args([&env.uri(user), user]);
-        command
-    }
+    move |env, user| crate::compat::python(script, env, user)
 }
 
 /// A Node.js script of `tests/compat/jsmore/`, after checking that its packages are installed.
