@@ -29,19 +29,24 @@ pub async fn connect_target(
     upstream: &UpstreamTarget,
 ) -> Result<(Client, tokio::task::JoinHandle<()>)> {
     let own = upstream.config().login()?;
-    connect_as(upstream, &own.user, own.password.as_deref()).await
+    connect_as(upstream, &own.user, own.password.as_deref(), "").await
 }
 
-/// [`connect_target`] as another login (a restricted role's, to check that it still logs in).
+/// [`connect_target`] as another login (a restricted role's, to check that it still logs in), with
+/// startup `options` (`-c name=value ...`, empty for none).
 pub async fn connect_as(
     upstream: &UpstreamTarget,
     user: &str,
     password: Option<&str>,
+    options: &str,
 ) -> Result<(Client, tokio::task::JoinHandle<()>)> {
     let mut pg = tokio_postgres::Config::new();
     pg.dbname(&upstream.config().database)
         .user(user)
         .application_name("maschera");
+    if !options.is_empty() {
+        pg.options(options);
+    }
     if let Some(password) = password {
         pg.password(password);
     }

@@ -69,7 +69,10 @@ pub async fn problems<'r>(
         let Some(login) = credentials.login(role) else {
             continue;
         };
-        let client = match connect_as(upstream, &login.user, Some(&login.password)).await {
+        // The login's own role-level settings are what is checked, so they must not stop the
+        // check: a `statement_timeout` it gave itself would cancel the read below.
+        let options = "-c statement_timeout=0";
+        let client = match connect_as(upstream, &login.user, Some(&login.password), options).await {
             Ok((client, _connection)) => client,
             Err(err) => {
                 let refused = err
@@ -99,8 +102,15 @@ pub async fn problems<'r>(
                 &[],
             )
             .await;
-        let Ok(rows) = rows else {
-            continue;
+        let rows = match rows {
+            Ok(rows) => rows,
+            Err(err) => {
+                out.push(Finding::Error(format!(
+                    "cannot read the settings of login \"{}\" (policy role {role}): {err}",
+                    login.user
+                )));
+                continue;
+            }
         };
         let (unexpected, missing) = settings_findings(role, &login.user, &rows);
         out.extend(unexpected.map(Finding::Error));
