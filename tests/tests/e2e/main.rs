@@ -51,6 +51,7 @@ mod pooling_hidden_state;
 mod pooling_more;
 mod pooling_stall;
 mod pooling_state;
+mod real_app;
 mod real_crm;
 mod redact;
 mod row_oracles;
