@@ -538,6 +538,46 @@ impl ViewPlan<'_> {
         ))
     }
 
+    /// How the write triggers find the base row behind a view row (`t` the base table, `OLD` the view
+    /// row): by the primary key when the view shows every key column as stored; for a table without
+    /// a primary key (an association table whose migrations made none), by every column when the view
+    /// shows each one as stored and each has an equality operator: rows equal in every column are the
+    /// same row to any WHERE clause, which reaches all of them either way. `None`: updates and deletes
+    /// through the triggers are refused.
+    fn row_match(&self) -> Option<String> {
+        let shown = |name: &str| {
+            self.access
+                .columns
+                .iter()
+                .any(|c| c.name == name && c.action.is_show())
+        };
+        if !self.primary_key.is_empty() {
+            return self.primary_key.iter().all(|k| shown(k)).then(|| {
+                self.primary_key
+                    .iter()
+                    .map(|k| format!("t.{0} = OLD.{0}", quote_ident(k)))
+                    .collect::<Vec<_>>()
+                    .join(" AND ")
+            });
+        }
+        // Types without a default equality operator (IS NOT DISTINCT FROM would fail on them).
+        const NO_EQUALITY: &[&str] = &[
+            "json", "xml", "point", "line", "lseg", "box", "path", "polygon", "circle",
+        ];
+        let columns = self.catalog.tables.get(self.table)?;
+        let comparable = !columns.is_empty()
+            && columns
+                .iter()
+                .all(|c| shown(&c.name) && !NO_EQUALITY.contains(&c.data_type.as_str()));
+        comparable.then(|| {
+            columns
+                .iter()
+                .map(|c| format!("t.{0} IS NOT DISTINCT FROM OLD.{0}", quote_ident(&c.name)))
+                .collect::<Vec<_>>()
+                .join(" AND ")
+        })
+    }
+
     /// The INSTEAD OF trigger and its function (SECURITY DEFINER, owned by the writer role, so the base
     /// table's row-level security and column privileges apply to what it does).
     fn trigger_steps(&self) -> Vec<Step> {
@@ -583,19 +623,9 @@ impl ViewPlan<'_> {
         } else {
             String::new()
         };
-        let row_key: Vec<&String> = self.primary_key.iter().collect();
-        let key_shown = !row_key.is_empty()
-            && row_key.iter().all(|k| {
-                self.access
-                    .columns
-                    .iter()
-                    .any(|c| &c.name == *k && c.action.is_show())
-            });
-        let key_match = row_key
-            .iter()
-            .map(|k| format!("t.{0} = OLD.{0}", quote_ident(k)))
-            .collect::<Vec<_>>()
-            .join(" AND ");
+        let row_match = self.row_match();
+        let key_shown = row_match.is_some();
+        let key_match = row_match.unwrap_or_default();
         let writable: Vec<&ColumnAccess> =
             self.access.columns.iter().filter(|c| c.writable).collect();
         let not_writable: Vec<&ColumnAccess> = self.shown().filter(|c| !c.writable).collect();

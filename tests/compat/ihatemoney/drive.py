@@ -196,12 +196,12 @@ def restricted():
             bill = Bill.query.filter(Bill.what.like("Train%")).one()
             bill_id = bill.id
         ok(client.post(f"/eur-trip/edit/{bill_id}", data={
-            "date": "2026-11-20", "what": "Train tickets", "payer": ids[1], "payed_for": ids[:2],
+            "date": "2026-11-20", "what": "Train tickets", "payer": ids[1], "payed_for": ids[1:2],
             "bill_type": "Expense", "amount": 45, "original_currency": "EUR", "external_link": "",
         }), "edit bill")
         with flask_app.app_context():
             bill = db.session.get(Bill, bill_id)
-            return f"amount={bill.amount:g} payer={bill.payer.name}"
+            return f"amount={bill.amount:g} payer={bill.payer.name} owers={len(bill.owers)}"
 
     run("bill_edit", bill_edit)
 
@@ -232,7 +232,8 @@ def restricted():
     run("bill_delete", bill_delete)
 
     def member_remove():
-        # The application deletes a member without bills and deactivates one with bills.
+        # The application deletes a member without bills (Luca's bill is gone) and deactivates one
+        # with bills.
         with flask_app.app_context():
             member_id = Person.query.filter(
                 Person.name == "Luca Neri", Person.activated.is_(True)).one().id

@@ -34,6 +34,7 @@ mod faults;
 mod foreign_keys;
 mod framework;
 mod harness;
+mod keyless_tables;
 mod lifecycle;
 mod limits;
 mod login_defaults;
