@@ -5,6 +5,7 @@ through its own views, forms, ORM and migrations, only the HTTP socket is left o
 
     drive.py setup       the application's start (Alembic migrations) and two projects made through
                          its pages: `eur-trip` (EUR) and `usd-team` (USD), members and bills
+    drive.py dashboard   the application's start and the admin dashboard's list of projects
     drive.py restricted  the help desk's work through the admin dashboard: the projects list, a
                          project's bills, settings, history and statistics, a member and a bill
                          added, bills edited, a bill's deletion and a member's removal, a project
@@ -115,7 +116,9 @@ def setup():
     run("projects", projects)
 
 
-def restricted():
+def dashboard():
+    """The application's start and its admin dashboard; the Flask app and a logged-in client, or
+    None when it did not start."""
     holder = {}
 
     def start():
@@ -123,7 +126,7 @@ def restricted():
         return "started"
 
     if not run("start", start):
-        return
+        return None
     flask_app = holder["app"]
     client = flask_app.test_client()
 
@@ -135,12 +138,20 @@ def restricted():
 
     run("admin_login", admin_login)
 
-    def dashboard():
+    def projects():
         page = text(ok(client.get("/dashboard"), "dashboard"))
         shown = sorted(set(re.findall(r'href="/([a-z-]+)/"', page)))
         return "projects=" + ",".join(shown)
 
-    run("dashboard", dashboard)
+    run("dashboard", projects)
+    return flask_app, client
+
+
+def restricted():
+    started = dashboard()
+    if started is None:
+        return
+    flask_app, client = started
 
     def bills():
         page = text(ok(client.get("/eur-trip/"), "bills"))
@@ -297,7 +308,7 @@ def main():
     if command == "suite":
         suite(args)
     else:
-        {"setup": setup, "restricted": restricted}[command]()
+        {"setup": setup, "dashboard": dashboard, "restricted": restricted}[command]()
     print("done", flush=True)
 
 

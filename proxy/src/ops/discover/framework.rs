@@ -1,7 +1,7 @@
 //! Framework tables: the tables an application's framework keeps for itself (Django's `auth_*` and
 //! `django_*`, Rails' `schema_migrations`, Laravel's (and TypeORM's) `migrations` and Laravel's
 //! `password_resets`, Sequelize's `SequelizeMeta`, Hibernate's sequences, Alembic's, Flyway's and
-//! Liquibase's version tables), and the secret columns of any table (password hashes, session data and
+//! Liquibase's version tables, Knex's), and the secret columns of any table (password hashes, session data and
 //! keys, tokens). The application reads framework tables on every
 //! request, so a proposed policy must let every role read them, and write the few it writes on ordinary
 //! requests (sessions); other secrets are read by no restricted role.
@@ -32,7 +32,38 @@ const TABLES: &[(&str, &str)] = &[
     ("SequelizeMeta", "Sequelize"),
     ("SequelizeData", "Sequelize"),
     ("typeorm_metadata", "TypeORM"),
+    ("knex_migrations", "Knex"),
+    ("knex_migrations_lock", "Knex"),
 ];
+
+/// Migration tools' bookkeeping tables: the tool asks the catalog whether the table exists before it
+/// reads it (Alembic's and SQLAlchemy's `has_table`, Django's `MigrationRecorder.has_table`, Knex's
+/// `hasTable`), as an application that migrates on every start does under its restricted account
+/// too. A table left to `unlisted_tables` is not on the role login's search path, so the catalog
+/// says it is missing and the tool tries to create it (refused: DDL); a declared table is a view in
+/// the role's schema and is found.
+const LOOKED_UP: &[&str] = &[
+    "alembic_version",
+    "django_migrations",
+    "schema_migrations",
+    "ar_internal_metadata",
+    "migrations",
+    "SequelizeMeta",
+    "SequelizeData",
+    "flyway_schema_history",
+    "schema_version",
+    "databasechangelog",
+    "databasechangeloglock",
+    "typeorm_metadata",
+    "knex_migrations",
+    "knex_migrations_lock",
+];
+
+/// Whether `table` is a migration tool's bookkeeping table, which the tool looks up in the catalog:
+/// a draft declares it (`default = "read"`) rather than leaving it to `unlisted_tables`.
+pub fn looked_up_in_catalog(table: &str) -> bool {
+    LOOKED_UP.contains(&table)
+}
 
 /// Table name prefixes and the framework that owns them.
 const PREFIXES: &[(&str, &str)] = &[("django_", "Django"), ("auth_", "Django")];
@@ -128,7 +159,10 @@ mod tests {
         assert_eq!(framework_of("databasechangeloglock"), Some("Liquibase"));
         assert_eq!(framework_of("SequelizeMeta"), Some("Sequelize"));
         assert_eq!(framework_of("typeorm_metadata"), Some("TypeORM"));
+        assert_eq!(framework_of("knex_migrations"), Some("Knex"));
         assert_eq!(framework_of("contacts"), None);
+        assert!(looked_up_in_catalog("alembic_version"));
+        assert!(!looked_up_in_catalog("django_content_type"));
         assert_eq!(framework_of("author"), None);
         assert_eq!(
             written("django_session"),

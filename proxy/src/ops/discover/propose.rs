@@ -640,11 +640,13 @@ fn is_plain(proposal: &TableProposal) -> bool {
 }
 
 /// A table the draft leaves undeclared when tables not named are readable (`unlisted_tables =
-/// "read"`): sampled, nothing personal (weak hints at most), no secret, not written by a framework.
-/// It is then read as the base table, SELECT only, and plans as the owner's query does (an ORM's
-/// `GROUP BY` of the primary key needs the table itself, not a view of it).
+/// "read"`): sampled, nothing personal (weak hints at most), no secret, not written by a framework,
+/// not a migration tool's bookkeeping (which the tool looks up in the catalog: see
+/// `framework::looked_up_in_catalog`). It is then read as the base table, SELECT only, and plans as
+/// the owner's query does (an ORM's `GROUP BY` of the primary key needs the table itself, not a view).
 fn is_unlisted(proposal: &TableProposal) -> bool {
-    proposal.whole.is_none()
+    !framework::looked_up_in_catalog(&proposal.sample.name)
+        && proposal.whole.is_none()
         && proposal.sample.error.is_none()
         && proposal.secrets.is_empty()
         && proposal
@@ -1152,6 +1154,33 @@ mod tests {
         let parsed: toml::Table = toml::from_str(&text).expect("the output is TOML");
         assert!(parsed["tables"].get("products").is_some());
         assert_eq!(toml_key("weird key"), "\"weird key\"");
+    }
+
+    #[test]
+    fn migration_bookkeeping_is_declared_so_the_tool_finds_it_in_the_catalog() {
+        let alembic = table(
+            "alembic_version",
+            vec![column(
+                "version_num",
+                "character varying(32)",
+                &["c941aaca38c2"],
+            )],
+        );
+        let archive = table("archive", vec![column("id", "integer", &["1"])]);
+        let proposals = propose(vec![alembic, archive], 20_000);
+        let text = render(&proposals, 100, Template::Reader);
+        assert!(
+            text.contains("unlisted_tables = \"read\""),
+            "Alembic found: {text}"
+        );
+        // The bookkeeping is declared (a view in each role's schema, found by `has_table`); a table
+        // with nothing personal is left to unlisted_tables.
+        assert!(
+            text.contains("alembic_version = { default = \"read\" }"),
+            "{text}"
+        );
+        assert!(text.contains("\n# archive: 1 rows sampled\n"), "{text}");
+        assert!(!text.contains("# alembic_version:"), "{text}");
     }
 
     #[test]
