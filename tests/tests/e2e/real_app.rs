@@ -226,6 +226,23 @@ fn ihatemoney_runs_unchanged_through_maschera() {
         "Eur Trip marco.rossi@example.org\n\
          Dinner, call Marco on +39 061 234 5958=61|Office lunch=30|Train tickets=45"
     );
+    // SQLAlchemy-Continuum's history records each version as the application held it: the desk's
+    // edit of the dinner bill wrote its description as the desk read it (redacted) into the new
+    // version row, while the bill itself kept the stored text (COMPATIBILITY.md, ihatemoney).
+    let history = pg
+        .psql(
+            DB,
+            &[
+                "-At",
+                "-c",
+                "SELECT string_agg(DISTINCT what, '|') FROM bill_version WHERE what LIKE 'Dinner%'",
+            ],
+        )
+        .unwrap();
+    assert_eq!(
+        history.trim(),
+        "Dinner, call Marco on +39 061 234 5958|Dinner, call Marco on [phone]"
+    );
     // The proxy refused only the project's rename, nothing as not understood (0A000).
     assert!(
         refused
