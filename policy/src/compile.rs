@@ -124,7 +124,12 @@ impl Policy {
                     "table `{name}` is not in the policy: {} for restricted roles (settings.unlisted_tables)",
                     crate::framework::unlisted_text(self.settings.unlisted_tables)
                 ),
-                Some(format!("declare it under [tables.{}] if it holds personal data", name.name)),
+                Some(format!(
+                    "declare it under [tables.{}] if it holds personal data, or if the application \
+                     looks it up in the catalog before reading it (a migration tool's table such as \
+                     alembic_version): an unlisted table is not on the role login's search path",
+                    name.name
+                )),
             );
             note.severity = crate::diagnostics::Severity::Warning;
             out.push(note);
@@ -467,6 +472,13 @@ show = ["condition"]
             "{errors:?}"
         );
         assert!(diagnostics.iter().any(|d| !d.is_error() && d.message.contains("`public.audit` is not in the policy")));
+        // Its help says why a table the application looks up must be declared all the same.
+        assert!(diagnostics.iter().any(|d| {
+            d.message.contains("`public.audit` is not in the policy")
+                && d.help
+                    .as_deref()
+                    .is_some_and(|h| h.contains("not on the role login's search path"))
+        }));
         assert!(policy.compile(&catalog()).is_err());
     }
 
