@@ -313,6 +313,13 @@ fn ihatemoney_starts_under_the_policy_discover_drafts() {
         text.contains("password = { category = \"secret\""),
         "{text}"
     );
+    // SQLAlchemy-Continuum's copies: a reference to a person found in the copy as in its table
+    // (the copy has no foreign key), and Continuum's transaction id not taken for a person's key.
+    assert!(
+        text.contains("payer_id = { category = \"identifying\", type = \"integer\" }  # high: copy of bill.payer_id"),
+        "{text}"
+    );
+    assert!(!text.contains("transaction_id = { category"), "{text}");
     run_maschera_ok(["policy", "check", &draft_arg, "--upstream", &uri]);
 
     let applied = AppliedPolicy {

@@ -6,6 +6,7 @@
 
 pub mod detect;
 pub mod framework;
+pub mod history;
 pub mod json;
 pub mod names;
 pub mod national_id;
@@ -23,7 +24,9 @@ pub async fn discover(
     sample: usize,
 ) -> Result<Vec<propose::TableProposal>, tokio_postgres::Error> {
     let tables = sample::sample_schema(client, schema, sample).await?;
-    Ok(propose::propose(tables, today()))
+    let mut proposals = propose::propose(tables, today());
+    history::copy_findings(&mut proposals);
+    Ok(proposals)
 }
 
 /// Today as days since 1970-01-01.
