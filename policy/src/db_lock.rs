@@ -613,6 +613,12 @@ impl ViewPlan<'_> {
                 refuse(write_back::operation_refusal(role_name, name, verb))
             )
         };
+        let unkeyed = |verb: &str| {
+            format!(
+                "{}\n",
+                refuse(write_back::unkeyed_refusal(role_name, name, verb))
+            )
+        };
         let mut body = String::from("BEGIN\n");
         // The guard sits inside each statement on the base table, a one-time filter run once per
         // execution (see [`WRITE_GUARD_FUNCTION`]): an insert that finds it false inserts nothing and
@@ -705,6 +711,8 @@ impl ViewPlan<'_> {
                  IF NOT FOUND THEN RETURN NULL; END IF;\nRETURN NEW;\n",
                 sets.join(", ")
             ));
+        } else if writes.update && !writable.is_empty() {
+            body.push_str(&unkeyed("update"));
         } else {
             body.push_str(&not_allowed("update"));
         }
@@ -714,6 +722,8 @@ impl ViewPlan<'_> {
             body.push_str(&format!(
                 "DELETE FROM {table} AS t WHERE {key_match}{and_guard};\nIF NOT FOUND THEN RETURN NULL; END IF;\nRETURN OLD;\n"
             ));
+        } else if writes.delete {
+            body.push_str(&unkeyed("delete from"));
         } else {
             body.push_str(&not_allowed("delete from"));
         }

@@ -48,6 +48,14 @@ pub fn operation_refusal(role: &str, view: &str, verb: &str) -> String {
     format!("policy role {role} may not {verb} \"{view}\"")
 }
 
+/// The refusal of an update or a delete that the policy gives the role but the view's write triggers
+/// cannot make, since they cannot tell the table's rows apart (`verb`: `update`, `delete from`).
+pub fn unkeyed_refusal(role: &str, view: &str, verb: &str) -> String {
+    format!(
+        "policy role {role} may {verb} \"{view}\", but its view cannot tell the rows apart: the table's primary key is not shown to the role as stored (for a table without one, every column must be): add a primary key, or show its columns"
+    )
+}
+
 /// The refusal of a write through a view whose guard found the protection changed.
 pub fn incomplete_refusal(role: &str, view: &str) -> String {
     format!(
@@ -73,6 +81,9 @@ pub fn messages(role: &RoleAccess) -> BTreeSet<String> {
         }
         for verb in ["insert into", "update", "delete from"] {
             out.insert(operation_refusal(&role.role, name, verb));
+        }
+        for verb in ["update", "delete from"] {
+            out.insert(unkeyed_refusal(&role.role, name, verb));
         }
         out.insert(incomplete_refusal(&role.role, name));
     }

@@ -2,7 +2,8 @@
 //! table (SQLAlchemy's `db.Table` whose migrations made no key, as ihatemoney's `billowers`) under a
 //! row filter, where the view's write triggers (the database lock) find a row by every column (all
 //! shown as stored) instead of a key: the row deleted or updated is the one named, rows outside the
-//! filter are not reached, and a row may not be moved out of it.
+//! filter are not reached, and a row may not be moved out of it; where the rows cannot be told
+//! apart (a column not shown as stored), the refusal says so.
 //! Not for: the real application (real_app.rs), write-back of masked values (framework.rs, policy.rs).
 
 use maschera_tests::crm_proxy::{AppliedPolicy, apply_policy, crm_password, write_crm_users};
@@ -19,6 +20,8 @@ CREATE TABLE owers (bill_id integer REFERENCES bill(id), person_id integer REFER
 INSERT INTO person (name, team) VALUES ('Marco Rossi', 'eur'), ('Giulia Bianchi', 'eur'), ('Anna Verdi', 'usd');
 INSERT INTO bill (what) VALUES ('dinner'), ('lunch');
 INSERT INTO owers VALUES (1, 1), (1, 2), (1, 3), (2, 1), (2, 3);
+CREATE TABLE notes (person_id integer REFERENCES person(id), note text);
+INSERT INTO notes VALUES (1, 'call +39 333 1234567');
 ";
 
 const POLICY: &str = r#"
@@ -29,6 +32,9 @@ unlisted_tables = "read"
 name = "identifying"
 
 [tables.owers]
+
+[tables.notes.columns]
+note = "free_text"
 
 [roles.owner]
 unrestricted = true
@@ -43,6 +49,12 @@ filter = "team = attr('team')"
 [roles.desk.tables.owers]
 filter = "person_id IN (SELECT id FROM person WHERE team = attr('team'))"
 writes = ["insert", "update", "delete"]
+
+# No primary key and a redacted column: its rows cannot be told apart through the view.
+[roles.desk.tables.notes]
+columns = { note = "redact" }
+filter = "person_id IN (SELECT id FROM person WHERE team = attr('team'))"
+writes = ["insert", "delete"]
 "#;
 
 /// The owners' view of who owes what, as `bill:person` pairs.
@@ -116,4 +128,25 @@ async fn a_filtered_table_without_a_primary_key_is_written_by_its_columns() {
         .await
         .expect_err("a share moved outside the filter");
     assert_eq!(err.code().map(|c| c.code()), Some("42501"), "{err:?}");
+
+    // A table without a primary key whose columns the role does not all see as stored: its deletes
+    // are refused, saying why (not a bare "may not delete", which the policy contradicts).
+    let err = proxied
+        .execute("DELETE FROM notes WHERE person_id = 1", &[])
+        .await
+        .expect_err("a delete from a table whose rows the view cannot tell apart");
+    let db = err.as_db_error().expect("a database error");
+    assert_eq!(db.code().code(), "42501", "{err:?}");
+    assert_eq!(
+        db.message(),
+        "policy role desk may delete from \"notes\", but its view cannot tell the rows apart: the \
+         table's primary key is not shown to the role as stored (for a table without one, every column \
+         must be): add a primary key, or show its columns"
+    );
+    let kept: i64 = owner
+        .query_one("SELECT count(*) FROM notes", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(kept, 1);
 }
