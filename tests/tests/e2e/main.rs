@@ -16,6 +16,7 @@ mod audit;
 mod catalog;
 mod compat;
 mod compat_more;
+mod compat_orms;
 mod crm;
 mod databases;
 mod dblock;

@@ -1,0 +1,339 @@
+//! More ORMs through the proxy enforcing the reference policy, each as four reference roles (`dora`
+//! dpo, `sam` sales north, `tom` support, `ana` analyst), in session and in transaction mode: Drizzle
+//! ORM and Objection.js (npm, on node-postgres; `tests/compat/orm/drizzle.js`, `objection.js`) and
+//! Peewee (PyPI, on psycopg2; `tests/compat/peewee_client.py`), doing what applications do with them:
+//! introspection, select, pagination, joins and relations, JSON, insert ... returning, multi-row
+//! inserts, the save of a loaded object (masked values written back unchanged), upsert and
+//! insert-or-ignore, get-or-create, nested transactions (savepoints), server-side cursors, delete. And
+//! asyncpg's `add_listener` (LISTEN/NOTIFY) for an unrestricted and a restricted role.
+//! Each script prints one `op<TAB>outcome<TAB>detail` line per operation; these tests hold what each
+//! user must get, that the masked values an ORM wrote back left the stored ones as they were, and
+//! that no statement was refused as not understood (0A000). COMPATIBILITY.md ("More ORMs") is the
+//! table of these expectations. Not for: Sequelize and TypeORM (orm_node.rs) or the plain drivers
+//! (compat.rs, compat_more.rs).
+
+use crate::compat::{Expect, Mode, Pass, Refused};
+use crate::compat_more::{
+    changes_interactions, contacts_row, first_contact_cell, health, inserts_interactions, node_in,
+    python, relations, run_as_every_role, start, write,
+};
+use maschera_tests::CrmProxy;
+use std::process::Command;
+
+/// The first id each user's run writes (far above the generated ones, one range per user).
+fn base(user: &str) -> &'static str {
+    match user {
+        "dora" => "810000",
+        "sam" => "820000",
+        "tom" => "830000",
+        _ => "840000",
+    }
+}
+
+/// `client` with the user's [`base`] id as its last argument.
+fn with_base(client: impl Fn(&CrmProxy, &str) -> Command) -> impl Fn(&CrmProxy, &str) -> Command {
+    move |env, user| {
+        let mut command = client(env, user);
+        command.arg(base(user));
+        command
+    }
+}
+
+/// The first contact as a JSON document built in SQL (`to_jsonb` of its row) shows the user.
+fn json_cell(user: &str) -> &'static str {
+    match user {
+        "ana" => "keys=6",
+        _ => first_contact_cell(user),
+    }
+}
+
+/// The saved row after the save of a loaded object with every column (contacts; support: tickets).
+fn save_loaded(user: &str) -> Expect {
+    match user {
+        "dora" => Pass("tax_code=CTTPLA95C61E717D"),
+        "sam" => Pass("tax_code=************717D"),
+        "tom" => Pass("subject="),
+        _ => Refused("42501"),
+    }
+}
+
+/// Pass for the unrestricted user; refused (42501) for every restricted one: an upsert (ON CONFLICT
+/// DO UPDATE on a table with a row filter or a masked column), or a changed masked value.
+fn dpo_only(user: &str, detail: &'static str) -> Expect {
+    if user == "dora" {
+        Pass(detail)
+    } else {
+        Refused("42501")
+    }
+}
+
+/// Rows of contacts the user reads: sam's region, or all of them.
+fn streamed(user: &str) -> &'static str {
+    if user == "sam" {
+        "streamed=79"
+    } else {
+        "streamed=200"
+    }
+}
+
+/// The stored cells an ORM's save writes back masked or redacted: the first contact's tax code and
+/// birth date, the first ticket's subject and body.
+async fn stored_masked_cells(env: &CrmProxy) -> Vec<String> {
+    let owner = env.owner().await;
+    let contact = owner
+        .query_one(
+            "SELECT tax_code::text, birth_date::text FROM contacts ORDER BY id LIMIT 1",
+            &[],
+        )
+        .await
+        .expect("first contact");
+    let ticket = owner
+        .query_one("SELECT subject, body FROM tickets ORDER BY id LIMIT 1", &[])
+        .await
+        .expect("first ticket");
+    vec![contact.get(0), contact.get(1), ticket.get(0), ticket.get(1)]
+}
+
+/// Runs `client` as every user and checks, besides each operation's outcome, that the saves of
+/// loaded objects (every column written, the masked values as read) kept the stored values, and
+/// that they did save (the changed city or status is there); in transaction mode, sessions were
+/// pinned for `pins` only.
+fn orm_as_every_role(
+    what: &str,
+    mode: Mode,
+    client: impl Fn(&CrmProxy, &str) -> Command,
+    expect: impl Fn(&str) -> Vec<(&'static str, Expect)>,
+    city: &str,
+    pins: &[&str],
+) {
+    let env = start(mode);
+    let before = maschera_tests::block_on(stored_masked_cells(&env));
+    run_as_every_role(&env, what, mode, client, expect, pins);
+    maschera_tests::block_on(async {
+        assert_eq!(
+            stored_masked_cells(&env).await,
+            before,
+            "{what}: the masked values written back keep the stored ones"
+        );
+        let owner = env.owner().await;
+        let saved: String = owner
+            .query_one("SELECT city FROM contacts ORDER BY id LIMIT 1", &[])
+            .await
+            .expect("first contact")
+            .get(0);
+        assert_eq!(saved, city, "{what}: the saves changed the city");
+        let status: String = owner
+            .query_one("SELECT status FROM tickets ORDER BY id LIMIT 1", &[])
+            .await
+            .expect("first ticket")
+            .get(0);
+        assert_eq!(
+            status, "pending",
+            "{what}: support's save changed the status"
+        );
+    });
+}
+
+fn drizzle_expectations(user: &str) -> Vec<(&'static str, Expect)> {
+    let inserts = inserts_interactions(user);
+    let changes = changes_interactions(user);
+    vec![
+        ("connect", Pass("user=")),
+        ("select", Pass(contacts_row(user))),
+        ("select", Pass(first_contact_cell(user))),
+        ("paginate", Pass("page=10")),
+        ("join", Pass("channels=call,email,meeting")),
+        ("relational_json", Pass("contacts=3 interactions=")),
+        ("relational_json", Pass("linked=true")),
+        ("json", Pass(json_cell(user))),
+        ("enum_filter", Pass("n=")),
+        ("insert_returning", write(inserts, "channel=call")),
+        ("bulk_insert", write(inserts, "inserted=5")),
+        ("insert_or_ignore", write(inserts, "inserted=1")),
+        ("get_or_create", write(inserts, "channel=email")),
+        ("upsert", dpo_only(user, "upserted=1")),
+        ("update", write(changes, "updated=1")),
+        ("save_loaded", save_loaded(user)),
+        ("save_changed_masked", dpo_only(user, "updated=1")),
+        ("transaction_savepoint", write(inserts, "kept=8")),
+        ("cursor_in_transaction", Pass(streamed(user))),
+        ("select_health_records", health(user)),
+        ("after_refusal", Pass("n=")),
+        ("delete", write(changes, "deleted=9")),
+    ]
+}
+
+fn drizzle_in(mode: Mode) {
+    orm_as_every_role(
+        "Drizzle",
+        mode,
+        with_base(node_in("orm", &["drizzle-orm", "pg"], "drizzle.js")),
+        drizzle_expectations,
+        "Drizzlecity",
+        &[],
+    );
+}
+
+fn objection_expectations(user: &str) -> Vec<(&'static str, Expect)> {
+    let inserts = inserts_interactions(user);
+    let changes = changes_interactions(user);
+    vec![
+        ("connect", Pass("user=")),
+        ("table_metadata", Pass(contacts_row(user))),
+        ("select", Pass(contacts_row(user))),
+        ("select", Pass(first_contact_cell(user))),
+        ("paginate", Pass("page=10")),
+        ("graph_fetched", Pass("contacts=3 interactions=")),
+        ("graph_joined", Pass("linked=true")),
+        ("json", Pass(json_cell(user))),
+        ("insert_returning", write(inserts, "channel=call")),
+        ("bulk_insert", write(inserts, "inserted=5")),
+        (
+            "insert_graph",
+            write(matches!(user, "dora" | "sam"), "interactions=1"),
+        ),
+        ("insert_or_ignore", write(inserts, "inserted=2")),
+        ("get_or_create", write(inserts, "channel=email")),
+        ("upsert", dpo_only(user, "upserted=1")),
+        ("patch", write(changes, "updated=1")),
+        ("save_loaded", save_loaded(user)),
+        ("save_changed_masked", dpo_only(user, "updated=1")),
+        ("transaction_savepoint", write(inserts, "kept=8")),
+        // dora's and sam's runs have the contact of their `insert_graph` in it.
+        ("cursor_in_transaction", Pass("streamed=")),
+        ("select_health_records", health(user)),
+        ("after_refusal", Pass("n=")),
+        ("delete", write(changes, "deleted=10 contacts=1")),
+    ]
+}
+
+fn objection_in(mode: Mode) {
+    orm_as_every_role(
+        "Objection",
+        mode,
+        with_base(node_in("orm", &["objection", "knex", "pg"], "objection.js")),
+        objection_expectations,
+        "Objcity",
+        &[],
+    );
+}
+
+fn peewee_expectations(user: &str) -> Vec<(&'static str, Expect)> {
+    let inserts = inserts_interactions(user);
+    let changes = changes_interactions(user);
+    vec![
+        ("connect", Pass("user=")),
+        ("introspection", Pass(relations(user))),
+        ("introspection", Pass(contacts_row(user))),
+        ("select", Pass(contacts_row(user))),
+        ("select", Pass(first_contact_cell(user))),
+        ("paginate", Pass("page=10")),
+        ("join", Pass("channels=call,email,meeting")),
+        ("prefetch", Pass("contacts=3 interactions=")),
+        ("json", Pass(json_cell(user))),
+        ("create", write(inserts, "id=")),
+        ("insert_many", write(inserts, "inserted=5")),
+        ("insert_or_ignore", write(inserts, "rows=7")),
+        (
+            "get_or_create",
+            write(inserts, "created=True then=False channel=meeting"),
+        ),
+        ("upsert", dpo_only(user, "upserted")),
+        ("update", write(changes, "updated=1")),
+        ("save_loaded", save_loaded(user)),
+        ("save_changed_masked", dpo_only(user, "updated=1")),
+        ("transaction_savepoint", write(inserts, "kept=8")),
+        ("server_side_cursor", Pass(streamed(user))),
+        ("select_health_records", health(user)),
+        ("after_refusal", Pass("n=")),
+        ("delete", write(changes, "deleted=9")),
+    ]
+}
+
+fn peewee_in(mode: Mode) {
+    orm_as_every_role(
+        "Peewee",
+        mode,
+        with_base(python("peewee_client.py", "peewee")),
+        peewee_expectations,
+        "Peeweecity",
+        // Peewee's `ServerSide()` on psycopg2 declares its named cursor `WITH HOLD` (psycopg2 allows
+        // no named cursor in autocommit): it outlives a transaction, so the session is pinned.
+        &["cursor WITH HOLD"],
+    );
+}
+
+#[test]
+fn drizzle_as_every_reference_role() {
+    drizzle_in(Mode::Session);
+}
+
+#[test]
+fn drizzle_as_every_reference_role_in_transaction_mode() {
+    drizzle_in(Mode::Transaction);
+}
+
+#[test]
+fn objection_as_every_reference_role() {
+    objection_in(Mode::Session);
+}
+
+#[test]
+fn objection_as_every_reference_role_in_transaction_mode() {
+    objection_in(Mode::Transaction);
+}
+
+#[test]
+fn peewee_as_every_reference_role() {
+    peewee_in(Mode::Session);
+}
+
+#[test]
+fn peewee_as_every_reference_role_in_transaction_mode() {
+    peewee_in(Mode::Transaction);
+}
+
+fn asyncpg_listen_expectations(user: &str) -> Vec<(&'static str, Expect)> {
+    // The reference policy gives no restricted role a channel (`[roles.<role>] channels`).
+    let channel = |detail| dpo_only(user, detail);
+    vec![
+        ("add_listener", channel("listening")),
+        ("notify", channel("sent")),
+        (
+            "receive",
+            Pass(if user == "dora" {
+                "received=crm_events:first,crm_events:second"
+            } else {
+                "received=none"
+            }),
+        ),
+        ("remove_listener", Pass("removed")),
+        ("after_refusal", Pass("n=")),
+    ]
+}
+
+/// asyncpg's `add_listener` (`LISTEN`), with `NOTIFY` and `pg_notify` from a second connection: the
+/// unrestricted user receives both payloads, in session mode and in transaction mode (where its
+/// listening session is pinned to its connection, reason `LISTEN`); a restricted role is refused
+/// each statement on the channel (42501, naming it), receives nothing, and goes on.
+fn asyncpg_listen_in(mode: Mode) {
+    let env = start(mode);
+    run_as_every_role(
+        &env,
+        "asyncpg add_listener",
+        mode,
+        python("asyncpg_listen.py", "asyncpg"),
+        asyncpg_listen_expectations,
+        &["LISTEN"],
+    );
+}
+
+#[test]
+fn asyncpg_add_listener_for_an_unrestricted_and_the_restricted_roles() {
+    asyncpg_listen_in(Mode::Session);
+}
+
+#[test]
+fn asyncpg_add_listener_for_an_unrestricted_and_the_restricted_roles_in_transaction_mode() {
+    asyncpg_listen_in(Mode::Transaction);
+}
