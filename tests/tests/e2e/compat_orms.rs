@@ -263,6 +263,54 @@ fn peewee_in(mode: Mode) {
     );
 }
 
+fn tortoise_expectations(user: &str) -> Vec<(&'static str, Expect)> {
+    let inserts = inserts_interactions(user);
+    let changes = changes_interactions(user);
+    vec![
+        ("connect", Pass("user=")),
+        // `CREATE TABLE IF NOT EXISTS`: DDL, refused to a restricted role even where its view exists.
+        ("generate_schemas", dpo_only(user, "created")),
+        ("select", Pass(contacts_row(user))),
+        ("select", Pass(first_contact_cell(user))),
+        ("paginate", Pass("page=10")),
+        ("join", Pass("channels=call,email,meeting")),
+        ("prefetch_related", Pass("contacts=3 interactions=")),
+        ("select_related", Pass("rows=5")),
+        ("json", Pass(json_cell(user))),
+        ("enum_filter", Pass("n=")),
+        ("create", write(inserts, "channel=call")),
+        ("bulk_create", write(inserts, "inserted=5")),
+        ("bulk_create_ignore_conflicts", write(inserts, "rows=7")),
+        (
+            "get_or_create",
+            write(inserts, "created=True then=False channel=meeting"),
+        ),
+        // `SELECT ... FOR UPDATE`, then an UPDATE: support may not update interactions.
+        (
+            "update_or_create",
+            write(changes, "created=False channel=meeting"),
+        ),
+        ("upsert", dpo_only(user, "upserted")),
+        ("save_loaded", save_loaded(user)),
+        ("save_changed_masked", dpo_only(user, "saved")),
+        ("transaction_savepoint", write(inserts, "kept=8")),
+        ("select_health_records", health(user)),
+        ("after_refusal", Pass("n=")),
+        ("delete", write(changes, "deleted=9")),
+    ]
+}
+
+fn tortoise_in(mode: Mode) {
+    orm_as_every_role(
+        "Tortoise",
+        mode,
+        with_base(python("tortoise_client.py", "tortoise")),
+        tortoise_expectations,
+        "Tortoisecity",
+        &[],
+    );
+}
+
 #[test]
 fn drizzle_as_every_reference_role() {
     drizzle_in(Mode::Session);
@@ -336,4 +384,14 @@ fn asyncpg_add_listener_for_an_unrestricted_and_the_restricted_roles() {
 #[test]
 fn asyncpg_add_listener_for_an_unrestricted_and_the_restricted_roles_in_transaction_mode() {
     asyncpg_listen_in(Mode::Transaction);
+}
+
+#[test]
+fn tortoise_as_every_reference_role() {
+    tortoise_in(Mode::Session);
+}
+
+#[test]
+fn tortoise_as_every_reference_role_in_transaction_mode() {
+    tortoise_in(Mode::Transaction);
 }
