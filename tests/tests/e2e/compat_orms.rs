@@ -395,3 +395,53 @@ fn tortoise_as_every_reference_role() {
 fn tortoise_as_every_reference_role_in_transaction_mode() {
     tortoise_in(Mode::Transaction);
 }
+
+fn find_or_create_expectations(user: &str) -> Vec<(&'static str, Expect)> {
+    let inserts = inserts_interactions(user);
+    vec![
+        ("connect", Pass("contact=")),
+        // The default: the INSERT inside a function Sequelize creates in pg_temp, refused to a
+        // restricted role with the reason and what to send instead.
+        ("find_or_create", dpo_only(user, "created=true")),
+        ("after_refusal", Pass("n=")),
+        (
+            "without_function",
+            write(
+                inserts,
+                "created=true channel=call; then created=false channel=call",
+            ),
+        ),
+        (
+            "without_function_in_transaction",
+            write(inserts, "created=true then=false stored=1"),
+        ),
+    ]
+}
+
+/// Sequelize's `findOrCreate` (COMPATIBILITY.md, "Node ORMs" item 6): by default refused to every
+/// restricted role (42501, its message naming `CREATE OR REPLACE FUNCTION` and what to send
+/// instead), and with the dialect's `supports.EXCEPTION` off it creates, then finds, for every role
+/// that may insert, in its own transaction and in the caller's. In transaction mode only the
+/// unrestricted user's function in pg_temp pins its session. (The refusal's message is checked in
+/// `orm_node`.)
+fn sequelize_find_or_create_in(mode: Mode) {
+    let env = start(mode);
+    run_as_every_role(
+        &env,
+        "Sequelize findOrCreate",
+        mode,
+        with_base(node_in("orm", &["sequelize", "pg"], "find_or_create.js")),
+        find_or_create_expectations,
+        &["temporary object"],
+    );
+}
+
+#[test]
+fn sequelize_find_or_create_with_and_without_its_function() {
+    sequelize_find_or_create_in(Mode::Session);
+}
+
+#[test]
+fn sequelize_find_or_create_with_and_without_its_function_in_transaction_mode() {
+    sequelize_find_or_create_in(Mode::Transaction);
+}
