@@ -231,9 +231,33 @@ def _():
 
 @op("server_side_cursor")
 def _():
+    # On psycopg2 Peewee declares every named cursor WITH HOLD (psycopg2 refuses a named cursor in
+    # autocommit): it outlives the transaction, which pins the session in transaction mode.
     with db.atomic():
-        streamed = sum(1 for _ in ServerSide(Contact.select(Contact.id, Contact.city).order_by(Contact.id), array_size=25))
-    return f"streamed={streamed}"
+        streamed, holdable = 0, None
+        for _ in ServerSide(Contact.select(Contact.id, Contact.city).order_by(Contact.id), array_size=25):
+            streamed += 1
+            if holdable is None:
+                holdable = db.execute_sql("SELECT bool_or(is_holdable) FROM pg_cursors").fetchone()[0]
+    return f"holdable={holdable} streamed={streamed}"
+
+
+@op("server_side_cursor_psycopg3")
+def _():
+    # On psycopg 3 Peewee declares the cursor WITH HOLD only outside a transaction: inside
+    # `atomic()` it lives in the transaction and pins nothing in transaction mode.
+    db3 = PostgresqlExtDatabase(urlsplit(URI).path.lstrip("/"), conninfo=URI, prefer_psycopg3=True)
+    try:
+        with db3.bind_ctx([Contact]), db3.atomic():
+            query = Contact.select(Contact.id, Contact.city).order_by(Contact.id)
+            streamed, holdable = 0, None
+            for _ in ServerSide(query, array_size=25):
+                streamed += 1
+                if holdable is None:
+                    holdable = db3.execute_sql("SELECT bool_or(is_holdable) FROM pg_cursors").fetchone()[0]
+        return f"driver={type(db3.connection()).__module__.split('.')[0]} holdable={holdable} streamed={streamed}"
+    finally:
+        db3.close()
 
 
 @op("select_health_records")

@@ -243,7 +243,13 @@ fn peewee_expectations(user: &str) -> Vec<(&'static str, Expect)> {
         ("save_loaded", save_loaded(user)),
         ("save_changed_masked", dpo_only(user, "updated=1")),
         ("transaction_savepoint", write(inserts, "kept=8")),
+        ("server_side_cursor", Pass("holdable=True")),
         ("server_side_cursor", Pass(streamed(user))),
+        (
+            "server_side_cursor_psycopg3",
+            Pass("driver=psycopg holdable=False"),
+        ),
+        ("server_side_cursor_psycopg3", Pass(streamed(user))),
         ("select_health_records", health(user)),
         ("after_refusal", Pass("n=")),
         ("delete", write(changes, "deleted=9")),
@@ -258,7 +264,8 @@ fn peewee_in(mode: Mode) {
         peewee_expectations,
         "Peeweecity",
         // Peewee's `ServerSide()` on psycopg2 declares its named cursor `WITH HOLD` (psycopg2 allows
-        // no named cursor in autocommit): it outlives a transaction, so the session is pinned.
+        // no named cursor in autocommit): it outlives a transaction, so the session is pinned. (On
+        // psycopg 3, inside `atomic()`, the cursor is not holdable: `server_side_cursor_psycopg3`.)
         &["cursor WITH HOLD"],
     );
 }
