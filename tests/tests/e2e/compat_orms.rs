@@ -381,6 +381,21 @@ fn asyncpg_listen_in(mode: Mode) {
         asyncpg_listen_expectations,
         &["LISTEN"],
     );
+    // Only the unrestricted user's listening sessions were pinned: a refused LISTEN pins nothing.
+    let log = env.proxy.log();
+    let pinned: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("session pinned"))
+        .collect();
+    assert_eq!(
+        pinned.len(),
+        usize::from(mode == Mode::Transaction),
+        "{pinned:?}"
+    );
+    assert!(
+        pinned.iter().all(|l| l.contains("role=\"dpo\"")),
+        "{pinned:?}"
+    );
 }
 
 #[test]
