@@ -1,11 +1,13 @@
 //! More ORMs through the proxy enforcing the reference policy, each as four reference roles (`dora`
 //! dpo, `sam` sales north, `tom` support, `ana` analyst), in session and in transaction mode: Drizzle
-//! ORM and Objection.js (npm, on node-postgres; `tests/compat/orm/drizzle.js`, `objection.js`) and
-//! Peewee (PyPI, on psycopg2; `tests/compat/peewee_client.py`), doing what applications do with them:
+//! ORM, Objection.js and MikroORM (npm, on node-postgres; `tests/compat/orm/drizzle.js`,
+//! `objection.js`, `mikroorm.js`), Peewee (PyPI, on psycopg2; `tests/compat/peewee_client.py`) and
+//! Tortoise ORM (PyPI, on asyncpg; `tortoise_client.py`), doing what applications do with them:
 //! introspection, select, pagination, joins and relations, JSON, insert ... returning, multi-row
 //! inserts, the save of a loaded object (masked values written back unchanged), upsert and
 //! insert-or-ignore, get-or-create, nested transactions (savepoints), server-side cursors, delete. And
-//! asyncpg's `add_listener` (LISTEN/NOTIFY) for an unrestricted and a restricted role.
+//! asyncpg's `add_listener` (LISTEN/NOTIFY) for an unrestricted and a restricted role, and Sequelize's
+//! `findOrCreate` with and without its function in `pg_temp`.
 //! Each script prints one `op<TAB>outcome<TAB>detail` line per operation; these tests hold what each
 //! user must get, that the masked values an ORM wrote back left the stored ones as they were, and
 //! that no statement was refused as not understood (0A000). COMPATIBILITY.md ("More ORMs") is the
@@ -214,6 +216,56 @@ fn objection_in(mode: Mode) {
         with_base(node_in("orm", &["objection", "knex", "pg"], "objection.js")),
         objection_expectations,
         "Objcity",
+        &[],
+    );
+}
+
+fn mikroorm_expectations(user: &str) -> Vec<(&'static str, Expect)> {
+    let inserts = inserts_interactions(user);
+    let changes = changes_interactions(user);
+    vec![
+        ("connect", Pass("user=")),
+        // Its schema diff lists base tables: a restricted role's relations are views (note 2).
+        (
+            "schema_diff",
+            Pass(if user == "dora" {
+                "creates_contacts=false"
+            } else {
+                "creates_contacts=true"
+            }),
+        ),
+        ("select", Pass(contacts_row(user))),
+        ("select", Pass(first_contact_cell(user))),
+        ("paginate", Pass("page=10")),
+        ("populate", Pass("contacts=3 interactions=")),
+        ("json", Pass(json_cell(user))),
+        ("enum_filter", Pass("n=")),
+        ("persist_flush", write(inserts, "channel=call")),
+        ("persist_many", write(inserts, "inserted=5")),
+        ("insert_many", write(inserts, "inserted=2")),
+        ("upsert_ignore", write(inserts, "rows=9")),
+        ("upsert", dpo_only(user, "channel=meeting")),
+        ("change_loaded", save_loaded(user)),
+        ("change_masked", dpo_only(user, "saved")),
+        ("transaction_savepoint", write(inserts, "kept=9")),
+        ("cursor_in_transaction", Pass(streamed(user))),
+        ("select_health_records", health(user)),
+        ("after_refusal", Pass("n=")),
+        ("delete", write(changes, "deleted=10")),
+    ]
+}
+
+fn mikroorm_in(mode: Mode) {
+    orm_as_every_role(
+        "MikroORM",
+        mode,
+        with_base(node_in(
+            "orm",
+            &["@mikro-orm/core", "@mikro-orm/postgresql", "pg"],
+            "mikroorm.js",
+        )),
+        mikroorm_expectations,
+        "Mikrocity",
         &[],
     );
 }
@@ -466,4 +518,14 @@ fn sequelize_find_or_create_with_and_without_its_function() {
 #[test]
 fn sequelize_find_or_create_with_and_without_its_function_in_transaction_mode() {
     sequelize_find_or_create_in(Mode::Transaction);
+}
+
+#[test]
+fn mikroorm_as_every_reference_role() {
+    mikroorm_in(Mode::Session);
+}
+
+#[test]
+fn mikroorm_as_every_reference_role_in_transaction_mode() {
+    mikroorm_in(Mode::Transaction);
 }
