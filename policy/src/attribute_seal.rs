@@ -17,7 +17,9 @@
 //! Not for: which attributes a user has (the users file, end-user tokens), sending them (the proxy's
 //! `enforce`), the filters themselves (`filter`, `db_lock`).
 
-use crate::step::{PRIVATE_SCHEMA, Step, quote_ident, quote_literal};
+use crate::step::{
+    FUNCTION_SEARCH_PATH as SEARCH_PATH, PRIVATE_SCHEMA, Step, quote_ident, quote_literal,
+};
 use sha2::{Digest, Sha384};
 
 /// The function the compiled filters read an attribute through.
@@ -83,7 +85,7 @@ pub fn seal_session_sql(local: bool) -> String {
 pub fn function_intact_sql() -> String {
     format!(
         "SELECT COALESCE((SELECT p.prosecdef AND p.prosrc = {} \
-         AND p.proconfig = '{{search_path=pg_catalog}}' FROM pg_catalog.pg_proc p \
+         AND p.proconfig = '{{\"search_path={SEARCH_PATH}\"}}' FROM pg_catalog.pg_proc p \
          WHERE p.oid = pg_catalog.to_regprocedure('{ATTRIBUTE_FUNCTION}(text)')), false)",
         quote_literal(&function_body())
     )
@@ -98,7 +100,7 @@ pub fn key_present_sql() -> String {
     )
 }
 
-/// The function's body. It runs as the tables' owner with `search_path = pg_catalog` (every other name
+/// The function's body. It runs as the tables' owner with `search_path = pg_catalog, pg_temp` (every other name
 /// qualified): the one path also keeps PL/pgSQL from planning its key lookup again whenever calls
 /// alternate between a login's reads (its schema's path) and the write triggers' checks (`pg_catalog`);
 /// the clause costs about 2 µs a call, a replan about 50 (4,000 calls alternating two paths took
@@ -128,7 +130,7 @@ fn function_body() -> String {
 fn function_sql() -> String {
     format!(
         "CREATE OR REPLACE FUNCTION {ATTRIBUTE_FUNCTION}(setting text) RETURNS text LANGUAGE plpgsql \
-         STABLE SECURITY DEFINER PARALLEL RESTRICTED SET search_path = pg_catalog \
+         STABLE SECURITY DEFINER PARALLEL RESTRICTED SET search_path = {SEARCH_PATH} \
          AS $maschera_body${}$maschera_body$",
         function_body()
     )

@@ -705,7 +705,8 @@ impl ViewPlan<'_> {
         }
         let create = format!(
             "CREATE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER \
-             SET search_path = pg_catalog AS ${tag}${body}${tag}$"
+             SET search_path = {} AS ${tag}${body}${tag}$",
+            crate::step::FUNCTION_SEARCH_PATH
         );
         let create = if self.filtered {
             formatted(

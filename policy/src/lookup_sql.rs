@@ -165,7 +165,10 @@ pub fn steps(
         crate::db_lock::LOOKUP_SCHEMA.to_string(),
     ];
     search_path.extend(schemas.iter().cloned());
-    let search_path: Vec<String> = search_path.iter().map(|s| quote_ident(s)).collect();
+    let mut search_path: Vec<String> = search_path.iter().map(|s| quote_ident(s)).collect();
+    // Named, and last: see [`crate::step::FUNCTION_SEARCH_PATH`] (a temporary table or type of the caller's is not
+    // searched before the filter's tables and types).
+    search_path.push("pg_temp".into());
     let mut steps = Vec::new();
     for (table, columns) in &lookups.tables {
         let Some(live) = catalog.tables.get(table) else {
@@ -287,7 +290,7 @@ mod tests {
         assert_eq!(
             sql[0],
             "CREATE FUNCTION \"maschera_support\".\"lookup_contacts_email\"(text) RETURNS SETOF bigint LANGUAGE sql \
-             STABLE STRICT SECURITY DEFINER SET search_path TO \"pg_catalog\", \"maschera_lookup\", \"public\" \
+             STABLE STRICT SECURITY DEFINER SET search_path TO \"pg_catalog\", \"maschera_lookup\", \"public\", pg_temp \
              AS $maschera_lookup$SELECT \"id\" FROM \"public\".\"contacts\" WHERE \"email\" = $1 AND (region = 'north')$maschera_lookup$"
         );
         assert_eq!(

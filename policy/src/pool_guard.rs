@@ -18,6 +18,7 @@
 //! them), or running the statements (the proxy's `admin::pool_guard`).
 
 use crate::model::PRIVATE_SCHEMA;
+use crate::step::FUNCTION_SEARCH_PATH;
 
 /// The startup setting of pooled upstream connections.
 pub const POOLED_SETTING: &str = "maschera.pooled";
@@ -37,7 +38,7 @@ pub fn install_statements() -> Vec<String> {
     vec![
         format!(
             "CREATE OR REPLACE FUNCTION {function}() RETURNS event_trigger LANGUAGE plpgsql \
-             SET search_path = pg_catalog AS $guard$
+             SET search_path = {FUNCTION_SEARCH_PATH} AS $guard$
 BEGIN
   IF current_setting('{POOLED_SETTING}', true) IS NULL
      OR NOT EXISTS (SELECT FROM pg_event_trigger_ddl_commands() WHERE schema_name = 'pg_temp') THEN

@@ -8,6 +8,13 @@
 /// read them (readable by its owner only).
 pub const PRIVATE_SCHEMA: &str = "maschera_private";
 
+/// The `search_path` of every function `policy apply` installs (`SET search_path = ...`). `pg_temp`
+/// is named, and last: a path without it searches the session's temporary schema *first* for
+/// relations and types, so a login could create `pg_temp.bytea` (a domain whose CHECK calls its own
+/// `pg_temp` function) and have a SECURITY DEFINER body's `DECLARE key bytea` run that function as
+/// the definer, with the key as its argument.
+pub const FUNCTION_SEARCH_PATH: &str = "pg_catalog, pg_temp";
+
 /// The marker in a step's SQL where the executor puts the login's password (as a SCRAM verifier literal).
 pub const PASSWORD_MARKER: &str = "{password}";
 

@@ -17,7 +17,7 @@
 use std::collections::BTreeSet;
 
 use crate::access::{Action, RoleAccess, TableAccess};
-use crate::step::{Step, quote_ident};
+use crate::step::{FUNCTION_SEARCH_PATH, Step, quote_ident};
 
 /// The function a written-back value is wrapped in: `write_back(new, shown, refusal)` returns `new` when
 /// it is not distinct from `shown` (the value as the role reads it) and raises 42501 with `refusal`
@@ -136,7 +136,7 @@ pub fn function_steps(logins: &[String]) -> Vec<Step> {
     let mut steps = vec![
         Step::plain(format!(
             "CREATE OR REPLACE FUNCTION {WRITE_BACK_FUNCTION}(new_value anyelement, shown_value anyelement, refusal text) \
-             RETURNS anyelement LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog \
+             RETURNS anyelement LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE SET search_path = {FUNCTION_SEARCH_PATH} \
              AS $maschera_body$ BEGIN IF new_value IS DISTINCT FROM shown_value THEN \
              RAISE EXCEPTION USING ERRCODE = '42501', MESSAGE = refusal; END IF; RETURN new_value; END $maschera_body$"
         )),

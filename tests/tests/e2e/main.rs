@@ -11,6 +11,7 @@ mod apply_locks;
 mod applyowner;
 mod attack_round3;
 mod attack_round4;
+mod attack_round5;
 mod attribute_seal;
 mod audit;
 mod catalog;
