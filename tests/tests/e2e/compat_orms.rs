@@ -1,8 +1,9 @@
 //! More ORMs through the proxy enforcing the reference policy, each as four reference roles (`dora`
 //! dpo, `sam` sales north, `tom` support, `ana` analyst), in session and in transaction mode: Drizzle
 //! ORM, Objection.js and MikroORM (npm, on node-postgres; `tests/compat/orm/drizzle.js`,
-//! `objection.js`, `mikroorm.js`), Peewee (PyPI, on psycopg2; `tests/compat/peewee_client.py`) and
-//! Tortoise ORM (PyPI, on asyncpg; `tortoise_client.py`), doing what applications do with them:
+//! `objection.js`, `mikroorm.js`), Peewee and Pony (PyPI, on psycopg2; `tests/compat/peewee_client.py`,
+//! `pony_client.py`) and Tortoise ORM (PyPI, on asyncpg; `tortoise_client.py`), doing what
+//! applications do with them:
 //! introspection, select, pagination, joins and relations, JSON, insert ... returning, multi-row
 //! inserts, the save of a loaded object (masked values written back unchanged), upsert and
 //! insert-or-ignore, get-or-create, nested transactions (savepoints), server-side cursors, delete. And
@@ -351,6 +352,33 @@ fn tortoise_in(mode: Mode) {
     );
 }
 
+fn pony_expectations(user: &str) -> Vec<(&'static str, Expect)> {
+    let inserts = inserts_interactions(user);
+    let changes = changes_interactions(user);
+    vec![
+        ("check_tables", Pass("mapped")),
+        ("join", Pass("channels=call,email,meeting")),
+        ("prefetch", Pass("contacts=3 interactions=")),
+        ("create", write(inserts, "inserted=5")),
+        // Its UPDATE checks the masked tax code (the redacted subject) as read in its WHERE.
+        ("save_loaded", save_loaded(user)),
+        ("save_changed_masked", dpo_only(user, "saved")),
+        ("rollback", write(inserts, "kept=0")),
+        ("delete", write(changes, "deleted=5")),
+    ]
+}
+
+fn pony_in(mode: Mode) {
+    orm_as_every_role(
+        "Pony",
+        mode,
+        with_base(python("pony_client.py", "pony")),
+        pony_expectations,
+        "Ponycity",
+        &[],
+    );
+}
+
 #[test]
 fn drizzle_as_every_reference_role() {
     drizzle_in(Mode::Session);
@@ -509,4 +537,14 @@ fn mikroorm_as_every_reference_role() {
 #[test]
 fn mikroorm_as_every_reference_role_in_transaction_mode() {
     mikroorm_in(Mode::Transaction);
+}
+
+#[test]
+fn pony_as_every_reference_role() {
+    pony_in(Mode::Session);
+}
+
+#[test]
+fn pony_as_every_reference_role_in_transaction_mode() {
+    pony_in(Mode::Transaction);
 }
