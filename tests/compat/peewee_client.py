@@ -17,19 +17,17 @@ from urllib.parse import urlsplit
 import peewee as pw
 from playhouse.postgres_ext import PostgresqlExtDatabase, ServerSide
 
+from orm_roles import ROLES, change_masked, change_shown, dropped
 from outcome import run
 
 URI, USER, BASE = sys.argv[1], sys.argv[2], int(sys.argv[3])
-ROLE = {"dora": "dpo", "sam": "sales", "tom": "support", "ana": "analyst"}[USER]
+ROLE = ROLES[USER]
 DB_ERRORS = (pw.DatabaseError,)
 
 # The URI as psycopg2 reads it (its password may be percent-encoded).
 db = PostgresqlExtDatabase(urlsplit(URI).path.lstrip("/"), dsn=URI, autoconnect=True, register_hstore=False)
 # The columns the matrix drops for the role (the role's application does not map them).
-DROPPED = {
-    "support": {"birth_date", "tax_code", "street_address"},
-    "analyst": {"first_name", "last_name", "email", "phone", "tax_code", "street_address"},
-}.get(ROLE, set())
+DROPPED = dropped(ROLE)
 # The analyst's ids are pseudonyms: text.
 Key = pw.TextField if ROLE == "analyst" else pw.BigIntegerField
 
@@ -196,10 +194,7 @@ Written = Ticket if ROLE == "support" else Contact
 @op("save_loaded")
 def _():
     row = Written.select().order_by(Written.id).first()
-    if ROLE == "support":
-        row.status = "pending"
-    else:
-        row.city = "Peeweecity"
+    change_shown(row, ROLE, "Peeweecity")
     row.save()
     saved = Written.get_by_id(row.id)
     return f"saved {shown(saved, ('tax_code', 'subject'))}"
@@ -209,12 +204,7 @@ def _():
 def _():
     # The last row (the unrestricted user's run changes it: the first rows are what the tests read).
     row = Written.select().order_by(Written.id.desc()).first()
-    if ROLE == "support":
-        row.subject = "A new subject"
-    elif hasattr(row, "tax_code"):
-        row.tax_code = "XXXXXXXXXXXXXXXX"
-    else:
-        row.city = "Elsewhere"
+    change_masked(row, ROLE)
     return "updated=%d" % row.save()
 
 

@@ -19,15 +19,13 @@ import psycopg2
 from pony import orm
 from pony.orm import Database, Optional, PrimaryKey, Required, Set, db_session, desc, select
 
+from orm_roles import ROLES, change_masked, change_shown, dropped
 from outcome import run
 
 URI, USER, BASE = sys.argv[1], sys.argv[2], int(sys.argv[3])
-ROLE = {"dora": "dpo", "sam": "sales", "tom": "support", "ana": "analyst"}[USER]
+ROLE = ROLES[USER]
 DB_ERRORS = (psycopg2.Error, orm.dbapiprovider.DBException, orm.core.TransactionError)
-DROPPED = {
-    "support": {"birth_date", "tax_code", "street_address"},
-    "analyst": {"first_name", "last_name", "email", "phone", "tax_code", "street_address"},
-}.get(ROLE, set())
+DROPPED = dropped(ROLE)
 # The analyst's ids are pseudonyms (text).
 KEY = str if ROLE == "analyst" else int
 
@@ -163,7 +161,7 @@ def _():
     # Read first: Pony then checks in the UPDATE's WHERE that the stored value is still what it read
     # (optimistic concurrency), here the masked tax code or the redacted subject.
     before = shown(row, ("tax_code", "subject"))
-    row.set(**{"status": "pending"} if ROLE == "support" else {"city": "Ponycity"})
+    change_shown(row, ROLE, "Ponycity")
     orm.commit()
     saved = Written[row.id]
     return f"saved {shown(saved, ('tax_code', 'subject'))} read {before}"
@@ -173,12 +171,7 @@ def _():
 def _():
     # The last row (the unrestricted user's run changes it: the first rows are what the tests read).
     row = Written.select().order_by(desc(Written.id)).first()
-    if ROLE == "support":
-        row.subject = "A new subject"
-    elif hasattr(row, "tax_code"):
-        row.tax_code = "XXXXXXXXXXXXXXXX"
-    else:
-        row.city = "Elsewhere"
+    change_masked(row, ROLE)
     orm.commit()
     return "saved"
 

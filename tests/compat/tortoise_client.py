@@ -25,15 +25,13 @@ from tortoise.functions import Count
 from tortoise.models import Model
 from tortoise.transactions import in_transaction
 
+from orm_roles import ROLES, change_masked, change_shown, dropped
 from outcome import run_async
 
 URI, USER, BASE = sys.argv[1], sys.argv[2], int(sys.argv[3])
-ROLE = {"dora": "dpo", "sam": "sales", "tom": "support", "ana": "analyst"}[USER]
+ROLE = ROLES[USER]
 DB_ERRORS = (BaseORMException, asyncpg.PostgresError)
-DROPPED = {
-    "support": {"birth_date", "tax_code", "street_address"},
-    "analyst": {"first_name", "last_name", "email", "phone", "tax_code", "street_address"},
-}.get(ROLE, set())
+DROPPED = dropped(ROLE)
 
 
 def key(**options):
@@ -211,10 +209,7 @@ async def main():
     @op("save_loaded")
     async def _():
         loaded = await written.all().order_by("id").first()
-        if ROLE == "support":
-            loaded.status = "pending"
-        else:
-            loaded.city = "Tortoisecity"
+        change_shown(loaded, ROLE, "Tortoisecity")
         await loaded.save()
         saved = await written.filter(id=loaded.id).first().values()
         return f"saved {shown(saved, ('tax_code', 'subject'))}"
@@ -223,12 +218,7 @@ async def main():
     async def _():
         # The last row (the unrestricted user's run changes it: the first rows are what the tests read).
         loaded = await written.all().order_by("-id").first()
-        if ROLE == "support":
-            loaded.subject = "A new subject"
-        elif hasattr(loaded, "tax_code"):
-            loaded.tax_code = "XXXXXXXXXXXXXXXX"
-        else:
-            loaded.city = "Elsewhere"
+        change_masked(loaded, ROLE)
         await loaded.save()
         return "saved"
 
