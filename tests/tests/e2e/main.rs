@@ -20,6 +20,7 @@ mod compat_more;
 mod crm;
 mod databases;
 mod dblock;
+mod dblock_cost;
 mod dblock_speed;
 mod demo;
 mod discover;
