@@ -21,6 +21,7 @@ mod compat_orms;
 mod crm;
 mod databases;
 mod dblock;
+mod dblock_cost;
 mod dblock_speed;
 mod demo;
 mod discover;
