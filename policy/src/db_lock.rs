@@ -389,6 +389,13 @@ impl ViewPlan<'_> {
             .collect()
     }
 
+    /// Whether a foreign key of any table references `column` of this table.
+    fn referenced(&self, column: &str) -> bool {
+        self.catalog.foreign_keys.iter().any(|k| {
+            &k.referenced == self.table && k.referenced_columns.iter().any(|c| c == column)
+        })
+    }
+
     fn shown(&self) -> impl Iterator<Item = &ColumnAccess> {
         self.access
             .columns
@@ -650,6 +657,15 @@ impl ViewPlan<'_> {
                         )
                     },
                     WriteKind::Update,
+                ));
+            }
+            // A referenced key keeps its value: a change would meet the foreign keys of rows the role
+            // may not see (their 23503 tells that they exist, a cascade changes them).
+            for c in writable.iter().filter(|c| self.referenced(&c.name)) {
+                let col = quote_ident(&c.name);
+                body.push_str(&format!(
+                    "IF NEW.{col} IS DISTINCT FROM OLD.{col} THEN {} END IF;\n",
+                    refuse(write_back::referenced_key_refusal(role_name, name, &c.name))
                 ));
             }
             let sets: Vec<String> = writable

@@ -125,3 +125,79 @@ async fn a_login_straight_runs_no_code_of_its_own_inside_the_compiled_functions(
         north_count
     );
 }
+
+#[tokio::test]
+async fn changing_a_referenced_key_tells_nothing_of_the_hidden_rows_that_refer_to_it() {
+    let round = Round::start().await;
+    // Two north contacts, one with a health record (Art. 9) and one without; the attacker first
+    // deletes the children it sees (deals, interactions), so that only hidden rows could refer to
+    // the contact. Their consents and tickets (which sales may not delete) are removed as the owner.
+    let pick = |health: bool| {
+        format!(
+            "SELECT c.id FROM contacts c WHERE c.region = 'north' AND {} \
+             (SELECT 1 FROM health_records h WHERE h.contact_id = c.id) \
+             AND NOT EXISTS (SELECT 1 FROM judicial_records j WHERE j.contact_id = c.id) \
+             ORDER BY c.id LIMIT 1",
+            if health { "EXISTS" } else { "NOT EXISTS" }
+        )
+    };
+    let with_record = round.owner_value(&pick(true)).await;
+    let without = round.owner_value(&pick(false)).await;
+    for id in [&with_record, &without] {
+        round
+            .owner_values(&format!(
+                "DELETE FROM consents WHERE contact_id = {id}; DELETE FROM tickets WHERE contact_id = {id}"
+            ))
+            .await;
+    }
+    for path in crate::attack_round3::EVERY_PATH {
+        let mut seen = Vec::new();
+        for id in [&with_record, &without] {
+            let session = round.session("sales", *path).await;
+            let extended = *path == Path::Extended;
+            session.simple("BEGIN").await;
+            for sql in [
+                format!("DELETE FROM deals WHERE contact_id = {id}"),
+                format!("DELETE FROM interactions WHERE contact_id = {id}"),
+            ] {
+                let outcome = session.run(extended, &sql).await;
+                assert!(outcome.error.is_none(), "{path:?} `{sql}`: {outcome:?}");
+            }
+            let sql = format!("UPDATE contacts SET id = 9000000 + id WHERE id = {id}");
+            let outcome = round.attack_in(&session, "sales", *path, &sql).await;
+            session.simple("ROLLBACK").await;
+            let (code, text) = outcome.refused();
+            assert_eq!(code, "42501", "{path:?} {id}: {text}");
+            assert!(
+                text.contains(
+                    "column \\\"id\\\" of \\\"contacts\\\" is a key that other tables refer to: \
+                     policy role sales may not change it"
+                ),
+                "{path:?} {id}: {text}"
+            );
+            assert!(!text.contains("health"), "{path:?} {id}: {text}");
+            seen.push(code.to_owned());
+        }
+        // The same answer whether or not a hidden row refers to the contact.
+        assert_eq!(seen[0], seen[1], "{path:?}");
+        // An ORM's save that writes the key back unchanged still works.
+        let session = round.session("sales", *path).await;
+        let saved = session
+            .run(
+                *path == Path::Extended,
+                &format!(
+                    "UPDATE contacts SET id = {with_record}, first_name = first_name \
+                     WHERE id = {with_record} RETURNING id::text"
+                ),
+            )
+            .await;
+        assert_eq!(saved.ok()[0][0], with_record, "{path:?}");
+    }
+    // The record the oracle would have revealed is there.
+    let records = round
+        .owner_value(&format!(
+            "SELECT count(*) FROM health_records WHERE contact_id = {with_record}"
+        ))
+        .await;
+    assert_ne!(records, "0");
+}
