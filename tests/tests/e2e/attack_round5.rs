@@ -201,3 +201,54 @@ async fn changing_a_referenced_key_tells_nothing_of_the_hidden_rows_that_refer_t
         .await;
     assert_ne!(records, "0");
 }
+
+#[tokio::test]
+async fn redaction_finds_phones_and_ibans_written_the_ways_people_write_them() {
+    let round = Round::start().await;
+    let ticket = round.owner_value("SELECT min(id) FROM tickets").await;
+    // Each form with the fragment that must not survive: a double space inside a phone, a phone
+    // glued to letters on either side, underscores, an IBAN grouped by dashes.
+    let forms = [
+        ("call 333 123  4567 after six", "4567"),
+        ("cell3331234567 (ask for Ugo)", "1234567"),
+        ("reach me at 3339876543ext", "9876543"),
+        ("number 333_555_0199", "0199"),
+        ("IBAN IT60-X054-2811-1010-0000-0123-456", "X054"),
+    ];
+    for (text, fragment) in forms {
+        round
+            .owner_values(&format!(
+                "UPDATE tickets SET body = '{text}' WHERE id = {ticket}"
+            ))
+            .await;
+        for rows in round
+            .rows(
+                "support",
+                crate::attack_round3::EVERY_PATH,
+                &format!("SELECT body FROM tickets WHERE id = {ticket}"),
+            )
+            .await
+        {
+            let body = &rows[0][0];
+            assert!(!body.contains(fragment), "`{text}` read as `{body}`");
+            assert!(
+                body.contains("[phone]") || body.contains("[iban]"),
+                "`{text}` read as `{body}`"
+            );
+        }
+    }
+    // Dates stay as they are.
+    round
+        .owner_values(&format!(
+            "UPDATE tickets SET body = 'visit 12.05.2024, born 1985-12-10' WHERE id = {ticket}"
+        ))
+        .await;
+    let rows = round
+        .rows(
+            "support",
+            &[Path::Simple],
+            &format!("SELECT body FROM tickets WHERE id = {ticket}"),
+        )
+        .await;
+    assert_eq!(rows[0][0][0], "visit 12.05.2024, born 1985-12-10");
+}
