@@ -545,6 +545,26 @@ impl ViewPlan<'_> {
         ))
     }
 
+    /// Fails the apply when the login may create objects in the table's schema, which the write
+    /// trigger searches: a function or table of its own there would run or be written to as the
+    /// writer role (PostgreSQL before 15 gave every role CREATE on `public`; upgraded databases keep it).
+    fn schema_not_writable_step(&self) -> Step {
+        let schema = &self.table.schema;
+        Step::plain(format!(
+            "DO $maschera_do$ BEGIN IF pg_catalog.has_schema_privilege({}, {}, 'CREATE') THEN \
+             RAISE EXCEPTION USING ERRCODE = '42501', MESSAGE = {}; END IF; END $maschera_do$",
+            quote_literal(self.login),
+            quote_literal(schema),
+            quote_literal(&format!(
+                "login {} may create objects in schema {}, which the write triggers of its views search: \
+                 run REVOKE CREATE ON SCHEMA {} FROM PUBLIC (and from the login), then apply again",
+                quote_ident(self.login),
+                quote_ident(schema),
+                quote_ident(schema)
+            ))
+        ))
+    }
+
     /// The INSTEAD OF trigger and its function (SECURITY DEFINER, owned by the writer role, so the base
     /// table's row-level security and column privileges apply to what it does).
     fn trigger_steps(&self) -> Vec<Step> {
@@ -719,10 +739,14 @@ impl ViewPlan<'_> {
         while body.contains(&tag) {
             tag.push('_');
         }
+        // The table's schema before `pg_temp` (see [`crate::step::FUNCTION_SEARCH_PATH`]): the CRM's
+        // own triggers on the table run inside this function, on its path, and find their unqualified
+        // tables where the CRM's sessions find them, never a temporary table of the login's (which
+        // would receive the rows they write). The login may not create objects there (checked below).
         let create = format!(
             "CREATE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER \
-             SET search_path = {} AS ${tag}${body}${tag}$",
-            crate::step::FUNCTION_SEARCH_PATH
+             SET search_path = pg_catalog, {}, pg_temp AS ${tag}${body}${tag}$",
+            quote_ident(&self.table.schema)
         );
         let create = if self.filtered {
             formatted(
@@ -742,6 +766,7 @@ impl ViewPlan<'_> {
         .map(|(_, event)| event)
         .collect();
         vec![
+            self.schema_not_writable_step(),
             create,
             Step::plain(format!(
                 "ALTER FUNCTION {function}() OWNER TO {}",

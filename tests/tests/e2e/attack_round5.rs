@@ -252,3 +252,81 @@ async fn redaction_finds_phones_and_ibans_written_the_ways_people_write_them() {
         .await;
     assert_eq!(rows[0][0][0], "visit 12.05.2024, born 1985-12-10");
 }
+
+#[tokio::test]
+async fn the_crms_own_triggers_write_where_the_crm_writes_and_never_to_a_logins_temporary_table() {
+    let round = Round::start().await;
+    let north = round.contact_of("north").await;
+    // A CRM trigger as CRMs write them: its function (SECURITY DEFINER, so that any writer records
+    // history) names its history table without a schema.
+    round
+        .owner_values(
+            "CREATE TABLE public.deal_history (deal_id bigint, stage text); \
+             CREATE FUNCTION public.deal_history_trg() RETURNS trigger LANGUAGE plpgsql \
+             SECURITY DEFINER AS $t$ \
+             BEGIN INSERT INTO deal_history (deal_id, stage) VALUES (OLD.id, OLD.stage); \
+             RETURN NEW; END $t$; \
+             CREATE TRIGGER deal_history AFTER UPDATE ON public.deals FOR EACH ROW \
+             EXECUTE FUNCTION public.deal_history_trg()",
+        )
+        .await;
+    let update = format!(
+        "UPDATE deals SET stage = stage WHERE id = {} RETURNING id::text",
+        north.deal
+    );
+    // Sales' write goes through its view's trigger and the CRM's trigger finds its table.
+    for path in crate::attack_round3::EVERY_PATH {
+        let session = round.session("sales", *path).await;
+        let updated = session.run(*path == Path::Extended, &update).await;
+        assert_eq!(updated.ok()[0][0], north.deal, "{path:?}");
+    }
+    // Straight, the login offers a temporary table of the same name, open to every role.
+    let login = round.session("sales", Path::Straight).await;
+    let offered = login
+        .simple(&format!(
+            "CREATE TEMP TABLE deal_history (deal_id bigint, stage text); \
+             GRANT ALL ON pg_temp.deal_history TO PUBLIC; {update}"
+        ))
+        .await;
+    assert_eq!(offered.ok()[0][0], north.deal);
+    let captured = login
+        .simple("SELECT count(*)::text FROM pg_temp.deal_history")
+        .await;
+    assert_eq!(
+        captured.ok()[0][0],
+        "0",
+        "the CRM's trigger wrote to the login's table"
+    );
+    assert_eq!(
+        round
+            .owner_value("SELECT count(*) FROM public.deal_history")
+            .await,
+        "4"
+    );
+    // The write triggers search the table's schema: an apply refuses a database where the logins may
+    // create objects there (as PostgreSQL before 15 let every role do in `public`).
+    let crm = &round.crm;
+    let apply = || {
+        maschera_tests::crm_proxy::apply_policy(
+            &crm.pg,
+            maschera_tests::crm_proxy::CRM_DB,
+            &crm.applied,
+            maschera_tests::crm_proxy::CRM_PSEUDONYM_KEY,
+        )
+    };
+    round
+        .owner_values("GRANT CREATE ON SCHEMA public TO PUBLIC")
+        .await;
+    let refused = apply().expect_err("the apply must refuse");
+    assert!(
+        format!("{refused:#}").contains(
+            "login \"maschera_sales\" may create objects in schema \"public\", which the write \
+             triggers of its views search: run REVOKE CREATE ON SCHEMA \"public\" FROM PUBLIC"
+        ),
+        "{refused:#}"
+    );
+    round
+        .owner_values("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+        .await;
+    apply().expect("apply again");
+}
