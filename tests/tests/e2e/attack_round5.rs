@@ -329,4 +329,32 @@ async fn the_crms_own_triggers_write_where_the_crm_writes_and_never_to_a_logins_
         .owner_values("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
         .await;
     apply().expect("apply again");
+    let check = || {
+        maschera_tests::run_maschera([
+            "policy".to_string(),
+            "check".into(),
+            crm.applied.policy.display().to_string(),
+            "--upstream".into(),
+            crm.pg.uri(maschera_tests::crm_proxy::CRM_DB),
+        ])
+    };
+    // The CRM's trigger function is SECURITY DEFINER without a search path of its own: a login
+    // straight on an auto-updatable view (no trigger of ours around it) could steer it with its own
+    // `SET search_path = pg_temp, ...`. `policy check --upstream` names it and the repair.
+    let checked = check();
+    let stderr = String::from_utf8_lossy(&checked.stderr);
+    assert!(
+        stderr.contains(
+            "warning: trigger function deal_history_trg() on deals is SECURITY DEFINER without its \
+             own search_path"
+        ) && stderr.contains("ALTER FUNCTION deal_history_trg() SET search_path"),
+        "{stderr}"
+    );
+    round
+        .owner_values("ALTER FUNCTION public.deal_history_trg() SET search_path = pg_catalog, public, pg_temp")
+        .await;
+    let checked = check();
+    let stderr = String::from_utf8_lossy(&checked.stderr);
+    assert!(checked.status.success(), "{stderr}");
+    assert!(!stderr.contains("deal_history_trg"), "{stderr}");
 }
