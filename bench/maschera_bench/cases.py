@@ -141,6 +141,14 @@ def crm_setup(bench, contacts=None):
         ]
         for role, user in (("sales", sam), ("marketing", mia))
     }
+    if bench.opts.crm_prepared:
+        # What a client that prepares its statements gets (`-M prepared`: planned once per
+        # connection), the owner and the role's login alike; the ratios stay against the owner's
+        # `-M extended` (the CRM as it runs).
+        for role in targets:
+            owner_t, login_t = targets[role][0], targets[role][1]
+            targets[role] += [Target(f"{owner_t.name}{PREPARED}", owner_t.login),
+                              Target(f"{login_t.name}{PREPARED}", login_t.login)]
     audited = []
     for mode in bench.opts.crm_audit_modes:
         try:
@@ -176,6 +184,10 @@ def crm_setup(bench, contacts=None):
     return targets, variables, maschera, audited
 
 
+# The suffix of case 2's targets measured with `-M prepared` (--crm-prepared).
+PREPARED = ", -M prepared"
+
+
 def su_login(pg, database):
     su = pg.superuser
     return Login(pg.port, su.user, su.password, database)
@@ -207,12 +219,14 @@ def crm_workload(bench, setup, contacts):
                 bench.log(f"[2] {size}, round {round_no}: {figure} via {t.name}")
                 path = os.path.join(CRM_SCRIPTS, script)
                 owner_path = path.replace(".sql", ".owner.sql")
-                if t.name == "owner direct" and os.path.exists(owner_path):
+                base = t.name.removesuffix(PREPARED)
+                if base == "owner direct" and os.path.exists(owner_path):
                     path = owner_path
-                extra = sealed if (t.name, role) == ("role login direct", "sales") else None
+                extra = sealed if (base, role) == ("role login direct", "sales") else None
+                mode = "prepared" if t.name.endswith(PREPARED) else "extended"
                 r = pgbench(
                     t,
-                    ["-M", "extended", "-c", str(clients), "-j", str(min(clients, 2)),
+                    ["-M", mode, "-c", str(clients), "-j", str(min(clients, 2)),
                      *bench.run_length(), "-f", path, *variables],
                     extra_env=extra,
                 )

@@ -89,6 +89,10 @@ def parse_args(argv):
     p.add_argument("--crm-no-plan-cache", action="store_true",
                    help="case 2: also Maschera as sam with `[upstream] plan_cache = false` (the cache is "
                         "on by default), access log off and batch, in the same interleaved rounds")
+    p.add_argument("--crm-prepared", action="store_true",
+                   help="case 2: also the owner and the role's login direct with `-M prepared` (planned "
+                        "once per connection), in the same interleaved rounds, against the owner's "
+                        "`-M extended`")
     p.add_argument("--note", help="a sentence about the conditions of the run, written into the report")
     p.add_argument("--report-only", action="store_true",
                    help="measure nothing: write the report again from the --json results (give the "

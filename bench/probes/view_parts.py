@@ -2,8 +2,10 @@
 """What each part of a role's compiled view costs PostgreSQL per statement (issue 18): planning and
 execution time of one statement read through variants of the sales role's `contacts` view, each a view of
 its own in a scratch schema, owned by the owner role like the compiled one and read by the sales login:
-the base table (as the owner), a plain `SELECT *` view, the role's masks alone, the masks over the row
-filter (the compiled policy) without the guard, and the view as `policy apply` compiled it. Times are
+the base table (as the owner), a plain `SELECT *` view, the role's masks alone, the row filter (the
+compiled policy) alone, the masks over the row filter without the guard, the view as `policy apply`
+compiled it, and the same with the guard's checks written as SQL into the view (the C functions and an
+`EXISTS` on `pg_policy`) instead of the PL/pgSQL call. Times are
 `EXPLAIN (ANALYZE, SUMMARY, TIMING OFF)`'s, min and median of N runs in one session (1 µs resolution, the
 steadiest figure on a shared machine). The scratch schemas are dropped at the end.
 
@@ -15,6 +17,7 @@ Usage: bench/probes/view_parts.py HOST PORT DATABASE [N]
   where `maschera crm load` and `maschera policy apply examples/crm/policy.toml` ran.
 """
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -24,7 +27,7 @@ OWNER_ROLE = "maschera_sales_owner"
 POINT = ("SELECT id, first_name, last_name, email, phone, birth_date, tax_code, city, region, "
          "last_activity_at FROM {} WHERE id = 1234")
 PAGE = ("SELECT id, first_name, last_name, email, phone, city, last_activity_at FROM {} "
-        "WHERE region = 'north' AND id >= 100000 ORDER BY id LIMIT 50")
+        "WHERE region = 'north' AND id >= {{half}} ORDER BY id LIMIT 50")
 
 
 def psql(host, port, db, user, sql, options=""):
@@ -61,14 +64,28 @@ def main(argv):
     n = int(argv[3]) if len(argv) > 3 else 300
     su = lambda sql: psql(host, port, db, "postgres", sql)  # noqa: E731
     owner = su("SELECT relowner::regrole FROM pg_class WHERE oid = 'public.contacts'::regclass").strip()
+    half = su("SELECT max(id) / 2 FROM public.contacts").strip()
     compiled = su("SELECT pg_get_viewdef('maschera_sales.contacts'::regclass)").strip().rstrip(";")
     if " WHERE " not in compiled:
         print("the sales role's contacts view has no guard: is the policy applied?")
         return 1
     select = compiled.rsplit(" WHERE ", 1)[0]
+    masks = select.replace(" FROM contacts", " FROM public.contacts")
+    tab, pol, version, owner_role = re.search(
+        r"intact\(\(?(\d+)\)?::oid, \(?(\d+)\)?::oid, '(\d+)'::xid, \(?(\d+)\)?::oid\)", compiled).groups()
+    # The guard's checks written into the view instead of the PL/pgSQL call: the two C functions as
+    # a one-time filter and the policy's row version as an uncorrelated EXISTS (an InitPlan).
+    sql_guard = (f" WHERE pg_catalog.row_security_active({tab}::pg_catalog.oid) AND NOT "
+                 f"pg_catalog.has_table_privilege({owner_role}::pg_catalog.oid, {tab}::pg_catalog.oid, "
+                 "'SELECT WITH GRANT OPTION') AND EXISTS (SELECT FROM pg_catalog.pg_policy p "
+                 f"WHERE p.oid = {pol}::pg_catalog.oid AND p.polrelid = {tab}::pg_catalog.oid "
+                 f"AND p.xmin = '{version}'::pg_catalog.xid)")
     variants = {
         "plain": "SELECT * FROM public.contacts",
-        "masks": select.replace(" FROM contacts", " FROM public.contacts"),
+        "masks_only": masks,
+        "filter_only": "SELECT * FROM public.contacts",
+        "masks": masks,
+        "sql_guard": masks + sql_guard,
     }
     su("".join(
         f"DROP SCHEMA IF EXISTS probe_{name} CASCADE; CREATE SCHEMA probe_{name}; "
@@ -79,18 +96,24 @@ def main(argv):
         # The plain view as the table's owner (no policy applies), the masks as the owner role (the
         # compiled policy applies: this is the compiled view without its guard).
         + f"ALTER VIEW probe_plain.contacts OWNER TO {owner}; "
-        + f"ALTER VIEW probe_masks.contacts OWNER TO {OWNER_ROLE};")
+        + f"ALTER VIEW probe_masks_only.contacts OWNER TO {owner}; "
+        + f"ALTER VIEW probe_filter_only.contacts OWNER TO {OWNER_ROLE}; "
+        + f"ALTER VIEW probe_masks.contacts OWNER TO {OWNER_ROLE}; "
+        + f"ALTER VIEW probe_sql_guard.contacts OWNER TO {OWNER_ROLE};")
     rows = [
         ("the base table, as its owner", owner, "public.contacts"),
         ("a plain view SELECT *", SALES, "probe_plain.contacts"),
+        ("the masks alone (no filter, no guard)", SALES, "probe_masks_only.contacts"),
+        ("the policy's filter alone (no masks, no guard)", SALES, "probe_filter_only.contacts"),
         ("masks and the policy's filter, no guard", SALES, "probe_masks.contacts"),
         ("the view as compiled (masks, filter, guard)", SALES, "maschera_sales.contacts"),
+        ("compiled, the guard as SQL in the view", SALES, "probe_sql_guard.contacts"),
     ]
     try:
         for label, statement in (("point lookup", POINT), ("page of 50 contacts", PAGE)):
             print(f"{label}: planning / execution µs, min (median) of {n}")
             for name, user, relation in rows:
-                p, pm, e, em = times(host, port, db, user, statement.format(relation), n)
+                p, pm, e, em = times(host, port, db, user, statement.format(relation).format(half=half), n)
                 print(f"  {name:46s} {p:5.0f} ({pm:4.0f}) / {e:5.0f} ({em:4.0f})")
     finally:
         su("".join(f"DROP SCHEMA IF EXISTS probe_{name} CASCADE; " for name in variants))

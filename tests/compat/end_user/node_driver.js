@@ -9,27 +9,11 @@ const fs = require('node:fs');
 const path = require('node:path');
 const { Client, Pool } = require(path.join(__dirname, '..', 'node', 'node_modules', 'pg'));
 const { EndUserSigner, withEndUser } = require(path.join(__dirname, '..', '..', '..', 'integrations', 'node'));
+const { run, oneLine } = require('../outcome');
 
 const [uri, samUri, tomUri, keyFile, kid] = process.argv.slice(2);
 const COLUMNS = 'id, first_name, last_name, email, phone, city, region';
 const ROWS = { name: 'contacts20', text: `SELECT ${COLUMNS} FROM contacts ORDER BY id LIMIT 20`, rowMode: 'array' };
-
-const oneLine = (text) => String(text).split(/\s+/).join(' ').slice(0, 300);
-
-async function run(op, fn) {
-  try {
-    const detail = await fn();
-    console.log(`${op}\tpass\t${oneLine(detail ?? '')}`);
-    return true;
-  } catch (err) {
-    if (err && typeof err.code === 'string' && err.severity) {
-      console.log(`${op}\trefused\t${err.code} ${oneLine(err.message)}`);
-    } else {
-      console.log(`${op}\tbroken\t${oneLine(err && err.stack ? err.stack : err)}`);
-    }
-    return false;
-  }
-}
 
 const asText = (rows) => rows.map((row) => row.map((v) => String(v)));
 

@@ -1,10 +1,10 @@
 // Knex (with pg) against the reference CRM through Maschera: its migrations (the owner runs them;
 // a restricted role is refused their DDL), the query builder (select, where, join, aggregates,
 // insert ... returning, update, delete), transactions and schema introspection.
-// Usage: node knex.js URI USER. Prints one outcome line per operation (outcome.js).
+// Usage: node knex.js URI USER. Prints one outcome line per operation (../outcome.js).
 'use strict';
 const path = require('path');
-const { run } = require('./outcome');
+const { run } = require('../outcome');
 
 const [uri, user] = process.argv.slice(2);
 const BASE_ID = { dora: 610000, sam: 620000, tom: 630000, ana: 640000 }[user] ?? 650000;

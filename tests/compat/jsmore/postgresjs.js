@@ -1,10 +1,10 @@
 // postgres.js (npm `postgres`) against the reference CRM through Maschera. It fetches the array
 // types on connect, prepares every statement under a name by default, pipelines the queries it is
 // given at once on one connection, and reads cursors inside a transaction.
-// Usage: node postgresjs.js URI USER. Prints one outcome line per operation (outcome.js).
+// Usage: node postgresjs.js URI USER. Prints one outcome line per operation (../outcome.js).
 'use strict';
 const postgres = require('postgres').default;
-const { run } = require('./outcome');
+const { run } = require('../outcome');
 
 const [uri, user] = process.argv.slice(2);
 const BASE_ID = { dora: 710000, sam: 720000, tom: 730000, ana: 740000 }[user] ?? 750000;

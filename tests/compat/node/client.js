@@ -4,26 +4,10 @@
 // (refused: the server's ErrorResponse, with its SQLSTATE; broken: anything else).
 'use strict';
 const { Client } = require('pg');
+const { run, oneLine } = require('../outcome');
 
 const [uri, user] = process.argv.slice(2);
 const BASE_ID = user === 'dora' ? 700000 : 600000;
-
-function oneLine(text) {
-  return String(text).split(/\s+/).join(' ').slice(0, 300);
-}
-
-async function run(op, fn) {
-  try {
-    const detail = await fn();
-    console.log(`${op}\tpass\t${oneLine(detail ?? '')}`);
-  } catch (err) {
-    if (err && typeof err.code === 'string' && err.severity) {
-      console.log(`${op}\trefused\t${err.code} ${oneLine(err.message)}`);
-    } else {
-      console.log(`${op}\tbroken\t${oneLine(err && err.stack ? err.stack : err)}`);
-    }
-  }
-}
 
 async function main() {
   const client = new Client({ connectionString: uri, statement_timeout: 30000 });

@@ -26,7 +26,7 @@ fn compat_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("compat")
 }
 
-fn start(mode: Mode) -> CrmProxy {
+pub(crate) fn start(mode: Mode) -> CrmProxy {
     maschera_tests::block_on(
         Fixture::crm(CONTACTS)
             .users([
@@ -42,7 +42,10 @@ fn start(mode: Mode) -> CrmProxy {
 }
 
 /// A Python client script of `tests/compat/`, after checking that `module` is importable.
-fn python(script: &'static str, module: &'static str) -> impl Fn(&CrmProxy, &str) -> Command {
+pub(crate) fn python(
+    script: &'static str,
+    module: &'static str,
+) -> impl Fn(&CrmProxy, &str) -> Command {
     let ok = Command::new("python3")
         .args(["-c", &format!("import {module}")])
         .status()
@@ -56,8 +59,18 @@ fn python(script: &'static str, module: &'static str) -> impl Fn(&CrmProxy, &str
 
 /// A Node.js script of `tests/compat/jsmore/`, after checking that its packages are installed.
 fn node(script: &'static str) -> impl Fn(&CrmProxy, &str) -> Command {
-    let dir = compat_dir().join("jsmore");
-    for package in ["postgres", "knex", "pg"] {
+    node_in("jsmore", &["postgres", "knex", "pg"], script)
+}
+
+/// A Node.js script of `tests/compat/<folder>/` run as `node SCRIPT URI USER`, after checking that
+/// `packages` are installed there.
+pub(crate) fn node_in(
+    folder: &str,
+    packages: &[&str],
+    script: &'static str,
+) -> impl Fn(&CrmProxy, &str) -> Command {
+    let dir = compat_dir().join(folder);
+    for package in packages {
         assert!(
             dir.join("node_modules").join(package).is_dir(),
             "{package} is not installed: run `npm ci` in {}",
@@ -84,18 +97,29 @@ fn as_every_role(
     expect: impl Fn(&str) -> Vec<(&'static str, Expect)>,
     pins: &[&str],
 ) {
-    let env = start(mode);
+    run_as_every_role(&start(mode), what, mode, client, expect, pins);
+}
+
+/// [`as_every_role`] on the proxy `env` (started in `mode`).
+pub(crate) fn run_as_every_role(
+    env: &CrmProxy,
+    what: &str,
+    mode: Mode,
+    client: impl Fn(&CrmProxy, &str) -> Command,
+    expect: impl Fn(&str) -> Vec<(&'static str, Expect)>,
+    pins: &[&str],
+) {
     for user in USERS {
         let label = format!("{what} as {user} ({mode:?} mode)");
-        let outcomes = run_client(client(&env, user), &label);
+        let outcomes = run_client(client(env, user), &label);
         check(&label, &outcomes, &expect(user));
     }
-    assert_parser_understood_everything(&env);
-    assert_mode(&env, mode, pins);
+    assert_parser_understood_everything(env);
+    assert_mode(env, mode, pins);
 }
 
 /// The user's relations as the reflection of an ORM lists them (its views, for a restricted role).
-fn relations(user: &str) -> &'static str {
+pub(crate) fn relations(user: &str) -> &'static str {
     match user {
         "dora" => "consents,contacts,deals,health_records,interactions,judicial_records,tickets",
         "tom" => "consents,contacts,interactions,tickets",
@@ -104,7 +128,7 @@ fn relations(user: &str) -> &'static str {
 }
 
 /// What `SELECT * FROM contacts` shows the user: the number of columns and a cell of the first row.
-fn contacts_row(user: &str) -> &'static str {
+pub(crate) fn contacts_row(user: &str) -> &'static str {
     match user {
         "dora" | "sam" => "columns=12",
         "tom" => "columns=9",
@@ -114,7 +138,7 @@ fn contacts_row(user: &str) -> &'static str {
 
 /// A cell of the first contact as the user reads it (the same in every client's detail): dora's clear
 /// tax code, sam's masked one, tom's masked e-mail, the analyst's pseudonymous (text) id.
-fn first_contact_cell(user: &str) -> &'static str {
+pub(crate) fn first_contact_cell(user: &str) -> &'static str {
     match user {
         "dora" => "CTTPLA95C61E717D",
         "sam" => "************717D",
@@ -124,17 +148,17 @@ fn first_contact_cell(user: &str) -> &'static str {
 }
 
 /// Whether the user may insert interactions (dpo, sales in its region, support).
-fn inserts_interactions(user: &str) -> bool {
+pub(crate) fn inserts_interactions(user: &str) -> bool {
     user != "ana"
 }
 
 /// Whether the user may update and delete interactions (dpo, sales).
-fn changes_interactions(user: &str) -> bool {
+pub(crate) fn changes_interactions(user: &str) -> bool {
     matches!(user, "dora" | "sam")
 }
 
 /// Pass(detail) for an allowed write, else refused 42501.
-fn write(allowed: bool, detail: &'static str) -> Expect {
+pub(crate) fn write(allowed: bool, detail: &'static str) -> Expect {
     if allowed {
         Pass(detail)
     } else {
@@ -143,7 +167,7 @@ fn write(allowed: bool, detail: &'static str) -> Expect {
 }
 
 /// Pass for dora, refused 42501 for every restricted role (health records are dpo's only).
-fn health(user: &str) -> Expect {
+pub(crate) fn health(user: &str) -> Expect {
     if user == "dora" {
         Pass("n=")
     } else {
