@@ -439,3 +439,52 @@ async fn a_login_straight_cannot_hold_up_policy_apply_or_retention() {
         String::from_utf8_lossy(&applied.stderr)
     );
 }
+
+#[tokio::test]
+async fn a_retention_run_held_up_by_a_login_names_it_and_runs_once_it_is_ended() {
+    let round = Round::start().await;
+    let login = round.session("support", Path::Straight).await;
+    let pid = login
+        .simple("SELECT pg_advisory_lock(x'006d617363726574'::bigint), pg_backend_pid()::text")
+        .await
+        .ok()[0][1]
+        .clone();
+    let crm = &round.crm;
+    let run = || {
+        maschera_tests::run_maschera([
+            "retention".to_string(),
+            "run".into(),
+            crm.applied.policy.display().to_string(),
+            "--upstream".into(),
+            crm.pg.uri(maschera_tests::crm_proxy::CRM_DB),
+            "--dry-run".into(),
+        ])
+    };
+    let held = run();
+    let stderr = String::from_utf8_lossy(&held.stderr);
+    assert!(!held.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "by session {pid} of maschera_support: if that is not a retention run, end it with \
+             SELECT pg_terminate_backend({pid})"
+        )),
+        "{stderr}"
+    );
+    // The repair it names.
+    round
+        .owner_values(&format!("SELECT pg_terminate_backend({pid})"))
+        .await;
+    let mut ran = run();
+    for _ in 0..50 {
+        if ran.status.success() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        ran = run();
+    }
+    assert!(
+        ran.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+}
