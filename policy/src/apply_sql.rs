@@ -449,10 +449,26 @@ fn drop_views_steps_and(policy: &Policy, stale: &[&String]) -> Vec<Step> {
 /// A transaction-level advisory lock, so that the applies, schema changes and rebuilds of one
 /// database replace the compiled objects one after the other (two transactions that both drop and
 /// recreate a schema would otherwise collide on its name). Taken again by the same transaction, it
-/// is already held.
+/// is already held. Advisory locks have no privilege: a role's login used straight may hold this
+/// one from an idle session, and the apply would wait for ever; held by a login `policy apply`
+/// made, the step fails at once (55P03) naming the session and the `pg_terminate_backend` that
+/// ends it (attack round 5).
 fn objects_lock_step() -> Step {
     Step::plain(format!(
-        "DO $maschera_do$ BEGIN PERFORM {OBJECTS_LOCK}; END $maschera_do$"
+        "DO $maschera_do$ DECLARE holder record; BEGIN \
+         SELECT l.pid, r.rolname INTO holder FROM pg_catalog.pg_locks l \
+         JOIN pg_catalog.pg_stat_activity a ON a.pid OPERATOR(pg_catalog.=) l.pid \
+         JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) a.usesysid \
+         WHERE l.locktype OPERATOR(pg_catalog.=) 'advisory' AND l.granted AND l.objsubid OPERATOR(pg_catalog.=) 1 \
+         AND ((l.classid::pg_catalog.int8 OPERATOR(pg_catalog.<<) 32) OPERATOR(pg_catalog.|) l.objid::pg_catalog.int8) \
+         OPERATOR(pg_catalog.=) pg_catalog.hashtext('maschera policy objects')::pg_catalog.int8 \
+         AND pg_catalog.shobj_description(r.oid, 'pg_authid') LIKE {} LIMIT 1; \
+         IF FOUND THEN RAISE EXCEPTION USING ERRCODE = '55P03', MESSAGE = pg_catalog.format(\
+         'the lock of maschera''s objects is held by session %s of login %s (a role''s login used straight \
+         may take it): end it with SELECT pg_terminate_backend(%s), then run this again', \
+         holder.pid, holder.rolname, holder.pid); END IF; \
+         PERFORM {OBJECTS_LOCK}; END $maschera_do$",
+        quote_literal(&format!("{MANAGED_MARK}%"))
     ))
 }
 

@@ -389,6 +389,13 @@ impl ViewPlan<'_> {
             .collect()
     }
 
+    /// Whether a foreign key of any table references `column` of this table.
+    fn referenced(&self, column: &str) -> bool {
+        self.catalog.foreign_keys.iter().any(|k| {
+            &k.referenced == self.table && k.referenced_columns.iter().any(|c| c == column)
+        })
+    }
+
     fn shown(&self) -> impl Iterator<Item = &ColumnAccess> {
         self.access
             .columns
@@ -578,6 +585,26 @@ impl ViewPlan<'_> {
         })
     }
 
+    /// Fails the apply when the login may create objects in the table's schema, which the write
+    /// trigger searches: a function or table of its own there would run or be written to as the
+    /// writer role (PostgreSQL before 15 gave every role CREATE on `public`; upgraded databases keep it).
+    fn schema_not_writable_step(&self) -> Step {
+        let schema = &self.table.schema;
+        Step::plain(format!(
+            "DO $maschera_do$ BEGIN IF pg_catalog.has_schema_privilege({}, {}, 'CREATE') THEN \
+             RAISE EXCEPTION USING ERRCODE = '42501', MESSAGE = {}; END IF; END $maschera_do$",
+            quote_literal(self.login),
+            quote_literal(schema),
+            quote_literal(&format!(
+                "login {} may create objects in schema {}, which the write triggers of its views search: \
+                 run REVOKE CREATE ON SCHEMA {} FROM PUBLIC (and from the login), then apply again",
+                quote_ident(self.login),
+                quote_ident(schema),
+                quote_ident(schema)
+            ))
+        ))
+    }
+
     /// The INSTEAD OF trigger and its function (SECURITY DEFINER, owned by the writer role, so the base
     /// table's row-level security and column privileges apply to what it does).
     fn trigger_steps(&self) -> Vec<Step> {
@@ -688,6 +715,15 @@ impl ViewPlan<'_> {
                     WriteKind::Update,
                 ));
             }
+            // A referenced key keeps its value: a change would meet the foreign keys of rows the role
+            // may not see (their 23503 tells that they exist, a cascade changes them).
+            for c in writable.iter().filter(|c| self.referenced(&c.name)) {
+                let col = quote_ident(&c.name);
+                body.push_str(&format!(
+                    "IF NEW.{col} IS DISTINCT FROM OLD.{col} THEN {} END IF;\n",
+                    refuse(write_back::referenced_key_refusal(role_name, name, &c.name))
+                ));
+            }
             let sets: Vec<String> = writable
                 .iter()
                 .map(|c| {
@@ -743,10 +779,14 @@ impl ViewPlan<'_> {
         while body.contains(&tag) {
             tag.push('_');
         }
+        // The table's schema before `pg_temp` (see [`crate::step::FUNCTION_SEARCH_PATH`]): the CRM's
+        // own triggers on the table run inside this function, on its path, and find their unqualified
+        // tables where the CRM's sessions find them, never a temporary table of the login's (which
+        // would receive the rows they write). The login may not create objects there (checked below).
         let create = format!(
             "CREATE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER \
-             SET search_path = {} AS ${tag}${body}${tag}$",
-            crate::step::FUNCTION_SEARCH_PATH
+             SET search_path = pg_catalog, {}, pg_temp AS ${tag}${body}${tag}$",
+            quote_ident(&self.table.schema)
         );
         let create = if self.filtered {
             formatted(
@@ -766,6 +806,7 @@ impl ViewPlan<'_> {
         .map(|(_, event)| event)
         .collect();
         vec![
+            self.schema_not_writable_step(),
             create,
             Step::plain(format!(
                 "ALTER FUNCTION {function}() OWNER TO {}",

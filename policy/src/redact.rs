@@ -14,11 +14,13 @@ struct Pattern {
 }
 
 /// The patterns in the order they apply: e-mail addresses first (their digits are not phones), then
-/// IBANs (grouped by spaces or not, either case), national identifiers (Italian codice fiscale in
+/// IBANs (grouped by spaces or dashes or not, either case), national identifiers (Italian codice fiscale in
 /// either case, US SSN, Spanish DNI/NIE, UK National Insurance number), and last any run of 7 or more
-/// digits with spaces, dashes, dots or slashes between them, an optional `+39`/`0039`/`(+39)` prefix
-/// and an optional area code in parentheses, which is how phone numbers are written (dates such as `2024-06-01` or `01/06/2024` are left alone; other long
-/// numbers, such as order or card numbers, become `[phone]` too).
+/// digits with up to two spaces, dashes, dots, underscores or slashes between them, an optional
+/// `+39`/`0039`/`(+39)` prefix and an optional area code in parentheses, which is how phone numbers are
+/// written, letters right before or after included (`tel3331234567`, `3331234567ext`: attack round 5);
+/// dates such as `2024-06-01` or `01/06/2024` are left alone; other long numbers, such as order or
+/// card numbers, become `[phone]` too (`ORD1234567` becomes `ORD[phone]`).
 const PATTERNS: &[Pattern] = &[
     Pattern {
         regex: r"[[:alnum:]._%+-]+@[[:alnum:]-]+(\.[[:alnum:]-]+)*\.[[:alpha:]]{2,}",
@@ -26,7 +28,7 @@ const PATTERNS: &[Pattern] = &[
         flags: "g",
     },
     Pattern {
-        regex: r"\m[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\M",
+        regex: r"\m[A-Z]{2}[0-9]{2}(?:[ -]?[A-Z0-9]{4}){2,7}(?:[ -]?[A-Z0-9]{1,4})?\M",
         replacement: "[iban]",
         flags: "gi",
     },
@@ -42,10 +44,10 @@ const PATTERNS: &[Pattern] = &[
     },
     Pattern {
         regex: concat!(
-            r"(^|[^[:alnum:]+])(?:\(?(?:\+|00)[0-9]{1,3}\)?[ ./-]?)?(?:\([0-9]{1,4}\)[ ./-]?)?",
+            r"(^|[^0-9+])(?:\(?(?:\+|00)[0-9]{1,3}\)?[ ./_-]{0,2})?(?:\([0-9]{1,4}\)[ ./_-]{0,2})?",
             r"(?![0-9]{4}-[0-9]{2}-[0-9]{2}(?:[^0-9]|$))",
             r"(?![0-9]{1,2}[./-][0-9]{1,2}[./-][0-9]{2,4}(?:[^0-9]|$))",
-            r"[0-9](?:[ ./-]?[0-9]){6,}(?![[:alnum:]])"
+            r"[0-9](?:[ ./_-]{0,2}[0-9]){6,}(?![0-9])"
         ),
         replacement: r"\1[phone]",
         flags: "g",

@@ -42,6 +42,16 @@ pub fn column_refusal(role: &str, view: &str, column: &str, kind: WriteKind) -> 
     format!("column \"{column}\" of \"{view}\" is not writable for policy role {role}: {instead}")
 }
 
+/// The refusal of a changed value of `column`, a key other tables' foreign keys reference: a change
+/// would fail on, cascade into or leave dangling rows the role may not see, and its error (23503)
+/// would tell that they exist (a health record of a contact the role sees, say).
+pub fn referenced_key_refusal(role: &str, view: &str, column: &str) -> String {
+    format!(
+        "column \"{column}\" of \"{view}\" is a key that other tables refer to: policy role {role} may not change it \
+         (only the value as the role reads it, written back unchanged, is accepted)"
+    )
+}
+
 /// The refusal of a write the policy does not give the role (`verb`: `insert into`, `update`,
 /// `delete from`).
 pub fn operation_refusal(role: &str, view: &str, verb: &str) -> String {
@@ -78,6 +88,7 @@ pub fn messages(role: &RoleAccess) -> BTreeSet<String> {
             for kind in [WriteKind::Insert, WriteKind::Update] {
                 out.insert(column_refusal(&role.role, name, &column.name, kind));
             }
+            out.insert(referenced_key_refusal(&role.role, name, &column.name));
         }
         for verb in ["insert into", "update", "delete from"] {
             out.insert(operation_refusal(&role.role, name, verb));

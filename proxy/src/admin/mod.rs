@@ -1,6 +1,7 @@
 //! The proxy's administrative side of PostgreSQL: its own tokio-postgres connections (`admin_connect`),
 //! the catalog it reads, `policy apply` and what it needs, the credentials file it writes, whether
-//! the database lock's objects are whole, transaction pooling's event trigger, and reading a policy file for a command.
+//! the database lock's objects are whole, transaction pooling's event trigger, the CRM's definer
+//! triggers that a login could steer, and reading a policy file for a command.
 //! Not for: relaying client sessions (`session`) or deciding per statement (`enforce`).
 
 pub(crate) mod admin_connect;
@@ -8,6 +9,7 @@ pub(crate) mod apply_privileges;
 pub mod catalog;
 pub(crate) mod compiled_objects;
 pub mod credentials;
+pub(crate) mod definer_triggers;
 pub(crate) mod login_check;
 pub mod policy_apply;
 pub(crate) mod policy_file;

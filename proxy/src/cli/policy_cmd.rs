@@ -170,6 +170,20 @@ async fn check(file: &Path, upstream: Option<&str>, login_prefix: &str) -> Resul
                 eprintln!("warning: {message}");
             }
         }
+        let tables: Vec<String> = catalog
+            .tables
+            .keys()
+            .map(|t| {
+                format!(
+                    "{}.{}",
+                    policy::step::quote_ident(&t.schema),
+                    policy::step::quote_ident(&t.name)
+                )
+            })
+            .collect();
+        for warning in crate::admin::definer_triggers::warnings(&client, &tables).await? {
+            eprintln!("warning: {warning}");
+        }
         if failed {
             return Ok(ExitCode::FAILURE);
         }

@@ -172,6 +172,11 @@ pub struct Limits {
     /// UNION, EXCEPT and INTERSECT in one statement. Default 500.
     #[serde(default = "default_max_set_operations")]
     pub max_set_operations: usize,
+    /// Named prepared statements one client session may hold at once (each costs the proxy about
+    /// 1.5 KB and the backend a plan); a Parse of one more is refused with 54000 until the client
+    /// closes some. 0: no bound. Default 10000.
+    #[serde(default = "default_max_prepared_statements")]
+    pub max_prepared_statements: usize,
     /// Depth of parentheses in one statement. Default 64.
     #[serde(default = "default_max_nesting")]
     pub max_nesting: usize,
@@ -209,6 +214,7 @@ impl Default for Limits {
             max_sessions_per_role: None,
             max_statements_per_second_per_user: 0,
             max_statements: default_max_statements(),
+            max_prepared_statements: default_max_prepared_statements(),
             max_tokens: default_max_tokens(),
             max_operators: default_max_operators(),
             max_set_operations: default_max_set_operations(),
@@ -345,6 +351,10 @@ fn default_max_connections() -> usize {
 fn default_max_frame() -> usize {
     16 * 1024 * 1024
 }
+fn default_max_prepared_statements() -> usize {
+    10_000
+}
+
 fn default_max_statements() -> usize {
     policy::rewrite::limits::Limits::DEFAULT.max_statements
 }

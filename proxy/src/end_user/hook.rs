@@ -1135,7 +1135,7 @@ fn safe_id(id: &str) -> String {
 impl ApplicationHook {
     /// What becomes of a client message (see `SessionHook::on_client_message`).
     fn decide(&mut self, tag: u8, frame: &[u8], cycle: u64) -> Decision {
-        if let Some(refused) = self.rate.as_mut().and_then(|rate| rate.check(tag)) {
+        if let Some(refused) = self.rate.as_mut().and_then(|rate| rate.check(tag, frame)) {
             return refused;
         }
         let message = Frontend::decode(frame).ok();

@@ -17,6 +17,7 @@
 //! (see `lockout`) or the size of one message's work.
 
 use crate::config::Limits;
+use crate::enforce::prepared_cap::PreparedCap;
 use crate::net::upstream::UpstreamTarget;
 use crate::session::Decision;
 use crate::wire::client_error::ClientError;
@@ -55,6 +56,8 @@ struct Inner {
     user_max_sessions: BTreeMap<String, usize>,
     configured_per_role: Option<usize>,
     statements_per_second: u32,
+    /// `[limits] max_prepared_statements` (0: no bound), per session.
+    max_prepared: usize,
     held: Mutex<Held>,
 }
 
@@ -112,6 +115,7 @@ impl Admission {
             user_max_sessions: limits.user_max_sessions.clone(),
             configured_per_role: limits.max_sessions_per_role,
             statements_per_second: limits.max_statements_per_second_per_user,
+            max_prepared: limits.max_prepared_statements,
             held: Mutex::new(Held::default()),
         });
         let admission = Admission { inner };
@@ -201,12 +205,14 @@ impl Admission {
 
     /// The check of the user's statement rate a session's hook makes first (`None`: not limited).
     pub fn rate_limit(&self, admitted: &Admitted) -> Option<RateLimit> {
-        if self.inner.statements_per_second == 0 {
+        let prepared = PreparedCap::new(self.inner.max_prepared);
+        if self.inner.statements_per_second == 0 && prepared.is_none() {
             return None;
         }
         Some(RateLimit {
             inner: self.inner.clone(),
             user: admitted.user.clone(),
+            prepared,
         })
     }
 }
@@ -303,16 +309,22 @@ impl Bucket {
     }
 }
 
-/// Checks the user's statement rate on each Query and Parse, before the session's own decision.
+/// Checks the user's statement rate on each Query and Parse, and the named statements the session
+/// holds (`prepared_cap`), before the session's own decision.
 pub struct RateLimit {
     inner: Arc<Inner>,
     user: String,
+    prepared: Option<PreparedCap>,
 }
 
 impl RateLimit {
-    /// The refusal of a Query or Parse beyond the user's rate; `None`: the session decides.
-    pub fn check(&mut self, tag: u8) -> Option<Decision> {
-        if matches!(tag, b'Q' | b'P') {
+    /// The refusal of a Query or Parse beyond the user's rate or of a Parse of one named statement
+    /// too many (`frame`: the message); `None`: the session decides.
+    pub fn check(&mut self, tag: u8, frame: &[u8]) -> Option<Decision> {
+        if let Some(refused) = self.prepared.as_mut().and_then(|cap| cap.check(frame)) {
+            return Some(refused);
+        }
+        if self.inner.statements_per_second > 0 && matches!(tag, b'Q' | b'P') {
             let limit = self.inner.statements_per_second;
             let rate = f64::from(limit);
             let now = Instant::now();

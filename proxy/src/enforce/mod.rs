@@ -16,6 +16,7 @@ pub(crate) mod admission;
 pub mod audit_trail;
 pub(crate) mod lookup_limit;
 pub(crate) mod policy_state;
+pub(crate) mod prepared_cap;
 pub(crate) mod routing;
 pub(crate) mod schema_change;
 pub(crate) mod session_hook;

@@ -31,10 +31,10 @@ impl PassThroughHook {
 }
 
 impl SessionHook for PassThroughHook {
-    fn on_client_message(&mut self, tag: u8, _frame: &[u8], _cycle: u64) -> Decision {
+    fn on_client_message(&mut self, tag: u8, frame: &[u8], _cycle: u64) -> Decision {
         self.rate
             .as_mut()
-            .and_then(|rate| rate.check(tag))
+            .and_then(|rate| rate.check(tag, frame))
             .unwrap_or(Decision::Forward)
     }
 
@@ -64,7 +64,7 @@ impl<D: Decider> EnforcedHook<D> {
 
 impl<D: Decider> SessionHook for EnforcedHook<D> {
     fn on_client_message(&mut self, tag: u8, frame: &[u8], cycle: u64) -> Decision {
-        if let Some(refused) = self.rate.as_mut().and_then(|rate| rate.check(tag)) {
+        if let Some(refused) = self.rate.as_mut().and_then(|rate| rate.check(tag, frame)) {
             return refused;
         }
         self.decider.decide(tag, frame, cycle)

@@ -980,7 +980,7 @@ async fn error_messages_show_no_hidden_value_on_either_path() {
                 "UPDATE contacts SET id = {} WHERE id = {}",
                 south.id, own.id
             ),
-            &["23505", "23503"][..],
+            &["42501"][..],
         ),
         (
             "sales",

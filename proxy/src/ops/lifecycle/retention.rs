@@ -123,7 +123,30 @@ pub async fn apply(
         .await?
         .get(0);
     if !locked {
-        bail!("another retention run is in progress (advisory lock {RUN_LOCK} is held)");
+        // Any role may take an advisory lock (a role's login used straight too): name the holder.
+        let holder = client
+            .query_opt(
+                "SELECT l.pid, r.rolname::text FROM pg_catalog.pg_locks l \
+                 JOIN pg_catalog.pg_database d ON d.oid = l.database AND d.datname = pg_catalog.current_database() \
+                 LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid \
+                 LEFT JOIN pg_catalog.pg_roles r ON r.oid = a.usesysid \
+                 WHERE l.locktype = 'advisory' AND l.granted \
+                 AND ((l.classid::pg_catalog.int8 << 32) | l.objid::pg_catalog.int8) = $1 LIMIT 1",
+                &[&RUN_LOCK],
+            )
+            .await
+            .ok()
+            .flatten()
+            .map(|row| {
+                let (pid, user): (i32, Option<String>) = (row.get(0), row.get(1));
+                format!(
+                    ", by session {pid} of {}: if that is not a retention run, end it with \
+                     SELECT pg_terminate_backend({pid})",
+                    user.as_deref().unwrap_or("another role")
+                )
+            })
+            .unwrap_or_default();
+        bail!("another retention run is in progress (advisory lock {RUN_LOCK} is held{holder})");
     }
     let reports = apply_rules(client, policy, dry_run, batch).await;
     if reports.is_err() {
