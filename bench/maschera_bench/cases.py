@@ -89,7 +89,8 @@ def crm_setup(bench, contacts=None):
     if not _has_subcommand(binary, "policy", "apply"):
         return "not available yet: `maschera policy apply` (branch policy) has not landed"
     su = pg.superuser
-    su.psql("DROP DATABASE IF EXISTS crm")
+    # WITH (FORCE): a pgbouncer of --crm-pgbouncer still holds server connections to the last size's CRM.
+    su.psql("DROP DATABASE IF EXISTS crm WITH (FORCE)")
     su.psql(f"CREATE DATABASE crm OWNER {bench.owner.user}")
     owner = Login(pg.port, bench.owner.user, bench.owner.password, "crm")
     owner_uri = f"postgres://{owner.user}:{owner.password}@127.0.0.1:{pg.port}/crm"
@@ -149,6 +150,12 @@ def crm_setup(bench, contacts=None):
             owner_t, login_t = targets[role][0], targets[role][1]
             targets[role] += [Target(f"{owner_t.name}{PREPARED}", owner_t.login),
                               Target(f"{login_t.name}{PREPARED}", login_t.login)]
+    if bench.opts.crm_pgbouncer:
+        # The owner's queries through pgbouncer (session mode, same upstream): what relaying a
+        # connection costs on this machine with no policy at all, next to Maschera's figures.
+        bouncer = Login(bench.bouncer.port, owner.user, owner.password, "crm")
+        for role in targets:
+            targets[role].append(Target(OWNER_VIA_PGBOUNCER, bouncer, bench.bouncer.pid))
     audited = []
     for mode in bench.opts.crm_audit_modes:
         try:
@@ -186,6 +193,8 @@ def crm_setup(bench, contacts=None):
 
 # The suffix of case 2's targets measured with `-M prepared` (--crm-prepared).
 PREPARED = ", -M prepared"
+# Case 2's target of the owner through pgbouncer (--crm-pgbouncer).
+OWNER_VIA_PGBOUNCER = "owner via pgbouncer"
 
 
 def su_login(pg, database):
@@ -220,7 +229,7 @@ def crm_workload(bench, setup, contacts):
                 path = os.path.join(CRM_SCRIPTS, script)
                 owner_path = path.replace(".sql", ".owner.sql")
                 base = t.name.removesuffix(PREPARED)
-                if base == "owner direct" and os.path.exists(owner_path):
+                if base in ("owner direct", OWNER_VIA_PGBOUNCER) and os.path.exists(owner_path):
                     path = owner_path
                 extra = sealed if (base, role) == ("role login direct", "sales") else None
                 mode = "prepared" if t.name.endswith(PREPARED) else "extended"

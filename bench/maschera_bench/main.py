@@ -93,6 +93,9 @@ def parse_args(argv):
                    help="case 2: also the owner and the role's login direct with `-M prepared` (planned "
                         "once per connection), in the same interleaved rounds, against the owner's "
                         "`-M extended`")
+    p.add_argument("--crm-pgbouncer", action="store_true",
+                   help="case 2: also the owner through pgbouncer (session mode, the same upstream), in "
+                        "the same interleaved rounds: what a relay without any policy costs here")
     p.add_argument("--note", help="a sentence about the conditions of the run, written into the report")
     p.add_argument("--report-only", action="store_true",
                    help="measure nothing: write the report again from the --json results (give the "
@@ -248,6 +251,7 @@ def main(argv):
         bouncer = Pgbouncer(bench.pgbouncer_bin, pg, [owner], ["bench", "crm"],
                             upstream_host=bench.upstream_host)
         started.append(bouncer)
+        bench.bouncer = bouncer
         proxy = Maschera(bench.binary, owner, [PROXY_USER], **bench.proxy_options)
         started.append(proxy)
         targets = [
