@@ -118,3 +118,23 @@ pub fn python(script: &str, args: &[&str]) -> String {
         .expect("python3");
     Ran::of(out).ok_stdout("python3")
 }
+
+/// The Python of an application's own virtualenv under `target/` (`venv`, e.g. `realcrm-venv`), or the
+/// one the environment variable `env_var` names; panics naming `install` (the script that makes it)
+/// when it is missing.
+pub fn venv_python(env_var: &str, venv: &str, install: &str) -> std::path::PathBuf {
+    let python = std::env::var_os(env_var)
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../target")
+                .join(venv)
+                .join("bin/python")
+        });
+    assert!(
+        python.exists(),
+        "{} is missing: run {install} (.ci/run does)",
+        python.display()
+    );
+    python
+}

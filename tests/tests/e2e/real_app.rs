@@ -37,17 +37,11 @@ const SUITE: &[&str] = &["api_test.py", "history_test.py"];
 
 /// The application's Python (its own virtualenv).
 fn python() -> PathBuf {
-    let python = std::env::var_os("MASCHERA_IHATEMONEY_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/ihatemoney-venv/bin/python")
-        });
-    assert!(
-        python.exists(),
-        "{} is missing: run tests/compat/ihatemoney/install (.ci/run does)",
-        python.display()
-    );
-    python
+    maschera_tests::clients::venv_python(
+        "MASCHERA_IHATEMONEY_PYTHON",
+        "ihatemoney-venv",
+        "tests/compat/ihatemoney/install",
+    )
 }
 
 /// Runs one step of the driver against `database` at `target`; its outcome lines by operation.

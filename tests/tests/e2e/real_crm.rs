@@ -36,17 +36,11 @@ const SUITE: &[&str] = &[
 
 /// The CRM's Python (its own virtualenv).
 pub(crate) fn python() -> PathBuf {
-    let python = std::env::var_os("MASCHERA_REALCRM_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/realcrm-venv/bin/python")
-        });
-    assert!(
-        python.exists(),
-        "{} is missing: run tests/compat/realcrm/install (.ci/run does)",
-        python.display()
-    );
-    python
+    maschera_tests::clients::venv_python(
+        "MASCHERA_REALCRM_PYTHON",
+        "realcrm-venv",
+        "tests/compat/realcrm/install",
+    )
 }
 
 /// Where the driver connects: (host, port, user, password).

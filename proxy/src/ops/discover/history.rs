@@ -83,15 +83,8 @@ pub fn copy_findings(proposals: &mut [TableProposal]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::discover::propose::tests::column;
     use crate::ops::discover::propose::{ColumnSample, TableSample, propose};
-
-    fn column(name: &str, type_name: &str, values: &[&str]) -> ColumnSample {
-        ColumnSample {
-            name: name.into(),
-            type_name: type_name.into(),
-            values: values.iter().map(|v| v.to_string()).collect(),
-        }
-    }
 
     fn table(name: &str, key: &[&str], columns: Vec<ColumnSample>) -> TableSample {
         TableSample {

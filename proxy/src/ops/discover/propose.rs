@@ -978,10 +978,11 @@ fn render_roles(out: &mut String, proposals: &[TableProposal], template: Templat
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn column(name: &str, type_name: &str, values: &[&str]) -> ColumnSample {
+    /// A sampled column (also for the other discovery modules' tests).
+    pub(crate) fn column(name: &str, type_name: &str, values: &[&str]) -> ColumnSample {
         ColumnSample {
             name: name.into(),
             type_name: type_name.into(),
