@@ -107,13 +107,34 @@ pub fn apply_edited_policy(
     pseudonym_key: &str,
     edit: impl FnOnce(String) -> String,
 ) -> Result<AppliedPolicy> {
+    apply_example_edited(pg, db, "crm/policy.toml", pseudonym_key, edit)
+}
+
+/// Copies the policy file `example` of `examples/` (e.g. `django-crm/policy.toml`) beside the
+/// server's data and applies it to `db` with the real binary, with `pseudonym_key` as the key.
+pub fn apply_example_policy(
+    pg: &PgServer,
+    db: &str,
+    example: &str,
+    pseudonym_key: &str,
+) -> Result<AppliedPolicy> {
+    apply_example_edited(pg, db, example, pseudonym_key, |text| text)
+}
+
+fn apply_example_edited(
+    pg: &PgServer,
+    db: &str,
+    example: &str,
+    pseudonym_key: &str,
+    edit: impl FnOnce(String) -> String,
+) -> Result<AppliedPolicy> {
     let dir = pg.dir();
     let applied = AppliedPolicy {
         policy: dir.join("policy.toml"),
         credentials: dir.join("logins.toml"),
     };
-    let reference = std::fs::read_to_string(examples_dir().join("crm/policy.toml"))?;
-    std::fs::write(&applied.policy, edit(reference))?;
+    let text = std::fs::read_to_string(examples_dir().join(example))?;
+    std::fs::write(&applied.policy, edit(text))?;
     apply_policy(pg, db, &applied, pseudonym_key)?;
     Ok(applied)
 }

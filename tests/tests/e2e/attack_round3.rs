@@ -121,6 +121,23 @@ impl Round {
         Round { crm, hidden }
     }
 
+    /// `maschera policy apply` of the round's policy file as it is now (the repair after an attack,
+    /// or an edited policy).
+    pub(crate) fn apply_again(&self) -> anyhow::Result<()> {
+        apply_policy(&self.crm.pg, CRM_DB, &self.crm.applied, CRM_PSEUDONYM_KEY)
+    }
+
+    /// `maschera policy check --upstream` of the round's policy file against its database.
+    pub(crate) fn policy_check(&self) -> std::process::Output {
+        maschera_tests::run_maschera([
+            "policy".to_string(),
+            "check".into(),
+            self.crm.applied.policy.display().to_string(),
+            "--upstream".into(),
+            self.crm.pg.uri(CRM_DB),
+        ])
+    }
+
     /// The connection URI of `role`'s own login, straight to PostgreSQL.
     pub(crate) fn login_uri(&self, role: &str) -> String {
         let credentials = Credentials::load(&self.crm.applied.credentials).expect("credentials");
@@ -1338,8 +1355,7 @@ async fn prepared_statements_follow_the_database_lock_across_a_policy_reload() {
     );
     assert_ne!(edited, policy, "the edit applies to the reference policy");
     std::fs::write(&round.crm.applied.policy, edited).unwrap();
-    apply_policy(&round.crm.pg, CRM_DB, &round.crm.applied, CRM_PSEUDONYM_KEY)
-        .expect("apply the edited policy");
+    round.apply_again().expect("apply the edited policy");
     round
         .crm
         .proxy
@@ -1760,8 +1776,7 @@ async fn policy_apply_resets_the_session_defaults_a_login_set_on_itself() {
         tampered.contains("standard_conforming_strings=off") && tampered.contains("SJIS"),
         "{tampered}"
     );
-    apply_policy(&round.crm.pg, CRM_DB, &round.crm.applied, CRM_PSEUDONYM_KEY)
-        .expect("apply again");
+    round.apply_again().expect("apply again");
     let applied = round.owner_value(defaults).await;
     assert!(
         !applied.contains("standard_conforming_strings=off")

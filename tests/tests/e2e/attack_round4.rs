@@ -279,15 +279,7 @@ async fn a_login_that_alters_itself_is_reported_and_policy_apply_repairs_it() {
         )
         .await;
     // `policy check --upstream` reports the settings and fails.
-    let check = || {
-        maschera_tests::run_maschera([
-            "policy".to_string(),
-            "check".into(),
-            crm.applied.policy.display().to_string(),
-            "--upstream".into(),
-            crm.pg.uri(maschera_tests::crm_proxy::CRM_DB),
-        ])
-    };
+    let check = || round.policy_check();
     let checked = check();
     let stderr = String::from_utf8_lossy(&checked.stderr);
     assert!(!checked.status.success(), "{stderr}");
@@ -318,13 +310,7 @@ async fn a_login_that_alters_itself_is_reported_and_policy_apply_repairs_it() {
         .wait_for_log_async("refuses the password of login \"maschera_sales\"", 1)
         .await;
     // The repair: an apply sets the password from the credentials file again and resets the settings.
-    maschera_tests::crm_proxy::apply_policy(
-        &crm.pg,
-        maschera_tests::crm_proxy::CRM_DB,
-        &crm.applied,
-        maschera_tests::crm_proxy::CRM_PSEUDONYM_KEY,
-    )
-    .expect("apply again");
+    round.apply_again().expect("apply again");
     let sam = round.session("sales", Path::Simple).await;
     let read = sam
         .simple("SELECT count(*)::text, current_setting('statement_timeout') FROM contacts")

@@ -305,15 +305,7 @@ async fn the_crms_own_triggers_write_where_the_crm_writes_and_never_to_a_logins_
     );
     // The write triggers search the table's schema: an apply refuses a database where the logins may
     // create objects there (as PostgreSQL before 15 let every role do in `public`).
-    let crm = &round.crm;
-    let apply = || {
-        maschera_tests::crm_proxy::apply_policy(
-            &crm.pg,
-            maschera_tests::crm_proxy::CRM_DB,
-            &crm.applied,
-            maschera_tests::crm_proxy::CRM_PSEUDONYM_KEY,
-        )
-    };
+    let apply = || round.apply_again();
     round
         .owner_values("GRANT CREATE ON SCHEMA public TO PUBLIC")
         .await;
@@ -329,15 +321,7 @@ async fn the_crms_own_triggers_write_where_the_crm_writes_and_never_to_a_logins_
         .owner_values("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
         .await;
     apply().expect("apply again");
-    let check = || {
-        maschera_tests::run_maschera([
-            "policy".to_string(),
-            "check".into(),
-            crm.applied.policy.display().to_string(),
-            "--upstream".into(),
-            crm.pg.uri(maschera_tests::crm_proxy::CRM_DB),
-        ])
-    };
+    let check = || round.policy_check();
     // The CRM's trigger function is SECURITY DEFINER without a search path of its own: a login
     // straight on an auto-updatable view (no trigger of ours around it) could steer it with its own
     // `SET search_path = pg_temp, ...`. `policy check --upstream` names it and the repair.
@@ -467,14 +451,7 @@ async fn an_apply_or_retention_run_held_up_by_a_login_names_it_and_runs_once_it_
         .ok()[0][2]
         .clone();
     let crm = &round.crm;
-    let apply = || {
-        maschera_tests::crm_proxy::apply_policy(
-            &crm.pg,
-            maschera_tests::crm_proxy::CRM_DB,
-            &crm.applied,
-            maschera_tests::crm_proxy::CRM_PSEUDONYM_KEY,
-        )
-    };
+    let apply = || round.apply_again();
     // The apply fails at once instead of waiting for ever, and names the session.
     let refused = format!("{:#}", apply().expect_err("the apply must not run"));
     assert!(

@@ -12,8 +12,10 @@
 
 use crate::compat::run_client;
 use crate::real_crm::{Target, direct, passed, via_proxy};
-use maschera_tests::crm_proxy::{AppliedPolicy, CrmUser, apply_policy, write_crm_users};
-use maschera_tests::{PgServer, Proxy, ProxyOptions, examples_dir, run_maschera_ok};
+use maschera_tests::crm_proxy::{
+    AppliedPolicy, CrmUser, apply_example_policy, apply_policy, write_crm_users,
+};
+use maschera_tests::{PgServer, Proxy, ProxyOptions, run_maschera_ok};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -164,16 +166,13 @@ fn ihatemoney_runs_unchanged_through_maschera() {
     }
 
     // 2. The application's policy, applied to the migrated database.
-    let applied = AppliedPolicy {
-        policy: pg.dir().join("policy.toml"),
-        credentials: pg.dir().join("logins.toml"),
-    };
-    std::fs::copy(
-        examples_dir().join("ihatemoney/policy.toml"),
-        &applied.policy,
+    let applied = apply_example_policy(
+        &pg,
+        DB,
+        "ihatemoney/policy.toml",
+        "real-app-test-pseudonym-key",
     )
-    .unwrap();
-    apply_policy(&pg, DB, &applied, "real-app-test-pseudonym-key").expect("policy apply");
+    .expect("policy apply");
 
     // 3. The help desk, in session mode and in transaction pool mode (each walk adds Luca and a
     //    bill and deletes them again).

@@ -7,10 +7,8 @@
 //! Not for: the reference CRM (compat.rs), routing as such (databases.rs).
 
 use crate::compat::run_client;
-use maschera_tests::crm_proxy::{
-    AppliedPolicy, CrmUser, apply_policy, crm_password, write_crm_users,
-};
-use maschera_tests::{PgServer, Proxy, ProxyOptions, SUPERUSER, examples_dir};
+use maschera_tests::crm_proxy::{CrmUser, apply_example_policy, crm_password, write_crm_users};
+use maschera_tests::{PgServer, Proxy, ProxyOptions, SUPERUSER};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -168,16 +166,13 @@ fn django_crm_runs_unchanged_through_maschera_for_each_role() {
     }
 
     // 2. The CRM's policy, applied to the migrated database.
-    let applied = AppliedPolicy {
-        policy: pg.dir().join("policy.toml"),
-        credentials: pg.dir().join("logins.toml"),
-    };
-    std::fs::copy(
-        examples_dir().join("django-crm/policy.toml"),
-        &applied.policy,
+    let applied = apply_example_policy(
+        &pg,
+        DB,
+        "django-crm/policy.toml",
+        "real-crm-test-pseudonym-key",
     )
-    .unwrap();
-    apply_policy(&pg, DB, &applied, "real-crm-test-pseudonym-key").expect("policy apply");
+    .expect("policy apply");
     let options = ProxyOptions {
         upstream_extra: routing.into(),
         ..applied.proxy_options(DB, users)
