@@ -33,6 +33,11 @@ impl PreparedCap {
 
     /// Follows `frame` (a client message); the refusal of a Parse of one name too many.
     pub fn check(&mut self, frame: &[u8]) -> Option<Decision> {
+        // Only Parse, Close and Query name statements: the other messages (Bind, Execute, CopyData
+        // ...) are not decoded here, on every message's path.
+        if !matches!(frame.first(), Some(b'P' | b'C' | b'Q')) {
+            return None;
+        }
         match Frontend::decode(frame).ok()? {
             Frontend::Parse { name, .. } if !name.is_empty() && !self.names.contains(name) => {
                 if self.names.len() >= self.max {
